@@ -1,0 +1,338 @@
+"""The only module that imports Automerge.
+
+A ledger document is a root map of *tables*; each table maps an entry id to a map of
+scalar fields (strings, integers, booleans), and a field may itself be a map of
+sub-entries (a commitment's status changes, a member's devices). Nothing else is ever
+stored, which keeps the binding's sharp edges (AUTOMERGE.md) out of reach:
+
+- no counters (they panic inside Rust), no timestamps (they come back naive), no text
+  objects, no lists;
+- every transaction is entered with ``with`` (a transaction that is never entered
+  segfaults at exit);
+- change heads are checked before ``get_changes`` (unknown heads silently mean "all");
+- remote changes are applied through ``receive_sync_message`` with a hand-built sync
+  message, never by re-loading the document;
+- binding exceptions become :class:`~hearth.errors.LedgerError`.
+
+Because the binding's patches cannot be read, writers report which entries they touched
+(:class:`Edit`), and callers refresh their views from that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Union
+
+from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
+
+from hearth.errors import LedgerError
+
+__all__ = [
+    "ChangeInfo",
+    "DocWriter",
+    "Edit",
+    "EntryRef",
+    "Fields",
+    "LedgerDoc",
+    "Scalar",
+    "change_hash",
+]
+
+Scalar = Union[str, int, bool]
+FieldValue = Union[Scalar, None, "Fields"]
+Fields = Mapping[str, FieldValue]
+EntryRef = tuple[str, str]
+"""(table, entry id): what an edit touched."""
+
+_SYNC_MESSAGE_TYPE = 0x42
+_CHANGE_MAGIC = b"\x85\x6f\x4a\x83"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Edit:
+    """What one local transaction produced: its change bytes and the entries it touched."""
+
+    changes: tuple[bytes, ...]
+    touched: frozenset[EntryRef]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeInfo:
+    """The parts of a change's header Hearth needs before applying it."""
+
+    hash: bytes
+    deps: tuple[bytes, ...]
+
+
+def _uleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise LedgerError("A change is truncated or malformed.")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def change_hash(change: bytes) -> ChangeInfo:
+    """Check a change's header and checksum and return its hash and dependencies.
+
+    Automerge drops malformed changes silently, so every change from outside goes
+    through here first and fails loudly instead.
+    """
+    if len(change) < 10 or change[:4] != _CHANGE_MAGIC:
+        raise LedgerError("A change is not in Automerge's format.")
+    digest = hashlib.sha256(change[8:]).digest()
+    if digest[:4] != change[4:8]:
+        raise LedgerError("A change failed its checksum: it was damaged or tampered with.")
+    if change[8] != 1:  # chunk type 1 is a change; 0 is a whole document
+        raise LedgerError("A change is not a single Automerge change.")
+    length, pos = _read_uleb(change, 9)
+    if pos + length != len(change):
+        raise LedgerError("A change has the wrong length.")
+    count, pos = _read_uleb(change, pos)
+    if pos + 32 * count > len(change):
+        raise LedgerError("A change is truncated or malformed.")
+    deps = tuple(change[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
+    return ChangeInfo(hash=digest, deps=deps)
+
+
+def _sync_message(changes: Sequence[bytes]) -> Message:
+    """Build the sync message that carries ``changes`` (type, heads, need, have, changes)."""
+    body = bytearray([_SYNC_MESSAGE_TYPE])
+    body += _uleb(0) + _uleb(0) + _uleb(0)
+    body += _uleb(len(changes))
+    for change in changes:
+        body += _uleb(len(change)) + change
+    return Message.decode(bytes(body))
+
+
+class DocWriter:
+    """Puts entries inside one open transaction and remembers what it touched."""
+
+    def __init__(self, doc: Document, tx: object) -> None:
+        self._doc = doc
+        self._tx = tx
+        self.touched: set[EntryRef] = set()
+
+    def put(self, table: str, entry_id: str, fields: Fields) -> None:
+        """Create the entry if needed and set ``fields``; ``None`` deletes a field."""
+        tx = self._tx
+        table_obj = self._table(table)
+        found = tx.get(table_obj, entry_id)  # type: ignore[attr-defined]
+        if found is None:
+            entry = tx.put_object(table_obj, entry_id, ObjType.Map)  # type: ignore[attr-defined]
+        else:
+            entry = found[1]
+        self._put_fields(entry, fields)
+        self.touched.add((table, entry_id))
+
+    def delete(self, table: str, entry_id: str) -> None:
+        """Remove an entry outright (archiving moves entries; members see tombstones)."""
+        table_obj = self._table(table)
+        if self._tx.get(table_obj, entry_id) is not None:  # type: ignore[attr-defined]
+            self._tx.delete(table_obj, entry_id)  # type: ignore[attr-defined]
+            self.touched.add((table, entry_id))
+
+    def _table(self, table: str) -> bytes:
+        found = self._tx.get(ROOT, table)  # type: ignore[attr-defined]
+        if found is None or found[0] != ObjType.Map:
+            raise LedgerError(f"This ledger has no {table!r} table; it may be from a newer Hearth.")
+        obj: bytes = found[1]
+        return obj
+
+    def _put_fields(self, obj: bytes, fields: Fields) -> None:
+        tx = self._tx
+        for key, value in fields.items():
+            if value is None:
+                if tx.get(obj, key) is not None:  # type: ignore[attr-defined]
+                    tx.delete(obj, key)  # type: ignore[attr-defined]
+            elif isinstance(value, Mapping):
+                found = tx.get(obj, key)  # type: ignore[attr-defined]
+                if found is None or found[0] != ObjType.Map:
+                    child = tx.put_object(obj, key, ObjType.Map)  # type: ignore[attr-defined]
+                else:
+                    child = found[1]
+                self._put_fields(child, value)
+            elif isinstance(value, bool):  # before int: bool is an int in Python
+                tx.put(obj, key, ScalarType.Boolean, value)  # type: ignore[attr-defined]
+            elif isinstance(value, int):
+                try:
+                    tx.put(obj, key, ScalarType.Int, value)  # type: ignore[attr-defined]
+                except OverflowError as exc:
+                    raise LedgerError(f"The number {value} is too large to store.") from exc
+            else:
+                tx.put(obj, key, ScalarType.Str, value)  # type: ignore[attr-defined]
+
+
+class LedgerDoc:
+    """An Automerge document seen as tables of entries."""
+
+    def __init__(self, doc: Document) -> None:
+        self._doc = doc
+
+    # --- making and keeping -------------------------------------------------
+
+    @classmethod
+    def genesis(cls, seed: bytes, tables: Sequence[str], actor: bytes) -> LedgerDoc:
+        """Create the document's first change, identical on every node given the same seed.
+
+        The tables are created under an actor derived from ``seed`` so that two nodes
+        creating the same document concurrently (an archive period, say) write the very
+        same change instead of two rival root maps. Later edits use ``actor``.
+        """
+        doc = Document(actor_id=hashlib.sha256(b"hearth/v1/genesis" + seed).digest()[:16])
+        with doc.transaction() as tx:
+            for table in sorted(tables):
+                tx.put_object(ROOT, table, ObjType.Map)
+        doc.set_actor(actor)
+        return cls(doc)
+
+    @classmethod
+    def load(cls, saved: bytes, actor: bytes) -> LedgerDoc:
+        """Load a saved document, or raise :class:`LedgerError` if the bytes are not one."""
+        try:
+            doc = Document.load(saved)
+        except Exception as exc:  # noqa: BLE001 - the binding raises only plain Exception
+            raise LedgerError(f"A saved ledger could not be read ({exc}).") from exc
+        doc.set_actor(actor)
+        return cls(doc)
+
+    def save(self) -> bytes:
+        """The whole document as bytes (a snapshot)."""
+        return self._doc.save()
+
+    @property
+    def actor(self) -> bytes:
+        """The actor id this document writes under."""
+        return self._doc.get_actor()
+
+    def heads(self) -> list[bytes]:
+        """The hashes of the newest changes."""
+        return self._doc.get_heads()
+
+    # --- reading ---------------------------------------------------------------
+
+    def tables(self) -> list[str]:
+        """The names of the document's tables."""
+        return self._doc.keys(ROOT)
+
+    def entry_ids(self, table: str) -> list[str]:
+        """Ids of every entry of a table."""
+        obj = self._table(table)
+        return [] if obj is None else self._doc.keys(obj)
+
+    def read_entry(self, table: str, entry_id: str) -> dict[str, object] | None:
+        """One entry as a plain dict (sub-maps as dicts), or ``None`` if it is not there."""
+        obj = self._table(table)
+        if obj is None:
+            return None
+        found = self._doc.get(obj, entry_id)
+        if found is None or found[0] != ObjType.Map:
+            return None
+        return self._read_map(found[1])
+
+    def read_table(self, table: str) -> dict[str, dict[str, object]]:
+        """Every entry of a table; costs time in proportion to the table's size."""
+        obj = self._table(table)
+        if obj is None:
+            return {}
+        doc = self._doc
+        out: dict[str, dict[str, object]] = {}
+        for entry_id, (value, child) in zip(doc.keys(obj), doc.values(obj)):
+            if value == ObjType.Map:
+                out[entry_id] = self._read_map(child)
+        return out
+
+    def _table(self, table: str) -> bytes | None:
+        found = self._doc.get(ROOT, table)
+        if found is None or found[0] != ObjType.Map:
+            return None
+        obj: bytes = found[1]
+        return obj
+
+    def _read_map(self, obj: bytes) -> dict[str, object]:
+        doc = self._doc
+        out: dict[str, object] = {}
+        for key, (value, child) in zip(doc.keys(obj), doc.values(obj)):
+            if isinstance(value, tuple):
+                out[key] = value[1]
+            elif value == ObjType.Map:
+                out[key] = self._read_map(child)
+        return out
+
+    # --- writing ----------------------------------------------------------------
+
+    @contextmanager
+    def edit(self) -> Iterator[DocWriter]:
+        """One transaction: everything written inside becomes one change, or none on error.
+
+        After the ``with`` block, :attr:`last_edit` holds the change and the touched
+        entries.
+        """
+        before = self._doc.get_heads()
+        with self._doc.transaction() as tx:
+            writer = DocWriter(self._doc, tx)
+            yield writer
+        changes = self._doc.get_changes(before) if self._doc.get_heads() != before else []
+        self.last_edit = Edit(
+            changes=tuple(c.bytes for c in changes), touched=frozenset(writer.touched)
+        )
+
+    last_edit: Edit = Edit(changes=(), touched=frozenset())
+
+    # --- exchanging ----------------------------------------------------------------
+
+    def apply(self, changes: Sequence[bytes]) -> set[bytes]:
+        """Apply changes from elsewhere incrementally; return the hashes newly applied.
+
+        Changes already known are ignored; changes whose dependencies have not arrived are
+        held by Automerge until they do (they are not in the returned set yet). A damaged
+        change raises :class:`LedgerError` and nothing of the batch is applied.
+        """
+        for change in changes:
+            change_hash(change)
+        if not changes:
+            return set()
+        before = self._doc.get_heads()
+        try:
+            self._doc.receive_sync_message(SyncState(), _sync_message(changes))
+        except Exception as exc:  # noqa: BLE001 - the binding raises only plain Exception
+            raise LedgerError(f"Changes from elsewhere could not be applied ({exc}).") from exc
+        if self._doc.get_heads() == before:
+            return set()
+        return {c.hash for c in self._doc.get_changes(before)}
+
+    def has_change(self, change_id: bytes) -> bool:
+        """Whether the document contains the change with this hash."""
+        try:
+            self._doc.fork_at([change_id])
+        except Exception:  # noqa: BLE001 - "invalid hash" is a plain Exception
+            return False
+        return True
+
+    def changes_since(self, heads: Sequence[bytes]) -> list[bytes]:
+        """Change bytes the document has beyond ``heads`` (all of them for ``[]``)."""
+        for head in heads:
+            if not self.has_change(head):
+                # get_changes would silently answer "everything" (AUTOMERGE.md).
+                raise LedgerError("Asked for changes since a state this ledger does not know.")
+        return [c.bytes for c in self._doc.get_changes(list(heads))]

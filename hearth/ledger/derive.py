@@ -1,0 +1,203 @@
+"""Pure functions from stored entries to what members see.
+
+Quantities are sums of events, custody follows open lends, a commitment's status is
+replayed from its status changes. Everything is ordered by ``(at, id)`` before it is
+folded, so any two replicas holding the same entries compute the same answer, whatever
+order the entries arrived in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+
+from hearth.ledger.model import (
+    COMMITMENT_TRANSITIONS,
+    Action,
+    Commitment,
+    CommitmentStatus,
+    Event,
+    Kind,
+    Member,
+    Need,
+    NeedStatus,
+    Resource,
+    Role,
+    StatusChange,
+)
+
+__all__ = ["commitment", "event", "member", "need", "resource"]
+
+Raw = Mapping[str, object]
+
+
+def _str(raw: Raw, key: str, default: str = "") -> str:
+    value = raw.get(key)
+    return value if isinstance(value, str) else default
+
+
+def _int(raw: Raw, key: str) -> int | None:
+    value = raw.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _decimal(raw: Raw, key: str) -> Decimal | None:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        number = Decimal(value)
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() else None
+
+
+def _enum_value(enum_type: type[Kind], value: str) -> Kind:
+    try:
+        return enum_type(value)
+    except ValueError:
+        return Kind.OTHER
+
+
+def event(event_id: str, raw: Raw) -> Event | None:
+    """An event from its stored entry, or ``None`` if the entry is not a usable event."""
+    try:
+        action = Action(_str(raw, "action"))
+    except ValueError:
+        return None
+    closes = tuple(sorted(x for x in _str(raw, "closes").split(",") if x))
+    return Event(
+        id=event_id,
+        action=action,
+        resource=_str(raw, "resource"),
+        quantity=_decimal(raw, "qty") or Decimal(0),
+        to=_str(raw, "to"),
+        until=_int(raw, "until"),
+        closes=closes,
+        fulfils=_str(raw, "fulfils"),
+        note=_str(raw, "note"),
+        by=_str(raw, "by"),
+        at=_int(raw, "at") or 0,
+    )
+
+
+def open_lends(events: Iterable[Event]) -> list[Event]:
+    """Lends no return has closed, oldest first."""
+    ordered = sorted(events, key=lambda e: (e.at, e.id))
+    closed = {lend for e in ordered if e.action is Action.RETURN for lend in e.closes}
+    return [e for e in ordered if e.action is Action.LEND and e.id not in closed]
+
+
+def quantity(events: Iterable[Event]) -> Decimal:
+    """The quantity on hand: the exact sum of every event's signed quantity."""
+    return sum((e.quantity * e.action.sign for e in events), Decimal(0))
+
+
+def resource(resource_id: str, raw: Raw, events: Iterable[Event]) -> Resource:
+    """A resource with its quantity and custodian worked out from its events."""
+    events = list(events)
+    lends = open_lends(events)
+    keeper = _str(raw, "keeper") or _str(raw, "created_by")
+    latest = lends[-1] if lends else None
+    return Resource(
+        id=resource_id,
+        name=_str(raw, "name", "(unnamed)"),
+        kind=_enum_value(Kind, _str(raw, "kind", "other")),
+        unit=_str(raw, "unit"),
+        quantity=quantity(events),
+        owner=_str(raw, "owner"),
+        keeper=keeper,
+        custodian=latest.to if latest else keeper,
+        lent_to=tuple(e.to for e in lends),
+        lent_until=latest.until if latest else None,
+        location=_str(raw, "location"),
+        note=_str(raw, "note"),
+        shareable=raw.get("shareable") is True,
+        created_by=_str(raw, "created_by"),
+        created_at=_int(raw, "created_at") or 0,
+        updated_by=_str(raw, "updated_by") or _str(raw, "created_by"),
+        updated_at=_int(raw, "updated_at") or _int(raw, "created_at") or 0,
+        removed=raw.get("removed") is True,
+    )
+
+
+def need(need_id: str, raw: Raw) -> Need:
+    """A need from its stored entry."""
+    closed = raw.get("closed") is True
+    return Need(
+        id=need_id,
+        what=_str(raw, "what", "(unnamed)"),
+        quantity=_decimal(raw, "qty"),
+        unit=_str(raw, "unit"),
+        by=_int(raw, "by"),
+        status=NeedStatus.CLOSED if closed else NeedStatus.OPEN,
+        created_by=_str(raw, "created_by"),
+        created_at=_int(raw, "created_at") or 0,
+        closed_by=_str(raw, "closed_by"),
+        closed_at=_int(raw, "closed_at"),
+    )
+
+
+def commitment(commitment_id: str, raw: Raw) -> Commitment:
+    """A commitment whose status is replayed from its recorded status changes.
+
+    Each change names the status its author saw. Changes are replayed in ``(at, id)``
+    order; one whose starting status no longer holds (because a concurrent change got
+    there first) is kept but marked not applied, which :mod:`conflicts` reports.
+    """
+    status = CommitmentStatus.PROPOSED
+    replayed: list[StatusChange] = []
+    stored = raw.get("changes")
+    items = stored.items() if isinstance(stored, Mapping) else ()
+    parsed: list[tuple[int, str, Raw]] = [
+        (_int(c, "at") or 0, change_id, c) for change_id, c in items if isinstance(c, Mapping)
+    ]
+    for at, change_id, change in sorted(parsed, key=lambda item: (item[0], item[1])):
+        try:
+            seen = CommitmentStatus(_str(change, "from"))
+            target = CommitmentStatus(_str(change, "to"))
+        except ValueError:
+            continue
+        applied = seen is status and target in COMMITMENT_TRANSITIONS[status]
+        if applied:
+            status = target
+        replayed.append(
+            StatusChange(
+                id=change_id,
+                from_status=seen,
+                to_status=target,
+                by=_str(change, "by"),
+                at=at,
+                applied=applied,
+            )
+        )
+    return Commitment(
+        id=commitment_id,
+        what=_str(raw, "what", "(unnamed)"),
+        giver=_str(raw, "giver"),
+        receiver=_str(raw, "receiver"),
+        resource=_str(raw, "resource"),
+        quantity=_decimal(raw, "qty"),
+        due=_int(raw, "due"),
+        status=status,
+        changes=tuple(replayed),
+        created_by=_str(raw, "created_by"),
+        created_at=_int(raw, "created_at") or 0,
+    )
+
+
+def member(member_id: str, raw: Raw) -> Member:
+    """A member from its stored entry."""
+    devices = raw.get("devices")
+    try:
+        role = Role(_str(raw, "role", "member"))
+    except ValueError:
+        role = Role.MEMBER
+    return Member(
+        id=member_id,
+        name=_str(raw, "name", "(unnamed)"),
+        role=role,
+        key=_str(raw, "key"),
+        devices=tuple(sorted(devices)) if isinstance(devices, Mapping) else (),
+        joined_at=_int(raw, "joined_at") or 0,
+    )

@@ -1,0 +1,92 @@
+"""The group's history, in words: who did what, when."""
+
+from __future__ import annotations
+
+from hearth.ledger.model import Action, HistoryItem
+from hearth.ledger.view import LedgerView
+from hearth.values import format_date, format_quantity
+
+__all__ = ["history"]
+
+_VERB = {
+    Action.PRODUCE: "added",
+    Action.CONSUME: "used",
+    Action.RAISE: "counted more",
+    Action.LOWER: "counted less",
+    Action.GIVE: "gave",
+}
+
+
+def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryItem]:
+    """Every recorded action, newest first; only one resource's if ``resource`` is given."""
+    name = view.member_name
+    items: list[HistoryItem] = []
+    resources = view.tables["resources"]
+
+    def label(rid: str) -> str:
+        raw = resources.get(rid, {})
+        value = raw.get("name")
+        return value if isinstance(value, str) else rid[:8]
+
+    for rid, raw in resources.items():
+        if resource and rid != resource:
+            continue
+        created_at, by = raw.get("created_at"), raw.get("created_by")
+        if isinstance(created_at, int) and isinstance(by, str):
+            items.append(HistoryItem(at=created_at, by=by, what=f"added {label(rid)}", entry=rid))
+        edits = raw.get("edits")
+        if isinstance(edits, dict):
+            for edit in edits.values():
+                if isinstance(edit, dict) and isinstance(edit.get("at"), int):
+                    what = f"edited {label(rid)} ({edit.get('fields', '')})"
+                    if edit.get("fields") == "removed":
+                        what = f"removed {label(rid)}"
+                    items.append(
+                        HistoryItem(at=int(edit["at"]), by=str(edit.get("by", "")), what=what,
+                                    entry=rid)
+                    )
+    for event in view.events():
+        if resource and event.resource != resource:
+            continue
+        thing = label(event.resource)
+        unit = str(resources.get(event.resource, {}).get("unit", ""))
+        amount = f"{format_quantity(event.quantity)} {unit}".strip()
+        if event.action is Action.LEND:
+            until = f" until {format_date(event.until)}" if event.until else ""
+            what = f"lent {thing} to {name(event.to)}{until}"
+        elif event.action is Action.RETURN:
+            what = f"recorded the return of {thing}"
+        elif event.action is Action.GIVE:
+            what = f"gave {amount} of {thing} to {name(event.to)}"
+        else:
+            what = f"{_VERB[event.action]} {amount} of {thing}"
+        items.append(HistoryItem(at=event.at, by=event.by, what=what, entry=event.id))
+    if resource is None:
+        for need in view.needs():
+            items.append(
+                HistoryItem(at=need.created_at, by=need.created_by, what=f"needs {need.what}",
+                            entry=need.id)
+            )
+            if need.closed_at is not None:
+                items.append(
+                    HistoryItem(at=need.closed_at, by=need.closed_by,
+                                what=f"closed the need for {need.what}", entry=need.id)
+                )
+        for c in view.commitments():
+            items.append(
+                HistoryItem(
+                    at=c.created_at, by=c.created_by,
+                    what=f"proposed that {name(c.giver)} gives {name(c.receiver)} {c.what}",
+                    entry=c.id,
+                )
+            )
+            for change in c.changes:
+                what = f"{change.to_status.value} the commitment '{c.what}'"
+                if not change.applied:
+                    what += " (overtaken by another change)"
+                items.append(HistoryItem(at=change.at, by=change.by, what=what, entry=c.id))
+        for m in view.members():
+            items.append(HistoryItem(at=m.joined_at, by=m.id, what="joined the group",
+                                     entry=m.id))
+    items.sort(key=lambda item: (item.at, item.entry, item.what), reverse=True)
+    return items

@@ -1,0 +1,440 @@
+"""A group's ledger: the operations members perform, each one Automerge transaction.
+
+Every operation checks what it can locally (a resource that is already lent out cannot
+be lent again here), writes one transaction, refreshes the view from what it touched and
+queues the resulting change for the node to store. Checks a single replica cannot make —
+two members lending the same ladder while both offline — are left to
+:mod:`hearth.ledger.conflicts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+
+from hearth.clock import Clock
+from hearth.errors import LedgerError
+from hearth.ledger.automerge_doc import Edit, EntryRef, Fields, LedgerDoc, DocWriter
+from hearth.ledger.derive import open_lends
+from hearth.ledger.model import (
+    COMMITMENT_TRANSITIONS,
+    TABLES,
+    Action,
+    Commitment,
+    CommitmentStatus,
+    Kind,
+    Need,
+    NeedStatus,
+    Resource,
+    Role,
+)
+from hearth.ledger.view import LedgerView
+from hearth.values import MAX_NOTE, check_text, format_date, format_quantity
+
+__all__ = ["Ledger", "touched_of"]
+
+IdFactory = Callable[[], str]
+
+
+class Ledger:
+    """One group's live ledger document with its view, acting as one member."""
+
+    def __init__(
+        self, doc: LedgerDoc, *, author: str, clock: Clock, new_id: IdFactory
+    ) -> None:
+        self.doc = doc
+        self.author = author
+        self.view = LedgerView.build([doc])
+        self._clock = clock
+        self._new_id = new_id
+        self.outbox: list[Edit] = []
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        seed: bytes,
+        name: str,
+        actor: bytes,
+        creator: str,
+        creator_name: str,
+        creator_key: str,
+        devices: dict[str, Fields],
+        clock: Clock,
+        new_id: IdFactory,
+    ) -> Ledger:
+        """A new group's ledger with its creator as the first admin."""
+        name = check_text(name, "group name")
+        ledger = cls(
+            LedgerDoc.genesis(seed, TABLES, actor), author=creator, clock=clock, new_id=new_id
+        )
+        now = clock.now_ms()
+        with ledger._edit() as w:
+            w.put("meta", "group", {"name": name, "created_by": creator, "created_at": now})
+            w.put(
+                "members",
+                creator,
+                {
+                    "name": creator_name,
+                    "key": creator_key,
+                    "role": Role.ADMIN.value,
+                    "joined_at": now,
+                    "added_by": creator,
+                    "devices": devices,
+                },
+            )
+        return ledger
+
+    @property
+    def name(self) -> str:
+        """The group's name."""
+        value = self.view.tables["meta"].get("group", {}).get("name")
+        return value if isinstance(value, str) else "(unnamed group)"
+
+    # --- plumbing -------------------------------------------------------------------
+
+    @contextmanager
+    def _edit(self) -> Iterator[DocWriter]:
+        with self.doc.edit() as writer:
+            yield writer
+        edit = self.doc.last_edit
+        self.view.refresh(self.doc, edit.touched)
+        if edit.changes:
+            self.outbox.append(edit)
+
+    def take_outbox(self) -> list[Edit]:
+        """The local edits made since the last call, for the node to store and send."""
+        edits, self.outbox = self.outbox, []
+        return edits
+
+    def apply_remote(self, changes: Sequence[bytes], touched: Sequence[EntryRef] | None) -> int:
+        """Apply changes from another device; return how many were new.
+
+        ``touched`` is the list of entries the author's edits touched, which lets the view
+        refresh just those; ``None`` (a large batch, or no list) rebuilds the view.
+        """
+        applied = self.doc.apply(changes)
+        if applied:
+            if touched is None:
+                self.view = LedgerView.build([self.doc])
+            else:
+                self.view.refresh(self.doc, touched)
+        return len(applied)
+
+    def _stamp(self) -> dict[str, str | int]:
+        return {"created_by": self.author, "created_at": self._clock.now_ms()}
+
+    def _live_resource(self, resource_id: str) -> Resource:
+        resource = self.view.resource(resource_id)
+        if resource.removed:
+            raise LedgerError(f"'{resource.name}' was removed from the ledger.")
+        return resource
+
+    def _member(self, member_id: str) -> str:
+        return self.view.find("members", member_id)
+
+    def _event(self, w: DocWriter, action: Action, resource_id: str, **fields: str | int) -> str:
+        event_id = self._new_id()
+        body: dict[str, str | int] = {
+            "action": action.value,
+            "resource": resource_id,
+            "by": self.author,
+            "at": self._clock.now_ms(),
+        }
+        body.update(fields)
+        w.put("events", event_id, body)
+        return event_id
+
+    # --- members ----------------------------------------------------------------------
+
+    def add_member(
+        self, *, member_id: str, name: str, key: str, role: Role, devices: dict[str, Fields]
+    ) -> None:
+        """Record a member (and their devices) in the ledger."""
+        name = check_text(name, "member name")
+        with self._edit() as w:
+            w.put(
+                "members",
+                member_id,
+                {
+                    "name": name,
+                    "key": key,
+                    "role": role.value,
+                    "joined_at": self._clock.now_ms(),
+                    "added_by": self.author,
+                    "devices": devices,
+                },
+            )
+
+    # --- resources ----------------------------------------------------------------------
+
+    def add_resource(
+        self,
+        name: str,
+        *,
+        kind: Kind = Kind.OTHER,
+        quantity: Decimal = Decimal(1),
+        unit: str = "",
+        location: str = "",
+        note: str = "",
+        shareable: bool = False,
+    ) -> Resource:
+        """Add a resource with its starting quantity (recorded as a ``produce`` event)."""
+        fields: dict[str, str | int | bool] = {
+            "name": check_text(name, "resource name"),
+            "kind": kind.value,
+            "unit": check_text(unit, "unit", limit=30, empty_ok=True),
+            "location": check_text(location, "location", empty_ok=True),
+            "note": check_text(note, "note", limit=MAX_NOTE, empty_ok=True),
+            "keeper": self.author,
+            "shareable": shareable,
+            **self._stamp(),
+        }
+        resource_id = self._new_id()
+        with self._edit() as w:
+            w.put("resources", resource_id, fields)
+            if quantity > 0:
+                self._event(w, Action.PRODUCE, resource_id, qty=str(quantity), note="starting stock")
+        return self.view.resource(resource_id)
+
+    def edit_resource(
+        self,
+        resource_id: str,
+        *,
+        name: str | None = None,
+        kind: Kind | None = None,
+        unit: str | None = None,
+        location: str | None = None,
+        note: str | None = None,
+        keeper: str | None = None,
+        shareable: bool | None = None,
+        quantity: Decimal | None = None,
+    ) -> Resource:
+        """Change a resource's details; a new quantity is recorded as a correction event."""
+        current = self._live_resource(resource_id)
+        fields: dict[str, str | bool] = {}
+        if name is not None:
+            fields["name"] = check_text(name, "resource name")
+        if kind is not None:
+            fields["kind"] = kind.value
+        if unit is not None:
+            fields["unit"] = check_text(unit, "unit", limit=30, empty_ok=True)
+        if location is not None:
+            fields["location"] = check_text(location, "location", empty_ok=True)
+        if note is not None:
+            fields["note"] = check_text(note, "note", limit=MAX_NOTE, empty_ok=True)
+        if keeper is not None:
+            fields["keeper"] = self._member(keeper)
+        if shareable is not None:
+            fields["shareable"] = shareable
+        delta = None if quantity is None else quantity - current.quantity
+        if not fields and not delta:
+            raise LedgerError("Nothing to change: give at least one new value.")
+        changed = ",".join(sorted([*fields, *(["quantity"] if delta else [])]))
+        now = self._clock.now_ms()
+        with self._edit() as w:
+            w.put(
+                "resources",
+                resource_id,
+                {
+                    **fields,
+                    "updated_by": self.author,
+                    "updated_at": now,
+                    "edits": {self._new_id(): {"by": self.author, "at": now, "fields": changed}},
+                },
+            )
+            if delta:
+                action = Action.RAISE if delta > 0 else Action.LOWER
+                self._event(w, action, resource_id, qty=str(abs(delta)), note="correction")
+        return self.view.resource(resource_id)
+
+    def remove_resource(self, resource_id: str) -> Resource:
+        """Mark a resource removed; its history stays."""
+        self._live_resource(resource_id)
+        now = self._clock.now_ms()
+        with self._edit() as w:
+            w.put(
+                "resources",
+                resource_id,
+                {
+                    "removed": True,
+                    "updated_by": self.author,
+                    "updated_at": now,
+                    "edits": {self._new_id(): {"by": self.author, "at": now, "fields": "removed"}},
+                },
+            )
+        return self.view.resource(resource_id)
+
+    # --- what happens to resources ---------------------------------------------------------
+
+    def lend(self, resource_id: str, *, to: str, until: int | None = None) -> Resource:
+        """Record that a member now has the resource, until a date if given."""
+        resource = self._live_resource(resource_id)
+        borrower = self._member(to)
+        if resource.lent_to:
+            holder = self.view.member_name(resource.lent_to[-1])
+            when = f" until {format_date(resource.lent_until)}" if resource.lent_until else ""
+            raise LedgerError(
+                f"'{resource.name}' is already lent to {holder}{when}; record its return first."
+            )
+        fields: dict[str, str | int] = {"to": borrower, "qty": "0"}
+        if until is not None:
+            if until <= self._clock.now_ms():
+                raise LedgerError("The return date is in the past; give a later date.")
+            fields["until"] = until
+        with self._edit() as w:
+            self._event(w, Action.LEND, resource_id, **fields)
+        return self.view.resource(resource_id)
+
+    def return_(self, resource_id: str, *, borrower: str | None = None) -> Resource:
+        """Record that the resource came back (from every borrower, or just one)."""
+        resource = self._live_resource(resource_id)
+        who = None if borrower is None else self._member(borrower)
+        lends = [
+            e.id
+            for e in open_lends(self.view.events_of(resource_id))
+            if who is None or e.to == who
+        ]
+        if not lends:
+            raise LedgerError(f"'{resource.name}' is not lent out, so there is nothing to return.")
+        with self._edit() as w:
+            self._event(w, Action.RETURN, resource_id, qty="0", closes=",".join(sorted(lends)))
+        return self.view.resource(resource_id)
+
+    def produce(self, resource_id: str, quantity: Decimal, *, note: str = "") -> Resource:
+        """Record that more of a resource exists (harvested, made, donated)."""
+        self._live_resource(resource_id)
+        with self._edit() as w:
+            self._event(w, Action.PRODUCE, resource_id, qty=str(quantity),
+                        note=check_text(note, "note", limit=MAX_NOTE, empty_ok=True))
+        return self.view.resource(resource_id)
+
+    def consume(self, resource_id: str, quantity: Decimal, *, note: str = "") -> Resource:
+        """Record that some of a resource was used up."""
+        self._check_available(self._live_resource(resource_id), quantity, "use")
+        with self._edit() as w:
+            self._event(w, Action.CONSUME, resource_id, qty=str(quantity),
+                        note=check_text(note, "note", limit=MAX_NOTE, empty_ok=True))
+        return self.view.resource(resource_id)
+
+    def give(self, resource_id: str, *, to: str, quantity: Decimal, fulfils: str = "") -> Resource:
+        """Record that some of a resource went to a member."""
+        receiver = self._member(to)
+        self._check_available(self._live_resource(resource_id), quantity, "give")
+        with self._edit() as w:
+            self._give(w, resource_id, receiver, quantity, fulfils)
+        return self.view.resource(resource_id)
+
+    def _give(
+        self, w: DocWriter, resource_id: str, receiver: str, quantity: Decimal, fulfils: str
+    ) -> None:
+        fields: dict[str, str | int] = {"to": receiver, "qty": str(quantity)}
+        if fulfils:
+            fields["fulfils"] = fulfils
+        self._event(w, Action.GIVE, resource_id, **fields)
+
+    def _check_available(self, resource: Resource, quantity: Decimal, verb: str) -> None:
+        if quantity > resource.quantity:
+            unit = f" {resource.unit}" if resource.unit else ""
+            raise LedgerError(
+                f"Cannot {verb} {format_quantity(quantity)}{unit} of '{resource.name}': "
+                f"only {format_quantity(resource.quantity)}{unit} recorded."
+            )
+
+    # --- needs ----------------------------------------------------------------------
+
+    def add_need(
+        self, what: str, *, quantity: Decimal | None = None, unit: str = "", by: int | None = None
+    ) -> Need:
+        """Record that a member needs something."""
+        fields: dict[str, str | int] = {
+            "what": check_text(what, "need"),
+            "unit": check_text(unit, "unit", limit=30, empty_ok=True),
+            **self._stamp(),
+        }
+        if quantity is not None:
+            fields["qty"] = str(quantity)
+        if by is not None:
+            fields["by"] = by
+        need_id = self._new_id()
+        with self._edit() as w:
+            w.put("needs", need_id, fields)
+        return self.view.need(need_id)
+
+    def close_need(self, need_id: str) -> Need:
+        """Mark a need as met or no longer wanted."""
+        need = self.view.need(need_id)
+        if need.status is NeedStatus.CLOSED:
+            raise LedgerError(f"The need for '{need.what}' is already closed.")
+        with self._edit() as w:
+            w.put(
+                "needs",
+                need_id,
+                {"closed": True, "closed_by": self.author, "closed_at": self._clock.now_ms()},
+            )
+        return self.view.need(need_id)
+
+    # --- commitments ------------------------------------------------------------------
+
+    def add_commitment(
+        self,
+        what: str,
+        *,
+        giver: str,
+        receiver: str,
+        resource: str = "",
+        quantity: Decimal | None = None,
+        due: int | None = None,
+    ) -> Commitment:
+        """Record a proposed promise from one member to another."""
+        fields: dict[str, str | int] = {
+            "what": check_text(what, "commitment"),
+            "giver": self._member(giver),
+            "receiver": self._member(receiver),
+            **self._stamp(),
+        }
+        if fields["giver"] == fields["receiver"]:
+            raise LedgerError("A commitment needs two different members.")
+        if resource:
+            fields["resource"] = self._live_resource(resource).id
+        if quantity is not None:
+            fields["qty"] = str(quantity)
+        if due is not None:
+            fields["due"] = due
+        commitment_id = self._new_id()
+        with self._edit() as w:
+            w.put("commitments", commitment_id, fields)
+        return self.view.commitment(commitment_id)
+
+    def change_commitment(self, commitment_id: str, to: CommitmentStatus) -> Commitment:
+        """Move a commitment along its life; fulfilling one tied to a resource records a gift."""
+        commitment = self.view.commitment(commitment_id)
+        if to not in COMMITMENT_TRANSITIONS[commitment.status]:
+            allowed = sorted(s.value for s in COMMITMENT_TRANSITIONS[commitment.status])
+            hint = f"it can be {', '.join(allowed)}" if allowed else "it is closed"
+            raise LedgerError(
+                f"'{commitment.what}' is {commitment.status.value}, so it cannot be "
+                f"{to.value}; {hint}."
+            )
+        gives = (
+            to is CommitmentStatus.FULFILLED and commitment.resource and commitment.quantity
+        )
+        if gives:
+            assert commitment.quantity is not None
+            self._check_available(self._live_resource(commitment.resource),
+                                  commitment.quantity, "give")
+        now = self._clock.now_ms()
+        change = {"from": commitment.status.value, "to": to.value, "by": self.author, "at": now}
+        with self._edit() as w:
+            w.put("commitments", commitment_id, {"changes": {self._new_id(): change}})
+            if gives:
+                assert commitment.quantity is not None
+                self._give(w, commitment.resource, commitment.receiver, commitment.quantity,
+                           commitment_id)
+        return self.view.commitment(commitment_id)
+
+
+def touched_of(edits: Sequence[Edit]) -> list[EntryRef]:
+    """All entries a list of edits touched, in a stable order."""
+    return sorted({ref for edit in edits for ref in edit.touched})

@@ -1,0 +1,110 @@
+"""Turning what a member types into checked values, and values back into words.
+
+Every function raises :class:`~hearth.errors.UsageError` with a sentence naming the
+problem, so the CLI and the TUI can show it as is.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+
+from hearth.errors import UsageError
+
+__all__ = [
+    "MAX_NAME",
+    "MAX_NOTE",
+    "check_text",
+    "format_date",
+    "format_quantity",
+    "format_time",
+    "parse_date",
+    "parse_quantity",
+]
+
+MAX_NAME = 100
+MAX_NOTE = 2000
+_MAX_QUANTITY = Decimal("1e12")
+_RELATIVE = re.compile(r"^\+?(\d{1,4})\s*([dw])$")
+
+
+def check_text(value: str, what: str, *, limit: int = MAX_NAME, empty_ok: bool = False) -> str:
+    """Strip a name or note and refuse it if empty, too long or full of control characters."""
+    text = value.strip()
+    if not text and not empty_ok:
+        raise UsageError(f"The {what} is empty; give it a few words.")
+    if len(text) > limit:
+        raise UsageError(f"The {what} is {len(text)} characters long; keep it under {limit}.")
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text):
+        raise UsageError(f"The {what} contains control characters.")
+    return text
+
+
+def parse_quantity(text: str | int | float | Decimal, *, allow_zero: bool = False) -> Decimal:
+    """A quantity as an exact decimal: positive (or zero if allowed), finite, sensible."""
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise UsageError(f"{text!r} is not a number; give a quantity like 3 or 2.5.") from None
+    if not value.is_finite():
+        raise UsageError(f"{text!r} is not a usable quantity.")
+    if value < 0:
+        raise UsageError(f"The quantity {text} is negative; quantities are zero or more.")
+    if value == 0 and not allow_zero:
+        raise UsageError("The quantity is zero; give a quantity above zero.")
+    if value >= _MAX_QUANTITY:
+        raise UsageError(f"The quantity {text} is too large.")
+    if value.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise UsageError(f"The quantity {text} has too many decimal places (6 at most).")
+    return value.normalize() if value != 0 else Decimal(0)
+
+
+def format_quantity(value: Decimal) -> str:
+    """A quantity as a member would write it: ``3``, ``2.5``, never ``3E+1``."""
+    text = format(value.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
+def parse_date(text: str, *, now_ms: int) -> int:
+    """A date or time as milliseconds since the epoch (UTC).
+
+    Accepts ``2026-12-01``, ``2026-12-01T18:00``, ``today``, ``tomorrow``, ``+3d`` and
+    ``2w``. A bare date means the end of that day, which is what "by Friday" means.
+    """
+    raw = text.strip().lower()
+    today = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).date()
+    day: date | None = None
+    if raw == "today":
+        day = today
+    elif raw == "tomorrow":
+        day = today + timedelta(days=1)
+    elif match := _RELATIVE.match(raw):
+        count, unit = int(match.group(1)), match.group(2)
+        day = today + timedelta(days=count * (7 if unit == "w" else 1))
+    if day is None:
+        try:
+            if len(raw) == 10:
+                day = date.fromisoformat(raw)
+            else:
+                moment = datetime.fromisoformat(raw)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=timezone.utc)
+                return int(moment.timestamp() * 1000)
+        except ValueError:
+            raise UsageError(
+                f"{text!r} is not a date; use a date like 2026-12-01, 'tomorrow' or '+3d'."
+            ) from None
+    end_of_day = datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=timezone.utc)
+    return int(end_of_day.timestamp() * 1000)
+
+
+def format_time(ms: int) -> str:
+    """A moment as ``2026-11-28 14:02`` (UTC)."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def format_date(ms: int) -> str:
+    """A day as ``2026-11-28`` (UTC)."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
