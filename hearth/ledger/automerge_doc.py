@@ -21,6 +21,7 @@ Because the binding's patches cannot be read, writers report which entries they 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ EntryRef = tuple[str, str]
 
 _SYNC_MESSAGE_TYPE = 0x42
 _CHANGE_MAGIC = b"\x85\x6f\x4a\x83"
+_CHUNK_CHANGE = 1
+_CHUNK_DEFLATED_CHANGE = 2
+_MAX_INFLATED = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,22 +100,34 @@ def change_hash(change: bytes) -> ChangeInfo:
     """Check a change's header and checksum and return its hash and dependencies.
 
     Automerge drops malformed changes silently, so every change from outside goes
-    through here first and fails loudly instead.
+    through here first and fails loudly instead. Large changes arrive deflated (chunk
+    type 2); their hash is that of the inflated change (chunk type 1).
     """
     if len(change) < 10 or change[:4] != _CHANGE_MAGIC:
         raise LedgerError("A change is not in Automerge's format.")
-    digest = hashlib.sha256(change[8:]).digest()
-    if digest[:4] != change[4:8]:
-        raise LedgerError("A change failed its checksum: it was damaged or tampered with.")
-    if change[8] != 1:  # chunk type 1 is a change; 0 is a whole document
-        raise LedgerError("A change is not a single Automerge change.")
+    chunk_type = change[8]
     length, pos = _read_uleb(change, 9)
     if pos + length != len(change):
         raise LedgerError("A change has the wrong length.")
-    count, pos = _read_uleb(change, pos)
-    if pos + 32 * count > len(change):
+    if chunk_type == _CHUNK_CHANGE:
+        data = change[pos:]
+    elif chunk_type == _CHUNK_DEFLATED_CHANGE:
+        inflater = zlib.decompressobj(-15)
+        try:
+            data = inflater.decompress(change[pos:], _MAX_INFLATED)
+        except zlib.error as exc:
+            raise LedgerError("A compressed change is damaged.") from exc
+        if inflater.unconsumed_tail:
+            raise LedgerError("A compressed change is too large.")
+    else:
+        raise LedgerError("A change is not a single Automerge change.")
+    digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + _uleb(len(data)) + data).digest()
+    if digest[:4] != change[4:8]:
+        raise LedgerError("A change failed its checksum: it was damaged or tampered with.")
+    count, pos = _read_uleb(data, 0)
+    if pos + 32 * count > len(data):
         raise LedgerError("A change is truncated or malformed.")
-    deps = tuple(change[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
+    deps = tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
     return ChangeInfo(hash=digest, deps=deps)
 
 
@@ -321,18 +337,13 @@ class LedgerDoc:
             return set()
         return {c.hash for c in self._doc.get_changes(before)}
 
-    def has_change(self, change_id: bytes) -> bool:
-        """Whether the document contains the change with this hash."""
-        try:
-            self._doc.fork_at([change_id])
-        except Exception:  # noqa: BLE001 - "invalid hash" is a plain Exception
-            return False
-        return True
+    def change_ids(self) -> set[bytes]:
+        """The hashes of every change in the document (a few ms per thousand changes)."""
+        return {c.hash for c in self._doc.get_changes([])}
 
     def changes_since(self, heads: Sequence[bytes]) -> list[bytes]:
         """Change bytes the document has beyond ``heads`` (all of them for ``[]``)."""
-        for head in heads:
-            if not self.has_change(head):
-                # get_changes would silently answer "everything" (AUTOMERGE.md).
-                raise LedgerError("Asked for changes since a state this ledger does not know.")
+        if heads and not set(heads) <= self.change_ids():
+            # get_changes would silently answer "everything" (AUTOMERGE.md).
+            raise LedgerError("Asked for changes since a state this ledger does not know.")
         return [c.bytes for c in self._doc.get_changes(list(heads))]

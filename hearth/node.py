@@ -1,0 +1,302 @@
+"""A node: one home directory, its store, its identity and the ledgers of its groups.
+
+:func:`open_node` is the one place a node is put together; the CLI, the TUI and the demo
+all start here. Every change to a ledger goes through :meth:`Node.change`, which holds
+the store's write lock, first catches up with whatever other processes on the same home
+wrote, then lets the caller edit, then stores the new changes durably before returning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hearth.clock import Clock, SystemClock
+from hearth.crypto import verify
+from hearth.errors import IdentityError, LedgerError, NotFound, StorageError
+from hearth.identity import Identity, has_identity, load_identity
+from hearth.ledger import Ledger, LedgerDoc, touched_of
+from hearth.ledger.automerge_doc import change_hash
+from hearth.ledger.model import TABLES
+from hearth.store import GroupRow, Store
+from hearth.values import check_text
+
+__all__ = ["LIVE", "Node", "open_node"]
+
+LIVE = "live"
+"""The name of a group's live ledger document in the store."""
+
+STORE_FILE = "hearth.db"
+_SNAPSHOT_EVERY = 500  # stored changes of one document before they are folded into a snapshot
+_REBUILD_ABOVE = 200  # remote changes in one catch-up above which the view is rebuilt whole
+_GENESIS_CONTEXT = b"hearth/v1/genesis\x00"
+
+
+def random_id() -> str:
+    """A fresh 128-bit entry id as hex."""
+    return secrets.token_hex(16)
+
+
+@dataclass(slots=True)
+class _Loaded:
+    ledger: Ledger
+    seen: int  # the newest change seq applied from the store
+
+
+class Node:
+    """A running node over one home directory."""
+
+    def __init__(
+        self,
+        home: Path,
+        store: Store,
+        identity: Identity | None,
+        *,
+        clock: Clock,
+        new_id: Callable[[], str],
+    ) -> None:
+        self.home = home
+        self.store = store
+        self._identity = identity
+        self.clock = clock
+        self.new_id = new_id
+        self._ledgers: dict[str, _Loaded] = {}
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def identity(self) -> Identity:
+        """Who this node acts as; raises if ``hearth init`` has not run."""
+        if self._identity is None:
+            raise IdentityError(
+                f"No identity in {self.home} yet: run `hearth init --name YOUR-NAME` first."
+            )
+        return self._identity
+
+    # --- groups -----------------------------------------------------------------------
+
+    def groups(self) -> list[GroupRow]:
+        """Every group this node belongs to."""
+        return self.store.groups()
+
+    def current_group(self) -> GroupRow:
+        """The group commands act on: the one last created or chosen with ``group use``."""
+        groups = self.groups()
+        if not groups:
+            raise NotFound("You are in no group yet: run `hearth group create NAME` first.")
+        current = self.store.get_meta("current_group")
+        for group in groups:
+            if group.id == current:
+                return group
+        return groups[0]
+
+    def find_group(self, text: str) -> GroupRow:
+        """The group whose id starts with ``text`` or whose name is ``text``."""
+        key = text.strip()
+        groups = self.groups()
+        matches = [g for g in groups if g.id == key.lower()]
+        matches = matches or [g for g in groups if key and g.id.startswith(key.lower())]
+        matches = matches or [g for g in groups if g.name.casefold() == key.casefold()]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise NotFound(f"You are in no group matching {text!r}; `hearth group list` shows yours.")
+        raise NotFound(f"{text!r} matches {len(matches)} groups; give more of the id.")
+
+    def use_group(self, text: str) -> GroupRow:
+        """Make a group the current one."""
+        group = self.find_group(text)
+        with self.store.write():
+            self.store.set_meta("current_group", group.id)
+        return group
+
+    def create_group(self, name: str) -> GroupRow:
+        """Create a group with this member as its first admin and make it current."""
+        me = self.identity
+        name = check_text(name, "group name")
+        genesis_body = json.dumps(
+            {
+                "v": 1,
+                "kind": "genesis",
+                "name": name,
+                "member_key": me.member_key.public.hex(),
+                "device_key": me.device_key.public.hex(),
+                "created_at": self.clock.now_ms(),
+                "nonce": self.new_id(),
+            },
+            sort_keys=True,
+        ).encode()
+        signature = me.device_key.sign(_GENESIS_CONTEXT + genesis_body)
+        genesis = json.dumps(
+            {"op": genesis_body.decode(), "sig": signature.hex()}, sort_keys=True
+        ).encode()
+        group_id = _group_id(genesis)
+        actor = secrets.token_bytes(16)
+        ledger = Ledger.create(
+            seed=bytes.fromhex(group_id),
+            name=name,
+            actor=actor,
+            creator=me.member_id,
+            creator_name=me.name,
+            creator_key=me.member_key.public.hex(),
+            devices={me.device_id: self._device_card(actor)},
+            clock=self.clock,
+            new_id=self.new_id,
+        )
+        row = GroupRow(id=group_id, name=name, actor=actor, seed=bytes.fromhex(group_id),
+                       genesis=genesis, created_at=self.clock.now_ms())
+        with self.store.write():
+            self.store.add_group(row)
+            self._store_edits(group_id, ledger)
+            self.store.set_meta("current_group", group_id)
+        self._ledgers[group_id] = _Loaded(ledger, self.store.last_seq())
+        return row
+
+    def _device_card(self, actor: bytes) -> dict[str, object]:
+        me = self.identity
+        return {
+            "name": me.device_name,
+            "key": me.device_key.public.hex(),
+            "kem": me.kem_key.public.hex(),
+            "certificate": me.certificate.hex(),
+            "actors": {actor.hex(): True},
+        }
+
+    # --- ledgers -------------------------------------------------------------------------
+
+    def ledger(self, group_id: str | None = None) -> Ledger:
+        """A group's ledger (the current group's by default), up to date with the store."""
+        group = self._group(group_id)
+        loaded = self._ledgers.get(group.id)
+        if loaded is None:
+            loaded = self._load(group)
+            self._ledgers[group.id] = loaded
+        else:
+            self._catch_up(group.id, loaded)
+        return loaded.ledger
+
+    @contextmanager
+    def change(self, group_id: str | None = None) -> Iterator[Ledger]:
+        """Edit a ledger; everything done inside is stored durably on leaving, or nothing."""
+        group = self._group(group_id)
+        with self.store.write():
+            ledger = self.ledger(group.id)
+            try:
+                yield ledger
+            except BaseException:
+                # The store rolls back; the in-memory document may hold a change that was
+                # never stored, so forget it and reload next time.
+                self._ledgers.pop(group.id, None)
+                raise
+            self._store_edits(group.id, ledger)
+            self._maybe_snapshot(group.id, self._ledgers[group.id])
+        self._ledgers[group.id].seen = self.store.last_seq()
+
+    def _group(self, group_id: str | None) -> GroupRow:
+        if group_id is None:
+            return self.current_group()
+        for group in self.groups():
+            if group.id == group_id:
+                return group
+        raise NotFound(f"This node is not in the group {group_id[:12]}.")
+
+    def _store_edits(self, group_id: str, ledger: Ledger) -> None:
+        edits = ledger.take_outbox()
+        if not edits:
+            return
+        changes = [(_hash(c), c) for edit in edits for c in edit.changes]
+        self.store.append_changes(group_id, LIVE, changes, local=True, touched=touched_of(edits))
+        if ledger.name:
+            self.store.rename_group(group_id, ledger.name)
+
+    def _load(self, group: GroupRow) -> _Loaded:
+        me = self.identity
+        snapshot = self.store.snapshot(group.id, LIVE)
+        if snapshot is None:
+            doc = LedgerDoc.genesis(group.seed, TABLES, group.actor)
+            after = 0
+        else:
+            try:
+                doc = LedgerDoc.load(snapshot[0], group.actor)
+            except LedgerError as exc:
+                raise StorageError(
+                    f"The saved ledger of '{group.name}' is damaged ({exc})."
+                ) from exc
+            after = snapshot[1]
+        rows = self.store.changes_after(group.id, LIVE, after)
+        doc.apply([r.bytes for r in rows])
+        ledger = Ledger(doc, author=me.member_id, clock=self.clock, new_id=self.new_id)
+        return _Loaded(ledger, rows[-1].seq if rows else after)
+
+    def _catch_up(self, group_id: str, loaded: _Loaded) -> None:
+        """Apply what other processes on this home stored since we last looked."""
+        rows = self.store.changes_after(group_id, LIVE, loaded.seen)
+        if not rows:
+            return
+        touched = None if len(rows) > _REBUILD_ABOVE else [t for r in rows for t in r.touched]
+        loaded.ledger.apply_remote([r.bytes for r in rows], touched)
+        loaded.seen = rows[-1].seq
+
+    def _maybe_snapshot(self, group_id: str, loaded: _Loaded) -> None:
+        rows = self.store.changes_after(group_id, LIVE, 0)
+        if len(rows) < _SNAPSHOT_EVERY:
+            return
+        doc = loaded.ledger.doc
+        known = doc.change_ids()
+        waiting = [r.hash for r in rows if r.hash not in known]
+        self.store.put_snapshot(group_id, LIVE, doc.save(), rows[-1].seq, keep=waiting)
+
+
+def _hash(change: bytes) -> bytes:
+    return change_hash(change).hash
+
+
+def _group_id(genesis: bytes) -> str:
+    return hashlib.sha256(genesis).hexdigest()
+
+
+def verify_genesis(genesis: bytes) -> dict[str, object]:
+    """Check a genesis op's signature and return its body."""
+    try:
+        outer = json.loads(genesis)
+        body = outer["op"].encode()
+        ok = verify(
+            bytes.fromhex(json.loads(body)["device_key"]),
+            bytes.fromhex(outer["sig"]),
+            _GENESIS_CONTEXT + body,
+        )
+        parsed: dict[str, object] = json.loads(body)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LedgerError(f"A group's founding record is malformed ({exc}).") from exc
+    if not ok:
+        raise LedgerError("A group's founding record has a bad signature.")
+    return parsed
+
+
+def open_node(
+    home: Path,
+    *,
+    clock: Clock | None = None,
+    new_id: Callable[[], str] = random_id,
+    require_identity: bool = True,
+) -> Node:
+    """Open the node in ``home``; the only place a node is assembled."""
+    if require_identity and not has_identity(home):
+        raise IdentityError(f"No identity in {home} yet: run `hearth init --name YOUR-NAME` first.")
+    home.mkdir(parents=True, exist_ok=True)
+    identity = load_identity(home) if has_identity(home) else None
+    store = Store.open(home / STORE_FILE)
+    return Node(home, store, identity, clock=clock or SystemClock(), new_id=new_id)

@@ -1,0 +1,283 @@
+"""The node's SQLite store.
+
+One file per node, in WAL mode with ``synchronous=FULL``: when a write's transaction has
+committed, it survives a crash or a SIGKILL, and the CLI reports success only after that.
+Schema changes are numbered SQL files in ``migrations/`` applied in order and recorded in
+``PRAGMA user_version``; ``PRAGMA application_id`` marks the file as Hearth's so a stray
+database is refused instead of being written into.
+
+Writers take the database's write lock (``BEGIN IMMEDIATE``) *before* reading what other
+processes on the same home wrote, so two ``hearth`` commands never both extend the same
+device's history from the same point.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from hearth.errors import StorageError
+
+__all__ = ["ChangeRow", "GroupRow", "Store"]
+
+APPLICATION_ID = 0x48525448  # "HRTH"
+_BUSY_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupRow:
+    """A group this node belongs to, as stored."""
+
+    id: str
+    name: str
+    actor: bytes
+    seed: bytes
+    genesis: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeRow:
+    """One stored Automerge change."""
+
+    seq: int
+    hash: bytes
+    bytes: bytes
+    local: bool
+    touched: list[tuple[str, str]]
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("hearth.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            found.append((int(name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+class Store:
+    """The node's store. Open with :meth:`open`; use as a context manager to close."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if absent) the store at ``path``, migrating it to this version."""
+        new = not path.exists() or path.stat().st_size == 0
+        try:
+            db = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            raise StorageError(f"The store {path} cannot be opened ({exc}).") from exc
+        store = cls(db, path)
+        try:
+            store._prepare(new)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StorageError(
+                f"The store {path} is damaged or is not a Hearth store ({exc}). "
+                "Nothing was changed; move it aside to start afresh."
+            ) from exc
+        except StorageError:
+            db.close()
+            raise
+        return store
+
+    def _prepare(self, new: bool) -> None:
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        if not new and app_id != APPLICATION_ID:
+            raise StorageError(
+                f"{self.path} is not a Hearth store (it belongs to another program). "
+                "Nothing was changed."
+            )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        migrations = _migrations()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        newest = migrations[-1][0]
+        if version > newest:
+            raise StorageError(
+                f"The store {self.path} was written by a newer Hearth; upgrade Hearth to open it."
+            )
+        for number, script in migrations:
+            if number <= version:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # executescript would commit on its own; run statement by statement instead.
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One durable write transaction holding the store's write lock."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"The store {self.path} cannot be written ({exc}).") from exc
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise StorageError(f"Saving to {self.path} failed ({exc}); nothing was saved.") from exc
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"Reading the store {self.path} failed ({exc}).") from exc
+
+    def _run(self, sql: str, args: Sequence[object] = ()) -> None:
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Writing the store {self.path} failed ({exc}).") from exc
+
+    # --- meta ---------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting, or ``None``."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting (inside a :meth:`write`)."""
+        self._run("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # --- groups -----------------------------------------------------------------------
+
+    def add_group(self, group: GroupRow) -> None:
+        """Record a group this node now belongs to (inside a :meth:`write`)."""
+        self._run(
+            "INSERT INTO groups(id, name, actor, seed, genesis, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (group.id, group.name, group.actor, group.seed, group.genesis, group.created_at),
+        )
+
+    def rename_group(self, group_id: str, name: str) -> None:
+        """Keep the stored copy of a group's name current (inside a :meth:`write`)."""
+        self._run("UPDATE groups SET name = ? WHERE id = ?", (name, group_id))
+
+    def groups(self) -> list[GroupRow]:
+        """Every group this node belongs to, oldest first."""
+        rows = self._query(
+            "SELECT id, name, actor, seed, genesis, created_at FROM groups ORDER BY created_at, id"
+        )
+        return [
+            GroupRow(id=str(r[0]), name=str(r[1]), actor=bytes(r[2]), seed=bytes(r[3]),  # type: ignore[arg-type]
+                     genesis=bytes(r[4]), created_at=int(r[5]))  # type: ignore[arg-type, call-overload]
+            for r in rows
+        ]
+
+    # --- changes and snapshots -----------------------------------------------------
+
+    def append_changes(
+        self,
+        group_id: str,
+        doc: str,
+        changes: Sequence[tuple[bytes, bytes]],
+        *,
+        local: bool,
+        touched: Sequence[tuple[str, str]],
+    ) -> int:
+        """Store ``(hash, bytes)`` changes not seen before; return how many were new."""
+        note = json.dumps([list(ref) for ref in touched])
+        added = 0
+        for change_hash, data in changes:
+            try:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO changes(group_id, doc, hash, bytes, local, touched) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (group_id, doc, change_hash, data, int(local), note),
+                )
+            except sqlite3.Error as exc:
+                raise StorageError(f"Writing the store {self.path} failed ({exc}).") from exc
+            added += cursor.rowcount
+        return added
+
+    def changes_after(self, group_id: str, doc: str, seq: int) -> list[ChangeRow]:
+        """Stored changes of one document that arrived after ``seq``."""
+        rows = self._query(
+            "SELECT seq, hash, bytes, local, touched FROM changes "
+            "WHERE group_id = ? AND doc = ? AND seq > ? ORDER BY seq",
+            (group_id, doc, seq),
+        )
+        return [
+            ChangeRow(
+                seq=int(r[0]),  # type: ignore[call-overload]
+                hash=bytes(r[1]),  # type: ignore[arg-type]
+                bytes=bytes(r[2]),  # type: ignore[arg-type]
+                local=bool(r[3]),
+                touched=[(str(t), str(i)) for t, i in json.loads(str(r[4]))],
+            )
+            for r in rows
+        ]
+
+    def last_seq(self) -> int:
+        """The newest change's arrival number (0 if none)."""
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])  # type: ignore[call-overload]
+
+    def snapshot(self, group_id: str, doc: str) -> tuple[bytes, int] | None:
+        """The saved document and the last change seq it covers, if there is one."""
+        rows = self._query(
+            "SELECT bytes, through FROM snapshots WHERE group_id = ? AND doc = ?", (group_id, doc)
+        )
+        if not rows:
+            return None
+        return bytes(rows[0][0]), int(rows[0][1])  # type: ignore[arg-type, call-overload]
+
+    def put_snapshot(
+        self, group_id: str, doc: str, data: bytes, through: int, *, keep: Sequence[bytes] = ()
+    ) -> None:
+        """Save a whole document and drop the changes it covers (inside a :meth:`write`).
+
+        ``keep`` names changes that arrived but are not in the document yet (waiting for
+        a change they depend on); they stay stored.
+        """
+        self._run(
+            "INSERT OR REPLACE INTO snapshots(group_id, doc, bytes, through) VALUES (?, ?, ?, ?)",
+            (group_id, doc, data, through),
+        )
+        waiting = set(keep)
+        for row in self.changes_after(group_id, doc, 0):
+            if row.seq <= through and row.hash not in waiting:
+                self._run("DELETE FROM changes WHERE seq = ?", (row.seq,))
+
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's integrity check reports; empty when the file is sound."""
+        rows = self._query("PRAGMA integrity_check")
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
