@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from hearth.clock import Clock, SystemClock
 from hearth.crypto import verify
 from hearth.errors import IdentityError, LedgerError, NotFound, StorageError
 from hearth.identity import Identity, has_identity, load_identity
-from hearth.ledger import Ledger, LedgerDoc, touched_of
+from hearth.ledger import EntryRef, Ledger, LedgerDoc, touched_of
 from hearth.ledger.automerge_doc import change_hash
 from hearth.ledger.model import TABLES
 from hearth.store import GroupRow, Store
@@ -175,6 +175,55 @@ class Node:
             "actors": {actor.hex(): True},
         }
 
+    def join_group(self, genesis: bytes, changes: Sequence[bytes]) -> GroupRow:
+        """Start keeping a group someone else created, from its founding record and changes.
+
+        The caller has already established that this member was added to the group (an
+        invite); here the node checks the founding record, stores it and the changes, and
+        makes the group current.
+        """
+        verify_genesis(genesis)
+        group_id = _group_id(genesis)
+        if any(g.id == group_id for g in self.groups()):
+            raise LedgerError("This node already belongs to that group.")
+        actor = secrets.token_bytes(16)
+        row = GroupRow(id=group_id, name="(joining)", actor=actor, seed=bytes.fromhex(group_id),
+                       genesis=genesis, created_at=self.clock.now_ms())
+        infos = [(change_hash(c).hash, c) for c in changes]
+        with self.store.write():
+            self.store.add_group(row)
+            self.store.append_changes(group_id, LIVE, infos, local=False, touched=None)
+            self.store.set_meta("current_group", group_id)
+            ledger = self.ledger(group_id)
+            if self.identity.member_id not in ledger.view.tables["members"]:
+                raise LedgerError("The group's ledger does not list you as a member.")
+            me = self.identity
+            ledger.add_device(me.member_id, me.device_id, self._device_card(actor))
+            self._store_edits(group_id, ledger)
+        self._ledgers[group_id].seen = self.store.last_seq()
+        return self._group(group_id)
+
+    def receive_changes(
+        self, group_id: str, changes: Sequence[bytes], touched: Sequence[EntryRef] | None = None
+    ) -> int:
+        """Store and apply changes from another device of the group; return how many were new.
+
+        A damaged change is refused before anything is stored.
+        """
+        infos = [(change_hash(c).hash, c) for c in changes]
+        with self.store.write():
+            ledger = self.ledger(group_id)
+            added = self.store.append_changes(group_id, LIVE, infos, local=False,
+                                              touched=touched)
+            if added:
+                ledger.apply_remote(changes, touched)
+        self._ledgers[group_id].seen = self.store.last_seq()
+        return added
+
+    def all_changes(self, group_id: str) -> list[bytes]:
+        """Every change of a group's live ledger, for another node to catch up from."""
+        return self.ledger(group_id).doc.changes_since([])
+
     # --- ledgers -------------------------------------------------------------------------
 
     def ledger(self, group_id: str | None = None) -> Ledger:
@@ -246,7 +295,12 @@ class Node:
         rows = self.store.changes_after(group_id, LIVE, loaded.seen)
         if not rows:
             return
-        touched = None if len(rows) > _REBUILD_ABOVE else [t for r in rows for t in r.touched]
+        touched: list[EntryRef] | None = []
+        for row in rows:
+            if touched is None or row.touched is None or len(rows) > _REBUILD_ABOVE:
+                touched = None
+            else:
+                touched.extend(row.touched)
         loaded.ledger.apply_remote([r.bytes for r in rows], touched)
         loaded.seen = rows[-1].seq
 

@@ -167,6 +167,12 @@ class Ledger:
                 },
             )
 
+    def add_device(self, member_id: str, device_id: str, card: Fields) -> None:
+        """Record one of a member's devices (with the actor ids it writes under)."""
+        self.view.member(member_id)
+        with self._edit() as w:
+            w.put("members", member_id, {"devices": {device_id: card}})
+
     # --- resources ----------------------------------------------------------------------
 
     def add_resource(

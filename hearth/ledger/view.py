@@ -189,13 +189,13 @@ class LedgerView:
         matches = [i for i in entries if i.startswith(key.lower())]
         if not matches and table in ("resources", "members"):
             wanted = key.casefold()
-            matches = [
-                i
+            names = {
+                i: str(raw["name"]).casefold()
                 for i, raw in entries.items()
-                if isinstance(raw.get("name"), str)
-                and str(raw["name"]).casefold() == wanted
-                and raw.get("removed") is not True
-            ]
+                if isinstance(raw.get("name"), str) and raw.get("removed") is not True
+            }
+            matches = [i for i, name in names.items() if name == wanted]
+            matches = matches or [i for i, name in names.items() if name.startswith(wanted)]
         if len(matches) == 1:
             return matches[0]
         if not matches:

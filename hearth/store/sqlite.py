@@ -49,7 +49,13 @@ class ChangeRow:
     hash: bytes
     bytes: bytes
     local: bool
-    touched: list[tuple[str, str]]
+    touched: list[tuple[str, str]] | None  # None: unknown, so readers rebuild their view
+
+
+def _touched(value: object) -> list[tuple[str, str]] | None:
+    if not isinstance(value, list):
+        return None
+    return [(str(ref[0]), str(ref[1])) for ref in value]
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -211,10 +217,10 @@ class Store:
         changes: Sequence[tuple[bytes, bytes]],
         *,
         local: bool,
-        touched: Sequence[tuple[str, str]],
+        touched: Sequence[tuple[str, str]] | None,
     ) -> int:
         """Store ``(hash, bytes)`` changes not seen before; return how many were new."""
-        note = json.dumps([list(ref) for ref in touched])
+        note = json.dumps(None if touched is None else [list(ref) for ref in touched])
         added = 0
         for change_hash, data in changes:
             try:
@@ -241,7 +247,7 @@ class Store:
                 hash=bytes(r[1]),  # type: ignore[arg-type]
                 bytes=bytes(r[2]),  # type: ignore[arg-type]
                 local=bool(r[3]),
-                touched=[(str(t), str(i)) for t, i in json.loads(str(r[4]))],
+                touched=_touched(json.loads(str(r[4]))),
             )
             for r in rows
         ]

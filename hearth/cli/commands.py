@@ -1,0 +1,352 @@
+"""What each ``hearth`` subcommand does.
+
+Handlers resolve what the member typed (id prefixes, member names, dates, quantities)
+through the ledger's view, make the change inside :meth:`Node.change` so it is stored
+before anything is printed, then print words or, with ``--json``, an object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+from hearth.cli import render
+from hearth.errors import UsageError
+from hearth.identity import create_identity
+from hearth.ledger import CommitmentStatus, Kind, Resource, find_conflicts, history
+from hearth.ledger.export import (
+    as_commitment,
+    as_conflict,
+    as_member,
+    as_need,
+    as_resource,
+    export_csv,
+    export_json,
+    export_valueflows,
+)
+from hearth.ledger.ledger import Ledger
+from hearth.node import Node, open_node
+from hearth.values import format_time, parse_date, parse_quantity
+
+__all__ = ["open_app", "run"]
+
+Handler = Callable[[argparse.Namespace, Node], int]
+
+
+def run(args: argparse.Namespace, home: Path) -> int:
+    """Dispatch a parsed command line."""
+    if args.command == "init":
+        return _init(args, home)
+    if args.command == "demo":
+        from hearth.demo import run_demo
+
+        return run_demo(headless=args.headless, keep=args.keep)
+    key = f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
+    handler = _HANDLERS[key]
+    with open_node(home) as node:
+        return handler(args, node)
+
+
+def open_app(args: argparse.Namespace, home: Path) -> int:
+    """Bare ``hearth``: the terminal app, once it exists."""
+    print("The Hearth app is not built yet; `hearth --help` lists the commands.")
+    return 0
+
+
+def _emit(args: argparse.Namespace, data: object, text: str) -> int:
+    if getattr(args, "json", False):
+        render.print_json(data)
+    else:
+        print(text)
+    return 0
+
+
+def _qty(text: str | None) -> Decimal | None:
+    return None if text is None else parse_quantity(text)
+
+
+def _date(node: Node, text: str | None) -> int | None:
+    return None if text is None else parse_date(text, now_ms=node.clock.now_ms())
+
+
+# --- identity and groups -----------------------------------------------------------
+
+
+def _init(args: argparse.Namespace, home: Path) -> int:
+    identity = create_identity(home, name=args.name, device_name=args.device_name)
+    with open_node(home):
+        pass  # create the store now so later commands find a sound one
+    return _emit(args, identity.public(),
+                 f"Welcome, {identity.name}. Your identity is saved in {home}.\n"
+                 "Next: `hearth group create NAME` to start a group.")
+
+
+def _whoami(args: argparse.Namespace, node: Node) -> int:
+    me = node.identity
+    data = {**me.public(), "home": str(node.home)}
+    return _emit(args, data, f"{me.name} (member {me.member_id[:8]}, device "
+                             f"'{me.device_name}' {me.device_id[:8]})\nhome: {node.home}")
+
+
+def _group_create(args: argparse.Namespace, node: Node) -> int:
+    group = node.create_group(args.name)
+    if args.json:
+        return _emit(args, {"id": group.id, "name": group.name, "current": True}, "")
+    print(group.id)
+    print(f"Created '{group.name}'; it is now your current group.", file=sys.stderr)
+    return 0
+
+
+def _group_list(args: argparse.Namespace, node: Node) -> int:
+    groups = node.groups()
+    current = node.current_group().id if groups else None
+    data = [{"id": g.id, "name": g.name, "current": g.id == current} for g in groups]
+    if not groups:
+        return _emit(args, data, "You are in no group yet: `hearth group create NAME`.")
+    rows = [[("* " if g.id == current else "  ") + g.id[:12], g.name] for g in groups]
+    return _emit(args, data, render.table(["  id", "name"], rows))
+
+
+def _group_use(args: argparse.Namespace, node: Node) -> int:
+    group = node.use_group(args.group)
+    print(f"Now using '{group.name}'.")
+    return 0
+
+
+def _member_list(args: argparse.Namespace, node: Node) -> int:
+    members = node.ledger().view.members()
+    rows = [[m.id[:8], m.name, m.role.value, str(len(m.devices))] for m in members]
+    return _emit(args, [as_member(m) for m in members],
+                 render.table(["id", "name", "role", "devices"], rows))
+
+
+# --- resources -----------------------------------------------------------------
+
+
+def _resource_add(args: argparse.Namespace, node: Node) -> int:
+    with node.change() as ledger:
+        r = ledger.add_resource(
+            args.name, kind=Kind(args.kind), quantity=parse_quantity(args.qty, allow_zero=True),
+            unit=args.unit, location=args.location, note=args.note, shareable=args.shareable)
+    return _emit(args, as_resource(ledger.view, r), f"Added {r.name} ({r.id[:8]}).")
+
+
+def _resource_list(args: argparse.Namespace, node: Node) -> int:
+    view = node.ledger().view
+    found = view.resources(include_removed=args.removed)
+    if args.kind:
+        found = [r for r in found if r.kind.value == args.kind]
+    if args.search:
+        needle = args.search.casefold()
+        found = [r for r in found if needle in r.name.casefold()]
+    if args.json:
+        return _emit(args, [as_resource(view, r) for r in found], "")
+    if not found:
+        print("No resources yet: `hearth resource add NAME` adds one.")
+        return 0
+    print(render.table(["id", "name", "kind", "quantity", "with", "where"],
+                       render.resource_rows(view, found)))
+    return 0
+
+
+def _resource_show(args: argparse.Namespace, node: Node) -> int:
+    view = node.ledger().view
+    r = view.resource(view.find("resources", args.resource))
+    items = history(view, resource=r.id)
+    data = {**as_resource(view, r),
+            "history": [{"at": h.at, "by": view.member_name(h.by), "what": h.what}
+                        for h in items]}
+    lines = [render.describe_resource(view, r), "", "History:"]
+    lines += [f"  {format_time(h.at)}  {view.member_name(h.by)} {h.what}" for h in items]
+    return _emit(args, data, "\n".join(lines))
+
+
+def _resource_edit(args: argparse.Namespace, node: Node) -> int:
+    with node.change() as ledger:
+        rid = ledger.view.find("resources", args.resource)
+        r = ledger.edit_resource(
+            rid, name=args.name, kind=Kind(args.kind) if args.kind else None,
+            unit=args.unit, location=args.location, note=args.note, keeper=args.keeper,
+            shareable=args.shareable,
+            quantity=None if args.qty is None else parse_quantity(args.qty, allow_zero=True))
+    return _emit(args, as_resource(ledger.view, r), f"Updated {r.name}.")
+
+
+def _resource_remove(args: argparse.Namespace, node: Node) -> int:
+    with node.change() as ledger:
+        r = ledger.remove_resource(ledger.view.find("resources", args.resource))
+    return _emit(args, as_resource(ledger.view, r), f"Removed {r.name}; its history stays.")
+
+
+def _resource_event(verb: str) -> Handler:
+    def handler(args: argparse.Namespace, node: Node) -> int:
+        with node.change() as ledger:
+            rid = ledger.view.find("resources", args.resource)
+            r = _apply_event(verb, args, node, ledger, rid)
+        view = ledger.view
+        words = {
+            "lend": f"{r.name} is now with {view.member_name(r.custodian)}.",
+            "return": f"{r.name} is back with {view.member_name(r.custodian)}.",
+        }.get(verb, f"{r.name}: {render.amount(r.quantity, r.unit) or '0'} now.")
+        return _emit(args, as_resource(view, r), words)
+
+    return handler
+
+
+def _apply_event(verb: str, args: argparse.Namespace, node: Node, ledger: Ledger,
+                 rid: str) -> Resource:
+    if verb == "lend":
+        return ledger.lend(rid, to=args.to, until=_date(node, args.until))
+    if verb == "return":
+        return ledger.return_(rid, borrower=args.borrower)
+    quantity = parse_quantity(args.qty)
+    if verb == "produce":
+        return ledger.produce(rid, quantity, note=args.note)
+    if verb == "consume":
+        return ledger.consume(rid, quantity, note=args.note)
+    return ledger.give(rid, to=args.to, quantity=quantity)
+
+
+# --- needs and commitments -----------------------------------------------------------
+
+
+def _need_add(args: argparse.Namespace, node: Node) -> int:
+    with node.change() as ledger:
+        n = ledger.add_need(args.what, quantity=_qty(args.qty), unit=args.unit,
+                            by=_date(node, args.by))
+    return _emit(args, as_need(ledger.view, n), f"Recorded the need for {n.what} ({n.id[:8]}).")
+
+
+def _need_list(args: argparse.Namespace, node: Node) -> int:
+    view = node.ledger().view
+    found = [n for n in view.needs() if args.all or n.status.value == "open"]
+    if args.json:
+        return _emit(args, [as_need(view, n) for n in found], "")
+    if not found:
+        print("No open needs.")
+        return 0
+    print(render.table(["id", "what", "quantity", "by", "who", "status"],
+                       render.need_rows(view, found)))
+    return 0
+
+
+def _need_close(args: argparse.Namespace, node: Node) -> int:
+    with node.change() as ledger:
+        n = ledger.close_need(ledger.view.find("needs", args.need))
+    return _emit(args, as_need(ledger.view, n), f"Closed the need for {n.what}.")
+
+
+def _commitment_add(args: argparse.Namespace, node: Node) -> int:
+    with node.change() as ledger:
+        view = ledger.view
+        c = ledger.add_commitment(
+            args.what, giver=view.find("members", args.giver),
+            receiver=view.find("members", args.receiver),
+            resource=view.find("resources", args.resource) if args.resource else "",
+            quantity=_qty(args.qty), due=_date(node, args.due))
+    return _emit(args, as_commitment(ledger.view, c),
+                 f"Proposed: {view.member_name(c.giver)} gives {view.member_name(c.receiver)} "
+                 f"{c.what} ({c.id[:8]}).")
+
+
+def _commitment_list(args: argparse.Namespace, node: Node) -> int:
+    view = node.ledger().view
+    now, me = node.clock.now_ms(), node.identity.member_id
+    found = view.commitments()
+    if args.mine:
+        found = [c for c in found if me in (c.giver, c.receiver)]
+    if args.open or args.overdue:
+        found = [c for c in found if c.status.is_open]
+    if args.overdue:
+        found = [c for c in found if c.due is not None and c.due < now]
+    if args.json:
+        return _emit(args, [as_commitment(view, c) for c in found], "")
+    if not found:
+        print("No commitments to show.")
+        return 0
+    print(render.table(["id", "what", "qty", "from", "to", "due", "status"],
+                       render.commitment_rows(view, found, now)))
+    return 0
+
+
+def _commitment_move(target: CommitmentStatus) -> Handler:
+    def handler(args: argparse.Namespace, node: Node) -> int:
+        with node.change() as ledger:
+            c = ledger.change_commitment(ledger.view.find("commitments", args.commitment), target)
+        return _emit(args, as_commitment(ledger.view, c), f"'{c.what}' is now {c.status.value}.")
+
+    return handler
+
+
+# --- looking back ------------------------------------------------------------------
+
+
+def _history(args: argparse.Namespace, node: Node) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be zero or more.")
+    view = node.ledger().view
+    rid = view.find("resources", args.resource) if args.resource else None
+    items = history(view, resource=rid)
+    if args.limit:
+        items = items[: args.limit]
+    data = [{"at": h.at, "by": h.by, "by_name": view.member_name(h.by), "what": h.what,
+             "entry": h.entry} for h in items]
+    text = "\n".join(f"{format_time(h.at)}  {view.member_name(h.by)} {h.what}" for h in items)
+    return _emit(args, data, text or "Nothing has happened yet.")
+
+
+def _conflicts(args: argparse.Namespace, node: Node) -> int:
+    found = find_conflicts(node.ledger().view)
+    text = "\n".join(f"{c.id[:8]}  {c.summary}\n          {c.advice}" for c in found)
+    return _emit(args, [as_conflict(c) for c in found], text or "No conflicts. All is well.")
+
+
+def _export(args: argparse.Namespace, node: Node) -> int:
+    ledger = node.ledger()
+    group = node.current_group()
+    if args.format == "csv":
+        text = export_csv(ledger.view)
+    elif args.format == "valueflows":
+        text = export_valueflows(ledger.view, group.id, ledger.name)
+    else:
+        text = export_json(ledger.view, ledger.name)
+    if args.output:
+        Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
+        print(f"Wrote {args.output}.", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+_HANDLERS: dict[str, Handler] = {
+    "whoami": _whoami,
+    "group create": _group_create,
+    "group list": _group_list,
+    "group use": _group_use,
+    "member list": _member_list,
+    "resource add": _resource_add,
+    "resource list": _resource_list,
+    "resource show": _resource_show,
+    "resource edit": _resource_edit,
+    "resource remove": _resource_remove,
+    "lend": _resource_event("lend"),
+    "return": _resource_event("return"),
+    "produce": _resource_event("produce"),
+    "consume": _resource_event("consume"),
+    "give": _resource_event("give"),
+    "need add": _need_add,
+    "need list": _need_list,
+    "need close": _need_close,
+    "commitment add": _commitment_add,
+    "commitment list": _commitment_list,
+    "commitment accept": _commitment_move(CommitmentStatus.ACCEPTED),
+    "commitment decline": _commitment_move(CommitmentStatus.DECLINED),
+    "commitment fulfil": _commitment_move(CommitmentStatus.FULFILLED),
+    "commitment cancel": _commitment_move(CommitmentStatus.CANCELLED),
+    "history": _history,
+    "conflicts": _conflicts,
+    "export": _export,
+}

@@ -1,0 +1,212 @@
+"""The ``hearth`` command: argument parsing, the node home, and turning errors into words.
+
+Each subcommand is a function in :mod:`hearth.cli.commands` taking the parsed arguments
+and a :class:`~hearth.cli.commands.Context`. Errors a member can act on
+(:class:`~hearth.errors.HearthError`) print one line to stderr and exit 1; argument
+mistakes exit 2 with argparse's usage message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hearth import __version__
+from hearth.errors import HearthError
+
+__all__ = ["build_parser", "main", "resolve_home"]
+
+_KINDS = ["tool", "food", "space", "skill", "money", "other"]
+
+
+def resolve_home(given: str | None) -> Path:
+    """The node home: ``--home``, else ``HEARTH_HOME``, else the platform's data directory."""
+    if given:
+        return Path(given).expanduser()
+    env = os.environ.get("HEARTH_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("hearth", appauthor=False))
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command-line grammar."""
+    parser = argparse.ArgumentParser(
+        prog="hearth",
+        description="Hearth: your group's shared ledger of things, needs and promises. "
+        "Run without a command to open the app.",
+    )
+    parser.add_argument("--home", metavar="DIR", help="the node's home directory "
+                        "(default: $HEARTH_HOME or your data directory)")
+    parser.add_argument("--version", action="version", version=f"hearth {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create your identity on this device")
+    p.add_argument("--name", required=True, help="your name as the group will see it")
+    p.add_argument("--device-name", help="a name for this device (default: the host name)")
+    _json_flag(p)
+
+    p = sub.add_parser("whoami", help="show your identity")
+    _json_flag(p)
+
+    group = sub.add_parser("group", help="create, list and choose groups").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = group.add_parser("create", help="create a group (you become its first admin)")
+    p.add_argument("name")
+    _json_flag(p)
+    p = group.add_parser("list", help="list your groups")
+    _json_flag(p)
+    p = group.add_parser("use", help="choose the group commands act on")
+    p.add_argument("group", metavar="ID|NAME")
+
+    member = sub.add_parser("member", help="the group's members").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = member.add_parser("list", help="list members")
+    _json_flag(p)
+
+    res = sub.add_parser("resource", help="the group's things").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = res.add_parser("add", help="add a resource")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=_KINDS, default="other")
+    p.add_argument("--qty", default="1", help="how many (default 1)")
+    p.add_argument("--unit", default="")
+    p.add_argument("--location", default="")
+    p.add_argument("--note", default="")
+    p.add_argument("--shareable", action="store_true", help="willing to share with other groups")
+    _json_flag(p)
+    p = res.add_parser("list", help="list resources")
+    p.add_argument("--kind", choices=_KINDS)
+    p.add_argument("--search", help="only those whose name contains this")
+    p.add_argument("--removed", action="store_true", help="include removed resources")
+    _json_flag(p)
+    p = res.add_parser("show", help="show one resource and its history")
+    p.add_argument("resource", metavar="ID")
+    _json_flag(p)
+    p = res.add_parser("edit", help="change a resource's details")
+    p.add_argument("resource", metavar="ID")
+    p.add_argument("--name")
+    p.add_argument("--kind", choices=_KINDS)
+    p.add_argument("--qty", help="the quantity actually there (recorded as a correction)")
+    p.add_argument("--unit")
+    p.add_argument("--location")
+    p.add_argument("--note")
+    p.add_argument("--keeper", metavar="MEMBER", help="who looks after it")
+    share = p.add_mutually_exclusive_group()
+    share.add_argument("--shareable", dest="shareable", action="store_true", default=None)
+    share.add_argument("--not-shareable", dest="shareable", action="store_false")
+    _json_flag(p)
+    p = res.add_parser("remove", help="remove a resource (its history stays)")
+    p.add_argument("resource", metavar="ID")
+    _json_flag(p)
+
+    need = sub.add_parser("need", help="what members need").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = need.add_parser("add", help="record a need")
+    p.add_argument("what")
+    p.add_argument("--qty")
+    p.add_argument("--unit", default="")
+    p.add_argument("--by", metavar="DATE", help="needed by (2026-12-01, tomorrow, +3d)")
+    _json_flag(p)
+    p = need.add_parser("list", help="list open needs")
+    p.add_argument("--all", action="store_true", help="include closed needs")
+    _json_flag(p)
+    p = need.add_parser("close", help="close a need")
+    p.add_argument("need", metavar="ID")
+    _json_flag(p)
+
+    com = sub.add_parser("commitment", help="promises between members").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = com.add_parser("add", help="propose a commitment")
+    p.add_argument("what")
+    p.add_argument("--from", dest="giver", required=True, metavar="MEMBER")
+    p.add_argument("--to", dest="receiver", required=True, metavar="MEMBER")
+    p.add_argument("--resource", metavar="ID")
+    p.add_argument("--qty")
+    p.add_argument("--due", metavar="DATE")
+    _json_flag(p)
+    p = com.add_parser("list", help="list commitments")
+    p.add_argument("--mine", action="store_true", help="only those you give or receive")
+    p.add_argument("--open", action="store_true", help="only proposed and accepted ones")
+    p.add_argument("--overdue", action="store_true", help="only open ones past their date")
+    _json_flag(p)
+    for verb in ("accept", "decline", "fulfil", "cancel"):
+        p = com.add_parser(verb, help=f"{verb} a commitment")
+        p.add_argument("commitment", metavar="ID")
+        _json_flag(p)
+
+    p = sub.add_parser("lend", help="record that a member borrowed a resource")
+    p.add_argument("resource", metavar="RESOURCE")
+    p.add_argument("--to", required=True, metavar="MEMBER")
+    p.add_argument("--until", metavar="DATE")
+    _json_flag(p)
+    p = sub.add_parser("return", help="record that a borrowed resource came back")
+    p.add_argument("resource", metavar="RESOURCE")
+    p.add_argument("--from", dest="borrower", metavar="MEMBER", help="only this borrower's lend")
+    _json_flag(p)
+    for verb, text in (("produce", "record that more of a resource exists"),
+                       ("consume", "record that some of a resource was used up")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("resource", metavar="RESOURCE")
+        p.add_argument("--qty", required=True)
+        p.add_argument("--note", default="")
+        _json_flag(p)
+    p = sub.add_parser("give", help="record that some of a resource went to a member")
+    p.add_argument("resource", metavar="RESOURCE")
+    p.add_argument("--to", required=True, metavar="MEMBER")
+    p.add_argument("--qty", required=True)
+    _json_flag(p)
+
+    p = sub.add_parser("history", help="who did what, when")
+    p.add_argument("--resource", metavar="ID")
+    p.add_argument("--limit", type=int, default=50, help="how many lines (0 for all)")
+    _json_flag(p)
+    p = sub.add_parser("conflicts", help="problems that need members to sort out")
+    _json_flag(p)
+    p = sub.add_parser("export", help="the whole ledger as JSON, CSV or ValueFlows JSON-LD")
+    p.add_argument("--format", choices=["json", "csv", "valueflows"], default="json")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to a file instead of stdout")
+
+    p = sub.add_parser("demo", help="see Hearth working on an example group")
+    p.add_argument("--headless", action="store_true", help="print a summary instead of "
+                   "opening the app")
+    p.add_argument("--keep", action="store_true", help="keep the demo's directory afterwards")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``hearth`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from hearth.cli import commands
+
+    try:
+        if args.command is None:
+            return commands.open_app(args, resolve_home(args.home))
+        return commands.run(args, resolve_home(args.home))
+    except HearthError as exc:
+        print(f"hearth: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Hearth terminal app (Textual). Imports ``hearth``; never imported by it."""
