@@ -60,7 +60,7 @@ class DemoClock:
     """A clock that starts eight days ago and moves on a little with every action."""
 
     now: int = field(default_factory=lambda: time.time_ns() // 1_000_000 - 8 * _DAY)
-    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311 - pacing only
 
     def now_ms(self) -> int:
         """The demo's time, never later than the real time."""
@@ -101,11 +101,22 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
     with ada.change() as ledger:
         for other in (ben, cleo):
             me = other.identity
-            ledger.add_member(member_id=me.member_id, name=me.name,
-                              key=me.member_key.public.hex(), role=Role.MEMBER, devices={})
+            ledger.add_member(
+                member_id=me.member_id,
+                name=me.name,
+                key=me.member_key.public.hex(),
+                role=Role.MEMBER,
+                devices={},
+            )
         for name, kind, qty, unit, where in _THINGS:
-            ledger.add_resource(name, kind=kind, quantity=Decimal(qty), unit=unit,
-                                location=where, shareable=kind is not Kind.SPACE)
+            ledger.add_resource(
+                name,
+                kind=kind,
+                quantity=Decimal(qty),
+                unit=unit,
+                location=where,
+                shareable=kind is not Kind.SPACE,
+            )
     for other in (ben, cleo):
         other.join_group(group.genesis, ada.all_changes(group.id))
     _exchange(nodes, group.id)
@@ -116,35 +127,54 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
         ledger.lend(_find(ledger, "Ladder (3 m)"), to="Cleo", until=real_now + 5 * _DAY)
         ledger.consume(_find(ledger, "Sandpaper"), Decimal(8), note="Ben's fence")
         ledger.add_need("Extension lead (10 m)", by=real_now + 3 * _DAY)
-        c = ledger.add_commitment("Teach a sewing class", giver="Cleo", receiver="Ada",
-                                  due=real_now + 10 * _DAY)
+        c = ledger.add_commitment(
+            "Teach a sewing class", giver="Cleo", receiver="Ada", due=real_now + 10 * _DAY
+        )
         ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
-        c = ledger.add_commitment("Compost for the raised beds", giver="Ada", receiver="Ben",
-                                  resource=_find(ledger, "Compost"), quantity=Decimal(4),
-                                  due=real_now - 2 * _DAY)
+        c = ledger.add_commitment(
+            "Compost for the raised beds",
+            giver="Ada",
+            receiver="Ben",
+            resource=_find(ledger, "Compost"),
+            quantity=Decimal(4),
+            due=real_now - 2 * _DAY,
+        )
         ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
     with ben.change() as ledger:
         ledger.lend(_find(ledger, "Lawn mower"), to="Cleo", until=real_now + 2 * _DAY)
         ledger.produce(_find(ledger, "Seed potatoes"), Decimal(5), note="from the market")
         ledger.add_need("Someone to help move a sofa", by=real_now + 1 * _DAY)
-        c = ledger.add_commitment("Fix Cleo's bike", giver="Ben", receiver="Cleo",
-                                  resource=_find(ledger, "Bike repairs"))
+        c = ledger.add_commitment(
+            "Fix Cleo's bike", giver="Ben", receiver="Cleo", resource=_find(ledger, "Bike repairs")
+        )
         ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
         ledger.change_commitment(c.id, CommitmentStatus.FULFILLED)
-        c = ledger.add_commitment("Borrow the pressure washer all summer", giver="Cleo",
-                                  receiver="Ben")
+        c = ledger.add_commitment(
+            "Borrow the pressure washer all summer", giver="Cleo", receiver="Ben"
+        )
         ledger.change_commitment(c.id, CommitmentStatus.DECLINED)
     with cleo.change() as ledger:
         ledger.give(_find(ledger, "Jam jars"), to="Ada", quantity=Decimal(6))
-        ledger.add_need("Apples for the jam session", quantity=Decimal(5), unit="kg",
-                        by=real_now + 6 * _DAY)
+        ledger.add_need(
+            "Apples for the jam session", quantity=Decimal(5), unit="kg", by=real_now + 6 * _DAY
+        )
         n = ledger.add_need("Bike lights")
         ledger.close_need(n.id)
-        c = ledger.add_commitment("Seed potatoes for the allotment", giver="Ben",
-                                  receiver="Cleo", resource=_find(ledger, "Seed potatoes"),
-                                  quantity=Decimal(3), due=real_now + 4 * _DAY)
-        c2 = ledger.add_commitment("Paint rollers for the hall", giver="Ada", receiver="Cleo",
-                                   resource=_find(ledger, "Paint rollers"), quantity=Decimal(2))
+        c = ledger.add_commitment(
+            "Seed potatoes for the allotment",
+            giver="Ben",
+            receiver="Cleo",
+            resource=_find(ledger, "Seed potatoes"),
+            quantity=Decimal(3),
+            due=real_now + 4 * _DAY,
+        )
+        c2 = ledger.add_commitment(
+            "Paint rollers for the hall",
+            giver="Ada",
+            receiver="Cleo",
+            resource=_find(ledger, "Paint rollers"),
+            quantity=Decimal(2),
+        )
         ledger.change_commitment(c2.id, CommitmentStatus.CANCELLED)
     _exchange(nodes, group.id)
 
@@ -174,9 +204,11 @@ def summary(demo: Demo) -> str:
     """What the demo shows, in a few lines."""
     ada = demo.nodes["Ada"].ledger(demo.group_id)
     view = ada.view
-    lines = [f"Hearth demo: '{ada.name}' with {len(view.members())} members, "
-             f"{len(view.resources())} resources, {len(view.needs())} needs, "
-             f"{len(view.commitments())} commitments, {len(view.events())} events."]
+    lines = [
+        f"Hearth demo: '{ada.name}' with {len(view.members())} members, "
+        f"{len(view.resources())} resources, {len(view.needs())} needs, "
+        f"{len(view.commitments())} commitments, {len(view.events())} events."
+    ]
     heads = {name: sorted(n.ledger(demo.group_id).doc.heads()) for name, n in demo.nodes.items()}
     same = len({tuple(h) for h in heads.values()}) == 1
     lines.append(
@@ -188,8 +220,12 @@ def summary(demo: Demo) -> str:
         by_status[c.status.value] = by_status.get(c.status.value, 0) + 1
     lines.append("Commitments: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())))
     lent = [r for r in view.resources() if r.lent_to]
-    lines.append("Lent out: " + ", ".join(
-        f"{r.name} → {' & '.join(view.member_name(m) for m in r.lent_to)}" for r in lent))
+    lines.append(
+        "Lent out: "
+        + ", ".join(
+            f"{r.name} → {' & '.join(view.member_name(m) for m in r.lent_to)}" for r in lent
+        )
+    )
     for conflict in find_conflicts(view):
         lines.append(f"Conflict to sort out: {conflict.summary}")
     latest = view.events()[-1]

@@ -78,14 +78,20 @@ def create_identity(home: Path, *, name: str, device_name: str | None = None) ->
             "Use another --home to make a second one."
         )
     member, device, kem = SigningKey.generate(), SigningKey.generate(), KemKey.generate()
-    certificate = member.sign(_certificate_message(member.public, device.public, kem.public,
-                                                   device_name))
-    identity = Identity(name=name, device_name=device_name, member_key=member,
-                        device_key=device, kem_key=kem, certificate=certificate)
+    certificate = member.sign(
+        _certificate_message(member.public, device.public, kem.public, device_name)
+    )
+    identity = Identity(
+        name=name,
+        device_name=device_name,
+        member_key=member,
+        device_key=device,
+        kem_key=kem,
+        certificate=certificate,
+    )
     keys = home / "keys"
     keys.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for role, secret in (("member", member.secret), ("device", device.secret),
-                         ("kem", kem.secret)):
+    for role, secret in (("member", member.secret), ("device", device.secret), ("kem", kem.secret)):
         _write_secret(keys / _KEY_FILES[role], secret)
     body = json.dumps({"version": 1, **identity.public()}, indent=2).encode()
     try:
@@ -119,9 +125,7 @@ def load_identity(home: Path) -> Identity:
     """Read the identity in ``home``, checking keys against the certificate."""
     path = home / _IDENTITY_FILE
     if not path.is_file():
-        raise IdentityError(
-            f"No identity in {home} yet: run `hearth init --name YOUR-NAME` first."
-        )
+        raise IdentityError(f"No identity in {home} yet: run `hearth init --name YOUR-NAME` first.")
     try:
         public = json.loads(path.read_text())
         secrets = {role: (home / "keys" / f).read_bytes() for role, f in _KEY_FILES.items()}
@@ -140,8 +144,12 @@ def load_identity(home: Path) -> Identity:
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise IdentityError(f"The identity in {home} cannot be read ({exc}).") from exc
-    message = _certificate_message(identity.member_key.public, identity.device_key.public,
-                                   identity.kem_key.public, identity.device_name)
+    message = _certificate_message(
+        identity.member_key.public,
+        identity.device_key.public,
+        identity.kem_key.public,
+        identity.device_name,
+    )
     if not matches or not verify(identity.member_key.public, identity.certificate, message):
         raise IdentityError(
             f"The key files in {home / 'keys'} do not match identity.json; "

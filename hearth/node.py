@@ -21,7 +21,7 @@ from hearth.crypto import verify
 from hearth.errors import IdentityError, LedgerError, NotFound, StorageError
 from hearth.identity import Identity, has_identity, load_identity
 from hearth.ledger import EntryRef, Ledger, LedgerDoc, touched_of
-from hearth.ledger.automerge_doc import change_hash
+from hearth.ledger.automerge_doc import Fields, change_hash
 from hearth.ledger.model import TABLES
 from hearth.store import GroupRow, Store
 from hearth.values import check_text
@@ -113,7 +113,9 @@ class Node:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise NotFound(f"You are in no group matching {text!r}; `hearth group list` shows yours.")
+            raise NotFound(
+                f"You are in no group matching {text!r}; `hearth group list` shows yours."
+            )
         raise NotFound(f"{text!r} matches {len(matches)} groups; give more of the id.")
 
     def use_group(self, text: str) -> GroupRow:
@@ -156,8 +158,14 @@ class Node:
             clock=self.clock,
             new_id=self.new_id,
         )
-        row = GroupRow(id=group_id, name=name, actor=actor, seed=bytes.fromhex(group_id),
-                       genesis=genesis, created_at=self.clock.now_ms())
+        row = GroupRow(
+            id=group_id,
+            name=name,
+            actor=actor,
+            seed=bytes.fromhex(group_id),
+            genesis=genesis,
+            created_at=self.clock.now_ms(),
+        )
         with self.store.write():
             self.store.add_group(row)
             self._store_edits(group_id, ledger)
@@ -165,7 +173,7 @@ class Node:
         self._ledgers[group_id] = _Loaded(ledger, self.store.last_seq())
         return row
 
-    def _device_card(self, actor: bytes) -> dict[str, object]:
+    def _device_card(self, actor: bytes) -> Fields:
         me = self.identity
         return {
             "name": me.device_name,
@@ -187,8 +195,14 @@ class Node:
         if any(g.id == group_id for g in self.groups()):
             raise LedgerError("This node already belongs to that group.")
         actor = secrets.token_bytes(16)
-        row = GroupRow(id=group_id, name="(joining)", actor=actor, seed=bytes.fromhex(group_id),
-                       genesis=genesis, created_at=self.clock.now_ms())
+        row = GroupRow(
+            id=group_id,
+            name="(joining)",
+            actor=actor,
+            seed=bytes.fromhex(group_id),
+            genesis=genesis,
+            created_at=self.clock.now_ms(),
+        )
         infos = [(change_hash(c).hash, c) for c in changes]
         with self.store.write():
             self.store.add_group(row)
@@ -213,8 +227,7 @@ class Node:
         infos = [(change_hash(c).hash, c) for c in changes]
         with self.store.write():
             ledger = self.ledger(group_id)
-            added = self.store.append_changes(group_id, LIVE, infos, local=False,
-                                              touched=touched)
+            added = self.store.append_changes(group_id, LIVE, infos, local=False, touched=touched)
             if added:
                 ledger.apply_remote(changes, touched)
         self._ledgers[group_id].seen = self.store.last_seq()

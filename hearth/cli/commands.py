@@ -79,16 +79,23 @@ def _init(args: argparse.Namespace, home: Path) -> int:
     identity = create_identity(home, name=args.name, device_name=args.device_name)
     with open_node(home):
         pass  # create the store now so later commands find a sound one
-    return _emit(args, identity.public(),
-                 f"Welcome, {identity.name}. Your identity is saved in {home}.\n"
-                 "Next: `hearth group create NAME` to start a group.")
+    return _emit(
+        args,
+        identity.public(),
+        f"Welcome, {identity.name}. Your identity is saved in {home}.\n"
+        "Next: `hearth group create NAME` to start a group.",
+    )
 
 
 def _whoami(args: argparse.Namespace, node: Node) -> int:
     me = node.identity
     data = {**me.public(), "home": str(node.home)}
-    return _emit(args, data, f"{me.name} (member {me.member_id[:8]}, device "
-                             f"'{me.device_name}' {me.device_id[:8]})\nhome: {node.home}")
+    return _emit(
+        args,
+        data,
+        f"{me.name} (member {me.member_id[:8]}, device "
+        f"'{me.device_name}' {me.device_id[:8]})\nhome: {node.home}",
+    )
 
 
 def _group_create(args: argparse.Namespace, node: Node) -> int:
@@ -119,8 +126,9 @@ def _group_use(args: argparse.Namespace, node: Node) -> int:
 def _member_list(args: argparse.Namespace, node: Node) -> int:
     members = node.ledger().view.members()
     rows = [[m.id[:8], m.name, m.role.value, str(len(m.devices))] for m in members]
-    return _emit(args, [as_member(m) for m in members],
-                 render.table(["id", "name", "role", "devices"], rows))
+    return _emit(
+        args, [as_member(m) for m in members], render.table(["id", "name", "role", "devices"], rows)
+    )
 
 
 # --- resources -----------------------------------------------------------------
@@ -129,8 +137,14 @@ def _member_list(args: argparse.Namespace, node: Node) -> int:
 def _resource_add(args: argparse.Namespace, node: Node) -> int:
     with node.change() as ledger:
         r = ledger.add_resource(
-            args.name, kind=Kind(args.kind), quantity=parse_quantity(args.qty, allow_zero=True),
-            unit=args.unit, location=args.location, note=args.note, shareable=args.shareable)
+            args.name,
+            kind=Kind(args.kind),
+            quantity=parse_quantity(args.qty, allow_zero=True),
+            unit=args.unit,
+            location=args.location,
+            note=args.note,
+            shareable=args.shareable,
+        )
     return _emit(args, as_resource(ledger.view, r), f"Added {r.name} ({r.id[:8]}).")
 
 
@@ -147,8 +161,11 @@ def _resource_list(args: argparse.Namespace, node: Node) -> int:
     if not found:
         print("No resources yet: `hearth resource add NAME` adds one.")
         return 0
-    print(render.table(["id", "name", "kind", "quantity", "with", "where"],
-                       render.resource_rows(view, found)))
+    print(
+        render.table(
+            ["id", "name", "kind", "quantity", "with", "where"], render.resource_rows(view, found)
+        )
+    )
     return 0
 
 
@@ -156,9 +173,10 @@ def _resource_show(args: argparse.Namespace, node: Node) -> int:
     view = node.ledger().view
     r = view.resource(view.find("resources", args.resource))
     items = history(view, resource=r.id)
-    data = {**as_resource(view, r),
-            "history": [{"at": h.at, "by": view.member_name(h.by), "what": h.what}
-                        for h in items]}
+    data = {
+        **as_resource(view, r),
+        "history": [{"at": h.at, "by": view.member_name(h.by), "what": h.what} for h in items],
+    }
     lines = [render.describe_resource(view, r), "", "History:"]
     lines += [f"  {format_time(h.at)}  {view.member_name(h.by)} {h.what}" for h in items]
     return _emit(args, data, "\n".join(lines))
@@ -168,10 +186,16 @@ def _resource_edit(args: argparse.Namespace, node: Node) -> int:
     with node.change() as ledger:
         rid = ledger.view.find("resources", args.resource)
         r = ledger.edit_resource(
-            rid, name=args.name, kind=Kind(args.kind) if args.kind else None,
-            unit=args.unit, location=args.location, note=args.note, keeper=args.keeper,
+            rid,
+            name=args.name,
+            kind=Kind(args.kind) if args.kind else None,
+            unit=args.unit,
+            location=args.location,
+            note=args.note,
+            keeper=args.keeper,
             shareable=args.shareable,
-            quantity=None if args.qty is None else parse_quantity(args.qty, allow_zero=True))
+            quantity=None if args.qty is None else parse_quantity(args.qty, allow_zero=True),
+        )
     return _emit(args, as_resource(ledger.view, r), f"Updated {r.name}.")
 
 
@@ -196,8 +220,9 @@ def _resource_event(verb: str) -> Handler:
     return handler
 
 
-def _apply_event(verb: str, args: argparse.Namespace, node: Node, ledger: Ledger,
-                 rid: str) -> Resource:
+def _apply_event(
+    verb: str, args: argparse.Namespace, node: Node, ledger: Ledger, rid: str
+) -> Resource:
     if verb == "lend":
         return ledger.lend(rid, to=args.to, until=_date(node, args.until))
     if verb == "return":
@@ -215,8 +240,9 @@ def _apply_event(verb: str, args: argparse.Namespace, node: Node, ledger: Ledger
 
 def _need_add(args: argparse.Namespace, node: Node) -> int:
     with node.change() as ledger:
-        n = ledger.add_need(args.what, quantity=_qty(args.qty), unit=args.unit,
-                            by=_date(node, args.by))
+        n = ledger.add_need(
+            args.what, quantity=_qty(args.qty), unit=args.unit, by=_date(node, args.by)
+        )
     return _emit(args, as_need(ledger.view, n), f"Recorded the need for {n.what} ({n.id[:8]}).")
 
 
@@ -228,8 +254,11 @@ def _need_list(args: argparse.Namespace, node: Node) -> int:
     if not found:
         print("No open needs.")
         return 0
-    print(render.table(["id", "what", "quantity", "by", "who", "status"],
-                       render.need_rows(view, found)))
+    print(
+        render.table(
+            ["id", "what", "quantity", "by", "who", "status"], render.need_rows(view, found)
+        )
+    )
     return 0
 
 
@@ -243,13 +272,19 @@ def _commitment_add(args: argparse.Namespace, node: Node) -> int:
     with node.change() as ledger:
         view = ledger.view
         c = ledger.add_commitment(
-            args.what, giver=view.find("members", args.giver),
+            args.what,
+            giver=view.find("members", args.giver),
             receiver=view.find("members", args.receiver),
             resource=view.find("resources", args.resource) if args.resource else "",
-            quantity=_qty(args.qty), due=_date(node, args.due))
-    return _emit(args, as_commitment(ledger.view, c),
-                 f"Proposed: {view.member_name(c.giver)} gives {view.member_name(c.receiver)} "
-                 f"{c.what} ({c.id[:8]}).")
+            quantity=_qty(args.qty),
+            due=_date(node, args.due),
+        )
+    return _emit(
+        args,
+        as_commitment(ledger.view, c),
+        f"Proposed: {view.member_name(c.giver)} gives {view.member_name(c.receiver)} "
+        f"{c.what} ({c.id[:8]}).",
+    )
 
 
 def _commitment_list(args: argparse.Namespace, node: Node) -> int:
@@ -267,8 +302,12 @@ def _commitment_list(args: argparse.Namespace, node: Node) -> int:
     if not found:
         print("No commitments to show.")
         return 0
-    print(render.table(["id", "what", "qty", "from", "to", "due", "status"],
-                       render.commitment_rows(view, found, now)))
+    print(
+        render.table(
+            ["id", "what", "qty", "from", "to", "due", "status"],
+            render.commitment_rows(view, found, now),
+        )
+    )
     return 0
 
 
@@ -292,8 +331,16 @@ def _history(args: argparse.Namespace, node: Node) -> int:
     items = history(view, resource=rid)
     if args.limit:
         items = items[: args.limit]
-    data = [{"at": h.at, "by": h.by, "by_name": view.member_name(h.by), "what": h.what,
-             "entry": h.entry} for h in items]
+    data = [
+        {
+            "at": h.at,
+            "by": h.by,
+            "by_name": view.member_name(h.by),
+            "what": h.what,
+            "entry": h.entry,
+        }
+        for h in items
+    ]
     text = "\n".join(f"{format_time(h.at)}  {view.member_name(h.by)} {h.what}" for h in items)
     return _emit(args, data, text or "Nothing has happened yet.")
 

@@ -46,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hearth: your group's shared ledger of things, needs and promises. "
         "Run without a command to open the app.",
     )
-    parser.add_argument("--home", metavar="DIR", help="the node's home directory "
-                        "(default: $HEARTH_HOME or your data directory)")
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="the node's home directory (default: $HEARTH_HOME or your data directory)",
+    )
     parser.add_argument("--version", action="version", version=f"hearth {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -61,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     group = sub.add_parser("group", help="create, list and choose groups").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = group.add_parser("create", help="create a group (you become its first admin)")
     p.add_argument("name")
     _json_flag(p)
@@ -71,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("group", metavar="ID|NAME")
 
     member = sub.add_parser("member", help="the group's members").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = member.add_parser("list", help="list members")
     _json_flag(p)
 
     res = sub.add_parser("resource", help="the group's things").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = res.add_parser("add", help="add a resource")
     p.add_argument("name")
     p.add_argument("--kind", choices=_KINDS, default="other")
@@ -112,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     need = sub.add_parser("need", help="what members need").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = need.add_parser("add", help="record a need")
     p.add_argument("what")
     p.add_argument("--qty")
@@ -127,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     com = sub.add_parser("commitment", help="promises between members").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = com.add_parser("add", help="propose a commitment")
     p.add_argument("what")
     p.add_argument("--from", dest="giver", required=True, metavar="MEMBER")
@@ -155,8 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("resource", metavar="RESOURCE")
     p.add_argument("--from", dest="borrower", metavar="MEMBER", help="only this borrower's lend")
     _json_flag(p)
-    for verb, text in (("produce", "record that more of a resource exists"),
-                       ("consume", "record that some of a resource was used up")):
+    for verb, text in (
+        ("produce", "record that more of a resource exists"),
+        ("consume", "record that some of a resource was used up"),
+    ):
         p = sub.add_parser(verb, help=text)
         p.add_argument("resource", metavar="RESOURCE")
         p.add_argument("--qty", required=True)
@@ -179,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="FILE", help="write to a file instead of stdout")
 
     p = sub.add_parser("demo", help="see Hearth working on an example group")
-    p.add_argument("--headless", action="store_true", help="print a summary instead of "
-                   "opening the app")
+    p.add_argument(
+        "--headless", action="store_true", help="print a summary instead of opening the app"
+    )
     p.add_argument("--keep", action="store_true", help="keep the demo's directory afterwards")
     return parser
 

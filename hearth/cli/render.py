@@ -22,9 +22,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Rows as left-aligned columns under a header."""
     widths = [len(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=False)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -44,10 +46,12 @@ def resource_rows(view: LedgerView, resources: Sequence[Resource]) -> list[list[
         if len(r.lent_to) > 1:
             holder = " & ".join(view.member_name(m) for m in r.lent_to) + " (!)"
         elif r.lent_to:
-            holder += " (borrowed" + (f" until {format_date(r.lent_until)})" if r.lent_until
-                                      else ")")
-        rows.append([r.id[:8], r.name, r.kind.value, amount(r.quantity, r.unit), holder,
-                     r.location])
+            holder += " (borrowed" + (
+                f" until {format_date(r.lent_until)})" if r.lent_until else ")"
+            )
+        rows.append(
+            [r.id[:8], r.name, r.kind.value, amount(r.quantity, r.unit), holder, r.location]
+        )
     return rows
 
 
@@ -72,8 +76,14 @@ def describe_resource(view: LedgerView, r: Resource) -> str:
 def need_rows(view: LedgerView, needs: Sequence[Need]) -> list[list[str]]:
     """Table rows for needs."""
     return [
-        [n.id[:8], n.what, amount(n.quantity, n.unit), format_date(n.by) if n.by else "",
-         view.member_name(n.created_by), n.status.value]
+        [
+            n.id[:8],
+            n.what,
+            amount(n.quantity, n.unit),
+            format_date(n.by) if n.by else "",
+            view.member_name(n.created_by),
+            n.status.value,
+        ]
         for n in needs
     ]
 
@@ -87,6 +97,15 @@ def commitment_rows(
         due = format_date(c.due) if c.due else ""
         if c.due and c.due < now_ms and c.status.is_open:
             due += " OVERDUE"
-        rows.append([c.id[:8], c.what, amount(c.quantity, ""), view.member_name(c.giver),
-                     view.member_name(c.receiver), due, c.status.value])
+        rows.append(
+            [
+                c.id[:8],
+                c.what,
+                amount(c.quantity, ""),
+                view.member_name(c.giver),
+                view.member_name(c.receiver),
+                due,
+                c.status.value,
+            ]
+        )
     return rows

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Union
 
+from automerge._automerge import Transaction
 from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
 
 from hearth.errors import LedgerError
@@ -42,7 +43,7 @@ __all__ = [
     "change_hash",
 ]
 
-Scalar = Union[str, int, bool]
+Scalar = str | int | bool
 FieldValue = Union[Scalar, None, "Fields"]
 Fields = Mapping[str, FieldValue]
 EntryRef = tuple[str, str]
@@ -144,32 +145,34 @@ def _sync_message(changes: Sequence[bytes]) -> Message:
 class DocWriter:
     """Puts entries inside one open transaction and remembers what it touched."""
 
-    def __init__(self, doc: Document, tx: object) -> None:
+    def __init__(self, doc: Document, tx: Transaction) -> None:
         self._doc = doc
         self._tx = tx
         self.touched: set[EntryRef] = set()
 
     def put(self, table: str, entry_id: str, fields: Fields) -> None:
-        """Create the entry if needed and set ``fields``; ``None`` deletes a field."""
+        """Create the entry if needed and set ``fields``; ``None`` deletes a field.
+
+        A mapping value is a sub-map. Create sub-maps together with their entry: a sub-map
+        created later by two devices at once would be two objects, and only one survives
+        the merge.
+        """
         tx = self._tx
         table_obj = self._table(table)
-        found = tx.get(table_obj, entry_id)  # type: ignore[attr-defined]
-        if found is None:
-            entry = tx.put_object(table_obj, entry_id, ObjType.Map)  # type: ignore[attr-defined]
-        else:
-            entry = found[1]
+        found = tx.get(table_obj, entry_id)
+        entry = tx.put_object(table_obj, entry_id, ObjType.Map) if found is None else found[1]
         self._put_fields(entry, fields)
         self.touched.add((table, entry_id))
 
     def delete(self, table: str, entry_id: str) -> None:
         """Remove an entry outright (archiving moves entries; members see tombstones)."""
         table_obj = self._table(table)
-        if self._tx.get(table_obj, entry_id) is not None:  # type: ignore[attr-defined]
-            self._tx.delete(table_obj, entry_id)  # type: ignore[attr-defined]
+        if self._tx.get(table_obj, entry_id) is not None:
+            self._tx.delete(table_obj, entry_id)
             self.touched.add((table, entry_id))
 
     def _table(self, table: str) -> bytes:
-        found = self._tx.get(ROOT, table)  # type: ignore[attr-defined]
+        found = self._tx.get(ROOT, table)
         if found is None or found[0] != ObjType.Map:
             raise LedgerError(f"This ledger has no {table!r} table; it may be from a newer Hearth.")
         obj: bytes = found[1]
@@ -179,24 +182,24 @@ class DocWriter:
         tx = self._tx
         for key, value in fields.items():
             if value is None:
-                if tx.get(obj, key) is not None:  # type: ignore[attr-defined]
-                    tx.delete(obj, key)  # type: ignore[attr-defined]
+                if tx.get(obj, key) is not None:
+                    tx.delete(obj, key)
             elif isinstance(value, Mapping):
-                found = tx.get(obj, key)  # type: ignore[attr-defined]
+                found = tx.get(obj, key)
                 if found is None or found[0] != ObjType.Map:
-                    child = tx.put_object(obj, key, ObjType.Map)  # type: ignore[attr-defined]
+                    child = tx.put_object(obj, key, ObjType.Map)
                 else:
                     child = found[1]
                 self._put_fields(child, value)
             elif isinstance(value, bool):  # before int: bool is an int in Python
-                tx.put(obj, key, ScalarType.Boolean, value)  # type: ignore[attr-defined]
+                tx.put(obj, key, ScalarType.Boolean, value)
             elif isinstance(value, int):
                 try:
-                    tx.put(obj, key, ScalarType.Int, value)  # type: ignore[attr-defined]
+                    tx.put(obj, key, ScalarType.Int, value)
                 except OverflowError as exc:
                     raise LedgerError(f"The number {value} is too large to store.") from exc
             else:
-                tx.put(obj, key, ScalarType.Str, value)  # type: ignore[attr-defined]
+                tx.put(obj, key, ScalarType.Str, value)
 
 
 class LedgerDoc:
@@ -227,7 +230,7 @@ class LedgerDoc:
         """Load a saved document, or raise :class:`LedgerError` if the bytes are not one."""
         try:
             doc = Document.load(saved)
-        except Exception as exc:  # noqa: BLE001 - the binding raises only plain Exception
+        except Exception as exc:
             raise LedgerError(f"A saved ledger could not be read ({exc}).") from exc
         doc.set_actor(actor)
         return cls(doc)
@@ -273,7 +276,7 @@ class LedgerDoc:
             return {}
         doc = self._doc
         out: dict[str, dict[str, object]] = {}
-        for entry_id, (value, child) in zip(doc.keys(obj), doc.values(obj)):
+        for entry_id, (value, child) in zip(doc.keys(obj), doc.values(obj), strict=True):
             if value == ObjType.Map:
                 out[entry_id] = self._read_map(child)
         return out
@@ -288,7 +291,7 @@ class LedgerDoc:
     def _read_map(self, obj: bytes) -> dict[str, object]:
         doc = self._doc
         out: dict[str, object] = {}
-        for key, (value, child) in zip(doc.keys(obj), doc.values(obj)):
+        for key, (value, child) in zip(doc.keys(obj), doc.values(obj), strict=True):
             if isinstance(value, tuple):
                 out[key] = value[1]
             elif value == ObjType.Map:
@@ -331,7 +334,7 @@ class LedgerDoc:
         before = self._doc.get_heads()
         try:
             self._doc.receive_sync_message(SyncState(), _sync_message(changes))
-        except Exception as exc:  # noqa: BLE001 - the binding raises only plain Exception
+        except Exception as exc:
             raise LedgerError(f"Changes from elsewhere could not be applied ({exc}).") from exc
         if self._doc.get_heads() == before:
             return set()

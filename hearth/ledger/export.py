@@ -12,7 +12,15 @@ import json
 from decimal import Decimal
 
 from hearth.ledger.conflicts import find_conflicts
-from hearth.ledger.model import Commitment, CommitmentStatus, Conflict, Event, Member, Need, Resource
+from hearth.ledger.model import (
+    Commitment,
+    CommitmentStatus,
+    Conflict,
+    Event,
+    Member,
+    Need,
+    Resource,
+)
 from hearth.ledger.view import LedgerView
 from hearth.values import format_quantity
 
@@ -92,8 +100,13 @@ def as_commitment(view: LedgerView, c: Commitment) -> dict[str, object]:
         "due": c.due,
         "status": c.status.value,
         "changes": [
-            {"from": s.from_status.value, "to": s.to_status.value, "by": s.by, "at": s.at,
-             "applied": s.applied}
+            {
+                "from": s.from_status.value,
+                "to": s.to_status.value,
+                "by": s.by,
+                "at": s.at,
+                "applied": s.applied,
+            }
             for s in c.changes
         ],
         "created_by": c.created_by,
@@ -133,8 +146,13 @@ def as_member(m: Member) -> dict[str, object]:
 
 def as_conflict(c: Conflict) -> dict[str, object]:
     """A conflict as a JSON object."""
-    return {"id": c.id, "kind": c.kind, "summary": c.summary, "advice": c.advice,
-            "entries": list(c.entries)}
+    return {
+        "id": c.id,
+        "kind": c.kind,
+        "summary": c.summary,
+        "advice": c.advice,
+        "entries": list(c.entries),
+    }
 
 
 def export_json(view: LedgerView, group_name: str) -> str:
@@ -155,30 +173,95 @@ def export_csv(view: LedgerView) -> str:
     """The ledger as one CSV table of rows, one per resource, need, commitment and event."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["type", "id", "name", "kind_or_action", "quantity", "unit", "status",
-                     "who", "other", "date", "created_at"])
+    writer.writerow(
+        [
+            "type",
+            "id",
+            "name",
+            "kind_or_action",
+            "quantity",
+            "unit",
+            "status",
+            "who",
+            "other",
+            "date",
+            "created_at",
+        ]
+    )
     name = view.member_name
     for r in view.resources(include_removed=True):
-        writer.writerow(["resource", r.id, r.name, r.kind.value, format_quantity(r.quantity),
-                         r.unit, "removed" if r.removed else "", name(r.custodian), r.location,
-                         r.lent_until or "", r.created_at])
+        writer.writerow(
+            [
+                "resource",
+                r.id,
+                r.name,
+                r.kind.value,
+                format_quantity(r.quantity),
+                r.unit,
+                "removed" if r.removed else "",
+                name(r.custodian),
+                r.location,
+                r.lent_until or "",
+                r.created_at,
+            ]
+        )
     for n in view.needs():
-        writer.writerow(["need", n.id, n.what, "", format_quantity(n.quantity)
-                         if n.quantity is not None else "", n.unit, n.status.value,
-                         name(n.created_by), "", n.by or "", n.created_at])
+        writer.writerow(
+            [
+                "need",
+                n.id,
+                n.what,
+                "",
+                format_quantity(n.quantity) if n.quantity is not None else "",
+                n.unit,
+                n.status.value,
+                name(n.created_by),
+                "",
+                n.by or "",
+                n.created_at,
+            ]
+        )
     for c in view.commitments():
-        writer.writerow(["commitment", c.id, c.what, "", format_quantity(c.quantity)
-                         if c.quantity is not None else "", "", c.status.value, name(c.giver),
-                         name(c.receiver), c.due or "", c.created_at])
+        writer.writerow(
+            [
+                "commitment",
+                c.id,
+                c.what,
+                "",
+                format_quantity(c.quantity) if c.quantity is not None else "",
+                "",
+                c.status.value,
+                name(c.giver),
+                name(c.receiver),
+                c.due or "",
+                c.created_at,
+            ]
+        )
     for e in view.events():
-        writer.writerow(["event", e.id, e.resource, e.action.value, format_quantity(e.quantity),
-                         "", "", name(e.by), name(e.to) if e.to else "", e.until or "", e.at])
+        writer.writerow(
+            [
+                "event",
+                e.id,
+                e.resource,
+                e.action.value,
+                format_quantity(e.quantity),
+                "",
+                "",
+                name(e.by),
+                name(e.to) if e.to else "",
+                e.until or "",
+                e.at,
+            ]
+        )
     return out.getvalue()
 
 
 _VF = "https://w3id.org/valueflows/ont/vf#"
-_STATUS_FINISHED = {CommitmentStatus.FULFILLED, CommitmentStatus.DECLINED,
-                    CommitmentStatus.CANCELLED}
+_STATUS_FINISHED = {
+    CommitmentStatus.FULFILLED,
+    CommitmentStatus.DECLINED,
+    CommitmentStatus.CANCELLED,
+}
 
 
 def _iso(ms: int | None) -> str | None:
@@ -192,8 +275,11 @@ def _iso(ms: int | None) -> str | None:
 def _measure(quantity: Decimal | None, unit: str) -> dict[str, object] | None:
     if quantity is None:
         return None
-    return {"@type": "om2:Measure", "om2:hasNumericalValue": number(quantity),
-            "om2:hasUnit": unit or "om2:one"}
+    return {
+        "@type": "om2:Measure",
+        "om2:hasNumericalValue": number(quantity),
+        "om2:hasUnit": unit or "om2:one",
+    }
 
 
 def export_valueflows(view: LedgerView, group_id: str, group_name: str) -> str:
@@ -208,59 +294,73 @@ def export_valueflows(view: LedgerView, group_id: str, group_name: str) -> str:
         {"@id": f"{base}group", "@type": "vf:Organization", "vf:name": group_name}
     ]
     for m in view.members():
-        graph.append({"@id": who(m.id), "@type": "vf:Person", "vf:name": m.name,
-                      "vf:memberOf": f"{base}group"})
+        graph.append(
+            {
+                "@id": who(m.id),
+                "@type": "vf:Person",
+                "vf:name": m.name,
+                "vf:memberOf": f"{base}group",
+            }
+        )
     for r in view.resources(include_removed=True):
-        graph.append({
-            "@id": f"{base}resource:{r.id}",
-            "@type": "vf:EconomicResource",
-            "vf:name": r.name,
-            "vf:classifiedAs": r.kind.value,
-            "vf:primaryAccountable": who(r.owner) if r.owner else f"{base}group",
-            "vf:custodian": who(r.custodian),
-            "vf:accountingQuantity": _measure(r.quantity, r.unit),
-            "vf:onhandQuantity": _measure(Decimal(0) if r.lent_to else r.quantity, r.unit),
-            "vf:currentLocation": r.location or None,
-            "vf:note": r.note or None,
-        })
+        graph.append(
+            {
+                "@id": f"{base}resource:{r.id}",
+                "@type": "vf:EconomicResource",
+                "vf:name": r.name,
+                "vf:classifiedAs": r.kind.value,
+                "vf:primaryAccountable": who(r.owner) if r.owner else f"{base}group",
+                "vf:custodian": who(r.custodian),
+                "vf:accountingQuantity": _measure(r.quantity, r.unit),
+                "vf:onhandQuantity": _measure(Decimal(0) if r.lent_to else r.quantity, r.unit),
+                "vf:currentLocation": r.location or None,
+                "vf:note": r.note or None,
+            }
+        )
     for n in view.needs():
-        graph.append({
-            "@id": f"{base}intent:{n.id}",
-            "@type": "vf:Intent",
-            "vf:action": "transfer",
-            "vf:name": n.what,
-            "vf:receiver": who(n.created_by),
-            "vf:resourceQuantity": _measure(n.quantity, n.unit),
-            "vf:due": _iso(n.by),
-            "vf:finished": n.status.value == "closed",
-        })
+        graph.append(
+            {
+                "@id": f"{base}intent:{n.id}",
+                "@type": "vf:Intent",
+                "vf:action": "transfer",
+                "vf:name": n.what,
+                "vf:receiver": who(n.created_by),
+                "vf:resourceQuantity": _measure(n.quantity, n.unit),
+                "vf:due": _iso(n.by),
+                "vf:finished": n.status.value == "closed",
+            }
+        )
     for c in view.commitments():
-        graph.append({
-            "@id": f"{base}commitment:{c.id}",
-            "@type": "vf:Commitment",
-            "vf:action": "transfer",
-            "vf:note": c.what,
-            "vf:provider": who(c.giver),
-            "vf:receiver": who(c.receiver),
-            "vf:resourceInventoriedAs": f"{base}resource:{c.resource}" if c.resource else None,
-            "vf:resourceQuantity": _measure(c.quantity, ""),
-            "vf:due": _iso(c.due),
-            "vf:finished": c.status in _STATUS_FINISHED,
-            "hearth:status": c.status.value,
-        })
+        graph.append(
+            {
+                "@id": f"{base}commitment:{c.id}",
+                "@type": "vf:Commitment",
+                "vf:action": "transfer",
+                "vf:note": c.what,
+                "vf:provider": who(c.giver),
+                "vf:receiver": who(c.receiver),
+                "vf:resourceInventoriedAs": f"{base}resource:{c.resource}" if c.resource else None,
+                "vf:resourceQuantity": _measure(c.quantity, ""),
+                "vf:due": _iso(c.due),
+                "vf:finished": c.status in _STATUS_FINISHED,
+                "hearth:status": c.status.value,
+            }
+        )
     for e in view.events():
-        graph.append({
-            "@id": f"{base}event:{e.id}",
-            "@type": "vf:EconomicEvent",
-            "vf:action": e.action.valueflows,
-            "vf:resourceInventoriedAs": f"{base}resource:{e.resource}",
-            "vf:provider": who(e.by),
-            "vf:receiver": who(e.to) if e.to else who(e.by),
-            "vf:resourceQuantity": _measure(e.quantity, ""),
-            "vf:hasPointInTime": _iso(e.at),
-            "vf:fulfills": f"{base}commitment:{e.fulfils}" if e.fulfils else None,
-            "vf:note": e.note or None,
-        })
+        graph.append(
+            {
+                "@id": f"{base}event:{e.id}",
+                "@type": "vf:EconomicEvent",
+                "vf:action": e.action.valueflows,
+                "vf:resourceInventoriedAs": f"{base}resource:{e.resource}",
+                "vf:provider": who(e.by),
+                "vf:receiver": who(e.to) if e.to else who(e.by),
+                "vf:resourceQuantity": _measure(e.quantity, ""),
+                "vf:hasPointInTime": _iso(e.at),
+                "vf:fulfills": f"{base}commitment:{e.fulfils}" if e.fulfils else None,
+                "vf:note": e.note or None,
+            }
+        )
     document = {
         "@context": {
             "vf": _VF,

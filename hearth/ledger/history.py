@@ -42,8 +42,9 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
                     if edit.get("fields") == "removed":
                         what = f"removed {label(rid)}"
                     items.append(
-                        HistoryItem(at=int(edit["at"]), by=str(edit.get("by", "")), what=what,
-                                    entry=rid)
+                        HistoryItem(
+                            at=int(edit["at"]), by=str(edit.get("by", "")), what=what, entry=rid
+                        )
                     )
     for event in view.events():
         if resource and event.resource != resource:
@@ -64,18 +65,24 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
     if resource is None:
         for need in view.needs():
             items.append(
-                HistoryItem(at=need.created_at, by=need.created_by, what=f"needs {need.what}",
-                            entry=need.id)
+                HistoryItem(
+                    at=need.created_at, by=need.created_by, what=f"needs {need.what}", entry=need.id
+                )
             )
             if need.closed_at is not None:
                 items.append(
-                    HistoryItem(at=need.closed_at, by=need.closed_by,
-                                what=f"closed the need for {need.what}", entry=need.id)
+                    HistoryItem(
+                        at=need.closed_at,
+                        by=need.closed_by,
+                        what=f"closed the need for {need.what}",
+                        entry=need.id,
+                    )
                 )
         for c in view.commitments():
             items.append(
                 HistoryItem(
-                    at=c.created_at, by=c.created_by,
+                    at=c.created_at,
+                    by=c.created_by,
                     what=f"proposed that {name(c.giver)} gives {name(c.receiver)} {c.what}",
                     entry=c.id,
                 )
@@ -86,7 +93,6 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
                     what += " (overtaken by another change)"
                 items.append(HistoryItem(at=change.at, by=change.by, what=what, entry=c.id))
         for m in view.members():
-            items.append(HistoryItem(at=m.joined_at, by=m.id, what="joined the group",
-                                     entry=m.id))
+            items.append(HistoryItem(at=m.joined_at, by=m.id, what="joined the group", entry=m.id))
     items.sort(key=lambda item: (item.at, item.entry, item.what), reverse=True)
     return items

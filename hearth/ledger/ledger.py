@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from hearth.clock import Clock
 from hearth.errors import LedgerError
-from hearth.ledger.automerge_doc import Edit, EntryRef, Fields, LedgerDoc, DocWriter
+from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc
 from hearth.ledger.derive import open_lends
 from hearth.ledger.model import (
     COMMITMENT_TRANSITIONS,
@@ -40,9 +40,7 @@ IdFactory = Callable[[], str]
 class Ledger:
     """One group's live ledger document with its view, acting as one member."""
 
-    def __init__(
-        self, doc: LedgerDoc, *, author: str, clock: Clock, new_id: IdFactory
-    ) -> None:
+    def __init__(self, doc: LedgerDoc, *, author: str, clock: Clock, new_id: IdFactory) -> None:
         self.doc = doc
         self.author = author
         self.view = LedgerView.build([doc])
@@ -199,9 +197,13 @@ class Ledger:
         }
         resource_id = self._new_id()
         with self._edit() as w:
-            w.put("resources", resource_id, fields)
+            # Sub-maps are made with their entry, never later: two devices creating the
+            # same sub-map concurrently would each make one and only one would survive.
+            w.put("resources", resource_id, {**fields, "edits": {}})
             if quantity > 0:
-                self._event(w, Action.PRODUCE, resource_id, qty=str(quantity), note="starting stock")
+                self._event(
+                    w, Action.PRODUCE, resource_id, qty=str(quantity), note="starting stock"
+                )
         return self.view.resource(resource_id)
 
     def edit_resource(
@@ -298,9 +300,7 @@ class Ledger:
         resource = self._live_resource(resource_id)
         who = None if borrower is None else self._member(borrower)
         lends = [
-            e.id
-            for e in open_lends(self.view.events_of(resource_id))
-            if who is None or e.to == who
+            e.id for e in open_lends(self.view.events_of(resource_id)) if who is None or e.to == who
         ]
         if not lends:
             raise LedgerError(f"'{resource.name}' is not lent out, so there is nothing to return.")
@@ -312,16 +312,26 @@ class Ledger:
         """Record that more of a resource exists (harvested, made, donated)."""
         self._live_resource(resource_id)
         with self._edit() as w:
-            self._event(w, Action.PRODUCE, resource_id, qty=str(quantity),
-                        note=check_text(note, "note", limit=MAX_NOTE, empty_ok=True))
+            self._event(
+                w,
+                Action.PRODUCE,
+                resource_id,
+                qty=str(quantity),
+                note=check_text(note, "note", limit=MAX_NOTE, empty_ok=True),
+            )
         return self.view.resource(resource_id)
 
     def consume(self, resource_id: str, quantity: Decimal, *, note: str = "") -> Resource:
         """Record that some of a resource was used up."""
         self._check_available(self._live_resource(resource_id), quantity, "use")
         with self._edit() as w:
-            self._event(w, Action.CONSUME, resource_id, qty=str(quantity),
-                        note=check_text(note, "note", limit=MAX_NOTE, empty_ok=True))
+            self._event(
+                w,
+                Action.CONSUME,
+                resource_id,
+                qty=str(quantity),
+                note=check_text(note, "note", limit=MAX_NOTE, empty_ok=True),
+            )
         return self.view.resource(resource_id)
 
     def give(self, resource_id: str, *, to: str, quantity: Decimal, fulfils: str = "") -> Resource:
@@ -410,7 +420,7 @@ class Ledger:
             fields["due"] = due
         commitment_id = self._new_id()
         with self._edit() as w:
-            w.put("commitments", commitment_id, fields)
+            w.put("commitments", commitment_id, {**fields, "changes": {}})
         return self.view.commitment(commitment_id)
 
     def change_commitment(self, commitment_id: str, to: CommitmentStatus) -> Commitment:
@@ -423,21 +433,21 @@ class Ledger:
                 f"'{commitment.what}' is {commitment.status.value}, so it cannot be "
                 f"{to.value}; {hint}."
             )
-        gives = (
-            to is CommitmentStatus.FULFILLED and commitment.resource and commitment.quantity
-        )
+        gives = to is CommitmentStatus.FULFILLED and commitment.resource and commitment.quantity
         if gives:
             assert commitment.quantity is not None
-            self._check_available(self._live_resource(commitment.resource),
-                                  commitment.quantity, "give")
+            self._check_available(
+                self._live_resource(commitment.resource), commitment.quantity, "give"
+            )
         now = self._clock.now_ms()
         change = {"from": commitment.status.value, "to": to.value, "by": self.author, "at": now}
         with self._edit() as w:
             w.put("commitments", commitment_id, {"changes": {self._new_id(): change}})
             if gives:
                 assert commitment.quantity is not None
-                self._give(w, commitment.resource, commitment.receiver, commitment.quantity,
-                           commitment_id)
+                self._give(
+                    w, commitment.resource, commitment.receiver, commitment.quantity, commitment_id
+                )
         return self.view.commitment(commitment_id)
 
 

@@ -200,6 +200,4 @@ class LedgerView:
             return matches[0]
         if not matches:
             raise NotFound(f"No {noun} matches {text!r}; list them to see their ids.")
-        raise NotFound(
-            f"{text!r} matches {len(matches)} {table}; give more of the id to pick one."
-        )
+        raise NotFound(f"{text!r} matches {len(matches)} {table}; give more of the id to pick one.")

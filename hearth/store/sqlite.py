@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from hearth.errors import StorageError
 
@@ -160,7 +161,7 @@ class Store:
             self._db.execute("ROLLBACK")
             raise StorageError(f"Saving to {self.path} failed ({exc}); nothing was saved.") from exc
 
-    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
@@ -203,8 +204,14 @@ class Store:
             "SELECT id, name, actor, seed, genesis, created_at FROM groups ORDER BY created_at, id"
         )
         return [
-            GroupRow(id=str(r[0]), name=str(r[1]), actor=bytes(r[2]), seed=bytes(r[3]),  # type: ignore[arg-type]
-                     genesis=bytes(r[4]), created_at=int(r[5]))  # type: ignore[arg-type, call-overload]
+            GroupRow(
+                id=str(r[0]),
+                name=str(r[1]),
+                actor=bytes(r[2]),
+                seed=bytes(r[3]),
+                genesis=bytes(r[4]),
+                created_at=int(r[5]),
+            )
             for r in rows
         ]
 
@@ -243,9 +250,9 @@ class Store:
         )
         return [
             ChangeRow(
-                seq=int(r[0]),  # type: ignore[call-overload]
-                hash=bytes(r[1]),  # type: ignore[arg-type]
-                bytes=bytes(r[2]),  # type: ignore[arg-type]
+                seq=int(r[0]),
+                hash=bytes(r[1]),
+                bytes=bytes(r[2]),
                 local=bool(r[3]),
                 touched=_touched(json.loads(str(r[4]))),
             )
@@ -254,7 +261,7 @@ class Store:
 
     def last_seq(self) -> int:
         """The newest change's arrival number (0 if none)."""
-        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])  # type: ignore[call-overload]
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
 
     def snapshot(self, group_id: str, doc: str) -> tuple[bytes, int] | None:
         """The saved document and the last change seq it covers, if there is one."""
@@ -263,7 +270,7 @@ class Store:
         )
         if not rows:
             return None
-        return bytes(rows[0][0]), int(rows[0][1])  # type: ignore[arg-type, call-overload]
+        return bytes(rows[0][0]), int(rows[0][1])
 
     def put_snapshot(
         self, group_id: str, doc: str, data: bytes, through: int, *, keep: Sequence[bytes] = ()

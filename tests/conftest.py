@@ -1,0 +1,66 @@
+"""Shared fixtures: temporary homes, the real ``hearth`` command, and a guard on ERROR logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def hearth_command() -> list[str]:
+    """The installed ``hearth`` console script next to this interpreter, or the module."""
+    script = Path(sys.executable).parent / "hearth"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("hearth")
+    return [found] if found else [sys.executable, "-m", "hearth.cli.main"]
+
+
+@dataclass
+class Result:
+    """What a finished ``hearth`` process printed and returned."""
+
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Cli:
+    """Runs the real ``hearth`` command against one home directory."""
+
+    home: Path
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 60) -> Result:
+        env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+        proc = subprocess.run(
+            [*hearth_command(), "--home", str(self.home), *args],
+            capture_output=True, text=True, timeout=timeout, env=env, check=False,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"hearth {' '.join(args)} failed: {proc.stderr}{proc.stdout}")
+        return result
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """A ``hearth`` runner on a fresh home."""
+    return Cli(tmp_path / "home")
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail any test that logs at ERROR unless it marks that as expected."""
+    caplog.set_level(logging.WARNING)
+    yield
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    if errors and not any(getattr(r, "expected", False) for r in errors):
+        pytest.fail("unexpected ERROR logs: " + "; ".join(r.getMessage() for r in errors))

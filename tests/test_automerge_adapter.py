@@ -1,0 +1,267 @@
+"""Pins every fact of AUTOMERGE.md about the binding, and the adapter built on them.
+
+If a newer binding changes one of these facts, the test that fails names the fact, and
+``hearth/ledger/automerge_doc.py`` is the one file to revisit.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import datetime
+
+import automerge
+import pytest
+from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
+
+from hearth.errors import LedgerError
+from hearth.ledger.automerge_doc import LedgerDoc, _sync_message, change_hash
+
+TABLES = ("items", "meta")
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
+    """Run binding code that may crash the interpreter in a child process."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+
+
+def _doc_with_item() -> tuple[Document, bytes]:
+    doc = Document()
+    with doc.transaction() as tx:
+        item = tx.put_object(ROOT, "item", ObjType.Map)
+        tx.put(item, "name", ScalarType.Str, "drill")
+    return doc, item
+
+
+# --- facts about the binding --------------------------------------------------------
+
+
+def test_binding_version_is_the_pinned_one() -> None:
+    from importlib.metadata import version
+
+    assert version("automerge") == "0.2.0.dev4"
+
+
+def test_counter_put_panics() -> None:
+    proc = run_isolated(
+        """
+        from automerge.core import Document, ROOT, ScalarType
+        d = Document()
+        try:
+            with d.transaction() as tx:
+                tx.put(ROOT, "n", ScalarType.Counter, 1)
+        except BaseException as e:
+            print("raised", type(e).__name__)
+        """
+    )
+    # Either a Python-visible panic or a crashed interpreter: never a working counter.
+    assert "raised" in proc.stdout or proc.returncode != 0
+
+
+def test_change_metadata_is_empty() -> None:
+    doc, _ = _doc_with_item()
+    change = doc.get_changes([])[0]
+    assert change.message is None
+    assert change.timestamp.timestamp() in (0, datetime(1970, 1, 1).timestamp())  # noqa: DTZ001
+
+
+def test_timestamps_come_back_naive() -> None:
+    doc = Document()
+    with doc.transaction() as tx:
+        tx.put(ROOT, "t", ScalarType.Timestamp, datetime.fromtimestamp(1_700_000_000))  # noqa: DTZ006
+    value = doc.get(ROOT, "t")
+    assert value is not None
+    assert isinstance(value[0], tuple)
+    assert value[0][1].tzinfo is None
+
+
+def test_patches_have_no_readable_attributes() -> None:
+    doc, item = _doc_with_item()
+    before = doc.get_heads()
+    with doc.transaction() as tx:
+        tx.put(item, "name", ScalarType.Str, "saw")
+    patches = doc.diff(before, doc.get_heads())
+    assert patches
+    public = [a for a in dir(patches[0]) if not a.startswith("_")]
+    assert public == []
+
+
+def test_there_is_no_incremental_load() -> None:
+    assert not hasattr(Document, "apply_changes")
+    assert not hasattr(Document, "load_incremental")
+
+
+def test_receive_sync_message_applies_handbuilt_changes_and_queues_missing_deps() -> None:
+    source, item = _doc_with_item()
+    first = source.get_changes([])[0].bytes
+    heads = source.get_heads()
+    with source.transaction() as tx:
+        tx.put(item, "name", ScalarType.Str, "saw")
+    second = source.get_changes(heads)[0].bytes
+
+    target = Document()
+    target.receive_sync_message(SyncState(), _sync_message([second]))
+    assert target.get_heads() == []  # held back: its dependency has not arrived
+    target.receive_sync_message(SyncState(), _sync_message([first]))
+    assert target.get_heads() == source.get_heads()
+
+
+def test_scalar_type_errors() -> None:
+    doc = Document()
+    with pytest.raises(OverflowError), doc.transaction() as tx:
+        tx.put(ROOT, "n", ScalarType.Int, 2**64)
+    with pytest.raises(OverflowError), doc.transaction() as tx:
+        tx.put(ROOT, "n", ScalarType.Uint, -1)
+    with pytest.raises(TypeError), doc.transaction() as tx:
+        tx.put(ROOT, "n", ScalarType.Int, "three")
+
+
+def test_exception_in_transaction_rolls_back() -> None:
+    doc = Document()
+    with pytest.raises(RuntimeError), doc.transaction() as tx:
+        tx.put(ROOT, "n", ScalarType.Int, 1)
+        raise RuntimeError("stop")
+    assert doc.get(ROOT, "n") is None
+    assert doc.get_heads() == []
+
+
+def test_nested_transactions_raise() -> None:
+    doc = Document()
+    with pytest.raises(Exception), doc.transaction(), doc.transaction():  # noqa: B017, PT011
+        pass
+
+
+def test_load_of_garbage_raises_plain_exception() -> None:
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the binding raises only Exception
+        Document.load(b"garbage bytes")
+    assert type(info.value) is Exception
+
+
+def test_get_changes_with_unknown_hash_returns_everything() -> None:
+    doc, _ = _doc_with_item()
+    assert len(doc.get_changes([b"\x00" * 32])) == len(doc.get_changes([]))
+
+
+def test_sync_state_cannot_be_saved() -> None:
+    state = SyncState()
+    assert not any(hasattr(state, name) for name in ("encode", "save", "to_bytes"))
+
+
+def test_heads_are_32_byte_hashes() -> None:
+    doc, _ = _doc_with_item()
+    assert [len(h) for h in doc.get_heads()] == [32]
+
+
+def test_repo_layer_exists_but_is_not_used_by_hearth() -> None:
+    import importlib.util
+
+    assert importlib.util.find_spec("automerge.repo") is not None
+    assert automerge.core is not None
+
+
+# --- the adapter ----------------------------------------------------------------------
+
+
+def test_genesis_is_identical_for_the_same_seed() -> None:
+    a = LedgerDoc.genesis(b"seed", TABLES, b"\x01" * 16)
+    b = LedgerDoc.genesis(b"seed", TABLES, b"\x02" * 16)
+    c = LedgerDoc.genesis(b"other", TABLES, b"\x01" * 16)
+    assert a.heads() == b.heads() != c.heads()
+    assert a.actor == b"\x01" * 16
+
+
+def test_edit_reports_changes_and_touched_entries() -> None:
+    doc = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    with doc.edit() as w:
+        w.put("items", "a", {"name": "ladder", "n": 3, "ok": True, "sub": {"x": {"y": "z"}}})
+        w.put("items", "b", {"name": "saw"})
+    edit = doc.last_edit
+    assert len(edit.changes) == 1
+    assert edit.touched == {("items", "a"), ("items", "b")}
+    assert doc.read_entry("items", "a") == {
+        "name": "ladder", "n": 3, "ok": True, "sub": {"x": {"y": "z"}}
+    }
+    assert doc.read_entry("items", "missing") is None
+    assert set(doc.read_table("items")) == {"a", "b"}
+
+
+def test_none_deletes_a_field_and_booleans_stay_booleans() -> None:
+    doc = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    with doc.edit() as w:
+        w.put("items", "a", {"name": "x", "flag": False})
+    with doc.edit() as w:
+        w.put("items", "a", {"name": None})
+    assert doc.read_entry("items", "a") == {"flag": False}
+
+
+def test_failed_edit_changes_nothing() -> None:
+    doc = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    heads = doc.heads()
+    with pytest.raises(LedgerError), doc.edit() as w:
+        w.put("items", "a", {"n": 2**70})
+    assert doc.heads() == heads
+    with pytest.raises(LedgerError), doc.edit() as w:
+        w.put("no-such-table", "a", {"n": 1})
+    assert doc.heads() == heads
+
+
+def test_apply_is_incremental_idempotent_and_order_free() -> None:
+    a = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    for i in range(3):
+        with a.edit() as w:
+            w.put("items", f"e{i}", {"i": i})
+    changes = a.changes_since([])
+    b = LedgerDoc.genesis(b"s", TABLES, b"\x02" * 16)
+    assert len(b.apply(list(reversed(changes)))) == 3  # the shared genesis was known
+    assert b.apply(changes) == set()
+    assert b.heads() == a.heads()
+    assert b.read_table("items") == a.read_table("items")
+
+
+def test_damaged_changes_are_refused_before_anything_applies() -> None:
+    a = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    with a.edit() as w:
+        w.put("items", "x", {"name": "drill"})
+    good = a.last_edit.changes[0]
+    b = LedgerDoc.genesis(b"s", TABLES, b"\x02" * 16)
+    heads = b.heads()
+    for bad in (good[:-1], good[:20], b"garbage!!!!!", bytes([good[0] ^ 1]) + good[1:]):
+        with pytest.raises(LedgerError):
+            b.apply([bad])
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x10
+    with pytest.raises(LedgerError, match="checksum"):
+        b.apply([good, bytes(flipped)])
+    assert b.heads() == heads
+
+
+def test_compressed_changes_hash_like_the_binding() -> None:
+    doc = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    with doc.edit() as w:
+        w.put("items", "big", {f"k{i}": f"value number {i}" for i in range(80)})
+    data = doc.last_edit.changes[0]
+    assert data[8] == 2  # deflated
+    raw = Document.load(doc.save()).get_changes([])
+    assert change_hash(data).hash in {c.hash for c in raw}
+
+
+def test_changes_since_unknown_heads_is_an_error() -> None:
+    doc = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    with pytest.raises(LedgerError, match="does not know"):
+        doc.changes_since([b"\x00" * 32])
+    assert doc.changes_since(doc.heads()) == []
+
+
+def test_load_garbage_is_a_ledger_error() -> None:
+    with pytest.raises(LedgerError):
+        LedgerDoc.load(b"not a document", b"\x01" * 16)
+
+
+def test_sync_message_round_trips_through_the_binding() -> None:
+    message = _sync_message([])
+    assert isinstance(message, Message)
+    assert message.encode()[0] == 0x42
