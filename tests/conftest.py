@@ -42,7 +42,11 @@ class Cli:
         env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
         proc = subprocess.run(
             [*hearth_command(), "--home", str(self.home), *args],
-            capture_output=True, text=True, timeout=timeout, env=env, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:

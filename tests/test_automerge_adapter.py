@@ -24,8 +24,11 @@ TABLES = ("items", "meta")
 def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
     """Run binding code that may crash the interpreter in a child process."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -183,7 +186,10 @@ def test_edit_reports_changes_and_touched_entries() -> None:
     assert len(edit.changes) == 1
     assert edit.touched == {("items", "a"), ("items", "b")}
     assert doc.read_entry("items", "a") == {
-        "name": "ladder", "n": 3, "ok": True, "sub": {"x": {"y": "z"}}
+        "name": "ladder",
+        "n": 3,
+        "ok": True,
+        "sub": {"x": {"y": "z"}},
     }
     assert doc.read_entry("items", "missing") is None
     assert set(doc.read_table("items")) == {"a", "b"}
@@ -265,3 +271,19 @@ def test_sync_message_round_trips_through_the_binding() -> None:
     message = _sync_message([])
     assert isinstance(message, Message)
     assert message.encode()[0] == 0x42
+
+
+def test_save_keeps_changes_still_waiting_for_dependencies() -> None:
+    """Not in AUTOMERGE.md, found here: a saved document carries its queued changes."""
+    a = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    with a.edit() as w:
+        w.put("items", "1", {"n": 1})
+    first = a.last_edit.changes[0]
+    with a.edit() as w:
+        w.put("items", "2", {"n": 2})
+    second = a.last_edit.changes[0]
+    b = LedgerDoc.genesis(b"s", TABLES, b"\x02" * 16)
+    assert b.apply([second]) == set()
+    reloaded = LedgerDoc.load(b.save(), b"\x03" * 16)
+    assert len(reloaded.apply([first])) == 2
+    assert set(reloaded.read_table("items")) == {"1", "2"}

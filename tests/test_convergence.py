@@ -29,8 +29,12 @@ operation = st.one_of(
     st.tuples(st.just("lend"), st.integers(0, 2), st.integers(0, 1), st.integers(0, 2)),
     st.tuples(st.just("return"), st.integers(0, 2), st.integers(0, 1), st.just(0)),
     st.tuples(st.just("commit"), st.integers(0, 2), st.integers(0, 1), st.integers(1, 6)),
-    st.tuples(st.just("status"), st.integers(0, 2), st.integers(0, 5),
-              st.sampled_from(list(CommitmentStatus))),
+    st.tuples(
+        st.just("status"),
+        st.integers(0, 2),
+        st.integers(0, 5),
+        st.sampled_from(list(CommitmentStatus)),
+    ),
     st.tuples(st.just("edit"), st.integers(0, 2), st.integers(0, 1), st.integers(0, 99)),
     st.tuples(st.just("need"), st.integers(0, 2), st.just(0), st.integers(0, 99)),
     st.tuples(st.just("merge"), st.integers(0, 2), st.integers(0, 2), st.just(0)),
@@ -40,19 +44,29 @@ operation = st.one_of(
 class Replicas:
     def __init__(self, count: int) -> None:
         origin = Ledger.create(
-            seed=b"g", name="Allotment", actor=b"\x00" * 16, creator=MEMBERS[0],
-            creator_name="Ada", creator_key="k0", devices={}, clock=FakeClock(step=7),
+            seed=b"g",
+            name="Allotment",
+            actor=b"\x00" * 16,
+            creator=MEMBERS[0],
+            creator_name="Ada",
+            creator_key="k0",
+            devices={},
+            clock=FakeClock(step=7),
             new_id=seeded_ids(0),
         )
         for i, member in enumerate(MEMBERS[1:], 1):
-            origin.add_member(member_id=member, name=f"M{i}", key=f"k{i}", role=Role.MEMBER,
-                              devices={})
+            origin.add_member(
+                member_id=member, name=f"M{i}", key=f"k{i}", role=Role.MEMBER, devices={}
+            )
         self.resources = [origin.add_resource(n, quantity=Decimal(5)).id for n in ("A", "B")]
         saved = origin.doc.save()
         self.ledgers = [
-            Ledger(LedgerDoc.load(saved, bytes([i + 1]) * 16), author=MEMBERS[i],
-                   clock=FakeClock(now=1_800_000_000_000 + i, step=1000 + i),
-                   new_id=seeded_ids(100 + i))
+            Ledger(
+                LedgerDoc.load(saved, bytes([i + 1]) * 16),
+                author=MEMBERS[i],
+                clock=FakeClock(now=1_800_000_000_000 + i, step=1000 + i),
+                new_id=seeded_ids(100 + i),
+            )
             for i in range(count)
         ]
         self.touched: list[set[EntryRef]] = [set() for _ in range(count)]
@@ -66,7 +80,8 @@ class Replicas:
 
     def run(self, op: tuple[object, ...]) -> None:
         kind, who, a, b = op
-        assert isinstance(who, int) and isinstance(a, int)
+        assert isinstance(who, int)
+        assert isinstance(a, int)
         if kind == "merge":
             self.merge(who % len(self.ledgers), a % len(self.ledgers))
             return
@@ -84,8 +99,13 @@ class Replicas:
             elif kind == "return":
                 ledger.return_(rid)
             elif kind == "commit":
-                ledger.add_commitment("x", giver=MEMBERS[0], receiver=MEMBERS[2], resource=rid,
-                                      quantity=Decimal(str(b)))
+                ledger.add_commitment(
+                    "x",
+                    giver=MEMBERS[0],
+                    receiver=MEMBERS[2],
+                    resource=rid,
+                    quantity=Decimal(str(b)),
+                )
             elif kind == "status":
                 commitments = sorted(ledger.view.tables["commitments"])
                 if commitments:
@@ -121,8 +141,9 @@ def snapshot(ledger: Ledger) -> tuple[object, ...]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(count=st.integers(2, 3), ops=st.lists(operation, max_size=40))
-def test_replicas_converge_whatever_the_merge_order(count: int, ops: list[tuple[object, ...]]
-                                                    ) -> None:
+def test_replicas_converge_whatever_the_merge_order(
+    count: int, ops: list[tuple[object, ...]]
+) -> None:
     replicas = Replicas(count)
     for op in ops:
         replicas.run(op)
@@ -135,8 +156,11 @@ def test_replicas_converge_whatever_the_merge_order(count: int, ops: list[tuple[
 
 
 @settings(max_examples=40, deadline=None)
-@given(ops=st.lists(operation, min_size=1, max_size=30), seed=st.integers(0, 2**32),
-       duplicates=st.integers(0, 3))
+@given(
+    ops=st.lists(operation, min_size=1, max_size=30),
+    seed=st.integers(0, 2**32),
+    duplicates=st.integers(0, 3),
+)
 def test_any_delivery_order_and_duplication_gives_the_same_state(
     ops: list[tuple[object, ...]], seed: int, duplicates: int
 ) -> None:
@@ -148,8 +172,12 @@ def test_any_delivery_order_and_duplication_gives_the_same_state(
     changes = reference.doc.changes_since([])
     shuffled = changes + random.Random(seed).sample(changes, min(duplicates, len(changes)))
     random.Random(seed).shuffle(shuffled)
-    fresh = Ledger(LedgerDoc.genesis(b"g", TABLES, b"\x09" * 16), author=MEMBERS[2],
-                   clock=FakeClock(), new_id=seeded_ids(9))
+    fresh = Ledger(
+        LedgerDoc.genesis(b"g", TABLES, b"\x09" * 16),
+        author=MEMBERS[2],
+        clock=FakeClock(),
+        new_id=seeded_ids(9),
+    )
     for change in shuffled:  # one at a time, out of order: dependencies wait
         fresh.apply_remote([change], None)
     assert sorted(fresh.doc.heads()) == sorted(reference.doc.heads())

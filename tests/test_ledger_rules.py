@@ -25,8 +25,14 @@ ADA, BEN, CLEO = "a" * 32, "b" * 32, "c" * 32
 
 def make_ledger(seed: int = 1) -> Ledger:
     ledger = Ledger.create(
-        seed=b"group", name="Elm Street", actor=bytes([seed]) * 16, creator=ADA,
-        creator_name="Ada", creator_key="ka", devices={}, clock=FakeClock(step=1000),
+        seed=b"group",
+        name="Elm Street",
+        actor=bytes([seed]) * 16,
+        creator=ADA,
+        creator_name="Ada",
+        creator_key="ka",
+        devices={},
+        clock=FakeClock(step=1000),
         new_id=seeded_ids(seed),
     )
     ledger.add_member(member_id=BEN, name="Ben", key="kb", role=Role.MEMBER, devices={})
@@ -146,11 +152,11 @@ def test_double_lend_while_apart_is_a_conflict_until_returned() -> None:
 def test_over_commitment_is_a_conflict() -> None:
     ledger = make_ledger()
     r = ledger.add_resource("Seed potatoes", quantity=Decimal(5), unit="kg")
-    ledger.add_commitment("potatoes", giver=ADA, receiver=BEN, resource=r.id,
-                          quantity=Decimal(3))
+    ledger.add_commitment("potatoes", giver=ADA, receiver=BEN, resource=r.id, quantity=Decimal(3))
     assert find_conflicts(ledger.view) == []
-    c = ledger.add_commitment("more potatoes", giver=ADA, receiver=CLEO, resource=r.id,
-                              quantity=Decimal(3))
+    c = ledger.add_commitment(
+        "more potatoes", giver=ADA, receiver=CLEO, resource=r.id, quantity=Decimal(3)
+    )
     [conflict] = find_conflicts(ledger.view)
     assert conflict.kind == "over-committed"
     assert c.id in conflict.entries
@@ -198,8 +204,7 @@ def test_every_impossible_transition_is_a_clear_error() -> None:
             route = {
                 CommitmentStatus.PROPOSED: [],
                 CommitmentStatus.ACCEPTED: [CommitmentStatus.ACCEPTED],
-                CommitmentStatus.FULFILLED: [CommitmentStatus.ACCEPTED,
-                                             CommitmentStatus.FULFILLED],
+                CommitmentStatus.FULFILLED: [CommitmentStatus.ACCEPTED, CommitmentStatus.FULFILLED],
                 CommitmentStatus.DECLINED: [CommitmentStatus.DECLINED],
                 CommitmentStatus.CANCELLED: [CommitmentStatus.CANCELLED],
             }[start]
@@ -212,8 +217,9 @@ def test_every_impossible_transition_is_a_clear_error() -> None:
 def test_fulfilling_a_commitment_with_a_resource_records_the_gift() -> None:
     ledger = make_ledger()
     r = ledger.add_resource("Compost", quantity=Decimal(10))
-    c = ledger.add_commitment("compost", giver=ADA, receiver=BEN, resource=r.id,
-                              quantity=Decimal(4))
+    c = ledger.add_commitment(
+        "compost", giver=ADA, receiver=BEN, resource=r.id, quantity=Decimal(4)
+    )
     ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
     ledger.change_commitment(c.id, CommitmentStatus.FULFILLED)
     assert ledger.view.resource(r.id).quantity == 6
@@ -260,8 +266,11 @@ def test_every_entry_records_who_and_when() -> None:
     ledger.lend(r.id, to=BEN)
     n = ledger.add_need("Help")
     c = ledger.add_commitment("x", giver=BEN, receiver=ADA)
-    for raw in (ledger.view.tables["resources"][r.id], ledger.view.tables["needs"][n.id],
-                ledger.view.tables["commitments"][c.id]):
+    for raw in (
+        ledger.view.tables["resources"][r.id],
+        ledger.view.tables["needs"][n.id],
+        ledger.view.tables["commitments"][c.id],
+    ):
         assert raw["created_by"] == ADA
         assert isinstance(raw["created_at"], int)
     assert all(e.by == ADA and e.at > 0 for e in ledger.view.events())

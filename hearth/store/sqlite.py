@@ -59,6 +59,21 @@ def _touched(value: object) -> list[tuple[str, str]] | None:
     return [(str(ref[0]), str(ref[1])) for ref in value]
 
 
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into complete statements (comments may contain semicolons)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in buffer.splitlines()
+    ):
+        raise StorageError("A schema migration ends with an unfinished statement.")
+    return statements
+
+
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("hearth.store") / "migrations"
     found = []
@@ -123,9 +138,8 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             try:
                 # executescript would commit on its own; run statement by statement instead.
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(script):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")
                 db.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 db.execute("COMMIT")

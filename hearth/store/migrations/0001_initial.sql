@@ -16,7 +16,7 @@ CREATE TABLE groups (
 
 -- Every Automerge change not yet folded into a snapshot, in arrival order.
 CREATE TABLE changes (
-    seq      INTEGER PRIMARY KEY,       -- arrival order on this node
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order; never reused (snapshots cover by seq)
     group_id TEXT NOT NULL REFERENCES groups(id),
     doc      TEXT NOT NULL,             -- 'live', or an archive period
     hash     BLOB NOT NULL,

@@ -1,0 +1,113 @@
+"""The node over its store: snapshots, reloads, and two processes sharing one home."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from hearth import node as node_module
+from hearth.errors import LedgerError
+from hearth.identity import create_identity
+from hearth.ledger import Ledger, LedgerDoc
+from hearth.node import LIVE, Node, open_node
+from hearth.testing import FakeClock, seeded_ids
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    create_identity(tmp_path / "h", name="Ada")
+    with open_node(tmp_path / "h") as node:
+        node.create_group("Allotment")
+    return tmp_path / "h"
+
+
+def names(node: Node) -> set[str]:
+    return {r.name for r in node.ledger().view.resources()}
+
+
+def test_changes_after_a_snapshot_survive_reload(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "_SNAPSHOT_EVERY", 5)
+    with open_node(home) as node:
+        for i in range(12):
+            with node.change() as ledger:
+                ledger.add_resource(f"r{i}")
+        group = node.current_group().id
+        assert node.store.snapshot(group, LIVE) is not None
+        assert len(node.store.changes_after(group, LIVE, 0)) < 5
+    with open_node(home) as node:
+        assert names(node) == {f"r{i}" for i in range(12)}
+
+
+def test_snapshot_keeps_changes_still_waiting_for_their_dependencies(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "_SNAPSHOT_EVERY", 3)
+    with open_node(home) as ada:
+        group = ada.current_group()
+        mine = ada.ledger()
+        # Another device's copy of the ledger makes two changes, the second after the first.
+        other = Ledger(
+            LedgerDoc.load(mine.doc.save(), b"\x07" * 16),
+            author=mine.author,
+            clock=FakeClock(),
+            new_id=seeded_ids(7),
+        )
+        other.add_resource("first")
+        other.add_resource("second")
+        first, second = (c for e in other.take_outbox() for c in e.changes)
+    with open_node(home) as ada:
+        ada.receive_changes(group.id, [second])  # waits: its dependency is missing
+        for i in range(4):
+            with ada.change() as ledger:
+                ledger.add_resource(f"r{i}")
+        assert "second" not in names(ada)
+        ada.receive_changes(group.id, [first])
+        assert {"first", "second"} <= names(ada)
+    with open_node(home) as ada:
+        assert {"first", "second", "r0", "r3"} <= names(ada)
+
+
+def test_another_process_on_the_same_home_sees_each_write(home: Path) -> None:
+    with open_node(home) as one, open_node(home) as two:
+        assert names(two) == set()
+        with one.change() as ledger:
+            r = ledger.add_resource("Ladder", quantity=Decimal(2))
+        assert names(two) == {"Ladder"}
+        with two.change() as ledger:
+            ledger.consume(r.id, Decimal(1))
+        with one.change() as ledger:
+            assert ledger.view.resource(r.id).quantity == 1
+            ledger.consume(r.id, Decimal(1))
+        assert two.ledger().view.resource(r.id).quantity == 0
+        assert sorted(one.ledger().doc.heads()) == sorted(two.ledger().doc.heads())
+
+
+def test_a_failed_edit_stores_nothing_and_is_forgotten(home: Path) -> None:
+    with open_node(home) as node:
+        heads = node.ledger().doc.heads()
+        with pytest.raises(LedgerError), node.change() as ledger:
+            ledger.add_resource("half done")
+            raise LedgerError("stop")
+        assert node.ledger().doc.heads() == heads
+        assert names(node) == set()
+
+
+def test_join_needs_to_be_listed_and_catches_up(tmp_path: Path) -> None:
+    clock = FakeClock(step=1000)
+    create_identity(tmp_path / "ada", name="Ada")
+    create_identity(tmp_path / "eve", name="Eve")
+    with (
+        open_node(tmp_path / "ada", clock=clock) as ada,
+        open_node(tmp_path / "eve", clock=clock) as eve,
+    ):
+        group = ada.create_group("Co-op")
+        with pytest.raises(LedgerError, match="does not list you"):
+            eve.join_group(group.genesis, ada.all_changes(group.id))
+        assert eve.groups() == []
+        tampered = group.genesis.replace(b"Co-op", b"Co-oq")
+        with pytest.raises(LedgerError):
+            eve.join_group(tampered, ada.all_changes(group.id))
