@@ -23,6 +23,7 @@ from hearth.identity import Identity, has_identity, load_identity
 from hearth.ledger import EntryRef, Ledger, LedgerDoc, touched_of
 from hearth.ledger.automerge_doc import Fields, change_hash
 from hearth.ledger.model import TABLES
+from hearth.ledger.view import LedgerView
 from hearth.store import GroupRow, Store
 from hearth.values import check_text
 
@@ -44,8 +45,11 @@ def random_id() -> str:
 
 @dataclass(slots=True)
 class _Loaded:
-    ledger: Ledger
-    seen: int  # the newest change seq applied from the store
+    """A group's ledger as this process holds it."""
+
+    view: LedgerView  # always: read from the store's copy of the view
+    ledger: Ledger | None  # the Automerge document too, once something writes
+    seen: int  # the newest stored change the view (and document) reflect
 
 
 class Node:
@@ -168,9 +172,10 @@ class Node:
         )
         with self.store.write():
             self.store.add_group(row)
-            self._store_edits(group_id, ledger)
+            loaded = _Loaded(view=ledger.view, ledger=ledger, seen=self.store.last_seq())
+            self._ledgers[group_id] = loaded
+            self._save(group_id, loaded)
             self.store.set_meta("current_group", group_id)
-        self._ledgers[group_id] = _Loaded(ledger, self.store.last_seq())
         return row
 
     def _device_card(self, actor: bytes) -> Fields:
@@ -204,17 +209,15 @@ class Node:
             created_at=self.clock.now_ms(),
         )
         infos = [(change_hash(c).hash, c) for c in changes]
+        me = self.identity
         with self.store.write():
             self.store.add_group(row)
             self.store.append_changes(group_id, LIVE, infos, local=False, touched=None)
+            with self._writing(group_id) as ledger:
+                if me.member_id not in ledger.view.tables["members"]:
+                    raise LedgerError("The group's ledger does not list you as a member.")
+                ledger.add_device(me.member_id, me.device_id, self._device_card(actor))
             self.store.set_meta("current_group", group_id)
-            ledger = self.ledger(group_id)
-            if self.identity.member_id not in ledger.view.tables["members"]:
-                raise LedgerError("The group's ledger does not list you as a member.")
-            me = self.identity
-            ledger.add_device(me.member_id, me.device_id, self._device_card(actor))
-            self._store_edits(group_id, ledger)
-        self._ledgers[group_id].seen = self.store.last_seq()
         return self._group(group_id)
 
     def receive_changes(
@@ -225,12 +228,10 @@ class Node:
         A damaged change is refused before anything is stored.
         """
         infos = [(change_hash(c).hash, c) for c in changes]
-        with self.store.write():
-            ledger = self.ledger(group_id)
+        with self.store.write(), self._writing(group_id) as ledger:
             added = self.store.append_changes(group_id, LIVE, infos, local=False, touched=touched)
             if added:
                 ledger.apply_remote(changes, touched)
-        self._ledgers[group_id].seen = self.store.last_seq()
         return added
 
     def all_changes(self, group_id: str) -> list[bytes]:
@@ -239,33 +240,64 @@ class Node:
 
     # --- ledgers -------------------------------------------------------------------------
 
+    def view(self, group_id: str | None = None) -> LedgerView:
+        """A group's ledger for reading (the current group's by default), up to date.
+
+        Served from the store's copy of the view; the Automerge document is not loaded.
+        """
+        return self._loaded(self._group(group_id).id).view
+
     def ledger(self, group_id: str | None = None) -> Ledger:
-        """A group's ledger (the current group's by default), up to date with the store."""
+        """A group's ledger with its Automerge document, up to date with the store."""
         group = self._group(group_id)
-        loaded = self._ledgers.get(group.id)
-        if loaded is None:
-            loaded = self._load(group)
-            self._ledgers[group.id] = loaded
-        else:
-            self._catch_up(group.id, loaded)
+        loaded = self._loaded(group.id)
+        if loaded.ledger is None:
+            loaded.ledger = Ledger(
+                self._load_doc(group),
+                author=self.identity.member_id,
+                clock=self.clock,
+                new_id=self.new_id,
+                view=loaded.view,
+            )
         return loaded.ledger
 
     @contextmanager
     def change(self, group_id: str | None = None) -> Iterator[Ledger]:
         """Edit a ledger; everything done inside is stored durably on leaving, or nothing."""
         group = self._group(group_id)
-        with self.store.write():
-            ledger = self.ledger(group.id)
-            try:
-                yield ledger
-            except BaseException:
-                # The store rolls back; the in-memory document may hold a change that was
-                # never stored, so forget it and reload next time.
-                self._ledgers.pop(group.id, None)
-                raise
-            self._store_edits(group.id, ledger)
-            self._maybe_snapshot(group.id, self._ledgers[group.id])
-        self._ledgers[group.id].seen = self.store.last_seq()
+        with self.store.write(), self._writing(group.id) as ledger:
+            yield ledger
+
+    @contextmanager
+    def _writing(self, group_id: str) -> Iterator[Ledger]:
+        """Inside a store write: edit, then store the changes and the view they produced."""
+        ledger = self.ledger(group_id)
+        try:
+            yield ledger
+        except BaseException:
+            # The store rolls back; what is in memory may be ahead of it, so forget it.
+            self._ledgers.pop(group_id, None)
+            raise
+        loaded = self._ledgers[group_id]
+        self._save(group_id, loaded)
+        self._maybe_snapshot(group_id, loaded)
+
+    def _save(self, group_id: str, loaded: _Loaded) -> None:
+        """Store new local changes and the view entries that changed (inside a write)."""
+        if loaded.ledger is not None:
+            edits = loaded.ledger.take_outbox()
+            if edits:
+                changes = [(_hash(c), c) for edit in edits for c in edit.changes]
+                self.store.append_changes(
+                    group_id, LIVE, changes, local=True, touched=touched_of(edits)
+                )
+        rebuilt, entries = loaded.view.take_dirty()
+        if rebuilt or entries:
+            self.store.put_view_entries(group_id, entries, replace_all=rebuilt)
+        name = loaded.view.tables["meta"].get("group", {}).get("name")
+        if isinstance(name, str):
+            self.store.rename_group(group_id, name)
+        loaded.seen = self.store.last_seq()
 
     def _group(self, group_id: str | None) -> GroupRow:
         if group_id is None:
@@ -275,17 +307,34 @@ class Node:
                 return group
         raise NotFound(f"This node is not in the group {group_id[:12]}.")
 
-    def _store_edits(self, group_id: str, ledger: Ledger) -> None:
-        edits = ledger.take_outbox()
-        if not edits:
-            return
-        changes = [(_hash(c), c) for edit in edits for c in edit.changes]
-        self.store.append_changes(group_id, LIVE, changes, local=True, touched=touched_of(edits))
-        if ledger.name:
-            self.store.rename_group(group_id, ledger.name)
+    def _loaded(self, group_id: str) -> _Loaded:
+        """The group as held in memory, loaded or caught up with the store."""
+        loaded = self._ledgers.get(group_id)
+        if loaded is not None:
+            self._catch_up(group_id, loaded)
+            return loaded
+        with self.store.read():
+            ready = self.store.view_ready(group_id)
+            if ready:
+                view = LedgerView.from_entries(self.store.view_entries(group_id))
+            seen = self.store.last_seq()
+        if ready:
+            loaded = _Loaded(view=view, ledger=None, seen=seen)
+            self._ledgers[group_id] = loaded
+            self._catch_up(group_id, loaded)
+            return loaded
+        # No stored view yet (a store from before views were kept): build and keep one.
+        with self.store.write():
+            group = self._group(group_id)
+            doc = self._load_doc(group)
+            view = LedgerView.build([doc])
+            loaded = _Loaded(view=view, ledger=None, seen=0)
+            self._save(group_id, loaded)
+        self._ledgers[group_id] = loaded
+        return loaded
 
-    def _load(self, group: GroupRow) -> _Loaded:
-        me = self.identity
+    def _load_doc(self, group: GroupRow) -> LedgerDoc:
+        """The group's Automerge document: the snapshot plus every change stored after it."""
         snapshot = self.store.snapshot(group.id, LIVE)
         if snapshot is None:
             doc = LedgerDoc.genesis(group.seed, TABLES, group.actor)
@@ -298,28 +347,35 @@ class Node:
                     f"The saved ledger of '{group.name}' is damaged ({exc})."
                 ) from exc
             after = snapshot[1]
-        rows = self.store.changes_after(group.id, LIVE, after)
-        doc.apply([r.bytes for r in rows])
-        ledger = Ledger(doc, author=me.member_id, clock=self.clock, new_id=self.new_id)
-        return _Loaded(ledger, rows[-1].seq if rows else after)
+        doc.apply([r.bytes for r in self.store.changes_after(group.id, LIVE, after)])
+        return doc
 
     def _catch_up(self, group_id: str, loaded: _Loaded) -> None:
-        """Apply what other processes on this home stored since we last looked."""
-        rows = self.store.changes_after(group_id, LIVE, loaded.seen)
-        if not rows:
-            return
-        touched: list[EntryRef] | None = []
-        for row in rows:
-            if touched is None or row.touched is None or len(rows) > _REBUILD_ABOVE:
-                touched = None
+        """Take in what other processes on this home stored since we last looked.
+
+        They stored the view entries their changes touched in the same transaction, so
+        the view is refreshed from the store; a document in memory applies the changes.
+        """
+        with self.store.read():
+            rows = self.store.changes_after(group_id, LIVE, loaded.seen)
+            if not rows:
+                return
+            if any(r.touched is None for r in rows) or len(rows) > _REBUILD_ABOVE:
+                loaded.view = LedgerView.from_entries(self.store.view_entries(group_id))
             else:
-                touched.extend(row.touched)
-        loaded.ledger.apply_remote([r.bytes for r in rows], touched)
+                touched = [t for r in rows for t in r.touched or ()]
+                loaded.view.refresh_with(
+                    lambda table, entry: self.store.view_entry(group_id, table, entry), touched
+                )
+                loaded.view.take_dirty()  # what came from the store needs no saving
+        if loaded.ledger is not None:
+            loaded.ledger.doc.apply([r.bytes for r in rows])
+            loaded.ledger.view = loaded.view
         loaded.seen = rows[-1].seq
 
     def _maybe_snapshot(self, group_id: str, loaded: _Loaded) -> None:
         rows = self.store.changes_after(group_id, LIVE, 0)
-        if len(rows) < _SNAPSHOT_EVERY:
+        if len(rows) < _SNAPSHOT_EVERY or loaded.ledger is None:
             return
         doc = loaded.ledger.doc
         known = doc.change_ids()

@@ -124,7 +124,7 @@ def _group_use(args: argparse.Namespace, node: Node) -> int:
 
 
 def _member_list(args: argparse.Namespace, node: Node) -> int:
-    members = node.ledger().view.members()
+    members = node.view().members()
     rows = [[m.id[:8], m.name, m.role.value, str(len(m.devices))] for m in members]
     return _emit(
         args, [as_member(m) for m in members], render.table(["id", "name", "role", "devices"], rows)
@@ -149,7 +149,7 @@ def _resource_add(args: argparse.Namespace, node: Node) -> int:
 
 
 def _resource_list(args: argparse.Namespace, node: Node) -> int:
-    view = node.ledger().view
+    view = node.view()
     found = view.resources(include_removed=args.removed)
     if args.kind:
         found = [r for r in found if r.kind.value == args.kind]
@@ -170,7 +170,7 @@ def _resource_list(args: argparse.Namespace, node: Node) -> int:
 
 
 def _resource_show(args: argparse.Namespace, node: Node) -> int:
-    view = node.ledger().view
+    view = node.view()
     r = view.resource(view.find("resources", args.resource))
     items = history(view, resource=r.id)
     data = {
@@ -247,7 +247,7 @@ def _need_add(args: argparse.Namespace, node: Node) -> int:
 
 
 def _need_list(args: argparse.Namespace, node: Node) -> int:
-    view = node.ledger().view
+    view = node.view()
     found = [n for n in view.needs() if args.all or n.status.value == "open"]
     if args.json:
         return _emit(args, [as_need(view, n) for n in found], "")
@@ -288,7 +288,7 @@ def _commitment_add(args: argparse.Namespace, node: Node) -> int:
 
 
 def _commitment_list(args: argparse.Namespace, node: Node) -> int:
-    view = node.ledger().view
+    view = node.view()
     now, me = node.clock.now_ms(), node.identity.member_id
     found = view.commitments()
     if args.mine:
@@ -326,7 +326,7 @@ def _commitment_move(target: CommitmentStatus) -> Handler:
 def _history(args: argparse.Namespace, node: Node) -> int:
     if args.limit < 0:
         raise UsageError("--limit must be zero or more.")
-    view = node.ledger().view
+    view = node.view()
     rid = view.find("resources", args.resource) if args.resource else None
     items = history(view, resource=rid)
     if args.limit:
@@ -346,20 +346,20 @@ def _history(args: argparse.Namespace, node: Node) -> int:
 
 
 def _conflicts(args: argparse.Namespace, node: Node) -> int:
-    found = find_conflicts(node.ledger().view)
+    found = find_conflicts(node.view())
     text = "\n".join(f"{c.id[:8]}  {c.summary}\n          {c.advice}" for c in found)
     return _emit(args, [as_conflict(c) for c in found], text or "No conflicts. All is well.")
 
 
 def _export(args: argparse.Namespace, node: Node) -> int:
-    ledger = node.ledger()
+    view = node.view()
     group = node.current_group()
     if args.format == "csv":
-        text = export_csv(ledger.view)
+        text = export_csv(view)
     elif args.format == "valueflows":
-        text = export_valueflows(ledger.view, group.id, ledger.name)
+        text = export_valueflows(view, group.id, view.group_name)
     else:
-        text = export_json(ledger.view, ledger.name)
+        text = export_json(view, view.group_name)
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
         print(f"Wrote {args.output}.", file=sys.stderr)

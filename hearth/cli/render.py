@@ -14,8 +14,9 @@ __all__ = ["describe_resource", "print_json", "table"]
 
 
 def print_json(data: object) -> None:
-    """Print data as JSON (one document, UTF-8)."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """Print data as JSON: indented for a person at a terminal, compact for a program."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -59,13 +59,16 @@ def _enum_value(enum_type: type[Kind], value: str) -> Kind:
         return Kind.OTHER
 
 
+_ACTIONS = {a.value: a for a in Action}
+
+
 def event(event_id: str, raw: Raw) -> Event | None:
     """An event from its stored entry, or ``None`` if the entry is not a usable event."""
-    try:
-        action = Action(_str(raw, "action"))
-    except ValueError:
+    action = _ACTIONS.get(_str(raw, "action"))
+    if action is None:
         return None
-    closes = tuple(sorted(x for x in _str(raw, "closes").split(",") if x))
+    closes_text = _str(raw, "closes")
+    closes = tuple(sorted(x for x in closes_text.split(",") if x)) if closes_text else ()
     return Event(
         id=event_id,
         action=action,
@@ -83,9 +86,14 @@ def event(event_id: str, raw: Raw) -> Event | None:
 
 def open_lends(events: Iterable[Event]) -> list[Event]:
     """Lends no return has closed, oldest first."""
-    ordered = sorted(events, key=lambda e: (e.at, e.id))
-    closed = {lend for e in ordered if e.action is Action.RETURN for lend in e.closes}
-    return [e for e in ordered if e.action is Action.LEND and e.id not in closed]
+    lends: list[Event] = []
+    closed: set[str] = set()
+    for e in events:
+        if e.action is Action.LEND:
+            lends.append(e)
+        elif e.action is Action.RETURN:
+            closed.update(e.closes)
+    return sorted((e for e in lends if e.id not in closed), key=lambda e: (e.at, e.id))
 
 
 def quantity(events: Iterable[Event]) -> Decimal:

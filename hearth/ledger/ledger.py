@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from hearth.clock import Clock
 from hearth.errors import LedgerError
-from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc
+from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc, change_hash
 from hearth.ledger.derive import open_lends
 from hearth.ledger.model import (
     COMMITMENT_TRANSITIONS,
@@ -40,10 +40,18 @@ IdFactory = Callable[[], str]
 class Ledger:
     """One group's live ledger document with its view, acting as one member."""
 
-    def __init__(self, doc: LedgerDoc, *, author: str, clock: Clock, new_id: IdFactory) -> None:
+    def __init__(
+        self,
+        doc: LedgerDoc,
+        *,
+        author: str,
+        clock: Clock,
+        new_id: IdFactory,
+        view: LedgerView | None = None,
+    ) -> None:
         self.doc = doc
         self.author = author
-        self.view = LedgerView.build([doc])
+        self.view = view if view is not None else LedgerView.build([doc])
         self._clock = clock
         self._new_id = new_id
         self.outbox: list[Edit] = []
@@ -87,8 +95,7 @@ class Ledger:
     @property
     def name(self) -> str:
         """The group's name."""
-        value = self.view.tables["meta"].get("group", {}).get("name")
-        return value if isinstance(value, str) else "(unnamed group)"
+        return self.view.group_name
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -109,13 +116,16 @@ class Ledger:
     def apply_remote(self, changes: Sequence[bytes], touched: Sequence[EntryRef] | None) -> int:
         """Apply changes from another device; return how many were new.
 
-        ``touched`` is the list of entries the author's edits touched, which lets the view
-        refresh just those; ``None`` (a large batch, or no list) rebuilds the view.
+        ``touched`` lists the entries the author's edits touched, which lets the view
+        refresh just those. With no list, or when the batch also released changes that
+        were waiting for a dependency (whose touched entries are not known here), the view
+        is rebuilt from the document.
         """
+        submitted = {change_hash(c).hash for c in changes}
         applied = self.doc.apply(changes)
         if applied:
-            if touched is None:
-                self.view = LedgerView.build([self.doc])
+            if touched is None or applied - submitted:
+                self.view.rebuild([self.doc])
             else:
                 self.view.refresh(self.doc, touched)
         return len(applied)

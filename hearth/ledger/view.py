@@ -9,7 +9,7 @@ cached per resource and dropped when one of its entries changes.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from hearth.errors import NotFound
@@ -36,59 +36,126 @@ _NOUN = {
 
 
 class LedgerView:
-    """Entries of one ledger, indexed for queries, kept current from touched entries."""
+    """Entries of one ledger, indexed for queries, kept current from touched entries.
+
+    The view also remembers what changed since the node last saved it (:meth:`take_dirty`),
+    so the node can keep its stored copy of the view in step.
+    """
 
     def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
         self.tables: dict[str, dict[str, dict[str, object]]] = {t: {} for t in TABLES}
         self._events_by_resource: defaultdict[str, set[str]] = defaultdict(set)
         self._resources: dict[str, Resource] = {}
-        self._events: dict[str, Event] = {}
+        self._events: dict[str, Event] = {}  # parsed lazily
+        self._event_resource: dict[str, str] = {}
+        self._dirty: set[EntryRef] = set()
+        self._rebuilt = False
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[tuple[str, str, dict[str, object]]]) -> LedgerView:
+        """A view from stored ``(table, id, entry)`` rows."""
+        view = cls()
+        for table, entry_id, raw in entries:
+            if table in view.tables:
+                view._store(table, entry_id, raw)
+        view._dirty.clear()
+        return view
 
     @classmethod
     def build(cls, docs: Iterable[LedgerDoc]) -> LedgerView:
-        """Read every table of every document once (on open)."""
+        """Read every table of every document once (costly: only when nothing is stored)."""
         view = cls()
+        view.rebuild(docs)
+        return view
+
+    def rebuild(self, docs: Iterable[LedgerDoc]) -> None:
+        """Forget everything and read the documents afresh."""
+        self._clear()
         for doc in docs:
             for table in TABLES:
                 for entry_id, raw in doc.read_table(table).items():
-                    view._store(table, entry_id, raw)
-        return view
+                    self._store(table, entry_id, raw)
+        self._dirty.clear()
+        self._rebuilt = True
 
     def refresh(self, doc: LedgerDoc, touched: Iterable[EntryRef]) -> None:
         """Re-read just the entries an edit or a remote batch touched."""
+        self.refresh_with(doc.read_entry, touched)
+
+    def refresh_with(
+        self, read: Callable[[str, str], dict[str, object] | None], touched: Iterable[EntryRef]
+    ) -> None:
+        """Re-read the touched entries through ``read`` (the document, or the store)."""
         for table, entry_id in touched:
             if table not in self.tables:
                 continue
-            raw = doc.read_entry(table, entry_id)
+            raw = read(table, entry_id)
             if raw is None:
                 self._drop(table, entry_id)
             else:
                 self._store(table, entry_id, raw)
 
+    def take_dirty(self) -> tuple[bool, list[tuple[str, str, dict[str, object] | None]]]:
+        """What changed since the last call: ``(rebuilt, entries)`` for the node to store.
+
+        When ``rebuilt`` is true the entries are the whole view.
+        """
+        entries: list[tuple[str, str, dict[str, object] | None]]
+        if self._rebuilt:
+            entries = [(t, i, raw) for t, rows in self.tables.items() for i, raw in rows.items()]
+        else:
+            entries = [(t, i, self.tables[t].get(i)) for t, i in sorted(self._dirty)]
+        rebuilt = self._rebuilt
+        self._dirty.clear()
+        self._rebuilt = False
+        return rebuilt, entries
+
     def _store(self, table: str, entry_id: str, raw: dict[str, object]) -> None:
         self.tables[table][entry_id] = raw
+        self._dirty.add((table, entry_id))
         if table == "events":
+            # Parsed on first use: opening a big ledger should not parse every event.
             self._forget_event(entry_id)
-            parsed = derive.event(entry_id, raw)
-            if parsed is not None:
-                self._events[entry_id] = parsed
-                self._events_by_resource[parsed.resource].add(entry_id)
-                self._resources.pop(parsed.resource, None)
+            resource = raw.get("resource")
+            if isinstance(resource, str):
+                self._event_resource[entry_id] = resource
+                self._events_by_resource[resource].add(entry_id)
+                self._resources.pop(resource, None)
         elif table == "resources":
             self._resources.pop(entry_id, None)
 
     def _drop(self, table: str, entry_id: str) -> None:
         self.tables[table].pop(entry_id, None)
+        self._dirty.add((table, entry_id))
         if table == "events":
             self._forget_event(entry_id)
         elif table == "resources":
             self._resources.pop(entry_id, None)
 
     def _forget_event(self, event_id: str) -> None:
-        old = self._events.pop(event_id, None)
-        if old is not None:
-            self._events_by_resource[old.resource].discard(event_id)
-            self._resources.pop(old.resource, None)
+        self._events.pop(event_id, None)
+        resource = self._event_resource.pop(event_id, None)
+        if resource is not None:
+            self._events_by_resource[resource].discard(event_id)
+            self._resources.pop(resource, None)
+
+    def _event(self, event_id: str) -> Event | None:
+        parsed = self._events.get(event_id)
+        if parsed is None:
+            raw = self.tables["events"].get(event_id)
+            parsed = None if raw is None else derive.event(event_id, raw)
+            if parsed is not None:
+                self._events[event_id] = parsed
+        return parsed
+
+    @property
+    def group_name(self) -> str:
+        """The group's name as the ledger records it."""
+        value = self.tables["meta"].get("group", {}).get("name")
+        return value if isinstance(value, str) else "(unnamed group)"
 
     # --- queries ------------------------------------------------------------------
 
@@ -113,12 +180,13 @@ class LedgerView:
 
     def events_of(self, resource_id: str) -> list[Event]:
         """A resource's events, oldest first."""
-        found = (self._events[e] for e in self._events_by_resource.get(resource_id, ()))
-        return sorted(found, key=lambda e: (e.at, e.id))
+        found = (self._event(e) for e in self._events_by_resource.get(resource_id, ()))
+        return sorted((e for e in found if e is not None), key=lambda e: (e.at, e.id))
 
     def events(self) -> list[Event]:
         """Every event, oldest first."""
-        return sorted(self._events.values(), key=lambda e: (e.at, e.id))
+        found = (self._event(e) for e in self._event_resource)
+        return sorted((e for e in found if e is not None), key=lambda e: (e.at, e.id))
 
     def needs(self) -> list[Need]:
         """Every need, soonest due first."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -159,7 +159,13 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[None]:
-        """One durable write transaction holding the store's write lock."""
+        """One durable write transaction holding the store's write lock.
+
+        A write inside a write joins the outer one.
+        """
+        if self._db.in_transaction:
+            yield
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -174,6 +180,24 @@ class Store:
         except sqlite3.Error as exc:
             self._db.execute("ROLLBACK")
             raise StorageError(f"Saving to {self.path} failed ({exc}); nothing was saved.") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        """A consistent read: everything read inside sees one state of the store.
+
+        Inside a :meth:`write` it simply joins that transaction.
+        """
+        if self._db.in_transaction:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StorageError(f"The store {self.path} cannot be read ({exc}).") from exc
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         try:
@@ -302,6 +326,48 @@ class Store:
         for row in self.changes_after(group_id, doc, 0):
             if row.seq <= through and row.hash not in waiting:
                 self._run("DELETE FROM changes WHERE seq = ?", (row.seq,))
+
+    # --- the materialised view ---------------------------------------------------------
+
+    def view_ready(self, group_id: str) -> bool:
+        """Whether the group's view has been built and can be trusted."""
+        return bool(self._query("SELECT 1 FROM view_ready WHERE group_id = ?", (group_id,)))
+
+    def view_entries(self, group_id: str) -> list[tuple[str, str, dict[str, object]]]:
+        """Every ``(table, id, entry)`` of a group's view."""
+        rows = self._query("SELECT tbl, id, raw FROM view_entries WHERE group_id = ?", (group_id,))
+        return [(str(t), str(i), json.loads(raw)) for t, i, raw in rows]
+
+    def view_entry(self, group_id: str, table: str, entry_id: str) -> dict[str, object] | None:
+        """One entry of a group's view, or ``None``."""
+        rows = self._query(
+            "SELECT raw FROM view_entries WHERE group_id = ? AND tbl = ? AND id = ?",
+            (group_id, table, entry_id),
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def put_view_entries(
+        self,
+        group_id: str,
+        entries: Sequence[tuple[str, str, Mapping[str, object] | None]],
+        *,
+        replace_all: bool = False,
+    ) -> None:
+        """Write entries of the view (``None`` removes one), inside a :meth:`write`."""
+        try:
+            if replace_all:
+                self._db.execute("DELETE FROM view_entries WHERE group_id = ?", (group_id,))
+            self._db.executemany(
+                "DELETE FROM view_entries WHERE group_id = ? AND tbl = ? AND id = ?",
+                [(group_id, t, i) for t, i, raw in entries if raw is None],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO view_entries(group_id, tbl, id, raw) VALUES (?, ?, ?, ?)",
+                [(group_id, t, i, json.dumps(raw)) for t, i, raw in entries if raw is not None],
+            )
+            self._db.execute("INSERT OR IGNORE INTO view_ready(group_id) VALUES (?)", (group_id,))
+        except sqlite3.Error as exc:
+            raise StorageError(f"Writing the store {self.path} failed ({exc}).") from exc
 
     def integrity_problems(self) -> list[str]:
         """What SQLite's integrity check reports; empty when the file is sound."""
