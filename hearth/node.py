@@ -21,7 +21,9 @@ from hearth.crypto import verify
 from hearth.errors import IdentityError, LedgerError, NotFound, StorageError
 from hearth.identity import Identity, has_identity, load_identity
 from hearth.ledger import EntryRef, Ledger, LedgerDoc, touched_of
+from hearth.ledger.archive import archive_seed
 from hearth.ledger.automerge_doc import Fields, change_hash
+from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
 from hearth.ledger.view import LedgerView
 from hearth.store import GroupRow, Store
@@ -29,12 +31,11 @@ from hearth.values import check_text
 
 __all__ = ["LIVE", "Node", "open_node"]
 
-LIVE = "live"
-"""The name of a group's live ledger document in the store."""
 
 STORE_FILE = "hearth.db"
 _SNAPSHOT_EVERY = 500  # stored changes of one document before they are folded into a snapshot
 _REBUILD_ABOVE = 200  # remote changes in one catch-up above which the view is rebuilt whole
+_ARCHIVE_CHECK_EVERY = 200  # stored changes between looks for entries old enough to archive
 _GENESIS_CONTEXT = b"hearth/v1/genesis\x00"
 
 
@@ -50,6 +51,53 @@ class _Loaded:
     view: LedgerView  # always: read from the store's copy of the view
     ledger: Ledger | None  # the Automerge document too, once something writes
     seen: int  # the newest stored change the view (and document) reflect
+
+
+class _StoredArchives:
+    """A group's archive documents, loaded from the store on first use."""
+
+    def __init__(self, store: Store, group: GroupRow) -> None:
+        self._store = store
+        self._group = group
+        self._docs: dict[str, LedgerDoc] | None = None
+
+    def _loaded(self) -> dict[str, LedgerDoc]:
+        if self._docs is None:
+            names = sorted(self._store.doc_names(self._group.id) - {LIVE})
+            self._docs = {name: load_doc(self._store, self._group, name) for name in names}
+        return self._docs
+
+    def get(self, period: str) -> LedgerDoc:
+        """The archive document of a quarter, created if there is none yet."""
+        docs = self._loaded()
+        if period not in docs:
+            docs[period] = load_doc(self._store, self._group, period)
+        return docs[period]
+
+    def all(self) -> list[LedgerDoc]:
+        """Every archive document of the group."""
+        return list(self._loaded().values())
+
+    def forget(self) -> None:
+        """Drop what is loaded (another process changed the archives)."""
+        self._docs = None
+
+
+def load_doc(store: Store, group: GroupRow, name: str) -> LedgerDoc:
+    """One of a group's documents: its snapshot (or genesis) plus every change after it."""
+    snapshot = store.snapshot(group.id, name)
+    if snapshot is None:
+        seed = group.seed if name == LIVE else archive_seed(group.seed, name)
+        doc = LedgerDoc.genesis(seed, TABLES, group.actor)
+        after = 0
+    else:
+        try:
+            doc = LedgerDoc.load(snapshot[0], group.actor)
+        except LedgerError as exc:
+            raise StorageError(f"The saved ledger of '{group.name}' is damaged ({exc}).") from exc
+        after = snapshot[1]
+    doc.apply([r.bytes for r in store.changes_after(group.id, name, after)])
+    return doc
 
 
 class Node:
@@ -151,8 +199,16 @@ class Node:
         ).encode()
         group_id = _group_id(genesis)
         actor = secrets.token_bytes(16)
-        ledger = Ledger.create(
+        row = GroupRow(
+            id=group_id,
+            name=name,
+            actor=actor,
             seed=bytes.fromhex(group_id),
+            genesis=genesis,
+            created_at=self.clock.now_ms(),
+        )
+        ledger = Ledger.create(
+            seed=row.seed,
             name=name,
             actor=actor,
             creator=me.member_id,
@@ -161,14 +217,7 @@ class Node:
             devices={me.device_id: self._device_card(actor)},
             clock=self.clock,
             new_id=self.new_id,
-        )
-        row = GroupRow(
-            id=group_id,
-            name=name,
-            actor=actor,
-            seed=bytes.fromhex(group_id),
-            genesis=genesis,
-            created_at=self.clock.now_ms(),
+            archives=_StoredArchives(self.store, row),
         )
         with self.store.write():
             self.store.add_group(row)
@@ -221,7 +270,12 @@ class Node:
         return self._group(group_id)
 
     def receive_changes(
-        self, group_id: str, changes: Sequence[bytes], touched: Sequence[EntryRef] | None = None
+        self,
+        group_id: str,
+        changes: Sequence[bytes],
+        touched: Sequence[EntryRef] | None = None,
+        *,
+        doc: str = LIVE,
     ) -> int:
         """Store and apply changes from another device of the group; return how many were new.
 
@@ -229,14 +283,14 @@ class Node:
         """
         infos = [(change_hash(c).hash, c) for c in changes]
         with self.store.write(), self._writing(group_id) as ledger:
-            added = self.store.append_changes(group_id, LIVE, infos, local=False, touched=touched)
+            added = self.store.append_changes(group_id, doc, infos, local=False, touched=touched)
             if added:
-                ledger.apply_remote(changes, touched)
+                ledger.apply_remote_to(ledger.document(doc), changes, touched)
         return added
 
-    def all_changes(self, group_id: str) -> list[bytes]:
-        """Every change of a group's live ledger, for another node to catch up from."""
-        return self.ledger(group_id).doc.changes_since([])
+    def all_changes(self, group_id: str, doc: str = LIVE) -> list[bytes]:
+        """Every change of one of a group's documents, for another node to catch up from."""
+        return self.ledger(group_id).document(doc).changes_since([])
 
     # --- ledgers -------------------------------------------------------------------------
 
@@ -253,11 +307,12 @@ class Node:
         loaded = self._loaded(group.id)
         if loaded.ledger is None:
             loaded.ledger = Ledger(
-                self._load_doc(group),
+                load_doc(self.store, group, LIVE),
                 author=self.identity.member_id,
                 clock=self.clock,
                 new_id=self.new_id,
                 view=loaded.view,
+                archives=_StoredArchives(self.store, group),
             )
         return loaded.ledger
 
@@ -280,16 +335,26 @@ class Node:
             raise
         loaded = self._ledgers[group_id]
         self._save(group_id, loaded)
+        self._maybe_archive(group_id, ledger)
         self._maybe_snapshot(group_id, loaded)
+
+    def _maybe_archive(self, group_id: str, ledger: Ledger) -> None:
+        """Now and then, move old finished entries out of the live document."""
+        key = f"archive_checked:{group_id}"
+        checked = int(self.store.get_meta(key) or 0)
+        if self.store.last_seq() - checked < _ARCHIVE_CHECK_EVERY:
+            return
+        if ledger.archive_old(self._group(group_id).seed):
+            self._save(group_id, self._ledgers[group_id])
+        self.store.set_meta(key, str(self.store.last_seq()))
 
     def _save(self, group_id: str, loaded: _Loaded) -> None:
         """Store new local changes and the view entries that changed (inside a write)."""
         if loaded.ledger is not None:
-            edits = loaded.ledger.take_outbox()
-            if edits:
-                changes = [(_hash(c), c) for edit in edits for c in edit.changes]
+            for doc_name, edit in loaded.ledger.take_outbox():
+                changes = [(_hash(c), c) for c in edit.changes]
                 self.store.append_changes(
-                    group_id, LIVE, changes, local=True, touched=touched_of(edits)
+                    group_id, doc_name, changes, local=True, touched=touched_of([edit])
                 )
         rebuilt, entries = loaded.view.take_dirty()
         if rebuilt or entries:
@@ -326,29 +391,12 @@ class Node:
         # No stored view yet (a store from before views were kept): build and keep one.
         with self.store.write():
             group = self._group(group_id)
-            doc = self._load_doc(group)
-            view = LedgerView.build([doc])
+            archives = _StoredArchives(self.store, group)
+            view = LedgerView.build([load_doc(self.store, group, LIVE), *archives.all()])
             loaded = _Loaded(view=view, ledger=None, seen=0)
             self._save(group_id, loaded)
         self._ledgers[group_id] = loaded
         return loaded
-
-    def _load_doc(self, group: GroupRow) -> LedgerDoc:
-        """The group's Automerge document: the snapshot plus every change stored after it."""
-        snapshot = self.store.snapshot(group.id, LIVE)
-        if snapshot is None:
-            doc = LedgerDoc.genesis(group.seed, TABLES, group.actor)
-            after = 0
-        else:
-            try:
-                doc = LedgerDoc.load(snapshot[0], group.actor)
-            except LedgerError as exc:
-                raise StorageError(
-                    f"The saved ledger of '{group.name}' is damaged ({exc})."
-                ) from exc
-            after = snapshot[1]
-        doc.apply([r.bytes for r in self.store.changes_after(group.id, LIVE, after)])
-        return doc
 
     def _catch_up(self, group_id: str, loaded: _Loaded) -> None:
         """Take in what other processes on this home stored since we last looked.
@@ -357,7 +405,7 @@ class Node:
         the view is refreshed from the store; a document in memory applies the changes.
         """
         with self.store.read():
-            rows = self.store.changes_after(group_id, LIVE, loaded.seen)
+            rows = self.store.changes_after(group_id, None, loaded.seen)
             if not rows:
                 return
             if any(r.touched is None for r in rows) or len(rows) > _REBUILD_ABOVE:
@@ -369,7 +417,9 @@ class Node:
                 )
                 loaded.view.take_dirty()  # what came from the store needs no saving
         if loaded.ledger is not None:
-            loaded.ledger.doc.apply([r.bytes for r in rows])
+            loaded.ledger.doc.apply([r.bytes for r in rows if r.doc == LIVE])
+            if any(r.doc != LIVE for r in rows) and loaded.ledger.archives is not None:
+                loaded.ledger.archives.forget()
             loaded.ledger.view = loaded.view
         loaded.seen = rows[-1].seq
 

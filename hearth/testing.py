@@ -6,7 +6,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["FakeClock", "seeded_ids"]
+from hearth.ledger.archive import archive_seed
+from hearth.ledger.automerge_doc import LedgerDoc
+from hearth.ledger.model import TABLES
+
+__all__ = ["FakeClock", "MemoryArchives", "seeded_ids"]
 
 
 @dataclass
@@ -30,3 +34,27 @@ def seeded_ids(seed: int) -> Callable[[], str]:
     """An id factory that gives the same ids for the same seed."""
     rng = random.Random(seed)  # noqa: S311 - reproducible ids for tests, not secrets
     return lambda: f"{rng.getrandbits(128):032x}"
+
+
+class MemoryArchives:
+    """Archive documents kept in memory, for ledgers used without a node."""
+
+    def __init__(self, group_seed: bytes, actor: bytes) -> None:
+        self._seed = group_seed
+        self._actor = actor
+        self.docs: dict[str, LedgerDoc] = {}
+
+    def get(self, period: str) -> LedgerDoc:
+        """The archive of a quarter, created on first use."""
+        if period not in self.docs:
+            self.docs[period] = LedgerDoc.genesis(
+                archive_seed(self._seed, period), TABLES, self._actor
+            )
+        return self.docs[period]
+
+    def all(self) -> list[LedgerDoc]:
+        """Every archive, oldest quarter first."""
+        return [self.docs[p] for p in sorted(self.docs)]
+
+    def forget(self) -> None:
+        """Nothing to forget: memory is the only copy."""

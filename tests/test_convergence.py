@@ -117,7 +117,7 @@ class Replicas:
                 ledger.add_need(f"need {b}")
         except HearthError:
             return  # a local check refused it: fine, nothing was written
-        for edit in ledger.take_outbox():
+        for _, edit in ledger.take_outbox():
             self.touched[who % len(self.ledgers)] |= edit.touched
 
     def settle(self) -> None:

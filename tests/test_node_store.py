@@ -58,7 +58,7 @@ def test_snapshot_keeps_changes_still_waiting_for_their_dependencies(
         )
         other.add_resource("first")
         other.add_resource("second")
-        first, second = (c for e in other.take_outbox() for c in e.changes)
+        first, second = (c for _, e in other.take_outbox() for c in e.changes)
     with open_node(home) as ada:
         ada.receive_changes(group.id, [second])  # waits: its dependency is missing
         for i in range(4):

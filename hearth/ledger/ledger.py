@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from hearth.clock import Clock
 from hearth.errors import LedgerError
+from hearth.ledger.archive import Archives, archivable
 from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc, change_hash
 from hearth.ledger.derive import open_lends
 from hearth.ledger.model import (
@@ -35,6 +36,8 @@ from hearth.values import MAX_NOTE, check_text, format_date, format_quantity
 __all__ = ["Ledger", "touched_of"]
 
 IdFactory = Callable[[], str]
+LIVE = "live"
+"""The name of a group's live ledger document (archives are named by quarter)."""
 
 
 class Ledger:
@@ -48,13 +51,15 @@ class Ledger:
         clock: Clock,
         new_id: IdFactory,
         view: LedgerView | None = None,
+        archives: Archives | None = None,
     ) -> None:
         self.doc = doc
         self.author = author
-        self.view = view if view is not None else LedgerView.build([doc])
+        self.archives = archives
+        self.view = view if view is not None else LedgerView.build(self._docs())
         self._clock = clock
         self._new_id = new_id
-        self.outbox: list[Edit] = []
+        self.outbox: list[tuple[str, Edit]] = []
 
     @classmethod
     def create(
@@ -69,11 +74,16 @@ class Ledger:
         devices: dict[str, Fields],
         clock: Clock,
         new_id: IdFactory,
+        archives: Archives | None = None,
     ) -> Ledger:
         """A new group's ledger with its creator as the first admin."""
         name = check_text(name, "group name")
         ledger = cls(
-            LedgerDoc.genesis(seed, TABLES, actor), author=creator, clock=clock, new_id=new_id
+            LedgerDoc.genesis(seed, TABLES, actor),
+            author=creator,
+            clock=clock,
+            new_id=new_id,
+            archives=archives,
         )
         now = clock.now_ms()
         with ledger._edit() as w:
@@ -100,18 +110,63 @@ class Ledger:
     # --- plumbing -------------------------------------------------------------------
 
     @contextmanager
-    def _edit(self) -> Iterator[DocWriter]:
-        with self.doc.edit() as writer:
+    def _edit(self, doc_name: str = LIVE, doc: LedgerDoc | None = None) -> Iterator[DocWriter]:
+        target = doc or self.doc
+        with target.edit() as writer:
             yield writer
-        edit = self.doc.last_edit
-        self.view.refresh(self.doc, edit.touched)
+        edit = target.last_edit
+        self.view.refresh_with(self._read, edit.touched)
         if edit.changes:
-            self.outbox.append(edit)
+            self.outbox.append((doc_name, edit))
 
-    def take_outbox(self) -> list[Edit]:
-        """The local edits made since the last call, for the node to store and send."""
+    def take_outbox(self) -> list[tuple[str, Edit]]:
+        """The local edits made since the last call, as ``(document, edit)``, to store and send."""
         edits, self.outbox = self.outbox, []
         return edits
+
+    def document(self, name: str) -> LedgerDoc:
+        """The live document, or the archive document of a quarter."""
+        if name == LIVE:
+            return self.doc
+        if self.archives is None:
+            raise LedgerError("This ledger keeps no archives.")
+        return self.archives.get(name)
+
+    def _docs(self) -> list[LedgerDoc]:
+        return [self.doc, *(self.archives.all() if self.archives else [])]
+
+    def _read(self, table: str, entry_id: str) -> dict[str, object] | None:
+        """An entry from the live document or, once moved, from an archive."""
+        raw = self.doc.read_entry(table, entry_id)
+        if raw is None and self.archives is not None:
+            for archive in self.archives.all():
+                raw = archive.read_entry(table, entry_id)
+                if raw is not None:
+                    break
+        return raw
+
+    def archive_old(self, group_seed: bytes) -> int:
+        """Move finished entries older than the archive age out of the live document.
+
+        Returns how many entries moved. Each quarter's entries are copied into its archive
+        document, then deleted from the live one; the view does not change.
+        """
+        if self.archives is None:
+            return 0
+        moved = 0
+        for period, refs in sorted(archivable(self.view, self._clock.now_ms()).items()):
+            present = [(t, i, raw) for t, i in refs if (raw := self.doc.read_entry(t, i))]
+            if not present:
+                continue
+            archive = self.archives.get(period)
+            with self._edit(period, archive) as w:
+                for table, entry_id, raw in present:
+                    w.put(table, entry_id, raw)  # type: ignore[arg-type]
+            with self._edit() as w:
+                for table, entry_id, _ in present:
+                    w.delete(table, entry_id)
+            moved += len(present)
+        return moved
 
     def apply_remote(self, changes: Sequence[bytes], touched: Sequence[EntryRef] | None) -> int:
         """Apply changes from another device; return how many were new.
@@ -121,13 +176,19 @@ class Ledger:
         were waiting for a dependency (whose touched entries are not known here), the view
         is rebuilt from the document.
         """
+        return self.apply_remote_to(self.doc, changes, touched)
+
+    def apply_remote_to(
+        self, doc: LedgerDoc, changes: Sequence[bytes], touched: Sequence[EntryRef] | None
+    ) -> int:
+        """:meth:`apply_remote` for any of the group's documents (live or archive)."""
         submitted = {change_hash(c).hash for c in changes}
-        applied = self.doc.apply(changes)
+        applied = doc.apply(changes)
         if applied:
             if touched is None or applied - submitted:
-                self.view.rebuild([self.doc])
+                self.view.rebuild(self._docs())
             else:
-                self.view.refresh(self.doc, touched)
+                self.view.refresh_with(self._read, touched)
         return len(applied)
 
     def _stamp(self) -> dict[str, str | int]:

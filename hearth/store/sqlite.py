@@ -46,6 +46,7 @@ class GroupRow:
 class ChangeRow:
     """One stored Automerge change."""
 
+    doc: str
     seq: int
     hash: bytes
     bytes: bytes
@@ -279,15 +280,16 @@ class Store:
             added += cursor.rowcount
         return added
 
-    def changes_after(self, group_id: str, doc: str, seq: int) -> list[ChangeRow]:
-        """Stored changes of one document that arrived after ``seq``."""
+    def changes_after(self, group_id: str, doc: str | None, seq: int) -> list[ChangeRow]:
+        """Stored changes of one document (or of all, for ``None``) that arrived after ``seq``."""
         rows = self._query(
-            "SELECT seq, hash, bytes, local, touched FROM changes "
-            "WHERE group_id = ? AND doc = ? AND seq > ? ORDER BY seq",
-            (group_id, doc, seq),
+            "SELECT seq, hash, bytes, local, touched, doc FROM changes "
+            "WHERE group_id = ? AND (? IS NULL OR doc = ?) AND seq > ? ORDER BY seq",
+            (group_id, doc, doc, seq),
         )
         return [
             ChangeRow(
+                doc=str(r[5]),
                 seq=int(r[0]),
                 hash=bytes(r[1]),
                 bytes=bytes(r[2]),
@@ -296,6 +298,15 @@ class Store:
             )
             for r in rows
         ]
+
+    def doc_names(self, group_id: str) -> set[str]:
+        """The names of every document of a group the store holds anything of."""
+        rows = self._query(
+            "SELECT doc FROM changes WHERE group_id = ? UNION SELECT doc FROM snapshots "
+            "WHERE group_id = ?",
+            (group_id, group_id),
+        )
+        return {str(r[0]) for r in rows}
 
     def last_seq(self) -> int:
         """The newest change's arrival number (0 if none)."""
