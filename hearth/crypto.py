@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -22,7 +25,12 @@ from cryptography.hazmat.primitives.serialization import (
 __all__ = [
     "KemKey",
     "SigningKey",
+    "aead_open",
+    "aead_seal",
+    "hkdf",
     "key_id",
+    "open_sealed",
+    "seal_to",
     "verify",
 ]
 
@@ -91,3 +99,48 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+_ZERO_NONCE = bytes(12)  # every key below encrypts exactly one message
+_SEAL_INFO = b"hearth/v1/seal"
+
+
+def hkdf(secret: bytes, info: bytes, *, salt: bytes | None = None, length: int = 32) -> bytes:
+    """HKDF-SHA256 of ``secret`` for one purpose named by ``info``."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
+
+
+def aead_seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """ChaCha20-Poly1305 with a zero nonce: ``key`` must never encrypt anything else."""
+    return ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, plaintext, associated)
+
+
+def aead_open(key: bytes, ciphertext: bytes, associated: bytes) -> bytes | None:
+    """The plaintext, or ``None`` if the ciphertext or its associated data was altered."""
+    try:
+        return ChaCha20Poly1305(key).decrypt(_ZERO_NONCE, ciphertext, associated)
+    except (InvalidTag, ValueError):
+        return None
+
+
+def seal_to(recipient: bytes, plaintext: bytes) -> bytes:
+    """Encrypt to an X25519 public key, anonymously (age-style): ephemeral key + ciphertext."""
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_pk = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
+    key = hkdf(shared, _SEAL_INFO + ephemeral_pk + recipient)
+    return ephemeral_pk + aead_seal(key, plaintext, b"")
+
+
+def open_sealed(kem: KemKey, sealed: bytes) -> bytes | None:
+    """Open what :func:`seal_to` sealed to this key, or ``None`` if it was not for us."""
+    if len(sealed) < 32 + 16:
+        return None
+    ephemeral_pk, body = sealed[:32], sealed[32:]
+    try:
+        shared = X25519PrivateKey.from_private_bytes(kem.secret).exchange(
+            X25519PublicKey.from_public_bytes(ephemeral_pk)
+        )
+    except ValueError:
+        return None
+    return aead_open(hkdf(shared, _SEAL_INFO + ephemeral_pk + kem.public), body, b"")

@@ -1,0 +1,281 @@
+"""Bundles: the encrypted, signed unit of sync (SECURITY.md §3–§4).
+
+An **envelope** is what relays store and forward: version, topic id, salt, ciphertext and
+a relay-admission signature. Its id (``SHA-256`` of everything but that signature) is the
+de-duplication key everywhere. Inside the ciphertext, padded to a fixed set of sizes, is
+the **inner bundle**: which group and epoch, which device wrote it, its place in that
+device's feed (seq and the previous bundle's id), a payload, and the device's signature
+over all of it plus the topic and salt.
+
+Everything here is pure: keys and randomness come in as arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hearth.crypto import SigningKey, aead_open, aead_seal, hkdf, verify
+from hearth.errors import ProtocolError
+from hearth.protocol import codec
+
+__all__ = [
+    "MAX_BUNDLE",
+    "PAD_BUCKETS",
+    "Envelope",
+    "EpochKeys",
+    "Inner",
+    "decode_changes",
+    "encode_changes",
+    "open_envelope",
+    "parse_envelope",
+    "seal_bundle",
+]
+
+VERSION = 1
+MAX_BUNDLE = 1024 * 1024
+PAD_BUCKETS = tuple(512 * 2**i for i in range(12))  # 512 B … 1 MiB
+_AEAD_TAG = 16
+_SIGNED = b"hearth/v1/bundle\x00"
+_RELAY_SIGNED = b"hearth/v1/relay-admission\x00"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpochKeys:
+    """Everything derived from one epoch's secret (SECURITY.md §3)."""
+
+    group_id: bytes
+    epoch_id: bytes
+    secret: bytes
+
+    @property
+    def topic(self) -> bytes:
+        """What relays know the group by during this epoch."""
+        return hkdf(self.secret, b"hearth/v1/topic" + self.group_id)
+
+    @property
+    def relay_key(self) -> SigningKey:
+        """The key that admits this epoch's bundles at relays."""
+        return SigningKey(hkdf(self.secret, b"hearth/v1/relay-auth"))
+
+    @property
+    def lan_key(self) -> bytes:
+        """The key behind LAN discovery beacons."""
+        return hkdf(self.secret, b"hearth/v1/lan")
+
+    def bundle_key(self, salt: bytes) -> bytes:
+        """The one-use key of the bundle with this salt."""
+        return hkdf(self.secret, b"hearth/v1/bundle" + self.group_id + self.epoch_id, salt=salt)
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"EpochKeys(epoch={self.epoch_id.hex()[:12]})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """The outer bundle, as relays see it."""
+
+    topic: bytes
+    salt: bytes
+    ciphertext: bytes
+    relay_sig: bytes
+
+    @property
+    def id(self) -> bytes:
+        """The bundle id: SHA-256 of the envelope without its relay signature."""
+        return hashlib.sha256(self._unsigned()).digest()
+
+    def _unsigned(self) -> bytes:
+        return codec.encode([VERSION, self.topic, self.salt, self.ciphertext])
+
+    def associated_data(self) -> bytes:
+        """The outer fields the AEAD binds the inner bundle to."""
+        return _associated(self.topic, self.salt, len(self.ciphertext))
+
+    def encode(self) -> bytes:
+        """The envelope's wire bytes."""
+        return codec.encode([VERSION, self.topic, self.salt, self.ciphertext, self.relay_sig])
+
+    def relay_signature_valid(self, relay_public_key: bytes) -> bool:
+        """Whether the relay-admission signature is by this topic's relay key."""
+        return verify(relay_public_key, self.relay_sig, _RELAY_SIGNED + self.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inner:
+    """The inner bundle: who wrote it, where it sits in their feed, and what it carries."""
+
+    kind: str  # "content" (Automerge changes) or "snapshot"
+    group_id: bytes
+    epoch_id: bytes
+    author: bytes  # the device's Ed25519 public key
+    seq: int
+    prev: bytes  # id of the author's previous bundle in this group; b"" for seq 1
+    auth_heads: tuple[bytes, ...]
+    created_at: int  # for display only; never decides anything
+    payload: bytes
+    claim: bytes = b""  # a joining device's signed claim to an invite, on its first bundle
+
+    def fields(self) -> list[codec.Value]:
+        """The signed fields, in order."""
+        return [
+            self.kind,
+            self.group_id,
+            self.epoch_id,
+            self.author,
+            self.seq,
+            self.prev,
+            list(self.auth_heads),
+            self.created_at,
+            self.payload,
+            self.claim,
+        ]
+
+
+def _associated(topic: bytes, salt: bytes, length: int) -> bytes:
+    return codec.encode([VERSION, topic, salt, length])
+
+
+def _pad(body: bytes) -> bytes:
+    framed = len(body).to_bytes(4, "big") + body
+    for bucket in PAD_BUCKETS:
+        if len(framed) + _AEAD_TAG <= bucket:
+            return framed + bytes(bucket - _AEAD_TAG - len(framed))
+    raise ProtocolError("A bundle is larger than the 1 MiB limit; send fewer changes in it.")
+
+
+def seal_bundle(inner: Inner, *, keys: EpochKeys, device: SigningKey, salt: bytes) -> Envelope:
+    """Sign the inner bundle as ``device``, encrypt it, and sign the envelope for relays."""
+    if device.public != inner.author:
+        raise ProtocolError("A bundle must be signed by the device it names as its author.")
+    topic = keys.topic
+    signed = codec.encode(inner.fields())
+    signature = device.sign(_SIGNED + topic + salt + signed)
+    plaintext = _pad(codec.encode([signed, signature]))
+    associated = _associated(topic, salt, len(plaintext) + _AEAD_TAG)
+    ciphertext = aead_seal(keys.bundle_key(salt), plaintext, associated)
+    unsigned = Envelope(topic=topic, salt=salt, ciphertext=ciphertext, relay_sig=b"")
+    relay_sig = keys.relay_key.sign(_RELAY_SIGNED + unsigned.id)
+    return Envelope(topic=topic, salt=salt, ciphertext=ciphertext, relay_sig=relay_sig)
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    """Check an envelope's size and format (the first, cheapest check)."""
+    if len(data) > MAX_BUNDLE + 256:
+        raise ProtocolError("The bundle is larger than the 1 MiB limit.")
+    value = codec.decode(data)
+    if not isinstance(value, list) or len(value) != 5:
+        raise ProtocolError("The bundle is not an envelope.")
+    version, topic, salt, ciphertext, relay_sig = value
+    if version != VERSION:
+        raise ProtocolError(f"The bundle has version {version!r}; this Hearth reads {VERSION}.")
+    if not (
+        isinstance(topic, bytes)
+        and len(topic) == 32
+        and isinstance(salt, bytes)
+        and len(salt) == 32
+        and isinstance(ciphertext, bytes)
+        and isinstance(relay_sig, bytes)
+        and len(relay_sig) == 64
+    ):
+        raise ProtocolError("The bundle's envelope has fields of the wrong type or size.")
+    if len(ciphertext) not in PAD_BUCKETS:
+        raise ProtocolError("The bundle's ciphertext is not one of the allowed sizes.")
+    return Envelope(topic=topic, salt=salt, ciphertext=ciphertext, relay_sig=relay_sig)
+
+
+def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:
+    """Decrypt and check an envelope's inner bundle: AEAD, then the author's signature.
+
+    Chain and authorization checks need the node's state and come after this.
+    """
+    plaintext = aead_open(
+        keys.bundle_key(envelope.salt), envelope.ciphertext, envelope.associated_data()
+    )
+    if plaintext is None:
+        raise ProtocolError("A bundle failed to decrypt: it was altered, or is not for this group.")
+    length = int.from_bytes(plaintext[:4], "big")
+    if length > len(plaintext) - 4:
+        raise ProtocolError("A bundle's inner length is wrong.")
+    outer = codec.decode(plaintext[4 : 4 + length])
+    if not (
+        isinstance(outer, list)
+        and len(outer) == 2
+        and isinstance(outer[0], bytes)
+        and isinstance(outer[1], bytes)
+    ):
+        raise ProtocolError("A bundle's inner part is malformed.")
+    signed, signature = outer
+    fields = codec.decode(signed)
+    if not isinstance(fields, list) or len(fields) != 10:
+        raise ProtocolError("A bundle's inner part has the wrong fields.")
+    kind, group_id, epoch_id, author, seq, prev, heads, created_at, payload, claim = fields
+    if not (
+        isinstance(kind, str)
+        and isinstance(group_id, bytes)
+        and isinstance(epoch_id, bytes)
+        and isinstance(author, bytes)
+        and len(author) == 32
+        and isinstance(seq, int)
+        and seq >= 1
+        and isinstance(prev, bytes)
+        and isinstance(heads, list)
+        and all(isinstance(h, bytes) for h in heads)
+        and isinstance(created_at, int)
+        and isinstance(payload, bytes)
+        and isinstance(claim, bytes)
+    ):
+        raise ProtocolError("A bundle's inner part has fields of the wrong type.")
+    if not verify(author, signature, _SIGNED + envelope.topic + envelope.salt + signed):
+        raise ProtocolError("A bundle's author signature does not verify.")
+    if group_id != keys.group_id or epoch_id != keys.epoch_id:
+        raise ProtocolError("A bundle names another group or epoch than its topic's.")
+    return Inner(
+        kind=kind,
+        group_id=group_id,
+        epoch_id=epoch_id,
+        author=author,
+        seq=seq,
+        prev=prev,
+        auth_heads=tuple(h for h in heads if isinstance(h, bytes)),
+        created_at=created_at,
+        payload=payload,
+        claim=claim,
+    )
+
+
+def encode_changes(batches: Sequence[tuple[str, bytes, Sequence[tuple[str, str]]]]) -> bytes:
+    """A content payload: ``(document, change bytes, touched entries)`` for each change."""
+    return codec.encode(
+        [[doc, change, [list(t) for t in touched]] for doc, change, touched in batches]
+    )
+
+
+def decode_changes(payload: bytes) -> list[tuple[str, bytes, list[tuple[str, str]]]]:
+    """The changes a content payload carries."""
+    value = codec.decode(payload)
+    if not isinstance(value, list):
+        raise ProtocolError("A bundle's payload is not a list of changes.")
+    out = []
+    for item in value:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and isinstance(item[0], str)
+            and isinstance(item[1], bytes)
+            and isinstance(item[2], list)
+        ):
+            raise ProtocolError("A bundle's payload holds a malformed change.")
+        touched = []
+        for ref in item[2]:
+            if not (
+                isinstance(ref, list)
+                and len(ref) == 2
+                and isinstance(ref[0], str)
+                and isinstance(ref[1], str)
+            ):
+                raise ProtocolError("A bundle's payload names a malformed entry.")
+            touched.append((ref[0], ref[1]))
+        out.append((item[0], item[1], touched))
+    return out

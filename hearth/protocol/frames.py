@@ -1,0 +1,187 @@
+"""Wire frames: one WebSocket binary message each, typed and size-bounded.
+
+Every frame is a map with a type ``t`` and typed fields. :func:`decode_frame` checks the
+size, the type and every field and returns a frozen event; :func:`encode_frame` does the
+reverse. ``docs/protocol.md`` describes the exchange these frames make up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, fields
+from typing import ClassVar, Union
+
+from hearth.errors import ProtocolError
+from hearth.protocol import codec
+
+__all__ = [
+    "MAX_FRAME",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "CaughtUp",
+    "Deliver",
+    "Error",
+    "Frame",
+    "Hello",
+    "Publish",
+    "Register",
+    "Subscribe",
+    "Welcome",
+    "decode_frame",
+    "encode_frame",
+]
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 1024 * 1024 + 4096  # one full bundle plus framing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    """First frame from the side that connects: the versions it speaks and what it is."""
+
+    TYPE: ClassVar[str] = "hello"
+    versions: list[int]
+    role: str  # "node" or "relay"
+    agent: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Welcome:
+    """The answer to :class:`Hello`: the version chosen and the limits that apply."""
+
+    TYPE: ClassVar[str] = "welcome"
+    version: int
+    limits: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Register:
+    """Ask the relay to accept bundles for a topic signed by this relay key."""
+
+    TYPE: ClassVar[str] = "register"
+    topic: bytes
+    relay_key: bytes
+    proof: bytes  # the relay key's signature over the topic and itself
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subscribe:
+    """Send me every bundle of this topic after this arrival cursor, then new ones live."""
+
+    TYPE: ClassVar[str] = "subscribe"
+    topic: bytes
+    after: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deliver:
+    """One stored bundle of a topic, with its arrival cursor at this relay."""
+
+    TYPE: ClassVar[str] = "deliver"
+    topic: bytes
+    cursor: int
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaughtUp:
+    """Everything of the topic up to this cursor has been delivered; what follows is live."""
+
+    TYPE: ClassVar[str] = "caught_up"
+    topic: bytes
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publish:
+    """Store this bundle and pass it on."""
+
+    TYPE: ClassVar[str] = "publish"
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """The bundle with this id is stored durably (at this cursor)."""
+
+    TYPE: ClassVar[str] = "ack"
+    id: bytes
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error:
+    """Something was refused; ``id`` names the bundle when it is about one."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    id: bytes = b""
+
+
+Frame = Union[Hello, Welcome, Register, Subscribe, Deliver, CaughtUp, Publish, Ack, Error]  # noqa: UP007
+_TYPES: dict[str, type[Frame]] = {
+    cls.TYPE: cls
+    for cls in (Hello, Welcome, Register, Subscribe, Deliver, CaughtUp, Publish, Ack, Error)
+}
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "versions": list,
+    "role": str,
+    "agent": str,
+    "version": int,
+    "limits": dict,
+    "topic": bytes,
+    "relay_key": bytes,
+    "proof": bytes,
+    "after": int,
+    "cursor": int,
+    "envelope": bytes,
+    "id": bytes,
+    "code": str,
+    "message": str,
+}
+_TOPIC_LENGTH = 32
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The wire bytes of a frame."""
+    body: dict[str, codec.Value] = {"t": frame.TYPE}
+    for field in fields(frame):
+        body[field.name] = getattr(frame, field.name)
+    data = codec.encode(body)
+    if len(data) > MAX_FRAME:
+        raise ProtocolError("A frame is larger than the frame limit.")
+    return data
+
+
+def decode_frame(data: bytes) -> Frame:
+    """The frame in ``data``, fully checked, or :class:`ProtocolError` naming what is wrong."""
+    if len(data) > MAX_FRAME:
+        raise ProtocolError(f"A frame of {len(data)} bytes is over the {MAX_FRAME}-byte limit.")
+    body = codec.decode(data)
+    if not isinstance(body, dict):
+        raise ProtocolError("A frame is not a map.")
+    kind = body.pop("t", None)
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"Unknown frame type {kind!r}.")
+    expected = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING}
+    if not set(body) <= expected or not required <= set(body):
+        raise ProtocolError(f"A {kind} frame has the wrong fields.")
+    for name, value in body.items():
+        wanted = _FIELD_TYPES[name]
+        if not isinstance(value, wanted) or (isinstance(value, bool) and wanted is int):
+            raise ProtocolError(f"A {kind} frame's {name} has the wrong type.")
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise ProtocolError(f"A {kind} frame's {name} is negative.")
+    if "topic" in body and len(body["topic"]) != _TOPIC_LENGTH:
+        raise ProtocolError(f"A {kind} frame's topic is not 32 bytes.")
+    if kind == "hello" and not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in body["versions"]
+    ):
+        raise ProtocolError("A hello frame's versions are not numbers.")
+    if kind == "welcome" and not all(
+        isinstance(k, str) and isinstance(v, int) for k, v in body["limits"].items()
+    ):
+        raise ProtocolError("A welcome frame's limits are malformed.")
+    return cls(**body)
