@@ -1,24 +1,83 @@
-"""The ``hearth-relay`` command."""
+"""The ``hearth-relay`` command: run a relay, or check a config file."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+from aiohttp import web
+
+from hearth.errors import HearthError
+from relay.config import RelayConfig, load_config
+from relay.server import make_app
+from relay.storage import RelayStore
 
 __all__ = ["main"]
 
+log = logging.getLogger("relay")
+
+
+async def serve(config: RelayConfig) -> None:
+    """Run until SIGTERM or SIGINT; print the listening line once ready."""
+    store = RelayStore(Path(config.data) / "relay.db")
+    app = make_app(config, store)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_grace_s)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    # The asyncio server behind the site is the only way to learn the port chosen for 0.
+    server = cast(asyncio.Server, site._server)
+    host, port = server.sockets[0].getsockname()[:2]
+    print(f"listening on ws://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()  # runs on_shutdown: clients are closed with 1001
+    store.close()
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the relay (arrives with the sync work; see the README's roadmap)."""
-    parser = argparse.ArgumentParser(prog="hearth-relay", description=main.__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--data", metavar="DIR")
-    parser.add_argument("--config", metavar="FILE")
-    parser.parse_args(argv)
-    print("hearth-relay: the relay is not built yet in this version of Hearth.", file=sys.stderr)
-    return 2
+    """Run the ``hearth-relay`` command."""
+    parser = argparse.ArgumentParser(
+        prog="hearth-relay",
+        description="Store and forward Hearth groups' encrypted bundles.",
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
+    parser.add_argument("--data", metavar="DIR", help="where the relay keeps its store")
+    parser.add_argument("--config", metavar="FILE", type=Path, help="a TOML settings file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command")
+    check = sub.add_parser("check-config", help="explain what is wrong in a config file")
+    check.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "check-config":
+            config = load_config(args.file)
+            print(f"{args.file}: fine. Limits: {config.limits()}")
+            return 0
+        config = load_config(args.config, host=args.host, port=args.port, data=args.data)
+        asyncio.run(serve(config))
+    except HearthError as exc:
+        print(f"hearth-relay: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"hearth-relay: cannot listen ({exc}).", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

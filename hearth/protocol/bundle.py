@@ -30,6 +30,8 @@ __all__ = [
     "encode_changes",
     "open_envelope",
     "parse_envelope",
+    "registration_proof",
+    "registration_valid",
     "seal_bundle",
 ]
 
@@ -39,6 +41,18 @@ PAD_BUCKETS = tuple(512 * 2**i for i in range(12))  # 512 B … 1 MiB
 _AEAD_TAG = 16
 _SIGNED = b"hearth/v1/bundle\x00"
 _RELAY_SIGNED = b"hearth/v1/relay-admission\x00"
+_REGISTER_SIGNED = b"hearth/v1/register\x00"
+
+
+def registration_proof(keys: EpochKeys) -> bytes:
+    """The relay key's proof, for a relay, that it may register this epoch's topic."""
+    relay_key = keys.relay_key
+    return relay_key.sign(_REGISTER_SIGNED + keys.topic + relay_key.public)
+
+
+def registration_valid(topic: bytes, relay_key: bytes, proof: bytes) -> bool:
+    """Whether a topic registration is signed by the relay key it names."""
+    return verify(relay_key, proof, _REGISTER_SIGNED + topic + relay_key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,137 @@
+"""The relay's store: topics with their relay keys, and the envelopes of each topic.
+
+SQLite in WAL mode with ``synchronous=FULL``: a bundle is acknowledged only after the
+transaction holding it has committed. Every envelope gets an arrival cursor, increasing
+and never reused, which is what nodes catch up by.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from hearth.errors import StorageError
+
+__all__ = ["RelayStore", "Stored"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    topic      BLOB PRIMARY KEY,
+    relay_key  BLOB NOT NULL,
+    bytes      INTEGER NOT NULL DEFAULT 0,
+    bundles    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS envelopes (
+    cursor   INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic    BLOB NOT NULL REFERENCES topics(topic),
+    id       BLOB NOT NULL UNIQUE,
+    data     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS envelopes_by_topic ON envelopes (topic, cursor);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Where an envelope ended up: its cursor, and whether it was new."""
+
+    cursor: int
+    new: bool
+
+
+class RelayStore:
+    """The relay's SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(
+                f"The relay store {path} is damaged or not a relay store ({exc})."
+            ) from exc
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def relay_key(self, topic: bytes) -> bytes | None:
+        """The key that admits bundles to a topic, if the topic is registered."""
+        row = self._db.execute("SELECT relay_key FROM topics WHERE topic = ?", (topic,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def register(self, topic: bytes, relay_key: bytes) -> bool:
+        """Register a topic; ``False`` if it is already registered to another key."""
+        existing = self.relay_key(topic)
+        if existing is not None:
+            return existing == relay_key
+        self._db.execute("INSERT INTO topics(topic, relay_key) VALUES (?, ?)", (topic, relay_key))
+        return True
+
+    def usage(self, topic: bytes) -> tuple[int, int]:
+        """(bytes, bundles) stored for a topic."""
+        row = self._db.execute(
+            "SELECT bytes, bundles FROM topics WHERE topic = ?", (topic,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def add(self, topic: bytes, bundle_id: bytes, data: bytes) -> Stored:
+        """Store an envelope durably (or find it already stored)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT cursor FROM envelopes WHERE id = ?", (bundle_id,)
+            ).fetchone()
+            if row:
+                self._db.execute("COMMIT")
+                return Stored(int(row[0]), False)
+            cursor = self._db.execute(
+                "INSERT INTO envelopes(topic, id, data) VALUES (?, ?, ?)", (topic, bundle_id, data)
+            ).lastrowid
+            self._db.execute(
+                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1 WHERE topic = ?",
+                (len(data), topic),
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not store a bundle ({exc}).") from exc
+        assert cursor is not None
+        return Stored(cursor, True)
+
+    def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` envelopes of a topic that arrived after ``cursor``, in order."""
+        rows = self._db.execute(
+            "SELECT cursor, data FROM envelopes WHERE topic = ? AND cursor > ? "
+            "ORDER BY cursor LIMIT ?",
+            (topic, cursor, limit),
+        ).fetchall()
+        return [(int(c), bytes(d)) for c, d in rows]
+
+    def newest(self, topic: bytes) -> int:
+        """The newest cursor of a topic (0 if empty)."""
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(cursor), 0) FROM envelopes WHERE topic = ?", (topic,)
+        ).fetchone()
+        return int(row[0])
+
+    def writable(self) -> bool:
+        """Whether a write transaction can be taken right now (for /readyz)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def counts(self) -> tuple[int, int]:
+        """(topics, envelopes) stored."""
+        topics = self._db.execute("SELECT COUNT(*) FROM topics").fetchone()[0]
+        envelopes = self._db.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0]
+        return int(topics), int(envelopes)
