@@ -17,7 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from hearth.identity import create_identity
-from hearth.ledger import CommitmentStatus, Kind, Role, find_conflicts
+from hearth.intake import take_in
+from hearth.ledger import CommitmentStatus, Kind, find_conflicts
 from hearth.ledger.ledger import Ledger
 from hearth.node import Node, open_node
 from hearth.values import format_time
@@ -99,15 +100,6 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
     real_now = time.time_ns() // 1_000_000
 
     with ada.change() as ledger:
-        for other in (ben, cleo):
-            me = other.identity
-            ledger.add_member(
-                member_id=me.member_id,
-                name=me.name,
-                key=me.member_key.public.hex(),
-                role=Role.MEMBER,
-                devices={},
-            )
         for name, kind, qty, unit, where in _THINGS:
             ledger.add_resource(
                 name,
@@ -118,7 +110,7 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
                 shareable=kind is not Kind.SPACE,
             )
     for other in (ben, cleo):
-        other.join_group(group.genesis, ada.all_changes(group.id))
+        other.join_with_token(ada.create_invite())
     _exchange(nodes, group.id)
 
     with ada.change() as ledger:
@@ -192,12 +184,13 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
 
 
 def _exchange(nodes: dict[str, Node], group_id: str) -> None:
-    """Every node receives every other node's changes, as a sync would."""
+    """Every node takes in every other node's bundles, as a sync through a relay would."""
     for source in nodes.values():
-        changes = source.all_changes(group_id)
+        bundles = source.feeds.all(group_id)
         for target in nodes.values():
             if target is not source:
-                target.receive_changes(group_id, changes)
+                for bundle in bundles:
+                    take_in(target, bundle.envelope, source="demo")
 
 
 def summary(demo: Demo) -> str:

@@ -17,15 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hearth.clock import Clock, SystemClock
-from hearth.crypto import verify
-from hearth.errors import IdentityError, LedgerError, NotFound, StorageError
+from hearth.crypto import SigningKey, verify
+from hearth.errors import (
+    IdentityError,
+    LedgerError,
+    NotAuthorized,
+    NotFound,
+    StorageError,
+    UsageError,
+)
+from hearth.feeds import Feeds
 from hearth.identity import Identity, has_identity, load_identity
+from hearth.invite import Token, make_claim
 from hearth.ledger import EntryRef, Ledger, LedgerDoc, touched_of
 from hearth.ledger.archive import archive_seed
 from hearth.ledger.automerge_doc import Fields, change_hash
 from hearth.ledger.ledger import LIVE
-from hearth.ledger.model import TABLES
+from hearth.ledger.model import TABLES, Role
 from hearth.ledger.view import LedgerView
+from hearth.protocol.bundle import EpochKeys
 from hearth.store import GroupRow, Store
 from hearth.values import check_text
 
@@ -51,6 +61,7 @@ class _Loaded:
     view: LedgerView  # always: read from the store's copy of the view
     ledger: Ledger | None  # the Automerge document too, once something writes
     seen: int  # the newest stored change the view (and document) reflect
+    claim: bytes = b""  # a join claim for the next bundle this device seals
 
 
 class _StoredArchives:
@@ -118,6 +129,16 @@ class Node:
         self.clock = clock
         self.new_id = new_id
         self._ledgers: dict[str, _Loaded] = {}
+        self._feeds = Feeds(store, identity.device_key, clock) if identity else None
+
+    @property
+    def feeds(self) -> Feeds:
+        """This node's epoch keys and bundles."""
+        if self._feeds is None:
+            raise IdentityError(
+                f"No identity in {self.home} yet: run `hearth init --name YOUR-NAME` first."
+            )
+        return self._feeds
 
     def close(self) -> None:
         """Close the store."""
@@ -221,6 +242,7 @@ class Node:
         )
         with self.store.write():
             self.store.add_group(row)
+            self.feeds.new_epoch(group_id)
             loaded = _Loaded(view=ledger.view, ledger=ledger, seen=self.store.last_seq())
             self._ledgers[group_id] = loaded
             self._save(group_id, loaded)
@@ -237,37 +259,82 @@ class Node:
             "actors": {actor.hex(): True},
         }
 
-    def join_group(self, genesis: bytes, changes: Sequence[bytes]) -> GroupRow:
-        """Start keeping a group someone else created, from its founding record and changes.
+    def create_invite(self, *, valid_for_ms: int = 24 * 3_600_000) -> Token:
+        """Record an invite in the current group's ledger and return its join token."""
+        group = self.current_group()
+        view = self.view(group.id)
+        me = self.identity
+        if view.member(me.member_id).role is not Role.ADMIN:
+            raise NotAuthorized("Only the group's admins can invite new members.")
+        invite_key = SigningKey.generate()
+        invite_id = self.new_id()
+        expires = self.clock.now_ms() + valid_for_ms
+        with self.change(group.id) as ledger:
+            ledger.add_invite(invite_id, key=invite_key.public.hex(), expires_at=expires)
+            relays = tuple(
+                str(r["url"])
+                for r in ledger.view.tables["relays"].values()
+                if isinstance(r.get("url"), str) and not r.get("removed")
+            )
+        epochs = tuple((n, k.epoch_id, k.secret) for n, k in self.feeds.epochs(group.id))
+        return Token(
+            group_id=group.id,
+            group_name=ledger.name,
+            genesis=group.genesis,
+            epochs=epochs,
+            relays=relays,
+            invite_id=invite_id,
+            invite_secret=invite_key.secret,
+            expires_at=expires,
+        )
 
-        The caller has already established that this member was added to the group (an
-        invite); here the node checks the founding record, stores it and the changes, and
-        makes the group current.
+    def join_with_token(self, token: Token) -> GroupRow:
+        """Join the group a token invites to: keep its keys and claim the invite.
+
+        The claim goes out with this device's first bundle at the next sync; until then
+        the member sees only what they add themselves.
         """
-        verify_genesis(genesis)
-        group_id = _group_id(genesis)
+        if token.expires_at <= self.clock.now_ms():
+            raise UsageError("This join token has expired; ask for a new one.")
+        verify_genesis(token.genesis)
+        group_id = _group_id(token.genesis)
+        if group_id != token.group_id:
+            raise UsageError("The join token is damaged: its group does not match its record.")
         if any(g.id == group_id for g in self.groups()):
             raise LedgerError("This node already belongs to that group.")
+        me = self.identity
         actor = secrets.token_bytes(16)
         row = GroupRow(
             id=group_id,
-            name="(joining)",
+            name=token.group_name,
             actor=actor,
             seed=bytes.fromhex(group_id),
-            genesis=genesis,
+            genesis=token.genesis,
             created_at=self.clock.now_ms(),
         )
-        infos = [(change_hash(c).hash, c) for c in changes]
-        me = self.identity
+        claim = make_claim(
+            token,
+            member_key=me.member_key.public,
+            member_name=me.name,
+            device_key=me.device_key.public,
+            actors=(actor,),
+        )
         with self.store.write():
             self.store.add_group(row)
-            self.store.append_changes(group_id, LIVE, infos, local=False, touched=None)
-            with self._writing(group_id) as ledger:
-                if me.member_id not in ledger.view.tables["members"]:
-                    raise LedgerError("The group's ledger does not list you as a member.")
-                ledger.add_device(me.member_id, me.device_id, self._device_card(actor))
+            for number, epoch_id, secret in token.epochs:
+                keys = EpochKeys(group_id=bytes.fromhex(group_id), epoch_id=epoch_id, secret=secret)
+                self.feeds.add_epoch(group_id, keys, number)
+            with self.writing(group_id) as ledger:
+                self._ledgers[group_id].claim = claim
+                ledger.claim_invite(
+                    token.invite_id,
+                    name=me.name,
+                    key=me.member_key.public.hex(),
+                    device_id=me.device_id,
+                    device=self._device_card(actor),
+                )
             self.store.set_meta("current_group", group_id)
-        return self._group(group_id)
+        return self.group(group_id)
 
     def receive_changes(
         self,
@@ -282,7 +349,7 @@ class Node:
         A damaged change is refused before anything is stored.
         """
         infos = [(change_hash(c).hash, c) for c in changes]
-        with self.store.write(), self._writing(group_id) as ledger:
+        with self.store.write(), self.writing(group_id) as ledger:
             added = self.store.append_changes(group_id, doc, infos, local=False, touched=touched)
             if added:
                 ledger.apply_remote_to(ledger.document(doc), changes, touched)
@@ -299,11 +366,11 @@ class Node:
 
         Served from the store's copy of the view; the Automerge document is not loaded.
         """
-        return self._loaded(self._group(group_id).id).view
+        return self._loaded(self.group(group_id).id).view
 
     def ledger(self, group_id: str | None = None) -> Ledger:
         """A group's ledger with its Automerge document, up to date with the store."""
-        group = self._group(group_id)
+        group = self.group(group_id)
         loaded = self._loaded(group.id)
         if loaded.ledger is None:
             loaded.ledger = Ledger(
@@ -319,13 +386,13 @@ class Node:
     @contextmanager
     def change(self, group_id: str | None = None) -> Iterator[Ledger]:
         """Edit a ledger; everything done inside is stored durably on leaving, or nothing."""
-        group = self._group(group_id)
-        with self.store.write(), self._writing(group.id) as ledger:
+        group = self.group(group_id)
+        with self.store.write(), self.writing(group.id) as ledger:
             yield ledger
 
     @contextmanager
-    def _writing(self, group_id: str) -> Iterator[Ledger]:
-        """Inside a store write: edit, then store the changes and the view they produced."""
+    def writing(self, group_id: str) -> Iterator[Ledger]:
+        """Inside a store write: edit, then store the changes, their bundle and the view."""
         ledger = self.ledger(group_id)
         try:
             yield ledger
@@ -344,18 +411,22 @@ class Node:
         checked = int(self.store.get_meta(key) or 0)
         if self.store.last_seq() - checked < _ARCHIVE_CHECK_EVERY:
             return
-        if ledger.archive_old(self._group(group_id).seed):
+        if ledger.archive_old(self.group(group_id).seed):
             self._save(group_id, self._ledgers[group_id])
         self.store.set_meta(key, str(self.store.last_seq()))
 
     def _save(self, group_id: str, loaded: _Loaded) -> None:
         """Store new local changes and the view entries that changed (inside a write)."""
         if loaded.ledger is not None:
+            batches: list[tuple[str, bytes, list[EntryRef]]] = []
             for doc_name, edit in loaded.ledger.take_outbox():
                 changes = [(_hash(c), c) for c in edit.changes]
-                self.store.append_changes(
-                    group_id, doc_name, changes, local=True, touched=touched_of([edit])
-                )
+                touched = touched_of([edit])
+                self.store.append_changes(group_id, doc_name, changes, local=True, touched=touched)
+                batches += [(doc_name, c, touched) for c in edit.changes]
+            if batches and self.feeds.epochs(group_id):
+                self.feeds.seal_local(group_id, batches, claim=loaded.claim)
+                loaded.claim = b""
         rebuilt, entries = loaded.view.take_dirty()
         if rebuilt or entries:
             self.store.put_view_entries(group_id, entries, replace_all=rebuilt)
@@ -364,7 +435,8 @@ class Node:
             self.store.rename_group(group_id, name)
         loaded.seen = self.store.last_seq()
 
-    def _group(self, group_id: str | None) -> GroupRow:
+    def group(self, group_id: str | None = None) -> GroupRow:
+        """A group of this node by exact id (the current group for ``None``)."""
         if group_id is None:
             return self.current_group()
         for group in self.groups():
@@ -390,7 +462,7 @@ class Node:
             return loaded
         # No stored view yet (a store from before views were kept): build and keep one.
         with self.store.write():
-            group = self._group(group_id)
+            group = self.group(group_id)
             archives = _StoredArchives(self.store, group)
             view = LedgerView.build([load_doc(self.store, group, LIVE), *archives.all()])
             loaded = _Loaded(view=view, ledger=None, seen=0)

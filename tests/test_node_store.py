@@ -94,20 +94,3 @@ def test_a_failed_edit_stores_nothing_and_is_forgotten(home: Path) -> None:
             raise LedgerError("stop")
         assert node.ledger().doc.heads() == heads
         assert names(node) == set()
-
-
-def test_join_needs_to_be_listed_and_catches_up(tmp_path: Path) -> None:
-    clock = FakeClock(step=1000)
-    create_identity(tmp_path / "ada", name="Ada")
-    create_identity(tmp_path / "eve", name="Eve")
-    with (
-        open_node(tmp_path / "ada", clock=clock) as ada,
-        open_node(tmp_path / "eve", clock=clock) as eve,
-    ):
-        group = ada.create_group("Co-op")
-        with pytest.raises(LedgerError, match="does not list you"):
-            eve.join_group(group.genesis, ada.all_changes(group.id))
-        assert eve.groups() == []
-        tampered = group.genesis.replace(b"Co-op", b"Co-oq")
-        with pytest.raises(LedgerError):
-            eve.join_group(tampered, ada.all_changes(group.id))

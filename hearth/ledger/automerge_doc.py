@@ -70,6 +70,7 @@ class ChangeInfo:
 
     hash: bytes
     deps: tuple[bytes, ...]
+    actor: bytes
 
 
 def _uleb(value: int) -> bytes:
@@ -129,7 +130,10 @@ def change_hash(change: bytes) -> ChangeInfo:
     if pos + 32 * count > len(data):
         raise LedgerError("A change is truncated or malformed.")
     deps = tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
-    return ChangeInfo(hash=digest, deps=deps)
+    actor_length, pos = _read_uleb(data, pos + 32 * count)
+    if pos + actor_length > len(data):
+        raise LedgerError("A change is truncated or malformed.")
+    return ChangeInfo(hash=digest, deps=deps, actor=data[pos : pos + actor_length])
 
 
 def _sync_message(changes: Sequence[bytes]) -> Message:

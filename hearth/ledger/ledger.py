@@ -236,6 +236,31 @@ class Ledger:
                 },
             )
 
+    def add_invite(self, invite_id: str, *, key: str, expires_at: int) -> None:
+        """Record an invite: the public key a joiner's claim must be signed with."""
+        with self._edit() as w:
+            w.put("invites", invite_id, {"key": key, "expires_at": expires_at, **self._stamp()})
+
+    def claim_invite(
+        self, invite_id: str, *, name: str, key: str, device_id: str, device: Fields
+    ) -> None:
+        """As a joining member: add yourself and this device, and mark the invite used."""
+        now = self._clock.now_ms()
+        with self._edit() as w:
+            w.put(
+                "members",
+                self.author,
+                {
+                    "name": check_text(name, "member name"),
+                    "key": key,
+                    "role": Role.MEMBER.value,
+                    "joined_at": now,
+                    "invite": invite_id,
+                    "devices": {device_id: device},
+                },
+            )
+            w.put("invites", invite_id, {"claimed_by": self.author, "claimed_at": now})
+
     def add_device(self, member_id: str, device_id: str, card: Fields) -> None:
         """Record one of a member's devices (with the actor ids it writes under)."""
         self.view.member(member_id)

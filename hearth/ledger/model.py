@@ -31,7 +31,16 @@ __all__ = [
     "StatusChange",
 ]
 
-TABLES = ("meta", "members", "resources", "needs", "commitments", "events", "relays")
+TABLES = (
+    "meta",
+    "members",
+    "resources",
+    "needs",
+    "commitments",
+    "events",
+    "relays",
+    "invites",
+)
 """The tables of a group's live ledger document (archives hold the same tables)."""
 
 

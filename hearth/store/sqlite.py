@@ -200,13 +200,27 @@ class Store:
         finally:
             self._db.execute("COMMIT")
 
-    def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a write: a part that is undone alone if it fails."""
+        self._db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO part")
+            self._db.execute("RELEASE part")
+            raise
+        self._db.execute("RELEASE part")
+
+    def query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+        """Rows of a read, with SQLite errors turned into :class:`StorageError`."""
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"Reading the store {self.path} failed ({exc}).") from exc
 
-    def _run(self, sql: str, args: Sequence[object] = ()) -> None:
+    def run(self, sql: str, args: Sequence[object] = ()) -> None:
+        """One statement (inside a :meth:`write`), with errors as :class:`StorageError`."""
         try:
             self._db.execute(sql, args)
         except sqlite3.Error as exc:
@@ -216,18 +230,18 @@ class Store:
 
     def get_meta(self, key: str) -> str | None:
         """A stored setting, or ``None``."""
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a setting (inside a :meth:`write`)."""
-        self._run("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        self.run("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # --- groups -----------------------------------------------------------------------
 
     def add_group(self, group: GroupRow) -> None:
         """Record a group this node now belongs to (inside a :meth:`write`)."""
-        self._run(
+        self.run(
             "INSERT INTO groups(id, name, actor, seed, genesis, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (group.id, group.name, group.actor, group.seed, group.genesis, group.created_at),
@@ -235,11 +249,11 @@ class Store:
 
     def rename_group(self, group_id: str, name: str) -> None:
         """Keep the stored copy of a group's name current (inside a :meth:`write`)."""
-        self._run("UPDATE groups SET name = ? WHERE id = ?", (name, group_id))
+        self.run("UPDATE groups SET name = ? WHERE id = ?", (name, group_id))
 
     def groups(self) -> list[GroupRow]:
         """Every group this node belongs to, oldest first."""
-        rows = self._query(
+        rows = self.query(
             "SELECT id, name, actor, seed, genesis, created_at FROM groups ORDER BY created_at, id"
         )
         return [
@@ -282,7 +296,7 @@ class Store:
 
     def changes_after(self, group_id: str, doc: str | None, seq: int) -> list[ChangeRow]:
         """Stored changes of one document (or of all, for ``None``) that arrived after ``seq``."""
-        rows = self._query(
+        rows = self.query(
             "SELECT seq, hash, bytes, local, touched, doc FROM changes "
             "WHERE group_id = ? AND (? IS NULL OR doc = ?) AND seq > ? ORDER BY seq",
             (group_id, doc, doc, seq),
@@ -301,7 +315,7 @@ class Store:
 
     def doc_names(self, group_id: str) -> set[str]:
         """The names of every document of a group the store holds anything of."""
-        rows = self._query(
+        rows = self.query(
             "SELECT doc FROM changes WHERE group_id = ? UNION SELECT doc FROM snapshots "
             "WHERE group_id = ?",
             (group_id, group_id),
@@ -310,11 +324,11 @@ class Store:
 
     def last_seq(self) -> int:
         """The newest change's arrival number (0 if none)."""
-        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
+        return int(self.query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
 
     def snapshot(self, group_id: str, doc: str) -> tuple[bytes, int] | None:
         """The saved document and the last change seq it covers, if there is one."""
-        rows = self._query(
+        rows = self.query(
             "SELECT bytes, through FROM snapshots WHERE group_id = ? AND doc = ?", (group_id, doc)
         )
         if not rows:
@@ -329,29 +343,29 @@ class Store:
         ``keep`` names changes that arrived but are not in the document yet (waiting for
         a change they depend on); they stay stored.
         """
-        self._run(
+        self.run(
             "INSERT OR REPLACE INTO snapshots(group_id, doc, bytes, through) VALUES (?, ?, ?, ?)",
             (group_id, doc, data, through),
         )
         waiting = set(keep)
         for row in self.changes_after(group_id, doc, 0):
             if row.seq <= through and row.hash not in waiting:
-                self._run("DELETE FROM changes WHERE seq = ?", (row.seq,))
+                self.run("DELETE FROM changes WHERE seq = ?", (row.seq,))
 
     # --- the materialised view ---------------------------------------------------------
 
     def view_ready(self, group_id: str) -> bool:
         """Whether the group's view has been built and can be trusted."""
-        return bool(self._query("SELECT 1 FROM view_ready WHERE group_id = ?", (group_id,)))
+        return bool(self.query("SELECT 1 FROM view_ready WHERE group_id = ?", (group_id,)))
 
     def view_entries(self, group_id: str) -> list[tuple[str, str, dict[str, object]]]:
         """Every ``(table, id, entry)`` of a group's view."""
-        rows = self._query("SELECT tbl, id, raw FROM view_entries WHERE group_id = ?", (group_id,))
+        rows = self.query("SELECT tbl, id, raw FROM view_entries WHERE group_id = ?", (group_id,))
         return [(str(t), str(i), json.loads(raw)) for t, i, raw in rows]
 
     def view_entry(self, group_id: str, table: str, entry_id: str) -> dict[str, object] | None:
         """One entry of a group's view, or ``None``."""
-        rows = self._query(
+        rows = self.query(
             "SELECT raw FROM view_entries WHERE group_id = ? AND tbl = ? AND id = ?",
             (group_id, table, entry_id),
         )
@@ -382,6 +396,6 @@ class Store:
 
     def integrity_problems(self) -> list[str]:
         """What SQLite's integrity check reports; empty when the file is sound."""
-        rows = self._query("PRAGMA integrity_check")
+        rows = self.query("PRAGMA integrity_check")
         found = [str(r[0]) for r in rows]
         return [] if found == ["ok"] else found

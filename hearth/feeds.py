@@ -1,0 +1,221 @@
+"""A node's feeds: its groups' epoch keys and every bundle it holds, in its store.
+
+Each device writes one feed per group: bundles numbered 1, 2, 3 … each naming the id of
+the one before. This module turns local edits into the next bundle of this device's feed,
+keeps bundles that arrive, and answers what a relay or peer is missing. Deciding whether
+an arrived bundle may be applied is the node's job (it needs the ledger).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hearth.clock import Clock
+from hearth.crypto import SigningKey
+from hearth.errors import ProtocolError
+from hearth.protocol import codec
+from hearth.protocol.bundle import Envelope, EpochKeys, Inner, encode_changes, seal_bundle
+from hearth.store import Store
+
+__all__ = ["Feeds", "StoredBundle", "epoch_id_for"]
+
+APPLIED = "applied"
+WAITING = "waiting"
+
+
+def epoch_id_for(group_id: bytes, number: int, creator: bytes) -> bytes:
+    """The id of an epoch: SHA-256 of its (encoded) epoch op."""
+    return hashlib.sha256(codec.encode(["epoch", group_id, number, creator])).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredBundle:
+    """A bundle as the node keeps it."""
+
+    id: bytes
+    group_id: str
+    author: bytes
+    seq: int
+    prev: bytes
+    envelope: bytes
+    state: str
+
+
+class Feeds:
+    """Epoch keys and bundles of every group of one node."""
+
+    def __init__(self, store: Store, device: SigningKey, clock: Clock) -> None:
+        self.store = store
+        self.device = device
+        self.clock = clock
+
+    # --- epochs ----------------------------------------------------------------------
+
+    def new_epoch(self, group_id: str, number: int = 0) -> EpochKeys:
+        """Create and keep a fresh epoch secret for a group (inside a write)."""
+        gid = bytes.fromhex(group_id)
+        keys = EpochKeys(
+            group_id=gid,
+            epoch_id=epoch_id_for(gid, number, self.device.public),
+            secret=secrets.token_bytes(32),
+        )
+        self.add_epoch(group_id, keys, number)
+        return keys
+
+    def add_epoch(self, group_id: str, keys: EpochKeys, number: int) -> None:
+        """Keep an epoch secret received from someone else (inside a write)."""
+        self.store.run(
+            "INSERT OR IGNORE INTO epochs(group_id, epoch_id, number, secret) VALUES (?, ?, ?, ?)",
+            (group_id, keys.epoch_id, number, keys.secret),
+        )
+
+    def epochs(self, group_id: str) -> list[tuple[int, EpochKeys]]:
+        """Every epoch of a group this node holds, oldest first."""
+        gid = bytes.fromhex(group_id)
+        rows = self.store.query(
+            "SELECT number, epoch_id, secret FROM epochs WHERE group_id = ? "
+            "ORDER BY number, epoch_id",
+            (group_id,),
+        )
+        return [
+            (int(n), EpochKeys(group_id=gid, epoch_id=bytes(e), secret=bytes(s)))
+            for n, e, s in rows
+        ]
+
+    def current_keys(self, group_id: str) -> EpochKeys:
+        """The epoch a group's new bundles are sealed under."""
+        found = self.epochs(group_id)
+        if not found:
+            raise ProtocolError("This node has no keys for the group; it cannot sync it.")
+        return found[-1][1]
+
+    def keys_for_topic(self, topic: bytes) -> tuple[str, EpochKeys] | None:
+        """Which group and epoch a topic belongs to, if it is one of ours."""
+        rows = self.store.query("SELECT DISTINCT group_id FROM epochs")
+        for (group_id,) in rows:
+            for _, keys in self.epochs(str(group_id)):
+                if keys.topic == topic:
+                    return str(group_id), keys
+        return None
+
+    # --- this device's feed -----------------------------------------------------------
+
+    def head(self, group_id: str, author: bytes) -> tuple[int, bytes]:
+        """(seq, id) of the newest applied bundle of an author's feed, or (0, b"")."""
+        rows = self.store.query(
+            "SELECT seq, id FROM bundles WHERE group_id = ? AND author = ? AND state = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (group_id, author, APPLIED),
+        )
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, b"")
+
+    def seal_local(
+        self,
+        group_id: str,
+        changes: Sequence[tuple[str, bytes, Sequence[tuple[str, str]]]],
+        *,
+        auth_heads: Sequence[bytes] = (),
+        claim: bytes = b"",
+    ) -> Envelope:
+        """Make local changes the next bundle of this device's feed and keep it (in a write)."""
+        keys = self.current_keys(group_id)
+        seq, prev = self.head(group_id, self.device.public)
+        inner = Inner(
+            kind="content",
+            group_id=keys.group_id,
+            epoch_id=keys.epoch_id,
+            author=self.device.public,
+            seq=seq + 1,
+            prev=prev,
+            auth_heads=tuple(auth_heads),
+            created_at=self.clock.now_ms(),
+            payload=encode_changes(changes),
+            claim=claim,
+        )
+        envelope = seal_bundle(inner, keys=keys, device=self.device, salt=secrets.token_bytes(32))
+        self.keep(group_id, envelope, inner, APPLIED)
+        return envelope
+
+    def keep(self, group_id: str, envelope: Envelope, inner: Inner, state: str) -> None:
+        """Store a bundle (inside a write)."""
+        self.store.run(
+            "INSERT OR IGNORE INTO bundles(id, group_id, topic, author, seq, prev, envelope, "
+            "state, arrived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                envelope.id,
+                group_id,
+                envelope.topic,
+                inner.author,
+                inner.seq,
+                inner.prev,
+                envelope.encode(),
+                state,
+                self.clock.now_ms(),
+            ),
+        )
+
+    def mark_applied(self, bundle_id: bytes) -> None:
+        """A waiting bundle has now been applied (inside a write)."""
+        self.store.run("UPDATE bundles SET state = ? WHERE id = ?", (APPLIED, bundle_id))
+
+    # --- what we hold ------------------------------------------------------------------
+
+    def get(self, bundle_id: bytes) -> StoredBundle | None:
+        """A stored bundle by id."""
+        rows = self.store.query(
+            "SELECT id, group_id, author, seq, prev, envelope, state FROM bundles WHERE id = ?",
+            (bundle_id,),
+        )
+        return _row(rows[0]) if rows else None
+
+    def at(self, group_id: str, author: bytes, seq: int) -> StoredBundle | None:
+        """The bundle an author's feed holds at a sequence number, if any."""
+        rows = self.store.query(
+            "SELECT id, group_id, author, seq, prev, envelope, state FROM bundles "
+            "WHERE group_id = ? AND author = ? AND seq = ?",
+            (group_id, author, seq),
+        )
+        return _row(rows[0]) if rows else None
+
+    def waiting(self, group_id: str) -> list[StoredBundle]:
+        """Bundles held back until an earlier one of their feed arrives."""
+        rows = self.store.query(
+            "SELECT id, group_id, author, seq, prev, envelope, state FROM bundles "
+            "WHERE group_id = ? AND state = ? ORDER BY author, seq",
+            (group_id, WAITING),
+        )
+        return [_row(r) for r in rows]
+
+    def all(self, group_id: str | None = None) -> list[StoredBundle]:
+        """Every bundle (of one group), in a stable order: by author, then seq."""
+        rows = self.store.query(
+            "SELECT id, group_id, author, seq, prev, envelope, state FROM bundles "
+            "WHERE ? IS NULL OR group_id = ? ORDER BY group_id, author, seq",
+            (group_id, group_id),
+        )
+        return [_row(r) for r in rows]
+
+    def version_vector(self, group_id: str) -> dict[str, int]:
+        """Device (hex) -> highest contiguous applied seq, for one group."""
+        rows = self.store.query(
+            "SELECT author, MAX(seq) FROM bundles WHERE group_id = ? AND state = ? GROUP BY author",
+            (group_id, APPLIED),
+        )
+        return {bytes(a).hex(): int(s) for a, s in rows}
+
+
+def _row(row: Any) -> StoredBundle:
+    bid, group_id, author, seq, prev, envelope, state = row
+    return StoredBundle(
+        id=bytes(bid),
+        group_id=str(group_id),
+        author=bytes(author),
+        seq=int(seq),
+        prev=bytes(prev),
+        envelope=bytes(envelope),
+        state=str(state),
+    )

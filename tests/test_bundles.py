@@ -1,0 +1,192 @@
+"""Bundles between nodes: join tokens, the intake's checks, gaps and bad input."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from hearth.errors import NotAuthorized, UsageError
+from hearth.identity import create_identity
+from hearth.intake import Verdict, take_in
+from hearth.invite import decode_token, encode_token
+from hearth.ledger import Kind
+from hearth.node import Node, open_node
+from hearth.protocol.bundle import PAD_BUCKETS, parse_envelope
+from hearth.testing import FakeClock
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[list[Node]]:
+    clock = FakeClock(step=1000)
+    nodes = []
+    for name in ("Ada", "Ben", "Eve"):
+        create_identity(tmp_path / name, name=name)
+        nodes.append(open_node(tmp_path / name, clock=clock))
+    ada, ben, _ = nodes
+    ada.create_group("Allotment")
+    with ada.change() as ledger:
+        ledger.add_resource("Spade", kind=Kind.TOOL)
+    ben.join_with_token(ada.create_invite())
+    yield nodes
+    for node in nodes:
+        node.close()
+
+
+def deliver(source: Node, target: Node) -> list[Verdict]:
+    group = source.current_group().id
+    return [take_in(target, b.envelope, source="test").verdict for b in source.feeds.all(group)]
+
+
+def names(node: Node) -> set[str]:
+    return {r.name for r in node.view().resources()}
+
+
+def test_token_round_trip_and_damage() -> None:
+    from hearth.invite import Token
+
+    token = Token(
+        group_id="ab" * 32,
+        group_name="G",
+        genesis=b"{}",
+        epochs=((0, b"e" * 32, b"s" * 32),),
+        relays=("ws://127.0.0.1:1",),
+        invite_id="i" * 32,
+        invite_secret=b"k" * 32,
+        expires_at=5,
+    )
+    text = encode_token(token)
+    assert decode_token(text) == token
+    assert "kkkk" not in repr(token)
+    for bad in ("nonsense", text[:-10], text.replace("hearth-token-1.", "hearth-token-1.!!")):
+        with pytest.raises(UsageError):
+            decode_token(bad)
+
+
+def test_join_and_converge_through_bundles(trio: list[Node]) -> None:
+    ada, ben, _ = trio
+    deliver(ada, ben)
+    assert deliver(ben, ada).count(Verdict.APPLIED) == 1  # Ben's claim bundle
+    assert [m.name for m in ada.view().members()] == ["Ada", "Ben"]
+    with ben.change() as ledger:
+        ledger.lend(ledger.view.find("resources", "spade"), to="Ada")
+    deliver(ben, ada)
+    assert (
+        ada.view().resource(ada.view().find("resources", "spade")).custodian
+        == ada.identity.member_id
+    )
+    assert sorted(ada.ledger().doc.heads()) == sorted(ben.ledger().doc.heads())
+    again = deliver(ben, ada)
+    assert set(again) == {Verdict.DUPLICATE}
+
+
+def test_only_admins_invite_and_tokens_expire(trio: list[Node]) -> None:
+    ada, ben, eve = trio
+    deliver(ada, ben)
+    with pytest.raises(NotAuthorized):
+        ben.create_invite()
+    token = ada.create_invite(valid_for_ms=1000)
+    ada.clock.advance(10_000)  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="expired"):
+        eve.join_with_token(token)
+    assert eve.groups() == []
+
+
+def test_out_of_order_bundles_wait_then_apply(trio: list[Node]) -> None:
+    ada, ben, _ = trio
+    deliver(ada, ben)
+    for i in range(4):
+        with ada.change() as ledger:
+            ledger.add_resource(f"Tool {i}")
+    bundles = ada.feeds.all(ada.current_group().id)
+    late = bundles[-4:]
+    verdicts = [take_in(ben, b.envelope, source="t").verdict for b in reversed(late)]
+    assert verdicts[:3] == [Verdict.WAITING] * 3
+    assert verdicts[3] is Verdict.APPLIED
+    assert {f"Tool {i}" for i in range(4)} <= names(ben)
+
+
+def test_tampered_bundles_are_rejected_and_change_nothing(trio: list[Node]) -> None:
+    ada, ben, _ = trio
+    deliver(ada, ben)
+    with ada.change() as ledger:
+        ledger.add_resource("Wheelbarrow")
+    good = ada.feeds.all(ada.current_group().id)[-1].envelope
+    before = names(ben)
+    rng = random.Random(7)
+    for _ in range(300):
+        flipped = bytearray(good)
+        position = rng.randrange(len(flipped))
+        flipped[position] ^= 1 << rng.randrange(8)
+        outcome = take_in(ben, bytes(flipped), source="attacker")
+        assert outcome.verdict is Verdict.REJECTED, position
+    for junk in (b"", b"\x00" * 10, os.urandom(600), good[:100]):
+        assert take_in(ben, junk, source="attacker").verdict is Verdict.REJECTED
+    assert names(ben) == before
+    assert take_in(ben, good, source="honest").verdict is Verdict.APPLIED
+
+
+def test_bundle_for_another_group_is_rejected(trio: list[Node]) -> None:
+    ada, _, eve = trio
+    eve.create_group("Other")
+    with eve.change() as ledger:
+        ledger.add_resource("Hammer")
+    for bundle in eve.feeds.all(eve.current_group().id):
+        outcome = take_in(ada, bundle.envelope, source="t")
+        assert outcome.verdict is Verdict.REJECTED
+        assert "not in" in outcome.reason
+
+
+def test_stolen_actor_ids_are_rejected(trio: list[Node]) -> None:
+    """Ben writes a change under Ada's actor id: his bundle must be refused."""
+    from hearth.ledger import Ledger, LedgerDoc
+    from hearth.testing import seeded_ids
+
+    ada, ben, _ = trio
+    deliver(ada, ben)
+    deliver(ben, ada)
+    group = ada.current_group()
+    forged_doc = LedgerDoc.load(ben.ledger().doc.save(), group.actor)  # Ada's actor
+    forger = Ledger(
+        forged_doc, author=ben.identity.member_id, clock=FakeClock(), new_id=seeded_ids(1)
+    )
+    forger.add_resource("Forged")
+    changes = [c for _, e in forger.take_outbox() for c in e.changes]
+    with ben.store.write():
+        envelope = ben.feeds.seal_local(group.id, [("live", c, []) for c in changes])
+    outcome = take_in(ada, envelope.encode(), source="ben")
+    assert outcome.verdict is Verdict.REJECTED
+    assert "actor id" in outcome.reason
+    assert "Forged" not in names(ada)
+
+
+def test_equivocation_is_rejected(trio: list[Node]) -> None:
+    ada, ben, _ = trio
+    deliver(ada, ben)
+    group = ada.current_group().id
+    with ada.change() as ledger:
+        ledger.add_resource("One")
+    first = ada.feeds.all(group)[-1]
+    take_in(ben, first.envelope, source="t")
+    # Ada's device makes a different bundle with the same seq (as a broken device might).
+    with ada.store.write():
+        ada.store.run("DELETE FROM bundles WHERE id = ?", (first.id,))
+        ledger = ada.ledger()
+        other = ada.feeds.seal_local(
+            group, [("live", c, []) for c in ledger.doc.changes_since([])[-1:]]
+        )
+    outcome = take_in(ben, other.encode(), source="t")
+    assert outcome.verdict is Verdict.REJECTED
+    assert "equivocation" in outcome.reason
+
+
+def test_ciphertexts_fall_in_the_padding_buckets(trio: list[Node]) -> None:
+    ada, _, _ = trio
+    with ada.change() as ledger:
+        ledger.add_resource("x" * 90, note="y" * 1900, quantity=Decimal(3))
+    for bundle in ada.feeds.all(ada.current_group().id):
+        assert len(parse_envelope(bundle.envelope).ciphertext) in PAD_BUCKETS
