@@ -2,8 +2,8 @@
 
 Cheapest check first, failing closed, storing nothing on failure:
 size and format → duplicate id → our topic? → admission signature → AEAD open → author
-signature → chain (seq and prev) → authorization (a device of a member, or a valid invite claim; every
-change under one of the device's actor ids) → apply. A bundle that comes before an
+signature → chain (seq and prev) → authorization (a device of a member, or a valid invite
+claim; every change under one of the device's actor ids) → apply. A bundle that comes before an
 earlier one of its feed, or from a device whose invite has not arrived yet, waits and is
 retried whenever something else is applied. Every rejection is logged with its reason
 and counted in the store.
