@@ -335,7 +335,8 @@ async def _publish(app: web.Application, client: Client, frame: Publish) -> None
     await client.ws.send_bytes(_send(client, Ack(id=bundle_id, cursor=stored.cursor)))
     if stored.new:
         for other in hub.subscribers.get(envelope.topic, ()):
-            _enqueue(app, other, envelope.topic, stored.cursor, frame.envelope)
+            if other is not client:  # the publisher has it already
+                _enqueue(app, other, envelope.topic, stored.cursor, frame.envelope)
 
 
 def _note_bad_signature(hub: Hub, ip: str, config: RelayConfig) -> None:

@@ -31,7 +31,7 @@ from hearth.ledger.ledger import Ledger
 from hearth.node import Node, open_node
 from hearth.values import format_time, parse_date, parse_quantity
 
-__all__ = ["open_app", "run"]
+__all__ = ["emit", "open_app", "run"]
 
 Handler = Callable[[argparse.Namespace, Node], int]
 
@@ -40,12 +40,18 @@ def run(args: argparse.Namespace, home: Path) -> int:
     """Dispatch a parsed command line."""
     if args.command == "init":
         return _init(args, home)
+    if args.command == "join":
+        from hearth.cli.sync_commands import join
+
+        return join(args, home)
     if args.command == "demo":
         from hearth.demo import run_demo
 
         return run_demo(headless=args.headless, keep=args.keep)
     key = f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
-    handler = _HANDLERS[key]
+    from hearth.cli.sync_commands import HANDLERS as SYNC_HANDLERS
+
+    handler = {**_HANDLERS, **SYNC_HANDLERS}[key]
     with open_node(home) as node:
         return handler(args, node)
 
@@ -56,7 +62,7 @@ def open_app(args: argparse.Namespace, home: Path) -> int:
     return 0
 
 
-def _emit(args: argparse.Namespace, data: object, text: str) -> int:
+def emit(args: argparse.Namespace, data: object, text: str) -> int:
     if getattr(args, "json", False):
         render.print_json(data)
     else:
@@ -79,7 +85,7 @@ def _init(args: argparse.Namespace, home: Path) -> int:
     identity = create_identity(home, name=args.name, device_name=args.device_name)
     with open_node(home):
         pass  # create the store now so later commands find a sound one
-    return _emit(
+    return emit(
         args,
         identity.public(),
         f"Welcome, {identity.name}. Your identity is saved in {home}.\n"
@@ -90,7 +96,7 @@ def _init(args: argparse.Namespace, home: Path) -> int:
 def _whoami(args: argparse.Namespace, node: Node) -> int:
     me = node.identity
     data = {**me.public(), "home": str(node.home)}
-    return _emit(
+    return emit(
         args,
         data,
         f"{me.name} (member {me.member_id[:8]}, device "
@@ -99,9 +105,16 @@ def _whoami(args: argparse.Namespace, node: Node) -> int:
 
 
 def _group_create(args: argparse.Namespace, node: Node) -> int:
+    from hearth.ledger.ledger import check_relay_url
+
+    relays = [check_relay_url(url) for url in args.relay]
     group = node.create_group(args.name)
+    if relays:
+        with node.change(group.id) as ledger:
+            for url in relays:
+                ledger.add_relay(url)
     if args.json:
-        return _emit(args, {"id": group.id, "name": group.name, "current": True}, "")
+        return emit(args, {"id": group.id, "name": group.name, "current": True}, "")
     print(group.id)
     print(f"Created '{group.name}'; it is now your current group.", file=sys.stderr)
     return 0
@@ -112,9 +125,9 @@ def _group_list(args: argparse.Namespace, node: Node) -> int:
     current = node.current_group().id if groups else None
     data = [{"id": g.id, "name": g.name, "current": g.id == current} for g in groups]
     if not groups:
-        return _emit(args, data, "You are in no group yet: `hearth group create NAME`.")
+        return emit(args, data, "You are in no group yet: `hearth group create NAME`.")
     rows = [[("* " if g.id == current else "  ") + g.id[:12], g.name] for g in groups]
-    return _emit(args, data, render.table(["  id", "name"], rows))
+    return emit(args, data, render.table(["  id", "name"], rows))
 
 
 def _group_use(args: argparse.Namespace, node: Node) -> int:
@@ -126,7 +139,7 @@ def _group_use(args: argparse.Namespace, node: Node) -> int:
 def _member_list(args: argparse.Namespace, node: Node) -> int:
     members = node.view().members()
     rows = [[m.id[:8], m.name, m.role.value, str(len(m.devices))] for m in members]
-    return _emit(
+    return emit(
         args, [as_member(m) for m in members], render.table(["id", "name", "role", "devices"], rows)
     )
 
@@ -145,7 +158,7 @@ def _resource_add(args: argparse.Namespace, node: Node) -> int:
             note=args.note,
             shareable=args.shareable,
         )
-    return _emit(args, as_resource(ledger.view, r), f"Added {r.name} ({r.id[:8]}).")
+    return emit(args, as_resource(ledger.view, r), f"Added {r.name} ({r.id[:8]}).")
 
 
 def _resource_list(args: argparse.Namespace, node: Node) -> int:
@@ -157,7 +170,7 @@ def _resource_list(args: argparse.Namespace, node: Node) -> int:
         needle = args.search.casefold()
         found = [r for r in found if needle in r.name.casefold()]
     if args.json:
-        return _emit(args, [as_resource(view, r) for r in found], "")
+        return emit(args, [as_resource(view, r) for r in found], "")
     if not found:
         print("No resources yet: `hearth resource add NAME` adds one.")
         return 0
@@ -179,7 +192,7 @@ def _resource_show(args: argparse.Namespace, node: Node) -> int:
     }
     lines = [render.describe_resource(view, r), "", "History:"]
     lines += [f"  {format_time(h.at)}  {view.member_name(h.by)} {h.what}" for h in items]
-    return _emit(args, data, "\n".join(lines))
+    return emit(args, data, "\n".join(lines))
 
 
 def _resource_edit(args: argparse.Namespace, node: Node) -> int:
@@ -196,13 +209,13 @@ def _resource_edit(args: argparse.Namespace, node: Node) -> int:
             shareable=args.shareable,
             quantity=None if args.qty is None else parse_quantity(args.qty, allow_zero=True),
         )
-    return _emit(args, as_resource(ledger.view, r), f"Updated {r.name}.")
+    return emit(args, as_resource(ledger.view, r), f"Updated {r.name}.")
 
 
 def _resource_remove(args: argparse.Namespace, node: Node) -> int:
     with node.change() as ledger:
         r = ledger.remove_resource(ledger.view.find("resources", args.resource))
-    return _emit(args, as_resource(ledger.view, r), f"Removed {r.name}; its history stays.")
+    return emit(args, as_resource(ledger.view, r), f"Removed {r.name}; its history stays.")
 
 
 def _resource_event(verb: str) -> Handler:
@@ -215,7 +228,7 @@ def _resource_event(verb: str) -> Handler:
             "lend": f"{r.name} is now with {view.member_name(r.custodian)}.",
             "return": f"{r.name} is back with {view.member_name(r.custodian)}.",
         }.get(verb, f"{r.name}: {render.amount(r.quantity, r.unit) or '0'} now.")
-        return _emit(args, as_resource(view, r), words)
+        return emit(args, as_resource(view, r), words)
 
     return handler
 
@@ -243,14 +256,14 @@ def _need_add(args: argparse.Namespace, node: Node) -> int:
         n = ledger.add_need(
             args.what, quantity=_qty(args.qty), unit=args.unit, by=_date(node, args.by)
         )
-    return _emit(args, as_need(ledger.view, n), f"Recorded the need for {n.what} ({n.id[:8]}).")
+    return emit(args, as_need(ledger.view, n), f"Recorded the need for {n.what} ({n.id[:8]}).")
 
 
 def _need_list(args: argparse.Namespace, node: Node) -> int:
     view = node.view()
     found = [n for n in view.needs() if args.all or n.status.value == "open"]
     if args.json:
-        return _emit(args, [as_need(view, n) for n in found], "")
+        return emit(args, [as_need(view, n) for n in found], "")
     if not found:
         print("No open needs.")
         return 0
@@ -265,7 +278,7 @@ def _need_list(args: argparse.Namespace, node: Node) -> int:
 def _need_close(args: argparse.Namespace, node: Node) -> int:
     with node.change() as ledger:
         n = ledger.close_need(ledger.view.find("needs", args.need))
-    return _emit(args, as_need(ledger.view, n), f"Closed the need for {n.what}.")
+    return emit(args, as_need(ledger.view, n), f"Closed the need for {n.what}.")
 
 
 def _commitment_add(args: argparse.Namespace, node: Node) -> int:
@@ -279,7 +292,7 @@ def _commitment_add(args: argparse.Namespace, node: Node) -> int:
             quantity=_qty(args.qty),
             due=_date(node, args.due),
         )
-    return _emit(
+    return emit(
         args,
         as_commitment(ledger.view, c),
         f"Proposed: {view.member_name(c.giver)} gives {view.member_name(c.receiver)} "
@@ -298,7 +311,7 @@ def _commitment_list(args: argparse.Namespace, node: Node) -> int:
     if args.overdue:
         found = [c for c in found if c.due is not None and c.due < now]
     if args.json:
-        return _emit(args, [as_commitment(view, c) for c in found], "")
+        return emit(args, [as_commitment(view, c) for c in found], "")
     if not found:
         print("No commitments to show.")
         return 0
@@ -315,7 +328,7 @@ def _commitment_move(target: CommitmentStatus) -> Handler:
     def handler(args: argparse.Namespace, node: Node) -> int:
         with node.change() as ledger:
             c = ledger.change_commitment(ledger.view.find("commitments", args.commitment), target)
-        return _emit(args, as_commitment(ledger.view, c), f"'{c.what}' is now {c.status.value}.")
+        return emit(args, as_commitment(ledger.view, c), f"'{c.what}' is now {c.status.value}.")
 
     return handler
 
@@ -342,13 +355,13 @@ def _history(args: argparse.Namespace, node: Node) -> int:
         for h in items
     ]
     text = "\n".join(f"{format_time(h.at)}  {view.member_name(h.by)} {h.what}" for h in items)
-    return _emit(args, data, text or "Nothing has happened yet.")
+    return emit(args, data, text or "Nothing has happened yet.")
 
 
 def _conflicts(args: argparse.Namespace, node: Node) -> int:
     found = find_conflicts(node.view())
     text = "\n".join(f"{c.id[:8]}  {c.summary}\n          {c.advice}" for c in found)
-    return _emit(args, [as_conflict(c) for c in found], text or "No conflicts. All is well.")
+    return emit(args, [as_conflict(c) for c in found], text or "No conflicts. All is well.")
 
 
 def _export(args: argparse.Namespace, node: Node) -> int:

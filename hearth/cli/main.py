@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = group.add_parser("create", help="create a group (you become its first admin)")
     p.add_argument("name")
+    p.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a relay the group syncs through (repeatable)",
+    )
     _json_flag(p)
     p = group.add_parser("list", help="list your groups")
     _json_flag(p)
@@ -187,6 +194,61 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="the whole ledger as JSON, CSV or ValueFlows JSON-LD")
     p.add_argument("--format", choices=["json", "csv", "valueflows"], default="json")
     p.add_argument("--output", "-o", metavar="FILE", help="write to a file instead of stdout")
+
+    relay = sub.add_parser("relay", help="the relays your group syncs through").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = relay.add_parser("add", help="list a relay (ws://HOST:PORT)")
+    p.add_argument("url")
+    p = relay.add_parser("list", help="the group's relays")
+    _json_flag(p)
+    p = relay.add_parser("remove", help="stop using a relay")
+    p.add_argument("url")
+
+    p = sub.add_parser("sync", help="exchange changes with the group's relays now")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="give up on a relay after this many seconds (default 30)",
+    )
+    p.add_argument("--all", action="store_true", help="every group, not just the current one")
+    _json_flag(p)
+
+    p = sub.add_parser("status", help="is this node in sync, and with which relays")
+    _json_flag(p)
+
+    p = sub.add_parser("invite", help="invite someone to the current group")
+    p.add_argument(
+        "--token",
+        action="store_true",
+        required=True,
+        help="print a one-shot join token (invite codes come later)",
+    )
+    p.add_argument("--hours", type=float, default=24.0, help="how long it stays valid")
+    _json_flag(p)
+    p = sub.add_parser("join", help="join a group with a token someone gave you")
+    p.add_argument("token")
+    p.add_argument("--name", help="your name, if this device has no identity yet")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="S")
+    _json_flag(p)
+
+    bundle = sub.add_parser("bundle", help="carry changes by hand, on a USB stick").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = bundle.add_parser("export", help="write the group's bundles to a file")
+    p.add_argument("file")
+    p.add_argument(
+        "--since",
+        metavar="HAVE-FILE",
+        help="only what the node that wrote this file (`bundle have`) lacks",
+    )
+    p = bundle.add_parser("import", help="apply the bundles in a file")
+    p.add_argument("file")
+    _json_flag(p)
+    p = bundle.add_parser("have", help="write what this node has, for `export --since`")
+    p.add_argument("file")
 
     p = sub.add_parser("demo", help="see Hearth working on an example group")
     p.add_argument(

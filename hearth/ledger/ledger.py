@@ -9,12 +9,14 @@ two members lending the same ladder while both offline — are left to
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from hearth.clock import Clock
-from hearth.errors import LedgerError
+from hearth.errors import LedgerError, NotFound, UsageError
 from hearth.ledger.archive import Archives, archivable
 from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc, change_hash
 from hearth.ledger.derive import open_lends
@@ -260,6 +262,21 @@ class Ledger:
                 },
             )
             w.put("invites", invite_id, {"claimed_by": self.author, "claimed_at": now})
+
+    def add_relay(self, url: str) -> None:
+        """List a relay the group's nodes sync through."""
+        url = check_relay_url(url)
+        with self._edit() as w:
+            w.put("relays", relay_key(url), {"url": url, "removed": False, **self._stamp()})
+
+    def remove_relay(self, url: str) -> None:
+        """Stop listing a relay."""
+        key = relay_key(url.strip())
+        raw = self.view.tables["relays"].get(key)
+        if raw is None or raw.get("removed") is True:
+            raise NotFound(f"The group does not list the relay {url}.")
+        with self._edit() as w:
+            w.put("relays", key, {"removed": True, "removed_by": self.author})
 
     def add_device(self, member_id: str, device_id: str, card: Fields) -> None:
         """Record one of a member's devices (with the actor ids it writes under)."""
@@ -545,6 +562,24 @@ class Ledger:
                     w, commitment.resource, commitment.receiver, commitment.quantity, commitment_id
                 )
         return self.view.commitment(commitment_id)
+
+
+def relay_key(url: str) -> str:
+    """The ledger key of a relay entry."""
+    return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def check_relay_url(url: str) -> str:
+    """A relay address as ``ws://host:port`` or ``wss://host[:port][/path]``, or a clear error."""
+    text = url.strip()
+    parsed = urlsplit(text)
+    if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
+        raise UsageError(f"{url!r} is not a relay address; it looks like ws://HOST:PORT.")
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise UsageError(f"{url!r} has a port that is not a number between 0 and 65535.") from None
+    return text
 
 
 def touched_of(edits: Sequence[Edit]) -> list[EntryRef]:

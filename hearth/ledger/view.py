@@ -157,6 +157,14 @@ class LedgerView:
         value = self.tables["meta"].get("group", {}).get("name")
         return value if isinstance(value, str) else "(unnamed group)"
 
+    def relays(self) -> list[str]:
+        """The relay addresses the group lists."""
+        return sorted(
+            str(raw["url"])
+            for raw in self.tables["relays"].values()
+            if isinstance(raw.get("url"), str) and raw.get("removed") is not True
+        )
+
     # --- queries ------------------------------------------------------------------
 
     def resource(self, resource_id: str) -> Resource:

@@ -1,0 +1,243 @@
+"""``hearth`` subcommands about getting changes between nodes: relays, sync, joining, status
+and carrying bundles by hand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from hearth.cli.commands import emit
+from hearth.errors import ProtocolError, TransportError, UsageError
+from hearth.identity import create_identity, has_identity
+from hearth.intake import Verdict, take_in
+from hearth.invite import decode_token, encode_token
+from hearth.node import Node, open_node
+from hearth.protocol import codec
+from hearth.sync_client import RelayReport, sync_relays
+from hearth.values import format_time
+
+__all__ = ["HANDLERS", "join"]
+
+_BUNDLE_FILE = "hearth-bundles"
+_HAVE_FILE = "hearth-have"
+
+
+def _relay_add(args: argparse.Namespace, node: Node) -> int:
+    with node.change() as ledger:
+        ledger.add_relay(args.url)
+    print(f"The group now syncs through {args.url.strip()}.")
+    return 0
+
+
+def _relay_list(args: argparse.Namespace, node: Node) -> int:
+    relays = node.view().relays()
+    return emit(args, relays, "\n".join(relays) or "No relays yet: `hearth relay add ws://…`.")
+
+
+def _relay_remove(args: argparse.Namespace, node: Node) -> int:
+    with node.change() as ledger:
+        ledger.remove_relay(args.url)
+    print(f"The group no longer syncs through {args.url.strip()}.")
+    return 0
+
+
+def _report_json(reports: list[RelayReport]) -> dict[str, object]:
+    return {
+        "sent": sum(r.sent for r in reports),
+        "received": sum(r.received for r in reports),
+        "applied": sum(r.applied for r in reports),
+        "rejected": sum(r.rejected for r in reports),
+        "relays_ok": [r.url for r in reports if r.ok],
+        "relays_failed": [{"url": r.url, "error": r.error} for r in reports if not r.ok],
+    }
+
+
+def _sync(args: argparse.Namespace, node: Node) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be more than zero seconds.")
+    groups = [g.id for g in node.groups()] if args.all else [node.current_group().id]
+    urls = sorted({url for g in groups for url in node.view(g).relays()})
+    if not urls:
+        raise TransportError("The group lists no relays: add one with `hearth relay add URL`.")
+    reports = asyncio.run(sync_relays(node, urls, groups, timeout=args.timeout))
+    data = _report_json(reports)
+    lines = []
+    for r in reports:
+        if r.ok:
+            lines.append(f"{r.url}: sent {r.sent}, received {r.received}")
+        else:
+            lines.append(f"{r.url}: not reached — {r.error}")
+    lines.append(f"Sent {data['sent']} and received {data['received']} bundles.")
+    emit(args, data, "\n".join(lines))
+    if not any(r.ok for r in reports):
+        if not args.json:
+            print("No relay could be reached; your changes are kept and go out next time.")
+        return 1
+    return 0
+
+
+def _status(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    view = node.view(group.id)
+    relays = []
+    for url in view.relays():
+        rows = node.store.query(
+            "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url = ?", (url,)
+        )
+        last_ok, last_attempt, error = rows[0] if rows else (None, None, None)
+        waiting = node.store.query(
+            "SELECT COUNT(*) FROM bundles WHERE group_id = ? AND id NOT IN "
+            "(SELECT bundle_id FROM relay_has WHERE url = ?)",
+            (group.id, url),
+        )[0][0]
+        relays.append(
+            {
+                "url": url,
+                "reachable": bool(last_attempt and not error),
+                "last_sync": last_ok,
+                "last_error": error,
+                "waiting_to_send": waiting,
+            }
+        )
+    gaps = len(node.feeds.waiting(group.id))
+    data = {"group": group.name, "group_id": group.id, "relays": relays, "gaps": gaps}
+    lines = [f"{group.name}:"]
+    for r in relays:
+        when = format_time(int(r["last_sync"])) if r["last_sync"] else "never"
+        state = "reachable" if r["reachable"] else f"not reached ({r['last_error'] or 'not tried'})"
+        lines.append(
+            f"  {r['url']}: {state}; last synced {when}; "
+            f"{r['waiting_to_send']} bundles waiting to go out"
+        )
+    if not relays:
+        lines.append("  no relays: `hearth relay add ws://HOST:PORT`")
+    if gaps:
+        lines.append(f"  {gaps} bundles are waiting for earlier ones that have not arrived")
+    return emit(args, data, "\n".join(lines))
+
+
+def _invite(args: argparse.Namespace, node: Node) -> int:
+    if args.hours <= 0:
+        raise UsageError("--hours must be more than zero.")
+    token = node.create_invite(valid_for_ms=int(args.hours * 3_600_000))
+    text = encode_token(token)
+    if args.json:
+        return emit(args, {"token": text, "expires_at": token.expires_at}, "")
+    print(text)
+    print(
+        f"Give this token to the new member; it works once, until "
+        f"{format_time(token.expires_at)} UTC. It holds the group's keys: share it privately."
+    )
+    return 0
+
+
+def join(args: argparse.Namespace, home: Path) -> int:
+    """``hearth join TOKEN``: create the identity if needed, join, then try a first sync."""
+    token = decode_token(args.token)
+    if not has_identity(home):
+        if not args.name:
+            raise UsageError("This device has no identity yet: add --name YOUR-NAME.")
+        create_identity(home, name=args.name)
+    with open_node(home) as node:
+        group = node.join_with_token(token)
+        reports = (
+            asyncio.run(sync_relays(node, list(token.relays), [group.id], timeout=args.timeout))
+            if token.relays
+            else []
+        )
+        data = {"group": group.name, "group_id": group.id, **_report_json(reports)}
+        synced = any(r.ok for r in reports)
+        text = f"You joined '{group.name}'." + (
+            f" Fetched {data['received']} bundles."
+            if synced
+            else " No relay could be reached yet; `hearth sync` will catch up later."
+        )
+        return emit(args, data, text)
+
+
+def _bundle_export(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    since: dict[str, int] = {}
+    if args.since:
+        since = _read_have(Path(args.since), group.id)
+    chosen = [
+        b.envelope
+        for b in node.feeds.all(group.id)
+        if b.state == "applied" and b.seq > since.get(b.author.hex(), 0)
+    ]
+    Path(args.file).write_bytes(codec.encode([_BUNDLE_FILE, 1, chosen]))
+    print(f"Wrote {len(chosen)} bundles to {args.file}.")
+    return 0
+
+
+def _bundle_import(args: argparse.Namespace, node: Node) -> int:
+    try:
+        value = codec.decode(Path(args.file).read_bytes())
+    except OSError as exc:
+        raise UsageError(f"Cannot read {args.file} ({exc.strerror}).") from exc
+    except ProtocolError:
+        raise UsageError(f"{args.file} is not a Hearth bundle file.") from None
+    if not (
+        isinstance(value, list)
+        and len(value) == 3
+        and value[0] == _BUNDLE_FILE
+        and isinstance(value[2], list)
+    ):
+        raise UsageError(f"{args.file} is not a Hearth bundle file.")
+    counts = dict.fromkeys(Verdict, 0)
+    for envelope in value[2]:
+        if isinstance(envelope, bytes):
+            counts[take_in(node, envelope, source=f"file {args.file}").verdict] += 1
+        else:
+            counts[Verdict.REJECTED] += 1
+    data = {v.value: n for v, n in counts.items()}
+    return emit(
+        args,
+        data,
+        f"Applied {counts[Verdict.APPLIED]}, already had "
+        f"{counts[Verdict.DUPLICATE]}, waiting {counts[Verdict.WAITING]}, "
+        f"rejected {counts[Verdict.REJECTED]}.",
+    )
+
+
+def _bundle_have(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    vector = node.feeds.version_vector(group.id)
+    Path(args.file).write_bytes(codec.encode([_HAVE_FILE, 1, group.id, vector]))
+    print(
+        f"Wrote what this node has to {args.file}; take it to the other node and run "
+        f"`hearth bundle export FILE --since {args.file}` there."
+    )
+    return 0
+
+
+def _read_have(path: Path, group_id: str) -> dict[str, int]:
+    try:
+        value = codec.decode(path.read_bytes())
+    except (OSError, ProtocolError):
+        raise UsageError(f"{path} is not a file written by `hearth bundle have`.") from None
+    if not (
+        isinstance(value, list)
+        and len(value) == 4
+        and value[0] == _HAVE_FILE
+        and isinstance(value[3], dict)
+    ):
+        raise UsageError(f"{path} is not a file written by `hearth bundle have`.")
+    if value[2] != group_id:
+        raise UsageError(f"{path} is about another group.")
+    return {str(k): int(v) for k, v in value[3].items() if isinstance(v, int)}
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
+    "relay add": _relay_add,
+    "relay list": _relay_list,
+    "relay remove": _relay_remove,
+    "sync": _sync,
+    "status": _status,
+    "invite": _invite,
+    "bundle export": _bundle_export,
+    "bundle import": _bundle_import,
+    "bundle have": _bundle_have,
+}

@@ -1,0 +1,199 @@
+"""The node's side of an exchange with a relay, as a pure state machine.
+
+``RelaySession.handle(frame) -> list[Output]``: frames from the relay go in; what to send,
+what arrived, what was acknowledged or refused, and when the exchange has settled come
+out. The async adapter (``hearth.sync_client``) only carries outputs out. It never
+touches a socket or a clock, so it can be driven by tests frame by frame.
+
+The exchange, per topic of the group: register the topic with its relay key, subscribe
+after the last cursor this node read from this relay, then publish every bundle the relay
+is not known to have — a few at a time, more as acknowledgements come back. The session
+has *settled* when every topic is caught up and every bundle sent was acknowledged or
+refused; a one-shot sync stops there, a live one keeps going.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+from hearth.protocol.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    CaughtUp,
+    Deliver,
+    Error,
+    Frame,
+    Hello,
+    Publish,
+    Register,
+    Subscribe,
+    Welcome,
+)
+
+__all__ = [
+    "Acked",
+    "Arrived",
+    "Output",
+    "Paused",
+    "Refused",
+    "RelaySession",
+    "Send",
+    "Settled",
+    "TopicPlan",
+]
+
+WINDOW = 16  # bundles in flight before waiting for acknowledgements
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicPlan:
+    """What to do with one topic: its registration, where to resume, what to upload."""
+
+    topic: bytes
+    relay_key: bytes
+    proof: bytes
+    after: int
+    outgoing: Sequence[tuple[bytes, bytes]] = ()  # (bundle id, envelope bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send this frame."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """A bundle arrived from the relay at this cursor."""
+
+    topic: bytes
+    cursor: int
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """The relay stored this bundle."""
+
+    id: bytes
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The relay refused something; ``id`` names the bundle if it was one."""
+
+    id: bytes
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """The relay asked us to slow down: call :meth:`RelaySession.resume` after a while."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Nothing left to send, nothing left to catch up on."""
+
+
+Output = Union[Send, Arrived, Acked, Refused, Paused, Settled]  # noqa: UP007
+
+
+@dataclass
+class RelaySession:
+    """One exchange with one relay over one connection."""
+
+    plans: Sequence[TopicPlan]
+    agent: str = "hearth"
+    queue: deque[tuple[bytes, bytes]] = field(default_factory=deque)
+    in_flight: set[bytes] = field(default_factory=set)
+    catching_up: set[bytes] = field(default_factory=set)
+    welcomed: bool = False
+    settled: bool = False
+    sent: int = 0
+    received: int = 0
+    _envelopes: dict[bytes, bytes] = field(default_factory=dict)  # in flight, for resending
+
+    def start(self) -> list[Output]:
+        """The first thing to send."""
+        return [Send(Hello(versions=[PROTOCOL_VERSION], role="node", agent=self.agent))]
+
+    def handle(self, frame: Frame) -> list[Output]:
+        """What follows from one frame from the relay."""
+        out: list[Output] = []
+        if isinstance(frame, Welcome):
+            self.welcomed = True
+            for plan in self.plans:
+                out.append(
+                    Send(Register(topic=plan.topic, relay_key=plan.relay_key, proof=plan.proof))
+                )
+                out.append(Send(Subscribe(topic=plan.topic, after=plan.after)))
+                self.catching_up.add(plan.topic)
+                self.queue.extend(plan.outgoing)
+            out += self._fill()
+        elif isinstance(frame, Deliver):
+            self.received += 1
+            out.append(Arrived(frame.topic, frame.cursor, frame.envelope))
+        elif isinstance(frame, CaughtUp):
+            self.catching_up.discard(frame.topic)
+        elif isinstance(frame, Ack):
+            self.in_flight.discard(frame.id)
+            self._envelopes.pop(frame.id, None)
+            self.sent += 1
+            out.append(Acked(frame.id, frame.cursor))
+            out += self._fill()
+        elif isinstance(frame, Error):
+            out += self._refused(frame)
+        return out + self._check_settled()
+
+    def publish(self, bundles: Iterable[tuple[bytes, bytes]]) -> list[Output]:
+        """New local bundles to send (live mode)."""
+        self.queue.extend(bundles)
+        self.settled = False
+        return self._fill() if self.welcomed else []
+
+    def resume(self) -> list[Output]:
+        """Carry on after a pause."""
+        return self._fill()
+
+    def _refused(self, frame: Error) -> list[Output]:
+        out: list[Output] = []
+        if frame.id and frame.id in self.in_flight:
+            self.in_flight.discard(frame.id)
+            if frame.code == "rate-limited":
+                envelope = self._envelopes.pop(frame.id, None)
+                if envelope is not None:
+                    self.queue.appendleft((frame.id, envelope))
+                return [Paused(1.0)]
+        out.append(Refused(frame.id, frame.code, frame.message))
+        return out + self._fill()
+
+    def _fill(self) -> list[Output]:
+        out: list[Output] = []
+        while self.queue and len(self.in_flight) < WINDOW:
+            bundle_id, envelope = self.queue.popleft()
+            self.in_flight.add(bundle_id)
+            self._envelopes[bundle_id] = envelope
+            out.append(Send(Publish(envelope=envelope)))
+        return out
+
+    def _check_settled(self) -> list[Output]:
+        if (
+            self.welcomed
+            and not self.settled
+            and not self.catching_up
+            and not self.queue
+            and not self.in_flight
+        ):
+            self.settled = True
+            self._envelopes.clear()
+            return [Settled()]
+        return []

@@ -1,0 +1,200 @@
+"""Syncing a node with its relays over WebSockets: the thin adapter around ``RelaySession``.
+
+For each relay: open a WebSocket, let the session say what to send, hand arriving bundles
+to the intake, remember per relay how far we have read and which bundles it has. A
+one-shot sync ends when the session settles; a live one (``hearth serve``) keeps the
+connection and publishes new local bundles as they appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import aiohttp
+
+from hearth.errors import HearthError, ProtocolError, TransportError
+from hearth.intake import Verdict, take_in
+from hearth.node import Node
+from hearth.protocol.bundle import parse_envelope, registration_proof
+from hearth.protocol.connection import Connection, Role
+from hearth.protocol.frames import MAX_FRAME
+from hearth.protocol.sync import (
+    Acked,
+    Arrived,
+    Paused,
+    Refused,
+    RelaySession,
+    Send,
+    Settled,
+    TopicPlan,
+)
+
+__all__ = ["RelayReport", "plan_for", "sync_relay", "sync_relays"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RelayReport:
+    """How one relay's sync went."""
+
+    url: str
+    ok: bool = False
+    sent: int = 0
+    received: int = 0
+    applied: int = 0
+    rejected: int = 0
+    refused: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def plan_for(node: Node, url: str, group_ids: Sequence[str]) -> list[TopicPlan]:
+    """What to register, where to resume and what to upload at one relay."""
+    plans = []
+    for group_id in group_ids:
+        keys = node.feeds.current_keys(group_id)
+        topic = keys.topic
+        rows = node.store.query(
+            "SELECT cursor FROM relay_cursors WHERE url = ? AND topic = ?", (url, topic)
+        )
+        after = int(rows[0][0]) if rows else 0
+        outgoing = [
+            (bytes(bid), bytes(env))
+            for bid, env in node.store.query(
+                "SELECT id, envelope FROM bundles WHERE group_id = ? AND topic = ? AND "
+                "id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) ORDER BY author, seq",
+                (group_id, topic, url),
+            )
+        ]
+        plans.append(
+            TopicPlan(
+                topic=topic,
+                relay_key=keys.relay_key.public,
+                proof=registration_proof(keys),
+                after=after,
+                outgoing=outgoing,
+            )
+        )
+    return plans
+
+
+def _remember(
+    node: Node, url: str, *, topic: bytes | None = None, cursor: int = 0, has: bytes | None = None
+) -> None:
+    with node.store.write():
+        if topic is not None:
+            node.store.run(
+                "INSERT INTO relay_cursors(url, topic, cursor) VALUES (?, ?, ?) "
+                "ON CONFLICT(url, topic) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
+                (url, topic, cursor),
+            )
+        if has is not None:
+            node.store.run(
+                "INSERT OR IGNORE INTO relay_has(url, bundle_id) VALUES (?, ?)", (url, has)
+            )
+
+
+def _log_attempt(node: Node, report: RelayReport) -> None:
+    now = node.clock.now_ms()
+    with node.store.write():
+        node.store.run(
+            "INSERT INTO sync_log(url, last_ok, last_attempt, last_error) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(url) DO UPDATE SET last_attempt = excluded.last_attempt, "
+            "last_error = excluded.last_error, "
+            "last_ok = COALESCE(excluded.last_ok, sync_log.last_ok)",
+            (report.url, now if report.ok else None, now, report.error or None),
+        )
+
+
+async def _run(node: Node, url: str, group_ids: Sequence[str], report: RelayReport) -> None:
+    session = RelaySession(plans=plan_for(node, url, group_ids))
+    conn = Connection(Role.CONNECTING)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url, max_msg_size=MAX_FRAME, heartbeat=30, autoping=True) as ws,
+    ):
+
+        async def carry_out(outputs: list[object]) -> bool:
+            for output in outputs:
+                match output:
+                    case Send(frame):
+                        await ws.send_bytes(conn.send(frame))
+                    case Arrived(topic, cursor, envelope):
+                        outcome = take_in(node, envelope, source=url)
+                        if outcome.verdict is not Verdict.DUPLICATE:
+                            report.received += 1
+                        if outcome.verdict is Verdict.REJECTED:
+                            report.rejected += 1
+                        report.applied += outcome.applied
+                        _remember(node, url, topic=topic, cursor=cursor, has=_id(envelope))
+                    case Acked(bundle_id, _):
+                        report.sent += 1
+                        _remember(node, url, has=bundle_id)
+                    case Refused(bundle_id, code, message):
+                        report.refused.append(f"{code}: {message}")
+                        log.warning("relay %s refused %s: %s", url, bundle_id.hex()[:12], message)
+                    case Paused(seconds):
+                        await asyncio.sleep(seconds)
+                        if not await carry_out(list(session.resume())):
+                            return False
+                    case Settled():
+                        return False
+                    case _:
+                        assert_never(output)  # type: ignore[arg-type]  # outputs are a Union
+            return True
+
+        if not await carry_out(list(session.start())):
+            return
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.BINARY:
+                break
+            frame = conn.receive(message.data)
+            if not await carry_out(list(session.handle(frame))):
+                report.ok = True
+                return
+        raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")
+
+
+def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never is Python 3.11+
+    """Mark a branch no value can reach."""
+    raise AssertionError(f"unhandled output {value!r}")
+
+
+def _id(envelope: bytes) -> bytes | None:
+    try:
+        return parse_envelope(envelope).id
+    except ProtocolError:
+        return None
+
+
+async def sync_relay(
+    node: Node, url: str, group_ids: Sequence[str], *, timeout: float
+) -> RelayReport:
+    """One full exchange with one relay; never raises, the report says what happened."""
+    report = RelayReport(url=url)
+    try:
+        await asyncio.wait_for(_run(node, url, group_ids, report), timeout)
+    except asyncio.TimeoutError:
+        report.error = f"no answer within {timeout:g} s"
+    except (aiohttp.ClientError, OSError) as exc:
+        report.error = f"cannot reach it ({exc.__class__.__name__}: {exc})"
+    except HearthError as exc:
+        report.error = str(exc)
+    report.ok = report.ok and not report.error
+    _log_attempt(node, report)
+    return report
+
+
+async def sync_relays(
+    node: Node, urls: Sequence[str], group_ids: Sequence[str], *, timeout: float
+) -> list[RelayReport]:
+    """Sync with each relay in turn.
+
+    One after another on purpose: the node's store takes one writer at a time, and what
+    came from the first relay is then not uploaded back to it or fetched twice.
+    """
+    return [await sync_relay(node, url, group_ids, timeout=timeout) for url in urls]
