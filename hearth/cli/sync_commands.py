@@ -58,10 +58,16 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than zero seconds.")
     groups = [g.id for g in node.groups()] if args.all else [node.current_group().id]
-    urls = sorted({url for g in groups for url in node.view(g).relays()})
-    if not urls:
+    reports: list[RelayReport] = []
+    tried: set[str] = set()
+    while True:  # a sync can bring news of more relays: go on until none are new
+        urls = sorted({url for g in groups for url in node.view(g).relays()} - tried)
+        if not urls:
+            break
+        tried.update(urls)
+        reports += asyncio.run(sync_relays(node, urls, groups, timeout=args.timeout))
+    if not reports:
         raise TransportError("The group lists no relays: add one with `hearth relay add URL`.")
-    reports = asyncio.run(sync_relays(node, urls, groups, timeout=args.timeout))
     data = _report_json(reports)
     lines = []
     for r in reports:

@@ -1,0 +1,253 @@
+"""Real processes on 127.0.0.1: a ``hearth-relay`` and ``hearth`` nodes with real SQLite
+files and real WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from hearth.protocol.frames import Hello, encode_frame
+from tests.conftest import Cli
+
+pytestmark = pytest.mark.process
+
+
+@dataclass
+class Relay:
+    """A running hearth-relay process."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    data: Path
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=15)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code
+
+
+def start_relay(data: Path, port: int = 0) -> Relay:
+    script = Path(sys.executable).parent / "hearth-relay"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
+    data.mkdir(parents=True, exist_ok=True)
+    with (data / "relay.log").open("a") as log:
+        proc = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on ws://127.0.0.1:"), (line, (data / "relay.log").read_text())
+    return Relay(proc, line.removeprefix("listening on "), data)
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[Relay]:
+    running = start_relay(tmp_path / "relay")
+    yield running
+    running.kill(signal.SIGTERM)
+
+
+def group_of_three(tmp_path: Path, relay_url: str) -> list[Cli]:
+    ada, ben, cleo = (Cli(tmp_path / n) for n in ("ada", "ben", "cleo"))
+    ada("init", "--name", "Ada")
+    ada("group", "create", "Elm Street", "--relay", relay_url)
+    ada("resource", "add", "Ladder", "--kind", "tool")
+    ada("resource", "add", "Compost", "--qty", "10", "--unit", "bags")
+    for cli, name in ((ben, "Ben"), (cleo, "Cleo")):
+        token = ada("invite", "--token").out.splitlines()[0]
+        ada("sync")
+        joined = json.loads(cli("join", token, "--name", name, "--json").out)
+        assert joined["relays_ok"] == [relay_url]
+    for cli in (ada, ben, cleo):
+        cli("sync")
+    return [ada, ben, cleo]
+
+
+def state(cli: Cli) -> tuple[object, ...]:
+    data = json.loads(cli("export", "--format", "json").out)
+    return (data["members"], data["resources"], data["commitments"], data["needs"], data["events"])
+
+
+def test_three_nodes_edit_offline_then_converge(tmp_path: Path, relay: Relay) -> None:
+    ada, ben, cleo = group_of_three(tmp_path, relay.url)
+    ada("consume", "compost", "--qty", "2")
+    ben("consume", "compost", "--qty", "3")
+    ben("lend", "ladder", "--to", "Cleo")
+    cleo("need", "add", "Twine", "--qty", "1", "--unit", "roll")
+    cleo("commitment", "add", "Bring twine", "--from", "Ben", "--to", "Cleo")
+    for _ in range(2):
+        for cli in (ada, ben, cleo):
+            cli("sync")
+    states = [state(c) for c in (ada, ben, cleo)]
+    assert states[0] == states[1] == states[2]
+    compost = next(
+        r for r in json.loads(ada("resource", "list", "--json").out) if r["name"] == "Compost"
+    )
+    assert compost["quantity"] == 5
+    names = [m["name"] for m in json.loads(cleo("member", "list", "--json").out)]
+    assert names == ["Ada", "Ben", "Cleo"]
+    # The relay's files hold none of the ledgers' words.
+    for path in relay.data.glob("relay.db*"):
+        content = path.read_bytes()
+        for word in (b"Compost", b"Ladder", b"Twine", b"Elm Street", b"Cleo"):
+            assert word not in content, (path.name, word)
+
+
+def test_sync_with_no_reachable_relay_fails_and_keeps_changes(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "solo")
+    cli("init", "--name", "Solo")
+    cli("group", "create", "Alone", "--relay", "ws://127.0.0.1:9")
+    cli("resource", "add", "Spade")
+    result = cli("sync", "--timeout", "3", "--json", check=False)
+    assert result.code == 1
+    data = json.loads(result.out)
+    assert data["relays_ok"] == []
+    assert data["relays_failed"][0]["url"] == "ws://127.0.0.1:9"
+    assert [r["name"] for r in json.loads(cli("resource", "list", "--json").out)] == ["Spade"]
+    status = json.loads(cli("status", "--json").out)
+    assert status["relays"][0]["waiting_to_send"] >= 2
+
+
+def test_relay_killed_and_restarted_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    relay = start_relay(tmp_path / "relay")
+    port = relay.url.rsplit(":", 1)[1]
+    try:
+        ada, ben, _ = group_of_three(tmp_path, relay.url)
+        for i in range(30):
+            ada("resource", "add", f"Tool {i}")
+        ada("sync")
+        relay.kill(signal.SIGKILL)
+        relay = start_relay(tmp_path / "relay", port=int(port))
+        ben("sync")
+        names = {r["name"] for r in json.loads(ben("resource", "list", "--json").out)}
+        assert {f"Tool {i}" for i in range(30)} <= names
+        again = json.loads(ben("sync", "--json").out)
+        assert again["received"] == 0
+    finally:
+        relay.kill(signal.SIGTERM)
+
+
+def test_a_withheld_bundle_is_noticed_and_fetched_from_another_relay(tmp_path: Path) -> None:
+    first = start_relay(tmp_path / "first")
+    second = start_relay(tmp_path / "second")
+    try:
+        ada, ben, _ = group_of_three(tmp_path, first.url)
+        ada("relay", "add", second.url)
+        for name in ("Saw", "Drill", "Level"):
+            ada("resource", "add", name)
+        ada("sync")  # both relays now hold everything
+        # The first relay withholds the bundle that added the drill.
+        first.kill(signal.SIGTERM)
+        with sqlite3.connect(first.data / "relay.db") as db:
+            rows = db.execute("SELECT cursor FROM envelopes ORDER BY cursor").fetchall()
+            db.execute("DELETE FROM envelopes WHERE cursor = ?", (rows[-2][0],))
+        first = start_relay(first.data, port=int(first.url.rsplit(":", 1)[1]))
+        ben("sync")  # Ben knows both relays from the ledger
+        names = {r["name"] for r in json.loads(ben("resource", "list", "--json").out)}
+        assert {"Saw", "Drill", "Level"} <= names
+        assert json.loads(ben("status", "--json").out)["gaps"] == 0
+    finally:
+        first.kill(signal.SIGTERM)
+        second.kill(signal.SIGTERM)
+
+
+def test_bad_frames_close_only_that_connection(tmp_path: Path, relay: Relay) -> None:
+    ada, ben, _ = group_of_three(tmp_path, relay.url)
+
+    async def attack() -> list[int | None]:
+        codes = []
+        async with aiohttp.ClientSession() as http:
+            for payload in (b"\xff\x00garbage", b"", os.urandom(2000), b"\x07\x01\x03\x01t"):
+                async with http.ws_connect(relay.url) as ws:
+                    await ws.send_bytes(payload)
+                    await ws.receive(timeout=5)
+                    codes.append(ws.close_code)
+            async with http.ws_connect(relay.url, max_msg_size=0) as ws:
+                await ws.send_bytes(b"\x00" * (2 * 1024 * 1024))
+                await ws.receive(timeout=5)
+                codes.append(ws.close_code)
+            async with http.ws_connect(relay.url) as ws:
+                await ws.send_str("hello")
+                await ws.receive(timeout=5)
+                codes.append(ws.close_code)
+        return codes
+
+    codes = asyncio.run(attack())
+    assert codes[:4] == [1002] * 4
+    assert codes[4] == 1009
+    assert codes[5] == 1002
+    ada("resource", "add", "Still works")
+    ada("sync")
+    ben("sync")
+    assert "Still works" in ben("resource", "list").out
+    assert relay.proc.poll() is None
+
+
+def test_sigterm_closes_clients_with_1001_and_exits_promptly(tmp_path: Path) -> None:
+    relay = start_relay(tmp_path / "relay")
+
+    async def wait_for_close() -> int | None:
+        async with aiohttp.ClientSession() as http, http.ws_connect(relay.url) as ws:
+            await ws.send_bytes(encode_frame(Hello(versions=[1], role="node", agent="test")))
+            welcome = await ws.receive(timeout=5)
+            assert welcome.type is aiohttp.WSMsgType.BINARY
+            relay.proc.send_signal(signal.SIGTERM)
+            while True:
+                message = await ws.receive(timeout=10)
+                if message.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.CLOSING,
+                ):
+                    return ws.close_code
+
+    started = time.monotonic()
+    code = asyncio.run(wait_for_close())
+    assert relay.kill(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    assert code == 1001
+
+
+def test_bundles_by_hand_between_two_sheds(tmp_path: Path) -> None:
+    ada, ben = Cli(tmp_path / "ada"), Cli(tmp_path / "ben")
+    ada("init", "--name", "Ada")
+    ada("group", "create", "Allotment")
+    token = ada("invite", "--token").out.splitlines()[0]
+    ben("join", token, "--name", "Ben")
+    ada("resource", "add", "Seed potatoes", "--qty", "15", "--unit", "kg")
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    ada("bundle", "export", str(usb / "from-ada.hb"))
+    result = json.loads(ben("bundle", "import", str(usb / "from-ada.hb"), "--json").out)
+    assert result["applied"] >= 3
+    ben("consume", "seed", "--qty", "5")
+    ada("bundle", "have", str(usb / "ada-has.hh"))
+    ben("bundle", "export", str(usb / "from-ben.hb"), "--since", str(usb / "ada-has.hh"))
+    ada("bundle", "import", str(usb / "from-ben.hb"))
+    potatoes = json.loads(ada("resource", "list", "--json").out)[0]
+    assert potatoes["quantity"] == 10
+    again = json.loads(ada("bundle", "import", str(usb / "from-ben.hb"), "--json").out)
+    assert again["applied"] == 0
+    assert again["duplicate"] >= 1
+    (usb / "junk.hb").write_bytes(b"not bundles")
+    bad = ada("bundle", "import", str(usb / "junk.hb"), check=False)
+    assert bad.code == 1
+    assert "not a Hearth bundle file" in bad.err
