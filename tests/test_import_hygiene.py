@@ -40,7 +40,8 @@ def test_only_the_adapter_imports_automerge() -> None:
 
 
 def test_the_protocol_loads_no_io() -> None:
-    loaded = modules_after("import hearth.protocol.connection, hearth.protocol.sync, "
-                           "hearth.protocol.bundle")
+    loaded = modules_after(
+        "import hearth.protocol.connection, hearth.protocol.sync, hearth.protocol.bundle"
+    )
     assert not {"aiohttp", "asyncio", "socket", "sqlite3", "automerge"} & loaded
     assert not {m for m in loaded if m.startswith(("hearth.node", "hearth.store", "hearth.ledger"))}

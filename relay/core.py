@@ -1,0 +1,286 @@
+"""The relay's decisions, without I/O: bytes from a client in, frames for clients out.
+
+:class:`RelayCore` owns each client's :class:`~hearth.protocol.connection.Connection`, the
+topic registrations, subscriptions, rate limits and quotas. The aiohttp adapter
+(``relay/server.py``) and the deterministic simulator (``tests/simulation.py``) both drive
+this same code; the clock and the disk gauge are passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Union
+
+from hearth.errors import ProtocolError, StorageError
+from hearth.protocol.bundle import parse_envelope, registration_valid
+from hearth.protocol.connection import CLOSE_PROTOCOL, CLOSE_TOO_BIG, Connection, Role
+from hearth.protocol.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    CaughtUp,
+    Deliver,
+    Error,
+    Frame,
+    Hello,
+    Publish,
+    Register,
+    Subscribe,
+    Welcome,
+)
+from relay.config import RelayConfig
+from relay.metrics import Metrics
+from relay.storage import RelayStore
+
+__all__ = ["CatchUp", "CloseClient", "Output", "RelayCore", "ToClient"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ToClient:
+    """Send this frame to this client."""
+
+    client: int
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Send this client the topic's stored bundles after a cursor (see :meth:`RelayCore.page`),
+    then :class:`CaughtUp`."""
+
+    client: int
+    topic: bytes
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseClient:
+    """Close this client's connection with a WebSocket close code and a reason."""
+
+    client: int
+    code: int
+    reason: str
+
+
+Output = Union[ToClient, CatchUp, CloseClient]  # noqa: UP007
+
+
+@dataclass
+class _Client:
+    ip: str
+    conn: Connection = field(default_factory=lambda: Connection(Role.ACCEPTING))
+    topics: set[bytes] = field(default_factory=set)
+    tokens: float = 0.0
+    refilled: float = 0.0
+
+
+class RelayCore:
+    """Everything the relay decides, for any number of clients."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        store: RelayStore,
+        *,
+        clock: Callable[[], float],
+        disk_fraction: Callable[[], float] = lambda: 0.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.disk_fraction = disk_fraction
+        self.metrics = metrics or Metrics()
+        self.clients: dict[int, _Client] = {}
+        self.per_ip: defaultdict[str, int] = defaultdict(int)
+        self.subscribers: defaultdict[bytes, set[int]] = defaultdict(set)
+        self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
+        self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
+
+    # --- connections ----------------------------------------------------------------
+
+    def admit(self, client: int, ip: str) -> bool:
+        """Whether a new connection from ``ip`` fits under the connection limits."""
+        if (
+            len(self.clients) >= self.config.max_connections
+            or self.per_ip[ip] >= self.config.max_connections_per_ip
+        ):
+            self.metrics.count("hearth_relay_rejections_total", reason="connection_limit")
+            return False
+        self.clients[client] = _Client(
+            ip=ip, tokens=float(self.config.publish_burst), refilled=self.clock()
+        )
+        self.per_ip[ip] += 1
+        self.metrics.count("hearth_relay_connections_total")
+        return True
+
+    def gone(self, client: int) -> None:
+        """A connection closed."""
+        state = self.clients.pop(client, None)
+        if state is None:
+            return
+        self.per_ip[state.ip] -= 1
+        if self.per_ip[state.ip] <= 0:
+            del self.per_ip[state.ip]
+        for topic in state.topics:
+            self.subscribers[topic].discard(client)
+
+    def handshaken(self, client: int) -> bool:
+        """Whether the client has finished the hello/welcome exchange."""
+        state = self.clients.get(client)
+        return state is not None and state.conn.version is not None
+
+    def encode(self, client: int, frame: Frame) -> bytes:
+        """The bytes of a frame for one client, through its connection's state machine."""
+        return self.clients[client].conn.send(frame)
+
+    # --- frames -----------------------------------------------------------------------
+
+    def receive(self, client: int, data: bytes) -> list[Output]:
+        """What follows from one message from a client."""
+        state = self.clients[client]
+        self.metrics.count("hearth_relay_bytes_in_total", amount=len(data))
+        try:
+            frame = state.conn.receive(data)
+            return self._handle(client, state, frame)
+        except ProtocolError as exc:
+            self.metrics.count("hearth_relay_rejections_total", reason="bad_frame")
+            code = CLOSE_TOO_BIG if "limit" in str(exc) else CLOSE_PROTOCOL
+            return [CloseClient(client, code, str(exc))]
+
+    def _handle(self, client: int, state: _Client, frame: Frame) -> list[Output]:
+        config = self.config
+        if isinstance(frame, Hello):
+            return [ToClient(client, Welcome(version=PROTOCOL_VERSION, limits=config.limits()))]
+        if isinstance(frame, Register):
+            if not registration_valid(frame.topic, frame.relay_key, frame.proof):
+                return self._error(
+                    client, "bad-registration", "The registration proof does not verify."
+                )
+            if not self.store.register(frame.topic, frame.relay_key):
+                return self._error(
+                    client, "topic-taken", "That topic is registered to another key."
+                )
+            return []
+        if isinstance(frame, Subscribe):
+            if frame.topic not in state.topics and (
+                len(state.topics) >= config.max_topics_per_connection
+            ):
+                return self._error(
+                    client,
+                    "too-many-topics",
+                    f"At most {config.max_topics_per_connection} topics per connection.",
+                )
+            state.topics.add(frame.topic)
+            self.subscribers[frame.topic].add(client)
+            return [CatchUp(client, frame.topic, frame.after)]
+        if isinstance(frame, Publish):
+            return self._publish(client, state, frame)
+        if isinstance(frame, Error):
+            log.info("a client reported: %s %s", frame.code, frame.message)
+        return []
+
+    def _error(self, client: int, code: str, message: str, bundle_id: bytes = b"") -> list[Output]:
+        self.metrics.count("hearth_relay_rejections_total", reason=code)
+        return [ToClient(client, Error(code=code, message=message, id=bundle_id))]
+
+    def _take_token(self, state: _Client) -> bool:
+        now = self.clock()
+        state.tokens = min(
+            float(self.config.publish_burst),
+            state.tokens + (now - state.refilled) * self.config.publish_per_s,
+        )
+        state.refilled = now
+        if state.tokens < 1:
+            return False
+        state.tokens -= 1
+        return True
+
+    def _publish(self, client: int, state: _Client, frame: Publish) -> list[Output]:
+        config = self.config
+        envelope = parse_envelope(frame.envelope)  # a malformed envelope closes the connection
+        bundle_id = envelope.id
+        if not self._take_token(state):
+            self.metrics.count("hearth_relay_rate_limited_total")
+            return self._error(
+                client, "rate-limited", "Publishing too fast; slow down and retry.", bundle_id
+            )
+        blocked = self._blocked.get(state.ip)
+        if blocked and blocked[0] > self.clock():
+            return self._error(
+                client, "blocked", "Too many bad signatures from this address; wait.", bundle_id
+            )
+        relay_key = self.store.relay_key(envelope.topic)
+        if relay_key is None:
+            return self._error(
+                client, "unknown-topic", "Register the topic before publishing to it.", bundle_id
+            )
+        if not envelope.relay_signature_valid(relay_key):
+            self._note_bad_signature(state.ip)
+            return self._error(
+                client, "bad-signature", "The bundle's admission signature is not valid.", bundle_id
+            )
+        used_bytes, used_bundles = self.store.usage(envelope.topic)
+        if (
+            used_bytes + len(frame.envelope) > config.topic_quota_bytes
+            or used_bundles + 1 > config.topic_quota_bundles
+        ):
+            return self._error(
+                client,
+                "quota-exceeded",
+                "This group's storage quota at this relay is full; ask the "
+                "operator or use another relay.",
+                bundle_id,
+            )
+        if self.disk_fraction() > config.disk_high_water:
+            return self._error(
+                client,
+                "disk-full",
+                "The relay's disk is nearly full; try another relay.",
+                bundle_id,
+            )
+        started = self.clock()
+        try:
+            stored = self.store.add(envelope.topic, bundle_id, frame.envelope)
+        except StorageError as exc:
+            log.warning("store failed: %s", exc)
+            return self._error(
+                client, "store-failed", "The relay could not store the bundle.", bundle_id
+            )
+        self.metrics.observe("hearth_relay_write_seconds", self.clock() - started)
+        self.metrics.count("hearth_relay_bundles_in_total")
+        out: list[Output] = [ToClient(client, Ack(id=bundle_id, cursor=stored.cursor))]
+        if stored.new:
+            deliver = Deliver(topic=envelope.topic, cursor=stored.cursor, envelope=frame.envelope)
+            out += [
+                ToClient(other, deliver)
+                for other in sorted(self.subscribers[envelope.topic])
+                if other != client
+            ]
+        return out
+
+    def _note_bad_signature(self, ip: str) -> None:
+        now = self.clock()
+        recent = [t for t in self._bad_signatures[ip] if now - t < 60] + [now]
+        self._bad_signatures[ip] = recent
+        if len(recent) > self.config.bad_signatures_per_minute:
+            length = self._blocked.get(ip, (0.0, 30.0))[1]
+            self._blocked[ip] = (now + length, length * 2)
+
+    # --- catching a subscriber up -----------------------------------------------------
+
+    def page(self, topic: bytes, after: int, limit: int = 200) -> list[Deliver]:
+        """Stored bundles of a topic after a cursor, as frames, oldest first."""
+        return [
+            Deliver(topic=topic, cursor=cursor, envelope=data)
+            for cursor, data in self.store.after(topic, after, limit)
+        ]
+
+    @staticmethod
+    def caught_up(topic: bytes, cursor: int) -> CaughtUp:
+        """The frame that ends a catch-up."""
+        return CaughtUp(topic=topic, cursor=cursor)
