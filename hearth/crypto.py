@@ -7,7 +7,7 @@ travel as raw 32-byte strings and ids as hex.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -45,6 +45,15 @@ class SigningKey:
     """An Ed25519 key pair: members and devices sign with one."""
 
     secret: bytes
+    _key: Ed25519PrivateKey = field(init=False, repr=False, compare=False)
+    public: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = Ed25519PrivateKey.from_private_bytes(self.secret)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(
+            self, "public", key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
 
     @classmethod
     def generate(cls) -> SigningKey:
@@ -54,15 +63,9 @@ class SigningKey:
         )
         return cls(raw)
 
-    @property
-    def public(self) -> bytes:
-        """The 32-byte public key."""
-        key = Ed25519PrivateKey.from_private_bytes(self.secret)
-        return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
     def sign(self, message: bytes) -> bytes:
         """A 64-byte signature over ``message``."""
-        return Ed25519PrivateKey.from_private_bytes(self.secret).sign(message)
+        return self._key.sign(message)
 
     def __repr__(self) -> str:  # never print secrets
         return f"SigningKey(public={self.public.hex()[:16]}…)"

@@ -52,6 +52,7 @@ class Feeds:
         self.store = store
         self.device = device
         self.clock = clock
+        self._topics: dict[bytes, tuple[str, EpochKeys]] | None = None
 
     # --- epochs ----------------------------------------------------------------------
 
@@ -72,6 +73,7 @@ class Feeds:
             "INSERT OR IGNORE INTO epochs(group_id, epoch_id, number, secret) VALUES (?, ?, ?, ?)",
             (group_id, keys.epoch_id, number, keys.secret),
         )
+        self._topics = None
 
     def epochs(self, group_id: str) -> list[tuple[int, EpochKeys]]:
         """Every epoch of a group this node holds, oldest first."""
@@ -95,12 +97,14 @@ class Feeds:
 
     def keys_for_topic(self, topic: bytes) -> tuple[str, EpochKeys] | None:
         """Which group and epoch a topic belongs to, if it is one of ours."""
-        rows = self.store.query("SELECT DISTINCT group_id FROM epochs")
-        for (group_id,) in rows:
-            for _, keys in self.epochs(str(group_id)):
-                if keys.topic == topic:
-                    return str(group_id), keys
-        return None
+        if self._topics is None or topic not in self._topics:
+            # (Re)read: another process on this home may have joined a group meanwhile.
+            self._topics = {
+                keys.topic: (str(group_id), keys)
+                for (group_id,) in self.store.query("SELECT DISTINCT group_id FROM epochs")
+                for _, keys in self.epochs(str(group_id))
+            }
+        return self._topics.get(topic)
 
     # --- this device's feed -----------------------------------------------------------
 

@@ -496,9 +496,9 @@ class Node:
         loaded.seen = rows[-1].seq
 
     def _maybe_snapshot(self, group_id: str, loaded: _Loaded) -> None:
-        rows = self.store.changes_after(group_id, LIVE, 0)
-        if len(rows) < _SNAPSHOT_EVERY or loaded.ledger is None:
+        if loaded.ledger is None or self.store.count_changes(group_id, LIVE) < _SNAPSHOT_EVERY:
             return
+        rows = self.store.changes_after(group_id, LIVE, 0)
         doc = loaded.ledger.doc
         known = doc.change_ids()
         waiting = [r.hash for r in rows if r.hash not in known]
@@ -537,11 +537,12 @@ def open_node(
     clock: Clock | None = None,
     new_id: Callable[[], str] = random_id,
     require_identity: bool = True,
+    durable: bool = True,
 ) -> Node:
     """Open the node in ``home``; the only place a node is assembled."""
     if require_identity and not has_identity(home):
         raise IdentityError(f"No identity in {home} yet: run `hearth init --name YOUR-NAME` first.")
     home.mkdir(parents=True, exist_ok=True)
     identity = load_identity(home) if has_identity(home) else None
-    store = Store.open(home / STORE_FILE)
+    store = Store.open(home / STORE_FILE, durable=durable)
     return Node(home, store, identity, clock=clock or SystemClock(), new_id=new_id)

@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
 
 import aiohttp
 
@@ -25,6 +24,7 @@ from hearth.protocol.frames import MAX_FRAME
 from hearth.protocol.sync import (
     Acked,
     Arrived,
+    Output,
     Paused,
     Refused,
     RelaySession,
@@ -33,7 +33,7 @@ from hearth.protocol.sync import (
     TopicPlan,
 )
 
-__all__ = ["RelayReport", "plan_for", "sync_relay", "sync_relays"]
+__all__ = ["RelayReport", "plan_for", "record", "sync_relay", "sync_relays"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,30 @@ def _log_attempt(node: Node, report: RelayReport) -> None:
         )
 
 
+def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport) -> list[Output]:
+    """Carry out the outputs that touch only the node (bundles in, acknowledgements);
+    return those that need the connection (sends, pauses, settling), in order."""
+    remaining: list[Output] = []
+    for output in outputs:
+        if isinstance(output, Arrived):
+            outcome = take_in(node, output.envelope, source=url)
+            if outcome.verdict is not Verdict.DUPLICATE:
+                report.received += 1
+            if outcome.verdict is Verdict.REJECTED:
+                report.rejected += 1
+            report.applied += outcome.applied
+            _remember(node, url, topic=output.topic, cursor=output.cursor, has=_id(output.envelope))
+        elif isinstance(output, Acked):
+            report.sent += 1
+            _remember(node, url, has=output.id)
+        elif isinstance(output, Refused):
+            report.refused.append(f"{output.code}: {output.message}")
+            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], output.message)
+        else:
+            remaining.append(output)
+    return remaining
+
+
 async def _run(node: Node, url: str, group_ids: Sequence[str], report: RelayReport) -> None:
     session = RelaySession(plans=plan_for(node, url, group_ids))
     conn = Connection(Role.CONNECTING)
@@ -118,50 +142,32 @@ async def _run(node: Node, url: str, group_ids: Sequence[str], report: RelayRepo
         http.ws_connect(url, max_msg_size=MAX_FRAME, heartbeat=30, autoping=True) as ws,
     ):
 
-        async def carry_out(outputs: list[object]) -> bool:
-            for output in outputs:
+        async def carry_out(outputs: list[Output]) -> bool:
+            """Send what there is to send; ``False`` once the exchange has settled."""
+            for output in record(node, url, outputs, report):
                 match output:
                     case Send(frame):
                         await ws.send_bytes(conn.send(frame))
-                    case Arrived(topic, cursor, envelope):
-                        outcome = take_in(node, envelope, source=url)
-                        if outcome.verdict is not Verdict.DUPLICATE:
-                            report.received += 1
-                        if outcome.verdict is Verdict.REJECTED:
-                            report.rejected += 1
-                        report.applied += outcome.applied
-                        _remember(node, url, topic=topic, cursor=cursor, has=_id(envelope))
-                    case Acked(bundle_id, _):
-                        report.sent += 1
-                        _remember(node, url, has=bundle_id)
-                    case Refused(bundle_id, code, message):
-                        report.refused.append(f"{code}: {message}")
-                        log.warning("relay %s refused %s: %s", url, bundle_id.hex()[:12], message)
                     case Paused(seconds):
                         await asyncio.sleep(seconds)
-                        if not await carry_out(list(session.resume())):
+                        if not await carry_out(session.resume()):
                             return False
                     case Settled():
                         return False
                     case _:
-                        assert_never(output)  # type: ignore[arg-type]  # outputs are a Union
+                        raise AssertionError(f"unexpected output {output!r}")
             return True
 
-        if not await carry_out(list(session.start())):
+        if not await carry_out(session.start()):
             return
         async for message in ws:
             if message.type != aiohttp.WSMsgType.BINARY:
                 break
             frame = conn.receive(message.data)
-            if not await carry_out(list(session.handle(frame))):
+            if not await carry_out(session.handle(frame)):
                 report.ok = True
                 return
         raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")
-
-
-def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never is Python 3.11+
-    """Mark a branch no value can reach."""
-    raise AssertionError(f"unhandled output {value!r}")
 
 
 def _id(envelope: bytes) -> bytes | None:

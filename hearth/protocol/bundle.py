@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hearth.crypto import SigningKey, aead_open, aead_seal, hkdf, verify
 from hearth.errors import ProtocolError
@@ -62,21 +62,16 @@ class EpochKeys:
     group_id: bytes
     epoch_id: bytes
     secret: bytes
+    topic: bytes = field(init=False, compare=False)  # what relays know the group by
+    relay_key: SigningKey = field(init=False, compare=False)  # admits bundles at relays
+    lan_key: bytes = field(init=False, compare=False)  # behind LAN discovery beacons
 
-    @property
-    def topic(self) -> bytes:
-        """What relays know the group by during this epoch."""
-        return hkdf(self.secret, b"hearth/v1/topic" + self.group_id)
-
-    @property
-    def relay_key(self) -> SigningKey:
-        """The key that admits this epoch's bundles at relays."""
-        return SigningKey(hkdf(self.secret, b"hearth/v1/relay-auth"))
-
-    @property
-    def lan_key(self) -> bytes:
-        """The key behind LAN discovery beacons."""
-        return hkdf(self.secret, b"hearth/v1/lan")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "topic", hkdf(self.secret, b"hearth/v1/topic" + self.group_id))
+        object.__setattr__(
+            self, "relay_key", SigningKey(hkdf(self.secret, b"hearth/v1/relay-auth"))
+        )
+        object.__setattr__(self, "lan_key", hkdf(self.secret, b"hearth/v1/lan"))
 
     def bundle_key(self, salt: bytes) -> bytes:
         """The one-use key of the bundle with this salt."""

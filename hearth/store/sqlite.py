@@ -93,8 +93,12 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating if absent) the store at ``path``, migrating it to this version."""
+    def open(cls, path: Path, *, durable: bool = True) -> Store:
+        """Open (creating if absent) the store at ``path``, migrating it to this version.
+
+        ``durable=False`` skips waiting for the disk on each commit: only for simulations
+        and benchmarks that throw the store away.
+        """
         new = not path.exists() or path.stat().st_size == 0
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
@@ -103,6 +107,8 @@ class Store:
         store = cls(db, path)
         try:
             store._prepare(new)
+            if not durable:
+                db.execute("PRAGMA synchronous=OFF")
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StorageError(
@@ -312,6 +318,13 @@ class Store:
             )
             for r in rows
         ]
+
+    def count_changes(self, group_id: str, doc: str) -> int:
+        """How many changes of one document are stored outside its snapshot."""
+        rows = self.query(
+            "SELECT COUNT(*) FROM changes WHERE group_id = ? AND doc = ?", (group_id, doc)
+        )
+        return int(rows[0][0])
 
     def doc_names(self, group_id: str) -> set[str]:
         """The names of every document of a group the store holds anything of."""
