@@ -33,7 +33,7 @@ from hearth.protocol.sync import (
     TopicPlan,
 )
 
-__all__ = ["RelayReport", "plan_for", "record", "sync_relay", "sync_relays"]
+__all__ = ["RelayReport", "plan_for", "record", "stay_connected", "sync_relay", "sync_relays"]
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,26 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
     return remaining
 
 
-async def _run(node: Node, url: str, group_ids: Sequence[str], report: RelayReport) -> None:
+async def _run(
+    node: Node,
+    url: str,
+    group_ids: Sequence[str],
+    report: RelayReport,
+    *,
+    live: bool = False,
+    poll_s: float = 0.5,
+) -> None:
+    """One connection to one relay: until settled, or (``live``) until it drops."""
     session = RelaySession(plans=plan_for(node, url, group_ids))
     conn = Connection(Role.CONNECTING)
+    offered = {bundle_id for plan in session.plans for bundle_id, _ in plan.outgoing}
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(url, max_msg_size=MAX_FRAME, heartbeat=30, autoping=True) as ws,
     ):
 
         async def carry_out(outputs: list[Output]) -> bool:
-            """Send what there is to send; ``False`` once the exchange has settled."""
+            """Send what there is to send; ``False`` once a one-shot exchange has settled."""
             for output in record(node, url, outputs, report):
                 match output:
                     case Send(frame):
@@ -153,21 +163,63 @@ async def _run(node: Node, url: str, group_ids: Sequence[str], report: RelayRepo
                         if not await carry_out(session.resume()):
                             return False
                     case Settled():
-                        return False
+                        report.ok = True
+                        _log_attempt(node, report)
+                        if not live:
+                            return False
                     case _:
                         raise AssertionError(f"unexpected output {output!r}")
             return True
 
-        if not await carry_out(session.start()):
-            return
-        async for message in ws:
-            if message.type != aiohttp.WSMsgType.BINARY:
-                break
-            frame = conn.receive(message.data)
-            if not await carry_out(session.handle(frame)):
-                report.ok = True
+        async def publish_new() -> None:
+            """Live: send bundles written since (by this or any process on this home)."""
+            while True:
+                await asyncio.sleep(poll_s)
+                fresh = [
+                    (i, e)
+                    for plan in plan_for(node, url, group_ids)
+                    for i, e in plan.outgoing
+                    if i not in offered
+                ]
+                offered.update(i for i, _ in fresh)
+                if fresh:
+                    await carry_out(session.publish(fresh))
+
+        publisher = asyncio.create_task(publish_new()) if live else None
+        try:
+            if not await carry_out(session.start()):
                 return
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    break
+                frame = conn.receive(message.data)
+                if not await carry_out(session.handle(frame)):
+                    return
+        finally:
+            if publisher is not None:
+                publisher.cancel()
         raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")
+
+
+async def stay_connected(
+    node: Node, url: str, group_ids: Sequence[str], *, backoff_max_s: float = 60.0
+) -> None:
+    """Keep a live exchange with one relay going, reconnecting with backoff; runs until
+    cancelled."""
+    delay = 1.0
+    while True:
+        report = RelayReport(url=url)
+        try:
+            await _run(node, url, group_ids, report, live=True)
+        except (aiohttp.ClientError, OSError, HearthError, asyncio.TimeoutError) as exc:
+            report.error = str(exc) or exc.__class__.__name__
+            log.info("relay %s: %s; retrying in %.0f s", url, report.error, delay)
+        report.ok = False
+        _log_attempt(node, report)
+        if report.received or report.sent:
+            delay = 1.0
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, backoff_max_s)
 
 
 def _id(envelope: bytes) -> bytes | None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import aiohttp
 import pytest
 
 from hearth.protocol.frames import Hello, encode_frame
-from tests.conftest import Cli
+from tests.conftest import Cli, hearth_command
 
 pytestmark = pytest.mark.process
 
@@ -252,3 +253,60 @@ def test_bundles_by_hand_between_two_sheds(tmp_path: Path) -> None:
     bad = ada("bundle", "import", str(usb / "junk.hb"), check=False)
     assert bad.code == 1
     assert "not a Hearth bundle file" in bad.err
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_serve_sends_and_receives_live_and_reconnects(tmp_path: Path) -> None:
+    relay = start_relay(tmp_path / "relay")
+    port = int(relay.url.rsplit(":", 1)[1])
+    ada, ben, cleo = group_of_three(tmp_path, relay.url)
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    with (tmp_path / "serve.log").open("w") as log:
+        serving = subprocess.Popen(
+            [*hearth_command(), "--home", str(ada.home), "serve"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
+    try:
+        assert serving.stdout is not None
+        assert serving.stdout.readline().startswith("Serving 1 group")
+
+        def ada_has(name: str) -> bool:
+            return name in ada("resource", "list").out
+
+        ben("resource", "add", "Arrived live")
+        ben("sync")
+        assert wait_until(lambda: ada_has("Arrived live"))
+
+        ada("resource", "add", "From another window")  # another process on the same home
+
+        def cleo_has(name: str) -> bool:
+            cleo("sync")
+            return name in cleo("resource", "list").out
+
+        assert wait_until(lambda: cleo_has("From another window"))
+
+        relay.kill(signal.SIGKILL)
+        relay = start_relay(tmp_path / "relay", port=port)
+        ben("resource", "add", "After the restart")
+        ben("sync")
+        assert wait_until(lambda: ada_has("After the restart"), seconds=30)
+        serving.send_signal(signal.SIGTERM)
+        assert serving.wait(timeout=10) == 0
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+        serving.wait()
+        assert serving.stdout is not None
+        serving.stdout.close()
+        relay.kill(signal.SIGTERM)

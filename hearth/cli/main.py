@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every group, not just the current one")
     _json_flag(p)
 
+    p = sub.add_parser("serve", help="stay connected: send and receive changes as they happen")
+
     p = sub.add_parser("status", help="is this node in sync, and with which relays")
     _json_flag(p)
 

@@ -84,6 +84,23 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, node: Node) -> int:
+    import signal
+
+    from hearth.serve import serve
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"Serving {len(node.groups())} group(s); stop with Ctrl-C.", flush=True)
+        await serve(node, stop)
+
+    asyncio.run(run())
+    return 0
+
+
 def _status(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
     view = node.view(group.id)
@@ -241,6 +258,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
     "relay list": _relay_list,
     "relay remove": _relay_remove,
     "sync": _sync,
+    "serve": _serve,
     "status": _status,
     "invite": _invite,
     "bundle export": _bundle_export,
