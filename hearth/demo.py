@@ -1,26 +1,32 @@
 """``hearth demo``: a street's tool library, made up on the spot, to see Hearth working.
 
-Three neighbours — Ada, Ben and Cleo — each get a node (a home directory) in a temporary
-folder. Ada starts the group and records the library's things; Ben and Cleo join; then
-all three make changes while apart (one of them lends out the gazebo the other has just
-lent too) and exchange what they wrote. The summary shows the three ledgers identical,
-and the conflict the merge could not see.
+A relay starts on loopback, and three neighbours — Ada, Ben and Cleo — each get a node (a
+home directory) in a temporary folder. Ada starts the group and records the library's
+things; Ben and Cleo join with invite tokens; then all three make changes while apart
+(two of them lend out the one gazebo) and sync through the relay. The summary shows the
+three ledgers identical, and the conflict the merge could not see.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from hearth.errors import TransportError
 from hearth.identity import create_identity
 from hearth.intake import take_in
 from hearth.ledger import CommitmentStatus, Kind, find_conflicts
 from hearth.ledger.ledger import Ledger
 from hearth.node import Node, open_node
+from hearth.sync_client import sync_relay
 from hearth.values import format_time
 
 __all__ = ["DemoClock", "build_demo", "run_demo"]
@@ -65,7 +71,8 @@ class DemoClock:
 
     def now_ms(self) -> int:
         """The demo's time, never later than the real time."""
-        self.now = min(self.now + self.rng.randint(20, 240) * 60_000, time.time_ns() // 1_000_000)
+        step = self.rng.randint(20, 240) * 60_000
+        self.now = max(self.now + 1, min(self.now + step, time.time_ns() // 1_000_000))
         return self.now
 
 
@@ -87,8 +94,12 @@ def _find(ledger: Ledger, name: str) -> str:
     return ledger.view.find("resources", name)
 
 
-def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
-    """Create the three nodes, the group and its history in ``root``."""
+def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None = None) -> Demo:
+    """Create the three nodes, the group and its history in ``root``.
+
+    With ``relay_url`` the nodes sync through that relay; without, they hand each other
+    their bundles directly (as `hearth bundle export/import` would).
+    """
     clock = clock or DemoClock()
     nodes: dict[str, Node] = {}
     for name in ("Ada", "Ben", "Cleo"):
@@ -97,6 +108,9 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
         nodes[name] = open_node(home, clock=clock)
     ada, ben, cleo = nodes["Ada"], nodes["Ben"], nodes["Cleo"]
     group = ada.create_group("Elm Street Tool Library")
+    if relay_url:
+        with ada.change() as ledger:
+            ledger.add_relay(relay_url)
     real_now = time.time_ns() // 1_000_000
 
     with ada.change() as ledger:
@@ -111,7 +125,14 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
             )
     for other in (ben, cleo):
         other.join_with_token(ada.create_invite())
-    _exchange(nodes, group.id)
+
+    def exchange(nodes: dict[str, Node], group_id: str) -> None:
+        if relay_url:
+            _through_relay(nodes, group_id, relay_url)
+        else:
+            _exchange(nodes, group_id)
+
+    exchange(nodes, group.id)
 
     with ada.change() as ledger:
         ledger.lend(_find(ledger, "Cordless drill"), to="Ben")
@@ -168,7 +189,7 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
             quantity=Decimal(2),
         )
         ledger.change_commitment(c2.id, CommitmentStatus.CANCELLED)
-    _exchange(nodes, group.id)
+    exchange(nodes, group.id)
 
     # Apart for an afternoon: Ada and Ben both lend out the gazebo.
     with ada.change() as ledger:
@@ -179,7 +200,7 @@ def build_demo(root: Path, clock: DemoClock | None = None) -> Demo:
         ledger.add_need("Garden twine", quantity=Decimal(1), unit="roll")
     with cleo.change() as ledger:
         ledger.return_(_find(ledger, "Lawn mower"))
-    _exchange(nodes, group.id)
+    exchange(nodes, group.id)
     return Demo(root=root, nodes=nodes, group_id=group.id)
 
 
@@ -191,6 +212,37 @@ def _exchange(nodes: dict[str, Node], group_id: str) -> None:
             if target is not source:
                 for bundle in bundles:
                     take_in(target, bundle.envelope, source="demo")
+
+
+def _through_relay(nodes: dict[str, Node], group_id: str, url: str) -> None:
+    """Every node syncs with the relay, twice round, as `hearth sync` does."""
+    for _ in range(2):
+        for node in nodes.values():
+            report = asyncio.run(sync_relay(node, url, [group_id], timeout=20))
+            if not report.ok:
+                raise TransportError(f"The demo's relay stopped answering: {report.error}")
+
+
+def start_relay(root: Path) -> tuple[subprocess.Popen[str], str]:
+    """A ``hearth-relay`` on a free loopback port, and its address."""
+    command = [
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--data",
+        str(root / "relay"),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise TransportError("The demo could not start its relay on this machine.")
+    return proc, line.removeprefix("listening on ")
 
 
 def summary(demo: Demo) -> str:
@@ -205,7 +257,8 @@ def summary(demo: Demo) -> str:
     heads = {name: sorted(n.ledger(demo.group_id).doc.heads()) for name, n in demo.nodes.items()}
     same = len({tuple(h) for h in heads.values()}) == 1
     lines.append(
-        "Ada, Ben and Cleo each changed the ledger while apart, then exchanged changes: "
+        "Ada, Ben and Cleo each changed the ledger while apart, then synced through a relay"
+        " on this machine: "
         + ("all three ledgers are now identical." if same else "THEY DIFFER (a bug).")
     )
     by_status: dict[str, int] = {}
@@ -228,9 +281,17 @@ def summary(demo: Demo) -> str:
 
 
 def run_demo(*, headless: bool, keep: bool = True) -> int:
-    """Build the demo in a temporary folder, print the summary, then open the app."""
+    """Build the demo in a temporary folder around a relay on loopback, print the summary,
+    then open the app."""
     root = Path(tempfile.mkdtemp(prefix="hearth-demo-"))
-    demo = build_demo(root)
+    relay, url = start_relay(root)
+    try:
+        demo = build_demo(root, relay_url=url)
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(timeout=15)
+        if relay.stdout is not None:
+            relay.stdout.close()
     try:
         print(summary(demo))
     finally:

@@ -149,36 +149,47 @@ def need(need_id: str, raw: Raw) -> Need:
 def commitment(commitment_id: str, raw: Raw) -> Commitment:
     """A commitment whose status is replayed from its recorded status changes.
 
-    Each change names the status its author saw. Changes are replayed in ``(at, id)``
-    order; one whose starting status no longer holds (because a concurrent change got
-    there first) is kept but marked not applied, which :mod:`conflicts` reports.
+    Each change names the status its author saw, so changes are replayed along that chain
+    (the clock only breaks ties between rivals); one whose starting status never comes
+    round (because a concurrent change got there first) is kept but marked not applied,
+    which :mod:`conflicts` reports.
     """
-    status = CommitmentStatus.PROPOSED
-    replayed: list[StatusChange] = []
     stored = raw.get("changes")
     items = stored.items() if isinstance(stored, Mapping) else ()
-    parsed: list[tuple[int, str, Raw]] = [
-        (_int(c, "at") or 0, change_id, c) for change_id, c in items if isinstance(c, Mapping)
-    ]
-    for at, change_id, change in sorted(parsed, key=lambda item: (item[0], item[1])):
+    pending: list[tuple[int, str, CommitmentStatus, CommitmentStatus, str]] = []
+    for change_id, change in items:
+        if not isinstance(change, Mapping):
+            continue
         try:
             seen = CommitmentStatus(_str(change, "from"))
             target = CommitmentStatus(_str(change, "to"))
         except ValueError:
             continue
-        applied = seen is status and target in COMMITMENT_TRANSITIONS[status]
-        if applied:
-            status = target
-        replayed.append(
+        pending.append((_int(change, "at") or 0, change_id, seen, target, _str(change, "by")))
+    pending.sort(key=lambda item: (item[0], item[1]))
+    # Replay by what each change saw, not by the clock: repeatedly take the earliest change
+    # that starts from the current status. Changes left over lost to a concurrent one.
+    status = CommitmentStatus.PROPOSED
+    applied: list[StatusChange] = []
+    while True:
+        step = next(
+            (c for c in pending if c[2] is status and c[3] in COMMITMENT_TRANSITIONS[status]), None
+        )
+        if step is None:
+            break
+        pending.remove(step)
+        at, change_id, seen, target, by = step
+        applied.append(
             StatusChange(
-                id=change_id,
-                from_status=seen,
-                to_status=target,
-                by=_str(change, "by"),
-                at=at,
-                applied=applied,
+                id=change_id, from_status=seen, to_status=target, by=by, at=at, applied=True
             )
         )
+        status = target
+    lost = [
+        StatusChange(id=change_id, from_status=seen, to_status=target, by=by, at=at, applied=False)
+        for at, change_id, seen, target, by in pending
+    ]
+    replayed = sorted(applied + lost, key=lambda c: (c.at, c.id))
     return Commitment(
         id=commitment_id,
         what=_str(raw, "what", "(unnamed)"),
