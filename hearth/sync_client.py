@@ -238,8 +238,10 @@ async def sync_relay(
         await asyncio.wait_for(_run(node, url, group_ids, report), timeout)
     except asyncio.TimeoutError:
         report.error = f"no answer within {timeout:g} s"
+    except aiohttp.ClientConnectorError as exc:
+        report.error = f"cannot reach it: {exc.os_error.strerror or exc.os_error}"
     except (aiohttp.ClientError, OSError) as exc:
-        report.error = f"cannot reach it ({exc.__class__.__name__}: {exc})"
+        report.error = f"the connection failed ({exc.__class__.__name__}: {exc})"
     except HearthError as exc:
         report.error = str(exc)
     report.ok = report.ok and not report.error

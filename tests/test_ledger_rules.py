@@ -303,8 +303,15 @@ def test_bad_names_are_refused(name: str) -> None:
 
 def test_quick_successive_changes_in_the_same_millisecond_replay_in_order() -> None:
     ledger = Ledger.create(
-        seed=b"group", name="Elm Street", actor=b"\x01" * 16, creator=ADA, creator_name="Ada",
-        creator_key="ka", devices={}, clock=FakeClock(step=0), new_id=seeded_ids(99),
+        seed=b"group",
+        name="Elm Street",
+        actor=b"\x01" * 16,
+        creator=ADA,
+        creator_name="Ada",
+        creator_key="ka",
+        devices={},
+        clock=FakeClock(step=0),
+        new_id=seeded_ids(99),
     )
     ledger.add_member(member_id=BEN, name="Ben", key="kb", role=Role.MEMBER, devices={})
     for attempt in range(20):  # ids are random: the clock gives no order at all here

@@ -310,3 +310,16 @@ def test_serve_sends_and_receives_live_and_reconnects(tmp_path: Path) -> None:
         assert serving.stdout is not None
         serving.stdout.close()
         relay.kill(signal.SIGTERM)
+
+
+def test_doctor_says_what_is_wrong(tmp_path: Path, relay: Relay) -> None:
+    cli = Cli(tmp_path / "doc")
+    cli("init", "--name", "Dee")
+    cli("group", "create", "Checked", "--relay", relay.url)
+    healthy = cli("doctor", "--json")
+    assert all(f["ok"] for f in json.loads(healthy.out))
+    cli("relay", "add", "ws://127.0.0.1:9")
+    sick = cli("doctor", "--timeout", "3", check=False)
+    assert sick.code == 1
+    assert "ws://127.0.0.1:9: not reachable" in sick.out
+    assert "→" in sick.out

@@ -218,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="stay connected: send and receive changes as they happen")
 
+    p = sub.add_parser("doctor", help="check this node end to end and say what is wrong")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    _json_flag(p)
+
     p = sub.add_parser("status", help="is this node in sync, and with which relays")
     _json_flag(p)
 

@@ -101,6 +101,22 @@ def _serve(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace, node: Node) -> int:
+    from hearth.doctor import examine
+
+    findings = examine(node, timeout=args.timeout)
+    data = [
+        {"check": f.check, "ok": f.ok, "detail": f.detail, "advice": f.advice} for f in findings
+    ]
+    lines = []
+    for f in findings:
+        lines.append(f"{'ok ' if f.ok else 'BAD'}  {f.check}: {f.detail}")
+        if f.advice:
+            lines.append(f"     → {f.advice}")
+    emit(args, data, "\n".join(lines))
+    return 0 if all(f.ok for f in findings) else 1
+
+
 def _status(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
     view = node.view(group.id)
@@ -259,6 +275,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
     "relay remove": _relay_remove,
     "sync": _sync,
     "serve": _serve,
+    "doctor": _doctor,
     "status": _status,
     "invite": _invite,
     "bundle export": _bundle_export,

@@ -1,0 +1,136 @@
+"""``hearth doctor``: check a node end to end and say in plain words what is wrong.
+
+Each check returns a :class:`Finding`: what was checked, whether it is fine, and what to do
+if not. Nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from hearth.errors import HearthError
+from hearth.identity import load_identity
+from hearth.node import Node
+from hearth.sync_client import sync_relay
+
+__all__ = ["Finding", "examine"]
+
+_CLOCK_SKEW_MS = 5 * 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The result of one check."""
+
+    check: str
+    ok: bool
+    detail: str
+    advice: str = ""
+
+
+def _http_url(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(("https" if parts.scheme == "wss" else "http", parts.netloc, "/info", "", ""))
+
+
+async def _relay_clock(url: str, timeout: float) -> int | None:
+    """The relay's idea of the time (from its HTTP Date header), in ms."""
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(_http_url(url), timeout=aiohttp.ClientTimeout(total=timeout)) as response,
+        ):
+            date = response.headers.get("Date")
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        return None
+    return int(parsedate_to_datetime(date).timestamp() * 1000) if date else None
+
+
+def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
+    """Every check, in order: store, keys, groups, relays, gaps, clock."""
+    findings = []
+    problems = node.store.integrity_problems()
+    findings.append(
+        Finding(
+            "store",
+            not problems,
+            "the local store is sound"
+            if not problems
+            else f"the store reports damage: {problems[0]}",
+            "Copy the home folder somewhere safe, then rebuild by joining the group again."
+            if problems
+            else "",
+        )
+    )
+    try:
+        load_identity(node.home)
+        findings.append(Finding("keys", True, "your keys match your identity"))
+    except HearthError as exc:
+        findings.append(Finding("keys", False, str(exc), "Restore the keys folder from a copy."))
+    for group in node.groups():
+        view = node.view(group.id)
+        relays = view.relays()
+        if not relays:
+            findings.append(
+                Finding(
+                    f"{group.name}: relays",
+                    False,
+                    "the group lists no relays",
+                    "Add one: `hearth relay add ws://HOST:PORT`.",
+                )
+            )
+        for url in relays:
+            report = asyncio.run(sync_relay(node, url, [group.id], timeout=timeout))
+            if report.ok and not report.refused:
+                findings.append(
+                    Finding(f"{group.name}: {url}", True, "reachable, and it accepts our bundles")
+                )
+            elif report.ok:
+                findings.append(
+                    Finding(
+                        f"{group.name}: {url}",
+                        False,
+                        f"reachable but refusing: {report.refused[0]}",
+                        "Ask the relay's operator, or add another relay.",
+                    )
+                )
+            else:
+                findings.append(
+                    Finding(
+                        f"{group.name}: {url}",
+                        False,
+                        f"not reachable ({report.error})",
+                        "Check the address and your connection; changes "
+                        "wait safely until a relay is reached.",
+                    )
+                )
+            relay_now = asyncio.run(_relay_clock(url, timeout))
+            if relay_now is not None and abs(relay_now - node.clock.now_ms()) > _CLOCK_SKEW_MS:
+                minutes = abs(relay_now - node.clock.now_ms()) // 60_000
+                findings.append(
+                    Finding(
+                        "clock",
+                        False,
+                        f"this device's clock is {minutes} minutes off {url}'s",
+                        "Set the date and time; dates you record depend on it.",
+                    )
+                )
+        gaps = len(node.feeds.waiting(group.id))
+        findings.append(
+            Finding(
+                f"{group.name}: gaps",
+                gaps == 0,
+                "nothing is missing"
+                if gaps == 0
+                else f"{gaps} changes wait for earlier ones not yet received",
+                ""
+                if gaps == 0
+                else "Sync with another relay or member: `hearth relay add`, `hearth sync`.",
+            )
+        )
+    return findings
