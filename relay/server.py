@@ -232,7 +232,9 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
 
 
 async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:
-    cursor = item.after
+    # A cursor beyond what is stored (a relay restored from an older backup) must not
+    # hide the bundles that arrive from now on.
+    cursor = min(item.after, core.store.newest(item.topic))
     while True:
         page = core.page(item.topic, cursor)
         for frame in page:

@@ -191,7 +191,7 @@ class Simulation:
             if isinstance(output, CloseClient):
                 raise AssertionError(f"relay closed n{i}: {output.reason}")
             if isinstance(output, CatchUp):
-                cursor = output.after
+                cursor = min(output.after, self.relay.store.newest(output.topic))
                 while page := self.relay.page(output.topic, cursor):
                     for frame in page:
                         link.to_node.append(self.relay.encode(output.client, frame))

@@ -1,0 +1,265 @@
+"""Sync benchmarks of the sync issue; writes a JSON result to bench/results/.
+
+    python bench/sync_bench.py [--entries 2000] [--ingest 3000] [--idle 1000]
+
+Everything runs on 127.0.0.1 against a real ``hearth-relay`` process:
+- wire overhead of a one-field edit (envelope and frame bytes against the raw change);
+- relay ingest: durably acknowledged bundles per second from one publisher;
+- propagation: a bundle published by one client delivered to another, with N idle
+  connections open (p50/p99);
+- memory per idle connection (relay RSS before and after N idle, handshaken connections);
+- catch-up: a fresh device fetching a ledger of ``--entries`` entries through the relay,
+  against the floor (loading the same saved document and decrypting its bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+
+from hearth.crypto import SigningKey, aead_open, aead_seal
+from hearth.identity import create_identity
+from hearth.ledger import LedgerDoc
+from hearth.node import open_node
+from hearth.protocol.bundle import EpochKeys, Inner, encode_changes, registration_proof, seal_bundle
+from hearth.protocol.frames import Hello, Publish, Register, Subscribe, decode_frame, encode_frame
+from hearth.sync_client import sync_relay
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def start_relay(data: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "--port",
+            "0",
+            "--data",
+            str(data),
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on "), line
+    return proc, line.removeprefix("listening on ")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def make_bundles(keys: EpochKeys, device: SigningKey, count: int) -> list[bytes]:
+    out, prev = [], b""
+    for seq in range(1, count + 1):
+        inner = Inner(
+            kind="content",
+            group_id=keys.group_id,
+            epoch_id=keys.epoch_id,
+            author=device.public,
+            seq=seq,
+            prev=prev,
+            auth_heads=(),
+            created_at=seq,
+            payload=encode_changes([("live", secrets.token_bytes(100), [])]),
+        )
+        envelope = seal_bundle(inner, keys=keys, device=device, salt=secrets.token_bytes(32))
+        prev = envelope.id
+        out.append(envelope.encode())
+    return out
+
+
+async def handshake(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(url, max_msg_size=2 * 1024 * 1024)
+    await ws.send_bytes(encode_frame(Hello(versions=[1], role="node", agent="bench")))
+    await ws.receive()
+    return ws
+
+
+async def ingest_and_propagation(
+    url: str, count: int, idle: int, relay_pid: int
+) -> dict[str, object]:
+    keys = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
+    bundles = make_bundles(keys, SigningKey.generate(), count + 200)
+    result: dict[str, object] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        publisher = await handshake(http, url)
+        await publisher.send_bytes(
+            encode_frame(
+                Register(
+                    topic=keys.topic,
+                    relay_key=keys.relay_key.public,
+                    proof=registration_proof(keys),
+                )
+            )
+        )
+        started, window, acked, sent = time.perf_counter(), 64, 0, 0
+        while acked < count:
+            while sent < count and sent - acked < window:
+                await publisher.send_bytes(encode_frame(Publish(envelope=bundles[sent])))
+                sent += 1
+            message = await publisher.receive()
+            if decode_frame(message.data).TYPE == "ack":
+                acked += 1
+        elapsed = time.perf_counter() - started
+        result["ingest_bundles_per_s"] = round(count / elapsed, 1)
+
+        before = rss_kib(relay_pid)
+        idlers = [await handshake(http, url) for _ in range(idle)]
+        await asyncio.sleep(1)
+        after = rss_kib(relay_pid)
+        result["idle_connections"] = idle
+        result["memory_per_idle_connection_kib"] = round((after - before) / max(idle, 1), 2)
+
+        subscriber = await handshake(http, url)
+        await subscriber.send_bytes(encode_frame(Subscribe(topic=keys.topic, after=10**12)))
+        await subscriber.receive()  # caught_up
+        samples = []
+        for envelope in bundles[count : count + 200]:
+            t0 = time.perf_counter()
+            await publisher.send_bytes(encode_frame(Publish(envelope=envelope)))
+            while True:
+                frame = decode_frame((await subscriber.receive()).data)
+                if frame.TYPE == "deliver":
+                    break
+            samples.append(time.perf_counter() - t0)
+            await publisher.receive()  # its ack
+        result["propagation_ms"] = {
+            "p50": round(statistics.median(samples) * 1000, 3),
+            "p99": round(percentile(samples, 0.99) * 1000, 3),
+            "with_idle_connections": idle,
+        }
+        for ws in [*idlers, subscriber, publisher]:
+            await ws.close()
+    return result
+
+
+def wire_overhead() -> dict[str, object]:
+    doc = LedgerDoc.genesis(b"s", ("resources",), os.urandom(16))
+    with doc.edit() as w:
+        w.put("resources", "r" * 32, {"name": "Ladder", "note": ""})
+    with doc.edit() as w:
+        w.put("resources", "r" * 32, {"note": "left rung wobbles"})
+    change = doc.last_edit.changes[0]
+    keys = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
+    device = SigningKey.generate()
+    inner = Inner(
+        kind="content",
+        group_id=keys.group_id,
+        epoch_id=keys.epoch_id,
+        author=device.public,
+        seq=2,
+        prev=os.urandom(32),
+        auth_heads=(),
+        created_at=1,
+        payload=encode_changes([("live", change, [("resources", "r" * 32)])]),
+    )
+    envelope = seal_bundle(inner, keys=keys, device=device, salt=os.urandom(32)).encode()
+    frame = encode_frame(Publish(envelope=envelope))
+    return {
+        "raw_change_bytes": len(change),
+        "envelope_bytes": len(envelope),
+        "frame_bytes": len(frame),
+        "ratio": round(len(frame) / len(change), 2),
+    }
+
+
+def catch_up(entries: int, url: str, root: Path) -> dict[str, object]:
+    create_identity(root / "writer", name="Writer")
+    with open_node(root / "writer", durable=False) as writer:
+        writer.create_group("Bench")
+        with writer.change() as ledger:
+            ledger.add_relay(url)
+        for i in range(entries):
+            with writer.change() as ledger:
+                ledger.add_resource(f"Resource {i:05d}", quantity=Decimal(1))
+        group = writer.current_group().id
+        token = writer.create_invite()
+        report = asyncio.run(sync_relay(writer, url, [group], timeout=600))
+        assert report.ok, report.error
+        saved = writer.ledger().doc.save()
+    # The floor: load the same document and decrypt as many bytes.
+    key = os.urandom(32)
+    sealed = aead_seal(key, saved, b"")
+    t0 = time.perf_counter()
+    LedgerDoc.load(aead_open(key, sealed, b"") or b"", os.urandom(16))
+    floor = time.perf_counter() - t0
+    create_identity(root / "fresh", name="Fresh")
+    with open_node(root / "fresh") as fresh:
+        fresh.join_with_token(token)
+        t0 = time.perf_counter()
+        report = asyncio.run(sync_relay(fresh, url, [group], timeout=3600))
+        elapsed = time.perf_counter() - t0
+        assert report.ok, report.error
+        assert len(fresh.view().resources()) == entries
+    return {
+        "entries": entries,
+        "bundles": report.received,
+        "catch_up_s": round(elapsed, 3),
+        "floor_s": round(floor, 4),
+        "ratio_to_floor": round(elapsed / floor, 1),
+        "saved_document_bytes": len(saved),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entries", type=int, default=2000)
+    parser.add_argument("--ingest", type=int, default=3000)
+    parser.add_argument("--idle", type=int, default=1000)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="hearth-sync-bench-"))
+    config = root / "relay.toml"
+    config.write_text(
+        "[relay]\nmax_connections_per_ip = 5000\nmax_connections = 6000\n"
+        "publish_burst = 100000\npublish_per_s = 100000.0\n"
+    )
+    relay, url = start_relay(root / "relay", config)
+    try:
+        result: dict[str, object] = {
+            "benchmark": "sync",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count()},
+            "wire_overhead": wire_overhead(),
+        }
+        result.update(asyncio.run(ingest_and_propagation(url, args.ingest, args.idle, relay.pid)))
+        result["catch_up"] = catch_up(args.entries, url, root)
+    finally:
+        relay.terminate()
+        relay.wait()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"sync-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
