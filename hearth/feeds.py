@@ -109,13 +109,58 @@ class Feeds:
     # --- this device's feed -----------------------------------------------------------
 
     def head(self, group_id: str, author: bytes) -> tuple[int, bytes]:
-        """(seq, id) of the newest applied bundle of an author's feed, or (0, b"")."""
+        """(seq, id) of the newest applied bundle of an author's feed, or (0, b"").
+
+        A snapshot taken in counts: the bundles it covers need not be held.
+        """
         rows = self.store.query(
             "SELECT seq, id FROM bundles WHERE group_id = ? AND author = ? AND state = ? "
+            "UNION ALL SELECT seq, id FROM covered WHERE group_id = ? AND author = ? "
             "ORDER BY seq DESC LIMIT 1",
-            (group_id, author, APPLIED),
+            (group_id, author, APPLIED, group_id, author),
         )
         return (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, b"")
+
+    def heads(self, group_id: str) -> list[tuple[bytes, int, bytes]]:
+        """(author, seq, id) of every feed's newest applied bundle in a group."""
+        authors = self.store.query(
+            "SELECT DISTINCT author FROM bundles WHERE group_id = ? AND state = ? "
+            "UNION SELECT author FROM covered WHERE group_id = ?",
+            (group_id, APPLIED, group_id),
+        )
+        return sorted((bytes(a), *self.head(group_id, bytes(a))) for (a,) in authors)
+
+    def cover(self, group_id: str, heads: Sequence[tuple[bytes, int, bytes]]) -> None:
+        """Take in a snapshot's feed heads (inside a write)."""
+        for author, seq, bundle_id in heads:
+            if seq > self.head(group_id, author)[0]:
+                self.store.run(
+                    "INSERT OR REPLACE INTO covered(group_id, author, seq, id) VALUES (?, ?, ?, ?)",
+                    (group_id, author, seq, bundle_id),
+                )
+
+    def seal_snapshot(self, group_id: str, payload: bytes) -> Envelope:
+        """A snapshot bundle of this device (outside its feed: seq 0)."""
+        keys = self.current_keys(group_id)
+        inner = Inner(
+            kind="snapshot",
+            group_id=keys.group_id,
+            epoch_id=keys.epoch_id,
+            author=self.device.public,
+            seq=0,
+            prev=b"",
+            auth_heads=(),
+            created_at=self.clock.now_ms(),
+            payload=payload,
+        )
+        return seal_bundle(inner, keys=keys, device=self.device, salt=secrets.token_bytes(32))
+
+    def applied_count(self, group_id: str) -> int:
+        """How many bundles of a group this node has applied."""
+        rows = self.store.query(
+            "SELECT COUNT(*) FROM bundles WHERE group_id = ? AND state = ?", (group_id, APPLIED)
+        )
+        return int(rows[0][0])
 
     def seal_local(
         self,

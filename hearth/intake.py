@@ -20,7 +20,9 @@ from hearth.crypto import key_id
 from hearth.errors import HearthError, LedgerError, ProtocolError
 from hearth.feeds import APPLIED, WAITING
 from hearth.invite import decode_claim
+from hearth.ledger import LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
+from hearth.ledger.ledger import LIVE
 from hearth.ledger.view import LedgerView
 from hearth.node import Node, verify_genesis
 from hearth.protocol.bundle import (
@@ -28,6 +30,7 @@ from hearth.protocol.bundle import (
     EpochKeys,
     Inner,
     decode_changes,
+    decode_snapshot,
     open_envelope,
     parse_envelope,
 )
@@ -80,7 +83,12 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
         return _reject(node, source, str(exc))
     try:
         with node.store.write():  # a rejection rolls back everything the bundle touched
-            outcome = _judge(node, group_id, envelope, inner)
+            if inner.kind == "snapshot":
+                outcome = _take_snapshot(node, group_id, envelope, inner)
+            elif inner.kind == "content" and inner.seq >= 1:
+                outcome = _judge(node, group_id, envelope, inner)
+            else:
+                raise ProtocolError(f"a bundle of unknown kind {inner.kind!r}")
     except HearthError as exc:
         return _reject(node, source, str(exc))
     if outcome.verdict is Verdict.APPLIED:
@@ -120,7 +128,7 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
             reason=f"waiting for seq {head_seq + 1} of its feed",
         )
     if inner.seq <= head_seq:
-        raise ProtocolError(f"a replayed bundle (seq {inner.seq} is already applied)")
+        return Outcome(verdict=Verdict.DUPLICATE)  # already applied, or inside a snapshot
     if inner.prev != head_id:
         raise ProtocolError("the bundle's chain is broken: it does not follow the one before")
     try:
@@ -129,6 +137,42 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
         feeds.keep(group_id, envelope, inner, WAITING)
         return Outcome(verdict=Verdict.WAITING, group_id=group_id, reason=str(wait))
     feeds.keep(group_id, envelope, inner, APPLIED)
+    return Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1)
+
+
+def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outcome:
+    """Take in a snapshot: merge its documents and skip the bundles it covers.
+
+    A member's device may send one — a member this node knows, or one the snapshot itself
+    lists (a new member knows few): only holders of the group's keys can make one.
+    """
+    seen = node.store.query("SELECT 1 FROM seen_snapshots WHERE id = ?", (envelope.id,))
+    if seen:
+        return Outcome(verdict=Verdict.DUPLICATE)
+    docs, heads = decode_snapshot(inner.payload)
+    group = node.group(group_id)
+    incoming = {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
+    with node.writing(group_id) as ledger:
+        view = ledger.view
+        author = inner.author.hex()
+        if _device_actors(view, author) is None:
+            listed = LedgerView.build([incoming[LIVE]]) if LIVE in incoming else None
+            if listed is None or _device_actors(listed, author) is None:
+                raise ProtocolError("a snapshot from a device that is not a member's")
+        for name, doc in incoming.items():
+            ledger.document(name).merge(doc)
+        ledger.view.rebuild(ledger.docs())
+        node.feeds.cover(group_id, heads)
+        node.store.run("INSERT INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
+        for name in incoming:
+            target = ledger.document(name)
+            known = target.change_ids()
+            waiting = [
+                r.hash for r in node.store.changes_after(group_id, name, 0) if r.hash not in known
+            ]
+            node.store.put_snapshot(
+                group_id, name, target.save(), node.store.last_seq(), keep=waiting
+            )
     return Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1)
 
 

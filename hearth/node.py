@@ -89,6 +89,10 @@ class _StoredArchives:
         """Every archive document of the group."""
         return list(self._loaded().values())
 
+    def named(self) -> dict[str, LedgerDoc]:
+        """Every archive document of the group, by quarter."""
+        return dict(self._loaded())
+
     def forget(self) -> None:
         """Drop what is loaded (another process changed the archives)."""
         self._docs = None

@@ -17,8 +17,16 @@ import aiohttp
 
 from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.intake import Verdict, take_in
+from hearth.ledger.ledger import LIVE
 from hearth.node import Node
-from hearth.protocol.bundle import parse_envelope, registration_proof
+from hearth.protocol.bundle import (
+    MAX_BUNDLE,
+    cover_proof,
+    encode_snapshot,
+    open_envelope,
+    parse_envelope,
+    registration_proof,
+)
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.frames import MAX_FRAME
 from hearth.protocol.sync import (
@@ -33,9 +41,19 @@ from hearth.protocol.sync import (
     TopicPlan,
 )
 
-__all__ = ["RelayReport", "plan_for", "record", "stay_connected", "sync_relay", "sync_relays"]
+__all__ = [
+    "RelayReport",
+    "plan_for",
+    "record",
+    "snapshot_due",
+    "stay_connected",
+    "sync_relay",
+    "sync_relays",
+]
 
 log = logging.getLogger(__name__)
+
+MAX_SNAPSHOT = MAX_BUNDLE - 64 * 1024  # room for the bundle's own fields
 
 
 @dataclass
@@ -50,6 +68,7 @@ class RelayReport:
     rejected: int = 0
     refused: list[str] = field(default_factory=list)
     error: str = ""
+    skipping: set[bytes] = field(default_factory=set)  # topics whose cursor must not move
 
 
 def plan_for(node: Node, url: str, group_ids: Sequence[str]) -> list[TopicPlan]:
@@ -61,7 +80,8 @@ def plan_for(node: Node, url: str, group_ids: Sequence[str]) -> list[TopicPlan]:
         rows = node.store.query(
             "SELECT cursor FROM relay_cursors WHERE url = ? AND topic = ?", (url, topic)
         )
-        after = int(rows[0][0]) if rows else 0
+        stored = int(rows[0][0]) if rows else 0
+        after = max(stored, 0)  # -1: a snapshot was refused here; read everything, plainly
         outgoing = [
             (bytes(bid), bytes(env))
             for bid, env in node.store.query(
@@ -77,9 +97,76 @@ def plan_for(node: Node, url: str, group_ids: Sequence[str]) -> list[TopicPlan]:
                 proof=registration_proof(keys),
                 after=after,
                 outgoing=outgoing,
+                from_snapshot=stored == 0,
             )
         )
     return plans
+
+
+SNAPSHOT_EVERY = 500  # bundles applied since the last snapshot this node gave a relay
+
+
+def snapshot_due(
+    node: Node, url: str, group_ids: Sequence[str]
+) -> tuple[bytes, bytes, int, bytes] | None:
+    """A snapshot to give this relay, if enough has happened since the last one.
+
+    It must cover everything up to the cursor it claims, so none is made while a bundle
+    waits for an earlier one.
+    """
+    for group_id in group_ids:
+        keys = node.feeds.current_keys(group_id)
+        rows = node.store.query(
+            "SELECT cursor FROM relay_cursors WHERE url = ? AND topic = ?", (url, keys.topic)
+        )
+        covers = int(rows[0][0]) if rows else 0
+        last = node.store.query(
+            "SELECT covers, applied FROM published_snapshots WHERE url = ? AND topic = ?",
+            (url, keys.topic),
+        )
+        applied = node.feeds.applied_count(group_id)
+        if covers <= 0 or node.feeds.waiting(group_id):
+            continue
+        if last and (int(last[0][0]) >= covers or applied - int(last[0][1]) < SNAPSHOT_EVERY):
+            continue
+        if not last and applied < SNAPSHOT_EVERY:
+            continue
+        ledger = node.ledger(group_id)
+        payload = encode_snapshot(
+            [(LIVE, ledger.doc.save())]
+            + [(name, doc.save()) for name, doc in sorted(ledger.archive_docs().items())],
+            node.feeds.heads(group_id),
+        )
+        if len(payload) > MAX_SNAPSHOT:
+            log.info("the ledger is too large for a one-bundle snapshot; skipping")
+            continue
+        envelope = node.feeds.seal_snapshot(group_id, payload)
+        with node.store.write():
+            node.store.run(
+                "INSERT OR REPLACE INTO published_snapshots(url, topic, covers, applied) "
+                "VALUES (?, ?, ?, ?)",
+                (url, keys.topic, covers, applied),
+            )
+        return envelope.id, envelope.encode(), covers, cover_proof(keys, envelope.id, covers)
+    return None
+
+
+def _is_snapshot(node: Node, envelope: bytes) -> bool:
+    try:
+        parsed = parse_envelope(envelope)
+        found = node.feeds.keys_for_topic(parsed.topic)
+        return found is not None and open_envelope(parsed, found[1]).kind == "snapshot"
+    except ProtocolError:
+        return False
+
+
+def _forget_cursor(node: Node, url: str, topic: bytes) -> None:
+    """Mark a topic at a relay to be read again from the start, without snapshots."""
+    with node.store.write():
+        node.store.run(
+            "INSERT OR REPLACE INTO relay_cursors(url, topic, cursor) VALUES (?, ?, -1)",
+            (url, topic),
+        )
 
 
 def _remember(
@@ -121,11 +208,26 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
                 report.received += 1
             if outcome.verdict is Verdict.REJECTED:
                 report.rejected += 1
+                if _is_snapshot(node, output.envelope):
+                    # What it covers will not come from this relay this time: read the
+                    # topic from the start, without snapshots, next time.
+                    _forget_cursor(node, url, output.topic)
+                    report.skipping.add(output.topic)
             report.applied += outcome.applied
-            _remember(node, url, topic=output.topic, cursor=output.cursor, has=_id(output.envelope))
+            if output.topic not in report.skipping:
+                _remember(
+                    node, url, topic=output.topic, cursor=output.cursor, has=_id(output.envelope)
+                )
         elif isinstance(output, Acked):
             report.sent += 1
-            _remember(node, url, has=output.id)
+            # The relay answers in the order it stores, so by the time our bundle's ack
+            # arrives, every bundle stored before it has been delivered to us: reading
+            # may resume after the ack's cursor.
+            rows = node.store.query("SELECT topic FROM bundles WHERE id = ?", (output.id,))
+            topic = bytes(rows[0][0]) if rows else None
+            if topic in report.skipping:
+                topic = None
+            _remember(node, url, topic=topic, cursor=output.cursor, has=output.id)
         elif isinstance(output, Refused):
             report.refused.append(f"{output.code}: {output.message}")
             log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], output.message)
@@ -163,6 +265,11 @@ async def _run(
                         if not await carry_out(session.resume()):
                             return False
                     case Settled():
+                        snapshot = snapshot_due(node, url, group_ids)
+                        if snapshot is not None:
+                            if not await carry_out(session.publish_snapshot(*snapshot)):
+                                return False
+                            continue
                         report.ok = True
                         _log_attempt(node, report)
                         if not live:

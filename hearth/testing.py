@@ -56,5 +56,9 @@ class MemoryArchives:
         """Every archive, oldest quarter first."""
         return [self.docs[p] for p in sorted(self.docs)]
 
+    def named(self) -> dict[str, LedgerDoc]:
+        """Every archive by quarter."""
+        return dict(self.docs)
+
     def forget(self) -> None:
         """Nothing to forget: memory is the only copy."""

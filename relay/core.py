@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -49,12 +49,13 @@ class ToClient:
 
 @dataclass(frozen=True, slots=True)
 class CatchUp:
-    """Send this client the topic's stored bundles after a cursor (see :meth:`RelayCore.page`),
-    then :class:`CaughtUp`."""
+    """Send this client the topic's stored bundles after a cursor (or from its newest
+    snapshot), as :meth:`RelayCore.catch_up` yields them, then :class:`CaughtUp`."""
 
     client: int
     topic: bytes
     after: int
+    from_snapshot: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,7 @@ class RelayCore:
                 )
             state.topics.add(frame.topic)
             self.subscribers[frame.topic].add(client)
-            return [CatchUp(client, frame.topic, frame.after)]
+            return [CatchUp(client, frame.topic, frame.after, frame.from_snapshot)]
         if isinstance(frame, Publish):
             return self._publish(client, state, frame)
         if isinstance(frame, Error):
@@ -251,6 +252,8 @@ class RelayCore:
             return self._error(
                 client, "store-failed", "The relay could not store the bundle.", bundle_id
             )
+        if frame.covers and stored.new and frame.covers < stored.cursor:
+            self.store.add_snapshot(envelope.topic, stored.cursor, frame.covers)
         self.metrics.observe("hearth_relay_write_seconds", self.clock() - started)
         self.metrics.count("hearth_relay_bundles_in_total")
         out: list[Output] = [ToClient(client, Ack(id=bundle_id, cursor=stored.cursor))]
@@ -273,12 +276,26 @@ class RelayCore:
 
     # --- catching a subscriber up -----------------------------------------------------
 
-    def page(self, topic: bytes, after: int, limit: int = 200) -> list[Deliver]:
-        """Stored bundles of a topic after a cursor, as frames, oldest first."""
-        return [
-            Deliver(topic=topic, cursor=cursor, envelope=data)
-            for cursor, data in self.store.after(topic, after, limit)
-        ]
+    def catch_up(self, item: CatchUp, page: int = 200) -> Iterator[Deliver]:
+        """The stored bundles a subscriber is missing, oldest first, read page by page.
+
+        A fresh subscriber asking for it gets the newest snapshot first and then only what
+        came after what the snapshot covers. A cursor beyond what is stored (a relay
+        restored from an older backup) is treated as the newest stored one.
+        """
+        after = min(item.after, self.store.newest(item.topic))
+        snapshot = self.store.latest_snapshot(item.topic) if item.from_snapshot else None
+        if snapshot is not None and after == 0:
+            cursor, covers = snapshot
+            data = self.store.at(cursor)
+            if data is not None:
+                yield Deliver(topic=item.topic, cursor=cursor, envelope=data)
+                after = covers
+        while rows := self.store.after(item.topic, after, page):
+            for cursor, data in rows:
+                if snapshot is None or cursor != snapshot[0]:
+                    yield Deliver(topic=item.topic, cursor=cursor, envelope=data)
+            after = rows[-1][0]
 
     @staticmethod
     def caught_up(topic: bytes, cursor: int) -> CaughtUp:

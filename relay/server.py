@@ -232,16 +232,10 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
 
 
 async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:
-    # A cursor beyond what is stored (a relay restored from an older backup) must not
-    # hide the bundles that arrive from now on.
     cursor = min(item.after, core.store.newest(item.topic))
-    while True:
-        page = core.page(item.topic, cursor)
-        for frame in page:
-            await link.ws.send_bytes(core.encode(client, frame))
-            cursor = frame.cursor
-            core.metrics.count("hearth_relay_bundles_out_total")
-        if len(page) < 200:
-            break
+    for frame in core.catch_up(item):
+        await link.ws.send_bytes(core.encode(client, frame))
+        cursor = max(cursor, frame.cursor)
+        core.metrics.count("hearth_relay_bundles_out_total")
     link.sent_through[item.topic] = max(cursor, link.sent_through.get(item.topic, 0))
     await link.ws.send_bytes(core.encode(client, core.caught_up(item.topic, cursor)))

@@ -29,6 +29,12 @@ CREATE TABLE IF NOT EXISTS envelopes (
     data     BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS envelopes_by_topic ON envelopes (topic, cursor);
+CREATE TABLE IF NOT EXISTS snapshots (
+    topic   BLOB NOT NULL REFERENCES topics(topic),
+    cursor  INTEGER NOT NULL,   -- where the snapshot bundle itself is stored
+    covers  INTEGER NOT NULL,   -- every bundle up to this cursor is inside it
+    PRIMARY KEY (topic, cursor)
+);
 """
 
 
@@ -120,6 +126,30 @@ class RelayStore:
             "SELECT COALESCE(MAX(cursor), 0) FROM envelopes WHERE topic = ?", (topic,)
         ).fetchone()
         return int(row[0])
+
+    def add_snapshot(self, topic: bytes, cursor: int, covers: int) -> None:
+        """Note that the bundle at ``cursor`` is a snapshot holding everything to ``covers``."""
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO snapshots(topic, cursor, covers) VALUES (?, ?, ?)",
+                (topic, cursor, covers),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"The relay could not note a snapshot ({exc}).") from exc
+
+    def latest_snapshot(self, topic: bytes) -> tuple[int, int] | None:
+        """(cursor, covers) of the snapshot covering the most, if the topic has one."""
+        row = self._db.execute(
+            "SELECT s.cursor, s.covers FROM snapshots s JOIN envelopes e ON e.cursor = s.cursor "
+            "WHERE s.topic = ? ORDER BY s.covers DESC, s.cursor DESC LIMIT 1",
+            (topic,),
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def at(self, cursor: int) -> bytes | None:
+        """The envelope stored at a cursor."""
+        row = self._db.execute("SELECT data FROM envelopes WHERE cursor = ?", (cursor,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def writable(self) -> bool:
         """Whether a write transaction can be taken right now (for /readyz)."""

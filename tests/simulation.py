@@ -22,7 +22,7 @@ from hearth.intake import take_in
 from hearth.node import Node, open_node
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.sync import Output, Paused, RelaySession, Send, Settled
-from hearth.sync_client import RelayReport, plan_for, record
+from hearth.sync_client import RelayReport, plan_for, record, snapshot_due
 from hearth.testing import FakeClock, seeded_ids
 from relay.config import RelayConfig
 from relay.core import CatchUp, CloseClient, RelayCore, ToClient
@@ -180,7 +180,11 @@ class Simulation:
             elif isinstance(output, Paused):
                 self._node_outputs(i, link, link.session.resume())
             elif isinstance(output, Settled):
-                link.settled = True
+                snapshot = snapshot_due(self.nodes[i], URL, [self.group])
+                if snapshot is None:
+                    link.settled = True
+                else:
+                    self._node_outputs(i, link, link.session.publish_snapshot(*snapshot))
 
     def _relay_outputs(self, outputs: list[ToClient | CatchUp | CloseClient]) -> None:
         by_client = {link.client: (i, link) for i, link in self.links.items()}
@@ -192,10 +196,9 @@ class Simulation:
                 raise AssertionError(f"relay closed n{i}: {output.reason}")
             if isinstance(output, CatchUp):
                 cursor = min(output.after, self.relay.store.newest(output.topic))
-                while page := self.relay.page(output.topic, cursor):
-                    for frame in page:
-                        link.to_node.append(self.relay.encode(output.client, frame))
-                        cursor = frame.cursor
+                for frame in self.relay.catch_up(output):
+                    link.to_node.append(self.relay.encode(output.client, frame))
+                    cursor = max(cursor, frame.cursor)
                 caught = self.relay.caught_up(output.topic, cursor)
                 link.to_node.append(self.relay.encode(output.client, caught))
             else:
@@ -240,10 +243,11 @@ class Simulation:
         """What must be identical on every node once they have synced."""
         node = self.nodes[i]
         view = node.view(self.group)
+        # Feed heads, not bundle sets: a node that took a snapshot need not hold every bundle.
         return (
             sorted(node.ledger(self.group).doc.heads()),
             view.tables,
-            sorted(b.id for b in node.feeds.all(self.group)),
+            node.feeds.heads(self.group),
         )
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hearth import sync_client
 from tests.simulation import DAY_MS, Simulation
 
 SEEDS = int(os.environ.get("HEARTH_SIM_SEEDS", "500"))
@@ -27,7 +28,10 @@ def run(root: Path, seed: int, steps: int) -> Simulation:
     return sim
 
 
-def test_convergence_under_drops_reordering_duplication_and_partitions(tmp_path: Path) -> None:
+def test_convergence_under_drops_reordering_duplication_and_partitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_client, "SNAPSHOT_EVERY", 8)  # snapshots come and go too
     failures = []
     for seed in seeds():
         sim = run(tmp_path / str(seed), seed, steps=60)

@@ -19,7 +19,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from hearth import sync_client
+from hearth.identity import create_identity
+from hearth.node import open_node
 from hearth.protocol.frames import Hello, encode_frame
+from hearth.sync_client import sync_relay
 from tests.conftest import Cli, hearth_command
 
 pytestmark = pytest.mark.process
@@ -323,3 +327,37 @@ def test_doctor_says_what_is_wrong(tmp_path: Path, relay: Relay) -> None:
     assert sick.code == 1
     assert "ws://127.0.0.1:9: not reachable" in sick.out
     assert "→" in sick.out
+
+
+def test_a_new_device_catches_up_from_a_snapshot(
+    tmp_path: Path, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_client, "SNAPSHOT_EVERY", 10)
+    create_identity(tmp_path / "writer", name="Writer")
+    create_identity(tmp_path / "fresh", name="Fresh")
+    with open_node(tmp_path / "writer") as writer, open_node(tmp_path / "fresh") as fresh:
+        group = writer.create_group("Snapshots").id
+        with writer.change() as ledger:
+            ledger.add_relay(relay.url)
+        for i in range(30):
+            with writer.change() as ledger:
+                ledger.add_resource(f"Thing {i}")
+        token = writer.create_invite()
+        assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=30)).ok
+        with sqlite3.connect(relay.data / "relay.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0] == 1
+
+        fresh.join_with_token(token)
+        report = asyncio.run(sync_relay(fresh, relay.url, [group], timeout=30))
+        assert report.ok
+        assert report.received <= 3  # the snapshot and what came after it, not 33 bundles
+        assert {f"Thing {i}" for i in range(30)} <= {r.name for r in fresh.view().resources()}
+
+        with writer.change() as ledger:
+            ledger.add_resource("After the snapshot")
+        asyncio.run(sync_relay(writer, relay.url, [group], timeout=30))
+        asyncio.run(sync_relay(fresh, relay.url, [group], timeout=30))
+        assert "After the snapshot" in {r.name for r in fresh.view().resources()}
+        asyncio.run(sync_relay(writer, relay.url, [group], timeout=30))
+        assert sorted(writer.ledger().doc.heads()) == sorted(fresh.ledger().doc.heads())
+        assert writer.feeds.heads(group) == fresh.feeds.heads(group)

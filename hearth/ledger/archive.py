@@ -38,6 +38,10 @@ class Archives(Protocol):
         """Every archive document of the group."""
         ...
 
+    def named(self) -> dict[str, LedgerDoc]:
+        """Every archive document of the group, by quarter."""
+        ...
+
     def forget(self) -> None:
         """Drop what is loaded, to be read again from the store when next needed."""
         ...

@@ -344,6 +344,15 @@ class LedgerDoc:
             return set()
         return {c.hash for c in self._doc.get_changes(before)}
 
+    def merge(self, other: LedgerDoc) -> int:
+        """Take in everything another copy of this document has; return how many changes."""
+        before = self._doc.get_heads()
+        try:
+            self._doc.merge(other._doc)
+        except Exception as exc:
+            raise LedgerError(f"A saved ledger could not be merged ({exc}).") from exc
+        return len(self._doc.get_changes(before)) if self._doc.get_heads() != before else 0
+
     def change_ids(self) -> set[bytes]:
         """The hashes of every change in the document (a few ms per thousand changes)."""
         return {c.hash for c in self._doc.get_changes([])}

@@ -58,7 +58,7 @@ class Ledger:
         self.doc = doc
         self.author = author
         self.archives = archives
-        self.view = view if view is not None else LedgerView.build(self._docs())
+        self.view = view if view is not None else LedgerView.build(self.docs())
         self._clock = clock
         self._new_id = new_id
         self.outbox: list[tuple[str, Edit]] = []
@@ -134,7 +134,14 @@ class Ledger:
             raise LedgerError("This ledger keeps no archives.")
         return self.archives.get(name)
 
-    def _docs(self) -> list[LedgerDoc]:
+    def archive_docs(self) -> dict[str, LedgerDoc]:
+        """Every archive document by quarter."""
+        if self.archives is None:
+            return {}
+        return self.archives.named()
+
+    def docs(self) -> list[LedgerDoc]:
+        """The live document and every archive."""
         return [self.doc, *(self.archives.all() if self.archives else [])]
 
     def _read(self, table: str, entry_id: str) -> dict[str, object] | None:
@@ -188,7 +195,7 @@ class Ledger:
         applied = doc.apply(changes)
         if applied:
             if touched is None or applied - submitted:
-                self.view.rebuild(self._docs())
+                self.view.rebuild(self.docs())
             else:
                 self.view.refresh_with(self._read, touched)
         return len(applied)

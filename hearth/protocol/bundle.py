@@ -26,8 +26,12 @@ __all__ = [
     "Envelope",
     "EpochKeys",
     "Inner",
+    "cover_proof",
+    "cover_valid",
     "decode_changes",
+    "decode_snapshot",
     "encode_changes",
+    "encode_snapshot",
     "open_envelope",
     "parse_envelope",
     "registration_proof",
@@ -42,12 +46,25 @@ _AEAD_TAG = 16
 _SIGNED = b"hearth/v1/bundle\x00"
 _RELAY_SIGNED = b"hearth/v1/relay-admission\x00"
 _REGISTER_SIGNED = b"hearth/v1/register\x00"
+_COVERS_SIGNED = b"hearth/v1/snapshot-covers\x00"
 
 
 def registration_proof(keys: EpochKeys) -> bytes:
     """The relay key's proof, for a relay, that it may register this epoch's topic."""
     relay_key = keys.relay_key
     return relay_key.sign(_REGISTER_SIGNED + keys.topic + relay_key.public)
+
+
+def cover_proof(keys: EpochKeys, bundle_id: bytes, covers: int) -> bytes:
+    """The relay key's statement that a snapshot holds everything up to a cursor."""
+    return keys.relay_key.sign(_COVERS_SIGNED + bundle_id + covers.to_bytes(8, "big"))
+
+
+def cover_valid(relay_key: bytes, bundle_id: bytes, covers: int, proof: bytes) -> bool:
+    """Whether a snapshot's cover statement is signed by the topic's relay key."""
+    if not 0 <= covers < 2**63:
+        return False
+    return verify(relay_key, proof, _COVERS_SIGNED + bundle_id + covers.to_bytes(8, "big"))
 
 
 def registration_valid(topic: bytes, relay_key: bytes, proof: bytes) -> bool:
@@ -227,7 +244,7 @@ def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:
         and isinstance(author, bytes)
         and len(author) == 32
         and isinstance(seq, int)
-        and seq >= 1
+        and seq >= 0
         and isinstance(prev, bytes)
         and isinstance(heads, list)
         and all(isinstance(h, bytes) for h in heads)
@@ -288,3 +305,46 @@ def decode_changes(payload: bytes) -> list[tuple[str, bytes, list[tuple[str, str
             touched.append((ref[0], ref[1]))
         out.append((item[0], item[1], touched))
     return out
+
+
+def encode_snapshot(
+    docs: Sequence[tuple[str, bytes]], heads: Sequence[tuple[bytes, int, bytes]]
+) -> bytes:
+    """A snapshot payload: saved documents and, per device, the last bundle they hold."""
+    return codec.encode([[list(d) for d in docs], [list(h) for h in heads]])
+
+
+def decode_snapshot(
+    payload: bytes,
+) -> tuple[list[tuple[str, bytes]], list[tuple[bytes, int, bytes]]]:
+    """The saved documents and the feed heads a snapshot payload carries."""
+    value = codec.decode(payload)
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], list)
+        and isinstance(value[1], list)
+    ):
+        raise ProtocolError("A snapshot's payload is malformed.")
+    docs = []
+    for item in value[0]:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], bytes)
+        ):
+            raise ProtocolError("A snapshot holds a malformed document.")
+        docs.append((item[0], item[1]))
+    heads = []
+    for item in value[1]:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and isinstance(item[0], bytes)
+            and isinstance(item[1], int)
+            and isinstance(item[2], bytes)
+        ):
+            raise ProtocolError("A snapshot names a malformed feed head.")
+        heads.append((item[0], item[1], item[2]))
+    return docs, heads

@@ -70,6 +70,7 @@ class Subscribe:
     TYPE: ClassVar[str] = "subscribe"
     topic: bytes
     after: int
+    from_snapshot: bool = False  # start from the newest snapshot instead (a fresh device)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +98,8 @@ class Publish:
 
     TYPE: ClassVar[str] = "publish"
     envelope: bytes
+    covers: int = 0  # for a snapshot: it holds everything up to this cursor at this relay
+    cover_proof: bytes = b""  # the topic's relay key's signature over the bundle id and covers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +141,9 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": bytes,
     "code": str,
     "message": str,
+    "from_snapshot": bool,
+    "covers": int,
+    "cover_proof": bytes,
 }
 _TOPIC_LENGTH = 32
 

@@ -57,6 +57,7 @@ class TopicPlan:
     proof: bytes
     after: int
     outgoing: Sequence[tuple[bytes, bytes]] = ()  # (bundle id, envelope bytes)
+    from_snapshot: bool = False  # nothing read from this relay yet: start from a snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +114,14 @@ class RelaySession:
 
     plans: Sequence[TopicPlan]
     agent: str = "hearth"
-    queue: deque[tuple[bytes, bytes]] = field(default_factory=deque)
+    queue: deque[tuple[bytes, Publish]] = field(default_factory=deque)
     in_flight: set[bytes] = field(default_factory=set)
     catching_up: set[bytes] = field(default_factory=set)
     welcomed: bool = False
     settled: bool = False
     sent: int = 0
     received: int = 0
-    _envelopes: dict[bytes, bytes] = field(default_factory=dict)  # in flight, for resending
+    _in_flight_frames: dict[bytes, Publish] = field(default_factory=dict)  # for resending
 
     def start(self) -> list[Output]:
         """The first thing to send."""
@@ -135,9 +136,15 @@ class RelaySession:
                 out.append(
                     Send(Register(topic=plan.topic, relay_key=plan.relay_key, proof=plan.proof))
                 )
-                out.append(Send(Subscribe(topic=plan.topic, after=plan.after)))
+                out.append(
+                    Send(
+                        Subscribe(
+                            topic=plan.topic, after=plan.after, from_snapshot=plan.from_snapshot
+                        )
+                    )
+                )
                 self.catching_up.add(plan.topic)
-                self.queue.extend(plan.outgoing)
+                self.queue.extend((i, Publish(envelope=e)) for i, e in plan.outgoing)
             out += self._fill()
         elif isinstance(frame, Deliver):
             self.received += 1
@@ -146,7 +153,7 @@ class RelaySession:
             self.catching_up.discard(frame.topic)
         elif isinstance(frame, Ack):
             self.in_flight.discard(frame.id)
-            self._envelopes.pop(frame.id, None)
+            self._in_flight_frames.pop(frame.id, None)
             self.sent += 1
             out.append(Acked(frame.id, frame.cursor))
             out += self._fill()
@@ -156,7 +163,15 @@ class RelaySession:
 
     def publish(self, bundles: Iterable[tuple[bytes, bytes]]) -> list[Output]:
         """New local bundles to send (live mode)."""
-        self.queue.extend(bundles)
+        self.queue.extend((i, Publish(envelope=e)) for i, e in bundles)
+        self.settled = False
+        return self._fill() if self.welcomed else []
+
+    def publish_snapshot(
+        self, bundle_id: bytes, envelope: bytes, covers: int, proof: bytes
+    ) -> list[Output]:
+        """Send a snapshot that holds everything up to ``covers`` at this relay."""
+        self.queue.append((bundle_id, Publish(envelope=envelope, covers=covers, cover_proof=proof)))
         self.settled = False
         return self._fill() if self.welcomed else []
 
@@ -169,9 +184,9 @@ class RelaySession:
         if frame.id and frame.id in self.in_flight:
             self.in_flight.discard(frame.id)
             if frame.code == "rate-limited":
-                envelope = self._envelopes.pop(frame.id, None)
-                if envelope is not None:
-                    self.queue.appendleft((frame.id, envelope))
+                publish = self._in_flight_frames.pop(frame.id, None)
+                if publish is not None:
+                    self.queue.appendleft((frame.id, publish))
                 return [Paused(1.0)]
         out.append(Refused(frame.id, frame.code, frame.message))
         return out + self._fill()
@@ -179,10 +194,10 @@ class RelaySession:
     def _fill(self) -> list[Output]:
         out: list[Output] = []
         while self.queue and len(self.in_flight) < WINDOW:
-            bundle_id, envelope = self.queue.popleft()
+            bundle_id, publish = self.queue.popleft()
             self.in_flight.add(bundle_id)
-            self._envelopes[bundle_id] = envelope
-            out.append(Send(Publish(envelope=envelope)))
+            self._in_flight_frames[bundle_id] = publish
+            out.append(Send(publish))
         return out
 
     def _check_settled(self) -> list[Output]:
@@ -194,6 +209,6 @@ class RelaySession:
             and not self.in_flight
         ):
             self.settled = True
-            self._envelopes.clear()
+            self._in_flight_frames.clear()
             return [Settled()]
         return []
