@@ -31,6 +31,7 @@ from automerge._automerge import Transaction
 from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
 
 from hearth.errors import LedgerError
+from hearth.protocol.codec import uvarint
 
 __all__ = [
     "ChangeInfo",
@@ -73,19 +74,7 @@ class ChangeInfo:
     actor: bytes
 
 
-def _uleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_uleb(data: bytes, pos: int) -> tuple[int, int]:
+def _readuvarint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -108,7 +97,7 @@ def change_hash(change: bytes) -> ChangeInfo:
     if len(change) < 10 or change[:4] != _CHANGE_MAGIC:
         raise LedgerError("A change is not in Automerge's format.")
     chunk_type = change[8]
-    length, pos = _read_uleb(change, 9)
+    length, pos = _readuvarint(change, 9)
     if pos + length != len(change):
         raise LedgerError("A change has the wrong length.")
     if chunk_type == _CHUNK_CHANGE:
@@ -123,14 +112,14 @@ def change_hash(change: bytes) -> ChangeInfo:
             raise LedgerError("A compressed change is too large.")
     else:
         raise LedgerError("A change is not a single Automerge change.")
-    digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + _uleb(len(data)) + data).digest()
+    digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + uvarint(len(data)) + data).digest()
     if digest[:4] != change[4:8]:
         raise LedgerError("A change failed its checksum: it was damaged or tampered with.")
-    count, pos = _read_uleb(data, 0)
+    count, pos = _readuvarint(data, 0)
     if pos + 32 * count > len(data):
         raise LedgerError("A change is truncated or malformed.")
     deps = tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
-    actor_length, pos = _read_uleb(data, pos + 32 * count)
+    actor_length, pos = _readuvarint(data, pos + 32 * count)
     if pos + actor_length > len(data):
         raise LedgerError("A change is truncated or malformed.")
     return ChangeInfo(hash=digest, deps=deps, actor=data[pos : pos + actor_length])
@@ -139,10 +128,10 @@ def change_hash(change: bytes) -> ChangeInfo:
 def _sync_message(changes: Sequence[bytes]) -> Message:
     """Build the sync message that carries ``changes`` (type, heads, need, have, changes)."""
     body = bytearray([_SYNC_MESSAGE_TYPE])
-    body += _uleb(0) + _uleb(0) + _uleb(0)
-    body += _uleb(len(changes))
+    body += uvarint(0) + uvarint(0) + uvarint(0)
+    body += uvarint(len(changes))
     for change in changes:
-        body += _uleb(len(change)) + change
+        body += uvarint(len(change)) + change
     return Message.decode(bytes(body))
 
 

@@ -14,7 +14,7 @@ from typing import Union
 
 from hearth.errors import ProtocolError
 
-__all__ = ["Value", "decode", "encode"]
+__all__ = ["Value", "decode", "encode", "uvarint"]
 
 Value = Union[None, bool, int, bytes, str, Sequence["Value"], Mapping[str, "Value"]]  # noqa: UP007
 
@@ -22,6 +22,13 @@ _NONE, _FALSE, _TRUE, _INT, _BYTES, _STR, _LIST, _MAP = range(8)
 _MAX_DEPTH = 16
 _MAX_ITEMS = 1_000_000
 _MAX_INT_BITS = 64
+
+
+def uvarint(value: int) -> bytes:
+    """An unsigned LEB128 varint (also Automerge's length encoding)."""
+    out = bytearray()
+    _uvarint(value, out)
+    return bytes(out)
 
 
 def _uvarint(value: int, out: bytearray) -> None:
