@@ -359,10 +359,6 @@ class Node:
                 ledger.apply_remote_to(ledger.document(doc), changes, touched)
         return added
 
-    def all_changes(self, group_id: str, doc: str = LIVE) -> list[bytes]:
-        """Every change of one of a group's documents, for another node to catch up from."""
-        return self.ledger(group_id).document(doc).changes_since([])
-
     # --- ledgers -------------------------------------------------------------------------
 
     def view(self, group_id: str | None = None) -> LedgerView:
