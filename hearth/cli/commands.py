@@ -49,9 +49,12 @@ def run(args: argparse.Namespace, home: Path) -> int:
 
         return run_demo(headless=args.headless, keep=args.keep)
     key = f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
-    from hearth.cli.sync_commands import HANDLERS as SYNC_HANDLERS
+    handler = _HANDLERS.get(key)
+    if handler is None:
+        # Networking commands load aiohttp; ledger commands should start quickly without it.
+        from hearth.cli.sync_commands import HANDLERS as SYNC_HANDLERS
 
-    handler = {**_HANDLERS, **SYNC_HANDLERS}[key]
+        handler = SYNC_HANDLERS[key]
     with open_node(home) as node:
         return handler(args, node)
 
