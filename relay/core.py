@@ -99,6 +99,8 @@ class RelayCore:
         self.clients: dict[int, _Client] = {}
         self.per_ip: defaultdict[str, int] = defaultdict(int)
         self.subscribers: defaultdict[bytes, set[int]] = defaultdict(set)
+        self._staged: list[tuple[int, bytes]] = []  # (client, bundle id) awaiting commit
+        self._held: list[Output] = []  # their acks and deliveries, released by flush()
         self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
         self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
 
@@ -244,26 +246,61 @@ class RelayCore:
                 "The relay's disk is nearly full; try another relay.",
                 bundle_id,
             )
-        started = self.clock()
         try:
             stored = self.store.add(envelope.topic, bundle_id, frame.envelope)
+            if frame.covers and stored.new and frame.covers < stored.cursor:
+                self.store.add_snapshot(envelope.topic, stored.cursor, frame.covers)
         except StorageError as exc:
             log.warning("store failed: %s", exc)
-            return self._error(
-                client, "store-failed", "The relay could not store the bundle.", bundle_id
-            )
-        if frame.covers and stored.new and frame.covers < stored.cursor:
-            self.store.add_snapshot(envelope.topic, stored.cursor, frame.covers)
-        self.metrics.observe("hearth_relay_write_seconds", self.clock() - started)
+            self._staged.append((client, bundle_id))
+            return self._fail_batch()
         self.metrics.count("hearth_relay_bundles_in_total")
-        out: list[Output] = [ToClient(client, Ack(id=bundle_id, cursor=stored.cursor))]
+        # Held until flush() has made the batch durable: nothing is acknowledged before.
+        self._staged.append((client, bundle_id))
+        self._held.append(ToClient(client, Ack(id=bundle_id, cursor=stored.cursor)))
         if stored.new:
             deliver = Deliver(topic=envelope.topic, cursor=stored.cursor, envelope=frame.envelope)
-            out += [
+            self._held += [
                 ToClient(other, deliver)
                 for other in sorted(self.subscribers[envelope.topic])
                 if other != client
             ]
+        return []
+
+    def pending(self) -> bool:
+        """Whether published bundles wait for :meth:`flush`."""
+        return bool(self._staged)
+
+    def flush(self) -> list[Output]:
+        """Commit the staged bundles in one transaction; release their acks and deliveries."""
+        if not self._staged:
+            return []
+        started = self.clock()
+        try:
+            self.store.commit()
+        except StorageError as exc:
+            log.warning("store failed: %s", exc)
+            return self._fail_batch()
+        self.metrics.observe("hearth_relay_write_seconds", self.clock() - started)
+        out, self._held, self._staged = self._held, [], []
+        return out
+
+    def _fail_batch(self) -> list[Output]:
+        self.metrics.count(
+            "hearth_relay_rejections_total", amount=len(self._staged), reason="store-failed"
+        )
+        out: list[Output] = [
+            ToClient(
+                client,
+                Error(
+                    code="store-failed",
+                    message="The relay could not store the bundle.",
+                    id=bundle_id,
+                ),
+            )
+            for client, bundle_id in self._staged
+        ]
+        self._held, self._staged = [], []
         return out
 
     def _note_bad_signature(self, ip: str) -> None:

@@ -17,10 +17,12 @@ unsent frames pass the outbound buffer limit is cut off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -56,6 +58,7 @@ class Link:
 CONFIG = web.AppKey("config", RelayConfig)
 CORE = web.AppKey("core", RelayCore)
 LINKS = web.AppKey("links", dict[int, Link])
+FLUSH = web.AppKey("flush", asyncio.Event)
 
 
 def client_tag(ip: str) -> str:
@@ -76,6 +79,8 @@ def make_app(config: RelayConfig, store: RelayStore) -> web.Application:
         config, store, clock=time.monotonic, disk_fraction=disk_fraction, metrics=Metrics()
     )
     app[LINKS] = {}
+    app[FLUSH] = asyncio.Event()
+    app.cleanup_ctx.append(_flusher)
     app.router.add_get("/", websocket_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -85,7 +90,27 @@ def make_app(config: RelayConfig, store: RelayStore) -> web.Application:
     return app
 
 
+async def _flusher(app: web.Application) -> AsyncIterator[None]:
+    """Commits published bundles in batches: one fsync for all that arrived together."""
+    core, wanted = app[CORE], app[FLUSH]
+
+    async def run() -> None:
+        while True:
+            await wanted.wait()
+            wanted.clear()
+            await asyncio.sleep(0)  # let messages already received on other sockets join
+            await _carry_out(app, core.flush())
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await _carry_out(app, core.flush())
+
+
 async def _close_clients(app: web.Application) -> None:
+    await _carry_out(app, app[CORE].flush())  # acknowledge what is already stored
     for link in list(app[LINKS].values()):
         await link.ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down")
 
@@ -181,6 +206,8 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
                 await ws.close(code=CLOSE_PROTOCOL, message=b"text frames are not the protocol")
             return
         await _carry_out(app, core.receive(client, message.data))
+        if core.pending():
+            app[FLUSH].set()
 
 
 async def _carry_out(app: web.Application, outputs: list[Output]) -> None:

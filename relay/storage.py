@@ -87,14 +87,18 @@ class RelayStore:
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def add(self, topic: bytes, bundle_id: bytes, data: bytes) -> Stored:
-        """Store an envelope durably (or find it already stored)."""
+        """Stage an envelope in the open batch (or find it stored); durable at :meth:`commit`.
+
+        Many publishes share one fsync this way. If staging fails, the whole batch is
+        rolled back and the caller must refuse every bundle staged in it.
+        """
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(
                 "SELECT cursor FROM envelopes WHERE id = ?", (bundle_id,)
             ).fetchone()
             if row:
-                self._db.execute("COMMIT")
                 return Stored(int(row[0]), False)
             cursor = self._db.execute(
                 "INSERT INTO envelopes(topic, id, data) VALUES (?, ?, ?)", (topic, bundle_id, data)
@@ -103,13 +107,22 @@ class RelayStore:
                 "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1 WHERE topic = ?",
                 (len(data), topic),
             )
-            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise StorageError(f"The relay could not store a bundle ({exc}).") from exc
         assert cursor is not None
         return Stored(cursor, True)
+
+    def commit(self) -> None:
+        """Make everything staged durable (one fsync for the batch)."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not store a batch of bundles ({exc}).") from exc
 
     def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
         """Up to ``limit`` envelopes of a topic that arrived after ``cursor``, in order."""
@@ -153,6 +166,8 @@ class RelayStore:
 
     def writable(self) -> bool:
         """Whether a write transaction can be taken right now (for /readyz)."""
+        if self._db.in_transaction:
+            return True  # a batch is being written
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("ROLLBACK")

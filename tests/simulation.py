@@ -165,7 +165,8 @@ class Simulation:
         if not directions:
             return False
         if self.rng.choice(directions) == "up":
-            self._relay_outputs(self.relay.receive(link.client, link.to_relay.popleft()))
+            outputs = self.relay.receive(link.client, link.to_relay.popleft())
+            self._relay_outputs(outputs + self.relay.flush())
         else:
             frame = link.conn.receive(link.to_node.popleft())
             self._node_outputs(i, link, link.session.handle(frame))
