@@ -40,6 +40,8 @@ __all__ = ["CONFIG", "CORE", "make_app"]
 
 log = logging.getLogger(__name__)
 
+_BATCH_WINDOW_S = 0.002  # how long a batch of publishes gathers before one commit
+
 _Item = Union[Frame, CatchUp, None]  # noqa: UP007 - None stops the writer
 
 
@@ -98,7 +100,7 @@ async def _flusher(app: web.Application) -> AsyncIterator[None]:
         while True:
             await wanted.wait()
             wanted.clear()
-            await asyncio.sleep(0)  # let messages already received on other sockets join
+            await asyncio.sleep(_BATCH_WINDOW_S)  # let messages arriving meanwhile join
             await _carry_out(app, core.flush())
 
     task = asyncio.create_task(run())
