@@ -28,6 +28,7 @@ def run(root: Path, seed: int, steps: int) -> Simulation:
     return sim
 
 
+@pytest.mark.timeout(1200)  # 500 seeds take a few minutes on two cores
 def test_convergence_under_drops_reordering_duplication_and_partitions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
