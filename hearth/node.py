@@ -348,9 +348,11 @@ class Node:
         *,
         doc: str = LIVE,
     ) -> int:
-        """Store and apply changes from another device of the group; return how many were new.
+        """Store and apply Automerge changes as they are; return how many were new.
 
-        A damaged change is refused before anything is stored.
+        No authorship checks: this is for tools and tests that hold trusted changes. What
+        comes from other devices arrives as bundles through :mod:`hearth.intake`. A
+        damaged change is refused before anything is stored.
         """
         infos = [(change_hash(c).hash, c) for c in changes]
         with self.store.write(), self.writing(group_id) as ledger:
