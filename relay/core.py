@@ -29,6 +29,7 @@ from hearth.protocol.frames import (
     Register,
     Subscribe,
     Welcome,
+    encode_frame,
 )
 from relay.config import RelayConfig
 from relay.metrics import Metrics
@@ -99,6 +100,7 @@ class RelayCore:
         self.clients: dict[int, _Client] = {}
         self.per_ip: defaultdict[str, int] = defaultdict(int)
         self.subscribers: defaultdict[bytes, set[int]] = defaultdict(set)
+        self._encoded: dict[int, tuple[Deliver, bytes]] = {}  # recent deliveries' bytes
         self._staged: list[tuple[int, bytes]] = []  # (client, bundle id) awaiting commit
         self._held: list[Output] = []  # their acks and deliveries, released by flush()
         self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
@@ -138,7 +140,18 @@ class RelayCore:
         return state is not None and state.conn.version is not None
 
     def encode(self, client: int, frame: Frame) -> bytes:
-        """The bytes of a frame for one client, through its connection's state machine."""
+        """The bytes of a frame for one client, through its connection's state machine.
+
+        A delivery goes to every subscriber as the same frame object: it is encoded once.
+        """
+        if isinstance(frame, Deliver):
+            cached = self._encoded.get(id(frame))
+            if cached is None or cached[0] is not frame:
+                cached = (frame, encode_frame(frame))
+                self._encoded[id(frame)] = cached
+                if len(self._encoded) > 256:
+                    self._encoded.pop(next(iter(self._encoded)))
+            return self.clients[client].conn.send(frame, cached[1])
         return self.clients[client].conn.send(frame)
 
     # --- frames -----------------------------------------------------------------------

@@ -94,13 +94,17 @@ class Connection:
         self.version: int | None = None
         self.peer_role: str | None = None
 
-    def send(self, frame: Frame) -> bytes:
-        """The bytes to send for ``frame``, if the exchange allows it now."""
+    def send(self, frame: Frame, encoded: bytes | None = None) -> bytes:
+        """The bytes to send for ``frame``, if the exchange allows it now.
+
+        ``encoded`` is the frame's bytes when the caller has them already (one bundle
+        fanned out to many connections is encoded once).
+        """
         self._check(frame, "send")
         if isinstance(frame, Welcome):
             self.version = frame.version
         self._advance(frame)
-        return encode_frame(frame)
+        return encoded if encoded is not None else encode_frame(frame)
 
     def receive(self, data: bytes) -> Frame:
         """The frame in ``data``, if well formed and allowed now."""

@@ -1,0 +1,182 @@
+"""Relay fan-out cost: CPU per delivered bundle, against a bare aiohttp fan-out server.
+
+    python bench/fanout_bench.py [--subscribers 50] [--bundles 400]
+
+Both servers run as their own processes on 127.0.0.1 and are given the same work: one
+publisher sends ``--bundles`` bundles, each delivered to ``--subscribers`` subscribers.
+The figure is the server process's CPU time (user + system, from /proc) divided by the
+deliveries. The bare server checks nothing and stores nothing; the relay parses, checks
+the admission signature, stores durably (group commit) and fans out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from hearth.crypto import SigningKey
+from hearth.protocol.bundle import EpochKeys, registration_proof
+from hearth.protocol.frames import Publish, Register, Subscribe, decode_frame, encode_frame
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sync_bench import handshake, make_bundles
+
+RESULTS = Path(__file__).parent / "results"
+BARE_SERVER = """
+import sys
+from aiohttp import web, WSMsgType
+clients = set()
+async def handler(request):
+    ws = web.WebSocketResponse(max_msg_size=2 * 1024 * 1024)
+    await ws.prepare(request)
+    clients.add(ws)
+    async for msg in ws:
+        if msg.type == WSMsgType.BINARY:
+            for other in list(clients):
+                if other is not ws:
+                    await other.send_bytes(msg.data)
+    clients.discard(ws)
+    return ws
+app = web.Application()
+app.router.add_get("/", handler)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]),
+            print=lambda *a: print("ready", flush=True))
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_load(
+    url: str, bundles: list[bytes], subscribers: int, relay: bool, keys: EpochKeys, pid: int
+) -> float:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        if relay:
+            publisher = await handshake(http, url)
+            await publisher.send_bytes(
+                encode_frame(
+                    Register(
+                        topic=keys.topic,
+                        relay_key=keys.relay_key.public,
+                        proof=registration_proof(keys),
+                    )
+                )
+            )
+            subs = [await handshake(http, url) for _ in range(subscribers)]
+            for ws in subs:
+                await ws.send_bytes(encode_frame(Subscribe(topic=keys.topic, after=0)))
+                await ws.receive()  # caught_up
+        else:
+            publisher = await http.ws_connect(url, max_msg_size=2 * 1024 * 1024)
+            subs = [
+                await http.ws_connect(url, max_msg_size=2 * 1024 * 1024) for _ in range(subscribers)
+            ]
+        await asyncio.sleep(0.5)
+
+        async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
+            got = 0
+            while got < len(bundles):
+                message = await ws.receive()
+                if not relay or decode_frame(message.data).TYPE == "deliver":
+                    got += 1
+
+        readers = [asyncio.create_task(drain(ws)) for ws in subs]
+        before = cpu_seconds(pid)
+        for envelope in bundles:
+            await publisher.send_bytes(
+                encode_frame(Publish(envelope=envelope)) if relay else envelope
+            )
+            if relay:
+                await publisher.receive()  # the ack: one at a time, like a node editing live
+        await asyncio.gather(*readers)
+        used = cpu_seconds(pid) - before
+        for ws in [publisher, *subs]:
+            await ws.close()
+    return used
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=50)
+    parser.add_argument("--bundles", type=int, default=400)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="hearth-fanout-"))
+    (root / "relay.toml").write_text(
+        "[relay]\nmax_connections_per_ip = 5000\npublish_burst = 100000\npublish_per_s = 100000.0\n"
+    )
+    keys = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
+    bundles = make_bundles(keys, SigningKey.generate(), args.bundles)
+    deliveries = args.bundles * args.subscribers
+    result: dict[str, object] = {
+        "benchmark": "fanout",
+        "subscribers": args.subscribers,
+        "bundles": args.bundles,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "--port",
+            "0",
+            "--data",
+            str(root / "relay"),
+            "--config",
+            str(root / "relay.toml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert relay.stdout is not None
+    url = relay.stdout.readline().strip().removeprefix("listening on ")
+    try:
+        used = asyncio.run(run_load(url, bundles, args.subscribers, True, keys, relay.pid))
+    finally:
+        relay.terminate()
+        relay.wait()
+    result["relay_us_per_delivery"] = round(used / deliveries * 1e6, 2)
+    port = 40000 + os.getpid() % 20000
+    bare = subprocess.Popen(
+        [sys.executable, "-c", BARE_SERVER, str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert bare.stdout is not None
+    bare.stdout.readline()
+    try:
+        used = asyncio.run(
+            run_load(f"ws://127.0.0.1:{port}", bundles, args.subscribers, False, keys, bare.pid)
+        )
+    finally:
+        bare.terminate()
+        bare.wait()
+    result["bare_aiohttp_us_per_delivery"] = round(used / deliveries * 1e6, 2)
+    result["ratio"] = round(
+        float(result["relay_us_per_delivery"])  # type: ignore[arg-type]
+        / max(float(result["bare_aiohttp_us_per_delivery"]), 1e-9),
+        2,
+    )  # type: ignore[arg-type]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"fanout-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
