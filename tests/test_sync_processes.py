@@ -198,7 +198,9 @@ def test_bad_frames_close_only_that_connection(tmp_path: Path, relay: Relay) -> 
 
     codes = asyncio.run(attack())
     assert codes[:4] == [1002] * 4, codes
-    assert codes[4] == 1009
+    # The relay closes an oversized frame with 1009; a client still busy sending it may
+    # only see its connection cut (1006). Either way only that connection ends.
+    assert codes[4] in (1009, 1006)
     assert codes[5] == 1002
     ada("resource", "add", "Still works")
     ada("sync")
