@@ -42,7 +42,9 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(cli: Cli) -> None:
         name = f"item {attempt}"
         command = ["resource", "add", name, "--qty", "3"]
         if attempt % 3 == 0 and acknowledged:
-            command = ["consume", acknowledged[-1], "--qty", "1"]
+            # An event on an existing resource (produce cannot run out, unlike consume,
+            # whose earlier unacknowledged runs may already have used the stock up).
+            command = ["produce", acknowledged[-1], "--qty", "1"]
         proc = subprocess.Popen(
             [*hearth_command(), "--home", str(cli.home), *command],
             stdout=subprocess.PIPE,
