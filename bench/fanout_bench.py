@@ -24,11 +24,11 @@ from pathlib import Path
 import aiohttp
 
 from hearth.crypto import SigningKey
-from hearth.protocol.bundle import EpochKeys, registration_proof
-from hearth.protocol.frames import Publish, Register, Subscribe, decode_frame, encode_frame
+from hearth.protocol.bundle import EpochKeys
+from hearth.protocol.frames import Publish, Subscribe, decode_frame, encode_frame
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sync_bench import handshake, make_bundles
+from sync_bench import handshake, make_bundles, registered_publisher, start_relay
 
 RESULTS = Path(__file__).parent / "results"
 BARE_SERVER = """
@@ -63,16 +63,7 @@ async def run_load(
 ) -> float:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         if relay:
-            publisher = await handshake(http, url)
-            await publisher.send_bytes(
-                encode_frame(
-                    Register(
-                        topic=keys.topic,
-                        relay_key=keys.relay_key.public,
-                        proof=registration_proof(keys),
-                    )
-                )
-            )
+            publisher = await registered_publisher(http, url, keys)
             subs = [await handshake(http, url) for _ in range(subscribers)]
             for ws in subs:
                 await ws.send_bytes(encode_frame(Subscribe(topic=keys.topic, after=0)))
@@ -124,24 +115,7 @@ def main() -> int:
         "bundles": args.bundles,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    relay = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "relay.cli",
-            "--port",
-            "0",
-            "--data",
-            str(root / "relay"),
-            "--config",
-            str(root / "relay.toml"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert relay.stdout is not None
-    url = relay.stdout.readline().strip().removeprefix("listening on ")
+    relay, url = start_relay(root / "relay", root / "relay.toml")
     try:
         used = asyncio.run(run_load(url, bundles, args.subscribers, True, keys, relay.pid))
     finally:

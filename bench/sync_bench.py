@@ -102,6 +102,17 @@ async def handshake(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebS
     return ws
 
 
+async def registered_publisher(
+    http: aiohttp.ClientSession, url: str, keys: EpochKeys
+) -> aiohttp.ClientWebSocketResponse:
+    """A handshaken connection that has registered the topic of ``keys``."""
+    ws = await handshake(http, url)
+    relay_key = keys.relay_key.public
+    proof = registration_proof(keys)
+    await ws.send_bytes(encode_frame(Register(topic=keys.topic, relay_key=relay_key, proof=proof)))
+    return ws
+
+
 async def ingest_and_propagation(
     url: str, count: int, idle: int, relay_pid: int
 ) -> dict[str, object]:
@@ -110,16 +121,7 @@ async def ingest_and_propagation(
     result: dict[str, object] = {}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        publisher = await handshake(http, url)
-        await publisher.send_bytes(
-            encode_frame(
-                Register(
-                    topic=keys.topic,
-                    relay_key=keys.relay_key.public,
-                    proof=registration_proof(keys),
-                )
-            )
-        )
+        publisher = await registered_publisher(http, url, keys)
         started, window, acked, sent = time.perf_counter(), 64, 0, 0
         while acked < count:
             while sent < count and sent - acked < window:
