@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +247,33 @@ class Feeds:
             (group_id, group_id),
         )
         return [_row(r) for r in rows]
+
+    def lacking(self, topic: bytes, have: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
+        """(id, envelope) of the bundles of a topic beyond a peer's version vector."""
+        rows = self.store.query(
+            "SELECT id, author, seq, envelope FROM bundles WHERE topic = ? ORDER BY author, seq",
+            (topic,),
+        )
+        return [
+            (bytes(bid), bytes(env))
+            for bid, author, seq, env in rows
+            if int(seq) > have.get(bytes(author), 0)
+        ]
+
+    def newest_arrival(self) -> int:
+        """A mark for :meth:`arrivals`: bundles stored after now come after it."""
+        rows = self.store.query("SELECT MAX(rowid) FROM bundles")
+        return int(rows[0][0] or 0)
+
+    def arrivals(self, after: int) -> tuple[list[tuple[bytes, bytes, bytes]], int]:
+        """(id, topic, envelope) of bundles stored since a mark — written here, by another
+        process on this home, or received — and the new mark."""
+        rows = self.store.query(
+            "SELECT rowid, id, topic, envelope FROM bundles WHERE rowid > ? ORDER BY rowid",
+            (after,),
+        )
+        mark = int(rows[-1][0]) if rows else after
+        return [(bytes(i), bytes(t), bytes(e)) for _, i, t, e in rows], mark
 
     def version_vector(self, group_id: str) -> dict[str, int]:
         """Device (hex) -> highest contiguous applied seq, for one group."""

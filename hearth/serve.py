@@ -1,17 +1,21 @@
-"""``hearth serve``: the node as a daemon, live with every relay of its groups.
+"""``hearth serve``: the node as a daemon, live with every relay and peer of its groups.
 
-One task per relay keeps a live exchange going (reconnecting with backoff); bundles that
-arrive are applied as they come, and bundles written by this node — also by other
-``hearth`` commands on the same home while it runs — go out within half a second. Relays
-added to a group's ledger while it runs are picked up too.
+One task per relay and per peer keeps a live exchange going (reconnecting with backoff);
+bundles that arrive are applied as they come, and bundles written by this node — also by
+other ``hearth`` commands on the same home while it runs — go out within half a second.
+Relays added to a group's ledger and peers added with ``hearth peer add`` while it runs
+are picked up too. With ``listen``, other members' nodes can connect here directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from hearth.node import Node
+from hearth.peer_server import start_listener
+from hearth.peers import list_peers
 from hearth.sync_client import stay_connected
 
 __all__ = ["serve"]
@@ -19,18 +23,30 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 
-async def serve(node: Node, stop: asyncio.Event, *, check_s: float = 5.0) -> None:
+async def serve(
+    node: Node,
+    stop: asyncio.Event,
+    *,
+    listen: tuple[str, int] | None = None,
+    on_listening: Callable[[str], None] = lambda url: None,
+    check_s: float = 5.0,
+) -> None:
     """Run until ``stop`` is set."""
-    tasks: dict[str, asyncio.Task[None]] = {}
+    runner = None
+    if listen is not None:
+        runner, url = await start_listener(node, *listen)
+        on_listening(url)
+    tasks: dict[tuple[str, bool], asyncio.Task[None]] = {}  # (url, is a peer) -> its task
     try:
         while not stop.is_set():
             groups = [g.id for g in node.groups()]
-            wanted = {url for g in groups for url in node.view(g).relays()}
-            for url in sorted(wanted - set(tasks)):
-                log.info("connecting to %s", url)
-                tasks[url] = asyncio.create_task(stay_connected(node, url, groups))
-            for url in sorted(set(tasks) - wanted):
-                tasks.pop(url).cancel()
+            wanted = {(url, False) for g in groups for url in node.view(g).relays()}
+            wanted |= {(url, True) for url in list_peers(node.store)}
+            for url, peer in sorted(wanted - set(tasks)):
+                log.info("connecting to %s %s", "peer" if peer else "relay", url)
+                tasks[url, peer] = asyncio.create_task(stay_connected(node, url, groups, peer=peer))
+            for key in sorted(set(tasks) - wanted):
+                tasks.pop(key).cancel()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=check_s)
             except asyncio.TimeoutError:
@@ -39,3 +55,5 @@ async def serve(node: Node, stop: asyncio.Event, *, check_s: float = 5.0) -> Non
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+        if runner is not None:
+            await runner.cleanup()

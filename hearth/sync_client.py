@@ -1,14 +1,17 @@
-"""Syncing a node with its relays over WebSockets: the thin adapter around ``RelaySession``.
+"""Syncing a node with its relays and peers over WebSockets: the thin adapter around
+``RelaySession``.
 
 For each relay: open a WebSocket, let the session say what to send, hand arriving bundles
-to the intake, remember per relay how far we have read and which bundles it has. A
-one-shot sync ends when the session settles; a live one (``hearth serve``) keeps the
-connection and publishes new local bundles as they appear.
+to the intake, remember per relay how far we have read and which bundles it has. A peer
+node (another member's ``hearth serve --listen``) is dialled the same way, with version
+vectors instead of cursors. A one-shot sync ends when the session settles; a live one
+(``hearth serve``) keeps the connection and publishes new bundles as they appear.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,12 +22,14 @@ from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.intake import Verdict, take_in
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node
+from hearth.peers import note_peer_has
 from hearth.protocol.bundle import (
     MAX_BUNDLE,
     cover_proof,
     encode_snapshot,
     open_envelope,
     parse_envelope,
+    peer_proof,
     registration_proof,
 )
 from hearth.protocol.connection import Connection, Role
@@ -34,6 +39,7 @@ from hearth.protocol.sync import (
     Arrived,
     Output,
     Paused,
+    PeerHas,
     Refused,
     RelaySession,
     Send,
@@ -58,9 +64,10 @@ MAX_SNAPSHOT = MAX_BUNDLE - 64 * 1024  # room for the bundle's own fields
 
 @dataclass
 class RelayReport:
-    """How one relay's sync went."""
+    """How one relay's (or peer's) sync went."""
 
     url: str
+    peer: bool = False
     ok: bool = False
     sent: int = 0
     received: int = 0
@@ -71,12 +78,28 @@ class RelayReport:
     skipping: set[bytes] = field(default_factory=set)  # topics whose cursor must not move
 
 
-def plan_for(node: Node, url: str, group_ids: Sequence[str]) -> list[TopicPlan]:
-    """What to register, where to resume and what to upload at one relay."""
+def plan_for(
+    node: Node, url: str, group_ids: Sequence[str], *, peer: bool = False
+) -> list[TopicPlan]:
+    """What to register, where to resume and what to upload at one relay or peer."""
     plans = []
     for group_id in group_ids:
         keys = node.feeds.current_keys(group_id)
         topic = keys.topic
+        if peer:  # what to upload follows from the peer's version vector (PeerHas)
+            have = [(author, seq) for author, seq, _ in node.feeds.heads(group_id)]
+            prove = functools.partial(peer_proof, keys)
+            plans.append(
+                TopicPlan(
+                    topic=topic,
+                    relay_key=keys.relay_key.public,
+                    proof=b"",
+                    after=0,
+                    prove=prove,
+                    have=have,
+                )
+            )
+            continue
         rows = node.store.query(
             "SELECT cursor FROM relay_cursors WHERE url = ? AND topic = ?", (url, topic)
         )
@@ -245,8 +268,10 @@ async def _run(
     live: bool = False,
     poll_s: float = 0.5,
 ) -> None:
-    """One connection to one relay: until settled, or (``live``) until it drops."""
-    session = RelaySession(plans=plan_for(node, url, group_ids))
+    """One connection to one relay or peer: until settled, or (``live``) until it drops."""
+    mark = node.feeds.newest_arrival()
+    session = RelaySession(plans=plan_for(node, url, group_ids, peer=report.peer))
+    topics = {plan.topic for plan in session.plans}
     conn = Connection(Role.CONNECTING)
     offered = {bundle_id for plan in session.plans for bundle_id, _ in plan.outgoing}
     async with (
@@ -260,6 +285,16 @@ async def _run(
                 match output:
                     case Send(frame):
                         await ws.send_bytes(conn.send(frame))
+                    case PeerHas(topic, have):
+                        found = node.feeds.keys_for_topic(topic)
+                        if found is not None:
+                            note_peer_has(node.store, url, found[0], have)
+                        lacking = [
+                            b for b in node.feeds.lacking(topic, have) if b[0] not in offered
+                        ]
+                        offered.update(i for i, _ in lacking)
+                        if not await carry_out(session.offer(topic, lacking)):
+                            return False
                     case Paused(seconds):
                         await asyncio.sleep(seconds)
                         if not await carry_out(session.resume()):
@@ -271,6 +306,9 @@ async def _run(
                                 return False
                             continue
                         report.ok = True
+                        if report.peer and session.refused_topics >= topics:
+                            report.ok = False
+                            report.error = "this peer is in none of these groups"
                         _log_attempt(node, report)
                         if not live:
                             return False
@@ -279,14 +317,16 @@ async def _run(
             return True
 
         async def publish_new() -> None:
-            """Live: send bundles written since (by this or any process on this home)."""
+            """Live: send bundles stored since — written by this or any process on this
+            home, or received elsewhere — that did not come from this relay or peer."""
+            nonlocal mark
             while True:
                 await asyncio.sleep(poll_s)
+                arrived, mark = node.feeds.arrivals(mark)
                 fresh = [
                     (i, e)
-                    for plan in plan_for(node, url, group_ids)
-                    for i, e in plan.outgoing
-                    if i not in offered
+                    for i, topic, e in arrived
+                    if topic in topics and i not in offered and not _has(node, url, i)
                 ]
                 offered.update(i for i, _ in fresh)
                 if fresh:
@@ -309,13 +349,18 @@ async def _run(
 
 
 async def stay_connected(
-    node: Node, url: str, group_ids: Sequence[str], *, backoff_max_s: float = 60.0
+    node: Node,
+    url: str,
+    group_ids: Sequence[str],
+    *,
+    peer: bool = False,
+    backoff_max_s: float = 60.0,
 ) -> None:
-    """Keep a live exchange with one relay going, reconnecting with backoff; runs until
-    cancelled."""
+    """Keep a live exchange with one relay (or peer) going, reconnecting with backoff;
+    runs until cancelled."""
     delay = 1.0
     while True:
-        report = RelayReport(url=url)
+        report = RelayReport(url=url, peer=peer)
         try:
             await _run(node, url, group_ids, report, live=True)
         except (aiohttp.ClientError, OSError, HearthError, asyncio.TimeoutError) as exc:
@@ -329,6 +374,13 @@ async def stay_connected(
         delay = min(delay * 2, backoff_max_s)
 
 
+def _has(node: Node, url: str, bundle_id: bytes) -> bool:
+    rows = node.store.query(
+        "SELECT 1 FROM relay_has WHERE url = ? AND bundle_id = ?", (url, bundle_id)
+    )
+    return bool(rows)
+
+
 def _id(envelope: bytes) -> bytes | None:
     try:
         return parse_envelope(envelope).id
@@ -337,10 +389,11 @@ def _id(envelope: bytes) -> bytes | None:
 
 
 async def sync_relay(
-    node: Node, url: str, group_ids: Sequence[str], *, timeout: float
+    node: Node, url: str, group_ids: Sequence[str], *, timeout: float, peer: bool = False
 ) -> RelayReport:
-    """One full exchange with one relay; never raises, the report says what happened."""
-    report = RelayReport(url=url)
+    """One full exchange with one relay or peer; never raises, the report says what
+    happened."""
+    report = RelayReport(url=url, peer=peer)
     try:
         await asyncio.wait_for(_run(node, url, group_ids, report), timeout)
     except asyncio.TimeoutError:
@@ -357,11 +410,16 @@ async def sync_relay(
 
 
 async def sync_relays(
-    node: Node, urls: Sequence[str], group_ids: Sequence[str], *, timeout: float
+    node: Node,
+    urls: Sequence[str],
+    group_ids: Sequence[str],
+    *,
+    timeout: float,
+    peers: bool = False,
 ) -> list[RelayReport]:
-    """Sync with each relay in turn.
+    """Sync with each relay (or each peer) in turn.
 
     One after another on purpose: the node's store takes one writer at a time, and what
     came from the first relay is then not uploaded back to it or fetched twice.
     """
-    return [await sync_relay(node, url, group_ids, timeout=timeout) for url in urls]
+    return [await sync_relay(node, url, group_ids, timeout=timeout, peer=peers) for url in urls]

@@ -205,24 +205,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = relay.add_parser("remove", help="stop using a relay")
     p.add_argument("url")
 
-    p = sub.add_parser("sync", help="exchange changes with the group's relays now")
+    peer = sub.add_parser(
+        "peer", help="other members' nodes this one connects to directly"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = peer.add_parser("add", help="connect to a node's `hearth serve --listen` (ws://HOST:PORT)")
+    p.add_argument("url")
+    p = peer.add_parser("list", help="this node's peers")
+    _json_flag(p)
+    p = peer.add_parser("remove", help="stop connecting to a peer")
+    p.add_argument("url")
+
+    p = sub.add_parser("sync", help="exchange changes with the group's relays and peers now")
     p.add_argument(
         "--timeout",
         type=float,
         default=30.0,
         metavar="S",
-        help="give up on a relay after this many seconds (default 30)",
+        help="give up on a relay or peer after this many seconds (default 30)",
     )
     p.add_argument("--all", action="store_true", help="every group, not just the current one")
     _json_flag(p)
 
     p = sub.add_parser("serve", help="stay connected: send and receive changes as they happen")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="also accept other members' nodes here (port 0 picks a free one)",
+    )
 
     p = sub.add_parser("doctor", help="check this node end to end and say what is wrong")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S")
     _json_flag(p)
 
-    p = sub.add_parser("status", help="is this node in sync, and with which relays")
+    p = sub.add_parser("status", help="is this node in sync, and with which relays and peers")
     _json_flag(p)
 
     p = sub.add_parser("invite", help="invite someone to the current group")

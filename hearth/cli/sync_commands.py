@@ -14,6 +14,7 @@ from hearth.identity import create_identity, has_identity
 from hearth.intake import Verdict, take_in
 from hearth.invite import decode_token, encode_token
 from hearth.node import Node, open_node
+from hearth.peers import add_peer, list_peers, remove_peer, waiting_for
 from hearth.protocol import codec
 from hearth.sync_client import RelayReport, sync_relays
 from hearth.values import format_time
@@ -43,14 +44,35 @@ def _relay_remove(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
+def _peer_add(args: argparse.Namespace, node: Node) -> int:
+    url = add_peer(node.store, args.url, node.clock.now_ms())
+    print(f"This node now connects to {url} directly when it syncs.")
+    return 0
+
+
+def _peer_list(args: argparse.Namespace, node: Node) -> int:
+    peers = list_peers(node.store)
+    return emit(args, peers, "\n".join(peers) or "No peers yet: `hearth peer add ws://…`.")
+
+
+def _peer_remove(args: argparse.Namespace, node: Node) -> int:
+    remove_peer(node.store, args.url)
+    print(f"This node no longer connects to {args.url.strip()}.")
+    return 0
+
+
 def _report_json(reports: list[RelayReport]) -> dict[str, object]:
+    relays = [r for r in reports if not r.peer]
+    peers = [r for r in reports if r.peer]
     return {
         "sent": sum(r.sent for r in reports),
         "received": sum(r.received for r in reports),
         "applied": sum(r.applied for r in reports),
         "rejected": sum(r.rejected for r in reports),
-        "relays_ok": [r.url for r in reports if r.ok],
-        "relays_failed": [{"url": r.url, "error": r.error} for r in reports if not r.ok],
+        "relays_ok": [r.url for r in relays if r.ok],
+        "relays_failed": [{"url": r.url, "error": r.error} for r in relays if not r.ok],
+        "peers_ok": [r.url for r in peers if r.ok],
+        "peers_failed": [{"url": r.url, "error": r.error} for r in peers if not r.ok],
     }
 
 
@@ -66,8 +88,14 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
             break
         tried.update(urls)
         reports += asyncio.run(sync_relays(node, urls, groups, timeout=args.timeout))
+    peers = list_peers(node.store)
+    if peers:
+        reports += asyncio.run(sync_relays(node, peers, groups, timeout=args.timeout, peers=True))
     if not reports:
-        raise TransportError("The group lists no relays: add one with `hearth relay add URL`.")
+        raise TransportError(
+            "The group lists no relays and this node has no peers: add one with "
+            "`hearth relay add URL` or `hearth peer add URL`."
+        )
     data = _report_json(reports)
     lines = []
     for r in reports:
@@ -79,7 +107,7 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
     emit(args, data, "\n".join(lines))
     if not any(r.ok for r in reports):
         if not args.json:
-            print("No relay could be reached; your changes are kept and go out next time.")
+            print("No relay or peer could be reached; your changes are kept and go out next time.")
         return 1
     return 0
 
@@ -89,16 +117,29 @@ def _serve(args: argparse.Namespace, node: Node) -> int:
 
     from hearth.serve import serve
 
+    listen = _host_port(args.listen) if args.listen else None
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+
+        def listening(url: str) -> None:
+            print(f"listening on {url}", flush=True)
+
         print(f"Serving {len(node.groups())} group(s); stop with Ctrl-C.", flush=True)
-        await serve(node, stop)
+        await serve(node, stop, listen=listen, on_listening=listening)
 
     asyncio.run(run())
     return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen {text!r}: give HOST:PORT, like 0.0.0.0:8766 (port 0: any).")
+    return host.strip("[]"), int(port)
 
 
 def _doctor(args: argparse.Namespace, node: Node) -> int:
@@ -119,37 +160,41 @@ def _doctor(args: argparse.Namespace, node: Node) -> int:
 
 def _status(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
-    view = node.view(group.id)
-    relays = []
-    for url in view.relays():
+
+    def link(url: str, *, peer: bool) -> dict[str, object]:
         rows = node.store.query(
             "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url = ?", (url,)
         )
         last_ok, last_attempt, error = rows[0] if rows else (None, None, None)
-        waiting = node.store.query(
-            "SELECT COUNT(*) FROM bundles WHERE group_id = ? AND id NOT IN "
-            "(SELECT bundle_id FROM relay_has WHERE url = ?)",
-            (group.id, url),
-        )[0][0]
-        relays.append(
-            {
-                "url": url,
-                "reachable": bool(last_attempt and not error),
-                "last_sync": last_ok,
-                "last_error": error,
-                "waiting_to_send": waiting,
-            }
-        )
+        return {
+            "url": url,
+            "reachable": bool(last_attempt and not error),
+            "last_sync": last_ok,
+            "last_error": error,
+            "waiting_to_send": waiting_for(node.store, url, group.id, peer=peer),
+        }
+
+    relays = [link(url, peer=False) for url in node.view(group.id).relays()]
+    peers = [link(url, peer=True) for url in list_peers(node.store)]
     gaps = len(node.feeds.waiting(group.id))
-    data = {"group": group.name, "group_id": group.id, "relays": relays, "gaps": gaps}
+    data = {
+        "group": group.name,
+        "group_id": group.id,
+        "relays": relays,
+        "peers": peers,
+        "gaps": gaps,
+    }
     lines = [f"{group.name}:"]
-    for r in relays:
-        when = format_time(int(r["last_sync"])) if r["last_sync"] else "never"
-        state = "reachable" if r["reachable"] else f"not reached ({r['last_error'] or 'not tried'})"
-        lines.append(
-            f"  {r['url']}: {state}; last synced {when}; "
-            f"{r['waiting_to_send']} bundles waiting to go out"
-        )
+    for kind, links in (("relay", relays), ("peer", peers)):
+        for r in links:
+            when = format_time(int(str(r["last_sync"]))) if r["last_sync"] else "never"
+            state = (
+                "reachable" if r["reachable"] else f"not reached ({r['last_error'] or 'not tried'})"
+            )
+            lines.append(
+                f"  {kind} {r['url']}: {state}; last synced {when}; "
+                f"{r['waiting_to_send']} bundles waiting to go out"
+            )
     if not relays:
         lines.append("  no relays: `hearth relay add ws://HOST:PORT`")
     if gaps:
@@ -273,6 +318,9 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
     "relay add": _relay_add,
     "relay list": _relay_list,
     "relay remove": _relay_remove,
+    "peer add": _peer_add,
+    "peer list": _peer_list,
+    "peer remove": _peer_remove,
     "sync": _sync,
     "serve": _serve,
     "doctor": _doctor,

@@ -34,6 +34,8 @@ __all__ = [
     "encode_snapshot",
     "open_envelope",
     "parse_envelope",
+    "peer_proof",
+    "peer_proof_valid",
     "registration_proof",
     "registration_valid",
     "seal_bundle",
@@ -47,6 +49,7 @@ _SIGNED = b"hearth/v1/bundle\x00"
 _RELAY_SIGNED = b"hearth/v1/relay-admission\x00"
 _REGISTER_SIGNED = b"hearth/v1/register\x00"
 _COVERS_SIGNED = b"hearth/v1/snapshot-covers\x00"
+_PEER_SIGNED = b"hearth/v1/peer\x00"
 
 
 def registration_proof(keys: EpochKeys) -> bytes:
@@ -65,6 +68,17 @@ def cover_valid(relay_key: bytes, bundle_id: bytes, covers: int, proof: bytes) -
     if not 0 <= covers < 2**63:
         return False
     return verify(relay_key, proof, _COVERS_SIGNED + bundle_id + covers.to_bytes(8, "big"))
+
+
+def peer_proof(keys: EpochKeys, challenge: bytes) -> bytes:
+    """Proof, for a peer node, that we hold this epoch's secret: the relay key's signature
+    over the peer's fresh challenge, so it cannot be replayed from a relay registration."""
+    return keys.relay_key.sign(_PEER_SIGNED + challenge + keys.topic)
+
+
+def peer_proof_valid(relay_key: bytes, challenge: bytes, topic: bytes, proof: bytes) -> bool:
+    """Whether a peer's registration answers our challenge for this topic."""
+    return verify(relay_key, proof, _PEER_SIGNED + challenge + topic)
 
 
 def registration_valid(topic: bytes, relay_key: bytes, proof: bytes) -> bool:

@@ -7,8 +7,10 @@ reverse. ``docs/protocol.md`` describes the exchange these frames make up.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, fields
-from typing import ClassVar, Union
+from dataclasses import field as dataclass_field
+from typing import ClassVar, Union, cast
 
 from hearth.errors import ProtocolError
 from hearth.protocol import codec
@@ -28,6 +30,8 @@ __all__ = [
     "Welcome",
     "decode_frame",
     "encode_frame",
+    "vector_from_wire",
+    "vector_to_wire",
 ]
 
 PROTOCOL_VERSION = 1
@@ -51,6 +55,7 @@ class Welcome:
     TYPE: ClassVar[str] = "welcome"
     version: int
     limits: dict[str, int]
+    challenge: bytes = b""  # from a node: what a peer's registration proof must sign
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +76,8 @@ class Subscribe:
     topic: bytes
     after: int
     from_snapshot: bool = False  # start from the newest snapshot instead (a fresh device)
+    have: list[list[bytes | int]] = dataclass_field(default_factory=list)
+    # to a peer node only: this side's version vector, [[device key, seq], …]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +97,8 @@ class CaughtUp:
     TYPE: ClassVar[str] = "caught_up"
     topic: bytes
     cursor: int
+    have: list[list[bytes | int]] = dataclass_field(default_factory=list)
+    # from a peer node only: its version vector, so the other side sends what it lacks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +153,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "from_snapshot": bool,
     "covers": int,
     "cover_proof": bytes,
+    "challenge": bytes,
+    "have": list,
 }
 _TOPIC_LENGTH = 32
 
@@ -171,7 +182,9 @@ def decode_frame(data: bytes) -> Frame:
     if cls is None:
         raise ProtocolError(f"Unknown frame type {kind!r}.")
     expected = {f.name for f in fields(cls)}
-    required = {f.name for f in fields(cls) if f.default is MISSING}
+    required = {
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    }
     if not set(body) <= expected or not required <= set(body):
         raise ProtocolError(f"A {kind} frame has the wrong fields.")
     for name, value in body.items():
@@ -190,4 +203,30 @@ def decode_frame(data: bytes) -> Frame:
         isinstance(k, str) and isinstance(v, int) for k, v in body["limits"].items()
     ):
         raise ProtocolError("A welcome frame's limits are malformed.")
+    if "have" in body:
+        _check_vector(kind, body["have"])
     return cls(**body)
+
+
+def vector_to_wire(have: Iterable[tuple[bytes, int]]) -> list[list[bytes | int]]:
+    """A version vector as a ``have`` field."""
+    return [[author, seq] for author, seq in have]
+
+
+def vector_from_wire(have: list[list[bytes | int]]) -> dict[bytes, int]:
+    """A checked ``have`` field as device key -> highest seq."""
+    return {bytes(cast(bytes, a)): int(s) for a, s in have}
+
+
+def _check_vector(kind: str, have: list[codec.Value]) -> None:
+    for item in have:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], bytes)
+            and len(item[0]) == 32
+            and isinstance(item[1], int)
+            and not isinstance(item[1], bool)
+            and 0 <= item[1] < 2**63
+        ):
+            raise ProtocolError(f"A {kind} frame's version vector is malformed.")

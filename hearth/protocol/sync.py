@@ -10,12 +10,18 @@ after the last cursor this node read from this relay, then publish every bundle 
 is not known to have — a few at a time, more as acknowledgements come back. The session
 has *settled* when every topic is caught up and every bundle sent was acknowledged or
 refused; a one-shot sync stops there, a live one keeps going.
+
+The same session talks to a peer node (``hearth serve --listen``). A peer can decrypt, so
+the summary is a version vector instead of a cursor: the registration answers the peer's
+fresh challenge, the subscription carries our vector, the peer's ``caught_up`` carries
+its own, and the session asks the adapter (:class:`PeerHas`) for the bundles the peer
+lacks before it can settle.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -31,6 +37,8 @@ from hearth.protocol.frames import (
     Register,
     Subscribe,
     Welcome,
+    vector_from_wire,
+    vector_to_wire,
 )
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "Arrived",
     "Output",
     "Paused",
+    "PeerHas",
     "Refused",
     "RelaySession",
     "Send",
@@ -58,6 +67,13 @@ class TopicPlan:
     after: int
     outgoing: Sequence[tuple[bytes, bytes]] = ()  # (bundle id, envelope bytes)
     from_snapshot: bool = False  # nothing read from this relay yet: start from a snapshot
+    prove: Callable[[bytes], bytes] | None = None  # a peer node: answer its challenge
+    have: Sequence[tuple[bytes, int]] = ()  # a peer node: our version vector
+
+    @property
+    def peer(self) -> bool:
+        """Whether this plan is for a peer node rather than a relay."""
+        return self.prove is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +117,20 @@ class Paused:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerHas:
+    """A peer node's version vector for a topic: call :meth:`RelaySession.offer` with the
+    bundles it lacks."""
+
+    topic: bytes
+    have: dict[bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
 class Settled:
     """Nothing left to send, nothing left to catch up on."""
 
 
-Output = Union[Send, Arrived, Acked, Refused, Paused, Settled]  # noqa: UP007
+Output = Union[Send, Arrived, Acked, Refused, Paused, PeerHas, Settled]  # noqa: UP007
 
 
 @dataclass
@@ -117,6 +142,8 @@ class RelaySession:
     queue: deque[tuple[bytes, Publish]] = field(default_factory=deque)
     in_flight: set[bytes] = field(default_factory=set)
     catching_up: set[bytes] = field(default_factory=set)
+    awaiting_offer: set[bytes] = field(default_factory=set)  # peers' topics, see PeerHas
+    refused_topics: set[bytes] = field(default_factory=set)  # the other side will not serve
     welcomed: bool = False
     settled: bool = False
     sent: int = 0
@@ -133,16 +160,17 @@ class RelaySession:
         if isinstance(frame, Welcome):
             self.welcomed = True
             for plan in self.plans:
-                out.append(
-                    Send(Register(topic=plan.topic, relay_key=plan.relay_key, proof=plan.proof))
-                )
-                out.append(
-                    Send(
-                        Subscribe(
-                            topic=plan.topic, after=plan.after, from_snapshot=plan.from_snapshot
-                        )
+                proof = plan.prove(frame.challenge) if plan.prove else plan.proof
+                out.append(Send(Register(topic=plan.topic, relay_key=plan.relay_key, proof=proof)))
+                if plan.peer:
+                    have = vector_to_wire(plan.have)
+                    out.append(Send(Subscribe(topic=plan.topic, after=0, have=have)))
+                    self.awaiting_offer.add(plan.topic)
+                else:
+                    subscribe = Subscribe(
+                        topic=plan.topic, after=plan.after, from_snapshot=plan.from_snapshot
                     )
-                )
+                    out.append(Send(subscribe))
                 self.catching_up.add(plan.topic)
                 self.queue.extend((i, Publish(envelope=e)) for i, e in plan.outgoing)
             out += self._fill()
@@ -151,6 +179,8 @@ class RelaySession:
             out.append(Arrived(frame.topic, frame.cursor, frame.envelope))
         elif isinstance(frame, CaughtUp):
             self.catching_up.discard(frame.topic)
+            if frame.topic in self.awaiting_offer:
+                out.append(PeerHas(frame.topic, vector_from_wire(frame.have)))
         elif isinstance(frame, Ack):
             self.in_flight.discard(frame.id)
             self._in_flight_frames.pop(frame.id, None)
@@ -167,6 +197,12 @@ class RelaySession:
         self.settled = False
         return self._fill() if self.welcomed else []
 
+    def offer(self, topic: bytes, bundles: Iterable[tuple[bytes, bytes]]) -> list[Output]:
+        """The bundles a peer lacks, in answer to :class:`PeerHas`."""
+        self.awaiting_offer.discard(topic)
+        out = self.publish(bundles)
+        return out + self._check_settled()
+
     def publish_snapshot(
         self, bundle_id: bytes, envelope: bytes, covers: int, proof: bytes
     ) -> list[Output]:
@@ -181,6 +217,10 @@ class RelaySession:
 
     def _refused(self, frame: Error) -> list[Output]:
         out: list[Output] = []
+        if frame.id in self.catching_up:  # a topic the other side will not serve
+            self.refused_topics.add(frame.id)
+            self.catching_up.discard(frame.id)
+            self.awaiting_offer.discard(frame.id)
         if frame.id and frame.id in self.in_flight:
             self.in_flight.discard(frame.id)
             if frame.code == "rate-limited":
@@ -205,6 +245,7 @@ class RelaySession:
             self.welcomed
             and not self.settled
             and not self.catching_up
+            and not self.awaiting_offer
             and not self.queue
             and not self.in_flight
         ):

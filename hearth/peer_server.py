@@ -1,0 +1,141 @@
+"""``hearth serve --listen``: other nodes of this node's groups connect here directly.
+
+The thin aiohttp adapter around :class:`~hearth.protocol.serving.ServingSession`: it
+passes in a fresh random challenge per connection, delivers the bundles a peer lacks by
+its version vector, runs what the peer publishes through the same intake as bundles from
+a relay, and pushes bundles stored later (written here, by another ``hearth`` command on
+this home, or received from a relay or another peer) to every peer following that topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import cast
+
+from aiohttp import WSMsgType, web
+
+from hearth.intake import Verdict, take_in
+from hearth.node import Node
+from hearth.protocol.frames import MAX_FRAME, Deliver
+from hearth.protocol.serving import CatchUpPeer, Close, Send, ServingSession, TakeIn
+
+__all__ = ["MAX_PEERS", "start_listener"]
+
+log = logging.getLogger(__name__)
+
+MAX_PEERS = 32  # a group's members on one LAN, with room to spare
+_NODE = web.AppKey("node", Node)
+_PEERS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peers")
+_POLL_S = web.AppKey("poll_s", float)
+
+
+async def start_listener(
+    node: Node, host: str, port: int, *, poll_s: float = 0.5
+) -> tuple[web.AppRunner, str]:
+    """Listen for peers on ``host:port`` (0: any free port); return the runner and the
+    ``ws://`` address it listens on."""
+    app = web.Application()
+    app[_NODE] = node
+    app[_PEERS] = set()
+    app[_POLL_S] = poll_s
+    app.router.add_get("/", _handle)
+    app.on_shutdown.append(_close_peers)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = cast(asyncio.Server, site._server)  # the only way to learn the port chosen for 0
+    bound_host, bound_port = server.sockets[0].getsockname()[:2]
+    return runner, f"ws://{bound_host}:{bound_port}"
+
+
+def _topics(node: Node) -> dict[bytes, bytes]:
+    """Each served topic with its relay key's public half: the current epoch of every group."""
+    served = {}
+    for group in node.groups():
+        keys = node.feeds.current_keys(group.id)
+        served[keys.topic] = keys.relay_key.public
+    return served
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    """One peer's connection, from the handshake until either side closes it."""
+    node, peers = request.app[_NODE], request.app[_PEERS]
+    if len(peers) >= MAX_PEERS:
+        raise web.HTTPServiceUnavailable(text="Too many peers connected; try again later.")
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30)
+    await ws.prepare(request)
+    peers.add(ws)
+    source = f"peer {request.remote}"
+    session = ServingSession(_topics(node), challenge=secrets.token_bytes(32))
+    known: set[bytes] = set()  # bundle ids the peer has or was sent
+    mark = node.feeds.newest_arrival()
+
+    async def push_new() -> None:
+        nonlocal mark
+        while True:
+            await asyncio.sleep(request.app[_POLL_S])
+            arrived, mark = node.feeds.arrivals(mark)
+            for bundle_id, topic, envelope in arrived:
+                frame = session.deliver(topic, envelope)
+                if frame is not None and bundle_id not in known:
+                    known.add(bundle_id)
+                    await ws.send_bytes(session.send(frame))
+
+    pusher = asyncio.create_task(push_new())
+    try:
+        async for message in ws:
+            if message.type != WSMsgType.BINARY:
+                await ws.close(code=1003, message=b"binary frames only")
+                break
+            for output in session.receive(message.data):
+                if not await _carry_out(node, ws, session, output, known, source):
+                    break
+    finally:
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pusher
+        peers.discard(ws)
+    return ws
+
+
+async def _carry_out(
+    node: Node,
+    ws: web.WebSocketResponse,
+    session: ServingSession,
+    output: object,
+    known: set[bytes],
+    source: str,
+) -> bool:
+    """Do what one output says; ``False`` once the connection is closed."""
+    match output:
+        case Send(frame):
+            await ws.send_bytes(session.send(frame))
+        case CatchUpPeer(topic, have):
+            for bundle_id, envelope in node.feeds.lacking(topic, have):
+                known.add(bundle_id)
+                await ws.send_bytes(session.send(Deliver(topic=topic, cursor=0, envelope=envelope)))
+            found = node.feeds.keys_for_topic(topic)
+            heads = node.feeds.heads(found[0]) if found else []
+            await ws.send_bytes(
+                session.send(session.caught_up(topic, [(a, s) for a, s, _ in heads]))
+            )
+        case TakeIn(bundle_id, envelope):
+            known.add(bundle_id)
+            outcome = take_in(node, envelope, source=source)
+            reason = outcome.reason if outcome.verdict is Verdict.REJECTED else ""
+            await ws.send_bytes(session.send(session.taken(bundle_id, reason)))
+        case Close(code, reason):
+            log.info("closing %s: %s", ws, reason)
+            await ws.close(code=code, message=reason.encode()[:120])
+            return False
+    return True
+
+
+async def _close_peers(app: web.Application) -> None:
+    peers = app[_PEERS]
+    for ws in [*peers]:
+        await ws.close(code=1001, message=b"node shutting down")

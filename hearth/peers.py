@@ -1,0 +1,70 @@
+"""The direct peers this node dials (``hearth peer add``) and what each last said it has.
+
+Unlike relays, which a group lists in its ledger for every member, peers belong to this
+node: another member's laptop in the same shed is worth dialling from here, not from
+everyone's phone. A peer is dialled for every group of this node; it serves the ones it
+shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hearth.errors import NotFound
+from hearth.ledger.ledger import check_relay_url
+from hearth.store import Store
+
+__all__ = ["add_peer", "list_peers", "note_peer_has", "remove_peer", "waiting_for"]
+
+
+def add_peer(store: Store, url: str, now_ms: int) -> str:
+    """Remember a peer's address; returns it as stored."""
+    url = check_relay_url(url)
+    with store.write():
+        store.run("INSERT OR IGNORE INTO peers(url, added_at) VALUES (?, ?)", (url, now_ms))
+    return url
+
+
+def list_peers(store: Store) -> list[str]:
+    """Every peer's address, in the order they were added."""
+    return [str(url) for (url,) in store.query("SELECT url FROM peers ORDER BY added_at, url")]
+
+
+def remove_peer(store: Store, url: str) -> None:
+    """Forget a peer."""
+    url = url.strip()
+    if not store.query("SELECT 1 FROM peers WHERE url = ?", (url,)):
+        raise NotFound(f"{url} is not one of this node's peers (see `hearth peer list`).")
+    with store.write():
+        store.run("DELETE FROM peers WHERE url = ?", (url,))
+        store.run("DELETE FROM peer_have WHERE url = ?", (url,))
+
+
+def note_peer_has(store: Store, url: str, group_id: str, have: Mapping[bytes, int]) -> None:
+    """Remember the version vector a peer reported for a group."""
+    with store.write():
+        store.run("DELETE FROM peer_have WHERE url = ? AND group_id = ?", (url, group_id))
+        for author, seq in have.items():
+            store.run(
+                "INSERT INTO peer_have(url, group_id, author, seq) VALUES (?, ?, ?, ?)",
+                (url, group_id, author, seq),
+            )
+
+
+def waiting_for(store: Store, url: str, group_id: str, *, peer: bool) -> int:
+    """How many of a group's bundles this relay or peer is not known to have."""
+    if not peer:
+        rows = store.query(
+            "SELECT COUNT(*) FROM bundles WHERE group_id = ? AND id NOT IN "
+            "(SELECT bundle_id FROM relay_has WHERE url = ?)",
+            (group_id, url),
+        )
+    else:  # and beyond the version vector it last reported
+        rows = store.query(
+            "SELECT COUNT(*) FROM bundles b WHERE group_id = ? AND id NOT IN "
+            "(SELECT bundle_id FROM relay_has WHERE url = ?) AND seq > COALESCE("
+            "(SELECT seq FROM peer_have p WHERE p.url = ? AND p.group_id = b.group_id "
+            "AND p.author = b.author), 0)",
+            (group_id, url, url),
+        )
+    return int(rows[0][0])

@@ -1,0 +1,158 @@
+"""A node answering another node's exchange (``hearth serve --listen``), as a pure machine.
+
+The connecting node speaks to a peer exactly as to a relay (a
+:class:`~hearth.protocol.sync.RelaySession` with peer plans); this side plays the relay's
+part for the topics of its own groups, with two differences that come from being able to
+decrypt:
+
+- a registration must answer this connection's fresh challenge (``Welcome.challenge``)
+  with the topic's relay key, so only a holder of the epoch secret gets anything — a
+  registration seen at a relay cannot be replayed here;
+- the summary is a version vector both ways: the subscriber's in ``Subscribe.have`` says
+  what to deliver (:class:`CatchUpPeer`), ours in ``CaughtUp.have`` says what to send us.
+
+Published bundles go to the node's intake (:class:`TakeIn`), whose verdict comes back
+through :meth:`ServingSession.taken`. No sockets, clocks or randomness here: the adapter
+(``hearth.peer_server``) passes the challenge in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+from hearth.errors import ProtocolError
+from hearth.protocol.bundle import parse_envelope, peer_proof_valid
+from hearth.protocol.connection import CLOSE_PROTOCOL, CLOSE_TOO_BIG, Connection, Role
+from hearth.protocol.frames import (
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    Ack,
+    CaughtUp,
+    Deliver,
+    Error,
+    Frame,
+    Hello,
+    Publish,
+    Register,
+    Subscribe,
+    Welcome,
+    vector_from_wire,
+    vector_to_wire,
+)
+from hearth.protocol.sync import Send
+
+__all__ = ["CatchUpPeer", "Close", "Output", "Send", "ServingSession", "TakeIn"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpPeer:
+    """Deliver the bundles of ``topic`` the other node lacks by its version vector, then
+    :meth:`ServingSession.caught_up`."""
+
+    topic: bytes
+    have: dict[bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TakeIn:
+    """A bundle the other node published: run it through the intake, then
+    :meth:`ServingSession.taken`."""
+
+    id: bytes
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection with this WebSocket code and reason."""
+
+    code: int
+    reason: str
+
+
+Output = Union[Send, CatchUpPeer, TakeIn, Close]  # noqa: UP007
+
+
+class ServingSession:
+    """This node's side of one connection from another node."""
+
+    def __init__(self, topics: Mapping[bytes, bytes], challenge: bytes) -> None:
+        """``topics`` maps each topic this node serves to its relay key's public half."""
+        self.conn = Connection(Role.ACCEPTING)
+        self.topics = dict(topics)
+        self.challenge = challenge
+        self.registered: set[bytes] = set()
+        self.refused: set[bytes] = set()  # registrations refused: their subscriptions too
+        self.live: set[bytes] = set()  # caught up: new bundles of these go out as they come
+
+    def receive(self, data: bytes) -> list[Output]:
+        """What follows from one message from the other node."""
+        try:
+            frame = self.conn.receive(data)
+            return self._handle(frame)
+        except ProtocolError as exc:
+            code = CLOSE_TOO_BIG if "limit" in str(exc) else CLOSE_PROTOCOL
+            return [Close(code, str(exc))]
+
+    def send(self, frame: Frame) -> bytes:
+        """The bytes of a frame, through the connection's state machine."""
+        return self.conn.send(frame)
+
+    def caught_up(self, topic: bytes, have: Sequence[tuple[bytes, int]]) -> Frame:
+        """The frame that ends a catch-up, carrying our version vector."""
+        return CaughtUp(topic=topic, cursor=0, have=vector_to_wire(have))
+
+    def deliver(self, topic: bytes, envelope: bytes) -> Frame | None:
+        """A new bundle for the other node, if it follows this topic live."""
+        return Deliver(topic=topic, cursor=0, envelope=envelope) if topic in self.live else None
+
+    @staticmethod
+    def taken(bundle_id: bytes, rejected_because: str = "") -> Frame:
+        """The answer to a published bundle, once the intake has judged it."""
+        if rejected_because:
+            return Error(code="rejected", message=rejected_because, id=bundle_id)
+        return Ack(id=bundle_id, cursor=0)
+
+    def _handle(self, frame: Frame) -> list[Output]:
+        if isinstance(frame, Hello):
+            if frame.role != "node":
+                return [Close(CLOSE_PROTOCOL, "Only nodes of this node's groups connect here.")]
+            welcome = Welcome(
+                version=PROTOCOL_VERSION, limits={"max_frame": MAX_FRAME}, challenge=self.challenge
+            )
+            return [Send(welcome)]
+        if isinstance(frame, Register):
+            if self.topics.get(frame.topic) != frame.relay_key:
+                self.refused.add(frame.topic)
+                return [_error("unknown-topic", "This node is not in that group.", frame.topic)]
+            if not peer_proof_valid(frame.relay_key, self.challenge, frame.topic, frame.proof):
+                self.refused.add(frame.topic)
+                return [_error("bad-registration", "The proof does not verify.", frame.topic)]
+            self.registered.add(frame.topic)
+            return []
+        if isinstance(frame, Subscribe):
+            if frame.topic in self.refused:
+                return []  # already answered
+            if frame.topic not in self.registered:
+                return [_error("unknown-topic", "Register the topic first.", frame.topic)]
+            # Live from now: what is stored from here on goes out as it comes, even while
+            # the catch-up is being sent (the adapter skips what it sent already).
+            self.live.add(frame.topic)
+            return [CatchUpPeer(frame.topic, vector_from_wire(frame.have))]
+        if isinstance(frame, Publish):
+            envelope = parse_envelope(frame.envelope)  # malformed: closes the connection
+            if envelope.topic not in self.registered:
+                return [_error("unknown-topic", "Register the topic first.", envelope.id)]
+            return [TakeIn(envelope.id, frame.envelope)]
+        if isinstance(frame, Error):
+            log.info("a peer reported: %s %s", frame.code, frame.message)
+        return []
+
+
+def _error(code: str, message: str, about: bytes) -> Send:
+    return Send(Error(code=code, message=message, id=about))

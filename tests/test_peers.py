@@ -1,0 +1,266 @@
+"""Direct node-to-node sync: the sans-IO sessions frame by frame, then real ``hearth serve
+--listen`` processes on 127.0.0.1 with no relay at all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from hearth.protocol.bundle import EpochKeys, peer_proof, registration_proof
+from hearth.protocol.connection import CLOSE_PROTOCOL
+from hearth.protocol.frames import (
+    CaughtUp,
+    Error,
+    Hello,
+    Register,
+    Subscribe,
+    Welcome,
+    decode_frame,
+    encode_frame,
+)
+from hearth.protocol.serving import CatchUpPeer, Close, ServingSession
+from hearth.protocol.sync import PeerHas, RelaySession, Send, Settled, TopicPlan
+from tests.conftest import Cli, hearth_command
+from tests.test_sync_processes import state, wait_until
+
+CHALLENGE = bytes(range(32))
+
+
+def _keys() -> EpochKeys:
+    return EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
+
+
+def _peer_plan(keys: EpochKeys, have: list[tuple[bytes, int]] | None = None) -> TopicPlan:
+    return TopicPlan(
+        topic=keys.topic,
+        relay_key=keys.relay_key.public,
+        proof=b"",
+        after=0,
+        prove=partial(peer_proof, keys),
+        have=have or [],
+    )
+
+
+def _wire(session: ServingSession, outputs: list[object]) -> list[object]:
+    """Frames a session's outputs would send, decoded as the other side would see them."""
+    return [decode_frame(session.send(o.frame)) for o in outputs if isinstance(o, Send)]
+
+
+def _open(serving: ServingSession, client: RelaySession) -> list[object]:
+    """Run hello/welcome; return what the client sends next, as the server receives it."""
+    (hello,) = client.start()
+    assert isinstance(hello, Send)
+    (welcome,) = _wire(serving, serving.receive(encode_frame(hello.frame)))
+    assert isinstance(welcome, Welcome)
+    assert welcome.challenge == CHALLENGE
+    return [o for o in client.handle(welcome) if isinstance(o, Send)]
+
+
+def test_a_peer_registers_by_answering_the_challenge_and_trades_version_vectors() -> None:
+    keys = _keys()
+    device = os.urandom(32)
+    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    client = RelaySession(plans=[_peer_plan(keys, have=[(device, 3)])])
+    register, subscribe = _open(serving, client)
+    assert serving.receive(encode_frame(register.frame)) == []
+    (catch_up,) = serving.receive(encode_frame(subscribe.frame))
+    assert catch_up == CatchUpPeer(keys.topic, {device: 3})
+
+    ours = os.urandom(32)
+    caught_up = decode_frame(serving.send(serving.caught_up(keys.topic, [(ours, 7)])))
+    assert isinstance(caught_up, CaughtUp)
+    outputs = client.handle(caught_up)
+    assert outputs == [PeerHas(keys.topic, {ours: 7})]  # not settled until we offer
+    assert client.offer(keys.topic, []) == [Settled()]
+
+
+def test_a_relay_registration_replayed_at_a_peer_gets_nothing() -> None:
+    keys = _keys()
+    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    serving.receive(encode_frame(Hello(versions=[1], role="node", agent="replay")))
+    serving.send(Welcome(version=1, limits={}, challenge=CHALLENGE))
+    replayed = Register(
+        topic=keys.topic, relay_key=keys.relay_key.public, proof=registration_proof(keys)
+    )
+    (refusal,) = _wire(serving, serving.receive(encode_frame(replayed)))
+    assert isinstance(refusal, Error)
+    assert refusal.code == "bad-registration"
+    assert serving.receive(encode_frame(Subscribe(topic=keys.topic, after=0))) == []
+    stale = peer_proof(keys, bytes(32))  # an answer to some other connection's challenge
+    again = Register(topic=keys.topic, relay_key=keys.relay_key.public, proof=stale)
+    (refusal,) = _wire(serving, serving.receive(encode_frame(again)))
+    assert refusal.code == "bad-registration"
+
+
+def test_a_group_the_peer_is_not_in_is_refused_and_the_rest_still_settles() -> None:
+    shared, other = _keys(), _keys()
+    serving = ServingSession({shared.topic: shared.relay_key.public}, CHALLENGE)
+    client = RelaySession(plans=[_peer_plan(other), _peer_plan(shared)])
+    sends = _open(serving, client)
+    answers = [f for s in sends for f in _wire(serving, serving.receive(encode_frame(s.frame)))]
+    assert [(a.code, a.id) for a in answers if isinstance(a, Error)] == [
+        ("unknown-topic", other.topic)
+    ]
+    for answer in answers:
+        client.handle(answer)
+    assert client.refused_topics == {other.topic}
+    caught_up = decode_frame(serving.send(serving.caught_up(shared.topic, [])))
+    assert client.handle(caught_up) == [PeerHas(shared.topic, {})]
+    assert client.offer(shared.topic, []) == [Settled()]
+
+
+def test_what_a_peer_may_not_do_closes_or_refuses_it() -> None:
+    keys = _keys()
+    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    (close,) = serving.receive(encode_frame(Hello(versions=[1], role="relay", agent="x")))
+    assert isinstance(close, Close)
+    assert close.code == CLOSE_PROTOCOL
+
+    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    (close,) = serving.receive(b"\xff garbage")
+    assert isinstance(close, Close)
+
+    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    serving.receive(encode_frame(Hello(versions=[1], role="node", agent="x")))
+    serving.send(Welcome(version=1, limits={}, challenge=CHALLENGE))
+    subscribe = encode_frame(Subscribe(topic=keys.topic, after=0))
+    (refusal,) = _wire(serving, serving.receive(subscribe))
+    assert refusal.code == "unknown-topic"  # subscribing without registering
+    assert serving.live == set()
+
+
+def test_a_malformed_version_vector_is_a_protocol_error() -> None:
+    from hearth.errors import ProtocolError
+
+    bad = Subscribe(topic=bytes(32), after=0, have=[[b"short", 1]])
+    with pytest.raises(ProtocolError, match="version vector"):
+        decode_frame(encode_frame(bad))
+
+
+# --- real processes -------------------------------------------------------------------
+
+
+@contextmanager
+def serving(cli: Cli, *extra: str) -> Iterator[str]:
+    """``hearth serve --listen 127.0.0.1:0`` on a home; yields the address it listens on."""
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    with (cli.home.parent / f"{cli.home.name}-serve.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                *hearth_command(),
+                "--home",
+                str(cli.home),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip() for _ in range(2)]
+        listening = [line for line in lines if line.startswith("listening on ws://127.0.0.1:")]
+        assert listening, lines
+        yield listening[0].removeprefix("listening on ")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def two_members_without_a_relay(tmp_path: Path) -> tuple[Cli, Cli]:
+    ada, ben = Cli(tmp_path / "ada"), Cli(tmp_path / "ben")
+    ada("init", "--name", "Ada")
+    ada("group", "create", "Allotment")
+    ada("resource", "add", "Wheelbarrow", "--kind", "tool")
+    token = ada("invite", "--token").out.splitlines()[0]
+    ben("join", token, "--name", "Ben")
+    return ada, ben
+
+
+@pytest.mark.process
+def test_two_nodes_sync_directly_with_no_relay(tmp_path: Path) -> None:
+    ada, ben = two_members_without_a_relay(tmp_path)
+    ben("resource", "add", "Seed trays", "--qty", "12")  # ben offline, before meeting
+    with serving(ada) as url:
+        ada("resource", "add", "Hose")  # another process on the serving home
+        ben("peer", "add", url)
+        result = json.loads(ben("sync", "--json").out)
+        assert result["peers_ok"] == [url]
+        assert result["relays_ok"] == []
+        assert result["received"] >= 3
+        assert result["sent"] >= 1
+        assert state(ada) == state(ben)
+        again = json.loads(ben("sync", "--json").out)
+        assert (again["sent"], again["received"]) == (0, 0)  # the vectors say: nothing to do
+        status = json.loads(ben("status", "--json").out)
+        (peer,) = status["peers"]
+        assert peer["url"] == url
+        assert peer["reachable"]
+        assert peer["waiting_to_send"] == 0
+    names = {r["name"] for r in json.loads(ada("resource", "list", "--json").out)}
+    assert names == {"Wheelbarrow", "Hose", "Seed trays"}
+
+
+@pytest.mark.process
+def test_two_serving_nodes_exchange_changes_live(tmp_path: Path) -> None:
+    ada, ben = two_members_without_a_relay(tmp_path)
+    with serving(ada) as url:
+        ben("peer", "add", url)
+        with serving(ben):
+
+            def has(cli: Cli, name: str) -> bool:
+                return name in cli("resource", "list").out
+
+            ada("resource", "add", "Rake")
+            assert wait_until(lambda: has(ben, "Rake"))
+            ben("resource", "add", "Trowel")
+            assert wait_until(lambda: has(ada, "Trowel"))
+        assert state(ada) == state(ben)
+
+
+@pytest.mark.process
+def test_a_stranger_gets_nothing_from_a_listening_node(tmp_path: Path) -> None:
+    ada, ben = two_members_without_a_relay(tmp_path)
+    eve = Cli(tmp_path / "eve")
+    eve("init", "--name", "Eve")
+    eve("group", "create", "Elsewhere")
+    with serving(ada) as url:
+        eve("peer", "add", url)
+        result = eve("sync", "--json", check=False)
+        assert result.code == 1
+        data = json.loads(result.out)
+        assert data["received"] == 0
+        assert data["peers_ok"] == []
+        assert "none of these groups" in data["peers_failed"][0]["error"]
+
+        async def garbage() -> int | None:
+            async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+                await ws.send_bytes(b"\x00not a frame")
+                await ws.receive(timeout=10)
+                return ws.close_code
+
+        assert asyncio.run(garbage()) == CLOSE_PROTOCOL
+        assert "Wheelbarrow" not in eve("resource", "list").out
+        ada("resource", "add", "Still serving")  # and the node carries on for its members
+        ben("peer", "add", url)
+        assert json.loads(ben("sync", "--json").out)["peers_ok"] == [url]
+        assert "Still serving" in ben("resource", "list").out
