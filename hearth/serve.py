@@ -4,7 +4,9 @@ One task per relay and per peer keeps a live exchange going (reconnecting with b
 bundles that arrive are applied as they come, and bundles written by this node — also by
 other ``hearth`` commands on the same home while it runs — go out within half a second.
 Relays added to a group's ledger and peers added with ``hearth peer add`` while it runs
-are picked up too. With ``listen``, other members' nodes can connect here directly.
+are picked up too. With ``listen``, other members' nodes can connect here directly, and
+(unless ``lan`` is off) the node announces itself on the local network and dials the
+nodes of its groups it finds there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from hearth.lan import LanPresence
 from hearth.node import Node
 from hearth.peer_server import start_listener
 from hearth.peers import list_peers
@@ -29,19 +32,27 @@ async def serve(
     *,
     listen: tuple[str, int] | None = None,
     on_listening: Callable[[str], None] = lambda url: None,
-    check_s: float = 5.0,
+    lan: bool = True,
+    check_s: float = 2.0,
 ) -> None:
     """Run until ``stop`` is set."""
     runner = None
+    presence = None
     if listen is not None:
         runner, url = await start_listener(node, *listen)
         on_listening(url)
+        if lan:
+            presence = LanPresence(node, listen[0], int(url.rsplit(":", 1)[1]))
+            await presence.start()
     tasks: dict[tuple[str, bool], asyncio.Task[None]] = {}  # (url, is a peer) -> its task
     try:
         while not stop.is_set():
             groups = [g.id for g in node.groups()]
             wanted = {(url, False) for g in groups for url in node.view(g).relays()}
             wanted |= {(url, True) for url in list_peers(node.store)}
+            if presence is not None:
+                await presence.refresh()
+                wanted |= {(url, True) for url in presence.found.values()}
             for url, peer in sorted(wanted - set(tasks)):
                 log.info("connecting to %s %s", "peer" if peer else "relay", url)
                 tasks[url, peer] = asyncio.create_task(stay_connected(node, url, groups, peer=peer))
@@ -55,5 +66,7 @@ async def serve(
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+        if presence is not None:
+            await presence.close()
         if runner is not None:
             await runner.cleanup()

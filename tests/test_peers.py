@@ -16,6 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from hearth.lan import SERVICE_TYPE
+from hearth.protocol.beacon import BUCKET_MS, TAG_BYTES, beacon_tag, groups_beaconed
 from hearth.protocol.bundle import EpochKeys, peer_proof, registration_proof
 from hearth.protocol.connection import CLOSE_PROTOCOL
 from hearth.protocol.frames import (
@@ -160,6 +162,7 @@ def serving(cli: Cli, *extra: str) -> Iterator[str]:
                 *hearth_command(),
                 "--home",
                 str(cli.home),
+                "-v",
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
@@ -264,3 +267,68 @@ def test_a_stranger_gets_nothing_from_a_listening_node(tmp_path: Path) -> None:
         ben("peer", "add", url)
         assert json.loads(ben("sync", "--json").out)["peers_ok"] == [url]
         assert "Still serving" in ben("resource", "list").out
+
+
+# --- finding each other on the LAN ----------------------------------------------------
+
+
+def test_beacon_tags_rotate_and_match_only_their_group() -> None:
+    mine, theirs = os.urandom(32), os.urandom(32)
+    now = 1_800_000_000_000
+    tag = beacon_tag(mine, now)
+    assert beacon_tag(mine, now + BUCKET_MS) != tag  # a new tag every ten minutes
+    assert beacon_tag(theirs, now) != tag
+    keys = {"ours": mine, "other": theirs}
+    assert groups_beaconed([tag], keys, now) == ["ours"]
+    assert groups_beaconed([tag], keys, now + BUCKET_MS) == ["ours"]  # clocks a bit apart
+    assert groups_beaconed([tag], keys, now + 3 * BUCKET_MS) == []  # an old beacon replayed
+    assert groups_beaconed(["00" * TAG_BYTES], keys, now) == []
+
+
+def _announced(seconds: float) -> list[dict[bytes, bytes | None]]:
+    """The TXT records of every Hearth service announced on loopback, as a stranger sees them."""
+    from zeroconf import IPVersion
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+    async def look() -> list[dict[bytes, bytes | None]]:
+        names: set[str] = set()
+        zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+        browser = AsyncServiceBrowser(
+            zc.zeroconf, [SERVICE_TYPE], handlers=[lambda name, **_: names.add(name)]
+        )
+        await asyncio.sleep(seconds)
+        records = []
+        for name in sorted(names):
+            info = AsyncServiceInfo(SERVICE_TYPE, name)
+            if await info.async_request(zc.zeroconf, 3000):
+                records.append(dict(info.properties))
+        await browser.async_cancel()
+        await zc.async_close()
+        return records
+
+    return asyncio.run(look())
+
+
+@pytest.mark.process
+def test_nodes_of_a_group_find_each_other_on_the_lan_and_nobody_learns_the_group(
+    tmp_path: Path,
+) -> None:
+    ada, ben = two_members_without_a_relay(tmp_path)
+    eve = Cli(tmp_path / "eve")
+    eve("init", "--name", "Eve")
+    eve("group", "create", "Elsewhere")
+    group_id = json.loads(ada("group", "list", "--json").out)[0]["id"]
+    with serving(ada), serving(ben), serving(eve):
+        ada("resource", "add", "Found on the LAN")
+        assert wait_until(lambda: "Found on the LAN" in ben("resource", "list").out)
+        ben("resource", "add", "And back")
+        assert wait_until(lambda: "And back" in ada("resource", "list").out)
+        records = _announced(2.0)
+    assert len(records) >= 3
+    on_air = repr(records).encode()
+    for secret in (group_id.encode(), bytes.fromhex(group_id), b"Allotment", b"Ada", b"Ben"):
+        assert secret not in on_air
+    assert "Found on the LAN" not in eve("resource", "list").out
+    logs = {n: (tmp_path / f"{n}-serve.log").read_text() for n in ("ada", "ben", "eve")}
+    assert "found a node of 1 of our groups" in logs["ada"] + logs["ben"]
+    assert "found a node" not in logs["eve"]

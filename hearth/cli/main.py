@@ -230,7 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="also accept other members' nodes here (port 0 picks a free one)",
+        help="also accept other members' nodes here (port 0 picks a free one), and find "
+        "and be found by them on the local network",
+    )
+    p.add_argument(
+        "--no-lan",
+        action="store_true",
+        help="with --listen: do not announce this node or look for others on the network",
     )
 
     p = sub.add_parser("doctor", help="check this node end to end and say what is wrong")

@@ -129,7 +129,7 @@ def _serve(args: argparse.Namespace, node: Node) -> int:
             print(f"listening on {url}", flush=True)
 
         print(f"Serving {len(node.groups())} group(s); stop with Ctrl-C.", flush=True)
-        await serve(node, stop, listen=listen, on_listening=listening)
+        await serve(node, stop, listen=listen, on_listening=listening, lan=not args.no_lan)
 
     asyncio.run(run())
     return 0
