@@ -150,6 +150,11 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
     if seen:
         return Outcome(verdict=Verdict.DUPLICATE)
     docs, heads = decode_snapshot(inner.payload)
+    if all(seq <= node.feeds.head(group_id, author)[0] for author, seq, _ in heads):
+        # Nothing in it we lack (a node that kept up sees the snapshots others publish):
+        # taking it in would only cost a load and a rebuild.
+        node.store.run("INSERT INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
+        return Outcome(verdict=Verdict.DUPLICATE, group_id=group_id)
     group = node.group(group_id)
     incoming = {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
     with node.writing(group_id) as ledger:

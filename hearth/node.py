@@ -134,6 +134,11 @@ class Node:
         self.new_id = new_id
         self._ledgers: dict[str, _Loaded] = {}
         self._feeds = Feeds(store, identity.device_key, clock) if identity else None
+        # A long-running node with an event loop to keep responsive (``hearth serve``, the
+        # app) folds changes into snapshots in another process: saving a large document
+        # holds the GIL for a noticeable time. Groups due for that collect here.
+        self.compact_elsewhere = False
+        self.compactions_due: set[str] = set()
 
     @property
     def feeds(self) -> Feeds:
@@ -497,8 +502,26 @@ class Node:
             loaded.ledger.view = loaded.view
         loaded.seen = rows[-1].seq
 
+    def compact(self, group_id: str) -> None:
+        """Fold a group's stored changes into a snapshot of its live document now.
+
+        The document is saved before the write lock is taken (that is the slow part), so
+        the process that keeps a loop responsive is not left waiting for the store.
+        """
+        doc = self.ledger(group_id).doc
+        through = self._ledgers[group_id].seen  # every change stored so far is in `doc`
+        known = doc.change_ids()
+        saved = doc.save()
+        with self.store.write():
+            rows = self.store.changes_after(group_id, LIVE, 0)
+            waiting = [r.hash for r in rows if r.seq <= through and r.hash not in known]
+            self.store.put_snapshot(group_id, LIVE, saved, through, keep=waiting)
+
     def _maybe_snapshot(self, group_id: str, loaded: _Loaded) -> None:
         if loaded.ledger is None or self.store.count_changes(group_id, LIVE) < _SNAPSHOT_EVERY:
+            return
+        if self.compact_elsewhere:
+            self.compactions_due.add(group_id)
             return
         rows = self.store.changes_after(group_id, LIVE, 0)
         doc = loaded.ledger.doc

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from hearth.compaction import compact_in_background
 from hearth.lan import LanPresence
 from hearth.node import Node
 from hearth.peer_server import start_listener
@@ -45,6 +46,7 @@ async def serve(
             presence = LanPresence(node, listen[0], int(url.rsplit(":", 1)[1]))
             await presence.start()
     tasks: dict[tuple[str, bool], asyncio.Task[None]] = {}  # (url, is a peer) -> its task
+    compacting = asyncio.create_task(compact_in_background(node))
     try:
         while not stop.is_set():
             groups = [g.id for g in node.groups()]
@@ -63,9 +65,9 @@ async def serve(
             except asyncio.TimeoutError:
                 continue
     finally:
-        for task in tasks.values():
+        for task in (*tasks.values(), compacting):
             task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks.values(), compacting, return_exceptions=True)
         if presence is not None:
             await presence.close()
         if runner is not None:

@@ -60,6 +60,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_SNAPSHOT = MAX_BUNDLE - 64 * 1024  # room for the bundle's own fields
+_KEEPALIVE_S = 5.0  # well inside any heartbeat timeout (the relay's default: 15 s)
 
 
 @dataclass
@@ -332,7 +333,16 @@ async def _run(
                 if fresh:
                     await carry_out(session.publish(fresh))
 
+        async def keep_alive() -> None:
+            """Ping while we work through a long catch-up: the other side hears nothing
+            from us meanwhile, and its answer to its own ping waits behind the bundles
+            still queued for us, so it would take us for gone."""
+            while True:
+                await asyncio.sleep(_KEEPALIVE_S)
+                await ws.ping()
+
         publisher = asyncio.create_task(publish_new()) if live else None
+        pinger = asyncio.create_task(keep_alive())
         try:
             if not await carry_out(session.start()):
                 return
@@ -342,7 +352,11 @@ async def _run(
                 frame = conn.receive(message.data)
                 if not await carry_out(session.handle(frame)):
                     return
+                # aiohttp hands over buffered messages without suspending: let the rest of
+                # the loop (a TUI, a listener) run between bundles.
+                await asyncio.sleep(0)
         finally:
+            pinger.cancel()
             if publisher is not None:
                 publisher.cancel()
         raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")

@@ -40,6 +40,10 @@ class RelayConfig:
     topic_quota_bundles: int = 200_000
     disk_high_water: float = 0.90
     shutdown_grace_s: float = 8.0
+    # Bundles a snapshot covers are deleted this long after the snapshot arrived: nodes
+    # that were away longer get the snapshot and what followed it instead.
+    snapshot_retention_s: float = 30 * 24 * 3600.0
+    prune_every_s: float = 3600.0
 
     def limits(self) -> dict[str, int]:
         """The limits clients are told about (and `/info` shows)."""
@@ -51,6 +55,7 @@ class RelayConfig:
             "publish_burst": self.publish_burst,
             "topic_quota_bytes": self.topic_quota_bytes,
             "topic_quota_bundles": self.topic_quota_bundles,
+            "snapshot_retention_s": int(self.snapshot_retention_s),
         }
 
 

@@ -89,12 +89,14 @@ class RelayCore:
         store: RelayStore,
         *,
         clock: Callable[[], float],
+        wall_clock: Callable[[], float] = lambda: 0.0,
         disk_fraction: Callable[[], float] = lambda: 0.0,
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.clock = clock
+        self.clock = clock  # monotonic: rates and timeouts
+        self.wall_clock = wall_clock  # seconds since the epoch: what outlives a restart
         self.disk_fraction = disk_fraction
         self.metrics = metrics or Metrics()
         self.clients: dict[int, _Client] = {}
@@ -262,7 +264,9 @@ class RelayCore:
         try:
             stored = self.store.add(envelope.topic, bundle_id, frame.envelope)
             if frame.covers and stored.new and frame.covers < stored.cursor:
-                self.store.add_snapshot(envelope.topic, stored.cursor, frame.covers)
+                self.store.add_snapshot(
+                    envelope.topic, stored.cursor, frame.covers, self.wall_clock()
+                )
         except StorageError as exc:
             log.warning("store failed: %s", exc)
             self._staged.append((client, bundle_id))
@@ -324,18 +328,29 @@ class RelayCore:
             length = self._blocked.get(ip, (0.0, 30.0))[1]
             self._blocked[ip] = (now + length, length * 2)
 
+    def prune(self) -> int:
+        """Delete what snapshots older than the retention period cover."""
+        removed = self.store.prune(self.wall_clock() - self.config.snapshot_retention_s)
+        if removed:
+            self.metrics.count("hearth_relay_pruned_total", amount=removed)
+            log.info("pruned %d bundles that snapshots cover", removed)
+        return removed
+
     # --- catching a subscriber up -----------------------------------------------------
 
     def catch_up(self, item: CatchUp, page: int = 200) -> Iterator[Deliver]:
         """The stored bundles a subscriber is missing, oldest first, read page by page.
 
         A fresh subscriber asking for it gets the newest snapshot first and then only what
-        came after what the snapshot covers. A cursor beyond what is stored (a relay
-        restored from an older backup) is treated as the newest stored one.
+        came after what the snapshot covers; so does one that was away for longer than
+        what it missed was kept (pruned). A cursor beyond what is stored (a relay restored
+        from an older backup) is treated as the newest stored one.
         """
         after = min(item.after, self.store.newest(item.topic))
-        snapshot = self.store.latest_snapshot(item.topic) if item.from_snapshot else None
-        if snapshot is not None and after == 0:
+        behind_pruning = after < self.store.pruned_through(item.topic)
+        wanted = item.from_snapshot or behind_pruning
+        snapshot = self.store.latest_snapshot(item.topic) if wanted else None
+        if snapshot is not None and (after == 0 or behind_pruning):
             cursor, covers = snapshot
             data = self.store.at(cursor)
             if data is not None:

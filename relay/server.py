@@ -28,7 +28,7 @@ from typing import Union
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from hearth.errors import HearthError
+from hearth.errors import HearthError, StorageError
 from hearth.protocol.connection import CLOSE_POLICY, CLOSE_PROTOCOL
 from hearth.protocol.frames import PROTOCOL_VERSION, Deliver, Frame
 from relay.config import RelayConfig
@@ -78,11 +78,17 @@ def make_app(config: RelayConfig, store: RelayStore) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
     app[CORE] = RelayCore(
-        config, store, clock=time.monotonic, disk_fraction=disk_fraction, metrics=Metrics()
+        config,
+        store,
+        clock=time.monotonic,
+        wall_clock=time.time,
+        disk_fraction=disk_fraction,
+        metrics=Metrics(),
     )
     app[LINKS] = {}
     app[FLUSH] = asyncio.Event()
     app.cleanup_ctx.append(_flusher)
+    app.cleanup_ctx.append(_pruner)
     app.router.add_get("/", websocket_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -109,6 +115,25 @@ async def _flusher(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await _carry_out(app, core.flush())
+
+
+async def _pruner(app: web.Application) -> AsyncIterator[None]:
+    """Deletes what old snapshots cover, at start and then every ``prune_every_s``."""
+    core = app[CORE]
+
+    async def run() -> None:
+        while True:
+            try:
+                core.prune()
+            except StorageError as exc:
+                log.warning("%s", exc)
+            await asyncio.sleep(app[CONFIG].prune_every_s)
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close_clients(app: web.Application) -> None:

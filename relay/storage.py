@@ -2,7 +2,8 @@
 
 SQLite in WAL mode with ``synchronous=FULL``: a bundle is acknowledged only after the
 transaction holding it has committed. Every envelope gets an arrival cursor, increasing
-and never reused, which is what nodes catch up by.
+and never reused, which is what nodes catch up by. Once a snapshot is older than the
+retention period, the envelopes it covers are pruned and the topic remembers up to where.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ CREATE TABLE IF NOT EXISTS topics (
     topic      BLOB PRIMARY KEY,
     relay_key  BLOB NOT NULL,
     bytes      INTEGER NOT NULL DEFAULT 0,
-    bundles    INTEGER NOT NULL DEFAULT 0
+    bundles    INTEGER NOT NULL DEFAULT 0,
+    pruned_through INTEGER NOT NULL DEFAULT 0   -- envelopes up to here are gone
 );
 CREATE TABLE IF NOT EXISTS envelopes (
     cursor   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -33,9 +35,15 @@ CREATE TABLE IF NOT EXISTS snapshots (
     topic   BLOB NOT NULL REFERENCES topics(topic),
     cursor  INTEGER NOT NULL,   -- where the snapshot bundle itself is stored
     covers  INTEGER NOT NULL,   -- every bundle up to this cursor is inside it
+    noted_at REAL NOT NULL DEFAULT 0,   -- when it arrived (seconds since the epoch)
     PRIMARY KEY (topic, cursor)
 );
 """
+# Columns added after the first release, for stores created before them.
+_ADDED_COLUMNS = (
+    ("topics", "pruned_through", "INTEGER NOT NULL DEFAULT 0"),
+    ("snapshots", "noted_at", "REAL NOT NULL DEFAULT 0"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,10 @@ class RelayStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            for table, column, kind in _ADDED_COLUMNS:
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as exc:
             raise StorageError(
                 f"The relay store {path} is damaged or not a relay store ({exc})."
@@ -140,12 +152,13 @@ class RelayStore:
         ).fetchone()
         return int(row[0])
 
-    def add_snapshot(self, topic: bytes, cursor: int, covers: int) -> None:
+    def add_snapshot(self, topic: bytes, cursor: int, covers: int, now: float) -> None:
         """Note that the bundle at ``cursor`` is a snapshot holding everything to ``covers``."""
         try:
             self._db.execute(
-                "INSERT OR IGNORE INTO snapshots(topic, cursor, covers) VALUES (?, ?, ?)",
-                (topic, cursor, covers),
+                "INSERT OR IGNORE INTO snapshots(topic, cursor, covers, noted_at) "
+                "VALUES (?, ?, ?, ?)",
+                (topic, cursor, covers, now),
             )
         except sqlite3.Error as exc:
             raise StorageError(f"The relay could not note a snapshot ({exc}).") from exc
@@ -158,6 +171,54 @@ class RelayStore:
             (topic,),
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else None
+
+    def pruned_through(self, topic: bytes) -> int:
+        """The cursor up to which a topic's envelopes were pruned (0: none were)."""
+        row = self._db.execute(
+            "SELECT pruned_through FROM topics WHERE topic = ?", (topic,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def prune(self, older_than: float) -> int:
+        """Delete what snapshots noted before ``older_than`` cover; return how many envelopes.
+
+        Per topic, the snapshot covering most among those old enough stays with everything
+        after what it covers; the envelopes it covers and the snapshots it supersedes go.
+        """
+        removed = 0
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            chosen = self._db.execute(
+                "SELECT topic, MAX(covers) FROM snapshots WHERE noted_at <= ? GROUP BY topic",
+                (older_than,),
+            ).fetchall()
+            for topic, covers in chosen:
+                if int(covers) <= self.pruned_through(topic):
+                    continue
+                doomed = (
+                    "FROM envelopes WHERE topic = ? AND (cursor <= ? OR cursor IN "
+                    "(SELECT cursor FROM snapshots WHERE topic = ? AND covers < ?))"
+                )
+                args = (topic, covers, topic, covers)
+                count, size = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args
+                ).fetchone()
+                self._db.execute(f"DELETE {doomed}", args)
+                self._db.execute(
+                    "DELETE FROM snapshots WHERE topic = ? AND covers < ?", (topic, covers)
+                )
+                self._db.execute(
+                    "UPDATE topics SET bytes = bytes - ?, bundles = bundles - ?, "
+                    "pruned_through = ? WHERE topic = ?",
+                    (size, count, covers, topic),
+                )
+                removed += int(count)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not prune old bundles ({exc}).") from exc
+        return removed
 
     def at(self, cursor: int) -> bytes | None:
         """The envelope stored at a cursor."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from hearth import node as node_module
+from hearth.compaction import compact_in_background
 from hearth.errors import LedgerError
 from hearth.identity import create_identity
 from hearth.ledger import Ledger, LedgerDoc
@@ -94,3 +96,36 @@ def test_a_failed_edit_stores_nothing_and_is_forgotten(home: Path) -> None:
             raise LedgerError("stop")
         assert node.ledger().doc.heads() == heads
         assert names(node) == set()
+
+
+def test_a_node_keeping_its_loop_responsive_compacts_in_another_process(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "_SNAPSHOT_EVERY", 5)
+    with open_node(home) as node:
+        node.compact_elsewhere = True
+        group = node.current_group().id
+        for i in range(8):
+            with node.change() as ledger:
+                ledger.add_resource(f"r{i}")
+        assert node.compactions_due == {group}
+        assert node.store.snapshot(group, LIVE) is None  # not saved on this loop's time
+        before = len(node.store.changes_after(group, LIVE, 0))
+
+        async def run_once() -> None:
+            task = asyncio.create_task(compact_in_background(node, poll_s=0.01))
+            for _ in range(500):  # bounded: the child process takes well under 5 s
+                await asyncio.sleep(0.01)
+                if node.store.snapshot(group, LIVE) is not None:
+                    break
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        asyncio.run(run_once())
+        assert node.store.snapshot(group, LIVE) is not None
+        assert len(node.store.changes_after(group, LIVE, 0)) < before
+        assert node.compactions_due == set()
+        with node.change() as ledger:  # the node carries on over the compacted store
+            ledger.add_resource("after")
+    with open_node(home) as node:
+        assert names(node) == {f"r{i}" for i in range(8)} | {"after"}

@@ -46,13 +46,14 @@ class Relay:
         return code
 
 
-def start_relay(data: Path, port: int = 0) -> Relay:
+def start_relay(data: Path, port: int = 0, config: Path | None = None) -> Relay:
     script = Path(sys.executable).parent / "hearth-relay"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
     data.mkdir(parents=True, exist_ok=True)
+    settings = ["--config", str(config)] if config else []
     with (data / "relay.log").open("a") as log:
         proc = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],
+            [*command, "--host", "127.0.0.1", "--port", str(port), "--data", str(data), *settings],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,

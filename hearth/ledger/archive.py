@@ -62,9 +62,8 @@ def archivable(view: LedgerView, now_ms: int) -> dict[str, list[EntryRef]]:
     """Entries old and finished enough to archive, grouped by quarter."""
     cutoff = now_ms - ARCHIVE_AFTER_MS
     found: defaultdict[str, list[EntryRef]] = defaultdict(list)
-    for event in view.events():
-        if event.at < cutoff:
-            found[period_of(event.at)].append(("events", event.id))
+    for event in view.events_before(cutoff):
+        found[period_of(event.at)].append(("events", event.id))
     for need in view.needs():
         if need.closed_at is not None and need.closed_at < cutoff:
             found[period_of(need.closed_at)].append(("needs", need.id))

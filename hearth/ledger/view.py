@@ -196,6 +196,17 @@ class LedgerView:
         found = (self._event(e) for e in self._event_resource)
         return sorted((e for e in found if e is not None), key=lambda e: (e.at, e.id))
 
+    def events_before(self, cutoff_ms: int) -> list[Event]:
+        """Events that happened before a moment (read without deriving the newer ones: the
+        archive check asks this often, of ledgers with many events)."""
+        events = self.tables["events"]
+        old = (
+            self._event(event_id)
+            for event_id in self._event_resource
+            if _before(events.get(event_id, {}).get("at"), cutoff_ms)
+        )
+        return sorted((e for e in old if e is not None), key=lambda e: (e.at, e.id))
+
     def needs(self) -> list[Need]:
         """Every need, soonest due first."""
         found = (derive.need(nid, raw) for nid, raw in self.tables["needs"].items())
@@ -277,3 +288,7 @@ class LedgerView:
         if not matches:
             raise NotFound(f"No {noun} matches {text!r}; list them to see their ids.")
         raise NotFound(f"{text!r} matches {len(matches)} {table}; give more of the id to pick one.")
+
+
+def _before(at: object, cutoff_ms: int) -> bool:
+    return isinstance(at, int) and at < cutoff_ms

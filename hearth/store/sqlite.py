@@ -354,8 +354,14 @@ class Store:
         """Save a whole document and drop the changes it covers (inside a :meth:`write`).
 
         ``keep`` names changes that arrived but are not in the document yet (waiting for
-        a change they depend on); they stay stored.
+        a change they depend on); they stay stored. A snapshot older than the stored one
+        (two processes compacting at once) is dropped: it would lose what the newer holds.
         """
+        stored = self.query(
+            "SELECT through FROM snapshots WHERE group_id = ? AND doc = ?", (group_id, doc)
+        )
+        if stored and int(stored[0][0]) >= through:
+            return
         self.run(
             "INSERT OR REPLACE INTO snapshots(group_id, doc, bytes, through) VALUES (?, ?, ?, ?)",
             (group_id, doc, data, through),

@@ -1,0 +1,121 @@
+"""Relays prune what snapshots cover once the retention period has passed, and a node
+that was away longer than that still catches up: from the snapshot and what followed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hearth import sync_client
+from hearth.identity import create_identity
+from hearth.node import open_node
+from hearth.sync_client import sync_relay
+from relay.config import RelayConfig
+from relay.core import CatchUp, RelayCore
+from relay.storage import RelayStore
+from tests.test_sync_processes import start_relay
+
+RETENTION = 1000.0
+TOPIC = bytes(32)
+
+
+def _store_with_a_snapshot(path: Path) -> RelayStore:
+    """Ten bundles at cursors 1-10, then a snapshot at 11 that covers 1-8, noted at t=50."""
+    store = RelayStore(path)
+    store.register(TOPIC, os.urandom(32))
+    for i in range(11):
+        store.add(TOPIC, os.urandom(32), f"bundle {i + 1}".encode())
+    store.add_snapshot(TOPIC, 11, 8, now=50.0)
+    store.commit()
+    return store
+
+
+def _core(store: RelayStore, now: float) -> RelayCore:
+    config = RelayConfig(snapshot_retention_s=RETENTION)
+    return RelayCore(config, store, clock=lambda: 0.0, wall_clock=lambda: now)
+
+
+def test_nothing_is_pruned_before_the_retention_period(tmp_path: Path) -> None:
+    store = _store_with_a_snapshot(tmp_path / "relay.db")
+    assert _core(store, now=50.0 + RETENTION - 1).prune() == 0
+    assert store.usage(TOPIC)[1] == 11
+    assert store.pruned_through(TOPIC) == 0
+
+
+def test_what_a_snapshot_covers_goes_after_the_retention_period(tmp_path: Path) -> None:
+    store = _store_with_a_snapshot(tmp_path / "relay.db")
+    used_before = store.usage(TOPIC)[0]
+    core = _core(store, now=50.0 + RETENTION)
+    assert core.prune() == 8
+    assert core.prune() == 0  # nothing more to do
+    assert store.usage(TOPIC)[1] == 3
+    assert store.usage(TOPIC)[0] == used_before - sum(len(f"bundle {i}") for i in range(1, 9))
+    assert store.pruned_through(TOPIC) == 8
+
+    # A node that was away, last read up to cursor 3: the snapshot, then 9 and 10.
+    away = [d.cursor for d in core.catch_up(CatchUp(client=1, topic=TOPIC, after=3))]
+    assert away == [11, 9, 10]
+    # A node that read up to 9 was not away that long: it simply carries on.
+    recent = [d.cursor for d in core.catch_up(CatchUp(client=1, topic=TOPIC, after=9))]
+    assert recent == [10, 11]
+
+
+def test_an_older_store_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE topics (topic BLOB PRIMARY KEY, relay_key BLOB NOT NULL, "
+            "bytes INTEGER NOT NULL DEFAULT 0, bundles INTEGER NOT NULL DEFAULT 0);"
+            "CREATE TABLE snapshots (topic BLOB NOT NULL, cursor INTEGER NOT NULL, "
+            "covers INTEGER NOT NULL, PRIMARY KEY (topic, cursor));"
+        )
+    store = RelayStore(path)
+    store.register(TOPIC, os.urandom(32))
+    store.commit()
+    assert store.pruned_through(TOPIC) == 0
+    store.close()
+
+
+@pytest.mark.process
+def test_a_node_away_longer_than_the_retention_catches_up_from_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_client, "SNAPSHOT_EVERY", 10)
+    config = tmp_path / "relay.toml"
+    config.write_text("[relay]\nsnapshot_retention_s = 0\nprune_every_s = 0.2\n")
+    relay = start_relay(tmp_path / "relay", config=config)
+    try:
+        create_identity(tmp_path / "writer", name="Writer")
+        create_identity(tmp_path / "away", name="Away")
+        with open_node(tmp_path / "writer") as writer, open_node(tmp_path / "away") as away:
+            group = writer.create_group("Pruned").id
+            with writer.change() as ledger:
+                ledger.add_relay(relay.url)
+            away.join_with_token(writer.create_invite())
+            assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=30)).ok
+            assert asyncio.run(sync_relay(away, relay.url, [group], timeout=30)).ok
+            for i in range(30):  # while `away` is away
+                with writer.change() as ledger:
+                    ledger.add_resource(f"Thing {i}")
+            assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=30)).ok
+
+            def stored() -> int:
+                with sqlite3.connect(relay.data / "relay.db") as db:
+                    return int(db.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0])
+
+            for _ in range(100):  # bounded wait for the pruner's next round
+                if stored() < 10:
+                    break
+                asyncio.run(asyncio.sleep(0.1))
+            assert stored() < 10  # 33 bundles were stored; the snapshot and a few remain
+
+            report = asyncio.run(sync_relay(away, relay.url, [group], timeout=30))
+            assert report.ok, report.error
+            assert {f"Thing {i}" for i in range(30)} <= {r.name for r in away.view().resources()}
+            assert away.feeds.heads(group) == writer.feeds.heads(group)
+    finally:
+        relay.kill()
