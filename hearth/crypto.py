@@ -7,6 +7,8 @@ travel as raw 32-byte strings and ids as hex.
 from __future__ import annotations
 
 import hashlib
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -17,13 +19,12 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
-    NoEncryption,
-    PrivateFormat,
     PublicFormat,
 )
 
 __all__ = [
     "KemKey",
+    "RandomBytes",
     "SigningKey",
     "aead_open",
     "aead_seal",
@@ -33,6 +34,9 @@ __all__ = [
     "seal_to",
     "verify",
 ]
+
+RandomBytes = Callable[[int], bytes]
+"""Where randomness comes from: ``secrets.token_bytes``, or a seeded source in simulations."""
 
 
 def key_id(public_key: bytes) -> str:
@@ -56,12 +60,9 @@ class SigningKey:
         )
 
     @classmethod
-    def generate(cls) -> SigningKey:
-        """A fresh random key."""
-        raw = Ed25519PrivateKey.generate().private_bytes(
-            Encoding.Raw, PrivateFormat.Raw, NoEncryption()
-        )
-        return cls(raw)
+    def generate(cls, random_bytes: RandomBytes = secrets.token_bytes) -> SigningKey:
+        """A fresh random key (any 32 random bytes are an Ed25519 private key)."""
+        return cls(random_bytes(32))
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte signature over ``message``."""
@@ -78,12 +79,9 @@ class KemKey:
     secret: bytes
 
     @classmethod
-    def generate(cls) -> KemKey:
-        """A fresh random key."""
-        raw = X25519PrivateKey.generate().private_bytes(
-            Encoding.Raw, PrivateFormat.Raw, NoEncryption()
-        )
-        return cls(raw)
+    def generate(cls, random_bytes: RandomBytes = secrets.token_bytes) -> KemKey:
+        """A fresh random key (X25519 clamps any 32 random bytes into one)."""
+        return cls(random_bytes(32))
 
     @property
     def public(self) -> bytes:
@@ -126,9 +124,11 @@ def aead_open(key: bytes, ciphertext: bytes, associated: bytes) -> bytes | None:
         return None
 
 
-def seal_to(recipient: bytes, plaintext: bytes) -> bytes:
+def seal_to(
+    recipient: bytes, plaintext: bytes, random_bytes: RandomBytes = secrets.token_bytes
+) -> bytes:
     """Encrypt to an X25519 public key, anonymously (age-style): ephemeral key + ciphertext."""
-    ephemeral = X25519PrivateKey.generate()
+    ephemeral = X25519PrivateKey.from_private_bytes(random_bytes(32))
     ephemeral_pk = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
     key = hkdf(shared, _SEAL_INFO + ephemeral_pk + recipient)

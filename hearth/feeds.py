@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hearth.clock import Clock
-from hearth.crypto import SigningKey
+from hearth.crypto import RandomBytes, SigningKey
 from hearth.errors import ProtocolError
 from hearth.protocol import codec
 from hearth.protocol.bundle import Envelope, EpochKeys, Inner, encode_changes, seal_bundle
@@ -48,10 +48,17 @@ class StoredBundle:
 class Feeds:
     """Epoch keys and bundles of every group of one node."""
 
-    def __init__(self, store: Store, device: SigningKey, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        device: SigningKey,
+        clock: Clock,
+        random_bytes: RandomBytes = secrets.token_bytes,
+    ) -> None:
         self.store = store
         self.device = device
         self.clock = clock
+        self.random_bytes = random_bytes
         self._topics: dict[bytes, tuple[str, EpochKeys]] | None = None
 
     # --- epochs ----------------------------------------------------------------------
@@ -62,7 +69,7 @@ class Feeds:
         keys = EpochKeys(
             group_id=gid,
             epoch_id=epoch_id_for(gid, number, self.device.public),
-            secret=secrets.token_bytes(32),
+            secret=self.random_bytes(32),
         )
         self.add_epoch(group_id, keys, number)
         return keys
@@ -153,7 +160,7 @@ class Feeds:
             created_at=self.clock.now_ms(),
             payload=payload,
         )
-        return seal_bundle(inner, keys=keys, device=self.device, salt=secrets.token_bytes(32))
+        return seal_bundle(inner, keys=keys, device=self.device, salt=self.random_bytes(32))
 
     def applied_count(self, group_id: str) -> int:
         """How many bundles of a group this node has applied."""
@@ -185,7 +192,7 @@ class Feeds:
             payload=encode_changes(changes),
             claim=claim,
         )
-        envelope = seal_bundle(inner, keys=keys, device=self.device, salt=secrets.token_bytes(32))
+        envelope = seal_bundle(inner, keys=keys, device=self.device, salt=self.random_bytes(32))
         self.keep(group_id, envelope, inner, APPLIED)
         return envelope
 

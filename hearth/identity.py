@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from hearth.crypto import KemKey, SigningKey, key_id, verify
+from hearth.crypto import KemKey, RandomBytes, SigningKey, key_id, verify
 from hearth.errors import IdentityError
 from hearth.values import check_text
 
@@ -68,7 +69,13 @@ def _certificate_message(member_pk: bytes, device_pk: bytes, kem_pk: bytes, name
     return _CERT_CONTEXT + member_pk + device_pk + kem_pk + name.encode()
 
 
-def create_identity(home: Path, *, name: str, device_name: str | None = None) -> Identity:
+def create_identity(
+    home: Path,
+    *,
+    name: str,
+    device_name: str | None = None,
+    random_bytes: RandomBytes = secrets.token_bytes,
+) -> Identity:
     """Create a member and device identity in ``home``; refuse if one exists."""
     name = check_text(name, "name")
     device_name = check_text(device_name or os.uname().nodename or "this device", "device name")
@@ -77,7 +84,8 @@ def create_identity(home: Path, *, name: str, device_name: str | None = None) ->
             f"There is already an identity in {home}; Hearth never overwrites keys. "
             "Use another --home to make a second one."
         )
-    member, device, kem = SigningKey.generate(), SigningKey.generate(), KemKey.generate()
+    member, device = SigningKey.generate(random_bytes), SigningKey.generate(random_bytes)
+    kem = KemKey.generate(random_bytes)
     certificate = member.sign(
         _certificate_message(member.public, device.public, kem.public, device_name)
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hearth.clock import Clock, SystemClock
-from hearth.crypto import SigningKey, verify
+from hearth.crypto import RandomBytes, SigningKey, verify
 from hearth.errors import (
     IdentityError,
     LedgerError,
@@ -126,14 +126,16 @@ class Node:
         *,
         clock: Clock,
         new_id: Callable[[], str],
+        random_bytes: RandomBytes = secrets.token_bytes,
     ) -> None:
         self.home = home
+        self.random_bytes = random_bytes
         self.store = store
         self._identity = identity
         self.clock = clock
         self.new_id = new_id
         self._ledgers: dict[str, _Loaded] = {}
-        self._feeds = Feeds(store, identity.device_key, clock) if identity else None
+        self._feeds = Feeds(store, identity.device_key, clock, random_bytes) if identity else None
         # A long-running node with an event loop to keep responsive (``hearth serve``, the
         # app) folds changes into snapshots in another process: saving a large document
         # holds the GIL for a noticeable time. Groups due for that collect here.
@@ -228,7 +230,7 @@ class Node:
             {"op": genesis_body.decode(), "sig": signature.hex()}, sort_keys=True
         ).encode()
         group_id = _group_id(genesis)
-        actor = secrets.token_bytes(16)
+        actor = self.random_bytes(16)
         row = GroupRow(
             id=group_id,
             name=name,
@@ -275,7 +277,7 @@ class Node:
         me = self.identity
         if view.member(me.member_id).role is not Role.ADMIN:
             raise NotAuthorized("Only the group's admins can invite new members.")
-        invite_key = SigningKey.generate()
+        invite_key = SigningKey.generate(self.random_bytes)
         invite_id = self.new_id()
         expires = self.clock.now_ms() + valid_for_ms
         with self.change(group.id) as ledger:
@@ -312,7 +314,7 @@ class Node:
         if any(g.id == group_id for g in self.groups()):
             raise LedgerError("This node already belongs to that group.")
         me = self.identity
-        actor = secrets.token_bytes(16)
+        actor = self.random_bytes(16)
         row = GroupRow(
             id=group_id,
             name=token.group_name,
@@ -561,6 +563,7 @@ def open_node(
     *,
     clock: Clock | None = None,
     new_id: Callable[[], str] = random_id,
+    random_bytes: RandomBytes = secrets.token_bytes,
     require_identity: bool = True,
     durable: bool = True,
 ) -> Node:
@@ -570,4 +573,11 @@ def open_node(
     home.mkdir(parents=True, exist_ok=True)
     identity = load_identity(home) if has_identity(home) else None
     store = Store.open(home / STORE_FILE, durable=durable)
-    return Node(home, store, identity, clock=clock or SystemClock(), new_id=new_id)
+    return Node(
+        home,
+        store,
+        identity,
+        clock=clock or SystemClock(),
+        new_id=new_id,
+        random_bytes=random_bytes,
+    )

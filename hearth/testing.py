@@ -36,6 +36,13 @@ def seeded_ids(seed: int) -> Callable[[], str]:
     return lambda: f"{rng.getrandbits(128):032x}"
 
 
+def seeded_bytes(seed: int) -> Callable[[int], bytes]:
+    """A source of "random" bytes that gives the same bytes for the same seed — keys, salts
+    and actor ids included — so a simulation replays exactly."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible runs for tests, not secrets
+    return rng.randbytes
+
+
 class MemoryArchives:
     """Archive documents kept in memory, for ledgers used without a node."""
 

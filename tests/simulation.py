@@ -23,7 +23,7 @@ from hearth.node import Node, open_node
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.sync import Output, Paused, RelaySession, Send, Settled
 from hearth.sync_client import RelayReport, plan_for, record, snapshot_due
-from hearth.testing import FakeClock, seeded_ids
+from hearth.testing import FakeClock, seeded_bytes, seeded_ids
 from relay.config import RelayConfig
 from relay.core import CatchUp, CloseClient, RelayCore, ToClient
 from relay.storage import RelayStore
@@ -61,9 +61,20 @@ class Simulation:
         self.homes = [root / f"n{i}" for i in range(nodes)]
         self.nodes: list[Node] = []
         for i, home in enumerate(self.homes):
-            create_identity(home, name=f"Member {i}", device_name=f"device {i}")
+            create_identity(
+                home,
+                name=f"Member {i}",
+                device_name=f"device {i}",
+                random_bytes=seeded_bytes(seed * 100 + 50 + i),
+            )
             self.nodes.append(
-                open_node(home, clock=self.clock, new_id=seeded_ids(seed * 100 + i), durable=False)
+                open_node(
+                    home,
+                    clock=self.clock,
+                    new_id=seeded_ids(seed * 100 + i),
+                    random_bytes=seeded_bytes(seed * 100 + i),
+                    durable=False,
+                )
             )
         founder = self.nodes[0]
         founder.create_group("Simulated allotment")
@@ -142,6 +153,7 @@ class Simulation:
             self.homes[i],
             clock=self.clock,
             new_id=seeded_ids(self.rng.randrange(2**32)),
+            random_bytes=seeded_bytes(self.rng.randrange(2**32)),
             durable=False,
         )
         self.trace.append(f"restart n{i}")
