@@ -10,12 +10,14 @@ three ledgers identical, and the conflict the merge could not see.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +31,7 @@ from hearth.node import Node, open_node
 from hearth.sync_client import sync_relay
 from hearth.values import format_time
 
-__all__ = ["DemoClock", "build_demo", "run_demo"]
+__all__ = ["DemoClock", "build_demo", "run_demo", "running_demo", "summary"]
 
 _DAY = 86_400_000
 
@@ -280,22 +282,27 @@ def summary(demo: Demo) -> str:
     return "\n".join(lines)
 
 
-def run_demo(*, headless: bool, keep: bool = True) -> int:
-    """Build the demo in a temporary folder around a relay on loopback, print the summary,
-    then open the app."""
+@contextlib.contextmanager
+def running_demo() -> Iterator[Demo]:
+    """The demo, built in a temporary folder around a relay on loopback that keeps
+    running until the block ends (so an app opened on it can share)."""
     root = Path(tempfile.mkdtemp(prefix="hearth-demo-"))
     relay, url = start_relay(root)
     try:
         demo = build_demo(root, relay_url=url)
+        try:
+            yield demo
+        finally:
+            demo.close()
     finally:
         relay.send_signal(signal.SIGTERM)
         relay.wait(timeout=15)
         if relay.stdout is not None:
             relay.stdout.close()
-    try:
+
+
+def run_demo() -> int:
+    """Build the demo and print what it shows."""
+    with running_demo() as demo:
         print(summary(demo))
-    finally:
-        demo.close()
-    if not headless:
-        print("\nThe Hearth app (terminal UI) is not built yet; the commands above work today.")
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+from hearth import present
 from hearth.cli import render
 from hearth.errors import UsageError
 from hearth.identity import create_identity
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
     if args.command == "demo":
         from hearth.demo import run_demo
 
-        return run_demo(headless=args.headless, keep=args.keep)
+        return run_demo()
     key = f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
     handler = _HANDLERS.get(key)
     if handler is None:
@@ -60,8 +61,8 @@ def run(args: argparse.Namespace, home: Path) -> int:
 
 
 def open_app(args: argparse.Namespace, home: Path) -> int:
-    """Bare ``hearth``: the terminal app, once it exists."""
-    print("The Hearth app is not built yet; `hearth --help` lists the commands.")
+    """Bare ``hearth`` run as ``python -m hearth.cli.main``: the app lives in ``tui``."""
+    print("The Hearth app opens with the installed `hearth` command; `--help` lists the rest.")
     return 0
 
 
@@ -179,7 +180,7 @@ def _resource_list(args: argparse.Namespace, node: Node) -> int:
         return 0
     print(
         render.table(
-            ["id", "name", "kind", "quantity", "with", "where"], render.resource_rows(view, found)
+            ["id", "name", "kind", "quantity", "with", "where"], present.resource_rows(view, found)
         )
     )
     return 0
@@ -193,7 +194,7 @@ def _resource_show(args: argparse.Namespace, node: Node) -> int:
         **as_resource(view, r),
         "history": [{"at": h.at, "by": view.member_name(h.by), "what": h.what} for h in items],
     }
-    lines = [render.describe_resource(view, r), "", "History:"]
+    lines = [present.describe_resource(view, r), "", "History:"]
     lines += [f"  {format_time(h.at)}  {view.member_name(h.by)} {h.what}" for h in items]
     return emit(args, data, "\n".join(lines))
 
@@ -230,7 +231,7 @@ def _resource_event(verb: str) -> Handler:
         words = {
             "lend": f"{r.name} is now with {view.member_name(r.custodian)}.",
             "return": f"{r.name} is back with {view.member_name(r.custodian)}.",
-        }.get(verb, f"{r.name}: {render.amount(r.quantity, r.unit) or '0'} now.")
+        }.get(verb, f"{r.name}: {present.amount(r.quantity, r.unit) or '0'} now.")
         return emit(args, as_resource(view, r), words)
 
     return handler
@@ -272,7 +273,7 @@ def _need_list(args: argparse.Namespace, node: Node) -> int:
         return 0
     print(
         render.table(
-            ["id", "what", "quantity", "by", "who", "status"], render.need_rows(view, found)
+            ["id", "what", "quantity", "by", "who", "status"], present.need_rows(view, found)
         )
     )
     return 0
@@ -321,7 +322,7 @@ def _commitment_list(args: argparse.Namespace, node: Node) -> int:
     print(
         render.table(
             ["id", "what", "qty", "from", "to", "due", "status"],
-            render.commitment_rows(view, found, now),
+            present.commitment_rows(view, found, now),
         )
     )
     return 0

@@ -281,7 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--headless", action="store_true", help="print a summary instead of opening the app"
     )
-    p.add_argument("--keep", action="store_true", help="keep the demo's directory afterwards")
     return parser
 
 

@@ -6,11 +6,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from hearth.ledger.model import Commitment, Need, Resource
-from hearth.ledger.view import LedgerView
-from hearth.values import format_date, format_quantity
-
-__all__ = ["describe_resource", "print_json", "table"]
+__all__ = ["print_json", "table"]
 
 
 def print_json(data: object) -> None:
@@ -29,84 +25,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     return "\n".join(lines)
-
-
-def amount(quantity: object, unit: str) -> str:
-    """``3 kg``, ``2.5``, or empty."""
-    if quantity is None:
-        return ""
-    text = format_quantity(quantity)  # type: ignore[arg-type]
-    return f"{text} {unit}".strip()
-
-
-def resource_rows(view: LedgerView, resources: Sequence[Resource]) -> list[list[str]]:
-    """Table rows for resources."""
-    rows = []
-    for r in resources:
-        holder = view.member_name(r.custodian)
-        if len(r.lent_to) > 1:
-            holder = " & ".join(view.member_name(m) for m in r.lent_to) + " (!)"
-        elif r.lent_to:
-            holder += " (borrowed" + (
-                f" until {format_date(r.lent_until)})" if r.lent_until else ")"
-            )
-        rows.append(
-            [r.id[:8], r.name, r.kind.value, amount(r.quantity, r.unit), holder, r.location]
-        )
-    return rows
-
-
-def describe_resource(view: LedgerView, r: Resource) -> str:
-    """A resource's details, several lines."""
-    lines = [
-        f"{r.name}  ({r.kind.value}, id {r.id})",
-        f"  quantity:  {amount(r.quantity, r.unit) or '0'}",
-        f"  with:      {view.member_name(r.custodian)}"
-        + (f", borrowed until {format_date(r.lent_until)}" if r.lent_until else ""),
-        f"  kept by:   {view.member_name(r.keeper)}",
-    ]
-    if r.location:
-        lines.append(f"  where:     {r.location}")
-    if r.note:
-        lines.append(f"  note:      {r.note}")
-    if r.removed:
-        lines.append("  (removed from the ledger)")
-    return "\n".join(lines)
-
-
-def need_rows(view: LedgerView, needs: Sequence[Need]) -> list[list[str]]:
-    """Table rows for needs."""
-    return [
-        [
-            n.id[:8],
-            n.what,
-            amount(n.quantity, n.unit),
-            format_date(n.by) if n.by else "",
-            view.member_name(n.created_by),
-            n.status.value,
-        ]
-        for n in needs
-    ]
-
-
-def commitment_rows(
-    view: LedgerView, commitments: Sequence[Commitment], now_ms: int
-) -> list[list[str]]:
-    """Table rows for commitments, overdue ones marked."""
-    rows = []
-    for c in commitments:
-        due = format_date(c.due) if c.due else ""
-        if c.due and c.due < now_ms and c.status.is_open:
-            due += " OVERDUE"
-        rows.append(
-            [
-                c.id[:8],
-                c.what,
-                amount(c.quantity, ""),
-                view.member_name(c.giver),
-                view.member_name(c.receiver),
-                due,
-                c.status.value,
-            ]
-        )
-    return rows

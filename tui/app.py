@@ -1,0 +1,659 @@
+"""The Hearth app: the group's ledger in a terminal, from the keyboard or the mouse, offline.
+
+:class:`HearthApp` is given a node (tests give it one in a temporary home) and shows the
+current group in tabs. Keys act on the entry under the cursor; every change goes through
+the same ledger operations as the command line, and a mistake comes back as a plain
+message. While the app is open it shares changes as ``hearth serve`` does (unless told not
+to), and it redraws when anything new is stored — by sharing, or by another ``hearth``
+command on the same home — without moving the cursor or touching what is being typed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
+
+from hearth.errors import HearthError
+from hearth.ledger.history import history
+from hearth.ledger.ledger import Ledger
+from hearth.ledger.model import CommitmentStatus, Kind
+from hearth.node import Node
+from hearth.present import describe_resource
+from hearth.values import format_time, parse_date, parse_quantity
+from tui.forms import Choice, ConfirmScreen, Field, FormScreen
+from tui.panes import (
+    CommitmentsPane,
+    ConflictsPane,
+    HistoryPane,
+    MembersPane,
+    NeedsPane,
+    Overview,
+    ResourcesPane,
+    Snapshot,
+    selected_key,
+)
+from tui.state import sync_state
+
+__all__ = ["HearthApp"]
+
+HELP = """\
+Hearth keeps your group's shared things and promises on this computer and shares
+changes with the other members whenever it can. Everything works offline.
+
+Anywhere
+  1-7        switch tab (Overview, Resources, Needs, Promises, Members, Problems, History)
+  ctrl+p     find any action by name
+  ?          this help           q  quit
+
+Resources
+  a add   enter details   e edit   l lend   r return   p more   c use up
+  g give   x remove   /  search   k kind   s sort
+
+Needs          a add   d done (close)   f show open / mine / all
+Promises       a new   y accept   n decline   d done   x cancel   f show …
+Members        i invite someone
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """What every key does."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "app.pop_screen", "Close")
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP, classes="dialog")
+
+
+class DetailScreen(ModalScreen[None]):
+    """A resource's details and its history."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "app.pop_screen", "Close")]
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.text, classes="dialog", id="detail")
+
+
+class HearthApp(App[None]):
+    """The app over one node's current group."""
+
+    TITLE = "Hearth"
+    CSS = """
+    .dialog { width: 72; height: auto; max-height: 90%; padding: 1 2;
+              border: thick $accent; background: $surface; }
+    ModalScreen { align: center middle; }
+    .dialog-title { text-style: bold; margin-bottom: 1; }
+    .dialog-buttons { height: auto; margin-top: 1; }
+    .dialog-buttons Button { margin-right: 2; }
+    .hint { color: $text-muted; height: 1; }
+    #sync-line { margin-bottom: 1; }
+    #attention, #due, #mine { margin-bottom: 1; }
+    DataTable { height: 1fr; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        *(
+            Binding(str(n), f"show_tab('{tab}')", tab.title(), show=False)
+            for n, tab in enumerate(
+                ("overview", "resources", "needs", "promises", "members", "problems", "history"),
+                start=1,
+            )
+        ),
+        # Resources
+        Binding("a", "add", "Add"),
+        Binding("enter", "details", "Details"),
+        Binding("e", "edit", "Edit"),
+        Binding("l", "lend", "Lend"),
+        Binding("r", "return", "Return"),
+        Binding("p", "produce", "More"),
+        Binding("c", "consume", "Use up"),
+        Binding("g", "give", "Give"),
+        Binding("x", "remove", "Remove/Cancel"),
+        Binding("slash", "search", "Search"),
+        Binding("k", "kind_filter", "Kind"),
+        Binding("s", "sort", "Sort"),
+        # Needs and promises
+        Binding("d", "done", "Done"),
+        Binding("y", "accept", "Accept"),
+        Binding("n", "decline", "Decline"),
+        Binding("f", "filter", "Show"),
+        # Members
+        Binding("i", "invite", "Invite"),
+    ]
+    # The tabs each action works on (and whose footer shows its key).
+    _ACTION_TABS: ClassVar[dict[str, frozenset[str]]] = {
+        **dict.fromkeys(
+            (
+                "details",
+                "edit",
+                "lend",
+                "return",
+                "produce",
+                "consume",
+                "give",
+                "search",
+                "kind_filter",
+                "sort",
+            ),
+            frozenset({"resources"}),
+        ),
+        "add": frozenset({"resources", "needs", "promises"}),
+        "remove": frozenset({"resources", "promises"}),
+        "done": frozenset({"needs", "promises"}),
+        "filter": frozenset({"needs", "promises"}),
+        "accept": frozenset({"promises"}),
+        "decline": frozenset({"promises"}),
+        "invite": frozenset({"members"}),
+    }
+
+    def __init__(self, node: Node, *, share: bool = True, poll_s: float = 1.0) -> None:
+        super().__init__()
+        self.node = node
+        self.group_id = node.current_group().id
+        self.share = share
+        self.poll_s = poll_s
+        self._seen: tuple[int, int] = (-1, -1)
+        self._drawn_at = 0
+        self._stop_sharing = asyncio.Event()
+
+    # --- layout and refreshing ---------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="overview", id="tabs"):
+            with TabPane("Overview", id="overview"):
+                yield Overview()
+            with TabPane("Resources", id="resources"):
+                yield ResourcesPane()
+            with TabPane("Needs", id="needs"):
+                yield NeedsPane()
+            with TabPane("Promises", id="promises"):
+                yield CommitmentsPane()
+            with TabPane("Members", id="members"):
+                yield MembersPane()
+            with TabPane("Problems", id="problems"):
+                yield ConflictsPane()
+            with TabPane("History", id="history"):
+                yield HistoryPane()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.node.view(self.group_id).group_name
+        self.redraw()
+        self.set_interval(self.poll_s, self.redraw_if_changed)
+        if self.share:
+            self.share_changes()
+
+    @work(exclusive=True, group="sharing")
+    async def share_changes(self) -> None:
+        """Stay in touch with the group's relays and peers while the app is open."""
+        from hearth.serve import serve  # networking loads only when sharing
+
+        await serve(self.node, self._stop_sharing)
+
+    async def action_quit(self) -> None:
+        self._stop_sharing.set()
+        self.exit()
+
+    def snapshot(self) -> Snapshot:
+        """The state every pane draws from."""
+        now = self.node.clock.now_ms()
+        return Snapshot(
+            view=self.node.view(self.group_id),
+            me=self.node.identity.member_id,
+            now_ms=now,
+            sync=sync_state(self.node, self.group_id, now),
+        )
+
+    def redraw(self) -> None:
+        """Draw every pane from the ledger as it is now."""
+        snap = self.snapshot()
+        for pane in self._panes():
+            pane.show(snap)
+        self._seen = self._change_marks()
+        self._drawn_at = snap.now_ms
+
+    def redraw_if_changed(self) -> None:
+        """Redraw when something new was stored or shared — and now and then anyway, as
+        "up to date as of …" and "overdue" move on with the clock."""
+        stale = self.node.clock.now_ms() - self._drawn_at > 30_000
+        if stale or self._change_marks() != self._seen:
+            self.redraw()
+
+    def _change_marks(self) -> tuple[int, int]:
+        rows = self.node.store.query("SELECT COALESCE(MAX(last_attempt), 0) FROM sync_log")
+        return self.node.store.last_seq(), int(rows[0][0])
+
+    def _panes(self) -> Iterable[Overview | ResourcesPane | NeedsPane | CommitmentsPane]:
+        yield from self.query(Overview)
+        yield from self.query(ResourcesPane)
+        yield from self.query(NeedsPane)
+        yield from self.query(CommitmentsPane)
+        yield from self.query(MembersPane)  # type: ignore[misc]
+        yield from self.query(ConflictsPane)  # type: ignore[misc]
+        yield from self.query(HistoryPane)  # type: ignore[misc]
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "resource-search":
+            self.query_one(ResourcesPane).show(self.snapshot())
+
+    def on_tabbed_content_tab_activated(self) -> None:
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A tab's keys work, and show in the footer, only on that tab."""
+        tabs = self._ACTION_TABS.get(action)
+        return tabs is None or self._tab() in tabs
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _tab(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active or "overview"
+
+    def _selected(self, table_id: str) -> str | None:
+        return selected_key(self.query_one(f"#{table_id}", DataTable))
+
+    def change(self, edit: Callable[[Ledger], object], done: str) -> bool:
+        """Make one change to the ledger; a refusal is shown in plain words."""
+        try:
+            with self.node.change(self.group_id) as ledger:
+                edit(ledger)
+        except HearthError as exc:
+            self.notify(str(exc), title="Not done", severity="error", timeout=8)
+            return False
+        self.notify(done)
+        self.redraw()
+        return True
+
+    def ask(
+        self,
+        title: str,
+        fields: list[Field | Choice],
+        then: Callable[[dict[str, str]], object],
+        ok: str = "Save",
+    ) -> None:
+        """Show a form; on Save, hand its values on (errors are shown, not raised)."""
+
+        def answered(values: dict[str, str] | None) -> None:
+            if values is None:
+                return
+            try:
+                then(values)
+            except HearthError as exc:
+                self.notify(str(exc), title="Not done", severity="error", timeout=8)
+
+        self.push_screen(FormScreen(title, fields, ok), answered)
+
+    def _members(self, *, others: bool = False) -> list[tuple[str, str]]:
+        me = self.node.identity.member_id
+        return [
+            (m.name, m.id)
+            for m in self.node.view(self.group_id).members()
+            if not (others and m.id == me)
+        ]
+
+    def _member_choice(self, key: str, label: str) -> Choice:
+        """A pick among the other members, the first one chosen to start with."""
+        others = self._members(others=True)
+        return Choice(key, label, others, value=others[0][1] if others else None)
+
+    def _resource_name(self, resource_id: str) -> str:
+        return self.node.view(self.group_id).resource(resource_id).name
+
+    # --- global actions -----------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, text, action in (
+            ("Add a resource", "Record something the group shares", self.action_add_resource),
+            ("Add a need", "Say what you or someone needs", self.action_add_need),
+            ("New promise", "Record who will give what to whom", self.action_add_promise),
+            ("Invite someone", "Make a join token for a new member", self.action_invite),
+            ("Help", "What every key does", self.action_help),
+        ):
+            yield SystemCommand(title, text, action)
+        for n, tab in enumerate(
+            ("Overview", "Resources", "Needs", "Promises", "Members", "Problems", "History"),
+            start=1,
+        ):
+            yield SystemCommand(
+                f"Go to {tab}", f"Key {n}", lambda t=tab: self.action_show_tab(t.lower())
+            )
+
+    # --- adding -------------------------------------------------------------------------
+
+    def action_add(self) -> None:
+        {
+            "resources": self.action_add_resource,
+            "needs": self.action_add_need,
+            "promises": self.action_add_promise,
+        }.get(self._tab(), lambda: None)()
+
+    def action_add_resource(self) -> None:
+        kinds = [(k.value, k.value) for k in Kind]
+
+        def save(v: dict[str, str]) -> None:
+            quantity = parse_quantity(v["quantity"] or "1", allow_zero=True)
+            self.change(
+                lambda ledger: ledger.add_resource(
+                    v["name"],
+                    kind=Kind(v["kind"] or "other"),
+                    quantity=quantity,
+                    unit=v["unit"],
+                    location=v["location"],
+                    note=v["note"],
+                ),
+                f"Added {v['name']}.",
+            )
+
+        self.ask(
+            "Add a resource",
+            [
+                Field("name", "Name", placeholder="e.g. Ladder"),
+                Choice("kind", "Kind", kinds, value="tool"),
+                Field("quantity", "How many", value="1"),
+                Field("unit", "Unit (optional)", placeholder="e.g. bags, kg"),
+                Field("location", "Where it is kept (optional)"),
+                Field("note", "Note (optional)"),
+            ],
+            save,
+        )
+
+    def action_add_need(self) -> None:
+        def save(v: dict[str, str]) -> None:
+            quantity = parse_quantity(v["quantity"]) if v["quantity"] else None
+            by = parse_date(v["by"], now_ms=self.node.clock.now_ms()) if v["by"] else None
+            self.change(
+                lambda ledger: ledger.add_need(v["what"], quantity=quantity, unit=v["unit"], by=by),
+                f"Noted the need for {v['what']}.",
+            )
+
+        self.ask(
+            "Add a need",
+            [
+                Field("what", "What is needed", placeholder="e.g. seed trays"),
+                Field("quantity", "How many (optional)"),
+                Field("unit", "Unit (optional)"),
+                Field("by", "By when (optional)", placeholder="2026-12-24, tomorrow or +3d"),
+            ],
+            save,
+        )
+
+    def action_add_promise(self) -> None:
+        members = self._members()
+        me = self.node.identity.member_id
+
+        def save(v: dict[str, str]) -> None:
+            quantity = parse_quantity(v["quantity"]) if v["quantity"] else None
+            due = parse_date(v["due"], now_ms=self.node.clock.now_ms()) if v["due"] else None
+            self.change(
+                lambda ledger: ledger.add_commitment(
+                    v["what"], giver=v["giver"], receiver=v["receiver"], quantity=quantity, due=due
+                ),
+                f"Recorded the promise: {v['what']}.",
+            )
+
+        self.ask(
+            "New promise",
+            [
+                Field("what", "What is promised", placeholder="e.g. lend the ladder"),
+                Choice("giver", "Who gives", members, value=me),
+                self._member_choice("receiver", "To whom"),
+                Field("quantity", "How many (optional)"),
+                Field("due", "By when (optional)", placeholder="2026-12-24, tomorrow or +3d"),
+            ],
+            save,
+        )
+
+    # --- resources ----------------------------------------------------------------------
+
+    def _with_resource(self, act: Callable[[str], None]) -> None:
+        if self._tab() != "resources":
+            return
+        resource_id = self._selected("resource-table")
+        if resource_id is None:
+            self.notify("Pick a resource first (arrow keys).", severity="warning")
+            return
+        act(resource_id)
+
+    def action_details(self) -> None:
+        def show(resource_id: str) -> None:
+            view = self.node.view(self.group_id)
+            lines = [describe_resource(view, view.resource(resource_id)), "", "History:"]
+            for item in history(view, resource=resource_id):
+                lines.append(f"  {format_time(item.at)}  {view.member_name(item.by)} {item.what}")
+            self.push_screen(DetailScreen("\n".join(lines)))
+
+        self._with_resource(show)
+
+    def action_edit(self) -> None:
+        def edit(resource_id: str) -> None:
+            r = self.node.view(self.group_id).resource(resource_id)
+            self.ask(
+                f"Edit {r.name}",
+                [
+                    Field("name", "Name", value=r.name),
+                    Field("location", "Where it is kept", value=r.location),
+                    Field("note", "Note", value=r.note),
+                ],
+                lambda v: self.change(
+                    lambda ledger: ledger.edit_resource(
+                        resource_id, name=v["name"], location=v["location"], note=v["note"]
+                    ),
+                    f"Saved {v['name']}.",
+                ),
+            )
+
+        self._with_resource(edit)
+
+    def action_lend(self) -> None:
+        def lend(resource_id: str) -> None:
+            name = self._resource_name(resource_id)
+
+            def save(v: dict[str, str]) -> None:
+                until = (
+                    parse_date(v["until"], now_ms=self.node.clock.now_ms()) if v["until"] else None
+                )
+                self.change(
+                    lambda ledger: ledger.lend(resource_id, to=v["to"], until=until),
+                    f"Lent {name}.",
+                )
+
+            self.ask(
+                f"Lend {name}",
+                [
+                    self._member_choice("to", "To whom"),
+                    Field("until", "Until (optional)", placeholder="2026-12-24, tomorrow or +3d"),
+                ],
+                save,
+                ok="Lend",
+            )
+
+        self._with_resource(lend)
+
+    def action_return(self) -> None:
+        def give_back(resource_id: str) -> None:
+            name = self._resource_name(resource_id)
+            self.change(lambda ledger: ledger.return_(resource_id), f"{name} is back.")
+
+        self._with_resource(give_back)
+
+    def _quantity_change(self, verb: str, done: str) -> None:
+        def ask_quantity(resource_id: str) -> None:
+            r = self.node.view(self.group_id).resource(resource_id)
+
+            def save(v: dict[str, str]) -> None:
+                quantity = parse_quantity(v["quantity"])
+                operation = {"produce": Ledger.produce, "consume": Ledger.consume}[verb]
+                self.change(
+                    lambda ledger: operation(ledger, resource_id, quantity, note=v["note"]),
+                    done.format(name=r.name),
+                )
+
+            title = "Add to" if verb == "produce" else "Use up some of"
+            self.ask(
+                f"{title} {r.name}",
+                [Field("quantity", f"How many {r.unit}".strip()), Field("note", "Note (optional)")],
+                save,
+            )
+
+        self._with_resource(ask_quantity)
+
+    def action_produce(self) -> None:
+        self._quantity_change("produce", "Added to {name}.")
+
+    def action_consume(self) -> None:
+        self._quantity_change("consume", "Used up some {name}.")
+
+    def action_give(self) -> None:
+        def give(resource_id: str) -> None:
+            r = self.node.view(self.group_id).resource(resource_id)
+
+            def save(v: dict[str, str]) -> None:
+                quantity = parse_quantity(v["quantity"] or "1")
+                self.change(
+                    lambda ledger: ledger.give(resource_id, to=v["to"], quantity=quantity),
+                    f"Gave {r.name}.",
+                )
+
+            self.ask(
+                f"Give {r.name}",
+                [
+                    self._member_choice("to", "To whom"),
+                    Field("quantity", "How many", value="1"),
+                ],
+                save,
+                ok="Give",
+            )
+
+        self._with_resource(give)
+
+    def action_remove(self) -> None:
+        if self._tab() == "promises":
+            self._promise_to(CommitmentStatus.CANCELLED, "Cancel")
+            return
+
+        def remove(resource_id: str) -> None:
+            name = self._resource_name(resource_id)
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self.change(
+                        lambda ledger: ledger.remove_resource(resource_id), f"Removed {name}."
+                    )
+
+            self.push_screen(
+                ConfirmScreen(
+                    f"Remove {name}?",
+                    "It disappears from everyone's list; its history is kept.",
+                    yes="Remove",
+                ),
+                confirmed,
+            )
+
+        self._with_resource(remove)
+
+    def action_search(self) -> None:
+        if self._tab() == "resources":
+            self.query_one("#resource-search", Input).focus()
+
+    def action_kind_filter(self) -> None:
+        if self._tab() == "resources":
+            pane = self.query_one(ResourcesPane)
+            kinds = ResourcesPane.KINDS
+            pane.kind_filter = kinds[(kinds.index(pane.kind_filter) + 1) % len(kinds)]
+            pane.show(self.snapshot())
+
+    def action_sort(self) -> None:
+        if self._tab() == "resources":
+            pane = self.query_one(ResourcesPane)
+            sorts = ResourcesPane.SORTS
+            pane.sort = sorts[(sorts.index(pane.sort) + 1) % len(sorts)]
+            pane.show(self.snapshot())
+
+    # --- needs and promises ---------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        pane: NeedsPane | CommitmentsPane
+        if self._tab() == "needs":
+            pane = self.query_one(NeedsPane)
+        elif self._tab() == "promises":
+            pane = self.query_one(CommitmentsPane)
+        else:
+            return
+        pane.filter = pane.FILTERS[(pane.FILTERS.index(pane.filter) + 1) % len(pane.FILTERS)]
+        pane.show(self.snapshot())
+
+    def action_done(self) -> None:
+        if self._tab() == "promises":
+            self._promise_to(CommitmentStatus.FULFILLED, "Done")
+        elif self._tab() == "needs":
+            need_id = self._selected("need-table")
+            if need_id is None:
+                return
+            what = self.node.view(self.group_id).need(need_id).what
+            self.change(lambda ledger: ledger.close_need(need_id), f"Closed the need for {what}.")
+
+    def action_accept(self) -> None:
+        self._promise_to(CommitmentStatus.ACCEPTED, "Accepted")
+
+    def action_decline(self) -> None:
+        self._promise_to(CommitmentStatus.DECLINED, "Declined")
+
+    def _promise_to(self, status: CommitmentStatus, word: str) -> None:
+        if self._tab() != "promises":
+            return
+        commitment_id = self._selected("promise-table")
+        if commitment_id is None:
+            self.notify("Pick a promise first (arrow keys).", severity="warning")
+            return
+        what = self.node.view(self.group_id).commitment(commitment_id).what
+
+        def act(yes: bool | None = True) -> None:
+            if yes:
+                self.change(
+                    lambda ledger: ledger.change_commitment(commitment_id, status),
+                    f"{word}: {what}.",
+                )
+
+        if status is CommitmentStatus.CANCELLED:
+            self.push_screen(ConfirmScreen(f"Cancel the promise '{what}'?", yes="Cancel it"), act)
+        else:
+            act()
+
+    # --- members --------------------------------------------------------------------------
+
+    def action_invite(self) -> None:
+        from hearth.invite import encode_token
+
+        try:
+            token = encode_token(self.node.create_invite())
+        except HearthError as exc:
+            self.notify(str(exc), title="Not done", severity="error")
+            return
+        self.push_screen(
+            DetailScreen(
+                "Give this to the new member, privately (it lets them in once, for a day):\n\n"
+                f"{token}\n\nThey run: hearth join <the text above> --name THEIR-NAME"
+            )
+        )
+        self.redraw()

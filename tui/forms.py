@@ -1,0 +1,124 @@
+"""Small dialogs: a form of a few fields, and a question that needs a yes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select
+
+__all__ = ["Choice", "ConfirmScreen", "Field", "FormScreen"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A text field: its key in the result, its label, and what it starts with."""
+
+    key: str
+    label: str
+    value: str = ""
+    placeholder: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A pick from a list: (shown text, value) pairs."""
+
+    key: str
+    label: str
+    options: Sequence[tuple[str, str]]
+    value: str | None = None
+
+
+class FormScreen(ModalScreen[dict[str, str] | None]):
+    """Asks for a few values; dismisses with them, or ``None`` if cancelled."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, fields: Sequence[Field | Choice], ok: str = "Save") -> None:
+        super().__init__()
+        self.title_text = title
+        self.fields = fields
+        self.ok = ok
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            for f in self.fields:
+                yield Label(f.label)
+                if isinstance(f, Choice):
+                    chosen = {} if f.value is None else {"value": f.value}
+                    yield Select(
+                        list(f.options),
+                        id=f"field-{f.key}",
+                        allow_blank=f.value is None,
+                        compact=True,
+                        **chosen,
+                    )
+                else:
+                    yield Input(
+                        value=f.value, placeholder=f.placeholder, id=f"field-{f.key}", compact=True
+                    )
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.ok, variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self) -> None:
+        self._submit()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        values: dict[str, str] = {}
+        for f in self.fields:
+            if isinstance(f, Choice):
+                select = self.query_one(f"#field-{f.key}", Select)
+                values[f.key] = "" if select.is_blank() else str(select.value)
+            else:
+                values[f.key] = self.query_one(f"#field-{f.key}", Input).value.strip()
+        self.dismiss(values)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A question with a plain explanation; dismisses ``True`` only on a clear yes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "no", "No"),
+        Binding("y", "yes", "Yes"),
+    ]
+
+    def __init__(self, question: str, explanation: str = "", yes: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.explanation = explanation
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="dialog-title")
+            if self.explanation:
+                yield Label(self.explanation)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, variant="error", id="yes")
+                yield Button("No", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_no(self) -> None:
+        self.dismiss(False)

@@ -1,0 +1,69 @@
+"""The ``hearth`` command: bare, it opens the app; with a subcommand, it runs it.
+
+The command-line parser and every subcommand live in ``hearth.cli``; this launcher sits
+in ``tui`` so the core never imports the app. Textual is imported only when the app
+opens, so scripted subcommands start as fast as before.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hearth.cli.main import build_parser, resolve_home
+from hearth.cli.main import main as run_command
+
+__all__ = ["main", "open_app"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hearth``."""
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        return open_app(resolve_home(args.home))
+    if args.command == "demo" and not args.headless:
+        return open_demo()
+    return run_command(argv)
+
+
+def open_app(home: Path, *, share: bool = True) -> int:
+    """The app on this home's current group; the welcome first if there is none."""
+    from hearth.errors import HearthError
+    from hearth.identity import has_identity
+    from hearth.node import open_node
+    from tui.app import HearthApp
+    from tui.welcome import WelcomeApp
+
+    def has_group() -> bool:
+        if not has_identity(home):
+            return False
+        with open_node(home) as node:
+            return bool(node.groups())
+
+    if not has_group() and not WelcomeApp(home).run():
+        return 0
+    try:
+        with open_node(home) as node:
+            HearthApp(node, share=share).run()
+    except HearthError as exc:
+        print(f"hearth: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def open_demo() -> int:
+    """``hearth demo``: build the demo around a relay on loopback, open the app as Ada."""
+    from hearth.demo import running_demo, summary
+
+    with running_demo() as demo:
+        text = summary(demo)
+        home = demo.nodes["Ada"].home
+        demo.close()  # the app opens Ada's home afresh, with the real clock
+        code = open_app(home)
+    print(text)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

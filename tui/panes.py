@@ -1,0 +1,309 @@
+"""The app's tabs: each shows one part of the group's ledger and refreshes from a view.
+
+A pane only displays; what a key does to the ledger is the app's job (``tui/app.py``).
+Every table keeps its cursor on the same entry across refreshes, so a change arriving
+from another member never moves what the member is looking at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Input, Static
+from textual.widgets.data_table import CellDoesNotExist
+
+from hearth.ledger.conflicts import find_conflicts
+from hearth.ledger.history import history
+from hearth.ledger.model import Commitment, Kind, NeedStatus, Resource
+from hearth.ledger.view import LedgerView
+from hearth.present import amount, commitment_rows, need_rows, resource_rows
+from hearth.values import format_date, format_time
+from tui.state import SyncState
+
+__all__ = [
+    "CommitmentsPane",
+    "ConflictsPane",
+    "HistoryPane",
+    "MembersPane",
+    "NeedsPane",
+    "Overview",
+    "ResourcesPane",
+    "Snapshot",
+]
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a pane needs to draw: the view, who I am, the time, the sharing state."""
+
+    view: LedgerView
+    me: str  # my member id
+    now_ms: int
+    sync: SyncState
+
+
+def fill(table: DataTable[Any], rows: Sequence[tuple[str, Sequence[str | Text]]]) -> None:
+    """Replace a table's rows (keyed by entry id), keeping the cursor on the same entry."""
+    selected = selected_key(table)
+    table.clear()
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if selected is not None and selected in table.rows:
+        table.move_cursor(row=table.get_row_index(selected), animate=False)
+
+
+def selected_key(table: DataTable[Any]) -> str | None:
+    """The entry id of the row under the cursor, if there is one."""
+    if table.row_count == 0:
+        return None
+    try:
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except CellDoesNotExist:
+        return None
+    return str(key) if key is not None else None
+
+
+def _overdue(c: Commitment, now_ms: int) -> bool:
+    return c.status.is_open and c.due is not None and c.due < now_ms
+
+
+class Overview(VerticalScroll):
+    """What is due, what I promised, what happened lately, and whether we are in sync."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="sync-line")
+        yield Static(id="attention")
+        yield Static(id="due")
+        yield Static(id="mine")
+        yield Static(id="recent")
+
+    def show(self, snap: Snapshot) -> None:
+        view, now = snap.view, snap.now_ms
+        sync = snap.sync
+        line = Text(sync.words, style="bold green" if sync.online else "bold yellow")
+        if sync.waiting:
+            line.append(f" · {sync.waiting} of your changes waiting to go out", style="yellow")
+        self.query_one("#sync-line", Static).update(line)
+
+        attention = []
+        conflicts = find_conflicts(view)
+        if conflicts:
+            attention.append(f"{len(conflicts)} problem(s) to sort out — see Conflicts")
+        if sync.gaps:
+            attention.append(f"{sync.gaps} change(s) from others are waiting for earlier ones")
+        self.query_one("#attention", Static).update(
+            Text("\n".join(attention), style="bold red") if attention else ""
+        )
+
+        open_ones = [c for c in view.commitments() if c.status.is_open]
+        overdue = [c for c in open_ones if _overdue(c, now)]
+        soon = [c for c in open_ones if c.due is not None and now <= c.due < now + WEEK_MS]
+        due = Text("Due\n", style="bold")
+        for c in overdue:
+            due.append(f"  OVERDUE  {self._line(view, c)}\n", style="red")
+        for c in soon:
+            due.append(f"  {format_date(c.due or 0)}  {self._line(view, c)}\n")
+        if not overdue and not soon:
+            due.append("  Nothing due this week.\n", style="dim")
+        self.query_one("#due", Static).update(due)
+
+        mine = [c for c in open_ones if snap.me in (c.giver, c.receiver)]
+        text = Text("My commitments\n", style="bold")
+        for c in mine:
+            text.append(f"  {self._line(view, c)} ({c.status.value})\n")
+        if not mine:
+            text.append("  None open.\n", style="dim")
+        self.query_one("#mine", Static).update(text)
+
+        recent = Text("Recently\n", style="bold")
+        items = sorted(history(view), key=lambda h: h.at, reverse=True)[:8]
+        for item in items:
+            who = view.member_name(item.by)
+            recent.append(f"  {format_time(item.at)}  {who} {item.what}\n")
+        if not items:
+            recent.append("  Nothing yet.\n", style="dim")
+        self.query_one("#recent", Static).update(recent)
+
+    @staticmethod
+    def _line(view: LedgerView, c: Commitment) -> str:
+        giver, receiver = view.member_name(c.giver), view.member_name(c.receiver)
+        return f"{giver} → {receiver}: {c.what} {amount(c.quantity, '')}".rstrip()
+
+
+class ResourcesPane(Vertical):
+    """The group's things, searchable, filterable by kind, sortable."""
+
+    KINDS: tuple[str, ...] = ("all", *(k.value for k in Kind))
+    SORTS: tuple[str, ...] = ("name", "kind", "holder")
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.kind_filter = "all"
+        self.sort = "name"
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="Search resources… ( / )", id="resource-search", compact=True)
+        yield Static(id="resource-filters", classes="hint")
+        table: DataTable[str] = DataTable(
+            id="resource-table", cursor_type="row", zebra_stripes=True
+        )
+        table.add_columns("id", "name", "kind", "quantity", "with", "where")
+        yield table
+
+    def show(self, snap: Snapshot) -> None:
+        search = self.query_one("#resource-search", Input).value.strip().casefold()
+        found: list[Resource] = [
+            r
+            for r in snap.view.resources()
+            if (self.kind_filter == "all" or r.kind.value == self.kind_filter)
+            and (not search or search in f"{r.name} {r.location} {r.note}".casefold())
+        ]
+        if self.sort == "kind":
+            found.sort(key=lambda r: (r.kind.value, r.name.casefold()))
+        elif self.sort == "holder":
+            found.sort(key=lambda r: (snap.view.member_name(r.custodian), r.name.casefold()))
+        rows = resource_rows(snap.view, found)
+        fill(
+            self.query_one("#resource-table", DataTable),
+            [(r.id, cells) for r, cells in zip(found, rows, strict=True)],
+        )
+        self.query_one("#resource-filters", Static).update(
+            f"kind: {self.kind_filter} (k)   sorted by: {self.sort} (s)   {len(found)} shown"
+        )
+
+
+class NeedsPane(Vertical):
+    """What members need: open ones, mine, or all."""
+
+    FILTERS = ("open", "mine", "all")
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.filter = "open"
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="needs-filter", classes="hint")
+        table: DataTable[str] = DataTable(id="need-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("id", "what", "quantity", "by", "who", "status")
+        yield table
+
+    def show(self, snap: Snapshot) -> None:
+        needs = snap.view.needs()
+        if self.filter == "open":
+            needs = [n for n in needs if n.status is NeedStatus.OPEN]
+        elif self.filter == "mine":
+            needs = [n for n in needs if n.created_by == snap.me]
+        rows = need_rows(snap.view, needs)
+        fill(
+            self.query_one("#need-table", DataTable),
+            [(n.id, cells) for n, cells in zip(needs, rows, strict=True)],
+        )
+        self.query_one("#needs-filter", Static).update(f"showing: {self.filter} (f)")
+
+
+class CommitmentsPane(Vertical):
+    """Promises between members: open ones, mine, overdue, or all."""
+
+    FILTERS = ("open", "mine", "overdue", "all")
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.filter = "open"
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="commitments-filter", classes="hint")
+        table: DataTable[str] = DataTable(id="promise-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("id", "what", "quantity", "from", "to", "due", "status")
+        yield table
+
+    def show(self, snap: Snapshot) -> None:
+        found = snap.view.commitments()
+        if self.filter == "open":
+            found = [c for c in found if c.status.is_open]
+        elif self.filter == "mine":
+            found = [c for c in found if snap.me in (c.giver, c.receiver)]
+        elif self.filter == "overdue":
+            found = [c for c in found if _overdue(c, snap.now_ms)]
+        rows = commitment_rows(snap.view, found, snap.now_ms)
+        styled = [
+            [Text(cell, style="bold red") if _overdue(c, snap.now_ms) else cell for cell in cells]
+            for c, cells in zip(found, rows, strict=True)
+        ]
+        fill(
+            self.query_one("#promise-table", DataTable),
+            [(c.id, cells) for c, cells in zip(found, styled, strict=True)],
+        )
+        self.query_one("#commitments-filter", Static).update(f"showing: {self.filter} (f)")
+
+
+class MembersPane(Vertical):
+    """Who is in the group, their role and devices."""
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[str] = DataTable(id="member-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("name", "role", "devices", "joined")
+        yield table
+
+    def show(self, snap: Snapshot) -> None:
+        members = snap.view.members()
+        fill(
+            self.query_one("#member-table", DataTable),
+            [
+                (
+                    m.id,
+                    [
+                        m.name + (" (you)" if m.id == snap.me else ""),
+                        m.role.value,
+                        str(len(m.devices)),
+                        format_date(m.joined_at),
+                    ],
+                )
+                for m in members
+            ],
+        )
+
+
+class ConflictsPane(Vertical):
+    """Problems that merging cannot settle, each with what to do about it."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            "Each of these is sorted out by an ordinary change (return, edit, cancel…).",
+            classes="hint",
+        )
+        table: DataTable[str] = DataTable(id="problem-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("problem", "what to do")
+        yield table
+
+    def show(self, snap: Snapshot) -> None:
+        fill(
+            self.query_one("#problem-table", DataTable),
+            [(c.id, [c.summary, c.advice]) for c in find_conflicts(snap.view)],
+        )
+
+
+class HistoryPane(Vertical):
+    """Who changed what, when: newest first."""
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[str] = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("when", "who", "what")
+        yield table
+
+    def show(self, snap: Snapshot) -> None:
+        items = sorted(history(snap.view), key=lambda h: h.at, reverse=True)
+        rows = []
+        repeats: dict[str, int] = {}
+        for item in items:  # a key that stays put when newer lines arrive above it
+            base = f"{item.at}-{item.entry}"
+            repeats[base] = repeats.get(base, 0) + 1
+            cells = [format_time(item.at), snap.view.member_name(item.by), item.what]
+            rows.append((f"{base}-{repeats[base]}", cells))
+        fill(self.query_one("#history-table", DataTable), rows)
