@@ -250,6 +250,10 @@ class HearthApp(App[None]):
         if event.input.id == "resource-search":
             self.query_one(ResourcesPane).show(self.snapshot())
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "resource-table":  # Enter or a click on a row
+            self.action_details()
+
     def on_tabbed_content_tab_activated(self) -> None:
         self.refresh_bindings()
 
