@@ -20,11 +20,12 @@ __all__ = ["main", "open_app"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hearth``."""
     args = build_parser().parse_args(argv)
-    if args.command is None:
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if args.command is None and interactive:
         return open_app(resolve_home(args.home))
-    if args.command == "demo" and not args.headless:
+    if args.command == "demo" and not args.headless and interactive:
         return open_demo()
-    return run_command(argv)
+    return run_command(argv)  # also: no terminal to draw on, so the plain-text versions
 
 
 def open_app(home: Path, *, share: bool = True) -> int:

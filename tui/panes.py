@@ -95,7 +95,7 @@ class Overview(VerticalScroll):
         attention = []
         conflicts = find_conflicts(view)
         if conflicts:
-            attention.append(f"{len(conflicts)} problem(s) to sort out — see Conflicts")
+            attention.append(f"{len(conflicts)} problem(s) to sort out — see Problems (6)")
         if sync.gaps:
             attention.append(f"{sync.gaps} change(s) from others are waiting for earlier ones")
         self.query_one("#attention", Static).update(
