@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
 from hearth.errors import HearthError
@@ -35,6 +36,7 @@ from tui.panes import (
     MembersPane,
     NeedsPane,
     Overview,
+    Pane,
     ResourcesPane,
     Snapshot,
     selected_key,
@@ -133,6 +135,15 @@ class HearthApp(App[None]):
         # Members
         Binding("i", "invite", "Invite"),
     ]
+    _PANES: ClassVar[dict[str, type[Widget]]] = {
+        "overview": Overview,
+        "resources": ResourcesPane,
+        "needs": NeedsPane,
+        "promises": CommitmentsPane,
+        "members": MembersPane,
+        "problems": ConflictsPane,
+        "history": HistoryPane,
+    }
     # The tabs each action works on (and whose footer shows its key).
     _ACTION_TABS: ClassVar[dict[str, frozenset[str]]] = {
         **dict.fromkeys(
@@ -166,6 +177,7 @@ class HearthApp(App[None]):
         self.share = share
         self.poll_s = poll_s
         self._seen: tuple[int, int] = (-1, -1)
+        self._stale: set[str] = set()  # tabs to draw afresh when next shown
         self._drawn_at = 0
         self._stop_sharing = asyncio.Event()
 
@@ -191,7 +203,6 @@ class HearthApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = self.node.view(self.group_id).group_name
         self.redraw()
         self.set_interval(self.poll_s, self.redraw_if_changed)
         if self.share:
@@ -219,10 +230,13 @@ class HearthApp(App[None]):
         )
 
     def redraw(self) -> None:
-        """Draw every pane from the ledger as it is now."""
+        """Draw the tab in view from the ledger as it is now; the others when next shown
+        (a large ledger makes every table costly to fill)."""
         snap = self.snapshot()
-        for pane in self._panes():
-            pane.show(snap)
+        self.sub_title = f"{snap.view.group_name} · {snap.sync.words}"
+        tab = self._tab()
+        self._pane(tab).show(snap)
+        self._stale = set(self._PANES) - {tab}
         self._seen = self._change_marks()
         self._drawn_at = snap.now_ms
 
@@ -237,14 +251,8 @@ class HearthApp(App[None]):
         rows = self.node.store.query("SELECT COALESCE(MAX(last_attempt), 0) FROM sync_log")
         return self.node.store.last_seq(), int(rows[0][0])
 
-    def _panes(self) -> Iterable[Overview | ResourcesPane | NeedsPane | CommitmentsPane]:
-        yield from self.query(Overview)
-        yield from self.query(ResourcesPane)
-        yield from self.query(NeedsPane)
-        yield from self.query(CommitmentsPane)
-        yield from self.query(MembersPane)  # type: ignore[misc]
-        yield from self.query(ConflictsPane)  # type: ignore[misc]
-        yield from self.query(HistoryPane)  # type: ignore[misc]
+    def _pane(self, tab: str) -> Pane:
+        return cast(Pane, self.query_one(self._PANES[tab]))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "resource-search":
@@ -256,6 +264,10 @@ class HearthApp(App[None]):
 
     def on_tabbed_content_tab_activated(self) -> None:
         self.refresh_bindings()
+        tab = self._tab()
+        if tab in self._stale:
+            self._stale.discard(tab)
+            self._pane(tab).show(self.snapshot())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """A tab's keys work, and show in the footer, only on that tab."""

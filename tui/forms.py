@@ -52,14 +52,15 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
             for f in self.fields:
                 yield Label(f.label)
                 if isinstance(f, Choice):
-                    chosen = {} if f.value is None else {"value": f.value}
-                    yield Select(
+                    select: Select[str] = Select(
                         list(f.options),
                         id=f"field-{f.key}",
                         allow_blank=f.value is None,
                         compact=True,
-                        **chosen,
                     )
+                    if f.value is not None:
+                        select.value = f.value
+                    yield select
                 else:
                     yield Input(
                         value=f.value, placeholder=f.placeholder, id=f"field-{f.key}", compact=True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -32,6 +32,7 @@ __all__ = [
     "MembersPane",
     "NeedsPane",
     "Overview",
+    "Pane",
     "ResourcesPane",
     "Snapshot",
 ]
@@ -47,6 +48,13 @@ class Snapshot:
     me: str  # my member id
     now_ms: int
     sync: SyncState
+
+
+class Pane(Protocol):
+    """A tab's content: it draws itself from a :class:`Snapshot`."""
+
+    def show(self, snap: Snapshot) -> None:
+        """Draw from the ledger as the snapshot has it."""
 
 
 def fill(table: DataTable[Any], rows: Sequence[tuple[str, Sequence[str | Text]]]) -> None:
