@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
+import select
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, hearth_command
 
 
 @pytest.fixture
@@ -308,7 +312,39 @@ def test_demo_headless(cli: Cli) -> None:
     assert "declined" in result.out
 
 
-def test_demo_without_headless_says_the_app_is_not_built(cli: Cli) -> None:
-    result = cli("demo")
+def test_demo_without_a_terminal_prints_its_summary(cli: Cli) -> None:
+    result = cli("demo")  # stdout is a pipe here: nothing to draw the app on
     assert result.code == 0
-    assert "not built yet" in result.out
+    assert "all three ledgers are now identical" in result.out
+
+
+def test_demo_opens_the_app_in_a_terminal_and_q_quits(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    env.update(TERM="xterm-256color", COLUMNS="110", LINES="34")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real `hearth demo`, on a pseudo-terminal
+        os.chdir(tmp_path)
+        command = hearth_command()
+        os.execve(command[0], [*command, "demo"], env)  # noqa: S606 - no shell wanted
+    seen = b""
+    deadline = time.monotonic() + 90
+    quit_sent = False
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the child has gone and closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not quit_sent and b"Overview" in seen and b"Elm Street Tool Library" in seen:
+            time.sleep(1)
+            os.write(fd, b"q")
+            quit_sent = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert quit_sent, seen[-2000:]
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"all three ledgers are now identical" in seen  # the summary, after the app
