@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+MAX_ROWS = 400  # more than a screen can show, few enough to redraw at once; search narrows
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +178,17 @@ class ResourcesPane(Vertical):
             found.sort(key=lambda r: (r.kind.value, r.name.casefold()))
         elif self.sort == "holder":
             found.sort(key=lambda r: (snap.view.member_name(r.custodian), r.name.casefold()))
-        rows = resource_rows(snap.view, found)
+        shown = found[:MAX_ROWS]
+        rows = resource_rows(snap.view, shown)
         fill(
             self.query_one("#resource-table", DataTable),
-            [(r.id, cells) for r, cells in zip(found, rows, strict=True)],
+            [(r.id, cells) for r, cells in zip(shown, rows, strict=True)],
         )
+        count = f"{len(found)} shown"
+        if len(found) > len(shown):
+            count = f"the first {len(shown)} of {len(found)} shown: type to search"
         self.query_one("#resource-filters", Static).update(
-            f"kind: {self.kind_filter} (k)   sorted by: {self.sort} (s)   {len(found)} shown"
+            f"kind: {self.kind_filter} (k)   sorted by: {self.sort} (s)   {count}"
         )
 
 
@@ -306,7 +311,7 @@ class HistoryPane(Vertical):
         yield table
 
     def show(self, snap: Snapshot) -> None:
-        items = sorted(history(snap.view), key=lambda h: h.at, reverse=True)
+        items = sorted(history(snap.view), key=lambda h: h.at, reverse=True)[:MAX_ROWS]
         rows = []
         repeats: dict[str, int] = {}
         for item in items:  # a key that stays put when newer lines arrive above it
