@@ -44,6 +44,12 @@ class RelayConfig:
     # that were away longer get the snapshot and what followed it instead.
     snapshot_retention_s: float = 30 * 24 * 3600.0
     prune_every_s: float = 3600.0
+    # Invite mailboxes: two sides, a handful of small messages, gone within the hour.
+    max_mailboxes: int = 1000
+    mailboxes_per_ip: int = 5
+    mailbox_message_bytes: int = 4096
+    mailbox_messages: int = 16
+    mailbox_ttl_s: float = 3600.0
 
     def limits(self) -> dict[str, int]:
         """The limits clients are told about (and `/info` shows)."""

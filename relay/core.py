@@ -25,6 +25,8 @@ from hearth.protocol.frames import (
     Error,
     Frame,
     Hello,
+    Mailbox,
+    MailboxClose,
     Publish,
     Register,
     Subscribe,
@@ -72,6 +74,17 @@ Output = Union[ToClient, CatchUp, CloseClient]  # noqa: UP007
 
 
 @dataclass
+class _Mailbox:
+    """An invite mailbox: who is in it, what waits for the side not yet there."""
+
+    creator_ip: str
+    opened: float
+    members: list[int] = field(default_factory=list)
+    waiting: list[tuple[int, bytes]] = field(default_factory=list)  # (sender, body)
+    messages: int = 0
+
+
+@dataclass
 class _Client:
     ip: str
     conn: Connection = field(default_factory=lambda: Connection(Role.ACCEPTING))
@@ -107,6 +120,7 @@ class RelayCore:
         self._held: list[Output] = []  # their acks and deliveries, released by flush()
         self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
         self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
+        self.mailboxes: dict[int, _Mailbox] = {}
 
     # --- connections ----------------------------------------------------------------
 
@@ -125,16 +139,23 @@ class RelayCore:
         self.metrics.count("hearth_relay_connections_total")
         return True
 
-    def gone(self, client: int) -> None:
-        """A connection closed."""
+    def gone(self, client: int) -> list[Output]:
+        """A connection closed; what to tell others because of it."""
         state = self.clients.pop(client, None)
         if state is None:
-            return
+            return []
         self.per_ip[state.ip] -= 1
         if self.per_ip[state.ip] <= 0:
             del self.per_ip[state.ip]
         for topic in state.topics:
             self.subscribers[topic].discard(client)
+        # A side that goes away ends its invite: the other side is told.
+        out: list[Output] = []
+        for nameplate, box in list(self.mailboxes.items()):
+            if client in box.members:
+                box.members.remove(client)
+                out += self._burn(nameplate)
+        return out
 
     def handshaken(self, client: int) -> bool:
         """Whether the client has finished the hello/welcome exchange."""
@@ -198,6 +219,11 @@ class RelayCore:
             return [CatchUp(client, frame.topic, frame.after, frame.from_snapshot)]
         if isinstance(frame, Publish):
             return self._publish(client, state, frame)
+        if isinstance(frame, Mailbox):
+            return self._mailbox(client, state, frame)
+        if isinstance(frame, MailboxClose):
+            box = self.mailboxes.get(frame.nameplate)
+            return self._burn(frame.nameplate) if box and client in box.members else []
         if isinstance(frame, Error):
             log.info("a client reported: %s %s", frame.code, frame.message)
         return []
@@ -283,6 +309,57 @@ class RelayCore:
                 if other != client
             ]
         return []
+
+    # --- invite mailboxes (SECURITY.md §5): the relay passes messages it cannot read ----
+
+    def _mailbox(self, client: int, state: _Client, frame: Mailbox) -> list[Output]:
+        config, now, n = self.config, self.clock(), frame.nameplate
+        for old in [k for k, b in self.mailboxes.items() if now - b.opened > config.mailbox_ttl_s]:
+            self._burn(old)
+        if len(frame.body) > config.mailbox_message_bytes:
+            return self._error(client, "mailbox-full", "That invite message is too large.")
+        box = self.mailboxes.get(n)
+        out: list[Output] = []
+        if frame.create:
+            mine = sum(1 for b in self.mailboxes.values() if b.creator_ip == state.ip)
+            if box is not None:
+                return self._error(client, "mailbox-taken", f"Invite number {n} is in use.")
+            if len(self.mailboxes) >= config.max_mailboxes or mine >= config.mailboxes_per_ip:
+                return self._error(
+                    client, "too-many-mailboxes", "Too many invites are open; try later."
+                )
+            box = self.mailboxes[n] = _Mailbox(creator_ip=state.ip, opened=now, members=[client])
+            self.metrics.count("hearth_relay_mailboxes_total")
+            out.append(ToClient(client, Mailbox(nameplate=n, create=True)))
+        elif box is None:
+            return self._error(
+                client,
+                "no-such-mailbox",
+                "No invite is waiting under that number: check the code, or ask for a new one.",
+            )
+        elif client not in box.members:
+            if len(box.members) >= 2:
+                return self._error(client, "mailbox-full", "Someone else is using this invite.")
+            box.members.append(client)
+            out += [ToClient(client, Mailbox(nameplate=n, body=b)) for _, b in box.waiting]
+            box.waiting.clear()
+        if frame.body:
+            box.messages += 1
+            if box.messages > config.mailbox_messages:
+                return out + self._burn(n)
+            others = [m for m in box.members if m != client]
+            if others:
+                out.append(ToClient(others[0], Mailbox(nameplate=n, body=frame.body)))
+            else:
+                box.waiting.append((client, frame.body))
+        return out
+
+    def _burn(self, nameplate: int) -> list[Output]:
+        """Close a mailbox for good; tell whoever is in it."""
+        box = self.mailboxes.pop(nameplate, None)
+        if box is None:
+            return []
+        return [ToClient(m, MailboxClose(nameplate=nameplate)) for m in box.members]
 
     def pending(self) -> bool:
         """Whether published bundles wait for :meth:`flush`."""

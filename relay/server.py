@@ -198,8 +198,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         writer = asyncio.create_task(_write_loop(app, client, link))
         await _read_loop(app, client, link)
     finally:
-        core.gone(client)
+        told = core.gone(client)
         links.pop(client, None)
+        await _carry_out(app, told)
         link.outbox.put_nowait(None)
         if writer is not None:
             await writer

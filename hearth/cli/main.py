@@ -246,19 +246,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="is this node in sync, and with which relays and peers")
     _json_flag(p)
 
-    p = sub.add_parser("invite", help="invite someone to the current group")
+    p = sub.add_parser(
+        "invite", help="invite someone: a code to read out, then approve them by name"
+    )
     p.add_argument(
         "--token",
         action="store_true",
-        required=True,
-        help="print a one-shot join token (invite codes come later)",
+        help="print a one-shot join token instead, for when you cannot be online together",
     )
-    p.add_argument("--hours", type=float, default=24.0, help="how long it stays valid")
+    p.add_argument("--hours", type=float, default=24.0, help="how long a token stays valid")
+    p.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="how long a code waits"
+    )
+    p.add_argument("--yes", action="store_true", help="let whoever uses the code in, unasked")
     _json_flag(p)
-    p = sub.add_parser("join", help="join a group with a token someone gave you")
-    p.add_argument("token")
+    p = sub.add_parser("join", help="join a group with the code (or token) a member gave you")
+    p.add_argument("token", metavar="CODE", help="the invite code, like 7-orchard-lantern-cobalt")
+    p.add_argument("--relay", metavar="URL", help="the relay the inviter uses (for a code)")
     p.add_argument("--name", help="your name, if this device has no identity yet")
-    p.add_argument("--timeout", type=float, default=20.0, metavar="S")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S")
     _json_flag(p)
 
     bundle = sub.add_parser("bundle", help="carry changes by hand, on a USB stick").add_subparsers(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -203,6 +204,8 @@ def _status(args: argparse.Namespace, node: Node) -> int:
 
 
 def _invite(args: argparse.Namespace, node: Node) -> int:
+    if not args.token:
+        return _invite_by_code(args, node)
     if args.hours <= 0:
         raise UsageError("--hours must be more than zero.")
     token = node.create_invite(valid_for_ms=int(args.hours * 3_600_000))
@@ -217,13 +220,68 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
+def _invite_by_code(args: argparse.Namespace, node: Node) -> int:
+    """``hearth invite``: a code on the first line, then wait for the joiner."""
+    from hearth.invite_client import offer_invite
+
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be more than zero seconds.")
+    relays = node.view().relays()
+    if not relays:
+        raise TransportError(
+            "The group lists no relay to meet through: `hearth relay add URL`, or "
+            "`hearth invite --token` to hand over a token instead."
+        )
+
+    def say(data: dict[str, str], text: str) -> None:
+        print(json.dumps(data) if args.json else text, flush=True)
+
+    def show_code(code: str) -> None:
+        say({"code": code}, code)
+        if not args.json:
+            print(
+                f"Tell the new member this code; they run `hearth join {code} --relay "
+                f"{relays[0]}`. Waiting for them…",
+                flush=True,
+            )
+
+    def show_phrase(phrase: str) -> None:
+        say({"phrase": phrase}, f"Verification phrase: {phrase} — they should see the same.")
+
+    async def approve(name: str) -> bool:
+        if args.yes:
+            return True
+        answer = await asyncio.to_thread(input, f"Let {name} join the group? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    result = asyncio.run(
+        offer_invite(
+            node,
+            relays[0],
+            timeout=args.timeout,
+            show_code=show_code,
+            show_phrase=show_phrase,
+            approve=approve,
+        )
+    )
+    if result.refused:
+        say({"refused": "true"}, "Not let in. The code is used up.")
+        return 1
+    say({"joined": result.joined}, f"{result.joined} can now join; they fetch the group next.")
+    return 0
+
+
 def join(args: argparse.Namespace, home: Path) -> int:
-    """``hearth join TOKEN``: create the identity if needed, join, then try a first sync."""
-    token = decode_token(args.token)
+    """``hearth join CODE`` (or a token): create the identity if needed, join, then try a
+    first sync."""
     if not has_identity(home):
         if not args.name:
             raise UsageError("This device has no identity yet: add --name YOUR-NAME.")
         create_identity(home, name=args.name)
+    if args.token.strip().startswith("hearth-token-"):
+        token = decode_token(args.token)
+    else:
+        token = decode_token(_token_for_code(args, home))
     with open_node(home) as node:
         group = node.join_with_token(token)
         reports = (
@@ -239,6 +297,33 @@ def join(args: argparse.Namespace, home: Path) -> int:
             else " No relay could be reached yet; `hearth sync` will catch up later."
         )
         return emit(args, data, text)
+
+
+def _token_for_code(args: argparse.Namespace, home: Path) -> str:
+    """Run the code with the inviter through the relay's mailbox; the token it yields."""
+    from hearth.invite_client import accept_invite
+    from hearth.protocol.invite_code import parse_code
+
+    code = parse_code(args.token)
+    if not args.relay:
+        raise UsageError("Add the relay the inviter uses: --relay ws://HOST:PORT.")
+    with open_node(home) as node:
+        name, device = node.identity.name, node.identity.device_key
+
+    def show_phrase(phrase: str) -> None:
+        text = f"Verification phrase: {phrase} — check the inviter sees the same."
+        print(json.dumps({"phrase": phrase}) if args.json else text, flush=True)
+
+    return asyncio.run(
+        accept_invite(
+            args.relay.strip(),
+            code,
+            name=name,
+            device=device,
+            timeout=args.timeout,
+            show_phrase=show_phrase,
+        )
+    )
 
 
 def _bundle_export(args: argparse.Namespace, node: Node) -> int:

@@ -22,6 +22,8 @@ from hearth.protocol.frames import (
     Error,
     Frame,
     Hello,
+    Mailbox,
+    MailboxClose,
     Publish,
     Register,
     Subscribe,
@@ -62,8 +64,8 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-_FROM_CONNECTING = (Register, Subscribe, Publish, Error)
-_FROM_ACCEPTING = (Deliver, CaughtUp, Ack, Error)
+_FROM_CONNECTING = (Register, Subscribe, Publish, Error, Mailbox, MailboxClose)
+_FROM_ACCEPTING = (Deliver, CaughtUp, Ack, Error, Mailbox, MailboxClose)
 
 ALLOWED: dict[tuple[Role, State, str], tuple[type[Frame], ...]] = {
     # (who is acting, state, "send" or "receive") -> frames allowed

@@ -24,6 +24,8 @@ __all__ = [
     "Error",
     "Frame",
     "Hello",
+    "Mailbox",
+    "MailboxClose",
     "Publish",
     "Register",
     "Subscribe",
@@ -130,10 +132,57 @@ class Error:
     id: bytes = b""
 
 
-Frame = Union[Hello, Welcome, Register, Subscribe, Deliver, CaughtUp, Publish, Ack, Error]  # noqa: UP007
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mailbox:
+    """A message through an invite mailbox at the relay, either way.
+
+    From a client, ``create`` opens a new mailbox under the number (refused if taken) and
+    the relay confirms with an empty ``create`` frame; without it the client joins the
+    mailbox (at most two do). A non-empty body goes to the other side, now or when it
+    joins."""
+
+    TYPE: ClassVar[str] = "mailbox"
+    nameplate: int
+    body: bytes = b""
+    create: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxClose:
+    """The mailbox is closed (burnt): by a side that finished or gave up, or by the relay."""
+
+    TYPE: ClassVar[str] = "mailbox_close"
+    nameplate: int
+
+
+Frame = Union[  # noqa: UP007
+    Hello,
+    Welcome,
+    Register,
+    Subscribe,
+    Deliver,
+    CaughtUp,
+    Publish,
+    Ack,
+    Error,
+    Mailbox,
+    MailboxClose,
+]
 _TYPES: dict[str, type[Frame]] = {
     cls.TYPE: cls
-    for cls in (Hello, Welcome, Register, Subscribe, Deliver, CaughtUp, Publish, Ack, Error)
+    for cls in (
+        Hello,
+        Welcome,
+        Register,
+        Subscribe,
+        Deliver,
+        CaughtUp,
+        Publish,
+        Ack,
+        Error,
+        Mailbox,
+        MailboxClose,
+    )
 }
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "versions": list,
@@ -155,6 +204,9 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "cover_proof": bytes,
     "challenge": bytes,
     "have": list,
+    "nameplate": int,
+    "body": bytes,
+    "create": bool,
 }
 _TOPIC_LENGTH = 32
 

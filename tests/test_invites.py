@@ -1,0 +1,171 @@
+"""Invite codes end to end: the relay's mailbox rules (sans-IO), then real ``hearth invite``
+and ``hearth join`` processes meeting through a real relay on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hearth.protocol.frames import Error, Hello, Mailbox, MailboxClose, encode_frame
+from relay.config import RelayConfig
+from relay.core import RelayCore, ToClient
+from relay.storage import RelayStore
+from tests.conftest import Cli, hearth_command
+from tests.test_sync_processes import Relay, start_relay
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def relay_core(tmp_path: Path, clock: Clock) -> RelayCore:
+    core = RelayCore(RelayConfig(mailbox_ttl_s=60), RelayStore(tmp_path / "r.db"), clock=clock)
+    for client in (1, 2, 3):
+        core.admit(client, f"10.0.0.{client}")
+        for out in core.receive(client, encode_frame(Hello(versions=[1], role="node", agent="t"))):
+            assert isinstance(out, ToClient)
+            core.encode(client, out.frame)  # sending the welcome opens the connection
+    return core
+
+
+def frames(outputs: list[object], client: int) -> list[object]:
+    return [o.frame for o in outputs if isinstance(o, ToClient) and o.client == client]
+
+
+def test_a_mailbox_passes_messages_between_exactly_two_sides(tmp_path: Path) -> None:
+    core = relay_core(tmp_path, Clock())
+    opened = core.receive(1, encode_frame(Mailbox(nameplate=7, create=True)))
+    assert frames(opened, 1) == [Mailbox(nameplate=7, create=True)]
+    taken = frames(core.receive(3, encode_frame(Mailbox(nameplate=7, create=True))), 3)
+    assert [f.code for f in taken if isinstance(f, Error)] == ["mailbox-taken"]
+    core.receive(1, encode_frame(Mailbox(nameplate=7, body=b"first")))  # waits for side two
+    joined = core.receive(2, encode_frame(Mailbox(nameplate=7, body=b"second")))
+    assert frames(joined, 2) == [Mailbox(nameplate=7, body=b"first")]
+    assert frames(joined, 1) == [Mailbox(nameplate=7, body=b"second")]
+    third = frames(core.receive(3, encode_frame(Mailbox(nameplate=7, body=b"x"))), 3)
+    assert [f.code for f in third if isinstance(f, Error)] == ["mailbox-full"]
+    # A side leaving burns the mailbox and tells the other.
+    assert frames(core.gone(2), 1) == [MailboxClose(nameplate=7)]
+    again = frames(core.receive(3, encode_frame(Mailbox(nameplate=7, body=b"x"))), 3)
+    assert [f.code for f in again if isinstance(f, Error)] == ["no-such-mailbox"]
+
+
+def test_mailboxes_expire_and_limit_their_size(tmp_path: Path) -> None:
+    clock = Clock()
+    core = relay_core(tmp_path, clock)
+    core.receive(1, encode_frame(Mailbox(nameplate=9, create=True)))
+    big = frames(core.receive(1, encode_frame(Mailbox(nameplate=9, body=bytes(5000)))), 1)
+    assert [f.code for f in big if isinstance(f, Error)] == ["mailbox-full"]
+    clock.now = 61
+    late = frames(core.receive(2, encode_frame(Mailbox(nameplate=9, body=b"hi"))), 2)
+    assert [f.code for f in late if isinstance(f, Error)] == ["no-such-mailbox"]
+
+
+# --- real processes ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Relay:
+    running = start_relay(tmp_path / "relay")
+    yield running  # type: ignore[misc]
+    running.kill()
+
+
+def group_at(tmp_path: Path, relay_url: str) -> Cli:
+    ada = Cli(tmp_path / "ada")
+    ada("init", "--name", "Ada")
+    ada("group", "create", "Orchard", "--relay", relay_url)
+    ada("resource", "add", "Apple press", "--kind", "tool")
+    ada("sync")
+    return ada
+
+
+def start_invite(ada: Cli, *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    return subprocess.Popen(
+        [*hearth_command(), "--home", str(ada.home), "invite", "--json", *extra],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def first_line(proc: subprocess.Popen[str]) -> dict[str, str]:
+    assert proc.stdout is not None
+    return dict(json.loads(proc.stdout.readline()))
+
+
+@pytest.mark.process
+def test_invite_by_code_then_join_and_sync(tmp_path: Path, relay: Relay) -> None:
+    ada = group_at(tmp_path, relay.url)
+    inviting = start_invite(ada, "--yes", "--timeout", "60")
+    code = first_line(inviting)["code"]
+    assert len(code.split("-")) == 4
+    ben = Cli(tmp_path / "ben")
+    joined = ben("join", code, "--relay", relay.url, "--name", "Ben", "--json")
+    out, err = inviting.communicate(timeout=60)
+    assert inviting.returncode == 0, err
+    inviter_lines = [json.loads(line) for line in out.splitlines()]
+    joiner_lines = [json.loads(line) for line in joined.out.splitlines()]
+    inviter_phrase = next(x["phrase"] for x in inviter_lines if "phrase" in x)
+    joiner_phrase = next(x["phrase"] for x in joiner_lines if "phrase" in x)
+    assert inviter_phrase == joiner_phrase
+    assert {"joined": "Ben"} in inviter_lines
+    assert "Apple press" in ben("resource", "list").out
+    ada("sync")
+    members = {m["name"]: m["role"] for m in json.loads(ada("member", "list", "--json").out)}
+    assert members == {"Ada": "admin", "Ben": "member"}
+    # The code was single use.
+    again = Cli(tmp_path / "eve")("join", code, "--relay", relay.url, "--name", "Eve", check=False)
+    assert again.code == 1
+    assert "No invite is waiting" in again.err
+
+
+@pytest.mark.process
+def test_a_wrong_code_fails_on_both_sides_and_burns_the_mailbox(
+    tmp_path: Path, relay: Relay
+) -> None:
+    ada = group_at(tmp_path, relay.url)
+    inviting = start_invite(ada, "--yes", "--timeout", "60")
+    code = first_line(inviting)["code"]
+    number, *words = code.split("-")
+    wrong = "-".join([number, *words[:2], "acorn" if words[2] != "acorn" else "amber"])
+    cleo = Cli(tmp_path / "cleo")
+    tried = cleo("join", wrong, "--relay", relay.url, "--name", "Cleo", check=False)
+    _, err = inviting.communicate(timeout=60)
+    assert tried.code == 1
+    assert "code was wrong" in tried.err
+    assert inviting.returncode == 1
+    assert "wrong" in err
+    right = cleo("join", code, "--relay", relay.url, "--name", "Cleo", check=False)
+    assert right.code == 1
+    assert "No invite is waiting" in right.err
+    assert "Orchard" not in cleo("group", "list", check=False).out
+
+
+@pytest.mark.process
+def test_the_inviter_can_say_no(tmp_path: Path, relay: Relay) -> None:
+    ada = group_at(tmp_path, relay.url)
+    inviting = start_invite(ada, "--timeout", "60")
+    code = first_line(inviting)["code"]
+    assert inviting.stdin is not None
+    inviting.stdin.write("n\n")
+    inviting.stdin.flush()
+    dan = Cli(tmp_path / "dan")
+    tried = dan("join", code, "--relay", relay.url, "--name", "Dan", check=False)
+    inviting.communicate(timeout=60)
+    assert tried.code == 1
+    assert "did not let you in" in tried.err
+    assert inviting.returncode == 1
+    members = [m["name"] for m in json.loads(ada("member", "list", "--json").out)]
+    assert members == ["Ada"]
