@@ -3,6 +3,7 @@ temporary home: each flow checked on the ledger and on what the screen shows."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,8 @@ from hearth.intake import take_in
 from hearth.ledger.model import CommitmentStatus, NeedStatus
 from hearth.node import Node, open_node
 from hearth.testing import FakeClock, seeded_ids
+from tests.conftest import Cli
+from tests.test_sync_processes import start_relay
 from tui.app import HearthApp
 from tui.forms import ConfirmScreen, FormScreen
 from tui.panes import selected_key
@@ -288,3 +291,42 @@ async def test_first_run_with_a_damaged_token_says_so(tmp_path: Path) -> None:
 )
 def test_screens_look_as_they_did(ada: Node, snap_compare: Any, keys: list[str]) -> None:
     assert snap_compare(app_for(ada), press=keys, terminal_size=SIZE)
+
+
+@pytest.mark.process
+async def test_inviting_from_the_members_tab_with_a_code(ada: Node, tmp_path: Path) -> None:
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5", "i")
+            code_shown = app.screen.query_one("#invite-code", Static)
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if "Opening" not in str(code_shown.content):
+                    break
+            code = "-".join(str(code_shown.content).lower().split())
+            cleo = Cli(tmp_path / "cleo")
+            joining = asyncio.create_task(
+                asyncio.to_thread(cleo, "join", code, "--relay", relay.url, "--name", "Cleo")
+            )
+            question = app.screen.query_one("#invite-question")
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if question.display:
+                    break
+            status = str(app.screen.query_one("#invite-status", Static).content)
+            assert "Cleo wants to join" in status
+            assert "same words" in status
+            await pilot.click("#let-in")
+            joined = await joining
+            assert "You joined 'Elm Street'" in joined.out
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if "is in" in str(app.screen.query_one("#invite-status", Static).content):
+                    break
+            assert "Cleo is in" in str(app.screen.query_one("#invite-status", Static).content)
+    finally:
+        relay.kill()

@@ -29,6 +29,7 @@ from hearth.node import Node
 from hearth.present import describe_resource
 from hearth.values import format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
+from tui.invite import InviteScreen
 from tui.panes import (
     CommitmentsPane,
     ConflictsPane,
@@ -659,7 +660,11 @@ class HearthApp(App[None]):
     # --- members --------------------------------------------------------------------------
 
     def action_invite(self) -> None:
-        from hearth.invite import encode_token
+        relays = self.node.view(self.group_id).relays()
+        if relays:
+            self.push_screen(InviteScreen(self.node, relays[0]))
+            return
+        from hearth.invite import encode_token  # no relay to meet through: a token
 
         try:
             token = encode_token(self.node.create_invite())
@@ -668,7 +673,8 @@ class HearthApp(App[None]):
             return
         self.push_screen(
             DetailScreen(
-                "Give this to the new member, privately (it lets them in once, for a day):\n\n"
+                "The group has no relay to meet through, so here is a one-use token instead.\n"
+                "Give it to the new member privately (it lets them in once, for a day):\n\n"
                 f"{token}\n\nThey run: hearth join <the text above> --name THEIR-NAME"
             )
         )
