@@ -4,6 +4,9 @@ temporary home: each flow checked on the ledger and on what the screen shows."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +21,7 @@ from hearth.intake import take_in
 from hearth.ledger.model import CommitmentStatus, NeedStatus
 from hearth.node import Node, open_node
 from hearth.testing import FakeClock, seeded_ids
-from tests.conftest import Cli
+from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import start_relay
 from tui.app import HearthApp
 from tui.forms import ConfirmScreen, FormScreen
@@ -328,5 +331,48 @@ async def test_inviting_from_the_members_tab_with_a_code(ada: Node, tmp_path: Pa
                 if "is in" in str(app.screen.query_one("#invite-status", Static).content):
                     break
             assert "Cleo is in" in str(app.screen.query_one("#invite-status", Static).content)
+    finally:
+        relay.kill()
+
+
+def an_inviter_waiting(tmp_path: Path, relay_url: str) -> tuple[subprocess.Popen[str], str]:
+    """Ada's group, and `hearth invite --yes` running for it; the code it shows."""
+    ada = Cli(tmp_path / "ada")
+    ada("init", "--name", "Ada")
+    ada("group", "create", "Allotment", "--relay", relay_url)
+    ada("sync")
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    inviting = subprocess.Popen(
+        [*hearth_command(), "--home", str(ada.home), "invite", "--yes", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert inviting.stdout is not None
+    return inviting, json.loads(inviting.stdout.readline())["code"]
+
+
+@pytest.mark.process
+async def test_first_run_joins_with_a_code_read_out(tmp_path: Path) -> None:
+    relay = start_relay(tmp_path / "relay")
+    try:
+        inviting, code = an_inviter_waiting(tmp_path, relay.url)
+        app = WelcomeApp(tmp_path / "dee")
+        async with app.run_test(size=SIZE) as pilot:
+            app.query_one("#name", Input).value = "Dee"
+            app.query_one("#token", Input).value = code
+            app.query_one("#relay", Input).value = relay.url
+            await pilot.click("#join")
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if app.return_value is not None:
+                    break
+        assert app.return_value is True
+        inviting.wait(timeout=30)
+        assert inviting.stdout is not None
+        inviting.stdout.close()
+        with open_node(tmp_path / "dee") as node:
+            assert [g.name for g in node.groups()] == ["Allotment"]
     finally:
         relay.kill()

@@ -10,10 +10,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from hearth.errors import HearthError
+from hearth.errors import HearthError, UsageError
 from hearth.identity import create_identity, has_identity
 from hearth.invite import decode_token
 from hearth.node import open_node
+from hearth.protocol.invite_code import parse_code
 
 __all__ = ["WelcomeApp"]
 
@@ -51,7 +52,11 @@ class WelcomeApp(App[bool]):
             yield Input(placeholder="e.g. Ada", id="name")
             yield Label("Then: start a new group, or join one", classes="step")
             yield Input(placeholder="A new group's name, e.g. Elm Street Tools", id="group")
-            yield Input(placeholder="…or the join text a member gave you", id="token")
+            yield Input(
+                placeholder="…or the invite code a member read out (7-orchard-lantern-cobalt)",
+                id="token",
+            )
+            yield Input(placeholder="the relay they gave you with the code (ws://…)", id="relay")
             with Horizontal():
                 yield Button("Start the group", variant="primary", id="create")
                 yield Button("Join", id="join")
@@ -65,18 +70,44 @@ class WelcomeApp(App[bool]):
         else:
             self.query_one("#name", Input).focus()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
+        problem = self.query_one("#problem", Static)
         try:
             self._ensure_identity()
-            with open_node(self.home) as node:
-                if event.button.id == "create":
+            if event.button.id == "create":
+                with open_node(self.home) as node:
                     node.create_group(self.query_one("#group", Input).value)
-                else:
-                    node.join_with_token(decode_token(self.query_one("#token", Input).value))
+            else:
+                text = self.query_one("#token", Input).value.strip()
+                if not text.startswith("hearth-token-"):
+                    problem.update("Meeting the inviter…")
+                    text = await self._token_for_code(text)
+                with open_node(self.home) as node:
+                    node.join_with_token(decode_token(text))
         except HearthError as exc:
-            self.query_one("#problem", Static).update(str(exc))
+            problem.update(str(exc))
             return
         self.exit(True)
+
+    async def _token_for_code(self, text: str) -> str:
+        """Run the invite code with the inviter; the token they send once they approve."""
+        from hearth.invite_client import accept_invite  # networking loads only for this
+
+        code = parse_code(text)
+        relay = self.query_one("#relay", Input).value.strip()
+        if not relay:
+            raise UsageError("Add the relay the inviter gave you with the code (ws://…).")
+        with open_node(self.home) as node:
+            name, device = node.identity.name, node.identity.device_key
+
+        def show_phrase(phrase: str) -> None:
+            self.query_one("#problem", Static).update(
+                f"Check the inviter's screen shows:  {phrase}\nWaiting for them to let you in…"
+            )
+
+        return await accept_invite(
+            relay, code, name=name, device=device, timeout=600, show_phrase=show_phrase
+        )
 
     def _ensure_identity(self) -> None:
         if not has_identity(self.home):

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Union
 
 from spake2 import SPAKE2_Symmetric
-from spake2.spake2 import SPAKEError
 
 from hearth.crypto import SigningKey, aead_open, aead_seal, hkdf, verify
 from hearth.errors import ProtocolError, UsageError
@@ -170,7 +169,7 @@ class InviteExchange:
                 return self._on_confirm(body[1:])
             if self.state is _State.OPEN and body[:1] == _SEALED:
                 return self._on_sealed(body[1:])
-        except (SPAKEError, ValueError, ProtocolError):
+        except (ValueError, ProtocolError):
             pass
         return self._fail("The invite exchange went wrong (a damaged or unexpected message).")
 
@@ -187,7 +186,10 @@ class InviteExchange:
     # --- the steps ------------------------------------------------------------------------
 
     def _on_pake(self, message: bytes) -> list[Event]:
-        self._key = self._pake.finish(message)
+        try:
+            self._key = self._pake.finish(message)
+        except Exception as exc:
+            raise ProtocolError("a damaged key-exchange message") from exc
         self.state = _State.WAIT_CONFIRM
         return [Send(_CONFIRM + self._confirmation(self.inviter))]
 
