@@ -3,12 +3,15 @@ mailbox played by the test (it sees every message, as a relay would)."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hearth.crypto import SigningKey
 from hearth.errors import UsageError
@@ -153,3 +156,24 @@ def test_codes_carry_at_least_24_bits_spread_evenly() -> None:
     # 255 degrees of freedom: the 99.9th percentile is about 330.
     assert chi2 < 330, chi2
     assert math.isclose(sum(counts.values()), 60_000)
+
+
+_CODE = InviteCode(9, ("acorn", "amber", "apple"))
+_FRESH = pair(_CODE, _CODE)
+for _side in _FRESH:
+    _side.start()  # waiting for the other side's key-exchange message
+_CONFIRMED = pair(_CODE, _CODE)
+relay_between(*_CONFIRMED)  # both at the sealed-message stage
+
+
+@settings(max_examples=2000, deadline=None)
+@given(body=st.binary(max_size=200), confirmed=st.booleans())
+def test_any_message_in_any_state_fails_closed(body: bytes, confirmed: bool) -> None:
+    """Fuzz: whatever arrives, the exchange answers with events or a plain failure."""
+    inviter, joiner = copy.deepcopy(_CONFIRMED if confirmed else _FRESH)
+    for side in (inviter, joiner):
+        events = side.receive(body)
+        assert all(
+            isinstance(e, (Send, Verified, JoinerIntroduced, TokenReceived, Failed)) for e in events
+        )
+        assert not any(isinstance(e, (TokenReceived, JoinerIntroduced)) for e in events)
