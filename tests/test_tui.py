@@ -376,3 +376,30 @@ async def test_first_run_joins_with_a_code_read_out(tmp_path: Path) -> None:
             assert [g.name for g in node.groups()] == ["Allotment"]
     finally:
         relay.kill()
+
+
+async def test_a_problem_is_sorted_out_from_the_problems_tab(
+    ada: Node, homes: tuple[Path, Path]
+) -> None:
+    compost = ada.view().find("resources", "Compost")
+    with open_node(homes[1], clock=FakeClock(now=NOW + 5000, step=1000)) as ben:
+        for bundle in ada.feeds.all():  # Ben has Ada's ledger, then both use compost apart
+            take_in(ben, bundle.envelope, source="test")
+        with ben.change() as ledger:
+            ledger.consume(compost, Decimal(8))
+        with ada.change() as ledger:
+            ledger.consume(compost, Decimal(5))
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+    assert ada.view().resource(compost).quantity == Decimal(-3)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        assert any("More 'Compost'" in c for c in cells(app, "problem-table", column=0))
+        app.query_one("#problem-table", DataTable).focus()
+        await pilot.press("o")
+        await pilot.pause()
+        await fill_form(pilot, quantity="2")
+        assert ada.view().resource(compost).quantity == Decimal(2)
+        assert cells(app, "problem-table", column=0) == []

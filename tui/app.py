@@ -22,6 +22,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
 from hearth.errors import HearthError
+from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
 from hearth.ledger.ledger import Ledger
 from hearth.ledger.model import CommitmentStatus, Kind
@@ -62,6 +63,7 @@ Resources
 Needs          a add   d done (close)   f show open / mine / all
 Promises       a new   y accept   n decline   d done   x cancel   f show …
 Members        i invite someone
+Problems       o (or enter) sort out the one under the cursor
 """
 
 
@@ -135,6 +137,8 @@ class HearthApp(App[None]):
         Binding("f", "filter", "Show"),
         # Members
         Binding("i", "invite", "Invite"),
+        # Problems
+        Binding("o", "sort_out", "Sort out"),
     ]
     _PANES: ClassVar[dict[str, type[Widget]]] = {
         "overview": Overview,
@@ -169,6 +173,7 @@ class HearthApp(App[None]):
         "accept": frozenset({"promises"}),
         "decline": frozenset({"promises"}),
         "invite": frozenset({"members"}),
+        "sort_out": frozenset({"problems"}),
     }
 
     def __init__(self, node: Node, *, share: bool = True, poll_s: float = 1.0) -> None:
@@ -262,6 +267,8 @@ class HearthApp(App[None]):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "resource-table":  # Enter or a click on a row
             self.action_details()
+        elif event.data_table.id == "problem-table":
+            self.action_sort_out()
 
     def on_tabbed_content_tab_activated(self) -> None:
         self.refresh_bindings()
@@ -656,6 +663,61 @@ class HearthApp(App[None]):
             self.push_screen(ConfirmScreen(f"Cancel the promise '{what}'?", yes="Cancel it"), act)
         else:
             act()
+
+    # --- problems -------------------------------------------------------------------------
+
+    def action_sort_out(self) -> None:
+        """Offer the ordinary change that settles the problem under the cursor."""
+        conflict_id = self._selected("problem-table")
+        view = self.node.view(self.group_id)
+        found = [c for c in find_conflicts(view) if c.id == conflict_id]
+        if not found:
+            return
+        conflict = found[0]
+        resource_id = conflict.entries[0]
+        if conflict.kind == "double-lend":
+            r = view.resource(resource_id)
+            self.ask(
+                f"Who does not have {r.name} any more?",
+                [
+                    Choice(
+                        "borrower",
+                        "Record a return from",
+                        [(view.member_name(m), m) for m in r.lent_to],
+                    )
+                ],
+                lambda v: self.change(
+                    lambda ledger: ledger.return_(resource_id, borrower=v["borrower"]),
+                    f"Recorded the return of {r.name}.",
+                ),
+                ok="Record the return",
+            )
+        elif conflict.kind == "overdrawn":
+            r = view.resource(resource_id)
+            self.ask(
+                f"How much {r.name} is really there?",
+                [Field("quantity", f"Count ({r.unit})".replace(" ()", ""), value="0")],
+                lambda v: self.change(
+                    lambda ledger: ledger.edit_resource(
+                        resource_id, quantity=parse_quantity(v["quantity"], allow_zero=True)
+                    ),
+                    f"Corrected {r.name}.",
+                ),
+                ok="Correct it",
+            )
+        else:  # promises: decide among them on the Promises tab
+            self.action_show_tab("promises")
+            promises = self.query_one(CommitmentsPane)
+            promises.filter = "open"
+            promises.show(self.snapshot())
+            wanted = [
+                e for e in conflict.entries if e in self.query_one("#promise-table", DataTable).rows
+            ]
+            if wanted:
+                table = self.query_one("#promise-table", DataTable)
+                table.move_cursor(row=table.get_row_index(wanted[0]))
+                table.focus()
+            self.notify(conflict.advice)
 
     # --- members --------------------------------------------------------------------------
 
