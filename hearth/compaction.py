@@ -4,7 +4,9 @@ A node with an event loop to keep responsive (``hearth serve``, the app) must no
 large Automerge document itself: the binding holds the GIL for the whole save
 (AUTOMERGE.md). Such a node sets ``Node.compact_elsewhere``; :func:`compact_in_background`
 then runs ``python -m hearth.compaction HOME GROUP`` for each group that is due, which
-loads the group from the store, saves the snapshot and exits. SQLite keeps the two
+loads the group from the store, saves the snapshot, gives the group's relays a snapshot
+of their own when one is due (the same save, paid for here rather than in the loop), and
+exits. SQLite keeps the two
 processes' writes apart, as it does for any two ``hearth`` commands on one home.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hearth.node import Node, open_node
+from hearth.sync_client import sync_relays
 
 __all__ = ["compact_in_background", "main"]
 
@@ -48,10 +51,14 @@ async def compact_in_background(node: Node, *, poll_s: float = 1.0) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hearth.compaction HOME GROUP_ID``."""
+    """``python -m hearth.compaction HOME GROUP_ID``: compact, then give each relay a
+    snapshot if one is due (a new device then catches up from it)."""
     home, group_id = argv if argv is not None else sys.argv[1:]
     with open_node(Path(home)) as node:
         node.compact(group_id)
+        relays = node.view(group_id).relays()
+        if relays:
+            asyncio.run(sync_relays(node, relays, [group_id], timeout=120))
     return 0
 
 

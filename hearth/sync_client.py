@@ -301,7 +301,11 @@ async def _run(
                         if not await carry_out(session.resume()):
                             return False
                     case Settled():
-                        snapshot = snapshot_due(node, url, group_ids)
+                        # A node keeping a loop responsive leaves saving the document for
+                        # a snapshot to its compaction process (hearth.compaction).
+                        snapshot = (
+                            None if node.compact_elsewhere else snapshot_due(node, url, group_ids)
+                        )
                         if snapshot is not None:
                             if not await carry_out(session.publish_snapshot(*snapshot)):
                                 return False

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,5 +119,39 @@ def test_a_node_away_longer_than_the_retention_catches_up_from_the_snapshot(
             assert report.ok, report.error
             assert {f"Thing {i}" for i in range(30)} <= {r.name for r in away.view().resources()}
             assert away.feeds.heads(group) == writer.feeds.heads(group)
+    finally:
+        relay.kill()
+
+
+@pytest.mark.process
+def test_a_live_node_leaves_relay_snapshots_to_its_compaction_process(tmp_path: Path) -> None:
+    relay = start_relay(tmp_path / "relay")
+    try:
+        create_identity(tmp_path / "writer", name="Writer")
+        with open_node(tmp_path / "writer", durable=False) as writer:
+            writer.compact_elsewhere = True  # as `hearth serve` and the app run
+            group = writer.create_group("Busy").id
+            with writer.change() as ledger:
+                ledger.add_relay(relay.url)
+            for i in range(sync_client.SNAPSHOT_EVERY + 10):
+                with writer.change() as ledger:
+                    ledger.add_resource(f"Thing {i}")
+            assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=60)).ok
+
+            def snapshots() -> int:
+                with sqlite3.connect(relay.data / "relay.db") as db:
+                    return int(db.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0])
+
+            assert snapshots() == 0  # the loop did not stop to save the document
+            assert writer.compactions_due == {group}
+        done = subprocess.run(
+            [sys.executable, "-m", "hearth.compaction", str(tmp_path / "writer"), group],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert snapshots() == 1
     finally:
         relay.kill()
