@@ -16,7 +16,7 @@ from aiohttp import web
 from hearth.errors import HearthError
 from relay.config import RelayConfig, load_config
 from relay.server import make_app
-from relay.storage import RelayStore
+from relay.storage import STORE_FILE, RelayStore, backup_store, restore_store
 
 __all__ = ["main"]
 
@@ -25,7 +25,7 @@ log = logging.getLogger("relay")
 
 async def serve(config: RelayConfig) -> None:
     """Run until SIGTERM or SIGINT; print the listening line once ready."""
-    store = RelayStore(Path(config.data) / "relay.db")
+    store = RelayStore(Path(config.data) / STORE_FILE)
     app = make_app(config, store)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_grace_s)
     await runner.setup()
@@ -59,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="explain what is wrong in a config file")
     check.add_argument("file", type=Path)
+    backup = sub.add_parser("backup", help="copy the store while the relay runs")
+    backup.add_argument("dest", type=Path, help="a file, or a directory to put relay.db in")
+    restore = sub.add_parser("restore", help="put a backup in place (relay stopped)")
+    restore.add_argument("src", type=Path, help="a file written by `hearth-relay backup`")
+    for sub_parser in (backup, restore):
+        sub_parser.add_argument("--data", dest="sub_data", metavar="DIR")
+        sub_parser.add_argument("--config", dest="sub_config", metavar="FILE", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -68,6 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             config = load_config(args.file)
             print(f"{args.file}: fine. Limits: {config.limits()}")
+            return 0
+        if args.command in ("backup", "restore"):
+            config = load_config(args.sub_config or args.config, data=args.sub_data or args.data)
+            if args.command == "backup":
+                written = backup_store(Path(config.data), args.dest)
+                print(f"Backed up to {written}.")
+            else:
+                restored = restore_store(args.src, Path(config.data))
+                print(f"Restored {restored}; start the relay on it.")
             return 0
         config = load_config(args.config, host=args.host, port=args.port, data=args.data)
         asyncio.run(serve(config))

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from hearth.errors import StorageError
 
-__all__ = ["RelayStore", "Stored"]
+__all__ = ["STORE_FILE", "RelayStore", "Stored", "backup_store", "restore_store"]
+
+STORE_FILE = "relay.db"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -44,6 +46,70 @@ _ADDED_COLUMNS = (
     ("topics", "pruned_through", "INTEGER NOT NULL DEFAULT 0"),
     ("snapshots", "noted_at", "REAL NOT NULL DEFAULT 0"),
 )
+
+
+def backup_store(data_dir: Path, dest: Path) -> Path:
+    """Copy a relay's store, consistent as of one moment, while the relay keeps running.
+
+    SQLite's online backup reads one snapshot of the database (WAL lets the relay go on
+    writing meanwhile); ``dest`` is a file, or a directory to put ``relay.db`` in.
+    """
+    source_path = data_dir / STORE_FILE
+    if not source_path.exists():
+        raise StorageError(f"There is no relay store in {data_dir}.")
+    target = dest / STORE_FILE if dest.is_dir() else dest
+    if target.exists():
+        raise StorageError(f"{target} exists already; Hearth does not overwrite a backup.")
+    try:
+        _copy(source_path, target)
+    except sqlite3.Error as exc:
+        raise StorageError(f"The backup failed ({exc}); nothing was written.") from exc
+    return target
+
+
+def restore_store(backup: Path, data_dir: Path) -> Path:
+    """Put a backup in place as the store of a relay that is not running."""
+    target = data_dir / STORE_FILE
+    if target.exists():
+        raise StorageError(
+            f"{data_dir} already holds a relay store; restore into an empty directory."
+        )
+    try:
+        db = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        try:
+            ok = db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{backup} is not a relay backup ({exc}).") from exc
+    if not ok or not {"topics", "envelopes"} <= tables:
+        raise StorageError(f"{backup} is damaged or not a relay backup; nothing was restored.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _copy(backup, target)
+    except sqlite3.Error as exc:
+        raise StorageError(f"The restore failed ({exc}); nothing was restored.") from exc
+    return target
+
+
+def _copy(source: Path, target: Path) -> None:
+    """SQLite's online backup of ``source`` into ``target``: there whole, or not at all."""
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(partial)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    except sqlite3.Error:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        src.close()
+    partial.rename(target)
 
 
 @dataclass(frozen=True, slots=True)
