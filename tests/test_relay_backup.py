@@ -65,7 +65,7 @@ def test_backup_during_writes_then_restore_serves_everything(tmp_path: Path) -> 
     twice = relay_command("restore", str(tmp_path / "backup.db"), "--data", str(new))
     assert twice.returncode == 1
     in_backup = stored(new)
-    assert in_backup >= 6
+    assert in_backup >= 4
     new_relay = start_relay(new)
     try:
         fresh = Cli(tmp_path / "fresh")
