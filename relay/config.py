@@ -40,6 +40,9 @@ class RelayConfig:
     topic_quota_bundles: int = 200_000
     disk_high_water: float = 0.90
     shutdown_grace_s: float = 8.0
+    # Behind a reverse proxy every client comes from the proxy's address: trust the
+    # address it puts first in X-Forwarded-For instead (only when a proxy is in front!).
+    trust_forwarded_for: bool = False
     # Bundles a snapshot covers are deleted this long after the snapshot arrived: nodes
     # that were away longer get the snapshot and what followed it instead.
     snapshot_retention_s: float = 30 * 24 * 3600.0
@@ -99,9 +102,9 @@ def load_config(path: Path | None, **overrides: Any) -> RelayConfig:
             if name == "peers":
                 continue
             default = getattr(RelayConfig(), name)
-            if isinstance(default, bool) or (
-                not isinstance(value, type(default))
-                and not (isinstance(default, float) and isinstance(value, int))
+            int_for_float = isinstance(default, float) and isinstance(value, int)
+            if isinstance(value, bool) != isinstance(default, bool) or (
+                not isinstance(value, type(default)) and not int_for_float
             ):
                 raise ConfigError(
                     f"{path}: {name} should be a {type(default).__name__}, not {value!r}."

@@ -68,6 +68,15 @@ def client_tag(ip: str) -> str:
     return hashlib.sha256(b"hearth-relay-log\0" + ip.encode()).hexdigest()[:12]
 
 
+def client_address(request: web.Request, config: RelayConfig) -> str:
+    """The address limits count by: the proxy's word for it if we trust the proxy."""
+    if config.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or "?"
+
+
 def make_app(config: RelayConfig, store: RelayStore) -> web.Application:
     """The relay as an aiohttp application."""
 
@@ -185,7 +194,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """One client's WebSocket, from handshake to close."""
     app = request.app
     config, core, links = app[CONFIG], app[CORE], app[LINKS]
-    ip = request.remote or "?"
+    ip = client_address(request, config)
     ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=config.max_frame_bytes)
     client = id(ws)  # unique while the connection lives, which is as long as it is used
     if not core.admit(client, ip):
