@@ -46,7 +46,7 @@ def build(home: Path, entries: int) -> float:
 
 async def measure(home: Path) -> dict[str, object]:
     with open_node(home) as node:
-        app = HearthApp(node, share=False, poll_s=0.05)
+        app = HearthApp(node, share=False)  # the default poll, as a member runs it
         t0 = time.perf_counter()
         async with app.run_test(size=(110, 34)) as pilot:
             await pilot.pause()

@@ -176,7 +176,7 @@ class HearthApp(App[None]):
         "sort_out": frozenset({"problems"}),
     }
 
-    def __init__(self, node: Node, *, share: bool = True, poll_s: float = 1.0) -> None:
+    def __init__(self, node: Node, *, share: bool = True, poll_s: float = 0.2) -> None:
         super().__init__()
         self.node = node
         self.group_id = node.current_group().id
