@@ -406,7 +406,14 @@ class RelayCore:
             self._blocked[ip] = (now + length, length * 2)
 
     def prune(self) -> int:
-        """Delete what snapshots older than the retention period cover."""
+        """Delete what snapshots older than the retention period cover.
+
+        Never while published bundles wait for :meth:`flush`: they share the store's one
+        open transaction, and pruning must not commit or roll back what is not yet
+        acknowledged. The next round catches up.
+        """
+        if self.pending():
+            return 0
         removed = self.store.prune(self.wall_clock() - self.config.snapshot_retention_s)
         if removed:
             self.metrics.count("hearth_relay_pruned_total", amount=removed)

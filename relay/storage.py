@@ -252,6 +252,8 @@ class RelayStore:
         after what it covers; the envelopes it covers and the snapshots it supersedes go.
         """
         removed = 0
+        if self.busy():
+            raise StorageError("Pruning waits while a batch of bundles is being written.")
         try:
             self._db.execute("BEGIN IMMEDIATE")
             chosen = self._db.execute(
@@ -285,6 +287,10 @@ class RelayStore:
                 self._db.execute("ROLLBACK")
             raise StorageError(f"The relay could not prune old bundles ({exc}).") from exc
         return removed
+
+    def busy(self) -> bool:
+        """Whether a batch of bundles is staged and not yet committed."""
+        return self._db.in_transaction
 
     def at(self, cursor: int) -> bytes | None:
         """The envelope stored at a cursor."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hearth import sync_client
+from hearth.errors import StorageError
 from hearth.identity import create_identity
 from hearth.node import open_node
 from hearth.sync_client import sync_relay
@@ -155,3 +156,15 @@ def test_a_live_node_leaves_relay_snapshots_to_its_compaction_process(tmp_path: 
         assert snapshots() == 1
     finally:
         relay.kill()
+
+
+def test_pruning_never_touches_a_batch_still_being_written(tmp_path: Path) -> None:
+    """Found under parallel tests: a prune while publishes waited for their commit rolled
+    them back, though they were about to be acknowledged."""
+    store = _store_with_a_snapshot(tmp_path / "relay.db")
+    store.add(TOPIC, os.urandom(32), b"staged, not yet committed")
+    with pytest.raises(StorageError):
+        store.prune(older_than=10_000.0)
+    store.commit()
+    assert store.usage(TOPIC)[1] == 12  # the staged bundle is there
+    assert store.prune(older_than=10_000.0) == 8  # and pruning works once it is committed
