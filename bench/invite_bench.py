@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sync_bench import RESULTS, start_relay
+from sync_bench import save_result, start_relay
 
 HEARTH = str(Path(sys.executable).parent / "hearth")
 
@@ -76,10 +76,7 @@ def main() -> int:
         "invite_to_joined_and_synced_s_p50": round(statistics.median(times), 2),
         "invite_to_joined_and_synced_s_max": round(max(times), 2),
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"invite-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("invite", result)
     return 0
 
 

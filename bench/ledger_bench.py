@@ -25,12 +25,14 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sync_bench import save_result
+
 from hearth.identity import create_identity
 from hearth.ledger import Ledger, LedgerDoc
 from hearth.node import open_node
 from hearth.testing import FakeClock, seeded_ids
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -144,10 +146,7 @@ def main() -> int:
     whole_process()  # compile once
 
     result["resource_list_process"] = summary(timed(whole_process, 5)) | {"target_ms": 1000}
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"ledger-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    path = save_result("ledger", result)
     print(f"written to {path}; store at {store}", file=sys.stderr)
     return 0
 

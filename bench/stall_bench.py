@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sync_bench import RESULTS, percentile, start_relay
+from sync_bench import percentile, save_result, start_relay
 
 from hearth.compaction import compact_in_background
 from hearth.identity import create_identity
@@ -103,10 +102,7 @@ def main() -> int:
         "writer_edits_s": round(made, 1),
         **stall,
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"stall-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("stall", result)
     return 0
 
 

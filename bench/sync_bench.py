@@ -63,6 +63,15 @@ def start_relay(data: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.removeprefix("listening on ")
 
 
+def save_result(kind: str, result: dict[str, object]) -> Path:
+    """Write a benchmark's result to bench/results/KIND-TIMESTAMP.json and print it."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return path
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -256,10 +265,7 @@ def main() -> int:
     finally:
         relay.terminate()
         relay.wait()
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"sync-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("sync", result)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -25,11 +24,13 @@ from pathlib import Path
 
 from textual.widgets import DataTable
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sync_bench import save_result
+
 from hearth.identity import create_identity
 from hearth.node import open_node
 from tui.app import HearthApp
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def build(home: Path, entries: int) -> float:
@@ -101,10 +102,7 @@ def main() -> int:
         "build_s": round(built, 1),
         **asyncio.run(measure(home)),
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"tui-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result("tui", result)
     return 0
 
 
