@@ -16,6 +16,7 @@ import aiohttp
 from hearth.errors import HearthError
 from hearth.identity import load_identity
 from hearth.node import Node
+from hearth.peers import list_peers
 from hearth.sync_client import sync_relay
 
 __all__ = ["Finding", "examine"]
@@ -72,6 +73,7 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
         findings.append(Finding("keys", True, "your keys match your identity"))
     except HearthError as exc:
         findings.append(Finding("keys", False, str(exc), "Restore the keys folder from a copy."))
+    peers = list_peers(node.store)
     for group in node.groups():
         view = node.view(group.id)
         relays = view.relays()
@@ -79,9 +81,12 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
             findings.append(
                 Finding(
                     f"{group.name}: relays",
-                    False,
-                    "the group lists no relays",
-                    "Add one: `hearth relay add ws://HOST:PORT`.",
+                    bool(peers),
+                    "the group lists no relays" + ("; it syncs with peers only" if peers else ""),
+                    "Add one: `hearth relay add ws://HOST:PORT`"
+                    + (
+                        " (members away from this network cannot sync otherwise)." if peers else "."
+                    ),
                 )
             )
         for url in relays:
@@ -131,6 +136,19 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
                 ""
                 if gaps == 0
                 else "Sync with another relay or member: `hearth relay add`, `hearth sync`.",
+            )
+        )
+    groups = [g.id for g in node.groups()]
+    for url in peers:
+        report = asyncio.run(sync_relay(node, url, groups, timeout=timeout, peer=True))
+        findings.append(
+            Finding(f"peer {url}", True, "reachable, and it shares our group")
+            if report.ok
+            else Finding(
+                f"peer {url}",
+                False,
+                f"not reached ({report.error})",
+                "Is `hearth serve --listen` running there? Or remove it: `hearth peer remove`.",
             )
         )
     return findings

@@ -214,6 +214,9 @@ def test_two_nodes_sync_directly_with_no_relay(tmp_path: Path) -> None:
         assert state(ada) == state(ben)
         again = json.loads(ben("sync", "--json").out)
         assert (again["sent"], again["received"]) == (0, 0)  # the vectors say: nothing to do
+        checks = {f["check"]: f for f in json.loads(ben("doctor", "--json").out)}
+        assert checks[f"peer {url}"]["ok"]
+        assert checks["Allotment: relays"]["ok"]  # no relay, but a peer: not a fault
         status = json.loads(ben("status", "--json").out)
         (peer,) = status["peers"]
         assert peer["url"] == url
@@ -221,6 +224,9 @@ def test_two_nodes_sync_directly_with_no_relay(tmp_path: Path) -> None:
         assert peer["waiting_to_send"] == 0
     names = {r["name"] for r in json.loads(ada("resource", "list", "--json").out)}
     assert names == {"Wheelbarrow", "Hose", "Seed trays"}
+    gone = ben("doctor", "--timeout", "3", check=False)  # ada's node has stopped serving
+    assert gone.code == 1
+    assert "not reached" in gone.out
 
 
 @pytest.mark.process
