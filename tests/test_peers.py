@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -291,26 +292,29 @@ def test_beacon_tags_rotate_and_match_only_their_group() -> None:
     assert groups_beaconed(["00" * TAG_BYTES], keys, now) == []
 
 
-def _announced(seconds: float) -> list[dict[bytes, bytes | None]]:
-    """The TXT records of every Hearth service announced on loopback, as a stranger sees them."""
+def _announced(expect: int, within: float = 15.0) -> list[dict[bytes, bytes | None]]:
+    """The TXT records of the Hearth services announced on loopback, as a stranger sees
+    them: browsing until ``expect`` of them are resolved or ``within`` seconds pass."""
     from zeroconf import IPVersion
     from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
     async def look() -> list[dict[bytes, bytes | None]]:
         names: set[str] = set()
+        records: dict[str, dict[bytes, bytes | None]] = {}
         zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
         browser = AsyncServiceBrowser(
             zc.zeroconf, [SERVICE_TYPE], handlers=[lambda name, **_: names.add(name)]
         )
-        await asyncio.sleep(seconds)
-        records = []
-        for name in sorted(names):
-            info = AsyncServiceInfo(SERVICE_TYPE, name)
-            if await info.async_request(zc.zeroconf, 3000):
-                records.append(dict(info.properties))
+        deadline = time.monotonic() + within
+        while len(records) < expect and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            for name in sorted(names - set(records)):
+                info = AsyncServiceInfo(SERVICE_TYPE, name)
+                if await info.async_request(zc.zeroconf, 2000):
+                    records[name] = dict(info.properties)
         await browser.async_cancel()
         await zc.async_close()
-        return records
+        return list(records.values())
 
     return asyncio.run(look())
 
@@ -329,7 +333,7 @@ def test_nodes_of_a_group_find_each_other_on_the_lan_and_nobody_learns_the_group
         assert wait_until(lambda: "Found on the LAN" in ben("resource", "list").out)
         ben("resource", "add", "And back")
         assert wait_until(lambda: "And back" in ada("resource", "list").out)
-        records = _announced(2.0)
+        records = _announced(expect=3)
     assert len(records) >= 3
     on_air = repr(records).encode()
     for secret in (group_id.encode(), bytes.fromhex(group_id), b"Allotment", b"Ada", b"Ben"):
