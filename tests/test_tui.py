@@ -306,7 +306,7 @@ async def test_inviting_from_the_members_tab_with_a_code(ada: Node, tmp_path: Pa
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("5", "i")
             code_shown = app.screen.query_one("#invite-code", Static)
-            for _ in range(100):
+            for _ in range(600):
                 await pilot.pause(0.05)
                 if "Opening" not in str(code_shown.content):
                     break
@@ -316,7 +316,7 @@ async def test_inviting_from_the_members_tab_with_a_code(ada: Node, tmp_path: Pa
                 asyncio.to_thread(cleo, "join", code, "--relay", relay.url, "--name", "Cleo")
             )
             question = app.screen.query_one("#invite-question")
-            for _ in range(200):
+            for _ in range(600):
                 await pilot.pause(0.05)
                 if question.display:
                     break
@@ -326,7 +326,7 @@ async def test_inviting_from_the_members_tab_with_a_code(ada: Node, tmp_path: Pa
             await pilot.click("#let-in")
             joined = await joining
             assert "You joined 'Elm Street'" in joined.out
-            for _ in range(100):
+            for _ in range(600):
                 await pilot.pause(0.05)
                 if "is in" in str(app.screen.query_one("#invite-status", Static).content):
                     break
@@ -364,7 +364,7 @@ async def test_first_run_joins_with_a_code_read_out(tmp_path: Path) -> None:
             app.query_one("#token", Input).value = code
             app.query_one("#relay", Input).value = relay.url
             await pilot.click("#join")
-            for _ in range(200):
+            for _ in range(600):
                 await pilot.pause(0.05)
                 if app.return_value is not None:
                     break
