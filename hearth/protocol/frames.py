@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, fields
 from dataclasses import field as dataclass_field
-from typing import ClassVar, Union, cast
+from typing import ClassVar, Union, cast, get_args
 
 from hearth.errors import ProtocolError
 from hearth.protocol import codec
@@ -168,22 +168,7 @@ Frame = Union[  # noqa: UP007
     Mailbox,
     MailboxClose,
 ]
-_TYPES: dict[str, type[Frame]] = {
-    cls.TYPE: cls
-    for cls in (
-        Hello,
-        Welcome,
-        Register,
-        Subscribe,
-        Deliver,
-        CaughtUp,
-        Publish,
-        Ack,
-        Error,
-        Mailbox,
-        MailboxClose,
-    )
-}
+_TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in get_args(Frame)}
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "versions": list,
     "role": str,
