@@ -9,6 +9,7 @@ an arrived bundle may be applied is the node's job (it needs the ledger).
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,15 +17,16 @@ from typing import Any
 
 from hearth.clock import Clock
 from hearth.crypto import RandomBytes, SigningKey
-from hearth.errors import ProtocolError
 from hearth.protocol import codec
 from hearth.protocol.bundle import Envelope, EpochKeys, Inner, encode_changes, seal_bundle
+from hearth.protocol.epoch_op import preferred
 from hearth.store import Store
 
-__all__ = ["Feeds", "StoredBundle", "epoch_id_for"]
+__all__ = ["APPLIED", "INVALID", "WAITING", "Feeds", "StoredBundle", "epoch_id_for"]
 
 APPLIED = "applied"
 WAITING = "waiting"
+INVALID = "invalid"  # applied once, then made invalid by a removal that arrived later (R8)
 
 
 def epoch_id_for(group_id: bytes, number: int, creator: bytes) -> bytes:
@@ -74,13 +76,25 @@ class Feeds:
         self.add_epoch(group_id, keys, number)
         return keys
 
-    def add_epoch(self, group_id: str, keys: EpochKeys, number: int) -> None:
-        """Keep an epoch secret received from someone else (inside a write)."""
+    def add_epoch(
+        self, group_id: str, keys: EpochKeys, number: int, excluded: Sequence[bytes] = ()
+    ) -> None:
+        """Keep an epoch secret (inside a write), with the devices its creator left out."""
         self.store.run(
-            "INSERT OR IGNORE INTO epochs(group_id, epoch_id, number, secret) VALUES (?, ?, ?, ?)",
-            (group_id, keys.epoch_id, number, keys.secret),
+            "INSERT INTO epochs(group_id, epoch_id, number, secret, excluded) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(group_id, epoch_id) DO UPDATE SET "
+            "excluded = CASE WHEN excluded.excluded = '[]' THEN epochs.excluded "
+            "ELSE excluded.excluded END",
+            (group_id, keys.epoch_id, number, keys.secret, _hex_list(excluded)),
         )
         self._topics = None
+
+    def excluded(self, group_id: str) -> dict[bytes, frozenset[bytes]]:
+        """Epoch id -> the devices its creator left out, for every epoch held."""
+        rows = self.store.query(
+            "SELECT epoch_id, excluded FROM epochs WHERE group_id = ?", (group_id,)
+        )
+        return {bytes(e): frozenset(bytes.fromhex(d) for d in json.loads(str(x))) for e, x in rows}
 
     def epochs(self, group_id: str) -> list[tuple[int, EpochKeys]]:
         """Every epoch of a group this node holds, oldest first."""
@@ -96,11 +110,14 @@ class Feeds:
         ]
 
     def current_keys(self, group_id: str) -> EpochKeys:
-        """The epoch a group's new bundles are sealed under."""
-        found = self.epochs(group_id)
-        if not found:
-            raise ProtocolError("This node has no keys for the group; it cannot sync it.")
-        return found[-1][1]
+        """The epoch a group's new bundles are sealed under (see :func:`preferred`)."""
+        return self.current(group_id)[1]
+
+    def current(self, group_id: str) -> tuple[int, EpochKeys, frozenset[bytes]]:
+        """(number, keys, excluded devices) of the epoch new bundles are sealed under."""
+        excluded = self.excluded(group_id)
+        found = [(n, k, excluded.get(k.epoch_id, frozenset())) for n, k in self.epochs(group_id)]
+        return found[preferred([(n, k.epoch_id, x) for n, k, x in found])]
 
     def keys_for_topic(self, topic: bytes) -> tuple[str, EpochKeys] | None:
         """Which group and epoch a topic belongs to, if it is one of ours."""
@@ -178,10 +195,33 @@ class Feeds:
         claim: bytes = b"",
     ) -> Envelope:
         """Make local changes the next bundle of this device's feed and keep it (in a write)."""
-        keys = self.current_keys(group_id)
+        return self._seal_next(
+            group_id,
+            "content",
+            encode_changes(changes),
+            self.current_keys(group_id),
+            auth_heads=auth_heads,
+            claim=claim,
+        )
+
+    def seal_epoch_op(self, group_id: str, payload: bytes, keys: EpochKeys) -> Envelope:
+        """Make an epoch op the next bundle of this device's feed, sealed under ``keys``
+        (the epoch it replaces, so every member can read it), and keep it (in a write)."""
+        return self._seal_next(group_id, "epoch", payload, keys)
+
+    def _seal_next(
+        self,
+        group_id: str,
+        kind: str,
+        payload: bytes,
+        keys: EpochKeys,
+        *,
+        auth_heads: Sequence[bytes] = (),
+        claim: bytes = b"",
+    ) -> Envelope:
         seq, prev = self.head(group_id, self.device.public)
         inner = Inner(
-            kind="content",
+            kind=kind,
             group_id=keys.group_id,
             epoch_id=keys.epoch_id,
             author=self.device.public,
@@ -189,7 +229,7 @@ class Feeds:
             prev=prev,
             auth_heads=tuple(auth_heads),
             created_at=self.clock.now_ms(),
-            payload=encode_changes(changes),
+            payload=payload,
             claim=claim,
         )
         envelope = seal_bundle(inner, keys=keys, device=self.device, salt=self.random_bytes(32))
@@ -213,6 +253,19 @@ class Feeds:
                 self.clock.now_ms(),
             ),
         )
+
+    def invalidate_after(self, group_id: str, author: bytes, cutoff: int) -> list[StoredBundle]:
+        """Mark a removed device's bundles past its cutoff invalid; return them (in a write)."""
+        rows = self.store.query(
+            "SELECT id, group_id, author, seq, prev, envelope, state FROM bundles "
+            "WHERE group_id = ? AND author = ? AND seq > ? AND state != ?",
+            (group_id, author, cutoff, INVALID),
+        )
+        self.store.run(
+            "UPDATE bundles SET state = ? WHERE group_id = ? AND author = ? AND seq > ?",
+            (INVALID, group_id, author, cutoff),
+        )
+        return [_row(r) for r in rows]
 
     def mark_applied(self, bundle_id: bytes) -> None:
         """A waiting bundle has now been applied (inside a write)."""
@@ -258,8 +311,9 @@ class Feeds:
     def lacking(self, topic: bytes, have: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
         """(id, envelope) of the bundles of a topic beyond a peer's version vector."""
         rows = self.store.query(
-            "SELECT id, author, seq, envelope FROM bundles WHERE topic = ? ORDER BY author, seq",
-            (topic,),
+            "SELECT id, author, seq, envelope FROM bundles WHERE topic = ? AND state != ? "
+            "ORDER BY author, seq",
+            (topic, INVALID),
         )
         return [
             (bytes(bid), bytes(env))
@@ -289,6 +343,10 @@ class Feeds:
             (group_id, APPLIED),
         )
         return {bytes(a).hex(): int(s) for a, s in rows}
+
+
+def _hex_list(keys: Sequence[bytes]) -> str:
+    return json.dumps(sorted(k.hex() for k in keys))
 
 
 def _row(row: Any) -> StoredBundle:

@@ -11,31 +11,33 @@ and counted in the store.
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
+from hearth import membership
 from hearth.crypto import key_id
 from hearth.errors import HearthError, LedgerError, ProtocolError
 from hearth.feeds import APPLIED, WAITING
 from hearth.invite import decode_claim
-from hearth.ledger import LedgerDoc
+from hearth.ledger import Ledger, LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.view import LedgerView
 from hearth.node import Node, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
-    EpochKeys,
     Inner,
     decode_changes,
     decode_snapshot,
     open_envelope,
     parse_envelope,
 )
+from hearth.rotation import take_epoch_op
 
-__all__ = ["Outcome", "Verdict", "take_in"]
+__all__ = ["Author", "Outcome", "Verdict", "author_of", "take_in"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,18 @@ class _Wait(Exception):
     """The bundle cannot be judged yet."""
 
 
+_MAX_FLIPS = 16  # removals judged late for one bundle: far more than any real group sees
+
+
+class _Flip(Exception):
+    """A removal arrived after bundles it makes invalid were applied (SECURITY.md R8)."""
+
+    def __init__(self, device: bytes, cutoff: int) -> None:
+        super().__init__(f"bundles past the removal of device {device.hex()[:12]}")
+        self.device = device
+        self.cutoff = cutoff
+
+
 def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
     """Check a bundle from ``source`` and apply it if it is valid."""
     try:
@@ -81,23 +95,51 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
         inner = open_envelope(envelope, keys)
     except ProtocolError as exc:
         return _reject(node, source, str(exc))
-    try:
-        with node.store.write():  # a rejection rolls back everything the bundle touched
-            if inner.kind == "snapshot":
-                outcome = _take_snapshot(node, group_id, envelope, inner)
-            elif inner.kind == "content" and inner.seq >= 1:
-                outcome = _judge(node, group_id, envelope, inner)
-            else:
-                raise ProtocolError(f"a bundle of unknown kind {inner.kind!r}")
-    except HearthError as exc:
-        return _reject(node, source, str(exc))
-    if outcome.verdict is Verdict.APPLIED:
-        with node.store.write():
-            retried = _retry_waiting(node, group_id, keys)
-        outcome = Outcome(
-            verdict=Verdict.APPLIED, group_id=group_id, applied=outcome.applied + retried
+    for _ in range(_MAX_FLIPS):
+        try:
+            with node.store.write():  # a rejection rolls back everything the bundle touched
+                if inner.kind == "snapshot":
+                    outcome = _take_snapshot(node, group_id, envelope, inner)
+                elif inner.kind in ("content", "epoch") and inner.seq >= 1:
+                    outcome = _judge(node, group_id, envelope, inner)
+                else:
+                    raise ProtocolError(f"a bundle of unknown kind {inner.kind!r}")
+            if outcome.verdict is Verdict.APPLIED:
+                with node.store.write():
+                    retried = _retry_waiting(node, group_id)
+                outcome = Outcome(
+                    verdict=Verdict.APPLIED, group_id=group_id, applied=outcome.applied + retried
+                )
+            return outcome
+        except HearthError as exc:
+            return _reject(node, source, str(exc))
+        except _Flip as flip:
+            _take_out(node, group_id, flip)
+    return _reject(node, source, "a bundle that keeps changing who is in the group")
+
+
+def _take_out(node: Node, group_id: str, flip: _Flip) -> None:
+    """R8: a removal came after bundles it makes invalid. Mark them invalid and rebuild
+    the ledger without their changes (and whatever was built on them), on every node alike."""
+    with node.store.write():
+        dropped: set[bytes] = set()
+        for stored in node.feeds.invalidate_after(group_id, flip.device, flip.cutoff):
+            found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
+            if found is None:
+                continue
+            inner = open_envelope(parse_envelope(stored.envelope), found[1])
+            if inner.kind == "content":
+                dropped |= {change_hash(c).hash for _, c, _ in decode_changes(inner.payload)}
+        lost = node.rebuild_without(group_id, dropped)
+        node.store.run(
+            "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
+            (
+                node.clock.now_ms(),
+                "removal",
+                f"{lost} changes by a removed device after its removal were taken back out",
+            ),
         )
-    return outcome
+    log.warning("took %d changes of a removed device back out of the ledger", lost)
 
 
 def _reject(node: Node, source: str, reason: str) -> Outcome:
@@ -159,10 +201,12 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
     incoming = {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
     with node.writing(group_id) as ledger:
         view = ledger.view
-        author = inner.author.hex()
-        if _device_actors(view, author) is None:
+        card = _card(view.tables["members"], inner.author)
+        if card is not None and card.cutoff is not None:
+            raise ProtocolError("a snapshot from a removed device")
+        if card is None:
             listed = LedgerView.build([incoming[LIVE]]) if LIVE in incoming else None
-            if listed is None or _device_actors(listed, author) is None:
+            if listed is None or _card(listed.tables["members"], inner.author) is None:
                 raise ProtocolError("a snapshot from a device that is not a member's")
         for name, doc in incoming.items():
             ledger.document(name).merge(doc)
@@ -181,27 +225,35 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
     return Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1)
 
 
-def _device_actors(view: LedgerView, device_key: str) -> set[bytes] | None:
-    """The actor ids a member's device card lists, or ``None`` if no member has the device."""
-    for raw in view.tables["members"].values():
-        devices = raw.get("devices")
-        for card in devices.values() if isinstance(devices, dict) else ():
-            if isinstance(card, dict) and card.get("key") == device_key:
-                listed = card.get("actors")
-                return {bytes.fromhex(a) for a in listed} if isinstance(listed, dict) else set()
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Author:
+    """Who wrote a bundle, as far as the group's membership says."""
+
+    actors: frozenset[bytes] | None  # the actor ids it may write under (None: any)
+    member_id: str | None  # the member the device writes for (None: the founding device)
+    joining: str | None = None  # the member a valid invite claim lets it add
+
+
+def _card(members: membership.Table, device_key: bytes) -> membership.Card | None:
+    for card in membership.cards(members):
+        if card.key == device_key:
+            return card
     return None
 
 
-def allowed_actors(node: Node, group_id: str, view: LedgerView, inner: Inner) -> set[bytes] | None:
-    """The actor ids the bundle's author may write under (``None``: any), or raise why not.
+def author_of(node: Node, group_id: str, view: LedgerView, inner: Inner) -> Author:
+    """Who may have written the bundle, or raise why nobody may have (R1, R2, R6).
 
-    A member's device writes under the actor ids its card lists (SECURITY.md R2); an
-    unknown device may write with a claim to an invite an admin recorded and nobody else
-    used; the group's founding device may write before its card is known (R1).
+    A member's device writes under the actor ids its card lists, up to its cutoff once
+    removed; an unknown device may write with a claim to an invite an admin recorded and
+    nobody else used; the group's founding device may write before its card is known.
     """
-    listed = _device_actors(view, inner.author.hex())
-    if listed is not None:
-        return listed
+    members = view.tables["members"]
+    card = _card(members, inner.author)
+    if card is not None:
+        if card.cutoff is not None and inner.seq > card.cutoff:
+            raise ProtocolError("a bundle from a removed device, written after its removal")
+        return Author(actors=card.actors, member_id=card.member_id)
     if inner.claim:
         claim = decode_claim(inner.claim)
         if claim.device_key != inner.author:
@@ -211,37 +263,74 @@ def allowed_actors(node: Node, group_id: str, view: LedgerView, inner: Inner) ->
             raise _Wait("waiting for the invite it claims")
         if not claim.verifies(bytes.fromhex(str(invite.get("key", "")))):
             raise ProtocolError("a join claim that the invite's key did not sign")
+        member_id = key_id(claim.member_key)
         claimed_by = invite.get("claimed_by")
-        if isinstance(claimed_by, str) and claimed_by != key_id(claim.member_key):
+        if isinstance(claimed_by, str) and claimed_by != member_id:
             raise ProtocolError("a join claim for an invite someone else already used")
-        return set(claim.actors)
+        return Author(actors=frozenset(claim.actors), member_id=member_id, joining=member_id)
     if verify_genesis(node.group(group_id).genesis).get("device_key") == inner.author.hex():
-        return None
+        return Author(actors=None, member_id=None)
     raise ProtocolError("a bundle from a device that is not a member's")
 
 
 def _apply(node: Node, group_id: str, inner: Inner) -> None:
+    if inner.kind == "epoch":
+        view = node.view(group_id)
+        author = author_of(node, group_id, view, inner)
+        members = view.tables["members"]
+        if author.member_id is not None and (
+            membership.effective_role(members, author.member_id) != "admin"
+            or membership.is_gone(members.get(author.member_id, {}))
+        ):
+            raise ProtocolError("a new group key from a member who is not an admin")
+        take_epoch_op(node, group_id, inner)
+        return
     batches = decode_changes(inner.payload)
     with node.writing(group_id) as ledger:
-        actors = allowed_actors(node, group_id, ledger.view, inner)
+        author = author_of(node, group_id, ledger.view, inner)
         by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
         touched: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
         for doc, change, refs in batches:
             info = change_hash(change)
-            if actors is not None and info.actor not in actors:
+            if author.actors is not None and info.actor not in author.actors:
                 raise ProtocolError("a change under an actor id that is not the author's")
             by_doc[doc].append(change)
             touched[doc] += refs
         for doc, changes in by_doc.items():
+            document = ledger.document(doc)
+            guarded = document.may_write(changes, document.objects_under("members"))
+            if guarded and doc != LIVE:
+                raise ProtocolError("a change to membership inside an archive")
+            before = copy.deepcopy(ledger.view.tables["members"]) if doc == LIVE else {}
             infos = [(change_hash(c).hash, c) for c in changes]
             node.store.append_changes(group_id, doc, infos, local=False, touched=touched[doc])
             try:
-                ledger.apply_remote_to(ledger.document(doc), changes, touched[doc])
+                applied = ledger.apply_remote_to(document, changes, touched[doc])
             except LedgerError as exc:
                 raise ProtocolError(f"its changes could not be applied ({exc})") from exc
+            if doc == LIVE and (guarded or applied - {i for i, _ in infos}):
+                _check_membership(node, group_id, ledger, before, author)
 
 
-def _retry_waiting(node: Node, group_id: str, keys: EpochKeys) -> int:
+def _check_membership(
+    node: Node, group_id: str, ledger: Ledger, before: membership.Table, author: Author
+) -> None:
+    """Judge a bundle that wrote to the members table, then bring the view in line with
+    the document (the bundle's own list of what it touched is not trusted for this)."""
+    after = ledger.doc.read_table("members")
+    membership.check_change(before, after, author=author.member_id, joining=author.joining)
+    ledger.view.refresh_with(
+        ledger.doc.read_entry, [("members", m) for m in set(before) | set(after)]
+    )
+    old_cutoffs = {c.key: c.cutoff for c in membership.cards(before)}
+    for card in membership.cards(after):
+        if card.cutoff is None or old_cutoffs.get(card.key) == card.cutoff:
+            continue
+        if node.feeds.head(group_id, card.key)[0] > card.cutoff:
+            raise _Flip(card.key, card.cutoff)
+
+
+def _retry_waiting(node: Node, group_id: str) -> int:
     """Apply waiting bundles that can now go; return how many did."""
     applied = 0
     progress = True
@@ -252,7 +341,10 @@ def _retry_waiting(node: Node, group_id: str, keys: EpochKeys) -> int:
             if stored.seq != head_seq + 1 or stored.prev != head_id:
                 continue
             envelope = parse_envelope(stored.envelope)
-            inner = open_envelope(envelope, keys)
+            found = node.feeds.keys_for_topic(envelope.topic)
+            if found is None:
+                continue
+            inner = open_envelope(envelope, found[1])
             try:
                 with node.store.savepoint():
                     _apply(node, group_id, inner)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hearth import membership
 from hearth.clock import Clock, SystemClock
 from hearth.crypto import RandomBytes, SigningKey, verify
 from hearth.errors import (
@@ -397,6 +398,12 @@ class Node:
         """Edit a ledger; everything done inside is stored durably on leaving, or nothing."""
         group = self.group(group_id)
         with self.store.write(), self.writing(group.id) as ledger:
+            mine = self.identity.device_key.public
+            if membership.cutoff_of(ledger.view.tables["members"], mine) is not None:
+                raise NotAuthorized(
+                    f"You are no longer in '{group.name}' (removed, or you left) on this "
+                    "device; what you write there would not count."
+                )
             yield ledger
 
     @contextmanager
@@ -503,6 +510,37 @@ class Node:
                 loaded.ledger.archives.forget()
             loaded.ledger.view = loaded.view
         loaded.seen = rows[-1].seq
+
+    def rebuild_without(self, group_id: str, dropped: set[bytes]) -> int:
+        """Make each of a group's documents again from its changes minus ``dropped`` (and
+        whatever was built on them); return how many changes went (inside a write).
+
+        For SECURITY.md R8: an Automerge document cannot forget a change, so a change that
+        turned out invalid means starting from the genesis and replaying the valid ones.
+        """
+        group = self.group(group_id)
+        ledger = self.ledger(group_id)
+        lost = 0
+        for name, doc in {LIVE: ledger.doc, **ledger.archive_docs()}.items():
+            known = doc.change_ids()
+            if not known & dropped:
+                continue
+            seed = group.seed if name == LIVE else archive_seed(group.seed, name)
+            fresh = LedgerDoc.genesis(seed, TABLES, group.actor)
+            fresh.apply([c for c in doc.changes_since([]) if _hash(c) not in dropped])
+            lost += len(known) - len(fresh.change_ids())
+            waiting = [
+                r.hash
+                for r in self.store.changes_after(group_id, name, 0)
+                if r.hash not in known and r.hash not in dropped
+            ]
+            self.store.put_snapshot(
+                group_id, name, fresh.save(), self.store.last_seq(), keep=waiting
+            )
+        self._ledgers.pop(group_id, None)
+        with self.writing(group_id) as rebuilt:
+            rebuilt.view.rebuild(rebuilt.docs())
+        return lost
 
     def compact(self, group_id: str) -> None:
         """Fold a group's stored changes into a snapshot of its live document now.

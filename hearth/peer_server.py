@@ -53,12 +53,12 @@ async def start_listener(
 
 
 def _topics(node: Node) -> dict[bytes, bytes]:
-    """Each served topic with its relay key's public half: the current epoch of every group."""
-    served = {}
-    for group in node.groups():
-        keys = node.feeds.current_keys(group.id)
-        served[keys.topic] = keys.relay_key.public
-    return served
+    """Each served topic with its relay key's public half: every epoch of every group."""
+    return {
+        keys.topic: keys.relay_key.public
+        for group in node.groups()
+        for _, keys in node.feeds.epochs(group.id)
+    }
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:

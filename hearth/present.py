@@ -90,3 +90,11 @@ def commitment_rows(
             ]
         )
     return rows
+
+
+def device_name(view: LedgerView, member_id: str, device_id: str) -> str:
+    """A device's name as its card gives it (the host it was set up on)."""
+    devices = view.tables["members"].get(member_id, {}).get("devices")
+    card = devices.get(device_id) if isinstance(devices, dict) else None
+    name = card.get("name") if isinstance(card, dict) else None
+    return name if isinstance(name, str) else device_id[:8]

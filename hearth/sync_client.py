@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from hearth.errors import HearthError, ProtocolError, TransportError
+from hearth.feeds import INVALID
 from hearth.intake import Verdict, take_in
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node
@@ -84,8 +85,10 @@ def plan_for(
 ) -> list[TopicPlan]:
     """What to register, where to resume and what to upload at one relay or peer."""
     plans = []
-    for group_id in group_ids:
-        keys = node.feeds.current_keys(group_id)
+    # Every epoch's topic: members who were offline during a removal still publish under the
+    # old one, and the op that hands out the new key is published there too.
+    every = [(group_id, keys) for group_id in group_ids for _, keys in node.feeds.epochs(group_id)]
+    for group_id, keys in every:
         topic = keys.topic
         if peer:  # what to upload follows from the peer's version vector (PeerHas)
             have = [(author, seq) for author, seq, _ in node.feeds.heads(group_id)]
@@ -110,8 +113,9 @@ def plan_for(
             (bytes(bid), bytes(env))
             for bid, env in node.store.query(
                 "SELECT id, envelope FROM bundles WHERE group_id = ? AND topic = ? AND "
-                "id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) ORDER BY author, seq",
-                (group_id, topic, url),
+                "state != ? AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) "
+                "ORDER BY author, seq",
+                (group_id, topic, INVALID, url),
             )
         ]
         plans.append(

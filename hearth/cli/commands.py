@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-from hearth import present
+from hearth import members, membership, present
 from hearth.cli import render
 from hearth.errors import UsageError
 from hearth.identity import create_identity
@@ -141,10 +141,100 @@ def _group_use(args: argparse.Namespace, node: Node) -> int:
 
 
 def _member_list(args: argparse.Namespace, node: Node) -> int:
-    members = node.view().members()
-    rows = [[m.id[:8], m.name, m.role.value, str(len(m.devices))] for m in members]
+    found = node.view().members(include_gone=args.all)
+    rows = [
+        [m.id[:8], m.name, m.role.value if m.status == "active" else m.status, str(len(m.devices))]
+        for m in found
+    ]
     return emit(
-        args, [as_member(m) for m in members], render.table(["id", "name", "role", "devices"], rows)
+        args, [as_member(m) for m in found], render.table(["id", "name", "role", "devices"], rows)
+    )
+
+
+def _confirm(args: argparse.Namespace, question: str) -> None:
+    """Ask before something that cannot be undone; ``--yes`` answers for scripts."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("This cannot be undone; add --yes to do it without being asked.")
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise UsageError("Nothing was changed.")
+
+
+def _member_remove(args: argparse.Namespace, node: Node) -> int:
+    view = node.view()
+    name = view.member(view.find("members", args.member)).name
+    _confirm(
+        args,
+        f"Remove {name} from the group? From now on they see nothing new the group writes "
+        "and nothing they write counts. What they already saw stays with them.",
+    )
+    member = members.remove_member(node, node.current_group().id, args.member)
+    return emit(
+        args,
+        {"removed": member.id, "name": member.name},
+        f"{member.name} is out of the group; the group has a new key they do not have. "
+        "Sync (or keep `hearth serve` running) so the others get it.",
+    )
+
+
+def _member_promote(args: argparse.Namespace, node: Node) -> int:
+    member = members.promote(node, node.current_group().id, args.member)
+    return emit(args, as_member(member), f"{member.name} is now an admin.")
+
+
+def _member_demote(args: argparse.Namespace, node: Node) -> int:
+    member = members.demote(node, node.current_group().id, args.member)
+    return emit(args, as_member(member), f"{member.name} is now a member (not an admin).")
+
+
+def _leave(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    _confirm(args, f"Leave '{group.name}'? Nothing you write there will count any more.")
+    members.leave(node, group.id)
+    return emit(
+        args,
+        {"left": group.id},
+        f"You have left '{group.name}'. Sync once more so the others know; "
+        "its history stays readable here.",
+    )
+
+
+def _device_list(args: argparse.Namespace, node: Node) -> int:
+    view = node.view()
+    mine = node.identity.device_key.public
+    found = [
+        {
+            "id": c.device_id,
+            "member": c.member_id,
+            "member_name": view.member_name(c.member_id),
+            "name": present.device_name(view, c.member_id, c.device_id),
+            "this_device": c.key == mine,
+            "removed": c.cutoff is not None,
+        }
+        for c in membership.cards(view.tables["members"])
+        if args.all or c.member_id == node.identity.member_id
+    ]
+    rows = [
+        [
+            ("* " if d["this_device"] else "  ") + str(d["id"])[:8],
+            str(d["name"]),
+            str(d["member_name"]),
+            "removed" if d["removed"] else "",
+        ]
+        for d in found
+    ]
+    return emit(args, found, render.table(["  id", "device", "member", ""], rows))
+
+
+def _device_remove(args: argparse.Namespace, node: Node) -> int:
+    _confirm(args, "Remove this device? Nothing it writes from now on will count.")
+    member, device_id = members.remove_device(node, node.current_group().id, args.device)
+    return emit(
+        args,
+        {"removed": device_id, "member": member.id},
+        f"Removed {member.name}'s device {device_id[:8]}; "
+        "the group has a new key it does not have.",
     )
 
 
@@ -391,6 +481,12 @@ _HANDLERS: dict[str, Handler] = {
     "group list": _group_list,
     "group use": _group_use,
     "member list": _member_list,
+    "member remove": _member_remove,
+    "member promote": _member_promote,
+    "member demote": _member_demote,
+    "leave": _leave,
+    "device list": _device_list,
+    "device remove": _device_remove,
     "resource add": _resource_add,
     "resource list": _resource_list,
     "resource show": _resource_show,

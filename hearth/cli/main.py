@@ -85,6 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", metavar="ACTION", required=True
     )
     p = member.add_parser("list", help="list members")
+    p.add_argument("--all", action="store_true", help="also those removed or gone")
+    _json_flag(p)
+    p = member.add_parser(
+        "remove", help="take someone out of the group (admins; the group gets a new key)"
+    )
+    p.add_argument("member", help="name or id")
+    p.add_argument("--yes", action="store_true", help="do not ask first")
+    _json_flag(p)
+    for verb, text in (("promote", "make a member an admin"), ("demote", "make an admin a member")):
+        p = member.add_parser(verb, help=f"{text} (admins)")
+        p.add_argument("member", help="name or id")
+        _json_flag(p)
+    p = sub.add_parser("leave", help="leave the current group")
+    p.add_argument("--yes", action="store_true", help="do not ask first")
+    _json_flag(p)
+
+    device = sub.add_parser("device", help="the devices you use Hearth on").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = device.add_parser("list", help="your devices in the current group")
+    p.add_argument("--all", action="store_true", help="every member's devices")
+    _json_flag(p)
+    p = device.add_parser("remove", help="stop a lost or old device writing for you")
+    p.add_argument("device", help="its id (from `hearth device list`)")
+    p.add_argument("--yes", action="store_true", help="do not ask first")
     _json_flag(p)
 
     res = sub.add_parser("resource", help="the group's things").add_subparsers(

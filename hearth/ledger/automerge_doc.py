@@ -31,6 +31,7 @@ from automerge._automerge import Transaction
 from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
 
 from hearth.errors import LedgerError
+from hearth.ledger.change_ops import ObjectRef, objects_written
 from hearth.protocol.codec import uvarint
 
 __all__ = [
@@ -94,6 +95,22 @@ def change_hash(change: bytes) -> ChangeInfo:
     through here first and fails loudly instead. Large changes arrive deflated (chunk
     type 2); their hash is that of the inflated change (chunk type 1).
     """
+    data = _change_body(change)
+    digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + uvarint(len(data)) + data).digest()
+    if digest[:4] != change[4:8]:
+        raise LedgerError("A change failed its checksum: it was damaged or tampered with.")
+    count, pos = _readuvarint(data, 0)
+    if pos + 32 * count > len(data):
+        raise LedgerError("A change is truncated or malformed.")
+    deps = tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
+    actor_length, pos = _readuvarint(data, pos + 32 * count)
+    if pos + actor_length > len(data):
+        raise LedgerError("A change is truncated or malformed.")
+    return ChangeInfo(hash=digest, deps=deps, actor=data[pos : pos + actor_length])
+
+
+def _change_body(change: bytes) -> bytes:
+    """A change chunk's contents after its header, inflated if it was compressed."""
     if len(change) < 10 or change[:4] != _CHANGE_MAGIC:
         raise LedgerError("A change is not in Automerge's format.")
     chunk_type = change[8]
@@ -112,17 +129,19 @@ def change_hash(change: bytes) -> ChangeInfo:
             raise LedgerError("A compressed change is too large.")
     else:
         raise LedgerError("A change is not a single Automerge change.")
-    digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + uvarint(len(data)) + data).digest()
-    if digest[:4] != change[4:8]:
-        raise LedgerError("A change failed its checksum: it was damaged or tampered with.")
-    count, pos = _readuvarint(data, 0)
-    if pos + 32 * count > len(data):
-        raise LedgerError("A change is truncated or malformed.")
-    deps = tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
-    actor_length, pos = _readuvarint(data, pos + 32 * count)
-    if pos + actor_length > len(data):
-        raise LedgerError("A change is truncated or malformed.")
-    return ChangeInfo(hash=digest, deps=deps, actor=data[pos : pos + actor_length])
+    return data
+
+
+def _object_ref(exid: bytes) -> ObjectRef:
+    """An object id from the binding (tag, actor, an index, counter) as change columns
+    name it: (actor, counter), or ``None`` for the root map."""
+    if exid == ROOT:
+        return None
+    length, pos = _readuvarint(exid, 1)
+    actor = exid[pos : pos + length]
+    _, pos = _readuvarint(exid, pos + length)
+    counter, _ = _readuvarint(exid, pos)
+    return (actor, counter)
 
 
 def _sync_message(changes: Sequence[bytes]) -> Message:
@@ -200,6 +219,7 @@ class LedgerDoc:
 
     def __init__(self, doc: Document) -> None:
         self._doc = doc
+        self._guarded: dict[str, set[ObjectRef]] = {}  # objects_under(table), while valid
 
     # --- making and keeping -------------------------------------------------
 
@@ -274,6 +294,39 @@ class LedgerDoc:
                 out[entry_id] = self._read_map(child)
         return out
 
+    def objects_under(self, table: str) -> set[ObjectRef]:
+        """The table's own map and every map nested in it, as change columns name them
+        (remembered until a change writes into one of them)."""
+        if table not in self._guarded:
+            self._guarded[table] = self._walk(table)
+        return self._guarded[table]
+
+    def _walk(self, table: str) -> set[ObjectRef]:
+        found: set[ObjectRef] = set()
+        doc = self._doc
+
+        def walk(obj: bytes) -> None:
+            found.add(_object_ref(obj))
+            for value, child in doc.values(obj):
+                if value == ObjType.Map:
+                    walk(child)
+
+        obj = self._table(table)
+        if obj is not None:
+            walk(obj)
+        return found
+
+    def may_write(self, changes: Sequence[bytes], objects: set[ObjectRef]) -> bool:
+        """Whether any of the changes writes to one of ``objects`` or to the root map
+        (where tables are made); ``True`` too when a change cannot be read that far."""
+        try:
+            return any(
+                not written.isdisjoint(objects) or None in written
+                for written in (objects_written(_change_body(c)) for c in changes)
+            )
+        except LedgerError:
+            return True
+
     def _table(self, table: str) -> bytes | None:
         found = self._doc.get(ROOT, table)
         if found is None or found[0] != ObjType.Map:
@@ -305,6 +358,8 @@ class LedgerDoc:
             writer = DocWriter(self._doc, tx)
             yield writer
         changes = self._doc.get_changes(before) if self._doc.get_heads() != before else []
+        if any(table in self._guarded for table, _ in writer.touched):
+            self._guarded.clear()
         self.last_edit = Edit(
             changes=tuple(c.bytes for c in changes), touched=frozenset(writer.touched)
         )
@@ -324,6 +379,8 @@ class LedgerDoc:
             change_hash(change)
         if not changes:
             return set()
+        if self._guarded and self.may_write(changes, set().union(*self._guarded.values())):
+            self._guarded.clear()
         before = self._doc.get_heads()
         try:
             self._doc.receive_sync_message(SyncState(), _sync_message(changes))
@@ -331,10 +388,14 @@ class LedgerDoc:
             raise LedgerError(f"Changes from elsewhere could not be applied ({exc}).") from exc
         if self._doc.get_heads() == before:
             return set()
-        return {c.hash for c in self._doc.get_changes(before)}
+        applied = {c.hash for c in self._doc.get_changes(before)}
+        if applied - {change_hash(c).hash for c in changes}:
+            self._guarded.clear()  # held-back changes went in too: unread, assume the worst
+        return applied
 
     def merge(self, other: LedgerDoc) -> int:
         """Take in everything another copy of this document has; return how many changes."""
+        self._guarded.clear()
         before = self._doc.get_heads()
         try:
             self._doc.merge(other._doc)

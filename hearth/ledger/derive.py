@@ -212,11 +212,19 @@ def member(member_id: str, raw: Raw) -> Member:
         role = Role(_str(raw, "role", "member"))
     except ValueError:
         role = Role.MEMBER
+    live = (
+        sorted(
+            d for d, card in devices.items() if isinstance(card, Mapping) and "removed" not in card
+        )
+        if isinstance(devices, Mapping)
+        else []
+    )
     return Member(
         id=member_id,
         name=_str(raw, "name", "(unnamed)"),
         role=role,
         key=_str(raw, "key"),
-        devices=tuple(sorted(devices)) if isinstance(devices, Mapping) else (),
+        devices=tuple(live),
         joined_at=_int(raw, "joined_at") or 0,
+        status="removed" if "removed" in raw else "left" if "left" in raw else "active",
     )

@@ -141,6 +141,7 @@ def as_member(m: Member) -> dict[str, object]:
         "devices": list(m.devices),
         "key": m.key,
         "joined_at": m.joined_at,
+        "status": m.status,
     }
 
 
@@ -159,7 +160,7 @@ def export_json(view: LedgerView, group_name: str) -> str:
     """The whole ledger as one JSON document."""
     data = {
         "group": group_name,
-        "members": [as_member(m) for m in view.members()],
+        "members": [as_member(m) for m in view.members(include_gone=True)],
         "resources": [as_resource(view, r) for r in view.resources(include_removed=True)],
         "needs": [as_need(view, n) for n in view.needs()],
         "commitments": [as_commitment(view, c) for c in view.commitments()],

@@ -92,7 +92,24 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
                 if not change.applied:
                     what += " (overtaken by another change)"
                 items.append(HistoryItem(at=change.at, by=change.by, what=what, entry=c.id))
-        for m in view.members():
+        for m in view.members(include_gone=True):
             items.append(HistoryItem(at=m.joined_at, by=m.id, what="joined the group", entry=m.id))
+            raw = view.tables["members"][m.id]
+            removed, left = raw.get("removed"), raw.get("left")
+            if isinstance(removed, dict):
+                at, by = removed.get("created_at"), removed.get("created_by")
+                what = f"removed {m.name} from the group"
+                items.append(
+                    HistoryItem(
+                        at=at if isinstance(at, int) else 0,
+                        by=by if isinstance(by, str) else "",
+                        what=what,
+                        entry=m.id,
+                    )
+                )
+            if isinstance(left, dict):
+                at = left.get("at")
+                at = at if isinstance(at, int) else 0
+                items.append(HistoryItem(at=at, by=m.id, what="left the group", entry=m.id))
     items.sort(key=lambda item: (item.at, item.entry, item.what), reverse=True)
     return items

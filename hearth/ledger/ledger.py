@@ -185,12 +185,13 @@ class Ledger:
         were waiting for a dependency (whose touched entries are not known here), the view
         is rebuilt from the document.
         """
-        return self.apply_remote_to(self.doc, changes, touched)
+        return len(self.apply_remote_to(self.doc, changes, touched))
 
     def apply_remote_to(
         self, doc: LedgerDoc, changes: Sequence[bytes], touched: Sequence[EntryRef] | None
-    ) -> int:
-        """:meth:`apply_remote` for any of the group's documents (live or archive)."""
+    ) -> set[bytes]:
+        """:meth:`apply_remote` for any of the group's documents (live or archive);
+        returns the hashes applied (held-back ones that could now go in too)."""
         submitted = {change_hash(c).hash for c in changes}
         applied = doc.apply(changes)
         if applied:
@@ -198,7 +199,7 @@ class Ledger:
                 self.view.rebuild(self.docs())
             else:
                 self.view.refresh_with(self._read, touched)
-        return len(applied)
+        return applied
 
     def _stamp(self) -> dict[str, str | int]:
         return {"created_by": self.author, "created_at": self._clock.now_ms()}
@@ -284,6 +285,40 @@ class Ledger:
             raise NotFound(f"The group does not list the relay {url}.")
         with self._edit() as w:
             w.put("relays", key, {"removed": True, "removed_by": self.author})
+
+    def remove_member(self, member_id: str, cutoffs: dict[str, int]) -> None:
+        """Record that a member is out of the group; ``cutoffs``: device key (hex) -> the
+        last seq of its feed that counts (SECURITY.md R6)."""
+        self._live_member(member_id)
+        with self._edit() as w:
+            w.put("members", member_id, {"removed": {**self._stamp(), "cutoffs": cutoffs}})
+
+    def leave(self, cutoffs: dict[str, int]) -> None:
+        """Record that this member has left the group."""
+        self._live_member(self.author)
+        with self._edit() as w:
+            w.put(
+                "members", self.author, {"left": {"at": self._clock.now_ms(), "cutoffs": cutoffs}}
+            )
+
+    def set_role(self, member_id: str, role: Role) -> None:
+        """Make a member an admin, or an ordinary member."""
+        self._live_member(member_id)
+        with self._edit() as w:
+            w.put("members", member_id, {"role": role.value})
+
+    def remove_device(self, member_id: str, device_id: str, cutoff: int) -> None:
+        """Record that one device no longer writes for its member, after seq ``cutoff``."""
+        with self._edit() as w:
+            w.put(
+                "members",
+                member_id,
+                {"devices": {device_id: {"removed": {**self._stamp(), "cutoff": cutoff}}}},
+            )
+
+    def _live_member(self, member_id: str) -> None:
+        if self.view.member(member_id).status != "active":
+            raise NotFound(f"{self.view.member_name(member_id)} is no longer in the group.")
 
     def add_device(self, member_id: str, device_id: str, card: Fields) -> None:
         """Record one of a member's devices (with the actor ids it writes under)."""

@@ -146,8 +146,9 @@ class Member:
     name: str
     role: Role
     key: str
-    devices: tuple[str, ...]
+    devices: tuple[str, ...]  # ids of the devices that still write for the member
     joined_at: int
+    status: str = "active"  # or "removed", or "left"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

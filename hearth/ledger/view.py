@@ -8,10 +8,12 @@ cached per resource and dropped when one of its entries changes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 
+from hearth import membership
 from hearth.errors import NotFound
 from hearth.ledger import derive
 from hearth.ledger.automerge_doc import EntryRef, LedgerDoc
@@ -22,6 +24,7 @@ from hearth.ledger.model import (
     Member,
     Need,
     Resource,
+    Role,
 )
 
 __all__ = ["LedgerView"]
@@ -231,17 +234,23 @@ class LedgerView:
             raise NotFound(f"There is no commitment {commitment_id!r}.")
         return derive.commitment(commitment_id, raw)
 
-    def members(self) -> list[Member]:
-        """Every member, by name."""
-        found = (derive.member(mid, raw) for mid, raw in self.tables["members"].items())
-        return sorted(found, key=lambda m: (m.name.casefold(), m.id))
+    def members(self, *, include_gone: bool = False) -> list[Member]:
+        """The group's members by name (with those removed or gone, if asked)."""
+        found = (self.member(mid) for mid in self.tables["members"])
+        return sorted(
+            (m for m in found if include_gone or m.status == "active"),
+            key=lambda m: (m.name.casefold(), m.id),
+        )
 
     def member(self, member_id: str) -> Member:
-        """One member."""
-        raw = self.tables["members"].get(member_id)
+        """One member, with the role they act in (SECURITY.md R7: never no admin)."""
+        members = self.tables["members"]
+        raw = members.get(member_id)
         if raw is None:
             raise NotFound(f"There is no member {member_id!r}.")
-        return derive.member(member_id, raw)
+        found = derive.member(member_id, raw)
+        role = Role(membership.effective_role(members, member_id))
+        return found if role is found.role else dataclasses.replace(found, role=role)
 
     def member_name(self, member_id: str) -> str:
         """A member's name for display, or a short id for someone unknown."""
@@ -279,7 +288,7 @@ class LedgerView:
             names = {
                 i: str(raw["name"]).casefold()
                 for i, raw in entries.items()
-                if isinstance(raw.get("name"), str) and raw.get("removed") is not True
+                if isinstance(raw.get("name"), str) and not raw.get("removed") and "left" not in raw
             }
             matches = [i for i, name in names.items() if name == wanted]
             matches = matches or [i for i, name in names.items() if name.startswith(wanted)]

@@ -1,0 +1,142 @@
+"""Which objects an Automerge change writes to, read from its bytes without applying it.
+
+The binding's patches cannot be read (AUTOMERGE.md) and reading a whole table back costs
+milliseconds, so to learn cheaply whether a change from another device writes into the
+``members`` table, Hearth reads the object columns of the change itself. The format is
+Automerge's columnar change chunk: a header (dependencies, actor, seq, start op, time,
+message, other actors), then column metadata and column data. The object an operation
+writes to is two run-length-encoded columns: the actor (an index into the change's actor
+list) and the counter; both null means the root map.
+
+Anything unexpected raises :class:`ChangeFormatError`; callers then assume the worst.
+"""
+
+from __future__ import annotations
+
+import zlib
+from itertools import zip_longest
+
+from hearth.errors import LedgerError
+
+__all__ = ["ChangeFormatError", "ObjectRef", "objects_written"]
+
+ObjectRef = tuple[bytes, int] | None
+"""(actor, counter) of the operation that created an object; ``None`` for the root map."""
+
+_OBJ_ACTOR = 0 << 4 | 1  # column id 0 (object), type "actor"
+_OBJ_COUNTER = 0 << 4 | 2  # column id 0 (object), type "unsigned LEB128"
+_ACTION = 4 << 4 | 2  # column id 4 (action), type "unsigned LEB128"
+_DEFLATE = 0x08
+_MAX_COLUMN = 16 * 1024 * 1024
+
+
+class ChangeFormatError(LedgerError):
+    """A change whose columns could not be read."""
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ChangeFormatError("a change is truncated")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _sleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ChangeFormatError("a change is truncated")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            if byte & 0x40:
+                result -= 1 << shift
+            return result, pos
+
+
+def _bytes(data: bytes, pos: int) -> tuple[bytes, int]:
+    length, pos = _uleb(data, pos)
+    if pos + length > len(data):
+        raise ChangeFormatError("a change is truncated")
+    return data[pos : pos + length], pos + length
+
+
+def _rle(data: bytes) -> list[int | None]:
+    """Decode a run-length-encoded column of unsigned integers."""
+    out: list[int | None] = []
+    pos = 0
+    while pos < len(data):
+        count, pos = _sleb(data, pos)
+        if count > 0:
+            value, pos = _uleb(data, pos)
+            out.extend([value] * count)
+        elif count < 0:
+            for _ in range(-count):
+                value, pos = _uleb(data, pos)
+                out.append(value)
+        else:
+            nulls, pos = _uleb(data, pos)
+            out.extend([None] * nulls)
+        if len(out) > _MAX_COLUMN:
+            raise ChangeFormatError("a change column is implausibly long")
+    return out
+
+
+def objects_written(body: bytes) -> set[ObjectRef]:
+    """The objects the operations of one change write to.
+
+    ``body`` is the change chunk's contents after its header bytes (magic, checksum,
+    type, length), inflated if the chunk was compressed.
+    """
+    count, pos = _uleb(body, 0)
+    pos += 32 * count  # dependencies
+    actor, pos = _bytes(body, pos)
+    _, pos = _uleb(body, pos)  # seq
+    _, pos = _uleb(body, pos)  # start op
+    _, pos = _sleb(body, pos)  # time
+    _, pos = _bytes(body, pos)  # message
+    others, pos = _uleb(body, pos)
+    actors = [actor]
+    for _ in range(others):
+        other, pos = _bytes(body, pos)
+        actors.append(other)
+    columns, pos = _uleb(body, pos)
+    specs = []
+    for _ in range(columns):
+        spec, pos = _uleb(body, pos)
+        length, pos = _uleb(body, pos)
+        specs.append((spec, length))
+    data: dict[int, bytes] = {}
+    for spec, length in specs:
+        if pos + length > len(body):
+            raise ChangeFormatError("a change's columns are truncated")
+        chunk = body[pos : pos + length]
+        pos += length
+        if spec & _DEFLATE:
+            try:
+                chunk = zlib.decompress(chunk, -15)
+            except zlib.error as exc:
+                raise ChangeFormatError("a change's compressed column is damaged") from exc
+        data[spec & ~_DEFLATE] = chunk
+    actor_column = _rle(data.get(_OBJ_ACTOR, b""))
+    counter_column = _rle(data.get(_OBJ_COUNTER, b""))
+    found: set[ObjectRef] = set()
+    operations = len(_rle(data.get(_ACTION, b"")))
+    if max(len(actor_column), len(counter_column)) < operations:
+        found.add(None)  # absent (or short) object columns: operations on the root map
+    for index, counter in zip_longest(actor_column, counter_column):
+        if index is None and counter is None:
+            found.add(None)
+        elif index is None or counter is None or index >= len(actors):
+            raise ChangeFormatError("a change names an object it cannot")
+        else:
+            found.add((actors[index], counter))
+    return found

@@ -1,0 +1,175 @@
+"""Who is in a group, who may change that, and which devices' writes still count.
+
+Membership lives in the ledger's ``members`` table (SECURITY.md §5–§6):
+
+- a member entry holds a role (``admin`` or ``member``) and device cards (each with the
+  device's keys and the Automerge actor ids it writes under);
+- removing a member sets ``removed`` on the entry, leaving sets ``left``, and removing one
+  device sets ``removed`` on its card; each records a **cutoff** per device: the highest seq
+  of that device's feed the writer had accepted. Bundles past a cutoff are invalid whatever
+  they cite; those at or before it stay valid even if they arrive late (R6).
+
+Everything here is a pure function of table entries, so every node judges alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hearth.errors import ProtocolError
+
+__all__ = [
+    "Card",
+    "Table",
+    "active_admins",
+    "cards",
+    "check_change",
+    "cutoff_of",
+    "effective_role",
+    "is_gone",
+]
+
+Raw = Mapping[str, object]
+Table = Mapping[str, Raw]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Card:
+    """One device of one member, as the ledger lists it."""
+
+    member_id: str
+    device_id: str
+    key: bytes  # Ed25519 public key: the author of the device's bundles
+    kem: bytes  # X25519 public key: what a new epoch's secret is sealed to
+    actors: frozenset[bytes]
+    cutoff: int | None  # None while the device's writes count; else the last seq that does
+
+
+def _sub(raw: Raw, key: str) -> Raw:
+    value = raw.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _cutoffs(raw: Raw) -> Mapping[str, object]:
+    """The per-device cutoffs a member entry's removal or departure records, if any."""
+    for marker in ("removed", "left"):
+        if marker in raw:
+            return _sub(_sub(raw, marker), "cutoffs")
+    return {}
+
+
+def is_gone(raw: Raw) -> bool:
+    """Whether a member entry is of someone removed or who left."""
+    return "removed" in raw or "left" in raw
+
+
+def cards(members: Table) -> list[Card]:
+    """Every device card of every member (gone ones too, with their cutoffs)."""
+    found = []
+    for member_id, raw in members.items():
+        gone = is_gone(raw)
+        cutoffs = _cutoffs(raw)
+        for device_id, card in _sub(raw, "devices").items():
+            if not isinstance(card, Mapping):
+                continue
+            try:
+                key = bytes.fromhex(str(card.get("key", "")))
+                kem = bytes.fromhex(str(card.get("kem", "")))
+                actors = frozenset(bytes.fromhex(a) for a in _sub(card, "actors"))
+            except ValueError:
+                continue  # a malformed card grants nothing
+            cutoff: object = None
+            if gone:
+                cutoff = cutoffs.get(key.hex(), 0)
+            elif "removed" in card:
+                cutoff = _sub(card, "removed").get("cutoff", 0)
+            found.append(
+                Card(
+                    member_id=member_id,
+                    device_id=device_id,
+                    key=key,
+                    kem=kem,
+                    actors=actors,
+                    cutoff=cutoff if isinstance(cutoff, int) or cutoff is None else 0,
+                )
+            )
+    return found
+
+
+def cutoff_of(members: Table, device_key: bytes) -> int | None:
+    """The last seq of a removed device's feed that counts (``None``: still counts)."""
+    for card in cards(members):
+        if card.key == device_key:
+            return card.cutoff
+    return None
+
+
+def active_admins(members: Table) -> list[str]:
+    """Member ids of the admins still in the group."""
+    return [mid for mid, raw in members.items() if not is_gone(raw) and raw.get("role") == "admin"]
+
+
+def effective_role(members: Table, member_id: str) -> str:
+    """A member's role, with R7's rule that a group never ends with no admin: if every
+    admin is gone, the earliest-joined remaining member (ties by id) acts as one."""
+    raw = members.get(member_id, {})
+    if is_gone(raw):
+        return str(raw.get("role", "member"))
+    if raw.get("role") == "admin":
+        return "admin"
+    if active_admins(members):
+        return "member"
+    remaining = sorted(
+        (joined if isinstance(joined := r.get("joined_at"), int) else 0, mid)
+        for mid, r in members.items()
+        if not is_gone(r)
+    )
+    return "admin" if remaining and remaining[0][1] == member_id else "member"
+
+
+def check_change(
+    before: Table,
+    after: Table,
+    *,
+    author: str | None,
+    joining: str | None = None,
+) -> None:
+    """Raise :class:`ProtocolError` unless a bundle's change to ``members`` was allowed.
+
+    ``author`` is the writing device's member (``None``: the group's founding device before
+    its card is known, which may do anything); ``joining`` is the member id a valid invite
+    claim lets the bundle create. Admins change anything but may not leave the group with
+    no admin; a member may change their own name and devices and may leave; nobody else
+    changes anyone, and no device belongs to two members. (A group whose admins have all
+    gone is not refused: :func:`effective_role` gives it one.)
+    """
+    if author is None:
+        return
+    is_admin = effective_role(before, author) == "admin"
+    for member_id in set(before) | set(after):
+        old, new = before.get(member_id), after.get(member_id)
+        if old == new:
+            continue
+        if is_admin:
+            continue
+        if old is None and member_id == joining and new is not None and not is_gone(new):
+            if new.get("role") not in (None, "member"):
+                raise ProtocolError("a joining member who gave themselves a role")
+            continue
+        if member_id != author or old is None or new is None:
+            raise ProtocolError(
+                "a change to someone else's membership by a member who is not an admin"
+            )
+        if old.get("role") != new.get("role") or old.get("removed") != new.get("removed"):
+            raise ProtocolError("a member who is not an admin changing their own role")
+        for device_id, card in _sub(new, "devices").items():
+            old_card = _sub(old, "devices").get(device_id)
+            if isinstance(old_card, Mapping) and old_card.get("actors") != _sub(
+                card if isinstance(card, Mapping) else {}, "actors"
+            ):
+                raise ProtocolError("a member changing the actor ids of a device they added")
+    listed: dict[bytes, str] = {}
+    for card in cards(after):
+        if listed.setdefault(card.key, card.member_id) != card.member_id:
+            raise ProtocolError("a device listed for two members")

@@ -1,0 +1,109 @@
+"""The epoch op: a new group key, sealed to every device that stays (SECURITY.md §3, §5).
+
+An admin who removes someone makes a fresh 32-byte secret, seals it to the X25519 key of
+each remaining device, and publishes the op in their feed under the *old* epoch, so that
+members who were offline during the removal find it where they last read. The op lists
+the devices it leaves out; concurrent rotations are settled by :func:`preferred`.
+
+Pure: keys and randomness come in as arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from hearth.crypto import KemKey, RandomBytes, open_sealed, seal_to
+from hearth.errors import ProtocolError
+from hearth.protocol import codec
+
+__all__ = ["EpochOp", "decode_epoch_op", "make_epoch_op", "preferred"]
+
+_MAX_WRAPS = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpochOp:
+    """A new epoch as its creator publishes it."""
+
+    number: int
+    nonce: bytes
+    excluded: tuple[bytes, ...]  # device keys (Ed25519) that must not hold the secret
+    wraps: tuple[bytes, ...]  # the secret sealed to each remaining device, in no order
+
+    def encode(self) -> bytes:
+        """The op as a bundle payload."""
+        return codec.encode([self.number, self.nonce, list(self.excluded), list(self.wraps)])
+
+    def epoch_id(self, group_id: bytes, creator: bytes) -> bytes:
+        """The epoch's id: a hash of the op's identity, the same on every node."""
+        return hashlib.sha256(
+            codec.encode(["epoch", group_id, self.number, creator, self.nonce])
+        ).digest()
+
+    def secret_for(self, kem: KemKey) -> bytes | None:
+        """The epoch secret if one of the wraps is for this device, else ``None``."""
+        for wrap in self.wraps:
+            opened = open_sealed(kem, wrap)
+            if opened is not None and len(opened) == 32:
+                return opened
+        return None
+
+
+def make_epoch_op(
+    *,
+    number: int,
+    secret: bytes,
+    recipients: Iterable[bytes],
+    excluded: Iterable[bytes],
+    random_bytes: RandomBytes,
+) -> EpochOp:
+    """An op sealing ``secret`` to each recipient X25519 key."""
+    return EpochOp(
+        number=number,
+        nonce=random_bytes(16),
+        excluded=tuple(sorted(set(excluded))),
+        wraps=tuple(seal_to(kem, secret, random_bytes) for kem in sorted(set(recipients))),
+    )
+
+
+def decode_epoch_op(payload: bytes) -> EpochOp:
+    """An epoch op from a bundle payload, or :class:`ProtocolError` saying what is wrong."""
+    value = codec.decode(payload)
+    if not (isinstance(value, list) and len(value) == 4):
+        raise ProtocolError("an epoch op is malformed")
+    number, nonce, excluded, wraps = value
+    if not (
+        isinstance(number, int)
+        and 0 < number < 2**31
+        and isinstance(nonce, bytes)
+        and isinstance(excluded, list)
+        and all(isinstance(e, bytes) and len(e) == 32 for e in excluded)
+        and isinstance(wraps, list)
+        and len(wraps) <= _MAX_WRAPS
+        and all(isinstance(w, bytes) for w in wraps)
+    ):
+        raise ProtocolError("an epoch op has fields of the wrong type")
+    return EpochOp(
+        number=number,
+        nonce=nonce,
+        excluded=tuple(e for e in excluded if isinstance(e, bytes)),
+        wraps=tuple(w for w in wraps if isinstance(w, bytes)),
+    )
+
+
+def preferred(candidates: Sequence[tuple[int, bytes, frozenset[bytes]]]) -> int:
+    """Which of several epochs new bundles are sealed under: the index of the winner.
+
+    ``candidates`` are (number, epoch id, excluded devices). The highest number wins; among
+    rival epochs of one number (concurrent rotations), the one leaving out the most devices
+    (a subset of members is safer than its superset), then the lowest epoch id. A winner
+    that still includes a removed device is replaced by the next rotation.
+    """
+    if not candidates:
+        raise ProtocolError("This node has no keys for the group; it cannot sync it.")
+    return min(
+        range(len(candidates)),
+        key=lambda i: (-candidates[i][0], -len(candidates[i][2]), candidates[i][1]),
+    )

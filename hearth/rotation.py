@@ -1,0 +1,80 @@
+"""New group keys when someone is out (SECURITY.md §5): making an epoch, and taking one in.
+
+When a member is removed, leaves, or loses a device, every device still in the group must
+get a key the departed device does not have. An admin's node makes it: a fresh secret
+sealed to each remaining device, published as an epoch op in the admin's feed under the
+old epoch (so members who were offline find it where they last read), after which this
+node seals everything under the new epoch and syncs its new topic. Any admin node that
+sees the current epoch still shared with a departed device does this — after a removal at
+once, after someone leaves on its next sync — and rival rotations settle by
+:func:`hearth.protocol.epoch_op.preferred`.
+"""
+
+from __future__ import annotations
+
+from hearth import membership
+from hearth.errors import NotFound
+from hearth.ledger.model import Role
+from hearth.ledger.view import LedgerView
+from hearth.node import Node
+from hearth.protocol.bundle import EpochKeys, Inner
+from hearth.protocol.epoch_op import decode_epoch_op, make_epoch_op
+
+__all__ = ["departed_devices", "rotate", "rotation_due", "take_epoch_op"]
+
+
+def departed_devices(view: LedgerView) -> frozenset[bytes]:
+    """Keys of every device whose writes no longer count: removed, or of someone gone."""
+    return frozenset(
+        c.key for c in membership.cards(view.tables["members"]) if c.cutoff is not None
+    )
+
+
+def rotation_due(node: Node, group_id: str) -> bool:
+    """Whether this node should start a new epoch: its member is an admin and the epoch
+    in use may still be held by a departed device."""
+    view = node.view(group_id)
+    try:
+        me = view.member(node.identity.member_id)
+    except NotFound:
+        return False
+    if me.role is not Role.ADMIN or me.status != "active":
+        return False
+    _, _, excluded = node.feeds.current(group_id)
+    return not departed_devices(view) <= excluded
+
+
+def rotate(node: Node, group_id: str) -> EpochKeys:
+    """Start a new epoch for the group, sealed to every device still in it."""
+    gid = bytes.fromhex(group_id)
+    with node.store.write():
+        view = node.view(group_id)
+        number = max(n for n, _ in node.feeds.epochs(group_id))
+        _, old, _ = node.feeds.current(group_id)
+        cards = membership.cards(view.tables["members"])
+        secret = node.random_bytes(32)
+        op = make_epoch_op(
+            number=number + 1,
+            secret=secret,
+            recipients=[c.kem for c in cards if c.cutoff is None],
+            excluded=[c.key for c in cards if c.cutoff is not None],
+            random_bytes=node.random_bytes,
+        )
+        keys = EpochKeys(
+            group_id=gid, epoch_id=op.epoch_id(gid, node.identity.device_key.public), secret=secret
+        )
+        node.feeds.seal_epoch_op(group_id, op.encode(), old)
+        node.feeds.add_epoch(group_id, keys, op.number, op.excluded)
+    return keys
+
+
+def take_epoch_op(node: Node, group_id: str, inner: Inner) -> None:
+    """Keep the secret of an epoch op another admin published, if one wrap is for us
+    (inside a write; the author was checked to be an admin)."""
+    op = decode_epoch_op(inner.payload)
+    secret = op.secret_for(node.identity.kem_key)
+    if secret is None:
+        return  # not for this device: it is out, or joined after (and got keys then)
+    gid = bytes.fromhex(group_id)
+    keys = EpochKeys(group_id=gid, epoch_id=op.epoch_id(gid, inner.author), secret=secret)
+    node.feeds.add_epoch(group_id, keys, op.number, op.excluded)
