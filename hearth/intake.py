@@ -37,7 +37,7 @@ from hearth.protocol.bundle import (
 )
 from hearth.rotation import take_epoch_op
 
-__all__ = ["Author", "Outcome", "Verdict", "author_of", "take_in"]
+__all__ = ["Author", "Outcome", "PastCutoff", "Verdict", "author_of", "take_in"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ class Outcome:
     reason: str = ""
     group_id: str = ""
     applied: int = 0
+
+
+class PastCutoff(ProtocolError):
+    """A bundle a removed device wrote after its cutoff: it, and whatever builds on its
+    changes, never counts (R6)."""
 
 
 class _Wait(Exception):
@@ -95,26 +100,37 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
         inner = open_envelope(envelope, keys)
     except ProtocolError as exc:
         return _reject(node, source, str(exc))
+    outcome: Outcome | None = None
+    flipped = False
     for _ in range(_MAX_FLIPS):
         try:
-            with node.store.write():  # a rejection rolls back everything the bundle touched
-                if inner.kind == "snapshot":
-                    outcome = _take_snapshot(node, group_id, envelope, inner)
-                elif inner.kind in ("content", "epoch") and inner.seq >= 1:
-                    outcome = _judge(node, group_id, envelope, inner)
-                else:
-                    raise ProtocolError(f"a bundle of unknown kind {inner.kind!r}")
-            if outcome.verdict is Verdict.APPLIED:
-                with node.store.write():
-                    retried = _retry_waiting(node, group_id)
-                outcome = Outcome(
+            if outcome is None:
+                with node.store.write():  # a rejection rolls back all the bundle touched
+                    if inner.kind == "snapshot":
+                        outcome = _take_snapshot(node, group_id, envelope, inner)
+                    elif inner.kind in ("content", "epoch") and inner.seq >= 1:
+                        outcome = _judge(node, group_id, envelope, inner)
+                    else:
+                        raise ProtocolError(f"a bundle of unknown kind {inner.kind!r}")
+            if outcome.verdict is not Verdict.APPLIED and not flipped:
+                return outcome
+            with node.store.write():
+                retried = _retry_waiting(node, group_id)
+            if outcome.verdict is Verdict.APPLIED or retried:
+                return Outcome(
                     verdict=Verdict.APPLIED, group_id=group_id, applied=outcome.applied + retried
                 )
             return outcome
+        except PastCutoff as exc:
+            with node.store.write():
+                _orphan(node, group_id, _change_ids(inner))
+                _retry_waiting(node, group_id)
+            return _reject(node, source, str(exc))
         except HearthError as exc:
             return _reject(node, source, str(exc))
-        except _Flip as flip:
+        except _Flip as flip:  # the bundle, or a waiting one it let through, removed someone late
             _take_out(node, group_id, flip)
+            flipped = True
     return _reject(node, source, "a bundle that keeps changing who is in the group")
 
 
@@ -123,23 +139,29 @@ def _take_out(node: Node, group_id: str, flip: _Flip) -> None:
     the ledger without their changes (and whatever was built on them), on every node alike."""
     with node.store.write():
         dropped: set[bytes] = set()
+        tainted: set[tuple[str, str]] = set()
         for stored in node.feeds.invalidate_after(group_id, flip.device, flip.cutoff):
             found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
             if found is None:
                 continue
             inner = open_envelope(parse_envelope(stored.envelope), found[1])
             if inner.kind == "content":
-                dropped |= {change_hash(c).hash for _, c, _ in decode_changes(inner.payload)}
-        lost = node.rebuild_without(group_id, dropped)
+                for _, change, refs in decode_changes(inner.payload):
+                    dropped.add(change_hash(change).hash)
+                    tainted.update(refs)
+        gone, written = node.rebuild_without(group_id, dropped, tainted)
+        _orphan(node, group_id, dropped | gone)
+        note = (
+            f"{len(dropped)} changes by a removed device after its removal were taken back "
+            f"out, with {len(gone - dropped)} built on them"
+        )
+        if written:
+            note += f"; {written} of your entries were written again"
         node.store.run(
             "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
-            (
-                node.clock.now_ms(),
-                "removal",
-                f"{lost} changes by a removed device after its removal were taken back out",
-            ),
+            (node.clock.now_ms(), "removal", note),
         )
-    log.warning("took %d changes of a removed device back out of the ledger", lost)
+    log.warning("%s", note)
 
 
 def _reject(node: Node, source: str, reason: str) -> Outcome:
@@ -174,7 +196,8 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
     if inner.prev != head_id:
         raise ProtocolError("the bundle's chain is broken: it does not follow the one before")
     try:
-        _apply(node, group_id, inner)
+        with node.store.savepoint():  # a bundle that must wait leaves nothing stored
+            _apply(node, group_id, inner)
     except _Wait as wait:
         feeds.keep(group_id, envelope, inner, WAITING)
         return Outcome(verdict=Verdict.WAITING, group_id=group_id, reason=str(wait))
@@ -252,7 +275,7 @@ def author_of(node: Node, group_id: str, view: LedgerView, inner: Inner) -> Auth
     card = _card(members, inner.author)
     if card is not None:
         if card.cutoff is not None and inner.seq > card.cutoff:
-            raise ProtocolError("a bundle from a removed device, written after its removal")
+            raise PastCutoff("a bundle from a removed device, written after its removal")
         return Author(actors=card.actors, member_id=card.member_id)
     if inner.claim:
         claim = decode_claim(inner.claim)
@@ -296,8 +319,9 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
                 raise ProtocolError("a change under an actor id that is not the author's")
             by_doc[doc].append(change)
             touched[doc] += refs
-        for doc, changes in by_doc.items():
+        for doc, submitted in by_doc.items():
             document = ledger.document(doc)
+            changes = _ready(node, group_id, document, submitted)
             guarded = document.may_write(changes, document.objects_under("members"))
             if guarded and doc != LIVE:
                 raise ProtocolError("a change to membership inside an archive")
@@ -307,9 +331,61 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
             try:
                 applied = ledger.apply_remote_to(document, changes, touched[doc])
             except LedgerError as exc:
+                if "duplicate seq" in str(exc):
+                    # The author wrote again what a late removal took out (R8); this node
+                    # still holds the old change until it hears of that removal.
+                    raise _Wait("waiting for a removal it follows") from exc
                 raise ProtocolError(f"its changes could not be applied ({exc})") from exc
             if doc == LIVE and (guarded or applied - {i for i, _ in infos}):
                 _check_membership(node, group_id, ledger, before, author)
+
+
+def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes]) -> list[bytes]:
+    """The changes that can go in now, in order, or :class:`_Wait` for those they build on.
+
+    Automerge would hold a change whose dependencies are missing and slip it in with some
+    later bundle — which would then be judged for it. So a bundle waits until every change
+    it builds on is here. A change built on an orphaned one (R8) is an orphan too: recorded
+    and left out, so that it holds nothing up.
+    """
+    ready: list[bytes] = []
+    here: set[bytes] = set()
+    orphans: set[bytes] = set()
+    for change in changes:
+        info = change_hash(change)
+        missing = [d for d in info.deps if d not in here and not document.knows(d)]
+        if missing:
+            if not all(d in orphans or _orphaned(node, group_id, d) for d in missing):
+                raise _Wait("waiting for changes it builds on")
+            orphans.add(info.hash)
+            continue
+        here.add(info.hash)
+        ready.append(change)
+    _orphan(node, group_id, orphans)
+    return ready
+
+
+def _change_ids(inner: Inner) -> set[bytes]:
+    """The hashes of the Automerge changes a content bundle carries."""
+    if inner.kind != "content":
+        return set()
+    return {change_hash(c).hash for _, c, _ in decode_changes(inner.payload)}
+
+
+def _orphaned(node: Node, group_id: str, change: bytes) -> bool:
+    return bool(
+        node.store.query(
+            "SELECT 1 FROM orphaned_changes WHERE group_id = ? AND hash = ?", (group_id, change)
+        )
+    )
+
+
+def _orphan(node: Node, group_id: str, changes: set[bytes]) -> None:
+    for change in changes:
+        node.store.run(
+            "INSERT OR IGNORE INTO orphaned_changes(group_id, hash) VALUES (?, ?)",
+            (group_id, change),
+        )
 
 
 def _check_membership(
@@ -352,6 +428,8 @@ def _retry_waiting(node: Node, group_id: str) -> int:
                 continue
             except HearthError as exc:
                 log.warning("dropping a waiting bundle: %s", exc)
+                if isinstance(exc, PastCutoff):
+                    _orphan(node, group_id, _change_ids(inner))
                 node.store.run("DELETE FROM bundles WHERE id = ?", (stored.id,))
                 continue
             node.feeds.mark_applied(stored.id)

@@ -511,24 +511,35 @@ class Node:
             loaded.ledger.view = loaded.view
         loaded.seen = rows[-1].seq
 
-    def rebuild_without(self, group_id: str, dropped: set[bytes]) -> int:
+    def rebuild_without(
+        self, group_id: str, dropped: set[bytes], tainted: set[EntryRef]
+    ) -> tuple[set[bytes], int]:
         """Make each of a group's documents again from its changes minus ``dropped`` (and
-        whatever was built on them); return how many changes went (inside a write).
+        whatever was built on them), then write again what this node's own lost changes
+        wrote, except to ``tainted`` entries (those the dropped changes touched). Returns
+        the hashes that went and how many entries were written again (inside a write).
 
         For SECURITY.md R8: an Automerge document cannot forget a change, so a change that
         turned out invalid means starting from the genesis and replaying the valid ones.
+        Entries have stable ids, so writing one again is idempotent.
         """
         group = self.group(group_id)
         ledger = self.ledger(group_id)
-        lost = 0
+        mine = {
+            r.hash: r.touched or []
+            for r in self.store.changes_after(group_id, None, 0)
+            if r.local and r.doc == LIVE
+        }
+        old_live = ledger.doc
+        lost: set[bytes] = set()
         for name, doc in {LIVE: ledger.doc, **ledger.archive_docs()}.items():
             known = doc.change_ids()
             if not known & dropped:
                 continue
             seed = group.seed if name == LIVE else archive_seed(group.seed, name)
             fresh = LedgerDoc.genesis(seed, TABLES, group.actor)
-            fresh.apply([c for c in doc.changes_since([]) if _hash(c) not in dropped])
-            lost += len(known) - len(fresh.change_ids())
+            fresh.apply(_without(doc.changes_since([]), dropped))
+            lost |= known - fresh.change_ids()
             waiting = [
                 r.hash
                 for r in self.store.changes_after(group_id, name, 0)
@@ -538,9 +549,18 @@ class Node:
                 group_id, name, fresh.save(), self.store.last_seq(), keep=waiting
             )
         self._ledgers.pop(group_id, None)
+        again = {ref for h in lost if h in mine for ref in mine[h]} - tainted
+        written = 0
         with self.writing(group_id) as rebuilt:
             rebuilt.view.rebuild(rebuilt.docs())
-        return lost
+            for table, entry_id in sorted(again):
+                before = old_live.read_entry(table, entry_id)
+                now = rebuilt.doc.read_entry(table, entry_id) or {}
+                fields = {k: v for k, v in (before or {}).items() if now.get(k) != v}
+                if fields:
+                    rebuilt.write_again(table, entry_id, fields)
+                    written += 1
+        return lost, written
 
     def compact(self, group_id: str) -> None:
         """Fold a group's stored changes into a snapshot of its live document now.
@@ -568,6 +588,21 @@ class Node:
         known = doc.change_ids()
         waiting = [r.hash for r in rows if r.hash not in known]
         self.store.put_snapshot(group_id, LIVE, doc.save(), rows[-1].seq, keep=waiting)
+
+
+def _without(changes: Sequence[bytes], dropped: set[bytes]) -> list[bytes]:
+    """``changes`` (in causal order) minus ``dropped`` and every change built on one: none
+    is left for Automerge to hold back, since a held change would block a later change of
+    the same actor and sequence number."""
+    gone = set(dropped)
+    kept = []
+    for change in changes:
+        info = change_hash(change)
+        if info.hash in gone or gone.intersection(info.deps):
+            gone.add(info.hash)
+        else:
+            kept.append(change)
+    return kept
 
 
 def _hash(change: bytes) -> bytes:

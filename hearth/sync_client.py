@@ -331,6 +331,10 @@ async def _run(
             nonlocal mark
             while True:
                 await asyncio.sleep(poll_s)
+                if _epoch_topics(node, group_ids) != topics:
+                    # A new group key: its topic must be registered and read here too.
+                    await ws.close(code=1000, message=b"new group key")
+                    return
                 arrived, mark = node.feeds.arrivals(mark)
                 fresh = [
                     (i, e)
@@ -394,6 +398,10 @@ async def stay_connected(
             delay = 1.0
         await asyncio.sleep(delay)
         delay = min(delay * 2, backoff_max_s)
+
+
+def _epoch_topics(node: Node, group_ids: Sequence[str]) -> set[bytes]:
+    return {keys.topic for g in group_ids for _, keys in node.feeds.epochs(g)}
 
 
 def _has(node: Node, url: str, bundle_id: bytes) -> bool:

@@ -17,6 +17,7 @@ from hearth.invite import decode_token, encode_token
 from hearth.node import Node, open_node
 from hearth.peers import add_peer, list_peers, remove_peer, waiting_for
 from hearth.protocol import codec
+from hearth.rotation import rotate, rotation_due
 from hearth.sync_client import RelayReport, sync_relays
 from hearth.values import format_time
 
@@ -77,21 +78,53 @@ def _report_json(reports: list[RelayReport]) -> dict[str, object]:
     }
 
 
+_MAX_PASSES = 4
+
+
+def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[RelayReport]:
+    """Sync with every relay, then every peer; again while a pass brings news of more
+    relays or of a new group key (whose topic must be synced everywhere too)."""
+    reports: list[RelayReport] = []
+    tried: set[tuple[str, bool]] = set()
+    topics: set[bytes] = set()
+    for _ in range(_MAX_PASSES):
+        for group_id in groups:
+            if rotation_due(node, group_id):
+                rotate(node, group_id)
+        now = {keys.topic for g in groups for _, keys in node.feeds.epochs(g)}
+        if now != topics:
+            tried.clear()
+            topics = now
+        relays = {(url, False) for g in groups for url in node.view(g).relays()}
+        peers = {(url, True) for url in list_peers(node.store)}
+        todo = sorted((relays | peers) - tried, key=lambda p: (p[1], p[0]))
+        if not todo:
+            break
+        tried.update(todo)
+        for peer in (False, True):
+            urls = [url for url, is_peer in todo if is_peer is peer]
+            if urls:
+                reports += asyncio.run(sync_relays(node, urls, groups, timeout=timeout, peers=peer))
+    return reports
+
+
+def _merged(reports: list[RelayReport]) -> list[RelayReport]:
+    """One report per relay or peer: counts added up, the outcome of the last exchange."""
+    by_url: dict[tuple[str, bool], RelayReport] = {}
+    for report in reports:
+        first = by_url.setdefault((report.url, report.peer), report)
+        if first is not report:
+            for count in ("sent", "received", "applied", "rejected"):
+                setattr(first, count, getattr(first, count) + getattr(report, count))
+            first.ok, first.error = report.ok, report.error
+    return list(by_url.values())
+
+
 def _sync(args: argparse.Namespace, node: Node) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than zero seconds.")
     groups = [g.id for g in node.groups()] if args.all else [node.current_group().id]
-    reports: list[RelayReport] = []
-    tried: set[str] = set()
-    while True:  # a sync can bring news of more relays: go on until none are new
-        urls = sorted({url for g in groups for url in node.view(g).relays()} - tried)
-        if not urls:
-            break
-        tried.update(urls)
-        reports += asyncio.run(sync_relays(node, urls, groups, timeout=args.timeout))
-    peers = list_peers(node.store)
-    if peers:
-        reports += asyncio.run(sync_relays(node, peers, groups, timeout=args.timeout, peers=True))
+    reports = _merged(_sync_passes(node, groups, timeout=args.timeout))
     if not reports:
         raise TransportError(
             "The group lists no relays and this node has no peers: add one with "

@@ -220,6 +220,7 @@ class LedgerDoc:
     def __init__(self, doc: Document) -> None:
         self._doc = doc
         self._guarded: dict[str, set[ObjectRef]] = {}  # objects_under(table), while valid
+        self._known: set[bytes] | None = None  # change_ids(), once asked for
 
     # --- making and keeping -------------------------------------------------
 
@@ -360,6 +361,8 @@ class LedgerDoc:
         changes = self._doc.get_changes(before) if self._doc.get_heads() != before else []
         if any(table in self._guarded for table, _ in writer.touched):
             self._guarded.clear()
+        if self._known is not None:
+            self._known.update(c.hash for c in changes)
         self.last_edit = Edit(
             changes=tuple(c.bytes for c in changes), touched=frozenset(writer.touched)
         )
@@ -391,11 +394,14 @@ class LedgerDoc:
         applied = {c.hash for c in self._doc.get_changes(before)}
         if applied - {change_hash(c).hash for c in changes}:
             self._guarded.clear()  # held-back changes went in too: unread, assume the worst
+        if self._known is not None:
+            self._known |= applied
         return applied
 
     def merge(self, other: LedgerDoc) -> int:
         """Take in everything another copy of this document has; return how many changes."""
         self._guarded.clear()
+        self._known = None
         before = self._doc.get_heads()
         try:
             self._doc.merge(other._doc)
@@ -406,6 +412,12 @@ class LedgerDoc:
     def change_ids(self) -> set[bytes]:
         """The hashes of every change in the document (a few ms per thousand changes)."""
         return {c.hash for c in self._doc.get_changes([])}
+
+    def knows(self, change: bytes) -> bool:
+        """Whether a change (by hash) is in the document; fast after the first call."""
+        if self._known is None:
+            self._known = self.change_ids()
+        return change in self._known
 
     def changes_since(self, heads: Sequence[bytes]) -> list[bytes]:
         """Change bytes the document has beyond ``heads`` (all of them for ``[]``)."""

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
+from typing import cast
 from urllib.parse import urlsplit
 
 from hearth.clock import Clock
@@ -315,6 +316,12 @@ class Ledger:
                 member_id,
                 {"devices": {device_id: {"removed": {**self._stamp(), "cutoff": cutoff}}}},
             )
+
+    def write_again(self, table: str, entry_id: str, fields: dict[str, object]) -> None:
+        """Write an entry's fields again as this member's change (R8's re-issue of edits
+        that were built on a removed device's writes and so did not count)."""
+        with self._edit() as w:
+            w.put(table, entry_id, cast(Fields, fields))
 
     def _live_member(self, member_id: str) -> None:
         if self.view.member(member_id).status != "active":

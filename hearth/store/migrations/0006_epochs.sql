@@ -1,3 +1,12 @@
 -- Removal rotates the group key: each epoch remembers which devices its creator left out
 -- (hex device keys, JSON), so every node settles concurrent rotations the same way.
 ALTER TABLE epochs ADD COLUMN excluded TEXT NOT NULL DEFAULT '[]';
+
+-- Changes that will never be part of the ledger: those of a removed device after its
+-- cutoff, and every change built on one (SECURITY.md R8). A bundle whose changes build on
+-- an unknown change waits for it; one that builds on an orphaned change is not held up.
+CREATE TABLE orphaned_changes (
+    group_id TEXT NOT NULL REFERENCES groups(id),
+    hash     BLOB NOT NULL,
+    PRIMARY KEY (group_id, hash)
+);

@@ -1,0 +1,315 @@
+"""Membership between real nodes (in one process): removal with a new key, roles, leaving,
+who may change membership, late removals (R6, R8), rival rotations, and order-independence."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hearth import members
+from hearth.errors import NotAuthorized, UsageError
+from hearth.identity import create_identity
+from hearth.intake import Verdict, take_in
+from hearth.ledger import Kind, Ledger, LedgerDoc
+from hearth.ledger.model import Role
+from hearth.node import Node, open_node
+from hearth.rotation import departed_devices, rotate, rotation_due
+from hearth.testing import FakeClock, seeded_ids
+
+
+def make_group(tmp_path: Path, names: list[str]) -> list[Node]:
+    """The first name founds a group; the others join by token; everyone has everything."""
+    clock = FakeClock(step=1000)
+    nodes = []
+    for name in names:
+        create_identity(tmp_path / name, name=name)
+        nodes.append(open_node(tmp_path / name, clock=clock))
+    nodes[0].create_group("Co-op")
+    for node in nodes[1:]:
+        node.join_with_token(nodes[0].create_invite())
+        with node.change() as ledger:  # a first bundle: the claim goes out with it
+            ledger.add_resource(f"{node.identity.name}'s box", kind=Kind.OTHER)
+    exchange(nodes)
+    return nodes
+
+
+def deliver(source: Node, target: Node, group_id: str) -> list[Verdict]:
+    return [
+        take_in(target, b.envelope, source="test").verdict
+        for b in source.feeds.all(group_id)
+        if b.state == "applied"
+    ]
+
+
+def exchange(nodes: list[Node]) -> None:
+    """Everyone gives everyone what they hold, until nothing new moves (bounded)."""
+    group_id = nodes[0].current_group().id
+    for _ in range(5):
+        moved = 0
+        for source in nodes:
+            for target in nodes:
+                if source is not target:
+                    moved += deliver(source, target, group_id).count(Verdict.APPLIED)
+        if not moved:
+            return
+    raise AssertionError("bundles kept moving")
+
+
+def resource_names(node: Node) -> set[str]:
+    return {r.name for r in node.view().resources()}
+
+
+def can_read_new(node: Node, writer: Node) -> bool:
+    """Whether ``node`` holds the key ``writer`` now seals under."""
+    topic = writer.feeds.current_keys(writer.current_group().id).topic
+    return node.feeds.keys_for_topic(topic) is not None
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[list[Node]]:
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan"])
+    yield nodes
+    for node in nodes:
+        node.close()
+
+
+def test_removal_gives_everyone_else_a_key_the_removed_member_lacks(group: list[Node]) -> None:
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    members.remove_member(ada, gid, "Dan")
+    exchange(group)
+    assert [m.name for m in ben.view().members()] == ["Ada", "Ben", "Cat"]
+    assert can_read_new(ben, ada)
+    assert can_read_new(cat, ada)
+    assert not can_read_new(dan, ada)
+    with ada.change() as ledger:
+        ledger.add_resource("Secret stash", kind=Kind.FOOD)
+    exchange(group)
+    assert "Secret stash" in resource_names(cat)
+    assert "Secret stash" not in resource_names(dan)
+    mine = ada.identity.device_key.public
+    newest = max((b for b in ada.feeds.all(gid) if b.author == mine), key=lambda b: b.seq)
+    assert take_in(dan, newest.envelope, source="test").reason == (
+        "a bundle for a group this node is not in"
+    )
+    # Dan's node knows he is out and says so instead of writing what would not count.
+    with pytest.raises(NotAuthorized, match="no longer in"), dan.change() as ledger:
+        ledger.add_resource("After", kind=Kind.TOOL)
+
+
+def test_a_removed_members_later_writes_count_nowhere(group: list[Node]) -> None:
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    with dan.change() as ledger:  # before the removal: counts
+        ledger.add_resource("Early ladder", kind=Kind.TOOL)
+    deliver(dan, ada, gid)
+    members.remove_member(ada, gid, "Dan")
+    with dan.change() as ledger:  # Dan has not heard yet: past his cutoff
+        ledger.add_resource("Late ladder", kind=Kind.TOOL)
+    deliver(ada, ben, gid)  # Ben has the removal first ...
+    verdicts = deliver(dan, ben, gid)  # ... so Dan's late bundle is refused outright
+    assert Verdict.REJECTED in verdicts
+    assert "Early ladder" in resource_names(ben)
+    assert "Late ladder" not in resource_names(ben)
+    # Cat gets Dan's late bundle before the removal: applied, then taken back out (R8).
+    deliver(dan, cat, gid)
+    assert "Late ladder" in resource_names(cat)
+    deliver(ada, cat, gid)
+    assert "Late ladder" not in resource_names(cat)
+    assert "Early ladder" in resource_names(cat)
+    assert sorted(cat.ledger().doc.heads()) == sorted(ben.ledger().doc.heads())
+    notes = cat.store.query("SELECT reason FROM rejections WHERE source = 'removal'")
+    assert notes
+    assert "taken back out" in str(notes[0][0])
+    # And a node reopened from its store agrees (the rebuild was saved).
+    home = cat.home
+    cat.close()
+    reopened = open_node(home, clock=FakeClock())
+    try:
+        assert "Late ladder" not in resource_names(reopened)
+        assert sorted(reopened.ledger().doc.heads()) == sorted(ben.ledger().doc.heads())
+    finally:
+        reopened.close()
+
+
+def test_only_admins_change_membership_on_any_node(group: list[Node]) -> None:
+    ada, ben, _cat, _ = group
+    gid = ada.current_group().id
+    with pytest.raises(NotAuthorized, match="admins"):
+        members.remove_member(ben, gid, "Cat")
+    with pytest.raises(NotAuthorized):
+        members.promote(ben, gid, "Ben")
+    # Ben edits his own node's ledger directly: every other node refuses the bundle.
+    with ben.change() as ledger:
+        ledger.set_role(ben.identity.member_id, Role.ADMIN)
+    verdicts = deliver(ben, ada, gid)
+    assert Verdict.REJECTED in verdicts
+    assert ada.view().member(ben.identity.member_id).role is Role.MEMBER
+    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejections")]
+    assert any("own role" in r for r in reasons)
+
+
+def test_a_bundle_that_hides_its_membership_change_is_still_caught(group: list[Node]) -> None:
+    """Ben's bundle removes Cat but claims to have touched nothing: the node reads the
+    change's own operations, not the author's word."""
+    ada, ben, cat, _ = group
+    gid = ada.current_group().id
+    forged_doc = LedgerDoc.load(ben.ledger().doc.save(), ben.group(gid).actor)
+    forger = Ledger(
+        forged_doc, author=ben.identity.member_id, clock=FakeClock(), new_id=seeded_ids(1)
+    )
+    forger.remove_member(cat.identity.member_id, {})
+    changes = [c for _, e in forger.take_outbox() for c in e.changes]
+    with ben.store.write():
+        envelope = ben.feeds.seal_local(gid, [("live", c, []) for c in changes])
+    outcome = take_in(ada, envelope.encode(), source="ben")
+    assert outcome.verdict is Verdict.REJECTED
+    assert "not an admin" in outcome.reason
+    assert "Cat" in [m.name for m in ada.view().members()]
+
+
+def test_roles_and_leaving(group: list[Node]) -> None:
+    ada, ben, _cat, dan = group
+    gid = ada.current_group().id
+    with pytest.raises(UsageError, match="only admin"):
+        members.leave(ada, gid)
+    with pytest.raises(UsageError, match="only admin"):
+        members.demote(ada, gid, "Ada")
+    members.promote(ada, gid, "Ben")
+    exchange(group)
+    assert ben.view().member(ben.identity.member_id).role is Role.ADMIN
+    members.remove_member(ben, gid, "Cat")  # Ben may now do what admins do
+    exchange(group)
+    assert "Cat" not in [m.name for m in ada.view().members()]
+    members.demote(ada, gid, "Ben")
+    exchange(group)
+    members.leave(dan, gid)
+    exchange(group)
+    assert [m.status for m in ada.view().members(include_gone=True) if m.name == "Dan"] == ["left"]
+    # Ada's node sees the group key is still shared with Dan's device and replaces it.
+    assert rotation_due(ada, gid)
+    assert not rotation_due(ben, gid)
+    rotate(ada, gid)
+    exchange(group)
+    assert can_read_new(ben, ada)
+    assert not can_read_new(dan, ada)
+    assert not rotation_due(ada, gid)
+
+
+def test_a_lost_device_is_removed_and_the_key_changes(tmp_path: Path, group: list[Node]) -> None:
+    ada, ben, _, _ = group
+    gid = ada.current_group().id
+    cards = {c.device_id: c for c in _cards(ada)}
+    bens = [d for d, c in cards.items() if c.member_id == ben.identity.member_id]
+    with pytest.raises(UsageError, match="using"):
+        members.remove_device(ben, gid, bens[0])
+    members.remove_device(ada, gid, bens[0])
+    exchange(group)
+    assert ben.identity.device_key.public in departed_devices(ada.view())
+    assert not can_read_new(ben, ada)
+
+
+def _cards(node: Node) -> list[object]:
+    from hearth import membership
+
+    return list(membership.cards(node.view().tables["members"]))
+
+
+def test_rival_removals_settle_on_one_key_without_either(tmp_path: Path) -> None:
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Eve"])
+    ada, ben, cat, dan, eve = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(nodes)
+    members.remove_member(ada, gid, "Cat")  # at the same time, neither knowing
+    members.remove_member(ben, gid, "Dan")
+    exchange(nodes)
+    for admin in (ada, ben):  # what `hearth sync` / `serve` does on an admin's node
+        if rotation_due(admin, gid):
+            rotate(admin, gid)
+    exchange(nodes)
+    keys = {n.identity.name: n.feeds.current_keys(gid).epoch_id for n in (ada, ben, eve)}
+    assert len(set(keys.values())) == 1, keys
+    _, _, excluded = eve.feeds.current(gid)
+    assert {cat.identity.device_key.public, dan.identity.device_key.public} <= excluded
+    assert not can_read_new(cat, ada)
+    assert not can_read_new(dan, ben)
+    for node in nodes:
+        node.close()
+
+
+SEEDS = 40
+
+
+def test_the_outcome_does_not_depend_on_arrival_order(tmp_path: Path) -> None:
+    """R12: copies of one member's node, given the same bundles in different orders —
+    rival removals, writes past a cutoff, a write built on one — all end identical."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Obs"])
+    ada, ben, cat, dan, obs = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(nodes)
+    with dan.change() as ledger:
+        ledger.add_resource("Dan's early saw", kind=Kind.TOOL)
+    deliver(dan, ada, gid)
+    members.remove_member(ada, gid, "Dan")  # neither admin knows what the other does
+    members.remove_member(ben, gid, "Cat")
+    with dan.change() as ledger:
+        ledger.add_resource("Dan's late saw", kind=Kind.TOOL)
+    with cat.change() as ledger:
+        ledger.add_resource("Cat's late jar", kind=Kind.FOOD)
+    deliver(dan, ben, gid)  # Ben has Dan's late write before hearing of the removal ...
+    with ben.change() as ledger:  # ... and builds on it: his change cannot count either
+        ledger.edit_resource(ledger.view.find("resources", "Dan's late saw"), note="mine now")
+    with ben.change() as ledger:
+        ledger.add_resource("Ben's rake", kind=Kind.TOOL)
+    for _ in range(2):
+        deliver(ada, ben, gid)
+        deliver(ben, ada, gid)
+        for admin in (ada, ben):
+            if rotation_due(admin, gid):
+                rotate(admin, gid)
+    with ada.change() as ledger:
+        ledger.add_resource("Ada's hoe", kind=Kind.TOOL)
+    bundles = sorted({b.envelope for n in (ada, ben, cat, dan) for b in n.feeds.all(gid)})
+    obs.close()
+    outcomes = set()
+    for seed in range(SEEDS):
+        home = tmp_path / f"obs-{seed}"
+        shutil.copytree(obs.home, home)
+        observer = open_node(home, clock=FakeClock())
+        order = list(bundles)
+        random.Random(seed).shuffle(order)
+        for _ in range(len(order)):  # bounded: each round applies something or stops
+            verdicts = [take_in(observer, e, source="test").verdict for e in order]
+            if Verdict.APPLIED not in verdicts:
+                break
+        view = observer.view()
+        outcomes.add(
+            (
+                tuple(sorted((m.name, m.status) for m in view.members(include_gone=True))),
+                tuple(sorted(resource_names(observer))),
+                tuple(sorted(observer.ledger().doc.heads())),
+                observer.feeds.current_keys(gid).epoch_id,
+                frozenset(b.id for b in observer.feeds.all(gid) if b.state == "applied"),
+            )
+        )
+        observer.close()
+    assert len(outcomes) == 1
+    (people, things, _, _, _) = outcomes.pop()
+    assert dict(people) == {
+        "Ada": "active",
+        "Ben": "active",
+        "Obs": "active",
+        "Cat": "removed",
+        "Dan": "removed",
+    }
+    assert "Dan's late saw" not in things
+    assert "Cat's late jar" not in things
+    assert {"Dan's early saw", "Ben's rake", "Ada's hoe"} <= set(things)
+    for node in nodes:
+        node.close()
