@@ -77,22 +77,37 @@ class Feeds:
         return keys
 
     def add_epoch(
-        self, group_id: str, keys: EpochKeys, number: int, excluded: Sequence[bytes] = ()
+        self,
+        group_id: str,
+        keys: EpochKeys,
+        number: int,
+        excluded: Sequence[bytes] = (),
+        *,
+        eligible: bool = True,
     ) -> None:
-        """Keep an epoch secret (inside a write), with the devices its creator left out."""
+        """Keep an epoch secret (inside a write), with the devices its creator left out;
+        an ineligible one only opens bundles, it is never sealed under."""
         self.store.run(
-            "INSERT INTO epochs(group_id, epoch_id, number, secret, excluded) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(group_id, epoch_id) DO UPDATE SET "
+            "INSERT INTO epochs(group_id, epoch_id, number, secret, excluded, eligible) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id, epoch_id) DO UPDATE SET "
             "excluded = CASE WHEN excluded.excluded = '[]' THEN epochs.excluded "
-            "ELSE excluded.excluded END",
-            (group_id, keys.epoch_id, number, keys.secret, _hex_list(excluded)),
+            "ELSE excluded.excluded END, eligible = MIN(epochs.eligible, excluded.eligible)",
+            (group_id, keys.epoch_id, number, keys.secret, _hex_list(excluded), int(eligible)),
         )
         self._topics = None
 
+    def make_ineligible(self, group_id: str, epoch_id: bytes) -> None:
+        """An epoch's op turned out not to count: seal nothing more under it (in a write)."""
+        self.store.run(
+            "UPDATE epochs SET eligible = 0 WHERE group_id = ? AND epoch_id = ?",
+            (group_id, epoch_id),
+        )
+
     def excluded(self, group_id: str) -> dict[bytes, frozenset[bytes]]:
-        """Epoch id -> the devices its creator left out, for every epoch held."""
+        """Epoch id -> the devices its creator left out, for every eligible epoch held."""
         rows = self.store.query(
-            "SELECT epoch_id, excluded FROM epochs WHERE group_id = ?", (group_id,)
+            "SELECT epoch_id, excluded FROM epochs WHERE group_id = ? AND eligible = 1",
+            (group_id,),
         )
         return {bytes(e): frozenset(bytes.fromhex(d) for d in json.loads(str(x))) for e, x in rows}
 
@@ -116,7 +131,9 @@ class Feeds:
     def current(self, group_id: str) -> tuple[int, EpochKeys, frozenset[bytes]]:
         """(number, keys, excluded devices) of the epoch new bundles are sealed under."""
         excluded = self.excluded(group_id)
-        found = [(n, k, excluded.get(k.epoch_id, frozenset())) for n, k in self.epochs(group_id)]
+        found = [
+            (n, k, excluded[k.epoch_id]) for n, k in self.epochs(group_id) if k.epoch_id in excluded
+        ]
         return found[preferred([(n, k.epoch_id, x) for n, k, x in found])]
 
     def keys_for_topic(self, topic: bytes) -> tuple[str, EpochKeys] | None:

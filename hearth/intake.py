@@ -35,9 +35,9 @@ from hearth.protocol.bundle import (
     open_envelope,
     parse_envelope,
 )
-from hearth.rotation import take_epoch_op
+from hearth.rotation import epoch_of, take_epoch_op
 
-__all__ = ["Author", "Outcome", "PastCutoff", "Verdict", "author_of", "take_in"]
+__all__ = ["Author", "NotCounted", "Outcome", "PastCutoff", "Verdict", "author_of", "take_in"]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,14 @@ class Outcome:
     applied: int = 0
 
 
-class PastCutoff(ProtocolError):
-    """A bundle a removed device wrote after its cutoff: it, and whatever builds on its
-    changes, never counts (R6)."""
+class NotCounted(ProtocolError):
+    """A sound bundle whose author may not write what it holds: it never counts, nor does
+    whatever builds on its changes — but a key it hands out still opens bundles others
+    sealed under it before they knew."""
+
+
+class PastCutoff(NotCounted):
+    """A bundle a removed device wrote after its cutoff (R6)."""
 
 
 class _Wait(Exception):
@@ -121,9 +126,9 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
                     verdict=Verdict.APPLIED, group_id=group_id, applied=outcome.applied + retried
                 )
             return outcome
-        except PastCutoff as exc:
+        except NotCounted as exc:
             with node.store.write():
-                _orphan(node, group_id, _change_ids(inner))
+                _not_counted(node, group_id, inner)
                 _retry_waiting(node, group_id)
             return _reject(node, source, str(exc))
         except HearthError as exc:
@@ -145,6 +150,8 @@ def _take_out(node: Node, group_id: str, flip: _Flip) -> None:
             if found is None:
                 continue
             inner = open_envelope(parse_envelope(stored.envelope), found[1])
+            if inner.kind == "epoch":
+                node.feeds.make_ineligible(group_id, epoch_of(group_id, inner))
             if inner.kind == "content":
                 for _, change, refs in decode_changes(inner.payload):
                     dropped.add(change_hash(change).hash)
@@ -183,6 +190,9 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
         raise ProtocolError(
             f"equivocation: two different bundles at seq {inner.seq} from one device"
         )
+    if _past_cutoff(node, group_id, inner.author, inner.seq):
+        # Judged now, gap or not: what builds on it must not wait for it.
+        raise PastCutoff("a bundle from a removed device, written after its removal")
     head_seq, head_id = feeds.head(group_id, inner.author)
     if inner.seq > head_seq + 1:
         feeds.keep(group_id, envelope, inner, WAITING)
@@ -305,7 +315,7 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
             membership.effective_role(members, author.member_id) != "admin"
             or membership.is_gone(members.get(author.member_id, {}))
         ):
-            raise ProtocolError("a new group key from a member who is not an admin")
+            raise NotCounted("a new group key from a member who is not an admin")
         take_epoch_op(node, group_id, inner)
         return
     batches = decode_changes(inner.payload)
@@ -365,6 +375,18 @@ def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes])
     return ready
 
 
+def _past_cutoff(node: Node, group_id: str, author: bytes, seq: int) -> bool:
+    cutoff = membership.cutoff_of(node.view(group_id).tables["members"], author)
+    return cutoff is not None and seq > cutoff
+
+
+def _not_counted(node: Node, group_id: str, inner: Inner) -> None:
+    """Record what a bundle that does not count means for others (inside a write)."""
+    _orphan(node, group_id, _change_ids(inner))
+    if inner.kind == "epoch":
+        take_epoch_op(node, group_id, inner, eligible=False)
+
+
 def _change_ids(inner: Inner) -> set[bytes]:
     """The hashes of the Automerge changes a content bundle carries."""
     if inner.kind != "content":
@@ -413,6 +435,15 @@ def _retry_waiting(node: Node, group_id: str) -> int:
     while progress:
         progress = False
         for stored in node.feeds.waiting(group_id):
+            if _past_cutoff(node, group_id, stored.author, stored.seq):
+                found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
+                if found is not None:
+                    _not_counted(
+                        node, group_id, open_envelope(parse_envelope(stored.envelope), found[1])
+                    )
+                node.store.run("DELETE FROM bundles WHERE id = ?", (stored.id,))
+                progress = True
+                continue
             head_seq, head_id = node.feeds.head(group_id, stored.author)
             if stored.seq != head_seq + 1 or stored.prev != head_id:
                 continue
@@ -428,8 +459,8 @@ def _retry_waiting(node: Node, group_id: str) -> int:
                 continue
             except HearthError as exc:
                 log.warning("dropping a waiting bundle: %s", exc)
-                if isinstance(exc, PastCutoff):
-                    _orphan(node, group_id, _change_ids(inner))
+                if isinstance(exc, NotCounted):
+                    _not_counted(node, group_id, inner)
                 node.store.run("DELETE FROM bundles WHERE id = ?", (stored.id,))
                 continue
             node.feeds.mark_applied(stored.id)

@@ -20,7 +20,7 @@ from hearth.node import Node
 from hearth.protocol.bundle import EpochKeys, Inner
 from hearth.protocol.epoch_op import decode_epoch_op, make_epoch_op
 
-__all__ = ["departed_devices", "rotate", "rotation_due", "take_epoch_op"]
+__all__ = ["departed_devices", "epoch_of", "rotate", "rotation_due", "take_epoch_op"]
 
 
 def departed_devices(view: LedgerView) -> frozenset[bytes]:
@@ -68,13 +68,20 @@ def rotate(node: Node, group_id: str) -> EpochKeys:
     return keys
 
 
-def take_epoch_op(node: Node, group_id: str, inner: Inner) -> None:
+def take_epoch_op(node: Node, group_id: str, inner: Inner, *, eligible: bool = True) -> None:
     """Keep the secret of an epoch op another admin published, if one wrap is for us
-    (inside a write; the author was checked to be an admin)."""
+    (inside a write). An op that does not count (``eligible`` false: its author was out,
+    or no admin) still gives a key that opens what others sealed under it before they knew,
+    so that every node can read the same bundles; nothing new is sealed with it."""
     op = decode_epoch_op(inner.payload)
     secret = op.secret_for(node.identity.kem_key)
     if secret is None:
         return  # not for this device: it is out, or joined after (and got keys then)
     gid = bytes.fromhex(group_id)
     keys = EpochKeys(group_id=gid, epoch_id=op.epoch_id(gid, inner.author), secret=secret)
-    node.feeds.add_epoch(group_id, keys, op.number, op.excluded)
+    node.feeds.add_epoch(group_id, keys, op.number, op.excluded, eligible=eligible)
+
+
+def epoch_of(group_id: str, inner: Inner) -> bytes:
+    """The id of the epoch an epoch-op bundle creates."""
+    return decode_epoch_op(inner.payload).epoch_id(bytes.fromhex(group_id), inner.author)

@@ -1,6 +1,9 @@
 -- Removal rotates the group key: each epoch remembers which devices its creator left out
 -- (hex device keys, JSON), so every node settles concurrent rotations the same way.
 ALTER TABLE epochs ADD COLUMN excluded TEXT NOT NULL DEFAULT '[]';
+-- 0: the key came from an op that does not count (its author was removed by then, or is
+-- no admin). It still opens what was sealed under it, but nothing new is sealed with it.
+ALTER TABLE epochs ADD COLUMN eligible INTEGER NOT NULL DEFAULT 1;
 
 -- Changes that will never be part of the ledger: those of a removed device after its
 -- cutoff, and every change built on one (SECURITY.md R8). A bundle whose changes build on
