@@ -403,3 +403,39 @@ async def test_a_problem_is_sorted_out_from_the_problems_tab(
         await fill_form(pilot, quantity="2")
         assert ada.view().resource(compost).quantity == Decimal(2)
         assert cells(app, "problem-table", column=0) == []
+
+
+async def test_members_tab_promotes_shows_devices_and_removes_after_asking(ada: Node) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        table = app.query_one("#member-table", DataTable)
+        table.focus()
+        ben = next(m.id for m in ada.view().members() if m.name == "Ben")
+        table.move_cursor(row=table.get_row_index(ben))
+        await pilot.press("enter")  # who Ben is, and his devices
+        await pilot.pause()
+        assert "phone" in str(app.screen.query_one("#detail", Static).render())
+        await pilot.press("escape")
+        await pilot.press("m")  # make him an admin
+        await pilot.pause()
+        assert ada.view().member(ben).role.value == "admin"
+        assert "admin" in cells(app, "member-table")
+        await pilot.press("m")  # and not again
+        await pilot.pause()
+        assert ada.view().member(ben).role.value == "member"
+        await pilot.press("x")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        assert "nothing they write counts" in screen.explanation
+        await pilot.press("escape")  # no
+        await pilot.pause()
+        assert ada.view().member(ben).status == "active"
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert ada.view().member(ben).status == "removed"
+        assert "Ben" not in cells(app, "member-table", 0)
+        assert len(ada.feeds.epochs(ada.current_group().id)) == 2  # a new key without him

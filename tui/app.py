@@ -21,14 +21,15 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
+from hearth import members
 from hearth.errors import HearthError
 from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
 from hearth.ledger.ledger import Ledger
 from hearth.ledger.model import CommitmentStatus, Kind
 from hearth.node import Node
-from hearth.present import describe_resource
-from hearth.values import format_time, parse_date, parse_quantity
+from hearth.present import describe_resource, device_name
+from hearth.values import format_date, format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
 from tui.invite import InviteScreen
 from tui.panes import (
@@ -137,6 +138,7 @@ class HearthApp(App[None]):
         Binding("f", "filter", "Show"),
         # Members
         Binding("i", "invite", "Invite"),
+        Binding("m", "role", "Admin or not"),
         # Problems
         Binding("o", "sort_out", "Sort out"),
     ]
@@ -153,7 +155,6 @@ class HearthApp(App[None]):
     _ACTION_TABS: ClassVar[dict[str, frozenset[str]]] = {
         **dict.fromkeys(
             (
-                "details",
                 "edit",
                 "lend",
                 "return",
@@ -167,7 +168,9 @@ class HearthApp(App[None]):
             frozenset({"resources"}),
         ),
         "add": frozenset({"resources", "needs", "promises"}),
-        "remove": frozenset({"resources", "promises"}),
+        "remove": frozenset({"resources", "promises", "members"}),
+        "details": frozenset({"resources", "members"}),
+        "role": frozenset({"members"}),
         "done": frozenset({"needs", "promises"}),
         "filter": frozenset({"needs", "promises"}),
         "accept": frozenset({"promises"}),
@@ -265,7 +268,7 @@ class HearthApp(App[None]):
             self.query_one(ResourcesPane).show(self.snapshot())
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "resource-table":  # Enter or a click on a row
+        if event.data_table.id in ("resource-table", "member-table"):  # Enter, or a click
             self.action_details()
         elif event.data_table.id == "problem-table":
             self.action_sort_out()
@@ -292,9 +295,17 @@ class HearthApp(App[None]):
 
     def change(self, edit: Callable[[Ledger], object], done: str) -> bool:
         """Make one change to the ledger; a refusal is shown in plain words."""
-        try:
+
+        def run() -> None:
             with self.node.change(self.group_id) as ledger:
                 edit(ledger)
+
+        return self.attempt(run, done)
+
+    def attempt(self, act: Callable[[], object], done: str) -> bool:
+        """Do something to the group; a refusal is shown in plain words."""
+        try:
+            act()
         except HearthError as exc:
             self.notify(str(exc), title="Not done", severity="error", timeout=8)
             return False
@@ -460,6 +471,10 @@ class HearthApp(App[None]):
         act(resource_id)
 
     def action_details(self) -> None:
+        if self._tab() == "members":
+            self._with_member(self._show_member)
+            return
+
         def show(resource_id: str) -> None:
             view = self.node.view(self.group_id)
             lines = [describe_resource(view, view.resource(resource_id)), "", "History:"]
@@ -574,6 +589,9 @@ class HearthApp(App[None]):
     def action_remove(self) -> None:
         if self._tab() == "promises":
             self._promise_to(CommitmentStatus.CANCELLED, "Cancel")
+            return
+        if self._tab() == "members":
+            self._with_member(self._remove_member)
             return
 
         def remove(resource_id: str) -> None:
@@ -720,6 +738,63 @@ class HearthApp(App[None]):
             self.notify(conflict.advice)
 
     # --- members --------------------------------------------------------------------------
+
+    def _with_member(self, act: Callable[[str], None]) -> None:
+        member_id = self._selected("member-table")
+        if member_id is None:
+            self.notify("Pick a member first (arrow keys).", severity="warning")
+            return
+        act(member_id)
+
+    def _show_member(self, member_id: str) -> None:
+        view = self.node.view(self.group_id)
+        m = view.member(member_id)
+        lines = [
+            m.name,
+            f"{'Admin' if m.role.value == 'admin' else 'Member'} since {format_date(m.joined_at)}",
+            "",
+            "Devices:",
+            *(f"  {device_name(view, m.id, d)}" for d in m.devices),
+        ]
+        self.push_screen(DetailScreen("\n".join(lines)))
+
+    def _remove_member(self, member_id: str) -> None:
+        name = self.node.view(self.group_id).member_name(member_id)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.attempt(
+                    lambda: members.remove_member(self.node, self.group_id, member_id),
+                    f"{name} is out of the group.",
+                )
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Remove {name} from the group?",
+                "From now on they see nothing new the group writes, and nothing they write "
+                "counts. What they saw before stays with them. This cannot be undone; "
+                "to have them back, invite them again.",
+                yes="Remove",
+            ),
+            confirmed,
+        )
+
+    def action_role(self) -> None:
+        def toggle(member_id: str) -> None:
+            view = self.node.view(self.group_id)
+            m = view.member(member_id)
+            if m.role.value == "admin":
+                self.attempt(
+                    lambda: members.demote(self.node, self.group_id, member_id),
+                    f"{m.name} is no longer an admin.",
+                )
+            else:
+                self.attempt(
+                    lambda: members.promote(self.node, self.group_id, member_id),
+                    f"{m.name} is now an admin: they can invite and remove members.",
+                )
+
+        self._with_member(toggle)
 
     def action_invite(self) -> None:
         relays = self.node.view(self.group_id).relays()
