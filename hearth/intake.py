@@ -37,7 +37,16 @@ from hearth.protocol.bundle import (
 )
 from hearth.rotation import epoch_of, take_epoch_op
 
-__all__ = ["Author", "NotCounted", "Outcome", "PastCutoff", "Verdict", "author_of", "take_in"]
+__all__ = [
+    "Author",
+    "NotCounted",
+    "Outcome",
+    "PastCutoff",
+    "Verdict",
+    "author_of",
+    "removal_notices",
+    "take_in",
+]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +178,20 @@ def _take_out(node: Node, group_id: str, flip: _Flip) -> None:
             (node.clock.now_ms(), "removal", note),
         )
     log.warning("%s", note)
+
+
+NOTICE_DAYS = 30
+
+
+def removal_notices(node: Node) -> list[tuple[int, str]]:
+    """(when, what) of the changes taken back out after late removals, newest first: what
+    a member is told when some of the ledger, maybe their own edits, did not count."""
+    since = node.clock.now_ms() - NOTICE_DAYS * 86_400_000
+    rows = node.store.query(
+        "SELECT at, reason FROM rejections WHERE source = 'removal' AND at >= ? ORDER BY at DESC",
+        (since,),
+    )
+    return [(int(at), str(reason)) for at, reason in rows]
 
 
 def _reject(node: Node, source: str, reason: str) -> Outcome:

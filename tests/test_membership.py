@@ -13,7 +13,7 @@ import pytest
 from hearth import members
 from hearth.errors import NotAuthorized, UsageError
 from hearth.identity import create_identity
-from hearth.intake import Verdict, take_in
+from hearth.intake import Verdict, removal_notices, take_in
 from hearth.ledger import Kind, Ledger, LedgerDoc
 from hearth.ledger.model import Role
 from hearth.node import Node, open_node
@@ -122,9 +122,9 @@ def test_a_removed_members_later_writes_count_nowhere(group: list[Node]) -> None
     assert "Late ladder" not in resource_names(cat)
     assert "Early ladder" in resource_names(cat)
     assert sorted(cat.ledger().doc.heads()) == sorted(ben.ledger().doc.heads())
-    notes = cat.store.query("SELECT reason FROM rejections WHERE source = 'removal'")
-    assert notes
-    assert "taken back out" in str(notes[0][0])
+    notes = removal_notices(cat)  # what `hearth status` and the app tell Cat
+    assert len(notes) == 1
+    assert "taken back out" in notes[0][1]
     # And a node reopened from its store agrees (the rebuild was saved).
     home = cat.home
     cat.close()

@@ -439,3 +439,17 @@ async def test_members_tab_promotes_shows_devices_and_removes_after_asking(ada: 
         assert ada.view().member(ben).status == "removed"
         assert "Ben" not in cells(app, "member-table", 0)
         assert len(ada.feeds.epochs(ada.current_group().id)) == 2  # a new key without him
+
+
+async def test_a_removed_member_is_told_so(homes: tuple[Path, Path], ada: Node) -> None:
+    from hearth import members
+
+    members.remove_member(ada, ada.current_group().id, "Ben")
+    with open_node(homes[1], clock=FakeClock(now=NOW + 120_000)) as ben:
+        for bundle in ada.feeds.all():
+            take_in(ben, bundle.envelope, source="test")
+        app = app_for(ben)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            shown = str(app.query_one("#attention", Static).render())
+            assert "no longer in this group" in shown

@@ -107,6 +107,14 @@ class Overview(VerticalScroll):
             attention.append(f"{len(conflicts)} problem(s) to sort out — see Problems (6)")
         if sync.gaps:
             attention.append(f"{sync.gaps} change(s) from others are waiting for earlier ones")
+        if sync.taken_back:
+            attention.append(f"Taken back out: {sync.taken_back[0]}")
+        me = view.tables["members"].get(snap.me)
+        if me is not None and view.member(snap.me).status != "active":
+            attention.append(
+                "You are no longer in this group: you can read what you had, "
+                "but nothing you write here counts."
+            )
         self.query_one("#attention", Static).update(
             Text("\n".join(attention), style="bold red") if attention else ""
         )

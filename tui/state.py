@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hearth.intake import removal_notices
 from hearth.node import Node
 from hearth.peers import list_peers, waiting_for
 from hearth.values import format_time
@@ -25,6 +26,7 @@ class SyncState:
     waiting: int  # my changes not yet passed on
     gaps: int  # changes from others held back until earlier ones arrive
     online: bool
+    taken_back: tuple[str, ...] = ()  # recent notes of edits that did not count after all
 
 
 def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
@@ -32,8 +34,11 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
     links = [(url, False) for url in node.view(group_id).relays()]
     links += [(url, True) for url in list_peers(node.store)]
     gaps = len(node.feeds.waiting(group_id))
+    taken_back = tuple(what for _, what in removal_notices(node))
     if not links:
-        return SyncState("Only on this device: nothing to share with yet", 0, gaps, False)
+        return SyncState(
+            "Only on this device: nothing to share with yet", 0, gaps, False, taken_back
+        )
     waiting = min(waiting_for(node.store, url, group_id, peer=peer) for url, peer in links)
     rows = node.store.query(
         "SELECT MAX(last_ok), MAX(last_attempt) FROM sync_log WHERE url IN "  # noqa: S608
@@ -51,4 +56,4 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
         since = f" (last shared {format_time(int(last_ok))})" if last_ok else ""
         words = f"Offline{since}"
         online = False
-    return SyncState(words, waiting, gaps, online)
+    return SyncState(words, waiting, gaps, online, taken_back)

@@ -12,7 +12,7 @@ from pathlib import Path
 from hearth.cli.commands import emit
 from hearth.errors import ProtocolError, TransportError, UsageError
 from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, take_in
+from hearth.intake import Verdict, removal_notices, take_in
 from hearth.invite import decode_token, encode_token
 from hearth.node import Node, open_node
 from hearth.peers import add_peer, list_peers, remove_peer, waiting_for
@@ -211,12 +211,14 @@ def _status(args: argparse.Namespace, node: Node) -> int:
     relays = [link(url, peer=False) for url in node.view(group.id).relays()]
     peers = [link(url, peer=True) for url in list_peers(node.store)]
     gaps = len(node.feeds.waiting(group.id))
+    notices = removal_notices(node)
     data = {
         "group": group.name,
         "group_id": group.id,
         "relays": relays,
         "peers": peers,
         "gaps": gaps,
+        "taken_back": [{"at": at, "what": what} for at, what in notices],
     }
     lines = [f"{group.name}:"]
     for kind, links in (("relay", relays), ("peer", peers)):
@@ -233,6 +235,8 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         lines.append("  no relays: `hearth relay add ws://HOST:PORT`")
     if gaps:
         lines.append(f"  {gaps} bundles are waiting for earlier ones that have not arrived")
+    for at, what in notices:
+        lines.append(f"  {format_time(at)}: {what}")
     return emit(args, data, "\n".join(lines))
 
 
