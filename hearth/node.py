@@ -345,6 +345,10 @@ class Node:
                     device_id=me.device_id,
                     device=self._device_card(actor),
                 )
+                # Until the group's ledger arrives, sync needs to know where to find it.
+                for url in token.relays:
+                    if url not in ledger.view.relays():
+                        ledger.add_relay(url)
             self.store.set_meta("current_group", group_id)
         return self.group(group_id)
 

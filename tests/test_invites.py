@@ -169,3 +169,22 @@ def test_the_inviter_can_say_no(tmp_path: Path, relay: Relay) -> None:
     assert inviting.returncode == 1
     members = [m["name"] for m in json.loads(ada("member", "list", "--json").out)]
     assert members == ["Ada"]
+
+
+@pytest.mark.process
+def test_a_token_used_before_the_inviter_syncs_still_knows_where_to_sync(
+    tmp_path: Path, relay: Relay
+) -> None:
+    ada = Cli(tmp_path / "ada")
+    ada("init", "--name", "Ada")
+    ada("group", "create", "Orchard", "--relay", relay.url)
+    ada("resource", "add", "Apple press", "--kind", "tool")
+    token = json.loads(ada("invite", "--token", "--json").out)["token"]
+    ben = Cli(tmp_path / "ben")
+    ben("join", token, "--name", "Ben")  # Ada has not synced: nothing to fetch yet
+    assert ben("sync", check=False).code == 0
+    ada("sync")
+    ben("sync")
+    assert "Apple press" in ben("resource", "list").out
+    ada("sync")
+    assert {m["name"] for m in json.loads(ada("member", "list", "--json").out)} == {"Ada", "Ben"}
