@@ -288,6 +288,7 @@ class Author:
     actors: frozenset[bytes] | None  # the actor ids it may write under (None: any)
     member_id: str | None  # the member the device writes for (None: the founding device)
     joining: str | None = None  # the member a valid invite claim lets it add
+    invite_id: str | None = None  # the invite that claim uses
 
 
 def _card(members: membership.Table, device_key: bytes) -> membership.Card | None:
@@ -323,7 +324,12 @@ def author_of(node: Node, group_id: str, view: LedgerView, inner: Inner) -> Auth
         claimed_by = invite.get("claimed_by")
         if isinstance(claimed_by, str) and claimed_by != member_id:
             raise ProtocolError("a join claim for an invite someone else already used")
-        return Author(actors=frozenset(claim.actors), member_id=member_id, joining=member_id)
+        return Author(
+            actors=frozenset(claim.actors),
+            member_id=member_id,
+            joining=member_id,
+            invite_id=claim.invite_id,
+        )
     if verify_genesis(node.group(group_id).genesis).get("device_key") == inner.author.hex():
         return Author(actors=None, member_id=None)
     raise ProtocolError("a bundle from a device that is not a member's")
@@ -355,10 +361,16 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
         for doc, submitted in by_doc.items():
             document = ledger.document(doc)
             changes = _ready(node, group_id, document, submitted)
-            guarded = document.may_write(changes, document.objects_under("members"))
+            guarded = document.may_write(
+                changes, document.objects_under("members") | document.objects_under("invites")
+            )
             if guarded and doc != LIVE:
                 raise ProtocolError("a change to membership inside an archive")
-            before = copy.deepcopy(ledger.view.tables["members"]) if doc == LIVE else {}
+            before = (
+                {t: copy.deepcopy(ledger.view.tables[t]) for t in ("members", "invites")}
+                if doc == LIVE
+                else {}
+            )
             infos = [(change_hash(c).hash, c) for c in changes]
             node.store.append_changes(group_id, doc, infos, local=False, touched=touched[doc])
             try:
@@ -434,17 +446,31 @@ def _orphan(node: Node, group_id: str, changes: set[bytes]) -> None:
 
 
 def _check_membership(
-    node: Node, group_id: str, ledger: Ledger, before: membership.Table, author: Author
+    node: Node,
+    group_id: str,
+    ledger: Ledger,
+    before: dict[str, dict[str, dict[str, object]]],
+    author: Author,
 ) -> None:
-    """Judge a bundle that wrote to the members table, then bring the view in line with
-    the document (the bundle's own list of what it touched is not trusted for this)."""
-    after = ledger.doc.read_table("members")
-    membership.check_change(before, after, author=author.member_id, joining=author.joining)
-    ledger.view.refresh_with(
-        ledger.doc.read_entry, [("members", m) for m in set(before) | set(after)]
+    """Judge a bundle that wrote to the members or invites table, then bring the view in
+    line with the document (the bundle's own list of what it touched is not trusted)."""
+    after = {t: ledger.doc.read_table(t) for t in ("members", "invites")}
+    membership.check_change(
+        before["members"], after["members"], author=author.member_id, joining=author.joining
     )
-    old_cutoffs = {c.key: c.cutoff for c in membership.cards(before)}
-    for card in membership.cards(after):
+    membership.check_invites(
+        before["invites"],
+        after["invites"],
+        members=before["members"],
+        author=author.member_id,
+        claimed=author.invite_id,
+    )
+    ledger.view.refresh_with(
+        ledger.doc.read_entry,
+        [(t, e) for t in ("members", "invites") for e in set(before[t]) | set(after[t])],
+    )
+    old_cutoffs = {c.key: c.cutoff for c in membership.cards(before["members"])}
+    for card in membership.cards(after["members"]):
         if card.cutoff is None or old_cutoffs.get(card.key) == card.cutoff:
             continue
         if node.feeds.head(group_id, card.key)[0] > card.cutoff:

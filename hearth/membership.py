@@ -25,6 +25,7 @@ __all__ = [
     "active_admins",
     "cards",
     "check_change",
+    "check_invites",
     "cutoff_of",
     "effective_role",
     "is_gone",
@@ -173,3 +174,34 @@ def check_change(
     for card in cards(after):
         if listed.setdefault(card.key, card.member_id) != card.member_id:
             raise ProtocolError("a device listed for two members")
+
+
+def check_invites(
+    before: Table,
+    after: Table,
+    *,
+    members: Table,
+    author: str | None,
+    claimed: str | None,
+) -> None:
+    """Raise :class:`ProtocolError` unless a bundle's change to ``invites`` was allowed:
+    admins record invites; a joining device marks only the invite it claims as used by
+    itself; a member may record a device invite for themselves."""
+    if author is None or effective_role(members, author) == "admin":
+        return
+    for invite_id in set(before) | set(after):
+        old, new = before.get(invite_id), after.get(invite_id)
+        if old == new:
+            continue
+        if invite_id == claimed and old is not None and new is not None:
+            changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+            if changed <= {"claimed_by", "claimed_at"} and new.get("claimed_by") == author:
+                continue
+        if (
+            old is None
+            and new is not None
+            and new.get("kind") == "device"
+            and new.get("member") == author
+        ):
+            continue
+        raise ProtocolError("an invite recorded or changed by a member who is not an admin")

@@ -153,6 +153,19 @@ def test_only_admins_change_membership_on_any_node(group: list[Node]) -> None:
     assert any("own role" in r for r in reasons)
 
 
+def test_a_member_who_is_not_an_admin_cannot_record_an_invite(group: list[Node]) -> None:
+    """Otherwise Ben could let in anyone he likes by writing an invite into the ledger."""
+    ada, ben, _, _ = group
+    gid = ada.current_group().id
+    with ben.change() as ledger:
+        ledger.add_invite("sneaky-invite", key="00" * 32, expires_at=2**40)
+    verdicts = deliver(ben, ada, gid)
+    assert Verdict.REJECTED in verdicts
+    assert "sneaky-invite" not in ada.view().tables["invites"]
+    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejections")]
+    assert any("invite recorded or changed by a member who is not an admin" in r for r in reasons)
+
+
 def test_a_bundle_that_hides_its_membership_change_is_still_caught(group: list[Node]) -> None:
     """Ben's bundle removes Cat but claims to have touched nothing: the node reads the
     change's own operations, not the author's word."""
