@@ -75,8 +75,15 @@ def create_identity(
     name: str,
     device_name: str | None = None,
     random_bytes: RandomBytes = secrets.token_bytes,
+    member: SigningKey | None = None,
+    device: SigningKey | None = None,
 ) -> Identity:
-    """Create a member and device identity in ``home``; refuse if one exists."""
+    """Create a member and device identity in ``home``; refuse if one exists.
+
+    ``member`` is given for another device of an existing member (``hearth device add``);
+    ``device`` when the device key had to exist before the identity (to prove it in an
+    invite exchange).
+    """
     name = check_text(name, "name")
     device_name = check_text(device_name or os.uname().nodename or "this device", "device name")
     if (home / _IDENTITY_FILE).exists():
@@ -84,7 +91,8 @@ def create_identity(
             f"There is already an identity in {home}; Hearth never overwrites keys. "
             "Use another --home to make a second one."
         )
-    member, device = SigningKey.generate(random_bytes), SigningKey.generate(random_bytes)
+    member = member or SigningKey.generate(random_bytes)
+    device = device or SigningKey.generate(random_bytes)
     kem = KemKey.generate(random_bytes)
     certificate = member.sign(
         _certificate_message(member.public, device.public, kem.public, device_name)

@@ -321,6 +321,8 @@ def author_of(node: Node, group_id: str, view: LedgerView, inner: Inner) -> Auth
         if not claim.verifies(bytes.fromhex(str(invite.get("key", "")))):
             raise ProtocolError("a join claim that the invite's key did not sign")
         member_id = key_id(claim.member_key)
+        if invite.get("kind") == "device" and invite.get("member") != member_id:
+            raise ProtocolError("a claim to another member's device invite")
         claimed_by = invite.get("claimed_by")
         if isinstance(claimed_by, str) and claimed_by != member_id:
             raise ProtocolError("a join claim for an invite someone else already used")

@@ -20,9 +20,21 @@ from hearth.crypto import SigningKey, verify
 from hearth.errors import ProtocolError, UsageError
 from hearth.protocol import codec
 
-__all__ = ["Claim", "Token", "decode_claim", "decode_token", "encode_token", "make_claim"]
+__all__ = [
+    "DEVICE_PREFIX",
+    "Claim",
+    "DeviceToken",
+    "Token",
+    "decode_claim",
+    "decode_device_token",
+    "decode_token",
+    "encode_device_token",
+    "encode_token",
+    "make_claim",
+]
 
 _PREFIX = "hearth-token-1."
+DEVICE_PREFIX = "hearth-device-1."
 _CLAIM_SIGNED = b"hearth/v1/invite-claim\x00"
 
 
@@ -106,6 +118,46 @@ def decode_token(text: str) -> Token:
         invite_secret=secret,
         expires_at=expires,
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceToken:
+    """What a member's new device needs: the join token, and the member's own key and
+    name, so the device writes as that member. Only ever sent sealed in an invite
+    exchange, never printed."""
+
+    token: Token
+    member_secret: bytes
+    member_name: str
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"DeviceToken(member={self.member_name!r})"
+
+
+def encode_device_token(device: DeviceToken) -> str:
+    """A device token as text for the sealed invite exchange."""
+    body = codec.encode([1, encode_token(device.token), device.member_secret, device.member_name])
+    return DEVICE_PREFIX + base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def decode_device_token(text: str) -> DeviceToken:
+    """A device token from its text, or :class:`UsageError` saying why it is not one."""
+    raw = text.strip().removeprefix(DEVICE_PREFIX)
+    try:
+        value = codec.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, ProtocolError):
+        raise UsageError("The new device's keys arrived damaged; try again.") from None
+    if not (
+        isinstance(value, list)
+        and len(value) == 4
+        and value[0] == 1
+        and isinstance(value[1], str)
+        and isinstance(value[2], bytes)
+        and len(value[2]) == 32
+        and isinstance(value[3], str)
+    ):
+        raise UsageError("The new device's keys arrived damaged; try again.")
+    return DeviceToken(token=decode_token(value[1]), member_secret=value[2], member_name=value[3])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

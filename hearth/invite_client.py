@@ -158,8 +158,13 @@ async def offer_invite(
     show_phrase: Callable[[str], None],
     approve: Callable[[str], Awaitable[bool]],
     random_bytes: RandomBytes = secrets.token_bytes,
+    make_token: Callable[[], str] | None = None,
 ) -> InviteResult:
-    """Show a code and let in whoever proves it, if the member approves them."""
+    """Show a code and let in whoever proves it, if the member approves them.
+
+    ``make_token`` records the invite and gives what is sealed to the joiner (by
+    default a new member's join token; ``hearth device add`` gives a device token).
+    """
     group = node.current_group()
     result = InviteResult()
     async with _MailboxLink(url) as link:
@@ -176,12 +181,12 @@ async def offer_invite(
                 if not await approve(event.name):
                     result.refused = True
                     return list(exchange.refuse())
-                token = node.create_invite()
+                token = make_token() if make_token else encode_token(node.create_invite())
                 # The others must know of the invite before the joiner's first bundle
                 # claims it: publish it first.
                 await sync_relays(node, node.view(group.id).relays(), [group.id], timeout=20)
                 result.joined = event.name
-                return list(exchange.approve(encode_token(token)))
+                return list(exchange.approve(token))
             return []
 
         try:

@@ -271,18 +271,27 @@ class Node:
             "actors": {actor.hex(): True},
         }
 
-    def create_invite(self, *, valid_for_ms: int = 24 * 3_600_000) -> Token:
-        """Record an invite in the current group's ledger and return its join token."""
+    def create_invite(self, *, valid_for_ms: int = 24 * 3_600_000, device: bool = False) -> Token:
+        """Record an invite in the current group's ledger and return its join token.
+
+        ``device``: an invite for another device of this member (any member may make
+        one), rather than for a new member (admins only).
+        """
         group = self.current_group()
         view = self.view(group.id)
         me = self.identity
-        if view.member(me.member_id).role is not Role.ADMIN:
+        if not device and view.member(me.member_id).role is not Role.ADMIN:
             raise NotAuthorized("Only the group's admins can invite new members.")
         invite_key = SigningKey.generate(self.random_bytes)
         invite_id = self.new_id()
         expires = self.clock.now_ms() + valid_for_ms
         with self.change(group.id) as ledger:
-            ledger.add_invite(invite_id, key=invite_key.public.hex(), expires_at=expires)
+            ledger.add_invite(
+                invite_id,
+                key=invite_key.public.hex(),
+                expires_at=expires,
+                for_member=me.member_id if device else None,
+            )
             relays = tuple(
                 str(r["url"])
                 for r in ledger.view.tables["relays"].values()
@@ -300,11 +309,13 @@ class Node:
             expires_at=expires,
         )
 
-    def join_with_token(self, token: Token) -> GroupRow:
+    def join_with_token(self, token: Token, *, as_device: bool = False) -> GroupRow:
         """Join the group a token invites to: keep its keys and claim the invite.
 
         The claim goes out with this device's first bundle at the next sync; until then
-        the member sees only what they add themselves.
+        the member sees only what they add themselves. ``as_device``: this is another
+        device of a member already in the group; its claim waits (:meth:`claim_device`)
+        until the member's entry has arrived, so as not to write a rival one.
         """
         if token.expires_at <= self.clock.now_ms():
             raise UsageError("This join token has expired; ask for a new one.")
@@ -336,6 +347,11 @@ class Node:
             for number, epoch_id, secret in token.epochs:
                 keys = EpochKeys(group_id=bytes.fromhex(group_id), epoch_id=epoch_id, secret=secret)
                 self.feeds.add_epoch(group_id, keys, number)
+            self.store.set_meta("current_group", group_id)
+            if as_device:
+                pending = json.dumps({"invite": token.invite_id, "claim": claim.hex()})
+                self.store.set_meta(f"device_claim:{group_id}", pending)
+                return self.group(group_id)
             with self.writing(group_id) as ledger:
                 self._ledgers[group_id].claim = claim
                 ledger.claim_invite(
@@ -349,8 +365,29 @@ class Node:
                 for url in token.relays:
                     if url not in ledger.view.relays():
                         ledger.add_relay(url)
-            self.store.set_meta("current_group", group_id)
         return self.group(group_id)
+
+    def claim_device(self, group_id: str) -> bool:
+        """Add this device to its member's entry, once that entry has arrived, claiming the
+        device invite; ``True`` if it was done (now or before)."""
+        key = f"device_claim:{group_id}"
+        pending = self.store.get_meta(key)
+        if not pending:
+            return True
+        me = self.identity
+        if me.member_id not in self.view(group_id).tables["members"]:
+            return False
+        found = json.loads(pending)
+        with self.store.write():
+            with self.writing(group_id) as ledger:
+                self._ledgers[group_id].claim = bytes.fromhex(found["claim"])
+                ledger.claim_device(
+                    str(found["invite"]),
+                    me.device_id,
+                    self._device_card(self.group(group_id).actor),
+                )
+            self.store.set_meta(key, "")
+        return True
 
     def receive_changes(
         self,

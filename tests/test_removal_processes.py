@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from hearth.ledger.model import TABLES
 from hearth.node import open_node
 from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
 from hearth.sync_client import sync_relay
-from tests.conftest import Cli
+from tests.conftest import Cli, hearth_command
 from tests.test_invites import first_line, group_at, start_invite
 from tests.test_sync_processes import Relay, start_relay
 
@@ -125,3 +127,44 @@ def test_invite_join_remove_and_the_removed_member_is_shut_out(
     assert "Apple press" in seen  # what he saw while a member, he keeps
     assert not {"Secret seed tin", "Cat's jam"} & seen
     assert new_topic >= 2  # Ada's tin and Cat's jam, at least
+
+
+@pytest.mark.process
+def test_a_second_device_by_code_writes_as_its_member_until_removed(
+    tmp_path: Path, relay: Relay
+) -> None:
+    ada = group_at(tmp_path, relay.url)
+    adding = subprocess.Popen(
+        [*hearth_command(), "--home", str(ada.home), "device", "add", "--json", "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "HEARTH_HOME"},
+    )
+    code = first_line(adding)["code"]
+    tablet = Cli(tmp_path / "tablet")  # no identity yet, and no name given: it is Ada's
+    tablet("join", code, "--relay", relay.url)
+    _, err = adding.communicate(timeout=60)
+    assert adding.returncode == 0, err
+    me = json.loads(ada("whoami", "--json").out)
+    there = json.loads(tablet("whoami", "--json").out)
+    assert there["member_id"] == me["member_id"]
+    assert there["device_id"] != me["device_id"]
+    tablet("resource", "add", "Wheelbarrow", "--kind", "tool")
+    tablet("sync")
+    ada("sync")
+    assert "Wheelbarrow" in names(ada)
+    listed = json.loads(ada("member", "list", "--json").out)
+    assert [(m["name"], len(m["devices"]), m["role"]) for m in listed] == [("Ada", 2, "admin")]
+    devices = json.loads(ada("device", "list", "--json").out)
+    assert len(devices) == 2
+    tablet_id = next(d["id"] for d in devices if not d["this_device"])
+
+    ada("device", "remove", tablet_id[:8], "--yes")
+    ada("resource", "add", "New lock code", "--kind", "other")
+    ada("sync")
+    tablet("sync")
+    assert "New lock code" not in names(tablet)  # the new key was not sealed to it
+    refused = tablet("resource", "add", "Sneaky", "--kind", "tool", check=False)
+    assert refused.code == 1
+    assert "no longer in" in refused.err

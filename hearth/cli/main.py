@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     device = sub.add_parser("device", help="the devices you use Hearth on").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
+    p = device.add_parser("add", help="use Hearth on another device too: a code to type in there")
+    p.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="how long the code waits"
+    )
+    p.add_argument("--yes", action="store_true", help="let the device in, unasked")
+    _json_flag(p)
     p = device.add_parser("list", help="your devices in the current group")
     p.add_argument("--all", action="store_true", help="every member's devices")
     _json_flag(p)

@@ -6,14 +6,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 from hearth.cli.commands import emit
+from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
 from hearth.identity import create_identity, has_identity
 from hearth.intake import Verdict, removal_notices, take_in
-from hearth.invite import decode_token, encode_token
+from hearth.invite import (
+    DEVICE_PREFIX,
+    DeviceToken,
+    decode_device_token,
+    decode_token,
+    encode_device_token,
+    encode_token,
+)
 from hearth.node import Node, open_node
 from hearth.peers import add_peer, list_peers, remove_peer, waiting_for
 from hearth.protocol import codec
@@ -89,6 +98,7 @@ def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[Relay
     topics: set[bytes] = set()
     for _ in range(_MAX_PASSES):
         for group_id in groups:
+            node.claim_device(group_id)  # a new device, once its member's entry is here
             if rotation_due(node, group_id):
                 rotate(node, group_id)
         now = {keys.topic for g in groups for _, keys in node.feeds.epochs(g)}
@@ -257,9 +267,29 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
-def _invite_by_code(args: argparse.Namespace, node: Node) -> int:
+def _device_add(args: argparse.Namespace, node: Node) -> int:
+    """``hearth device add``: like an invite, for another device of this member."""
+    me = node.identity
+
+    def device_token() -> str:
+        return encode_device_token(
+            DeviceToken(
+                token=node.create_invite(device=True),
+                member_secret=me.member_key.secret,
+                member_name=me.name,
+            )
+        )
+
+    return _invite_by_code(args, node, device_token)
+
+
+def _invite_by_code(
+    args: argparse.Namespace, node: Node, device_token: Callable[[], str] | None = None
+) -> int:
     """``hearth invite``: a code on the first line, then wait for the joiner."""
     from hearth.invite_client import offer_invite
+
+    who = "your new device" if device_token else "the new member"
 
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than zero seconds.")
@@ -277,8 +307,7 @@ def _invite_by_code(args: argparse.Namespace, node: Node) -> int:
         say({"code": code}, code)
         if not args.json:
             print(
-                f"Tell the new member this code; they run `hearth join {code} --relay "
-                f"{relays[0]}`. Waiting for them…",
+                f"On {who}, run `hearth join {code} --relay {relays[0]}`. Waiting…",
                 flush=True,
             )
 
@@ -288,7 +317,12 @@ def _invite_by_code(args: argparse.Namespace, node: Node) -> int:
     async def approve(name: str) -> bool:
         if args.yes:
             return True
-        answer = await asyncio.to_thread(input, f"Let {name} join the group? [y/N] ")
+        question = (
+            f"Let the device '{name}' write as you? [y/N] "
+            if device_token
+            else f"Let {name} join the group? [y/N] "
+        )
+        answer = await asyncio.to_thread(input, question)
         return answer.strip().lower() in ("y", "yes")
 
     result = asyncio.run(
@@ -299,6 +333,7 @@ def _invite_by_code(args: argparse.Namespace, node: Node) -> int:
             show_code=show_code,
             show_phrase=show_phrase,
             approve=approve,
+            make_token=device_token,
         )
     )
     if result.refused:
@@ -311,21 +346,41 @@ def _invite_by_code(args: argparse.Namespace, node: Node) -> int:
 def join(args: argparse.Namespace, home: Path) -> int:
     """``hearth join CODE`` (or a token): create the identity if needed, join, then try a
     first sync."""
-    if not has_identity(home):
-        if not args.name:
-            raise UsageError("This device has no identity yet: add --name YOUR-NAME.")
-        create_identity(home, name=args.name)
+    device = None if has_identity(home) else SigningKey.generate()
     if args.token.strip().startswith("hearth-token-"):
-        token = decode_token(args.token)
+        text = args.token
     else:
-        token = decode_token(_token_for_code(args, home))
+        text = _token_for_code(args, home, device)
+    as_device = text.startswith(DEVICE_PREFIX)
+    if as_device:
+        if device is None:
+            raise UsageError(
+                "This home already has an identity; a new device needs a fresh one "
+                "(use another --home)."
+            )
+        given = decode_device_token(text)
+        token = given.token
+        create_identity(
+            home, name=given.member_name, member=SigningKey(given.member_secret), device=device
+        )
+    else:
+        token = decode_token(text)
+        if device is not None:
+            if not args.name:
+                raise UsageError("This device has no identity yet: add --name YOUR-NAME.")
+            create_identity(home, name=args.name, device=device)
     with open_node(home) as node:
-        group = node.join_with_token(token)
+        group = node.join_with_token(token, as_device=as_device)
         reports = (
             asyncio.run(sync_relays(node, list(token.relays), [group.id], timeout=args.timeout))
             if token.relays
             else []
         )
+        if as_device and node.claim_device(group.id) and token.relays:
+            reports += asyncio.run(
+                sync_relays(node, list(token.relays), [group.id], timeout=args.timeout)
+            )
+            reports = _merged(reports)
         data = {"group": group.name, "group_id": group.id, **_report_json(reports)}
         synced = any(r.ok for r in reports)
         text = f"You joined '{group.name}'." + (
@@ -336,16 +391,22 @@ def join(args: argparse.Namespace, home: Path) -> int:
         return emit(args, data, text)
 
 
-def _token_for_code(args: argparse.Namespace, home: Path) -> str:
-    """Run the code with the inviter through the relay's mailbox; the token it yields."""
+def _token_for_code(args: argparse.Namespace, home: Path, device: SigningKey | None) -> str:
+    """Run the code with the inviter through the relay's mailbox; the token it yields.
+
+    ``device``: the key of a device with no identity yet (it proves it in the exchange).
+    """
     from hearth.invite_client import accept_invite
     from hearth.protocol.invite_code import parse_code
 
     code = parse_code(args.token)
     if not args.relay:
         raise UsageError("Add the relay the inviter uses: --relay ws://HOST:PORT.")
-    with open_node(home) as node:
-        name, device = node.identity.name, node.identity.device_key
+    if device is None:
+        with open_node(home) as node:
+            name, device = node.identity.name, node.identity.device_key
+    else:
+        name = args.name or os.uname().nodename or "a new device"
 
     def show_phrase(phrase: str) -> None:
         text = f"Verification phrase: {phrase} — check the inviter sees the same."
@@ -448,6 +509,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
     "doctor": _doctor,
     "status": _status,
     "invite": _invite,
+    "device add": _device_add,
     "bundle export": _bundle_export,
     "bundle import": _bundle_import,
     "bundle have": _bundle_have,

@@ -247,10 +247,27 @@ class Ledger:
                 },
             )
 
-    def add_invite(self, invite_id: str, *, key: str, expires_at: int) -> None:
-        """Record an invite: the public key a joiner's claim must be signed with."""
+    def add_invite(
+        self, invite_id: str, *, key: str, expires_at: int, for_member: str | None = None
+    ) -> None:
+        """Record an invite: the public key a joiner's claim must be signed with; with
+        ``for_member``, an invite for another device of that member only."""
+        fields: dict[str, str | int] = {"key": key, "expires_at": expires_at, **self._stamp()}
+        if for_member is not None:
+            fields |= {"kind": "device", "member": for_member}
         with self._edit() as w:
-            w.put("invites", invite_id, {"key": key, "expires_at": expires_at, **self._stamp()})
+            w.put("invites", invite_id, fields)
+
+    def claim_device(self, invite_id: str, device_id: str, card: Fields) -> None:
+        """As a member's new device: add it to the member's entry and mark the invite used."""
+        self.view.member(self.author)
+        with self._edit() as w:
+            w.put("members", self.author, {"devices": {device_id: card}})
+            w.put(
+                "invites",
+                invite_id,
+                {"claimed_by": self.author, "claimed_at": self._clock.now_ms()},
+            )
 
     def claim_invite(
         self, invite_id: str, *, name: str, key: str, device_id: str, device: Fields
