@@ -284,6 +284,23 @@ class Feeds:
         )
         return [_row(r) for r in rows]
 
+    def keep_equivocation(self, group_id: str, envelope: Envelope, inner: Inner) -> None:
+        """Keep the second of two bundles a device signed for one seq (inside a write)."""
+        self.store.run(
+            "INSERT OR IGNORE INTO equivocations(group_id, author, seq, id, topic, envelope) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (group_id, inner.author, inner.seq, envelope.id, envelope.topic, envelope.encode()),
+        )
+
+    def equivocations(self, group_id: str) -> dict[bytes, int]:
+        """Device -> the last seq of its feed that counts, for devices proved to have
+        signed two bundles for one seq (R4)."""
+        rows = self.store.query(
+            "SELECT author, MIN(seq) FROM equivocations WHERE group_id = ? GROUP BY author",
+            (group_id,),
+        )
+        return {bytes(a): int(s) - 1 for a, s in rows}
+
     def mark_applied(self, bundle_id: bytes) -> None:
         """A waiting bundle has now been applied (inside a write)."""
         self.store.run("UPDATE bundles SET state = ? WHERE id = ?", (APPLIED, bundle_id))
@@ -336,7 +353,13 @@ class Feeds:
             (bytes(bid), bytes(env))
             for bid, author, seq, env in rows
             if int(seq) > have.get(bytes(author), 0)
-        ]
+        ] + self.proofs(topic)
+
+    def proofs(self, topic: bytes) -> list[tuple[bytes, bytes]]:
+        """(id, envelope) of the second bundles of devices that equivocated on a topic:
+        passed on with the rest, so every node holding both judges alike (R4)."""
+        rows = self.store.query("SELECT id, envelope FROM equivocations WHERE topic = ?", (topic,))
+        return [(bytes(bid), bytes(env)) for bid, env in rows]
 
     def newest_arrival(self) -> int:
         """A mark for :meth:`arrivals`: bundles stored after now come after it."""

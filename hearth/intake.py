@@ -87,6 +87,16 @@ class _Wait(Exception):
 _MAX_FLIPS = 16  # removals judged late for one bundle: far more than any real group sees
 
 
+class _Equivocation(Exception):
+    """A device signed two different bundles for one place in its feed (R4)."""
+
+    def __init__(self, envelope: Envelope, inner: Inner, held: Envelope) -> None:
+        super().__init__(f"equivocation: two different bundles at seq {inner.seq} from one device")
+        self.envelope = envelope
+        self.inner = inner
+        self.held = held  # the one this node had
+
+
 class _Flip(Exception):
     """A removal arrived after bundles it makes invalid were applied (SECURITY.md R8)."""
 
@@ -145,7 +155,40 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
         except _Flip as flip:  # the bundle, or a waiting one it let through, removed someone late
             _take_out(node, group_id, flip)
             flipped = True
+        except _Equivocation as proof:
+            _equivocated(node, group_id, proof)
+            with node.store.write():  # what waited on the changes now taken out
+                _retry_waiting(node, group_id)
+            return _reject(node, source, str(proof))
     return _reject(node, source, "a bundle that keeps changing who is in the group")
+
+
+def _equivocated(node: Node, group_id: str, proof: _Equivocation) -> None:
+    """R4: keep the proof (and pass it on, so every node that holds both judges alike),
+    and treat the device as removed from the seq before."""
+    inner = proof.inner
+    with node.store.write():
+        known = node.feeds.equivocations(group_id)
+        # Both halves of the proof go on: a node holding either one learns from the other.
+        node.feeds.keep_equivocation(group_id, proof.envelope, inner)
+        node.feeds.keep_equivocation(group_id, proof.held, inner)
+        if inner.author in known and known[inner.author] <= inner.seq - 1:
+            return  # judged already
+        name = "a member"
+        card = _card(node.view(group_id).tables["members"], inner.author)
+        if card is not None:
+            name = node.view(group_id).member_name(card.member_id)
+        node.store.run(
+            "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
+            (
+                node.clock.now_ms(),
+                "equivocation",
+                f"a device of {name} signed two different versions of the same change (a "
+                "broken or copied device); nothing it wrote from there on counts. An admin "
+                "should remove the device.",
+            ),
+        )
+    _take_out(node, group_id, _Flip(inner.author, inner.seq - 1))
 
 
 def _take_out(node: Node, group_id: str, flip: _Flip) -> None:
@@ -184,11 +227,13 @@ NOTICE_DAYS = 30
 
 
 def removal_notices(node: Node) -> list[tuple[int, str]]:
-    """(when, what) of the changes taken back out after late removals, newest first: what
-    a member is told when some of the ledger, maybe their own edits, did not count."""
+    """(when, what) of changes taken back out after late removals or a device's
+    equivocation, newest first: what a member is told when some of the ledger, maybe their
+    own edits, did not count."""
     since = node.clock.now_ms() - NOTICE_DAYS * 86_400_000
     rows = node.store.query(
-        "SELECT at, reason FROM rejections WHERE source = 'removal' AND at >= ? ORDER BY at DESC",
+        "SELECT at, reason FROM rejections WHERE source IN ('removal', 'equivocation') "
+        "AND at >= ? ORDER BY at DESC",
         (since,),
     )
     return [(int(at), str(reason)) for at, reason in rows]
@@ -210,9 +255,7 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
     if existing is not None:
         if existing.id == envelope.id:
             return Outcome(verdict=Verdict.DUPLICATE)
-        raise ProtocolError(
-            f"equivocation: two different bundles at seq {inner.seq} from one device"
-        )
+        raise _Equivocation(envelope, inner, parse_envelope(existing.envelope))
     if _past_cutoff(node, group_id, inner.author, inner.seq):
         # Judged now, gap or not: what builds on it must not wait for it.
         raise PastCutoff("a bundle from a removed device, written after its removal")
@@ -308,7 +351,8 @@ def author_of(node: Node, group_id: str, view: LedgerView, inner: Inner) -> Auth
     members = view.tables["members"]
     card = _card(members, inner.author)
     if card is not None:
-        if card.cutoff is not None and inner.seq > card.cutoff:
+        cutoff = _cutoff(node, group_id, card.cutoff, inner.author)
+        if cutoff is not None and inner.seq > cutoff:
             raise PastCutoff("a bundle from a removed device, written after its removal")
         return Author(actors=card.actors, member_id=card.member_id)
     if inner.claim:
@@ -413,8 +457,19 @@ def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes])
 
 
 def _past_cutoff(node: Node, group_id: str, author: bytes, seq: int) -> bool:
-    cutoff = membership.cutoff_of(node.view(group_id).tables["members"], author)
+    cutoff = _cutoff(
+        node, group_id, membership.cutoff_of(node.view(group_id).tables["members"], author), author
+    )
     return cutoff is not None and seq > cutoff
+
+
+def _cutoff(node: Node, group_id: str, listed: int | None, author: bytes) -> int | None:
+    """A device's cutoff: the one the ledger records, or an earlier one its equivocation
+    set (R4)."""
+    proved = node.feeds.equivocations(group_id).get(author)
+    if proved is None:
+        return listed
+    return proved if listed is None else min(listed, proved)
 
 
 def _not_counted(node: Node, group_id: str, inner: Inner) -> None:

@@ -445,6 +445,12 @@ class Node:
                     f"You are no longer in '{group.name}' (removed, or you left) on this "
                     "device; what you write there would not count."
                 )
+            if mine in self.feeds.equivocations(group.id):
+                raise NotAuthorized(
+                    "This device's copy of the group was found in two versions (was it "
+                    "restored from a backup, or copied?); what it writes no longer counts. "
+                    "Ask an admin to remove this device, then add it again with a fresh home."
+                )
             yield ledger
 
     @contextmanager
@@ -591,6 +597,10 @@ class Node:
             )
         self._ledgers.pop(group_id, None)
         again = {ref for h in lost if h in mine for ref in mine[h]} - tainted
+        me = self.identity
+        members_now = self.view(group_id).tables["members"]
+        if membership.cutoff_of(members_now, me.device_key.public) is not None:
+            again = set()  # this device is out itself: nothing it writes would count
         written = 0
         with self.writing(group_id) as rebuilt:
             rebuilt.view.rebuild(rebuilt.docs())
@@ -598,6 +608,14 @@ class Node:
                 before = old_live.read_entry(table, entry_id)
                 now = rebuilt.doc.read_entry(table, entry_id) or {}
                 fields = {k: v for k, v in (before or {}).items() if now.get(k) != v}
+                if (table, entry_id) == ("members", me.member_id) and isinstance(
+                    left := fields.get("left"), dict
+                ):
+                    # Leaving again: this device's last bundle is now the one that says so.
+                    mine_hex = me.device_key.public.hex()
+                    cutoffs = dict(left.get("cutoffs") or {})
+                    cutoffs[mine_hex] = self.feeds.head(group_id, me.device_key.public)[0] + 1
+                    fields["left"] = {**left, "cutoffs": cutoffs}
                 if fields:
                     rebuilt.write_again(table, entry_id, fields)
                     written += 1

@@ -40,8 +40,11 @@ def rotation_due(node: Node, group_id: str) -> bool:
         return False
     if me.role is not Role.ADMIN or me.status != "active":
         return False
+    departed = departed_devices(view) | set(node.feeds.equivocations(group_id))
+    if node.identity.device_key.public in departed:
+        return False  # this device is out itself: its op would count nowhere
     _, _, excluded = node.feeds.current(group_id)
-    return not departed_devices(view) <= excluded
+    return not departed <= excluded
 
 
 def rotate(node: Node, group_id: str) -> EpochKeys:
@@ -52,12 +55,13 @@ def rotate(node: Node, group_id: str) -> EpochKeys:
         number = max(n for n, _ in node.feeds.epochs(group_id))
         _, old, _ = node.feeds.current(group_id)
         cards = membership.cards(view.tables["members"])
+        out = departed_devices(view) | set(node.feeds.equivocations(group_id))
         secret = node.random_bytes(32)
         op = make_epoch_op(
             number=number + 1,
             secret=secret,
-            recipients=[c.kem for c in cards if c.cutoff is None],
-            excluded=[c.key for c in cards if c.cutoff is not None],
+            recipients=[c.kem for c in cards if c.key not in out],
+            excluded=out,
             random_bytes=node.random_bytes,
         )
         keys = EpochKeys(

@@ -112,10 +112,15 @@ def plan_for(
         outgoing = [
             (bytes(bid), bytes(env))
             for bid, env in node.store.query(
-                "SELECT id, envelope FROM bundles WHERE group_id = ? AND topic = ? AND "
-                "state != ? AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) "
+                "SELECT id, envelope FROM (SELECT id, envelope, author, seq FROM bundles "
+                "WHERE group_id = ? AND topic = ? AND state != ? "
+                "AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) "
+                # proofs of equivocation go on too, so every node judges alike (R4)
+                "UNION ALL SELECT id, envelope, author, seq FROM equivocations "
+                "WHERE group_id = ? AND topic = ? "
+                "AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?)) "
                 "ORDER BY author, seq",
-                (group_id, topic, INVALID, url),
+                (group_id, topic, INVALID, url, group_id, topic, url),
             )
         ]
         plans.append(

@@ -12,7 +12,7 @@ import pytest
 
 from hearth.errors import NotAuthorized, UsageError
 from hearth.identity import create_identity
-from hearth.intake import Verdict, take_in
+from hearth.intake import Verdict, removal_notices, take_in
 from hearth.invite import decode_token, encode_token
 from hearth.ledger import Kind
 from hearth.node import Node, open_node
@@ -182,6 +182,12 @@ def test_equivocation_is_rejected(trio: list[Node]) -> None:
     outcome = take_in(ben, other.encode(), source="t")
     assert outcome.verdict is Verdict.REJECTED
     assert "equivocation" in outcome.reason
+    # R4: the device is treated as removed from the seq before; "One" no longer counts,
+    # Ben is told, and he passes the proof on so others judge alike.
+    assert "One" not in names(ben)
+    assert any("two different versions" in what for _, what in removal_notices(ben))
+    passed_on = {e for _, e in ben.feeds.lacking(other.topic, {})}
+    assert other.encode() in passed_on
 
 
 def test_ciphertexts_fall_in_the_padding_buckets(trio: list[Node]) -> None:

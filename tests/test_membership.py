@@ -38,10 +38,15 @@ def make_group(tmp_path: Path, names: list[str]) -> list[Node]:
 
 
 def deliver(source: Node, target: Node, group_id: str) -> list[Verdict]:
+    """What sync would carry: every bundle the source counts, and its proofs of
+    equivocation."""
+    proofs = [
+        e for _, keys in source.feeds.epochs(group_id) for _, e in source.feeds.proofs(keys.topic)
+    ]
     return [
-        take_in(target, b.envelope, source="test").verdict
-        for b in source.feeds.all(group_id)
-        if b.state == "applied"
+        take_in(target, envelope, source="test").verdict
+        for envelope in [b.envelope for b in source.feeds.all(group_id) if b.state == "applied"]
+        + proofs
     ]
 
 

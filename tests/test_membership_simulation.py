@@ -69,6 +69,7 @@ def step(rng: random.Random, nodes: list[Node], gid: str, counter: list[int]) ->
             members.promote(node, gid, rng.choice(others).id)
         elif kind == "leave" and rng.random() < 0.3:
             members.leave(node, gid)
+
     except HearthError:
         pass  # refused for a reason a member would be told (not an admin, already out…)
 
@@ -120,6 +121,7 @@ def run_seed(seed: int, founded: Path, tmp: Path) -> Counter[str]:
         # Who is out, as anyone knows it: a removed member's node may never hear of it (a
         # removal written again after a late flip goes out under the new key only).
         out = set().union(*(departed_devices(n.view(gid)) for n in nodes))
+        out |= set().union(*(n.feeds.equivocations(gid) for n in nodes))
         inside = [n for n in nodes if n.identity.device_key.public not in out]
         assert inside, f"seed {seed}: nobody is left"
         first = state(inside[0], gid)

@@ -13,3 +13,16 @@ CREATE TABLE orphaned_changes (
     hash     BLOB NOT NULL,
     PRIMARY KEY (group_id, hash)
 );
+
+-- Proof that a device signed two different bundles at one place in its feed (R4): it is
+-- treated as removed from the seq before, and the proof is passed on so every node that
+-- holds both bundles judges alike.
+CREATE TABLE equivocations (
+    group_id TEXT NOT NULL REFERENCES groups(id),
+    author   BLOB NOT NULL,
+    seq      INTEGER NOT NULL,
+    id       BLOB NOT NULL,
+    topic    BLOB NOT NULL,
+    envelope BLOB NOT NULL,
+    PRIMARY KEY (group_id, id)
+);
