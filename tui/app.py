@@ -101,6 +101,7 @@ class HearthApp(App[None]):
               border: thick $accent; background: $surface; }
     ModalScreen { align: center middle; }
     .dialog-title { text-style: bold; margin-bottom: 1; }
+    .dialog-text { width: 100%; height: auto; }
     .dialog-buttons { height: auto; margin-top: 1; }
     .dialog-buttons Button { margin-right: 2; }
     .hint { color: $text-muted; height: 1; }
@@ -279,6 +280,9 @@ class HearthApp(App[None]):
         if tab in self._stale:
             self._stale.discard(tab)
             self._pane(tab).show(self.snapshot())
+        tables = self.query_one(f"#{tab}", TabPane).query(DataTable)
+        if tables:  # so the arrow keys move through the rows straight away
+            tables.first().focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """A tab's keys work, and show in the footer, only on that tab."""
