@@ -35,7 +35,14 @@ from hearth.protocol.bundle import (
     open_envelope,
     parse_envelope,
 )
-from hearth.rotation import epoch_of, take_epoch_op
+from hearth.retraction import (
+    equivocated,
+    is_orphaned,
+    not_counted,
+    orphan,
+    take_out,
+)
+from hearth.rotation import take_epoch_op
 
 __all__ = [
     "Author",
@@ -44,7 +51,6 @@ __all__ = [
     "PastCutoff",
     "Verdict",
     "author_of",
-    "removal_notices",
     "take_in",
 ]
 
@@ -147,96 +153,22 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
             return outcome
         except NotCounted as exc:
             with node.store.write():
-                _not_counted(node, group_id, inner)
+                not_counted(node, group_id, inner)
                 _retry_waiting(node, group_id)
             return _reject(node, source, str(exc))
         except HearthError as exc:
             return _reject(node, source, str(exc))
         except _Flip as flip:  # the bundle, or a waiting one it let through, removed someone late
-            _take_out(node, group_id, flip)
+            take_out(node, group_id, flip.device, flip.cutoff)
             flipped = True
         except _Equivocation as proof:
-            _equivocated(node, group_id, proof)
+            card = _card(node.view(group_id).tables["members"], inner.author)
+            name = node.view(group_id).member_name(card.member_id) if card else "a member"
+            equivocated(node, group_id, inner, proof.envelope, proof.held, name)
             with node.store.write():  # what waited on the changes now taken out
                 _retry_waiting(node, group_id)
             return _reject(node, source, str(proof))
     return _reject(node, source, "a bundle that keeps changing who is in the group")
-
-
-def _equivocated(node: Node, group_id: str, proof: _Equivocation) -> None:
-    """R4: keep the proof (and pass it on, so every node that holds both judges alike),
-    and treat the device as removed from the seq before."""
-    inner = proof.inner
-    with node.store.write():
-        known = node.feeds.equivocations(group_id)
-        # Both halves of the proof go on: a node holding either one learns from the other.
-        node.feeds.keep_equivocation(group_id, proof.envelope, inner)
-        node.feeds.keep_equivocation(group_id, proof.held, inner)
-        if inner.author in known and known[inner.author] <= inner.seq - 1:
-            return  # judged already
-        name = "a member"
-        card = _card(node.view(group_id).tables["members"], inner.author)
-        if card is not None:
-            name = node.view(group_id).member_name(card.member_id)
-        node.store.run(
-            "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
-            (
-                node.clock.now_ms(),
-                "equivocation",
-                f"a device of {name} signed two different versions of the same change (a "
-                "broken or copied device); nothing it wrote from there on counts. An admin "
-                "should remove the device.",
-            ),
-        )
-    _take_out(node, group_id, _Flip(inner.author, inner.seq - 1))
-
-
-def _take_out(node: Node, group_id: str, flip: _Flip) -> None:
-    """R8: a removal came after bundles it makes invalid. Mark them invalid and rebuild
-    the ledger without their changes (and whatever was built on them), on every node alike."""
-    with node.store.write():
-        dropped: set[bytes] = set()
-        tainted: set[tuple[str, str]] = set()
-        for stored in node.feeds.invalidate_after(group_id, flip.device, flip.cutoff):
-            found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
-            if found is None:
-                continue
-            inner = open_envelope(parse_envelope(stored.envelope), found[1])
-            if inner.kind == "epoch":
-                node.feeds.make_ineligible(group_id, epoch_of(group_id, inner))
-            if inner.kind == "content":
-                for _, change, refs in decode_changes(inner.payload):
-                    dropped.add(change_hash(change).hash)
-                    tainted.update(refs)
-        gone, written = node.rebuild_without(group_id, dropped, tainted)
-        _orphan(node, group_id, dropped | gone)
-        note = (
-            f"{len(dropped)} changes by a removed device after its removal were taken back "
-            f"out, with {len(gone - dropped)} built on them"
-        )
-        if written:
-            note += f"; {written} of your entries were written again"
-        node.store.run(
-            "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
-            (node.clock.now_ms(), "removal", note),
-        )
-    log.warning("%s", note)
-
-
-NOTICE_DAYS = 30
-
-
-def removal_notices(node: Node) -> list[tuple[int, str]]:
-    """(when, what) of changes taken back out after late removals or a device's
-    equivocation, newest first: what a member is told when some of the ledger, maybe their
-    own edits, did not count."""
-    since = node.clock.now_ms() - NOTICE_DAYS * 86_400_000
-    rows = node.store.query(
-        "SELECT at, reason FROM rejections WHERE source IN ('removal', 'equivocation') "
-        "AND at >= ? ORDER BY at DESC",
-        (since,),
-    )
-    return [(int(at), str(reason)) for at, reason in rows]
 
 
 def _reject(node: Node, source: str, reason: str) -> Outcome:
@@ -446,13 +378,13 @@ def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes])
         info = change_hash(change)
         missing = [d for d in info.deps if d not in here and not document.knows(d)]
         if missing:
-            if not all(d in orphans or _orphaned(node, group_id, d) for d in missing):
+            if not all(d in orphans or is_orphaned(node, group_id, d) for d in missing):
                 raise _Wait("waiting for changes it builds on")
             orphans.add(info.hash)
             continue
         here.add(info.hash)
         ready.append(change)
-    _orphan(node, group_id, orphans)
+    orphan(node, group_id, orphans)
     return ready
 
 
@@ -470,36 +402,6 @@ def _cutoff(node: Node, group_id: str, listed: int | None, author: bytes) -> int
     if proved is None:
         return listed
     return proved if listed is None else min(listed, proved)
-
-
-def _not_counted(node: Node, group_id: str, inner: Inner) -> None:
-    """Record what a bundle that does not count means for others (inside a write)."""
-    _orphan(node, group_id, _change_ids(inner))
-    if inner.kind == "epoch":
-        take_epoch_op(node, group_id, inner, eligible=False)
-
-
-def _change_ids(inner: Inner) -> set[bytes]:
-    """The hashes of the Automerge changes a content bundle carries."""
-    if inner.kind != "content":
-        return set()
-    return {change_hash(c).hash for _, c, _ in decode_changes(inner.payload)}
-
-
-def _orphaned(node: Node, group_id: str, change: bytes) -> bool:
-    return bool(
-        node.store.query(
-            "SELECT 1 FROM orphaned_changes WHERE group_id = ? AND hash = ?", (group_id, change)
-        )
-    )
-
-
-def _orphan(node: Node, group_id: str, changes: set[bytes]) -> None:
-    for change in changes:
-        node.store.run(
-            "INSERT OR IGNORE INTO orphaned_changes(group_id, hash) VALUES (?, ?)",
-            (group_id, change),
-        )
 
 
 def _check_membership(
@@ -544,7 +446,7 @@ def _retry_waiting(node: Node, group_id: str) -> int:
             if _past_cutoff(node, group_id, stored.author, stored.seq):
                 found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
                 if found is not None:
-                    _not_counted(
+                    not_counted(
                         node, group_id, open_envelope(parse_envelope(stored.envelope), found[1])
                     )
                 node.store.run("DELETE FROM bundles WHERE id = ?", (stored.id,))
@@ -566,7 +468,7 @@ def _retry_waiting(node: Node, group_id: str) -> int:
             except HearthError as exc:
                 log.warning("dropping a waiting bundle: %s", exc)
                 if isinstance(exc, NotCounted):
-                    _not_counted(node, group_id, inner)
+                    not_counted(node, group_id, inner)
                 node.store.run("DELETE FROM bundles WHERE id = ?", (stored.id,))
                 continue
             node.feeds.mark_applied(stored.id)

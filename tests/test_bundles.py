@@ -12,11 +12,12 @@ import pytest
 
 from hearth.errors import NotAuthorized, UsageError
 from hearth.identity import create_identity
-from hearth.intake import Verdict, removal_notices, take_in
+from hearth.intake import Verdict, take_in
 from hearth.invite import decode_token, encode_token
 from hearth.ledger import Kind
 from hearth.node import Node, open_node
 from hearth.protocol.bundle import PAD_BUCKETS, parse_envelope
+from hearth.retraction import removal_notices
 from hearth.testing import FakeClock
 
 

@@ -13,10 +13,11 @@ import pytest
 from hearth import members
 from hearth.errors import NotAuthorized, UsageError
 from hearth.identity import create_identity
-from hearth.intake import Verdict, removal_notices, take_in
+from hearth.intake import Verdict, take_in
 from hearth.ledger import Kind, Ledger, LedgerDoc
 from hearth.ledger.model import Role
 from hearth.node import Node, open_node
+from hearth.retraction import removal_notices
 from hearth.rotation import departed_devices, rotate, rotation_due
 from hearth.testing import FakeClock, seeded_ids
 

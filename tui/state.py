@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hearth.intake import removal_notices
 from hearth.node import Node
 from hearth.peers import list_peers, waiting_for
+from hearth.retraction import removal_notices
 from hearth.values import format_time
 
 __all__ = ["SyncState", "sync_state"]

@@ -14,7 +14,7 @@ from hearth.cli.commands import emit
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
 from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, removal_notices, take_in
+from hearth.intake import Verdict, take_in
 from hearth.invite import (
     DEVICE_PREFIX,
     DeviceToken,
@@ -26,6 +26,7 @@ from hearth.invite import (
 from hearth.node import Node, open_node
 from hearth.peers import add_peer, list_peers, remove_peer, waiting_for
 from hearth.protocol import codec
+from hearth.retraction import removal_notices
 from hearth.rotation import rotate, rotation_due
 from hearth.sync_client import RelayReport, sync_relays
 from hearth.values import format_time

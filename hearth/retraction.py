@@ -1,0 +1,136 @@
+"""Taking back what turned out not to count (SECURITY.md R4, R6, R8).
+
+A removal can arrive after bundles it makes invalid were applied, and a device can be
+caught signing two bundles for one place in its feed. Either way the node marks those
+bundles invalid, rebuilds the ledger without their changes and whatever was built on them
+(:meth:`~hearth.node.Node.rebuild_without`), records those changes as *orphaned* so that
+nothing waits for them, and tells the member what happened (:func:`removal_notices`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from hearth.ledger.automerge_doc import change_hash
+from hearth.node import Node
+from hearth.protocol.bundle import Envelope, Inner, decode_changes, open_envelope, parse_envelope
+from hearth.rotation import epoch_of, take_epoch_op
+
+__all__ = [
+    "NOTICE_DAYS",
+    "change_ids",
+    "equivocated",
+    "is_orphaned",
+    "not_counted",
+    "orphan",
+    "removal_notices",
+    "take_out",
+]
+
+log = logging.getLogger(__name__)
+
+NOTICE_DAYS = 30
+
+
+def take_out(node: Node, group_id: str, device: bytes, cutoff: int) -> None:
+    """A device's bundles past ``cutoff`` turned out not to count: mark them invalid and
+    rebuild the ledger without their changes (and whatever was built on them), on every
+    node alike."""
+    with node.store.write():
+        dropped: set[bytes] = set()
+        tainted: set[tuple[str, str]] = set()
+        for stored in node.feeds.invalidate_after(group_id, device, cutoff):
+            found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
+            if found is None:
+                continue
+            inner = open_envelope(parse_envelope(stored.envelope), found[1])
+            if inner.kind == "epoch":
+                node.feeds.make_ineligible(group_id, epoch_of(group_id, inner))
+            if inner.kind == "content":
+                for _, change, refs in decode_changes(inner.payload):
+                    dropped.add(change_hash(change).hash)
+                    tainted.update(refs)
+        gone, written = node.rebuild_without(group_id, dropped, tainted)
+        orphan(node, group_id, dropped | gone)
+        note = (
+            f"{len(dropped)} changes by a removed device after its removal were taken back "
+            f"out, with {len(gone - dropped)} built on them"
+        )
+        if written:
+            note += f"; {written} of your entries were written again"
+        _notice(node, "removal", note)
+    log.warning("%s", note)
+
+
+def equivocated(
+    node: Node, group_id: str, inner: Inner, envelope: Envelope, held: Envelope, name: str
+) -> None:
+    """R4: ``envelope`` and the ``held`` one are two bundles the device signed for one
+    seq. Keep both (and pass them on, so every node that holds either judges alike), and
+    treat the device as removed from the seq before."""
+    with node.store.write():
+        known = node.feeds.equivocations(group_id)
+        node.feeds.keep_equivocation(group_id, envelope, inner)
+        node.feeds.keep_equivocation(group_id, held, inner)
+        if inner.author in known and known[inner.author] <= inner.seq - 1:
+            return  # judged already
+        _notice(
+            node,
+            "equivocation",
+            f"a device of {name} signed two different versions of the same change (a "
+            "broken or copied device); nothing it wrote from there on counts. An admin "
+            "should remove the device.",
+        )
+    take_out(node, group_id, inner.author, inner.seq - 1)
+
+
+def removal_notices(node: Node) -> list[tuple[int, str]]:
+    """(when, what) of changes taken back out after late removals or a device's
+    equivocation, newest first: what a member is told when some of the ledger, maybe their
+    own edits, did not count."""
+    since = node.clock.now_ms() - NOTICE_DAYS * 86_400_000
+    rows = node.store.query(
+        "SELECT at, reason FROM rejections WHERE source IN ('removal', 'equivocation') "
+        "AND at >= ? ORDER BY at DESC",
+        (since,),
+    )
+    return [(int(at), str(reason)) for at, reason in rows]
+
+
+def _notice(node: Node, kind: str, text: str) -> None:
+    node.store.run(
+        "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
+        (node.clock.now_ms(), kind, text),
+    )
+
+
+def not_counted(node: Node, group_id: str, inner: Inner) -> None:
+    """Record what a bundle that does not count means for others (inside a write)."""
+    orphan(node, group_id, change_ids(inner))
+    if inner.kind == "epoch":
+        take_epoch_op(node, group_id, inner, eligible=False)
+
+
+def change_ids(inner: Inner) -> set[bytes]:
+    """The hashes of the Automerge changes a content bundle carries."""
+    if inner.kind != "content":
+        return set()
+    return {change_hash(c).hash for _, c, _ in decode_changes(inner.payload)}
+
+
+def is_orphaned(node: Node, group_id: str, change: bytes) -> bool:
+    """Whether a change is known never to be part of the ledger."""
+    return bool(
+        node.store.query(
+            "SELECT 1 FROM orphaned_changes WHERE group_id = ? AND hash = ?", (group_id, change)
+        )
+    )
+
+
+def orphan(node: Node, group_id: str, changes: set[bytes]) -> None:
+    """Record changes that will never be part of the ledger (inside a write)."""
+    for change in changes:
+        node.store.run(
+            "INSERT OR IGNORE INTO orphaned_changes(group_id, hash) VALUES (?, ?)",
+            (group_id, change),
+        )
