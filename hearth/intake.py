@@ -2,11 +2,13 @@
 
 Cheapest check first, failing closed, storing nothing on failure:
 size and format → duplicate id → our topic? → admission signature → AEAD open → author
-signature → chain (seq and prev) → authorization (a device of a member, or a valid invite
-claim; every change under one of the device's actor ids) → apply. A bundle that comes before an
-earlier one of its feed, or from a device whose invite has not arrived yet, waits and is
-retried whenever something else is applied. Every rejection is logged with its reason
-and counted in the store.
+signature → chain (seq and prev) → authorization (a device of a member, not past its
+cutoff, or a valid invite claim; every change under one of the device's actor ids; changes
+to membership and invites only as :mod:`hearth.membership` allows) → apply. A bundle that
+comes before an earlier one of its feed, builds on changes not here yet, or is from a
+device whose invite has not arrived yet, waits and is retried whenever something else is
+applied. Every rejection is logged with its reason and counted in the store. What a late
+removal or an equivocation takes back is :mod:`hearth.retraction`'s job.
 """
 
 from __future__ import annotations
