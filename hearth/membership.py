@@ -140,10 +140,10 @@ def check_change(
 
     ``author`` is the writing device's member (``None``: the group's founding device before
     its card is known, which may do anything); ``joining`` is the member id a valid invite
-    claim lets the bundle create. Admins change anything but may not leave the group with
-    no admin; a member may change their own name and devices and may leave; nobody else
-    changes anyone, and no device belongs to two members. (A group whose admins have all
-    gone is not refused: :func:`effective_role` gives it one.)
+    claim lets the bundle create. Admins change anything; a member may change their own
+    name and devices and may leave; nobody else changes anyone, and no device belongs to
+    two members. (A group whose admins have all gone is not refused: :func:`effective_role`
+    gives it one; the commands refuse to demote or let leave the last admin.)
     """
     if author is None:
         return
