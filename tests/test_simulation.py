@@ -29,13 +29,17 @@ def run(root: Path, seed: int, steps: int) -> Simulation:
     return sim
 
 
+CHUNKS = 5  # the seeds, split so that test workers share them
+
+
 @pytest.mark.timeout(1200)  # 500 seeds take a few minutes on two cores
+@pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_convergence_under_drops_reordering_duplication_and_partitions(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sync_client, "SNAPSHOT_EVERY", 8)  # snapshots come and go too
     failures = []
-    for seed in seeds():
+    for seed in seeds()[chunk::CHUNKS]:
         sim = run(tmp_path / str(seed), seed, steps=60)
         try:
             sim.sync_round()
