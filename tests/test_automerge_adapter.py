@@ -287,3 +287,25 @@ def test_save_keeps_changes_still_waiting_for_dependencies() -> None:
     reloaded = LedgerDoc.load(b.save(), b"\x03" * 16)
     assert len(reloaded.apply([first])) == 2
     assert set(reloaded.read_table("items")) == {"1", "2"}
+
+
+def test_which_objects_a_change_writes_is_read_from_its_bytes() -> None:
+    from hearth.ledger.automerge_doc import LedgerDoc
+    from hearth.ledger.model import TABLES
+
+    doc = LedgerDoc.genesis(b"s" * 32, TABLES, b"a" * 16)
+    members = doc.objects_under("members")
+    assert len(members) == 1  # the table's own map, as the change columns name it
+    with doc.edit() as w:
+        w.put("resources", "r1", {"name": "Saw"})
+    elsewhere = doc.last_edit.changes[0]
+    assert not doc.may_write([elsewhere], members)
+    assert doc.may_write([elsewhere[:-3]], members)  # cannot be read: assume the worst
+    with doc.edit() as w:
+        w.put("members", "m1", {"name": "Ann", "devices": {"d1": {"key": "aa"}}})
+    assert doc.may_write(doc.last_edit.changes, members)
+    nested = doc.objects_under("members")  # the cache was dropped: the new maps are in
+    assert len(nested) == 4
+    with doc.edit() as w:
+        w.put("members", "m1", {"devices": {"d1": {"key": "bb"}}})  # deep inside
+    assert doc.may_write(doc.last_edit.changes, nested)

@@ -31,7 +31,7 @@ from automerge._automerge import Transaction
 from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
 
 from hearth.errors import LedgerError
-from hearth.ledger.change_ops import ObjectRef, objects_written
+from hearth.ledger.change_ops import ObjectRef, objects_written, read_varint
 from hearth.protocol.codec import uvarint
 
 __all__ = [
@@ -75,19 +75,6 @@ class ChangeInfo:
     actor: bytes
 
 
-def _readuvarint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise LedgerError("A change is truncated or malformed.")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
 def change_hash(change: bytes) -> ChangeInfo:
     """Check a change's header and checksum and return its hash and dependencies.
 
@@ -99,11 +86,11 @@ def change_hash(change: bytes) -> ChangeInfo:
     digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + uvarint(len(data)) + data).digest()
     if digest[:4] != change[4:8]:
         raise LedgerError("A change failed its checksum: it was damaged or tampered with.")
-    count, pos = _readuvarint(data, 0)
+    count, pos = read_varint(data, 0)
     if pos + 32 * count > len(data):
         raise LedgerError("A change is truncated or malformed.")
     deps = tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
-    actor_length, pos = _readuvarint(data, pos + 32 * count)
+    actor_length, pos = read_varint(data, pos + 32 * count)
     if pos + actor_length > len(data):
         raise LedgerError("A change is truncated or malformed.")
     return ChangeInfo(hash=digest, deps=deps, actor=data[pos : pos + actor_length])
@@ -114,7 +101,7 @@ def _change_body(change: bytes) -> bytes:
     if len(change) < 10 or change[:4] != _CHANGE_MAGIC:
         raise LedgerError("A change is not in Automerge's format.")
     chunk_type = change[8]
-    length, pos = _readuvarint(change, 9)
+    length, pos = read_varint(change, 9)
     if pos + length != len(change):
         raise LedgerError("A change has the wrong length.")
     if chunk_type == _CHUNK_CHANGE:
@@ -137,10 +124,10 @@ def _object_ref(exid: bytes) -> ObjectRef:
     name it: (actor, counter), or ``None`` for the root map."""
     if exid == ROOT:
         return None
-    length, pos = _readuvarint(exid, 1)
+    length, pos = read_varint(exid, 1)
     actor = exid[pos : pos + length]
-    _, pos = _readuvarint(exid, pos + length)
-    counter, _ = _readuvarint(exid, pos)
+    _, pos = read_varint(exid, pos + length)
+    counter, _ = read_varint(exid, pos)
     return (actor, counter)
 
 

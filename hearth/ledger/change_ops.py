@@ -18,7 +18,7 @@ from itertools import zip_longest
 
 from hearth.errors import LedgerError
 
-__all__ = ["ChangeFormatError", "ObjectRef", "objects_written"]
+__all__ = ["ChangeFormatError", "ObjectRef", "objects_written", "read_varint"]
 
 ObjectRef = tuple[bytes, int] | None
 """(actor, counter) of the operation that created an object; ``None`` for the root map."""
@@ -34,32 +34,28 @@ class ChangeFormatError(LedgerError):
     """A change whose columns could not be read."""
 
 
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int, *, signed: bool = False) -> tuple[int, int]:
+    """A LEB128 number at ``pos`` (unsigned unless ``signed``) and the position after it."""
     result = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
-            raise ChangeFormatError("a change is truncated")
+            raise ChangeFormatError("A change is truncated or malformed.")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
         shift += 7
+        if not byte & 0x80:
+            if signed and byte & 0x40:
+                result -= 1 << shift
+            return result, pos
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    return read_varint(data, pos)
 
 
 def _sleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ChangeFormatError("a change is truncated")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if byte & 0x40:
-                result -= 1 << shift
-            return result, pos
+    return read_varint(data, pos, signed=True)
 
 
 def _bytes(data: bytes, pos: int) -> tuple[bytes, int]:
