@@ -39,6 +39,15 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def _code_flags(parser: argparse.ArgumentParser, yes: str) -> None:
+    """The options of a command that shows an invite code and waits for it to be used."""
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="how long the code waits"
+    )
+    parser.add_argument("--yes", action="store_true", help=yes)
+    _json_flag(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line grammar."""
     parser = argparse.ArgumentParser(
@@ -105,11 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", metavar="ACTION", required=True
     )
     p = device.add_parser("add", help="use Hearth on another device too: a code to type in there")
-    p.add_argument(
-        "--timeout", type=float, default=600.0, metavar="S", help="how long the code waits"
-    )
-    p.add_argument("--yes", action="store_true", help="let the device in, unasked")
-    _json_flag(p)
+    _code_flags(p, "let the device in, unasked")
     p = device.add_parser("list", help="your devices in the current group")
     p.add_argument("--all", action="store_true", help="every member's devices")
     _json_flag(p)
@@ -286,11 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a one-shot join token instead, for when you cannot be online together",
     )
     p.add_argument("--hours", type=float, default=24.0, help="how long a token stays valid")
-    p.add_argument(
-        "--timeout", type=float, default=600.0, metavar="S", help="how long a code waits"
-    )
-    p.add_argument("--yes", action="store_true", help="let whoever uses the code in, unasked")
-    _json_flag(p)
+    _code_flags(p, "let whoever uses the code in, unasked")
     p = sub.add_parser("join", help="join a group with the code (or token) a member gave you")
     p.add_argument("token", metavar="CODE", help="the invite code, like 7-orchard-lantern-cobalt")
     p.add_argument("--relay", metavar="URL", help="the relay the inviter uses (for a code)")
