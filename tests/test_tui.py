@@ -453,3 +453,21 @@ async def test_a_removed_member_is_told_so(homes: tuple[Path, Path], ada: Node) 
             await pilot.pause()
             shown = str(app.query_one("#attention", Static).render())
             assert "no longer in this group" in shown
+
+
+async def test_the_palette_finds_the_row_actions_of_the_tab(ada: Node) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Lend", "Return", "Give", "Remove/Cancel", "Details"} <= titles
+        assert "Admin or not" not in titles  # a Members key, not this tab's
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"lend")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        assert isinstance(app.screen, FormScreen)
+        assert "Lend" in app.screen.title_text

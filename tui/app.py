@@ -366,10 +366,23 @@ class HearthApp(App[None]):
             ("Add a resource", "Record something the group shares", self.action_add_resource),
             ("Add a need", "Say what you or someone needs", self.action_add_need),
             ("New promise", "Record who will give what to whom", self.action_add_promise),
-            ("Invite someone", "Make a join token for a new member", self.action_invite),
+            ("Invite someone", "A code to read out to a new member", self.action_invite),
             ("Help", "What every key does", self.action_help),
         ):
             yield SystemCommand(title, text, action)
+        # What the keys do on this tab, for the selected row (found by name here).
+        tab = self._tab()
+        for binding in self.BINDINGS:
+            if not isinstance(binding, Binding):
+                continue
+            tabs = self._ACTION_TABS.get(binding.action)
+            if tabs is None or tab not in tabs or binding.action == "add":
+                continue
+            yield SystemCommand(
+                binding.description,
+                f"On this tab (key {binding.key})",
+                getattr(self, f"action_{binding.action}"),
+            )
         for n, tab in enumerate(
             ("Overview", "Resources", "Needs", "Promises", "Members", "Problems", "History"),
             start=1,
