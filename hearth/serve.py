@@ -3,10 +3,10 @@
 One task per relay and per peer keeps a live exchange going (reconnecting with backoff);
 bundles that arrive are applied as they come, and bundles written by this node — also by
 other ``hearth`` commands on the same home while it runs — go out within half a second.
-Relays added to a group's ledger and peers added with ``hearth peer add`` while it runs
-are picked up too. With ``listen``, other members' nodes can connect here directly, and
-(unless ``lan`` is off) the node announces itself on the local network and dials the
-nodes of its groups it finds there.
+Relays added to a group's ledger, peers added with ``hearth peer add`` and groups created
+or joined while it runs are picked up too. With ``listen``, other members' nodes can
+connect here directly, and (unless ``lan`` is off) the node announces itself on the local
+network and dials the nodes of its groups it finds there.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ async def serve(
         if lan:
             presence = LanPresence(node, listen[0], int(url.rsplit(":", 1)[1]))
             await presence.start()
-    tasks: dict[tuple[str, bool], asyncio.Task[None]] = {}  # (url, is a peer) -> its task
+    # (url, is a peer) -> its task, and the groups it was started for
+    tasks: dict[tuple[str, bool], tuple[asyncio.Task[None], tuple[str, ...]]] = {}
     compacting = asyncio.create_task(compact_in_background(node))
     try:
         while not stop.is_set():
@@ -59,19 +60,22 @@ async def serve(
             if presence is not None:
                 await presence.refresh()
                 wanted |= {(url, True) for url in presence.found.values()}
+            for key in sorted(set(tasks)):
+                if key not in wanted or tasks[key][1] != tuple(groups):
+                    tasks.pop(key)[0].cancel()  # gone, or the groups changed: start again
             for url, peer in sorted(wanted - set(tasks)):
                 log.info("connecting to %s %s", "peer" if peer else "relay", url)
-                tasks[url, peer] = asyncio.create_task(stay_connected(node, url, groups, peer=peer))
-            for key in sorted(set(tasks) - wanted):
-                tasks.pop(key).cancel()
+                task = asyncio.create_task(stay_connected(node, url, groups, peer=peer))
+                tasks[url, peer] = (task, tuple(groups))
             try:
                 await asyncio.wait_for(stop.wait(), timeout=check_s)
             except asyncio.TimeoutError:
                 continue
     finally:
-        for task in (*tasks.values(), compacting):
+        running = [task for task, _ in tasks.values()]
+        for task in (*running, compacting):
             task.cancel()
-        await asyncio.gather(*tasks.values(), compacting, return_exceptions=True)
+        await asyncio.gather(*running, compacting, return_exceptions=True)
         if presence is not None:
             await presence.close()
         if runner is not None:

@@ -303,6 +303,19 @@ def test_serve_sends_and_receives_live_and_reconnects(tmp_path: Path) -> None:
 
         assert wait_until(lambda: cleo_has("From another window"))
 
+        # A group Ada starts while serving is served too, without a restart.
+        ada("group", "create", "Second street", "--relay", relay.url)
+        ada("resource", "add", "Only in the second group")
+
+        def groups_with_bundles_at_relay() -> int:
+            with sqlite3.connect(relay.data / "relay.db") as db:
+                return int(
+                    db.execute("SELECT COUNT(*) FROM topics WHERE bundles > 0").fetchone()[0]
+                )
+
+        assert wait_until(lambda: groups_with_bundles_at_relay() == 2)
+        ada("group", "use", "Elm Street")
+
         relay.kill(signal.SIGKILL)
         relay = start_relay(tmp_path / "relay", port=port)
         ben("resource", "add", "After the restart")
