@@ -15,6 +15,7 @@ from aiohttp import web
 
 from hearth.errors import HearthError
 from relay.config import RelayConfig, load_config
+from relay.logs import configure
 from relay.server import make_app
 from relay.storage import STORE_FILE, RelayStore, backup_store, restore_store
 
@@ -27,7 +28,12 @@ async def serve(config: RelayConfig) -> None:
     """Run until SIGTERM or SIGINT; print the listening line once ready."""
     store = RelayStore(Path(config.data) / STORE_FILE)
     app = make_app(config, store)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_grace_s)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=config.shutdown_grace_s,
+        access_log=None,  # it would log raw client addresses
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
@@ -55,7 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--data", metavar="DIR", help="where the relay keeps its store")
     parser.add_argument("--config", metavar="FILE", type=Path, help="a TOML settings file")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="logs on stderr as JSON lines (default) or plain text",
+    )
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="explain what is wrong in a config file")
     check.add_argument("file", type=Path)
@@ -67,10 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub_parser.add_argument("--data", dest="sub_data", metavar="DIR")
         sub_parser.add_argument("--config", dest="sub_config", metavar="FILE", type=Path)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(json_lines=args.log_format == "json", verbose=args.verbose)
     try:
         if args.command == "check-config":
             config = load_config(args.file)

@@ -34,6 +34,7 @@ from hearth.protocol.frames import (
     encode_frame,
 )
 from relay.config import RelayConfig
+from relay.logs import client_tag
 from relay.metrics import Metrics
 from relay.storage import RelayStore
 
@@ -130,7 +131,7 @@ class RelayCore:
             len(self.clients) >= self.config.max_connections
             or self.per_ip[ip] >= self.config.max_connections_per_ip
         ):
-            self.metrics.count("hearth_relay_rejections_total", reason="connection_limit")
+            self.reject("connection_limit", ip)
             return False
         self.clients[client] = _Client(
             ip=ip, tokens=float(self.config.publish_burst), refilled=self.clock()
@@ -187,7 +188,7 @@ class RelayCore:
             frame = state.conn.receive(data)
             return self._handle(client, state, frame)
         except ProtocolError as exc:
-            self.metrics.count("hearth_relay_rejections_total", reason="bad_frame")
+            self.reject("bad_frame", state.ip)
             code = CLOSE_TOO_BIG if "limit" in str(exc) else CLOSE_PROTOCOL
             return [CloseClient(client, code, str(exc))]
 
@@ -228,8 +229,14 @@ class RelayCore:
             log.info("a client reported: %s %s", frame.code, frame.message)
         return []
 
+    def reject(self, reason: str, ip: str, amount: int = 1) -> None:
+        """Count a rejection and log its reason, with the client's address hashed."""
+        self.metrics.count("hearth_relay_rejections_total", amount=amount, reason=reason)
+        log.info("rejected", extra={"reason": reason, "client": client_tag(ip)})
+
     def _error(self, client: int, code: str, message: str, bundle_id: bytes = b"") -> list[Output]:
-        self.metrics.count("hearth_relay_rejections_total", reason=code)
+        state = self.clients.get(client)
+        self.reject(code, state.ip if state else "")
         return [ToClient(client, Error(code=code, message=message, id=bundle_id))]
 
     def _take_token(self, state: _Client) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import shutil
 import time
@@ -33,6 +32,7 @@ from hearth.protocol.connection import CLOSE_POLICY, CLOSE_PROTOCOL
 from hearth.protocol.frames import PROTOCOL_VERSION, Deliver, Frame
 from relay.config import RelayConfig
 from relay.core import CatchUp, CloseClient, Output, RelayCore
+from relay.logs import client_tag
 from relay.metrics import Metrics
 from relay.storage import RelayStore
 
@@ -61,11 +61,6 @@ CONFIG = web.AppKey("config", RelayConfig)
 CORE = web.AppKey("core", RelayCore)
 LINKS = web.AppKey("links", dict[int, Link])
 FLUSH = web.AppKey("flush", asyncio.Event)
-
-
-def client_tag(ip: str) -> str:
-    """A client address as logs show it: hashed, never raw."""
-    return hashlib.sha256(b"hearth-relay-log\0" + ip.encode()).hexdigest()[:12]
 
 
 def client_address(request: web.Request, config: RelayConfig) -> str:
@@ -227,19 +222,15 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
         try:
             message = await ws.receive(timeout=timeout)
         except asyncio.TimeoutError:
-            core.metrics.count("hearth_relay_rejections_total", reason="handshake_timeout")
+            core.reject("handshake_timeout", link.ip)
             await ws.close(code=CLOSE_POLICY, message=b"handshake took too long")
             return
         if message.type == WSMsgType.ERROR:
-            core.metrics.count(
-                "hearth_relay_rejections_total",
-                reason="frame_too_big" if ws.close_code == 1009 else "ws_error",
-            )
-            log.info("connection %s error: %s", client_tag(link.ip), ws.exception())
+            core.reject("frame_too_big" if ws.close_code == 1009 else "ws_error", link.ip)
             return
         if message.type != WSMsgType.BINARY:
             if message.type == WSMsgType.TEXT:
-                core.metrics.count("hearth_relay_rejections_total", reason="bad_frame")
+                core.reject("bad_frame", link.ip)
                 await ws.close(code=CLOSE_PROTOCOL, message=b"text frames are not the protocol")
             return
         await _carry_out(app, core.receive(client, message.data))
@@ -254,14 +245,17 @@ async def _carry_out(app: web.Application, outputs: list[Output]) -> None:
         if link is None:
             continue
         if isinstance(output, CloseClient):
-            log.info("closing %s: %s", client_tag(link.ip), output.reason)
+            log.info(
+                "closing a connection",
+                extra={"client": client_tag(link.ip), "reason": output.reason},
+            )
             await link.ws.close(code=output.code, message=output.reason.encode()[:120])
         elif isinstance(output, CatchUp):
             link.outbox.put_nowait(output)
         elif isinstance(output.frame, Deliver):
             size = len(output.frame.envelope)
             if link.queued_bytes + size > config.outbound_buffer_bytes:
-                app[CORE].metrics.count("hearth_relay_rejections_total", reason="slow_consumer")
+                app[CORE].reject("slow_consumer", link.ip)
                 link.outbox.put_nowait(None)
                 link.closing = asyncio.create_task(
                     link.ws.close(code=CLOSE_POLICY, message=b"not reading fast enough")
@@ -292,7 +286,7 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
                 core.metrics.count("hearth_relay_bundles_out_total")
             await link.ws.send_bytes(core.encode(client, item))
     except (ConnectionResetError, HearthError) as exc:
-        log.info("writer for %s stopped: %s", client_tag(link.ip), exc)
+        log.info("writer stopped: %s", exc, extra={"client": client_tag(link.ip)})
 
 
 async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:

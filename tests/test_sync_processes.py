@@ -208,6 +208,15 @@ def test_bad_frames_close_only_that_connection(tmp_path: Path, relay: Relay) -> 
     ben("sync")
     assert "Still works" in ben("resource", "list").out
     assert relay.proc.poll() is None
+    # The operator's log: one JSON object per line, a reason for each rejection, clients
+    # as hashes and never as addresses.
+    lines = [line for line in (relay.data / "relay.log").read_text().splitlines() if line]
+    entries = [json.loads(line) for line in lines]
+    rejected = [e for e in entries if e.get("reason") == "bad_frame"]
+    assert rejected
+    assert all(len(e["client"]) == 12 and "127.0.0.1" not in e["client"] for e in rejected)
+    assert "127.0.0.1" not in "\n".join(lines)
+    assert all({"at", "level", "logger", "event"} <= set(e) for e in entries)
 
 
 def test_sigterm_closes_clients_with_1001_and_exits_promptly(tmp_path: Path) -> None:
