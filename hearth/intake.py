@@ -13,7 +13,6 @@ removal or an equivocation takes back is :mod:`hearth.retraction`'s job.
 
 from __future__ import annotations
 
-import copy
 import enum
 import logging
 from collections import defaultdict
@@ -346,8 +345,10 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
             )
             if guarded and doc != LIVE:
                 raise ProtocolError("a change to membership inside an archive")
+            # The view replaces entries rather than changing them: a shallow copy keeps
+            # the tables as they were before this bundle.
             before = (
-                {t: copy.deepcopy(ledger.view.tables[t]) for t in ("members", "invites")}
+                {t: dict(ledger.view.tables[t]) for t in ("members", "invites")}
                 if doc == LIVE
                 else {}
             )

@@ -55,6 +55,19 @@ class Token:
         return f"Token(group={self.group_name!r}, invite={self.invite_id[:8]})"
 
 
+def _as_text(prefix: str, body: bytes) -> str:
+    return prefix + base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def _from_text(text: str, prefix: str, damaged: str) -> codec.Value:
+    """The encoded value after ``prefix``, or :class:`UsageError` with ``damaged``."""
+    raw = text.removeprefix(prefix)
+    try:
+        return codec.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, ProtocolError):
+        raise UsageError(damaged) from None
+
+
 def encode_token(token: Token) -> str:
     """The token as text a member can copy."""
     body = codec.encode(
@@ -70,7 +83,7 @@ def encode_token(token: Token) -> str:
             token.expires_at,
         ]
     )
-    return _PREFIX + base64.urlsafe_b64encode(body).decode().rstrip("=")
+    return _as_text(_PREFIX, body)
 
 
 def decode_token(text: str) -> Token:
@@ -78,12 +91,7 @@ def decode_token(text: str) -> Token:
     text = text.strip()
     if not text.startswith(_PREFIX):
         raise UsageError("That is not a Hearth join token (it should start 'hearth-token-1.').")
-    raw = text[len(_PREFIX) :]
-    try:
-        body = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        value = codec.decode(body)
-    except (binascii.Error, ValueError, ProtocolError):
-        raise UsageError("The join token is damaged; copy it again in full.") from None
+    value = _from_text(text, _PREFIX, "The join token is damaged; copy it again in full.")
     if not (isinstance(value, list) and len(value) == 9 and value[0] == 1):
         raise UsageError("The join token is damaged or from another version of Hearth.")
     _, group_id, name, genesis, epochs, relays, invite_id, secret, expires = value
@@ -137,16 +145,14 @@ class DeviceToken:
 def encode_device_token(device: DeviceToken) -> str:
     """A device token as text for the sealed invite exchange."""
     body = codec.encode([1, encode_token(device.token), device.member_secret, device.member_name])
-    return DEVICE_PREFIX + base64.urlsafe_b64encode(body).decode().rstrip("=")
+    return _as_text(DEVICE_PREFIX, body)
 
 
 def decode_device_token(text: str) -> DeviceToken:
     """A device token from its text, or :class:`UsageError` saying why it is not one."""
-    raw = text.strip().removeprefix(DEVICE_PREFIX)
-    try:
-        value = codec.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError, ProtocolError):
-        raise UsageError("The new device's keys arrived damaged; try again.") from None
+    value = _from_text(
+        text.strip(), DEVICE_PREFIX, "The new device's keys arrived damaged; try again."
+    )
     if not (
         isinstance(value, list)
         and len(value) == 4

@@ -30,6 +30,11 @@ def departed_devices(view: LedgerView) -> frozenset[bytes]:
     )
 
 
+def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
+    """Devices no key may be sealed to any more: departed, or caught equivocating (R4)."""
+    return departed_devices(view) | frozenset(node.feeds.equivocations(group_id))
+
+
 def rotation_due(node: Node, group_id: str) -> bool:
     """Whether this node should start a new epoch: its member is an admin and the epoch
     in use may still be held by a departed device."""
@@ -40,7 +45,7 @@ def rotation_due(node: Node, group_id: str) -> bool:
         return False
     if me.role is not Role.ADMIN or me.status != "active":
         return False
-    departed = departed_devices(view) | set(node.feeds.equivocations(group_id))
+    departed = _out(node, group_id, view)
     if node.identity.device_key.public in departed:
         return False  # this device is out itself: its op would count nowhere
     _, _, excluded = node.feeds.current(group_id)
@@ -55,7 +60,7 @@ def rotate(node: Node, group_id: str) -> EpochKeys:
         number = max(n for n, _ in node.feeds.epochs(group_id))
         _, old, _ = node.feeds.current(group_id)
         cards = membership.cards(view.tables["members"])
-        out = departed_devices(view) | set(node.feeds.equivocations(group_id))
+        out = _out(node, group_id, view)
         secret = node.random_bytes(32)
         op = make_epoch_op(
             number=number + 1,
