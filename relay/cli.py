@@ -15,6 +15,7 @@ from aiohttp import web
 
 from hearth.errors import HearthError
 from relay.config import RelayConfig, load_config
+from relay.identity import load_or_create
 from relay.logs import configure
 from relay.server import make_app
 from relay.storage import STORE_FILE, RelayStore, backup_store, restore_store
@@ -27,7 +28,7 @@ log = logging.getLogger("relay")
 async def serve(config: RelayConfig) -> None:
     """Run until SIGTERM or SIGINT; print the listening line once ready."""
     store = RelayStore(Path(config.data) / STORE_FILE)
-    app = make_app(config, store)
+    app = make_app(config, store, load_or_create(Path(config.data)))
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -61,6 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--data", metavar="DIR", help="where the relay keeps its store")
     parser.add_argument("--config", metavar="FILE", type=Path, help="a TOML settings file")
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a peer relay to mirror topics with (repeatable; adds to the config's peers)",
+    )
+    parser.add_argument(
+        "--accept-peer",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a relay id allowed to peer with this relay (repeatable; see `hearth-relay id`)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     parser.add_argument(
         "--log-format",
@@ -69,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="logs on stderr as JSON lines (default) or plain text",
     )
     sub = parser.add_subparsers(dest="command")
+    ident = sub.add_parser("id", help="print this relay's id, for peer relays' accept_peers")
+    ident.add_argument("--data", dest="sub_data", metavar="DIR")
+    ident.add_argument("--config", dest="sub_config", metavar="FILE", type=Path)
     check = sub.add_parser("check-config", help="explain what is wrong in a config file")
     check.add_argument("file", type=Path)
     backup = sub.add_parser("backup", help="copy the store while the relay runs")
@@ -85,16 +103,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.file)
             print(f"{args.file}: fine. Limits: {config.limits()}")
             return 0
-        if args.command in ("backup", "restore"):
+        if args.command in ("backup", "restore", "id"):
             config = load_config(args.sub_config or args.config, data=args.sub_data or args.data)
-            if args.command == "backup":
+            if args.command == "id":
+                print(load_or_create(Path(config.data)).public.hex())
+            elif args.command == "backup":
                 written = backup_store(Path(config.data), args.dest)
                 print(f"Backed up to {written}.")
             else:
                 restored = restore_store(args.src, Path(config.data))
                 print(f"Restored {restored}; start the relay on it.")
             return 0
-        config = load_config(args.config, host=args.host, port=args.port, data=args.data)
+        config = load_config(
+            args.config,
+            host=args.host,
+            port=args.port,
+            data=args.data,
+            add_peers=args.peer,
+            add_accept_peers=args.accept_peer,
+        )
         asyncio.run(serve(config))
     except HearthError as exc:
         print(f"hearth-relay: {exc}", file=sys.stderr)

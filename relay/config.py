@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class RelayConfig:
     mailbox_message_bytes: int = 4096
     mailbox_messages: int = 16
     mailbox_ttl_s: float = 3600.0
+    # Peer relays (DESIGN §6): the ones this relay dials, and the relay ids (as printed by
+    # `hearth-relay id`) allowed to dial in. A link mirrors every topic both ways.
+    peers: tuple[str, ...] = ()
+    accept_peers: tuple[str, ...] = ()
+    peer_publish_per_s: float = 2000.0
+    peer_publish_burst: int = 20_000
 
     def limits(self) -> dict[str, int]:
         """The limits clients are told about (and `/info` shows)."""
@@ -65,6 +72,8 @@ class RelayConfig:
             "topic_quota_bytes": self.topic_quota_bytes,
             "topic_quota_bundles": self.topic_quota_bundles,
             "snapshot_retention_s": int(self.snapshot_retention_s),
+            "peer_publish_per_s": int(self.peer_publish_per_s),
+            "peer_publish_burst": self.peer_publish_burst,
         }
 
 
@@ -80,11 +89,31 @@ def _check(config: RelayConfig) -> list[str]:
         problems.append("disk_high_water must be a fraction between 0 and 1")
     if config.max_frame_bytes < 64 * 1024:
         problems.append("max_frame_bytes below 64 KiB would refuse ordinary bundles")
+    for url in config.peers:
+        if not url.startswith(("ws://", "wss://")):
+            problems.append(f"peer {url!r} is not a ws:// or wss:// address")
+    for relay_id in config.accept_peers:
+        try:
+            ok = len(bytes.fromhex(relay_id)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(
+                f"accept_peers entry {relay_id!r} is not a relay id "
+                "(64 hex digits, as `hearth-relay id` prints)"
+            )
     return problems
 
 
-def load_config(path: Path | None, **overrides: Any) -> RelayConfig:
-    """Settings from a TOML file (a ``[relay]`` table or top-level keys), then overrides."""
+def load_config(
+    path: Path | None,
+    *,
+    add_peers: Sequence[str] = (),
+    add_accept_peers: Sequence[str] = (),
+    **overrides: Any,
+) -> RelayConfig:
+    """Settings from a TOML file (a ``[relay]`` table or top-level keys), then overrides,
+    with peers from the command line added to the file's."""
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -95,13 +124,16 @@ def load_config(path: Path | None, **overrides: Any) -> RelayConfig:
             raise ConfigError(f"The config file {path} is not valid TOML ({exc}).") from exc
         table = raw.get("relay", raw)
         known = {f.name: f for f in fields(RelayConfig)}
-        unknown = sorted(set(table) - set(known) - {"peers"})
+        unknown = sorted(set(table) - set(known))
         if unknown:
             raise ConfigError(f"{path}: unknown settings {', '.join(unknown)}.")
         for name, value in table.items():
-            if name == "peers":
-                continue
             default = getattr(RelayConfig(), name)
+            if isinstance(default, tuple):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"{path}: {name} should be a list of strings.")
+                values[name] = tuple(value)
+                continue
             int_for_float = isinstance(default, float) and isinstance(value, int)
             if isinstance(value, bool) != isinstance(default, bool) or (
                 not isinstance(value, type(default)) and not int_for_float
@@ -111,6 +143,11 @@ def load_config(path: Path | None, **overrides: Any) -> RelayConfig:
                 )
             values[name] = value
     config = replace(RelayConfig(**values), **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(
+        config,
+        peers=config.peers + tuple(add_peers),
+        accept_peers=config.accept_peers + tuple(add_accept_peers),
+    )
     problems = _check(config)
     if problems:
         raise ConfigError("The relay settings are not usable: " + "; ".join(problems) + ".")

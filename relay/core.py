@@ -9,14 +9,22 @@ this same code; the clock and the disk gauge are passed in.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
+from hearth.crypto import RandomBytes, SigningKey
 from hearth.errors import ProtocolError, StorageError
-from hearth.protocol.bundle import parse_envelope, registration_valid
-from hearth.protocol.connection import CLOSE_PROTOCOL, CLOSE_TOO_BIG, Connection, Role
+from hearth.protocol.bundle import Envelope, parse_envelope, registration_valid
+from hearth.protocol.connection import (
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL,
+    CLOSE_TOO_BIG,
+    Connection,
+    Role,
+)
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
@@ -27,6 +35,8 @@ from hearth.protocol.frames import (
     Hello,
     Mailbox,
     MailboxClose,
+    Mirror,
+    Peer,
     Publish,
     Register,
     Subscribe,
@@ -34,11 +44,24 @@ from hearth.protocol.frames import (
     encode_frame,
 )
 from relay.config import RelayConfig
+from relay.identity import peer_proof, peer_proof_valid
 from relay.logs import client_tag
 from relay.metrics import Metrics
-from relay.storage import RelayStore
+from relay.storage import Registered, RelayStore
 
-__all__ = ["CatchUp", "CloseClient", "Output", "RelayCore", "ToClient"]
+__all__ = [
+    "ALL_TOPICS",
+    "CatchUp",
+    "CloseClient",
+    "MirrorCatchUp",
+    "Output",
+    "Pause",
+    "RelayCore",
+    "ToClient",
+]
+
+ALL_TOPICS = bytes(32)
+"""The topic a peer relay's :class:`CaughtUp` names: the catch-up covered every topic."""
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +86,24 @@ class CatchUp:
 
 
 @dataclass(frozen=True, slots=True)
+class MirrorCatchUp:
+    """Send this peer relay every stored bundle after a cursor, except those it sent us,
+    as :meth:`RelayCore.mirror_catch_up` yields them, then ``CaughtUp`` for
+    :data:`ALL_TOPICS`; from then on it gets new bundles live."""
+
+    client: int
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Read nothing more from this client for a while (a peer relay over its rate)."""
+
+    client: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class CloseClient:
     """Close this client's connection with a WebSocket close code and a reason."""
 
@@ -71,7 +112,7 @@ class CloseClient:
     reason: str
 
 
-Output = Union[ToClient, CatchUp, CloseClient]  # noqa: UP007
+Output = Union[ToClient, CatchUp, MirrorCatchUp, Pause, CloseClient]  # noqa: UP007
 
 
 @dataclass
@@ -92,6 +133,13 @@ class _Client:
     topics: set[bytes] = field(default_factory=set)
     tokens: float = 0.0
     refilled: float = 0.0
+    counted: bool = True  # against the connection limits (links this relay dials are not)
+    # A link with a peer relay: the challenge it must sign, its id once proven, whether it
+    # mirrors us (gets every new bundle), and the topics already announced to it.
+    challenge: bytes = b""
+    peer: bytes = b""
+    mirroring: bool = False
+    announced: set[bytes] = field(default_factory=set)
 
 
 class RelayCore:
@@ -106,6 +154,8 @@ class RelayCore:
         wall_clock: Callable[[], float] = lambda: 0.0,
         disk_fraction: Callable[[], float] = lambda: 0.0,
         metrics: Metrics | None = None,
+        identity: SigningKey | None = None,
+        random_bytes: RandomBytes = secrets.token_bytes,
     ) -> None:
         self.config = config
         self.store = store
@@ -113,11 +163,14 @@ class RelayCore:
         self.wall_clock = wall_clock  # seconds since the epoch: what outlives a restart
         self.disk_fraction = disk_fraction
         self.metrics = metrics or Metrics()
+        self.random_bytes = random_bytes
+        self.identity = identity or SigningKey.generate(random_bytes)
         self.clients: dict[int, _Client] = {}
         self.per_ip: defaultdict[str, int] = defaultdict(int)
         self.subscribers: defaultdict[bytes, set[int]] = defaultdict(set)
         self._encoded: dict[int, tuple[Deliver, bytes]] = {}  # recent deliveries' bytes
         self._staged: list[tuple[int, bytes]] = []  # (client, bundle id) awaiting commit
+        self._staged_peers: set[int] = set()  # peer links with bundles awaiting commit
         self._held: list[Output] = []  # their acks and deliveries, released by flush()
         self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
         self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
@@ -145,9 +198,10 @@ class RelayCore:
         state = self.clients.pop(client, None)
         if state is None:
             return []
-        self.per_ip[state.ip] -= 1
-        if self.per_ip[state.ip] <= 0:
-            del self.per_ip[state.ip]
+        if state.counted:
+            self.per_ip[state.ip] -= 1
+            if self.per_ip[state.ip] <= 0:
+                del self.per_ip[state.ip]
         for topic in state.topics:
             self.subscribers[topic].discard(client)
         # A side that goes away ends its invite: the other side is told.
@@ -159,9 +213,42 @@ class RelayCore:
         return out
 
     def handshaken(self, client: int) -> bool:
-        """Whether the client has finished the hello/welcome exchange."""
+        """Whether the client has finished the hello/welcome exchange (a peer relay: and
+        proven who it is)."""
         state = self.clients.get(client)
-        return state is not None and state.conn.version is not None
+        return (
+            state is not None
+            and state.conn.version is not None
+            and (not state.conn.between_relays or bool(state.peer))
+        )
+
+    def dial(self, client: int, label: str) -> list[Output]:
+        """A link this relay opened to a peer relay: the frames to start it with."""
+        self.clients[client] = _Client(
+            ip=label,
+            conn=Connection(Role.CONNECTING),
+            refilled=self.clock(),
+            counted=False,
+        )
+        hello = Hello(versions=[PROTOCOL_VERSION], role="relay", agent="hearth-relay")
+        return [ToClient(client, hello)]
+
+    def peer_of(self, client: int) -> bytes:
+        """The relay id of a peer link once proven (empty for any other client)."""
+        state = self.clients.get(client)
+        return state.peer if state else b""
+
+    def announce(self, client: int, topic: bytes) -> Register | None:
+        """The registration a peer link needs before its first bundle of ``topic``."""
+        state = self.clients.get(client)
+        if state is None or not state.peer or topic in state.announced:
+            return None
+        state.announced.add(topic)
+        registration = self.store.registration(topic)
+        if registration is None:
+            return None
+        relay_key, proof = registration
+        return Register(topic=topic, relay_key=relay_key, proof=proof)
 
     def encode(self, client: int, frame: Frame) -> bytes:
         """The bytes of a frame for one client, through its connection's state machine.
@@ -195,17 +282,19 @@ class RelayCore:
     def _handle(self, client: int, state: _Client, frame: Frame) -> list[Output]:
         config = self.config
         if isinstance(frame, Hello):
-            return [ToClient(client, Welcome(version=PROTOCOL_VERSION, limits=config.limits()))]
+            if frame.role == "relay":
+                state.challenge = self.random_bytes(32)
+            welcome = Welcome(
+                version=PROTOCOL_VERSION,
+                limits=config.limits(),
+                challenge=state.challenge,
+                relay_id=self.identity.public,
+            )
+            return [ToClient(client, welcome)]
+        if state.conn.between_relays:
+            return self._from_peer(client, state, frame)
         if isinstance(frame, Register):
-            if not registration_valid(frame.topic, frame.relay_key, frame.proof):
-                return self._error(
-                    client, "bad-registration", "The registration proof does not verify."
-                )
-            if not self.store.register(frame.topic, frame.relay_key):
-                return self._error(
-                    client, "topic-taken", "That topic is registered to another key."
-                )
-            return []
+            return self._register(client, frame)
         if isinstance(frame, Subscribe):
             if frame.topic not in state.topics and (
                 len(state.topics) >= config.max_topics_per_connection
@@ -229,6 +318,15 @@ class RelayCore:
             log.info("a client reported: %s %s", frame.code, frame.message)
         return []
 
+    def _register(self, client: int, frame: Register) -> list[Output]:
+        if not registration_valid(frame.topic, frame.relay_key, frame.proof):
+            return self._error(
+                client, "bad-registration", "The registration proof does not verify."
+            )
+        if self.store.register(frame.topic, frame.relay_key, frame.proof) is Registered.TAKEN:
+            return self._error(client, "topic-taken", "That topic is registered to another key.")
+        return []
+
     def reject(self, reason: str, ip: str, amount: int = 1) -> None:
         """Count a rejection and log its reason, with the client's address hashed."""
         self.metrics.count("hearth_relay_rejections_total", amount=amount, reason=reason)
@@ -240,11 +338,15 @@ class RelayCore:
         return [ToClient(client, Error(code=code, message=message, id=bundle_id))]
 
     def _take_token(self, state: _Client) -> bool:
+        """Take one publish from the client's bucket (a peer relay's is bigger)."""
         now = self.clock()
-        state.tokens = min(
-            float(self.config.publish_burst),
-            state.tokens + (now - state.refilled) * self.config.publish_per_s,
+        config = self.config
+        rate, burst = (
+            (config.peer_publish_per_s, config.peer_publish_burst)
+            if state.peer
+            else (config.publish_per_s, config.publish_burst)
         )
+        state.tokens = min(float(burst), state.tokens + (now - state.refilled) * rate)
         state.refilled = now
         if state.tokens < 1:
             return False
@@ -309,13 +411,140 @@ class RelayCore:
         self._staged.append((client, bundle_id))
         self._held.append(ToClient(client, Ack(id=bundle_id, cursor=stored.cursor)))
         if stored.new:
-            deliver = Deliver(topic=envelope.topic, cursor=stored.cursor, envelope=frame.envelope)
-            self._held += [
-                ToClient(other, deliver)
-                for other in sorted(self.subscribers[envelope.topic])
-                if other != client
-            ]
+            self._pass_on(envelope.topic, stored.cursor, frame.envelope, came_from=client)
         return []
+
+    def _pass_on(self, topic: bytes, cursor: int, envelope: bytes, came_from: int) -> None:
+        """Hold a newly stored bundle for every subscriber and every mirroring peer relay
+        but the client or peer it came from (released by :meth:`flush`)."""
+        deliver = Deliver(topic=topic, cursor=cursor, envelope=envelope)
+        mirrors = {c for c, state in self.clients.items() if state.mirroring}
+        receivers = (self.subscribers[topic] | mirrors) - {came_from}
+        self._held += [ToClient(other, deliver) for other in sorted(receivers)]
+
+    # --- peer relays (DESIGN §6): each side of a link mirrors the other ------------------
+
+    def _from_peer(self, client: int, state: _Client, frame: Frame) -> list[Output]:
+        """A frame on a link with a peer relay, either side of it."""
+        if isinstance(frame, Welcome):  # we dialed: prove who we are, ask for their bundles
+            if not frame.relay_id or not self._may_link(frame.relay_id):
+                return [CloseClient(client, CLOSE_POLICY, "that relay is this one, or linked")]
+            self._linked(state, frame.relay_id)
+            proof = peer_proof(self.identity, frame.challenge, frame.relay_id)
+            return [
+                ToClient(client, Peer(relay_id=self.identity.public, proof=proof)),
+                ToClient(client, Mirror(after=self.store.peer_cursor(state.peer))),
+            ]
+        if isinstance(frame, Peer):  # they dialed us
+            if state.peer or state.conn.role is not Role.ACCEPTING:
+                return self._close(client, "peer_refused", "a peer link proves itself once")
+            if frame.relay_id.hex() not in self.config.accept_peers or not peer_proof_valid(
+                frame.relay_id, state.challenge, self.identity.public, frame.proof
+            ):
+                return self._close(client, "peer_refused", "this relay does not peer with you")
+            if not self._may_link(frame.relay_id):
+                return self._close(client, "peer_refused", "already linked with that relay")
+            self._linked(state, frame.relay_id)
+            return [ToClient(client, Mirror(after=self.store.peer_cursor(state.peer)))]
+        if not state.peer:
+            return self._close(client, "peer_refused", "a peer relay must prove who it is first")
+        if isinstance(frame, Mirror):
+            state.mirroring = True
+            return [MirrorCatchUp(client, frame.after)]
+        if isinstance(frame, Register):
+            if not registration_valid(frame.topic, frame.relay_key, frame.proof):
+                self.reject("bad-registration", state.ip)
+            elif self.store.register(frame.topic, frame.relay_key, frame.proof) is (
+                Registered.TAKEN
+            ):
+                self.reject("topic-taken", state.ip)
+            return []
+        if isinstance(frame, Deliver):
+            return self._mirrored(client, state, frame)
+        if isinstance(frame, CaughtUp):
+            log.info("caught up with a peer relay", extra={"peer": state.peer.hex()[:16]})
+        elif isinstance(frame, Error):
+            log.info("a peer relay reported: %s %s", frame.code, frame.message)
+        return []
+
+    def _linked(self, state: _Client, relay_id: bytes) -> None:
+        state.peer = relay_id
+        state.tokens = float(self.config.peer_publish_burst)
+        self.metrics.count("hearth_relay_peer_links_total")
+        self.metrics.count("hearth_relay_peer_duplicates_total", 0)  # shown from the start
+        log.info("peer relay linked", extra={"peer": relay_id.hex()[:16]})
+
+    def _may_link(self, relay_id: bytes) -> bool:
+        return relay_id != self.identity.public and not any(
+            s.peer == relay_id for s in self.clients.values()
+        )
+
+    def _close(self, client: int, reason: str, message: str) -> list[Output]:
+        self.reject(reason, self.clients[client].ip)
+        return [CloseClient(client, CLOSE_POLICY, message)]
+
+    def _mirrored(self, client: int, state: _Client, frame: Deliver) -> list[Output]:
+        """A bundle from a peer relay: checked like any other, stored once, passed on.
+
+        A bundle refused for what it is (malformed, unknown topic, bad signature, over
+        quota) will never be good: it is counted, skipped and the peer's cursor moves past
+        it. A full disk or a failed write closes the link instead, so the peer sends it
+        again later.
+        """
+        out: list[Output] = []
+        if not self._take_token(state):
+            self.metrics.count("hearth_relay_rate_limited_total")
+            out.append(Pause(client, 1.0 / max(self.config.peer_publish_per_s, 1e-3)))
+        if self.disk_fraction() > self.config.disk_high_water:
+            return out + self._close(client, "disk-full", "the relay's disk is nearly full")
+        envelope: Envelope | None = None
+        try:
+            envelope = parse_envelope(frame.envelope)
+            reason = self._refusal(envelope, frame)
+        except ProtocolError:
+            reason = "bad_envelope"
+        try:
+            if reason is not None:
+                self.reject(reason, state.ip)
+            elif envelope is not None:
+                stored = self.store.add(frame.topic, envelope.id, frame.envelope, state.peer)
+                if stored.new:
+                    self.metrics.count("hearth_relay_bundles_in_total")
+                    self.metrics.count("hearth_relay_peer_bundles_in_total")
+                    self._pass_on(frame.topic, stored.cursor, frame.envelope, came_from=client)
+                else:  # it came another way first (a ring of peers, or a node's upload)
+                    self.metrics.count("hearth_relay_peer_duplicates_total")
+            self.store.set_peer_cursor(state.peer, frame.cursor)
+        except StorageError as exc:
+            log.warning("store failed: %s", exc)
+            self._staged_peers.add(client)
+            return out + self._fail_batch()
+        self._staged_peers.add(client)
+        return out
+
+    def _refusal(self, envelope: Envelope, frame: Deliver) -> str | None:
+        """Why a peer's bundle cannot be stored here, or ``None``."""
+        relay_key = self.store.relay_key(envelope.topic)
+        if envelope.topic != frame.topic or relay_key is None:
+            return "unknown-topic"
+        if not envelope.relay_signature_valid(relay_key):
+            return "bad-signature"
+        used_bytes, used_bundles = self.store.usage(envelope.topic)
+        if (
+            used_bytes + len(frame.envelope) > self.config.topic_quota_bytes
+            or used_bundles + 1 > self.config.topic_quota_bundles
+        ):
+            return "quota-exceeded"
+        return None
+
+    def mirror_catch_up(self, item: MirrorCatchUp, page: int = 200) -> Iterator[Deliver]:
+        """Every stored bundle a peer relay may lack, oldest first, read page by page."""
+        peer = self.peer_of(item.client)
+        after = min(item.after, self.store.newest_overall())
+        while rows := self.store.all_after(after, page, not_from=peer):
+            for cursor, topic, data in rows:
+                yield Deliver(topic=topic, cursor=cursor, envelope=data)
+            after = rows[-1][0]
 
     # --- invite mailboxes (SECURITY.md §5): the relay passes messages it cannot read ----
 
@@ -369,12 +598,12 @@ class RelayCore:
         return [ToClient(m, MailboxClose(nameplate=nameplate)) for m in box.members]
 
     def pending(self) -> bool:
-        """Whether published bundles wait for :meth:`flush`."""
-        return bool(self._staged)
+        """Whether published or mirrored bundles wait for :meth:`flush`."""
+        return bool(self._staged or self._staged_peers)
 
     def flush(self) -> list[Output]:
         """Commit the staged bundles in one transaction; release their acks and deliveries."""
-        if not self._staged:
+        if not self.pending():
             return []
         started = self.clock()
         try:
@@ -384,6 +613,7 @@ class RelayCore:
             return self._fail_batch()
         self.metrics.observe("hearth_relay_write_seconds", self.clock() - started)
         out, self._held, self._staged = self._held, [], []
+        self._staged_peers.clear()
         return out
 
     def _fail_batch(self) -> list[Output]:
@@ -401,7 +631,13 @@ class RelayCore:
             )
             for client, bundle_id in self._staged
         ]
+        # A peer link's cursor went back with the batch: it must start over from there.
+        out += [
+            CloseClient(client, CLOSE_POLICY, "the relay could not store your bundles")
+            for client in sorted(self._staged_peers)
+        ]
         self._held, self._staged = [], []
+        self._staged_peers.clear()
         return out
 
     def _note_bad_signature(self, ip: str) -> None:

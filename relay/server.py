@@ -9,9 +9,8 @@ size, relay signature, rate and quota, stored durably, answered with ``ack``, pa
 every other subscriber). Refusals are ``error`` frames; a malformed frame closes that
 connection only. The relay never sees inside a bundle.
 
-This module only moves bytes: each connection has a reader (frames into the core) and a
-writer (the core's frames out, in order, catch-up pages included), and a client whose
-unsent frames pass the outbound buffer limit is cut off.
+Each WebSocket runs as a :class:`~relay.links.Link` (``relay/links.py``); links to peer
+relays this relay dials are kept up by ``relay/peering.py``.
 """
 
 from __future__ import annotations
@@ -22,18 +21,17 @@ import logging
 import shutil
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Union
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
 
-from hearth.errors import HearthError, StorageError
-from hearth.protocol.connection import CLOSE_POLICY, CLOSE_PROTOCOL
-from hearth.protocol.frames import PROTOCOL_VERSION, Deliver, Frame
+from hearth.crypto import SigningKey
+from hearth.errors import StorageError
+from hearth.protocol.frames import PROTOCOL_VERSION
 from relay.config import RelayConfig
-from relay.core import CatchUp, CloseClient, Output, RelayCore
-from relay.logs import client_tag
+from relay.core import RelayCore
+from relay.links import CONFIG, CORE, FLUSH, LINKS, Link, carry_out, run_link
 from relay.metrics import Metrics
+from relay.peering import keep_peers_linked
 from relay.storage import RelayStore
 
 __all__ = ["CONFIG", "CORE", "make_app"]
@@ -41,26 +39,6 @@ __all__ = ["CONFIG", "CORE", "make_app"]
 log = logging.getLogger(__name__)
 
 _BATCH_WINDOW_S = 0.002  # how long a batch of publishes gathers before one commit
-
-_Item = Union[Frame, CatchUp, None]  # noqa: UP007 - None stops the writer
-
-
-@dataclass(eq=False)
-class Link:
-    """One WebSocket and the frames waiting to go out on it."""
-
-    ws: web.WebSocketResponse
-    ip: str
-    outbox: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
-    queued_bytes: int = 0
-    sent_through: dict[bytes, int] = field(default_factory=dict)  # topic -> cursor
-    closing: asyncio.Task[bool] | None = None
-
-
-CONFIG = web.AppKey("config", RelayConfig)
-CORE = web.AppKey("core", RelayCore)
-LINKS = web.AppKey("links", dict[int, Link])
-FLUSH = web.AppKey("flush", asyncio.Event)
 
 
 def client_address(request: web.Request, config: RelayConfig) -> str:
@@ -72,8 +50,10 @@ def client_address(request: web.Request, config: RelayConfig) -> str:
     return request.remote or "?"
 
 
-def make_app(config: RelayConfig, store: RelayStore) -> web.Application:
-    """The relay as an aiohttp application."""
+def make_app(
+    config: RelayConfig, store: RelayStore, identity: SigningKey | None = None
+) -> web.Application:
+    """The relay as an aiohttp application (``identity``: what peer relays know it by)."""
 
     def disk_fraction() -> float:
         usage = shutil.disk_usage(store.path.parent)
@@ -88,6 +68,7 @@ def make_app(config: RelayConfig, store: RelayStore) -> web.Application:
         wall_clock=time.time,
         disk_fraction=disk_fraction,
         metrics=Metrics(),
+        identity=identity,
     )
     app[LINKS] = {}
     app[FLUSH] = asyncio.Event()
@@ -99,6 +80,7 @@ def make_app(config: RelayConfig, store: RelayStore) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/info", info)
     app.on_shutdown.append(_close_clients)
+    keep_peers_linked(app)  # after: its on_shutdown goes first, so no link is redialed
     return app
 
 
@@ -111,14 +93,14 @@ async def _flusher(app: web.Application) -> AsyncIterator[None]:
             await wanted.wait()
             wanted.clear()
             await asyncio.sleep(_BATCH_WINDOW_S)  # let messages arriving meanwhile join
-            await _carry_out(app, core.flush())
+            await carry_out(app, core.flush())
 
     task = asyncio.create_task(run())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    await _carry_out(app, core.flush())
+    await carry_out(app, core.flush())
 
 
 async def _pruner(app: web.Application) -> AsyncIterator[None]:
@@ -141,7 +123,7 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_clients(app: web.Application) -> None:
-    await _carry_out(app, app[CORE].flush())  # acknowledge what is already stored
+    await carry_out(app, app[CORE].flush())  # acknowledge what is already stored
     for link in list(app[LINKS].values()):
         await link.ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down")
 
@@ -169,6 +151,7 @@ async def metrics(request: web.Request) -> web.Response:
     core = request.app[CORE]
     topics, envelopes = core.store.counts()
     core.metrics.gauge("hearth_relay_connections", len(core.clients))
+    core.metrics.gauge("hearth_relay_peer_links", sum(1 for c in core.clients if core.peer_of(c)))
     core.metrics.gauge("hearth_relay_topics", topics)
     core.metrics.gauge("hearth_relay_bundles_stored", envelopes)
     return web.Response(text=core.metrics.render(), content_type="text/plain")
@@ -181,6 +164,7 @@ async def info(request: web.Request) -> web.Response:
             "software": "hearth-relay",
             "protocol": PROTOCOL_VERSION,
             "limits": request.app[CONFIG].limits(),
+            "relay_id": request.app[CORE].identity.public.hex(),
         }
     )
 
@@ -188,112 +172,18 @@ async def info(request: web.Request) -> web.Response:
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """One client's WebSocket, from handshake to close."""
     app = request.app
-    config, core, links = app[CONFIG], app[CORE], app[LINKS]
+    config, core = app[CONFIG], app[CORE]
     ip = client_address(request, config)
     ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=config.max_frame_bytes)
     client = id(ws)  # unique while the connection lives, which is as long as it is used
     if not core.admit(client, ip):
         return web.Response(status=503, text="too many connections")
-    link = Link(ws=ws, ip=ip)
-    links[client] = link
-    writer: asyncio.Task[None] | None = None
+    prepared = False
     try:
         await ws.prepare(request)
-        writer = asyncio.create_task(_write_loop(app, client, link))
-        await _read_loop(app, client, link)
+        prepared = True
     finally:
-        told = core.gone(client)
-        links.pop(client, None)
-        await _carry_out(app, told)
-        link.outbox.put_nowait(None)
-        if writer is not None:
-            await writer
-        if not ws.closed:
-            await ws.close()
+        if not prepared:
+            core.gone(client)
+    await run_link(app, client, Link(ws=ws, ip=ip), [])
     return ws
-
-
-async def _read_loop(app: web.Application, client: int, link: Link) -> None:
-    config, core = app[CONFIG], app[CORE]
-    ws = link.ws
-    deadline = time.monotonic() + config.handshake_timeout_s
-    while not ws.closed:
-        timeout = None if core.handshaken(client) else max(0.0, deadline - time.monotonic())
-        try:
-            message = await ws.receive(timeout=timeout)
-        except asyncio.TimeoutError:
-            core.reject("handshake_timeout", link.ip)
-            await ws.close(code=CLOSE_POLICY, message=b"handshake took too long")
-            return
-        if message.type == WSMsgType.ERROR:
-            core.reject("frame_too_big" if ws.close_code == 1009 else "ws_error", link.ip)
-            return
-        if message.type != WSMsgType.BINARY:
-            if message.type == WSMsgType.TEXT:
-                core.reject("bad_frame", link.ip)
-                await ws.close(code=CLOSE_PROTOCOL, message=b"text frames are not the protocol")
-            return
-        await _carry_out(app, core.receive(client, message.data))
-        if core.pending():
-            app[FLUSH].set()
-
-
-async def _carry_out(app: web.Application, outputs: list[Output]) -> None:
-    config, links = app[CONFIG], app[LINKS]
-    for output in outputs:
-        link = links.get(output.client)
-        if link is None:
-            continue
-        if isinstance(output, CloseClient):
-            log.info(
-                "closing a connection",
-                extra={"client": client_tag(link.ip), "reason": output.reason},
-            )
-            await link.ws.close(code=output.code, message=output.reason.encode()[:120])
-        elif isinstance(output, CatchUp):
-            link.outbox.put_nowait(output)
-        elif isinstance(output.frame, Deliver):
-            size = len(output.frame.envelope)
-            if link.queued_bytes + size > config.outbound_buffer_bytes:
-                app[CORE].reject("slow_consumer", link.ip)
-                link.outbox.put_nowait(None)
-                link.closing = asyncio.create_task(
-                    link.ws.close(code=CLOSE_POLICY, message=b"not reading fast enough")
-                )
-                continue
-            link.queued_bytes += size
-            link.outbox.put_nowait(output.frame)
-        else:
-            link.outbox.put_nowait(output.frame)
-
-
-async def _write_loop(app: web.Application, client: int, link: Link) -> None:
-    """Sends one client's frames in order, doing catch-ups where they fall."""
-    core = app[CORE]
-    try:
-        while True:
-            item = await link.outbox.get()
-            if item is None or link.ws.closed:
-                return
-            if isinstance(item, CatchUp):
-                await _catch_up(core, client, link, item)
-                continue
-            if isinstance(item, Deliver):
-                link.queued_bytes -= len(item.envelope)
-                if item.cursor <= link.sent_through.get(item.topic, 0):
-                    continue  # already sent during a catch-up
-                link.sent_through[item.topic] = item.cursor
-                core.metrics.count("hearth_relay_bundles_out_total")
-            await link.ws.send_bytes(core.encode(client, item))
-    except (ConnectionResetError, HearthError) as exc:
-        log.info("writer stopped: %s", exc, extra={"client": client_tag(link.ip)})
-
-
-async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:
-    cursor = min(item.after, core.store.newest(item.topic))
-    for frame in core.catch_up(item):
-        await link.ws.send_bytes(core.encode(client, frame))
-        cursor = max(cursor, frame.cursor)
-        core.metrics.count("hearth_relay_bundles_out_total")
-    link.sent_through[item.topic] = max(cursor, link.sent_through.get(item.topic, 0))
-    await link.ws.send_bytes(core.encode(client, core.caught_up(item.topic, cursor)))

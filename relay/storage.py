@@ -8,13 +8,14 @@ retention period, the envelopes it covers are pruned and the topic remembers up 
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from hearth.errors import StorageError
 
-__all__ = ["STORE_FILE", "RelayStore", "Stored", "backup_store", "restore_store"]
+__all__ = ["STORE_FILE", "Registered", "RelayStore", "Stored", "backup_store", "restore_store"]
 
 STORE_FILE = "relay.db"
 
@@ -24,13 +25,15 @@ CREATE TABLE IF NOT EXISTS topics (
     relay_key  BLOB NOT NULL,
     bytes      INTEGER NOT NULL DEFAULT 0,
     bundles    INTEGER NOT NULL DEFAULT 0,
-    pruned_through INTEGER NOT NULL DEFAULT 0   -- envelopes up to here are gone
+    pruned_through INTEGER NOT NULL DEFAULT 0,  -- envelopes up to here are gone
+    proof      BLOB NOT NULL DEFAULT x''         -- the registration proof, for peer relays
 );
 CREATE TABLE IF NOT EXISTS envelopes (
     cursor   INTEGER PRIMARY KEY AUTOINCREMENT,
     topic    BLOB NOT NULL REFERENCES topics(topic),
     id       BLOB NOT NULL UNIQUE,
-    data     BLOB NOT NULL
+    data     BLOB NOT NULL,
+    origin   BLOB             -- the peer relay it came from; NULL: from a client
 );
 CREATE INDEX IF NOT EXISTS envelopes_by_topic ON envelopes (topic, cursor);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -40,11 +43,17 @@ CREATE TABLE IF NOT EXISTS snapshots (
     noted_at REAL NOT NULL DEFAULT 0,   -- when it arrived (seconds since the epoch)
     PRIMARY KEY (topic, cursor)
 );
+CREATE TABLE IF NOT EXISTS peer_cursors (
+    peer    BLOB PRIMARY KEY,   -- a peer relay's id
+    cursor  INTEGER NOT NULL    -- everything it sent up to its own cursor here is stored
+);
 """
 # Columns added after the first release, for stores created before them.
 _ADDED_COLUMNS = (
     ("topics", "pruned_through", "INTEGER NOT NULL DEFAULT 0"),
     ("snapshots", "noted_at", "REAL NOT NULL DEFAULT 0"),
+    ("topics", "proof", "BLOB NOT NULL DEFAULT x''"),
+    ("envelopes", "origin", "BLOB"),
 )
 
 
@@ -112,6 +121,14 @@ def _copy(source: Path, target: Path) -> None:
     partial.rename(target)
 
 
+class Registered(enum.Enum):
+    """What registering a topic did."""
+
+    NEW = "new"
+    KNOWN = "known"  # registered already, to the same key
+    TAKEN = "taken"  # registered already, to another key
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """Where an envelope ended up: its cursor, and whether it was new."""
@@ -149,13 +166,30 @@ class RelayStore:
         row = self._db.execute("SELECT relay_key FROM topics WHERE topic = ?", (topic,)).fetchone()
         return bytes(row[0]) if row else None
 
-    def register(self, topic: bytes, relay_key: bytes) -> bool:
-        """Register a topic; ``False`` if it is already registered to another key."""
+    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
+        """Register a topic with its relay key and the proof that came with it."""
         existing = self.relay_key(topic)
+        if existing is not None and existing != relay_key:
+            return Registered.TAKEN
         if existing is not None:
-            return existing == relay_key
-        self._db.execute("INSERT INTO topics(topic, relay_key) VALUES (?, ?)", (topic, relay_key))
-        return True
+            if proof:  # topics registered before proofs were kept get theirs now
+                self._db.execute(
+                    "UPDATE topics SET proof = ? WHERE topic = ? AND proof = x''", (proof, topic)
+                )
+            return Registered.KNOWN
+        self._db.execute(
+            "INSERT INTO topics(topic, relay_key, proof) VALUES (?, ?, ?)",
+            (topic, relay_key, proof),
+        )
+        return Registered.NEW
+
+    def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
+        """(relay key, proof) of a topic, if it is registered with a proof (which peer
+        relays need to register it in turn)."""
+        row = self._db.execute(
+            "SELECT relay_key, proof FROM topics WHERE topic = ? AND proof != x''", (topic,)
+        ).fetchone()
+        return (bytes(row[0]), bytes(row[1])) if row else None
 
     def usage(self, topic: bytes) -> tuple[int, int]:
         """(bytes, bundles) stored for a topic."""
@@ -164,22 +198,24 @@ class RelayStore:
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    def add(self, topic: bytes, bundle_id: bytes, data: bytes) -> Stored:
+    def add(
+        self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None
+    ) -> Stored:
         """Stage an envelope in the open batch (or find it stored); durable at :meth:`commit`.
 
         Many publishes share one fsync this way. If staging fails, the whole batch is
         rolled back and the caller must refuse every bundle staged in it.
         """
         try:
-            if not self._db.in_transaction:
-                self._db.execute("BEGIN IMMEDIATE")
+            self._begin()
             row = self._db.execute(
                 "SELECT cursor FROM envelopes WHERE id = ?", (bundle_id,)
             ).fetchone()
             if row:
                 return Stored(int(row[0]), False)
             cursor = self._db.execute(
-                "INSERT INTO envelopes(topic, id, data) VALUES (?, ?, ?)", (topic, bundle_id, data)
+                "INSERT INTO envelopes(topic, id, data, origin) VALUES (?, ?, ?, ?)",
+                (topic, bundle_id, data, origin),
             ).lastrowid
             self._db.execute(
                 "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1 WHERE topic = ?",
@@ -191,6 +227,45 @@ class RelayStore:
             raise StorageError(f"The relay could not store a bundle ({exc}).") from exc
         assert cursor is not None
         return Stored(cursor, True)
+
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+
+    def peer_cursor(self, peer: bytes) -> int:
+        """How far this relay has stored what a peer relay sent (the peer's own cursor)."""
+        row = self._db.execute("SELECT cursor FROM peer_cursors WHERE peer = ?", (peer,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_peer_cursor(self, peer: bytes, cursor: int) -> None:
+        """Stage, in the open batch, that a peer's bundles up to ``cursor`` are dealt with."""
+        try:
+            self._begin()
+            self._db.execute(
+                "INSERT INTO peer_cursors(peer, cursor) VALUES (?, ?) ON CONFLICT(peer) "
+                "DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
+                (peer, cursor),
+            )
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not note a peer's progress ({exc}).") from exc
+
+    def all_after(
+        self, cursor: int, limit: int = 200, *, not_from: bytes = b""
+    ) -> list[tuple[int, bytes, bytes]]:
+        """Up to ``limit`` envelopes of every topic after ``cursor``, in order, as
+        (cursor, topic, envelope); none that came from the peer ``not_from``."""
+        rows = self._db.execute(
+            "SELECT cursor, topic, data FROM envelopes WHERE cursor > ? "
+            "AND (origin IS NULL OR origin != ?) ORDER BY cursor LIMIT ?",
+            (cursor, not_from, limit),
+        ).fetchall()
+        return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
+
+    def newest_overall(self) -> int:
+        """The newest cursor of any topic (0 if nothing is stored)."""
+        return int(self._db.execute("SELECT COALESCE(MAX(cursor), 0) FROM envelopes").fetchone()[0])
 
     def commit(self) -> None:
         """Make everything staged durable (one fsync for the batch)."""

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +46,21 @@ class Relay:
         return code
 
 
-def start_relay(data: Path, port: int = 0, config: Path | None = None) -> Relay:
+def start_relay(
+    data: Path, port: int = 0, config: Path | None = None, extra: Sequence[str] = ()
+) -> Relay:
     script = Path(sys.executable).parent / "hearth-relay"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
     data.mkdir(parents=True, exist_ok=True)
     settings = ["--config", str(config)] if config else []
     with (data / "relay.log").open("a") as log:
         proc = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port), "--data", str(data), *settings],
+            [
+                *command,
+                *("--host", "127.0.0.1", "--port", str(port), "--data", str(data)),
+                *settings,
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,

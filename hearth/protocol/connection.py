@@ -24,6 +24,8 @@ from hearth.protocol.frames import (
     Hello,
     Mailbox,
     MailboxClose,
+    Mirror,
+    Peer,
     Publish,
     Register,
     Subscribe,
@@ -66,6 +68,9 @@ class State(enum.Enum):
 
 _FROM_CONNECTING = (Register, Subscribe, Publish, Error, Mailbox, MailboxClose)
 _FROM_ACCEPTING = (Deliver, CaughtUp, Ack, Error, Mailbox, MailboxClose)
+_BETWEEN_RELAYS = (Peer, Mirror, Register, Deliver, CaughtUp, Error)
+"""Once open, a link between peer relays (``hello`` with role ``relay``) carries these
+either way: each side mirrors the other."""
 
 ALLOWED: dict[tuple[Role, State, str], tuple[type[Frame], ...]] = {
     # (who is acting, state, "send" or "receive") -> frames allowed
@@ -95,6 +100,7 @@ class Connection:
         self.state = State.START
         self.version: int | None = None
         self.peer_role: str | None = None
+        self.between_relays = False
 
     def send(self, frame: Frame, encoded: bytes | None = None) -> bytes:
         """The bytes to send for ``frame``, if the exchange allows it now.
@@ -103,6 +109,8 @@ class Connection:
         fanned out to many connections is encoded once).
         """
         self._check(frame, "send")
+        if isinstance(frame, Hello):
+            self.between_relays = frame.role == "relay"
         if isinstance(frame, Welcome):
             self.version = frame.version
         self._advance(frame)
@@ -121,6 +129,7 @@ class Connection:
                     f"{PROTOCOL_VERSION}. Upgrade the older one."
                 )
             self.peer_role = frame.role
+            self.between_relays = frame.role == "relay"
             self.state = State.HELLO_RECEIVED
             return frame
         if isinstance(frame, Welcome):
@@ -138,7 +147,10 @@ class Connection:
         self.state = State.CLOSED
 
     def _check(self, frame: Frame, direction: str) -> None:
-        allowed = ALLOWED.get((self.role, self.state, direction), ())
+        if self.between_relays and self.state is State.OPEN:
+            allowed: tuple[type[Frame], ...] = _BETWEEN_RELAYS
+        else:
+            allowed = ALLOWED.get((self.role, self.state, direction), ())
         if not isinstance(frame, allowed):
             verb = "send" if direction == "send" else "receive"
             raise ProtocolError(

@@ -26,6 +26,8 @@ __all__ = [
     "Hello",
     "Mailbox",
     "MailboxClose",
+    "Mirror",
+    "Peer",
     "Publish",
     "Register",
     "Subscribe",
@@ -57,7 +59,8 @@ class Welcome:
     TYPE: ClassVar[str] = "welcome"
     version: int
     limits: dict[str, int]
-    challenge: bytes = b""  # from a node: what a peer's registration proof must sign
+    challenge: bytes = b""  # what the connecting side's proof must sign (peer nodes, relays)
+    relay_id: bytes = b""  # from a relay: its public identity key, which peer relays know it by
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +158,25 @@ class MailboxClose:
     nameplate: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Peer:
+    """From a relay dialing a peer relay: who it is, proven by signing the challenge."""
+
+    TYPE: ClassVar[str] = "peer"
+    relay_id: bytes
+    proof: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    """Between peer relays, either way: send me every topic's registration, then every
+    bundle you stored after this cursor of yours (except those I sent you), then new ones
+    live, ending the catch-up with a :class:`CaughtUp` for the all-zero topic."""
+
+    TYPE: ClassVar[str] = "mirror"
+    after: int
+
+
 Frame = Union[  # noqa: UP007
     Hello,
     Welcome,
@@ -167,6 +189,8 @@ Frame = Union[  # noqa: UP007
     Error,
     Mailbox,
     MailboxClose,
+    Peer,
+    Mirror,
 ]
 _TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in get_args(Frame)}
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -192,6 +216,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "nameplate": int,
     "body": bytes,
     "create": bool,
+    "relay_id": bytes,
 }
 _TOPIC_LENGTH = 32
 
@@ -230,6 +255,8 @@ def decode_frame(data: bytes) -> Frame:
             raise ProtocolError(f"A {kind} frame's {name} has the wrong type.")
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
             raise ProtocolError(f"A {kind} frame's {name} is negative.")
+    if "relay_id" in body and len(body["relay_id"]) not in (0, 32):
+        raise ProtocolError(f"A {kind} frame's relay id is not 32 bytes.")
     if "topic" in body and len(body["topic"]) != _TOPIC_LENGTH:
         raise ProtocolError(f"A {kind} frame's topic is not 32 bytes.")
     if kind == "hello" and not all(

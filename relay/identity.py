@@ -1,0 +1,52 @@
+"""A relay's own identity key: what peer relays know it by and check it with.
+
+The key lives next to the store (``relay.key``, readable only by the relay's user) and is
+made on first use. Its public half, as 64 hex digits, is the relay id that operators of
+peer relays put in their ``accept_peers``. It signs nothing but peering challenges.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hearth.crypto import SigningKey, verify
+from hearth.errors import ConfigError
+
+__all__ = ["KEY_FILE", "load_or_create", "peer_proof", "peer_proof_valid"]
+
+KEY_FILE = "relay.key"
+_CONTEXT = b"hearth-relay-peer-v1"
+
+
+def load_or_create(data_dir: Path) -> SigningKey:
+    """The relay's identity key from ``data_dir``, made there if it does not exist yet."""
+    path = data_dir / KEY_FILE
+    try:
+        secret = path.read_bytes()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = SigningKey.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.secret)
+        return key
+    except OSError as exc:
+        raise ConfigError(f"The relay's identity key {path} cannot be read ({exc}).") from exc
+    if len(secret) != 32:
+        raise ConfigError(
+            f"The relay's identity key {path} is damaged ({len(secret)} bytes, not 32); "
+            "restore it from a backup, or delete it to make a new id (peers must then "
+            "accept the new id)."
+        )
+    return SigningKey(secret)
+
+
+def peer_proof(key: SigningKey, challenge: bytes, acceptor: bytes) -> bytes:
+    """The dialing relay's answer to an accepting relay's challenge."""
+    return key.sign(_CONTEXT + challenge + acceptor)
+
+
+def peer_proof_valid(relay_id: bytes, challenge: bytes, acceptor: bytes, proof: bytes) -> bool:
+    """Whether ``proof`` shows that the dialer holds the key of ``relay_id``."""
+    return verify(relay_id, proof, _CONTEXT + challenge + acceptor)

@@ -1,0 +1,180 @@
+"""Moving frames between WebSockets and :class:`~relay.core.RelayCore`.
+
+Every connection — a client that connected to us, or a peer relay, whichever side dialed —
+is a :class:`Link` with a reader (messages into the core, the core's answers carried out)
+and a writer (frames out in order, catch-ups included, where they fall in the queue). A
+link whose unsent frames pass the outbound buffer limit is cut off. The aiohttp handler in
+``relay/server.py`` and the dialer in ``relay/peering.py`` both run a link this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+from aiohttp import WSMsgType, web
+
+from hearth.errors import HearthError
+from hearth.protocol.connection import CLOSE_POLICY, CLOSE_PROTOCOL
+from hearth.protocol.frames import Deliver, Frame
+from relay.config import RelayConfig
+from relay.core import ALL_TOPICS, CatchUp, CloseClient, MirrorCatchUp, Output, Pause, RelayCore
+from relay.logs import client_tag
+
+__all__ = ["CONFIG", "CORE", "FLUSH", "LINKS", "Link", "carry_out", "run_link"]
+
+log = logging.getLogger(__name__)
+
+_Item = Union[Frame, CatchUp, MirrorCatchUp, None]  # noqa: UP007 - None stops the writer
+if TYPE_CHECKING:  # aiohttp's client WebSocket is generic for the type checker only
+    from aiohttp import ClientWebSocketResponse
+
+    _WebSocket = Union[web.WebSocketResponse, ClientWebSocketResponse[bool]]  # noqa: UP007
+
+
+@dataclass(eq=False)
+class Link:
+    """One WebSocket and the frames waiting to go out on it."""
+
+    ws: _WebSocket
+    ip: str
+    outbox: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+    queued_bytes: int = 0
+    # topic -> cursor sent through (a peer relay's link counts every topic under ALL_TOPICS)
+    sent_through: dict[bytes, int] = field(default_factory=dict)
+    closing: asyncio.Task[bool] | None = None
+
+
+CONFIG = web.AppKey("config", RelayConfig)
+CORE = web.AppKey("core", RelayCore)
+LINKS = web.AppKey("links", dict[int, Link])
+FLUSH = web.AppKey("flush", asyncio.Event)
+
+
+async def run_link(app: web.Application, client: int, link: Link, opening: list[Output]) -> None:
+    """Run a link until its WebSocket closes, starting with ``opening``; then forget it."""
+    core = app[CORE]
+    app[LINKS][client] = link
+    writer = asyncio.create_task(_write_loop(app, client, link))
+    try:
+        await carry_out(app, opening)
+        await _read_loop(app, client, link)
+    finally:
+        told = core.gone(client)
+        app[LINKS].pop(client, None)
+        await carry_out(app, told)
+        link.outbox.put_nowait(None)
+        await writer
+        if not link.ws.closed:
+            await link.ws.close()
+
+
+async def _read_loop(app: web.Application, client: int, link: Link) -> None:
+    config, core = app[CONFIG], app[CORE]
+    ws = link.ws
+    deadline = time.monotonic() + config.handshake_timeout_s
+    while not ws.closed:
+        timeout = None if core.handshaken(client) else max(0.0, deadline - time.monotonic())
+        try:
+            message = await ws.receive(timeout=timeout)
+        except asyncio.TimeoutError:
+            core.reject("handshake_timeout", link.ip)
+            await ws.close(code=CLOSE_POLICY, message=b"handshake took too long")
+            return
+        if message.type == WSMsgType.ERROR:
+            core.reject("frame_too_big" if ws.close_code == 1009 else "ws_error", link.ip)
+            return
+        if message.type != WSMsgType.BINARY:
+            if message.type == WSMsgType.TEXT:
+                core.reject("bad_frame", link.ip)
+                await ws.close(code=CLOSE_PROTOCOL, message=b"text frames are not the protocol")
+            return
+        await carry_out(app, core.receive(client, message.data))
+        if core.pending():
+            app[FLUSH].set()
+
+
+async def carry_out(app: web.Application, outputs: list[Output]) -> None:
+    """Do what the core decided: queue frames and catch-ups, close links, pause readers."""
+    config, links = app[CONFIG], app[LINKS]
+    for output in outputs:
+        link = links.get(output.client)
+        if link is None:
+            continue
+        if isinstance(output, CloseClient):
+            log.info(
+                "closing a connection",
+                extra={"client": client_tag(link.ip), "reason": output.reason},
+            )
+            await link.ws.close(code=output.code, message=output.reason.encode()[:120])
+        elif isinstance(output, Pause):
+            await asyncio.sleep(output.seconds)  # only ever from this link's own reader
+        elif isinstance(output, (CatchUp, MirrorCatchUp)):
+            link.outbox.put_nowait(output)
+        elif isinstance(output.frame, Deliver):
+            size = len(output.frame.envelope)
+            if link.queued_bytes + size > config.outbound_buffer_bytes:
+                app[CORE].reject("slow_consumer", link.ip)
+                link.outbox.put_nowait(None)
+                link.closing = asyncio.create_task(
+                    link.ws.close(code=CLOSE_POLICY, message=b"not reading fast enough")
+                )
+                continue
+            link.queued_bytes += size
+            link.outbox.put_nowait(output.frame)
+        else:
+            link.outbox.put_nowait(output.frame)
+
+
+async def _write_loop(app: web.Application, client: int, link: Link) -> None:
+    """Sends one link's frames in order, doing catch-ups where they fall."""
+    core = app[CORE]
+    try:
+        while True:
+            item = await link.outbox.get()
+            if item is None or link.ws.closed:
+                return
+            if isinstance(item, CatchUp):
+                await _catch_up(core, client, link, item)
+            elif isinstance(item, MirrorCatchUp):
+                await _mirror_catch_up(core, client, link, item)
+            elif isinstance(item, Deliver):
+                link.queued_bytes -= len(item.envelope)
+                key = ALL_TOPICS if core.peer_of(client) else item.topic
+                if item.cursor > link.sent_through.get(key, 0):  # else sent in a catch-up
+                    link.sent_through[key] = item.cursor
+                    await _deliver(core, client, link, item)
+            else:
+                await link.ws.send_bytes(core.encode(client, item))
+    except (ConnectionResetError, HearthError) as exc:
+        log.info("writer stopped: %s", exc, extra={"client": client_tag(link.ip)})
+
+
+async def _deliver(core: RelayCore, client: int, link: Link, frame: Deliver) -> None:
+    """Send one bundle; a peer relay first learns its topic's registration."""
+    registration = core.announce(client, frame.topic)
+    if registration is not None:
+        await link.ws.send_bytes(core.encode(client, registration))
+    await link.ws.send_bytes(core.encode(client, frame))
+    core.metrics.count("hearth_relay_bundles_out_total")
+
+
+async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:
+    cursor = min(item.after, core.store.newest(item.topic))
+    for frame in core.catch_up(item):
+        await _deliver(core, client, link, frame)
+        cursor = max(cursor, frame.cursor)
+    link.sent_through[item.topic] = max(cursor, link.sent_through.get(item.topic, 0))
+    await link.ws.send_bytes(core.encode(client, core.caught_up(item.topic, cursor)))
+
+
+async def _mirror_catch_up(core: RelayCore, client: int, link: Link, item: MirrorCatchUp) -> None:
+    cursor = min(item.after, core.store.newest_overall())
+    for frame in core.mirror_catch_up(item):
+        await _deliver(core, client, link, frame)
+        cursor = max(cursor, frame.cursor)
+    link.sent_through[ALL_TOPICS] = max(cursor, link.sent_through.get(ALL_TOPICS, 0))
+    await link.ws.send_bytes(core.encode(client, core.caught_up(ALL_TOPICS, cursor)))

@@ -1,0 +1,126 @@
+"""Peered relays as real processes on 127.0.0.1 (DESIGN §6, SECURITY.md §8).
+
+Figures: three relays peered in a line A–B–C; a member whose node knows only A and one whose
+node knows only C see each other's edits (two hops, both ways) with no bundle arriving at any
+relay twice; all three hold identical bundle sets; no relay's disk holds a word of the
+ledger; the middle relay killed, a group listing A and C carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+from tests.test_sync_processes import Relay, start_relay
+
+pytestmark = pytest.mark.process
+
+
+def relay_id(data: Path) -> str:
+    script = Path(sys.executable).parent / "hearth-relay"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
+    done = subprocess.run(
+        [*command, "id", "--data", str(data)], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def metric(relay: Relay, name: str) -> float:
+    """The sum of a Prometheus counter over all its labels."""
+    url = relay.url.replace("ws://", "http://") + "/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    pattern = re.compile(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", re.M)
+    values = pattern.findall(text)
+    assert values, f"{name} is not among the metrics"
+    return sum(float(value) for value in values)
+
+
+def bundle_ids(relay: Relay) -> set[bytes]:
+    with sqlite3.connect(relay.data / "relay.db") as db:
+        return {bytes(row[0]) for row in db.execute("SELECT id FROM envelopes")}
+
+
+def eventually(check: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+def resources(cli: Cli) -> set[str]:
+    return {r["name"] for r in json.loads(cli("resource", "list", "--json").out)}
+
+
+def test_members_on_relays_two_hops_apart_sync_through_the_middle(tmp_path: Path) -> None:
+    ids = {name: relay_id(tmp_path / name) for name in ("a", "b", "c")}
+    b = start_relay(tmp_path / "b", extra=["--accept-peer", ids["a"], "--accept-peer", ids["c"]])
+    a = start_relay(tmp_path / "a", extra=["--peer", b.url])
+    c = start_relay(tmp_path / "c", extra=["--peer", b.url])
+    relays = [a, b, c]
+    try:
+        ada, ben = Cli(tmp_path / "ada"), Cli(tmp_path / "ben")
+        ada("init", "--name", "Ada")
+        ada("group", "create", "Allotment", "--relay", a.url)
+        ada("resource", "add", "Ladder", "--kind", "tool")
+        token = ada("invite", "--token").out.splitlines()[0]
+        ada("sync")
+        ben("join", token, "--name", "Ben")
+        # From now on Ben's node knows only relay C (its ledger change reaches Ada later).
+        ben("relay", "add", c.url)
+        ben("relay", "remove", a.url)
+
+        ada("resource", "add", "Wheelbarrow", "--kind", "tool")
+        assert json.loads(ada("sync", "--json").out)["relays_ok"] == [a.url]
+
+        def ben_has_it() -> bool:
+            report = json.loads(ben("sync", "--json").out)
+            assert report["relays_ok"] == [c.url]
+            return "Wheelbarrow" in resources(ben)
+
+        assert eventually(ben_has_it), "Ada's edit did not cross A→B→C"
+
+        ben("resource", "add", "Seed trays", "--qty", "12")
+        ben("sync")
+
+        def ada_has_it() -> bool:
+            ada("sync")
+            return "Seed trays" in resources(ada)
+
+        assert eventually(ada_has_it), "Ben's edit did not cross C→B→A"
+        assert eventually(lambda: bundle_ids(a) == bundle_ids(b) == bundle_ids(c))
+        # Each bundle arrived at each relay once: any second arrival would be counted.
+        assert [metric(r, "hearth_relay_peer_duplicates_total") for r in relays] == [0, 0, 0]
+        assert metric(b, "hearth_relay_peer_bundles_in_total") == len(bundle_ids(b))
+
+        for relay in relays:
+            relay.kill(signal.SIGTERM)
+            disk = b"".join(p.read_bytes() for p in relay.data.glob("relay.db*"))
+            for word in (b"Wheelbarrow", b"Seed trays", b"Ladder", b"Allotment", b"Ada"):
+                assert word not in disk, f"{word!r} is readable on {relay.data.name}'s disk"
+        a = start_relay(a.data, port=int(a.url.rsplit(":", 1)[1]), extra=["--peer", b.url])
+        c = start_relay(c.data, port=int(c.url.rsplit(":", 1)[1]), extra=["--peer", b.url])
+        relays = [a, c]  # the middle relay stays down
+
+        ada("relay", "add", a.url)  # the group now lists A and C
+        ada("resource", "add", "Hoe", "--kind", "tool")
+        report = json.loads(ada("sync", "--json").out)
+        assert sorted(report["relays_ok"]) == sorted([a.url, c.url])
+        ben("sync")
+        assert "Hoe" in resources(ben)
+    finally:
+        for relay in relays:
+            relay.kill(signal.SIGTERM)
