@@ -18,7 +18,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from hearth import membership
+from hearth import membership, neighbours
 from hearth.crypto import key_id
 from hearth.errors import HearthError, LedgerError, ProtocolError
 from hearth.feeds import APPLIED, WAITING
@@ -123,7 +123,7 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
         return Outcome(verdict=Verdict.DUPLICATE)
     found = node.feeds.keys_for_topic(envelope.topic)
     if found is None:
-        return _reject(node, source, "a bundle for a group this node is not in")
+        return _take_neighbourhood_record(node, envelope, source)
     group_id, keys = found
     if not envelope.relay_signature_valid(keys.relay_key.public):
         return _reject(node, source, "a bundle whose admission signature is not the group's")
@@ -170,6 +170,23 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
                 _retry_waiting(node, group_id)
             return _reject(node, source, str(proof))
     return _reject(node, source, "a bundle that keeps changing who is in the group")
+
+
+def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> Outcome:
+    """A bundle of one of our groups' neighbourhoods: checked the same way up to the
+    author's signature, then kept if it is a group's signed record (:mod:`hearth.neighbours`)."""
+    membership = neighbours.keys_for_topic(node, envelope.topic)
+    if membership is None:
+        return _reject(node, source, "a bundle for a group this node is not in")
+    keys = membership.keys
+    if not envelope.relay_signature_valid(keys.relay_key.public):
+        return _reject(node, source, "a bundle whose admission signature is not the group's")
+    try:
+        new = neighbours.take_record(node, membership, envelope, open_envelope(envelope, keys))
+    except ProtocolError as exc:
+        return _reject(node, source, str(exc))
+    verdict = Verdict.APPLIED if new else Verdict.DUPLICATE
+    return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(new))
 
 
 def _reject(node: Node, source: str, reason: str) -> Outcome:

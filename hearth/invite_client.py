@@ -158,7 +158,7 @@ async def offer_invite(
     show_phrase: Callable[[str], None],
     approve: Callable[[str], Awaitable[bool]],
     random_bytes: RandomBytes = secrets.token_bytes,
-    make_token: Callable[[], str] | None = None,
+    make_token: Callable[[JoinerIntroduced], str] | None = None,
 ) -> InviteResult:
     """Show a code and let in whoever proves it, if the member approves them.
 
@@ -181,7 +181,7 @@ async def offer_invite(
                 if not await approve(event.name):
                     result.refused = True
                     return list(exchange.refuse())
-                token = make_token() if make_token else encode_token(node.create_invite())
+                token = make_token(event) if make_token else encode_token(node.create_invite())
                 # The others must know of the invite before the joiner's first bundle
                 # claims it: publish it first.
                 await sync_relays(node, node.view(group.id).relays(), [group.id], timeout=20)

@@ -83,8 +83,8 @@ def commitment_rows(
                 c.id[:8],
                 c.what,
                 amount(c.quantity, ""),
-                view.member_name(c.giver),
-                view.member_name(c.receiver),
+                view.giver_name(c),
+                view.receiver_name(c),
                 due,
                 c.status.value,
             ]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from hearth import neighbours
 from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.feeds import INVALID
 from hearth.intake import Verdict, take_in
@@ -104,10 +105,7 @@ def plan_for(
                 )
             )
             continue
-        rows = node.store.query(
-            "SELECT cursor FROM relay_cursors WHERE url = ? AND topic = ?", (url, topic)
-        )
-        stored = int(rows[0][0]) if rows else 0
+        stored = _cursor(node, url, topic)
         after = max(stored, 0)  # -1: a snapshot was refused here; read everything, plainly
         outgoing = [
             (bytes(bid), bytes(env))
@@ -133,7 +131,28 @@ def plan_for(
                 from_snapshot=stored == 0,
             )
         )
+    if not peer:  # the groups' neighbourhoods go through the groups' relays too
+        joined = {m.id: m for g in group_ids for m in neighbours.memberships(node, g)}
+        for membership in joined.values():
+            keys = membership.keys
+            plans.append(
+                TopicPlan(
+                    topic=keys.topic,
+                    relay_key=keys.relay_key.public,
+                    proof=registration_proof(keys),
+                    after=max(_cursor(node, url, keys.topic), 0),
+                    outgoing=neighbours.outgoing(node, membership, url),
+                )
+            )
     return plans
+
+
+def _cursor(node: Node, url: str, topic: bytes) -> int:
+    """How far this node has read a topic at a relay (0: not yet)."""
+    rows = node.store.query(
+        "SELECT cursor FROM relay_cursors WHERE url = ? AND topic = ?", (url, topic)
+    )
+    return int(rows[0][0]) if rows else 0
 
 
 SNAPSHOT_EVERY = 500  # bundles applied since the last snapshot this node gave a relay
@@ -149,10 +168,7 @@ def snapshot_due(
     """
     for group_id in group_ids:
         keys = node.feeds.current_keys(group_id)
-        rows = node.store.query(
-            "SELECT cursor FROM relay_cursors WHERE url = ? AND topic = ?", (url, keys.topic)
-        )
-        covers = int(rows[0][0]) if rows else 0
+        covers = _cursor(node, url, keys.topic)
         last = node.store.query(
             "SELECT covers, applied FROM published_snapshots WHERE url = ? AND topic = ?",
             (url, keys.topic),

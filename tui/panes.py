@@ -150,7 +150,7 @@ class Overview(VerticalScroll):
 
     @staticmethod
     def _line(view: LedgerView, c: Commitment) -> str:
-        giver, receiver = view.member_name(c.giver), view.member_name(c.receiver)
+        giver, receiver = view.giver_name(c), view.receiver_name(c)
         return f"{giver} → {receiver}: {c.what} {amount(c.quantity, '')}".rstrip()
 
 

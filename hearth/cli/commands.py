@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-from hearth import members, membership, present
+from hearth import members, membership, neighbours, present
 from hearth.cli import render
 from hearth.errors import UsageError
 from hearth.identity import create_identity
@@ -32,7 +32,7 @@ from hearth.ledger.ledger import Ledger
 from hearth.node import Node, open_node
 from hearth.values import format_time, parse_date, parse_quantity
 
-__all__ = ["emit", "open_app", "run"]
+__all__ = ["confirm", "emit", "open_app", "run"]
 
 Handler = Callable[[argparse.Namespace, Node], int]
 
@@ -51,6 +51,10 @@ def run(args: argparse.Namespace, home: Path) -> int:
         return run_demo()
     key = f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
     handler = _HANDLERS.get(key)
+    if handler is None:
+        from hearth.cli.neighbourhood_commands import HANDLERS as NEIGHBOURHOOD_HANDLERS
+
+        handler = NEIGHBOURHOOD_HANDLERS.get(key)
     if handler is None:
         # Networking commands load aiohttp; ledger commands should start quickly without it.
         from hearth.cli.sync_commands import HANDLERS as SYNC_HANDLERS
@@ -151,7 +155,7 @@ def _member_list(args: argparse.Namespace, node: Node) -> int:
     )
 
 
-def _confirm(args: argparse.Namespace, question: str) -> None:
+def confirm(args: argparse.Namespace, question: str) -> None:
     """Ask before something that cannot be undone; ``--yes`` answers for scripts."""
     if args.yes:
         return
@@ -164,7 +168,7 @@ def _confirm(args: argparse.Namespace, question: str) -> None:
 def _member_remove(args: argparse.Namespace, node: Node) -> int:
     view = node.view()
     name = view.member(view.find("members", args.member)).name
-    _confirm(
+    confirm(
         args,
         f"Remove {name} from the group? From now on they see nothing new the group writes "
         "and nothing they write counts. What they already saw stays with them.",
@@ -190,7 +194,7 @@ def _member_demote(args: argparse.Namespace, node: Node) -> int:
 
 def _leave(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
-    _confirm(args, f"Leave '{group.name}'? Nothing you write there will count any more.")
+    confirm(args, f"Leave '{group.name}'? Nothing you write there will count any more.")
     members.leave(node, group.id)
     return emit(
         args,
@@ -228,7 +232,7 @@ def _device_list(args: argparse.Namespace, node: Node) -> int:
 
 
 def _device_remove(args: argparse.Namespace, node: Node) -> int:
-    _confirm(args, "Remove this device? Nothing it writes from now on will count.")
+    confirm(args, "Remove this device? Nothing it writes from now on will count.")
     member, device_id = members.remove_device(node, node.current_group().id, args.device)
     return emit(
         args,
@@ -422,6 +426,8 @@ def _commitment_move(target: CommitmentStatus) -> Handler:
     def handler(args: argparse.Namespace, node: Node) -> int:
         with node.change() as ledger:
             c = ledger.change_commitment(ledger.view.find("commitments", args.commitment), target)
+        if c.handoff:  # a neighbour group's handoff: tell the neighbourhood too
+            neighbours.reconcile(node, node.current_group().id)
         return emit(args, as_commitment(ledger.view, c), f"'{c.what}' is now {c.status.value}.")
 
     return handler

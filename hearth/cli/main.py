@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, metavar="S")
     _json_flag(p)
 
+    _neighbourhood_commands(sub)
+
     bundle = sub.add_parser("bundle", help="carry changes by hand, on a USB stick").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
@@ -320,6 +322,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--headless", action="store_true", help="print a summary instead of opening the app"
     )
     return parser
+
+
+def _neighbourhood_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``neighbourhood``, ``offer`` and ``request``: sharing with neighbouring groups."""
+    hood = sub.add_parser(
+        "neighbourhood", help="groups of groups that share surplus with each other"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = hood.add_parser("create", help="start a neighbourhood with your group in it (admins)")
+    p.add_argument("name")
+    _json_flag(p)
+    p = hood.add_parser("invite", help="a code for another group's admin to join with (admins)")
+    p.add_argument("--neighbourhood", metavar="NAME", help="which one, if the group is in several")
+    _code_flags(p, "let whichever group uses the code in, unasked")
+    p = hood.add_parser("join", help="take your group into a neighbourhood with a code (admins)")
+    p.add_argument("token", metavar="CODE")
+    p.add_argument("--relay", metavar="URL", help="the relay the inviting group uses")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S")
+    _json_flag(p)
+    p = hood.add_parser("list", help="the group's neighbourhoods and who is in them")
+    _json_flag(p)
+    p = hood.add_parser("leave", help="take your group out of a neighbourhood (admins)")
+    p.add_argument("name", nargs="?", help="which one, if the group is in several")
+    p.add_argument("--yes", action="store_true", help="do not ask first")
+    _json_flag(p)
+
+    offer = sub.add_parser(
+        "offer", help="surplus your group shares with its neighbourhoods"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = offer.add_parser("add", help="offer part of a shareable resource to neighbour groups")
+    p.add_argument("resource", metavar="RESOURCE")
+    p.add_argument("--qty", required=True)
+    p.add_argument("--neighbourhood", metavar="NAME", help="which one, if the group is in several")
+    p.add_argument("--until", metavar="DATE", help="when the offer ends (default: never)")
+    p.add_argument("--note", default="")
+    _json_flag(p)
+    p = offer.add_parser("list", help="your group's offers and those of neighbour groups")
+    _json_flag(p)
+    p = offer.add_parser("withdraw", help="take back one of your group's offers")
+    p.add_argument("offer", metavar="ID")
+    _json_flag(p)
+
+    p = sub.add_parser(
+        "request",
+        help="ask a neighbour group for its offer (`request OFFER --qty N`), or "
+        "`request list`, `request accept ID`, `request decline ID`",
+    )
+    p.add_argument("target", metavar="OFFER|list|accept|decline")
+    p.add_argument("id", nargs="?", metavar="ID", help="the request to accept or decline")
+    p.add_argument("--qty")
+    p.add_argument("--note", default="")
+    _json_flag(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

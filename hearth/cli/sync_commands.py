@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from hearth import neighbours
 from hearth.cli.commands import emit
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
@@ -26,6 +27,7 @@ from hearth.invite import (
 from hearth.node import Node, open_node
 from hearth.peers import add_peer, list_peers, remove_peer, waiting_for
 from hearth.protocol import codec
+from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.retraction import removal_notices
 from hearth.rotation import rotate, rotation_due
 from hearth.sync_client import RelayReport, sync_relays
@@ -98,12 +100,16 @@ def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[Relay
     tried: set[tuple[str, bool]] = set()
     topics: set[bytes] = set()
     for _ in range(_MAX_PASSES):
+        news = False
         for group_id in groups:
             node.claim_device(group_id)  # a new device, once its member's entry is here
             if rotation_due(node, group_id):
                 rotate(node, group_id)
+            # Handoffs agreed or fulfilled in a neighbourhood, into the ledger and back.
+            news = neighbours.reconcile(node, group_id) > 0 or news
         now = {keys.topic for g in groups for _, keys in node.feeds.epochs(g)}
-        if now != topics:
+        now |= {m.keys.topic for g in groups for m in neighbours.memberships(node, g)}
+        if now != topics or news:
             tried.clear()
             topics = now
         relays = {(url, False) for g in groups for url in node.view(g).relays()}
@@ -117,6 +123,11 @@ def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[Relay
             if urls:
                 reports += asyncio.run(sync_relays(node, urls, groups, timeout=timeout, peers=peer))
     return reports
+
+
+def sync_now(node: Node, groups: list[str], *, timeout: float) -> list[RelayReport]:
+    """Sync the groups everywhere they sync, as `hearth sync` does; one report per place."""
+    return _merged(_sync_passes(node, groups, timeout=timeout))
 
 
 def _merged(reports: list[RelayReport]) -> list[RelayReport]:
@@ -135,7 +146,7 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than zero seconds.")
     groups = [g.id for g in node.groups()] if args.all else [node.current_group().id]
-    reports = _merged(_sync_passes(node, groups, timeout=args.timeout))
+    reports = sync_now(node, groups, timeout=args.timeout)
     if not reports:
         raise TransportError(
             "The group lists no relays and this node has no peers: add one with "
@@ -253,7 +264,7 @@ def _status(args: argparse.Namespace, node: Node) -> int:
 
 def _invite(args: argparse.Namespace, node: Node) -> int:
     if not args.token:
-        return _invite_by_code(args, node)
+        return invite_by_code(args, node)
     if args.hours <= 0:
         raise UsageError("--hours must be more than zero.")
     token = node.create_invite(valid_for_ms=int(args.hours * 3_600_000))
@@ -272,7 +283,7 @@ def _device_add(args: argparse.Namespace, node: Node) -> int:
     """``hearth device add``: like an invite, for another device of this member."""
     me = node.identity
 
-    def device_token() -> str:
+    def device_token(event: JoinerIntroduced) -> str:
         return encode_device_token(
             DeviceToken(
                 token=node.create_invite(device=True),
@@ -281,16 +292,29 @@ def _device_add(args: argparse.Namespace, node: Node) -> int:
             )
         )
 
-    return _invite_by_code(args, node, device_token)
+    return invite_by_code(
+        args,
+        node,
+        make_token=device_token,
+        who="your new device",
+        question=lambda name: f"Let the device '{name}' write as you? [y/N] ",
+    )
 
 
-def _invite_by_code(
-    args: argparse.Namespace, node: Node, device_token: Callable[[], str] | None = None
+def invite_by_code(
+    args: argparse.Namespace,
+    node: Node,
+    *,
+    make_token: Callable[[JoinerIntroduced], str] | None = None,
+    who: str = "the new member",
+    question: Callable[[str], str] = lambda name: f"Let {name} join the group? [y/N] ",
+    join_command: str = "hearth join",
+    done: Callable[[str], str] = lambda name: f"{name} can now join; they fetch the group next.",
 ) -> int:
-    """``hearth invite``: a code on the first line, then wait for the joiner."""
+    """A code on the first line, then wait for whoever uses it and let them in if the
+    member approves (``hearth invite``, ``device add``, ``neighbourhood invite``);
+    ``make_token`` records the invite and gives what is sealed to the joiner."""
     from hearth.invite_client import offer_invite
-
-    who = "your new device" if device_token else "the new member"
 
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than zero seconds.")
@@ -308,7 +332,7 @@ def _invite_by_code(
         say({"code": code}, code)
         if not args.json:
             print(
-                f"On {who}, run `hearth join {code} --relay {relays[0]}`. Waiting…",
+                f"On {who}, run `{join_command} {code} --relay {relays[0]}`. Waiting…",
                 flush=True,
             )
 
@@ -318,12 +342,7 @@ def _invite_by_code(
     async def approve(name: str) -> bool:
         if args.yes:
             return True
-        question = (
-            f"Let the device '{name}' write as you? [y/N] "
-            if device_token
-            else f"Let {name} join the group? [y/N] "
-        )
-        answer = await asyncio.to_thread(input, question)
+        answer = await asyncio.to_thread(input, question(name))
         return answer.strip().lower() in ("y", "yes")
 
     result = asyncio.run(
@@ -334,13 +353,13 @@ def _invite_by_code(
             show_code=show_code,
             show_phrase=show_phrase,
             approve=approve,
-            make_token=device_token,
+            make_token=make_token,
         )
     )
     if result.refused:
         say({"refused": "true"}, "Not let in. The code is used up.")
         return 1
-    say({"joined": result.joined}, f"{result.joined} can now join; they fetch the group next.")
+    say({"joined": result.joined}, done(result.joined))
     return 0
 
 
@@ -351,7 +370,14 @@ def join(args: argparse.Namespace, home: Path) -> int:
     if args.token.strip().startswith("hearth-token-"):
         text = args.token
     else:
-        text = _token_for_code(args, home, device)
+        if not args.relay:
+            raise UsageError("Add the relay the inviter uses: --relay ws://HOST:PORT.")
+        if device is None:
+            with open_node(home) as node:
+                name, key = node.identity.name, node.identity.device_key
+        else:
+            name, key = args.name or os.uname().nodename or "a new device", device
+        text = token_for_code(args, args.relay, name=name, device=key)
     as_device = text.startswith(DEVICE_PREFIX)
     if as_device:
         if device is None:
@@ -392,22 +418,14 @@ def join(args: argparse.Namespace, home: Path) -> int:
         return emit(args, data, text)
 
 
-def _token_for_code(args: argparse.Namespace, home: Path, device: SigningKey | None) -> str:
-    """Run the code with the inviter through the relay's mailbox; the token it yields.
-
-    ``device``: the key of a device with no identity yet (it proves it in the exchange).
-    """
+def token_for_code(args: argparse.Namespace, relay: str, *, name: str, device: SigningKey) -> str:
+    """Run the code in ``args.token`` with the inviter through the relay's mailbox,
+    introducing ourselves as ``name`` with ``device`` (whose key the exchange proves);
+    the token it yields once the inviter approves."""
     from hearth.invite_client import accept_invite
     from hearth.protocol.invite_code import parse_code
 
     code = parse_code(args.token)
-    if not args.relay:
-        raise UsageError("Add the relay the inviter uses: --relay ws://HOST:PORT.")
-    if device is None:
-        with open_node(home) as node:
-            name, device = node.identity.name, node.identity.device_key
-    else:
-        name = args.name or os.uname().nodename or "a new device"
 
     def show_phrase(phrase: str) -> None:
         text = f"Verification phrase: {phrase} — check the inviter sees the same."
@@ -415,7 +433,7 @@ def _token_for_code(args: argparse.Namespace, home: Path, device: SigningKey | N
 
     return asyncio.run(
         accept_invite(
-            args.relay.strip(),
+            relay.strip(),
             code,
             name=name,
             device=device,

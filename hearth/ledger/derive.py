@@ -202,6 +202,8 @@ def commitment(commitment_id: str, raw: Raw) -> Commitment:
         changes=tuple(replayed),
         created_by=_str(raw, "created_by"),
         created_at=_int(raw, "created_at") or 0,
+        neighbour=_str(raw, "neighbour"),
+        handoff=_str(raw, "handoff"),
     )
 
 

@@ -602,6 +602,46 @@ class Ledger:
             w.put("commitments", commitment_id, {**fields, "changes": {}})
         return self.view.commitment(commitment_id)
 
+    def put_meta(self, key: str, fields: dict[str, str | int | bool]) -> None:
+        """Keep a group-wide setting (such as a neighbourhood the group is in)."""
+        with self._edit() as w:
+            w.put("meta", key, fields)
+
+    def add_handoff(
+        self,
+        handoff: str,
+        what: str,
+        *,
+        neighbour: str,
+        member: str,
+        giving: bool,
+        resource: str = "",
+        quantity: Decimal | None = None,
+    ) -> Commitment:
+        """Record an accepted neighbourhood request as an accepted commitment between one
+        of our members and a neighbour group; keyed by the request, so recording it twice
+        (two members' devices at once) writes the same entry."""
+        existing = self.view.tables["commitments"].get(handoff)
+        if existing is not None:
+            return self.view.commitment(handoff)
+        fields: dict[str, str | int] = {
+            "what": check_text(what, "commitment"),
+            "giver": self._member(member) if giving else "",
+            "receiver": "" if giving else self._member(member),
+            "neighbour": check_text(neighbour, "neighbour"),
+            "handoff": handoff,
+            **self._stamp(),
+        }
+        if resource:
+            fields["resource"] = self._live_resource(resource).id
+        if quantity is not None:
+            fields["qty"] = str(quantity)
+        now = self._clock.now_ms()
+        accepted: Fields = {"from": "proposed", "to": "accepted", "by": self.author, "at": now}
+        with self._edit() as w:
+            w.put("commitments", handoff, {**fields, "changes": {self._new_id(): accepted}})
+        return self.view.commitment(handoff)
+
     def change_commitment(self, commitment_id: str, to: CommitmentStatus) -> Commitment:
         """Move a commitment along its life; fulfilling one tied to a resource records a gift."""
         commitment = self.view.commitment(commitment_id)

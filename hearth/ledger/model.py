@@ -218,6 +218,10 @@ class Commitment:
     changes: tuple[StatusChange, ...]
     created_by: str
     created_at: int
+    # A handoff with a neighbour group: its name, and the neighbourhood request behind it.
+    # The giver (when the neighbour receives) or the receiver (when it gives) is then "".
+    neighbour: str = ""
+    handoff: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -252,6 +252,18 @@ class LedgerView:
         role = Role(membership.effective_role(members, member_id))
         return found if role is found.role else dataclasses.replace(found, role=role)
 
+    def giver_name(self, commitment: Commitment) -> str:
+        """Who gives in a commitment: a member, or the neighbour group of a handoff."""
+        if commitment.neighbour and not commitment.giver:
+            return commitment.neighbour
+        return self.member_name(commitment.giver)
+
+    def receiver_name(self, commitment: Commitment) -> str:
+        """Who receives in a commitment: a member, or the neighbour group of a handoff."""
+        if commitment.neighbour and not commitment.receiver:
+            return commitment.neighbour
+        return self.member_name(commitment.receiver)
+
     def member_name(self, member_id: str) -> str:
         """A member's name for display, or a short id for someone unknown."""
         raw = self.tables["members"].get(member_id)

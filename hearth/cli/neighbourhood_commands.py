@@ -1,0 +1,287 @@
+"""``hearth neighbourhood``, ``hearth offer`` and ``hearth request``: sharing surplus with
+neighbouring groups (:mod:`hearth.neighbours`)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from hearth import neighbours
+from hearth.cli.commands import confirm, emit
+from hearth.cli.render import table
+from hearth.crypto import SigningKey
+from hearth.errors import TransportError, UsageError
+from hearth.neighbourhood import Offer, Request, State
+from hearth.node import Node
+from hearth.protocol.invite_code import JoinerIntroduced
+from hearth.values import format_date, format_quantity, parse_date, parse_quantity
+
+__all__ = ["HANDLERS"]
+
+
+def _offer_json(offer: Offer, current: State, mine: bytes) -> dict[str, object]:
+    return {
+        "id": offer.id,
+        "group": offer.group_name,
+        "mine": offer.group == mine,
+        "what": offer.what,
+        "quantity": format_quantity(offer.quantity),
+        "unit": offer.unit,
+        "until": offer.until,
+        "note": offer.note,
+        "neighbourhood": current.name,
+        "neighbourhood_id": current.id,
+    }
+
+
+def _request_json(item: Request, current: State, direction: str) -> dict[str, object]:
+    offer = current.offers[item.offer]
+    return {
+        "id": item.id,
+        "direction": direction,
+        "offer": offer.id,
+        "what": offer.what,
+        "quantity": format_quantity(item.quantity),
+        "unit": offer.unit,
+        "from_group": item.group_name,
+        "to_group": offer.group_name,
+        "note": item.note,
+        "status": item.status,
+        "fulfilled": item.fulfilled,
+        "neighbourhood": current.name,
+    }
+
+
+# --- neighbourhoods -------------------------------------------------------------------
+
+
+def _create(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    membership = neighbours.create(node, group.id, args.name)
+    data = {"id": membership.id, "name": membership.name, "group": group.name}
+    return emit(
+        args,
+        data,
+        f"'{group.name}' started the neighbourhood '{membership.name}'. Invite other groups "
+        "with `hearth neighbourhood invite`.",
+    )
+
+
+def _list(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    now = node.clock.now_ms()
+    data: list[dict[str, object]] = []
+    rows: list[list[str]] = []
+    for membership in neighbours.memberships(node, group.id):
+        current = neighbours.state(node, membership)
+        groups = sorted(current.groups.values(), key=str.casefold)
+        offers = len(current.open_offers(now))
+        data.append(
+            {
+                "id": membership.id,
+                "name": membership.name,
+                "groups": groups,
+                "offers": offers,
+                "handoffs": len(current.handoffs()),
+            }
+        )
+        rows.append([membership.name, ", ".join(groups), str(offers)])
+    if args.json or not data:
+        return emit(args, data, f"'{group.name}' is in no neighbourhood yet.")
+    print(table(["neighbourhood", "groups", "offers"], rows))
+    return 0
+
+
+def _leave(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    membership = neighbours.find(node, group.id, args.name or "")
+    confirm(
+        args,
+        f"Take '{group.name}' out of '{membership.name}'? Its offers and requests there end; "
+        "to come back, another group must invite it again.",
+    )
+    neighbours.leave(node, group.id, membership.id)
+    return emit(args, {"left": membership.name}, f"'{group.name}' left '{membership.name}'.")
+
+
+def _invite(args: argparse.Namespace, node: Node) -> int:
+    """A code for another group's admin; approve their group by name; they are in."""
+    from hearth.cli.sync_commands import invite_by_code
+
+    group = node.current_group()
+    membership = neighbours.find(node, group.id, args.neighbourhood or "")
+    neighbours.require_admin(node, group.id, "invite groups into a neighbourhood")
+
+    def admit(event: JoinerIntroduced) -> str:
+        neighbours.admit(node, membership, event.device_key, event.name)
+        return neighbours.encode_token(membership)
+
+    return invite_by_code(
+        args,
+        node,
+        make_token=admit,
+        who="the other group",
+        question=lambda name: f"Let the group '{name}' into '{membership.name}'? [y/N] ",
+        join_command="hearth neighbourhood join",
+        done=lambda name: f"'{name}' is in '{membership.name}' now.",
+    )
+
+
+def _join(args: argparse.Namespace, node: Node) -> int:
+    from hearth.cli.sync_commands import sync_now, token_for_code
+
+    group = node.current_group()
+    neighbours.require_admin(node, group.id, "join a neighbourhood")
+    relays = [args.relay] if args.relay else node.view(group.id).relays()
+    if not relays:
+        raise TransportError("Add the relay the inviting group uses: --relay ws://HOST:PORT.")
+    key = SigningKey.generate(node.random_bytes)
+    token = token_for_code(args, relays[0], name=group.name, device=key)
+    membership = neighbours.join(node, group.id, token, key)
+    reports = sync_now(node, [group.id], timeout=args.timeout)
+    current = neighbours.state(node, membership)
+    data = {
+        "id": membership.id,
+        "name": membership.name,
+        "groups": sorted(current.groups.values(), key=str.casefold),
+        "synced": any(r.ok for r in reports),
+    }
+    return emit(args, data, f"'{group.name}' joined the neighbourhood '{membership.name}'.")
+
+
+# --- offers --------------------------------------------------------------------------
+
+
+def _offer_add(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    until = parse_date(args.until, now_ms=node.clock.now_ms()) if args.until else None
+    offer = neighbours.add_offer(
+        node,
+        group.id,
+        args.resource,
+        parse_quantity(args.qty),
+        neighbourhood=args.neighbourhood or "",
+        until=until,
+        note=args.note,
+    )
+    membership = neighbours.find(node, group.id, args.neighbourhood or "")
+    current = neighbours.state(node, membership)
+    unit = f" {offer.unit}" if offer.unit else ""
+    return emit(
+        args,
+        _offer_json(offer, current, membership.key.public),
+        f"Offered {format_quantity(offer.quantity)}{unit} of {offer.what} to "
+        f"'{current.name}' (offer {offer.id[:8]}); neighbours see it after the next sync.",
+    )
+
+
+def _offer_list(args: argparse.Namespace, node: Node) -> int:
+    group = node.current_group()
+    now = node.clock.now_ms()
+    data = []
+    for membership in neighbours.memberships(node, group.id):
+        current = neighbours.state(node, membership)
+        data += [_offer_json(o, current, membership.key.public) for o in current.open_offers(now)]
+    if args.json or not data:
+        return emit(args, data, "No offers in this group's neighbourhoods right now.")
+    rows = [
+        [
+            str(d["id"])[:8],
+            str(d["group"]) + (" (you)" if d["mine"] else ""),
+            str(d["what"]),
+            f"{d['quantity']} {d['unit']}".strip(),
+            format_date(int(d["until"])) if d["until"] else "",  # type: ignore[call-overload]
+            str(d["neighbourhood"]),
+        ]
+        for d in data
+    ]
+    print(table(["id", "group", "what", "quantity", "until", "neighbourhood"], rows))
+    return 0
+
+
+def _offer_withdraw(args: argparse.Namespace, node: Node) -> int:
+    offer = neighbours.withdraw(node, node.current_group().id, args.offer)
+    return emit(args, {"id": offer.id, "withdrawn": True}, f"Withdrew the offer of {offer.what}.")
+
+
+# --- requests ------------------------------------------------------------------------
+
+
+def _request(args: argparse.Namespace, node: Node) -> int:
+    verbs: dict[str, Callable[[argparse.Namespace, Node], int]] = {
+        "list": _request_list,
+        "accept": _request_answer(accept=True),
+        "decline": _request_answer(accept=False),
+    }
+    if args.target in verbs:
+        return verbs[args.target](args, node)
+    if args.id:
+        raise UsageError(
+            f"Unexpected {args.id!r}: to ask for an offer, `hearth request OFFER --qty N`."
+        )
+    if args.qty is None:
+        raise UsageError("Say how much you ask for: --qty N.")
+    group = node.current_group()
+    item = neighbours.request(node, group.id, args.target, parse_quantity(args.qty), note=args.note)
+    found = [f for f in neighbours.requests(node, group.id) if f[2].id == item.id]
+    _, current, _, direction = found[0]
+    offer = current.offers[item.offer]
+    return emit(
+        args,
+        _request_json(item, current, direction),
+        f"Asked {offer.group_name} for {format_quantity(item.quantity)} {offer.unit} of "
+        f"{offer.what} (request {item.id[:8]}); they answer after the next sync.".replace(
+            "  ", " "
+        ),
+    )
+
+
+def _request_list(args: argparse.Namespace, node: Node) -> int:
+    found = neighbours.requests(node, node.current_group().id)
+    data = [_request_json(item, current, direction) for _, current, item, direction in found]
+    if args.json or not data:
+        return emit(args, data, "No requests to or from this group.")
+    rows = [
+        [
+            str(d["id"])[:8],
+            str(d["direction"]),
+            str(d["what"]),
+            f"{d['quantity']} {d['unit']}".strip(),
+            str(d["from_group"] if d["direction"] == "incoming" else d["to_group"]),
+            str(d["status"]) + (", fulfilled" if d["fulfilled"] else ""),
+        ]
+        for d in data
+    ]
+    print(table(["id", "way", "what", "quantity", "group", "status"], rows))
+    return 0
+
+
+def _request_answer(*, accept: bool) -> Callable[[argparse.Namespace, Node], int]:
+    def handler(args: argparse.Namespace, node: Node) -> int:
+        if not args.id:
+            raise UsageError(f"Say which request to {'accept' if accept else 'decline'}: its id.")
+        group = node.current_group()
+        item = neighbours.answer(node, group.id, args.id, accept=accept)
+        found = [f for f in neighbours.requests(node, group.id) if f[2].id == item.id]
+        _, current, _, direction = found[0]
+        text = (
+            f"Accepted: it is now a commitment in '{group.name}''s ledger and theirs."
+            if accept
+            else "Declined."
+        )
+        return emit(args, _request_json(item, current, direction), text)
+
+    return handler
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
+    "neighbourhood create": _create,
+    "neighbourhood invite": _invite,
+    "neighbourhood join": _join,
+    "neighbourhood list": _list,
+    "neighbourhood leave": _leave,
+    "offer add": _offer_add,
+    "offer list": _offer_list,
+    "offer withdraw": _offer_withdraw,
+    "request": _request,
+}

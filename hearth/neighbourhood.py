@@ -1,0 +1,286 @@
+"""Neighbourhoods: what groups tell each other, as signed records, and what follows from them.
+
+A neighbourhood is a group of groups with its own secret (so its own topic, relay key and
+bundle keys: relays see one more topic, nothing else). Each member group holds a
+neighbourhood key, an Ed25519 key pair kept in the group's own ledger, so every member of
+the group can speak for it there and nobody else can. Everything said in a neighbourhood
+is a :class:`Record`: a small map signed by a group's key (carried in a bundle signed by
+the writing device, like any other).
+
+:func:`fold` turns the set of records into the neighbourhood's state, as a pure function of
+that set (no arrival order, no clock): which groups are in, what they offer, what they
+asked for and what became of it. The rules:
+
+- the founding record is the one whose group key and nonce hash to the neighbourhood id;
+  a group is in once admitted by a group that is in (the founder first), out once it
+  leaves (a group that wants back in is invited again under a new key);
+- an offer, request, answer or fulfilment counts only from a group that is in;
+- only the offering group answers a request; if its members answer differently at the
+  same time, the answer in the record with the lowest id stands, the same everywhere;
+- an accepted request is a handoff; either of its two groups may mark it fulfilled.
+
+Nothing here does I/O; ``hearth.neighbours`` keeps the records and talks to the node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+
+from hearth.crypto import SigningKey, verify
+from hearth.errors import ProtocolError
+from hearth.protocol import codec
+
+__all__ = [
+    "Handoff",
+    "Offer",
+    "Record",
+    "Request",
+    "State",
+    "fold",
+    "neighbourhood_id",
+    "sign_record",
+    "verify_record",
+]
+
+_SIGNED = b"hearth/v1/neighbourhood-record\x00"
+_MAX_TEXT = 200
+OPS = ("found", "admit", "leave", "offer", "withdraw", "request", "answer", "fulfilled")
+
+
+def neighbourhood_id(founder: bytes, nonce: bytes) -> str:
+    """The id of the neighbourhood founded by the group key ``founder`` with ``nonce``."""
+    return hashlib.sha256(b"hearth/v1/neighbourhood" + founder + nonce).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One signed statement of a group in a neighbourhood, as stored and folded."""
+
+    id: bytes  # the id of the bundle that carried it
+    body: Mapping[str, codec.Value]  # "op", "group" (its key) and the op's fields
+
+    @property
+    def op(self) -> str:
+        """What the record says: one of :data:`OPS`."""
+        return str(self.body["op"])
+
+    @property
+    def group(self) -> bytes:
+        """The key of the group that said it."""
+        return bytes(self.body["group"])  # type: ignore[arg-type]
+
+    def text(self, name: str) -> str:
+        """A text field ("" if absent)."""
+        value = self.body.get(name, "")
+        return value if isinstance(value, str) else ""
+
+    def blob(self, name: str) -> bytes:
+        """A bytes field (b"" if absent)."""
+        value = self.body.get(name, b"")
+        return value if isinstance(value, bytes) else b""
+
+    def number(self, name: str) -> int:
+        """An integer field (0 if absent)."""
+        value = self.body.get(name, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def sign_record(key: SigningKey, fields: Mapping[str, codec.Value]) -> bytes:
+    """The payload of a record: ``fields`` with the group's key, signed by it."""
+    body = {**fields, "group": key.public}
+    signature = key.sign(_SIGNED + codec.encode(body))
+    return codec.encode({"body": body, "sig": signature})
+
+
+def verify_record(payload: bytes) -> dict[str, codec.Value]:
+    """The body of a record payload whose signature and shape check out, or
+    :class:`ProtocolError` naming what is wrong."""
+    outer = codec.decode(payload)
+    if not isinstance(outer, dict) or set(outer) != {"body", "sig"}:
+        raise ProtocolError("a neighbourhood record that is not a signed record")
+    body, signature = outer["body"], outer["sig"]
+    if not isinstance(body, dict) or not isinstance(signature, bytes):
+        raise ProtocolError("a neighbourhood record that is not a signed record")
+    group = body.get("group")
+    if not isinstance(group, bytes) or len(group) != 32:
+        raise ProtocolError("a neighbourhood record without its group's key")
+    if body.get("op") not in OPS:
+        raise ProtocolError(f"a neighbourhood record of unknown kind {body.get('op')!r}")
+    for name, value in body.items():
+        if isinstance(value, str) and len(value) > _MAX_TEXT:
+            raise ProtocolError(f"a neighbourhood record whose {name} is too long")
+    if not verify(group, signature, _SIGNED + codec.encode(body)):
+        raise ProtocolError("a neighbourhood record not signed by the group it names")
+    return body
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Offer:
+    """Surplus a group shares with its neighbours."""
+
+    id: str
+    group: bytes
+    group_name: str
+    what: str
+    quantity: Decimal
+    unit: str
+    until: int | None  # ms since the epoch; shown until then
+    note: str
+    resource: str  # the resource's id in the offering group's own ledger
+    withdrawn: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """A group asking for (part of) an offer; ``status`` is pending, accepted or declined."""
+
+    id: str
+    offer: str
+    group: bytes
+    group_name: str
+    quantity: Decimal
+    note: str
+    by: str  # the asking member's id in the asking group's ledger
+    status: str
+    fulfilled: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Handoff:
+    """An accepted request: what passes from one group to another."""
+
+    request: Request
+    offer: Offer
+
+
+@dataclass
+class State:
+    """A neighbourhood as its records make it."""
+
+    id: str
+    name: str = ""
+    groups: dict[bytes, str] = field(default_factory=dict)  # key -> name, those in
+    offers: dict[str, Offer] = field(default_factory=dict)
+    requests: dict[str, Request] = field(default_factory=dict)
+
+    def handoffs(self) -> list[Handoff]:
+        """Every accepted request with its offer."""
+        return [
+            Handoff(request=r, offer=self.offers[r.offer])
+            for r in sorted(self.requests.values(), key=lambda r: r.id)
+            if r.status == "accepted"
+        ]
+
+    def open_offers(self, now_ms: int) -> list[Offer]:
+        """Offers neither withdrawn nor expired, from groups still in."""
+        return sorted(
+            (
+                o
+                for o in self.offers.values()
+                if not o.withdrawn
+                and (o.until is None or o.until > now_ms)
+                and o.group in self.groups
+            ),
+            key=lambda o: (o.group_name.casefold(), o.what.casefold(), o.id),
+        )
+
+
+def _quantity(text: str) -> Decimal | None:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() and value > 0 else None
+
+
+def fold(nid: str, records: Iterable[Record]) -> State:
+    """The state of neighbourhood ``nid`` given every record known (see the module rules)."""
+    state = State(id=nid)
+    ordered = sorted(records, key=lambda r: r.id)
+    founding = [
+        r for r in ordered if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
+    ]
+    if not founding:
+        return state
+    founder = founding[0]
+    state.name = founder.text("name")
+    admitted = {founder.group: founder.text("group_name")}
+    grew = True
+    while grew:  # admissions by admitted groups, until nothing more comes in
+        grew = False
+        for r in ordered:
+            newcomer = r.blob("newcomer")
+            if r.op == "admit" and r.group in admitted and newcomer not in admitted:
+                admitted[newcomer] = r.text("group_name")
+                grew = True
+    left = {r.group for r in ordered if r.op == "leave" and r.group in admitted}
+    state.groups = {key: name for key, name in admitted.items() if key not in left}
+    names = dict(admitted)
+
+    for r in ordered:
+        if r.op != "offer" or r.group not in admitted:
+            continue
+        quantity = _quantity(r.text("qty"))
+        offer_id = r.text("id")
+        if quantity is None or not offer_id or offer_id in state.offers:
+            continue
+        until = r.number("until") or None
+        state.offers[offer_id] = Offer(
+            id=offer_id,
+            group=r.group,
+            group_name=names[r.group],
+            what=r.text("what"),
+            quantity=quantity,
+            unit=r.text("unit"),
+            until=until,
+            note=r.text("note"),
+            resource=r.text("resource"),
+            withdrawn=False,
+        )
+    for r in ordered:
+        offer = state.offers.get(r.text("offer"))
+        if r.op == "withdraw" and offer is not None and offer.group == r.group:
+            state.offers[offer.id] = replace(offer, withdrawn=True)
+
+    for r in ordered:
+        offer = state.offers.get(r.text("offer"))
+        quantity = _quantity(r.text("qty"))
+        request_id = r.text("id")
+        if (
+            r.op != "request"
+            or r.group not in admitted
+            or offer is None
+            or offer.group == r.group
+            or quantity is None
+            or not request_id
+            or request_id in state.requests
+        ):
+            continue
+        state.requests[request_id] = Request(
+            id=request_id,
+            offer=offer.id,
+            group=r.group,
+            group_name=names[r.group],
+            quantity=quantity,
+            note=r.text("note"),
+            by=r.text("by"),
+            status="pending",
+            fulfilled=False,
+        )
+    for r in ordered:  # lowest record id first: the first answer found stands
+        request = state.requests.get(r.text("request"))
+        if r.op != "answer" or request is None or request.status != "pending":
+            continue
+        if state.offers[request.offer].group == r.group:
+            status = "accepted" if r.number("accept") else "declined"
+            state.requests[request.id] = replace(request, status=status)
+    for r in ordered:
+        request = state.requests.get(r.text("request"))
+        if r.op != "fulfilled" or request is None or request.status != "accepted":
+            continue
+        if r.group in (request.group, state.offers[request.offer].group):
+            state.requests[request.id] = replace(request, fulfilled=True)
+    return state

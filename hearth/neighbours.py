@@ -1,0 +1,520 @@
+"""A node's neighbourhoods: joining them, saying things in them, and what they mean for the
+group's own ledger (the rules are in :mod:`hearth.neighbourhood`).
+
+What a group keeps about a neighbourhood — its id, name, secret and the group's key there —
+is an entry in the group's own ledger (``meta``, under ``neighbourhood:ID``), so every
+member's devices have it and nobody outside the group does. The records said in it are
+bundles like any other, sealed under keys derived from the neighbourhood's secret and
+carried through the group's relays (and peer relays to other groups' relays); the node
+keeps them in ``neighbourhood_records``.
+
+:func:`reconcile` keeps the two sides in step: an accepted request becomes an accepted
+commitment in both groups' ledgers (keyed by the request, so recording it twice is
+harmless), and a handoff fulfilled on either side is fulfilled on both.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from hearth.crypto import SigningKey
+from hearth.errors import LedgerError, NotAuthorized, NotFound, ProtocolError, UsageError
+from hearth.ledger.model import CommitmentStatus, Resource, Role
+from hearth.neighbourhood import (
+    Offer,
+    Record,
+    Request,
+    State,
+    fold,
+    neighbourhood_id,
+    sign_record,
+    verify_record,
+)
+from hearth.node import Node
+from hearth.protocol import codec
+from hearth.protocol.bundle import Envelope, EpochKeys, Inner, seal_bundle
+from hearth.values import check_text
+
+__all__ = [
+    "Membership",
+    "add_offer",
+    "answer",
+    "create",
+    "decode_token",
+    "encode_token",
+    "find",
+    "join",
+    "keys_for_topic",
+    "leave",
+    "memberships",
+    "outgoing",
+    "reconcile",
+    "request",
+    "require_admin",
+    "state",
+    "take_record",
+    "withdraw",
+]
+
+log = logging.getLogger(__name__)
+
+_META = "neighbourhood:"
+_TOKEN_PREFIX = "hearth-neighbourhood-1."  # noqa: S105 - a prefix, not a secret
+RECORD_KIND = "neighbourhood"
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """One group's place in one neighbourhood, as its ledger keeps it."""
+
+    id: str
+    name: str
+    group_id: str
+    secret: bytes
+    key: SigningKey  # the group's key in the neighbourhood
+    left: bool
+
+    @property
+    def keys(self) -> EpochKeys:
+        """The neighbourhood's topic, relay key and bundle keys."""
+        nid = bytes.fromhex(self.id)
+        return EpochKeys(
+            group_id=nid,
+            epoch_id=hashlib.sha256(b"neighbourhood" + nid).digest(),
+            secret=self.secret,
+        )
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"Membership({self.name!r}, group={self.group_id[:8]})"
+
+
+def memberships(node: Node, group_id: str, *, include_left: bool = False) -> list[Membership]:
+    """The neighbourhoods a group is in (or has left, if asked), by name."""
+    found = []
+    for key, raw in node.view(group_id).tables["meta"].items():
+        if not key.startswith(_META) or not isinstance(raw, dict):
+            continue
+        try:
+            membership = Membership(
+                id=key.removeprefix(_META),
+                name=str(raw["name"]),
+                group_id=group_id,
+                secret=bytes.fromhex(str(raw["secret"])),
+                key=SigningKey(bytes.fromhex(str(raw["key"]))),
+                left=bool(raw.get("left", False)),
+            )
+        except (KeyError, ValueError):
+            log.warning("a damaged neighbourhood entry in the ledger: %s", key)
+            continue
+        if include_left or not membership.left:
+            found.append(membership)
+    return sorted(found, key=lambda m: (m.name.casefold(), m.id))
+
+
+def _every(node: Node) -> Iterator[Membership]:
+    for group in node.groups():
+        yield from memberships(node, group.id)
+
+
+def keys_for_topic(node: Node, topic: bytes) -> Membership | None:
+    """The neighbourhood (of one of our groups) that a topic is, if any."""
+    return next((m for m in _every(node) if m.keys.topic == topic), None)
+
+
+def find(node: Node, group_id: str, text: str = "") -> Membership:
+    """The group's neighbourhood named or id-prefixed by ``text`` (the only one if empty)."""
+    mine = memberships(node, group_id)
+    if not mine:
+        raise NotFound(
+            "This group is in no neighbourhood yet: an admin can start one with "
+            "`hearth neighbourhood create NAME` or join one with a code."
+        )
+    key = text.strip().casefold()
+    matches = [m for m in mine if m.name.casefold() == key or m.id.startswith(key)] if key else mine
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFound(f"This group is in no neighbourhood called {text!r}.")
+    names = ", ".join(m.name for m in matches)
+    raise UsageError(f"Say which neighbourhood: {names} (use --neighbourhood NAME).")
+
+
+def require_admin(node: Node, group_id: str, doing: str) -> None:
+    """Refuse, with words a member can act on, unless this node's member is an admin."""
+    me = node.view(group_id).member(node.identity.member_id)
+    if me.role is not Role.ADMIN or me.status != "active":
+        raise NotAuthorized(f"Only the group's admins can {doing}; ask one of them.")
+
+
+def _remember(
+    node: Node, group_id: str, nid: str, name: str, secret: bytes, key: SigningKey
+) -> None:
+    with node.change(group_id) as ledger:
+        ledger.put_meta(
+            _META + nid,
+            {"name": name, "secret": secret.hex(), "key": key.secret.hex(), "left": False},
+        )
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def _append(node: Node, membership: Membership, fields: dict[str, codec.Value]) -> bytes:
+    """Say something in a neighbourhood as our group: the next bundle of this device's
+    feed there, kept for sending; returns the record's id."""
+    device = node.identity.device_key
+    rows = node.store.query(
+        "SELECT seq, id FROM neighbourhood_records WHERE neighbourhood = ? AND author = ? "
+        "ORDER BY seq DESC LIMIT 1",
+        (membership.id, device.public),
+    )
+    seq, prev = (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, b"")
+    keys = membership.keys
+    inner = Inner(
+        kind=RECORD_KIND,
+        group_id=keys.group_id,
+        epoch_id=keys.epoch_id,
+        author=device.public,
+        seq=seq + 1,
+        prev=prev,
+        auth_heads=(),
+        created_at=node.clock.now_ms(),
+        payload=sign_record(membership.key, fields),
+    )
+    envelope = seal_bundle(inner, keys=keys, device=device, salt=node.random_bytes(32))
+    with node.store.write():
+        _keep(node, membership.id, envelope, inner)
+    return envelope.id
+
+
+def _keep(node: Node, nid: str, envelope: Envelope, inner: Inner) -> None:
+    node.store.run(
+        "INSERT OR IGNORE INTO neighbourhood_records(id, neighbourhood, author, seq, payload, "
+        "envelope, arrived) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            envelope.id,
+            nid,
+            inner.author,
+            inner.seq,
+            inner.payload,
+            envelope.encode(),
+            node.clock.now_ms(),
+        ),
+    )
+
+
+def take_record(node: Node, membership: Membership, envelope: Envelope, inner: Inner) -> bool:
+    """Keep a record that arrived; ``False`` if it was here already. Raises
+    :class:`ProtocolError` for one that is not a group's signed record, or that
+    contradicts what its device said before at the same place in its feed."""
+    if inner.kind != RECORD_KIND or inner.seq < 1:
+        raise ProtocolError(f"a neighbourhood bundle of unknown kind {inner.kind!r}")
+    verify_record(inner.payload)
+    held = node.store.query(
+        "SELECT id FROM neighbourhood_records WHERE neighbourhood = ? AND author = ? AND seq = ?",
+        (membership.id, inner.author, inner.seq),
+    )
+    if held:
+        if bytes(held[0][0]) == envelope.id:
+            return False
+        raise ProtocolError("a device said two different things at the same place in its feed")
+    with node.store.write():
+        _keep(node, membership.id, envelope, inner)
+    return True
+
+
+def outgoing(node: Node, membership: Membership, url: str) -> list[tuple[bytes, bytes]]:
+    """(id, envelope) of every record of a neighbourhood this relay has not acknowledged."""
+    rows = node.store.query(
+        "SELECT id, envelope FROM neighbourhood_records WHERE neighbourhood = ? "
+        "AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) ORDER BY author, seq",
+        (membership.id, url),
+    )
+    return [(bytes(i), bytes(e)) for i, e in rows]
+
+
+def state(node: Node, membership: Membership) -> State:
+    """What a neighbourhood's records add up to."""
+    rows = node.store.query(
+        "SELECT id, payload FROM neighbourhood_records WHERE neighbourhood = ?", (membership.id,)
+    )
+    records = []
+    for record_id, payload in rows:
+        try:
+            records.append(Record(id=bytes(record_id), body=verify_record(bytes(payload))))
+        except ProtocolError:
+            continue  # checked on arrival; a damaged row says nothing
+    return fold(membership.id, records)
+
+
+# --- joining and leaving -----------------------------------------------------------------
+
+
+def create(node: Node, group_id: str, name: str) -> Membership:
+    """Start a neighbourhood with our group as its first member."""
+    require_admin(node, group_id, "start a neighbourhood")
+    name = check_text(name, "neighbourhood name")
+    key = SigningKey.generate(node.random_bytes)
+    nonce = node.random_bytes(16)
+    nid = neighbourhood_id(key.public, nonce)
+    _remember(node, group_id, nid, name, node.random_bytes(32), key)
+    membership = find(node, group_id, nid)
+    group_name = node.view(group_id).group_name
+    _append(
+        node, membership, {"op": "found", "name": name, "nonce": nonce, "group_name": group_name}
+    )
+    return membership
+
+
+def admit(node: Node, membership: Membership, newcomer: bytes, group_name: str) -> None:
+    """Let another group in (its key, proven in the invite exchange)."""
+    _append(
+        node,
+        membership,
+        {"op": "admit", "newcomer": newcomer, "group_name": check_text(group_name, "group name")},
+    )
+
+
+def encode_token(membership: Membership) -> str:
+    """What a joining group needs, sealed to it by the invite exchange."""
+    body = codec.encode([1, membership.id, membership.name, membership.secret])
+    return _TOKEN_PREFIX + base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def decode_token(text: str) -> tuple[str, str, bytes]:
+    """(id, name, secret) from a neighbourhood token, or :class:`UsageError`."""
+    raw = text.strip().removeprefix(_TOKEN_PREFIX)
+    try:
+        value = codec.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, ProtocolError):
+        value = None
+    if not (
+        text.strip().startswith(_TOKEN_PREFIX)
+        and isinstance(value, list)
+        and len(value) == 4
+        and value[0] == 1
+        and isinstance(value[1], str)
+        and isinstance(value[2], str)
+        and isinstance(value[3], bytes)
+        and len(value[3]) == 32
+    ):
+        raise UsageError("The inviting group sent something that is not a neighbourhood invite.")
+    return value[1], value[2], value[3]
+
+
+def join(node: Node, group_id: str, token: str, key: SigningKey) -> Membership:
+    """Keep a neighbourhood our group was let into (``key``: the one the inviter admitted)."""
+    nid, name, secret = decode_token(token)
+    _remember(node, group_id, nid, name, secret, key)
+    return find(node, group_id, nid)
+
+
+def leave(node: Node, group_id: str, text: str = "") -> Membership:
+    """Take our group out of a neighbourhood: its offers and requests go with it."""
+    require_admin(node, group_id, "take the group out of a neighbourhood")
+    membership = find(node, group_id, text)
+    _append(node, membership, {"op": "leave"})
+    with node.change(group_id) as ledger:
+        ledger.put_meta(_META + membership.id, {"left": True})
+    return membership
+
+
+# --- offers and requests -----------------------------------------------------------------
+
+
+def _mine(node: Node, group_id: str, offer_id: str) -> tuple[Membership, Offer]:
+    for membership in memberships(node, group_id):
+        offer = state(node, membership).offers.get(offer_id)
+        if offer is not None:
+            return membership, offer
+    raise NotFound(f"No neighbourhood of this group has an offer {offer_id!r}.")
+
+
+def find_offer(node: Node, group_id: str, text: str) -> tuple[Membership, Offer]:
+    """An offer in one of the group's neighbourhoods, by id or id prefix."""
+    key = text.strip().lower()
+    found = [
+        (m, o)
+        for m in memberships(node, group_id)
+        for o in state(node, m).offers.values()
+        if key and o.id.startswith(key)
+    ]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise NotFound(
+            f"No neighbourhood of this group has an offer {text!r}; see `hearth offer list`."
+        )
+    raise UsageError(f"{text!r} fits more than one offer; give more of its id.")
+
+
+def add_offer(
+    node: Node,
+    group_id: str,
+    resource_text: str,
+    quantity: Decimal,
+    *,
+    neighbourhood: str = "",
+    until: int | None = None,
+    note: str = "",
+) -> Offer:
+    """Offer part of a resource the group has chosen to share (marked shareable)."""
+    membership = find(node, group_id, neighbourhood)
+    view = node.view(group_id)
+    resource: Resource = view.resource(view.find("resources", resource_text))
+    if resource.removed:
+        raise NotFound(f"'{resource.name}' was removed from the ledger.")
+    if not resource.shareable:
+        raise UsageError(
+            f"The group has not chosen to share '{resource.name}'; mark it shareable first "
+            f"(`hearth resource edit {resource.name} --shareable`)."
+        )
+    if quantity > resource.quantity:
+        raise UsageError(
+            f"Only {resource.quantity} {resource.unit} of '{resource.name}' are recorded.".replace(
+                "  ", " "
+            )
+        )
+    if until is not None and until <= node.clock.now_ms():
+        raise UsageError("That date has passed; an offer must run until a later day.")
+    offer_id = node.new_id()
+    fields: dict[str, codec.Value] = {
+        "op": "offer",
+        "id": offer_id,
+        "what": resource.name,
+        "qty": str(quantity),
+        "unit": resource.unit,
+        "note": check_text(note, "note", empty_ok=True),
+        "resource": resource.id,
+    }
+    if until is not None:
+        fields["until"] = until
+    _append(node, membership, fields)
+    return state(node, membership).offers[offer_id]
+
+
+def withdraw(node: Node, group_id: str, text: str) -> Offer:
+    """Take back one of our group's offers."""
+    membership, offer = find_offer(node, group_id, text)
+    if offer.group != membership.key.public:
+        raise NotAuthorized(f"That offer is {offer.group_name}'s; only they can withdraw it.")
+    _append(node, membership, {"op": "withdraw", "offer": offer.id})
+    return state(node, membership).offers[offer.id]
+
+
+def request(
+    node: Node, group_id: str, offer_text: str, quantity: Decimal, *, note: str = ""
+) -> Request:
+    """Ask a neighbour group for (part of) its offer, on behalf of our group."""
+    membership, offer = find_offer(node, group_id, offer_text)
+    if offer.group == membership.key.public:
+        raise UsageError("That is your own group's offer.")
+    if offer.withdrawn or (offer.until is not None and offer.until <= node.clock.now_ms()):
+        raise UsageError(f"{offer.group_name} no longer offers {offer.what}.")
+    if quantity > offer.quantity:
+        raise UsageError(f"{offer.group_name} offers {offer.quantity} {offer.unit}, not more.")
+    request_id = node.new_id()
+    fields: dict[str, codec.Value] = {
+        "op": "request",
+        "id": request_id,
+        "offer": offer.id,
+        "qty": str(quantity),
+        "note": check_text(note, "note", empty_ok=True),
+        "by": node.identity.member_id,
+    }
+    _append(node, membership, fields)
+    return state(node, membership).requests[request_id]
+
+
+def requests(node: Node, group_id: str) -> list[tuple[Membership, State, Request, str]]:
+    """Every request to or from our group: (neighbourhood, its state, the request,
+    "incoming" or "outgoing")."""
+    found = []
+    for membership in memberships(node, group_id):
+        current = state(node, membership)
+        for item in current.requests.values():
+            offer = current.offers[item.offer]
+            if offer.group == membership.key.public:
+                found.append((membership, current, item, "incoming"))
+            elif item.group == membership.key.public:
+                found.append((membership, current, item, "outgoing"))
+    return sorted(found, key=lambda f: (f[2].status != "pending", f[2].id))
+
+
+def answer(node: Node, group_id: str, text: str, *, accept: bool) -> Request:
+    """Accept or decline a request for one of our group's offers; accepting records the
+    handoff as a commitment in our ledger at once."""
+    key = text.strip().lower()
+    found = [f for f in requests(node, group_id) if key and f[2].id.startswith(key)]
+    if len(found) != 1:
+        raise NotFound(f"No request {text!r} for this group; see `hearth request list`.")
+    membership, current, item, direction = found[0]
+    if direction != "incoming":
+        raise NotAuthorized("Only the group that made the offer answers a request.")
+    if item.status != "pending":
+        raise UsageError(f"That request was {item.status} already.")
+    if accept:
+        offer = current.offers[item.offer]
+        resource = node.view(group_id).resource(offer.resource)
+        if item.quantity > resource.quantity:
+            raise UsageError(
+                f"Only {resource.quantity} of '{resource.name}' are recorded; "
+                "decline, or record more first."
+            )
+    _append(node, membership, {"op": "answer", "request": item.id, "accept": int(accept)})
+    reconcile(node, group_id)
+    return state(node, membership).requests[item.id]
+
+
+# --- keeping the group's ledger and the neighbourhood in step ---------------------------
+
+
+def reconcile(node: Node, group_id: str) -> int:
+    """Record accepted handoffs as commitments in our ledger and pass on fulfilments,
+    both ways; returns how many changes it made."""
+    made = 0
+    me = node.identity.member_id
+    for membership in memberships(node, group_id):
+        current = state(node, membership)
+        ours = membership.key.public
+        for handoff in current.handoffs():
+            item, offer = handoff.request, handoff.offer
+            if ours not in (offer.group, item.group):
+                continue
+            giving = offer.group == ours
+            view = node.view(group_id)
+            commitment = view.tables["commitments"].get(item.id)
+            neighbour = item.group_name if giving else offer.group_name
+            if commitment is None:
+                # The member who asked, on the asking side; whoever records it, on the other.
+                member = item.by if not giving and item.by in view.tables["members"] else me
+                with node.change(group_id) as ledger:
+                    ledger.add_handoff(
+                        item.id,
+                        f"{offer.what} {'to' if giving else 'from'} {neighbour}",
+                        neighbour=neighbour,
+                        member=member,
+                        giving=giving,
+                        resource=offer.resource if giving else "",
+                        quantity=item.quantity,
+                    )
+                made += 1
+            status = node.view(group_id).commitment(item.id).status
+            if item.fulfilled and status is CommitmentStatus.ACCEPTED:
+                try:
+                    with node.change(group_id) as ledger:
+                        ledger.change_commitment(item.id, CommitmentStatus.FULFILLED)
+                except LedgerError as exc:  # say, not enough left in stock to give
+                    log.warning("a fulfilled handoff could not be recorded: %s", exc)
+                    continue
+                made += 1
+            elif status is CommitmentStatus.FULFILLED and not item.fulfilled:
+                _append(node, membership, {"op": "fulfilled", "request": item.id})
+                made += 1
+    return made

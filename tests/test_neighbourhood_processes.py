@@ -1,0 +1,169 @@
+"""Neighbourhoods end to end: three groups on three relays peered in a line, as real
+``hearth`` and ``hearth-relay`` processes on 127.0.0.1 (DESIGN §6).
+
+Figures: a neighbourhood of three groups two relay hops apart; an offer published behind
+relay A is listed behind relay C; request → accept → fulfil shows as one commitment in
+both groups' ledgers and as fulfilled in the neighbourhood; nothing readable of any of it
+on the relays' disks; with the middle relay down, groups listing two relays carry on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, hearth_command
+from tests.test_relay_peering import eventually, relay_id
+from tests.test_sync_processes import Relay, start_relay
+
+pytestmark = pytest.mark.process
+
+
+def group(tmp_path: Path, person: str, name: str, relay: Relay) -> Cli:
+    cli = Cli(tmp_path / person.lower())
+    cli("init", "--name", person)
+    cli("group", "create", name, "--relay", relay.url)
+    return cli
+
+
+def bring_in(inviter: Cli, joiner: Cli, relay: Relay) -> dict[str, object]:
+    """The inviter's group lets the joiner's group into its neighbourhood by code."""
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    inviting = subprocess.Popen(
+        [*hearth_command(), "--home", str(inviter.home), "neighbourhood", "invite"]
+        + ["--json", "--yes", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert inviting.stdout is not None
+    code = json.loads(inviting.stdout.readline())["code"]
+    out = joiner("neighbourhood", "join", code, "--relay", relay.url, "--json").out
+    phrase, joined = (json.loads(line) for line in out.splitlines())
+    assert len(phrase["phrase"].split()) == 4
+    _, err = inviting.communicate(timeout=60)
+    assert inviting.returncode == 0, err
+    return dict(joined)
+
+
+def listed(cli: Cli, *command: str) -> list[dict[str, object]]:
+    return list(json.loads(cli(*command, "--json").out))
+
+
+def synced_until(clis: list[Cli], check: Callable[[], bool]) -> bool:
+    def again() -> bool:
+        for cli in clis:
+            cli("sync")
+        return check()
+
+    return eventually(again, seconds=40)
+
+
+def test_three_groups_on_three_relays_share_through_a_neighbourhood(tmp_path: Path) -> None:
+    ids = {name: relay_id(tmp_path / name) for name in ("a", "b", "c")}
+    b = start_relay(tmp_path / "b", extra=["--accept-peer", ids["a"], "--accept-peer", ids["c"]])
+    a = start_relay(tmp_path / "a", extra=["--peer", b.url])
+    c = start_relay(tmp_path / "c", extra=["--peer", b.url])
+    relays = [a, b, c]
+    try:
+        ada = group(tmp_path, "Ada", "Elm Street", a)
+        bo = group(tmp_path, "Bo", "Tool Library", b)
+        cy = group(tmp_path, "Cy", "Riverside Allotment", c)
+        ada("resource", "add", "Compost", "--qty", "20", "--unit", "bags", "--shareable")
+        ada("resource", "add", "Secret stash", "--qty", "3")
+
+        created = json.loads(ada("neighbourhood", "create", "Eastside", "--json").out)
+        ada("sync")
+        assert bring_in(ada, bo, a)["name"] == "Eastside"
+        assert bring_in(ada, cy, a)["name"] == "Eastside"
+        everyone = [ada, bo, cy]
+        expected = ["Elm Street", "Riverside Allotment", "Tool Library"]
+        assert synced_until(
+            everyone,
+            lambda: all(
+                listed(x, "neighbourhood", "list")[0]["groups"] == expected for x in everyone
+            ),
+        ), [listed(x, "neighbourhood", "list") for x in everyone]
+        assert listed(cy, "neighbourhood", "list")[0]["id"] == created["id"]
+
+        # Only shareable resources can be offered; the offer reaches a group two hops away.
+        refused = ada("offer", "add", "Secret stash", "--qty", "1", check=False)
+        assert refused.code == 1
+        assert "shareable" in refused.err
+        offer = json.loads(
+            ada("offer", "add", "Compost", "--qty", "5", "--note", "well rotted", "--json").out
+        )
+        ada("sync")
+        assert synced_until(
+            [cy], lambda: [o["id"] for o in listed(cy, "offer", "list")] == [offer["id"]]
+        )
+        seen = listed(cy, "offer", "list")[0]
+        assert (seen["group"], seen["what"], seen["quantity"], seen["unit"]) == (
+            "Elm Street",
+            "Compost",
+            "5",
+            "bags",
+        )
+
+        # Request → accept → fulfil.
+        asked = json.loads(cy("request", offer["id"], "--qty", "3", "--json").out)
+        assert asked["status"] == "pending"
+        cy("sync")
+        assert synced_until(
+            [ada], lambda: [r["status"] for r in listed(ada, "request", "list")] == ["pending"]
+        )
+        accepted = json.loads(ada("request", "accept", asked["id"][:8], "--json").out)
+        assert accepted["status"] == "accepted"
+        ada_commitments = listed(ada, "commitment", "list")
+        assert [(x["what"], x["receiver"], x["status"]) for x in ada_commitments] == [
+            ("Compost to Riverside Allotment", "Riverside Allotment", "accepted")
+        ]
+        ada("sync")
+
+        def cy_has_the_commitment() -> bool:
+            found = listed(cy, "commitment", "list")
+            return [(x["giver"], x["receiver"], x["status"]) for x in found] == [
+                ("Elm Street", "Cy", "accepted")
+            ]
+
+        assert synced_until([cy], cy_has_the_commitment), listed(cy, "commitment", "list")
+        handoff = listed(cy, "commitment", "list")[0]["id"]
+        cy("commitment", "fulfil", handoff)  # Cy's group says the compost arrived
+        cy("sync")
+
+        def fulfilled_everywhere() -> bool:
+            return listed(ada, "commitment", "list")[0]["status"] == "fulfilled" and all(
+                r["fulfilled"] for r in listed(ada, "request", "list")
+            )
+
+        assert synced_until([ada], fulfilled_everywhere)
+        compost = [r for r in listed(ada, "resource", "list") if r["name"] == "Compost"][0]
+        assert compost["quantity"] == 17  # the three bags left Elm Street's stock
+        assert [r["fulfilled"] for r in listed(bo, "request", "list")] == []  # not Bo's business
+
+        # The relays hold ciphertext only: no name, offer or note of any group.
+        for relay in relays:
+            relay.kill(signal.SIGTERM)
+            disk = b"".join(p.read_bytes() for p in relay.data.glob("relay.db*"))
+            for word in (b"Compost", b"Eastside", b"Elm Street", b"well rotted", b"Secret"):
+                assert word not in disk, f"{word!r} is readable on relay {relay.data.name}"
+
+        # The middle relay stays down; groups that list A and C carry on.
+        a = start_relay(a.data, port=int(a.url.rsplit(":", 1)[1]), extra=["--peer", b.url])
+        c = start_relay(c.data, port=int(c.url.rsplit(":", 1)[1]), extra=["--peer", b.url])
+        relays = [a, c]
+        ada("relay", "add", c.url)
+        cy("relay", "add", a.url)
+        ada("offer", "add", "Compost", "--qty", "2")
+        ada("sync")
+        assert synced_until([cy], lambda: len(listed(cy, "offer", "list")) == 2)
+    finally:
+        for relay in relays:
+            relay.kill(signal.SIGTERM)
