@@ -36,8 +36,11 @@ def bring_in(inviter: Cli, joiner: Cli, relay: Relay) -> dict[str, object]:
     """The inviter's group lets the joiner's group into its neighbourhood by code."""
     env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
     inviting = subprocess.Popen(
-        [*hearth_command(), "--home", str(inviter.home), "neighbourhood", "invite"]
-        + ["--json", "--yes", "--timeout", "60"],
+        [
+            *hearth_command(),
+            *("--home", str(inviter.home), "neighbourhood", "invite"),
+            *("--json", "--yes", "--timeout", "60"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -144,7 +147,7 @@ def test_three_groups_on_three_relays_share_through_a_neighbourhood(tmp_path: Pa
             )
 
         assert synced_until([ada], fulfilled_everywhere)
-        compost = [r for r in listed(ada, "resource", "list") if r["name"] == "Compost"][0]
+        compost = next(r for r in listed(ada, "resource", "list") if r["name"] == "Compost")
         assert compost["quantity"] == 17  # the three bags left Elm Street's stock
         assert [r["fulfilled"] for r in listed(bo, "request", "list")] == []  # not Bo's business
 
