@@ -19,13 +19,14 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from hearth.crypto import SigningKey
 from hearth.errors import LedgerError, NotAuthorized, NotFound, ProtocolError, UsageError
-from hearth.ledger.model import CommitmentStatus, Resource, Role
+from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
+from hearth.matching import Match, matches_for
 from hearth.neighbourhood import (
     Offer,
     Record,
@@ -53,6 +54,7 @@ __all__ = [
     "keys_for_topic",
     "leave",
     "memberships",
+    "need_matches",
     "outgoing",
     "reconcile",
     "request",
@@ -470,6 +472,18 @@ def answer(node: Node, group_id: str, text: str, *, accept: bool) -> Request:
     _append(node, membership, {"op": "answer", "request": item.id, "accept": int(accept)})
     reconcile(node, group_id)
     return state(node, membership).requests[item.id]
+
+
+def need_matches(node: Node, group_id: str, needs: Sequence[Need]) -> dict[str, list[Match]]:
+    """Need id -> what could meet it: the group's own resources, then neighbours' offers."""
+    now = node.clock.now_ms()
+    joined = memberships(node, group_id)
+    ours = {m.key.public for m in joined}
+    offers = {
+        o.id: o for m in joined for o in state(node, m).open_offers(now) if o.group not in ours
+    }
+    resources = node.view(group_id).resources()
+    return {n.id: matches_for(n, resources, list(offers.values())) for n in needs}
 
 
 # --- keeping the group's ledger and the neighbourhood in step ---------------------------

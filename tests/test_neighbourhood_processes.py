@@ -115,6 +115,13 @@ def test_three_groups_on_three_relays_share_through_a_neighbourhood(tmp_path: Pa
             "bags",
         )
 
+        # A need in Cy's group is pointed at the neighbour's offer.
+        cy("need", "add", "Compost for the raised beds")
+        [need] = listed(cy, "need", "list")
+        assert [(m["what"], m["where"], m["id"]) for m in need["matches"]] == [  # type: ignore[union-attr]
+            ("Compost", "Elm Street", offer["id"])
+        ]
+
         # Request → accept → fulfil.
         asked = json.loads(cy("request", offer["id"], "--qty", "3", "--json").out)
         assert asked["status"] == "pending"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 
@@ -360,16 +361,18 @@ def _need_add(args: argparse.Namespace, node: Node) -> int:
 def _need_list(args: argparse.Namespace, node: Node) -> int:
     view = node.view()
     found = [n for n in view.needs() if args.all or n.status.value == "open"]
+    matched = neighbours.need_matches(node, node.current_group().id, found)
     if args.json:
-        return emit(args, [as_need(view, n) for n in found], "")
+        data = [{**as_need(view, n), "matches": [asdict(m) for m in matched[n.id]]} for n in found]
+        return emit(args, data, "")
     if not found:
         print("No open needs.")
         return 0
-    print(
-        render.table(
-            ["id", "what", "quantity", "by", "who", "status"], present.need_rows(view, found)
-        )
-    )
+    rows = [
+        [*row, "; ".join(f"{m.what} ({m.where})" for m in matched[n.id])]
+        for n, row in zip(found, present.need_rows(view, found), strict=True)
+    ]
+    print(render.table(["id", "what", "quantity", "by", "who", "status", "could be met by"], rows))
     return 0
 
 

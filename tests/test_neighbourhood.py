@@ -1,0 +1,167 @@
+"""The neighbourhood's rules (hearth/neighbourhood.py): what records add up to, whatever
+their order, and which records count at all."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from hearth.crypto import SigningKey
+from hearth.errors import ProtocolError
+from hearth.ledger.model import Need, NeedStatus
+from hearth.matching import matches_for
+from hearth.neighbourhood import Record, State, fold, neighbourhood_id, sign_record, verify_record
+from hearth.protocol import codec
+
+ELM, TOOLS, RIVER, STRANGER = (SigningKey(bytes([i]) * 32) for i in range(1, 5))
+NONCE = b"n" * 16
+NID = neighbourhood_id(ELM.public, NONCE)
+
+
+class Log:
+    """Records as groups say them, each with a distinct id (as bundle ids are)."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def say(self, key: SigningKey, **fields: codec.Value) -> Record:
+        body = verify_record(sign_record(key, fields))
+        record = Record(id=bytes([len(self.records)]) * 32, body=body)
+        self.records.append(record)
+        return record
+
+    def state(self) -> State:
+        return fold(NID, self.records)
+
+
+def neighbourhood() -> Log:
+    log = Log()
+    log.say(ELM, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.say(TOOLS, op="admit", newcomer=RIVER.public, group_name="Riverside")
+    log.say(ELM, op="offer", id="o1", what="Compost", qty="5", unit="bags", resource="r1")
+    log.say(RIVER, op="request", id="q1", offer="o1", qty="3", by="m1")
+    return log
+
+
+def test_groups_admitted_by_groups_already_in_are_in() -> None:
+    state = neighbourhood().state()
+    assert state.name == "Eastside"
+    assert sorted(state.groups.values()) == ["Elm Street", "Riverside", "Tool Library"]
+    assert state.requests["q1"].status == "pending"
+    assert state.offers["o1"].quantity == Decimal(5)
+
+
+def test_without_its_founding_record_a_neighbourhood_is_empty() -> None:
+    log = neighbourhood()
+    log.records.pop(0)
+    state = log.state()
+    assert state.groups == {}
+    assert state.offers == {}
+
+
+def test_a_group_nobody_admitted_says_nothing_that_counts() -> None:
+    log = neighbourhood()
+    log.say(STRANGER, op="offer", id="o2", what="Bikes", qty="2")
+    log.say(STRANGER, op="admit", newcomer=STRANGER.public, group_name="Gatecrashers")
+    log.say(STRANGER, op="answer", request="q1", accept=1)
+    state = log.state()
+    assert "o2" not in state.offers
+    assert STRANGER.public not in state.groups
+    assert state.requests["q1"].status == "pending"
+
+
+def test_only_the_offering_group_answers_and_the_first_answer_stands() -> None:
+    log = neighbourhood()
+    log.say(RIVER, op="answer", request="q1", accept=1)  # the asking group cannot
+    assert log.state().requests["q1"].status == "pending"
+    log.say(ELM, op="answer", request="q1", accept=0)
+    log.say(ELM, op="answer", request="q1", accept=1)  # a member answering at the same time
+    assert log.state().requests["q1"].status == "declined"
+
+
+def test_either_group_of_a_handoff_may_mark_it_fulfilled_no_other() -> None:
+    log = neighbourhood()
+    log.say(ELM, op="answer", request="q1", accept=1)
+    log.say(TOOLS, op="fulfilled", request="q1")
+    assert not log.state().requests["q1"].fulfilled
+    log.say(RIVER, op="fulfilled", request="q1")
+    [handoff] = log.state().handoffs()
+    assert handoff.request.fulfilled
+    assert handoff.offer.what == "Compost"
+
+
+def test_withdrawn_expired_and_departed_offers_are_not_open() -> None:
+    log = neighbourhood()
+    log.say(TOOLS, op="offer", id="o2", what="Saw", qty="1", until=1_000)
+    log.say(RIVER, op="offer", id="o3", what="Leeks", qty="9")
+    log.say(TOOLS, op="withdraw", offer="o1")  # not theirs: ignored
+    # by group: Elm Street, Riverside, Tool Library
+    assert [o.id for o in log.state().open_offers(now_ms=500)] == ["o1", "o3", "o2"]
+    assert [o.id for o in log.state().open_offers(now_ms=1_000)] == ["o1", "o3"]
+    log.say(ELM, op="withdraw", offer="o1")
+    log.say(RIVER, op="leave")
+    state = log.state()
+    assert state.open_offers(now_ms=1_000) == []
+    assert RIVER.public not in state.groups
+
+
+def test_a_request_must_fit_an_offer_of_another_group() -> None:
+    log = neighbourhood()
+    log.say(ELM, op="request", id="q2", offer="o1", qty="1")  # its own offer
+    log.say(RIVER, op="request", id="q3", offer="nope", qty="1")
+    log.say(RIVER, op="request", id="q4", offer="o1", qty="-2")
+    assert set(log.state().requests) == {"q1"}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_state_is_the_same_in_any_order(seed: int) -> None:
+    log = neighbourhood()
+    log.say(ELM, op="answer", request="q1", accept=1)
+    log.say(ELM, op="answer", request="q1", accept=0)
+    log.say(RIVER, op="fulfilled", request="q1")
+    log.say(TOOLS, op="offer", id="o2", what="Saw", qty="1")
+    log.say(TOOLS, op="leave")
+    expected = log.state()
+    shuffled = list(log.records)
+    random.Random(seed).shuffle(shuffled)
+    assert fold(NID, shuffled) == expected
+
+
+def test_a_record_not_signed_by_the_group_it_names_is_refused() -> None:
+    payload = codec.decode(sign_record(ELM, {"op": "offer", "id": "x", "qty": "1"}))
+    assert isinstance(payload, dict)
+    body = dict(payload["body"])  # type: ignore[arg-type]
+    body["group"] = TOOLS.public  # claim to be another group
+    with pytest.raises(ProtocolError, match="not signed"):
+        verify_record(codec.encode({"body": body, "sig": payload["sig"]}))
+    with pytest.raises(ProtocolError, match="unknown kind"):
+        verify_record(sign_record(ELM, {"op": "take-over"}))
+    with pytest.raises(ProtocolError, match="too long"):
+        verify_record(sign_record(ELM, {"op": "offer", "note": "x" * 500}))
+    with pytest.raises(ProtocolError):
+        verify_record(b"garbage")
+
+
+def test_a_need_is_matched_by_shared_words_with_resources_and_offers() -> None:
+    state = neighbourhood().state()
+    need = Need(
+        id="n1",
+        what="Some compost bags for the beds",
+        quantity=None,
+        unit="",
+        by=None,
+        status=NeedStatus.OPEN,
+        created_by="m",
+        created_at=0,
+        closed_by="",
+        closed_at=None,
+    )
+    offers = state.open_offers(now_ms=0)
+    assert [(m.what, m.where) for m in matches_for(need, [], offers)] == [("Compost", "Elm Street")]
+    other = replace(need, what="A ladder")
+    assert matches_for(other, [], offers) == []
+    assert matches_for(replace(need, what="the of and"), [], offers) == []
