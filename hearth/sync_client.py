@@ -296,6 +296,7 @@ async def _run(
 ) -> None:
     """One connection to one relay or peer: until settled, or (``live``) until it drops."""
     mark = node.feeds.newest_arrival()
+    said_mark = neighbours.newest_arrival(node)
     session = RelaySession(plans=plan_for(node, url, group_ids, peer=report.peer))
     topics = {plan.topic for plan in session.plans}
     conn = Connection(Role.CONNECTING)
@@ -349,14 +350,21 @@ async def _run(
         async def publish_new() -> None:
             """Live: send bundles stored since — written by this or any process on this
             home, or received elsewhere — that did not come from this relay or peer."""
-            nonlocal mark
+            nonlocal mark, said_mark
             while True:
                 await asyncio.sleep(poll_s)
-                if _epoch_topics(node, group_ids) != topics:
-                    # A new group key: its topic must be registered and read here too.
+                if _synced_topics(node, group_ids, peer=report.peer) != topics:
+                    # A new group key or neighbourhood: its topic must be registered and
+                    # read here too.
                     await ws.close(code=1000, message=b"new group key")
                     return
                 arrived, mark = node.feeds.arrivals(mark)
+                if not report.peer:
+                    said, said_mark = neighbours.arrivals(node, said_mark)
+                    arrived += said
+                    if said:  # an answer or a fulfilment may be news for the ledger
+                        for group_id in group_ids:
+                            neighbours.reconcile(node, group_id)
                 fresh = [
                     (i, e)
                     for i, topic, e in arrived
@@ -421,8 +429,12 @@ async def stay_connected(
         delay = min(delay * 2, backoff_max_s)
 
 
-def _epoch_topics(node: Node, group_ids: Sequence[str]) -> set[bytes]:
-    return {keys.topic for g in group_ids for _, keys in node.feeds.epochs(g)}
+def _synced_topics(node: Node, group_ids: Sequence[str], *, peer: bool) -> set[bytes]:
+    """The topics :func:`plan_for` covers now (a new group key or neighbourhood adds one)."""
+    topics = {keys.topic for g in group_ids for _, keys in node.feeds.epochs(g)}
+    if not peer:
+        topics |= {m.keys.topic for g in group_ids for m in neighbours.memberships(node, g)}
+    return topics
 
 
 def _has(node: Node, url: str, bundle_id: bytes) -> bool:
