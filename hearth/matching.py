@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from hearth.ledger.model import Need, Resource
 from hearth.neighbourhood import Offer
 
-__all__ = ["Match", "matches_for"]
+__all__ = ["Match", "Matcher"]
 
 _SMALL = frozenset(
     {
@@ -58,20 +58,22 @@ def _words(text: str) -> set[str]:
     return found
 
 
-def matches_for(need: Need, resources: Iterable[Resource], offers: Sequence[Offer]) -> list[Match]:
-    """What could meet ``need``: the group's own resources with some left, then the
-    neighbour groups' ``offers``."""
-    wanted = _words(need.what)
-    if not wanted:
-        return []
-    found = [
-        Match(what=r.name, where="the group", id=r.id)
-        for r in resources
-        if not r.removed and r.quantity > 0 and wanted & _words(r.name)
-    ]
-    found += [
-        Match(what=o.what, where=o.group_name, id=o.id)
-        for o in offers
-        if wanted & _words(f"{o.what} {o.note}")
-    ]
-    return found
+class Matcher:
+    """What could meet a need: the group's own resources with some left, then neighbour
+    groups' offers. Their words are worked out once, for many needs."""
+
+    def __init__(self, resources: Iterable[Resource], offers: Sequence[Offer]) -> None:
+        self._candidates = [
+            (_words(r.name), Match(what=r.name, where="the group", id=r.id))
+            for r in resources
+            if not r.removed and r.quantity > 0
+        ]
+        self._candidates += [
+            (_words(f"{o.what} {o.note}"), Match(what=o.what, where=o.group_name, id=o.id))
+            for o in offers
+        ]
+
+    def for_need(self, need: Need) -> list[Match]:
+        """The matches of one need, in the order above."""
+        wanted = _words(need.what)
+        return [match for words, match in self._candidates if wanted & words]

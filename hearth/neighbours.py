@@ -20,13 +20,13 @@ import binascii
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from hearth.crypto import SigningKey
 from hearth.errors import LedgerError, NotAuthorized, NotFound, ProtocolError, UsageError
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
-from hearth.matching import Match, matches_for
+from hearth.matching import Match, Matcher
 from hearth.neighbourhood import (
     Offer,
     Record,
@@ -399,27 +399,37 @@ def add_offer(
             f"(`hearth resource edit {resource.name} --shareable`)."
         )
     if quantity > resource.quantity:
-        raise UsageError(
-            f"Only {resource.quantity} {resource.unit} of '{resource.name}' are recorded.".replace(
-                "  ", " "
-            )
-        )
+        unit = f" {resource.unit}" if resource.unit else ""
+        raise UsageError(f"Only {resource.quantity}{unit} of '{resource.name}' are recorded.")
     if until is not None and until <= node.clock.now_ms():
         raise UsageError("That date has passed; an offer must run until a later day.")
-    offer_id = node.new_id()
+    # Built here, not read back: until the records letting our group in have arrived,
+    # the neighbourhood does not count what we say yet (it will once they do).
+    offer = Offer(
+        id=node.new_id(),
+        group=membership.key.public,
+        group_name=view.group_name,
+        what=resource.name,
+        quantity=quantity,
+        unit=resource.unit,
+        until=until,
+        note=check_text(note, "note", empty_ok=True),
+        resource=resource.id,
+        withdrawn=False,
+    )
     fields: dict[str, codec.Value] = {
         "op": "offer",
-        "id": offer_id,
-        "what": resource.name,
+        "id": offer.id,
+        "what": offer.what,
         "qty": str(quantity),
-        "unit": resource.unit,
-        "note": check_text(note, "note", empty_ok=True),
-        "resource": resource.id,
+        "unit": offer.unit,
+        "note": offer.note,
+        "resource": offer.resource,
     }
     if until is not None:
         fields["until"] = until
     _append(node, membership, fields)
-    return state(node, membership).offers[offer_id]
+    return offer
 
 
 def withdraw(node: Node, group_id: str, text: str) -> Offer:
@@ -428,7 +438,7 @@ def withdraw(node: Node, group_id: str, text: str) -> Offer:
     if offer.group != membership.key.public:
         raise NotAuthorized(f"That offer is {offer.group_name}'s; only they can withdraw it.")
     _append(node, membership, {"op": "withdraw", "offer": offer.id})
-    return state(node, membership).offers[offer.id]
+    return replace(offer, withdrawn=True)
 
 
 def request(
@@ -442,17 +452,27 @@ def request(
         raise UsageError(f"{offer.group_name} no longer offers {offer.what}.")
     if quantity > offer.quantity:
         raise UsageError(f"{offer.group_name} offers {offer.quantity} {offer.unit}, not more.")
-    request_id = node.new_id()
+    item = Request(
+        id=node.new_id(),
+        offer=offer.id,
+        group=membership.key.public,
+        group_name=node.view(group_id).group_name,
+        quantity=quantity,
+        note=check_text(note, "note", empty_ok=True),
+        by=node.identity.member_id,
+        status="pending",
+        fulfilled=False,
+    )
     fields: dict[str, codec.Value] = {
         "op": "request",
-        "id": request_id,
+        "id": item.id,
         "offer": offer.id,
         "qty": str(quantity),
-        "note": check_text(note, "note", empty_ok=True),
-        "by": node.identity.member_id,
+        "note": item.note,
+        "by": item.by,
     }
     _append(node, membership, fields)
-    return state(node, membership).requests[request_id]
+    return item
 
 
 def requests(node: Node, group_id: str) -> list[tuple[Membership, State, Request, str]]:
@@ -492,7 +512,7 @@ def answer(node: Node, group_id: str, text: str, *, accept: bool) -> Request:
             )
     _append(node, membership, {"op": "answer", "request": item.id, "accept": int(accept)})
     reconcile(node, group_id)
-    return state(node, membership).requests[item.id]
+    return state(node, membership).requests[item.id]  # the offer is ours: we are in
 
 
 def need_matches(node: Node, group_id: str, needs: Sequence[Need]) -> dict[str, list[Match]]:
@@ -503,8 +523,8 @@ def need_matches(node: Node, group_id: str, needs: Sequence[Need]) -> dict[str, 
     offers = {
         o.id: o for m in joined for o in state(node, m).open_offers(now) if o.group not in ours
     }
-    resources = node.view(group_id).resources()
-    return {n.id: matches_for(n, resources, list(offers.values())) for n in needs}
+    matcher = Matcher(node.view(group_id).resources(), list(offers.values()))
+    return {n.id: matcher.for_need(n) for n in needs}
 
 
 # --- keeping the group's ledger and the neighbourhood in step ---------------------------

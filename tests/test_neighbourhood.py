@@ -12,7 +12,7 @@ import pytest
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError
 from hearth.ledger.model import Need, NeedStatus
-from hearth.matching import matches_for
+from hearth.matching import Matcher
 from hearth.neighbourhood import Record, State, fold, neighbourhood_id, sign_record, verify_record
 from hearth.protocol import codec
 
@@ -160,8 +160,7 @@ def test_a_need_is_matched_by_shared_words_with_resources_and_offers() -> None:
         closed_by="",
         closed_at=None,
     )
-    offers = state.open_offers(now_ms=0)
-    assert [(m.what, m.where) for m in matches_for(need, [], offers)] == [("Compost", "Elm Street")]
-    other = replace(need, what="A ladder")
-    assert matches_for(other, [], offers) == []
-    assert matches_for(replace(need, what="the of and"), [], offers) == []
+    matcher = Matcher([], state.open_offers(now_ms=0))
+    assert [(m.what, m.where) for m in matcher.for_need(need)] == [("Compost", "Elm Street")]
+    assert matcher.for_need(replace(need, what="A ladder")) == []
+    assert matcher.for_need(replace(need, what="the of and")) == []

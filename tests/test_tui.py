@@ -289,6 +289,7 @@ async def test_first_run_with_a_damaged_token_says_so(tmp_path: Path) -> None:
         pytest.param(["2", "a"], id="add-resource-form"),
         pytest.param(["3"], id="needs"),
         pytest.param(["5"], id="members"),
+        pytest.param(["8"], id="neighbours-none-yet"),
         pytest.param(["question_mark"], id="help"),
     ],
 )
@@ -471,3 +472,86 @@ async def test_the_palette_finds_the_row_actions_of_the_tab(ada: Node) -> None:
         await pilot.pause(0.5)
         assert isinstance(app.screen, FormScreen)
         assert "Lend" in app.screen.title_text
+
+
+def _pass_records(source: Node, target: Node) -> None:
+    """Neighbourhood records from one node to another, as relays would carry them."""
+    for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+        take_in(target, bytes(envelope), source="test")
+
+
+async def test_the_neighbours_tab_asks_for_offers_and_answers_requests(
+    ada: Node, tmp_path: Path
+) -> None:
+    from hearth import neighbours
+    from hearth.crypto import SigningKey
+
+    gid = ada.current_group().id
+    with ada.change() as ledger:
+        ledger.edit_resource(ledger.view.find("resources", "Compost"), shareable=True)
+    hood = neighbours.create(ada, gid, "Eastside")
+    neighbours.add_offer(ada, gid, "Compost", Decimal(5))
+    create_identity(tmp_path / "cy", name="Cy", device_name="tablet")
+    with open_node(tmp_path / "cy", clock=FakeClock(now=NOW, step=1000)) as cy:
+        cy.create_group("Riverside")
+        with cy.change() as ledger:
+            ledger.add_resource("Leeks", quantity=Decimal(9), shareable=True)
+        key = SigningKey.generate()
+        neighbours.admit(ada, hood, key.public, "Riverside")
+        neighbours.join(cy, cy.current_group().id, neighbours.encode_token(hood), key)
+        neighbours.add_offer(cy, cy.current_group().id, "Leeks", Decimal(3), note="muddy")
+        _pass_records(ada, cy)
+        _pass_records(cy, ada)
+
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("8")
+            await pilot.pause()
+            summary = str(app.query_one("#neighbour-summary", Static).content)
+            assert "Eastside: Elm Street, Riverside" in summary
+            assert cells(app, "offer-table", 0) == ["Elm Street (us)", "Riverside"]
+            assert cells(app, "offer-table", 4) == ["", "muddy"]
+            # Ask Riverside for two of its leeks.
+            table = app.query_one("#offer-table", DataTable)
+            table.focus()
+            table.move_cursor(row=1)
+            await pilot.press("t")
+            await pilot.pause()
+            await fill_form(pilot, quantity="2")
+            [(_, _, mine, way)] = neighbours.requests(ada, gid)
+            assert (mine.quantity, way, mine.status) == (Decimal(2), "outgoing", "pending")
+            # Riverside asks for compost: it shows up while the app is open; Ada agrees.
+            offer = next(iter(neighbours.state(ada, hood).open_offers(NOW)))
+            neighbours.request(cy, cy.current_group().id, offer.id, Decimal(4))
+            _pass_records(cy, ada)
+            for _ in range(50):
+                await pilot.pause(0.05)
+                if "they ask" in cells(app, "request-table", 0):
+                    break
+            await pilot.press("1")
+            await pilot.pause()
+            attention = str(app.query_one("#attention", Static).content)
+            assert "1 request(s) from neighbour groups wait for an answer" in attention
+            await pilot.press("8")
+            await pilot.pause()
+            ways = cells(app, "request-table", 0)
+            requests = app.query_one("#request-table", DataTable)
+            requests.focus()
+            requests.move_cursor(row=ways.index("they ask"))
+            await pilot.press("y")
+            await pilot.pause()
+            assert "agreed, to hand over" in cells(app, "request-table", 4)
+            [promise] = ada.view().commitments()
+            assert (promise.what, promise.status) == (
+                "Compost to Riverside",
+                CommitmentStatus.ACCEPTED,
+            )
+            # Our own offer can be taken back, after saying yes.
+            table.focus()
+            table.move_cursor(row=0)
+            await pilot.press("x")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await pilot.pause()
+            assert cells(app, "offer-table", 0) == ["Riverside"]

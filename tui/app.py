@@ -21,7 +21,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
-from hearth import members
+from hearth import members, neighbours
 from hearth.errors import HearthError
 from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
@@ -38,22 +38,35 @@ from tui.panes import (
     HistoryPane,
     MembersPane,
     NeedsPane,
+    NeighboursPane,
     Overview,
     Pane,
     ResourcesPane,
     Snapshot,
     selected_key,
 )
-from tui.state import sync_state
+from tui.state import neighbourhoods_of, sync_state
 
 __all__ = ["HearthApp"]
+
+_TABS = (
+    "overview",
+    "resources",
+    "needs",
+    "promises",
+    "members",
+    "problems",
+    "history",
+    "neighbours",
+)
 
 HELP = """\
 Hearth keeps your group's shared things and promises on this computer and shares
 changes with the other members whenever it can. Everything works offline.
 
 Anywhere
-  1-7        switch tab (Overview, Resources, Needs, Promises, Members, Problems, History)
+  1-8        switch tab (Overview, Resources, Needs, Promises, Members, Problems, History,
+             Neighbours)
   ctrl+p     find any action by name
   ?          this help           q  quit
 
@@ -65,6 +78,8 @@ Needs          a add   d done (close)   f show open / mine / all
 Promises       a new   y accept   n decline   d done   x cancel   f show …
 Members        i invite someone
 Problems       o (or enter) sort out the one under the cursor
+Neighbours     t ask for the offer under the cursor   a offer something of ours
+               x take back our offer   y accept / n decline a request to us
 """
 
 
@@ -114,10 +129,7 @@ class HearthApp(App[None]):
         Binding("q", "quit", "Quit"),
         *(
             Binding(str(n), f"show_tab('{tab}')", tab.title(), show=False)
-            for n, tab in enumerate(
-                ("overview", "resources", "needs", "promises", "members", "problems", "history"),
-                start=1,
-            )
+            for n, tab in enumerate(_TABS, start=1)
         ),
         # Resources
         Binding("a", "add", "Add"),
@@ -142,6 +154,8 @@ class HearthApp(App[None]):
         Binding("m", "role", "Admin or not"),
         # Problems
         Binding("o", "sort_out", "Sort out"),
+        # Neighbours
+        Binding("t", "ask", "Ask for it"),
     ]
     _PANES: ClassVar[dict[str, type[Widget]]] = {
         "overview": Overview,
@@ -151,6 +165,7 @@ class HearthApp(App[None]):
         "members": MembersPane,
         "problems": ConflictsPane,
         "history": HistoryPane,
+        "neighbours": NeighboursPane,
     }
     # The tabs each action works on (and whose footer shows its key).
     _ACTION_TABS: ClassVar[dict[str, frozenset[str]]] = {
@@ -168,14 +183,15 @@ class HearthApp(App[None]):
             ),
             frozenset({"resources"}),
         ),
-        "add": frozenset({"resources", "needs", "promises"}),
-        "remove": frozenset({"resources", "promises", "members"}),
+        "add": frozenset({"resources", "needs", "promises", "neighbours"}),
+        "remove": frozenset({"resources", "promises", "members", "neighbours"}),
         "details": frozenset({"resources", "members"}),
         "role": frozenset({"members"}),
         "done": frozenset({"needs", "promises"}),
         "filter": frozenset({"needs", "promises"}),
-        "accept": frozenset({"promises"}),
-        "decline": frozenset({"promises"}),
+        "accept": frozenset({"promises", "neighbours"}),
+        "decline": frozenset({"promises", "neighbours"}),
+        "ask": frozenset({"neighbours"}),
         "invite": frozenset({"members"}),
         "sort_out": frozenset({"problems"}),
     }
@@ -186,7 +202,7 @@ class HearthApp(App[None]):
         self.group_id = node.current_group().id
         self.share = share
         self.poll_s = poll_s
-        self._seen: tuple[int, int] = (-1, -1)
+        self._seen: tuple[int, int, int] = (-1, -1, -1)
         self._stale: set[str] = set()  # tabs to draw afresh when next shown
         self._drawn_at = 0
         self._stop_sharing = asyncio.Event()
@@ -210,6 +226,8 @@ class HearthApp(App[None]):
                 yield ConflictsPane()
             with TabPane("History", id="history"):
                 yield HistoryPane()
+            with TabPane("Neighbours", id="neighbours"):
+                yield NeighboursPane()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -237,6 +255,7 @@ class HearthApp(App[None]):
             me=self.node.identity.member_id,
             now_ms=now,
             sync=sync_state(self.node, self.group_id, now),
+            neighbours=neighbourhoods_of(self.node, self.group_id, now),
         )
 
     def redraw(self) -> None:
@@ -257,9 +276,13 @@ class HearthApp(App[None]):
         if stale or self._change_marks() != self._seen:
             self.redraw()
 
-    def _change_marks(self) -> tuple[int, int]:
+    def _change_marks(self) -> tuple[int, int, int]:
         rows = self.node.store.query("SELECT COALESCE(MAX(last_attempt), 0) FROM sync_log")
-        return self.node.store.last_seq(), int(rows[0][0])
+        return (
+            self.node.store.last_seq(),
+            int(rows[0][0]),
+            neighbours.newest_arrival(self.node),
+        )
 
     def _pane(self, tab: str) -> Pane:
         return cast(Pane, self.query_one(self._PANES[tab]))
@@ -367,6 +390,11 @@ class HearthApp(App[None]):
             ("Add a need", "Say what you or someone needs", self.action_add_need),
             ("New promise", "Record who will give what to whom", self.action_add_promise),
             ("Invite someone", "A code to read out to a new member", self.action_invite),
+            (
+                "Offer to neighbours",
+                "Share some of a resource with neighbour groups",
+                self.action_offer,
+            ),
             ("Help", "What every key does", self.action_help),
         ):
             yield SystemCommand(title, text, action)
@@ -383,12 +411,9 @@ class HearthApp(App[None]):
                 f"On this tab (key {binding.key})",
                 getattr(self, f"action_{binding.action}"),
             )
-        for n, tab in enumerate(
-            ("Overview", "Resources", "Needs", "Promises", "Members", "Problems", "History"),
-            start=1,
-        ):
+        for n, tab in enumerate(_TABS, start=1):
             yield SystemCommand(
-                f"Go to {tab}", f"Key {n}", lambda t=tab: self.action_show_tab(t.lower())
+                f"Go to {tab.title()}", f"Key {n}", lambda t=tab: self.action_show_tab(t)
             )
 
     # --- adding -------------------------------------------------------------------------
@@ -398,6 +423,7 @@ class HearthApp(App[None]):
             "resources": self.action_add_resource,
             "needs": self.action_add_need,
             "promises": self.action_add_promise,
+            "neighbours": self.action_offer,
         }.get(self._tab(), lambda: None)()
 
     def action_add_resource(self) -> None:
@@ -604,6 +630,9 @@ class HearthApp(App[None]):
         self._with_resource(give)
 
     def action_remove(self) -> None:
+        if self._tab() == "neighbours":
+            self._take_back_offer()
+            return
         if self._tab() == "promises":
             self._promise_to(CommitmentStatus.CANCELLED, "Cancel")
             return
@@ -673,9 +702,15 @@ class HearthApp(App[None]):
             self.change(lambda ledger: ledger.close_need(need_id), f"Closed the need for {what}.")
 
     def action_accept(self) -> None:
+        if self._tab() == "neighbours":
+            self._answer(accept=True)
+            return
         self._promise_to(CommitmentStatus.ACCEPTED, "Accepted")
 
     def action_decline(self) -> None:
+        if self._tab() == "neighbours":
+            self._answer(accept=False)
+            return
         self._promise_to(CommitmentStatus.DECLINED, "Declined")
 
     def _promise_to(self, status: CommitmentStatus, word: str) -> None:
@@ -833,3 +868,112 @@ class HearthApp(App[None]):
             )
         )
         self.redraw()
+
+    # --- neighbours ---------------------------------------------------------------------
+
+    def action_offer(self) -> None:
+        """Offer part of a resource the group shares to neighbour groups."""
+        view = self.node.view(self.group_id)
+        shareable = [(r.name, r.id) for r in view.resources() if r.shareable and r.quantity > 0]
+        if not shareable:
+            self.notify(
+                "Nothing is marked as shareable with other groups yet: edit a resource "
+                "(e on Resources) and say yes to sharing.",
+                severity="warning",
+                timeout=8,
+            )
+            return
+
+        def save(v: dict[str, str]) -> None:
+            quantity = parse_quantity(v["quantity"])
+            until = parse_date(v["until"], now_ms=self.node.clock.now_ms()) if v["until"] else None
+            self.attempt(
+                lambda: neighbours.add_offer(
+                    self.node, self.group_id, v["resource"], quantity, until=until, note=v["note"]
+                ),
+                "Offered; neighbour groups see it once it has been shared.",
+            )
+
+        self.ask(
+            "Offer to neighbour groups",
+            [
+                Choice("resource", "What", shareable, value=shareable[0][1]),
+                Field("quantity", "How much", "1"),
+                Field("until", "Until (optional)", placeholder="2026-12-24, +2w"),
+                Field("note", "Note (optional)"),
+            ],
+            save,
+            ok="Offer",
+        )
+
+    def action_ask(self) -> None:
+        """Ask the group behind the offer under the cursor for some of it."""
+        offer_id = self._selected("offer-table")
+        found = {o.id: (o, ours) for o, ours in self.snapshot().neighbours.offers}
+        if offer_id is None or offer_id not in found:
+            self.notify("Pick an offer first (arrow keys).", severity="warning")
+            return
+        offer, ours = found[offer_id]
+        if ours:
+            self.notify("That is our own group's offer.", severity="warning")
+            return
+
+        def save(v: dict[str, str]) -> None:
+            quantity = parse_quantity(v["quantity"])
+            self.attempt(
+                lambda: neighbours.request(
+                    self.node, self.group_id, offer.id, quantity, note=v["note"]
+                ),
+                f"Asked {offer.group_name}; their answer comes once it has been shared.",
+            )
+
+        self.ask(
+            f"Ask {offer.group_name} for {offer.what}",
+            [
+                Field("quantity", "How much", str(offer.quantity)),
+                Field("note", "Note (optional)"),
+            ],
+            save,
+            ok="Ask",
+        )
+
+    def _answer(self, *, accept: bool) -> None:
+        request_id = self._selected("request-table")
+        found = {r.id: (r, o, d) for r, o, d in self.snapshot().neighbours.requests}
+        if request_id is None or request_id not in found:
+            self.notify("Pick a request first (arrow keys, lower table).", severity="warning")
+            return
+        item, offer, direction = found[request_id]
+        if direction != "incoming" or item.status != "pending":
+            self.notify("Only a request to us that waits for an answer can be answered.")
+            return
+        self.attempt(
+            lambda: neighbours.answer(self.node, self.group_id, item.id, accept=accept),
+            f"Agreed to give {offer.what} to {item.group_name}: it is on Promises now."
+            if accept
+            else f"Said no to {item.group_name}.",
+        )
+
+    def _take_back_offer(self) -> None:
+        offer_id = self._selected("offer-table")
+        found = {o.id: (o, ours) for o, ours in self.snapshot().neighbours.offers}
+        if offer_id is None or offer_id not in found or not found[offer_id][1]:
+            self.notify("Pick one of our own offers first.", severity="warning")
+            return
+        offer = found[offer_id][0]
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.attempt(
+                    lambda: neighbours.withdraw(self.node, self.group_id, offer.id),
+                    f"Took back the offer of {offer.what}.",
+                )
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Take back the offer of {offer.what}?",
+                "Neighbour groups stop seeing it; what was already agreed stays agreed.",
+                yes="Take back",
+            ),
+            confirmed,
+        )

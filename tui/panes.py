@@ -21,9 +21,10 @@ from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
 from hearth.ledger.model import Commitment, Kind, NeedStatus, Resource
 from hearth.ledger.view import LedgerView
+from hearth.matching import Matcher
 from hearth.present import amount, commitment_rows, need_rows, resource_rows
 from hearth.values import format_date, format_time
-from tui.state import SyncState
+from tui.state import Neighbourhoods, SyncState
 
 __all__ = [
     "CommitmentsPane",
@@ -31,6 +32,7 @@ __all__ = [
     "HistoryPane",
     "MembersPane",
     "NeedsPane",
+    "NeighboursPane",
     "Overview",
     "Pane",
     "ResourcesPane",
@@ -49,6 +51,7 @@ class Snapshot:
     me: str  # my member id
     now_ms: int
     sync: SyncState
+    neighbours: Neighbourhoods
 
 
 class Pane(Protocol):
@@ -109,6 +112,16 @@ class Overview(VerticalScroll):
             attention.append(f"{sync.gaps} change(s) from others are waiting for earlier ones")
         if sync.taken_back:
             attention.append(f"Taken back out: {sync.taken_back[0]}")
+        asked = [
+            r
+            for r, _, way in snap.neighbours.requests
+            if way == "incoming" and r.status == "pending"
+        ]
+        if asked:
+            attention.append(
+                f"{len(asked)} request(s) from neighbour groups wait for an answer "
+                "— see Neighbours (8)"
+            )
         me = view.tables["members"].get(snap.me)
         if me is not None and view.member(snap.me).status != "active":
             attention.append(
@@ -212,7 +225,7 @@ class NeedsPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="needs-filter", classes="hint")
         table: DataTable[str] = DataTable(id="need-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns("id", "what", "quantity", "by", "who", "status")
+        table.add_columns("id", "what", "quantity", "by", "who", "status", "could be met by")
         yield table
 
     def show(self, snap: Snapshot) -> None:
@@ -221,7 +234,11 @@ class NeedsPane(Vertical):
             needs = [n for n in needs if n.status is NeedStatus.OPEN]
         elif self.filter == "mine":
             needs = [n for n in needs if n.created_by == snap.me]
-        rows = need_rows(snap.view, needs)
+        matcher = Matcher(snap.view.resources(), snap.neighbours.others_offers())
+        rows = [
+            [*cells, "; ".join(f"{m.what} ({m.where})" for m in matcher.for_need(n))]
+            for n, cells in zip(needs, need_rows(snap.view, needs), strict=True)
+        ]
         fill(
             self.query_one("#need-table", DataTable),
             [(n.id, cells) for n, cells in zip(needs, rows, strict=True)],
@@ -328,3 +345,70 @@ class HistoryPane(Vertical):
             cells = [format_time(item.at), snap.view.member_name(item.by), item.what]
             rows.append((f"{base}-{repeats[base]}", cells))
         fill(self.query_one("#history-table", DataTable), rows)
+
+
+class NeighboursPane(Vertical):
+    """Neighbour groups: what they offer, what we offer, and requests and handoffs."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="neighbour-summary")
+        yield Static(
+            "Offered — t: ask for it · a: offer something of ours · x: take back our offer",
+            classes="hint",
+        )
+        offers: DataTable[str] = DataTable(id="offer-table", cursor_type="row", zebra_stripes=True)
+        offers.add_columns("group", "what", "quantity", "until", "note")
+        yield offers
+        yield Static("Asked for and handed over — y: accept · n: decline", classes="hint")
+        asked: DataTable[str] = DataTable(id="request-table", cursor_type="row", zebra_stripes=True)
+        asked.add_columns("", "what", "quantity", "group", "where it stands")
+        yield asked
+
+    def show(self, snap: Snapshot) -> None:
+        hood = snap.neighbours
+        summary = (
+            "\n".join(f"Neighbours in {line}" for line in hood.summary)
+            if hood.summary
+            else "Your group shares with no other group yet. An admin can start a "
+            "neighbourhood (`hearth neighbourhood create NAME`) or join one with a code."
+        )
+        self.query_one("#neighbour-summary", Static).update(summary)
+        fill(
+            self.query_one("#offer-table", DataTable),
+            [
+                (
+                    o.id,
+                    [
+                        o.group_name + (" (us)" if ours else ""),
+                        o.what,
+                        amount(o.quantity, o.unit),
+                        format_date(o.until) if o.until else "",
+                        o.note,
+                    ],
+                )
+                for o, ours in hood.offers
+            ],
+        )
+        rows = []
+        for item, offer, direction in hood.requests:
+            incoming = direction == "incoming"
+            stands = {
+                "pending": "waiting for our answer" if incoming else "waiting for their answer",
+                "accepted": "handed over" if item.fulfilled else "agreed, to hand over",
+                "declined": "declined",
+            }[item.status]
+            rows.append(
+                (
+                    item.id,
+                    [
+                        "they ask" if incoming else "we ask",
+                        offer.what,
+                        amount(item.quantity, offer.unit),
+                        item.group_name if incoming else offer.group_name,
+                        Text(stands, style="bold")
+                        if incoming and item.status == "pending"
+                        else stands,
+                    ],
+                )
+            )
+        fill(self.query_one("#request-table", DataTable), rows)

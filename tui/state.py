@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hearth import neighbours
+from hearth.neighbourhood import Offer, Request
 from hearth.node import Node
 from hearth.peers import list_peers, waiting_for
 from hearth.retraction import removal_notices
 from hearth.values import format_time
 
-__all__ = ["SyncState", "sync_state"]
+__all__ = ["Neighbourhoods", "SyncState", "neighbourhoods_of", "sync_state"]
 
 RECENT_MS = 3 * 60 * 1000  # a successful exchange this recent counts as "up to date"
 
@@ -57,3 +59,30 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
         words = f"Offline{since}"
         online = False
     return SyncState(words, waiting, gaps, online, taken_back)
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbourhoods:
+    """What the group's neighbourhoods hold: who is in them, what is offered, what is asked."""
+
+    summary: tuple[str, ...] = ()  # per neighbourhood: its name and groups
+    offers: tuple[tuple[Offer, bool], ...] = ()  # open offers; True for our group's own
+    requests: tuple[tuple[Request, Offer, str], ...] = ()  # with "incoming" or "outgoing"
+
+    def others_offers(self) -> list[Offer]:
+        """The open offers of neighbour groups (not ours)."""
+        return [offer for offer, ours in self.offers if not ours]
+
+
+def neighbourhoods_of(node: Node, group_id: str, now_ms: int) -> Neighbourhoods:
+    """The group's neighbourhoods as they stand right now."""
+    summary, offers = [], []
+    for membership in neighbours.memberships(node, group_id):
+        current = neighbours.state(node, membership)
+        summary.append(f"{membership.name}: {', '.join(sorted(current.groups.values()))}")
+        offers += [(o, o.group == membership.key.public) for o in current.open_offers(now_ms)]
+    requests = [
+        (item, current.offers[item.offer], direction)
+        for _, current, item, direction in neighbours.requests(node, group_id)
+    ]
+    return Neighbourhoods(tuple(summary), tuple(offers), tuple(requests))

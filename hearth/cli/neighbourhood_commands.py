@@ -34,8 +34,7 @@ def _offer_json(offer: Offer, current: State, mine: bytes) -> dict[str, object]:
     }
 
 
-def _request_json(item: Request, current: State, direction: str) -> dict[str, object]:
-    offer = current.offers[item.offer]
+def _request_json(item: Request, offer: Offer, hood: str, direction: str) -> dict[str, object]:
     return {
         "id": item.id,
         "direction": direction,
@@ -48,7 +47,7 @@ def _request_json(item: Request, current: State, direction: str) -> dict[str, ob
         "note": item.note,
         "status": item.status,
         "fulfilled": item.fulfilled,
-        "neighbourhood": current.name,
+        "neighbourhood": hood,
     }
 
 
@@ -222,13 +221,11 @@ def _request(args: argparse.Namespace, node: Node) -> int:
     if args.qty is None:
         raise UsageError("Say how much you ask for: --qty N.")
     group = node.current_group()
-    item = neighbours.request(node, group.id, args.target, parse_quantity(args.qty), note=args.note)
-    found = [f for f in neighbours.requests(node, group.id) if f[2].id == item.id]
-    _, current, _, direction = found[0]
-    offer = current.offers[item.offer]
+    membership, offer = neighbours.find_offer(node, group.id, args.target)
+    item = neighbours.request(node, group.id, offer.id, parse_quantity(args.qty), note=args.note)
     return emit(
         args,
-        _request_json(item, current, direction),
+        _request_json(item, offer, membership.name, "outgoing"),
         f"Asked {offer.group_name} for {format_quantity(item.quantity)} {offer.unit} of "
         f"{offer.what} (request {item.id[:8]}); they answer after the next sync.".replace(
             "  ", " "
@@ -238,7 +235,10 @@ def _request(args: argparse.Namespace, node: Node) -> int:
 
 def _request_list(args: argparse.Namespace, node: Node) -> int:
     found = neighbours.requests(node, node.current_group().id)
-    data = [_request_json(item, current, direction) for _, current, item, direction in found]
+    data = [
+        _request_json(item, current.offers[item.offer], current.name, direction)
+        for _, current, item, direction in found
+    ]
     if args.json or not data:
         return emit(args, data, "No requests to or from this group.")
     rows = [
@@ -262,14 +262,16 @@ def _request_answer(*, accept: bool) -> Callable[[argparse.Namespace, Node], int
             raise UsageError(f"Say which request to {'accept' if accept else 'decline'}: its id.")
         group = node.current_group()
         item = neighbours.answer(node, group.id, args.id, accept=accept)
-        found = [f for f in neighbours.requests(node, group.id) if f[2].id == item.id]
-        _, current, _, direction = found[0]
+        [(membership, current, _, direction)] = [
+            f for f in neighbours.requests(node, group.id) if f[2].id == item.id
+        ]
         text = (
             f"Accepted: it is now a commitment in '{group.name}''s ledger and theirs."
             if accept
             else "Declined."
         )
-        return emit(args, _request_json(item, current, direction), text)
+        offer = current.offers[item.offer]
+        return emit(args, _request_json(item, offer, membership.name, direction), text)
 
     return handler
 
