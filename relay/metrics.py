@@ -32,6 +32,11 @@ class Metrics:
         """Set a gauge."""
         self._gauges[_key(name, labels)] = value
 
+    def clear(self, name: str) -> None:
+        """Forget every labelled value of a gauge (for those whose label sets come and go)."""
+        for key in [k for k in self._gauges if k[0] == name]:
+            del self._gauges[key]
+
     def observe(self, name: str, seconds: float) -> None:
         """Record one duration."""
         summary = self._summaries[name]

@@ -28,7 +28,7 @@ from hearth.crypto import SigningKey
 from hearth.errors import StorageError
 from hearth.protocol.frames import PROTOCOL_VERSION
 from relay.config import RelayConfig
-from relay.core import RelayCore
+from relay.core import ALL_TOPICS, RelayCore
 from relay.links import CONFIG, CORE, FLUSH, LINKS, Link, carry_out, run_link
 from relay.metrics import Metrics
 from relay.peering import keep_peers_linked
@@ -151,10 +151,50 @@ async def metrics(request: web.Request) -> web.Response:
     core = request.app[CORE]
     topics, envelopes = core.store.counts()
     core.metrics.gauge("hearth_relay_connections", len(core.clients))
-    core.metrics.gauge("hearth_relay_peer_links", sum(1 for c in core.clients if core.peer_of(c)))
+    _storage_gauges(core)
+    _peer_gauges(core, request.app[LINKS])
     core.metrics.gauge("hearth_relay_topics", topics)
     core.metrics.gauge("hearth_relay_bundles_stored", envelopes)
     return web.Response(text=core.metrics.render(), content_type="text/plain")
+
+
+_SIZE_BUCKETS = ((1 << 20, "under 1 MiB"), (16 << 20, "1-16 MiB"), (128 << 20, "16-128 MiB"))
+
+
+def _storage_gauges(core: RelayCore) -> None:
+    """Storage per topic, without naming topics: how many topics hold how much, and how
+    full the fullest is against its quota."""
+    sizes = core.store.topic_sizes()
+    counts = dict.fromkeys([label for _, label in _SIZE_BUCKETS] + ["128 MiB or more"], 0)
+    for size, _ in sizes:
+        label = next((label for limit, label in _SIZE_BUCKETS if size < limit), "128 MiB or more")
+        counts[label] += 1
+    for label, count in counts.items():
+        core.metrics.gauge("hearth_relay_topics_by_size", count, size=label)
+    config = core.config
+    fullest = max(
+        (max(b / config.topic_quota_bytes, n / config.topic_quota_bundles) for b, n in sizes),
+        default=0.0,
+    )
+    core.metrics.gauge("hearth_relay_topic_quota_used_max", fullest)
+
+
+def _peer_gauges(core: RelayCore, links: dict[int, Link]) -> None:
+    """Per linked peer relay (by the start of its id): how many stored bundles it has not
+    been sent yet, and the bytes waiting to go to it."""
+    core.metrics.clear("hearth_relay_peer_lag_bundles")
+    core.metrics.clear("hearth_relay_peer_outbox_bytes")
+    linked = 0
+    for client, link in links.items():
+        peer = core.peer_of(client)
+        if not peer:
+            continue
+        linked += 1
+        label = peer.hex()[:16]
+        behind = core.store.count_after(link.sent_through.get(ALL_TOPICS, 0), not_from=peer)
+        core.metrics.gauge("hearth_relay_peer_lag_bundles", behind, peer=label)
+        core.metrics.gauge("hearth_relay_peer_outbox_bytes", link.queued_bytes, peer=label)
+    core.metrics.gauge("hearth_relay_peer_links", linked)
 
 
 async def info(request: web.Request) -> web.Response:

@@ -263,6 +263,14 @@ class RelayStore:
         ).fetchall()
         return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
 
+    def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
+        """How many envelopes arrived after ``cursor``, not counting those from a peer."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM envelopes WHERE cursor > ? AND (origin IS NULL OR origin != ?)",
+            (cursor, not_from),
+        ).fetchone()
+        return int(row[0])
+
     def newest_overall(self) -> int:
         """The newest cursor of any topic (0 if nothing is stored)."""
         return int(self._db.execute("SELECT COALESCE(MAX(cursor), 0) FROM envelopes").fetchone()[0])
@@ -382,6 +390,11 @@ class RelayStore:
         except sqlite3.Error:
             return False
         return True
+
+    def topic_sizes(self) -> list[tuple[int, int]]:
+        """(bytes, bundles) of every topic, for the storage metrics."""
+        rows = self._db.execute("SELECT bytes, bundles FROM topics").fetchall()
+        return [(int(b), int(n)) for b, n in rows]
 
     def counts(self) -> tuple[int, int]:
         """(topics, envelopes) stored."""

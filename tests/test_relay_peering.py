@@ -41,7 +41,7 @@ def metric(relay: Relay, name: str) -> float:
     url = relay.url.replace("ws://", "http://") + "/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
         text = response.read().decode()
-    pattern = re.compile(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", re.M)
+    pattern = re.compile(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", re.M)
     values = pattern.findall(text)
     assert values, f"{name} is not among the metrics"
     return sum(float(value) for value in values)
@@ -105,6 +105,10 @@ def test_members_on_relays_two_hops_apart_sync_through_the_middle(tmp_path: Path
         # Each bundle arrived at each relay once: any second arrival would be counted.
         assert [metric(r, "hearth_relay_peer_duplicates_total") for r in relays] == [0, 0, 0]
         assert metric(b, "hearth_relay_peer_bundles_in_total") == len(bundle_ids(b))
+        assert metric(b, "hearth_relay_peer_links") == 2
+        assert eventually(lambda: metric(b, "hearth_relay_peer_lag_bundles") == 0)
+        assert metric(a, "hearth_relay_topics_by_size") == 1  # one topic, in some bucket
+        assert 0 < metric(a, "hearth_relay_topic_quota_used_max") < 0.01
 
         for relay in relays:
             relay.kill(signal.SIGTERM)
