@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.errors import ConfigError
+from hearth.protocol.mailbox import MailboxLimits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,6 +61,16 @@ class RelayConfig:
     accept_peers: tuple[str, ...] = ()
     peer_publish_per_s: float = 2000.0
     peer_publish_burst: int = 20_000
+
+    def mailbox_limits(self) -> MailboxLimits:
+        """The invite mailboxes' limits."""
+        return MailboxLimits(
+            max_mailboxes=self.max_mailboxes,
+            per_creator=self.mailboxes_per_ip,
+            message_bytes=self.mailbox_message_bytes,
+            messages=self.mailbox_messages,
+            ttl_s=self.mailbox_ttl_s,
+        )
 
     def limits(self) -> dict[str, int]:
         """The limits clients are told about (and `/info` shows)."""

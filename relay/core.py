@@ -43,6 +43,7 @@ from hearth.protocol.frames import (
     Welcome,
     encode_frame,
 )
+from hearth.protocol.mailbox import Mailboxes
 from relay.config import RelayConfig
 from relay.identity import peer_proof, peer_proof_valid
 from relay.logs import client_tag
@@ -116,17 +117,6 @@ Output = Union[ToClient, CatchUp, MirrorCatchUp, Pause, CloseClient]  # noqa: UP
 
 
 @dataclass
-class _Mailbox:
-    """An invite mailbox: who is in it, what waits for the side not yet there."""
-
-    creator_ip: str
-    opened: float
-    members: list[int] = field(default_factory=list)
-    waiting: list[tuple[int, bytes]] = field(default_factory=list)  # (sender, body)
-    messages: int = 0
-
-
-@dataclass
 class _Client:
     ip: str
     conn: Connection = field(default_factory=lambda: Connection(Role.ACCEPTING))
@@ -174,7 +164,7 @@ class RelayCore:
         self._held: list[Output] = []  # their acks and deliveries, released by flush()
         self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
         self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
-        self.mailboxes: dict[int, _Mailbox] = {}
+        self.mailboxes = Mailboxes(config.mailbox_limits(), clock)
 
     # --- connections ----------------------------------------------------------------
 
@@ -205,12 +195,7 @@ class RelayCore:
         for topic in state.topics:
             self.subscribers[topic].discard(client)
         # A side that goes away ends its invite: the other side is told.
-        out: list[Output] = []
-        for nameplate, box in list(self.mailboxes.items()):
-            if client in box.members:
-                box.members.remove(client)
-                out += self._burn(nameplate)
-        return out
+        return [ToClient(c, f) for c, f in self.mailboxes.gone(client)]
 
     def handshaken(self, client: int) -> bool:
         """Whether the client has finished the hello/welcome exchange (a peer relay: and
@@ -309,11 +294,8 @@ class RelayCore:
             return [CatchUp(client, frame.topic, frame.after, frame.from_snapshot)]
         if isinstance(frame, Publish):
             return self._publish(client, state, frame)
-        if isinstance(frame, Mailbox):
+        if isinstance(frame, (Mailbox, MailboxClose)):
             return self._mailbox(client, state, frame)
-        if isinstance(frame, MailboxClose):
-            box = self.mailboxes.get(frame.nameplate)
-            return self._burn(frame.nameplate) if box and client in box.members else []
         if isinstance(frame, Error):
             log.info("a client reported: %s %s", frame.code, frame.message)
         return []
@@ -548,54 +530,15 @@ class RelayCore:
 
     # --- invite mailboxes (SECURITY.md §5): the relay passes messages it cannot read ----
 
-    def _mailbox(self, client: int, state: _Client, frame: Mailbox) -> list[Output]:
-        config, now, n = self.config, self.clock(), frame.nameplate
-        for old in [k for k, b in self.mailboxes.items() if now - b.opened > config.mailbox_ttl_s]:
-            self._burn(old)
-        if len(frame.body) > config.mailbox_message_bytes:
-            return self._error(client, "mailbox-full", "That invite message is too large.")
-        box = self.mailboxes.get(n)
+    def _mailbox(self, client: int, state: _Client, frame: Mailbox | MailboxClose) -> list[Output]:
         out: list[Output] = []
-        if frame.create:
-            mine = sum(1 for b in self.mailboxes.values() if b.creator_ip == state.ip)
-            if box is not None:
-                return self._error(client, "mailbox-taken", f"Invite number {n} is in use.")
-            if len(self.mailboxes) >= config.max_mailboxes or mine >= config.mailboxes_per_ip:
-                return self._error(
-                    client, "too-many-mailboxes", "Too many invites are open; try later."
-                )
-            box = self.mailboxes[n] = _Mailbox(creator_ip=state.ip, opened=now, members=[client])
-            self.metrics.count("hearth_relay_mailboxes_total")
-            out.append(ToClient(client, Mailbox(nameplate=n, create=True)))
-        elif box is None:
-            return self._error(
-                client,
-                "no-such-mailbox",
-                "No invite is waiting under that number: check the code, or ask for a new one.",
-            )
-        elif client not in box.members:
-            if len(box.members) >= 2:
-                return self._error(client, "mailbox-full", "Someone else is using this invite.")
-            box.members.append(client)
-            out += [ToClient(client, Mailbox(nameplate=n, body=b)) for _, b in box.waiting]
-            box.waiting.clear()
-        if frame.body:
-            box.messages += 1
-            if box.messages > config.mailbox_messages:
-                return out + self._burn(n)
-            others = [m for m in box.members if m != client]
-            if others:
-                out.append(ToClient(others[0], Mailbox(nameplate=n, body=frame.body)))
-            else:
-                box.waiting.append((client, frame.body))
+        for to, answer in self.mailboxes.handle(client, state.ip, frame):
+            if isinstance(answer, Error):
+                self.reject(answer.code, state.ip)
+            elif isinstance(answer, Mailbox) and answer.create:
+                self.metrics.count("hearth_relay_mailboxes_total")
+            out.append(ToClient(to, answer))
         return out
-
-    def _burn(self, nameplate: int) -> list[Output]:
-        """Close a mailbox for good; tell whoever is in it."""
-        box = self.mailboxes.pop(nameplate, None)
-        if box is None:
-            return []
-        return [ToClient(m, MailboxClose(nameplate=nameplate)) for m in box.members]
 
     def pending(self) -> bool:
         """Whether published or mirrored bundles wait for :meth:`flush`."""
