@@ -14,6 +14,8 @@ import asyncio
 import logging
 import secrets
 import socket
+import time
+from collections.abc import Callable
 
 import ifaddr
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
@@ -22,7 +24,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from hearth.node import Node
 from hearth.protocol.beacon import beacon_tag, groups_beaconed
 
-__all__ = ["SERVICE_TYPE", "LanPresence"]
+__all__ = ["SERVICE_TYPE", "LanPresence", "find_invite"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,11 @@ _ANY = ("", "0.0.0.0", "::")  # noqa: S104 (recognised, not bound to)
 class LanPresence:
     """Our announcement on the LAN and the peers of our groups found there."""
 
-    def __init__(self, node: Node, host: str, port: int) -> None:
+    def __init__(
+        self, node: Node, host: str, port: int, invites: Callable[[], list[int]] = list
+    ) -> None:
         self.node = node
+        self.invites = invites  # the numbers of invite mailboxes open at our listener
         self.port = port
         self.addresses = _addresses(host)
         interfaces = InterfaceChoice.All if host in _ANY else [host]
@@ -79,6 +84,9 @@ class LanPresence:
             f"t{i}": beacon_tag(self.node.feeds.current_keys(group.id).lan_key, now)
             for i, group in enumerate(self.node.groups())
         }
+        open_invites = self.invites()
+        if open_invites:  # the number of a code is no secret: the relay sees it too
+            tags["invites"] = ",".join(str(n) for n in open_invites)
         return AsyncServiceInfo(
             SERVICE_TYPE,
             self.full_name,
@@ -135,3 +143,43 @@ def _addresses(host: str) -> list[str]:
         if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
     ]
     return found or ["127.0.0.1"]
+
+
+async def find_invite(nameplate: int, timeout: float) -> str | None:
+    """The ``ws://`` address of a node on the local network holding the invite mailbox
+    numbered ``nameplate`` (its ``hearth serve --listen`` announces it), if one turns up
+    within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # A fresh look each round: a node announces a new invite by updating what it
+        # announced, and a cache filled a moment earlier would keep the old version.
+        found = await _look_for_invite(nameplate, min(3.0, deadline - time.monotonic()))
+        if found is not None:
+            return found
+    return None
+
+
+async def _look_for_invite(nameplate: int, seconds: float) -> str | None:
+    interfaces = sorted({"127.0.0.1", *_addresses("0.0.0.0")})  # noqa: S104 - any interface
+    zeroconf = AsyncZeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
+    names: set[str] = set()
+    browser = AsyncServiceBrowser(
+        zeroconf.zeroconf, [SERVICE_TYPE], handlers=[lambda name, **_: names.add(name)]
+    )
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            for name in sorted(names):
+                info = AsyncServiceInfo(SERVICE_TYPE, name)
+                if not await info.async_request(zeroconf.zeroconf, 1000):
+                    continue
+                raw = info.properties.get(b"invites") or b""
+                numbers = {int(n) for n in raw.decode().split(",") if n.isdigit()}
+                addresses = info.parsed_addresses(IPVersion.V4Only)
+                if nameplate in numbers and addresses and info.port is not None:
+                    return f"ws://{addresses[0]}:{info.port}"
+    finally:
+        await browser.async_cancel()
+        await zeroconf.async_close()
+    return None

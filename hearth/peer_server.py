@@ -5,6 +5,10 @@ passes in a fresh random challenge per connection, delivers the bundles a peer l
 its version vector, runs what the peer publishes through the same intake as bundles from
 a relay, and pushes bundles stored later (written here, by another ``hearth`` command on
 this home, or received from a relay or another peer) to every peer following that topic.
+
+It also holds invite mailboxes, as a relay does, for invites run over the local network
+when the group has no relay: this node's own ``hearth invite`` opens one (only from this
+machine), and the joiner, who found this listener by mDNS, joins it.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from typing import cast
 
 from aiohttp import WSMsgType, web
 
 from hearth.intake import Verdict, take_in
 from hearth.node import Node
-from hearth.protocol.frames import MAX_FRAME, Deliver
-from hearth.protocol.serving import CatchUpPeer, Close, Send, ServingSession, TakeIn
+from hearth.protocol.frames import MAX_FRAME, Deliver, Error, Frame, Mailbox
+from hearth.protocol.mailbox import Mailboxes, MailboxLimits
+from hearth.protocol.serving import CatchUpPeer, Close, Send, ServingSession, TakeIn, ToMailboxes
 
-__all__ = ["MAX_PEERS", "start_listener"]
+__all__ = ["MAX_PEERS", "open_invites", "start_listener"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,13 @@ MAX_PEERS = 32  # a group's members on one LAN, with room to spare
 _NODE = web.AppKey("node", Node)
 _PEERS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peers")
 _POLL_S = web.AppKey("poll_s", float)
+_MAILBOXES = web.AppKey("mailboxes", Mailboxes)
+_SESSIONS: web.AppKey[dict[int, tuple[web.WebSocketResponse, ServingSession]]] = web.AppKey(
+    "sessions"
+)
+# A handful of invites at a time is plenty for one node; each lives ten minutes at most.
+_INVITE_LIMITS = MailboxLimits(max_mailboxes=8, per_creator=8, ttl_s=600.0)
+_LOOPBACK = ("127.0.0.1", "::1")
 
 
 async def start_listener(
@@ -41,6 +54,8 @@ async def start_listener(
     app[_NODE] = node
     app[_PEERS] = set()
     app[_POLL_S] = poll_s
+    app[_MAILBOXES] = Mailboxes(_INVITE_LIMITS, time.monotonic)
+    app[_SESSIONS] = {}
     app.router.add_get("/", _handle)
     app.on_shutdown.append(_close_peers)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
@@ -50,6 +65,11 @@ async def start_listener(
     server = cast(asyncio.Server, site._server)  # the only way to learn the port chosen for 0
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
     return runner, f"ws://{bound_host}:{bound_port}"
+
+
+def open_invites(runner: web.AppRunner) -> list[int]:
+    """The numbers of the invite mailboxes open at a listener (announced on the LAN)."""
+    return sorted(runner.app[_MAILBOXES].open)
 
 
 def _topics(node: Node) -> dict[bytes, bytes]:
@@ -71,6 +91,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     peers.add(ws)
     source = f"peer {request.remote}"
     session = ServingSession(_topics(node), challenge=secrets.token_bytes(32))
+    client, sessions = id(ws), request.app[_SESSIONS]
+    sessions[client] = (ws, session)
     known: set[bytes] = set()  # bundle ids the peer has or was sent
     mark = node.feeds.newest_arrival()
 
@@ -92,14 +114,38 @@ async def _handle(request: web.Request) -> web.StreamResponse:
                 await ws.close(code=1003, message=b"binary frames only")
                 break
             for output in session.receive(message.data):
-                if not await _carry_out(node, ws, session, output, known, source):
+                if isinstance(output, ToMailboxes):
+                    await _mailbox(request, client, output)
+                elif not await _carry_out(node, ws, session, output, known, source):
                     break
     finally:
         pusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pusher
         peers.discard(ws)
+        sessions.pop(client, None)
+        await _pass_on(request.app, request.app[_MAILBOXES].gone(client))
     return ws
+
+
+async def _mailbox(request: web.Request, client: int, output: ToMailboxes) -> None:
+    """An invite mailbox frame; only this machine may open a mailbox here."""
+    frame = output.frame
+    if isinstance(frame, Mailbox) and frame.create and request.remote not in _LOOPBACK:
+        answer = Error(code="no-such-mailbox", message="Invites are opened here only locally.")
+        await _pass_on(request.app, [(client, answer)])
+        return
+    creator = request.remote or "?"
+    await _pass_on(request.app, request.app[_MAILBOXES].handle(client, creator, frame))
+
+
+async def _pass_on(app: web.Application, frames: list[tuple[int, Frame]]) -> None:
+    sessions = app[_SESSIONS]
+    for client, frame in frames:
+        if client in sessions:
+            ws, session = sessions[client]
+            if not ws.closed:
+                await ws.send_bytes(session.send(frame))
 
 
 async def _carry_out(

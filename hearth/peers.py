@@ -14,7 +14,9 @@ from hearth.errors import NotFound
 from hearth.ledger.ledger import check_relay_url
 from hearth.store import Store
 
-__all__ = ["add_peer", "list_peers", "note_peer_has", "remove_peer", "waiting_for"]
+__all__ = ["LISTENING_AT", "add_peer", "list_peers", "note_peer_has", "remove_peer", "waiting_for"]
+
+LISTENING_AT = "listening_at"  # meta key: this home's `serve --listen` address while it runs
 
 
 def add_peer(store: Store, url: str, now_ms: int) -> str:

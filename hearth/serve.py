@@ -18,8 +18,8 @@ from collections.abc import Callable
 from hearth.compaction import compact_in_background
 from hearth.lan import LanPresence
 from hearth.node import Node
-from hearth.peer_server import start_listener
-from hearth.peers import list_peers
+from hearth.peer_server import open_invites, start_listener
+from hearth.peers import LISTENING_AT, list_peers
 from hearth.rotation import rotate, rotation_due
 from hearth.sync_client import stay_connected
 
@@ -42,9 +42,13 @@ async def serve(
     presence = None
     if listen is not None:
         runner, url = await start_listener(node, *listen)
+        listener = runner
+        with node.store.write():  # where this home's `hearth invite` finds us without a relay
+            node.store.set_meta(LISTENING_AT, url)
         on_listening(url)
         if lan:
-            presence = LanPresence(node, listen[0], int(url.rsplit(":", 1)[1]))
+            port = int(url.rsplit(":", 1)[1])
+            presence = LanPresence(node, listen[0], port, lambda: open_invites(listener))
             await presence.start()
     # (url, is a peer) -> its task, and the groups it was started for
     tasks: dict[tuple[str, bool], tuple[asyncio.Task[None], tuple[str, ...]]] = {}
@@ -79,4 +83,6 @@ async def serve(
         if presence is not None:
             await presence.close()
         if runner is not None:
+            with node.store.write():
+                node.store.set_meta(LISTENING_AT, "")
             await runner.cleanup()

@@ -10,7 +10,7 @@ from hearth import neighbours
 from hearth.cli.commands import confirm, emit
 from hearth.cli.render import table
 from hearth.crypto import SigningKey
-from hearth.errors import TransportError, UsageError
+from hearth.errors import UsageError
 from hearth.neighbourhood import Offer, Request, State
 from hearth.node import Node
 from hearth.protocol.invite_code import JoinerIntroduced
@@ -127,15 +127,14 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
 
 
 def _join(args: argparse.Namespace, node: Node) -> int:
-    from hearth.cli.sync_commands import sync_now, token_for_code
+    from hearth.cli.sync_commands import find_inviter_nearby, sync_now, token_for_code
 
     group = node.current_group()
     neighbours.require_admin(node, group.id, "join a neighbourhood")
     relays = [args.relay] if args.relay else node.view(group.id).relays()
-    if not relays:
-        raise TransportError("Add the relay the inviting group uses: --relay ws://HOST:PORT.")
+    meeting = relays[0] if relays else find_inviter_nearby(args.token, args.timeout)
     key = SigningKey.generate(node.random_bytes)
-    token = token_for_code(args, relays[0], name=group.name, device=key)
+    token = token_for_code(args, meeting, name=group.name, device=key)
     membership = neighbours.join(node, group.id, token, key)
     reports = sync_now(node, [group.id], timeout=args.timeout)
     current = neighbours.state(node, membership)

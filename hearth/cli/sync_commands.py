@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hearth import neighbours
@@ -25,7 +25,7 @@ from hearth.invite import (
     encode_token,
 )
 from hearth.node import Node, open_node
-from hearth.peers import add_peer, list_peers, remove_peer, waiting_for
+from hearth.peers import LISTENING_AT, add_peer, list_peers, remove_peer, waiting_for
 from hearth.protocol import codec
 from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.retraction import removal_notices
@@ -319,11 +319,16 @@ def invite_by_code(
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than zero seconds.")
     relays = node.view().relays()
-    if not relays:
+    meeting = relays[0] if relays else _local_listener(node)
+    if meeting is None:
         raise TransportError(
-            "The group lists no relay to meet through: `hearth relay add URL`, or "
-            "`hearth invite --token` to hand over a token instead."
+            "The group lists no relay to meet through, and no `hearth serve --listen` runs "
+            "on this device: add a relay (`hearth relay add URL`), start `hearth serve "
+            "--listen 0.0.0.0:0` to invite over the local network, or hand over a token "
+            "(`hearth invite --token`)."
         )
+    where = f" --relay {meeting}" if relays else ""
+    nearby = "" if relays else " (on this network)"
 
     def say(data: dict[str, str], text: str) -> None:
         print(json.dumps(data) if args.json else text, flush=True)
@@ -332,7 +337,7 @@ def invite_by_code(
         say({"code": code}, code)
         if not args.json:
             print(
-                f"On {who}, run `{join_command} {code} --relay {relays[0]}`. Waiting…",
+                f"On {who}{nearby}, run `{join_command} {code}{where}`. Waiting…",
                 flush=True,
             )
 
@@ -348,7 +353,7 @@ def invite_by_code(
     result = asyncio.run(
         offer_invite(
             node,
-            relays[0],
+            meeting,
             timeout=args.timeout,
             show_code=show_code,
             show_phrase=show_phrase,
@@ -367,17 +372,17 @@ def join(args: argparse.Namespace, home: Path) -> int:
     """``hearth join CODE`` (or a token): create the identity if needed, join, then try a
     first sync."""
     device = None if has_identity(home) else SigningKey.generate()
+    lan_peer = None
     if args.token.strip().startswith("hearth-token-"):
         text = args.token
     else:
-        if not args.relay:
-            raise UsageError("Add the relay the inviter uses: --relay ws://HOST:PORT.")
+        relay = args.relay or (lan_peer := find_inviter_nearby(args.token, args.timeout))
         if device is None:
             with open_node(home) as node:
                 name, key = node.identity.name, node.identity.device_key
         else:
             name, key = args.name or os.uname().nodename or "a new device", device
-        text = token_for_code(args, args.relay, name=name, device=key)
+        text = token_for_code(args, relay, name=name, device=key)
     as_device = text.startswith(DEVICE_PREFIX)
     if as_device:
         if device is None:
@@ -398,16 +403,13 @@ def join(args: argparse.Namespace, home: Path) -> int:
             create_identity(home, name=args.name, device=device)
     with open_node(home) as node:
         group = node.join_with_token(token, as_device=as_device)
-        reports = (
-            asyncio.run(sync_relays(node, list(token.relays), [group.id], timeout=args.timeout))
-            if token.relays
-            else []
-        )
-        if as_device and node.claim_device(group.id) and token.relays:
-            reports += asyncio.run(
-                sync_relays(node, list(token.relays), [group.id], timeout=args.timeout)
+        if lan_peer is not None:  # met over the local network: sync with the inviter there
+            add_peer(node.store, lan_peer, node.clock.now_ms())
+        reports = _first_sync(node, token.relays, lan_peer, group.id, args.timeout)
+        if as_device and node.claim_device(group.id):
+            reports = _merged(
+                reports + _first_sync(node, token.relays, lan_peer, group.id, args.timeout)
             )
-            reports = _merged(reports)
         data = {"group": group.name, "group_id": group.id, **_report_json(reports)}
         synced = any(r.ok for r in reports)
         text = f"You joined '{group.name}'." + (
@@ -416,6 +418,46 @@ def join(args: argparse.Namespace, home: Path) -> int:
             else " No relay could be reached yet; `hearth sync` will catch up later."
         )
         return emit(args, data, text)
+
+
+def _first_sync(
+    node: Node, relays: Sequence[str], peer: str | None, group_id: str, timeout: float
+) -> list[RelayReport]:
+    """A joiner's first exchange: with the token's relays, and the inviter met nearby."""
+    reports = []
+    if relays:
+        reports += asyncio.run(sync_relays(node, list(relays), [group_id], timeout=timeout))
+    if peer is not None:
+        reports += asyncio.run(sync_relays(node, [peer], [group_id], timeout=timeout, peers=True))
+    return reports
+
+
+def _local_listener(node: Node) -> str | None:
+    """The address of this home's `hearth serve --listen`, as reached from this machine."""
+    url = node.store.get_meta(LISTENING_AT)
+    if not url:
+        return None
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - listening on every interface
+        host = "127.0.0.1"
+    return f"ws://{host}:{port}"
+
+
+def find_inviter_nearby(code_text: str, timeout: float) -> str:
+    """The address of the node on this network holding the invite of a code (found by
+    mDNS), or a :class:`TransportError` that says what to do."""
+    from hearth.lan import find_invite
+    from hearth.protocol.invite_code import parse_code
+
+    code = parse_code(code_text)
+    found = asyncio.run(find_invite(code.nameplate, timeout=min(timeout, 15.0)))
+    if found is None:
+        raise TransportError(
+            "No relay was given and no inviting device answered on this network: ask the "
+            "inviter which relay to use (--relay URL), or join the same network as their "
+            "`hearth serve --listen`."
+        )
+    return found
 
 
 def token_for_code(args: argparse.Namespace, relay: str, *, name: str, device: SigningKey) -> str:

@@ -35,6 +35,8 @@ from hearth.protocol.frames import (
     Error,
     Frame,
     Hello,
+    Mailbox,
+    MailboxClose,
     Publish,
     Register,
     Subscribe,
@@ -44,7 +46,7 @@ from hearth.protocol.frames import (
 )
 from hearth.protocol.sync import Send
 
-__all__ = ["CatchUpPeer", "Close", "Output", "Send", "ServingSession", "TakeIn"]
+__all__ = ["CatchUpPeer", "Close", "Output", "Send", "ServingSession", "TakeIn", "ToMailboxes"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,14 @@ class TakeIn:
 
 
 @dataclass(frozen=True, slots=True)
+class ToMailboxes:
+    """An invite mailbox frame (an invite run over the local network): for the
+    listener's :class:`~hearth.protocol.mailbox.Mailboxes`."""
+
+    frame: Mailbox | MailboxClose
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the connection with this WebSocket code and reason."""
 
@@ -75,7 +85,7 @@ class Close:
     reason: str
 
 
-Output = Union[Send, CatchUpPeer, TakeIn, Close]  # noqa: UP007
+Output = Union[Send, CatchUpPeer, TakeIn, ToMailboxes, Close]  # noqa: UP007
 
 
 class ServingSession:
@@ -149,6 +159,8 @@ class ServingSession:
             if envelope.topic not in self.registered:
                 return [_error("unknown-topic", "Register the topic first.", envelope.id)]
             return [TakeIn(envelope.id, frame.envelope)]
+        if isinstance(frame, (Mailbox, MailboxClose)):
+            return [ToMailboxes(frame)]
         if isinstance(frame, Error):
             log.info("a peer reported: %s %s", frame.code, frame.message)
         return []
