@@ -10,7 +10,8 @@ Two measurements, with real ``hearth-relay`` processes on 127.0.0.1:
   time is from the offer being made until Cy's node holds it (polled every 2 ms): p50/p99.
 - **throughput**: relay A holds ``--bundles`` bundles of one topic; it is then started
   peered with an empty relay B. Bundles per second from A being up (it then dials B)
-  until B has stored them all — at the default peer rate limit (2,000/s, burst 20,000) and with the limit lifted.
+  until B has stored them all — at the default peer rate limit (2,000/s, burst 20,000)
+  and with the limit lifted.
 """
 
 from __future__ import annotations

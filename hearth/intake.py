@@ -114,7 +114,16 @@ class _Flip(Exception):
 
 
 def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
-    """Check a bundle from ``source`` and apply it if it is valid."""
+    """Check a bundle from ``source`` and apply it if it is valid; whoever watches the
+    node for arrivals (the app) hears of what was applied."""
+    outcome = _take_in(node, data, source)
+    if outcome.verdict is Verdict.APPLIED:
+        for listener in node.arrival_listeners:
+            listener()
+    return outcome
+
+
+def _take_in(node: Node, data: bytes, source: str) -> Outcome:
     try:
         envelope = parse_envelope(data)
     except ProtocolError as exc:

@@ -142,6 +142,8 @@ class Node:
         # holds the GIL for a noticeable time. Groups due for that collect here.
         self.compact_elsewhere = False
         self.compactions_due: set[str] = set()
+        # Called after a bundle from elsewhere was applied (the app redraws at once).
+        self.arrival_listeners: list[Callable[[], None]] = []
 
     @property
     def feeds(self) -> Feeds:

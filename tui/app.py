@@ -11,6 +11,7 @@ command on the same home — without moving the cursor or touching what is being
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar, cast
 
@@ -48,6 +49,8 @@ from tui.panes import (
 from tui.state import neighbourhoods_of, sync_state
 
 __all__ = ["HearthApp"]
+
+REDRAW_GAP_S = 0.25  # while changes pour in from sharing, redraw at most this often
 
 _TABS = (
     "overview",
@@ -206,6 +209,8 @@ class HearthApp(App[None]):
         self._stale: set[str] = set()  # tabs to draw afresh when next shown
         self._drawn_at = 0
         self._stop_sharing = asyncio.Event()
+        self._redraw_due = False
+        self._redrawn = 0.0
 
     # --- layout and refreshing ---------------------------------------------------------
 
@@ -232,7 +237,11 @@ class HearthApp(App[None]):
 
     def on_mount(self) -> None:
         self.redraw()
+        # Other `hearth` commands on this home are noticed by polling; what sharing brings
+        # in here is drawn as soon as it is applied (at most every REDRAW_GAP_S while a
+        # catch-up brings much).
         self.set_interval(self.poll_s, self.redraw_if_changed)
+        self.node.arrival_listeners.append(self._arrived)
         if self.share:
             self.share_changes()
 
@@ -268,6 +277,25 @@ class HearthApp(App[None]):
         self._stale = set(self._PANES) - {tab}
         self._seen = self._change_marks()
         self._drawn_at = snap.now_ms
+        self._redrawn = time.monotonic()
+
+    def on_unmount(self) -> None:
+        if self._arrived in self.node.arrival_listeners:
+            self.node.arrival_listeners.remove(self._arrived)
+
+    def _arrived(self) -> None:
+        if self._redraw_due:
+            return
+        self._redraw_due = True
+        wait = self._redrawn + REDRAW_GAP_S - time.monotonic()
+        if wait > 0:
+            self.set_timer(wait, self._redraw_arrivals)
+        else:
+            self.call_later(self._redraw_arrivals)
+
+    def _redraw_arrivals(self) -> None:
+        self._redraw_due = False
+        self.redraw_if_changed()
 
     def redraw_if_changed(self) -> None:
         """Redraw when something new was stored or shared — and now and then anyway, as
