@@ -555,3 +555,23 @@ async def test_the_neighbours_tab_asks_for_offers_and_answers_requests(
             await pilot.press("y")
             await pilot.pause()
             assert cells(app, "offer-table", 0) == ["Riverside"]
+
+
+async def test_a_change_sharing_brings_in_is_drawn_without_waiting_for_a_poll(
+    ada: Node, homes: tuple[Path, Path]
+) -> None:
+    app = HearthApp(ada, share=False, poll_s=3600)  # no poll comes round during the test
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        with open_node(homes[1]) as ben, ben.change() as ledger:
+            ledger.add_resource("Brought by sharing")
+        with open_node(homes[1]) as ben:
+            mine = ben.identity.device_key.public
+            envelope = [b for b in ben.feeds.all() if b.author == mine][-1].envelope
+        assert take_in(ada, envelope, source="test").verdict.value == "applied"
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if "Brought by sharing" in cells(app, "resource-table"):
+                break
+        assert "Brought by sharing" in cells(app, "resource-table")
