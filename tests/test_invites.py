@@ -88,10 +88,13 @@ def group_at(tmp_path: Path, relay_url: str) -> Cli:
     return ada
 
 
-def start_invite(ada: Cli, *extra: str) -> subprocess.Popen[str]:
+def start_invite(ada: Cli, *extra: str, command: str = "") -> subprocess.Popen[str]:
+    """``hearth [COMMAND] invite --json …`` running in the background (``command``:
+    ``neighbourhood`` for a group's invite into a neighbourhood)."""
     env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    words = [command, "invite"] if command else ["invite"]
     return subprocess.Popen(
-        [*hearth_command(), "--home", str(ada.home), "invite", "--json", *extra],
+        [*hearth_command(), "--home", str(ada.home), *words, "--json", *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, hearth_command
-from tests.test_relay_peering import eventually, relay_id
-from tests.test_sync_processes import Relay, start_relay
+from tests.test_invites import first_line, start_invite
+from tests.test_relay_peering import relay_id
+from tests.test_sync_processes import Relay, start_relay, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -34,20 +35,8 @@ def group(tmp_path: Path, person: str, name: str, relay: Relay) -> Cli:
 
 def bring_in(inviter: Cli, joiner: Cli, relay: Relay) -> dict[str, object]:
     """The inviter's group lets the joiner's group into its neighbourhood by code."""
-    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
-    inviting = subprocess.Popen(
-        [
-            *hearth_command(),
-            *("--home", str(inviter.home), "neighbourhood", "invite"),
-            *("--json", "--yes", "--timeout", "60"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert inviting.stdout is not None
-    code = json.loads(inviting.stdout.readline())["code"]
+    inviting = start_invite(inviter, "--yes", "--timeout", "60", command="neighbourhood")
+    code = first_line(inviting)["code"]
     out = joiner("neighbourhood", "join", code, "--relay", relay.url, "--json").out
     phrase, joined = (json.loads(line) for line in out.splitlines())
     assert len(phrase["phrase"].split()) == 4
@@ -66,7 +55,7 @@ def synced_until(clis: list[Cli], check: Callable[[], bool]) -> bool:
             cli("sync")
         return check()
 
-    return eventually(again, seconds=40)
+    return wait_until(again, seconds=40)
 
 
 def test_three_groups_on_three_relays_share_through_a_neighbourhood(tmp_path: Path) -> None:
@@ -208,7 +197,7 @@ def test_serve_carries_a_neighbourhood_live(tmp_path: Path) -> None:
         asked = json.loads(cy("request", offer["id"], "--qty", "2", "--json").out)
         cy("sync")
         # Received live by Ada's serve: no sync on her side.
-        assert eventually(
+        assert wait_until(
             lambda: [r["id"] for r in listed(ada, "request", "list")] == [asked["id"]]
         )
         ada("request", "accept", asked["id"])

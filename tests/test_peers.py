@@ -35,6 +35,7 @@ from hearth.protocol.serving import CatchUpPeer, Close, ServingSession
 from hearth.protocol.sync import PeerHas, RelaySession, Send, Settled, TopicPlan
 from hearth.protocol.words import WORDS
 from tests.conftest import Cli, hearth_command
+from tests.test_invites import first_line, start_invite
 from tests.test_sync_processes import state, wait_until
 
 CHALLENGE = bytes(range(32))
@@ -356,17 +357,9 @@ def test_an_invite_code_over_the_lan_with_no_relay(tmp_path: Path) -> None:
     refused = ada("invite", "--yes", "--timeout", "5", check=False)
     assert refused.code == 1
     assert "serve --listen" in refused.err  # no relay and nothing listening: what to do
-    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
     with serving(ada):
-        inviting = subprocess.Popen(
-            [*hearth_command(), "--home", str(ada.home), "invite", "--yes", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert inviting.stdout is not None
-        code = json.loads(inviting.stdout.readline())["code"]
+        inviting = start_invite(ada, "--yes")
+        code = first_line(inviting)["code"]
         last = code.rsplit("-", 1)[1]
         wrong = code.rsplit("-", 1)[0] + "-" + WORDS[(WORDS.index(last) + 1) % len(WORDS)]
         failed = eve("join", wrong, "--name", "Eve", "--timeout", "30", check=False)
@@ -374,15 +367,8 @@ def test_an_invite_code_over_the_lan_with_no_relay(tmp_path: Path) -> None:
         out, err = inviting.communicate(timeout=30)
         assert inviting.returncode == 1, (out, err)
 
-        inviting = subprocess.Popen(
-            [*hearth_command(), "--home", str(ada.home), "invite", "--yes", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert inviting.stdout is not None
-        code = json.loads(inviting.stdout.readline())["code"]
+        inviting = start_invite(ada, "--yes")
+        code = first_line(inviting)["code"]
         joined = ben("join", code, "--name", "Ben", "--json", "--timeout", "30")
         phrase, result = (json.loads(line) for line in joined.out.splitlines())
         out, err = inviting.communicate(timeout=30)

@@ -14,15 +14,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
-from tests.test_sync_processes import Relay, start_relay
+from tests.test_sync_processes import Relay, start_relay, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -50,15 +48,6 @@ def metric(relay: Relay, name: str) -> float:
 def bundle_ids(relay: Relay) -> set[bytes]:
     with sqlite3.connect(relay.data / "relay.db") as db:
         return {bytes(row[0]) for row in db.execute("SELECT id FROM envelopes")}
-
-
-def eventually(check: Callable[[], bool], seconds: float = 20) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return check()
 
 
 def resources(cli: Cli) -> set[str]:
@@ -91,7 +80,7 @@ def test_members_on_relays_two_hops_apart_sync_through_the_middle(tmp_path: Path
             assert report["relays_ok"] == [c.url]
             return "Wheelbarrow" in resources(ben)
 
-        assert eventually(ben_has_it), "Ada's edit did not cross A→B→C"
+        assert wait_until(ben_has_it), "Ada's edit did not cross A→B→C"
 
         ben("resource", "add", "Seed trays", "--qty", "12")
         ben("sync")
@@ -100,13 +89,13 @@ def test_members_on_relays_two_hops_apart_sync_through_the_middle(tmp_path: Path
             ada("sync")
             return "Seed trays" in resources(ada)
 
-        assert eventually(ada_has_it), "Ben's edit did not cross C→B→A"
-        assert eventually(lambda: bundle_ids(a) == bundle_ids(b) == bundle_ids(c))
+        assert wait_until(ada_has_it), "Ben's edit did not cross C→B→A"
+        assert wait_until(lambda: bundle_ids(a) == bundle_ids(b) == bundle_ids(c))
         # Each bundle arrived at each relay once: any second arrival would be counted.
         assert [metric(r, "hearth_relay_peer_duplicates_total") for r in relays] == [0, 0, 0]
         assert metric(b, "hearth_relay_peer_bundles_in_total") == len(bundle_ids(b))
         assert metric(b, "hearth_relay_peer_links") == 2
-        assert eventually(lambda: metric(b, "hearth_relay_peer_lag_bundles") == 0)
+        assert wait_until(lambda: metric(b, "hearth_relay_peer_lag_bundles") == 0)
         assert metric(a, "hearth_relay_topics_by_size") == 1  # one topic, in some bucket
         assert 0 < metric(a, "hearth_relay_topic_quota_used_max") < 0.01
 
