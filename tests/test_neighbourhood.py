@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,31 @@ def test_a_need_is_matched_by_shared_words_with_resources_and_offers() -> None:
     assert [(m.what, m.where) for m in matcher.for_need(need)] == [("Compost", "Elm Street")]
     assert matcher.for_need(replace(need, what="A ladder")) == []
     assert matcher.for_need(replace(need, what="the of and")) == []
+
+
+def test_only_admins_start_join_or_leave_a_neighbourhood(tmp_path: Path) -> None:
+    from hearth import neighbours
+    from hearth.errors import NotAuthorized
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import open_node
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Elm Street").id
+        ben.join_with_token(ada.create_invite())
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+        for bundle in ada.feeds.all():  # Ben sees Ada as the group's admin
+            take_in(ben, bundle.envelope, source="test")
+        with pytest.raises(NotAuthorized, match="admins"):
+            neighbours.create(ben, group, "Eastside")
+        hood = neighbours.create(ada, group, "Eastside")
+        for bundle in ada.feeds.all():
+            take_in(ben, bundle.envelope, source="test")
+        assert [m.name for m in neighbours.memberships(ben, group)] == ["Eastside"]  # seen
+        with pytest.raises(NotAuthorized, match="admins"):
+            neighbours.leave(ben, group)
+        assert neighbours.leave(ada, group).id == hood.id
+        assert neighbours.memberships(ada, group) == []
