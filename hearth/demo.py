@@ -3,8 +3,10 @@
 A relay starts on loopback, and three neighbours — Ada, Ben and Cleo — each get a node (a
 home directory) in a temporary folder. Ada starts the group and records the library's
 things; Ben and Cleo join with invite tokens; then all three make changes while apart
-(two of them lend out the one gazebo) and sync through the relay. The summary shows the
-three ledgers identical, and the conflict the merge could not see.
+(two of them lend out the one gazebo) and sync through the relay. Next door, Dee's
+allotment group shares a neighbourhood with them: it offers apples and rhubarb, and asks
+for some of the library's compost. The summary shows the three ledgers identical, the
+conflict the merge could not see, and what the neighbours offer and ask.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from hearth import neighbours
+from hearth.crypto import SigningKey
 from hearth.errors import TransportError
 from hearth.identity import create_identity
 from hearth.intake import take_in
@@ -80,16 +84,19 @@ class DemoClock:
 
 @dataclass
 class Demo:
-    """The three nodes of the demo and where they live."""
+    """The three nodes of the demo's group, the neighbour group's node, and where they live."""
 
     root: Path
     nodes: dict[str, Node]
     group_id: str
+    neighbour: Node | None = None
 
     def close(self) -> None:
         """Close every node."""
         for node in self.nodes.values():
             node.close()
+        if self.neighbour is not None:
+            self.neighbour.close()
 
 
 def _find(ledger: Ledger, name: str) -> str:
@@ -203,7 +210,53 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
     with cleo.change() as ledger:
         ledger.return_(_find(ledger, "Lawn mower"))
     exchange(nodes, group.id)
-    return Demo(root=root, nodes=nodes, group_id=group.id)
+    dee = _neighbours(root, clock, ada, group.id, relay_url)
+    exchange(nodes, group.id)
+    return Demo(root=root, nodes=nodes, group_id=group.id, neighbour=dee)
+
+
+def _neighbours(
+    root: Path, clock: DemoClock, ada: Node, group_id: str, relay_url: str | None
+) -> Node:
+    """Dee's allotment group joins a neighbourhood with the library, offers some of its
+    harvest and asks for compost."""
+    create_identity(root / "dee", name="Dee", device_name="Dee's phone")
+    dee = open_node(root / "dee", clock=clock)
+    allotment = dee.create_group("Riverside Allotment").id
+    with dee.change() as ledger:
+        if relay_url:
+            ledger.add_relay(relay_url)
+        for name, qty, unit in (("Apples (windfalls)", 20, "kg"), ("Rhubarb crowns", 6, "")):
+            ledger.add_resource(
+                name, kind=Kind.FOOD, quantity=Decimal(qty), unit=unit, shareable=True
+            )
+    hood = neighbours.create(ada, group_id, "Eastside")
+    key = SigningKey.generate()
+    neighbours.admit(ada, hood, key.public, "Riverside Allotment")
+    neighbours.join(dee, allotment, neighbours.encode_token(hood), key)
+    compost = neighbours.add_offer(ada, group_id, "Compost", Decimal(5), note="well rotted")
+    real_now = time.time_ns() // 1_000_000
+    neighbours.add_offer(
+        dee, allotment, "Apples (windfalls)", Decimal(10), until=real_now + 14 * _DAY
+    )
+    neighbours.add_offer(dee, allotment, "Rhubarb crowns", Decimal(3), note="ready to plant")
+    said = ((ada, group_id), (dee, allotment))
+    _share_records(said, relay_url)
+    neighbours.request(dee, allotment, compost.id, Decimal(2), note="for the new beds")
+    _share_records(said, relay_url)
+    return dee
+
+
+def _share_records(said: tuple[tuple[Node, str], ...], relay_url: str | None) -> None:
+    """The neighbourhood's records, from each side to the other."""
+    if relay_url:
+        for node, group in (*said, said[0]):
+            asyncio.run(sync_relay(node, relay_url, [group], timeout=20))
+        return
+    (first, _), (second, _) = said
+    for source, target in ((first, second), (second, first)):
+        for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(target, bytes(envelope), source="demo")
 
 
 def _exchange(nodes: dict[str, Node], group_id: str) -> None:
@@ -276,6 +329,18 @@ def summary(demo: Demo) -> str:
     )
     for conflict in find_conflicts(view):
         lines.append(f"Conflict to sort out: {conflict.summary}")
+    ada_node = demo.nodes["Ada"]
+    for membership in neighbours.memberships(ada_node, demo.group_id):
+        hood = neighbours.state(ada_node, membership)
+        others = [
+            o for o in hood.open_offers(ada_node.clock.now_ms()) if o.group != membership.key.public
+        ]
+        lines.append(
+            f"Neighbourhood '{hood.name}': "
+            + ", ".join(f"{o.group_name} offers {o.what}" for o in others)
+            + f"; {sum(1 for r in hood.requests.values() if r.status == 'pending')} request(s)"
+            " wait for the library's answer (Neighbours tab, key 8)."
+        )
     latest = view.events()[-1]
     lines.append(f"Latest activity: {format_time(latest.at)} by {view.member_name(latest.by)}.")
     lines.append(f"Explore Ada's copy: hearth --home {demo.nodes['Ada'].home} resource list")
