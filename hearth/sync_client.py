@@ -29,6 +29,7 @@ from hearth.protocol.bundle import (
     MAX_BUNDLE,
     cover_proof,
     encode_snapshot,
+    freeze_proof,
     open_envelope,
     parse_envelope,
     peer_proof,
@@ -89,6 +90,10 @@ def plan_for(
     # Every epoch's topic: members who were offline during a removal still publish under the
     # old one, and the op that hands out the new key is published there too.
     every = [(group_id, keys) for group_id in group_ids for _, keys in node.feeds.epochs(group_id)]
+    # Epochs older than the one sealed under now are superseded: relays are asked to freeze
+    # their topics (after a grace period, so members away during the change catch up).
+    current = {g: node.feeds.current(g)[0] for g in group_ids}
+    numbers = {keys.epoch_id: number for g in group_ids for number, keys in node.feeds.epochs(g)}
     for group_id, keys in every:
         topic = keys.topic
         if peer:  # what to upload follows from the peer's version vector (PeerHas)
@@ -129,6 +134,7 @@ def plan_for(
                 after=after,
                 outgoing=outgoing,
                 from_snapshot=stored == 0,
+                freeze=freeze_proof(keys) if numbers[keys.epoch_id] < current[group_id] else b"",
             )
         )
     if not peer:  # the groups' neighbourhoods go through the groups' relays too

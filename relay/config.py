@@ -61,6 +61,9 @@ class RelayConfig:
     accept_peers: tuple[str, ...] = ()
     peer_publish_per_s: float = 2000.0
     peer_publish_burst: int = 20_000
+    # After a removal the group's old topic is frozen: bundles for it are refused this long
+    # after a member asked (members offline during the removal upload theirs meanwhile).
+    freeze_grace_s: float = 30 * 24 * 3600.0
 
     def mailbox_limits(self) -> MailboxLimits:
         """The invite mailboxes' limits."""

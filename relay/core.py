@@ -17,7 +17,12 @@ from typing import Union
 
 from hearth.crypto import RandomBytes, SigningKey
 from hearth.errors import ProtocolError, StorageError
-from hearth.protocol.bundle import Envelope, parse_envelope, registration_valid
+from hearth.protocol.bundle import (
+    Envelope,
+    freeze_valid,
+    parse_envelope,
+    registration_valid,
+)
 from hearth.protocol.connection import (
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
@@ -32,6 +37,7 @@ from hearth.protocol.frames import (
     Deliver,
     Error,
     Frame,
+    Freeze,
     Hello,
     Mailbox,
     MailboxClose,
@@ -296,6 +302,12 @@ class RelayCore:
             return self._publish(client, state, frame)
         if isinstance(frame, (Mailbox, MailboxClose)):
             return self._mailbox(client, state, frame)
+        if isinstance(frame, Freeze):
+            relay_key = self.store.relay_key(frame.topic)
+            if relay_key is None or not freeze_valid(frame.topic, relay_key, frame.proof):
+                return self._error(client, "bad-freeze", "The freeze request does not verify.")
+            self.store.freeze(frame.topic, self.wall_clock() + config.freeze_grace_s)
+            return []
         if isinstance(frame, Error):
             log.info("a client reported: %s %s", frame.code, frame.message)
         return []
@@ -353,6 +365,13 @@ class RelayCore:
         if relay_key is None:
             return self._error(
                 client, "unknown-topic", "Register the topic before publishing to it.", bundle_id
+            )
+        if self._frozen(envelope.topic):
+            return self._error(
+                client,
+                "topic-frozen",
+                "This group has a newer key; its old one takes no more changes here.",
+                bundle_id,
             )
         if not envelope.relay_signature_valid(relay_key):
             self._note_bad_signature(state.ip)
@@ -456,6 +475,10 @@ class RelayCore:
         self.metrics.count("hearth_relay_peer_duplicates_total", 0)  # shown from the start
         log.info("peer relay linked", extra={"peer": relay_id.hex()[:16]})
 
+    def _frozen(self, topic: bytes) -> bool:
+        frozen_at = self.store.frozen_at(topic)
+        return bool(frozen_at) and self.wall_clock() >= frozen_at
+
     def _may_link(self, relay_id: bytes) -> bool:
         return relay_id != self.identity.public and not any(
             s.peer == relay_id for s in self.clients.values()
@@ -509,6 +532,8 @@ class RelayCore:
         relay_key = self.store.relay_key(envelope.topic)
         if envelope.topic != frame.topic or relay_key is None:
             return "unknown-topic"
+        if self._frozen(envelope.topic):
+            return "topic-frozen"
         if not envelope.relay_signature_valid(relay_key):
             return "bad-signature"
         used_bytes, used_bundles = self.store.usage(envelope.topic)

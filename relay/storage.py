@@ -54,6 +54,7 @@ _ADDED_COLUMNS = (
     ("snapshots", "noted_at", "REAL NOT NULL DEFAULT 0"),
     ("topics", "proof", "BLOB NOT NULL DEFAULT x''"),
     ("envelopes", "origin", "BLOB"),
+    ("topics", "frozen_at", "REAL NOT NULL DEFAULT 0"),
 )
 
 
@@ -190,6 +191,19 @@ class RelayStore:
             "SELECT relay_key, proof FROM topics WHERE topic = ? AND proof != x''", (topic,)
         ).fetchone()
         return (bytes(row[0]), bytes(row[1])) if row else None
+
+    def freeze(self, topic: bytes, at: float) -> None:
+        """Take no bundles for a topic from ``at`` (seconds since the epoch); a freeze only
+        ever moves earlier, so whoever holds the old key cannot undo one."""
+        self._db.execute(
+            "UPDATE topics SET frozen_at = ? WHERE topic = ? AND (frozen_at = 0 OR frozen_at > ?)",
+            (at, topic, at),
+        )
+
+    def frozen_at(self, topic: bytes) -> float:
+        """When a topic stopped (or stops) taking bundles; 0 if it is not frozen."""
+        row = self._db.execute("SELECT frozen_at FROM topics WHERE topic = ?", (topic,)).fetchone()
+        return float(row[0]) if row else 0.0
 
     def usage(self, topic: bytes) -> tuple[int, int]:
         """(bytes, bundles) stored for a topic."""

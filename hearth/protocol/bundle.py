@@ -32,6 +32,8 @@ __all__ = [
     "decode_snapshot",
     "encode_changes",
     "encode_snapshot",
+    "freeze_proof",
+    "freeze_valid",
     "open_envelope",
     "parse_envelope",
     "peer_proof",
@@ -50,6 +52,17 @@ _RELAY_SIGNED = b"hearth/v1/relay-admission\x00"
 _REGISTER_SIGNED = b"hearth/v1/register\x00"
 _COVERS_SIGNED = b"hearth/v1/snapshot-covers\x00"
 _PEER_SIGNED = b"hearth/v1/peer\x00"
+_FREEZE_SIGNED = b"hearth/v1/freeze\x00"
+
+
+def freeze_proof(keys: EpochKeys) -> bytes:
+    """The relay key's word that its topic is superseded by a newer epoch's."""
+    return keys.relay_key.sign(_FREEZE_SIGNED + keys.topic)
+
+
+def freeze_valid(topic: bytes, relay_key: bytes, proof: bytes) -> bool:
+    """Whether a freeze request is signed by the topic's relay key."""
+    return verify(relay_key, proof, _FREEZE_SIGNED + topic)
 
 
 def registration_proof(keys: EpochKeys) -> bytes:

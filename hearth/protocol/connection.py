@@ -21,6 +21,7 @@ from hearth.protocol.frames import (
     Deliver,
     Error,
     Frame,
+    Freeze,
     Hello,
     Mailbox,
     MailboxClose,
@@ -66,7 +67,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-_FROM_CONNECTING = (Register, Subscribe, Publish, Error, Mailbox, MailboxClose)
+_FROM_CONNECTING = (Register, Subscribe, Publish, Freeze, Error, Mailbox, MailboxClose)
 _FROM_ACCEPTING = (Deliver, CaughtUp, Ack, Error, Mailbox, MailboxClose)
 _BETWEEN_RELAYS = (Peer, Mirror, Register, Deliver, CaughtUp, Error)
 """Once open, a link between peer relays (``hello`` with role ``relay``) carries these

@@ -23,6 +23,7 @@ __all__ = [
     "Deliver",
     "Error",
     "Frame",
+    "Freeze",
     "Hello",
     "Mailbox",
     "MailboxClose",
@@ -159,6 +160,16 @@ class MailboxClose:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Freeze:
+    """From a node: this topic's group has a newer key; after the relay's grace period
+    take no more bundles for it (the relay key's signature over the topic proves it)."""
+
+    TYPE: ClassVar[str] = "freeze"
+    topic: bytes
+    proof: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Peer:
     """From a relay dialing a peer relay: who it is, proven by signing the challenge."""
 
@@ -191,6 +202,7 @@ Frame = Union[  # noqa: UP007
     MailboxClose,
     Peer,
     Mirror,
+    Freeze,
 ]
 _TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in get_args(Frame)}
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {

@@ -32,6 +32,7 @@ from hearth.protocol.frames import (
     Deliver,
     Error,
     Frame,
+    Freeze,
     Hello,
     Publish,
     Register,
@@ -69,6 +70,7 @@ class TopicPlan:
     from_snapshot: bool = False  # nothing read from this relay yet: start from a snapshot
     prove: Callable[[bytes], bytes] | None = None  # a peer node: answer its challenge
     have: Sequence[tuple[bytes, int]] = ()  # a peer node: our version vector
+    freeze: bytes = b""  # a superseded epoch's topic: the proof that asks relays to freeze it
 
     @property
     def peer(self) -> bool:
@@ -162,6 +164,8 @@ class RelaySession:
             for plan in self.plans:
                 proof = plan.prove(frame.challenge) if plan.prove else plan.proof
                 out.append(Send(Register(topic=plan.topic, relay_key=plan.relay_key, proof=proof)))
+                if plan.freeze:
+                    out.append(Send(Freeze(topic=plan.topic, proof=plan.freeze)))
                 if plan.peer:
                     have = vector_to_wire(plan.have)
                     out.append(Send(Subscribe(topic=plan.topic, after=0, have=have)))
