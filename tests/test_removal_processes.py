@@ -168,3 +168,32 @@ def test_a_second_device_by_code_writes_as_its_member_until_removed(
     refused = tablet("resource", "add", "Sneaky", "--kind", "tool", check=False)
     assert refused.code == 1
     assert "no longer in" in refused.err
+
+
+@pytest.mark.process
+def test_a_relay_freezes_the_old_topic_after_a_removal(tmp_path: Path) -> None:
+    """With no grace period configured, the relay refuses the removed member's upload
+    under the old key as soon as a remaining member has synced after the removal."""
+    config = tmp_path / "relay.toml"
+    config.write_text("[relay]\nfreeze_grace_s = 0.0\n")
+    relay = start_relay(tmp_path / "relay", config=config)
+    try:
+        ada = group_at(tmp_path, relay.url)
+        ben = Cli(tmp_path / "ben")
+        ben("join", ada("invite", "--token").out.splitlines()[0], "--name", "Ben")
+        for member in (ada, ben, ada):
+            member("sync")
+        ada("member", "remove", "Ben", "--yes")
+        ada("sync")  # seals under the new key, and asks the relay to freeze the old topic
+        with open_node(tmp_path / "ben") as node:
+            group_id = node.current_group().id
+            with node.store.write(), node.writing(group_id) as ledger:
+                ledger.add_resource("Sneaky ladder", kind=Kind.TOOL)
+            report = asyncio.run(sync_relay(node, relay.url, [group_id], timeout=30))
+        assert report.refused
+        assert all("newer key" in reason for reason in report.refused), report.refused
+        before = len(relay_envelopes(relay))
+        ada("sync")
+        assert len(relay_envelopes(relay)) == before
+    finally:
+        relay.kill()
