@@ -324,6 +324,7 @@ async def test_inviting_from_the_members_tab_with_a_code(ada: Node, tmp_path: Pa
             status = str(app.screen.query_one("#invite-status", Static).content)
             assert "Cleo wants to join" in status
             assert "same words" in status
+            await pilot.pause(0.2)  # the buttons laid out before they are clicked
             await pilot.click("#let-in")
             joined = await joining
             assert "You joined 'Elm Street'" in joined.out
