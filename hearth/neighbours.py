@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -262,8 +263,23 @@ def arrivals(node: Node, after: int) -> tuple[list[tuple[bytes, bytes, bytes]], 
     return found, int(rows[-1][0]) if rows else after
 
 
+_FOLDED: weakref.WeakKeyDictionary[Node, dict[str, tuple[tuple[int, int], State]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def state(node: Node, membership: Membership) -> State:
-    """What a neighbourhood's records add up to."""
+    """What a neighbourhood's records add up to (folded again only when records came)."""
+    mark_row = node.store.query(
+        "SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM neighbourhood_records "
+        "WHERE neighbourhood = ?",
+        (membership.id,),
+    )[0]
+    mark = (int(mark_row[0]), int(mark_row[1]))
+    folded = _FOLDED.setdefault(node, {})
+    cached = folded.get(membership.id)
+    if cached is not None and cached[0] == mark:
+        return cached[1]
     rows = node.store.query(
         "SELECT id, payload FROM neighbourhood_records WHERE neighbourhood = ?", (membership.id,)
     )
@@ -273,7 +289,9 @@ def state(node: Node, membership: Membership) -> State:
         outer = codec.decode(bytes(payload))
         if isinstance(outer, dict) and isinstance(outer.get("body"), dict):
             records.append(Record(id=bytes(record_id), body=outer["body"]))
-    return fold(membership.id, records)
+    result = fold(membership.id, records)
+    folded[membership.id] = (mark, result)
+    return result
 
 
 # --- joining and leaving -----------------------------------------------------------------
