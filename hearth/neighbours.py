@@ -46,12 +46,14 @@ from hearth.values import check_text
 __all__ = [
     "Membership",
     "add_offer",
+    "admit",
     "answer",
     "arrivals",
     "create",
     "decode_token",
     "encode_token",
     "find",
+    "find_offer",
     "join",
     "keys_for_topic",
     "leave",
@@ -61,6 +63,7 @@ __all__ = [
     "outgoing",
     "reconcile",
     "request",
+    "requests",
     "require_admin",
     "state",
     "take_record",
@@ -367,14 +370,6 @@ def leave(node: Node, group_id: str, text: str = "") -> Membership:
 
 
 # --- offers and requests -----------------------------------------------------------------
-
-
-def _mine(node: Node, group_id: str, offer_id: str) -> tuple[Membership, Offer]:
-    for membership in memberships(node, group_id):
-        offer = state(node, membership).offers.get(offer_id)
-        if offer is not None:
-            return membership, offer
-    raise NotFound(f"No neighbourhood of this group has an offer {offer_id!r}.")
 
 
 def find_offer(node: Node, group_id: str, text: str) -> tuple[Membership, Offer]:
