@@ -396,6 +396,10 @@ async def test_a_problem_is_sorted_out_from_the_problems_tab(
     assert ada.view().resource(compost).quantity == Decimal(-3)
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()  # the overview counts the problems just after its first paint
+        await pilot.pause()
+        attention = str(app.query_one("#attention", Static).content)
+        assert "1 problem(s) to sort out" in attention
         await pilot.press("6")
         await pilot.pause()
         assert any("More 'Compost'" in c for c in cells(app, "problem-table", column=0))

@@ -89,6 +89,10 @@ def _overdue(c: Commitment, now_ms: int) -> bool:
 class Overview(VerticalScroll):
     """What is due, what I promised, what happened lately, and whether we are in sync."""
 
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.shown_once = False
+
     def compose(self) -> ComposeResult:
         yield Static(id="sync-line")
         yield Static(id="attention")
@@ -97,17 +101,29 @@ class Overview(VerticalScroll):
         yield Static(id="recent")
 
     def show(self, snap: Snapshot) -> None:
-        view, now = snap.view, snap.now_ms
+        view = snap.view
         sync = snap.sync
         line = Text(sync.words, style="bold green" if sync.online else "bold yellow")
         if sync.waiting:
             line.append(f" · {sync.waiting} of your changes waiting to go out", style="yellow")
         self.query_one("#sync-line", Static).update(line)
 
+        if self.shown_once:
+            self._attention(snap, len(find_conflicts(view)))
+        else:
+            # The first screen comes first: looking for problems in a large ledger takes
+            # a while, and their count follows straight after.
+            self.shown_once = True
+            self._attention(snap, None)
+            self.call_after_refresh(lambda: self._attention(snap, len(find_conflicts(view))))
+        self._commitments_and_recent(snap)
+
+    def _attention(self, snap: Snapshot, problems: int | None) -> None:
+        """What needs the member: problems (once counted), held-back changes, requests."""
+        view, sync = snap.view, snap.sync
         attention = []
-        conflicts = find_conflicts(view)
-        if conflicts:
-            attention.append(f"{len(conflicts)} problem(s) to sort out — see Problems (6)")
+        if problems:
+            attention.append(f"{problems} problem(s) to sort out — see Problems (6)")
         if sync.gaps:
             attention.append(f"{sync.gaps} change(s) from others are waiting for earlier ones")
         if sync.taken_back:
@@ -132,6 +148,8 @@ class Overview(VerticalScroll):
             Text("\n".join(attention), style="bold red") if attention else ""
         )
 
+    def _commitments_and_recent(self, snap: Snapshot) -> None:
+        view, now = snap.view, snap.now_ms
         open_ones = [c for c in view.commitments() if c.status.is_open]
         overdue = [c for c in open_ones if _overdue(c, now)]
         soon = [c for c in open_ones if c.due is not None and now <= c.due < now + WEEK_MS]
