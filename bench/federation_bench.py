@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import aiohttp
 from sync_bench import make_bundles, percentile, registered_publisher, save_result
+from sync_bench import start_relay as relay
 
 from hearth import neighbours
 from hearth.crypto import SigningKey
@@ -42,19 +43,6 @@ from hearth.node import open_node
 from hearth.protocol.bundle import EpochKeys
 from hearth.protocol.frames import Publish, decode_frame, encode_frame
 from hearth.sync_client import stay_connected, sync_relays
-
-
-def relay(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "--port", "0", "--data", str(data), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    assert line.startswith("listening on "), line
-    return proc, line.removeprefix("listening on ")
 
 
 def relay_id(data: Path) -> str:
@@ -82,9 +70,9 @@ def peer_bundles_in(url: str) -> int:
 
 async def offer_two_hops(root: Path, offers: int) -> dict[str, object]:
     ids = {name: relay_id(root / name) for name in "abc"}
-    b, b_url = relay(root / "b", "--accept-peer", ids["a"], "--accept-peer", ids["c"])
-    a, a_url = relay(root / "a", "--peer", b_url)
-    c, c_url = relay(root / "c", "--peer", b_url)
+    b, b_url = relay(root / "b", None, "--accept-peer", ids["a"], "--accept-peer", ids["c"])
+    a, a_url = relay(root / "a", None, "--peer", b_url)
+    c, c_url = relay(root / "c", None, "--peer", b_url)
     try:
         create_identity(root / "ada", name="Ada")
         create_identity(root / "cy", name="Cy")
@@ -151,11 +139,11 @@ def throughput(root: Path, count: int, lifted: bool) -> dict[str, object]:
     limits = "peer_publish_per_s = 1000000.0\npeer_publish_burst = 1000000\n" if lifted else ""
     config.write_text(f"[relay]\npublish_burst = 1000000\npublish_per_s = 100000.0\n{limits}")
     a_data, b_data = root / "a", root / "b"
-    a, a_url = relay(a_data, "--config", str(config))
+    a, a_url = relay(a_data, config)
     asyncio.run(fill(a_url, bundles, keys))
     stop(a)
-    b, b_url = relay(b_data, "--config", str(config), "--accept-peer", relay_id(a_data))
-    a, _ = relay(a_data, "--config", str(config), "--peer", b_url)
+    b, b_url = relay(b_data, config, "--accept-peer", relay_id(a_data))
+    a, _ = relay(a_data, config, "--peer", b_url)
     started = time.perf_counter()  # A is listening; it dials B now
     try:
         while peer_bundles_in(b_url) < count:

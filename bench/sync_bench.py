@@ -40,19 +40,13 @@ from hearth.sync_client import sync_relay
 RESULTS = Path(__file__).parent / "results"
 
 
-def start_relay(data: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
+def start_relay(
+    data: Path, config: Path | None = None, *extra: str
+) -> tuple[subprocess.Popen[str], str]:
+    """A ``hearth-relay`` on a free loopback port (with a config file and other options)."""
+    settings = ["--config", str(config)] if config is not None else []
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "relay.cli",
-            "--port",
-            "0",
-            "--data",
-            str(data),
-            "--config",
-            str(config),
-        ],
+        [sys.executable, "-m", "relay.cli", "--port", "0", "--data", str(data), *settings, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Cli, hearth_command
 from tests.test_invites import first_line, start_invite
-from tests.test_relay_peering import relay_id
+from tests.test_relay_peering import relays_in_a_line, restarted_without, stop_and_search
 from tests.test_sync_processes import Relay, start_relay, wait_until
 
 pytestmark = pytest.mark.process
@@ -59,10 +59,7 @@ def synced_until(clis: list[Cli], check: Callable[[], bool]) -> bool:
 
 
 def test_three_groups_on_three_relays_share_through_a_neighbourhood(tmp_path: Path) -> None:
-    ids = {name: relay_id(tmp_path / name) for name in ("a", "b", "c")}
-    b = start_relay(tmp_path / "b", extra=["--accept-peer", ids["a"], "--accept-peer", ids["c"]])
-    a = start_relay(tmp_path / "a", extra=["--peer", b.url])
-    c = start_relay(tmp_path / "c", extra=["--peer", b.url])
+    a, b, c = relays_in_a_line(tmp_path)
     relays = [a, b, c]
     try:
         ada = group(tmp_path, "Ada", "Elm Street", a)
@@ -148,15 +145,10 @@ def test_three_groups_on_three_relays_share_through_a_neighbourhood(tmp_path: Pa
         assert [r["fulfilled"] for r in listed(bo, "request", "list")] == []  # not Bo's business
 
         # The relays hold ciphertext only: no name, offer or note of any group.
-        for relay in relays:
-            relay.kill(signal.SIGTERM)
-            disk = b"".join(p.read_bytes() for p in relay.data.glob("relay.db*"))
-            for word in (b"Compost", b"Eastside", b"Elm Street", b"well rotted", b"Secret"):
-                assert word not in disk, f"{word!r} is readable on relay {relay.data.name}"
+        stop_and_search(relays, (b"Compost", b"Eastside", b"Elm Street", b"well rotted", b"Secret"))
 
         # The middle relay stays down; groups that list A and C carry on.
-        a = start_relay(a.data, port=int(a.url.rsplit(":", 1)[1]), extra=["--peer", b.url])
-        c = start_relay(c.data, port=int(c.url.rsplit(":", 1)[1]), extra=["--peer", b.url])
+        a, c = restarted_without(a, b), restarted_without(c, b)
         relays = [a, c]
         ada("relay", "add", c.url)
         cy("relay", "add", a.url)

@@ -50,15 +50,38 @@ def bundle_ids(relay: Relay) -> set[bytes]:
         return {bytes(row[0]) for row in db.execute("SELECT id FROM envelopes")}
 
 
+def relays_in_a_line(root: Path) -> tuple[Relay, Relay, Relay]:
+    """Relays A–B–C on 127.0.0.1: A and C dial B, which accepts them."""
+    ids = {name: relay_id(root / name) for name in ("a", "b", "c")}
+    b = start_relay(root / "b", extra=["--accept-peer", ids["a"], "--accept-peer", ids["c"]])
+    return peered_with(root / "a", b), b, peered_with(root / "c", b)
+
+
+def peered_with(data: Path, b: Relay, port: int = 0) -> Relay:
+    """A relay on ``data`` that dials ``b``."""
+    return start_relay(data, port=port, extra=["--peer", b.url])
+
+
+def restarted_without(relay: Relay, b: Relay) -> Relay:
+    """The same relay started again on its port and store, still dialing ``b`` (down)."""
+    return peered_with(relay.data, b, port=int(relay.url.rsplit(":", 1)[1]))
+
+
+def stop_and_search(relays: list[Relay], words: tuple[bytes, ...]) -> None:
+    """Stop the relays and check that none of ``words`` is readable in their files."""
+    for relay in relays:
+        relay.kill(signal.SIGTERM)
+        disk = b"".join(p.read_bytes() for p in relay.data.glob("relay.db*"))
+        for word in words:
+            assert word not in disk, f"{word!r} is readable on relay {relay.data.name}"
+
+
 def resources(cli: Cli) -> set[str]:
     return {r["name"] for r in json.loads(cli("resource", "list", "--json").out)}
 
 
 def test_members_on_relays_two_hops_apart_sync_through_the_middle(tmp_path: Path) -> None:
-    ids = {name: relay_id(tmp_path / name) for name in ("a", "b", "c")}
-    b = start_relay(tmp_path / "b", extra=["--accept-peer", ids["a"], "--accept-peer", ids["c"]])
-    a = start_relay(tmp_path / "a", extra=["--peer", b.url])
-    c = start_relay(tmp_path / "c", extra=["--peer", b.url])
+    a, b, c = relays_in_a_line(tmp_path)
     relays = [a, b, c]
     try:
         ada, ben = Cli(tmp_path / "ada"), Cli(tmp_path / "ben")
@@ -99,13 +122,8 @@ def test_members_on_relays_two_hops_apart_sync_through_the_middle(tmp_path: Path
         assert metric(a, "hearth_relay_topics_by_size") == 1  # one topic, in some bucket
         assert 0 < metric(a, "hearth_relay_topic_quota_used_max") < 0.01
 
-        for relay in relays:
-            relay.kill(signal.SIGTERM)
-            disk = b"".join(p.read_bytes() for p in relay.data.glob("relay.db*"))
-            for word in (b"Wheelbarrow", b"Seed trays", b"Ladder", b"Allotment", b"Ada"):
-                assert word not in disk, f"{word!r} is readable on {relay.data.name}'s disk"
-        a = start_relay(a.data, port=int(a.url.rsplit(":", 1)[1]), extra=["--peer", b.url])
-        c = start_relay(c.data, port=int(c.url.rsplit(":", 1)[1]), extra=["--peer", b.url])
+        stop_and_search(relays, (b"Wheelbarrow", b"Seed trays", b"Ladder", b"Allotment", b"Ada"))
+        a, c = restarted_without(a, b), restarted_without(c, b)
         relays = [a, c]  # the middle relay stays down
 
         ada("relay", "add", a.url)  # the group now lists A and C
