@@ -13,12 +13,13 @@ from typing import cast
 
 from aiohttp import web
 
-from hearth.errors import HearthError
+from hearth.errors import HearthError, StorageError
 from relay.config import RelayConfig, load_config
 from relay.identity import load_or_create
 from relay.logs import configure
 from relay.server import make_app
-from relay.storage import STORE_FILE, RelayStore, backup_store, restore_store
+from relay.sqlite_store import backup_store, restore_store
+from relay.storage import open_store
 
 __all__ = ["main"]
 
@@ -27,7 +28,7 @@ log = logging.getLogger("relay")
 
 async def serve(config: RelayConfig) -> None:
     """Run until SIGTERM or SIGINT; print the listening line once ready."""
-    store = RelayStore(Path(config.data) / STORE_FILE)
+    store = open_store(config)
     app = make_app(config, store, load_or_create(Path(config.data)))
     runner = web.AppRunner(
         app,
@@ -62,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--data", metavar="DIR", help="where the relay keeps its store")
     parser.add_argument("--config", metavar="FILE", type=Path, help="a TOML settings file")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="keep the store in PostgreSQL (postgresql://...) instead of SQLite in --data",
+    )
     parser.add_argument(
         "--peer",
         action="append",
@@ -105,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command in ("backup", "restore", "id"):
             config = load_config(args.sub_config or args.config, data=args.sub_data or args.data)
+            if args.command != "id" and config.database_url:
+                raise StorageError(
+                    "This relay keeps its store in PostgreSQL: back it up and restore it with "
+                    "PostgreSQL's own tools (pg_dump, pg_restore; see docs/operating.md)."
+                )
             if args.command == "id":
                 print(load_or_create(Path(config.data)).public.hex())
             elif args.command == "backup":
@@ -119,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             data=args.data,
+            database_url=args.database,
             add_peers=args.peer,
             add_accept_peers=args.accept_peer,
         )

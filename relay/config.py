@@ -28,6 +28,10 @@ class RelayConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     data: str = "relay-data"
+    # Empty: the store is SQLite in the data directory. A PostgreSQL address
+    # (postgresql://USER@HOST/DB; the password from PGPASSWORD or ~/.pgpass) lets several
+    # relay processes behind one address share one store.
+    database_url: str = ""
     max_frame_bytes: int = MiB + 4096
     heartbeat_s: float = 30.0
     handshake_timeout_s: float = 10.0
@@ -103,6 +107,8 @@ def _check(config: RelayConfig) -> list[str]:
         problems.append("disk_high_water must be a fraction between 0 and 1")
     if config.max_frame_bytes < 64 * 1024:
         problems.append("max_frame_bytes below 64 KiB would refuse ordinary bundles")
+    if config.database_url and not config.database_url.startswith(("postgresql://", "postgres://")):
+        problems.append("database_url is not a postgresql:// address")
     for url in config.peers:
         if not url.startswith(("ws://", "wss://")):
             problems.append(f"peer {url!r} is not a ws:// or wss:// address")

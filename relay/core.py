@@ -54,7 +54,7 @@ from relay.config import RelayConfig
 from relay.identity import peer_proof, peer_proof_valid
 from relay.logs import client_tag
 from relay.metrics import Metrics
-from relay.storage import Registered, RelayStore
+from relay.storage import Registered, Store
 
 __all__ = [
     "ALL_TOPICS",
@@ -144,7 +144,7 @@ class RelayCore:
     def __init__(
         self,
         config: RelayConfig,
-        store: RelayStore,
+        store: Store,
         *,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = lambda: 0.0,
@@ -168,6 +168,10 @@ class RelayCore:
         self._staged: list[tuple[int, bytes]] = []  # (client, bundle id) awaiting commit
         self._staged_peers: set[int] = set()  # peer links with bundles awaiting commit
         self._held: list[Output] = []  # their acks and deliveries, released by flush()
+        self._own: list[int] = []  # cursors of the bundles newly stored in that batch
+        # With a store other relay processes write too: the newest cursor this process has
+        # passed on; what the others commit after it is passed on here in cursor order.
+        self._passed_through = store.newest_overall() if store.shared else 0
         self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
         self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
         self.mailboxes = Mailboxes(config.mailbox_limits(), clock)
@@ -416,12 +420,38 @@ class RelayCore:
         return []
 
     def _pass_on(self, topic: bytes, cursor: int, envelope: bytes, came_from: int) -> None:
-        """Hold a newly stored bundle for every subscriber and every mirroring peer relay
-        but the client or peer it came from (released by :meth:`flush`)."""
+        """Hold a newly stored bundle for its receivers (released by :meth:`flush`)."""
+        self._own.append(cursor)
+        self._held += self._deliveries(topic, cursor, envelope, came_from)
+
+    def _deliveries(
+        self, topic: bytes, cursor: int, envelope: bytes, came_from: int | None
+    ) -> list[Output]:
+        """A stored bundle for every subscriber of its topic and every mirroring peer relay
+        but the client or peer it came from."""
         deliver = Deliver(topic=topic, cursor=cursor, envelope=envelope)
         mirrors = {c for c, state in self.clients.items() if state.mirroring}
-        receivers = (self.subscribers[topic] | mirrors) - {came_from}
-        self._held += [ToClient(other, deliver) for other in sorted(receivers)]
+        receivers = (self.subscribers.get(topic, set()) | mirrors) - {came_from}
+        return [ToClient(other, deliver) for other in sorted(receivers)]
+
+    def committed_elsewhere(self) -> list[Output]:
+        """Live fan-out across relay processes sharing one store: what the others have
+        committed since this process last looked, for this one's subscribers and links."""
+        if not self.store.shared or self.pending():
+            return []  # a staged batch holds the store's write lock; flush() looks then
+        return self._others_through(None)
+
+    def _others_through(self, through: int | None) -> list[Output]:
+        """Deliveries of the bundles other processes stored after what this one passed on
+        (up to ``through``), oldest first."""
+        peer_links = {state.peer: c for c, state in self.clients.items() if state.peer}
+        out: list[Output] = []
+        while rows := self.store.committed_after(self._passed_through, through):
+            for row in rows:
+                came_from = peer_links.get(row.origin) if row.origin else None
+                out += self._deliveries(row.topic, row.cursor, row.data, came_from)
+            self._passed_through = rows[-1].cursor
+        return out
 
     # --- peer relays (DESIGN §6): each side of a link mirrors the other ------------------
 
@@ -582,6 +612,14 @@ class RelayCore:
         self.metrics.observe("hearth_relay_write_seconds", self.clock() - started)
         out, self._held, self._staged = self._held, [], []
         self._staged_peers.clear()
+        if self.store.shared:
+            # The batch held the store's write lock from its first bundle: every cursor
+            # from there to its last is its own, and what others stored before comes first,
+            # so each subscriber sees cursors in order (a node resumes after the newest).
+            through = self._own[0] - 1 if self._own else None
+            out = self._others_through(through) + out
+            self._passed_through = max(self._passed_through, *self._own)
+        self._own.clear()
         return out
 
     def _fail_batch(self) -> list[Output]:
@@ -606,6 +644,7 @@ class RelayCore:
         ]
         self._held, self._staged = [], []
         self._staged_peers.clear()
+        self._own.clear()
         return out
 
     def _note_bad_signature(self, ip: str) -> None:

@@ -27,9 +27,18 @@ def load_or_create(data_dir: Path) -> SigningKey:
     except FileNotFoundError:
         data_dir.mkdir(parents=True, exist_ok=True)
         key = SigningKey.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        partial = path.with_name(f"{KEY_FILE}.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(key.secret)
+            os.fsync(out.fileno())
+        try:
+            # Whole, and never over the key of another relay process starting beside us.
+            os.link(partial, path)
+        except FileExistsError:
+            return load_or_create(data_dir)
+        finally:
+            partial.unlink()
         return key
     except OSError as exc:
         raise ConfigError(f"The relay's identity key {path} cannot be read ({exc}).") from exc

@@ -32,13 +32,14 @@ from relay.core import ALL_TOPICS, RelayCore
 from relay.links import CONFIG, CORE, FLUSH, LINKS, Link, carry_out, run_link
 from relay.metrics import Metrics
 from relay.peering import keep_peers_linked
-from relay.storage import RelayStore
+from relay.storage import Store
 
 __all__ = ["CONFIG", "CORE", "make_app"]
 
 log = logging.getLogger(__name__)
 
 _BATCH_WINDOW_S = 0.002  # how long a batch of publishes gathers before one commit
+_LOOK_EVERY_S = 1.0  # a shared store: how often to look for others' commits unprompted
 
 
 def client_address(request: web.Request, config: RelayConfig) -> str:
@@ -51,12 +52,12 @@ def client_address(request: web.Request, config: RelayConfig) -> str:
 
 
 def make_app(
-    config: RelayConfig, store: RelayStore, identity: SigningKey | None = None
+    config: RelayConfig, store: Store, identity: SigningKey | None = None
 ) -> web.Application:
     """The relay as an aiohttp application (``identity``: what peer relays know it by)."""
 
     def disk_fraction() -> float:
-        usage = shutil.disk_usage(store.path.parent)
+        usage = shutil.disk_usage(config.data)
         return usage.used / usage.total
 
     app = web.Application()
@@ -74,6 +75,8 @@ def make_app(
     app[FLUSH] = asyncio.Event()
     app.cleanup_ctx.append(_flusher)
     app.cleanup_ctx.append(_pruner)
+    if store.shared:
+        app.cleanup_ctx.append(_other_processes)
     app.router.add_get("/", websocket_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -120,6 +123,34 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _other_processes(app: web.Application) -> AsyncIterator[None]:
+    """Passes on what other relay processes sharing the store commit: woken by their
+    notifications, and once a second in case one was missed."""
+    core = app[CORE]
+    woken = asyncio.Event()
+
+    async def pass_on() -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(woken.wait(), _LOOK_EVERY_S)
+            woken.clear()
+            try:
+                await carry_out(app, core.committed_elsewhere())
+            except StorageError as exc:
+                log.warning("%s", exc)
+
+    tasks = [
+        asyncio.create_task(core.store.watch_commits(woken.set)),
+        asyncio.create_task(pass_on()),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _close_clients(app: web.Application) -> None:
@@ -203,6 +234,7 @@ async def info(request: web.Request) -> web.Response:
         {
             "software": "hearth-relay",
             "protocol": PROTOCOL_VERSION,
+            "store": request.app[CORE].store.kind,
             "limits": request.app[CONFIG].limits(),
             "relay_id": request.app[CORE].identity.public.hex(),
         }

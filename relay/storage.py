@@ -1,125 +1,34 @@
-"""The relay's store: topics with their relay keys, and the envelopes of each topic.
+"""What the relay keeps: topics with their relay keys, and the envelopes of each topic.
 
-SQLite in WAL mode with ``synchronous=FULL``: a bundle is acknowledged only after the
-transaction holding it has committed. Every envelope gets an arrival cursor, increasing
-and never reused, which is what nodes catch up by. Once a snapshot is older than the
-retention period, the envelopes it covers are pruned and the topic remembers up to where.
+:class:`Store` is what :class:`~relay.core.RelayCore` needs of a store. Two kinds provide
+it: :class:`~relay.sqlite_store.SqliteStore`, one SQLite file owned by one relay process
+(the default), and :class:`~relay.postgres_store.PostgresStore`, one PostgreSQL database
+that several relay processes behind one address share.
+
+Every envelope gets an arrival cursor, increasing and never reused, which is what nodes
+catch up by; a store hands cursors out in the order their batches become durable, so a
+subscriber that has seen cursor N has seen everything stored before it. Once a snapshot
+is older than the retention period, the envelopes it covers are pruned and the topic
+remembers up to where.
 """
 
 from __future__ import annotations
 
+import abc
 import enum
-import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hearth.errors import StorageError
+from hearth.errors import ConfigError
 
-__all__ = ["STORE_FILE", "Registered", "RelayStore", "Stored", "backup_store", "restore_store"]
+if TYPE_CHECKING:
+    from relay.config import RelayConfig
+
+__all__ = ["STORE_FILE", "Committed", "Registered", "Store", "Stored", "open_store"]
 
 STORE_FILE = "relay.db"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS topics (
-    topic      BLOB PRIMARY KEY,
-    relay_key  BLOB NOT NULL,
-    bytes      INTEGER NOT NULL DEFAULT 0,
-    bundles    INTEGER NOT NULL DEFAULT 0,
-    pruned_through INTEGER NOT NULL DEFAULT 0,  -- envelopes up to here are gone
-    proof      BLOB NOT NULL DEFAULT x''         -- the registration proof, for peer relays
-);
-CREATE TABLE IF NOT EXISTS envelopes (
-    cursor   INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic    BLOB NOT NULL REFERENCES topics(topic),
-    id       BLOB NOT NULL UNIQUE,
-    data     BLOB NOT NULL,
-    origin   BLOB             -- the peer relay it came from; NULL: from a client
-);
-CREATE INDEX IF NOT EXISTS envelopes_by_topic ON envelopes (topic, cursor);
-CREATE TABLE IF NOT EXISTS snapshots (
-    topic   BLOB NOT NULL REFERENCES topics(topic),
-    cursor  INTEGER NOT NULL,   -- where the snapshot bundle itself is stored
-    covers  INTEGER NOT NULL,   -- every bundle up to this cursor is inside it
-    noted_at REAL NOT NULL DEFAULT 0,   -- when it arrived (seconds since the epoch)
-    PRIMARY KEY (topic, cursor)
-);
-CREATE TABLE IF NOT EXISTS peer_cursors (
-    peer    BLOB PRIMARY KEY,   -- a peer relay's id
-    cursor  INTEGER NOT NULL    -- everything it sent up to its own cursor here is stored
-);
-"""
-# Columns added after the first release, for stores created before them.
-_ADDED_COLUMNS = (
-    ("topics", "pruned_through", "INTEGER NOT NULL DEFAULT 0"),
-    ("snapshots", "noted_at", "REAL NOT NULL DEFAULT 0"),
-    ("topics", "proof", "BLOB NOT NULL DEFAULT x''"),
-    ("envelopes", "origin", "BLOB"),
-    ("topics", "frozen_at", "REAL NOT NULL DEFAULT 0"),
-)
-
-
-def backup_store(data_dir: Path, dest: Path) -> Path:
-    """Copy a relay's store, consistent as of one moment, while the relay keeps running.
-
-    SQLite's online backup reads one snapshot of the database (WAL lets the relay go on
-    writing meanwhile); ``dest`` is a file, or a directory to put ``relay.db`` in.
-    """
-    source_path = data_dir / STORE_FILE
-    if not source_path.exists():
-        raise StorageError(f"There is no relay store in {data_dir}.")
-    target = dest / STORE_FILE if dest.is_dir() else dest
-    if target.exists():
-        raise StorageError(f"{target} exists already; Hearth does not overwrite a backup.")
-    try:
-        _copy(source_path, target)
-    except sqlite3.Error as exc:
-        raise StorageError(f"The backup failed ({exc}); nothing was written.") from exc
-    return target
-
-
-def restore_store(backup: Path, data_dir: Path) -> Path:
-    """Put a backup in place as the store of a relay that is not running."""
-    target = data_dir / STORE_FILE
-    if target.exists():
-        raise StorageError(
-            f"{data_dir} already holds a relay store; restore into an empty directory."
-        )
-    try:
-        db = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
-        try:
-            ok = db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise StorageError(f"{backup} is not a relay backup ({exc}).") from exc
-    if not ok or not {"topics", "envelopes"} <= tables:
-        raise StorageError(f"{backup} is damaged or not a relay backup; nothing was restored.")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        _copy(backup, target)
-    except sqlite3.Error as exc:
-        raise StorageError(f"The restore failed ({exc}); nothing was restored.") from exc
-    return target
-
-
-def _copy(source: Path, target: Path) -> None:
-    """SQLite's online backup of ``source`` into ``target``: there whole, or not at all."""
-    partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    try:
-        dst = sqlite3.connect(partial)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-    except sqlite3.Error:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        src.close()
-    partial.rename(target)
 
 
 class Registered(enum.Enum):
@@ -138,280 +47,169 @@ class Stored:
     new: bool
 
 
-class RelayStore:
-    """The relay's SQLite file."""
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """An envelope as stored: where, for which topic, and which peer relay it came from
+    (empty: from a client)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            for table, column, kind in _ADDED_COLUMNS:
-                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(
-                f"The relay store {path} is damaged or not a relay store ({exc})."
-            ) from exc
+    cursor: int
+    topic: bytes
+    data: bytes
+    origin: bytes
 
+
+class Store(abc.ABC):
+    """The relay's durable state, as the core uses it.
+
+    Writes of bundles are staged in one open batch (:meth:`add`, :meth:`set_peer_cursor`)
+    and made durable together by :meth:`commit`: many publishes share one flush to disk.
+    If staging or committing fails, the whole batch is rolled back and the caller must
+    refuse every bundle staged in it.
+    """
+
+    shared: bool = False
+    """Whether other relay processes write to this store too (their bundles then reach
+    this process's subscribers through :meth:`committed_after` and :meth:`watch_commits`)."""
+
+    kind: str = ""
+    """What the store is, for ``/info`` and logs (``sqlite`` or ``postgresql``)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Close the store."""
 
+    @abc.abstractmethod
     def relay_key(self, topic: bytes) -> bytes | None:
         """The key that admits bundles to a topic, if the topic is registered."""
-        row = self._db.execute("SELECT relay_key FROM topics WHERE topic = ?", (topic,)).fetchone()
-        return bytes(row[0]) if row else None
 
+    @abc.abstractmethod
     def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
         """Register a topic with its relay key and the proof that came with it."""
-        existing = self.relay_key(topic)
-        if existing is not None and existing != relay_key:
-            return Registered.TAKEN
-        if existing is not None:
-            if proof:  # topics registered before proofs were kept get theirs now
-                self._db.execute(
-                    "UPDATE topics SET proof = ? WHERE topic = ? AND proof = x''", (proof, topic)
-                )
-            return Registered.KNOWN
-        self._db.execute(
-            "INSERT INTO topics(topic, relay_key, proof) VALUES (?, ?, ?)",
-            (topic, relay_key, proof),
-        )
-        return Registered.NEW
 
+    @abc.abstractmethod
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         """(relay key, proof) of a topic, if it is registered with a proof (which peer
         relays need to register it in turn)."""
-        row = self._db.execute(
-            "SELECT relay_key, proof FROM topics WHERE topic = ? AND proof != x''", (topic,)
-        ).fetchone()
-        return (bytes(row[0]), bytes(row[1])) if row else None
 
+    @abc.abstractmethod
     def freeze(self, topic: bytes, at: float) -> None:
         """Take no bundles for a topic from ``at`` (seconds since the epoch); a freeze only
         ever moves earlier, so whoever holds the old key cannot undo one."""
-        self._db.execute(
-            "UPDATE topics SET frozen_at = ? WHERE topic = ? AND (frozen_at = 0 OR frozen_at > ?)",
-            (at, topic, at),
-        )
 
+    @abc.abstractmethod
     def frozen_at(self, topic: bytes) -> float:
         """When a topic stopped (or stops) taking bundles; 0 if it is not frozen."""
-        row = self._db.execute("SELECT frozen_at FROM topics WHERE topic = ?", (topic,)).fetchone()
-        return float(row[0]) if row else 0.0
 
+    @abc.abstractmethod
     def usage(self, topic: bytes) -> tuple[int, int]:
         """(bytes, bundles) stored for a topic."""
-        row = self._db.execute(
-            "SELECT bytes, bundles FROM topics WHERE topic = ?", (topic,)
-        ).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
 
+    @abc.abstractmethod
     def add(
         self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None
     ) -> Stored:
-        """Stage an envelope in the open batch (or find it stored); durable at :meth:`commit`.
+        """Stage an envelope in the open batch (or find it stored); durable at :meth:`commit`."""
 
-        Many publishes share one fsync this way. If staging fails, the whole batch is
-        rolled back and the caller must refuse every bundle staged in it.
-        """
-        try:
-            self._begin()
-            row = self._db.execute(
-                "SELECT cursor FROM envelopes WHERE id = ?", (bundle_id,)
-            ).fetchone()
-            if row:
-                return Stored(int(row[0]), False)
-            cursor = self._db.execute(
-                "INSERT INTO envelopes(topic, id, data, origin) VALUES (?, ?, ?, ?)",
-                (topic, bundle_id, data, origin),
-            ).lastrowid
-            self._db.execute(
-                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1 WHERE topic = ?",
-                (len(data), topic),
-            )
-        except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise StorageError(f"The relay could not store a bundle ({exc}).") from exc
-        assert cursor is not None
-        return Stored(cursor, True)
-
-    def _begin(self) -> None:
-        if not self._db.in_transaction:
-            self._db.execute("BEGIN IMMEDIATE")
-
+    @abc.abstractmethod
     def peer_cursor(self, peer: bytes) -> int:
         """How far this relay has stored what a peer relay sent (the peer's own cursor)."""
-        row = self._db.execute("SELECT cursor FROM peer_cursors WHERE peer = ?", (peer,)).fetchone()
-        return int(row[0]) if row else 0
 
+    @abc.abstractmethod
     def set_peer_cursor(self, peer: bytes, cursor: int) -> None:
         """Stage, in the open batch, that a peer's bundles up to ``cursor`` are dealt with."""
-        try:
-            self._begin()
-            self._db.execute(
-                "INSERT INTO peer_cursors(peer, cursor) VALUES (?, ?) ON CONFLICT(peer) "
-                "DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
-                (peer, cursor),
-            )
-        except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise StorageError(f"The relay could not note a peer's progress ({exc}).") from exc
 
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Make everything staged durable (one flush to disk for the batch)."""
+
+    @abc.abstractmethod
+    def busy(self) -> bool:
+        """Whether a batch of bundles is staged and not yet committed."""
+
+    @abc.abstractmethod
     def all_after(
         self, cursor: int, limit: int = 200, *, not_from: bytes = b""
     ) -> list[tuple[int, bytes, bytes]]:
         """Up to ``limit`` envelopes of every topic after ``cursor``, in order, as
         (cursor, topic, envelope); none that came from the peer ``not_from``."""
-        rows = self._db.execute(
-            "SELECT cursor, topic, data FROM envelopes WHERE cursor > ? "
-            "AND (origin IS NULL OR origin != ?) ORDER BY cursor LIMIT ?",
-            (cursor, not_from, limit),
-        ).fetchall()
-        return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
 
+    @abc.abstractmethod
+    def committed_after(
+        self, cursor: int, through: int | None, limit: int = 200
+    ) -> list[Committed]:
+        """Up to ``limit`` envelopes of every topic after ``cursor`` (and up to ``through``,
+        if given), in order, with where each came from."""
+
+    @abc.abstractmethod
     def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
         """How many envelopes arrived after ``cursor``, not counting those from a peer."""
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM envelopes WHERE cursor > ? AND (origin IS NULL OR origin != ?)",
-            (cursor, not_from),
-        ).fetchone()
-        return int(row[0])
 
+    @abc.abstractmethod
     def newest_overall(self) -> int:
         """The newest cursor of any topic (0 if nothing is stored)."""
-        return int(self._db.execute("SELECT COALESCE(MAX(cursor), 0) FROM envelopes").fetchone()[0])
 
-    def commit(self) -> None:
-        """Make everything staged durable (one fsync for the batch)."""
-        if not self._db.in_transaction:
-            return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._db.execute("ROLLBACK")
-            raise StorageError(f"The relay could not store a batch of bundles ({exc}).") from exc
-
+    @abc.abstractmethod
     def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
         """Up to ``limit`` envelopes of a topic that arrived after ``cursor``, in order."""
-        rows = self._db.execute(
-            "SELECT cursor, data FROM envelopes WHERE topic = ? AND cursor > ? "
-            "ORDER BY cursor LIMIT ?",
-            (topic, cursor, limit),
-        ).fetchall()
-        return [(int(c), bytes(d)) for c, d in rows]
 
+    @abc.abstractmethod
     def newest(self, topic: bytes) -> int:
         """The newest cursor of a topic (0 if empty)."""
-        row = self._db.execute(
-            "SELECT COALESCE(MAX(cursor), 0) FROM envelopes WHERE topic = ?", (topic,)
-        ).fetchone()
-        return int(row[0])
 
+    @abc.abstractmethod
+    def at(self, cursor: int) -> bytes | None:
+        """The envelope stored at a cursor."""
+
+    @abc.abstractmethod
     def add_snapshot(self, topic: bytes, cursor: int, covers: int, now: float) -> None:
         """Note that the bundle at ``cursor`` is a snapshot holding everything to ``covers``."""
-        try:
-            self._db.execute(
-                "INSERT OR IGNORE INTO snapshots(topic, cursor, covers, noted_at) "
-                "VALUES (?, ?, ?, ?)",
-                (topic, cursor, covers, now),
-            )
-        except sqlite3.Error as exc:
-            raise StorageError(f"The relay could not note a snapshot ({exc}).") from exc
 
+    @abc.abstractmethod
     def latest_snapshot(self, topic: bytes) -> tuple[int, int] | None:
         """(cursor, covers) of the snapshot covering the most, if the topic has one."""
-        row = self._db.execute(
-            "SELECT s.cursor, s.covers FROM snapshots s JOIN envelopes e ON e.cursor = s.cursor "
-            "WHERE s.topic = ? ORDER BY s.covers DESC, s.cursor DESC LIMIT 1",
-            (topic,),
-        ).fetchone()
-        return (int(row[0]), int(row[1])) if row else None
 
+    @abc.abstractmethod
     def pruned_through(self, topic: bytes) -> int:
         """The cursor up to which a topic's envelopes were pruned (0: none were)."""
-        row = self._db.execute(
-            "SELECT pruned_through FROM topics WHERE topic = ?", (topic,)
-        ).fetchone()
-        return int(row[0]) if row else 0
 
+    @abc.abstractmethod
     def prune(self, older_than: float) -> int:
         """Delete what snapshots noted before ``older_than`` cover; return how many envelopes.
 
         Per topic, the snapshot covering most among those old enough stays with everything
         after what it covers; the envelopes it covers and the snapshots it supersedes go.
         """
-        removed = 0
-        if self.busy():
-            raise StorageError("Pruning waits while a batch of bundles is being written.")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            chosen = self._db.execute(
-                "SELECT topic, MAX(covers) FROM snapshots WHERE noted_at <= ? GROUP BY topic",
-                (older_than,),
-            ).fetchall()
-            for topic, covers in chosen:
-                if int(covers) <= self.pruned_through(topic):
-                    continue
-                doomed = (
-                    "FROM envelopes WHERE topic = ? AND (cursor <= ? OR cursor IN "
-                    "(SELECT cursor FROM snapshots WHERE topic = ? AND covers < ?))"
-                )
-                args = (topic, covers, topic, covers)
-                count, size = self._db.execute(
-                    f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args
-                ).fetchone()
-                self._db.execute(f"DELETE {doomed}", args)
-                self._db.execute(
-                    "DELETE FROM snapshots WHERE topic = ? AND covers < ?", (topic, covers)
-                )
-                self._db.execute(
-                    "UPDATE topics SET bytes = bytes - ?, bundles = bundles - ?, "
-                    "pruned_through = ? WHERE topic = ?",
-                    (size, count, covers, topic),
-                )
-                removed += int(count)
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise StorageError(f"The relay could not prune old bundles ({exc}).") from exc
-        return removed
 
-    def busy(self) -> bool:
-        """Whether a batch of bundles is staged and not yet committed."""
-        return self._db.in_transaction
-
-    def at(self, cursor: int) -> bytes | None:
-        """The envelope stored at a cursor."""
-        row = self._db.execute("SELECT data FROM envelopes WHERE cursor = ?", (cursor,)).fetchone()
-        return bytes(row[0]) if row else None
-
+    @abc.abstractmethod
     def writable(self) -> bool:
-        """Whether a write transaction can be taken right now (for /readyz)."""
-        if self._db.in_transaction:
-            return True  # a batch is being written
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            return False
-        return True
+        """Whether a write could be made right now (for /readyz)."""
 
+    @abc.abstractmethod
     def topic_sizes(self) -> list[tuple[int, int]]:
         """(bytes, bundles) of every topic, for the storage metrics."""
-        rows = self._db.execute("SELECT bytes, bundles FROM topics").fetchall()
-        return [(int(b), int(n)) for b, n in rows]
 
+    @abc.abstractmethod
     def counts(self) -> tuple[int, int]:
         """(topics, envelopes) stored."""
-        topics = self._db.execute("SELECT COUNT(*) FROM topics").fetchone()[0]
-        envelopes = self._db.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0]
-        return int(topics), int(envelopes)
+
+    @abc.abstractmethod
+    async def watch_commits(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another process may have committed bundles, until
+        cancelled (a store no other process writes returns at once)."""
+
+
+def open_store(config: RelayConfig) -> Store:
+    """The store a relay's settings name: PostgreSQL at ``database_url`` if set, otherwise
+    SQLite in the data directory."""
+    if not config.database_url:
+        from relay.sqlite_store import SqliteStore
+
+        return SqliteStore(Path(config.data) / STORE_FILE)
+    try:
+        from relay.postgres_store import PostgresStore
+    except ImportError as exc:  # psycopg is an optional extra
+        raise ConfigError(
+            "database_url names PostgreSQL, which needs the relay's PostgreSQL driver: "
+            "pip install 'hearth[postgres]'."
+        ) from exc
+    return PostgresStore(config.database_url)

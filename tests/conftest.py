@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,3 +69,48 @@ def _no_unexpected_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     if errors and not any(getattr(r, "expected", False) for r in errors):
         pytest.fail("unexpected ERROR logs: " + "; ".join(r.getMessage() for r in errors))
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the tests that run the relay on PostgreSQL: the one .ci/run
+    started, or a private one for this test worker."""
+    from tests import postgres
+
+    given = os.environ.get("HEARTH_TEST_POSTGRES")
+    if given:
+        yield given
+        return
+    if postgres.binaries() is None:
+        message = (
+            "PostgreSQL's server is not installed here (Debian: apt-get install postgresql); "
+            ".ci/run installs it"
+        )
+        if os.environ.get("HEARTH_REQUIRE_POSTGRES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    # Not under tmp_path: PostgreSQL's own user must be able to enter the directory.
+    directory = Path(tempfile.mkdtemp(prefix="hearth-pg-"))
+    directory.chmod(0o755)
+    try:
+        yield postgres.start(directory / "server")
+    finally:
+        postgres.stop(directory / "server")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty PostgreSQL database."""
+    from tests import postgres
+
+    return postgres.fresh_database(postgres_server)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def relay_store(request: pytest.FixtureRequest) -> list[str]:
+    """The ``hearth-relay`` arguments for each kind of store: the relay tests that take
+    this run once on SQLite in the data directory and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return []
+    return ["--database", request.getfixturevalue("postgres_url")]

@@ -31,7 +31,7 @@ from hearth.protocol.frames import (
 from hearth.testing import seeded_bytes
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, CloseClient, MirrorCatchUp, Output, Pause, RelayCore, ToClient
-from relay.storage import RelayStore
+from relay.sqlite_store import SqliteStore
 
 
 def make_pool(groups: int = 3, per_group: int = 30) -> list[tuple[EpochKeys, list[bytes]]]:
@@ -96,7 +96,7 @@ class PeeringSimulation:
             publish_burst=100_000,
             accept_peers=tuple(key.public.hex() for key in self.identities),
         )
-        self.stores = [RelayStore(Path(":memory:")) for _ in range(count)]
+        self.stores = [SqliteStore(Path(":memory:")) for _ in range(count)]
         self.relays = [self._core(i) for i in range(count)]
         self.edges = [(i, i + 1) for i in range(count - 1)]
         if self.rng.random() < 0.5:

@@ -26,7 +26,7 @@ from hearth.sync_client import RelayReport, plan_for, record, snapshot_due
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
 from relay.config import RelayConfig
 from relay.core import CatchUp, CloseClient, RelayCore, ToClient
-from relay.storage import RelayStore
+from relay.sqlite_store import SqliteStore
 
 URL = "ws://relay.sim:1"
 DAY_MS = 86_400_000
@@ -55,7 +55,7 @@ class Simulation:
         self.trace: list[str] = []
         self.relay = RelayCore(
             RelayConfig(publish_burst=100_000),
-            RelayStore(Path(":memory:")),
+            SqliteStore(Path(":memory:")),
             clock=lambda: self.clock.now / 1000,
         )
         self.homes = [root / f"n{i}" for i in range(nodes)]

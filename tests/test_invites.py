@@ -13,7 +13,7 @@ import pytest
 from hearth.protocol.frames import Error, Hello, Mailbox, MailboxClose, encode_frame
 from relay.config import RelayConfig
 from relay.core import RelayCore, ToClient
-from relay.storage import RelayStore
+from relay.sqlite_store import SqliteStore
 from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import Relay, start_relay
 
@@ -27,7 +27,7 @@ class Clock:
 
 
 def relay_core(tmp_path: Path, clock: Clock) -> RelayCore:
-    core = RelayCore(RelayConfig(mailbox_ttl_s=60), RelayStore(tmp_path / "r.db"), clock=clock)
+    core = RelayCore(RelayConfig(mailbox_ttl_s=60), SqliteStore(tmp_path / "r.db"), clock=clock)
     for client in (1, 2, 3):
         core.admit(client, f"10.0.0.{client}")
         for out in core.receive(client, encode_frame(Hello(versions=[1], role="node", agent="t"))):

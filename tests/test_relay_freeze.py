@@ -16,7 +16,7 @@ from hearth.protocol.frames import encode_frame as encode
 from hearth.sync_client import plan_for
 from relay.config import RelayConfig
 from relay.core import Output, RelayCore, ToClient
-from relay.storage import RelayStore
+from relay.sqlite_store import SqliteStore
 from tests.peering_simulation import make_pool
 
 KEYS, ENVELOPES = make_pool(groups=1, per_group=4)[0]
@@ -26,7 +26,7 @@ OTHER_KEYS = make_pool(groups=2, per_group=1)[1][0]
 def relay(now: list[float], grace: float) -> RelayCore:
     core = RelayCore(
         replace(RelayConfig(), freeze_grace_s=grace),
-        RelayStore(Path(":memory:")),
+        SqliteStore(Path(":memory:")),
         clock=lambda: now[0],
         wall_clock=lambda: now[0],
     )

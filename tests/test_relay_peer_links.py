@@ -24,7 +24,7 @@ from hearth.protocol.frames import (
 from relay.config import RelayConfig
 from relay.core import CloseClient, MirrorCatchUp, Output, Pause, RelayCore, ToClient
 from relay.identity import load_or_create, peer_proof
-from relay.storage import RelayStore
+from relay.sqlite_store import SqliteStore
 from tests.peering_simulation import forged, make_pool
 
 POOL = make_pool(groups=1, per_group=5)
@@ -34,7 +34,7 @@ DIALER = SigningKey(bytes(range(32)))
 
 def acceptor(**settings: object) -> RelayCore:
     config = replace(RelayConfig(accept_peers=(DIALER.public.hex(),)), **settings)
-    return RelayCore(config, RelayStore(Path(":memory:")), clock=lambda: 0.0)
+    return RelayCore(config, SqliteStore(Path(":memory:")), clock=lambda: 0.0)
 
 
 def handshake(core: RelayCore, key: SigningKey = DIALER, client: int = 1) -> list[Output]:

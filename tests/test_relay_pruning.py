@@ -19,16 +19,16 @@ from hearth.node import open_node
 from hearth.sync_client import sync_relay
 from relay.config import RelayConfig
 from relay.core import CatchUp, RelayCore
-from relay.storage import RelayStore
+from relay.sqlite_store import SqliteStore
 from tests.test_sync_processes import start_relay
 
 RETENTION = 1000.0
 TOPIC = bytes(32)
 
 
-def _store_with_a_snapshot(path: Path) -> RelayStore:
+def _store_with_a_snapshot(path: Path) -> SqliteStore:
     """Ten bundles at cursors 1-10, then a snapshot at 11 that covers 1-8, noted at t=50."""
-    store = RelayStore(path)
+    store = SqliteStore(path)
     store.register(TOPIC, os.urandom(32))
     for i in range(11):
         store.add(TOPIC, os.urandom(32), f"bundle {i + 1}".encode())
@@ -37,7 +37,7 @@ def _store_with_a_snapshot(path: Path) -> RelayStore:
     return store
 
 
-def _core(store: RelayStore, now: float) -> RelayCore:
+def _core(store: SqliteStore, now: float) -> RelayCore:
     config = RelayConfig(snapshot_retention_s=RETENTION)
     return RelayCore(config, store, clock=lambda: 0.0, wall_clock=lambda: now)
 
@@ -76,7 +76,7 @@ def test_an_older_store_gains_the_new_columns(tmp_path: Path) -> None:
             "CREATE TABLE snapshots (topic BLOB NOT NULL, cursor INTEGER NOT NULL, "
             "covers INTEGER NOT NULL, PRIMARY KEY (topic, cursor));"
         )
-    store = RelayStore(path)
+    store = SqliteStore(path)
     store.register(TOPIC, os.urandom(32))
     store.commit()
     assert store.pruned_through(TOPIC) == 0

@@ -1,0 +1,369 @@
+"""The relay's store in PostgreSQL, shared by several relay processes behind one address.
+
+Each process holds one connection for the core's reads and batches and, while it runs,
+one more that LISTENs for the others' commits. Two rules make sharing safe:
+
+- A batch of bundles takes a transaction-scoped advisory lock before its first write and
+  holds it through COMMIT, so batches from all processes commit one after another and
+  cursors (an identity column) become visible strictly in order. A subscriber that has
+  seen cursor N has therefore seen everything stored before it, whichever process stored
+  it — the rule nodes resume by.
+- A batch that stored anything sends a NOTIFY as it commits. Every other process then
+  reads what was committed after what it last passed on and passes it to its own
+  subscribers (:meth:`relay.core.RelayCore.committed_elsewhere`); it also looks once a
+  second, so a notification lost while the listener reconnects costs a second, not data.
+
+The calls are synchronous, like SQLite's, because the core is a sans-IO state machine that
+the deterministic simulations drive without an event loop; on loopback or a LAN a round
+trip costs about what an SQLite page read does. Only the listener is asynchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from hearth.errors import StorageError
+from relay.storage import Committed, Registered, Store, Stored
+
+__all__ = ["CHANNEL", "PostgresStore"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "hearth_relay_stored"
+_WRITE_LOCK = 0x4845415254480001  # the advisory lock every batch of writes holds
+_LISTEN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    topic          BYTEA PRIMARY KEY,
+    relay_key      BYTEA NOT NULL,
+    bytes          BIGINT NOT NULL DEFAULT 0,
+    bundles        BIGINT NOT NULL DEFAULT 0,
+    pruned_through BIGINT NOT NULL DEFAULT 0,
+    proof          BYTEA NOT NULL DEFAULT '',
+    frozen_at      DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS envelopes (
+    cursor  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic   BYTEA NOT NULL REFERENCES topics(topic),
+    id      BYTEA NOT NULL UNIQUE,
+    data    BYTEA NOT NULL,
+    origin  BYTEA
+);
+CREATE INDEX IF NOT EXISTS envelopes_by_topic ON envelopes (topic, cursor);
+CREATE TABLE IF NOT EXISTS snapshots (
+    topic    BYTEA NOT NULL REFERENCES topics(topic),
+    cursor   BIGINT NOT NULL,
+    covers   BIGINT NOT NULL,
+    noted_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (topic, cursor)
+);
+CREATE TABLE IF NOT EXISTS peer_cursors (
+    peer    BYTEA PRIMARY KEY,
+    cursor  BIGINT NOT NULL
+);
+"""
+
+
+class PostgresStore(Store):
+    """A relay store in a PostgreSQL database (give each relay deployment its own)."""
+
+    shared = True
+    kind = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._batch = False  # a write transaction is open (and holds the write lock)
+        self._stored_any = False  # ... and has stored a new envelope
+        self._db = self._connect()
+        try:
+            with self._db.transaction():
+                # Several processes starting at once must not create the tables twice.
+                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+                self._db.execute(_SCHEMA)
+        except psycopg.Error as exc:
+            raise StorageError(
+                f"The relay could not set up its tables in PostgreSQL ({exc})."
+            ) from exc
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StorageError(
+                f"The relay cannot reach its PostgreSQL database ({_first_line(exc)}); check "
+                "database_url and that the server is running."
+            ) from exc
+
+    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a statement; outside a batch, a connection lost since the last one is made
+        again once (a restarted database server)."""
+        try:
+            return self._db.execute(query, params, binary=True).fetchall()
+        except psycopg.OperationalError as exc:
+            if self._batch or (not self._db.closed and not self._db.broken):
+                self._abandon_batch()
+                raise StorageError(f"The relay's database failed ({_first_line(exc)}).") from exc
+            log.warning("reconnecting to PostgreSQL: %s", _first_line(exc))
+            self._db = self._connect()
+            return self._db.execute(query, params, binary=True).fetchall()
+        except psycopg.Error as exc:
+            self._abandon_batch()
+            raise StorageError(
+                f"The relay's database refused a statement ({_first_line(exc)})."
+            ) from exc
+
+    def _write(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run a statement that returns rows, or none (then an empty list)."""
+        try:
+            cursor = self._db.execute(query, params, binary=True)
+            return cursor.fetchall() if cursor.description else []
+        except psycopg.Error as exc:
+            self._abandon_batch()
+            raise StorageError(f"The relay could not store a bundle ({_first_line(exc)}).") from exc
+
+    def _begin(self) -> None:
+        if self._batch:
+            return
+        self._write("BEGIN", ())
+        self._batch, self._stored_any = True, False
+        self._write("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+
+    def _abandon_batch(self) -> None:
+        if self._batch:
+            self._batch = False
+            if not self._db.closed and not self._db.broken:
+                try:
+                    self._db.execute("ROLLBACK")
+                except psycopg.Error:
+                    log.warning("rolling back a failed batch failed too")
+
+    def close(self) -> None:
+        self._abandon_batch()
+        self._db.close()
+
+    def relay_key(self, topic: bytes) -> bytes | None:
+        rows = self._rows("SELECT relay_key FROM topics WHERE topic = %s", (topic,))
+        return bytes(rows[0][0]) if rows else None
+
+    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
+        inserted = self._rows(
+            "INSERT INTO topics(topic, relay_key, proof) VALUES (%s, %s, %s) "
+            "ON CONFLICT (topic) DO NOTHING RETURNING 1",
+            (topic, relay_key, proof),
+        )
+        if inserted:
+            return Registered.NEW
+        if self.relay_key(topic) != relay_key:
+            return Registered.TAKEN
+        if proof:  # topics registered before proofs were kept get theirs now
+            self._rows(
+                "UPDATE topics SET proof = %s WHERE topic = %s AND proof = '' RETURNING 1",
+                (proof, topic),
+            )
+        return Registered.KNOWN
+
+    def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
+        rows = self._rows(
+            "SELECT relay_key, proof FROM topics WHERE topic = %s AND proof != ''", (topic,)
+        )
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def freeze(self, topic: bytes, at: float) -> None:
+        self._rows(
+            "UPDATE topics SET frozen_at = %s WHERE topic = %s "
+            "AND (frozen_at = 0 OR frozen_at > %s) RETURNING 1",
+            (at, topic, at),
+        )
+
+    def frozen_at(self, topic: bytes) -> float:
+        rows = self._rows("SELECT frozen_at FROM topics WHERE topic = %s", (topic,))
+        return float(rows[0][0]) if rows else 0.0
+
+    def usage(self, topic: bytes) -> tuple[int, int]:
+        rows = self._rows("SELECT bytes, bundles FROM topics WHERE topic = %s", (topic,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    def add(
+        self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None
+    ) -> Stored:
+        self._begin()
+        # The write lock is held, so nobody else can store this id between the two.
+        found = self._write("SELECT cursor FROM envelopes WHERE id = %s", (bundle_id,))
+        if found:
+            return Stored(int(found[0][0]), False)
+        cursor = self._write(
+            "INSERT INTO envelopes(topic, id, data, origin) VALUES (%s, %s, %s, %s) "
+            "RETURNING cursor",
+            (topic, bundle_id, data, origin),
+        )[0][0]
+        self._write(
+            "UPDATE topics SET bytes = bytes + %s, bundles = bundles + 1 WHERE topic = %s",
+            (len(data), topic),
+        )
+        self._stored_any = True
+        return Stored(int(cursor), True)
+
+    def peer_cursor(self, peer: bytes) -> int:
+        rows = self._rows("SELECT cursor FROM peer_cursors WHERE peer = %s", (peer,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_peer_cursor(self, peer: bytes, cursor: int) -> None:
+        self._begin()
+        self._write(
+            "INSERT INTO peer_cursors(peer, cursor) VALUES (%s, %s) ON CONFLICT (peer) "
+            "DO UPDATE SET cursor = GREATEST(peer_cursors.cursor, excluded.cursor)",
+            (peer, cursor),
+        )
+
+    def commit(self) -> None:
+        if not self._batch:
+            return
+        if self._stored_any:  # delivered to the listeners when (and only if) it commits
+            self._write("SELECT pg_notify(%s, '')", (CHANNEL,))
+        self._write("COMMIT", ())
+        self._batch = False
+
+    def busy(self) -> bool:
+        return self._batch
+
+    def all_after(
+        self, cursor: int, limit: int = 200, *, not_from: bytes = b""
+    ) -> list[tuple[int, bytes, bytes]]:
+        rows = self._rows(
+            "SELECT cursor, topic, data FROM envelopes WHERE cursor > %s "
+            "AND (origin IS NULL OR origin != %s) ORDER BY cursor LIMIT %s",
+            (cursor, not_from, limit),
+        )
+        return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
+
+    def committed_after(
+        self, cursor: int, through: int | None, limit: int = 200
+    ) -> list[Committed]:
+        rows = self._rows(
+            "SELECT cursor, topic, data, origin FROM envelopes WHERE cursor > %s "
+            "AND cursor <= %s ORDER BY cursor LIMIT %s",
+            (cursor, (1 << 63) - 1 if through is None else through, limit),
+        )
+        return [Committed(int(c), bytes(t), bytes(d), bytes(o or b"")) for c, t, d, o in rows]
+
+    def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
+        rows = self._rows(
+            "SELECT COUNT(*) FROM envelopes WHERE cursor > %s AND (origin IS NULL OR origin != %s)",
+            (cursor, not_from),
+        )
+        return int(rows[0][0])
+
+    def newest_overall(self) -> int:
+        return int(self._rows("SELECT COALESCE(MAX(cursor), 0) FROM envelopes")[0][0])
+
+    def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
+        rows = self._rows(
+            "SELECT cursor, data FROM envelopes WHERE topic = %s AND cursor > %s "
+            "ORDER BY cursor LIMIT %s",
+            (topic, cursor, limit),
+        )
+        return [(int(c), bytes(d)) for c, d in rows]
+
+    def newest(self, topic: bytes) -> int:
+        rows = self._rows(
+            "SELECT COALESCE(MAX(cursor), 0) FROM envelopes WHERE topic = %s", (topic,)
+        )
+        return int(rows[0][0])
+
+    def at(self, cursor: int) -> bytes | None:
+        rows = self._rows("SELECT data FROM envelopes WHERE cursor = %s", (cursor,))
+        return bytes(rows[0][0]) if rows else None
+
+    def add_snapshot(self, topic: bytes, cursor: int, covers: int, now: float) -> None:
+        self._write(
+            "INSERT INTO snapshots(topic, cursor, covers, noted_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (topic, cursor, covers, now),
+        )
+
+    def latest_snapshot(self, topic: bytes) -> tuple[int, int] | None:
+        rows = self._rows(
+            "SELECT s.cursor, s.covers FROM snapshots s JOIN envelopes e ON e.cursor = s.cursor "
+            "WHERE s.topic = %s ORDER BY s.covers DESC, s.cursor DESC LIMIT 1",
+            (topic,),
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
+    def pruned_through(self, topic: bytes) -> int:
+        rows = self._rows("SELECT pruned_through FROM topics WHERE topic = %s", (topic,))
+        return int(rows[0][0]) if rows else 0
+
+    def prune(self, older_than: float) -> int:
+        if self._batch:
+            raise StorageError("Pruning waits while a batch of bundles is being written.")
+        removed = 0
+        self._begin()
+        chosen = self._write(
+            "SELECT topic, MAX(covers) FROM snapshots WHERE noted_at <= %s GROUP BY topic",
+            (older_than,),
+        )
+        for topic, covers in chosen:
+            if int(covers) <= self.pruned_through(topic):
+                continue
+            doomed = (
+                "FROM envelopes WHERE topic = %s AND (cursor <= %s OR cursor IN "
+                "(SELECT cursor FROM snapshots WHERE topic = %s AND covers < %s))"
+            )
+            args = (topic, covers, topic, covers)
+            count, size = self._write(
+                f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args
+            )[0]
+            self._write(f"DELETE {doomed}", args)
+            self._write("DELETE FROM snapshots WHERE topic = %s AND covers < %s", (topic, covers))
+            self._write(
+                "UPDATE topics SET bytes = bytes - %s, bundles = bundles - %s, "
+                "pruned_through = %s WHERE topic = %s",
+                (size, count, covers, topic),
+            )
+            removed += int(count)
+        self.commit()
+        return removed
+
+    def writable(self) -> bool:
+        try:
+            return not self._rows("SELECT pg_is_in_recovery()")[0][0]
+        except StorageError:
+            return False
+
+    def topic_sizes(self) -> list[tuple[int, int]]:
+        return [(int(b), int(n)) for b, n in self._rows("SELECT bytes, bundles FROM topics")]
+
+    def counts(self) -> tuple[int, int]:
+        rows = self._rows("SELECT (SELECT COUNT(*) FROM topics), (SELECT COUNT(*) FROM envelopes)")
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def watch_commits(self, wake: Callable[[], None]) -> None:
+        attempt = 0
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    attempt = 0
+                    wake()  # whatever was committed while nobody listened
+                    async for _ in conn.notifies():
+                        wake()
+            except psycopg.Error as exc:
+                delay = _LISTEN_BACKOFF_S[min(attempt, len(_LISTEN_BACKOFF_S) - 1)]
+                attempt += 1
+                log.warning(
+                    "listening for other relay processes failed (%s); again in %.1f s",
+                    _first_line(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,377 @@
+"""The relay's default store: one SQLite file, owned by one relay process.
+
+WAL mode with ``synchronous=FULL``: a bundle is acknowledged only after the transaction
+holding it has committed. One process writes, so cursors (SQLite's row ids) are handed out
+in commit order by construction. Also the online backup and the restore of such a file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from hearth.errors import StorageError
+from relay.storage import STORE_FILE, Committed, Registered, Store, Stored
+
+__all__ = ["SqliteStore", "backup_store", "restore_store"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    topic      BLOB PRIMARY KEY,
+    relay_key  BLOB NOT NULL,
+    bytes      INTEGER NOT NULL DEFAULT 0,
+    bundles    INTEGER NOT NULL DEFAULT 0,
+    pruned_through INTEGER NOT NULL DEFAULT 0,  -- envelopes up to here are gone
+    proof      BLOB NOT NULL DEFAULT x''         -- the registration proof, for peer relays
+);
+CREATE TABLE IF NOT EXISTS envelopes (
+    cursor   INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic    BLOB NOT NULL REFERENCES topics(topic),
+    id       BLOB NOT NULL UNIQUE,
+    data     BLOB NOT NULL,
+    origin   BLOB             -- the peer relay it came from; NULL: from a client
+);
+CREATE INDEX IF NOT EXISTS envelopes_by_topic ON envelopes (topic, cursor);
+CREATE TABLE IF NOT EXISTS snapshots (
+    topic   BLOB NOT NULL REFERENCES topics(topic),
+    cursor  INTEGER NOT NULL,   -- where the snapshot bundle itself is stored
+    covers  INTEGER NOT NULL,   -- every bundle up to this cursor is inside it
+    noted_at REAL NOT NULL DEFAULT 0,   -- when it arrived (seconds since the epoch)
+    PRIMARY KEY (topic, cursor)
+);
+CREATE TABLE IF NOT EXISTS peer_cursors (
+    peer    BLOB PRIMARY KEY,   -- a peer relay's id
+    cursor  INTEGER NOT NULL    -- everything it sent up to its own cursor here is stored
+);
+"""
+# Columns added after the first release, for stores created before them.
+_ADDED_COLUMNS = (
+    ("topics", "pruned_through", "INTEGER NOT NULL DEFAULT 0"),
+    ("snapshots", "noted_at", "REAL NOT NULL DEFAULT 0"),
+    ("topics", "proof", "BLOB NOT NULL DEFAULT x''"),
+    ("envelopes", "origin", "BLOB"),
+    ("topics", "frozen_at", "REAL NOT NULL DEFAULT 0"),
+)
+
+
+def backup_store(data_dir: Path, dest: Path) -> Path:
+    """Copy a relay's store, consistent as of one moment, while the relay keeps running.
+
+    SQLite's online backup reads one snapshot of the database (WAL lets the relay go on
+    writing meanwhile); ``dest`` is a file, or a directory to put ``relay.db`` in.
+    """
+    source_path = data_dir / STORE_FILE
+    if not source_path.exists():
+        raise StorageError(f"There is no relay store in {data_dir}.")
+    target = dest / STORE_FILE if dest.is_dir() else dest
+    if target.exists():
+        raise StorageError(f"{target} exists already; Hearth does not overwrite a backup.")
+    try:
+        _copy(source_path, target)
+    except sqlite3.Error as exc:
+        raise StorageError(f"The backup failed ({exc}); nothing was written.") from exc
+    return target
+
+
+def restore_store(backup: Path, data_dir: Path) -> Path:
+    """Put a backup in place as the store of a relay that is not running."""
+    target = data_dir / STORE_FILE
+    if target.exists():
+        raise StorageError(
+            f"{data_dir} already holds a relay store; restore into an empty directory."
+        )
+    try:
+        db = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        try:
+            ok = db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{backup} is not a relay backup ({exc}).") from exc
+    if not ok or not {"topics", "envelopes"} <= tables:
+        raise StorageError(f"{backup} is damaged or not a relay backup; nothing was restored.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _copy(backup, target)
+    except sqlite3.Error as exc:
+        raise StorageError(f"The restore failed ({exc}); nothing was restored.") from exc
+    return target
+
+
+def _copy(source: Path, target: Path) -> None:
+    """SQLite's online backup of ``source`` into ``target``: there whole, or not at all."""
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(partial)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    except sqlite3.Error:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        src.close()
+    partial.rename(target)
+
+
+class SqliteStore(Store):
+    """The relay's SQLite file."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            for table, column, kind in _ADDED_COLUMNS:
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(
+                f"The relay store {path} is damaged or not a relay store ({exc})."
+            ) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def relay_key(self, topic: bytes) -> bytes | None:
+        row = self._db.execute("SELECT relay_key FROM topics WHERE topic = ?", (topic,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
+        existing = self.relay_key(topic)
+        if existing is not None and existing != relay_key:
+            return Registered.TAKEN
+        if existing is not None:
+            if proof:  # topics registered before proofs were kept get theirs now
+                self._db.execute(
+                    "UPDATE topics SET proof = ? WHERE topic = ? AND proof = x''", (proof, topic)
+                )
+            return Registered.KNOWN
+        self._db.execute(
+            "INSERT INTO topics(topic, relay_key, proof) VALUES (?, ?, ?)",
+            (topic, relay_key, proof),
+        )
+        return Registered.NEW
+
+    def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
+        row = self._db.execute(
+            "SELECT relay_key, proof FROM topics WHERE topic = ? AND proof != x''", (topic,)
+        ).fetchone()
+        return (bytes(row[0]), bytes(row[1])) if row else None
+
+    def freeze(self, topic: bytes, at: float) -> None:
+        self._db.execute(
+            "UPDATE topics SET frozen_at = ? WHERE topic = ? AND (frozen_at = 0 OR frozen_at > ?)",
+            (at, topic, at),
+        )
+
+    def frozen_at(self, topic: bytes) -> float:
+        row = self._db.execute("SELECT frozen_at FROM topics WHERE topic = ?", (topic,)).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def usage(self, topic: bytes) -> tuple[int, int]:
+        row = self._db.execute(
+            "SELECT bytes, bundles FROM topics WHERE topic = ?", (topic,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def add(
+        self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None
+    ) -> Stored:
+        try:
+            self._begin()
+            row = self._db.execute(
+                "SELECT cursor FROM envelopes WHERE id = ?", (bundle_id,)
+            ).fetchone()
+            if row:
+                return Stored(int(row[0]), False)
+            cursor = self._db.execute(
+                "INSERT INTO envelopes(topic, id, data, origin) VALUES (?, ?, ?, ?)",
+                (topic, bundle_id, data, origin),
+            ).lastrowid
+            self._db.execute(
+                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1 WHERE topic = ?",
+                (len(data), topic),
+            )
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not store a bundle ({exc}).") from exc
+        assert cursor is not None
+        return Stored(cursor, True)
+
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+
+    def peer_cursor(self, peer: bytes) -> int:
+        row = self._db.execute("SELECT cursor FROM peer_cursors WHERE peer = ?", (peer,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_peer_cursor(self, peer: bytes, cursor: int) -> None:
+        try:
+            self._begin()
+            self._db.execute(
+                "INSERT INTO peer_cursors(peer, cursor) VALUES (?, ?) ON CONFLICT(peer) "
+                "DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
+                (peer, cursor),
+            )
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not note a peer's progress ({exc}).") from exc
+
+    def all_after(
+        self, cursor: int, limit: int = 200, *, not_from: bytes = b""
+    ) -> list[tuple[int, bytes, bytes]]:
+        rows = self._db.execute(
+            "SELECT cursor, topic, data FROM envelopes WHERE cursor > ? "
+            "AND (origin IS NULL OR origin != ?) ORDER BY cursor LIMIT ?",
+            (cursor, not_from, limit),
+        ).fetchall()
+        return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
+
+    def committed_after(
+        self, cursor: int, through: int | None, limit: int = 200
+    ) -> list[Committed]:
+        rows = self._db.execute(
+            "SELECT cursor, topic, data, origin FROM envelopes WHERE cursor > ? AND cursor <= ? "
+            "ORDER BY cursor LIMIT ?",
+            (cursor, (1 << 63) - 1 if through is None else through, limit),
+        ).fetchall()
+        return [Committed(int(c), bytes(t), bytes(d), bytes(o or b"")) for c, t, d, o in rows]
+
+    def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM envelopes WHERE cursor > ? AND (origin IS NULL OR origin != ?)",
+            (cursor, not_from),
+        ).fetchone()
+        return int(row[0])
+
+    def newest_overall(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(cursor), 0) FROM envelopes").fetchone()[0])
+
+    def commit(self) -> None:
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not store a batch of bundles ({exc}).") from exc
+
+    def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
+        rows = self._db.execute(
+            "SELECT cursor, data FROM envelopes WHERE topic = ? AND cursor > ? "
+            "ORDER BY cursor LIMIT ?",
+            (topic, cursor, limit),
+        ).fetchall()
+        return [(int(c), bytes(d)) for c, d in rows]
+
+    def newest(self, topic: bytes) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(cursor), 0) FROM envelopes WHERE topic = ?", (topic,)
+        ).fetchone()
+        return int(row[0])
+
+    def add_snapshot(self, topic: bytes, cursor: int, covers: int, now: float) -> None:
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO snapshots(topic, cursor, covers, noted_at) "
+                "VALUES (?, ?, ?, ?)",
+                (topic, cursor, covers, now),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"The relay could not note a snapshot ({exc}).") from exc
+
+    def latest_snapshot(self, topic: bytes) -> tuple[int, int] | None:
+        row = self._db.execute(
+            "SELECT s.cursor, s.covers FROM snapshots s JOIN envelopes e ON e.cursor = s.cursor "
+            "WHERE s.topic = ? ORDER BY s.covers DESC, s.cursor DESC LIMIT 1",
+            (topic,),
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def pruned_through(self, topic: bytes) -> int:
+        row = self._db.execute(
+            "SELECT pruned_through FROM topics WHERE topic = ?", (topic,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def prune(self, older_than: float) -> int:
+        removed = 0
+        if self.busy():
+            raise StorageError("Pruning waits while a batch of bundles is being written.")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            chosen = self._db.execute(
+                "SELECT topic, MAX(covers) FROM snapshots WHERE noted_at <= ? GROUP BY topic",
+                (older_than,),
+            ).fetchall()
+            for topic, covers in chosen:
+                if int(covers) <= self.pruned_through(topic):
+                    continue
+                doomed = (
+                    "FROM envelopes WHERE topic = ? AND (cursor <= ? OR cursor IN "
+                    "(SELECT cursor FROM snapshots WHERE topic = ? AND covers < ?))"
+                )
+                args = (topic, covers, topic, covers)
+                count, size = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args
+                ).fetchone()
+                self._db.execute(f"DELETE {doomed}", args)
+                self._db.execute(
+                    "DELETE FROM snapshots WHERE topic = ? AND covers < ?", (topic, covers)
+                )
+                self._db.execute(
+                    "UPDATE topics SET bytes = bytes - ?, bundles = bundles - ?, "
+                    "pruned_through = ? WHERE topic = ?",
+                    (size, count, covers, topic),
+                )
+                removed += int(count)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not prune old bundles ({exc}).") from exc
+        return removed
+
+    def busy(self) -> bool:
+        return self._db.in_transaction
+
+    def at(self, cursor: int) -> bytes | None:
+        row = self._db.execute("SELECT data FROM envelopes WHERE cursor = ?", (cursor,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def writable(self) -> bool:
+        if self._db.in_transaction:
+            return True  # a batch is being written
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def topic_sizes(self) -> list[tuple[int, int]]:
+        rows = self._db.execute("SELECT bytes, bundles FROM topics").fetchall()
+        return [(int(b), int(n)) for b, n in rows]
+
+    async def watch_commits(self, wake: Callable[[], None]) -> None:
+        return  # one process owns the file: nobody else commits to it
+
+    def counts(self) -> tuple[int, int]:
+        topics = self._db.execute("SELECT COUNT(*) FROM topics").fetchone()[0]
+        envelopes = self._db.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0]
+        return int(topics), int(envelopes)

@@ -1,0 +1,192 @@
+"""Both relay stores keep the same promises (SQLite and PostgreSQL, each test on each), and
+relay processes sharing a PostgreSQL store pass each other's bundles on in cursor order.
+
+The cores here are the production :class:`~relay.core.RelayCore`, driven by hand: two cores
+on two connections to one database are two relay processes, minus the sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hearth.errors import StorageError
+from hearth.protocol.bundle import registration_proof
+from hearth.protocol.connection import Connection, Role
+from hearth.protocol.frames import Ack, Deliver, Hello, Publish, Register, Subscribe
+from relay.config import RelayConfig
+from relay.core import Output, RelayCore, ToClient
+from relay.postgres_store import PostgresStore
+from relay.sqlite_store import SqliteStore
+from relay.storage import Registered, Store
+from tests.peering_simulation import make_pool
+
+TOPIC = bytes(range(32))
+OTHER = bytes(range(1, 33))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens the store under test; a second call is a second process's view of it."""
+    opened: list[Store] = []
+    if request.param == "sqlite":
+        path = tmp_path / "relay.db"
+
+        def opener() -> Store:
+            assert not opened, "one process owns an SQLite store"
+            opened.append(SqliteStore(path))
+            return opened[-1]
+    else:
+        url = request.getfixturevalue("postgres_url")
+
+        def opener() -> Store:
+            opened.append(PostgresStore(url))
+            return opened[-1]
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+def test_registering_a_topic_is_new_then_known_and_taken_by_no_other_key(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    assert store.register(TOPIC, b"k" * 32, b"proof") is Registered.NEW
+    assert store.register(TOPIC, b"k" * 32) is Registered.KNOWN
+    assert store.register(TOPIC, b"x" * 32, b"other") is Registered.TAKEN
+    assert store.relay_key(TOPIC) == b"k" * 32
+    assert store.registration(TOPIC) == (b"k" * 32, b"proof")
+    assert store.relay_key(OTHER) is None
+
+
+def test_a_batch_is_stored_once_in_cursor_order_and_counted(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    first = store.add(TOPIC, b"a", b"one")
+    second = store.add(TOPIC, b"b", b"two!")
+    again = store.add(TOPIC, b"a", b"one")
+    assert store.busy()
+    store.commit()
+    assert not store.busy()
+    assert first.new
+    assert second.new
+    assert not again.new
+    assert first.cursor < second.cursor == store.newest(TOPIC) == store.newest_overall()
+    assert again.cursor == first.cursor
+    assert store.after(TOPIC, 0) == [(first.cursor, b"one"), (second.cursor, b"two!")]
+    assert store.usage(TOPIC) == (7, 2)
+    assert store.counts() == (1, 2)
+    assert store.topic_sizes() == [(7, 2)]
+    assert [c.cursor for c in store.committed_after(0, first.cursor)] == [first.cursor]
+    assert store.at(second.cursor) == b"two!"
+
+
+def test_what_came_from_a_peer_is_not_sent_back_to_it(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    store.add(TOPIC, b"a", b"from a client")
+    store.add(TOPIC, b"b", b"from the peer", b"P" * 32)
+    store.set_peer_cursor(b"P" * 32, 40)
+    store.commit()
+    store.set_peer_cursor(b"P" * 32, 12)  # a cursor only moves forward
+    store.commit()
+    assert [t for _, _, t in store.all_after(0, not_from=b"P" * 32)] == [b"from a client"]
+    assert store.count_after(0, not_from=b"P" * 32) == 1
+    assert store.peer_cursor(b"P" * 32) == 40
+    assert [c.origin for c in store.committed_after(0, None)] == [b"", b"P" * 32]
+
+
+def test_a_freeze_only_moves_earlier(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    store.freeze(TOPIC, 100.0)
+    store.freeze(TOPIC, 500.0)
+    assert store.frozen_at(TOPIC) == 100.0
+    store.freeze(TOPIC, 50.0)
+    assert store.frozen_at(TOPIC) == 50.0
+
+
+def test_pruning_keeps_the_snapshot_and_what_follows_it(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    cursors = [store.add(TOPIC, bytes([i]), b"x" * 10).cursor for i in range(5)]
+    snapshot = store.add(TOPIC, b"snap", b"s" * 10).cursor
+    store.add_snapshot(TOPIC, snapshot, cursors[3], now=10.0)
+    store.commit()
+    assert store.prune(older_than=5.0) == 0
+    assert store.prune(older_than=20.0) == 4
+    assert store.latest_snapshot(TOPIC) == (snapshot, cursors[3])
+    assert store.pruned_through(TOPIC) == cursors[3]
+    assert [c for c, _ in store.after(TOPIC, 0)] == [cursors[4], snapshot]
+    assert store.usage(TOPIC) == (20, 2)
+    store.add(TOPIC, b"late", b"l")
+    with pytest.raises(StorageError, match="waits"):
+        store.prune(older_than=20.0)
+    store.commit()
+
+
+# --- two relay processes on one PostgreSQL store ----------------------------------------
+
+
+def _core(store: Store) -> RelayCore:
+    return RelayCore(RelayConfig(), store, clock=lambda: 0.0)
+
+
+def _client(core: RelayCore, client: int) -> Connection:
+    """A client connected to ``core`` and past the hello: its own side of the connection."""
+    assert core.admit(client, f"10.0.0.{client}")
+    mine = Connection(Role.CONNECTING)
+    for output in core.receive(client, mine.send(Hello(versions=[1], role="node", agent="test"))):
+        assert isinstance(output, ToClient)
+        mine.receive(core.encode(client, output.frame))
+    return mine
+
+
+def _frames(core: RelayCore, outputs: list[Output], client: int) -> list[object]:
+    return [o.frame for o in outputs if isinstance(o, ToClient) and o.client == client]
+
+
+@pytest.fixture
+def two_processes(postgres_url: str) -> Iterator[tuple[RelayCore, RelayCore]]:
+    """Two relay cores, each with its own connection to one PostgreSQL store."""
+    stores = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
+    yield _core(stores[0]), _core(stores[1])
+    for store in stores:
+        store.close()
+
+
+def test_two_processes_pass_each_others_bundles_on_in_cursor_order(
+    two_processes: tuple[RelayCore, RelayCore],
+) -> None:
+    one, two = two_processes
+    [(keys, envelopes)] = make_pool(groups=1, per_group=4)
+    publisher, listener = _client(one, 1), _client(two, 2)
+    register = Register(
+        topic=keys.topic, relay_key=keys.relay_key.public, proof=registration_proof(keys)
+    )
+    assert one.receive(1, publisher.send(register)) == []
+    two.receive(2, listener.send(Subscribe(topic=keys.topic, after=0)))
+
+    def publish(core: RelayCore, conn: Connection, client: int, n: int) -> list[Output]:
+        assert core.receive(client, conn.send(Publish(envelope=envelopes[n - 1]))) == []
+        return core.flush()
+
+    acks = _frames(one, publish(one, publisher, 1, 1) + publish(one, publisher, 1, 2), 1)
+    assert [type(f) for f in acks] == [Ack, Ack]
+    # Process two had not looked yet: its own publish first passes on one's two bundles.
+    own = _client(two, 3)
+    out = publish(two, own, 3, 3)
+    to_listener = _frames(two, out, 2)
+    assert [f.cursor for f in to_listener if isinstance(f, Deliver)] == [1, 2, 3]
+    assert two.committed_elsewhere() == []  # nothing new since
+    live = _frames(one, one.committed_elsewhere(), 2)
+    assert live == []  # process one has no subscriber of its own
+    publish(one, publisher, 1, 4)
+    later = _frames(two, two.committed_elsewhere(), 2)
+    assert [f.cursor for f in later if isinstance(f, Deliver)] == [4]
+    assert _frames(two, two.committed_elsewhere(), 3) == []  # the publisher on two, not one
