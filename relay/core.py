@@ -382,11 +382,7 @@ class RelayCore:
             return self._error(
                 client, "bad-signature", "The bundle's admission signature is not valid.", bundle_id
             )
-        used_bytes, used_bundles = self.store.usage(envelope.topic)
-        if (
-            used_bytes + len(frame.envelope) > config.topic_quota_bytes
-            or used_bundles + 1 > config.topic_quota_bundles
-        ):
+        if self._over_quota(envelope, len(frame.envelope)):
             return self._error(
                 client,
                 "quota-exceeded",
@@ -566,13 +562,19 @@ class RelayCore:
             return "topic-frozen"
         if not envelope.relay_signature_valid(relay_key):
             return "bad-signature"
-        used_bytes, used_bundles = self.store.usage(envelope.topic)
-        if (
-            used_bytes + len(frame.envelope) > self.config.topic_quota_bytes
-            or used_bundles + 1 > self.config.topic_quota_bundles
-        ):
+        if self._over_quota(envelope, len(frame.envelope)):
             return "quota-exceeded"
         return None
+
+    def _over_quota(self, envelope: Envelope, size: int) -> bool:
+        """Whether storing the bundle would take its topic past the quota (a bundle stored
+        already takes nothing more: sent again, it is acknowledged again)."""
+        used_bytes, used_bundles = self.store.usage(envelope.topic)
+        over = (
+            used_bytes + size > self.config.topic_quota_bytes
+            or used_bundles + 1 > self.config.topic_quota_bundles
+        )
+        return over and self.store.cursor_of(envelope.id) is None
 
     def mirror_catch_up(self, item: MirrorCatchUp, page: int = 200) -> Iterator[Deliver]:
         """Every stored bundle a peer relay may lack, oldest first, read page by page."""

@@ -276,6 +276,10 @@ class PostgresStore(Store):
         )
         return int(rows[0][0])
 
+    def cursor_of(self, bundle_id: bytes) -> int | None:
+        rows = self._rows("SELECT cursor FROM envelopes WHERE id = %s", (bundle_id,))
+        return int(rows[0][0]) if rows else None
+
     def at(self, cursor: int) -> bytes | None:
         rows = self._rows("SELECT data FROM envelopes WHERE cursor = %s", (cursor,))
         return bytes(rows[0][0]) if rows else None

@@ -350,6 +350,10 @@ class SqliteStore(Store):
     def busy(self) -> bool:
         return self._db.in_transaction
 
+    def cursor_of(self, bundle_id: bytes) -> int | None:
+        row = self._db.execute("SELECT cursor FROM envelopes WHERE id = ?", (bundle_id,)).fetchone()
+        return int(row[0]) if row else None
+
     def at(self, cursor: int) -> bytes | None:
         row = self._db.execute("SELECT data FROM envelopes WHERE cursor = ?", (cursor,)).fetchone()
         return bytes(row[0]) if row else None

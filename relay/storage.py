@@ -157,6 +157,10 @@ class Store(abc.ABC):
         """The newest cursor of a topic (0 if empty)."""
 
     @abc.abstractmethod
+    def cursor_of(self, bundle_id: bytes) -> int | None:
+        """Where a bundle is stored, if it is."""
+
+    @abc.abstractmethod
     def at(self, cursor: int) -> bytes | None:
         """The envelope stored at a cursor."""
 

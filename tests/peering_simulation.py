@@ -34,9 +34,12 @@ from relay.core import ALL_TOPICS, CloseClient, MirrorCatchUp, Output, Pause, Re
 from relay.sqlite_store import SqliteStore
 
 
-def make_pool(groups: int = 3, per_group: int = 30) -> list[tuple[EpochKeys, list[bytes]]]:
-    """Sealed bundles of a few groups, made once: sealing is the slow part."""
-    rng = random.Random(0)
+def make_pool(
+    groups: int = 3, per_group: int = 30, extra_bytes: int = 0, seed: int = 0
+) -> list[tuple[EpochKeys, list[bytes]]]:
+    """Sealed bundles of a few groups, made once: sealing is the slow part (each bundle
+    ``extra_bytes`` bigger, with random bytes no padding bucket can hide)."""
+    rng = random.Random(seed)
     device = SigningKey(rng.randbytes(32))
     pool = []
     for g in range(groups):
@@ -54,7 +57,8 @@ def make_pool(groups: int = 3, per_group: int = 30) -> list[tuple[EpochKeys, lis
                 prev=b"",
                 auth_heads=(),
                 created_at=0,
-                payload=f"group {g} bundle {seq}".encode(),
+                payload=f"group {g} bundle {seq}".encode()
+                + (rng.randbytes(extra_bytes) if extra_bytes else b""),
             )
             envelope = seal_bundle(inner, keys=keys, device=device, salt=rng.randbytes(32))
             envelopes.append(envelope.encode())

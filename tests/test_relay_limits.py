@@ -1,0 +1,274 @@
+"""Every limit of SECURITY.md §7, under real load on loopback, against a real
+``hearth-relay`` process on each store: abusers get their explicit error or are cut off,
+and meanwhile an honest group's nodes keep syncing and a new client connects within 1 s.
+
+Abusers come from addresses of their own (the relay trusts ``X-Forwarded-For`` here, as
+behind a proxy), so the per-address limits they hit do not touch the honest nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from hearth.protocol.bundle import EpochKeys, registration_proof
+from hearth.protocol.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    Deliver,
+    Frame,
+    Hello,
+    Publish,
+    Register,
+    Subscribe,
+    decode_frame,
+    encode_frame,
+)
+from tests.peering_simulation import forged, make_pool
+from tests.test_sync_processes import Relay, group_of_three, start_relay, state
+
+pytestmark = pytest.mark.process
+
+# Small limits, so that each is reached quickly.
+SETTINGS = """
+[relay]
+trust_forwarded_for = true
+handshake_timeout_s = 1.5
+max_connections = 200
+max_connections_per_ip = 10
+outbound_buffer_bytes = 2097152
+publish_per_s = 10.0
+publish_burst = 50
+bad_signatures_per_minute = 3
+topic_quota_bundles = 40
+"""
+
+[(QUOTA_KEYS, QUOTA_BUNDLES), (FLOOD_KEYS, FLOOD_BUNDLES), (SIG_KEYS, SIG_BUNDLES)] = make_pool(
+    groups=3, per_group=45
+)
+# 32 bundles of 256 KiB: 8 MiB, more than the relay's outbound limit (2 MiB) and what the
+# kernel buffers for a client whose receive window stays closed.
+[(BIG_KEYS, BIG_BUNDLES)] = make_pool(groups=1, per_group=32, extra_bytes=200_000, seed=1)
+
+
+@pytest.fixture
+def limited_relay(tmp_path: Path, relay_store: list[str]) -> Iterator[Relay]:
+    config = tmp_path / "relay.toml"
+    config.write_text(SETTINGS)
+    relay = start_relay(tmp_path / "relay", config=config, extra=relay_store)
+    yield relay
+    relay.kill()
+
+
+class Client:
+    """A raw protocol client from an address of its choosing."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, http: aiohttp.ClientSession, url: str, ip: str) -> Client:
+        ws = await http.ws_connect(url, headers={"X-Forwarded-For": ip}, max_msg_size=0)
+        client = cls(ws)
+        await client.send(Hello(versions=[PROTOCOL_VERSION], role="node", agent="test"))
+        await client.receive()  # welcome
+        return client
+
+    async def send(self, frame: Frame) -> None:
+        await self.ws.send_bytes(encode_frame(frame))
+
+    async def receive(self, timeout: float = 20) -> Frame:
+        message = await self.ws.receive(timeout=timeout)
+        assert message.type == aiohttp.WSMsgType.BINARY, (message.type, self.ws.close_code)
+        return decode_frame(message.data)
+
+    async def register(self, keys: EpochKeys) -> None:
+        await self.send(
+            Register(
+                topic=keys.topic, relay_key=keys.relay_key.public, proof=registration_proof(keys)
+            )
+        )
+
+    async def publish_all(self, envelopes: list[bytes]) -> Counter[str]:
+        """Publish them all at once; count the answers: ``ack`` or each error's code."""
+        for envelope in envelopes:
+            await self.send(Publish(envelope=envelope))
+        answers: Counter[str] = Counter()
+        while sum(answers.values()) < len(envelopes):
+            frame = await self.receive()
+            answers["ack" if isinstance(frame, Ack) else getattr(frame, "code", "?")] += 1
+        return answers
+
+
+def _metrics(relay: Relay) -> str:
+    url = relay.url.replace("ws://", "http://") + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - our own loopback relay
+        return str(answer.read().decode())
+
+
+def _never_reading_subscriber(url: str, topic: bytes, ready: threading.Event) -> socket.socket:
+    """A client that subscribes and then never reads: a raw socket with a small receive
+    buffer, speaking just enough WebSocket to say hello and subscribe."""
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(
+        (
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            "X-Forwarded-For: 198.51.100.9\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert b" 101 " in head, head
+    for frame in (
+        Hello(versions=[PROTOCOL_VERSION], role="node", agent="never reads"),
+        Subscribe(topic=topic, after=0),
+    ):
+        payload = encode_frame(frame)
+        assert len(payload) < 126
+        # A masked binary frame (clients must mask; a zero mask keeps the bytes as they are).
+        sock.sendall(bytes([0x82, 0x80 | len(payload)]) + bytes(4) + payload)
+    ready.set()
+    return sock
+
+
+def test_abuse_gets_explicit_errors_while_an_honest_group_keeps_syncing(
+    tmp_path: Path, limited_relay: Relay
+) -> None:
+    relay = limited_relay
+    ada, ben, cleo = group_of_three(tmp_path, relay.url)
+    honest_edits = iter(range(1000))
+
+    async def honest_group_keeps_working(stop: asyncio.Event) -> int:
+        """Ada and Ben edit and sync throughout; how many rounds they managed."""
+        rounds = 0
+        while not stop.is_set() or rounds < 2:
+            n = next(honest_edits)
+            await asyncio.to_thread(ada, "resource", "add", f"Tool {n}")
+            for cli in (ada, ben):
+                result = await asyncio.to_thread(cli, "sync", "--json")
+                assert json.loads(result.out)["relays_failed"] == []
+            rounds += 1
+        return rounds
+
+    async def abuse(http: aiohttp.ClientSession) -> dict[str, object]:
+        seen: dict[str, object] = {}
+        # A flood of idle connections from one address: the first ten are let in (and
+        # closed once they fail to say hello in time), the rest refused at once.
+        statuses: Counter[int] = Counter()
+        idle = []
+        for _ in range(40):
+            try:
+                idle.append(
+                    await http.ws_connect(relay.url, headers={"X-Forwarded-For": "203.0.113.1"})
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                statuses[exc.status] += 1
+        seen["refused"] = statuses
+        # Meanwhile a newcomer from elsewhere connects and says hello within 1 s.
+        started = time.monotonic()
+        newcomer = await Client.connect(http, relay.url, "192.0.2.50")
+        seen["newcomer_s"] = time.monotonic() - started
+        await newcomer.ws.close()
+        closes = []
+        for ws in idle:
+            message = await ws.receive(timeout=10)
+            closes.append((message.type, ws.close_code))
+        seen["idle_closed"] = closes
+
+        # A publish flood from one connection: the burst passes, then explicit refusals.
+        flooder = await Client.connect(http, relay.url, "203.0.113.2")
+        await flooder.register(FLOOD_KEYS)
+        seen["flood"] = await flooder.publish_all(FLOOD_BUNDLES[:40] * 4)  # within the quota
+
+        # Bundles whose admission signature fails: refused, then the address is blocked.
+        signer = await Client.connect(http, relay.url, "203.0.113.3")
+        await signer.register(SIG_KEYS)
+        seen["bad_signatures"] = await signer.publish_all(
+            [forged(e) for e in SIG_BUNDLES[:6]] + SIG_BUNDLES[6:8]
+        )
+
+        # A topic at its quota: explicit refusals past 40 bundles, nothing evicted.
+        filler = await Client.connect(http, relay.url, "203.0.113.4")
+        await filler.register(QUOTA_KEYS)
+        seen["quota"] = await filler.publish_all(QUOTA_BUNDLES)
+        # ... while a bundle stored already is acknowledged again (a node missed the ack).
+        seen["quota_again"] = await filler.publish_all(QUOTA_BUNDLES[:2])
+
+        # A subscriber that never reads is cut off; one that reads gets everything.
+        ready = threading.Event()
+        stuck = await asyncio.to_thread(_never_reading_subscriber, relay.url, BIG_KEYS.topic, ready)
+        reader = await Client.connect(http, relay.url, "203.0.113.5")
+        await reader.send(Subscribe(topic=BIG_KEYS.topic, after=0))
+        assert (await reader.receive()).__class__.__name__ == "CaughtUp"
+        big = await Client.connect(http, relay.url, "203.0.113.6")
+        await big.register(BIG_KEYS)
+        await asyncio.sleep(0.3)  # the stuck subscriber's hello and subscribe are read
+
+        async def read_all() -> int:
+            got = 0
+            while got < len(BIG_BUNDLES):
+                got += isinstance(await reader.receive(), Deliver)
+            return got
+
+        reading = asyncio.create_task(read_all())
+        answers: Counter[str] = Counter()
+        for start in range(0, len(BIG_BUNDLES), 4):  # 1 MiB at a time, as a node uploads
+            answers += await big.publish_all(BIG_BUNDLES[start : start + 4])
+        seen["big"] = answers
+        seen["reader_got"] = await reading
+        stuck.close()
+        for client in (flooder, signer, filler, reader, big):
+            await client.ws.close()
+        return seen
+
+    async def run() -> tuple[int, dict[str, object]]:
+        stop = asyncio.Event()
+        honest = asyncio.create_task(honest_group_keeps_working(stop))
+        async with aiohttp.ClientSession() as http:
+            try:
+                seen = await abuse(http)
+            finally:
+                stop.set()
+        return await honest, seen
+
+    rounds, seen = asyncio.run(run())
+
+    assert seen["refused"] == {503: 30}
+    assert float(seen["newcomer_s"]) < 1.0, seen["newcomer_s"]  # type: ignore[arg-type]
+    assert seen["idle_closed"] == [(aiohttp.WSMsgType.CLOSE, 1008)] * 10
+    flood: Counter[str] = seen["flood"]  # type: ignore[assignment]
+    assert set(flood) == {"ack", "rate-limited"}
+    assert 50 <= flood["ack"] <= 70, flood
+    assert flood["rate-limited"] >= 90, flood
+    assert seen["bad_signatures"] == {"bad-signature": 4, "blocked": 4}
+    assert seen["quota"] == {"ack": 40, "quota-exceeded": 5}
+    assert seen["quota_again"] == {"ack": 2}
+    assert seen["big"] == {"ack": 32}
+    assert seen["reader_got"] == 32
+
+    metrics = _metrics(relay)
+    for reason in ("connection_limit", "handshake_timeout", "rate-limited", "bad-signature"):
+        assert f'hearth_relay_rejections_total{{reason="{reason}"}}' in metrics, reason
+    assert 'hearth_relay_rejections_total{reason="slow_consumer"} 1' in metrics
+    assert 'hearth_relay_rejections_total{reason="quota-exceeded"} 5' in metrics
+    assert relay.proc.poll() is None
+
+    # The honest group synced throughout and converged; Cleo, away all along, catches up.
+    assert rounds >= 2
+    cleo("sync")
+    assert state(ada) == state(ben) == state(cleo)
