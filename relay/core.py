@@ -620,7 +620,7 @@ class RelayCore:
             # so each subscriber sees cursors in order (a node resumes after the newest).
             through = self._own[0] - 1 if self._own else None
             out = self._others_through(through) + out
-            self._passed_through = max(self._passed_through, *self._own)
+            self._passed_through = max([self._passed_through, *self._own])
         self._own.clear()
         return out
 

@@ -96,7 +96,10 @@ async def _flusher(app: web.Application) -> AsyncIterator[None]:
             await wanted.wait()
             wanted.clear()
             await asyncio.sleep(_BATCH_WINDOW_S)  # let messages arriving meanwhile join
-            await carry_out(app, core.flush())
+            try:
+                await carry_out(app, core.flush())
+            except Exception:  # a bug here must not stop every later acknowledgement
+                log.exception("flushing a batch failed")
 
     task = asyncio.create_task(run())
     yield

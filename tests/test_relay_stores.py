@@ -184,6 +184,8 @@ def test_two_processes_pass_each_others_bundles_on_in_cursor_order(
     to_listener = _frames(two, out, 2)
     assert [f.cursor for f in to_listener if isinstance(f, Deliver)] == [1, 2, 3]
     assert two.committed_elsewhere() == []  # nothing new since
+    # A batch that stores nothing new (a bundle sent again) is acknowledged all the same.
+    assert [type(f) for f in _frames(two, publish(two, own, 3, 3), 3)] == [Ack]
     live = _frames(one, one.committed_elsewhere(), 2)
     assert live == []  # process one has no subscriber of its own
     publish(one, publisher, 1, 4)
