@@ -72,6 +72,15 @@ ALL_TOPICS = bytes(32)
 
 log = logging.getLogger(__name__)
 
+_REFUSALS = {
+    "unknown-topic": "Register the topic before publishing to it.",
+    "topic-frozen": "This group has a newer key; its old one takes no more changes here.",
+    "bad-signature": "The bundle's admission signature is not valid.",
+    "quota-exceeded": (
+        "This group's storage quota at this relay is full; ask the operator or use another relay."
+    ),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ToClient:
@@ -307,8 +316,8 @@ class RelayCore:
         if isinstance(frame, (Mailbox, MailboxClose)):
             return self._mailbox(client, state, frame)
         if isinstance(frame, Freeze):
-            relay_key = self.store.relay_key(frame.topic)
-            if relay_key is None or not freeze_valid(frame.topic, relay_key, frame.proof):
+            topic = self.store.topic(frame.topic)
+            if topic is None or not freeze_valid(frame.topic, topic.relay_key, frame.proof):
                 return self._error(client, "bad-freeze", "The freeze request does not verify.")
             self.store.freeze(frame.topic, self.wall_clock() + config.freeze_grace_s)
             return []
@@ -365,31 +374,11 @@ class RelayCore:
             return self._error(
                 client, "blocked", "Too many bad signatures from this address; wait.", bundle_id
             )
-        relay_key = self.store.relay_key(envelope.topic)
-        if relay_key is None:
-            return self._error(
-                client, "unknown-topic", "Register the topic before publishing to it.", bundle_id
-            )
-        if self._frozen(envelope.topic):
-            return self._error(
-                client,
-                "topic-frozen",
-                "This group has a newer key; its old one takes no more changes here.",
-                bundle_id,
-            )
-        if not envelope.relay_signature_valid(relay_key):
-            self._note_bad_signature(state.ip)
-            return self._error(
-                client, "bad-signature", "The bundle's admission signature is not valid.", bundle_id
-            )
-        if self._over_quota(envelope, len(frame.envelope)):
-            return self._error(
-                client,
-                "quota-exceeded",
-                "This group's storage quota at this relay is full; ask the "
-                "operator or use another relay.",
-                bundle_id,
-            )
+        refusal = self._refusal(envelope, len(frame.envelope))
+        if refusal is not None:
+            if refusal == "bad-signature":
+                self._note_bad_signature(state.ip)
+            return self._error(client, refusal, _REFUSALS[refusal], bundle_id)
         if self.disk_fraction() > config.disk_high_water:
             return self._error(
                 client,
@@ -501,10 +490,6 @@ class RelayCore:
         self.metrics.count("hearth_relay_peer_duplicates_total", 0)  # shown from the start
         log.info("peer relay linked", extra={"peer": relay_id.hex()[:16]})
 
-    def _frozen(self, topic: bytes) -> bool:
-        frozen_at = self.store.frozen_at(topic)
-        return bool(frozen_at) and self.wall_clock() >= frozen_at
-
     def _may_link(self, relay_id: bytes) -> bool:
         return relay_id != self.identity.public and not any(
             s.peer == relay_id for s in self.clients.values()
@@ -531,7 +516,11 @@ class RelayCore:
         envelope: Envelope | None = None
         try:
             envelope = parse_envelope(frame.envelope)
-            reason = self._refusal(envelope, frame)
+            reason = (
+                self._refusal(envelope, len(frame.envelope))
+                if envelope.topic == frame.topic
+                else "unknown-topic"
+            )
         except ProtocolError:
             reason = "bad_envelope"
         try:
@@ -553,28 +542,24 @@ class RelayCore:
         self._staged_peers.add(client)
         return out
 
-    def _refusal(self, envelope: Envelope, frame: Deliver) -> str | None:
-        """Why a peer's bundle cannot be stored here, or ``None``."""
-        relay_key = self.store.relay_key(envelope.topic)
-        if envelope.topic != frame.topic or relay_key is None:
+    def _refusal(self, envelope: Envelope, size: int) -> str | None:
+        """Why a bundle, from a client or a peer relay, cannot be stored here (a code of
+        :data:`_REFUSALS`), or ``None``. A bundle stored already takes no more of the
+        quota: sent again, it is acknowledged again."""
+        topic = self.store.topic(envelope.topic)
+        if topic is None:
             return "unknown-topic"
-        if self._frozen(envelope.topic):
+        if topic.frozen_at and self.wall_clock() >= topic.frozen_at:
             return "topic-frozen"
-        if not envelope.relay_signature_valid(relay_key):
+        if not envelope.relay_signature_valid(topic.relay_key):
             return "bad-signature"
-        if self._over_quota(envelope, len(frame.envelope)):
+        over = (
+            topic.bytes + size > self.config.topic_quota_bytes
+            or topic.bundles + 1 > self.config.topic_quota_bundles
+        )
+        if over and self.store.cursor_of(envelope.id) is None:
             return "quota-exceeded"
         return None
-
-    def _over_quota(self, envelope: Envelope, size: int) -> bool:
-        """Whether storing the bundle would take its topic past the quota (a bundle stored
-        already takes nothing more: sent again, it is acknowledged again)."""
-        used_bytes, used_bundles = self.store.usage(envelope.topic)
-        over = (
-            used_bytes + size > self.config.topic_quota_bytes
-            or used_bundles + 1 > self.config.topic_quota_bundles
-        )
-        return over and self.store.cursor_of(envelope.id) is None
 
     def mirror_catch_up(self, item: MirrorCatchUp, page: int = 200) -> Iterator[Deliver]:
         """Every stored bundle a peer relay may lack, oldest first, read page by page."""

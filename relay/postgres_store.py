@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from hearth.errors import StorageError
-from relay.storage import Committed, Registered, Store, Stored
+from relay.storage import Committed, Registered, Store, Stored, TopicState
 
 __all__ = ["CHANNEL", "PostgresStore"]
 
@@ -147,9 +147,14 @@ class PostgresStore(Store):
         self._abandon_batch()
         self._db.close()
 
-    def relay_key(self, topic: bytes) -> bytes | None:
-        rows = self._rows("SELECT relay_key FROM topics WHERE topic = %s", (topic,))
-        return bytes(rows[0][0]) if rows else None
+    def topic(self, topic: bytes) -> TopicState | None:
+        rows = self._rows(
+            "SELECT relay_key, frozen_at, bytes, bundles FROM topics WHERE topic = %s", (topic,)
+        )
+        if not rows:
+            return None
+        relay_key, frozen_at, size, bundles = rows[0]
+        return TopicState(bytes(relay_key), float(frozen_at), int(size), int(bundles))
 
     def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
         inserted = self._rows(
@@ -159,7 +164,8 @@ class PostgresStore(Store):
         )
         if inserted:
             return Registered.NEW
-        if self.relay_key(topic) != relay_key:
+        existing = self.topic(topic)
+        if existing is None or existing.relay_key != relay_key:
             return Registered.TAKEN
         if proof:  # topics registered before proofs were kept get theirs now
             self._rows(
@@ -181,33 +187,24 @@ class PostgresStore(Store):
             (at, topic, at),
         )
 
-    def frozen_at(self, topic: bytes) -> float:
-        rows = self._rows("SELECT frozen_at FROM topics WHERE topic = %s", (topic,))
-        return float(rows[0][0]) if rows else 0.0
-
-    def usage(self, topic: bytes) -> tuple[int, int]:
-        rows = self._rows("SELECT bytes, bundles FROM topics WHERE topic = %s", (topic,))
-        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
-
     def add(
         self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None
     ) -> Stored:
         self._begin()
-        # The write lock is held, so nobody else can store this id between the two.
-        found = self._write("SELECT cursor FROM envelopes WHERE id = %s", (bundle_id,))
-        if found:
-            return Stored(int(found[0][0]), False)
-        cursor = self._write(
-            "INSERT INTO envelopes(topic, id, data, origin) VALUES (%s, %s, %s, %s) "
-            "RETURNING cursor",
-            (topic, bundle_id, data, origin),
-        )[0][0]
-        self._write(
-            "UPDATE topics SET bytes = bytes + %s, bundles = bundles + 1 WHERE topic = %s",
-            (len(data), topic),
+        # One round trip: insert unless stored already, count it against the topic if new,
+        # and say where it is (the last SELECT does not see the row this one inserts).
+        rows = self._write(
+            "WITH new AS (INSERT INTO envelopes(topic, id, data, origin) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING cursor), "
+            "counted AS (UPDATE topics SET bytes = bytes + %s, bundles = bundles + 1 "
+            "WHERE topic = %s AND EXISTS (SELECT 1 FROM new)) "
+            "SELECT cursor, true FROM new UNION ALL "
+            "SELECT cursor, false FROM envelopes WHERE id = %s",
+            (topic, bundle_id, data, origin, len(data), topic, bundle_id),
         )
-        self._stored_any = True
-        return Stored(int(cursor), True)
+        cursor, new = rows[0]
+        self._stored_any |= bool(new)
+        return Stored(int(cursor), bool(new))
 
     def peer_cursor(self, peer: bytes) -> int:
         rows = self._rows("SELECT cursor FROM peer_cursors WHERE peer = %s", (peer,))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hearth.errors import StorageError
-from relay.storage import STORE_FILE, Committed, Registered, Store, Stored
+from relay.storage import STORE_FILE, Committed, Registered, Store, Stored, TopicState
 
 __all__ = ["SqliteStore", "backup_store", "restore_store"]
 
@@ -144,13 +144,15 @@ class SqliteStore(Store):
     def close(self) -> None:
         self._db.close()
 
-    def relay_key(self, topic: bytes) -> bytes | None:
-        row = self._db.execute("SELECT relay_key FROM topics WHERE topic = ?", (topic,)).fetchone()
-        return bytes(row[0]) if row else None
+    def topic(self, topic: bytes) -> TopicState | None:
+        row = self._db.execute(
+            "SELECT relay_key, frozen_at, bytes, bundles FROM topics WHERE topic = ?", (topic,)
+        ).fetchone()
+        return TopicState(bytes(row[0]), float(row[1]), int(row[2]), int(row[3])) if row else None
 
     def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
-        existing = self.relay_key(topic)
-        if existing is not None and existing != relay_key:
+        existing = self.topic(topic)
+        if existing is not None and existing.relay_key != relay_key:
             return Registered.TAKEN
         if existing is not None:
             if proof:  # topics registered before proofs were kept get theirs now
@@ -175,16 +177,6 @@ class SqliteStore(Store):
             "UPDATE topics SET frozen_at = ? WHERE topic = ? AND (frozen_at = 0 OR frozen_at > ?)",
             (at, topic, at),
         )
-
-    def frozen_at(self, topic: bytes) -> float:
-        row = self._db.execute("SELECT frozen_at FROM topics WHERE topic = ?", (topic,)).fetchone()
-        return float(row[0]) if row else 0.0
-
-    def usage(self, topic: bytes) -> tuple[int, int]:
-        row = self._db.execute(
-            "SELECT bytes, bundles FROM topics WHERE topic = ?", (topic,)
-        ).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def add(
         self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None

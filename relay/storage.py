@@ -26,7 +26,15 @@ from hearth.errors import ConfigError
 if TYPE_CHECKING:
     from relay.config import RelayConfig
 
-__all__ = ["STORE_FILE", "Committed", "Registered", "Store", "Stored", "open_store"]
+__all__ = [
+    "STORE_FILE",
+    "Committed",
+    "Registered",
+    "Store",
+    "Stored",
+    "TopicState",
+    "open_store",
+]
 
 STORE_FILE = "relay.db"
 
@@ -45,6 +53,17 @@ class Stored:
 
     cursor: int
     new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """A registered topic: the key that admits its bundles, when it stops taking any (0:
+    never), and how much it holds."""
+
+    relay_key: bytes
+    frozen_at: float
+    bytes: int
+    bundles: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +98,9 @@ class Store(abc.ABC):
         """Close the store."""
 
     @abc.abstractmethod
-    def relay_key(self, topic: bytes) -> bytes | None:
-        """The key that admits bundles to a topic, if the topic is registered."""
+    def topic(self, topic: bytes) -> TopicState | None:
+        """A topic's key, freeze and usage (one read: every publish needs all three), if
+        the topic is registered."""
 
     @abc.abstractmethod
     def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
@@ -95,14 +115,6 @@ class Store(abc.ABC):
     def freeze(self, topic: bytes, at: float) -> None:
         """Take no bundles for a topic from ``at`` (seconds since the epoch); a freeze only
         ever moves earlier, so whoever holds the old key cannot undo one."""
-
-    @abc.abstractmethod
-    def frozen_at(self, topic: bytes) -> float:
-        """When a topic stopped (or stops) taking bundles; 0 if it is not frozen."""
-
-    @abc.abstractmethod
-    def usage(self, topic: bytes) -> tuple[int, int]:
-        """(bytes, bundles) stored for a topic."""
 
     @abc.abstractmethod
     def add(

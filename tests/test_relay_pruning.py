@@ -45,18 +45,18 @@ def _core(store: SqliteStore, now: float) -> RelayCore:
 def test_nothing_is_pruned_before_the_retention_period(tmp_path: Path) -> None:
     store = _store_with_a_snapshot(tmp_path / "relay.db")
     assert _core(store, now=50.0 + RETENTION - 1).prune() == 0
-    assert store.usage(TOPIC)[1] == 11
+    assert store.topic(TOPIC).bundles == 11
     assert store.pruned_through(TOPIC) == 0
 
 
 def test_what_a_snapshot_covers_goes_after_the_retention_period(tmp_path: Path) -> None:
     store = _store_with_a_snapshot(tmp_path / "relay.db")
-    used_before = store.usage(TOPIC)[0]
+    used_before = store.topic(TOPIC).bytes
     core = _core(store, now=50.0 + RETENTION)
     assert core.prune() == 8
     assert core.prune() == 0  # nothing more to do
-    assert store.usage(TOPIC)[1] == 3
-    assert store.usage(TOPIC)[0] == used_before - sum(len(f"bundle {i}") for i in range(1, 9))
+    assert store.topic(TOPIC).bundles == 3
+    assert store.topic(TOPIC).bytes == used_before - sum(len(f"bundle {i}") for i in range(1, 9))
     assert store.pruned_through(TOPIC) == 8
 
     # A node that was away, last read up to cursor 3: the snapshot, then 9 and 10.
@@ -166,5 +166,5 @@ def test_pruning_never_touches_a_batch_still_being_written(tmp_path: Path) -> No
     with pytest.raises(StorageError):
         store.prune(older_than=10_000.0)
     store.commit()
-    assert store.usage(TOPIC)[1] == 12  # the staged bundle is there
+    assert store.topic(TOPIC).bundles == 12  # the staged bundle is there
     assert store.prune(older_than=10_000.0) == 8  # and pruning works once it is committed

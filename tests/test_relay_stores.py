@@ -20,7 +20,7 @@ from relay.config import RelayConfig
 from relay.core import Output, RelayCore, ToClient
 from relay.postgres_store import PostgresStore
 from relay.sqlite_store import SqliteStore
-from relay.storage import Registered, Store
+from relay.storage import Registered, Store, TopicState
 from tests.peering_simulation import make_pool
 
 TOPIC = bytes(range(32))
@@ -50,6 +50,18 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         store.close()
 
 
+def _usage(store: Store) -> tuple[int, int]:
+    topic = store.topic(TOPIC)
+    assert topic is not None
+    return topic.bytes, topic.bundles
+
+
+def _frozen_at(store: Store) -> float:
+    topic = store.topic(TOPIC)
+    assert topic is not None
+    return topic.frozen_at
+
+
 def test_registering_a_topic_is_new_then_known_and_taken_by_no_other_key(
     open_store: Callable[[], Store],
 ) -> None:
@@ -57,9 +69,9 @@ def test_registering_a_topic_is_new_then_known_and_taken_by_no_other_key(
     assert store.register(TOPIC, b"k" * 32, b"proof") is Registered.NEW
     assert store.register(TOPIC, b"k" * 32) is Registered.KNOWN
     assert store.register(TOPIC, b"x" * 32, b"other") is Registered.TAKEN
-    assert store.relay_key(TOPIC) == b"k" * 32
+    assert store.topic(TOPIC) == TopicState(b"k" * 32, 0.0, 0, 0)
     assert store.registration(TOPIC) == (b"k" * 32, b"proof")
-    assert store.relay_key(OTHER) is None
+    assert store.topic(OTHER) is None
 
 
 def test_a_batch_is_stored_once_in_cursor_order_and_counted(
@@ -79,7 +91,7 @@ def test_a_batch_is_stored_once_in_cursor_order_and_counted(
     assert first.cursor < second.cursor == store.newest(TOPIC) == store.newest_overall()
     assert again.cursor == first.cursor
     assert store.after(TOPIC, 0) == [(first.cursor, b"one"), (second.cursor, b"two!")]
-    assert store.usage(TOPIC) == (7, 2)
+    assert _usage(store) == (7, 2)
     assert store.counts() == (1, 2)
     assert store.topic_sizes() == [(7, 2)]
     assert [c.cursor for c in store.committed_after(0, first.cursor)] == [first.cursor]
@@ -106,9 +118,9 @@ def test_a_freeze_only_moves_earlier(open_store: Callable[[], Store]) -> None:
     store.register(TOPIC, b"k" * 32)
     store.freeze(TOPIC, 100.0)
     store.freeze(TOPIC, 500.0)
-    assert store.frozen_at(TOPIC) == 100.0
+    assert _frozen_at(store) == 100.0
     store.freeze(TOPIC, 50.0)
-    assert store.frozen_at(TOPIC) == 50.0
+    assert _frozen_at(store) == 50.0
 
 
 def test_pruning_keeps_the_snapshot_and_what_follows_it(open_store: Callable[[], Store]) -> None:
@@ -123,7 +135,7 @@ def test_pruning_keeps_the_snapshot_and_what_follows_it(open_store: Callable[[],
     assert store.latest_snapshot(TOPIC) == (snapshot, cursors[3])
     assert store.pruned_through(TOPIC) == cursors[3]
     assert [c for c, _ in store.after(TOPIC, 0)] == [cursors[4], snapshot]
-    assert store.usage(TOPIC) == (20, 2)
+    assert _usage(store) == (20, 2)
     store.add(TOPIC, b"late", b"l")
     with pytest.raises(StorageError, match="waits"):
         store.prune(older_than=20.0)
@@ -190,5 +202,6 @@ def test_two_processes_pass_each_others_bundles_on_in_cursor_order(
     assert live == []  # process one has no subscriber of its own
     publish(one, publisher, 1, 4)
     later = _frames(two, two.committed_elsewhere(), 2)
-    assert [f.cursor for f in later if isinstance(f, Deliver)] == [4]
+    # (the bundle sent again took a cursor number it did not keep: cursors may skip)
+    assert [f.envelope for f in later if isinstance(f, Deliver)] == [envelopes[3]]
     assert _frames(two, two.committed_elsewhere(), 3) == []  # the publisher on two, not one

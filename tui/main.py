@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return open_app(resolve_home(args.home))
     if args.command == "demo" and not args.headless and interactive:
         return open_demo()
-    return run_command(argv)  # also: no terminal to draw on, so the plain-text versions
+    return run_command(args=args)  # also: no terminal to draw on, so the plain-text versions
 
 
 def open_app(home: Path, *, share: bool = True) -> int:

@@ -375,10 +375,11 @@ def _neighbourhood_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     _json_flag(p)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``hearth`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, args: argparse.Namespace | None = None) -> int:
+    """Run the ``hearth`` command (from ``argv``, or ``args`` already parsed from it);
+    returns the exit status."""
+    if args is None:
+        args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
