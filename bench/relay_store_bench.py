@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -108,7 +108,7 @@ async def workload(
 
         started = time.perf_counter()
         await asyncio.gather(
-            *(publish(ws, envelopes) for ws, envelopes in zip(publishers, sealed)),
+            *(publish(ws, envelopes) for ws, envelopes in zip(publishers, sealed, strict=True)),
             *(receive(ws, per_topic) for ws in subscribers),
         )
         elapsed = time.perf_counter() - started
@@ -190,7 +190,7 @@ def main() -> int:
             result = run(args, root, server)
         finally:
             postgres.stop(pg_dir / "server")
-            subprocess.run(["rm", "-rf", str(pg_dir)], check=False)
+            shutil.rmtree(pg_dir, ignore_errors=True)
     result["workload"] = {"bundles": args.bundles, "topics": args.topics, "window": WINDOW}
     result["cpu_count"] = os.cpu_count()
     save_result("relay-stores", result)
