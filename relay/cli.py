@@ -13,12 +13,12 @@ from typing import cast
 
 from aiohttp import web
 
-from hearth.errors import HearthError, StorageError
+from hearth.errors import HearthError
+from relay import backup as backups
 from relay.config import RelayConfig, load_config
 from relay.identity import load_or_create
 from relay.logs import configure
 from relay.server import make_app
-from relay.sqlite_store import backup_store, restore_store
 from relay.storage import open_store
 
 __all__ = ["main"]
@@ -95,13 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ident.add_argument("--config", dest="sub_config", metavar="FILE", type=Path)
     check = sub.add_parser("check-config", help="explain what is wrong in a config file")
     check.add_argument("file", type=Path)
-    backup = sub.add_parser("backup", help="copy the store while the relay runs")
+    backup = sub.add_parser("backup", help="copy the store (either kind) while the relay runs")
     backup.add_argument("dest", type=Path, help="a file, or a directory to put relay.db in")
-    restore = sub.add_parser("restore", help="put a backup in place (relay stopped)")
+    restore = sub.add_parser(
+        "restore", help="put a backup in place as an empty store of either kind (relay stopped)"
+    )
     restore.add_argument("src", type=Path, help="a file written by `hearth-relay backup`")
     for sub_parser in (backup, restore):
         sub_parser.add_argument("--data", dest="sub_data", metavar="DIR")
         sub_parser.add_argument("--config", dest="sub_config", metavar="FILE", type=Path)
+        sub_parser.add_argument("--database", dest="sub_database", metavar="URL")
     args = parser.parse_args(argv)
     configure(json_lines=args.log_format == "json", verbose=args.verbose)
     try:
@@ -110,20 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.file}: fine. Limits: {config.limits()}")
             return 0
         if args.command in ("backup", "restore", "id"):
-            config = load_config(args.sub_config or args.config, data=args.sub_data or args.data)
-            if args.command != "id" and config.database_url:
-                raise StorageError(
-                    "This relay keeps its store in PostgreSQL: back it up and restore it with "
-                    "PostgreSQL's own tools (pg_dump, pg_restore; see docs/operating.md)."
-                )
+            config = load_config(
+                args.sub_config or args.config,
+                data=args.sub_data or args.data,
+                database_url=getattr(args, "sub_database", None) or args.database,
+            )
             if args.command == "id":
                 print(load_or_create(Path(config.data)).public.hex())
             elif args.command == "backup":
-                written = backup_store(Path(config.data), args.dest)
-                print(f"Backed up to {written}.")
+                print(f"Backed up to {backups.backup(config, args.dest)}.")
             else:
-                restored = restore_store(args.src, Path(config.data))
-                print(f"Restored {restored}; start the relay on it.")
+                print(f"Restored into {backups.restore(args.src, config)}; start the relay on it.")
             return 0
         config = load_config(
             args.config,

@@ -22,15 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from hearth.errors import StorageError
-from relay.storage import Committed, Registered, Store, Stored, TopicState
+from relay.sqlite_store import SqliteStore, check_backup
+from relay.storage import STORE_FILE, Committed, Registered, Store, Stored, TopicState
 
-__all__ = ["CHANNEL", "PostgresStore"]
+__all__ = ["CHANNEL", "PostgresStore", "backup_to_file", "restore_from_file"]
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +369,86 @@ class PostgresStore(Store):
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+
+# Every table and column a backup carries, in an order that keeps references intact.
+_TABLES = (
+    ("topics", "topic, relay_key, bytes, bundles, pruned_through, proof, frozen_at"),
+    ("envelopes", "cursor, topic, id, data, origin"),
+    ("snapshots", "topic, cursor, covers, noted_at"),
+    ("peer_cursors", "peer, cursor"),
+)
+
+
+def backup_to_file(url: str, dest: Path) -> Path:
+    """Write the database's relay tables, as of one moment, to an SQLite file in the
+    relay's own schema (the file ``hearth-relay backup`` makes of an SQLite store too, so
+    it restores onto either store); ``dest`` is a file, or a directory for ``relay.db``.
+
+    One read-only, repeatable-read transaction: the relay processes go on writing.
+    """
+    target = dest / STORE_FILE if dest.is_dir() else dest
+    if target.exists():
+        raise StorageError(f"{target} exists already; Hearth does not overwrite a backup.")
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    SqliteStore(partial).close()  # the schema
+    out = sqlite3.connect(partial)
+    try:
+        with psycopg.connect(url, connect_timeout=10) as source:
+            source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            for table, columns in _TABLES:
+                marks = ", ".join("?" * len(columns.split(",")))
+                with source.cursor(name=f"backup_{table}", binary=True) as rows:
+                    rows.execute(f"SELECT {columns} FROM {table}")  # noqa: S608 - our names
+                    while batch := rows.fetchmany(500):
+                        out.executemany(
+                            f"INSERT INTO {table}({columns}) VALUES ({marks})",  # noqa: S608
+                            batch,
+                        )
+        out.commit()
+        out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+    except (psycopg.Error, sqlite3.Error) as exc:
+        out.close()
+        partial.unlink(missing_ok=True)
+        raise StorageError(f"The backup failed ({_first_line(exc)}); nothing was written.") from exc
+    out.close()
+    partial.rename(target)
+    return target
+
+
+def restore_from_file(backup: Path, url: str) -> None:
+    """Load a backup file (of either store) into an empty PostgreSQL database, cursors and
+    all, so that nodes resume where they were; nothing is written if anything fails."""
+    check_backup(backup)
+    PostgresStore(url).close()  # the schema
+    with tempfile.TemporaryDirectory() as scratch:
+        # A copy brought up to the current schema (a backup from an older relay).
+        current = Path(scratch) / STORE_FILE
+        shutil.copyfile(backup, current)
+        SqliteStore(current).close()
+        try:
+            with (
+                psycopg.connect(url, connect_timeout=10) as target,
+                sqlite3.connect(current) as source,
+            ):
+                held = target.execute("SELECT EXISTS (SELECT 1 FROM topics)").fetchone()
+                if held and held[0]:
+                    raise StorageError(
+                        "That database already holds a relay store; restore into an empty one."
+                    )
+                for table, columns in _TABLES:
+                    with target.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                        for row in source.execute(f"SELECT {columns} FROM {table}"):  # noqa: S608
+                            copy.write_row(row)
+                target.execute(
+                    "SELECT setval(pg_get_serial_sequence('envelopes', 'cursor'), "
+                    "GREATEST((SELECT MAX(cursor) FROM envelopes), 1))"
+                )
+        except (psycopg.Error, sqlite3.Error) as exc:
+            raise StorageError(
+                f"The restore failed ({_first_line(exc)}); nothing was restored."
+            ) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from hearth.errors import StorageError
 from relay.storage import STORE_FILE, Committed, Registered, Store, Stored, TopicState
 
-__all__ = ["SqliteStore", "backup_store", "restore_store"]
+__all__ = ["SqliteStore", "backup_store", "check_backup", "restore_store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -81,6 +81,17 @@ def restore_store(backup: Path, data_dir: Path) -> Path:
         raise StorageError(
             f"{data_dir} already holds a relay store; restore into an empty directory."
         )
+    check_backup(backup)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _copy(backup, target)
+    except sqlite3.Error as exc:
+        raise StorageError(f"The restore failed ({exc}); nothing was restored.") from exc
+    return target
+
+
+def check_backup(backup: Path) -> None:
+    """Refuse a file that is not an intact relay backup, before anything is written."""
     try:
         db = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
         try:
@@ -92,12 +103,6 @@ def restore_store(backup: Path, data_dir: Path) -> Path:
         raise StorageError(f"{backup} is not a relay backup ({exc}).") from exc
     if not ok or not {"topics", "envelopes"} <= tables:
         raise StorageError(f"{backup} is damaged or not a relay backup; nothing was restored.")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        _copy(backup, target)
-    except sqlite3.Error as exc:
-        raise StorageError(f"The restore failed ({exc}); nothing was restored.") from exc
-    return target
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -1,5 +1,5 @@
 """``hearth-relay backup`` while the relay takes writes, and ``restore`` into a new relay
-that serves every bundle it had to nodes that never talked to the old one."""
+that serves every bundle it had to nodes that never talked to the old one — on each store."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from tests import postgres
 from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import start_relay
 
@@ -27,13 +29,22 @@ def relay_command(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def stored(data: Path) -> int:
-    with sqlite3.connect(data / "relay.db") as db:
-        return int(db.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0])
+def stored(data: Path, store: list[str]) -> int:
+    """How many bundles the relay with this data directory and store arguments holds."""
+    if store:
+        with psycopg.connect(store[1]) as db:
+            row = db.execute("SELECT COUNT(*) FROM envelopes").fetchone()
+    else:
+        with sqlite3.connect(data / "relay.db") as db:
+            row = db.execute("SELECT COUNT(*) FROM envelopes").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-def test_backup_during_writes_then_restore_serves_everything(tmp_path: Path) -> None:
-    relay = start_relay(tmp_path / "old")
+def test_backup_during_writes_then_restore_serves_everything(
+    tmp_path: Path, relay_store: list[str], request: pytest.FixtureRequest
+) -> None:
+    relay = start_relay(tmp_path / "old", extra=relay_store)
     writer = Cli(tmp_path / "writer")
     writer("init", "--name", "Writer")
     writer("group", "create", "Backed up", "--relay", relay.url)
@@ -48,25 +59,37 @@ def test_backup_during_writes_then_restore_serves_everything(tmp_path: Path) -> 
     writing = subprocess.Popen(["/bin/sh", "-c", loop], env=env, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while stored(relay.data) < 4 and time.monotonic() < deadline:
+        while stored(relay.data, relay_store) < 4 and time.monotonic() < deadline:
             time.sleep(0.1)
-        made = relay_command("backup", str(tmp_path / "backup.db"), "--data", str(relay.data))
+        made = relay_command(
+            "backup", str(tmp_path / "backup.db"), "--data", str(relay.data), *relay_store
+        )
     finally:
         writing.wait(timeout=120)
     assert made.returncode == 0, made.stderr
-    again = relay_command("backup", str(tmp_path / "backup.db"), "--data", str(relay.data))
+    again = relay_command(
+        "backup", str(tmp_path / "backup.db"), "--data", str(relay.data), *relay_store
+    )
     assert again.returncode == 1
     assert "does not overwrite" in again.stderr
     relay.kill()
 
     new = tmp_path / "new"
-    restored = relay_command("restore", str(tmp_path / "backup.db"), "--data", str(new))
+    # Into an empty store of the same kind: a new directory, or a new database.
+    new_store = (
+        ["--database", postgres.fresh_database(request.getfixturevalue("postgres_server"))]
+        if relay_store
+        else []
+    )
+    restore = ("restore", str(tmp_path / "backup.db"), "--data", str(new), *new_store)
+    restored = relay_command(*restore)
     assert restored.returncode == 0, restored.stderr
-    twice = relay_command("restore", str(tmp_path / "backup.db"), "--data", str(new))
+    twice = relay_command(*restore)
     assert twice.returncode == 1
-    in_backup = stored(new)
+    assert "restore into an empty" in twice.stderr
+    in_backup = stored(new, new_store)
     assert in_backup >= 4
-    new_relay = start_relay(new)
+    new_relay = start_relay(new, extra=new_store)
     try:
         fresh = Cli(tmp_path / "fresh")
         fresh("init", "--name", "Fresh")

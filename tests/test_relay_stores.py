@@ -18,8 +18,8 @@ from hearth.protocol.connection import Connection, Role
 from hearth.protocol.frames import Ack, Deliver, Hello, Publish, Register, Subscribe
 from relay.config import RelayConfig
 from relay.core import Output, RelayCore, ToClient
-from relay.postgres_store import PostgresStore
-from relay.sqlite_store import SqliteStore
+from relay.postgres_store import PostgresStore, backup_to_file, restore_from_file
+from relay.sqlite_store import SqliteStore, backup_store, restore_store
 from relay.storage import Registered, Store, TopicState
 from tests.peering_simulation import make_pool
 
@@ -205,3 +205,43 @@ def test_two_processes_pass_each_others_bundles_on_in_cursor_order(
     # (the bundle sent again took a cursor number it did not keep: cursors may skip)
     assert [f.envelope for f in later if isinstance(f, Deliver)] == [envelopes[3]]
     assert _frames(two, two.committed_elsewhere(), 3) == []  # the publisher on two, not one
+
+
+def test_a_backup_carries_a_relay_from_sqlite_to_postgresql_and_back(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    sqlite = SqliteStore(tmp_path / "relay.db")
+    sqlite.register(TOPIC, b"k" * 32, b"proof")
+    for i in range(300):  # more than one page of the copy
+        sqlite.add(TOPIC, i.to_bytes(4, "big"), bytes([i % 256]) * 40)
+    sqlite.add(TOPIC, b"from a peer", b"p", b"P" * 32)
+    sqlite.add_snapshot(TOPIC, 300, 120, now=5.0)
+    sqlite.set_peer_cursor(b"P" * 32, 77)
+    sqlite.freeze(TOPIC, 99.0)
+    sqlite.commit()
+    expected = sqlite.committed_after(0, None, 1000)
+    sqlite.close()
+    backup_store(tmp_path, tmp_path / "first.db")
+
+    restore_from_file(tmp_path / "first.db", postgres_url)
+    with pytest.raises(StorageError, match="empty"):
+        restore_from_file(tmp_path / "first.db", postgres_url)
+    moved = PostgresStore(postgres_url)
+    try:
+        assert moved.committed_after(0, None, 1000) == expected  # cursors and all
+        assert moved.topic(TOPIC) == TopicState(b"k" * 32, 99.0, 12_001, 301)
+        assert moved.latest_snapshot(TOPIC) == (300, 120)
+        assert moved.peer_cursor(b"P" * 32) == 77
+        assert moved.add(TOPIC, b"next", b"n").cursor == 302  # numbering goes on from there
+        moved.commit()
+    finally:
+        moved.close()
+
+    backup_to_file(postgres_url, tmp_path / "second.db")
+    restore_store(tmp_path / "second.db", tmp_path / "back")
+    back = SqliteStore(tmp_path / "back" / "relay.db")
+    try:
+        assert back.committed_after(0, 301, 1000) == expected
+        assert back.registration(TOPIC) == (b"k" * 32, b"proof")
+    finally:
+        back.close()
