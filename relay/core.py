@@ -266,8 +266,11 @@ class RelayCore:
                 self._encoded[id(frame)] = cached
                 if len(self._encoded) > 256:
                     self._encoded.pop(next(iter(self._encoded)))
-            return self.clients[client].conn.send(frame, cached[1])
-        return self.clients[client].conn.send(frame)
+            data = self.clients[client].conn.send(frame, cached[1])
+        else:
+            data = self.clients[client].conn.send(frame)
+        self.metrics.count("hearth_relay_bytes_out_total", amount=len(data))
+        return data
 
     # --- frames -----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -266,6 +267,9 @@ def test_abuse_gets_explicit_errors_while_an_honest_group_keeps_syncing(
         assert f'hearth_relay_rejections_total{{reason="{reason}"}}' in metrics, reason
     assert 'hearth_relay_rejections_total{reason="slow_consumer"} 1' in metrics
     assert 'hearth_relay_rejections_total{reason="quota-exceeded"} 5' in metrics
+    sent = re.search(r"^hearth_relay_bytes_out_total (\S+)$", metrics, re.MULTILINE)
+    assert sent is not None
+    assert float(sent.group(1)) > 32 * 256 * 1024  # the big bundles, to the reader
     assert relay.proc.poll() is None
 
     # The honest group synced throughout and converged; Cleo, away all along, catches up.
