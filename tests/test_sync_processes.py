@@ -139,8 +139,10 @@ def test_sync_with_no_reachable_relay_fails_and_keeps_changes(tmp_path: Path) ->
     assert status["relays"][0]["waiting_to_send"] >= 2
 
 
-def test_relay_killed_and_restarted_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    relay = start_relay(tmp_path / "relay")
+def test_relay_killed_and_restarted_loses_nothing_acknowledged(
+    tmp_path: Path, relay_store: list[str]
+) -> None:
+    relay = start_relay(tmp_path / "relay", extra=relay_store)
     port = relay.url.rsplit(":", 1)[1]
     try:
         ada, ben, _ = group_of_three(tmp_path, relay.url)
@@ -148,7 +150,7 @@ def test_relay_killed_and_restarted_loses_nothing_acknowledged(tmp_path: Path) -
             ada("resource", "add", f"Tool {i}")
         ada("sync")
         relay.kill(signal.SIGKILL)
-        relay = start_relay(tmp_path / "relay", port=int(port))
+        relay = start_relay(tmp_path / "relay", port=int(port), extra=relay_store)
         ben("sync")
         names = {r["name"] for r in json.loads(ben("resource", "list", "--json").out)}
         assert {f"Tool {i}" for i in range(30)} <= names
@@ -226,8 +228,10 @@ def test_bad_frames_close_only_that_connection(tmp_path: Path, relay: Relay) -> 
     assert all({"at", "level", "logger", "event"} <= set(e) for e in entries)
 
 
-def test_sigterm_closes_clients_with_1001_and_exits_promptly(tmp_path: Path) -> None:
-    relay = start_relay(tmp_path / "relay")
+def test_sigterm_closes_clients_with_1001_and_exits_promptly(
+    tmp_path: Path, relay_store: list[str]
+) -> None:
+    relay = start_relay(tmp_path / "relay", extra=relay_store)
 
     async def wait_for_close() -> int | None:
         async with aiohttp.ClientSession() as http, http.ws_connect(relay.url) as ws:
