@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import hearth_command
-from tests.test_sync_processes import Relay, group_of_three, start_relay, state, wait_until
+from tests.test_sync_processes import (
+    Relay,
+    group_of_three,
+    serving,
+    start_relay,
+    state,
+    wait_until,
+)
 
 pytestmark = pytest.mark.process
 
@@ -112,18 +116,7 @@ def test_nodes_on_different_processes_converge_and_receive_live(
     # Ben stays connected to process 0; Ada's changes go in through process 1.
     forwarder.to = 0
     links_to_0 = forwarder.connections[0]
-    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
-    with (tmp_path / "serve.log").open("w") as log:
-        serving = subprocess.Popen(
-            [*hearth_command(), "--home", str(ben.home), "serve"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-        )
-    try:
-        assert serving.stdout is not None
-        assert serving.stdout.readline().startswith("Serving 1 group")
+    with serving(ben, tmp_path / "serve.log"):
         assert wait_until(lambda: forwarder.connections[0] == links_to_0 + 1)
         forwarder.to = 1
 
@@ -139,11 +132,6 @@ def test_nodes_on_different_processes_converge_and_receive_live(
             assert forwarder.connections[1] > before
             assert wait_until(lambda name=name: ben_has(name)), name  # type: ignore[misc]
         assert forwarder.connections[0] == links_to_0 + 1  # the same link all along
-    finally:
-        serving.send_signal(signal.SIGTERM)
-        serving.wait(timeout=15)
-        assert serving.stdout is not None
-        serving.stdout.close()
 
     # One store: both processes say so, and every bundle is in the database once.
     for relay in relays:

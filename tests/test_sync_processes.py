@@ -4,6 +4,7 @@ files and real WebSockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -291,64 +292,73 @@ def wait_until(check: Callable[[], bool], seconds: float = 20) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def serving(cli: Cli, log: Path) -> Iterator[subprocess.Popen[str]]:
+    """``hearth serve`` on a member's home, from when it says it serves; SIGTERM at the
+    end must stop it cleanly."""
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    with log.open("w") as errors:
+        proc = subprocess.Popen(
+            [*hearth_command(), "--home", str(cli.home), "serve"],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env=env,
+        )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline().startswith("Serving 1 group")
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
 def test_serve_sends_and_receives_live_and_reconnects(tmp_path: Path) -> None:
     relay = start_relay(tmp_path / "relay")
     port = int(relay.url.rsplit(":", 1)[1])
     ada, ben, cleo = group_of_three(tmp_path, relay.url)
-    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
-    with (tmp_path / "serve.log").open("w") as log:
-        serving = subprocess.Popen(
-            [*hearth_command(), "--home", str(ada.home), "serve"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-        )
     try:
-        assert serving.stdout is not None
-        assert serving.stdout.readline().startswith("Serving 1 group")
+        with serving(ada, tmp_path / "serve.log"):
 
-        def ada_has(name: str) -> bool:
-            return name in ada("resource", "list").out
+            def ada_has(name: str) -> bool:
+                return name in ada("resource", "list").out
 
-        ben("resource", "add", "Arrived live")
-        ben("sync")
-        assert wait_until(lambda: ada_has("Arrived live"))
+            ben("resource", "add", "Arrived live")
+            ben("sync")
+            assert wait_until(lambda: ada_has("Arrived live"))
 
-        ada("resource", "add", "From another window")  # another process on the same home
+            ada("resource", "add", "From another window")  # another process on the same home
 
-        def cleo_has(name: str) -> bool:
-            cleo("sync")
-            return name in cleo("resource", "list").out
+            def cleo_has(name: str) -> bool:
+                cleo("sync")
+                return name in cleo("resource", "list").out
 
-        assert wait_until(lambda: cleo_has("From another window"))
+            assert wait_until(lambda: cleo_has("From another window"))
 
-        # A group Ada starts while serving is served too, without a restart.
-        ada("group", "create", "Second street", "--relay", relay.url)
-        ada("resource", "add", "Only in the second group")
+            # A group Ada starts while serving is served too, without a restart.
+            ada("group", "create", "Second street", "--relay", relay.url)
+            ada("resource", "add", "Only in the second group")
 
-        def groups_with_bundles_at_relay() -> int:
-            with sqlite3.connect(relay.data / "relay.db") as db:
-                return int(
-                    db.execute("SELECT COUNT(*) FROM topics WHERE bundles > 0").fetchone()[0]
-                )
+            def groups_with_bundles_at_relay() -> int:
+                with sqlite3.connect(relay.data / "relay.db") as db:
+                    return int(
+                        db.execute("SELECT COUNT(*) FROM topics WHERE bundles > 0").fetchone()[0]
+                    )
 
-        assert wait_until(lambda: groups_with_bundles_at_relay() == 2)
-        ada("group", "use", "Elm Street")
+            assert wait_until(lambda: groups_with_bundles_at_relay() == 2)
+            ada("group", "use", "Elm Street")
 
-        relay.kill(signal.SIGKILL)
-        relay = start_relay(tmp_path / "relay", port=port)
-        ben("resource", "add", "After the restart")
-        ben("sync")
-        assert wait_until(lambda: ada_has("After the restart"), seconds=30)
-        serving.send_signal(signal.SIGTERM)
-        assert serving.wait(timeout=10) == 0
+            relay.kill(signal.SIGKILL)
+            relay = start_relay(tmp_path / "relay", port=port)
+            ben("resource", "add", "After the restart")
+            ben("sync")
+            assert wait_until(lambda: ada_has("After the restart"), seconds=30)
     finally:
-        if serving.poll() is None:
-            serving.kill()
-        serving.wait()
-        assert serving.stdout is not None
-        serving.stdout.close()
         relay.kill(signal.SIGTERM)
 
 
