@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
@@ -25,7 +26,7 @@ from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import start_relay
 from tui.app import HearthApp
 from tui.forms import ConfirmScreen, FormScreen
-from tui.panes import selected_key
+from tui.panes import fill, selected_key
 from tui.welcome import WelcomeApp
 
 NOW = 1_800_000_000_000  # 2027-01-15, fixed so screens are the same every run
@@ -580,3 +581,55 @@ async def test_a_change_sharing_brings_in_is_drawn_without_waiting_for_a_poll(
             if "Brought by sharing" in cells(app, "resource-table"):
                 break
         assert "Brought by sharing" in cells(app, "resource-table")
+
+
+async def test_a_few_rows_coming_and_going_change_the_table_in_place() -> None:
+    class TableApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield DataTable()
+
+    def rows(numbers: list[int], renamed: dict[int, str]) -> list[tuple[str, list[str]]]:
+        return [(f"k{n:03d}", [f"k{n:03d}", renamed.get(n, f"Thing {n}")]) for n in numbers]
+
+    app = TableApp()
+    async with app.run_test():
+        table: DataTable[Any] = app.query_one(DataTable)
+        table.add_columns("id", "name")
+        fill(table, rows(list(range(0, 100, 2)), {}))
+        table.move_cursor(row=10)
+        assert selected_key(table) == "k020"
+        untouched = table.get_row("k040")[1]
+        # From someone else: one entry added in the middle, one gone, one renamed.
+        after = sorted([*range(0, 100, 2), 41])
+        after.remove(10)
+        fill(table, rows(after, {60: "Renamed"}))
+        assert [row.key.value for row in table.ordered_rows] == [f"k{n:03d}" for n in after]
+        assert [str(table.get_row_at(i)[0]) for i in range(3)] == ["k000", "k002", "k004"]
+        assert str(table.get_row_at(20)[0]) == "k041"  # where it sorts, not at the end
+        assert str(table.get_row("k060")[1]) == "Renamed"
+        assert table.get_row("k040")[1] is untouched  # not laid out again
+        assert selected_key(table) == "k020"  # the cursor stays on its entry
+        # Many changes at once: drawn afresh, same result.
+        fill(table, rows(list(range(1, 100, 2)), {}))
+        assert [row.key.value for row in table.ordered_rows] == [
+            f"k{n:03d}" for n in range(1, 100, 2)
+        ]
+
+
+async def test_the_ledger_is_loaded_in_the_first_idle_second_not_while_keys_come(
+    ada: Node,
+) -> None:
+    group = ada.current_group().id
+    app = app_for(ada)
+
+    def loaded() -> bool:
+        held = ada._ledgers.get(group)  # what the node holds in memory
+        return held is not None and held.ledger is not None
+
+    async with app.run_test(size=SIZE) as pilot:
+        for key in ("2", "3", "down", "1"):  # keys for longer than the idle second
+            await pilot.press(key)
+            await pilot.pause(0.3)
+        assert not loaded()
+        await pilot.pause(1.3)
+        assert loaded()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar, cast
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
@@ -51,6 +51,7 @@ from tui.state import neighbourhoods_of, sync_state
 __all__ = ["HearthApp"]
 
 REDRAW_GAP_S = 0.25  # while changes pour in from sharing, redraw at most this often
+IDLE_BEFORE_WARM_UP_S = 1.0  # no key or click for this long after opening: load the ledger
 
 _TABS = (
     "overview",
@@ -211,6 +212,7 @@ class HearthApp(App[None]):
         self._stop_sharing = asyncio.Event()
         self._redraw_due = False
         self._redrawn = 0.0
+        self._last_input = time.monotonic()
 
     # --- layout and refreshing ---------------------------------------------------------
 
@@ -244,6 +246,25 @@ class HearthApp(App[None]):
         self.node.arrival_listeners.append(self._arrived)
         if self.share:
             self.share_changes()
+        self.set_timer(IDLE_BEFORE_WARM_UP_S, self._warm_up_when_idle)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self._last_input = time.monotonic()
+        await super().on_event(event)
+
+    def _warm_up_when_idle(self) -> None:
+        """Load the ledger in the first idle second after opening rather than when the
+        first change from others arrives: the screen waits for it either way, better while
+        nobody is typing."""
+        idle = time.monotonic() - self._last_input
+        if idle < IDLE_BEFORE_WARM_UP_S:
+            self.set_timer(IDLE_BEFORE_WARM_UP_S - idle, self._warm_up_when_idle)
+            return
+        try:
+            self.node.warm_up(self.group_id)
+        except HearthError as exc:  # the change that needs it will say so
+            self.log(f"warming up the ledger: {exc}")
 
     @work(exclusive=True, group="sharing")
     async def share_changes(self) -> None:

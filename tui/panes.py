@@ -61,14 +61,46 @@ class Pane(Protocol):
         """Draw from the ledger as the snapshot has it."""
 
 
+_FEW_CHANGES = 25  # rows added or removed at most for a table to be changed in place
+
+
 def fill(table: DataTable[Any], rows: Sequence[tuple[str, Sequence[str | Text]]]) -> None:
-    """Replace a table's rows (keyed by entry id), keeping the cursor on the same entry."""
+    """Show these rows (keyed by entry id) in this order, keeping the cursor on the same
+    entry. When only a few rows come or go — a change arriving from someone else — the
+    table is changed in place: laying out hundreds of new rows is what would take long."""
     selected = selected_key(table)
-    table.clear()
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
+    # Text, not str: a name is shown as written (a str would be read as markup, which is
+    # also the costliest part of laying out a row).
+    wanted = {key: [Text(c) if isinstance(c, str) else c for c in cells] for key, cells in rows}
+    current = [str(row.key.value) for row in table.ordered_rows]
+    if table.row_count and len(set(current) ^ set(wanted)) <= _FEW_CHANGES:
+        _change_in_place(table, current, wanted)
+    else:
+        table.clear()
+        for key, cells in wanted.items():
+            table.add_row(*cells, key=key)
     if selected is not None and selected in table.rows:
         table.move_cursor(row=table.get_row_index(selected), animate=False)
+
+
+def _change_in_place(
+    table: DataTable[Any], current: list[str], wanted: dict[str, list[Any]]
+) -> None:
+    columns = [column.key for column in table.ordered_columns]
+    for key in set(current) - set(wanted):
+        table.remove_row(key)
+    for key, cells in wanted.items():
+        if key not in table.rows:
+            table.add_row(*cells, key=key)
+            continue
+        for column, old, new in zip(columns, table.get_row(key), cells, strict=True):
+            if old != new:
+                table.update_cell(key, column, new, update_width=True)
+    if [str(row.key.value) for row in table.ordered_rows] != list(wanted):
+        # The table sorts by what its key function makes of a row's cells: the id cell
+        # (the first), known here by identity, stands for the row's place.
+        place = {id(table.get_row(key)[0]): n for n, key in enumerate(wanted)}
+        table.sort(key=lambda cells: place[id(cells[0])])
 
 
 def selected_key(table: DataTable[Any]) -> str | None:
