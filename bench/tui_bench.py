@@ -65,6 +65,8 @@ async def until_shown(table: DataTable[str], key: str, frames: list[float], t: f
     there = time.perf_counter()
     while not any(f > there for f in frames):
         await asyncio.sleep(0.001)
+        if time.perf_counter() - there > 10:
+            raise TimeoutError("no frame was drawn")
     return next(f for f in frames if f > there) - t
 
 
