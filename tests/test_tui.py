@@ -633,3 +633,67 @@ async def test_the_ledger_is_loaded_in_the_first_idle_second_not_while_keys_come
         assert not loaded()
         await pilot.pause(1.3)
         assert loaded()
+
+
+async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        table = app.query_one("#resource-table", DataTable)
+        table.focus()
+        table.move_cursor(row=cells(app, "resource-table").index("Compost"))
+        await pilot.press("e")
+        await pilot.pause()
+        await fill_form(pilot, name="Garden compost", location="By the gate")
+        compost = ada.view().resource(ada.view().find("resources", "Garden compost"))
+        assert compost.location == "By the gate"
+        for key, quantity in (("p", "5"), ("c", "3")):  # "More", then "Use up"
+            await pilot.press(key)
+            await pilot.pause()
+            await fill_form(pilot, quantity=quantity)
+        assert ada.view().resource(compost.id).quantity == Decimal(12)
+        await pilot.press("g")
+        await pilot.pause()
+        await fill_form(pilot, quantity="2")  # to Ben, the one other member
+        await pilot.press("7")
+        await pilot.pause()
+        history = app.query_one("#history-table", DataTable)
+        newest = [" ".join(str(c) for c in history.get_row_at(i)[1:]) for i in range(4)]
+    assert newest == [
+        "Ada gave 2 bags of Garden compost to Ben",
+        "Ada used 3 bags of Garden compost",
+        "Ada added 5 bags of Garden compost",
+        "Ada edited Garden compost (location,name,note)",
+    ]
+
+
+async def test_promises_declined_cancelled_after_asking_and_shown_by_filter(ada: Node) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        for what, due in (("Bring the compost", "2026-01-01"), ("Mend the fence", "+7d")):
+            await pilot.press("4", "a")
+            await pilot.pause()
+            await fill_form(pilot, what=what, due=due)
+        table = app.query_one("#promise-table", DataTable)
+        table.focus()
+        both = ["Bring the compost", "Mend the fence"]
+        for shown in (both, ["Bring the compost"], both):  # mine, overdue, all
+            await pilot.press("f")
+            await pilot.pause()
+            assert sorted(cells(app, "promise-table")) == shown
+        by_what = {c.what: c.id for c in ada.view().commitments()}
+        table.move_cursor(row=cells(app, "promise-table").index("Bring the compost"))
+        await pilot.press("n")
+        await pilot.pause()
+        assert ada.view().commitment(by_what["Bring the compost"]).status is (
+            CommitmentStatus.DECLINED
+        )
+        table.move_cursor(row=cells(app, "promise-table").index("Mend the fence"))
+        await pilot.press("x")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)  # it asks first
+        await pilot.press("y")
+        await pilot.pause()
+        assert ada.view().commitment(by_what["Mend the fence"]).status is (
+            CommitmentStatus.CANCELLED
+        )
