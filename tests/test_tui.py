@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Static
 
 from hearth.identity import create_identity
 from hearth.intake import take_in
-from hearth.ledger.model import CommitmentStatus, NeedStatus
+from hearth.ledger.model import CommitmentStatus, Kind, NeedStatus
 from hearth.node import Node, open_node
 from hearth.testing import FakeClock, seeded_ids
 from tests.conftest import Cli, hearth_command
@@ -697,3 +697,35 @@ async def test_promises_declined_cancelled_after_asking_and_shown_by_filter(ada:
         assert ada.view().commitment(by_what["Mend the fence"]).status is (
             CommitmentStatus.CANCELLED
         )
+
+
+async def test_no_screen_speaks_of_epochs_bundles_or_crdts(ada: Node) -> None:
+    app = app_for(ada)
+    jargon = ("epoch", "bundle", "crdt", "automerge", "relay key", "topic")
+    async with app.run_test(size=SIZE) as pilot:
+        seen = {}
+        for key in ("1", "2", "3", "4", "5", "6", "7", "8", "question_mark"):
+            await pilot.press(key)
+            await pilot.pause()
+            seen[type(app.screen).__name__ + key] = app.export_screenshot().casefold()
+        assert "HelpScreenquestion_mark" in seen  # the help was among them
+        for name, screen in seen.items():
+            assert not [word for word in jargon if word in screen], name
+
+
+async def test_resources_sort_by_kind_and_holder(ada: Node) -> None:
+    with ada.change() as ledger:
+        ledger.add_resource("Apple press")
+        ledger.add_resource("Bike repair", kind=Kind.SKILL)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        assert cells(app, "resource-table") == ["Apple press", "Bike repair", "Compost", "Ladder"]
+        app.query_one("#resource-table", DataTable).focus()
+        await pilot.press("s")
+        await pilot.pause()
+        kinds = cells(app, "resource-table", column=2)
+        assert kinds == sorted(kinds)
+        assert cells(app, "resource-table")[-1] == "Bike repair"  # skill after the tools
+        assert "sorted by: kind" in str(app.query_one("#resource-filters", Static).content)
