@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from hearth.identity import create_identity
 from hearth.intake import take_in
@@ -729,3 +729,18 @@ async def test_resources_sort_by_kind_and_holder(ada: Node) -> None:
         assert kinds == sorted(kinds)
         assert cells(app, "resource-table")[-1] == "Bike repair"  # skill after the tools
         assert "sorted by: kind" in str(app.query_one("#resource-filters", Static).content)
+
+
+async def test_enter_or_escape_leaves_the_search_with_the_rows_it_found(ada: Node) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        for leave in ("escape", "enter"):
+            await pilot.press("2", "slash", "L", "a", "d", leave)
+            await pilot.pause()
+            assert cells(app, "resource-table") == ["Ladder"]
+            assert app.focused is app.query_one("#resource-table", DataTable)
+            assert app.query_one("#resource-search", Input).value == "Lad"
+            await pilot.press("3")  # a key for the app again, not more search text
+            await pilot.pause()
+            assert app.query_one("#tabs", TabbedContent).active == "needs"
+            app.query_one("#resource-search", Input).value = ""

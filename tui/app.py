@@ -345,6 +345,17 @@ class HearthApp(App[None]):
         if event.input.id == "resource-search":
             self.query_one(ResourcesPane).show(self.snapshot())
 
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "resource-search":  # Enter: on to the rows found
+            self.query_one("#resource-table", DataTable).focus()
+
+    def on_key(self, event: events.Key) -> None:
+        # Escape leaves the search box (what was typed stays), so the keys work again.
+        search = self.query("#resource-search")
+        if event.key == "escape" and search and self.focused is search.first():
+            self.query_one("#resource-table", DataTable).focus()
+            event.stop()
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id in ("resource-table", "member-table"):  # Enter, or a click
             self.action_details()
