@@ -36,7 +36,7 @@ from hearth.protocol.sync import PeerHas, RelaySession, Send, Settled, TopicPlan
 from hearth.protocol.words import WORDS
 from tests.conftest import Cli, hearth_command
 from tests.test_invites import first_line, start_invite
-from tests.test_sync_processes import state, wait_until
+from tests.test_sync_processes import reap, state, wait_until
 
 CHALLENGE = bytes(range(32))
 
@@ -185,11 +185,7 @@ def serving(cli: Cli, *extra: str) -> Iterator[str]:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        reap(proc)
 
 
 def two_members_without_a_relay(tmp_path: Path) -> tuple[Cli, Cli]:

@@ -312,9 +312,15 @@ def serving(cli: Cli, log: Path) -> Iterator[subprocess.Popen[str]]:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        reap(proc)
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill a process still running (its test failed first) and close its output."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
         proc.stdout.close()
 
 
