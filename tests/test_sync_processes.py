@@ -251,7 +251,8 @@ def test_sigterm_closes_clients_with_1001_and_exits_promptly(
 
     started = time.monotonic()
     code = asyncio.run(wait_for_close())
-    assert relay.kill(signal.SIGTERM) == 0
+    assert relay.proc.wait(timeout=10) == 0  # a second SIGTERM could land after its handler
+    relay.kill()
     assert time.monotonic() - started < 10
     assert code == 1001
 
