@@ -10,18 +10,16 @@ on the relays' disks; with the middle relay down, groups listing two relays carr
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, hearth_command
+from tests.conftest import Cli
 from tests.test_invites import first_line, start_invite
 from tests.test_relay_peering import relays_in_a_line, restarted_without, stop_and_search
-from tests.test_sync_processes import Relay, start_relay, wait_until
+from tests.test_sync_processes import Relay, serving, start_relay, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -162,8 +160,6 @@ def test_three_groups_on_three_relays_share_through_a_neighbourhood(tmp_path: Pa
 
 def test_serve_carries_a_neighbourhood_live(tmp_path: Path) -> None:
     relay = start_relay(tmp_path / "relay")
-    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
-    serving: subprocess.Popen[str] | None = None
     try:
         ada = group(tmp_path, "Ada", "Elm Street", relay)
         cy = group(tmp_path, "Cy", "Riverside Allotment", relay)
@@ -171,33 +167,22 @@ def test_serve_carries_a_neighbourhood_live(tmp_path: Path) -> None:
         ada("neighbourhood", "create", "Eastside")
         ada("sync")
         bring_in(ada, cy, relay)
-        with (tmp_path / "serve.log").open("w") as log:
-            serving = subprocess.Popen(
-                [*hearth_command(), "--home", str(ada.home), "serve"],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=env,
+        with serving(ada, tmp_path / "serve.log"):
+            # Said by another process on Ada's home while it serves: published live.
+            offer = json.loads(ada("offer", "add", "Seed potatoes", "--qty", "4", "--json").out)
+            assert synced_until(
+                [cy], lambda: [o["id"] for o in listed(cy, "offer", "list")] == [offer["id"]]
             )
-        assert serving.stdout is not None
-        assert serving.stdout.readline().startswith("Serving 1 group")
-        # Said by another process on Ada's home while it serves: published live.
-        offer = json.loads(ada("offer", "add", "Seed potatoes", "--qty", "4", "--json").out)
-        assert synced_until(
-            [cy], lambda: [o["id"] for o in listed(cy, "offer", "list")] == [offer["id"]]
-        )
-        asked = json.loads(cy("request", offer["id"], "--qty", "2", "--json").out)
-        cy("sync")
-        # Received live by Ada's serve: no sync on her side.
-        assert wait_until(
-            lambda: [r["id"] for r in listed(ada, "request", "list")] == [asked["id"]]
-        )
-        ada("request", "accept", asked["id"])
-        assert synced_until(
-            [cy], lambda: [c["status"] for c in listed(cy, "commitment", "list")] == ["accepted"]
-        )
+            asked = json.loads(cy("request", offer["id"], "--qty", "2", "--json").out)
+            cy("sync")
+            # Received live by Ada's serve: no sync on her side.
+            assert wait_until(
+                lambda: [r["id"] for r in listed(ada, "request", "list")] == [asked["id"]]
+            )
+            ada("request", "accept", asked["id"])
+            assert synced_until(
+                [cy],
+                lambda: [c["status"] for c in listed(cy, "commitment", "list")] == ["accepted"],
+            )
     finally:
-        if serving is not None:
-            serving.terminate()
-            serving.communicate(timeout=15)
         relay.kill(signal.SIGTERM)
