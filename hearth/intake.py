@@ -263,8 +263,8 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
         if card is not None and card.cutoff is not None:
             raise ProtocolError("a snapshot from a removed device")
         if card is None:
-            listed = LedgerView.build([incoming[LIVE]]) if LIVE in incoming else None
-            if listed is None or _card(listed.tables["members"], inner.author) is None:
+            listed = incoming[LIVE].read_table("members") if LIVE in incoming else {}
+            if _card(listed, inner.author) is None:
                 raise ProtocolError("a snapshot from a device that is not a member's")
         for name, doc in incoming.items():
             ledger.document(name).merge(doc)
@@ -273,9 +273,10 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
         node.store.run("INSERT INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
         for name in incoming:
             target = ledger.document(name)
-            known = target.change_ids()
             waiting = [
-                r.hash for r in node.store.changes_after(group_id, name, 0) if r.hash not in known
+                r.hash
+                for r in node.store.changes_after(group_id, name, 0)
+                if not target.knows(r.hash)  # the index stays for the bundles that follow
             ]
             node.store.put_snapshot(
                 group_id, name, target.save(), node.store.last_seq(), keep=waiting

@@ -228,6 +228,26 @@ def test_apply_is_incremental_idempotent_and_order_free() -> None:
     assert b.read_table("items") == a.read_table("items")
 
 
+def test_merge_takes_in_the_other_copy_and_keeps_our_actor() -> None:
+    ours = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    with ours.edit() as w:
+        w.put("items", "mine", {"n": 1})
+    theirs = LedgerDoc.genesis(b"s", TABLES, b"\x02" * 16)
+    for i in range(3):
+        with theirs.edit() as w:
+            w.put("items", f"t{i}", {"n": i})
+    copy = LedgerDoc.load(theirs.save(), b"\x03" * 16)
+    assert ours.knows(ours.heads()[0])  # an index built before the merge must not linger
+    assert ours.merge(copy)
+    assert set(ours.read_table("items")) == {"mine", "t0", "t1", "t2"}
+    assert ours.actor == b"\x01" * 16
+    assert all(ours.knows(h) for h in theirs.heads())
+    with ours.edit() as w:
+        w.put("items", "after", {"n": 9})
+    assert change_hash(ours.last_edit.changes[0]).actor == b"\x01" * 16
+    assert not ours.merge(LedgerDoc.load(theirs.save(), b"\x03" * 16))  # nothing new
+
+
 def test_damaged_changes_are_refused_before_anything_applies() -> None:
     a = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
     with a.edit() as w:

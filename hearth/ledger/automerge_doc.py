@@ -385,16 +385,23 @@ class LedgerDoc:
             self._known |= applied
         return applied
 
-    def merge(self, other: LedgerDoc) -> int:
-        """Take in everything another copy of this document has; return how many changes."""
-        self._guarded.clear()
-        self._known = None
+    def merge(self, other: LedgerDoc) -> bool:
+        """Take in everything another copy of this document has; return whether anything
+        came in. ``other`` is used up: it becomes this document's own (with this one's
+        actor id), because merging this copy into it costs what this copy holds, not what
+        the other does — a fresh device taking in a 10,000-entry snapshot merges a handful
+        of changes into it rather than 10,000 into its own (~0.02 s against ~1 s)."""
         before = self._doc.get_heads()
+        actor = self._doc.get_actor()
         try:
-            self._doc.merge(other._doc)
+            other._doc.merge(self._doc)
         except Exception as exc:
             raise LedgerError(f"A saved ledger could not be merged ({exc}).") from exc
-        return len(self._doc.get_changes(before)) if self._doc.get_heads() != before else 0
+        other._doc.set_actor(actor)
+        self._doc = other._doc
+        self._guarded.clear()
+        self._known = None
+        return self._doc.get_heads() != before
 
     def change_ids(self) -> set[bytes]:
         """The hashes of every change in the document (a few ms per thousand changes)."""
