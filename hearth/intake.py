@@ -25,6 +25,7 @@ from hearth.feeds import APPLIED, WAITING
 from hearth.invite import decode_claim
 from hearth.ledger import Ledger, LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
+from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.view import LedgerView
 from hearth.node import Node, verify_genesis
@@ -367,9 +368,8 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
         for doc, submitted in by_doc.items():
             document = ledger.document(doc)
             changes = _ready(node, group_id, document, submitted)
-            guarded = document.may_write(
-                changes, document.objects_under("members") | document.objects_under("invites")
-            )
+            guard = document.objects_under("members") | document.objects_under("invites")
+            guarded = document.may_write(changes, guard)
             if guarded and doc != LIVE:
                 raise ProtocolError("a change to membership inside an archive")
             # The view replaces entries rather than changing them: a shallow copy keeps
@@ -378,6 +378,13 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
                 {t: dict(ledger.view.tables[t]) for t in ("members", "invites")}
                 if doc == LIVE
                 else {}
+            )
+            # A joining device writes from the little its invite gave it; its claim was
+            # checked against the invite here (author_of), so it is judged by this state.
+            seen_by_author = (
+                _seen_by_author(document, changes, guard)
+                if guarded and author.joining is None and author.member_id is not None
+                else None
             )
             infos = [(change_hash(c).hash, c) for c in changes]
             node.store.append_changes(group_id, doc, infos, local=False, touched=touched[doc])
@@ -390,7 +397,7 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
                     raise _Wait("waiting for a removal it follows") from exc
                 raise ProtocolError(f"its changes could not be applied ({exc})") from exc
             if doc == LIVE and (guarded or applied - {i for i, _ in infos}):
-                _check_membership(node, group_id, ledger, before, author)
+                _check_membership(node, group_id, ledger, before, author, seen_by_author)
 
 
 def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes]) -> list[bytes]:
@@ -434,23 +441,52 @@ def _cutoff(node: Node, group_id: str, listed: int | None, author: bytes) -> int
     return proved if listed is None else min(listed, proved)
 
 
+_Tables = dict[str, dict[str, dict[str, object]]]
+
+
+def _seen_by_author(
+    document: LedgerDoc, changes: list[bytes], guard: set[ObjectRef]
+) -> tuple[_Tables, _Tables] | None:
+    """The members and invites tables as the bundle's author saw them, and as its changes
+    left them there — or ``None`` when nothing concurrent touched membership, so that the
+    node's own tables before and after applying say the same.
+
+    SECURITY.md R5: a change to membership is judged by what its author knew (its causal
+    past), not by what else a node happens to hold — else an admin demoted at the same
+    time as they promote someone is obeyed on nodes that heard of the promotion first and
+    refused on the others.
+    """
+    own = {change_hash(c).hash for c in changes}
+    deps = sorted({d for c in changes for d in change_hash(c).deps} - own)
+    if deps == sorted(document.heads()):
+        return None
+    if not document.may_write(document.changes_since(deps), guard):
+        return None
+    then = document.fork_at(deps)
+    seen = {t: then.read_table(t) for t in ("members", "invites")}
+    then.apply(changes)
+    return seen, {t: then.read_table(t) for t in ("members", "invites")}
+
+
 def _check_membership(
     node: Node,
     group_id: str,
     ledger: Ledger,
-    before: dict[str, dict[str, dict[str, object]]],
+    before: _Tables,
     author: Author,
+    seen_by_author: tuple[_Tables, _Tables] | None,
 ) -> None:
     """Judge a bundle that wrote to the members or invites table, then bring the view in
     line with the document (the bundle's own list of what it touched is not trusted)."""
     after = {t: ledger.doc.read_table(t) for t in ("members", "invites")}
+    then, made = seen_by_author if seen_by_author is not None else (before, after)
     membership.check_change(
-        before["members"], after["members"], author=author.member_id, joining=author.joining
+        then["members"], made["members"], author=author.member_id, joining=author.joining
     )
     membership.check_invites(
-        before["invites"],
-        after["invites"],
-        members=before["members"],
+        then["invites"],
+        made["invites"],
+        members=then["members"],
         author=author.member_id,
         claimed=author.invite_id,
     )
