@@ -157,6 +157,8 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
                 return outcome
             with node.store.write():
                 retried = _retry_waiting(node, group_id)
+            if outcome.verdict is Verdict.REJECTED:
+                return outcome
             if outcome.verdict is Verdict.APPLIED or retried:
                 return Outcome(
                     verdict=Verdict.APPLIED, group_id=group_id, applied=outcome.applied + retried
@@ -165,8 +167,8 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
         except NotCounted as exc:
             with node.store.write():
                 not_counted(node, group_id, inner)
-                _retry_waiting(node, group_id)
-            return _reject(node, source, str(exc))
+            outcome = _reject(node, source, str(exc))
+            flipped = True  # what waited on its changes goes on without them
         except HearthError as exc:
             return _reject(node, source, str(exc))
         except _Flip as flip:  # the bundle, or a waiting one it let through, removed someone late
@@ -176,9 +178,8 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
             card = _card(node.view(group_id).tables["members"], inner.author)
             name = node.view(group_id).member_name(card.member_id) if card else "a member"
             equivocated(node, group_id, inner, proof.envelope, proof.held, name)
-            with node.store.write():  # what waited on the changes now taken out
-                _retry_waiting(node, group_id)
-            return _reject(node, source, str(proof))
+            outcome = _reject(node, source, str(proof))
+            flipped = True  # what waited on the changes now taken out goes on without them
     return _reject(node, source, "a bundle that keeps changing who is in the group")
 
 
@@ -462,7 +463,7 @@ def _seen_by_author(
         return None
     if not document.may_write(document.changes_since(deps), guard):
         return None
-    then = document.fork_at(deps)
+    then = document.as_of(deps)
     seen = {t: then.read_table(t) for t in ("members", "invites")}
     then.apply(changes)
     return seen, {t: then.read_table(t) for t in ("members", "invites")}

@@ -248,6 +248,20 @@ def test_merge_takes_in_the_other_copy_and_keeps_our_actor() -> None:
     assert not ours.merge(LedgerDoc.load(theirs.save(), b"\x03" * 16))  # nothing new
 
 
+def test_as_of_gives_the_document_as_it_was_at_some_heads() -> None:
+    doc = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
+    with doc.edit() as w:
+        w.put("items", "a", {"n": 1})
+    then = doc.heads()
+    with doc.edit() as w:
+        w.put("items", "a", {"n": 2})
+        w.put("items", "b", {"n": 3})
+    past = doc.as_of(then)
+    assert past.read_table("items") == {"a": {"n": 1}}
+    assert past.heads() == then
+    assert doc.read_table("items") == {"a": {"n": 2}, "b": {"n": 3}}  # untouched
+
+
 def test_damaged_changes_are_refused_before_anything_applies() -> None:
     a = LedgerDoc.genesis(b"s", TABLES, b"\x01" * 16)
     with a.edit() as w:

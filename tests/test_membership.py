@@ -294,9 +294,31 @@ def test_the_outcome_does_not_depend_on_arrival_order(tmp_path: Path) -> None:
                 rotate(admin, gid)
     with ada.change() as ledger:
         ledger.add_resource("Ada's hoe", kind=Kind.TOOL)
-    bundles = sorted({b.envelope for n in (ada, ben, cat, dan) for b in n.feeds.all(gid)})
+    outcomes = observed_in_orders(tmp_path, [ada, ben, cat, dan], obs, gid)
+    assert len(outcomes) == 1
+    (people, things, _, _, _) = outcomes.pop()
+    assert {name: status for name, status, _ in people} == {
+        "Ada": "active",
+        "Ben": "active",
+        "Obs": "active",
+        "Cat": "removed",
+        "Dan": "removed",
+    }
+    assert "Dan's late saw" not in things
+    assert "Cat's late jar" not in things
+    assert {"Dan's early saw", "Ben's rake", "Ada's hoe"} <= set(things)
+    for node in nodes:
+        node.close()
+
+
+def observed_in_orders(
+    tmp_path: Path, writers: list[Node], obs: Node, gid: str
+) -> set[tuple[object, ...]]:
+    """What copies of the observer's node end up with, given everything the writers hold
+    in SEEDS different orders (offered again until nothing more applies)."""
+    bundles = sorted({b.envelope for n in writers for b in n.feeds.all(gid)})
     obs.close()
-    outcomes = set()
+    outcomes: set[tuple[object, ...]] = set()
     for seed in range(SEEDS):
         home = tmp_path / f"obs-{seed}"
         shutil.copytree(obs.home, home)
@@ -310,7 +332,11 @@ def test_the_outcome_does_not_depend_on_arrival_order(tmp_path: Path) -> None:
         view = observer.view()
         outcomes.add(
             (
-                tuple(sorted((m.name, m.status) for m in view.members(include_gone=True))),
+                tuple(
+                    sorted(
+                        (m.name, m.status, m.role.value) for m in view.members(include_gone=True)
+                    )
+                ),
                 tuple(sorted(resource_names(observer))),
                 tuple(sorted(observer.ledger().doc.heads())),
                 observer.feeds.current_keys(gid).epoch_id,
@@ -318,17 +344,26 @@ def test_the_outcome_does_not_depend_on_arrival_order(tmp_path: Path) -> None:
             )
         )
         observer.close()
+    return outcomes
+
+
+def test_a_promotion_by_an_admin_demoted_meanwhile_counts_everywhere(tmp_path: Path) -> None:
+    """R5: a change to membership is judged by what its author knew. Ada promotes Cat while
+    Ben, not knowing, demotes Ada: the promotion counts on every node, in any order (it
+    used to count only where it arrived before the demotion)."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Obs"])
+    ada, ben, cat, obs = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(nodes)
+    members.demote(ben, gid, "Ada")
+    members.promote(ada, gid, "Cat")
+    outcomes = observed_in_orders(tmp_path, [ada, ben, cat], obs, gid)
     assert len(outcomes) == 1
-    (people, things, _, _, _) = outcomes.pop()
-    assert dict(people) == {
-        "Ada": "active",
-        "Ben": "active",
-        "Obs": "active",
-        "Cat": "removed",
-        "Dan": "removed",
-    }
-    assert "Dan's late saw" not in things
-    assert "Cat's late jar" not in things
-    assert {"Dan's early saw", "Ben's rake", "Ada's hoe"} <= set(things)
-    for node in nodes:
-        node.close()
+    people = outcomes.pop()[0]
+    assert people == (
+        ("Ada", "active", "member"),
+        ("Ben", "active", "admin"),
+        ("Cat", "active", "admin"),
+        ("Obs", "active", "member"),
+    )

@@ -413,14 +413,16 @@ class LedgerDoc:
             self._known = self.change_ids()
         return change in self._known
 
-    def fork_at(self, heads: Sequence[bytes]) -> LedgerDoc:
+    def as_of(self, heads: Sequence[bytes]) -> LedgerDoc:
         """A copy of the document as it was at ``heads`` (known ones), to judge a change
-        by what its author could see; costly (~1 s at 10,000 entries), so only when a
-        concurrent change makes it matter."""
-        # The binding's stubs give fork(heads); the real method is fork_at (fork takes none).
-        fork = LedgerDoc(self._doc.fork_at(list(heads)))  # type: ignore[attr-defined]
-        fork._doc.set_actor(self._doc.get_actor())
-        return fork
+        by what its author could see. Made by replaying the changes before ``heads``
+        (~1 s at 10,000 entries), so only when a concurrent change makes it matter; the
+        binding's own ``fork_at`` panics on some histories ("MissingOps")."""
+        later = {c.hash for c in self._doc.get_changes(list(heads))}
+        past = [c.bytes for c in self._doc.get_changes([]) if c.hash not in later]
+        copy = LedgerDoc(Document(actor_id=self._doc.get_actor()))
+        copy.apply(past)
+        return copy
 
     def changes_since(self, heads: Sequence[bytes]) -> list[bytes]:
         """Change bytes the document has beyond ``heads`` (all of them for ``[]``)."""
