@@ -72,6 +72,14 @@ def cells(app: HearthApp, table_id: str, column: int = 1) -> list[str]:
     return [str(table.get_row_at(i)[column]) for i in range(table.row_count)]
 
 
+def select_row(app: HearthApp, table_id: str, text: str) -> DataTable[Any]:
+    """Focus a table and put its cursor on the row showing ``text``."""
+    table = app.query_one(f"#{table_id}", DataTable)
+    table.focus()
+    table.move_cursor(row=cells(app, table_id).index(text))
+    return table
+
+
 def names(node: Node) -> set[str]:
     return {r.name for r in node.view().resources()}
 
@@ -119,10 +127,8 @@ async def test_lend_and_return_with_a_bad_date_refused_plainly(ada: Node) -> Non
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
-        table = app.query_one("#resource-table", DataTable)
-        table.focus()
+        select_row(app, "resource-table", "Ladder")
         ladder_row = cells(app, "resource-table").index("Ladder")
-        table.move_cursor(row=ladder_row)
         await pilot.press("l")
         await pilot.pause()
         await fill_form(pilot, until="someday")
@@ -229,9 +235,7 @@ async def test_a_change_from_elsewhere_appears_without_moving_the_cursor(
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
-        table = app.query_one("#resource-table", DataTable)
-        table.focus()
-        table.move_cursor(row=cells(app, "resource-table").index("Ladder"))
+        table = select_row(app, "resource-table", "Ladder")
         search = app.query_one("#resource-search", Input)
         # Another `hearth` command on this home adds something that sorts above Ladder.
         with open_node(homes[0]) as other_process, other_process.change() as ledger:
@@ -646,9 +650,7 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
-        table = app.query_one("#resource-table", DataTable)
-        table.focus()
-        table.move_cursor(row=cells(app, "resource-table").index("Compost"))
+        select_row(app, "resource-table", "Compost")
         await pilot.press("e")
         await pilot.pause()
         await fill_form(pilot, name="Garden compost", location="By the gate")
@@ -689,13 +691,13 @@ async def test_promises_declined_cancelled_after_asking_and_shown_by_filter(ada:
             await pilot.pause()
             assert sorted(cells(app, "promise-table")) == shown
         by_what = {c.what: c.id for c in ada.view().commitments()}
-        table.move_cursor(row=cells(app, "promise-table").index("Bring the compost"))
+        select_row(app, "promise-table", "Bring the compost")
         await pilot.press("n")
         await pilot.pause()
         assert ada.view().commitment(by_what["Bring the compost"]).status is (
             CommitmentStatus.DECLINED
         )
-        table.move_cursor(row=cells(app, "promise-table").index("Mend the fence"))
+        select_row(app, "promise-table", "Mend the fence")
         await pilot.press("x")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)  # it asks first
