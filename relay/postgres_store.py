@@ -33,7 +33,15 @@ import psycopg
 
 from hearth.errors import StorageError
 from relay.sqlite_store import SqliteStore, check_backup
-from relay.storage import STORE_FILE, Committed, Registered, Store, Stored, TopicState
+from relay.storage import (
+    STORE_FILE,
+    Committed,
+    Registered,
+    Store,
+    Stored,
+    TopicState,
+    prune_covered,
+)
 
 __all__ = ["CHANNEL", "PostgresStore", "backup_to_file", "restore_from_file"]
 
@@ -308,31 +316,8 @@ class PostgresStore(Store):
     def prune(self, older_than: float) -> int:
         if self._batch:
             raise StorageError("Pruning waits while a batch of bundles is being written.")
-        removed = 0
         self._begin()
-        chosen = self._write(
-            "SELECT topic, MAX(covers) FROM snapshots WHERE noted_at <= %s GROUP BY topic",
-            (older_than,),
-        )
-        for topic, covers in chosen:
-            if int(covers) <= self.pruned_through(topic):
-                continue
-            doomed = (
-                "FROM envelopes WHERE topic = %s AND (cursor <= %s OR cursor IN "
-                "(SELECT cursor FROM snapshots WHERE topic = %s AND covers < %s))"
-            )
-            args = (topic, covers, topic, covers)
-            count, size = self._write(
-                f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args
-            )[0]
-            self._write(f"DELETE {doomed}", args)
-            self._write("DELETE FROM snapshots WHERE topic = %s AND covers < %s", (topic, covers))
-            self._write(
-                "UPDATE topics SET bytes = bytes - %s, bundles = bundles - %s, "
-                "pruned_through = %s WHERE topic = %s",
-                (size, count, covers, topic),
-            )
-            removed += int(count)
+        removed = prune_covered(self._write, "%s", older_than, self.pruned_through)
         self.commit()
         return removed
 

@@ -12,7 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hearth.errors import StorageError
-from relay.storage import STORE_FILE, Committed, Registered, Store, Stored, TopicState
+from relay.storage import (
+    STORE_FILE,
+    Committed,
+    Registered,
+    Store,
+    Stored,
+    TopicState,
+    prune_covered,
+)
 
 __all__ = ["SqliteStore", "backup_store", "check_backup", "restore_store"]
 
@@ -307,36 +315,16 @@ class SqliteStore(Store):
         return int(row[0]) if row else 0
 
     def prune(self, older_than: float) -> int:
-        removed = 0
         if self.busy():
             raise StorageError("Pruning waits while a batch of bundles is being written.")
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            chosen = self._db.execute(
-                "SELECT topic, MAX(covers) FROM snapshots WHERE noted_at <= ? GROUP BY topic",
-                (older_than,),
-            ).fetchall()
-            for topic, covers in chosen:
-                if int(covers) <= self.pruned_through(topic):
-                    continue
-                doomed = (
-                    "FROM envelopes WHERE topic = ? AND (cursor <= ? OR cursor IN "
-                    "(SELECT cursor FROM snapshots WHERE topic = ? AND covers < ?))"
-                )
-                args = (topic, covers, topic, covers)
-                count, size = self._db.execute(
-                    f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args
-                ).fetchone()
-                self._db.execute(f"DELETE {doomed}", args)
-                self._db.execute(
-                    "DELETE FROM snapshots WHERE topic = ? AND covers < ?", (topic, covers)
-                )
-                self._db.execute(
-                    "UPDATE topics SET bytes = bytes - ?, bundles = bundles - ?, "
-                    "pruned_through = ? WHERE topic = ?",
-                    (size, count, covers, topic),
-                )
-                removed += int(count)
+            removed = prune_covered(
+                lambda sql, args: self._db.execute(sql, args).fetchall(),
+                "?",
+                older_than,
+                self.pruned_through,
+            )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:

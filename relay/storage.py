@@ -19,7 +19,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hearth.errors import ConfigError
 
@@ -34,6 +34,7 @@ __all__ = [
     "Stored",
     "TopicState",
     "open_store",
+    "prune_covered",
 ]
 
 STORE_FILE = "relay.db"
@@ -212,6 +213,49 @@ class Store(abc.ABC):
     async def watch_commits(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever another process may have committed bundles, until
         cancelled (a store no other process writes returns at once)."""
+
+
+Rows = list[tuple[Any, ...]]
+
+
+def prune_covered(
+    run: Callable[[str, tuple[Any, ...]], Rows],
+    placeholder: str,
+    older_than: float,
+    pruned_through: Callable[[bytes], int],
+) -> int:
+    """:meth:`Store.prune`'s work, shared by both stores inside the write transaction
+    each holds: ``run`` executes one statement (written with ``?``, which becomes the
+    driver's ``placeholder``) and returns its rows."""
+
+    def sql(statement: str) -> str:
+        return statement.replace("?", placeholder)
+
+    removed = 0
+    chosen = run(
+        sql("SELECT topic, MAX(covers) FROM snapshots WHERE noted_at <= ? GROUP BY topic"),
+        (older_than,),
+    )
+    for topic, covers in chosen:
+        if int(covers) <= pruned_through(topic):
+            continue
+        doomed = sql(
+            "FROM envelopes WHERE topic = ? AND (cursor <= ? OR cursor IN "
+            "(SELECT cursor FROM snapshots WHERE topic = ? AND covers < ?))"
+        )
+        args = (topic, covers, topic, covers)
+        count, size = run(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args)[0]
+        run(f"DELETE {doomed}", args)
+        run(sql("DELETE FROM snapshots WHERE topic = ? AND covers < ?"), (topic, covers))
+        run(
+            sql(
+                "UPDATE topics SET bytes = bytes - ?, bundles = bundles - ?, "
+                "pruned_through = ? WHERE topic = ?"
+            ),
+            (size, count, covers, topic),
+        )
+        removed += int(count)
+    return removed
 
 
 def open_store(config: RelayConfig) -> Store:
