@@ -10,7 +10,9 @@ nothing waits for them, and tells the member what happened (:func:`removal_notic
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from hearth import membership
 from hearth.ledger.automerge_doc import change_hash
 from hearth.node import Node
 from hearth.protocol.bundle import Envelope, Inner, decode_changes, open_envelope, parse_envelope
@@ -18,6 +20,8 @@ from hearth.rotation import epoch_of, take_epoch_op
 
 __all__ = [
     "NOTICE_DAYS",
+    "BrokenDevice",
+    "admin_alerts",
     "change_ids",
     "equivocated",
     "is_orphaned",
@@ -82,6 +86,34 @@ def equivocated(
             "should remove the device.",
         )
     take_out(node, group_id, inner.author, inner.seq - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenDevice:
+    """A device caught signing two versions of one place in its feed (R4) that the ledger
+    still lists: nothing it writes counts any more, and an admin should remove it."""
+
+    device_id: str
+    member_name: str
+
+
+def admin_alerts(node: Node, group_id: str) -> list[BrokenDevice]:
+    """What this node's member must act on as an admin (none for anyone else): devices
+    caught equivocating that no admin has removed yet. Derived from what the node holds,
+    so an alert goes away on every admin's node once one of them removes the device."""
+    members = node.view(group_id).tables["members"]
+    me = members.get(node.identity.member_id, {})
+    if membership.is_gone(me) or (
+        membership.effective_role(members, node.identity.member_id) != "admin"
+    ):
+        return []
+    caught = node.feeds.equivocations(group_id)
+    view = node.view(group_id)
+    return [
+        BrokenDevice(device_id=card.device_id, member_name=view.member_name(card.member_id))
+        for card in membership.cards(members)
+        if card.key in caught and card.cutoff is None
+    ]
 
 
 def removal_notices(node: Node) -> list[tuple[int, str]]:

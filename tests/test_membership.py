@@ -3,6 +3,7 @@ who may change membership, late removals (R6, R8), rival rotations, and order-in
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from collections.abc import Iterator
@@ -17,9 +18,10 @@ from hearth.intake import Verdict, take_in
 from hearth.ledger import Kind, Ledger, LedgerDoc
 from hearth.ledger.model import Role
 from hearth.node import Node, open_node
-from hearth.retraction import removal_notices
+from hearth.retraction import admin_alerts, removal_notices
 from hearth.rotation import departed_devices, rotate, rotation_due
 from hearth.testing import FakeClock, seeded_ids
+from tests.conftest import Cli
 
 
 def make_group(tmp_path: Path, names: list[str]) -> list[Node]:
@@ -367,3 +369,32 @@ def test_a_promotion_by_an_admin_demoted_meanwhile_counts_everywhere(tmp_path: P
         ("Cat", "active", "admin"),
         ("Obs", "active", "member"),
     )
+
+
+def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) -> None:
+    """R4: admins (and only they) are told to remove a device caught equivocating, on
+    screen and in `hearth status`, until one of them has."""
+    ada, ben, _, dan = group
+    gid = ada.current_group().id
+    with dan.change() as ledger:
+        ledger.add_resource("One", kind=Kind.TOOL)
+    mine = dan.identity.device_key.public
+    first = max((b for b in dan.feeds.all(gid) if b.author == mine), key=lambda b: b.seq)
+    deliver(dan, ada, gid)
+    with dan.store.write():  # Dan's device writes another bundle at that seq
+        dan.store.run("DELETE FROM bundles WHERE id = ?", (first.id,))
+        other = dan.feeds.seal_local(
+            gid, [("live", c, []) for c in dan.ledger(gid).doc.changes_since([])[-1:]]
+        )
+    assert "equivocation" in take_in(ada, other.encode(), source="test").reason
+    deliver(ada, ben, gid)  # the proof goes on
+    assert admin_alerts(ben, gid) == []  # Ben is no admin
+    (alert,) = admin_alerts(ada, gid)
+    assert alert.member_name == "Dan"
+    ada.close()
+    status = json.loads(Cli(ada.home)("status", "--json").out)
+    assert status["admin_alerts"] == [{"device": alert.device_id, "member": "Dan"}]
+    assert f"hearth device remove {alert.device_id}" in Cli(ada.home)("status").out
+    with open_node(ada.home, clock=FakeClock()) as again:
+        members.remove_device(again, gid, alert.device_id)
+        assert admin_alerts(again, gid) == []

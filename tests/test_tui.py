@@ -468,6 +468,30 @@ async def test_a_removed_member_is_told_so(homes: tuple[Path, Path], ada: Node) 
             assert "no longer in this group" in shown
 
 
+async def test_an_admin_is_told_to_remove_a_device_caught_signing_twice(
+    homes: tuple[Path, Path], ada: Node
+) -> None:
+    gid = ada.current_group().id
+    with open_node(homes[1], clock=FakeClock(now=NOW + 120_000)) as ben:
+        with ben.change() as ledger:
+            ledger.add_resource("Rake")
+        mine = ben.identity.device_key.public
+        first = max((b for b in ben.feeds.all(gid) if b.author == mine), key=lambda b: b.seq)
+        take_in(ada, first.envelope, source="test")
+        with ben.store.write():  # a copied device writes another bundle at that seq
+            ben.store.run("DELETE FROM bundles WHERE id = ?", (first.id,))
+            other = ben.feeds.seal_local(
+                gid, [("live", c, []) for c in ben.ledger(gid).doc.changes_since([])[-1:]]
+            )
+        take_in(ada, other.encode(), source="test")
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        shown = str(app.query_one("#attention", Static).render())
+        assert "A device of Ben signed two versions of one change" in shown
+        assert "hearth device remove" in shown
+
+
 async def test_the_palette_finds_the_row_actions_of_the_tab(ada: Node) -> None:
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:

@@ -160,6 +160,11 @@ class Overview(VerticalScroll):
             attention.append(f"{sync.gaps} change(s) from others are waiting for earlier ones")
         if sync.taken_back:
             attention.append(f"Taken back out: {sync.taken_back[0]}")
+        for broken in sync.broken_devices:
+            attention.append(
+                f"A device of {broken.member_name} signed two versions of one change; "
+                f"nothing it writes counts. Remove it: hearth device remove {broken.device_id}"
+            )
         asked = [
             r
             for r, _, way in snap.neighbours.requests

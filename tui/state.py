@@ -12,7 +12,7 @@ from hearth import neighbours
 from hearth.neighbourhood import Offer, Request
 from hearth.node import Node
 from hearth.peers import list_peers, waiting_for
-from hearth.retraction import removal_notices
+from hearth.retraction import BrokenDevice, admin_alerts, removal_notices
 from hearth.values import format_time
 
 __all__ = ["Neighbourhoods", "SyncState", "neighbourhoods_of", "sync_state"]
@@ -29,6 +29,7 @@ class SyncState:
     gaps: int  # changes from others held back until earlier ones arrive
     online: bool
     taken_back: tuple[str, ...] = ()  # recent notes of edits that did not count after all
+    broken_devices: tuple[BrokenDevice, ...] = ()  # for an admin: devices to remove
 
 
 def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
@@ -37,9 +38,10 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
     links += [(url, True) for url in list_peers(node.store)]
     gaps = len(node.feeds.waiting(group_id))
     taken_back = tuple(what for _, what in removal_notices(node))
+    broken = tuple(admin_alerts(node, group_id))
     if not links:
         return SyncState(
-            "Only on this device: nothing to share with yet", 0, gaps, False, taken_back
+            "Only on this device: nothing to share with yet", 0, gaps, False, taken_back, broken
         )
     waiting = min(waiting_for(node.store, url, group_id, peer=peer) for url, peer in links)
     rows = node.store.query(
@@ -58,7 +60,7 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
         since = f" (last shared {format_time(int(last_ok))})" if last_ok else ""
         words = f"Offline{since}"
         online = False
-    return SyncState(words, waiting, gaps, online, taken_back)
+    return SyncState(words, waiting, gaps, online, taken_back, broken)
 
 
 @dataclass(frozen=True, slots=True)

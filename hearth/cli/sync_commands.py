@@ -28,7 +28,7 @@ from hearth.node import Node, open_node
 from hearth.peers import LISTENING_AT, add_peer, list_peers, remove_peer, waiting_for
 from hearth.protocol import codec
 from hearth.protocol.invite_code import JoinerIntroduced
-from hearth.retraction import removal_notices
+from hearth.retraction import admin_alerts, removal_notices
 from hearth.rotation import rotate, rotation_due
 from hearth.sync_client import RelayReport, sync_relays
 from hearth.values import format_time
@@ -234,6 +234,7 @@ def _status(args: argparse.Namespace, node: Node) -> int:
     peers = [link(url, peer=True) for url in list_peers(node.store)]
     gaps = len(node.feeds.waiting(group.id))
     notices = removal_notices(node)
+    broken = admin_alerts(node, group.id)
     data = {
         "group": group.name,
         "group_id": group.id,
@@ -241,6 +242,7 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         "peers": peers,
         "gaps": gaps,
         "taken_back": [{"at": at, "what": what} for at, what in notices],
+        "admin_alerts": [{"device": b.device_id, "member": b.member_name} for b in broken],
     }
     lines = [f"{group.name}:"]
     for kind, links in (("relay", relays), ("peer", peers)):
@@ -259,6 +261,11 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         lines.append(f"  {gaps} bundles are waiting for earlier ones that have not arrived")
     for at, what in notices:
         lines.append(f"  {format_time(at)}: {what}")
+    for b in broken:
+        lines.append(
+            f"  for you as an admin: a device of {b.member_name} signed two versions of one "
+            f"change, so nothing it writes counts; remove it: `hearth device remove {b.device_id}`"
+        )
     return emit(args, data, "\n".join(lines))
 
 
