@@ -19,7 +19,7 @@ from hearth.clock import Clock
 from hearth.crypto import RandomBytes, SigningKey
 from hearth.protocol import codec
 from hearth.protocol.bundle import Envelope, EpochKeys, Inner, encode_changes, seal_bundle
-from hearth.protocol.epoch_op import preferred
+from hearth.protocol.epoch_op import Carried, preferred
 from hearth.store import Store
 
 __all__ = ["APPLIED", "INVALID", "WAITING", "Feeds", "StoredBundle", "epoch_id_for"]
@@ -27,6 +27,7 @@ __all__ = ["APPLIED", "INVALID", "WAITING", "Feeds", "StoredBundle", "epoch_id_f
 APPLIED = "applied"
 WAITING = "waiting"
 INVALID = "invalid"  # applied once, then made invalid by a removal that arrived later (R8)
+_OPEN_ONLY = -1  # epochs.eligible of an epoch whose op is not judged yet
 
 
 def epoch_id_for(group_id: bytes, number: int, creator: bytes) -> bytes:
@@ -83,16 +84,25 @@ class Feeds:
         number: int,
         excluded: Sequence[bytes] = (),
         *,
-        eligible: bool = True,
+        eligible: bool | None = True,
     ) -> None:
-        """Keep an epoch secret (inside a write), with the devices its creator left out;
-        an ineligible one only opens bundles, it is never sealed under."""
+        """Keep an epoch secret (inside a write), with the devices its creator left out.
+
+        ``eligible``: its op counts (``True``), does not (``False``: the key only opens
+        bundles, nothing is sealed under it), or is not judged yet (``None``: a key from an
+        op still waiting its turn, or handed on in another op — open only, until its own op
+        is judged). A judged verdict is never turned back by a later call except
+        :meth:`rejudge_epoch`."""
+        state = _OPEN_ONLY if eligible is None else int(eligible)
         self.store.run(
             "INSERT INTO epochs(group_id, epoch_id, number, secret, excluded, eligible) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id, epoch_id) DO UPDATE SET "
             "excluded = CASE WHEN excluded.excluded = '[]' THEN epochs.excluded "
-            "ELSE excluded.excluded END, eligible = MIN(epochs.eligible, excluded.eligible)",
-            (group_id, keys.epoch_id, number, keys.secret, _hex_list(excluded), int(eligible)),
+            "ELSE excluded.excluded END, eligible = CASE "  # -1: _OPEN_ONLY
+            "WHEN excluded.eligible = -1 THEN epochs.eligible "
+            "WHEN epochs.eligible = -1 THEN excluded.eligible "
+            "ELSE MIN(epochs.eligible, excluded.eligible) END",
+            (group_id, keys.epoch_id, number, keys.secret, _hex_list(excluded), state),
         )
         self._topics = None
 
@@ -123,6 +133,28 @@ class Feeds:
             (int(n), EpochKeys(group_id=gid, epoch_id=bytes(e), secret=bytes(s)))
             for n, e, s in rows
         ]
+
+    def left_out_of(self, group_id: str, device: bytes) -> list[Carried]:
+        """Every epoch held here whose creator left ``device`` out, to hand on to it if it
+        turns out to be in the group after all."""
+        rows = self.store.query(
+            "SELECT number, epoch_id, secret, excluded FROM epochs WHERE group_id = ? "
+            "ORDER BY number, epoch_id",
+            (group_id,),
+        )
+        found = []
+        for number, epoch_id, secret, listed in rows:
+            excluded = tuple(bytes.fromhex(d) for d in json.loads(str(listed)))
+            if device in excluded:
+                found.append(
+                    Carried(
+                        number=int(number),
+                        epoch_id=bytes(epoch_id),
+                        secret=bytes(secret),
+                        excluded=excluded,
+                    )
+                )
+        return found
 
     def current_keys(self, group_id: str) -> EpochKeys:
         """The epoch a group's new bundles are sealed under (see :func:`preferred`)."""
@@ -300,6 +332,33 @@ class Feeds:
             (group_id,),
         )
         return {bytes(a): int(s) - 1 for a, s in rows}
+
+    def covered_seq(self, group_id: str, author: bytes) -> int:
+        """The last seq of an author's feed a snapshot taken in here covers (0: none)."""
+        rows = self.store.query(
+            "SELECT MAX(seq) FROM covered WHERE group_id = ? AND author = ?", (group_id, author)
+        )
+        return int(rows[0][0] or 0)
+
+    def invalid(self, group_id: str) -> list[StoredBundle]:
+        """Bundles held but not counted (past a cutoff), in feed order."""
+        rows = self.store.query(
+            "SELECT id, group_id, author, seq, prev, envelope, state FROM bundles "
+            "WHERE group_id = ? AND state = ? ORDER BY author, seq",
+            (group_id, INVALID),
+        )
+        return [_row(r) for r in rows]
+
+    def set_state(self, bundle_id: bytes, state: str) -> None:
+        """Judge a held bundle again: it waits, counts, or not (inside a write)."""
+        self.store.run("UPDATE bundles SET state = ? WHERE id = ?", (state, bundle_id))
+
+    def rejudge_epoch(self, group_id: str, epoch_id: bytes) -> None:
+        """An epoch's op is to be judged again (inside a write): open only until it is."""
+        self.store.run(
+            "UPDATE epochs SET eligible = ? WHERE group_id = ? AND epoch_id = ?",
+            (_OPEN_ONLY, group_id, epoch_id),
+        )
 
     def mark_applied(self, bundle_id: bytes) -> None:
         """A waiting bundle has now been applied (inside a write)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from hearth import membership, neighbours
 from hearth.crypto import key_id
 from hearth.errors import HearthError, LedgerError, ProtocolError
-from hearth.feeds import APPLIED, WAITING
+from hearth.feeds import APPLIED, INVALID, WAITING, StoredBundle
 from hearth.invite import decode_claim
 from hearth.ledger import Ledger, LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
@@ -38,13 +38,15 @@ from hearth.protocol.bundle import (
     parse_envelope,
 )
 from hearth.retraction import (
+    change_ids,
     equivocated,
     is_orphaned,
     not_counted,
     orphan,
     take_out,
+    unorphan,
 )
-from hearth.rotation import take_epoch_op
+from hearth.rotation import epoch_of, take_epoch_op
 
 __all__ = [
     "Author",
@@ -157,6 +159,11 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
                 return outcome
             with node.store.write():
                 retried = _retry_waiting(node, group_id)
+                if flipped and any(
+                    _changes_membership(node, group_id, _opened(node, b))
+                    for b in node.feeds.invalid(group_id)
+                ):
+                    _rejudge_or_keep(node, group_id)  # a removal that no longer counts
             if outcome.verdict is Verdict.REJECTED:
                 return outcome
             if outcome.verdict is Verdict.APPLIED or retried:
@@ -167,6 +174,10 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
         except NotCounted as exc:
             with node.store.write():
                 not_counted(node, group_id, inner)
+                if isinstance(exc, PastCutoff):  # kept: the removal may yet not count
+                    node.feeds.keep(group_id, envelope, inner, INVALID)
+                    if _changes_membership(node, group_id, inner):
+                        _rejudge_or_keep(node, group_id)  # a rival removal
             outcome = _reject(node, source, str(exc))
             flipped = True  # what waited on its changes goes on without them
         except HearthError as exc:
@@ -223,6 +234,10 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
     head_seq, head_id = feeds.head(group_id, inner.author)
     if inner.seq > head_seq + 1:
         feeds.keep(group_id, envelope, inner, WAITING)
+        if inner.kind == "epoch":
+            # Its keys open bundles now (some may be what it waits for); whether it counts
+            # is judged in its turn.
+            take_epoch_op(node, group_id, inner, eligible=None)
         return Outcome(
             verdict=Verdict.WAITING,
             group_id=group_id,
@@ -503,6 +518,86 @@ def _check_membership(
             raise _Flip(card.key, card.cutoff)
 
 
+def _opened(node: Node, stored: StoredBundle) -> Inner | None:
+    """A held bundle's inside (``None`` if this node has no key for it)."""
+    envelope = parse_envelope(stored.envelope)
+    found = node.feeds.keys_for_topic(envelope.topic)
+    return None if found is None else open_envelope(envelope, found[1])
+
+
+def _changes_membership(node: Node, group_id: str, inner: Inner | None) -> bool:
+    """Whether a bundle writes to the members or invites table."""
+    if inner is None or inner.kind != "content":
+        return False
+    document = node.ledger(group_id).doc
+    guard = document.objects_under("members") | document.objects_under("invites")
+    return document.may_write(
+        [c for name, c, _ in decode_changes(inner.payload) if name == LIVE], guard
+    )
+
+
+def _rejudge_or_keep(node: Node, group_id: str) -> None:
+    """:func:`_rejudge`, or, if that fails, everything as it was (logged)."""
+    try:
+        with node.store.savepoint():
+            _rejudge(node, group_id)
+    except HearthError as exc:
+        node.unload(group_id)
+        log.warning("could not judge the group's bundles again: %s", exc)
+
+
+def _rejudge(node: Node, group_id: str) -> None:
+    """Judge every bundle of the group this node holds again, from the start (inside a
+    write): SECURITY.md R12 — when removals compete, which of them count must not depend
+    on the order a node heard of them.
+
+    Called when a removal met another one: a removal whose author was removed before it
+    was taken out (so what it had voided may count after all), or a removal arriving past
+    its author's cutoff. The bundles go through the same checks, in the order
+    :func:`_retry_waiting` takes them (by author, then seq, round after round), which
+    depends only on which bundles are held; when a removal in that order voids another
+    one, what that one had voided is opened again. What snapshots cover stays as it is.
+    Costly (every bundle again), and rare.
+    """
+    caught = node.feeds.equivocations(group_id)
+    covered: dict[bytes, int] = {}
+    dropped: set[bytes] = set()
+    for stored in node.feeds.all(group_id):
+        if stored.author not in covered:
+            covered[stored.author] = node.feeds.covered_seq(group_id, stored.author)
+        inner = _opened(node, stored)
+        if stored.seq <= covered[stored.author] or stored.author in caught or inner is None:
+            continue
+        dropped |= change_ids(inner)
+        if inner.kind == "epoch":
+            node.feeds.rejudge_epoch(group_id, epoch_of(group_id, inner))
+        node.feeds.set_state(stored.id, WAITING)
+    node.rebuild_without(group_id, dropped, set(), write_again=False)
+    node.store.run("DELETE FROM orphaned_changes WHERE group_id = ?", (group_id,))
+    for _ in range(_MAX_FLIPS):
+        try:
+            _retry_waiting(node, group_id)
+        except _Flip as flip:  # the removal goes in on the next round
+            take_out(node, group_id, flip.device, flip.cutoff, told=False)
+            continue
+        if not _reopen(node, group_id):
+            return
+    raise ProtocolError("bundles that keep changing who is in the group")
+
+
+def _reopen(node: Node, group_id: str) -> int:
+    """Let bundles no longer past a cutoff be judged again (their changes too); return
+    how many."""
+    reopened = 0
+    for stored in node.feeds.invalid(group_id):
+        inner = _opened(node, stored)
+        if inner is not None and not _past_cutoff(node, group_id, stored.author, stored.seq):
+            unorphan(node, group_id, change_ids(inner))
+            node.feeds.set_state(stored.id, WAITING)
+            reopened += 1
+    return reopened
+
+
 def _retry_waiting(node: Node, group_id: str) -> int:
     """Apply waiting bundles that can now go; return how many did."""
     applied = 0
@@ -511,22 +606,17 @@ def _retry_waiting(node: Node, group_id: str) -> int:
         progress = False
         for stored in node.feeds.waiting(group_id):
             if _past_cutoff(node, group_id, stored.author, stored.seq):
-                found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
-                if found is not None:
-                    not_counted(
-                        node, group_id, open_envelope(parse_envelope(stored.envelope), found[1])
-                    )
-                node.store.run("DELETE FROM bundles WHERE id = ?", (stored.id,))
+                if (voided := _opened(node, stored)) is not None:
+                    not_counted(node, group_id, voided)
+                node.feeds.set_state(stored.id, INVALID)  # kept: the removal may yet not count
                 progress = True
                 continue
             head_seq, head_id = node.feeds.head(group_id, stored.author)
             if stored.seq != head_seq + 1 or stored.prev != head_id:
                 continue
-            envelope = parse_envelope(stored.envelope)
-            found = node.feeds.keys_for_topic(envelope.topic)
-            if found is None:
+            inner = _opened(node, stored)
+            if inner is None:
                 continue
-            inner = open_envelope(envelope, found[1])
             try:
                 with node.store.savepoint():
                     _apply(node, group_id, inner)

@@ -462,6 +462,10 @@ class Node:
                 )
             yield ledger
 
+    def unload(self, group_id: str) -> None:
+        """Forget what is in memory of a group; it is loaded again from the store."""
+        self._ledgers.pop(group_id, None)
+
     @contextmanager
     def writing(self, group_id: str) -> Iterator[Ledger]:
         """Inside a store write: edit, then store the changes, their bundle and the view."""
@@ -470,7 +474,7 @@ class Node:
             yield ledger
         except BaseException:
             # The store rolls back; what is in memory may be ahead of it, so forget it.
-            self._ledgers.pop(group_id, None)
+            self.unload(group_id)
             raise
         loaded = self._ledgers[group_id]
         self._save(group_id, loaded)
@@ -568,12 +572,18 @@ class Node:
         loaded.seen = rows[-1].seq
 
     def rebuild_without(
-        self, group_id: str, dropped: set[bytes], tainted: set[EntryRef]
+        self,
+        group_id: str,
+        dropped: set[bytes],
+        tainted: set[EntryRef],
+        *,
+        write_again: bool = True,
     ) -> tuple[set[bytes], int]:
         """Make each of a group's documents again from its changes minus ``dropped`` (and
-        whatever was built on them), then write again what this node's own lost changes
-        wrote, except to ``tainted`` entries (those the dropped changes touched). Returns
-        the hashes that went and how many entries were written again (inside a write).
+        whatever was built on them), then (``write_again``) write again what this node's
+        own lost changes wrote, except to ``tainted`` entries (those the dropped changes
+        touched). Returns the hashes that went and how many entries were written again
+        (inside a write).
 
         For SECURITY.md R8: an Automerge document cannot forget a change, so a change that
         turned out invalid means starting from the genesis and replaying the valid ones.
@@ -602,13 +612,13 @@ class Node:
                 if r.hash not in known and r.hash not in dropped
             ]
             self.store.put_snapshot(
-                group_id, name, fresh.save(), self.store.last_seq(), keep=waiting
+                group_id, name, fresh.save(), self.store.last_seq(), keep=waiting, replace=True
             )
-        self._ledgers.pop(group_id, None)
+        self.unload(group_id)
         again = {ref for h in lost if h in mine for ref in mine[h]} - tainted
         me = self.identity
         members_now = self.view(group_id).tables["members"]
-        if membership.cutoff_of(members_now, me.device_key.public) is not None:
+        if not write_again or membership.cutoff_of(members_now, me.device_key.public) is not None:
             again = set()  # this device is out itself: nothing it writes would count
         written = 0
         with self.writing(group_id) as rebuilt:

@@ -29,6 +29,7 @@ __all__ = [
     "orphan",
     "removal_notices",
     "take_out",
+    "unorphan",
 ]
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,10 @@ log = logging.getLogger(__name__)
 NOTICE_DAYS = 30
 
 
-def take_out(node: Node, group_id: str, device: bytes, cutoff: int) -> None:
+def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: bool = True) -> None:
     """A device's bundles past ``cutoff`` turned out not to count: mark them invalid and
     rebuild the ledger without their changes (and whatever was built on them), on every
-    node alike."""
+    node alike; the member is told unless ``told`` is false (judging everything again)."""
     with node.store.write():
         dropped: set[bytes] = set()
         tainted: set[tuple[str, str]] = set()
@@ -54,8 +55,10 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int) -> None:
                 for _, change, refs in decode_changes(inner.payload):
                     dropped.add(change_hash(change).hash)
                     tainted.update(refs)
-        gone, written = node.rebuild_without(group_id, dropped, tainted)
+        gone, written = node.rebuild_without(group_id, dropped, tainted, write_again=told)
         orphan(node, group_id, dropped | gone)
+        if not told:
+            return
         note = (
             f"{len(dropped)} changes by a removed device after its removal were taken back "
             f"out, with {len(gone - dropped)} built on them"
@@ -157,6 +160,14 @@ def is_orphaned(node: Node, group_id: str, change: bytes) -> bool:
             "SELECT 1 FROM orphaned_changes WHERE group_id = ? AND hash = ?", (group_id, change)
         )
     )
+
+
+def unorphan(node: Node, group_id: str, changes: set[bytes]) -> None:
+    """Changes that may be part of the ledger after all (inside a write)."""
+    for change in changes:
+        node.store.run(
+            "DELETE FROM orphaned_changes WHERE group_id = ? AND hash = ?", (group_id, change)
+        )
 
 
 def orphan(node: Node, group_id: str, changes: set[bytes]) -> None:

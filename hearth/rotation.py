@@ -37,7 +37,8 @@ def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
 
 def rotation_due(node: Node, group_id: str) -> bool:
     """Whether this node should start a new epoch: its member is an admin and the epoch
-    in use may still be held by a departed device."""
+    in use may still be held by a departed device, or was not given to a device still in
+    the group (a removal that did not count after all, R7)."""
     view = node.view(group_id)
     try:
         me = view.member(node.identity.member_id)
@@ -49,7 +50,8 @@ def rotation_due(node: Node, group_id: str) -> bool:
     if node.identity.device_key.public in departed:
         return False  # this device is out itself: its op would count nowhere
     _, _, excluded = node.feeds.current(group_id)
-    return not departed <= excluded
+    listed = {c.key for c in membership.cards(view.tables["members"]) if c.cutoff is None}
+    return not departed <= excluded or bool((excluded & listed) - departed)
 
 
 def rotate(node: Node, group_id: str) -> EpochKeys:
@@ -62,33 +64,62 @@ def rotate(node: Node, group_id: str) -> EpochKeys:
         cards = membership.cards(view.tables["members"])
         out = _out(node, group_id, view)
         secret = node.random_bytes(32)
+        staying = [c for c in cards if c.key not in out]
         op = make_epoch_op(
             number=number + 1,
             secret=secret,
-            recipients=[c.kem for c in cards if c.key not in out],
+            recipients=[c.kem for c in staying],
             excluded=out,
             random_bytes=node.random_bytes,
+            # A device left out of epochs by a removal that did not count after all gets
+            # them now, or it could not read what was sealed under them meanwhile.
+            carried={c.kem: node.feeds.left_out_of(group_id, c.key) for c in staying},
         )
         keys = EpochKeys(
             group_id=gid, epoch_id=op.epoch_id(gid, node.identity.device_key.public), secret=secret
         )
-        node.feeds.seal_epoch_op(group_id, op.encode(), old)
+        node.feeds.seal_epoch_op(
+            group_id, op.encode(), _readable_by(node, group_id, {c.key for c in staying}, old)
+        )
         node.feeds.add_epoch(group_id, keys, op.number, op.excluded)
     return keys
 
 
-def take_epoch_op(node: Node, group_id: str, inner: Inner, *, eligible: bool = True) -> None:
+def _readable_by(node: Node, group_id: str, devices: set[bytes], current: EpochKeys) -> EpochKeys:
+    """The epoch to seal a new epoch's op under: the one in use, unless it was not given to
+    some of ``devices`` (a removal that did not count after all) — then the newest one all
+    of them were given."""
+    excluded = node.feeds.excluded(group_id)
+    if not excluded.get(current.epoch_id, frozenset()) & devices:
+        return current
+    given = [k for _, k in node.feeds.epochs(group_id) if k.epoch_id in excluded]
+    return next((k for k in reversed(given) if not excluded[k.epoch_id] & devices), current)
+
+
+def take_epoch_op(node: Node, group_id: str, inner: Inner, *, eligible: bool | None = True) -> None:
     """Keep the secret of an epoch op another admin published, if one wrap is for us
     (inside a write). An op that does not count (``eligible`` false: its author was out,
     or no admin) still gives a key that opens what others sealed under it before they knew,
-    so that every node can read the same bundles; nothing new is sealed with it."""
+    so that every node can read the same bundles; nothing new is sealed with it (nor under
+    one not judged yet: ``None``). Older epochs the op hands on to this device are kept
+    to open with until their own ops are judged."""
     op = decode_epoch_op(inner.payload)
-    secret = op.secret_for(node.identity.kem_key)
-    if secret is None:
+    opened = op.open_for(node.identity.kem_key)
+    if opened is None:
         return  # not for this device: it is out, or joined after (and got keys then)
+    secret, carried = opened
     gid = bytes.fromhex(group_id)
     keys = EpochKeys(group_id=gid, epoch_id=op.epoch_id(gid, inner.author), secret=secret)
     node.feeds.add_epoch(group_id, keys, op.number, op.excluded, eligible=eligible)
+    for old in carried:
+        # Whether it counts is judged when its own op is read (it can be, now).
+        node.feeds.add_epoch(
+            group_id,
+            EpochKeys(group_id=gid, epoch_id=old.epoch_id, secret=old.secret),
+            old.number,
+            old.excluded,
+            eligible=None,
+        )
 
 
 def epoch_of(group_id: str, inner: Inner) -> bytes:

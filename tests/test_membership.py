@@ -398,3 +398,44 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
     with open_node(ada.home, clock=FakeClock()) as again:
         members.remove_device(again, gid, alert.device_id)
         assert admin_alerts(again, gid) == []
+
+
+def test_rival_removals_of_each_other_settle_alike_in_any_order(tmp_path: Path) -> None:
+    """R12: two admins remove each other at once. Whichever a node hears of first, every
+    node ends with the same membership (the removal first in the order every node judges
+    the group's bundles in counts; the other came after its author's removal)."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Obs"])
+    ada, ben, cat, obs = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    members.promote(ada, gid, "Cat")
+    exchange(nodes)
+    members.remove_member(ada, gid, "Ben")
+    members.remove_member(ben, gid, "Ada")
+    outcomes = observed_in_orders(tmp_path, [ada, ben, cat], obs, gid)
+    assert len(outcomes) == 1
+    statuses = {name: status for name, status, _ in outcomes.pop()[0]}
+    assert sorted(statuses.values()) == ["active", "active", "active", "removed"]
+    assert statuses["Cat"] == statuses["Obs"] == "active"
+
+
+def test_a_removal_by_an_admin_removed_before_it_is_undone_everywhere(tmp_path: Path) -> None:
+    """R7, R12: Ada removes Dan while Cat, not knowing, removes Ada. Ada's removal came
+    after her own, so it does not count — and what Dan wrote meanwhile counts, on every
+    node, whichever of the two removals it heard of first."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Obs"])
+    ada, ben, cat, dan, obs = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Cat")
+    exchange(nodes)
+    members.remove_member(ada, gid, "Dan")
+    members.remove_member(cat, gid, "Ada")
+    with dan.change() as ledger:
+        ledger.add_resource("Dan's wheelbarrow", kind=Kind.TOOL)
+    outcomes = observed_in_orders(tmp_path, [ada, ben, cat, dan], obs, gid)
+    assert len(outcomes) == 1
+    people, things, _, _, _ = outcomes.pop()
+    statuses = {name: status for name, status, _ in people}
+    assert statuses["Ada"] == "removed"
+    assert statuses["Dan"] == "active"
+    assert "Dan's wheelbarrow" in things

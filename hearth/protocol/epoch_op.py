@@ -5,22 +5,37 @@ each remaining device, and publishes the op in their feed under the *old* epoch,
 members who were offline during the removal find it where they last read. The op lists
 the devices it leaves out; concurrent rotations are settled by :func:`preferred`.
 
+A wrap may also carry older epochs' secrets to a device that was left out of them by a
+removal that did not count after all (SECURITY.md R7): without them it could not read what
+others sealed under those epochs meanwhile, nor anything after it in their feeds.
+
 Pure: keys and randomness come in as arguments.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hearth.crypto import KemKey, RandomBytes, open_sealed, seal_to
 from hearth.errors import ProtocolError
 from hearth.protocol import codec
 
-__all__ = ["EpochOp", "decode_epoch_op", "make_epoch_op", "preferred"]
+__all__ = ["Carried", "EpochOp", "decode_epoch_op", "make_epoch_op", "preferred"]
 
 _MAX_WRAPS = 1000
+_MAX_CARRIED = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Carried:
+    """An older epoch handed on in a wrap: enough to open and judge what was sealed under it."""
+
+    number: int
+    epoch_id: bytes
+    secret: bytes
+    excluded: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,10 +59,16 @@ class EpochOp:
 
     def secret_for(self, kem: KemKey) -> bytes | None:
         """The epoch secret if one of the wraps is for this device, else ``None``."""
+        opened = self.open_for(kem)
+        return None if opened is None else opened[0]
+
+    def open_for(self, kem: KemKey) -> tuple[bytes, tuple[Carried, ...]] | None:
+        """The epoch secret and the older epochs carried to this device, if a wrap is for
+        it; a wrap whose carried part is damaged still gives the secret."""
         for wrap in self.wraps:
             opened = open_sealed(kem, wrap)
-            if opened is not None and len(opened) == 32:
-                return opened
+            if opened is not None and len(opened) >= 32:
+                return opened[:32], _carried(opened[32:])
         return None
 
 
@@ -58,14 +79,58 @@ def make_epoch_op(
     recipients: Iterable[bytes],
     excluded: Iterable[bytes],
     random_bytes: RandomBytes,
+    carried: Mapping[bytes, Sequence[Carried]] | None = None,
 ) -> EpochOp:
-    """An op sealing ``secret`` to each recipient X25519 key."""
+    """An op sealing ``secret`` to each recipient X25519 key, with the older epochs
+    ``carried`` names for some of them."""
+    carried = carried or {}
+
+    def plaintext(kem: bytes) -> bytes:
+        extra = carried.get(kem, ())[:_MAX_CARRIED]
+        if not extra:
+            return secret
+        return secret + codec.encode(
+            [[c.number, c.epoch_id, c.secret, list(c.excluded)] for c in extra]
+        )
+
     return EpochOp(
         number=number,
         nonce=random_bytes(16),
         excluded=tuple(sorted(set(excluded))),
-        wraps=tuple(seal_to(kem, secret, random_bytes) for kem in sorted(set(recipients))),
+        wraps=tuple(seal_to(kem, plaintext(kem), random_bytes) for kem in sorted(set(recipients))),
     )
+
+
+def _carried(data: bytes) -> tuple[Carried, ...]:
+    if not data:
+        return ()
+    try:
+        value = codec.decode(data)
+    except ProtocolError:
+        return ()
+    found = []
+    for item in value if isinstance(value, list) else []:
+        if not (isinstance(item, list) and len(item) == 4):
+            continue
+        number, epoch_id, secret, excluded = item
+        if (
+            isinstance(number, int)
+            and isinstance(epoch_id, bytes)
+            and len(epoch_id) == 32
+            and isinstance(secret, bytes)
+            and len(secret) == 32
+            and isinstance(excluded, list)
+            and all(isinstance(e, bytes) for e in excluded)
+        ):
+            found.append(
+                Carried(
+                    number=number,
+                    epoch_id=epoch_id,
+                    secret=secret,
+                    excluded=tuple(e for e in excluded if isinstance(e, bytes)),
+                )
+            )
+    return tuple(found[:_MAX_CARRIED])
 
 
 def decode_epoch_op(payload: bytes) -> EpochOp:

@@ -349,18 +349,26 @@ class Store:
         return bytes(rows[0][0]), int(rows[0][1])
 
     def put_snapshot(
-        self, group_id: str, doc: str, data: bytes, through: int, *, keep: Sequence[bytes] = ()
+        self,
+        group_id: str,
+        doc: str,
+        data: bytes,
+        through: int,
+        *,
+        keep: Sequence[bytes] = (),
+        replace: bool = False,
     ) -> None:
         """Save a whole document and drop the changes it covers (inside a :meth:`write`).
 
         ``keep`` names changes that arrived but are not in the document yet (waiting for
         a change they depend on); they stay stored. A snapshot older than the stored one
-        (two processes compacting at once) is dropped: it would lose what the newer holds.
+        (two processes compacting at once) is dropped: it would lose what the newer holds
+        — unless ``replace``: a document made again without changes that do not count.
         """
         stored = self.query(
             "SELECT through FROM snapshots WHERE group_id = ? AND doc = ?", (group_id, doc)
         )
-        if stored and int(stored[0][0]) >= through:
+        if stored and int(stored[0][0]) >= through and not replace:
             return
         self.run(
             "INSERT OR REPLACE INTO snapshots(group_id, doc, bytes, through) VALUES (?, ?, ?, ?)",

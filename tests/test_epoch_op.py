@@ -1,0 +1,41 @@
+"""The epoch op's wraps: the new secret for each device that stays, and older epochs handed
+on to a device that was left out of them by a removal that did not count after all."""
+
+from __future__ import annotations
+
+import os
+
+from hearth.crypto import KemKey, seal_to
+from hearth.protocol.epoch_op import Carried, EpochOp, decode_epoch_op, make_epoch_op
+
+SECRET = b"s" * 32
+OLD = Carried(number=1, epoch_id=b"e" * 32, secret=b"o" * 32, excluded=(b"d" * 32,))
+
+
+def test_each_device_opens_the_secret_and_only_its_own_carried_epochs() -> None:
+    ben, cat, dan = KemKey.generate(), KemKey.generate(), KemKey.generate()
+    op = decode_epoch_op(
+        make_epoch_op(
+            number=2,
+            secret=SECRET,
+            recipients=[ben.public, cat.public],
+            excluded=[b"x" * 32],
+            random_bytes=os.urandom,
+            carried={ben.public: [OLD]},
+        ).encode()
+    )
+    assert op.open_for(ben) == (SECRET, (OLD,))
+    assert op.open_for(cat) == (SECRET, ())
+    assert op.secret_for(cat) == SECRET
+    assert op.open_for(dan) is None
+
+
+def test_a_damaged_carried_part_still_gives_the_secret() -> None:
+    ben = KemKey.generate()
+    op = EpochOp(
+        number=2,
+        nonce=b"n" * 16,
+        excluded=(),
+        wraps=(seal_to(ben.public, SECRET + b"\xff\x00garbage", os.urandom),),
+    )
+    assert op.open_for(ben) == (SECRET, ())
