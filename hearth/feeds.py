@@ -22,11 +22,12 @@ from hearth.protocol.bundle import Envelope, EpochKeys, Inner, encode_changes, s
 from hearth.protocol.epoch_op import Carried, preferred
 from hearth.store import Store
 
-__all__ = ["APPLIED", "INVALID", "WAITING", "Feeds", "StoredBundle", "epoch_id_for"]
+__all__ = ["APPLIED", "INVALID", "REFUSED", "WAITING", "Feeds", "StoredBundle", "epoch_id_for"]
 
 APPLIED = "applied"
 WAITING = "waiting"
 INVALID = "invalid"  # applied once, then made invalid by a removal that arrived later (R8)
+REFUSED = "refused"  # waited, then failed a check: kept (its seq is taken), never counted
 _OPEN_ONLY = -1  # epochs.eligible of an epoch whose op is not judged yet
 
 
@@ -268,7 +269,7 @@ class Feeds:
         auth_heads: Sequence[bytes] = (),
         claim: bytes = b"",
     ) -> Envelope:
-        seq, prev = self.head(group_id, self.device.public)
+        seq, prev = self._last_written(group_id)
         inner = Inner(
             kind=kind,
             group_id=keys.group_id,
@@ -284,6 +285,19 @@ class Feeds:
         envelope = seal_bundle(inner, keys=keys, device=self.device, salt=self.random_bytes(32))
         self.keep(group_id, envelope, inner, APPLIED)
         return envelope
+
+    def _last_written(self, group_id: str) -> tuple[int, bytes]:
+        """(seq, id) of this device's newest bundle whatever became of it: one of its own
+        waiting or not counted must never see its seq used again (two bundles at one seq
+        are what a broken device makes, R4)."""
+        me = self.device.public
+        rows = self.store.query(
+            "SELECT seq, id FROM bundles WHERE group_id = ? AND author = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (group_id, me),
+        )
+        newest = (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, b"")
+        return max(newest, self.head(group_id, me))
 
     def keep(self, group_id: str, envelope: Envelope, inner: Inner, state: str) -> None:
         """Store a bundle (inside a write)."""
@@ -404,9 +418,9 @@ class Feeds:
     def lacking(self, topic: bytes, have: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
         """(id, envelope) of the bundles of a topic beyond a peer's version vector."""
         rows = self.store.query(
-            "SELECT id, author, seq, envelope FROM bundles WHERE topic = ? AND state != ? "
-            "ORDER BY author, seq",
-            (topic, INVALID),
+            "SELECT id, author, seq, envelope FROM bundles WHERE topic = ? "
+            "AND state NOT IN (?, ?) ORDER BY author, seq",
+            (topic, INVALID, REFUSED),
         )
         return [
             (bytes(bid), bytes(env))

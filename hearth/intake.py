@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from hearth import membership, neighbours
 from hearth.crypto import key_id
 from hearth.errors import HearthError, LedgerError, ProtocolError
-from hearth.feeds import APPLIED, INVALID, WAITING, StoredBundle
+from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
 from hearth.invite import decode_claim
 from hearth.ledger import Ledger, LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
@@ -574,6 +574,9 @@ def _rejudge(node: Node, group_id: str) -> None:
         node.feeds.set_state(stored.id, WAITING)
     node.rebuild_without(group_id, dropped, set(), write_again=False)
     node.store.run("DELETE FROM orphaned_changes WHERE group_id = ?", (group_id,))
+    for stored in node.feeds.invalid(group_id):  # a device caught signing twice stays out
+        if (inner := _opened(node, stored)) is not None:
+            orphan(node, group_id, change_ids(inner))
     for _ in range(_MAX_FLIPS):
         try:
             _retry_waiting(node, group_id)
@@ -623,10 +626,12 @@ def _retry_waiting(node: Node, group_id: str) -> int:
             except _Wait:
                 continue
             except HearthError as exc:
-                log.warning("dropping a waiting bundle: %s", exc)
+                log.warning("refusing a waiting bundle: %s", exc)
                 if isinstance(exc, NotCounted):
                     not_counted(node, group_id, inner)
-                node.store.run("DELETE FROM bundles WHERE id = ?", (stored.id,))
+                # Kept, not dropped: if it is this device's own, its seq must not be used
+                # again (that would look like a broken device to everyone else).
+                node.feeds.set_state(stored.id, REFUSED)
                 continue
             node.feeds.mark_applied(stored.id)
             applied += 1

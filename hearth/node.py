@@ -617,12 +617,21 @@ class Node:
         self.unload(group_id)
         again = {ref for h in lost if h in mine for ref in mine[h]} - tainted
         me = self.identity
-        members_now = self.view(group_id).tables["members"]
-        if not write_again or membership.cutoff_of(members_now, me.device_key.public) is not None:
-            again = set()  # this device is out itself: nothing it writes would count
         written = 0
         with self.writing(group_id) as rebuilt:
             rebuilt.view.rebuild(rebuilt.docs())
+            members_now = rebuilt.view.tables["members"]
+            out = membership.cutoff_of(members_now, me.device_key.public) is not None
+            if not write_again or out:
+                again = set()  # this device is out itself: nothing it writes would count
+            elif membership.effective_role(members_now, me.member_id) != "admin":
+                # What made this member an admin did not count either: changes to others'
+                # membership would be refused everywhere (R5), so they are not written.
+                again = {
+                    (table, entry_id)
+                    for table, entry_id in again
+                    if table not in ("members", "invites") or entry_id == me.member_id
+                }
             for table, entry_id in sorted(again):
                 before = old_live.read_entry(table, entry_id)
                 now = rebuilt.doc.read_entry(table, entry_id) or {}

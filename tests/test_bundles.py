@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hearth.errors import NotAuthorized, UsageError
+from hearth.feeds import REFUSED
 from hearth.identity import create_identity
 from hearth.intake import Verdict, take_in
 from hearth.invite import decode_token, encode_token
@@ -197,3 +198,22 @@ def test_ciphertexts_fall_in_the_padding_buckets(trio: list[Node]) -> None:
         ledger.add_resource("x" * 90, note="y" * 1900, quantity=Decimal(3))
     for bundle in ada.feeds.all(ada.current_group().id):
         assert len(parse_envelope(bundle.envelope).ciphertext) in PAD_BUCKETS
+
+
+def test_a_device_never_writes_two_bundles_at_one_seq_of_its_feed(trio: list[Node]) -> None:
+    """Its own newest bundle may wait or not count on its own node (judged again after a
+    removal was undone); the next one it writes still follows it, or everyone would see a
+    broken device (R4)."""
+    ada, _, _ = trio
+    group = ada.current_group().id
+    with ada.change() as ledger:
+        ledger.add_resource("One")
+    mine = ada.identity.device_key.public
+    newest = max((b for b in ada.feeds.all(group) if b.author == mine), key=lambda b: b.seq)
+    with ada.store.write():
+        ada.feeds.set_state(newest.id, REFUSED)
+    with ada.change() as ledger:
+        ledger.add_resource("Two")
+    after = max((b for b in ada.feeds.all(group) if b.author == mine), key=lambda b: b.seq)
+    assert after.seq == newest.seq + 1
+    assert after.prev == newest.id
