@@ -356,12 +356,7 @@ class Feeds:
 
     def invalid(self, group_id: str) -> list[StoredBundle]:
         """Bundles held but not counted (past a cutoff), in feed order."""
-        rows = self.store.query(
-            "SELECT id, group_id, author, seq, prev, envelope, state FROM bundles "
-            "WHERE group_id = ? AND state = ? ORDER BY author, seq",
-            (group_id, INVALID),
-        )
-        return [_row(r) for r in rows]
+        return self._in_state(group_id, INVALID)
 
     def set_state(self, bundle_id: bytes, state: str) -> None:
         """Judge a held bundle again: it waits, counts, or not (inside a write)."""
@@ -376,7 +371,7 @@ class Feeds:
 
     def mark_applied(self, bundle_id: bytes) -> None:
         """A waiting bundle has now been applied (inside a write)."""
-        self.store.run("UPDATE bundles SET state = ? WHERE id = ?", (APPLIED, bundle_id))
+        self.set_state(bundle_id, APPLIED)
 
     # --- what we hold ------------------------------------------------------------------
 
@@ -399,10 +394,13 @@ class Feeds:
 
     def waiting(self, group_id: str) -> list[StoredBundle]:
         """Bundles held back until an earlier one of their feed arrives."""
+        return self._in_state(group_id, WAITING)
+
+    def _in_state(self, group_id: str, state: str) -> list[StoredBundle]:
         rows = self.store.query(
             "SELECT id, group_id, author, seq, prev, envelope, state FROM bundles "
             "WHERE group_id = ? AND state = ? ORDER BY author, seq",
-            (group_id, WAITING),
+            (group_id, state),
         )
         return [_row(r) for r in rows]
 
