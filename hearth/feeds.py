@@ -414,11 +414,12 @@ class Feeds:
         return [_row(r) for r in rows]
 
     def lacking(self, topic: bytes, have: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
-        """(id, envelope) of the bundles of a topic beyond a peer's version vector."""
+        """(id, envelope) of the bundles of a topic beyond a peer's version vector — also
+        those that do not count: the peer judges them itself, and without them it could
+        not tell that what builds on them will never be complete (R8)."""
         rows = self.store.query(
-            "SELECT id, author, seq, envelope FROM bundles WHERE topic = ? "
-            "AND state NOT IN (?, ?) ORDER BY author, seq",
-            (topic, INVALID, REFUSED),
+            "SELECT id, author, seq, envelope FROM bundles WHERE topic = ? ORDER BY author, seq",
+            (topic,),
         )
         return [
             (bytes(bid), bytes(env))

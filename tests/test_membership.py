@@ -41,15 +41,14 @@ def make_group(tmp_path: Path, names: list[str]) -> list[Node]:
 
 
 def deliver(source: Node, target: Node, group_id: str) -> list[Verdict]:
-    """What sync would carry: every bundle the source counts, and its proofs of
-    equivocation."""
+    """What sync would carry: every bundle the source holds (those that do not count
+    too), and its proofs of equivocation."""
     proofs = [
         e for _, keys in source.feeds.epochs(group_id) for _, e in source.feeds.proofs(keys.topic)
     ]
     return [
         take_in(target, envelope, source="test").verdict
-        for envelope in [b.envelope for b in source.feeds.all(group_id) if b.state == "applied"]
-        + proofs
+        for envelope in [b.envelope for b in source.feeds.all(group_id)] + proofs
     ]
 
 
@@ -439,3 +438,27 @@ def test_a_removal_by_an_admin_removed_before_it_is_undone_everywhere(tmp_path: 
     assert statuses["Ada"] == "removed"
     assert statuses["Dan"] == "active"
     assert "Dan's wheelbarrow" in things
+
+
+def test_what_builds_on_a_late_write_does_not_wait_for_it_forever(group: list[Node]) -> None:
+    """R8: Ben built on Dan's write from after Dan's removal before he heard of it. Cat
+    never met Dan; what Ben passes on must let her see that Ben's edit can never be
+    complete (so the rest of his bundle counts) rather than wait for it forever."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    members.remove_member(ada, gid, "Dan")
+    with dan.change() as ledger:
+        ledger.add_resource("Dan's late saw", kind=Kind.TOOL)
+    deliver(dan, ben, gid)
+    with ben.change() as ledger:
+        saw = ledger.view.find("resources", "Dan's late saw")
+        ledger.edit_resource(saw, note="borrowed")
+        ledger.add_resource("Ben's rake", kind=Kind.TOOL)
+    deliver(ada, ben, gid)  # the removal: Dan's saw and Ben's edit of it are taken out
+    deliver(ada, cat, gid)
+    for _, keys in ben.feeds.epochs(gid):  # what Ben's sync offers Cat
+        for _, envelope in ben.feeds.lacking(keys.topic, {}):
+            take_in(cat, envelope, source="ben")
+    assert cat.feeds.waiting(gid) == []
+    assert "Ben's rake" in resource_names(cat)
+    assert "Dan's late saw" not in resource_names(cat)
