@@ -11,6 +11,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -94,6 +95,12 @@ class KemKey:
         return f"KemKey(public={self.public.hex()[:16]}…)"
 
 
+@lru_cache(maxsize=1024)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """Loading a key costs a tenth of a check; a relay checks one topic's key over and over."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """Whether ``signature`` is ``public_key``'s signature over ``message``.
 
@@ -108,7 +115,7 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     if known is not None:
         return known
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        _public_key(public_key).verify(signature, message)
         valid = True
     except (InvalidSignature, ValueError):
         valid = False

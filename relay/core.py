@@ -139,11 +139,10 @@ class _Client:
     tokens: float = 0.0
     refilled: float = 0.0
     counted: bool = True  # against the connection limits (links this relay dials are not)
-    # A link with a peer relay: the challenge it must sign, its id once proven, whether it
-    # mirrors us (gets every new bundle), and the topics already announced to it.
+    # A link with a peer relay: the challenge it must sign, its id once proven, and the
+    # topics already announced to it.
     challenge: bytes = b""
     peer: bytes = b""
-    mirroring: bool = False
     announced: set[bytes] = field(default_factory=set)
 
 
@@ -173,6 +172,7 @@ class RelayCore:
         self.clients: dict[int, _Client] = {}
         self.per_ip: defaultdict[str, int] = defaultdict(int)
         self.subscribers: defaultdict[bytes, set[int]] = defaultdict(set)
+        self._mirrors: set[int] = set()  # peer relays that take every bundle
         self._encoded: dict[int, tuple[Deliver, bytes]] = {}  # recent deliveries' bytes
         self._staged: list[tuple[int, bytes]] = []  # (client, bundle id) awaiting commit
         self._staged_peers: set[int] = set()  # peer links with bundles awaiting commit
@@ -213,6 +213,7 @@ class RelayCore:
                 del self.per_ip[state.ip]
         for topic in state.topics:
             self.subscribers[topic].discard(client)
+        self._mirrors.discard(client)
         # A side that goes away ends its invite: the other side is told.
         return [ToClient(c, f) for c, f in self.mailboxes.gone(client)]
 
@@ -418,8 +419,7 @@ class RelayCore:
         """A stored bundle for every subscriber of its topic and every mirroring peer relay
         but the client or peer it came from."""
         deliver = Deliver(topic=topic, cursor=cursor, envelope=envelope)
-        mirrors = {c for c, state in self.clients.items() if state.mirroring}
-        receivers = (self.subscribers.get(topic, set()) | mirrors) - {came_from}
+        receivers = (self.subscribers.get(topic, set()) | self._mirrors) - {came_from}
         return [ToClient(other, deliver) for other in sorted(receivers)]
 
     def committed_elsewhere(self) -> list[Output]:
@@ -468,7 +468,7 @@ class RelayCore:
         if not state.peer:
             return self._close(client, "peer_refused", "a peer relay must prove who it is first")
         if isinstance(frame, Mirror):
-            state.mirroring = True
+            self._mirrors.add(client)
             return [MirrorCatchUp(client, frame.after)]
         if isinstance(frame, Register):
             if not registration_valid(frame.topic, frame.relay_key, frame.proof):

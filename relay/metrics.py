@@ -26,7 +26,8 @@ class Metrics:
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
         """Add to a counter."""
-        self._counters[_key(name, labels)] += amount
+        # Unlabelled counters are bumped once per delivered bundle: skip rendering a key.
+        self._counters[_key(name, labels) if labels else (name, "")] += amount
 
     def gauge(self, name: str, value: float, **labels: str) -> None:
         """Set a gauge."""

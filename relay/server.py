@@ -56,9 +56,14 @@ def make_app(
 ) -> web.Application:
     """The relay as an aiohttp application (``identity``: what peer relays know it by)."""
 
+    looked = [-1.0, 0.0]  # when, fraction: asked on every publish, looked up once a second
+
     def disk_fraction() -> float:
-        usage = shutil.disk_usage(config.data)
-        return usage.used / usage.total
+        now = time.monotonic()
+        if now - looked[0] >= 1.0:
+            usage = shutil.disk_usage(config.data)
+            looked[:] = [now, usage.used / usage.total]
+        return looked[1]
 
     app = web.Application()
     app[CONFIG] = config
@@ -249,7 +254,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     app = request.app
     config, core = app[CONFIG], app[CORE]
     ip = client_address(request, config)
-    ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=config.max_frame_bytes)
+    # No compression: bundles are ciphertext, deflating them only costs CPU.
+    ws = web.WebSocketResponse(
+        heartbeat=config.heartbeat_s, max_msg_size=config.max_frame_bytes, compress=False
+    )
     client = id(ws)  # unique while the connection lives, which is as long as it is used
     if not core.admit(client, ip):
         return web.Response(status=503, text="too many connections")
@@ -260,5 +268,5 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     finally:
         if not prepared:
             core.gone(client)
-    await run_link(app, client, Link(ws=ws, ip=ip), [])
+    await run_link(app, client, Link(ws=ws, ip=ip, transport=request.transport), [])
     return ws

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from hearth.crypto import SigningKey, aead_open, aead_seal, hkdf, verify
 from hearth.errors import ProtocolError
@@ -125,7 +126,7 @@ class EpochKeys:
         return f"EpochKeys(epoch={self.epoch_id.hex()[:12]})"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)  # no slots: ``id`` is cached on the instance
 class Envelope:
     """The outer bundle, as relays see it."""
 
@@ -134,7 +135,7 @@ class Envelope:
     ciphertext: bytes
     relay_sig: bytes
 
-    @property
+    @cached_property
     def id(self) -> bytes:
         """The bundle id: SHA-256 of the envelope without its relay signature."""
         return hashlib.sha256(self._unsigned()).digest()

@@ -205,6 +205,16 @@ Frame = Union[  # noqa: UP007
     Freeze,
 ]
 _TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in get_args(Frame)}
+# Per frame type (by its tag): its fields, and those a frame must carry.
+_FIELDS: dict[str, tuple[str, ...]] = {
+    kind: tuple(f.name for f in fields(cls)) for kind, cls in _TYPES.items()
+}
+_REQUIRED: dict[str, frozenset[str]] = {
+    kind: frozenset(
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    )
+    for kind, cls in _TYPES.items()
+}
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "versions": list,
     "role": str,
@@ -236,8 +246,8 @@ _TOPIC_LENGTH = 32
 def encode_frame(frame: Frame) -> bytes:
     """The wire bytes of a frame."""
     body: dict[str, codec.Value] = {"t": frame.TYPE}
-    for field in fields(frame):
-        body[field.name] = getattr(frame, field.name)
+    for name in _FIELDS[frame.TYPE]:
+        body[name] = getattr(frame, name)
     data = codec.encode(body)
     if len(data) > MAX_FRAME:
         raise ProtocolError("A frame is larger than the frame limit.")
@@ -255,11 +265,7 @@ def decode_frame(data: bytes) -> Frame:
     cls = _TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"Unknown frame type {kind!r}.")
-    expected = {f.name for f in fields(cls)}
-    required = {
-        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-    }
-    if not set(body) <= expected or not required <= set(body):
+    if not set(body) <= set(_FIELDS[kind]) or not _REQUIRED[kind] <= set(body):
         raise ProtocolError(f"A {kind} frame has the wrong fields.")
     for name, value in body.items():
         wanted = _FIELD_TYPES[name]
