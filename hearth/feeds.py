@@ -86,8 +86,10 @@ class Feeds:
         excluded: Sequence[bytes] = (),
         *,
         eligible: bool | None = True,
+        given: Sequence[bytes] | None = None,
     ) -> None:
-        """Keep an epoch secret (inside a write), with the devices its creator left out.
+        """Keep an epoch secret (inside a write), with the devices its creator left out
+        and, where known, those it was sealed to (``given``).
 
         ``eligible``: its op counts (``True``), does not (``False``: the key only opens
         bundles, nothing is sealed under it), or is not judged yet (``None``: a key from an
@@ -96,14 +98,23 @@ class Feeds:
         :meth:`rejudge_epoch`."""
         state = _OPEN_ONLY if eligible is None else int(eligible)
         self.store.run(
-            "INSERT INTO epochs(group_id, epoch_id, number, secret, excluded, eligible) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id, epoch_id) DO UPDATE SET "
+            "INSERT INTO epochs(group_id, epoch_id, number, secret, excluded, eligible, given) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(group_id, epoch_id) DO UPDATE SET "
             "excluded = CASE WHEN excluded.excluded = '[]' THEN epochs.excluded "
             "ELSE excluded.excluded END, eligible = CASE "  # -1: _OPEN_ONLY
             "WHEN excluded.eligible = -1 THEN epochs.eligible "
             "WHEN epochs.eligible = -1 THEN excluded.eligible "
-            "ELSE MIN(epochs.eligible, excluded.eligible) END",
-            (group_id, keys.epoch_id, number, keys.secret, _hex_list(excluded), state),
+            "ELSE MIN(epochs.eligible, excluded.eligible) END, "
+            "given = COALESCE(excluded.given, epochs.given)",
+            (
+                group_id,
+                keys.epoch_id,
+                number,
+                keys.secret,
+                _hex_list(excluded),
+                state,
+                None if given is None else _hex_list(given),
+            ),
         )
         self._topics = None
 
@@ -135,18 +146,38 @@ class Feeds:
             for n, e, s in rows
         ]
 
-    def left_out_of(self, group_id: str, device: bytes) -> list[Carried]:
-        """Every epoch held here whose creator left ``device`` out, to hand on to it if it
-        turns out to be in the group after all."""
+    def given(self, group_id: str, epoch_id: bytes) -> frozenset[bytes] | None:
+        """The devices an epoch held here was sealed to, if known."""
         rows = self.store.query(
-            "SELECT number, epoch_id, secret, excluded FROM epochs WHERE group_id = ? "
+            "SELECT given FROM epochs WHERE group_id = ? AND epoch_id = ?", (group_id, epoch_id)
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        return frozenset(bytes.fromhex(d) for d in json.loads(str(rows[0][0])))
+
+    def wrote_under(self, group_id: str, device: bytes, topic: bytes) -> bool:
+        """Whether a device sealed any bundle held here under the epoch of ``topic``."""
+        return bool(
+            self.store.query(
+                "SELECT 1 FROM bundles WHERE group_id = ? AND author = ? AND topic = ? LIMIT 1",
+                (group_id, device, topic),
+            )
+        )
+
+    def left_out_of(self, group_id: str, device: bytes) -> list[Carried]:
+        """Every epoch held here that ``device`` was not given — its creator left it out,
+        or it joined while the epoch was made — to hand on to it now that it is in the
+        group. Oldest first."""
+        rows = self.store.query(
+            "SELECT number, epoch_id, secret, excluded, given FROM epochs WHERE group_id = ? "
             "ORDER BY number, epoch_id",
             (group_id,),
         )
         found = []
-        for number, epoch_id, secret, listed in rows:
+        for number, epoch_id, secret, listed, given in rows:
             excluded = tuple(bytes.fromhex(d) for d in json.loads(str(listed)))
-            if device in excluded:
+            not_given = given is not None and device.hex() not in json.loads(str(given))
+            if device in excluded or not_given:
                 found.append(
                     Carried(
                         number=int(number),

@@ -38,7 +38,8 @@ def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
 def rotation_due(node: Node, group_id: str) -> bool:
     """Whether this node should start a new epoch: its member is an admin and the epoch
     in use may still be held by a departed device, or was not given to a device still in
-    the group (a removal that did not count after all, R7)."""
+    the group (a removal that did not count after all, R7, or a device that joined while
+    the epoch was made)."""
     view = node.view(group_id)
     try:
         me = view.member(node.identity.member_id)
@@ -49,9 +50,9 @@ def rotation_due(node: Node, group_id: str) -> bool:
     departed = _out(node, group_id, view)
     if node.identity.device_key.public in departed:
         return False  # this device is out itself: its op would count nowhere
-    _, _, excluded = node.feeds.current(group_id)
+    _, keys, excluded = node.feeds.current(group_id)
     listed = {c.key for c in membership.cards(view.tables["members"]) if c.cutoff is None}
-    return not departed <= excluded or bool((excluded & listed) - departed)
+    return not departed <= excluded or bool(_lacking(node, group_id, keys, listed - departed))
 
 
 def rotate(node: Node, group_id: str) -> EpochKeys:
@@ -68,7 +69,7 @@ def rotate(node: Node, group_id: str) -> EpochKeys:
         op = make_epoch_op(
             number=number + 1,
             secret=secret,
-            recipients=[c.kem for c in staying],
+            recipients={c.key: c.kem for c in staying},
             excluded=out,
             random_bytes=node.random_bytes,
             # A device left out of epochs by a removal that did not count after all gets
@@ -81,19 +82,32 @@ def rotate(node: Node, group_id: str) -> EpochKeys:
         node.feeds.seal_epoch_op(
             group_id, op.encode(), _readable_by(node, group_id, {c.key for c in staying}, old)
         )
-        node.feeds.add_epoch(group_id, keys, op.number, op.excluded)
+        node.feeds.add_epoch(group_id, keys, op.number, op.excluded, given=op.given)
     return keys
 
 
 def _readable_by(node: Node, group_id: str, devices: set[bytes], current: EpochKeys) -> EpochKeys:
     """The epoch to seal a new epoch's op under: the one in use, unless it was not given to
-    some of ``devices`` (a removal that did not count after all) — then the newest one all
-    of them were given."""
-    excluded = node.feeds.excluded(group_id)
-    if not excluded.get(current.epoch_id, frozenset()) & devices:
+    some of ``devices`` (a removal that did not count after all, or they joined while it
+    was made) — then the newest one all of them were given."""
+    if not _lacking(node, group_id, current, devices):
         return current
-    given = [k for _, k in node.feeds.epochs(group_id) if k.epoch_id in excluded]
-    return next((k for k in reversed(given) if not excluded[k.epoch_id] & devices), current)
+    excluded = node.feeds.excluded(group_id)
+    held = [k for _, k in node.feeds.epochs(group_id) if k.epoch_id in excluded]
+    return next((k for k in reversed(held) if not _lacking(node, group_id, k, devices)), current)
+
+
+def _lacking(node: Node, group_id: str, keys: EpochKeys, devices: set[bytes]) -> set[bytes]:
+    """Which of ``devices`` may not hold an epoch (one this node holds): those its op left
+    out, and those it was not sealed to (they joined while it was made) unless they have
+    sealed a bundle under it (it came with their invite)."""
+    lacking = set(node.feeds.excluded(group_id).get(keys.epoch_id, frozenset()) & devices)
+    given = node.feeds.given(group_id, keys.epoch_id)
+    if given is not None:
+        lacking |= {
+            d for d in devices - given if not node.feeds.wrote_under(group_id, d, keys.topic)
+        }
+    return lacking
 
 
 def take_epoch_op(node: Node, group_id: str, inner: Inner, *, eligible: bool | None = True) -> None:
@@ -104,13 +118,22 @@ def take_epoch_op(node: Node, group_id: str, inner: Inner, *, eligible: bool | N
     one not judged yet: ``None``). Older epochs the op hands on to this device are kept
     to open with until their own ops are judged."""
     op = decode_epoch_op(inner.payload)
+    gid = bytes.fromhex(group_id)
+    epoch_id = op.epoch_id(gid, inner.author)
     opened = op.open_for(node.identity.kem_key)
     if opened is None:
-        return  # not for this device: it is out, or joined after (and got keys then)
+        # Not for this device: it is out, or joined after and got the key with its invite
+        # — without what the op says of it (who is left out, whether it counts), which
+        # every node needs to pick the same epoch to seal under.
+        held = next((k for _, k in node.feeds.epochs(group_id) if k.epoch_id == epoch_id), None)
+        if held is not None:
+            node.feeds.add_epoch(
+                group_id, held, op.number, op.excluded, eligible=eligible, given=op.given
+            )
+        return
     secret, carried = opened
-    gid = bytes.fromhex(group_id)
-    keys = EpochKeys(group_id=gid, epoch_id=op.epoch_id(gid, inner.author), secret=secret)
-    node.feeds.add_epoch(group_id, keys, op.number, op.excluded, eligible=eligible)
+    keys = EpochKeys(group_id=gid, epoch_id=epoch_id, secret=secret)
+    node.feeds.add_epoch(group_id, keys, op.number, op.excluded, eligible=eligible, given=op.given)
     for old in carried:
         # Whether it counts is judged when its own op is read (it can be, now).
         node.feeds.add_epoch(

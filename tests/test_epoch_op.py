@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from hearth.crypto import KemKey, seal_to
+from hearth.protocol import codec
 from hearth.protocol.epoch_op import Carried, EpochOp, decode_epoch_op, make_epoch_op
 
 SECRET = b"s" * 32
@@ -18,7 +19,7 @@ def test_each_device_opens_the_secret_and_only_its_own_carried_epochs() -> None:
         make_epoch_op(
             number=2,
             secret=SECRET,
-            recipients=[ben.public, cat.public],
+            recipients={b"b" * 32: ben.public, b"c" * 32: cat.public},
             excluded=[b"x" * 32],
             random_bytes=os.urandom,
             carried={ben.public: [OLD]},
@@ -28,6 +29,23 @@ def test_each_device_opens_the_secret_and_only_its_own_carried_epochs() -> None:
     assert op.open_for(cat) == (SECRET, ())
     assert op.secret_for(cat) == SECRET
     assert op.open_for(dan) is None
+    assert op.given == (b"b" * 32, b"c" * 32)
+
+
+def test_an_op_written_before_ops_named_their_devices_still_reads() -> None:
+    ben = KemKey.generate()
+    new = make_epoch_op(
+        number=3,
+        secret=SECRET,
+        recipients={b"b" * 32: ben.public},
+        excluded=[],
+        random_bytes=os.urandom,
+    )
+    old = EpochOp(number=new.number, nonce=new.nonce, excluded=new.excluded, wraps=new.wraps)
+    assert len(codec.decode(old.encode())) == 4  # type: ignore[arg-type]
+    again = decode_epoch_op(old.encode())
+    assert again.given is None
+    assert again.secret_for(ben) == SECRET
 
 
 def test_a_damaged_carried_part_still_gives_the_secret() -> None:

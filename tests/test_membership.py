@@ -462,3 +462,33 @@ def test_what_builds_on_a_late_write_does_not_wait_for_it_forever(group: list[No
     assert cat.feeds.waiting(gid) == []
     assert "Ben's rake" in resource_names(cat)
     assert "Dan's late saw" not in resource_names(cat)
+
+
+def test_a_member_who_joins_while_the_key_changes_gets_the_new_one(tmp_path: Path) -> None:
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat"])
+    ada, ben, cat = nodes
+    gid = ada.current_group().id
+    assert not rotation_due(ada, gid)  # members who joined the usual way hold the key
+    token = ada.create_invite()  # Eve is invited, then Cat removed before Eve's claim is
+    members.remove_member(ada, gid, "Cat")  # read: the new key is sealed to Ada and Ben
+    create_identity(tmp_path / "Eve", name="Eve")
+    eve = open_node(tmp_path / "Eve", clock=ada.clock)
+    eve.join_with_token(token)
+    with eve.change(gid) as ledger:
+        ledger.add_resource("Eve's ladder", kind=Kind.TOOL)
+    everyone = [ada, ben, eve]
+    exchange(everyone)
+    assert "Eve" in [m.name for m in ben.view(gid).members()]
+    assert not can_read_new(eve, ada)
+    assert rotation_due(ada, gid)  # Eve is in the group without the key in use
+    rotate(ada, gid)
+    exchange(everyone)
+    assert not rotation_due(ada, gid)
+    assert eve.feeds.current_keys(gid) == ada.feeds.current_keys(gid) == ben.feeds.current_keys(gid)
+    with ben.change(gid) as ledger:
+        ledger.add_resource("Ben's saw", kind=Kind.TOOL)
+    exchange(everyone)
+    assert "Ben's saw" in resource_names(eve)
+    assert not can_read_new(cat, ada)
+    for node in [*nodes, eve]:
+        node.close()

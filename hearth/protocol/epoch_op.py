@@ -5,9 +5,15 @@ each remaining device, and publishes the op in their feed under the *old* epoch,
 members who were offline during the removal find it where they last read. The op lists
 the devices it leaves out; concurrent rotations are settled by :func:`preferred`.
 
-A wrap may also carry older epochs' secrets to a device that was left out of them by a
-removal that did not count after all (SECURITY.md R7): without them it could not read what
-others sealed under those epochs meanwhile, nor anything after it in their feeds.
+The op also names the devices it is sealed to (``given``; members know the membership
+anyway, and relays never see inside): a device that joined while the op was being made —
+its invite older than the rotation, its claim read after — is in the group but not among
+them, and an admin's node that sees this makes a new epoch that includes it.
+
+A wrap may also carry older epochs' secrets to a device that was left out of them — by a
+removal that did not count after all (SECURITY.md R7), or by joining meanwhile: without
+them it could not read what others sealed under those epochs, nor anything after it in
+their feeds.
 
 Pure: keys and randomness come in as arguments.
 """
@@ -46,10 +52,16 @@ class EpochOp:
     nonce: bytes
     excluded: tuple[bytes, ...]  # device keys (Ed25519) that must not hold the secret
     wraps: tuple[bytes, ...]  # the secret sealed to each remaining device, in no order
+    # Device keys (Ed25519) of the devices the wraps are for; None from an op written
+    # before ops named them (then taken as every device in the group).
+    given: tuple[bytes, ...] | None = None
 
     def encode(self) -> bytes:
         """The op as a bundle payload."""
-        return codec.encode([self.number, self.nonce, list(self.excluded), list(self.wraps)])
+        fields: list[codec.Value] = [self.number, self.nonce, list(self.excluded), list(self.wraps)]
+        if self.given is not None:
+            fields.append(list(self.given))
+        return codec.encode(fields)
 
     def epoch_id(self, group_id: bytes, creator: bytes) -> bytes:
         """The epoch's id: a hash of the op's identity, the same on every node."""
@@ -76,17 +88,18 @@ def make_epoch_op(
     *,
     number: int,
     secret: bytes,
-    recipients: Iterable[bytes],
+    recipients: Mapping[bytes, bytes],
     excluded: Iterable[bytes],
     random_bytes: RandomBytes,
     carried: Mapping[bytes, Sequence[Carried]] | None = None,
 ) -> EpochOp:
-    """An op sealing ``secret`` to each recipient X25519 key, with the older epochs
-    ``carried`` names for some of them."""
+    """An op sealing ``secret`` to each recipient (device key -> X25519 key), with the
+    older epochs ``carried`` names (by X25519 key) for some of them."""
     carried = carried or {}
 
     def plaintext(kem: bytes) -> bytes:
-        extra = carried.get(kem, ())[:_MAX_CARRIED]
+        # The newest: a device that joined meanwhile got the older ones with its invite.
+        extra = list(carried.get(kem, ()))[-_MAX_CARRIED:]
         if not extra:
             return secret
         return secret + codec.encode(
@@ -97,7 +110,10 @@ def make_epoch_op(
         number=number,
         nonce=random_bytes(16),
         excluded=tuple(sorted(set(excluded))),
-        wraps=tuple(seal_to(kem, plaintext(kem), random_bytes) for kem in sorted(set(recipients))),
+        wraps=tuple(
+            seal_to(kem, plaintext(kem), random_bytes) for kem in sorted(set(recipients.values()))
+        ),
+        given=tuple(sorted(recipients)),
     )
 
 
@@ -136,9 +152,10 @@ def _carried(data: bytes) -> tuple[Carried, ...]:
 def decode_epoch_op(payload: bytes) -> EpochOp:
     """An epoch op from a bundle payload, or :class:`ProtocolError` saying what is wrong."""
     value = codec.decode(payload)
-    if not (isinstance(value, list) and len(value) == 4):
+    if not (isinstance(value, list) and len(value) in (4, 5)):
         raise ProtocolError("an epoch op is malformed")
-    number, nonce, excluded, wraps = value
+    number, nonce, excluded, wraps = value[:4]
+    given = value[4] if len(value) == 5 else None
     if not (
         isinstance(number, int)
         and 0 < number < 2**31
@@ -148,6 +165,14 @@ def decode_epoch_op(payload: bytes) -> EpochOp:
         and isinstance(wraps, list)
         and len(wraps) <= _MAX_WRAPS
         and all(isinstance(w, bytes) for w in wraps)
+        and (
+            given is None
+            or (
+                isinstance(given, list)
+                and len(given) <= _MAX_WRAPS
+                and all(isinstance(g, bytes) and len(g) == 32 for g in given)
+            )
+        )
     ):
         raise ProtocolError("an epoch op has fields of the wrong type")
     return EpochOp(
@@ -155,6 +180,7 @@ def decode_epoch_op(payload: bytes) -> EpochOp:
         nonce=nonce,
         excluded=tuple(e for e in excluded if isinstance(e, bytes)),
         wraps=tuple(w for w in wraps if isinstance(w, bytes)),
+        given=None if given is None else tuple(g for g in given if isinstance(g, bytes)),
     )
 
 
