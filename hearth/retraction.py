@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 
 from hearth import membership
+from hearth.feeds import INVALID
+from hearth.invite import decode_claim
 from hearth.ledger.automerge_doc import change_hash
 from hearth.node import Node
 from hearth.protocol.bundle import Envelope, Inner, decode_changes, open_envelope, parse_envelope
@@ -44,6 +46,7 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
     with node.store.write():
         dropped: set[bytes] = set()
         tainted: set[tuple[str, str]] = set()
+        invites = dict(node.view(group_id).tables["invites"])
         for stored in node.feeds.invalidate_after(group_id, device, cutoff):
             found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
             if found is None:
@@ -57,6 +60,8 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
                     tainted.update(refs)
         gone, written = node.rebuild_without(group_id, dropped, tainted, write_again=told)
         orphan(node, group_id, dropped | gone)
+        for joined in _joined_by_lost_invites(node, group_id, invites):
+            take_out(node, group_id, joined, 0, told=told)
         if not told:
             return
         note = (
@@ -67,6 +72,35 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
             note += f"; {written} of your entries were written again"
         _notice(node, "removal", note)
     log.warning("%s", note)
+
+
+def _joined_by_lost_invites(
+    node: Node, group_id: str, invites: dict[str, dict[str, object]]
+) -> list[bytes]:
+    """Devices that joined with an invite the ledger no longer has (of ``invites``, the
+    table before a take-out): the invite was written by a removed admin after their
+    cutoff. A joining device's changes do not build on its invite (it never saw it), so
+    they are not taken out with it; they must be, as on a node that heard of the removal
+    first and so never let the claim in (R8, R12)."""
+    now = node.view(group_id).tables["invites"]
+    # Whether an invite was claimed cannot be read off the table: the claim's mark is the
+    # joining device's own entry, in conflict with the admin's (either may show), and it
+    # stays when the admin's goes.
+    lost = {i for i, entry in invites.items() if entry.get("key") and not now.get(i, {}).get("key")}
+    if not lost:
+        return []
+    found = []
+    for card in membership.cards(node.view(group_id).tables["members"]):
+        first = node.feeds.at(group_id, card.key, 1)
+        if first is None or first.state == INVALID:
+            continue
+        keys = node.feeds.keys_for_topic(parse_envelope(first.envelope).topic)
+        if keys is None:
+            continue
+        inner = open_envelope(parse_envelope(first.envelope), keys[1])
+        if inner.claim and decode_claim(inner.claim).invite_id in lost:
+            found.append(card.key)
+    return found
 
 
 def equivocated(
