@@ -423,6 +423,10 @@ class Feeds:
         )
         return _row(rows[0]) if rows else None
 
+    def refused(self, group_id: str) -> list[StoredBundle]:
+        """Bundles that waited, then failed a check, in feed order."""
+        return self._in_state(group_id, REFUSED)
+
     def waiting(self, group_id: str) -> list[StoredBundle]:
         """Bundles held back until an earlier one of their feed arrives."""
         return self._in_state(group_id, WAITING)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from hearth import membership, neighbours
 from hearth.crypto import key_id
 from hearth.errors import HearthError, LedgerError, ProtocolError
-from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
+from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING
 from hearth.invite import decode_claim
 from hearth.ledger import Ledger, LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
@@ -42,6 +42,7 @@ from hearth.retraction import (
     equivocated,
     is_orphaned,
     not_counted,
+    opened,
     orphan,
     take_out,
     unorphan,
@@ -160,7 +161,7 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
             with node.store.write():
                 retried = _retry_waiting(node, group_id)
                 if flipped and any(
-                    _changes_membership(node, group_id, _opened(node, b))
+                    _changes_membership(node, group_id, opened(node, b))
                     for b in node.feeds.invalid(group_id)
                 ):
                     _rejudge_or_keep(node, group_id)  # a removal that no longer counts
@@ -518,13 +519,6 @@ def _check_membership(
             raise _Flip(card.key, card.cutoff)
 
 
-def _opened(node: Node, stored: StoredBundle) -> Inner | None:
-    """A held bundle's inside (``None`` if this node has no key for it)."""
-    envelope = parse_envelope(stored.envelope)
-    found = node.feeds.keys_for_topic(envelope.topic)
-    return None if found is None else open_envelope(envelope, found[1])
-
-
 def _changes_membership(node: Node, group_id: str, inner: Inner | None) -> bool:
     """Whether a bundle writes to the members or invites table."""
     if inner is None or inner.kind != "content":
@@ -565,26 +559,36 @@ def _rejudge(node: Node, group_id: str) -> None:
     for stored in node.feeds.all(group_id):
         if stored.author not in covered:
             covered[stored.author] = node.feeds.covered_seq(group_id, stored.author)
-        inner = _opened(node, stored)
-        if stored.seq <= covered[stored.author] or stored.author in caught or inner is None:
+        inner = opened(node, stored)
+        if stored.seq <= covered[stored.author] or inner is None:
             continue
+        if stored.seq > caught.get(stored.author, stored.seq):
+            continue  # past what a device caught signing twice can write: out whatever happens
         dropped |= change_ids(inner)
         if inner.kind == "epoch":
             node.feeds.rejudge_epoch(group_id, epoch_of(group_id, inner))
         node.feeds.set_state(stored.id, WAITING)
-    node.rebuild_without(group_id, dropped, set(), write_again=False)
+    node.rebuild_without(group_id, dropped)
     node.store.run("DELETE FROM orphaned_changes WHERE group_id = ?", (group_id,))
     for stored in node.feeds.invalid(group_id):  # a device caught signing twice stays out
-        if (inner := _opened(node, stored)) is not None:
+        if (inner := opened(node, stored)) is not None:
             orphan(node, group_id, change_ids(inner))
+    refused_again = False
     for _ in range(_MAX_FLIPS):
         try:
-            _retry_waiting(node, group_id)
+            applied = _retry_waiting(node, group_id)
         except _Flip as flip:  # the removal goes in on the next round
             take_out(node, group_id, flip.device, flip.cutoff, told=False)
             continue
-        if not _reopen(node, group_id):
+        if _reopen(node, group_id):
+            continue
+        if refused_again and not applied:
             return
+        # What was refused on the way may count now: an admin's new key judged before the
+        # bundle that made them an admin (the order is by author, not by cause).
+        refused_again = True
+        for stored in node.feeds.refused(group_id):
+            node.feeds.set_state(stored.id, WAITING)
     raise ProtocolError("bundles that keep changing who is in the group")
 
 
@@ -593,7 +597,7 @@ def _reopen(node: Node, group_id: str) -> int:
     how many."""
     reopened = 0
     for stored in node.feeds.invalid(group_id):
-        inner = _opened(node, stored)
+        inner = opened(node, stored)
         if inner is not None and not _past_cutoff(node, group_id, stored.author, stored.seq):
             unorphan(node, group_id, change_ids(inner))
             node.feeds.set_state(stored.id, WAITING)
@@ -609,7 +613,7 @@ def _retry_waiting(node: Node, group_id: str) -> int:
         progress = False
         for stored in node.feeds.waiting(group_id):
             if _past_cutoff(node, group_id, stored.author, stored.seq):
-                if (voided := _opened(node, stored)) is not None:
+                if (voided := opened(node, stored)) is not None:
                     not_counted(node, group_id, voided)
                 node.feeds.set_state(stored.id, INVALID)  # kept: the removal may yet not count
                 progress = True
@@ -617,7 +621,7 @@ def _retry_waiting(node: Node, group_id: str) -> int:
             head_seq, head_id = node.feeds.head(group_id, stored.author)
             if stored.seq != head_seq + 1 or stored.prev != head_id:
                 continue
-            inner = _opened(node, stored)
+            inner = opened(node, stored)
             if inner is None:
                 continue
             try:

@@ -571,32 +571,15 @@ class Node:
             loaded.ledger.view = loaded.view
         loaded.seen = rows[-1].seq
 
-    def rebuild_without(
-        self,
-        group_id: str,
-        dropped: set[bytes],
-        tainted: set[EntryRef],
-        *,
-        write_again: bool = True,
-    ) -> tuple[set[bytes], int]:
+    def rebuild_without(self, group_id: str, dropped: set[bytes]) -> set[bytes]:
         """Make each of a group's documents again from its changes minus ``dropped`` (and
-        whatever was built on them), then (``write_again``) write again what this node's
-        own lost changes wrote, except to ``tainted`` entries (those the dropped changes
-        touched). Returns the hashes that went and how many entries were written again
-        (inside a write).
+        whatever was built on them); returns the hashes that went (inside a write).
 
         For SECURITY.md R8: an Automerge document cannot forget a change, so a change that
         turned out invalid means starting from the genesis and replaying the valid ones.
-        Entries have stable ids, so writing one again is idempotent.
         """
         group = self.group(group_id)
         ledger = self.ledger(group_id)
-        mine = {
-            r.hash: r.touched or []
-            for r in self.store.changes_after(group_id, None, 0)
-            if r.local and r.doc == LIVE
-        }
-        old_live = ledger.doc
         lost: set[bytes] = set()
         for name, doc in {LIVE: ledger.doc, **ledger.archive_docs()}.items():
             known = doc.change_ids()
@@ -615,16 +598,32 @@ class Node:
                 group_id, name, fresh.save(), self.store.last_seq(), keep=waiting, replace=True
             )
         self.unload(group_id)
-        again = {ref for h in lost if h in mine for ref in mine[h]} - tainted
+        with self.writing(group_id) as rebuilt:
+            rebuilt.view.rebuild(rebuilt.docs())
+        return lost
+
+    def own_changes(self, group_id: str) -> dict[bytes, list[EntryRef]]:
+        """This device's changes to a group's live document still stored one by one (not
+        yet folded into a snapshot), with the entries each touched."""
+        return {
+            r.hash: r.touched or []
+            for r in self.store.changes_after(group_id, None, 0)
+            if r.local and r.doc == LIVE
+        }
+
+    def write_again(self, group_id: str, again: set[EntryRef], before: LedgerDoc) -> int:
+        """Write ``again`` entries as they stood in the live document ``before`` a rebuild
+        took out this node's own changes to them; returns how many (inside a write).
+
+        R8's re-issue: entries have stable ids, so writing one again is idempotent.
+        """
         me = self.identity
         written = 0
         with self.writing(group_id) as rebuilt:
-            rebuilt.view.rebuild(rebuilt.docs())
             members_now = rebuilt.view.tables["members"]
-            out = membership.cutoff_of(members_now, me.device_key.public) is not None
-            if not write_again or out:
-                again = set()  # this device is out itself: nothing it writes would count
-            elif membership.effective_role(members_now, me.member_id) != "admin":
+            if membership.cutoff_of(members_now, me.device_key.public) is not None:
+                return 0  # this device is out itself: nothing it writes would count
+            if membership.effective_role(members_now, me.member_id) != "admin":
                 # What made this member an admin did not count either: changes to others'
                 # membership would be refused everywhere (R5), so they are not written.
                 again = {
@@ -633,9 +632,9 @@ class Node:
                     if table not in ("members", "invites") or entry_id == me.member_id
                 }
             for table, entry_id in sorted(again):
-                before = old_live.read_entry(table, entry_id)
+                old = before.read_entry(table, entry_id)
                 now = rebuilt.doc.read_entry(table, entry_id) or {}
-                fields = {k: v for k, v in (before or {}).items() if now.get(k) != v}
+                fields = {k: v for k, v in (old or {}).items() if now.get(k) != v}
                 if (table, entry_id) == ("members", me.member_id) and isinstance(
                     left := fields.get("left"), dict
                 ):
@@ -647,7 +646,7 @@ class Node:
                 if fields:
                     rebuilt.write_again(table, entry_id, fields)
                     written += 1
-        return lost, written
+        return written
 
     def compact(self, group_id: str) -> None:
         """Fold a group's stored changes into a snapshot of its live document now.

@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 
 from hearth import membership
-from hearth.feeds import INVALID
+from hearth.feeds import APPLIED, WAITING, StoredBundle
 from hearth.invite import decode_claim
-from hearth.ledger.automerge_doc import change_hash
+from hearth.ledger.automerge_doc import EntryRef, change_hash
 from hearth.node import Node
 from hearth.protocol.bundle import Envelope, Inner, decode_changes, open_envelope, parse_envelope
 from hearth.rotation import epoch_of, take_epoch_op
@@ -28,6 +28,7 @@ __all__ = [
     "equivocated",
     "is_orphaned",
     "not_counted",
+    "opened",
     "orphan",
     "removal_notices",
     "take_out",
@@ -44,26 +45,26 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
     rebuild the ledger without their changes (and whatever was built on them), on every
     node alike; the member is told unless ``told`` is false (judging everything again)."""
     with node.store.write():
+        before = node.ledger(group_id).doc
+        mine = node.own_changes(group_id)  # the rebuild folds them into a snapshot
+        invites = dict(node.view(group_id).tables["invites"])
         dropped: set[bytes] = set()
         tainted: set[tuple[str, str]] = set()
-        invites = dict(node.view(group_id).tables["invites"])
         for stored in node.feeds.invalidate_after(group_id, device, cutoff):
-            found = node.feeds.keys_for_topic(parse_envelope(stored.envelope).topic)
-            if found is None:
-                continue
-            inner = open_envelope(parse_envelope(stored.envelope), found[1])
-            if inner.kind == "epoch":
+            inner = opened(node, stored)
+            if inner is not None and inner.kind == "epoch":
                 node.feeds.make_ineligible(group_id, epoch_of(group_id, inner))
-            if inner.kind == "content":
+            if inner is not None and inner.kind == "content":
                 for _, change, refs in decode_changes(inner.payload):
                     dropped.add(change_hash(change).hash)
                     tainted.update(refs)
-        gone, written = node.rebuild_without(group_id, dropped, tainted, write_again=told)
+        gone = node.rebuild_without(group_id, dropped)
         orphan(node, group_id, dropped | gone)
-        for joined in _joined_by_lost_invites(node, group_id, invites):
-            take_out(node, group_id, joined, 0, told=told)
+        gone |= _hold_back_claims_to_lost_invites(node, group_id, invites, tainted)
         if not told:
             return
+        again = {ref for h in gone if h in mine for ref in mine[h]} - tainted
+        written = node.write_again(group_id, again, before)
         note = (
             f"{len(dropped)} changes by a removed device after its removal were taken back "
             f"out, with {len(gone - dropped)} built on them"
@@ -74,33 +75,49 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
     log.warning("%s", note)
 
 
-def _joined_by_lost_invites(
-    node: Node, group_id: str, invites: dict[str, dict[str, object]]
-) -> list[bytes]:
-    """Devices that joined with an invite the ledger no longer has (of ``invites``, the
-    table before a take-out): the invite was written by a removed admin after their
-    cutoff. A joining device's changes do not build on its invite (it never saw it), so
-    they are not taken out with it; they must be, as on a node that heard of the removal
-    first and so never let the claim in (R8, R12)."""
+def opened(node: Node, stored: StoredBundle) -> Inner | None:
+    """A held bundle's inside (``None`` if this node has no key for it)."""
+    envelope = parse_envelope(stored.envelope)
+    found = node.feeds.keys_for_topic(envelope.topic)
+    return None if found is None else open_envelope(envelope, found[1])
+
+
+def _hold_back_claims_to_lost_invites(
+    node: Node, group_id: str, invites: dict[str, dict[str, object]], tainted: set[EntryRef]
+) -> set[bytes]:
+    """Put back to waiting the bundles of devices that joined with an invite the ledger no
+    longer has (of ``invites``, the table before a take-out) — as on a node that never saw
+    the invite — and rebuild without their changes; returns the hashes that went, and adds
+    the entries they touched to ``tainted``.
+
+    The invite was written by a removed admin after their cutoff, or built on a change
+    that did not count. A joining device's changes do not build on its invite (it never
+    saw it), so they are not taken out with it. If an admin writes the invite again (R8),
+    the claims count again once that arrives; the admin's node writes it again only after
+    this, so that what it writes does not build on the claims (which would leave every
+    other node unable to take in either)."""
     now = node.view(group_id).tables["invites"]
     # Whether an invite was claimed cannot be read off the table: the claim's mark is the
     # joining device's own entry, in conflict with the admin's (either may show), and it
     # stays when the admin's goes.
     lost = {i for i, entry in invites.items() if entry.get("key") and not now.get(i, {}).get("key")}
-    if not lost:
-        return []
-    found = []
+    held: set[bytes] = set()
     for card in membership.cards(node.view(group_id).tables["members"]):
         first = node.feeds.at(group_id, card.key, 1)
-        if first is None or first.state == INVALID:
+        if card.key == node.identity.device_key.public or first is None or first.state != APPLIED:
             continue
-        keys = node.feeds.keys_for_topic(parse_envelope(first.envelope).topic)
-        if keys is None:
+        inner = opened(node, first)
+        if inner is None or not inner.claim or decode_claim(inner.claim).invite_id not in lost:
             continue
-        inner = open_envelope(parse_envelope(first.envelope), keys[1])
-        if inner.claim and decode_claim(inner.claim).invite_id in lost:
-            found.append(card.key)
-    return found
+        for stored in node.feeds.all(group_id):
+            if stored.author == card.key and stored.state == APPLIED:
+                node.feeds.set_state(stored.id, WAITING)
+                content = opened(node, stored)
+                if content is not None and content.kind == "content":
+                    for _, change, refs in decode_changes(content.payload):
+                        held.add(change_hash(change).hash)
+                        tainted.update(refs)
+    return node.rebuild_without(group_id, held) if held else set()
 
 
 def equivocated(
