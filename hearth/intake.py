@@ -404,9 +404,13 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
                 else None
             )
             infos = [(change_hash(c).hash, c) for c in changes]
-            node.store.append_changes(group_id, doc, infos, local=False, touched=touched[doc])
+            # What the view reads again is what the changes' operations write, not what
+            # their author says they touched (None: everything).
+            written = document.entries_written(changes, touched[doc])
+            read_again = None if written is None else sorted(written)
+            node.store.append_changes(group_id, doc, infos, local=False, touched=read_again)
             try:
-                applied = ledger.apply_remote_to(document, changes, touched[doc])
+                applied = ledger.apply_remote_to(document, changes, read_again)
             except LedgerError as exc:
                 if "duplicate seq" in str(exc):
                     # The author wrote again what a late removal took out (R8); this node

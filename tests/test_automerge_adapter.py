@@ -343,3 +343,26 @@ def test_which_objects_a_change_writes_is_read_from_its_bytes() -> None:
     with doc.edit() as w:
         w.put("members", "m1", {"devices": {"d1": {"key": "bb"}}})  # deep inside
     assert doc.may_write(doc.last_edit.changes, nested)
+
+
+def test_the_entries_a_change_writes_are_read_from_its_operations() -> None:
+    """What a remote device's changes write is found from their own operations; its own
+    list of what it touched only helps to find objects made before (a wrong one gives
+    ``None``: the reader must read everything again)."""
+    a = LedgerDoc.genesis(b"s" * 32, ["resources", "events"], b"\x01" * 16)
+    b = LedgerDoc.load(a.save(), b"\x02" * 16)
+    start = b.heads()
+    with b.edit() as w:
+        w.put("resources", "saw", {"name": "Saw", "edits": {"by": "ben"}})
+        w.put("events", "e1", {"action": "added"})
+    made = b.changes_since(start)
+    assert a.entries_written(made, []) == {("resources", "saw"), ("events", "e1")}
+    a.apply(made)
+    start = b.heads()
+    with b.edit() as w:
+        w.put("resources", "saw", {"note": "sharp", "edits": {"by": "cat"}})
+    edited = b.changes_since(start)
+    assert a.entries_written(edited, [("resources", "saw")]) == {("resources", "saw")}
+    assert a.entries_written(edited, [("events", "e1")]) is None
+    assert a.entries_written(edited, []) is None
+    assert a.entries_written([b"not a change"], []) is None

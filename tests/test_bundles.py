@@ -217,3 +217,37 @@ def test_a_device_never_writes_two_bundles_at_one_seq_of_its_feed(trio: list[Nod
     after = max((b for b in ada.feeds.all(group) if b.author == mine), key=lambda b: b.seq)
     assert after.seq == newest.seq + 1
     assert after.prev == newest.id
+
+
+@pytest.mark.parametrize("claimed", [[], [("resources", "0" * 32)], None])
+def test_what_a_bundle_says_it_touched_does_not_decide_what_others_see(
+    trio: list[Node], claimed: list[tuple[str, str]] | None
+) -> None:
+    """Ben's device lists no entries, or the wrong one, for a change that adds a resource
+    and edits another: Ada's app must still show both (what her view reads again comes
+    from the change's own operations), exactly as her document has them."""
+    from hearth.ledger import Ledger, LedgerDoc
+    from hearth.ledger.view import LedgerView
+    from hearth.testing import seeded_ids
+
+    ada, ben, _ = trio
+    deliver(ada, ben)
+    deliver(ben, ada)
+    group = ben.current_group()
+    spade = ben.view().find("resources", "Spade")
+    doc = LedgerDoc.load(ben.ledger().doc.save(), group.actor)
+    writer = Ledger(doc, author=ben.identity.member_id, clock=FakeClock(), new_id=seeded_ids(2))
+    writer.add_resource("Trowel", kind=Kind.TOOL)
+    writer.edit_resource(spade, note="handle mended")
+    changes = [c for _, e in writer.take_outbox() for c in e.changes]
+    touched = [] if claimed is None else claimed
+    if claimed is None:  # the right entries, but one of them named wrongly
+        touched = [("resources", spade[::-1])]
+    with ben.store.write():
+        envelope = ben.feeds.seal_local(group.id, [("live", c, touched) for c in changes])
+    assert take_in(ada, envelope.encode(), source="ben").verdict is Verdict.APPLIED
+    assert "Trowel" in names(ada)
+    assert ada.view().resource(spade).note == "handle mended"
+    fresh = LedgerView()
+    fresh.rebuild(ada.ledger().docs())
+    assert fresh.tables == ada.view().tables

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Union
@@ -31,7 +31,13 @@ from automerge._automerge import Transaction
 from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
 
 from hearth.errors import LedgerError
-from hearth.ledger.change_ops import ObjectRef, objects_written, read_varint
+from hearth.ledger.change_ops import (
+    MAKE_ACTIONS,
+    ObjectRef,
+    objects_written,
+    operations,
+    read_varint,
+)
 from hearth.protocol.codec import uvarint
 
 __all__ = [
@@ -207,6 +213,7 @@ class LedgerDoc:
     def __init__(self, doc: Document) -> None:
         self._doc = doc
         self._guarded: dict[str, set[ObjectRef]] = {}  # objects_under(table), while valid
+        self._table_refs: dict[ObjectRef, str] = {}  # each table's map, as changes name it
         self._known: set[bytes] | None = None  # change_ids(), once asked for
 
     # --- making and keeping -------------------------------------------------
@@ -314,6 +321,67 @@ class LedgerDoc:
             )
         except LedgerError:
             return True
+
+    def entries_written(
+        self, changes: Sequence[bytes], named: Iterable[EntryRef]
+    ) -> set[EntryRef] | None:
+        """The entries ``changes`` (not applied yet) write to, read from their operations,
+        or ``None`` if that cannot be told. ``named`` is what their author says they
+        touched: it is not trusted, only used to find objects the changes did not make.
+
+        A remote device's list of what it touched decides which entries of the view are
+        read again; read from the operations instead, no device can leave other nodes'
+        views out of line with their documents. ``None`` (an object in no named entry, a
+        write to the root, a change that cannot be read) means: read everything again.
+        """
+        if not self._table_refs:  # the tables are made once, by the genesis change
+            for name in self.tables():
+                table_obj = self._table(name)
+                if table_obj is not None:
+                    self._table_refs[_object_ref(table_obj)] = name
+        tables = self._table_refs
+        try:
+            ops = [op for change in changes for op in operations(_change_body(change))]
+        except LedgerError:
+            return None
+        made = {op.id: (op.obj, op.key) for op in ops if op.action in MAKE_ACTIONS}
+        inside: dict[ObjectRef, EntryRef] | None = None
+        written: set[EntryRef] = set()
+        for op in ops:
+            obj, key = op.obj, op.key
+            for _ in range(len(made) + 1):  # up through the objects these changes made
+                if obj not in made:
+                    break
+                obj, key = made[obj]
+            if obj in tables and key is not None:
+                written.add((tables[obj], key))
+                continue
+            if obj is None or obj in tables:
+                return None  # a write to the root, or to a table by list position
+            if inside is None:
+                inside = self._objects_of(named)
+            if obj not in inside:
+                return None
+            written.add(inside[obj])
+        return written
+
+    def _objects_of(self, entries: Iterable[EntryRef]) -> dict[ObjectRef, EntryRef]:
+        """Every map object inside the given entries, as change columns name them."""
+        found: dict[ObjectRef, EntryRef] = {}
+        doc = self._doc
+
+        def walk(obj: bytes, entry: EntryRef) -> None:
+            found[_object_ref(obj)] = entry
+            for value, child in doc.values(obj):
+                if value == ObjType.Map:
+                    walk(child, entry)
+
+        for table, entry_id in entries:
+            obj = self._table(table)
+            got = None if obj is None else self._doc.get(obj, entry_id)
+            if got is not None and got[0] == ObjType.Map:
+                walk(got[1], (table, entry_id))
+        return found
 
     def _table(self, table: str) -> bytes | None:
         found = self._doc.get(ROOT, table)

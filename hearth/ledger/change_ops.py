@@ -1,4 +1,4 @@
-"""Which objects an Automerge change writes to, read from its bytes without applying it.
+"""What an Automerge change writes, read from its bytes without applying it.
 
 The binding's patches cannot be read (AUTOMERGE.md) and reading a whole table back costs
 milliseconds, so to learn cheaply whether a change from another device writes into the
@@ -6,7 +6,9 @@ milliseconds, so to learn cheaply whether a change from another device writes in
 Automerge's columnar change chunk: a header (dependencies, actor, seq, start op, time,
 message, other actors), then column metadata and column data. The object an operation
 writes to is two run-length-encoded columns: the actor (an index into the change's actor
-list) and the counter; both null means the root map.
+list) and the counter; both null means the root map. A map operation's key is the
+key-string column; an operation's own id is the change's actor and its start op plus its
+index, which is how the objects a change makes are named by later operations.
 
 Anything unexpected raises :class:`ChangeFormatError`; callers then assume the worst.
 """
@@ -14,19 +16,34 @@ Anything unexpected raises :class:`ChangeFormatError`; callers then assume the w
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import zip_longest
+from typing import TypeVar
 
 from hearth.errors import LedgerError
 
-__all__ = ["ChangeFormatError", "ObjectRef", "objects_written", "read_varint"]
+__all__ = [
+    "MAKE_ACTIONS",
+    "ChangeFormatError",
+    "ObjectRef",
+    "Operation",
+    "objects_written",
+    "operations",
+    "read_varint",
+]
 
 ObjectRef = tuple[bytes, int] | None
 """(actor, counter) of the operation that created an object; ``None`` for the root map."""
 
 _OBJ_ACTOR = 0 << 4 | 1  # column id 0 (object), type "actor"
 _OBJ_COUNTER = 0 << 4 | 2  # column id 0 (object), type "unsigned LEB128"
+_KEY_STRING = 1 << 4 | 5  # column id 1 (key), type "string"
 _ACTION = 4 << 4 | 2  # column id 4 (action), type "unsigned LEB128"
+MAKE_ACTIONS = frozenset({0, 2, 4, 6})
+"""Actions that make an object (map, list, text, table)."""
 _DEFLATE = 0x08
+_T = TypeVar("_T")
 _MAX_COLUMN = 16 * 1024 * 1024
 
 
@@ -67,16 +84,33 @@ def _bytes(data: bytes, pos: int) -> tuple[bytes, int]:
 
 def _rle(data: bytes) -> list[int | None]:
     """Decode a run-length-encoded column of unsigned integers."""
-    out: list[int | None] = []
+    return _runs(data, _uleb)
+
+
+def _rle_strings(data: bytes) -> list[str | None]:
+    """Decode a run-length-encoded column of UTF-8 strings."""
+
+    def string(data: bytes, pos: int) -> tuple[str, int]:
+        raw, pos = _bytes(data, pos)
+        try:
+            return raw.decode(), pos
+        except UnicodeDecodeError as exc:
+            raise ChangeFormatError("a change's key is not UTF-8") from exc
+
+    return _runs(data, string)
+
+
+def _runs(data: bytes, read: Callable[[bytes, int], tuple[_T, int]]) -> list[_T | None]:
+    out: list[_T | None] = []
     pos = 0
     while pos < len(data):
         count, pos = _sleb(data, pos)
         if count > 0:
-            value, pos = _uleb(data, pos)
+            value, pos = read(data, pos)
             out.extend([value] * count)
         elif count < 0:
             for _ in range(-count):
-                value, pos = _uleb(data, pos)
+                value, pos = read(data, pos)
                 out.append(value)
         else:
             nulls, pos = _uleb(data, pos)
@@ -86,17 +120,33 @@ def _rle(data: bytes) -> list[int | None]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation of a change: the object it writes to, the map key (``None`` for a
+    list position), its action, and its own id (the object it makes, if it makes one)."""
+
+    obj: ObjectRef
+    key: str | None
+    action: int
+    id: tuple[bytes, int]
+
+
 def objects_written(body: bytes) -> set[ObjectRef]:
     """The objects the operations of one change write to.
 
     ``body`` is the change chunk's contents after its header bytes (magic, checksum,
     type, length), inflated if the chunk was compressed.
     """
+    return {op.obj for op in operations(body)}
+
+
+def operations(body: bytes) -> list[Operation]:
+    """The operations of one change (``body`` as for :func:`objects_written`)."""
     count, pos = _uleb(body, 0)
     pos += 32 * count  # dependencies
     actor, pos = _bytes(body, pos)
     _, pos = _uleb(body, pos)  # seq
-    _, pos = _uleb(body, pos)  # start op
+    start_op, pos = _uleb(body, pos)
     _, pos = _sleb(body, pos)  # time
     _, pos = _bytes(body, pos)  # message
     others, pos = _uleb(body, pos)
@@ -122,17 +172,21 @@ def objects_written(body: bytes) -> set[ObjectRef]:
             except zlib.error as exc:
                 raise ChangeFormatError("a change's compressed column is damaged") from exc
         data[spec & ~_DEFLATE] = chunk
-    actor_column = _rle(data.get(_OBJ_ACTOR, b""))
-    counter_column = _rle(data.get(_OBJ_COUNTER, b""))
-    found: set[ObjectRef] = set()
-    operations = len(_rle(data.get(_ACTION, b"")))
-    if max(len(actor_column), len(counter_column)) < operations:
-        found.add(None)  # absent (or short) object columns: operations on the root map
-    for index, counter in zip_longest(actor_column, counter_column):
-        if index is None and counter is None:
-            found.add(None)
-        elif index is None or counter is None or index >= len(actors):
+    actions = _rle(data.get(_ACTION, b""))
+    objects = zip_longest(_rle(data.get(_OBJ_ACTOR, b"")), _rle(data.get(_OBJ_COUNTER, b"")))
+    keys = _rle_strings(data.get(_KEY_STRING, b""))
+    found = []
+    for index, ((obj_actor, counter), action) in enumerate(
+        zip_longest(objects, actions, fillvalue=(None, None))
+    ):
+        if isinstance(action, tuple) or action is None:
+            raise ChangeFormatError("a change has more objects than operations")
+        if obj_actor is None and counter is None:
+            obj: ObjectRef = None  # absent (or short) object columns: the root map
+        elif obj_actor is None or counter is None or obj_actor >= len(actors):
             raise ChangeFormatError("a change names an object it cannot")
         else:
-            found.add((actors[index], counter))
+            obj = (actors[obj_actor], counter)
+        key = keys[index] if index < len(keys) else None
+        found.append(Operation(obj, key, action, (actor, start_op + index)))
     return found
