@@ -290,6 +290,11 @@ class Feeds:
         (the epoch it replaces, so every member can read it), and keep it (in a write)."""
         return self._seal_next(group_id, "epoch", payload, keys)
 
+    def seal_hand_on(self, group_id: str, payload: bytes) -> Envelope:
+        """Make a hand-on of older keys the next bundle of this device's feed, sealed under
+        the epoch in use, and keep it (in a write)."""
+        return self._seal_next(group_id, "keys", payload, self.current_keys(group_id))
+
     def _seal_next(
         self,
         group_id: str,

@@ -47,7 +47,7 @@ from hearth.retraction import (
     take_out,
     unorphan,
 )
-from hearth.rotation import epoch_of, take_epoch_op
+from hearth.rotation import epoch_of, take_epoch_op, take_hand_on
 
 __all__ = [
     "Author",
@@ -152,7 +152,7 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
                 with node.store.write():  # a rejection rolls back all the bundle touched
                     if inner.kind == "snapshot":
                         outcome = _take_snapshot(node, group_id, envelope, inner)
-                    elif inner.kind in ("content", "epoch") and inner.seq >= 1:
+                    elif inner.kind in ("content", "epoch", "keys") and inner.seq >= 1:
                         outcome = _judge(node, group_id, envelope, inner)
                     else:
                         raise ProtocolError(f"a bundle of unknown kind {inner.kind!r}")
@@ -235,10 +235,12 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
     head_seq, head_id = feeds.head(group_id, inner.author)
     if inner.seq > head_seq + 1:
         feeds.keep(group_id, envelope, inner, WAITING)
+        # Its keys open bundles now (some may be what it waits for); whether an epoch op
+        # counts is judged in its turn.
         if inner.kind == "epoch":
-            # Its keys open bundles now (some may be what it waits for); whether it counts
-            # is judged in its turn.
             take_epoch_op(node, group_id, inner, eligible=None)
+        elif inner.kind == "keys":
+            take_hand_on(node, group_id, inner)
         return Outcome(
             verdict=Verdict.WAITING,
             group_id=group_id,
@@ -360,6 +362,10 @@ def author_of(node: Node, group_id: str, view: LedgerView, inner: Inner) -> Auth
 
 
 def _apply(node: Node, group_id: str, inner: Inner) -> None:
+    if inner.kind == "keys":  # any member may hand on keys it holds (hearth.rotation)
+        author_of(node, group_id, node.view(group_id), inner)
+        take_hand_on(node, group_id, inner)
+        return
     if inner.kind == "epoch":
         view = node.view(group_id)
         author = author_of(node, group_id, view, inner)

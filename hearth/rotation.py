@@ -8,9 +8,16 @@ node seals everything under the new epoch and syncs its new topic. Any admin nod
 sees the current epoch still shared with a departed device does this — after a removal at
 once, after someone leaves on its next sync — and rival rotations settle by
 :func:`hearth.protocol.epoch_op.preferred`.
+
+A device left out of an epoch by a removal that did not count gets it with the next
+rotation; and any member's node that holds such an epoch hands it on once (a hand-on in
+its feed), for when no admin holds it to rotate with it (:func:`keep_keys`).
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable
 
 from hearth import membership
 from hearth.errors import NotFound
@@ -18,9 +25,24 @@ from hearth.ledger.model import Role
 from hearth.ledger.view import LedgerView
 from hearth.node import Node
 from hearth.protocol.bundle import EpochKeys, Inner
-from hearth.protocol.epoch_op import decode_epoch_op, make_epoch_op
+from hearth.protocol.epoch_op import (
+    Carried,
+    decode_epoch_op,
+    make_epoch_op,
+    make_hand_on,
+    open_hand_on,
+)
 
-__all__ = ["departed_devices", "epoch_of", "rotate", "rotation_due", "take_epoch_op"]
+__all__ = [
+    "departed_devices",
+    "epoch_of",
+    "hand_on",
+    "keep_keys",
+    "rotate",
+    "rotation_due",
+    "take_epoch_op",
+    "take_hand_on",
+]
 
 
 def departed_devices(view: LedgerView) -> frozenset[bytes]:
@@ -33,6 +55,17 @@ def departed_devices(view: LedgerView) -> frozenset[bytes]:
 def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
     """Devices no key may be sealed to any more: departed, or caught equivocating (R4)."""
     return departed_devices(view) | frozenset(node.feeds.equivocations(group_id))
+
+
+def keep_keys(node: Node, group_id: str) -> bool:
+    """What `hearth sync` and `hearth serve` do for the group's keys before each pass: a
+    new epoch if one is due (:func:`rotation_due`), and older epochs handed on to the
+    devices left out of them although they are in the group (:func:`hand_on`). Whether
+    there is something new to send."""
+    rotated = rotation_due(node, group_id)
+    if rotated:
+        rotate(node, group_id)
+    return hand_on(node, group_id) or rotated
 
 
 def rotation_due(node: Node, group_id: str) -> bool:
@@ -110,6 +143,47 @@ def _lacking(node: Node, group_id: str, keys: EpochKeys, devices: set[bytes]) ->
     return lacking
 
 
+def hand_on(node: Node, group_id: str) -> bool:
+    """Hand on to each device in the group the epochs this node holds that left it out
+    (a removal that did not count), once per device and epoch; whether it did."""
+    view = node.view(group_id)
+    out = _out(node, group_id, view)
+    mine = node.identity.device_key.public
+    if mine in out or membership.cutoff_of(view.tables["members"], mine) is not None:
+        return False
+    done = _handed(node, group_id)
+    handed: dict[bytes, list[Carried]] = {}
+    for card in membership.cards(view.tables["members"]):
+        if card.key == mine or card.key in out or card.cutoff is not None:
+            continue
+        epochs = [
+            c
+            for c in node.feeds.left_out_of(group_id, card.key)
+            if card.key in c.excluded and (card.key.hex(), c.epoch_id.hex()) not in done
+        ]
+        if epochs:
+            handed[card.kem] = epochs
+            done |= {(card.key.hex(), c.epoch_id.hex()) for c in epochs}
+    if not handed:
+        return False
+    with node.store.write():
+        node.feeds.seal_hand_on(group_id, make_hand_on(handed, node.random_bytes))
+        node.store.set_meta(f"handed_on:{group_id}", json.dumps(sorted(done)))
+    return True
+
+
+def _handed(node: Node, group_id: str) -> set[tuple[str, str]]:
+    """(device, epoch) pairs this node has handed on, as hex."""
+    raw = node.store.get_meta(f"handed_on:{group_id}")
+    return {(d, e) for d, e in json.loads(raw)} if raw else set()
+
+
+def take_hand_on(node: Node, group_id: str, inner: Inner) -> None:
+    """Keep the epochs a hand-on carries to this device, to open with until their own ops
+    are judged (inside a write)."""
+    _keep_carried(node, group_id, open_hand_on(inner.payload, node.identity.kem_key))
+
+
 def take_epoch_op(node: Node, group_id: str, inner: Inner, *, eligible: bool | None = True) -> None:
     """Keep the secret of an epoch op another admin published, if one wrap is for us
     (inside a write). An op that does not count (``eligible`` false: its author was out,
@@ -134,6 +208,11 @@ def take_epoch_op(node: Node, group_id: str, inner: Inner, *, eligible: bool | N
     secret, carried = opened
     keys = EpochKeys(group_id=gid, epoch_id=epoch_id, secret=secret)
     node.feeds.add_epoch(group_id, keys, op.number, op.excluded, eligible=eligible, given=op.given)
+    _keep_carried(node, group_id, carried)
+
+
+def _keep_carried(node: Node, group_id: str, carried: Iterable[Carried]) -> None:
+    gid = bytes.fromhex(group_id)
     for old in carried:
         # Whether it counts is judged when its own op is read (it can be, now).
         node.feeds.add_epoch(

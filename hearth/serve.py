@@ -20,7 +20,7 @@ from hearth.lan import LanPresence
 from hearth.node import Node
 from hearth.peer_server import open_invites, start_listener
 from hearth.peers import LISTENING_AT, list_peers
-from hearth.rotation import rotate, rotation_due
+from hearth.rotation import keep_keys
 from hearth.sync_client import stay_connected
 
 __all__ = ["serve"]
@@ -57,8 +57,7 @@ async def serve(
         while not stop.is_set():
             groups = [g.id for g in node.groups()]
             for group_id in groups:
-                if rotation_due(node, group_id):  # someone left: a new key without them
-                    rotate(node, group_id)
+                keep_keys(node, group_id)  # someone left: a new key without them
             wanted = {(url, False) for g in groups for url in node.view(g).relays()}
             wanted |= {(url, True) for url in list_peers(node.store)}
             if presence is not None:

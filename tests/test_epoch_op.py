@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from hearth.crypto import KemKey, seal_to
+from hearth.errors import ProtocolError
 from hearth.protocol import codec
-from hearth.protocol.epoch_op import Carried, EpochOp, decode_epoch_op, make_epoch_op
+from hearth.protocol.epoch_op import (
+    Carried,
+    EpochOp,
+    decode_epoch_op,
+    make_epoch_op,
+    make_hand_on,
+    open_hand_on,
+)
 
 SECRET = b"s" * 32
 OLD = Carried(number=1, epoch_id=b"e" * 32, secret=b"o" * 32, excluded=(b"d" * 32,))
@@ -57,3 +67,15 @@ def test_a_damaged_carried_part_still_gives_the_secret() -> None:
         wraps=(seal_to(ben.public, SECRET + b"\xff\x00garbage", os.urandom),),
     )
     assert op.open_for(ben) == (SECRET, ())
+
+
+def test_a_hand_on_gives_each_device_only_the_epochs_meant_for_it() -> None:
+    ben, cat, eve = (KemKey.generate(os.urandom) for _ in range(3))
+    old = Carried(number=1, epoch_id=b"e" * 32, secret=b"s" * 32, excluded=(b"B" * 32,))
+    older = Carried(number=0, epoch_id=b"f" * 32, secret=b"t" * 32, excluded=())
+    payload = make_hand_on({ben.public: [older, old], cat.public: [old]}, os.urandom)
+    assert open_hand_on(payload, ben) == (older, old)
+    assert open_hand_on(payload, cat) == (old,)
+    assert open_hand_on(payload, eve) == ()
+    with pytest.raises(ProtocolError):
+        open_hand_on(codec.encode([1, 2]), ben)

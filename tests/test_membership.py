@@ -538,3 +538,55 @@ def test_a_member_let_in_by_a_removed_admins_late_invite_is_out_everywhere(
             assert "Eve's ladder" not in things
         for node in [*nodes, eve]:
             node.close()
+
+
+def test_a_member_left_out_by_a_removal_that_did_not_count_is_handed_the_key(
+    tmp_path: Path,
+) -> None:
+    """R4, R7, R8: Ada removes Ben, the other admin, after her device was caught signing
+    twice, so the removal does not count — but the key it made left Ben out, and Ben, now
+    the only admin, cannot rotate with it. Cat built on Ada's late change sealed under it:
+    unless Cat's node hands the key on, Ben waits forever for what only it opens."""
+    from hearth.rotation import keep_keys
+
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat"], seed=1)
+    ada, ben, cat = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(nodes)
+    with ada.change() as ledger:
+        ledger.add_resource("One", kind=Kind.TOOL)
+    mine = ada.identity.device_key.public
+    first = max((b for b in ada.feeds.all(gid) if b.author == mine), key=lambda b: b.seq)
+    deliver(ada, ben, gid)  # Ben holds one version ...
+    with ada.store.write():  # ... and Ada's device signs another for that seq
+        ada.store.run("DELETE FROM bundles WHERE id = ?", (first.id,))
+        ada.feeds.seal_local(
+            gid, [("live", c, []) for c in ada.ledger(gid).doc.changes_since([])[-1:]]
+        )
+    members.remove_member(ada, gid, "Ben")
+    with ada.change() as ledger:
+        ledger.add_resource("Ada's late ladder", kind=Kind.TOOL)
+    deliver(ada, cat, gid)
+    with cat.change() as ledger:
+        ledger.edit_resource(ledger.view.find("resources", "Ada's late ladder"), note="mine")
+    with cat.change() as ledger:
+        ledger.add_resource("Cat's rake", kind=Kind.TOOL)
+    deliver(ben, cat, gid)  # the other version: Ada is out, and so is Ben's removal
+    assert "Ben" in [m.name for m in cat.view(gid).members()]
+    for _ in range(2):
+        for source in (ada, cat):
+            deliver(source, ben, gid)
+        keep_keys(ben, gid)  # Ben rotates if due; he holds no key that left anyone out
+        deliver(ben, cat, gid)
+    assert ben.feeds.waiting(gid), "without the key Ben waits for Cat's edit"
+    assert keep_keys(cat, gid)  # Cat holds the key that left Ben out: hands it on
+    assert not keep_keys(cat, gid)  # once
+    for _ in range(2):  # as `hearth sync` passes again when it learns of a new key
+        for source in (ada, cat):
+            deliver(source, ben, gid)
+    assert ben.feeds.waiting(gid) == []
+    assert "Cat's rake" in resource_names(ben)
+    assert "Ada's late ladder" not in resource_names(ben)
+    for node in nodes:
+        node.close()

@@ -29,7 +29,7 @@ from hearth.peers import LISTENING_AT, add_peer, list_peers, remove_peer, waitin
 from hearth.protocol import codec
 from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.retraction import admin_alerts, removal_notices
-from hearth.rotation import rotate, rotation_due
+from hearth.rotation import keep_keys
 from hearth.sync_client import RelayReport, sync_relays
 from hearth.values import format_time
 
@@ -103,8 +103,7 @@ def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[Relay
         news = False
         for group_id in groups:
             node.claim_device(group_id)  # a new device, once its member's entry is here
-            if rotation_due(node, group_id):
-                rotate(node, group_id)
+            keep_keys(node, group_id)
             # Handoffs agreed or fulfilled in a neighbourhood, into the ledger and back.
             news = neighbours.reconcile(node, group_id) > 0 or news
         now = {keys.topic for g in groups for _, keys in node.feeds.epochs(g)}

@@ -15,6 +15,11 @@ removal that did not count after all (SECURITY.md R7), or by joining meanwhile: 
 them it could not read what others sealed under those epochs, nor anything after it in
 their feeds.
 
+Any member's device may also hand older epochs on to such a device in a *hand-on*: wraps
+with only carried epochs. Without it, a device left out by a removal that did not count
+could wait forever for what only the left-out epoch opens when the admins still in the
+group are the ones left out — or hold none of it.
+
 Pure: keys and randomness come in as arguments.
 """
 
@@ -28,7 +33,15 @@ from hearth.crypto import KemKey, RandomBytes, open_sealed, seal_to
 from hearth.errors import ProtocolError
 from hearth.protocol import codec
 
-__all__ = ["Carried", "EpochOp", "decode_epoch_op", "make_epoch_op", "preferred"]
+__all__ = [
+    "Carried",
+    "EpochOp",
+    "decode_epoch_op",
+    "make_epoch_op",
+    "make_hand_on",
+    "open_hand_on",
+    "preferred",
+]
 
 _MAX_WRAPS = 1000
 _MAX_CARRIED = 64
@@ -98,13 +111,8 @@ def make_epoch_op(
     carried = carried or {}
 
     def plaintext(kem: bytes) -> bytes:
-        # The newest: a device that joined meanwhile got the older ones with its invite.
-        extra = list(carried.get(kem, ()))[-_MAX_CARRIED:]
-        if not extra:
-            return secret
-        return secret + codec.encode(
-            [[c.number, c.epoch_id, c.secret, list(c.excluded)] for c in extra]
-        )
+        extra = carried.get(kem, ())
+        return secret + _encode_carried(extra) if extra else secret
 
     return EpochOp(
         number=number,
@@ -114,6 +122,41 @@ def make_epoch_op(
             seal_to(kem, plaintext(kem), random_bytes) for kem in sorted(set(recipients.values()))
         ),
         given=tuple(sorted(recipients)),
+    )
+
+
+def make_hand_on(handed: Mapping[bytes, Sequence[Carried]], random_bytes: RandomBytes) -> bytes:
+    """A hand-on payload: for each X25519 key, the older epochs to hand on to that device."""
+    return codec.encode(
+        [
+            seal_to(kem, _encode_carried(epochs), random_bytes)
+            for kem, epochs in sorted(handed.items())
+            if epochs
+        ][:_MAX_WRAPS]
+    )
+
+
+def open_hand_on(payload: bytes, kem: KemKey) -> tuple[Carried, ...]:
+    """The epochs a hand-on carries to this device (none if no wrap is for it), or
+    :class:`ProtocolError` if the payload is malformed."""
+    wraps = codec.decode(payload)
+    if not (
+        isinstance(wraps, list)
+        and len(wraps) <= _MAX_WRAPS
+        and all(isinstance(w, bytes) for w in wraps)
+    ):
+        raise ProtocolError("a hand-on of keys is malformed")
+    for wrap in wraps:
+        opened = open_sealed(kem, wrap) if isinstance(wrap, bytes) else None
+        if opened is not None:
+            return _carried(opened)
+    return ()
+
+
+def _encode_carried(epochs: Sequence[Carried]) -> bytes:
+    # The newest: a device that joined meanwhile got the older ones with its invite.
+    return codec.encode(
+        [[c.number, c.epoch_id, c.secret, list(c.excluded)] for c in epochs[-_MAX_CARRIED:]]
     )
 
 
