@@ -510,8 +510,9 @@ def test_a_member_let_in_by_a_removed_admins_late_invite_is_out_everywhere(
     """R8, R12: Ben removes Ada; Ada, not knowing, invites Eve, who joins and writes. The
     invite came after Ada's removal, so it never counted: a node that let Eve in holds her
     bundles back again when the removal arrives, as one that heard of the removal first
-    never lets them in (they wait for an invite that no admin writes again). (Eve's mark on the invite and Ada's entry conflict; which one shows depends on
-    the keys, so several key sets are tried.)"""
+    never lets them in (they wait for an invite that no admin writes again). Eve's mark
+    on the invite and Ada's entry conflict, and which one shows depends on the keys, so
+    several key sets are tried."""
     for seed in range(4):
         nodes = make_group(tmp_path / str(seed), ["Ada", "Ben", "Cat", "Obs"], seed=seed)
         ada, ben, cat, obs = nodes
