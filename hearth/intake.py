@@ -286,6 +286,14 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
             listed = incoming[LIVE].read_table("members") if LIVE in incoming else {}
             if _card(listed, inner.author) is None:
                 raise ProtocolError("a snapshot from a device that is not a member's")
+        # What our copies held already is in them after the merge too: asked before it,
+        # a fresh device's handful of changes, not the snapshot's whole history (whose
+        # index the app builds while its member is idle, Node.prepare).
+        stored = {name: node.store.changes_after(group_id, name, 0) for name in incoming}
+        held = {
+            name: {r.hash for r in rows if ledger.document(name).knows(r.hash)}
+            for name, rows in stored.items()
+        }
         for name, doc in incoming.items():
             ledger.document(name).merge(doc)
         ledger.view.rebuild(ledger.docs())
@@ -295,8 +303,8 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
             target = ledger.document(name)
             waiting = [
                 r.hash
-                for r in node.store.changes_after(group_id, name, 0)
-                if not target.knows(r.hash)  # the index stays for the bundles that follow
+                for r in stored[name]
+                if r.hash not in held[name] and not target.knows(r.hash)
             ]
             node.store.put_snapshot(
                 group_id, name, target.save(), node.store.last_seq(), keep=waiting

@@ -468,6 +468,7 @@ class LedgerDoc:
         other._doc.set_actor(actor)
         self._doc = other._doc
         self._guarded.clear()
+        self._table_refs.clear()
         self._known = None
         return self._doc.get_heads() != before
 
