@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,30 +31,9 @@ from hearth.protocol.bundle import EpochKeys
 from hearth.protocol.frames import Publish, Subscribe, decode_frame, encode_frame
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sync_bench import handshake, make_bundles, registered_publisher, start_relay
+from sync_bench import handshake, make_bundles, registered_publisher, start_bare, start_relay
 
 RESULTS = Path(__file__).parent / "results"
-BARE_SERVER = """
-import sys
-from aiohttp import web, WSMsgType
-clients = set()
-async def handler(request):
-    ws = web.WebSocketResponse(max_msg_size=2 * 1024 * 1024)
-    await ws.prepare(request)
-    clients.add(ws)
-    async for msg in ws:
-        if msg.type == WSMsgType.BINARY:
-            for other in list(clients):
-                if other is not ws:
-                    await other.send_bytes(msg.data)
-            await ws.send_bytes(b"ack")
-    clients.discard(ws)
-    return ws
-app = web.Application()
-app.router.add_get("/", handler)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]),
-            print=lambda *a: print("ready", flush=True))
-"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -114,17 +92,8 @@ def relay_cpu(root: Path, bundles: list[bytes], subscribers: int, keys: EpochKey
 
 def bare_cpu(bundles: list[bytes], subscribers: int, keys: EpochKeys) -> float:
     """CPU seconds the bare aiohttp server spends on the same load."""
-    port = 40000 + os.getpid() % 20000
-    bare = subprocess.Popen(
-        [sys.executable, "-c", BARE_SERVER, str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert bare.stdout is not None
-    bare.stdout.readline()
+    bare, url = start_bare()
     try:
-        url = f"ws://127.0.0.1:{port}"
         return asyncio.run(run_load(url, bundles, subscribers, False, keys, bare.pid))
     finally:
         bare.terminate()

@@ -7,7 +7,8 @@ Everything runs on 127.0.0.1 against a real ``hearth-relay`` process:
 - relay ingest: durably acknowledged bundles per second from one publisher;
 - propagation: a bundle published by one client delivered to another, with N idle
   connections open (p50/p99);
-- memory per idle connection (relay RSS before and after N idle, handshaken connections);
+- memory per idle connection (relay RSS before and after N idle, handshaken connections),
+  beside the bare aiohttp server of bench/fanout_bench.py holding as many;
 - catch-up: a fresh device fetching a ledger of ``--entries`` entries through the relay,
   against the floor (loading the same saved document and decrypting its bytes).
 """
@@ -19,6 +20,7 @@ import asyncio
 import json
 import os
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,45 @@ from hearth.protocol.frames import Hello, Publish, Register, Subscribe, decode_f
 from hearth.sync_client import sync_relay
 
 RESULTS = Path(__file__).parent / "results"
+# A bare aiohttp WebSocket server that checks and stores nothing: every binary message goes
+# to every other connection, and its sender gets b"ack". What the relay is compared with.
+BARE_SERVER = """
+import sys
+from aiohttp import web, WSMsgType
+clients = set()
+async def handler(request):
+    ws = web.WebSocketResponse(max_msg_size=2 * 1024 * 1024)
+    await ws.prepare(request)
+    clients.add(ws)
+    async for msg in ws:
+        if msg.type == WSMsgType.BINARY:
+            for other in list(clients):
+                if other is not ws:
+                    await other.send_bytes(msg.data)
+            await ws.send_bytes(b"ack")
+    clients.discard(ws)
+    return ws
+app = web.Application()
+app.router.add_get("/", handler)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]),
+            print=lambda *a: print("ready", flush=True))
+"""
+
+
+def start_bare() -> tuple[subprocess.Popen[str], str]:
+    """The bare server on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bare = subprocess.Popen(
+        [sys.executable, "-c", BARE_SERVER, str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert bare.stdout is not None
+    bare.stdout.readline()
+    return bare, f"ws://127.0.0.1:{port}"
 
 
 def start_relay(
@@ -142,6 +183,7 @@ async def ingest_and_propagation(
         after = rss_kib(relay_pid)
         result["idle_connections"] = idle
         result["memory_per_idle_connection_kib"] = round((after - before) / max(idle, 1), 2)
+        result["bare_aiohttp_memory_per_idle_connection_kib"] = await bare_idle_memory(idle)
 
         subscriber = await handshake(http, url)
         await subscriber.send_bytes(encode_frame(Subscribe(topic=keys.topic, after=10**12)))
@@ -164,6 +206,24 @@ async def ingest_and_propagation(
         for ws in [*idlers, subscriber, publisher]:
             await ws.close()
     return result
+
+
+async def bare_idle_memory(idle: int) -> float:
+    """KiB of the bare server's memory per idle connection, ``idle`` of them."""
+    bare, url = start_bare()
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            before = rss_kib(bare.pid)
+            idlers = [await http.ws_connect(url) for _ in range(idle)]
+            await asyncio.sleep(1)
+            after = rss_kib(bare.pid)
+            for ws in idlers:
+                await ws.close()
+    finally:
+        bare.terminate()
+        bare.wait()
+    return round((after - before) / max(idle, 1), 2)
 
 
 def wire_overhead() -> dict[str, object]:
