@@ -600,12 +600,13 @@ def _rejudge(node: Node, group_id: str) -> None:
             continue
         if _reopen(node, group_id):
             continue
-        if refused_again and not applied:
+        refused = node.feeds.refused(group_id)
+        if not refused or (refused_again and not applied):
             return
         # What was refused on the way may count now: an admin's new key judged before the
         # bundle that made them an admin (the order is by author, not by cause).
         refused_again = True
-        for stored in node.feeds.refused(group_id):
+        for stored in refused:
             node.feeds.set_state(stored.id, WAITING)
     raise ProtocolError("bundles that keep changing who is in the group")
 
