@@ -14,7 +14,7 @@ import time
 
 __all__ = ["JsonFormatter", "client_tag", "configure"]
 
-_FIELDS = ("reason", "client", "topic_count", "bundles", "code", "peer")
+_FIELDS = ("reason", "client", "topic_count", "bundles", "code", "peer", "seconds")
 
 
 def client_tag(ip: str) -> str:

@@ -163,8 +163,16 @@ async def _other_processes(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_clients(app: web.Application) -> None:
     await carry_out(app, app[CORE].flush())  # acknowledge what is already stored
-    for link in list(app[LINKS].values()):
-        await link.ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down")
+    # All at once, and not waiting long for the answers: each close waits for the client
+    # to close too, and one slow client must not hold up everyone's (or the exit).
+    closing = [
+        asyncio.ensure_future(
+            link.ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down")
+        )
+        for link in list(app[LINKS].values())
+    ]
+    if closing:
+        await asyncio.wait(closing, timeout=app[CONFIG].shutdown_grace_s / 4)
 
 
 async def healthz(request: web.Request) -> web.Response:

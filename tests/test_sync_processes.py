@@ -232,13 +232,21 @@ def test_bad_frames_close_only_that_connection(tmp_path: Path, relay: Relay) -> 
 def test_sigterm_closes_clients_with_1001_and_exits_promptly(
     tmp_path: Path, relay_store: list[str]
 ) -> None:
+    """Also when a client never answers the close: it cannot hold up the others or the exit."""
     relay = start_relay(tmp_path / "relay", extra=relay_store)
 
     async def wait_for_close() -> int | None:
-        async with aiohttp.ClientSession() as http, http.ws_connect(relay.url) as ws:
-            await ws.send_bytes(encode_frame(Hello(versions=[1], role="node", agent="test")))
-            welcome = await ws.receive(timeout=20)
-            assert welcome.type is aiohttp.WSMsgType.BINARY
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(relay.url, autoclose=False) as silent,
+            http.ws_connect(relay.url) as ws,
+        ):
+            for client in (silent, ws):
+                await client.send_bytes(
+                    encode_frame(Hello(versions=[1], role="node", agent="test"))
+                )
+                welcome = await client.receive(timeout=20)
+                assert welcome.type is aiohttp.WSMsgType.BINARY
             relay.proc.send_signal(signal.SIGTERM)
             while True:
                 message = await ws.receive(timeout=10)
@@ -247,12 +255,22 @@ def test_sigterm_closes_clients_with_1001_and_exits_promptly(
                     aiohttp.WSMsgType.CLOSED,
                     aiohttp.WSMsgType.CLOSING,
                 ):
-                    return ws.close_code
+                    code = ws.close_code
+                    break
+            await asyncio.to_thread(relay.proc.wait, 10)  # the silent one still open
+            return code
 
     started = time.monotonic()
-    code = asyncio.run(wait_for_close())
-    assert relay.proc.wait(timeout=10) == 0  # a second SIGTERM could land after its handler
-    relay.kill()
+    try:
+        code = asyncio.run(wait_for_close())
+        exited = relay.proc.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        relay.proc.send_signal(signal.SIGUSR1)  # the relay writes its stacks to its log
+        time.sleep(1)
+        pytest.fail("the relay did not stop:\n" + (relay.data / "relay.log").read_text()[-6000:])
+    finally:
+        relay.kill()
+    assert exited == 0  # a second SIGTERM could land after its handler
     assert time.monotonic() - started < 10
     assert code == 1001
 
