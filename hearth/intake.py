@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from hearth import membership, neighbours
 from hearth.crypto import key_id
+from hearth.cutoffs import answers_its_removal, counted_through, cutoff, past_cutoff
 from hearth.errors import HearthError, LedgerError, ProtocolError
 from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING
 from hearth.invite import decode_claim
@@ -27,7 +28,6 @@ from hearth.ledger import Ledger, LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
-from hearth.ledger.view import LedgerView
 from hearth.node import Node, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
@@ -229,7 +229,7 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
         if existing.id == envelope.id:
             return Outcome(verdict=Verdict.DUPLICATE)
         raise _Equivocation(envelope, inner, parse_envelope(existing.envelope))
-    if _past_cutoff(node, group_id, inner.author, inner.seq):
+    if past_cutoff(node, group_id, inner):
         # Judged now, gap or not: what builds on it must not wait for it.
         raise PastCutoff("a bundle from a removed device, written after its removal")
     head_seq, head_id = feeds.head(group_id, inner.author)
@@ -329,19 +329,24 @@ def _card(members: membership.Table, device_key: bytes) -> membership.Card | Non
     return None
 
 
-def author_of(node: Node, group_id: str, view: LedgerView, inner: Inner) -> Author:
+def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> Author:
     """Who may have written the bundle, or raise why nobody may have (R1, R2, R6).
 
     A member's device writes under the actor ids its card lists, up to its cutoff once
     removed; an unknown device may write with a claim to an invite an admin recorded and
     nobody else used; the group's founding device may write before its card is known.
     """
+    view = ledger.view
     members = view.tables["members"]
     card = _card(members, inner.author)
     if card is not None:
-        cutoff = _cutoff(node, group_id, card.cutoff, inner.author)
-        if cutoff is not None and inner.seq > cutoff:
-            raise PastCutoff("a bundle from a removed device, written after its removal")
+        last = cutoff(node, group_id, members, inner.author)
+        if last is not None and inner.seq > last:
+            answers = inner.seq == last + 1 and answers_its_removal(node, group_id, ledger, inner)
+            if answers is None:
+                raise _Wait("waiting for the changes it builds on, to see what it answers")
+            if not answers:
+                raise PastCutoff("a bundle from a removed device, written after its removal")
         return Author(actors=card.actors, member_id=card.member_id)
     if inner.claim:
         claim = decode_claim(inner.claim)
@@ -371,23 +376,26 @@ def author_of(node: Node, group_id: str, view: LedgerView, inner: Inner) -> Auth
 
 def _apply(node: Node, group_id: str, inner: Inner) -> None:
     if inner.kind == "keys":  # any member may hand on keys it holds (hearth.rotation)
-        author_of(node, group_id, node.view(group_id), inner)
+        author_of(node, group_id, node.ledger(group_id), inner)
         take_hand_on(node, group_id, inner)
         return
     if inner.kind == "epoch":
-        view = node.view(group_id)
-        author = author_of(node, group_id, view, inner)
-        members = view.tables["members"]
+        ledger = node.ledger(group_id)
+        author = author_of(node, group_id, ledger, inner)
+        members = ledger.view.tables["members"]
         if author.member_id is not None and (
             membership.effective_role(members, author.member_id) != "admin"
             or membership.is_gone(members.get(author.member_id, {}))
         ):
             raise NotCounted("a new group key from a member who is not an admin")
+        # It counts now, whatever was said of it before (refused before its author was
+        # an admin here, or past a cutoff that went away).
+        node.feeds.rejudge_epoch(group_id, epoch_of(group_id, inner))
         take_epoch_op(node, group_id, inner)
         return
     batches = decode_changes(inner.payload)
     with node.writing(group_id) as ledger:
-        author = author_of(node, group_id, ledger.view, inner)
+        author = author_of(node, group_id, ledger, inner)
         by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
         touched: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
         for doc, change, refs in batches:
@@ -460,22 +468,6 @@ def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes])
     return ready
 
 
-def _past_cutoff(node: Node, group_id: str, author: bytes, seq: int) -> bool:
-    cutoff = _cutoff(
-        node, group_id, membership.cutoff_of(node.view(group_id).tables["members"], author), author
-    )
-    return cutoff is not None and seq > cutoff
-
-
-def _cutoff(node: Node, group_id: str, listed: int | None, author: bytes) -> int | None:
-    """A device's cutoff: the one the ledger records, or an earlier one its equivocation
-    set (R4)."""
-    proved = node.feeds.equivocations(group_id).get(author)
-    if proved is None:
-        return listed
-    return proved if listed is None else min(listed, proved)
-
-
 _Tables = dict[str, dict[str, dict[str, object]]]
 
 
@@ -533,8 +525,9 @@ def _check_membership(
     for card in membership.cards(after["members"]):
         if card.cutoff is None or old_cutoffs.get(card.key) == card.cutoff:
             continue
-        if node.feeds.head(group_id, card.key)[0] > card.cutoff:
-            raise _Flip(card.key, card.cutoff)
+        through = counted_through(node, group_id, ledger, card.key, card.cutoff)
+        if node.feeds.head(group_id, card.key)[0] > through:
+            raise _Flip(card.key, through)
 
 
 def _changes_membership(node: Node, group_id: str, inner: Inner | None) -> bool:
@@ -617,7 +610,7 @@ def _reopen(node: Node, group_id: str) -> int:
     reopened = 0
     for stored in node.feeds.invalid(group_id):
         inner = opened(node, stored)
-        if inner is not None and not _past_cutoff(node, group_id, stored.author, stored.seq):
+        if inner is not None and not past_cutoff(node, group_id, inner):
             unorphan(node, group_id, change_ids(inner))
             node.feeds.set_state(stored.id, WAITING)
             reopened += 1
@@ -631,7 +624,7 @@ def _retry_waiting(node: Node, group_id: str) -> int:
     while progress:
         progress = False
         for stored in node.feeds.waiting(group_id):
-            if _past_cutoff(node, group_id, stored.author, stored.seq):
+            if past_cutoff(node, group_id, stored):
                 if (voided := opened(node, stored)) is not None:
                     not_counted(node, group_id, voided)
                 node.feeds.set_state(stored.id, INVALID)  # kept: the removal may yet not count

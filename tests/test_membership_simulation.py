@@ -91,6 +91,7 @@ def step(world: World) -> None:
     others = [m for m in node.view(gid).members() if m.id != node.identity.member_id]
     kind = rng.choice(
         ["edit", "edit", "deliver", "deliver", "deliver", "remove", "promote", "leave", "add"]
+        + ["mutual"]
         + ["broken"] * (rng.random() < 0.15)
     )
     world.trace.append(f"{node.identity.name}: {kind}")
@@ -110,11 +111,31 @@ def step(world: World) -> None:
             members.leave(node, gid)
         elif kind == "add" and len(world.nodes) < MAX_NODES and active_admin(node, gid):
             add(world, node)
+        elif kind == "mutual":
+            remove_each_other(world, node)
         elif kind == "broken":
             sign_twice(world, node)
     except HearthError as error:
         # Refused for a reason a member would be told (not an admin, already out…).
         world.trace[-1] += f" (refused: {error})"
+
+
+def remove_each_other(world: World, node: Node) -> None:
+    """This admin and another, each not knowing what the other does, remove each other."""
+    rival = next(
+        (
+            n
+            for n in world.rng.sample(world.nodes, len(world.nodes))
+            if n is not node and active_admin(n, world.gid) and active_admin(node, world.gid)
+        ),
+        None,
+    )
+    if rival is None:
+        world.trace[-1] += " (no two admins)"
+        return
+    world.trace[-1] += f" with {rival.identity.name}"
+    members.remove_member(node, world.gid, rival.identity.member_id)
+    members.remove_member(rival, world.gid, node.identity.member_id)
 
 
 def edit(world: World, node: Node) -> None:
@@ -208,6 +229,7 @@ def run_seed(seed: int, founded: Path, tmp: Path) -> Counter[str]:
         for status in (m.status for m in inside[0].view(gid).members(include_gone=True)):
             seen[status] += 1
         seen["epochs"] = len(inside[0].feeds.epochs(gid))
+        seen["removed each other"] = len(removed_each_other(inside[0].view(gid).tables["members"]))
         seen["taken back out"] = sum(
             len(n.store.query("SELECT 1 FROM rejections WHERE source = 'removal'"))
             for n in world.nodes
@@ -248,15 +270,33 @@ def check(world: World) -> None:
         mine = {b.id for b in node.feeds.all(gid) if b.state == "applied"}
         assert mine == applied, f"HEARTH_SEED={seed}: {node.identity.name} counts other bundles"
     for node in world.nodes:  # nothing past a cutoff anywhere, as far as each node knows
-        for card in membership.cards(node.view(gid).tables["members"]):
+        table = node.view(gid).tables["members"]
+        mutual = removed_each_other(table)
+        for card in membership.cards(table):
             if card.cutoff is None:
                 continue
+            # R7: of two admins who removed each other, each one's removal of the other
+            # (the bundle right after their cutoff) counts.
+            answer = card.cutoff + 1 if card.member_id in mutual else None
             late = [
                 b
                 for b in node.feeds.all(gid)
-                if b.author == card.key and b.seq > card.cutoff and b.state == "applied"
+                if b.author == card.key
+                and b.seq > card.cutoff
+                and b.seq != answer
+                and b.state == "applied"
             ]
             assert not late, f"HEARTH_SEED={seed}: {node.identity.name} counts a removed device"
+
+
+def removed_each_other(table: membership.Table) -> set[str]:
+    """Members removed by someone they removed in turn."""
+    by = {
+        member_id: removal.get("created_by")
+        for member_id, raw in table.items()
+        if isinstance(removal := raw.get("removed"), dict)
+    }
+    return {member_id for member_id, remover in by.items() if by.get(remover) == member_id}
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
@@ -270,6 +310,14 @@ def test_membership_concurrency(chunk: int, founded: Path, tmp_path: Path) -> No
     if len(seeds) < SEEDS_PER_CHUNK:
         return  # one seed replayed: it need not exercise everything
     # The runs must have exercised what they are for, not only edits.
-    for happened in ("removed", "left", "added", "re-added", "signed twice", "taken back out"):
+    for happened in (
+        "removed",
+        "left",
+        "added",
+        "re-added",
+        "signed twice",
+        "taken back out",
+        "removed each other",
+    ):
         assert seen[happened] > 0, happened
     assert seen["epochs"] > len(seeds)
