@@ -145,7 +145,8 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
     except ProtocolError as exc:
         return _reject(node, source, str(exc))
     outcome: Outcome | None = None
-    flipped = False
+    flipped = False  # something did not count: what waited on it goes on without it
+    took_out = False  # something that counted was taken out: removals in it may not count
     for _ in range(_MAX_FLIPS):
         try:
             if outcome is None:
@@ -160,7 +161,7 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
                 return outcome
             with node.store.write():
                 retried = _retry_waiting(node, group_id)
-                if flipped and any(
+                if took_out and any(
                     _changes_membership(node, group_id, opened(node, b))
                     for b in node.feeds.invalid(group_id)
                 ):
@@ -185,13 +186,15 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
             return _reject(node, source, str(exc))
         except _Flip as flip:  # the bundle, or a waiting one it let through, removed someone late
             take_out(node, group_id, flip.device, flip.cutoff)
-            flipped = True
+            flipped = took_out = True
         except _Equivocation as proof:
             card = _card(node.view(group_id).tables["members"], inner.author)
             name = node.view(group_id).member_name(card.member_id) if card else "a member"
-            equivocated(node, group_id, inner, proof.envelope, proof.held, name)
             outcome = _reject(node, source, str(proof))
-            flipped = True  # what waited on the changes now taken out goes on without them
+            if equivocated(node, group_id, inner, proof.envelope, proof.held, name):
+                flipped = took_out = True  # what waited on the changes taken out goes on
+            else:
+                return outcome
     return _reject(node, source, "a bundle that keeps changing who is in the group")
 
 

@@ -122,16 +122,17 @@ def _hold_back_claims_to_lost_invites(
 
 def equivocated(
     node: Node, group_id: str, inner: Inner, envelope: Envelope, held: Envelope, name: str
-) -> None:
+) -> bool:
     """R4: ``envelope`` and the ``held`` one are two bundles the device signed for one
     seq. Keep both (and pass them on, so every node that holds either judges alike), and
-    treat the device as removed from the seq before."""
+    treat the device as removed from the seq before. Whether that took anything out (not
+    if an earlier proof cut the device off there or before already)."""
     with node.store.write():
         known = node.feeds.equivocations(group_id)
         node.feeds.keep_equivocation(group_id, envelope, inner)
         node.feeds.keep_equivocation(group_id, held, inner)
         if inner.author in known and known[inner.author] <= inner.seq - 1:
-            return  # judged already
+            return False  # judged already
         _notice(
             node,
             "equivocation",
@@ -140,6 +141,7 @@ def equivocated(
             "should remove the device.",
         )
     take_out(node, group_id, inner.author, inner.seq - 1)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
