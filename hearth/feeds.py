@@ -285,10 +285,13 @@ class Feeds:
             claim=claim,
         )
 
-    def seal_epoch_op(self, group_id: str, payload: bytes, keys: EpochKeys) -> Envelope:
+    def seal_epoch_op(
+        self, group_id: str, payload: bytes, keys: EpochKeys, auth_heads: Sequence[bytes]
+    ) -> Envelope:
         """Make an epoch op the next bundle of this device's feed, sealed under ``keys``
-        (the epoch it replaces, so every member can read it), and keep it (in a write)."""
-        return self._seal_next(group_id, "epoch", payload, keys)
+        (the epoch it replaces, so every member can read it), and keep it (in a write).
+        ``auth_heads``: the ledger's heads as its author saw them, where it is judged."""
+        return self._seal_next(group_id, "epoch", payload, keys, auth_heads=auth_heads)
 
     def seal_hand_on(self, group_id: str, payload: bytes) -> Envelope:
         """Make a hand-on of older keys the next bundle of this device's feed, sealed under

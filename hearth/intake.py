@@ -258,6 +258,8 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
             _apply(node, group_id, inner)
     except _Wait as wait:
         feeds.keep(group_id, envelope, inner, WAITING)
+        if inner.kind == "epoch":  # waiting for what its author had seen: its keys open now
+            take_epoch_op(node, group_id, inner, eligible=None)
         return Outcome(verdict=Verdict.WAITING, group_id=group_id, reason=str(wait))
     feeds.keep(group_id, envelope, inner, APPLIED)
     return Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1)
@@ -385,7 +387,7 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
     if inner.kind == "epoch":
         ledger = node.ledger(group_id)
         author = author_of(node, group_id, ledger, inner)
-        members = ledger.view.tables["members"]
+        members = _members_seen(node, group_id, ledger, inner)
         if author.member_id is not None and (
             membership.effective_role(members, author.member_id) != "admin"
             or membership.is_gone(members.get(author.member_id, {}))
@@ -444,6 +446,20 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
                 raise ProtocolError(f"its changes could not be applied ({exc})") from exc
             if doc == LIVE and (guarded or applied - {i for i, _ in infos}):
                 _check_membership(node, group_id, ledger, before, author, seen_by_author)
+
+
+def _members_seen(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> membership.Table:
+    """The members table as an epoch op's author saw it: at the op's auth heads, once
+    they are all here (SECURITY.md R5). Judged by this node's own table instead, an op
+    that arrived before the removal that made its author the admin left would not count
+    here and count where it arrived after; and a node takes a bundle from a relay once."""
+    document = ledger.doc
+    heads = [h for h in inner.auth_heads if not is_orphaned(node, group_id, h)]
+    if any(not document.knows(h) for h in heads):
+        raise _Wait("waiting for the changes its author had seen")
+    if not heads or sorted(heads) == sorted(document.heads()):
+        return ledger.view.tables["members"]
+    return document.as_of(heads).read_table("members")
 
 
 def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes]) -> list[bytes]:

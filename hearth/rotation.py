@@ -113,7 +113,10 @@ def rotate(node: Node, group_id: str) -> EpochKeys:
             group_id=gid, epoch_id=op.epoch_id(gid, node.identity.device_key.public), secret=secret
         )
         node.feeds.seal_epoch_op(
-            group_id, op.encode(), _readable_by(node, group_id, {c.key for c in staying}, old)
+            group_id,
+            op.encode(),
+            _readable_by(node, group_id, {c.key for c in staying}, old),
+            node.ledger(group_id).doc.heads(),
         )
         node.feeds.add_epoch(group_id, keys, op.number, op.excluded, given=op.given)
     return keys
