@@ -46,7 +46,13 @@ __all__ = [
 
 VERSION = 1
 MAX_BUNDLE = 1024 * 1024
-PAD_BUCKETS = tuple(512 * 2**i for i in range(12))  # 512 B … 1 MiB
+# 512 B … 1 MiB: doublings, and from 64 KiB on quarter steps too, so that a large bundle
+# (a snapshot) is padded by at most a quarter of its size rather than nearly doubled.
+PAD_BUCKETS = tuple(
+    sorted(
+        {512 * 2**i for i in range(12)} | {q * 2**k // 4 for k in range(16, 20) for q in (5, 6, 7)}
+    )
+)
 _AEAD_TAG = 16
 _SIGNED = b"hearth/v1/bundle\x00"
 _RELAY_SIGNED = b"hearth/v1/relay-admission\x00"
