@@ -256,7 +256,23 @@ def wire_overhead() -> dict[str, object]:
     }
 
 
+def relay_bytes_out(url: str) -> int:
+    """What the relay has sent so far, from its /metrics."""
+
+    async def read() -> str:
+        metrics = url.replace("ws://", "http://") + "/metrics"
+        async with aiohttp.ClientSession() as http, http.get(metrics) as response:
+            return await response.text()
+
+    for line in asyncio.run(read()).splitlines():
+        if line.startswith("hearth_relay_bytes_out_total"):
+            return int(float(line.split()[-1]))
+    raise AssertionError("the relay's metrics have no hearth_relay_bytes_out_total")
+
+
 def catch_up(entries: int, url: str, root: Path) -> dict[str, object]:
+    """A fresh device catching up a ledger of ``entries`` entries; the saved document is
+    left in ``root / "ledger.automerge"`` (for bench/repo_server_bench.py)."""
     create_identity(root / "writer", name="Writer")
     with open_node(root / "writer", durable=False) as writer:
         writer.create_group("Bench")
@@ -270,6 +286,7 @@ def catch_up(entries: int, url: str, root: Path) -> dict[str, object]:
         report = asyncio.run(sync_relay(writer, url, [group], timeout=600))
         assert report.ok, report.error
         saved = writer.ledger().doc.save()
+    (root / "ledger.automerge").write_bytes(saved)
     # The floor: load the same document and decrypt as many bytes.
     key = os.urandom(32)
     sealed = aead_seal(key, saved, b"")
@@ -279,9 +296,11 @@ def catch_up(entries: int, url: str, root: Path) -> dict[str, object]:
     create_identity(root / "fresh", name="Fresh")
     with open_node(root / "fresh") as fresh:
         fresh.join_with_token(token)
+        sent_before = relay_bytes_out(url)
         t0 = time.perf_counter()
         report = asyncio.run(sync_relay(fresh, url, [group], timeout=3600))
         elapsed = time.perf_counter() - t0
+        wire = relay_bytes_out(url) - sent_before
         assert report.ok, report.error
         assert len(fresh.view().resources()) == entries
     return {
@@ -291,6 +310,8 @@ def catch_up(entries: int, url: str, root: Path) -> dict[str, object]:
         "floor_s": round(floor, 4),
         "ratio_to_floor": round(elapsed / floor, 1),
         "saved_document_bytes": len(saved),
+        "wire_bytes": wire,
+        "wire_to_saved": round(wire / len(saved), 2),
     }
 
 
