@@ -59,7 +59,7 @@ topic_quota_bundles = 40
 )
 # 32 bundles of 256 KiB: 8 MiB, more than the relay's outbound limit (2 MiB) and what the
 # kernel buffers for a client whose receive window stays closed.
-[(BIG_KEYS, BIG_BUNDLES)] = make_pool(groups=1, per_group=32, extra_bytes=200_000, seed=1)
+[(BIG_KEYS, BIG_BUNDLES)] = make_pool(groups=1, per_group=32, extra_bytes=250_000, seed=1)
 
 
 @pytest.fixture
