@@ -148,21 +148,26 @@ def _lacking(node: Node, group_id: str, keys: EpochKeys, devices: set[bytes]) ->
 
 def hand_on(node: Node, group_id: str) -> bool:
     """Hand on to each device in the group the epochs this node holds that left it out
-    (a removal that did not count), once per device and epoch; whether it did."""
+    (a removal that did not count) or whose ops do not count and were not given to it,
+    once per device and epoch; whether it did."""
     view = node.view(group_id)
     out = _out(node, group_id, view)
     mine = node.identity.device_key.public
     if mine in out or membership.cutoff_of(view.tables["members"], mine) is not None:
         return False
     done = _handed(node, group_id)
+    counted = node.feeds.excluded(group_id)  # the epochs whose ops count
     handed: dict[bytes, list[Carried]] = {}
     for card in membership.cards(view.tables["members"]):
         if card.key == mine or card.key in out or card.cutoff is not None:
             continue
+        # Also an epoch whose op does not count that the device was not given (it joined
+        # later): members who had not heard it did not count sealed under it meanwhile.
         epochs = [
             c
             for c in node.feeds.left_out_of(group_id, card.key)
-            if card.key in c.excluded and (card.key.hex(), c.epoch_id.hex()) not in done
+            if (card.key in c.excluded or c.epoch_id not in counted)
+            and (card.key.hex(), c.epoch_id.hex()) not in done
         ]
         if epochs:
             handed[card.kem] = epochs

@@ -251,11 +251,25 @@ def members_inside(world: World) -> list[Node]:
     out |= set().union(*(n.feeds.equivocations(gid) for n in world.nodes))
     founders = world.nodes[: len(FOUNDERS)]
     judge = next((n for n in founders if n.identity.device_key.public not in out), None)
+    if judge is None:
+        # Each founder is out on some node's view, as when two admins removed each other
+        # and the members each removed before kept a view the others outgrew. Then the
+        # judge is the first node that lists itself and is listed by all it lists.
+        caught = set().union(*(n.feeds.equivocations(gid) for n in world.nodes))
+        for node in world.nodes:
+            mine = node.identity.device_key.public
+            listed = active_devices(node, gid) - caught
+            peers = [n for n in world.nodes if n.identity.device_key.public in listed]
+            if mine in listed and all(mine in active_devices(n, gid) for n in peers):
+                return peers
     assert judge is not None, f"HEARTH_SEED={world.seed}: no founder is left"
-    listed = {
-        c.key for c in membership.cards(judge.view(gid).tables["members"]) if c.cutoff is None
-    }
+    listed = active_devices(judge, gid)
     return [n for n in world.nodes if n.identity.device_key.public in listed - out]
+
+
+def active_devices(node: Node, gid: str) -> set[bytes]:
+    """The devices a node's view lists as writing for the group."""
+    return {c.key for c in membership.cards(node.view(gid).tables["members"]) if c.cutoff is None}
 
 
 def check(world: World) -> None:
