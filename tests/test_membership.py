@@ -609,3 +609,44 @@ def test_a_member_left_out_by_a_removal_that_did_not_count_is_handed_the_key(
     assert "Ada's late ladder" not in resource_names(ben)
     for node in nodes:
         node.close()
+
+
+def test_a_newcomer_is_handed_a_key_that_did_not_count_but_was_written_under(
+    tmp_path: Path,
+) -> None:
+    """R6, R8: Ada, removed by Ben, removes Dan and starts a key, not knowing; Cat hears
+    only Ada and writes under that key. Ada's key does not count — Cat's jar does. New,
+    who joins later, was never given Ada's key: a member who holds it hands it on, or New
+    never reads Cat's jar nor anything Cat writes after it."""
+    from hearth.rotation import keep_keys
+
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan"], seed=2)
+    ada, ben, cat, _dan = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(nodes)
+    members.remove_member(ben, gid, "Ada")
+    members.remove_member(ada, gid, "Dan")
+    deliver(ada, cat, gid)
+    with cat.change() as ledger:
+        ledger.add_resource("Cat's jar", kind=Kind.FOOD)
+    ada_key = ada.feeds.current_keys(gid).epoch_id
+    assert cat.feeds.current_keys(gid).epoch_id == ada_key
+    new = new_node(tmp_path, "New", FakeClock(step=1000), seed=2)
+    new.join_with_token(ben.create_invite())
+    with new.change() as ledger:
+        ledger.add_resource("New's box", kind=Kind.OTHER)
+    everyone = [*nodes, new]
+    for _ in range(4):  # meetings, and what `hearth sync` does for the keys before each
+        for node in everyone:
+            keep_keys(node, gid)
+        for source in everyone:
+            for target in everyone:
+                if source is not target:
+                    deliver(source, target, gid)
+    assert ada_key not in new.feeds.excluded(gid)  # it does not count ...
+    assert new.feeds.waiting(gid) == []
+    assert "Cat's jar" in resource_names(new)  # ... but what was written under it does
+    assert resource_names(new) == resource_names(ben)
+    for node in everyone:
+        node.close()
