@@ -58,17 +58,15 @@ def answers_its_removal(node: Node, group_id: str, ledger: Ledger, inner: Inner)
     if not document.may_write(changes, document.objects_under("members")):
         return False
     own = {change_hash(c).hash for c in changes}
-    missing = [d for c in changes for d in change_hash(c).deps if d not in own]
-    missing = [d for d in missing if not document.knows(d)]
+    deps = sorted({d for c in changes for d in change_hash(c).deps} - own)
+    missing = [d for d in deps if not document.knows(d)]
     if any(is_orphaned(node, group_id, d) for d in missing):
         return False  # built on something that does not count (R8)
     if missing:
         return None
-    then = document.as_of(sorted({d for c in changes for d in change_hash(c).deps} - own))
+    then = document.as_of(deps)
     seen = then.read_table("members")
-    if membership.is_gone(seen.get(card.member_id, {})) or membership.is_gone(
-        seen.get(remover, {})
-    ):
+    if any(membership.is_gone(seen.get(m, {})) for m in (card.member_id, remover)):
         return False  # it knew it was out, or its target was out already
     then.apply(changes)
     return "removed" in then.read_table("members").get(remover, {})
