@@ -24,7 +24,7 @@ from hearth.node import Node
 from hearth.protocol.bundle import Inner, decode_changes
 from hearth.retraction import is_orphaned, opened
 
-__all__ = ["answers_its_removal", "counted_through", "cutoff", "past_cutoff"]
+__all__ = ["answers_its_removal", "counted_through", "cutoff", "past_cutoff", "within_cutoff"]
 
 
 def cutoff(node: Node, group_id: str, members: membership.Table, device: bytes) -> int | None:
@@ -72,6 +72,16 @@ def answers_its_removal(node: Node, group_id: str, ledger: Ledger, inner: Inner)
     return "removed" in then.read_table("members").get(remover, {})
 
 
+def within_cutoff(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> bool | None:
+    """Whether a bundle counts for where it sits in its author's feed: at or before the
+    cutoff, or right after it answering its author's removal (R7); ``None`` while that
+    cannot be told yet. ``ledger`` as for :func:`answers_its_removal`."""
+    last = cutoff(node, group_id, ledger.view.tables["members"], inner.author)
+    if last is None or inner.seq <= last:
+        return True
+    return inner.seq == last + 1 and answers_its_removal(node, group_id, ledger, inner)
+
+
 def past_cutoff(node: Node, group_id: str, bundle: Inner | StoredBundle) -> bool:
     """Whether a bundle is known not to count for where it sits in its author's feed (a
     held one is opened only if that is needed). Not yet known is not past. Outside a
@@ -80,11 +90,9 @@ def past_cutoff(node: Node, group_id: str, bundle: Inner | StoredBundle) -> bool
     if last is None or bundle.seq <= last:
         return False
     if bundle.seq != last + 1:
-        return True
+        return True  # told without opening it or loading the ledger
     inner = opened(node, bundle) if isinstance(bundle, StoredBundle) else bundle
-    return (
-        inner is None or answers_its_removal(node, group_id, node.ledger(group_id), inner) is False
-    )
+    return inner is None or within_cutoff(node, group_id, node.ledger(group_id), inner) is False
 
 
 def counted_through(node: Node, group_id: str, ledger: Ledger, device: bytes, last: int) -> int:

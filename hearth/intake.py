@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from hearth import membership, neighbours
 from hearth.crypto import key_id
-from hearth.cutoffs import answers_its_removal, counted_through, cutoff, past_cutoff
+from hearth.cutoffs import counted_through, past_cutoff, within_cutoff
 from hearth.errors import HearthError, LedgerError, ProtocolError
 from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING
 from hearth.invite import decode_claim
@@ -345,13 +345,11 @@ def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> Author
     members = view.tables["members"]
     card = _card(members, inner.author)
     if card is not None:
-        last = cutoff(node, group_id, members, inner.author)
-        if last is not None and inner.seq > last:
-            answers = inner.seq == last + 1 and answers_its_removal(node, group_id, ledger, inner)
-            if answers is None:
-                raise _Wait("waiting for the changes it builds on, to see what it answers")
-            if not answers:
-                raise PastCutoff("a bundle from a removed device, written after its removal")
+        counts = within_cutoff(node, group_id, ledger, inner)
+        if counts is None:
+            raise _Wait("waiting for the changes it builds on, to see what it answers")
+        if not counts:
+            raise PastCutoff("a bundle from a removed device, written after its removal")
         return Author(actors=card.actors, member_id=card.member_id)
     if inner.claim:
         claim = decode_claim(inner.claim)
