@@ -27,6 +27,7 @@ __all__ = [
     "check_change",
     "check_invites",
     "cutoff_of",
+    "departed",
     "effective_role",
     "is_gone",
 ]
@@ -104,6 +105,12 @@ def cutoff_of(members: Table, device_key: bytes) -> int | None:
         if card.key == device_key:
             return card.cutoff
     return None
+
+
+def departed(members: Table) -> frozenset[bytes]:
+    """The device keys of everyone removed or gone, and of every device removed: a node
+    turns these away when they connect to it directly, or it to them."""
+    return frozenset(card.key for card in cards(members) if card.cutoff is not None)
 
 
 def active_admins(members: Table) -> list[str]:

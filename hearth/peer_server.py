@@ -22,6 +22,7 @@ from typing import cast
 
 from aiohttp import WSMsgType, web
 
+from hearth import membership
 from hearth.intake import Verdict, take_in
 from hearth.node import Node
 from hearth.protocol.frames import MAX_FRAME, Deliver, Error, Frame, Mailbox
@@ -81,6 +82,15 @@ def _topics(node: Node) -> dict[bytes, bytes]:
     }
 
 
+def _departed(node: Node) -> dict[bytes, frozenset[bytes]]:
+    """Each served topic with the devices its group removed (or that left)."""
+    departed: dict[bytes, frozenset[bytes]] = {}
+    for group in node.groups():
+        gone = membership.departed(node.view(group.id).tables["members"])
+        departed.update((keys.topic, gone) for _, keys in node.feeds.epochs(group.id))
+    return departed
+
+
 async def _handle(request: web.Request) -> web.StreamResponse:
     """One peer's connection, from the handshake until either side closes it."""
     node, peers = request.app[_NODE], request.app[_PEERS]
@@ -90,7 +100,12 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     peers.add(ws)
     source = f"peer {request.remote}"
-    session = ServingSession(_topics(node), challenge=secrets.token_bytes(32))
+    session = ServingSession(
+        _topics(node),
+        challenge=secrets.token_bytes(32),
+        device_key=node.identity.device_key,
+        departed=_departed(node),
+    )
     client, sessions = id(ws), request.app[_SESSIONS]
     sessions[client] = (ws, session)
     known: set[bytes] = set()  # bundle ids the peer has or was sent

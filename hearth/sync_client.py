@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from hearth import neighbours
+from hearth import membership, neighbours
 from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.feeds import INVALID
 from hearth.intake import Verdict, take_in
@@ -107,6 +108,7 @@ def plan_for(
                     after=0,
                     prove=prove,
                     have=have,
+                    departed=membership.departed(node.view(group_id).tables["members"]),
                 )
             )
             continue
@@ -139,15 +141,15 @@ def plan_for(
         )
     if not peer:  # the groups' neighbourhoods go through the groups' relays too
         joined = {m.id: m for g in group_ids for m in neighbours.memberships(node, g)}
-        for membership in joined.values():
-            keys = membership.keys
+        for joined_one in joined.values():
+            keys = joined_one.keys
             plans.append(
                 TopicPlan(
                     topic=keys.topic,
                     relay_key=keys.relay_key.public,
                     proof=registration_proof(keys),
                     after=max(_cursor(node, url, keys.topic), 0),
-                    outgoing=neighbours.outgoing(node, membership, url),
+                    outgoing=neighbours.outgoing(node, joined_one, url),
                 )
             )
     return plans
@@ -303,7 +305,11 @@ async def _run(
     """One connection to one relay or peer: until settled, or (``live``) until it drops."""
     mark = node.feeds.newest_arrival()
     said_mark = neighbours.newest_arrival(node)
-    session = RelaySession(plans=plan_for(node, url, group_ids, peer=report.peer))
+    session = RelaySession(
+        plans=plan_for(node, url, group_ids, peer=report.peer),
+        device_key=node.identity.device_key if report.peer else None,
+        nonce=secrets.token_bytes(32) if report.peer else b"",
+    )
     topics = {plan.topic for plan in session.plans}
     conn = Connection(Role.CONNECTING)
     offered = {bundle_id for plan in session.plans for bundle_id, _ in plan.outgoing}
@@ -343,11 +349,12 @@ async def _run(
                                 return False
                             continue
                         report.ok = True
-                        if report.peer and session.refused_topics >= topics:
+                        turned_away = report.peer and session.refused_topics >= topics
+                        if turned_away:
                             report.ok = False
-                            report.error = "this peer is in none of these groups"
+                            report.error = _why_turned_away(report.refused)
                         _log_attempt(node, report)
-                        if not live:
+                        if turned_away or not live:
                             return False
                     case _:
                         raise AssertionError(f"unexpected output {output!r}")
@@ -374,7 +381,9 @@ async def _run(
                 fresh = [
                     (i, e)
                     for i, topic, e in arrived
-                    if topic in topics and i not in offered and not _has(node, url, i)
+                    if topic in topics - session.refused_topics
+                    and i not in offered
+                    and not _has(node, url, i)
                 ]
                 offered.update(i for i, _ in fresh)
                 if fresh:
@@ -407,6 +416,15 @@ async def _run(
             if publisher is not None:
                 publisher.cancel()
         raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")
+
+
+def _why_turned_away(refusals: Sequence[str]) -> str:
+    """Why a peer and this node had no group to exchange, from what was refused."""
+    for refusal in refusals:
+        code, _, message = refusal.partition(": ")
+        if code == "removed":
+            return message
+    return "this peer is in none of these groups"
 
 
 async def stay_connected(

@@ -35,6 +35,7 @@ from hearth.protocol.frames import (
     Ack,
     CaughtUp,
     Deliver,
+    DeviceProof,
     Error,
     Frame,
     Freeze,
@@ -325,6 +326,9 @@ class RelayCore:
                 return self._error(client, "bad-freeze", "The freeze request does not verify.")
             self.store.freeze(frame.topic, self.wall_clock() + config.freeze_grace_s)
             return []
+        if isinstance(frame, DeviceProof):
+            message = "A relay serves any holder of a topic's key; it takes no device proof."
+            return self._error(client, "not-a-node", message)
         if isinstance(frame, Error):
             log.info("a client reported: %s %s", frame.code, frame.message)
         return []

@@ -17,12 +17,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from hearth.crypto import SigningKey
+from hearth.errors import ProtocolError
 from hearth.lan import SERVICE_TYPE
 from hearth.protocol.beacon import BUCKET_MS, TAG_BYTES, beacon_tag, groups_beaconed
 from hearth.protocol.bundle import EpochKeys, peer_proof, registration_proof
 from hearth.protocol.connection import CLOSE_PROTOCOL
 from hearth.protocol.frames import (
     CaughtUp,
+    Deliver,
+    DeviceProof,
     Error,
     Hello,
     Register,
@@ -31,21 +35,42 @@ from hearth.protocol.frames import (
     decode_frame,
     encode_frame,
 )
+from hearth.protocol.handshake import CONNECTING, device_proof
 from hearth.protocol.serving import CatchUpPeer, Close, ServingSession
-from hearth.protocol.sync import PeerHas, RelaySession, Send, Settled, TopicPlan
+from hearth.protocol.sync import PeerHas, Refused, RelaySession, Send, Settled, TopicPlan
 from hearth.protocol.words import WORDS
+from relay.config import RelayConfig
+from relay.core import RelayCore, ToClient
+from relay.sqlite_store import SqliteStore
 from tests.conftest import Cli, hearth_command
 from tests.test_invites import first_line, start_invite
 from tests.test_sync_processes import reap, state, wait_until
 
 CHALLENGE = bytes(range(32))
+NONCE = bytes(range(32, 64))
+SERVER_DEVICE = SigningKey.generate()
+CLIENT_DEVICE = SigningKey.generate()
+
+
+def _serving(
+    topics: dict[bytes, bytes], departed: dict[bytes, frozenset[bytes]] | None = None
+) -> ServingSession:
+    return ServingSession(topics, CHALLENGE, device_key=SERVER_DEVICE, departed=departed or {})
+
+
+def _client(*plans: TopicPlan, nonce: bytes = NONCE) -> RelaySession:
+    return RelaySession(plans=list(plans), device_key=CLIENT_DEVICE, nonce=nonce)
 
 
 def _keys() -> EpochKeys:
     return EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
 
 
-def _peer_plan(keys: EpochKeys, have: list[tuple[bytes, int]] | None = None) -> TopicPlan:
+def _peer_plan(
+    keys: EpochKeys,
+    have: list[tuple[bytes, int]] | None = None,
+    departed: frozenset[bytes] = frozenset(),
+) -> TopicPlan:
     return TopicPlan(
         topic=keys.topic,
         relay_key=keys.relay_key.public,
@@ -53,6 +78,7 @@ def _peer_plan(keys: EpochKeys, have: list[tuple[bytes, int]] | None = None) -> 
         after=0,
         prove=partial(peer_proof, keys),
         have=have or [],
+        departed=departed,
     )
 
 
@@ -61,7 +87,7 @@ def _wire(session: ServingSession, outputs: list[object]) -> list[object]:
     return [decode_frame(session.send(o.frame)) for o in outputs if isinstance(o, Send)]
 
 
-def _open(serving: ServingSession, client: RelaySession) -> list[object]:
+def _open(serving: ServingSession, client: RelaySession) -> list[Send]:
     """Run hello/welcome; return what the client sends next, as the server receives it."""
     (hello,) = client.start()
     assert isinstance(hello, Send)
@@ -71,13 +97,28 @@ def _open(serving: ServingSession, client: RelaySession) -> list[object]:
     return [o for o in client.handle(welcome) if isinstance(o, Send)]
 
 
+def _exchange(serving: ServingSession, client: RelaySession) -> list[object]:
+    """Open, pass everything the client sends to the server and every answer back;
+    return the client's outputs from the answers."""
+    answers = [
+        f
+        for s in _open(serving, client)
+        for f in _wire(serving, serving.receive(encode_frame(s.frame)))
+    ]
+    return [o for a in answers for o in client.handle(a)]
+
+
 def test_a_peer_registers_by_answering_the_challenge_and_trades_version_vectors() -> None:
     keys = _keys()
     device = os.urandom(32)
-    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
-    client = RelaySession(plans=[_peer_plan(keys, have=[(device, 3)])])
-    register, subscribe = _open(serving, client)
+    serving = _serving({keys.topic: keys.relay_key.public})
+    client = _client(_peer_plan(keys, have=[(device, 3)]))
+    register, proof, subscribe = _open(serving, client)
     assert serving.receive(encode_frame(register.frame)) == []
+    (answer,) = _wire(serving, serving.receive(encode_frame(proof.frame)))
+    assert serving.peer_device == CLIENT_DEVICE.public
+    assert client.handle(answer) == []
+    assert client.peer_device == SERVER_DEVICE.public
     (catch_up,) = serving.receive(encode_frame(subscribe.frame))
     assert catch_up == CatchUpPeer(keys.topic, {device: 3})
 
@@ -91,7 +132,7 @@ def test_a_peer_registers_by_answering_the_challenge_and_trades_version_vectors(
 
 def test_a_relay_registration_replayed_at_a_peer_gets_nothing() -> None:
     keys = _keys()
-    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    serving = _serving({keys.topic: keys.relay_key.public})
     serving.receive(encode_frame(Hello(versions=[1], role="node", agent="replay")))
     serving.send(Welcome(version=1, limits={}, challenge=CHALLENGE))
     replayed = Register(
@@ -109,8 +150,8 @@ def test_a_relay_registration_replayed_at_a_peer_gets_nothing() -> None:
 
 def test_a_group_the_peer_is_not_in_is_refused_and_the_rest_still_settles() -> None:
     shared, other = _keys(), _keys()
-    serving = ServingSession({shared.topic: shared.relay_key.public}, CHALLENGE)
-    client = RelaySession(plans=[_peer_plan(other), _peer_plan(shared)])
+    serving = _serving({shared.topic: shared.relay_key.public})
+    client = _client(_peer_plan(other), _peer_plan(shared))
     sends = _open(serving, client)
     answers = [f for s in sends for f in _wire(serving, serving.receive(encode_frame(s.frame)))]
     assert [(a.code, a.id) for a in answers if isinstance(a, Error)] == [
@@ -126,16 +167,16 @@ def test_a_group_the_peer_is_not_in_is_refused_and_the_rest_still_settles() -> N
 
 def test_what_a_peer_may_not_do_closes_or_refuses_it() -> None:
     keys = _keys()
-    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    serving = _serving({keys.topic: keys.relay_key.public})
     (close,) = serving.receive(encode_frame(Hello(versions=[1], role="relay", agent="x")))
     assert isinstance(close, Close)
     assert close.code == CLOSE_PROTOCOL
 
-    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    serving = _serving({keys.topic: keys.relay_key.public})
     (close,) = serving.receive(b"\xff garbage")
     assert isinstance(close, Close)
 
-    serving = ServingSession({keys.topic: keys.relay_key.public}, CHALLENGE)
+    serving = _serving({keys.topic: keys.relay_key.public})
     serving.receive(encode_frame(Hello(versions=[1], role="node", agent="x")))
     serving.send(Welcome(version=1, limits={}, challenge=CHALLENGE))
     subscribe = encode_frame(Subscribe(topic=keys.topic, after=0))
@@ -144,9 +185,87 @@ def test_what_a_peer_may_not_do_closes_or_refuses_it() -> None:
     assert serving.live == set()
 
 
-def test_a_malformed_version_vector_is_a_protocol_error() -> None:
-    from hearth.errors import ProtocolError
+def test_each_side_proves_its_device_over_this_connections_transcript() -> None:
+    keys = _keys()
+    topics = {keys.topic: keys.relay_key.public}
+    serving, client = _serving(topics), _client(_peer_plan(keys))
+    register, proof, _ = _open(serving, client)
+    # Another connection's proofs: the same challenge, but the client's nonce differs.
+    other, elsewhere = _serving(topics), _client(_peer_plan(keys), nonce=bytes(32))
+    other_register, other_proof, _ = _open(other, elsewhere)
+    other.receive(encode_frame(other_register.frame))
+    (other_answer,) = _wire(other, other.receive(encode_frame(other_proof.frame)))
+    assert isinstance(other_answer, DeviceProof)
 
+    serving.receive(encode_frame(register.frame))
+    (close,) = serving.receive(encode_frame(other_proof.frame))
+    assert isinstance(close, Close)
+    assert close.reason == "The device proof does not verify."
+    assert serving.peer_device == b""
+    with pytest.raises(ProtocolError, match="does not verify"):
+        client.handle(other_answer)  # the listening node's proof for someone else
+    with pytest.raises(ProtocolError, match="does not verify"):
+        client.handle(proof.frame)  # our own proof sent back is not the other side's
+    assert client.peer_device == b""
+
+
+def test_nothing_passes_between_nodes_before_the_device_proofs() -> None:
+    keys = _keys()
+    topics = {keys.topic: keys.relay_key.public}
+    serving, client = _serving(topics), _client(_peer_plan(keys))
+    register, proof, subscribe = _open(serving, client)
+    (close,) = serving.receive(encode_frame(proof.frame))
+    assert isinstance(close, Close)  # a device proof comes after a key holder's registration
+    assert "Register a topic" in close.reason
+
+    serving = _serving(topics)
+    client = _client(_peer_plan(keys))
+    register, _, subscribe = _open(serving, client)
+    assert serving.receive(encode_frame(register.frame)) == []
+    (refusal,) = _wire(serving, serving.receive(encode_frame(subscribe.frame)))
+    assert isinstance(refusal, Error)
+    assert (refusal.code, refusal.id) == ("no-device", keys.topic)
+    assert serving.live == set()
+    with pytest.raises(ProtocolError, match="before proving"):
+        client.handle(CaughtUp(topic=keys.topic, cursor=0, have=[]))
+
+
+def test_a_device_the_group_removed_is_turned_away_by_either_side() -> None:
+    keys = _keys()
+    topics = {keys.topic: keys.relay_key.public}
+    # The listening node knows the connecting device was removed.
+    serving = _serving(topics, departed={keys.topic: frozenset({CLIENT_DEVICE.public})})
+    client = _client(_peer_plan(keys))
+    outputs = _exchange(serving, client)
+    assert [(o.code, o.id) for o in outputs if isinstance(o, Refused)] == [("removed", keys.topic)]
+    assert serving.live == set()
+    assert client.refused_topics == {keys.topic}
+
+    # The connecting node knows the listening device was removed.
+    serving = _serving(topics)
+    client = _client(_peer_plan(keys, departed=frozenset({SERVER_DEVICE.public})))
+    outputs = _exchange(serving, client)
+    assert [(o.code, o.id) for o in outputs if isinstance(o, Refused)] == [("removed", keys.topic)]
+    assert Settled() in outputs  # nothing to wait for from that peer
+    assert client.refused_topics == {keys.topic}
+    deliver = Deliver(topic=keys.topic, cursor=0, envelope=b"x" * 100)
+    assert client.handle(deliver) == []  # what it sends anyway is not taken in
+    assert client.received == 0
+
+
+def test_a_relay_answers_a_device_proof_with_an_error() -> None:
+    core = RelayCore(RelayConfig(), SqliteStore(Path(":memory:")), clock=lambda: 0.0)
+    assert core.admit(1, "192.0.2.1")
+    core.receive(1, encode_frame(Hello(versions=[1], role="node", agent="x", nonce=NONCE)))
+    core.encode(1, Welcome(version=1, limits={}))
+    proof = device_proof(CLIENT_DEVICE, bytes(32), CONNECTING)
+    (answer,) = core.receive(1, encode_frame(proof))
+    assert isinstance(answer, ToClient)
+    assert isinstance(answer.frame, Error)
+    assert answer.frame.code == "not-a-node"
+
+
+def test_a_malformed_version_vector_is_a_protocol_error() -> None:
     bad = Subscribe(topic=bytes(32), after=0, have=[[b"short", 1]])
     with pytest.raises(ProtocolError, match="version vector"):
         decode_frame(encode_frame(bad))
@@ -272,6 +391,31 @@ def test_a_stranger_gets_nothing_from_a_listening_node(tmp_path: Path) -> None:
         ben("peer", "add", url)
         assert json.loads(ben("sync", "--json").out)["peers_ok"] == [url]
         assert "Still serving" in ben("resource", "list").out
+
+
+@pytest.mark.process
+def test_a_removed_member_and_a_listening_node_get_nothing_from_each_other(
+    tmp_path: Path,
+) -> None:
+    ada, ben = two_members_without_a_relay(tmp_path)
+    with serving(ada) as url:
+        ben("peer", "add", url)
+        assert json.loads(ben("sync", "--json").out)["peers_ok"] == [url]
+        ada("member", "remove", "Ben", "--yes")
+        ada("resource", "add", "Padlock code")
+        # Ben has not heard: he still holds the old key, and asks Ada's node for news.
+        result = ben("sync", "--json", check=False)
+        assert result.code == 1
+        data = json.loads(result.out)
+        assert data["received"] == 0
+        assert "no longer in that group" in data["peers_failed"][0]["error"]
+    with serving(ben) as ben_url:
+        ada("peer", "add", ben_url)
+        result = ada("sync", "--json", "--timeout", "5", check=False)
+        data = json.loads(result.out)
+        assert (data["sent"], data["received"]) == (0, 0)
+        assert "removed from this group" in data["peers_failed"][0]["error"]
+    assert "Padlock" not in ben("resource", "list").out
 
 
 # --- finding each other on the LAN ----------------------------------------------------

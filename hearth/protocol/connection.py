@@ -19,6 +19,7 @@ from hearth.protocol.frames import (
     Ack,
     CaughtUp,
     Deliver,
+    DeviceProof,
     Error,
     Frame,
     Freeze,
@@ -67,8 +68,17 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-_FROM_CONNECTING = (Register, Subscribe, Publish, Freeze, Error, Mailbox, MailboxClose)
-_FROM_ACCEPTING = (Deliver, CaughtUp, Ack, Error, Mailbox, MailboxClose)
+_FROM_CONNECTING = (
+    Register,
+    DeviceProof,
+    Subscribe,
+    Publish,
+    Freeze,
+    Error,
+    Mailbox,
+    MailboxClose,
+)
+_FROM_ACCEPTING = (DeviceProof, Deliver, CaughtUp, Ack, Error, Mailbox, MailboxClose)
 _BETWEEN_RELAYS = (Peer, Mirror, Register, Deliver, CaughtUp, Error)
 """Once open, a link between peer relays (``hello`` with role ``relay``) carries these
 either way: each side mirrors the other."""

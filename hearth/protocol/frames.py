@@ -21,6 +21,7 @@ __all__ = [
     "Ack",
     "CaughtUp",
     "Deliver",
+    "DeviceProof",
     "Error",
     "Frame",
     "Freeze",
@@ -51,6 +52,7 @@ class Hello:
     versions: list[int]
     role: str  # "node" or "relay"
     agent: str
+    nonce: bytes = b""  # to a peer node: fresh, so the peer's device proof is for us alone
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +172,17 @@ class Freeze:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceProof:
+    """Between two nodes, each way, once the connecting one has registered a topic: which
+    device this is, signed over the handshake's transcript
+    (:mod:`hearth.protocol.handshake`)."""
+
+    TYPE: ClassVar[str] = "device"
+    device: bytes  # the device's Ed25519 public key
+    proof: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Peer:
     """From a relay dialing a peer relay: who it is, proven by signing the challenge."""
 
@@ -203,6 +216,7 @@ Frame = Union[  # noqa: UP007
     Peer,
     Mirror,
     Freeze,
+    DeviceProof,
 ]
 _TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in get_args(Frame)}
 # Per frame type (by its tag): its fields, and those a frame must carry.
@@ -239,6 +253,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "body": bytes,
     "create": bool,
     "relay_id": bytes,
+    "nonce": bytes,
+    "device": bytes,
 }
 _TOPIC_LENGTH = 32
 
@@ -275,6 +291,10 @@ def decode_frame(data: bytes) -> Frame:
             raise ProtocolError(f"A {kind} frame's {name} is negative.")
     if "relay_id" in body and len(body["relay_id"]) not in (0, 32):
         raise ProtocolError(f"A {kind} frame's relay id is not 32 bytes.")
+    if "device" in body and len(body["device"]) != 32:
+        raise ProtocolError(f"A {kind} frame's device key is not 32 bytes.")
+    if "nonce" in body and len(body["nonce"]) > 64:
+        raise ProtocolError(f"A {kind} frame's nonce is over 64 bytes.")
     if "topic" in body and len(body["topic"]) != _TOPIC_LENGTH:
         raise ProtocolError(f"A {kind} frame's topic is not 32 bytes.")
     if kind == "hello" and not all(

@@ -8,6 +8,10 @@ decrypt:
 - a registration must answer this connection's fresh challenge (``Welcome.challenge``)
   with the topic's relay key, so only a holder of the epoch secret gets anything — a
   registration seen at a relay cannot be replayed here;
+- once a topic is registered, the connecting node proves which device it is by signing
+  the handshake's transcript (:mod:`hearth.protocol.handshake`), and this node answers
+  in kind; nothing is delivered or taken before that, and a device one of our groups
+  removed gets nothing of that group's topics (it may still hold an old epoch's secret);
 - the summary is a version vector both ways: the subscriber's in ``Subscribe.have`` says
   what to deliver (:class:`CatchUpPeer`), ours in ``CaughtUp.have`` says what to send us.
 
@@ -23,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
 
+from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError
 from hearth.protocol.bundle import parse_envelope, peer_proof_valid
 from hearth.protocol.connection import CLOSE_PROTOCOL, CLOSE_TOO_BIG, Connection, Role
@@ -32,6 +37,7 @@ from hearth.protocol.frames import (
     Ack,
     CaughtUp,
     Deliver,
+    DeviceProof,
     Error,
     Frame,
     Hello,
@@ -44,6 +50,8 @@ from hearth.protocol.frames import (
     vector_from_wire,
     vector_to_wire,
 )
+from hearth.protocol.handshake import ACCEPTING, CONNECTING, device_proof, device_proof_valid
+from hearth.protocol.handshake import transcript as transcript_of
 from hearth.protocol.sync import Send
 
 __all__ = ["CatchUpPeer", "Close", "Output", "Send", "ServingSession", "TakeIn", "ToMailboxes"]
@@ -91,11 +99,23 @@ Output = Union[Send, CatchUpPeer, TakeIn, ToMailboxes, Close]  # noqa: UP007
 class ServingSession:
     """This node's side of one connection from another node."""
 
-    def __init__(self, topics: Mapping[bytes, bytes], challenge: bytes) -> None:
-        """``topics`` maps each topic this node serves to its relay key's public half."""
+    def __init__(
+        self,
+        topics: Mapping[bytes, bytes],
+        challenge: bytes,
+        *,
+        device_key: SigningKey,
+        departed: Mapping[bytes, frozenset[bytes]],
+    ) -> None:
+        """``topics`` maps each topic this node serves to its relay key's public half;
+        ``departed``, each topic to the device keys its group removed (or that left)."""
         self.conn = Connection(Role.ACCEPTING)
         self.topics = dict(topics)
         self.challenge = challenge
+        self.device_key = device_key
+        self.departed = departed
+        self.transcript = b""
+        self.peer_device = b""  # the other node's device key, once it proved it
         self.registered: set[bytes] = set()
         self.refused: set[bytes] = set()  # registrations refused: their subscriptions too
         self.live: set[bytes] = set()  # caught up: new bundles of these go out as they come
@@ -135,6 +155,7 @@ class ServingSession:
             welcome = Welcome(
                 version=PROTOCOL_VERSION, limits={"max_frame": MAX_FRAME}, challenge=self.challenge
             )
+            self.transcript = transcript_of(frame, welcome)
             return [Send(welcome)]
         if isinstance(frame, Register):
             if self.topics.get(frame.topic) != frame.relay_key:
@@ -145,11 +166,16 @@ class ServingSession:
                 return [_error("bad-registration", "The proof does not verify.", frame.topic)]
             self.registered.add(frame.topic)
             return []
+        if isinstance(frame, DeviceProof):
+            return self._device(frame)
         if isinstance(frame, Subscribe):
             if frame.topic in self.refused:
                 return []  # already answered
             if frame.topic not in self.registered:
                 return [_error("unknown-topic", "Register the topic first.", frame.topic)]
+            if refusal := self._refusal(frame.topic):
+                self.refused.add(frame.topic)
+                return [refusal]
             # Live from now: what is stored from here on goes out as it comes, even while
             # the catch-up is being sent (the adapter skips what it sent already).
             self.live.add(frame.topic)
@@ -158,12 +184,33 @@ class ServingSession:
             envelope = parse_envelope(frame.envelope)  # malformed: closes the connection
             if envelope.topic not in self.registered:
                 return [_error("unknown-topic", "Register the topic first.", envelope.id)]
+            if refusal := self._refusal(envelope.topic, about=envelope.id):
+                return [refusal]
             return [TakeIn(envelope.id, frame.envelope)]
         if isinstance(frame, (Mailbox, MailboxClose)):
             return [ToMailboxes(frame)]
         if isinstance(frame, Error):
             log.info("a peer reported: %s %s", frame.code, frame.message)
         return []
+
+    def _device(self, frame: DeviceProof) -> list[Output]:
+        """The other node's device proof; ours in answer, to a holder of a topic's key."""
+        if not self.registered:
+            return [Close(CLOSE_PROTOCOL, "Register a topic before proving the device.")]
+        if self.peer_device:
+            return [Close(CLOSE_PROTOCOL, "The device was proven already.")]
+        if not device_proof_valid(frame, self.transcript, CONNECTING):
+            return [Close(CLOSE_PROTOCOL, "The device proof does not verify.")]
+        self.peer_device = frame.device
+        return [Send(device_proof(self.device_key, self.transcript, ACCEPTING))]
+
+    def _refusal(self, topic: bytes, about: bytes = b"") -> Send | None:
+        """The error for a subscription or bundle from a device that may not have it."""
+        if not self.peer_device:
+            return _error("no-device", "Prove which device this is first.", about or topic)
+        if self.peer_device in self.departed.get(topic, frozenset()):
+            return _error("removed", "This device is no longer in that group.", about or topic)
+        return None
 
 
 def _error(code: str, message: str, about: bytes) -> Send:

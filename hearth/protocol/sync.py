@@ -15,7 +15,9 @@ The same session talks to a peer node (``hearth serve --listen``). A peer can de
 the summary is a version vector instead of a cursor: the registration answers the peer's
 fresh challenge, the subscription carries our vector, the peer's ``caught_up`` carries
 its own, and the session asks the adapter (:class:`PeerHas`) for the bundles the peer
-lacks before it can settle.
+lacks before it can settle. Between registering and subscribing, each side proves which
+device it is (:mod:`hearth.protocol.handshake`); a peer that is a device our group
+removed gets none of that group's topics, and one whose proof fails ends the exchange.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
+from hearth.crypto import SigningKey
+from hearth.errors import ProtocolError
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
     CaughtUp,
     Deliver,
+    DeviceProof,
     Error,
     Frame,
     Freeze,
@@ -41,6 +46,8 @@ from hearth.protocol.frames import (
     vector_from_wire,
     vector_to_wire,
 )
+from hearth.protocol.handshake import ACCEPTING, CONNECTING, device_proof, device_proof_valid
+from hearth.protocol.handshake import transcript as transcript_of
 
 __all__ = [
     "Acked",
@@ -71,6 +78,7 @@ class TopicPlan:
     prove: Callable[[bytes], bytes] | None = None  # a peer node: answer its challenge
     have: Sequence[tuple[bytes, int]] = ()  # a peer node: our version vector
     freeze: bytes = b""  # a superseded epoch's topic: the proof that asks relays to freeze it
+    departed: frozenset[bytes] = frozenset()  # a peer node: devices the group removed
 
     @property
     def peer(self) -> bool:
@@ -141,6 +149,8 @@ class RelaySession:
 
     plans: Sequence[TopicPlan]
     agent: str = "hearth"
+    device_key: SigningKey | None = None  # a peer node: our device, to prove who we are
+    nonce: bytes = b""  # a peer node: fresh for this connection, from the adapter
     queue: deque[tuple[bytes, Publish]] = field(default_factory=deque)
     in_flight: set[bytes] = field(default_factory=set)
     catching_up: set[bytes] = field(default_factory=set)
@@ -150,34 +160,33 @@ class RelaySession:
     settled: bool = False
     sent: int = 0
     received: int = 0
+    peer_device: bytes = b""  # a peer node's device key, once it proved it
+    _hello: Hello | None = None
+    _transcript: bytes = b""
     _in_flight_frames: dict[bytes, Publish] = field(default_factory=dict)  # for resending
+
+    @property
+    def to_peer(self) -> bool:
+        """Whether the other side is a peer node rather than a relay."""
+        return self.device_key is not None
 
     def start(self) -> list[Output]:
         """The first thing to send."""
-        return [Send(Hello(versions=[PROTOCOL_VERSION], role="node", agent=self.agent))]
+        nonce = self.nonce if self.to_peer else b""
+        self._hello = Hello(versions=[PROTOCOL_VERSION], role="node", agent=self.agent, nonce=nonce)
+        return [Send(self._hello)]
 
     def handle(self, frame: Frame) -> list[Output]:
         """What follows from one frame from the relay."""
         out: list[Output] = []
+        if self.to_peer and not self.peer_device and isinstance(frame, (Deliver, CaughtUp)):
+            raise ProtocolError("The peer sent bundles before proving which device it is.")
         if isinstance(frame, Welcome):
-            self.welcomed = True
-            for plan in self.plans:
-                proof = plan.prove(frame.challenge) if plan.prove else plan.proof
-                out.append(Send(Register(topic=plan.topic, relay_key=plan.relay_key, proof=proof)))
-                if plan.freeze:
-                    out.append(Send(Freeze(topic=plan.topic, proof=plan.freeze)))
-                if plan.peer:
-                    have = vector_to_wire(plan.have)
-                    out.append(Send(Subscribe(topic=plan.topic, after=0, have=have)))
-                    self.awaiting_offer.add(plan.topic)
-                else:
-                    subscribe = Subscribe(
-                        topic=plan.topic, after=plan.after, from_snapshot=plan.from_snapshot
-                    )
-                    out.append(Send(subscribe))
-                self.catching_up.add(plan.topic)
-                self.queue.extend((i, Publish(envelope=e)) for i, e in plan.outgoing)
-            out += self._fill()
+            out += self._welcomed(frame)
+        elif isinstance(frame, DeviceProof):
+            out += self._peer_proved(frame)
+        elif isinstance(frame, (Deliver, CaughtUp)) and frame.topic in self.refused_topics:
+            pass  # a topic we refused the peer (a device removed from that group)
         elif isinstance(frame, Deliver):
             self.received += 1
             out.append(Arrived(frame.topic, frame.cursor, frame.envelope))
@@ -194,6 +203,52 @@ class RelaySession:
         elif isinstance(frame, Error):
             out += self._refused(frame)
         return out + self._check_settled()
+
+    def _welcomed(self, welcome: Welcome) -> list[Output]:
+        """Register every topic, prove our device to a peer, subscribe, start uploading."""
+        self.welcomed = True
+        registers: list[Output] = []
+        subscribes: list[Output] = []
+        for plan in self.plans:
+            proof = plan.prove(welcome.challenge) if plan.prove else plan.proof
+            registers.append(
+                Send(Register(topic=plan.topic, relay_key=plan.relay_key, proof=proof))
+            )
+            if plan.freeze:
+                registers.append(Send(Freeze(topic=plan.topic, proof=plan.freeze)))
+            if plan.peer:
+                have = vector_to_wire(plan.have)
+                subscribes.append(Send(Subscribe(topic=plan.topic, after=0, have=have)))
+                self.awaiting_offer.add(plan.topic)
+            else:
+                subscribe = Subscribe(
+                    topic=plan.topic, after=plan.after, from_snapshot=plan.from_snapshot
+                )
+                subscribes.append(Send(subscribe))
+            self.catching_up.add(plan.topic)
+            self.queue.extend((i, Publish(envelope=e)) for i, e in plan.outgoing)
+        if self.device_key is not None and self._hello is not None:
+            self._transcript = transcript_of(self._hello, welcome)
+            registers.append(Send(device_proof(self.device_key, self._transcript, CONNECTING)))
+        return registers + subscribes + self._fill()
+
+    def _peer_proved(self, frame: DeviceProof) -> list[Output]:
+        """The peer's device proof: check it, and refuse the topics of groups that removed
+        that device."""
+        if not self.to_peer or self.peer_device:
+            raise ProtocolError("A device proof arrived where none was due.")
+        if not device_proof_valid(frame, self._transcript, ACCEPTING):
+            raise ProtocolError("The peer's device proof does not verify.")
+        self.peer_device = frame.device
+        out: list[Output] = []
+        for plan in self.plans:
+            if frame.device in plan.departed:
+                self.refused_topics.add(plan.topic)
+                self.catching_up.discard(plan.topic)
+                self.awaiting_offer.discard(plan.topic)
+                message = "The peer is a device removed from this group; nothing was exchanged."
+                out.append(Refused(plan.topic, "removed", message))
+        return out
 
     def publish(self, bundles: Iterable[tuple[bytes, bytes]]) -> list[Output]:
         """New local bundles to send (live mode)."""
