@@ -14,7 +14,16 @@ from hearth.errors import NotFound
 from hearth.ledger.ledger import check_relay_url
 from hearth.store import Store
 
-__all__ = ["LISTENING_AT", "add_peer", "list_peers", "note_peer_has", "remove_peer", "waiting_for"]
+__all__ = [
+    "LISTENING_AT",
+    "add_peer",
+    "list_peers",
+    "note_peer_device",
+    "note_peer_has",
+    "peer_device",
+    "remove_peer",
+    "waiting_for",
+]
 
 LISTENING_AT = "listening_at"  # meta key: this home's `serve --listen` address while it runs
 
@@ -51,6 +60,19 @@ def note_peer_has(store: Store, url: str, group_id: str, have: Mapping[bytes, in
                 "INSERT INTO peer_have(url, group_id, author, seq) VALUES (?, ?, ?, ?)",
                 (url, group_id, author, seq),
             )
+
+
+def note_peer_device(store: Store, url: str, device: bytes) -> None:
+    """Remember the device key a peer proved (nothing, for an address not added as a peer:
+    one found on the LAN)."""
+    with store.write():
+        store.run("UPDATE peers SET device = ? WHERE url = ?", (device, url))
+
+
+def peer_device(store: Store, url: str) -> bytes | None:
+    """The device key the peer at ``url`` last proved, if it has."""
+    rows = store.query("SELECT device FROM peers WHERE url = ?", (url,))
+    return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 def waiting_for(store: Store, url: str, group_id: str, *, peer: bool) -> int:

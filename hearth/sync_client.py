@@ -25,7 +25,7 @@ from hearth.feeds import INVALID
 from hearth.intake import Verdict, take_in
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node
-from hearth.peers import note_peer_has
+from hearth.peers import note_peer_device, note_peer_has
 from hearth.protocol.bundle import (
     MAX_BUNDLE,
     cover_proof,
@@ -37,7 +37,7 @@ from hearth.protocol.bundle import (
     registration_proof,
 )
 from hearth.protocol.connection import Connection, Role
-from hearth.protocol.frames import MAX_FRAME
+from hearth.protocol.frames import MAX_FRAME, DeviceProof
 from hearth.protocol.sync import (
     Acked,
     Arrived,
@@ -406,7 +406,10 @@ async def _run(
                 if message.type != aiohttp.WSMsgType.BINARY:
                     break
                 frame = conn.receive(message.data)
-                if not await carry_out(session.handle(frame)):
+                outputs = session.handle(frame)
+                if isinstance(frame, DeviceProof):  # the peer proved which device it is
+                    note_peer_device(node.store, url, session.peer_device)
+                if not await carry_out(outputs):
                     return
                 # aiohttp hands over buffered messages without suspending: let the rest of
                 # the loop (a TUI, a listener) run between bundles.

@@ -338,6 +338,7 @@ def test_two_nodes_sync_directly_with_no_relay(tmp_path: Path) -> None:
         status = json.loads(ben("status", "--json").out)
         (peer,) = status["peers"]
         assert peer["url"] == url
+        assert peer["device"] == "Ada's device"  # as it proved on connecting
         assert peer["reachable"]
         assert peer["waiting_to_send"] == 0
     names = {r["name"] for r in json.loads(ada("resource", "list", "--json").out)}

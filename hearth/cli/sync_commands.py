@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hearth import neighbours
+from hearth import membership, neighbours
 from hearth.cli.commands import emit
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
@@ -25,7 +25,14 @@ from hearth.invite import (
     encode_token,
 )
 from hearth.node import Node, open_node
-from hearth.peers import LISTENING_AT, add_peer, list_peers, remove_peer, waiting_for
+from hearth.peers import (
+    LISTENING_AT,
+    add_peer,
+    list_peers,
+    peer_device,
+    remove_peer,
+    waiting_for,
+)
 from hearth.protocol import codec
 from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.retraction import admin_alerts, removal_notices
@@ -221,13 +228,26 @@ def _status(args: argparse.Namespace, node: Node) -> int:
             "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url = ?", (url,)
         )
         last_ok, last_attempt, error = rows[0] if rows else (None, None, None)
-        return {
+        found: dict[str, object] = {
             "url": url,
             "reachable": bool(last_attempt and not error),
             "last_sync": last_ok,
             "last_error": error,
             "waiting_to_send": waiting_for(node.store, url, group.id, peer=peer),
         }
+        if peer:
+            found["device"] = whose_device(peer_device(node.store, url))
+        return found
+
+    def whose_device(device: bytes | None) -> str | None:
+        """Whose device a peer proved to be: "NAME's device", or None if not yet known."""
+        if device is None:
+            return None
+        view = node.view(group.id)
+        cards = membership.cards(view.tables["members"])
+        members = {m.id: m.name for m in view.members(include_gone=True)}
+        owner = next((members.get(c.member_id) for c in cards if c.key == device), None)
+        return f"{owner}'s device" if owner else f"device {device.hex()[:12]}"
 
     relays = [link(url, peer=False) for url in node.view(group.id).relays()]
     peers = [link(url, peer=True) for url in list_peers(node.store)]
@@ -250,8 +270,9 @@ def _status(args: argparse.Namespace, node: Node) -> int:
             state = (
                 "reachable" if r["reachable"] else f"not reached ({r['last_error'] or 'not tried'})"
             )
+            who = f" ({r['device']})" if r.get("device") else ""
             lines.append(
-                f"  {kind} {r['url']}: {state}; last synced {when}; "
+                f"  {kind} {r['url']}{who}: {state}; last synced {when}; "
                 f"{r['waiting_to_send']} bundles waiting to go out"
             )
     if not relays:
