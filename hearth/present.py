@@ -19,6 +19,13 @@ def amount(quantity: object, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
+def commitment_amount(view: LedgerView, c: Commitment) -> str:
+    """A commitment's quantity in its resource's unit (``4 bags``), or empty."""
+    raw = view.tables["resources"].get(c.resource) if c.resource else None
+    unit = raw.get("unit") if raw else ""
+    return amount(c.quantity, unit if isinstance(unit, str) else "")
+
+
 def resource_rows(view: LedgerView, resources: Sequence[Resource]) -> list[list[str]]:
     """Table rows for resources."""
     rows = []
@@ -82,7 +89,7 @@ def commitment_rows(
             [
                 c.id[:8],
                 c.what,
-                amount(c.quantity, ""),
+                commitment_amount(view, c),
                 view.giver_name(c),
                 view.receiver_name(c),
                 due,

@@ -18,6 +18,7 @@ from hearth.ledger import (
     history,
 )
 from hearth.ledger.model import COMMITMENT_TRANSITIONS
+from hearth.present import commitment_amount, commitment_rows
 from hearth.testing import FakeClock, seeded_ids
 
 ADA, BEN, CLEO = "a" * 32, "b" * 32, "c" * 32
@@ -276,6 +277,15 @@ def test_every_entry_records_who_and_when() -> None:
     assert all(e.by == ADA and e.at > 0 for e in ledger.view.events())
     whats = [h.what for h in history(ledger.view)]
     assert "lent Drill to Ben" in whats
+    ladder = ledger.add_resource("Ladder")
+    ledger.lend(ladder.id, to=ADA)  # Ada takes it herself
+    assert "took Ladder" in [h.what for h in history(ledger.view)]
+    compost = ledger.add_resource("Compost", quantity=Decimal(10), unit="bags")
+    c = ledger.add_commitment(
+        "Mulch", giver=ADA, receiver=BEN, resource=compost.id, quantity=Decimal(4)
+    )
+    assert commitment_amount(ledger.view, c) == "4 bags"
+    assert commitment_rows(ledger.view, [c], 0)[0][2] == "4 bags"
 
 
 def test_finding_by_prefix_name_and_ambiguity() -> None:

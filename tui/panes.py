@@ -22,7 +22,7 @@ from hearth.ledger.history import history
 from hearth.ledger.model import Commitment, Kind, NeedStatus, Resource
 from hearth.ledger.view import LedgerView
 from hearth.matching import Matcher
-from hearth.present import amount, commitment_rows, need_rows, resource_rows
+from hearth.present import amount, commitment_amount, commitment_rows, need_rows, resource_rows
 from hearth.values import format_date, format_time
 from tui.state import Neighbourhoods, SyncState
 
@@ -219,7 +219,7 @@ class Overview(VerticalScroll):
     @staticmethod
     def _line(view: LedgerView, c: Commitment) -> str:
         giver, receiver = view.giver_name(c), view.receiver_name(c)
-        return f"{giver} → {receiver}: {c.what} {amount(c.quantity, '')}".rstrip()
+        return f"{giver} → {receiver}: {c.what} {commitment_amount(view, c)}".rstrip()
 
 
 class ResourcesPane(Vertical):

@@ -54,7 +54,8 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
         amount = f"{format_quantity(event.quantity)} {unit}".strip()
         if event.action is Action.LEND:
             until = f" until {format_date(event.until)}" if event.until else ""
-            what = f"lent {thing} to {name(event.to)}{until}"
+            taken = event.to == event.by  # a member borrowing it themselves
+            what = f"took {thing}{until}" if taken else f"lent {thing} to {name(event.to)}{until}"
         elif event.action is Action.RETURN:
             what = f"recorded the return of {thing}"
         elif event.action is Action.GIVE:
