@@ -285,6 +285,9 @@ def test_every_entry_records_who_and_when() -> None:
         "Mulch", giver=ADA, receiver=BEN, resource=compost.id, quantity=Decimal(4)
     )
     assert commitment_amount(ledger.view, c) == "4 bags"
+    whats = [h.what for h in history(ledger.view)]
+    assert "added Compost (10 bags)" in whats  # the stock it came with, in one line
+    assert not any("of Compost" in w for w in whats)
     assert commitment_rows(ledger.view, [c], 0)[0][2] == "4 bags"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hearth.ledger.model import Action, HistoryItem
+from hearth.ledger.model import STARTING_STOCK, Action, HistoryItem
 from hearth.ledger.view import LedgerView
 from hearth.values import format_date, format_quantity
 
@@ -28,12 +28,28 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
         value = raw.get("name")
         return value if isinstance(value, str) else rid[:8]
 
+    def amount_of(rid: str, quantity: object) -> str:
+        unit = str(resources.get(rid, {}).get("unit", ""))
+        return f"{format_quantity(quantity)} {unit}".strip()  # type: ignore[arg-type]
+
+    events = view.events()
+    # The stock a resource was added with is recorded as an event in the same change:
+    # told as part of adding it ("added Compost (12 bags)"), not as a line of its own.
+    initial = {
+        e.resource: e
+        for e in events
+        if e.action is Action.PRODUCE
+        and e.note == STARTING_STOCK
+        and e.by == resources.get(e.resource, {}).get("created_by")
+    }
     for rid, raw in resources.items():
         if resource and rid != resource:
             continue
         created_at, by = raw.get("created_at"), raw.get("created_by")
         if isinstance(created_at, int) and isinstance(by, str):
-            items.append(HistoryItem(at=created_at, by=by, what=f"added {label(rid)}", entry=rid))
+            stock = f" ({amount_of(rid, initial[rid].quantity)})" if rid in initial else ""
+            what = f"added {label(rid)}{stock}"
+            items.append(HistoryItem(at=created_at, by=by, what=what, entry=rid))
         edits = raw.get("edits")
         if isinstance(edits, dict):
             for edit in edits.values():
@@ -46,12 +62,13 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
                             at=int(edit["at"]), by=str(edit.get("by", "")), what=what, entry=rid
                         )
                     )
-    for event in view.events():
+    for event in events:
         if resource and event.resource != resource:
             continue
+        if initial.get(event.resource) is event:
+            continue
         thing = label(event.resource)
-        unit = str(resources.get(event.resource, {}).get("unit", ""))
-        amount = f"{format_quantity(event.quantity)} {unit}".strip()
+        amount = amount_of(event.resource, event.quantity)
         if event.action is Action.LEND:
             until = f" until {format_date(event.until)}" if event.until else ""
             taken = event.to == event.by  # a member borrowing it themselves

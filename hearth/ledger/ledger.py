@@ -23,6 +23,7 @@ from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, Ledge
 from hearth.ledger.derive import open_lends
 from hearth.ledger.model import (
     COMMITMENT_TRANSITIONS,
+    STARTING_STOCK,
     TABLES,
     Action,
     Commitment,
@@ -380,9 +381,7 @@ class Ledger:
             # same sub-map concurrently would each make one and only one would survive.
             w.put("resources", resource_id, {**fields, "edits": {}})
             if quantity > 0:
-                self._event(
-                    w, Action.PRODUCE, resource_id, qty=str(quantity), note="starting stock"
-                )
+                self._event(w, Action.PRODUCE, resource_id, qty=str(quantity), note=STARTING_STOCK)
         return self.view.resource(resource_id)
 
     def edit_resource(

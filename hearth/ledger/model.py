@@ -15,6 +15,7 @@ from decimal import Decimal
 
 __all__ = [
     "COMMITMENT_TRANSITIONS",
+    "STARTING_STOCK",
     "TABLES",
     "Action",
     "Commitment",
@@ -94,6 +95,9 @@ COMMITMENT_TRANSITIONS: dict[CommitmentStatus, frozenset[CommitmentStatus]] = {
     CommitmentStatus.CANCELLED: frozenset(),
 }
 """Every allowed status change of a commitment, and nothing else."""
+
+
+STARTING_STOCK = "starting stock"  # the note of the event recording a new resource's stock
 
 
 class Action(str, enum.Enum):
