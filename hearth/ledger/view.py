@@ -307,7 +307,8 @@ class LedgerView:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise NotFound(f"No {noun} matches {text!r}; list them to see their ids.")
+            listing = "history" if table == "events" else f"{noun} list"
+            raise NotFound(f"No {noun} matches {text!r}; `hearth {listing}` shows them.")
         raise NotFound(f"{text!r} matches {len(matches)} {table}; give more of the id to pick one.")
 
 
