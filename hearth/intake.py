@@ -293,7 +293,7 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
                 raise ProtocolError("a snapshot from a device that is not a member's")
         # What our copies held already is in them after the merge too: asked before it,
         # a fresh device's handful of changes, not the snapshot's whole history (whose
-        # index the app builds while its member is idle, Node.prepare).
+        # index the app builds while its member is idle, Node.warm_up).
         stored = {name: node.store.changes_after(group_id, name, 0) for name in incoming}
         held = {
             name: {r.hash for r in rows if ledger.document(name).knows(r.hash)}
