@@ -14,7 +14,10 @@ asked for and what became of it. The rules:
 - the founding record is the one whose group key and nonce hash to the neighbourhood id;
   a group is in once admitted by a group that is in (the founder first), out once it
   leaves (a group that wants back in is invited again under a new key);
-- an offer, request, answer or fulfilment counts only from a group that is in;
+- an offer, request, answer or fulfilment counts only from a group that is in: once a
+  group leaves, nothing it offered, asked or answered counts any more (what the groups'
+  own ledgers recorded of a handoff stays there). Its admissions still count — a group
+  it let in stays in — since a set of records has no "before the leave";
 - only the offering group answers a request; if its members answer differently at the
   same time, the answer in the record with the lowest id stands, the same everywhere;
 - an accepted request is a handoff; either of its two groups may mark it fulfilled.
@@ -218,10 +221,10 @@ def fold(nid: str, records: Iterable[Record]) -> State:
                 grew = True
     left = {r.group for r in ordered if r.op == "leave" and r.group in admitted}
     state.groups = {key: name for key, name in admitted.items() if key not in left}
-    names = dict(admitted)
+    names, members = dict(admitted), state.groups
 
     for r in ordered:
-        if r.op != "offer" or r.group not in admitted:
+        if r.op != "offer" or r.group not in members:
             continue
         quantity = _quantity(r.text("qty"))
         offer_id = r.text("id")
@@ -251,7 +254,7 @@ def fold(nid: str, records: Iterable[Record]) -> State:
         request_id = r.text("id")
         if (
             r.op != "request"
-            or r.group not in admitted
+            or r.group not in members
             or offer is None
             or offer.group == r.group
             or quantity is None
@@ -280,7 +283,7 @@ def fold(nid: str, records: Iterable[Record]) -> State:
     for r in ordered:
         request = state.requests.get(r.text("request"))
         if r.op != "fulfilled" or request is None or request.status != "accepted":
-            continue
+            continue  # (a request or offer counts only while its group is in: see above)
         if r.group in (request.group, state.offers[request.offer].group):
             state.requests[request.id] = replace(request, fulfilled=True)
     return state

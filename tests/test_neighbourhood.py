@@ -110,6 +110,24 @@ def test_withdrawn_expired_and_departed_offers_are_not_open() -> None:
     assert RIVER.public not in state.groups
 
 
+def test_once_a_group_leaves_nothing_it_said_counts() -> None:
+    log = neighbourhood()
+    log.say(RIVER, op="offer", id="o3", what="Leeks", qty="9")
+    log.say(ELM, op="request", id="q2", offer="o3", qty="2")
+    log.say(RIVER, op="answer", request="q2", accept=1)
+    assert {h.request.id for h in log.state().handoffs()} == {"q2"}
+    log.say(RIVER, op="leave")
+    # Whoever still holds its key (a member the group removed, say) gets nothing done with
+    # it: no offer, no request, no answer, no handoff of the group that left counts.
+    log.say(RIVER, op="offer", id="o4", what="Beans", qty="1")
+    log.say(ELM, op="request", id="q3", offer="o4", qty="1")
+    log.say(ELM, op="answer", request="q1", accept=1)
+    state = log.state()
+    assert set(state.offers) == {"o1"}
+    assert set(state.requests) == set()
+    assert state.handoffs() == []
+
+
 def test_a_request_must_fit_an_offer_of_another_group() -> None:
     log = neighbourhood()
     log.say(ELM, op="request", id="q2", offer="o1", qty="1")  # its own offer
