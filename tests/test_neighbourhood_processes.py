@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.test_invites import first_line, start_invite
+from tests.test_peers import two_members_without_a_relay
 from tests.test_relay_peering import relays_in_a_line, restarted_without, stop_and_search
 from tests.test_sync_processes import Relay, serving, start_relay, wait_until
 
@@ -186,3 +187,18 @@ def test_serve_carries_a_neighbourhood_live(tmp_path: Path) -> None:
             )
     finally:
         relay.kill(signal.SIGTERM)
+
+
+@pytest.mark.process
+def test_removing_a_member_says_what_they_can_still_do_in_a_neighbourhood(
+    tmp_path: Path,
+) -> None:
+    ada, ben = two_members_without_a_relay(tmp_path)
+    carried = tmp_path / "ben.bundles"
+    ben("bundle", "export", str(carried))  # by hand: there is no relay
+    ada("bundle", "import", str(carried))
+    ada("neighbourhood", "create", "Eastside")
+    said = ada("member", "remove", "Ben", "--yes").out
+    assert "Ben is out of the group" in said
+    assert "Ben still holds the key your group speaks with in 'Eastside'" in said
+    assert "hearth neighbourhood leave" in said

@@ -174,13 +174,23 @@ def _member_remove(args: argparse.Namespace, node: Node) -> int:
         f"Remove {name} from the group? From now on they see nothing new the group writes "
         "and nothing they write counts. What they already saw stays with them.",
     )
-    member = members.remove_member(node, node.current_group().id, args.member)
-    return emit(
-        args,
-        {"removed": member.id, "name": member.name},
+    group_id = node.current_group().id
+    member = members.remove_member(node, group_id, args.member)
+    text = (
         f"{member.name} is out of the group; the group has a new key they do not have. "
-        "Sync (or keep `hearth serve` running) so the others get it.",
+        "Sync (or keep `hearth serve` running) so the others get it."
     )
+    hoods = [m.name for m in neighbours.memberships(node, group_id)]
+    if hoods:
+        # The group's key in a neighbourhood is shared by all its members and cannot be
+        # taken back: only a neighbour group can vouch for a new one.
+        text += (
+            f"\n{member.name} still holds the key your group speaks with in "
+            f"{', '.join(repr(h) for h in hoods)}, and can read what is said there. To stop "
+            "them speaking for your group, take it out (`hearth neighbourhood leave`) and "
+            "ask a neighbouring group's admin for a code to join again."
+        )
+    return emit(args, {"removed": member.id, "name": member.name, "neighbourhoods": hoods}, text)
 
 
 def _member_promote(args: argparse.Namespace, node: Node) -> int:
