@@ -392,8 +392,11 @@ class LedgerDoc:
 
     def _read_map(self, obj: bytes) -> dict[str, object]:
         doc = self._doc
+        values = doc.values(obj)
+        if not values:  # most sub-maps (a resource's edits): one call to the binding, not two
+            return {}
         out: dict[str, object] = {}
-        for key, (value, child) in zip(doc.keys(obj), doc.values(obj), strict=True):
+        for key, (value, child) in zip(doc.keys(obj), values, strict=True):
             if isinstance(value, tuple):
                 out[key] = value[1]
             elif value == ObjType.Map:
