@@ -129,3 +129,34 @@ def test_a_node_keeping_its_loop_responsive_compacts_in_another_process(
             ledger.add_resource("after")
     with open_node(home) as node:
         assert names(node) == {f"r{i}" for i in range(8)} | {"after"}
+
+
+def test_a_fresh_device_keeps_a_snapshots_bytes_and_its_own_join_across_a_reload(
+    home: Path, tmp_path: Path
+) -> None:
+    from hearth.intake import take_in
+    from hearth.protocol.bundle import encode_snapshot
+
+    with open_node(home) as ada:
+        for i in range(30):
+            with ada.change() as ledger:
+                ledger.add_resource(f"r{i}")
+        group = ada.current_group().id
+        token = ada.create_invite()
+        saved = ada.ledger().doc.save()
+        snapshot = ada.feeds.seal_snapshot(
+            group, encode_snapshot([(LIVE, saved)], ada.feeds.heads(group))
+        )
+        create_identity(tmp_path / "ben", name="Ben")
+        with open_node(tmp_path / "ben") as ben:
+            ben.join_with_token(token)  # Ben's own changes: his joining the group
+            assert take_in(ben, snapshot.encode(), source="test").applied == 1
+            stored = ben.store.snapshot(group, LIVE)
+            assert stored is not None
+            assert stored[0] == saved  # kept as it came, not saved again
+            heads = sorted(ben.ledger(group).doc.heads())
+            members = {m.name for m in ben.view(group).members()}
+    with open_node(tmp_path / "ben") as ben:  # what was stored makes the same document
+        assert sorted(ben.ledger(group).doc.heads()) == heads
+        assert {r.name for r in ben.ledger(group).view.resources()} == {f"r{i}" for i in range(30)}
+        assert {m.name for m in ben.view(group).members()} == members == {"Ada", "Ben"}

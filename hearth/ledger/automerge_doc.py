@@ -496,6 +496,12 @@ class LedgerDoc:
         copy.apply(past)
         return copy
 
+    def hashes_since(self, heads: Sequence[bytes]) -> set[bytes]:
+        """Hashes of the changes beyond ``heads``, which must all be in the document (as
+        after merging a copy with those heads: unchecked, since checking costs an index of
+        every change)."""
+        return {c.hash for c in self._doc.get_changes(list(heads))}
+
     def changes_since(self, heads: Sequence[bytes]) -> list[bytes]:
         """Change bytes the document has beyond ``heads`` (all of them for ``[]``)."""
         if heads and not all(self.knows(h) for h in heads):
