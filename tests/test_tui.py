@@ -95,6 +95,24 @@ async def fill_form(pilot: Pilot[None], **values: str) -> None:
     await pilot.pause()
 
 
+async def test_an_empty_groups_overview_says_how_to_start(tmp_path: Path) -> None:
+    create_identity(tmp_path / "maya", name="Maya")
+    with open_node(tmp_path / "maya") as maya:
+        maya.create_group("Oak Court")
+        app = app_for(maya)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            start = str(app.query_one("#start", Static).content)
+            assert "Getting started" in start
+            assert "press 2, then a" in start
+            await pilot.press("2", "a")
+            await pilot.pause()
+            await fill_form(pilot, name="Step ladder")
+            await pilot.press("1")
+            await pilot.pause(0.3)
+            assert str(app.query_one("#start", Static).content) == ""
+
+
 async def test_the_overview_shows_recent_activity_and_that_nothing_is_shared_yet(
     ada: Node,
 ) -> None:

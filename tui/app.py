@@ -128,7 +128,7 @@ class HearthApp(App[None]):
     .dialog-buttons Button { margin-right: 2; }
     .hint { color: $text-muted; height: 1; }
     #sync-line { margin-bottom: 1; }
-    #attention, #due, #mine { margin-bottom: 1; }
+    #attention, #start, #due, #mine { margin-bottom: 1; }
     DataTable { height: 1fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -118,6 +118,15 @@ def _overdue(c: Commitment, now_ms: int) -> bool:
     return c.status.is_open and c.due is not None and c.due < now_ms
 
 
+_GETTING_STARTED = Text.assemble(
+    ("Getting started\n", "bold"),
+    "  Add what the group shares — tools, food, rooms, skills: press 2, then a.\n",
+    "  Note something someone needs: press 3, then a.\n",
+    "  Bring the others in: press 5, then i, and read them the code.\n",
+)
+"""What an empty group's overview says instead of nothing."""
+
+
 class Overview(VerticalScroll):
     """What is due, what I promised, what happened lately, and whether we are in sync."""
 
@@ -128,6 +137,7 @@ class Overview(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(id="sync-line")
         yield Static(id="attention")
+        yield Static(id="start")
         yield Static(id="due")
         yield Static(id="mine")
         yield Static(id="recent")
@@ -139,6 +149,11 @@ class Overview(VerticalScroll):
         if sync.waiting:
             line.append(f" · {sync.waiting} of your changes waiting to go out", style="yellow")
         self.query_one("#sync-line", Static).update(line)
+
+        empty = not any(view.tables[t] for t in ("resources", "needs", "commitments"))
+        start = self.query_one("#start", Static)
+        start.update(_GETTING_STARTED if empty else "")
+        start.display = empty
 
         if self.shown_once:
             self._attention(snap, len(find_conflicts(view)))
@@ -181,9 +196,9 @@ class Overview(VerticalScroll):
                 "You are no longer in this group: you can read what you had, "
                 "but nothing you write here counts."
             )
-        self.query_one("#attention", Static).update(
-            Text("\n".join(attention), style="bold red") if attention else ""
-        )
+        shown = self.query_one("#attention", Static)
+        shown.update(Text("\n".join(attention), style="bold red") if attention else "")
+        shown.display = bool(attention)  # no blank lines where nothing needs the member
 
     def _commitments_and_recent(self, snap: Snapshot) -> None:
         view, now = snap.view, snap.now_ms
