@@ -122,7 +122,7 @@ _GETTING_STARTED = Text.assemble(
     ("Getting started\n", "bold"),
     "  Add what the group shares — tools, food, rooms, skills: press 2, then a.\n",
     "  Note something someone needs: press 3, then a.\n",
-    "  Bring the others in: press 5, then i, and read them the code.\n",
+    "  Bring the others in: press 5, then i.\n",
 )
 """What an empty group's overview says instead of nothing."""
 
