@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 
 from hearth.crypto import SigningKey, verify
@@ -30,11 +31,13 @@ __all__ = [
     "decode_token",
     "encode_device_token",
     "encode_token",
+    "is_token",
     "make_claim",
 ]
 
 _PREFIX = "hearth-token-1."
 DEVICE_PREFIX = "hearth-device-1."
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9_-]")
 _CLAIM_SIGNED = b"hearth/v1/invite-claim\x00"
 
 
@@ -59,9 +62,18 @@ def _as_text(prefix: str, body: bytes) -> str:
     return prefix + base64.urlsafe_b64encode(body).decode().rstrip("=")
 
 
+def is_token(text: str) -> bool:
+    """Whether ``text`` holds a join token (rather than an invite code)."""
+    return _PREFIX in text
+
+
 def _from_text(text: str, prefix: str, damaged: str) -> codec.Value:
-    """The encoded value after ``prefix``, or :class:`UsageError` with ``damaged``."""
-    raw = text.removeprefix(prefix)
+    """The encoded value after ``prefix``, or :class:`UsageError` with ``damaged``.
+
+    What a copy from a terminal brings along is ignored: line breaks and spaces where the
+    text wrapped, the frame the app draws around it, quotes.
+    """
+    raw = _NOT_BASE64.sub("", text.split(prefix, 1)[-1])
     try:
         return codec.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError, ProtocolError):
@@ -88,8 +100,7 @@ def encode_token(token: Token) -> str:
 
 def decode_token(text: str) -> Token:
     """A token from its text, or :class:`UsageError` saying why it is not one."""
-    text = text.strip()
-    if not text.startswith(_PREFIX):
+    if not is_token(text):
         raise UsageError("That is not a Hearth join token (it should start 'hearth-token-1.').")
     value = _from_text(text, _PREFIX, "The join token is damaged; copy it again in full.")
     if not (isinstance(value, list) and len(value) == 9 and value[0] == 1):

@@ -191,3 +191,23 @@ def test_a_token_used_before_the_inviter_syncs_still_knows_where_to_sync(
     assert "Apple press" in ben("resource", "list").out
     ada("sync")
     assert {m["name"] for m in json.loads(ada("member", "list", "--json").out)} == {"Ada", "Ben"}
+
+
+def test_a_token_copied_out_of_a_terminal_still_joins(tmp_path: Path) -> None:
+    from hearth.errors import UsageError
+    from hearth.identity import create_identity
+    from hearth.invite import decode_token, encode_token
+    from hearth.node import open_node
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Allotment").id
+        token = encode_token(ada.create_invite())
+        # As the app shows it: wrapped at 66 columns inside a frame, copied with the frame.
+        lines = [token[i : i + 66] for i in range(0, len(token), 66)]
+        copied = "\n".join(f"█  {line:<66}  █" for line in lines)
+        assert decode_token(copied) == decode_token(token)
+        with pytest.raises(UsageError, match="damaged"):
+            decode_token(copied[: len(copied) // 2])  # half a copy is still refused
+        assert ben.join_with_token(decode_token(f"'{copied}'\n")).id == group

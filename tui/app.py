@@ -933,7 +933,8 @@ class HearthApp(App[None]):
             DetailScreen(
                 "The group has no relay to meet through, so here is a one-use token instead.\n"
                 "Give it to the new member privately (it lets them in once, for a day):\n\n"
-                f"{token}\n\nThey run: hearth join <the text above> --name THEIR-NAME"
+                f"{token}\n\nThey run: hearth join '<the text above>' --name THEIR-NAME\n"
+                "(copied with the frame and line breaks is fine, inside the quotes)"
             )
         )
         self.redraw()

@@ -23,6 +23,7 @@ from hearth.invite import (
     decode_token,
     encode_device_token,
     encode_token,
+    is_token,
 )
 from hearth.node import Node, open_node
 from hearth.peers import (
@@ -400,7 +401,7 @@ def join(args: argparse.Namespace, home: Path) -> int:
     first sync."""
     device = None if has_identity(home) else SigningKey.generate()
     lan_peer = None
-    if args.token.strip().startswith("hearth-token-"):
+    if is_token(args.token):
         text = args.token
     else:
         relay = args.relay or (lan_peer := find_inviter_nearby(args.token, args.timeout))
