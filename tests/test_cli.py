@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import sqlite3
 import stat
@@ -225,6 +226,10 @@ def test_exports(group: Cli) -> None:
     rows = list(csv.reader(io.StringIO(cli("export", "--format", "csv").out)))
     assert rows[0][0] == "type"
     assert {r[0] for r in rows[1:]} == {"resource", "event"}
+    lend = next(r for r in rows if r[3] == "lend")
+    assert lend[2] == "Drill"  # the resource by name, for a spreadsheet
+    assert lend[8] == "Ada"
+    assert re.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", lend[10])  # not milliseconds
     vf = json.loads(cli("export", "--format", "valueflows").out)
     types = {node["@type"] for node in vf["@graph"]}
     assert {"vf:EconomicResource", "vf:EconomicEvent", "vf:Person"} <= types

@@ -173,7 +173,9 @@ def export_json(view: LedgerView, group_name: str) -> str:
 
 
 def export_csv(view: LedgerView) -> str:
-    """The ledger as one CSV table of rows, one per resource, need, commitment and event."""
+    """The ledger as one CSV table of rows, one per resource, need, commitment and event,
+    for a spreadsheet: names rather than ids where a row refers to another, and times as
+    ISO 8601 (UTC)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
@@ -192,7 +194,9 @@ def export_csv(view: LedgerView) -> str:
         ]
     )
     name = view.member_name
-    for r in view.resources(include_removed=True):
+    resources = view.resources(include_removed=True)
+    resource_names = {r.id: r.name for r in resources}
+    for r in resources:
         writer.writerow(
             [
                 "resource",
@@ -204,8 +208,8 @@ def export_csv(view: LedgerView) -> str:
                 "removed" if r.removed else "",
                 name(r.custodian),
                 r.location,
-                r.lent_until or "",
-                r.created_at,
+                _iso(r.lent_until) or "",
+                _iso(r.created_at),
             ]
         )
     for n in view.needs():
@@ -220,8 +224,8 @@ def export_csv(view: LedgerView) -> str:
                 n.status.value,
                 name(n.created_by),
                 "",
-                n.by or "",
-                n.created_at,
+                _iso(n.by) or "",
+                _iso(n.created_at),
             ]
         )
     for c in view.commitments():
@@ -236,8 +240,8 @@ def export_csv(view: LedgerView) -> str:
                 c.status.value,
                 name(c.giver),
                 name(c.receiver),
-                c.due or "",
-                c.created_at,
+                _iso(c.due) or "",
+                _iso(c.created_at),
             ]
         )
     for e in view.events():
@@ -245,15 +249,15 @@ def export_csv(view: LedgerView) -> str:
             [
                 "event",
                 e.id,
-                e.resource,
+                resource_names.get(e.resource, e.resource),
                 e.action.value,
                 format_quantity(e.quantity),
                 "",
                 "",
                 name(e.by),
                 name(e.to) if e.to else "",
-                e.until or "",
-                e.at,
+                _iso(e.until) or "",
+                _iso(e.at),
             ]
         )
     return out.getvalue()
@@ -272,7 +276,8 @@ def _iso(ms: int | None) -> str | None:
         return None
     from datetime import datetime, timezone
 
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _measure(quantity: Decimal | None, unit: str) -> dict[str, object] | None:
