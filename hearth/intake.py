@@ -315,8 +315,9 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
                 for r in stored[name]
                 if r.hash not in held[name] and not target.knows(r.hash)
             ]
-            data, through = _to_store(node, group_id, name, target, stored[name], as_saved[name])
-            data = data if data is not None else saved[name]
+            data, through = _to_store(
+                node, group_id, name, target, stored[name], (as_saved[name], saved[name])
+            )
             node.store.put_snapshot(group_id, name, data, through, keep=waiting)
     return Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1)
 
@@ -327,19 +328,20 @@ def _to_store(
     name: str,
     merged: LedgerDoc,
     rows: Sequence[ChangeRow],
-    snapshot_heads: Sequence[bytes],
-) -> tuple[bytes | None, int]:
-    """What to store for a document after taking in a snapshot: its saved bytes and the
-    last stored change they cover. ``None`` means the snapshot's own bytes: a device that
-    had no saved document yet (a fresh one) keeps them as they came, covering only the
-    stored changes before the first one the snapshot lacks (its own join), which stay
-    and are applied again on load — saving a 10,000-entry document again costs ~75 ms."""
+    snapshot: tuple[Sequence[bytes], bytes],
+) -> tuple[bytes, int]:
+    """What to store for a document after taking in a snapshot (its heads and bytes): the
+    saved document and the last stored change it covers. A device that had no saved
+    document yet (a fresh one) keeps the snapshot's bytes as they came, covering only the
+    stored changes before the first one the snapshot lacks (its own join), which stay and
+    are applied again on load — saving a 10,000-entry document again costs ~75 ms."""
+    heads, data = snapshot
     last = node.store.last_seq()
     if node.store.snapshot(group_id, name) is None:
-        beyond = merged.hashes_since(snapshot_heads)
+        beyond = merged.hashes_since(heads)
         seqs = {r.hash: r.seq for r in rows}
         if beyond <= seqs.keys():
-            return None, min((seqs[h] for h in beyond), default=last + 1) - 1
+            return data, min((seqs[h] for h in beyond), default=last + 1) - 1
     return merged.save(), last
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from hearth.ledger.model import STARTING_STOCK, Action, HistoryItem
 from hearth.ledger.view import LedgerView
 from hearth.values import format_date, format_quantity
@@ -28,9 +30,9 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
         value = raw.get("name")
         return value if isinstance(value, str) else rid[:8]
 
-    def amount_of(rid: str, quantity: object) -> str:
+    def amount_of(rid: str, quantity: Decimal) -> str:
         unit = str(resources.get(rid, {}).get("unit", ""))
-        return f"{format_quantity(quantity)} {unit}".strip()  # type: ignore[arg-type]
+        return f"{format_quantity(quantity)} {unit}".strip()
 
     events = view.events()
     # The stock a resource was added with is recorded as an event in the same change:
