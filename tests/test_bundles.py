@@ -64,9 +64,11 @@ def test_token_round_trip_and_damage() -> None:
     text = encode_token(token)
     assert decode_token(text) == token
     assert "kkkk" not in repr(token)
-    for bad in ("nonsense", text[:-10], text.replace("hearth-token-1.", "hearth-token-1.!!")):
+    for bad in ("nonsense", text[:-10], text.replace("hearth-token-1.", "hearth-token-1.AB")):
         with pytest.raises(UsageError):
             decode_token(bad)
+    # What is not part of a token's alphabet is what a copy from a terminal brought along.
+    assert decode_token(text.replace("hearth-token-1.", "hearth-token-1.!!\n ")) == token
 
 
 def test_join_and_converge_through_bundles(trio: list[Node]) -> None:
