@@ -20,6 +20,7 @@ import pytest
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError
 from hearth.lan import SERVICE_TYPE
+from hearth.protocol import codec
 from hearth.protocol.beacon import BUCKET_MS, TAG_BYTES, beacon_tag, groups_beaconed
 from hearth.protocol.bundle import EpochKeys, peer_proof, registration_proof
 from hearth.protocol.connection import CLOSE_PROTOCOL
@@ -263,6 +264,16 @@ def test_a_relay_answers_a_device_proof_with_an_error() -> None:
     assert isinstance(answer, ToClient)
     assert isinstance(answer.frame, Error)
     assert answer.frame.code == "not-a-node"
+
+
+def test_a_field_at_its_default_is_left_off_the_wire() -> None:
+    # A relay from before the nonce knows a hello by these fields only, and refuses others.
+    to_relay = Hello(versions=[1], role="node", agent="hearth")
+    assert set(codec.decode(encode_frame(to_relay))) == {"t", "versions", "role", "agent"}
+    to_peer = Hello(versions=[1], role="node", agent="hearth", nonce=NONCE)
+    assert codec.decode(encode_frame(to_peer))["nonce"] == NONCE  # type: ignore[index]
+    for frame in (to_relay, to_peer, Subscribe(topic=bytes(32), after=3)):
+        assert decode_frame(encode_frame(frame)) == frame
 
 
 def test_a_malformed_version_vector_is_a_protocol_error() -> None:

@@ -8,7 +8,7 @@ reverse. ``docs/protocol.md`` describes the exchange these frames make up.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, Field, dataclass, fields
 from dataclasses import field as dataclass_field
 from typing import ClassVar, Union, cast, get_args
 
@@ -229,6 +229,22 @@ _REQUIRED: dict[str, frozenset[str]] = {
     )
     for kind, cls in _TYPES.items()
 }
+
+
+def _default(f: Field[object]) -> object:
+    if f.default is not MISSING:
+        return f.default
+    factory = f.default_factory
+    return factory() if callable(factory) else None
+
+
+# Per frame type: the optional fields and their defaults. A field at its default is left out
+# on the wire, so adding an optional field does not break older peers (they refuse fields
+# they do not know): a node that sends no nonce still talks to a relay from before it.
+_DEFAULTS: dict[str, dict[str, object]] = {
+    kind: {f.name: _default(f) for f in fields(cls) if f.name not in _REQUIRED[kind]}
+    for kind, cls in _TYPES.items()
+}
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "versions": list,
     "role": str,
@@ -262,8 +278,11 @@ _TOPIC_LENGTH = 32
 def encode_frame(frame: Frame) -> bytes:
     """The wire bytes of a frame."""
     body: dict[str, codec.Value] = {"t": frame.TYPE}
+    defaults = _DEFAULTS[frame.TYPE]
     for name in _FIELDS[frame.TYPE]:
-        body[name] = getattr(frame, name)
+        value = getattr(frame, name)
+        if name not in defaults or value != defaults[name]:
+            body[name] = value
     data = codec.encode(body)
     if len(data) > MAX_FRAME:
         raise ProtocolError("A frame is larger than the frame limit.")
