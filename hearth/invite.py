@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ __all__ = [
 _PREFIX = "hearth-token-1."
 DEVICE_PREFIX = "hearth-device-1."
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9_-]")
+_TOKEN_SUM = b"hearth/v1/token-checksum\x00"
 _CLAIM_SIGNED = b"hearth/v1/invite-claim\x00"
 
 
@@ -81,31 +83,38 @@ def _from_text(text: str, prefix: str, damaged: str) -> codec.Value:
 
 
 def encode_token(token: Token) -> str:
-    """The token as text a member can copy."""
-    body = codec.encode(
-        [
-            1,
-            token.group_id,
-            token.group_name,
-            token.genesis,
-            [list(e) for e in token.epochs],
-            list(token.relays),
-            token.invite_id,
-            token.invite_secret,
-            token.expires_at,
-        ]
-    )
-    return _as_text(_PREFIX, body)
+    """The token as text a member can copy, ending in a checksum of what comes before."""
+    fields: list[codec.Value] = [
+        1,
+        token.group_id,
+        token.group_name,
+        token.genesis,
+        [list(e) for e in token.epochs],
+        list(token.relays),
+        token.invite_id,
+        token.invite_secret,
+        token.expires_at,
+    ]
+    return _as_text(_PREFIX, codec.encode([*fields, _checksum(fields)]))
+
+
+def _checksum(fields: list[codec.Value]) -> bytes:
+    """Four bytes that change with any change to a token's fields: a token damaged where
+    it still decodes is told apart from a good one at once, not by a puzzling failure later."""
+    return hashlib.sha256(_TOKEN_SUM + codec.encode(fields)).digest()[:4]
 
 
 def decode_token(text: str) -> Token:
     """A token from its text, or :class:`UsageError` saying why it is not one."""
     if not is_token(text):
         raise UsageError("That is not a Hearth join token (it should start 'hearth-token-1.').")
-    value = _from_text(text, _PREFIX, "The join token is damaged; copy it again in full.")
-    if not (isinstance(value, list) and len(value) == 9 and value[0] == 1):
+    damaged = "The join token is damaged; copy it again in full."
+    value = _from_text(text, _PREFIX, damaged)
+    if not (isinstance(value, list) and len(value) in (9, 10) and value[0] == 1):
         raise UsageError("The join token is damaged or from another version of Hearth.")
-    _, group_id, name, genesis, epochs, relays, invite_id, secret, expires = value
+    if len(value) == 10 and value[9] != _checksum(value[:9]):  # nine: made before checksums
+        raise UsageError(damaged)
+    _, group_id, name, genesis, epochs, relays, invite_id, secret, expires = value[:9]
     epochs_ok = isinstance(epochs, list) and all(
         isinstance(e, list)
         and len(e) == 3
@@ -126,7 +135,7 @@ def decode_token(text: str) -> Token:
         and len(secret) == 32
         and isinstance(expires, int)
     ):
-        raise UsageError("The join token is damaged; copy it again in full.")
+        raise UsageError(damaged)
     return Token(
         group_id=group_id,
         group_name=name,

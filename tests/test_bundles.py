@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from hearth.intake import Verdict, take_in
 from hearth.invite import decode_token, encode_token
 from hearth.ledger import Kind
 from hearth.node import Node, open_node
+from hearth.protocol import codec
 from hearth.protocol.bundle import PAD_BUCKETS, parse_envelope
 from hearth.retraction import removal_notices
 from hearth.testing import FakeClock
@@ -69,6 +71,20 @@ def test_token_round_trip_and_damage() -> None:
             decode_token(bad)
     # What is not part of a token's alphabet is what a copy from a terminal brought along.
     assert decode_token(text.replace("hearth-token-1.", "hearth-token-1.!!\n ")) == token
+    # One letter changed anywhere is refused plainly (the checksum), not taken as another token.
+    start = len("hearth-token-1.")
+    for at in range(start, len(text) - 2, 5):
+        changed = text[:at] + ("B" if text[at] == "A" else "A") + text[at + 1 :]
+        with pytest.raises(UsageError, match="damaged"):
+            decode_token(changed)
+    # A token made before checksums (nine fields) still works.
+    encoded = text[start:]
+    fields = codec.decode(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    assert isinstance(fields, list)
+    old = "hearth-token-1." + base64.urlsafe_b64encode(codec.encode(fields[:9])).decode().rstrip(
+        "="
+    )
+    assert decode_token(old) == token
 
 
 def test_join_and_converge_through_bundles(trio: list[Node]) -> None:
