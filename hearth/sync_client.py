@@ -95,6 +95,10 @@ def plan_for(
     # their topics (after a grace period, so members away during the change catch up).
     current = {g: node.feeds.current(g)[0] for g in group_ids}
     numbers = {keys.epoch_id: number for g in group_ids for number, keys in node.feeds.epochs(g)}
+    # A peer: the devices each group removed (the peer must not be one), once per group.
+    departed = (
+        {g: membership.departed(node.view(g).tables["members"]) for g in group_ids} if peer else {}
+    )
     for group_id, keys in every:
         topic = keys.topic
         if peer:  # what to upload follows from the peer's version vector (PeerHas)
@@ -108,7 +112,7 @@ def plan_for(
                     after=0,
                     prove=prove,
                     have=have,
-                    departed=membership.departed(node.view(group_id).tables["members"]),
+                    departed=departed[group_id],
                 )
             )
             continue
