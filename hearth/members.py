@@ -3,12 +3,14 @@
 Only admins change membership (checked here for a plain message, and by every node that
 receives the change, SECURITY.md §6). Anything that takes someone's devices out of the
 group also starts a new epoch, so they read nothing written afterwards
-(:mod:`hearth.rotation`); their writes after the cutoff recorded here count nowhere.
+(:mod:`hearth.rotation`) and new keys in the group's neighbourhoods
+(:func:`hearth.neighbours.hand_on_keys`); their writes after the cutoff recorded here count
+nowhere.
 """
 
 from __future__ import annotations
 
-from hearth import membership
+from hearth import membership, neighbours
 from hearth.errors import NotAuthorized, NotFound, UsageError
 from hearth.ledger.model import Member, Role
 from hearth.node import Node
@@ -50,6 +52,7 @@ def remove_member(node: Node, group_id: str, text: str) -> Member:
         with node.change(group_id) as ledger:
             ledger.remove_member(member.id, _cutoffs(node, group_id, member.id))
         rotate(node, group_id)
+        neighbours.hand_on_keys(node, group_id)
     return member
 
 
@@ -82,6 +85,7 @@ def remove_device(node: Node, group_id: str, text: str) -> tuple[Member, str]:
             )
         if rotation_due(node, group_id):
             rotate(node, group_id)
+        neighbours.hand_on_keys(node, group_id)
     return view.member(card.member_id), card.device_id
 
 

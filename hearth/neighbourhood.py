@@ -14,6 +14,15 @@ asked for and what became of it. The rules:
 - the founding record is the one whose group key and nonce hash to the neighbourhood id;
   a group is in once admitted by a group that is in (the founder first), out once it
   leaves (a group that wants back in is invited again under a new key);
+- a group hands its key on to a new one (a ``rekey`` record, signed by the old key and
+  proved by the new) when someone leaves it, since they still hold the old key. The
+  handover lists the group's devices: those still in, and those gone, each with the last
+  place in its feed that still counts. From then on a record under the old key counts
+  only if a listed device wrote it, within its cutoff — and a later handover's cutoffs
+  apply to it too. Two handovers of one key that each rule the other out (someone gone
+  handing the key on for themselves) leave the group with no key that counts: it must be
+  invited again. Of handovers that stand together (two admins at once), the lowest id
+  wins;
 - an offer, request, answer or fulfilment counts only from a group that is in: once a
   group leaves, nothing it offered, asked or answered counts any more (what the groups'
   own ledgers recorded of a handoff stays there). Its admissions still count — a group
@@ -38,19 +47,23 @@ from hearth.protocol import codec
 
 __all__ = [
     "Handoff",
+    "Keys",
     "Offer",
     "Record",
     "Request",
     "State",
     "fold",
+    "handover_proof",
     "neighbourhood_id",
     "sign_record",
     "verify_record",
 ]
 
 _SIGNED = b"hearth/v1/neighbourhood-record\x00"
+_HANDOVER = b"hearth/v1/neighbourhood-handover\x00"
 _MAX_TEXT = 200
-OPS = ("found", "admit", "leave", "offer", "withdraw", "request", "answer", "fulfilled")
+_MAX_DEVICES = 1000
+OPS = ("found", "admit", "leave", "rekey", "offer", "withdraw", "request", "answer", "fulfilled")
 
 
 def neighbourhood_id(founder: bytes, nonce: bytes) -> str:
@@ -64,6 +77,8 @@ class Record:
 
     id: bytes  # the id of the bundle that carried it
     body: Mapping[str, codec.Value]  # "op", "group" (its key) and the op's fields
+    author: bytes = b""  # the device whose feed carried it
+    seq: int = 0  # its place in that feed
 
     @property
     def op(self) -> str:
@@ -98,6 +113,39 @@ def sign_record(key: SigningKey, fields: Mapping[str, codec.Value]) -> bytes:
     return codec.encode({"body": body, "sig": signature})
 
 
+def handover_proof(old: bytes, new: SigningKey) -> bytes:
+    """The new key's half of a handover: its holder agrees to take over from ``old``."""
+    return new.sign(_HANDOVER + old + new.public)
+
+
+def _check_handover(body: Mapping[str, codec.Value]) -> None:
+    successor, proof = body.get("successor"), body.get("proof")
+    stay, gone = body.get("stay"), body.get("gone")
+    if not (
+        isinstance(successor, bytes)
+        and len(successor) == 32
+        and isinstance(proof, bytes)
+        and isinstance(stay, list)
+        and isinstance(gone, list)
+        and len(stay) + len(gone) <= _MAX_DEVICES
+        and all(isinstance(d, bytes) and len(d) == 32 for d in stay)
+        and all(
+            isinstance(g, list)
+            and len(g) == 2
+            and isinstance(g[0], bytes)
+            and len(g[0]) == 32
+            and isinstance(g[1], int)
+            and not isinstance(g[1], bool)
+            and g[1] >= 0
+            for g in gone
+        )
+    ):
+        raise ProtocolError("a neighbourhood key handover that is malformed")
+    old = bytes(body["group"])  # type: ignore[arg-type]
+    if not verify(successor, proof, _HANDOVER + old + successor):
+        raise ProtocolError("a neighbourhood key handover the new key did not agree to")
+
+
 def verify_record(payload: bytes) -> dict[str, codec.Value]:
     """The body of a record payload whose signature and shape check out, or
     :class:`ProtocolError` naming what is wrong."""
@@ -117,7 +165,116 @@ def verify_record(payload: bytes) -> dict[str, codec.Value]:
             raise ProtocolError(f"a neighbourhood record whose {name} is too long")
     if not verify(group, signature, _SIGNED + codec.encode(body)):
         raise ProtocolError("a neighbourhood record not signed by the group it names")
+    if body["op"] == "rekey":
+        _check_handover(body)
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Handover:
+    """A group's key handed on to a new one, and whose records under the old key count."""
+
+    record: Record
+    successor: bytes
+    stay: frozenset[bytes]
+    gone: Mapping[bytes, int]
+
+    @classmethod
+    def of(cls, record: Record) -> _Handover:
+        """The handover a ``rekey`` record says (its shape was checked on arrival)."""
+        stay = record.body.get("stay")
+        gone = record.body.get("gone")
+        cutoffs: dict[bytes, int] = {}
+        for item in gone if isinstance(gone, list) else []:
+            if isinstance(item, list) and len(item) == 2:
+                device, cutoff = item
+                if isinstance(device, bytes) and isinstance(cutoff, int):
+                    cutoffs[device] = cutoff
+        return cls(
+            record=record,
+            successor=record.blob("successor"),
+            stay=frozenset(d for d in stay if isinstance(d, bytes))
+            if isinstance(stay, list)
+            else frozenset(),
+            gone=cutoffs,
+        )
+
+    def allows(self, record: Record) -> bool:
+        """Whether a record under the old key still counts by this handover's list."""
+        cutoff = self.gone.get(record.author)
+        return record.author in self.stay or (cutoff is not None and record.seq <= cutoff)
+
+    def cuts_off(self, record: Record) -> bool:
+        """Whether a record (under an older key) was written past its device's cutoff."""
+        cutoff = self.gone.get(record.author)
+        return cutoff is not None and record.seq > cutoff
+
+
+class Keys:
+    """Which key each group speaks with now, after the handovers among the records."""
+
+    def __init__(self, ordered: Iterable[Record]) -> None:
+        offered: dict[bytes, list[_Handover]] = {}
+        for record in ordered:  # lowest id first
+            if record.op == "rekey" and len(record.blob("successor")) == 32:
+                offered.setdefault(record.group, []).append(_Handover.of(record))
+        self._next: dict[bytes, _Handover] = {}
+        self._previous: dict[bytes, bytes] = {}
+        self._contested: set[bytes] = set()
+        for key, handovers in offered.items():
+            standing = [
+                h for h in handovers if all(o is h or o.allows(h.record) for o in handovers)
+            ]
+            if not standing:
+                self._contested.add(key)
+                continue
+            chosen = standing[0]
+            if chosen.successor in self._previous or chosen.successor == key:
+                self._contested.add(key)  # one new key claimed twice: a mistake or a trick
+                continue
+            self._next[key] = chosen
+            self._previous[chosen.successor] = key
+
+    def _chain(self, key: bytes) -> list[_Handover] | None:
+        """The handovers from ``key`` to its group's key now; None if one was contested."""
+        path: list[_Handover] = []
+        seen = {key}
+        while key not in self._contested:
+            handover = self._next.get(key)
+            if handover is None:
+                return path
+            if handover.successor in seen:
+                return None
+            path.append(handover)
+            seen.add(handover.successor)
+            key = handover.successor
+        return None
+
+    def current(self, key: bytes) -> bytes | None:
+        """The key the group that once spoke with ``key`` speaks with now; None if its key
+        was handed on twice at once, so it speaks with none."""
+        path = self._chain(key)
+        if path is None:
+            return None
+        return path[-1].successor if path else key
+
+    def first(self, key: bytes) -> bytes:
+        """The key the group was admitted (or founded) with."""
+        seen = {key}
+        while key in self._previous and self._previous[key] not in seen:
+            key = self._previous[key]
+            seen.add(key)
+        return key
+
+    def counts(self, record: Record) -> bool:
+        """Whether a record stands as far as the handovers go: under the group's key now,
+        or under an older one by a device the handover lists, within its cutoff."""
+        path = self._chain(record.group)
+        if path is None:
+            return False
+        if path and not path[0].allows(record):
+            return False
+        return not any(h.cuts_off(record) for h in path[1:])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,7 +322,8 @@ class State:
 
     id: str
     name: str = ""
-    groups: dict[bytes, str] = field(default_factory=dict)  # key -> name, those in
+    groups: dict[bytes, str] = field(default_factory=dict)  # key now -> name, those in
+    keys: Keys = field(default_factory=lambda: Keys(()), compare=False, repr=False)
     offers: dict[str, Offer] = field(default_factory=dict)
     requests: dict[str, Request] = field(default_factory=dict)
 
@@ -210,21 +368,36 @@ def fold(nid: str, records: Iterable[Record]) -> State:
         return state
     founder = founding[0]
     state.name = founder.text("name")
-    admitted = {founder.group: founder.text("group_name")}
+    keys = state.keys = Keys(ordered)
+    counting = [r for r in ordered if keys.counts(r)]
+    admitted = {founder.group: founder.text("group_name")}  # by the key each came in with
     grew = True
     while grew:  # admissions by admitted groups, until nothing more comes in
         grew = False
-        for r in ordered:
+        for r in counting:
             newcomer = r.blob("newcomer")
-            if r.op == "admit" and r.group in admitted and newcomer not in admitted:
+            if (
+                r.op == "admit"
+                and keys.first(r.group) in admitted
+                and newcomer not in admitted
+                and keys.first(newcomer) == newcomer
+            ):
                 admitted[newcomer] = r.text("group_name")
                 grew = True
-    left = {r.group for r in ordered if r.op == "leave" and r.group in admitted}
-    state.groups = {key: name for key, name in admitted.items() if key not in left}
-    names, members = dict(admitted), state.groups
+    left = {keys.first(r.group) for r in counting if r.op == "leave"}
+    for first, name in admitted.items():
+        now = keys.current(first)
+        if first not in left and now is not None:
+            state.groups[now] = name
 
-    for r in ordered:
-        if r.op != "offer" or r.group not in members:
+    def speaker(r: Record) -> bytes | None:
+        """The key now of the group that said ``r``, if it counts and the group is in."""
+        now = keys.current(r.group)
+        return now if now in state.groups else None
+
+    for r in counting:
+        group = speaker(r)
+        if r.op != "offer" or group is None:
             continue
         quantity = _quantity(r.text("qty"))
         offer_id = r.text("id")
@@ -233,8 +406,8 @@ def fold(nid: str, records: Iterable[Record]) -> State:
         until = r.number("until") or None
         state.offers[offer_id] = Offer(
             id=offer_id,
-            group=r.group,
-            group_name=names[r.group],
+            group=group,
+            group_name=state.groups[group],
             what=r.text("what"),
             quantity=quantity,
             unit=r.text("unit"),
@@ -243,20 +416,21 @@ def fold(nid: str, records: Iterable[Record]) -> State:
             resource=r.text("resource"),
             withdrawn=False,
         )
-    for r in ordered:
+    for r in counting:
         offer = state.offers.get(r.text("offer"))
-        if r.op == "withdraw" and offer is not None and offer.group == r.group:
+        if r.op == "withdraw" and offer is not None and offer.group == speaker(r):
             state.offers[offer.id] = replace(offer, withdrawn=True)
 
-    for r in ordered:
+    for r in counting:
         offer = state.offers.get(r.text("offer"))
         quantity = _quantity(r.text("qty"))
         request_id = r.text("id")
+        group = speaker(r)
         if (
             r.op != "request"
-            or r.group not in members
+            or group is None
             or offer is None
-            or offer.group == r.group
+            or offer.group == group
             or quantity is None
             or not request_id
             or request_id in state.requests
@@ -265,25 +439,25 @@ def fold(nid: str, records: Iterable[Record]) -> State:
         state.requests[request_id] = Request(
             id=request_id,
             offer=offer.id,
-            group=r.group,
-            group_name=names[r.group],
+            group=group,
+            group_name=state.groups[group],
             quantity=quantity,
             note=r.text("note"),
             by=r.text("by"),
             status="pending",
             fulfilled=False,
         )
-    for r in ordered:  # lowest record id first: the first answer found stands
+    for r in counting:  # lowest record id first: the first answer found stands
         request = state.requests.get(r.text("request"))
         if r.op != "answer" or request is None or request.status != "pending":
             continue
-        if state.offers[request.offer].group == r.group:
+        if state.offers[request.offer].group == speaker(r):
             status = "accepted" if r.number("accept") else "declined"
             state.requests[request.id] = replace(request, status=status)
-    for r in ordered:
+    for r in counting:
         request = state.requests.get(r.text("request"))
         if r.op != "fulfilled" or request is None or request.status != "accepted":
             continue  # (a request or offer counts only while its group is in: see above)
-        if r.group in (request.group, state.offers[request.offer].group):
+        if speaker(r) in (request.group, state.offers[request.offer].group):
             state.requests[request.id] = replace(request, fulfilled=True)
     return state

@@ -1,12 +1,15 @@
 """A node's neighbourhoods: joining them, saying things in them, and what they mean for the
 group's own ledger (the rules are in :mod:`hearth.neighbourhood`).
 
-What a group keeps about a neighbourhood — its id, name, secret and the group's key there —
+What a group keeps about a neighbourhood — its id, name, secret and the group's keys there —
 is an entry in the group's own ledger (``meta``, under ``neighbourhood:ID``), so every
-member's devices have it and nobody outside the group does. The records said in it are
-bundles like any other, sealed under keys derived from the neighbourhood's secret and
-carried through the group's relays (and peer relays to other groups' relays); the node
-keeps them in ``neighbourhood_records``.
+member's devices have it and nobody outside the group does. When someone leaves the group
+an admin's node hands the group's key on to a new one (:func:`hand_on_keys`), kept in the
+ledger under the group's new epoch, so the one who left has the old key only.
+
+The records said in a neighbourhood are bundles like any other, sealed under keys derived
+from the neighbourhood's secret and carried through the group's relays (and peer relays to
+other groups' relays); the node keeps them in ``neighbourhood_records``.
 
 :func:`reconcile` keeps the two sides in step: an accepted request becomes an accepted
 commitment in both groups' ledgers (keyed by the request, so recording it twice is
@@ -24,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from hearth import membership as group_membership
 from hearth.crypto import SigningKey
 from hearth.errors import LedgerError, NotAuthorized, NotFound, ProtocolError, UsageError
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
@@ -34,6 +38,7 @@ from hearth.neighbourhood import (
     Request,
     State,
     fold,
+    handover_proof,
     neighbourhood_id,
     sign_record,
     verify_record,
@@ -54,6 +59,7 @@ __all__ = [
     "encode_token",
     "find",
     "find_offer",
+    "hand_on_keys",
     "join",
     "keys_for_topic",
     "leave",
@@ -73,6 +79,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _META = "neighbourhood:"
+_KEY = "key:"  # a meta field per key the group has had in a neighbourhood, by public key
 _TOKEN_PREFIX = "hearth-neighbourhood-1."  # noqa: S105 - a prefix, not a secret
 RECORD_KIND = "neighbourhood"
 
@@ -85,8 +92,9 @@ class Membership:
     name: str
     group_id: str
     secret: bytes
-    key: SigningKey  # the group's key in the neighbourhood
+    key: SigningKey  # the group's key in the neighbourhood now
     left: bool
+    keyed_without: frozenset[bytes]  # the departed devices the key was made after
 
     @property
     def keys(self) -> EpochKeys:
@@ -108,14 +116,18 @@ def memberships(node: Node, group_id: str, *, include_left: bool = False) -> lis
     for key, raw in node.view(group_id).tables["meta"].items():
         if not key.startswith(_META) or not isinstance(raw, dict):
             continue
+        nid = key.removeprefix(_META)
         try:
             membership = Membership(
-                id=key.removeprefix(_META),
+                id=nid,
                 name=str(raw["name"]),
                 group_id=group_id,
                 secret=bytes.fromhex(str(raw["secret"])),
-                key=SigningKey(bytes.fromhex(str(raw["key"]))),
+                key=_key_now(node, nid, raw),
                 left=bool(raw.get("left", False)),
+                keyed_without=frozenset(
+                    bytes.fromhex(d) for d in str(raw.get("keyed_without", "")).split(",") if d
+                ),
             )
         except (KeyError, ValueError):
             log.warning("a damaged neighbourhood entry in the ledger: %s", key)
@@ -123,6 +135,22 @@ def memberships(node: Node, group_id: str, *, include_left: bool = False) -> lis
         if include_left or not membership.left:
             found.append(membership)
     return sorted(found, key=lambda m: (m.name.casefold(), m.id))
+
+
+def _key_now(node: Node, nid: str, raw: dict[str, object]) -> SigningKey:
+    """The group's key in a neighbourhood: of the keys its ledger holds (two admins may
+    each have handed the key on at once), the one the neighbourhood's records lead to;
+    until they say, the one written last."""
+    latest = SigningKey(bytes.fromhex(str(raw["key"])))
+    held = {
+        bytes.fromhex(name.removeprefix(_KEY)): SigningKey(bytes.fromhex(str(secret)))
+        for name, secret in raw.items()
+        if name.startswith(_KEY)
+    }
+    if len(held) < 2:
+        return latest
+    now = _fold(node, nid).keys.current(latest.public)
+    return held.get(now, latest) if now is not None else latest
 
 
 def _every(node: Node) -> Iterator[Membership]:
@@ -163,10 +191,23 @@ def require_admin(node: Node, group_id: str, doing: str) -> None:
 def _remember(
     node: Node, group_id: str, nid: str, name: str, secret: bytes, key: SigningKey
 ) -> None:
+    # Whoever left the group before it had this key never held it: no handover for them.
+    gone = [
+        c.key.hex()
+        for c in group_membership.cards(node.view(group_id).tables["members"])
+        if c.cutoff is not None
+    ]
     with node.change(group_id) as ledger:
         ledger.put_meta(
             _META + nid,
-            {"name": name, "secret": secret.hex(), "key": key.secret.hex(), "left": False},
+            {
+                "name": name,
+                "secret": secret.hex(),
+                "key": key.secret.hex(),
+                _KEY + key.public.hex(): key.secret.hex(),
+                "keyed_without": ",".join(sorted(gone)),
+                "left": False,
+            },
         )
 
 
@@ -273,27 +314,34 @@ _FOLDED: weakref.WeakKeyDictionary[Node, dict[str, tuple[tuple[int, int], State]
 
 def state(node: Node, membership: Membership) -> State:
     """What a neighbourhood's records add up to (folded again only when records came)."""
+    return _fold(node, membership.id)
+
+
+def _fold(node: Node, nid: str) -> State:
     mark_row = node.store.query(
         "SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM neighbourhood_records "
         "WHERE neighbourhood = ?",
-        (membership.id,),
+        (nid,),
     )[0]
     mark = (int(mark_row[0]), int(mark_row[1]))
     folded = _FOLDED.setdefault(node, {})
-    cached = folded.get(membership.id)
+    cached = folded.get(nid)
     if cached is not None and cached[0] == mark:
         return cached[1]
     rows = node.store.query(
-        "SELECT id, payload FROM neighbourhood_records WHERE neighbourhood = ?", (membership.id,)
+        "SELECT id, author, seq, payload FROM neighbourhood_records WHERE neighbourhood = ?",
+        (nid,),
     )
     records = []
-    for record_id, payload in rows:
+    for record_id, author, seq, payload in rows:
         # Each was checked when it arrived (verify_record); here it is only read.
         outer = codec.decode(bytes(payload))
         if isinstance(outer, dict) and isinstance(outer.get("body"), dict):
-            records.append(Record(id=bytes(record_id), body=outer["body"]))
-    result = fold(membership.id, records)
-    folded[membership.id] = (mark, result)
+            records.append(
+                Record(id=bytes(record_id), body=outer["body"], author=bytes(author), seq=seq)
+            )
+    result = fold(nid, records)
+    folded[nid] = (mark, result)
     return result
 
 
@@ -367,6 +415,66 @@ def leave(node: Node, group_id: str, text: str = "") -> Membership:
     with node.change(group_id) as ledger:
         ledger.put_meta(_META + membership.id, {"left": True})
     return membership
+
+
+def hand_on_keys(node: Node, group_id: str) -> bool:
+    """Give the group a new key in each neighbourhood it is in once someone who held the
+    old one is gone: what `hearth sync` and `hearth serve` do after a new epoch, on an
+    admin's node. Whether it did."""
+    view = node.view(group_id)
+    try:
+        me = view.member(node.identity.member_id)
+    except NotFound:
+        return False
+    cards = group_membership.cards(view.tables["members"])
+    departed = {c.key for c in cards if c.cutoff is not None}
+    _, _, excluded = node.feeds.current(group_id)
+    if (
+        me.role is not Role.ADMIN
+        or me.status != "active"
+        or node.identity.device_key.public in departed
+        or not departed <= excluded  # the new key goes in the ledger under the new epoch
+    ):
+        return False
+    handed = False
+    for membership in memberships(node, group_id):
+        if departed <= membership.keyed_without:
+            continue
+        new = SigningKey.generate(node.random_bytes)
+        gone = sorted(departed)
+        with node.store.write():
+            with node.change(group_id) as ledger:
+                ledger.put_meta(
+                    _META + membership.id,
+                    {
+                        "key": new.secret.hex(),
+                        _KEY + new.public.hex(): new.secret.hex(),
+                        "keyed_without": ",".join(d.hex() for d in gone),
+                    },
+                )
+            _append(
+                node,
+                membership,
+                {
+                    "op": "rekey",
+                    "successor": new.public,
+                    "proof": handover_proof(membership.key.public, new),
+                    "stay": sorted(c.key for c in cards if c.key not in departed),
+                    "gone": [[d, _last_seq(node, membership.id, d)] for d in gone],
+                },
+            )
+        handed = True
+    return handed
+
+
+def _last_seq(node: Node, nid: str, device: bytes) -> int:
+    """How far this node has a device's feed in a neighbourhood: where it ends if it is gone."""
+    rows = node.store.query(
+        "SELECT COALESCE(MAX(seq), 0) FROM neighbourhood_records "
+        "WHERE neighbourhood = ? AND author = ?",
+        (nid, device),
+    )
+    return int(rows[0][0])
 
 
 # --- offers and requests -----------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from hearth import membership
+from hearth import membership, neighbours
 from hearth.errors import NotFound
 from hearth.ledger.model import Role
 from hearth.ledger.view import LedgerView
@@ -59,13 +59,15 @@ def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
 
 def keep_keys(node: Node, group_id: str) -> bool:
     """What `hearth sync` and `hearth serve` do for the group's keys before each pass: a
-    new epoch if one is due (:func:`rotation_due`), and older epochs handed on to the
+    new epoch if one is due (:func:`rotation_due`), new keys in its neighbourhoods after
+    one (:func:`hearth.neighbours.hand_on_keys`), and older epochs handed on to the
     devices left out of them although they are in the group (:func:`hand_on`). Whether
     there is something new to send."""
     rotated = rotation_due(node, group_id)
     if rotated:
         rotate(node, group_id)
-    return hand_on(node, group_id) or rotated
+    handed = neighbours.hand_on_keys(node, group_id)  # after the epoch: it keeps the new key
+    return hand_on(node, group_id) or rotated or handed
 
 
 def rotation_due(node: Node, group_id: str) -> bool:

@@ -14,10 +14,21 @@ from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError
 from hearth.ledger.model import Need, NeedStatus
 from hearth.matching import Matcher
-from hearth.neighbourhood import Record, State, fold, neighbourhood_id, sign_record, verify_record
+from hearth.neighbourhood import (
+    Record,
+    State,
+    fold,
+    handover_proof,
+    neighbourhood_id,
+    sign_record,
+    verify_record,
+)
 from hearth.protocol import codec
 
 ELM, TOOLS, RIVER, STRANGER = (SigningKey(bytes([i]) * 32) for i in range(1, 5))
+ELM_2, ELM_3, ELM_EVIL = (SigningKey(bytes([i]) * 32) for i in range(5, 8))
+# Devices of Elm Street's members: Ada's, Ben's, and Xan's (removed in the tests below).
+ADA, BEN, XAN = (bytes([i]) * 32 for i in range(10, 13))
 NONCE = b"n" * 16
 NID = neighbourhood_id(ELM.public, NONCE)
 
@@ -27,12 +38,38 @@ class Log:
 
     def __init__(self) -> None:
         self.records: list[Record] = []
+        self.seqs: dict[bytes, int] = {}
 
-    def say(self, key: SigningKey, **fields: codec.Value) -> Record:
+    def say(self, key: SigningKey, *, device: bytes = b"", **fields: codec.Value) -> Record:
+        """A record under ``key``, next in ``device``'s feed (by default one device per key)."""
+        author = device or key.public
+        self.seqs[author] = self.seqs.get(author, 0) + 1
         body = verify_record(sign_record(key, fields))
-        record = Record(id=bytes([len(self.records)]) * 32, body=body)
+        record = Record(
+            id=bytes([len(self.records)]) * 32, body=body, author=author, seq=self.seqs[author]
+        )
         self.records.append(record)
         return record
+
+    def hand_on(
+        self,
+        old: SigningKey,
+        new: SigningKey,
+        *,
+        device: bytes,
+        stay: list[bytes],
+        gone: dict[bytes, int],
+    ) -> Record:
+        """A key handover by ``device``, listing who stays and where each gone device ends."""
+        return self.say(
+            old,
+            device=device,
+            op="rekey",
+            successor=new.public,
+            proof=handover_proof(old.public, new),
+            stay=list(stay),
+            gone=[[d, c] for d, c in gone.items()],
+        )
 
     def state(self) -> State:
         return fold(NID, self.records)
@@ -40,10 +77,12 @@ class Log:
 
 def neighbourhood() -> Log:
     log = Log()
-    log.say(ELM, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
-    log.say(ELM, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
     log.say(TOOLS, op="admit", newcomer=RIVER.public, group_name="Riverside")
-    log.say(ELM, op="offer", id="o1", what="Compost", qty="5", unit="bags", resource="r1")
+    log.say(
+        ELM, device=ADA, op="offer", id="o1", what="Compost", qty="5", unit="bags", resource="r1"
+    )
     log.say(RIVER, op="request", id="q1", offer="o1", qty="3", by="m1")
     return log
 
@@ -128,6 +167,87 @@ def test_once_a_group_leaves_nothing_it_said_counts() -> None:
     assert state.handoffs() == []
 
 
+def test_a_handed_on_key_speaks_for_the_group_and_a_removed_device_no_longer_does() -> None:
+    log = neighbourhood()
+    log.say(ELM, device=XAN, op="offer", id="o2", what="Rake", qty="1")  # while Xan was in
+    # Ada's node removes Xan and hands the key on; Xan's feed counts up to seq 1.
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 1})
+    # Xan still holds the old key, and goes on as if nothing happened.
+    log.say(ELM, device=XAN, op="offer", id="o3", what="Bike", qty="1")
+    log.say(ELM, device=XAN, op="admit", newcomer=STRANGER.public, group_name="Xan's")
+    log.say(ELM, device=XAN, op="answer", request="q1", accept=1)
+    log.say(ELM, device=XAN, op="leave")
+    # A device the handover does not list (one Xan made up) fares no better.
+    log.say(ELM, device=b"z" * 32, op="offer", id="o4", what="Drill", qty="1")
+    # Ben has not heard of the handover yet: what his device says under the old key counts.
+    log.say(ELM, device=BEN, op="offer", id="o5", what="Hoe", qty="2")
+    log.say(ELM_2, device=ADA, op="offer", id="o6", what="Seeds", qty="9")
+    state = log.state()
+    assert state.groups[ELM_2.public] == "Elm Street"
+    assert ELM.public not in state.groups
+    assert STRANGER.public not in state.groups
+    assert set(state.offers) == {"o1", "o2", "o5", "o6"}
+    assert {o.group for o in state.offers.values()} == {ELM_2.public}
+    assert state.requests["q1"].status == "pending"
+    log.say(ELM_2, device=ADA, op="answer", request="q1", accept=0)
+    assert log.state().requests["q1"].status == "declined"
+
+
+def test_a_later_handover_cuts_off_what_a_device_said_under_an_older_key() -> None:
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={})
+    log.say(ELM, device=BEN, op="offer", id="o2", what="Rake", qty="1")  # Ben's seq 1
+    log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA], gone={BEN: 1})  # Ben removed
+    log.say(ELM, device=BEN, op="offer", id="o3", what="Bike", qty="1")  # seq 2: too late
+    state = log.state()
+    assert set(state.offers) == {"o1", "o2"}
+    assert list(state.groups).count(ELM_3.public) == 1
+
+
+def test_a_removed_member_handing_the_key_on_for_themselves_leaves_the_group_with_none() -> None:
+    log = neighbourhood()
+    log.say(ELM, device=XAN, op="offer", id="o2", what="Rake", qty="1")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA], gone={XAN: 1})
+    log.hand_on(ELM, ELM_EVIL, device=XAN, stay=[XAN], gone={ADA: 0})
+    log.say(ELM_EVIL, device=XAN, op="offer", id="o3", what="Bike", qty="1")
+    state = log.state()
+    # Neither handover stands: no key speaks for Elm Street until it is invited again,
+    # and Xan speaks for nobody.
+    assert "Elm Street" not in state.groups.values()
+    assert set(state.offers) == set()
+    assert state.keys.current(ELM.public) is None
+    assert ELM_2.public not in state.groups
+    assert ELM_EVIL.public not in state.groups
+
+
+def test_two_admins_handing_on_at_once_settle_on_one_key() -> None:
+    log = neighbourhood()
+    first = log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0})
+    log.hand_on(ELM, ELM_3, device=BEN, stay=[ADA, BEN], gone={XAN: 0})
+    state = log.state()
+    assert first.id < log.records[-1].id
+    assert list(state.groups) == [ELM_2.public, TOOLS.public, RIVER.public]
+    assert state.keys.current(ELM.public) == ELM_2.public
+    assert state.keys.current(ELM_3.public) == ELM_3.public  # a key of no group in
+    assert ELM_3.public not in state.groups
+
+
+def test_a_handover_the_new_key_did_not_agree_to_is_refused() -> None:
+    fields: dict[str, codec.Value] = {
+        "op": "rekey",
+        "successor": TOOLS.public,  # another group's key, to take over its standing
+        "proof": handover_proof(ELM.public, ELM_2),
+        "stay": [ADA],
+        "gone": [],
+    }
+    with pytest.raises(ProtocolError, match="did not agree"):
+        verify_record(sign_record(ELM, fields))
+    for broken in ({"stay": [b"short"]}, {"gone": [[ADA, -1]]}, {"gone": [ADA]}, {"stay": 3}):
+        with pytest.raises(ProtocolError, match="malformed"):
+            verify_record(sign_record(ELM, {**fields, "successor": ELM_2.public, **broken}))
+    verify_record(sign_record(ELM, {**fields, "successor": ELM_2.public}))
+
+
 def test_a_request_must_fit_an_offer_of_another_group() -> None:
     log = neighbourhood()
     log.say(ELM, op="request", id="q2", offer="o1", qty="1")  # its own offer
@@ -144,7 +264,12 @@ def test_the_state_is_the_same_in_any_order(seed: int) -> None:
     log.say(RIVER, op="fulfilled", request="q1")
     log.say(TOOLS, op="offer", id="o2", what="Saw", qty="1")
     log.say(TOOLS, op="leave")
+    log.say(ELM, device=XAN, op="offer", id="o3", what="Rake", qty="1")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA], gone={XAN: 1})
+    log.say(ELM, device=XAN, op="offer", id="o4", what="Bike", qty="1")
+    log.say(ELM_2, device=ADA, op="offer", id="o5", what="Seeds", qty="1")
     expected = log.state()
+    assert set(expected.offers) == {"o1", "o3", "o5"}
     shuffled = list(log.records)
     random.Random(seed).shuffle(shuffled)
     assert fold(NID, shuffled) == expected

@@ -200,5 +200,49 @@ def test_removing_a_member_says_what_they_can_still_do_in_a_neighbourhood(
     ada("neighbourhood", "create", "Eastside")
     said = ada("member", "remove", "Ben", "--yes").out
     assert "Ben is out of the group" in said
-    assert "Ben still holds the key your group speaks with in 'Eastside'" in said
-    assert "hearth neighbourhood leave" in said
+    assert "In 'Eastside' your group now speaks with a new key Ben does not have" in said
+    assert "They can still read" in said
+
+
+def test_a_removed_member_no_longer_speaks_for_the_group_in_its_neighbourhood(
+    tmp_path: Path,
+) -> None:
+    relay = start_relay(tmp_path / "relay")
+    try:
+        ada = group(tmp_path, "Ada", "Elm Street", relay)
+        cy = group(tmp_path, "Cy", "Riverside Allotment", relay)
+        ben = Cli(tmp_path / "ben")
+        ben("join", ada("invite", "--token").out.splitlines()[0], "--name", "Ben")
+        ada("resource", "add", "Compost", "--qty", "20", "--unit", "bags", "--shareable")
+        ada("neighbourhood", "create", "Eastside")
+        ada("sync")
+        bring_in(ada, cy, relay)
+        assert synced_until([ben], lambda: len(listed(ben, "neighbourhood", "list")) == 1)
+
+        def offers_seen_by(cli: Cli) -> set[tuple[object, object]]:
+            return {(o["group"], o["quantity"]) for o in listed(cli, "offer", "list")}
+
+        ben("offer", "add", "Compost", "--qty", "1")  # while Ben is in: it stands
+        ben("sync")
+        # What counts of Ben's is what Ada's node holds when she removes him (his cutoff).
+        assert synced_until(
+            [cy, ada], lambda: offers_seen_by(cy) == {("Elm Street", "1")} == offers_seen_by(ada)
+        )
+
+        ada("member", "remove", "Ben", "--yes")
+        ada("offer", "add", "Compost", "--qty", "2")  # under the group's new key
+        ada("sync")
+        # Ben has not heard (or does not care): he still holds the old key and says more.
+        ben("offer", "add", "Compost", "--qty", "3")
+        ben("sync")
+        everyone = [ada, cy, ben]
+        expected = {("Elm Street", "1"), ("Elm Street", "2")}
+        assert synced_until(
+            everyone, lambda: offers_seen_by(cy) == expected == offers_seen_by(ada)
+        ), (offers_seen_by(cy), offers_seen_by(ada))
+        assert [g for h in listed(cy, "neighbourhood", "list") for g in h["groups"]] == [  # type: ignore[union-attr]
+            "Elm Street",
+            "Riverside Allotment",
+        ]
+    finally:
+        relay.kill(signal.SIGTERM)

@@ -182,13 +182,11 @@ def _member_remove(args: argparse.Namespace, node: Node) -> int:
     )
     hoods = [m.name for m in neighbours.memberships(node, group_id)]
     if hoods:
-        # The group's key in a neighbourhood is shared by all its members and cannot be
-        # taken back: only a neighbour group can vouch for a new one.
+        # The neighbourhood's secret is every member group's: one group cannot change it.
         text += (
-            f"\n{member.name} still holds the key your group speaks with in "
-            f"{', '.join(repr(h) for h in hoods)}, and can read what is said there. To stop "
-            "them speaking for your group, take it out (`hearth neighbourhood leave`) and "
-            "ask a neighbouring group's admin for a code to join again."
+            f"\nIn {', '.join(repr(h) for h in hoods)} your group now speaks with a new key "
+            f"{member.name} does not have: nothing they say there counts for your group any "
+            "more. They can still read what the groups there say."
         )
     return emit(args, {"removed": member.id, "name": member.name, "neighbourhoods": hoods}, text)
 
