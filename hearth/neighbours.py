@@ -71,6 +71,7 @@ __all__ = [
     "request",
     "requests",
     "require_admin",
+    "standing",
     "state",
     "take_record",
     "withdraw",
@@ -93,6 +94,7 @@ class Membership:
     group_id: str
     secret: bytes
     key: SigningKey  # the group's key in the neighbourhood now
+    held: frozenset[bytes]  # every key the group has had there (public halves)
     left: bool
     keyed_without: frozenset[bytes]  # the departed devices the key was made after
 
@@ -118,12 +120,19 @@ def memberships(node: Node, group_id: str, *, include_left: bool = False) -> lis
             continue
         nid = key.removeprefix(_META)
         try:
+            latest = SigningKey(bytes.fromhex(str(raw["key"])))
+            held = {
+                bytes.fromhex(name.removeprefix(_KEY)): SigningKey(bytes.fromhex(str(secret)))
+                for name, secret in raw.items()
+                if name.startswith(_KEY)
+            }
             membership = Membership(
                 id=nid,
                 name=str(raw["name"]),
                 group_id=group_id,
                 secret=bytes.fromhex(str(raw["secret"])),
-                key=_key_now(node, nid, raw),
+                key=_key_now(node, nid, latest, held),
+                held=frozenset(held) | {latest.public},
                 left=bool(raw.get("left", False)),
                 keyed_without=frozenset(
                     bytes.fromhex(d) for d in str(raw.get("keyed_without", "")).split(",") if d
@@ -137,16 +146,10 @@ def memberships(node: Node, group_id: str, *, include_left: bool = False) -> lis
     return sorted(found, key=lambda m: (m.name.casefold(), m.id))
 
 
-def _key_now(node: Node, nid: str, raw: dict[str, object]) -> SigningKey:
+def _key_now(node: Node, nid: str, latest: SigningKey, held: dict[bytes, SigningKey]) -> SigningKey:
     """The group's key in a neighbourhood: of the keys its ledger holds (two admins may
     each have handed the key on at once), the one the neighbourhood's records lead to;
     until they say, the one written last."""
-    latest = SigningKey(bytes.fromhex(str(raw["key"])))
-    held = {
-        bytes.fromhex(name.removeprefix(_KEY)): SigningKey(bytes.fromhex(str(secret)))
-        for name, secret in raw.items()
-        if name.startswith(_KEY)
-    }
     if len(held) < 2:
         return latest
     now = _fold(node, nid).keys.current(latest.public)
@@ -343,6 +346,18 @@ def _fold(node: Node, nid: str) -> State:
     result = fold(nid, records)
     folded[nid] = (mark, result)
     return result
+
+
+def standing(node: Node, membership: Membership) -> str:
+    """Where our group stands in a neighbourhood: ``in``; ``no-key`` (a key it had was
+    handed on twice at once, so nothing it says counts until a neighbour group invites it
+    again); or ``waiting`` (the records letting it in have not arrived yet)."""
+    current = state(node, membership)
+    if current.keys.current(membership.key.public) in current.groups:
+        return "in"
+    if any(current.keys.current(key) is None for key in membership.held):
+        return "no-key"
+    return "waiting"
 
 
 # --- joining and leaving -----------------------------------------------------------------

@@ -336,3 +336,60 @@ def test_only_admins_start_join_or_leave_a_neighbourhood(tmp_path: Path) -> None
             neighbours.leave(ben, group)
         assert neighbours.leave(ada, group).id == hood.id
         assert neighbours.memberships(ada, group) == []
+
+
+def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_none(
+    tmp_path: Path,
+) -> None:
+    from hearth import members, neighbours
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import Node, open_node
+    from hearth.rotation import keep_keys
+
+    def carry(source: Node, to: Node) -> None:
+        """Everything ``source`` holds, group bundles and neighbourhood records, to ``to``."""
+        for bundle in source.feeds.all():
+            take_in(to, bundle.envelope, source="test")
+        for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(to, bytes(envelope), source="test")
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Elm Street").id
+        ben.join_with_token(ada.create_invite())
+        carry(ben, ada)
+        hood = neighbours.create(ada, group, "Eastside")
+        carry(ada, ben)
+        first_key = hood.key.public
+        assert neighbours.memberships(ben, group)[0].key.public == first_key
+
+        members.leave(ben, group)
+        carry(ben, ada)
+        assert keep_keys(ada, group)  # Ada's next sync: a new epoch, then a new key
+        [now] = neighbours.memberships(ada, group)
+        assert now.key.public != first_key
+        assert neighbours.state(ada, now).groups == {now.key.public: "Elm Street"}
+        assert neighbours.standing(ada, now) == "in"
+        assert ben.identity.device_key.public in now.keyed_without
+        assert not neighbours.hand_on_keys(ada, group)  # once is enough
+
+        # Ben, who still holds the first key, hands it on for himself, ruling Ada out.
+        [bens] = neighbours.memberships(ben, group)
+        mine = SigningKey.generate(ben.random_bytes)
+        neighbours._append(
+            ben,
+            bens,
+            {
+                "op": "rekey",
+                "successor": mine.public,
+                "proof": handover_proof(first_key, mine),
+                "stay": [ben.identity.device_key.public],
+                "gone": [[ada.identity.device_key.public, 0]],
+            },
+        )
+        carry(ben, ada)
+        [now] = neighbours.memberships(ada, group)
+        assert neighbours.standing(ada, now) == "no-key"
+        assert neighbours.state(ada, now).groups == {}

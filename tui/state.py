@@ -81,7 +81,10 @@ def neighbourhoods_of(node: Node, group_id: str, now_ms: int) -> Neighbourhoods:
     summary, offers = [], []
     for membership in neighbours.memberships(node, group_id):
         current = neighbours.state(node, membership)
-        summary.append(f"{membership.name}: {', '.join(sorted(current.groups.values()))}")
+        line = f"{membership.name}: {', '.join(sorted(current.groups.values()))}"
+        if neighbours.standing(node, membership) == "no-key":
+            line += " (your group's key was handed on twice: ask a group there for a new code)"
+        summary.append(line)
         offers += [(o, o.group == membership.key.public) for o in current.open_offers(now_ms)]
     requests = [
         (item, current.offers[item.offer], direction)

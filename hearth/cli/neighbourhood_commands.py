@@ -71,10 +71,12 @@ def _list(args: argparse.Namespace, node: Node) -> int:
     now = node.clock.now_ms()
     data: list[dict[str, object]] = []
     rows: list[list[str]] = []
+    keyless = []
     for membership in neighbours.memberships(node, group.id):
         current = neighbours.state(node, membership)
         groups = sorted(current.groups.values(), key=str.casefold)
         offers = len(current.open_offers(now))
+        standing = neighbours.standing(node, membership)
         data.append(
             {
                 "id": membership.id,
@@ -82,12 +84,22 @@ def _list(args: argparse.Namespace, node: Node) -> int:
                 "groups": groups,
                 "offers": offers,
                 "handoffs": len(current.handoffs()),
+                "standing": standing,
             }
         )
         rows.append([membership.name, ", ".join(groups), str(offers)])
+        if standing == "no-key":
+            keyless.append(membership.name)
     if args.json or not data:
         return emit(args, data, f"'{group.name}' is in no neighbourhood yet.")
     print(table(["neighbourhood", "groups", "offers"], rows))
+    for name in keyless:
+        print(
+            f"\nIn '{name}' your group's key was handed on twice at once — someone who left "
+            "the group may have tried to keep speaking for it — so nothing your group says "
+            "there counts. Ask an admin of a group there for a code and join again "
+            "(`hearth neighbourhood join CODE`)."
+        )
     return 0
 
 
