@@ -25,7 +25,7 @@ from hearth.node import Node
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.frames import (
     MAX_FRAME,
-    PROTOCOL_VERSION,
+    VERSIONS,
     Error,
     Frame,
     Hello,
@@ -72,7 +72,7 @@ class _MailboxLink:
         except (aiohttp.ClientError, OSError) as exc:
             await self._http.close()
             raise TransportError(f"Cannot reach the relay {self.url} ({exc}).") from exc
-        await self.send(Hello(versions=[PROTOCOL_VERSION], role="node", agent="hearth-invite"))
+        await self.send(Hello(versions=list(VERSIONS), role="node", agent="hearth-invite"))
         await self.receive()  # welcome
         return self
 

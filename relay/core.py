@@ -32,6 +32,7 @@ from hearth.protocol.connection import (
 )
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
+    VERSIONS,
     Ack,
     CaughtUp,
     Deliver,
@@ -236,7 +237,7 @@ class RelayCore:
             refilled=self.clock(),
             counted=False,
         )
-        hello = Hello(versions=[PROTOCOL_VERSION], role="relay", agent="hearth-relay")
+        hello = Hello(versions=list(VERSIONS), role="relay", agent="hearth-relay")
         return [ToClient(client, hello)]
 
     def peer_of(self, client: int) -> bytes:
@@ -294,7 +295,7 @@ class RelayCore:
             if frame.role == "relay":
                 state.challenge = self.random_bytes(32)
             welcome = Welcome(
-                version=PROTOCOL_VERSION,
+                version=state.conn.agreed or PROTOCOL_VERSION,
                 limits=config.limits(),
                 challenge=state.challenge,
                 relay_id=self.identity.public,

@@ -26,7 +26,7 @@ from aiohttp import WSCloseCode, web
 
 from hearth.crypto import SigningKey
 from hearth.errors import StorageError
-from hearth.protocol.frames import PROTOCOL_VERSION
+from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, RelayCore
 from relay.links import CONFIG, CORE, FLUSH, LINKS, Link, carry_out, run_link
@@ -250,6 +250,7 @@ async def info(request: web.Request) -> web.Response:
         {
             "software": "hearth-relay",
             "protocol": PROTOCOL_VERSION,
+            "protocols": list(VERSIONS),
             "store": request.app[CORE].store.kind,
             "limits": request.app[CONFIG].limits(),
             "relay_id": request.app[CORE].identity.public.hex(),

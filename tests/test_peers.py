@@ -134,8 +134,8 @@ def test_a_peer_registers_by_answering_the_challenge_and_trades_version_vectors(
 def test_a_relay_registration_replayed_at_a_peer_gets_nothing() -> None:
     keys = _keys()
     serving = _serving({keys.topic: keys.relay_key.public})
-    serving.receive(encode_frame(Hello(versions=[1], role="node", agent="replay")))
-    serving.send(Welcome(version=1, limits={}, challenge=CHALLENGE))
+    serving.receive(encode_frame(Hello(versions=[1, 2], role="node", agent="replay")))
+    serving.send(Welcome(version=2, limits={}, challenge=CHALLENGE))
     replayed = Register(
         topic=keys.topic, relay_key=keys.relay_key.public, proof=registration_proof(keys)
     )
@@ -178,8 +178,8 @@ def test_what_a_peer_may_not_do_closes_or_refuses_it() -> None:
     assert isinstance(close, Close)
 
     serving = _serving({keys.topic: keys.relay_key.public})
-    serving.receive(encode_frame(Hello(versions=[1], role="node", agent="x")))
-    serving.send(Welcome(version=1, limits={}, challenge=CHALLENGE))
+    serving.receive(encode_frame(Hello(versions=[1, 2], role="node", agent="x")))
+    serving.send(Welcome(version=2, limits={}, challenge=CHALLENGE))
     subscribe = encode_frame(Subscribe(topic=keys.topic, after=0))
     (refusal,) = _wire(serving, serving.receive(subscribe))
     assert refusal.code == "unknown-topic"  # subscribing without registering
@@ -274,6 +274,52 @@ def test_a_field_at_its_default_is_left_off_the_wire() -> None:
     assert codec.decode(encode_frame(to_peer))["nonce"] == NONCE  # type: ignore[index]
     for frame in (to_relay, to_peer, Subscribe(topic=bytes(32), after=3)):
         assert decode_frame(encode_frame(frame)) == frame
+
+
+def test_two_nodes_sync_directly_only_at_a_version_with_device_proofs() -> None:
+    keys = _keys()
+    # A node from before the device proofs dials ours: told plainly, nothing exchanged.
+    serving = _serving({keys.topic: keys.relay_key.public})
+    (close,) = serving.receive(encode_frame(Hello(versions=[1], role="node", agent="old")))
+    assert isinstance(close, Close)
+    assert "older Hearth" in close.reason
+    serving = _serving({keys.topic: keys.relay_key.public})
+    (welcome,) = serving.receive(
+        encode_frame(Hello(versions=[1, 2], role="node", agent="new", nonce=NONCE))
+    )
+    assert isinstance(welcome, Send)
+    assert welcome.frame == Welcome(version=2, limits=welcome.frame.limits, challenge=CHALLENGE)  # type: ignore[union-attr]
+
+    # Ours dials an older node, which can only welcome it at version 1.
+    client = _client(_peer_plan(keys))
+    (hello,) = client.start()
+    assert isinstance(hello, Send)
+    assert hello.frame.versions == [1, 2]  # type: ignore[union-attr]
+    with pytest.raises(ProtocolError, match="older Hearth"):
+        client.handle(Welcome(version=1, limits={}, challenge=CHALLENGE))
+    # A relay at version 1 is fine: relays take no device proofs.
+    to_relay = RelaySession(plans=[_peer_plan(keys)])
+    to_relay.start()
+    assert to_relay.handle(Welcome(version=1, limits={}, challenge=CHALLENGE))
+
+
+@pytest.mark.parametrize(("offered", "chosen"), [([1], 1), ([1, 2], 2), ([2, 7], 2)])
+def test_a_relay_welcomes_each_node_at_the_newest_version_both_speak(
+    offered: list[int], chosen: int
+) -> None:
+    core = RelayCore(RelayConfig(), SqliteStore(Path(":memory:")), clock=lambda: 0.0)
+    assert core.admit(1, "192.0.2.1")
+    (welcome,) = core.receive(1, encode_frame(Hello(versions=offered, role="node", agent="x")))
+    assert isinstance(welcome, ToClient)
+    assert isinstance(welcome.frame, Welcome)
+    assert welcome.frame.version == chosen
+
+
+def test_a_relay_closes_on_a_node_speaking_no_version_it_does() -> None:
+    core = RelayCore(RelayConfig(), SqliteStore(Path(":memory:")), clock=lambda: 0.0)
+    assert core.admit(1, "192.0.2.1")
+    (close,) = core.receive(1, encode_frame(Hello(versions=[7], role="node", agent="x")))
+    assert "speaks versions [7]" in str(close)
 
 
 def test_a_malformed_version_vector_is_a_protocol_error() -> None:

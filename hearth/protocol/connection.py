@@ -15,7 +15,7 @@ import enum
 
 from hearth.errors import ProtocolError
 from hearth.protocol.frames import (
-    PROTOCOL_VERSION,
+    VERSIONS,
     Ack,
     CaughtUp,
     Deliver,
@@ -109,7 +109,8 @@ class Connection:
     def __init__(self, role: Role) -> None:
         self.role = role
         self.state = State.START
-        self.version: int | None = None
+        self.version: int | None = None  # once the welcome passed
+        self.agreed: int | None = None  # accepting side: the version to welcome with
         self.peer_role: str | None = None
         self.between_relays = False
 
@@ -134,17 +135,19 @@ class Connection:
         frame = decode_frame(data)
         self._check(frame, "receive")
         if isinstance(frame, Hello):
-            if PROTOCOL_VERSION not in frame.versions:
+            common = set(frame.versions) & set(VERSIONS)
+            if not common:
                 raise ProtocolError(
                     f"The other side speaks versions {frame.versions}; this Hearth speaks "
-                    f"{PROTOCOL_VERSION}. Upgrade the older one."
+                    f"{list(VERSIONS)}. Upgrade the older one."
                 )
+            self.agreed = max(common)
             self.peer_role = frame.role
             self.between_relays = frame.role == "relay"
             self.state = State.HELLO_RECEIVED
             return frame
         if isinstance(frame, Welcome):
-            if frame.version != PROTOCOL_VERSION:
+            if frame.version not in VERSIONS:
                 raise ProtocolError(f"The other side chose version {frame.version}.")
             self.version = frame.version
         if isinstance(frame, Error) and self.state is not State.OPEN:

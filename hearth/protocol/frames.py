@@ -16,8 +16,10 @@ from hearth.errors import ProtocolError
 from hearth.protocol import codec
 
 __all__ = [
+    "DEVICE_PROOFS",
     "MAX_FRAME",
     "PROTOCOL_VERSION",
+    "VERSIONS",
     "Ack",
     "CaughtUp",
     "Deliver",
@@ -40,7 +42,13 @@ __all__ = [
     "vector_to_wire",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""The newest version of the exchange this Hearth speaks. Version 2 added the device proofs
+between nodes (``hello.nonce``, the ``device`` frame); a relay serves 1 and 2 alike."""
+VERSIONS = (1, 2)
+"""Every version this Hearth speaks, offered in its ``hello``."""
+DEVICE_PROOFS = 2
+"""The first version in which two nodes prove their devices: the least they sync directly at."""
 MAX_FRAME = 1024 * 1024 + 4096  # one full bundle plus framing
 
 

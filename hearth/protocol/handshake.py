@@ -19,11 +19,23 @@ import hashlib
 from hearth.crypto import SigningKey, verify
 from hearth.protocol.frames import DeviceProof, Hello, Welcome, encode_frame
 
-__all__ = ["ACCEPTING", "CONNECTING", "device_proof", "device_proof_valid", "transcript"]
+__all__ = [
+    "ACCEPTING",
+    "CONNECTING",
+    "OLDER_PEER",
+    "device_proof",
+    "device_proof_valid",
+    "transcript",
+]
 
 _TRANSCRIPT = b"hearth/v1/peer-transcript\x00"
 CONNECTING = b"connecting"
 ACCEPTING = b"accepting"
+OLDER_PEER = (
+    "The other node runs an older Hearth that cannot prove which device it is: upgrade it "
+    "to sync directly (through a relay the two still sync)."
+)
+"""Why two nodes do not sync directly when one speaks a version before DEVICE_PROOFS."""
 
 
 def transcript(hello: Hello, welcome: Welcome) -> bytes:

@@ -32,8 +32,8 @@ from hearth.errors import ProtocolError
 from hearth.protocol.bundle import parse_envelope, peer_proof_valid
 from hearth.protocol.connection import CLOSE_PROTOCOL, CLOSE_TOO_BIG, Connection, Role
 from hearth.protocol.frames import (
+    DEVICE_PROOFS,
     MAX_FRAME,
-    PROTOCOL_VERSION,
     Ack,
     CaughtUp,
     Deliver,
@@ -50,7 +50,13 @@ from hearth.protocol.frames import (
     vector_from_wire,
     vector_to_wire,
 )
-from hearth.protocol.handshake import ACCEPTING, CONNECTING, device_proof, device_proof_valid
+from hearth.protocol.handshake import (
+    ACCEPTING,
+    CONNECTING,
+    OLDER_PEER,
+    device_proof,
+    device_proof_valid,
+)
 from hearth.protocol.handshake import transcript as transcript_of
 from hearth.protocol.sync import Send
 
@@ -152,8 +158,11 @@ class ServingSession:
         if isinstance(frame, Hello):
             if frame.role != "node":
                 return [Close(CLOSE_PROTOCOL, "Only nodes of this node's groups connect here.")]
+            version = self.conn.agreed or 0
+            if version < DEVICE_PROOFS:
+                return [Close(CLOSE_PROTOCOL, OLDER_PEER)]
             welcome = Welcome(
-                version=PROTOCOL_VERSION, limits={"max_frame": MAX_FRAME}, challenge=self.challenge
+                version=version, limits={"max_frame": MAX_FRAME}, challenge=self.challenge
             )
             self.transcript = transcript_of(frame, welcome)
             return [Send(welcome)]

@@ -30,7 +30,8 @@ from typing import Union
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError
 from hearth.protocol.frames import (
-    PROTOCOL_VERSION,
+    DEVICE_PROOFS,
+    VERSIONS,
     Ack,
     CaughtUp,
     Deliver,
@@ -46,7 +47,13 @@ from hearth.protocol.frames import (
     vector_from_wire,
     vector_to_wire,
 )
-from hearth.protocol.handshake import ACCEPTING, CONNECTING, device_proof, device_proof_valid
+from hearth.protocol.handshake import (
+    ACCEPTING,
+    CONNECTING,
+    OLDER_PEER,
+    device_proof,
+    device_proof_valid,
+)
 from hearth.protocol.handshake import transcript as transcript_of
 
 __all__ = [
@@ -173,7 +180,7 @@ class RelaySession:
     def start(self) -> list[Output]:
         """The first thing to send."""
         nonce = self.nonce if self.to_peer else b""
-        self._hello = Hello(versions=[PROTOCOL_VERSION], role="node", agent=self.agent, nonce=nonce)
+        self._hello = Hello(versions=list(VERSIONS), role="node", agent=self.agent, nonce=nonce)
         return [Send(self._hello)]
 
     def handle(self, frame: Frame) -> list[Output]:
@@ -206,6 +213,8 @@ class RelaySession:
 
     def _welcomed(self, welcome: Welcome) -> list[Output]:
         """Register every topic, prove our device to a peer, subscribe, start uploading."""
+        if self.to_peer and welcome.version < DEVICE_PROOFS:
+            raise ProtocolError(OLDER_PEER)
         self.welcomed = True
         registers: list[Output] = []
         subscribes: list[Output] = []
