@@ -203,10 +203,10 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
 def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> Outcome:
     """A bundle of one of our groups' neighbourhoods: checked the same way up to the
     author's signature, then kept if it is a group's signed record (:mod:`hearth.neighbours`)."""
-    membership = neighbours.keys_for_topic(node, envelope.topic)
-    if membership is None:
+    found = neighbours.keys_for_topic(node, envelope.topic)
+    if found is None:
         return _reject(node, source, "a bundle for a group this node is not in")
-    keys = membership.keys
+    membership, keys = found
     if not envelope.relay_signature_valid(keys.relay_key.public):
         return _reject(node, source, "a bundle whose admission signature is not the group's")
     try:

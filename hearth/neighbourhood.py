@@ -23,6 +23,8 @@ asked for and what became of it. The rules:
   handing the key on for themselves) leave the group with no key that counts: it must be
   invited again. Of handovers that stand together (two admins at once), the lowest id
   wins;
+- a group's sealing key (``seal_key``), and a new secret for the neighbourhood sealed to
+  the groups' sealing keys (``reseal``), count only under the group's key now;
 - an offer, request, answer or fulfilment counts only from a group that is in: once a
   group leaves, nothing it offered, asked or answered counts any more (what the groups'
   own ledgers recorded of a handoff stays there). Its admissions still count — a group
@@ -63,7 +65,20 @@ _SIGNED = b"hearth/v1/neighbourhood-record\x00"
 _HANDOVER = b"hearth/v1/neighbourhood-handover\x00"
 _MAX_TEXT = 200
 _MAX_DEVICES = 1000
-OPS = ("found", "admit", "leave", "rekey", "offer", "withdraw", "request", "answer", "fulfilled")
+_MAX_WRAP = 256  # a sealed 32-byte secret: ephemeral key, nonce, ciphertext, tag
+OPS = (
+    "found",
+    "admit",
+    "leave",
+    "rekey",
+    "seal_key",
+    "reseal",
+    "offer",
+    "withdraw",
+    "request",
+    "answer",
+    "fulfilled",
+)
 
 
 def neighbourhood_id(founder: bytes, nonce: bytes) -> str:
@@ -167,7 +182,45 @@ def verify_record(payload: bytes) -> dict[str, codec.Value]:
         raise ProtocolError("a neighbourhood record not signed by the group it names")
     if body["op"] == "rekey":
         _check_handover(body)
+    if body["op"] == "seal_key" and not _is_key(body.get("kem")):
+        raise ProtocolError("a neighbourhood sealing key that is not a key")
+    if body["op"] == "reseal":
+        _check_reseal(body)
     return body
+
+
+def _pairs(value: codec.Value | None) -> list[tuple[bytes, codec.Value]]:
+    """The ``[bytes, value]`` pairs of a list field (its shape was checked on arrival)."""
+    items = value if isinstance(value, list) else []
+    return [
+        (item[0], item[1])
+        for item in items
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes)
+    ]
+
+
+def _is_key(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == 32
+
+
+def _check_reseal(body: Mapping[str, codec.Value]) -> None:
+    generation, wraps = body.get("generation"), body.get("wraps")
+    if not (
+        isinstance(generation, int)
+        and not isinstance(generation, bool)
+        and generation > 0
+        and isinstance(wraps, list)
+        and len(wraps) <= _MAX_DEVICES
+        and all(
+            isinstance(w, list)
+            and len(w) == 2
+            and _is_key(w[0])
+            and isinstance(w[1], bytes)
+            and len(w[1]) <= _MAX_WRAP
+            for w in wraps
+        )
+    ):
+        raise ProtocolError("a new neighbourhood secret that is malformed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +236,7 @@ class _Handover:
     def of(cls, record: Record) -> _Handover:
         """The handover a ``rekey`` record says (its shape was checked on arrival)."""
         stay = record.body.get("stay")
-        gone = record.body.get("gone")
-        cutoffs: dict[bytes, int] = {}
-        for item in gone if isinstance(gone, list) else []:
-            if isinstance(item, list) and len(item) == 2:
-                device, cutoff = item
-                if isinstance(device, bytes) and isinstance(cutoff, int):
-                    cutoffs[device] = cutoff
+        cutoffs = {d: c for d, c in _pairs(record.body.get("gone")) if isinstance(c, int)}
         return cls(
             record=record,
             successor=record.blob("successor"),
@@ -326,6 +373,9 @@ class State:
     keys: Keys = field(default_factory=lambda: Keys(()), compare=False, repr=False)
     offers: dict[str, Offer] = field(default_factory=dict)
     requests: dict[str, Request] = field(default_factory=dict)
+    sealing: dict[bytes, bytes] = field(default_factory=dict)  # group key now -> its X25519 key
+    reseals: list[tuple[int, dict[bytes, bytes]]] = field(default_factory=list)  # generation,
+    # and the new secret sealed to each group's sealing key (by the group's key now)
 
     def handoffs(self) -> list[Handoff]:
         """Every accepted request with its offer."""
@@ -460,4 +510,16 @@ def fold(nid: str, records: Iterable[Record]) -> State:
             continue  # (a request or offer counts only while its group is in: see above)
         if speaker(r) in (request.group, state.offers[request.offer].group):
             state.requests[request.id] = replace(request, fulfilled=True)
+
+    # Sealing keys and new secrets count only under a group's key now: whoever holds an
+    # older one (someone who left) must not be sealed to, nor hand out secrets.
+    for r in counting:
+        group = speaker(r)
+        if group != r.group:
+            continue
+        if r.op == "seal_key" and group not in state.sealing:
+            state.sealing[group] = r.blob("kem")
+        elif r.op == "reseal":
+            sealed = {k: v for k, v in _pairs(r.body.get("wraps")) if isinstance(v, bytes)}
+            state.reseals.append((r.number("generation"), sealed))
     return state

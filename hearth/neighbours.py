@@ -4,8 +4,9 @@ group's own ledger (the rules are in :mod:`hearth.neighbourhood`).
 What a group keeps about a neighbourhood — its id, name, secret and the group's keys there —
 is an entry in the group's own ledger (``meta``, under ``neighbourhood:ID``), so every
 member's devices have it and nobody outside the group does. When someone leaves the group
-an admin's node hands the group's key on to a new one (:func:`hand_on_keys`), kept in the
-ledger under the group's new epoch, so the one who left has the old key only.
+an admin's node hands the group's key on to a new one and gives the neighbourhood a new
+secret, sealed to the other groups (:func:`hand_on_keys`); both are kept in the ledger under
+the group's new epoch, so the one who left has the old ones only.
 
 The records said in a neighbourhood are bundles like any other, sealed under keys derived
 from the neighbourhood's secret and carried through the group's relays (and peer relays to
@@ -23,12 +24,12 @@ import binascii
 import hashlib
 import logging
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from hearth import membership as group_membership
-from hearth.crypto import SigningKey
+from hearth.crypto import KemKey, SigningKey, open_sealed, seal_to
 from hearth.errors import LedgerError, NotAuthorized, NotFound, ProtocolError, UsageError
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
 from hearth.matching import Match, Matcher
@@ -45,7 +46,7 @@ from hearth.neighbourhood import (
 )
 from hearth.node import Node
 from hearth.protocol import codec
-from hearth.protocol.bundle import Envelope, EpochKeys, Inner, seal_bundle
+from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, seal_bundle
 from hearth.values import check_text
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "standing",
     "state",
     "take_record",
+    "topics",
     "withdraw",
 ]
 
@@ -81,6 +83,8 @@ log = logging.getLogger(__name__)
 
 _META = "neighbourhood:"
 _KEY = "key:"  # a meta field per key the group has had in a neighbourhood, by public key
+_KEM = "kem:"  # a meta field per sealing key (X25519) made for one of the group's keys
+_SECRET = "secret:"  # noqa: S105 - a meta field per secret the neighbourhood changed to
 _TOKEN_PREFIX = "hearth-neighbourhood-1."  # noqa: S105 - a prefix, not a secret
 RECORD_KIND = "neighbourhood"
 
@@ -92,20 +96,37 @@ class Membership:
     id: str
     name: str
     group_id: str
-    secret: bytes
+    secrets: tuple[tuple[int, bytes], ...]  # (generation, secret), oldest first
     key: SigningKey  # the group's key in the neighbourhood now
     held: frozenset[bytes]  # every key the group has had there (public halves)
+    sealing: Mapping[bytes, tuple[KemKey, ...]]  # group key -> sealing keys made for it
     left: bool
     keyed_without: frozenset[bytes]  # the departed devices the key was made after
 
     @property
+    def secret(self) -> bytes:
+        """The neighbourhood's newest secret: what is said now is sealed under it."""
+        return self.secrets[-1][1]
+
+    @property
+    def generation(self) -> int:
+        """How many times the neighbourhood's secret has changed, as far as we know."""
+        return self.secrets[-1][0]
+
+    @property
     def keys(self) -> EpochKeys:
-        """The neighbourhood's topic, relay key and bundle keys."""
+        """The topic, relay key and bundle keys of the newest secret: to say things."""
+        return self._keys(self.secret)
+
+    @property
+    def every_keys(self) -> list[EpochKeys]:
+        """Those of every secret we hold: to read (older ones hold what was said before)."""
+        return [self._keys(secret) for _, secret in self.secrets]
+
+    def _keys(self, secret: bytes) -> EpochKeys:
         nid = bytes.fromhex(self.id)
         return EpochKeys(
-            group_id=nid,
-            epoch_id=hashlib.sha256(b"neighbourhood" + nid).digest(),
-            secret=self.secret,
+            group_id=nid, epoch_id=hashlib.sha256(b"neighbourhood" + nid).digest(), secret=secret
         )
 
     def __repr__(self) -> str:  # never print secrets
@@ -130,9 +151,10 @@ def memberships(node: Node, group_id: str, *, include_left: bool = False) -> lis
                 id=nid,
                 name=str(raw["name"]),
                 group_id=group_id,
-                secret=bytes.fromhex(str(raw["secret"])),
+                secrets=_secrets(raw),
                 key=_key_now(node, nid, latest, held),
                 held=frozenset(held) | {latest.public},
+                sealing=_sealing(raw),
                 left=bool(raw.get("left", False)),
                 keyed_without=frozenset(
                     bytes.fromhex(d) for d in str(raw.get("keyed_without", "")).split(",") if d
@@ -144,6 +166,27 @@ def memberships(node: Node, group_id: str, *, include_left: bool = False) -> lis
         if include_left or not membership.left:
             found.append(membership)
     return sorted(found, key=lambda m: (m.name.casefold(), m.id))
+
+
+def _sealing(raw: dict[str, object]) -> dict[bytes, tuple[KemKey, ...]]:
+    """The sealing keys a ledger entry holds (``kem:GROUP-KEY:KEM-KEY``), by group key."""
+    found: dict[bytes, list[KemKey]] = {}
+    for name, secret in raw.items():
+        if name.startswith(_KEM):
+            group_key = bytes.fromhex(name.removeprefix(_KEM).split(":")[0])
+            found.setdefault(group_key, []).append(KemKey(bytes.fromhex(str(secret))))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _secrets(raw: dict[str, object]) -> tuple[tuple[int, bytes], ...]:
+    """Every secret of a neighbourhood its ledger entry holds, oldest first: the one it
+    joined with (``secret``), and one per change since (``secret:HEX``, its generation).
+    Two secrets of one generation (two groups changed it at once): the greater wins."""
+    found = {bytes.fromhex(str(raw["secret"])): 0}
+    for name, generation in raw.items():
+        if name.startswith(_SECRET) and isinstance(generation, int):
+            found[bytes.fromhex(name.removeprefix(_SECRET))] = generation
+    return tuple(sorted((g, s) for s, g in found.items()))
 
 
 def _key_now(node: Node, nid: str, latest: SigningKey, held: dict[bytes, SigningKey]) -> SigningKey:
@@ -161,9 +204,16 @@ def _every(node: Node) -> Iterator[Membership]:
         yield from memberships(node, group.id)
 
 
-def keys_for_topic(node: Node, topic: bytes) -> Membership | None:
-    """The neighbourhood (of one of our groups) that a topic is, if any."""
-    return next((m for m in _every(node) if m.keys.topic == topic), None)
+def keys_for_topic(node: Node, topic: bytes) -> tuple[Membership, EpochKeys] | None:
+    """The neighbourhood (of one of our groups) that a topic is, if any, with its keys."""
+    return next(
+        ((m, keys) for m in _every(node) for keys in m.every_keys if keys.topic == topic), None
+    )
+
+
+def topics(node: Node, group_id: str) -> set[bytes]:
+    """Every topic of the group's neighbourhoods: one per secret each has had."""
+    return {keys.topic for m in memberships(node, group_id) for keys in m.every_keys}
 
 
 def find(node: Node, group_id: str, text: str = "") -> Membership:
@@ -192,26 +242,48 @@ def require_admin(node: Node, group_id: str, doing: str) -> None:
 
 
 def _remember(
-    node: Node, group_id: str, nid: str, name: str, secret: bytes, key: SigningKey
-) -> None:
+    node: Node,
+    group_id: str,
+    nid: str,
+    name: str,
+    secrets: Sequence[tuple[int, bytes]],
+    key: SigningKey,
+) -> KemKey:
+    """Keep a neighbourhood in the group's ledger; returns the sealing key made for ``key``
+    (for :func:`_sealing_record`)."""
     # Whoever left the group before it had this key never held it: no handover for them.
     gone = [
         c.key.hex()
         for c in group_membership.cards(node.view(group_id).tables["members"])
         if c.cutoff is not None
     ]
+    kem, fields = _new_sealing_key(node, key)
     with node.change(group_id) as ledger:
         ledger.put_meta(
             _META + nid,
             {
                 "name": name,
-                "secret": secret.hex(),
+                "secret": secrets[0][1].hex(),
+                **{_SECRET + s.hex(): g for g, s in secrets[1:]},
                 "key": key.secret.hex(),
                 _KEY + key.public.hex(): key.secret.hex(),
                 "keyed_without": ",".join(sorted(gone)),
                 "left": False,
+                **fields,
             },
         )
+    return kem
+
+
+def _new_sealing_key(node: Node, key: SigningKey) -> tuple[KemKey, dict[str, str | int | bool]]:
+    """A sealing key for one of the group's keys, and the ledger field that keeps it: other
+    groups seal the neighbourhood's next secret to it."""
+    kem = KemKey.generate(node.random_bytes)
+    return kem, {f"{_KEM}{key.public.hex()}:{kem.public.hex()}": kem.secret.hex()}
+
+
+def _sealing_record(kem: KemKey) -> dict[str, codec.Value]:
+    return {"op": "seal_key", "kem": kem.public}
 
 
 # --- records ------------------------------------------------------------------------------
@@ -281,14 +353,17 @@ def take_record(node: Node, membership: Membership, envelope: Envelope, inner: I
     return True
 
 
-def outgoing(node: Node, membership: Membership, url: str) -> list[tuple[bytes, bytes]]:
-    """(id, envelope) of every record of a neighbourhood this relay has not acknowledged."""
+def outgoing(
+    node: Node, membership: Membership, url: str, topic: bytes
+) -> list[tuple[bytes, bytes]]:
+    """(id, envelope) of every record of a neighbourhood under one of its topics that this
+    relay has not acknowledged."""
     rows = node.store.query(
         "SELECT id, envelope FROM neighbourhood_records WHERE neighbourhood = ? "
         "AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) ORDER BY author, seq",
         (membership.id, url),
     )
-    return [(bytes(i), bytes(e)) for i, e in rows]
+    return [(bytes(i), bytes(e)) for i, e in rows if parse_envelope(bytes(e)).topic == topic]
 
 
 def newest_arrival(node: Node) -> int:
@@ -305,8 +380,10 @@ def arrivals(node: Node, after: int) -> tuple[list[tuple[bytes, bytes, bytes]], 
         "ORDER BY rowid",
         (after,),
     )
-    topics = {m.id: m.keys.topic for m in _every(node)}
-    found = [(bytes(i), topics[n], bytes(e)) for _, i, n, e in rows if n in topics]
+    ours = {m.id for m in _every(node)}
+    found = [
+        (bytes(i), parse_envelope(bytes(e)).topic, bytes(e)) for _, i, n, e in rows if n in ours
+    ]
     return found, int(rows[-1][0]) if rows else after
 
 
@@ -370,12 +447,13 @@ def create(node: Node, group_id: str, name: str) -> Membership:
     key = SigningKey.generate(node.random_bytes)
     nonce = node.random_bytes(16)
     nid = neighbourhood_id(key.public, nonce)
-    _remember(node, group_id, nid, name, node.random_bytes(32), key)
+    kem = _remember(node, group_id, nid, name, [(0, node.random_bytes(32))], key)
     membership = find(node, group_id, nid)
     group_name = node.view(group_id).group_name
     _append(
         node, membership, {"op": "found", "name": name, "nonce": nonce, "group_name": group_name}
     )
+    _append(node, membership, _sealing_record(kem))
     return membership
 
 
@@ -390,36 +468,52 @@ def admit(node: Node, membership: Membership, newcomer: bytes, group_name: str) 
 
 def encode_token(membership: Membership) -> str:
     """What a joining group needs, sealed to it by the invite exchange."""
-    body = codec.encode([1, membership.id, membership.name, membership.secret])
+    secrets: list[codec.Value] = [[generation, secret] for generation, secret in membership.secrets]
+    body = codec.encode([2, membership.id, membership.name, secrets])
     return _TOKEN_PREFIX + base64.urlsafe_b64encode(body).decode().rstrip("=")
 
 
-def decode_token(text: str) -> tuple[str, str, bytes]:
-    """(id, name, secret) from a neighbourhood token, or :class:`UsageError`."""
+def decode_token(text: str) -> tuple[str, str, list[tuple[int, bytes]]]:
+    """(id, name, every (generation, secret) oldest first) from a neighbourhood token, or
+    :class:`UsageError`. A token from before the secret could change carries one secret."""
     raw = text.strip().removeprefix(_TOKEN_PREFIX)
     try:
         value = codec.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError, ProtocolError):
         value = None
+    secrets: list[tuple[int, bytes]] = []
+    if isinstance(value, list) and len(value) == 4:
+        if value[0] == 1 and isinstance(value[3], bytes):
+            secrets = [(0, value[3])]
+        elif value[0] == 2 and isinstance(value[3], list):
+            secrets = [
+                (s[0], s[1])
+                for s in value[3]
+                if isinstance(s, list)
+                and len(s) == 2
+                and isinstance(s[0], int)
+                and isinstance(s[1], bytes)
+            ]
     if not (
         text.strip().startswith(_TOKEN_PREFIX)
         and isinstance(value, list)
-        and len(value) == 4
-        and value[0] == 1
         and isinstance(value[1], str)
         and isinstance(value[2], str)
-        and isinstance(value[3], bytes)
-        and len(value[3]) == 32
+        and secrets
+        and all(len(s) == 32 for _, s in secrets)
+        and secrets[0][0] == 0
     ):
         raise UsageError("The inviting group sent something that is not a neighbourhood invite.")
-    return value[1], value[2], value[3]
+    return value[1], value[2], secrets
 
 
 def join(node: Node, group_id: str, token: str, key: SigningKey) -> Membership:
     """Keep a neighbourhood our group was let into (``key``: the one the inviter admitted)."""
-    nid, name, secret = decode_token(token)
-    _remember(node, group_id, nid, name, secret, key)
-    return find(node, group_id, nid)
+    nid, name, secrets = decode_token(token)
+    kem = _remember(node, group_id, nid, name, secrets, key)
+    membership = find(node, group_id, nid)
+    _append(node, membership, _sealing_record(kem))
+    return membership
 
 
 def leave(node: Node, group_id: str, text: str = "") -> Membership:
@@ -433,9 +527,11 @@ def leave(node: Node, group_id: str, text: str = "") -> Membership:
 
 
 def hand_on_keys(node: Node, group_id: str) -> bool:
-    """Give the group a new key in each neighbourhood it is in once someone who held the
-    old one is gone: what `hearth sync` and `hearth serve` do after a new epoch, on an
-    admin's node. Whether it did."""
+    """What `hearth sync` and `hearth serve` do after a new epoch, on an admin's node: once
+    someone who held the group's key in a neighbourhood is gone, hand it on to a new one
+    and give the neighbourhood a new secret, sealed to every other group's sealing key
+    (see :mod:`hearth.neighbourhood`); and publish a sealing key where the group has none
+    yet (it joined before there were any). Whether it did either."""
     view = node.view(group_id)
     try:
         me = view.member(node.identity.member_id)
@@ -453,33 +549,97 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
         return False
     handed = False
     for membership in memberships(node, group_id):
-        if departed <= membership.keyed_without:
-            continue
-        new = SigningKey.generate(node.random_bytes)
-        gone = sorted(departed)
-        with node.store.write():
-            with node.change(group_id) as ledger:
-                ledger.put_meta(
-                    _META + membership.id,
-                    {
-                        "key": new.secret.hex(),
-                        _KEY + new.public.hex(): new.secret.hex(),
-                        "keyed_without": ",".join(d.hex() for d in gone),
-                    },
-                )
-            _append(
-                node,
-                membership,
+        current = state(node, membership)
+        ours = current.keys.current(membership.key.public)
+        if not departed <= membership.keyed_without:
+            stay = sorted(c.key for c in cards if c.key not in departed)
+            _hand_on(node, membership, current, stay=stay, gone=sorted(departed))
+            handed = True
+        elif ours in current.groups and ours not in current.sealing:
+            made = membership.sealing.get(membership.key.public)
+            kem, fields = (made[0], {}) if made else _new_sealing_key(node, membership.key)
+            with node.store.write():
+                if fields:
+                    with node.change(group_id) as ledger:
+                        ledger.put_meta(_META + membership.id, fields)
+                _append(node, membership, _sealing_record(kem))
+            handed = True
+    return handed
+
+
+def _hand_on(
+    node: Node,
+    membership: Membership,
+    current: State,
+    *,
+    stay: list[bytes],
+    gone: list[bytes],
+) -> None:
+    """A new key for the group and a new secret for the neighbourhood, in the group's
+    ledger under its new epoch; said under the neighbourhood's old secret, where everyone
+    still there reads."""
+    ours = current.keys.current(membership.key.public)
+    others = {g: kem for g, kem in current.sealing.items() if g in current.groups and g != ours}
+    new = SigningKey.generate(node.random_bytes)
+    kem, kem_field = _new_sealing_key(node, new)
+    secret = node.random_bytes(32)
+    generation = membership.generation + 1
+    with node.store.write():
+        with node.change(membership.group_id) as ledger:
+            ledger.put_meta(
+                _META + membership.id,
                 {
-                    "op": "rekey",
-                    "successor": new.public,
-                    "proof": handover_proof(membership.key.public, new),
-                    "stay": sorted(c.key for c in cards if c.key not in departed),
-                    "gone": [[d, _last_seq(node, membership.id, d)] for d in gone],
+                    "key": new.secret.hex(),
+                    _KEY + new.public.hex(): new.secret.hex(),
+                    "keyed_without": ",".join(d.hex() for d in gone),
+                    _SECRET + secret.hex(): generation,
+                    **kem_field,
                 },
             )
-        handed = True
-    return handed
+        _append(
+            node,
+            membership,
+            {
+                "op": "rekey",
+                "successor": new.public,
+                "proof": handover_proof(membership.key.public, new),
+                "stay": list(stay),
+                "gone": [[d, _last_seq(node, membership.id, d)] for d in gone],
+            },
+        )
+        handed_on = replace(membership, key=new)
+        _append(node, handed_on, _sealing_record(kem))
+        wraps: list[codec.Value] = [
+            [group, seal_to(their_kem, secret, node.random_bytes)]
+            for group, their_kem in sorted(others.items())
+        ]
+        _append(node, handed_on, {"op": "reseal", "generation": generation, "wraps": wraps})
+
+
+def _take_secrets(node: Node, membership: Membership, current: State) -> int:
+    """Keep, in the group's ledger, each new secret of the neighbourhood sealed to one of
+    our group's sealing keys; how many were new."""
+    ours = current.keys.current(membership.key.public)
+    # Ours now first; an older key's too, from a group that had not heard of our new one.
+    keys = ([ours] if ours is not None else []) + sorted(membership.held - {ours})
+    held = {secret for _, secret in membership.secrets}
+    fields: dict[str, str | int | bool] = {}
+    for generation, wraps in current.reseals:
+        for key in keys:
+            sealed = wraps.get(key)
+            opened = (
+                [open_sealed(k, sealed) for k in membership.sealing.get(key, ())] if sealed else []
+            )
+            secret = next((s for s in opened if s is not None and len(s) == 32), None)
+            if secret is not None:
+                if secret not in held:
+                    fields[_SECRET + secret.hex()] = generation
+                    held.add(secret)
+                break
+    if fields:
+        with node.change(membership.group_id) as ledger:
+            ledger.put_meta(_META + membership.id, fields)
+    return len(fields)
 
 
 def _last_seq(node: Node, nid: str, device: bytes) -> int:
@@ -667,12 +827,14 @@ def need_matches(node: Node, group_id: str, needs: Sequence[Need]) -> dict[str, 
 
 
 def reconcile(node: Node, group_id: str) -> int:
-    """Record accepted handoffs as commitments in our ledger and pass on fulfilments,
-    both ways; returns how many changes it made."""
+    """Keep new secrets of the neighbourhoods sealed to our group, record accepted handoffs
+    as commitments in our ledger and pass on fulfilments, both ways; returns how many
+    changes it made."""
     made = 0
     me = node.identity.member_id
     for membership in memberships(node, group_id):
         current = state(node, membership)
+        made += _take_secrets(node, membership, current)
         ours = membership.key.public
         for handoff in current.handoffs():
             item, offer = handoff.request, handoff.offer

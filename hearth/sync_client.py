@@ -146,16 +146,16 @@ def plan_for(
     if not peer:  # the groups' neighbourhoods go through the groups' relays too
         joined = {m.id: m for g in group_ids for m in neighbours.memberships(node, g)}
         for joined_one in joined.values():
-            keys = joined_one.keys
-            plans.append(
-                TopicPlan(
-                    topic=keys.topic,
-                    relay_key=keys.relay_key.public,
-                    proof=registration_proof(keys),
-                    after=max(_cursor(node, url, keys.topic), 0),
-                    outgoing=neighbours.outgoing(node, joined_one, url),
+            for keys in joined_one.every_keys:
+                plans.append(
+                    TopicPlan(
+                        topic=keys.topic,
+                        relay_key=keys.relay_key.public,
+                        proof=registration_proof(keys),
+                        after=max(_cursor(node, url, keys.topic), 0),
+                        outgoing=neighbours.outgoing(node, joined_one, url, keys.topic),
+                    )
                 )
-            )
     return plans
 
 
@@ -464,7 +464,7 @@ def _synced_topics(node: Node, group_ids: Sequence[str], *, peer: bool) -> set[b
     """The topics :func:`plan_for` covers now (a new group key or neighbourhood adds one)."""
     topics = {keys.topic for g in group_ids for _, keys in node.feeds.epochs(g)}
     if not peer:
-        topics |= {m.keys.topic for g in group_ids for m in neighbours.memberships(node, g)}
+        topics |= {t for g in group_ids for t in neighbours.topics(node, g)}
     return topics
 
 

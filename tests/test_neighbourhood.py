@@ -232,6 +232,31 @@ def test_two_admins_handing_on_at_once_settle_on_one_key() -> None:
     assert ELM_3.public not in state.groups
 
 
+def test_sealing_keys_and_new_secrets_count_only_under_a_groups_key_now() -> None:
+    log = neighbourhood()
+    log.say(ELM, device=ADA, op="seal_key", kem=b"k" * 32)
+    log.say(TOOLS, op="seal_key", kem=b"t" * 32)
+    log.say(TOOLS, op="seal_key", kem=b"u" * 32)  # a second at once: the first stands
+    log.say(STRANGER, op="seal_key", kem=b"s" * 32)  # not in
+    assert log.state().sealing == {ELM.public: b"k" * 32, TOOLS.public: b"t" * 32}
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA], gone={XAN: 0})
+    # Xan still holds the old key: a sealing key of his, or a secret he hands out, is ignored;
+    # so is the old sealing key Ada published, which Xan's node also had.
+    log.say(ELM, device=XAN, op="seal_key", kem=b"x" * 32)
+    log.say(ELM, device=XAN, op="reseal", generation=1, wraps=[[TOOLS.public, b"w" * 80]])
+    assert log.state().sealing == {TOOLS.public: b"t" * 32}
+    assert log.state().reseals == []
+    log.say(ELM_2, device=ADA, op="seal_key", kem=b"n" * 32)
+    log.say(ELM_2, device=ADA, op="reseal", generation=1, wraps=[[TOOLS.public, b"v" * 80]])
+    state = log.state()
+    assert state.sealing == {ELM_2.public: b"n" * 32, TOOLS.public: b"t" * 32}
+    assert state.reseals == [(1, {TOOLS.public: b"v" * 80})]
+    with pytest.raises(ProtocolError, match="malformed"):
+        verify_record(sign_record(ELM_2, {"op": "reseal", "generation": 0, "wraps": []}))
+    with pytest.raises(ProtocolError, match="not a key"):
+        verify_record(sign_record(ELM_2, {"op": "seal_key", "kem": b"short"}))
+
+
 def test_a_handover_the_new_key_did_not_agree_to_is_refused() -> None:
     fields: dict[str, codec.Value] = {
         "op": "rekey",
@@ -242,7 +267,13 @@ def test_a_handover_the_new_key_did_not_agree_to_is_refused() -> None:
     }
     with pytest.raises(ProtocolError, match="did not agree"):
         verify_record(sign_record(ELM, fields))
-    for broken in ({"stay": [b"short"]}, {"gone": [[ADA, -1]]}, {"gone": [ADA]}, {"stay": 3}):
+    breakages: list[dict[str, codec.Value]] = [
+        {"stay": [b"short"]},
+        {"gone": [[ADA, -1]]},
+        {"gone": [ADA]},
+        {"stay": 3},
+    ]
+    for broken in breakages:
         with pytest.raises(ProtocolError, match="malformed"):
             verify_record(sign_record(ELM, {**fields, "successor": ELM_2.public, **broken}))
     verify_record(sign_record(ELM, {**fields, "successor": ELM_2.public}))
@@ -341,39 +372,66 @@ def test_only_admins_start_join_or_leave_a_neighbourhood(tmp_path: Path) -> None
 def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_none(
     tmp_path: Path,
 ) -> None:
+    """Ada and Ben are Elm Street, Cy is Riverside; both groups are in Eastside. Ben leaves:
+    Elm Street gets a new key there, and Eastside a new secret that Cy gets and Ben does not."""
     from hearth import members, neighbours
     from hearth.identity import create_identity
     from hearth.intake import take_in
     from hearth.node import Node, open_node
     from hearth.rotation import keep_keys
 
-    def carry(source: Node, to: Node) -> None:
-        """Everything ``source`` holds, group bundles and neighbourhood records, to ``to``."""
-        for bundle in source.feeds.all():
+    def carry(source: Node, to: Node, *, group_bundles: bool = True) -> None:
+        """What ``source`` holds, group bundles (if asked) and neighbourhood records, to ``to``."""
+        for bundle in source.feeds.all() if group_bundles else []:
             take_in(to, bundle.envelope, source="test")
         for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
             take_in(to, bytes(envelope), source="test")
 
-    for name in ("ada", "ben"):
+    for name in ("ada", "ben", "cy"):
         create_identity(tmp_path / name, name=name.title())
-    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "ben") as ben,
+        open_node(tmp_path / "cy") as cy,
+    ):
         group = ada.create_group("Elm Street").id
         ben.join_with_token(ada.create_invite())
         carry(ben, ada)
         hood = neighbours.create(ada, group, "Eastside")
+        riverside = cy.create_group("Riverside").id
+        cy_key = SigningKey.generate(cy.random_bytes)
+        neighbours.admit(ada, hood, cy_key.public, "Riverside")
+        neighbours.join(cy, riverside, neighbours.encode_token(hood), cy_key)
+        carry(cy, ada, group_bundles=False)
         carry(ada, ben)
+        carry(ada, cy, group_bundles=False)
         first_key = hood.key.public
         assert neighbours.memberships(ben, group)[0].key.public == first_key
+        assert set(neighbours.state(ada, hood).sealing) == {first_key, cy_key.public}
 
         members.leave(ben, group)
         carry(ben, ada)
         assert keep_keys(ada, group)  # Ada's next sync: a new epoch, then a new key
         [now] = neighbours.memberships(ada, group)
         assert now.key.public != first_key
-        assert neighbours.state(ada, now).groups == {now.key.public: "Elm Street"}
+        assert neighbours.state(ada, now).groups == {
+            now.key.public: "Elm Street",
+            cy_key.public: "Riverside",
+        }
         assert neighbours.standing(ada, now) == "in"
         assert ben.identity.device_key.public in now.keyed_without
         assert not neighbours.hand_on_keys(ada, group)  # once is enough
+
+        # The neighbourhood's new secret: Cy's node opens it, Ben's holds only the old one.
+        assert (now.generation, len(neighbours.topics(ada, group))) == (1, 2)
+        carry(ada, cy, group_bundles=False)
+        carry(ada, ben)
+        assert neighbours.reconcile(cy, riverside) == 1
+        [cys] = neighbours.memberships(cy, riverside)
+        assert cys.secrets == now.secrets
+        assert neighbours.reconcile(ben, group) == 0
+        assert neighbours.memberships(ben, group)[0].secrets == now.secrets[:1]
+        assert now.keys.topic not in neighbours.topics(ben, group)
 
         # Ben, who still holds the first key, hands it on for himself, ruling Ada out.
         [bens] = neighbours.memberships(ben, group)
@@ -393,3 +451,65 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
         [now] = neighbours.memberships(ada, group)
         assert neighbours.standing(ada, now) == "no-key"
         assert neighbours.state(ada, now).groups == {}
+
+
+def test_a_group_from_before_sealing_keys_gets_one_at_an_admins_next_sync(tmp_path: Path) -> None:
+    from hearth import neighbours
+    from hearth.identity import create_identity
+    from hearth.node import open_node
+
+    create_identity(tmp_path / "ada", name="Ada")
+    with open_node(tmp_path / "ada") as ada:
+        group = ada.create_group("Elm Street").id
+        # A neighbourhood as an older Hearth kept it: no sealing key, none said.
+        key = SigningKey.generate(ada.random_bytes)
+        nid = neighbourhood_id(key.public, NONCE)
+        with ada.change(group) as ledger:
+            entry = {"name": "Eastside", "secret": "00" * 32, "key": key.secret.hex()}
+            ledger.put_meta(f"neighbourhood:{nid}", {**entry, "left": False})
+        [hood] = neighbours.memberships(ada, group)
+        fields: dict[str, codec.Value] = {"name": "Eastside", "nonce": NONCE}
+        neighbours._append(ada, hood, {"op": "found", "group_name": "Elm Street", **fields})
+        assert (hood.sealing, neighbours.state(ada, hood).sealing) == ({}, {})
+        assert neighbours.hand_on_keys(ada, group)
+        [hood] = neighbours.memberships(ada, group)
+        [kem] = hood.sealing[key.public]
+        assert neighbours.state(ada, hood).sealing == {key.public: kem.public}
+        assert not neighbours.hand_on_keys(ada, group)
+
+
+def test_a_neighbourhood_invite_carries_every_secret_and_old_invites_still_read() -> None:
+    import base64
+
+    from hearth import neighbours
+    from hearth.errors import UsageError
+
+    secrets = ((0, b"a" * 32), (1, b"b" * 32))
+    hood = neighbours.Membership(
+        id=NID,
+        name="Eastside",
+        group_id="g",
+        secrets=secrets,
+        key=ELM,
+        held=frozenset({ELM.public}),
+        sealing={},
+        left=False,
+        keyed_without=frozenset(),
+    )
+    assert neighbours.decode_token(neighbours.encode_token(hood)) == (
+        NID,
+        "Eastside",
+        list(secrets),
+    )
+    old = codec.encode([1, NID, "Eastside", b"a" * 32])
+    text = "hearth-neighbourhood-1." + base64.urlsafe_b64encode(old).decode()
+    assert neighbours.decode_token(text) == (NID, "Eastside", [(0, b"a" * 32)])
+    bads: list[codec.Value] = [
+        [2, NID, "Eastside", []],
+        [2, NID, "Eastside", [[1, b"a" * 32]]],  # no secret to start from
+        [3, NID, "x", b""],
+    ]
+    for bad in bads:
+        raw = base64.urlsafe_b64encode(codec.encode(bad)).decode()
+        with pytest.raises(UsageError, match="not a neighbourhood invite"):
+            neighbours.decode_token("hearth-neighbourhood-1." + raw)

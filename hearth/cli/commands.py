@@ -182,11 +182,11 @@ def _member_remove(args: argparse.Namespace, node: Node) -> int:
     )
     hoods = [m.name for m in neighbours.memberships(node, group_id)]
     if hoods:
-        # The neighbourhood's secret is every member group's: one group cannot change it.
         text += (
-            f"\nIn {', '.join(repr(h) for h in hoods)} your group now speaks with a new key "
-            f"{member.name} does not have: nothing they say there counts for your group any "
-            "more. They can still read what the groups there say."
+            f"\nIn {', '.join(repr(h) for h in hoods)} your group now speaks with a new key, "
+            f"and what the groups say there is sealed under a new secret; {member.name} has "
+            "neither, so nothing they say there counts for your group, and they read nothing "
+            "new."
         )
     return emit(args, {"removed": member.id, "name": member.name, "neighbourhoods": hoods}, text)
 

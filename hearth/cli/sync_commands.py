@@ -115,7 +115,7 @@ def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[Relay
             # Handoffs agreed or fulfilled in a neighbourhood, into the ledger and back.
             news = neighbours.reconcile(node, group_id) > 0 or news
         now = {keys.topic for g in groups for _, keys in node.feeds.epochs(g)}
-        now |= {m.keys.topic for g in groups for m in neighbours.memberships(node, g)}
+        now |= {t for g in groups for t in neighbours.topics(node, g)}
         if now != topics or news:
             tried.clear()
             topics = now
