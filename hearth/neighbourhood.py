@@ -53,10 +53,12 @@ __all__ = [
     "Offer",
     "Record",
     "Request",
+    "Reseal",
     "State",
     "fold",
     "handover_proof",
     "neighbourhood_id",
+    "secret_id",
     "sign_record",
     "verify_record",
 ]
@@ -203,12 +205,20 @@ def _is_key(value: object) -> bool:
     return isinstance(value, bytes) and len(value) == 32
 
 
+def secret_id(secret: bytes) -> bytes:
+    """What a ``reseal`` names its secret by, so the group that made it can tell it apart
+    from another of the same generation without opening a wrap."""
+    return hashlib.sha256(b"hearth/v1/neighbourhood-secret" + secret).digest()[:16]
+
+
 def _check_reseal(body: Mapping[str, codec.Value]) -> None:
-    generation, wraps = body.get("generation"), body.get("wraps")
+    generation, wraps, named = body.get("generation"), body.get("wraps"), body.get("secret_id")
     if not (
         isinstance(generation, int)
         and not isinstance(generation, bool)
         and generation > 0
+        and isinstance(named, bytes)
+        and len(named) == 16
         and isinstance(wraps, list)
         and len(wraps) <= _MAX_DEVICES
         and all(
@@ -363,6 +373,16 @@ class Handoff:
     offer: Offer
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reseal:
+    """A new secret for the neighbourhood, sealed to the groups' sealing keys."""
+
+    generation: int
+    secret_id: bytes  # see :func:`secret_id`
+    by: bytes  # the key now of the group that made it
+    wraps: Mapping[bytes, bytes]  # group key -> the secret sealed to its sealing key
+
+
 @dataclass
 class State:
     """A neighbourhood as its records make it."""
@@ -374,8 +394,7 @@ class State:
     offers: dict[str, Offer] = field(default_factory=dict)
     requests: dict[str, Request] = field(default_factory=dict)
     sealing: dict[bytes, bytes] = field(default_factory=dict)  # group key now -> its X25519 key
-    reseals: list[tuple[int, dict[bytes, bytes]]] = field(default_factory=list)  # generation,
-    # and the new secret sealed to each group's sealing key (by the group's key now)
+    reseals: list[Reseal] = field(default_factory=list)
 
     def handoffs(self) -> list[Handoff]:
         """Every accepted request with its offer."""
@@ -521,5 +540,12 @@ def fold(nid: str, records: Iterable[Record]) -> State:
             state.sealing[group] = r.blob("kem")
         elif r.op == "reseal":
             sealed = {k: v for k, v in _pairs(r.body.get("wraps")) if isinstance(v, bytes)}
-            state.reseals.append((r.number("generation"), sealed))
+            state.reseals.append(
+                Reseal(
+                    generation=r.number("generation"),
+                    secret_id=r.blob("secret_id"),
+                    by=group,
+                    wraps=sealed,
+                )
+            )
     return state

@@ -41,6 +41,7 @@ from hearth.neighbourhood import (
     fold,
     handover_proof,
     neighbourhood_id,
+    secret_id,
     sign_record,
     verify_record,
 )
@@ -289,9 +290,16 @@ def _sealing_record(kem: KemKey) -> dict[str, codec.Value]:
 # --- records ------------------------------------------------------------------------------
 
 
-def _append(node: Node, membership: Membership, fields: dict[str, codec.Value]) -> bytes:
+def _append(
+    node: Node,
+    membership: Membership,
+    fields: dict[str, codec.Value],
+    *,
+    under: EpochKeys | None = None,
+) -> bytes:
     """Say something in a neighbourhood as our group: the next bundle of this device's
-    feed there, kept for sending; returns the record's id."""
+    feed there, kept for sending; returns the record's id. Sealed under the newest secret
+    unless ``under`` says which."""
     device = node.identity.device_key
     rows = node.store.query(
         "SELECT seq, id FROM neighbourhood_records WHERE neighbourhood = ? AND author = ? "
@@ -299,7 +307,7 @@ def _append(node: Node, membership: Membership, fields: dict[str, codec.Value]) 
         (membership.id, device.public),
     )
     seq, prev = (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, b"")
-    keys = membership.keys
+    keys = under or membership.keys
     inner = Inner(
         kind=RECORD_KIND,
         group_id=keys.group_id,
@@ -564,7 +572,36 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
                         ledger.put_meta(_META + membership.id, fields)
                 _append(node, membership, _sealing_record(kem))
             handed = True
+        else:
+            handed = _pass_on_secrets(node, membership, current) or handed
     return handed
+
+
+def _pass_on_secrets(node: Node, membership: Membership, current: State) -> bool:
+    """Seal each secret our group made to the groups left out of it (their sealing key
+    came later: they were let in a moment before, or ran an older Hearth); said under the
+    neighbourhood's first secret, which every group has. Whether there were any."""
+    ours = current.keys.current(membership.key.public)
+    mine = {secret_id(s): (g, s) for g, s in membership.secrets if g > 0}
+    given: dict[bytes, set[bytes]] = {}
+    made = set()
+    for reseal in current.reseals:
+        given.setdefault(reseal.secret_id, {reseal.by}).update(reseal.wraps)
+        if reseal.by == ours:
+            made.add(reseal.secret_id)
+    passed = False
+    for named in sorted(made & mine.keys()):
+        generation, secret = mine[named]
+        missing = sorted(
+            g for g in current.sealing if g in current.groups and g not in given[named]
+        )
+        if not missing:
+            continue
+        to = {group: current.sealing[group] for group in missing}
+        record = _reseal_record(node, generation, secret, to)
+        _append(node, membership, record, under=membership.every_keys[0])
+        passed = True
+    return passed
 
 
 def _hand_on(
@@ -609,11 +646,22 @@ def _hand_on(
         )
         handed_on = replace(membership, key=new)
         _append(node, handed_on, _sealing_record(kem))
-        wraps: list[codec.Value] = [
-            [group, seal_to(their_kem, secret, node.random_bytes)]
-            for group, their_kem in sorted(others.items())
-        ]
-        _append(node, handed_on, {"op": "reseal", "generation": generation, "wraps": wraps})
+        _append(node, handed_on, _reseal_record(node, generation, secret, others))
+
+
+def _reseal_record(
+    node: Node, generation: int, secret: bytes, sealing: Mapping[bytes, bytes]
+) -> dict[str, codec.Value]:
+    """A new secret of the neighbourhood, sealed to each group's sealing key (by group key)."""
+    wraps: list[codec.Value] = [
+        [group, seal_to(kem, secret, node.random_bytes)] for group, kem in sorted(sealing.items())
+    ]
+    return {
+        "op": "reseal",
+        "generation": generation,
+        "secret_id": secret_id(secret),
+        "wraps": wraps,
+    }
 
 
 def _take_secrets(node: Node, membership: Membership, current: State) -> int:
@@ -624,16 +672,16 @@ def _take_secrets(node: Node, membership: Membership, current: State) -> int:
     keys = ([ours] if ours is not None else []) + sorted(membership.held - {ours})
     held = {secret for _, secret in membership.secrets}
     fields: dict[str, str | int | bool] = {}
-    for generation, wraps in current.reseals:
+    for reseal in current.reseals:
         for key in keys:
-            sealed = wraps.get(key)
+            sealed = reseal.wraps.get(key)
             opened = (
                 [open_sealed(k, sealed) for k in membership.sealing.get(key, ())] if sealed else []
             )
-            secret = next((s for s in opened if s is not None and len(s) == 32), None)
+            secret = next((s for s in opened if s and secret_id(s) == reseal.secret_id), None)
             if secret is not None:
                 if secret not in held:
-                    fields[_SECRET + secret.hex()] = generation
+                    fields[_SECRET + secret.hex()] = reseal.generation
                     held.add(secret)
                 break
     if fields:

@@ -16,6 +16,7 @@ from hearth.ledger.model import Need, NeedStatus
 from hearth.matching import Matcher
 from hearth.neighbourhood import (
     Record,
+    Reseal,
     State,
     fold,
     handover_proof,
@@ -243,16 +244,21 @@ def test_sealing_keys_and_new_secrets_count_only_under_a_groups_key_now() -> Non
     # Xan still holds the old key: a sealing key of his, or a secret he hands out, is ignored;
     # so is the old sealing key Ada published, which Xan's node also had.
     log.say(ELM, device=XAN, op="seal_key", kem=b"x" * 32)
-    log.say(ELM, device=XAN, op="reseal", generation=1, wraps=[[TOOLS.public, b"w" * 80]])
+    wraps: codec.Value = [[TOOLS.public, b"w" * 80]]
+    log.say(ELM, device=XAN, op="reseal", generation=1, secret_id=b"i" * 16, wraps=wraps)
     assert log.state().sealing == {TOOLS.public: b"t" * 32}
     assert log.state().reseals == []
     log.say(ELM_2, device=ADA, op="seal_key", kem=b"n" * 32)
-    log.say(ELM_2, device=ADA, op="reseal", generation=1, wraps=[[TOOLS.public, b"v" * 80]])
+    log.say(ELM_2, device=ADA, op="reseal", generation=1, secret_id=b"i" * 16, wraps=wraps)
     state = log.state()
     assert state.sealing == {ELM_2.public: b"n" * 32, TOOLS.public: b"t" * 32}
-    assert state.reseals == [(1, {TOOLS.public: b"v" * 80})]
-    with pytest.raises(ProtocolError, match="malformed"):
-        verify_record(sign_record(ELM_2, {"op": "reseal", "generation": 0, "wraps": []}))
+    assert state.reseals == [
+        Reseal(generation=1, secret_id=b"i" * 16, by=ELM_2.public, wraps={TOOLS.public: b"w" * 80})
+    ]
+    for broken in ({"generation": 0}, {"secret_id": b"short"}, {"wraps": [[b"k", b"w"]]}):
+        fields = {"op": "reseal", "generation": 1, "secret_id": b"i" * 16, "wraps": [], **broken}
+        with pytest.raises(ProtocolError, match="malformed"):
+            verify_record(sign_record(ELM_2, fields))
     with pytest.raises(ProtocolError, match="not a key"):
         verify_record(sign_record(ELM_2, {"op": "seal_key", "kem": b"short"}))
 
@@ -387,12 +393,13 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
         for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
             take_in(to, bytes(envelope), source="test")
 
-    for name in ("ada", "ben", "cy"):
+    for name in ("ada", "ben", "cy", "dee"):
         create_identity(tmp_path / name, name=name.title())
     with (
         open_node(tmp_path / "ada") as ada,
         open_node(tmp_path / "ben") as ben,
         open_node(tmp_path / "cy") as cy,
+        open_node(tmp_path / "dee") as dee,
     ):
         group = ada.create_group("Elm Street").id
         ben.join_with_token(ada.create_invite())
@@ -405,6 +412,11 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
         carry(cy, ada, group_bundles=False)
         carry(ada, ben)
         carry(ada, cy, group_bundles=False)
+        # Dee's group is let in too, but its sealing key reaches Ada only after the change.
+        oaks = dee.create_group("Oaks").id
+        dee_key = SigningKey.generate(dee.random_bytes)
+        neighbours.admit(ada, hood, dee_key.public, "Oaks")
+        neighbours.join(dee, oaks, neighbours.encode_token(hood), dee_key)
         first_key = hood.key.public
         assert neighbours.memberships(ben, group)[0].key.public == first_key
         assert set(neighbours.state(ada, hood).sealing) == {first_key, cy_key.public}
@@ -417,6 +429,7 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
         assert neighbours.state(ada, now).groups == {
             now.key.public: "Elm Street",
             cy_key.public: "Riverside",
+            dee_key.public: "Oaks",
         }
         assert neighbours.standing(ada, now) == "in"
         assert ben.identity.device_key.public in now.keyed_without
@@ -432,6 +445,15 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
         assert neighbours.reconcile(ben, group) == 0
         assert neighbours.memberships(ben, group)[0].secrets == now.secrets[:1]
         assert now.keys.topic not in neighbours.topics(ben, group)
+
+        # Left out for want of a sealing key, Dee's group gets the secret once Ada's node
+        # has its key: at her next sync.
+        carry(dee, ada, group_bundles=False)
+        assert neighbours.hand_on_keys(ada, group)
+        assert not neighbours.hand_on_keys(ada, group)
+        carry(ada, dee, group_bundles=False)
+        assert neighbours.reconcile(dee, oaks) == 1
+        assert neighbours.memberships(dee, oaks)[0].secrets == now.secrets
 
         # Ben, who still holds the first key, hands it on for himself, ruling Ada out.
         [bens] = neighbours.memberships(ben, group)
