@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from hearth import neighbours
 from hearth.errors import HearthError
 from hearth.identity import load_identity
 from hearth.node import Node
@@ -50,6 +51,20 @@ async def _relay_clock(url: str, timeout: float) -> int | None:
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
         return None
     return int(parsedate_to_datetime(date).timestamp() * 1000) if date else None
+
+
+def _neighbourhoods(node: Node, group_id: str, group_name: str) -> list[Finding]:
+    """Where the group stands in each of its neighbourhoods."""
+    findings = []
+    for membership in neighbours.memberships(node, group_id):
+        standing = neighbours.standing(node, membership)
+        said, advice = neighbours.STANDINGS[standing]
+        findings.append(
+            Finding(
+                f"{group_name}: neighbourhood {membership.name}", standing == "in", said, advice
+            )
+        )
+    return findings
 
 
 def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
@@ -125,6 +140,7 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
                         "Set the date and time; dates you record depend on it.",
                     )
                 )
+        findings += _neighbourhoods(node, group.id, group.name)
         gaps = len(node.feeds.waiting(group.id))
         findings.append(
             Finding(

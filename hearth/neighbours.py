@@ -51,6 +51,7 @@ from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, s
 from hearth.values import check_text
 
 __all__ = [
+    "STANDINGS",
     "Membership",
     "add_offer",
     "admit",
@@ -431,6 +432,21 @@ def _fold(node: Node, nid: str) -> State:
     result = fold(nid, records)
     folded[nid] = (mark, result)
     return result
+
+
+# What each standing means for a member, and what to do about it.
+STANDINGS = {
+    "in": ("in, and what the group says there counts", ""),
+    "waiting": (
+        "not let in yet: the record admitting the group has not arrived",
+        "Sync (`hearth sync`); if it stays like this, ask the group that invited you.",
+    ),
+    "no-key": (
+        "the group's key there was handed on twice at once, so nothing it says counts",
+        "Ask an admin of a group there for a code and join again "
+        "(`hearth neighbourhood join CODE`).",
+    ),
+}
 
 
 def standing(node: Node, membership: Membership) -> str:

@@ -381,10 +381,15 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
     """Ada and Ben are Elm Street, Cy is Riverside; both groups are in Eastside. Ben leaves:
     Elm Street gets a new key there, and Eastside a new secret that Cy gets and Ben does not."""
     from hearth import members, neighbours
+    from hearth.doctor import examine
     from hearth.identity import create_identity
     from hearth.intake import take_in
     from hearth.node import Node, open_node
     from hearth.rotation import keep_keys
+
+    def standing_in_doctor(node: Node) -> tuple[bool, str]:
+        [finding] = [f for f in examine(node) if f.check == "Elm Street: neighbourhood Eastside"]
+        return finding.ok, finding.advice
 
     def carry(source: Node, to: Node, *, group_bundles: bool = True) -> None:
         """What ``source`` holds, group bundles (if asked) and neighbourhood records, to ``to``."""
@@ -432,6 +437,7 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
             dee_key.public: "Oaks",
         }
         assert neighbours.standing(ada, now) == "in"
+        assert standing_in_doctor(ada) == (True, "")
         assert ben.identity.device_key.public in now.keyed_without
         assert not neighbours.hand_on_keys(ada, group)  # once is enough
 
@@ -472,6 +478,9 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
         carry(ben, ada)
         [now] = neighbours.memberships(ada, group)
         assert neighbours.standing(ada, now) == "no-key"
+        ok, advice = standing_in_doctor(ada)
+        assert not ok
+        assert "join again" in advice
         assert neighbours.state(ada, now).groups == {}
 
 

@@ -93,12 +93,11 @@ def _list(args: argparse.Namespace, node: Node) -> int:
     if args.json or not data:
         return emit(args, data, f"'{group.name}' is in no neighbourhood yet.")
     print(table(["neighbourhood", "groups", "offers"], rows))
+    said, advice = neighbours.STANDINGS["no-key"]
     for name in keyless:
         print(
-            f"\nIn '{name}' your group's key was handed on twice at once — someone who left "
-            "the group may have tried to keep speaking for it — so nothing your group says "
-            "there counts. Ask an admin of a group there for a code and join again "
-            "(`hearth neighbourhood join CODE`)."
+            f"\nIn '{name}' {said}; someone who left your group may have tried to keep "
+            f"speaking for it. {advice}"
         )
     return 0
 
