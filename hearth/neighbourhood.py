@@ -42,6 +42,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from typing import TypeGuard
 
 from hearth.crypto import SigningKey, verify
 from hearth.errors import ProtocolError
@@ -139,18 +140,16 @@ def _check_handover(body: Mapping[str, codec.Value]) -> None:
     successor, proof = body.get("successor"), body.get("proof")
     stay, gone = body.get("stay"), body.get("gone")
     if not (
-        isinstance(successor, bytes)
-        and len(successor) == 32
+        _is_key(successor)
         and isinstance(proof, bytes)
         and isinstance(stay, list)
         and isinstance(gone, list)
         and len(stay) + len(gone) <= _MAX_DEVICES
-        and all(isinstance(d, bytes) and len(d) == 32 for d in stay)
+        and all(_is_key(d) for d in stay)
         and all(
             isinstance(g, list)
             and len(g) == 2
-            and isinstance(g[0], bytes)
-            and len(g[0]) == 32
+            and _is_key(g[0])
             and isinstance(g[1], int)
             and not isinstance(g[1], bool)
             and g[1] >= 0
@@ -201,7 +200,7 @@ def _pairs(value: codec.Value | None) -> list[tuple[bytes, codec.Value]]:
     ]
 
 
-def _is_key(value: object) -> bool:
+def _is_key(value: object) -> TypeGuard[bytes]:
     return isinstance(value, bytes) and len(value) == 32
 
 
