@@ -554,8 +554,10 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
     """What `hearth sync` and `hearth serve` do after a new epoch, on an admin's node: once
     someone who held the group's key in a neighbourhood is gone, hand it on to a new one
     and give the neighbourhood a new secret, sealed to every other group's sealing key
-    (see :mod:`hearth.neighbourhood`); and publish a sealing key where the group has none
-    yet (it joined before there were any). Whether it did either."""
+    (see :mod:`hearth.neighbourhood`); a new secret too when the one in use was sealed to an
+    old key of ours; publish a sealing key where the group has none yet (it joined before
+    there were any); and seal the secrets we made to groups left out of them. Whether it
+    did any of these."""
     view = node.view(group_id)
     try:
         me = view.member(node.identity.member_id)
@@ -579,6 +581,9 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
             stay = sorted(c.key for c in cards if c.key not in departed)
             _hand_on(node, membership, current, stay=stay, gone=sorted(departed))
             handed = True
+        elif ours in current.groups and _exposed(membership, current):
+            _reseal(node, membership, _others(membership, current))
+            handed = True
         elif ours in current.groups and ours not in current.sealing:
             made = membership.sealing.get(membership.key.public)
             kem, fields = (made[0], {}) if made else _new_sealing_key(node, membership.key)
@@ -595,8 +600,8 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
 
 def _pass_on_secrets(node: Node, membership: Membership, current: State) -> bool:
     """Seal each secret our group made to the groups left out of it (their sealing key
-    came later: they were let in a moment before, or ran an older Hearth); said under the
-    neighbourhood's first secret, which every group has. Whether there were any."""
+    came later: they were let in a moment before, or ran an older Hearth). Whether there
+    were any."""
     ours = current.keys.current(membership.key.public)
     mine = {secret_id(s): (g, s) for g, s in membership.secrets if g > 0}
     given: dict[bytes, set[bytes]] = {}
@@ -614,8 +619,7 @@ def _pass_on_secrets(node: Node, membership: Membership, current: State) -> bool
         if not missing:
             continue
         to = {group: current.sealing[group] for group in missing}
-        record = _reseal_record(node, generation, secret, to)
-        _append(node, membership, record, under=membership.every_keys[0])
+        _say_reseal(node, membership, _reseal_record(node, generation, secret, to))
         passed = True
     return passed
 
@@ -631,12 +635,8 @@ def _hand_on(
     """A new key for the group and a new secret for the neighbourhood, in the group's
     ledger under its new epoch; said under the neighbourhood's old secret, where everyone
     still there reads."""
-    ours = current.keys.current(membership.key.public)
-    others = {g: kem for g, kem in current.sealing.items() if g in current.groups and g != ours}
     new = SigningKey.generate(node.random_bytes)
     kem, kem_field = _new_sealing_key(node, new)
-    secret = node.random_bytes(32)
-    generation = membership.generation + 1
     with node.store.write():
         with node.change(membership.group_id) as ledger:
             ledger.put_meta(
@@ -645,7 +645,6 @@ def _hand_on(
                     "key": new.secret.hex(),
                     _KEY + new.public.hex(): new.secret.hex(),
                     "keyed_without": ",".join(d.hex() for d in gone),
-                    _SECRET + secret.hex(): generation,
                     **kem_field,
                 },
             )
@@ -662,7 +661,40 @@ def _hand_on(
         )
         handed_on = replace(membership, key=new)
         _append(node, handed_on, _sealing_record(kem))
-        _append(node, handed_on, _reseal_record(node, generation, secret, others))
+        _reseal(node, handed_on, _others(membership, current))
+
+
+def _others(membership: Membership, current: State) -> dict[bytes, bytes]:
+    """The sealing keys of every group in but ours, by group key."""
+    ours = current.keys.current(membership.key.public)
+    return {g: kem for g, kem in current.sealing.items() if g in current.groups and g != ours}
+
+
+def _reseal(node: Node, membership: Membership, others: Mapping[bytes, bytes]) -> None:
+    """A new secret for the neighbourhood: kept in our ledger, and sealed to ``others``."""
+    secret = node.random_bytes(32)
+    generation = membership.generation + 1
+    with node.store.write():
+        with node.change(membership.group_id) as ledger:
+            ledger.put_meta(_META + membership.id, {_SECRET + secret.hex(): generation})
+        _say_reseal(node, membership, _reseal_record(node, generation, secret, others))
+
+
+def _say_reseal(node: Node, membership: Membership, record: dict[str, codec.Value]) -> None:
+    # Said under the neighbourhood's first secret: every group has it, also one left out of
+    # later ones; the wraps open only with the sealing keys they name.
+    _append(node, membership, record, under=membership.every_keys[0])
+
+
+def _exposed(membership: Membership, current: State) -> bool:
+    """Whether the secret in use was sealed to an old key of our group — by a group that
+    had not heard of our handover — whose sealing key someone who left may hold."""
+    ours = current.keys.current(membership.key.public)
+    newest = secret_id(membership.secret)
+    return any(
+        reseal.secret_id == newest and any(k in membership.held and k != ours for k in reseal.wraps)
+        for reseal in current.reseals
+    )
 
 
 def _reseal_record(

@@ -461,6 +461,25 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
         assert neighbours.reconcile(dee, oaks) == 1
         assert neighbours.memberships(dee, oaks)[0].secrets == now.secrets
 
+        # Riverside makes a new secret before hearing of Elm Street's new key, and seals it
+        # to the old one — whose sealing key Ben's node still has. Ada's node takes it, sees
+        # it exposed, and makes another that only the groups' keys now are given.
+        [old_kem] = hood.sealing[first_key]
+        [cys] = neighbours.memberships(cy, riverside)
+        stale = neighbours._reseal_record(cy, 2, b"s" * 32, {first_key: old_kem.public})
+        neighbours._append(cy, cys, stale)
+        carry(cy, ada, group_bundles=False)
+        assert neighbours.reconcile(ada, group) == 1
+        assert neighbours.memberships(ada, group)[0].secret == b"s" * 32
+        assert neighbours.hand_on_keys(ada, group)
+        assert not neighbours.hand_on_keys(ada, group)
+        [now] = neighbours.memberships(ada, group)
+        assert now.generation == 3
+        assert now.secret != b"s" * 32
+        carry(ada, cy, group_bundles=False)
+        assert neighbours.reconcile(cy, riverside) == 1
+        assert neighbours.memberships(cy, riverside)[0].secret == now.secret
+
         # Ben, who still holds the first key, hands it on for himself, ruling Ada out.
         [bens] = neighbours.memberships(ben, group)
         mine = SigningKey.generate(ben.random_bytes)
