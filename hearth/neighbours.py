@@ -363,16 +363,20 @@ def take_record(node: Node, membership: Membership, envelope: Envelope, inner: I
 
 
 def outgoing(
-    node: Node, membership: Membership, url: str, topic: bytes
-) -> list[tuple[bytes, bytes]]:
-    """(id, envelope) of every record of a neighbourhood under one of its topics that this
-    relay has not acknowledged."""
+    node: Node, membership: Membership, url: str
+) -> dict[bytes, list[tuple[bytes, bytes]]]:
+    """(id, envelope) of every record of a neighbourhood that this relay has not
+    acknowledged, by the topic (the secret) it was said under."""
     rows = node.store.query(
         "SELECT id, envelope FROM neighbourhood_records WHERE neighbourhood = ? "
         "AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) ORDER BY author, seq",
         (membership.id, url),
     )
-    return [(bytes(i), bytes(e)) for i, e in rows if parse_envelope(bytes(e)).topic == topic]
+    by_topic: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for record_id, envelope in rows:
+        topic = parse_envelope(bytes(envelope)).topic
+        by_topic.setdefault(topic, []).append((bytes(record_id), bytes(envelope)))
+    return by_topic
 
 
 def newest_arrival(node: Node) -> int:

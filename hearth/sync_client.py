@@ -146,6 +146,7 @@ def plan_for(
     if not peer:  # the groups' neighbourhoods go through the groups' relays too
         joined = {m.id: m for g in group_ids for m in neighbours.memberships(node, g)}
         for joined_one in joined.values():
+            waiting = neighbours.outgoing(node, joined_one, url)
             for keys in joined_one.every_keys:
                 plans.append(
                     TopicPlan(
@@ -153,7 +154,7 @@ def plan_for(
                         relay_key=keys.relay_key.public,
                         proof=registration_proof(keys),
                         after=max(_cursor(node, url, keys.topic), 0),
-                        outgoing=neighbours.outgoing(node, joined_one, url, keys.topic),
+                        outgoing=waiting.get(keys.topic, []),
                     )
                 )
     return plans
