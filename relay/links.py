@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -50,29 +51,29 @@ class Link:
     # The connection's socket, where known (links clients dialed): lets a delivery skip the
     # queue while the writer is idle and the socket's buffer has room.
     transport: asyncio.BaseTransport | None = None
-    sending_now: bool = False
     # What the writer awaits when the outbox is empty. A plain future rather than an
     # asyncio.Queue: one bundle fanned out to every subscriber wakes every writer, and the
     # queue's bookkeeping was a good part of the relay's cost per delivery.
     _more: asyncio.Future[None] | None = None
 
-    def idle(self, size: int) -> bool:
-        """Nothing queued, nothing being sent, and room in the socket's buffer for ``size``
-        more bytes: a frame sent now goes out in order and without waiting (aiohttp waits
-        only while the socket's buffer is above its high-water mark)."""
+    def socket_free(self, size: int) -> asyncio.WriteTransport | None:
+        """The socket, if a frame of ``size`` bytes written to it now goes out in order and
+        without waiting: the writer is idle with nothing queued, the WebSocket is open, and
+        the socket's buffer has room (aiohttp waits only while it is above its high-water
+        mark); otherwise ``None``."""
         transport = self.transport
         if (
             self.outbox
-            or self.sending_now
             or self._more is None
             or self._more.done()
+            or self.ws.closed
             or not isinstance(transport, asyncio.WriteTransport)
             or transport.is_closing()
         ):
-            return False
+            return None
         low, high = transport.get_write_buffer_limits()
         buffered = transport.get_write_buffer_size()
-        return buffered <= low and buffered + size <= high
+        return transport if buffered <= low and buffered + size <= high else None
 
     def put(self, item: _Item) -> None:
         """Queue an item for the writer (None stops it)."""
@@ -142,7 +143,10 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
 
 async def carry_out(app: web.Application, outputs: list[Output]) -> None:
     """Do what the core decided: queue frames and catch-ups, close links, pause readers."""
-    config, links = app[CONFIG], app[LINKS]
+    config, core, links = app[CONFIG], app[CORE], app[LINKS]
+    framed_for: Deliver | None = None  # the bundle last framed for the socket, and its frame
+    framed = b""
+    delivered = 0
     for output in outputs:
         link = links.get(output.client)
         if link is None:
@@ -158,20 +162,24 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
         elif isinstance(output, (CatchUp, MirrorCatchUp)):
             link.put(output)
         elif isinstance(output.frame, Deliver):
-            size = len(output.frame.envelope)
-            if link.idle(size + _DELIVER_OVERHEAD):
-                # Most deliveries: sent here rather than by waking the link's writer,
-                # which was much of the relay's cost per delivery.
-                link.sending_now = True
-                try:
-                    await _send_delivery(app[CORE], output.client, link, output.frame)
-                except (ConnectionResetError, HearthError) as exc:
-                    log.info("delivery failed: %s", exc, extra={"client": client_tag(link.ip)})
-                finally:
-                    link.sending_now = False
+            frame = output.frame
+            size = len(frame.envelope)
+            socket = link.socket_free(size + _DELIVER_OVERHEAD)
+            # A peer link may need a registration first: its deliveries go through the queue.
+            if socket is not None and not core.peer_of(output.client):
+                # Most deliveries: written straight to the socket, framed once for every
+                # subscriber, rather than through aiohttp's writer or by waking the link's
+                # writer task — each was much of the relay's cost per delivery.
+                if frame.cursor > link.sent_through.get(frame.topic, 0):
+                    link.sent_through[frame.topic] = frame.cursor
+                    data = core.encode(output.client, frame)
+                    if frame is not framed_for:
+                        framed_for, framed = frame, websocket_frame(data)
+                    socket.write(framed)
+                    delivered += 1
                 continue
             if link.queued_bytes + size > config.outbound_buffer_bytes:
-                app[CORE].reject("slow_consumer", link.ip)
+                core.reject("slow_consumer", link.ip)
                 link.put(None)
                 link.closing = asyncio.create_task(
                     link.ws.close(code=CLOSE_POLICY, message=b"not reading fast enough")
@@ -181,6 +189,22 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
             link.put(output.frame)
         else:
             link.put(output.frame)
+    if delivered:
+        core.metrics.count("hearth_relay_bundles_out_total", amount=delivered)
+
+
+def websocket_frame(payload: bytes) -> bytes:
+    """A server's final, unmasked, uncompressed binary WebSocket frame (RFC 6455 §5.2)
+    carrying ``payload``: what aiohttp would write for it on a connection without
+    compression, which the relay's are."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x82, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x82, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x82, 127, size)
+    return header + payload
 
 
 async def _write_loop(app: web.Application, client: int, link: Link) -> None:
