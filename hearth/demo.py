@@ -33,7 +33,7 @@ from hearth.ledger import CommitmentStatus, Kind, find_conflicts
 from hearth.ledger.ledger import Ledger
 from hearth.node import Node, open_node
 from hearth.sync_client import sync_relay
-from hearth.values import format_time
+from hearth.values import counted, format_time
 
 __all__ = ["DemoClock", "build_demo", "run_demo", "running_demo", "summary"]
 
@@ -335,11 +335,12 @@ def summary(demo: Demo) -> str:
         others = [
             o for o in hood.open_offers(ada_node.clock.now_ms()) if o.group != membership.key.public
         ]
+        pending = sum(1 for r in hood.requests.values() if r.status == "pending")
         lines.append(
             f"Neighbourhood '{hood.name}': "
             + ", ".join(f"{o.group_name} offers {o.what}" for o in others)
-            + f"; {sum(1 for r in hood.requests.values() if r.status == 'pending')} request(s)"
-            " wait for the library's answer (Neighbours tab, key 8)."
+            + f"; {counted(pending, 'request')} {'waits' if pending == 1 else 'wait'}"
+            " for the library's answer (Neighbours tab, key 8)."
         )
     latest = view.events()[-1]
     lines.append(f"Latest activity: {format_time(latest.at)} by {view.member_name(latest.by)}.")

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -426,6 +427,21 @@ async def _run(
         raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")
 
 
+def why_failed(exc: BaseException) -> str:
+    """What went wrong with a connection to a relay or peer, in words a member can act on."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "nothing answers at that address: it is not running, or the port is wrong"
+        if isinstance(exc.os_error, socket.gaierror):
+            return "its host name cannot be found: check the address, and that you are online"
+        return f"cannot reach it: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "it stopped answering"
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return f"the connection failed ({exc.__class__.__name__}: {exc})"
+    return str(exc) or exc.__class__.__name__
+
+
 def _why_turned_away(refusals: Sequence[str]) -> str:
     """Why a peer and this node had no group to exchange, from what was refused."""
     for refusal in refusals:
@@ -451,7 +467,7 @@ async def stay_connected(
         try:
             await _run(node, url, group_ids, report, live=True)
         except (aiohttp.ClientError, OSError, HearthError, asyncio.TimeoutError) as exc:
-            report.error = str(exc) or exc.__class__.__name__
+            report.error = why_failed(exc)
             log.info("relay %s: %s; retrying in %.0f s", url, report.error, delay)
         report.ok = False
         _log_attempt(node, report)
@@ -493,12 +509,8 @@ async def sync_relay(
         await asyncio.wait_for(_run(node, url, group_ids, report), timeout)
     except asyncio.TimeoutError:
         report.error = f"no answer within {timeout:g} s"
-    except aiohttp.ClientConnectorError as exc:
-        report.error = f"cannot reach it: {exc.os_error.strerror or exc.os_error}"
-    except (aiohttp.ClientError, OSError) as exc:
-        report.error = f"the connection failed ({exc.__class__.__name__}: {exc})"
-    except HearthError as exc:
-        report.error = str(exc)
+    except (aiohttp.ClientError, OSError, HearthError) as exc:
+        report.error = why_failed(exc)
     report.ok = report.ok and not report.error
     _log_attempt(node, report)
     return report

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_NAME",
     "MAX_NOTE",
     "check_text",
+    "counted",
     "format_date",
     "format_quantity",
     "format_time",
@@ -98,6 +99,11 @@ def parse_date(text: str, *, now_ms: int) -> int:
             ) from None
     end_of_day = datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=timezone.utc)
     return int(end_of_day.timestamp() * 1000)
+
+
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``n`` and the noun agreeing with it: ``1 bundle``, ``3 bundles``, ``2 bushes``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def format_time(ms: int) -> str:

@@ -317,7 +317,7 @@ def test_demo_headless(cli: Cli) -> None:
     assert "declined" in result.out
     # Next door: a neighbour group's offers, carried by the relay, and its request waiting.
     assert "Riverside Allotment offers Apples (windfalls)" in result.out
-    assert "1 request(s) wait for the library's answer" in result.out
+    assert "1 request waits for the library's answer" in result.out
 
 
 def test_demo_without_a_terminal_prints_its_summary(cli: Cli) -> None:

@@ -86,7 +86,9 @@ def group_of_three(tmp_path: Path, relay_url: str) -> list[Cli]:
     ada("resource", "add", "Ladder", "--kind", "tool")
     ada("resource", "add", "Compost", "--qty", "10", "--unit", "bags")
     for cli, name in ((ben, "Ben"), (cleo, "Cleo")):
-        token = ada("invite", "--token").out.splitlines()[0]
+        invited = ada("invite", "--token")
+        token = invited.out.strip()  # the token alone, for scripts; the advice goes to stderr
+        assert "works once" in invited.err
         ada("sync")
         joined = json.loads(cli("join", token, "--name", name, "--json").out)
         assert joined["relays_ok"] == [relay_url]
@@ -134,10 +136,13 @@ def test_sync_with_no_reachable_relay_fails_and_keeps_changes(tmp_path: Path) ->
     assert result.code == 1
     data = json.loads(result.out)
     assert data["relays_ok"] == []
-    assert data["relays_failed"][0]["url"] == "ws://127.0.0.1:9"
+    [failed] = data["relays_failed"]
+    assert failed["url"] == "ws://127.0.0.1:9"
+    assert "nothing answers at that address" in failed["error"]
     assert [r["name"] for r in json.loads(cli("resource", "list", "--json").out)] == ["Spade"]
     status = json.loads(cli("status", "--json").out)
     assert status["relays"][0]["waiting_to_send"] >= 2
+    assert "bundles waiting to go out" in cli("status").out
 
 
 def test_relay_killed_and_restarted_loses_nothing_acknowledged(
@@ -326,7 +331,7 @@ def serving(cli: Cli, log: Path) -> Iterator[subprocess.Popen[str]]:
         )
     assert proc.stdout is not None
     try:
-        assert proc.stdout.readline().startswith("Serving 1 group")
+        assert proc.stdout.readline().startswith("Serving 'Elm Street';")
         yield proc
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -379,6 +384,10 @@ def test_serve_sends_and_receives_live_and_reconnects(tmp_path: Path) -> None:
             ada("group", "use", "Elm Street")
 
             relay.kill(signal.SIGKILL)
+            # While it is down, Ada's status says so in words she can act on.
+            assert wait_until(
+                lambda: "nothing answers at that address" in ada("status").out, seconds=20
+            )
             relay = start_relay(tmp_path / "relay", port=port)
             ben("resource", "add", "After the restart")
             ben("sync")

@@ -424,7 +424,7 @@ async def test_a_problem_is_sorted_out_from_the_problems_tab(
         await pilot.pause()  # the overview counts the problems just after its first paint
         await pilot.pause()
         attention = str(app.query_one("#attention", Static).content)
-        assert "1 problem(s) to sort out" in attention
+        assert "1 problem to sort out" in attention
         await pilot.press("6")
         await pilot.pause()
         assert any("More 'Compost'" in c for c in cells(app, "problem-table", column=0))
@@ -585,7 +585,7 @@ async def test_the_neighbours_tab_asks_for_offers_and_answers_requests(
             await pilot.press("1")
             await pilot.pause()
             attention = str(app.query_one("#attention", Static).content)
-            assert "1 request(s) from neighbour groups wait for an answer" in attention
+            assert "1 request from neighbour groups waits for an answer" in attention
             await pilot.press("8")
             await pilot.pause()
             ways = cells(app, "request-table", 0)

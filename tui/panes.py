@@ -23,7 +23,7 @@ from hearth.ledger.model import Commitment, Kind, NeedStatus, Resource
 from hearth.ledger.view import LedgerView
 from hearth.matching import Matcher
 from hearth.present import amount, commitment_amount, commitment_rows, need_rows, resource_rows
-from hearth.values import format_date, format_time
+from hearth.values import counted, format_date, format_time
 from tui.state import Neighbourhoods, SyncState
 
 __all__ = [
@@ -170,9 +170,12 @@ class Overview(VerticalScroll):
         view, sync = snap.view, snap.sync
         attention = []
         if problems:
-            attention.append(f"{problems} problem(s) to sort out — see Problems (6)")
+            attention.append(f"{counted(problems, 'problem')} to sort out — see Problems (6)")
         if sync.gaps:
-            attention.append(f"{sync.gaps} change(s) from others are waiting for earlier ones")
+            attention.append(
+                f"{counted(sync.gaps, 'change')} from others "
+                f"{'is' if sync.gaps == 1 else 'are'} waiting for earlier ones"
+            )
         if sync.taken_back:
             attention.append(f"Taken back out: {sync.taken_back[0]}")
         for broken in sync.broken_devices:
@@ -187,8 +190,8 @@ class Overview(VerticalScroll):
         ]
         if asked:
             attention.append(
-                f"{len(asked)} request(s) from neighbour groups wait for an answer "
-                "— see Neighbours (8)"
+                f"{counted(len(asked), 'request')} from neighbour groups "
+                f"{'waits' if len(asked) == 1 else 'wait'} for an answer — see Neighbours (8)"
             )
         me = view.tables["members"].get(snap.me)
         if me is not None and view.member(snap.me).status != "active":

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.retraction import admin_alerts, removal_notices
 from hearth.rotation import keep_keys
 from hearth.sync_client import RelayReport, sync_relays
-from hearth.values import format_time
+from hearth.values import counted, format_time
 
 __all__ = ["HANDLERS", "join"]
 
@@ -166,7 +167,8 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
             lines.append(f"{r.url}: sent {r.sent}, received {r.received}")
         else:
             lines.append(f"{r.url}: not reached — {r.error}")
-    lines.append(f"Sent {data['sent']} and received {data['received']} bundles.")
+    sent = sum(r.sent for r in reports)
+    lines.append(f"Sent {counted(sent, 'bundle')} and received {data['received']}.")
     emit(args, data, "\n".join(lines))
     if not any(r.ok for r in reports):
         if not args.json:
@@ -191,7 +193,8 @@ def _serve(args: argparse.Namespace, node: Node) -> int:
         def listening(url: str) -> None:
             print(f"listening on {url}", flush=True)
 
-        print(f"Serving {len(node.groups())} group(s); stop with Ctrl-C.", flush=True)
+        names = ", ".join(f"'{g.name}'" for g in node.groups()) or "no group yet"
+        print(f"Serving {names}; stop with Ctrl-C.", flush=True)
         await serve(node, stop, listen=listen, on_listening=listening, lan=not args.no_lan)
 
     asyncio.run(run())
@@ -274,12 +277,15 @@ def _status(args: argparse.Namespace, node: Node) -> int:
             who = f" ({r['device']})" if r.get("device") else ""
             lines.append(
                 f"  {kind} {r['url']}{who}: {state}; last synced {when}; "
-                f"{r['waiting_to_send']} bundles waiting to go out"
+                f"{counted(int(str(r['waiting_to_send'])), 'bundle')} waiting to go out"
             )
     if not relays:
         lines.append("  no relays: `hearth relay add ws://HOST:PORT`")
     if gaps:
-        lines.append(f"  {gaps} bundles are waiting for earlier ones that have not arrived")
+        lines.append(
+            f"  {counted(gaps, 'bundle')} {'is' if gaps == 1 else 'are'} waiting for earlier "
+            "ones that have not arrived"
+        )
     for at, what in notices:
         lines.append(f"  {format_time(at)}: {what}")
     for b in broken:
@@ -302,7 +308,8 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
     print(text)
     print(
         f"Give this token to the new member; it works once, until "
-        f"{format_time(token.expires_at)} UTC. It holds the group's keys: share it privately."
+        f"{format_time(token.expires_at)} UTC. It holds the group's keys: share it privately.",
+        file=sys.stderr,
     )
     return 0
 
