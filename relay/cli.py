@@ -150,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hearth-relay: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"hearth-relay: cannot listen ({exc}).", file=sys.stderr)
+        if exc.filename:  # the data directory, or a file in it
+            print(f"hearth-relay: cannot use {exc.filename} ({exc.strerror}).", file=sys.stderr)
+        else:
+            print(f"hearth-relay: cannot listen ({exc}).", file=sys.stderr)
         return 1
     return 0
 

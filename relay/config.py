@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,15 @@ def _check(config: RelayConfig) -> list[str]:
     return problems
 
 
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text in quotes"}
+
+
+def _unknown(name: str, known: Iterable[str]) -> str:
+    """An unknown setting named, with the known one it is most likely a slip for."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"unknown setting {name}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
 def load_config(
     path: Path | None,
     *,
@@ -146,7 +156,9 @@ def load_config(
         known = {f.name: f for f in fields(RelayConfig)}
         unknown = sorted(set(table) - set(known))
         if unknown:
-            raise ConfigError(f"{path}: unknown settings {', '.join(unknown)}.")
+            raise ConfigError(
+                f"{path}: " + "; ".join(_unknown(name, known) for name in unknown) + "."
+            )
         for name, value in table.items():
             default = getattr(RelayConfig(), name)
             if isinstance(default, tuple):
@@ -158,9 +170,8 @@ def load_config(
             if isinstance(value, bool) != isinstance(default, bool) or (
                 not isinstance(value, type(default)) and not int_for_float
             ):
-                raise ConfigError(
-                    f"{path}: {name} should be a {type(default).__name__}, not {value!r}."
-                )
+                kind = _KINDS.get(type(default), type(default).__name__)
+                raise ConfigError(f"{path}: {name} should be {kind}, not {value!r}.")
             values[name] = value
     config = replace(RelayConfig(**values), **{k: v for k, v in overrides.items() if v is not None})
     config = replace(

@@ -3,6 +3,8 @@ checked, and the proxy setting decides which address the limits count."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -26,10 +28,14 @@ def test_the_sample_config_names_every_setting_with_its_default() -> None:
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        ("max_connections = true", "should be a int"),
-        ("trust_forwarded_for = 1", "should be a bool"),
-        ("heartbeat_s = 'often'", "should be a float"),
-        ("no_such_setting = 1", "unknown settings"),
+        ("max_connections = true", "max_connections should be a whole number, not True"),
+        ("trust_forwarded_for = 1", "should be true or false"),
+        ("heartbeat_s = 'often'", "heartbeat_s should be a number"),
+        ("no_such_setting = 1", "unknown setting no_such_setting[.]"),
+        (
+            "max_conections = 5",
+            r"unknown setting max_conections \(did you mean max_connections\?\)",
+        ),
         ("disk_high_water = 1.5", "fraction"),
     ],
 )
@@ -45,3 +51,12 @@ def test_forwarded_addresses_count_only_when_the_proxy_is_trusted() -> None:
     trusting = RelayConfig(trust_forwarded_for=True)
     assert client_address(request, trusting) == "203.0.113.7"
     assert client_address(request, RelayConfig()) != "203.0.113.7"
+
+
+def test_a_data_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    data = tmp_path / "a-file" / "relay-data"
+    relay = [sys.executable, "-m", "relay.cli", "--port", "0", "--data", str(data)]
+    result = subprocess.run(relay, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert f"hearth-relay: cannot use {data}" in result.stderr
