@@ -594,6 +594,10 @@ class RelayCore:
         """Whether published or mirrored bundles wait for :meth:`flush`."""
         return bool(self._staged or self._staged_peers)
 
+    def staged(self) -> int:
+        """How many published bundles wait for :meth:`flush` (mirrored ones not counted)."""
+        return len(self._staged)
+
     def flush(self) -> list[Output]:
         """Commit the staged bundles in one transaction; release their acks and deliveries."""
         if not self.pending():

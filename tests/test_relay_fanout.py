@@ -1,10 +1,13 @@
 """Live fan-out: the relay writes a delivery's WebSocket frame straight to each
-subscriber's socket, framed once per bundle (relay/links.py). These check that what a
-subscriber's WebSocket client reads is exactly what was published, at every frame size."""
+subscriber's socket, framed once per bundle (relay/links.py), and commits bundles that
+arrive together in one transaction (relay/server.py). These check that what a subscriber's
+WebSocket client reads is exactly what was published, at every frame size, and that
+bundles sent together share commits."""
 
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -92,3 +95,26 @@ async def test_every_subscriber_gets_each_live_bundle_as_it_was_published(
             assert received == [published] * 3
     finally:
         relay.kill()
+
+
+@pytest.mark.process
+async def test_bundles_published_together_share_commits(tmp_path: Path) -> None:
+    [(keys, envelopes)] = make_pool(groups=1, per_group=48, seed=5)
+    relay = start_relay(tmp_path / "relay")
+    try:
+        async with aiohttp.ClientSession() as http:
+            publisher = await Client.connect(http, relay.url, "127.0.0.1")
+            await publisher.register(keys)
+            assert await publisher.publish_all(envelopes[:1]) == {"ack": 1}  # alone
+            assert await publisher.publish_all(envelopes[1:]) == {"ack": 47}  # all at once
+        commits = _metric(relay.url, "hearth_relay_write_seconds_count")
+        # One for the lone bundle, one or a few for the 47 sent together (not one each).
+        assert 2 <= commits <= 12, commits
+    finally:
+        relay.kill()
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(url.replace("ws://", "http://") + "/metrics", timeout=10) as got:  # noqa: S310 - our loopback relay
+        lines = got.read().decode().splitlines()
+    return float(next(line.split()[1] for line in lines if line.startswith(name + " ")))
