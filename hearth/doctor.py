@@ -19,6 +19,7 @@ from hearth.identity import load_identity
 from hearth.node import Node
 from hearth.peers import list_peers
 from hearth.sync_client import sync_relay
+from hearth.values import counted
 
 __all__ = ["Finding", "examine"]
 
@@ -148,7 +149,8 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
                 gaps == 0,
                 "nothing is missing"
                 if gaps == 0
-                else f"{gaps} changes wait for earlier ones not yet received",
+                else f"{counted(gaps, 'change')} {'waits' if gaps == 1 else 'wait'} for earlier "
+                "ones not yet received",
                 ""
                 if gaps == 0
                 else "Sync with another relay or member: `hearth relay add`, `hearth sync`.",

@@ -19,6 +19,7 @@ from hearth.ledger.automerge_doc import EntryRef, change_hash
 from hearth.node import Node
 from hearth.protocol.bundle import Envelope, Inner, decode_changes, open_envelope, parse_envelope
 from hearth.rotation import epoch_of, take_epoch_op
+from hearth.values import counted
 
 __all__ = [
     "NOTICE_DAYS",
@@ -66,8 +67,9 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
         again = {ref for h in gone if h in mine for ref in mine[h]} - tainted
         written = node.write_again(group_id, again, before)
         note = (
-            f"{len(dropped)} changes by a removed device after its removal were taken back "
-            f"out, with {len(gone - dropped)} built on them"
+            f"{counted(len(dropped), 'change')} by a removed device after its removal "
+            f"{'was' if len(dropped) == 1 else 'were'} taken back out, with "
+            f"{len(gone - dropped)} built on them"
         )
         if written:
             note += f"; {written} of your entries were written again"

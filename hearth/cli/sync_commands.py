@@ -448,7 +448,7 @@ def join(args: argparse.Namespace, home: Path) -> int:
         data = {"group": group.name, "group_id": group.id, **_report_json(reports)}
         synced = any(r.ok for r in reports)
         text = f"You joined '{group.name}'." + (
-            f" Fetched {data['received']} bundles."
+            f" Fetched {counted(sum(r.received for r in reports), 'bundle')}."
             if synced
             else " No relay could be reached yet; `hearth sync` will catch up later."
         )
@@ -531,7 +531,7 @@ def _bundle_export(args: argparse.Namespace, node: Node) -> int:
         if b.state == "applied" and b.seq > since.get(b.author.hex(), 0)
     ]
     Path(args.file).write_bytes(codec.encode([_BUNDLE_FILE, 1, chosen]))
-    print(f"Wrote {len(chosen)} bundles to {args.file}.")
+    print(f"Wrote {counted(len(chosen), 'bundle')} to {args.file}.")
     return 0
 
 
