@@ -6,8 +6,10 @@ large Automerge document itself: the binding holds the GIL for the whole save
 then runs ``python -m hearth.compaction HOME GROUP`` for each group that is due, which
 loads the group from the store, saves the snapshot, gives the group's relays a snapshot
 of their own when one is due (the same save, paid for here rather than in the loop), and
-exits. SQLite keeps the two
-processes' writes apart, as it does for any two ``hearth`` commands on one home.
+exits. It only publishes to the relays, reading nothing from them: taking bundles in
+beside the loop would repeat the loop's work and hold the store's write lock while the
+loop waited for it. SQLite keeps the two processes' writes apart, as it does for any two
+``hearth`` commands on one home.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hearth.node import Node, open_node
-from hearth.sync_client import sync_relays
+from hearth.sync_client import give_snapshots
 
 __all__ = ["compact_in_background", "main"]
 
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         node.compact(group_id)
         relays = node.view(group_id).relays()
         if relays:
-            asyncio.run(sync_relays(node, relays, [group_id], timeout=120))
+            asyncio.run(give_snapshots(node, relays, [group_id], timeout=120))
     return 0
 
 

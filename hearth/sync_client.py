@@ -54,6 +54,7 @@ from hearth.protocol.sync import (
 
 __all__ = [
     "RelayReport",
+    "give_snapshots",
     "plan_for",
     "record",
     "snapshot_due",
@@ -169,6 +170,23 @@ def _cursor(node: Node, url: str, topic: bytes) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def _snapshot_plans(node: Node, group_ids: Sequence[str]) -> list[TopicPlan]:
+    """Each group's current topic, registered to publish a snapshot and read nothing."""
+    plans = []
+    for group_id in group_ids:
+        keys = node.feeds.current_keys(group_id)
+        plans.append(
+            TopicPlan(
+                topic=keys.topic,
+                relay_key=keys.relay_key.public,
+                proof=registration_proof(keys),
+                after=0,
+                read=False,
+            )
+        )
+    return plans
+
+
 SNAPSHOT_EVERY = 500  # bundles applied since the last snapshot this node gave a relay
 
 
@@ -194,11 +212,15 @@ def snapshot_due(
             continue
         if not last and applied < SNAPSHOT_EVERY:
             continue
+        # Read in this order — the cursor, the feeds' heads, then the ledger (caught up
+        # with the store) — the snapshot holds at least what it claims even while another
+        # process on this home takes bundles in.
+        heads = node.feeds.heads(group_id)
         ledger = node.ledger(group_id)
         payload = encode_snapshot(
             [(LIVE, ledger.doc.save())]
             + [(name, doc.save()) for name, doc in sorted(ledger.archive_docs().items())],
-            node.feeds.heads(group_id),
+            heads,
         )
         if len(payload) > MAX_SNAPSHOT:
             log.info("the ledger is too large for a one-bundle snapshot; skipping")
@@ -307,12 +329,18 @@ async def _run(
     *,
     live: bool = False,
     poll_s: float = 0.5,
+    snapshots_only: bool = False,
 ) -> None:
-    """One connection to one relay or peer: until settled, or (``live``) until it drops."""
+    """One connection to one relay or peer: until settled, or (``live``) until it drops;
+    ``snapshots_only``: only give the relay the snapshots due (:func:`give_snapshots`)."""
     mark = node.feeds.newest_arrival()
     said_mark = neighbours.newest_arrival(node)
+    if snapshots_only:  # the snapshot's ack moves no cursor: it is in no device's feed
+        plans = _snapshot_plans(node, group_ids)
+    else:
+        plans = plan_for(node, url, group_ids, peer=report.peer)
     session = RelaySession(
-        plans=plan_for(node, url, group_ids, peer=report.peer),
+        plans=plans,
         device_key=node.identity.device_key if report.peer else None,
         nonce=secrets.token_bytes(32) if report.peer else b"",
     )
@@ -500,13 +528,20 @@ def _id(envelope: bytes) -> bytes | None:
 
 
 async def sync_relay(
-    node: Node, url: str, group_ids: Sequence[str], *, timeout: float, peer: bool = False
+    node: Node,
+    url: str,
+    group_ids: Sequence[str],
+    *,
+    timeout: float,
+    peer: bool = False,
+    snapshots_only: bool = False,
 ) -> RelayReport:
     """One full exchange with one relay or peer; never raises, the report says what
     happened."""
     report = RelayReport(url=url, peer=peer)
     try:
-        await asyncio.wait_for(_run(node, url, group_ids, report), timeout)
+        run = _run(node, url, group_ids, report, snapshots_only=snapshots_only)
+        await asyncio.wait_for(run, timeout)
     except asyncio.TimeoutError:
         report.error = f"no answer within {timeout:g} s"
     except (aiohttp.ClientError, OSError, HearthError) as exc:
@@ -530,3 +565,19 @@ async def sync_relays(
     came from the first relay is then not uploaded back to it or fetched twice.
     """
     return [await sync_relay(node, url, group_ids, timeout=timeout, peer=peers) for url in urls]
+
+
+async def give_snapshots(
+    node: Node, urls: Sequence[str], group_ids: Sequence[str], *, timeout: float
+) -> list[RelayReport]:
+    """Give each relay the snapshot due there, if any, and nothing else.
+
+    For the compaction process beside a node's own loop (``hearth serve``, the app): it
+    takes in nothing, so it neither repeats the loop's work nor holds the store's write
+    lock while the loop waits for it, and it leaves how far the node has read each relay
+    to the loop. A snapshot covers what the node had taken in from that relay when it was
+    made (:func:`snapshot_due`).
+    """
+    return [
+        await sync_relay(node, url, group_ids, timeout=timeout, snapshots_only=True) for url in urls
+    ]

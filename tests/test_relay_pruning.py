@@ -16,6 +16,9 @@ from hearth import sync_client
 from hearth.errors import StorageError
 from hearth.identity import create_identity
 from hearth.node import open_node
+from hearth.protocol.bundle import EpochKeys, registration_proof
+from hearth.protocol.frames import PROTOCOL_VERSION, Publish, Register, Welcome
+from hearth.protocol.sync import RelaySession, Send, Settled, TopicPlan
 from hearth.sync_client import sync_relay
 from relay.config import RelayConfig
 from relay.core import CatchUp, RelayCore
@@ -124,20 +127,47 @@ def test_a_node_away_longer_than_the_retention_catches_up_from_the_snapshot(
         relay.kill()
 
 
+def test_a_plan_that_reads_nothing_registers_settles_and_can_still_publish() -> None:
+    keys = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
+    plan = TopicPlan(
+        topic=keys.topic,
+        relay_key=keys.relay_key.public,
+        proof=registration_proof(keys),
+        after=0,
+        read=False,
+    )
+    session = RelaySession(plans=[plan])
+    session.start()
+    out = session.handle(Welcome(version=PROTOCOL_VERSION, limits={}))
+    assert [type(o.frame) for o in out if isinstance(o, Send)] == [Register]  # no Subscribe
+    assert isinstance(out[-1], Settled)
+    sent = session.publish_snapshot(b"snapshot id", b"envelope", 7, b"proof")
+    assert [type(o.frame) for o in sent if isinstance(o, Send)] == [Publish]
+
+
 @pytest.mark.process
 def test_a_live_node_leaves_relay_snapshots_to_its_compaction_process(tmp_path: Path) -> None:
     relay = start_relay(tmp_path / "relay")
     try:
         create_identity(tmp_path / "writer", name="Writer")
+        create_identity(tmp_path / "other", name="Other")
         with open_node(tmp_path / "writer", durable=False) as writer:
             writer.compact_elsewhere = True  # as `hearth serve` and the app run
             group = writer.create_group("Busy").id
             with writer.change() as ledger:
                 ledger.add_relay(relay.url)
-            for i in range(sync_client.SNAPSHOT_EVERY + 10):
-                with writer.change() as ledger:
-                    ledger.add_resource(f"Thing {i}")
-            assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=60)).ok
+            with open_node(tmp_path / "other") as other:
+                other.compact_elsewhere = True  # it gives the relay no snapshot either
+                other.join_with_token(writer.create_invite())
+                for i in range(sync_client.SNAPSHOT_EVERY + 10):
+                    with writer.change() as ledger:
+                        ledger.add_resource(f"Thing {i}")
+                assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=60)).ok
+                # Then another member's bundles reach the relay, not yet the writer's node.
+                assert asyncio.run(sync_relay(other, relay.url, [group], timeout=60)).ok
+                with other.change() as ledger:
+                    ledger.add_resource("Said while the writer compacts")
+                assert asyncio.run(sync_relay(other, relay.url, [group], timeout=60)).ok
 
             def snapshots() -> int:
                 with sqlite3.connect(relay.data / "relay.db") as db:
@@ -145,6 +175,7 @@ def test_a_live_node_leaves_relay_snapshots_to_its_compaction_process(tmp_path: 
 
             assert snapshots() == 0  # the loop did not stop to save the document
             assert writer.compactions_due == {group}
+            heads_before = writer.feeds.heads(group)
         done = subprocess.run(
             [sys.executable, "-m", "hearth.compaction", str(tmp_path / "writer"), group],
             capture_output=True,
@@ -154,6 +185,14 @@ def test_a_live_node_leaves_relay_snapshots_to_its_compaction_process(tmp_path: 
         )
         assert done.returncode == 0, done.stderr
         assert snapshots() == 1
+        with open_node(tmp_path / "writer") as writer:
+            # The compaction process took nothing in (that is the loop's job) ...
+            assert writer.feeds.heads(group) == heads_before
+            # ... and did not move how far the node has read the relay: what the other
+            # member said still comes, at the next sync.
+            assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=60)).ok
+            names = {r.name for r in writer.view().resources()}
+            assert "Said while the writer compacts" in names
     finally:
         relay.kill()
 

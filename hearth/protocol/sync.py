@@ -86,6 +86,7 @@ class TopicPlan:
     have: Sequence[tuple[bytes, int]] = ()  # a peer node: our version vector
     freeze: bytes = b""  # a superseded epoch's topic: the proof that asks relays to freeze it
     departed: frozenset[bytes] = frozenset()  # a peer node: devices the group removed
+    read: bool = True  # False: register and publish only, reading nothing from the relay
 
     @property
     def peer(self) -> bool:
@@ -229,12 +230,13 @@ class RelaySession:
                 have = vector_to_wire(plan.have)
                 subscribes.append(Send(Subscribe(topic=plan.topic, after=0, have=have)))
                 self.awaiting_offer.add(plan.topic)
-            else:
+                self.catching_up.add(plan.topic)
+            elif plan.read:
                 subscribe = Subscribe(
                     topic=plan.topic, after=plan.after, from_snapshot=plan.from_snapshot
                 )
                 subscribes.append(Send(subscribe))
-            self.catching_up.add(plan.topic)
+                self.catching_up.add(plan.topic)
             self.queue.extend((i, Publish(envelope=e)) for i, e in plan.outgoing)
         if self.device_key is not None and self._hello is not None:
             self._transcript = transcript_of(self._hello, welcome)
