@@ -30,7 +30,7 @@ LISTENING_AT = "listening_at"  # meta key: this home's `serve --listen` address 
 
 def add_peer(store: Store, url: str, now_ms: int) -> str:
     """Remember a peer's address; returns it as stored."""
-    url = check_relay_url(url)
+    url = check_relay_url(url, kind="peer")
     with store.write():
         store.run("INSERT OR IGNORE INTO peers(url, added_at) VALUES (?, ?)", (url, now_ms))
     return url

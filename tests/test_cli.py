@@ -253,6 +253,12 @@ def test_exports(group: Cli) -> None:
         (["need", "add", "help", "--by", "2026-13-45"], "not a date"),
         (["commitment", "accept", "nothing"], "No commitment matches"),
         (["group", "use", "nowhere"], "no group matching"),
+        (["relay", "add", "http://example.org"], "is not a relay address"),
+        (
+            ["relay", "remove", "ws://127.0.0.1:9"],
+            "does not list the relay ws://127.0.0.1:9; it lists: none",
+        ),
+        (["peer", "add", "ws://"], "'ws://' is not a peer address"),
     ],
 )
 def test_bad_input_gets_one_line_and_changes_nothing(

@@ -301,7 +301,8 @@ class Ledger:
         key = relay_key(url.strip())
         raw = self.view.tables["relays"].get(key)
         if raw is None or raw.get("removed") is True:
-            raise NotFound(f"The group does not list the relay {url}.")
+            listed = ", ".join(self.view.relays()) or "none"
+            raise NotFound(f"The group does not list the relay {url}; it lists: {listed}.")
         with self._edit() as w:
             w.put("relays", key, {"removed": True, "removed_by": self.author})
 
@@ -674,12 +675,13 @@ def relay_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
-def check_relay_url(url: str) -> str:
-    """A relay address as ``ws://host:port`` or ``wss://host[:port][/path]``, or a clear error."""
+def check_relay_url(url: str, kind: str = "relay") -> str:
+    """A relay's (or a ``kind`` of node's) address as ``ws://host:port`` or
+    ``wss://host[:port][/path]``, or a clear error."""
     text = url.strip()
     parsed = urlsplit(text)
     if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
-        raise UsageError(f"{url!r} is not a relay address; it looks like ws://HOST:PORT.")
+        raise UsageError(f"{url!r} is not a {kind} address; it looks like ws://HOST:PORT.")
     try:
         parsed.port  # noqa: B018 - raises on a bad port
     except ValueError:
