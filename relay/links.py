@@ -75,6 +75,14 @@ class Link:
         buffered = transport.get_write_buffer_size()
         return transport if buffered <= low and buffered + size <= high else None
 
+    def not_sent_yet(self, key: bytes, cursor: int) -> bool:
+        """Whether a live delivery at ``cursor`` is new on this link (a catch-up may have
+        sent it already); if so, it counts as sent from now on."""
+        if cursor <= self.sent_through.get(key, 0):
+            return False
+        self.sent_through[key] = cursor
+        return True
+
     def put(self, item: _Item) -> None:
         """Queue an item for the writer (None stops it)."""
         self.outbox.append(item)
@@ -170,8 +178,7 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
                 # Most deliveries: written straight to the socket, framed once for every
                 # subscriber, rather than through aiohttp's writer or by waking the link's
                 # writer task — each was much of the relay's cost per delivery.
-                if frame.cursor > link.sent_through.get(frame.topic, 0):
-                    link.sent_through[frame.topic] = frame.cursor
+                if link.not_sent_yet(frame.topic, frame.cursor):
                     data = core.encode(output.client, frame)
                     if frame is not framed_for:
                         framed_for, framed = frame, websocket_frame(data)
@@ -231,8 +238,7 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
 async def _send_delivery(core: RelayCore, client: int, link: Link, frame: Deliver) -> None:
     """Send a live delivery unless a catch-up sent it already."""
     key = ALL_TOPICS if core.peer_of(client) else frame.topic
-    if frame.cursor > link.sent_through.get(key, 0):
-        link.sent_through[key] = frame.cursor
+    if link.not_sent_yet(key, frame.cursor):
         await _deliver(core, client, link, frame)
 
 
