@@ -2,7 +2,7 @@
 
 Kept as files in the node home (SECURITY.md §3)::
 
-    identity.json          public: names, public keys, the device certificate
+    identity.json          names, public keys, the device certificate (0600, as the whole home)
     keys/member.key        the member's Ed25519 secret (0600)
     keys/device.key        this device's Ed25519 secret (0600)
     keys/device-kem.key    this device's X25519 secret (0600)
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hearth.crypto import KemKey, RandomBytes, SigningKey, key_id, verify
 from hearth.errors import IdentityError
+from hearth.home import make_private
 from hearth.values import check_text
 
 __all__ = ["Identity", "create_identity", "has_identity", "load_identity"]
@@ -105,13 +106,14 @@ def create_identity(
         kem_key=kem,
         certificate=certificate,
     )
+    make_private(home)
     keys = home / "keys"
-    keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keys.mkdir(exist_ok=True, mode=0o700)
     for role, secret in (("member", member.secret), ("device", device.secret), ("kem", kem.secret)):
         _write_secret(keys / _KEY_FILES[role], secret)
     body = json.dumps({"version": 1, **identity.public()}, indent=2).encode()
     try:
-        fd = os.open(home / _IDENTITY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(home / _IDENTITY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise IdentityError(f"There is already an identity in {home}.") from None
     with os.fdopen(fd, "wb") as out:

@@ -28,6 +28,7 @@ from hearth.errors import (
     UsageError,
 )
 from hearth.feeds import Feeds
+from hearth.home import make_private
 from hearth.identity import Identity, has_identity, load_identity
 from hearth.invite import Token, make_claim
 from hearth.ledger import EntryRef, Ledger, LedgerDoc, touched_of
@@ -729,7 +730,7 @@ def open_node(
     """Open the node in ``home``; the only place a node is assembled."""
     if require_identity and not has_identity(home):
         raise IdentityError(f"No identity in {home} yet: run `hearth init --name YOUR-NAME` first.")
-    home.mkdir(parents=True, exist_ok=True)
+    make_private(home)
     identity = load_identity(home) if has_identity(home) else None
     store = Store.open(home / STORE_FILE, durable=durable)
     return Node(

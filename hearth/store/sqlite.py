@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.errors import StorageError
+from hearth.home import create_private_file
 
 __all__ = ["ChangeRow", "GroupRow", "Store"]
 
@@ -100,6 +101,7 @@ class Store:
         and benchmarks that throw the store away.
         """
         new = not path.exists() or path.stat().st_size == 0
+        create_private_file(path)  # SQLite gives its WAL and SHM files the store's mode
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as exc:
