@@ -16,14 +16,16 @@ import aiohttp
 from hearth import neighbours
 from hearth.errors import HearthError
 from hearth.identity import load_identity
+from hearth.intake import damage
 from hearth.node import Node
 from hearth.peers import list_peers
 from hearth.sync_client import sync_relay
-from hearth.values import counted
+from hearth.values import counted, format_time
 
 __all__ = ["Finding", "examine"]
 
 _CLOCK_SKEW_MS = 5 * 60_000
+_DAMAGE_RECENT_MS = 7 * 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,25 @@ def _neighbourhoods(node: Node, group_id: str, group_name: str) -> list[Finding]
             )
         )
     return findings
+
+
+def _damage(node: Node) -> list[Finding]:
+    """Sources that sent damaged bundles (R16): fine in the end, since each is read again,
+    but a relay or a link that keeps doing it is worth replacing."""
+    recent = node.clock.now_ms() - _DAMAGE_RECENT_MS
+    return [
+        Finding(
+            f"damage from {d.source}",
+            d.last_at < recent,
+            f"{counted(d.count, 'bundle')} arrived damaged (the last on {format_time(d.last_at)}); "
+            "each is read again, from there or elsewhere",
+            ""
+            if d.last_at < recent
+            else "If this goes on, the connection or the relay is at fault: add another "
+            "relay (`hearth relay add`) and tell its operator.",
+        )
+        for d in damage(node)
+    ]
 
 
 def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
@@ -156,6 +177,7 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
                 else "Sync with another relay or member: `hearth relay add`, `hearth sync`.",
             )
         )
+    findings += _damage(node)
     groups = [g.id for g in node.groups()]
     for url in peers:
         report = asyncio.run(sync_relay(node, url, groups, timeout=timeout, peer=True))

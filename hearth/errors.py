@@ -10,6 +10,7 @@
     │   └── NotAuthorized          the member may not do this
     ├── StorageError               the local store is missing, damaged or not Hearth's
     ├── ProtocolError              a frame or bundle that breaks the wire rules
+    │   └── Damaged                bytes not as they were sent (transit, or a relay lying)
     ├── TransportError             a relay or peer that cannot be reached
     └── ConfigError                a configuration file or setting that cannot be used
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "Damaged",
     "HearthError",
     "IdentityError",
     "LedgerError",
@@ -62,6 +64,12 @@ class StorageError(HearthError):
 
 class ProtocolError(HearthError):
     """Bytes from outside that break the wire format or the bundle rules."""
+
+
+class Damaged(ProtocolError):
+    """Bytes that are not what their sender sent: a bundle that fails its format, its
+    relay's admission signature or its decryption. Damage in transit, or a relay lying —
+    never a verdict on the bundle itself, which may arrive whole by another path (R16)."""
 
 
 class TransportError(HearthError):

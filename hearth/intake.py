@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from hearth import membership, neighbours
 from hearth.crypto import key_id
 from hearth.cutoffs import counted_through, past_cutoff, within_cutoff
-from hearth.errors import HearthError, LedgerError, ProtocolError
+from hearth.errors import Damaged, HearthError, LedgerError, ProtocolError
 from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING
 from hearth.invite import decode_claim
 from hearth.ledger import Ledger, LedgerDoc
@@ -53,11 +53,13 @@ from hearth.store import ChangeRow
 
 __all__ = [
     "Author",
+    "Damage",
     "NotCounted",
     "Outcome",
     "PastCutoff",
     "Verdict",
     "author_of",
+    "damage",
     "take_in",
 ]
 
@@ -81,6 +83,7 @@ class Outcome:
     reason: str = ""
     group_id: str = ""
     applied: int = 0
+    damaged: bool = False  # rejected as not what was sent (R16): it may come whole later
 
 
 class NotCounted(ProtocolError):
@@ -132,8 +135,8 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
 def _take_in(node: Node, data: bytes, source: str) -> Outcome:
     try:
         envelope = parse_envelope(data)
-    except ProtocolError as exc:
-        return _reject(node, source, str(exc))
+    except Damaged as exc:
+        return _damaged(node, source, str(exc))
     if node.feeds.get(envelope.id) is not None:
         return Outcome(verdict=Verdict.DUPLICATE)
     found = node.feeds.keys_for_topic(envelope.topic)
@@ -141,9 +144,11 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
         return _take_neighbourhood_record(node, envelope, source)
     group_id, keys = found
     if not envelope.relay_signature_valid(keys.relay_key.public):
-        return _reject(node, source, "a bundle whose admission signature is not the group's")
+        return _damaged(node, source, "a bundle whose admission signature is not the group's")
     try:
         inner = open_envelope(envelope, keys)
+    except Damaged as exc:
+        return _damaged(node, source, str(exc))
     except ProtocolError as exc:
         return _reject(node, source, str(exc))
     outcome: Outcome | None = None
@@ -205,16 +210,49 @@ def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> O
     author's signature, then kept if it is a group's signed record (:mod:`hearth.neighbours`)."""
     found = neighbours.keys_for_topic(node, envelope.topic)
     if found is None:
-        return _reject(node, source, "a bundle for a group this node is not in")
+        # Nothing of ours can be on that topic: a relay sent what we did not ask for.
+        return _damaged(node, source, "a bundle for a group this node is not in")
     membership, keys = found
     if not envelope.relay_signature_valid(keys.relay_key.public):
-        return _reject(node, source, "a bundle whose admission signature is not the group's")
+        return _damaged(node, source, "a bundle whose admission signature is not the group's")
     try:
         new = neighbours.take_record(node, membership, envelope, open_envelope(envelope, keys))
+    except Damaged as exc:
+        return _damaged(node, source, str(exc))
     except ProtocolError as exc:
         return _reject(node, source, str(exc))
     verdict = Verdict.APPLIED if new else Verdict.DUPLICATE
     return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(new))
+
+
+def _damaged(node: Node, source: str, reason: str) -> Outcome:
+    """A bundle that is not what was sent (R16): counted against its source, nothing kept,
+    and its sender's cursor left where it was, so that it is read again."""
+    log.warning("a damaged bundle from %s: %s", source, reason)
+    with node.store.write():
+        node.store.run(
+            "INSERT INTO damaged_arrivals(source, count, last_at) VALUES (?, 1, ?) "
+            "ON CONFLICT(source) DO UPDATE SET count = count + 1, last_at = excluded.last_at",
+            (source, node.clock.now_ms()),
+        )
+    return Outcome(verdict=Verdict.REJECTED, reason=reason, damaged=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Damage:
+    """How many bundles arrived damaged from one relay, peer or file, and when last."""
+
+    source: str
+    count: int
+    last_at: int
+
+
+def damage(node: Node) -> list[Damage]:
+    """Every source that sent damaged bundles, most recent first."""
+    rows = node.store.query(
+        "SELECT source, count, last_at FROM damaged_arrivals ORDER BY last_at DESC, source"
+    )
+    return [Damage(source=str(s), count=int(c), last_at=int(t)) for s, c, t in rows]
 
 
 def _reject(node: Node, source: str, reason: str) -> Outcome:

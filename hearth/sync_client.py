@@ -80,6 +80,7 @@ class RelayReport:
     received: int = 0
     applied: int = 0
     rejected: int = 0
+    damaged: int = 0  # of those rejected: not what was sent, to be read again (R16)
     refused: list[str] = field(default_factory=list)
     error: str = ""
     skipping: set[bytes] = field(default_factory=set)  # topics whose cursor must not move
@@ -291,6 +292,11 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
             outcome = take_in(node, output.envelope, source=url)
             if outcome.verdict is not Verdict.DUPLICATE:
                 report.received += 1
+            if outcome.damaged:
+                # Not a verdict on the bundle: this topic is read again from where it was
+                # before it, next time (R16).
+                report.damaged += 1
+                report.skipping.add(output.topic)
             if outcome.verdict is Verdict.REJECTED:
                 report.rejected += 1
                 if _is_snapshot(node, output.envelope):
@@ -445,6 +451,11 @@ async def _run(
                     note_peer_device(node.store, url, session.peer_device)
                 if not await carry_out(outputs):
                     return
+                if live and report.ok and report.damaged:
+                    # Caught up, with something damaged on the way: connect again (after
+                    # a pause, stay_connected's backoff) to read it again from where it was.
+                    await ws.close(code=1000, message=b"reading damaged bundles again")
+                    return
                 # aiohttp hands over buffered messages without suspending: let the rest of
                 # the loop (a TUI, a listener) run between bundles.
                 await asyncio.sleep(0)
@@ -499,7 +510,7 @@ async def stay_connected(
             log.info("relay %s: %s; retrying in %.0f s", url, report.error, delay)
         report.ok = False
         _log_attempt(node, report)
-        if report.received or report.sent:
+        if (report.received or report.sent) and not report.damaged:
             delay = 1.0
         await asyncio.sleep(delay)
         delay = min(delay * 2, backoff_max_s)

@@ -16,7 +16,7 @@ from hearth.cli.commands import emit
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
 from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, take_in
+from hearth.intake import Verdict, damage, take_in
 from hearth.invite import (
     DEVICE_PREFIX,
     DeviceToken,
@@ -92,6 +92,7 @@ def _report_json(reports: list[RelayReport]) -> dict[str, object]:
         "received": sum(r.received for r in reports),
         "applied": sum(r.applied for r in reports),
         "rejected": sum(r.rejected for r in reports),
+        "damaged": sum(r.damaged for r in reports),
         "relays_ok": [r.url for r in relays if r.ok],
         "relays_failed": [{"url": r.url, "error": r.error} for r in relays if not r.ok],
         "peers_ok": [r.url for r in peers if r.ok],
@@ -144,7 +145,7 @@ def _merged(reports: list[RelayReport]) -> list[RelayReport]:
     for report in reports:
         first = by_url.setdefault((report.url, report.peer), report)
         if first is not report:
-            for count in ("sent", "received", "applied", "rejected"):
+            for count in ("sent", "received", "applied", "rejected", "damaged"):
                 setattr(first, count, getattr(first, count) + getattr(report, count))
             first.ok, first.error = report.ok, report.error
     return list(by_url.values())
@@ -164,7 +165,12 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
     lines = []
     for r in reports:
         if r.ok:
-            lines.append(f"{r.url}: sent {r.sent}, received {r.received}")
+            damaged = (
+                f" ({counted(r.damaged, 'bundle')} arrived damaged: read again next time)"
+                if r.damaged
+                else ""
+            )
+            lines.append(f"{r.url}: sent {r.sent}, received {r.received}{damaged}")
         else:
             lines.append(f"{r.url}: not reached — {r.error}")
     sent = sum(r.sent for r in reports)
@@ -258,6 +264,7 @@ def _status(args: argparse.Namespace, node: Node) -> int:
     gaps = len(node.feeds.waiting(group.id))
     notices = removal_notices(node)
     broken = admin_alerts(node, group.id)
+    damaged = damage(node)
     data = {
         "group": group.name,
         "group_id": group.id,
@@ -266,6 +273,7 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         "gaps": gaps,
         "taken_back": [{"at": at, "what": what} for at, what in notices],
         "admin_alerts": [{"device": b.device_id, "member": b.member_name} for b in broken],
+        "damaged": [{"source": d.source, "count": d.count, "last_at": d.last_at} for d in damaged],
     }
     lines = [f"{group.name}:"]
     for kind, links in (("relay", relays), ("peer", peers)):
@@ -285,6 +293,11 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         lines.append(
             f"  {counted(gaps, 'bundle')} {'is' if gaps == 1 else 'are'} waiting for earlier "
             "ones that have not arrived"
+        )
+    for d in damaged:
+        lines.append(
+            f"  {counted(d.count, 'bundle')} arrived damaged from {d.source} (the last on "
+            f"{format_time(d.last_at)}); each is read again, from there or elsewhere"
         )
     for at, what in notices:
         lines.append(f"  {format_time(at)}: {what}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from hearth.crypto import SigningKey, aead_open, aead_seal, hkdf, verify
-from hearth.errors import ProtocolError
+from hearth.errors import Damaged, ProtocolError
 from hearth.protocol import codec
 
 __all__ = [
@@ -221,15 +221,19 @@ def seal_bundle(inner: Inner, *, keys: EpochKeys, device: SigningKey, salt: byte
 
 
 def parse_envelope(data: bytes) -> Envelope:
-    """Check an envelope's size and format (the first, cheapest check)."""
+    """Check an envelope's size and format (the first, cheapest check); :class:`Damaged`
+    if it fails."""
     if len(data) > MAX_BUNDLE + 256:
-        raise ProtocolError("The bundle is larger than the 1 MiB limit.")
-    value = codec.decode(data)
+        raise Damaged("The bundle is larger than the 1 MiB limit.")
+    try:
+        value = codec.decode(data)
+    except ProtocolError as exc:
+        raise Damaged(str(exc)) from exc
     if not isinstance(value, list) or len(value) != 5:
-        raise ProtocolError("The bundle is not an envelope.")
+        raise Damaged("The bundle is not an envelope.")
     version, topic, salt, ciphertext, relay_sig = value
     if version != VERSION:
-        raise ProtocolError(f"The bundle has version {version!r}; this Hearth reads {VERSION}.")
+        raise Damaged(f"The bundle has version {version!r}; this Hearth reads {VERSION}.")
     if not (
         isinstance(topic, bytes)
         and len(topic) == 32
@@ -239,22 +243,24 @@ def parse_envelope(data: bytes) -> Envelope:
         and isinstance(relay_sig, bytes)
         and len(relay_sig) == 64
     ):
-        raise ProtocolError("The bundle's envelope has fields of the wrong type or size.")
+        raise Damaged("The bundle's envelope has fields of the wrong type or size.")
     if len(ciphertext) not in PAD_BUCKETS:
-        raise ProtocolError("The bundle's ciphertext is not one of the allowed sizes.")
+        raise Damaged("The bundle's ciphertext is not one of the allowed sizes.")
     return Envelope(topic=topic, salt=salt, ciphertext=ciphertext, relay_sig=relay_sig)
 
 
 def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:
     """Decrypt and check an envelope's inner bundle: AEAD, then the author's signature.
 
+    A failed decryption is :class:`Damaged` (what the AEAD opens was sealed by a holder of
+    the group's keys, so anything wrong past it is that holder's doing, not the wire's).
     Chain and authorization checks need the node's state and come after this.
     """
     plaintext = aead_open(
         keys.bundle_key(envelope.salt), envelope.ciphertext, envelope.associated_data()
     )
     if plaintext is None:
-        raise ProtocolError("A bundle failed to decrypt: it was altered, or is not for this group.")
+        raise Damaged("A bundle failed to decrypt: it was altered, or is not for this group.")
     length = int.from_bytes(plaintext[:4], "big")
     if length > len(plaintext) - 4:
         raise ProtocolError("A bundle's inner length is wrong.")
