@@ -30,6 +30,8 @@ __all__ = [
     "departed",
     "effective_role",
     "is_gone",
+    "next_admin_rank",
+    "seniority",
 ]
 
 Raw = Mapping[str, object]
@@ -136,6 +138,37 @@ def effective_role(members: Table, member_id: str) -> str:
     return "admin" if remaining and remaining[0][1] == member_id else "member"
 
 
+_UNRANKED = 2**31  # an admin made before ranks were recorded: junior to every ranked one
+
+
+def _rank(member_id: str, raw: Raw) -> int:
+    rank = raw.get("admin_rank")
+    if isinstance(rank, int) and not isinstance(rank, bool) and rank >= 0:
+        return rank
+    return 0 if raw.get("added_by") == member_id and "invite" not in raw else _UNRANKED
+
+
+def seniority(members: Table, member_id: str) -> tuple[int, str]:
+    """How senior an admin is: smaller is more senior (R7). The founder ranks 0; each
+    promotion ranks the new admin one after every admin its writer knew of, which every
+    node checks (:func:`check_change`), so nobody can make themselves or anyone else more
+    senior than the order of promotions allows. Admins promoted at the same time, each
+    unaware of the other, tie on rank and are told apart by member id (the hash of their
+    member key). Admins made before ranks were recorded come after every ranked one."""
+    return _rank(member_id, members.get(member_id, {})), member_id
+
+
+def next_admin_rank(members: Table, promoted: str) -> int:
+    """The rank a member promoted now must be given: after every admin (also those gone
+    since) that the table, as the promoting admin sees it, lists."""
+    ranks = [
+        _rank(mid, raw)
+        for mid, raw in members.items()
+        if mid != promoted and raw.get("role") == "admin" and _rank(mid, raw) != _UNRANKED
+    ]
+    return max(ranks, default=-1) + 1
+
+
 def check_change(
     before: Table,
     after: Table,
@@ -160,6 +193,7 @@ def check_change(
         if old == new:
             continue
         if is_admin:
+            _check_rank(before, member_id, old, new)
             continue
         if old is None and member_id == joining and new is not None and not is_gone(new):
             if new.get("role") not in (None, "member"):
@@ -181,6 +215,17 @@ def check_change(
     for card in cards(after):
         if listed.setdefault(card.key, card.member_id) != card.member_id:
             raise ProtocolError("a device listed for two members")
+
+
+def _check_rank(before: Table, member_id: str, old: Raw | None, new: Raw | None) -> None:
+    """A promotion's rank (when it gives one) must be the next after every admin its
+    writer knew of: no admin can be made more senior than the order of promotions."""
+    if new is None or "admin_rank" not in new:
+        return  # no rank: the admin counts as made before ranks, junior to every ranked one
+    if old is not None and old.get("admin_rank") == new.get("admin_rank"):
+        return
+    if new.get("admin_rank") != next_admin_rank(before, member_id):
+        raise ProtocolError("a promotion that ranks the new admin before admins made earlier")
 
 
 def check_invites(

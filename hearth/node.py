@@ -644,6 +644,10 @@ class Node:
                     cutoffs = dict(left.get("cutoffs") or {})
                     cutoffs[mine_hex] = self.feeds.head(group_id, me.device_key.public)[0] + 1
                     fields["left"] = {**left, "cutoffs": cutoffs}
+                if table == "members" and "admin_rank" in fields:
+                    # A promotion written again ranks after the admins known now (R7).
+                    members_now = rebuilt.view.tables["members"]
+                    fields["admin_rank"] = membership.next_admin_rank(members_now, entry_id)
                 if fields:
                     rebuilt.write_again(table, entry_id, fields)
                     written += 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hearth import members
+from hearth import members, membership
 from hearth.errors import NotAuthorized, UsageError
 from hearth.identity import create_identity
 from hearth.intake import Verdict, take_in
@@ -168,6 +168,33 @@ def test_only_admins_change_membership_on_any_node(group: list[Node]) -> None:
     assert ada.view().member(ben.identity.member_id).role is Role.MEMBER
     reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejections")]
     assert any("own role" in r for r in reasons)
+
+
+def test_admins_are_ranked_by_when_they_were_made_and_nobody_can_jump_the_queue(
+    group: list[Node],
+) -> None:
+    """R7's seniority: the founder first, then each admin in the order they were made,
+    checked by every node — an admin cannot promote someone ahead of the admins before."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(group)
+    members.promote(ben, gid, "Cat")
+    exchange(group)
+    table = dan.view().tables["members"]
+    order = sorted(
+        (n.identity.member_id for n in (ada, ben, cat)),
+        key=lambda m: membership.seniority(table, m),
+    )
+    assert order == [n.identity.member_id for n in (ada, ben, cat)]
+    # Cat, now an admin, writes Dan in as an admin ranked with the founder.
+    with cat.change() as ledger, ledger._edit() as w:
+        w.put("members", dan.identity.member_id, {"role": "admin", "admin_rank": 0})
+    verdicts = deliver(cat, ada, gid)
+    assert Verdict.REJECTED in verdicts
+    assert ada.view().member(dan.identity.member_id).role is Role.MEMBER
+    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejections")]
+    assert any("ranks the new admin before admins made earlier" in r for r in reasons)
 
 
 def test_a_member_who_is_not_an_admin_cannot_record_an_invite(group: list[Node]) -> None:

@@ -35,6 +35,7 @@ from hearth.ledger.model import (
     Role,
 )
 from hearth.ledger.view import LedgerView
+from hearth.membership import next_admin_rank
 from hearth.values import MAX_NOTE, check_text, format_date, format_quantity
 
 __all__ = ["Ledger", "touched_of"]
@@ -99,6 +100,7 @@ class Ledger:
                     "name": creator_name,
                     "key": creator_key,
                     "role": Role.ADMIN.value,
+                    "admin_rank": 0,  # the founder is the most senior admin (R7)
                     "joined_at": now,
                     "added_by": creator,
                     "devices": devices,
@@ -322,10 +324,14 @@ class Ledger:
             )
 
     def set_role(self, member_id: str, role: Role) -> None:
-        """Make a member an admin, or an ordinary member."""
+        """Make a member an admin (ranked after every admin known here, R7), or an
+        ordinary member."""
         self._live_member(member_id)
+        fields: dict[str, str | int] = {"role": role.value}
+        if role is Role.ADMIN:
+            fields["admin_rank"] = next_admin_rank(self.view.tables["members"], member_id)
         with self._edit() as w:
-            w.put("members", member_id, {"role": role.value})
+            w.put("members", member_id, fields)
 
     def remove_device(self, member_id: str, device_id: str, cutoff: int) -> None:
         """Record that one device no longer writes for its member, after seq ``cutoff``."""
