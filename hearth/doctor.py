@@ -14,9 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from hearth import neighbours
+from hearth.alerts import admin_alerts
 from hearth.errors import HearthError
 from hearth.identity import load_identity
 from hearth.intake import damage
+from hearth.joins import claim_standing
 from hearth.node import Node
 from hearth.peers import list_peers
 from hearth.sync_client import sync_relay
@@ -162,7 +164,12 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
                         "Set the date and time; dates you record depend on it.",
                     )
                 )
+        joining = claim_standing(node, group.id)
+        if joining:
+            findings.append(Finding(f"{group.name}: joining", False, joining))
         findings += _neighbourhoods(node, group.id, group.name)
+        for alert in admin_alerts(node, group.id):
+            findings.append(Finding(f"{group.name}: {alert.kind}", False, alert.what, alert.advice))
         gaps = len(node.feeds.waiting(group.id))
         findings.append(
             Finding(

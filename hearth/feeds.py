@@ -293,10 +293,10 @@ class Feeds:
         ``auth_heads``: the ledger's heads as its author saw them, where it is judged."""
         return self._seal_next(group_id, "epoch", payload, keys, auth_heads=auth_heads)
 
-    def seal_hand_on(self, group_id: str, payload: bytes) -> Envelope:
+    def seal_hand_on(self, group_id: str, payload: bytes, keys: EpochKeys) -> Envelope:
         """Make a hand-on of older keys the next bundle of this device's feed, sealed under
-        the epoch in use, and keep it (in a write)."""
-        return self._seal_next(group_id, "keys", payload, self.current_keys(group_id))
+        ``keys`` (an epoch its recipients hold), and keep it (in a write)."""
+        return self._seal_next(group_id, "keys", payload, keys)
 
     def _seal_next(
         self,

@@ -19,11 +19,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hearth import membership, neighbours
+from hearth import joins, membership, neighbours
 from hearth.crypto import key_id
-from hearth.cutoffs import counted_through, past_cutoff, within_cutoff
+from hearth.cutoffs import counted_through, past_cutoff, removal_voided, within_cutoff
 from hearth.errors import Damaged, HearthError, LedgerError, ProtocolError
-from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING
+from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
 from hearth.invite import decode_claim
 from hearth.ledger import Ledger, LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
@@ -43,6 +43,7 @@ from hearth.retraction import (
     equivocated,
     is_orphaned,
     not_counted,
+    notice,
     opened,
     orphan,
     take_out,
@@ -59,6 +60,7 @@ __all__ = [
     "PastCutoff",
     "Verdict",
     "author_of",
+    "confirm_joins",
     "damage",
     "take_in",
 ]
@@ -94,6 +96,20 @@ class NotCounted(ProtocolError):
 
 class PastCutoff(NotCounted):
     """A bundle a removed device wrote after its cutoff (R6)."""
+
+
+class SecondClaim(NotCounted):
+    """A join claim to an invite its maker confirmed for another device (R14)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"a second claim to one invite (by '{name}'): a join token works once, and its "
+            "maker confirmed another device"
+        )
+        self.name = name
+
+
+_WAITING_FOR_CONFIRMATION = "waiting for the device that invited it to confirm the join"
 
 
 class _Wait(Exception):
@@ -164,9 +180,18 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
                         outcome = _judge(node, group_id, envelope, inner)
                     else:
                         raise ProtocolError(f"a bundle of unknown kind {inner.kind!r}")
-            if outcome.verdict is not Verdict.APPLIED and not flipped:
+            if outcome.verdict is Verdict.WAITING and joins.confirm_claims(node, group_id):
+                flipped = True  # this device made the invite a waiting claim is to (R14)
+            # A removed author's bundle may void its removal (R7): then all that followed
+            # from the removal is judged again, from the start (R12).
+            answer = outcome.verdict is not Verdict.DUPLICATE and _voids_removal(
+                node, group_id, inner
+            )
+            if outcome.verdict is not Verdict.APPLIED and not flipped and not answer:
                 return outcome
             with node.store.write():
+                if answer:
+                    _rejudge_or_keep(node, group_id)
                 retried = _retry_waiting(node, group_id)
                 if took_out and any(
                     _changes_membership(node, group_id, opened(node, b))
@@ -183,6 +208,9 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
         except NotCounted as exc:
             with node.store.write():
                 not_counted(node, group_id, inner)
+                if isinstance(exc, SecondClaim):
+                    node.feeds.keep(group_id, envelope, inner, REFUSED)
+                    _refuse_joiner(node, group_id, inner.author, exc.name)
                 if isinstance(exc, PastCutoff):  # kept: the removal may yet not count
                     node.feeds.keep(group_id, envelope, inner, INVALID)
                     if _changes_membership(node, group_id, inner):
@@ -203,6 +231,53 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
             else:
                 return outcome
     return _reject(node, source, "a bundle that keeps changing who is in the group")
+
+
+def _refuse_joiner(node: Node, group_id: str, device: bytes, name: str) -> None:
+    """A device's join claim lost to another one on the same invite (R14): mark its held
+    bundles refused, so that none waits for anything, and tell the admins (inside a
+    write)."""
+    for stored in node.feeds.all(group_id):
+        if stored.author == device:
+            node.feeds.set_state(stored.id, REFUSED)
+    said = (
+        f"someone calling themselves '{name}' tried to join with an invite another device "
+        "had used already; they are not in the group"
+    )
+    if not node.store.query(
+        "SELECT 1 FROM rejections WHERE source = 'second-claim' AND reason = ?", (said,)
+    ):
+        notice(node, "second-claim", said)
+
+
+def _is_second_claim(node: Node, group_id: str, first: StoredBundle) -> bool:
+    """Whether a device's held first bundle is a claim that lost to another (R14)."""
+    inner = opened(node, first)
+    if inner is None or not inner.claim:
+        return False
+    claim = decode_claim(inner.claim)
+    invite = node.view(group_id).tables["invites"].get(claim.invite_id, {})
+    confirmed = joins.confirmed_device(invite)
+    return confirmed is not None and confirmed != first.author
+
+
+def _voids_removal(node: Node, group_id: str, inner: Inner) -> bool:
+    """Whether a bundle's author is removed, by a removal that R7 voids now that it is
+    here (it answers the removal, or completes the chain to an answer held already)."""
+    members = node.view(group_id).tables["members"]
+    if membership.cutoff_of(members, inner.author) is None:
+        return False
+    return removal_voided(node, group_id, node.ledger(group_id), inner.author) is True
+
+
+def confirm_joins(node: Node, group_id: str) -> int:
+    """Confirm the claims waiting here to invites this device made (R14,
+    :func:`hearth.joins.confirm_claims`) and let them count; return how many."""
+    confirmed = joins.confirm_claims(node, group_id)
+    if confirmed:
+        with node.store.write():
+            _retry_waiting(node, group_id)
+    return confirmed
 
 
 def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> Outcome:
@@ -272,7 +347,15 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
         if existing.id == envelope.id:
             return Outcome(verdict=Verdict.DUPLICATE)
         raise _Equivocation(envelope, inner, parse_envelope(existing.envelope))
-    if past_cutoff(node, group_id, inner):
+    first = feeds.at(group_id, inner.author, 1) if inner.seq > 1 else None
+    if first is not None and first.state == REFUSED and _is_second_claim(node, group_id, first):
+        feeds.keep(group_id, envelope, inner, REFUSED)
+        return Outcome(
+            verdict=Verdict.REJECTED,
+            group_id=group_id,
+            reason="a bundle of a device whose join claim did not count (a second claim)",
+        )
+    if past_cutoff(node, group_id, inner, envelope.id):
         # Judged now, gap or not: what builds on it must not wait for it.
         raise PastCutoff("a bundle from a removed device, written after its removal")
     head_seq, head_id = feeds.head(group_id, inner.author)
@@ -295,7 +378,7 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
         raise ProtocolError("the bundle's chain is broken: it does not follow the one before")
     try:
         with node.store.savepoint():  # a bundle that must wait leaves nothing stored
-            _apply(node, group_id, inner)
+            _apply(node, group_id, inner, envelope.id)
     except _Wait as wait:
         feeds.keep(group_id, envelope, inner, WAITING)
         if inner.kind == "epoch":  # waiting for what its author had seen: its keys open now
@@ -387,6 +470,7 @@ def _to_store(
 class Author:
     """Who wrote a bundle, as far as the group's membership says."""
 
+    device: bytes  # the device's signing key
     actors: frozenset[bytes] | None  # the actor ids it may write under (None: any)
     member_id: str | None  # the member the device writes for (None: the founding device)
     joining: str | None = None  # the member a valid invite claim lets it add
@@ -400,7 +484,7 @@ def _card(members: membership.Table, device_key: bytes) -> membership.Card | Non
     return None
 
 
-def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> Author:
+def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner, bundle_id: bytes) -> Author:
     """Who may have written the bundle, or raise why nobody may have (R1, R2, R6).
 
     A member's device writes under the actor ids its card lists, up to its cutoff once
@@ -411,12 +495,12 @@ def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> Author
     members = view.tables["members"]
     card = _card(members, inner.author)
     if card is not None:
-        counts = within_cutoff(node, group_id, ledger, inner)
+        counts = within_cutoff(node, group_id, ledger, inner, bundle_id)
         if counts is None:
             raise _Wait("waiting for the changes it builds on, to see what it answers")
         if not counts:
             raise PastCutoff("a bundle from a removed device, written after its removal")
-        return Author(actors=card.actors, member_id=card.member_id)
+        return Author(device=inner.author, actors=card.actors, member_id=card.member_id)
     if inner.claim:
         claim = decode_claim(inner.claim)
         if claim.device_key != inner.author:
@@ -429,28 +513,36 @@ def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> Author
         member_id = key_id(claim.member_key)
         if invite.get("kind") == "device" and invite.get("member") != member_id:
             raise ProtocolError("a claim to another member's device invite")
-        claimed_by = invite.get("claimed_by")
-        if isinstance(claimed_by, str) and claimed_by != member_id:
-            raise ProtocolError("a join claim for an invite someone else already used")
+        if joins.needs_confirming(invite):
+            confirmed = joins.confirmed_device(invite)
+            if confirmed is None:
+                raise _Wait(_WAITING_FOR_CONFIRMATION)
+            if confirmed != inner.author:
+                raise SecondClaim(claim.member_name)
+        else:  # an invite from before R14: the first claim a node heard of
+            claimed_by = invite.get("claimed_by")
+            if isinstance(claimed_by, str) and claimed_by != member_id:
+                raise ProtocolError("a join claim for an invite someone else already used")
         return Author(
+            device=inner.author,
             actors=frozenset(claim.actors),
             member_id=member_id,
             joining=member_id,
             invite_id=claim.invite_id,
         )
     if verify_genesis(node.group(group_id).genesis).get("device_key") == inner.author.hex():
-        return Author(actors=None, member_id=None)
+        return Author(device=inner.author, actors=None, member_id=None)
     raise ProtocolError("a bundle from a device that is not a member's")
 
 
-def _apply(node: Node, group_id: str, inner: Inner) -> None:
+def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
     if inner.kind == "keys":  # any member may hand on keys it holds (hearth.rotation)
-        author_of(node, group_id, node.ledger(group_id), inner)
+        author_of(node, group_id, node.ledger(group_id), inner, bundle_id)
         take_hand_on(node, group_id, inner)
         return
     if inner.kind == "epoch":
         ledger = node.ledger(group_id)
-        author = author_of(node, group_id, ledger, inner)
+        author = author_of(node, group_id, ledger, inner, bundle_id)
         members = _members_seen(node, group_id, ledger, inner)
         if author.member_id is not None and (
             membership.effective_role(members, author.member_id) != "admin"
@@ -464,13 +556,16 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
         return
     batches = decode_changes(inner.payload)
     with node.writing(group_id) as ledger:
-        author = author_of(node, group_id, ledger, inner)
+        author = author_of(node, group_id, ledger, inner, bundle_id)
         by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
         touched: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+        # An actor id the author's card does not list yet: allowed only if this bundle
+        # adds it to the author's own card (R8's writing again, under a fresh actor id).
+        unlisted: set[bytes] = set()
         for doc, change, refs in batches:
             info = change_hash(change)
             if author.actors is not None and info.actor not in author.actors:
-                raise ProtocolError("a change under an actor id that is not the author's")
+                unlisted.add(info.actor)
             by_doc[doc].append(change)
             touched[doc] += refs
         for doc, submitted in by_doc.items():
@@ -510,6 +605,10 @@ def _apply(node: Node, group_id: str, inner: Inner) -> None:
                 raise ProtocolError(f"its changes could not be applied ({exc})") from exc
             if doc == LIVE and (guarded or applied - {i for i, _ in infos}):
                 _check_membership(node, group_id, ledger, before, author, seen_by_author)
+        if unlisted:
+            card = _card(ledger.doc.read_table("members"), inner.author)
+            if card is None or not unlisted <= card.actors:
+                raise ProtocolError("a change under an actor id that is not the author's")
 
 
 def _members_seen(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> membership.Table:
@@ -518,12 +617,41 @@ def _members_seen(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> me
     that arrived before the removal that made its author the admin left would not count
     here and count where it arrived after; and a node takes a bundle from a relay once."""
     document = ledger.doc
-    heads = [h for h in inner.auth_heads if not is_orphaned(node, group_id, h)]
+    heads = _counted_heads(node, group_id, inner.auth_heads)
     if any(not document.knows(h) for h in heads):
         raise _Wait("waiting for the changes its author had seen")
     if not heads or sorted(heads) == sorted(document.heads()):
         return ledger.view.tables["members"]
     return document.as_of(heads).read_table("members")
+
+
+def _counted_heads(node: Node, group_id: str, heads: Sequence[bytes]) -> list[bytes]:
+    """``heads`` with each change that does not count (R8) replaced by what it was built
+    on, down to changes that do: the state its author saw, less what turned out not to
+    count — not less everything that came before it too."""
+    found: set[bytes] = set()
+    todo, seen = list(heads), set()
+    while todo:
+        head = todo.pop()
+        if head in seen:
+            continue
+        seen.add(head)
+        if not is_orphaned(node, group_id, head):
+            found.add(head)
+        elif (change := _held_change(node, group_id, head)) is not None:
+            todo.extend(change_hash(change).deps)
+    return sorted(found)
+
+
+def _held_change(node: Node, group_id: str, change: bytes) -> bytes | None:
+    """The bytes of a change some held bundle carries (rare: an orphan's ancestry)."""
+    for stored in node.feeds.all(group_id):
+        inner = opened(node, stored)
+        if inner is not None and inner.kind == "content":
+            for _, data, _ in decode_changes(inner.payload):
+                if change_hash(data).hash == change:
+                    return data
+    return None
 
 
 def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes]) -> list[bytes]:
@@ -599,6 +727,7 @@ def _check_membership(
         members=then["members"],
         author=author.member_id,
         claimed=author.invite_id,
+        device=author.device,
     )
     ledger.view.refresh_with(
         ledger.doc.read_entry,
@@ -693,7 +822,7 @@ def _reopen(node: Node, group_id: str) -> int:
     reopened = 0
     for stored in node.feeds.invalid(group_id):
         inner = opened(node, stored)
-        if inner is not None and not past_cutoff(node, group_id, inner):
+        if inner is not None and not past_cutoff(node, group_id, stored):
             unorphan(node, group_id, change_ids(inner))
             node.feeds.set_state(stored.id, WAITING)
             reopened += 1
@@ -721,13 +850,17 @@ def _retry_waiting(node: Node, group_id: str) -> int:
                 continue
             try:
                 with node.store.savepoint():
-                    _apply(node, group_id, inner)
+                    _apply(node, group_id, inner, stored.id)
             except _Wait:
                 continue
             except HearthError as exc:
                 log.warning("refusing a waiting bundle: %s", exc)
                 if isinstance(exc, NotCounted):
                     not_counted(node, group_id, inner)
+                if isinstance(exc, SecondClaim):
+                    _refuse_joiner(node, group_id, stored.author, exc.name)
+                    progress = True
+                    continue
                 # Kept, not dropped: if it is this device's own, its seq must not be used
                 # again (that would look like a broken device to everyone else).
                 node.feeds.set_state(stored.id, REFUSED)

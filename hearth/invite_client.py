@@ -181,7 +181,11 @@ async def offer_invite(
                 if not await approve(event.name):
                     result.refused = True
                     return list(exchange.refuse())
-                token = make_token(event) if make_token else encode_token(node.create_invite())
+                token = (
+                    make_token(event)
+                    if make_token
+                    else encode_token(node.create_invite(for_device=event.device_key))
+                )
                 # The others must know of the invite before the joiner's first bundle
                 # claims it: publish it first.
                 await sync_relays(node, node.view(group.id).relays(), [group.id], timeout=20)

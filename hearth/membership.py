@@ -207,14 +207,19 @@ def check_change(
             raise ProtocolError("a member who is not an admin changing their own role")
         for device_id, card in _sub(new, "devices").items():
             old_card = _sub(old, "devices").get(device_id)
-            if isinstance(old_card, Mapping) and old_card.get("actors") != _sub(
-                card if isinstance(card, Mapping) else {}, "actors"
+            if isinstance(old_card, Mapping) and not set(_sub(old_card, "actors")) <= set(
+                _sub(card if isinstance(card, Mapping) else {}, "actors")
             ):
-                raise ProtocolError("a member changing the actor ids of a device they added")
+                # Adding one is how a device writes again what did not count (R8).
+                raise ProtocolError("a member taking actor ids off a device they added")
     listed: dict[bytes, str] = {}
+    bound: dict[bytes, bytes] = {}
     for card in cards(after):
         if listed.setdefault(card.key, card.member_id) != card.member_id:
             raise ProtocolError("a device listed for two members")
+        for actor in card.actors:
+            if bound.setdefault(actor, card.key) != card.key:
+                raise ProtocolError("an actor id listed for two devices")
 
 
 def _check_rank(before: Table, member_id: str, old: Raw | None, new: Raw | None) -> None:
@@ -235,16 +240,26 @@ def check_invites(
     members: Table,
     author: str | None,
     claimed: str | None,
+    device: bytes,
 ) -> None:
     """Raise :class:`ProtocolError` unless a bundle's change to ``invites`` was allowed:
     admins record invites; a joining device marks only the invite it claims as used by
-    itself; a member may record a device invite for themselves."""
+    itself; a member may record a device invite for themselves. Whoever writes: an invite
+    names the device that made it, which alone confirms which claim counts, once (R14)."""
+    for invite_id in set(before) | set(after):
+        old, new = before.get(invite_id), after.get(invite_id)
+        if old != new and new is not None:
+            _check_confirmation(old, new, device.hex())
     if author is None or effective_role(members, author) == "admin":
         return
     for invite_id in set(before) | set(after):
         old, new = before.get(invite_id), after.get(invite_id)
         if old == new:
             continue
+        if old is not None and new is not None and new.get("by_device") == device.hex():
+            changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+            if changed <= {"confirmed", "confirmed_at"}:
+                continue  # its maker confirming a claim (checked above)
         if invite_id == claimed and old is not None and new is not None:
             changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
             if changed <= {"claimed_by", "claimed_at"} and new.get("claimed_by") == author:
@@ -257,3 +272,19 @@ def check_invites(
         ):
             continue
         raise ProtocolError("an invite recorded or changed by a member who is not an admin")
+
+
+def _check_confirmation(old: Raw | None, new: Raw, device: str) -> None:
+    """R14: an invite is made in the name of the device that writes it, and only that
+    device confirms a claim to it — once."""
+    if old is None:
+        if "by_device" in new and new.get("by_device") != device:
+            raise ProtocolError("an invite recorded in the name of another device")
+    elif old.get("by_device") != new.get("by_device"):
+        raise ProtocolError("a change to the device that made an invite")
+    if (old or {}).get("confirmed") == new.get("confirmed"):
+        return
+    if old is not None and "confirmed" in old:
+        raise ProtocolError("a second confirmation of an invite: a join token works once")
+    if new.get("by_device") != device:
+        raise ProtocolError("a join confirmed by a device other than the one that invited")

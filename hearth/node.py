@@ -77,14 +77,18 @@ class _StoredArchives:
     def _loaded(self) -> dict[str, LedgerDoc]:
         if self._docs is None:
             names = sorted(self._store.doc_names(self._group.id) - {LIVE})
-            self._docs = {name: load_doc(self._store, self._group, name) for name in names}
+            self._docs = {name: load_doc(self._store, self._now(), name) for name in names}
         return self._docs
+
+    def _now(self) -> GroupRow:
+        """The group as stored now (the actor id this device writes under may change)."""
+        return next((g for g in self._store.groups() if g.id == self._group.id), self._group)
 
     def get(self, period: str) -> LedgerDoc:
         """The archive document of a quarter, created if there is none yet."""
         docs = self._loaded()
         if period not in docs:
-            docs[period] = load_doc(self._store, self._group, period)
+            docs[period] = load_doc(self._store, self._now(), period)
         return docs[period]
 
     def all(self) -> list[LedgerDoc]:
@@ -274,11 +278,20 @@ class Node:
             "actors": {actor.hex(): True},
         }
 
-    def create_invite(self, *, valid_for_ms: int = 24 * 3_600_000, device: bool = False) -> Token:
+    def create_invite(
+        self,
+        *,
+        valid_for_ms: int = 24 * 3_600_000,
+        device: bool = False,
+        for_device: bytes | None = None,
+    ) -> Token:
         """Record an invite in the current group's ledger and return its join token.
 
         ``device``: an invite for another device of this member (any member may make
-        one), rather than for a new member (admins only).
+        one), rather than for a new member (admins only). ``for_device``: the joining
+        device's key when it is known (an invite code's exchange proved it): the invite
+        is confirmed for it at once. Otherwise this device confirms the first claim that
+        reaches it (:mod:`hearth.joins`).
         """
         group = self.current_group()
         view = self.view(group.id)
@@ -293,7 +306,9 @@ class Node:
                 invite_id,
                 key=invite_key.public.hex(),
                 expires_at=expires,
+                by_device=me.device_key.public.hex(),
                 for_member=me.member_id if device else None,
+                confirmed=None if for_device is None else for_device.hex(),
             )
             relays = tuple(
                 str(r["url"])
@@ -624,6 +639,8 @@ class Node:
             members_now = rebuilt.view.tables["members"]
             if membership.cutoff_of(members_now, me.device_key.public) is not None:
                 return 0  # this device is out itself: nothing it writes would count
+            if again:
+                self._fresh_actor(group_id, rebuilt)
             if membership.effective_role(members_now, me.member_id) != "admin":
                 # What made this member an admin did not count either: changes to others'
                 # membership would be refused everywhere (R5), so they are not written.
@@ -652,6 +669,22 @@ class Node:
                     rebuilt.write_again(table, entry_id, fields)
                     written += 1
         return written
+
+    def _fresh_actor(self, group_id: str, ledger: Ledger) -> None:
+        """Write from now on under a new Automerge actor id, listed on this device's card
+        by the first change made under it (inside a write).
+
+        For R8's writing again: the changes taken out hold their places in the old actor's
+        sequence on nodes that still count them (a removal voided later, R7, brings them
+        back), and Automerge takes one change per actor and place. Under a new actor id
+        the writing again never clashes with them; written twice, an entry's fields are
+        the same (entries are keyed by stable ids)."""
+        actor = self.random_bytes(16)
+        me = self.identity
+        for doc in (ledger.doc, *ledger.archive_docs().values()):
+            doc.actor = actor
+        ledger.add_actor(me.member_id, me.device_id, actor.hex())
+        self.store.set_group_actor(group_id, actor)
 
     def compact(self, group_id: str) -> None:
         """Fold a group's stored changes into a snapshot of its live document now.

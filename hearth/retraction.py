@@ -10,7 +10,6 @@ nothing waits for them, and tells the member what happened (:func:`removal_notic
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from hearth import membership
 from hearth.feeds import APPLIED, WAITING, StoredBundle
@@ -23,12 +22,11 @@ from hearth.values import counted
 
 __all__ = [
     "NOTICE_DAYS",
-    "BrokenDevice",
-    "admin_alerts",
     "change_ids",
     "equivocated",
     "is_orphaned",
     "not_counted",
+    "notice",
     "opened",
     "orphan",
     "removal_notices",
@@ -73,15 +71,32 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
         )
         if written:
             note += f"; {written} of your entries were written again"
-        _notice(node, "removal", note)
+        notice(node, "removal", note)
     log.warning("%s", note)
 
 
 def opened(node: Node, stored: StoredBundle) -> Inner | None:
-    """A held bundle's inside (``None`` if this node has no key for it)."""
+    """A held bundle's inside (``None`` if this node has no key for it). Judging a group
+    again opens the same bundles many times; an envelope's inside never changes, so the
+    last few opened are kept."""
+    inner = _OPENED.get(stored.id)
+    if inner is not None:
+        return inner
     envelope = parse_envelope(stored.envelope)
     found = node.feeds.keys_for_topic(envelope.topic)
-    return None if found is None else open_envelope(envelope, found[1])
+    if found is None:
+        return None
+    inner = open_envelope(envelope, found[1])
+    if len(inner.payload) <= _MAX_KEPT_PAYLOAD:
+        if len(_OPENED) >= _MAX_OPENED:
+            _OPENED.pop(next(iter(_OPENED)))
+        _OPENED[stored.id] = inner
+    return inner
+
+
+_MAX_OPENED = 1024
+_MAX_KEPT_PAYLOAD = 16 * 1024  # not snapshots: what is kept stays small
+_OPENED: dict[bytes, Inner] = {}
 
 
 def _hold_back_claims_to_lost_invites(
@@ -135,7 +150,7 @@ def equivocated(
         node.feeds.keep_equivocation(group_id, held, inner)
         if inner.author in known and known[inner.author] <= inner.seq - 1:
             return False  # judged already
-        _notice(
+        notice(
             node,
             "equivocation",
             f"a device of {name} signed two different versions of the same change (a "
@@ -144,34 +159,6 @@ def equivocated(
         )
     take_out(node, group_id, inner.author, inner.seq - 1)
     return True
-
-
-@dataclass(frozen=True, slots=True)
-class BrokenDevice:
-    """A device caught signing two versions of one place in its feed (R4) that the ledger
-    still lists: nothing it writes counts any more, and an admin should remove it."""
-
-    device_id: str
-    member_name: str
-
-
-def admin_alerts(node: Node, group_id: str) -> list[BrokenDevice]:
-    """What this node's member must act on as an admin (none for anyone else): devices
-    caught equivocating that no admin has removed yet. Derived from what the node holds,
-    so an alert goes away on every admin's node once one of them removes the device."""
-    members = node.view(group_id).tables["members"]
-    me = members.get(node.identity.member_id, {})
-    if membership.is_gone(me) or (
-        membership.effective_role(members, node.identity.member_id) != "admin"
-    ):
-        return []
-    caught = node.feeds.equivocations(group_id)
-    view = node.view(group_id)
-    return [
-        BrokenDevice(device_id=card.device_id, member_name=view.member_name(card.member_id))
-        for card in membership.cards(members)
-        if card.key in caught and card.cutoff is None
-    ]
 
 
 def removal_notices(node: Node) -> list[tuple[int, str]]:
@@ -187,7 +174,9 @@ def removal_notices(node: Node) -> list[tuple[int, str]]:
     return [(int(at), str(reason)) for at, reason in rows]
 
 
-def _notice(node: Node, kind: str, text: str) -> None:
+def notice(node: Node, kind: str, text: str) -> None:
+    """Keep a note for the member (and, by ``kind``, the admins) of something that did
+    not count (inside a write)."""
     node.store.run(
         "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
         (node.clock.now_ms(), kind, text),

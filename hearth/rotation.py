@@ -160,26 +160,44 @@ def hand_on(node: Node, group_id: str) -> bool:
     done = _handed(node, group_id)
     counted = node.feeds.excluded(group_id)  # the epochs whose ops count
     handed: dict[bytes, list[Carried]] = {}
+    recipients: set[bytes] = set()
     for card in membership.cards(view.tables["members"]):
         if card.key == mine or card.key in out or card.cutoff is not None:
             continue
         # Also an epoch whose op does not count that the device was not given (it joined
         # later): members who had not heard it did not count sealed under it meanwhile.
+        # And one made after the newest its invite gave it (it joined while keys changed,
+        # and no admin is left to start a key for everyone).
+        had = _newest_sealed_under(node, group_id, card.key)
         epochs = [
             c
             for c in node.feeds.left_out_of(group_id, card.key)
-            if (card.key in c.excluded or c.epoch_id not in counted)
+            if (card.key in c.excluded or c.epoch_id not in counted or c.number > had)
             and (card.key.hex(), c.epoch_id.hex()) not in done
         ]
         if epochs:
             handed[card.kem] = epochs
+            recipients.add(card.key)
             done |= {(card.key.hex(), c.epoch_id.hex()) for c in epochs}
     if not handed:
         return False
     with node.store.write():
-        node.feeds.seal_hand_on(group_id, make_hand_on(handed, node.random_bytes))
+        # Sealed under a key every recipient holds, or the one it hands on could not be read.
+        keys = _readable_by(node, group_id, recipients, node.feeds.current_keys(group_id))
+        node.feeds.seal_hand_on(group_id, make_hand_on(handed, node.random_bytes), keys)
         node.store.set_meta(f"handed_on:{group_id}", json.dumps(sorted(done)))
     return True
+
+
+def _newest_sealed_under(node: Node, group_id: str, device: bytes) -> int:
+    """The number of the newest epoch a device has sealed a bundle under (-1: none): it
+    holds that one and, from its invite, every one before."""
+    numbers = [
+        n
+        for n, k in node.feeds.epochs(group_id)
+        if node.feeds.wrote_under(group_id, device, k.topic)
+    ]
+    return max(numbers, default=-1)
 
 
 def _handed(node: Node, group_id: str) -> set[tuple[str, str]]:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 from hearth.compaction import compact_in_background
+from hearth.intake import confirm_joins
 from hearth.lan import LanPresence
 from hearth.node import Node
 from hearth.peer_server import open_invites, start_listener
@@ -57,6 +58,7 @@ async def serve(
         while not stop.is_set():
             groups = [g.id for g in node.groups()]
             for group_id in groups:
+                confirm_joins(node, group_id)  # joins to invites made here (R14)
                 keep_keys(node, group_id)  # someone left: a new key without them
             wanted = {(url, False) for g in groups for url in node.view(g).relays()}
             wanted |= {(url, True) for url in list_peers(node.store)}

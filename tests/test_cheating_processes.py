@@ -5,6 +5,7 @@ the honest members' ledgers stay identical (docs/security.md)."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -74,3 +75,69 @@ def test_bundles_damaged_on_the_way_are_fetched_again(tmp_path: Path, relay: Rel
         damage = [f for f in findings if f["check"] == f"damage from {proxy.url}"]
         assert len(damage) == 1
         assert "3 bundles arrived damaged" in damage[0]["detail"]
+
+
+def test_a_join_token_used_twice_lets_in_one_device(tmp_path: Path, relay: Relay) -> None:
+    """Attack 3 (R14): a printed token passed on to a second person. The device the
+    inviter's node confirms first is in on every node; the other is not, nothing of it
+    waits for good, the inviter is told, and so is the one turned away."""
+    ada, ben = pair(tmp_path, relay.url)
+    token = ada("invite", "--token").out.strip()
+    ada("sync")
+    eve, mal = Cli(tmp_path / "eve"), Cli(tmp_path / "mal")
+    eve("join", token, "--name", "Eve")
+    ada("sync")  # Ada's node confirms Eve, the first claim it sees
+    mal("join", token, "--name", "Mal")  # the same token again
+    mal("resource", "add", "Mal's crowbar")
+    for cli in (mal, ada, ben, eve, ada, ben):
+        cli("sync")
+    for cli in (ada, ben, eve):
+        names = [m["name"] for m in json.loads(cli("member", "list", "--json").out)]
+        assert sorted(names) == ["Ada", "Ben", "Eve"], cli.home.name
+        assert "Mal's crowbar" not in resources(cli)
+        assert json.loads(cli("status", "--json").out)["gaps"] == 0
+    alerts = json.loads(ada("status", "--json").out)["admin_alerts"]
+    assert [a["kind"] for a in alerts] == ["second-claim"]
+    assert "'Mal'" in alerts[0]["what"]
+    assert "used by another device first" in mal("status").out
+
+
+def test_a_removed_admin_cannot_remove_the_admin_who_removed_him(
+    tmp_path: Path, relay: Relay
+) -> None:
+    """Attack 4 (R7): Ben, an admin, is removed by Ada; from a copy of his home made
+    before, he removes Ada and syncs. Ada has been an admin longer: her removal of Ben
+    stands everywhere, what she writes afterwards counts, and every admin is told."""
+    ada, ben = pair(tmp_path, relay.url)
+    cat = Cli(tmp_path / "cat")
+    token = ada("invite", "--token").out.strip()
+    ada("sync")
+    cat("join", token, "--name", "Cat")
+    ada("sync")  # Cat's claim reaches Ada's node, which confirms it (R14)
+    ada("member", "promote", "Ben")
+    ada("member", "promote", "Cat")
+    for cli in (ada, ben, cat, ada):
+        cli("sync")
+    shutil.copytree(ben.home, tmp_path / "ben-before")
+    ada("member", "remove", "Ben", "--yes")
+    ada("sync")
+    ada("resource", "add", "Ada's wheelbarrow")
+    ada("sync")
+    old_ben = Cli(tmp_path / "ben-before")
+    old_ben("member", "remove", "Ada", "--yes")
+    old_ben("sync", check=False)  # the relay may refuse the old key's topic by now
+    shipped = tmp_path / "old-ben.bundles"
+    old_ben("bundle", "export", str(shipped))  # or by hand, to someone who takes it
+    cat("bundle", "import", str(shipped))
+    for cli in (cat, ada, cat):
+        cli("sync")
+    for cli in (ada, cat):
+        people = {
+            m["name"]: m["status"] for m in json.loads(cli("member", "list", "--all", "--json").out)
+        }
+        assert people["Ada"] == "active", cli.home.name
+        assert people["Ben"] == "removed", cli.home.name
+        assert "Ada's wheelbarrow" in resources(cli)
+        alerts = json.loads(cli("status", "--json").out)["admin_alerts"]
+        assert [a["kind"] for a in alerts] == ["counter-removal"], cli.home.name
+        assert "Ada's removal of Ben stands" in alerts[0]["what"]

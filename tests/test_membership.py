@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 
 from hearth import members, membership
+from hearth.alerts import admin_alerts
 from hearth.errors import NotAuthorized, UsageError
 from hearth.identity import create_identity
 from hearth.intake import Verdict, take_in
+from hearth.joins import claim_standing
 from hearth.ledger import Kind, Ledger, LedgerDoc
 from hearth.ledger.model import Role
 from hearth.node import Node, open_node
-from hearth.retraction import admin_alerts, removal_notices
+from hearth.retraction import removal_notices
 from hearth.rotation import departed_devices, rotate, rotation_due
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
 from tests.conftest import Cli
@@ -197,12 +199,107 @@ def test_admins_are_ranked_by_when_they_were_made_and_nobody_can_jump_the_queue(
     assert any("ranks the new admin before admins made earlier" in r for r in reasons)
 
 
+def test_a_join_token_lets_in_one_device_on_every_node(tmp_path: Path) -> None:
+    """R14: two devices join with one token. Whichever claim reaches the device that made
+    the invite first is confirmed there; every node counts that one and refuses the other
+    — whatever order it hears of them in — nothing waits for good, the admins are told,
+    and the refused joiner is told plainly."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Obs"])
+    ada, ben, obs = nodes
+    gid = ada.current_group().id
+    token = ada.create_invite()
+    joiners = []
+    for name in ("Eve", "Mal"):
+        joiner = new_node(tmp_path, name, ada.clock)
+        joiner.join_with_token(token)
+        with joiner.change(gid) as ledger:
+            ledger.add_resource(f"{name}'s box", kind=Kind.OTHER)
+        joiners.append(joiner)
+    eve, mal = joiners
+    deliver(mal, ben, gid)  # Ben hears of Mal first: it waits for Ada's confirmation
+    assert "Mal" not in [m.name for m in ben.view(gid).members()]
+    deliver(eve, ada, gid)  # Ada's node hears of Eve first and confirms her
+    deliver(mal, ada, gid)
+    everyone = [ada, ben, obs, eve, mal]
+    exchange(everyone)
+    for node in (ada, ben, obs, eve):
+        names = [m.name for m in node.view(gid).members()]
+        assert "Eve" in names
+        assert "Mal" not in names
+        assert node.feeds.waiting(gid) == [], node.identity.name
+        assert "Mal's box" not in resource_names(node)
+    assert "Eve's box" in resource_names(ben)
+    outcomes = observed_in_orders(tmp_path, [ada, eve, mal], obs, gid)
+    assert len(outcomes) == 1
+    people, _, _, _, _ = outcomes.pop()
+    assert [n for n, status, _ in people if status == "active"] == ["Ada", "Ben", "Eve", "Obs"]
+    alerts = [a for a in admin_alerts(ada, gid) if a.kind == "second-claim"]
+    assert len(alerts) == 1
+    assert "'Mal'" in alerts[0].what
+    assert "used by another device" in claim_standing(mal, gid)
+    assert claim_standing(eve, gid) == ""
+    for node in [ada, ben, eve, mal]:
+        node.close()
+
+
+def test_a_removed_members_token_lets_nobody_in(group: list[Node]) -> None:
+    """R14: Dan joined with a token and was removed; a new identity using Dan's old token
+    (it holds the group's old keys) is refused everywhere."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    token = ada.create_invite()
+    eve = new_node(dan.home.parent, "Eve", ada.clock)
+    eve.join_with_token(token)
+    with eve.change(gid) as ledger:
+        ledger.add_resource("Eve's box", kind=Kind.OTHER)
+    exchange([ada, ben, cat, dan, eve])
+    members.remove_member(ada, gid, "Eve")
+    exchange([ada, ben, cat, dan, eve])
+    mal = new_node(dan.home.parent, "Mal", ada.clock)
+    mal.join_with_token(token)  # the same token, used again after Eve's removal
+    with mal.change(gid) as ledger:
+        ledger.add_resource("Mal's box", kind=Kind.OTHER)
+    exchange([ada, ben, cat, dan, mal])
+    for node in (ada, ben, cat):
+        assert "Mal" not in [m.name for m in node.view(gid).members(include_gone=True)]
+        assert "Mal's box" not in resource_names(node)
+    for node in (eve, mal):
+        node.close()
+
+
+def test_only_the_inviting_device_confirms_and_only_once(group: list[Node]) -> None:
+    """R14: Ben (another admin) cannot confirm Ada's invite for a device of his choosing,
+    nor can Ada confirm it twice."""
+    ada, ben, cat, _ = group
+    gid = ada.current_group().id
+    printed = ada.create_invite()  # a token: Ada's node confirms the first claim it sees
+    code = ada.create_invite(for_device=b"\x01" * 32)  # as an invite code does
+    exchange(group)
+    with ben.change() as ledger:  # each on their own node, so it is not stopped there
+        ledger.confirm_invite(printed.invite_id, (b"\x02" * 32).hex())
+    with ada.change() as ledger:
+        ledger.confirm_invite(code.invite_id, (b"\x03" * 32).hex())
+    assert Verdict.REJECTED in deliver(ben, cat, gid)
+    assert Verdict.REJECTED in deliver(ada, cat, gid)
+    invites = cat.view(gid).tables["invites"]
+    assert "confirmed" not in invites[printed.invite_id]
+    assert invites[code.invite_id]["confirmed"] == (b"\x01" * 32).hex()
+    reasons = [str(r[0]) for r in cat.store.query("SELECT reason FROM rejections")]
+    assert any("second confirmation" in r for r in reasons), reasons
+    assert any("other than the one that invited" in r for r in reasons), reasons
+
+
 def test_a_member_who_is_not_an_admin_cannot_record_an_invite(group: list[Node]) -> None:
     """Otherwise Ben could let in anyone he likes by writing an invite into the ledger."""
     ada, ben, _, _ = group
     gid = ada.current_group().id
     with ben.change() as ledger:
-        ledger.add_invite("sneaky-invite", key="00" * 32, expires_at=2**40)
+        ledger.add_invite(
+            "sneaky-invite",
+            key="00" * 32,
+            expires_at=2**40,
+            by_device=ben.identity.device_key.public.hex(),
+        )
     verdicts = deliver(ben, ada, gid)
     assert Verdict.REJECTED in verdicts
     assert "sneaky-invite" not in ada.view().tables["invites"]
@@ -426,51 +523,96 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
     deliver(ada, ben, gid)  # the proof goes on
     assert admin_alerts(ben, gid) == []  # Ben is no admin
     (alert,) = admin_alerts(ada, gid)
-    assert alert.member_name == "Dan"
+    assert alert.member == "Dan"
+    assert alert.kind == "equivocation"
     ada.close()
-    status = json.loads(Cli(ada.home)("status", "--json").out)
-    assert status["admin_alerts"] == [{"device": alert.device_id, "member": "Dan"}]
-    assert f"hearth device remove {alert.device_id}" in Cli(ada.home)("status").out
+    cli = Cli(ada.home)
+    status = json.loads(cli("status", "--json").out)
+    assert [(a["kind"], a["device"], a["member"]) for a in status["admin_alerts"]] == [
+        ("equivocation", alert.device, "Dan")
+    ]
+    remove = f"hearth device remove {alert.device}"
+    assert remove in cli("status").out
+    # Everywhere an admin looks (#13): conflicts, doctor, the member list.
+    assert remove in cli("conflicts").out
+    assert [c["kind"] for c in json.loads(cli("conflicts", "--json").out)] == ["equivocation"]
+    doctor = json.loads(cli("doctor", "--json", check=False).out)
+    assert any(f["check"].endswith("equivocation") and not f["ok"] for f in doctor)
+    assert "Dan (!)" in cli("member", "list").out
     with open_node(ada.home, clock=FakeClock()) as again:
-        members.remove_device(again, gid, alert.device_id)
+        members.remove_device(again, gid, alert.device)
         assert admin_alerts(again, gid) == []
 
 
-def test_rival_removals_of_each_other_both_count_in_any_order(tmp_path: Path) -> None:
-    """R7, R12: two admins remove each other at once: both removals count, on every node,
-    whichever it hears of first — but nothing either wrote after (their new keys, an edit)
-    counts. Cat, the earliest member left, acts as admin and starts the key everyone goes
-    on with — also on a node that gets her new key before the removals that made her the
-    admin, each bundle once (as from a relay): R5, her op is judged as she saw things."""
+def test_admins_who_remove_each_other_settle_by_seniority_in_any_order(tmp_path: Path) -> None:
+    """R7, R12: two admins remove each other at once. Ada has been an admin longer, so her
+    removal of Ben stands and his of her is void — on every node, whichever it hears of
+    first — and what she wrote meanwhile (before and after her removal of Ben) counts,
+    while nothing Ben wrote after her removal does (his new key, an edit). Ada then
+    starts the key everyone goes on with."""
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Obs"])
     ada, ben, cat, obs = nodes
     gid = ada.current_group().id
     members.promote(ada, gid, "Ben")
     exchange(nodes)
-    members.remove_member(ada, gid, "Ben")  # each also starts a new key without the other
-    members.remove_member(ben, gid, "Ada")
+    with ada.change() as ledger:  # Ada goes on, not knowing of Ben's removal of her
+        ledger.add_resource("Ada's spade", kind=Kind.TOOL)
+    members.remove_member(ben, gid, "Ada")  # each also starts a new key without the other
+    members.remove_member(ada, gid, "Ben")
+    with ada.change() as ledger:
+        ledger.add_resource("Ada's rake", kind=Kind.TOOL)
     with ben.change() as ledger:
         ledger.add_resource("Ben's parting shot", kind=Kind.TOOL)
     outcomes = observed_in_orders(tmp_path, [ada, ben, cat], obs, gid)
     assert len(outcomes) == 1
     people, things, _, _, _ = outcomes.pop()
     statuses = {name: status for name, status, _ in people}
-    assert statuses == {"Ada": "removed", "Ben": "removed", "Cat": "active", "Obs": "active"}
+    assert statuses == {"Ada": "active", "Ben": "removed", "Cat": "active", "Obs": "active"}
+    assert {"Ada's spade", "Ada's rake"} <= set(things)
     assert "Ben's parting shot" not in things
 
     deliver(ada, cat, gid)
     deliver(ben, cat, gid)
-    assert rotation_due(cat, gid)
-    rotate(cat, gid)
     obs = open_node(tmp_path / "Obs", clock=FakeClock())
-    cats = [b.envelope for b in cat.feeds.all(gid) if b.author == cat.identity.device_key.public]
-    for envelope in cats + [b.envelope for n in (ada, ben) for b in n.feeds.all(gid)]:
+    for envelope in [b.envelope for n in (ben, ada) for b in n.feeds.all(gid)]:
         take_in(obs, envelope, source="test")
-    assert obs.feeds.current_keys(gid).epoch_id == cat.feeds.current_keys(gid).epoch_id
+    assert obs.feeds.current_keys(gid).epoch_id == ada.feeds.current_keys(gid).epoch_id
     _, _, excluded = obs.feeds.current(gid)
-    assert {ada.identity.device_key.public, ben.identity.device_key.public} <= excluded
+    assert ben.identity.device_key.public in excluded
+    assert ada.identity.device_key.public not in excluded
     for node in (ada, ben, cat, obs):
         node.close()
+
+
+def test_a_removed_admin_cannot_remove_a_senior_from_an_old_copy(tmp_path: Path) -> None:
+    """R7: Ada removes Ben; Ben, from a copy of his node made before, writes a removal of
+    Ada. Ada is senior: it does not count, on any node, and Ada's writes go on counting."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat"])
+    ada, _, cat = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(nodes)
+    shutil.copytree(tmp_path / "Ben", tmp_path / "Ben-copy")
+    members.remove_member(ada, gid, "Ben")
+    exchange(nodes)
+    with ada.change() as ledger:
+        ledger.add_resource("Ada's wheelbarrow", kind=Kind.TOOL)
+    old_ben = open_node(tmp_path / "Ben-copy", clock=FakeClock())
+    members.remove_member(old_ben, gid, "Ada")
+    for target in (ada, cat):
+        deliver(old_ben, target, gid)
+        deliver(ada, target, gid)
+    for node in (ada, cat):
+        statuses = {m.name: m.status for m in node.view(gid).members(include_gone=True)}
+        assert statuses["Ada"] == "active"
+        assert statuses["Ben"] == "removed"
+        assert "Ada's wheelbarrow" in resource_names(node)
+    # Every admin is told of the late counter-removal; nobody else is.
+    (alert,) = admin_alerts(ada, gid)
+    assert alert.kind == "counter-removal"
+    assert "Ada's removal of Ben stands" in alert.what
+    assert admin_alerts(cat, gid) == []
+    old_ben.close()
 
 
 def test_a_removal_by_an_admin_removed_before_it_is_undone_everywhere(tmp_path: Path) -> None:
@@ -570,7 +712,8 @@ def test_a_member_let_in_by_a_removed_admins_late_invite_is_out_everywhere(
         eve.join_with_token(token)
         with eve.change(gid) as ledger:
             ledger.add_resource("Eve's ladder", kind=Kind.TOOL)
-        deliver(ada, cat, gid)  # Cat lets Eve in, then hears of the removal
+        deliver(eve, ada, gid)  # Ada's node confirms Eve's claim (R14) ...
+        deliver(ada, cat, gid)  # ... Cat lets Eve in, then hears of the removal
         deliver(eve, cat, gid)
         assert "Eve" in [m.name for m in cat.view(gid).members()]
         deliver(ben, cat, gid)

@@ -178,11 +178,10 @@ class Overview(VerticalScroll):
             )
         if sync.taken_back:
             attention.append(f"Taken back out: {sync.taken_back[0]}")
-        for broken in sync.broken_devices:
-            attention.append(
-                f"A device of {broken.member_name} signed two versions of one change; "
-                f"nothing it writes counts. Remove it: hearth device remove {broken.device_id}"
-            )
+        if sync.joining:
+            attention.append(sync.joining)
+        for alert in sync.admin_alerts:
+            attention.append(f"For you as an admin: {alert.what} — see Problems (6)")
         asked = [
             r
             for r, _, way in snap.neighbours.requests
@@ -394,9 +393,13 @@ class ConflictsPane(Vertical):
         yield table
 
     def show(self, snap: Snapshot) -> None:
+        alerts = [
+            (f"alert-{i}", [alert.what[:1].upper() + alert.what[1:], alert.advice])
+            for i, alert in enumerate(snap.sync.admin_alerts)
+        ]
         fill(
             self.query_one("#problem-table", DataTable),
-            [(c.id, [c.summary, c.advice]) for c in find_conflicts(snap.view)],
+            alerts + [(c.id, [c.summary, c.advice]) for c in find_conflicts(snap.view)],
         )
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hearth import neighbours
+from hearth.alerts import AdminAlert, admin_alerts
+from hearth.joins import claim_standing
 from hearth.neighbourhood import Offer, Request
 from hearth.node import Node
 from hearth.peers import list_peers, waiting_for
-from hearth.retraction import BrokenDevice, admin_alerts, removal_notices
+from hearth.retraction import removal_notices
 from hearth.values import format_time
 
 __all__ = ["Neighbourhoods", "SyncState", "neighbourhoods_of", "sync_state"]
@@ -29,7 +31,8 @@ class SyncState:
     gaps: int  # changes from others held back until earlier ones arrive
     online: bool
     taken_back: tuple[str, ...] = ()  # recent notes of edits that did not count after all
-    broken_devices: tuple[BrokenDevice, ...] = ()  # for an admin: devices to remove
+    admin_alerts: tuple[AdminAlert, ...] = ()  # for an admin: membership to look at
+    joining: str = ""  # how this device's own join stands, if it is not in yet
 
 
 def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
@@ -39,9 +42,16 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
     gaps = len(node.feeds.waiting(group_id))
     taken_back = tuple(what for _, what in removal_notices(node))
     broken = tuple(admin_alerts(node, group_id))
+    joining = claim_standing(node, group_id)
     if not links:
         return SyncState(
-            "Only on this device: nothing to share with yet", 0, gaps, False, taken_back, broken
+            "Only on this device: nothing to share with yet",
+            0,
+            gaps,
+            False,
+            taken_back,
+            broken,
+            joining,
         )
     waiting = min(waiting_for(node.store, url, group_id, peer=peer) for url, peer in links)
     rows = node.store.query(
@@ -60,7 +70,7 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
         since = f" (last shared {format_time(int(last_ok))})" if last_ok else ""
         words = f"Offline{since}"
         online = False
-    return SyncState(words, waiting, gaps, online, taken_back, broken)
+    return SyncState(words, waiting, gaps, online, taken_back, broken, joining)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from hearth import members, membership, neighbours, present
+from hearth.alerts import admin_alerts
 from hearth.cli import render
 from hearth.errors import UsageError
 from hearth.identity import create_identity
@@ -147,13 +148,22 @@ def _group_use(args: argparse.Namespace, node: Node) -> int:
 
 def _member_list(args: argparse.Namespace, node: Node) -> int:
     found = node.view().members(include_gone=args.all)
+    alerts = admin_alerts(node, node.current_group().id)
+    flagged = {a.member for a in alerts}
     rows = [
-        [m.id[:8], m.name, m.role.value if m.status == "active" else m.status, str(len(m.devices))]
+        [
+            m.id[:8],
+            m.name + (" (!)" if m.name in flagged else ""),
+            m.role.value if m.status == "active" else m.status,
+            str(len(m.devices)),
+        ]
         for m in found
     ]
-    return emit(
-        args, [as_member(m) for m in found], render.table(["id", "name", "role", "devices"], rows)
-    )
+    text = render.table(["id", "name", "role", "devices"], rows)
+    if alerts:
+        text += "\n" + "\n".join(f"(!) {a.what}; {a.advice}" for a in alerts)
+    data = [{**as_member(m), "alert": m.name in flagged} for m in found]
+    return emit(args, data, text)
 
 
 def confirm(args: argparse.Namespace, question: str) -> None:
@@ -471,8 +481,14 @@ def _history(args: argparse.Namespace, node: Node) -> int:
 
 def _conflicts(args: argparse.Namespace, node: Node) -> int:
     found = find_conflicts(node.view())
-    text = "\n".join(f"{c.id[:8]}  {c.summary}\n          {c.advice}" for c in found)
-    return emit(args, [as_conflict(c) for c in found], text or "No conflicts. All is well.")
+    alerts = admin_alerts(node, node.current_group().id)
+    lines = [f"for you as an admin: {a.what}\n          {a.advice}" for a in alerts]
+    lines += [f"{c.id[:8]}  {c.summary}\n          {c.advice}" for c in found]
+    data = [
+        {"id": f"alert-{i}", "kind": a.kind, "summary": a.what, "advice": a.advice, "entries": []}
+        for i, a in enumerate(alerts)
+    ] + [as_conflict(c) for c in found]
+    return emit(args, data, "\n".join(lines) or "No conflicts. All is well.")
 
 
 def _export(args: argparse.Namespace, node: Node) -> int:

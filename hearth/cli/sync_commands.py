@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hearth import membership, neighbours
+from hearth.alerts import admin_alerts
 from hearth.cli.commands import emit
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
 from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, damage, take_in
+from hearth.intake import Verdict, confirm_joins, damage, take_in
 from hearth.invite import (
     DEVICE_PREFIX,
     DeviceToken,
@@ -26,6 +27,7 @@ from hearth.invite import (
     encode_token,
     is_token,
 )
+from hearth.joins import claim_standing
 from hearth.node import Node, open_node
 from hearth.peers import (
     LISTENING_AT,
@@ -37,7 +39,7 @@ from hearth.peers import (
 )
 from hearth.protocol import codec
 from hearth.protocol.invite_code import JoinerIntroduced
-from hearth.retraction import admin_alerts, removal_notices
+from hearth.retraction import removal_notices
 from hearth.rotation import keep_keys
 from hearth.sync_client import RelayReport, sync_relays
 from hearth.values import counted, format_time
@@ -105,14 +107,21 @@ _MAX_PASSES = 4
 
 def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[RelayReport]:
     """Sync with every relay, then every peer; again while a pass brings news of more
-    relays or of a new group key (whose topic must be synced everywhere too)."""
+    relays or of a new group key (whose topic must be synced everywhere too), or made
+    this node write something."""
     reports: list[RelayReport] = []
     tried: set[tuple[str, bool]] = set()
     topics: set[bytes] = set()
+    me = node.identity.device_key.public
+    written = {g: node.feeds.head(g, me) for g in groups}
     for _ in range(_MAX_PASSES):
-        news = False
+        # What this node wrote while taking bundles in (a join it confirmed, R14) goes
+        # out in this sync too, not the next one.
+        news = any(node.feeds.head(g, me) != head for g, head in written.items())
+        written = {g: node.feeds.head(g, me) for g in groups}
         for group_id in groups:
             node.claim_device(group_id)  # a new device, once its member's entry is here
+            confirm_joins(node, group_id)  # joins to invites made here (R14)
             keep_keys(node, group_id)
             # Handoffs agreed or fulfilled in a neighbourhood, into the ledger and back.
             news = neighbours.reconcile(node, group_id) > 0 or news
@@ -265,6 +274,7 @@ def _status(args: argparse.Namespace, node: Node) -> int:
     notices = removal_notices(node)
     broken = admin_alerts(node, group.id)
     damaged = damage(node)
+    joining = claim_standing(node, group.id)
     data = {
         "group": group.name,
         "group_id": group.id,
@@ -272,10 +282,13 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         "peers": peers,
         "gaps": gaps,
         "taken_back": [{"at": at, "what": what} for at, what in notices],
-        "admin_alerts": [{"device": b.device_id, "member": b.member_name} for b in broken],
+        "admin_alerts": [alert.as_json() for alert in broken],
         "damaged": [{"source": d.source, "count": d.count, "last_at": d.last_at} for d in damaged],
+        "joining": joining,
     }
     lines = [f"{group.name}:"]
+    if joining:
+        lines.append(f"  {joining}")
     for kind, links in (("relay", relays), ("peer", peers)):
         for r in links:
             when = format_time(int(str(r["last_sync"]))) if r["last_sync"] else "never"
@@ -301,11 +314,8 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         )
     for at, what in notices:
         lines.append(f"  {format_time(at)}: {what}")
-    for b in broken:
-        lines.append(
-            f"  for you as an admin: a device of {b.member_name} signed two versions of one "
-            f"change, so nothing it writes counts; remove it: `hearth device remove {b.device_id}`"
-        )
+    for alert in broken:
+        lines.append(f"  for you as an admin: {alert.what}; {alert.advice}")
     return emit(args, data, "\n".join(lines))
 
 
@@ -334,7 +344,7 @@ def _device_add(args: argparse.Namespace, node: Node) -> int:
     def device_token(event: JoinerIntroduced) -> str:
         return encode_device_token(
             DeviceToken(
-                token=node.create_invite(device=True),
+                token=node.create_invite(device=True, for_device=event.device_key),
                 member_secret=me.member_key.secret,
                 member_name=me.name,
             )

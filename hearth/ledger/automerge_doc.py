@@ -252,6 +252,10 @@ class LedgerDoc:
         """The actor id this document writes under."""
         return self._doc.get_actor()
 
+    @actor.setter
+    def actor(self, actor: bytes) -> None:
+        self._doc.set_actor(actor)
+
     def heads(self) -> list[bytes]:
         """The hashes of the newest changes."""
         return self._doc.get_heads()
@@ -295,6 +299,33 @@ class LedgerDoc:
         if table not in self._guarded:
             self._guarded[table] = self._walk(table)
         return self._guarded[table]
+
+    def objects_under_entry(self, table: str, entry_id: str) -> set[ObjectRef]:
+        """The table's own map and the maps of one of its entries (not remembered: for
+        the rare question of whether changes touch one member)."""
+        table_obj = self._table(table)
+        if table_obj is None:
+            return set()
+        return {_object_ref(table_obj), *self._objects_of([(table, entry_id)])}
+
+    def writes_fields(
+        self, changes: Sequence[bytes], table: str, entry_id: str, fields: Iterable[str]
+    ) -> bool:
+        """Whether any of the changes (applied or not) puts one of ``fields`` into an
+        entry that exists here (an op on the entry's own map with that key)."""
+        table_obj = self._table(table)
+        got = None if table_obj is None else self._doc.get(table_obj, entry_id)
+        if got is None or got[0] != ObjType.Map:
+            return False
+        entry, keys = _object_ref(got[1]), set(fields)
+        try:
+            return any(
+                op.obj == entry and op.key in keys
+                for change in changes
+                for op in operations(_change_body(change))
+            )
+        except LedgerError:
+            return False
 
     def _walk(self, table: str) -> set[ObjectRef]:
         found: set[ObjectRef] = set()

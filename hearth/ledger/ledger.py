@@ -251,15 +251,37 @@ class Ledger:
             )
 
     def add_invite(
-        self, invite_id: str, *, key: str, expires_at: int, for_member: str | None = None
+        self,
+        invite_id: str,
+        *,
+        key: str,
+        expires_at: int,
+        by_device: str,
+        for_member: str | None = None,
+        confirmed: str | None = None,
     ) -> None:
-        """Record an invite: the public key a joiner's claim must be signed with; with
+        """Record an invite: the public key a joiner's claim must be signed with, and the
+        device (``by_device``, hex) that alone confirms which claim counts (R14) — here at
+        once when the joining device is known (``confirmed``, hex: an invite code). With
         ``for_member``, an invite for another device of that member only."""
-        fields: dict[str, str | int] = {"key": key, "expires_at": expires_at, **self._stamp()}
+        fields: dict[str, str | int] = {
+            "key": key,
+            "expires_at": expires_at,
+            "by_device": by_device,
+            **self._stamp(),
+        }
         if for_member is not None:
             fields |= {"kind": "device", "member": for_member}
+        if confirmed is not None:
+            fields |= {"confirmed": confirmed, "confirmed_at": self._clock.now_ms()}
         with self._edit() as w:
             w.put("invites", invite_id, fields)
+
+    def confirm_invite(self, invite_id: str, device: str) -> None:
+        """As the device that made an invite: the claim of ``device`` (hex) is the one
+        that counts; no other claim to it ever will."""
+        with self._edit() as w:
+            w.put("invites", invite_id, {"confirmed": device, "confirmed_at": self._clock.now_ms()})
 
     def claim_device(self, invite_id: str, device_id: str, card: Fields) -> None:
         """As a member's new device: add it to the member's entry and mark the invite used."""
@@ -351,6 +373,11 @@ class Ledger:
     def _live_member(self, member_id: str) -> None:
         if self.view.member(member_id).status != "active":
             raise NotFound(f"{self.view.member_name(member_id)} is no longer in the group.")
+
+    def add_actor(self, member_id: str, device_id: str, actor: str) -> None:
+        """List one more actor id (hex) a device of this member writes under."""
+        with self._edit() as w:
+            w.put("members", member_id, {"devices": {device_id: {"actors": {actor: True}}}})
 
     def add_device(self, member_id: str, device_id: str, card: Fields) -> None:
         """Record one of a member's devices (with the actor ids it writes under)."""

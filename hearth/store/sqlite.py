@@ -255,6 +255,10 @@ class Store:
             (group.id, group.name, group.actor, group.seed, group.genesis, group.created_at),
         )
 
+    def set_group_actor(self, group_id: str, actor: bytes) -> None:
+        """The actor id this device writes a group's changes under from now on."""
+        self.run("UPDATE groups SET actor = ? WHERE id = ?", (actor, group_id))
+
     def rename_group(self, group_id: str, name: str) -> None:
         """Keep the stored copy of a group's name current (inside a :meth:`write`)."""
         self.run("UPDATE groups SET name = ? WHERE id = ?", (name, group_id))
