@@ -133,7 +133,9 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
                 shareable=kind is not Kind.SPACE,
             )
     for other in (ben, cleo):
-        other.join_with_token(ada.create_invite())
+        # The demo's clock runs hours ahead with every action: a day's invite would
+        # lapse before Ada's node sees the claim and confirms it (R14).
+        other.join_with_token(ada.create_invite(valid_for_ms=30 * _DAY))
 
     def exchange(nodes: dict[str, Node], group_id: str) -> None:
         if relay_url:

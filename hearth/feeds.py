@@ -491,6 +491,15 @@ class Feeds:
         mark = int(rows[-1][0]) if rows else after
         return [(bytes(i), bytes(t), bytes(e)) for _, i, t, e in rows], mark
 
+    def written_since(self, after: int, author: bytes) -> list[tuple[bytes, bytes, bytes]]:
+        """(id, topic, envelope) of the bundles one device wrote since a mark of
+        :meth:`arrivals`."""
+        rows = self.store.query(
+            "SELECT id, topic, envelope FROM bundles WHERE rowid > ? AND author = ? ORDER BY rowid",
+            (after, author),
+        )
+        return [(bytes(i), bytes(t), bytes(e)) for i, t, e in rows]
+
     def version_vector(self, group_id: str) -> dict[str, int]:
         """Device (hex) -> highest contiguous applied seq, for one group."""
         rows = self.store.query(

@@ -339,7 +339,7 @@ async def _run(
 ) -> None:
     """One connection to one relay or peer: until settled, or (``live``) until it drops;
     ``snapshots_only``: only give the relay the snapshots due (:func:`give_snapshots`)."""
-    mark = node.feeds.newest_arrival()
+    mark = start_mark = node.feeds.newest_arrival()
     said_mark = neighbours.newest_arrival(node)
     if snapshots_only:  # the snapshot's ack moves no cursor: it is in no device's feed
         plans = _snapshot_plans(node, group_ids)
@@ -379,6 +379,13 @@ async def _run(
                         if not await carry_out(session.resume()):
                             return False
                     case Settled():
+                        # What taking bundles in wrote here (a join confirmed, R14) goes
+                        # out in this same sync, not at the next one.
+                        written = [] if live else written_here()
+                        if written:
+                            if not await carry_out(session.publish(written)):
+                                return False
+                            continue
                         # A node keeping a loop responsive leaves saving the document for
                         # a snapshot to its compaction process (hearth.compaction).
                         snapshot = (
@@ -400,10 +407,37 @@ async def _run(
                         raise AssertionError(f"unexpected output {output!r}")
             return True
 
-        async def publish_new() -> None:
-            """Live: send bundles stored since — written by this or any process on this
-            home, or received elsewhere — that did not come from this relay or peer."""
+        def written_here() -> list[tuple[bytes, bytes]]:
+            """Bundles this device wrote since the sync began and did not send yet."""
+            mine = node.feeds.written_since(start_mark, node.identity.device_key.public)
+            fresh = [(i, e) for i, topic, e in mine if topic in topics and i not in offered]
+            offered.update(i for i, _ in fresh)
+            return fresh
+
+        def fresh_bundles() -> list[tuple[bytes, bytes]]:
+            """Bundles stored since the last look — written by this or any process on
+            this home, or received elsewhere — that did not come from this relay or peer
+            and were not sent to it yet."""
             nonlocal mark, said_mark
+            arrived, mark = node.feeds.arrivals(mark)
+            if not report.peer:
+                said, said_mark = neighbours.arrivals(node, said_mark)
+                arrived += said
+                if said:  # an answer or a fulfilment may be news for the ledger
+                    for group_id in group_ids:
+                        neighbours.reconcile(node, group_id)
+            fresh = [
+                (i, e)
+                for i, topic, e in arrived
+                if topic in topics - session.refused_topics
+                and i not in offered
+                and not _has(node, url, i)
+            ]
+            offered.update(i for i, _ in fresh)
+            return fresh
+
+        async def publish_new() -> None:
+            """Live: send new bundles (:func:`fresh_bundles`) as they are stored."""
             while True:
                 await asyncio.sleep(poll_s)
                 if _synced_topics(node, group_ids, peer=report.peer) != topics:
@@ -411,21 +445,7 @@ async def _run(
                     # read here too.
                     await ws.close(code=1000, message=b"new group key")
                     return
-                arrived, mark = node.feeds.arrivals(mark)
-                if not report.peer:
-                    said, said_mark = neighbours.arrivals(node, said_mark)
-                    arrived += said
-                    if said:  # an answer or a fulfilment may be news for the ledger
-                        for group_id in group_ids:
-                            neighbours.reconcile(node, group_id)
-                fresh = [
-                    (i, e)
-                    for i, topic, e in arrived
-                    if topic in topics - session.refused_topics
-                    and i not in offered
-                    and not _has(node, url, i)
-                ]
-                offered.update(i for i, _ in fresh)
+                fresh = fresh_bundles()
                 if fresh:
                     await carry_out(session.publish(fresh))
 
