@@ -28,7 +28,7 @@ from hearth import neighbours
 from hearth.crypto import SigningKey
 from hearth.errors import TransportError
 from hearth.identity import create_identity
-from hearth.intake import take_in
+from hearth.intake import Verdict, take_in
 from hearth.ledger import CommitmentStatus, Kind, find_conflicts
 from hearth.ledger.ledger import Ledger
 from hearth.node import Node, open_node
@@ -262,13 +262,19 @@ def _share_records(said: tuple[tuple[Node, str], ...], relay_url: str | None) ->
 
 
 def _exchange(nodes: dict[str, Node], group_id: str) -> None:
-    """Every node takes in every other node's bundles, as a sync through a relay would."""
-    for source in nodes.values():
-        bundles = source.feeds.all(group_id)
-        for target in nodes.values():
-            if target is not source:
-                for bundle in bundles:
-                    take_in(target, bundle.envelope, source="demo")
+    """Every node takes in every other node's bundles, as a sync through a relay would,
+    until none has anything new (taking bundles in can write some: a join confirmed)."""
+    for _ in range(len(nodes) + 1):
+        new = 0
+        for source in nodes.values():
+            bundles = source.feeds.all(group_id)
+            for target in nodes.values():
+                if target is not source:
+                    for bundle in bundles:
+                        outcome = take_in(target, bundle.envelope, source="demo")
+                        new += outcome.verdict is not Verdict.DUPLICATE
+        if not new:
+            return
 
 
 def _through_relay(nodes: dict[str, Node], group_id: str, url: str) -> None:

@@ -99,6 +99,7 @@ def test_join_and_converge_through_bundles(trio: list[Node]) -> None:
         ada.view().resource(ada.view().find("resources", "spade")).custodian
         == ada.identity.member_id
     )
+    deliver(ada, ben)  # Ada's device confirmed Ben's join (R14): Ben takes that in
     assert sorted(ada.ledger().doc.heads()) == sorted(ben.ledger().doc.heads())
     again = deliver(ben, ada)
     assert set(again) == {Verdict.DUPLICATE}
@@ -169,6 +170,7 @@ def test_stolen_actor_ids_are_rejected(trio: list[Node]) -> None:
     ada, ben, _ = trio
     deliver(ada, ben)
     deliver(ben, ada)
+    deliver(ada, ben)  # with Ada's confirmation of his join
     group = ada.current_group()
     forged_doc = LedgerDoc.load(ben.ledger().doc.save(), group.actor)  # Ada's actor
     forger = Ledger(
