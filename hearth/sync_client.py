@@ -381,7 +381,7 @@ async def _run(
                     case Settled():
                         # What taking bundles in wrote here (a join confirmed, R14) goes
                         # out in this same sync, not at the next one.
-                        written = [] if live else written_here()
+                        written = [] if live else written_here(node, start_mark, topics, offered)
                         if written:
                             if not await carry_out(session.publish(written)):
                                 return False
@@ -406,13 +406,6 @@ async def _run(
                     case _:
                         raise AssertionError(f"unexpected output {output!r}")
             return True
-
-        def written_here() -> list[tuple[bytes, bytes]]:
-            """Bundles this device wrote since the sync began and did not send yet."""
-            mine = node.feeds.written_since(start_mark, node.identity.device_key.public)
-            fresh = [(i, e) for i, topic, e in mine if topic in topics and i not in offered]
-            offered.update(i for i, _ in fresh)
-            return fresh
 
         def fresh_bundles() -> list[tuple[bytes, bytes]]:
             """Bundles stored since the last look — written by this or any process on
@@ -484,6 +477,17 @@ async def _run(
             if publisher is not None:
                 publisher.cancel()
         raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")
+
+
+def written_here(
+    node: Node, mark: int, topics: set[bytes], offered: set[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """(id, envelope) of the bundles this device wrote on ``topics`` since ``mark`` (of
+    :meth:`~hearth.feeds.Feeds.arrivals`) and not yet ``offered``, which they join."""
+    mine = node.feeds.written_since(mark, node.identity.device_key.public)
+    fresh = [(i, e) for i, topic, e in mine if topic in topics and i not in offered]
+    offered.update(i for i, _ in fresh)
+    return fresh
 
 
 def why_failed(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from hearth.intake import take_in
 from hearth.node import Node, open_node
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.sync import Output, Paused, RelaySession, Send, Settled
-from hearth.sync_client import RelayReport, plan_for, record, snapshot_due
+from hearth.sync_client import RelayReport, plan_for, record, snapshot_due, written_here
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
 from relay.config import RelayConfig
 from relay.core import CatchUp, CloseClient, RelayCore, ToClient
@@ -43,6 +43,8 @@ class Link:
     to_node: deque[bytes] = field(default_factory=deque)
     settled: bool = False
     report: RelayReport = field(default_factory=lambda: RelayReport(url=URL))
+    mark: int = 0  # the node's newest arrival when the link was made
+    offered: set[bytes] = field(default_factory=set)  # bundles sent up on this link
 
 
 class Simulation:
@@ -83,7 +85,9 @@ class Simulation:
             for name in ("Spade", "Compost", "Ladder"):
                 ledger.add_resource(name, quantity=Decimal(50))
         for node in self.nodes[1:]:
-            node.join_with_token(founder.create_invite())
+            # Valid for longer than any spell offline here: the founder confirms each claim
+            # when it reaches her, which may be a week on (R14).
+            node.join_with_token(founder.create_invite(valid_for_ms=30 * DAY_MS))
         self.group = founder.current_group().id
         self.links: dict[int, Link] = {}
         self.offline_until = [0] * nodes
@@ -120,6 +124,7 @@ class Simulation:
                 for b in node.feeds.all(self.group)
                 if b.author == node.identity.device_key.public
             ]
+            link.offered.update(bundle_id for bundle_id, _ in mine[-1:])
             self._node_outputs(i, link, link.session.publish(mine[-1:]))
 
     def connect(self, i: int) -> None:
@@ -129,7 +134,12 @@ class Simulation:
         client = self._next_client
         assert self.relay.admit(client, f"10.0.0.{i}")
         plans = plan_for(self.nodes[i], URL, [self.group])
-        link = Link(client=client, session=RelaySession(plans=plans))
+        link = Link(
+            client=client,
+            session=RelaySession(plans=plans),
+            mark=self.nodes[i].feeds.newest_arrival(),
+            offered={bundle_id for plan in plans for bundle_id, _ in plan.outgoing},
+        )
         self.links[i] = link
         self.trace.append(f"connect n{i}")
         self._node_outputs(i, link, link.session.start())
@@ -193,6 +203,12 @@ class Simulation:
             elif isinstance(output, Paused):
                 self._node_outputs(i, link, link.session.resume())
             elif isinstance(output, Settled):
+                # As hearth sync does: what taking bundles in wrote goes out now.
+                topics = {plan.topic for plan in link.session.plans}
+                written = written_here(self.nodes[i], link.mark, topics, link.offered)
+                if written:
+                    self._node_outputs(i, link, link.session.publish(written))
+                    continue
                 snapshot = snapshot_due(self.nodes[i], URL, [self.group])
                 if snapshot is None:
                     link.settled = True
