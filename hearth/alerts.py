@@ -88,7 +88,6 @@ def _counter_removals(node: Node, group_id: str) -> list[AdminAlert]:
     demoted in turn: R7 let the senior of the two stand."""
     view = node.view(group_id)
     members = view.tables["members"]
-    document = node.ledger(group_id).doc
     alerts = []
     found: set[tuple[str, str]] = set()
     for card in membership.cards(members):
@@ -105,6 +104,9 @@ def _counter_removals(node: Node, group_id: str) -> list[AdminAlert]:
             if inner is None or inner.kind != "content":
                 continue
             changes = [c for name, c, _ in decode_changes(inner.payload) if name == LIVE]
+            # The document is loaded only here, for a bundle that did not count: the app
+            # asks for alerts at start and must not wait on the load (Node.warm_up).
+            document = node.ledger(group_id).doc
             if document.writes_fields(changes, "members", remover, ("removed", "role")):
                 found.add((card.member_id, remover))
                 junior, senior = view.member_name(card.member_id), view.member_name(remover)

@@ -506,8 +506,15 @@ async def test_an_admin_is_told_to_remove_a_device_caught_signing_twice(
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         shown = str(app.query_one("#attention", Static).render())
-        assert "A device of Ben signed two versions of one change" in shown
-        assert "hearth device remove" in shown
+        assert "For you as an admin: a device of Ben signed two versions of one change" in shown
+        await pilot.press("6")  # the Problems tab says what to do
+        await pilot.pause()
+        problems = app.query_one("#problem-table", DataTable)
+        rows = [[str(c) for c in problems.get_row_at(i)] for i in range(problems.row_count)]
+        assert any(
+            what.startswith("A device of Ben signed two versions") and "hearth device remove" in do
+            for what, do in rows
+        ), rows
 
 
 async def test_the_palette_finds_the_row_actions_of_the_tab(ada: Node) -> None:
