@@ -63,6 +63,14 @@ class WireProxy:
         loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._proxy(reader, writer)
+        except asyncio.CancelledError:
+            # The proxy is stopping. A connection's task must not end cancelled: asyncio's
+            # stream server logs that as an error ("Exception in callback ...").
+            writer.transport.abort()
+
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
