@@ -117,7 +117,7 @@ def _hold_back_claims_to_lost_invites(
     # Whether an invite was claimed cannot be read off the table: the claim's mark is the
     # joining device's own entry, in conflict with the admin's (either may show), and it
     # stays when the admin's goes.
-    lost = {i for i, entry in invites.items() if entry.get("key") and not now.get(i, {}).get("key")}
+    lost = {i for i, entry in invites.items() if _lost(entry, now.get(i, {}))}
     held: set[bytes] = set()
     for card in membership.cards(node.view(group_id).tables["members"]):
         first = node.feeds.at(group_id, card.key, 1)
@@ -135,6 +135,15 @@ def _hold_back_claims_to_lost_invites(
                         held.add(change_hash(change).hash)
                         tainted.update(refs)
     return node.rebuild_without(group_id, held) if held else set()
+
+
+def _lost(before: dict[str, object], after: dict[str, object]) -> bool:
+    """Whether a take-out lost an invite, or the confirmation its claim counts by (R14):
+    a confirmation built on a change that did not count goes with it, and the inviting
+    node confirms again, on top of a ledger without the claim."""
+    if before.get("key") and not after.get("key"):
+        return True
+    return isinstance(before.get("confirmed"), str) and not isinstance(after.get("confirmed"), str)
 
 
 def equivocated(
