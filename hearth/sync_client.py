@@ -407,30 +407,10 @@ async def _run(
                         raise AssertionError(f"unexpected output {output!r}")
             return True
 
-        def fresh_bundles() -> list[tuple[bytes, bytes]]:
-            """Bundles stored since the last look — written by this or any process on
-            this home, or received elsewhere — that did not come from this relay or peer
-            and were not sent to it yet."""
-            nonlocal mark, said_mark
-            arrived, mark = node.feeds.arrivals(mark)
-            if not report.peer:
-                said, said_mark = neighbours.arrivals(node, said_mark)
-                arrived += said
-                if said:  # an answer or a fulfilment may be news for the ledger
-                    for group_id in group_ids:
-                        neighbours.reconcile(node, group_id)
-            fresh = [
-                (i, e)
-                for i, topic, e in arrived
-                if topic in topics - session.refused_topics
-                and i not in offered
-                and not _has(node, url, i)
-            ]
-            offered.update(i for i, _ in fresh)
-            return fresh
-
         async def publish_new() -> None:
-            """Live: send new bundles (:func:`fresh_bundles`) as they are stored."""
+            """Live: send bundles stored since — written by this or any process on this
+            home, or received elsewhere — that did not come from this relay or peer."""
+            nonlocal mark, said_mark
             while True:
                 await asyncio.sleep(poll_s)
                 if _synced_topics(node, group_ids, peer=report.peer) != topics:
@@ -438,7 +418,21 @@ async def _run(
                     # read here too.
                     await ws.close(code=1000, message=b"new group key")
                     return
-                fresh = fresh_bundles()
+                arrived, mark = node.feeds.arrivals(mark)
+                if not report.peer:
+                    said, said_mark = neighbours.arrivals(node, said_mark)
+                    arrived += said
+                    if said:  # an answer or a fulfilment may be news for the ledger
+                        for group_id in group_ids:
+                            neighbours.reconcile(node, group_id)
+                fresh = [
+                    (i, e)
+                    for i, topic, e in arrived
+                    if topic in topics - session.refused_topics
+                    and i not in offered
+                    and not _has(node, url, i)
+                ]
+                offered.update(i for i, _ in fresh)
                 if fresh:
                     await carry_out(session.publish(fresh))
 
