@@ -49,7 +49,9 @@ def new_node(tmp_path: Path, name: str, clock: FakeClock, *, seed: int | None = 
     own = seed * 2**32 + zlib.crc32(name.encode())
     draw = seeded_bytes(own)
     create_identity(tmp_path / name, name=name, random_bytes=draw)
-    return open_node(tmp_path / name, clock=clock, random_bytes=draw, new_id=seeded_ids(own))
+    return open_node(
+        tmp_path / name, clock=clock, random_bytes=draw, new_id=seeded_ids(own), durable=False
+    )
 
 
 def deliver(source: Node, target: Node, group_id: str) -> list[Verdict]:

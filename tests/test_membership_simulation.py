@@ -76,7 +76,11 @@ class World:
         """A founder's node, its own random bytes and ids drawn from the run's seed."""
         own = self.rng.randrange(2**32)
         return open_node(
-            home, clock=self.clock, random_bytes=seeded_bytes(own), new_id=seeded_ids(own)
+            home,
+            clock=self.clock,
+            random_bytes=seeded_bytes(own),
+            new_id=seeded_ids(own),
+            durable=False,  # thrown away after the seed: no waiting for the disk
         )
 
 
