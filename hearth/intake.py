@@ -669,7 +669,9 @@ def _ready(node: Node, group_id: str, document: LedgerDoc, changes: list[bytes])
         info = change_hash(change)
         missing = [d for d in info.deps if d not in here and not document.knows(d)]
         if missing:
-            if not all(d in orphans or is_orphaned(node, group_id, d) for d in missing):
+            # Built on one orphan, it is an orphan, whatever else it builds on: waiting
+            # for the rest could wait for good (they may wait on what comes after it).
+            if not any(d in orphans or is_orphaned(node, group_id, d) for d in missing):
                 raise _Wait("waiting for changes it builds on")
             orphans.add(info.hash)
             continue
