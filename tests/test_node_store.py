@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -160,3 +161,30 @@ def test_a_fresh_device_keeps_a_snapshots_bytes_and_its_own_join_across_a_reload
         assert sorted(ben.ledger(group).doc.heads()) == heads
         assert {r.name for r in ben.ledger(group).view.resources()} == {f"r{i}" for i in range(30)}
         assert {m.name for m in ben.view(group).members()} == members == {"Ada", "Ben"}
+
+
+def test_a_store_from_an_older_hearth_is_brought_up_to_date_in_one_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written by an older Hearth (fewer migrations) gets the rest on opening,
+    all in one transaction: a migration that fails leaves it as it was."""
+    from hearth.store import sqlite as store_module
+
+    every = store_module._migrations()
+    path = tmp_path / "hearth.db"
+    monkeypatch.setattr(store_module, "_migrations", lambda: every[:3])
+    store_module.Store.open(path).close()
+    broken = [*every[:-1], (every[-1][0], "CREATE TABLE broken (;")]
+    monkeypatch.setattr(store_module, "_migrations", lambda: broken)
+    with pytest.raises(Exception, match="syntax error"):
+        store_module.Store.open(path)
+    with sqlite3.connect(path) as db:  # nothing of the failed upgrade stayed
+        assert db.execute("PRAGMA user_version").fetchone()[0] == every[2][0]
+        assert not db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'seen_snapshots'"
+        ).fetchall()
+    monkeypatch.setattr(store_module, "_migrations", lambda: every)
+    with store_module.Store.open(path) as store:
+        assert store.query("PRAGMA user_version")[0][0] == every[-1][0]
+        tables = {row[0] for row in store.query("SELECT name FROM sqlite_master")}
+    assert {"bundles", "seen_snapshots"} <= tables

@@ -108,9 +108,7 @@ class Store:
             raise StorageError(f"The store {path} cannot be opened ({exc}).") from exc
         store = cls(db, path)
         try:
-            store._prepare(new)
-            if not durable:
-                db.execute("PRAGMA synchronous=OFF")
+            store._prepare(new, durable=durable)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StorageError(
@@ -122,7 +120,7 @@ class Store:
             raise
         return store
 
-    def _prepare(self, new: bool) -> None:
+    def _prepare(self, new: bool, *, durable: bool) -> None:
         db = self._db
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         if not new and app_id != APPLICATION_ID:
@@ -131,7 +129,7 @@ class Store:
                 "Nothing was changed."
             )
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         migrations = _migrations()
@@ -141,20 +139,23 @@ class Store:
             raise StorageError(
                 f"The store {self.path} was written by a newer Hearth; upgrade Hearth to open it."
             )
-        for number, script in migrations:
-            if number <= version:
-                continue
-            db.execute("BEGIN IMMEDIATE")
-            try:
+        pending = [(number, script) for number, script in migrations if number > version]
+        if not pending:
+            return
+        # All in one transaction: a store is at one version or the next, never between
+        # (and a new store is made with one commit, not one per migration).
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for _, script in pending:
                 # executescript would commit on its own; run statement by statement instead.
                 for statement in _statements(script):
                     db.execute(statement)
-                db.execute(f"PRAGMA user_version={number}")
-                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            db.execute(f"PRAGMA user_version={newest}")
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the database connection."""
