@@ -29,7 +29,7 @@ def run(root: Path, seed: int, steps: int) -> Simulation:
     return sim
 
 
-CHUNKS = 5  # the seeds, split so that test workers share them
+CHUNKS = 10  # the seeds, split so that test workers share them evenly
 
 
 @pytest.mark.timeout(1200)  # 500 seeds take a few minutes on two cores
