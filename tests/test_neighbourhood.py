@@ -719,3 +719,97 @@ def test_a_neighbourhood_invite_carries_every_secret_and_old_invites_still_read(
         raw = base64.urlsafe_b64encode(codec.encode(bad)).decode()
         with pytest.raises(UsageError, match="not a neighbourhood invite"):
             neighbours.decode_token("hearth-neighbourhood-1." + raw)
+
+
+def test_a_member_planting_a_handover_or_signing_twice_is_shown_to_admins_and_loses(
+    tmp_path: Path,
+) -> None:
+    """Issue 23, items 2 and 5, between nodes: Ben, while a member, hands Elm Street's key
+    on to one only he holds, listing everyone as staying; Ada's node alerts her as soon as
+    it arrives; once she removes Ben, her node's handover lists him as gone and his never
+    stands. Signing two records for one place in his feed is shown to her as well."""
+    from hearth import members, neighbours
+    from hearth.alerts import admin_alerts
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import Node, open_node
+    from hearth.rotation import keep_keys
+
+    def carry(source: Node, to: Node) -> None:
+        for bundle in source.feeds.all():
+            take_in(to, bundle.envelope, source="test")
+        for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(to, bytes(envelope), source="test")
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Elm Street").id
+        ben.join_with_token(ada.create_invite())
+        carry(ben, ada)
+        hood = neighbours.create(ada, group, "Eastside")
+        carry(ada, ben)
+        [bens] = neighbours.memberships(ben, group)
+        mine = SigningKey.generate(ben.random_bytes)
+        devices = [ada.identity.device_key.public, ben.identity.device_key.public]
+        neighbours._append(
+            ben,
+            bens,
+            {
+                "op": "rekey",
+                "successor": mine.public,
+                "proof": handover_proof(bens.key.public, mine),
+                "stay": devices,
+                "gone": [],
+            },
+        )
+        carry(ben, ada)
+        assert [(a.kind, a.member) for a in admin_alerts(ada, group)] == [
+            ("neighbourhood-handover", "Ben")
+        ]
+        assert neighbours.state(ada, hood).keys.current(hood.key.public) == mine.public
+
+        members.remove_member(ada, group, "Ben")
+        keep_keys(ada, group)  # as her next sync does
+        [now] = neighbours.memberships(ada, group)
+        current = neighbours.state(ada, now)
+        assert current.keys.current(hood.key.public) == now.key.public != mine.public
+        assert list(current.groups) == [now.key.public]
+        assert neighbours.standing(ada, now) == "in"
+        assert admin_alerts(ada, group) == []  # his handover no longer stands, and he is out
+
+
+def test_an_equivocating_device_is_shown_to_admins(tmp_path: Path) -> None:
+    from hearth import neighbours
+    from hearth.alerts import admin_alerts
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import open_node
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Elm Street").id
+        ben.join_with_token(ada.create_invite())
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+        hood = neighbours.create(ada, group, "Eastside")
+        for bundle in ada.feeds.all():
+            take_in(ben, bundle.envelope, source="test")
+        [bens] = neighbours.memberships(ben, group)
+        neighbours._append(ben, bens, {"op": "leave"})
+        for (envelope,) in ben.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(ada, bytes(envelope), source="test")
+        # A copy of his node from before says something else at the same place.
+        ben.store.run(
+            "DELETE FROM neighbourhood_records WHERE author = ?", (ben.identity.device_key.public,)
+        )
+        neighbours._append(ben, bens, {"op": "seal_key", "kem": b"k" * 32})
+        for (envelope,) in ben.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(ada, bytes(envelope), source="test")
+        current = neighbours.state(ada, hood)
+        assert current.equivocations == {ben.identity.device_key.public: 1}
+        assert hood.key.public in current.groups  # his leave does not count
+        assert [(a.kind, a.member) for a in admin_alerts(ada, group)] == [
+            ("neighbourhood-equivocation", "Ben")
+        ]
