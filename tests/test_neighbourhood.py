@@ -401,6 +401,22 @@ def test_a_device_counts_only_along_its_checked_chain() -> None:
     assert ELM_2.public in state.groups
 
 
+def test_a_record_counts_once_its_chain_is_whole_and_names_the_one_before() -> None:
+    log = neighbourhood()
+    log.say(ELM, device=BEN, op="offer", id="o2", what="Rake", qty="1")
+    second = log.say(ELM, device=BEN, op="offer", id="o3", what="Hoe", qty="1")
+    third = log.say(ELM, device=BEN, op="offer", id="o4", what="Saw", qty="1")
+    waiting = fold(NID, [r for r in log.records if r is not second])
+    assert log.names(waiting.offers) == {"o1", "o2"}  # the third waits for the second
+    assert waiting.heads[BEN] == 1
+    assert log.names(log.state().offers) == {"o1", "o2", "o3", "o4"}
+    # A third record that names as its prev one nobody holds (a hidden fork) never counts.
+    forked = [replace(r, prev=b"z" * 32) if r is third else r for r in log.records]
+    state = fold(NID, forked)
+    assert log.names(state.offers) == {"o1", "o2", "o3"}
+    assert state.heads[BEN] == 2
+
+
 def test_two_records_for_one_seq_cut_the_device_off_at_the_seq_before_everywhere() -> None:
     """Issue 23, item 5: nodes holding both records agree, whichever came first."""
     log = neighbourhood()
