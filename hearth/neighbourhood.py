@@ -389,6 +389,7 @@ class Offer:
     note: str
     resource: str  # the resource's id in the offering group's own ledger
     withdrawn: bool
+    name: str = ""  # the id its writer gave it, before offers were known by record id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -578,6 +579,7 @@ def fold(nid: str, records: Iterable[Record]) -> State:
             note=r.text("note"),
             resource=r.text("resource"),
             withdrawn=False,
+            name=r.text("id"),
         )
     offers_by_name = _by_name(counting, "offer", state.offers)
     for r in counting:

@@ -780,7 +780,7 @@ def find_offer(node: Node, group_id: str, text: str) -> tuple[Membership, Offer]
         (m, o)
         for m in memberships(node, group_id)
         for o in state(node, m).offers.values()
-        if key and o.id.startswith(key)
+        if key and (o.id.startswith(key) or (o.name and o.name.startswith(key)))
     ]
     if len(found) == 1:
         return found[0]
@@ -911,7 +911,11 @@ def answer(node: Node, group_id: str, text: str, *, accept: bool) -> Request:
     """Accept or decline a request for one of our group's offers; accepting records the
     handoff as a commitment in our ledger at once."""
     key = text.strip().lower()
-    found = [f for f in requests(node, group_id) if key and f[2].id.startswith(key)]
+    found = [
+        f
+        for f in requests(node, group_id)
+        if key and (f[2].id.startswith(key) or (f[2].name and f[2].name.startswith(key)))
+    ]
     if len(found) != 1:
         raise NotFound(f"No request {text!r} for this group; see `hearth request list`.")
     membership, current, item, direction = found[0]
