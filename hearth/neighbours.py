@@ -198,7 +198,13 @@ def _key_now(node: Node, nid: str, latest: SigningKey, held: dict[bytes, Signing
     until they say, the one written last."""
     if len(held) < 2:
         return latest
-    now = _fold(node, nid).keys.current(latest.public)
+    current = _fold(node, nid)
+    # A key of ours that lost to a rival handover leads nowhere: follow one that leads in.
+    for key in [latest.public, *sorted(held)]:
+        now = current.keys.current(key)
+        if now in held and now in current.groups:
+            return held[now]
+    now = current.keys.current(latest.public)
     return held.get(now, latest) if now is not None else latest
 
 

@@ -829,3 +829,48 @@ def test_an_equivocating_device_is_shown_to_admins(tmp_path: Path) -> None:
         assert [(a.kind, a.member) for a in admin_alerts(ada, group)] == [
             ("neighbourhood-equivocation", "Ben")
         ]
+
+
+def test_two_admins_handing_on_at_once_both_speak_with_the_key_that_stands(
+    tmp_path: Path,
+) -> None:
+    """Ada and Ben, both admins, each hand Elm Street's key on when Cat leaves, before
+    hearing of the other's handover: once their nodes meet, both speak with the one key the
+    records lead to, whichever of the two it is."""
+    from hearth import members, neighbours
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import Node, open_node
+    from hearth.rotation import keep_keys
+
+    def carry(source: Node, to: Node) -> None:
+        for bundle in source.feeds.all():
+            take_in(to, bundle.envelope, source="test")
+        for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(to, bytes(envelope), source="test")
+
+    for name in ("ada", "ben", "cat"):
+        create_identity(tmp_path / name, name=name.title())
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "ben") as ben,
+        open_node(tmp_path / "cat") as cat,
+    ):
+        group = ada.create_group("Elm Street").id
+        for node in (ben, cat):
+            node.join_with_token(ada.create_invite())
+            carry(node, ada)
+        members.promote(ada, group, "Ben")
+        neighbours.create(ada, group, "Eastside")
+        for node in (ben, cat):
+            carry(ada, node)
+        members.leave(cat, group)
+        for node in (ada, ben):
+            carry(cat, node)
+            keep_keys(node, group)  # each hands the key on, unaware of the other
+        carry(ada, ben)
+        carry(ben, ada)
+        [adas] = neighbours.memberships(ada, group)
+        [bens] = neighbours.memberships(ben, group)
+        assert adas.key.public == bens.key.public
+        assert neighbours.standing(ada, adas) == neighbours.standing(ben, bens) == "in"
