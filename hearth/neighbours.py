@@ -782,11 +782,11 @@ def _last_seq(node: Node, nid: str, device: bytes) -> int:
 def find_offer(node: Node, group_id: str, text: str) -> tuple[Membership, Offer]:
     """An offer in one of the group's neighbourhoods, by id or id prefix."""
     key = text.strip().lower()
-    found = [
-        (m, o)
-        for m in memberships(node, group_id)
-        for o in state(node, m).offers.values()
-        if key and (o.id.startswith(key) or (o.name and o.name.startswith(key)))
+    every = [(m, o) for m in memberships(node, group_id) for o in state(node, m).offers.values()]
+    # By id; by the name its writer gave it only when no id fits (an offer said before
+    # offers were known by their record's id): another group can copy a name, not an id.
+    found = [(m, o) for m, o in every if key and o.id.startswith(key)] or [
+        (m, o) for m, o in every if key and o.name and o.name.startswith(key)
     ]
     if len(found) == 1:
         return found[0]
@@ -917,10 +917,9 @@ def answer(node: Node, group_id: str, text: str, *, accept: bool) -> Request:
     """Accept or decline a request for one of our group's offers; accepting records the
     handoff as a commitment in our ledger at once."""
     key = text.strip().lower()
-    found = [
-        f
-        for f in requests(node, group_id)
-        if key and (f[2].id.startswith(key) or (f[2].name and f[2].name.startswith(key)))
+    every = requests(node, group_id)
+    found = [f for f in every if key and f[2].id.startswith(key)] or [
+        f for f in every if key and f[2].name and f[2].name.startswith(key)
     ]
     if len(found) != 1:
         raise NotFound(f"No request {text!r} for this group; see `hearth request list`.")
