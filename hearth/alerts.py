@@ -9,7 +9,10 @@ node and goes away on all of them once one admin acts:
   removal of the one who removed them (from a copy of their node made before, say): R7
   lets the senior one stand, and every admin is told, in case the senior one is not who
   should stand (a stolen device of theirs, say);
-- a device that tried to join with an invite another device had used already (R14).
+- a device that tried to join with an invite another device had used already (R14);
+- in a neighbourhood (R17): a device of the group that signed two records for one place in
+  its feed there, and a handover of the group's key there to a key the group does not hold
+  (someone holding the key, planting a handover to keep it), as soon as it arrives.
 
 `hearth status`, `hearth doctor`, `hearth conflicts`, `hearth member list` and the app's
 Problems tab show them to admins; nobody else is alerted.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hearth import membership
+from hearth import membership, neighbours
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node
 from hearth.protocol.bundle import decode_changes
@@ -32,7 +35,8 @@ __all__ = ["AdminAlert", "admin_alerts"]
 class AdminAlert:
     """One thing about the group's membership an admin must look at."""
 
-    kind: str  # "equivocation", "counter-removal" or "second-claim"
+    kind: str  # "equivocation", "counter-removal", "second-claim", "neighbourhood-equivocation"
+    # or "neighbourhood-handover"
     member: str  # the name of the member it is about
     what: str  # what happened, in a sentence a member understands
     advice: str  # what to do about it, with the command
@@ -57,7 +61,12 @@ def admin_alerts(node: Node, group_id: str) -> list[AdminAlert]:
         membership.effective_role(members, node.identity.member_id) != "admin"
     ):
         return []
-    return _equivocations(node, group_id) + _counter_removals(node, group_id) + _second_claims(node)
+    return (
+        _equivocations(node, group_id)
+        + _counter_removals(node, group_id)
+        + _second_claims(node)
+        + _neighbourhood(node, group_id)
+    )
 
 
 def _equivocations(node: Node, group_id: str) -> list[AdminAlert]:
@@ -149,3 +158,69 @@ def _second_claims(node: Node) -> list[AdminAlert]:
         )
         for (reason,) in rows
     ]
+
+
+def _neighbourhood(node: Node, group_id: str) -> list[AdminAlert]:
+    """What devices of the group, or whoever holds its key, did in its neighbourhoods that
+    the admins must know of at once."""
+    view = node.view(group_id)
+    cards = {c.key: c for c in membership.cards(view.tables["members"])}
+
+    def whose(device: bytes) -> tuple[str, str]:
+        card = cards.get(device)
+        if card is None:
+            return "someone outside the group", ""
+        return view.member_name(card.member_id), card.device_id
+
+    alerts = []
+    for hood in neighbours.memberships(node, group_id):
+        current = neighbours.state(node, hood)
+        for device, seq in sorted(current.equivocations.items()):
+            name, device_id = whose(device)
+            if not device_id or cards[device].cutoff is not None:
+                continue
+            alerts.append(
+                AdminAlert(
+                    kind="neighbourhood-equivocation",
+                    member=name,
+                    device=device_id,
+                    what=(
+                        f"a device of {name} signed two different records for place {seq} "
+                        f"of its feed in '{hood.name}', so nothing it says there from then "
+                        "on counts"
+                    ),
+                    advice=f"remove it: `hearth device remove {device_id}`",
+                )
+            )
+        for record in current.keys.handovers:
+            if record.group not in hood.held or record.blob("successor") in hood.held:
+                continue
+            name, device_id = whose(record.author)
+            stands = current.keys.current(record.group) == record.blob("successor")
+            still_in = bool(device_id) and cards[record.author].cutoff is None
+            if not (stands or still_in):
+                continue  # by someone gone, and it does not stand: nothing came of it
+            alerts.append(
+                AdminAlert(
+                    kind="neighbourhood-handover",
+                    member=name,
+                    device=device_id,
+                    what=(
+                        f"{name} handed the group's key in '{hood.name}' on to a key the "
+                        "group does not hold"
+                        + (
+                            ": for now it stands, so the group's word there is theirs"
+                            if stands
+                            else ""
+                        )
+                    ),
+                    advice=(
+                        f"if {name} should not speak for the group, remove them "
+                        f"(`hearth member remove {name}`): the handover that follows lists "
+                        "them as gone, and theirs never stands"
+                        if still_in
+                        else "ask an admin of a neighbour group to invite yours again"
+                    ),
+                )
+            )
+    return alerts

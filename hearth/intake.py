@@ -7,7 +7,8 @@ cutoff, or a valid invite claim; every change under one of the device's actor id
 to membership and invites only as :mod:`hearth.membership` allows) → apply. A bundle that
 comes before an earlier one of its feed, builds on changes not here yet, or is from a
 device whose invite has not arrived yet, waits and is retried whenever something else is
-applied. Every rejection is logged with its reason and counted in the store. What a late
+applied. Every rejection is logged with its reason and counted in the store, per source
+(:func:`tallied` counts many in memory and writes them once). What a late
 removal or an equivocation takes back is :mod:`hearth.retraction`'s job.
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hearth import joins, membership, neighbours
@@ -58,11 +61,14 @@ __all__ = [
     "NotCounted",
     "Outcome",
     "PastCutoff",
+    "Rejections",
     "Verdict",
     "author_of",
     "confirm_joins",
     "damage",
+    "rejections",
     "take_in",
+    "tallied",
 ]
 
 log = logging.getLogger(__name__)
@@ -300,16 +306,87 @@ def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> O
     return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(new))
 
 
+class _Tally:
+    """Rejections and damage counted in memory while many bundles come from one place (a
+    file), written once at the end: junk costs no write, and no log line, each."""
+
+    def __init__(self) -> None:
+        self.damaged: dict[str, tuple[int, str]] = {}  # source -> (count, last reason)
+        self.rejected: dict[tuple[str, str], int] = {}  # (source, reason) -> count
+
+    def damage(self, source: str, reason: str) -> None:
+        count, _ = self.damaged.get(source, (0, ""))
+        self.damaged[source] = (count + 1, reason)
+
+    def reject(self, source: str, reason: str) -> None:
+        self.rejected[source, reason] = self.rejected.get((source, reason), 0) + 1
+
+
+_TALLIES: weakref.WeakKeyDictionary[Node, _Tally] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def tallied(node: Node) -> Iterator[None]:
+    """Within: what arrives damaged or fails a rule is counted in memory, and written and
+    logged once per source at the end (as for `hearth bundle import` of a whole file)."""
+    if node in _TALLIES:
+        yield
+        return
+    tally = _TALLIES[node] = _Tally()
+    try:
+        yield
+    finally:
+        del _TALLIES[node]
+        now = node.clock.now_ms()
+        with node.store.write():
+            for source, (count, reason) in tally.damaged.items():
+                log.warning("%d damaged bundles from %s, the last: %s", count, source, reason)
+                _count_damage(node, source, count, now)
+            for (source, reason), count in tally.rejected.items():
+                log.warning("rejected %d bundles from %s: %s", count, source, reason)
+                _count_rejection(node, source, reason, count, now)
+
+
+def _count_damage(node: Node, source: str, count: int, now: int) -> None:
+    node.store.run(
+        "INSERT INTO damaged_arrivals(source, count, last_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(source) DO UPDATE SET count = count + excluded.count, "
+        "last_at = excluded.last_at",
+        (source, count, now),
+    )
+
+
+_MAX_REASON = 200
+_MAX_REASONS = 32  # a source's distinct reasons kept; more are counted together
+_OTHER_REASONS = "(other reasons)"
+
+
+def _count_rejection(node: Node, source: str, reason: str, count: int, now: int) -> None:
+    reason = reason[:_MAX_REASON]
+    kept = node.store.query(
+        "SELECT COUNT(*), SUM(reason = ?) FROM rejected_arrivals WHERE source = ?",
+        (reason, source),
+    )[0]
+    if not kept[1] and int(kept[0]) >= _MAX_REASONS:
+        reason = _OTHER_REASONS
+    node.store.run(
+        "INSERT INTO rejected_arrivals(source, reason, count, last_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(source, reason) DO UPDATE SET count = count + excluded.count, "
+        "last_at = excluded.last_at",
+        (source, reason, count, now),
+    )
+
+
 def _damaged(node: Node, source: str, reason: str) -> Outcome:
     """A bundle that is not what was sent (R16): counted against its source, nothing kept,
     and its sender's cursor left where it was, so that it is read again."""
-    log.warning("a damaged bundle from %s: %s", source, reason)
-    with node.store.write():
-        node.store.run(
-            "INSERT INTO damaged_arrivals(source, count, last_at) VALUES (?, 1, ?) "
-            "ON CONFLICT(source) DO UPDATE SET count = count + 1, last_at = excluded.last_at",
-            (source, node.clock.now_ms()),
-        )
+    tally = _TALLIES.get(node)
+    if tally is not None:
+        tally.damage(source, reason)
+    else:
+        log.warning("a damaged bundle from %s: %s", source, reason)
+        with node.store.write():
+            _count_damage(node, source, 1, node.clock.now_ms())
     return Outcome(verdict=Verdict.REJECTED, reason=reason, damaged=True)
 
 
@@ -331,13 +408,38 @@ def damage(node: Node) -> list[Damage]:
 
 
 def _reject(node: Node, source: str, reason: str) -> Outcome:
-    log.warning("rejected a bundle from %s: %s", source, reason)
-    with node.store.write():
-        node.store.run(
-            "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
-            (node.clock.now_ms(), source, reason),
-        )
+    """A sound bundle that fails a rule: counted against its source and reason (a few
+    dozen reasons a source at most, whatever it sends), never kept."""
+    tally = _TALLIES.get(node)
+    if tally is not None:
+        tally.reject(source, reason)
+    else:
+        log.warning("rejected a bundle from %s: %s", source, reason)
+        with node.store.write():
+            _count_rejection(node, source, reason, 1, node.clock.now_ms())
     return Outcome(verdict=Verdict.REJECTED, reason=reason)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejections:
+    """How many sound bundles from one relay, peer or file failed a rule for one reason."""
+
+    source: str
+    reason: str
+    count: int
+    last_at: int
+
+
+def rejections(node: Node) -> list[Rejections]:
+    """Why bundles that failed a rule did, by source, most recent first."""
+    rows = node.store.query(
+        "SELECT source, reason, count, last_at FROM rejected_arrivals "
+        "ORDER BY last_at DESC, source, reason"
+    )
+    return [
+        Rejections(source=str(s), reason=str(r), count=int(c), last_at=int(t))
+        for s, r, c, t in rows
+    ]
 
 
 def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outcome:

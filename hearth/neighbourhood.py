@@ -14,24 +14,36 @@ asked for and what became of it. The rules:
 - the founding record is the one whose group key and nonce hash to the neighbourhood id;
   a group is in once admitted by a group that is in (the founder first), out once it
   leaves (a group that wants back in is invited again under a new key);
+- each device's records form a chain, as a group's feeds do (R3, R4): seq rises by one
+  and prev names the record before. A record counts only once every record before it in
+  its device's chain is here and matches (a gap waits); two records for one seq cut the
+  device off at the seq before, on every node that holds both, and the groups' admins are
+  told (:attr:`State.equivocations`);
 - a group hands its key on to a new one (a ``rekey`` record, signed by the old key and
   proved by the new) when someone leaves it, since they still hold the old key. The
   handover lists the group's devices: those still in, and those gone, each with the last
-  place in its feed that still counts. From then on a record under the old key counts
-  only if a listed device wrote it, within its cutoff — and a later handover's cutoffs
-  apply to it too. Two handovers of one key that each rule the other out (someone gone
-  handing the key on for themselves) leave the group with no key that counts: it must be
-  invited again. Of handovers that stand together (two admins at once), the lowest id
-  wins;
+  place in its checked chain that still counts. From then on a record under the old key
+  counts only if a listed device wrote it, within its cutoff — and a later handover's
+  cutoffs apply to it too. Of two handovers of one key, one loses when the other — or a
+  handover after it — lists its writer as gone (whatever its cutoff: a handover written
+  in advance by someone the group then removes never stands), or does not list its
+  writer at all. Two that each make the other lose (someone gone handing the key on for
+  themselves) leave the group with no key that counts: it must be invited again. Of
+  handovers that stand together (two admins at once, each listing the other as staying),
+  the lowest id wins: only devices the group still counts as in can write those;
 - a group's sealing key (``seal_key``), and a new secret for the neighbourhood sealed to
   the groups' sealing keys (``reseal``), count only under the group's key now;
 - an offer, request, answer or fulfilment counts only from a group that is in: once a
   group leaves, nothing it offered, asked or answered counts any more (what the groups'
   own ledgers recorded of a handoff stays there). Its admissions still count — a group
   it let in stays in — since a set of records has no "before the leave";
+- an offer or a request is known by the id of the record that made it (never by a name
+  its writer chose), so no other group's record can replace or hide it, and only its own
+  group can withdraw it or ask with it;
 - only the offering group answers a request; if its members answer differently at the
-  same time, the answer in the record with the lowest id stands, the same everywhere;
-- an accepted request is a handoff; either of its two groups may mark it fulfilled.
+  same time, accepting stands (a member's node has recorded the promise already);
+- an accepted request is a handoff: the offering group may say it handed over (``given``),
+  and it is fulfilled once the receiving group says it arrived.
 
 Nothing here does I/O; ``hearth.neighbours`` keeps the records and talks to the node.
 """
@@ -42,7 +54,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
-from typing import TypeGuard
+from typing import TypeGuard, TypeVar
 
 from hearth.crypto import SigningKey, verify
 from hearth.errors import ProtocolError
@@ -56,6 +68,7 @@ __all__ = [
     "Request",
     "Reseal",
     "State",
+    "checked",
     "fold",
     "handover_proof",
     "neighbourhood_id",
@@ -64,6 +77,7 @@ __all__ = [
     "verify_record",
 ]
 
+_T = TypeVar("_T")
 _SIGNED = b"hearth/v1/neighbourhood-record\x00"
 _HANDOVER = b"hearth/v1/neighbourhood-handover\x00"
 _MAX_TEXT = 200
@@ -97,6 +111,13 @@ class Record:
     body: Mapping[str, codec.Value]  # "op", "group" (its key) and the op's fields
     author: bytes = b""  # the device whose feed carried it
     seq: int = 0  # its place in that feed
+    prev: bytes | None = None  # the id of the record before it there (None: kept before
+    # records were chained, so trusted in the order they were kept)
+
+    @property
+    def ref(self) -> str:
+        """What other records call it by: the start of its id, which nobody can choose."""
+        return self.id[:16].hex()
 
     @property
     def op(self) -> str:
@@ -274,12 +295,33 @@ class Keys:
         for record in ordered:  # lowest id first
             if record.op == "rekey" and len(record.blob("successor")) == 32:
                 offered.setdefault(record.group, []).append(_Handover.of(record))
+        self.handovers = [h.record for hs in offered.values() for h in hs]
         self._next: dict[bytes, _Handover] = {}
         self._previous: dict[bytes, bytes] = {}
         self._contested: set[bytes] = set()
+
+        def gone_below(handover: _Handover) -> set[bytes]:
+            """The devices a handover lists as gone, and every handover after it does."""
+            gone: set[bytes] = set()
+            todo, seen = [handover], set()
+            while todo:
+                h = todo.pop()
+                if h.successor in seen:
+                    continue
+                seen.add(h.successor)
+                gone.update(h.gone)
+                todo.extend(offered.get(h.successor, ()))
+            return gone
+
+        below = {id(h): gone_below(h) for hs in offered.values() for h in hs}
         for key, handovers in offered.items():
             standing = [
-                h for h in handovers if all(o is h or o.allows(h.record) for o in handovers)
+                h
+                for h in handovers
+                if all(
+                    o is h or (h.record.author in o.stay and h.record.author not in below[id(o)])
+                    for o in handovers
+                )
             ]
             if not standing:
                 self._contested.add(key)
@@ -347,6 +389,7 @@ class Offer:
     note: str
     resource: str  # the resource's id in the offering group's own ledger
     withdrawn: bool
+    name: str = ""  # the id its writer gave it, before offers were known by record id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -361,7 +404,9 @@ class Request:
     note: str
     by: str  # the asking member's id in the asking group's ledger
     status: str
-    fulfilled: bool
+    fulfilled: bool  # the receiving group said it arrived
+    given: bool = False  # the offering group said it handed it over
+    name: str = ""  # the id its writer gave it, before requests were known by record id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -394,6 +439,8 @@ class State:
     requests: dict[str, Request] = field(default_factory=dict)
     sealing: dict[bytes, bytes] = field(default_factory=dict)  # group key now -> its X25519 key
     reseals: list[Reseal] = field(default_factory=list)
+    heads: dict[bytes, int] = field(default_factory=dict)  # device -> end of its checked chain
+    equivocations: dict[bytes, int] = field(default_factory=dict)  # device -> seq signed twice
 
     def handoffs(self) -> list[Handoff]:
         """Every accepted request with its offer."""
@@ -425,10 +472,60 @@ def _quantity(text: str) -> Decimal | None:
     return value if value.is_finite() and value > 0 else None
 
 
+def checked(
+    records: Iterable[Record],
+) -> tuple[list[Record], dict[bytes, int], dict[bytes, int]]:
+    """The records whose device's chain is whole and unbroken up to them (R3), the end of
+    each device's checked chain, and the devices that signed two records for one seq (R4),
+    each with that seq: such a device counts up to the seq before."""
+    feeds: dict[bytes, dict[int, list[Record]]] = {}
+    for record in records:
+        feeds.setdefault(record.author, {}).setdefault(record.seq, []).append(record)
+    counted: list[Record] = []
+    heads: dict[bytes, int] = {}
+    twice: dict[bytes, int] = {}
+    for author, feed in feeds.items():
+        for seq, at in feed.items():
+            if len({r.id for r in at}) > 1:
+                twice[author] = min(seq, twice.get(author, seq))
+        seq, prev = 0, b""
+        while seq + 1 in feed and seq + 1 < twice.get(author, seq + 2):
+            record = feed[seq + 1][0]
+            if record.prev is not None and record.prev != prev:
+                break  # a broken chain: nothing from here counts
+            counted.append(record)
+            seq, prev = seq + 1, record.id
+        if seq:
+            heads[author] = seq
+    return counted, heads, twice
+
+
+def _by_name(
+    counting: Iterable[Record], op: str, known: Mapping[str, Offer] | Mapping[str, Request]
+) -> dict[str, str]:
+    """Offers or requests said before they were known by their record's id, by the name
+    their writer gave them (an ``id`` field) — only names no two of them share, so that a
+    copy of a name hides nothing."""
+    named: dict[str, set[str]] = {}
+    for r in counting:
+        if r.op == op and r.text("id") and r.ref in known:
+            named.setdefault(r.text("id"), set()).add(r.ref)
+    return {name: next(iter(refs)) for name, refs in named.items() if len(refs) == 1}
+
+
+def _named(known: Mapping[str, _T], by_name: Mapping[str, str], text: str) -> _T | None:
+    """What a record refers to: by its record's id, or (said before that) by its name."""
+    found = known.get(text)
+    if found is None and text in by_name:
+        found = known.get(by_name[text])
+    return found
+
+
 def fold(nid: str, records: Iterable[Record]) -> State:
     """The state of neighbourhood ``nid`` given every record known (see the module rules)."""
     state = State(id=nid)
-    ordered = sorted(records, key=lambda r: r.id)
+    chained, state.heads, state.equivocations = checked(records)
+    ordered = sorted(chained, key=lambda r: r.id)
     founding = [
         r for r in ordered if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
     ]
@@ -468,12 +565,11 @@ def fold(nid: str, records: Iterable[Record]) -> State:
         if r.op != "offer" or group is None:
             continue
         quantity = _quantity(r.text("qty"))
-        offer_id = r.text("id")
-        if quantity is None or not offer_id or offer_id in state.offers:
+        if quantity is None:
             continue
         until = r.number("until") or None
-        state.offers[offer_id] = Offer(
-            id=offer_id,
+        state.offers[r.ref] = Offer(
+            id=r.ref,
             group=group,
             group_name=state.groups[group],
             what=r.text("what"),
@@ -483,16 +579,17 @@ def fold(nid: str, records: Iterable[Record]) -> State:
             note=r.text("note"),
             resource=r.text("resource"),
             withdrawn=False,
+            name=r.text("id"),
         )
+    offers_by_name = _by_name(counting, "offer", state.offers)
     for r in counting:
-        offer = state.offers.get(r.text("offer"))
+        offer = _named(state.offers, offers_by_name, r.text("offer"))
         if r.op == "withdraw" and offer is not None and offer.group == speaker(r):
             state.offers[offer.id] = replace(offer, withdrawn=True)
 
     for r in counting:
-        offer = state.offers.get(r.text("offer"))
+        offer = _named(state.offers, offers_by_name, r.text("offer"))
         quantity = _quantity(r.text("qty"))
-        request_id = r.text("id")
         group = speaker(r)
         if (
             r.op != "request"
@@ -500,12 +597,10 @@ def fold(nid: str, records: Iterable[Record]) -> State:
             or offer is None
             or offer.group == group
             or quantity is None
-            or not request_id
-            or request_id in state.requests
         ):
             continue
-        state.requests[request_id] = Request(
-            id=request_id,
+        state.requests[r.ref] = Request(
+            id=r.ref,
             offer=offer.id,
             group=group,
             group_name=state.groups[group],
@@ -514,20 +609,24 @@ def fold(nid: str, records: Iterable[Record]) -> State:
             by=r.text("by"),
             status="pending",
             fulfilled=False,
+            name=r.text("id"),
         )
-    for r in counting:  # lowest record id first: the first answer found stands
-        request = state.requests.get(r.text("request"))
-        if r.op != "answer" or request is None or request.status != "pending":
+    requests_by_name = _by_name(counting, "request", state.requests)
+    for r in counting:  # an acceptance stands against a refusal said at the same time
+        request = _named(state.requests, requests_by_name, r.text("request"))
+        if r.op != "answer" or request is None or request.status == "accepted":
             continue
         if state.offers[request.offer].group == speaker(r):
             status = "accepted" if r.number("accept") else "declined"
             state.requests[request.id] = replace(request, status=status)
     for r in counting:
-        request = state.requests.get(r.text("request"))
+        request = _named(state.requests, requests_by_name, r.text("request"))
         if r.op != "fulfilled" or request is None or request.status != "accepted":
             continue  # (a request or offer counts only while its group is in: see above)
-        if speaker(r) in (request.group, state.offers[request.offer].group):
-            state.requests[request.id] = replace(request, fulfilled=True)
+        if speaker(r) == request.group:  # it arrived: only the receiving group says so
+            state.requests[request.id] = replace(state.requests[request.id], fulfilled=True)
+        elif speaker(r) == state.offers[request.offer].group:
+            state.requests[request.id] = replace(state.requests[request.id], given=True)
 
     # Sealing keys and new secrets count only under a group's key now: whoever holds an
     # older one (someone who left) must not be sealed to, nor hand out secrets.

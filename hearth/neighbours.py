@@ -14,7 +14,8 @@ other groups' relays); the node keeps them in ``neighbourhood_records``.
 
 :func:`reconcile` keeps the two sides in step: an accepted request becomes an accepted
 commitment in both groups' ledgers (keyed by the request, so recording it twice is
-harmless), and a handoff fulfilled on either side is fulfilled on both.
+harmless); the giving side's fulfilment is said as handed over, and the handoff is
+fulfilled in both ledgers once the receiving group says it arrived.
 """
 
 from __future__ import annotations
@@ -197,7 +198,13 @@ def _key_now(node: Node, nid: str, latest: SigningKey, held: dict[bytes, Signing
     until they say, the one written last."""
     if len(held) < 2:
         return latest
-    now = _fold(node, nid).keys.current(latest.public)
+    current = _fold(node, nid)
+    # A key of ours that lost to a rival handover leads nowhere: follow one that leads in.
+    for key in [latest.public, *sorted(held)]:
+        now = current.keys.current(key)
+        if now in held and now in current.groups:
+            return held[now]
+    now = current.keys.current(latest.public)
     return held.get(now, latest) if now is not None else latest
 
 
@@ -328,13 +335,14 @@ def _append(
 
 def _keep(node: Node, nid: str, envelope: Envelope, inner: Inner) -> None:
     node.store.run(
-        "INSERT OR IGNORE INTO neighbourhood_records(id, neighbourhood, author, seq, payload, "
-        "envelope, arrived) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO neighbourhood_records(id, neighbourhood, author, seq, prev, "
+        "payload, envelope, arrived) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             envelope.id,
             nid,
             inner.author,
             inner.seq,
+            inner.prev,
             inner.payload,
             envelope.encode(),
             node.clock.now_ms(),
@@ -344,19 +352,29 @@ def _keep(node: Node, nid: str, envelope: Envelope, inner: Inner) -> None:
 
 def take_record(node: Node, membership: Membership, envelope: Envelope, inner: Inner) -> bool:
     """Keep a record that arrived; ``False`` if it was here already. Raises
-    :class:`ProtocolError` for one that is not a group's signed record, or that
-    contradicts what its device said before at the same place in its feed."""
+    :class:`ProtocolError` for one that is not a group's signed record.
+
+    Whether it counts is the fold's to say (:func:`hearth.neighbourhood.checked`): only
+    once its device's chain is whole up to it. A second record for one place in a device's
+    feed is kept too — it is the evidence that cuts the device off there on every node —
+    but no third: two say all there is to say."""
     if inner.kind != RECORD_KIND or inner.seq < 1:
         raise ProtocolError(f"a neighbourhood bundle of unknown kind {inner.kind!r}")
+    if (inner.seq == 1) != (inner.prev == b"") or len(inner.prev) not in (0, 32):
+        raise ProtocolError("a neighbourhood record whose chain is broken")
     verify_record(inner.payload)
-    held = node.store.query(
-        "SELECT id FROM neighbourhood_records WHERE neighbourhood = ? AND author = ? AND seq = ?",
-        (membership.id, inner.author, inner.seq),
-    )
+    held = {
+        bytes(row[0])
+        for row in node.store.query(
+            "SELECT id FROM neighbourhood_records "
+            "WHERE neighbourhood = ? AND author = ? AND seq = ?",
+            (membership.id, inner.author, inner.seq),
+        )
+    }
+    if envelope.id in held or len(held) >= 2:
+        return False
     if held:
-        if bytes(held[0][0]) == envelope.id:
-            return False
-        raise ProtocolError("a device said two different things at the same place in its feed")
+        log.warning("a device signed two neighbourhood records for one place in its feed")
     with node.store.write():
         _keep(node, membership.id, envelope, inner)
     return True
@@ -422,16 +440,22 @@ def _fold(node: Node, nid: str) -> State:
     if cached is not None and cached[0] == mark:
         return cached[1]
     rows = node.store.query(
-        "SELECT id, author, seq, payload FROM neighbourhood_records WHERE neighbourhood = ?",
+        "SELECT id, author, seq, prev, payload FROM neighbourhood_records WHERE neighbourhood = ?",
         (nid,),
     )
     records = []
-    for record_id, author, seq, payload in rows:
+    for record_id, author, seq, prev, payload in rows:
         # Each was checked when it arrived (verify_record); here it is only read.
         outer = codec.decode(bytes(payload))
         if isinstance(outer, dict) and isinstance(outer.get("body"), dict):
             records.append(
-                Record(id=bytes(record_id), body=outer["body"], author=bytes(author), seq=seq)
+                Record(
+                    id=bytes(record_id),
+                    body=outer["body"],
+                    author=bytes(author),
+                    seq=seq,
+                    prev=None if prev is None else bytes(prev),
+                )
             )
     result = fold(nid, records)
     folded[nid] = (mark, result)
@@ -743,13 +767,13 @@ def _take_secrets(node: Node, membership: Membership, current: State) -> int:
 
 
 def _last_seq(node: Node, nid: str, device: bytes) -> int:
-    """How far this node has a device's feed in a neighbourhood: where it ends if it is gone."""
-    rows = node.store.query(
-        "SELECT COALESCE(MAX(seq), 0) FROM neighbourhood_records "
-        "WHERE neighbourhood = ? AND author = ?",
-        (nid, device),
-    )
-    return int(rows[0][0])
+    """How far this node has a device's checked chain in a neighbourhood (whole, unbroken,
+    not signed twice): where it ends if it is gone. A record far ahead of the rest of its
+    chain is no place to end: what it would let count has not been seen."""
+    current = _fold(node, nid)
+    end = current.heads.get(device, 0)
+    twice = current.equivocations.get(device)
+    return end if twice is None else min(end, twice - 1)
 
 
 # --- offers and requests -----------------------------------------------------------------
@@ -758,11 +782,11 @@ def _last_seq(node: Node, nid: str, device: bytes) -> int:
 def find_offer(node: Node, group_id: str, text: str) -> tuple[Membership, Offer]:
     """An offer in one of the group's neighbourhoods, by id or id prefix."""
     key = text.strip().lower()
-    found = [
-        (m, o)
-        for m in memberships(node, group_id)
-        for o in state(node, m).offers.values()
-        if key and o.id.startswith(key)
+    every = [(m, o) for m in memberships(node, group_id) for o in state(node, m).offers.values()]
+    # By id; by the name its writer gave it only when no id fits (an offer said before
+    # offers were known by their record's id): another group can copy a name, not an id.
+    found = [(m, o) for m, o in every if key and o.id.startswith(key)] or [
+        (m, o) for m, o in every if key and o.name and o.name.startswith(key)
     ]
     if len(found) == 1:
         return found[0]
@@ -799,33 +823,37 @@ def add_offer(
         raise UsageError(f"Only {resource.quantity}{unit} of '{resource.name}' are recorded.")
     if until is not None and until <= node.clock.now_ms():
         raise UsageError("That date has passed; an offer must run until a later day.")
+    fields: dict[str, codec.Value] = {
+        "op": "offer",
+        "what": resource.name,
+        "qty": str(quantity),
+        "unit": resource.unit,
+        "note": check_text(note, "note", empty_ok=True),
+        "resource": resource.id,
+    }
+    if until is not None:
+        fields["until"] = until
+    said = _append(node, membership, fields)
     # Built here, not read back: until the records letting our group in have arrived,
-    # the neighbourhood does not count what we say yet (it will once they do).
-    offer = Offer(
-        id=node.new_id(),
+    # the neighbourhood does not count what we say yet (it will once they do). Its id is
+    # its record's, which no other group can give one of theirs.
+    return Offer(
+        id=_ref(said),
         group=membership.key.public,
         group_name=view.group_name,
         what=resource.name,
         quantity=quantity,
         unit=resource.unit,
         until=until,
-        note=check_text(note, "note", empty_ok=True),
+        note=str(fields["note"]),
         resource=resource.id,
         withdrawn=False,
     )
-    fields: dict[str, codec.Value] = {
-        "op": "offer",
-        "id": offer.id,
-        "what": offer.what,
-        "qty": str(quantity),
-        "unit": offer.unit,
-        "note": offer.note,
-        "resource": offer.resource,
-    }
-    if until is not None:
-        fields["until"] = until
-    _append(node, membership, fields)
-    return offer
+
+
+def _ref(record_id: bytes) -> str:
+    """What records call the offer or request a record made (:attr:`Record.ref`)."""
+    return Record(id=record_id, body={}).ref
 
 
 def withdraw(node: Node, group_id: str, text: str) -> Offer:
@@ -848,27 +876,26 @@ def request(
         raise UsageError(f"{offer.group_name} no longer offers {offer.what}.")
     if quantity > offer.quantity:
         raise UsageError(f"{offer.group_name} offers {offer.quantity} {offer.unit}, not more.")
-    item = Request(
-        id=node.new_id(),
+    note = check_text(note, "note", empty_ok=True)
+    fields: dict[str, codec.Value] = {
+        "op": "request",
+        "offer": offer.id,
+        "qty": str(quantity),
+        "note": note,
+        "by": node.identity.member_id,
+    }
+    said = _append(node, membership, fields)
+    return Request(
+        id=_ref(said),
         offer=offer.id,
         group=membership.key.public,
         group_name=node.view(group_id).group_name,
         quantity=quantity,
-        note=check_text(note, "note", empty_ok=True),
+        note=note,
         by=node.identity.member_id,
         status="pending",
         fulfilled=False,
     )
-    fields: dict[str, codec.Value] = {
-        "op": "request",
-        "id": item.id,
-        "offer": offer.id,
-        "qty": str(quantity),
-        "note": item.note,
-        "by": item.by,
-    }
-    _append(node, membership, fields)
-    return item
 
 
 def requests(node: Node, group_id: str) -> list[tuple[Membership, State, Request, str]]:
@@ -890,7 +917,10 @@ def answer(node: Node, group_id: str, text: str, *, accept: bool) -> Request:
     """Accept or decline a request for one of our group's offers; accepting records the
     handoff as a commitment in our ledger at once."""
     key = text.strip().lower()
-    found = [f for f in requests(node, group_id) if key and f[2].id.startswith(key)]
+    every = requests(node, group_id)
+    found = [f for f in every if key and f[2].id.startswith(key)] or [
+        f for f in every if key and f[2].name and f[2].name.startswith(key)
+    ]
     if len(found) != 1:
         raise NotFound(f"No request {text!r} for this group; see `hearth request list`.")
     membership, current, item, direction = found[0]
@@ -942,14 +972,16 @@ def reconcile(node: Node, group_id: str) -> int:
                 continue
             giving = offer.group == ours
             view = node.view(group_id)
-            commitment = view.tables["commitments"].get(item.id)
+            commitments = view.tables["commitments"]
+            # Said before requests were known by their record's id: the name its writer gave.
+            key = item.name if item.id not in commitments and item.name in commitments else item.id
             neighbour = item.group_name if giving else offer.group_name
-            if commitment is None:
+            if key not in commitments:
                 # The member who asked, on the asking side; whoever records it, on the other.
                 member = item.by if not giving and item.by in view.tables["members"] else me
                 with node.change(group_id) as ledger:
                     ledger.add_handoff(
-                        item.id,
+                        key,
                         f"{offer.what} {'to' if giving else 'from'} {neighbour}",
                         neighbour=neighbour,
                         member=member,
@@ -958,16 +990,20 @@ def reconcile(node: Node, group_id: str) -> int:
                         quantity=item.quantity,
                     )
                 made += 1
-            status = node.view(group_id).commitment(item.id).status
-            if item.fulfilled and status is CommitmentStatus.ACCEPTED:
+            status = node.view(group_id).commitment(key).status
+            said = item.given if giving else item.fulfilled
+            if giving and item.fulfilled and status is CommitmentStatus.ACCEPTED:
+                # The receiving group says it arrived: only it can (a record of ours, or of
+                # any other group, never moves our stock for it).
                 try:
                     with node.change(group_id) as ledger:
-                        ledger.change_commitment(item.id, CommitmentStatus.FULFILLED)
+                        ledger.change_commitment(key, CommitmentStatus.FULFILLED)
                 except LedgerError as exc:  # say, not enough left in stock to give
                     log.warning("a fulfilled handoff could not be recorded: %s", exc)
                     continue
                 made += 1
-            elif status is CommitmentStatus.FULFILLED and not item.fulfilled:
+            elif status is CommitmentStatus.FULFILLED and not said:
+                # Ours says it is done: we handed it over, or (receiving) it arrived.
                 _append(node, membership, {"op": "fulfilled", "request": item.id})
                 made += 1
     return made

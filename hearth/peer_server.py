@@ -6,6 +6,12 @@ its version vector, runs what the peer publishes through the same intake as bund
 a relay, and pushes bundles stored later (written here, by another ``hearth`` command on
 this home, or received from a relay or another peer) to every peer following that topic.
 
+Bounded as a relay is (SECURITY.md §7), since anyone on the network can reach it: at most
+:data:`MAX_PEERS` connections, :data:`MAX_PER_ADDRESS` from one address, and a connection
+that has neither proven a device of one of our groups nor joined an invite mailbox within
+``hello_timeout_s`` is closed; frames are at most ``MAX_FRAME``. Older epochs' topics go
+only to devices the group lists now (:class:`~hearth.protocol.serving.ServingSession`).
+
 It also holds invite mailboxes, as a relay does, for invites run over the local network
 when the group has no relay: this node's own ``hearth invite`` opens one (only from this
 machine), and the joiner, who found this listener by mDNS, joins it.
@@ -29,11 +35,16 @@ from hearth.protocol.frames import MAX_FRAME, Deliver, Error, Frame, Mailbox
 from hearth.protocol.mailbox import Mailboxes, MailboxLimits
 from hearth.protocol.serving import CatchUpPeer, Close, Send, ServingSession, TakeIn, ToMailboxes
 
-__all__ = ["MAX_PEERS", "open_invites", "start_listener"]
+__all__ = ["HELLO_TIMEOUT_S", "MAX_PEERS", "MAX_PER_ADDRESS", "open_invites", "start_listener"]
 
 log = logging.getLogger(__name__)
 
 MAX_PEERS = 32  # a group's members on one LAN, with room to spare
+MAX_PER_ADDRESS = 4  # a member's node or two on one machine, and an invite
+HELLO_TIMEOUT_S = 10.0  # to prove a device of one of our groups, or join an invite
+CLOSE_POLICY = 1008
+_PER_ADDRESS: web.AppKey[dict[str, int]] = web.AppKey("per_address")
+_HELLO_TIMEOUT_S = web.AppKey("hello_timeout_s", float)
 _NODE = web.AppKey("node", Node)
 _PEERS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("peers")
 _POLL_S = web.AppKey("poll_s", float)
@@ -47,13 +58,20 @@ _LOOPBACK = ("127.0.0.1", "::1")
 
 
 async def start_listener(
-    node: Node, host: str, port: int, *, poll_s: float = 0.5
+    node: Node,
+    host: str,
+    port: int,
+    *,
+    poll_s: float = 0.5,
+    hello_timeout_s: float = HELLO_TIMEOUT_S,
 ) -> tuple[web.AppRunner, str]:
     """Listen for peers on ``host:port`` (0: any free port); return the runner and the
     ``ws://`` address it listens on."""
     app = web.Application()
     app[_NODE] = node
     app[_PEERS] = set()
+    app[_PER_ADDRESS] = {}
+    app[_HELLO_TIMEOUT_S] = hello_timeout_s
     app[_POLL_S] = poll_s
     app[_MAILBOXES] = Mailboxes(_INVITE_LIMITS, time.monotonic)
     app[_SESSIONS] = {}
@@ -82,6 +100,20 @@ def _topics(node: Node) -> dict[bytes, bytes]:
     }
 
 
+def _listed(node: Node) -> dict[bytes, frozenset[bytes]]:
+    """Each topic of an older epoch with the devices its group lists now: only they are
+    delivered it (a new device, joining, is given the current epoch)."""
+    listed: dict[bytes, frozenset[bytes]] = {}
+    for group in node.groups():
+        cards = membership.cards(node.view(group.id).tables["members"])
+        now = frozenset(c.key for c in cards if c.cutoff is None)
+        current = node.feeds.current_keys(group.id).topic
+        listed.update(
+            (keys.topic, now) for _, keys in node.feeds.epochs(group.id) if keys.topic != current
+        )
+    return listed
+
+
 def _departed(node: Node) -> dict[bytes, frozenset[bytes]]:
     """Each served topic with the devices its group removed (or that left)."""
     departed: dict[bytes, frozenset[bytes]] = {}
@@ -94,8 +126,21 @@ def _departed(node: Node) -> dict[bytes, frozenset[bytes]]:
 async def _handle(request: web.Request) -> web.StreamResponse:
     """One peer's connection, from the handshake until either side closes it."""
     node, peers = request.app[_NODE], request.app[_PEERS]
-    if len(peers) >= MAX_PEERS:
+    address, per_address = request.remote or "?", request.app[_PER_ADDRESS]
+    if len(peers) >= MAX_PEERS or per_address.get(address, 0) >= MAX_PER_ADDRESS:
         raise web.HTTPServiceUnavailable(text="Too many peers connected; try again later.")
+    per_address[address] = per_address.get(address, 0) + 1
+    try:
+        return await _serve(request, node, peers)
+    finally:
+        per_address[address] -= 1
+        if not per_address[address]:
+            del per_address[address]
+
+
+async def _serve(
+    request: web.Request, node: Node, peers: set[web.WebSocketResponse]
+) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30)
     await ws.prepare(request)
     peers.add(ws)
@@ -105,9 +150,18 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         challenge=secrets.token_bytes(32),
         device_key=node.identity.device_key,
         departed=_departed(node),
+        listed=_listed(node),
     )
     client, sessions = id(ws), request.app[_SESSIONS]
     sessions[client] = (ws, session)
+    invited: set[int] = set()  # this connection, once it used an invite mailbox
+
+    async def hello_or_close() -> None:
+        await asyncio.sleep(request.app[_HELLO_TIMEOUT_S])
+        if not session.peer_device and client not in invited:
+            log.info("closing a connection that said nothing in time")
+            await ws.close(code=CLOSE_POLICY, message=b"too slow to prove a device")
+
     known: set[bytes] = set()  # bundle ids the peer has or was sent
     mark = node.feeds.newest_arrival()
 
@@ -123,6 +177,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
                     await ws.send_bytes(session.send(frame))
 
     pusher = asyncio.create_task(push_new())
+    watchdog = asyncio.create_task(hello_or_close())
     try:
         async for message in ws:
             if message.type != WSMsgType.BINARY:
@@ -130,13 +185,15 @@ async def _handle(request: web.Request) -> web.StreamResponse:
                 break
             for output in session.receive(message.data):
                 if isinstance(output, ToMailboxes):
+                    invited.add(client)
                     await _mailbox(request, client, output)
                 elif not await _carry_out(node, ws, session, output, known, source):
                     break
     finally:
-        pusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pusher
+        for task in (pusher, watchdog):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         peers.discard(ws)
         sessions.pop(client, None)
         await _pass_on(request.app, request.app[_MAILBOXES].gone(client))

@@ -170,7 +170,7 @@ def test_only_admins_change_membership_on_any_node(group: list[Node]) -> None:
     verdicts = deliver(ben, ada, gid)
     assert Verdict.REJECTED in verdicts
     assert ada.view().member(ben.identity.member_id).role is Role.MEMBER
-    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejections")]
+    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejected_arrivals")]
     assert any("own role" in r for r in reasons)
 
 
@@ -197,7 +197,7 @@ def test_admins_are_ranked_by_when_they_were_made_and_nobody_can_jump_the_queue(
     verdicts = deliver(cat, ada, gid)
     assert Verdict.REJECTED in verdicts
     assert ada.view().member(dan.identity.member_id).role is Role.MEMBER
-    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejections")]
+    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejected_arrivals")]
     assert any("ranks the new admin before admins made earlier" in r for r in reasons)
 
 
@@ -286,7 +286,7 @@ def test_only_the_inviting_device_confirms_and_only_once(group: list[Node]) -> N
     invites = cat.view(gid).tables["invites"]
     assert "confirmed" not in invites[printed.invite_id]
     assert invites[code.invite_id]["confirmed"] == (b"\x01" * 32).hex()
-    reasons = [str(r[0]) for r in cat.store.query("SELECT reason FROM rejections")]
+    reasons = [str(r[0]) for r in cat.store.query("SELECT reason FROM rejected_arrivals")]
     assert any("second confirmation" in r for r in reasons), reasons
     assert any("other than the one that invited" in r for r in reasons), reasons
 
@@ -305,7 +305,7 @@ def test_a_member_who_is_not_an_admin_cannot_record_an_invite(group: list[Node])
     verdicts = deliver(ben, ada, gid)
     assert Verdict.REJECTED in verdicts
     assert "sneaky-invite" not in ada.view().tables["invites"]
-    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejections")]
+    reasons = [str(r[0]) for r in ada.store.query("SELECT reason FROM rejected_arrivals")]
     assert any("invite recorded or changed by a member who is not an admin" in r for r in reasons)
 
 

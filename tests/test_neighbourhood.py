@@ -4,6 +4,7 @@ their order, and which records count at all."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -40,15 +41,55 @@ class Log:
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.seqs: dict[bytes, int] = {}
+        self.heads: dict[bytes, bytes] = {}  # device -> its last record's id
+        self.refs: dict[str, str] = {}  # a test's name for an offer or request -> its ref
 
-    def say(self, key: SigningKey, *, device: bytes = b"", **fields: codec.Value) -> Record:
-        """A record under ``key``, next in ``device``'s feed (by default one device per key)."""
+    def ref(self, name: str) -> str:
+        """What records call the offer or request a test calls ``name``."""
+        return self.refs[name]
+
+    def ref_record(self, name: str) -> Record:
+        """The record that made the offer or request a test calls ``name``."""
+        return next(r for r in self.records if r.ref == self.refs[name])
+
+    def names(self, refs: Iterable[str]) -> set[str]:
+        """The tests' names of offers or requests (by ref)."""
+        named = {ref: name for name, ref in self.refs.items()}
+        return {named.get(ref, ref) for ref in refs}
+
+    def say(
+        self,
+        key: SigningKey,
+        *,
+        device: bytes = b"",
+        at: int = 0,
+        record_id: bytes = b"",
+        named: str = "",
+        **fields: codec.Value,
+    ) -> Record:
+        """A record under ``key``, next in ``device``'s feed (by default one device per key),
+        or ``at`` a seq of the writer's choosing (after the device's last record), with a
+        record id of its choosing (as grinding salts gets close to); ``named`` puts an
+        ``id`` field in the record as it is (a writer's name for an offer or request)."""
         author = device or key.public
-        self.seqs[author] = self.seqs.get(author, 0) + 1
+        self.seqs[author] = at or self.seqs.get(author, 0) + 1
+        name = fields.pop("id", None)  # offers and requests are known by their record
+        for field in ("offer", "request"):
+            if isinstance(fields.get(field), str):
+                fields[field] = self.refs.get(str(fields[field]), fields[field])
+        if named:
+            fields["id"] = named
         body = verify_record(sign_record(key, fields))
         record = Record(
-            id=bytes([len(self.records)]) * 32, body=body, author=author, seq=self.seqs[author]
+            id=record_id or bytes([len(self.records)]) * 32,
+            body=body,
+            author=author,
+            seq=self.seqs[author],
+            prev=self.heads.get(author, b""),
         )
+        self.heads[author] = record.id
+        if isinstance(name, str):
+            self.refs.setdefault(name, record.ref)
         self.records.append(record)
         return record
 
@@ -89,11 +130,12 @@ def neighbourhood() -> Log:
 
 
 def test_groups_admitted_by_groups_already_in_are_in() -> None:
-    state = neighbourhood().state()
+    log = neighbourhood()
+    state = log.state()
     assert state.name == "Eastside"
     assert sorted(state.groups.values()) == ["Elm Street", "Riverside", "Tool Library"]
-    assert state.requests["q1"].status == "pending"
-    assert state.offers["o1"].quantity == Decimal(5)
+    assert state.requests[log.ref("q1")].status == "pending"
+    assert state.offers[log.ref("o1")].quantity == Decimal(5)
 
 
 def test_without_its_founding_record_a_neighbourhood_is_empty() -> None:
@@ -112,26 +154,34 @@ def test_a_group_nobody_admitted_says_nothing_that_counts() -> None:
     state = log.state()
     assert "o2" not in state.offers
     assert STRANGER.public not in state.groups
-    assert state.requests["q1"].status == "pending"
+    assert state.requests[log.ref("q1")].status == "pending"
 
 
-def test_only_the_offering_group_answers_and_the_first_answer_stands() -> None:
+def test_only_the_offering_group_answers_and_an_acceptance_stands_against_a_refusal() -> None:
     log = neighbourhood()
     log.say(RIVER, op="answer", request="q1", accept=1)  # the asking group cannot
-    assert log.state().requests["q1"].status == "pending"
+    assert log.state().requests[log.ref("q1")].status == "pending"
     log.say(ELM, op="answer", request="q1", accept=0)
-    log.say(ELM, op="answer", request="q1", accept=1)  # a member answering at the same time
-    assert log.state().requests["q1"].status == "declined"
+    assert log.state().requests[log.ref("q1")].status == "declined"
+    # A member answering at the same time, whichever record's id is lower: the promise
+    # a member's node recorded on accepting stands.
+    log.say(ELM, op="answer", request="q1", accept=1)
+    assert log.state().requests[log.ref("q1")].status == "accepted"
+    log.records.reverse()
+    assert log.state().requests[log.ref("q1")].status == "accepted"
 
 
-def test_either_group_of_a_handoff_may_mark_it_fulfilled_no_other() -> None:
+def test_a_handoff_is_fulfilled_only_when_the_receiving_group_says_it_arrived() -> None:
     log = neighbourhood()
     log.say(ELM, op="answer", request="q1", accept=1)
-    log.say(TOOLS, op="fulfilled", request="q1")
-    assert not log.state().requests["q1"].fulfilled
-    log.say(RIVER, op="fulfilled", request="q1")
+    log.say(TOOLS, op="fulfilled", request="q1")  # not party to it
+    assert not log.state().requests[log.ref("q1")].fulfilled
+    log.say(ELM, op="fulfilled", request="q1")  # the giving group: handed over
+    request = log.state().requests[log.ref("q1")]
+    assert (request.given, request.fulfilled) == (True, False)
+    log.say(RIVER, op="fulfilled", request="q1")  # the receiving group: it arrived
     [handoff] = log.state().handoffs()
-    assert handoff.request.fulfilled
+    assert (handoff.request.given, handoff.request.fulfilled) == (True, True)
     assert handoff.offer.what == "Compost"
 
 
@@ -141,8 +191,12 @@ def test_withdrawn_expired_and_departed_offers_are_not_open() -> None:
     log.say(RIVER, op="offer", id="o3", what="Leeks", qty="9")
     log.say(TOOLS, op="withdraw", offer="o1")  # not theirs: ignored
     # by group: Elm Street, Riverside, Tool Library
-    assert [o.id for o in log.state().open_offers(now_ms=500)] == ["o1", "o3", "o2"]
-    assert [o.id for o in log.state().open_offers(now_ms=1_000)] == ["o1", "o3"]
+    assert [log.ref(n) for n in ("o1", "o3", "o2")] == [
+        o.id for o in log.state().open_offers(now_ms=500)
+    ]
+    assert [log.ref(n) for n in ("o1", "o3")] == [
+        o.id for o in log.state().open_offers(now_ms=1_000)
+    ]
     log.say(ELM, op="withdraw", offer="o1")
     log.say(RIVER, op="leave")
     state = log.state()
@@ -155,7 +209,7 @@ def test_once_a_group_leaves_nothing_it_said_counts() -> None:
     log.say(RIVER, op="offer", id="o3", what="Leeks", qty="9")
     log.say(ELM, op="request", id="q2", offer="o3", qty="2")
     log.say(RIVER, op="answer", request="q2", accept=1)
-    assert {h.request.id for h in log.state().handoffs()} == {"q2"}
+    assert log.names(h.request.id for h in log.state().handoffs()) == {"q2"}
     log.say(RIVER, op="leave")
     # Whoever still holds its key (a member the group removed, say) gets nothing done with
     # it: no offer, no request, no answer, no handoff of the group that left counts.
@@ -163,8 +217,8 @@ def test_once_a_group_leaves_nothing_it_said_counts() -> None:
     log.say(ELM, op="request", id="q3", offer="o4", qty="1")
     log.say(ELM, op="answer", request="q1", accept=1)
     state = log.state()
-    assert set(state.offers) == {"o1"}
-    assert set(state.requests) == set()
+    assert log.names(state.offers) == {"o1"}
+    assert log.names(state.requests) == set()
     assert state.handoffs() == []
 
 
@@ -187,11 +241,11 @@ def test_a_handed_on_key_speaks_for_the_group_and_a_removed_device_no_longer_doe
     assert state.groups[ELM_2.public] == "Elm Street"
     assert ELM.public not in state.groups
     assert STRANGER.public not in state.groups
-    assert set(state.offers) == {"o1", "o2", "o5", "o6"}
+    assert log.names(state.offers) == {"o1", "o2", "o5", "o6"}
     assert {o.group for o in state.offers.values()} == {ELM_2.public}
-    assert state.requests["q1"].status == "pending"
+    assert state.requests[log.ref("q1")].status == "pending"
     log.say(ELM_2, device=ADA, op="answer", request="q1", accept=0)
-    assert log.state().requests["q1"].status == "declined"
+    assert log.state().requests[log.ref("q1")].status == "declined"
 
 
 def test_a_later_handover_cuts_off_what_a_device_said_under_an_older_key() -> None:
@@ -201,7 +255,7 @@ def test_a_later_handover_cuts_off_what_a_device_said_under_an_older_key() -> No
     log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA], gone={BEN: 1})  # Ben removed
     log.say(ELM, device=BEN, op="offer", id="o3", what="Bike", qty="1")  # seq 2: too late
     state = log.state()
-    assert set(state.offers) == {"o1", "o2"}
+    assert log.names(state.offers) == {"o1", "o2"}
     assert list(state.groups).count(ELM_3.public) == 1
 
 
@@ -215,7 +269,7 @@ def test_a_removed_member_handing_the_key_on_for_themselves_leaves_the_group_wit
     # Neither handover stands: no key speaks for Elm Street until it is invited again,
     # and Xan speaks for nobody.
     assert "Elm Street" not in state.groups.values()
-    assert set(state.offers) == set()
+    assert log.names(state.offers) == set()
     assert state.keys.current(ELM.public) is None
     assert ELM_2.public not in state.groups
     assert ELM_EVIL.public not in state.groups
@@ -290,7 +344,125 @@ def test_a_request_must_fit_an_offer_of_another_group() -> None:
     log.say(ELM, op="request", id="q2", offer="o1", qty="1")  # its own offer
     log.say(RIVER, op="request", id="q3", offer="nope", qty="1")
     log.say(RIVER, op="request", id="q4", offer="o1", qty="-2")
-    assert set(log.state().requests) == {"q1"}
+    assert log.names(log.state().requests) == {"q1"}
+
+
+GROUND = b"\x00" * 31 + b"\x01"  # a record id lower than any other but the founding's
+
+
+def test_another_group_cannot_take_over_an_offer_nor_answer_for_it() -> None:
+    """Issue 23, item 3: Riverside copies Elm Street's offer under a lower record id."""
+    log = neighbourhood()
+    elms = log.ref("o1")
+    squat = log.say(RIVER, op="offer", named=elms, what="Compost", qty="50", record_id=GROUND)
+    log.say(RIVER, op="withdraw", offer=elms)  # nor can it withdraw Elm Street's
+    log.say(TOOLS, op="request", id="q2", offer=elms, qty="1")
+    state = log.state()
+    assert state.offers[elms].group == ELM.public
+    assert not state.offers[elms].withdrawn
+    assert state.offers[squat.ref].group == RIVER.public  # an offer of its own, no more
+    assert state.requests[log.ref("q2")].offer == elms
+    assert fold(NID, reversed(log.records)) == state
+
+
+def test_another_group_cannot_take_over_an_accepted_request_nor_fulfil_it() -> None:
+    """Issue 23, item 4: Tool Library copies Riverside's accepted request and marks it
+    fulfilled, so that Elm Street's ledger would give the compost away."""
+    log = neighbourhood()
+    rivers = log.ref("q1")
+    log.say(ELM, op="answer", request=rivers, accept=1)
+    log.say(TOOLS, op="request", named=rivers, offer=log.ref("o1"), qty="5", record_id=GROUND)
+    log.say(TOOLS, op="fulfilled", request=rivers)
+    log.say(TOOLS, op="answer", request=rivers, accept=0)
+    state = log.state()
+    [handoff] = state.handoffs()
+    assert handoff.request.id == rivers
+    assert handoff.request.group == RIVER.public
+    assert handoff.request.quantity == Decimal(3)
+    assert not handoff.request.fulfilled
+    assert not handoff.request.given
+
+
+def test_a_device_counts_only_along_its_checked_chain() -> None:
+    """Issue 23, item 1: Xan, while in, writes one record far ahead in his feed; the
+    handover's cutoff is where his checked chain ends, so nothing he writes after counts."""
+    log = neighbourhood()
+    log.say(ELM, device=XAN, op="offer", id="o2", what="Rake", qty="1")  # seq 1
+    log.say(ELM, device=XAN, op="offer", id="o3", what="Nothing", qty="1", at=1_000_000)
+    state = log.state()
+    assert "o3" not in log.names(state.offers)  # a gap waits
+    assert state.heads[XAN] == 1
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: state.heads[XAN]})
+    log.seqs[XAN], log.heads[XAN] = 1, log.ref_record("o2").id  # on from his chain's end
+    log.say(ELM, device=XAN, op="offer", id="o4", what="Bike", qty="1")
+    log.say(ELM, device=XAN, op="leave")
+    state = log.state()
+    assert log.names(state.offers) == {"o1", "o2"}
+    assert ELM_2.public in state.groups
+
+
+def test_a_record_counts_once_its_chain_is_whole_and_names_the_one_before() -> None:
+    log = neighbourhood()
+    log.say(ELM, device=BEN, op="offer", id="o2", what="Rake", qty="1")
+    second = log.say(ELM, device=BEN, op="offer", id="o3", what="Hoe", qty="1")
+    third = log.say(ELM, device=BEN, op="offer", id="o4", what="Saw", qty="1")
+    waiting = fold(NID, [r for r in log.records if r is not second])
+    assert log.names(waiting.offers) == {"o1", "o2"}  # the third waits for the second
+    assert waiting.heads[BEN] == 1
+    assert log.names(log.state().offers) == {"o1", "o2", "o3", "o4"}
+    # A third record that names as its prev one nobody holds (a hidden fork) never counts.
+    forked = [replace(r, prev=b"z" * 32) if r is third else r for r in log.records]
+    state = fold(NID, forked)
+    assert log.names(state.offers) == {"o1", "o2", "o3"}
+    assert state.heads[BEN] == 2
+
+
+def test_two_records_for_one_seq_cut_the_device_off_at_the_seq_before_everywhere() -> None:
+    """Issue 23, item 5: nodes holding both records agree, whichever came first."""
+    log = neighbourhood()
+    first = log.say(ELM, device=XAN, op="offer", id="o2", what="Rake", qty="1")
+    log.say(ELM, device=XAN, op="offer", id="o3", what="Bike", qty="1")
+    log.seqs[XAN], log.heads[XAN] = 1, first.id
+    log.say(ELM, device=XAN, op="offer", id="o4", what="Drill", qty="1")  # seq 2 again
+    log.say(ELM, device=XAN, op="offer", id="o5", what="Saw", qty="1")
+    state = log.state()
+    assert state.equivocations == {XAN: 2}
+    assert log.names(state.offers) == {"o1", "o2"}
+    for seed in range(10):
+        shuffled = list(log.records)
+        random.Random(seed).shuffle(shuffled)
+        assert fold(NID, shuffled) == state
+
+
+def test_a_handover_written_in_advance_by_someone_the_group_removes_never_stands() -> None:
+    """Issue 23, item 2: Xan, while a member, hands the key on to one only he holds,
+    listing everyone as staying, under a ground-down record id."""
+    log = neighbourhood()
+    evil = log.hand_on(ELM, ELM_EVIL, device=XAN, stay=[ADA, BEN, XAN], gone={})
+    log.records[-1] = replace(evil, id=GROUND)
+    log.heads[XAN] = GROUND
+    # Ada's node saw it (it is within Xan's cutoff) and hands on when he is removed.
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: log.seqs[XAN]})
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_2.public
+    assert ELM_2.public in state.groups
+    assert ELM_EVIL.public not in state.groups
+
+
+def test_a_planted_handover_that_won_a_tie_loses_once_a_later_handover_lists_its_writer() -> None:
+    log = neighbourhood()
+    evil = log.hand_on(ELM, ELM_EVIL, device=XAN, stay=[ADA, BEN, XAN], gone={})
+    log.records[-1] = replace(evil, id=GROUND)
+    log.heads[XAN] = GROUND
+    # Ben hands on at the same time (someone else left): Xan's stays in, so both stand.
+    log.hand_on(ELM, ELM_2, device=BEN, stay=[ADA, BEN, XAN], gone={})
+    assert log.state().keys.current(ELM.public) == ELM_EVIL.public
+    # Then Xan is removed: Ada's node hands on from the key the group holds.
+    log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, BEN], gone={XAN: log.seqs[XAN]})
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_3.public
+    assert ELM_3.public in state.groups
+    assert ELM_EVIL.public not in state.groups
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -306,7 +478,7 @@ def test_the_state_is_the_same_in_any_order(seed: int) -> None:
     log.say(ELM, device=XAN, op="offer", id="o4", what="Bike", qty="1")
     log.say(ELM_2, device=ADA, op="offer", id="o5", what="Seeds", qty="1")
     expected = log.state()
-    assert set(expected.offers) == {"o1", "o3", "o5"}
+    assert log.names(expected.offers) == {"o1", "o3", "o5"}
     shuffled = list(log.records)
     random.Random(seed).shuffle(shuffled)
     assert fold(NID, shuffled) == expected
@@ -563,3 +735,142 @@ def test_a_neighbourhood_invite_carries_every_secret_and_old_invites_still_read(
         raw = base64.urlsafe_b64encode(codec.encode(bad)).decode()
         with pytest.raises(UsageError, match="not a neighbourhood invite"):
             neighbours.decode_token("hearth-neighbourhood-1." + raw)
+
+
+def test_a_member_planting_a_handover_or_signing_twice_is_shown_to_admins_and_loses(
+    tmp_path: Path,
+) -> None:
+    """Issue 23, items 2 and 5, between nodes: Ben, while a member, hands Elm Street's key
+    on to one only he holds, listing everyone as staying; Ada's node alerts her as soon as
+    it arrives; once she removes Ben, her node's handover lists him as gone and his never
+    stands. Signing two records for one place in his feed is shown to her as well."""
+    from hearth import members, neighbours
+    from hearth.alerts import admin_alerts
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import Node, open_node
+    from hearth.rotation import keep_keys
+
+    def carry(source: Node, to: Node) -> None:
+        for bundle in source.feeds.all():
+            take_in(to, bundle.envelope, source="test")
+        for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(to, bytes(envelope), source="test")
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Elm Street").id
+        ben.join_with_token(ada.create_invite())
+        carry(ben, ada)
+        hood = neighbours.create(ada, group, "Eastside")
+        carry(ada, ben)
+        [bens] = neighbours.memberships(ben, group)
+        mine = SigningKey.generate(ben.random_bytes)
+        devices = [ada.identity.device_key.public, ben.identity.device_key.public]
+        neighbours._append(
+            ben,
+            bens,
+            {
+                "op": "rekey",
+                "successor": mine.public,
+                "proof": handover_proof(bens.key.public, mine),
+                "stay": devices,
+                "gone": [],
+            },
+        )
+        carry(ben, ada)
+        assert [(a.kind, a.member) for a in admin_alerts(ada, group)] == [
+            ("neighbourhood-handover", "Ben")
+        ]
+        assert neighbours.state(ada, hood).keys.current(hood.key.public) == mine.public
+
+        members.remove_member(ada, group, "Ben")
+        keep_keys(ada, group)  # as her next sync does
+        [now] = neighbours.memberships(ada, group)
+        current = neighbours.state(ada, now)
+        assert current.keys.current(hood.key.public) == now.key.public != mine.public
+        assert list(current.groups) == [now.key.public]
+        assert neighbours.standing(ada, now) == "in"
+        assert admin_alerts(ada, group) == []  # his handover no longer stands, and he is out
+
+
+def test_an_equivocating_device_is_shown_to_admins(tmp_path: Path) -> None:
+    from hearth import neighbours
+    from hearth.alerts import admin_alerts
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import open_node
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Elm Street").id
+        ben.join_with_token(ada.create_invite())
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+        hood = neighbours.create(ada, group, "Eastside")
+        for bundle in ada.feeds.all():
+            take_in(ben, bundle.envelope, source="test")
+        [bens] = neighbours.memberships(ben, group)
+        neighbours._append(ben, bens, {"op": "leave"})
+        for (envelope,) in ben.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(ada, bytes(envelope), source="test")
+        # A copy of his node from before says something else at the same place.
+        ben.store.run(
+            "DELETE FROM neighbourhood_records WHERE author = ?", (ben.identity.device_key.public,)
+        )
+        neighbours._append(ben, bens, {"op": "seal_key", "kem": b"k" * 32})
+        for (envelope,) in ben.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(ada, bytes(envelope), source="test")
+        current = neighbours.state(ada, hood)
+        assert current.equivocations == {ben.identity.device_key.public: 1}
+        assert hood.key.public in current.groups  # his leave does not count
+        assert [(a.kind, a.member) for a in admin_alerts(ada, group)] == [
+            ("neighbourhood-equivocation", "Ben")
+        ]
+
+
+def test_two_admins_handing_on_at_once_both_speak_with_the_key_that_stands(
+    tmp_path: Path,
+) -> None:
+    """Ada and Ben, both admins, each hand Elm Street's key on when Cat leaves, before
+    hearing of the other's handover: once their nodes meet, both speak with the one key the
+    records lead to, whichever of the two it is."""
+    from hearth import members, neighbours
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import Node, open_node
+    from hearth.rotation import keep_keys
+
+    def carry(source: Node, to: Node) -> None:
+        for bundle in source.feeds.all():
+            take_in(to, bundle.envelope, source="test")
+        for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(to, bytes(envelope), source="test")
+
+    for name in ("ada", "ben", "cat"):
+        create_identity(tmp_path / name, name=name.title())
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "ben") as ben,
+        open_node(tmp_path / "cat") as cat,
+    ):
+        group = ada.create_group("Elm Street").id
+        for node in (ben, cat):
+            node.join_with_token(ada.create_invite())
+            carry(node, ada)
+        members.promote(ada, group, "Ben")
+        neighbours.create(ada, group, "Eastside")
+        for node in (ben, cat):
+            carry(ada, node)
+        members.leave(cat, group)
+        for node in (ada, ben):
+            carry(cat, node)
+            keep_keys(node, group)  # each hands the key on, unaware of the other
+        carry(ada, ben)
+        carry(ben, ada)
+        [adas] = neighbours.memberships(ada, group)
+        [bens] = neighbours.memberships(ben, group)
+        assert adas.key.public == bens.key.public
+        assert neighbours.standing(ada, adas) == neighbours.standing(ben, bens) == "in"

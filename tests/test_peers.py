@@ -254,6 +254,32 @@ def test_a_device_the_group_removed_is_turned_away_by_either_side() -> None:
     assert client.received == 0
 
 
+def test_an_older_epoch_is_delivered_only_to_a_device_the_group_lists_now() -> None:
+    """A removed member who proves a device key made since, and holds an old epoch's
+    secret, gets that epoch's topic from no listening node (issue 23, item 6)."""
+    old = _keys()
+    topics = {old.topic: old.relay_key.public}
+    serving = ServingSession(
+        topics,
+        CHALLENGE,
+        device_key=SERVER_DEVICE,
+        departed={},
+        listed={old.topic: frozenset({SERVER_DEVICE.public})},
+    )
+    outputs = _exchange(serving, _client(_peer_plan(old)))
+    assert [(o.code, o.id) for o in outputs if isinstance(o, Refused)] == [
+        ("not-listed", old.topic)
+    ]
+    assert serving.live == set()
+    listed = {old.topic: frozenset({CLIENT_DEVICE.public})}
+    serving = ServingSession(
+        topics, CHALLENGE, device_key=SERVER_DEVICE, departed={}, listed=listed
+    )
+    outputs = _exchange(serving, _client(_peer_plan(old)))
+    assert not [o for o in outputs if isinstance(o, Refused)]
+    assert serving.live == {old.topic}
+
+
 def test_a_relay_answers_a_device_proof_with_an_error() -> None:
     core = RelayCore(RelayConfig(), SqliteStore(Path(":memory:")), clock=lambda: 0.0)
     assert core.admit(1, "192.0.2.1")
@@ -478,6 +504,55 @@ def test_a_removed_member_and_a_listening_node_get_nothing_from_each_other(
         assert (data["sent"], data["received"]) == (0, 0)
         assert "removed from this group" in data["peers_failed"][0]["error"]
     assert "Padlock" not in ben("resource", "list").out
+
+
+@pytest.mark.process
+def test_a_stranger_cannot_lock_members_out_of_a_listening_node(tmp_path: Path) -> None:
+    """Issue 23, item 6: 40 connections from one address that never say anything. The
+    listening node lets a few in and turns the rest away at once, so Ben's node, from
+    another address, syncs while they are all still open."""
+    ada, ben = two_members_without_a_relay(tmp_path)
+    with serving(ada) as url:
+
+        async def lock_out() -> tuple[int, int]:
+            connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=0)
+            opened: list[aiohttp.ClientWebSocketResponse] = []
+            turned_away = 0
+            async with aiohttp.ClientSession(connector=connector) as http:
+                for _ in range(40):
+                    try:
+                        opened.append(await http.ws_connect(url))
+                    except aiohttp.WSServerHandshakeError:
+                        turned_away += 1
+                ben("peer", "add", url)
+                result = await asyncio.to_thread(ben, "sync", "--json", check=False)
+                assert json.loads(result.out)["peers_ok"] == [url], result.out
+                for ws in opened:
+                    await ws.close()
+            return len(opened), turned_away
+
+        let_in, turned_away = asyncio.run(lock_out())
+        assert (let_in, turned_away) == (4, 36)
+
+
+async def test_a_connection_that_proves_nothing_in_time_is_closed(tmp_path: Path) -> None:
+    from hearth.identity import create_identity
+    from hearth.node import open_node
+    from hearth.peer_server import start_listener
+
+    create_identity(tmp_path / "ada", name="Ada")
+    with open_node(tmp_path / "ada") as ada:
+        ada.create_group("Allotment")
+        runner, url = await start_listener(ada, "127.0.0.1", 0, hello_timeout_s=0.3)
+        try:
+            async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+                started = time.monotonic()
+                message = await ws.receive(timeout=5)
+                assert message.type is aiohttp.WSMsgType.CLOSE
+                assert ws.close_code == 1008
+                assert time.monotonic() - started < 2
+        finally:
+            await runner.cleanup()
 
 
 # --- finding each other on the LAN ----------------------------------------------------

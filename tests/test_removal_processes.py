@@ -104,7 +104,7 @@ def test_invite_join_remove_and_the_removed_member_is_shut_out(
         member("sync")
         assert "Sneaky ladder" not in names(member)
         with open_node(member.home) as node:  # it arrived, and was refused for what it is
-            reasons = [str(r[0]) for r in node.store.query("SELECT reason FROM rejections")]
+            reasons = [str(r[0]) for r in node.store.query("SELECT reason FROM rejected_arrivals")]
         assert "a bundle from a removed device, written after its removal" in reasons
 
     # Of everything on the relay's disk, Ben's keys open only what was written under the

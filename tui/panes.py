@@ -470,7 +470,11 @@ class NeighboursPane(Vertical):
             incoming = direction == "incoming"
             stands = {
                 "pending": "waiting for our answer" if incoming else "waiting for their answer",
-                "accepted": "handed over" if item.fulfilled else "agreed, to hand over",
+                "accepted": "handed over"
+                if item.fulfilled
+                else ("handed over, they have to confirm" if incoming else "handed over: confirm")
+                if item.given
+                else "agreed, to hand over",
                 "declined": "declined",
             }[item.status]
             rows.append(

@@ -47,6 +47,7 @@ def _request_json(item: Request, offer: Offer, hood: str, direction: str) -> dic
         "note": item.note,
         "status": item.status,
         "fulfilled": item.fulfilled,
+        "given": item.given,
         "neighbourhood": hood,
     }
 
@@ -258,7 +259,16 @@ def _request_list(args: argparse.Namespace, node: Node) -> int:
             str(d["what"]),
             f"{d['quantity']} {d['unit']}".strip(),
             str(d["from_group"] if d["direction"] == "incoming" else d["to_group"]),
-            str(d["status"]) + (", fulfilled" if d["fulfilled"] else ""),
+            str(d["status"])
+            + (
+                ", fulfilled"
+                if d["fulfilled"]
+                else ", handed over: waiting for them to confirm"
+                if d["given"] and d["direction"] == "incoming"
+                else ", handed over: confirm with `hearth commitment fulfil`"
+                if d["given"]
+                else ""
+            ),
         ]
         for d in data
     ]

@@ -11,13 +11,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hearth import membership, neighbours
+from hearth import bundle_file, membership, neighbours
 from hearth.alerts import admin_alerts
 from hearth.cli.commands import emit
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
 from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, confirm_joins, damage, take_in
+from hearth.intake import Verdict, confirm_joins, damage, take_in, tallied
 from hearth.invite import (
     DEVICE_PREFIX,
     DeviceToken,
@@ -46,7 +46,6 @@ from hearth.values import counted, format_time
 
 __all__ = ["HANDLERS", "join"]
 
-_BUNDLE_FILE = "hearth-bundles"
 _HAVE_FILE = "hearth-have"
 
 
@@ -553,31 +552,34 @@ def _bundle_export(args: argparse.Namespace, node: Node) -> int:
         for b in node.feeds.all(group.id)
         if b.state == "applied" and b.seq > since.get(b.author.hex(), 0)
     ]
-    Path(args.file).write_bytes(codec.encode([_BUNDLE_FILE, 1, chosen]))
+    Path(args.file).write_bytes(codec.encode([bundle_file.MAGIC, 1, chosen]))
     print(f"Wrote {counted(len(chosen), 'bundle')} to {args.file}.")
     return 0
 
 
 def _bundle_import(args: argparse.Namespace, node: Node) -> int:
+    """Take in the bundles of a file, read a bundle at a time (any size of file takes no
+    more memory than its largest bundle); what is damaged or fails a rule is counted, and
+    written once at the end."""
+    counts = dict.fromkeys(Verdict, 0)
+    source = f"file {args.file}"
     try:
-        value = codec.decode(Path(args.file).read_bytes())
+        with Path(args.file).open("rb") as stream, tallied(node):
+            for envelope in bundle_file.entries(stream):
+                if envelope is None:  # larger than any bundle: not read
+                    counts[Verdict.REJECTED] += 1
+                    continue
+                counts[take_in(node, envelope, source=source).verdict] += 1
     except OSError as exc:
         raise UsageError(f"Cannot read {args.file} ({exc.strerror}).") from exc
-    except ProtocolError:
-        raise UsageError(f"{args.file} is not a Hearth bundle file.") from None
-    if not (
-        isinstance(value, list)
-        and len(value) == 3
-        and value[0] == _BUNDLE_FILE
-        and isinstance(value[2], list)
-    ):
-        raise UsageError(f"{args.file} is not a Hearth bundle file.")
-    counts = dict.fromkeys(Verdict, 0)
-    for envelope in value[2]:
-        if isinstance(envelope, bytes):
-            counts[take_in(node, envelope, source=f"file {args.file}").verdict] += 1
-        else:
-            counts[Verdict.REJECTED] += 1
+    except ProtocolError as exc:
+        taken = sum(counts.values())
+        if not taken:
+            raise UsageError(f"{args.file} is not a Hearth bundle file.") from None
+        raise UsageError(
+            f"{args.file} is damaged after its first {counted(taken, 'bundle')} ({exc}); "
+            f"those were taken in (applied {counts[Verdict.APPLIED]}). Export it again."
+        ) from None
     data = {v.value: n for v, n in counts.items()}
     return emit(
         args,

@@ -12,6 +12,9 @@ decrypt:
   the handshake's transcript (:mod:`hearth.protocol.handshake`), and this node answers
   in kind; nothing is delivered or taken before that, and a device one of our groups
   removed gets nothing of that group's topics (it may still hold an old epoch's secret);
+  an older epoch's topic is delivered only to a device the group lists now (someone
+  removed may make a new device key; only the current epoch's holders are in the group,
+  or joining it, and a joining device's first bundles must reach us before it is listed);
 - the summary is a version vector both ways: the subscriber's in ``Subscribe.have`` says
   what to deliver (:class:`CatchUpPeer`), ours in ``CaughtUp.have`` says what to send us.
 
@@ -112,14 +115,18 @@ class ServingSession:
         *,
         device_key: SigningKey,
         departed: Mapping[bytes, frozenset[bytes]],
+        listed: Mapping[bytes, frozenset[bytes]] | None = None,
     ) -> None:
         """``topics`` maps each topic this node serves to its relay key's public half;
-        ``departed``, each topic to the device keys its group removed (or that left)."""
+        ``departed``, each topic to the device keys its group removed (or that left);
+        ``listed``, each topic of an older epoch to the devices its group has now: only
+        those are delivered its bundles."""
         self.conn = Connection(Role.ACCEPTING)
         self.topics = dict(topics)
         self.challenge = challenge
         self.device_key = device_key
         self.departed = departed
+        self.listed = listed or {}
         self.transcript = b""
         self.peer_device = b""  # the other node's device key, once it proved it
         self.registered: set[bytes] = set()
@@ -182,7 +189,16 @@ class ServingSession:
                 return []  # already answered
             if frame.topic not in self.registered:
                 return [_error("unknown-topic", "Register the topic first.", frame.topic)]
-            if refusal := self._refusal(frame.topic):
+            refusal = self._refusal(frame.topic)
+            listed = self.listed.get(frame.topic)
+            if refusal is None and listed is not None and self.peer_device not in listed:
+                refusal = _error(
+                    "not-listed",
+                    "This device is not in that group now; a group's older keys are shared "
+                    "only with its devices.",
+                    frame.topic,
+                )
+            if refusal is not None:
                 self.refused.add(frame.topic)
                 return [refusal]
             # Live from now: what is stored from here on goes out as it comes, even while
