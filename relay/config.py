@@ -39,6 +39,11 @@ class RelayConfig:
     max_connections: int = 2000
     max_connections_per_ip: int = 20
     outbound_buffer_bytes: int = 8 * MiB
+    # A catch-up reads stored bundles a page at a time, at most this many bytes of them;
+    # the page counts against the outbound buffer until it is sent.
+    catch_up_page_bytes: int = 2 * MiB
+    # A connection whose sending has not moved for this long (it does not read) is cut off.
+    send_stall_s: float = 60.0
     max_topics_per_connection: int = 64
     publish_per_s: float = 20.0
     publish_burst: int = 500

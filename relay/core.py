@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Union
@@ -73,6 +73,8 @@ ALL_TOPICS = bytes(32)
 """The topic a peer relay's :class:`CaughtUp` names: the catch-up covered every topic."""
 
 log = logging.getLogger(__name__)
+
+_ENCODED_BYTES = 4 * 1024 * 1024  # live deliveries' bytes kept for their other subscribers
 
 _REFUSALS = {
     "unknown-topic": "Register the topic before publishing to it.",
@@ -175,7 +177,9 @@ class RelayCore:
         self.per_ip: defaultdict[str, int] = defaultdict(int)
         self.subscribers: defaultdict[bytes, set[int]] = defaultdict(set)
         self._mirrors: set[int] = set()  # peer relays that take every bundle
-        self._encoded: dict[int, tuple[Deliver, bytes]] = {}  # recent deliveries' bytes
+        # Recent live deliveries' bytes, oldest first, and how many bytes that is.
+        self._encoded: OrderedDict[int, tuple[Deliver, bytes]] = OrderedDict()
+        self._encoded_bytes = 0
         self._staged: list[tuple[int, bytes]] = []  # (client, bundle id) awaiting commit
         self._staged_peers: set[int] = set()  # peer links with bundles awaiting commit
         self._held: list[Output] = []  # their acks and deliveries, released by flush()
@@ -223,9 +227,11 @@ class RelayCore:
         """Whether the client has finished the hello/welcome exchange (a peer relay: and
         proven who it is)."""
         state = self.clients.get(client)
+        # A client's hello is answered with welcome as soon as it is read (``agreed``): the
+        # handshake ends there, not when the writer gets round to sending the welcome.
         return (
             state is not None
-            and state.conn.version is not None
+            and (state.conn.version is not None or state.conn.agreed is not None)
             and (not state.conn.between_relays or bool(state.peer))
         )
 
@@ -257,18 +263,24 @@ class RelayCore:
         relay_key, proof = registration
         return Register(topic=topic, relay_key=relay_key, proof=proof)
 
-    def encode(self, client: int, frame: Frame) -> bytes:
+    def encode(self, client: int, frame: Frame, *, fan_out: bool = True) -> bytes:
         """The bytes of a frame for one client, through its connection's state machine.
 
-        A delivery goes to every subscriber as the same frame object: it is encoded once.
+        A live delivery goes to every subscriber as the same frame object: it is encoded
+        once, and its bytes kept while they are among the newest few MiB encoded. A
+        catch-up's frames go to one client only (``fan_out=False``): they are not kept.
         """
-        if isinstance(frame, Deliver):
+        if isinstance(frame, Deliver) and fan_out:
             cached = self._encoded.get(id(frame))
             if cached is None or cached[0] is not frame:
                 cached = (frame, encode_frame(frame))
                 self._encoded[id(frame)] = cached
-                if len(self._encoded) > 256:
-                    self._encoded.pop(next(iter(self._encoded)))
+                self._encoded_bytes += len(cached[1])
+                while len(self._encoded) > 1 and (
+                    len(self._encoded) > 256 or self._encoded_bytes > _ENCODED_BYTES
+                ):
+                    _, (_, dropped) = self._encoded.popitem(last=False)
+                    self._encoded_bytes -= len(dropped)
             data = self.clients[client].conn.send(frame, cached[1])
         else:
             data = self.clients[client].conn.send(frame)
@@ -439,7 +451,9 @@ class RelayCore:
         (up to ``through``), oldest first."""
         peer_links = {state.peer: c for c, state in self.clients.items() if state.peer}
         out: list[Output] = []
-        while rows := self.store.committed_after(self._passed_through, through):
+        while rows := self.store.committed_after(
+            self._passed_through, through, max_bytes=self.config.catch_up_page_bytes
+        ):
             for row in rows:
                 came_from = peer_links.get(row.origin) if row.origin else None
                 out += self._deliveries(row.topic, row.cursor, row.data, came_from)
@@ -569,13 +583,21 @@ class RelayCore:
             return "quota-exceeded"
         return None
 
-    def mirror_catch_up(self, item: MirrorCatchUp, page: int = 200) -> Iterator[Deliver]:
+    def mirror_catch_up(self, item: MirrorCatchUp) -> Iterator[Deliver]:
         """Every stored bundle a peer relay may lack, oldest first, read page by page."""
+        for page in self.mirror_catch_up_pages(item):
+            yield from page
+
+    def mirror_catch_up_pages(self, item: MirrorCatchUp) -> Iterator[list[Deliver]]:
+        """:meth:`mirror_catch_up` a page at a time, each at most ``catch_up_page_bytes``
+        of bundles (or one bigger bundle)."""
         peer = self.peer_of(item.client)
         after = min(item.after, self.store.newest_overall())
-        while rows := self.store.all_after(after, page, not_from=peer):
-            for cursor, topic, data in rows:
-                yield Deliver(topic=topic, cursor=cursor, envelope=data)
+        page_bytes = self.config.catch_up_page_bytes
+        while rows := self.store.all_after(after, not_from=peer, max_bytes=page_bytes):
+            yield [
+                Deliver(topic=topic, cursor=cursor, envelope=data) for cursor, topic, data in rows
+            ]
             after = rows[-1][0]
 
     # --- invite mailboxes (SECURITY.md §5): the relay passes messages it cannot read ----
@@ -671,7 +693,7 @@ class RelayCore:
 
     # --- catching a subscriber up -----------------------------------------------------
 
-    def catch_up(self, item: CatchUp, page: int = 200) -> Iterator[Deliver]:
+    def catch_up(self, item: CatchUp) -> Iterator[Deliver]:
         """The stored bundles a subscriber is missing, oldest first, read page by page.
 
         A fresh subscriber asking for it gets the newest snapshot first and then only what
@@ -679,6 +701,13 @@ class RelayCore:
         what it missed was kept (pruned). A cursor beyond what is stored (a relay restored
         from an older backup) is treated as the newest stored one.
         """
+        for page in self.catch_up_pages(item):
+            yield from page
+
+    def catch_up_pages(self, item: CatchUp) -> Iterator[list[Deliver]]:
+        """:meth:`catch_up` a page at a time: each page at most ``catch_up_page_bytes`` of
+        bundles (or one bigger bundle), so what a catch-up holds in memory is bounded by
+        bytes, whatever the bundles' sizes."""
         after = min(item.after, self.store.newest(item.topic))
         behind_pruning = after < self.store.pruned_through(item.topic)
         wanted = item.from_snapshot or behind_pruning
@@ -687,12 +716,15 @@ class RelayCore:
             cursor, covers = snapshot
             data = self.store.at(cursor)
             if data is not None:
-                yield Deliver(topic=item.topic, cursor=cursor, envelope=data)
+                yield [Deliver(topic=item.topic, cursor=cursor, envelope=data)]
                 after = covers
-        while rows := self.store.after(item.topic, after, page):
-            for cursor, data in rows:
-                if snapshot is None or cursor != snapshot[0]:
-                    yield Deliver(topic=item.topic, cursor=cursor, envelope=data)
+        page_bytes = self.config.catch_up_page_bytes
+        while rows := self.store.after(item.topic, after, max_bytes=page_bytes):
+            yield [
+                Deliver(topic=item.topic, cursor=cursor, envelope=data)
+                for cursor, data in rows
+                if snapshot is None or cursor != snapshot[0]
+            ]
             after = rows[-1][0]
 
     @staticmethod

@@ -34,12 +34,14 @@ import psycopg
 from hearth.errors import StorageError
 from relay.sqlite_store import SqliteStore, check_backup
 from relay.storage import (
+    NO_END,
     STORE_FILE,
     Committed,
     Registered,
     Store,
     Stored,
     TopicState,
+    fitting,
     prune_covered,
 )
 
@@ -243,24 +245,46 @@ class PostgresStore(Store):
         return self._batch
 
     def all_after(
-        self, cursor: int, limit: int = 200, *, not_from: bytes = b""
+        self,
+        cursor: int,
+        limit: int = 200,
+        *,
+        not_from: bytes = b"",
+        max_bytes: int | None = None,
     ) -> list[tuple[int, bytes, bytes]]:
+        where = "cursor > %s AND (origin IS NULL OR origin != %s)"
+        through = self._through(where, (cursor, not_from), limit, max_bytes)
         rows = self._rows(
-            "SELECT cursor, topic, data FROM envelopes WHERE cursor > %s "
-            "AND (origin IS NULL OR origin != %s) ORDER BY cursor LIMIT %s",
-            (cursor, not_from, limit),
+            f"SELECT cursor, topic, data FROM envelopes WHERE {where} AND cursor <= %s "  # noqa: S608 - {where} is one of ours
+            "ORDER BY cursor LIMIT %s",
+            (cursor, not_from, through, limit),
         )
         return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
 
     def committed_after(
-        self, cursor: int, through: int | None, limit: int = 200
+        self, cursor: int, through: int | None, limit: int = 200, max_bytes: int | None = None
     ) -> list[Committed]:
+        where = "cursor > %s AND cursor <= %s"
+        params = (cursor, NO_END if through is None else through)
+        last = self._through(where, params, limit, max_bytes)
         rows = self._rows(
-            "SELECT cursor, topic, data, origin FROM envelopes WHERE cursor > %s "
-            "AND cursor <= %s ORDER BY cursor LIMIT %s",
-            (cursor, (1 << 63) - 1 if through is None else through, limit),
+            f"SELECT cursor, topic, data, origin FROM envelopes WHERE {where} AND cursor <= %s "  # noqa: S608 - {where} is one of ours
+            "ORDER BY cursor LIMIT %s",
+            (*params, last, limit),
         )
         return [Committed(int(c), bytes(t), bytes(d), bytes(o or b"")) for c, t, d, o in rows]
+
+    def _through(
+        self, where: str, params: tuple[Any, ...], limit: int, max_bytes: int | None
+    ) -> int:
+        """The last cursor of a page read by bytes (sizes are read first, not envelopes)."""
+        if max_bytes is None:
+            return NO_END
+        sizes = self._rows(
+            f"SELECT cursor, LENGTH(data) FROM envelopes WHERE {where} ORDER BY cursor LIMIT %s",  # noqa: S608 - {where} is one of ours
+            (*params, limit),
+        )
+        return fitting(sizes, max_bytes) if sizes else NO_END
 
     def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
         rows = self._rows(
@@ -272,11 +296,15 @@ class PostgresStore(Store):
     def newest_overall(self) -> int:
         return int(self._rows("SELECT COALESCE(MAX(cursor), 0) FROM envelopes")[0][0])
 
-    def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
+    def after(
+        self, topic: bytes, cursor: int, limit: int = 200, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        where = "topic = %s AND cursor > %s"
+        through = self._through(where, (topic, cursor), limit, max_bytes)
         rows = self._rows(
-            "SELECT cursor, data FROM envelopes WHERE topic = %s AND cursor > %s "
+            f"SELECT cursor, data FROM envelopes WHERE {where} AND cursor <= %s "  # noqa: S608 - {where} is one of ours
             "ORDER BY cursor LIMIT %s",
-            (topic, cursor, limit),
+            (topic, cursor, through, limit),
         )
         return [(int(c), bytes(d)) for c, d in rows]
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import WSCloseCode, web
 
@@ -29,7 +30,7 @@ from hearth.errors import StorageError
 from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, RelayCore
-from relay.links import CONFIG, CORE, FLUSH, LINKS, Link, carry_out, run_link
+from relay.links import CONFIG, CORE, FLUSH, LINKS, Link, carry_out, run_link, stalled
 from relay.metrics import Metrics
 from relay.peering import keep_peers_linked
 from relay.storage import Store
@@ -80,6 +81,7 @@ def make_app(
     app[FLUSH] = asyncio.Event()
     app.cleanup_ctx.append(_flusher)
     app.cleanup_ctx.append(_pruner)
+    app.cleanup_ctx.append(_watchdog)
     if store.shared:
         app.cleanup_ctx.append(_other_processes)
     app.router.add_get("/", websocket_handler)
@@ -138,6 +140,46 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _watchdog(app: web.Application) -> AsyncIterator[None]:
+    """Cuts off links that stopped reading (relay/links.py, :func:`stalled`)."""
+    every = min(1.0, app[CONFIG].send_stall_s / 4)
+
+    async def run() -> None:
+        links = 0
+        while True:
+            await asyncio.sleep(every)
+            stalled(app, time.monotonic())
+            if len(app[LINKS]) < links:
+                give_back_memory()  # after clients left: what they used goes back too
+            links = len(app[LINKS])
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, where the C library is glibc."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Return freed memory to the system. Bundles are big objects: after many were read
+    for clients that then left, the C allocator keeps the freed pages mapped unless
+    asked, and the relay's RSS would stay near its peak."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 async def _other_processes(app: web.Application) -> AsyncIterator[None]:

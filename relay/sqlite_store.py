@@ -10,15 +10,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hearth.errors import StorageError
 from relay.storage import (
+    NO_END,
     STORE_FILE,
     Committed,
     Registered,
     Store,
     Stored,
     TopicState,
+    fitting,
     prune_covered,
 )
 
@@ -238,24 +241,46 @@ class SqliteStore(Store):
             raise StorageError(f"The relay could not note a peer's progress ({exc}).") from exc
 
     def all_after(
-        self, cursor: int, limit: int = 200, *, not_from: bytes = b""
+        self,
+        cursor: int,
+        limit: int = 200,
+        *,
+        not_from: bytes = b"",
+        max_bytes: int | None = None,
     ) -> list[tuple[int, bytes, bytes]]:
+        where = "cursor > ? AND (origin IS NULL OR origin != ?)"
+        through = self._through(where, (cursor, not_from), limit, max_bytes)
         rows = self._db.execute(
-            "SELECT cursor, topic, data FROM envelopes WHERE cursor > ? "
-            "AND (origin IS NULL OR origin != ?) ORDER BY cursor LIMIT ?",
-            (cursor, not_from, limit),
+            f"SELECT cursor, topic, data FROM envelopes WHERE {where} AND cursor <= ? "  # noqa: S608 - {where} is one of ours
+            "ORDER BY cursor LIMIT ?",
+            (cursor, not_from, through, limit),
         ).fetchall()
         return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
 
     def committed_after(
-        self, cursor: int, through: int | None, limit: int = 200
+        self, cursor: int, through: int | None, limit: int = 200, max_bytes: int | None = None
     ) -> list[Committed]:
+        where = "cursor > ? AND cursor <= ?"
+        params = (cursor, NO_END if through is None else through)
+        last = self._through(where, params, limit, max_bytes)
         rows = self._db.execute(
-            "SELECT cursor, topic, data, origin FROM envelopes WHERE cursor > ? AND cursor <= ? "
+            f"SELECT cursor, topic, data, origin FROM envelopes WHERE {where} AND cursor <= ? "  # noqa: S608 - {where} is one of ours
             "ORDER BY cursor LIMIT ?",
-            (cursor, (1 << 63) - 1 if through is None else through, limit),
+            (*params, last, limit),
         ).fetchall()
         return [Committed(int(c), bytes(t), bytes(d), bytes(o or b"")) for c, t, d, o in rows]
+
+    def _through(
+        self, where: str, params: tuple[Any, ...], limit: int, max_bytes: int | None
+    ) -> int:
+        """The last cursor of a page read by bytes (sizes are read first, not envelopes)."""
+        if max_bytes is None:
+            return NO_END
+        sizes = self._db.execute(
+            f"SELECT cursor, LENGTH(data) FROM envelopes WHERE {where} ORDER BY cursor LIMIT ?",  # noqa: S608 - {where} is one of ours
+            (*params, limit),
+        ).fetchall()
+        return fitting(sizes, max_bytes) if sizes else NO_END
 
     def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
         row = self._db.execute(
@@ -276,11 +301,15 @@ class SqliteStore(Store):
             self._db.execute("ROLLBACK")
             raise StorageError(f"The relay could not store a batch of bundles ({exc}).") from exc
 
-    def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
+    def after(
+        self, topic: bytes, cursor: int, limit: int = 200, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        where = "topic = ? AND cursor > ?"
+        through = self._through(where, (topic, cursor), limit, max_bytes)
         rows = self._db.execute(
-            "SELECT cursor, data FROM envelopes WHERE topic = ? AND cursor > ? "
+            f"SELECT cursor, data FROM envelopes WHERE {where} AND cursor <= ? "  # noqa: S608 - {where} is one of ours
             "ORDER BY cursor LIMIT ?",
-            (topic, cursor, limit),
+            (topic, cursor, through, limit),
         ).fetchall()
         return [(int(c), bytes(d)) for c, d in rows]
 

@@ -52,6 +52,8 @@ publish_per_s = 10.0
 publish_burst = 50
 bad_signatures_per_minute = 3
 topic_quota_bundles = 40
+catch_up_page_bytes = 524288
+send_stall_s = 2.0
 """
 
 [(QUOTA_KEYS, QUOTA_BUNDLES), (FLOOD_KEYS, FLOOD_BUNDLES), (SIG_KEYS, SIG_BUNDLES)] = make_pool(
@@ -117,7 +119,9 @@ def _metrics(relay: Relay) -> str:
         return str(answer.read().decode())
 
 
-def _never_reading_subscriber(url: str, topic: bytes, ready: threading.Event) -> socket.socket:
+def _never_reading_subscriber(
+    url: str, topic: bytes, ready: threading.Event, ip: str = "198.51.100.9"
+) -> socket.socket:
     """A client that subscribes and then never reads: a raw socket with a small receive
     buffer, speaking just enough WebSocket to say hello and subscribe."""
     host, port = url.removeprefix("ws://").rsplit(":", 1)
@@ -128,7 +132,7 @@ def _never_reading_subscriber(url: str, topic: bytes, ready: threading.Event) ->
         (
             f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            "X-Forwarded-For: 198.51.100.9\r\n\r\n"
+            f"X-Forwarded-For: {ip}\r\n\r\n"
         ).encode()
     )
     head = b""
@@ -143,6 +147,9 @@ def _never_reading_subscriber(url: str, topic: bytes, ready: threading.Event) ->
         assert len(payload) < 126
         # A masked binary frame (clients must mask; a zero mask keeps the bytes as they are).
         sock.sendall(bytes([0x82, 0x80 | len(payload)]) + bytes(4) + payload)
+        if isinstance(frame, Hello):  # the welcome is read, as the protocol asks; no more
+            welcome = sock.recv(2)
+            sock.recv(welcome[1] & 0x7F if welcome[1] & 0x7F < 126 else 0)
     ready.set()
     return sock
 
@@ -276,3 +283,61 @@ def test_abuse_gets_explicit_errors_while_an_honest_group_keeps_syncing(
     assert rounds >= 2
     cleo("sync")
     assert state(ada) == state(ben) == state(cleo)
+
+
+def _rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory (or another /proc status field), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def _rejections(relay: Relay, reason: str) -> int:
+    found = re.search(
+        rf'^hearth_relay_rejections_total{{reason="{reason}"}} (\S+)$', _metrics(relay), re.M
+    )
+    return int(float(found.group(1))) if found else 0
+
+
+def test_never_reading_catch_up_subscribers_hold_bounded_memory_and_are_cut_off(
+    limited_relay: Relay,
+) -> None:
+    """20 subscribers ask for a topic of 8 MiB (32 bundles of 256 KiB) and never read.
+    Each holds at most a page (512 KiB) and what its socket buffers, not the topic: peak
+    RSS grows by less than 20 x the outbound buffer (2 MiB), every one is cut off once
+    its sending has stalled for 2 s, and memory goes back near where it was."""
+    relay = limited_relay
+    pid = relay.proc.pid
+
+    async def fill() -> None:
+        async with aiohttp.ClientSession() as http:
+            owner = await Client.connect(http, relay.url, "203.0.113.20")
+            await owner.register(BIG_KEYS)
+            for start in range(0, len(BIG_BUNDLES), 4):
+                assert await owner.publish_all(BIG_BUNDLES[start : start + 4]) == {"ack": 4}
+            await owner.ws.close()
+
+    asyncio.run(fill())
+    time.sleep(0.5)
+    baseline = _rss_mib(pid)
+    ready = threading.Event()
+    stuck = [
+        _never_reading_subscriber(relay.url, BIG_KEYS.topic, ready, ip=f"198.51.100.{n}")
+        for n in range(20)
+    ]
+    peak = baseline
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline and _rejections(relay, "slow_consumer") < 20:
+        peak = max(peak, _rss_mib(pid))
+        time.sleep(0.05)
+    cut_off = _rejections(relay, "slow_consumer")
+    for sock in stuck:
+        sock.close()
+    time.sleep(1.0)
+    after = _rss_mib(pid)
+    print(f"relay RSS: idle {baseline:.1f} MiB, peak {peak:.1f} MiB, after {after:.1f} MiB")
+    assert cut_off == 20
+    assert peak - baseline < 20 * 2, (baseline, peak)  # 20 x the outbound buffer, in MiB
+    assert after - baseline < 8, (baseline, after)
+    assert relay.proc.poll() is None

@@ -98,6 +98,22 @@ def test_a_batch_is_stored_once_in_cursor_order_and_counted(
     assert store.at(second.cursor) == b"two!"
 
 
+def test_pages_are_read_by_bytes_not_only_by_count(open_store: Callable[[], Store]) -> None:
+    """A page holds no more than ``max_bytes`` of envelopes (always at least one), for a
+    catch-up, a peer relay's mirror and the fan-out between processes alike."""
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    sizes = [300, 300, 500, 2000, 10, 10]
+    cursors = [store.add(TOPIC, bytes([n]), bytes(size)).cursor for n, size in enumerate(sizes)]
+    store.commit()
+    assert [c for c, _ in store.after(TOPIC, 0, max_bytes=700)] == cursors[:2]
+    assert [c for c, _ in store.after(TOPIC, cursors[2], max_bytes=700)] == cursors[3:4]
+    assert [c for c, _ in store.after(TOPIC, cursors[3], max_bytes=700)] == cursors[4:]
+    assert [c for c, _, _ in store.all_after(0, max_bytes=1100)] == cursors[:3]
+    assert [c.cursor for c in store.committed_after(0, None, max_bytes=1)] == cursors[:1]
+    assert len(store.after(TOPIC, 0)) == len(sizes)  # no byte limit: by count, as before
+
+
 def test_what_came_from_a_peer_is_not_sent_back_to_it(open_store: Callable[[], Store]) -> None:
     store = open_store()
     store.register(TOPIC, b"k" * 32)
