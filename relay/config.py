@@ -98,6 +98,12 @@ class RelayConfig:
             "snapshot_retention_s": int(self.snapshot_retention_s),
             "peer_publish_per_s": int(self.peer_publish_per_s),
             "peer_publish_burst": self.peer_publish_burst,
+            "max_connections": self.max_connections,
+            "max_connections_per_ip": self.max_connections_per_ip,
+            "handshake_timeout_s": int(self.handshake_timeout_s),
+            "outbound_buffer_bytes": self.outbound_buffer_bytes,
+            "catch_up_page_bytes": self.catch_up_page_bytes,
+            "send_stall_s": int(self.send_stall_s),
         }
 
 

@@ -25,9 +25,22 @@ from hearth.protocol.connection import CLOSE_POLICY, CLOSE_PROTOCOL
 from hearth.protocol.frames import Deliver, Frame
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, CatchUp, CloseClient, MirrorCatchUp, Output, Pause, RelayCore
+from relay.door import Door
 from relay.logs import client_tag
 
-__all__ = ["CONFIG", "CORE", "FLUSH", "LINKS", "Link", "carry_out", "cut", "run_link", "stalled"]
+__all__ = [
+    "CLOSE_GRACE_S",
+    "CONFIG",
+    "CORE",
+    "DOOR",
+    "FLUSH",
+    "LINKS",
+    "Link",
+    "carry_out",
+    "cut",
+    "run_link",
+    "stalled",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +121,10 @@ CONFIG = web.AppKey("config", RelayConfig)
 CORE = web.AppKey("core", RelayCore)
 LINKS = web.AppKey("links", dict[int, Link])
 FLUSH = web.AppKey("flush", asyncio.Event)
+DOOR = web.AppKey("door", Door)
 
 
-_CLOSE_GRACE_S = 2.0  # how long a cut link's close may take before its socket is dropped
+CLOSE_GRACE_S = 2.0  # how long a cut link's close may take before its socket is dropped
 
 
 async def run_link(app: web.Application, client: int, link: Link, opening: list[Output]) -> None:
@@ -146,7 +160,7 @@ def cut(link: Link, code: int, reason: str) -> None:
 async def _close(link: Link, code: int, reason: str) -> None:
     try:
         await asyncio.wait_for(
-            link.ws.close(code=code, message=reason.encode()[:120]), _CLOSE_GRACE_S
+            link.ws.close(code=code, message=reason.encode()[:120]), CLOSE_GRACE_S
         )
     except (asyncio.TimeoutError, ConnectionError):
         pass
@@ -173,8 +187,12 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
     config, core = app[CONFIG], app[CORE]
     ws = link.ws
     deadline = time.monotonic() + config.handshake_timeout_s
+    through = False
     while not ws.closed:
         timeout = None if core.handshaken(client) else max(0.0, deadline - time.monotonic())
+        if timeout is None and not through and link.transport is not None and DOOR in app:
+            app[DOOR].through(link.transport)  # past the door's deadline: handshake done
+            through = True
         try:
             message = await ws.receive(timeout=timeout)
         except asyncio.TimeoutError:

@@ -30,7 +30,19 @@ from hearth.errors import StorageError
 from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, RelayCore
-from relay.links import CONFIG, CORE, FLUSH, LINKS, Link, carry_out, run_link, stalled
+from relay.door import Door
+from relay.links import (
+    CLOSE_GRACE_S,
+    CONFIG,
+    CORE,
+    DOOR,
+    FLUSH,
+    LINKS,
+    Link,
+    carry_out,
+    run_link,
+    stalled,
+)
 from relay.metrics import Metrics
 from relay.peering import keep_peers_linked
 from relay.storage import Store
@@ -78,6 +90,14 @@ def make_app(
         identity=identity,
     )
     app[LINKS] = {}
+    # Sockets before their handshake (relay/door.py): a WebSocket that says no hello in
+    # time is closed politely first (links.py); the door drops whatever is left after.
+    app[DOOR] = Door(
+        max_sockets=config.max_connections,
+        per_address=None if config.trust_forwarded_for else config.max_connections_per_ip,
+        timeout_s=config.handshake_timeout_s + CLOSE_GRACE_S,
+        clock=time.monotonic,
+    )
     app[FLUSH] = asyncio.Event()
     app.cleanup_ctx.append(_flusher)
     app.cleanup_ctx.append(_pruner)
@@ -143,14 +163,21 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _watchdog(app: web.Application) -> AsyncIterator[None]:
-    """Cuts off links that stopped reading (relay/links.py, :func:`stalled`)."""
-    every = min(1.0, app[CONFIG].send_stall_s / 4)
+    """Once a second: cuts off links that stopped reading (relay/links.py,
+    :func:`stalled`) and drops sockets that have not finished their handshake in time."""
+    config, core, door = app[CONFIG], app[CORE], app[DOOR]
+    every = min(1.0, config.send_stall_s / 4, config.handshake_timeout_s / 4)
 
     async def run() -> None:
         links = 0
         while True:
             await asyncio.sleep(every)
             stalled(app, time.monotonic())
+            for transport, address in door.overdue():
+                core.reject("handshake_timeout", address)
+                door.left(transport)
+                if isinstance(transport, asyncio.Transport):
+                    transport.abort()
             if len(app[LINKS]) < links:
                 give_back_memory()  # after clients left: what they used goes back too
             links = len(app[LINKS])

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import select
 import socket
 import threading
 import time
@@ -341,3 +343,106 @@ def test_never_reading_catch_up_subscribers_hold_bounded_memory_and_are_cut_off(
     assert peak - baseline < 20 * 2, (baseline, peak)  # 20 x the outbound buffer, in MiB
     assert after - baseline < 8, (baseline, after)
     assert relay.proc.poll() is None
+
+
+def _info(relay: Relay) -> dict[str, object]:
+    url = relay.url.replace("ws://", "http://") + "/info"
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - our own loopback relay
+        info: dict[str, object] = json.loads(answer.read())
+    return info
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _half_a_request(url: str, source: str) -> socket.socket:
+    """A slowloris socket: connected from ``source``, half a request sent, then nothing."""
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(5)
+    sock.connect((host, int(port)))
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\n")
+    sock.setblocking(False)
+    return sock
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether the relay has closed this socket (without waiting)."""
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_slowloris_and_a_low_descriptor_limit_leave_room_for_honest_clients(
+    tmp_path: Path, relay_store: list[str]
+) -> None:
+    """The relay runs under a descriptor limit of 256 with max_connections at its default
+    (2,000): it says plainly what to set and takes only what fits. Then one address
+    opens 300 sockets that send half an HTTP request and stop: 10 are kept (its share)
+    and the rest dropped at once; those 10 are dropped after the handshake timeout; the
+    relay never holds more than a few dozen descriptors, and an honest client connects
+    and says hello within 1 s throughout."""
+    config = tmp_path / "relay.toml"
+    config.write_text("[relay]\nhandshake_timeout_s = 1.5\nmax_connections_per_ip = 10\n")
+    relay = start_relay(
+        tmp_path / "relay",
+        config=config,
+        extra=relay_store,
+        prefix=["prlimit", "--nofile=256:256", "--"],
+    )
+    try:
+        limits = _info(relay)["limits"]
+        assert isinstance(limits, dict)
+        assert limits["max_connections"] == 256 - 64
+        log = (relay.data / "relay.log").read_text()
+        assert "too few for max_connections = 2000" in log
+        assert "LimitNOFILE=2064" in log
+        pid = relay.proc.pid
+        before = _descriptors(pid)
+        attack = [_half_a_request(relay.url, "127.0.0.2") for _ in range(300)]
+        # Refused sockets are accepted a batch at a time and dropped at the next turn of
+        # the loop: for a moment up to a batch (the listen backlog) are open.
+        transient = _descriptors(pid)
+        time.sleep(0.3)
+        dropped_at_once = sum(_dropped(sock) for sock in attack)
+        most = _descriptors(pid)
+
+        async def honest() -> float:
+            async with aiohttp.ClientSession() as http:
+                started = time.monotonic()
+                client = await Client.connect(http, relay.url, "192.0.2.60")
+                took = time.monotonic() - started
+                await client.ws.close()
+                return took
+
+        took = asyncio.run(honest())
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not all(_dropped(s) for s in attack):
+            most = max(most, _descriptors(pid))
+            time.sleep(0.1)
+        kept_until_timeout = sum(not _dropped(s) for s in attack)
+        dropped_in_the_end = sum(_dropped(s) for s in attack)
+        for sock in attack:
+            sock.close()
+        print(
+            f"descriptors: {before} before, {transient} in the first moment, at most {most} "
+            "under attack; "
+            f"honest hello in {took * 1000:.0f} ms"
+        )
+        assert dropped_at_once == 290
+        assert kept_until_timeout == 0
+        assert dropped_in_the_end == 300
+        assert most - before <= 10 + 5, (before, most)
+        assert transient - before <= 10 + 100, (before, transient)
+        assert took < 1.0
+        log = (relay.data / "relay.log").read_text()
+        assert "out of system resource" not in log
+        assert "Too many open files" not in log
+        assert relay.proc.poll() is None
+    finally:
+        relay.kill()
