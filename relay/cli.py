@@ -104,7 +104,6 @@ def fit_descriptors(config: RelayConfig) -> RelayConfig:
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
     if advice:
         log.warning(advice)
-        print(f"hearth-relay: {advice}.", file=sys.stderr, flush=True)
         return replace(config, max_connections=fits)
     return config
 

@@ -65,6 +65,13 @@ class RelayConfig:
     mailbox_message_bytes: int = 4096
     mailbox_messages: int = 16
     mailbox_ttl_s: float = 3600.0
+    # Opening an invite one did not create is a guess at its number (1-999): this many
+    # at once from one address, then one more every invite_guess_back_per_ip_s; and over
+    # the whole relay, invite_guesses at once, then one every invite_guess_back_s.
+    invite_guesses_per_ip: int = 5
+    invite_guess_back_per_ip_s: float = 60.0
+    invite_guesses: int = 20
+    invite_guess_back_s: float = 60.0
     # Peer relays (DESIGN §6): the ones this relay dials, and the relay ids (as printed by
     # `hearth-relay id`) allowed to dial in. A link mirrors every topic both ways.
     peers: tuple[str, ...] = ()
@@ -83,6 +90,10 @@ class RelayConfig:
             message_bytes=self.mailbox_message_bytes,
             messages=self.mailbox_messages,
             ttl_s=self.mailbox_ttl_s,
+            guesses_per_address=self.invite_guesses_per_ip,
+            guess_back_per_address_s=self.invite_guess_back_per_ip_s,
+            guesses=self.invite_guesses,
+            guess_back_s=self.invite_guess_back_s,
         )
 
     def limits(self) -> dict[str, int]:
@@ -104,6 +115,10 @@ class RelayConfig:
             "outbound_buffer_bytes": self.outbound_buffer_bytes,
             "catch_up_page_bytes": self.catch_up_page_bytes,
             "send_stall_s": int(self.send_stall_s),
+            "invite_guesses_per_ip": self.invite_guesses_per_ip,
+            "invite_guess_back_per_ip_s": int(self.invite_guess_back_per_ip_s),
+            "invite_guesses": self.invite_guesses,
+            "invite_guess_back_s": int(self.invite_guess_back_s),
         }
 
 

@@ -29,8 +29,10 @@ from hearth.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
     Deliver,
+    Error,
     Frame,
     Hello,
+    Mailbox,
     Publish,
     Register,
     Subscribe,
@@ -56,6 +58,7 @@ bad_signatures_per_minute = 3
 topic_quota_bundles = 40
 catch_up_page_bytes = 524288
 send_stall_s = 2.0
+invite_guess_back_s = 3.0
 """
 
 [(QUOTA_KEYS, QUOTA_BUNDLES), (FLOOD_KEYS, FLOOD_BUNDLES), (SIG_KEYS, SIG_BUNDLES)] = make_pool(
@@ -446,3 +449,56 @@ def test_slowloris_and_a_low_descriptor_limit_leave_room_for_honest_clients(
         assert relay.proc.poll() is None
     finally:
         relay.kill()
+
+
+def test_nameplates_cannot_be_tried_in_seconds(limited_relay: Relay) -> None:
+    """An invite waits under nameplate 500. One connection tries all 999 nameplates, then
+    40 addresses try 25 each around it: the relay lets 5 guesses through from the one
+    address and 20 in all (a few more as guesses come back), never the open invite's
+    number, and the person it is for still joins, at worst after a guess comes back."""
+    relay = limited_relay
+
+    async def run() -> tuple[Counter[str], Counter[str], list[str]]:
+        async with aiohttp.ClientSession() as http:
+            inviter = await Client.connect(http, relay.url, "192.0.2.70")
+            await inviter.send(Mailbox(nameplate=500, create=True))
+            assert isinstance(await inviter.receive(), Mailbox)
+            await inviter.send(Mailbox(nameplate=500, body=b"spake2 message"))
+
+            async def guess(client: Client, nameplates: range) -> Counter[str]:
+                for n in nameplates:
+                    await client.send(Mailbox(nameplate=n, body=b"guess"))
+                answers: Counter[str] = Counter()
+                for _ in nameplates:
+                    frame = await client.receive()
+                    answers[frame.code if isinstance(frame, Error) else "FOUND"] += 1
+                return answers
+
+            guesser = await Client.connect(http, relay.url, "203.0.113.30")
+            one_address = await guess(guesser, range(1, 1000))
+            many: Counter[str] = Counter()
+            for n in range(40):
+                other = await Client.connect(http, relay.url, f"198.18.0.{n}")
+                many += await guess(other, range(480 + n % 5 * 5, 505 + n % 5 * 5))
+                await other.ws.close()
+            # Right after such an attack a joiner may have to wait for a guess to come
+            # back (here 3 s, an hour's twentieth by default); the invite is still open.
+            joiner = await Client.connect(http, relay.url, "192.0.2.71")
+            joined = []
+            for _ in range(3):
+                await joiner.send(Mailbox(nameplate=500, body=b"the joiner"))
+                frame = await joiner.receive()
+                joined.append(frame.code if isinstance(frame, Error) else frame.TYPE)
+                if isinstance(frame, Mailbox):
+                    break
+                await asyncio.sleep(3.1)
+            joined.append(type(await inviter.receive()).__name__)
+            return one_address, many, joined
+
+    one_address, many, joined = asyncio.run(run())
+    assert one_address == {"no-such-mailbox": 5, "too-many-guesses": 994}
+    assert "FOUND" not in many
+    assert 15 <= many["no-such-mailbox"] <= 17, many  # what was left of the relay's 20
+    # The inviter's message in (perhaps after a wait), the joiner's out.
+    assert joined[-2:] == ["mailbox", "Mailbox"], joined
+    assert set(joined[:-2]) <= {"too-many-guesses"}, joined
