@@ -54,7 +54,7 @@ from hearth.protocol.frames import (
 from hearth.protocol.mailbox import Mailboxes
 from relay.config import RelayConfig
 from relay.identity import peer_proof, peer_proof_valid
-from relay.logs import client_tag
+from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
 from relay.storage import Registered, Store
 
@@ -190,6 +190,8 @@ class RelayCore:
         self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
         self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
         self.mailboxes = Mailboxes(config.mailbox_limits(), clock)
+        self.tag = ClientTags(random_bytes, wall_clock)  # client addresses as logs show them
+        self.log_limit = LogLimit(clock)
 
     # --- connections ----------------------------------------------------------------
 
@@ -343,7 +345,9 @@ class RelayCore:
             message = "A relay serves any holder of a topic's key; it takes no device proof."
             return self._error(client, "not-a-node", message)
         if isinstance(frame, Error):
-            log.info("a client reported: %s %s", frame.code, frame.message)
+            self.say(
+                "a client reported", state.ip, f"{shown(frame.code, 40)} {shown(frame.message)}"
+            )
         return []
 
     def _register(self, client: int, frame: Register) -> list[Output]:
@@ -356,9 +360,29 @@ class RelayCore:
         return []
 
     def reject(self, reason: str, ip: str, amount: int = 1) -> None:
-        """Count a rejection and log its reason, with the client's address hashed."""
+        """Count a rejection and log its reason, with the client as a tag (a few lines a
+        minute per client and reason at most; the rest summarised by :meth:`summarise`)."""
         self.metrics.count("hearth_relay_rejections_total", amount=amount, reason=reason)
-        log.info("rejected", extra={"reason": reason, "client": client_tag(ip)})
+        tag = self.tag(ip)
+        if self.log_limit.allow(reason, tag):
+            log.info("rejected", extra={"reason": reason, "client": tag})
+
+    def say(self, event: str, ip: str, detail: str) -> None:
+        """Log something about a client (``detail``: already cut short), as :meth:`reject`
+        does: a few lines a minute per client and event at most."""
+        tag = self.tag(ip)
+        if self.log_limit.allow(event, tag):
+            log.info("%s: %s", event, detail, extra={"client": tag})
+
+    def summarise(self) -> None:
+        """Log what was held back over the last minute, a line per kind (call it often)."""
+        for what, tag, times in self.log_limit.roll():
+            log.info(
+                "%s: %d more times in the last minute",
+                what,
+                times,
+                extra={"client": tag or "many", "times": times},
+            )
 
     def _error(self, client: int, code: str, message: str, bundle_id: bytes = b"") -> list[Output]:
         state = self.clients.get(client)
@@ -502,7 +526,9 @@ class RelayCore:
         if isinstance(frame, CaughtUp):
             log.info("caught up with a peer relay", extra={"peer": state.peer.hex()[:16]})
         elif isinstance(frame, Error):
-            log.info("a peer relay reported: %s %s", frame.code, frame.message)
+            self.say(
+                "a peer relay reported", state.ip, f"{shown(frame.code, 40)} {shown(frame.message)}"
+            )
         return []
 
     def _linked(self, state: _Client, relay_id: bytes) -> None:

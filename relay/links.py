@@ -26,7 +26,7 @@ from hearth.protocol.frames import Deliver, Frame
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, CatchUp, CloseClient, MirrorCatchUp, Output, Pause, RelayCore
 from relay.door import Door
-from relay.logs import client_tag
+from relay.logs import shown
 
 __all__ = [
     "CLOSE_GRACE_S",
@@ -227,10 +227,7 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
         if link.closing is not None:
             continue  # being cut already: nothing more goes to it, and no more is said
         if isinstance(output, CloseClient):
-            log.info(
-                "closing a connection",
-                extra={"client": client_tag(link.ip), "reason": output.reason},
-            )
+            core.say("closing a connection", link.ip, shown(output.reason))
             cut(link, output.code, output.reason)
         elif isinstance(output, Pause):
             await asyncio.sleep(output.seconds)  # only ever from this link's own reader
@@ -296,7 +293,7 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
                 else:
                     await _send(link, core.encode(client, item))
     except (ConnectionError, HearthError) as exc:
-        log.info("writer stopped: %s", exc, extra={"client": client_tag(link.ip)})
+        app[CORE].say("writer stopped", link.ip, shown(str(exc)))
 
 
 async def _send_delivery(core: RelayCore, client: int, link: Link, frame: Deliver) -> None:

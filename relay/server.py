@@ -173,6 +173,7 @@ async def _watchdog(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(every)
             stalled(app, time.monotonic())
+            core.summarise()
             for transport, address in door.overdue():
                 core.reject("handshake_timeout", address)
                 door.left(transport)

@@ -502,3 +502,43 @@ def test_nameplates_cannot_be_tried_in_seconds(limited_relay: Relay) -> None:
     # The inviter's message in (perhaps after a wait), the joiner's out.
     assert joined[-2:] == ["mailbox", "Mailbox"], joined
     assert set(joined[:-2]) <= {"too-many-guesses"}, joined
+
+
+def test_what_clients_send_cannot_flood_the_log_or_put_addresses_in_it(
+    limited_relay: Relay,
+) -> None:
+    """300 error frames of 256 KiB from one client, a hello listing 100,000 versions, and
+    200 clients from 200 addresses each sending a text frame: the relay's log grows by
+    less than 64 KiB (the text cut short, repeats summarised) and holds no address."""
+    relay = limited_relay
+    log_file = relay.data / "relay.log"
+    before = log_file.stat().st_size
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as http:
+            talker = await Client.connect(http, relay.url, "203.0.113.40")
+            for n in range(300):
+                await talker.send(Error(code=f"e{n}", message="x" * 256 * 1024))
+            await talker.send(Subscribe(topic=bytes(32), after=0))  # answered once all read
+            await talker.receive()
+            ws = await http.ws_connect(relay.url, headers={"X-Forwarded-For": "203.0.113.41"})
+            await ws.send_bytes(
+                encode_frame(Hello(versions=[99] * 100_000, role="node", agent="y" * 50_000))
+            )
+            assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+            for n in range(200):
+                ws = await http.ws_connect(
+                    relay.url, headers={"X-Forwarded-For": f"198.18.{n // 250}.{n % 250}"}
+                )
+                await ws.send_str("not the protocol")
+                assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+            await talker.ws.close()
+
+    asyncio.run(run())
+    time.sleep(0.5)
+    log = log_file.read_text()
+    grown = log_file.stat().st_size - before
+    print(f"log grew by {grown} bytes")
+    assert grown < 64 * 1024, grown
+    assert re.search(r"\d+\.\d+\.\d+\.\d+", log) is None
+    assert relay.proc.poll() is None
