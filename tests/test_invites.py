@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hearth.protocol.frames import Error, Hello, Mailbox, MailboxClose, encode_frame
-from hearth.protocol.mailbox import MailboxLimits, Mailboxes, Out
+from hearth.protocol.mailbox import Mailboxes, MailboxLimits, Out
 from relay.config import RelayConfig
 from relay.core import RelayCore, ToClient
 from relay.sqlite_store import SqliteStore
