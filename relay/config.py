@@ -50,6 +50,18 @@ class RelayConfig:
     bad_signatures_per_minute: int = 3
     topic_quota_bytes: int = 256 * MiB
     topic_quota_bundles: int = 200_000
+    # Relay-wide: the per-topic quota bounds nothing if anyone can register topics without
+    # end. Past either limit new topics and bundles are refused with "relay-full".
+    max_topics: int = 10_000
+    max_stored_bytes: int = 10 * 1024 * MiB
+    # New topics a connection may register in its life, and an address at once (then one
+    # more every registration_back_per_ip_s); a node registers its group's one or two.
+    registrations_per_connection: int = 16
+    registrations_per_ip: int = 20
+    registration_back_per_ip_s: float = 180.0
+    # A topic no node has registered (each does, every time it connects) for this long is
+    # deleted with all it holds.
+    topic_expiry_s: float = 180 * 24 * 3600.0
     disk_high_water: float = 0.90
     shutdown_grace_s: float = 8.0
     # Behind a reverse proxy every client comes from the proxy's address: trust the
@@ -119,6 +131,12 @@ class RelayConfig:
             "invite_guess_back_per_ip_s": int(self.invite_guess_back_per_ip_s),
             "invite_guesses": self.invite_guesses,
             "invite_guess_back_s": int(self.invite_guess_back_s),
+            "max_topics": self.max_topics,
+            "max_stored_bytes": self.max_stored_bytes,
+            "registrations_per_connection": self.registrations_per_connection,
+            "registrations_per_ip": self.registrations_per_ip,
+            "registration_back_per_ip_s": int(self.registration_back_per_ip_s),
+            "topic_expiry_s": int(self.topic_expiry_s),
         }
 
 

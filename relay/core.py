@@ -83,6 +83,7 @@ _REFUSALS = {
     "quota-exceeded": (
         "This group's storage quota at this relay is full; ask the operator or use another relay."
     ),
+    "relay-full": "This relay is full; ask its operator, or use another relay.",
 }
 
 
@@ -148,6 +149,7 @@ class _Client:
     challenge: bytes = b""
     peer: bytes = b""
     announced: set[bytes] = field(default_factory=set)
+    registered: int = 0  # new topics this connection registered
 
 
 class RelayCore:
@@ -191,6 +193,9 @@ class RelayCore:
         self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
         self.mailboxes = Mailboxes(config.mailbox_limits(), clock)
         self.tag = ClientTags(random_bytes, wall_clock)  # client addresses as logs show them
+        # New registrations left per address, and when counted (a token bucket each).
+        self._registrations: dict[str, tuple[float, float]] = {}
+        self._stored_bytes = store.stored_bytes()  # kept up to date as bundles are stored
         self.log_limit = LogLimit(clock)
 
     # --- connections ----------------------------------------------------------------
@@ -355,9 +360,47 @@ class RelayCore:
             return self._error(
                 client, "bad-registration", "The registration proof does not verify."
             )
-        if self.store.register(frame.topic, frame.relay_key, frame.proof) is Registered.TAKEN:
+        state = self.clients[client]
+        if self.store.topic(frame.topic) is None:
+            refusal = self._full() or self._registration_limited(state)
+            if refusal is not None:
+                return self._error(client, *refusal)
+        registered = self.store.register(
+            frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
+        )
+        if registered is Registered.TAKEN:
             return self._error(client, "topic-taken", "That topic is registered to another key.")
+        if registered is Registered.NEW:
+            state.registered += 1
         return []
+
+    def _full(self) -> tuple[str, str] | None:
+        """Why the relay takes no new topic now (it has all it may hold), or ``None``."""
+        config = self.config
+        if self._stored_bytes >= config.max_stored_bytes or (
+            self.store.counts()[0] >= config.max_topics
+        ):
+            return "relay-full", _REFUSALS["relay-full"]
+        return None
+
+    def _registration_limited(self, state: _Client) -> tuple[str, str] | None:
+        """Why this client may register no new topic now, or ``None`` (and one is spent)."""
+        config, now = self.config, self.clock()
+        size = float(config.registrations_per_ip)
+        tokens, counted = self._registrations.get(state.ip, (size, now))
+        tokens = min(size, tokens + (now - counted) / max(config.registration_back_per_ip_s, 1e-9))
+        if state.registered >= config.registrations_per_connection or tokens < 1:
+            return (
+                "too-many-registrations",
+                "Too many new topics from this connection or address; try again later.",
+            )
+        self._registrations[state.ip] = (tokens - 1, now)
+        if len(self._registrations) > 10_000:  # forget addresses whose bucket is full again
+            back = config.registration_back_per_ip_s
+            for ip, (left, at) in list(self._registrations.items()):
+                if left + (now - at) / max(back, 1e-9) >= size:
+                    del self._registrations[ip]
+        return None
 
     def reject(self, reason: str, ip: str, amount: int = 1) -> None:
         """Count a rejection and log its reason, with the client as a tag (a few lines a
@@ -442,6 +485,8 @@ class RelayCore:
             self._staged.append((client, bundle_id))
             return self._fail_batch()
         self.metrics.count("hearth_relay_bundles_in_total")
+        if stored.new:
+            self._stored_bytes += len(frame.envelope)
         # Held until flush() has made the batch durable: nothing is acknowledged before.
         self._staged.append((client, bundle_id))
         self._held.append(ToClient(client, Ack(id=bundle_id, cursor=stored.cursor)))
@@ -516,9 +561,11 @@ class RelayCore:
         if isinstance(frame, Register):
             if not registration_valid(frame.topic, frame.relay_key, frame.proof):
                 self.reject("bad-registration", state.ip)
-            elif self.store.register(frame.topic, frame.relay_key, frame.proof) is (
-                Registered.TAKEN
-            ):
+            elif self.store.topic(frame.topic) is None and self._full() is not None:
+                self.reject("relay-full", state.ip)  # its bundles are skipped as unknown
+            elif self.store.register(
+                frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
+            ) is (Registered.TAKEN):
                 self.reject("topic-taken", state.ip)
             return []
         if isinstance(frame, Deliver):
@@ -577,6 +624,7 @@ class RelayCore:
             elif envelope is not None:
                 stored = self.store.add(frame.topic, envelope.id, frame.envelope, state.peer)
                 if stored.new:
+                    self._stored_bytes += len(frame.envelope)
                     self.metrics.count("hearth_relay_bundles_in_total")
                     self.metrics.count("hearth_relay_peer_bundles_in_total")
                     self._pass_on(frame.topic, stored.cursor, frame.envelope, came_from=client)
@@ -605,8 +653,9 @@ class RelayCore:
             topic.bytes + size > self.config.topic_quota_bytes
             or topic.bundles + 1 > self.config.topic_quota_bundles
         )
-        if over and self.store.cursor_of(envelope.id) is None:
-            return "quota-exceeded"
+        full = self._stored_bytes + size > self.config.max_stored_bytes
+        if (over or full) and self.store.cursor_of(envelope.id) is None:
+            return "quota-exceeded" if over else "relay-full"
         return None
 
     def mirror_catch_up(self, item: MirrorCatchUp) -> Iterator[Deliver]:
@@ -715,6 +764,12 @@ class RelayCore:
         if removed:
             self.metrics.count("hearth_relay_pruned_total", amount=removed)
             log.info("pruned %d bundles that snapshots cover", removed)
+        expired = self.store.expire(self.wall_clock() - self.config.topic_expiry_s)
+        if expired:
+            self.metrics.count("hearth_relay_topics_expired_total", amount=expired)
+            log.info("deleted %d topics nobody has registered for a long time", expired)
+        # Counted afresh: what was deleted, and what other processes sharing the store added.
+        self._stored_bytes = self.store.stored_bytes()
         return removed
 
     # --- catching a subscriber up -----------------------------------------------------

@@ -36,11 +36,13 @@ from relay.sqlite_store import SqliteStore, check_backup
 from relay.storage import (
     NO_END,
     STORE_FILE,
+    USE_DATED_TO_S,
     Committed,
     Registered,
     Store,
     Stored,
     TopicState,
+    expire_unused,
     fitting,
     prune_covered,
 )
@@ -63,6 +65,8 @@ CREATE TABLE IF NOT EXISTS topics (
     proof          BYTEA NOT NULL DEFAULT '',
     frozen_at      DOUBLE PRECISION NOT NULL DEFAULT 0
 );
+-- When a node last registered the topic (to the day; 0: before this was kept).
+ALTER TABLE topics ADD COLUMN IF NOT EXISTS used_at DOUBLE PRECISION NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS envelopes (
     cursor  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     topic   BYTEA NOT NULL REFERENCES topics(topic),
@@ -171,11 +175,13 @@ class PostgresStore(Store):
         relay_key, frozen_at, size, bundles = rows[0]
         return TopicState(bytes(relay_key), float(frozen_at), int(size), int(bundles))
 
-    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
+    def register(
+        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+    ) -> Registered:
         inserted = self._rows(
-            "INSERT INTO topics(topic, relay_key, proof) VALUES (%s, %s, %s) "
+            "INSERT INTO topics(topic, relay_key, proof, used_at) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (topic) DO NOTHING RETURNING 1",
-            (topic, relay_key, proof),
+            (topic, relay_key, proof, now),
         )
         if inserted:
             return Registered.NEW
@@ -187,7 +193,22 @@ class PostgresStore(Store):
                 "UPDATE topics SET proof = %s WHERE topic = %s AND proof = '' RETURNING 1",
                 (proof, topic),
             )
+        self._rows(
+            "UPDATE topics SET used_at = %s WHERE topic = %s AND used_at < %s RETURNING 1",
+            (now, topic, now - USE_DATED_TO_S),
+        )
         return Registered.KNOWN
+
+    def expire(self, unused_since: float) -> int:
+        if self._batch:
+            raise StorageError("Expiring topics waits while a batch of bundles is being written.")
+        self._begin()
+        gone = expire_unused(self._write, "%s", unused_since)
+        self.commit()
+        return gone
+
+    def stored_bytes(self) -> int:
+        return int(self._rows("SELECT COALESCE(SUM(bytes), 0) FROM topics")[0][0])
 
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         rows = self._rows(
@@ -386,7 +407,7 @@ class PostgresStore(Store):
 
 # Every table and column a backup carries, in an order that keeps references intact.
 _TABLES = (
-    ("topics", "topic, relay_key, bytes, bundles, pruned_through, proof, frozen_at"),
+    ("topics", "topic, relay_key, bytes, bundles, pruned_through, proof, frozen_at, used_at"),
     ("envelopes", "cursor, topic, id, data, origin"),
     ("snapshots", "topic, cursor, covers, noted_at"),
     ("peer_cursors", "peer, cursor"),

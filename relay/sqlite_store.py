@@ -16,11 +16,13 @@ from hearth.errors import StorageError
 from relay.storage import (
     NO_END,
     STORE_FILE,
+    USE_DATED_TO_S,
     Committed,
     Registered,
     Store,
     Stored,
     TopicState,
+    expire_unused,
     fitting,
     prune_covered,
 )
@@ -63,6 +65,8 @@ _ADDED_COLUMNS = (
     ("topics", "proof", "BLOB NOT NULL DEFAULT x''"),
     ("envelopes", "origin", "BLOB"),
     ("topics", "frozen_at", "REAL NOT NULL DEFAULT 0"),
+    # When a node last registered the topic (to the day; 0: before this was kept).
+    ("topics", "used_at", "REAL NOT NULL DEFAULT 0"),
 )
 
 
@@ -166,7 +170,9 @@ class SqliteStore(Store):
         ).fetchone()
         return TopicState(bytes(row[0]), float(row[1]), int(row[2]), int(row[3])) if row else None
 
-    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
+    def register(
+        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+    ) -> Registered:
         existing = self.topic(topic)
         if existing is not None and existing.relay_key != relay_key:
             return Registered.TAKEN
@@ -175,12 +181,34 @@ class SqliteStore(Store):
                 self._db.execute(
                     "UPDATE topics SET proof = ? WHERE topic = ? AND proof = x''", (proof, topic)
                 )
+            self._db.execute(
+                "UPDATE topics SET used_at = ? WHERE topic = ? AND used_at < ?",
+                (now, topic, now - USE_DATED_TO_S),
+            )
             return Registered.KNOWN
         self._db.execute(
-            "INSERT INTO topics(topic, relay_key, proof) VALUES (?, ?, ?)",
-            (topic, relay_key, proof),
+            "INSERT INTO topics(topic, relay_key, proof, used_at) VALUES (?, ?, ?, ?)",
+            (topic, relay_key, proof, now),
         )
         return Registered.NEW
+
+    def expire(self, unused_since: float) -> int:
+        if self.busy():
+            raise StorageError("Expiring topics waits while a batch of bundles is being written.")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            gone = expire_unused(
+                lambda sql, args: self._db.execute(sql, args).fetchall(), "?", unused_since
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not expire unused topics ({exc}).") from exc
+        return gone
+
+    def stored_bytes(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM topics").fetchone()[0])
 
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         row = self._db.execute(

@@ -29,11 +29,13 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_END",
     "STORE_FILE",
+    "USE_DATED_TO_S",
     "Committed",
     "Registered",
     "Store",
     "Stored",
     "TopicState",
+    "expire_unused",
     "fitting",
     "open_store",
     "prune_covered",
@@ -109,8 +111,21 @@ class Store(abc.ABC):
         the topic is registered."""
 
     @abc.abstractmethod
-    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
-        """Register a topic with its relay key and the proof that came with it."""
+    def register(
+        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+    ) -> Registered:
+        """Register a topic with its relay key and the proof that came with it; ``now``
+        (seconds since the epoch) dates it as in use, to the day (:meth:`expire`)."""
+
+    @abc.abstractmethod
+    def expire(self, unused_since: float) -> int:
+        """Forget every topic nobody has registered since ``unused_since`` (seconds since
+        the epoch) and all it holds; how many topics. Topics from before registrations
+        were dated are kept until they are registered again."""
+
+    @abc.abstractmethod
+    def stored_bytes(self) -> int:
+        """The bytes of every envelope stored, in all topics."""
 
     @abc.abstractmethod
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
@@ -271,6 +286,27 @@ def prune_covered(
         )
         removed += int(count)
     return removed
+
+
+USE_DATED_TO_S = 86_400.0
+"""A topic's use is written down at most once a day (a write per registration would be
+a write for every topic each time a node connects)."""
+
+
+def expire_unused(
+    run: Callable[[str, tuple[Any, ...]], Rows], placeholder: str, unused_since: float
+) -> int:
+    """:meth:`Store.expire`'s work, shared by both stores inside the write transaction
+    each holds (as :func:`prune_covered`)."""
+
+    def sql(statement: str) -> str:
+        return statement.replace("?", placeholder)
+
+    doomed = run(sql("SELECT topic FROM topics WHERE used_at > 0 AND used_at < ?"), (unused_since,))
+    for (topic,) in doomed:
+        for table in ("snapshots", "envelopes", "topics"):
+            run(sql(f"DELETE FROM {table} WHERE topic = ?"), (topic,))  # noqa: S608 - ours
+    return len(doomed)
 
 
 def fitting(sizes: Sequence[tuple[Any, Any]], max_bytes: int) -> int:

@@ -28,6 +28,7 @@ from hearth.protocol.bundle import EpochKeys, registration_proof
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
+    CaughtUp,
     Deliver,
     Error,
     Frame,
@@ -59,6 +60,8 @@ topic_quota_bundles = 40
 catch_up_page_bytes = 524288
 send_stall_s = 2.0
 invite_guess_back_s = 3.0
+max_topics = 60
+registrations_per_connection = 16
 """
 
 [(QUOTA_KEYS, QUOTA_BUNDLES), (FLOOD_KEYS, FLOOD_BUNDLES), (SIG_KEYS, SIG_BUNDLES)] = make_pool(
@@ -542,3 +545,56 @@ def test_what_clients_send_cannot_flood_the_log_or_put_addresses_in_it(
     assert grown < 64 * 1024, grown
     assert re.search(r"\d+\.\d+\.\d+\.\d+", log) is None
     assert relay.proc.poll() is None
+
+
+def _new_keys(n: int) -> list[EpochKeys]:
+    return [
+        EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
+        for _ in range(n)
+    ]
+
+
+async def _register_all(client: Client, keys: list[EpochKeys]) -> Counter[str]:
+    """Register every topic; then the refusals by code (a registration taken says nothing:
+    a subscription after them all, answered once they are read, marks the end)."""
+    for key in keys:
+        await client.register(key)
+    await client.send(Subscribe(topic=bytes(32), after=0))
+    answers: Counter[str] = Counter()
+    while not isinstance(frame := await client.receive(), CaughtUp):
+        answers[getattr(frame, "code", "?")] += 1
+    answers["registered"] = len(keys) - sum(answers.values())
+    return answers
+
+
+def test_registrations_are_limited_per_connection_per_address_and_relay_wide(
+    limited_relay: Relay,
+) -> None:
+    """One connection registers 300 topics: 16 are taken (its share for its life), the
+    rest refused; 10 more addresses register 16 each until the relay holds its 60 topics
+    and says "relay-full"; a topic registered already is registered again without limit
+    (a node does it each time it connects); /info shows the limits."""
+    relay = limited_relay
+
+    async def run() -> tuple[Counter[str], Counter[str], Counter[str]]:
+        async with aiohttp.ClientSession() as http:
+            one = await Client.connect(http, relay.url, "203.0.113.50")
+            first = _new_keys(300)
+            from_one = await _register_all(one, first)
+            others: Counter[str] = Counter()
+            for n in range(10):
+                other = await Client.connect(http, relay.url, f"198.19.0.{n}")
+                others += await _register_all(other, _new_keys(16))
+                await other.ws.close()
+            again = await Client.connect(http, relay.url, "203.0.113.50")
+            known = await _register_all(again, first[:16] * 3)
+            return from_one, others, known
+
+    from_one, others, known = asyncio.run(run())
+    assert from_one == {"registered": 16, "too-many-registrations": 284}
+    assert others == {"registered": 60 - 16, "relay-full": 160 - 44}
+    assert known == {"registered": 48}
+    limits = _info(relay)["limits"]
+    assert isinstance(limits, dict)
+    assert limits["max_topics"] == 60
+    assert limits["registrations_per_connection"] == 16

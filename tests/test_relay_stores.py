@@ -114,6 +114,35 @@ def test_pages_are_read_by_bytes_not_only_by_count(open_store: Callable[[], Stor
     assert len(store.after(TOPIC, 0)) == len(sizes)  # no byte limit: by count, as before
 
 
+def test_topics_nobody_registers_any_more_expire_with_all_they_hold(
+    open_store: Callable[[], Store],
+) -> None:
+    """A registration dates a topic as in use (to the day); topics not registered since a
+    moment are deleted with their bundles and snapshots; those from before dates were
+    kept (0) stay; stored_bytes counts what is left."""
+    store = open_store()
+    day = 86_400.0
+    store.register(TOPIC, b"k" * 32, now=10 * day)
+    store.register(OTHER, b"o" * 32, now=10 * day)
+    third = bytes(range(2, 34))
+    store.register(third, b"t" * 32)  # undated
+    for topic, n in ((TOPIC, 1), (OTHER, 2), (third, 3)):
+        cursor = store.add(topic, bytes([n]), bytes(100 * n)).cursor
+        store.add_snapshot(topic, cursor, 0, 0.0)
+    store.commit()
+    assert store.stored_bytes() == 600
+    store.register(OTHER, b"o" * 32, now=10.5 * day)  # the same day: not written again
+    store.register(OTHER, b"o" * 32, now=40 * day)  # in use again
+    assert store.expire(30 * day) == 1
+    assert store.topic(TOPIC) is None
+    assert store.after(TOPIC, 0) == []
+    assert store.latest_snapshot(TOPIC) is None
+    assert store.topic(OTHER) is not None
+    assert store.topic(third) is not None
+    assert store.stored_bytes() == 500
+    assert store.register(TOPIC, b"x" * 32, now=41 * day) is Registered.NEW  # free again
+
+
 def test_what_came_from_a_peer_is_not_sent_back_to_it(open_store: Callable[[], Store]) -> None:
     store = open_store()
     store.register(TOPIC, b"k" * 32)
