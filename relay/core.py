@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from hearth.crypto import RandomBytes, SigningKey
-from hearth.errors import ProtocolError, StorageError
+from hearth.errors import FrameTooBig, ProtocolError, StorageError
 from hearth.protocol.bundle import (
     Envelope,
     freeze_valid,
@@ -305,7 +305,7 @@ class RelayCore:
             return self._handle(client, state, frame)
         except ProtocolError as exc:
             self.reject("bad_frame", state.ip)
-            code = CLOSE_TOO_BIG if "limit" in str(exc) else CLOSE_PROTOCOL
+            code = CLOSE_TOO_BIG if isinstance(exc, FrameTooBig) else CLOSE_PROTOCOL
             return [CloseClient(client, code, str(exc))]
 
     def _handle(self, client: int, state: _Client, frame: Frame) -> list[Output]:

@@ -598,3 +598,17 @@ def test_registrations_are_limited_per_connection_per_address_and_relay_wide(
     assert isinstance(limits, dict)
     assert limits["max_topics"] == 60
     assert limits["registrations_per_connection"] == 16
+
+
+def test_a_client_idle_after_its_welcome_is_not_timed_out(limited_relay: Relay) -> None:
+    """The handshake timeout (1.5 s here) ends at the welcome: a client that says hello
+    and then waits 2.5 s before subscribing is served, not closed."""
+
+    async def run() -> Frame:
+        async with aiohttp.ClientSession() as http:
+            client = await Client.connect(http, limited_relay.url, "192.0.2.80")
+            await asyncio.sleep(2.5)
+            await client.send(Subscribe(topic=bytes(32), after=0))
+            return await client.receive(timeout=5)
+
+    assert isinstance(asyncio.run(run()), CaughtUp)
