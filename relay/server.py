@@ -43,7 +43,7 @@ from relay.links import (
     run_link,
     stalled,
 )
-from relay.metrics import Metrics
+from relay.metrics import CONTENT_TYPE, Metrics
 from relay.peering import keep_peers_linked
 from relay.storage import Store
 
@@ -279,7 +279,7 @@ async def metrics(request: web.Request) -> web.Response:
     _peer_gauges(core, request.app[LINKS])
     core.metrics.gauge("hearth_relay_topics", topics)
     core.metrics.gauge("hearth_relay_bundles_stored", envelopes)
-    return web.Response(text=core.metrics.render(), content_type="text/plain")
+    return web.Response(body=core.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 _SIZE_BUCKETS = ((1 << 20, "under 1 MiB"), (16 << 20, "1-16 MiB"), (128 << 20, "16-128 MiB"))

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from hearth.protocol import codec
 from hearth.protocol.bundle import registration_proof
 from hearth.protocol.connection import CLOSE_PROTOCOL, CLOSE_TOO_BIG
 from hearth.protocol.frames import MAX_FRAME, Ack, Error, Hello, Publish, Register, encode_frame
 from relay.config import RelayConfig
 from relay.core import CloseClient, Output, RelayCore, ToClient
+from relay.metrics import Metrics
 from relay.sqlite_store import SqliteStore
 from tests.peering_simulation import make_pool
 
@@ -79,3 +82,19 @@ def test_past_the_relay_wide_byte_limit_bundles_are_refused_as_relay_full(
     # A bundle stored already is acknowledged again (a node that missed its ack).
     again = core.receive(1, encode_frame(Publish(envelope=BUNDLES[0]))) + core.flush()
     assert answers(again) == ["ack"]
+
+
+def test_metrics_are_written_by_prometheus_client_with_every_digit() -> None:
+    metrics = Metrics()
+    metrics.count("hearth_relay_bytes_out_total", 1234567)
+    metrics.count("hearth_relay_rejections_total", reason='odd "reason"\n')
+    metrics.gauge("hearth_relay_connections", 3)
+    text = metrics.render().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert samples[("hearth_relay_bytes_out_total", ())] == 1234567  # not 1.23457e+06
+    assert samples[("hearth_relay_rejections_total", (("reason", 'odd "reason"\n'),))] == 1
+    assert "# HELP hearth_relay_connections Connections open now." in text

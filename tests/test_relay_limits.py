@@ -280,8 +280,8 @@ def test_abuse_gets_explicit_errors_while_an_honest_group_keeps_syncing(
     metrics = _metrics(relay)
     for reason in ("connection_limit", "handshake_timeout", "rate-limited", "bad-signature"):
         assert f'hearth_relay_rejections_total{{reason="{reason}"}}' in metrics, reason
-    assert 'hearth_relay_rejections_total{reason="slow_consumer"} 1' in metrics
-    assert 'hearth_relay_rejections_total{reason="quota-exceeded"} 5' in metrics
+    assert 'hearth_relay_rejections_total{reason="slow_consumer"} 1.0' in metrics
+    assert 'hearth_relay_rejections_total{reason="quota-exceeded"} 5.0' in metrics
     sent = re.search(r"^hearth_relay_bytes_out_total (\S+)$", metrics, re.MULTILINE)
     assert sent is not None
     assert float(sent.group(1)) > 32 * 256 * 1024  # the big bundles, to the reader
