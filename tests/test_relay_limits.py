@@ -35,12 +35,16 @@ from hearth.protocol.frames import (
     Frame,
     Hello,
     Mailbox,
+    Mirror,
+    Peer,
     Publish,
     Register,
     Subscribe,
+    Welcome,
     decode_frame,
     encode_frame,
 )
+from relay.identity import peer_proof
 from tests.peering_simulation import forged, make_pool
 from tests.test_sync_processes import Relay, group_of_three, start_relay, state
 
@@ -658,3 +662,100 @@ def test_a_client_idle_after_its_welcome_is_not_timed_out(limited_relay: Relay) 
             return await client.receive(timeout=5)
 
     assert isinstance(asyncio.run(run()), CaughtUp)
+
+
+def _raw_frame(frame: Frame) -> bytes:
+    """A client's (masked, with a zero mask) binary WebSocket frame of any length."""
+    payload = encode_frame(frame)
+    n = len(payload)
+    if n < 126:
+        header = bytes([0x82, 0x80 | n])
+    elif n < 1 << 16:
+        header = bytes([0x82, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        header = bytes([0x82, 0x80 | 127]) + n.to_bytes(8, "big")
+    return header + bytes(4) + payload
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = sock.recv(n - len(data))
+        assert more, "the relay closed the connection"
+        data += more
+    return data
+
+
+def _read_raw(sock: socket.socket) -> Frame:
+    """One unmasked frame from the relay."""
+    first = _read_exactly(sock, 2)
+    n = first[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(_read_exactly(sock, 2), "big")
+    elif n == 127:
+        n = int.from_bytes(_read_exactly(sock, 8), "big")
+    return decode_frame(_read_exactly(sock, n))
+
+
+def test_a_peer_relay_that_floods_junk_then_never_reads_is_cut_off(limited_relay: Relay) -> None:
+    """A peer relay the operator accepted proves who it is, sends 300 bundles that are
+    not bundles, asks for everything stored (8 MiB) and never reads: the junk is refused
+    and counted, the link is cut off once its sending stalls for 2 s, memory stays within
+    a few pages, and an honest member's publish still reaches the others."""
+    relay = limited_relay
+    pid = relay.proc.pid
+
+    async def fill() -> None:
+        async with aiohttp.ClientSession() as http:
+            owner = await Client.connect(http, relay.url, "203.0.113.60")
+            await owner.register(BIG_KEYS)
+            for start in range(0, len(BIG_BUNDLES), 4):
+                assert await owner.publish_all(BIG_BUNDLES[start : start + 4]) == {"ack": 4}
+            await owner.ws.close()
+
+    asyncio.run(fill())
+    time.sleep(0.5)
+    baseline = _rss_mib(pid)
+    host, port = relay.url.removeprefix("ws://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(
+        (
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            "X-Forwarded-For: 198.51.100.200\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert b" 101 " in head, head
+    sock.sendall(_raw_frame(Hello(versions=[PROTOCOL_VERSION], role="relay", agent="bad peer")))
+    welcome = _read_raw(sock)
+    assert isinstance(welcome, Welcome)
+    proof = peer_proof(PEER, welcome.challenge, welcome.relay_id)
+    sock.sendall(_raw_frame(Peer(relay_id=PEER.public, proof=proof)))
+    assert isinstance(_read_raw(sock), Mirror)  # the relay asks for what it lacks
+    for n in range(300):
+        junk = Deliver(topic=BIG_KEYS.topic, cursor=n + 1, envelope=os.urandom(2000))
+        sock.sendall(_raw_frame(junk))
+    sock.sendall(_raw_frame(Mirror(after=0)))  # everything, please; and never read again
+    honest = asyncio.run(_honest_round_trip(relay.url, 0))
+    peak = baseline
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _rejections(relay, "slow_consumer") < 1:
+        peak = max(peak, _rss_mib(pid))
+        time.sleep(0.05)
+    cut_off = _rejections(relay, "slow_consumer")
+    junk_refused = _rejections(relay, "bad_envelope")
+    sock.close()
+    print(
+        f"relay RSS: idle {baseline:.1f} MiB, peak {peak:.1f} MiB with the peer stuck; "
+        f"honest round trip {honest * 1000:.0f} ms"
+    )
+    assert junk_refused == 300
+    assert cut_off == 1
+    assert peak - baseline < 2 * 2, (baseline, peak)  # the outbound buffer: 2 MiB
+    assert honest < 2.0
+    assert relay.proc.poll() is None
