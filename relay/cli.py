@@ -49,7 +49,10 @@ async def serve(config: RelayConfig) -> None:
     # Listening ourselves rather than through a site: each accepted socket passes the
     # door (relay/door.py) before aiohttp reads a byte of it.
     server = await loop.create_server(
-        lambda: Doorway(handlers(), door, core.reject), config.host, config.port
+        lambda: Doorway(handlers(), door, core.reject),
+        config.host,
+        config.port,
+        backlog=_BACKLOG,
     )
     host, port = server.sockets[0].getsockname()[:2]
     print(f"listening on ws://{host}:{port}", flush=True)
@@ -70,7 +73,10 @@ async def serve(config: RelayConfig) -> None:
     log.info("stopped", extra={"seconds": round(time.monotonic() - started, 3)})
 
 
-_SPARE_DESCRIPTORS = 64  # the store, logs, listening sockets, links to peer relays
+_BACKLOG = 64  # connections waiting to be accepted; asyncio accepts this many at a time
+# The store, logs, links to peer relays; and a couple of batches of sockets just accepted,
+# open before the door has dropped those that do not fit.
+_SPARE_DESCRIPTORS = 64 + 2 * _BACKLOG
 
 
 def plan_descriptors(max_connections: int, soft: int, hard: int) -> tuple[int, int, str]:
