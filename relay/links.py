@@ -2,9 +2,12 @@
 
 Every connection — a client that connected to us, or a peer relay, whichever side dialed —
 is a :class:`Link` with a reader (messages into the core, the core's answers carried out)
-and a writer (frames out in order, catch-ups included, where they fall in the queue). A
-link whose unsent frames pass the outbound buffer limit is cut off. The aiohttp handler in
-``relay/server.py`` and the dialer in ``relay/peering.py`` both run a link this way.
+and a writer (frames out in order, catch-ups included, where they fall in the queue). What
+a link holds is bounded: a catch-up is read a page of bytes at a time, and its page counts
+with the queued frames against the outbound buffer; a link that would pass that limit, or
+whose writer has waited ``send_stall_s`` for the other side to read, is cut off (:func:`cut`:
+once, and its socket dropped). The aiohttp handler in ``relay/server.py`` and the dialer
+in ``relay/peering.py`` both run a link this way.
 """
 
 from __future__ import annotations
@@ -162,8 +165,8 @@ async def _close(link: Link, code: int, reason: str) -> None:
         await asyncio.wait_for(
             link.ws.close(code=code, message=reason.encode()[:120]), CLOSE_GRACE_S
         )
-    except (asyncio.TimeoutError, ConnectionError):
-        pass
+    except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        pass  # it did not take the close frame: dropped below all the same
     finally:
         if isinstance(link.transport, asyncio.WriteTransport):
             link.transport.abort()
