@@ -10,7 +10,8 @@
     │   └── NotAuthorized          the member may not do this
     ├── StorageError               the local store is missing, damaged or not Hearth's
     ├── ProtocolError              a frame or bundle that breaks the wire rules
-    │   └── Damaged                bytes not as they were sent (transit, or a relay lying)
+    │   ├── Damaged                bytes not as they were sent (transit, or a relay lying)
+    │   └── FrameTooBig            a frame over the size limit (closed with 1009)
     ├── TransportError             a relay or peer that cannot be reached
     └── ConfigError                a configuration file or setting that cannot be used
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "Damaged",
+    "FrameTooBig",
     "HearthError",
     "IdentityError",
     "LedgerError",
@@ -70,6 +72,10 @@ class Damaged(ProtocolError):
     """Bytes that are not what their sender sent: a bundle that fails its format, its
     relay's admission signature or its decryption. Damage in transit, or a relay lying —
     never a verdict on the bundle itself, which may arrive whole by another path (R16)."""
+
+
+class FrameTooBig(ProtocolError):
+    """A frame over the frame size limit: the connection is closed with 1009 (too big)."""
 
 
 class TransportError(HearthError):

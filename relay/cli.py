@@ -6,19 +6,22 @@ import argparse
 import asyncio
 import faulthandler
 import logging
+import resource
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import cast
 
 from aiohttp import web
 
 from hearth.errors import HearthError
 from relay import backup as backups
 from relay.config import RelayConfig, load_config
+from relay.door import Doorway
 from relay.identity import load_or_create
+from relay.links import CORE, DOOR
 from relay.logs import configure
 from relay.server import make_app
 from relay.storage import open_store
@@ -30,6 +33,7 @@ log = logging.getLogger("relay")
 
 async def serve(config: RelayConfig) -> None:
     """Run until SIGTERM or SIGINT; print the listening line once ready."""
+    config = fit_descriptors(config)
     store = open_store(config)
     app = make_app(config, store, load_or_create(Path(config.data)))
     runner = web.AppRunner(
@@ -39,19 +43,26 @@ async def serve(config: RelayConfig) -> None:
         access_log=None,  # it would log raw client addresses
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    # The asyncio server behind the site is the only way to learn the port chosen for 0.
-    server = cast(asyncio.Server, site._server)
+    handlers, door, core = runner.server, app[DOOR], app[CORE]
+    assert handlers is not None
+    loop = asyncio.get_running_loop()
+    # Listening ourselves rather than through a site: each accepted socket passes the
+    # door (relay/door.py) before aiohttp reads a byte of it.
+    server = await loop.create_server(
+        lambda: Doorway(handlers(), door, core.reject),
+        config.host,
+        config.port,
+        backlog=_BACKLOG,
+    )
     host, port = server.sockets[0].getsockname()[:2]
     print(f"listening on ws://{host}:{port}", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
     started = time.monotonic()
+    server.close()  # no new sockets
     try:
         # Runs on_shutdown (clients are closed with 1001, after what is stored is
         # acknowledged); what it cuts short was never acknowledged.
@@ -60,6 +71,47 @@ async def serve(config: RelayConfig) -> None:
         log.warning("stopping took longer than shutdown_grace_s; stopping now")
     store.close()
     log.info("stopped", extra={"seconds": round(time.monotonic() - started, 3)})
+
+
+_BACKLOG = 64  # connections waiting to be accepted; asyncio accepts this many at a time
+# The store, logs, links to peer relays; and a couple of batches of sockets just accepted,
+# open before the door has dropped those that do not fit.
+_SPARE_DESCRIPTORS = 64 + 2 * _BACKLOG
+
+
+def plan_descriptors(max_connections: int, soft: int, hard: int) -> tuple[int, int, str]:
+    """The descriptor limit to ask for, the connections that fit under it, and what to
+    tell the operator ('' if all is well): every connection holds a descriptor, and a
+    relay out of descriptors fails every client, honest ones too, until some close."""
+    wanted = max_connections + _SPARE_DESCRIPTORS
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft, max_connections, ""
+    if hard == resource.RLIM_INFINITY or hard >= wanted:
+        return wanted, max_connections, ""
+    fits = max(1, hard - _SPARE_DESCRIPTORS)
+    return (
+        hard,
+        fits,
+        f"this relay may open only {hard} files (descriptors), too few for "
+        f"max_connections = {max_connections}: it takes at most {fits} connections. "
+        f"Allow {wanted} or more: LimitNOFILE={wanted} in its systemd unit, "
+        f"`ulimit -n {wanted}` before starting it, or ulimits: nofile in compose.yaml; "
+        "or lower max_connections",
+    )
+
+
+def fit_descriptors(config: RelayConfig) -> RelayConfig:
+    """Raise the soft descriptor limit as far as ``max_connections`` needs, where the hard
+    limit allows; otherwise say plainly what to set, and take only as many connections as
+    fit (whatever a client does, the relay never runs out of descriptors)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit, fits, advice = plan_descriptors(config.max_connections, soft, hard)
+    if limit != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    if advice:
+        log.warning(advice)
+        return replace(config, max_connections=fits)
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

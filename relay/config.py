@@ -39,12 +39,29 @@ class RelayConfig:
     max_connections: int = 2000
     max_connections_per_ip: int = 20
     outbound_buffer_bytes: int = 8 * MiB
+    # A catch-up reads stored bundles a page at a time, at most this many bytes of them;
+    # the page counts against the outbound buffer until it is sent.
+    catch_up_page_bytes: int = 2 * MiB
+    # A connection whose sending has not moved for this long (it does not read) is cut off.
+    send_stall_s: float = 60.0
     max_topics_per_connection: int = 64
     publish_per_s: float = 20.0
     publish_burst: int = 500
     bad_signatures_per_minute: int = 3
     topic_quota_bytes: int = 256 * MiB
     topic_quota_bundles: int = 200_000
+    # Relay-wide: the per-topic quota bounds nothing if anyone can register topics without
+    # end. Past either limit new topics and bundles are refused with "relay-full".
+    max_topics: int = 10_000
+    max_stored_bytes: int = 10 * 1024 * MiB
+    # New topics a connection may register in its life, and an address at once (then one
+    # more every registration_back_per_ip_s); a node registers its group's one or two.
+    registrations_per_connection: int = 16
+    registrations_per_ip: int = 20
+    registration_back_per_ip_s: float = 180.0
+    # A topic no node has registered (each does, every time it connects) for this long is
+    # deleted with all it holds.
+    topic_expiry_s: float = 180 * 24 * 3600.0
     disk_high_water: float = 0.90
     shutdown_grace_s: float = 8.0
     # Behind a reverse proxy every client comes from the proxy's address: trust the
@@ -60,6 +77,13 @@ class RelayConfig:
     mailbox_message_bytes: int = 4096
     mailbox_messages: int = 16
     mailbox_ttl_s: float = 3600.0
+    # Opening an invite one did not create is a guess at its number (1-999): this many
+    # at once from one address, then one more every invite_guess_back_per_ip_s; and over
+    # the whole relay, invite_guesses at once, then one every invite_guess_back_s.
+    invite_guesses_per_ip: int = 5
+    invite_guess_back_per_ip_s: float = 60.0
+    invite_guesses: int = 20
+    invite_guess_back_s: float = 60.0
     # Peer relays (DESIGN §6): the ones this relay dials, and the relay ids (as printed by
     # `hearth-relay id`) allowed to dial in. A link mirrors every topic both ways.
     peers: tuple[str, ...] = ()
@@ -78,6 +102,10 @@ class RelayConfig:
             message_bytes=self.mailbox_message_bytes,
             messages=self.mailbox_messages,
             ttl_s=self.mailbox_ttl_s,
+            guesses_per_address=self.invite_guesses_per_ip,
+            guess_back_per_address_s=self.invite_guess_back_per_ip_s,
+            guesses=self.invite_guesses,
+            guess_back_s=self.invite_guess_back_s,
         )
 
     def limits(self) -> dict[str, int]:
@@ -93,6 +121,22 @@ class RelayConfig:
             "snapshot_retention_s": int(self.snapshot_retention_s),
             "peer_publish_per_s": int(self.peer_publish_per_s),
             "peer_publish_burst": self.peer_publish_burst,
+            "max_connections": self.max_connections,
+            "max_connections_per_ip": self.max_connections_per_ip,
+            "handshake_timeout_s": int(self.handshake_timeout_s),
+            "outbound_buffer_bytes": self.outbound_buffer_bytes,
+            "catch_up_page_bytes": self.catch_up_page_bytes,
+            "send_stall_s": int(self.send_stall_s),
+            "invite_guesses_per_ip": self.invite_guesses_per_ip,
+            "invite_guess_back_per_ip_s": int(self.invite_guess_back_per_ip_s),
+            "invite_guesses": self.invite_guesses,
+            "invite_guess_back_s": int(self.invite_guess_back_s),
+            "max_topics": self.max_topics,
+            "max_stored_bytes": self.max_stored_bytes,
+            "registrations_per_connection": self.registrations_per_connection,
+            "registrations_per_ip": self.registrations_per_ip,
+            "registration_back_per_ip_s": int(self.registration_back_per_ip_s),
+            "topic_expiry_s": int(self.topic_expiry_s),
         }
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
 from hearth.crypto import RandomBytes, SigningKey
-from hearth.errors import ProtocolError, StorageError
+from hearth.errors import FrameTooBig, ProtocolError, StorageError
 from hearth.protocol.bundle import (
     Envelope,
     freeze_valid,
@@ -54,7 +54,7 @@ from hearth.protocol.frames import (
 from hearth.protocol.mailbox import Mailboxes
 from relay.config import RelayConfig
 from relay.identity import peer_proof, peer_proof_valid
-from relay.logs import client_tag
+from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
 from relay.storage import Registered, Store
 
@@ -74,6 +74,8 @@ ALL_TOPICS = bytes(32)
 
 log = logging.getLogger(__name__)
 
+_ENCODED_BYTES = 4 * 1024 * 1024  # live deliveries' bytes kept for their other subscribers
+
 _REFUSALS = {
     "unknown-topic": "Register the topic before publishing to it.",
     "topic-frozen": "This group has a newer key; its old one takes no more changes here.",
@@ -81,6 +83,7 @@ _REFUSALS = {
     "quota-exceeded": (
         "This group's storage quota at this relay is full; ask the operator or use another relay."
     ),
+    "relay-full": "This relay is full; ask its operator, or use another relay.",
 }
 
 
@@ -146,6 +149,7 @@ class _Client:
     challenge: bytes = b""
     peer: bytes = b""
     announced: set[bytes] = field(default_factory=set)
+    registered: int = 0  # new topics this connection registered
 
 
 class RelayCore:
@@ -175,7 +179,9 @@ class RelayCore:
         self.per_ip: defaultdict[str, int] = defaultdict(int)
         self.subscribers: defaultdict[bytes, set[int]] = defaultdict(set)
         self._mirrors: set[int] = set()  # peer relays that take every bundle
-        self._encoded: dict[int, tuple[Deliver, bytes]] = {}  # recent deliveries' bytes
+        # Recent live deliveries' bytes, oldest first, and how many bytes that is.
+        self._encoded: OrderedDict[int, tuple[Deliver, bytes]] = OrderedDict()
+        self._encoded_bytes = 0
         self._staged: list[tuple[int, bytes]] = []  # (client, bundle id) awaiting commit
         self._staged_peers: set[int] = set()  # peer links with bundles awaiting commit
         self._held: list[Output] = []  # their acks and deliveries, released by flush()
@@ -186,6 +192,11 @@ class RelayCore:
         self._bad_signatures: defaultdict[str, list[float]] = defaultdict(list)
         self._blocked: dict[str, tuple[float, float]] = {}  # ip -> (until, next block length)
         self.mailboxes = Mailboxes(config.mailbox_limits(), clock)
+        self.tag = ClientTags(random_bytes, wall_clock)  # client addresses as logs show them
+        # New registrations left per address, and when counted (a token bucket each).
+        self._registrations: dict[str, tuple[float, float]] = {}
+        self._stored_bytes = store.stored_bytes()  # kept up to date as bundles are stored
+        self.log_limit = LogLimit(clock)
 
     # --- connections ----------------------------------------------------------------
 
@@ -223,9 +234,11 @@ class RelayCore:
         """Whether the client has finished the hello/welcome exchange (a peer relay: and
         proven who it is)."""
         state = self.clients.get(client)
+        # A client's hello is answered with welcome as soon as it is read (``agreed``): the
+        # handshake ends there, not when the writer gets round to sending the welcome.
         return (
             state is not None
-            and state.conn.version is not None
+            and (state.conn.version is not None or state.conn.agreed is not None)
             and (not state.conn.between_relays or bool(state.peer))
         )
 
@@ -257,18 +270,24 @@ class RelayCore:
         relay_key, proof = registration
         return Register(topic=topic, relay_key=relay_key, proof=proof)
 
-    def encode(self, client: int, frame: Frame) -> bytes:
+    def encode(self, client: int, frame: Frame, *, fan_out: bool = True) -> bytes:
         """The bytes of a frame for one client, through its connection's state machine.
 
-        A delivery goes to every subscriber as the same frame object: it is encoded once.
+        A live delivery goes to every subscriber as the same frame object: it is encoded
+        once, and its bytes kept while they are among the newest few MiB encoded. A
+        catch-up's frames go to one client only (``fan_out=False``): they are not kept.
         """
-        if isinstance(frame, Deliver):
+        if isinstance(frame, Deliver) and fan_out:
             cached = self._encoded.get(id(frame))
             if cached is None or cached[0] is not frame:
                 cached = (frame, encode_frame(frame))
                 self._encoded[id(frame)] = cached
-                if len(self._encoded) > 256:
-                    self._encoded.pop(next(iter(self._encoded)))
+                self._encoded_bytes += len(cached[1])
+                while len(self._encoded) > 1 and (
+                    len(self._encoded) > 256 or self._encoded_bytes > _ENCODED_BYTES
+                ):
+                    _, (_, dropped) = self._encoded.popitem(last=False)
+                    self._encoded_bytes -= len(dropped)
             data = self.clients[client].conn.send(frame, cached[1])
         else:
             data = self.clients[client].conn.send(frame)
@@ -286,7 +305,7 @@ class RelayCore:
             return self._handle(client, state, frame)
         except ProtocolError as exc:
             self.reject("bad_frame", state.ip)
-            code = CLOSE_TOO_BIG if "limit" in str(exc) else CLOSE_PROTOCOL
+            code = CLOSE_TOO_BIG if isinstance(exc, FrameTooBig) else CLOSE_PROTOCOL
             return [CloseClient(client, code, str(exc))]
 
     def _handle(self, client: int, state: _Client, frame: Frame) -> list[Output]:
@@ -331,7 +350,9 @@ class RelayCore:
             message = "A relay serves any holder of a topic's key; it takes no device proof."
             return self._error(client, "not-a-node", message)
         if isinstance(frame, Error):
-            log.info("a client reported: %s %s", frame.code, frame.message)
+            self.say(
+                "a client reported", state.ip, f"{shown(frame.code, 40)} {shown(frame.message)}"
+            )
         return []
 
     def _register(self, client: int, frame: Register) -> list[Output]:
@@ -339,14 +360,72 @@ class RelayCore:
             return self._error(
                 client, "bad-registration", "The registration proof does not verify."
             )
-        if self.store.register(frame.topic, frame.relay_key, frame.proof) is Registered.TAKEN:
+        state = self.clients[client]
+        if self.store.topic(frame.topic) is None:
+            refusal = self._full() or self._registration_limited(state)
+            if refusal is not None:
+                return self._error(client, *refusal)
+        registered = self.store.register(
+            frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
+        )
+        if registered is Registered.TAKEN:
             return self._error(client, "topic-taken", "That topic is registered to another key.")
+        if registered is Registered.NEW:
+            state.registered += 1
         return []
 
+    def _full(self) -> tuple[str, str] | None:
+        """Why the relay takes no new topic now (it has all it may hold), or ``None``."""
+        config = self.config
+        if self._stored_bytes >= config.max_stored_bytes or (
+            self.store.counts()[0] >= config.max_topics
+        ):
+            return "relay-full", _REFUSALS["relay-full"]
+        return None
+
+    def _registration_limited(self, state: _Client) -> tuple[str, str] | None:
+        """Why this client may register no new topic now, or ``None`` (and one is spent)."""
+        config, now = self.config, self.clock()
+        size = float(config.registrations_per_ip)
+        tokens, counted = self._registrations.get(state.ip, (size, now))
+        tokens = min(size, tokens + (now - counted) / max(config.registration_back_per_ip_s, 1e-9))
+        if state.registered >= config.registrations_per_connection or tokens < 1:
+            return (
+                "too-many-registrations",
+                "Too many new topics from this connection or address; try again later.",
+            )
+        self._registrations[state.ip] = (tokens - 1, now)
+        if len(self._registrations) > 10_000:  # forget addresses whose bucket is full again
+            back = config.registration_back_per_ip_s
+            for ip, (left, at) in list(self._registrations.items()):
+                if left + (now - at) / max(back, 1e-9) >= size:
+                    del self._registrations[ip]
+        return None
+
     def reject(self, reason: str, ip: str, amount: int = 1) -> None:
-        """Count a rejection and log its reason, with the client's address hashed."""
+        """Count a rejection and log its reason, with the client as a tag (a few lines a
+        minute per client and reason at most; the rest summarised by :meth:`summarise`)."""
         self.metrics.count("hearth_relay_rejections_total", amount=amount, reason=reason)
-        log.info("rejected", extra={"reason": reason, "client": client_tag(ip)})
+        tag = self.tag(ip)
+        if self.log_limit.allow(reason, tag):
+            log.info("rejected", extra={"reason": reason, "client": tag})
+
+    def say(self, event: str, ip: str, detail: str) -> None:
+        """Log something about a client (``detail``: already cut short), as :meth:`reject`
+        does: a few lines a minute per client and event at most."""
+        tag = self.tag(ip)
+        if self.log_limit.allow(event, tag):
+            log.info("%s: %s", event, detail, extra={"client": tag})
+
+    def summarise(self) -> None:
+        """Log what was held back over the last minute, a line per kind (call it often)."""
+        for what, tag, times in self.log_limit.roll():
+            log.info(
+                "%s: %d more times in the last minute",
+                what,
+                times,
+                extra={"client": tag or "many", "times": times},
+            )
 
     def _error(self, client: int, code: str, message: str, bundle_id: bytes = b"") -> list[Output]:
         state = self.clients.get(client)
@@ -406,6 +485,8 @@ class RelayCore:
             self._staged.append((client, bundle_id))
             return self._fail_batch()
         self.metrics.count("hearth_relay_bundles_in_total")
+        if stored.new:
+            self._stored_bytes += len(frame.envelope)
         # Held until flush() has made the batch durable: nothing is acknowledged before.
         self._staged.append((client, bundle_id))
         self._held.append(ToClient(client, Ack(id=bundle_id, cursor=stored.cursor)))
@@ -439,7 +520,9 @@ class RelayCore:
         (up to ``through``), oldest first."""
         peer_links = {state.peer: c for c, state in self.clients.items() if state.peer}
         out: list[Output] = []
-        while rows := self.store.committed_after(self._passed_through, through):
+        while rows := self.store.committed_after(
+            self._passed_through, through, max_bytes=self.config.catch_up_page_bytes
+        ):
             for row in rows:
                 came_from = peer_links.get(row.origin) if row.origin else None
                 out += self._deliveries(row.topic, row.cursor, row.data, came_from)
@@ -478,9 +561,11 @@ class RelayCore:
         if isinstance(frame, Register):
             if not registration_valid(frame.topic, frame.relay_key, frame.proof):
                 self.reject("bad-registration", state.ip)
-            elif self.store.register(frame.topic, frame.relay_key, frame.proof) is (
-                Registered.TAKEN
-            ):
+            elif self.store.topic(frame.topic) is None and self._full() is not None:
+                self.reject("relay-full", state.ip)  # its bundles are skipped as unknown
+            elif self.store.register(
+                frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
+            ) is (Registered.TAKEN):
                 self.reject("topic-taken", state.ip)
             return []
         if isinstance(frame, Deliver):
@@ -488,7 +573,9 @@ class RelayCore:
         if isinstance(frame, CaughtUp):
             log.info("caught up with a peer relay", extra={"peer": state.peer.hex()[:16]})
         elif isinstance(frame, Error):
-            log.info("a peer relay reported: %s %s", frame.code, frame.message)
+            self.say(
+                "a peer relay reported", state.ip, f"{shown(frame.code, 40)} {shown(frame.message)}"
+            )
         return []
 
     def _linked(self, state: _Client, relay_id: bytes) -> None:
@@ -537,6 +624,7 @@ class RelayCore:
             elif envelope is not None:
                 stored = self.store.add(frame.topic, envelope.id, frame.envelope, state.peer)
                 if stored.new:
+                    self._stored_bytes += len(frame.envelope)
                     self.metrics.count("hearth_relay_bundles_in_total")
                     self.metrics.count("hearth_relay_peer_bundles_in_total")
                     self._pass_on(frame.topic, stored.cursor, frame.envelope, came_from=client)
@@ -565,17 +653,26 @@ class RelayCore:
             topic.bytes + size > self.config.topic_quota_bytes
             or topic.bundles + 1 > self.config.topic_quota_bundles
         )
-        if over and self.store.cursor_of(envelope.id) is None:
-            return "quota-exceeded"
+        full = self._stored_bytes + size > self.config.max_stored_bytes
+        if (over or full) and self.store.cursor_of(envelope.id) is None:
+            return "quota-exceeded" if over else "relay-full"
         return None
 
-    def mirror_catch_up(self, item: MirrorCatchUp, page: int = 200) -> Iterator[Deliver]:
+    def mirror_catch_up(self, item: MirrorCatchUp) -> Iterator[Deliver]:
         """Every stored bundle a peer relay may lack, oldest first, read page by page."""
+        for page in self.mirror_catch_up_pages(item):
+            yield from page
+
+    def mirror_catch_up_pages(self, item: MirrorCatchUp) -> Iterator[list[Deliver]]:
+        """:meth:`mirror_catch_up` a page at a time, each at most ``catch_up_page_bytes``
+        of bundles (or one bigger bundle)."""
         peer = self.peer_of(item.client)
         after = min(item.after, self.store.newest_overall())
-        while rows := self.store.all_after(after, page, not_from=peer):
-            for cursor, topic, data in rows:
-                yield Deliver(topic=topic, cursor=cursor, envelope=data)
+        page_bytes = self.config.catch_up_page_bytes
+        while rows := self.store.all_after(after, not_from=peer, max_bytes=page_bytes):
+            yield [
+                Deliver(topic=topic, cursor=cursor, envelope=data) for cursor, topic, data in rows
+            ]
             after = rows[-1][0]
 
     # --- invite mailboxes (SECURITY.md §5): the relay passes messages it cannot read ----
@@ -667,11 +764,17 @@ class RelayCore:
         if removed:
             self.metrics.count("hearth_relay_pruned_total", amount=removed)
             log.info("pruned %d bundles that snapshots cover", removed)
+        expired = self.store.expire(self.wall_clock() - self.config.topic_expiry_s)
+        if expired:
+            self.metrics.count("hearth_relay_topics_expired_total", amount=expired)
+            log.info("deleted %d topics nobody has registered for a long time", expired)
+        # Counted afresh: what was deleted, and what other processes sharing the store added.
+        self._stored_bytes = self.store.stored_bytes()
         return removed
 
     # --- catching a subscriber up -----------------------------------------------------
 
-    def catch_up(self, item: CatchUp, page: int = 200) -> Iterator[Deliver]:
+    def catch_up(self, item: CatchUp) -> Iterator[Deliver]:
         """The stored bundles a subscriber is missing, oldest first, read page by page.
 
         A fresh subscriber asking for it gets the newest snapshot first and then only what
@@ -679,6 +782,13 @@ class RelayCore:
         what it missed was kept (pruned). A cursor beyond what is stored (a relay restored
         from an older backup) is treated as the newest stored one.
         """
+        for page in self.catch_up_pages(item):
+            yield from page
+
+    def catch_up_pages(self, item: CatchUp) -> Iterator[list[Deliver]]:
+        """:meth:`catch_up` a page at a time: each page at most ``catch_up_page_bytes`` of
+        bundles (or one bigger bundle), so what a catch-up holds in memory is bounded by
+        bytes, whatever the bundles' sizes."""
         after = min(item.after, self.store.newest(item.topic))
         behind_pruning = after < self.store.pruned_through(item.topic)
         wanted = item.from_snapshot or behind_pruning
@@ -687,12 +797,15 @@ class RelayCore:
             cursor, covers = snapshot
             data = self.store.at(cursor)
             if data is not None:
-                yield Deliver(topic=item.topic, cursor=cursor, envelope=data)
+                yield [Deliver(topic=item.topic, cursor=cursor, envelope=data)]
                 after = covers
-        while rows := self.store.after(item.topic, after, page):
-            for cursor, data in rows:
-                if snapshot is None or cursor != snapshot[0]:
-                    yield Deliver(topic=item.topic, cursor=cursor, envelope=data)
+        page_bytes = self.config.catch_up_page_bytes
+        while rows := self.store.after(item.topic, after, max_bytes=page_bytes):
+            yield [
+                Deliver(topic=item.topic, cursor=cursor, envelope=data)
+                for cursor, data in rows
+                if snapshot is None or cursor != snapshot[0]
+            ]
             after = rows[-1][0]
 
     @staticmethod

@@ -2,9 +2,12 @@
 
 Every connection — a client that connected to us, or a peer relay, whichever side dialed —
 is a :class:`Link` with a reader (messages into the core, the core's answers carried out)
-and a writer (frames out in order, catch-ups included, where they fall in the queue). A
-link whose unsent frames pass the outbound buffer limit is cut off. The aiohttp handler in
-``relay/server.py`` and the dialer in ``relay/peering.py`` both run a link this way.
+and a writer (frames out in order, catch-ups included, where they fall in the queue). What
+a link holds is bounded: a catch-up is read a page of bytes at a time, and its page counts
+with the queued frames against the outbound buffer; a link that would pass that limit, or
+whose writer has waited ``send_stall_s`` for the other side to read, is cut off (:func:`cut`:
+once, and its socket dropped). The aiohttp handler in ``relay/server.py`` and the dialer
+in ``relay/peering.py`` both run a link this way.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import struct
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
@@ -24,9 +28,22 @@ from hearth.protocol.connection import CLOSE_POLICY, CLOSE_PROTOCOL
 from hearth.protocol.frames import Deliver, Frame
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, CatchUp, CloseClient, MirrorCatchUp, Output, Pause, RelayCore
-from relay.logs import client_tag
+from relay.door import Door
+from relay.logs import shown
 
-__all__ = ["CONFIG", "CORE", "FLUSH", "LINKS", "Link", "carry_out", "run_link"]
+__all__ = [
+    "CLOSE_GRACE_S",
+    "CONFIG",
+    "CORE",
+    "DOOR",
+    "FLUSH",
+    "LINKS",
+    "Link",
+    "carry_out",
+    "cut",
+    "run_link",
+    "stalled",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +64,10 @@ class Link:
     queued_bytes: int = 0
     # topic -> cursor sent through (a peer relay's link counts every topic under ALL_TOPICS)
     sent_through: dict[bytes, int] = field(default_factory=dict)
-    closing: asyncio.Task[bool] | None = None
+    closing: asyncio.Task[None] | None = None  # once the link is being cut: only once
+    # When the writer began a send it still waits on (None: it waits on nothing): a send
+    # that does not move for ``send_stall_s`` means the other side stopped reading.
+    busy_since: float | None = None
     # The connection's socket, where known (links clients dialed): lets a delivery skip the
     # queue while the writer is idle and the socket's buffer has room.
     transport: asyncio.BaseTransport | None = None
@@ -104,6 +124,10 @@ CONFIG = web.AppKey("config", RelayConfig)
 CORE = web.AppKey("core", RelayCore)
 LINKS = web.AppKey("links", dict[int, Link])
 FLUSH = web.AppKey("flush", asyncio.Event)
+DOOR = web.AppKey("door", Door)
+
+
+CLOSE_GRACE_S = 2.0  # how long a cut link's close may take before its socket is dropped
 
 
 async def run_link(app: web.Application, client: int, link: Link, opening: list[Output]) -> None:
@@ -119,22 +143,64 @@ async def run_link(app: web.Application, client: int, link: Link, opening: list[
         app[LINKS].pop(client, None)
         await carry_out(app, told)
         link.put(None)
+        if link.closing is None and not link.ws.closed:
+            cut(link, 1000, "")
+        if link.closing is not None:
+            await link.closing
         await writer
-        if not link.ws.closed:
-            await link.ws.close()
+
+
+def cut(link: Link, code: int, reason: str) -> None:
+    """Close a link, once however often asked: a close frame if the other side takes it
+    within a moment, and the socket dropped either way, so that a peer that reads nothing
+    holds no descriptor and no buffered bytes here (a socket closed the polite way stays
+    open until its unsent bytes are read, which for such a peer is never)."""
+    if link.closing is None:
+        link.put(None)
+        link.closing = asyncio.create_task(_close(link, code, reason))
+
+
+async def _close(link: Link, code: int, reason: str) -> None:
+    try:
+        await asyncio.wait_for(
+            link.ws.close(code=code, message=reason.encode()[:120]), CLOSE_GRACE_S
+        )
+    except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        pass  # it did not take the close frame: dropped below all the same
+    finally:
+        if isinstance(link.transport, asyncio.WriteTransport):
+            link.transport.abort()
+
+
+def stalled(app: web.Application, now: float) -> None:
+    """Cut off every link whose writer has waited longer than ``send_stall_s`` for the other
+    side to read (called about once a second)."""
+    config, core = app[CONFIG], app[CORE]
+    for link in list(app[LINKS].values()):
+        if (
+            link.closing is None
+            and link.busy_since is not None
+            and now - link.busy_since > config.send_stall_s
+        ):
+            core.reject("slow_consumer", link.ip)
+            cut(link, CLOSE_POLICY, "not reading fast enough")
 
 
 async def _read_loop(app: web.Application, client: int, link: Link) -> None:
     config, core = app[CONFIG], app[CORE]
     ws = link.ws
     deadline = time.monotonic() + config.handshake_timeout_s
+    through = False
     while not ws.closed:
         timeout = None if core.handshaken(client) else max(0.0, deadline - time.monotonic())
+        if timeout is None and not through and link.transport is not None and DOOR in app:
+            app[DOOR].through(link.transport)  # past the door's deadline: handshake done
+            through = True
         try:
             message = await ws.receive(timeout=timeout)
         except asyncio.TimeoutError:
             core.reject("handshake_timeout", link.ip)
-            await ws.close(code=CLOSE_POLICY, message=b"handshake took too long")
+            cut(link, CLOSE_POLICY, "handshake took too long")
             return
         if message.type == WSMsgType.ERROR:
             core.reject("frame_too_big" if ws.close_code == 1009 else "ws_error", link.ip)
@@ -142,11 +208,13 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
         if message.type != WSMsgType.BINARY:
             if message.type == WSMsgType.TEXT:
                 core.reject("bad_frame", link.ip)
-                await ws.close(code=CLOSE_PROTOCOL, message=b"text frames are not the protocol")
+                cut(link, CLOSE_PROTOCOL, "text frames are not the protocol")
             return
         await carry_out(app, core.receive(client, message.data))
         if core.pending():
             app[FLUSH].set()
+        if link.closing is not None:
+            return
 
 
 async def carry_out(app: web.Application, outputs: list[Output]) -> None:
@@ -159,12 +227,11 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
         link = links.get(output.client)
         if link is None:
             continue
+        if link.closing is not None:
+            continue  # being cut already: nothing more goes to it, and no more is said
         if isinstance(output, CloseClient):
-            log.info(
-                "closing a connection",
-                extra={"client": client_tag(link.ip), "reason": output.reason},
-            )
-            await link.ws.close(code=output.code, message=output.reason.encode()[:120])
+            core.say("closing a connection", link.ip, shown(output.reason))
+            cut(link, output.code, output.reason)
         elif isinstance(output, Pause):
             await asyncio.sleep(output.seconds)  # only ever from this link's own reader
         elif isinstance(output, (CatchUp, MirrorCatchUp)):
@@ -187,10 +254,7 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
                 continue
             if link.queued_bytes + size > config.outbound_buffer_bytes:
                 core.reject("slow_consumer", link.ip)
-                link.put(None)
-                link.closing = asyncio.create_task(
-                    link.ws.close(code=CLOSE_POLICY, message=b"not reading fast enough")
-                )
+                cut(link, CLOSE_POLICY, "not reading fast enough")
                 continue
             link.queued_bytes += size
             link.put(output.frame)
@@ -220,19 +284,19 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
     try:
         while True:
             for item in await link.next_items():
-                if item is None or link.ws.closed:
+                if item is None or link.ws.closed or link.closing is not None:
                     return
                 if isinstance(item, Deliver):
-                    link.queued_bytes -= len(item.envelope)
                     await _send_delivery(core, client, link, item)
+                    link.queued_bytes -= len(item.envelope)
                 elif isinstance(item, CatchUp):
                     await _catch_up(core, client, link, item)
                 elif isinstance(item, MirrorCatchUp):
                     await _mirror_catch_up(core, client, link, item)
                 else:
-                    await link.ws.send_bytes(core.encode(client, item))
-    except (ConnectionResetError, HearthError) as exc:
-        log.info("writer stopped: %s", exc, extra={"client": client_tag(link.ip)})
+                    await _send(link, core.encode(client, item))
+    except (ConnectionError, HearthError) as exc:
+        app[CORE].say("writer stopped", link.ip, shown(str(exc)))
 
 
 async def _send_delivery(core: RelayCore, client: int, link: Link, frame: Deliver) -> None:
@@ -242,28 +306,56 @@ async def _send_delivery(core: RelayCore, client: int, link: Link, frame: Delive
         await _deliver(core, client, link, frame)
 
 
-async def _deliver(core: RelayCore, client: int, link: Link, frame: Deliver) -> None:
+async def _send(link: Link, data: bytes) -> None:
+    """Send bytes, noting how long the send waits for the other side to read."""
+    link.busy_since = time.monotonic()
+    try:
+        await link.ws.send_bytes(data)
+    finally:
+        link.busy_since = None
+
+
+async def _deliver(
+    core: RelayCore, client: int, link: Link, frame: Deliver, *, fan_out: bool = True
+) -> None:
     """Send one bundle; a peer relay first learns its topic's registration."""
     registration = core.announce(client, frame.topic)
     if registration is not None:
-        await link.ws.send_bytes(core.encode(client, registration))
-    await link.ws.send_bytes(core.encode(client, frame))
+        await _send(link, core.encode(client, registration))
+    await _send(link, core.encode(client, frame, fan_out=fan_out))
     core.metrics.count("hearth_relay_bundles_out_total")
+
+
+async def _send_pages(
+    core: RelayCore, client: int, link: Link, pages: Iterator[list[Deliver]], cursor: int
+) -> int:
+    """Send a catch-up's pages; each page counts against the outbound buffer until sent,
+    so live deliveries that would pass it cut the link off. The newest cursor sent."""
+    for page in pages:
+        held = sum(len(frame.envelope) for frame in page)
+        link.queued_bytes += held
+        try:
+            for frame in page:
+                if link.closing is not None:
+                    return cursor
+                await _deliver(core, client, link, frame, fan_out=False)
+                link.queued_bytes -= len(frame.envelope)
+                held -= len(frame.envelope)
+                cursor = max(cursor, frame.cursor)
+        finally:
+            link.queued_bytes -= held
+    return cursor
 
 
 async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:
     cursor = min(item.after, core.store.newest(item.topic))
-    for frame in core.catch_up(item):
-        await _deliver(core, client, link, frame)
-        cursor = max(cursor, frame.cursor)
+    cursor = await _send_pages(core, client, link, core.catch_up_pages(item), cursor)
     link.sent_through[item.topic] = max(cursor, link.sent_through.get(item.topic, 0))
-    await link.ws.send_bytes(core.encode(client, core.caught_up(item.topic, cursor)))
+    await _send(link, core.encode(client, core.caught_up(item.topic, cursor)))
 
 
 async def _mirror_catch_up(core: RelayCore, client: int, link: Link, item: MirrorCatchUp) -> None:
     cursor = min(item.after, core.store.newest_overall())
-    for frame in core.mirror_catch_up(item):
-        await _deliver(core, client, link, frame)
-        cursor = max(cursor, frame.cursor)
+    cursor = await _send_pages(core, client, link, core.mirror_catch_up_pages(item), cursor)
     link.sent_through[ALL_TOPICS] = max(cursor, link.sent_through.get(ALL_TOPICS, 0))
-    await link.ws.send_bytes(core.encode(client, core.caught_up(ALL_TOPICS, cursor)))
+    await _send(link, core.encode(client, core.caught_up(ALL_TOPICS, cursor)))

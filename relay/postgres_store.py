@@ -34,12 +34,16 @@ import psycopg
 from hearth.errors import StorageError
 from relay.sqlite_store import SqliteStore, check_backup
 from relay.storage import (
+    NO_END,
     STORE_FILE,
+    USE_DATED_TO_S,
     Committed,
     Registered,
     Store,
     Stored,
     TopicState,
+    expire_unused,
+    fitting,
     prune_covered,
 )
 
@@ -61,6 +65,8 @@ CREATE TABLE IF NOT EXISTS topics (
     proof          BYTEA NOT NULL DEFAULT '',
     frozen_at      DOUBLE PRECISION NOT NULL DEFAULT 0
 );
+-- When a node last registered the topic (to the day; 0: before this was kept).
+ALTER TABLE topics ADD COLUMN IF NOT EXISTS used_at DOUBLE PRECISION NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS envelopes (
     cursor  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     topic   BYTEA NOT NULL REFERENCES topics(topic),
@@ -169,11 +175,13 @@ class PostgresStore(Store):
         relay_key, frozen_at, size, bundles = rows[0]
         return TopicState(bytes(relay_key), float(frozen_at), int(size), int(bundles))
 
-    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
+    def register(
+        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+    ) -> Registered:
         inserted = self._rows(
-            "INSERT INTO topics(topic, relay_key, proof) VALUES (%s, %s, %s) "
+            "INSERT INTO topics(topic, relay_key, proof, used_at) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (topic) DO NOTHING RETURNING 1",
-            (topic, relay_key, proof),
+            (topic, relay_key, proof, now),
         )
         if inserted:
             return Registered.NEW
@@ -185,7 +193,22 @@ class PostgresStore(Store):
                 "UPDATE topics SET proof = %s WHERE topic = %s AND proof = '' RETURNING 1",
                 (proof, topic),
             )
+        self._rows(
+            "UPDATE topics SET used_at = %s WHERE topic = %s AND used_at < %s RETURNING 1",
+            (now, topic, now - USE_DATED_TO_S),
+        )
         return Registered.KNOWN
+
+    def expire(self, unused_since: float) -> int:
+        if self._batch:
+            raise StorageError("Expiring topics waits while a batch of bundles is being written.")
+        self._begin()
+        gone = expire_unused(self._write, "%s", unused_since)
+        self.commit()
+        return gone
+
+    def stored_bytes(self) -> int:
+        return int(self._rows("SELECT COALESCE(SUM(bytes), 0) FROM topics")[0][0])
 
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         rows = self._rows(
@@ -243,24 +266,46 @@ class PostgresStore(Store):
         return self._batch
 
     def all_after(
-        self, cursor: int, limit: int = 200, *, not_from: bytes = b""
+        self,
+        cursor: int,
+        limit: int = 200,
+        *,
+        not_from: bytes = b"",
+        max_bytes: int | None = None,
     ) -> list[tuple[int, bytes, bytes]]:
+        where = "cursor > %s AND (origin IS NULL OR origin != %s)"
+        through = self._through(where, (cursor, not_from), limit, max_bytes)
         rows = self._rows(
-            "SELECT cursor, topic, data FROM envelopes WHERE cursor > %s "
-            "AND (origin IS NULL OR origin != %s) ORDER BY cursor LIMIT %s",
-            (cursor, not_from, limit),
+            f"SELECT cursor, topic, data FROM envelopes WHERE {where} AND cursor <= %s "  # noqa: S608 - {where} is one of ours
+            "ORDER BY cursor LIMIT %s",
+            (cursor, not_from, through, limit),
         )
         return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
 
     def committed_after(
-        self, cursor: int, through: int | None, limit: int = 200
+        self, cursor: int, through: int | None, limit: int = 200, max_bytes: int | None = None
     ) -> list[Committed]:
+        where = "cursor > %s AND cursor <= %s"
+        params = (cursor, NO_END if through is None else through)
+        last = self._through(where, params, limit, max_bytes)
         rows = self._rows(
-            "SELECT cursor, topic, data, origin FROM envelopes WHERE cursor > %s "
-            "AND cursor <= %s ORDER BY cursor LIMIT %s",
-            (cursor, (1 << 63) - 1 if through is None else through, limit),
+            f"SELECT cursor, topic, data, origin FROM envelopes WHERE {where} AND cursor <= %s "  # noqa: S608 - {where} is one of ours
+            "ORDER BY cursor LIMIT %s",
+            (*params, last, limit),
         )
         return [Committed(int(c), bytes(t), bytes(d), bytes(o or b"")) for c, t, d, o in rows]
+
+    def _through(
+        self, where: str, params: tuple[Any, ...], limit: int, max_bytes: int | None
+    ) -> int:
+        """The last cursor of a page read by bytes (sizes are read first, not envelopes)."""
+        if max_bytes is None:
+            return NO_END
+        sizes = self._rows(
+            f"SELECT cursor, LENGTH(data) FROM envelopes WHERE {where} ORDER BY cursor LIMIT %s",  # noqa: S608 - {where} is one of ours
+            (*params, limit),
+        )
+        return fitting(sizes, max_bytes) if sizes else NO_END
 
     def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
         rows = self._rows(
@@ -272,11 +317,15 @@ class PostgresStore(Store):
     def newest_overall(self) -> int:
         return int(self._rows("SELECT COALESCE(MAX(cursor), 0) FROM envelopes")[0][0])
 
-    def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
+    def after(
+        self, topic: bytes, cursor: int, limit: int = 200, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        where = "topic = %s AND cursor > %s"
+        through = self._through(where, (topic, cursor), limit, max_bytes)
         rows = self._rows(
-            "SELECT cursor, data FROM envelopes WHERE topic = %s AND cursor > %s "
+            f"SELECT cursor, data FROM envelopes WHERE {where} AND cursor <= %s "  # noqa: S608 - {where} is one of ours
             "ORDER BY cursor LIMIT %s",
-            (topic, cursor, limit),
+            (topic, cursor, through, limit),
         )
         return [(int(c), bytes(d)) for c, d in rows]
 
@@ -358,7 +407,7 @@ class PostgresStore(Store):
 
 # Every table and column a backup carries, in an order that keeps references intact.
 _TABLES = (
-    ("topics", "topic, relay_key, bytes, bundles, pruned_through, proof, frozen_at"),
+    ("topics", "topic, relay_key, bytes, bundles, pruned_through, proof, frozen_at, used_at"),
     ("envelopes", "cursor, topic, id, data, origin"),
     ("snapshots", "topic, cursor, covers, noted_at"),
     ("peer_cursors", "peer, cursor"),

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import WSCloseCode, web
 
@@ -29,8 +30,20 @@ from hearth.errors import StorageError
 from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, RelayCore
-from relay.links import CONFIG, CORE, FLUSH, LINKS, Link, carry_out, run_link
-from relay.metrics import Metrics
+from relay.door import Door
+from relay.links import (
+    CLOSE_GRACE_S,
+    CONFIG,
+    CORE,
+    DOOR,
+    FLUSH,
+    LINKS,
+    Link,
+    carry_out,
+    run_link,
+    stalled,
+)
+from relay.metrics import CONTENT_TYPE, Metrics
 from relay.peering import keep_peers_linked
 from relay.storage import Store
 
@@ -77,9 +90,18 @@ def make_app(
         identity=identity,
     )
     app[LINKS] = {}
+    # Sockets before their handshake (relay/door.py): a WebSocket that says no hello in
+    # time is closed politely first (links.py); the door drops whatever is left after.
+    app[DOOR] = Door(
+        max_sockets=config.max_connections,
+        per_address=None if config.trust_forwarded_for else config.max_connections_per_ip,
+        timeout_s=config.handshake_timeout_s + CLOSE_GRACE_S,
+        clock=time.monotonic,
+    )
     app[FLUSH] = asyncio.Event()
     app.cleanup_ctx.append(_flusher)
     app.cleanup_ctx.append(_pruner)
+    app.cleanup_ctx.append(_watchdog)
     if store.shared:
         app.cleanup_ctx.append(_other_processes)
     app.router.add_get("/", websocket_handler)
@@ -138,6 +160,54 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _watchdog(app: web.Application) -> AsyncIterator[None]:
+    """Once a second: cuts off links that stopped reading (relay/links.py,
+    :func:`stalled`) and drops sockets that have not finished their handshake in time."""
+    config, core, door = app[CONFIG], app[CORE], app[DOOR]
+    every = min(1.0, config.send_stall_s / 4, config.handshake_timeout_s / 4)
+
+    async def run() -> None:
+        links = 0
+        while True:
+            await asyncio.sleep(every)
+            stalled(app, time.monotonic())
+            core.summarise()
+            for transport, address in door.overdue():
+                core.reject("handshake_timeout", address)
+                door.left(transport)
+                if isinstance(transport, asyncio.Transport):
+                    transport.abort()
+            if len(app[LINKS]) < links:
+                give_back_memory()  # after clients left: what they used goes back too
+            links = len(app[LINKS])
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, where the C library is glibc."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Return freed memory to the system. Bundles are big objects: after many were read
+    for clients that then left, the C allocator keeps the freed pages mapped unless
+    asked, and the relay's RSS would stay near its peak."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 async def _other_processes(app: web.Application) -> AsyncIterator[None]:
@@ -209,7 +279,7 @@ async def metrics(request: web.Request) -> web.Response:
     _peer_gauges(core, request.app[LINKS])
     core.metrics.gauge("hearth_relay_topics", topics)
     core.metrics.gauge("hearth_relay_bundles_stored", envelopes)
-    return web.Response(text=core.metrics.render(), content_type="text/plain")
+    return web.Response(body=core.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 _SIZE_BUCKETS = ((1 << 20, "under 1 MiB"), (16 << 20, "1-16 MiB"), (128 << 20, "16-128 MiB"))

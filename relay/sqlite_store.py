@@ -10,15 +10,20 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hearth.errors import StorageError
 from relay.storage import (
+    NO_END,
     STORE_FILE,
+    USE_DATED_TO_S,
     Committed,
     Registered,
     Store,
     Stored,
     TopicState,
+    expire_unused,
+    fitting,
     prune_covered,
 )
 
@@ -60,6 +65,8 @@ _ADDED_COLUMNS = (
     ("topics", "proof", "BLOB NOT NULL DEFAULT x''"),
     ("envelopes", "origin", "BLOB"),
     ("topics", "frozen_at", "REAL NOT NULL DEFAULT 0"),
+    # When a node last registered the topic (to the day; 0: before this was kept).
+    ("topics", "used_at", "REAL NOT NULL DEFAULT 0"),
 )
 
 
@@ -163,7 +170,9 @@ class SqliteStore(Store):
         ).fetchone()
         return TopicState(bytes(row[0]), float(row[1]), int(row[2]), int(row[3])) if row else None
 
-    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
+    def register(
+        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+    ) -> Registered:
         existing = self.topic(topic)
         if existing is not None and existing.relay_key != relay_key:
             return Registered.TAKEN
@@ -172,12 +181,34 @@ class SqliteStore(Store):
                 self._db.execute(
                     "UPDATE topics SET proof = ? WHERE topic = ? AND proof = x''", (proof, topic)
                 )
+            self._db.execute(
+                "UPDATE topics SET used_at = ? WHERE topic = ? AND used_at < ?",
+                (now, topic, now - USE_DATED_TO_S),
+            )
             return Registered.KNOWN
         self._db.execute(
-            "INSERT INTO topics(topic, relay_key, proof) VALUES (?, ?, ?)",
-            (topic, relay_key, proof),
+            "INSERT INTO topics(topic, relay_key, proof, used_at) VALUES (?, ?, ?, ?)",
+            (topic, relay_key, proof, now),
         )
         return Registered.NEW
+
+    def expire(self, unused_since: float) -> int:
+        if self.busy():
+            raise StorageError("Expiring topics waits while a batch of bundles is being written.")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            gone = expire_unused(
+                lambda sql, args: self._db.execute(sql, args).fetchall(), "?", unused_since
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not expire unused topics ({exc}).") from exc
+        return gone
+
+    def stored_bytes(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM topics").fetchone()[0])
 
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         row = self._db.execute(
@@ -238,24 +269,46 @@ class SqliteStore(Store):
             raise StorageError(f"The relay could not note a peer's progress ({exc}).") from exc
 
     def all_after(
-        self, cursor: int, limit: int = 200, *, not_from: bytes = b""
+        self,
+        cursor: int,
+        limit: int = 200,
+        *,
+        not_from: bytes = b"",
+        max_bytes: int | None = None,
     ) -> list[tuple[int, bytes, bytes]]:
+        where = "cursor > ? AND (origin IS NULL OR origin != ?)"
+        through = self._through(where, (cursor, not_from), limit, max_bytes)
         rows = self._db.execute(
-            "SELECT cursor, topic, data FROM envelopes WHERE cursor > ? "
-            "AND (origin IS NULL OR origin != ?) ORDER BY cursor LIMIT ?",
-            (cursor, not_from, limit),
+            f"SELECT cursor, topic, data FROM envelopes WHERE {where} AND cursor <= ? "  # noqa: S608 - {where} is one of ours
+            "ORDER BY cursor LIMIT ?",
+            (cursor, not_from, through, limit),
         ).fetchall()
         return [(int(c), bytes(t), bytes(d)) for c, t, d in rows]
 
     def committed_after(
-        self, cursor: int, through: int | None, limit: int = 200
+        self, cursor: int, through: int | None, limit: int = 200, max_bytes: int | None = None
     ) -> list[Committed]:
+        where = "cursor > ? AND cursor <= ?"
+        params = (cursor, NO_END if through is None else through)
+        last = self._through(where, params, limit, max_bytes)
         rows = self._db.execute(
-            "SELECT cursor, topic, data, origin FROM envelopes WHERE cursor > ? AND cursor <= ? "
+            f"SELECT cursor, topic, data, origin FROM envelopes WHERE {where} AND cursor <= ? "  # noqa: S608 - {where} is one of ours
             "ORDER BY cursor LIMIT ?",
-            (cursor, (1 << 63) - 1 if through is None else through, limit),
+            (*params, last, limit),
         ).fetchall()
         return [Committed(int(c), bytes(t), bytes(d), bytes(o or b"")) for c, t, d, o in rows]
+
+    def _through(
+        self, where: str, params: tuple[Any, ...], limit: int, max_bytes: int | None
+    ) -> int:
+        """The last cursor of a page read by bytes (sizes are read first, not envelopes)."""
+        if max_bytes is None:
+            return NO_END
+        sizes = self._db.execute(
+            f"SELECT cursor, LENGTH(data) FROM envelopes WHERE {where} ORDER BY cursor LIMIT ?",  # noqa: S608 - {where} is one of ours
+            (*params, limit),
+        ).fetchall()
+        return fitting(sizes, max_bytes) if sizes else NO_END
 
     def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
         row = self._db.execute(
@@ -276,11 +329,15 @@ class SqliteStore(Store):
             self._db.execute("ROLLBACK")
             raise StorageError(f"The relay could not store a batch of bundles ({exc}).") from exc
 
-    def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
+    def after(
+        self, topic: bytes, cursor: int, limit: int = 200, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        where = "topic = ? AND cursor > ?"
+        through = self._through(where, (topic, cursor), limit, max_bytes)
         rows = self._db.execute(
-            "SELECT cursor, data FROM envelopes WHERE topic = ? AND cursor > ? "
+            f"SELECT cursor, data FROM envelopes WHERE {where} AND cursor <= ? "  # noqa: S608 - {where} is one of ours
             "ORDER BY cursor LIMIT ?",
-            (topic, cursor, limit),
+            (topic, cursor, through, limit),
         ).fetchall()
         return [(int(c), bytes(d)) for c, d in rows]
 

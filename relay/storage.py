@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,15 +27,22 @@ if TYPE_CHECKING:
     from relay.config import RelayConfig
 
 __all__ = [
+    "NO_END",
     "STORE_FILE",
+    "USE_DATED_TO_S",
     "Committed",
     "Registered",
     "Store",
     "Stored",
     "TopicState",
+    "expire_unused",
+    "fitting",
     "open_store",
     "prune_covered",
 ]
+
+NO_END = (1 << 63) - 1
+"""A cursor past every cursor."""
 
 STORE_FILE = "relay.db"
 
@@ -104,8 +111,21 @@ class Store(abc.ABC):
         the topic is registered."""
 
     @abc.abstractmethod
-    def register(self, topic: bytes, relay_key: bytes, proof: bytes = b"") -> Registered:
-        """Register a topic with its relay key and the proof that came with it."""
+    def register(
+        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+    ) -> Registered:
+        """Register a topic with its relay key and the proof that came with it; ``now``
+        (seconds since the epoch) dates it as in use, to the day (:meth:`expire`)."""
+
+    @abc.abstractmethod
+    def expire(self, unused_since: float) -> int:
+        """Forget every topic nobody has registered since ``unused_since`` (seconds since
+        the epoch) and all it holds; how many topics. Topics from before registrations
+        were dated are kept until they are registered again."""
+
+    @abc.abstractmethod
+    def stored_bytes(self) -> int:
+        """The bytes of every envelope stored, in all topics."""
 
     @abc.abstractmethod
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
@@ -141,17 +161,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def all_after(
-        self, cursor: int, limit: int = 200, *, not_from: bytes = b""
+        self,
+        cursor: int,
+        limit: int = 200,
+        *,
+        not_from: bytes = b"",
+        max_bytes: int | None = None,
     ) -> list[tuple[int, bytes, bytes]]:
         """Up to ``limit`` envelopes of every topic after ``cursor``, in order, as
-        (cursor, topic, envelope); none that came from the peer ``not_from``."""
+        (cursor, topic, envelope); none that came from the peer ``not_from``; no more than
+        ``max_bytes`` of them together, if given (but always the first)."""
 
     @abc.abstractmethod
     def committed_after(
-        self, cursor: int, through: int | None, limit: int = 200
+        self, cursor: int, through: int | None, limit: int = 200, max_bytes: int | None = None
     ) -> list[Committed]:
         """Up to ``limit`` envelopes of every topic after ``cursor`` (and up to ``through``,
-        if given), in order, with where each came from."""
+        if given), in order, with where each came from; no more than ``max_bytes`` of them
+        together, if given (but always the first)."""
 
     @abc.abstractmethod
     def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
@@ -162,8 +189,11 @@ class Store(abc.ABC):
         """The newest cursor of any topic (0 if nothing is stored)."""
 
     @abc.abstractmethod
-    def after(self, topic: bytes, cursor: int, limit: int = 200) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` envelopes of a topic that arrived after ``cursor``, in order."""
+    def after(
+        self, topic: bytes, cursor: int, limit: int = 200, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` envelopes of a topic that arrived after ``cursor``, in order; no
+        more than ``max_bytes`` of them together, if given (but always the first)."""
 
     @abc.abstractmethod
     def newest(self, topic: bytes) -> int:
@@ -256,6 +286,41 @@ def prune_covered(
         )
         removed += int(count)
     return removed
+
+
+USE_DATED_TO_S = 86_400.0
+"""A topic's use is written down at most once a day (a write per registration would be
+a write for every topic each time a node connects)."""
+
+
+def expire_unused(
+    run: Callable[[str, tuple[Any, ...]], Rows], placeholder: str, unused_since: float
+) -> int:
+    """:meth:`Store.expire`'s work, shared by both stores inside the write transaction
+    each holds (as :func:`prune_covered`)."""
+
+    def sql(statement: str) -> str:
+        return statement.replace("?", placeholder)
+
+    doomed = run(sql("SELECT topic FROM topics WHERE used_at > 0 AND used_at < ?"), (unused_since,))
+    for (topic,) in doomed:
+        for table in ("snapshots", "envelopes", "topics"):
+            run(sql(f"DELETE FROM {table} WHERE topic = ?"), (topic,))  # noqa: S608 - ours
+    return len(doomed)
+
+
+def fitting(sizes: Sequence[tuple[Any, Any]], max_bytes: int) -> int:
+    """Of envelopes' (cursor, size) in cursor order, the cursor of the last that fits
+    into ``max_bytes`` with those before it: a page read by bytes, not by count (a page
+    of 200 bundles of 1 MiB each would hold 200 MiB per reader). Always the first, so a
+    page is never empty while envelopes remain."""
+    total, through = 0, int(sizes[0][0])
+    for cursor, size in sizes:
+        total += int(size)
+        if total > max_bytes and cursor != sizes[0][0]:
+            break
+        through = int(cursor)
+    return through
 
 
 def open_store(config: RelayConfig) -> Store:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hearth.protocol.frames import Error, Hello, Mailbox, MailboxClose, encode_frame
+from hearth.protocol.mailbox import Mailboxes, MailboxLimits, Out
 from relay.config import RelayConfig
 from relay.core import RelayCore, ToClient
 from relay.sqlite_store import SqliteStore
@@ -67,6 +68,42 @@ def test_mailboxes_expire_and_limit_their_size(tmp_path: Path) -> None:
     clock.now = 61
     late = frames(core.receive(2, encode_frame(Mailbox(nameplate=9, body=b"hi"))), 2)
     assert [f.code for f in late if isinstance(f, Error)] == ["no-such-mailbox"]
+
+
+def test_nameplate_guesses_are_limited_per_address_and_over_the_whole_space() -> None:
+    """Opening a mailbox one did not create is a guess: 5 at once from one address then
+    one a minute, and 20 at once over the whole relay then one a minute. Creating an
+    invite, and the sides of an open invite talking, are not guesses."""
+    clock = Clock()
+    boxes = Mailboxes(MailboxLimits(), clock)
+
+    def codes(out: Out) -> list[str]:
+        return [f.code if isinstance(f, Error) else f.TYPE for _, f in out]
+
+    assert codes(boxes.handle(1, "inviter", Mailbox(nameplate=500, create=True))) == ["mailbox"]
+    for _ in range(10):
+        assert codes(boxes.handle(1, "inviter", Mailbox(nameplate=500, body=b"m"))) == []
+    tried = [
+        codes(boxes.handle(2, "guesser", Mailbox(nameplate=n, body=b"x"))) for n in range(1, 11)
+    ]
+    assert tried == [["no-such-mailbox"]] * 5 + [["too-many-guesses"]] * 5
+    clock.now = 60.0  # one guess back
+    assert codes(boxes.handle(2, "guesser", Mailbox(nameplate=11, body=b"x"))) == [
+        "no-such-mailbox"
+    ]
+    assert codes(boxes.handle(2, "guesser", Mailbox(nameplate=12, body=b"x"))) == [
+        "too-many-guesses"
+    ]
+    # Many addresses share the relay's 20 (5 + 1 spent above, 14 left, one back since).
+    spread = [
+        codes(boxes.handle(3, f"addr{n}", Mailbox(nameplate=100 + n, body=b"x"))) for n in range(40)
+    ]
+    assert spread.count(["no-such-mailbox"]) == 15
+    assert spread.count(["too-many-guesses"]) == 25
+    clock.now = 120.0
+    # The invite was never found; its joiner gets in with the relay's next guess.
+    joined = boxes.handle(4, "joiner", Mailbox(nameplate=500, body=b"hi"))
+    assert codes(joined) == ["mailbox"] * 10 + ["mailbox"]
 
 
 # --- real processes ---------------------------------------------------------------------

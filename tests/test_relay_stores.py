@@ -98,6 +98,51 @@ def test_a_batch_is_stored_once_in_cursor_order_and_counted(
     assert store.at(second.cursor) == b"two!"
 
 
+def test_pages_are_read_by_bytes_not_only_by_count(open_store: Callable[[], Store]) -> None:
+    """A page holds no more than ``max_bytes`` of envelopes (always at least one), for a
+    catch-up, a peer relay's mirror and the fan-out between processes alike."""
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    sizes = [300, 300, 500, 2000, 10, 10]
+    cursors = [store.add(TOPIC, bytes([n]), bytes(size)).cursor for n, size in enumerate(sizes)]
+    store.commit()
+    assert [c for c, _ in store.after(TOPIC, 0, max_bytes=700)] == cursors[:2]
+    assert [c for c, _ in store.after(TOPIC, cursors[2], max_bytes=700)] == cursors[3:4]
+    assert [c for c, _ in store.after(TOPIC, cursors[3], max_bytes=700)] == cursors[4:]
+    assert [c for c, _, _ in store.all_after(0, max_bytes=1100)] == cursors[:3]
+    assert [c.cursor for c in store.committed_after(0, None, max_bytes=1)] == cursors[:1]
+    assert len(store.after(TOPIC, 0)) == len(sizes)  # no byte limit: by count, as before
+
+
+def test_topics_nobody_registers_any_more_expire_with_all_they_hold(
+    open_store: Callable[[], Store],
+) -> None:
+    """A registration dates a topic as in use (to the day); topics not registered since a
+    moment are deleted with their bundles and snapshots; those from before dates were
+    kept (0) stay; stored_bytes counts what is left."""
+    store = open_store()
+    day = 86_400.0
+    store.register(TOPIC, b"k" * 32, now=10 * day)
+    store.register(OTHER, b"o" * 32, now=10 * day)
+    third = bytes(range(2, 34))
+    store.register(third, b"t" * 32)  # undated
+    for topic, n in ((TOPIC, 1), (OTHER, 2), (third, 3)):
+        cursor = store.add(topic, bytes([n]), bytes(100 * n)).cursor
+        store.add_snapshot(topic, cursor, 0, 0.0)
+    store.commit()
+    assert store.stored_bytes() == 600
+    store.register(OTHER, b"o" * 32, now=10.5 * day)  # the same day: not written again
+    store.register(OTHER, b"o" * 32, now=40 * day)  # in use again
+    assert store.expire(30 * day) == 1
+    assert store.topic(TOPIC) is None
+    assert store.after(TOPIC, 0) == []
+    assert store.latest_snapshot(TOPIC) is None
+    assert store.topic(OTHER) is not None
+    assert store.topic(third) is not None
+    assert store.stored_bytes() == 500
+    assert store.register(TOPIC, b"x" * 32, now=41 * day) is Registered.NEW  # free again
+
+
 def test_what_came_from_a_peer_is_not_sent_back_to_it(open_store: Callable[[], Store]) -> None:
     store = open_store()
     store.register(TOPIC, b"k" * 32)

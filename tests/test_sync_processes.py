@@ -48,10 +48,16 @@ class Relay:
 
 
 def start_relay(
-    data: Path, port: int = 0, config: Path | None = None, extra: Sequence[str] = ()
+    data: Path,
+    port: int = 0,
+    config: Path | None = None,
+    extra: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> Relay:
+    """A relay process (``prefix``: a command that runs it, such as ``prlimit ... --``)."""
     script = Path(sys.executable).parent / "hearth-relay"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
+    command = [*prefix, *command]
     data.mkdir(parents=True, exist_ok=True)
     settings = ["--config", str(config)] if config else []
     with (data / "relay.log").open("a") as log:

@@ -12,7 +12,7 @@ from dataclasses import MISSING, Field, dataclass, fields
 from dataclasses import field as dataclass_field
 from typing import ClassVar, Union, cast, get_args
 
-from hearth.errors import ProtocolError
+from hearth.errors import FrameTooBig, ProtocolError
 from hearth.protocol import codec
 
 __all__ = [
@@ -293,14 +293,14 @@ def encode_frame(frame: Frame) -> bytes:
             body[name] = value
     data = codec.encode(body)
     if len(data) > MAX_FRAME:
-        raise ProtocolError("A frame is larger than the frame limit.")
+        raise FrameTooBig("A frame is larger than the frame limit.")
     return data
 
 
 def decode_frame(data: bytes) -> Frame:
     """The frame in ``data``, fully checked, or :class:`ProtocolError` naming what is wrong."""
     if len(data) > MAX_FRAME:
-        raise ProtocolError(f"A frame of {len(data)} bytes is over the {MAX_FRAME}-byte limit.")
+        raise FrameTooBig(f"A frame of {len(data)} bytes is over the {MAX_FRAME}-byte limit.")
     body = codec.decode(data)
     if not isinstance(body, dict):
         raise ProtocolError("A frame is not a map.")

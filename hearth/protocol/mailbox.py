@@ -26,6 +26,13 @@ class MailboxLimits:
     message_bytes: int = 4096
     messages: int = 16
     ttl_s: float = 3600.0
+    # Opening a mailbox one did not create is a guess at a nameplate (1-999): limited per
+    # address and over the whole space, so that trying them all takes many hours, while
+    # an invite lives one. A guess comes back a while after it was spent (a token bucket).
+    guesses_per_address: int = 5
+    guess_back_per_address_s: float = 60.0
+    guesses: int = 20
+    guess_back_s: float = 60.0
 
 
 @dataclass
@@ -48,10 +55,40 @@ class Mailboxes:
         self.limits = limits
         self.clock = clock  # monotonic seconds
         self.open: dict[int, _Mailbox] = {}
+        # Guesses left (and when counted) per address, and over the nameplate space.
+        self._guesses: dict[str, tuple[float, float]] = {}
+        self._all_guesses = (float(limits.guesses), clock())
+
+    def _guess(self, address: str) -> bool:
+        """Spend a guess for ``address`` if it and the relay as a whole have one left."""
+        limits, now = self.limits, self.clock()
+
+        def left(bucket: tuple[float, float], size: int, back_s: float) -> float:
+            tokens, counted = bucket
+            return min(float(size), tokens + (now - counted) / max(back_s, 1e-9))
+
+        mine = left(
+            self._guesses.get(address, (float(limits.guesses_per_address), now)),
+            limits.guesses_per_address,
+            limits.guess_back_per_address_s,
+        )
+        everyone = left(self._all_guesses, limits.guesses, limits.guess_back_s)
+        if mine < 1 or everyone < 1:
+            return False
+        self._guesses[address] = (mine - 1, now)
+        self._all_guesses = (everyone - 1, now)
+        if len(self._guesses) > 10_000:  # forget addresses whose guesses have all come back
+            full = limits.guesses_per_address
+            back = limits.guess_back_per_address_s
+            for known, bucket in list(self._guesses.items()):
+                if left(bucket, full, back) >= full:
+                    del self._guesses[known]
+        return True
 
     def handle(self, client: int, creator: str, frame: Mailbox | MailboxClose) -> Out:
         """What follows from a client's mailbox frame; ``creator``: its address, which the
-        per-creator limit counts by. Refusals are :class:`Error` frames to that client."""
+        per-creator and per-address guess limits count by. Refusals are :class:`Error`
+        frames to that client."""
         if isinstance(frame, MailboxClose):
             box = self.open.get(frame.nameplate)
             return self.burn(frame.nameplate) if box and client in box.members else []
@@ -62,6 +99,14 @@ class Mailboxes:
             return _refuse(client, "mailbox-full", "That invite message is too large.")
         box = self.open.get(n)
         out: Out = []
+        joining = not frame.create and (box is None or client not in box.members)
+        if joining and not self._guess(creator):
+            return _refuse(
+                client,
+                "too-many-guesses",
+                "Too many invite numbers were tried from here or at this relay lately; "
+                "wait a few minutes, check the code, and try again.",
+            )
         if frame.create:
             if box is not None:
                 return _refuse(client, "mailbox-taken", f"Invite number {n} is in use.")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from hearth.crypto import SigningKey
-from hearth.errors import ProtocolError
+from hearth.errors import FrameTooBig, ProtocolError
 from hearth.protocol.bundle import parse_envelope, peer_proof_valid
 from hearth.protocol.connection import CLOSE_PROTOCOL, CLOSE_TOO_BIG, Connection, Role
 from hearth.protocol.frames import (
@@ -139,7 +139,7 @@ class ServingSession:
             frame = self.conn.receive(data)
             return self._handle(frame)
         except ProtocolError as exc:
-            code = CLOSE_TOO_BIG if "limit" in str(exc) else CLOSE_PROTOCOL
+            code = CLOSE_TOO_BIG if isinstance(exc, FrameTooBig) else CLOSE_PROTOCOL
             return [Close(code, str(exc))]
 
     def send(self, frame: Frame) -> bytes:
