@@ -32,7 +32,7 @@ from tests.test_membership import deliver, make_group, new_node
 FOUNDERS = ["Ada", "Ben", "Cat", "Dan", "Eve"]
 MAX_NODES = 8
 SEEDS = 300  # per run
-CHUNKS = 10  # spread over the test workers, each a mix of cheap and costly seeds
+CHUNKS = 6  # spread over the test workers, each a mix of cheap and costly seeds
 STEPS = 16
 
 
