@@ -46,6 +46,7 @@ from hearth.retraction import (
     notice,
     opened,
     orphan,
+    second_bundles,
     take_out,
     unorphan,
 )
@@ -796,6 +797,8 @@ def _rejudge(node: Node, group_id: str) -> None:
     for stored in node.feeds.invalid(group_id):  # a device caught signing twice stays out
         if (inner := opened(node, stored)) is not None:
             orphan(node, group_id, change_ids(inner))
+    for inner in second_bundles(node, group_id):  # and so does its proof's other bundle
+        orphan(node, group_id, change_ids(inner))
     refused_again = False
     for _ in range(_MAX_FLIPS):
         try:

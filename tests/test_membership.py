@@ -546,6 +546,38 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
         assert admin_alerts(again, gid) == []
 
 
+def test_what_builds_on_either_of_two_bundles_for_one_seq_waits_for_neither(
+    group: list[Node],
+) -> None:
+    """R4, R8: Dan signs two different bundles for one seq, the first to Cat, the second
+    to Ben, and Cat writes on top of the first. Every node holding both counts neither
+    — the one it heard of second too: its changes never count, so what Cat built on them
+    waits for nothing — and all agree, with Cat's entry written again (membership
+    simulation, seed 0 with a cheating member)."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    with dan.change() as ledger:
+        ledger.add_resource("Dan's first", kind=Kind.TOOL)
+    mine = dan.identity.device_key.public
+    first = max((b for b in dan.feeds.all(gid) if b.author == mine), key=lambda b: b.seq)
+    deliver(dan, cat, gid)
+    with dan.store.write():
+        dan.store.run("DELETE FROM bundles WHERE id = ?", (first.id,))
+    with dan.change() as ledger:  # builds on the first: waits for it where it is missing
+        ledger.add_resource("Dan's second", kind=Kind.TOOL)
+    deliver(dan, ben, gid)
+    with cat.change() as ledger:  # on top of Dan's first
+        ledger.add_resource("Cat's crate", kind=Kind.TOOL)
+    exchange(group)
+    for node in (ada, ben, cat):
+        assert node.feeds.waiting(gid) == [], node.identity.name
+        names = resource_names(node)
+        assert "Cat's crate" in names, node.identity.name
+        assert not {"Dan's first", "Dan's second"} & names, node.identity.name
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(ben.ledger(gid).doc.heads())
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(cat.ledger(gid).doc.heads())
+
+
 def test_admins_who_remove_each_other_settle_by_seniority_in_any_order(tmp_path: Path) -> None:
     """R7, R12: two admins remove each other at once. Ada has been an admin longer, so her
     removal of Ben stands and his of her is void — on every node, whichever it hears of
