@@ -564,14 +564,20 @@ def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
         # adds it to the author's own card (R8's writing again, under a fresh actor id).
         unlisted: set[bytes] = set()
         for doc, change, refs in batches:
-            info = change_hash(change)
-            if author.actors is not None and info.actor not in author.actors:
-                unlisted.add(info.actor)
             by_doc[doc].append(change)
             touched[doc] += refs
         for doc, submitted in by_doc.items():
             document = ledger.document(doc)
             changes = _ready(node, group_id, document, submitted)
+            # Only what goes in: an orphan never does, nor does the actor id it is under
+            # (the change listing a fresh actor id can itself be an orphan, R8, and then
+            # so is everything written under it — refusing the bundle would stop the
+            # author's feed there for good).
+            unlisted |= {
+                info.actor
+                for info in map(change_hash, changes)
+                if author.actors is not None and info.actor not in author.actors
+            }
             guard = document.objects_under("members") | document.objects_under("invites")
             guarded = document.may_write(changes, guard)
             if guarded and doc != LIVE:

@@ -578,6 +578,40 @@ def test_what_builds_on_either_of_two_bundles_for_one_seq_waits_for_neither(
     assert sorted(ada.ledger(gid).doc.heads()) == sorted(cat.ledger(gid).doc.heads())
 
 
+def test_a_fresh_actor_listed_on_a_change_that_does_not_count_stops_nothing(
+    group: list[Node],
+) -> None:
+    """R8: Cat writes under a fresh actor id (as writing again does), listing it on her
+    card by a change built on Dan's late write, which then does not count. Where that is
+    known first, the listing and all written under the new id are orphans — left out, the
+    bundle still counting as a place in her feed — so what Cat writes next counts
+    everywhere (before, the bundle was refused for its unlisted actor and her feed
+    stopped there for good: membership simulation, seed 7 with a cheating member)."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    members.remove_member(ada, gid, "Dan")
+    with dan.change() as ledger:  # Dan has not heard yet: past his cutoff
+        ledger.add_resource("Late ladder", kind=Kind.TOOL)
+    deliver(dan, cat, gid)  # Cat counts it for now ...
+    with cat.change(gid) as ledger:  # ... and writes on top of it, under a fresh actor
+        cat._fresh_actor(gid, ledger)  # what writing again does first
+        ledger.add_resource("Cat's crate", kind=Kind.TOOL)
+    deliver(ada, ben, gid)  # Ben has the removal first
+    deliver(dan, ben, gid)
+    assert Verdict.REJECTED not in deliver(cat, ben, gid)
+    exchange(group)
+    with cat.change(gid) as ledger:
+        ledger.add_resource("Cat's next", kind=Kind.TOOL)
+    exchange(group)
+    for node in (ada, ben, cat):
+        assert node.feeds.waiting(gid) == [], node.identity.name
+        assert node.feeds.refused(gid) == [], node.identity.name
+        assert "Cat's next" in resource_names(node), node.identity.name
+        assert "Late ladder" not in resource_names(node), node.identity.name
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(ben.ledger(gid).doc.heads())
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(cat.ledger(gid).doc.heads())
+
+
 def test_admins_who_remove_each_other_settle_by_seniority_in_any_order(tmp_path: Path) -> None:
     """R7, R12: two admins remove each other at once. Ada has been an admin longer, so her
     removal of Ben stands and his of her is void — on every node, whichever it hears of
