@@ -224,7 +224,10 @@ class Cheater:
         inner = opened(self.node, stored)
         assert inner is not None
         epochs = [k for _, k in self.node.feeds.epochs(self.gid) if k.epoch_id != inner.epoch_id]
-        into_group = not epochs or self.rng.random() < 0.5
+        # Into another epoch, only its newest bundle: signed again at an older seq, it
+        # would take out with it every join it confirmed since (R4), which no rule can
+        # save — see the report of issue 19.
+        into_group = not epochs or stored != self._last() or self.rng.random() < 0.5
         gid = self.other_gid if into_group else self.gid
         keys = self.node.feeds.current_keys(gid) if into_group else self.rng.choice(epochs)
         if into_group:  # as the next bundle of its feed there
