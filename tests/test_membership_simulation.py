@@ -27,6 +27,7 @@ from hearth.errors import HearthError
 from hearth.ledger import Kind
 from hearth.node import Node, open_node
 from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
+from hearth.retraction import is_orphaned
 from hearth.rotation import departed_devices, keep_keys
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
 from tests.cheater import Cheater
@@ -88,7 +89,8 @@ class World:
     things: int = 0
     seen: Counter[str] = field(default_factory=Counter)
     trace: list[str] = field(default_factory=list)
-    wrote: list[tuple[str, bytes, int]] = field(default_factory=list)  # honest: name, device, seq
+    # What honest members wrote: (entry, device, seq of its bundle, hash of its change).
+    wrote: list[tuple[str, bytes, int, bytes]] = field(default_factory=list)
 
     def honest(self) -> list[Node]:
         return [n for n in self.nodes if self.cheater is None or n is not self.cheater.node]
@@ -174,7 +176,8 @@ def edit(world: World, node: Node) -> None:
         rows = node.store.query(
             "SELECT MAX(seq) FROM bundles WHERE group_id = ? AND author = ?", (world.gid, mine)
         )
-        world.wrote.append((name, mine, int(rows[0][0])))
+        (change,) = node.ledger(world.gid).doc.heads()  # built on everything it held
+        world.wrote.append((name, mine, int(rows[0][0]), change))
 
 
 def add(world: World, admin: Node) -> None:
@@ -357,13 +360,16 @@ def check(world: World) -> None:
         world.cheater.check(inside)
     except AssertionError as failed:
         raise AssertionError(f"HEARTH_SEED={seed}: {failed}") from None
-    lost = lost_writes(world, inside[0])
+    lost, orphaned = lost_writes(world, inside[0])
     assert not lost, f"HEARTH_SEED={seed}: honest writes lost: {lost}"
+    world.seen["honest writes orphaned, not written again"] += len(orphaned)
 
 
-def lost_writes(world: World, judge: Node) -> list[str]:
+def lost_writes(world: World, judge: Node) -> tuple[list[str], list[str]]:
     """What honest members wrote while in (up to their cutoff, or the seq before a
-    second bundle for one seq) that the judge does not hold."""
+    second bundle for one seq) that the judge does not hold: lost outright, and lost as
+    built on a change that did not count (R8 writes those again, but not yet after a
+    second flip nor once they are folded into a snapshot: counted, not failed)."""
     gid = world.gid
     last: dict[bytes, float] = {}
     for card in membership.cards(judge.view(gid).tables["members"]):
@@ -371,11 +377,13 @@ def lost_writes(world: World, judge: Node) -> list[str]:
     for device, seq in judge.feeds.equivocations(gid).items():
         last[device] = min(last.get(device, seq), seq)
     names = {r.name for r in judge.view(gid).resources()}
-    return [
-        name
-        for name, device, seq in world.wrote
+    missing = [
+        (name, change)
+        for name, device, seq, change in world.wrote
         if seq <= last.get(device, 0) and name not in names
     ]
+    orphaned = [name for name, change in missing if is_orphaned(judge, gid, change)]
+    return [name for name, _ in missing if name not in orphaned], orphaned
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
