@@ -154,7 +154,9 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
         envelope = parse_envelope(data)
     except Damaged as exc:
         return _damaged(node, source, str(exc))
-    if node.feeds.get(envelope.id) is not None:
+    if node.feeds.get(envelope.id) is not None or node.feeds.holds_proof(envelope.id):
+        # (A proof of a second bundle for one seq was judged when it came: every sync
+        # passes it on again.)
         return Outcome(verdict=Verdict.DUPLICATE)
     found = node.feeds.keys_for_topic(envelope.topic)
     if found is None:

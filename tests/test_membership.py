@@ -522,6 +522,8 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
             gid, [("live", c, []) for c in dan.ledger(gid).doc.changes_since([])[-1:]]
         )
     assert "equivocation" in take_in(ada, other.encode(), source="test").reason
+    # Passed on again at every sync, the proof is judged once.
+    assert take_in(ada, other.encode(), source="test").verdict is Verdict.DUPLICATE
     deliver(ada, ben, gid)  # the proof goes on
     assert admin_alerts(ben, gid) == []  # Ben is no admin
     (alert,) = admin_alerts(ada, gid)
