@@ -110,7 +110,7 @@ class Cheater:
     def saw(self, token: Token, *, inviter: Node) -> None:
         """A token made by ``inviter``: the cheater keeps it if it made it, or, while in,
         sometimes (passed on through it) — never one that carries a key it lacks."""
-        if inviter is not self.node and not (self._in() and self.rng.random() < 0.3):
+        if inviter is not self.node and not (self._in() and self.rng.random() < 0.6):
             return
         held = {k.epoch_id for _, k in self.node.feeds.epochs(self.gid)}
         if {epoch_id for _, epoch_id, _ in token.epochs} <= held:
@@ -120,14 +120,18 @@ class Cheater:
 
     def act(self, honest: list[Node], deliver: Deliver, trace: list[str]) -> None:
         """One move, picked at random among those it can try now."""
-        moves: list[Callable[[list[Node], Deliver], str]] = [
-            self.copy,
-            self.backdate,
-            self.equivocate,
-            self.old_epoch,
-            self.replay,
-            self.reuse_token,
-        ]
+        inside, admin = self._in(), self._admin(self.node)
+        moves: list[Callable[[list[Node], Deliver], str]] = [self.replay]
+        if admin:
+            moves.append(self.copy)  # to write from once no longer one
+        elif self.copies:
+            moves.append(self.backdate)
+        if inside and not self.tried["equivocated"]:  # once: then it is out (R4)
+            moves.append(self.equivocate)
+        else:
+            moves.append(self.old_epoch)
+        if self.tokens:
+            moves.append(self.reuse_token)
         if SNAPSHOT_FORGERIES:
             moves.append(self.snapshot)
         move = self.rng.choice(moves)
@@ -227,7 +231,12 @@ class Cheater:
         # Into another epoch, only its newest bundle: signed again at an older seq, it
         # would take out with it every join it confirmed since (R4), which no rule can
         # save — see the report of issue 19.
-        into_group = not epochs or stored != self._last() or self.rng.random() < 0.5
+        into_group = (
+            not epochs
+            or stored != self._last()
+            or self.tried["equivocated"] > 0
+            or self.rng.random() < 0.5
+        )
         gid = self.other_gid if into_group else self.gid
         keys = self.node.feeds.current_keys(gid) if into_group else self.rng.choice(epochs)
         if into_group:  # as the next bundle of its feed there
@@ -265,8 +274,9 @@ class Cheater:
         if into_group:
             self.replayed |= {change_hash(c).hash for _, c, _ in decode_changes(inner.payload)}
             self.tried["replayed into another group"] += 1
-        else:
+        else:  # a second bundle for its newest seq, as equivocating is
             self.tried["replayed into another epoch"] += 1
+            self.tried["equivocated"] += 1
         if into_group:
             honest = [n for n in honest if self._in_other(n)]
         for target in self.rng.sample(honest, min(2, len(honest))):

@@ -262,6 +262,7 @@ def run_seed(seed: int, founded: Path, tmp: Path) -> Counter[str]:
         other = next(g.id for g in crook.groups() if g.id != gid)
         world.cheater = Cheater(crook, gid, other, world.side, root / "cheater", clock)
         world.trace.append(f"{crook.identity.name} cheats")
+        world.cheater.copy(world.nodes, deliver)  # its home as founded, to write from later
         for _ in range(STEPS):
             step(world)
             if world.side.random() < CHEATS:
