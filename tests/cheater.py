@@ -93,6 +93,7 @@ class Cheater:
     strangers: set[bytes] = field(default_factory=set)  # device keys never to be listed
     fake_heads: set[bytes] = field(default_factory=set)  # bundle ids it made up
     replayed: set[bytes] = field(default_factory=set)  # its changes from the other group
+    backdated: set[bytes] = field(default_factory=set)  # its changes written on old copies
     tried: Counter[str] = field(default_factory=Counter)
     equivocates: bool = field(init=False)
 
@@ -187,6 +188,7 @@ class Cheater:
                 change = members.promote if kind == "promote" else members.demote
                 change(old, self.gid, other.id)
             self.tried["back-dated"] += 1
+            self.backdated.update(old.ledger(self.gid).doc.heads())
             for target in self.rng.sample(honest, min(2, len(honest))):
                 deliver(old, target, self.gid)
             return f"{kind} {other.name} from copy {path.name}"
@@ -444,6 +446,10 @@ class Cheater:
                 assert not any(other.knows(h) for h in self.replayed), (
                     f"{who} counts a change replayed into another group"
                 )
+        # Some may count, as the docs say (a removed senior admin against a junior one,
+        # R7; an admin demoted meanwhile, R5): counted for the report, not failed.
+        known = honest[0].ledger(gid).doc
+        self.tried["back-dated and counted"] += sum(known.knows(h) for h in self.backdated)
         if out:  # nothing sealed under a key made without it may reach it
             without = {e for e, x in honest[0].feeds.excluded(gid).items() if self.key in x}
             for path, held in self._held_epochs():
