@@ -241,8 +241,9 @@ class Cheater:
         assert inner is not None
         epochs = [k for _, k in self.node.feeds.epochs(self.gid) if k.epoch_id != inner.epoch_id]
         # Into another epoch, only its newest bundle: signed again at an older seq, it
-        # would take out with it every join it confirmed since (R4), which no rule can
-        # save — see the report of issue 19.
+        # takes out with it every join it confirmed since (R4 cuts its feed there, and
+        # only the inviting device may confirm, R14) — the members it let in are out
+        # for good. An open question for R4 (issue 19), not something to hide here.
         into_group = (
             not epochs
             or stored != self._last()
