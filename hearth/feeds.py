@@ -377,6 +377,12 @@ class Feeds:
             (group_id, inner.author, inner.seq, envelope.id, envelope.topic, envelope.encode()),
         )
 
+    def holds_proof(self, bundle_id: bytes) -> bool:
+        """Whether a bundle is held here as one of two a device signed for one seq."""
+        return bool(
+            self.store.query("SELECT 1 FROM equivocations WHERE id = ? LIMIT 1", (bundle_id,))
+        )
+
     def equivocations(self, group_id: str) -> dict[bytes, int]:
         """Device -> the last seq of its feed that counts, for devices proved to have
         signed two bundles for one seq (R4)."""

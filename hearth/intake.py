@@ -49,6 +49,7 @@ from hearth.retraction import (
     notice,
     opened,
     orphan,
+    second_bundles,
     take_out,
     unorphan,
 )
@@ -159,7 +160,9 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
         envelope = parse_envelope(data)
     except Damaged as exc:
         return _damaged(node, source, str(exc))
-    if node.feeds.get(envelope.id) is not None:
+    if node.feeds.get(envelope.id) is not None or node.feeds.holds_proof(envelope.id):
+        # (A proof of a second bundle for one seq was judged when it came: every sync
+        # passes it on again.)
         return Outcome(verdict=Verdict.DUPLICATE)
     found = node.feeds.keys_for_topic(envelope.topic)
     if found is None:
@@ -665,14 +668,20 @@ def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
         # adds it to the author's own card (R8's writing again, under a fresh actor id).
         unlisted: set[bytes] = set()
         for doc, change, refs in batches:
-            info = change_hash(change)
-            if author.actors is not None and info.actor not in author.actors:
-                unlisted.add(info.actor)
             by_doc[doc].append(change)
             touched[doc] += refs
         for doc, submitted in by_doc.items():
             document = ledger.document(doc)
             changes = _ready(node, group_id, document, submitted)
+            # Only what goes in: an orphan never does, nor does the actor id it is under
+            # (the change listing a fresh actor id can itself be an orphan, R8, and then
+            # so is everything written under it — refusing the bundle would stop the
+            # author's feed there for good).
+            unlisted |= {
+                info.actor
+                for info in map(change_hash, changes)
+                if author.actors is not None and info.actor not in author.actors
+            }
             guard = document.objects_under("members") | document.objects_under("invites")
             guarded = document.may_write(changes, guard)
             if guarded and doc != LIVE:
@@ -900,6 +909,8 @@ def _rejudge(node: Node, group_id: str) -> None:
     for stored in node.feeds.invalid(group_id):  # a device caught signing twice stays out
         if (inner := opened(node, stored)) is not None:
             orphan(node, group_id, change_ids(inner))
+    for inner in second_bundles(node, group_id):  # and so does its proof's other bundle
+        orphan(node, group_id, change_ids(inner))
     refused_again = False
     for _ in range(_MAX_FLIPS):
         try:

@@ -30,6 +30,7 @@ __all__ = [
     "opened",
     "orphan",
     "removal_notices",
+    "second_bundles",
     "take_out",
     "unorphan",
 ]
@@ -157,6 +158,10 @@ def equivocated(
         known = node.feeds.equivocations(group_id)
         node.feeds.keep_equivocation(group_id, envelope, inner)
         node.feeds.keep_equivocation(group_id, held, inner)
+        # Kept as a proof, not as a bundle of the feed, so the take-out below does not
+        # see it: its changes never count either, and what builds on them must not wait
+        # for them (the held one's go with the take-out, or went with an earlier one).
+        orphan(node, group_id, change_ids(inner))
         if inner.author in known and known[inner.author] <= inner.seq - 1:
             return False  # judged already
         notice(
@@ -197,6 +202,16 @@ def not_counted(node: Node, group_id: str, inner: Inner) -> None:
     orphan(node, group_id, change_ids(inner))
     if inner.kind == "epoch":
         take_epoch_op(node, group_id, inner, eligible=False)
+
+
+def second_bundles(node: Node, group_id: str) -> list[Inner]:
+    """The insides of the bundles kept only as proofs that their authors signed two for
+    one seq (R4): none of their changes counts."""
+    found = []
+    for _, keys in node.feeds.epochs(group_id):
+        for _, data in node.feeds.proofs(keys.topic):
+            found.append(open_envelope(parse_envelope(data), keys))
+    return found
 
 
 def change_ids(inner: Inner) -> set[bytes]:

@@ -522,6 +522,8 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
             gid, [("live", c, []) for c in dan.ledger(gid).doc.changes_since([])[-1:]]
         )
     assert "equivocation" in take_in(ada, other.encode(), source="test").reason
+    # Passed on again at every sync, the proof is judged once.
+    assert take_in(ada, other.encode(), source="test").verdict is Verdict.DUPLICATE
     deliver(ada, ben, gid)  # the proof goes on
     assert admin_alerts(ben, gid) == []  # Ben is no admin
     (alert,) = admin_alerts(ada, gid)
@@ -544,6 +546,72 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
     with open_node(ada.home, clock=FakeClock()) as again:
         members.remove_device(again, gid, alert.device)
         assert admin_alerts(again, gid) == []
+
+
+def test_what_builds_on_either_of_two_bundles_for_one_seq_waits_for_neither(
+    group: list[Node],
+) -> None:
+    """R4, R8: Dan signs two different bundles for one seq, the first to Cat, the second
+    to Ben, and Cat writes on top of the first. Every node holding both counts neither
+    — the one it heard of second too: its changes never count, so what Cat built on them
+    waits for nothing — and all agree, with Cat's entry written again (membership
+    simulation, seed 0 with a cheating member)."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    with dan.change() as ledger:
+        ledger.add_resource("Dan's first", kind=Kind.TOOL)
+    mine = dan.identity.device_key.public
+    first = max((b for b in dan.feeds.all(gid) if b.author == mine), key=lambda b: b.seq)
+    deliver(dan, cat, gid)
+    with dan.store.write():
+        dan.store.run("DELETE FROM bundles WHERE id = ?", (first.id,))
+    with dan.change() as ledger:  # builds on the first: waits for it where it is missing
+        ledger.add_resource("Dan's second", kind=Kind.TOOL)
+    deliver(dan, ben, gid)
+    with cat.change() as ledger:  # on top of Dan's first
+        ledger.add_resource("Cat's crate", kind=Kind.TOOL)
+    exchange(group)
+    for node in (ada, ben, cat):
+        assert node.feeds.waiting(gid) == [], node.identity.name
+        names = resource_names(node)
+        assert "Cat's crate" in names, node.identity.name
+        assert not {"Dan's first", "Dan's second"} & names, node.identity.name
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(ben.ledger(gid).doc.heads())
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(cat.ledger(gid).doc.heads())
+
+
+def test_a_fresh_actor_listed_on_a_change_that_does_not_count_stops_nothing(
+    group: list[Node],
+) -> None:
+    """R8: Cat writes under a fresh actor id (as writing again does), listing it on her
+    card by a change built on Dan's late write, which then does not count. Where that is
+    known first, the listing and all written under the new id are orphans — left out, the
+    bundle still counting as a place in her feed — so what Cat writes next counts
+    everywhere (before, the bundle was refused for its unlisted actor and her feed
+    stopped there for good: membership simulation, seed 7 with a cheating member)."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    members.remove_member(ada, gid, "Dan")
+    with dan.change() as ledger:  # Dan has not heard yet: past his cutoff
+        ledger.add_resource("Late ladder", kind=Kind.TOOL)
+    deliver(dan, cat, gid)  # Cat counts it for now ...
+    with cat.change(gid) as ledger:  # ... and writes on top of it, under a fresh actor
+        cat._fresh_actor(gid, ledger)  # what writing again does first
+        ledger.add_resource("Cat's crate", kind=Kind.TOOL)
+    deliver(ada, ben, gid)  # Ben has the removal first
+    deliver(dan, ben, gid)
+    assert Verdict.REJECTED not in deliver(cat, ben, gid)
+    exchange(group)
+    with cat.change(gid) as ledger:
+        ledger.add_resource("Cat's next", kind=Kind.TOOL)
+    exchange(group)
+    for node in (ada, ben, cat):
+        assert node.feeds.waiting(gid) == [], node.identity.name
+        assert node.feeds.refused(gid) == [], node.identity.name
+        assert "Cat's next" in resource_names(node), node.identity.name
+        assert "Late ladder" not in resource_names(node), node.identity.name
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(ben.ledger(gid).doc.heads())
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(cat.ledger(gid).doc.heads())
 
 
 def test_admins_who_remove_each_other_settle_by_seniority_in_any_order(tmp_path: Path) -> None:

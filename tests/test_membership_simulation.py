@@ -5,8 +5,10 @@ concurrently: the senior one stands, R7), promote, leave, sign two bundles for o
 in a feed (a broken or cloned device), rotate keys — with bundles delivered in random
 partial batches. Once everyone has met, every node still in the group must hold the same
 membership, the same valid bundles, the same document and the same key, and no node
-anywhere may count a bundle past a removed device's cutoff. Keys and ids come from the
-seed: ``HEARTH_SEED=…`` replays one run."""
+anywhere may count a bundle past a removed device's cutoff. One founder cheats at random
+moments besides (:mod:`tests.cheater`): nothing it tries may count on an honest node, nor
+reach it once out, and nothing an honest member wrote while in may be lost. Keys and ids
+come from the seed: ``HEARTH_SEED=…`` replays one run."""
 
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ from hearth.errors import HearthError
 from hearth.ledger import Kind
 from hearth.node import Node, open_node
 from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
+from hearth.retraction import is_orphaned
 from hearth.rotation import departed_devices, keep_keys
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
+from tests.cheater import Cheater
 from tests.test_membership import deliver, make_group, new_node
 
 FOUNDERS = ["Ada", "Ben", "Cat", "Dan", "Eve"]
@@ -34,6 +38,7 @@ MAX_NODES = 8
 SEEDS = 300  # per run
 CHUNKS = 6  # spread over the test workers, each a mix of cheap and costly seeds
 STEPS = 16
+CHEATS = 0.4  # the chance that the cheater tries something after each step
 
 
 def chunk_seeds(chunk: int) -> list[int]:
@@ -44,15 +49,26 @@ def chunk_seeds(chunk: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def founded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One group of five, everyone in sync, Ben an admin too: copied for every seed."""
+    """One group of five, everyone in sync, Ben an admin too, and a second group of the
+    same five (where the cheater replays what it wrote in the first): copied for every
+    seed."""
     root = tmp_path_factory.mktemp("founded")
     nodes = make_group(root, FOUNDERS, seed=0)
     gid = nodes[0].current_group().id
     members.promote(nodes[0], gid, "Ben")
-    for source in nodes:
-        for target in nodes:
-            if source is not target:
-                deliver(source, target, gid)
+    other = nodes[0].create_group("Elsewhere").id
+    for node in nodes[1:]:
+        node.join_with_token(nodes[0].create_invite())
+        with node.change(other) as ledger:  # a first bundle: the claim goes out with it
+            ledger.add_resource(f"{node.identity.name}'s crate", kind=Kind.OTHER)
+        deliver(node, nodes[0], other)
+    for group in (gid, other):
+        for source in nodes:
+            for target in nodes:
+                if source is not target:
+                    deliver(source, target, group)
+    for node in nodes:
+        node.use_group(gid)
     for node in nodes:
         node.close()
     return root
@@ -68,9 +84,16 @@ class World:
     gid: str
     rng: random.Random
     clock: FakeClock
+    side: random.Random  # the cheater's draws, apart from the members' own
+    cheater: Cheater | None = None
     things: int = 0
     seen: Counter[str] = field(default_factory=Counter)
     trace: list[str] = field(default_factory=list)
+    # What honest members wrote: (entry, device, seq of its bundle, hash of its change).
+    wrote: list[tuple[str, bytes, int, bytes]] = field(default_factory=list)
+
+    def honest(self) -> list[Node]:
+        return [n for n in self.nodes if self.cheater is None or n is not self.cheater.node]
 
     def open(self, home: Path) -> Node:
         """A founder's node, its own random bytes and ids drawn from the run's seed."""
@@ -145,14 +168,23 @@ def remove_each_other(world: World, node: Node) -> None:
 
 def edit(world: World, node: Node) -> None:
     world.things += 1
+    name = f"thing {world.things} by {node.identity.name}"
     with node.change(world.gid) as ledger:
-        ledger.add_resource(f"thing {world.things} by {node.identity.name}", kind=Kind.TOOL)
+        ledger.add_resource(name, kind=Kind.TOOL)
+    if world.cheater is None or node is not world.cheater.node:
+        mine = node.identity.device_key.public
+        rows = node.store.query(
+            "SELECT MAX(seq) FROM bundles WHERE group_id = ? AND author = ?", (world.gid, mine)
+        )
+        (change,) = node.ledger(world.gid).doc.heads()  # built on everything it held
+        world.wrote.append((name, mine, int(rows[0][0]), change))
 
 
 def add(world: World, admin: Node) -> None:
     """The admin invites someone new — or, half the time, someone who was removed or left,
-    back under a new identity — who joins and writes at once."""
-    token = admin.create_invite()
+    back under a new identity — who joins and writes at once. By a printed token, or by
+    an invite code (confirmed for the newcomer's device as it is made); the cheater may
+    see either."""
     gone = [
         m.name for m in admin.view(world.gid).members(include_gone=True) if m.status != "active"
     ]
@@ -160,6 +192,10 @@ def add(world: World, admin: Node) -> None:
     name = world.rng.choice(gone) if back else f"New{len(world.nodes)}"
     home = world.home / f"{len(world.nodes)}"
     newcomer = new_node(home, name, world.clock, seed=world.rng.randrange(2**32))
+    code = world.side.random() < 0.5
+    token = admin.create_invite(for_device=newcomer.identity.device_key.public if code else None)
+    if world.cheater is not None:
+        world.cheater.saw(token, inviter=admin)
     newcomer.join_with_token(token)
     world.nodes.append(newcomer)
     world.seen["re-added" if back else "added"] += 1
@@ -218,12 +254,19 @@ def run_seed(seed: int, founded: Path, tmp: Path) -> Counter[str]:
         shutil.copytree(founded / name, root / "founders" / name)
     rng = random.Random(seed)
     clock = FakeClock(now=1_800_010_000_000, step=1000)  # after the founding
-    world = World(seed, root, [], "", rng, clock)
+    world = World(seed, root, [], "", rng, clock, random.Random(f"cheater {seed}"))
     world.nodes = [world.open(root / "founders" / name) for name in FOUNDERS]
     try:
         gid = world.gid = world.nodes[0].current_group().id
+        crook = world.side.choice(world.nodes)
+        other = next(g.id for g in crook.groups() if g.id != gid)
+        world.cheater = Cheater(crook, gid, other, world.side, root / "cheater", clock)
+        world.trace.append(f"{crook.identity.name} cheats")
+        world.cheater.copy(world.nodes, deliver)  # its home as founded, to write from later
         for _ in range(STEPS):
             step(world)
+            if world.side.random() < CHEATS:
+                world.cheater.act(world.honest(), deliver, world.trace)
         settle(world.nodes, gid)
         try:
             check(world)
@@ -241,8 +284,10 @@ def run_seed(seed: int, founded: Path, tmp: Path) -> Counter[str]:
             len(n.store.query("SELECT 1 FROM rejections WHERE source = 'removal'"))
             for n in world.nodes
         )
-        return seen
+        return seen + world.cheater.tried
     finally:
+        if world.cheater is not None:
+            world.cheater.close()
         for node in world.nodes:
             node.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -256,7 +301,7 @@ def members_inside(world: World) -> list[Node]:
     gid = world.gid
     out = set().union(*(departed_devices(n.view(gid)) for n in world.nodes))
     out |= set().union(*(n.feeds.equivocations(gid) for n in world.nodes))
-    founders = world.nodes[: len(FOUNDERS)]
+    founders = [n for n in world.nodes[: len(FOUNDERS)] if n in world.honest()]
     judge = next((n for n in founders if n.identity.device_key.public not in out), None)
     if judge is None:
         # Each founder is out on some node's view, as when two admins removed each other
@@ -282,7 +327,7 @@ def active_devices(node: Node, gid: str) -> set[bytes]:
 def check(world: World) -> None:
     """What must hold once everyone has met."""
     gid, seed = world.gid, world.seed
-    inside = members_inside(world)
+    inside = [n for n in members_inside(world) if n in world.honest()]
     first = state(inside[0], gid)
     for node in inside[1:]:
         assert state(node, gid) == first, f"HEARTH_SEED={seed}: {node.identity.name} differs"
@@ -290,7 +335,7 @@ def check(world: World) -> None:
     for node in inside[1:]:
         mine = {b.id for b in node.feeds.all(gid) if b.state == "applied"}
         assert mine == applied, f"HEARTH_SEED={seed}: {node.identity.name} counts other bundles"
-    for node in world.nodes:  # nothing past a cutoff anywhere, as far as each node knows
+    for node in world.honest():  # nothing past a cutoff anywhere, as far as each node knows
         table = node.view(gid).tables["members"]
         for card in membership.cards(table):
             if card.cutoff is None:
@@ -311,6 +356,35 @@ def check(world: World) -> None:
                     f"HEARTH_SEED={seed}: {node.identity.name} counts two admins removing "
                     "each other"
                 )
+    assert world.cheater is not None
+    try:
+        world.cheater.check(inside)
+    except AssertionError as failed:
+        raise AssertionError(f"HEARTH_SEED={seed}: {failed}") from None
+    lost, orphaned = lost_writes(world, inside[0])
+    assert not lost, f"HEARTH_SEED={seed}: honest writes lost: {lost}"
+    world.seen["honest writes orphaned, not written again"] += len(orphaned)
+
+
+def lost_writes(world: World, judge: Node) -> tuple[list[str], list[str]]:
+    """What honest members wrote while in (up to their cutoff, or the seq before a
+    second bundle for one seq) that the judge does not hold: lost outright, and lost as
+    built on a change that did not count (R8 writes those again, but not yet after a
+    second flip nor once they are folded into a snapshot: counted, not failed)."""
+    gid = world.gid
+    last: dict[bytes, float] = {}
+    for card in membership.cards(judge.view(gid).tables["members"]):
+        last[card.key] = float("inf") if card.cutoff is None else card.cutoff
+    for device, seq in judge.feeds.equivocations(gid).items():
+        last[device] = min(last.get(device, seq), seq)
+    names = {r.name for r in judge.view(gid).resources()}
+    missing = [
+        (name, change)
+        for name, device, seq, change in world.wrote
+        if seq <= last.get(device, 0) and name not in names
+    ]
+    orphaned = [name for name, change in missing if is_orphaned(judge, gid, change)]
+    return [name for name, _ in missing if name not in orphaned], orphaned
 
 
 @pytest.mark.timeout(900)  # a minute or two on two cores; more on a busy machine
@@ -333,6 +407,8 @@ def test_membership_concurrency(chunk: int, founded: Path, tmp_path: Path) -> No
         "signed twice",
         "taken back out",
         "settled by seniority",
+        "equivocated",  # by the cheater (the rarer moves are counted, not required)
+        "replayed into another group",
     ):
         assert seen[happened] > 0, happened
     assert seen["epochs"] > len(seeds)
