@@ -53,7 +53,7 @@ def test_backup_during_writes_then_restore_serves_everything(
     env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
     hearth = " ".join(hearth_command())
     loop = (
-        f"for i in $(seq 1 12); do {hearth} --home {writer.home} resource add Thing$i "
+        f"for i in $(seq 1 8); do {hearth} --home {writer.home} resource add Thing$i "
         f"&& {hearth} --home {writer.home} sync; done"
     )
     writing = subprocess.Popen(["/bin/sh", "-c", loop], env=env, stdout=subprocess.DEVNULL)
@@ -102,7 +102,7 @@ def test_backup_during_writes_then_restore_serves_everything(
         writer("sync", check=False)  # the writer re-uploads whatever is newer
         fresh("sync", check=False)
         names = {r["name"] for r in json.loads(fresh("resource", "list", "--json").out)}
-        assert names == {f"Thing{i}" for i in range(1, 13)}
+        assert names == {f"Thing{i}" for i in range(1, 9)}
     finally:
         new_relay.kill()
 

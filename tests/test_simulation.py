@@ -12,7 +12,8 @@ from hearth import sync_client
 from hearth.protocol.bundle import parse_envelope
 from tests.simulation import DAY_MS, Simulation
 
-SEEDS = int(os.environ.get("HEARTH_SIM_SEEDS", "500"))
+# Per CI run (the suite must stay under ten minutes on two cores); more with HEARTH_SIM_SEEDS.
+SEEDS = int(os.environ.get("HEARTH_SIM_SEEDS", "250"))
 
 
 def seeds() -> list[int]:
@@ -29,10 +30,10 @@ def run(root: Path, seed: int, steps: int) -> Simulation:
     return sim
 
 
-CHUNKS = 10  # the seeds, split so that test workers share them evenly
+CHUNKS = 5  # the seeds, split so that test workers share them evenly
 
 
-@pytest.mark.timeout(1200)  # 500 seeds take a few minutes on two cores
+@pytest.mark.timeout(1200)  # a minute a chunk on two cores; more on a busy machine
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_convergence_under_drops_reordering_duplication_and_partitions(
     chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
