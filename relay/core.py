@@ -674,10 +674,12 @@ class RelayCore:
     def catch_up(self, item: CatchUp, page: int = 200) -> Iterator[Deliver]:
         """The stored bundles a subscriber is missing, oldest first, read page by page.
 
-        A fresh subscriber asking for it gets the newest snapshot first and then only what
-        came after what the snapshot covers; so does one that was away for longer than
-        what it missed was kept (pruned). A cursor beyond what is stored (a relay restored
-        from an older backup) is treated as the newest stored one.
+        A fresh subscriber asking for it gets the newest snapshot first and then every
+        bundle, those the snapshot covers too: a node takes a snapshot only with the signed
+        bundles it covers, checked against them (R13). One that was away for longer than
+        what it missed was kept (pruned) gets the snapshot and then what came after what
+        it covers. A cursor beyond what is stored (a relay restored from an older backup)
+        is treated as the newest stored one.
         """
         after = min(item.after, self.store.newest(item.topic))
         behind_pruning = after < self.store.pruned_through(item.topic)
@@ -688,7 +690,8 @@ class RelayCore:
             data = self.store.at(cursor)
             if data is not None:
                 yield Deliver(topic=item.topic, cursor=cursor, envelope=data)
-                after = covers
+                if behind_pruning:
+                    after = covers
         while rows := self.store.after(item.topic, after, page):
             for cursor, data in rows:
                 if snapshot is None or cursor != snapshot[0]:
