@@ -513,11 +513,8 @@ def _take_snapshot(
                 node, group_id, name, target, stored[name], (as_saved[name], saved[name])
             )
             node.store.put_snapshot(group_id, name, data, through, keep=waiting)
-    for item in covered:  # checked like any bundle: held now as applied ones are
-        if node.feeds.get(item.envelope.id) is None:
-            node.feeds.keep(group_id, item.envelope, item.inner, APPLIED)
-        else:
-            node.feeds.mark_applied(item.envelope.id)
+    # Checked like any bundle: held now as applied ones are (those that waited here too).
+    node.feeds.keep_applied(group_id, [(item.envelope, item.inner) for item in covered])
     return [item.envelope.id for item in covered]
 
 

@@ -45,6 +45,7 @@ class Carried:
 
     envelope: Envelope
     inner: Inner
+    changes: tuple[tuple[str, bytes, ChangeInfo], ...]  # (document, change, its header)
 
 
 def open_bundles(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
@@ -54,11 +55,14 @@ def open_bundles(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
     def one(item: tuple[Envelope, EpochKeys]) -> Carried:
         envelope, keys = item
         try:
-            return Carried(envelope=envelope, inner=open_envelope(envelope, keys))
-        except (Damaged, ProtocolError) as exc:
+            inner = open_envelope(envelope, keys)
+            batches = decode_changes(inner.payload) if inner.kind == "content" else []
+            changes = tuple((doc, change, change_hash(change)) for doc, change, _ in batches)
+        except (Damaged, ProtocolError, LedgerError) as exc:
             raise ProtocolError(
                 f"a bundle that came with the snapshot does not open or verify ({exc})"
             ) from exc
+        return Carried(envelope=envelope, inner=inner, changes=changes)
 
     if len(sealed) < 64:
         return [one(item) for item in sealed]
@@ -118,6 +122,13 @@ def _covered(
         held_seq, prev = feeds.head(group_id, author)
         if seq <= held_seq:
             continue
+        held_ids = {
+            int(s): bytes(i)
+            for s, i in node.store.query(
+                "SELECT seq, id FROM bundles WHERE group_id = ? AND author = ? AND seq > ?",
+                (group_id, author, held_seq),
+            )
+        }
         for place in range(held_seq + 1, seq + 1):
             found = at.get((author, place))
             if found is None:
@@ -126,8 +137,7 @@ def _covered(
                     f"{place} of device {author.hex()[:12]} did not come with it"
                 )
             item = found
-            held = feeds.at(group_id, author, place)
-            if held is not None and held.id != item.envelope.id:
+            if held_ids.get(place, item.envelope.id) != item.envelope.id:
                 raise ProtocolError("a snapshot covering a bundle other than the one held here")
             if item.inner.prev != prev:
                 raise ProtocolError(
@@ -154,11 +164,7 @@ def _changes_of(
     """Document -> change hash -> the covered bundle that carries it."""
     found: defaultdict[str, dict[bytes, tuple[Carried, ChangeInfo]]] = defaultdict(dict)
     for item in covered:
-        for doc, change, _ in decode_changes(item.inner.payload):
-            try:
-                info = change_hash(change)
-            except LedgerError as exc:
-                raise ProtocolError(f"a snapshot covering a malformed change ({exc})") from exc
+        for doc, _, info in item.changes:
             if doc not in docs:
                 raise ProtocolError(f"a snapshot lacking the document {doc!r} its bundles write")
             if info.hash in found[doc]:
@@ -185,6 +191,9 @@ def _check_authors(
             "a snapshot of a group someone was removed from or left: its bundles are taken "
             "one by one"
         )
+    # No device listed for two members, no actor id for two devices: what taking each
+    # bundle in checks of the table it leaves (membership.check_change).
+    membership.check_change(final, final, author="")
     cards = {card.key: card for card in membership.cards(final)}
     founder = bytes.fromhex(str(verify_genesis(node.group(group_id).genesis).get("device_key")))
     by_bundle: defaultdict[bytes, list[tuple[str, ChangeInfo]]] = defaultdict(list)
@@ -194,6 +203,7 @@ def _check_authors(
     guard = (
         live.objects_under("members") | live.objects_under("invites") if live is not None else set()
     )
+    graph = {h: info.deps for h, (_, info) in expected.get(LIVE, {}).items()}
     for item in covered:
         inner = item.inner
         card = cards.get(inner.author)
@@ -206,14 +216,14 @@ def _check_authors(
             )
         for name in {n for n, _ in written if n != LIVE}:
             archive = docs[name]
-            in_archive = [c for d, c, _ in decode_changes(inner.payload) if d == name]
+            in_archive = [c for d, c, _ in item.changes if d == name]
             under = archive.objects_under("members") | archive.objects_under("invites")
             if archive.may_write(in_archive, under):
                 raise ProtocolError("a change to membership inside an archive")
-        live_changes = [c for d, c, _ in decode_changes(inner.payload) if d == LIVE]
+        live_changes = [c for d, c, _ in item.changes if d == LIVE]
         if live is not None and live_changes and live.may_write(live_changes, guard):
             infos = [info for name, info in written if name == LIVE]
-            _check_membership_change(live, inner, infos, invites, founder)
+            _check_membership_change(live, inner, infos, invites, founder, graph)
 
 
 def _check_membership_change(
@@ -222,27 +232,37 @@ def _check_membership_change(
     infos: Sequence[ChangeInfo],
     invites_now: membership.Table,
     founder: bytes,
+    graph: Mapping[bytes, Sequence[bytes]],
 ) -> None:
     """A covered bundle that writes to the members or invites table: judged as its author
-    saw the group (R5) — the tables at what its changes build on, and as they left them."""
+    saw the group (R5) — the tables at what its changes build on, and as they left them.
+    A joining device's first bundle, written from the little its invite gave it, is
+    judged instead against everything else the snapshot holds but what builds on it, as
+    a node taking it in when its claim was confirmed would (intake._apply)."""
     own = {i.hash for i in infos}
     deps = sorted({d for i in infos for d in i.deps} - own)
     built_on = {d for i in infos for d in i.deps}
     tops = sorted(own - built_on)
+    then_members = live.read_table_at("members", deps)
+    card = next((c for c in membership.cards(then_members) if c.key == inner.author), None)
+    if card is None and inner.claim:
+        deps = _heads_without(graph, own) or deps
+        tops = sorted(set(deps) | set(tops))
     then = {t: live.read_table_at(t, deps) for t in ("members", "invites")}
     made = {t: live.read_table_at(t, tops) for t in ("members", "invites")}
     member_id: str | None
     joining = invite_id = None
-    card = next((c for c in membership.cards(then["members"]) if c.key == inner.author), None)
     if card is not None:
         member_id = card.member_id
     elif inner.claim:
         claim = decode_claim(inner.claim)
         if claim.device_key != inner.author:
             raise ProtocolError("a join claim for another device")
-        invite = then["invites"].get(claim.invite_id)
+        # A joining device writes from the little its invite gave it: its claim is
+        # checked against the invite as the group holds it (as intake.author_of does).
+        invite = invites_now.get(claim.invite_id)
         if invite is None or not claim.verifies(bytes.fromhex(str(invite.get("key", "")))):
-            raise ProtocolError("a join claim to an invite its author could not have seen")
+            raise ProtocolError("a join claim that no invite in the snapshot's group signed")
         member_id = joining = key_id(claim.member_key)
         invite_id = claim.invite_id
         if invite.get("kind") == "device" and invite.get("member") != member_id:
@@ -262,3 +282,19 @@ def _check_membership_change(
         claimed=invite_id,
         device=inner.author,
     )
+
+
+def _heads_without(graph: Mapping[bytes, Sequence[bytes]], own: set[bytes]) -> list[bytes]:
+    """The heads of the covered changes less ``own`` and every change built on them."""
+    children: defaultdict[bytes, list[bytes]] = defaultdict(list)
+    for change, deps in graph.items():
+        for dep in deps:
+            children[dep].append(change)
+    gone, todo = set(own), list(own)
+    while todo:
+        for child in children[todo.pop()]:
+            if child not in gone:
+                gone.add(child)
+                todo.append(child)
+    rest = set(graph) - gone
+    return sorted(rest - {d for change in rest for d in graph[change]})
