@@ -32,7 +32,6 @@ from hearth.ledger.ledger import LIVE
 from hearth.node import Node, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
-    EpochKeys,
     Inner,
     decode_changes,
     decode_snapshot,
@@ -403,12 +402,24 @@ def _lone_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
 
 
 def take_snapshot(
-    node: Node, data: bytes, bundles: Sequence[bytes], *, source: str
+    node: Node, data: bytes, bundles: Sequence[bytes] | snapshots.Opener, *, source: str
 ) -> tuple[Outcome, frozenset[bytes]]:
     """Take in a snapshot together with the bundles that came with it (R13): checked
     against them as :mod:`hearth.snapshots` says, then its documents merged and the
     bundles it covers kept as applied. Return the verdict and the ids of the bundles it
     took; the others — all of them if it was refused — go through :func:`take_in`."""
+    opener = (
+        bundles if isinstance(bundles, snapshots.Opener) else snapshots.Opener.of(node, bundles)
+    )
+    try:
+        return _take_snapshot_with(node, data, opener, source)
+    finally:
+        opener.close()
+
+
+def _take_snapshot_with(
+    node: Node, data: bytes, opener: snapshots.Opener, source: str
+) -> tuple[Outcome, frozenset[bytes]]:
     none: frozenset[bytes] = frozenset()
     try:
         envelope = parse_envelope(data)
@@ -439,19 +450,11 @@ def take_snapshot(
         with node.store.write():
             node.store.run("INSERT OR IGNORE INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
         return Outcome(verdict=Verdict.DUPLICATE, group_id=group_id), none
-    sealed: list[tuple[Envelope, EpochKeys]] = []
-    for bundle in bundles:
-        try:
-            carried = parse_envelope(bundle)
-        except Damaged:
-            continue  # take_in counts it as damage
-        here = node.feeds.keys_for_topic(carried.topic)
-        if here is not None and here[0] == group_id:
-            sealed.append((carried, here[1]))
     try:
-        opened_bundles = snapshots.open_bundles(sealed)
+        gid = bytes.fromhex(group_id)
+        carried = [c for c in opener.carried() if c.inner.group_id == gid]
         with node.store.write():  # refused: nothing of it stays
-            taken = _take_snapshot(node, group_id, envelope, inner, docs, heads, opened_bundles)
+            taken = _take_snapshot(node, group_id, envelope, inner, docs, heads, carried)
     except HearthError as exc:
         outcome = _reject(
             node, source, f"a snapshot refused (its bundles are taken instead): {exc}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hearth import joins, membership
@@ -32,11 +32,19 @@ from hearth.ledger import LedgerDoc
 from hearth.ledger.automerge_doc import ChangeInfo, change_hash
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node, verify_genesis
-from hearth.protocol.bundle import Envelope, EpochKeys, Inner, decode_changes, open_envelope
+from hearth.protocol.bundle import (
+    Envelope,
+    EpochKeys,
+    Inner,
+    decode_changes,
+    open_envelope,
+    parse_envelope,
+)
 
-__all__ = ["Carried", "check_snapshot", "open_bundles"]
+__all__ = ["Carried", "Opener", "check_snapshot"]
 
 _THREADS = 2  # signature checks release the GIL: both cores of a small machine
+_BATCH = 128  # bundles a thread opens at a time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,12 +56,11 @@ class Carried:
     changes: tuple[tuple[str, bytes, ChangeInfo], ...]  # (document, change, its header)
 
 
-def open_bundles(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
-    """Open bundles and check their authors' signatures, on two threads; a bundle that
-    fails refuses the snapshot it came with (:class:`ProtocolError`)."""
-
-    def one(item: tuple[Envelope, EpochKeys]) -> Carried:
-        envelope, keys = item
+def _open_all(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
+    """Open bundles and check their authors' signatures; a bundle that fails refuses the
+    snapshot it came with (:class:`ProtocolError`)."""
+    found = []
+    for envelope, keys in sealed:
         try:
             inner = open_envelope(envelope, keys)
             batches = decode_changes(inner.payload) if inner.kind == "content" else []
@@ -62,12 +69,63 @@ def open_bundles(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
             raise ProtocolError(
                 f"a bundle that came with the snapshot does not open or verify ({exc})"
             ) from exc
-        return Carried(envelope=envelope, inner=inner, changes=changes)
+        found.append(Carried(envelope=envelope, inner=inner, changes=changes))
+    return found
 
-    if len(sealed) < 64:
-        return [one(item) for item in sealed]
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        return list(pool.map(one, sealed, chunksize=256))
+
+class Opener:
+    """The bundles that come with a snapshot, opened and their authors' signatures checked
+    on two threads as they arrive, while the relay still sends the rest (the checks
+    release the GIL); :meth:`carried` waits for the last."""
+
+    def __init__(self, node: Node) -> None:
+        self._feeds = node.feeds
+        self._pool: ThreadPoolExecutor | None = None
+        self._batch: list[tuple[Envelope, EpochKeys]] = []
+        self._opened: list[Future[list[Carried]]] = []
+
+    @classmethod
+    def of(cls, node: Node, bundles: Sequence[bytes]) -> Opener:
+        """An opener given every bundle at once."""
+        opener = cls(node)
+        for bundle in bundles:
+            opener.add(bundle)
+        return opener
+
+    def add(self, data: bytes) -> None:
+        """One more bundle; one that is damaged or not of our groups is left to
+        :func:`hearth.intake.take_in`."""
+        try:
+            envelope = parse_envelope(data)
+        except Damaged:
+            return
+        found = self._feeds.keys_for_topic(envelope.topic)
+        if found is None:
+            return
+        self._batch.append((envelope, found[1]))
+        if len(self._batch) >= _BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=_THREADS)
+        batch, self._batch = self._batch, []
+        self._opened.append(self._pool.submit(_open_all, batch))
+
+    def carried(self) -> list[Carried]:
+        """Every bundle added, opened; :class:`ProtocolError` if one fails."""
+        try:
+            found = [c for future in self._opened for c in future.result()]
+            return found + _open_all(self._batch)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the threads (what they were given is dropped)."""
+        self._batch = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def check_snapshot(

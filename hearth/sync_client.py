@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from hearth import membership, neighbours
+from hearth import membership, neighbours, snapshots
 from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.feeds import INVALID
 from hearth.intake import Verdict, take_in, take_snapshot
@@ -97,6 +97,7 @@ class _Pending:
 
     snapshot: bytes
     cursor: int
+    opener: snapshots.Opener  # opens the bundles as they come (R13)
     bundles: list[Arrived] = field(default_factory=list)
 
 
@@ -305,12 +306,15 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
         if isinstance(output, Arrived):
             if output.topic in report.pending:
                 report.pending[output.topic].bundles.append(output)
+                report.pending[output.topic].opener.add(output.envelope)
                 continue
             if not report.peer and output.topic not in report.looked:
                 report.looked.add(output.topic)
                 # Asked for from the start (plan_for): a relay sends its snapshot first.
                 if _cursor(node, url, output.topic) == 0 and _is_snapshot(node, output.envelope):
-                    report.pending[output.topic] = _Pending(output.envelope, output.cursor)
+                    report.pending[output.topic] = _Pending(
+                        output.envelope, output.cursor, snapshots.Opener(node)
+                    )
                     continue
             _arrived(node, url, output, report)
         elif isinstance(output, Settled):
@@ -361,9 +365,7 @@ def _take_pending(node: Node, url: str, report: RelayReport) -> None:
     came after it (R13). Those it covers are taken with it; the rest — all of them if it
     was refused — go in one by one, as they would have without it."""
     for topic, pending in report.pending.items():
-        outcome, taken = take_snapshot(
-            node, pending.snapshot, [a.envelope for a in pending.bundles], source=url
-        )
+        outcome, taken = take_snapshot(node, pending.snapshot, pending.opener, source=url)
         if outcome.verdict is not Verdict.DUPLICATE:
             report.received += 1 + len(taken)
         if outcome.damaged:
@@ -550,6 +552,9 @@ async def _run(
             pinger.cancel()
             if publisher is not None:
                 publisher.cancel()
+            for pending in report.pending.values():  # dropped before the relay sent all
+                pending.opener.close()
+            report.pending.clear()
         raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")
 
 

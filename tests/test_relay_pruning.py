@@ -87,6 +87,11 @@ def test_an_older_store_gains_the_new_columns(tmp_path: Path) -> None:
 
 
 @pytest.mark.process
+@pytest.mark.xfail(
+    reason="R13: a snapshot is taken only with the bundles it covers, and this relay pruned "
+    "them; docs/security.md, 'What is still possible'",
+    strict=True,
+)
 def test_a_node_away_longer_than_the_retention_catches_up_from_the_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
