@@ -262,6 +262,7 @@ def _check_authors(
         live.objects_under("members") | live.objects_under("invites") if live is not None else set()
     )
     graph = {h: info.deps for h, (_, info) in expected.get(LIVE, {}).items()}
+    used: dict[bytes, set[bytes]] = {}  # actor ids each device was seen to write under
     for item in covered:
         inner = item.inner
         card = cards.get(inner.author)
@@ -272,6 +273,20 @@ def _check_authors(
             raise ProtocolError(
                 "a snapshot holding a change under an actor id that is not its author's"
             )
+        # Listed now, but was it when the device first wrote under it? (A later bundle
+        # adding it to the card would not make this one count, R2.) A device's later
+        # bundles build on its first, so its first under each actor id is asked.
+        fresh = {info.actor for _, info in written} - used.setdefault(inner.author, set())
+        if fresh:
+            used[inner.author] |= fresh
+            tops = [info.hash for name, info in written if name == LIVE]
+            then = membership.cards(live.read_table_at("members", tops)) if live else []
+            listed = next((c.actors for c in then if c.key == inner.author), frozenset())
+            if not fresh <= listed:
+                raise ProtocolError(
+                    "a snapshot holding a change under an actor id its author's card did "
+                    "not list yet"
+                )
         for name in {n for n, _ in written if n != LIVE}:
             archive = docs[name]
             in_archive = [c for d, c, _ in item.changes if d == name]
