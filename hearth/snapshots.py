@@ -92,19 +92,19 @@ class Opener:
             opener.add(bundle)
         return opener
 
-    def add(self, data: bytes) -> None:
-        """One more bundle; one that is damaged or not of our groups is left to
-        :func:`hearth.intake.take_in`."""
+    def add(self, data: bytes) -> bytes | None:
+        """One more bundle; return its id. One that is damaged or not of our groups is
+        left to :func:`hearth.intake.take_in`."""
         try:
             envelope = parse_envelope(data)
         except Damaged:
-            return
+            return None
         found = self._feeds.keys_for_topic(envelope.topic)
-        if found is None:
-            return
-        self._batch.append((envelope, found[1]))
-        if len(self._batch) >= _BATCH:
-            self._submit()
+        if found is not None:
+            self._batch.append((envelope, found[1]))
+            if len(self._batch) >= _BATCH:
+                self._submit()
+        return envelope.id
 
     def _submit(self) -> None:
         if self._pool is None:

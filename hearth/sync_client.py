@@ -98,7 +98,7 @@ class _Pending:
     snapshot: bytes
     cursor: int
     opener: snapshots.Opener  # opens the bundles as they come (R13)
-    bundles: list[Arrived] = field(default_factory=list)
+    bundles: list[tuple[Arrived, bytes | None]] = field(default_factory=list)  # with ids
 
 
 def plan_for(
@@ -305,8 +305,8 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
     for output in outputs:
         if isinstance(output, Arrived):
             if output.topic in report.pending:
-                report.pending[output.topic].bundles.append(output)
-                report.pending[output.topic].opener.add(output.envelope)
+                pending = report.pending[output.topic]
+                pending.bundles.append((output, pending.opener.add(output.envelope)))
                 continue
             if not report.peer and output.topic not in report.looked:
                 report.looked.add(output.topic)
@@ -376,14 +376,11 @@ def _take_pending(node: Node, url: str, report: RelayReport) -> None:
             log.warning("a snapshot from %s was refused: %s", url, outcome.reason)
         report.applied += outcome.applied
         report.snapshots += outcome.verdict is Verdict.APPLIED
-        ids = [_id(a.envelope) for a in pending.bundles]
         if topic not in report.skipping:
-            cursors = [pending.cursor] + [
-                a.cursor for a, i in zip(pending.bundles, ids, strict=True) if i in taken
-            ]
+            cursors = [pending.cursor] + [a.cursor for a, i in pending.bundles if i in taken]
             own = _id(pending.snapshot)
             _remember_many(node, url, topic, max(cursors), [*taken, *([own] if own else [])])
-        for arrived, bundle_id in zip(pending.bundles, ids, strict=True):
+        for arrived, bundle_id in pending.bundles:
             if bundle_id not in taken:
                 _arrived(node, url, arrived, report)
     report.pending.clear()
