@@ -8,7 +8,9 @@ to membership and invites only as :mod:`hearth.membership` allows) → apply. A 
 comes before an earlier one of its feed, builds on changes not here yet, or is from a
 device whose invite has not arrived yet, waits and is retried whenever something else is
 applied. Every rejection is logged with its reason and counted in the store. What a late
-removal or an equivocation takes back is :mod:`hearth.retraction`'s job.
+removal or an equivocation takes back is :mod:`hearth.retraction`'s job. A snapshot is
+taken only together with the bundles it covers, checked against them
+(:func:`take_snapshot`, :mod:`hearth.snapshots`, docs/security.md §6, R13).
 """
 
 from __future__ import annotations
