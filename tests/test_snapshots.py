@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hearth import members
+from hearth import members, membership
 from hearth.crypto import SigningKey
 from hearth.intake import Verdict, take_in, take_snapshot
 from hearth.ledger import Kind, LedgerDoc
@@ -263,3 +263,37 @@ def test_a_snapshot_from_a_removed_device_is_refused(
     )
     caught_up_from_bundles(fay, ada, gid)
     assert "Ben" not in {m.name for m in fay.view(gid).members()}
+
+
+def test_a_change_under_an_actor_id_listed_only_later_is_refused(
+    group: tuple[Node, Node, Node, str],
+) -> None:
+    """R2 over time: Ben signs a bundle under an actor id his card does not list, then a
+    bundle adding it to his card. One by one, the first never counts; a snapshot holding
+    both is refused rather than counting it."""
+    ada, ben, fay, gid = group
+    fresh = os.urandom(16)
+    doc = LedgerDoc.load(ben.ledger(gid).doc.save(), fresh)
+    with doc.edit() as w:
+        w.put("resources", "b" * 32, {"name": "Ben's hidden box"})
+    with ben.store.write():
+        ben.feeds.seal_local(
+            gid, [(LIVE, c, [("resources", "b" * 32)]) for c in doc.last_edit.changes]
+        )
+    mine = ben.identity.device_key.public
+    card = next(c for c in membership.cards(ben.view(gid).tables["members"]) if c.key == mine)
+    doc.actor = ben.group(gid).actor
+    entry = ben.identity.member_id
+    with doc.edit() as w:
+        w.put("members", entry, {"devices": {card.device_id: {"actors": {fresh.hex(): True}}}})
+    with ben.store.write():
+        ben.feeds.seal_local(gid, [(LIVE, c, [("members", entry)]) for c in doc.last_edit.changes])
+    refused(
+        fay,
+        gid,
+        snapshot(ben, gid, doc=doc),
+        bundles(ben, gid),
+        "under an actor id its author's card did not list yet",
+    )
+    caught_up_from_bundles(fay, ada, gid)
+    assert "Ben's hidden box" not in {r.name for r in fay.view(gid).resources()}
