@@ -462,10 +462,25 @@ def _take_snapshot_with(
             node, source, f"a snapshot refused (its bundles are taken instead): {exc}"
         )
         return outcome, none
+    retried = _retry_after(node, group_id)  # what waited on the changes it brought
     for listener in node.arrival_listeners:
         listener()
-    applied = Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1 + len(taken))
+    applied = Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1 + len(taken) + retried)
     return applied, frozenset(taken)
+
+
+def _retry_after(node: Node, group_id: str) -> int:
+    """Apply the bundles that waited for what a snapshot brought; return how many."""
+    for _ in range(_MAX_FLIPS):
+        try:
+            with node.store.write():
+                return _retry_waiting(node, group_id)
+        except _Flip as flip:  # a waiting removal that takes out what was applied
+            take_out(node, group_id, flip.device, flip.cutoff)
+        except HearthError as exc:
+            log.warning("bundles waiting on a snapshot could not be judged: %s", exc)
+            return 0
+    return 0
 
 
 def _take_snapshot(
