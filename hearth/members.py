@@ -10,7 +10,7 @@ nowhere.
 
 from __future__ import annotations
 
-from hearth import membership, neighbours
+from hearth import lookup, membership, neighbours, present
 from hearth.errors import NotAuthorized, NotFound, UsageError
 from hearth.ledger.model import Member, Role
 from hearth.node import Node
@@ -62,17 +62,17 @@ def remove_device(node: Node, group_id: str, text: str) -> tuple[Member, str]:
     A member may remove their own devices (not the one in use); admins any device.
     """
     view = node.view(group_id)
-    cards = [
-        c
-        for c in membership.cards(view.tables["members"])
-        if c.cutoff is None and (c.device_id.startswith(text.strip().lower()) and text.strip())
-    ]
-    if len(cards) != 1:
-        raise NotFound(
-            f"No device matches {text!r}; `hearth device list` shows them."
-            if not cards
-            else f"{text!r} matches {len(cards)} devices; give more of the id."
-        )
+    current = {c.device_id: c for c in membership.cards(view.tables["members"]) if c.cutoff is None}
+    chosen = lookup.pick(
+        [
+            lookup.Candidate(d, present.device_name(view, c.member_id, d))
+            for d, c in current.items()
+        ],
+        text,
+        noun="device",
+        listing="hearth device list --all",
+    )
+    cards = [current[chosen.id]]
     card = cards[0]
     if card.key == node.identity.device_key.public:
         raise UsageError("This is the device you are using; remove it from another one.")

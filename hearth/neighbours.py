@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from hearth import lookup
 from hearth import membership as group_membership
 from hearth.crypto import KemKey, SigningKey, open_sealed, seal_to
 from hearth.errors import LedgerError, NotAuthorized, NotFound, ProtocolError, UsageError
@@ -233,14 +234,20 @@ def find(node: Node, group_id: str, text: str = "") -> Membership:
             "This group is in no neighbourhood yet: an admin can start one with "
             "`hearth neighbourhood create NAME` or join one with a code."
         )
-    key = text.strip().casefold()
-    matches = [m for m in mine if m.name.casefold() == key or m.id.startswith(key)] if key else mine
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise NotFound(f"This group is in no neighbourhood called {text!r}.")
-    names = ", ".join(m.name for m in matches)
-    raise UsageError(f"Say which neighbourhood: {names} (use --neighbourhood NAME).")
+    if not text.strip():
+        if len(mine) == 1:
+            return mine[0]
+        names = ", ".join(m.name for m in mine)
+        raise UsageError(f"Say which neighbourhood: {names} (use --neighbourhood NAME).")
+    by_id = {m.id: m for m in mine}
+    chosen = lookup.pick(
+        [lookup.Candidate(m.id, m.name) for m in mine],
+        text,
+        noun="neighbourhood of this group",
+        plural="neighbourhoods",
+        listing="hearth neighbourhood list",
+    )
+    return by_id[chosen.id]
 
 
 def require_admin(node: Node, group_id: str, doing: str) -> None:
@@ -790,11 +797,17 @@ def find_offer(node: Node, group_id: str, text: str) -> tuple[Membership, Offer]
     ]
     if len(found) == 1:
         return found[0]
-    if not found:
-        raise NotFound(
-            f"No neighbourhood of this group has an offer {text!r}; see `hearth offer list`."
-        )
-    raise UsageError(f"{text!r} fits more than one offer; give more of its id.")
+    if found:
+        raise UsageError(f"{text!r} fits more than one offer; give more of its id.")
+    # No id fits: what the offer is of, typed in part ("compost").
+    chosen = lookup.pick(
+        [lookup.Candidate(o.id, o.what, current=not o.withdrawn) for _, o in every],
+        text,
+        noun="offer in this group's neighbourhoods",
+        plural="offers",
+        listing="hearth offer list",
+    )
+    return next((m, o) for m, o in every if o.id == chosen.id)
 
 
 def add_offer(

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hearth import membership
+from hearth import lookup, membership
 from hearth.clock import Clock, SystemClock
 from hearth.crypto import RandomBytes, SigningKey, verify
 from hearth.errors import (
@@ -196,19 +196,15 @@ class Node:
         return groups[0]
 
     def find_group(self, text: str) -> GroupRow:
-        """The group whose id starts with ``text`` or whose name is ``text``."""
-        key = text.strip()
-        groups = self.groups()
-        matches = [g for g in groups if g.id == key.lower()]
-        matches = matches or [g for g in groups if key and g.id.startswith(key.lower())]
-        matches = matches or [g for g in groups if g.name.casefold() == key.casefold()]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise NotFound(
-                f"You are in no group matching {text!r}; `hearth group list` shows yours."
-            )
-        raise NotFound(f"{text!r} matches {len(matches)} groups; give more of the id.")
+        """The group ``text`` names: its id or the start of it, or its name typed in part."""
+        groups = {g.id: g for g in self.groups()}
+        found = lookup.pick(
+            [lookup.Candidate(g.id, g.name) for g in groups.values()],
+            text,
+            noun="group",
+            listing="hearth group list",
+        )
+        return groups[found.id]
 
     def use_group(self, text: str) -> GroupRow:
         """Make a group the current one."""

@@ -252,7 +252,7 @@ def test_exports(group: Cli) -> None:
         (["resource", "add", "x" * 500], "keep it under 100"),
         (["need", "add", "help", "--by", "2026-13-45"], "not a date"),
         (["commitment", "accept", "nothing"], "No commitment matches"),
-        (["group", "use", "nowhere"], "no group matching"),
+        (["group", "use", "nowhere"], "No group matches"),
         (["relay", "add", "http://example.org"], "is not a relay address"),
         (
             ["relay", "remove", "ws://127.0.0.1:9"],

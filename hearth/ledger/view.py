@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 
-from hearth import membership
+from hearth import lookup, membership
 from hearth.errors import NotFound
 from hearth.ledger import derive
 from hearth.ledger.automerge_doc import EntryRef, LedgerDoc
@@ -23,6 +23,7 @@ from hearth.ledger.model import (
     Event,
     Member,
     Need,
+    NeedStatus,
     Resource,
     Role,
 )
@@ -286,30 +287,43 @@ class LedgerView:
     # --- finding entries by what a member types ----------------------------------
 
     def find(self, table: str, text: str) -> str:
-        """The id of the one entry whose id starts with ``text`` (or whose name is ``text``)."""
+        """The id of the one entry ``text`` names: an id or its start, or a name typed in
+        part (a need's or commitment's "what"); see :mod:`hearth.lookup`."""
         noun = _NOUN.get(table, table)
-        key = text.strip()
-        if not key:
-            raise NotFound(f"No {noun} given.")
+        listing = "hearth history" if table == "events" else f"hearth {noun} list"
+        return lookup.pick(self.candidates(table), text, noun=noun, listing=listing).id
+
+    def candidates(self, table: str) -> list[lookup.Candidate]:
+        """Every entry of a table as something a member can name."""
         entries = self.tables[table]
-        if key in entries:
-            return key
-        matches = [i for i in entries if i.startswith(key.lower())]
-        if not matches and table in ("resources", "members"):
-            wanted = key.casefold()
-            names = {
-                i: str(raw["name"]).casefold()
+        if table == "resources":
+            return [
+                lookup.Candidate(i, _text(raw.get("name")), current=raw.get("removed") is not True)
                 for i, raw in entries.items()
-                if isinstance(raw.get("name"), str) and not raw.get("removed") and "left" not in raw
-            }
-            matches = [i for i, name in names.items() if name == wanted]
-            matches = matches or [i for i, name in names.items() if name.startswith(wanted)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            listing = "history" if table == "events" else f"{noun} list"
-            raise NotFound(f"No {noun} matches {text!r}; `hearth {listing}` shows them.")
-        raise NotFound(f"{text!r} matches {len(matches)} {table}; give more of the id to pick one.")
+            ]
+        if table == "members":
+            return [
+                lookup.Candidate(
+                    i,
+                    _text(raw.get("name")),
+                    current=not raw.get("removed") and "left" not in raw,
+                )
+                for i, raw in entries.items()
+            ]
+        if table == "needs":
+            return [
+                lookup.Candidate(n.id, n.what, current=n.status is NeedStatus.OPEN)
+                for n in self.needs()
+            ]
+        if table == "commitments":
+            return [
+                lookup.Candidate(c.id, c.what, current=c.status.is_open) for c in self.commitments()
+            ]
+        return [lookup.Candidate(i, "") for i in entries]
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _before(at: object, cutoff_ms: int) -> bool:

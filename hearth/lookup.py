@@ -1,0 +1,120 @@
+"""Finding the one thing a member means from what they typed: an id, part of an id, or a
+name typed in part.
+
+Every command that takes a resource, member, need, commitment, group, device, offer or
+request goes through :func:`pick`, so they all understand the same things:
+
+1. the whole id;
+2. the whole name (any case);
+3. the start of an id;
+4. the start of the name, then each typed word starting a word of the name
+   (``drill`` finds "Cordless drill", ``seed pot`` finds "Seed potatoes"), then the typed
+   text anywhere in the name.
+
+More than one candidate at the first rule that finds any is an error listing them; none is
+an error that says "did you mean" when a name is close to what was typed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hearth.errors import NotFound
+
+__all__ = ["Candidate", "pick"]
+
+_SHOWN = 6  # candidates listed in an "ambiguous" message
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Something a member can name: its id, its name, and whether it is current.
+
+    Names of things no longer current (a removed resource, a closed need, a member who
+    left) are matched only when no current thing matches.
+    """
+
+    id: str
+    name: str
+    current: bool = True
+
+
+def pick(
+    candidates: Sequence[Candidate],
+    text: str,
+    *,
+    noun: str,
+    listing: str,
+    plural: str = "",
+) -> Candidate:
+    """The one candidate ``text`` names, or :class:`NotFound` saying what to type instead.
+
+    ``noun`` names the kind of thing ("resource"); ``listing`` is the command that shows
+    them all ("hearth resource list").
+    """
+    key = text.strip()
+    if not key:
+        raise NotFound(f"No {noun} given; `{listing}` shows them.")
+    lowered = key.lower()
+    found = [c for c in candidates if c.id in (key, lowered)]
+    found = found or _by_name([c for c in candidates if c.current], key, _NAME_RULES[:1])
+    found = found or [c for c in candidates if c.id.startswith(lowered)]
+    found = found or _by_name(candidates, key, _NAME_RULES)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        close = _did_you_mean(candidates, key)
+        if close:
+            raise NotFound(f"No {noun} matches {text!r}. Did you mean {close}?")
+        raise NotFound(f"No {noun} matches {text!r}; `{listing}` shows them.")
+    names = ", ".join(_label(c) for c in found[:_SHOWN])
+    more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+    raise NotFound(
+        f"{text!r} matches {len(found)} {plural or noun + 's'}: {names}{more}; "
+        "type more of the name or the id."
+    )
+
+
+def _by_name(
+    candidates: Sequence[Candidate], key: str, rules: Sequence[Callable[[str, str], bool]]
+) -> list[Candidate]:
+    named = [c for c in candidates if c.name]
+    for pool in ([c for c in named if c.current], [c for c in named if not c.current]):
+        for rule in rules:
+            found = [c for c in pool if rule(c.name.casefold(), key.casefold())]
+            if found:
+                return found
+    return []
+
+
+def _words_start(name: str, key: str) -> bool:
+    words = name.split()
+    return all(any(w.startswith(typed) for w in words) for typed in key.split())
+
+
+_NAME_RULES: tuple[Callable[[str, str], bool], ...] = (
+    lambda name, key: name == key,
+    lambda name, key: name.startswith(key),
+    _words_start,
+    lambda name, key: key in name,
+)
+
+
+def _did_you_mean(candidates: Sequence[Candidate], key: str) -> str:
+    """``'Cordless drill'`` when a name (or a word of one) is close to ``key``, else ""."""
+    by_word: dict[str, str] = {}
+    for c in candidates:
+        if not c.name:
+            continue
+        by_word.setdefault(c.name.casefold(), c.name)
+        for word in c.name.casefold().split():
+            by_word.setdefault(word, c.name)
+    close = difflib.get_close_matches(key.casefold(), list(by_word), n=3, cutoff=0.7)
+    names = list(dict.fromkeys(by_word[w] for w in close))
+    return " or ".join(repr(n) for n in names)
+
+
+def _label(c: Candidate) -> str:
+    return f"{c.name} ({c.id[:8]})" if c.name else c.id[:8]
