@@ -38,6 +38,7 @@ class Cli:
     """Runs the real ``hearth`` command against one home directory."""
 
     home: Path
+    cwd: Path | None = None  # where it runs (relative file names), else here
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 60) -> Result:
         env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
@@ -48,6 +49,7 @@ class Cli:
             timeout=timeout,
             env=env,
             check=False,
+            cwd=self.cwd,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:

@@ -99,7 +99,8 @@ def _init(args: argparse.Namespace, home: Path) -> int:
         args,
         identity.public(),
         f"Welcome, {identity.name}. Your identity is saved in {home}.\n"
-        "Next: `hearth group create NAME` to start a group.",
+        "Next: `hearth group create NAME` to start a group, or "
+        "`hearth join CODE --relay URL` to join one with the code a member gives you.",
     )
 
 

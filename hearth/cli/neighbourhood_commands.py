@@ -285,11 +285,18 @@ def _request_answer(*, accept: bool) -> Callable[[argparse.Namespace, Node], int
         [(membership, current, _, direction)] = [
             f for f in neighbours.requests(node, group.id) if f[2].id == item.id
         ]
-        text = (
-            f"Accepted: it is now a commitment in '{group.name}''s ledger and theirs."
-            if accept
-            else "Declined."
-        )
+        text = "Declined."
+        if accept:
+            promised = [c for c in node.view().commitments() if c.handoff == item.id]
+            text = (
+                f"Accepted: it is now a commitment in the ledgers of {group.name} and "
+                f"{item.group_name}"
+                + (
+                    f"; `hearth commitment fulfil {promised[0].id[:8]}` once it is handed over."
+                    if promised
+                    else "."
+                )
+            )
         offer = current.offers[item.offer]
         return emit(args, _request_json(item, offer, membership.name, direction), text)
 
