@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hearth.ledger import clashes
+from hearth.ledger.conflicts import describe_clash
 from hearth.ledger.model import Commitment, Need, Resource
 from hearth.ledger.view import LedgerView
 from hearth.values import format_date, format_quantity
 
-__all__ = ["amount", "commitment_rows", "describe_resource", "need_rows", "resource_rows"]
+__all__ = ["amount", "commitment_rows", "describe_resource", "holder", "need_rows", "resource_rows"]
 
 
 def amount(quantity: object, unit: str) -> str:
@@ -26,19 +28,24 @@ def commitment_amount(view: LedgerView, c: Commitment) -> str:
     return amount(c.quantity, unit if isinstance(unit, str) else "")
 
 
+def holder(view: LedgerView, r: Resource) -> str:
+    """Who has a resource: ``Ben (borrowed until 14 Dec)``, or ``Cleo & Ben (!)`` when it
+    was lent to two people at once."""
+    if len(r.lent_to) > 1:
+        return " & ".join(view.member_name(m) for m in r.lent_to) + " (!)"
+    who = view.member_name(r.custodian)
+    if r.lent_to:
+        who += " (borrowed" + (f" until {format_date(r.lent_until)})" if r.lent_until else ")")
+    return who
+
+
 def resource_rows(view: LedgerView, resources: Sequence[Resource]) -> list[list[str]]:
     """Table rows for resources."""
     rows = []
     for r in resources:
-        holder = view.member_name(r.custodian)
-        if len(r.lent_to) > 1:
-            holder = " & ".join(view.member_name(m) for m in r.lent_to) + " (!)"
-        elif r.lent_to:
-            holder += " (borrowed" + (
-                f" until {format_date(r.lent_until)})" if r.lent_until else ")"
-            )
+        holder_ = holder(view, r)
         rows.append(
-            [r.id[:8], r.name, r.kind.value, amount(r.quantity, r.unit), holder, r.location]
+            [r.id[:8], r.name, r.kind.value, amount(r.quantity, r.unit), holder_, r.location]
         )
     return rows
 
@@ -48,8 +55,7 @@ def describe_resource(view: LedgerView, r: Resource) -> str:
     lines = [
         f"{r.name}  ({r.kind.value}, id {r.id})",
         f"  quantity:  {amount(r.quantity, r.unit) or '0'}",
-        f"  with:      {view.member_name(r.custodian)}"
-        + (f", borrowed until {format_date(r.lent_until)}" if r.lent_until else ""),
+        f"  with:      {holder(view, r)}",
         f"  kept by:   {view.member_name(r.keeper)}",
     ]
     if r.location:
@@ -58,6 +64,12 @@ def describe_resource(view: LedgerView, r: Resource) -> str:
         lines.append(f"  note:      {r.note}")
     if r.removed:
         lines.append("  (removed from the ledger)")
+    if len(r.lent_to) > 1:
+        lines.append(
+            "  (!) lent to two people at once: record a return for whoever does not have it"
+        )
+    raw = view.tables["resources"].get(r.id, {})
+    lines += [f"  (!) {describe_clash(view, c)}" for c in clashes.field_clashes(raw)]
     return "\n".join(lines)
 
 

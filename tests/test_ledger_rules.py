@@ -150,6 +150,39 @@ def test_double_lend_while_apart_is_a_conflict_until_returned() -> None:
     assert b.view.resource(r.id).custodian == CLEO
 
 
+def test_one_field_edited_while_apart_is_a_clash_until_set_again() -> None:
+    from hearth.ledger.history import history
+    from hearth.present import describe_resource
+
+    a = make_ledger()
+    r = a.add_resource("Gazebo", kind=Kind.SPACE)
+    b = replica(a, author=BEN, seed=2)
+    a.edit_resource(r.id, location="Ada's garden")
+    b.edit_resource(r.id, location="Church hall")
+    a.edit_resource(r.id, note="folded")  # a field only one of them set: no clash
+    sync(a, b)
+    [clash] = find_conflicts(a.view)
+    assert clash.kind == "field-clash"
+    assert (
+        "location was set at the same time to 'Ada's garden' by Ada and 'Church hall' by Ben"
+        in (clash.summary)
+        or "'Church hall' by Ben and 'Ada's garden' by Ada" in clash.summary
+    )
+    assert find_conflicts(b.view) == [clash]
+    shown = a.view.resource(r.id).location
+    assert f"it shows '{shown}'" in clash.summary
+    assert "(!) location was set at the same time" in describe_resource(
+        a.view, a.view.resource(r.id)
+    )
+    said = [h.what for h in history(a.view, resource=r.id)]
+    assert any("location → 'Church hall'" in w and "Ada set it too" in w for w in said), said
+    assert any("location → 'Ada's garden'" in w and "Ben set it too" in w for w in said), said
+    # Sequential edits never clash; setting the field again, having seen both, settles it.
+    b.edit_resource(r.id, location="Church hall")
+    sync(a, b)
+    assert find_conflicts(a.view) == find_conflicts(b.view) == []
+
+
 def test_over_commitment_is_a_conflict() -> None:
     ledger = make_ledger()
     r = ledger.add_resource("Seed potatoes", quantity=Decimal(5), unit="kg")

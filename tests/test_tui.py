@@ -721,7 +721,7 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
         "Ada gave 2 bags of Garden compost to Ben",
         "Ada used 3 bags of Garden compost",
         "Ada added 5 bags of Garden compost",
-        "Ada edited Garden compost (location,name,note)",
+        "Ada edited Garden compost (location → 'By the gate', name → 'Garden compost')",
     ]
 
 

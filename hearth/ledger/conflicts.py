@@ -12,15 +12,27 @@ import hashlib
 from collections import defaultdict
 from decimal import Decimal
 
+from hearth.ledger import clashes
 from hearth.ledger.model import Conflict
 from hearth.ledger.view import LedgerView
 from hearth.values import format_quantity
 
-__all__ = ["find_conflicts"]
+__all__ = ["describe_clash", "find_conflicts"]
 
 
 def _conflict_id(kind: str, *entries: str) -> str:
     return hashlib.sha256("|".join((kind, *entries)).encode()).hexdigest()[:16]
+
+
+def describe_clash(view: LedgerView, clash: clashes.FieldClash) -> str:
+    """``location was set at the same time to 'Ada's garden' by Ada and 'Church hall' by
+    Ben; it shows 'Church hall'``."""
+
+    def shown(value: str) -> str:
+        return f"'{view.member_name(value) if clash.field == 'keeper' else value}'"
+
+    rivals = " and ".join(f"{shown(r.value)} by {view.member_name(r.by)}" for r in clash.rivals)
+    return f"{clash.field} was set at the same time to {rivals}; it shows {shown(clash.current)}."
 
 
 def find_conflicts(view: LedgerView) -> list[Conflict]:
@@ -50,6 +62,17 @@ def find_conflicts(view: LedgerView) -> list[Conflict]:
             promising[commitment.resource].append(commitment.id)
 
     for resource in view.resources():
+        for clash in clashes.field_clashes(view.tables["resources"][resource.id]):
+            found.append(
+                Conflict(
+                    id=_conflict_id("field-clash", resource.id, clash.field),
+                    kind="field-clash",
+                    summary=f"'{resource.name}': {describe_clash(view, clash)}",
+                    advice=f"Agree on the {clash.field} and set it again "
+                    f"(`hearth resource edit {resource.id[:8]} --{clash.field} ...`).",
+                    entries=(resource.id, *(r.edit for r in clash.rivals)),
+                )
+            )
         if len(resource.lent_to) > 1:
             borrowers = " and ".join(name(m) for m in resource.lent_to)
             found.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from hearth.ledger import clashes
 from hearth.ledger.model import STARTING_STOCK, Action, HistoryItem
 from hearth.ledger.view import LedgerView
 from hearth.values import format_date, format_quantity
@@ -17,6 +18,22 @@ _VERB = {
     Action.LOWER: "counted less",
     Action.GIVE: "gave",
 }
+
+
+def _changes(view: LedgerView, edit: dict[str, object]) -> str:
+    """``location → 'Church hall', note`` (values when the edit recorded them)."""
+    values = edit.get("values")
+    values = values if isinstance(values, dict) else {}
+    fields = str(edit.get("fields", "")).split(",")
+    parts = []
+    for field in fields:
+        if field in values:
+            value = str(values[field])
+            shown = view.member_name(value) if field == "keeper" else value
+            parts.append(f"{field} → '{shown}'")
+        else:
+            parts.append(field)
+    return ", ".join(parts)
 
 
 def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryItem]:
@@ -53,12 +70,24 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
             what = f"added {label(rid)}{stock}"
             items.append(HistoryItem(at=created_at, by=by, what=what, entry=rid))
         edits = raw.get("edits")
+        rivals = {
+            r.edit: [o.by for o in clash.rivals if o.by != r.by]
+            for clash in clashes.field_clashes(raw)
+            for r in clash.rivals
+        }
         if isinstance(edits, dict):
-            for edit in edits.values():
+            for edit_id, edit in edits.items():
                 if isinstance(edit, dict) and isinstance(edit.get("at"), int):
-                    what = f"edited {label(rid)} ({edit.get('fields', '')})"
+                    what = f"edited {label(rid)} ({_changes(view, edit)})"
                     if edit.get("fields") == "removed":
                         what = f"removed {label(rid)}"
+                    others = sorted({name(m) for m in rivals.get(edit_id, [])})
+                    if edit_id in rivals:
+                        what += " — a clash: " + (
+                            f"{' and '.join(others)} set it too, at the same time"
+                            if others
+                            else "set twice at the same time"
+                        )
                     items.append(
                         HistoryItem(
                             at=int(edit["at"]), by=str(edit.get("by", "")), what=what, entry=rid

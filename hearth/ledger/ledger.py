@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from hearth.clock import Clock
 from hearth.errors import LedgerError, NotFound, UsageError
+from hearth.ledger import clashes
 from hearth.ledger.archive import Archives, archivable
 from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc, change_hash
 from hearth.ledger.derive import open_lends
@@ -448,21 +449,36 @@ class Ledger:
             fields["keeper"] = self._member(keeper)
         if shareable is not None:
             fields["shareable"] = shareable
+        raw = self.view.tables["resources"][resource_id]
+        # A form sends every field: only those it changes are edits (and can clash).
+        fields = {f: v for f, v in fields.items() if raw.get(f) != v}
         delta = None if quantity is None else quantity - current.quantity
         if not fields and not delta:
             raise LedgerError("Nothing to change: give at least one new value.")
         changed = ",".join(sorted([*fields, *(["quantity"] if delta else [])]))
         now = self._clock.now_ms()
+        # What this edit saw of each field, so that an edit made elsewhere at the same
+        # time shows as a clash rather than one value vanishing (hearth.ledger.clashes).
+        record: dict[str, object] = {
+            "by": self.author,
+            "at": now,
+            "fields": changed,
+            "over": clashes.over_fields(raw, sorted(fields)),
+            "values": {f: clashes.as_value(v) for f, v in fields.items() if f in clashes.TRACKED},
+        }
         with self._edit() as w:
             w.put(
                 "resources",
                 resource_id,
-                {
-                    **fields,
-                    "updated_by": self.author,
-                    "updated_at": now,
-                    "edits": {self._new_id(): {"by": self.author, "at": now, "fields": changed}},
-                },
+                cast(
+                    Fields,
+                    {
+                        **fields,
+                        "updated_by": self.author,
+                        "updated_at": now,
+                        "edits": {self._new_id(): record},
+                    },
+                ),
             )
             if delta:
                 action = Action.RAISE if delta > 0 else Action.LOWER
