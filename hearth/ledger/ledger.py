@@ -450,8 +450,13 @@ class Ledger:
         if shareable is not None:
             fields["shareable"] = shareable
         raw = self.view.tables["resources"][resource_id]
-        # A form sends every field: only those it changes are edits (and can clash).
-        fields = {f: v for f, v in fields.items() if raw.get(f) != v}
+        # A form sends every field: only those it changes are edits (and can clash), or
+        # those it sets again to settle a clash.
+        fields = {
+            f: v
+            for f, v in fields.items()
+            if raw.get(f) != v or len(clashes.field_heads(raw, f)) > 1
+        }
         delta = None if quantity is None else quantity - current.quantity
         if not fields and not delta:
             raise LedgerError("Nothing to change: give at least one new value.")
