@@ -15,6 +15,7 @@ import aiohttp
 
 from hearth import neighbours
 from hearth.alerts import admin_alerts
+from hearth.connect import CONNECT_TIMEOUT_S
 from hearth.errors import HearthError
 from hearth.identity import load_identity
 from hearth.intake import damage
@@ -153,7 +154,7 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
                         "wait safely until a relay is reached.",
                     )
                 )
-            relay_now = asyncio.run(_relay_clock(url, timeout))
+            relay_now = asyncio.run(_relay_clock(url, min(timeout, CONNECT_TIMEOUT_S)))
             if relay_now is not None and abs(relay_now - node.clock.now_ms()) > _CLOCK_SKEW_MS:
                 minutes = abs(relay_now - node.clock.now_ms()) // 60_000
                 findings.append(

@@ -18,13 +18,13 @@ from types import TracebackType
 
 import aiohttp
 
+from hearth.connect import answer_within, open_websocket
 from hearth.crypto import RandomBytes, SigningKey
 from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.invite import encode_token
 from hearth.node import Node
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.frames import (
-    MAX_FRAME,
     VERSIONS,
     Error,
     Frame,
@@ -42,7 +42,7 @@ from hearth.protocol.invite_code import (
     TokenReceived,
     Verified,
 )
-from hearth.sync_client import sync_relays
+from hearth.sync_client import sync_relays, why_failed
 
 __all__ = ["InviteResult", "accept_invite", "offer_invite"]
 
@@ -68,21 +68,27 @@ class _MailboxLink:
     async def __aenter__(self) -> _MailboxLink:
         self._http = aiohttp.ClientSession()
         try:
-            self._ws = await self._http.ws_connect(self.url, max_msg_size=MAX_FRAME, heartbeat=30)
-        except (aiohttp.ClientError, OSError) as exc:
-            await self._http.close()
-            raise TransportError(f"Cannot reach the relay {self.url} ({exc}).") from exc
-        await self.send(Hello(versions=list(VERSIONS), role="node", agent="hearth-invite"))
-        await self.receive()  # welcome
+            self._ws = await open_websocket(self._http, self.url)
+            await self.send(Hello(versions=list(VERSIONS), role="node", agent="hearth-invite"))
+            await answer_within(self.receive())  # welcome
+        except (aiohttp.ClientError, OSError, TransportError) as exc:
+            await self._close()
+            raise TransportError(f"Cannot reach the relay {self.url}: {why_failed(exc)}.") from exc
+        except BaseException:
+            await self._close()
+            raise
         return self
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def _close(self) -> None:
         if self._ws is not None:
             await self._ws.close()
         if self._http is not None:
             await self._http.close()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._close()
 
     async def send(self, frame: Frame) -> None:
         assert self._ws is not None

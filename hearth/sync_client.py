@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from hearth import membership, neighbours
+from hearth.connect import open_websocket
 from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.feeds import INVALID
 from hearth.intake import Verdict, take_in
@@ -38,7 +39,7 @@ from hearth.protocol.bundle import (
     registration_proof,
 )
 from hearth.protocol.connection import Connection, Role
-from hearth.protocol.frames import MAX_FRAME, DeviceProof
+from hearth.protocol.frames import DeviceProof
 from hearth.protocol.sync import (
     Acked,
     Arrived,
@@ -355,7 +356,7 @@ async def _run(
     offered = {bundle_id for plan in session.plans for bundle_id, _ in plan.outgoing}
     async with (
         aiohttp.ClientSession() as http,
-        http.ws_connect(url, max_msg_size=MAX_FRAME, heartbeat=30, autoping=True) as ws,
+        await open_websocket(http, url) as ws,
     ):
 
         async def carry_out(outputs: list[Output]) -> bool:

@@ -248,3 +248,102 @@ def test_a_token_copied_out_of_a_terminal_still_joins(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match="damaged"):
             decode_token(copied[: len(copied) // 2])  # half a copy is still refused
         assert ben.join_with_token(decode_token(f"'{copied}'\n")).id == group
+
+
+@pytest.mark.process
+def test_a_relay_that_never_answers_is_given_up_on_in_seconds_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import time
+
+    from hearth.protocol.invite_code import WORDS
+
+    silent = socket.socket()  # the kernel takes connections; nobody ever answers them
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"ws://127.0.0.1:{silent.getsockname()[1]}"
+    ada = Cli(tmp_path / "ada")
+    ada("init", "--name", "Ada")
+    ada("group", "create", "Orchard", "--relay", url)
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    code = "7-" + "-".join(WORDS[:3])
+    started = time.monotonic()
+    running = [
+        subprocess.Popen(
+            [*hearth_command(), "--home", str(home), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for home, args in (
+            (tmp_path / "ben", ["join", code, "--relay", url, "--name", "Ben"]),
+            (ada.home, ["sync"]),
+        )
+    ]
+    (_, join_err), (sync_out, _) = (p.communicate(timeout=60) for p in running)
+    took = time.monotonic() - started
+    silent.close()
+    assert took < 15, took
+    assert running[0].returncode == 1
+    assert f"Cannot reach the relay {url}: it took the connection but did not answer" in join_err
+    assert "within 5 s" in join_err
+    assert "did not answer within 5 s" in sync_out
+
+
+def test_join_without_a_relay_says_it_is_searching_the_network(tmp_path: Path) -> None:
+    from hearth.protocol.invite_code import WORDS
+
+    code = "7-" + "-".join(WORDS[:3])
+    tried = Cli(tmp_path / "ben")("join", code, "--name", "Ben", "--timeout", "1", check=False)
+    assert tried.code == 1
+    assert "looking for the inviting device on this network (up to 1 s)" in tried.err
+    bad = Cli(tmp_path / "ben")("join", code, "--relay", "127.0.0.1:40547", check=False)
+    assert bad.code == 1
+    assert "'127.0.0.1:40547' is not a relay address" in bad.err
+
+
+@pytest.mark.process
+def test_ctrl_c_at_the_invite_question_ends_it_at_once(tmp_path: Path, relay: Relay) -> None:
+    import pty
+    import signal
+    import time
+
+    ada = group_at(tmp_path, relay.url)
+    terminal, typed_at = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    inviting = subprocess.Popen(
+        [*hearth_command(), "--home", str(ada.home), "invite", "--timeout", "60"],
+        stdin=typed_at,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    os.close(typed_at)
+    try:
+        assert inviting.stdout is not None
+        code = inviting.stdout.readline().strip()
+        finn = ["--relay", relay.url, "--name", "Finn", "--timeout", "30"]
+        joining = subprocess.Popen(
+            [*hearth_command(), "--home", str(tmp_path / "finn"), "join", code, *finn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        asked = ""
+        while "Let Finn join the group?" not in asked:
+            asked += inviting.stdout.read(1)
+            assert asked, "the invite ended without asking"
+        asked_at = time.monotonic()
+        inviting.send_signal(signal.SIGINT)
+        _, err = inviting.communicate(timeout=10)
+        assert time.monotonic() - asked_at < 5
+        joining.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+    assert inviting.returncode == 130
+    assert "interrupted" in err
+    assert "Traceback" not in err

@@ -18,7 +18,15 @@ __all__ = ["main", "open_app"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``hearth``."""
+    """Run ``hearth``; Ctrl-C anywhere ends it with a short word, not a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\nhearth: interrupted.", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if args.command is None and interactive:

@@ -377,7 +377,17 @@ def _neighbourhood_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 def main(argv: Sequence[str] | None = None, *, args: argparse.Namespace | None = None) -> int:
     """Run the ``hearth`` command (from ``argv``, or ``args`` already parsed from it);
-    returns the exit status."""
+    returns the exit status. Ctrl-C ends it with exit status 130 and a short word."""
+    try:
+        return _main(argv, args)
+    except KeyboardInterrupt:
+        print("\nhearth: interrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _main(argv: Sequence[str] | None, args: argparse.Namespace | None) -> int:
     if args is None:
         args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -393,10 +403,6 @@ def main(argv: Sequence[str] | None = None, *, args: argparse.Namespace | None =
     except HearthError as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

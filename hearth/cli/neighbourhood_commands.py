@@ -11,6 +11,7 @@ from hearth.cli.commands import confirm, emit
 from hearth.cli.render import table
 from hearth.crypto import SigningKey
 from hearth.errors import UsageError
+from hearth.ledger.ledger import check_relay_url
 from hearth.neighbourhood import Offer, Request, State
 from hearth.node import Node
 from hearth.protocol.invite_code import JoinerIntroduced
@@ -143,7 +144,7 @@ def _join(args: argparse.Namespace, node: Node) -> int:
 
     group = node.current_group()
     neighbours.require_admin(node, group.id, "join a neighbourhood")
-    relays = [args.relay] if args.relay else node.view(group.id).relays()
+    relays = [check_relay_url(args.relay)] if args.relay else node.view(group.id).relays()
     meeting = relays[0] if relays else find_inviter_nearby(args.token, args.timeout)
     key = SigningKey.generate(node.random_bytes)
     token = token_for_code(args, meeting, name=group.name, device=key)

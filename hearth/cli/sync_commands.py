@@ -14,6 +14,7 @@ from pathlib import Path
 from hearth import bundle_file, membership, neighbours
 from hearth.alerts import admin_alerts
 from hearth.cli.commands import emit
+from hearth.cli.prompt import ask, yes
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
 from hearth.identity import create_identity, has_identity
@@ -28,6 +29,7 @@ from hearth.invite import (
     is_token,
 )
 from hearth.joins import claim_standing
+from hearth.ledger.ledger import check_relay_url
 from hearth.node import Node, open_node
 from hearth.peers import (
     LISTENING_AT,
@@ -404,8 +406,7 @@ def invite_by_code(
     async def approve(name: str) -> bool:
         if args.yes:
             return True
-        answer = await asyncio.to_thread(input, question(name))
-        return answer.strip().lower() in ("y", "yes")
+        return yes(await ask(question(name)))
 
     result = asyncio.run(
         offer_invite(
@@ -433,7 +434,10 @@ def join(args: argparse.Namespace, home: Path) -> int:
     if is_token(args.token):
         text = args.token
     else:
-        relay = args.relay or (lan_peer := find_inviter_nearby(args.token, args.timeout))
+        if args.relay:
+            relay = check_relay_url(args.relay)
+        else:
+            relay = lan_peer = find_inviter_nearby(args.token, args.timeout)
         if device is None:
             with open_node(home) as node:
                 name, key = node.identity.name, node.identity.device_key
@@ -507,7 +511,13 @@ def find_inviter_nearby(code_text: str, timeout: float) -> str:
     from hearth.protocol.invite_code import parse_code
 
     code = parse_code(code_text)
-    found = asyncio.run(find_invite(code.nameplate, timeout=min(timeout, 15.0)))
+    wait = min(timeout, 15.0)
+    print(
+        f"No --relay given: looking for the inviting device on this network (up to {wait:g} s)…",
+        file=sys.stderr,
+        flush=True,
+    )
+    found = asyncio.run(find_invite(code.nameplate, timeout=wait))
     if found is None:
         raise TransportError(
             "No relay was given and no inviting device answered on this network: ask the "
