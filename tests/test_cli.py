@@ -362,3 +362,18 @@ def test_demo_opens_the_app_in_a_terminal_and_q_quits(tmp_path: Path) -> None:
     assert quit_sent, seen[-2000:]
     assert os.waitstatus_to_exitcode(status) == 0
     assert b"all three ledgers are now identical" in seen  # the summary, after the app
+
+
+def test_writing_into_a_folder_that_is_not_there_says_so(group: Cli, tmp_path: Path) -> None:
+    gone = tmp_path / "usb-stick-not-mounted"
+    for args in (
+        ["bundle", "export", str(gone / "changes.hb")],
+        ["export", "--format", "csv", "-o", str(gone / "ledger.csv")],
+        ["bundle", "have", str(gone / "have.hb")],
+    ):
+        result = group(*args, check=False)
+        assert result.code == 1, args
+        assert "Traceback" not in result.err
+        assert f"There is no folder '{gone}'" in result.err
+        assert "nothing was written" in result.err
+    assert not gone.exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 from hearth import members, membership, neighbours, present
 from hearth.alerts import admin_alerts
 from hearth.cli import render
+from hearth.cli.files import write_file
 from hearth.errors import UsageError
 from hearth.identity import create_identity
 from hearth.ledger import CommitmentStatus, Kind, Resource, find_conflicts, history
@@ -502,7 +503,7 @@ def _export(args: argparse.Namespace, node: Node) -> int:
     else:
         text = export_json(view, view.group_name)
     if args.output:
-        Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
+        write_file(args.output, text if text.endswith("\n") else text + "\n")
         print(f"Wrote {args.output}.", file=sys.stderr)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

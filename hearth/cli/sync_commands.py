@@ -14,6 +14,7 @@ from pathlib import Path
 from hearth import bundle_file, membership, neighbours
 from hearth.alerts import admin_alerts
 from hearth.cli.commands import emit
+from hearth.cli.files import write_file
 from hearth.cli.prompt import ask, yes
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
@@ -562,7 +563,7 @@ def _bundle_export(args: argparse.Namespace, node: Node) -> int:
         for b in node.feeds.all(group.id)
         if b.state == "applied" and b.seq > since.get(b.author.hex(), 0)
     ]
-    Path(args.file).write_bytes(codec.encode([bundle_file.MAGIC, 1, chosen]))
+    write_file(args.file, codec.encode([bundle_file.MAGIC, 1, chosen]))
     print(f"Wrote {counted(len(chosen), 'bundle')} to {args.file}.")
     return 0
 
@@ -603,7 +604,7 @@ def _bundle_import(args: argparse.Namespace, node: Node) -> int:
 def _bundle_have(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
     vector = node.feeds.version_vector(group.id)
-    Path(args.file).write_bytes(codec.encode([_HAVE_FILE, 1, group.id, vector]))
+    write_file(args.file, codec.encode([_HAVE_FILE, 1, group.id, vector]))
     print(
         f"Wrote what this node has to {args.file}; take it to the other node and run "
         f"`hearth bundle export FILE --since {args.file}` there."
