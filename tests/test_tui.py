@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static, TabbedContent
+from textual.widgets import DataTable, Input, Select, Static, TabbedContent
 
 import tui.app
 from hearth.identity import create_identity
@@ -63,6 +63,10 @@ def ada(homes: tuple[Path, Path]) -> Iterator[Node]:
         yield node
 
 
+def ben_id(node: Node) -> str:
+    return node.view().find("members", "Ben")
+
+
 def app_for(node: Node) -> HearthApp:
     return HearthApp(node, share=False, poll_s=0.1)
 
@@ -85,12 +89,16 @@ def names(node: Node) -> set[str]:
 
 
 async def fill_form(pilot: Pilot[None], **values: str) -> None:
-    """Type into the open form's text fields by key, then save."""
+    """Type into the open form's fields by key (a pick by its value), then save."""
     screen = pilot.app.screen
     assert isinstance(screen, FormScreen)
     for key, value in values.items():
-        field = screen.query_one(f"#field-{key}", Input)
-        field.value = value
+        field = screen.query_one(f"#field-{key}")
+        if isinstance(field, Select):
+            field.value = value
+        else:
+            assert isinstance(field, Input)
+            field.value = value
     await pilot.click("#ok")
     await pilot.pause()
 
@@ -107,7 +115,7 @@ async def test_an_empty_groups_overview_says_how_to_start(tmp_path: Path) -> Non
             assert "press 2, then a" in start
             await pilot.press("2", "a")
             await pilot.pause()
-            await fill_form(pilot, name="Step ladder")
+            await fill_form(pilot, name="Step ladder", kind="tool")
             await pilot.press("1")
             await pilot.pause(0.3)
             assert str(app.query_one("#start", Static).content) == ""
@@ -137,7 +145,13 @@ async def test_adding_a_resource_from_the_keyboard(ada: Node) -> None:
         await pilot.press(*"Wheelbarrow")
         await pilot.press("enter")
         await pilot.pause()
+        # No kind is chosen for the member: the form asks, keeping what was typed.
+        assert isinstance(app.screen, FormScreen)
+        assert str(app.screen.query_one("#form-error", Static).content) == "Choose kind."
+        assert "Wheelbarrow" not in names(ada)
+        await fill_form(pilot, kind="tool")
         assert "Wheelbarrow" in names(ada)
+        assert ada.view().resource(ada.view().find("resources", "Wheelbarrow")).kind is Kind.TOOL
         assert "Wheelbarrow" in cells(app, "resource-table")
 
 
@@ -149,15 +163,17 @@ async def test_lend_and_return_with_a_bad_date_refused_plainly(ada: Node) -> Non
         ladder_row = cells(app, "resource-table").index("Ladder")
         await pilot.press("l")
         await pilot.pause()
-        await fill_form(pilot, until="someday")
-        assert (
-            not ada.view().find("resources", "Ladder")
-            or not ada.view().resource(ada.view().find("resources", "Ladder")).lent_to
-        )
-        assert any("not a date" in n.message for n in app._notifications)
-        await pilot.press("l")
-        await pilot.pause()
+        form = app.screen
+        await fill_form(pilot, until="someday")  # nobody chosen: not lent to anyone
+        assert str(form.query_one("#form-error", Static).content) == "Choose to whom."
+        await fill_form(pilot, to=ada.view().find("members", "Ben"))
+        # The refusal shows in the form, which keeps what was typed.
+        assert app.screen is form
+        assert "not a date" in str(form.query_one("#form-error", Static).content)
+        assert form.query_one("#field-until", Input).value == "someday"
+        assert not ada.view().resource(ada.view().find("resources", "Ladder")).lent_to
         await fill_form(pilot, until="+3d")
+        assert app.screen is not form
         ladder = ada.view().resource(ada.view().find("resources", "Ladder"))
         assert [ada.view().member_name(m) for m in ladder.lent_to] == ["Ben"]
         assert "Ben (borrowed until" in cells(app, "resource-table", column=4)[ladder_row]
@@ -230,6 +246,8 @@ async def test_a_promise_from_proposed_to_done_and_overdue_marked(ada: Node) -> 
         await pilot.press("4", "a")
         await pilot.pause()
         await fill_form(pilot, what="Bring the compost", due="2026-01-01")
+        assert ada.view().commitments() == []  # nobody chosen: nothing promised
+        await fill_form(pilot, giver=ada.identity.member_id, receiver=ben_id(ada))
         (promise,) = ada.view().commitments()
         assert ada.view().member_name(promise.receiver) == "Ben"
         assert "OVERDUE" in cells(app, "promise-table", column=5)[0]
@@ -319,7 +337,17 @@ async def test_first_run_with_a_damaged_token_says_so(tmp_path: Path) -> None:
     ],
 )
 def test_screens_look_as_they_did(ada: Node, snap_compare: Any, keys: list[str]) -> None:
-    assert snap_compare(app_for(ada), press=keys, terminal_size=SIZE)
+    async def settled(pilot: Pilot[None]) -> None:
+        """Press the keys, then wait for what they open (under load a form takes a while
+        to mount and focus its first field)."""
+        await pilot.press(*keys)
+        for _ in range(100):
+            await pilot.pause()
+            screen = pilot.app.screen
+            if not isinstance(screen, FormScreen) or screen.query_one("#field-name").has_focus:
+                break
+
+    assert snap_compare(app_for(ada), run_before=settled, terminal_size=SIZE)
 
 
 @pytest.mark.process
@@ -712,7 +740,7 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
         assert ada.view().resource(compost.id).quantity == Decimal(12)
         await pilot.press("g")
         await pilot.pause()
-        await fill_form(pilot, quantity="2")  # to Ben, the one other member
+        await fill_form(pilot, quantity="2", to=ben_id(ada))
         await pilot.press("7")
         await pilot.pause()
         history = app.query_one("#history-table", DataTable)
@@ -731,7 +759,9 @@ async def test_promises_declined_cancelled_after_asking_and_shown_by_filter(ada:
         for what, due in (("Bring the compost", "2026-01-01"), ("Mend the fence", "+7d")):
             await pilot.press("4", "a")
             await pilot.pause()
-            await fill_form(pilot, what=what, due=due)
+            await fill_form(
+                pilot, what=what, due=due, giver=ada.identity.member_id, receiver=ben_id(ada)
+            )
         table = app.query_one("#promise-table", DataTable)
         table.focus()
         both = ["Bring the compost", "Mend the fence"]

@@ -213,6 +213,7 @@ class HearthApp(App[None]):
         self._stale: set[str] = set()  # tabs to draw afresh when next shown
         self._drawn_at = 0
         self._stop_sharing = asyncio.Event()
+        self._in_form = False  # a form's Save is running: refusals go back to the form
         self._redraw_due = False
         self._redrawn = 0.0
         self._last_input = time.monotonic()
@@ -403,6 +404,8 @@ class HearthApp(App[None]):
         try:
             act()
         except HearthError as exc:
+            if self._in_form:
+                raise  # the form shows it and stays open
             self.notify(str(exc), title="Not done", severity="error", timeout=8)
             return False
         self.notify(done)
@@ -418,15 +421,15 @@ class HearthApp(App[None]):
     ) -> None:
         """Show a form; on Save, hand its values on (errors are shown, not raised)."""
 
-        def answered(values: dict[str, str] | None) -> None:
-            if values is None:
-                return
+        def submit(values: dict[str, str]) -> None:
+            # A refusal stays in the form, with what was typed (see ``attempt``).
+            self._in_form = True
             try:
                 then(values)
-            except HearthError as exc:
-                self.notify(str(exc), title="Not done", severity="error", timeout=8)
+            finally:
+                self._in_form = False
 
-        self.push_screen(FormScreen(title, fields, ok), answered)
+        self.push_screen(FormScreen(title, fields, ok, submit=submit))
 
     def _members(self, *, others: bool = False) -> list[tuple[str, str]]:
         me = self.node.identity.member_id
@@ -437,9 +440,8 @@ class HearthApp(App[None]):
         ]
 
     def _member_choice(self, key: str, label: str) -> Choice:
-        """A pick among the other members, the first one chosen to start with."""
-        others = self._members(others=True)
-        return Choice(key, label, others, value=others[0][1] if others else None)
+        """A pick among the other members, blank until the member picks one."""
+        return Choice(key, label, self._members(others=True))
 
     def _resource_name(self, resource_id: str) -> str:
         return self.node.view(self.group_id).resource(resource_id).name
@@ -503,7 +505,7 @@ class HearthApp(App[None]):
             self.change(
                 lambda ledger: ledger.add_resource(
                     v["name"],
-                    kind=Kind(v["kind"] or "other"),
+                    kind=Kind(v["kind"]),
                     quantity=quantity,
                     unit=v["unit"],
                     location=v["location"],
@@ -516,7 +518,7 @@ class HearthApp(App[None]):
             "Add a resource",
             [
                 Field("name", "Name", placeholder="e.g. Ladder"),
-                Choice("kind", "Kind", kinds, value="tool"),
+                Choice("kind", "Kind", kinds),
                 Field("quantity", "How many", value="1"),
                 Field("unit", "Unit (optional)", placeholder="e.g. bags, kg"),
                 Field("location", "Where it is kept (optional)"),
@@ -547,7 +549,6 @@ class HearthApp(App[None]):
 
     def action_add_promise(self) -> None:
         members = self._members()
-        me = self.node.identity.member_id
 
         def save(v: dict[str, str]) -> None:
             quantity = parse_quantity(v["quantity"]) if v["quantity"] else None
@@ -563,7 +564,7 @@ class HearthApp(App[None]):
             "New promise",
             [
                 Field("what", "What is promised", placeholder="e.g. lend the ladder"),
-                Choice("giver", "Who gives", members, value=me),
+                Choice("giver", "Who gives", members),
                 self._member_choice("receiver", "To whom"),
                 Field("quantity", "How many (optional)"),
                 Field("due", "By when (optional)", placeholder="2026-12-24, tomorrow or +3d"),
@@ -967,7 +968,7 @@ class HearthApp(App[None]):
         self.ask(
             "Offer to neighbour groups",
             [
-                Choice("resource", "What", shareable, value=shareable[0][1]),
+                Choice("resource", "What", shareable, value=_only(shareable)),
                 Field("quantity", "How much", "1"),
                 Field("until", "Until (optional)", placeholder="2026-12-24, +2w"),
                 Field("note", "Note (optional)"),
@@ -1047,3 +1048,8 @@ class HearthApp(App[None]):
             ),
             confirmed,
         )
+
+
+def _only(options: list[tuple[str, str]]) -> str | None:
+    """The value of the one option there is, else ``None`` (the member picks)."""
+    return options[0][1] if len(options) == 1 else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -11,6 +11,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
+
+from hearth.errors import HearthError
 
 __all__ = ["Choice", "ConfirmScreen", "Field", "FormScreen"]
 
@@ -27,24 +29,42 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """A pick from a list: (shown text, value) pairs."""
+    """A pick from a list: (shown text, value) pairs. With no ``value`` it starts blank,
+    and must be picked (``required``) before the form saves: nothing is chosen for the
+    member without their seeing it."""
 
     key: str
     label: str
     options: Sequence[tuple[str, str]]
     value: str | None = None
+    required: bool = True
 
 
 class FormScreen(ModalScreen[dict[str, str] | None]):
-    """Asks for a few values; dismisses with them, or ``None`` if cancelled."""
+    """Asks for a few values; dismisses with them, or ``None`` if cancelled.
 
+    ``submit`` does what the form is for; when it refuses (a :class:`HearthError`: a bad
+    quantity, a date it cannot read) the reason shows in the form, which stays open with
+    everything typed so far.
+    """
+
+    DEFAULT_CSS = """
+    FormScreen .form-error { display: none; height: auto; margin-top: 1; color: $error; }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, fields: Sequence[Field | Choice], ok: str = "Save") -> None:
+    def __init__(
+        self,
+        title: str,
+        fields: Sequence[Field | Choice],
+        ok: str = "Save",
+        submit: Callable[[dict[str, str]], object] | None = None,
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.fields = fields
         self.ok = ok
+        self.submit = submit
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -65,6 +85,7 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
                     yield Input(
                         value=f.value, placeholder=f.placeholder, id=f"field-{f.key}", compact=True
                     )
+            yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.ok, variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
@@ -89,7 +110,24 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
                 values[f.key] = "" if select.is_blank() else str(select.value)
             else:
                 values[f.key] = self.query_one(f"#field-{f.key}", Input).value.strip()
+        for f in self.fields:
+            if isinstance(f, Choice) and f.required and not values[f.key]:
+                self.show_error(f"Choose {f.label[0].lower()}{f.label[1:]}.")
+                self.query_one(f"#field-{f.key}", Select).focus()
+                return
+        if self.submit is not None:
+            try:
+                self.submit(values)
+            except HearthError as exc:
+                self.show_error(str(exc))
+                return
         self.dismiss(values)
+
+    def show_error(self, text: str) -> None:
+        """Say in the form why it cannot be saved yet."""
+        error = self.query_one("#form-error", Static)
+        error.update(text)
+        error.display = True
 
 
 class ConfirmScreen(ModalScreen[bool]):
