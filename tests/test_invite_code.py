@@ -26,7 +26,7 @@ from hearth.protocol.invite_code import (
     Verified,
     parse_code,
 )
-from hearth.protocol.words import WORDS
+from hearth.protocol.words import V1_WORDS, WORDS
 
 
 def pair(
@@ -78,6 +78,39 @@ def test_the_right_code_verifies_both_sides_with_the_same_phrase_and_delivers_th
     assert intro.device_key == joiner.device.public  # type: ignore[union-attr]
     (sent,) = inviter.approve("hearth-token-1.example")
     assert joiner.receive(sent.body) == [TokenReceived("hearth-token-1.example")]  # type: ignore[union-attr]
+
+
+def _edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def test_every_two_invite_words_differ_in_two_letters_and_none_starts_another() -> None:
+    assert len(set(WORDS)) == len(WORDS) == 256
+    close = [
+        (a, b)
+        for n, a in enumerate(WORDS)
+        for b in WORDS[n + 1 :]
+        if _edit_distance(a, b) < 2 or a.startswith(b) or b.startswith(a)
+    ]
+    assert close == []
+
+
+def test_a_code_shown_with_the_first_word_list_still_joins_with_the_same_phrase() -> None:
+    # An inviter on an older Hearth shows "willow"; a joiner on this one types it.
+    old = InviteCode(7, ("pillow", "willow", "honeybee"))
+    assert {"willow", "honeybee"} <= set(V1_WORDS) - set(WORDS)
+    inviter, joiner = pair(old, parse_code("7 pillow willow honeybee"))
+    inviter_saw, joiner_saw = relay_between(inviter, joiner)
+    phrases = [e.phrase for e in inviter_saw + joiner_saw if isinstance(e, Verified)]
+    assert len(phrases) == 2
+    assert len(set(phrases)) == 1
+    assert all(w in V1_WORDS for w in phrases[0].split())  # as an older Hearth shows it
 
 
 def test_a_wrong_code_fails_on_both_sides() -> None:

@@ -30,7 +30,7 @@ from spake2 import SPAKE2_Symmetric
 from hearth.crypto import SigningKey, aead_open, aead_seal, hkdf, verify
 from hearth.errors import ProtocolError, UsageError
 from hearth.protocol import codec
-from hearth.protocol.words import WORD_INDEX, WORDS
+from hearth.protocol.words import V1_WORDS, WORD_INDEX, WORDS
 
 __all__ = [
     "MAX_NAMEPLATE",
@@ -240,8 +240,10 @@ class InviteExchange:
         return hkdf(self._key, b"hearth/v1/invite/binding")
 
     def _phrase(self) -> str:
+        # The first word list, so that both sides show the same phrase whichever Hearth
+        # each runs (see hearth.protocol.words).
         return " ".join(
-            WORDS[b] for b in hkdf(self._key, b"hearth/v1/invite/phrase")[:PHRASE_WORDS]
+            V1_WORDS[b] for b in hkdf(self._key, b"hearth/v1/invite/phrase")[:PHRASE_WORDS]
         )
 
     def _message_key(self, from_inviter: bool, number: int) -> bytes:

@@ -1,9 +1,19 @@
 """The 256 words of invite codes and verification phrases: short, common, easy to say
-aloud and to tell apart. Each word carries 8 bits; their order is part of the protocol."""
+aloud and to tell apart. Each word carries 8 bits; their order is part of the protocol.
+
+Every two words differ in at least two letters and none is the start of another, so a
+code read out in a noisy hall is either heard right or not a code at all (the tests keep
+it so). The first list (:data:`V1_WORDS`) had ten pairs one letter apart or one the start
+of the other (pillow/willow, honey/honeybee…); :data:`WORDS` gives each pair's second
+word a new one at the same place. Codes shown by a Hearth with the first list still
+parse (:data:`WORD_INDEX` knows both spellings, and the code is the password exactly as
+typed), and verification phrases keep the first list, so an inviter and a joiner on
+either version still see the same phrase.
+"""
 
 from __future__ import annotations
 
-__all__ = ["WORDS", "WORD_INDEX"]
+__all__ = ["V1_WORDS", "WORDS", "WORD_INDEX"]
 
 WORDS: tuple[str, ...] = (
     "acorn",
@@ -74,7 +84,7 @@ WORDS: tuple[str, ...] = (
     "eagle",
     "echo",
     "elder",
-    "ember",
+    "cobble",  # was "ember" (v1)
     "engine",
     "falcon",
     "feather",
@@ -86,20 +96,20 @@ WORDS: tuple[str, ...] = (
     "flint",
     "forest",
     "fossil",
-    "fountain",
+    "koala",  # was "fountain" (v1)
     "fox",
     "garden",
     "garlic",
     "ginger",
     "glacier",
-    "globe",
+    "ladle",  # was "globe" (v1)
     "gravel",
     "gull",
     "hammer",
     "harbor",
     "harvest",
     "hazel",
-    "heather",
+    "parsnip",  # was "heather" (v1)
     "hedge",
     "helmet",
     "heron",
@@ -179,9 +189,9 @@ WORDS: tuple[str, ...] = (
     "ribbon",
     "river",
     "robin",
-    "rocket",
+    "pelican",  # was "rocket" (v1)
     "rose",
-    "saddle",
+    "zipper",  # was "saddle" (v1)
     "saffron",
     "salmon",
     "sandal",
@@ -221,12 +231,12 @@ WORDS: tuple[str, ...] = (
     "walnut",
     "walrus",
     "wander",
-    "willow",
+    "tortoise",  # was "willow" (v1)
     "window",
     "winter",
     "wizard",
     "wool",
-    "yarrow",
+    "wagon",  # was "yarrow" (v1)
     "yogurt",
     "zebra",
     "zephyr",
@@ -252,15 +262,33 @@ WORDS: tuple[str, ...] = (
     "glove",
     "goose",
     "grape",
-    "honeybee",
+    "unicorn",  # was "honeybee" (v1)
     "jewel",
     "lake",
     "lark",
-    "lemonade",
+    "vanilla",  # was "lemonade" (v1)
     "lime",
     "magnet",
     "mango",
     "mason",
     "mirror",
 )
-WORD_INDEX: dict[str, int] = {w: i for i, w in enumerate(WORDS)}
+# The v1 word each new one replaced (same index).
+_RENAMED = {
+    new: old
+    for old, new in (
+        ("ember", "cobble"),
+        ("yarrow", "wagon"),
+        ("heather", "parsnip"),
+        ("fountain", "koala"),
+        ("globe", "ladle"),
+        ("honeybee", "unicorn"),
+        ("lemonade", "vanilla"),
+        ("saddle", "zipper"),
+        ("willow", "tortoise"),
+        ("rocket", "pelican"),
+    )
+}
+V1_WORDS: tuple[str, ...] = tuple(_RENAMED.get(w, w) for w in WORDS)
+# Words of both lists: a code from either parses (the new word or the v1 one, same place).
+WORD_INDEX: dict[str, int] = {w: i for words in (V1_WORDS, WORDS) for i, w in enumerate(words)}
