@@ -68,14 +68,33 @@ def format_quantity(value: Decimal) -> str:
     return text if text != "-0" else "0"
 
 
-def parse_date(text: str, *, now_ms: int) -> int:
-    """A date or time as milliseconds since the epoch (UTC).
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_LONG_PAST_DAYS = 366
 
-    Accepts ``2026-12-01``, ``2026-12-01T18:00``, ``today``, ``tomorrow``, ``+3d`` and
-    ``2w``. A bare date means the end of that day, which is what "by Friday" means.
+
+def _weekday(raw: str, today: date) -> date | None:
+    """``friday`` (or ``fri``): the soonest Friday from today on; ``next friday``: the
+    soonest after today."""
+    after_today = raw.startswith("next ")
+    name = raw.removeprefix("next ").strip()
+    found = [n for n, day in enumerate(_WEEKDAYS) if len(name) >= 3 and day.startswith(name)]
+    if len(found) != 1:
+        return None
+    ahead = (found[0] - today.weekday()) % 7
+    if ahead == 0 and after_today:
+        ahead = 7
+    return today + timedelta(days=ahead)
+
+
+def parse_date(text: str, *, now_ms: int) -> int:
+    """A date or time, in the member's own time zone, as milliseconds since the epoch.
+
+    Accepts ``2026-12-01``, ``2026-12-01T18:00``, ``today``, ``tomorrow``, ``friday``,
+    ``next friday``, ``+3d`` and ``2w``. A bare date means the end of that day, which is
+    what "by Friday" means. A date more than a year past is refused: it is a typing slip.
     """
     raw = text.strip().lower()
-    today = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).date()
+    today = _local(now_ms).date()  # the member's own today
     day: date | None = None
     if raw == "today":
         day = today
@@ -84,6 +103,8 @@ def parse_date(text: str, *, now_ms: int) -> int:
     elif match := _RELATIVE.match(raw):
         count, unit = int(match.group(1)), match.group(2)
         day = today + timedelta(days=count * (7 if unit == "w" else 1))
+    else:
+        day = _weekday(raw, today)
     if day is None:
         try:
             if len(raw) == 10:
@@ -91,14 +112,26 @@ def parse_date(text: str, *, now_ms: int) -> int:
             else:
                 moment = datetime.fromisoformat(raw)
                 if moment.tzinfo is None:
-                    moment = moment.replace(tzinfo=timezone.utc)
-                return int(moment.timestamp() * 1000)
+                    moment = moment.astimezone()  # as the member's clock reads
+                return _not_long_past(text, int(moment.timestamp() * 1000), now_ms)
         except ValueError:
             raise UsageError(
-                f"{text!r} is not a date; use a date like 2026-12-01, 'tomorrow' or '+3d'."
+                f"{text!r} is not a date; use a date like 2026-12-01, 'friday', 'tomorrow' "
+                "or '+3d'."
             ) from None
-    end_of_day = datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=timezone.utc)
-    return int(end_of_day.timestamp() * 1000)
+    end_of_day = datetime(day.year, day.month, day.day, 23, 59, 59).astimezone()
+    return _not_long_past(text, int(end_of_day.timestamp() * 1000), now_ms)
+
+
+def _local(ms: int) -> datetime:
+    """A moment on the member's own clock (the machine's time zone)."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone()
+
+
+def _not_long_past(text: str, at_ms: int, now_ms: int) -> int:
+    if at_ms < now_ms - _LONG_PAST_DAYS * 86_400_000:
+        raise UsageError(f"{text!r} is more than a year ago; give a date from today on.")
+    return at_ms
 
 
 def counted(n: int, noun: str, plural: str = "") -> str:
@@ -107,10 +140,10 @@ def counted(n: int, noun: str, plural: str = "") -> str:
 
 
 def format_time(ms: int) -> str:
-    """A moment as ``2026-11-28 14:02`` (UTC)."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    """A moment as ``2026-11-28 14:02``, in the member's own time zone."""
+    return _local(ms).strftime("%Y-%m-%d %H:%M")
 
 
 def format_date(ms: int) -> str:
-    """A day as ``2026-11-28`` (UTC)."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+    """A day as ``2026-11-28``, in the member's own time zone."""
+    return _local(ms).strftime("%Y-%m-%d")

@@ -8,11 +8,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# Dates are read and shown in the member's own time zone: the tests pin it (and so the
+# processes they start) to UTC, so what they see is the same on every machine.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 
 def hearth_command() -> list[str]:

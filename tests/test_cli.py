@@ -377,3 +377,33 @@ def test_writing_into_a_folder_that_is_not_there_says_so(group: Cli, tmp_path: P
         assert f"There is no folder '{gone}'" in result.err
         assert "nothing was written" in result.err
     assert not gone.exists()
+
+
+def test_footguns_ask_first_and_spellings_are_understood(group: Cli) -> None:
+    cli = group
+    again = cli("group", "create", "elm street", check=False)
+    assert again.code == 1
+    assert "already in a group called 'Elm Street'" in again.err
+    assert len(json.loads(cli("group", "list", "--json").out)) == 1
+    cli("group", "create", "Elm Street", "--another")
+    assert len(json.loads(cli("group", "list", "--json").out)) == 2
+    cli("relay", "add", "ws://127.0.0.1:9")
+    only = cli("relay", "remove", "ws://127.0.0.1:9", check=False)
+    assert only.code == 1
+    assert "the group's only relay" in only.err
+    assert json.loads(cli("relay", "list", "--json").out) == ["ws://127.0.0.1:9"]
+    cli("relay", "remove", "ws://127.0.0.1:9", "--yes")
+    need = json.loads(cli("need", "add", "Paint", "--due", "+3d", "--json").out)
+    assert need["by"]
+    # --by and --due both work on promises as on needs; `fulfill` is understood.
+    promise = cli(
+        "commitment", "add", "Paint", "--from", "Ada", "--to", "Ada", "--by", "fri", check=False
+    )
+    assert promise.code == 1  # not a usage error (2): only the one member here
+    assert "two different members" in promise.err
+    spelt = cli("commitment", "fulfill", "nothing", check=False)
+    assert spelt.code == 1
+    assert "No commitment matches 'nothing'" in spelt.err
+    past = cli("need", "add", "Old", "--by", "1999-01-01", check=False)
+    assert past.code == 1
+    assert "more than a year ago" in past.err

@@ -183,6 +183,28 @@ def test_one_field_edited_while_apart_is_a_clash_until_set_again() -> None:
     assert find_conflicts(a.view) == find_conflicts(b.view) == []
 
 
+def test_history_says_whose_return_it_was() -> None:
+    from hearth.ledger.history import history
+
+    a = make_ledger()
+    r = a.add_resource("Gazebo", kind=Kind.SPACE)
+    a.lend(r.id, to=BEN)
+    a.return_(r.id)
+    b = replica(a, author=BEN, seed=2)
+    b.lend(r.id, to=BEN)
+    b.return_(r.id)
+    said = [h.what for h in history(b.view, resource=r.id)]
+    assert sorted(said) == sorted(
+        [
+            "added Gazebo (1)",
+            "lent Gazebo to Ben",
+            "recorded the return of Gazebo from Ben",  # Ada, of Ben's borrowing
+            "took Gazebo",
+            "gave back Gazebo",  # Ben himself
+        ]
+    ), said
+
+
 def test_over_commitment_is_a_conflict() -> None:
     ledger = make_ledger()
     r = ledger.add_resource("Seed potatoes", quantity=Decimal(5), unit="kg")

@@ -120,6 +120,13 @@ def _group_create(args: argparse.Namespace, node: Node) -> int:
     from hearth.ledger.ledger import check_relay_url
 
     relays = [check_relay_url(url) for url in args.relay]
+    same = [g for g in node.groups() if g.name.strip().casefold() == args.name.strip().casefold()]
+    if same and not args.another:
+        raise UsageError(
+            f"You are already in a group called '{same[0].name}': `hearth group use "
+            f"{same[0].id[:8]}` makes it the current one. To start a second group with the "
+            "same name anyway, add --another."
+        )
     group = node.create_group(args.name)
     if relays:
         with node.change(group.id) as ledger:
@@ -540,6 +547,7 @@ _HANDLERS: dict[str, Handler] = {
     "commitment accept": _commitment_move(CommitmentStatus.ACCEPTED),
     "commitment decline": _commitment_move(CommitmentStatus.DECLINED),
     "commitment fulfil": _commitment_move(CommitmentStatus.FULFILLED),
+    "commitment fulfill": _commitment_move(CommitmentStatus.FULFILLED),
     "commitment cancel": _commitment_move(CommitmentStatus.CANCELLED),
     "history": _history,
     "conflicts": _conflicts,

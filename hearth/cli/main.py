@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a relay the group syncs through (repeatable)",
     )
+    p.add_argument(
+        "--another",
+        action="store_true",
+        help="start it even though you are in a group with that name already",
+    )
     _json_flag(p)
     p = group.add_parser("list", help="list your groups")
     _json_flag(p)
@@ -167,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what")
     p.add_argument("--qty")
     p.add_argument("--unit", default="")
-    p.add_argument("--by", metavar="DATE", help="needed by (2026-12-01, tomorrow, +3d)")
+    p.add_argument(
+        "--by", "--due", dest="by", metavar="DATE", help="needed by (2026-12-01, friday, +3d)"
+    )
     _json_flag(p)
     p = need.add_parser("list", help="list open needs")
     p.add_argument("--all", action="store_true", help="include closed needs")
@@ -185,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="receiver", required=True, metavar="MEMBER")
     p.add_argument("--resource", metavar="ID")
     p.add_argument("--qty")
-    p.add_argument("--due", metavar="DATE")
+    p.add_argument("--due", "--by", dest="due", metavar="DATE", help="by when")
     _json_flag(p)
     p = com.add_parser("list", help="list commitments")
     p.add_argument("--mine", action="store_true", help="only those you give or receive")
@@ -193,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overdue", action="store_true", help="only open ones past their date")
     _json_flag(p)
     for verb in ("accept", "decline", "fulfil", "cancel"):
-        p = com.add_parser(verb, help=f"{verb} a commitment")
+        aliases = ["fulfill"] if verb == "fulfil" else []
+        p = com.add_parser(verb, help=f"{verb} a commitment", aliases=aliases)
         p.add_argument("commitment", metavar="ID")
         _json_flag(p)
 
@@ -240,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p = relay.add_parser("remove", help="stop using a relay")
     p.add_argument("url")
+    p.add_argument("--yes", action="store_true", help="even if it is the group's only relay")
 
     peer = sub.add_parser(
         "peer", help="other members' nodes this one connects to directly"

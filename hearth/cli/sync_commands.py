@@ -65,6 +65,13 @@ def _relay_list(args: argparse.Namespace, node: Node) -> int:
 
 
 def _relay_remove(args: argparse.Namespace, node: Node) -> int:
+    listed = node.view().relays()
+    if listed == [args.url.strip()] and not args.yes:
+        raise UsageError(
+            f"{args.url.strip()} is the group's only relay: without one, members sync only "
+            "on the same network or by file, and invite codes need a `hearth serve --listen`. "
+            "Add another first (`hearth relay add URL`), or add --yes to remove it anyway."
+        )
     with node.change() as ledger:
         ledger.remove_relay(args.url)
     print(f"The group no longer syncs through {args.url.strip()}.")

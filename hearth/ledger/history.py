@@ -93,6 +93,7 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
                             at=int(edit["at"]), by=str(edit.get("by", "")), what=what, entry=rid
                         )
                     )
+    borrower_of = {e.id: e.to for e in events if e.action is Action.LEND}  # lend id -> borrower
     for event in events:
         if resource and event.resource != resource:
             continue
@@ -105,7 +106,18 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
             taken = event.to == event.by  # a member borrowing it themselves
             what = f"took {thing}{until}" if taken else f"lent {thing} to {name(event.to)}{until}"
         elif event.action is Action.RETURN:
-            what = f"recorded the return of {thing}"
+            lenders = sorted(
+                {
+                    name(borrower_of[c])
+                    for c in event.closes
+                    if c in borrower_of and borrower_of[c] != event.by
+                }
+            )
+            what = f"recorded the return of {thing}" + (
+                f" from {' and '.join(lenders)}" if lenders else ""
+            )
+            if not lenders and any(borrower_of.get(c) == event.by for c in event.closes):
+                what = f"gave back {thing}"
         elif event.action is Action.GIVE:
             what = f"gave {amount} of {thing} to {name(event.to)}"
         else:
