@@ -99,7 +99,14 @@ async def fill_form(pilot: Pilot[None], **values: str) -> None:
         else:
             assert isinstance(field, Input)
             field.value = value
-    await pilot.click("#ok")
+    # Enter in a text field saves as the OK button does (a second click on the button
+    # within its 0.2 s press effect would be ignored, as a double click is).
+    inputs = screen.query(Input)
+    if inputs:
+        inputs.last().focus()
+        await pilot.press("enter")
+    else:
+        await pilot.click("#ok")
     await pilot.pause()
 
 
@@ -245,7 +252,7 @@ async def test_a_promise_from_proposed_to_done_and_overdue_marked(ada: Node) -> 
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4", "a")
         await pilot.pause()
-        await fill_form(pilot, what="Bring the compost", due="2026-01-01")
+        await fill_form(pilot, what="Bring the compost", due="2027-01-01")
         assert ada.view().commitments() == []  # nobody chosen: nothing promised
         await fill_form(pilot, giver=ada.identity.member_id, receiver=ben_id(ada))
         (promise,) = ada.view().commitments()
@@ -756,7 +763,7 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
 async def test_promises_declined_cancelled_after_asking_and_shown_by_filter(ada: Node) -> None:
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
-        for what, due in (("Bring the compost", "2026-01-01"), ("Mend the fence", "+7d")):
+        for what, due in (("Bring the compost", "2027-01-01"), ("Mend the fence", "+7d")):
             await pilot.press("4", "a")
             await pilot.pause()
             await fill_form(
@@ -832,3 +839,20 @@ async def test_enter_or_escape_leaves_the_search_with_the_rows_it_found(ada: Nod
             await pilot.pause()
             assert app.query_one("#tabs", TabbedContent).active == "needs"
             app.query_one("#resource-search", Input).value = ""
+
+
+async def test_a_relay_is_added_from_the_app_and_a_bad_address_is_shown_in_the_form(
+    ada: Node,
+) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_add_relay()
+        await pilot.pause()
+        form = app.screen
+        await fill_form(pilot, url="127.0.0.1:8765")
+        assert app.screen is form
+        assert "not a relay address" in str(form.query_one("#form-error", Static).content)
+        await fill_form(pilot, url="ws://127.0.0.1:8765")
+        assert app.screen is not form, str(form.query_one("#form-error", Static).content)
+    assert ada.view().relays() == ["ws://127.0.0.1:8765"]

@@ -29,7 +29,7 @@ from hearth import members, neighbours
 from hearth.errors import HearthError
 from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
-from hearth.ledger.ledger import Ledger
+from hearth.ledger.ledger import Ledger, check_relay_url
 from hearth.ledger.model import CommitmentStatus, Kind
 from hearth.node import Node
 from hearth.present import describe_resource, device_name
@@ -461,6 +461,7 @@ class HearthApp(App[None]):
             ("Add a need", "Say what you or someone needs", self.action_add_need),
             ("New promise", "Record who will give what to whom", self.action_add_promise),
             ("Invite someone", "A code to read out to a new member", self.action_invite),
+            ("Add a relay", "A relay the group syncs and meets through", self.action_add_relay),
             (
                 "Offer to neighbours",
                 "Share some of a resource with neighbour groups",
@@ -932,13 +933,28 @@ class HearthApp(App[None]):
             return
         self.push_screen(
             DetailScreen(
-                "The group has no relay to meet through, so here is a one-use token instead.\n"
+                "The group has no relay to meet through, so here is a one-use token instead "
+                "(with a relay, an invite is a short code to read out: ctrl+p, Add a relay).\n"
                 "Give it to the new member privately (it lets them in once, for a day):\n\n"
                 f"{token}\n\nThey run: hearth join '<the text above>' --name THEIR-NAME\n"
                 "(copied with the frame and line breaks is fine, inside the quotes)"
             )
         )
         self.redraw()
+
+    def action_add_relay(self) -> None:
+        """List a relay the group syncs through (what `hearth relay add` does)."""
+
+        def save(v: dict[str, str]) -> None:
+            url = check_relay_url(v["url"])
+            self.change(lambda ledger: ledger.add_relay(url), f"The group now syncs through {url}.")
+
+        self.ask(
+            "Add a relay",
+            [Field("url", "Its address", placeholder="ws://relay.example.org:8765")],
+            save,
+            ok="Add",
+        )
 
     # --- neighbours ---------------------------------------------------------------------
 
