@@ -450,15 +450,31 @@ class State:
             if r.status == "accepted"
         ]
 
+    def left(self, offer_id: str) -> Decimal:
+        """How much of an offer is still to be had: what was offered less what accepted
+        requests took."""
+        offer = self.offers[offer_id]
+        taken = sum(
+            (
+                r.quantity
+                for r in self.requests.values()
+                if r.offer == offer_id and r.status == "accepted"
+            ),
+            Decimal(0),
+        )
+        return max(offer.quantity - taken, Decimal(0))
+
     def open_offers(self, now_ms: int) -> list[Offer]:
-        """Offers neither withdrawn nor expired, from groups still in."""
+        """Offers neither withdrawn, expired nor all taken, from groups still in; each
+        with ``quantity`` what is left of it."""
         return sorted(
             (
-                o
+                replace(o, quantity=self.left(o.id))
                 for o in self.offers.values()
                 if not o.withdrawn
                 and (o.until is None or o.until > now_ms)
                 and o.group in self.groups
+                and self.left(o.id) > 0
             ),
             key=lambda o: (o.group_name.casefold(), o.what.casefold(), o.id),
         )

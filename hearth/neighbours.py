@@ -50,7 +50,7 @@ from hearth.neighbourhood import (
 from hearth.node import Node
 from hearth.protocol import codec
 from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, seal_bundle
-from hearth.values import check_text
+from hearth.values import check_text, format_quantity
 
 __all__ = [
     "STANDINGS",
@@ -887,8 +887,12 @@ def request(
         raise UsageError("That is your own group's offer.")
     if offer.withdrawn or (offer.until is not None and offer.until <= node.clock.now_ms()):
         raise UsageError(f"{offer.group_name} no longer offers {offer.what}.")
-    if quantity > offer.quantity:
-        raise UsageError(f"{offer.group_name} offers {offer.quantity} {offer.unit}, not more.")
+    left = state(node, membership).left(offer.id)
+    if quantity > left:
+        raise UsageError(
+            f"{offer.group_name} has {format_quantity(left)} {offer.unit} of {offer.what} "
+            "left to offer, not more.".replace("  ", " ")
+        )
     note = check_text(note, "note", empty_ok=True)
     fields: dict[str, codec.Value] = {
         "op": "request",
@@ -1001,6 +1005,7 @@ def reconcile(node: Node, group_id: str) -> int:
                         giving=giving,
                         resource=offer.resource if giving else "",
                         quantity=item.quantity,
+                        unit=offer.unit,
                     )
                 made += 1
             status = node.view(group_id).commitment(key).status

@@ -22,9 +22,10 @@ def amount(quantity: object, unit: str) -> str:
 
 
 def commitment_amount(view: LedgerView, c: Commitment) -> str:
-    """A commitment's quantity in its resource's unit (``4 bags``), or empty."""
+    """A commitment's quantity in its resource's unit (``4 bags``), or in the unit it
+    records itself (a neighbour group's handoff to us), or empty."""
     raw = view.tables["resources"].get(c.resource) if c.resource else None
-    unit = raw.get("unit") if raw else ""
+    unit = raw.get("unit") if raw else view.tables["commitments"].get(c.id, {}).get("unit")
     return amount(c.quantity, unit if isinstance(unit, str) else "")
 
 

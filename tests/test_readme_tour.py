@@ -322,6 +322,13 @@ TOUR: list[Step] = [
         run=_accept_and_note_the_commitment,
     ),
     Step("ada", "hearth commitment fulfil 9c1e", ("fulfilled",)),
+    Step(
+        "cleo",
+        "hearth commitment list",
+        ("Compost from Elm Street Tools", "2 bags"),
+        before=_sync("ada", "cleo"),
+    ),
+    Step("ada", "hearth offer list", ("3 bags",)),
 ]
 
 

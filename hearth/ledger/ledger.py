@@ -671,10 +671,12 @@ class Ledger:
         giving: bool,
         resource: str = "",
         quantity: Decimal | None = None,
+        unit: str = "",
     ) -> Commitment:
         """Record an accepted neighbourhood request as an accepted commitment between one
         of our members and a neighbour group; keyed by the request, so recording it twice
-        (two members' devices at once) writes the same entry."""
+        (two members' devices at once) writes the same entry. ``unit`` is the offer's (the
+        receiving group has no resource of its own to take it from)."""
         existing = self.view.tables["commitments"].get(handoff)
         if existing is not None:
             return self.view.commitment(handoff)
@@ -690,6 +692,8 @@ class Ledger:
             fields["resource"] = self._live_resource(resource).id
         if quantity is not None:
             fields["qty"] = str(quantity)
+        if unit:
+            fields["unit"] = check_text(unit, "unit", limit=30, empty_ok=True)
         now = self._clock.now_ms()
         accepted: Fields = {"from": "proposed", "to": "accepted", "by": self.author, "at": now}
         with self._edit() as w:
