@@ -15,8 +15,9 @@ from hearth.errors import NotAuthorized, NotFound, UsageError
 from hearth.ledger.model import Member, Role
 from hearth.node import Node
 from hearth.rotation import rotate, rotation_due
+from hearth.values import format_date
 
-__all__ = ["demote", "leave", "promote", "remove_device", "remove_member"]
+__all__ = ["demote", "leave", "promote", "remove_device", "remove_member", "standing_note"]
 
 
 def _admin(node: Node, group_id: str, doing: str) -> None:
@@ -134,3 +135,30 @@ def leave(node: Node, group_id: str) -> None:
     cutoffs[mine] = cutoffs.get(mine, 0) + 1  # the bundle that says so is the last one
     with node.change(group_id) as ledger:
         ledger.leave(cutoffs)
+
+
+def standing_note(node: Node, group_id: str) -> str:
+    """What a member taken out of a group (or who left it) must be told when they sync or
+    ask for the status: that they are out, and what that means; empty while they are in."""
+    view = node.view(group_id)
+    me = node.identity.member_id
+    raw = view.tables["members"].get(me, {})
+    status = view.member(me).status if me in view.tables["members"] else "active"
+    if status == "active":
+        return ""
+    mark = raw.get(status)
+    by = mark.get("created_by") if isinstance(mark, dict) else None
+    at = mark.get("created_at") if isinstance(mark, dict) else None
+    when = f" on {format_date(at)}" if isinstance(at, int) else ""
+    if status == "left":
+        return (
+            f"You left '{view.group_name}'{when}: you see nothing new there, and what you "
+            "write there does not count."
+        )
+    who = f" by {view.member_name(by)}" if isinstance(by, str) and by != me else ""
+    return (
+        f"You were removed from '{view.group_name}'{who}{when}: the group has a new key you "
+        "do not have, so you see nothing new, and what you write there no longer counts. "
+        "Ask one of its admins if this is a mistake; `hearth export` keeps a copy of what "
+        "you can still read."
+    )

@@ -65,15 +65,21 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
             return
         again = {ref for h in gone if h in mine for ref in mine[h]} - tainted
         written = node.write_again(group_id, again, before)
-        note = (
-            f"{counted(len(dropped), 'change')} by a removed device after its removal "
-            f"{'was' if len(dropped) == 1 else 'were'} taken back out, with "
-            f"{len(gone - dropped)} built on them"
+        was = "was" if len(dropped) == 1 else "were"
+        whose = (
+            "you made after you were removed"
+            if device == node.identity.device_key.public
+            else "made on a device after it was removed"
         )
+        note = f"{counted(len(dropped), 'change')} {whose} did not count and {was} taken back out"
+        built = len(gone - dropped)
+        if built:
+            on = "it" if len(dropped) == 1 else "them"
+            note += f", with {counted(built, 'change')} built on {on}"
         if written:
             note += f"; {written} of your entries were written again"
         notice(node, "removal", note)
-    log.warning("%s", note)
+    log.info("%s", note)  # the member reads it in `hearth status`, in words
 
 
 def opened(node: Node, stored: StoredBundle) -> Inner | None:
@@ -175,11 +181,11 @@ def equivocated(
     return True
 
 
-def removal_notices(node: Node) -> list[tuple[int, str]]:
+def removal_notices(node: Node, *, since_ms: int | None = None) -> list[tuple[int, str]]:
     """(when, what) of changes taken back out after late removals or a device's
-    equivocation, newest first: what a member is told when some of the ledger, maybe their
-    own edits, did not count."""
-    since = node.clock.now_ms() - NOTICE_DAYS * 86_400_000
+    equivocation, newest first (of the last month, or since ``since_ms``): what a member
+    is told when some of the ledger, maybe their own edits, did not count."""
+    since = node.clock.now_ms() - NOTICE_DAYS * 86_400_000 if since_ms is None else since_ms
     rows = node.store.query(
         "SELECT at, reason FROM rejections WHERE source IN ('removal', 'equivocation') "
         "AND at >= ? ORDER BY at DESC",

@@ -197,3 +197,25 @@ def test_a_relay_freezes_the_old_topic_after_a_removal(tmp_path: Path) -> None:
         assert len(relay_envelopes(relay)) == before
     finally:
         relay.kill()
+
+
+@pytest.mark.process
+def test_a_removed_member_is_told_so_when_they_sync_and_in_status(
+    tmp_path: Path, relay: Relay
+) -> None:
+    ada = group_at(tmp_path, relay.url)
+    token = ada("invite", "--token").out.strip()
+    ada("sync")
+    ben = Cli(tmp_path / "ben")
+    ben("join", token, "--name", "Ben")
+    ada("sync")
+    ada("member", "remove", "Ben", "--yes")
+    ada("sync")
+    ben("resource", "add", "Ben's saw")  # written after his removal, before he knows
+    synced = ben("sync")
+    assert "You were removed from 'Orchard' by Ada" in synced.out
+    assert "1 change you made after you were removed did not count" in synced.out
+    status = ben("status")
+    assert "You were removed from 'Orchard' by Ada" in status.out
+    assert "WARNING" not in synced.err + status.err
+    assert "You were removed" not in ada("status").out

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hearth import bundle_file, membership, neighbours
+from hearth import bundle_file, members, membership, neighbours
 from hearth.alerts import admin_alerts
 from hearth.cli.commands import emit
 from hearth.cli.files import write_file
@@ -173,6 +173,7 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than zero seconds.")
     groups = [g.id for g in node.groups()] if args.all else [node.current_group().id]
+    started = node.clock.now_ms()
     reports = sync_now(node, groups, timeout=args.timeout)
     if not reports:
         raise TransportError(
@@ -193,6 +194,11 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
             lines.append(f"{r.url}: not reached — {r.error}")
     sent = sum(r.sent for r in reports)
     lines.append(f"Sent {counted(sent, 'bundle')} and received {data['received']}.")
+    out = [note for g in groups if (note := members.standing_note(node, g))]
+    for at, what in removal_notices(node, since_ms=started):
+        out.append(f"{what} ({format_time(at)}).")
+    lines += out
+    data["told"] = out
     emit(args, data, "\n".join(lines))
     if not any(r.ok for r in reports):
         if not args.json:
@@ -295,7 +301,9 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         "damaged": [{"source": d.source, "count": d.count, "last_at": d.last_at} for d in damaged],
         "joining": joining,
     }
-    lines = [f"{group.name}:"]
+    standing = members.standing_note(node, group.id)
+    data["standing"] = standing
+    lines = [f"{group.name}:"] + ([f"  {standing}"] if standing else [])
     if joining:
         lines.append(f"  {joining}")
     for kind, links in (("relay", relays), ("peer", peers)):
