@@ -228,6 +228,14 @@ def _note_request(tour: Tour) -> None:
     tour.noted["9c1e"] = requests[0]["id"][:4]
 
 
+def _status_counts_the_unsent_offer(tour: Tour) -> None:
+    """Unshown: `status` counts what the next sync sends to the neighbourhood too."""
+    said = tour("ada")("status").out
+    assert re.search(
+        r"[1-9]\d* bundles? waiting to go out \([1-9]\d* for the neighbourhood\)", said
+    ), said
+
+
 def _cleo_sees_the_offer(tour: Tour) -> None:
     tour("ada")("sync")
     tour("cleo")("sync")
@@ -312,7 +320,12 @@ TOUR: list[Step] = [
     ),
     Step("ada", "hearth resource edit Compost --shareable", ("Updated Compost",)),
     Step("ada", "hearth offer add Compost --qty 5 --until +2w", ("Compost",)),
-    Step("ada", "hearth offer list", ("Compost", "Elm Street Tools")),
+    Step(
+        "ada",
+        "hearth offer list",
+        ("Compost", "Elm Street Tools"),
+        before=_status_counts_the_unsent_offer,
+    ),
     Step("cleo", "hearth request compost --qty 2", ("Compost",), before=_cleo_sees_the_offer),
     Step("ada", "hearth request list", ("Riverside",), before=_note_request),
     Step(

@@ -268,6 +268,14 @@ def _status(args: argparse.Namespace, node: Node) -> int:
             "last_sync": last_ok,
             "last_error": error,
             "waiting_to_send": waiting_for(node.store, url, group.id, peer=peer),
+            # Records for the group's neighbourhoods go out through its relays too.
+            "neighbourhood_waiting": 0
+            if peer
+            else sum(
+                len(records)
+                for hood in neighbours.memberships(node, group.id)
+                for records in neighbours.outgoing(node, hood, url).values()
+            ),
         }
         if peer:
             found["device"] = whose_device(peer_device(node.store, url))
@@ -313,9 +321,11 @@ def _status(args: argparse.Namespace, node: Node) -> int:
                 "reachable" if r["reachable"] else f"not reached ({r['last_error'] or 'not tried'})"
             )
             who = f" ({r['device']})" if r.get("device") else ""
+            hood = int(str(r["neighbourhood_waiting"]))
             lines.append(
                 f"  {kind} {r['url']}{who}: {state}; last synced {when}; "
-                f"{counted(int(str(r['waiting_to_send'])), 'bundle')} waiting to go out"
+                f"{counted(int(str(r['waiting_to_send'])) + hood, 'bundle')} waiting to go out"
+                + (f" ({hood} for the neighbourhood)" if hood else "")
             )
     if not relays:
         lines.append("  no relays: `hearth relay add ws://HOST:PORT`")
