@@ -856,3 +856,20 @@ async def test_a_relay_is_added_from_the_app_and_a_bad_address_is_shown_in_the_f
         await fill_form(pilot, url="ws://127.0.0.1:8765")
         assert app.screen is not form, str(form.query_one("#form-error", Static).content)
     assert ada.view().relays() == ["ws://127.0.0.1:8765"]
+
+
+async def test_the_overviews_due_lists_loans_and_needs_too(ada: Node) -> None:
+    day = 86_400_000
+    with ada.change() as ledger:
+        ladder = ledger.view.find("resources", "Ladder")
+        ledger.lend(ladder, to="Ben", until=NOW + 3 * day)
+        ledger.add_need("Seed trays", by=NOW + 2 * day)
+        ledger.add_need("Twine", by=NOW - day)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        due = str(app.query_one("#due", Static).content)
+    assert "OVERDUE  Twine needed by Ada" in due
+    assert "Seed trays needed by Ada" in due
+    assert "Ladder back from Ben" in due
+    assert due.index("Seed trays") < due.index("Ladder")  # soonest first

@@ -205,13 +205,29 @@ class Overview(VerticalScroll):
     def _commitments_and_recent(self, snap: Snapshot) -> None:
         view, now = snap.view, snap.now_ms
         open_ones = [c for c in view.commitments() if c.status.is_open]
-        overdue = [c for c in open_ones if _overdue(c, now)]
-        soon = [c for c in open_ones if c.due is not None and now <= c.due < now + WEEK_MS]
+        # Promises, loans and needs with a date, the late ones first.
+        dated = [(c.due, self._line(view, c)) for c in open_ones if c.due is not None]
+        dated += [
+            (
+                r.lent_until,
+                f"{r.name} back from {' & '.join(view.member_name(m) for m in r.lent_to)}",
+            )
+            for r in view.resources()
+            if r.lent_to and r.lent_until is not None
+        ]
+        dated += [
+            (n.by, f"{n.what} needed by {view.member_name(n.created_by)}")
+            for n in view.needs()
+            if n.status is NeedStatus.OPEN and n.by is not None
+        ]
+        dated.sort()
+        overdue = [line for when, line in dated if when < now]
+        soon = [(when, line) for when, line in dated if now <= when < now + WEEK_MS]
         due = Text("Due\n", style="bold")
-        for c in overdue:
-            due.append(f"  OVERDUE  {self._line(view, c)}\n", style="red")
-        for c in soon:
-            due.append(f"  {format_date(c.due or 0)}  {self._line(view, c)}\n")
+        for line in overdue:
+            due.append(f"  OVERDUE  {line}\n", style="red")
+        for when, line in soon:
+            due.append(f"  {format_date(when)}  {line}\n")
         if not overdue and not soon:
             due.append("  Nothing due this week.\n", style="dim")
         self.query_one("#due", Static).update(due)
