@@ -873,3 +873,23 @@ async def test_the_overviews_due_lists_loans_and_needs_too(ada: Node) -> None:
     assert "Seed trays needed by Ada" in due
     assert "Ladder back from Ben" in due
     assert due.index("Seed trays") < due.index("Ladder")  # soonest first
+
+
+def test_a_relay_that_failed_since_it_last_answered_is_not_up_to_date(ada: Node) -> None:
+    from tui.state import sync_state
+
+    now = NOW + 120_000
+    with ada.change() as ledger:
+        ledger.add_relay("ws://127.0.0.1:9")
+    ada.store.run(
+        "INSERT INTO sync_log(url, last_ok, last_attempt, last_error) VALUES (?, ?, ?, ?)",
+        ("ws://127.0.0.1:9", now - 60_000, now - 60_000, None),
+    )
+    assert sync_state(ada, ada.current_group().id, now).words.startswith("Up to date as of")
+    ada.store.run(
+        "UPDATE sync_log SET last_attempt = ?, last_error = ? WHERE url = ?",
+        (now - 5_000, "nothing answers at that address", "ws://127.0.0.1:9"),
+    )
+    state = sync_state(ada, ada.current_group().id, now)
+    assert state.words.startswith("Offline (last shared")
+    assert not state.online

@@ -55,19 +55,27 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
         )
     waiting = min(waiting_for(node.store, url, group_id, peer=peer) for url, peer in links)
     rows = node.store.query(
-        "SELECT MAX(last_ok), MAX(last_attempt) FROM sync_log WHERE url IN "  # noqa: S608
+        "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url IN "  # noqa: S608
         f"({', '.join('?' for _ in links)})",
         tuple(url for url, _ in links),
     )
-    last_ok, last_attempt = rows[0] if rows else (None, None)
-    if last_ok is not None and now_ms - int(last_ok) < RECENT_MS:
-        words = f"Up to date as of {format_time(int(last_ok))}"
+    oks = [int(ok) for ok, _, _ in rows if ok is not None]
+    last_ok = max(oks) if oks else None
+    # Up to date only through a link whose latest try worked, and recently: a relay that
+    # answered two minutes ago and has failed since is not "up to date".
+    reached = [
+        int(ok)
+        for ok, attempt, error in rows
+        if ok is not None and not error and now_ms - int(ok) < RECENT_MS
+    ]
+    if reached:
+        words = f"Up to date as of {format_time(max(reached))}"
         online = True
-    elif last_attempt is None:
+    elif not any(attempt is not None for _, attempt, _ in rows):
         words = "Connecting…"
         online = False
     else:
-        since = f" (last shared {format_time(int(last_ok))})" if last_ok else ""
+        since = f" (last shared {format_time(last_ok)})" if last_ok else ""
         words = f"Offline{since}"
         online = False
     return SyncState(words, waiting, gaps, online, taken_back, broken, joining)
