@@ -1,9 +1,10 @@
 """Keeping this relay linked to the peer relays its operator listed (DESIGN §6).
 
 One task per peer address dials it, runs the link (``relay/links.py``) until it drops and
-dials again with a growing, jittered delay. What flows over a link — who proves what, which
-bundles go which way — is decided by :class:`~relay.core.RelayCore`; the other relay must
-list this one's id in its ``accept_peers``.
+dials again with a growing, jittered delay, whatever ended the link. What flows over a link
+— who proves what, which bundles go which way — is decided by
+:class:`~relay.core.RelayCore`: the relay that answers must prove the id listed with its
+address, and must list this one's id in its ``accept_peers``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from relay.config import peer_address
 from relay.links import CONFIG, CORE, Link, run_link
 
 __all__ = ["keep_peers_linked"]
@@ -33,7 +35,10 @@ def keep_peers_linked(app: web.Application) -> None:
     """Dial every configured peer once the app starts; stop before clients are closed."""
 
     async def start(app: web.Application) -> None:
-        app[_TASKS] = [asyncio.create_task(_keep_linked(app, url)) for url in app[CONFIG].peers]
+        app[_TASKS] = [
+            asyncio.create_task(_keep_linked(app, *peer_address(entry)))
+            for entry in app[CONFIG].peers
+        ]
 
     async def stop(app: web.Application) -> None:
         for task in app[_TASKS]:
@@ -46,7 +51,7 @@ def keep_peers_linked(app: web.Application) -> None:
     app.on_shutdown.insert(0, stop)
 
 
-async def _keep_linked(app: web.Application, url: str) -> None:
+async def _keep_linked(app: web.Application, url: str, relay_id: bytes) -> None:
     config, core = app[CONFIG], app[CORE]
     delay = _FIRST_RETRY_S
     timeout = aiohttp.ClientTimeout(total=None, connect=10.0)
@@ -64,7 +69,9 @@ async def _keep_linked(app: web.Application, url: str) -> None:
             else:
                 client = id(ws)
                 log.info("linking with peer relay %s", url)
-                await run_link(app, client, Link(ws=ws, ip=f"peer {url}"), core.dial(client, url))
+                await run_link(
+                    app, client, Link(ws=ws, ip=f"peer {url}"), core.dial(client, url, relay_id)
+                )
                 log.info("link with peer relay %s closed", url)
             if time.monotonic() - started > _STEADY_S:
                 delay = _FIRST_RETRY_S

@@ -174,7 +174,12 @@ class PeeringSimulation:
         link = PeerLink(dialer, acceptor, self._client(), self._client())
         self.links[edge] = link
         assert self.relays[acceptor].admit(link.client_at_acceptor, f"10.1.{dialer}.1")
-        self._carry(dialer, self.relays[dialer].dial(link.client_at_dialer, f"relay {acceptor}"))
+        self._carry(
+            dialer,
+            self.relays[dialer].dial(
+                link.client_at_dialer, f"relay {acceptor}", self.identities[acceptor].public
+            ),
+        )
         self.trace.append(f"link {edge}")
 
     def link_down(self, edge: tuple[int, int]) -> None:
