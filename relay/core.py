@@ -314,6 +314,14 @@ class RelayCore:
             self.reject("bad_frame", state.ip)
             code = CLOSE_TOO_BIG if isinstance(exc, FrameTooBig) else CLOSE_PROTOCOL
             return [CloseClient(client, code, str(exc))]
+        except StorageError as exc:
+            # The store rolled back its open batch: every bundle staged in it is refused
+            # (peer links closed, to send again), and this connection closed too.
+            log.warning("store failed: %s", exc)
+            out = self._fail_batch()
+            if not any(isinstance(o, CloseClient) and o.client == client for o in out):
+                out.append(CloseClient(client, CLOSE_POLICY, "the relay could not go on; retry"))
+            return out
 
     def _handle(self, client: int, state: _Client, frame: Frame) -> list[Output]:
         config = self.config

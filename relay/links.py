@@ -84,6 +84,7 @@ class Link:
         transport = self.transport
         if (
             self.outbox
+            or not isinstance(self.ws, web.WebSocketResponse)  # a client's frames are masked
             or self._more is None
             or self._more.done()
             or self.ws.closed
@@ -142,12 +143,16 @@ async def run_link(app: web.Application, client: int, link: Link, opening: list[
         told = core.gone(client)
         app[LINKS].pop(client, None)
         await carry_out(app, told)
-        link.put(None)
-        if link.closing is None and not link.ws.closed:
-            cut(link, 1000, "")
-        if link.closing is not None:
-            await link.closing
-        await writer
+        # Torn down whole, however it ended (a failed heartbeat closes the WebSocket but not
+        # always its socket): the socket dropped, and the writer, which may wait on a send
+        # the other side never reads, given until the socket is gone.
+        cut(link, 1000, "")
+        assert link.closing is not None
+        await link.closing
+        try:
+            await asyncio.wait_for(writer, CLOSE_GRACE_S)
+        except asyncio.TimeoutError:
+            log.warning("a link's writer did not stop; it was cancelled")
 
 
 def cut(link: Link, code: int, reason: str) -> None:
@@ -297,6 +302,10 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
                     await _send(link, core.encode(client, item))
     except (ConnectionError, HearthError) as exc:
         app[CORE].say("writer stopped", link.ip, shown(str(exc)))
+        cut(link, CLOSE_POLICY, "the relay could not go on")
+    except Exception:  # a bug here must end this link, not leave it open and mute
+        log.exception("a link's writer failed")
+        cut(link, CLOSE_POLICY, "the relay could not go on")
 
 
 async def _send_delivery(core: RelayCore, client: int, link: Link, frame: Deliver) -> None:

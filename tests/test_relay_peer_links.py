@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from hearth.crypto import SigningKey
-from hearth.errors import ConfigError
+from hearth.errors import ConfigError, StorageError
 from hearth.protocol.bundle import registration_proof
-from hearth.protocol.connection import CLOSE_POLICY
+from hearth.protocol.connection import CLOSE_POLICY, CLOSE_PROTOCOL
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
     Deliver,
@@ -210,3 +210,29 @@ def test_the_relay_identity_is_kept_and_a_damaged_one_is_named(tmp_path: Path) -
     (tmp_path / "relay.key").write_bytes(b"short")
     with pytest.raises(ConfigError, match="damaged"):
         load_or_create(tmp_path)
+
+
+def test_a_cursor_no_store_holds_is_a_protocol_error_and_leaves_no_transaction_open() -> None:
+    core = acceptor()
+    handshake(core)
+    [closed] = delivered(core, 1, ENVELOPES[0], 2**63)
+    assert isinstance(closed, CloseClient)
+    assert closed.code == CLOSE_PROTOCOL
+    assert core.store.peer_cursor(DIALER.public) == 0
+    store = SqliteStore(Path(":memory:"))  # and the store itself, asked to keep one
+    with pytest.raises(StorageError):
+        store.set_peer_cursor(DIALER.public, 2**63)
+    assert not store._db.in_transaction
+
+
+class _ReadFails(SqliteStore):
+    def peer_cursor(self, peer: bytes) -> int:
+        raise StorageError("The relay could not read a peer's progress (disk I/O error).")
+
+
+def test_a_store_failure_on_a_peer_link_closes_that_link_and_nothing_else() -> None:
+    config = RelayConfig(accept_peers=(DIALER.public.hex(),))
+    core = RelayCore(config, _ReadFails(Path(":memory:")), clock=lambda: 0.0)
+    [closed] = handshake(core)
+    assert isinstance(closed, CloseClient)
+    assert closed.code == CLOSE_POLICY

@@ -1,0 +1,145 @@
+"""A real relay process dialing a peer relay that lies (``tests/hostile_peer.py``): it claims
+another relay's id, sends numbers no store holds, stops reading. Each time the relay
+refuses or cuts that link, says so, and dials again — the dial loop never ends — and a cut
+link leaves no socket behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hearth.crypto import SigningKey
+from hearth.protocol.connection import CLOSE_PROTOCOL
+from hearth.protocol.frames import Deliver, Mirror
+from tests.hostile_peer import HostileLink, HostilePeer, idle, publish, run_against
+from tests.peering_simulation import make_pool
+from tests.test_relay_peering import metric
+from tests.test_sync_processes import Relay, start_relay
+
+pytestmark = pytest.mark.process
+
+[(KEYS, ENVELOPES)] = make_pool(groups=1, per_group=3)
+# Bundles of 512 KiB: 24 of them fill the sockets' buffers of a link that is not read.
+[(BIG_KEYS, BIG_ENVELOPES)] = make_pool(groups=1, per_group=24, extra_bytes=512 * 1024, seed=3)
+SETTINGS = """[relay]
+send_stall_s = 1.0
+publish_burst = 1000
+publish_per_s = 1000.0
+"""
+
+
+async def until(check: Callable[[], bool], seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def dialing(tmp_path: Path) -> Iterator[Callable[[HostilePeer], Relay]]:
+    """A relay that dials the hostile peer given (its address taken first)."""
+    started: list[Relay] = []
+
+    def start(peer: HostilePeer) -> Relay:
+        config = tmp_path / "relay.toml"
+        config.write_text(SETTINGS)
+        relay = start_relay(tmp_path / "relay", config=config, extra=["--peer", peer.bind()])
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.kill(signal.SIGTERM)
+
+
+def log_of(relay: Relay) -> str:
+    return (relay.data / "relay.log").read_text()
+
+
+def descriptors(relay: Relay) -> int:
+    return len(os.listdir(f"/proc/{relay.proc.pid}/fd"))
+
+
+def test_a_relay_claiming_another_relays_id_is_refused_and_logged(
+    dialing: Callable[[HostilePeer], Relay],
+) -> None:
+    honest = SigningKey.generate()
+    peer = HostilePeer(claim=honest.public)  # signs with its own key, not the honest one's
+    relay = dialing(peer)
+
+    async def test() -> None:
+        assert await until(lambda: peer.dials >= 2), "the relay stopped dialing"
+        assert peer.proven == 0, "the relay proved itself to (and mirrored with) a liar"
+        assert all(link.ws.close_code is not None for link in peer.links[:1])
+
+    run_against(peer, test)
+    assert "peer relay refused" in log_of(relay)
+    assert f"not {honest.public.hex()[:16]}" not in log_of(relay)  # the id was right...
+    assert "proof that does not verify" in log_of(relay)  # ...and its proof was not
+    assert metric(relay, "hearth_relay_peer_links") == 0
+
+
+def _sends_a_cursor_no_store_holds(number: int) -> Callable[[HostileLink], object]:
+    async def lie(link: HostileLink) -> None:
+        assert isinstance(await link.read_frame(), Mirror)
+        await link.send(Deliver(topic=KEYS.topic, cursor=2**63, envelope=ENVELOPES[0]))
+        await link.read_until_closed()
+
+    return lie if number == 1 else idle
+
+
+def test_a_cursor_too_big_for_any_store_closes_the_link_which_is_dialed_again(
+    dialing: Callable[[HostilePeer], Relay],
+) -> None:
+    peer = HostilePeer(script=_sends_a_cursor_no_store_holds)  # type: ignore[arg-type]
+    relay = dialing(peer)
+
+    async def test() -> None:
+        assert await until(lambda: peer.proven >= 2), "the relay never dialed again"
+        assert peer.links[0].ws.close_code == CLOSE_PROTOCOL
+        assert await until(lambda: metric(relay, "hearth_relay_peer_links") == 1)
+
+    run_against(peer, test)
+    log = log_of(relay)
+    assert "too large" in log
+    assert "Traceback" not in log
+
+
+def _stops_reading(number: int) -> Callable[[HostileLink], object]:
+    async def freeze(link: HostileLink) -> None:
+        await link.send(Mirror(after=0))  # send me everything...
+        link.stop_reading()  # ...which it never reads
+        await asyncio.sleep(30)
+
+    return freeze if number == 1 else idle
+
+
+def test_a_peer_that_stops_reading_is_cut_off_whole_and_dialed_again(
+    dialing: Callable[[HostilePeer], Relay],
+) -> None:
+    peer = HostilePeer(script=_stops_reading)  # type: ignore[arg-type]
+    relay = dialing(peer)
+    seen: dict[str, int] = {}
+
+    async def test() -> None:
+        assert await until(lambda: peer.proven >= 1)
+        await asyncio.sleep(0.3)
+        seen["linked"] = descriptors(relay)
+        assert await publish(relay.url, BIG_KEYS, BIG_ENVELOPES) == len(BIG_ENVELOPES)
+        assert await until(lambda: peer.proven >= 2), "the relay never dialed again"
+        await asyncio.sleep(0.3)
+        seen["again"] = descriptors(relay)
+        assert metric(relay, "hearth_relay_peer_links") == 1
+
+    run_against(peer, test)
+    assert seen["again"] == seen["linked"], "the cut link's socket was left open"
+    assert "slow_consumer" in log_of(relay)
