@@ -579,9 +579,16 @@ class RelayCore:
         if not state.peer:
             return self._close(client, "peer_refused", "a peer relay must prove who it is first")
         if isinstance(frame, Mirror):
+            if client in self._mirrors:  # each catch-up reads the whole store: once a link
+                self.reject("peer_mirror_again", state.ip)
+                return [CloseClient(client, CLOSE_PROTOCOL, "mirror is asked once per link")]
             self._mirrors.add(client)
             return [MirrorCatchUp(client, frame.after)]
         if isinstance(frame, Register):
+            out: list[Output] = []
+            if not self._take_token(state):  # a register costs what a bundle does
+                self.metrics.count("hearth_relay_rate_limited_total")
+                out.append(Pause(client, 1.0 / max(self.config.peer_publish_per_s, 1e-3)))
             if not registration_valid(frame.topic, frame.relay_key, frame.proof):
                 self.reject("bad-registration", state.ip)
             elif self.store.topic(frame.topic) is None and self._full() is not None:
@@ -590,7 +597,7 @@ class RelayCore:
                 frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
             ) is (Registered.TAKEN):
                 self.reject("topic-taken", state.ip)
-            return []
+            return out
         if isinstance(frame, Deliver):
             return self._mirrored(client, state, frame)
         if isinstance(frame, CaughtUp):

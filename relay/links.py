@@ -32,6 +32,7 @@ from relay.door import Door
 from relay.logs import shown
 
 __all__ = [
+    "CATCH_UP_COST",
     "CLOSE_GRACE_S",
     "CONFIG",
     "CORE",
@@ -120,6 +121,8 @@ class Link:
 
 
 _DELIVER_OVERHEAD = 128  # a deliver frame's bytes beyond its envelope, at most (and framing)
+CATCH_UP_COST = 4096
+"""What a catch-up waiting in a link's queue counts against its outbound buffer."""
 
 CONFIG = web.AppKey("config", RelayConfig)
 CORE = web.AppKey("core", RelayCore)
@@ -240,6 +243,14 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
         elif isinstance(output, Pause):
             await asyncio.sleep(output.seconds)  # only ever from this link's own reader
         elif isinstance(output, (CatchUp, MirrorCatchUp)):
+            # Each waiting catch-up counts against the outbound buffer too (and its pages
+            # as they are read): a client that asks for catch-ups faster than it reads
+            # them is cut off like one that does not read its deliveries.
+            if link.queued_bytes + CATCH_UP_COST > config.outbound_buffer_bytes:
+                core.reject("slow_consumer", link.ip)
+                cut(link, CLOSE_POLICY, "not reading fast enough")
+                continue
+            link.queued_bytes += CATCH_UP_COST
             link.put(output)
         elif isinstance(output.frame, Deliver):
             frame = output.frame
@@ -294,10 +305,14 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
                 if isinstance(item, Deliver):
                     await _send_delivery(core, client, link, item)
                     link.queued_bytes -= len(item.envelope)
-                elif isinstance(item, CatchUp):
-                    await _catch_up(core, client, link, item)
-                elif isinstance(item, MirrorCatchUp):
-                    await _mirror_catch_up(core, client, link, item)
+                elif isinstance(item, (CatchUp, MirrorCatchUp)):
+                    try:
+                        if isinstance(item, CatchUp):
+                            await _catch_up(core, client, link, item)
+                        else:
+                            await _mirror_catch_up(core, client, link, item)
+                    finally:
+                        link.queued_bytes -= CATCH_UP_COST
                 else:
                     await _send(link, core.encode(client, item))
     except (ConnectionError, HearthError) as exc:

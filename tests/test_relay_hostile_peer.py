@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from hearth.crypto import SigningKey
 from hearth.protocol.connection import CLOSE_PROTOCOL
-from hearth.protocol.frames import Deliver, Mirror
+from hearth.protocol.frames import PROTOCOL_VERSION, Deliver, Hello, Mirror, Subscribe, encode_frame
 from tests.hostile_peer import HostileLink, HostilePeer, idle, publish, run_against
 from tests.peering_simulation import make_pool
 from tests.test_relay_peering import bundle_ids, metric, relay_id
@@ -29,6 +32,7 @@ pytestmark = pytest.mark.process
 [(KEYS, ENVELOPES)] = make_pool(groups=1, per_group=3)
 # Bundles of 512 KiB: 24 of them fill the sockets' buffers of a link that is not read.
 [(BIG_KEYS, BIG_ENVELOPES)] = make_pool(groups=1, per_group=24, extra_bytes=512 * 1024, seed=3)
+HELLO = Hello(versions=[PROTOCOL_VERSION], role="node", agent="test")
 SETTINGS = """[relay]
 send_stall_s = 1.0
 publish_burst = 1000
@@ -60,6 +64,14 @@ def dialing(tmp_path: Path) -> Iterator[Callable[[HostilePeer], Relay]]:
     yield start
     for relay in started:
         relay.kill(signal.SIGTERM)
+
+
+def slow_consumers(relay: Relay) -> float:
+    url = relay.url.replace("ws://", "http://") + "/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    found = re.findall(r'^hearth_relay_rejections_total{reason="slow_consumer"} (\S+)$', text, re.M)
+    return float(found[0]) if found else 0.0
 
 
 def log_of(relay: Relay) -> str:
@@ -211,3 +223,31 @@ def test_a_frozen_peer_relay_is_cut_off_and_linked_again_once_it_runs(tmp_path: 
         b.proc.send_signal(signal.SIGCONT)
         for relay in (a, b):
             relay.kill(signal.SIGTERM)
+
+
+def test_catch_ups_asked_faster_than_read_count_against_the_outbound_buffer(
+    tmp_path: Path,
+) -> None:
+    """A client asks for the same topic's catch-up thousands of times and reads nothing:
+    the waiting catch-ups count against its outbound buffer, which cuts it off long
+    before it stalls for ``send_stall_s``."""
+    config = tmp_path / "relay.toml"
+    config.write_text("[relay]\nsend_stall_s = 60.0\n")
+    relay = start_relay(tmp_path / "relay", config=config)
+
+    async def ask_and_never_read() -> bool:
+        assert await publish(relay.url, BIG_KEYS, BIG_ENVELOPES[:1]) == 1
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(relay.url)
+            await ws.send_bytes(encode_frame(HELLO))
+            await ws.receive(timeout=10)  # welcome; nothing is read after it
+            subscribe = encode_frame(Subscribe(topic=BIG_KEYS.topic, after=0))
+            for _ in range(5000):
+                await ws.send_bytes(subscribe)
+            return await until(lambda: slow_consumers(relay) >= 1, seconds=5)
+
+    try:
+        assert asyncio.run(ask_and_never_read()), "the catch-ups waited without a limit"
+        assert "slow_consumer" in log_of(relay)
+    finally:
+        relay.kill(signal.SIGTERM)

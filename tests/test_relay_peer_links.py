@@ -236,3 +236,32 @@ def test_a_store_failure_on_a_peer_link_closes_that_link_and_nothing_else() -> N
     [closed] = handshake(core)
     assert isinstance(closed, CloseClient)
     assert closed.code == CLOSE_POLICY
+
+
+def test_a_peer_asks_for_one_mirror_catch_up_per_link() -> None:
+    core = acceptor()
+    [ask] = handshake(core)
+    core.encode(1, ask.frame)  # type: ignore[union-attr]
+    assert core.receive(1, encode_frame(Mirror(after=0))) == [MirrorCatchUp(1, 0)]
+    [closed] = core.receive(1, encode_frame(Mirror(after=0)))
+    assert isinstance(closed, CloseClient)
+    assert closed.code == CLOSE_PROTOCOL
+    assert core.metrics.value("hearth_relay_rejections_total", reason="peer_mirror_again") == 1
+
+
+def test_a_peer_registering_faster_than_its_rate_is_read_more_slowly() -> None:
+    core = acceptor(peer_publish_per_s=10.0, peer_publish_burst=2)
+    handshake(core)
+    keys = [k for k, _ in make_pool(groups=4, per_group=1, seed=5)]
+    outputs = [
+        o
+        for k in keys
+        for o in core.receive(
+            1,
+            encode_frame(
+                Register(topic=k.topic, relay_key=k.relay_key.public, proof=registration_proof(k))
+            ),
+        )
+    ]
+    assert [o for o in outputs if isinstance(o, Pause)] == [Pause(1, 0.1), Pause(1, 0.1)]
+    assert core.store.counts()[0] == 4  # slowed, and nothing refused
