@@ -4,6 +4,7 @@ who may change membership, late removals (R6, R8), rival rotations, and order-in
 from __future__ import annotations
 
 import json
+import re
 import random
 import shutil
 import zlib
@@ -543,6 +544,15 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
     doctor = json.loads(cli("doctor", "--json", check=False).out)
     assert any(f["check"].endswith("equivocation") and not f["ok"] for f in doctor)
     assert "Dan (!)" in cli("member", "list").out
+    # What was cut (#24), there and in the sync log, in plain words.
+    assert "1 change it wrote from then on was cut" in alert.what
+    for shown in (cli("conflicts").out, cli("member", "list").out, cli("doctor", check=False).out):
+        assert "was cut" in shown
+    devices = cli("device", "list", "--all").out
+    assert re.search(rf"{alert.device[:8]} .* Dan .*signed twice: cut off", devices), devices
+    log = cli("status").out
+    assert "1 change by a device of Dan that signed two versions of one change" in log
+    assert "removed device" not in log
     with open_node(ada.home, clock=FakeClock()) as again:
         members.remove_device(again, gid, alert.device)
         assert admin_alerts(again, gid) == []
