@@ -4,8 +4,8 @@ who may change membership, late removals (R6, R8), rival rotations, and order-in
 from __future__ import annotations
 
 import json
-import re
 import random
+import re
 import shutil
 import zlib
 from collections.abc import Iterator
