@@ -659,20 +659,23 @@ def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
         node.feeds.rejudge_epoch(group_id, epoch_of(group_id, inner))
         take_epoch_op(node, group_id, inner)
         return
-    batches = decode_changes(inner.payload)
+    by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
+    touched: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    for doc, change, refs in decode_changes(inner.payload):
+        by_doc[doc].append(change)
+        touched[doc] += refs
+    # Who wrote it and whether it must wait are judged before the ledger is touched: a
+    # bundle that waits (the common case while catching up out of order) then leaves the
+    # loaded document as it is, instead of having it loaded again from the store.
+    ledger = node.ledger(group_id)
+    author = author_of(node, group_id, ledger, inner, bundle_id)
+    ready = {doc: _ready(node, group_id, ledger.document(doc), s) for doc, s in by_doc.items()}
     with node.writing(group_id) as ledger:
-        author = author_of(node, group_id, ledger, inner, bundle_id)
-        by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
-        touched: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
         # An actor id the author's card does not list yet: allowed only if this bundle
         # adds it to the author's own card (R8's writing again, under a fresh actor id).
         unlisted: set[bytes] = set()
-        for doc, change, refs in batches:
-            by_doc[doc].append(change)
-            touched[doc] += refs
-        for doc, submitted in by_doc.items():
+        for doc, changes in ready.items():
             document = ledger.document(doc)
-            changes = _ready(node, group_id, document, submitted)
             # Only what goes in: an orphan never does, nor does the actor id it is under
             # (the change listing a fresh actor id can itself be an orphan, R8, and then
             # so is everything written under it — refusing the bundle would stop the
