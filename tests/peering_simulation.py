@@ -208,18 +208,16 @@ class PeeringSimulation:
             return
         edge = self.rng.choice(edges)
         link = self.links[edge]
-        honest, client = (
-            (link.acceptor, link.client_at_acceptor)
-            if link.dialer == liar
-            else (link.dialer, link.client_at_dialer)
-        )
+        victim = link.acceptor if link.dialer == liar else link.dialer
         keys, envelopes = self.pool[0]
-        frame: Frame = self.rng.choice(
-            [Deliver(topic=keys.topic, cursor=2**63, envelope=envelopes[0]), Mirror(after=0)]
-        )
+        lies: list[Frame] = [
+            Deliver(topic=keys.topic, cursor=2**63, envelope=envelopes[0]),
+            Mirror(after=0),
+        ]
+        frame = self.rng.choice(lies)
         queue = link.to_acceptor if link.dialer == liar else link.to_dialer
         queue.append(encode_frame(frame))  # in order after what it sent before
-        self.trace.append(f"r{liar} lies to r{honest}: {frame.TYPE}")
+        self.trace.append(f"r{liar} lies to r{victim}: {frame.TYPE}")
 
     def link_up(self, edge: tuple[int, int]) -> None:
         if edge in self.links:

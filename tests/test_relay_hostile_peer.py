@@ -21,8 +21,16 @@ import pytest
 
 from hearth.crypto import SigningKey
 from hearth.protocol.connection import CLOSE_PROTOCOL
-from hearth.protocol.frames import PROTOCOL_VERSION, Deliver, Hello, Mirror, Subscribe, encode_frame
-from tests.hostile_peer import HostileLink, HostilePeer, idle, publish, run_against
+from hearth.protocol.frames import (
+    PROTOCOL_VERSION,
+    Deliver,
+    Frame,
+    Hello,
+    Mirror,
+    Subscribe,
+    encode_frame,
+)
+from tests.hostile_peer import HostileLink, HostilePeer, Script, idle, publish, run_against
 from tests.peering_simulation import make_pool
 from tests.test_relay_peering import bundle_ids, metric, relay_id
 from tests.test_sync_processes import Relay, start_relay, wait_until
@@ -101,19 +109,33 @@ def test_a_relay_claiming_another_relays_id_is_refused_and_logged(
     assert metric(relay, "hearth_relay_peer_links") == 0
 
 
-def _sends_a_cursor_no_store_holds(number: int) -> Callable[[HostileLink], object]:
+LIES: dict[str, tuple[list[Frame], str]] = {
+    "a cursor no store holds": (
+        [Deliver(topic=KEYS.topic, cursor=2**63, envelope=ENVELOPES[0])],
+        "too large",
+    ),
+    "a second mirror": ([Mirror(after=0), Mirror(after=0)], "mirror is asked once per link"),
+}
+
+
+def _lies_once(frames: list[Frame]) -> Callable[[int], Script]:
+    """On its first link, the peer sends ``frames`` (after reading the relay's mirror)."""
+
     async def lie(link: HostileLink) -> None:
         assert isinstance(await link.read_frame(), Mirror)
-        await link.send(Deliver(topic=KEYS.topic, cursor=2**63, envelope=ENVELOPES[0]))
+        for frame in frames:
+            await link.send(frame)
         await link.read_until_closed()
 
-    return lie if number == 1 else idle
+    return lambda number: lie if number == 1 else idle
 
 
-def test_a_cursor_too_big_for_any_store_closes_the_link_which_is_dialed_again(
-    dialing: Callable[[HostilePeer], Relay],
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_a_peer_that_sends_what_no_relay_would_is_closed_and_dialed_again(
+    dialing: Callable[[HostilePeer], Relay], lie: str
 ) -> None:
-    peer = HostilePeer(script=_sends_a_cursor_no_store_holds)  # type: ignore[arg-type]
+    frames, said = LIES[lie]
+    peer = HostilePeer(script=_lies_once(frames))
     relay = dialing(peer)
 
     async def test() -> None:
@@ -123,11 +145,11 @@ def test_a_cursor_too_big_for_any_store_closes_the_link_which_is_dialed_again(
 
     run_against(peer, test)
     log = log_of(relay)
-    assert "too large" in log
+    assert said in log
     assert "Traceback" not in log
 
 
-def _stops_reading(number: int) -> Callable[[HostileLink], object]:
+def _stops_reading(number: int) -> Script:
     async def freeze(link: HostileLink) -> None:
         await link.send(Mirror(after=0))  # send me everything...
         link.stop_reading()  # ...which it never reads
@@ -139,7 +161,7 @@ def _stops_reading(number: int) -> Callable[[HostileLink], object]:
 def test_a_peer_that_stops_reading_is_cut_off_whole_and_dialed_again(
     dialing: Callable[[HostilePeer], Relay],
 ) -> None:
-    peer = HostilePeer(script=_stops_reading)  # type: ignore[arg-type]
+    peer = HostilePeer(script=_stops_reading)
     relay = dialing(peer)
     seen: dict[str, int] = {}
 
