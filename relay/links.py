@@ -4,10 +4,12 @@ Every connection — a client that connected to us, or a peer relay, whichever s
 is a :class:`Link` with a reader (messages into the core, the core's answers carried out)
 and a writer (frames out in order, catch-ups included, where they fall in the queue). What
 a link holds is bounded: a catch-up is read a page of bytes at a time, and its page counts
-with the queued frames against the outbound buffer; a link that would pass that limit, or
-whose writer has waited ``send_stall_s`` for the other side to read, is cut off (:func:`cut`:
-once, and its socket dropped). The aiohttp handler in ``relay/server.py`` and the dialer
-in ``relay/peering.py`` both run a link this way.
+with the queued frames (and a fixed amount for each catch-up still waiting) against the
+outbound buffer; a link that would pass that limit, or whose writer has waited
+``send_stall_s`` for the other side to read, is cut off (:func:`cut`: once, and its socket
+dropped). However a link ends, it is torn down whole: socket dropped, writer stopped. The
+aiohttp handler in ``relay/server.py`` and the dialer in ``relay/peering.py`` both run a
+link this way.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ the peering exchange (docs/protocol.md, "Relay to relay") to a real relay that d
 It answers the dialing relay's ``hello`` as the test tells it to — with its own id and a
 valid proof, with another relay's id, without a proof — and, once the dialer has proven
 itself, runs the test's script for that link: frames a real relay would never send
-(forged cursors, numbers too big for any store), floods, or nothing read at all. It notes
+(numbers too big for any store, a second ``mirror``), or nothing read at all. It notes
 every link it was dialed on and every frame it read, so a test can tell whether the real
 relay came back after a link was cut.
 """
