@@ -58,13 +58,13 @@ async def until(check: Callable[[], bool], seconds: float = 15.0) -> bool:
 
 
 @pytest.fixture
-def dialing(tmp_path: Path) -> Iterator[Callable[[HostilePeer], Relay]]:
+def dialing(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
     """A relay that dials the hostile peer given (its address taken first)."""
     started: list[Relay] = []
 
-    def start(peer: HostilePeer) -> Relay:
+    def start(peer: HostilePeer, settings: str = SETTINGS) -> Relay:
         config = tmp_path / "relay.toml"
-        config.write_text(SETTINGS)
+        config.write_text(settings)
         relay = start_relay(tmp_path / "relay", config=config, extra=["--peer", peer.bind()])
         started.append(relay)
         return relay
@@ -91,7 +91,7 @@ def descriptors(relay: Relay) -> int:
 
 
 def test_a_relay_claiming_another_relays_id_is_refused_and_logged(
-    dialing: Callable[[HostilePeer], Relay],
+    dialing: Callable[..., Relay],
 ) -> None:
     honest = SigningKey.generate()
     peer = HostilePeer(claim=honest.public)  # signs with its own key, not the honest one's
@@ -132,7 +132,7 @@ def _lies_once(frames: list[Frame]) -> Callable[[int], Script]:
 
 @pytest.mark.parametrize("lie", sorted(LIES))
 def test_a_peer_that_sends_what_no_relay_would_is_closed_and_dialed_again(
-    dialing: Callable[[HostilePeer], Relay], lie: str
+    dialing: Callable[..., Relay], lie: str
 ) -> None:
     frames, said = LIES[lie]
     peer = HostilePeer(script=_lies_once(frames))
@@ -158,11 +158,25 @@ def _stops_reading(number: int) -> Script:
     return freeze if number == 1 else idle
 
 
+# How the relay finds out: its sending stalls (or passes the outbound limit), or, with a
+# big outbound buffer and no stall limit to speak of, the heartbeat goes unanswered.
+NOT_READING = {
+    "stalled": (SETTINGS, "slow_consumer"),
+    "heartbeat": (
+        "[relay]\nheartbeat_s = 1.0\nsend_stall_s = 600.0\noutbound_buffer_bytes = 67108864\n"
+        "publish_burst = 1000\npublish_per_s = 1000.0\n",
+        "link with peer relay",
+    ),
+}
+
+
+@pytest.mark.parametrize("noticed", sorted(NOT_READING))
 def test_a_peer_that_stops_reading_is_cut_off_whole_and_dialed_again(
-    dialing: Callable[[HostilePeer], Relay],
+    dialing: Callable[..., Relay], noticed: str
 ) -> None:
+    settings, said = NOT_READING[noticed]
     peer = HostilePeer(script=_stops_reading)
-    relay = dialing(peer)
+    relay = dialing(peer, settings)
     seen: dict[str, int] = {}
 
     async def test() -> None:
@@ -177,7 +191,8 @@ def test_a_peer_that_stops_reading_is_cut_off_whole_and_dialed_again(
 
     run_against(peer, test)
     assert seen["again"] == seen["linked"], "the cut link's socket was left open"
-    assert "slow_consumer" in log_of(relay)
+    assert said in log_of(relay)
+    assert noticed == "stalled" or "slow_consumer" not in log_of(relay)
 
 
 def rss_mib(relay: Relay) -> float:
