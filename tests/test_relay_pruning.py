@@ -113,7 +113,7 @@ def test_a_node_away_longer_than_the_retention_and_a_new_device_catch_up(
 
             def stored(table: str) -> int:
                 with sqlite3.connect(relay.data / "relay.db") as db:
-                    return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                    return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
 
             for _ in range(100):  # bounded wait for the pruner's next round
                 if stored("snapshots") == 1:
