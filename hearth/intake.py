@@ -71,8 +71,8 @@ __all__ = [
     "damage",
     "rejections",
     "take_in",
-    "tallied",
     "take_snapshot",
+    "tallied",
 ]
 
 log = logging.getLogger(__name__)
