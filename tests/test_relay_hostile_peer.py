@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from hearth.crypto import SigningKey
 from hearth.protocol.connection import CLOSE_PROTOCOL
@@ -30,6 +31,9 @@ from hearth.protocol.frames import (
     Subscribe,
     encode_frame,
 )
+from relay.config import RelayConfig
+from relay.server import make_app
+from relay.sqlite_store import SqliteStore
 from tests.hostile_peer import HostileLink, HostilePeer, Script, idle, publish, run_against
 from tests.peering_simulation import make_pool
 from tests.test_relay_peering import bundle_ids, metric, relay_id
@@ -288,3 +292,35 @@ def test_catch_ups_asked_faster_than_read_count_against_the_outbound_buffer(
         assert "slow_consumer" in log_of(relay)
     finally:
         relay.kill(signal.SIGTERM)
+
+
+class _FailsOnce(SqliteStore):
+    """A store with a bug that shows once: the first read of a peer's cursor raises."""
+
+    failed = False
+
+    def peer_cursor(self, peer: bytes) -> int:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in reading a peer's cursor")
+        return super().peer_cursor(peer)
+
+
+async def test_the_dial_loop_outlives_a_link_that_fails_unexpectedly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = HostilePeer()
+    config = RelayConfig(data=str(tmp_path), peers=(peer.bind(),))
+    runner = web.AppRunner(make_app(config, _FailsOnce(tmp_path / "relay.db")))
+    await peer.start()
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        assert await until(lambda: peer.proven >= 1), "the relay never dialed again"
+        assert peer.dials >= 2  # the first link failed before the relay proved itself
+    finally:
+        await runner.cleanup()
+        await peer.stop()
+    assert "the link with peer relay ws://127.0.0.1" in caplog.text
+    assert "dialing again" in caplog.text
+    caplog.clear()  # logged at ERROR with its traceback, as a bug must be
