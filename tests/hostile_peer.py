@@ -100,10 +100,11 @@ class HostilePeer:
 
     def bind(self) -> str:
         """Take a port (before the real relay starts, which must be told it): the address
-        with the id it claims, as a ``--peer`` argument."""
-        self._socket = socket.socket()
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.listen(16)  # the relay may dial before start(): it waits in the backlog
+        with the id it claims, as a ``--peer`` argument (the same port every time)."""
+        if self._socket is None:
+            self._socket = socket.socket()
+            self._socket.bind(("127.0.0.1", 0))
+            self._socket.listen(16)  # the relay may dial before start(): it waits there
         port = self._socket.getsockname()[1]
         return f"ws://127.0.0.1:{port}#{(self.claim or self.relay_id).hex()}"
 

@@ -324,3 +324,28 @@ async def test_the_dial_loop_outlives_a_link_that_fails_unexpectedly(
     assert "the link with peer relay ws://127.0.0.1" in caplog.text
     assert "dialing again" in caplog.text
     caplog.clear()  # logged at ERROR with its traceback, as a bug must be
+
+
+async def test_a_peer_address_that_never_answers_is_dialed_again(
+    dialing: Callable[..., Relay],
+) -> None:
+    """A network black hole, or a frozen relay: the connection is taken and no WebSocket
+    upgrade ever comes back. Each dial gives up after the handshake timeout."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    peer = HostilePeer()
+    address = peer.bind()
+    assert peer._socket is not None
+    server = await asyncio.start_server(say_nothing, sock=peer._socket)
+    relay = await asyncio.to_thread(dialing, peer, SETTINGS + "handshake_timeout_s = 1.0\n")
+    try:
+        assert await until(lambda: len(connections) >= 2, seconds=10), "dialed once, for ever"
+    finally:
+        server.close()
+        for writer in connections:
+            writer.close()
+    port = address.split("#")[0].rsplit(":", 1)[1]
+    assert f"unreachable: ws://[address]:{port} (TimeoutError)" in log_of(relay)
