@@ -24,7 +24,7 @@ from relay.storage import (
     TopicState,
     expire_unused,
     fitting,
-    prune_covered,
+    prune_superseded,
 )
 
 __all__ = ["SqliteStore", "backup_store", "check_backup", "restore_store"]
@@ -252,7 +252,12 @@ class SqliteStore(Store):
             self._db.execute("BEGIN IMMEDIATE")
 
     def peer_cursor(self, peer: bytes) -> int:
-        row = self._db.execute("SELECT cursor FROM peer_cursors WHERE peer = ?", (peer,)).fetchone()
+        try:
+            row = self._db.execute(
+                "SELECT cursor FROM peer_cursors WHERE peer = ?", (peer,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"The relay could not read a peer's progress ({exc}).") from exc
         return int(row[0]) if row else 0
 
     def set_peer_cursor(self, peer: bytes, cursor: int) -> None:
@@ -263,7 +268,7 @@ class SqliteStore(Store):
                 "DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
                 (peer, cursor),
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:  # OverflowError: no 64-bit integer
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise StorageError(f"The relay could not note a peer's progress ({exc}).") from exc
@@ -376,17 +381,16 @@ class SqliteStore(Store):
             raise StorageError("Pruning waits while a batch of bundles is being written.")
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            removed = prune_covered(
+            removed = prune_superseded(
                 lambda sql, args: self._db.execute(sql, args).fetchall(),
                 "?",
                 older_than,
-                self.pruned_through,
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            raise StorageError(f"The relay could not prune old bundles ({exc}).") from exc
+            raise StorageError(f"The relay could not delete old snapshots ({exc}).") from exc
         return removed
 
     def busy(self) -> bool:
