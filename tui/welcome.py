@@ -13,6 +13,7 @@ from textual.widgets import Button, Input, Label, Static
 from hearth.errors import HearthError, UsageError
 from hearth.identity import create_identity, has_identity
 from hearth.invite import decode_token
+from hearth.ledger.ledger import check_relay_url
 from hearth.node import open_node
 from hearth.protocol.invite_code import parse_code
 
@@ -97,6 +98,7 @@ class WelcomeApp(App[bool]):
         relay = self.query_one("#relay", Input).value.strip()
         if not relay:
             raise UsageError("Add the relay the inviter gave you with the code (ws://…).")
+        relay = check_relay_url(relay)
         with open_node(self.home) as node:
             name, device = node.identity.name, node.identity.device_key
 
