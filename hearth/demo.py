@@ -151,32 +151,27 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
         ledger.lend(_find(ledger, "Ladder (3 m)"), to="Cleo", until=real_now + 5 * _DAY)
         ledger.consume(_find(ledger, "Sandpaper"), Decimal(8), note="Ben's fence")
         ledger.add_need("Extension lead (10 m)", by=real_now + 3 * _DAY)
-        c = ledger.add_commitment(
+        sewing = ledger.add_commitment(
             "Teach a sewing class", giver="Cleo", receiver="Ada", due=real_now + 10 * _DAY
-        )
-        ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
-        c = ledger.add_commitment(
+        ).id
+        compost = ledger.add_commitment(
             "Compost for the raised beds",
             giver="Ada",
             receiver="Ben",
             resource=_find(ledger, "Compost"),
             quantity=Decimal(4),
             due=real_now - 2 * _DAY,
-        )
-        ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
+        ).id
     with ben.change() as ledger:
         ledger.lend(_find(ledger, "Lawn mower"), to="Cleo", until=real_now + 2 * _DAY)
         ledger.produce(_find(ledger, "Seed potatoes"), Decimal(5), note="from the market")
         ledger.add_need("Someone to help move a sofa", by=real_now + 1 * _DAY)
-        c = ledger.add_commitment(
+        bike = ledger.add_commitment(
             "Fix Cleo's bike", giver="Ben", receiver="Cleo", resource=_find(ledger, "Bike repairs")
-        )
-        ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
-        ledger.change_commitment(c.id, CommitmentStatus.FULFILLED)
-        c = ledger.add_commitment(
+        ).id
+        washer = ledger.add_commitment(
             "Borrow the pressure washer all summer", giver="Cleo", receiver="Ben"
-        )
-        ledger.change_commitment(c.id, CommitmentStatus.DECLINED)
+        ).id
     with cleo.change() as ledger:
         ledger.give(_find(ledger, "Jam jars"), to="Ada", quantity=Decimal(6))
         ledger.add_need(
@@ -184,7 +179,7 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
         )
         n = ledger.add_need("Bike lights")
         ledger.close_need(n.id)
-        c = ledger.add_commitment(
+        ledger.add_commitment(
             "Seed potatoes for the allotment",
             giver="Ben",
             receiver="Cleo",
@@ -201,6 +196,17 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
         )
         ledger.change_commitment(c2.id, CommitmentStatus.CANCELLED)
     exchange(nodes, group.id)
+
+    # Each promise answered by the one it was proposed to.
+    with cleo.change() as ledger:
+        ledger.change_commitment(sewing, CommitmentStatus.ACCEPTED)
+        ledger.change_commitment(bike, CommitmentStatus.ACCEPTED)
+        ledger.change_commitment(washer, CommitmentStatus.DECLINED)
+    with ben.change() as ledger:
+        ledger.change_commitment(compost, CommitmentStatus.ACCEPTED)
+    exchange(nodes, group.id)
+    with ben.change() as ledger:
+        ledger.change_commitment(bike, CommitmentStatus.FULFILLED)
 
     # Apart for an afternoon: Ada and Ben both lend out the gazebo.
     with ada.change() as ledger:

@@ -15,7 +15,7 @@ from hearth.ledger.view import LedgerView
 from hearth.node import open_node
 from hearth.testing import FakeClock, MemoryArchives, seeded_ids
 
-ADA, BEN = "a" * 32, "b" * 32
+ADA, BEN, CLEO = "a" * 32, "b" * 32, "c" * 32
 DAY = 86_400_000
 
 
@@ -34,6 +34,7 @@ def busy_ledger(clock: FakeClock) -> tuple[Ledger, MemoryArchives]:
     )
     ledger.archives = archives
     ledger.add_member(member_id=BEN, name="Ben", key="kb", role=Role.MEMBER, devices={})
+    ledger.add_member(member_id=CLEO, name="Cleo", key="kc", role=Role.MEMBER, devices={})
     drill = ledger.add_resource("Drill", kind=Kind.TOOL)
     compost = ledger.add_resource("Compost", quantity=Decimal(20), unit="bags")
     for _ in range(3):
@@ -41,8 +42,8 @@ def busy_ledger(clock: FakeClock) -> tuple[Ledger, MemoryArchives]:
         ledger.return_(drill.id)
         ledger.consume(compost.id, Decimal(2))
     ledger.lend(drill.id, to=BEN)  # still out when archiving happens
-    done = ledger.add_commitment(
-        "compost", giver=ADA, receiver=BEN, resource=compost.id, quantity=Decimal(1)
+    done = ledger.add_commitment(  # Ada records it for Cleo and Ben, who agreed it
+        "compost", giver=CLEO, receiver=BEN, resource=compost.id, quantity=Decimal(1)
     )
     ledger.change_commitment(done.id, CommitmentStatus.ACCEPTED)
     ledger.change_commitment(done.id, CommitmentStatus.FULFILLED)

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from hearth.errors import LedgerError, NotFound, UsageError
+from hearth.errors import LedgerError, NotAuthorized, NotFound, UsageError
 from hearth.ledger import (
     Action,
     CommitmentStatus,
@@ -270,13 +270,23 @@ def test_every_impossible_transition_is_a_clear_error() -> None:
                 ledger.change_commitment(c.id, target)
 
 
+def test_the_proposer_does_not_accept_her_own_promise_the_other_side_does() -> None:
+    a = make_ledger()
+    c = a.add_commitment("Compost for the beds", giver=ADA, receiver=BEN)
+    for answer in (CommitmentStatus.ACCEPTED, CommitmentStatus.DECLINED):
+        with pytest.raises(NotAuthorized, match="Ben accepts or declines it; you can cancel it"):
+            a.change_commitment(c.id, answer)
+    b = replica(a, author=BEN, seed=2)
+    assert b.change_commitment(c.id, CommitmentStatus.ACCEPTED).status is CommitmentStatus.ACCEPTED
+
+
 def test_fulfilling_a_commitment_with_a_resource_records_the_gift() -> None:
     ledger = make_ledger()
     r = ledger.add_resource("Compost", quantity=Decimal(10))
     c = ledger.add_commitment(
-        "compost", giver=ADA, receiver=BEN, resource=r.id, quantity=Decimal(4)
+        "compost", giver=CLEO, receiver=BEN, resource=r.id, quantity=Decimal(4)
     )
-    ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
+    ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)  # Ada proposed it for them
     ledger.change_commitment(c.id, CommitmentStatus.FULFILLED)
     assert ledger.view.resource(r.id).quantity == 6
     gift = ledger.view.events_of(r.id)[-1]
@@ -419,8 +429,9 @@ def test_quick_successive_changes_in_the_same_millisecond_replay_in_order() -> N
         new_id=seeded_ids(99),
     )
     ledger.add_member(member_id=BEN, name="Ben", key="kb", role=Role.MEMBER, devices={})
+    ledger.add_member(member_id=CLEO, name="Cleo", key="kc", role=Role.MEMBER, devices={})
     for attempt in range(20):  # ids are random: the clock gives no order at all here
-        c = ledger.add_commitment(f"help {attempt}", giver=ADA, receiver=BEN)
+        c = ledger.add_commitment(f"help {attempt}", giver=BEN, receiver=CLEO)
         ledger.change_commitment(c.id, CommitmentStatus.ACCEPTED)
         done = ledger.change_commitment(c.id, CommitmentStatus.FULFILLED)
         assert done.status is CommitmentStatus.FULFILLED

@@ -247,7 +247,9 @@ async def test_needs_added_and_closed(ada: Node) -> None:
         assert cells(app, "need-table") == ["Seed trays"]
 
 
-async def test_a_promise_from_proposed_to_done_and_overdue_marked(ada: Node) -> None:
+async def test_a_promise_from_proposed_to_done_and_overdue_marked(
+    ada: Node, homes: tuple[Path, Path]
+) -> None:
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4", "a")
@@ -264,8 +266,17 @@ async def test_a_promise_from_proposed_to_done_and_overdue_marked(ada: Node) -> 
         await pilot.press("4")
         await pilot.pause()
         app.query_one("#promise-table", DataTable).focus()
-        await pilot.press("y")
+        await pilot.press("y")  # Ada proposed it: Ben is the one to accept
         await pilot.pause()
+        assert ada.view().commitment(promise.id).status is CommitmentStatus.PROPOSED
+        assert any("Ben accepts or declines it" in n.message for n in app._notifications)
+        with open_node(homes[1], clock=FakeClock(now=NOW + 90_000, step=1000)) as ben:
+            for bundle in ada.feeds.all():
+                take_in(ben, bundle.envelope, source="test")
+            with ben.change() as ledger:
+                ledger.change_commitment(promise.id, CommitmentStatus.ACCEPTED)
+            for bundle in ben.feeds.all():
+                take_in(ada, bundle.envelope, source="test")
         assert ada.view().commitment(promise.id).status is CommitmentStatus.ACCEPTED
         await pilot.press("d")
         await pilot.pause()
@@ -326,6 +337,18 @@ async def test_first_run_with_a_damaged_token_says_so(tmp_path: Path) -> None:
         await pilot.pause()
         assert str(app.query_one("#problem", Static).content)
         assert app.return_value is None  # still open, nothing half-done
+
+
+async def test_first_run_with_a_relay_address_missing_its_scheme_says_so(tmp_path: Path) -> None:
+    app = WelcomeApp(tmp_path / "new")
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#name", Input).value = "Cleo"
+        app.query_one("#token", Input).value = "7-acorn-almond-amber"
+        app.query_one("#relay", Input).value = "127.0.0.1:40547"
+        await pilot.click("#join")
+        await pilot.pause()
+        assert "not a relay address" in str(app.query_one("#problem", Static).content)
+        assert app.return_value is None
 
 
 # --- snapshots at a fixed size (update with `pytest --snapshot-update` after a deliberate change)
@@ -762,15 +785,34 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
     ]
 
 
-async def test_promises_declined_cancelled_after_asking_and_shown_by_filter(ada: Node) -> None:
+async def test_promises_declined_cancelled_after_asking_and_shown_by_filter(
+    ada: Node, homes: tuple[Path, Path]
+) -> None:
+    from hearth.values import parse_date
+
+    with open_node(homes[1], clock=FakeClock(now=NOW + 5000, step=1000)) as ben:
+        for bundle in ada.feeds.all():  # Ben proposes one to Ada, for her to answer
+            take_in(ben, bundle.envelope, source="test")
+        with ben.change() as ledger:
+            ledger.add_commitment(
+                "Bring the compost",
+                giver=ben.identity.member_id,
+                receiver=ada.identity.member_id,
+                due=parse_date("2027-01-01", now_ms=NOW),
+            )
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
-        for what, due in (("Bring the compost", "2027-01-01"), ("Mend the fence", "+7d")):
-            await pilot.press("4", "a")
-            await pilot.pause()
-            await fill_form(
-                pilot, what=what, due=due, giver=ada.identity.member_id, receiver=ben_id(ada)
-            )
+        await pilot.press("4", "a")
+        await pilot.pause()
+        await fill_form(
+            pilot,
+            what="Mend the fence",
+            due="+7d",
+            giver=ada.identity.member_id,
+            receiver=ben_id(ada),
+        )
         table = app.query_one("#promise-table", DataTable)
         table.focus()
         both = ["Bring the compost", "Mend the fence"]

@@ -17,7 +17,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from hearth.clock import Clock
-from hearth.errors import LedgerError, NotFound, UsageError
+from hearth.errors import LedgerError, NotAuthorized, NotFound, UsageError
 from hearth.ledger import clashes
 from hearth.ledger.archive import Archives, archivable
 from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc, change_hash
@@ -709,6 +709,17 @@ class Ledger:
             raise LedgerError(
                 f"'{commitment.what}' is {commitment.status.value}, so it cannot be "
                 f"{to.value}; {hint}."
+            )
+        if (
+            to in (CommitmentStatus.ACCEPTED, CommitmentStatus.DECLINED)
+            and not commitment.handoff
+            and self.author == commitment.created_by
+            and self.author in (commitment.giver, commitment.receiver)
+        ):
+            other = commitment.receiver if self.author == commitment.giver else commitment.giver
+            raise NotAuthorized(
+                f"You proposed '{commitment.what}': {self.view.member_name(other)} accepts or "
+                "declines it; you can cancel it."
             )
         gives = to is CommitmentStatus.FULFILLED and commitment.resource and commitment.quantity
         if gives:
