@@ -22,9 +22,9 @@ __all__ = ["WelcomeApp"]
 INTRO = """\
 Welcome to Hearth.
 
-Hearth keeps a list of what your group shares — tools, food, rooms, skills — and who has
-promised what to whom. It lives on this computer and works without the internet; when
-members' devices can reach each other, their changes come together.
+Hearth keeps a list of what your group shares — tools, food, rooms, skills — and who \
+has promised what to whom. It lives on this computer and works without the internet; \
+when members' devices can reach each other, their changes come together.
 """
 
 
