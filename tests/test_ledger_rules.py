@@ -205,6 +205,20 @@ def test_history_says_whose_return_it_was() -> None:
     ), said
 
 
+def test_history_tells_a_neighbour_groups_handoff_as_it_happened() -> None:
+    from hearth.ledger.history import history
+
+    a = make_ledger()
+    a.add_handoff(
+        "r1", "Apples from Riverside", neighbour="Riverside", member=BEN, giving=False, unit="kg"
+    )
+    a.change_commitment("r1", CommitmentStatus.FULFILLED)
+    said = [h.what for h in history(a.view)]
+    assert "recorded the handoff agreed with Riverside: Apples from Riverside" in said
+    assert "said 'Apples from Riverside' arrived" in said
+    assert not any("fulfilled" in w for w in said)
+
+
 def test_over_commitment_is_a_conflict() -> None:
     ledger = make_ledger()
     r = ledger.add_resource("Seed potatoes", quantity=Decimal(5), unit="kg")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from hearth.ledger import clashes
-from hearth.ledger.model import STARTING_STOCK, Action, HistoryItem
+from hearth.ledger.model import STARTING_STOCK, Action, CommitmentStatus, HistoryItem
 from hearth.ledger.view import LedgerView
 from hearth.values import format_date, format_quantity
 
@@ -140,16 +140,19 @@ def history(view: LedgerView, *, resource: str | None = None) -> list[HistoryIte
                     )
                 )
         for c in view.commitments():
-            items.append(
-                HistoryItem(
-                    at=c.created_at,
-                    by=c.created_by,
-                    what=f"proposed that {name(c.giver)} gives {name(c.receiver)} {c.what}",
-                    entry=c.id,
-                )
-            )
+            proposed = f"proposed that {name(c.giver)} gives {name(c.receiver)} {c.what}"
+            if c.handoff:
+                proposed = f"recorded the handoff agreed with {c.neighbour}: {c.what}"
+            items.append(HistoryItem(at=c.created_at, by=c.created_by, what=proposed, entry=c.id))
             for change in c.changes:
                 what = f"{change.to_status.value} the commitment '{c.what}'"
+                if c.handoff and change.to_status is CommitmentStatus.FULFILLED:
+                    # Receiving, a member says it arrived; giving, the other group said so.
+                    what = (
+                        f"said '{c.what}' arrived"
+                        if c.receiver
+                        else f"recorded that {c.neighbour} said '{c.what}' arrived"
+                    )
                 if not change.applied:
                     what += " (overtaken by another change)"
                 items.append(HistoryItem(at=change.at, by=change.by, what=what, entry=c.id))
