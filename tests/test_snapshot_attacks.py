@@ -9,8 +9,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
 from hearth import members
 from hearth.intake import Verdict, take_in, take_snapshot
 from hearth.ledger import Kind
@@ -62,10 +60,6 @@ def parse_id(envelope: bytes) -> bytes:
     return parse_envelope(envelope).id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a covered head outlives its take-out: the voided removal's writes stay out",
-)
 def test_a_covered_write_taken_out_by_a_removal_that_r7_then_voids_counts_again(
     tmp_path: Path,
 ) -> None:
