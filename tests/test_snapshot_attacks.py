@@ -9,14 +9,17 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from automerge.core import ObjType
+
 from hearth import members
 from hearth.intake import Verdict, take_in, take_snapshot
-from hearth.ledger import Kind
+from hearth.ledger import Kind, LedgerDoc
+from hearth.ledger.ledger import LIVE
 from hearth.node import Node, open_node
 from hearth.protocol.bundle import parse_envelope
 from hearth.testing import FakeClock
 from tests.test_membership import deliver, exchange, make_group, new_node, resource_names
-from tests.test_snapshots import bundles, snapshot
+from tests.test_snapshots import bundles, signed_by_ben, snapshot
 
 
 def outcome(node: Node, gid: str) -> tuple[object, ...]:
@@ -93,6 +96,51 @@ def test_a_covered_write_taken_out_by_a_removal_that_r7_then_voids_counts_again(
     take_all(fay, sent)
     take_all(copy, sent)
     assert "Ada's spade" in resource_names(copy)
+    assert outcome(fay, gid) == outcome(copy, gid)
+    for node in (*nodes, fay, copy):
+        node.close()
+
+
+def replace_entry(doc: LedgerDoc, table: str, entry: str) -> None:
+    """Write an entry again as a new map object with the same fields: the object the
+    entry had before is no longer in the document's tables, though its history is."""
+    fields = doc.read_entry(table, entry)
+    assert fields is not None
+    with doc.edit() as w:
+        new = w._tx.put_object(w._table(table), entry, ObjType.Map)
+        w._put_fields(new, fields)  # type: ignore[arg-type]
+        w.touched.add((table, entry))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a write into a members object the snapshot no longer shows goes unjudged",
+)
+def test_a_self_promotion_into_an_object_the_snapshot_no_longer_shows_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Ben, a member, signs a bundle making himself an admin (refused one by one), then a
+    second writing his entry again as a new object with the same fields: judged as he saw
+    things (an admin, by the first), it changes nothing. The first writes to an object the
+    snapshot's members table no longer holds, so judging only writes to the objects it
+    holds would not see it."""
+    nodes = make_group(tmp_path, ["Ada", "Ben"])
+    ada, ben = nodes
+    gid = ada.current_group().id
+    fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
+    fay.join_with_token(ada.create_invite())
+    exchange(nodes)
+    entry = ben.identity.member_id
+    doc = signed_by_ben(ben, gid, {"role": "admin"}, entry)
+    replace_entry(doc, "members", entry)
+    with ben.store.write():
+        ben.feeds.seal_local(gid, [(LIVE, c, [("members", entry)]) for c in doc.last_edit.changes])
+    sent = list(dict.fromkeys(bundles(ada, gid) + bundles(ben, gid)))
+    copy = one_by_one_copy(tmp_path, fay, "Fay-copy")
+    as_relay_sends(fay, snapshot(ben, gid, doc=doc), sent)
+    take_all(copy, sent)
+    assert ("Ben", "active", "member") in outcome(copy, gid)[0]
+    assert ("Ben", "active", "member") in outcome(fay, gid)[0]
     assert outcome(fay, gid) == outcome(copy, gid)
     for node in (*nodes, fay, copy):
         node.close()
