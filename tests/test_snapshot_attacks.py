@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from automerge.core import ObjType
 
 from hearth import members
