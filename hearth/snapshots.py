@@ -30,6 +30,7 @@ from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.invite import decode_claim
 from hearth.ledger import LedgerDoc
 from hearth.ledger.automerge_doc import ChangeInfo, change_hash
+from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node, verify_genesis
 from hearth.protocol.bundle import (
@@ -258,11 +259,11 @@ def _check_authors(
     for name, changes in expected.items():
         for item, info in changes.values():
             by_bundle[item.envelope.id].append((name, info))
-    guard = (
-        live.objects_under("members") | live.objects_under("invites") if live is not None else set()
-    )
+    guard = _guard(node.ledger(group_id).doc, live, covered, LIVE)
     graph = {h: info.deps for h, (_, info) in expected.get(LIVE, {}).items()}
     used: dict[bytes, set[bytes]] = {}  # actor ids each device was seen to write under
+    ledger = node.ledger(group_id)
+    guards: dict[str, set[ObjectRef]] = {}  # an archive's, once one is written
     for item in covered:
         inner = item.inner
         card = cards.get(inner.author)
@@ -290,13 +291,34 @@ def _check_authors(
         for name in {n for n, _ in written if n != LIVE}:
             archive = docs[name]
             in_archive = [c for d, c, _ in item.changes if d == name]
-            under = archive.objects_under("members") | archive.objects_under("invites")
-            if archive.may_write(in_archive, under):
+            if name not in guards:
+                held = ledger.archive_docs().get(name)
+                guards[name] = _guard(held, archive, covered, name)
+            if archive.may_write(in_archive, guards[name]):
                 raise ProtocolError("a change to membership inside an archive")
         live_changes = [c for d, c, _ in item.changes if d == LIVE]
         if live is not None and live_changes and live.may_write(live_changes, guard):
             infos = [info for name, info in written if name == LIVE]
             _check_membership_change(live, inner, infos, invites, founder, graph)
+
+
+def _guard(
+    held: LedgerDoc | None, doc: LedgerDoc | None, covered: Sequence[Carried], name: str
+) -> set[ObjectRef]:
+    """Every map of a document's members and invites tables that a covered bundle may
+    have written to: those the node's copy and the snapshot's hold, and those the covered
+    changes made there, also when written again as a new map since — judging only the
+    maps the snapshot still holds would let an earlier write into a replaced one (a
+    member promoting himself) go unjudged, where one by one it is refused."""
+    tables = ("members", "invites")
+    found: set[ObjectRef] = set()
+    for copy in (held, doc):
+        if copy is not None:
+            found |= copy.objects_under("members") | copy.objects_under("invites")
+    if doc is None:
+        return found
+    changes = [c for item in covered for d, c, _ in item.changes if d == name]
+    return doc.ever_under(tables, changes, found)
 
 
 def _check_membership_change(

@@ -34,6 +34,7 @@ from hearth.errors import LedgerError
 from hearth.ledger.change_ops import (
     MAKE_ACTIONS,
     ObjectRef,
+    Operation,
     objects_written,
     operations,
     read_varint,
@@ -358,6 +359,45 @@ class LedgerDoc:
         obj = self._table(table)
         if obj is not None:
             walk(obj)
+        return found
+
+    def ever_under(
+        self, tables: Iterable[str], changes: Sequence[bytes], objects: set[ObjectRef]
+    ) -> set[ObjectRef]:
+        """``objects`` (maps under ``tables``) and every map ``changes`` made inside them,
+        or at the root under one of those names, however deep — also those no longer in
+        the document (written again as a new map since), whose old writes
+        :meth:`objects_under` cannot show. Only the changes that write into such a map
+        are read op by op; a change that cannot be read counts as writing everywhere (as
+        for :meth:`may_write`), so nothing is added for it here."""
+        names = set(tables)
+        found = set(objects)
+        written: list[tuple[bytes, set[ObjectRef]]] = []
+        for change in changes:
+            try:
+                written.append((change, objects_written(_change_body(change))))
+            except LedgerError:
+                continue
+        ops: dict[int, list[Operation]] = {}  # of the changes read so far
+        grew = True
+        while grew:
+            grew = False
+            for index, (change, objects_of) in enumerate(written):
+                if objects_of.isdisjoint(found) and None not in objects_of:
+                    continue
+                if index not in ops:
+                    try:
+                        ops[index] = operations(_change_body(change))
+                    except LedgerError:
+                        ops[index] = []
+                for op in ops[index]:
+                    if (
+                        op.action in MAKE_ACTIONS
+                        and op.id not in found
+                        and (op.obj in found if op.obj is not None else op.key in names)
+                    ):
+                        found.add(op.id)
+                        grew = True
         return found
 
     def may_write(self, changes: Sequence[bytes], objects: set[ObjectRef]) -> bool:
