@@ -292,8 +292,8 @@ def _check_authors(
             archive = docs[name]
             in_archive = [c for d, c, _ in item.changes if d == name]
             if name not in guards:
-                held = ledger.archive_docs().get(name)
-                guards[name] = _guard(held, archive, covered, name)
+                mine = ledger.archive_docs().get(name)
+                guards[name] = _guard(mine, archive, covered, name)
             if archive.may_write(in_archive, guards[name]):
                 raise ProtocolError("a change to membership inside an archive")
         live_changes = [c for d, c, _ in item.changes if d == LIVE]
