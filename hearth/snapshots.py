@@ -259,11 +259,11 @@ def _check_authors(
     for name, changes in expected.items():
         for item, info in changes.values():
             by_bundle[item.envelope.id].append((name, info))
-    guard = _guard(node.ledger(group_id).doc, live, covered, LIVE)
+    guarded = _guarded(node.ledger(group_id).doc, live, covered, LIVE)
     graph = {h: info.deps for h, (_, info) in expected.get(LIVE, {}).items()}
     used: dict[bytes, set[bytes]] = {}  # actor ids each device was seen to write under
     ledger = node.ledger(group_id)
-    guards: dict[str, set[ObjectRef]] = {}  # an archive's, once one is written
+    guarded_in: dict[str, set[bytes]] = {}  # an archive's, once one is written
     for item in covered:
         inner = item.inner
         card = cards.get(inner.author)
@@ -289,36 +289,33 @@ def _check_authors(
                     "not list yet"
                 )
         for name in {n for n, _ in written if n != LIVE}:
-            archive = docs[name]
-            in_archive = [c for d, c, _ in item.changes if d == name]
-            if name not in guards:
+            if name not in guarded_in:
                 mine = ledger.archive_docs().get(name)
-                guards[name] = _guard(mine, archive, covered, name)
-            if archive.may_write(in_archive, guards[name]):
+                guarded_in[name] = _guarded(mine, docs[name], covered, name)
+            if any(info.hash in guarded_in[name] for d, _, info in item.changes if d == name):
                 raise ProtocolError("a change to membership inside an archive")
-        live_changes = [c for d, c, _ in item.changes if d == LIVE]
-        if live is not None and live_changes and live.may_write(live_changes, guard):
+        if live is not None and any(i.hash in guarded for n, i in written if n == LIVE):
             infos = [info for name, info in written if name == LIVE]
             _check_membership_change(live, inner, infos, invites, founder, graph)
 
 
-def _guard(
+def _guarded(
     held: LedgerDoc | None, doc: LedgerDoc | None, covered: Sequence[Carried], name: str
-) -> set[ObjectRef]:
-    """Every map of a document's members and invites tables that a covered bundle may
-    have written to: those the node's copy and the snapshot's hold, and those the covered
-    changes made there, also when written again as a new map since — judging only the
-    maps the snapshot still holds would let an earlier write into a replaced one (a
-    member promoting himself) go unjudged, where one by one it is refused."""
-    tables = ("members", "invites")
+) -> set[bytes]:
+    """The covered changes to a document that may write to its members or invites
+    table: into a map the node's copy or the snapshot's holds there, or one a covered
+    change made there — also when written again as a new map since: judging only writes
+    to the maps the snapshot still holds would let an earlier write into a replaced one
+    (a member promoting himself) go unjudged, where one by one it is refused."""
+    if doc is None:
+        return set()
     found: set[ObjectRef] = set()
     for copy in (held, doc):
         if copy is not None:
             found |= copy.objects_under("members") | copy.objects_under("invites")
-    if doc is None:
-        return found
-    changes = [c for item in covered for d, c, _ in item.changes if d == name]
-    return doc.ever_under(tables, changes, found)
+    infos = [(c, info) for item in covered for d, c, info in item.changes if d == name]
+    flags = doc.writes_under(("members", "invites"), [c for c, _ in infos], found)
+    return {info.hash for (_, info), flag in zip(infos, flags, strict=True) if flag}
 
 
 def _check_membership_change(

@@ -361,33 +361,34 @@ class LedgerDoc:
             walk(obj)
         return found
 
-    def ever_under(
+    def writes_under(
         self, tables: Iterable[str], changes: Sequence[bytes], objects: set[ObjectRef]
-    ) -> set[ObjectRef]:
-        """``objects`` (maps under ``tables``) and every map ``changes`` made inside them,
-        or at the root under one of those names, however deep — also those no longer in
-        the document (written again as a new map since), whose old writes
-        :meth:`objects_under` cannot show. Only the changes that write into such a map
-        are read op by op; a change that cannot be read counts as writing everywhere (as
-        for :meth:`may_write`), so nothing is added for it here."""
+    ) -> list[bool]:
+        """For each of ``changes``: whether it may write to ``tables`` (as
+        :meth:`may_write` asks of ``objects``, their maps) — into one of ``objects``, the
+        root, or a map ``changes`` made inside them however deep, also one no longer in
+        the document (written again as a new map since), whose earlier writes
+        :meth:`objects_under` cannot show; ``True`` too for a change that cannot be read.
+        Each change's object columns are read once; only those that write into such a
+        map are read op by op."""
         names = set(tables)
         found = set(objects)
-        written: list[tuple[bytes, set[ObjectRef]]] = []
+        written: list[set[ObjectRef] | None] = []  # None: cannot be read
         for change in changes:
             try:
-                written.append((change, objects_written(_change_body(change))))
+                written.append(objects_written(_change_body(change)))
             except LedgerError:
-                continue
+                written.append(None)
         ops: dict[int, list[Operation]] = {}  # of the changes read so far
         grew = True
         while grew:
             grew = False
-            for index, (change, objects_of) in enumerate(written):
-                if objects_of.isdisjoint(found) and None not in objects_of:
+            for index, objects_of in enumerate(written):
+                if objects_of is None or (objects_of.isdisjoint(found) and None not in objects_of):
                     continue
                 if index not in ops:
                     try:
-                        ops[index] = operations(_change_body(change))
+                        ops[index] = operations(_change_body(changes[index]))
                     except LedgerError:
                         ops[index] = []
                 for op in ops[index]:
@@ -398,7 +399,7 @@ class LedgerDoc:
                     ):
                         found.add(op.id)
                         grew = True
-        return found
+        return [w is None or None in w or not w.isdisjoint(found) for w in written]
 
     def may_write(self, changes: Sequence[bytes], objects: set[ObjectRef]) -> bool:
         """Whether any of the changes writes to one of ``objects`` or to the root map
