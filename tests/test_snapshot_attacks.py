@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from automerge.core import ObjType
 
 from hearth import members
@@ -138,6 +139,37 @@ def test_a_self_promotion_into_an_object_the_snapshot_no_longer_shows_is_refused
     take_all(copy, sent)
     assert ("Ben", "active", "member") in outcome(copy, gid)[0]
     assert ("Ben", "active", "member") in outcome(fay, gid)[0]
+    assert outcome(fay, gid) == outcome(copy, gid)
+    for node in (*nodes, fay, copy):
+        node.close()
+
+
+@pytest.mark.xfail(
+    strict=True, raises=RecursionError, reason="maps nested thousands deep overflow the stack"
+)
+def test_a_deeply_nested_entry_in_a_snapshot_takes_no_node_down(tmp_path: Path) -> None:
+    """Ben signs a bundle whose resource nests maps thousands deep (9 KB): reading it
+    must neither overflow the stack of a node taking his snapshot nor of one taking the
+    bundle itself."""
+    nodes = make_group(tmp_path, ["Ada", "Ben"])
+    ada, ben = nodes
+    gid = ada.current_group().id
+    fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
+    fay.join_with_token(ada.create_invite())
+    exchange(nodes)
+    doc = LedgerDoc.load(ben.ledger(gid).doc.save(), ben.group(gid).actor)
+    with doc.edit() as w:
+        obj = w._tx.put_object(w._table("resources"), "deep", ObjType.Map)
+        for _ in range(5000):
+            obj = w._tx.put_object(obj, "n", ObjType.Map)
+    with ben.store.write():
+        ben.feeds.seal_local(
+            gid, [(LIVE, c, [("resources", "deep")]) for c in doc.last_edit.changes]
+        )
+    sent = list(dict.fromkeys(bundles(ada, gid) + bundles(ben, gid)))
+    copy = one_by_one_copy(tmp_path, fay, "Fay-copy")
+    as_relay_sends(fay, snapshot(ben, gid, doc=doc), sent)
+    take_all(copy, sent)
     assert outcome(fay, gid) == outcome(copy, gid)
     for node in (*nodes, fay, copy):
         node.close()
