@@ -5,13 +5,16 @@ both end the same — or that a forged snapshot is refused whole."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from automerge.core import ObjType
 
-from hearth import members
+from hearth import members, membership
+from hearth.crypto import SigningKey
 from hearth.intake import Verdict, take_in, take_snapshot
 from hearth.ledger import Kind, LedgerDoc
 from hearth.ledger.ledger import LIVE
@@ -168,4 +171,49 @@ def test_a_deeply_nested_entry_in_a_snapshot_takes_no_node_down(tmp_path: Path) 
     take_all(copy, sent)
     assert outcome(fay, gid) == outcome(copy, gid)
     for node in (*nodes, fay, copy):
+        node.close()
+
+
+def posing_as(node: Node, other: Node) -> None:
+    """Make ``node`` claim ``other``'s member key (public: every member can read it in the
+    group's founding record and members table) as its own; it cannot sign with it."""
+    fake = SigningKey.generate()
+    object.__setattr__(fake, "public", other.identity.member_key.public)
+    node._identity = dataclasses.replace(node.identity, member_key=fake)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a member invite's claim naming an admin's member key joins as her"
+)
+def test_a_member_invite_cannot_add_a_device_to_an_admins_entry(tmp_path: Path) -> None:
+    """R14 inside a snapshot (and outside): Mallory, invited as a new member, claims the
+    invite naming Ada's member key — the claim is signed by the invite's key alone — and,
+    having read the group's ledger with the token's keys, adds her device to Ada's entry.
+    Judged as Ada, an admin, it would count: Mallory's device would be Ada's. A member
+    invite lets in a new member only, on a node taking a snapshot as one by one."""
+    nodes = make_group(tmp_path, ["Ada", "Ben"])
+    ada, ben = nodes
+    gid = ada.current_group().id
+    fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
+    fay.join_with_token(ada.create_invite())
+    mallory = new_node(tmp_path, "Mallory", FakeClock(step=1000))
+    posing_as(mallory, ada)
+    mallory.join_with_token(ada.create_invite(), as_device=True)
+    deliver(ada, mallory, gid)
+    assert mallory.claim_device(gid)
+    with mallory.change() as ledger:
+        ledger.add_resource("Mallory's box", kind=Kind.OTHER)
+    deliver(mallory, ada, gid)  # Ada's node confirms the claim to the invite it made
+    for source in (ada, mallory):
+        deliver(source, ben, gid)
+    copy = one_by_one_copy(tmp_path, fay, "Fay-copy")
+    sent = list(dict.fromkeys(bundles(ben, gid)))
+    as_relay_sends(fay, snapshot(ben, gid), sent)
+    take_all(copy, sent)
+    device = mallory.identity.device_key.public
+    for node in (ada, ben, fay, copy):
+        cards = membership.cards(node.view(gid).tables["members"])
+        assert device not in {c.key for c in cards if c.member_id == ada.identity.member_id}
+        assert "Mallory's box" not in resource_names(node)
+    for node in (*nodes, fay, mallory, copy):
         node.close()
