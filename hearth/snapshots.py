@@ -359,6 +359,8 @@ def _check_membership_change(
         invite_id = claim.invite_id
         if invite.get("kind") == "device" and invite.get("member") != member_id:
             raise ProtocolError("a claim to another member's device invite")
+        if invite.get("kind") != "device" and member_id in then["members"]:
+            raise ProtocolError(joins.CLAIM_AS_MEMBER)
         if joins.confirmed_device(invites_now.get(claim.invite_id, {})) != inner.author:
             raise ProtocolError("a join claim its invite's maker has not confirmed")
     elif inner.author == founder:
