@@ -29,9 +29,11 @@ from hearth.crypto import key_id
 from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.invite import decode_claim
 from hearth.ledger import LedgerDoc
+from hearth.ledger.archive import archive_seed
 from hearth.ledger.automerge_doc import ChangeInfo, change_hash
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
+from hearth.ledger.model import TABLES
 from hearth.node import Node, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
@@ -142,9 +144,13 @@ def check_snapshot(
     covered = _covered(node, group_id, heads, carried)
     expected = _changes_of(covered, docs)
     ledger = node.ledger(group_id)
+    group = node.group(group_id)
     for name, doc in docs.items():
-        mine = ledger.document(name) if name == LIVE or name in ledger.archive_docs() else None
-        extra = {h for h in doc.change_ids() if mine is None or not mine.knows(h)}
+        if name == LIVE or name in ledger.archive_docs():
+            mine = ledger.document(name)
+        else:  # an archive not here yet starts from a genesis every node makes alike
+            mine = LedgerDoc.genesis(archive_seed(group.seed, name), TABLES, group.actor)
+        extra = {h for h in doc.change_ids() if not mine.knows(h)}
         wanted = set(expected.get(name, {}))
         if extra - wanted:
             raise ProtocolError(

@@ -10,7 +10,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
 from automerge.core import ObjType
 
 from hearth import members, membership
@@ -226,9 +225,6 @@ def test_a_member_invite_cannot_add_a_device_to_an_admins_entry(tmp_path: Path) 
         node.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="an archive's genesis, which no bundle carries, refuses the snapshot"
-)
 def test_an_honest_snapshot_of_a_group_with_an_archive_is_taken(tmp_path: Path) -> None:
     """Not an attack, the baseline the others need: a group older than a quarter keeps
     archive documents, each started from a genesis every node makes alike and no bundle
