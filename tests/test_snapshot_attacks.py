@@ -10,9 +10,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from automerge.core import ObjType
 
-from hearth import members, membership
+from hearth import members, membership, sync_client
 from hearth.crypto import SigningKey
 from hearth.intake import Verdict, take_in, take_snapshot
 from hearth.ledger import Kind, LedgerDoc
@@ -20,6 +21,7 @@ from hearth.ledger.archive import ARCHIVE_AFTER_MS
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node, open_node
 from hearth.protocol.bundle import encode_snapshot, parse_envelope
+from hearth.protocol.sync import Arrived, Output, Settled
 from hearth.testing import FakeClock
 from tests.test_membership import deliver, exchange, make_group, new_node, resource_names
 from tests.test_snapshots import bundles, signed_by_ben, snapshot
@@ -252,4 +254,47 @@ def test_an_honest_snapshot_of_a_group_with_an_archive_is_taken(tmp_path: Path) 
     assert outcome(fay, gid) == outcome(copy, gid)
     assert "Old drill" in resource_names(fay)
     for node in (*nodes, fay, copy):
+        node.close()
+
+
+class Killed(BaseException):
+    """The app killed mid-sync (a phone closing it)."""
+
+
+@pytest.mark.xfail(
+    strict=True, reason="the cursor moves to the snapshot's place before the rest is taken"
+)
+def test_a_device_killed_after_a_snapshot_reads_again_what_it_had_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ben uploads a forged snapshot; a relay sends it first to a fresh device, then the
+    bundles stored before it. Refused, those go in one by one — minutes for a big group.
+    Killed meanwhile, the device must read again from the first it had not taken: its
+    cursor at the relay must not have moved to the snapshot's place already."""
+    nodes = make_group(tmp_path, ["Ada", "Ben"])
+    ada, ben = nodes
+    gid = ada.current_group().id
+    fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
+    fay.join_with_token(ada.create_invite())
+    heads = ben.feeds.heads(gid)
+    author, seq, _ = heads[0]
+    forged = snapshot(ben, gid, heads=[(author, seq + 5, b"\x00" * 32), *heads[1:]])
+    sent = list(dict.fromkeys(bundles(ada, gid) + bundles(ben, gid)))
+    topic = fay.feeds.current_keys(gid).topic
+    outputs: list[Output] = [Arrived(topic=topic, cursor=len(sent) + 1, envelope=forged)]
+    outputs += [Arrived(topic=topic, cursor=i + 1, envelope=e) for i, e in enumerate(sent)]
+    calls = []
+
+    def killed_on_the_third(node: Node, data: bytes, *, source: str) -> object:
+        calls.append(data)
+        if len(calls) == 3:
+            raise Killed
+        return take_in(node, data, source=source)
+
+    monkeypatch.setattr(sync_client, "take_in", killed_on_the_third)
+    report = sync_client.RelayReport(url="ws://relay")
+    with pytest.raises(Killed):
+        sync_client.record(fay, "ws://relay", [*outputs, Settled()], report)
+    assert sync_client._cursor(fay, "ws://relay", topic) == 2
+    for node in (*nodes, fay):
         node.close()
