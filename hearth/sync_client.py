@@ -376,13 +376,16 @@ def _take_pending(node: Node, url: str, report: RelayReport) -> None:
             log.warning("a snapshot from %s was refused: %s", url, outcome.reason)
         report.applied += outcome.applied
         report.snapshots += outcome.verdict is Verdict.APPLIED
+        # The cursor moves past the snapshot's place and what it took only once the rest
+        # is taken too (each moves it as it goes): a device stopped meanwhile reads again
+        # from the first it had not taken, and one arriving damaged is read again (R16).
+        for arrived, bundle_id in pending.bundles:
+            if bundle_id not in taken:
+                _arrived(node, url, arrived, report)
         if topic not in report.skipping:
             cursors = [pending.cursor] + [a.cursor for a, i in pending.bundles if i in taken]
             own = _id(pending.snapshot)
             _remember_many(node, url, topic, max(cursors), [*taken, *([own] if own else [])])
-        for arrived, bundle_id in pending.bundles:
-            if bundle_id not in taken:
-                _arrived(node, url, arrived, report)
     report.pending.clear()
 
 

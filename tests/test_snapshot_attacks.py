@@ -261,9 +261,6 @@ class Killed(BaseException):
     """The app killed mid-sync (a phone closing it)."""
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the cursor moves to the snapshot's place before the rest is taken"
-)
 def test_a_device_killed_after_a_snapshot_reads_again_what_it_had_not_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
