@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["RelayConfig", "load_config"]
+__all__ = ["RelayConfig", "load_config", "peer_address"]
 
 MiB = 1024 * 1024
 
@@ -84,8 +84,10 @@ class RelayConfig:
     invite_guess_back_per_ip_s: float = 60.0
     invite_guesses: int = 20
     invite_guess_back_s: float = 60.0
-    # Peer relays (DESIGN §6): the ones this relay dials, and the relay ids (as printed by
-    # `hearth-relay id`) allowed to dial in. A link mirrors every topic both ways.
+    # Peer relays (DESIGN §6): the ones this relay dials, each as its address and the relay
+    # id its operator gave (``wss://relay.example.org#<id>``: the link is refused unless the
+    # relay there proves that id), and the relay ids (as printed by `hearth-relay id`)
+    # allowed to dial in. A link mirrors every topic both ways.
     peers: tuple[str, ...] = ()
     accept_peers: tuple[str, ...] = ()
     peer_publish_per_s: float = 2000.0
@@ -154,20 +156,37 @@ def _check(config: RelayConfig) -> list[str]:
         problems.append("max_frame_bytes below 64 KiB would refuse ordinary bundles")
     if config.database_url and not config.database_url.startswith(("postgresql://", "postgres://")):
         problems.append("database_url is not a postgresql:// address")
-    for url in config.peers:
+    for entry in config.peers:
+        url, _, relay_id = entry.partition("#")
         if not url.startswith(("ws://", "wss://")):
-            problems.append(f"peer {url!r} is not a ws:// or wss:// address")
+            problems.append(f"peer {entry!r} is not a ws:// or wss:// address")
+        elif not _is_relay_id(relay_id):
+            problems.append(
+                f"peer {entry!r} names no relay id: write it as {url}#ID, with the id its "
+                "operator gets from `hearth-relay id` (the link is refused unless that relay "
+                "proves it)"
+            )
     for relay_id in config.accept_peers:
-        try:
-            ok = len(bytes.fromhex(relay_id)) == 32
-        except ValueError:
-            ok = False
-        if not ok:
+        if not _is_relay_id(relay_id):
             problems.append(
                 f"accept_peers entry {relay_id!r} is not a relay id "
                 "(64 hex digits, as `hearth-relay id` prints)"
             )
     return problems
+
+
+def _is_relay_id(text: str) -> bool:
+    try:
+        return len(bytes.fromhex(text)) == 32
+    except ValueError:
+        return False
+
+
+def peer_address(entry: str) -> tuple[str, bytes]:
+    """A ``peers`` entry (checked by :func:`load_config`) as the address to dial and the
+    relay id that must answer there."""
+    url, _, relay_id = entry.partition("#")
+    return url, bytes.fromhex(relay_id)
 
 
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text in quotes"}

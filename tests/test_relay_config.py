@@ -37,6 +37,12 @@ def test_the_sample_config_names_every_setting_with_its_default() -> None:
             r"unknown setting max_conections \(did you mean max_connections\?\)",
         ),
         ("disk_high_water = 1.5", "fraction"),
+        (
+            "peers = ['wss://relay.example.org']",
+            "names no relay id: write it as wss://relay.example.org#ID",
+        ),
+        ("peers = ['wss://relay.example.org#3f9a']", "names no relay id"),
+        ("peers = ['relay.example.org#" + "ab" * 32 + "']", "not a ws:// or wss:// address"),
     ],
 )
 def test_a_bad_setting_is_named(tmp_path: Path, line: str, problem: str) -> None:
