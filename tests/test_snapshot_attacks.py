@@ -295,3 +295,30 @@ def test_a_device_killed_after_a_snapshot_reads_again_what_it_had_not_taken(
     assert sync_client._cursor(fay, "ws://relay", topic) == 2
     for node in (*nodes, fay):
         node.close()
+
+
+@pytest.mark.xfail(strict=True, reason="what follows a snapshot is held without bound")
+def test_a_relay_cannot_make_a_fresh_device_hold_all_it_sends_after_a_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device holds a snapshot and what follows it until the relay says it has sent
+    everything. A lying relay (or an enormous topic) that never stops sending must not
+    fill the device's memory: past a bound the device gives the snapshot up and takes
+    what came one by one, as it goes — here with the bound made small."""
+    nodes = make_group(tmp_path, ["Ada", "Ben"])
+    ada, ben = nodes
+    gid = ada.current_group().id
+    fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
+    fay.join_with_token(ada.create_invite())
+    sent = list(dict.fromkeys(bundles(ada, gid) + bundles(ben, gid)))
+    topic = fay.feeds.current_keys(gid).topic
+    outputs: list[Output] = [Arrived(topic=topic, cursor=99, envelope=snapshot(ben, gid))]
+    outputs += [Arrived(topic=topic, cursor=i + 1, envelope=e) for i, e in enumerate(sent)]
+    monkeypatch.setattr(sync_client, "MAX_PENDING_BYTES", len(sent[0]) + 1, raising=False)
+    report = sync_client.RelayReport(url="ws://relay")
+    sync_client.record(fay, "ws://relay", outputs, report)  # no end in sight
+    assert not report.pending
+    assert {parse_id(e) for e in sent} <= {b.id for b in fay.feeds.all(gid)}
+    assert sync_client._cursor(fay, "ws://relay", topic) == len(sent)
+    for node in (*nodes, fay):
+        node.close()
