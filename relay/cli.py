@@ -114,6 +114,46 @@ def fit_descriptors(config: RelayConfig) -> RelayConfig:
     return config
 
 
+def _backed_up(made: backups.BackedUp, data: Path) -> str:
+    if not made.relay_id:
+        return (
+            f"Backed up to {made.path}, without an identity key: there is none in {data} "
+            "(the relay makes one when it first starts)."
+        )
+    return (
+        f"Backed up to {made.path}, with the identity of relay {made.relay_id}: "
+        "keep the file private (only its owner may read it)."
+    )
+
+
+def _restored(restored: backups.Restored) -> str:
+    lines = [f"Restored into {restored.where}; start the relay on it."]
+    if restored.replaced_id:
+        lines.append(
+            f"The relay's id changed from {restored.replaced_id} to {restored.relay_id} "
+            "(the old key is kept as relay.key.replaced)."
+        )
+    elif restored.relay_id:
+        lines.append(f"The relay's id is {restored.relay_id}.")
+    else:
+        lines.append(
+            "The backup holds no identity key: the relay makes a new id when it starts, "
+            "which peer relays must then accept (accept_peers)."
+        )
+    return "\n".join(lines)
+
+
+def _ask(old: str, new: str) -> bool:
+    """Whether the operator, at a terminal, agrees to change the relay's id."""
+    if not sys.stdin.isatty():
+        return False
+    answer = input(
+        f"This data directory has the identity of relay {old}; the backup is of relay "
+        f"{new}. Peer relays accept the old id only. Take the backup's id? [y/N] "
+    )
+    return answer.strip().lower() in ("y", "yes")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hearth-relay`` command."""
     parser = argparse.ArgumentParser(
@@ -162,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "restore", help="put a backup in place as an empty store of either kind (relay stopped)"
     )
     restore.add_argument("src", type=Path, help="a file written by `hearth-relay backup`")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="take the backup's relay id even if the data directory holds another one",
+    )
     for sub_parser in (backup, restore):
         sub_parser.add_argument("--data", dest="sub_data", metavar="DIR")
         sub_parser.add_argument("--config", dest="sub_config", metavar="FILE", type=Path)
@@ -184,9 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "id":
                 print(load_or_create(Path(config.data)).public.hex())
             elif args.command == "backup":
-                print(f"Backed up to {backups.backup(config, args.dest)}.")
+                print(_backed_up(backups.backup(config, args.dest), Path(config.data)))
             else:
-                print(f"Restored into {backups.restore(args.src, config)}; start the relay on it.")
+                restored = backups.restore(
+                    args.src, config, change_id=lambda old, new: args.force or _ask(old, new)
+                )
+                print(_restored(restored))
             return 0
         config = load_config(
             args.config,

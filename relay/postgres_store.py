@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 
 from hearth.errors import StorageError
-from relay.sqlite_store import SqliteStore, check_backup
+from relay.sqlite_store import SqliteStore, add_identity, check_backup, private_file
 from relay.storage import (
     NO_END,
     STORE_FILE,
@@ -414,10 +414,11 @@ _TABLES = (
 )
 
 
-def backup_to_file(url: str, dest: Path) -> Path:
+def backup_to_file(url: str, dest: Path, identity: bytes | None = None) -> Path:
     """Write the database's relay tables, as of one moment, to an SQLite file in the
     relay's own schema (the file ``hearth-relay backup`` makes of an SQLite store too, so
-    it restores onto either store); ``dest`` is a file, or a directory for ``relay.db``.
+    it restores onto either store), with the relay's identity key if given, readable by
+    its owner only; ``dest`` is a file, or a directory for ``relay.db``.
 
     One read-only, repeatable-read transaction: the relay processes go on writing.
     """
@@ -425,7 +426,7 @@ def backup_to_file(url: str, dest: Path) -> Path:
     if target.exists():
         raise StorageError(f"{target} exists already; Hearth does not overwrite a backup.")
     partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
+    private_file(partial)
     SqliteStore(partial).close()  # the schema
     out = sqlite3.connect(partial)
     try:
@@ -441,6 +442,7 @@ def backup_to_file(url: str, dest: Path) -> Path:
                             batch,
                         )
         out.commit()
+        add_identity(out, identity)
         out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
     except (psycopg.Error, sqlite3.Error) as exc:
         out.close()

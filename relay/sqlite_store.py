@@ -7,6 +7,7 @@ in commit order by construction. Also the online backup and the restore of such 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,17 @@ from relay.storage import (
     prune_covered,
 )
 
-__all__ = ["SqliteStore", "backup_store", "check_backup", "restore_store"]
+__all__ = [
+    "IDENTITY_TABLE",
+    "SqliteStore",
+    "backup_identity",
+    "backup_store",
+    "check_backup",
+    "restore_store",
+]
+
+IDENTITY_TABLE = "relay_identity"
+"""The table a backup file keeps the relay's identity key in (never a live store)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -70,8 +81,9 @@ _ADDED_COLUMNS = (
 )
 
 
-def backup_store(data_dir: Path, dest: Path) -> Path:
-    """Copy a relay's store, consistent as of one moment, while the relay keeps running.
+def backup_store(data_dir: Path, dest: Path, identity: bytes | None = None) -> Path:
+    """Copy a relay's store, consistent as of one moment, while the relay keeps running,
+    with its identity key (``identity``) if given: the file is readable by its owner only.
 
     SQLite's online backup reads one snapshot of the database (WAL lets the relay go on
     writing meanwhile); ``dest`` is a file, or a directory to put ``relay.db`` in.
@@ -83,7 +95,7 @@ def backup_store(data_dir: Path, dest: Path) -> Path:
     if target.exists():
         raise StorageError(f"{target} exists already; Hearth does not overwrite a backup.")
     try:
-        _copy(source_path, target)
+        _copy(source_path, target, identity)
     except sqlite3.Error as exc:
         raise StorageError(f"The backup failed ({exc}); nothing was written.") from exc
     return target
@@ -120,15 +132,48 @@ def check_backup(backup: Path) -> None:
         raise StorageError(f"{backup} is damaged or not a relay backup; nothing was restored.")
 
 
-def _copy(source: Path, target: Path) -> None:
-    """SQLite's online backup of ``source`` into ``target``: there whole, or not at all."""
+def backup_identity(backup: Path) -> bytes | None:
+    """The relay identity key a backup carries (``None``: one made before backups did)."""
+    try:
+        db = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        try:
+            row = db.execute(f"SELECT secret FROM {IDENTITY_TABLE}").fetchone()  # noqa: S608
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return None  # no such table
+    return bytes(row[0]) if row else None
+
+
+def add_identity(db: sqlite3.Connection, identity: bytes | None) -> None:
+    """Put ``identity`` into a backup being written, or (``None``) take any out of a
+    store being restored, leaving no trace of it in the file's free pages."""
+    db.execute("PRAGMA secure_delete=ON")
+    db.execute(f"DROP TABLE IF EXISTS {IDENTITY_TABLE}")
+    if identity is not None:
+        db.execute(f"CREATE TABLE {IDENTITY_TABLE} (secret BLOB NOT NULL)")
+        db.execute(f"INSERT INTO {IDENTITY_TABLE}(secret) VALUES (?)", (identity,))  # noqa: S608
+    db.commit()
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty (replacing any), readable and writable by its owner only: a
+    backup holds the relay's secret key."""
+    path.unlink(missing_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _copy(source: Path, target: Path, identity: bytes | None = None) -> None:
+    """SQLite's online backup of ``source`` into ``target``: there whole, or not at all,
+    carrying ``identity`` (and nothing else outside the store's own tables)."""
     partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
+    private_file(partial)
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         dst = sqlite3.connect(partial)
         try:
             src.backup(dst)
+            add_identity(dst, identity)
         finally:
             dst.close()
     except sqlite3.Error:

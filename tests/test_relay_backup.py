@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from relay.sqlite_store import SqliteStore
 from tests import postgres
 from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import start_relay
@@ -21,11 +24,20 @@ from tests.test_sync_processes import start_relay
 pytestmark = pytest.mark.process
 
 
-def relay_command(*args: str) -> subprocess.CompletedProcess[str]:
+def relay_script() -> list[str]:
+    """The installed ``hearth-relay`` command, or the module."""
     script = Path(sys.executable).parent / "hearth-relay"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
+
+
+def relay_command(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*command, *args], capture_output=True, text=True, timeout=60, check=False
+        [*relay_script(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -67,6 +79,9 @@ def test_backup_during_writes_then_restore_serves_everything(
     finally:
         writing.wait(timeout=120)
     assert made.returncode == 0, made.stderr
+    old_id = relay_command("id", "--data", str(relay.data)).stdout.strip()
+    assert f"with the identity of relay {old_id}" in made.stdout
+    assert stat.S_IMODE((tmp_path / "backup.db").stat().st_mode) == 0o600
     again = relay_command(
         "backup", str(tmp_path / "backup.db"), "--data", str(relay.data), *relay_store
     )
@@ -84,6 +99,8 @@ def test_backup_during_writes_then_restore_serves_everything(
     restore = ("restore", str(tmp_path / "backup.db"), "--data", str(new), *new_store)
     restored = relay_command(*restore)
     assert restored.returncode == 0, restored.stderr
+    assert f"The relay's id is {old_id}." in restored.stdout
+    assert stat.S_IMODE((new / "relay.key").stat().st_mode) == 0o600
     twice = relay_command(*restore)
     assert twice.returncode == 1
     assert "restore into an empty" in twice.stderr
@@ -94,6 +111,9 @@ def test_backup_during_writes_then_restore_serves_everything(
         fresh = Cli(tmp_path / "fresh")
         fresh("init", "--name", "Fresh")
         fresh("join", token, check=False)  # the token names the old relay: not reachable
+        info_url = new_relay.url.replace("ws://", "http://") + "/info"
+        with urllib.request.urlopen(info_url, timeout=10) as info:  # noqa: S310 - loopback
+            assert json.loads(info.read())["relay_id"] == old_id  # peers still know it
         fresh("relay", "add", new_relay.url)
         first = json.loads(fresh("sync", "--json", check=False).out)
         assert new_relay.url in first["relays_ok"]
@@ -114,3 +134,60 @@ def test_restoring_something_that_is_not_a_backup_says_so(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "not a relay backup" in result.stderr
     assert not (tmp_path / "new" / "relay.db").exists()
+
+
+def a_relay_data_directory(data: Path) -> str:
+    """A data directory with an (empty) store and an identity key; the relay's id."""
+    SqliteStore(data / "relay.db").close()
+    return relay_command("id", "--data", str(data)).stdout.strip()
+
+
+def test_a_restore_that_would_change_the_relay_id_asks_first(tmp_path: Path) -> None:
+    old_id = a_relay_data_directory(tmp_path / "old")
+    made = relay_command("backup", str(tmp_path / "b.db"), "--data", str(tmp_path / "old"))
+    assert made.returncode == 0, made.stderr
+    # A new machine where the relay was started once already: it made an id of its own.
+    other = tmp_path / "new"
+    other_id = relay_command("id", "--data", str(other)).stdout.strip()
+    assert other_id != old_id
+    refused = relay_command("restore", str(tmp_path / "b.db"), "--data", str(other))
+    assert refused.returncode == 1
+    assert "would change this relay's id" in refused.stderr
+    assert "--force" in refused.stderr
+    assert not (other / "relay.db").exists()  # nothing was written
+    assert relay_command("id", "--data", str(other)).stdout.strip() == other_id
+
+    # At a terminal the operator is asked; "y" takes the backup's id.
+    controller, terminal = os.openpty()
+    os.write(controller, b"y\n")
+    asked = subprocess.run(
+        [*relay_script(), "restore", str(tmp_path / "b.db"), "--data", str(other)],
+        stdin=terminal,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    os.close(controller)
+    os.close(terminal)
+    assert asked.returncode == 0, asked.stderr
+    assert f"changed from {other_id} to {old_id}" in asked.stdout
+    assert relay_command("id", "--data", str(other)).stdout.strip() == old_id
+    assert (other / "relay.key.replaced").exists()  # the other key is not lost
+
+    third = tmp_path / "third"
+    relay_command("id", "--data", str(third))
+    forced = relay_command("restore", str(tmp_path / "b.db"), "--data", str(third), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert relay_command("id", "--data", str(third)).stdout.strip() == old_id
+
+
+def test_the_restored_store_keeps_no_copy_of_the_key(tmp_path: Path) -> None:
+    a_relay_data_directory(tmp_path / "old")
+    secret = (tmp_path / "old" / "relay.key").read_bytes()
+    relay_command("backup", str(tmp_path / "b.db"), "--data", str(tmp_path / "old"))
+    assert secret in (tmp_path / "b.db").read_bytes()
+    restored = relay_command("restore", str(tmp_path / "b.db"), "--data", str(tmp_path / "new"))
+    assert restored.returncode == 0, restored.stderr
+    assert secret not in (tmp_path / "new" / "relay.db").read_bytes()
+    assert (tmp_path / "new" / "relay.key").read_bytes() == secret
