@@ -11,6 +11,7 @@ from typing import Any
 
 from hearth.errors import ConfigError
 from hearth.protocol.mailbox import MailboxLimits
+from relay.forwarded import parse_networks
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,9 +65,10 @@ class RelayConfig:
     topic_expiry_s: float = 180 * 24 * 3600.0
     disk_high_water: float = 0.90
     shutdown_grace_s: float = 8.0
-    # Behind a reverse proxy every client comes from the proxy's address: trust the
-    # address it puts first in X-Forwarded-For instead (only when a proxy is in front!).
-    trust_forwarded_for: bool = False
+    # Behind a reverse proxy every client comes from the proxy's address. Sockets from
+    # these addresses or ranges (the proxies you run) are taken to be proxies: the client
+    # is the address they appended to X-Forwarded-For (relay/forwarded.py).
+    trusted_proxies: tuple[str, ...] = ()
     # Bundles a snapshot covers are deleted this long after the snapshot arrived: nodes
     # that were away longer get the snapshot and what followed it instead.
     snapshot_retention_s: float = 30 * 24 * 3600.0
@@ -157,6 +159,12 @@ def _check(config: RelayConfig) -> list[str]:
     for url in config.peers:
         if not url.startswith(("ws://", "wss://")):
             problems.append(f"peer {url!r} is not a ws:// or wss:// address")
+    _, not_addresses = parse_networks(config.trusted_proxies)
+    for entry in not_addresses:
+        problems.append(
+            f"trusted_proxies entry {entry!r} is not an address or range (such as 127.0.0.1 "
+            "or 172.16.0.0/12)"
+        )
     for relay_id in config.accept_peers:
         try:
             ok = len(bytes.fromhex(relay_id)) == 32
@@ -198,6 +206,12 @@ def load_config(
             raise ConfigError(f"The config file {path} is not valid TOML ({exc}).") from exc
         table = raw.get("relay", raw)
         known = {f.name: f for f in fields(RelayConfig)}
+        if "trust_forwarded_for" in table:
+            raise ConfigError(
+                f"{path}: trust_forwarded_for is gone: it believed whatever a client wrote "
+                'into X-Forwarded-For. List your proxies instead: trusted_proxies = ["127.0.0.1"] '
+                "for a proxy on this machine (see deploy/relay.toml)."
+            )
         unknown = sorted(set(table) - set(known))
         if unknown:
             raise ConfigError(

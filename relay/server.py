@@ -31,6 +31,7 @@ from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, RelayCore
 from relay.door import Door
+from relay.forwarded import Proxies
 from relay.links import (
     CLOSE_GRACE_S,
     CONFIG,
@@ -51,17 +52,16 @@ __all__ = ["CONFIG", "CORE", "make_app"]
 
 log = logging.getLogger(__name__)
 
+PROXIES = web.AppKey("proxies", Proxies)
+
 _BATCH_WINDOW_S = 0.002  # how long a busy batch of publishes gathers before one commit
 _LOOK_EVERY_S = 1.0  # a shared store: how often to look for others' commits unprompted
 
 
-def client_address(request: web.Request, config: RelayConfig) -> str:
-    """The address limits count by: the proxy's word for it if we trust the proxy."""
-    if config.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.remote or "?"
+def client_address(request: web.Request, proxies: Proxies) -> str:
+    """The address limits count by: from a proxy of ours, the address it appended to
+    ``X-Forwarded-For`` (relay/forwarded.py); otherwise the socket's own."""
+    return proxies.client(request.remote or "?", request.headers.get("X-Forwarded-For", ""))
 
 
 def make_app(
@@ -80,6 +80,7 @@ def make_app(
 
     app = web.Application()
     app[CONFIG] = config
+    proxies = app[PROXIES] = Proxies.of(config.trusted_proxies)
     app[CORE] = RelayCore(
         config,
         store,
@@ -94,7 +95,8 @@ def make_app(
     # time is closed politely first (links.py); the door drops whatever is left after.
     app[DOOR] = Door(
         max_sockets=config.max_connections,
-        per_address=None if config.trust_forwarded_for else config.max_connections_per_ip,
+        per_address=config.max_connections_per_ip,
+        from_proxy=proxies.__contains__,
         timeout_s=config.handshake_timeout_s + CLOSE_GRACE_S,
         clock=time.monotonic,
     )
@@ -339,7 +341,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """One client's WebSocket, from handshake to close."""
     app = request.app
     config, core = app[CONFIG], app[CORE]
-    ip = client_address(request, config)
+    ip = client_address(request, app[PROXIES])
     # No compression: bundles are ciphertext, deflating them only costs CPU.
     ws = web.WebSocketResponse(
         heartbeat=config.heartbeat_s, max_msg_size=config.max_frame_bytes, compress=False

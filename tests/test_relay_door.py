@@ -27,7 +27,13 @@ def test_sockets_are_counted_per_address_and_in_all_and_timed_out_until_through(
 
 
 def test_when_full_the_oldest_half_open_socket_makes_room_never_a_handshaken_one() -> None:
-    door = Door(max_sockets=3, per_address=None, timeout_s=10.0, clock=lambda: 0.0)
+    door = Door(
+        max_sockets=3,
+        per_address=1,
+        timeout_s=10.0,
+        clock=lambda: 0.0,
+        from_proxy=lambda address: address == "10.0.0.1",  # many clients: never per address
+    )
     for n in range(3):
         assert door.enter(n, "10.0.0.1") == (None, None)
     for n in range(3):
