@@ -56,6 +56,7 @@ from relay.config import RelayConfig
 from relay.identity import peer_proof, peer_proof_valid
 from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
+from relay.moderation import ACTIONS, Decisions
 from relay.storage import Registered, Store
 
 __all__ = [
@@ -84,6 +85,14 @@ _REFUSALS = {
         "This group's storage quota at this relay is full; ask the operator or use another relay."
     ),
     "relay-full": "This relay is full; ask its operator, or use another relay.",
+    "topic-held": (
+        "This relay's operator has frozen this group's topic here; ask them, or use another relay."
+    ),
+    "key-banned": "This relay's operator does not take this group here; use another relay.",
+    "not-admitted": (
+        "This relay takes only the groups its operator lists; ask them, or use another relay."
+    ),
+    "topic-refused": "This relay's operator dropped this topic; use another relay.",
 }
 
 
@@ -197,11 +206,55 @@ class RelayCore:
         self._registrations: dict[str, tuple[float, float]] = {}
         self._stored_bytes = store.stored_bytes()  # kept up to date as bundles are stored
         self.log_limit = LogLimit(clock)
+        self.decisions = Decisions()  # the operator's moderation lists (relay/moderation.py)
+        self._moderation_seen = -1  # how many moderation actions the lists reflect
+        self.reload_moderation()
+
+    # --- moderation (relay/moderation.py) --------------------------------------------------
+
+    def reload_moderation(self, *, if_changed: bool = False) -> list[Output]:
+        """Read the moderation lists from the store again (``if_changed``: only if an
+        action was taken since they were last read); close the connections of clients
+        whose address is now banned."""
+        counts = self.store.moderation_counts()
+        seen = sum(counts.values())
+        if if_changed and seen == self._moderation_seen:
+            return []
+        self._moderation_seen = seen
+        self.decisions = Decisions.of(
+            (kind, value) for kind, value, _, _ in self.store.moderation_lists()
+        )
+        for action in ACTIONS:
+            self.metrics.set_counter(
+                "hearth_relay_moderation_actions_total", counts.get(action, 0), action=action
+            )
+        return [
+            CloseClient(client, CLOSE_POLICY, "banned by this relay's operator")
+            for client, state in self.clients.items()
+            if state.counted and self.decisions.address_banned(state.ip)
+        ]
+
+    def _admitted(self, relay_key: bytes, topic: bytes) -> str | None:
+        """Why the operator's lists refuse a topic with this key (a code of
+        :data:`_REFUSALS`), or ``None``."""
+        decisions = self.decisions
+        if topic in decisions.dropped:
+            return "topic-refused"
+        if relay_key in decisions.banned_keys:
+            return "key-banned"
+        if self.config.admission == "allow-list" and not (
+            relay_key in decisions.allowed_keys or relay_key.hex() in self.config.allowed_keys
+        ):
+            return "not-admitted"
+        return None
 
     # --- connections ----------------------------------------------------------------
 
     def admit(self, client: int, ip: str) -> bool:
         """Whether a new connection from ``ip`` fits under the connection limits."""
+        if self.decisions.address_banned(ip):
+            self.reject("banned", ip)
+            return False
         if (
             len(self.clients) >= self.config.max_connections
             or self.per_ip[ip] >= self.config.max_connections_per_ip
@@ -212,7 +265,7 @@ class RelayCore:
             ip=ip, tokens=float(self.config.publish_burst), refilled=self.clock()
         )
         self.per_ip[ip] += 1
-        self.metrics.count("hearth_relay_connections_total")
+        self.metrics.count("hearth_relay_connections_admitted_total")
         return True
 
     def gone(self, client: int) -> list[Output]:
@@ -361,6 +414,9 @@ class RelayCore:
                 client, "bad-registration", "The registration proof does not verify."
             )
         state = self.clients[client]
+        admission = self._admitted(frame.relay_key, frame.topic)
+        if admission is not None:
+            return self._error(client, admission, _REFUSALS[admission])
         if self.store.topic(frame.topic) is None:
             refusal = self._full() or self._registration_limited(state)
             if refusal is not None:
@@ -561,6 +617,8 @@ class RelayCore:
         if isinstance(frame, Register):
             if not registration_valid(frame.topic, frame.relay_key, frame.proof):
                 self.reject("bad-registration", state.ip)
+            elif (admission := self._admitted(frame.relay_key, frame.topic)) is not None:
+                self.reject(admission, state.ip)  # its bundles are skipped as unknown
             elif self.store.topic(frame.topic) is None and self._full() is not None:
                 self.reject("relay-full", state.ip)  # its bundles are skipped as unknown
             elif self.store.register(
@@ -581,13 +639,15 @@ class RelayCore:
     def _linked(self, state: _Client, relay_id: bytes) -> None:
         state.peer = relay_id
         state.tokens = float(self.config.peer_publish_burst)
-        self.metrics.count("hearth_relay_peer_links_total")
+        self.metrics.count("hearth_relay_peer_links_made_total")
         self.metrics.count("hearth_relay_peer_duplicates_total", 0)  # shown from the start
         log.info("peer relay linked", extra={"peer": relay_id.hex()[:16]})
 
     def _may_link(self, relay_id: bytes) -> bool:
-        return relay_id != self.identity.public and not any(
-            s.peer == relay_id for s in self.clients.values()
+        return (
+            relay_id != self.identity.public
+            and relay_id not in self.decisions.banned_keys
+            and not any(s.peer == relay_id for s in self.clients.values())
         )
 
     def _close(self, client: int, reason: str, message: str) -> list[Output]:
@@ -647,6 +707,11 @@ class RelayCore:
             return "unknown-topic"
         if topic.frozen_at and self.wall_clock() >= topic.frozen_at:
             return "topic-frozen"
+        if topic.held:
+            return "topic-held"
+        admission = self._admitted(topic.relay_key, envelope.topic)
+        if admission is not None:
+            return admission
         if not envelope.relay_signature_valid(topic.relay_key):
             return "bad-signature"
         over = (

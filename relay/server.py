@@ -21,10 +21,13 @@ import ctypes
 import logging
 import shutil
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from aiohttp import WSCloseCode, web
 
+from hearth import __version__
 from hearth.crypto import SigningKey
 from hearth.errors import StorageError
 from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
@@ -48,7 +51,7 @@ from relay.metrics import CONTENT_TYPE, Metrics
 from relay.peering import keep_peers_linked
 from relay.storage import Store
 
-__all__ = ["CONFIG", "CORE", "make_app"]
+__all__ = ["CONFIG", "CORE", "apply_settings", "make_app"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def make_app(
         clock=time.monotonic,
         wall_clock=time.time,
         disk_fraction=disk_fraction,
-        metrics=Metrics(),
+        metrics=Metrics(process=True),
         identity=identity,
     )
     app[LINKS] = {}
@@ -104,6 +107,7 @@ def make_app(
     app.cleanup_ctx.append(_flusher)
     app.cleanup_ctx.append(_pruner)
     app.cleanup_ctx.append(_watchdog)
+    app.cleanup_ctx.append(_moderation)
     if store.shared:
         app.cleanup_ctx.append(_other_processes)
     app.router.add_get("/", websocket_handler)
@@ -114,6 +118,35 @@ def make_app(
     app.on_shutdown.append(_close_clients)
     keep_peers_linked(app)  # after: its on_shutdown goes first, so no link is redialed
     return app
+
+
+_RESTART_ONLY = ("host", "port", "data", "database_url", "peers")
+"""Settings a running relay cannot change: a reload keeps the old values and says so."""
+
+
+async def apply_settings(app: web.Application, new: RelayConfig) -> None:
+    """Apply reloaded settings (SIGHUP) to a running relay: every limit, the trusted
+    proxies, peers it accepts and the admission rules, from the next decision on; and read
+    the moderation lists from the store again."""
+    old, core, door = app[CONFIG], app[CORE], app[DOOR]
+    stuck = [name for name in _RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+    new = replace(new, **{name: getattr(old, name) for name in stuck})
+    proxies = Proxies.of(new.trusted_proxies)
+    core.config = new
+    core.mailboxes.limits = new.mailbox_limits()
+    door.max_sockets = new.max_connections
+    door.per_address = new.max_connections_per_ip
+    door.timeout_s = new.handshake_timeout_s + CLOSE_GRACE_S
+    door.from_proxy = proxies.__contains__
+    with warnings.catch_warnings():
+        # The settings are the one thing that changes in a running application.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app[CONFIG], app[PROXIES] = new, proxies
+    await carry_out(app, core.reload_moderation())
+    core.metrics.count("hearth_relay_reloads_total")
+    log.info("settings and moderation lists reloaded")
+    if stuck:
+        log.warning("%s changed: that takes a restart; kept as it was", ", ".join(stuck))
 
 
 async def _flusher(app: web.Application) -> AsyncIterator[None]:
@@ -156,6 +189,29 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
             except StorageError as exc:
                 log.warning("%s", exc)
             await asyncio.sleep(app[CONFIG].prune_every_s)
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+_MODERATION_LOOK_S = 2.0  # how often to look whether `hearth-relay ban` and co. ran
+
+
+async def _moderation(app: web.Application) -> AsyncIterator[None]:
+    """Applies what the operator decided with ``hearth-relay`` (relay/moderation.py)
+    while the relay runs: a look every couple of seconds whether an action was taken."""
+    core = app[CORE]
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(_MODERATION_LOOK_S)
+            try:
+                await carry_out(app, core.reload_moderation(if_changed=True))
+            except StorageError as exc:
+                log.warning("%s", exc)
 
     task = asyncio.create_task(run())
     yield
@@ -328,6 +384,7 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "software": "hearth-relay",
+            "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "protocols": list(VERSIONS),
             "store": request.app[CORE].store.kind,

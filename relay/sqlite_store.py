@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.errors import StorageError
+from relay.moderation import TopicInfo, moderate
 from relay.storage import (
     NO_END,
     STORE_FILE,
@@ -68,6 +69,20 @@ CREATE TABLE IF NOT EXISTS peer_cursors (
     peer    BLOB PRIMARY KEY,   -- a peer relay's id
     cursor  INTEGER NOT NULL    -- everything it sent up to its own cursor here is stored
 );
+CREATE TABLE IF NOT EXISTS moderation (   -- relay/moderation.py
+    kind    TEXT NOT NULL,      -- ban, allow, drop
+    value   TEXT NOT NULL,      -- a key or topic (hex), or an address range
+    reason  TEXT NOT NULL DEFAULT '',
+    at      REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, value)
+);
+CREATE TABLE IF NOT EXISTS moderation_log (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      REAL NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    reason  TEXT NOT NULL DEFAULT ''
+);
 """
 # Columns added after the first release, for stores created before them.
 _ADDED_COLUMNS = (
@@ -78,6 +93,10 @@ _ADDED_COLUMNS = (
     ("topics", "frozen_at", "REAL NOT NULL DEFAULT 0"),
     # When a node last registered the topic (to the day; 0: before this was kept).
     ("topics", "used_at", "REAL NOT NULL DEFAULT 0"),
+    # For `hearth-relay topics` (0: before these were kept) and `hearth-relay freeze`.
+    ("topics", "first_seen", "REAL NOT NULL DEFAULT 0"),
+    ("topics", "last_write", "REAL NOT NULL DEFAULT 0"),
+    ("topics", "held", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -211,9 +230,12 @@ class SqliteStore(Store):
 
     def topic(self, topic: bytes) -> TopicState | None:
         row = self._db.execute(
-            "SELECT relay_key, frozen_at, bytes, bundles FROM topics WHERE topic = ?", (topic,)
+            "SELECT relay_key, frozen_at, bytes, bundles, held FROM topics WHERE topic = ?",
+            (topic,),
         ).fetchone()
-        return TopicState(bytes(row[0]), float(row[1]), int(row[2]), int(row[3])) if row else None
+        if not row:
+            return None
+        return TopicState(bytes(row[0]), float(row[1]), int(row[2]), int(row[3]), bool(row[4]))
 
     def register(
         self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
@@ -232,7 +254,8 @@ class SqliteStore(Store):
             )
             return Registered.KNOWN
         self._db.execute(
-            "INSERT INTO topics(topic, relay_key, proof, used_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO topics(topic, relay_key, proof, used_at, first_seen) "
+            "VALUES (?, ?, ?, ?, (julianday('now') - 2440587.5) * 86400.0)",
             (topic, relay_key, proof, now),
         )
         return Registered.NEW
@@ -282,7 +305,8 @@ class SqliteStore(Store):
                 (topic, bundle_id, data, origin),
             ).lastrowid
             self._db.execute(
-                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1 WHERE topic = ?",
+                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1, "
+                "last_write = (julianday('now') - 2440587.5) * 86400.0 WHERE topic = ?",
                 (len(data), topic),
             )
         except sqlite3.Error as exc:
@@ -461,6 +485,52 @@ class SqliteStore(Store):
 
     async def watch_commits(self, wake: Callable[[], None]) -> None:
         return  # one process owns the file: nobody else commits to it
+
+    def topic_list(self) -> list[TopicInfo]:
+        rows = self._db.execute(
+            "SELECT topic, bytes, bundles, first_seen, last_write, held, frozen_at FROM topics"
+        ).fetchall()
+        return [
+            TopicInfo(bytes(t), int(b), int(n), float(f), float(w), bool(h), float(z))
+            for t, b, n, f, w, h, z in rows
+        ]
+
+    def moderate(self, action: str, target: str, reason: str, now: float) -> bool:
+        if self.busy():
+            raise StorageError("Moderation waits while a batch of bundles is being written.")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            changed = moderate(
+                lambda sql, args: self._db.execute(sql, args).fetchall(),
+                "?",
+                action,
+                target,
+                reason,
+                now,
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay store did not take the change ({exc}).") from exc
+        return changed
+
+    def moderation_lists(self) -> list[tuple[str, str, str, float]]:
+        rows = self._db.execute("SELECT kind, value, reason, at FROM moderation").fetchall()
+        return [(str(k), str(v), str(r), float(a)) for k, v, r, a in rows]
+
+    def moderation_log(self, limit: int = 100) -> list[tuple[float, str, str, str]]:
+        rows = self._db.execute(
+            "SELECT at, action, target, reason FROM moderation_log ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(float(a), str(c), str(t), str(r)) for a, c, t, r in rows]
+
+    def moderation_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT action, COUNT(*) FROM moderation_log GROUP BY action"
+        ).fetchall()
+        return {str(action): int(count) for action, count in rows}
 
     def counts(self) -> tuple[int, int]:
         topics = self._db.execute("SELECT COUNT(*) FROM topics").fetchone()[0]

@@ -3,15 +3,21 @@ checked, and the proxy setting decides which address the limits count."""
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from hearth.errors import ConfigError
+from hearth.protocol.frames import PROTOCOL_VERSION
 from relay.config import RelayConfig, load_config
 from relay.forwarded import Proxies
 from tests.test_sync_processes import start_relay
@@ -39,6 +45,14 @@ def test_the_sample_config_names_every_setting_with_its_default() -> None:
             r"unknown setting max_conections \(did you mean max_connections\?\)",
         ),
         ("disk_high_water = 1.5", "fraction"),
+        ("max_connections = 0", "max_connections is 0, which cannot work"),
+        ("heartbeat_s = 0", "heartbeat_s is 0"),
+        ("handshake_timeout_s = 0.0", "handshake_timeout_s is 0"),
+        ("prune_every_s = -1", "prune_every_s is negative"),
+        ("database_url = 'postgresql://hearth:s3cret@db/hearth'", "holds a password.*PGPASSWORD"),
+        ("database_url = 'postgresql://db/hearth?password=s3cret'", "holds a password"),
+        ("admission = 'closed'", "admission must be one of open, allow-list"),
+        ("allowed_keys = ['abc']", "allowed_keys entry 'abc' is not a key"),
     ],
 )
 def test_a_bad_setting_is_named(tmp_path: Path, line: str, problem: str) -> None:
@@ -46,6 +60,94 @@ def test_a_bad_setting_is_named(tmp_path: Path, line: str, problem: str) -> None
     config.write_text(f"[relay]\n{line}\n")
     with pytest.raises(ConfigError, match=problem):
         load_config(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("max_connections = 5\n[relay]\nport = 1\n", "max_connections outside \\[relay\\]"),
+        ("[relay]\nport = 1\n[limits]\nmax_connections = 5\n", "\\[limits\\] outside"),
+        ("[limits]\nmax_connections = 5\n", "unknown section \\[limits\\]"),
+    ],
+)
+def test_settings_that_would_be_ignored_are_refused(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=problem):
+        load_config(config)
+
+
+def relay_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "relay.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_check_config_prints_the_settings_in_effect(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text('[relay]\nmax_connections = 500\ntrusted_proxies = ["127.0.0.1"]\n')
+    printed = relay_cli("check-config", str(config), "--print")
+    assert printed.returncode == 0, printed.stderr
+    assert "max_connections = 500\n" in printed.stdout
+    assert "heartbeat_s = 30.0\n" in printed.stdout  # defaults too
+    again = tmp_path / "printed.toml"
+    again.write_text(printed.stdout)
+    assert load_config(again) == load_config(config)  # every setting, as TOML
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[relay]\nmax_connections = 0\n")
+    refused = relay_cli("check-config", str(bad))
+    assert refused.returncode == 1
+    assert "max_connections is 0" in refused.stderr
+
+
+def test_the_version_is_told_everywhere(tmp_path: Path) -> None:
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    version = pyproject.split('\nversion = "')[1].split('"')[0]
+    told = relay_cli("--version")
+    assert told.stdout.startswith(f"hearth-relay {version} (protocol ")
+
+
+@pytest.mark.process
+def test_sighup_reloads_the_limits_and_keeps_them_if_the_file_is_bad(tmp_path: Path) -> None:
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    version = pyproject.split('\nversion = "')[1].split('"')[0]
+    config = tmp_path / "relay.toml"
+    config.write_text("[relay]\npublish_burst = 100\n")
+    relay = start_relay(tmp_path / "relay", config=config)
+    http = relay.url.replace("ws://", "http://")
+
+    def info() -> dict[str, Any]:
+        with urllib.request.urlopen(http + "/info", timeout=10) as got:  # noqa: S310 - loopback
+            return dict(json.loads(got.read()))
+
+    def reloads() -> int:
+        with urllib.request.urlopen(http + "/metrics", timeout=10) as got:  # noqa: S310 - loopback
+            text = got.read().decode()
+        assert f'hearth_relay_build_info{{protocol="{PROTOCOL_VERSION}",' in text
+        assert f'version="{version}"' in text
+        return int(float(text.split("\nhearth_relay_reloads_total ")[1].split()[0]))
+
+    try:
+        assert info()["version"] == version
+        assert info()["limits"]["publish_burst"] == 100
+        config.write_text('[relay]\npublish_burst = 7\npeers = ["ws://127.0.0.1:9"]\n')
+        relay.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while reloads() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert info()["limits"]["publish_burst"] == 7
+        config.write_text("[relay]\npublish_burst = 0\n")
+        relay.proc.send_signal(signal.SIGHUP)
+        while reloads() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert info()["limits"]["publish_burst"] == 7  # a bad file changes nothing
+        relay.kill(signal.SIGTERM)
+        logged = (relay.data / "relay.log").read_text()
+        assert "publish_burst is 0" in logged
+        assert "peers changed: that takes a restart" in logged
+    finally:
+        relay.kill()
 
 
 @pytest.mark.process
