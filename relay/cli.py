@@ -15,19 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from aiohttp import web
-
 from hearth import __version__
 from hearth.errors import HearthError
 from hearth.protocol.frames import PROTOCOL_VERSION
 from relay import backup as backups
 from relay import moderation_cli
 from relay.config import RelayConfig, as_toml, load_config
-from relay.door import Doorway
 from relay.identity import load_or_create
-from relay.links import CONFIG, CORE, DOOR
 from relay.logs import configure
-from relay.server import apply_settings, make_app
 from relay.storage import open_store
 
 __all__ = ["main"]
@@ -42,6 +37,13 @@ async def serve(config: RelayConfig, reread: Callable[[], RelayConfig] | None = 
     """Run until SIGTERM or SIGINT; print the listening line once ready. On SIGHUP the
     settings are read again (``reread``) and the limits among them applied, and the
     moderation lists are read again from the store."""
+    # Here, not above: the operator's other subcommands start faster without aiohttp.
+    from aiohttp import web
+
+    from relay.door import Doorway
+    from relay.links import CONFIG, CORE, DOOR
+    from relay.server import apply_settings, make_app
+
     config = fit_descriptors(config)
     store = open_store(config)
     app = make_app(config, store, load_or_create(Path(config.data)))

@@ -197,7 +197,7 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-_MODERATION_LOOK_S = 2.0  # how often to look whether `hearth-relay ban` and co. ran
+_MODERATION_LOOK_S = 1.0  # how often to look whether `hearth-relay ban` and co. ran
 
 
 async def _moderation(app: web.Application) -> AsyncIterator[None]:
