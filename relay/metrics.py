@@ -31,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hearth import __version__
 from hearth.protocol.frames import PROTOCOL_VERSION
+from relay.moderation import ACTIONS
 
 __all__ = ["CONTENT_TYPE", "FAMILIES", "REJECTION_REASONS", "Metrics"]
 
@@ -124,6 +125,8 @@ class Metrics:
         del self._counters[("hearth_relay_moderation_actions_total", ())]
         for reason in REJECTION_REASONS:
             self._counters[_key("hearth_relay_rejections_total", {"reason": reason})] = 0.0
+        for action in ACTIONS:
+            self._counters[_key("hearth_relay_moderation_actions_total", {"action": action})] = 0.0
         self._summaries["hearth_relay_write_seconds"] = [0.0, 0.0]
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))

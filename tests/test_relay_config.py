@@ -131,6 +131,11 @@ def test_sighup_reloads_the_limits_and_keeps_them_if_the_file_is_bad(tmp_path: P
     try:
         assert info()["version"] == version
         assert info()["limits"]["publish_burst"] == 100
+        with urllib.request.urlopen(http + "/metrics", timeout=10) as got:  # noqa: S310
+            fresh = got.read().decode()
+        assert "\nprocess_resident_memory_bytes " in fresh  # the process's own metrics
+        assert '\nhearth_relay_rejections_total{reason="rate-limited"} 0.0\n' in fresh
+        assert "\nhearth_relay_pruned_total 0.0\n" in fresh  # every series from the start
         config.write_text('[relay]\npublish_burst = 7\npeers = ["ws://127.0.0.1:9"]\n')
         relay.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
