@@ -90,7 +90,8 @@ _REFUSALS = {
     ),
     "key-banned": "This relay's operator does not take this group here; use another relay.",
     "not-admitted": (
-        "This relay takes only the groups its operator lists; ask them, or use another relay."
+        "This relay takes only the groups its operator lists: give them the group's key "
+        "(`hearth relay key`), or use another relay."
     ),
     "topic-refused": "This relay's operator dropped this topic; use another relay.",
 }
