@@ -1,6 +1,6 @@
 """Sync benchmarks of the sync issue; writes a JSON result to bench/results/.
 
-    python bench/sync_bench.py [--entries 2000] [--ingest 3000] [--idle 1000]
+    python bench/sync_bench.py [--entries 2000] [--ingest 3000] [--idle 1000] [--catch-up-only]
 
 Everything runs on 127.0.0.1 against a real ``hearth-relay`` process:
 - wire overhead of a one-field edit (envelope and frame bytes against the raw change);
@@ -328,6 +328,9 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=2000)
     parser.add_argument("--ingest", type=int, default=3000)
     parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument(
+        "--catch-up-only", action="store_true", help="measure only the fresh device's catch-up"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="hearth-sync-bench-"))
     config = root / "relay.toml"
@@ -341,9 +344,12 @@ def main() -> int:
             "benchmark": "sync",
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count()},
-            "wire_overhead": wire_overhead(),
         }
-        result.update(asyncio.run(ingest_and_propagation(url, args.ingest, args.idle, relay.pid)))
+        if not args.catch_up_only:
+            result["wire_overhead"] = wire_overhead()
+            result.update(
+                asyncio.run(ingest_and_propagation(url, args.ingest, args.idle, relay.pid))
+            )
         result["catch_up"] = catch_up(args.entries, url, root)
     finally:
         relay.terminate()

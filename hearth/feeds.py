@@ -356,6 +356,30 @@ class Feeds:
             ),
         )
 
+    def keep_applied(self, group_id: str, bundles: Sequence[tuple[Envelope, Inner]]) -> None:
+        """Store many bundles as applied, and mark applied those held already (inside a
+        write): the bundles a snapshot covers, once it is checked against them (R13)."""
+        now = self.clock.now_ms()
+        self.store.run_many(
+            "INSERT INTO bundles(id, group_id, topic, author, seq, prev, envelope, state, "
+            "arrived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+            [
+                (
+                    envelope.id,
+                    group_id,
+                    envelope.topic,
+                    inner.author,
+                    inner.seq,
+                    inner.prev,
+                    envelope.encode(),
+                    APPLIED,
+                    now,
+                )
+                for envelope, inner in bundles
+            ],
+        )
+
     def invalidate_after(self, group_id: str, author: bytes, cutoff: int) -> list[StoredBundle]:
         """Mark a removed device's bundles past its cutoff invalid; return them (in a write)."""
         rows = self.store.query(

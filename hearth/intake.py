@@ -9,7 +9,9 @@ comes before an earlier one of its feed, builds on changes not here yet, or is f
 device whose invite has not arrived yet, waits and is retried whenever something else is
 applied. Every rejection is logged with its reason and counted in the store, per source
 (:func:`tallied` counts many in memory and writes them once). What a late
-removal or an equivocation takes back is :mod:`hearth.retraction`'s job.
+removal or an equivocation takes back is :mod:`hearth.retraction`'s job. A snapshot is
+taken only together with the bundles it covers, checked against them
+(:func:`take_snapshot`, :mod:`hearth.snapshots`, docs/security.md §6, R13).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from hearth import joins, membership, neighbours
+from hearth import joins, membership, neighbours, snapshots
 from hearth.crypto import key_id
 from hearth.cutoffs import counted_through, past_cutoff, removal_voided, within_cutoff
 from hearth.errors import Damaged, HearthError, LedgerError, ProtocolError
@@ -69,6 +71,7 @@ __all__ = [
     "damage",
     "rejections",
     "take_in",
+    "take_snapshot",
     "tallied",
 ]
 
@@ -184,7 +187,7 @@ def _take_in(node: Node, data: bytes, source: str) -> Outcome:
             if outcome is None:
                 with node.store.write():  # a rejection rolls back all the bundle touched
                     if inner.kind == "snapshot":
-                        outcome = _take_snapshot(node, group_id, envelope, inner)
+                        outcome = _lone_snapshot(node, group_id, envelope, inner)
                     elif inner.kind in ("content", "epoch", "keys") and inner.seq >= 1:
                         outcome = _judge(node, group_id, envelope, inner)
                     else:
@@ -493,32 +496,122 @@ def _judge(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outco
     return Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1)
 
 
-def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outcome:
-    """Take in a snapshot: merge its documents and skip the bundles it covers.
+def _lone_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) -> Outcome:
+    """A snapshot that came on its own: taken only with the bundles it covers (R13,
+    :func:`take_snapshot`), so it is noted and left; the bundles come as they are."""
+    decode_snapshot(inner.payload)  # malformed: refused like any malformed bundle
+    node.store.run("INSERT OR IGNORE INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
+    return Outcome(
+        verdict=Verdict.DUPLICATE,
+        group_id=group_id,
+        reason="a snapshot is taken only with the bundles it covers",
+    )
 
-    A member's device may send one — a member this node knows, or one the snapshot itself
-    lists (a new member knows few): only holders of the group's keys can make one.
-    """
-    seen = node.store.query("SELECT 1 FROM seen_snapshots WHERE id = ?", (envelope.id,))
-    if seen:
-        return Outcome(verdict=Verdict.DUPLICATE)
-    docs, heads = decode_snapshot(inner.payload)
-    if all(seq <= node.feeds.head(group_id, author)[0] for author, seq, _ in heads):
+
+def take_snapshot(
+    node: Node, data: bytes, bundles: Sequence[bytes] | snapshots.Opener, *, source: str
+) -> tuple[Outcome, frozenset[bytes]]:
+    """Take in a snapshot together with the bundles that came with it (R13): checked
+    against them as :mod:`hearth.snapshots` says, then its documents merged and the
+    bundles it covers kept as applied. Return the verdict and the ids of the bundles it
+    took; the others — all of them if it was refused — go through :func:`take_in`."""
+    opener = (
+        bundles if isinstance(bundles, snapshots.Opener) else snapshots.Opener.of(node, bundles)
+    )
+    try:
+        return _take_snapshot_with(node, data, opener, source)
+    finally:
+        opener.close()
+
+
+def _take_snapshot_with(
+    node: Node, data: bytes, opener: snapshots.Opener, source: str
+) -> tuple[Outcome, frozenset[bytes]]:
+    none: frozenset[bytes] = frozenset()
+    try:
+        envelope = parse_envelope(data)
+    except Damaged as exc:
+        return _damaged(node, source, str(exc)), none
+    found = node.feeds.keys_for_topic(envelope.topic)
+    if found is None:
+        return _damaged(node, source, "a snapshot for a group this node is not in"), none
+    group_id, keys = found
+    if not envelope.relay_signature_valid(keys.relay_key.public):
+        return _damaged(
+            node, source, "a snapshot whose admission signature is not the group's"
+        ), none
+    try:
+        inner = open_envelope(envelope, keys)
+        if inner.kind != "snapshot":
+            raise ProtocolError("a bundle taken as a snapshot that is not one")
+        docs, heads = decode_snapshot(inner.payload)
+    except Damaged as exc:
+        return _damaged(node, source, str(exc)), none
+    except ProtocolError as exc:
+        return _reject(node, source, str(exc)), none
+    if node.store.query("SELECT 1 FROM seen_snapshots WHERE id = ?", (envelope.id,)) or all(
+        seq <= node.feeds.head(group_id, author)[0] for author, seq, _ in heads
+    ):
         # Nothing in it we lack (a node that kept up sees the snapshots others publish):
         # taking it in would only cost a load and a rebuild.
-        node.store.run("INSERT INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
-        return Outcome(verdict=Verdict.DUPLICATE, group_id=group_id)
+        with node.store.write():
+            node.store.run("INSERT OR IGNORE INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
+        return Outcome(verdict=Verdict.DUPLICATE, group_id=group_id), none
+    try:
+        gid = bytes.fromhex(group_id)
+        carried = [c for c in opener.carried() if c.inner.group_id == gid]
+        with node.store.write():  # refused: nothing of it stays
+            taken = _take_snapshot(node, group_id, envelope, inner, docs, heads, carried)
+    except HearthError as exc:
+        outcome = _reject(
+            node, source, f"a snapshot refused (its bundles are taken instead): {exc}"
+        )
+        return outcome, none
+    retried = _retry_after(node, group_id)  # what waited on the changes it brought
+    for listener in node.arrival_listeners:
+        listener()
+    applied = Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1 + len(taken) + retried)
+    return applied, frozenset(taken)
+
+
+def _retry_after(node: Node, group_id: str) -> int:
+    """Apply the bundles that waited for what a snapshot brought; return how many."""
+    for _ in range(_MAX_FLIPS):
+        try:
+            with node.store.write():
+                return _retry_waiting(node, group_id)
+        except _Flip as flip:  # a waiting removal that takes out what was applied
+            take_out(node, group_id, flip.device, flip.cutoff)
+        except HearthError as exc:
+            log.warning("bundles waiting on a snapshot could not be judged: %s", exc)
+            return 0
+    return 0
+
+
+def _take_snapshot(
+    node: Node,
+    group_id: str,
+    envelope: Envelope,
+    inner: Inner,
+    docs: Sequence[tuple[str, bytes]],
+    heads: Sequence[tuple[bytes, int, bytes]],
+    carried: Sequence[snapshots.Carried],
+) -> list[bytes]:
+    """Check a snapshot against the bundles it came with, merge its documents, keep the
+    bundles it covers as applied (inside a write); return their ids."""
     group = node.group(group_id)
-    incoming = {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
+    try:
+        incoming = {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
+    except LedgerError as exc:
+        raise ProtocolError(f"a snapshot holding a document that does not load ({exc})") from exc
+    covered = snapshots.check_snapshot(node, group_id, incoming, heads, carried)
+    listed = incoming[LIVE].read_table("members") if LIVE in incoming else {}
+    card = _card(listed, inner.author) or _card(node.view(group_id).tables["members"], inner.author)
+    if card is None:
+        raise ProtocolError("a snapshot from a device that is not a member's")
+    if card.cutoff is not None:
+        raise ProtocolError("a snapshot from a removed device")
     with node.writing(group_id) as ledger:
-        view = ledger.view
-        card = _card(view.tables["members"], inner.author)
-        if card is not None and card.cutoff is not None:
-            raise ProtocolError("a snapshot from a removed device")
-        if card is None:
-            listed = incoming[LIVE].read_table("members") if LIVE in incoming else {}
-            if _card(listed, inner.author) is None:
-                raise ProtocolError("a snapshot from a device that is not a member's")
         # What our copies held already is in them after the merge too: asked before it,
         # a fresh device's handful of changes, not the snapshot's whole history (whose
         # index the app builds while its member is idle, Node.warm_up).
@@ -545,7 +638,9 @@ def _take_snapshot(node: Node, group_id: str, envelope: Envelope, inner: Inner) 
                 node, group_id, name, target, stored[name], (as_saved[name], saved[name])
             )
             node.store.put_snapshot(group_id, name, data, through, keep=waiting)
-    return Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1)
+    # Checked like any bundle: held now as applied ones are (those that waited here too).
+    node.feeds.keep_applied(group_id, [(item.envelope, item.inner) for item in covered])
+    return [item.envelope.id for item in covered]
 
 
 def _to_store(
@@ -659,20 +754,23 @@ def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
         node.feeds.rejudge_epoch(group_id, epoch_of(group_id, inner))
         take_epoch_op(node, group_id, inner)
         return
-    batches = decode_changes(inner.payload)
+    by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
+    touched: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    for doc, change, refs in decode_changes(inner.payload):
+        by_doc[doc].append(change)
+        touched[doc] += refs
+    # Who wrote it and whether it must wait are judged before the ledger is touched: a
+    # bundle that waits (the common case while catching up out of order) then leaves the
+    # loaded document as it is, instead of having it loaded again from the store.
+    ledger = node.ledger(group_id)
+    author = author_of(node, group_id, ledger, inner, bundle_id)
+    ready = {doc: _ready(node, group_id, ledger.document(doc), s) for doc, s in by_doc.items()}
     with node.writing(group_id) as ledger:
-        author = author_of(node, group_id, ledger, inner, bundle_id)
-        by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
-        touched: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
         # An actor id the author's card does not list yet: allowed only if this bundle
         # adds it to the author's own card (R8's writing again, under a fresh actor id).
         unlisted: set[bytes] = set()
-        for doc, change, refs in batches:
-            by_doc[doc].append(change)
-            touched[doc] += refs
-        for doc, submitted in by_doc.items():
+        for doc, changes in ready.items():
             document = ledger.document(doc)
-            changes = _ready(node, group_id, document, submitted)
             # Only what goes in: an orphan never does, nor does the actor id it is under
             # (the change listing a fresh actor id can itself be an orphan, R8, and then
             # so is everything written under it — refusing the bundle would stop the

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from hearth import membership, neighbours
+from hearth import membership, neighbours, snapshots
 from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.feeds import INVALID
-from hearth.intake import Verdict, take_in
+from hearth.intake import Verdict, take_in, take_snapshot
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node
 from hearth.peers import note_peer_device, note_peer_has
@@ -81,9 +81,24 @@ class RelayReport:
     applied: int = 0
     rejected: int = 0
     damaged: int = 0  # of those rejected: not what was sent, to be read again (R16)
+    snapshots: int = 0  # snapshots taken, each with the bundles it covers (R13)
     refused: list[str] = field(default_factory=list)
     error: str = ""
     skipping: set[bytes] = field(default_factory=set)  # topics whose cursor must not move
+    # A snapshot read from a relay waits, with the bundles that follow it, until the relay
+    # has sent them all: it is checked against the bundles it covers (R13).
+    pending: dict[bytes, _Pending] = field(default_factory=dict)
+    looked: set[bytes] = field(default_factory=set)  # topics whose first bundle was seen
+
+
+@dataclass
+class _Pending:
+    """A snapshot from a relay and the bundles that came after it, not yet taken in."""
+
+    snapshot: bytes
+    cursor: int
+    opener: snapshots.Opener  # opens the bundles as they come (R13)
+    bundles: list[tuple[Arrived, bytes | None]] = field(default_factory=list)  # with ids
 
 
 def plan_for(
@@ -289,26 +304,22 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
     remaining: list[Output] = []
     for output in outputs:
         if isinstance(output, Arrived):
-            outcome = take_in(node, output.envelope, source=url)
-            if outcome.verdict is not Verdict.DUPLICATE:
-                report.received += 1
-            if outcome.damaged:
-                # Not a verdict on the bundle: this topic is read again from where it was
-                # before it, next time (R16).
-                report.damaged += 1
-                report.skipping.add(output.topic)
-            if outcome.verdict is Verdict.REJECTED:
-                report.rejected += 1
-                if _is_snapshot(node, output.envelope):
-                    # What it covers will not come from this relay this time: read the
-                    # topic from the start, without snapshots, next time.
-                    _forget_cursor(node, url, output.topic)
-                    report.skipping.add(output.topic)
-            report.applied += outcome.applied
-            if output.topic not in report.skipping:
-                _remember(
-                    node, url, topic=output.topic, cursor=output.cursor, has=_id(output.envelope)
-                )
+            if output.topic in report.pending:
+                pending = report.pending[output.topic]
+                pending.bundles.append((output, pending.opener.add(output.envelope)))
+                continue
+            if not report.peer and output.topic not in report.looked:
+                report.looked.add(output.topic)
+                # Asked for from the start (plan_for): a relay sends its snapshot first.
+                if _cursor(node, url, output.topic) == 0 and _is_snapshot(node, output.envelope):
+                    report.pending[output.topic] = _Pending(
+                        output.envelope, output.cursor, snapshots.Opener(node)
+                    )
+                    continue
+            _arrived(node, url, output, report)
+        elif isinstance(output, Settled):
+            _take_pending(node, url, report)
+            remaining.append(output)
         elif isinstance(output, Acked):
             report.sent += 1
             # The relay answers in the order it stores, so by the time our bundle's ack
@@ -325,6 +336,68 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
         else:
             remaining.append(output)
     return remaining
+
+
+def _arrived(node: Node, url: str, output: Arrived, report: RelayReport) -> None:
+    """Take in one bundle from a relay and move its cursor there."""
+    outcome = take_in(node, output.envelope, source=url)
+    if outcome.verdict is not Verdict.DUPLICATE:
+        report.received += 1
+    if outcome.damaged:
+        # Not a verdict on the bundle: this topic is read again from where it was
+        # before it, next time (R16).
+        report.damaged += 1
+        report.skipping.add(output.topic)
+    if outcome.verdict is Verdict.REJECTED:
+        report.rejected += 1
+        if _is_snapshot(node, output.envelope):
+            # What it covers will not come from this relay this time: read the
+            # topic from the start, without snapshots, next time.
+            _forget_cursor(node, url, output.topic)
+            report.skipping.add(output.topic)
+    report.applied += outcome.applied
+    if output.topic not in report.skipping:
+        _remember(node, url, topic=output.topic, cursor=output.cursor, has=_id(output.envelope))
+
+
+def _take_pending(node: Node, url: str, report: RelayReport) -> None:
+    """The relay has sent everything: take each waiting snapshot with the bundles that
+    came after it (R13). Those it covers are taken with it; the rest — all of them if it
+    was refused — go in one by one, as they would have without it."""
+    for topic, pending in report.pending.items():
+        outcome, taken = take_snapshot(node, pending.snapshot, pending.opener, source=url)
+        if outcome.verdict is not Verdict.DUPLICATE:
+            report.received += 1 + len(taken)
+        if outcome.damaged:
+            report.damaged += 1
+            report.skipping.add(topic)
+        if outcome.verdict is Verdict.REJECTED:
+            report.rejected += 1
+            log.warning("a snapshot from %s was refused: %s", url, outcome.reason)
+        report.applied += outcome.applied
+        report.snapshots += outcome.verdict is Verdict.APPLIED
+        if topic not in report.skipping:
+            cursors = [pending.cursor] + [a.cursor for a, i in pending.bundles if i in taken]
+            own = _id(pending.snapshot)
+            _remember_many(node, url, topic, max(cursors), [*taken, *([own] if own else [])])
+        for arrived, bundle_id in pending.bundles:
+            if bundle_id not in taken:
+                _arrived(node, url, arrived, report)
+    report.pending.clear()
+
+
+def _remember_many(node: Node, url: str, topic: bytes, cursor: int, has: Sequence[bytes]) -> None:
+    """:func:`_remember` for many bundles of one topic, in one write."""
+    with node.store.write():
+        node.store.run(
+            "INSERT INTO relay_cursors(url, topic, cursor) VALUES (?, ?, ?) "
+            "ON CONFLICT(url, topic) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
+            (url, topic, cursor),
+        )
+        for bundle_id in has:
+            node.store.run(
+                "INSERT OR IGNORE INTO relay_has(url, bundle_id) VALUES (?, ?)", (url, bundle_id)
+            )
 
 
 async def _run(
@@ -470,6 +543,9 @@ async def _run(
             pinger.cancel()
             if publisher is not None:
                 publisher.cancel()
+            for pending in report.pending.values():  # dropped before the relay sent all
+                pending.opener.close()
+            report.pending.clear()
         raise TransportError(f"The relay {url} closed the connection ({ws.close_code}).")
 
 

@@ -818,7 +818,8 @@ class RelayCore:
             self._blocked[ip] = (now + length, length * 2)
 
     def prune(self) -> int:
-        """Delete what snapshots older than the retention period cover.
+        """Delete the snapshots that one older than the retention period supersedes (the
+        bundles they cover stay: R13), and topics nobody used for a long time.
 
         Never while published bundles wait for :meth:`flush`: they share the store's one
         open transaction, and pruning must not commit or roll back what is not yet
@@ -829,7 +830,7 @@ class RelayCore:
         removed = self.store.prune(self.wall_clock() - self.config.snapshot_retention_s)
         if removed:
             self.metrics.count("hearth_relay_pruned_total", amount=removed)
-            log.info("pruned %d bundles that snapshots cover", removed)
+            log.info("deleted %d snapshots that newer ones supersede", removed)
         expired = self.store.expire(self.wall_clock() - self.config.topic_expiry_s)
         if expired:
             self.metrics.count("hearth_relay_topics_expired_total", amount=expired)
@@ -843,10 +844,12 @@ class RelayCore:
     def catch_up(self, item: CatchUp) -> Iterator[Deliver]:
         """The stored bundles a subscriber is missing, oldest first, read page by page.
 
-        A fresh subscriber asking for it gets the newest snapshot first and then only what
-        came after what the snapshot covers; so does one that was away for longer than
-        what it missed was kept (pruned). A cursor beyond what is stored (a relay restored
-        from an older backup) is treated as the newest stored one.
+        A fresh subscriber asking for it gets the newest snapshot first and then every
+        bundle, those the snapshot covers too: a node takes a snapshot only with the signed
+        bundles it covers, checked against them (R13). One that was away for longer than
+        what it missed was kept (pruned) gets the snapshot and then what came after what
+        it covers. A cursor beyond what is stored (a relay restored from an older backup)
+        is treated as the newest stored one.
         """
         for page in self.catch_up_pages(item):
             yield from page
@@ -864,7 +867,8 @@ class RelayCore:
             data = self.store.at(cursor)
             if data is not None:
                 yield [Deliver(topic=item.topic, cursor=cursor, envelope=data)]
-                after = covers
+                if behind_pruning:
+                    after = covers
         page_bytes = self.config.catch_up_page_bytes
         while rows := self.store.after(item.topic, after, max_bytes=page_bytes):
             yield [

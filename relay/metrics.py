@@ -54,7 +54,7 @@ FAMILIES = {
     "hearth_relay_peer_links": "Links with peer relays up now.",
     "hearth_relay_peer_links_made_total": "Links with peer relays made.",
     "hearth_relay_peer_outbox_bytes": "Bytes waiting to go to a linked peer relay.",
-    "hearth_relay_pruned_total": "Bundles deleted because snapshots cover them.",
+    "hearth_relay_pruned_total": "Snapshots deleted because newer ones supersede them.",
     "hearth_relay_rate_limited_total": "Publishes refused or slowed for their rate.",
     "hearth_relay_rejections_total": "Things refused, by reason.",
     "hearth_relay_reloads_total": "Times the settings and moderation lists were reloaded.",

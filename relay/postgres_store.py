@@ -45,7 +45,7 @@ from relay.storage import (
     TopicState,
     expire_unused,
     fitting,
-    prune_covered,
+    prune_superseded,
 )
 
 __all__ = ["CHANNEL", "PostgresStore", "backup_to_file", "restore_from_file"]
@@ -388,7 +388,7 @@ class PostgresStore(Store):
         if self._batch:
             raise StorageError("Pruning waits while a batch of bundles is being written.")
         self._begin()
-        removed = prune_covered(self._write, "%s", older_than, self.pruned_through)
+        removed = prune_superseded(self._write, "%s", older_than)
         self.commit()
         return removed
 

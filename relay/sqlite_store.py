@@ -26,7 +26,7 @@ from relay.storage import (
     TopicState,
     expire_unused,
     fitting,
-    prune_covered,
+    prune_superseded,
 )
 
 __all__ = [
@@ -445,17 +445,16 @@ class SqliteStore(Store):
             raise StorageError("Pruning waits while a batch of bundles is being written.")
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            removed = prune_covered(
+            removed = prune_superseded(
                 lambda sql, args: self._db.execute(sql, args).fetchall(),
                 "?",
                 older_than,
-                self.pruned_through,
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            raise StorageError(f"The relay could not prune old bundles ({exc}).") from exc
+            raise StorageError(f"The relay could not delete old snapshots ({exc}).") from exc
         return removed
 
     def busy(self) -> bool:

@@ -8,8 +8,9 @@ that several relay processes behind one address share.
 Every envelope gets an arrival cursor, increasing and never reused, which is what nodes
 catch up by; a store hands cursors out in the order their batches become durable, so a
 subscriber that has seen cursor N has seen everything stored before it. Once a snapshot
-is older than the retention period, the envelopes it covers are pruned and the topic
-remembers up to where.
+is older than the retention period, the older snapshots it supersedes are deleted; the
+bundles it covers stay, as a node checks a snapshot against them (R13). (Relays before
+R13 deleted those too; a topic remembers up to where, ``pruned_through``.)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ __all__ = [
     "expire_unused",
     "fitting",
     "open_store",
-    "prune_covered",
+    "prune_superseded",
 ]
 
 NO_END = (1 << 63) - 1
@@ -224,11 +225,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def prune(self, older_than: float) -> int:
-        """Delete what snapshots noted before ``older_than`` cover; return how many envelopes.
-
-        Per topic, the snapshot covering most among those old enough stays with everything
-        after what it covers; the envelopes it covers and the snapshots it supersedes go.
-        """
+        """Delete the snapshots that one noted before ``older_than`` supersedes; return
+        how many. The bundles they cover stay (R13: :func:`prune_superseded`)."""
 
     @abc.abstractmethod
     def writable(self) -> bool:
@@ -273,15 +271,19 @@ class Store(abc.ABC):
 Rows = list[tuple[Any, ...]]
 
 
-def prune_covered(
+def prune_superseded(
     run: Callable[[str, tuple[Any, ...]], Rows],
     placeholder: str,
     older_than: float,
-    pruned_through: Callable[[bytes], int],
 ) -> int:
     """:meth:`Store.prune`'s work, shared by both stores inside the write transaction
     each holds: ``run`` executes one statement (written with ``?``, which becomes the
-    driver's ``placeholder``) and returns its rows."""
+    driver's ``placeholder``) and returns its rows.
+
+    Only snapshots go, never the bundles they cover: a node takes a snapshot only
+    together with the signed bundles it covers, checked against them (R13), so a relay
+    that deleted those would leave every new device with a snapshot it cannot check.
+    """
 
     def sql(statement: str) -> str:
         return statement.replace("?", placeholder)
@@ -292,22 +294,19 @@ def prune_covered(
         (older_than,),
     )
     for topic, covers in chosen:
-        if int(covers) <= pruned_through(topic):
-            continue
         doomed = sql(
-            "FROM envelopes WHERE topic = ? AND (cursor <= ? OR cursor IN "
-            "(SELECT cursor FROM snapshots WHERE topic = ? AND covers < ?))"
+            "FROM envelopes WHERE topic = ? AND cursor IN "
+            "(SELECT cursor FROM snapshots WHERE topic = ? AND covers < ?)"
         )
-        args = (topic, covers, topic, covers)
+        args = (topic, topic, covers)
         count, size = run(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args)[0]
+        if not count:
+            continue
         run(f"DELETE {doomed}", args)
         run(sql("DELETE FROM snapshots WHERE topic = ? AND covers < ?"), (topic, covers))
         run(
-            sql(
-                "UPDATE topics SET bytes = bytes - ?, bundles = bundles - ?, "
-                "pruned_through = ? WHERE topic = ?"
-            ),
-            (size, count, covers, topic),
+            sql("UPDATE topics SET bytes = bytes - ?, bundles = bundles - ? WHERE topic = ?"),
+            (size, count, topic),
         )
         removed += int(count)
     return removed

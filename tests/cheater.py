@@ -7,7 +7,7 @@ group's epoch secrets it was given, and the invite secrets of tokens it saw.
 
 - **snapshot**: a snapshot whose documents hold changes under another member's actor id,
   or list a device it made up (and maybe signed by that device), or that claims feed
-  heads ahead of what was written (R13; off until R13 lands, see ``SNAPSHOT_FORGERIES``);
+  heads ahead of what was written (R13);
 - **token**: a token (or code) it saw used again by a new identity it controls, once the
   invite is confirmed for another device in its own view (R14; taking a token before its
   rightful holder is a residual risk, not reuse);
@@ -67,9 +67,9 @@ __all__ = ["EQUIVOCATES", "SNAPSHOT_FORGERIES", "Cheater"]
 # without a cheater.
 EQUIVOCATES = 0.35
 
-# Forged snapshots are still taken in whole until R13 (snapshots prove what they carry,
-# branch `snapshots`) lands: they make honest nodes count forged changes. Turn on then.
-SNAPSHOT_FORGERIES = False
+# Forged snapshots (R13: refused whole, as a snapshot is taken only with the signed
+# bundles it covers, checked against them).
+SNAPSHOT_FORGERIES = True
 
 Deliver = Callable[[Node, Node, str], object]
 

@@ -55,14 +55,16 @@ def new_node(tmp_path: Path, name: str, clock: FakeClock, *, seed: int | None = 
 
 
 def deliver(source: Node, target: Node, group_id: str) -> list[Verdict]:
-    """What sync would carry: every bundle the source holds (those that do not count
-    too), and its proofs of equivocation."""
+    """What sync would carry: every bundle the source holds that the target does not
+    (those that do not count too), and its proofs of equivocation."""
     proofs = [
         e for _, keys in source.feeds.epochs(group_id) for _, e in source.feeds.proofs(keys.topic)
     ]
+    held = {b.id for b in target.feeds.all(group_id)}
     return [
         take_in(target, envelope, source="test").verdict
-        for envelope in [b.envelope for b in source.feeds.all(group_id)] + proofs
+        for envelope in [b.envelope for b in source.feeds.all(group_id) if b.id not in held]
+        + proofs
     ]
 
 

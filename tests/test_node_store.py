@@ -135,7 +135,7 @@ def test_a_node_keeping_its_loop_responsive_compacts_in_another_process(
 def test_a_fresh_device_keeps_a_snapshots_bytes_and_its_own_join_across_a_reload(
     home: Path, tmp_path: Path
 ) -> None:
-    from hearth.intake import take_in
+    from hearth.intake import take_snapshot
     from hearth.protocol.bundle import encode_snapshot
 
     with open_node(home) as ada:
@@ -151,7 +151,9 @@ def test_a_fresh_device_keeps_a_snapshots_bytes_and_its_own_join_across_a_reload
         create_identity(tmp_path / "ben", name="Ben")
         with open_node(tmp_path / "ben") as ben:
             ben.join_with_token(token)  # Ben's own changes: his joining the group
-            assert take_in(ben, snapshot.encode(), source="test").applied == 1
+            covered = [b.envelope for b in ada.feeds.all(group)]  # taken with it (R13)
+            outcome, taken = take_snapshot(ben, snapshot.encode(), covered, source="test")
+            assert outcome.applied == 1 + len(covered) == 1 + len(taken)
             stored = ben.store.snapshot(group, LIVE)
             assert stored is not None
             assert stored[0] == saved  # kept as it came, not saved again

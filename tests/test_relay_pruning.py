@@ -1,5 +1,6 @@
-"""Relays prune what snapshots cover once the retention period has passed, and a node
-that was away longer than that still catches up: from the snapshot and what followed."""
+"""Relays delete snapshots that newer ones supersede once the retention period has passed,
+and keep every bundle a snapshot covers (R13: a node checks a snapshot against them): a
+node that was away longer than that, and a new device, still catch up."""
 
 from __future__ import annotations
 
@@ -29,13 +30,15 @@ RETENTION = 1000.0
 TOPIC = bytes(32)
 
 
-def _store_with_a_snapshot(path: Path) -> SqliteStore:
-    """Ten bundles at cursors 1-10, then a snapshot at 11 that covers 1-8, noted at t=50."""
+def _store_with_two_snapshots(path: Path) -> SqliteStore:
+    """Ten bundles at cursors 1-10, a snapshot at 11 covering 1-8 (noted at t=40), one
+    more bundle at 12 and a snapshot at 13 covering 1-12 (noted at t=50)."""
     store = SqliteStore(path)
     store.register(TOPIC, os.urandom(32))
-    for i in range(11):
+    for i in range(13):
         store.add(TOPIC, os.urandom(32), f"bundle {i + 1}".encode())
-    store.add_snapshot(TOPIC, 11, 8, now=50.0)
+    store.add_snapshot(TOPIC, 11, 8, now=40.0)
+    store.add_snapshot(TOPIC, 13, 12, now=50.0)
     store.commit()
     return store
 
@@ -46,28 +49,27 @@ def _core(store: SqliteStore, now: float) -> RelayCore:
 
 
 def test_nothing_is_pruned_before_the_retention_period(tmp_path: Path) -> None:
-    store = _store_with_a_snapshot(tmp_path / "relay.db")
+    store = _store_with_two_snapshots(tmp_path / "relay.db")
     assert _core(store, now=50.0 + RETENTION - 1).prune() == 0
-    assert store.topic(TOPIC).bundles == 11
-    assert store.pruned_through(TOPIC) == 0
+    assert store.topic(TOPIC).bundles == 13
 
 
-def test_what_a_snapshot_covers_goes_after_the_retention_period(tmp_path: Path) -> None:
-    store = _store_with_a_snapshot(tmp_path / "relay.db")
+def test_a_superseded_snapshot_goes_and_the_bundles_it_covers_stay(tmp_path: Path) -> None:
+    store = _store_with_two_snapshots(tmp_path / "relay.db")
     used_before = store.topic(TOPIC).bytes
     core = _core(store, now=50.0 + RETENTION)
-    assert core.prune() == 8
+    assert core.prune() == 1  # the snapshot at 11
     assert core.prune() == 0  # nothing more to do
-    assert store.topic(TOPIC).bundles == 3
-    assert store.topic(TOPIC).bytes == used_before - sum(len(f"bundle {i}") for i in range(1, 9))
-    assert store.pruned_through(TOPIC) == 8
+    assert store.topic(TOPIC).bundles == 12
+    assert store.topic(TOPIC).bytes == used_before - len("bundle 11")
+    assert store.pruned_through(TOPIC) == 0
 
-    # A node that was away, last read up to cursor 3: the snapshot, then 9 and 10.
+    # A fresh device: the newest snapshot, then every bundle, those it covers too (R13).
+    fresh = CatchUp(client=1, topic=TOPIC, after=0, from_snapshot=True)
+    assert [d.cursor for d in core.catch_up(fresh)] == [13, *range(1, 11), 12]
+    # A node that was away, last read up to cursor 3, carries on from there.
     away = [d.cursor for d in core.catch_up(CatchUp(client=1, topic=TOPIC, after=3))]
-    assert away == [11, 9, 10]
-    # A node that read up to 9 was not away that long: it simply carries on.
-    recent = [d.cursor for d in core.catch_up(CatchUp(client=1, topic=TOPIC, after=9))]
-    assert recent == [10, 11]
+    assert away == [*range(4, 11), 12, 13]
 
 
 def test_an_older_store_gains_the_new_columns(tmp_path: Path) -> None:
@@ -87,7 +89,7 @@ def test_an_older_store_gains_the_new_columns(tmp_path: Path) -> None:
 
 
 @pytest.mark.process
-def test_a_node_away_longer_than_the_retention_catches_up_from_the_snapshot(
+def test_a_node_away_longer_than_the_retention_and_a_new_device_catch_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sync_client, "SNAPSHOT_EVERY", 10)
@@ -109,20 +111,29 @@ def test_a_node_away_longer_than_the_retention_catches_up_from_the_snapshot(
                     ledger.add_resource(f"Thing {i}")
             assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=30)).ok
 
-            def stored() -> int:
+            def stored(table: str) -> int:
                 with sqlite3.connect(relay.data / "relay.db") as db:
-                    return int(db.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0])
+                    return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
 
             for _ in range(100):  # bounded wait for the pruner's next round
-                if stored() < 10:
+                if stored("snapshots") == 1:
                     break
                 asyncio.run(asyncio.sleep(0.1))
-            assert stored() < 10  # 33 bundles were stored; the snapshot and a few remain
+            assert stored("snapshots") == 1  # the superseded snapshots went
+            assert stored("envelopes") >= 33  # every bundle stayed
 
             report = asyncio.run(sync_relay(away, relay.url, [group], timeout=30))
             assert report.ok, report.error
             assert {f"Thing {i}" for i in range(30)} <= {r.name for r in away.view().resources()}
             assert away.feeds.heads(group) == writer.feeds.heads(group)
+
+            create_identity(tmp_path / "new", name="New")
+            with open_node(tmp_path / "new") as new:
+                new.join_with_token(writer.create_invite())
+                report = asyncio.run(sync_relay(new, relay.url, [group], timeout=30))
+                assert report.ok, report.error
+                names = {r.name for r in new.view().resources()}
+                assert {f"Thing {i}" for i in range(30)} <= names
     finally:
         relay.kill()
 
@@ -200,10 +211,10 @@ def test_a_live_node_leaves_relay_snapshots_to_its_compaction_process(tmp_path: 
 def test_pruning_never_touches_a_batch_still_being_written(tmp_path: Path) -> None:
     """Found under parallel tests: a prune while publishes waited for their commit rolled
     them back, though they were about to be acknowledged."""
-    store = _store_with_a_snapshot(tmp_path / "relay.db")
+    store = _store_with_two_snapshots(tmp_path / "relay.db")
     store.add(TOPIC, os.urandom(32), b"staged, not yet committed")
     with pytest.raises(StorageError):
         store.prune(older_than=10_000.0)
     store.commit()
-    assert store.topic(TOPIC).bundles == 12  # the staged bundle is there
-    assert store.prune(older_than=10_000.0) == 8  # and pruning works once it is committed
+    assert store.topic(TOPIC).bundles == 14  # the staged bundle is there
+    assert store.prune(older_than=10_000.0) == 1  # and pruning works once it is committed

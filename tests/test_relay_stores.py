@@ -168,19 +168,23 @@ def test_a_freeze_only_moves_earlier(open_store: Callable[[], Store]) -> None:
     assert _frozen_at(store) == 50.0
 
 
-def test_pruning_keeps_the_snapshot_and_what_follows_it(open_store: Callable[[], Store]) -> None:
+def test_pruning_deletes_superseded_snapshots_and_keeps_every_bundle(
+    open_store: Callable[[], Store],
+) -> None:
     store = open_store()
     store.register(TOPIC, b"k" * 32)
     cursors = [store.add(TOPIC, bytes([i]), b"x" * 10).cursor for i in range(5)]
-    snapshot = store.add(TOPIC, b"snap", b"s" * 10).cursor
-    store.add_snapshot(TOPIC, snapshot, cursors[3], now=10.0)
+    old = store.add(TOPIC, b"old", b"o" * 10).cursor
+    store.add_snapshot(TOPIC, old, cursors[3], now=10.0)
+    new = store.add(TOPIC, b"new", b"n" * 10).cursor
+    store.add_snapshot(TOPIC, new, old, now=12.0)
     store.commit()
-    assert store.prune(older_than=5.0) == 0
-    assert store.prune(older_than=20.0) == 4
-    assert store.latest_snapshot(TOPIC) == (snapshot, cursors[3])
-    assert store.pruned_through(TOPIC) == cursors[3]
-    assert [c for c, _ in store.after(TOPIC, 0)] == [cursors[4], snapshot]
-    assert _usage(store) == (20, 2)
+    assert store.prune(older_than=11.0) == 0  # the newer snapshot is not old enough yet
+    assert store.prune(older_than=20.0) == 1
+    assert store.latest_snapshot(TOPIC) == (new, old)
+    assert store.pruned_through(TOPIC) == 0
+    assert [c for c, _ in store.after(TOPIC, 0)] == [*cursors, new]
+    assert _usage(store) == (60, 6)
     store.add(TOPIC, b"late", b"l")
     with pytest.raises(StorageError, match="waits"):
         store.prune(older_than=20.0)

@@ -293,6 +293,24 @@ class LedgerDoc:
                 out[entry_id] = self._read_map(child)
         return out
 
+    def read_table_at(self, table: str, heads: Sequence[bytes]) -> dict[str, dict[str, object]]:
+        """Every entry of a table as it was at ``heads`` (known ones): the document's own
+        history read, with no copy made — cheap for a small table at any size of document.
+        ``heads`` empty: before any change, so nothing."""
+        if not heads:
+            return {}
+        at = list(heads)
+        doc = self._doc
+        found = doc.get(ROOT, table, at)
+        if found is None or found[0] != ObjType.Map:
+            return {}
+        obj: bytes = found[1]
+        out: dict[str, dict[str, object]] = {}
+        for entry_id, (value, child) in zip(doc.keys(obj, at), doc.values(obj, at), strict=True):
+            if value == ObjType.Map:
+                out[entry_id] = self._read_map(child, at)
+        return out
+
     def objects_under(self, table: str) -> set[ObjectRef]:
         """The table's own map and every map nested in it, as change columns name them
         (remembered until a change writes into one of them)."""
@@ -421,17 +439,17 @@ class LedgerDoc:
         obj: bytes = found[1]
         return obj
 
-    def _read_map(self, obj: bytes) -> dict[str, object]:
+    def _read_map(self, obj: bytes, heads: list[bytes] | None = None) -> dict[str, object]:
         doc = self._doc
-        values = doc.values(obj)
+        values = doc.values(obj, heads)
         if not values:  # most sub-maps (a resource's edits): one call to the binding, not two
             return {}
         out: dict[str, object] = {}
-        for key, (value, child) in zip(doc.keys(obj), values, strict=True):
+        for key, (value, child) in zip(doc.keys(obj, heads), values, strict=True):
             if isinstance(value, tuple):
                 out[key] = value[1]
             elif value == ObjType.Map:
-                out[key] = self._read_map(child)
+                out[key] = self._read_map(child, heads)
         return out
 
     # --- writing ----------------------------------------------------------------

@@ -135,13 +135,30 @@ def objects_written(body: bytes) -> set[ObjectRef]:
     """The objects the operations of one change write to.
 
     ``body`` is the change chunk's contents after its header bytes (magic, checksum,
-    type, length), inflated if the chunk was compressed.
+    type, length), inflated if the chunk was compressed. Reads only the object and action
+    columns (a snapshot's check asks this of every change it covers).
     """
-    return {op.obj for op in operations(body)}
+    actors, _, _, data = _columns(body)
+    actions = _rle(data.get(_ACTION, b""))
+    obj_actors = _rle(data.get(_OBJ_ACTOR, b""))
+    counters = _rle(data.get(_OBJ_COUNTER, b""))
+    if max(len(obj_actors), len(counters)) > len(actions) or None in actions:
+        raise ChangeFormatError("a change has more objects than operations")
+    found: set[ObjectRef] = set()
+    for obj_actor, counter in zip_longest(obj_actors, counters):
+        if obj_actor is None and counter is None:
+            found.add(None)
+        elif obj_actor is None or counter is None or obj_actor >= len(actors):
+            raise ChangeFormatError("a change names an object it cannot")
+        else:
+            found.add((actors[obj_actor], counter))
+    if len(actions) > max(len(obj_actors), len(counters)):
+        found.add(None)  # short object columns: the root map
+    return found
 
 
-def operations(body: bytes) -> list[Operation]:
-    """The operations of one change (``body`` as for :func:`objects_written`)."""
+def _columns(body: bytes) -> tuple[list[bytes], bytes, int, dict[int, bytes]]:
+    """A change's actors (its own first), its actor, start op and column data."""
     count, pos = _uleb(body, 0)
     pos += 32 * count  # dependencies
     actor, pos = _bytes(body, pos)
@@ -172,6 +189,12 @@ def operations(body: bytes) -> list[Operation]:
             except zlib.error as exc:
                 raise ChangeFormatError("a change's compressed column is damaged") from exc
         data[spec & ~_DEFLATE] = chunk
+    return actors, actor, start_op, data
+
+
+def operations(body: bytes) -> list[Operation]:
+    """The operations of one change (``body`` as for :func:`objects_written`)."""
+    actors, actor, start_op, data = _columns(body)
     actions = _rle(data.get(_ACTION, b""))
     objects = zip_longest(_rle(data.get(_OBJ_ACTOR, b"")), _rle(data.get(_OBJ_COUNTER, b"")))
     keys = _rle_strings(data.get(_KEY_STRING, b""))

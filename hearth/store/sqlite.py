@@ -228,6 +228,13 @@ class Store:
         except sqlite3.Error as exc:
             raise StorageError(f"Reading the store {self.path} failed ({exc}).") from exc
 
+    def run_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """One statement for many rows (inside a :meth:`write`)."""
+        try:
+            self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Writing the store {self.path} failed ({exc}).") from exc
+
     def run(self, sql: str, args: Sequence[object] = ()) -> None:
         """One statement (inside a :meth:`write`), with errors as :class:`StorageError`."""
         try:

@@ -1,0 +1,373 @@
+"""Snapshots prove what they carry (docs/security.md §6, R13).
+
+A snapshot is a saved copy of a group's documents and the feed heads it claims to hold;
+it is only a faster way of receiving the bundles it covers. So it is taken together with
+those bundles, as signed by their authors, and checked against them the way the bundles
+themselves would be: every covered bundle opens and its author's signature verifies;
+each feed runs unbroken from what the node holds to the head the snapshot names; the
+documents hold exactly the changes those bundles carry, no more and no fewer; and every
+bundle may write what it carries (R2: a member's device, under its own actor ids; R5:
+a change to membership or invites as its author saw the group, judged by
+:mod:`hearth.membership`; R14: a joining device only on a confirmed claim). The
+documents are then merged instead of applying ten thousand changes one by one, which is
+what makes a snapshot fast.
+
+What this check does not judge — a removal or a departure (R6, R7), a new group key, a
+device caught signing twice (R4) — makes it refuse the snapshot: the node then takes the
+same bundles one by one, with every rule. Refusing is never wrong, only slower.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from hearth import joins, membership
+from hearth.crypto import key_id
+from hearth.errors import Damaged, LedgerError, ProtocolError
+from hearth.invite import decode_claim
+from hearth.ledger import LedgerDoc
+from hearth.ledger.automerge_doc import ChangeInfo, change_hash
+from hearth.ledger.ledger import LIVE
+from hearth.node import Node, verify_genesis
+from hearth.protocol.bundle import (
+    Envelope,
+    EpochKeys,
+    Inner,
+    decode_changes,
+    open_envelope,
+    parse_envelope,
+)
+
+__all__ = ["Carried", "Opener", "check_snapshot"]
+
+_THREADS = 2  # signature checks release the GIL: both cores of a small machine
+_BATCH = 128  # bundles a thread opens at a time
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Carried:
+    """A bundle that came with a snapshot, opened and its author's signature checked."""
+
+    envelope: Envelope
+    inner: Inner
+    changes: tuple[tuple[str, bytes, ChangeInfo], ...]  # (document, change, its header)
+
+
+def _open_all(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
+    """Open bundles and check their authors' signatures; a bundle that fails refuses the
+    snapshot it came with (:class:`ProtocolError`)."""
+    found = []
+    for envelope, keys in sealed:
+        try:
+            inner = open_envelope(envelope, keys)
+            batches = decode_changes(inner.payload) if inner.kind == "content" else []
+            changes = tuple((doc, change, change_hash(change)) for doc, change, _ in batches)
+        except (Damaged, ProtocolError, LedgerError) as exc:
+            raise ProtocolError(
+                f"a bundle that came with the snapshot does not open or verify ({exc})"
+            ) from exc
+        found.append(Carried(envelope=envelope, inner=inner, changes=changes))
+    return found
+
+
+class Opener:
+    """The bundles that come with a snapshot, opened and their authors' signatures checked
+    on two threads as they arrive, while the relay still sends the rest (the checks
+    release the GIL); :meth:`carried` waits for the last."""
+
+    def __init__(self, node: Node) -> None:
+        self._feeds = node.feeds
+        self._pool: ThreadPoolExecutor | None = None
+        self._batch: list[tuple[Envelope, EpochKeys]] = []
+        self._opened: list[Future[list[Carried]]] = []
+
+    @classmethod
+    def of(cls, node: Node, bundles: Sequence[bytes]) -> Opener:
+        """An opener given every bundle at once."""
+        opener = cls(node)
+        for bundle in bundles:
+            opener.add(bundle)
+        return opener
+
+    def add(self, data: bytes) -> bytes | None:
+        """One more bundle; return its id. One that is damaged or not of our groups is
+        left to :func:`hearth.intake.take_in`."""
+        try:
+            envelope = parse_envelope(data)
+        except Damaged:
+            return None
+        found = self._feeds.keys_for_topic(envelope.topic)
+        if found is not None:
+            self._batch.append((envelope, found[1]))
+            if len(self._batch) >= _BATCH:
+                self._submit()
+        return envelope.id
+
+    def _submit(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=_THREADS)
+        batch, self._batch = self._batch, []
+        self._opened.append(self._pool.submit(_open_all, batch))
+
+    def carried(self) -> list[Carried]:
+        """Every bundle added, opened; :class:`ProtocolError` if one fails."""
+        try:
+            found = [c for future in self._opened for c in future.result()]
+            return found + _open_all(self._batch)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the threads (what they were given is dropped)."""
+        self._batch = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def check_snapshot(
+    node: Node,
+    group_id: str,
+    docs: Mapping[str, LedgerDoc],
+    heads: Sequence[tuple[bytes, int, bytes]],
+    carried: Sequence[Carried],
+) -> list[Carried]:
+    """The bundles a snapshot covers beyond what the node holds, in feed order, once the
+    snapshot is shown to hold exactly what they carry and nothing they may not write;
+    else :class:`ProtocolError` naming what is wrong (R13)."""
+    covered = _covered(node, group_id, heads, carried)
+    expected = _changes_of(covered, docs)
+    ledger = node.ledger(group_id)
+    for name, doc in docs.items():
+        mine = ledger.document(name) if name == LIVE or name in ledger.archive_docs() else None
+        extra = {h for h in doc.change_ids() if mine is None or not mine.knows(h)}
+        wanted = set(expected.get(name, {}))
+        if extra - wanted:
+            raise ProtocolError(
+                f"a snapshot holding {len(extra - wanted)} change(s) that no bundle it covers "
+                "carries"
+            )
+        if wanted - extra:
+            raise ProtocolError(
+                f"a snapshot lacking {len(wanted - extra)} change(s) that its bundles carry"
+            )
+    _check_authors(node, group_id, docs, covered, expected)
+    return covered
+
+
+def _covered(
+    node: Node,
+    group_id: str,
+    heads: Sequence[tuple[bytes, int, bytes]],
+    carried: Sequence[Carried],
+) -> list[Carried]:
+    """The carried bundles each feed needs to run from the node's head to the snapshot's
+    (R3): every one there, each naming the one before, ending at the head it names."""
+    feeds = node.feeds
+    if feeds.equivocations(group_id):
+        raise ProtocolError("a snapshot of a group with a device caught signing twice")
+    at: dict[tuple[bytes, int], Carried] = {}
+    for item in carried:
+        key = (item.inner.author, item.inner.seq)
+        if key in at and at[key].envelope.id != item.envelope.id:
+            raise ProtocolError("a snapshot that came with two bundles for one place of a feed")
+        at[key] = item
+    covered: list[Carried] = []
+    for author, seq, head_id in heads:
+        held_seq, prev = feeds.head(group_id, author)
+        if seq <= held_seq:
+            continue
+        held_ids = {
+            int(s): bytes(i)
+            for s, i in node.store.query(
+                "SELECT seq, id FROM bundles WHERE group_id = ? AND author = ? AND seq > ?",
+                (group_id, author, held_seq),
+            )
+        }
+        for place in range(held_seq + 1, seq + 1):
+            found = at.get((author, place))
+            if found is None:
+                raise ProtocolError(
+                    "a snapshot claiming feed heads ahead of what it holds: bundle "
+                    f"{place} of device {author.hex()[:12]} did not come with it"
+                )
+            item = found
+            if held_ids.get(place, item.envelope.id) != item.envelope.id:
+                raise ProtocolError("a snapshot covering a bundle other than the one held here")
+            if item.inner.prev != prev:
+                raise ProtocolError(
+                    f"a snapshot covering a broken feed: bundle {place} of device "
+                    f"{author.hex()[:12]} does not follow the one before"
+                )
+            if item.inner.kind != "content":
+                raise ProtocolError(
+                    "a snapshot covering a change of group key: its bundles are taken one by one"
+                )
+            prev = item.envelope.id
+            covered.append(item)
+        if prev != head_id:
+            raise ProtocolError(
+                f"a snapshot naming a feed head of device {author.hex()[:12]} that is not "
+                "the bundle it holds"
+            )
+    return covered
+
+
+def _changes_of(
+    covered: Sequence[Carried], docs: Mapping[str, LedgerDoc]
+) -> dict[str, dict[bytes, tuple[Carried, ChangeInfo]]]:
+    """Document -> change hash -> the covered bundle that carries it."""
+    found: defaultdict[str, dict[bytes, tuple[Carried, ChangeInfo]]] = defaultdict(dict)
+    for item in covered:
+        for doc, _, info in item.changes:
+            if doc not in docs:
+                raise ProtocolError(f"a snapshot lacking the document {doc!r} its bundles write")
+            if info.hash in found[doc]:
+                raise ProtocolError("a snapshot covering one change in two bundles")
+            found[doc][info.hash] = (item, info)
+    return found
+
+
+def _check_authors(
+    node: Node,
+    group_id: str,
+    docs: Mapping[str, LedgerDoc],
+    covered: Sequence[Carried],
+    expected: Mapping[str, Mapping[bytes, tuple[Carried, ChangeInfo]]],
+) -> None:
+    """R2, R5, R14 over every covered bundle: judged against the snapshot's own members
+    table, which only changes checked here wrote."""
+    live = docs.get(LIVE)
+    final = live.read_table("members") if live is not None else {}
+    invites = live.read_table("invites") if live is not None else {}
+    held = node.view(group_id).tables["members"]
+    if any(card.cutoff is not None for card in membership.cards(final) + membership.cards(held)):
+        raise ProtocolError(
+            "a snapshot of a group someone was removed from or left: its bundles are taken "
+            "one by one"
+        )
+    # No device listed for two members, no actor id for two devices: what taking each
+    # bundle in checks of the table it leaves (membership.check_change).
+    membership.check_change(final, final, author="")
+    cards = {card.key: card for card in membership.cards(final)}
+    founder = bytes.fromhex(str(verify_genesis(node.group(group_id).genesis).get("device_key")))
+    by_bundle: defaultdict[bytes, list[tuple[str, ChangeInfo]]] = defaultdict(list)
+    for name, changes in expected.items():
+        for item, info in changes.values():
+            by_bundle[item.envelope.id].append((name, info))
+    guard = (
+        live.objects_under("members") | live.objects_under("invites") if live is not None else set()
+    )
+    graph = {h: info.deps for h, (_, info) in expected.get(LIVE, {}).items()}
+    used: dict[bytes, set[bytes]] = {}  # actor ids each device was seen to write under
+    for item in covered:
+        inner = item.inner
+        card = cards.get(inner.author)
+        if card is None:
+            raise ProtocolError("a snapshot holding changes by a device that is not a member's")
+        written = by_bundle.get(item.envelope.id, [])
+        if any(info.actor not in card.actors for _, info in written):
+            raise ProtocolError(
+                "a snapshot holding a change under an actor id that is not its author's"
+            )
+        # Listed now, but was it when the device first wrote under it? (A later bundle
+        # adding it to the card would not make this one count, R2.) A device's later
+        # bundles build on its first, so its first under each actor id is asked.
+        fresh = {info.actor for _, info in written} - used.setdefault(inner.author, set())
+        if fresh:
+            used[inner.author] |= fresh
+            tops = [info.hash for name, info in written if name == LIVE]
+            then = membership.cards(live.read_table_at("members", tops)) if live else []
+            listed = next((c.actors for c in then if c.key == inner.author), frozenset())
+            if not fresh <= listed:
+                raise ProtocolError(
+                    "a snapshot holding a change under an actor id its author's card did "
+                    "not list yet"
+                )
+        for name in {n for n, _ in written if n != LIVE}:
+            archive = docs[name]
+            in_archive = [c for d, c, _ in item.changes if d == name]
+            under = archive.objects_under("members") | archive.objects_under("invites")
+            if archive.may_write(in_archive, under):
+                raise ProtocolError("a change to membership inside an archive")
+        live_changes = [c for d, c, _ in item.changes if d == LIVE]
+        if live is not None and live_changes and live.may_write(live_changes, guard):
+            infos = [info for name, info in written if name == LIVE]
+            _check_membership_change(live, inner, infos, invites, founder, graph)
+
+
+def _check_membership_change(
+    live: LedgerDoc,
+    inner: Inner,
+    infos: Sequence[ChangeInfo],
+    invites_now: membership.Table,
+    founder: bytes,
+    graph: Mapping[bytes, Sequence[bytes]],
+) -> None:
+    """A covered bundle that writes to the members or invites table: judged as its author
+    saw the group (R5) — the tables at what its changes build on, and as they left them.
+    A joining device's first bundle, written from the little its invite gave it, is
+    judged instead against everything else the snapshot holds but what builds on it, as
+    a node taking it in when its claim was confirmed would (intake._apply)."""
+    own = {i.hash for i in infos}
+    deps = sorted({d for i in infos for d in i.deps} - own)
+    built_on = {d for i in infos for d in i.deps}
+    tops = sorted(own - built_on)
+    then_members = live.read_table_at("members", deps)
+    card = next((c for c in membership.cards(then_members) if c.key == inner.author), None)
+    if card is None and inner.claim:
+        deps = _heads_without(graph, own) or deps
+        tops = sorted(set(deps) | set(tops))
+    then = {t: live.read_table_at(t, deps) for t in ("members", "invites")}
+    made = {t: live.read_table_at(t, tops) for t in ("members", "invites")}
+    member_id: str | None
+    joining = invite_id = None
+    if card is not None:
+        member_id = card.member_id
+    elif inner.claim:
+        claim = decode_claim(inner.claim)
+        if claim.device_key != inner.author:
+            raise ProtocolError("a join claim for another device")
+        # A joining device writes from the little its invite gave it: its claim is
+        # checked against the invite as the group holds it (as intake.author_of does).
+        invite = invites_now.get(claim.invite_id)
+        if invite is None or not claim.verifies(bytes.fromhex(str(invite.get("key", "")))):
+            raise ProtocolError("a join claim that no invite in the snapshot's group signed")
+        member_id = joining = key_id(claim.member_key)
+        invite_id = claim.invite_id
+        if invite.get("kind") == "device" and invite.get("member") != member_id:
+            raise ProtocolError("a claim to another member's device invite")
+        if joins.confirmed_device(invites_now.get(claim.invite_id, {})) != inner.author:
+            raise ProtocolError("a join claim its invite's maker has not confirmed")
+    elif inner.author == founder:
+        member_id = None
+    else:
+        raise ProtocolError("a change to membership by a device that was not a member's")
+    membership.check_change(then["members"], made["members"], author=member_id, joining=joining)
+    membership.check_invites(
+        then["invites"],
+        made["invites"],
+        members=then["members"],
+        author=member_id,
+        claimed=invite_id,
+        device=inner.author,
+    )
+
+
+def _heads_without(graph: Mapping[bytes, Sequence[bytes]], own: set[bytes]) -> list[bytes]:
+    """The heads of the covered changes less ``own`` and every change built on them."""
+    children: defaultdict[bytes, list[bytes]] = defaultdict(list)
+    for change, deps in graph.items():
+        for dep in deps:
+            children[dep].append(change)
+    gone, todo = set(own), list(own)
+    while todo:
+        for child in children[todo.pop()]:
+            if child not in gone:
+                gone.add(child)
+                todo.append(child)
+    rest = set(graph) - gone
+    return sorted(rest - {d for change in rest for d in graph[change]})
