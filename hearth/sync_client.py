@@ -687,7 +687,7 @@ async def sync_relays(
         by_url = {r.url: r for r in reports}
         for again in await round_of(answered):
             first = by_url[again.url]
-            for count in ("sent", "received", "applied", "rejected", "damaged"):
+            for count in ("sent", "received", "applied", "rejected", "damaged", "snapshots"):
                 setattr(first, count, getattr(first, count) + getattr(again, count))
             first.refused += again.refused
             first.ok, first.error = again.ok, again.error
