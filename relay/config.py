@@ -151,8 +151,10 @@ class RelayConfig:
         }
 
 
-# Numbers that may be 0: the port (0 picks a free one), and what 0 makes strict, not broken.
-_ZERO_ALLOWED = {"port", "bad_signatures_per_minute", "freeze_grace_s"}
+# Numbers that may be 0: the port (0 picks a free one), and what 0 makes strict or
+# immediate, not broken (no bad signature allowed; a freeze or the deletion of superseded
+# snapshots at once).
+_ZERO_ALLOWED = {"port", "bad_signatures_per_minute", "freeze_grace_s", "snapshot_retention_s"}
 
 
 _DEFAULTS = {f.name: f.default for f in fields(RelayConfig)}
