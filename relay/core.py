@@ -221,14 +221,15 @@ class RelayCore:
         seen = sum(counts.values())
         if if_changed and seen == self._moderation_seen:
             return []
-        self._moderation_seen = seen
-        self.decisions = Decisions.of(
-            (kind, value) for kind, value, _, _ in self.store.moderation_lists()
-        )
+        lists = self.store.moderation_lists()
+        self.decisions = Decisions.of((kind, value) for kind, value, _, _ in lists)
         for action in ACTIONS:
-            self.metrics.set_counter(
-                "hearth_relay_moderation_actions_total", counts.get(action, 0), action=action
-            )
+            before = self.metrics.value("hearth_relay_moderation_actions_total", action=action)
+            now = counts.get(action, 0)
+            if self._moderation_seen >= 0 and now > before:
+                log.info("moderation applied: %s (%d)", action, now - before)
+            self.metrics.set_counter("hearth_relay_moderation_actions_total", now, action=action)
+        self._moderation_seen = seen
         return [
             CloseClient(client, CLOSE_POLICY, "banned by this relay's operator")
             for client, state in self.clients.items()

@@ -38,6 +38,8 @@ class Door:
     clock: Callable[[], float]
     # Whether an address is a proxy of ours (many clients: not limited per address).
     from_proxy: Callable[[str], bool] = lambda address: False
+    # Whether the operator banned an address (refused before a byte of it is read).
+    banned: Callable[[str], bool] = lambda address: False
     _open: dict[object, tuple[str, float]] = field(default_factory=dict)
     _from: Counter[str] = field(default_factory=Counter)
     _pending: dict[object, None] = field(default_factory=dict)  # not through yet, oldest first
@@ -51,7 +53,11 @@ class Door:
         sent from many addresses to sit half-open (a slowloris from many) only push each
         other out, instead of shutting honest clients out until they time out.
         """
-        if self._from[address] >= self.per_address and not self.from_proxy(address):
+        if self.from_proxy(address):
+            pass  # the clients behind it are told apart once their request is read
+        elif self.banned(address):
+            return "banned", None
+        elif self._from[address] >= self.per_address:
             return "connection_limit", None
         evicted: object | None = None
         if len(self._open) >= self.max_sockets:

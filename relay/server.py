@@ -100,6 +100,7 @@ def make_app(
         max_sockets=config.max_connections,
         per_address=config.max_connections_per_ip,
         from_proxy=proxies.__contains__,
+        banned=lambda address: app[CORE].decisions.address_banned(address),
         timeout_s=config.handshake_timeout_s + CLOSE_GRACE_S,
         clock=time.monotonic,
     )
