@@ -233,7 +233,7 @@ class RelayCore:
         return [
             CloseClient(client, CLOSE_POLICY, "banned by this relay's operator")
             for client, state in self.clients.items()
-            if state.counted and self.decisions.address_banned(state.ip)
+            if state.counted and self.decisions.address_banned(state.ip, self.tag)
         ]
 
     def _admitted(self, relay_key: bytes, topic: bytes) -> str | None:
@@ -254,7 +254,7 @@ class RelayCore:
 
     def admit(self, client: int, ip: str) -> bool:
         """Whether a new connection from ``ip`` fits under the connection limits."""
-        if self.decisions.address_banned(ip):
+        if self.decisions.address_banned(ip, self.tag):
             self.reject("banned", ip)
             return False
         if (

@@ -15,6 +15,7 @@ reads a bundle or tells who is in a group.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from relay.forwarded import Proxies, parse_networks
 __all__ = [
     "ACTIONS",
     "LISTS",
+    "TAG_PREFIX",
     "Decisions",
     "ModerationError",
     "TopicInfo",
@@ -34,6 +36,10 @@ __all__ = [
 LISTS = ("ban", "allow", "drop")
 """The kinds of entry in the ``moderation`` table: a banned key or address range, a key
 allowed to register (allow-list mode), a dropped topic kept out."""
+
+TAG_PREFIX = "tag:"
+"""A ban on a client as the relay's log shows it (``client``: a tag that changes daily,
+relay/logs.py): the relay refuses whoever has that tag, for as long as the tag lasts."""
 
 ACTIONS = ("freeze", "unfreeze", "drop", "ban", "unban", "allow", "disallow")
 """What ``hearth-relay`` can do, as logged in ``moderation_log``."""
@@ -66,6 +72,7 @@ class Decisions:
 
     banned_keys: frozenset[bytes] = frozenset()
     banned: Proxies = field(default_factory=Proxies)  # address ranges (a network list)
+    banned_tags: frozenset[str] = frozenset()  # clients as today's log shows them
     allowed_keys: frozenset[bytes] = frozenset()
     dropped: frozenset[bytes] = frozenset()
 
@@ -73,23 +80,35 @@ class Decisions:
     def of(cls, rows: Iterable[tuple[str, str]]) -> Decisions:
         """From the ``moderation`` table's (kind, value) rows."""
         keys: set[bytes] = set()
+        tags: set[str] = set()
         ranges: list[str] = []
         allowed: set[bytes] = set()
         dropped: set[bytes] = set()
         for kind, value in rows:
             if kind == "ban" and _is_key(value):
                 keys.add(bytes.fromhex(value))
+            elif kind == "ban" and value.startswith(TAG_PREFIX):
+                tags.add(value.removeprefix(TAG_PREFIX))
             elif kind == "ban":
                 ranges.append(value)
             elif kind == "allow":
                 allowed.add(bytes.fromhex(value))
             elif kind == "drop":
                 dropped.add(bytes.fromhex(value))
-        return cls(frozenset(keys), Proxies.of(ranges), frozenset(allowed), frozenset(dropped))
+        return cls(
+            frozenset(keys),
+            Proxies.of(ranges),
+            frozenset(tags),
+            frozenset(allowed),
+            frozenset(dropped),
+        )
 
-    def address_banned(self, address: str) -> bool:
-        """Whether a client address is in a banned range."""
-        return address in self.banned
+    def address_banned(self, address: str, tag: Callable[[str], str] | None = None) -> bool:
+        """Whether a client address is in a banned range, or (given how the log tags
+        addresses) has a banned tag."""
+        if address in self.banned:
+            return True
+        return bool(self.banned_tags) and tag is not None and tag(address) in self.banned_tags
 
 
 def _is_key(text: str) -> bool:
@@ -110,11 +129,13 @@ def parse_target(action: str, target: str) -> str:
         return target
     if _is_key(target):
         return target
+    if re.fullmatch(r"(tag:)?[0-9a-f]{12}", target):
+        return TAG_PREFIX + target.removeprefix(TAG_PREFIX)
     networks, bad = parse_networks([target])
     if bad:
         raise ModerationError(
-            f"{target!r} is neither a key (64 hex digits) nor an address or range "
-            "(such as 198.51.100.7 or 198.51.100.0/24)."
+            f"{target!r} is neither a key (64 hex digits), a client's tag from today's log "
+            "(12 hex digits) nor an address or range (such as 198.51.100.7 or 198.51.100.0/24)."
         )
     network = networks[0]
     if network.prefixlen < (8 if isinstance(network, ipaddress.IPv4Network) else 16):

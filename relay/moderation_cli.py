@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hearth.errors import ConfigError, StorageError
 from relay.config import RelayConfig
-from relay.moderation import ModerationError, TopicInfo, parse_target
+from relay.moderation import TAG_PREFIX, ModerationError, TopicInfo, parse_target
 from relay.storage import STORE_FILE, Store, open_store
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
@@ -29,7 +29,8 @@ _HELP = {
     "freeze": "take no more bundles for a topic (it is still served)",
     "unfreeze": "take a topic's bundles again",
     "drop": "delete everything a topic holds and refuse it from then on",
-    "ban": "refuse a client address or range (CIDR), or a relay key / peer relay id",
+    "ban": "refuse a client address or range (CIDR), a client's tag from today's log, "
+    "or a relay key / peer relay id",
     "unban": "lift a ban",
     "allow": 'let a relay key register topics (admission = "allow-list")',
     "disallow": "take a relay key off the allow-list",
@@ -121,6 +122,11 @@ def _act(store: Store, action: str, target: str, reason: str, sure: bool) -> int
     # The log says what was done; an address range in it shows as [address] like any other.
     log.info("moderation: %s %s", action, value, extra={"reason": reason or "-"})
     print(_DONE[action].format(t=value) + " Running relays apply it within seconds.")
+    if value.startswith(TAG_PREFIX) and action == "ban":
+        print(
+            "A tag is the client as today's log of one relay process shows it: the ban "
+            "holds until the tag changes at midnight (UTC)."
+        )
     return 0
 
 

@@ -107,6 +107,22 @@ async def test_an_operator_moderates_a_running_relay(
             moderate("unban", key)
             applied(relay, "unban", 2)
 
+            # A client known only by its tag in the log (no address is ever logged).
+            pest = await Client.connect(http, relay.url, "203.0.113.66")
+            await pest.ws.send_bytes(b"not a frame")
+            await pest.ws.receive(timeout=10)  # closed for it
+            await pest.ws.close()
+            lines = (relay.data / "relay.log").read_text().splitlines()
+            tag = next(
+                json.loads(line)["client"] for line in reversed(lines) if "bad_frame" in line
+            )
+            assert "until the tag changes" in moderate("ban", tag)
+            applied(relay, "ban", 3)
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await Client.connect(http, relay.url, "203.0.113.66")
+            neighbour = await Client.connect(http, relay.url, "203.0.113.67")
+            await neighbour.ws.close()
+
             # Dropped: all it held is gone, and registering it again is refused.
             refused_drop = relay_command("drop", topic, *on_store)
             assert refused_drop.returncode == 1
@@ -129,7 +145,7 @@ async def test_an_operator_moderates_a_running_relay(
         assert "(abandoned)" in shown
         text = metrics_text(relay)
         assert 'hearth_relay_rejections_total{reason="topic-held"} 1.0' in text
-        assert 'hearth_relay_rejections_total{reason="banned"} 1.0' in text
+        assert 'hearth_relay_rejections_total{reason="banned"} 2.0' in text
         assert 'hearth_relay_rejections_total{reason="topic-refused"} 1.0' in text
         relay.kill(15)
         logged = (relay.data / "relay.log").read_text()
