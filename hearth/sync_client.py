@@ -703,8 +703,14 @@ async def give_snapshots(
     takes in nothing, so it neither repeats the loop's work nor holds the store's write
     lock while the loop waits for it, and it leaves how far the node has read each relay
     to the loop. A snapshot covers what the node had taken in from that relay when it was
-    made (:func:`snapshot_due`).
+    made (:func:`snapshot_due`). All relays at once, as :func:`sync_relays`: a frozen one
+    holds back none of the others.
     """
-    return [
-        await sync_relay(node, url, group_ids, timeout=timeout, snapshots_only=True) for url in urls
-    ]
+    return list(
+        await asyncio.gather(
+            *(
+                sync_relay(node, url, group_ids, timeout=timeout, snapshots_only=True)
+                for url in urls
+            )
+        )
+    )
