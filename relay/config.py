@@ -72,8 +72,9 @@ class RelayConfig:
     shutdown_grace_s: float = 8.0
     # Behind a reverse proxy every client comes from the proxy's address. Sockets from
     # these addresses or ranges (the proxies you run) are taken to be proxies: the client
-    # is the address they appended to X-Forwarded-For (relay/forwarded.py).
-    trusted_proxies: tuple[str, ...] = ()
+    # is the address they appended to X-Forwarded-For (relay/forwarded.py). By default
+    # this machine's own: only a program on it can connect from there (a proxy beside it).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Bundles a snapshot covers are deleted this long after the snapshot arrived: nodes
     # that were away longer get the snapshot and what followed it instead.
     snapshot_retention_s: float = 30 * 24 * 3600.0
