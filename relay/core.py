@@ -160,6 +160,7 @@ class _Client:
     peer: bytes = b""
     announced: set[bytes] = field(default_factory=set)
     registered: int = 0  # new topics this connection registered
+    invited: bool = False  # came with an operator's admission invite (allow-list mode)
 
 
 class RelayCore:
@@ -236,7 +237,7 @@ class RelayCore:
             if state.counted and self.decisions.address_banned(state.ip, self.tag)
         ]
 
-    def _admitted(self, relay_key: bytes, topic: bytes) -> str | None:
+    def _admitted(self, relay_key: bytes, topic: bytes, invited: bool = False) -> str | None:
         """Why the operator's lists refuse a topic with this key (a code of
         :data:`_REFUSALS`), or ``None``."""
         decisions = self.decisions
@@ -245,15 +246,18 @@ class RelayCore:
         if relay_key in decisions.banned_keys:
             return "key-banned"
         if self.config.admission == "allow-list" and not (
-            relay_key in decisions.allowed_keys or relay_key.hex() in self.config.allowed_keys
+            invited
+            or relay_key in decisions.allowed_keys
+            or relay_key.hex() in self.config.allowed_keys
         ):
             return "not-admitted"
         return None
 
     # --- connections ----------------------------------------------------------------
 
-    def admit(self, client: int, ip: str) -> bool:
-        """Whether a new connection from ``ip`` fits under the connection limits."""
+    def admit(self, client: int, ip: str, invite: str = "") -> bool:
+        """Whether a new connection from ``ip`` fits under the connection limits (and is
+        not banned); ``invite``: the admission code its address carried, if any."""
         if self.decisions.address_banned(ip, self.tag):
             self.reject("banned", ip)
             return False
@@ -264,7 +268,10 @@ class RelayCore:
             self.reject("connection_limit", ip)
             return False
         self.clients[client] = _Client(
-            ip=ip, tokens=float(self.config.publish_burst), refilled=self.clock()
+            ip=ip,
+            tokens=float(self.config.publish_burst),
+            refilled=self.clock(),
+            invited=self.decisions.invited(invite),
         )
         self.per_ip[ip] += 1
         self.metrics.count("hearth_relay_connections_admitted_total")
@@ -416,7 +423,7 @@ class RelayCore:
                 client, "bad-registration", "The registration proof does not verify."
             )
         state = self.clients[client]
-        admission = self._admitted(frame.relay_key, frame.topic)
+        admission = self._admitted(frame.relay_key, frame.topic, state.invited)
         if admission is not None:
             return self._error(client, admission, _REFUSALS[admission])
         if self.store.topic(frame.topic) is None:
@@ -520,7 +527,7 @@ class RelayCore:
             return self._error(
                 client, "blocked", "Too many bad signatures from this address; wait.", bundle_id
             )
-        refusal = self._refusal(envelope, len(frame.envelope))
+        refusal = self._refusal(envelope, len(frame.envelope), state.invited)
         if refusal is not None:
             if refusal == "bad-signature":
                 self._note_bad_signature(state.ip)
@@ -700,10 +707,11 @@ class RelayCore:
         self._staged_peers.add(client)
         return out
 
-    def _refusal(self, envelope: Envelope, size: int) -> str | None:
+    def _refusal(self, envelope: Envelope, size: int, invited: bool = False) -> str | None:
         """Why a bundle, from a client or a peer relay, cannot be stored here (a code of
-        :data:`_REFUSALS`), or ``None``. A bundle stored already takes no more of the
-        quota: sent again, it is acknowledged again."""
+        :data:`_REFUSALS`), or ``None``; ``invited``: the client came with an admission
+        invite. A bundle stored already takes no more of the quota: sent again, it is
+        acknowledged again."""
         topic = self.store.topic(envelope.topic)
         if topic is None:
             return "unknown-topic"
@@ -711,7 +719,7 @@ class RelayCore:
             return "topic-frozen"
         if topic.held:
             return "topic-held"
-        admission = self._admitted(topic.relay_key, envelope.topic)
+        admission = self._admitted(topic.relay_key, envelope.topic, invited)
         if admission is not None:
             return admission
         if not envelope.relay_signature_valid(topic.relay_key):

@@ -14,6 +14,7 @@ reads a bundle or tells who is in a group.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -29,19 +30,31 @@ __all__ = [
     "Decisions",
     "ModerationError",
     "TopicInfo",
+    "invite_digest",
     "moderate",
     "parse_target",
 ]
 
-LISTS = ("ban", "allow", "drop")
+LISTS = ("ban", "allow", "drop", "invite")
 """The kinds of entry in the ``moderation`` table: a banned key or address range, a key
-allowed to register (allow-list mode), a dropped topic kept out."""
+allowed to register (allow-list mode), a dropped topic kept out, an admission invite (the
+SHA-256 of its code: the store never holds a code a group could be admitted with)."""
 
 TAG_PREFIX = "tag:"
 """A ban on a client as the relay's log shows it (``client``: a tag that changes daily,
 relay/logs.py): the relay refuses whoever has that tag, for as long as the tag lasts."""
 
-ACTIONS = ("freeze", "unfreeze", "drop", "ban", "unban", "allow", "disallow")
+ACTIONS = (
+    "freeze",
+    "unfreeze",
+    "drop",
+    "ban",
+    "unban",
+    "allow",
+    "disallow",
+    "invite",
+    "uninvite",
+)
 """What ``hearth-relay`` can do, as logged in ``moderation_log``."""
 
 Rows = list[tuple[Any, ...]]
@@ -75,6 +88,11 @@ class Decisions:
     banned_tags: frozenset[str] = frozenset()  # clients as today's log shows them
     allowed_keys: frozenset[bytes] = frozenset()
     dropped: frozenset[bytes] = frozenset()
+    invites: frozenset[str] = frozenset()  # SHA-256 (hex) of admission codes
+
+    def invited(self, code: str) -> bool:
+        """Whether ``code`` (from a connection's address, ``?admit=``) is a live invite."""
+        return bool(code) and invite_digest(code) in self.invites
 
     @classmethod
     def of(cls, rows: Iterable[tuple[str, str]]) -> Decisions:
@@ -84,6 +102,7 @@ class Decisions:
         ranges: list[str] = []
         allowed: set[bytes] = set()
         dropped: set[bytes] = set()
+        invites: set[str] = set()
         for kind, value in rows:
             if kind == "ban" and _is_key(value):
                 keys.add(bytes.fromhex(value))
@@ -95,12 +114,15 @@ class Decisions:
                 allowed.add(bytes.fromhex(value))
             elif kind == "drop":
                 dropped.add(bytes.fromhex(value))
+            elif kind == "invite":
+                invites.add(value)
         return cls(
             frozenset(keys),
             Proxies.of(ranges),
             frozenset(tags),
             frozenset(allowed),
             frozenset(dropped),
+            frozenset(invites),
         )
 
     def address_banned(self, address: str, tag: Callable[[str], str] | None = None) -> bool:
@@ -118,9 +140,16 @@ def _is_key(text: str) -> bool:
         return False
 
 
+def invite_digest(code: str) -> str:
+    """What the store keeps of an admission invite's code."""
+    return hashlib.sha256(code.strip().encode()).hexdigest()
+
+
 def parse_target(action: str, target: str) -> str:
     """The target of an action in the form it is stored in: 64 hex digits for a topic or
-    a key, a network (``198.51.100.0/24``) for an address range."""
+    a key, a network (``198.51.100.0/24``) for an address range, a digest for an invite."""
+    if action in ("invite", "uninvite"):
+        return invite_digest(target)
     target = target.strip().lower()
     if action in ("freeze", "unfreeze", "drop", "allow", "disallow"):
         if not _is_key(target):
@@ -172,10 +201,10 @@ def moderate(
         for table in ("snapshots", "envelopes", "topics"):
             run(sql(f"DELETE FROM {table} WHERE topic = ?"), (topic,))  # noqa: S608 - ours
         changed = _listed(run, sql, "drop", target, reason, now)
-    elif action in ("ban", "allow"):
+    elif action in ("ban", "allow", "invite"):
         changed = _listed(run, sql, action, target, reason, now)
-    elif action in ("unban", "disallow"):
-        kind = "ban" if action == "unban" else "allow"
+    elif action in ("unban", "disallow", "uninvite"):
+        kind = {"unban": "ban", "disallow": "allow", "uninvite": "invite"}[action]
         changed = bool(
             run(
                 sql("DELETE FROM moderation WHERE kind = ? AND value = ? RETURNING 1"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -34,6 +35,8 @@ _HELP = {
     "unban": "lift a ban",
     "allow": 'let a relay key register topics (admission = "allow-list")',
     "disallow": "take a relay key off the allow-list",
+    "invite": "make an admission code a group adds to this relay's address (allow-list mode)",
+    "uninvite": "revoke an admission code",
     "moderation": "show the bans, allowed keys, dropped topics and the moderation log",
 }
 COMMANDS = tuple(_HELP)
@@ -46,6 +49,8 @@ _DONE = {
     "unban": "Lifted the ban on {t}.",
     "allow": "Allowed relay key {t} to register topics.",
     "disallow": "Took relay key {t} off the allow-list.",
+    "invite": "Made an admission invite.",
+    "uninvite": "Revoked that admission invite.",
 }
 _UNCHANGED = {
     "freeze": "Topic {t} is frozen already, or not stored here (see `hearth-relay topics`).",
@@ -55,6 +60,8 @@ _UNCHANGED = {
     "unban": "{t} is not banned.",
     "allow": "Relay key {t} is allowed already.",
     "disallow": "Relay key {t} is not on the allow-list.",
+    "invite": "That invite exists already.",
+    "uninvite": "That is not a live admission invite.",
 }
 
 
@@ -75,6 +82,8 @@ def add_parsers(
             )
         elif name == "moderation":
             command.add_argument("--log", type=int, default=20, metavar="N", help="log lines")
+        elif name == "invite":
+            command.add_argument("--reason", default="", help="whom it is for, for the log")
         else:
             what = "TOPIC" if name in ("freeze", "unfreeze", "drop") else "TARGET"
             command.add_argument("target", metavar=what)
@@ -95,6 +104,8 @@ def run(args: argparse.Namespace, config: RelayConfig) -> int:
         )
     store = open_store(config)
     try:
+        if args.command == "invite":
+            return _invite(store, args.reason)
         if args.command == "topics":
             _topics(store, args.sort, args.json)
         elif args.command == "moderation":
@@ -127,6 +138,20 @@ def _act(store: Store, action: str, target: str, reason: str, sure: bool) -> int
             "A tag is the client as today's log of one relay process shows it: the ban "
             "holds until the tag changes at midnight (UTC)."
         )
+    return 0
+
+
+def _invite(store: Store, reason: str) -> int:
+    code = secrets.token_hex(16)  # no leading "-" for a command line to take as an option
+    store.moderate("invite", parse_target("invite", code), reason, time.time())
+    log.info("moderation: invite", extra={"reason": reason or "-"})
+    print(
+        f"{code}\nThe group adds this relay with the code in its address, e.g.\n"
+        f"  hearth relay add wss://relay.example.org/?admit={code}\n"
+        "Its nodes may then register their groups here while the relay takes only listed "
+        'ones (admission = "allow-list"). The code is shown this once; '
+        "`hearth-relay uninvite CODE` revokes it."
+    )
     return 0
 
 
@@ -189,7 +214,12 @@ def _topics(store: Store, sort: str, as_json: bool) -> None:
 
 def _show(store: Store, lines: int) -> None:
     entries = sorted(store.moderation_lists())
-    titles = {"ban": "banned", "allow": "allowed keys", "drop": "dropped topics"}
+    titles = {
+        "ban": "banned",
+        "allow": "allowed keys",
+        "drop": "dropped topics",
+        "invite": "admission invites (digests)",
+    }
     for kind, title in titles.items():
         mine = [e for e in entries if e[0] == kind]
         print(f"{title}: {len(mine)}")

@@ -405,7 +405,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         heartbeat=config.heartbeat_s, max_msg_size=config.max_frame_bytes, compress=False
     )
     client = id(ws)  # unique while the connection lives, which is as long as it is used
-    if not core.admit(client, ip):
+    # An operator's admission invite rides in the relay's address the group lists
+    # (wss://relay.example.org/?admit=CODE): nodes need nothing new to present it.
+    if not core.admit(client, ip, request.query.get("admit", "")):
         return web.Response(status=503, text="too many connections")
     prepared = False
     try:

@@ -89,6 +89,7 @@ def test_every_command_in_the_operating_doc_works(tmp_path: Path, postgres_serve
         "PGUSER": pg_user,
     }
     fresh = iter(range(100))
+    invite = ["CODE"]  # the code `hearth-relay invite` printed, once it has run
 
     def substituted(line: str) -> str:
         """The doc's example paths, names and values, made this test's."""
@@ -110,6 +111,7 @@ def test_every_command_in_the_operating_doc_works(tmp_path: Path, postgres_serve
         line = re.sub(r"--port \d+", "--port 0", line)
         line = re.sub(r"\bTOPIC\b", topic, line)
         line = re.sub(r"\bKEY\b", key, line)
+        line = re.sub(r"\bCODE\b", invite[0], line)
         return line.replace("/var/lib/hearth-relay", str(relay.data))
 
     ran = []
@@ -152,8 +154,12 @@ def test_every_command_in_the_operating_doc_works(tmp_path: Path, postgres_serve
                 check=False,
             )
             assert done.returncode == 0, (line, command, done.stdout, done.stderr)
+            if command.startswith("hearth-relay invite"):
+                invite[0] = done.stdout.split()[0]
         ran.append(line)
     relay.kill()
     assert len(ran) >= 20
     assert any(line.startswith("createuser") for line in ran)
     assert (tmp_path / "restored" / "relay.db").exists()
+    assert invite[0] != "CODE"
+    assert f"?admit={invite[0]}" in member("relay", "list").out

@@ -172,5 +172,28 @@ async def test_an_allow_list_relay_takes_only_the_keys_it_lists(tmp_path: Path) 
             await member.register(KEYS)
             assert await answer(member, BUNDLES[0]) == "ack"
             await member.ws.close()
+
+            # Or the operator makes an invite, which a group adds to the relay's address.
+            made = relay_command("invite", "--reason", "Elm Street", "--data", str(relay.data))
+            assert made.returncode == 0, made.stderr
+            code = made.stdout.split()[0]
+            assert f"?admit={code}" in made.stdout
+            applied(relay, "invite")
+            stranger = await Client.connect(http, relay.url + "?admit=wrong", "127.0.0.1")
+            await stranger.register(OTHER_KEYS)
+            refused = await stranger.receive()
+            assert isinstance(refused, Error)
+            assert refused.code == "not-admitted"
+            await stranger.ws.close()
+            invited = await Client.connect(http, f"{relay.url}?admit={code}", "127.0.0.1")
+            await invited.register(OTHER_KEYS)
+            assert await answer(invited, OTHER_BUNDLES[0]) == "ack"
+            await invited.ws.close()
+            revoked = relay_command("uninvite", code, "--data", str(relay.data))
+            assert "Revoked" in revoked.stdout
+            applied(relay, "uninvite")
+            late = await Client.connect(http, f"{relay.url}?admit={code}", "127.0.0.1")
+            assert await answer(late, OTHER_BUNDLES[1]) == "not-admitted"
+            await late.ws.close()
     finally:
         relay.kill()
