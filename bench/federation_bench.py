@@ -71,8 +71,8 @@ def peer_bundles_in(url: str) -> int:
 async def offer_two_hops(root: Path, offers: int) -> dict[str, object]:
     ids = {name: relay_id(root / name) for name in "abc"}
     b, b_url = relay(root / "b", None, "--accept-peer", ids["a"], "--accept-peer", ids["c"])
-    a, a_url = relay(root / "a", None, "--peer", b_url)
-    c, c_url = relay(root / "c", None, "--peer", b_url)
+    a, a_url = relay(root / "a", None, "--peer", f"{b_url}#{relay_id(root / 'b')}")
+    c, c_url = relay(root / "c", None, "--peer", f"{b_url}#{relay_id(root / 'b')}")
     try:
         create_identity(root / "ada", name="Ada")
         create_identity(root / "cy", name="Cy")
@@ -143,7 +143,7 @@ def throughput(root: Path, count: int, lifted: bool) -> dict[str, object]:
     asyncio.run(fill(a_url, bundles, keys))
     stop(a)
     b, b_url = relay(b_data, config, "--accept-peer", relay_id(a_data))
-    a, _ = relay(a_data, config, "--peer", b_url)
+    a, _ = relay(a_data, config, "--peer", f"{b_url}#{relay_id(b_data)}")
     started = time.perf_counter()  # A is listening; it dials B now
     try:
         while peer_bundles_in(b_url) < count:

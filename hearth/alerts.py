@@ -27,6 +27,7 @@ from hearth.ledger.ledger import LIVE
 from hearth.node import Node
 from hearth.protocol.bundle import decode_changes
 from hearth.retraction import NOTICE_DAYS, opened
+from hearth.values import counted
 
 __all__ = ["AdminAlert", "admin_alerts"]
 
@@ -77,6 +78,7 @@ def _equivocations(node: Node, group_id: str) -> list[AdminAlert]:
         if card.key not in caught or card.cutoff is not None:
             continue
         name = view.member_name(card.member_id)
+        cut = _changes_cut(node, group_id, card.key, caught[card.key])
         alerts.append(
             AdminAlert(
                 kind="equivocation",
@@ -84,12 +86,27 @@ def _equivocations(node: Node, group_id: str) -> list[AdminAlert]:
                 device=card.device_id,
                 what=(
                     f"a device of {name} signed two versions of one change (a copied or "
-                    "restored device), so nothing it writes counts any more"
+                    "restored device), so nothing it writes counts any more; "
+                    f"{counted(cut, 'change')} it wrote from then on "
+                    f"{'was' if cut == 1 else 'were'} cut"
                 ),
                 advice=f"remove it: `hearth device remove {card.device_id}`",
             )
         )
     return alerts
+
+
+def _changes_cut(node: Node, group_id: str, device: bytes, seq: int) -> int:
+    """How many changes of ``device``, from its feed's ``seq`` on, do not count (those of
+    bundles this node cannot open are not counted)."""
+    cut = 0
+    for stored in node.feeds.invalid(group_id):
+        if stored.author != device or stored.seq < seq:
+            continue
+        inner = opened(node, stored)
+        if inner is not None and inner.kind == "content":
+            cut += len(decode_changes(inner.payload))
+    return cut
 
 
 def _counter_removals(node: Node, group_id: str) -> list[AdminAlert]:

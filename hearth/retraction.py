@@ -40,10 +40,22 @@ log = logging.getLogger(__name__)
 NOTICE_DAYS = 30
 
 
-def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: bool = True) -> None:
+_LATE_REMOVAL = "a removed device after its removal"
+
+
+def take_out(
+    node: Node,
+    group_id: str,
+    device: bytes,
+    cutoff: int,
+    *,
+    told: bool = True,
+    by: str = _LATE_REMOVAL,
+) -> None:
     """A device's bundles past ``cutoff`` turned out not to count: mark them invalid and
     rebuild the ledger without their changes (and whatever was built on them), on every
-    node alike; the member is told unless ``told`` is false (judging everything again)."""
+    node alike; the member is told unless ``told`` is false (judging everything again),
+    in words that say whose changes they were and why (``by``)."""
     with node.store.write():
         before = node.ledger(group_id).doc
         mine = node.own_changes(group_id)  # the rebuild folds them into a snapshot
@@ -66,7 +78,7 @@ def take_out(node: Node, group_id: str, device: bytes, cutoff: int, *, told: boo
         again = {ref for h in gone if h in mine for ref in mine[h]} - tainted
         written = node.write_again(group_id, again, before)
         note = (
-            f"{counted(len(dropped), 'change')} by a removed device after its removal "
+            f"{counted(len(dropped), 'change')} by {by} "
             f"{'was' if len(dropped) == 1 else 'were'} taken back out, with "
             f"{len(gone - dropped)} built on them"
         )
@@ -171,8 +183,16 @@ def equivocated(
             "broken or copied device); nothing it wrote from there on counts. An admin "
             "should remove the device.",
         )
-    take_out(node, group_id, inner.author, inner.seq - 1)
+    take_out(node, group_id, inner.author, inner.seq - 1, by=_signed_twice(name))
     return True
+
+
+def _signed_twice(name: str) -> str:
+    """Whose changes an equivocation took out, as the sync log and ``status`` say it."""
+    return (
+        f"a device of {name} that signed two versions of one change (a copied or restored "
+        "device), from that change on,"
+    )
 
 
 def removal_notices(node: Node) -> list[tuple[int, str]]:

@@ -198,8 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--peer",
         action="append",
         default=[],
-        metavar="URL",
-        help="a peer relay to mirror topics with (repeatable; adds to the config's peers)",
+        metavar="URL#ID",
+        help=(
+            "a peer relay to mirror topics with: its address, '#', and the id its operator "
+            "gave (repeatable; adds to the config's peers)"
+        ),
     )
     parser.add_argument(
         "--accept-peer",

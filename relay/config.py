@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ADMISSIONS", "RelayConfig", "as_toml", "load_config"]
+__all__ = ["ADMISSIONS", "RelayConfig", "as_toml", "load_config", "peer_address"]
 
 ADMISSIONS = ("open", "allow-list")
 """Who may register a new topic: anyone, or only the keys in ``allowed_keys``."""
@@ -92,8 +92,10 @@ class RelayConfig:
     invite_guess_back_per_ip_s: float = 60.0
     invite_guesses: int = 20
     invite_guess_back_s: float = 60.0
-    # Peer relays (DESIGN §6): the ones this relay dials, and the relay ids (as printed by
-    # `hearth-relay id`) allowed to dial in. A link mirrors every topic both ways.
+    # Peer relays (DESIGN §6): the ones this relay dials, each as its address and the relay
+    # id its operator gave (``wss://relay.example.org#<id>``: the link is refused unless the
+    # relay there proves that id), and the relay ids (as printed by `hearth-relay id`)
+    # allowed to dial in. A link mirrors every topic both ways.
     peers: tuple[str, ...] = ()
     accept_peers: tuple[str, ...] = ()
     peer_publish_per_s: float = 2000.0
@@ -166,13 +168,6 @@ def _password_in(url: str) -> bool:
     return bool(parts.password) or "password" in parse_qs(parts.query)
 
 
-def _is_key(text: str) -> bool:
-    try:
-        return len(bytes.fromhex(text)) == 32
-    except ValueError:
-        return False
-
-
 def _check(config: RelayConfig) -> list[str]:
     problems = []
     if not 0 <= config.port <= 65535:
@@ -197,7 +192,7 @@ def _check(config: RelayConfig) -> list[str]:
             f"admission must be one of {', '.join(ADMISSIONS)}, not {config.admission!r}"
         )
     for key in config.allowed_keys:
-        if not _is_key(key):
+        if not _is_relay_id(key):  # a relay key: 32 bytes as hex, like an id
             problems.append(f"allowed_keys entry {key!r} is not a key (64 hex digits)")
     if not 0 < config.disk_high_water <= 1:
         problems.append("disk_high_water must be a fraction between 0 and 1")
@@ -205,22 +200,43 @@ def _check(config: RelayConfig) -> list[str]:
         problems.append("max_frame_bytes below 64 KiB would refuse ordinary bundles")
     if config.database_url and not config.database_url.startswith(("postgresql://", "postgres://")):
         problems.append("database_url is not a postgresql:// address")
-    for url in config.peers:
+    for entry in config.peers:
+        url, _, relay_id = entry.partition("#")
         if not url.startswith(("ws://", "wss://")):
-            problems.append(f"peer {url!r} is not a ws:// or wss:// address")
+            problems.append(f"peer {entry!r} is not a ws:// or wss:// address")
+        elif not _is_relay_id(relay_id):
+            problems.append(
+                f"peer {entry!r} names no relay id: write it as {url}#ID, with the id its "
+                "operator gets from `hearth-relay id` (the link is refused unless that relay "
+                "proves it)"
+            )
     _, not_addresses = parse_networks(config.trusted_proxies)
-    for entry in not_addresses:
+    for bad in not_addresses:
         problems.append(
-            f"trusted_proxies entry {entry!r} is not an address or range (such as 127.0.0.1 "
+            f"trusted_proxies entry {bad!r} is not an address or range (such as 127.0.0.1 "
             "or 172.16.0.0/12)"
         )
     for relay_id in config.accept_peers:
-        if not _is_key(relay_id):
+        if not _is_relay_id(relay_id):
             problems.append(
                 f"accept_peers entry {relay_id!r} is not a relay id "
                 "(64 hex digits, as `hearth-relay id` prints)"
             )
     return problems
+
+
+def _is_relay_id(text: str) -> bool:
+    try:
+        return len(bytes.fromhex(text)) == 32
+    except ValueError:
+        return False
+
+
+def peer_address(entry: str) -> tuple[str, bytes]:
+    """A ``peers`` entry (checked by :func:`load_config`) as the address to dial and the
+    relay id that must answer there."""
+    url, _, relay_id = entry.partition("#")
+    return url, bytes.fromhex(relay_id)
 
 
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text in quotes"}

@@ -53,7 +53,7 @@ from hearth.protocol.frames import (
 )
 from hearth.protocol.mailbox import Mailboxes
 from relay.config import RelayConfig
-from relay.identity import peer_proof, peer_proof_valid
+from relay.identity import acceptor_proof, acceptor_proof_valid, peer_proof, peer_proof_valid
 from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
 from relay.moderation import ACTIONS, Decisions
@@ -155,9 +155,12 @@ class _Client:
     refilled: float = 0.0
     counted: bool = True  # against the connection limits (links this relay dials are not)
     # A link with a peer relay: the challenge it must sign, its id once proven, and the
-    # topics already announced to it.
+    # topics already announced to it. A link this relay dialed: the id that must answer,
+    # and the nonce the answer must sign.
     challenge: bytes = b""
     peer: bytes = b""
+    expected: bytes = b""
+    nonce: bytes = b""
     announced: set[bytes] = field(default_factory=set)
     registered: int = 0  # new topics this connection registered
     invited: bool = False  # came with an operator's admission invite (allow-list mode)
@@ -304,15 +307,19 @@ class RelayCore:
             and (not state.conn.between_relays or bool(state.peer))
         )
 
-    def dial(self, client: int, label: str) -> list[Output]:
-        """A link this relay opened to a peer relay: the frames to start it with."""
+    def dial(self, client: int, label: str, relay_id: bytes) -> list[Output]:
+        """A link this relay opened to the peer relay ``relay_id``: the frames to start it
+        with (a fresh nonce, which the relay that answers must sign to prove that id)."""
+        nonce = self.random_bytes(32)
         self.clients[client] = _Client(
             ip=label,
             conn=Connection(Role.CONNECTING),
             refilled=self.clock(),
             counted=False,
+            expected=relay_id,
+            nonce=nonce,
         )
-        hello = Hello(versions=list(VERSIONS), role="relay", agent="hearth-relay")
+        hello = Hello(versions=list(VERSIONS), role="relay", agent="hearth-relay", nonce=nonce)
         return [ToClient(client, hello)]
 
     def peer_of(self, client: int) -> bytes:
@@ -369,17 +376,29 @@ class RelayCore:
             self.reject("bad_frame", state.ip)
             code = CLOSE_TOO_BIG if isinstance(exc, FrameTooBig) else CLOSE_PROTOCOL
             return [CloseClient(client, code, str(exc))]
+        except StorageError as exc:
+            # The store rolled back its open batch: every bundle staged in it is refused
+            # (peer links closed, to send again), and this connection closed too.
+            log.warning("store failed: %s", exc)
+            out = self._fail_batch()
+            if not any(isinstance(o, CloseClient) and o.client == client for o in out):
+                out.append(CloseClient(client, CLOSE_POLICY, "the relay could not go on; retry"))
+            return out
 
     def _handle(self, client: int, state: _Client, frame: Frame) -> list[Output]:
         config = self.config
         if isinstance(frame, Hello):
+            proof = b""
             if frame.role == "relay":
                 state.challenge = self.random_bytes(32)
+                if frame.nonce:  # the dialer asks us to prove our id too
+                    proof = acceptor_proof(self.identity, frame.nonce, state.challenge)
             welcome = Welcome(
                 version=state.conn.agreed or PROTOCOL_VERSION,
                 limits=config.limits(),
                 challenge=state.challenge,
                 relay_id=self.identity.public,
+                proof=proof,
             )
             return [ToClient(client, welcome)]
         if state.conn.between_relays:
@@ -599,8 +618,12 @@ class RelayCore:
     def _from_peer(self, client: int, state: _Client, frame: Frame) -> list[Output]:
         """A frame on a link with a peer relay, either side of it."""
         if isinstance(frame, Welcome):  # we dialed: prove who we are, ask for their bundles
-            if not frame.relay_id or not self._may_link(frame.relay_id):
-                return [CloseClient(client, CLOSE_POLICY, "that relay is this one, or linked")]
+            if frame.relay_id != state.expected or not acceptor_proof_valid(
+                frame.relay_id, state.nonce, frame.challenge, frame.proof
+            ):
+                return self._wrong_relay(client, state, frame)
+            if not self._may_link(frame.relay_id):
+                return self._close(client, "peer_refused", "that relay is this one, or linked")
             self._linked(state, frame.relay_id)
             proof = peer_proof(self.identity, frame.challenge, frame.relay_id)
             return [
@@ -621,9 +644,16 @@ class RelayCore:
         if not state.peer:
             return self._close(client, "peer_refused", "a peer relay must prove who it is first")
         if isinstance(frame, Mirror):
+            if client in self._mirrors:  # each catch-up reads the whole store: once a link
+                self.reject("peer_mirror_again", state.ip)
+                return [CloseClient(client, CLOSE_PROTOCOL, "mirror is asked once per link")]
             self._mirrors.add(client)
             return [MirrorCatchUp(client, frame.after)]
         if isinstance(frame, Register):
+            out: list[Output] = []
+            if not self._take_token(state):  # a register costs what a bundle does
+                self.metrics.count("hearth_relay_rate_limited_total")
+                out.append(Pause(client, 1.0 / max(self.config.peer_publish_per_s, 1e-3)))
             if not registration_valid(frame.topic, frame.relay_key, frame.proof):
                 self.reject("bad-registration", state.ip)
             elif (admission := self._admitted(frame.relay_key, frame.topic)) is not None:
@@ -634,7 +664,7 @@ class RelayCore:
                 frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
             ) is (Registered.TAKEN):
                 self.reject("topic-taken", state.ip)
-            return []
+            return out
         if isinstance(frame, Deliver):
             return self._mirrored(client, state, frame)
         if isinstance(frame, CaughtUp):
@@ -644,6 +674,24 @@ class RelayCore:
                 "a peer relay reported", state.ip, f"{shown(frame.code, 40)} {shown(frame.message)}"
             )
         return []
+
+    def _wrong_relay(self, client: int, state: _Client, frame: Welcome) -> list[Output]:
+        """The relay we dialed is not the one agreed on, or cannot prove it is: refused, and
+        said at warning level, since either the operator's settings or the address is wrong
+        (or someone answers there in the peer's place)."""
+        expected = state.expected.hex()[:16]
+        if frame.relay_id != state.expected:
+            reason = "peer_wrong_id"
+            problem = f"answers as relay {frame.relay_id.hex()[:16]}…, not {expected}…"
+        elif not frame.proof:
+            reason = "peer_unproven"
+            problem = f"gave no proof that it is relay {expected}… (an older hearth-relay?)"
+        else:
+            reason = "peer_bad_proof"
+            problem = f"claims to be relay {expected}… with a proof that does not verify"
+        self.metrics.count("hearth_relay_rejections_total", reason=reason)
+        log.warning("peer relay refused: %s %s", shown(state.ip), problem)
+        return [CloseClient(client, CLOSE_POLICY, "you are not the relay this one peers with")]
 
     def _linked(self, state: _Client, relay_id: bytes) -> None:
         state.peer = relay_id

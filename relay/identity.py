@@ -2,7 +2,10 @@
 
 The key lives next to the store (``relay.key``, readable only by the relay's user) and is
 made on first use. Its public half, as 64 hex digits, is the relay id that operators of
-peer relays put in their ``accept_peers``. It signs nothing but peering challenges.
+peer relays put in their ``accept_peers`` and after the address in their ``peers``. It
+signs nothing but peering challenges: the dialing relay's answer to the accepting relay's
+challenge, and the accepting relay's answer to the dialing relay's nonce (each side proves
+its id to the other, under its own context so that one answer is never taken for the other).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from hearth.errors import ConfigError
 __all__ = [
     "KEY_FILE",
     "REPLACED_KEY_FILE",
+    "acceptor_proof",
+    "acceptor_proof_valid",
     "existing",
     "install",
     "load_or_create",
@@ -27,6 +32,7 @@ KEY_FILE = "relay.key"
 REPLACED_KEY_FILE = "relay.key.replaced"
 """Where a restore that changed the relay's id (``--force``) keeps the key it replaced."""
 _CONTEXT = b"hearth-relay-peer-v1"
+_ACCEPTOR_CONTEXT = b"hearth-relay-acceptor-v1"
 
 
 def load_or_create(data_dir: Path) -> SigningKey:
@@ -97,3 +103,14 @@ def peer_proof(key: SigningKey, challenge: bytes, acceptor: bytes) -> bytes:
 def peer_proof_valid(relay_id: bytes, challenge: bytes, acceptor: bytes, proof: bytes) -> bool:
     """Whether ``proof`` shows that the dialer holds the key of ``relay_id``."""
     return verify(relay_id, proof, _CONTEXT + challenge + acceptor)
+
+
+def acceptor_proof(key: SigningKey, nonce: bytes, challenge: bytes) -> bytes:
+    """The accepting relay's answer to a dialing relay's ``nonce``, bound to the challenge it
+    sends back in the same welcome."""
+    return key.sign(_ACCEPTOR_CONTEXT + nonce + challenge)
+
+
+def acceptor_proof_valid(relay_id: bytes, nonce: bytes, challenge: bytes, proof: bytes) -> bool:
+    """Whether ``proof`` shows that the relay that welcomed us holds the key of ``relay_id``."""
+    return verify(relay_id, proof, _ACCEPTOR_CONTEXT + nonce + challenge)

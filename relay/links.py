@@ -4,10 +4,12 @@ Every connection — a client that connected to us, or a peer relay, whichever s
 is a :class:`Link` with a reader (messages into the core, the core's answers carried out)
 and a writer (frames out in order, catch-ups included, where they fall in the queue). What
 a link holds is bounded: a catch-up is read a page of bytes at a time, and its page counts
-with the queued frames against the outbound buffer; a link that would pass that limit, or
-whose writer has waited ``send_stall_s`` for the other side to read, is cut off (:func:`cut`:
-once, and its socket dropped). The aiohttp handler in ``relay/server.py`` and the dialer
-in ``relay/peering.py`` both run a link this way.
+with the queued frames (and a fixed amount for each catch-up still waiting) against the
+outbound buffer; a link that would pass that limit, or whose writer has waited
+``send_stall_s`` for the other side to read, is cut off (:func:`cut`: once, and its socket
+dropped). However a link ends, it is torn down whole: socket dropped, writer stopped. The
+aiohttp handler in ``relay/server.py`` and the dialer in ``relay/peering.py`` both run a
+link this way.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from relay.door import Door
 from relay.logs import shown
 
 __all__ = [
+    "CATCH_UP_COST",
     "CLOSE_GRACE_S",
     "CONFIG",
     "CORE",
@@ -84,6 +87,7 @@ class Link:
         transport = self.transport
         if (
             self.outbox
+            or not isinstance(self.ws, web.WebSocketResponse)  # a client's frames are masked
             or self._more is None
             or self._more.done()
             or self.ws.closed
@@ -119,6 +123,8 @@ class Link:
 
 
 _DELIVER_OVERHEAD = 128  # a deliver frame's bytes beyond its envelope, at most (and framing)
+CATCH_UP_COST = 4096
+"""What a catch-up waiting in a link's queue counts against its outbound buffer."""
 
 CONFIG = web.AppKey("config", RelayConfig)
 CORE = web.AppKey("core", RelayCore)
@@ -142,12 +148,16 @@ async def run_link(app: web.Application, client: int, link: Link, opening: list[
         told = core.gone(client)
         app[LINKS].pop(client, None)
         await carry_out(app, told)
-        link.put(None)
-        if link.closing is None and not link.ws.closed:
-            cut(link, 1000, "")
-        if link.closing is not None:
-            await link.closing
-        await writer
+        # Torn down whole, however it ended (a failed heartbeat closes the WebSocket but not
+        # always its socket): the socket dropped, and the writer, which may wait on a send
+        # the other side never reads, given until the socket is gone.
+        cut(link, 1000, "")
+        assert link.closing is not None
+        await link.closing
+        try:
+            await asyncio.wait_for(writer, CLOSE_GRACE_S)
+        except asyncio.TimeoutError:
+            log.warning("a link's writer did not stop; it was cancelled")
 
 
 def cut(link: Link, code: int, reason: str) -> None:
@@ -235,6 +245,14 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
         elif isinstance(output, Pause):
             await asyncio.sleep(output.seconds)  # only ever from this link's own reader
         elif isinstance(output, (CatchUp, MirrorCatchUp)):
+            # Each waiting catch-up counts against the outbound buffer too (and its pages
+            # as they are read): a client that asks for catch-ups faster than it reads
+            # them is cut off like one that does not read its deliveries.
+            if link.queued_bytes + CATCH_UP_COST > config.outbound_buffer_bytes:
+                core.reject("slow_consumer", link.ip)
+                cut(link, CLOSE_POLICY, "not reading fast enough")
+                continue
+            link.queued_bytes += CATCH_UP_COST
             link.put(output)
         elif isinstance(output.frame, Deliver):
             frame = output.frame
@@ -289,14 +307,22 @@ async def _write_loop(app: web.Application, client: int, link: Link) -> None:
                 if isinstance(item, Deliver):
                     await _send_delivery(core, client, link, item)
                     link.queued_bytes -= len(item.envelope)
-                elif isinstance(item, CatchUp):
-                    await _catch_up(core, client, link, item)
-                elif isinstance(item, MirrorCatchUp):
-                    await _mirror_catch_up(core, client, link, item)
+                elif isinstance(item, (CatchUp, MirrorCatchUp)):
+                    try:
+                        if isinstance(item, CatchUp):
+                            await _catch_up(core, client, link, item)
+                        else:
+                            await _mirror_catch_up(core, client, link, item)
+                    finally:
+                        link.queued_bytes -= CATCH_UP_COST
                 else:
                     await _send(link, core.encode(client, item))
     except (ConnectionError, HearthError) as exc:
         app[CORE].say("writer stopped", link.ip, shown(str(exc)))
+        cut(link, CLOSE_POLICY, "the relay could not go on")
+    except Exception:  # a bug here must end this link, not leave it open and mute
+        log.exception("a link's writer failed")
+        cut(link, CLOSE_POLICY, "the relay could not go on")
 
 
 async def _send_delivery(core: RelayCore, client: int, link: Link, frame: Deliver) -> None:

@@ -76,6 +76,7 @@ REJECTION_REASONS = (
     "blocked",
     "connection_limit",
     "disk-full",
+    "frame_too_big",
     "handshake_evicted",
     "handshake_timeout",
     "key-banned",
@@ -84,7 +85,11 @@ REJECTION_REASONS = (
     "no-such-mailbox",
     "not-a-node",
     "not-admitted",
+    "peer_bad_proof",
+    "peer_mirror_again",
     "peer_refused",
+    "peer_unproven",
+    "peer_wrong_id",
     "quota-exceeded",
     "rate-limited",
     "relay-full",
@@ -99,6 +104,7 @@ REJECTION_REASONS = (
     "topic-refused",
     "topic-taken",
     "unknown-topic",
+    "ws_error",
 )
 """The reasons ``hearth_relay_rejections_total`` shows from the start (others may come)."""
 

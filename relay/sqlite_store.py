@@ -321,7 +321,12 @@ class SqliteStore(Store):
             self._db.execute("BEGIN IMMEDIATE")
 
     def peer_cursor(self, peer: bytes) -> int:
-        row = self._db.execute("SELECT cursor FROM peer_cursors WHERE peer = ?", (peer,)).fetchone()
+        try:
+            row = self._db.execute(
+                "SELECT cursor FROM peer_cursors WHERE peer = ?", (peer,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"The relay could not read a peer's progress ({exc}).") from exc
         return int(row[0]) if row else 0
 
     def set_peer_cursor(self, peer: bytes, cursor: int) -> None:
@@ -332,7 +337,7 @@ class SqliteStore(Store):
                 "DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
                 (peer, cursor),
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:  # OverflowError: no 64-bit integer
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise StorageError(f"The relay could not note a peer's progress ({exc}).") from exc

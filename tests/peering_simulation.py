@@ -4,8 +4,10 @@ Production :class:`~relay.core.RelayCore` on every relay, with the clock, the ra
 the transport and the stores injected. Relays are peered in a line, sometimes closed into
 a ring; clients publish bundles of a few groups to any relay (the same bundle to several,
 as nodes that list several relays do); links carry frames in order but drop at random,
-losing what was in flight; relays restart from their stores; one relay may be dishonest
-and forward bundles that were never admitted. Every run is fixed by its seed.
+losing what was in flight; relays restart from their stores; one relay may be dishonest:
+it forwards bundles that were never admitted, sends its peers frames no relay would (a
+cursor no store holds, a second ``mirror``) and answers dials in another relay's name.
+Every run is fixed by its seed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hearth.crypto import SigningKey
+from hearth.errors import ProtocolError
 from hearth.protocol.bundle import EpochKeys, Inner, registration_proof, seal_bundle
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
@@ -23,14 +26,17 @@ from hearth.protocol.frames import (
     Error,
     Frame,
     Hello,
+    Mirror,
     Publish,
     Register,
+    Welcome,
     decode_frame,
     encode_frame,
 )
 from hearth.testing import seeded_bytes
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, CloseClient, MirrorCatchUp, Output, Pause, RelayCore, ToClient
+from relay.identity import acceptor_proof
 from relay.sqlite_store import SqliteStore
 
 
@@ -111,6 +117,8 @@ class PeeringSimulation:
         self.publishers: dict[tuple[int, int], int] = {}  # (relay, group) -> client
         self.received: Counter[tuple[int, int, bytes]] = Counter()  # (from, to, bundle)
         self.echoes: list[str] = []
+        self.lies = 0  # lies the dishonest relay told
+        self.believed: list[str] = []  # ... that an honest relay took for the truth
         self._next_client = 0
 
     def _core(self, i: int) -> RelayCore:
@@ -167,6 +175,50 @@ class PeeringSimulation:
         self._carry(self.dishonest, self.relays[self.dishonest].flush())
         self.trace.append("forge")
 
+    def lie(self) -> None:
+        """The dishonest relay lies: on one of its links, a cursor no store holds or a
+        second ``mirror`` (the honest side must close that link), or it answers an honest
+        relay's dial in another honest relay's name (it must be refused)."""
+        liar = self.dishonest
+        if liar is None:
+            return
+        self.lies += 1
+        edges = [e for e in self.links if liar in e]
+        if not edges or self.rng.random() < 0.3:
+            honest = [i for i in range(len(self.relays)) if i != liar]
+            dialer, claimed = self.rng.choice(honest), self.rng.choice(honest)
+            core, client = self.relays[dialer], self._client()
+            [hello] = core.dial(client, "an impostor", self.identities[claimed].public)
+            assert isinstance(hello, ToClient)
+            assert isinstance(hello.frame, Hello)
+            core.encode(client, hello.frame)
+            challenge = bytes(32)
+            welcome = Welcome(
+                version=PROTOCOL_VERSION,
+                limits={},
+                challenge=challenge,
+                relay_id=self.identities[claimed].public,
+                proof=acceptor_proof(self.identities[liar], hello.frame.nonce, challenge),
+            )
+            answer = core.receive(client, encode_frame(welcome))
+            if core.peer_of(client) or not any(isinstance(o, CloseClient) for o in answer):
+                self.believed.append(f"r{dialer} linked with r{liar} as r{claimed}")
+            core.gone(client)
+            self.trace.append(f"r{liar} answers r{dialer} as r{claimed}")
+            return
+        edge = self.rng.choice(edges)
+        link = self.links[edge]
+        victim = link.acceptor if link.dialer == liar else link.dialer
+        keys, envelopes = self.pool[0]
+        lies: list[Frame] = [
+            Deliver(topic=keys.topic, cursor=2**63, envelope=envelopes[0]),
+            Mirror(after=0),
+        ]
+        frame = self.rng.choice(lies)
+        queue = link.to_acceptor if link.dialer == liar else link.to_dialer
+        queue.append(encode_frame(frame))  # in order after what it sent before
+        self.trace.append(f"r{liar} lies to r{victim}: {frame.TYPE}")
+
     def link_up(self, edge: tuple[int, int]) -> None:
         if edge in self.links:
             return
@@ -174,7 +226,12 @@ class PeeringSimulation:
         link = PeerLink(dialer, acceptor, self._client(), self._client())
         self.links[edge] = link
         assert self.relays[acceptor].admit(link.client_at_acceptor, f"10.1.{dialer}.1")
-        self._carry(dialer, self.relays[dialer].dial(link.client_at_dialer, f"relay {acceptor}"))
+        self._carry(
+            dialer,
+            self.relays[dialer].dial(
+                link.client_at_dialer, f"relay {acceptor}", self.identities[acceptor].public
+            ),
+        )
         self.trace.append(f"link {edge}")
 
     def link_down(self, edge: tuple[int, int]) -> None:
@@ -218,7 +275,10 @@ class PeeringSimulation:
                 link.client_at_dialer,
                 link.to_dialer.popleft(),
             )
-        frame = decode_frame(data)
+        try:
+            frame: Frame | None = decode_frame(data)
+        except ProtocolError:
+            frame = None  # a lie no relay may take: the receiver closes the link
         if isinstance(frame, Deliver):
             self.received[(sender, receiver, frame.envelope)] += 1
             if self._origin(sender, frame.envelope) == self.identities[receiver].public:
@@ -257,6 +317,9 @@ class PeeringSimulation:
                 continue
             link, queue = ends[output.client]
             if isinstance(output, CloseClient):
+                if self.dishonest in (link.dialer, link.acceptor):
+                    self.link_down((link.dialer, link.acceptor))  # a lie closes the link
+                    continue
                 raise AssertionError(f"r{relay} closed a peer link: {output.reason}")
             if isinstance(output, Pause):
                 self.now += output.seconds
@@ -293,6 +356,8 @@ class PeeringSimulation:
             self.publish()
         elif move < 0.27:
             self.forge()
+        elif move < 0.28:
+            self.lie()
         elif move < 0.40:
             self.link_up(edge)
         elif move < 0.47:

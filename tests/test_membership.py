@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import zlib
 from collections.abc import Iterator
@@ -538,13 +539,26 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
         ("equivocation", alert.device, "Dan")
     ]
     remove = f"hearth device remove {alert.device}"
-    assert remove in cli("status").out
-    # Everywhere an admin looks (#13): conflicts, doctor, the member list.
-    assert remove in cli("conflicts").out
+    log = cli("status").out
+    assert remove in log
+    # Everywhere an admin looks (#13): conflicts, doctor, the member list; with what was
+    # cut (#24), and the sync log says what happened in plain words.
+    assert "1 change it wrote from then on was cut" in alert.what
+    conflicts, listed = cli("conflicts").out, cli("member", "list").out
+    assert remove in conflicts
+    assert "was cut" in conflicts
     assert [c["kind"] for c in json.loads(cli("conflicts", "--json").out)] == ["equivocation"]
     doctor = json.loads(cli("doctor", "--json", check=False).out)
-    assert any(f["check"].endswith("equivocation") and not f["ok"] for f in doctor)
-    assert "Dan (!)" in cli("member", "list").out
+    assert any(
+        f["check"].endswith("equivocation") and not f["ok"] and "was cut" in f["detail"]
+        for f in doctor
+    )
+    assert "Dan (!)" in listed
+    assert "was cut" in listed
+    devices = cli("device", "list", "--all").out
+    assert re.search(rf"{alert.device[:8]} .* Dan .*signed twice: cut off", devices), devices
+    assert "1 change by a device of Dan that signed two versions of one change" in log
+    assert "removed device" not in log
     with open_node(ada.home, clock=FakeClock()) as again:
         members.remove_device(again, gid, alert.device)
         assert admin_alerts(again, gid) == []

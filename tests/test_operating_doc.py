@@ -107,6 +107,7 @@ def test_every_command_in_the_operating_doc_works(tmp_path: Path, postgres_serve
         line = line.replace("PGPASSWORD=...", "PGPASSWORD=secret")
         line = line.replace('"$(pidof hearth-relay)"', str(relay.proc.pid))
         line = line.replace("3f9a…c2", "ab" * 32)
+        line = line.replace("8b1d…e4", "cd" * 32)
         line = line.replace("wss://relay.example.org", "ws://127.0.0.1:9")
         line = re.sub(r"--port \d+", "--port 0", line)
         line = re.sub(r"\bTOPIC\b", topic, line)

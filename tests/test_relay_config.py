@@ -53,6 +53,12 @@ def test_the_sample_config_names_every_setting_with_its_default() -> None:
         ("database_url = 'postgresql://db/hearth?password=s3cret'", "holds a password"),
         ("admission = 'closed'", "admission must be one of open, allow-list"),
         ("allowed_keys = ['abc']", "allowed_keys entry 'abc' is not a key"),
+        (
+            "peers = ['wss://relay.example.org']",
+            "names no relay id: write it as wss://relay.example.org#ID",
+        ),
+        ("peers = ['wss://relay.example.org#3f9a']", "names no relay id"),
+        ("peers = ['relay.example.org#" + "ab" * 32 + "']", "not a ws:// or wss:// address"),
     ],
 )
 def test_a_bad_setting_is_named(tmp_path: Path, line: str, problem: str) -> None:

@@ -59,7 +59,7 @@ def relays_in_a_line(root: Path) -> tuple[Relay, Relay, Relay]:
 
 def peered_with(data: Path, b: Relay, port: int = 0) -> Relay:
     """A relay on ``data`` that dials ``b``."""
-    return start_relay(data, port=port, extra=["--peer", b.url])
+    return start_relay(data, port=port, extra=["--peer", f"{b.url}#{relay_id(b.data)}"])
 
 
 def restarted_without(relay: Relay, b: Relay) -> Relay:

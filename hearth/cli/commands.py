@@ -226,6 +226,7 @@ def _leave(args: argparse.Namespace, node: Node) -> int:
 def _device_list(args: argparse.Namespace, node: Node) -> int:
     view = node.view()
     mine = node.identity.device_key.public
+    caught = node.feeds.equivocations(node.current_group().id)
     found = [
         {
             "id": c.device_id,
@@ -234,6 +235,7 @@ def _device_list(args: argparse.Namespace, node: Node) -> int:
             "name": present.device_name(view, c.member_id, c.device_id),
             "this_device": c.key == mine,
             "removed": c.cutoff is not None,
+            "signed_twice": c.key in caught,
         }
         for c in membership.cards(view.tables["members"])
         if args.all or c.member_id == node.identity.member_id
@@ -243,7 +245,7 @@ def _device_list(args: argparse.Namespace, node: Node) -> int:
             ("* " if d["this_device"] else "  ") + str(d["id"])[:8],
             str(d["name"]),
             str(d["member_name"]),
-            "removed" if d["removed"] else "",
+            "removed" if d["removed"] else "signed twice: cut off" if d["signed_twice"] else "",
         ]
         for d in found
     ]

@@ -72,6 +72,9 @@ class Welcome:
     limits: dict[str, int]
     challenge: bytes = b""  # what the connecting side's proof must sign (peer nodes, relays)
     relay_id: bytes = b""  # from a relay: its public identity key, which peer relays know it by
+    proof: bytes = (
+        b""  # to a dialing relay: the relay id's signature over its nonce (and challenge)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,6 +284,9 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "device": bytes,
 }
 _TOPIC_LENGTH = 32
+# Every number on the wire is below 2**63: what a store's signed 64-bit integer holds (a
+# cursor, a seq); a bigger one is a protocol error, not a crash where it is stored.
+_INT_LIMIT = 2**63
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -316,6 +322,8 @@ def decode_frame(data: bytes) -> Frame:
             raise ProtocolError(f"A {kind} frame's {name} has the wrong type.")
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
             raise ProtocolError(f"A {kind} frame's {name} is negative.")
+        if isinstance(value, int) and value >= _INT_LIMIT:
+            raise ProtocolError(f"A {kind} frame's {name} is too large.")
     if "relay_id" in body and len(body["relay_id"]) not in (0, 32):
         raise ProtocolError(f"A {kind} frame's relay id is not 32 bytes.")
     if "device" in body and len(body["device"]) != 32:
@@ -329,7 +337,8 @@ def decode_frame(data: bytes) -> Frame:
     ):
         raise ProtocolError("A hello frame's versions are not numbers.")
     if kind == "welcome" and not all(
-        isinstance(k, str) and isinstance(v, int) for k, v in body["limits"].items()
+        isinstance(k, str) and isinstance(v, int) and 0 <= v < _INT_LIMIT
+        for k, v in body["limits"].items()
     ):
         raise ProtocolError("A welcome frame's limits are malformed.")
     if "have" in body:
