@@ -142,7 +142,8 @@ def test_sighup_reloads_the_limits_and_keeps_them_if_the_file_is_bad(tmp_path: P
         assert "\nprocess_resident_memory_bytes " in fresh  # the process's own metrics
         assert '\nhearth_relay_rejections_total{reason="rate-limited"} 0.0\n' in fresh
         assert "\nhearth_relay_pruned_total 0.0\n" in fresh  # every series from the start
-        config.write_text('[relay]\npublish_burst = 7\npeers = ["ws://127.0.0.1:9"]\n')
+        peer = "ws://127.0.0.1:9#" + "ab" * 32
+        config.write_text(f'[relay]\npublish_burst = 7\npeers = ["{peer}"]\n')
         relay.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while reloads() < 1 and time.monotonic() < deadline:
