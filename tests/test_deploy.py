@@ -94,6 +94,7 @@ def test_the_relay_image_holds_the_relay_and_its_locked_dependencies_only(
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["hearth-relay", "--config", "/etc/hearth/relay.toml"]' in dockerfile
     assert "\nCMD []" in dockerfile
+    assert "HEARTH_RELAY_CONFIG=/etc/hearth/relay.toml" in dockerfile
 
 
 def test_the_base_image_is_pinned_by_digest_and_the_context_is_small() -> None:

@@ -4,6 +4,7 @@ checked, and the proxy setting decides which address the limits count."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from hearth.errors import ConfigError
 from hearth.protocol.frames import PROTOCOL_VERSION
 from relay.config import RelayConfig, load_config
 from relay.forwarded import Proxies
+from relay.sqlite_store import SqliteStore
 from tests.test_sync_processes import start_relay
 
 SAMPLE = Path(__file__).parent.parent / "deploy" / "relay.toml"
@@ -219,3 +221,17 @@ def test_a_data_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
     result = subprocess.run(relay, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert f"hearth-relay: cannot use {data}" in result.stderr
+
+
+def test_operator_commands_find_the_settings_named_in_the_environment(tmp_path: Path) -> None:
+    """As in the container image: ``hearth-relay topics`` with no --config or --data."""
+    config = tmp_path / "relay.toml"
+    config.write_text(f'[relay]\ndata = "{tmp_path / "data"}"\n')
+    SqliteStore(tmp_path / "data" / "relay.db").close()
+    env = {**os.environ, "HEARTH_RELAY_CONFIG": str(config)}
+    command = [sys.executable, "-m", "relay.cli", "topics"]
+    listed = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "0 topics" in listed.stdout
