@@ -100,6 +100,13 @@ class _Pending:
     cursor: int
     opener: snapshots.Opener  # opens the bundles as they come (R13)
     bundles: list[tuple[Arrived, bytes | None]] = field(default_factory=list)  # with ids
+    size: int = 0  # bytes of the bundles held
+
+
+MAX_PENDING_BYTES = 256 * 1024 * 1024
+"""What may wait in memory with a snapshot (about 200,000 entries' bundles): past it the
+snapshot is given up and what came is taken one by one, so that a relay that never
+stops sending cannot fill a device's memory."""
 
 
 def plan_for(
@@ -308,6 +315,9 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
             if output.topic in report.pending:
                 pending = report.pending[output.topic]
                 pending.bundles.append((output, pending.opener.add(output.envelope)))
+                pending.size += len(output.envelope)
+                if pending.size > MAX_PENDING_BYTES:
+                    _give_up_pending(node, url, output.topic, report)
                 continue
             if not report.peer and output.topic not in report.looked:
                 report.looked.add(output.topic)
@@ -361,6 +371,20 @@ def _arrived(node: Node, url: str, output: Arrived, report: RelayReport) -> None
         _remember(node, url, topic=output.topic, cursor=output.cursor, has=_id(output.envelope))
 
 
+def _give_up_pending(node: Node, url: str, topic: bytes, report: RelayReport) -> None:
+    """Too much came after a snapshot: drop it and take what came one by one; the rest
+    of the topic follows as it arrives."""
+    pending = report.pending.pop(topic)
+    pending.opener.close()
+    log.warning(
+        "more than %d MiB came after a snapshot from %s: taking it one by one instead",
+        MAX_PENDING_BYTES // (1024 * 1024),
+        url,
+    )
+    for arrived, _ in pending.bundles:
+        _arrived(node, url, arrived, report)
+
+
 def _take_pending(node: Node, url: str, report: RelayReport) -> None:
     """The relay has sent everything: take each waiting snapshot with the bundles that
     came after it (R13). Those it covers are taken with it; the rest — all of them if it
@@ -377,13 +401,16 @@ def _take_pending(node: Node, url: str, report: RelayReport) -> None:
             log.warning("a snapshot from %s was refused: %s", url, outcome.reason)
         report.applied += outcome.applied
         report.snapshots += outcome.verdict is Verdict.APPLIED
+        # The cursor moves past the snapshot's place and what it took only once the rest
+        # is taken too (each moves it as it goes): a device stopped meanwhile reads again
+        # from the first it had not taken, and one arriving damaged is read again (R16).
+        for arrived, bundle_id in pending.bundles:
+            if bundle_id not in taken:
+                _arrived(node, url, arrived, report)
         if topic not in report.skipping:
             cursors = [pending.cursor] + [a.cursor for a, i in pending.bundles if i in taken]
             own = _id(pending.snapshot)
             _remember_many(node, url, topic, max(cursors), [*taken, *([own] if own else [])])
-        for arrived, bundle_id in pending.bundles:
-            if bundle_id not in taken:
-                _arrived(node, url, arrived, report)
     report.pending.clear()
 
 
@@ -665,12 +692,34 @@ async def sync_relays(
     timeout: float,
     peers: bool = False,
 ) -> list[RelayReport]:
-    """Sync with each relay (or each peer) in turn.
+    """Sync with every relay (or every peer) at once, each with its own deadline: one that
+    is down, slow or frozen holds back none of the others (a group lists several relays
+    so that one going away costs nothing).
 
-    One after another on purpose: the node's store takes one writer at a time, and what
-    came from the first relay is then not uploaded back to it or fetched twice.
+    The exchanges share the node's store safely: they take turns on the one event loop,
+    and each writes what it receives before it yields. What one relay brought in is then
+    offered to the others that answered, in one more round (the first round planned
+    their uploads before it arrived). One report per URL, counts added up.
     """
-    return [await sync_relay(node, url, group_ids, timeout=timeout, peer=peers) for url in urls]
+
+    async def round_of(targets: Sequence[str]) -> list[RelayReport]:
+        return list(
+            await asyncio.gather(
+                *(sync_relay(node, url, group_ids, timeout=timeout, peer=peers) for url in targets)
+            )
+        )
+
+    reports = await round_of(urls)
+    answered = [r.url for r in reports if r.ok]
+    if len(answered) > 1 and any(r.received for r in reports):
+        by_url = {r.url: r for r in reports}
+        for again in await round_of(answered):
+            first = by_url[again.url]
+            for count in ("sent", "received", "applied", "rejected", "damaged", "snapshots"):
+                setattr(first, count, getattr(first, count) + getattr(again, count))
+            first.refused += again.refused
+            first.ok, first.error = again.ok, again.error
+    return reports
 
 
 async def give_snapshots(
@@ -682,8 +731,14 @@ async def give_snapshots(
     takes in nothing, so it neither repeats the loop's work nor holds the store's write
     lock while the loop waits for it, and it leaves how far the node has read each relay
     to the loop. A snapshot covers what the node had taken in from that relay when it was
-    made (:func:`snapshot_due`).
+    made (:func:`snapshot_due`). All relays at once, as :func:`sync_relays`: a frozen one
+    holds back none of the others.
     """
-    return [
-        await sync_relay(node, url, group_ids, timeout=timeout, snapshots_only=True) for url in urls
-    ]
+    return list(
+        await asyncio.gather(
+            *(
+                sync_relay(node, url, group_ids, timeout=timeout, snapshots_only=True)
+                for url in urls
+            )
+        )
+    )

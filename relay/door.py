@@ -12,8 +12,9 @@ dropped when it has not finished the hello/welcome exchange within
 ``handshake_timeout_s``. :class:`Doorway` is the asyncio
 protocol that puts aiohttp's own protocol for a socket behind the door.
 
-Behind a trusted proxy (``trust_forwarded_for``) every socket comes from the proxy: only
-the total is counted here, and the proxy must bound what each client holds open.
+Sockets from a trusted proxy (``trusted_proxies``) are not counted per address here: they
+carry many clients, told apart only once their request is read (relay/forwarded.py); the
+proxy must bound what each client holds open before that.
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ class Door:
     """Which sockets are open, from where, and until when each may take to get through."""
 
     max_sockets: int
-    per_address: int | None  # None: addresses are not the clients' own (behind a proxy)
+    per_address: int
     timeout_s: float
     clock: Callable[[], float]
+    # Whether an address is a proxy of ours (many clients: not limited per address).
+    from_proxy: Callable[[str], bool] = lambda address: False
+    # Whether the operator banned an address (refused before a byte of it is read).
+    banned: Callable[[str], bool] = lambda address: False
     _open: dict[object, tuple[str, float]] = field(default_factory=dict)
     _from: Counter[str] = field(default_factory=Counter)
     _pending: dict[object, None] = field(default_factory=dict)  # not through yet, oldest first
@@ -48,7 +53,11 @@ class Door:
         sent from many addresses to sit half-open (a slowloris from many) only push each
         other out, instead of shutting honest clients out until they time out.
         """
-        if self.per_address is not None and self._from[address] >= self.per_address:
+        if self.from_proxy(address):
+            pass  # the clients behind it are told apart once their request is read
+        elif self.banned(address):
+            return "banned", None
+        elif self._from[address] >= self.per_address:
             return "connection_limit", None
         evicted: object | None = None
         if len(self._open) >= self.max_sockets:

@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = relay.add_parser("remove", help="stop using a relay")
     p.add_argument("url")
     p.add_argument("--yes", action="store_true", help="even if it is the group's only relay")
+    p = relay.add_parser(
+        "key", help="the group's relay key, for a relay that takes only listed groups"
+    )
+    _json_flag(p)
 
     peer = sub.add_parser(
         "peer", help="other members' nodes this one connects to directly"
