@@ -144,6 +144,12 @@ def test_double_lend_while_apart_is_a_conflict_until_returned() -> None:
     assert [c.kind for c in conflicts] == ["double-lend"]
     assert conflicts == find_conflicts(b.view)
     assert set(a.view.resource(r.id).lent_to) == {BEN, CLEO}
+    from hearth.present import describe_resource, resource_rows
+
+    shown = describe_resource(a.view, a.view.resource(r.id))
+    holder = resource_rows(a.view, [a.view.resource(r.id)])[0][4]
+    assert holder in ("Ben & Cleo (!)", "Cleo & Ben (!)")
+    assert f"with:      {holder}" in shown  # as the list says it, not one of them
     a.return_(r.id, borrower="Ben")
     sync(a, b)
     assert find_conflicts(b.view) == []
