@@ -380,7 +380,9 @@ def test_writing_into_a_folder_that_is_not_there_says_so(group: Cli, tmp_path: P
 
 
 def test_footguns_ask_first_and_spellings_are_understood(group: Cli) -> None:
-    cli = group
+    from tests.test_readme_tour import InProcess
+
+    cli = InProcess(group.home)  # what these print is all it checks: no start-up per command
     again = cli("group", "create", "elm street", check=False)
     assert again.code == 1
     assert "already in a group called 'Elm Street'" in again.err

@@ -277,7 +277,7 @@ TOUR: list[Step] = [
     Step(
         "ben",
         "hearth join 7-orchard-lantern-cobalt --relay ws://relay.example.org:8765 --name Ben",
-        ("Elm Street Tools",),
+        ("Meeting the inviter through ws://127.0.0.1:", "Elm Street Tools"),
         run=_join,
     ),
     Step("ada", "hearth invite --token", ("hearth-token-",), run=_token),

@@ -572,6 +572,11 @@ def token_for_code(args: argparse.Namespace, relay: str, *, name: str, device: S
     from hearth.protocol.invite_code import parse_code
 
     code = parse_code(args.token)
+    print(
+        f"Meeting the inviter through {relay.strip()}; waiting for them to let you in…",
+        file=sys.stderr,
+        flush=True,
+    )
 
     def show_phrase(phrase: str) -> None:
         text = f"Verification phrase: {phrase} — check the inviter sees the same."
