@@ -607,7 +607,8 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
         ours = current.keys.current(membership.key.public)
         if not departed <= membership.keyed_without:
             stay = sorted(c.key for c in cards if c.key not in departed)
-            _hand_on(node, membership, current, stay=stay, gone=sorted(departed))
+            admins = _admins(view.tables["members"], cards)
+            _hand_on(node, membership, current, stay=stay, gone=sorted(departed), admins=admins)
             handed = True
         elif ours in current.groups and _exposed(membership, current):
             _reseal(node, membership, _others(membership, current))
@@ -659,6 +660,7 @@ def _hand_on(
     *,
     stay: list[bytes],
     gone: list[bytes],
+    admins: list[bytes],
 ) -> None:
     """A new key for the group and a new secret for the neighbourhood, in the group's
     ledger under its new epoch; said under the neighbourhood's old secret, where everyone
@@ -685,11 +687,24 @@ def _hand_on(
                 "proof": handover_proof(membership.key.public, new),
                 "stay": list(stay),
                 "gone": [[d, _last_seq(node, membership.id, d)] for d in gone],
+                "admins": list(admins),
             },
         )
         handed_on = replace(membership, key=new)
         _append(node, handed_on, _sealing_record(kem))
         _reseal(node, handed_on, _others(membership, current))
+
+
+def _admins(members: group_membership.Table, cards: Sequence[group_membership.Card]) -> list[bytes]:
+    """The devices of the group's admins (those gone too), most senior first (R7): what a
+    handover says, so that the neighbourhood can settle a rival one by seniority and tell
+    an admin's handover from a member's."""
+    ranked = sorted(
+        (group_membership.seniority(members, c.member_id), c.key)
+        for c in cards
+        if group_membership.effective_role(members, c.member_id) == "admin"
+    )
+    return [key for _, key in ranked]
 
 
 def _others(membership: Membership, current: State) -> dict[bytes, bytes]:

@@ -101,16 +101,22 @@ class Log:
         device: bytes,
         stay: list[bytes],
         gone: dict[bytes, int],
+        admins: list[bytes] | None = None,
+        record_id: bytes = b"",
     ) -> Record:
-        """A key handover by ``device``, listing who stays and where each gone device ends."""
+        """A key handover by ``device``, listing who stays, where each gone device ends and
+        (when given) the admins' devices, most senior first."""
+        fields: dict[str, codec.Value] = {} if admins is None else {"admins": list(admins)}
         return self.say(
             old,
             device=device,
+            record_id=record_id,
             op="rekey",
             successor=new.public,
             proof=handover_proof(old.public, new),
             stay=list(stay),
             gone=[[d, c] for d, c in gone.items()],
+            **fields,
         )
 
     def state(self) -> State:
@@ -277,14 +283,61 @@ def test_a_removed_member_handing_the_key_on_for_themselves_leaves_the_group_wit
 
 def test_two_admins_handing_on_at_once_settle_on_one_key() -> None:
     log = neighbourhood()
-    first = log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0})
-    log.hand_on(ELM, ELM_3, device=BEN, stay=[ADA, BEN], gone={XAN: 0})
+    first = log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN])
+    log.hand_on(ELM, ELM_3, device=BEN, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN])
     state = log.state()
     assert first.id < log.records[-1].id
     assert list(state.groups) == [ELM_2.public, TOOLS.public, RIVER.public]
     assert state.keys.current(ELM.public) == ELM_2.public
     assert state.keys.current(ELM_3.public) == ELM_3.public  # a key of no group in
     assert ELM_3.public not in state.groups
+
+
+def test_two_handovers_at_once_are_settled_by_seniority_not_by_record_id() -> None:
+    """R17: Ben, the junior admin, hands the key on at the moment Ada, the founder, does;
+    his record's id is the lower (ids can be ground) but Ada's handover stands, as both
+    handovers rank Ada first."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN])
+    log.hand_on(
+        ELM, ELM_3, device=BEN, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN], record_id=GROUND
+    )
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_2.public
+    assert ELM_2.public in state.groups
+    assert ELM_3.public not in state.groups
+
+
+def test_two_admins_removing_each_other_leave_the_key_with_the_senior() -> None:
+    """R7 for handovers: Ada and Ben remove each other at once; Ada has been an admin
+    longer, so her handover stands (before: neither did, and the group had no key)."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, XAN], gone={BEN: 0}, admins=[ADA, BEN])
+    log.hand_on(
+        ELM, ELM_3, device=BEN, stay=[BEN, XAN], gone={ADA: 0}, admins=[ADA, BEN], record_id=GROUND
+    )
+    assert log.state().keys.current(ELM.public) == ELM_2.public
+
+
+def test_the_order_of_admins_the_last_handover_gave_settles_the_next_rivalry() -> None:
+    """Once a handover has stood, the order of admins it gave is what ranks them: Ben,
+    removing Ada as she removes him, cannot make himself the senior by saying so."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN, XAN], gone={}, admins=[ADA, BEN])
+    log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, XAN], gone={BEN: 0}, admins=[ADA, BEN])
+    log.hand_on(
+        ELM_2,
+        ELM_EVIL,
+        device=BEN,
+        stay=[BEN, XAN],
+        gone={ADA: 1},
+        admins=[BEN, ADA],
+        record_id=GROUND,
+    )
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_3.public
+    assert ELM_3.public in state.groups
+    assert ELM_EVIL.public not in state.groups
 
 
 def test_sealing_keys_and_new_secrets_count_only_under_a_groups_key_now() -> None:
@@ -454,9 +507,11 @@ def test_a_planted_handover_that_won_a_tie_loses_once_a_later_handover_lists_its
     evil = log.hand_on(ELM, ELM_EVIL, device=XAN, stay=[ADA, BEN, XAN], gone={})
     log.records[-1] = replace(evil, id=GROUND)
     log.heads[XAN] = GROUND
-    # Ben hands on at the same time (someone else left): Xan's stays in, so both stand.
-    log.hand_on(ELM, ELM_2, device=BEN, stay=[ADA, BEN, XAN], gone={})
-    assert log.state().keys.current(ELM.public) == ELM_EVIL.public
+    # Ben hands on at the same time (someone else left): Xan's stays in, so both stand, and
+    # nothing the records hold says whose writer is the senior (no handover has ranked
+    # Elm Street's admins yet): no id wins it for Xan (R17), and the group has no key.
+    log.hand_on(ELM, ELM_2, device=BEN, stay=[ADA, BEN, XAN], gone={}, admins=[ADA, BEN])
+    assert log.state().keys.current(ELM.public) is None
     # Then Xan is removed: Ada's node hands on from the key the group holds.
     log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, BEN], gone={XAN: log.seqs[XAN]})
     state = log.state()
