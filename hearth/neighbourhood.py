@@ -186,8 +186,11 @@ def _check_handover(body: Mapping[str, codec.Value]) -> None:
     old = bytes(body["group"])  # type: ignore[arg-type]
     if not verify(successor, proof, _HANDOVER + old + successor):
         raise ProtocolError("a neighbourhood key handover the new key did not agree to")
+    gone_devices = {g[0] for g in gone}
+    if gone_devices & set(stay):
+        raise ProtocolError("a neighbourhood key handover listing a device both staying and gone")
     admins = body.get("admins", [])
-    listed = set(stay) | {g[0] for g in gone}
+    listed = set(stay) | gone_devices
     if not (
         isinstance(admins, list)
         and all(_is_key(a) and a in listed for a in admins)
@@ -370,6 +373,9 @@ class Keys:
             """Whether ``a`` stands against ``b``: it has ``b``'s writer out and not the
             other way round (who removed whom), else its writer is the senior."""
             a_out, b_out = excludes(a, b), excludes(b, a)
+            if roster is not None:  # nothing a member writes has an admin out
+                a_out = a_out and (a.writer in roster or b.writer not in roster)
+                b_out = b_out and (b.writer in roster or a.writer not in roster)
             if a_out != b_out:
                 return a_out
             return _senior(a, b, roster) is True
@@ -384,7 +390,8 @@ class Keys:
                 for h in handovers
                 if roster is None or h.writer in roster or set(roster) <= h.stay
             ]
-
+            if not eligible:
+                continue  # none that counts: the key is not handed on
             standing = [h for h in eligible if all(o is h or beats(h, o, roster) for o in eligible)]
             if not standing:
                 self._contested.add(key)

@@ -370,6 +370,68 @@ def test_sealing_keys_and_new_secrets_count_only_under_a_groups_key_now() -> Non
         verify_record(sign_record(ELM_2, {"op": "seal_key", "kem": b"short"}))
 
 
+def ranked_neighbourhood() -> Log:
+    """Elm Street after a first handover (someone left) that ranked Ada its only admin;
+    Ben and Xan are members."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN, XAN], gone={}, admins=[ADA])
+    return log
+
+
+@pytest.mark.parametrize("cut", ["listed as gone", "left out"])
+def test_a_members_handover_cannot_cut_an_admin_out(cut: str) -> None:
+    """Xan, a member, holds the group's key and hands it on to one only he holds, with Ada,
+    the admin, listed as gone (or left out of his list): it counts for nothing, and what
+    Ada says under the group's key goes on counting."""
+    log = ranked_neighbourhood()
+    gone = {ADA: 0} if cut == "listed as gone" else {}
+    log.hand_on(ELM_2, ELM_EVIL, device=XAN, stay=[BEN, XAN], gone=gone, admins=[XAN])
+    log.say(ELM_2, device=ADA, op="offer", id="o2", what="Rake", qty="1")
+    log.say(ELM_EVIL, device=XAN, op="withdraw", offer="o1")
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_2.public
+    assert ELM_EVIL.public not in state.groups
+    assert log.names(o.id for o in state.open_offers(0)) == {"o1", "o2"}
+
+
+def test_a_member_cutting_out_other_members_loses_to_an_admins_handover() -> None:
+    """Xan keeps Ada in but cuts Ben out, under a ground-down record id, then hands his new
+    key on listing Ada as gone; Ada's node hands on at the same moment (Xan staying): the
+    roster ranks Ada, so hers stands, and a member's handover can never have her out."""
+    log = ranked_neighbourhood()
+    log.hand_on(
+        ELM_2,
+        ELM_EVIL,
+        device=XAN,
+        stay=[ADA, XAN],
+        gone={BEN: 0},
+        admins=[XAN, ADA],
+        record_id=GROUND,
+    )
+    log.hand_on(ELM_EVIL, STRANGER, device=XAN, stay=[XAN], gone={ADA: 0}, admins=[XAN])
+    log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, BEN, XAN], gone={}, admins=[ADA])
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_3.public
+    assert ELM_3.public in state.groups
+    assert ELM_EVIL.public not in state.groups
+    assert STRANGER.public not in state.groups
+
+
+def test_a_handover_listing_a_device_as_both_staying_and_gone_is_refused() -> None:
+    fields: dict[str, codec.Value] = {
+        "op": "rekey",
+        "successor": ELM_EVIL.public,
+        "proof": handover_proof(ELM.public, ELM_EVIL),
+        "stay": [ADA, XAN],
+        "gone": [[ADA, 0]],
+    }
+    with pytest.raises(ProtocolError, match="both staying and gone"):
+        verify_record(sign_record(ELM, fields))
+    fields["gone"], fields["admins"] = [], [BEN]
+    with pytest.raises(ProtocolError, match="admins are not its devices"):
+        verify_record(sign_record(ELM, fields))
+
+
 def test_a_handover_the_new_key_did_not_agree_to_is_refused() -> None:
     fields: dict[str, codec.Value] = {
         "op": "rekey",
