@@ -349,6 +349,10 @@ class Keys:
         self._next: dict[bytes, _Handover] = {}
         self._previous: dict[bytes, bytes] = {}
         self._contested: set[bytes] = set()
+        self._rosters: dict[bytes, tuple[bytes, ...]] = {}
+        for key, makers in made.items():  # a key claimed twice has no roster (nor stands)
+            if len(makers) == 1 and (roster := makers[0].roster()) is not None:
+                self._rosters[key] = roster
 
         def gone_below(handover: _Handover) -> set[bytes]:
             """The devices a handover lists as gone, and every handover after it does."""
@@ -381,8 +385,7 @@ class Keys:
             return _senior(a, b, roster) is True
 
         for key, handovers in offered.items():
-            makers = made.get(key, [])
-            roster = makers[0].roster() if len(makers) == 1 else None
+            roster = self._rosters.get(key)
             # A device the key's roster does not list as an admin (a member) may hand the
             # key on only keeping every admin: it cannot cut one out, by listing or leaving out.
             eligible = [
@@ -402,6 +405,16 @@ class Keys:
                 continue
             self._next[key] = chosen
             self._previous[chosen.successor] = key
+
+    def roster(self, key: bytes) -> tuple[bytes, ...] | None:
+        """The admins' devices, most senior first, that the handover which made ``key``
+        gave (None: the group's first key, or one from before handovers ranked admins)."""
+        return self._rosters.get(key)
+
+    def handed_on(self, key: bytes) -> Record | None:
+        """The handover of ``key`` that stands, if any."""
+        handover = self._next.get(key)
+        return handover.record if handover is not None else None
 
     def _chain(self, key: bytes) -> list[_Handover] | None:
         """The handovers from ``key`` to its group's key now; None if one was contested."""

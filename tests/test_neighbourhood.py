@@ -912,6 +912,76 @@ def test_a_member_planting_a_handover_or_signing_twice_is_shown_to_admins_and_lo
         assert admin_alerts(ada, group) == []  # his handover no longer stands, and he is out
 
 
+def test_an_admins_node_answers_a_members_handover_and_its_own_stands(tmp_path: Path) -> None:
+    """Once a handover has ranked Elm Street's admins (Cat left), Ben, a member, hands the
+    key on to one only he holds, keeping everyone: it stands at first (other groups cannot
+    tell a member from an admin) and Ada is alerted; at her node's next pass it hands the
+    key on again, keeping everyone the group's membership says is in, and hers stands —
+    without her removing anyone (issue 23: a member's handover does not last)."""
+    from hearth import members, neighbours
+    from hearth.alerts import admin_alerts
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import Node, open_node
+    from hearth.rotation import keep_keys
+
+    def carry(source: Node, to: Node) -> None:
+        for bundle in source.feeds.all():
+            take_in(to, bundle.envelope, source="test")
+        for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(to, bytes(envelope), source="test")
+
+    for name in ("ada", "ben", "cat"):
+        create_identity(tmp_path / name, name=name.title())
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "ben") as ben,
+        open_node(tmp_path / "cat") as cat,
+    ):
+        group = ada.create_group("Elm Street").id
+        for node in (ben, cat):
+            node.join_with_token(ada.create_invite())
+            carry(node, ada)
+        neighbours.create(ada, group, "Eastside")
+        carry(ada, cat)
+        members.leave(cat, group)
+        carry(cat, ada)
+        keep_keys(ada, group)  # Cat is gone: the key is handed on, ranking Ada
+        carry(ada, ben)
+        [bens] = neighbours.memberships(ben, group)
+        mine = SigningKey.generate(ben.random_bytes)
+        devices = [ada.identity.device_key.public, ben.identity.device_key.public]
+        neighbours._append(
+            ben,
+            bens,
+            {
+                "op": "rekey",
+                "successor": mine.public,
+                "proof": handover_proof(bens.key.public, mine),
+                "stay": devices,
+                "gone": [],
+                "admins": [ben.identity.device_key.public],
+            },
+        )
+        carry(ben, ada)
+        [adas] = neighbours.memberships(ada, group)
+        assert neighbours.state(ada, adas).keys.current(adas.key.public) == mine.public
+        [alert] = admin_alerts(ada, group)
+        assert "for now it stands" in alert.what
+        keep_keys(ada, group)  # her node's next pass
+        [now] = neighbours.memberships(ada, group)
+        current = neighbours.state(ada, now)
+        assert current.keys.current(adas.key.public) == now.key.public != mine.public
+        assert neighbours.standing(ada, now) == "in"
+        # Ben is still in, so Ada is still told what he did; it no longer stands.
+        [alert] = admin_alerts(ada, group)
+        assert (alert.kind, alert.member) == ("neighbourhood-handover", "Ben")
+        assert "for now it stands" not in alert.what
+        carry(ada, ben)
+        [bens] = neighbours.memberships(ben, group)
+        assert bens.key.public == now.key.public  # Ben's node speaks with it too
+
+
 def test_an_equivocating_device_is_shown_to_admins(tmp_path: Path) -> None:
     from hearth import neighbours
     from hearth.alerts import admin_alerts
