@@ -582,10 +582,10 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
     """What `hearth sync` and `hearth serve` do after a new epoch, on an admin's node: once
     someone who held the group's key in a neighbourhood is gone — or a member handed it on
     to a key of their own — hand it on to a new one and give the neighbourhood a new
-    secret, sealed to every other group's sealing key (see :mod:`hearth.neighbourhood`); a new secret too when the one in use was sealed to an
-    old key of ours; publish a sealing key where the group has none yet (it joined before
-    there were any); and seal the secrets we made to groups left out of them. Whether it
-    did any of these."""
+    secret, sealed to every other group's sealing key (see :mod:`hearth.neighbourhood`);
+    a new secret too when the one in use was sealed to an old key of ours; publish a
+    sealing key where the group has none yet (it joined before there were any); and seal
+    the secrets we made to groups left out of them. Whether it did any of these."""
     view = node.view(group_id)
     try:
         me = view.member(node.identity.member_id)
