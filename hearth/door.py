@@ -4,17 +4,18 @@ relay and by a node's direct listener (``hearth serve --listen``) alike.
 
 aiohttp reads a request's headers for as long as a client takes to send them, and counts
 no connection until a handler runs; a client that sends half a request and stops holds a
-descriptor for ever, and a thousand of them exhaust the relay's descriptors. So each
+descriptor for ever, and a thousand of them exhaust a server's descriptors. So each
 accepted socket passes a :class:`Door` first (no I/O, the clock passed in): it is refused
-at once past ``max_connections_per_ip`` sockets from one address (when the relay sees
-clients' own addresses); past ``max_connections`` in all, the oldest socket still in its
+at once past ``per_address`` sockets from one address (the relay's
+``max_connections_per_ip``); past ``max_sockets`` in all, the oldest socket still in its
 handshake is dropped to make room (or, if none is, the new one refused); and a socket is
 dropped when it has not finished its handshake (a relay's hello/welcome exchange, a
-listener's device proof) in time. :class:`Doorway` is the asyncio protocol that puts
-aiohttp's own protocol for a socket behind the door.
+listener's device proof) within ``timeout_s``. :class:`Doorway` is the asyncio protocol
+that puts aiohttp's own protocol for a socket behind the door.
 
-Behind a trusted proxy (the relay's ``trust_forwarded_for``) every socket comes from the
-proxy: only the total is counted here, and the proxy must bound what each client holds open.
+Sockets from a relay's trusted proxy (``trusted_proxies``) are not counted per address
+here: they carry many clients, told apart only once their request is read
+(relay/forwarded.py); the proxy must bound what each client holds open before that.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ class Door:
     """Which sockets are open, from where, and until when each may take to get through."""
 
     max_sockets: int
-    per_address: int | None  # None: addresses are not the clients' own (behind a proxy)
+    per_address: int
     timeout_s: float
     clock: Callable[[], float]
+    # Whether an address is a proxy of ours (many clients: not limited per address).
+    from_proxy: Callable[[str], bool] = lambda address: False
+    # Whether the operator banned an address (refused before a byte of it is read).
+    banned: Callable[[str], bool] = lambda address: False
     _open: dict[object, tuple[str, float]] = field(default_factory=dict)
     _from: Counter[str] = field(default_factory=Counter)
     _pending: dict[object, None] = field(default_factory=dict)  # not through yet, oldest first
@@ -49,7 +54,11 @@ class Door:
         sent from many addresses to sit half-open (a slowloris from many) only push each
         other out, instead of shutting honest clients out until they time out.
         """
-        if self.per_address is not None and self._from[address] >= self.per_address:
+        if self.from_proxy(address):
+            pass  # the clients behind it are told apart once their request is read
+        elif self.banned(address):
+            return "banned", None
+        elif self._from[address] >= self.per_address:
             return "connection_limit", None
         evicted: object | None = None
         if len(self._open) >= self.max_sockets:

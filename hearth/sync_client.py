@@ -664,12 +664,34 @@ async def sync_relays(
     timeout: float,
     peers: bool = False,
 ) -> list[RelayReport]:
-    """Sync with each relay (or each peer) in turn.
+    """Sync with every relay (or every peer) at once, each with its own deadline: one that
+    is down, slow or frozen holds back none of the others (a group lists several relays
+    so that one going away costs nothing).
 
-    One after another on purpose: the node's store takes one writer at a time, and what
-    came from the first relay is then not uploaded back to it or fetched twice.
+    The exchanges share the node's store safely: they take turns on the one event loop,
+    and each writes what it receives before it yields. What one relay brought in is then
+    offered to the others that answered, in one more round (the first round planned
+    their uploads before it arrived). One report per URL, counts added up.
     """
-    return [await sync_relay(node, url, group_ids, timeout=timeout, peer=peers) for url in urls]
+
+    async def round_of(targets: Sequence[str]) -> list[RelayReport]:
+        return list(
+            await asyncio.gather(
+                *(sync_relay(node, url, group_ids, timeout=timeout, peer=peers) for url in targets)
+            )
+        )
+
+    reports = await round_of(urls)
+    answered = [r.url for r in reports if r.ok]
+    if len(answered) > 1 and any(r.received for r in reports):
+        by_url = {r.url: r for r in reports}
+        for again in await round_of(answered):
+            first = by_url[again.url]
+            for count in ("sent", "received", "applied", "rejected", "damaged", "snapshots"):
+                setattr(first, count, getattr(first, count) + getattr(again, count))
+            first.refused += again.refused
+            first.ok, first.error = again.ok, again.error
+    return reports
 
 
 async def give_snapshots(
@@ -681,8 +703,14 @@ async def give_snapshots(
     takes in nothing, so it neither repeats the loop's work nor holds the store's write
     lock while the loop waits for it, and it leaves how far the node has read each relay
     to the loop. A snapshot covers what the node had taken in from that relay when it was
-    made (:func:`snapshot_due`).
+    made (:func:`snapshot_due`). All relays at once, as :func:`sync_relays`: a frozen one
+    holds back none of the others.
     """
-    return [
-        await sync_relay(node, url, group_ids, timeout=timeout, snapshots_only=True) for url in urls
-    ]
+    return list(
+        await asyncio.gather(
+            *(
+                sync_relay(node, url, group_ids, timeout=timeout, snapshots_only=True)
+                for url in urls
+            )
+        )
+    )

@@ -6,33 +6,44 @@ import argparse
 import asyncio
 import faulthandler
 import logging
+import os
 import resource
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from aiohttp import web
-
+from hearth import __version__
 from hearth.errors import HearthError
+from hearth.protocol.frames import PROTOCOL_VERSION
 from relay import backup as backups
-from relay.config import RelayConfig, load_config
-from relay.door import Doorway
+from relay import moderation_cli
+from relay.config import RelayConfig, as_toml, load_config
 from relay.identity import load_or_create
-from relay.links import CORE, DOOR
 from relay.logs import configure
-from relay.server import make_app
 from relay.storage import open_store
 
 __all__ = ["main"]
 
 log = logging.getLogger("relay")
 
+CONFIG_VARIABLE = "HEARTH_RELAY_CONFIG"
+"""The settings file to use when no --config is given (the container image sets it)."""
 
-async def serve(config: RelayConfig) -> None:
-    """Run until SIGTERM or SIGINT; print the listening line once ready."""
+
+async def serve(config: RelayConfig, reread: Callable[[], RelayConfig] | None = None) -> None:
+    """Run until SIGTERM or SIGINT; print the listening line once ready. On SIGHUP the
+    settings are read again (``reread``) and the limits among them applied, and the
+    moderation lists are read again from the store."""
+    # Here, not above: the operator's other subcommands start faster without aiohttp.
+    from aiohttp import web
+
+    from relay.door import Doorway
+    from relay.links import CONFIG, CORE, DOOR
+    from relay.server import apply_settings, make_app
+
     config = fit_descriptors(config)
     store = open_store(config)
     app = make_app(config, store, load_or_create(Path(config.data)))
@@ -59,6 +70,20 @@ async def serve(config: RelayConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    reloading: set[asyncio.Future[None]] = set()
+
+    def reload() -> None:
+        try:
+            fresh = fit_descriptors(reread()) if reread is not None else app[CONFIG]
+        except HearthError as exc:
+            log.warning("SIGHUP: the settings were not reloaded: %s", exc)
+            fresh = app[CONFIG]
+        task = asyncio.ensure_future(apply_settings(app, fresh))
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("shutting down")
     started = time.monotonic()
@@ -114,6 +139,46 @@ def fit_descriptors(config: RelayConfig) -> RelayConfig:
     return config
 
 
+def _backed_up(made: backups.BackedUp, data: Path) -> str:
+    if not made.relay_id:
+        return (
+            f"Backed up to {made.path}, without an identity key: there is none in {data} "
+            "(the relay makes one when it first starts)."
+        )
+    return (
+        f"Backed up to {made.path}, with the identity of relay {made.relay_id}: "
+        "keep the file private (only its owner may read it)."
+    )
+
+
+def _restored(restored: backups.Restored) -> str:
+    lines = [f"Restored into {restored.where}; start the relay on it."]
+    if restored.replaced_id:
+        lines.append(
+            f"The relay's id changed from {restored.replaced_id} to {restored.relay_id} "
+            "(the old key is kept as relay.key.replaced)."
+        )
+    elif restored.relay_id:
+        lines.append(f"The relay's id is {restored.relay_id}.")
+    else:
+        lines.append(
+            "The backup holds no identity key: the relay makes a new id when it starts, "
+            "which peer relays must then accept (accept_peers)."
+        )
+    return "\n".join(lines)
+
+
+def _ask(old: str, new: str) -> bool:
+    """Whether the operator, at a terminal, agrees to change the relay's id."""
+    if not sys.stdin.isatty():
+        return False
+    answer = input(
+        f"This data directory has the identity of relay {old}; the backup is of relay "
+        f"{new}. Peer relays accept the old id only. Take the backup's id? [y/N] "
+    )
+    return answer.strip().lower() in ("y", "yes")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hearth-relay`` command."""
     parser = argparse.ArgumentParser(
@@ -146,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="ID",
         help="a relay id allowed to peer with this relay (repeatable; see `hearth-relay id`)",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"hearth-relay {__version__} (protocol {PROTOCOL_VERSION})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     parser.add_argument(
         "--log-format",
@@ -159,48 +229,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     ident.add_argument("--config", dest="sub_config", metavar="FILE", type=Path)
     check = sub.add_parser("check-config", help="explain what is wrong in a config file")
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--print", action="store_true", help="print every setting in effect, defaults included"
+    )
     backup = sub.add_parser("backup", help="copy the store (either kind) while the relay runs")
     backup.add_argument("dest", type=Path, help="a file, or a directory to put relay.db in")
     restore = sub.add_parser(
         "restore", help="put a backup in place as an empty store of either kind (relay stopped)"
     )
     restore.add_argument("src", type=Path, help="a file written by `hearth-relay backup`")
-    for sub_parser in (backup, restore):
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="take the backup's relay id even if the data directory holds another one",
+    )
+    for sub_parser in (backup, restore, *moderation_cli.add_parsers(sub)):
         sub_parser.add_argument("--data", dest="sub_data", metavar="DIR")
         sub_parser.add_argument("--config", dest="sub_config", metavar="FILE", type=Path)
         sub_parser.add_argument("--database", dest="sub_database", metavar="URL")
     args = parser.parse_args(argv)
+    if args.config is None and os.environ.get(CONFIG_VARIABLE):
+        args.config = Path(os.environ[CONFIG_VARIABLE])  # the container image sets it
     # An operator (or a test) can ask a relay that seems stuck where it is.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     configure(json_lines=args.log_format == "json", verbose=args.verbose)
     try:
         if args.command == "check-config":
             config = load_config(args.file)
-            print(f"{args.file}: fine. Limits: {config.limits()}")
+            print(
+                as_toml(config) if args.print else f"{args.file}: fine. Limits: {config.limits()}"
+            )
             return 0
-        if args.command in ("backup", "restore", "id"):
+        if args.command in ("backup", "restore", "id", *moderation_cli.COMMANDS):
             config = load_config(
                 args.sub_config or args.config,
                 data=args.sub_data or args.data,
                 database_url=getattr(args, "sub_database", None) or args.database,
             )
+            if args.command in moderation_cli.COMMANDS:
+                return moderation_cli.run(args, config)
             if args.command == "id":
                 print(load_or_create(Path(config.data)).public.hex())
             elif args.command == "backup":
-                print(f"Backed up to {backups.backup(config, args.dest)}.")
+                print(_backed_up(backups.backup(config, args.dest), Path(config.data)))
             else:
-                print(f"Restored into {backups.restore(args.src, config)}; start the relay on it.")
+                restored = backups.restore(
+                    args.src, config, change_id=lambda old, new: args.force or _ask(old, new)
+                )
+                print(_restored(restored))
             return 0
-        config = load_config(
-            args.config,
-            host=args.host,
-            port=args.port,
-            data=args.data,
-            database_url=args.database,
-            add_peers=args.peer,
-            add_accept_peers=args.accept_peer,
-        )
-        asyncio.run(serve(config))
+
+        def settings() -> RelayConfig:
+            return load_config(
+                args.config,
+                host=args.host,
+                port=args.port,
+                data=args.data,
+                database_url=args.database,
+                add_peers=args.peer,
+                add_accept_peers=args.accept_peer,
+            )
+
+        asyncio.run(serve(settings(), reread=settings))
     except HearthError as exc:
         print(f"hearth-relay: {exc}", file=sys.stderr)
         return 1

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import difflib
+import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from hearth.errors import ConfigError
 from hearth.protocol.mailbox import MailboxLimits
+from relay.forwarded import parse_networks
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["RelayConfig", "load_config", "peer_address"]
+__all__ = ["ADMISSIONS", "RelayConfig", "as_toml", "load_config", "peer_address"]
+
+ADMISSIONS = ("open", "allow-list")
+"""Who may register a new topic: anyone, or only the keys in ``allowed_keys``."""
 
 MiB = 1024 * 1024
 
@@ -64,9 +70,11 @@ class RelayConfig:
     topic_expiry_s: float = 180 * 24 * 3600.0
     disk_high_water: float = 0.90
     shutdown_grace_s: float = 8.0
-    # Behind a reverse proxy every client comes from the proxy's address: trust the
-    # address it puts first in X-Forwarded-For instead (only when a proxy is in front!).
-    trust_forwarded_for: bool = False
+    # Behind a reverse proxy every client comes from the proxy's address. Sockets from
+    # these addresses or ranges (the proxies you run) are taken to be proxies: the client
+    # is the address they appended to X-Forwarded-For (relay/forwarded.py). By default
+    # this machine's own: only a program on it can connect from there (a proxy beside it).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Bundles a snapshot covers are deleted this long after the snapshot arrived: nodes
     # that were away longer get the snapshot and what followed it instead.
     snapshot_retention_s: float = 30 * 24 * 3600.0
@@ -95,6 +103,10 @@ class RelayConfig:
     # After a removal the group's old topic is frozen: bundles for it are refused this long
     # after a member asked (members offline during the removal upload theirs meanwhile).
     freeze_grace_s: float = 30 * 24 * 3600.0
+    # Who may register new topics here: "open" (anyone), or "allow-list": only the relay
+    # keys listed in allowed_keys, or added with `hearth-relay allow KEY`.
+    admission: str = "open"
+    allowed_keys: tuple[str, ...] = ()
 
     def mailbox_limits(self) -> MailboxLimits:
         """The invite mailboxes' limits."""
@@ -142,14 +154,46 @@ class RelayConfig:
         }
 
 
+# Numbers that may be 0: the port (0 picks a free one), and what 0 makes strict or
+# immediate, not broken (no bad signature allowed; a freeze or the deletion of superseded
+# snapshots at once).
+_ZERO_ALLOWED = {"port", "bad_signatures_per_minute", "freeze_grace_s", "snapshot_retention_s"}
+
+
+_DEFAULTS = {f.name: f.default for f in fields(RelayConfig)}
+
+
+def _password_in(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.password) or "password" in parse_qs(parts.query)
+
+
 def _check(config: RelayConfig) -> list[str]:
     problems = []
     if not 0 <= config.port <= 65535:
         problems.append(f"port {config.port} is not between 0 and 65535")
     for field in fields(config):
         value = getattr(config, field.name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if value < 0:
             problems.append(f"{field.name} is negative")
+        elif value == 0 and field.name not in _ZERO_ALLOWED:
+            problems.append(
+                f"{field.name} is 0, which cannot work (the default is {_DEFAULTS[field.name]})"
+            )
+    if _password_in(config.database_url):
+        problems.append(
+            "database_url holds a password: anyone who can read the file (or `check-config "
+            "--print`) would see it; give it in PGPASSWORD or ~/.pgpass instead"
+        )
+    if config.admission not in ADMISSIONS:
+        problems.append(
+            f"admission must be one of {', '.join(ADMISSIONS)}, not {config.admission!r}"
+        )
+    for key in config.allowed_keys:
+        if not _is_relay_id(key):  # a relay key: 32 bytes as hex, like an id
+            problems.append(f"allowed_keys entry {key!r} is not a key (64 hex digits)")
     if not 0 < config.disk_high_water <= 1:
         problems.append("disk_high_water must be a fraction between 0 and 1")
     if config.max_frame_bytes < 64 * 1024:
@@ -166,6 +210,12 @@ def _check(config: RelayConfig) -> list[str]:
                 "operator gets from `hearth-relay id` (the link is refused unless that relay "
                 "proves it)"
             )
+    _, not_addresses = parse_networks(config.trusted_proxies)
+    for bad in not_addresses:
+        problems.append(
+            f"trusted_proxies entry {bad!r} is not an address or range (such as 127.0.0.1 "
+            "or 172.16.0.0/12)"
+        )
     for relay_id in config.accept_peers:
         if not _is_relay_id(relay_id):
             problems.append(
@@ -198,6 +248,48 @@ def _unknown(name: str, known: Iterable[str]) -> str:
     return f"unknown setting {name}" + (f" (did you mean {close[0]}?)" if close else "")
 
 
+def _relay_table(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The settings of a file: its ``[relay]`` table, or its top-level keys if it has no
+    tables. Anything else would be ignored silently, so it is refused: a key above
+    ``[relay]`` (TOML puts it outside the table) or another section."""
+    if "relay" not in raw:
+        tables = sorted(k for k, v in raw.items() if isinstance(v, dict))
+        if tables:
+            raise ConfigError(
+                f"{path}: unknown section [{tables[0]}]; the settings belong in [relay]."
+            )
+        return raw
+    table = raw["relay"]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: relay should be the [relay] section.")
+    stray = sorted(k for k in raw if k != "relay")
+    if stray:
+        named = ", ".join(f"[{k}]" if isinstance(raw[k], dict) else k for k in stray)
+        raise ConfigError(
+            f"{path}: {named} outside [relay] would be ignored; every setting belongs under "
+            "[relay] (a key above the [relay] line is outside it)."
+        )
+    return dict(table)
+
+
+def as_toml(config: RelayConfig) -> str:
+    """The settings in effect, as a ``[relay]`` table (what ``check-config --print`` shows)."""
+    lines = ["[relay]"]
+    for field in fields(config):
+        lines.append(f"{field.name} = {_toml_value(getattr(config, field.name))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
 def load_config(
     path: Path | None,
     *,
@@ -215,8 +307,14 @@ def load_config(
             raise ConfigError(f"The config file {path} cannot be read ({exc}).") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"The config file {path} is not valid TOML ({exc}).") from exc
-        table = raw.get("relay", raw)
+        table = _relay_table(raw, path)
         known = {f.name: f for f in fields(RelayConfig)}
+        if "trust_forwarded_for" in table:
+            raise ConfigError(
+                f"{path}: trust_forwarded_for is gone: it believed whatever a client wrote "
+                'into X-Forwarded-For. List your proxies instead: trusted_proxies = ["127.0.0.1"] '
+                "for a proxy on this machine (see deploy/relay.toml)."
+            )
         unknown = sorted(set(table) - set(known))
         if unknown:
             raise ConfigError(

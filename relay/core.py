@@ -56,6 +56,7 @@ from relay.config import RelayConfig
 from relay.identity import acceptor_proof, acceptor_proof_valid, peer_proof, peer_proof_valid
 from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
+from relay.moderation import ACTIONS, Decisions
 from relay.storage import Registered, Store
 
 __all__ = [
@@ -84,6 +85,15 @@ _REFUSALS = {
         "This group's storage quota at this relay is full; ask the operator or use another relay."
     ),
     "relay-full": "This relay is full; ask its operator, or use another relay.",
+    "topic-held": (
+        "This relay's operator has frozen this group's topic here; ask them, or use another relay."
+    ),
+    "key-banned": "This relay's operator does not take this group here; use another relay.",
+    "not-admitted": (
+        "This relay takes only the groups its operator lists: give them the group's key "
+        "(`hearth relay key`), or use another relay."
+    ),
+    "topic-refused": "This relay's operator dropped this topic; use another relay.",
 }
 
 
@@ -153,6 +163,7 @@ class _Client:
     nonce: bytes = b""
     announced: set[bytes] = field(default_factory=set)
     registered: int = 0  # new topics this connection registered
+    invited: bool = False  # came with an operator's admission invite (allow-list mode)
 
 
 class RelayCore:
@@ -200,11 +211,59 @@ class RelayCore:
         self._registrations: dict[str, tuple[float, float]] = {}
         self._stored_bytes = store.stored_bytes()  # kept up to date as bundles are stored
         self.log_limit = LogLimit(clock)
+        self.decisions = Decisions()  # the operator's moderation lists (relay/moderation.py)
+        self._moderation_seen = -1  # how many moderation actions the lists reflect
+        self.reload_moderation()
+
+    # --- moderation (relay/moderation.py) --------------------------------------------------
+
+    def reload_moderation(self, *, if_changed: bool = False) -> list[Output]:
+        """Read the moderation lists from the store again (``if_changed``: only if an
+        action was taken since they were last read); close the connections of clients
+        whose address is now banned."""
+        counts = self.store.moderation_counts()
+        seen = sum(counts.values())
+        if if_changed and seen == self._moderation_seen:
+            return []
+        lists = self.store.moderation_lists()
+        self.decisions = Decisions.of((kind, value) for kind, value, _, _ in lists)
+        for action in ACTIONS:
+            before = self.metrics.value("hearth_relay_moderation_actions_total", action=action)
+            now = counts.get(action, 0)
+            if self._moderation_seen >= 0 and now > before:
+                log.info("moderation applied: %s (%d)", action, now - before)
+            self.metrics.set_counter("hearth_relay_moderation_actions_total", now, action=action)
+        self._moderation_seen = seen
+        return [
+            CloseClient(client, CLOSE_POLICY, "banned by this relay's operator")
+            for client, state in self.clients.items()
+            if state.counted and self.decisions.address_banned(state.ip, self.tag)
+        ]
+
+    def _admitted(self, relay_key: bytes, topic: bytes, invited: bool = False) -> str | None:
+        """Why the operator's lists refuse a topic with this key (a code of
+        :data:`_REFUSALS`), or ``None``."""
+        decisions = self.decisions
+        if topic in decisions.dropped:
+            return "topic-refused"
+        if relay_key in decisions.banned_keys:
+            return "key-banned"
+        if self.config.admission == "allow-list" and not (
+            invited
+            or relay_key in decisions.allowed_keys
+            or relay_key.hex() in self.config.allowed_keys
+        ):
+            return "not-admitted"
+        return None
 
     # --- connections ----------------------------------------------------------------
 
-    def admit(self, client: int, ip: str) -> bool:
-        """Whether a new connection from ``ip`` fits under the connection limits."""
+    def admit(self, client: int, ip: str, invite: str = "") -> bool:
+        """Whether a new connection from ``ip`` fits under the connection limits (and is
+        not banned); ``invite``: the admission code its address carried, if any."""
+        if self.decisions.address_banned(ip, self.tag):
+            self.reject("banned", ip)
+            return False
         if (
             len(self.clients) >= self.config.max_connections
             or self.per_ip[ip] >= self.config.max_connections_per_ip
@@ -212,10 +271,13 @@ class RelayCore:
             self.reject("connection_limit", ip)
             return False
         self.clients[client] = _Client(
-            ip=ip, tokens=float(self.config.publish_burst), refilled=self.clock()
+            ip=ip,
+            tokens=float(self.config.publish_burst),
+            refilled=self.clock(),
+            invited=self.decisions.invited(invite),
         )
         self.per_ip[ip] += 1
-        self.metrics.count("hearth_relay_connections_total")
+        self.metrics.count("hearth_relay_connections_admitted_total")
         return True
 
     def gone(self, client: int) -> list[Output]:
@@ -380,6 +442,9 @@ class RelayCore:
                 client, "bad-registration", "The registration proof does not verify."
             )
         state = self.clients[client]
+        admission = self._admitted(frame.relay_key, frame.topic, state.invited)
+        if admission is not None:
+            return self._error(client, admission, _REFUSALS[admission])
         if self.store.topic(frame.topic) is None:
             refusal = self._full() or self._registration_limited(state)
             if refusal is not None:
@@ -481,7 +546,7 @@ class RelayCore:
             return self._error(
                 client, "blocked", "Too many bad signatures from this address; wait.", bundle_id
             )
-        refusal = self._refusal(envelope, len(frame.envelope))
+        refusal = self._refusal(envelope, len(frame.envelope), state.invited)
         if refusal is not None:
             if refusal == "bad-signature":
                 self._note_bad_signature(state.ip)
@@ -591,6 +656,8 @@ class RelayCore:
                 out.append(Pause(client, 1.0 / max(self.config.peer_publish_per_s, 1e-3)))
             if not registration_valid(frame.topic, frame.relay_key, frame.proof):
                 self.reject("bad-registration", state.ip)
+            elif (admission := self._admitted(frame.relay_key, frame.topic)) is not None:
+                self.reject(admission, state.ip)  # its bundles are skipped as unknown
             elif self.store.topic(frame.topic) is None and self._full() is not None:
                 self.reject("relay-full", state.ip)  # its bundles are skipped as unknown
             elif self.store.register(
@@ -629,13 +696,15 @@ class RelayCore:
     def _linked(self, state: _Client, relay_id: bytes) -> None:
         state.peer = relay_id
         state.tokens = float(self.config.peer_publish_burst)
-        self.metrics.count("hearth_relay_peer_links_total")
+        self.metrics.count("hearth_relay_peer_links_made_total")
         self.metrics.count("hearth_relay_peer_duplicates_total", 0)  # shown from the start
         log.info("peer relay linked", extra={"peer": relay_id.hex()[:16]})
 
     def _may_link(self, relay_id: bytes) -> bool:
-        return relay_id != self.identity.public and not any(
-            s.peer == relay_id for s in self.clients.values()
+        return (
+            relay_id != self.identity.public
+            and relay_id not in self.decisions.banned_keys
+            and not any(s.peer == relay_id for s in self.clients.values())
         )
 
     def _close(self, client: int, reason: str, message: str) -> list[Output]:
@@ -686,15 +755,21 @@ class RelayCore:
         self._staged_peers.add(client)
         return out
 
-    def _refusal(self, envelope: Envelope, size: int) -> str | None:
+    def _refusal(self, envelope: Envelope, size: int, invited: bool = False) -> str | None:
         """Why a bundle, from a client or a peer relay, cannot be stored here (a code of
-        :data:`_REFUSALS`), or ``None``. A bundle stored already takes no more of the
-        quota: sent again, it is acknowledged again."""
+        :data:`_REFUSALS`), or ``None``; ``invited``: the client came with an admission
+        invite. A bundle stored already takes no more of the quota: sent again, it is
+        acknowledged again."""
         topic = self.store.topic(envelope.topic)
         if topic is None:
             return "unknown-topic"
         if topic.frozen_at and self.wall_clock() >= topic.frozen_at:
             return "topic-frozen"
+        if topic.held:
+            return "topic-held"
+        admission = self._admitted(topic.relay_key, envelope.topic, invited)
+        if admission is not None:
+            return admission
         if not envelope.relay_signature_valid(topic.relay_key):
             return "bad-signature"
         over = (

@@ -18,14 +18,19 @@ from hearth.errors import ConfigError
 
 __all__ = [
     "KEY_FILE",
+    "REPLACED_KEY_FILE",
     "acceptor_proof",
     "acceptor_proof_valid",
+    "existing",
+    "install",
     "load_or_create",
     "peer_proof",
     "peer_proof_valid",
 ]
 
 KEY_FILE = "relay.key"
+REPLACED_KEY_FILE = "relay.key.replaced"
+"""Where a restore that changed the relay's id (``--force``) keeps the key it replaced."""
 _CONTEXT = b"hearth-relay-peer-v1"
 _ACCEPTOR_CONTEXT = b"hearth-relay-acceptor-v1"
 
@@ -60,6 +65,34 @@ def load_or_create(data_dir: Path) -> SigningKey:
             "accept the new id)."
         )
     return SigningKey(secret)
+
+
+def existing(data_dir: Path) -> SigningKey | None:
+    """The relay's identity key in ``data_dir``, if it has one (none is made)."""
+    if not (data_dir / KEY_FILE).exists():
+        return None
+    return load_or_create(data_dir)
+
+
+def install(data_dir: Path, secret: bytes) -> SigningKey:
+    """Make ``secret`` the relay's identity key in ``data_dir`` (a restore), readable by
+    the relay's user only; a different key there already is kept as
+    :data:`REPLACED_KEY_FILE`, never simply lost."""
+    key = SigningKey(secret)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE
+    old = existing(data_dir)
+    if old is not None and old.public == key.public:
+        return key
+    partial = path.with_name(f"{KEY_FILE}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secret)
+        os.fsync(out.fileno())
+    if old is not None:
+        os.replace(path, data_dir / REPLACED_KEY_FILE)
+    os.replace(partial, path)
+    return key
 
 
 def peer_proof(key: SigningKey, challenge: bytes, acceptor: bytes) -> bytes:

@@ -21,16 +21,20 @@ import ctypes
 import logging
 import shutil
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from aiohttp import WSCloseCode, web
 
+from hearth import __version__
 from hearth.crypto import SigningKey
 from hearth.errors import StorageError
 from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, RelayCore
 from relay.door import Door
+from relay.forwarded import Proxies
 from relay.links import (
     CLOSE_GRACE_S,
     CONFIG,
@@ -47,21 +51,20 @@ from relay.metrics import CONTENT_TYPE, Metrics
 from relay.peering import keep_peers_linked
 from relay.storage import Store
 
-__all__ = ["CONFIG", "CORE", "make_app"]
+__all__ = ["CONFIG", "CORE", "apply_settings", "make_app"]
 
 log = logging.getLogger(__name__)
+
+PROXIES = web.AppKey("proxies", Proxies)
 
 _BATCH_WINDOW_S = 0.002  # how long a busy batch of publishes gathers before one commit
 _LOOK_EVERY_S = 1.0  # a shared store: how often to look for others' commits unprompted
 
 
-def client_address(request: web.Request, config: RelayConfig) -> str:
-    """The address limits count by: the proxy's word for it if we trust the proxy."""
-    if config.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.remote or "?"
+def client_address(request: web.Request, proxies: Proxies) -> str:
+    """The address limits count by: from a proxy of ours, the address it appended to
+    ``X-Forwarded-For`` (relay/forwarded.py); otherwise the socket's own."""
+    return proxies.client(request.remote or "?", request.headers.get("X-Forwarded-For", ""))
 
 
 def make_app(
@@ -80,13 +83,14 @@ def make_app(
 
     app = web.Application()
     app[CONFIG] = config
+    proxies = app[PROXIES] = Proxies.of(config.trusted_proxies)
     app[CORE] = RelayCore(
         config,
         store,
         clock=time.monotonic,
         wall_clock=time.time,
         disk_fraction=disk_fraction,
-        metrics=Metrics(),
+        metrics=Metrics(process=True),
         identity=identity,
     )
     app[LINKS] = {}
@@ -94,7 +98,9 @@ def make_app(
     # time is closed politely first (links.py); the door drops whatever is left after.
     app[DOOR] = Door(
         max_sockets=config.max_connections,
-        per_address=None if config.trust_forwarded_for else config.max_connections_per_ip,
+        per_address=config.max_connections_per_ip,
+        from_proxy=proxies.__contains__,
+        banned=lambda address: app[CORE].decisions.address_banned(address),
         timeout_s=config.handshake_timeout_s + CLOSE_GRACE_S,
         clock=time.monotonic,
     )
@@ -102,6 +108,7 @@ def make_app(
     app.cleanup_ctx.append(_flusher)
     app.cleanup_ctx.append(_pruner)
     app.cleanup_ctx.append(_watchdog)
+    app.cleanup_ctx.append(_moderation)
     if store.shared:
         app.cleanup_ctx.append(_other_processes)
     app.router.add_get("/", websocket_handler)
@@ -112,6 +119,35 @@ def make_app(
     app.on_shutdown.append(_close_clients)
     keep_peers_linked(app)  # after: its on_shutdown goes first, so no link is redialed
     return app
+
+
+_RESTART_ONLY = ("host", "port", "data", "database_url", "peers")
+"""Settings a running relay cannot change: a reload keeps the old values and says so."""
+
+
+async def apply_settings(app: web.Application, new: RelayConfig) -> None:
+    """Apply reloaded settings (SIGHUP) to a running relay: every limit, the trusted
+    proxies, peers it accepts and the admission rules, from the next decision on; and read
+    the moderation lists from the store again."""
+    old, core, door = app[CONFIG], app[CORE], app[DOOR]
+    stuck = [name for name in _RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+    new = replace(new, **{name: getattr(old, name) for name in stuck})
+    proxies = Proxies.of(new.trusted_proxies)
+    core.config = new
+    core.mailboxes.limits = new.mailbox_limits()
+    door.max_sockets = new.max_connections
+    door.per_address = new.max_connections_per_ip
+    door.timeout_s = new.handshake_timeout_s + CLOSE_GRACE_S
+    door.from_proxy = proxies.__contains__
+    with warnings.catch_warnings():
+        # The settings are the one thing that changes in a running application.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app[CONFIG], app[PROXIES] = new, proxies
+    await carry_out(app, core.reload_moderation())
+    core.metrics.count("hearth_relay_reloads_total")
+    log.info("settings and moderation lists reloaded")
+    if stuck:
+        log.warning("%s changed: that takes a restart; kept as it was", ", ".join(stuck))
 
 
 async def _flusher(app: web.Application) -> AsyncIterator[None]:
@@ -154,6 +190,29 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
             except StorageError as exc:
                 log.warning("%s", exc)
             await asyncio.sleep(app[CONFIG].prune_every_s)
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+_MODERATION_LOOK_S = 1.0  # how often to look whether `hearth-relay ban` and co. ran
+
+
+async def _moderation(app: web.Application) -> AsyncIterator[None]:
+    """Applies what the operator decided with ``hearth-relay`` (relay/moderation.py)
+    while the relay runs: a look every couple of seconds whether an action was taken."""
+    core = app[CORE]
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(_MODERATION_LOOK_S)
+            try:
+                await carry_out(app, core.reload_moderation(if_changed=True))
+            except StorageError as exc:
+                log.warning("%s", exc)
 
     task = asyncio.create_task(run())
     yield
@@ -326,6 +385,7 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "software": "hearth-relay",
+            "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "protocols": list(VERSIONS),
             "store": request.app[CORE].store.kind,
@@ -339,13 +399,15 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """One client's WebSocket, from handshake to close."""
     app = request.app
     config, core = app[CONFIG], app[CORE]
-    ip = client_address(request, config)
+    ip = client_address(request, app[PROXIES])
     # No compression: bundles are ciphertext, deflating them only costs CPU.
     ws = web.WebSocketResponse(
         heartbeat=config.heartbeat_s, max_msg_size=config.max_frame_bytes, compress=False
     )
     client = id(ws)  # unique while the connection lives, which is as long as it is used
-    if not core.admit(client, ip):
+    # An operator's admission invite rides in the relay's address the group lists
+    # (wss://relay.example.org/?admit=CODE): nodes need nothing new to present it.
+    if not core.admit(client, ip, request.query.get("admit", "")):
         return web.Response(status=503, text="too many connections")
     prepared = False
     try:

@@ -7,12 +7,14 @@ in commit order by construction. Also the online backup and the restore of such 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hearth.errors import StorageError
+from relay.moderation import TopicInfo, moderate
 from relay.storage import (
     NO_END,
     STORE_FILE,
@@ -27,7 +29,17 @@ from relay.storage import (
     prune_superseded,
 )
 
-__all__ = ["SqliteStore", "backup_store", "check_backup", "restore_store"]
+__all__ = [
+    "IDENTITY_TABLE",
+    "SqliteStore",
+    "backup_identity",
+    "backup_store",
+    "check_backup",
+    "restore_store",
+]
+
+IDENTITY_TABLE = "relay_identity"
+"""The table a backup file keeps the relay's identity key in (never a live store)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -57,6 +69,20 @@ CREATE TABLE IF NOT EXISTS peer_cursors (
     peer    BLOB PRIMARY KEY,   -- a peer relay's id
     cursor  INTEGER NOT NULL    -- everything it sent up to its own cursor here is stored
 );
+CREATE TABLE IF NOT EXISTS moderation (   -- relay/moderation.py
+    kind    TEXT NOT NULL,      -- ban, allow, drop
+    value   TEXT NOT NULL,      -- a key or topic (hex), or an address range
+    reason  TEXT NOT NULL DEFAULT '',
+    at      REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, value)
+);
+CREATE TABLE IF NOT EXISTS moderation_log (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      REAL NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    reason  TEXT NOT NULL DEFAULT ''
+);
 """
 # Columns added after the first release, for stores created before them.
 _ADDED_COLUMNS = (
@@ -67,11 +93,16 @@ _ADDED_COLUMNS = (
     ("topics", "frozen_at", "REAL NOT NULL DEFAULT 0"),
     # When a node last registered the topic (to the day; 0: before this was kept).
     ("topics", "used_at", "REAL NOT NULL DEFAULT 0"),
+    # For `hearth-relay topics` (0: before these were kept) and `hearth-relay freeze`.
+    ("topics", "first_seen", "REAL NOT NULL DEFAULT 0"),
+    ("topics", "last_write", "REAL NOT NULL DEFAULT 0"),
+    ("topics", "held", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
-def backup_store(data_dir: Path, dest: Path) -> Path:
-    """Copy a relay's store, consistent as of one moment, while the relay keeps running.
+def backup_store(data_dir: Path, dest: Path, identity: bytes | None = None) -> Path:
+    """Copy a relay's store, consistent as of one moment, while the relay keeps running,
+    with its identity key (``identity``) if given: the file is readable by its owner only.
 
     SQLite's online backup reads one snapshot of the database (WAL lets the relay go on
     writing meanwhile); ``dest`` is a file, or a directory to put ``relay.db`` in.
@@ -83,7 +114,7 @@ def backup_store(data_dir: Path, dest: Path) -> Path:
     if target.exists():
         raise StorageError(f"{target} exists already; Hearth does not overwrite a backup.")
     try:
-        _copy(source_path, target)
+        _copy(source_path, target, identity)
     except sqlite3.Error as exc:
         raise StorageError(f"The backup failed ({exc}); nothing was written.") from exc
     return target
@@ -120,15 +151,48 @@ def check_backup(backup: Path) -> None:
         raise StorageError(f"{backup} is damaged or not a relay backup; nothing was restored.")
 
 
-def _copy(source: Path, target: Path) -> None:
-    """SQLite's online backup of ``source`` into ``target``: there whole, or not at all."""
+def backup_identity(backup: Path) -> bytes | None:
+    """The relay identity key a backup carries (``None``: one made before backups did)."""
+    try:
+        db = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        try:
+            row = db.execute(f"SELECT secret FROM {IDENTITY_TABLE}").fetchone()  # noqa: S608
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return None  # no such table
+    return bytes(row[0]) if row else None
+
+
+def add_identity(db: sqlite3.Connection, identity: bytes | None) -> None:
+    """Put ``identity`` into a backup being written, or (``None``) take any out of a
+    store being restored, leaving no trace of it in the file's free pages."""
+    db.execute("PRAGMA secure_delete=ON")
+    db.execute(f"DROP TABLE IF EXISTS {IDENTITY_TABLE}")
+    if identity is not None:
+        db.execute(f"CREATE TABLE {IDENTITY_TABLE} (secret BLOB NOT NULL)")
+        db.execute(f"INSERT INTO {IDENTITY_TABLE}(secret) VALUES (?)", (identity,))  # noqa: S608
+    db.commit()
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty (replacing any), readable and writable by its owner only: a
+    backup holds the relay's secret key."""
+    path.unlink(missing_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _copy(source: Path, target: Path, identity: bytes | None = None) -> None:
+    """SQLite's online backup of ``source`` into ``target``: there whole, or not at all,
+    carrying ``identity`` (and nothing else outside the store's own tables)."""
     partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
+    private_file(partial)
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         dst = sqlite3.connect(partial)
         try:
             src.backup(dst)
+            add_identity(dst, identity)
         finally:
             dst.close()
     except sqlite3.Error:
@@ -166,9 +230,12 @@ class SqliteStore(Store):
 
     def topic(self, topic: bytes) -> TopicState | None:
         row = self._db.execute(
-            "SELECT relay_key, frozen_at, bytes, bundles FROM topics WHERE topic = ?", (topic,)
+            "SELECT relay_key, frozen_at, bytes, bundles, held FROM topics WHERE topic = ?",
+            (topic,),
         ).fetchone()
-        return TopicState(bytes(row[0]), float(row[1]), int(row[2]), int(row[3])) if row else None
+        if not row:
+            return None
+        return TopicState(bytes(row[0]), float(row[1]), int(row[2]), int(row[3]), bool(row[4]))
 
     def register(
         self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
@@ -187,7 +254,8 @@ class SqliteStore(Store):
             )
             return Registered.KNOWN
         self._db.execute(
-            "INSERT INTO topics(topic, relay_key, proof, used_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO topics(topic, relay_key, proof, used_at, first_seen) "
+            "VALUES (?, ?, ?, ?, (julianday('now') - 2440587.5) * 86400.0)",
             (topic, relay_key, proof, now),
         )
         return Registered.NEW
@@ -237,7 +305,8 @@ class SqliteStore(Store):
                 (topic, bundle_id, data, origin),
             ).lastrowid
             self._db.execute(
-                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1 WHERE topic = ?",
+                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1, "
+                "last_write = (julianday('now') - 2440587.5) * 86400.0 WHERE topic = ?",
                 (len(data), topic),
             )
         except sqlite3.Error as exc:
@@ -420,6 +489,52 @@ class SqliteStore(Store):
 
     async def watch_commits(self, wake: Callable[[], None]) -> None:
         return  # one process owns the file: nobody else commits to it
+
+    def topic_list(self) -> list[TopicInfo]:
+        rows = self._db.execute(
+            "SELECT topic, bytes, bundles, first_seen, last_write, held, frozen_at FROM topics"
+        ).fetchall()
+        return [
+            TopicInfo(bytes(t), int(b), int(n), float(f), float(w), bool(h), float(z))
+            for t, b, n, f, w, h, z in rows
+        ]
+
+    def moderate(self, action: str, target: str, reason: str, now: float) -> bool:
+        if self.busy():
+            raise StorageError("Moderation waits while a batch of bundles is being written.")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            changed = moderate(
+                lambda sql, args: self._db.execute(sql, args).fetchall(),
+                "?",
+                action,
+                target,
+                reason,
+                now,
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay store did not take the change ({exc}).") from exc
+        return changed
+
+    def moderation_lists(self) -> list[tuple[str, str, str, float]]:
+        rows = self._db.execute("SELECT kind, value, reason, at FROM moderation").fetchall()
+        return [(str(k), str(v), str(r), float(a)) for k, v, r, a in rows]
+
+    def moderation_log(self, limit: int = 100) -> list[tuple[float, str, str, str]]:
+        rows = self._db.execute(
+            "SELECT at, action, target, reason FROM moderation_log ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(float(a), str(c), str(t), str(r)) for a, c, t, r in rows]
+
+    def moderation_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT action, COUNT(*) FROM moderation_log GROUP BY action"
+        ).fetchall()
+        return {str(action): int(count) for action, count in rows}
 
     def counts(self) -> tuple[int, int]:
         topics = self._db.execute("SELECT COUNT(*) FROM topics").fetchone()[0]

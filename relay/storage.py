@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hearth.errors import ConfigError
+from relay.moderation import TopicInfo
 
 if TYPE_CHECKING:
     from relay.config import RelayConfig
@@ -35,6 +36,7 @@ __all__ = [
     "Registered",
     "Store",
     "Stored",
+    "TopicInfo",
     "TopicState",
     "expire_unused",
     "fitting",
@@ -73,6 +75,7 @@ class TopicState:
     frozen_at: float
     bytes: int
     bundles: int
+    held: bool = False  # frozen by the operator (`hearth-relay freeze`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def counts(self) -> tuple[int, int]:
         """(topics, envelopes) stored."""
+
+    @abc.abstractmethod
+    def topic_list(self) -> list[TopicInfo]:
+        """Every topic, with its size and times (``hearth-relay topics``)."""
+
+    @abc.abstractmethod
+    def moderate(self, action: str, target: str, reason: str, now: float) -> bool:
+        """Carry out and log one moderation action (:func:`relay.moderation.moderate`);
+        whether it changed anything."""
+
+    @abc.abstractmethod
+    def moderation_lists(self) -> list[tuple[str, str, str, float]]:
+        """The moderation lists' entries: (kind, value, reason, when)."""
+
+    @abc.abstractmethod
+    def moderation_log(self, limit: int = 100) -> list[tuple[float, str, str, str]]:
+        """The newest moderation actions, newest first: (when, action, target, reason)."""
+
+    @abc.abstractmethod
+    def moderation_counts(self) -> dict[str, int]:
+        """How many moderation actions of each kind were ever taken (the log only grows,
+        so a relay sees a change by the total)."""
 
     @abc.abstractmethod
     async def watch_commits(self, wake: Callable[[], None]) -> None:

@@ -26,8 +26,28 @@ def test_sockets_are_counted_per_address_and_in_all_and_timed_out_until_through(
     assert len(door) == 5
 
 
+def test_a_banned_address_is_refused_at_the_door_but_never_a_proxy_of_ours() -> None:
+    door = Door(
+        max_sockets=5,
+        per_address=2,
+        timeout_s=10.0,
+        clock=lambda: 0.0,
+        from_proxy=lambda address: address == "127.0.0.1",
+        banned=lambda address: address.startswith(("198.51.100.", "127.")),
+    )
+    assert door.enter("a", "198.51.100.1") == ("banned", None)
+    assert door.enter("b", "127.0.0.1") == (None, None)  # its clients are judged one by one
+    assert door.enter("c", "192.0.2.1") == (None, None)
+
+
 def test_when_full_the_oldest_half_open_socket_makes_room_never_a_handshaken_one() -> None:
-    door = Door(max_sockets=3, per_address=None, timeout_s=10.0, clock=lambda: 0.0)
+    door = Door(
+        max_sockets=3,
+        per_address=1,
+        timeout_s=10.0,
+        clock=lambda: 0.0,
+        from_proxy=lambda address: address == "10.0.0.1",  # many clients: never per address
+    )
     for n in range(3):
         assert door.enter(n, "10.0.0.1") == (None, None)
     for n in range(3):

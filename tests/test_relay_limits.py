@@ -54,7 +54,7 @@ pytestmark = pytest.mark.process
 # Small limits, so that each is reached quickly.
 SETTINGS = """
 [relay]
-trust_forwarded_for = true
+trusted_proxies = ["127.0.0.1"]
 handshake_timeout_s = 1.5
 max_connections = 200
 max_connections_per_ip = 10

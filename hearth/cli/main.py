@@ -240,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p = relay.add_parser("remove", help="stop using a relay")
     p.add_argument("url")
+    p = relay.add_parser(
+        "key", help="the group's relay key, for a relay that takes only listed groups"
+    )
+    _json_flag(p)
 
     peer = sub.add_parser(
         "peer", help="other members' nodes this one connects to directly"

@@ -68,6 +68,17 @@ def _relay_remove(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
+def _relay_key(args: argparse.Namespace, node: Node) -> int:
+    """The key relays admit the group's bundles by (public; it says nothing about members):
+    what an operator running ``admission = "allow-list"`` asks for."""
+    key = node.feeds.current_keys(node.group().id).relay_key.public.hex()
+    text = (
+        f"{key}\nGive this to the operator of a relay that takes only the groups it lists "
+        "(`hearth-relay allow KEY`). It changes when a member is removed."
+    )
+    return emit(args, {"relay_key": key}, text)
+
+
 def _peer_add(args: argparse.Namespace, node: Node) -> int:
     url = add_peer(node.store, args.url, node.clock.now_ms())
     print(f"This node now connects to {url} directly when it syncs.")
@@ -629,6 +640,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
     "relay add": _relay_add,
     "relay list": _relay_list,
     "relay remove": _relay_remove,
+    "relay key": _relay_key,
     "peer add": _peer_add,
     "peer list": _peer_list,
     "peer remove": _peer_remove,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from hearth.crypto import SigningKey, aead_open, aead_seal, hkdf, verify
 from hearth.errors import Damaged, ProtocolError
@@ -106,6 +106,17 @@ def registration_valid(topic: bytes, relay_key: bytes, proof: bytes) -> bool:
     return verify(relay_key, proof, _REGISTER_SIGNED + topic + relay_key)
 
 
+@lru_cache(maxsize=256)
+def _derived(group_id: bytes, secret: bytes) -> tuple[bytes, SigningKey, bytes]:
+    """An epoch's topic, relay key and LAN key. Remembered: a node reads its epochs from
+    the store for almost every bundle it takes in, and deriving a signing key is slow."""
+    return (
+        hkdf(secret, b"hearth/v1/topic" + group_id),
+        SigningKey(hkdf(secret, b"hearth/v1/relay-auth")),
+        hkdf(secret, b"hearth/v1/lan"),
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EpochKeys:
     """Everything derived from one epoch's secret (SECURITY.md §3)."""
@@ -118,11 +129,10 @@ class EpochKeys:
     lan_key: bytes = field(init=False, compare=False)  # behind LAN discovery beacons
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "topic", hkdf(self.secret, b"hearth/v1/topic" + self.group_id))
-        object.__setattr__(
-            self, "relay_key", SigningKey(hkdf(self.secret, b"hearth/v1/relay-auth"))
-        )
-        object.__setattr__(self, "lan_key", hkdf(self.secret, b"hearth/v1/lan"))
+        topic, relay_key, lan_key = _derived(self.group_id, self.secret)
+        object.__setattr__(self, "topic", topic)
+        object.__setattr__(self, "relay_key", relay_key)
+        object.__setattr__(self, "lan_key", lan_key)
 
     def bundle_key(self, salt: bytes) -> bytes:
         """The one-use key of the bundle with this salt."""
