@@ -28,9 +28,11 @@ asked for and what became of it. The rules:
   first (R7's order); the handover that made a key gives that key's *roster*. Of two
   handovers of one key, one loses when the other — or a handover after it — has its
   writer out: lists it as gone (whatever its cutoff: a handover written in advance by
-  someone the group then removes never stands) or does not list it at all. When each has
-  the other's writer out (two admins removing each other), or neither (two admins handing
-  on at once), the senior writer's stands: by the key's roster, else by the order both
+  someone the group then removes never stands) or does not list it at all. Between two
+  admins the key's roster ranks, one written after the other removed its writer (past the
+  cutoff it gives) loses first. When each has the other's writer out (two admins removing
+  each other at once), or neither (two admins handing on at once), the senior writer's
+  stands: by the key's roster, else by the order both
   handovers give alike (R17: never by a record id). Where the records cannot tell (a
   group's first key, its admins unranked yet), neither stands and the group has no key
   that counts until one of them is removed or it is invited again. A device the key's
@@ -354,16 +356,18 @@ class Keys:
             if len(makers) == 1 and (roster := makers[0].roster()) is not None:
                 self._rosters[key] = roster
 
-        def gone_below(handover: _Handover) -> set[bytes]:
-            """The devices a handover lists as gone, and every handover after it does."""
-            gone: set[bytes] = set()
+        def gone_below(handover: _Handover) -> dict[bytes, int]:
+            """The devices a handover lists as gone, and every handover after it does, each
+            with the lowest cutoff any of them gives it."""
+            gone: dict[bytes, int] = {}
             todo, seen = [handover], set()
             while todo:
                 h = todo.pop()
                 if h.successor in seen:
                     continue
                 seen.add(h.successor)
-                gone.update(h.gone)
+                for device, cutoff in h.gone.items():
+                    gone[device] = min(cutoff, gone.get(device, cutoff))
                 todo.extend(offered.get(h.successor, ()))
             return gone
 
@@ -373,9 +377,21 @@ class Keys:
             """Whether ``a`` (or a handover after it) has ``b``'s writer out of the group."""
             return b.writer not in a.stay or b.writer in below[id(a)]
 
+        def late(a: _Handover, b: _Handover) -> bool:
+            """Whether ``b`` was written after ``a`` (or one after it) removed its writer:
+            past the cutoff it gives that device."""
+            cutoff = below[id(a)].get(b.writer)
+            return cutoff is not None and b.record.seq > cutoff
+
         def beats(a: _Handover, b: _Handover, roster: tuple[bytes, ...] | None) -> bool:
-            """Whether ``a`` stands against ``b``: it has ``b``'s writer out and not the
-            other way round (who removed whom), else its writer is the senior."""
+            """Whether ``a`` stands against ``b``: who removed whom first — between two
+            admins the roster ranks, one written after the other removed its writer loses
+            — then it has ``b``'s writer out and not the other way round, else its writer
+            is the senior."""
+            if roster is not None and a.writer in roster and b.writer in roster:
+                a_late, b_late = late(b, a), late(a, b)
+                if a_late != b_late:
+                    return b_late
             a_out, b_out = excludes(a, b), excludes(b, a)
             if roster is not None:  # nothing a member writes has an admin out
                 a_out = a_out and (a.writer in roster or b.writer not in roster)

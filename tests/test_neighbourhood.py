@@ -370,6 +370,30 @@ def test_sealing_keys_and_new_secrets_count_only_under_a_groups_key_now() -> Non
         verify_record(sign_record(ELM_2, {"op": "seal_key", "kem": b"short"}))
 
 
+def test_a_handover_written_after_its_writer_was_removed_loses_whoever_is_senior() -> None:
+    """Who removed whom comes first: Ben removed Ada (her feed counts up to where it ended
+    on his node); Ada, the senior, then writes a handover removing Ben. Hers was written
+    past her cutoff, after her removal, so it loses — seniority settles only handovers
+    written at the same moment."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN, XAN], gone={}, admins=[ADA, BEN])
+    log.hand_on(
+        ELM_2, ELM_3, device=BEN, stay=[BEN, XAN], gone={ADA: log.seqs[ADA]}, admins=[ADA, BEN]
+    )
+    log.hand_on(
+        ELM_2,
+        ELM_EVIL,
+        device=ADA,
+        stay=[ADA, XAN],
+        gone={BEN: log.seqs[BEN]},
+        admins=[ADA, BEN],
+        record_id=GROUND,
+    )
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_3.public
+    assert ELM_EVIL.public not in state.groups
+
+
 def ranked_neighbourhood() -> Log:
     """Elm Street after a first handover (someone left) that ranked Ada its only admin;
     Ben and Xan are members."""
