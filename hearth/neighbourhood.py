@@ -298,6 +298,12 @@ class _Handover:
             else None,
         )
 
+    def well_formed(self) -> bool:
+        """No device both staying and gone, and the admins among the devices it lists (as
+        :func:`verify_record` checks on arrival)."""
+        listed = self.stay | set(self.gone)
+        return not self.stay & set(self.gone) and set(self.admins or ()) <= listed
+
     @property
     def writer(self) -> bytes:
         """The device that wrote it."""
@@ -345,6 +351,8 @@ class Keys:
         for record in ordered:
             if record.op == "rekey" and len(record.blob("successor")) == 32:
                 handover = _Handover.of(record)
+                if not handover.well_formed():
+                    continue  # refused on arrival now; one kept before counts for nothing
                 offered.setdefault(record.group, []).append(handover)
                 made.setdefault(handover.successor, []).append(handover)
         self.handovers = [h.record for hs in offered.values() for h in hs]

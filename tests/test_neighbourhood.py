@@ -1085,3 +1085,22 @@ def test_two_admins_handing_on_at_once_both_speak_with_the_key_that_stands(
         [bens] = neighbours.memberships(ben, group)
         assert adas.key.public == bens.key.public
         assert neighbours.standing(ada, adas) == neighbours.standing(ben, bens) == "in"
+
+
+def test_a_handover_kept_before_it_would_be_refused_counts_for_nothing() -> None:
+    """A node that kept a handover listing Ada both staying and gone before such handovers
+    were refused on arrival folds as a node that refused it does."""
+    log = neighbourhood()
+    without = log.state()
+    body = {
+        "op": "rekey",
+        "successor": ELM_EVIL.public,
+        "proof": handover_proof(ELM.public, ELM_EVIL),
+        "stay": [ADA, XAN],
+        "gone": [[ADA, 0]],
+        "group": ELM.public,
+    }
+    log.records.append(Record(id=b"k" * 32, body=body, author=XAN, seq=1, prev=b""))
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM.public
+    assert (state.groups, state.offers) == (without.groups, without.offers)
