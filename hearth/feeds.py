@@ -216,13 +216,17 @@ class Feeds:
     def head(self, group_id: str, author: bytes) -> tuple[int, bytes]:
         """(seq, id) of the newest applied bundle of an author's feed, or (0, b"").
 
-        A snapshot taken in counts: the bundles it covers need not be held.
+        A snapshot taken in counts: the bundles it covers need not be held. Those held are
+        judged like any other — a covered head taken out since (a late removal, R8) is no
+        longer the feed's head, or what R7 lets count again could never follow it.
         """
         rows = self.store.query(
             "SELECT seq, id FROM bundles WHERE group_id = ? AND author = ? AND state = ? "
             "UNION ALL SELECT seq, id FROM covered WHERE group_id = ? AND author = ? "
+            "AND NOT EXISTS (SELECT 1 FROM bundles WHERE bundles.id = covered.id "
+            "AND bundles.state != ?) "
             "ORDER BY seq DESC LIMIT 1",
-            (group_id, author, APPLIED, group_id, author),
+            (group_id, author, APPLIED, group_id, author, APPLIED),
         )
         return (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, b"")
 

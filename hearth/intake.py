@@ -713,6 +713,10 @@ def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner, bundle_id
         member_id = key_id(claim.member_key)
         if invite.get("kind") == "device" and invite.get("member") != member_id:
             raise ProtocolError("a claim to another member's device invite")
+        if invite.get("kind") != "device" and member_id in view.tables["members"]:
+            # The claim is signed by the invite's key alone: naming a member's (public)
+            # key, it would join as them — judged as an admin, if they are one.
+            raise ProtocolError(joins.CLAIM_AS_MEMBER)
         if joins.needs_confirming(invite):
             confirmed = joins.confirmed_device(invite)
             if confirmed is None:

@@ -28,9 +28,19 @@ from hearth.invite import decode_claim
 from hearth.node import Node
 from hearth.retraction import opened
 
-__all__ = ["claim_standing", "confirm_claims", "confirmed_device", "needs_confirming"]
+__all__ = [
+    "CLAIM_AS_MEMBER",
+    "claim_standing",
+    "confirm_claims",
+    "confirmed_device",
+    "needs_confirming",
+]
 
 log = logging.getLogger(__name__)
+
+CLAIM_AS_MEMBER = "a claim to a new member's invite naming a member already in the group"
+"""Why such a claim never counts: signed by the invite's key alone, the member key it
+names is the claimant's word — naming an admin's (public) key, it would join as her."""
 
 
 def needs_confirming(invite: Mapping[str, object]) -> bool:

@@ -29,8 +29,11 @@ from hearth.crypto import key_id
 from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.invite import decode_claim
 from hearth.ledger import LedgerDoc
+from hearth.ledger.archive import archive_seed
 from hearth.ledger.automerge_doc import ChangeInfo, change_hash
+from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
+from hearth.ledger.model import TABLES
 from hearth.node import Node, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
@@ -141,9 +144,13 @@ def check_snapshot(
     covered = _covered(node, group_id, heads, carried)
     expected = _changes_of(covered, docs)
     ledger = node.ledger(group_id)
+    group = node.group(group_id)
     for name, doc in docs.items():
-        mine = ledger.document(name) if name == LIVE or name in ledger.archive_docs() else None
-        extra = {h for h in doc.change_ids() if mine is None or not mine.knows(h)}
+        if name == LIVE or name in ledger.archive_docs():
+            mine = ledger.document(name)
+        else:  # an archive not here yet starts from a genesis every node makes alike
+            mine = LedgerDoc.genesis(archive_seed(group.seed, name), TABLES, group.actor)
+        extra = {h for h in doc.change_ids() if not mine.knows(h)}
         wanted = set(expected.get(name, {}))
         if extra - wanted:
             raise ProtocolError(
@@ -258,11 +265,11 @@ def _check_authors(
     for name, changes in expected.items():
         for item, info in changes.values():
             by_bundle[item.envelope.id].append((name, info))
-    guard = (
-        live.objects_under("members") | live.objects_under("invites") if live is not None else set()
-    )
+    guarded = _guarded(node.ledger(group_id).doc, live, covered, LIVE)
     graph = {h: info.deps for h, (_, info) in expected.get(LIVE, {}).items()}
     used: dict[bytes, set[bytes]] = {}  # actor ids each device was seen to write under
+    ledger = node.ledger(group_id)
+    guarded_in: dict[str, set[bytes]] = {}  # an archive's, once one is written
     for item in covered:
         inner = item.inner
         card = cards.get(inner.author)
@@ -288,15 +295,33 @@ def _check_authors(
                     "not list yet"
                 )
         for name in {n for n, _ in written if n != LIVE}:
-            archive = docs[name]
-            in_archive = [c for d, c, _ in item.changes if d == name]
-            under = archive.objects_under("members") | archive.objects_under("invites")
-            if archive.may_write(in_archive, under):
+            if name not in guarded_in:
+                mine = ledger.archive_docs().get(name)
+                guarded_in[name] = _guarded(mine, docs[name], covered, name)
+            if any(info.hash in guarded_in[name] for d, _, info in item.changes if d == name):
                 raise ProtocolError("a change to membership inside an archive")
-        live_changes = [c for d, c, _ in item.changes if d == LIVE]
-        if live is not None and live_changes and live.may_write(live_changes, guard):
+        if live is not None and any(i.hash in guarded for n, i in written if n == LIVE):
             infos = [info for name, info in written if name == LIVE]
             _check_membership_change(live, inner, infos, invites, founder, graph)
+
+
+def _guarded(
+    held: LedgerDoc | None, doc: LedgerDoc | None, covered: Sequence[Carried], name: str
+) -> set[bytes]:
+    """The covered changes to a document that may write to its members or invites
+    table: into a map the node's copy or the snapshot's holds there, or one a covered
+    change made there — also when written again as a new map since: judging only writes
+    to the maps the snapshot still holds would let an earlier write into a replaced one
+    (a member promoting himself) go unjudged, where one by one it is refused."""
+    if doc is None:
+        return set()
+    found: set[ObjectRef] = set()
+    for copy in (held, doc):
+        if copy is not None:
+            found |= copy.objects_under("members") | copy.objects_under("invites")
+    infos = [(c, info) for item in covered for d, c, info in item.changes if d == name]
+    flags = doc.writes_under(("members", "invites"), [c for c, _ in infos], found)
+    return {info.hash for (_, info), flag in zip(infos, flags, strict=True) if flag}
 
 
 def _check_membership_change(
@@ -340,6 +365,8 @@ def _check_membership_change(
         invite_id = claim.invite_id
         if invite.get("kind") == "device" and invite.get("member") != member_id:
             raise ProtocolError("a claim to another member's device invite")
+        if invite.get("kind") != "device" and member_id in then["members"]:
+            raise ProtocolError(joins.CLAIM_AS_MEMBER)
         if joins.confirmed_device(invites_now.get(claim.invite_id, {})) != inner.author:
             raise ProtocolError("a join claim its invite's maker has not confirmed")
     elif inner.author == founder:

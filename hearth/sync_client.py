@@ -99,6 +99,13 @@ class _Pending:
     cursor: int
     opener: snapshots.Opener  # opens the bundles as they come (R13)
     bundles: list[tuple[Arrived, bytes | None]] = field(default_factory=list)  # with ids
+    size: int = 0  # bytes of the bundles held
+
+
+MAX_PENDING_BYTES = 256 * 1024 * 1024
+"""What may wait in memory with a snapshot (about 200,000 entries' bundles): past it the
+snapshot is given up and what came is taken one by one, so that a relay that never
+stops sending cannot fill a device's memory."""
 
 
 def plan_for(
@@ -307,6 +314,9 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
             if output.topic in report.pending:
                 pending = report.pending[output.topic]
                 pending.bundles.append((output, pending.opener.add(output.envelope)))
+                pending.size += len(output.envelope)
+                if pending.size > MAX_PENDING_BYTES:
+                    _give_up_pending(node, url, output.topic, report)
                 continue
             if not report.peer and output.topic not in report.looked:
                 report.looked.add(output.topic)
@@ -360,6 +370,20 @@ def _arrived(node: Node, url: str, output: Arrived, report: RelayReport) -> None
         _remember(node, url, topic=output.topic, cursor=output.cursor, has=_id(output.envelope))
 
 
+def _give_up_pending(node: Node, url: str, topic: bytes, report: RelayReport) -> None:
+    """Too much came after a snapshot: drop it and take what came one by one; the rest
+    of the topic follows as it arrives."""
+    pending = report.pending.pop(topic)
+    pending.opener.close()
+    log.warning(
+        "more than %d MiB came after a snapshot from %s: taking it one by one instead",
+        MAX_PENDING_BYTES // (1024 * 1024),
+        url,
+    )
+    for arrived, _ in pending.bundles:
+        _arrived(node, url, arrived, report)
+
+
 def _take_pending(node: Node, url: str, report: RelayReport) -> None:
     """The relay has sent everything: take each waiting snapshot with the bundles that
     came after it (R13). Those it covers are taken with it; the rest — all of them if it
@@ -376,13 +400,16 @@ def _take_pending(node: Node, url: str, report: RelayReport) -> None:
             log.warning("a snapshot from %s was refused: %s", url, outcome.reason)
         report.applied += outcome.applied
         report.snapshots += outcome.verdict is Verdict.APPLIED
+        # The cursor moves past the snapshot's place and what it took only once the rest
+        # is taken too (each moves it as it goes): a device stopped meanwhile reads again
+        # from the first it had not taken, and one arriving damaged is read again (R16).
+        for arrived, bundle_id in pending.bundles:
+            if bundle_id not in taken:
+                _arrived(node, url, arrived, report)
         if topic not in report.skipping:
             cursors = [pending.cursor] + [a.cursor for a, i in pending.bundles if i in taken]
             own = _id(pending.snapshot)
             _remember_many(node, url, topic, max(cursors), [*taken, *([own] if own else [])])
-        for arrived, bundle_id in pending.bundles:
-            if bundle_id not in taken:
-                _arrived(node, url, arrived, report)
     report.pending.clear()
 
 

@@ -7,7 +7,8 @@ group's epoch secrets it was given, and the invite secrets of tokens it saw.
 
 - **snapshot**: a snapshot whose documents hold changes under another member's actor id,
   or list a device it made up (and maybe signed by that device), or that claims feed
-  heads ahead of what was written (R13);
+  heads ahead of what was written, given with the bundles it holds as a relay would
+  (R13);
 - **token**: a token (or code) it saw used again by a new identity it controls, once the
   invite is confirmed for another device in its own view (R14; taking a token before its
   rightful holder is a residual risk, not reuse);
@@ -38,7 +39,7 @@ from hearth import members, membership
 from hearth.crypto import SigningKey
 from hearth.errors import HearthError
 from hearth.feeds import StoredBundle
-from hearth.intake import take_in
+from hearth.intake import take_in, take_snapshot
 from hearth.invite import Token
 from hearth.ledger import Kind, Ledger, LedgerDoc
 from hearth.ledger.automerge_doc import change_hash
@@ -400,8 +401,16 @@ class Cheater:
             ),
         )
         self.tried["forged a snapshot"] += 1
+        # As a relay gives it to a device reading the topic from the start: with the
+        # bundles it covers (R13; here those the target lacks), those it does not take
+        # then going in one by one.
         for target in self.rng.sample(honest, min(2, len(honest))):
-            take_in(target, envelope.encode(), source="cheater")
+            held = {b.id for b in target.feeds.all(gid)}
+            carried = [b.envelope for b in node.feeds.all(gid) if b.id not in held]
+            _, taken = take_snapshot(target, envelope.encode(), carried, source="cheater")
+            for bundle in carried:
+                if parse_envelope(bundle).id not in taken:
+                    take_in(target, bundle, source="cheater")
         return kind
 
     # --- helpers -----------------------------------------------------------------------

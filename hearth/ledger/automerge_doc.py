@@ -34,6 +34,7 @@ from hearth.errors import LedgerError
 from hearth.ledger.change_ops import (
     MAKE_ACTIONS,
     ObjectRef,
+    Operation,
     objects_written,
     operations,
     read_varint,
@@ -41,6 +42,7 @@ from hearth.ledger.change_ops import (
 from hearth.protocol.codec import uvarint
 
 __all__ = [
+    "MAX_DEPTH",
     "ChangeInfo",
     "DocWriter",
     "Edit",
@@ -56,6 +58,12 @@ FieldValue = Union[Scalar, None, "Fields"]
 Fields = Mapping[str, FieldValue]
 EntryRef = tuple[str, str]
 """(table, entry id): what an edit touched."""
+
+MAX_DEPTH = 16
+"""How deep maps are read inside an entry (Hearth's own go 3 deep: a member's device's
+actor ids); deeper ones read as empty, the same on every node. A member's bundle nesting
+maps thousands deep (a few KB) would otherwise overflow the stack of every node reading
+it — taking it in, or a snapshot holding it."""
 
 _SYNC_MESSAGE_TYPE = 0x42
 _CHANGE_MAGIC = b"\x85\x6f\x4a\x83"
@@ -349,16 +357,57 @@ class LedgerDoc:
         found: set[ObjectRef] = set()
         doc = self._doc
 
-        def walk(obj: bytes) -> None:
+        def walk(obj: bytes, depth: int) -> None:
             found.add(_object_ref(obj))
-            for value, child in doc.values(obj):
-                if value == ObjType.Map:
-                    walk(child)
+            if depth < MAX_DEPTH:  # deeper maps are read as empty: what is in them is not
+                for value, child in doc.values(obj):
+                    if value == ObjType.Map:
+                        walk(child, depth + 1)
 
         obj = self._table(table)
         if obj is not None:
-            walk(obj)
+            walk(obj, -1)
         return found
+
+    def writes_under(
+        self, tables: Iterable[str], changes: Sequence[bytes], objects: set[ObjectRef]
+    ) -> list[bool]:
+        """For each of ``changes``: whether it may write to ``tables`` (as
+        :meth:`may_write` asks of ``objects``, their maps) — into one of ``objects``, the
+        root, or a map ``changes`` made inside them however deep, also one no longer in
+        the document (written again as a new map since), whose earlier writes
+        :meth:`objects_under` cannot show; ``True`` too for a change that cannot be read.
+        Each change's object columns are read once; only those that write into such a
+        map are read op by op."""
+        names = set(tables)
+        found = set(objects)
+        written: list[set[ObjectRef] | None] = []  # None: cannot be read
+        for change in changes:
+            try:
+                written.append(objects_written(_change_body(change)))
+            except LedgerError:
+                written.append(None)
+        ops: dict[int, list[Operation]] = {}  # of the changes read so far
+        grew = True
+        while grew:
+            grew = False
+            for index, objects_of in enumerate(written):
+                if objects_of is None or (objects_of.isdisjoint(found) and None not in objects_of):
+                    continue
+                if index not in ops:
+                    try:
+                        ops[index] = operations(_change_body(changes[index]))
+                    except LedgerError:
+                        ops[index] = []
+                for op in ops[index]:
+                    if (
+                        op.action in MAKE_ACTIONS
+                        and op.id not in found
+                        and (op.obj in found if op.obj is not None else op.key in names)
+                    ):
+                        found.add(op.id)
+                        grew = True
+        return [w is None or None in w or not w.isdisjoint(found) for w in written]
 
     def may_write(self, changes: Sequence[bytes], objects: set[ObjectRef]) -> bool:
         """Whether any of the changes writes to one of ``objects`` or to the root map
@@ -419,17 +468,18 @@ class LedgerDoc:
         found: dict[ObjectRef, EntryRef] = {}
         doc = self._doc
 
-        def walk(obj: bytes, entry: EntryRef) -> None:
+        def walk(obj: bytes, entry: EntryRef, depth: int) -> None:
             found[_object_ref(obj)] = entry
-            for value, child in doc.values(obj):
-                if value == ObjType.Map:
-                    walk(child, entry)
+            if depth < MAX_DEPTH:  # a write deeper: "cannot be told", everything read again
+                for value, child in doc.values(obj):
+                    if value == ObjType.Map:
+                        walk(child, entry, depth + 1)
 
         for table, entry_id in entries:
             obj = self._table(table)
             got = None if obj is None else self._doc.get(obj, entry_id)
             if got is not None and got[0] == ObjType.Map:
-                walk(got[1], (table, entry_id))
+                walk(got[1], (table, entry_id), 0)
         return found
 
     def _table(self, table: str) -> bytes | None:
@@ -439,7 +489,9 @@ class LedgerDoc:
         obj: bytes = found[1]
         return obj
 
-    def _read_map(self, obj: bytes, heads: list[bytes] | None = None) -> dict[str, object]:
+    def _read_map(
+        self, obj: bytes, heads: list[bytes] | None = None, depth: int = 0
+    ) -> dict[str, object]:
         doc = self._doc
         values = doc.values(obj, heads)
         if not values:  # most sub-maps (a resource's edits): one call to the binding, not two
@@ -449,7 +501,7 @@ class LedgerDoc:
             if isinstance(value, tuple):
                 out[key] = value[1]
             elif value == ObjType.Map:
-                out[key] = self._read_map(child, heads)
+                out[key] = self._read_map(child, heads, depth + 1) if depth < MAX_DEPTH else {}
         return out
 
     # --- writing ----------------------------------------------------------------
