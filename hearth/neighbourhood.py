@@ -24,13 +24,20 @@ asked for and what became of it. The rules:
   handover lists the group's devices: those still in, and those gone, each with the last
   place in its checked chain that still counts. From then on a record under the old key
   counts only if a listed device wrote it, within its cutoff — and a later handover's
-  cutoffs apply to it too. Of two handovers of one key, one loses when the other — or a
-  handover after it — lists its writer as gone (whatever its cutoff: a handover written
-  in advance by someone the group then removes never stands), or does not list its
-  writer at all. Two that each make the other lose (someone gone handing the key on for
-  themselves) leave the group with no key that counts: it must be invited again. Of
-  handovers that stand together (two admins at once, each listing the other as staying),
-  the lowest id wins: only devices the group still counts as in can write those;
+  cutoffs apply to it too. A handover also ranks the group's admins' devices, most senior
+  first (R7's order); the handover that made a key gives that key's *roster*. Of two
+  handovers of one key, one loses when the other — or a handover after it — has its
+  writer out: lists it as gone (whatever its cutoff: a handover written in advance by
+  someone the group then removes never stands) or does not list it at all. Between two
+  admins the key's roster ranks, one written after the other removed its writer (past the
+  cutoff it gives) loses first. When each has the other's writer out (two admins removing
+  each other at once), or neither (two admins handing on at once), the senior writer's
+  stands: by the key's roster, else by the order both
+  handovers give alike (R17: never by a record id). Where the records cannot tell (a
+  group's first key, its admins unranked yet), neither stands and the group has no key
+  that counts until one of them is removed or it is invited again. A device the key's
+  roster does not rank as an admin (a member) may hand the key on only keeping every
+  admin of the roster: its handover counts for nothing otherwise;
 - a group's sealing key (``seal_key``), and a new secret for the neighbourhood sealed to
   the groups' sealing keys (``reseal``), count only under the group's key now;
 - an offer, request, answer or fulfilment counts only from a group that is in: once a
@@ -181,6 +188,17 @@ def _check_handover(body: Mapping[str, codec.Value]) -> None:
     old = bytes(body["group"])  # type: ignore[arg-type]
     if not verify(successor, proof, _HANDOVER + old + successor):
         raise ProtocolError("a neighbourhood key handover the new key did not agree to")
+    gone_devices = {g[0] for g in gone}
+    if gone_devices & set(stay):
+        raise ProtocolError("a neighbourhood key handover listing a device both staying and gone")
+    admins = body.get("admins", [])
+    listed = set(stay) | gone_devices
+    if not (
+        isinstance(admins, list)
+        and all(_is_key(a) and a in listed for a in admins)
+        and len(set(admins)) == len(admins)
+    ):
+        raise ProtocolError("a neighbourhood key handover whose admins are not its devices")
 
 
 def verify_record(payload: bytes) -> dict[str, codec.Value]:
@@ -261,11 +279,12 @@ class _Handover:
     successor: bytes
     stay: frozenset[bytes]
     gone: Mapping[bytes, int]
+    admins: tuple[bytes, ...] | None  # the admins' devices, most senior first (None: not said)
 
     @classmethod
     def of(cls, record: Record) -> _Handover:
         """The handover a ``rekey`` record says (its shape was checked on arrival)."""
-        stay = record.body.get("stay")
+        stay, admins = record.body.get("stay"), record.body.get("admins")
         cutoffs = {d: c for d, c in _pairs(record.body.get("gone")) if isinstance(c, int)}
         return cls(
             record=record,
@@ -274,7 +293,27 @@ class _Handover:
             if isinstance(stay, list)
             else frozenset(),
             gone=cutoffs,
+            admins=tuple(a for a in admins if isinstance(a, bytes))
+            if isinstance(admins, list)
+            else None,
         )
+
+    def well_formed(self) -> bool:
+        """No device both staying and gone, and the admins among the devices it lists (as
+        :func:`verify_record` checks on arrival)."""
+        listed = self.stay | set(self.gone)
+        return not self.stay & set(self.gone) and set(self.admins or ()) <= listed
+
+    @property
+    def writer(self) -> bytes:
+        """The device that wrote it."""
+        return self.record.author
+
+    def roster(self) -> tuple[bytes, ...] | None:
+        """The admins' devices that stay, most senior first: who may hand the new key on."""
+        if self.admins is None:
+            return None
+        return tuple(a for a in self.admins if a in self.stay)
 
     def allows(self, record: Record) -> bool:
         """Whether a record under the old key still counts by this handover's list."""
@@ -287,42 +326,100 @@ class _Handover:
         return cutoff is not None and record.seq > cutoff
 
 
+def _senior(a: _Handover, b: _Handover, roster: tuple[bytes, ...] | None) -> bool | None:
+    """Whether ``a``'s writer is senior to ``b``'s (R7), by what neither of them chose now:
+    the order of admins the handover that made the key gave (a device it does not list
+    comes after every one it does), else the order both handovers give alike. None if
+    the records cannot tell."""
+    if roster is not None:
+        ranks = [roster.index(h.writer) if h.writer in roster else len(roster) for h in (a, b)]
+        if ranks[0] != ranks[1]:
+            return ranks[0] < ranks[1]
+    orders = [h.admins or () for h in (a, b)]
+    if not all(a.writer in o and b.writer in o for o in orders):
+        return None
+    before = {o.index(a.writer) < o.index(b.writer) for o in orders}
+    return before.pop() if len(before) == 1 else None
+
+
 class Keys:
     """Which key each group speaks with now, after the handovers among the records."""
 
     def __init__(self, ordered: Iterable[Record]) -> None:
         offered: dict[bytes, list[_Handover]] = {}
-        for record in ordered:  # lowest id first
+        made: dict[bytes, list[_Handover]] = {}  # new key -> the handovers to it
+        for record in ordered:
             if record.op == "rekey" and len(record.blob("successor")) == 32:
-                offered.setdefault(record.group, []).append(_Handover.of(record))
+                handover = _Handover.of(record)
+                if not handover.well_formed():
+                    continue  # refused on arrival now; one kept before counts for nothing
+                offered.setdefault(record.group, []).append(handover)
+                made.setdefault(handover.successor, []).append(handover)
         self.handovers = [h.record for hs in offered.values() for h in hs]
         self._next: dict[bytes, _Handover] = {}
         self._previous: dict[bytes, bytes] = {}
         self._contested: set[bytes] = set()
+        self._rosters: dict[bytes, tuple[bytes, ...]] = {}
+        for key, makers in made.items():  # a key claimed twice has no roster (nor stands)
+            if len(makers) == 1 and (roster := makers[0].roster()) is not None:
+                self._rosters[key] = roster
 
-        def gone_below(handover: _Handover) -> set[bytes]:
-            """The devices a handover lists as gone, and every handover after it does."""
-            gone: set[bytes] = set()
+        def gone_below(handover: _Handover) -> dict[bytes, int]:
+            """The devices a handover lists as gone, and every handover after it does, each
+            with the lowest cutoff any of them gives it."""
+            gone: dict[bytes, int] = {}
             todo, seen = [handover], set()
             while todo:
                 h = todo.pop()
                 if h.successor in seen:
                     continue
                 seen.add(h.successor)
-                gone.update(h.gone)
+                for device, cutoff in h.gone.items():
+                    gone[device] = min(cutoff, gone.get(device, cutoff))
                 todo.extend(offered.get(h.successor, ()))
             return gone
 
         below = {id(h): gone_below(h) for hs in offered.values() for h in hs}
+
+        def excludes(a: _Handover, b: _Handover) -> bool:
+            """Whether ``a`` (or a handover after it) has ``b``'s writer out of the group."""
+            return b.writer not in a.stay or b.writer in below[id(a)]
+
+        def late(a: _Handover, b: _Handover) -> bool:
+            """Whether ``b`` was written after ``a`` (or one after it) removed its writer:
+            past the cutoff it gives that device."""
+            cutoff = below[id(a)].get(b.writer)
+            return cutoff is not None and b.record.seq > cutoff
+
+        def beats(a: _Handover, b: _Handover, roster: tuple[bytes, ...] | None) -> bool:
+            """Whether ``a`` stands against ``b``: who removed whom first — between two
+            admins the roster ranks, one written after the other removed its writer loses
+            — then it has ``b``'s writer out and not the other way round, else its writer
+            is the senior."""
+            if roster is not None and a.writer in roster and b.writer in roster:
+                a_late, b_late = late(b, a), late(a, b)
+                if a_late != b_late:
+                    return b_late
+            a_out, b_out = excludes(a, b), excludes(b, a)
+            if roster is not None:  # nothing a member writes has an admin out
+                a_out = a_out and (a.writer in roster or b.writer not in roster)
+                b_out = b_out and (b.writer in roster or a.writer not in roster)
+            if a_out != b_out:
+                return a_out
+            return _senior(a, b, roster) is True
+
         for key, handovers in offered.items():
-            standing = [
+            roster = self._rosters.get(key)
+            # A device the key's roster does not list as an admin (a member) may hand the
+            # key on only keeping every admin: it cannot cut one out, by listing or leaving out.
+            eligible = [
                 h
                 for h in handovers
-                if all(
-                    o is h or (h.record.author in o.stay and h.record.author not in below[id(o)])
-                    for o in handovers
-                )
+                if roster is None or h.writer in roster or set(roster) <= h.stay
             ]
+            if not eligible:
+                continue  # none that counts: the key is not handed on
+            standing = [h for h in eligible if all(o is h or beats(h, o, roster) for o in eligible)]
             if not standing:
                 self._contested.add(key)
                 continue
@@ -332,6 +429,16 @@ class Keys:
                 continue
             self._next[key] = chosen
             self._previous[chosen.successor] = key
+
+    def roster(self, key: bytes) -> tuple[bytes, ...] | None:
+        """The admins' devices, most senior first, that the handover which made ``key``
+        gave (None: the group's first key, or one from before handovers ranked admins)."""
+        return self._rosters.get(key)
+
+    def handed_on(self, key: bytes) -> Record | None:
+        """The handover of ``key`` that stands, if any."""
+        handover = self._next.get(key)
+        return handover.record if handover is not None else None
 
     def _chain(self, key: bytes) -> list[_Handover] | None:
         """The handovers from ``key`` to its group's key now; None if one was contested."""

@@ -587,12 +587,12 @@ def leave(node: Node, group_id: str, text: str = "") -> Membership:
 
 def hand_on_keys(node: Node, group_id: str) -> bool:
     """What `hearth sync` and `hearth serve` do after a new epoch, on an admin's node: once
-    someone who held the group's key in a neighbourhood is gone, hand it on to a new one
-    and give the neighbourhood a new secret, sealed to every other group's sealing key
-    (see :mod:`hearth.neighbourhood`); a new secret too when the one in use was sealed to an
-    old key of ours; publish a sealing key where the group has none yet (it joined before
-    there were any); and seal the secrets we made to groups left out of them. Whether it
-    did any of these."""
+    someone who held the group's key in a neighbourhood is gone — or a member handed it on
+    to a key of their own — hand it on to a new one and give the neighbourhood a new
+    secret, sealed to every other group's sealing key (see :mod:`hearth.neighbourhood`);
+    a new secret too when the one in use was sealed to an old key of ours; publish a
+    sealing key where the group has none yet (it joined before there were any); and seal
+    the secrets we made to groups left out of them. Whether it did any of these."""
     view = node.view(group_id)
     try:
         me = view.member(node.identity.member_id)
@@ -609,12 +609,16 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
     ):
         return False
     handed = False
+    members = view.tables["members"]
     for membership in memberships(node, group_id):
         current = state(node, membership)
         ours = current.keys.current(membership.key.public)
-        if not departed <= membership.keyed_without:
+        if not departed <= membership.keyed_without or _a_members_handover(
+            node, members, membership, current
+        ):
             stay = sorted(c.key for c in cards if c.key not in departed)
-            _hand_on(node, membership, current, stay=stay, gone=sorted(departed))
+            admins = _admins(members, cards)
+            _hand_on(node, membership, current, stay=stay, gone=sorted(departed), admins=admins)
             handed = True
         elif ours in current.groups and _exposed(membership, current):
             _reseal(node, membership, _others(membership, current))
@@ -631,6 +635,23 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
         else:
             handed = _pass_on_secrets(node, membership, current) or handed
     return handed
+
+
+def _a_members_handover(
+    node: Node, members: group_membership.Table, membership: Membership, current: State
+) -> bool:
+    """Whether the key we hold was handed on by a device of no admin of ours (a member
+    keeping or moving the group's key for themselves), and the key's roster ranks this
+    device: a handover from here, keeping everyone the group's membership says is in, then
+    stands against it (:mod:`hearth.neighbourhood`), so that no member's handover lasts."""
+    handover = current.keys.handed_on(membership.key.public)
+    me = node.identity.device_key.public
+    if handover is None or handover.author == me:
+        return False
+    if me not in (current.keys.roster(membership.key.public) or ()):
+        return False  # the group's first key: nothing ranks us above the writer
+    writer = next((c for c in group_membership.cards(members) if c.key == handover.author), None)
+    return writer is None or group_membership.effective_role(members, writer.member_id) != "admin"
 
 
 def _pass_on_secrets(node: Node, membership: Membership, current: State) -> bool:
@@ -666,6 +687,7 @@ def _hand_on(
     *,
     stay: list[bytes],
     gone: list[bytes],
+    admins: list[bytes],
 ) -> None:
     """A new key for the group and a new secret for the neighbourhood, in the group's
     ledger under its new epoch; said under the neighbourhood's old secret, where everyone
@@ -692,11 +714,24 @@ def _hand_on(
                 "proof": handover_proof(membership.key.public, new),
                 "stay": list(stay),
                 "gone": [[d, _last_seq(node, membership.id, d)] for d in gone],
+                "admins": list(admins),
             },
         )
         handed_on = replace(membership, key=new)
         _append(node, handed_on, _sealing_record(kem))
         _reseal(node, handed_on, _others(membership, current))
+
+
+def _admins(members: group_membership.Table, cards: Sequence[group_membership.Card]) -> list[bytes]:
+    """The devices of the group's admins (those gone too), most senior first (R7): what a
+    handover says, so that the neighbourhood can settle a rival one by seniority and tell
+    an admin's handover from a member's."""
+    ranked = sorted(
+        (group_membership.seniority(members, c.member_id), c.key)
+        for c in cards
+        if group_membership.effective_role(members, c.member_id) == "admin"
+    )
+    return [key for _, key in ranked]
 
 
 def _others(membership: Membership, current: State) -> dict[bytes, bytes]:

@@ -6,10 +6,14 @@ its version vector, runs what the peer publishes through the same intake as bund
 a relay, and pushes bundles stored later (written here, by another ``hearth`` command on
 this home, or received from a relay or another peer) to every peer following that topic.
 
-Bounded as a relay is (SECURITY.md §7), since anyone on the network can reach it: at most
-:data:`MAX_PEERS` connections, :data:`MAX_PER_ADDRESS` from one address, and a connection
-that has neither proven a device of one of our groups nor joined an invite mailbox within
-``hello_timeout_s`` is closed; frames are at most ``MAX_FRAME``. Older epochs' topics go
+Bounded as a relay is (SECURITY.md §7), since anyone on the network can reach it: every
+accepted socket passes a :class:`~hearth.door.Door` before aiohttp reads a byte of it, so
+at most :data:`MAX_PEERS` sockets are open, :data:`MAX_PER_ADDRESS` from one address (the
+oldest still in its handshake makes room for a new one), and a socket that has neither
+proven a device of one of our groups nor joined an invite mailbox within
+``hello_timeout_s`` is closed — politely once it is a WebSocket, dropped a moment later
+whatever it is (one that never finished its HTTP request too); frames are at most
+``MAX_FRAME``. Older epochs' topics go
 only to devices the group lists now (:class:`~hearth.protocol.serving.ServingSession`).
 
 It also holds invite mailboxes, as a relay does, for invites run over the local network
@@ -24,11 +28,12 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import cast
+from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
 from hearth import membership
+from hearth.door import Door, Doorway
 from hearth.intake import Verdict, take_in
 from hearth.node import Node
 from hearth.protocol.frames import MAX_FRAME, Deliver, Error, Frame, Mailbox
@@ -43,6 +48,10 @@ MAX_PEERS = 32  # a group's members on one LAN, with room to spare
 MAX_PER_ADDRESS = 4  # a member's node or two on one machine, and an invite
 HELLO_TIMEOUT_S = 10.0  # to prove a device of one of our groups, or join an invite
 CLOSE_POLICY = 1008
+_GRACE_S = 1.0  # after the hello timeout, for a polite close before the socket is dropped
+_BACKLOG = 64
+_DOOR = web.AppKey("door", Door)
+_SERVERS: web.AppKey[list[asyncio.Server]] = web.AppKey("servers")
 _PER_ADDRESS: web.AppKey[dict[str, int]] = web.AppKey("per_address")
 _HELLO_TIMEOUT_S = web.AppKey("hello_timeout_s", float)
 _NODE = web.AppKey("node", Node)
@@ -75,15 +84,54 @@ async def start_listener(
     app[_POLL_S] = poll_s
     app[_MAILBOXES] = Mailboxes(_INVITE_LIMITS, time.monotonic)
     app[_SESSIONS] = {}
+    door = app[_DOOR] = Door(
+        max_sockets=MAX_PEERS,
+        per_address=MAX_PER_ADDRESS,
+        timeout_s=hello_timeout_s + _GRACE_S,
+        clock=time.monotonic,
+    )
+    app[_SERVERS] = []
     app.router.add_get("/", _handle)
     app.on_shutdown.append(_close_peers)
+    app.cleanup_ctx.append(_drop_overdue)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = cast(asyncio.Server, site._server)  # the only way to learn the port chosen for 0
+    handlers = runner.server
+    assert handlers is not None
+    # Listening ourselves rather than through a site: each accepted socket passes the door
+    # before aiohttp reads a byte of it (a half-sent request counts, and times out).
+    server = await asyncio.get_running_loop().create_server(
+        lambda: Doorway(handlers(), door, _refused), host, port, backlog=_BACKLOG
+    )
+    app[_SERVERS].append(server)
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
     return runner, f"ws://{bound_host}:{bound_port}"
+
+
+def _refused(reason: str, address: str) -> None:
+    log.debug("refused a connection from %s: %s", address, reason)
+
+
+async def _drop_overdue(app: web.Application) -> AsyncIterator[None]:
+    """Drops, a few times a hello timeout, the sockets that have not proven a device (nor
+    joined an invite) in time, whatever they are."""
+    door = app[_DOOR]
+    every = min(1.0, app[_HELLO_TIMEOUT_S] / 4)
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(every)
+            for transport, address in door.overdue():
+                log.info("dropping a connection from %s that said nothing in time", address)
+                door.left(transport)
+                if isinstance(transport, asyncio.Transport):
+                    transport.abort()
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def open_invites(runner: web.AppRunner) -> list[int]:
@@ -189,6 +237,8 @@ async def _serve(
                     await _mailbox(request, client, output)
                 elif not await _carry_out(node, ws, session, output, known, source):
                     break
+            if session.peer_device or client in invited:
+                request.app[_DOOR].through(request.transport)  # no deadline any more
     finally:
         for task in (pusher, watchdog):
             task.cancel()
@@ -254,6 +304,8 @@ async def _carry_out(
 
 
 async def _close_peers(app: web.Application) -> None:
+    for server in app[_SERVERS]:
+        server.close()  # no new sockets
     peers = app[_PEERS]
     for ws in [*peers]:
         await ws.close(code=1001, message=b"node shutting down")

@@ -19,7 +19,7 @@ from hearth.compaction import compact_in_background
 from hearth.intake import confirm_joins
 from hearth.lan import LanPresence
 from hearth.node import Node
-from hearth.peer_server import open_invites, start_listener
+from hearth.peer_server import HELLO_TIMEOUT_S, open_invites, start_listener
 from hearth.peers import LISTENING_AT, list_peers
 from hearth.rotation import keep_keys
 from hearth.sync_client import stay_connected
@@ -37,12 +37,13 @@ async def serve(
     on_listening: Callable[[str], None] = lambda url: None,
     lan: bool = True,
     check_s: float = 2.0,
+    hello_timeout_s: float = HELLO_TIMEOUT_S,
 ) -> None:
-    """Run until ``stop`` is set."""
+    """Run until ``stop`` is set (``hello_timeout_s``: see :func:`start_listener`)."""
     runner = None
     presence = None
     if listen is not None:
-        runner, url = await start_listener(node, *listen)
+        runner, url = await start_listener(node, *listen, hello_timeout_s=hello_timeout_s)
         listener = runner
         with node.store.write():  # where this home's `hearth invite` finds us without a relay
             node.store.set_meta(LISTENING_AT, url)

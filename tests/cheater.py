@@ -408,9 +408,8 @@ class Cheater:
             held = {b.id for b in target.feeds.all(gid)}
             carried = [b.envelope for b in node.feeds.all(gid) if b.id not in held]
             _, taken = take_snapshot(target, envelope.encode(), carried, source="cheater")
-            for bundle in carried:
-                if parse_envelope(bundle).id not in taken:
-                    take_in(target, bundle, source="cheater")
+            assert not taken, f"{target.identity.name} took a forged snapshot"
+            # What it carried is not passed on here: the members' own deliveries do that.
         return kind
 
     # --- helpers -----------------------------------------------------------------------

@@ -101,16 +101,22 @@ class Log:
         device: bytes,
         stay: list[bytes],
         gone: dict[bytes, int],
+        admins: list[bytes] | None = None,
+        record_id: bytes = b"",
     ) -> Record:
-        """A key handover by ``device``, listing who stays and where each gone device ends."""
+        """A key handover by ``device``, listing who stays, where each gone device ends and
+        (when given) the admins' devices, most senior first."""
+        fields: dict[str, codec.Value] = {} if admins is None else {"admins": list(admins)}
         return self.say(
             old,
             device=device,
+            record_id=record_id,
             op="rekey",
             successor=new.public,
             proof=handover_proof(old.public, new),
             stay=list(stay),
             gone=[[d, c] for d, c in gone.items()],
+            **fields,
         )
 
     def state(self) -> State:
@@ -277,14 +283,61 @@ def test_a_removed_member_handing_the_key_on_for_themselves_leaves_the_group_wit
 
 def test_two_admins_handing_on_at_once_settle_on_one_key() -> None:
     log = neighbourhood()
-    first = log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0})
-    log.hand_on(ELM, ELM_3, device=BEN, stay=[ADA, BEN], gone={XAN: 0})
+    first = log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN])
+    log.hand_on(ELM, ELM_3, device=BEN, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN])
     state = log.state()
     assert first.id < log.records[-1].id
     assert list(state.groups) == [ELM_2.public, TOOLS.public, RIVER.public]
     assert state.keys.current(ELM.public) == ELM_2.public
     assert state.keys.current(ELM_3.public) == ELM_3.public  # a key of no group in
     assert ELM_3.public not in state.groups
+
+
+def test_two_handovers_at_once_are_settled_by_seniority_not_by_record_id() -> None:
+    """R17: Ben, the junior admin, hands the key on at the moment Ada, the founder, does;
+    his record's id is the lower (ids can be ground) but Ada's handover stands, as both
+    handovers rank Ada first."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN])
+    log.hand_on(
+        ELM, ELM_3, device=BEN, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN], record_id=GROUND
+    )
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_2.public
+    assert ELM_2.public in state.groups
+    assert ELM_3.public not in state.groups
+
+
+def test_two_admins_removing_each_other_leave_the_key_with_the_senior() -> None:
+    """R7 for handovers: Ada and Ben remove each other at once; Ada has been an admin
+    longer, so her handover stands (before: neither did, and the group had no key)."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, XAN], gone={BEN: 0}, admins=[ADA, BEN])
+    log.hand_on(
+        ELM, ELM_3, device=BEN, stay=[BEN, XAN], gone={ADA: 0}, admins=[ADA, BEN], record_id=GROUND
+    )
+    assert log.state().keys.current(ELM.public) == ELM_2.public
+
+
+def test_the_order_of_admins_the_last_handover_gave_settles_the_next_rivalry() -> None:
+    """Once a handover has stood, the order of admins it gave is what ranks them: Ben,
+    removing Ada as she removes him, cannot make himself the senior by saying so."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN, XAN], gone={}, admins=[ADA, BEN])
+    log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, XAN], gone={BEN: 0}, admins=[ADA, BEN])
+    log.hand_on(
+        ELM_2,
+        ELM_EVIL,
+        device=BEN,
+        stay=[BEN, XAN],
+        gone={ADA: 1},
+        admins=[BEN, ADA],
+        record_id=GROUND,
+    )
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_3.public
+    assert ELM_3.public in state.groups
+    assert ELM_EVIL.public not in state.groups
 
 
 def test_sealing_keys_and_new_secrets_count_only_under_a_groups_key_now() -> None:
@@ -315,6 +368,92 @@ def test_sealing_keys_and_new_secrets_count_only_under_a_groups_key_now() -> Non
             verify_record(sign_record(ELM_2, fields))
     with pytest.raises(ProtocolError, match="not a key"):
         verify_record(sign_record(ELM_2, {"op": "seal_key", "kem": b"short"}))
+
+
+def test_a_handover_written_after_its_writer_was_removed_loses_whoever_is_senior() -> None:
+    """Who removed whom comes first: Ben removed Ada (her feed counts up to where it ended
+    on his node); Ada, the senior, then writes a handover removing Ben. Hers was written
+    past her cutoff, after her removal, so it loses — seniority settles only handovers
+    written at the same moment."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN, XAN], gone={}, admins=[ADA, BEN])
+    log.hand_on(
+        ELM_2, ELM_3, device=BEN, stay=[BEN, XAN], gone={ADA: log.seqs[ADA]}, admins=[ADA, BEN]
+    )
+    log.hand_on(
+        ELM_2,
+        ELM_EVIL,
+        device=ADA,
+        stay=[ADA, XAN],
+        gone={BEN: log.seqs[BEN]},
+        admins=[ADA, BEN],
+        record_id=GROUND,
+    )
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_3.public
+    assert ELM_EVIL.public not in state.groups
+
+
+def ranked_neighbourhood() -> Log:
+    """Elm Street after a first handover (someone left) that ranked Ada its only admin;
+    Ben and Xan are members."""
+    log = neighbourhood()
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN, XAN], gone={}, admins=[ADA])
+    return log
+
+
+@pytest.mark.parametrize("cut", ["listed as gone", "left out"])
+def test_a_members_handover_cannot_cut_an_admin_out(cut: str) -> None:
+    """Xan, a member, holds the group's key and hands it on to one only he holds, with Ada,
+    the admin, listed as gone (or left out of his list): it counts for nothing, and what
+    Ada says under the group's key goes on counting."""
+    log = ranked_neighbourhood()
+    gone = {ADA: 0} if cut == "listed as gone" else {}
+    log.hand_on(ELM_2, ELM_EVIL, device=XAN, stay=[BEN, XAN], gone=gone, admins=[XAN])
+    log.say(ELM_2, device=ADA, op="offer", id="o2", what="Rake", qty="1")
+    log.say(ELM_EVIL, device=XAN, op="withdraw", offer="o1")
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_2.public
+    assert ELM_EVIL.public not in state.groups
+    assert log.names(o.id for o in state.open_offers(0)) == {"o1", "o2"}
+
+
+def test_a_member_cutting_out_other_members_loses_to_an_admins_handover() -> None:
+    """Xan keeps Ada in but cuts Ben out, under a ground-down record id, then hands his new
+    key on listing Ada as gone; Ada's node hands on at the same moment (Xan staying): the
+    roster ranks Ada, so hers stands, and a member's handover can never have her out."""
+    log = ranked_neighbourhood()
+    log.hand_on(
+        ELM_2,
+        ELM_EVIL,
+        device=XAN,
+        stay=[ADA, XAN],
+        gone={BEN: 0},
+        admins=[XAN, ADA],
+        record_id=GROUND,
+    )
+    log.hand_on(ELM_EVIL, STRANGER, device=XAN, stay=[XAN], gone={ADA: 0}, admins=[XAN])
+    log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, BEN, XAN], gone={}, admins=[ADA])
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM_3.public
+    assert ELM_3.public in state.groups
+    assert ELM_EVIL.public not in state.groups
+    assert STRANGER.public not in state.groups
+
+
+def test_a_handover_listing_a_device_as_both_staying_and_gone_is_refused() -> None:
+    fields: dict[str, codec.Value] = {
+        "op": "rekey",
+        "successor": ELM_EVIL.public,
+        "proof": handover_proof(ELM.public, ELM_EVIL),
+        "stay": [ADA, XAN],
+        "gone": [[ADA, 0]],
+    }
+    with pytest.raises(ProtocolError, match="both staying and gone"):
+        verify_record(sign_record(ELM, fields))
+    fields["gone"], fields["admins"] = [], [BEN]
+    with pytest.raises(ProtocolError, match="admins are not its devices"):
+        verify_record(sign_record(ELM, fields))
 
 
 def test_a_handover_the_new_key_did_not_agree_to_is_refused() -> None:
@@ -454,9 +593,11 @@ def test_a_planted_handover_that_won_a_tie_loses_once_a_later_handover_lists_its
     evil = log.hand_on(ELM, ELM_EVIL, device=XAN, stay=[ADA, BEN, XAN], gone={})
     log.records[-1] = replace(evil, id=GROUND)
     log.heads[XAN] = GROUND
-    # Ben hands on at the same time (someone else left): Xan's stays in, so both stand.
-    log.hand_on(ELM, ELM_2, device=BEN, stay=[ADA, BEN, XAN], gone={})
-    assert log.state().keys.current(ELM.public) == ELM_EVIL.public
+    # Ben hands on at the same time (someone else left): Xan's stays in, so both stand, and
+    # nothing the records hold says whose writer is the senior (no handover has ranked
+    # Elm Street's admins yet): no id wins it for Xan (R17), and the group has no key.
+    log.hand_on(ELM, ELM_2, device=BEN, stay=[ADA, BEN, XAN], gone={}, admins=[ADA, BEN])
+    assert log.state().keys.current(ELM.public) is None
     # Then Xan is removed: Ada's node hands on from the key the group holds.
     log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, BEN], gone={XAN: log.seqs[XAN]})
     state = log.state()
@@ -795,6 +936,76 @@ def test_a_member_planting_a_handover_or_signing_twice_is_shown_to_admins_and_lo
         assert admin_alerts(ada, group) == []  # his handover no longer stands, and he is out
 
 
+def test_an_admins_node_answers_a_members_handover_and_its_own_stands(tmp_path: Path) -> None:
+    """Once a handover has ranked Elm Street's admins (Cat left), Ben, a member, hands the
+    key on to one only he holds, keeping everyone: it stands at first (other groups cannot
+    tell a member from an admin) and Ada is alerted; at her node's next pass it hands the
+    key on again, keeping everyone the group's membership says is in, and hers stands —
+    without her removing anyone (issue 23: a member's handover does not last)."""
+    from hearth import members, neighbours
+    from hearth.alerts import admin_alerts
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import Node, open_node
+    from hearth.rotation import keep_keys
+
+    def carry(source: Node, to: Node) -> None:
+        for bundle in source.feeds.all():
+            take_in(to, bundle.envelope, source="test")
+        for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+            take_in(to, bytes(envelope), source="test")
+
+    for name in ("ada", "ben", "cat"):
+        create_identity(tmp_path / name, name=name.title())
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "ben") as ben,
+        open_node(tmp_path / "cat") as cat,
+    ):
+        group = ada.create_group("Elm Street").id
+        for node in (ben, cat):
+            node.join_with_token(ada.create_invite())
+            carry(node, ada)
+        neighbours.create(ada, group, "Eastside")
+        carry(ada, cat)
+        members.leave(cat, group)
+        carry(cat, ada)
+        keep_keys(ada, group)  # Cat is gone: the key is handed on, ranking Ada
+        carry(ada, ben)
+        [bens] = neighbours.memberships(ben, group)
+        mine = SigningKey.generate(ben.random_bytes)
+        devices = [ada.identity.device_key.public, ben.identity.device_key.public]
+        neighbours._append(
+            ben,
+            bens,
+            {
+                "op": "rekey",
+                "successor": mine.public,
+                "proof": handover_proof(bens.key.public, mine),
+                "stay": devices,
+                "gone": [],
+                "admins": [ben.identity.device_key.public],
+            },
+        )
+        carry(ben, ada)
+        [adas] = neighbours.memberships(ada, group)
+        assert neighbours.state(ada, adas).keys.current(adas.key.public) == mine.public
+        [alert] = admin_alerts(ada, group)
+        assert "for now it stands" in alert.what
+        keep_keys(ada, group)  # her node's next pass
+        [now] = neighbours.memberships(ada, group)
+        current = neighbours.state(ada, now)
+        assert current.keys.current(adas.key.public) == now.key.public != mine.public
+        assert neighbours.standing(ada, now) == "in"
+        # Ben is still in, so Ada is still told what he did; it no longer stands.
+        [alert] = admin_alerts(ada, group)
+        assert (alert.kind, alert.member) == ("neighbourhood-handover", "Ben")
+        assert "for now it stands" not in alert.what
+        carry(ada, ben)
+        [bens] = neighbours.memberships(ben, group)
+        assert bens.key.public == now.key.public  # Ben's node speaks with it too
+
+
 def test_an_equivocating_device_is_shown_to_admins(tmp_path: Path) -> None:
     from hearth import neighbours
     from hearth.alerts import admin_alerts
@@ -874,3 +1085,22 @@ def test_two_admins_handing_on_at_once_both_speak_with_the_key_that_stands(
         [bens] = neighbours.memberships(ben, group)
         assert adas.key.public == bens.key.public
         assert neighbours.standing(ada, adas) == neighbours.standing(ben, bens) == "in"
+
+
+def test_a_handover_kept_before_it_would_be_refused_counts_for_nothing() -> None:
+    """A node that kept a handover listing Ada both staying and gone before such handovers
+    were refused on arrival folds as a node that refused it does."""
+    log = neighbourhood()
+    without = log.state()
+    body = {
+        "op": "rekey",
+        "successor": ELM_EVIL.public,
+        "proof": handover_proof(ELM.public, ELM_EVIL),
+        "stay": [ADA, XAN],
+        "gone": [[ADA, 0]],
+        "group": ELM.public,
+    }
+    log.records.append(Record(id=b"k" * 32, body=body, author=XAN, seq=1, prev=b""))
+    state = log.state()
+    assert state.keys.current(ELM.public) == ELM.public
+    assert (state.groups, state.offers) == (without.groups, without.offers)

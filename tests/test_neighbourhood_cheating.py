@@ -3,9 +3,12 @@ the fold (hearth/neighbourhood.py) in which two honest groups offer, ask, answer
 over, while, at random moments,
 
 - Xan, a member of Elm Street, writes a record far ahead in his feed, signs two records
-  for one place in it, plants a handover of the group's key to one only he holds, and —
-  once Ada's node removes him (cutting him off where his checked chain ends) — goes on
-  offering, answering and leaving in Elm Street's name under the old key;
+  for one place in it, plants a handover of the group's key to one only he holds —
+  keeping everyone, or listing Ada (the admin) as gone, or leaving her out, or cutting
+  Ben out — under a ground-down record id, and — once Ada's node removes him (cutting him
+  off where his checked chain ends) — goes on offering, answering and leaving in Elm
+  Street's name under the old key. (Cat left Elm Street at the start: the handover then
+  ranked Ada its admin, so the key Xan holds has a roster.);
 - Mallory's group copies other groups' offers and requests (their ids, as names), answers
   and fulfils requests not its own, withdraws offers not its own, grinds record ids down,
   writes far ahead in its feeds and signs two records for one place.
@@ -43,6 +46,7 @@ from tests.test_neighbourhood import (
 
 MAL = SigningKey(bytes([20]) * 32)
 MAL_DEVICE, ROSA = bytes([21]) * 32, bytes([22]) * 32  # Mallory's device, Riverside's
+ELM_1, CAT = SigningKey(bytes([23]) * 32), bytes([24]) * 32  # Elm Street's key once Cat left
 NAMES = {ELM.public: "Elm Street", RIVER.public: "Riverside", MAL.public: "Mallory's"}
 
 
@@ -76,6 +80,7 @@ class Run:
         self.say(ELM, ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
         self.say(ELM, ADA, op="admit", newcomer=RIVER.public, group_name="Riverside")
         self.say(ELM, ADA, op="admit", newcomer=MAL.public, group_name="Mallory's")
+        self.log.hand_on(ELM, ELM_1, device=ADA, stay=[ADA, BEN, XAN], gone={CAT: 0}, admins=[ADA])
 
     def say(self, key: SigningKey, device: bytes, *, low: bool = False, **fields: object) -> Record:
         """A record with an id from the seed (ground low, if asked)."""
@@ -88,7 +93,7 @@ class Run:
         may not have heard yet)."""
         if self.removed and (device == ADA or self.rng.random() < 0.5):
             return ELM_2
-        return ELM
+        return ELM_1
 
     # --- honest groups ---------------------------------------------------------------
 
@@ -162,20 +167,38 @@ class Run:
             return
         if move == "plant" and not self.planted:
             self.planted = True
-            self.log.hand_on(ELM, ELM_EVIL, device=XAN, stay=[ADA, BEN, XAN], gone={})
+            stay, gone = self.rng.choice(
+                [
+                    ([ADA, BEN, XAN], {}),  # keeping everyone
+                    ([BEN, XAN], {ADA: 0}),  # Ada listed as gone
+                    ([BEN, XAN], {}),  # Ada left out
+                    ([ADA, XAN], {BEN: 0}),  # Ben cut out
+                ]
+            )
+            self.log.hand_on(
+                ELM_1,
+                ELM_EVIL,
+                device=XAN,
+                stay=stay,
+                gone=gone,
+                admins=[XAN],
+                record_id=b"\x00" + self.rng.randbytes(31),
+            )
+            if ADA not in stay:  # a member cutting out the admin: it never stands at all
+                assert fold(NID, self.log.records).keys.current(ELM.public) != ELM_EVIL.public
             return
         record: Record | None = None
         if move == "offer":
-            record = self.say(ELM, XAN, op="offer", what="Bike", qty="1")
+            record = self.say(ELM_1, XAN, op="offer", what="Bike", qty="1")
         elif move == "answer" and self.honest.requests:
             ref = self.rng.choice(sorted(self.honest.requests))
-            record = self.say(ELM, XAN, op="answer", request=ref, accept=1, low=True)
+            record = self.say(ELM_1, XAN, op="answer", request=ref, accept=1, low=True)
         elif move == "ahead":
             at = self.log.seqs.get(XAN, 0) + self.rng.randrange(2, 1_000_000)
-            record = self.say(ELM, XAN, op="leave", at=at)
+            record = self.say(ELM_1, XAN, op="leave", at=at)
         elif move == "twice" and XAN in self.log.heads:
             seq = self.log.seqs[XAN]
-            record = self.say(ELM, XAN, op="leave", at=seq)  # a second record at his last seq
+            record = self.say(ELM_1, XAN, op="leave", at=seq)  # a second record at his last seq
         if record is not None and self.removed:
             self.after_removal.append(record)
 
@@ -183,7 +206,9 @@ class Run:
         """Ada's node removes Xan: its handover cuts him off where his checked chain ends
         on her node (here: everything said so far)."""
         self.cutoff = fold(NID, self.log.records).heads.get(XAN, 0)
-        self.log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: self.cutoff})
+        self.log.hand_on(
+            ELM_1, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: self.cutoff}, admins=[ADA]
+        )
         self.removed = True
         # Xan goes on as if still in, from where his feed ends on his own node.
         self.log.seqs[XAN] = max((r.seq for r in self.log.records if r.author == XAN), default=0)

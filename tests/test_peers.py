@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -506,15 +507,38 @@ def test_a_removed_member_and_a_listening_node_get_nothing_from_each_other(
     assert "Padlock" not in ben("resource", "list").out
 
 
+def closed_by_peer(sock: socket.socket, deadline: float) -> bool:
+    """Whether the other end has closed ``sock`` by ``deadline`` (reading what it sends)."""
+    while True:
+        sock.settimeout(max(deadline - time.monotonic(), 0.05))
+        try:
+            if not sock.recv(4096):
+                return True
+        except (ConnectionResetError, ConnectionAbortedError):
+            return True
+        except TimeoutError:
+            return False
+
+
 @pytest.mark.process
 def test_a_stranger_cannot_lock_members_out_of_a_listening_node(tmp_path: Path) -> None:
-    """Issue 23, item 6: 40 connections from one address that never say anything. The
-    listening node lets a few in and turns the rest away at once, so Ben's node, from
-    another address, syncs while they are all still open."""
+    """Issue 23, item 6: 40 WebSocket connections from one address that never say
+    anything, and 32 raw TCP sockets from eight more that never finish the upgrade — half
+    send nothing, half send half an HTTP request. The listening node lets four in from one
+    address and turns the rest away at once, so Ben's node, from another address, syncs
+    while they are open; and once the hello timeout (and a second's grace) has passed,
+    every raw socket is closed too, as a relay closes them (not only WebSockets)."""
     ada, ben = two_members_without_a_relay(tmp_path)
-    with serving(ada) as url:
+    with serving(ada, "--no-lan", "--hello-timeout", "2") as url:
+        host, port = url.removeprefix("ws://").rsplit(":", 1)
 
-        async def lock_out() -> tuple[int, int]:
+        def raw(address: str, half_a_request: bool) -> socket.socket:
+            sock = socket.create_connection((host, int(port)), source_address=(address, 0))
+            if half_a_request:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+            return sock
+
+        async def lock_out() -> tuple[int, int, list[socket.socket], float]:
             connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=0)
             opened: list[aiohttp.ClientWebSocketResponse] = []
             turned_away = 0
@@ -522,17 +546,26 @@ def test_a_stranger_cannot_lock_members_out_of_a_listening_node(tmp_path: Path) 
                 for _ in range(40):
                     try:
                         opened.append(await http.ws_connect(url))
-                    except aiohttp.WSServerHandshakeError:
-                        turned_away += 1
+                    except (aiohttp.WSServerHandshakeError, aiohttp.ClientConnectionError):
+                        turned_away += 1  # refused, or (past the door's limit) reset
+                started = time.monotonic()
+                sockets = [raw(f"127.0.0.{3 + i // 4}", i % 2 == 1) for i in range(32)]
+                assert not closed_by_peer(sockets[-1], time.monotonic())  # within bounds
                 ben("peer", "add", url)
                 result = await asyncio.to_thread(ben, "sync", "--json", check=False)
                 assert json.loads(result.out)["peers_ok"] == [url], result.out
                 for ws in opened:
                     await ws.close()
-            return len(opened), turned_away
+            return len(opened), turned_away, sockets, started
 
-        let_in, turned_away = asyncio.run(lock_out())
-        assert (let_in, turned_away) == (4, 36)
+        let_in, turned_away, sockets, started = asyncio.run(lock_out())
+        try:
+            assert (let_in, turned_away) == (4, 36)
+            by = started + 2 + 1 + 3  # the timeout, the grace, and room for a loaded machine
+            assert [closed_by_peer(s, by) for s in sockets] == [True] * len(sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 async def test_a_connection_that_proves_nothing_in_time_is_closed(tmp_path: Path) -> None:

@@ -287,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --listen: do not announce this node or look for others on the network",
     )
+    p.add_argument(
+        "--hello-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --listen: close a connection that has not proven a device of one of this "
+        "node's groups (or joined an invite) within this many seconds (default 10)",
+    )
 
     p = sub.add_parser("doctor", help="check this node end to end and say what is wrong")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S")

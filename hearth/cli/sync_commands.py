@@ -236,7 +236,14 @@ def _serve(args: argparse.Namespace, node: Node) -> int:
 
         names = ", ".join(f"'{g.name}'" for g in node.groups()) or "no group yet"
         print(f"Serving {names}; stop with Ctrl-C.", flush=True)
-        await serve(node, stop, listen=listen, on_listening=listening, lan=not args.no_lan)
+        await serve(
+            node,
+            stop,
+            listen=listen,
+            on_listening=listening,
+            lan=not args.no_lan,
+            hello_timeout_s=args.hello_timeout,
+        )
 
     asyncio.run(run())
     return 0
