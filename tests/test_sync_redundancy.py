@@ -58,8 +58,10 @@ def test_a_frozen_relay_never_holds_back_the_others(tmp_path: Path) -> None:
         report = json.loads(out)
         assert report["relays_ok"] == [working.url], err
         assert [r["url"] for r in report["relays_failed"]] == [frozen.url]
-        assert report["relays_failed"][0]["error"] == "no answer within 6 s"
-        assert uploaded_after < 5 < 6 <= took < 12  # one deadline, not one after another
+        # A frozen process's kernel still takes the connection: the opening's own deadline
+        # (hearth.connect, 5 s) ends it, within the sync's.
+        assert "did not answer within 5 s" in report["relays_failed"][0]["error"]
+        assert uploaded_after < 5 <= took < 12  # one deadline, not one after another
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
         frozen.kill()
