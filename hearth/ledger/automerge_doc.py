@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Union
 
 from automerge._automerge import Transaction
@@ -89,13 +90,30 @@ class ChangeInfo:
     actor: bytes
 
 
+_REMEMBERED_CHANGE_BYTES = 4096
+
+
 def change_hash(change: bytes) -> ChangeInfo:
     """Check a change's header and checksum and return its hash and dependencies.
 
     Automerge drops malformed changes silently, so every change from outside goes
     through here first and fails loudly instead. Large changes arrive deflated (chunk
     type 2); their hash is that of the inflated change (chunk type 1).
+
+    Taking a bundle in asks this of each change several times; small changes (most of
+    them) are remembered, big ones not, so the memory held stays small (~16 MiB at most).
     """
+    if len(change) <= _REMEMBERED_CHANGE_BYTES:
+        return _remembered_change_hash(change)
+    return _change_hash(change)
+
+
+@lru_cache(maxsize=4096)
+def _remembered_change_hash(change: bytes) -> ChangeInfo:
+    return _change_hash(change)
+
+
+def _change_hash(change: bytes) -> ChangeInfo:
     data = _change_body(change)
     digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + uvarint(len(data)) + data).digest()
     if digest[:4] != change[4:8]:
