@@ -13,7 +13,7 @@ from hearth.protocol.bundle import parse_envelope
 from tests.simulation import DAY_MS, Simulation
 
 # Per CI run (the suite must stay under ten minutes on two cores); more with HEARTH_SIM_SEEDS.
-SEEDS = int(os.environ.get("HEARTH_SIM_SEEDS", "100"))
+SEEDS = int(os.environ.get("HEARTH_SIM_SEEDS", "50"))
 
 
 def seeds() -> list[int]:
