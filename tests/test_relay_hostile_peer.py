@@ -1,7 +1,7 @@
 """A real relay process dialing a peer relay that lies (``tests/hostile_peer.py``): it claims
-another relay's id, sends numbers no store holds, stops reading. Each time the relay
-refuses or cuts that link, says so, and dials again — the dial loop never ends — and a cut
-link leaves no socket behind.
+another relay's id, sends numbers no store holds, stops reading, replays its bundles in a
+flood. Each lie gets that link refused or cut, said so in the log, and dialed again — the
+dial loop never ends — and a cut link leaves no socket behind; replays are stored once.
 """
 
 from __future__ import annotations
@@ -349,3 +349,36 @@ async def test_a_peer_address_that_never_answers_is_dialed_again(
             writer.close()
     port = address.split("#")[0].rsplit(":", 1)[1]
     assert f"unreachable: ws://[address]:{port} (TimeoutError)" in log_of(relay)
+
+
+def test_a_peer_replaying_its_bundles_in_a_flood_has_each_stored_once(
+    dialing: Callable[..., Relay],
+) -> None:
+    """3,000 deliveries of the same three bundles: stored once each, the rest counted as
+    duplicates, and a member publishing meanwhile is still answered."""
+    registered = asyncio.Event()
+
+    async def replay(link: HostileLink) -> None:
+        assert isinstance(await link.read_frame(), Mirror)
+        await registered.wait()  # the topic is known here only once a member registered it
+        for i in range(3000):
+            await link.send(Deliver(topic=KEYS.topic, cursor=i + 1, envelope=ENVELOPES[i % 3]))
+        await link.read_until_closed()
+
+    peer = HostilePeer(script=lambda number: replay if number == 1 else idle)
+    relay = dialing(peer)
+
+    async def test() -> None:
+        assert await until(lambda: peer.proven >= 1), "the relay never dialed"
+        assert await publish(relay.url, KEYS, ENVELOPES[:1]) == 1
+        registered.set()
+
+        def duplicates() -> float:
+            return metric(relay, "hearth_relay_peer_duplicates_total")
+
+        assert await until(lambda: duplicates() >= 2997, seconds=60), duplicates()
+        assert await publish(relay.url, KEYS, ENVELOPES[1:2]) == 1  # still answered
+
+    run_against(peer, test)
+    assert len(bundle_ids(relay)) == 3
+    assert "Traceback" not in log_of(relay)
