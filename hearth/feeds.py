@@ -345,19 +345,8 @@ class Feeds:
     def keep(self, group_id: str, envelope: Envelope, inner: Inner, state: str) -> None:
         """Store a bundle (inside a write)."""
         self.store.run(
-            "INSERT OR IGNORE INTO bundles(id, group_id, topic, author, seq, prev, envelope, "
-            "state, arrived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                envelope.id,
-                group_id,
-                envelope.topic,
-                inner.author,
-                inner.seq,
-                inner.prev,
-                envelope.encode(),
-                state,
-                self.clock.now_ms(),
-            ),
+            f"INSERT OR IGNORE INTO {_BUNDLE_ROW}",
+            _bundle_row(group_id, envelope, inner, state, self.clock.now_ms()),
         )
 
     def keep_applied(self, group_id: str, bundles: Sequence[tuple[Envelope, Inner]]) -> None:
@@ -365,23 +354,8 @@ class Feeds:
         write): the bundles a snapshot covers, once it is checked against them (R13)."""
         now = self.clock.now_ms()
         self.store.run_many(
-            "INSERT INTO bundles(id, group_id, topic, author, seq, prev, envelope, state, "
-            "arrived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-            [
-                (
-                    envelope.id,
-                    group_id,
-                    envelope.topic,
-                    inner.author,
-                    inner.seq,
-                    inner.prev,
-                    envelope.encode(),
-                    APPLIED,
-                    now,
-                )
-                for envelope, inner in bundles
-            ],
+            f"INSERT INTO {_BUNDLE_ROW} ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+            [_bundle_row(group_id, envelope, inner, APPLIED, now) for envelope, inner in bundles],
         )
 
     def invalidate_after(self, group_id: str, author: bytes, cutoff: int) -> list[StoredBundle]:
@@ -545,6 +519,29 @@ class Feeds:
 
 def _hex_list(keys: Sequence[bytes]) -> str:
     return json.dumps(sorted(k.hex() for k in keys))
+
+
+_BUNDLE_ROW = (
+    "bundles(id, group_id, topic, author, seq, prev, envelope, state, arrived) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _bundle_row(
+    group_id: str, envelope: Envelope, inner: Inner, state: str, now: int
+) -> tuple[object, ...]:
+    """A bundle's values for :data:`_BUNDLE_ROW`."""
+    return (
+        envelope.id,
+        group_id,
+        envelope.topic,
+        inner.author,
+        inner.seq,
+        inner.prev,
+        envelope.encode(),
+        state,
+        now,
+    )
 
 
 def _row(row: Any) -> StoredBundle:
