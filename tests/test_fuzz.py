@@ -175,3 +175,5 @@ def test_envelopes_read_by_slicing_are_those_the_codec_reads(
         envelope = parse_envelope(data)
         assert envelope.encode() == data
         assert envelope.id == hashlib.sha256(codec.encode(codec.decode(data)[:4])).digest()
+        associated = [bundle.VERSION, envelope.topic, envelope.salt, len(envelope.ciphertext)]
+        assert envelope.associated_data() == codec.encode(associated)

@@ -215,18 +215,13 @@ _HEAD_64 = codec.bytes_head(64)
 _BYTES_TAG = codec.bytes_head(0)[:1]
 
 
+def _leading(head: bytes, topic: bytes, salt: bytes) -> bytes:
+    """A list's head and its first items, topic and salt, as codec.encode writes them."""
+    return b"".join((head, codec.bytes_head(len(topic)), topic, codec.bytes_head(len(salt)), salt))
+
+
 def _envelope_bytes(head: bytes, topic: bytes, salt: bytes, ciphertext: bytes) -> bytes:
-    return b"".join(
-        (
-            head,
-            codec.bytes_head(len(topic)),
-            topic,
-            codec.bytes_head(len(salt)),
-            salt,
-            codec.bytes_head(len(ciphertext)),
-            ciphertext,
-        )
-    )
+    return b"".join((_leading(head, topic, salt), codec.bytes_head(len(ciphertext)), ciphertext))
 
 
 def _envelope_fields(data: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
@@ -250,7 +245,8 @@ def _envelope_fields(data: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
 
 
 def _associated(topic: bytes, salt: bytes, length: int) -> bytes:
-    return codec.encode([VERSION, topic, salt, length])
+    # codec.encode([VERSION, topic, salt, length]), written as the envelope's id is
+    return _leading(_HEAD_UNSIGNED, topic, salt) + codec.encode(length)
 
 
 def _pad(body: bytes) -> bytes:

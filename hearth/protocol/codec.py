@@ -10,6 +10,7 @@ huge allocation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Union
 
 from hearth.errors import ProtocolError
@@ -80,6 +81,7 @@ def _encode(value: Value, out: bytearray) -> None:
         raise ProtocolError(f"Cannot encode a {type(value).__name__}.")
 
 
+@lru_cache(maxsize=1024)  # a few bytes each; lengths repeat (padded sizes, keys, ids)
 def bytes_head(length: int) -> bytes:
     """What :func:`encode` writes before the contents of a bytes value of ``length``
     bytes (its tag and length). For hand-built encodings of hot, fixed-shape values (a
