@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -25,12 +27,15 @@ from hearth.protocol.bundle import EpochKeys, registration_proof
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
+    CaughtUp,
+    Deliver,
     Error,
     Frame,
     Hello,
     Peer,
     Publish,
     Register,
+    Subscribe,
     Welcome,
     decode_frame,
     encode_frame,
@@ -38,6 +43,7 @@ from hearth.protocol.frames import (
 from relay.identity import acceptor_proof, peer_proof_valid
 
 Script = Callable[["HostileLink"], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -195,3 +201,49 @@ async def publish(url: str, keys: EpochKeys, envelopes: list[bytes]) -> int:
             acked += isinstance(answer, Ack)
         await ws.close()
         return acked
+
+
+class PeerLoop:
+    """An event loop in a thread of its own, serving hostile peers for a whole module of
+    tests (one relay dials them all), while each test runs in the main thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, work: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``work`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+
+    def call(self, function: Callable[[], object]) -> None:
+        """Call ``function`` on the loop (the peers' state is the loop's own)."""
+        self.loop.call_soon_threadsafe(function)
+
+    def close(self) -> None:
+        """Stop the loop and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+async def stored(url: str, topic: bytes) -> list[bytes]:
+    """The envelopes the relay at ``url`` holds for ``topic``, as a subscriber reads them
+    (whatever the relay's store)."""
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url, max_msg_size=0)
+        hello = Hello(versions=[PROTOCOL_VERSION], role="node", agent="test")
+        await ws.send_bytes(encode_frame(hello))
+        assert (await ws.receive(timeout=10)).type == WSMsgType.BINARY  # welcome
+        await ws.send_bytes(encode_frame(Subscribe(topic=topic, after=0)))
+        envelopes = []
+        while True:
+            message = await ws.receive(timeout=20)
+            assert message.type == WSMsgType.BINARY, message
+            frame = decode_frame(message.data)
+            if isinstance(frame, CaughtUp):
+                break
+            assert isinstance(frame, Deliver), frame
+            envelopes.append(frame.envelope)
+        await ws.close()
+        return envelopes
