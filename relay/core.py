@@ -209,6 +209,9 @@ class RelayCore:
         self.tag = ClientTags(random_bytes, wall_clock)  # client addresses as logs show them
         # New registrations left per address, and when counted (a token bucket each).
         self._registrations: dict[str, tuple[float, float]] = {}
+        # A peer relay's rate bucket (tokens, when counted) from its last link: its rate is
+        # its own, so dropping a link and making it again buys no new burst.
+        self._peer_buckets: dict[bytes, tuple[float, float]] = {}
         self._stored_bytes = store.stored_bytes()  # kept up to date as bundles are stored
         self.log_limit = LogLimit(clock)
         self.decisions = Decisions()  # the operator's moderation lists (relay/moderation.py)
@@ -292,6 +295,8 @@ class RelayCore:
         for topic in state.topics:
             self.subscribers[topic].discard(client)
         self._mirrors.discard(client)
+        if state.peer:
+            self._peer_buckets[state.peer] = (state.tokens, state.refilled)
         # A side that goes away ends its invite: the other side is told.
         return [ToClient(c, f) for c, f in self.mailboxes.gone(client)]
 
@@ -695,7 +700,11 @@ class RelayCore:
 
     def _linked(self, state: _Client, relay_id: bytes) -> None:
         state.peer = relay_id
-        state.tokens = float(self.config.peer_publish_burst)
+        # A peer's bucket carries over from its last link (only configured peers link, so
+        # there are few): it refills with time, not by linking again.
+        state.tokens, state.refilled = self._peer_buckets.get(
+            relay_id, (float(self.config.peer_publish_burst), self.clock())
+        )
         self.metrics.count("hearth_relay_peer_links_made_total")
         self.metrics.count("hearth_relay_peer_duplicates_total", 0)  # shown from the start
         log.info("peer relay linked", extra={"peer": relay_id.hex()[:16]})

@@ -1,0 +1,127 @@
+"""Attacks on peer authentication and peer cursors by the operator of a peer relay who
+knows the code (docs/security.md, "Peering"), one at a time against
+:class:`~relay.core.RelayCore`: proofs replayed, relayed or cut from another context,
+cursors at the edge of what a store holds, and a link made again to get its limits anew.
+"""
+
+from __future__ import annotations
+
+from hearth.protocol.bundle import EpochKeys, registration_proof
+from hearth.protocol.connection import CLOSE_PROTOCOL
+from hearth.protocol.frames import (
+    PROTOCOL_VERSION,
+    Hello,
+    Mirror,
+    Peer,
+    Register,
+    encode_frame,
+)
+from relay.core import CloseClient, Pause, RelayCore, ToClient
+from relay.identity import peer_proof
+from tests.peering_simulation import make_pool
+from tests.test_relay_peer_links import (
+    DIALER,
+    ENVELOPES,
+    KEYS,
+    acceptor,
+    delivered,
+    handshake,
+)
+
+REGISTER = Register(
+    topic=KEYS.topic, relay_key=KEYS.relay_key.public, proof=registration_proof(KEYS)
+)
+
+
+def welcome_of(core: RelayCore, client: int, nonce: bytes = b"") -> tuple[bytes, bytes]:
+    """A relay dials ``core`` (hello with ``nonce``): the challenge and the proof it gets."""
+    assert core.admit(client, "192.0.2.1")
+    hello = Hello(versions=[PROTOCOL_VERSION], role="relay", agent="test", nonce=nonce)
+    [welcome] = core.receive(client, encode_frame(hello))
+    assert isinstance(welcome, ToClient)
+    core.encode(client, welcome.frame)
+    return welcome.frame.challenge, welcome.frame.proof  # type: ignore[union-attr]
+
+
+def closed(outputs: list[object]) -> bool:
+    return any(isinstance(o, CloseClient) for o in outputs)
+
+
+def test_a_dialers_proof_seen_once_is_no_proof_on_another_link() -> None:
+    """A proof copied from one link (by a peer that watched it, or from a log) is refused
+    on the next: the challenge it signs is fresh on every link."""
+    core = acceptor()
+    challenge, _ = welcome_of(core, 1)
+    seen = Peer(relay_id=DIALER.public, proof=peer_proof(DIALER, challenge, core.identity.public))
+    assert not closed(core.receive(1, encode_frame(seen)))
+    core.gone(1)
+    welcome_of(core, 2)
+    assert closed(core.receive(2, encode_frame(seen)))
+    assert not core.peer_of(2)
+
+
+def test_a_proof_made_for_one_relay_is_refused_by_another() -> None:
+    """A hostile peer that the dialer proved itself to passes the proof on to a third
+    relay, in the dialer's name, with that relay's challenge: the proof names the relay
+    it was made for, and the third relay is not that one."""
+    hostile, third = acceptor(), acceptor()
+    challenge, _ = welcome_of(third, 1)
+    # The dialer answers the challenge the hostile relay passed on, as made to it.
+    relayed = peer_proof(DIALER, challenge, hostile.identity.public)
+    assert closed(third.receive(1, encode_frame(Peer(relay_id=DIALER.public, proof=relayed))))
+    assert not third.peer_of(1)
+
+
+def test_a_relay_made_to_sign_a_nonce_has_given_no_proof_of_dialing() -> None:
+    """Any client can make a relay sign a nonce of its choice (the acceptor's proof): that
+    signature is under another context, and proves nothing as a dialer's proof, whatever
+    the nonce."""
+    victim = acceptor()
+    third = acceptor(accept_peers=(victim.identity.public.hex(),))
+    challenge, _ = welcome_of(third, 1)
+    # What a dialer's proof signs (after its context): the challenge, then the acceptor.
+    _, signed = welcome_of(victim, 1, nonce=challenge + third.identity.public)
+    forged = Peer(relay_id=victim.identity.public, proof=signed)
+    assert closed(third.receive(1, encode_frame(forged)))
+
+
+def test_a_peer_linking_again_gets_no_new_burst() -> None:
+    """A peer spends its burst of registrations (or bundles), drops the link and makes it
+    again: the rate it is read at is its own, not the link's, so it is slowed as before."""
+    core = acceptor(peer_publish_per_s=10.0, peer_publish_burst=2)
+    keys = [k for k, _ in make_pool(groups=4, per_group=1, seed=5)]
+
+    def register(client: int, k: EpochKeys) -> list[object]:
+        frame = Register(topic=k.topic, relay_key=k.relay_key.public, proof=registration_proof(k))
+        return list(core.receive(client, encode_frame(frame)))
+
+    handshake(core, client=1)
+    assert not any(isinstance(o, Pause) for k in keys[:2] for o in register(1, k))
+    core.gone(1)
+    handshake(core, client=2)  # at once (the clock has not moved): nothing refilled
+    assert [o for k in keys[2:] for o in register(2, k) if isinstance(o, Pause)] == [
+        Pause(2, 0.1),
+        Pause(2, 0.1),
+    ]
+
+
+def test_a_cursor_at_the_edge_of_what_a_store_holds_is_kept_and_asked_from() -> None:
+    """2^63 - 1, the largest cursor on the wire: stored, asked from on the next link,
+    and the catch-up asked from there (or from 2^63 - 1 by the peer) is empty, not an
+    overflow."""
+    core = acceptor()
+    handshake(core)
+    assert core.receive(1, encode_frame(REGISTER)) == []
+    assert not closed(delivered(core, 1, ENVELOPES[0], 2**63 - 1))
+    assert core.store.peer_cursor(DIALER.public) == 2**63 - 1
+    assert core.receive(1, encode_frame(Mirror(after=2**63 - 1)))
+    core.gone(1)
+    [ask] = handshake(core, client=2)
+    assert isinstance(ask, ToClient)
+    assert ask.frame == Mirror(after=2**63 - 1)
+    [catch_up] = core.receive(2, encode_frame(Mirror(after=2**63 - 1)))
+    assert list(core.mirror_catch_up(catch_up)) == []  # type: ignore[arg-type]
+    [refused] = delivered(core, 2, ENVELOPES[1], 2**63)
+    assert isinstance(refused, CloseClient)
+    assert refused.code == CLOSE_PROTOCOL
+    assert core.store.peer_cursor(DIALER.public) == 2**63 - 1
