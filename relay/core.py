@@ -76,6 +76,11 @@ ALL_TOPICS = bytes(32)
 log = logging.getLogger(__name__)
 
 _ENCODED_BYTES = 4 * 1024 * 1024  # live deliveries' bytes kept for their other subscribers
+# Links a peer relay may make with this one in a row, then one more every so often: each
+# link begins a catch-up of the whole store and costs two signatures. A dialing relay
+# waits a second, then twice as long each time, and never comes near this.
+_RELINKS_AT_ONCE = 5
+_RELINK_BACK_S = 5.0
 
 _REFUSALS = {
     "unknown-topic": "Register the topic before publishing to it.",
@@ -212,6 +217,7 @@ class RelayCore:
         # A peer relay's rate bucket (tokens, when counted) from its last link: its rate is
         # its own, so dropping a link and making it again buys no new burst.
         self._peer_buckets: dict[bytes, tuple[float, float]] = {}
+        self._relinks: dict[bytes, tuple[float, float]] = {}  # links left, when counted
         self._stored_bytes = store.stored_bytes()  # kept up to date as bundles are stored
         self.log_limit = LogLimit(clock)
         self.decisions = Decisions()  # the operator's moderation lists (relay/moderation.py)
@@ -644,6 +650,8 @@ class RelayCore:
                 return self._close(client, "peer_refused", "this relay does not peer with you")
             if not self._may_link(frame.relay_id):
                 return self._close(client, "peer_refused", "already linked with that relay")
+            if not self._may_link_again(frame.relay_id):
+                return self._close(client, "peer_relinking", "linking again too often; wait")
             self._linked(state, frame.relay_id)
             return [ToClient(client, Mirror(after=self.store.peer_cursor(state.peer)))]
         if not state.peer:
@@ -673,7 +681,8 @@ class RelayCore:
         if isinstance(frame, Deliver):
             return self._mirrored(client, state, frame)
         if isinstance(frame, CaughtUp):
-            log.info("caught up with a peer relay", extra={"peer": state.peer.hex()[:16]})
+            if self.log_limit.allow("caught up with a peer relay", self.tag(state.ip)):
+                log.info("caught up with a peer relay", extra={"peer": state.peer.hex()[:16]})
         elif isinstance(frame, Error):
             self.say(
                 "a peer relay reported", state.ip, f"{shown(frame.code, 40)} {shown(frame.message)}"
@@ -715,6 +724,18 @@ class RelayCore:
             and relay_id not in self.decisions.banned_keys
             and not any(s.peer == relay_id for s in self.clients.values())
         )
+
+    def _may_link_again(self, relay_id: bytes) -> bool:
+        """Whether a peer that dialed us may link now (and a link is spent): a few links in
+        a row, then one every :data:`_RELINK_BACK_S`."""
+        now = self.clock()
+        left, counted = self._relinks.get(relay_id, (float(_RELINKS_AT_ONCE), now))
+        left = min(float(_RELINKS_AT_ONCE), left + (now - counted) / _RELINK_BACK_S)
+        if left < 1:
+            self._relinks[relay_id] = (left, now)
+            return False
+        self._relinks[relay_id] = (left - 1, now)
+        return True
 
     def _close(self, client: int, reason: str, message: str) -> list[Output]:
         self.reject(reason, self.clients[client].ip)

@@ -40,7 +40,7 @@ from hearth.protocol.frames import (
     decode_frame,
     encode_frame,
 )
-from relay.identity import acceptor_proof, peer_proof_valid
+from relay.identity import acceptor_proof, peer_proof, peer_proof_valid
 
 Script = Callable[["HostileLink"], Awaitable[None]]
 T = TypeVar("T")
@@ -247,3 +247,21 @@ async def stored(url: str, topic: bytes) -> list[bytes]:
             envelopes.append(frame.envelope)
         await ws.close()
         return envelopes
+
+
+async def link_as_peer(
+    http: aiohttp.ClientSession, url: str, key: SigningKey
+) -> aiohttp.ClientWebSocketResponse:
+    """Dial the relay at ``url`` as the peer relay ``key`` (one it accepts) and prove it:
+    the link, with the relay's first frame after the proof read (its ``mirror`` if it
+    linked; the link is closed if it refused)."""
+    ws = await http.ws_connect(url, max_msg_size=0)
+    nonce = secrets.token_bytes(32)
+    hello = Hello(versions=[PROTOCOL_VERSION], role="relay", agent="test", nonce=nonce)
+    await ws.send_bytes(encode_frame(hello))
+    welcome = decode_frame((await ws.receive(timeout=10)).data)
+    assert isinstance(welcome, Welcome)
+    proof = peer_proof(key, welcome.challenge, welcome.relay_id)
+    await ws.send_bytes(encode_frame(Peer(relay_id=key.public, proof=proof)))
+    await ws.receive(timeout=10)
+    return ws

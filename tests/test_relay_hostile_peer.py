@@ -49,6 +49,7 @@ from tests.hostile_peer import (
     PeerLoop,
     Script,
     idle,
+    link_as_peer,
     publish,
     run_against,
     stored,
@@ -125,6 +126,7 @@ class Attack:
     loop: PeerLoop
     peers: dict[str, HostilePeer]
     flood: threading.Event  # the replaying peer waits for it
+    dialer: SigningKey  # a peer relay the relay accepts, which dials it
 
     def port(self, name: str) -> int:
         return int(self.peers[name].bind().split("#")[0].rsplit(":", 1)[1])
@@ -206,6 +208,7 @@ def attacked(
         "replays": HostilePeer(script=_replays_once(flood)),
         "stops reading": HostilePeer(script=lambda _: _mirrors),
     }
+    dialer = SigningKey.generate()
     loop = PeerLoop()
     where = tmp_path_factory.mktemp(f"attacked-{request.param}")
     config = where / "relay.toml"
@@ -213,9 +216,10 @@ def attacked(
     addresses = [argument for peer in peers.values() for argument in ("--peer", peer.bind())]
     for peer in peers.values():
         loop.run(peer.start())
-    relay = start_relay(where / "relay", config=config, extra=[*addresses, *store])
+    accepted = ["--accept-peer", dialer.public.hex()]
+    relay = start_relay(where / "relay", config=config, extra=[*addresses, *accepted, *store])
     try:
-        yield Attack(relay, loop, peers, flood)
+        yield Attack(relay, loop, peers, flood, dialer)
     finally:
         relay.kill(signal.SIGTERM)
         for peer in peers.values():
@@ -296,6 +300,43 @@ def test_a_peer_that_stops_reading_is_cut_off_whole_and_dialed_again(
     assert "slow_consumer" in log_of(relay)
     # The link made again is read, and brings the peer what it asks for.
     assert wait_until(lambda: len(peer.links[-1].read) > len(BIG_ENVELOPES))
+
+
+def cpu_seconds(relay: Relay) -> float:
+    fields = Path(f"/proc/{relay.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_peer_linking_again_in_a_tight_loop_is_refused_for_a_while(
+    attacked: Attack, members: SyncingGroup
+) -> None:
+    """An accepted peer drops its link as soon as it asked for everything, and makes it
+    again, for two seconds: a few links are made, the rest refused, and the members syncing
+    meanwhile are answered."""
+    relay = attacked.relay
+    made = metric(relay, "hearth_relay_peer_links_made_total")
+    cpu = cpu_seconds(relay)
+    tried = 0
+
+    async def relink() -> None:
+        nonlocal tried
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                ws = await link_as_peer(http, relay.url, attacked.dialer)
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_bytes(encode_frame(Mirror(after=0)))
+                await ws.close()
+                tried += 1
+
+    async def test() -> None:
+        await asyncio.gather(relink(), members.write_and_sync(relay.url))
+
+    asyncio.run(test())
+    linked = metric(relay, "hearth_relay_peer_links_made_total") - made
+    print(f"{tried} links tried, {linked:.0f} made, {cpu_seconds(relay) - cpu:.2f} s of CPU")
+    assert tried > 20
+    assert linked <= 10
 
 
 # --- relays of their own, for what a shared one would not show

@@ -6,18 +6,26 @@ cursors at the edge of what a store holds, and a link made again to get its limi
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import pytest
+
 from hearth.protocol.bundle import EpochKeys, registration_proof
 from hearth.protocol.connection import CLOSE_PROTOCOL
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
+    CaughtUp,
     Hello,
     Mirror,
     Peer,
     Register,
     encode_frame,
 )
+from relay.config import RelayConfig
 from relay.core import CloseClient, Pause, RelayCore, ToClient
 from relay.identity import peer_proof
+from relay.sqlite_store import SqliteStore
 from tests.peering_simulation import make_pool
 from tests.test_relay_peer_links import (
     DIALER,
@@ -41,6 +49,12 @@ def welcome_of(core: RelayCore, client: int, nonce: bytes = b"") -> tuple[bytes,
     assert isinstance(welcome, ToClient)
     core.encode(client, welcome.frame)
     return welcome.frame.challenge, welcome.frame.proof  # type: ignore[union-attr]
+
+
+def timed(now: list[float]) -> RelayCore:
+    """A relay that accepts :data:`DIALER`, on a clock the test moves (``now[0]``)."""
+    config = RelayConfig(accept_peers=(DIALER.public.hex(),))
+    return RelayCore(config, SqliteStore(Path(":memory:")), clock=lambda: now[0])
 
 
 def closed(outputs: list[object]) -> bool:
@@ -125,3 +139,41 @@ def test_a_cursor_at_the_edge_of_what_a_store_holds_is_kept_and_asked_from() -> 
     assert isinstance(refused, CloseClient)
     assert refused.code == CLOSE_PROTOCOL
     assert core.store.peer_cursor(DIALER.public) == 2**63 - 1
+
+
+def test_a_peer_flooding_caught_up_frames_costs_a_few_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each ``caught_up`` a peer sends was a log line: 1,000 of them, a thousand lines."""
+    core = acceptor()
+    handshake(core)
+    caplog.set_level(logging.INFO, logger="relay.core")
+    for cursor in range(1000):
+        core.receive(1, encode_frame(CaughtUp(topic=bytes(32), cursor=cursor)))
+    lines = [r for r in caplog.records if "caught up" in r.getMessage()]
+    assert 1 <= len(lines) <= 10, len(lines)
+
+
+def test_a_peer_linking_again_and_again_is_refused_for_a_while() -> None:
+    """A peer that drops its link and makes it again in a tight loop (each link a catch-up
+    of the whole store begun, and log lines) is refused after a few quick links, and let
+    in again once it waits; an honest dialer's backoff never comes near that."""
+    now = [0.0]
+    core = timed(now)
+    refused = 0
+    for client in range(1, 21):
+        outputs = handshake(core, client=client)
+        refused += closed(outputs)
+        core.gone(client)
+    assert 10 <= refused < 20
+    assert core.metrics.value("hearth_relay_rejections_total", reason="peer_relinking") == refused
+    now[0] += 30.0
+    assert not closed(handshake(core, client=99))
+    # An honest relay's dial loop: one second, then twice as long each time.
+    core = timed(now)
+    delay = 0.5  # the shortest its jitter gives
+    for client in range(1, 12):
+        assert not closed(handshake(core, client=client)), client
+        core.gone(client)
+        now[0] += delay
+        delay *= 2
