@@ -134,6 +134,10 @@ DOOR = web.AppKey("door", Door)
 
 
 CLOSE_GRACE_S = 2.0  # how long a cut link's close may take before its socket is dropped
+# How long a peer relay's reader may go on taking frames already buffered before it lets
+# every other connection have its turn (a buffered frame is read without waiting, so a
+# flood would otherwise hold the relay for all of it: seconds on PostgreSQL).
+_PEER_TURN_S = 0.005
 
 
 async def run_link(app: web.Application, client: int, link: Link, opening: list[Output]) -> None:
@@ -201,6 +205,7 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
     ws = link.ws
     deadline = time.monotonic() + config.handshake_timeout_s
     through = False
+    turn = time.monotonic()  # when this reader last let the others run (a peer relay's)
     while not ws.closed:
         timeout = None if core.handshaken(client) else max(0.0, deadline - time.monotonic())
         if timeout is None and not through and link.transport is not None and DOOR in app:
@@ -225,6 +230,9 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
             app[FLUSH].set()
         if link.closing is not None:
             return
+        if core.peer_of(client) and time.monotonic() - turn > _PEER_TURN_S:
+            await asyncio.sleep(0)  # the others' turn, the batch so far committed
+            turn = time.monotonic()
 
 
 async def carry_out(app: web.Application, outputs: list[Output]) -> None:
@@ -348,6 +356,8 @@ async def _deliver(
     registration = core.announce(client, frame.topic)
     if registration is not None:
         await _send(link, core.encode(client, registration))
+        if link.closing is not None:
+            return  # the link ended while that was sent: the core has forgotten it
     await _send(link, core.encode(client, frame, fan_out=fan_out))
     core.metrics.count("hearth_relay_bundles_out_total")
 
@@ -376,6 +386,8 @@ async def _send_pages(
 async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:
     cursor = min(item.after, core.store.newest(item.topic))
     cursor = await _send_pages(core, client, link, core.catch_up_pages(item), cursor)
+    if link.closing is not None:
+        return  # the link ended during the catch-up: the core has forgotten it
     link.sent_through[item.topic] = max(cursor, link.sent_through.get(item.topic, 0))
     await _send(link, core.encode(client, core.caught_up(item.topic, cursor)))
 
@@ -383,5 +395,7 @@ async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> 
 async def _mirror_catch_up(core: RelayCore, client: int, link: Link, item: MirrorCatchUp) -> None:
     cursor = min(item.after, core.store.newest_overall())
     cursor = await _send_pages(core, client, link, core.mirror_catch_up_pages(item), cursor)
+    if link.closing is not None:
+        return  # the link ended during the catch-up: the core has forgotten it
     link.sent_through[ALL_TOPICS] = max(cursor, link.sent_through.get(ALL_TOPICS, 0))
     await _send(link, core.encode(client, core.caught_up(ALL_TOPICS, cursor)))

@@ -17,6 +17,8 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -29,6 +31,7 @@ import pytest
 from aiohttp import web
 
 from hearth.crypto import SigningKey
+from hearth.protocol.bundle import registration_proof
 from hearth.protocol.connection import CLOSE_PROTOCOL
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
@@ -36,6 +39,7 @@ from hearth.protocol.frames import (
     Frame,
     Hello,
     Mirror,
+    Register,
     Subscribe,
     encode_frame,
 )
@@ -64,6 +68,8 @@ pytestmark = pytest.mark.process
 [(KEYS, ENVELOPES)] = make_pool(groups=1, per_group=3)
 # Bundles of 512 KiB: 24 of them fill the sockets' buffers of a link that is not read.
 [(BIG_KEYS, BIG_ENVELOPES)] = make_pool(groups=1, per_group=24, extra_bytes=512 * 1024, seed=3)
+[(EDGE_KEYS, EDGE_ENVELOPES)] = make_pool(groups=1, per_group=1, seed=7)
+EDGE = 2**63 - 1  # the largest cursor on the wire (and in a store's signed 64-bit integer)
 HELLO = Hello(versions=[PROTOCOL_VERSION], role="node", agent="test")
 SETTINGS = """[relay]
 send_stall_s = 1.0
@@ -173,6 +179,22 @@ def _replays_once(gate: threading.Event) -> Callable[[int], Script]:
     return lambda number: replay if number == 1 else idle
 
 
+def _at_the_edge(number: int) -> Script:
+    """On its first link the peer delivers a bundle at cursor 2^63 - 1, then drops the link;
+    on the next it waits to be asked from there."""
+
+    async def deliver_at_the_edge(link: HostileLink) -> None:
+        assert isinstance(await link.read_frame(), Mirror)
+        registration = registration_proof(EDGE_KEYS)
+        key = EDGE_KEYS.relay_key.public
+        await link.send(Register(topic=EDGE_KEYS.topic, relay_key=key, proof=registration))
+        await link.send(Deliver(topic=EDGE_KEYS.topic, cursor=EDGE, envelope=EDGE_ENVELOPES[0]))
+        await asyncio.sleep(0.3)  # stored (a peer's bundles are not acknowledged)
+        link.transport.abort()
+
+    return deliver_at_the_edge if number == 1 else idle
+
+
 async def _mirrors(link: HostileLink) -> None:
     """Asks for every bundle, and reads them (until the test stops it reading)."""
     await link.send(Mirror(after=0))
@@ -207,6 +229,7 @@ def attacked(
         **{lie: HostilePeer(script=_lies_once(frames)) for lie, (frames, _) in LIES.items()},
         "replays": HostilePeer(script=_replays_once(flood)),
         "stops reading": HostilePeer(script=lambda _: _mirrors),
+        "at the edge": HostilePeer(script=_at_the_edge),
     }
     dialer = SigningKey.generate()
     loop = PeerLoop()
@@ -253,12 +276,44 @@ def test_a_peer_that_sends_what_no_relay_would_is_closed_and_dialed_again(
     assert LIES[lie][1] in log_of(attacked.relay)
 
 
+_HEALTH_CHECKS = """
+import select, sys, time, urllib.request
+longest = 0.0
+while not select.select([sys.stdin], [], [], 0.005)[0]:  # until the test closes stdin
+    asked = time.monotonic()
+    with urllib.request.urlopen(sys.argv[1], timeout=30) as response:
+        assert response.status == 200
+    longest = max(longest, time.monotonic() - asked)
+print(longest)
+"""
+
+
+@contextlib.contextmanager
+def health_checked(relay: Relay) -> Iterator[list[float]]:
+    """Ask the relay's health check every few milliseconds meanwhile, from a process of its
+    own (the test's own work would add to what it measures): the longest an answer took,
+    in seconds, as the list's one item once done."""
+    health = relay.url.replace("ws://", "http://") + "/healthz"
+    checker = subprocess.Popen(
+        [sys.executable, "-c", _HEALTH_CHECKS, health],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    longest = [0.0]
+    try:
+        yield longest
+    finally:
+        out, _ = checker.communicate(timeout=30)  # closes its stdin: it stops
+        longest[0] = float(out)
+
+
 def test_a_peer_replaying_its_bundles_in_a_flood_has_each_stored_once(
     attacked: Attack, members: SyncingGroup
 ) -> None:
     """3,000 deliveries of the same three bundles: stored once each, the rest counted as
-    duplicates, while a member publishing meanwhile is still answered, and the group's
-    members write and sync through the relay."""
+    duplicates; the relay answers others all the while (a member publishing, the group's
+    members syncing, a health check every few milliseconds)."""
     relay = attacked.relay
     assert wait_until(lambda: attacked.peers["replays"].proven >= 1), "the relay never dialed"
 
@@ -273,7 +328,10 @@ def test_a_peer_replaying_its_bundles_in_a_flood_has_each_stored_once(
         assert await publish(relay.url, KEYS, ENVELOPES[1:2]) == 1  # still answered
         assert sorted(await stored(relay.url, KEYS.topic)) == sorted(ENVELOPES)
 
-    asyncio.run(test())
+    with health_checked(relay) as longest:
+        asyncio.run(test())
+    print(f"the longest a health check waited during the flood: {longest[0]:.3f} s")
+    assert longest[0] < 0.5, f"the relay answered nobody else for {longest[0]:.1f} s"
 
 
 def test_a_peer_that_stops_reading_is_cut_off_whole_and_dialed_again(
@@ -300,6 +358,18 @@ def test_a_peer_that_stops_reading_is_cut_off_whole_and_dialed_again(
     assert "slow_consumer" in log_of(relay)
     # The link made again is read, and brings the peer what it asks for.
     assert wait_until(lambda: len(peer.links[-1].read) > len(BIG_ENVELOPES))
+
+
+def test_a_cursor_at_the_edge_of_what_a_store_holds_is_kept_and_asked_from(
+    attacked: Attack, members: SyncingGroup
+) -> None:
+    """A peer delivers a bundle at cursor 2^63 - 1: the store keeps it, and the relay asks
+    from there when it links again (the peer only holds back its own bundles by it)."""
+    peer = attacked.peers["at the edge"]
+    asyncio.run(members.write_and_sync(attacked.relay.url))
+    assert wait_until(lambda: peer.proven >= 2), "the relay never dialed again"
+    assert wait_until(lambda: Mirror(after=EDGE) in peer.links[1].read, 5), peer.links[1].read
+    assert asyncio.run(stored(attacked.relay.url, EDGE_KEYS.topic)) == EDGE_ENVELOPES
 
 
 def cpu_seconds(relay: Relay) -> float:

@@ -6,12 +6,14 @@ cursors at the edge of what a store holds, and a link made again to get its limi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from hearth.protocol.bundle import EpochKeys, registration_proof
+from hearth.protocol.bundle import EpochKeys, parse_envelope, registration_proof
 from hearth.protocol.connection import CLOSE_PROTOCOL
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
@@ -23,8 +25,9 @@ from hearth.protocol.frames import (
     encode_frame,
 )
 from relay.config import RelayConfig
-from relay.core import CloseClient, Pause, RelayCore, ToClient
+from relay.core import CatchUp, CloseClient, MirrorCatchUp, Pause, RelayCore, ToClient
 from relay.identity import peer_proof
+from relay.links import CONFIG, CORE, LINKS, Link, _write_loop, cut
 from relay.sqlite_store import SqliteStore
 from tests.peering_simulation import make_pool
 from tests.test_relay_peer_links import (
@@ -177,3 +180,49 @@ def test_a_peer_linking_again_and_again_is_refused_for_a_while() -> None:
         core.gone(client)
         now[0] += delay
         delay *= 2
+
+
+class _EndsWhileSending:
+    """A link's WebSocket whose first send is still waiting when the link ends: the reader
+    saw the peer go (the core forgets it) and cut the link. Stands in for the socket only."""
+
+    def __init__(self, core: RelayCore, client: int) -> None:
+        self.core, self.client, self.sent = core, client, 0
+        self.link: Link | None = None
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self.sent == 0 and self.link is not None:
+            self.core.gone(self.client)
+            cut(self.link, 1000, "")
+        self.sent += 1
+
+    async def close(self, code: int, message: bytes) -> None:
+        pass
+
+    closed = False
+
+
+@pytest.mark.parametrize("what", ["mirror", "catch-up"])
+async def test_a_link_that_ends_during_a_catch_up_stops_its_writer_quietly(what: str) -> None:
+    """A peer that drops its link while the relay sends its catch-up (in a tight loop of
+    links, some land there): the writer stops; it used to go on to say ``caught_up`` for
+    a link the relay had forgotten (a KeyError, logged with its traceback, each time)."""
+    core = acceptor()
+    handshake(core)
+    core.receive(1, encode_frame(REGISTER))
+    for envelope in ENVELOPES[:3]:  # bundles from elsewhere (a peer gets none of its own)
+        core.store.add(KEYS.topic, parse_envelope(envelope).id, envelope)
+    core.store.commit()
+    socket = _EndsWhileSending(core, 1)
+    link = Link(ws=socket, ip="peer")  # type: ignore[arg-type]
+    socket.link = link
+    app = web.Application()
+    app[CORE] = core
+    app[CONFIG] = core.config
+    app[LINKS] = {1: link}
+    writer = asyncio.create_task(_write_loop(app, 1, link))
+    link.put(MirrorCatchUp(1, 0) if what == "mirror" else CatchUp(1, KEYS.topic, 0))
+    await asyncio.wait_for(writer, 5)
+    assert socket.sent == 1
+    assert link.closing is not None
+    await link.closing
