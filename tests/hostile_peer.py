@@ -32,6 +32,7 @@ from hearth.protocol.frames import (
     Error,
     Frame,
     Hello,
+    Mirror,
     Peer,
     Publish,
     Register,
@@ -251,10 +252,10 @@ async def stored(url: str, topic: bytes) -> list[bytes]:
 
 async def link_as_peer(
     http: aiohttp.ClientSession, url: str, key: SigningKey
-) -> aiohttp.ClientWebSocketResponse:
+) -> tuple[aiohttp.ClientWebSocketResponse, bool]:
     """Dial the relay at ``url`` as the peer relay ``key`` (one it accepts) and prove it:
-    the link, with the relay's first frame after the proof read (its ``mirror`` if it
-    linked; the link is closed if it refused)."""
+    the WebSocket, and whether the relay linked (it asked for a ``mirror``; it closes a
+    link it refuses)."""
     ws = await http.ws_connect(url, max_msg_size=0)
     nonce = secrets.token_bytes(32)
     hello = Hello(versions=[PROTOCOL_VERSION], role="relay", agent="test", nonce=nonce)
@@ -263,5 +264,6 @@ async def link_as_peer(
     assert isinstance(welcome, Welcome)
     proof = peer_proof(key, welcome.challenge, welcome.relay_id)
     await ws.send_bytes(encode_frame(Peer(relay_id=key.public, proof=proof)))
-    await ws.receive(timeout=10)
-    return ws
+    answer = await ws.receive(timeout=10)
+    linked = answer.type == WSMsgType.BINARY and isinstance(decode_frame(answer.data), Mirror)
+    return ws, linked

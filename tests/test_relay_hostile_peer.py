@@ -17,6 +17,8 @@ import contextlib
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -378,6 +380,34 @@ def test_a_cursor_at_the_edge_of_what_a_store_holds_is_kept_and_asked_from(
     assert asyncio.run(stored(attacked.relay.url, EDGE_KEYS.topic)) == EDGE_ENVELOPES
 
 
+def test_connections_dropped_during_their_upgrade_cost_no_log_lines(attacked: Attack) -> None:
+    """A client (or peer) that sends its WebSocket upgrade and resets the connection at
+    once: each was an ERROR line with aiohttp's traceback (1.5 kB), however many."""
+    relay = attacked.relay
+    port = int(relay.url.rsplit(":", 1)[1])
+    request = (
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    before = log_of(relay).count('"level": "error"')
+    for _ in range(100):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(request)  # and a reset on closing, before any answer is read
+    assert wait_until(lambda: rejections(relay, "gone_early") >= 1, 5)
+    time.sleep(0.3)
+    assert log_of(relay).count('"level": "error"') == before
+
+
+def rejections(relay: Relay, reason: str) -> float:
+    url = relay.url.replace("ws://", "http://") + "/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    found = re.findall(rf'^hearth_relay_rejections_total{{reason="{reason}"}} (\S+)$', text, re.M)
+    return float(found[0]) if found else 0.0
+
+
 def cpu_seconds(relay: Relay) -> float:
     fields = Path(f"/proc/{relay.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -390,29 +420,28 @@ def test_a_peer_linking_again_in_a_tight_loop_is_refused_for_a_while(
     again, for two seconds: a few links are made, the rest refused, and the members syncing
     meanwhile are answered."""
     relay = attacked.relay
-    made = metric(relay, "hearth_relay_peer_links_made_total")
     cpu = cpu_seconds(relay)
-    tried = 0
+    tried = linked = 0
 
     async def relink() -> None:
-        nonlocal tried
+        nonlocal tried, linked
         async with aiohttp.ClientSession() as http:
             deadline = time.monotonic() + 2.0
             while time.monotonic() < deadline:
-                ws = await link_as_peer(http, relay.url, attacked.dialer)
+                ws, made = await link_as_peer(http, relay.url, attacked.dialer)
                 with contextlib.suppress(ConnectionError):
                     await ws.send_bytes(encode_frame(Mirror(after=0)))
                 await ws.close()
                 tried += 1
+                linked += made
 
     async def test() -> None:
         await asyncio.gather(relink(), members.write_and_sync(relay.url))
 
     asyncio.run(test())
-    linked = metric(relay, "hearth_relay_peer_links_made_total") - made
-    print(f"{tried} links tried, {linked:.0f} made, {cpu_seconds(relay) - cpu:.2f} s of CPU")
+    print(f"{tried} links tried, {linked} made, {cpu_seconds(relay) - cpu:.2f} s of CPU")
     assert tried > 20
-    assert linked <= 10
+    assert 1 <= linked <= 6
 
 
 # --- relays of their own, for what a shared one would not show
@@ -572,17 +601,17 @@ class _FailsOnce(SqliteStore):
 
 
 async def test_the_dial_loop_outlives_a_link_that_fails_unexpectedly(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, members: SyncingGroup
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """In this process (a store with a bug), so no members sync through it here: they would
+    share its event loop."""
     peer = HostilePeer()
     config = RelayConfig(data=str(tmp_path), peers=(peer.bind(),))
     runner = web.AppRunner(make_app(config, _FailsOnce(tmp_path / "relay.db")))
     await peer.start()
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        await members.write_and_sync(site.name.replace("http://", "ws://"))
         assert await until(lambda: peer.proven >= 1), "the relay never dialed again"
         assert peer.dials >= 2  # the first link failed before the relay proved itself
     finally:
