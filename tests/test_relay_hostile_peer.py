@@ -417,7 +417,7 @@ def test_a_peer_linking_again_in_a_tight_loop_is_refused_for_a_while(
     attacked: Attack, members: SyncingGroup
 ) -> None:
     """An accepted peer drops its link as soon as it asked for everything, and makes it
-    again, for two seconds: a few links are made, the rest refused, and the members syncing
+    again, thirty times: a few links are made, the rest refused, and the members syncing
     meanwhile are answered."""
     relay = attacked.relay
     cpu = cpu_seconds(relay)
@@ -426,8 +426,7 @@ def test_a_peer_linking_again_in_a_tight_loop_is_refused_for_a_while(
     async def relink() -> None:
         nonlocal tried, linked
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline:
+            while tried < 30:
                 ws, made = await link_as_peer(http, relay.url, attacked.dialer)
                 with contextlib.suppress(ConnectionError):
                     await ws.send_bytes(encode_frame(Mirror(after=0)))
@@ -438,10 +437,12 @@ def test_a_peer_linking_again_in_a_tight_loop_is_refused_for_a_while(
     async def test() -> None:
         await asyncio.gather(relink(), members.write_and_sync(relay.url))
 
+    started = time.monotonic()
     asyncio.run(test())
-    print(f"{tried} links tried, {linked} made, {cpu_seconds(relay) - cpu:.2f} s of CPU")
-    assert tried > 20
-    assert 1 <= linked <= 6
+    took = time.monotonic() - started
+    spent = cpu_seconds(relay) - cpu
+    print(f"{tried} links tried in {took:.1f} s, {linked} made, {spent:.2f} s of relay CPU")
+    assert 1 <= linked <= 5 + took / 5 + 1  # five at once, then one every 5 s
 
 
 # --- relays of their own, for what a shared one would not show
