@@ -137,6 +137,7 @@ class Attack:
     flood: threading.Event  # the replaying peer waits for it
     replays: int  # how many times it sends a bundle it sent before
     dialer: SigningKey  # a peer relay the relay accepts, which dials it
+    racer: SigningKey  # another, which dials it twice at once
 
     def port(self, name: str) -> int:
         return int(self.peers[name].bind().split("#")[0].rsplit(":", 1)[1])
@@ -240,7 +241,7 @@ def attacked(
         "stops reading": HostilePeer(script=lambda _: _mirrors),
         "at the edge": HostilePeer(script=_at_the_edge),
     }
-    dialer = SigningKey.generate()
+    dialer, racer = SigningKey.generate(), SigningKey.generate()
     loop = PeerLoop()
     where = tmp_path_factory.mktemp(f"attacked-{request.param}")
     config = where / "relay.toml"
@@ -248,10 +249,10 @@ def attacked(
     addresses = [argument for peer in peers.values() for argument in ("--peer", peer.bind())]
     for peer in peers.values():
         loop.run(peer.start())
-    accepted = ["--accept-peer", dialer.public.hex()]
+    accepted = ["--accept-peer", dialer.public.hex(), "--accept-peer", racer.public.hex()]
     relay = start_relay(where / "relay", config=config, extra=[*addresses, *accepted, *store])
     try:
-        yield Attack(relay, loop, peers, flood, REPLAYS[request.param] - 3, dialer)
+        yield Attack(relay, loop, peers, flood, REPLAYS[request.param] - 3, dialer, racer)
     finally:
         relay.kill(signal.SIGTERM)
         for peer in peers.values():
@@ -379,6 +380,26 @@ def test_a_cursor_at_the_edge_of_what_a_store_holds_is_kept_and_asked_from(
     assert wait_until(lambda: peer.proven >= 2), "the relay never dialed again"
     assert wait_until(lambda: Mirror(after=EDGE) in peer.links[1].read, 5), peer.links[1].read
     assert asyncio.run(stored(attacked.relay.url, EDGE_KEYS.topic)) == EDGE_ENVELOPES
+
+
+def test_two_links_racing_with_one_id_make_one_link(attacked: Attack) -> None:
+    """A peer dials twice at once with one id, twice over: each time one link is made,
+    the other refused; once the first is gone, the id links again."""
+
+    async def race() -> list[bool]:
+        async with aiohttp.ClientSession() as http:
+            made = []
+            for _ in range(2):
+                links = await asyncio.gather(
+                    *(link_as_peer(http, attacked.relay.url, attacked.racer) for _ in range(2))
+                )
+                made.append(sorted(linked for _, linked in links) == [False, True])
+                for ws, _ in links:
+                    await ws.close()
+                await asyncio.sleep(0.2)  # the relay forgets the closed link
+            return made
+
+    assert asyncio.run(race()) == [True, True]
 
 
 def test_connections_dropped_during_their_upgrade_cost_no_log_lines(attacked: Attack) -> None:
