@@ -182,8 +182,14 @@ async def _close(link: Link, code: int, reason: str) -> None:
     except (asyncio.TimeoutError, ConnectionError, RuntimeError):
         pass  # it did not take the close frame: dropped below all the same
     finally:
-        if isinstance(link.transport, asyncio.WriteTransport):
-            link.transport.abort()
+        transport = link.transport
+        # Dropped unless it has closed by itself: closing with nothing left to send (the
+        # other side read what was queued) it is gone already, and asyncio's abort of a
+        # socket gone that way raises.
+        if isinstance(transport, asyncio.WriteTransport) and not (
+            transport.is_closing() and transport.get_write_buffer_size() == 0
+        ):
+            transport.abort()
 
 
 def stalled(app: web.Application, now: float) -> None:

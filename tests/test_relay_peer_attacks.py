@@ -226,3 +226,48 @@ async def test_a_link_that_ends_during_a_catch_up_stops_its_writer_quietly(what:
     assert socket.sent == 1
     assert link.closing is not None
     await link.closing
+
+
+class _ClosedWebSocket:
+    """A link's WebSocket already closed (stands in for the socket's WebSocket only)."""
+
+    closed = True
+
+    async def close(self, code: int, message: bytes) -> None:
+        pass
+
+
+async def test_dropping_a_socket_that_closed_by_itself_meanwhile_is_quiet() -> None:
+    """A link closed politely with bytes still unsent, whose other side then read them
+    all: the socket is gone by itself, and dropping it as a cut does must not fail (it
+    raised from inside asyncio, logged with its traceback, after a link's last close)."""
+    taken: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    server = await asyncio.start_server(
+        lambda reader, writer: taken.append((reader, writer)), "127.0.0.1", 0, limit=1 << 26
+    )
+    port = server.sockets[0].getsockname()[1]
+    transport, _ = await asyncio.get_running_loop().create_connection(
+        asyncio.Protocol, "127.0.0.1", port
+    )
+    transport.write(b"x" * (32 << 20))  # more than the sockets hold: some stays queued here
+    for _ in range(500):
+        if taken:
+            break
+        await asyncio.sleep(0.01)
+    transport.close()  # politely: once the rest is read
+    assert transport.get_write_buffer_size() > 0
+    reader, writer = taken[0]
+    await reader.readexactly(32 << 20)
+    for _ in range(500):  # the rest goes out, and the socket closes by itself
+        if not transport.get_write_buffer_size():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    link = Link(ws=_ClosedWebSocket(), ip="peer", transport=transport)  # type: ignore[arg-type]
+    cut(link, 1000, "")
+    assert link.closing is not None
+    await link.closing
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
