@@ -12,6 +12,7 @@ relay came back after a link was cut.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 import threading
@@ -139,10 +140,16 @@ class HostilePeer:
         assert isinstance(request.transport, asyncio.Transport)
         link = HostileLink(ws, request.transport)
         self.links.append(link)
+        # The relay may cut the link at any point: what a liar must expect.
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+            await self._exchange(link, number)
+        return ws
+
+    async def _exchange(self, link: HostileLink, number: int) -> None:
         hello = await link.read_frame()
         if not isinstance(hello, Hello) or hello.role != "relay":
-            await ws.close()
-            return ws
+            await link.ws.close()
+            return
         challenge = secrets.token_bytes(32)
         proof = acceptor_proof(self.key, hello.nonce, challenge) if self.prove else b""
         await link.send(
@@ -162,7 +169,6 @@ class HostilePeer:
             await self.script(number)(link)
         else:
             await link.read_until_closed()
-        return ws
 
 
 def run_against(peer: HostilePeer, test: Callable[[], Awaitable[None]]) -> None:
