@@ -8,7 +8,9 @@ message, other actors), then column metadata and column data. The object an oper
 writes to is two run-length-encoded columns: the actor (an index into the change's actor
 list) and the counter; both null means the root map. A map operation's key is the
 key-string column; an operation's own id is the change's actor and its start op plus its
-index, which is how the objects a change makes are named by later operations.
+index, which is how the objects a change makes are named by later operations. An
+operation's value is two columns: its metadata (a type code and a length, per operation)
+and the raw bytes of every value one after the other.
 
 Anything unexpected raises :class:`ChangeFormatError`; callers then assume the worst.
 """
@@ -25,9 +27,12 @@ from hearth.errors import LedgerError
 
 __all__ = [
     "MAKE_ACTIONS",
+    "SET_ACTION",
     "ChangeFormatError",
+    "KeyedValue",
     "ObjectRef",
     "Operation",
+    "keyed_values",
     "objects_written",
     "operations",
     "read_varint",
@@ -40,8 +45,12 @@ _OBJ_ACTOR = 0 << 4 | 1  # column id 0 (object), type "actor"
 _OBJ_COUNTER = 0 << 4 | 2  # column id 0 (object), type "unsigned LEB128"
 _KEY_STRING = 1 << 4 | 5  # column id 1 (key), type "string"
 _ACTION = 4 << 4 | 2  # column id 4 (action), type "unsigned LEB128"
+_VALUE_META = 5 << 4 | 6  # column id 5 (value), type "value metadata"
+_VALUE_RAW = 5 << 4 | 7  # column id 5 (value), type "value"
 MAKE_ACTIONS = frozenset({0, 2, 4, 6})
 """Actions that make an object (map, list, text, table)."""
+SET_ACTION = 1
+"""The action that puts a scalar value at a key."""
 _DEFLATE = 0x08
 _T = TypeVar("_T")
 _MAX_COLUMN = 16 * 1024 * 1024
@@ -213,3 +222,68 @@ def operations(body: bytes) -> list[Operation]:
         key = keys[index] if index < len(keys) else None
         found.append(Operation(obj, key, action, (actor, start_op + index)))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedValue:
+    """An operation of a change at one of the map keys asked about: its index among the
+    change's operations, the key, its action and, for a put, its scalar value (a string,
+    an integer, a boolean, ``None``; other types as :class:`bytes`)."""
+
+    index: int
+    key: str
+    action: int
+    value: str | int | bool | bytes | None
+
+
+def keyed_values(body: bytes, wanted: frozenset[str]) -> list[KeyedValue]:
+    """The operations of one change at a map key in ``wanted``, with their values
+    (``body`` as for :func:`objects_written`). Reads the key, action and value columns;
+    only the values of the operations asked about are decoded."""
+    _, _, _, data = _columns(body)
+    keys = _rle_strings(data.get(_KEY_STRING, b""))
+    hits = [i for i, key in enumerate(keys) if key in wanted]
+    if not hits:
+        return []
+    actions = _rle(data.get(_ACTION, b""))
+    metas = _rle(data.get(_VALUE_META, b""))
+    raw = data.get(_VALUE_RAW, b"")
+    if len(keys) > len(actions) or len(metas) > len(actions):
+        raise ChangeFormatError("a change has more keys or values than operations")
+    starts = [0]
+    for meta in metas:
+        starts.append(starts[-1] + ((meta or 0) >> 4))
+    if starts[-1] > len(raw):
+        raise ChangeFormatError("a change's values are truncated")
+    found = []
+    for index in hits:
+        action = actions[index]
+        if action is None:
+            raise ChangeFormatError("a change has an operation with no action")
+        meta = (metas[index] if index < len(metas) else None) or 0
+        value = (
+            _value(meta & 0x0F, raw[starts[index] : starts[index + 1]])
+            if index < len(metas)
+            else None
+        )
+        found.append(KeyedValue(index, keys[index] or "", action, value))
+    return found
+
+
+def _value(kind: int, raw: bytes) -> str | int | bool | bytes | None:
+    """One scalar value from its type code and raw bytes."""
+    if kind == 0:
+        return None
+    if kind in (1, 2):
+        return kind == 2
+    if kind in (3, 4):
+        number, end = read_varint(raw, 0, signed=kind == 4)
+        if end != len(raw):
+            raise ChangeFormatError("a change's number value is malformed")
+        return number
+    if kind == 6:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ChangeFormatError("a change's text value is not UTF-8") from exc
+    return bytes(raw)  # a float, bytes, a counter, a timestamp: not a name, nor a number
