@@ -20,6 +20,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import zip_longest
 from typing import TypeVar
 
@@ -77,10 +78,15 @@ def read_varint(data: bytes, pos: int, *, signed: bool = False) -> tuple[int, in
 
 
 def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    # Most numbers in a change fit one byte: read those without the loop.
+    if pos < len(data) and (byte := data[pos]) < 0x80:
+        return byte, pos + 1
     return read_varint(data, pos)
 
 
 def _sleb(data: bytes, pos: int) -> tuple[int, int]:
+    if pos < len(data) and (byte := data[pos]) < 0x80:
+        return (byte - 0x80 if byte & 0x40 else byte), pos + 1
     return read_varint(data, pos, signed=True)
 
 
@@ -239,35 +245,93 @@ class KeyedValue:
 def keyed_values(body: bytes, wanted: frozenset[str]) -> list[KeyedValue]:
     """The operations of one change at a map key in ``wanted``, with their values
     (``body`` as for :func:`objects_written`). Reads the key, action and value columns;
-    only the values of the operations asked about are decoded."""
+    only the keys and values of the operations asked about are decoded (a snapshot's
+    check asks this of every change it covers: the loops are written for speed)."""
     _, _, _, data = _columns(body)
-    keys = _rle_strings(data.get(_KEY_STRING, b""))
-    hits = [i for i, key in enumerate(keys) if key in wanted]
+    hits, keys = _key_hits(data.get(_KEY_STRING, b""), _encoded(wanted))
     if not hits:
         return []
     actions = _rle(data.get(_ACTION, b""))
-    metas = _rle(data.get(_VALUE_META, b""))
+    lengths = _meta_lengths(data.get(_VALUE_META, b""))
     raw = data.get(_VALUE_RAW, b"")
-    if len(keys) > len(actions) or len(metas) > len(actions):
+    if keys > len(actions) or len(lengths) > len(actions):
         raise ChangeFormatError("a change has more keys or values than operations")
-    starts = [0]
-    for meta in metas:
-        starts.append(starts[-1] + ((meta or 0) >> 4))
-    if starts[-1] > len(raw):
-        raise ChangeFormatError("a change's values are truncated")
     found = []
-    for index in hits:
+    starts: list[int] = []
+    total = 0
+    for meta in lengths:
+        starts.append(total)
+        total += meta >> 4
+    if total > len(raw):
+        raise ChangeFormatError("a change's values are truncated")
+    for index, key in hits:
         action = actions[index]
         if action is None:
             raise ChangeFormatError("a change has an operation with no action")
-        meta = (metas[index] if index < len(metas) else None) or 0
-        value = (
-            _value(meta & 0x0F, raw[starts[index] : starts[index + 1]])
-            if index < len(metas)
-            else None
-        )
-        found.append(KeyedValue(index, keys[index] or "", action, value))
+        value: str | int | bool | bytes | None = None
+        if index < len(lengths):
+            start = starts[index]
+            value = _value(lengths[index] & 0x0F, raw[start : start + (lengths[index] >> 4)])
+        found.append(KeyedValue(index, key, action, value))
     return found
+
+
+@lru_cache(maxsize=8)
+def _encoded(wanted: frozenset[str]) -> dict[bytes, str]:
+    return {key.encode(): key for key in wanted}
+
+
+def _key_hits(column: bytes, wanted: dict[bytes, str]) -> tuple[list[tuple[int, str]], int]:
+    """The operations (index, key) whose key-string column entry is one of ``wanted``
+    (as UTF-8), and how many entries the column holds."""
+    hits: list[tuple[int, str]] = []
+    pos = index = 0
+    end = len(column)
+    while pos < end:
+        count, pos = _sleb(column, pos)
+        if count > 0:
+            length, pos = _uleb(column, pos)
+            key = wanted.get(column[pos : pos + length])
+            pos += length
+            if key is not None:
+                hits.extend((i, key) for i in range(index, index + count))
+            index += count
+        elif count < 0:
+            for _ in range(-count):
+                length, pos = _uleb(column, pos)
+                key = wanted.get(column[pos : pos + length])
+                pos += length
+                if key is not None:
+                    hits.append((index, key))
+                index += 1
+        else:
+            nulls, pos = _uleb(column, pos)
+            index += nulls
+        if pos > end or index > _MAX_COLUMN:
+            raise ChangeFormatError("a change's keys are truncated or implausibly many")
+    return hits, index
+
+
+def _meta_lengths(column: bytes) -> list[int]:
+    """The value-metadata column: per operation, its value's length << 4 | type code."""
+    out: list[int] = []
+    pos = 0
+    end = len(column)
+    while pos < end:
+        count, pos = _sleb(column, pos)
+        if count > 0:
+            value, pos = _uleb(column, pos)
+            out.extend([value] * count)
+        elif count < 0:
+            for _ in range(-count):
+                value, pos = _uleb(column, pos)
+                out.append(value)
+        else:
+            nulls, pos = _uleb(column, pos)
+            out.extend([0] * nulls)
+        if len(out) > _MAX_COLUMN:
+            raise ChangeFormatError("a change column is implausibly long")
+    return out
 
 
 def _value(kind: int, raw: bytes) -> str | int | bool | bytes | None:
