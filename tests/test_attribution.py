@@ -21,7 +21,7 @@ from hearth.ledger.ledger import LIVE
 from hearth.node import Node
 from hearth.protocol.bundle import encode_snapshot
 from hearth.testing import FakeClock
-from tests.test_membership import deliver, make_group, new_node
+from tests.test_membership import deliver, exchange, make_group, new_node
 
 DAY = 86_400_000
 
@@ -255,3 +255,43 @@ def test_writing_again_takes_only_this_members_own_part() -> None:
         "created_by": ada,
         "edits": {"e1": {"by": ada, "at": 1}, "e3": {"by": ada}},
     }
+
+
+def test_an_edit_written_again_after_a_flip_leaves_out_others_records(tmp_path: Path) -> None:
+    """R8 with R2a: Ben, then Cat, edit Ada's ladder on top of a bundle of Dan's that
+    stops counting (Dan signed two for one seq). Cat's node writes her edit again — her
+    own part only, not Ben's edit record in Ben's name, which Ben's node writes again
+    itself — and every node takes both (the whole entry written again would be refused
+    as written in Ben's name, and Cat's rename lost)."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan"])
+    ada, ben, cat, dan = nodes
+    gid = ada.current_group().id
+    with ada.change() as ledger:
+        ladder = ledger.add_resource("Ladder", kind=Kind.TOOL).id
+    for node in (ben, cat, dan):
+        deliver(ada, node, gid)
+    with dan.change() as ledger:
+        ledger.add_resource("Dan's first", kind=Kind.TOOL)
+    first = max(
+        (b for b in dan.feeds.all(gid) if b.author == dan.identity.device_key.public),
+        key=lambda b: b.seq,
+    )
+    deliver(dan, ben, gid)
+    deliver(dan, cat, gid)
+    with dan.store.write():
+        dan.store.run("DELETE FROM bundles WHERE id = ?", (first.id,))
+    with dan.change() as ledger:
+        ledger.add_resource("Dan's second", kind=Kind.TOOL)
+    deliver(dan, ada, gid)
+    with ben.change() as ledger:  # on top of Dan's first
+        ledger.edit_resource(ladder, location="Ben's shed")
+    deliver(ben, cat, gid)
+    with cat.change() as ledger:
+        ledger.edit_resource(ladder, name="Cat's ladder")
+    exchange(nodes)
+    for node in (ada, ben, cat):
+        assert node.feeds.waiting(gid) == [], node.identity.name
+        seen = node.view(gid).resource(ladder)
+        assert (seen.name, seen.location) == ("Cat's ladder", "Ben's shed"), node.identity.name
+    for node in nodes:
+        node.close()
