@@ -1,0 +1,157 @@
+"""Neighbourhoods under attack, as a reviewer tried them after issue 23 (hearth/neighbourhood.py,
+hearth/neighbours.py): a member the group removed who kept a copy of their node, and a
+hostile neighbour group whose members all cooperate."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from hearth.crypto import SigningKey
+from tests.test_neighbourhood import ADA, BEN, ELM, ELM_2, ELM_3, NONCE, RIVER, TOOLS, XAN, Log
+
+CAT = bytes([24]) * 32  # a member of Elm Street who left first
+FRESH = bytes([25]) * 32  # a device key Xan makes up after his removal
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a removed founder signing twice un-says the founding",
+)
+def test_a_removed_founder_signing_twice_below_his_cutoff_does_not_undo_the_neighbourhood() -> None:
+    """Xan's node founded Eastside for Elm Street and let Tool Library in. Once removed (his
+    feed counting up to seq 2 by Ada's handover), he signs a second record for seq 1: the
+    records his handover kept must still count, or he takes the whole neighbourhood down."""
+    log = Log()
+    log.say(ELM, device=XAN, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=XAN, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.say(TOOLS, op="admit", newcomer=RIVER.public, group_name="Riverside")
+    log.say(RIVER, op="offer", what="Leeks", qty="9")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 2}, ends=dict(log.heads))
+    assert set(log.state().groups) == {ELM_2.public, TOOLS.public, RIVER.public}
+    # Xan, out, signs another record for the first place in his feed.
+    log.seqs[XAN], log.heads[XAN] = 0, b""
+    log.say(ELM, device=XAN, op="offer", what="Nothing", qty="1")
+    state = log.state()
+    assert state.equivocations == {XAN: 1}  # shown to the admins all the same
+    assert state.name == "Eastside"
+    assert set(state.groups) == {ELM_2.public, TOOLS.public, RIVER.public}
+    assert [o.what for o in state.offers.values()] == ["Leeks"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a removed admin signing twice un-says his handover",
+)
+def test_a_removed_admin_signing_twice_under_his_old_handover_does_not_get_the_old_key_back() -> (
+    None
+):
+    """Xan, an admin, handed Elm Street's key on when Cat left. Ada then removes him; her
+    handover counts his feed up to that handover. Xan signs a second record for its place:
+    his handover must still stand, or the group's voice goes back to the first key, which
+    Cat and Xan both hold."""
+    log = Log()
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=RIVER.public, group_name="Riverside")
+    log.hand_on(ELM, ELM_2, device=XAN, stay=[ADA, BEN, XAN], gone={CAT: 0}, admins=[ADA, XAN])
+    log.hand_on(
+        ELM_2, ELM_3, device=ADA, stay=[ADA, BEN], gone={XAN: 1}, admins=[ADA], ends=dict(log.heads)
+    )
+    assert log.state().keys.current(ELM.public) == ELM_3.public
+    log.seqs[XAN], log.heads[XAN] = 0, b""
+    log.say(ELM, device=XAN, op="offer", what="Nothing", qty="1")
+    log.say(ELM, device=FRESH, op="offer", what="Bike", qty="1")  # a device nobody listed
+    log.say(ELM, device=FRESH, op="leave")
+    state = log.state()
+    assert state.equivocations == {XAN: 1}
+    assert state.keys.current(ELM.public) == ELM_3.public
+    assert set(state.groups) == {ELM_3.public, RIVER.public}
+    assert state.offers == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a group signing twice takes back its admission",
+)
+def test_a_hostile_group_signing_twice_does_not_take_back_its_admission_of_another() -> None:
+    """Tool Library let Riverside in, and Riverside offers leeks. Tool Library's device then
+    signs a second record for the place of that admission: "a group it let in stays in"
+    (hearth/neighbourhood.py), or one group hides another's offers from every node."""
+    log = Log()
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.say(TOOLS, op="admit", newcomer=RIVER.public, group_name="Riverside")
+    log.say(RIVER, op="offer", what="Leeks", qty="9")
+    log.seqs[TOOLS.public], log.heads[TOOLS.public] = 0, b""
+    log.say(TOOLS, op="offer", what="Nothing", qty="1")
+    state = log.state()
+    assert state.equivocations == {TOOLS.public: 1}
+    assert RIVER.public in state.groups
+    assert [o.what for o in state.offers.values()] == ["Leeks"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reconcile keys a handoff by its writer's name",
+)
+def test_a_hostile_group_naming_its_request_after_anothers_does_not_fulfil_it(
+    tmp_path: Path,
+) -> None:
+    """Mallory's group asks for Elm Street's compost with a request whose ``id`` field (a
+    name, as records said before requests were known by their record) is Riverside's
+    accepted request. Elm Street accepts Mallory's request; Mallory's group then says it
+    arrived. Riverside's handoff must stay accepted, and Mallory's get a commitment of its
+    own: otherwise Elm Street's ledger takes Riverside's compost out of stock on Mallory's
+    word."""
+    from hearth import neighbours
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.ledger.model import CommitmentStatus
+    from hearth.node import Node, open_node
+
+    def carry(*nodes: Node) -> None:
+        for source in nodes:
+            for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+                for to in nodes:
+                    take_in(to, bytes(envelope), source="test")
+
+    for name in ("ada", "cy", "mal"):
+        create_identity(tmp_path / name, name=name.title())
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "cy") as cy,
+        open_node(tmp_path / "mal") as mal,
+    ):
+        elm = ada.create_group("Elm Street").id
+        riverside = cy.create_group("Riverside").id
+        mallorys = mal.create_group("Mallory's").id
+        with ada.change() as ledger:
+            ledger.add_resource("Compost", quantity=Decimal(20), unit="bags", shareable=True)
+        hood = neighbours.create(ada, elm, "Eastside")
+        for node, group, name in ((cy, riverside, "Riverside"), (mal, mallorys, "Mallory's")):
+            key = SigningKey.generate(node.random_bytes)
+            neighbours.admit(ada, hood, key.public, name)
+            neighbours.join(node, group, neighbours.encode_token(hood), key)
+        offer = neighbours.add_offer(ada, elm, "Compost", Decimal(5))
+        carry(ada, cy, mal)
+        asked = neighbours.request(cy, riverside, offer.id, Decimal(3))
+        carry(ada, cy, mal)
+        neighbours.answer(ada, elm, asked.id, accept=True)
+        carry(ada, cy, mal)
+
+        [mals] = neighbours.memberships(mal, mallorys)
+        fields = {"op": "request", "id": asked.id, "offer": offer.id, "qty": "1", "by": "m"}
+        copied = neighbours._ref(neighbours._append(mal, mals, fields))  # type: ignore[arg-type]
+        carry(ada, cy, mal)
+        neighbours.answer(ada, elm, copied, accept=True)  # a fair request, as far as Ada sees
+        neighbours._append(mal, mals, {"op": "fulfilled", "request": copied})
+        carry(ada, cy, mal)
+        neighbours.reconcile(ada, elm)
+
+        view = ada.view(elm)
+        assert view.commitment(asked.id).status is CommitmentStatus.ACCEPTED
+        assert view.commitment(copied).status is CommitmentStatus.FULFILLED
+        [compost] = view.resources()
+        assert compost.quantity == Decimal(19)  # Mallory's one bag, not Riverside's three
