@@ -1008,6 +1008,29 @@ def need_matches(node: Node, group_id: str, needs: Sequence[Need]) -> dict[str, 
 # --- keeping the group's ledger and the neighbourhood in step ---------------------------
 
 
+def _commitment_key(
+    commitments: Mapping[str, object], current: State, item: Request, neighbour: str
+) -> str:
+    """What our ledger keeps an accepted request's commitment under: its id; or, for a
+    request said before requests were known by their record's id, the name its writer gave
+    it, if a commitment with the same neighbour was recorded under that name. A name counts
+    only if no other request carries it and it is no request's id: any group can put any
+    name in a record, and one copied from another group's request must not reach that
+    request's commitment (to have it fulfilled on the copier's word)."""
+    if item.id in commitments or not item.name or item.name not in commitments:
+        return item.id
+    sharing = [r for r in current.requests.values() if r.name == item.name]
+    recorded = commitments[item.name]
+    if (
+        len(sharing) > 1
+        or item.name in current.requests
+        or not isinstance(recorded, Mapping)
+        or recorded.get("neighbour") != neighbour
+    ):
+        return item.id
+    return item.name
+
+
 def reconcile(node: Node, group_id: str) -> int:
     """Keep new secrets of the neighbourhoods sealed to our group, record accepted handoffs
     as commitments in our ledger and pass on fulfilments, both ways; returns how many
@@ -1024,10 +1047,9 @@ def reconcile(node: Node, group_id: str) -> int:
                 continue
             giving = offer.group == ours
             view = node.view(group_id)
-            commitments = view.tables["commitments"]
-            # Said before requests were known by their record's id: the name its writer gave.
-            key = item.name if item.id not in commitments and item.name in commitments else item.id
             neighbour = item.group_name if giving else offer.group_name
+            commitments = view.tables["commitments"]
+            key = _commitment_key(commitments, current, item, neighbour)
             if key not in commitments:
                 # The member who asked, on the asking side; whoever records it, on the other.
                 member = item.by if not giving and item.by in view.tables["members"] else me

@@ -92,10 +92,6 @@ def test_a_hostile_group_signing_twice_does_not_take_back_its_admission_of_anoth
     assert [o.what for o in state.offers.values()] == ["Leeks"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconcile keys a handoff by its writer's name",
-)
 def test_a_hostile_group_naming_its_request_after_anothers_does_not_fulfil_it(
     tmp_path: Path,
 ) -> None:
