@@ -705,6 +705,7 @@ def _hand_on(
                     **kem_field,
                 },
             )
+        ends = {d: _chain_end(node, membership.id, d) for d in gone}
         _append(
             node,
             membership,
@@ -713,7 +714,10 @@ def _hand_on(
                 "successor": new.public,
                 "proof": handover_proof(membership.key.public, new),
                 "stay": list(stay),
-                "gone": [[d, _last_seq(node, membership.id, d)] for d in gone],
+                "gone": [[d, seq] for d, (seq, _) in ends.items()],
+                # The record each ends at, by id: signing another for a place before it
+                # later takes back nothing (hearth.neighbourhood.checked).
+                "ends": [[d, end] for d, (seq, end) in ends.items() if seq],
                 "admins": list(admins),
             },
         )
@@ -808,14 +812,22 @@ def _take_secrets(node: Node, membership: Membership, current: State) -> int:
     return len(fields)
 
 
-def _last_seq(node: Node, nid: str, device: bytes) -> int:
-    """How far this node has a device's checked chain in a neighbourhood (whole, unbroken,
-    not signed twice): where it ends if it is gone. A record far ahead of the rest of its
-    chain is no place to end: what it would let count has not been seen."""
+def _chain_end(node: Node, nid: str, device: bytes) -> tuple[int, bytes]:
+    """Where this node has a device's checked chain in a neighbourhood end (whole,
+    unbroken, not signed twice), and the id of its record there (b"": none): where it ends
+    if it is gone. A record far ahead of the rest of its chain is no place to end: what it
+    would let count has not been seen. One a handover ended already ends there."""
     current = _fold(node, nid)
+    if device in current.ends:
+        return current.ends[device]
     end = current.heads.get(device, 0)
-    twice = current.equivocations.get(device)
-    return end if twice is None else min(end, twice - 1)
+    if not end:
+        return 0, b""
+    rows = node.store.query(
+        "SELECT id FROM neighbourhood_records WHERE neighbourhood = ? AND author = ? AND seq = ?",
+        (nid, device, end),
+    )
+    return end, bytes(rows[0][0])
 
 
 # --- offers and requests -----------------------------------------------------------------
