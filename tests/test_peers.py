@@ -588,7 +588,6 @@ async def test_a_connection_that_proves_nothing_in_time_is_closed(tmp_path: Path
             await runner.cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="a removed device or a bad invite number is let through")
 async def test_a_removed_device_or_an_invite_number_not_open_holds_no_place_at_a_listener(
     tmp_path: Path,
 ) -> None:
