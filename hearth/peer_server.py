@@ -11,10 +11,10 @@ accepted socket passes a :class:`~hearth.door.Door` before aiohttp reads a byte 
 at most :data:`MAX_PEERS` sockets are open, :data:`MAX_PER_ADDRESS` from one address (the
 oldest still in its handshake makes room for a new one), and a socket that has neither
 proven a device one of our groups has now (a removed member's new device key is no such
-thing) nor joined an open invite mailbox within ``hello_timeout_s`` is closed — politely once it is a WebSocket, dropped a moment later
-whatever it is (one that never finished its HTTP request too); frames are at most
-``MAX_FRAME``. Older epochs' topics go
-only to devices the group lists now (:class:`~hearth.protocol.serving.ServingSession`).
+thing) nor joined an open invite mailbox within ``hello_timeout_s`` is closed —
+politely once it is a WebSocket, dropped a moment later whatever it is (one that never
+finished its HTTP request too); frames are at most ``MAX_FRAME``. Older epochs' topics
+go only to devices the group lists now (:class:`~hearth.protocol.serving.ServingSession`).
 
 It also holds invite mailboxes, as a relay does, for invites run over the local network
 when the group has no relay: this node's own ``hearth invite`` opens one (only from this
