@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import unicodedata
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +33,14 @@ from decimal import Decimal
 from hearth import lookup
 from hearth import membership as group_membership
 from hearth.crypto import KemKey, SigningKey, open_sealed, seal_to
-from hearth.errors import LedgerError, NotAuthorized, NotFound, ProtocolError, UsageError
+from hearth.errors import (
+    HearthError,
+    LedgerError,
+    NotAuthorized,
+    NotFound,
+    ProtocolError,
+    UsageError,
+)
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
 from hearth.matching import Match, Matcher
 from hearth.neighbourhood import (
@@ -50,7 +58,7 @@ from hearth.neighbourhood import (
 from hearth.node import Node
 from hearth.protocol import codec
 from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, seal_bundle
-from hearth.values import check_text, format_quantity
+from hearth.values import MAX_NAME, check_text, format_quantity
 
 __all__ = [
     "STANDINGS",
@@ -1020,6 +1028,13 @@ def need_matches(node: Node, group_id: str, needs: Sequence[Need]) -> dict[str, 
 # --- keeping the group's ledger and the neighbourhood in step ---------------------------
 
 
+def _for_ledger(text: str, limit: int) -> str:
+    """A neighbour group's text as the ledger takes it: a record carries up to 200
+    characters of anything, a ledger's names fewer and no control characters."""
+    text = " ".join("".join(" " if unicodedata.category(c) == "Cc" else c for c in text).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def _commitment_key(
     commitments: Mapping[str, object], current: State, item: Request, neighbour: str
 ) -> str:
@@ -1059,23 +1074,29 @@ def reconcile(node: Node, group_id: str) -> int:
                 continue
             giving = offer.group == ours
             view = node.view(group_id)
-            neighbour = item.group_name if giving else offer.group_name
+            neighbour = _for_ledger(item.group_name if giving else offer.group_name, MAX_NAME)
+            neighbour = neighbour or "a neighbour group"
             commitments = view.tables["commitments"]
             key = _commitment_key(commitments, current, item, neighbour)
             if key not in commitments:
                 # The member who asked, on the asking side; whoever records it, on the other.
                 member = item.by if not giving and item.by in view.tables["members"] else me
-                with node.change(group_id) as ledger:
-                    ledger.add_handoff(
-                        key,
-                        f"{offer.what} {'to' if giving else 'from'} {neighbour}",
-                        neighbour=neighbour,
-                        member=member,
-                        giving=giving,
-                        resource=offer.resource if giving else "",
-                        quantity=item.quantity,
-                        unit=offer.unit,
-                    )
+                what = f"{offer.what} {'to' if giving else 'from'} {neighbour}"
+                try:
+                    with node.change(group_id) as ledger:
+                        ledger.add_handoff(
+                            key,
+                            _for_ledger(what, MAX_NAME),
+                            neighbour=neighbour,
+                            member=member,
+                            giving=giving,
+                            resource=offer.resource if giving else "",
+                            quantity=item.quantity,
+                            unit=_for_ledger(offer.unit, 30),
+                        )
+                except HearthError as exc:  # say, the resource was removed since
+                    log.warning("a handoff could not be recorded: %s", exc)
+                    continue
                 made += 1
             status = node.view(group_id).commitment(key).status
             said = item.given if giving else item.fulfilled

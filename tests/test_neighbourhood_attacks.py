@@ -171,7 +171,6 @@ def test_a_hostile_group_naming_its_request_after_anothers_does_not_fulfil_it(
     assert compost.quantity == Decimal(19)  # Mallory's one bag, not Riverside's three
 
 
-@pytest.mark.xfail(strict=True, reason="a name too long for the ledger stops reconcile")
 def test_a_group_named_too_long_for_the_ledger_stops_no_nodes_sync(eastside: Eastside) -> None:
     """Mallory's group lets in a group of its own making, named with 150 characters and a
     control character (a record takes 200 of anything; the ledger's names take 100), whose
