@@ -11,9 +11,13 @@ the writing device, like any other).
 that set (no arrival order, no clock): which groups are in, what they offer, what they
 asked for and what became of it. The rules:
 
-- the founding record is the one whose group key and nonce hash to the neighbourhood id;
-  a group is in once admitted by a group that is in (the founder first), out once it
-  leaves (a group that wants back in is invited again under a new key);
+- the founding record is the one whose group key and nonce hash to the neighbourhood id
+  (and that counts: not one written past a cutoff); a group is in once admitted by a group
+  that is in (the founder first), out once it leaves (a group that wants back in is
+  invited again under a new key). It is named by the groups that let it in at the first
+  step any did, counting from the founder's (two at one step who disagree both show);
+- what a group cannot take back — founding, letting a group in — counts on any unbroken
+  fork of a device's feed that signed twice, unless a handover lists the device as gone;
 - each device's records form a chain, as a group's feeds do (R3, R4): seq rises by one
   and prev names the record before. A record counts only once every record before it in
   its device's chain is here and matches (a gap waits); two records for one seq cut the
@@ -768,6 +772,13 @@ def _named(known: Mapping[str, _T], by_name: Mapping[str, str], text: str) -> _T
     return found
 
 
+def _one_name(names: Iterable[str]) -> str:
+    """The name several records give one thing: the one they agree on, or every one they
+    give, in order (a name given twice at once is no reason to pick either)."""
+    given = sorted(set(names))
+    return " / ".join(given)[:_MAX_TEXT]
+
+
 def fold(nid: str, records: Iterable[Record]) -> State:
     """The state of neighbourhood ``nid`` given every record known (see the module rules)."""
     state = State(id=nid)
@@ -778,29 +789,34 @@ def fold(nid: str, records: Iterable[Record]) -> State:
         chains = checked(records, removed)
     state.heads, state.equivocations, state.ends = chains.heads, chains.twice, chains.ends
     ordered = sorted(chains.counted, key=lambda r: r.id)
+    keys = state.keys = Keys(ordered)
+    counting = [r for r in ordered if keys.counts(r)]
+    # Only the founding group's key hashes to the id; only records that count under it found
+    # (not one a removed member writes past their cutoff).
     founding = [
-        r for r in ordered if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
+        r for r in counting if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
     ]
     if not founding:
         return state
-    founder = founding[0]
-    state.name = founder.text("name")
-    keys = state.keys = Keys(ordered)
-    counting = [r for r in ordered if keys.counts(r)]
-    admitted = {founder.group: founder.text("group_name")}  # by the key each came in with
-    grew = True
-    while grew:  # admissions by admitted groups, until nothing more comes in
-        grew = False
+    state.name = _one_name(r.text("name") for r in founding)
+    # Groups come in step by step from the founder's: a group is named by the groups that
+    # let it in at the first step any did (R17: a group let in earlier names it, and two
+    # at one step that disagree both show; a record id never picks one).
+    admitted = {founding[0].group: _one_name(r.text("group_name") for r in founding)}
+    step = set(admitted)  # by the key each came in with
+    while step:
+        names: dict[bytes, list[str]] = {}
         for r in counting:
             newcomer = r.blob("newcomer")
             if (
                 r.op == "admit"
-                and keys.first(r.group) in admitted
+                and keys.first(r.group) in step
                 and newcomer not in admitted
                 and keys.first(newcomer) == newcomer
             ):
-                admitted[newcomer] = r.text("group_name")
-                grew = True
+                names.setdefault(newcomer, []).append(r.text("group_name"))
+        admitted.update((newcomer, _one_name(given)) for newcomer, given in names.items())
+        step = set(names)
     left = {keys.first(r.group) for r in counting if r.op == "leave"}
     for first, name in admitted.items():
         now = keys.current(first)

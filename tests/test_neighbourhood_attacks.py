@@ -100,7 +100,6 @@ def test_a_hostile_group_signing_twice_does_not_take_back_its_admission_of_anoth
 GROUND = b"\x00" * 32  # a record id lower than any other (ids can be ground down)
 
 
-@pytest.mark.xfail(strict=True, reason="names are chosen by the lowest record id")
 def test_a_removed_member_or_a_hostile_group_renames_neither_the_neighbourhood_nor_a_group() -> (
     None
 ):
