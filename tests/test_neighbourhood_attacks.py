@@ -4,6 +4,7 @@ hostile neighbour group whose members all cooperate."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -299,3 +300,39 @@ def test_a_removed_member_signing_twice_takes_back_nothing_he_said_while_in(
         assert current.equivocations == {ben.identity.device_key.public: 1}
         assert offer.id in current.offers
         assert list(current.groups) == [now.key.public]
+
+
+@pytest.mark.xfail(strict=True, reason="a group sealing a new secret to some groups splits it")
+def test_a_hostile_group_sealing_a_new_secret_to_some_groups_does_not_split_the_neighbourhood(
+    eastside: Eastside,
+) -> None:
+    """Mallory's group makes the neighbourhood a new secret and seals it to Elm Street only
+    (to Riverside, something that opens to nothing). Elm Street's nodes write under the
+    newest secret they hold: unless it reaches Riverside, Riverside never reads what Elm
+    Street says from then on. An admin's node of Elm Street seals every secret it holds to
+    each group in that it has not sealed it to itself (another group's word that it did is
+    no proof)."""
+    from hearth import neighbours
+
+    east, ada, cy, elm = eastside, eastside.ada, eastside.cy, eastside.elm
+    [mals] = neighbours.memberships(east.mal, east.mallorys)
+    current = neighbours.state(east.mal, mals)
+    [elms] = neighbours.memberships(ada, elm)
+    [rivers] = neighbours.memberships(cy, east.riverside)
+    secret = os.urandom(32)
+    fields = neighbours._reseal_record(
+        east.mal, 5, secret, {elms.key.public: current.sealing[elms.key.public]}
+    )
+    fields["wraps"].append([rivers.key.public, os.urandom(100)])  # type: ignore[union-attr]
+    neighbours._say_reseal(east.mal, mals, fields)
+    east.carry()
+    neighbours.reconcile(ada, elm)
+    [elms] = neighbours.memberships(ada, elm)
+    assert elms.secret == secret  # Elm Street writes under it now
+    neighbours.hand_on_keys(ada, elm)  # an admin's next sync
+    with ada.change(elm) as ledger:
+        ledger.add_resource("Ladder", quantity=Decimal(1), shareable=True)
+    ladder = neighbours.add_offer(ada, elm, "Ladder", Decimal(1))
+    east.carry()
+    neighbours.reconcile(cy, east.riverside)
+    assert ladder.id in neighbours.state(cy, rivers).offers
