@@ -663,22 +663,30 @@ def _a_members_handover(
 
 
 def _pass_on_secrets(node: Node, membership: Membership, current: State) -> bool:
-    """Seal each secret our group made to the groups left out of it (their sealing key
-    came later: they were let in a moment before, or ran an older Hearth). Whether there
-    were any."""
+    """Seal each secret our group holds to every group in that our group has not sealed
+    it to (nor made one of its own under it): whether they were let in after it was made,
+    ran an older Hearth, or the group that made it sealed it to some groups only — what
+    another group's record says it sealed to whom is no proof (a wrap opens only for its
+    group), and a group that writes under a secret others lack splits the neighbourhood.
+    Whether there were any."""
     ours = current.keys.current(membership.key.public)
     mine = {secret_id(s): (g, s) for g, s in membership.secrets if g > 0}
-    given: dict[bytes, set[bytes]] = {}
-    made = set()
+    holding: dict[bytes, set[bytes]] = {}  # secret id -> groups we know hold it
+    exposed = set()  # sealed to an old key of ours, whose sealing key someone who left holds
     for reseal in current.reseals:
-        given.setdefault(reseal.secret_id, {reseal.by}).update(reseal.wraps)
+        known = holding.setdefault(reseal.secret_id, set())
+        known.add(reseal.by)  # said under its key now: it holds the secret
         if reseal.by == ours:
-            made.add(reseal.secret_id)
+            known.update(reseal.wraps)  # ours: sealed as they should be
+        if any(k in membership.held and k != ours for k in reseal.wraps):
+            exposed.add(reseal.secret_id)
     passed = False
-    for named in sorted(made & mine.keys()):
+    for named in sorted(mine.keys() - exposed):
         generation, secret = mine[named]
         missing = sorted(
-            g for g in current.sealing if g in current.groups and g not in given[named]
+            g
+            for g in current.sealing
+            if g in current.groups and g != ours and g not in holding.get(named, set())
         )
         if not missing:
             continue

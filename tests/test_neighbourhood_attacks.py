@@ -302,7 +302,6 @@ def test_a_removed_member_signing_twice_takes_back_nothing_he_said_while_in(
         assert list(current.groups) == [now.key.public]
 
 
-@pytest.mark.xfail(strict=True, reason="a group sealing a new secret to some groups splits it")
 def test_a_hostile_group_sealing_a_new_secret_to_some_groups_does_not_split_the_neighbourhood(
     eastside: Eastside,
 ) -> None:
@@ -334,5 +333,6 @@ def test_a_hostile_group_sealing_a_new_secret_to_some_groups_does_not_split_the_
         ledger.add_resource("Ladder", quantity=Decimal(1), shareable=True)
     ladder = neighbours.add_offer(ada, elm, "Ladder", Decimal(1))
     east.carry()
-    neighbours.reconcile(cy, east.riverside)
+    neighbours.reconcile(cy, east.riverside)  # takes the secret Elm Street passed on
+    east.carry()  # as a sync reads the new topic
     assert ladder.id in neighbours.state(cy, rivers).offers
