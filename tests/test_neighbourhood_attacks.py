@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 from hearth.crypto import SigningKey
 from hearth.neighbourhood import Offer
 from hearth.node import Node
+from hearth.protocol.bundle import Envelope, EpochKeys
 from tests.test_neighbourhood import (
     ADA,
     BEN,
@@ -336,3 +337,64 @@ def test_a_hostile_group_sealing_a_new_secret_to_some_groups_does_not_split_the_
     neighbours.reconcile(cy, east.riverside)  # takes the secret Elm Street passed on
     east.carry()  # as a sync reads the new topic
     assert ladder.id in neighbours.state(cy, rivers).offers
+
+
+def repadded(envelope: Envelope, keys: EpochKeys) -> Envelope:
+    """The same bundle, its author's signature and all, with one byte of its padding
+    changed: what any holder of the keys it was sealed under can make of it."""
+    from hearth.crypto import aead_open, aead_seal
+    from hearth.protocol.bundle import _RELAY_SIGNED
+
+    key = keys.bundle_key(envelope.salt)
+    plaintext = aead_open(key, envelope.ciphertext, envelope.associated_data())
+    assert plaintext is not None
+    assert plaintext[-1] == 0
+    ciphertext = aead_seal(key, plaintext[:-1] + b"\x01", envelope.associated_data())
+    unsigned = replace(envelope, ciphertext=ciphertext, relay_sig=b"")
+    return replace(unsigned, relay_sig=keys.relay_key.sign(_RELAY_SIGNED + unsigned.id))
+
+
+@pytest.mark.xfail(strict=True, reason="a re-padded copy of a bundle counts as signing twice")
+def test_a_removed_member_re_padding_the_admins_handover_does_not_make_her_sign_twice(
+    tmp_path: Path,
+) -> None:
+    """Ben, removed from Elm Street, still holds the neighbourhood secret the handover that
+    removed him was said under. He re-pads Ada's handover (its signature still holds: it
+    does not cover the padding) and passes the copy on. Were two envelopes of one signed
+    record two records, Ada's device would be cut off before her handover, and Elm Street
+    would speak with the key Ben holds."""
+    from hearth import members, neighbours
+    from hearth.identity import create_identity
+    from hearth.intake import Verdict, take_in
+    from hearth.node import open_node
+    from hearth.protocol.bundle import open_envelope, parse_envelope
+    from hearth.rotation import keep_keys
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Elm Street").id
+        ben.join_with_token(ada.create_invite())
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+        hood = neighbours.create(ada, group, "Eastside")
+        members.remove_member(ada, group, "Ben")
+        keep_keys(ada, group)  # her next sync: a new key, said under the first secret
+        [now] = neighbours.memberships(ada, group)
+        assert neighbours.state(ada, now).keys.current(hood.key.public) == now.key.public
+
+        first = hood.every_keys[0]  # which Ben's node holds
+        copies = []
+        for (raw,) in ada.store.query("SELECT envelope FROM neighbourhood_records"):
+            envelope = parse_envelope(bytes(raw))
+            if envelope.topic == first.topic:
+                inner = open_envelope(envelope, first)
+                if b"rekey" in inner.payload:
+                    copies.append(repadded(envelope, first))
+        [copy] = copies
+        outcome = take_in(ada, copy.encode(), source="Ben")
+        current = neighbours.state(ada, now)
+        assert current.keys.current(hood.key.public) == now.key.public
+        assert neighbours.standing(ada, now) == "in"
+        assert current.equivocations == {}
+        assert outcome.verdict is Verdict.REJECTED
