@@ -354,7 +354,6 @@ def repadded(envelope: Envelope, keys: EpochKeys) -> Envelope:
     return replace(unsigned, relay_sig=keys.relay_key.sign(_RELAY_SIGNED + unsigned.id))
 
 
-@pytest.mark.xfail(strict=True, reason="a re-padded copy of a bundle counts as signing twice")
 def test_a_removed_member_re_padding_the_admins_handover_does_not_make_her_sign_twice(
     tmp_path: Path,
 ) -> None:
