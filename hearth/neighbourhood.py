@@ -64,12 +64,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TypeGuard, TypeVar
 
 from hearth.crypto import SigningKey, verify
-from hearth.errors import ProtocolError
+from hearth.errors import ProtocolError, UsageError
 from hearth.protocol import codec
+from hearth.values import parse_quantity
 
 __all__ = [
     "Chains",
@@ -657,11 +658,12 @@ class State:
 
 
 def _quantity(text: str) -> Decimal | None:
+    """A record's quantity, if a ledger would take it: Decimal takes ``1E+99999999``, but
+    no sum or display of it does (it overflows), and a record is anyone's text."""
     try:
-        value = Decimal(text)
-    except InvalidOperation:
+        return parse_quantity(text)
+    except UsageError:
         return None
-    return value if value.is_finite() and value > 0 else None
 
 
 _GRANTS = frozenset({"found", "admit"})  # what a group says that it cannot take back
