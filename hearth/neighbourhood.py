@@ -95,6 +95,7 @@ _SIGNED = b"hearth/v1/neighbourhood-record\x00"
 _HANDOVER = b"hearth/v1/neighbourhood-handover\x00"
 _MAX_TEXT = 200
 _MAX_DEVICES = 1000
+_LAST_DAY_MS = 221_845_392_000_000  # 9000-01-01: any offer's last day fits a date
 _MAX_WRAP = 256  # a sealed 32-byte secret: ephemeral key, nonce, ciphertext, tag
 OPS = (
     "found",
@@ -838,6 +839,8 @@ def fold(nid: str, records: Iterable[Record]) -> State:
         if quantity is None:
             continue
         until = r.number("until") or None
+        if until is not None and not 0 < until < _LAST_DAY_MS:
+            continue  # a day no calendar shows
         state.offers[r.ref] = Offer(
             id=r.ref,
             group=group,

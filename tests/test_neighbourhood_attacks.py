@@ -417,9 +417,6 @@ def test_a_quantity_no_ledger_takes_counts_for_nothing() -> None:
     assert state.left(log.ref("o1")) == 5
 
 
-@pytest.mark.xfail(
-    strict=True, reason="an offer running until no calendar's day breaks its display"
-)
 def test_an_offer_until_a_day_no_calendar_has_counts_for_nothing() -> None:
     """Mallory's group offers something until 2^62 ms from the epoch: no date shows it
     (the app's neighbourhood pane formats every offer's last day), so it must not count."""
