@@ -627,7 +627,6 @@ def _pass_records(source: Node, target: Node) -> None:
         take_in(target, bytes(envelope), source="test")
 
 
-@pytest.mark.xfail(strict=True, reason="a neighbour group's name is read as markup")
 async def test_a_neighbour_groups_name_is_shown_as_written_never_read_as_markup(
     ada: Node,
 ) -> None:
