@@ -431,3 +431,17 @@ def test_an_offer_until_a_day_no_calendar_has_counts_for_nothing() -> None:
     offers = log.state().open_offers(now_ms=0)
     assert [o.what for o in offers] == ["Leeks"]
     assert [format_date(o.until)[:4] for o in offers if o.until] == ["2030"]
+
+
+@pytest.mark.xfail(strict=True, reason="records carry terminal control sequences")
+def test_a_record_with_control_characters_is_refused() -> None:
+    """Another group's offer named with a terminal's escape sequences would reach every
+    member's terminal as they list offers (clearing it, retitling it, faking lines): a
+    record's texts take what a ledger's names take, no control characters."""
+    from hearth.errors import ProtocolError
+    from hearth.neighbourhood import sign_record, verify_record
+
+    for text in ("\x1b[2J\x1b[HAll clear", "Compost\rElm Street: withdrawn", "bell\x07"):
+        with pytest.raises(ProtocolError, match="control characters"):
+            verify_record(sign_record(MAL, {"op": "offer", "what": text, "qty": "1"}))
+    verify_record(sign_record(MAL, {"op": "offer", "what": "Leeks", "note": "a\\nb\\tc"}))
