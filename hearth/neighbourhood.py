@@ -62,6 +62,7 @@ Nothing here does I/O; ``hearth.neighbours`` keeps the records and talks to the 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -239,6 +240,11 @@ def verify_record(payload: bytes) -> dict[str, codec.Value]:
     for name, value in body.items():
         if isinstance(value, str) and len(value) > _MAX_TEXT:
             raise ProtocolError(f"a neighbourhood record whose {name} is too long")
+        if isinstance(value, str) and any(
+            unicodedata.category(c) == "Cc" and c not in "\n\t" for c in value
+        ):
+            # What a member's terminal would obey (escape sequences), not show.
+            raise ProtocolError(f"a neighbourhood record whose {name} has control characters")
     if not verify(group, signature, _SIGNED + codec.encode(body)):
         raise ProtocolError("a neighbourhood record not signed by the group it names")
     if body["op"] == "rekey":
