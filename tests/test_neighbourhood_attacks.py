@@ -485,3 +485,50 @@ def test_records_from_made_up_devices_under_made_up_keys_are_not_all_kept(
     kept = len(ada.store.query("SELECT id FROM neighbourhood_records")) - before
     assert kept < 100
     assert neighbours.standing(ada, elms) == "in"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a node holding two forks first refuses the record a handover names (a third)",
+)
+def test_a_removed_member_racing_two_forks_ahead_of_his_record_splits_no_nodes(
+    eastside: Eastside,
+) -> None:
+    """Cy offers leeks for Riverside; say Riverside then removes him, and its admin's
+    handover names that record as where his feed ends. Before his offer reaches Ada's node,
+    Cy signs two other records for the same place and sends them to her first. Her node
+    keeps two records for one place and no third — so it never holds the record the
+    handover names, and counts Cy's feed only to the place before, while nodes that had
+    his offer first count it: the nodes would differ for good."""
+    from hearth import neighbours
+    from hearth.intake import take_in
+
+    cy = eastside.cy
+    [cys] = neighbours.memberships(cy, eastside.riverside)
+    with cy.change(eastside.riverside) as ledger:
+        ledger.add_resource("Leeks", quantity=Decimal(9), shareable=True)
+    device = cy.identity.device_key.public
+    rows = "SELECT id, envelope FROM neighbourhood_records WHERE author = ? ORDER BY seq"
+    held = [bytes(e) for _, e in cy.store.query(rows, (device,))]
+    neighbours.add_offer(cy, eastside.riverside, "Leeks", Decimal(3))
+    [(said_id, said)] = [
+        (bytes(i), bytes(e)) for i, e in cy.store.query(rows, (device,)) if bytes(e) not in held
+    ]
+    seq = len(held) + 1
+    # Two other records for that place, made by dropping the offer from his own store.
+    cy.store.run("DELETE FROM neighbourhood_records WHERE id = ?", (said_id,))
+    forks = []
+    for what in ("fork one", "fork two"):
+        neighbours._append(cy, cys, {"op": "offer", "what": what, "qty": "1"})
+        [(fork_id, fork)] = cy.store.query(
+            "SELECT id, envelope FROM neighbourhood_records WHERE author = ? AND seq = ?",
+            (device, seq),
+        )
+        forks.append(bytes(fork))
+        cy.store.run("DELETE FROM neighbourhood_records WHERE id = ?", (fork_id,))
+    for envelope in [*forks, said]:
+        take_in(eastside.ada, envelope, source="Cy")
+    rows_at = eastside.ada.store.query(
+        "SELECT id FROM neighbourhood_records WHERE author = ? AND seq = ?", (device, seq)
+    )
+    assert said_id in {bytes(r[0]) for r in rows_at}  # the record a handover would name
