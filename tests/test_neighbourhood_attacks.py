@@ -532,3 +532,32 @@ def test_a_removed_member_racing_two_forks_ahead_of_his_record_splits_no_nodes(
         "SELECT id FROM neighbourhood_records WHERE author = ? AND seq = ?", (device, seq)
     )
     assert said_id in {bytes(r[0]) for r in rows_at}  # the record a handover would name
+
+
+def test_a_request_said_before_requests_were_known_by_record_keeps_its_commitment(
+    eastside: Eastside,
+) -> None:
+    """What the name check above must not break: Riverside's request, said by an older
+    Hearth with a name of its own (``id``), was accepted then and recorded under that name
+    in Elm Street's ledger. Reconciling now finds that commitment (same name, same
+    neighbour, nobody else's request carries the name) and records no second one."""
+    from hearth import neighbours
+
+    east, ada, elm = eastside, eastside.ada, eastside.elm
+    [rivers] = neighbours.memberships(east.cy, east.riverside)
+    fields = {"op": "request", "id": "q-old", "offer": east.offer.id, "qty": "2", "by": "m"}
+    ref = neighbours._ref(neighbours._append(east.cy, rivers, fields))  # type: ignore[arg-type]
+    east.carry()
+    with ada.change(elm) as ledger:  # as the older Hearth recorded it on accepting
+        ledger.add_handoff(
+            "q-old",
+            "Compost to Riverside",
+            neighbour="Riverside",
+            member=ada.identity.member_id,
+            giving=True,
+            resource=east.offer.resource,
+            quantity=Decimal(2),
+            unit="bags",
+        )
+    neighbours.answer(ada, elm, ref, accept=True)
+    assert [c.id for c in ada.view(elm).commitments()] == ["q-old"]
