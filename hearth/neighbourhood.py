@@ -800,11 +800,13 @@ def fold(nid: str, records: Iterable[Record]) -> State:
     ordered = sorted(chains.counted, key=lambda r: r.id)
     keys = state.keys = Keys(ordered)
     counting = [r for r in ordered if keys.counts(r)]
-    # Only the founding group's key hashes to the id; only records that count under it found
-    # (not one a removed member writes past their cutoff).
-    founding = [
-        r for r in counting if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
+    # Only the founding group's key hashes to the id; of its founding records, those that
+    # count under it found (not one a removed member writes past their cutoff) — unless its
+    # key was handed on twice at once: that silences the group, not the neighbourhood.
+    founded = [
+        r for r in ordered if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
     ]
+    founding = [r for r in founded if keys.counts(r)] or founded
     if not founding:
         return state
     state.name = _one_name(r.text("name") for r in founding)

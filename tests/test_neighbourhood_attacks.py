@@ -561,3 +561,28 @@ def test_a_request_said_before_requests_were_known_by_record_keeps_its_commitmen
         )
     neighbours.answer(ada, elm, ref, accept=True)
     assert [c.id for c in ada.view(elm).commitments()] == ["q-old"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a contested founder key takes out every group the founder let in, not itself only",
+)
+def test_a_founders_key_handed_on_twice_at_once_silences_that_group_not_the_neighbourhood() -> None:
+    """Xan, removed from Elm Street (the founder) before its admins were ranked, hands its
+    first key on for himself and rules Ada out as she rules him out: neither handover
+    stands and Elm Street has no key that counts — a denial for Elm Street, which the
+    founding record and the admissions said under that key must not turn into one for
+    every group. On main, and still: the name stands, the groups do not."""
+    log = Log()
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.say(TOOLS, op="admit", newcomer=RIVER.public, group_name="Riverside")
+    log.say(RIVER, op="offer", what="Leeks", qty="9")
+    log.say(ELM, device=XAN, op="offer", what="Rake", qty="1")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA], gone={XAN: 1}, ends=dict(log.heads))
+    log.hand_on(ELM, ELM_3, device=XAN, stay=[XAN], gone={ADA: 0})
+    state = log.state()
+    assert state.keys.current(ELM.public) is None
+    assert state.name == "Eastside"
+    assert set(state.groups.values()) == {"Tool Library", "Riverside"}
+    assert [o.what for o in state.offers.values()] == ["Leeks"]
