@@ -174,6 +174,13 @@ def test_a_member_sealing_anothers_bundle_again_does_not_make_its_author_sign_tw
         ledger.add_resource("Rake")
     deliver(ada, ben)
     assert {"Wheelbarrow", "Rake"} <= names(ben)
+    # A copy kept as a proof by a Hearth from before they were refused is passed over.
+    from hearth.protocol.bundle import open_envelope
+    from hearth.retraction import second_bundles
+
+    inner = open_envelope(good, ben.feeds.current_keys(group))
+    ben.feeds.keep_equivocation(group, parse_envelope(copy), inner)
+    assert second_bundles(ben, group) == []  # not a failure to open: nothing to count
 
 
 def test_bundle_for_another_group_is_rejected(trio: list[Node]) -> None:
