@@ -81,10 +81,15 @@ class Link:
 
     def __post_init__(self) -> None:
         # Frames may be written straight to the socket only on a server's WebSocket (a
-        # client's frames are masked) whose socket is known.
+        # client's frames are masked) whose socket is known; and its buffer's limits, set
+        # when it was made (neither aiohttp nor the relay changes them), are read once.
         self._direct = isinstance(self.ws, web.WebSocketResponse) and isinstance(
             self.transport, asyncio.WriteTransport
         )
+        self._low = self._high = 0
+        if self._direct:
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self._low, self._high = self.transport.get_write_buffer_limits()
 
     def socket_free(self, size: int) -> asyncio.WriteTransport | None:
         """The socket, if a frame of ``size`` bytes written to it now goes out in order and
@@ -98,9 +103,8 @@ class Link:
         assert isinstance(transport, asyncio.WriteTransport)
         if transport.is_closing():
             return None
-        low, high = transport.get_write_buffer_limits()
         buffered = transport.get_write_buffer_size()
-        return transport if buffered <= low and buffered + size <= high else None
+        return transport if buffered <= self._low and buffered + size <= self._high else None
 
     def not_sent_yet(self, key: bytes, cursor: int) -> bool:
         """Whether a live delivery at ``cursor`` is new on this link (a catch-up may have
