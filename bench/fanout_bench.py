@@ -225,6 +225,9 @@ def main() -> int:
     parser.add_argument("--bundles", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; medians reported")
     parser.add_argument("--warm-up", type=int, default=40, help="bundles sent before measuring")
+    parser.add_argument(
+        "--label", default="", help="what code this measures, in the result and its file name"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="hearth-fanout-"))
     (root / "relay.toml").write_text(
@@ -241,6 +244,7 @@ def main() -> int:
                 )
     result: dict[str, object] = {
         "benchmark": "fanout",
+        "label": args.label,
         "subscribers": args.subscribers,
         "few": args.few,
         "bundles": args.bundles,
@@ -283,7 +287,8 @@ def main() -> int:
     result["ratio_whole_intake_to_floor"] = round(intake["relay"] / floor, 2)
     result["ratio_whole_intake_to_tight_loop"] = round(intake["relay"] / sum(required.values()), 2)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"fanout-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
+    label = f"-{args.label}" if args.label else ""
+    (RESULTS / f"fanout{label}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
         json.dumps(result, indent=2) + "\n"
     )
     print(json.dumps(result, indent=2))

@@ -98,8 +98,8 @@ _REFUSALS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ToClient:
+@dataclass(slots=True)  # not frozen: one is made per subscriber per bundle, and a frozen
+class ToClient:  # dataclass's __init__ costs twice as much; nothing changes one once made
     """Send this frame to this client."""
 
     client: int
