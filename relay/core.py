@@ -29,6 +29,7 @@ from hearth.protocol.connection import (
     CLOSE_TOO_BIG,
     Connection,
     Role,
+    State,
 )
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
@@ -102,8 +103,8 @@ _REFUSALS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ToClient:
+@dataclass(slots=True)  # not frozen: one is made per subscriber per bundle, and a frozen
+class ToClient:  # dataclass's __init__ costs twice as much; nothing changes one once made
     """Send this frame to this client."""
 
     client: int
@@ -358,21 +359,41 @@ class RelayCore:
         catch-up's frames go to one client only (``fan_out=False``): they are not kept.
         """
         if isinstance(frame, Deliver) and fan_out:
-            cached = self._encoded.get(id(frame))
-            if cached is None or cached[0] is not frame:
-                cached = (frame, encode_frame(frame))
-                self._encoded[id(frame)] = cached
-                self._encoded_bytes += len(cached[1])
-                while len(self._encoded) > 1 and (
-                    len(self._encoded) > 256 or self._encoded_bytes > _ENCODED_BYTES
-                ):
-                    _, (_, dropped) = self._encoded.popitem(last=False)
-                    self._encoded_bytes -= len(dropped)
-            data = self.clients[client].conn.send(frame, cached[1])
+            data = self.clients[client].conn.send(frame, self.encoded(frame))
         else:
             data = self.clients[client].conn.send(frame)
         self.metrics.count("hearth_relay_bytes_out_total", amount=len(data))
         return data
+
+    def encoded(self, frame: Deliver) -> bytes:
+        """A live delivery's bytes, encoded once for all its subscribers (kept while they
+        are among the newest few MiB encoded)."""
+        cached = self._encoded.get(id(frame))
+        if cached is None or cached[0] is not frame:
+            cached = (frame, encode_frame(frame))
+            self._encoded[id(frame)] = cached
+            self._encoded_bytes += len(cached[1])
+            while len(self._encoded) > 1 and (
+                len(self._encoded) > 256 or self._encoded_bytes > _ENCODED_BYTES
+            ):
+                _, (_, dropped) = self._encoded.popitem(last=False)
+                self._encoded_bytes -= len(dropped)
+        return cached[1]
+
+    def plain_subscriber(self, client: int) -> bool:
+        """Whether a live delivery may be written to ``client`` as its bytes alone: an
+        open connection (where a delivery is always allowed and changes no state, so its
+        state machine has nothing to say) of a client, not a peer relay (which may need a
+        topic's registration first). The one check a fan-out makes per subscriber;
+        anything else goes through :meth:`encode`."""
+        state = self.clients.get(client)
+        return state is not None and state.conn.state is State.OPEN and not state.peer
+
+    def delivered(self, count: int, size: int) -> None:
+        """Count ``count`` live deliveries of ``size`` bytes in all, sent without
+        :meth:`encode` (see :meth:`plain_subscriber`)."""
+        self.metrics.count("hearth_relay_bundles_out_total", amount=count)
+        self.metrics.count("hearth_relay_bytes_out_total", amount=size)
 
     # --- frames -----------------------------------------------------------------------
 

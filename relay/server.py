@@ -157,9 +157,10 @@ async def _flusher(app: web.Application) -> AsyncIterator[None]:
     async def run() -> None:
         busy = False  # the last batch had company: more are likely on their way
         while True:
+            # Woken after every reader the same network events woke: what they read is
+            # staged already, and joins this batch.
             await wanted.wait()
             wanted.clear()
-            await asyncio.sleep(0)  # messages already read join the batch
             if busy or core.staged() > 1:
                 # Let what arrives in a moment join too, for one fsync. A lone bundle in a
                 # quiet spell (a member editing live) is committed at once: waiting would
