@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hearth.crypto import SigningKey
 from hearth.errors import NotAuthorized, UsageError
 from hearth.feeds import REFUSED
 from hearth.identity import create_identity
@@ -19,7 +20,7 @@ from hearth.invite import decode_token, encode_token
 from hearth.ledger import Kind
 from hearth.node import Node, open_node
 from hearth.protocol import codec
-from hearth.protocol.bundle import PAD_BUCKETS, parse_envelope
+from hearth.protocol.bundle import PAD_BUCKETS, EpochKeys, Inner, parse_envelope, seal_bundle
 from hearth.retraction import removal_notices
 from hearth.testing import FakeClock
 
@@ -151,6 +152,38 @@ def test_tampered_bundles_are_rejected_and_change_nothing(trio: list[Node]) -> N
     assert take_in(ben, good, source="honest").verdict is Verdict.APPLIED
 
 
+def test_a_member_sealing_anothers_bundle_again_does_not_make_its_author_sign_twice(
+    trio: list[Node],
+) -> None:
+    """Ben, a member, holds the epoch's keys: he seals Ada's bundle again with one byte of
+    padding changed (her signature does not cover it) and passes the copy on. Taken as a
+    second bundle for her seq, it would cut Ada, the admin, off on every node (R4)."""
+    from tests.test_neighbourhood_attacks import repadded
+
+    ada, ben, _ = trio
+    deliver(ada, ben)
+    group = ada.current_group().id
+    with ada.change() as ledger:
+        ledger.add_resource("Wheelbarrow")
+    good = parse_envelope(ada.feeds.all(group)[-1].envelope)
+    deliver(ada, ben)
+    copy = repadded(good, ben.feeds.current_keys(group)).encode()
+    for node in (ada, ben):
+        assert take_in(node, copy, source="Ben").verdict is Verdict.REJECTED
+        assert node.feeds.equivocations(group) == {}
+    with ada.change() as ledger:
+        ledger.add_resource("Rake")
+    deliver(ada, ben)
+    assert {"Wheelbarrow", "Rake"} <= names(ben)
+    # A copy kept as a proof by a Hearth from before they were refused is passed over.
+    from hearth.protocol.bundle import open_envelope
+    from hearth.retraction import second_bundles
+
+    inner = open_envelope(good, ben.feeds.current_keys(group))
+    ben.feeds.keep_equivocation(group, parse_envelope(copy), inner)
+    assert second_bundles(ben, group) == []  # not a failure to open: nothing to count
+
+
 def test_bundle_for_another_group_is_rejected(trio: list[Node]) -> None:
     ada, _, eve = trio
     eve.create_group("Other")
@@ -271,3 +304,30 @@ def test_what_a_bundle_says_it_touched_does_not_decide_what_others_see(
     fresh = LedgerView()
     fresh.rebuild(ada.ledger().docs())
     assert fresh.tables == ada.view().tables
+
+
+def test_an_envelope_has_one_id_however_its_fields_were_encoded() -> None:
+    # parse_envelope hashes the id from the bytes it was given when they are the shortest
+    # encoding; the same fields encoded longer (a padded number) still get the same id.
+    keys = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
+    device = SigningKey.generate()
+    for size in (10, 5_000):  # two padding buckets
+        inner = Inner(
+            kind="content",
+            group_id=keys.group_id,
+            epoch_id=keys.epoch_id,
+            author=device.public,
+            seq=1,
+            prev=b"",
+            auth_heads=(),
+            created_at=1,
+            payload=os.urandom(size),
+        )
+        sealed = seal_bundle(inner, keys=keys, device=device, salt=os.urandom(32))
+        data = sealed.encode()
+        padded = data[:2] + bytes([data[2], 0x82, 0x00]) + data[4:]  # the version, 3 bytes
+        for wire in (data, padded):
+            envelope = parse_envelope(wire)
+            assert envelope.id == sealed.id
+            assert envelope.relay_signature_valid(keys.relay_key.public)
+        assert codec.decode(padded) == codec.decode(data)

@@ -303,7 +303,20 @@ def parse_envelope(data: bytes) -> Envelope:
         raise Damaged("The bundle's envelope has fields of the wrong type or size.")
     if len(ciphertext) not in PAD_BUCKETS:
         raise Damaged("The bundle's ciphertext is not one of the allowed sizes.")
-    return Envelope(topic=topic, salt=salt, ciphertext=ciphertext, relay_sig=relay_sig)
+    envelope = Envelope(topic=topic, salt=salt, ciphertext=ciphertext, relay_sig=relay_sig)
+    if len(data) == _CANONICAL_FIXED + len(codec.uvarint(len(ciphertext))) + len(ciphertext):
+        # Every field at its shortest, so ``data`` is exactly the envelope's encoding, and
+        # its id the hash of the same bytes without the signature (the last item) under a
+        # list header of four: no need to encode the fields again to hash them.
+        envelope.__dict__["id"] = hashlib.sha256(_UNSIGNED_HEAD + data[2:-66]).digest()
+    return envelope
+
+
+# An envelope's encoding at its shortest, but for the ciphertext's length and bytes: the
+# list header (2 bytes), the version (2), topic and salt (34 each), the ciphertext's tag
+# (1) and the signature (66: tag, length, 64 bytes).
+_CANONICAL_FIXED = 2 + 2 + 34 + 34 + 1 + 66
+_UNSIGNED_HEAD = codec.encode([None] * 4)[:2]  # a list of four's header
 
 
 def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:
@@ -321,7 +334,8 @@ def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:
     length = int.from_bytes(plaintext[:4], "big")
     if length > len(plaintext) - 4:
         raise ProtocolError("A bundle's inner length is wrong.")
-    outer = codec.decode(plaintext[4 : 4 + length])
+    body = plaintext[4 : 4 + length]
+    outer = codec.decode(body)
     if not (
         isinstance(outer, list)
         and len(outer) == 2
@@ -329,6 +343,12 @@ def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:
         and isinstance(outer[1], bytes)
     ):
         raise ProtocolError("A bundle's inner part is malformed.")
+    # One signed bundle, one envelope: the author's signature does not cover the padding
+    # or the outer encoding, so any holder of the keys could seal the same bundle again
+    # otherwise — a copy with another id, which would look like its author signing two
+    # bundles for one seq (R4) and cut an honest device off on every node.
+    if codec.encode(outer) != body or _pad(body) != plaintext:
+        raise ProtocolError("A bundle sealed otherwise than its author sealed it (a copy).")
     signed, signature = outer
     fields = codec.decode(signed)
     if not isinstance(fields, list) or len(fields) != 10:

@@ -64,7 +64,9 @@ def _encode(value: Value, out: bytearray) -> None:
         out.append(_STR)
         _uvarint(len(data), out)
         out += data
-    elif isinstance(value, Mapping):
+    elif type(value) is dict or (  # a plain dict first: the abstract check costs more
+        type(value) not in (list, tuple) and isinstance(value, Mapping)
+    ):
         out.append(_MAP)
         _uvarint(len(value), out)
         for key in sorted(value):

@@ -234,6 +234,7 @@ _TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in get_args(Frame)}
 _FIELDS: dict[str, tuple[str, ...]] = {
     kind: tuple(f.name for f in fields(cls)) for kind, cls in _TYPES.items()
 }
+_FIELD_SETS = {kind: frozenset(names) for kind, names in _FIELDS.items()}
 _REQUIRED: dict[str, frozenset[str]] = {
     kind: frozenset(
         f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
@@ -356,7 +357,7 @@ def _decode_any(data: bytes) -> Frame:
     cls = _TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"Unknown frame type {kind!r}.")
-    if not set(body) <= set(_FIELDS[kind]) or not _REQUIRED[kind] <= set(body):
+    if not body.keys() <= _FIELD_SETS[kind] or not _REQUIRED[kind] <= body.keys():
         raise ProtocolError(f"A {kind} frame has the wrong fields.")
     for name, value in body.items():
         wanted = _FIELD_TYPES[name]
