@@ -15,7 +15,7 @@ import functools
 import logging
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -673,10 +673,11 @@ async def sync_relay(
     timeout: float,
     peer: bool = False,
     snapshots_only: bool = False,
+    report: RelayReport | None = None,
 ) -> RelayReport:
     """One full exchange with one relay or peer; never raises, the report says what
-    happened."""
-    report = RelayReport(url=url, peer=peer)
+    happened (``report``: filled in as it goes, for someone watching)."""
+    report = report if report is not None else RelayReport(url=url, peer=peer)
     try:
         run = _run(node, url, group_ids, report, snapshots_only=snapshots_only)
         await asyncio.wait_for(run, timeout)
@@ -689,6 +690,10 @@ async def sync_relay(
     return report
 
 
+PROGRESS_EVERY_S = 2.0
+"""How often a sync that is still going says how far it has come."""
+
+
 async def sync_relays(
     node: Node,
     urls: Sequence[str],
@@ -696,10 +701,14 @@ async def sync_relays(
     *,
     timeout: float,
     peers: bool = False,
+    on_progress: Callable[[Sequence[RelayReport]], None] | None = None,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> list[RelayReport]:
     """Sync with every relay (or every peer) at once, each with its own deadline: one that
     is down, slow or frozen holds back none of the others (a group lists several relays
-    so that one going away costs nothing).
+    so that one going away costs nothing). ``on_progress`` is shown the reports of the
+    exchanges still going every ``progress_every_s`` while any is, so that a long
+    catch-up or a slow relay is never a silent wait.
 
     The exchanges share the node's store safely: they take turns on the one event loop,
     and each writes what it receives before it yields. What one relay brought in is then
@@ -708,11 +717,19 @@ async def sync_relays(
     """
 
     async def round_of(targets: Sequence[str]) -> list[RelayReport]:
-        return list(
-            await asyncio.gather(
-                *(sync_relay(node, url, group_ids, timeout=timeout, peer=peers) for url in targets)
+        going = [RelayReport(url=url, peer=peers) for url in targets]
+        watcher = asyncio.create_task(_watch(going, on_progress, progress_every_s))
+        try:
+            return list(
+                await asyncio.gather(
+                    *(
+                        sync_relay(node, r.url, group_ids, timeout=timeout, peer=peers, report=r)
+                        for r in going
+                    )
+                )
             )
-        )
+        finally:
+            watcher.cancel()
 
     reports = await round_of(urls)
     answered = [r.url for r in reports if r.ok]
@@ -725,6 +742,21 @@ async def sync_relays(
             first.refused += again.refused
             first.ok, first.error = again.ok, again.error
     return reports
+
+
+async def _watch(
+    reports: Sequence[RelayReport],
+    on_progress: Callable[[Sequence[RelayReport]], None] | None,
+    every_s: float,
+) -> None:
+    if on_progress is None:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        # A report is finished once it is ok or has an error; the rest are still going.
+        going = [r for r in reports if not r.ok and not r.error]
+        if going:
+            on_progress(going)
 
 
 async def give_snapshots(

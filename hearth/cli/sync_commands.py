@@ -125,7 +125,13 @@ def _report_json(reports: list[RelayReport]) -> dict[str, object]:
 _MAX_PASSES = 4
 
 
-def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[RelayReport]:
+def _sync_passes(
+    node: Node,
+    groups: list[str],
+    *,
+    timeout: float,
+    on_progress: Callable[[Sequence[RelayReport]], None] | None = None,
+) -> list[RelayReport]:
     """Sync with every relay, then every peer; again while a pass brings news of more
     relays or of a new group key (whose topic must be synced everywhere too), or made
     this node write something."""
@@ -159,13 +165,34 @@ def _sync_passes(node: Node, groups: list[str], *, timeout: float) -> list[Relay
         for peer in (False, True):
             urls = [url for url, is_peer in todo if is_peer is peer]
             if urls:
-                reports += asyncio.run(sync_relays(node, urls, groups, timeout=timeout, peers=peer))
+                reports += asyncio.run(
+                    sync_relays(
+                        node, urls, groups, timeout=timeout, peers=peer, on_progress=on_progress
+                    )
+                )
     return reports
 
 
-def sync_now(node: Node, groups: list[str], *, timeout: float) -> list[RelayReport]:
+def sync_now(
+    node: Node,
+    groups: list[str],
+    *,
+    timeout: float,
+    on_progress: Callable[[Sequence[RelayReport]], None] | None = None,
+) -> list[RelayReport]:
     """Sync the groups everywhere they sync, as `hearth sync` does; one report per place."""
-    return _merged(_sync_passes(node, groups, timeout=timeout))
+    return _merged(_sync_passes(node, groups, timeout=timeout, on_progress=on_progress))
+
+
+def say_progress(going: Sequence[RelayReport]) -> None:
+    """What a sync still going has come to, on stderr (stdout keeps the result alone)."""
+    parts = [
+        f"{r.url}: {counted(r.received, 'bundle')} received so far"
+        if r.received
+        else f"{r.url}: nothing received yet"
+        for r in going
+    ]
+    print(f"Still syncing — {'; '.join(parts)}", file=sys.stderr, flush=True)
 
 
 def _merged(reports: list[RelayReport]) -> list[RelayReport]:
@@ -185,7 +212,9 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
         raise UsageError("--timeout must be more than zero seconds.")
     groups = [g.id for g in node.groups()] if args.all else [node.current_group().id]
     started = node.clock.now_ms()
-    reports = sync_now(node, groups, timeout=args.timeout)
+    reports = sync_now(
+        node, groups, timeout=args.timeout, on_progress=None if args.json else say_progress
+    )
     if not reports:
         raise TransportError(
             "The group lists no relays and this node has no peers: add one with "
