@@ -11,7 +11,9 @@ once, after someone leaves on its next sync — and rival rotations settle by
 
 A device left out of an epoch by a removal that did not count gets it with the next
 rotation; and any member's node that holds such an epoch hands it on once (a hand-on in
-its feed), for when no admin holds it to rotate with it (:func:`keep_keys`).
+its feed), for when no admin holds it to rotate with it (:func:`keep_keys`). Not while
+that removal only waits to be written again (R8, :mod:`hearth.pending_removals`): for the
+keys, the device is out until then — no key is handed on, carried or made for it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from hearth import membership, neighbours
+from hearth import membership, neighbours, pending_removals
 from hearth.errors import NotFound
 from hearth.ledger.model import Role
 from hearth.ledger.view import LedgerView
@@ -53,8 +55,14 @@ def departed_devices(view: LedgerView) -> frozenset[bytes]:
 
 
 def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
-    """Devices no key may be sealed to any more: departed, or caught equivocating (R4)."""
-    return departed_devices(view) | frozenset(node.feeds.equivocations(group_id))
+    """Devices no key may be sealed to any more: departed, caught equivocating (R4), or
+    left out of a key by a removal that waits to be written again (R8)."""
+    out = departed_devices(view) | frozenset(node.feeds.equivocations(group_id))
+    listed = {c.key for c in membership.cards(view.tables["members"])} - out
+    left_out = set().union(*node.feeds.excluded(group_id, counted_only=False).values())
+    return out | pending_removals.removals_to_write_again(
+        node, group_id, frozenset(listed & left_out)
+    )
 
 
 def keep_keys(node: Node, group_id: str) -> bool:

@@ -371,6 +371,24 @@ class LedgerDoc:
         except LedgerError:
             return False
 
+    def writes_key_in_entry(
+        self, changes: Sequence[bytes], table: str, entry_id: str, key: str
+    ) -> bool:
+        """Whether any of the changes (applied or not) puts ``key`` into an entry that
+        exists here or into a map nested in it (a member's removal, or one device's)."""
+        table_obj = self._table(table)
+        if table_obj is None:
+            return False
+        objects = self._objects_of([(table, entry_id)])
+        try:
+            return any(
+                op.obj in objects and op.key == key
+                for change in changes
+                for op in operations(_change_body(change))
+            )
+        except LedgerError:
+            return False
+
     def _walk(self, table: str) -> set[ObjectRef]:
         found: set[ObjectRef] = set()
         doc = self._doc

@@ -1,0 +1,103 @@
+"""Removals waiting to be written again (docs/security.md R8 with the keys of §2).
+
+An admin's removal that builds on a change which turns out not to count (another device
+signed two bundles for one seq, R4, or wrote past its cutoff, R6) does not count either:
+Automerge cannot take a change without what it builds on. It is not void, though: its
+author's node writes it again at once (R8, :meth:`~hearth.node.Node.write_again`), and
+then the member is out as the admin meant. Meanwhile the key the admin made without that
+member is a key that left out a member the ledger still lists — exactly what a removal
+that R7 voids leaves too, where the member is owed the key. Told apart here, so that no
+node hands such a key on (:func:`hearth.rotation.hand_on`, the epochs a new key carries)
+to a member whose removal is only waiting to be written again: what the group sealed
+under it stays unreadable to them.
+
+A removal waits to be written again while a change that writes it (``removed`` into the
+member's entry, or into one of its device cards) is held in a bundle that counts, the
+change itself does not count (built on one that does not), and its author is still in
+the group (not removed, not caught signing twice): that author's node writes it again.
+Once it is written again the member is out; should its author be removed first, or their
+new removal be voided, the waiting ends and the key is owed after all.
+"""
+
+from __future__ import annotations
+
+from hearth import membership
+from hearth.feeds import APPLIED
+from hearth.ledger.automerge_doc import change_hash
+from hearth.ledger.ledger import LIVE
+from hearth.node import Node
+from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
+
+__all__ = ["removals_to_write_again"]
+
+
+def removals_to_write_again(
+    node: Node, group_id: str, devices: frozenset[bytes]
+) -> frozenset[bytes]:
+    """Of ``devices`` (listed in the group, left out of some key), those whose removal
+    waits to be written again by its author (see the module's docstring). Reads the held
+    bundles only when ``devices`` is not empty (rare: a removal that did not count)."""
+    if not devices:
+        return frozenset()
+    members = node.view(group_id).tables["members"]
+    cards = membership.cards(members)
+    member_of = {c.key: c.member_id for c in cards if c.key in devices}
+    if not member_of:
+        return frozenset()
+    orphans = _orphaned(node, group_id)
+    if not orphans:
+        return frozenset()
+    caught = node.feeds.equivocations(group_id)
+    in_group = {c.key for c in cards if c.cutoff is None and c.key not in caught}
+    document = node.ledger(group_id).doc
+    found: set[bytes] = set()
+    for stored in node.feeds.all(group_id):
+        if stored.state != APPLIED or stored.author not in in_group:
+            continue
+        if orphans.isdisjoint(_change_ids(node, stored.id, stored.envelope)):
+            continue
+        lost = [c for c in _live_changes(node, stored.envelope) if change_hash(c).hash in orphans]
+        for device, member_id in member_of.items():
+            if device not in found and document.writes_key_in_entry(
+                lost, "members", member_id, "removed"
+            ):
+                found.add(device)
+    return frozenset(found)
+
+
+def _live_changes(node: Node, envelope_bytes: bytes) -> list[bytes]:
+    """The live document's changes a held content bundle carries (none if it is of
+    another kind, or this node holds no key for it)."""
+    envelope = parse_envelope(envelope_bytes)
+    held = node.feeds.keys_for_topic(envelope.topic)
+    if held is None:
+        return []
+    inner = open_envelope(envelope, held[1])
+    if inner.kind != "content":
+        return []
+    return [c for doc, c, _ in decode_changes(inner.payload) if doc == LIVE]
+
+
+def _change_ids(node: Node, bundle_id: bytes, envelope_bytes: bytes) -> frozenset[bytes]:
+    """The hashes of a held bundle's live changes, remembered by bundle id (a bundle's
+    inside never changes): a node asks this of every bundle it holds, while a removal that
+    did not count leaves a key out of step with who is in."""
+    known = _CHANGE_IDS.get(bundle_id)
+    if known is None:
+        known = frozenset(change_hash(c).hash for c in _live_changes(node, envelope_bytes))
+        if len(_CHANGE_IDS) >= _MAX_REMEMBERED:
+            _CHANGE_IDS.pop(next(iter(_CHANGE_IDS)))
+        _CHANGE_IDS[bundle_id] = known
+    return known
+
+
+_MAX_REMEMBERED = 200_000  # bundle ids with a few 32-byte hashes each: tens of MB at most
+_CHANGE_IDS: dict[bytes, frozenset[bytes]] = {}
+
+
+def _orphaned(node: Node, group_id: str) -> set[bytes]:
+    """The hashes of the group's changes known never to be part of its ledger (the table
+    :mod:`hearth.retraction` keeps; read here directly, as that module builds on this
+    one's users)."""
+    rows = node.store.query("SELECT hash FROM orphaned_changes WHERE group_id = ?", (group_id,))
+    return {bytes(h) for (h,) in rows}
