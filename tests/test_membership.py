@@ -359,6 +359,31 @@ def test_roles_and_leaving(group: list[Node]) -> None:
     assert not rotation_due(ada, gid)
 
 
+def test_a_member_cannot_back_date_their_joining_to_act_as_admin(group: list[Node]) -> None:
+    """R7's fallback: when every admin is gone, the earliest-joined member left acts as
+    one. Dan, who joined last, sets his own ``joined_at`` to 0 and both admins leave at
+    once (each seeing the other stay): Cat, who joined before him, acts as admin on every
+    node, and Dan's change counts nowhere (before, any member could change when they
+    joined, and Dan came first)."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(group)
+    with dan.change(gid) as ledger, ledger._edit() as writer:
+        writer.put("members", dan.identity.member_id, {"joined_at": 0})
+    exchange(group)
+    members.leave(ada, gid)
+    members.leave(ben, gid)
+    exchange(group)
+    for node in (ada, ben, cat):
+        roles = {m.name: m.role for m in node.view(gid).members()}
+        assert roles == {"Cat": Role.ADMIN, "Dan": Role.MEMBER}, node.identity.name
+    for node in (ada, ben, cat):  # refused where it arrived, with the reason
+        entry = node.view(gid).tables["members"][dan.identity.member_id]
+        assert entry.get("joined_at") != 0, node.identity.name
+    assert Verdict.REJECTED in deliver(dan, cat, gid)
+
+
 def test_a_lost_device_is_removed_and_the_key_changes(tmp_path: Path, group: list[Node]) -> None:
     ada, ben, _, _ = group
     gid = ada.current_group().id
