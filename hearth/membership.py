@@ -187,8 +187,9 @@ def check_change(
     its card is known, which may do anything); ``joining`` is the member id a valid invite
     claim lets the bundle create. Admins change anything; a member may change their own
     name and devices and may leave — not when or how they joined; nobody else changes
-    anyone, and no device belongs to two members. (A group whose admins have all gone is not refused: :func:`effective_role`
-    gives it one; the commands refuse to demote or let leave the last admin.)
+    anyone, and no device belongs to two members. (A group whose admins have all gone is
+    not refused: :func:`effective_role` gives it one; the commands refuse to demote or
+    let leave the last admin.)
     """
     if author is None:
         return
