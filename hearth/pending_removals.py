@@ -3,7 +3,9 @@
 An admin's removal that builds on a change which turns out not to count (another device
 signed two bundles for one seq, R4, or wrote past its cutoff, R6) does not count either:
 Automerge cannot take a change without what it builds on. It is not void, though: its
-author's node writes it again at once (R8, :meth:`~hearth.node.Node.write_again`), and
+author's node writes it again (R8: :meth:`~hearth.node.Node.write_again` as it takes the
+change out, and :func:`write_own_again` at its next pass for what that missed — a
+change taken out while judging competing removals anew, or folded into a snapshot), and
 then the member is out as the admin meant. Meanwhile the key the admin made without that
 member is a key that left out a member the ledger still lists — exactly what a removal
 that R7 voids leaves too, where the member is owed the key. Told apart here, so that no
@@ -13,8 +15,9 @@ under it stays unreadable to them.
 
 A removal waits to be written again while a change that writes it (``removed`` into the
 member's entry, or into one of its device cards) is held in a bundle that counts, the
-change itself does not count (built on one that does not), and its author is still in
-the group (not removed, not caught signing twice): that author's node writes it again.
+change itself does not count (built on one that does not), and its author may still
+write it: in the group (not removed, not caught signing twice), and an admin — or, for
+one of their own devices, its member. That author's node writes it again.
 Once it is written again the member is out; should its author be removed first, or their
 new removal be voided, the waiting ends and the key is owed after all.
 """
@@ -28,7 +31,7 @@ from hearth.ledger.ledger import LIVE
 from hearth.node import Node
 from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
 
-__all__ = ["removals_to_write_again"]
+__all__ = ["removals_to_write_again", "write_own_again"]
 
 
 def removals_to_write_again(
@@ -37,32 +40,82 @@ def removals_to_write_again(
     """Of ``devices`` (listed in the group, left out of some key), those whose removal
     waits to be written again by its author (see the module's docstring). Reads the held
     bundles only when ``devices`` is not empty (rare: a removal that did not count)."""
+    return frozenset(_waiting(node, group_id, devices))
+
+
+def write_own_again(node: Node, group_id: str) -> bool:
+    """Write again, under a fresh actor id (as R8 does), the removals this device made
+    that wait to be written again, with cutoffs at what this node holds of the removed
+    devices now; whether it wrote any. What `hearth sync` and `serve` do before they
+    look at the group's keys (:func:`hearth.rotation.keep_keys`)."""
+    view = node.view(group_id)
+    mine = node.identity.device_key.public
+    cards = membership.cards(view.tables["members"])
+    listed = frozenset(c.key for c in cards if c.cutoff is None)
+    left_out = set().union(*node.feeds.excluded(group_id, counted_only=False).values())
+    own = {
+        device: whole
+        for device, (author, whole) in _waiting(node, group_id, listed & left_out).items()
+        if author == mine
+    }
+    if not own:
+        return False
+    by_key = {c.key: c for c in cards}
+    with node.change(group_id) as ledger:
+        node._fresh_actor(group_id, ledger)  # as R8 writes again: never clashing
+        for member_id in sorted({by_key[d].member_id for d, whole in own.items() if whole}):
+            ledger.remove_member(
+                member_id,
+                {
+                    c.key.hex(): node.feeds.head(group_id, c.key)[0]
+                    for c in cards
+                    if c.member_id == member_id and c.cutoff is None
+                },
+            )
+        for device in sorted(d for d, whole in own.items() if not whole):
+            card = by_key[device]
+            ledger.remove_device(
+                card.member_id, card.device_id, node.feeds.head(group_id, device)[0]
+            )
+    return True
+
+
+def _waiting(
+    node: Node, group_id: str, devices: frozenset[bytes]
+) -> dict[bytes, tuple[bytes, bool]]:
+    """Of ``devices``, those whose removal waits to be written again, each with the
+    device that wrote it and whether it removed the whole member (not one device)."""
     if not devices:
-        return frozenset()
+        return {}
     members = node.view(group_id).tables["members"]
     cards = membership.cards(members)
     member_of = {c.key: c.member_id for c in cards if c.key in devices}
     if not member_of:
-        return frozenset()
+        return {}
     orphans = _orphaned(node, group_id)
     if not orphans:
-        return frozenset()
+        return {}
     caught = node.feeds.equivocations(group_id)
-    in_group = {c.key for c in cards if c.cutoff is None and c.key not in caught}
+    writers = {c.key: c.member_id for c in cards if c.cutoff is None and c.key not in caught}
+    admins = {m for m in set(writers.values()) if membership.effective_role(members, m) == "admin"}
     document = node.ledger(group_id).doc
-    found: set[bytes] = set()
+    found: dict[bytes, tuple[bytes, bool]] = {}
     for stored in node.feeds.all(group_id):
-        if stored.state != APPLIED or stored.author not in in_group:
+        if stored.state != APPLIED or stored.author not in writers:
             continue
         if orphans.isdisjoint(_change_ids(node, stored.id, stored.envelope)):
             continue
         lost = [c for c in _live_changes(node, stored.envelope) if change_hash(c).hash in orphans]
+        writer = writers[stored.author]
         for device, member_id in member_of.items():
-            if device not in found and document.writes_key_in_entry(
-                lost, "members", member_id, "removed"
-            ):
-                found.add(device)
-    return frozenset(found)
+            if device in found or not (writer in admins or writer == member_id):
+                continue
+            whole = writer in admins and document.writes_fields(
+                lost, "members", member_id, ["removed"]
+            )
+            if whole or document.writes_key_in_entry(lost, "members", member_id, "removed"):
+                found[device] = (stored.author, whole)
+    return found
 
 
 def _live_changes(node: Node, envelope_bytes: bytes) -> list[bytes]:

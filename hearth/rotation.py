@@ -67,15 +67,18 @@ def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
 
 def keep_keys(node: Node, group_id: str) -> bool:
     """What `hearth sync` and `hearth serve` do for the group's keys before each pass: a
-    new epoch if one is due (:func:`rotation_due`), new keys in its neighbourhoods after
-    one (:func:`hearth.neighbours.hand_on_keys`), and older epochs handed on to the
-    devices left out of them although they are in the group (:func:`hand_on`). Whether
-    there is something new to send."""
+    removal this device made written again if it waits for that (R8,
+    :func:`hearth.pending_removals.write_own_again`), a new epoch if one is due
+    (:func:`rotation_due`), new keys in its neighbourhoods after one
+    (:func:`hearth.neighbours.hand_on_keys`), and older epochs handed on to the devices
+    left out of them although they are in the group (:func:`hand_on`). Whether there is
+    something new to send."""
+    written = pending_removals.write_own_again(node, group_id)  # before judging the keys
     rotated = rotation_due(node, group_id)
     if rotated:
         rotate(node, group_id)
     handed = neighbours.hand_on_keys(node, group_id)  # after the epoch: it keeps the new key
-    return hand_on(node, group_id) or rotated or handed
+    return hand_on(node, group_id) or rotated or handed or written
 
 
 def rotation_due(node: Node, group_id: str) -> bool:
