@@ -933,17 +933,20 @@ def test_a_newcomer_is_handed_a_key_that_did_not_count_but_was_written_under(
         node.close()
 
 
+@pytest.mark.parametrize("folded", [False, True], ids=["as-taken-out", "folded-before"])
 def test_a_removal_waiting_to_be_written_again_hands_its_key_to_nobody(
-    tmp_path: Path,
+    tmp_path: Path, folded: bool
 ) -> None:
     """R4, R8 with the keys: Ben removes Dan on top of Cat's change, and Cat's device
     signed another bundle for that seq. Where that is known first (Eve, a member; Ada, an
     admin), Ben's removal does not count until Ben's node writes it again, and the key
     Ben made without Dan left out a member still listed. Neither hands it on to Dan
     meanwhile, nor starts a key for him, so what Eve seals under it then stays closed
-    to him; once Ben's node writes the removal again Dan is out everywhere (before,
-    Eve's node handed Dan the key: membership simulation, seed 138, with the cheater's
-    snapshot bundles passed on at once)."""
+    to him (before, Eve's node handed Dan the key: membership simulation, seed 138,
+    with the cheater's snapshot bundles passed on at once). Once Ben's node writes the
+    removal again Dan is out everywhere — also when Ben's node had folded the removal
+    into a snapshot before it was taken out, so that taking it out wrote nothing again:
+    its next pass does (before, Dan stayed listed for good, without the keys; seed 123)."""
     from hearth.rotation import keep_keys
 
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Eve"], seed=3)
@@ -978,6 +981,8 @@ def test_a_removal_waiting_to_be_written_again_hands_its_key_to_nobody(
         deliver(source, dan, gid)
     assert without_dan not in {k.epoch_id for _, k in dan.feeds.epochs(gid)}
     assert "Eve's secret stash" not in resource_names(dan)
+    if folded:
+        ben.compact(gid)  # its own changes no longer stored one by one
     deliver(cat, ben, gid)  # Ben's node hears of it last, and writes the removal again
     everyone = nodes
     for _ in range(3):  # meetings, and what `hearth sync` does for the keys before each
