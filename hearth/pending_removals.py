@@ -100,13 +100,16 @@ def _waiting(
     admins = {m for m in set(writers.values()) if membership.effective_role(members, m) == "admin"}
     document = node.ledger(group_id).doc
     found: dict[bytes, tuple[bytes, bool]] = {}
-    for stored in node.feeds.all(group_id):
-        if stored.state != APPLIED or stored.author not in writers:
+    # Ids first: the envelopes of bundles already read are not fetched again.
+    rows = node.store.query(
+        "SELECT id, author FROM bundles WHERE group_id = ? AND state = ? ORDER BY author, seq",
+        (group_id, APPLIED),
+    )
+    for bundle_id, author in ((bytes(i), bytes(a)) for i, a in rows):
+        if author not in writers or orphans.isdisjoint(_change_ids(node, bundle_id)):
             continue
-        if orphans.isdisjoint(_change_ids(node, stored.id, stored.envelope)):
-            continue
-        lost = [c for c in _live_changes(node, stored.envelope) if change_hash(c).hash in orphans]
-        writer = writers[stored.author]
+        lost = [c for c in _live_changes(node, bundle_id) or [] if change_hash(c).hash in orphans]
+        writer = writers[author]
         for device, member_id in member_of.items():
             if device in found or not (writer in admins or writer == member_id):
                 continue
@@ -114,30 +117,36 @@ def _waiting(
                 lost, "members", member_id, ["removed"]
             )
             if whole or document.writes_key_in_entry(lost, "members", member_id, "removed"):
-                found[device] = (stored.author, whole)
+                found[device] = (author, whole)
     return found
 
 
-def _live_changes(node: Node, envelope_bytes: bytes) -> list[bytes]:
+def _live_changes(node: Node, bundle_id: bytes) -> list[bytes] | None:
     """The live document's changes a held content bundle carries (none if it is of
-    another kind, or this node holds no key for it)."""
-    envelope = parse_envelope(envelope_bytes)
+    another kind; ``None`` if this node cannot open it)."""
+    stored = node.feeds.get(bundle_id)
+    if stored is None:
+        return None
+    envelope = parse_envelope(stored.envelope)
     held = node.feeds.keys_for_topic(envelope.topic)
     if held is None:
-        return []
+        return None
     inner = open_envelope(envelope, held[1])
     if inner.kind != "content":
         return []
     return [c for doc, c, _ in decode_changes(inner.payload) if doc == LIVE]
 
 
-def _change_ids(node: Node, bundle_id: bytes, envelope_bytes: bytes) -> frozenset[bytes]:
-    """The hashes of a held bundle's live changes, remembered by bundle id (a bundle's
-    inside never changes): a node asks this of every bundle it holds, while a removal that
-    did not count leaves a key out of step with who is in."""
+def _change_ids(node: Node, bundle_id: bytes) -> frozenset[bytes]:
+    """The hashes of a held bundle's live changes, remembered by bundle id once read (a
+    bundle's inside never changes): a node asks this of every bundle it holds on each
+    pass while a removal that did not count leaves a key out of step with who is in."""
     known = _CHANGE_IDS.get(bundle_id)
     if known is None:
-        known = frozenset(change_hash(c).hash for c in _live_changes(node, envelope_bytes))
+        changes = _live_changes(node, bundle_id)
+        if changes is None:
+            return frozenset()
+        known = frozenset(change_hash(c).hash for c in changes)
         if len(_CHANGE_IDS) >= _MAX_REMEMBERED:
             _CHANGE_IDS.pop(next(iter(_CHANGE_IDS)))
         _CHANGE_IDS[bundle_id] = known
