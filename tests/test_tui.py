@@ -328,6 +328,32 @@ async def test_first_run_creates_the_identity_and_a_group(tmp_path: Path) -> Non
         assert [g.name for g in node.groups()] == ["Allotment"]
 
 
+async def test_first_run_by_typing_and_enter_alone_starts_the_group(tmp_path: Path) -> None:
+    home = tmp_path / "new"
+    app = WelcomeApp(home)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Dora", "enter")  # on to the group's name
+        assert app.focused is app.query_one("#group", Input)
+        await pilot.press(*"Maple Row", "enter")
+        await pilot.pause()
+    assert app.return_value is True
+    with open_node(home) as node:
+        assert [g.name for g in node.groups()] == ["Maple Row"]
+
+
+async def test_first_run_enter_after_a_code_asks_for_its_relay(tmp_path: Path) -> None:
+    app = WelcomeApp(tmp_path / "new")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Dora", "enter", "enter")  # no group name: on to the code
+        assert app.focused is app.query_one("#token", Input)
+        await pilot.press(*"7-acorn-almond-amber", "enter")
+        assert app.focused is app.query_one("#relay", Input)
+        await pilot.press(*"relay.example.org", "enter")  # joining: the scheme is missing
+        await pilot.pause()
+        assert "ws://" in str(app.query_one("#problem", Static).content)
+        assert app.return_value is None
+
+
 async def test_first_run_with_a_damaged_token_says_so(tmp_path: Path) -> None:
     app = WelcomeApp(tmp_path / "new")
     async with app.run_test(size=SIZE) as pilot:
