@@ -33,6 +33,7 @@ from hearth.identity import Identity, has_identity, load_identity
 from hearth.invite import Token, make_claim
 from hearth.ledger import EntryRef, Ledger, LedgerDoc, touched_of
 from hearth.ledger.archive import archive_seed
+from hearth.ledger.attribution import own_part
 from hearth.ledger.automerge_doc import Fields, change_hash
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES, Role
@@ -648,7 +649,8 @@ class Node:
             for table, entry_id in sorted(again):
                 old = before.read_entry(table, entry_id)
                 now = rebuilt.doc.read_entry(table, entry_id) or {}
-                fields = {k: v for k, v in (old or {}).items() if now.get(k) != v}
+                # In this member's name only (R2a): what others wrote is theirs to re-issue.
+                fields = own_part(old or {}, now, me.member_id)
                 if (table, entry_id) == ("members", me.member_id) and isinstance(
                     left := fields.get("left"), dict
                 ):

@@ -6,7 +6,8 @@ those bundles, as signed by their authors, and checked against them the way the 
 themselves would be: every covered bundle opens and its author's signature verifies;
 each feed runs unbroken from what the node holds to the head the snapshot names; the
 documents hold exactly the changes those bundles carry, no more and no fewer; and every
-bundle may write what it carries (R2: a member's device, under its own actor ids; R5:
+bundle may write what it carries (R2: a member's device, under its own actor ids; R2a:
+in its member's name only; R5:
 a change to membership or invites as its author saw the group, judged by
 :mod:`hearth.membership`; R14: a joining device only on a confirmed claim). The
 documents are then merged instead of applying ten thousand changes one by one, which is
@@ -28,7 +29,7 @@ from hearth import joins, membership
 from hearth.crypto import key_id
 from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.invite import decode_claim
-from hearth.ledger import LedgerDoc
+from hearth.ledger import LedgerDoc, attribution
 from hearth.ledger.archive import archive_seed
 from hearth.ledger.automerge_doc import ChangeInfo, change_hash
 from hearth.ledger.change_ops import ObjectRef
@@ -294,6 +295,7 @@ def _check_authors(
                     "a snapshot holding a change under an actor id its author's card did "
                     "not list yet"
                 )
+        _check_names(docs, item, card.member_id)
         for name in {n for n, _ in written if n != LIVE}:
             if name not in guarded_in:
                 mine = ledger.archive_docs().get(name)
@@ -303,6 +305,21 @@ def _check_authors(
         if live is not None and any(i.hash in guarded for n, i in written if n == LIVE):
             infos = [info for name, info in written if name == LIVE]
             _check_membership_change(live, inner, infos, invites, founder, graph)
+
+
+def _check_names(docs: Mapping[str, LedgerDoc], item: Carried, member_id: str) -> None:
+    """R2a over a covered bundle, as taking it in checks it (``intake._check_names``)."""
+    by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
+    for name, change, _ in item.changes:
+        by_doc[name].append(change)
+    live = [info for name, _, info in item.changes if name == LIVE]
+    own = {info.hash for info in live}
+    builds_on = sorted({d for info in live for d in info.deps} - own)
+    for name, changes in by_doc.items():
+        if name == LIVE or LIVE not in docs:
+            attribution.check_own_names(changes, member_id)
+        else:
+            attribution.check_archive_names(docs[name], docs[LIVE], changes, member_id, builds_on)
 
 
 def _guarded(

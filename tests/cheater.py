@@ -17,7 +17,10 @@ group's epoch secrets it was given, and the invite secrets of tokens it saw.
 - **equivocate**: two different bundles for one seq of its feed (R4);
 - **old epoch**: a write sealed under an epoch it was removed from, once out (R6, R9);
 - **replay**: one of its bundles signed again into another epoch of the group, or into
-  another group it is in (the envelope as it was, and signed again as its next bundle).
+  another group it is in (the envelope as it was, and signed again as its next bundle);
+- **another's name**: while in, its next bundle says another member added, edited or
+  lent a resource, or takes the name off one (R2a) — or, in its own name, it accepts or
+  declines a promise it proposed itself, which no node may count.
 
 What each move leaves must never count on an honest node: :meth:`Cheater.check` says so
 at the end of a seed. Every file it writes (old copies, new identities) is under the
@@ -95,6 +98,7 @@ class Cheater:
     fake_heads: set[bytes] = field(default_factory=set)  # bundle ids it made up
     replayed: set[bytes] = field(default_factory=set)  # its changes from the other group
     backdated: set[bytes] = field(default_factory=set)  # its changes written on old copies
+    self_answered: set[str] = field(default_factory=set)  # its own promises it answered
     tried: Counter[str] = field(default_factory=Counter)
     equivocates: bool = field(init=False)
 
@@ -146,6 +150,8 @@ class Cheater:
             moves.append(self.reuse_token)
         if SNAPSHOT_FORGERIES:
             moves.append(self.snapshot)
+        if inside:
+            moves.append(self.another_name)
         move = self.rng.choice(moves)
         try:
             said = move(honest, deliver)
@@ -415,6 +421,71 @@ class Cheater:
                 take_in(target, bundle, source="cheater")
         return kind
 
+    def another_name(self, honest: list[Node], deliver: Deliver) -> str:
+        """Its next bundle, signed by its own device under its own actor id, says another
+        member did something or takes a name off (R2a): taken by up to two honest nodes
+        holding all it builds on, then dropped from its own feed, so that the seq goes to
+        its next honest bundle. Or it answers its own promise itself."""
+        node, gid = self.node, self.gid
+        me = node.identity.member_id
+        others = [m for m in node.view(gid).members() if m.id != me]
+        if not self._in() or not others:
+            return "(out, or nobody else)"
+        victim = self.rng.choice(others)
+        targets = self.rng.sample(honest, min(2, len(honest)))
+        kind = self.rng.choice(["added", "edited", "lent", "name off", "own answer"])
+        if kind == "own answer":
+            with node.change(gid) as ledger:
+                promise = ledger.add_commitment(
+                    f"cheater's promise {len(self.self_answered)}", giver=me, receiver=victim.id
+                )
+            answer = self.rng.choice(["accepted", "declined"])
+            with node.change(gid) as ledger:  # as a modified client: no local check
+                record = {"from": "proposed", "to": answer, "by": me, "at": self.clock.now_ms()}
+                ledger.write_again("commitments", promise.id, {"changes": {"own": record}})
+            self.self_answered.add(promise.id)
+            self.tried["answered its own promise"] += 1
+            for target in targets:
+                deliver(node, target, gid)
+            return f"{answer} its own promise to {victim.name}"
+        for target in targets:  # what it wrote so far, so that they judge the forgery now
+            deliver(node, target, gid)
+        doc = LedgerDoc.load(node.ledger(gid).doc.save(), node.ledger(gid).doc.actor)
+        forger = Ledger(
+            doc, author=victim.id, clock=self.clock, new_id=seeded_ids(self.rng.randrange(2**32))
+        )
+        resources = [r for r in forger.view.resources() if not r.lent_to]
+        name = f"in {victim.name}'s name {self.rng.randrange(10**6)}"
+        if kind == "edited" and resources:
+            forger.edit_resource(self.rng.choice(resources).id, name=name)
+        elif kind == "lent" and resources:
+            forger.lend(self.rng.choice(resources).id, to=victim.id)
+        elif kind == "name off" and resources:
+            forger.author = me
+            forger.write_again("resources", self.rng.choice(resources).id, {"created_by": None})
+        else:
+            kind = "added"
+            forger.add_resource(name, kind=Kind.OTHER)
+        self.forged_names.add(name)
+        edits = forger.take_outbox()
+        changes = [(LIVE, c, sorted(e.touched)) for _, e in edits for c in e.changes]
+        self.forged |= {change_hash(c).hash for _, c, _ in changes}
+        deps = {d for _, c, _ in changes for d in change_hash(c).deps}
+        with node.store.write():
+            envelope = node.feeds.seal_local(gid, changes)
+        seq = self._last().seq
+        for target in targets:
+            if (
+                membership.cutoff_of(target.view(gid).tables["members"], self.key) is None
+                and target.feeds.head(gid, self.key)[0] == seq - 1
+                and all(target.ledger(gid).doc.knows(d) for d in deps)
+            ):
+                take_in(target, envelope.encode(), source="cheater")
+        with node.store.write():
+            node.store.run("DELETE FROM bundles WHERE id = ?", (envelope.id,))
+        self.tried["wrote in another's name"] += 1
+        return f"{kind} as {victim.name}"
+
     # --- helpers -----------------------------------------------------------------------
 
     def _last(self) -> StoredBundle:
@@ -451,6 +522,13 @@ class Cheater:
             assert not seen, f"{who} counts what the cheater wrote as no one may: {seen}"
             cards = membership.cards(node.view(gid).tables["members"])
             assert not {c.key for c in cards} & self.strangers, f"{who} lists a cheater's device"
+            for promise in self.self_answered & set(node.view(gid).tables["commitments"]):
+                answered = [
+                    c
+                    for c in node.view(gid).commitment(promise).changes
+                    if c.applied and c.by == self.node.identity.member_id
+                ]
+                assert not answered, f"{who} counts the cheater answering its own promise"
             covered = {bytes(i) for (i,) in node.store.query("SELECT id FROM covered")}
             assert not covered & self.fake_heads, f"{who} took a made-up feed head"
             if self._in_other(node):

@@ -147,3 +147,24 @@ def test_a_removed_admin_cannot_remove_the_admin_who_removed_him(
         alerts = json.loads(cli("status", "--json").out)["admin_alerts"]
         assert [a["kind"] for a in alerts] == ["counter-removal"], cli.home.name
         assert "Ada's removal of Ben stands" in alerts[0]["what"]
+
+
+def test_a_resource_added_in_another_members_name_counts_nowhere(
+    tmp_path: Path, relay: Relay
+) -> None:
+    """R2a: Ben's modified client adds a resource saying Ada added it and syncs; Ada's node
+    refuses that bundle, and what Ben wrote in his own name before it counts."""
+    ada, ben = pair(tmp_path, relay.url)
+    with open_node(ada.home) as node:
+        ada_id = node.identity.member_id
+    with open_node(ben.home) as node:
+        with node.change() as ledger:
+            ledger.add_resource("Ben's saw")
+        with node.change() as ledger:
+            ledger.author = ada_id  # the modification
+            ledger.add_resource("Forged saw")
+    ben("sync")
+    ada("sync")
+    seen = resources(ada)
+    assert "Ben's saw" in seen
+    assert "Forged saw" not in seen  # without R2a: there, "added by Ada"

@@ -627,6 +627,26 @@ def _pass_records(source: Node, target: Node) -> None:
         take_in(target, bytes(envelope), source="test")
 
 
+async def test_a_neighbour_groups_name_is_shown_as_written_never_read_as_markup(
+    ada: Node,
+) -> None:
+    """Another group names the groups it lets in, and a record carries any text: one named
+    with square brackets (markup to the app's widgets) is shown as written, and one with an
+    unclosed tag does not stop the neighbours tab."""
+    from hearth import neighbours
+    from hearth.crypto import SigningKey
+
+    hood = neighbours.create(ada, ada.current_group().id, "Eastside")
+    for name in ("Oaks [/]", "Kids [after school]", "[bold red]Police[/]"):
+        neighbours.admit(ada, hood, SigningKey.generate().public, name)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("8")
+        await pilot.pause()
+        summary = app.query_one("#neighbour-summary", Static).render()
+        assert "Kids [after school], Oaks [/], [bold red]Police[/]" in str(summary)
+
+
 async def test_the_neighbours_tab_asks_for_offers_and_answers_requests(
     ada: Node, tmp_path: Path
 ) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "Fields",
     "LedgerDoc",
     "Scalar",
+    "change_body",
     "change_hash",
 ]
 
@@ -71,6 +72,7 @@ _CHANGE_MAGIC = b"\x85\x6f\x4a\x83"
 _CHUNK_CHANGE = 1
 _CHUNK_DEFLATED_CHANGE = 2
 _MAX_INFLATED = 16 * 1024 * 1024
+_UNKNOWN: ObjectRef = (b"", -1)  # an object no path leads to (made at a list position)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +128,12 @@ def _change_hash(change: bytes) -> ChangeInfo:
     if pos + actor_length > len(data):
         raise LedgerError("A change is truncated or malformed.")
     return ChangeInfo(hash=digest, deps=deps, actor=data[pos : pos + actor_length])
+
+
+def change_body(change: bytes) -> bytes:
+    """A change chunk's contents after its header, inflated if it was compressed (what
+    :mod:`hearth.ledger.change_ops` reads); :class:`LedgerError` if it is not one."""
+    return _change_body(change)
 
 
 def _change_body(change: bytes) -> bytes:
@@ -388,6 +396,83 @@ class LedgerDoc:
             )
         except LedgerError:
             return False
+
+    def paths_of(self, change: bytes, indexes: Iterable[int]) -> dict[int, tuple[str, ...] | None]:
+        """For operations of a change (by index), the path of map keys from the root to
+        the key each writes (``("events", id, "by")``), or ``None`` where that cannot be
+        told. Objects the change makes are followed through its own operations; objects
+        made before, through this document (whose copy must hold the change's past)."""
+        try:
+            ops = operations(_change_body(change))
+        except LedgerError:
+            return dict.fromkeys(indexes)
+        made = {op.id: (op.obj, op.key) for op in ops if op.action in MAKE_ACTIONS}
+        known: dict[ObjectRef, tuple[str, ...]] | None = None
+        found: dict[int, tuple[str, ...] | None] = {}
+        for index in indexes:
+            op = ops[index] if index < len(ops) else None
+            if op is None or op.key is None:
+                found[index] = None
+                continue
+            path: list[str] = [op.key]
+            obj = op.obj
+            for _ in range(len(made) + 1):
+                if obj not in made:
+                    break
+                obj, key = made[obj]
+                if key is None:
+                    obj = _UNKNOWN
+                    break
+                path.insert(0, key)
+            if obj is None:
+                found[index] = tuple(path)
+                continue
+            if known is None:
+                known = self._object_paths()
+            above = known.get(obj)
+            found[index] = None if above is None else (*above, *path)
+        return found
+
+    def _object_paths(self) -> dict[ObjectRef, tuple[str, ...]]:
+        """Every map of the document, as change columns name it, with its path of keys
+        (costs a walk of the whole document: only for the rare change that needs it)."""
+        found: dict[ObjectRef, tuple[str, ...]] = {None: ()}
+        doc = self._doc
+
+        def walk(obj: bytes, path: tuple[str, ...]) -> None:
+            found[_object_ref(obj)] = path
+            if len(path) <= MAX_DEPTH:
+                for key, (value, child) in zip(doc.keys(obj), doc.values(obj), strict=True):
+                    if value == ObjType.Map:
+                        walk(child, (*path, key))
+
+        for table in self.tables():
+            obj = self._table(table)
+            if obj is not None:
+                walk(obj, (table,))
+        return found
+
+    def value_at(self, path: Sequence[str], heads: Sequence[bytes]) -> object:
+        """The scalar at a path of map keys as the document was at ``heads`` (known ones),
+        or ``None`` if nothing scalar was there; :class:`LedgerError` if it cannot be read."""
+        if not heads:
+            return None
+        at = list(heads)
+        obj: bytes = ROOT
+        for depth, key in enumerate(path):
+            try:
+                found = self._doc.get(obj, key, at)
+            except Exception as exc:
+                raise LedgerError(f"A ledger could not be read at a past state ({exc}).") from exc
+            if found is None:
+                return None
+            value, child = found
+            if depth == len(path) - 1:
+                return value[1] if isinstance(value, tuple) else None
+            if value != ObjType.Map:
+                return None
+            obj = child
+        return None
 
     def _walk(self, table: str) -> set[ObjectRef]:
         found: set[ObjectRef] = set()

@@ -8,7 +8,9 @@ message, other actors), then column metadata and column data. The object an oper
 writes to is two run-length-encoded columns: the actor (an index into the change's actor
 list) and the counter; both null means the root map. A map operation's key is the
 key-string column; an operation's own id is the change's actor and its start op plus its
-index, which is how the objects a change makes are named by later operations.
+index, which is how the objects a change makes are named by later operations. An
+operation's value is two columns: its metadata (a type code and a length, per operation)
+and the raw bytes of every value one after the other.
 
 Anything unexpected raises :class:`ChangeFormatError`; callers then assume the worst.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import zip_longest
 from typing import TypeVar
 
@@ -25,9 +28,12 @@ from hearth.errors import LedgerError
 
 __all__ = [
     "MAKE_ACTIONS",
+    "SET_ACTION",
     "ChangeFormatError",
+    "KeyedValue",
     "ObjectRef",
     "Operation",
+    "keyed_values",
     "objects_written",
     "operations",
     "read_varint",
@@ -40,8 +46,12 @@ _OBJ_ACTOR = 0 << 4 | 1  # column id 0 (object), type "actor"
 _OBJ_COUNTER = 0 << 4 | 2  # column id 0 (object), type "unsigned LEB128"
 _KEY_STRING = 1 << 4 | 5  # column id 1 (key), type "string"
 _ACTION = 4 << 4 | 2  # column id 4 (action), type "unsigned LEB128"
+_VALUE_META = 5 << 4 | 6  # column id 5 (value), type "value metadata"
+_VALUE_RAW = 5 << 4 | 7  # column id 5 (value), type "value"
 MAKE_ACTIONS = frozenset({0, 2, 4, 6})
 """Actions that make an object (map, list, text, table)."""
+SET_ACTION = 1
+"""The action that puts a scalar value at a key."""
 _DEFLATE = 0x08
 _T = TypeVar("_T")
 _MAX_COLUMN = 16 * 1024 * 1024
@@ -68,10 +78,15 @@ def read_varint(data: bytes, pos: int, *, signed: bool = False) -> tuple[int, in
 
 
 def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    # Most numbers in a change fit one byte: read those without the loop.
+    if pos < len(data) and (byte := data[pos]) < 0x80:
+        return byte, pos + 1
     return read_varint(data, pos)
 
 
 def _sleb(data: bytes, pos: int) -> tuple[int, int]:
+    if pos < len(data) and (byte := data[pos]) < 0x80:
+        return (byte - 0x80 if byte & 0x40 else byte), pos + 1
     return read_varint(data, pos, signed=True)
 
 
@@ -213,3 +228,126 @@ def operations(body: bytes) -> list[Operation]:
         key = keys[index] if index < len(keys) else None
         found.append(Operation(obj, key, action, (actor, start_op + index)))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedValue:
+    """An operation of a change at one of the map keys asked about: its index among the
+    change's operations, the key, its action and, for a put, its scalar value (a string,
+    an integer, a boolean, ``None``; other types as :class:`bytes`)."""
+
+    index: int
+    key: str
+    action: int
+    value: str | int | bool | bytes | None
+
+
+def keyed_values(body: bytes, wanted: frozenset[str]) -> list[KeyedValue]:
+    """The operations of one change at a map key in ``wanted``, with their values
+    (``body`` as for :func:`objects_written`). Reads the key, action and value columns;
+    only the keys and values of the operations asked about are decoded (a snapshot's
+    check asks this of every change it covers: the loops are written for speed)."""
+    _, _, _, data = _columns(body)
+    hits, keys = _key_hits(data.get(_KEY_STRING, b""), _encoded(wanted))
+    if not hits:
+        return []
+    actions = _rle(data.get(_ACTION, b""))
+    lengths = _meta_lengths(data.get(_VALUE_META, b""))
+    raw = data.get(_VALUE_RAW, b"")
+    if keys > len(actions) or len(lengths) > len(actions):
+        raise ChangeFormatError("a change has more keys or values than operations")
+    found = []
+    starts: list[int] = []
+    total = 0
+    for meta in lengths:
+        starts.append(total)
+        total += meta >> 4
+    if total > len(raw):
+        raise ChangeFormatError("a change's values are truncated")
+    for index, key in hits:
+        action = actions[index]
+        if action is None:
+            raise ChangeFormatError("a change has an operation with no action")
+        value: str | int | bool | bytes | None = None
+        if index < len(lengths):
+            start = starts[index]
+            value = _value(lengths[index] & 0x0F, raw[start : start + (lengths[index] >> 4)])
+        found.append(KeyedValue(index, key, action, value))
+    return found
+
+
+@lru_cache(maxsize=8)
+def _encoded(wanted: frozenset[str]) -> dict[bytes, str]:
+    return {key.encode(): key for key in wanted}
+
+
+def _key_hits(column: bytes, wanted: dict[bytes, str]) -> tuple[list[tuple[int, str]], int]:
+    """The operations (index, key) whose key-string column entry is one of ``wanted``
+    (as UTF-8), and how many entries the column holds."""
+    hits: list[tuple[int, str]] = []
+    pos = index = 0
+    end = len(column)
+    while pos < end:
+        count, pos = _sleb(column, pos)
+        if count > 0:
+            length, pos = _uleb(column, pos)
+            key = wanted.get(column[pos : pos + length])
+            pos += length
+            if key is not None:
+                hits.extend((i, key) for i in range(index, index + count))
+            index += count
+        elif count < 0:
+            for _ in range(-count):
+                length, pos = _uleb(column, pos)
+                key = wanted.get(column[pos : pos + length])
+                pos += length
+                if key is not None:
+                    hits.append((index, key))
+                index += 1
+        else:
+            nulls, pos = _uleb(column, pos)
+            index += nulls
+        if pos > end or index > _MAX_COLUMN:
+            raise ChangeFormatError("a change's keys are truncated or implausibly many")
+    return hits, index
+
+
+def _meta_lengths(column: bytes) -> list[int]:
+    """The value-metadata column: per operation, its value's length << 4 | type code."""
+    out: list[int] = []
+    pos = 0
+    end = len(column)
+    while pos < end:
+        count, pos = _sleb(column, pos)
+        if count > 0:
+            value, pos = _uleb(column, pos)
+            out.extend([value] * count)
+        elif count < 0:
+            for _ in range(-count):
+                value, pos = _uleb(column, pos)
+                out.append(value)
+        else:
+            nulls, pos = _uleb(column, pos)
+            out.extend([0] * nulls)
+        if len(out) > _MAX_COLUMN:
+            raise ChangeFormatError("a change column is implausibly long")
+    return out
+
+
+def _value(kind: int, raw: bytes) -> str | int | bool | bytes | None:
+    """One scalar value from its type code and raw bytes."""
+    if kind == 0:
+        return None
+    if kind in (1, 2):
+        return kind == 2
+    if kind in (3, 4):
+        number, end = read_varint(raw, 0, signed=kind == 4)
+        if end != len(raw):
+            raise ChangeFormatError("a change's number value is malformed")
+        return number
+    if kind == 6:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ChangeFormatError("a change's text value is not UTF-8") from exc
+    return bytes(raw)  # a float, bytes, a counter, a timestamp: not a name, nor a number

@@ -60,6 +60,8 @@ def _enum_value(enum_type: type[Kind], value: str) -> Kind:
 
 
 _ACTIONS = {a.value: a for a in Action}
+_ANSWERS = frozenset({CommitmentStatus.ACCEPTED, CommitmentStatus.DECLINED})
+"""What only the other party to a promise may say of it (not the one who proposed it)."""
 
 
 def event(event_id: str, raw: Raw) -> Event | None:
@@ -152,11 +154,18 @@ def commitment(commitment_id: str, raw: Raw) -> Commitment:
     Each change names the status its author saw, so changes are replayed along that chain
     (the clock only breaks ties between rivals); one whose starting status never comes
     round (because a concurrent change got there first) is kept but marked not applied,
-    which :mod:`conflicts` reports.
+    which :mod:`conflicts` reports. A change that names nobody, or by which the member
+    who proposed a promise between herself and another accepts or declines it, does not
+    count at all (``Ledger.change_commitment`` refuses to write one).
     """
     stored = raw.get("changes")
     items = stored.items() if isinstance(stored, Mapping) else ()
     pending: list[tuple[int, str, CommitmentStatus, CommitmentStatus, str]] = []
+    proposer = _str(raw, "created_by")
+    answers_own = not _str(raw, "handoff") and proposer in (
+        _str(raw, "giver"),
+        _str(raw, "receiver"),
+    )
     for change_id, change in items:
         if not isinstance(change, Mapping):
             continue
@@ -165,7 +174,12 @@ def commitment(commitment_id: str, raw: Raw) -> Commitment:
             target = CommitmentStatus(_str(change, "to"))
         except ValueError:
             continue
-        pending.append((_int(change, "at") or 0, change_id, seen, target, _str(change, "by")))
+        by = _str(change, "by")
+        if not by or (answers_own and by == proposer and target in _ANSWERS):
+            # Nobody's, or the proposer answering her own promise: never counts, on any
+            # node (who wrote it is the signing member, docs/security.md R2a).
+            continue
+        pending.append((_int(change, "at") or 0, change_id, seen, target, by))
     pending.sort(key=lambda item: (item[0], item[1]))
     # Replay by what each change saw, not by the clock: repeatedly take the earliest change
     # that starts from the current status. Changes left over lost to a concurrent one.
