@@ -9,17 +9,16 @@ travel as raw 32-byte strings and ids as hex.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -139,12 +138,25 @@ _verified_lock = threading.Lock()
 
 
 _ZERO_NONCE = bytes(12)  # every key below encrypts exactly one message
+_SHA256_BYTES = 32
 _SEAL_INFO = b"hearth/v1/seal"
 
 
 def hkdf(secret: bytes, info: bytes, *, salt: bytes | None = None, length: int = 32) -> bytes:
-    """HKDF-SHA256 of ``secret`` for one purpose named by ``info``."""
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
+    """HKDF-SHA256 of ``secret`` for one purpose named by ``info`` (RFC 5869).
+
+    Written out over HMAC rather than through ``cryptography``'s HKDF object, which costs
+    several times as much to set up as the two HMACs it computes: every bundle opened
+    derives its own key (a catch-up opens thousands). tests/test_crypto.py holds it to
+    that HKDF's output."""
+    if not 0 < length <= 255 * _SHA256_BYTES:
+        raise ValueError(f"HKDF cannot derive {length} bytes.")
+    key = hmac.digest(salt if salt is not None else bytes(_SHA256_BYTES), secret, "sha256")
+    out, block = b"", b""
+    for counter in range(1, -(-length // _SHA256_BYTES) + 1):
+        block = hmac.digest(key, block + info + bytes((counter,)), "sha256")
+        out += block
+    return out[:length]
 
 
 def aead_seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:

@@ -31,7 +31,7 @@ from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.invite import decode_claim
 from hearth.ledger import LedgerDoc, attribution
 from hearth.ledger.archive import archive_seed
-from hearth.ledger.automerge_doc import ChangeInfo, change_hash
+from hearth.ledger.automerge_doc import ChangeInfo, read_change
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
@@ -58,6 +58,8 @@ class Carried:
     envelope: Envelope
     inner: Inner
     changes: tuple[tuple[str, bytes, ChangeInfo], ...]  # (document, change, its header)
+    # What each change writes to (read_change), read while the rest still arrives:
+    writes: tuple[set[ObjectRef] | None, ...]
 
 
 def _open_all(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
@@ -68,12 +70,14 @@ def _open_all(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
         try:
             inner = open_envelope(envelope, keys)
             batches = decode_changes(inner.payload) if inner.kind == "content" else []
-            changes = tuple((doc, change, change_hash(change)) for doc, change, _ in batches)
+            read = [(doc, change, *read_change(change)) for doc, change, _ in batches]
         except (Damaged, ProtocolError, LedgerError) as exc:
             raise ProtocolError(
                 f"a bundle that came with the snapshot does not open or verify ({exc})"
             ) from exc
-        found.append(Carried(envelope=envelope, inner=inner, changes=changes))
+        changes = tuple((doc, change, info) for doc, change, info, _ in read)
+        writes = tuple(written for *_, written in read)
+        found.append(Carried(envelope=envelope, inner=inner, changes=changes, writes=writes))
     return found
 
 
@@ -151,8 +155,10 @@ def check_snapshot(
             mine = ledger.document(name)
         else:  # an archive not here yet starts from a genesis every node makes alike
             mine = LedgerDoc.genesis(archive_seed(group.seed, name), TABLES, group.actor)
-        extra = {h for h in doc.change_ids() if not mine.knows(h)}
         wanted = set(expected.get(name, {}))
+        extra = _beyond(doc, mine, expected.get(name, {}))
+        if extra is None:  # some change no bundle carries: every one counted, to say so
+            extra = {h for h in doc.change_ids() if not mine.knows(h)}
         if extra - wanted:
             raise ProtocolError(
                 f"a snapshot holding {len(extra - wanted)} change(s) that no bundle it covers "
@@ -164,6 +170,28 @@ def check_snapshot(
             )
     _check_authors(node, group_id, docs, covered, expected)
     return covered
+
+
+def _beyond(
+    doc: LedgerDoc, mine: LedgerDoc, carried: Mapping[bytes, tuple[Carried, ChangeInfo]]
+) -> set[bytes] | None:
+    """The changes ``doc`` holds that ``mine`` lacks, if each is one of the ``carried``;
+    ``None`` once one is not. Found from the document's heads through the carried
+    changes' own dependencies, rather than by listing all of its changes (the binding
+    rebuilds each one for that): every change of a document is a head or a dependency of
+    one, and its hash, which the carried change's matches, covers its dependencies. What
+    ``mine`` holds, it holds with all that it depends on."""
+    found: set[bytes] = set()
+    todo = list(doc.heads())
+    while todo:
+        change = todo.pop()
+        if change in found or mine.knows(change):
+            continue
+        if change not in carried:
+            return None
+        found.add(change)
+        todo.extend(carried[change][1].deps)
+    return found
 
 
 def _covered(
@@ -336,9 +364,16 @@ def _guarded(
     for copy in (held, doc):
         if copy is not None:
             found |= copy.objects_under("members") | copy.objects_under("invites")
-    infos = [(c, info) for item in covered for d, c, info in item.changes if d == name]
-    flags = doc.writes_under(("members", "invites"), [c for c, _ in infos], found)
-    return {info.hash for (_, info), flag in zip(infos, flags, strict=True) if flag}
+    infos = [
+        (c, info, writes)
+        for item in covered
+        for (d, c, info), writes in zip(item.changes, item.writes, strict=True)
+        if d == name
+    ]
+    flags = doc.writes_under(
+        ("members", "invites"), [c for c, _, _ in infos], found, [w for _, _, w in infos]
+    )
+    return {info.hash for (_, info, _), flag in zip(infos, flags, strict=True) if flag}
 
 
 def _check_membership_change(

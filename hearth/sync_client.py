@@ -422,10 +422,10 @@ def _remember_many(node: Node, url: str, topic: bytes, cursor: int, has: Sequenc
             "ON CONFLICT(url, topic) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
             (url, topic, cursor),
         )
-        for bundle_id in has:
-            node.store.run(
-                "INSERT OR IGNORE INTO relay_has(url, bundle_id) VALUES (?, ?)", (url, bundle_id)
-            )
+        node.store.run_many(
+            "INSERT OR IGNORE INTO relay_has(url, bundle_id) VALUES (?, ?)",
+            [(url, bundle_id) for bundle_id in has],
+        )
 
 
 async def _run(

@@ -29,6 +29,7 @@ from hearth.protocol.connection import (
     CLOSE_TOO_BIG,
     Connection,
     Role,
+    State,
 )
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
@@ -76,6 +77,11 @@ ALL_TOPICS = bytes(32)
 log = logging.getLogger(__name__)
 
 _ENCODED_BYTES = 4 * 1024 * 1024  # live deliveries' bytes kept for their other subscribers
+# Links a peer relay may make with this one in a row, then one more every so often: each
+# link begins a catch-up of the whole store and costs two signatures. A dialing relay
+# waits a second, then twice as long each time, and never comes near this.
+_RELINKS_AT_ONCE = 5
+_RELINK_BACK_S = 5.0
 
 _REFUSALS = {
     "unknown-topic": "Register the topic before publishing to it.",
@@ -97,8 +103,8 @@ _REFUSALS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ToClient:
+@dataclass(slots=True)  # not frozen: one is made per subscriber per bundle, and a frozen
+class ToClient:  # dataclass's __init__ costs twice as much; nothing changes one once made
     """Send this frame to this client."""
 
     client: int
@@ -209,6 +215,10 @@ class RelayCore:
         self.tag = ClientTags(random_bytes, wall_clock)  # client addresses as logs show them
         # New registrations left per address, and when counted (a token bucket each).
         self._registrations: dict[str, tuple[float, float]] = {}
+        # A peer relay's rate bucket (tokens, when counted) from its last link: its rate is
+        # its own, so dropping a link and making it again buys no new burst.
+        self._peer_buckets: dict[bytes, tuple[float, float]] = {}
+        self._relinks: dict[bytes, tuple[float, float]] = {}  # links left, when counted
         self._stored_bytes = store.stored_bytes()  # kept up to date as bundles are stored
         self.log_limit = LogLimit(clock)
         self.decisions = Decisions()  # the operator's moderation lists (relay/moderation.py)
@@ -292,6 +302,8 @@ class RelayCore:
         for topic in state.topics:
             self.subscribers[topic].discard(client)
         self._mirrors.discard(client)
+        if state.peer:
+            self._peer_buckets[state.peer] = (state.tokens, state.refilled)
         # A side that goes away ends its invite: the other side is told.
         return [ToClient(c, f) for c, f in self.mailboxes.gone(client)]
 
@@ -347,21 +359,41 @@ class RelayCore:
         catch-up's frames go to one client only (``fan_out=False``): they are not kept.
         """
         if isinstance(frame, Deliver) and fan_out:
-            cached = self._encoded.get(id(frame))
-            if cached is None or cached[0] is not frame:
-                cached = (frame, encode_frame(frame))
-                self._encoded[id(frame)] = cached
-                self._encoded_bytes += len(cached[1])
-                while len(self._encoded) > 1 and (
-                    len(self._encoded) > 256 or self._encoded_bytes > _ENCODED_BYTES
-                ):
-                    _, (_, dropped) = self._encoded.popitem(last=False)
-                    self._encoded_bytes -= len(dropped)
-            data = self.clients[client].conn.send(frame, cached[1])
+            data = self.clients[client].conn.send(frame, self.encoded(frame))
         else:
             data = self.clients[client].conn.send(frame)
         self.metrics.count("hearth_relay_bytes_out_total", amount=len(data))
         return data
+
+    def encoded(self, frame: Deliver) -> bytes:
+        """A live delivery's bytes, encoded once for all its subscribers (kept while they
+        are among the newest few MiB encoded)."""
+        cached = self._encoded.get(id(frame))
+        if cached is None or cached[0] is not frame:
+            cached = (frame, encode_frame(frame))
+            self._encoded[id(frame)] = cached
+            self._encoded_bytes += len(cached[1])
+            while len(self._encoded) > 1 and (
+                len(self._encoded) > 256 or self._encoded_bytes > _ENCODED_BYTES
+            ):
+                _, (_, dropped) = self._encoded.popitem(last=False)
+                self._encoded_bytes -= len(dropped)
+        return cached[1]
+
+    def plain_subscriber(self, client: int) -> bool:
+        """Whether a live delivery may be written to ``client`` as its bytes alone: an
+        open connection (where a delivery is always allowed and changes no state, so its
+        state machine has nothing to say) of a client, not a peer relay (which may need a
+        topic's registration first). The one check a fan-out makes per subscriber;
+        anything else goes through :meth:`encode`."""
+        state = self.clients.get(client)
+        return state is not None and state.conn.state is State.OPEN and not state.peer
+
+    def delivered(self, count: int, size: int) -> None:
+        """Count ``count`` live deliveries of ``size`` bytes in all, sent without
+        :meth:`encode` (see :meth:`plain_subscriber`)."""
+        self.metrics.count("hearth_relay_bundles_out_total", amount=count)
+        self.metrics.count("hearth_relay_bytes_out_total", amount=size)
 
     # --- frames -----------------------------------------------------------------------
 
@@ -639,6 +671,8 @@ class RelayCore:
                 return self._close(client, "peer_refused", "this relay does not peer with you")
             if not self._may_link(frame.relay_id):
                 return self._close(client, "peer_refused", "already linked with that relay")
+            if not self._may_link_again(frame.relay_id):
+                return self._close(client, "peer_relinking", "linking again too often; wait")
             self._linked(state, frame.relay_id)
             return [ToClient(client, Mirror(after=self.store.peer_cursor(state.peer)))]
         if not state.peer:
@@ -668,7 +702,8 @@ class RelayCore:
         if isinstance(frame, Deliver):
             return self._mirrored(client, state, frame)
         if isinstance(frame, CaughtUp):
-            log.info("caught up with a peer relay", extra={"peer": state.peer.hex()[:16]})
+            if self.log_limit.allow("caught up with a peer relay", self.tag(state.ip)):
+                log.info("caught up with a peer relay", extra={"peer": state.peer.hex()[:16]})
         elif isinstance(frame, Error):
             self.say(
                 "a peer relay reported", state.ip, f"{shown(frame.code, 40)} {shown(frame.message)}"
@@ -695,7 +730,11 @@ class RelayCore:
 
     def _linked(self, state: _Client, relay_id: bytes) -> None:
         state.peer = relay_id
-        state.tokens = float(self.config.peer_publish_burst)
+        # A peer's bucket carries over from its last link (only configured peers link, so
+        # there are few): it refills with time, not by linking again.
+        state.tokens, state.refilled = self._peer_buckets.get(
+            relay_id, (float(self.config.peer_publish_burst), self.clock())
+        )
         self.metrics.count("hearth_relay_peer_links_made_total")
         self.metrics.count("hearth_relay_peer_duplicates_total", 0)  # shown from the start
         log.info("peer relay linked", extra={"peer": relay_id.hex()[:16]})
@@ -706,6 +745,18 @@ class RelayCore:
             and relay_id not in self.decisions.banned_keys
             and not any(s.peer == relay_id for s in self.clients.values())
         )
+
+    def _may_link_again(self, relay_id: bytes) -> bool:
+        """Whether a peer that dialed us may link now (and a link is spent): a few links in
+        a row, then one every :data:`_RELINK_BACK_S`."""
+        now = self.clock()
+        left, counted = self._relinks.get(relay_id, (float(_RELINKS_AT_ONCE), now))
+        left = min(float(_RELINKS_AT_ONCE), left + (now - counted) / _RELINK_BACK_S)
+        if left < 1:
+            self._relinks[relay_id] = (left, now)
+            return False
+        self._relinks[relay_id] = (left - 1, now)
+        return True
 
     def _close(self, client: int, reason: str, message: str) -> list[Output]:
         self.reject(reason, self.clients[client].ip)

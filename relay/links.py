@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 
 from hearth.errors import HearthError
 from hearth.protocol.connection import CLOSE_POLICY, CLOSE_PROTOCOL
-from hearth.protocol.frames import Deliver, Frame
+from hearth.protocol.frames import Ack, Deliver, Frame
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, CatchUp, CloseClient, MirrorCatchUp, Output, Pause, RelayCore
 from relay.door import Door
@@ -79,25 +79,32 @@ class Link:
     # queue's bookkeeping was a good part of the relay's cost per delivery.
     _more: asyncio.Future[None] | None = None
 
+    def __post_init__(self) -> None:
+        # Frames may be written straight to the socket only on a server's WebSocket (a
+        # client's frames are masked) whose socket is known; and its buffer's limits, set
+        # when it was made (neither aiohttp nor the relay changes them), are read once.
+        self._direct = isinstance(self.ws, web.WebSocketResponse) and isinstance(
+            self.transport, asyncio.WriteTransport
+        )
+        self._low = self._high = 0
+        if self._direct:
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self._low, self._high = self.transport.get_write_buffer_limits()
+
     def socket_free(self, size: int) -> asyncio.WriteTransport | None:
         """The socket, if a frame of ``size`` bytes written to it now goes out in order and
         without waiting: the writer is idle with nothing queued, the WebSocket is open, and
         the socket's buffer has room (aiohttp waits only while it is above its high-water
         mark); otherwise ``None``."""
-        transport = self.transport
-        if (
-            self.outbox
-            or not isinstance(self.ws, web.WebSocketResponse)  # a client's frames are masked
-            or self._more is None
-            or self._more.done()
-            or self.ws.closed
-            or not isinstance(transport, asyncio.WriteTransport)
-            or transport.is_closing()
-        ):
+        more = self._more
+        if self.outbox or not self._direct or more is None or more.done() or self.ws.closed:
             return None
-        low, high = transport.get_write_buffer_limits()
+        transport = self.transport
+        assert isinstance(transport, asyncio.WriteTransport)
+        if transport.is_closing():
+            return None
         buffered = transport.get_write_buffer_size()
-        return transport if buffered <= low and buffered + size <= high else None
+        return transport if buffered <= self._low and buffered + size <= self._high else None
 
     def not_sent_yet(self, key: bytes, cursor: int) -> bool:
         """Whether a live delivery at ``cursor`` is new on this link (a catch-up may have
@@ -123,6 +130,7 @@ class Link:
 
 
 _DELIVER_OVERHEAD = 128  # a deliver frame's bytes beyond its envelope, at most (and framing)
+_ACK_SIZE = 128  # an ack frame's bytes, at most (and framing)
 CATCH_UP_COST = 4096
 """What a catch-up waiting in a link's queue counts against its outbound buffer."""
 
@@ -134,6 +142,10 @@ DOOR = web.AppKey("door", Door)
 
 
 CLOSE_GRACE_S = 2.0  # how long a cut link's close may take before its socket is dropped
+# How long a peer relay's reader may go on taking frames already buffered before it lets
+# every other connection have its turn (a buffered frame is read without waiting, so a
+# flood would otherwise hold the relay for all of it: seconds on PostgreSQL).
+_PEER_TURN_S = 0.005
 
 
 async def run_link(app: web.Application, client: int, link: Link, opening: list[Output]) -> None:
@@ -178,8 +190,14 @@ async def _close(link: Link, code: int, reason: str) -> None:
     except (asyncio.TimeoutError, ConnectionError, RuntimeError):
         pass  # it did not take the close frame: dropped below all the same
     finally:
-        if isinstance(link.transport, asyncio.WriteTransport):
-            link.transport.abort()
+        transport = link.transport
+        # Dropped unless it has closed by itself: closing with nothing left to send (the
+        # other side read what was queued) it is gone already, and asyncio's abort of a
+        # socket gone that way raises.
+        if isinstance(transport, asyncio.WriteTransport) and not (
+            transport.is_closing() and transport.get_write_buffer_size() == 0
+        ):
+            transport.abort()
 
 
 def stalled(app: web.Application, now: float) -> None:
@@ -201,6 +219,7 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
     ws = link.ws
     deadline = time.monotonic() + config.handshake_timeout_s
     through = False
+    turn = time.monotonic()  # when this reader last let the others run (a peer relay's)
     while not ws.closed:
         timeout = None if core.handshaken(client) else max(0.0, deadline - time.monotonic())
         if timeout is None and not through and link.transport is not None and DOOR in app:
@@ -225,6 +244,9 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
             app[FLUSH].set()
         if link.closing is not None:
             return
+        if core.peer_of(client) and time.monotonic() - turn > _PEER_TURN_S:
+            await asyncio.sleep(0)  # the others' turn, the batch so far committed
+            turn = time.monotonic()
 
 
 async def carry_out(app: web.Application, outputs: list[Output]) -> None:
@@ -232,7 +254,7 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
     config, core, links = app[CONFIG], app[CORE], app[LINKS]
     framed_for: Deliver | None = None  # the bundle last framed for the socket, and its frame
     framed = b""
-    delivered = 0
+    framed_size = delivered = delivered_bytes = 0
     for output in outputs:
         link = links.get(output.client)
         if link is None:
@@ -258,17 +280,21 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
             frame = output.frame
             size = len(frame.envelope)
             socket = link.socket_free(size + _DELIVER_OVERHEAD)
-            # A peer link may need a registration first: its deliveries go through the queue.
-            if socket is not None and not core.peer_of(output.client):
-                # Most deliveries: written straight to the socket, framed once for every
-                # subscriber, rather than through aiohttp's writer or by waking the link's
-                # writer task — each was much of the relay's cost per delivery.
+            if socket is not None and core.plain_subscriber(output.client):
+                # Most deliveries: written straight to the socket, encoded and framed once
+                # for every subscriber, rather than through aiohttp's writer or by waking
+                # the link's writer task — each was much of the relay's cost per delivery.
                 if link.not_sent_yet(frame.topic, frame.cursor):
-                    data = core.encode(output.client, frame)
                     if frame is not framed_for:
-                        framed_for, framed = frame, websocket_frame(data)
+                        payload = core.encoded(frame)
+                        framed_for, framed, framed_size = (
+                            frame,
+                            websocket_frame(payload),
+                            len(payload),
+                        )
                     socket.write(framed)
                     delivered += 1
+                    delivered_bytes += framed_size
                 continue
             if link.queued_bytes + size > config.outbound_buffer_bytes:
                 core.reject("slow_consumer", link.ip)
@@ -276,10 +302,18 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
                 continue
             link.queued_bytes += size
             link.put(output.frame)
+        elif (
+            isinstance(output.frame, Ack)
+            and (socket := link.socket_free(_ACK_SIZE)) is not None
+            and core.plain_subscriber(output.client)
+        ):
+            # An acknowledgement, as small as frames come: straight to the socket too when
+            # nothing is queued before it, without waking the link's writer.
+            socket.write(websocket_frame(core.encode(output.client, output.frame)))
         else:
             link.put(output.frame)
     if delivered:
-        core.metrics.count("hearth_relay_bundles_out_total", amount=delivered)
+        core.delivered(delivered, delivered_bytes)
 
 
 def websocket_frame(payload: bytes) -> bytes:
@@ -348,6 +382,8 @@ async def _deliver(
     registration = core.announce(client, frame.topic)
     if registration is not None:
         await _send(link, core.encode(client, registration))
+        if link.closing is not None:
+            return  # the link ended while that was sent: the core has forgotten it
     await _send(link, core.encode(client, frame, fan_out=fan_out))
     core.metrics.count("hearth_relay_bundles_out_total")
 
@@ -376,6 +412,8 @@ async def _send_pages(
 async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:
     cursor = min(item.after, core.store.newest(item.topic))
     cursor = await _send_pages(core, client, link, core.catch_up_pages(item), cursor)
+    if link.closing is not None:
+        return  # the link ended during the catch-up: the core has forgotten it
     link.sent_through[item.topic] = max(cursor, link.sent_through.get(item.topic, 0))
     await _send(link, core.encode(client, core.caught_up(item.topic, cursor)))
 
@@ -383,5 +421,7 @@ async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> 
 async def _mirror_catch_up(core: RelayCore, client: int, link: Link, item: MirrorCatchUp) -> None:
     cursor = min(item.after, core.store.newest_overall())
     cursor = await _send_pages(core, client, link, core.mirror_catch_up_pages(item), cursor)
+    if link.closing is not None:
+        return  # the link ended during the catch-up: the core has forgotten it
     link.sent_through[ALL_TOPICS] = max(cursor, link.sent_through.get(ALL_TOPICS, 0))
     await _send(link, core.encode(client, core.caught_up(ALL_TOPICS, cursor)))

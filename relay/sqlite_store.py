@@ -295,15 +295,21 @@ class SqliteStore(Store):
     ) -> Stored:
         try:
             self._begin()
-            row = self._db.execute(
-                "SELECT cursor FROM envelopes WHERE id = ?", (bundle_id,)
-            ).fetchone()
-            if row:
+            try:
+                # One statement for a new bundle. One stored already fails the UNIQUE
+                # constraint on its id, leaving the batch's transaction open and no cursor
+                # used up (INSERT OR IGNORE and ON CONFLICT DO NOTHING use one up each time).
+                cursor = self._db.execute(
+                    "INSERT INTO envelopes(topic, id, data, origin) VALUES (?, ?, ?, ?)",
+                    (topic, bundle_id, data, origin),
+                ).lastrowid
+            except sqlite3.IntegrityError:
+                row = self._db.execute(
+                    "SELECT cursor FROM envelopes WHERE id = ?", (bundle_id,)
+                ).fetchone()
+                if row is None:
+                    raise  # not a bundle stored already
                 return Stored(int(row[0]), False)
-            cursor = self._db.execute(
-                "INSERT INTO envelopes(topic, id, data, origin) VALUES (?, ?, ?, ?)",
-                (topic, bundle_id, data, origin),
-            ).lastrowid
             self._db.execute(
                 "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1, "
                 "last_write = (julianday('now') - 2440587.5) * 86400.0 WHERE topic = ?",

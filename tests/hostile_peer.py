@@ -12,10 +12,13 @@ relay came back after a link was cut.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -25,19 +28,24 @@ from hearth.protocol.bundle import EpochKeys, registration_proof
 from hearth.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
+    CaughtUp,
+    Deliver,
     Error,
     Frame,
     Hello,
+    Mirror,
     Peer,
     Publish,
     Register,
+    Subscribe,
     Welcome,
     decode_frame,
     encode_frame,
 )
-from relay.identity import acceptor_proof, peer_proof_valid
+from relay.identity import acceptor_proof, peer_proof, peer_proof_valid
 
 Script = Callable[["HostileLink"], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -132,10 +140,16 @@ class HostilePeer:
         assert isinstance(request.transport, asyncio.Transport)
         link = HostileLink(ws, request.transport)
         self.links.append(link)
+        # The relay may cut the link at any point: what a liar must expect.
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+            await self._exchange(link, number)
+        return ws
+
+    async def _exchange(self, link: HostileLink, number: int) -> None:
         hello = await link.read_frame()
         if not isinstance(hello, Hello) or hello.role != "relay":
-            await ws.close()
-            return ws
+            await link.ws.close()
+            return
         challenge = secrets.token_bytes(32)
         proof = acceptor_proof(self.key, hello.nonce, challenge) if self.prove else b""
         await link.send(
@@ -155,7 +169,6 @@ class HostilePeer:
             await self.script(number)(link)
         else:
             await link.read_until_closed()
-        return ws
 
 
 def run_against(peer: HostilePeer, test: Callable[[], Awaitable[None]]) -> None:
@@ -195,3 +208,68 @@ async def publish(url: str, keys: EpochKeys, envelopes: list[bytes]) -> int:
             acked += isinstance(answer, Ack)
         await ws.close()
         return acked
+
+
+class PeerLoop:
+    """An event loop in a thread of its own, serving hostile peers for a whole module of
+    tests (one relay dials them all), while each test runs in the main thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, work: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``work`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+
+    def call(self, function: Callable[[], object]) -> None:
+        """Call ``function`` on the loop (the peers' state is the loop's own)."""
+        self.loop.call_soon_threadsafe(function)
+
+    def close(self) -> None:
+        """Stop the loop and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+async def stored(url: str, topic: bytes) -> list[bytes]:
+    """The envelopes the relay at ``url`` holds for ``topic``, as a subscriber reads them
+    (whatever the relay's store)."""
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url, max_msg_size=0)
+        hello = Hello(versions=[PROTOCOL_VERSION], role="node", agent="test")
+        await ws.send_bytes(encode_frame(hello))
+        assert (await ws.receive(timeout=10)).type == WSMsgType.BINARY  # welcome
+        await ws.send_bytes(encode_frame(Subscribe(topic=topic, after=0)))
+        envelopes = []
+        while True:
+            message = await ws.receive(timeout=20)
+            assert message.type == WSMsgType.BINARY, message
+            frame = decode_frame(message.data)
+            if isinstance(frame, CaughtUp):
+                break
+            assert isinstance(frame, Deliver), frame
+            envelopes.append(frame.envelope)
+        await ws.close()
+        return envelopes
+
+
+async def link_as_peer(
+    http: aiohttp.ClientSession, url: str, key: SigningKey
+) -> tuple[aiohttp.ClientWebSocketResponse, bool]:
+    """Dial the relay at ``url`` as the peer relay ``key`` (one it accepts) and prove it:
+    the WebSocket, and whether the relay linked (it asked for a ``mirror``; it closes a
+    link it refuses)."""
+    ws = await http.ws_connect(url, max_msg_size=0)
+    nonce = secrets.token_bytes(32)
+    hello = Hello(versions=[PROTOCOL_VERSION], role="relay", agent="test", nonce=nonce)
+    await ws.send_bytes(encode_frame(hello))
+    welcome = decode_frame((await ws.receive(timeout=10)).data)
+    assert isinstance(welcome, Welcome)
+    proof = peer_proof(key, welcome.challenge, welcome.relay_id)
+    await ws.send_bytes(encode_frame(Peer(relay_id=key.public, proof=proof)))
+    answer = await ws.receive(timeout=10)
+    linked = answer.type == WSMsgType.BINARY and isinstance(decode_frame(answer.data), Mirror)
+    return ws, linked

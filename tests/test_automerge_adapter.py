@@ -6,6 +6,7 @@ If a newer binding changes one of these facts, the test that fails names the fac
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -14,9 +15,12 @@ from datetime import datetime
 import automerge
 import pytest
 from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from hearth.errors import LedgerError
-from hearth.ledger.automerge_doc import LedgerDoc, _sync_message, change_hash
+from hearth.ledger.automerge_doc import LedgerDoc, _change_body, _sync_message, change_hash
+from hearth.ledger.change_ops import objects_written, operations
 
 TABLES = ("items", "meta")
 
@@ -366,3 +370,29 @@ def test_the_entries_a_change_writes_are_read_from_its_operations() -> None:
     assert a.entries_written(edited, [("events", "e1")]) is None
     assert a.entries_written(edited, []) is None
     assert a.entries_written([b"not a change"], []) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=3))
+@example([])
+def test_what_a_change_writes_is_read_as_its_operations_name_it(
+    edits: list[tuple[int, int]],
+) -> None:
+    """objects_written reads the object columns run by run (a snapshot's check asks it
+    of every change it covers): it names what the operations, read one by one, write to,
+    or refuses the change — also a damaged one."""
+    doc = LedgerDoc.genesis(b"seed", ("resources", "members"), bytes(16))
+    with doc.edit() as w:
+        w.put("resources", "r" * 32, {"name": "Ladder", "where": {"shelf": "top"}})
+        w.put("members", "m" * 32, {"role": "member"})
+    body = bytearray(_change_body(doc.last_edit.changes[0]))
+    for position, byte in edits:
+        if position < len(body):
+            body[position] = byte
+    try:
+        written = objects_written(bytes(body))
+    except LedgerError:
+        assert edits, "an undamaged change was refused"
+        return
+    with contextlib.suppress(LedgerError):
+        assert written == {op.obj for op in operations(bytes(body))}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hearth.crypto import SigningKey
 from hearth.errors import NotAuthorized, UsageError
 from hearth.feeds import REFUSED
 from hearth.identity import create_identity
@@ -19,7 +20,7 @@ from hearth.invite import decode_token, encode_token
 from hearth.ledger import Kind
 from hearth.node import Node, open_node
 from hearth.protocol import codec
-from hearth.protocol.bundle import PAD_BUCKETS, parse_envelope
+from hearth.protocol.bundle import PAD_BUCKETS, EpochKeys, Inner, parse_envelope, seal_bundle
 from hearth.retraction import removal_notices
 from hearth.testing import FakeClock
 
@@ -303,3 +304,30 @@ def test_what_a_bundle_says_it_touched_does_not_decide_what_others_see(
     fresh = LedgerView()
     fresh.rebuild(ada.ledger().docs())
     assert fresh.tables == ada.view().tables
+
+
+def test_an_envelope_has_one_id_however_its_fields_were_encoded() -> None:
+    # parse_envelope hashes the id from the bytes it was given when they are the shortest
+    # encoding; the same fields encoded longer (a padded number) still get the same id.
+    keys = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
+    device = SigningKey.generate()
+    for size in (10, 5_000):  # two padding buckets
+        inner = Inner(
+            kind="content",
+            group_id=keys.group_id,
+            epoch_id=keys.epoch_id,
+            author=device.public,
+            seq=1,
+            prev=b"",
+            auth_heads=(),
+            created_at=1,
+            payload=os.urandom(size),
+        )
+        sealed = seal_bundle(inner, keys=keys, device=device, salt=os.urandom(32))
+        data = sealed.encode()
+        padded = data[:2] + bytes([data[2], 0x82, 0x00]) + data[4:]  # the version, 3 bytes
+        for wire in (data, padded):
+            envelope = parse_envelope(wire)
+            assert envelope.id == sealed.id
+            assert envelope.relay_signature_valid(keys.relay_key.public)
+        assert codec.decode(padded) == codec.decode(data)

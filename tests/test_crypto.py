@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hearth.crypto import SigningKey, verify
+from hearth.crypto import SigningKey, hkdf, verify
 
 
 def test_a_signature_verifies_for_its_key_and_message_only() -> None:
@@ -32,3 +36,16 @@ def test_malformed_keys_and_signatures_are_simply_not_valid(
     public_key: bytes, signature: bytes
 ) -> None:
     assert verify(public_key, signature, b"message") is False
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=80),
+    st.binary(max_size=40),
+    st.none() | st.binary(max_size=80),
+    st.integers(1, 255 * 32),
+)
+def test_hkdf_is_rfc_5869s(secret: bytes, info: bytes, salt: bytes | None, length: int) -> None:
+    """Hearth's HKDF, written over HMAC for speed, derives what cryptography's does."""
+    expected = HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info)
+    assert hkdf(secret, info, salt=salt, length=length) == expected.derive(secret)

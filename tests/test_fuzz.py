@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from hearth.crypto import SigningKey
 from hearth.errors import HearthError, ProtocolError
 from hearth.invite import decode_claim
-from hearth.protocol import codec
+from hearth.protocol import bundle, codec, frames
 from hearth.protocol.bundle import (
     EpochKeys,
     Inner,
@@ -22,7 +23,7 @@ from hearth.protocol.bundle import (
     seal_bundle,
 )
 from hearth.protocol.connection import Connection, Role
-from hearth.protocol.frames import decode_frame
+from hearth.protocol.frames import Deliver, decode_frame, encode_frame
 
 EXAMPLES = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
@@ -118,3 +119,61 @@ def test_payloads_and_claims_fail_closed(data: bytes) -> None:
     for decode in (decode_changes, decode_snapshot, decode_claim):
         with contextlib.suppress(HearthError):
             decode(data)  # type: ignore[operator]
+
+
+SLICING = settings(max_examples=150, deadline=None)  # each example is cheap; keep the suite fast
+edits = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=3)
+
+
+def _edited(data: bytes, changes: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for position, byte in changes:
+        if position < len(out):
+            out[position] = byte
+    return bytes(out)
+
+
+@SLICING
+@given(
+    st.binary(min_size=32, max_size=32), st.integers(0, 2**64 - 1), st.binary(max_size=300), edits
+)
+def test_deliveries_read_by_slicing_are_those_the_codec_reads(
+    topic: bytes, cursor: int, envelope: bytes, changes: list[tuple[int, int]]
+) -> None:
+    """A catch-up's deliveries are read by slicing: only ever as the general reader
+    would read them (anything else is left to it)."""
+    body = {"t": "deliver", "topic": topic, "cursor": cursor, "envelope": envelope}
+    data = _edited(codec.encode(body), changes)
+    sliced = frames._delivery(data)
+    if not changes and cursor < 2**63:
+        assert sliced == Deliver(topic=topic, cursor=cursor, envelope=envelope)
+    if sliced is not None:
+        assert sliced == frames._decode_any(data)
+        assert encode_frame(sliced) == data
+
+
+def test_a_delivery_written_unusually_is_read_the_general_way() -> None:
+    usual = encode_frame(Deliver(topic=bytes(32), cursor=5, envelope=b"e"))
+    at = usual.index(codec.encode(5))
+    padded = usual[: at + 1] + bytes([0x0A | 0x80, 0x00]) + usual[at + 2 :]  # 10 in two bytes
+    assert frames._delivery(padded) is None
+    assert decode_frame(padded) == Deliver(topic=bytes(32), cursor=5, envelope=b"e")
+
+
+@SLICING
+@given(st.sampled_from(bundle.PAD_BUCKETS[:4]), edits)
+def test_envelopes_read_by_slicing_are_those_the_codec_reads(
+    size: int, changes: list[tuple[int, int]]
+) -> None:
+    parts = [os.urandom(32), os.urandom(32), os.urandom(size), os.urandom(64)]
+    data = _edited(codec.encode([bundle.VERSION, *parts]), changes)
+    sliced = bundle._envelope_fields(data)
+    if not changes:
+        assert sliced == tuple(parts)
+    if sliced is not None:
+        assert [bundle.VERSION, *sliced] == codec.decode(data)
+        envelope = parse_envelope(data)
+        assert envelope.encode() == data
+        assert envelope.id == hashlib.sha256(codec.encode(codec.decode(data)[:4])).digest()
+        associated = [bundle.VERSION, envelope.topic, envelope.salt, len(envelope.ciphertext)]
+        assert envelope.associated_data() == codec.encode(associated)

@@ -20,7 +20,7 @@ from relay.config import RelayConfig
 from relay.core import Output, RelayCore, ToClient
 from relay.postgres_store import PostgresStore, backup_to_file, restore_from_file
 from relay.sqlite_store import SqliteStore, backup_store, restore_store
-from relay.storage import Registered, Store, TopicState
+from relay.storage import Registered, Store, Stored, TopicState
 from tests.peering_simulation import make_pool
 
 TOPIC = bytes(range(32))
@@ -294,3 +294,17 @@ def test_a_backup_carries_a_relay_from_sqlite_to_postgresql_and_back(
         assert back.registration(TOPIC) == (b"k" * 32, b"proof")
     finally:
         back.close()
+
+
+def test_a_bundle_stored_again_in_sqlite_uses_up_no_cursor(tmp_path: Path) -> None:
+    # A new bundle is one INSERT; one stored already is found by its UNIQUE id after the
+    # INSERT fails, which (unlike INSERT OR IGNORE) leaves the next cursor where it was.
+    store = SqliteStore(tmp_path / "relay.db")
+    store.register(TOPIC, b"k" * 32)
+    first = store.add(TOPIC, b"a", b"one")
+    assert store.add(TOPIC, b"a", b"one") == Stored(first.cursor, False)
+    second = store.add(TOPIC, b"b", b"two")
+    store.commit()
+    assert second == Stored(first.cursor + 1, True)
+    assert store.after(TOPIC, 0) == [(first.cursor, b"one"), (second.cursor, b"two")]
+    assert _usage(store) == (6, 2)

@@ -139,6 +139,33 @@ def test_changes_under_another_members_actor_id_are_refused(
     assert ("Ben", "Role.MEMBER") in {(m.name, str(m.role)) for m in fay.view(gid).members()}
 
 
+def test_a_change_no_bundle_carries_under_one_that_a_bundle_carries_is_refused(
+    group: tuple[Node, Node, Node, str],
+) -> None:
+    """The forged change is not one of the document's heads: Ben signs a change of his
+    own on top of it, so it is found through what that change depends on."""
+    ada, ben, fay, gid = group
+    forged = LedgerDoc.load(ben.ledger(gid).doc.save(), ada.group(gid).actor)
+    with forged.edit() as w:
+        w.put("members", ben.identity.member_id, {"role": "admin"})
+    on_top = LedgerDoc.load(forged.save(), ben.group(gid).actor)
+    with on_top.edit() as w:
+        w.put("resources", "r" * 32, {"name": "Ladder on top"})
+    with ben.store.write():
+        ben.feeds.seal_local(
+            gid, [(LIVE, c, [("resources", "r" * 32)]) for c in on_top.last_edit.changes]
+        )
+    refused(
+        fay,
+        gid,
+        snapshot(ben, gid, doc=on_top),
+        bundles(ben, gid),
+        "a snapshot holding 1 change(s) that no bundle it covers carries",
+    )
+    caught_up_from_bundles(fay, ada, gid)
+    assert ("Ben", "Role.MEMBER") in {(m.name, str(m.role)) for m in fay.view(gid).members()}
+
+
 def signed_by_ben(ben: Node, gid: str, fields: Mapping[str, object], entry: str) -> LedgerDoc:
     """Ben writes to the members table under his own actor id and signs it as the next
     bundle of his feed: a bundle a node takes one by one would refuse. The document with

@@ -53,6 +53,8 @@ __all__ = [
     "Scalar",
     "change_body",
     "change_hash",
+    "objects_written_by",
+    "read_change",
 ]
 
 Scalar = str | int | bool
@@ -116,7 +118,21 @@ def _remembered_change_hash(change: bytes) -> ChangeInfo:
 
 
 def _change_hash(change: bytes) -> ChangeInfo:
+    return _header_of(change, _change_body(change))
+
+
+def read_change(change: bytes) -> tuple[ChangeInfo, set[ObjectRef] | None]:
+    """:func:`change_hash` and :func:`objects_written_by` of one change at once (its
+    body inflated once); :class:`LedgerError` as :func:`change_hash` raises it."""
     data = _change_body(change)
+    info = _header_of(change, data)
+    try:
+        return info, objects_written(data)
+    except LedgerError:
+        return info, None
+
+
+def _header_of(change: bytes, data: bytes) -> ChangeInfo:
     digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + uvarint(len(data)) + data).digest()
     if digest[:4] != change[4:8]:
         raise LedgerError("A change failed its checksum: it was damaged or tampered with.")
@@ -157,6 +173,15 @@ def _change_body(change: bytes) -> bytes:
     else:
         raise LedgerError("A change is not a single Automerge change.")
     return data
+
+
+def objects_written_by(change: bytes) -> set[ObjectRef] | None:
+    """The objects a change's operations write to, read from its columns; ``None`` if
+    they cannot be read (then it is assumed to write anywhere)."""
+    try:
+        return objects_written(_change_body(change))
+    except LedgerError:
+        return None
 
 
 def _object_ref(exid: bytes) -> ObjectRef:
@@ -491,23 +516,26 @@ class LedgerDoc:
         return found
 
     def writes_under(
-        self, tables: Iterable[str], changes: Sequence[bytes], objects: set[ObjectRef]
+        self,
+        tables: Iterable[str],
+        changes: Sequence[bytes],
+        objects: set[ObjectRef],
+        written: Sequence[set[ObjectRef] | None] | None = None,
     ) -> list[bool]:
         """For each of ``changes``: whether it may write to ``tables`` (as
         :meth:`may_write` asks of ``objects``, their maps) — into one of ``objects``, the
         root, or a map ``changes`` made inside them however deep, also one no longer in
         the document (written again as a new map since), whose earlier writes
         :meth:`objects_under` cannot show; ``True`` too for a change that cannot be read.
-        Each change's object columns are read once; only those that write into such a
-        map are read op by op."""
+        Each change's object columns are read once (``written``: what
+        :func:`objects_written_by` said of each, if asked already); only those that write
+        into such a map are read op by op."""
         names = set(tables)
         found = set(objects)
-        written: list[set[ObjectRef] | None] = []  # None: cannot be read
-        for change in changes:
-            try:
-                written.append(objects_written(_change_body(change)))
-            except LedgerError:
-                written.append(None)
+        if written is None:
+            written = [objects_written_by(change) for change in changes]
+        if len(written) != len(changes):
+            raise ValueError("writes_under needs what each change writes, one for each")
         ops: dict[int, list[Operation]] = {}  # of the changes read so far
         grew = True
         while grew:

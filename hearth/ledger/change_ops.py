@@ -63,6 +63,8 @@ class ChangeFormatError(LedgerError):
 
 def read_varint(data: bytes, pos: int, *, signed: bool = False) -> tuple[int, int]:
     """A LEB128 number at ``pos`` (unsigned unless ``signed``) and the position after it."""
+    if pos < len(data) and data[pos] < (0x40 if signed else 0x80):  # one byte, not negative
+        return data[pos], pos + 1
     result = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -151,25 +153,89 @@ def objects_written(body: bytes) -> set[ObjectRef]:
 
     ``body`` is the change chunk's contents after its header bytes (magic, checksum,
     type, length), inflated if the chunk was compressed. Reads only the object and action
-    columns (a snapshot's check asks this of every change it covers).
+    columns (a snapshot's check asks this of every change it covers), run by run rather
+    than operation by operation: what :func:`operations` would name, without listing them.
     """
     actors, _, _, data = _columns(body)
-    actions = _rle(data.get(_ACTION, b""))
-    obj_actors = _rle(data.get(_OBJ_ACTOR, b""))
-    counters = _rle(data.get(_OBJ_COUNTER, b""))
-    if max(len(obj_actors), len(counters)) > len(actions) or None in actions:
+    actions = _run_lengths(data.get(_ACTION, b""))
+    obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
+    counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
+    ops, objects = _total(actions), max(_total(obj_actors), _total(counters))
+    if objects > ops or any(value is None for _, value in actions):
         raise ChangeFormatError("a change has more objects than operations")
     found: set[ObjectRef] = set()
-    for obj_actor, counter in zip_longest(obj_actors, counters):
+    for obj_actor, counter in _paired(obj_actors, counters):
         if obj_actor is None and counter is None:
             found.add(None)
         elif obj_actor is None or counter is None or obj_actor >= len(actors):
             raise ChangeFormatError("a change names an object it cannot")
         else:
             found.add((actors[obj_actor], counter))
-    if len(actions) > max(len(obj_actors), len(counters)):
+    if ops > objects:
         found.add(None)  # short object columns: the root map
     return found
+
+
+_Runs = list[tuple[int, int | None]]
+
+
+def _run_lengths(data: bytes) -> _Runs:
+    """A run-length-encoded column of unsigned integers as (count, value) runs, a literal
+    run as runs of one; what :func:`_rle` lists, without listing it."""
+    out: _Runs = []
+    pos = total = 0
+    while pos < len(data):
+        count, pos = _sleb(data, pos)
+        if count > 0:
+            value, pos = _uleb(data, pos)
+            out.append((count, value))
+        elif count < 0:
+            for _ in range(-count):
+                value, pos = _uleb(data, pos)
+                out.append((1, value))
+        else:
+            count, pos = _uleb(data, pos)
+            out.append((count, None))
+        total += abs(count)
+        if total > _MAX_COLUMN:
+            raise ChangeFormatError("a change column is implausibly long")
+    return out
+
+
+def _total(runs: _Runs) -> int:
+    return sum(count for count, _ in runs)
+
+
+def _paired(first: _Runs, second: _Runs) -> set[tuple[int | None, int | None]]:
+    """The distinct (first, second) values of two columns read side by side, the shorter
+    one padded with nulls (as :func:`itertools.zip_longest` pairs them)."""
+    first = [run for run in first if run[0] > 0]
+    second = [run for run in second if run[0] > 0]
+    pairs: set[tuple[int | None, int | None]] = set()
+    i = j = 0
+    left = first[0][0] if first else 0
+    right = second[0][0] if second else 0
+    while i < len(first) or j < len(second):
+        pairs.add(
+            (first[i][1] if i < len(first) else None, second[j][1] if j < len(second) else None)
+        )
+        if i >= len(first):
+            step = right
+        elif j >= len(second):
+            step = left
+        else:
+            step = min(left, right)
+        if i < len(first):
+            left -= step
+            if not left:
+                i += 1
+                left = first[i][0] if i < len(first) else 0
+        if j < len(second):
+            right -= step
+            if not right:
+                j += 1
+                right = second[j][0] if j < len(second) else 0
+    return pairs
 
 
 def _columns(body: bytes) -> tuple[list[bytes], bytes, int, dict[int, bytes]]:

@@ -157,7 +157,7 @@ class Envelope:
         return hashlib.sha256(self._unsigned()).digest()
 
     def _unsigned(self) -> bytes:
-        return codec.encode([VERSION, self.topic, self.salt, self.ciphertext])
+        return _envelope_bytes(_HEAD_UNSIGNED, self.topic, self.salt, self.ciphertext)
 
     def associated_data(self) -> bytes:
         """The outer fields the AEAD binds the inner bundle to."""
@@ -165,7 +165,8 @@ class Envelope:
 
     def encode(self) -> bytes:
         """The envelope's wire bytes."""
-        return codec.encode([VERSION, self.topic, self.salt, self.ciphertext, self.relay_sig])
+        signature = codec.bytes_head(len(self.relay_sig)) + self.relay_sig
+        return _envelope_bytes(_HEAD_SIGNED, self.topic, self.salt, self.ciphertext) + signature
 
     def relay_signature_valid(self, relay_public_key: bytes) -> bool:
         """Whether the relay-admission signature is by this topic's relay key."""
@@ -203,8 +204,49 @@ class Inner:
         ]
 
 
+# An envelope is the list [VERSION, topic, salt, ciphertext, relay signature], its id that
+# list less the signature. Both are written by hand here, byte for byte as codec.encode
+# would write them (tests/test_bundles.py holds them to it): each bundle that arrives is
+# parsed, and its id and bytes asked for, on the path a catch-up of thousands takes.
+_HEAD_SIGNED = codec.encode([VERSION, None, None, None, None])[:-4]
+_HEAD_UNSIGNED = codec.encode([VERSION, None, None, None])[:-3]
+_HEAD_32 = codec.bytes_head(32)
+_HEAD_64 = codec.bytes_head(64)
+_BYTES_TAG = codec.bytes_head(0)[:1]
+
+
+def _leading(head: bytes, topic: bytes, salt: bytes) -> bytes:
+    """A list's head and its first items, topic and salt, as codec.encode writes them."""
+    return b"".join((head, codec.bytes_head(len(topic)), topic, codec.bytes_head(len(salt)), salt))
+
+
+def _envelope_bytes(head: bytes, topic: bytes, salt: bytes, ciphertext: bytes) -> bytes:
+    return b"".join((_leading(head, topic, salt), codec.bytes_head(len(ciphertext)), ciphertext))
+
+
+def _envelope_fields(data: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """Topic, salt, ciphertext and relay signature of an envelope written exactly as
+    :meth:`Envelope.encode` writes one (32-byte topic and salt, 64-byte signature), read
+    by slicing; ``None`` for anything else, which :func:`codec.decode` then judges."""
+    start = len(_HEAD_SIGNED)
+    if data[:start] != _HEAD_SIGNED or data[start : start + 2] != _HEAD_32:
+        return None
+    if data[start + 34 : start + 36] != _HEAD_32:
+        return None
+    topic, salt = data[start + 2 : start + 34], data[start + 36 : start + 68]
+    at = start + 68
+    found = codec.read_uvarint(data, at + 1)
+    if data[at : at + 1] != _BYTES_TAG or found is None:
+        return None
+    length, at = found
+    if at + length + 66 != len(data) or data[at + length : at + length + 2] != _HEAD_64:
+        return None
+    return topic, salt, data[at : at + length], data[at + length + 2 :]
+
+
 def _associated(topic: bytes, salt: bytes, length: int) -> bytes:
-    return codec.encode([VERSION, topic, salt, length])
+    # codec.encode([VERSION, topic, salt, length]), written as the envelope's id is
+    return _leading(_HEAD_UNSIGNED, topic, salt) + codec.encode(length)
 
 
 def _pad(body: bytes) -> bytes:
@@ -235,13 +277,18 @@ def parse_envelope(data: bytes) -> Envelope:
     if it fails."""
     if len(data) > MAX_BUNDLE + 256:
         raise Damaged("The bundle is larger than the 1 MiB limit.")
-    try:
-        value = codec.decode(data)
-    except ProtocolError as exc:
-        raise Damaged(str(exc)) from exc
-    if not isinstance(value, list) or len(value) != 5:
-        raise Damaged("The bundle is not an envelope.")
-    version, topic, salt, ciphertext, relay_sig = value
+    data = bytes(data)
+    sliced = _envelope_fields(data)
+    if sliced is not None:
+        version, (topic, salt, ciphertext, relay_sig) = VERSION, sliced
+    else:
+        try:
+            value = codec.decode(data)
+        except ProtocolError as exc:
+            raise Damaged(str(exc)) from exc
+        if not isinstance(value, list) or len(value) != 5:
+            raise Damaged("The bundle is not an envelope.")
+        version, topic, salt, ciphertext, relay_sig = value
     if version != VERSION:
         raise Damaged(f"The bundle has version {version!r}; this Hearth reads {VERSION}.")
     if not (
@@ -256,7 +303,20 @@ def parse_envelope(data: bytes) -> Envelope:
         raise Damaged("The bundle's envelope has fields of the wrong type or size.")
     if len(ciphertext) not in PAD_BUCKETS:
         raise Damaged("The bundle's ciphertext is not one of the allowed sizes.")
-    return Envelope(topic=topic, salt=salt, ciphertext=ciphertext, relay_sig=relay_sig)
+    envelope = Envelope(topic=topic, salt=salt, ciphertext=ciphertext, relay_sig=relay_sig)
+    if len(data) == _CANONICAL_FIXED + len(codec.uvarint(len(ciphertext))) + len(ciphertext):
+        # Every field at its shortest, so ``data`` is exactly the envelope's encoding, and
+        # its id the hash of the same bytes without the signature (the last item) under a
+        # list header of four: no need to encode the fields again to hash them.
+        envelope.__dict__["id"] = hashlib.sha256(_UNSIGNED_HEAD + data[2:-66]).digest()
+    return envelope
+
+
+# An envelope's encoding at its shortest, but for the ciphertext's length and bytes: the
+# list header (2 bytes), the version (2), topic and salt (34 each), the ciphertext's tag
+# (1) and the signature (66: tag, length, 64 bytes).
+_CANONICAL_FIXED = 2 + 2 + 34 + 34 + 1 + 66
+_UNSIGNED_HEAD = codec.encode([None] * 4)[:2]  # a list of four's header
 
 
 def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:

@@ -10,11 +10,12 @@ huge allocation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Union
 
 from hearth.errors import ProtocolError
 
-__all__ = ["Value", "decode", "encode", "uvarint"]
+__all__ = ["Value", "bytes_head", "decode", "encode", "read_uvarint", "uvarint"]
 
 Value = Union[None, bool, int, bytes, str, Sequence["Value"], Mapping[str, "Value"]]  # noqa: UP007
 
@@ -63,7 +64,9 @@ def _encode(value: Value, out: bytearray) -> None:
         out.append(_STR)
         _uvarint(len(data), out)
         out += data
-    elif isinstance(value, Mapping):
+    elif type(value) is dict or (  # a plain dict first: the abstract check costs more
+        type(value) not in (list, tuple) and isinstance(value, Mapping)
+    ):
         out.append(_MAP)
         _uvarint(len(value), out)
         for key in sorted(value):
@@ -80,6 +83,29 @@ def _encode(value: Value, out: bytearray) -> None:
         raise ProtocolError(f"Cannot encode a {type(value).__name__}.")
 
 
+@lru_cache(maxsize=1024)  # a few bytes each; lengths repeat (padded sizes, keys, ids)
+def bytes_head(length: int) -> bytes:
+    """What :func:`encode` writes before the contents of a bytes value of ``length``
+    bytes (its tag and length). For hand-built encodings of hot, fixed-shape values (a
+    bundle, a delivery), which must be exactly what :func:`encode` gives."""
+    out = bytearray((_BYTES,))
+    _uvarint(length, out)
+    return bytes(out)
+
+
+def read_uvarint(data: bytes, pos: int) -> tuple[int, int] | None:
+    """The unsigned varint at ``pos`` and the position after it, if it is there and
+    written as :func:`encode` writes it (shortest form); else ``None``."""
+    result = shift = 0
+    for index in range(pos, min(pos + 10, len(data))):
+        byte = data[index]
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result, index + 1) if byte or index == pos else None
+        shift += 7
+    return None
+
+
 def encode(value: Value) -> bytes:
     """The bytes of a value."""
     out = bytearray()
@@ -87,79 +113,77 @@ def encode(value: Value) -> bytes:
     return bytes(out)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def byte(self) -> int:
-        if self.pos >= len(self.data):
+def _uvarint_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The unsigned varint at ``pos`` and the position after it (any length up to 70 bits)."""
+    result = shift = 0
+    while True:
+        if pos >= len(data):
             raise ProtocolError("The message is truncated.")
-        value = self.data[self.pos]
-        self.pos += 1
-        return value
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 70:
+            raise ProtocolError("A number in the message is too long.")
 
-    def uvarint(self) -> int:
-        result = shift = 0
-        while True:
-            byte = self.byte()
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-            if shift > 70:
-                raise ProtocolError("A number in the message is too long.")
 
-    def take(self, count: int) -> bytes:
-        if count > len(self.data) - self.pos:
-            raise ProtocolError("The message is truncated.")
-        chunk = self.data[self.pos : self.pos + count]
-        self.pos += count
-        return chunk
-
-    def value(self, depth: int) -> Value:
-        if depth > _MAX_DEPTH:
-            raise ProtocolError("The message is nested too deeply.")
-        tag = self.byte()
-        if tag == _NONE:
-            return None
-        if tag == _FALSE:
-            return False
-        if tag == _TRUE:
-            return True
-        if tag == _INT:
-            raw = self.uvarint()
-            value = (raw >> 1) ^ -(raw & 1)
-            if value.bit_length() > _MAX_INT_BITS:
-                raise ProtocolError("An integer in the message is too large.")
-            return value
-        if tag == _BYTES:
-            return self.take(self.uvarint())
-        if tag == _STR:
-            try:
-                return self.take(self.uvarint()).decode()
-            except UnicodeDecodeError:
-                raise ProtocolError("A text field is not valid UTF-8.") from None
-        if tag in (_LIST, _MAP):
-            count = self.uvarint()
-            if count > _MAX_ITEMS or count > len(self.data) - self.pos:
-                raise ProtocolError("The message claims more items than it holds.")
-            if tag == _LIST:
-                return [self.value(depth + 1) for _ in range(count)]
-            result: dict[str, Value] = {}
-            for _ in range(count):
-                key = self.value(depth + 1)
-                if not isinstance(key, str):
-                    raise ProtocolError("A map key is not text.")
-                result[key] = self.value(depth + 1)
-            return result
+# One function with its state in locals, a one-byte number read inline: a bundle is
+# decoded twice or more on the way in, thousands of them in a catch-up.
+def _value(data: bytes, pos: int, depth: int) -> tuple[Value, int]:
+    if depth > _MAX_DEPTH:
+        raise ProtocolError("The message is nested too deeply.")
+    end = len(data)
+    if pos >= end:
+        raise ProtocolError("The message is truncated.")
+    tag = data[pos]
+    pos += 1
+    if tag <= _TRUE:
+        return (None, False, True)[tag], pos
+    if tag > _MAP:
         raise ProtocolError(f"Unknown value type {tag} in the message.")
+    if pos < end and data[pos] < 0x80:
+        number = data[pos]
+        pos += 1
+    else:
+        number, pos = _uvarint_at(data, pos)
+    if tag == _INT:
+        value = (number >> 1) ^ -(number & 1)
+        if value.bit_length() > _MAX_INT_BITS:
+            raise ProtocolError("An integer in the message is too large.")
+        return value, pos
+    if tag in (_BYTES, _STR):
+        if number > end - pos:
+            raise ProtocolError("The message is truncated.")
+        chunk = data[pos : pos + number]
+        if tag == _BYTES:
+            return chunk, pos + number
+        try:
+            return chunk.decode(), pos + number
+        except UnicodeDecodeError:
+            raise ProtocolError("A text field is not valid UTF-8.") from None
+    if number > _MAX_ITEMS or number > end - pos:
+        raise ProtocolError("The message claims more items than it holds.")
+    if tag == _LIST:
+        items: list[Value] = []
+        for _ in range(number):
+            item, pos = _value(data, pos, depth + 1)
+            items.append(item)
+        return items, pos
+    result: dict[str, Value] = {}
+    for _ in range(number):
+        key, pos = _value(data, pos, depth + 1)
+        if not isinstance(key, str):
+            raise ProtocolError("A map key is not text.")
+        result[key], pos = _value(data, pos, depth + 1)
+    return result, pos
 
 
 def decode(data: bytes) -> Value:
     """The value encoded in ``data``; the whole of ``data`` must be one value."""
-    reader = _Reader(bytes(data))
-    value = reader.value(0)
-    if reader.pos != len(reader.data):
+    data = bytes(data)
+    value, pos = _value(data, 0, 0)
+    if pos != len(data):
         raise ProtocolError("The message has bytes left over after its end.")
     return value

@@ -234,6 +234,7 @@ _TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in get_args(Frame)}
 _FIELDS: dict[str, tuple[str, ...]] = {
     kind: tuple(f.name for f in fields(cls)) for kind, cls in _TYPES.items()
 }
+_FIELD_SETS = {kind: frozenset(names) for kind, names in _FIELDS.items()}
 _REQUIRED: dict[str, frozenset[str]] = {
     kind: frozenset(
         f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
@@ -303,10 +304,52 @@ def encode_frame(frame: Frame) -> bytes:
     return data
 
 
+# A delivery as encode_frame writes one: {"cursor": …, "envelope": …, "t": "deliver",
+# "topic": …} (keys sorted). A catch-up is thousands of them, so those written exactly so
+# are read by slicing (_delivery); anything else goes the general way.
+_DELIVER_HEAD = codec.encode({"cursor": None, "envelope": None, "t": None, "topic": None})[:2]
+_DELIVER_CURSOR = _DELIVER_HEAD + codec.encode("cursor")
+_INT_TAG = codec.encode(0)[:1]
+_DELIVER_ENVELOPE = codec.encode("envelope") + codec.bytes_head(0)[:1]
+_DELIVER_TAIL = b"".join(codec.encode(v) for v in ("t", "deliver", "topic")) + codec.bytes_head(
+    _TOPIC_LENGTH
+)
+
+
+def _delivery(data: bytes) -> Deliver | None:
+    """A delivery frame written exactly as :func:`encode_frame` writes one, with a
+    cursor in range; ``None`` for anything else."""
+    at = len(_DELIVER_CURSOR)
+    if data[:at] != _DELIVER_CURSOR or data[at : at + 1] != _INT_TAG:
+        return None
+    found = codec.read_uvarint(data, at + 1)
+    if found is None or found[0] & 1 or found[0] >> 1 >= _INT_LIMIT:  # zigzag: odd < 0
+        return None
+    cursor, at = found[0] >> 1, found[1]
+    if data[at : at + len(_DELIVER_ENVELOPE)] != _DELIVER_ENVELOPE:
+        return None
+    found = codec.read_uvarint(data, at + len(_DELIVER_ENVELOPE))
+    if found is None:
+        return None
+    length, at = found
+    tail = at + length
+    if tail + len(_DELIVER_TAIL) + _TOPIC_LENGTH != len(data):
+        return None
+    if data[tail : tail + len(_DELIVER_TAIL)] != _DELIVER_TAIL:
+        return None
+    return Deliver(topic=data[-_TOPIC_LENGTH:], cursor=cursor, envelope=data[at:tail])
+
+
 def decode_frame(data: bytes) -> Frame:
     """The frame in ``data``, fully checked, or :class:`ProtocolError` naming what is wrong."""
     if len(data) > MAX_FRAME:
         raise FrameTooBig(f"A frame of {len(data)} bytes is over the {MAX_FRAME}-byte limit.")
+    data = bytes(data)
+    delivery = _delivery(data)
+    return delivery if delivery is not None else _decode_any(data)
+
+
+def _decode_any(data: bytes) -> Frame:
     body = codec.decode(data)
     if not isinstance(body, dict):
         raise ProtocolError("A frame is not a map.")
@@ -314,7 +357,7 @@ def decode_frame(data: bytes) -> Frame:
     cls = _TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"Unknown frame type {kind!r}.")
-    if not set(body) <= set(_FIELDS[kind]) or not _REQUIRED[kind] <= set(body):
+    if not body.keys() <= _FIELD_SETS[kind] or not _REQUIRED[kind] <= body.keys():
         raise ProtocolError(f"A {kind} frame has the wrong fields.")
     for name, value in body.items():
         wanted = _FIELD_TYPES[name]
