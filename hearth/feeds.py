@@ -125,11 +125,14 @@ class Feeds:
             (group_id, epoch_id),
         )
 
-    def excluded(self, group_id: str) -> dict[bytes, frozenset[bytes]]:
-        """Epoch id -> the devices its creator left out, for every eligible epoch held."""
+    def excluded(
+        self, group_id: str, *, counted_only: bool = True
+    ) -> dict[bytes, frozenset[bytes]]:
+        """Epoch id -> the devices its creator left out, for every eligible epoch held
+        (every epoch held, ``counted_only`` false)."""
         rows = self.store.query(
-            "SELECT epoch_id, excluded FROM epochs WHERE group_id = ? AND eligible = 1",
-            (group_id,),
+            "SELECT epoch_id, excluded FROM epochs WHERE group_id = ? AND (eligible = 1 OR NOT ?)",
+            (group_id, counted_only),
         )
         return {bytes(e): frozenset(bytes.fromhex(d) for d in json.loads(str(x))) for e, x in rows}
 

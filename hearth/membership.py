@@ -169,6 +169,11 @@ def next_admin_rank(members: Table, promoted: str) -> int:
     return max(ranks, default=-1) + 1
 
 
+_JOINING_FACTS = ("joined_at", "added_by", "invite", "admin_rank")
+"""What a member entry says of when and how its member joined (and ranks as an admin):
+fixed once written, except by an admin."""
+
+
 def check_change(
     before: Table,
     after: Table,
@@ -181,9 +186,10 @@ def check_change(
     ``author`` is the writing device's member (``None``: the group's founding device before
     its card is known, which may do anything); ``joining`` is the member id a valid invite
     claim lets the bundle create. Admins change anything; a member may change their own
-    name and devices and may leave; nobody else changes anyone, and no device belongs to
-    two members. (A group whose admins have all gone is not refused: :func:`effective_role`
-    gives it one; the commands refuse to demote or let leave the last admin.)
+    name and devices and may leave — not when or how they joined; nobody else changes
+    anyone, and no device belongs to two members. (A group whose admins have all gone is
+    not refused: :func:`effective_role` gives it one; the commands refuse to demote or
+    let leave the last admin.)
     """
     if author is None:
         return
@@ -205,6 +211,9 @@ def check_change(
             )
         if old.get("role") != new.get("role") or old.get("removed") != new.get("removed"):
             raise ProtocolError("a member who is not an admin changing their own role")
+        if any(old.get(f) != new.get(f) for f in _JOINING_FACTS):
+            # When and how they joined rank them for R7's fallback (effective_role).
+            raise ProtocolError("a member changing when or how they joined")
         for device_id, card in _sub(new, "devices").items():
             old_card = _sub(old, "devices").get(device_id)
             if isinstance(old_card, Mapping) and not set(_sub(old_card, "actors")) <= set(

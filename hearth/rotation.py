@@ -11,7 +11,9 @@ once, after someone leaves on its next sync — and rival rotations settle by
 
 A device left out of an epoch by a removal that did not count gets it with the next
 rotation; and any member's node that holds such an epoch hands it on once (a hand-on in
-its feed), for when no admin holds it to rotate with it (:func:`keep_keys`).
+its feed), for when no admin holds it to rotate with it (:func:`keep_keys`). Not while
+that removal only waits to be written again (R8, :mod:`hearth.pending_removals`): for the
+keys, the device is out until then — no key is handed on, carried or made for it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from hearth import membership, neighbours
+from hearth import membership, neighbours, pending_removals
 from hearth.errors import NotFound
 from hearth.ledger.model import Role
 from hearth.ledger.view import LedgerView
@@ -53,21 +55,30 @@ def departed_devices(view: LedgerView) -> frozenset[bytes]:
 
 
 def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
-    """Devices no key may be sealed to any more: departed, or caught equivocating (R4)."""
-    return departed_devices(view) | frozenset(node.feeds.equivocations(group_id))
+    """Devices no key may be sealed to any more: departed, caught equivocating (R4), or
+    left out of a key by a removal that waits to be written again (R8)."""
+    out = departed_devices(view) | frozenset(node.feeds.equivocations(group_id))
+    listed = {c.key for c in membership.cards(view.tables["members"])} - out
+    left_out = set().union(*node.feeds.excluded(group_id, counted_only=False).values())
+    return out | pending_removals.removals_to_write_again(
+        node, group_id, frozenset(listed & left_out)
+    )
 
 
 def keep_keys(node: Node, group_id: str) -> bool:
     """What `hearth sync` and `hearth serve` do for the group's keys before each pass: a
-    new epoch if one is due (:func:`rotation_due`), new keys in its neighbourhoods after
-    one (:func:`hearth.neighbours.hand_on_keys`), and older epochs handed on to the
-    devices left out of them although they are in the group (:func:`hand_on`). Whether
-    there is something new to send."""
+    removal this device made written again if it waits for that (R8,
+    :func:`hearth.pending_removals.write_own_again`), a new epoch if one is due
+    (:func:`rotation_due`), new keys in its neighbourhoods after one
+    (:func:`hearth.neighbours.hand_on_keys`), and older epochs handed on to the devices
+    left out of them although they are in the group (:func:`hand_on`). Whether there is
+    something new to send."""
+    written = pending_removals.write_own_again(node, group_id)  # before judging the keys
     rotated = rotation_due(node, group_id)
     if rotated:
         rotate(node, group_id)
     handed = neighbours.hand_on_keys(node, group_id)  # after the epoch: it keeps the new key
-    return hand_on(node, group_id) or rotated or handed
+    return hand_on(node, group_id) or rotated or handed or written
 
 
 def rotation_due(node: Node, group_id: str) -> bool:

@@ -415,7 +415,10 @@ class Cheater:
             carried = [b.envelope for b in node.feeds.all(gid) if b.id not in held]
             _, taken = take_snapshot(target, envelope.encode(), carried, source="cheater")
             assert not taken, f"{target.identity.name} took a forged snapshot"
-            # What it carried is not passed on here: the members' own deliveries do that.
+            # What it carried is passed on at once, as a real cheater could (and as a
+            # relay would after a refused snapshot): one by one, with every rule.
+            for bundle in carried:
+                take_in(target, bundle, source="cheater")
         return kind
 
     def another_name(self, honest: list[Node], deliver: Deliver) -> str:

@@ -359,6 +359,31 @@ def test_roles_and_leaving(group: list[Node]) -> None:
     assert not rotation_due(ada, gid)
 
 
+def test_a_member_cannot_back_date_their_joining_to_act_as_admin(group: list[Node]) -> None:
+    """R7's fallback: when every admin is gone, the earliest-joined member left acts as
+    one. Dan, who joined last, sets his own ``joined_at`` to 0 and both admins leave at
+    once (each seeing the other stay): Cat, who joined before him, acts as admin on every
+    node, and Dan's change counts nowhere (before, any member could change when they
+    joined, and Dan came first)."""
+    ada, ben, cat, dan = group
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(group)
+    with dan.change(gid) as ledger, ledger._edit() as writer:
+        writer.put("members", dan.identity.member_id, {"joined_at": 0})
+    exchange(group)
+    members.leave(ada, gid)
+    members.leave(ben, gid)
+    exchange(group)
+    for node in (ada, ben, cat):
+        roles = {m.name: m.role for m in node.view(gid).members()}
+        assert roles == {"Cat": Role.ADMIN, "Dan": Role.MEMBER}, node.identity.name
+    for node in (ada, ben, cat):  # refused where it arrived, with the reason
+        entry = node.view(gid).tables["members"][dan.identity.member_id]
+        assert entry.get("joined_at") != 0, node.identity.name
+    assert Verdict.REJECTED in deliver(dan, cat, gid)
+
+
 def test_a_lost_device_is_removed_and_the_key_changes(tmp_path: Path, group: list[Node]) -> None:
     ada, ben, _, _ = group
     gid = ada.current_group().id
@@ -905,4 +930,79 @@ def test_a_newcomer_is_handed_a_key_that_did_not_count_but_was_written_under(
     assert "Cat's jar" in resource_names(new)  # ... but what was written under it does
     assert resource_names(new) == resource_names(ben)
     for node in everyone:
+        node.close()
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["as-taken-out", "folded-before"])
+def test_a_removal_waiting_to_be_written_again_hands_its_key_to_nobody(
+    tmp_path: Path, folded: bool
+) -> None:
+    """R4, R8 with the keys: Ben removes Dan on top of Cat's change, and Cat's device
+    signed another bundle for that seq. Where that is known first (Eve, a member; Ada, an
+    admin), Ben's removal does not count until Ben's node writes it again, and the key
+    Ben made without Dan left out a member still listed. Neither hands it on to Dan
+    meanwhile, nor starts a key for him, so what Eve seals under it then stays closed
+    to him (before, Eve's node handed Dan the key: membership simulation, seed 138,
+    with the cheater's snapshot bundles passed on at once). Once Ben's node writes the
+    removal again Dan is out everywhere — also when Ben's node had folded the removal
+    into a snapshot before it was taken out, so that taking it out wrote nothing again:
+    its next pass does (before, Dan stayed listed for good, without the keys; seed 123)."""
+    from hearth.rotation import keep_keys
+
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Eve"], seed=3)
+    ada, ben, cat, dan, eve = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(nodes)
+    with cat.change() as ledger:
+        ledger.add_resource("Cat's first", kind=Kind.TOOL)
+    mine = cat.identity.device_key.public
+    first = max((b for b in cat.feeds.all(gid) if b.author == mine), key=lambda b: b.seq)
+    deliver(cat, ben, gid)  # Ben holds one version ...
+    with cat.store.write():  # ... and Cat's device signs another for that seq
+        cat.store.run("DELETE FROM bundles WHERE id = ?", (first.id,))
+        cat.feeds.seal_local(
+            gid, [("live", c, []) for c in cat.ledger(gid).doc.changes_since([])[-1:]]
+        )
+    members.remove_member(ben, gid, "Dan")  # built on Cat's first: a new key without Dan
+    without_dan = ben.feeds.current_keys(gid).epoch_id
+    for witness in (eve, ada):
+        deliver(ben, witness, gid)
+        deliver(cat, witness, gid)  # the other version: Ben's removal does not count here
+        assert "Dan" in [m.name for m in witness.view(gid).members()], witness.identity.name
+        assert witness.feeds.current_keys(gid).epoch_id == without_dan, witness.identity.name
+    keep_keys(eve, gid)  # hands on nothing to Dan
+    keep_keys(ada, gid)  # the admin starts a key without Cat: without Dan too
+    dan_key = dan.identity.device_key.public
+    assert dan_key in ada.feeds.current(gid)[2]
+    with eve.change() as ledger:
+        ledger.add_resource("Eve's secret stash", kind=Kind.FOOD)
+    for source in (eve, ada):
+        deliver(source, dan, gid)
+    assert without_dan not in {k.epoch_id for _, k in dan.feeds.epochs(gid)}
+    assert "Eve's secret stash" not in resource_names(dan)
+    if folded:
+        ben.compact(gid)  # its own changes no longer stored one by one
+    deliver(cat, ben, gid)  # Ben's node hears of it last, and writes the removal again
+    everyone = nodes
+    for _ in range(3):  # meetings, and what `hearth sync` does for the keys before each
+        for node in everyone:
+            keep_keys(node, gid)
+        for source in everyone:
+            for target in everyone:
+                if source is not target:
+                    deliver(source, target, gid)
+    for node in (ada, ben, eve):
+        assert "Dan" not in [m.name for m in node.view(gid).members()], node.identity.name
+        assert node.feeds.waiting(gid) == [], node.identity.name
+        assert "Eve's secret stash" in resource_names(node), node.identity.name
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(eve.ledger(gid).doc.heads())
+    assert sorted(ada.ledger(gid).doc.heads()) == sorted(ben.ledger(gid).doc.heads())
+    made_without = {
+        e for e, x in ada.feeds.excluded(gid).items() if dan.identity.device_key.public in x
+    }
+    assert made_without
+    assert not made_without & {k.epoch_id for _, k in dan.feeds.epochs(gid)}
+    assert "Eve's secret stash" not in resource_names(dan)
+    for node in nodes:
         node.close()

@@ -378,7 +378,8 @@ def lost_writes(world: World, judge: Node) -> tuple[list[str], list[str]]:
     for card in membership.cards(judge.view(gid).tables["members"]):
         last[card.key] = float("inf") if card.cutoff is None else card.cutoff
     for device, seq in judge.feeds.equivocations(gid).items():
-        last[device] = min(last.get(device, seq), seq)
+        if device in last:  # a device never let in (its invite did not count) wrote nothing
+            last[device] = min(last[device], seq)
     names = {r.name for r in judge.view(gid).resources()}
     missing = [
         (name, change)

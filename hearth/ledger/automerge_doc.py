@@ -404,6 +404,24 @@ class LedgerDoc:
         except LedgerError:
             return False
 
+    def writes_key_in_entry(
+        self, changes: Sequence[bytes], table: str, entry_id: str, key: str
+    ) -> bool:
+        """Whether any of the changes (applied or not) puts ``key`` into an entry that
+        exists here or into a map nested in it (a member's removal, or one device's)."""
+        table_obj = self._table(table)
+        if table_obj is None:
+            return False
+        objects = self._objects_of([(table, entry_id)])
+        try:
+            return any(
+                op.obj in objects and op.key == key
+                for change in changes
+                for op in operations(_change_body(change))
+            )
+        except LedgerError:
+            return False
+
     def paths_of(self, change: bytes, indexes: Iterable[int]) -> dict[int, tuple[str, ...] | None]:
         """For operations of a change (by index), the path of map keys from the root to
         the key each writes (``("events", id, "by")``), or ``None`` where that cannot be
