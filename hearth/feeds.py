@@ -329,8 +329,20 @@ class Feeds:
             claim=claim,
         )
         envelope = seal_bundle(inner, keys=keys, device=self.device, salt=self.random_bytes(32))
-        self.keep(group_id, envelope, inner, APPLIED)
+        # Behind a bundle of its own that waits (judged again, R12: a newcomer's claim
+        # waiting for the invite it claims), it waits too: counted now, it would become
+        # the feed's head, and the one before it could never follow (nor count here).
+        state = WAITING if self._own_waiting(group_id) else APPLIED
+        self.keep(group_id, envelope, inner, state)
         return envelope
+
+    def _own_waiting(self, group_id: str) -> bool:
+        """Whether a bundle of this device's feed in the group waits to be judged."""
+        rows = self.store.query(
+            "SELECT 1 FROM bundles WHERE group_id = ? AND author = ? AND state = ? LIMIT 1",
+            (group_id, self.device.public, WAITING),
+        )
+        return bool(rows)
 
     def _last_written(self, group_id: str) -> tuple[int, bytes]:
         """(seq, id) of this device's newest bundle whatever became of it: one of its own

@@ -23,7 +23,7 @@ from hearth.ledger import Kind, Ledger, LedgerDoc
 from hearth.ledger.model import Role
 from hearth.node import Node, open_node
 from hearth.retraction import removal_notices
-from hearth.rotation import departed_devices, rotate, rotation_due
+from hearth.rotation import departed_devices, keep_keys, rotate, rotation_due
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
 from tests.conftest import Cli
 
@@ -1005,4 +1005,52 @@ def test_a_removal_waiting_to_be_written_again_hands_its_key_to_nobody(
     assert not made_without & {k.epoch_id for _, k in dan.feeds.epochs(gid)}
     assert "Eve's secret stash" not in resource_names(dan)
     for node in nodes:
+        node.close()
+
+
+@pytest.mark.parametrize("code", [False, True])
+def test_a_newcomer_judging_its_own_claim_again_writes_after_it_in_order(
+    tmp_path: Path, code: bool
+) -> None:
+    """R12: Ben and Ada remove each other; Cat, holding Ben's key without Ada, invites
+    Newt, who joins and writes before her node holds Cat's invite. Hearing of the rival
+    removals, Newt's node judges every bundle again, its own too — and her claim now
+    waits for Cat's invite. The key she then hands on to Ada (Ben's, which does not
+    count) must wait behind it: sealed as counted, it became her feed's head, so her
+    claim never counted on her own node, nor what builds on it — in the membership
+    simulation (seed 74) she lacked herself and Cat's next key."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Obs"], seed=5)
+    ada, ben, cat, _ = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    members.promote(ada, gid, "Cat")
+    exchange(nodes)
+    members.remove_member(ben, gid, "Ada")  # Ada is senior: her removal of Ben stands
+    members.remove_member(ada, gid, "Ben")
+    deliver(ben, cat, gid)  # Cat holds Ben's key without Ada, and passes it on to Newt
+    newt = new_node(tmp_path, "Newt", ada.clock, seed=5)
+    for_device = newt.identity.device_key.public if code else None
+    newt.join_with_token(cat.create_invite(for_device=for_device))
+    with newt.change(gid) as ledger:
+        ledger.add_resource("Newt's trowel", kind=Kind.TOOL)
+    deliver(ben, newt, gid)
+    deliver(ada, newt, gid)  # a rival removal: Newt's node judges everything again
+    mine = newt.identity.device_key.public
+    assert [b.seq for b in newt.feeds.waiting(gid) if b.author == mine], "nothing waits"
+    assert keep_keys(newt, gid)  # Ben's key, which does not count, handed on to Ada
+    everyone = [*nodes, newt]
+    for _ in range(3):
+        for node in everyone:
+            keep_keys(node, gid)
+        for source in everyone:
+            for target in everyone:
+                if source is not target:
+                    deliver(source, target, gid)
+    assert newt.feeds.waiting(gid) == []
+    assert "Newt" in [m.name for m in newt.view(gid).members()]
+    for node in (ada, cat):
+        assert sorted(node.ledger(gid).doc.heads()) == sorted(newt.ledger(gid).doc.heads())
+        assert node.feeds.current_keys(gid) == newt.feeds.current_keys(gid)
+    assert "Newt's trowel" in resource_names(newt)
+    for node in everyone:
         node.close()
