@@ -128,6 +128,32 @@ def _change_hash(change: bytes) -> ChangeInfo:
     return ChangeInfo(hash=digest, deps=deps, actor=data[pos : pos + actor_length])
 
 
+def _objects_written(change: bytes) -> frozenset[ObjectRef]:
+    """:func:`objects_written` of a whole change; small changes remembered once read
+    (taking a bundle in, and judging a group's bundles again, ask it several times)."""
+    if len(change) <= _REMEMBERED_CHANGE_BYTES:
+        return _remembered_objects_written(change)
+    return frozenset(objects_written(_change_body(change)))
+
+
+@lru_cache(maxsize=4096)
+def _remembered_objects_written(change: bytes) -> frozenset[ObjectRef]:
+    return frozenset(objects_written(_change_body(change)))
+
+
+def _operations(change: bytes) -> tuple[Operation, ...]:
+    """:func:`operations` of a whole change, small ones remembered as for
+    :func:`_objects_written`."""
+    if len(change) <= _REMEMBERED_CHANGE_BYTES:
+        return _remembered_operations(change)
+    return tuple(operations(_change_body(change)))
+
+
+@lru_cache(maxsize=4096)
+def _remembered_operations(change: bytes) -> tuple[Operation, ...]:
+    return tuple(operations(_change_body(change)))
+
+
 def _change_body(change: bytes) -> bytes:
     """A change chunk's contents after its header, inflated if it was compressed."""
     if len(change) < 10 or change[:4] != _CHANGE_MAGIC:
@@ -366,7 +392,7 @@ class LedgerDoc:
             return any(
                 op.obj == entry and op.key in keys
                 for change in changes
-                for op in operations(_change_body(change))
+                for op in _operations(change)
             )
         except LedgerError:
             return False
@@ -399,10 +425,10 @@ class LedgerDoc:
         map are read op by op."""
         names = set(tables)
         found = set(objects)
-        written: list[set[ObjectRef] | None] = []  # None: cannot be read
+        written: list[frozenset[ObjectRef] | None] = []  # None: cannot be read
         for change in changes:
             try:
-                written.append(objects_written(_change_body(change)))
+                written.append(_objects_written(change))
             except LedgerError:
                 written.append(None)
         ops: dict[int, list[Operation]] = {}  # of the changes read so far
@@ -414,7 +440,7 @@ class LedgerDoc:
                     continue
                 if index not in ops:
                     try:
-                        ops[index] = operations(_change_body(changes[index]))
+                        ops[index] = list(_operations(changes[index]))
                     except LedgerError:
                         ops[index] = []
                 for op in ops[index]:
@@ -433,7 +459,7 @@ class LedgerDoc:
         try:
             return any(
                 not written.isdisjoint(objects) or None in written
-                for written in (objects_written(_change_body(c)) for c in changes)
+                for written in (_objects_written(c) for c in changes)
             )
         except LedgerError:
             return True
@@ -457,7 +483,7 @@ class LedgerDoc:
                     self._table_refs[_object_ref(table_obj)] = name
         tables = self._table_refs
         try:
-            ops = [op for change in changes for op in operations(_change_body(change))]
+            ops = [op for change in changes for op in _operations(change)]
         except LedgerError:
             return None
         made = {op.id: (op.obj, op.key) for op in ops if op.action in MAKE_ACTIONS}
