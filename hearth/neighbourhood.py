@@ -11,9 +11,13 @@ the writing device, like any other).
 that set (no arrival order, no clock): which groups are in, what they offer, what they
 asked for and what became of it. The rules:
 
-- the founding record is the one whose group key and nonce hash to the neighbourhood id;
-  a group is in once admitted by a group that is in (the founder first), out once it
-  leaves (a group that wants back in is invited again under a new key);
+- the founding record is the one whose group key and nonce hash to the neighbourhood id
+  (and that counts: not one written past a cutoff); a group is in once admitted by a group
+  that is in (the founder first), out once it leaves (a group that wants back in is
+  invited again under a new key). It is named by the groups that let it in at the first
+  step any did, counting from the founder's (two at one step who disagree both show);
+- what a group cannot take back — founding, letting a group in — counts on any unbroken
+  fork of a device's feed that signed twice, unless a handover lists the device as gone;
 - each device's records form a chain, as a group's feeds do (R3, R4): seq rises by one
   and prev names the record before. A record counts only once every record before it in
   its device's chain is here and matches (a gap waits); two records for one seq cut the
@@ -58,16 +62,19 @@ Nothing here does I/O; ``hearth.neighbours`` keeps the records and talks to the 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TypeGuard, TypeVar
 
 from hearth.crypto import SigningKey, verify
-from hearth.errors import ProtocolError
+from hearth.errors import ProtocolError, UsageError
 from hearth.protocol import codec
+from hearth.values import parse_quantity
 
 __all__ = [
+    "Chains",
     "Handoff",
     "Keys",
     "Offer",
@@ -89,6 +96,7 @@ _SIGNED = b"hearth/v1/neighbourhood-record\x00"
 _HANDOVER = b"hearth/v1/neighbourhood-handover\x00"
 _MAX_TEXT = 200
 _MAX_DEVICES = 1000
+_LAST_DAY_MS = 221_845_392_000_000  # 9000-01-01: any offer's last day fits a date
 _MAX_WRAP = 256  # a sealed 32-byte secret: ephemeral key, nonce, ciphertext, tag
 OPS = (
     "found",
@@ -189,6 +197,20 @@ def _check_handover(body: Mapping[str, codec.Value]) -> None:
     if not verify(successor, proof, _HANDOVER + old + successor):
         raise ProtocolError("a neighbourhood key handover the new key did not agree to")
     gone_devices = {g[0] for g in gone}
+    ends = body.get("ends", [])
+    if not (
+        isinstance(ends, list)
+        and len(ends) <= _MAX_DEVICES
+        and all(
+            isinstance(e, list)
+            and len(e) == 2
+            and e[0] in gone_devices
+            and isinstance(e[1], bytes)
+            and len(e[1]) == 32
+            for e in ends
+        )
+    ):
+        raise ProtocolError("a neighbourhood key handover whose ends are not its gone devices'")
     if gone_devices & set(stay):
         raise ProtocolError("a neighbourhood key handover listing a device both staying and gone")
     admins = body.get("admins", [])
@@ -218,6 +240,11 @@ def verify_record(payload: bytes) -> dict[str, codec.Value]:
     for name, value in body.items():
         if isinstance(value, str) and len(value) > _MAX_TEXT:
             raise ProtocolError(f"a neighbourhood record whose {name} is too long")
+        if isinstance(value, str) and any(
+            unicodedata.category(c) == "Cc" and c not in "\n\t" for c in value
+        ):
+            # What a member's terminal would obey (escape sequences), not show.
+            raise ProtocolError(f"a neighbourhood record whose {name} has control characters")
     if not verify(group, signature, _SIGNED + codec.encode(body)):
         raise ProtocolError("a neighbourhood record not signed by the group it names")
     if body["op"] == "rekey":
@@ -280,6 +307,7 @@ class _Handover:
     stay: frozenset[bytes]
     gone: Mapping[bytes, int]
     admins: tuple[bytes, ...] | None  # the admins' devices, most senior first (None: not said)
+    ends: Mapping[bytes, bytes] = field(default_factory=dict)  # gone device -> its last record
 
     @classmethod
     def of(cls, record: Record) -> _Handover:
@@ -296,6 +324,7 @@ class _Handover:
             admins=tuple(a for a in admins if isinstance(a, bytes))
             if isinstance(admins, list)
             else None,
+            ends={d: e for d, e in _pairs(record.body.get("ends")) if isinstance(e, bytes)},
         )
 
     def well_formed(self) -> bool:
@@ -324,6 +353,26 @@ class _Handover:
         """Whether a record (under an older key) was written past its device's cutoff."""
         cutoff = self.gone.get(record.author)
         return cutoff is not None and record.seq > cutoff
+
+
+def _lineages(records: Iterable[Record]) -> dict[bytes, bytes]:
+    """Each group key that a handover (standing or not) names, with one key that stands for
+    every key linked to it by handovers: only a holder of one of them can link another."""
+    parent: dict[bytes, bytes] = {}
+
+    def root(key: bytes) -> bytes:
+        while parent.get(key, key) != key:
+            key = parent[key]
+        return key
+
+    for record in records:
+        successor = record.blob("successor")
+        if record.op == "rekey" and len(successor) == 32:
+            a, b = root(record.group), root(successor)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+            parent.setdefault(min(a, b), min(a, b))
+    return {key: root(key) for key in parent}
 
 
 def _senior(a: _Handover, b: _Handover, roster: tuple[bytes, ...] | None) -> bool | None:
@@ -429,6 +478,33 @@ class Keys:
                 continue
             self._next[key] = chosen
             self._previous[chosen.successor] = key
+
+    def removed(self, records: Iterable[Record]) -> dict[bytes, tuple[int, bytes | None]]:
+        """Each device a handover that stands lists as gone, with the lowest cutoff any of
+        them gives it and the id of its record there, as those handovers name it (None:
+        not named, or named differently, or by a handover of a group the record is not of)."""
+        lineage = _lineages(records)
+        found: dict[bytes, tuple[int, set[bytes | None]]] = {}
+        for handover in self._next.values():
+            for device, cutoff in handover.gone.items():
+                end = handover.ends.get(device)
+                said = found.get(device)
+                if said is None or cutoff < said[0]:
+                    found[device] = (cutoff, {end})
+                elif cutoff == said[0]:
+                    said[1].add(end)
+        ids = {r.id: r for r in records}
+        removed: dict[bytes, tuple[int, bytes | None]] = {}
+        for device, (cutoff, ends) in found.items():
+            end = ends.pop() if len(ends) == 1 else None
+            record = ids.get(end) if end is not None else None
+            named = [h for h in self._next.values() if h.ends.get(device) == end]
+            if record is None or not all(
+                lineage.get(record.group) == lineage.get(h.record.group) for h in named
+            ):
+                end = None  # not here yet, or another group's: where it ends is not known
+            removed[device] = (cutoff, end)
+        return removed
 
     def roster(self, key: bytes) -> tuple[bytes, ...] | None:
         """The admins' devices, most senior first, that the handover which made ``key``
@@ -548,6 +624,7 @@ class State:
     reseals: list[Reseal] = field(default_factory=list)
     heads: dict[bytes, int] = field(default_factory=dict)  # device -> end of its checked chain
     equivocations: dict[bytes, int] = field(default_factory=dict)  # device -> seq signed twice
+    ends: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # see Chains.ends
 
     def handoffs(self) -> list[Handoff]:
         """Every accepted request with its offer."""
@@ -588,39 +665,99 @@ class State:
 
 
 def _quantity(text: str) -> Decimal | None:
+    """A record's quantity, if a ledger would take it: Decimal takes ``1E+99999999``, but
+    no sum or display of it does (it overflows), and a record is anyone's text."""
     try:
-        value = Decimal(text)
-    except InvalidOperation:
+        return parse_quantity(text)
+    except UsageError:
         return None
-    return value if value.is_finite() and value > 0 else None
+
+
+_GRANTS = frozenset({"found", "admit"})  # what a group says that it cannot take back
+
+
+@dataclass(frozen=True, slots=True)
+class Chains:
+    """What the devices' feeds let count (see :func:`checked`)."""
+
+    counted: list[Record]
+    heads: dict[bytes, int]  # device -> the seq its checked chain ends at
+    twice: dict[bytes, int]  # device -> the lowest seq it signed two records for
+    ends: dict[bytes, tuple[int, bytes]]  # removed device -> (seq, id) its chain ends at
+
+
+def _path(feed: Mapping[int, list[Record]], seq: int, end: bytes) -> list[Record] | None:
+    """A device's records from its first to the one with id ``end`` at ``seq``, along the
+    records each names as the one before; None unless all are here."""
+    by_id = {r.id: r for at in feed.values() for r in at}
+    path: list[Record] = []
+    record_id: bytes | None = end
+    while seq >= 1 and record_id is not None:
+        record = by_id.get(record_id)
+        if record is None or record.seq != seq:
+            return None
+        path.append(record)
+        seq, record_id = seq - 1, record.prev
+    return path[::-1] if seq == 0 and not record_id else None
+
+
+def _whole(feed: Mapping[int, list[Record]]) -> set[bytes]:
+    """The ids of a device's records that an unbroken chain leads to from its first, along
+    any fork."""
+    whole: set[bytes] = set()
+    seq, level = 1, {r.id for r in feed.get(1, []) if not r.prev}
+    while level:
+        whole |= level
+        seq += 1
+        level = {r.id for r in feed.get(seq, []) if r.prev is None or r.prev in level}
+    return whole
 
 
 def checked(
-    records: Iterable[Record],
-) -> tuple[list[Record], dict[bytes, int], dict[bytes, int]]:
+    records: Iterable[Record], removed: Mapping[bytes, tuple[int, bytes | None]] | None = None
+) -> Chains:
     """The records whose device's chain is whole and unbroken up to them (R3), the end of
     each device's checked chain, and the devices that signed two records for one seq (R4),
-    each with that seq: such a device counts up to the seq before."""
+    each with that seq: such a device counts up to the seq before.
+
+    Two exceptions, so that signing twice never takes back what counted (R6): a device a
+    standing handover lists as gone (``removed``: its cutoff, and the id of its record
+    there) counts along the chain that ends at that record, whatever it signed since below
+    it; and what a group cannot take back — founding the neighbourhood, letting a group in
+    — counts from any device not gone, on any fork an unbroken chain leads to."""
+    removed = removed or {}
     feeds: dict[bytes, dict[int, list[Record]]] = {}
     for record in records:
         feeds.setdefault(record.author, {}).setdefault(record.seq, []).append(record)
-    counted: list[Record] = []
-    heads: dict[bytes, int] = {}
-    twice: dict[bytes, int] = {}
+    chains = Chains(counted=[], heads={}, twice={}, ends={})
     for author, feed in feeds.items():
         for seq, at in feed.items():
             if len({r.id for r in at}) > 1:
-                twice[author] = min(seq, twice.get(author, seq))
-        seq, prev = 0, b""
-        while seq + 1 in feed and seq + 1 < twice.get(author, seq + 2):
+                chains.twice[author] = min(seq, chains.twice.get(author, seq))
+        cutoff, end = removed.get(author, (0, None))
+        path = _path(feed, cutoff, end) if end is not None else None
+        if path and end is not None:
+            chains.ends[author] = (cutoff, end)
+        path = path or []
+        seq, prev = len(path), path[-1].id if path else b""
+        while len(feed.get(seq + 1, ())) == 1:  # on from there: one record a seq, chained
             record = feed[seq + 1][0]
             if record.prev is not None and record.prev != prev:
                 break  # a broken chain: nothing from here counts
-            counted.append(record)
+            path.append(record)
             seq, prev = seq + 1, record.id
+        chains.counted.extend(path)
         if seq:
-            heads[author] = seq
-    return counted, heads, twice
+            chains.heads[author] = seq
+        if author not in removed and author in chains.twice:
+            whole = _whole(feed)
+            chains.counted.extend(
+                r
+                for at in feed.values()
+                for r in at
+                if r.seq > seq and r.op in _GRANTS and r.id in whole
+            )
+    return chains
 
 
 def _by_name(
@@ -644,34 +781,53 @@ def _named(known: Mapping[str, _T], by_name: Mapping[str, str], text: str) -> _T
     return found
 
 
+def _one_name(names: Iterable[str]) -> str:
+    """The name several records give one thing: the one they agree on, or every one they
+    give, in order (a name given twice at once is no reason to pick either)."""
+    given = sorted(set(names))
+    return " / ".join(given)[:_MAX_TEXT]
+
+
 def fold(nid: str, records: Iterable[Record]) -> State:
     """The state of neighbourhood ``nid`` given every record known (see the module rules)."""
     state = State(id=nid)
-    chained, state.heads, state.equivocations = checked(records)
-    ordered = sorted(chained, key=lambda r: r.id)
-    founding = [
-        r for r in ordered if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
-    ]
-    if not founding:
-        return state
-    founder = founding[0]
-    state.name = founder.text("name")
+    records = list(records)
+    chains = checked(records)
+    removed = Keys(sorted(chains.counted, key=lambda r: r.id)).removed(records)
+    if removed:  # those the handovers standing so far have out count as far as they say
+        chains = checked(records, removed)
+    state.heads, state.equivocations, state.ends = chains.heads, chains.twice, chains.ends
+    ordered = sorted(chains.counted, key=lambda r: r.id)
     keys = state.keys = Keys(ordered)
     counting = [r for r in ordered if keys.counts(r)]
-    admitted = {founder.group: founder.text("group_name")}  # by the key each came in with
-    grew = True
-    while grew:  # admissions by admitted groups, until nothing more comes in
-        grew = False
+    # Only the founding group's key hashes to the id; of its founding records, those that
+    # count under it found (not one a removed member writes past their cutoff) — unless its
+    # key was handed on twice at once: that silences the group, not the neighbourhood.
+    founded = [
+        r for r in ordered if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
+    ]
+    founding = [r for r in founded if keys.counts(r)] or founded
+    if not founding:
+        return state
+    state.name = _one_name(r.text("name") for r in founding)
+    # Groups come in step by step from the founder's: a group is named by the groups that
+    # let it in at the first step any did (R17: a group let in earlier names it, and two
+    # at one step that disagree both show; a record id never picks one).
+    admitted = {founding[0].group: _one_name(r.text("group_name") for r in founding)}
+    step = set(admitted)  # by the key each came in with
+    while step:
+        names: dict[bytes, list[str]] = {}
         for r in counting:
             newcomer = r.blob("newcomer")
             if (
                 r.op == "admit"
-                and keys.first(r.group) in admitted
+                and keys.first(r.group) in step
                 and newcomer not in admitted
                 and keys.first(newcomer) == newcomer
             ):
-                admitted[newcomer] = r.text("group_name")
-                grew = True
+                names.setdefault(newcomer, []).append(r.text("group_name"))
+        admitted.update((newcomer, _one_name(given)) for newcomer, given in names.items())
+        step = set(names)
     left = {keys.first(r.group) for r in counting if r.op == "leave"}
     for first, name in admitted.items():
         now = keys.current(first)
@@ -691,6 +847,8 @@ def fold(nid: str, records: Iterable[Record]) -> State:
         if quantity is None:
             continue
         until = r.number("until") or None
+        if until is not None and not 0 < until < _LAST_DAY_MS:
+            continue  # a day no calendar shows
         state.offers[r.ref] = Offer(
             id=r.ref,
             group=group,

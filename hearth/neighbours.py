@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import unicodedata
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +33,14 @@ from decimal import Decimal
 from hearth import lookup
 from hearth import membership as group_membership
 from hearth.crypto import KemKey, SigningKey, open_sealed, seal_to
-from hearth.errors import LedgerError, NotAuthorized, NotFound, ProtocolError, UsageError
+from hearth.errors import (
+    HearthError,
+    LedgerError,
+    NotAuthorized,
+    NotFound,
+    ProtocolError,
+    UsageError,
+)
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
 from hearth.matching import Match, Matcher
 from hearth.neighbourhood import (
@@ -50,7 +58,7 @@ from hearth.neighbourhood import (
 from hearth.node import Node
 from hearth.protocol import codec
 from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, seal_bundle
-from hearth.values import check_text, format_quantity
+from hearth.values import MAX_NAME, check_text, format_quantity
 
 __all__ = [
     "STANDINGS",
@@ -655,22 +663,30 @@ def _a_members_handover(
 
 
 def _pass_on_secrets(node: Node, membership: Membership, current: State) -> bool:
-    """Seal each secret our group made to the groups left out of it (their sealing key
-    came later: they were let in a moment before, or ran an older Hearth). Whether there
-    were any."""
+    """Seal each secret our group holds to every group in that our group has not sealed
+    it to (nor made one of its own under it): whether they were let in after it was made,
+    ran an older Hearth, or the group that made it sealed it to some groups only — what
+    another group's record says it sealed to whom is no proof (a wrap opens only for its
+    group), and a group that writes under a secret others lack splits the neighbourhood.
+    Whether there were any."""
     ours = current.keys.current(membership.key.public)
     mine = {secret_id(s): (g, s) for g, s in membership.secrets if g > 0}
-    given: dict[bytes, set[bytes]] = {}
-    made = set()
+    holding: dict[bytes, set[bytes]] = {}  # secret id -> groups we know hold it
+    exposed = set()  # sealed to an old key of ours, whose sealing key someone who left holds
     for reseal in current.reseals:
-        given.setdefault(reseal.secret_id, {reseal.by}).update(reseal.wraps)
+        known = holding.setdefault(reseal.secret_id, set())
+        known.add(reseal.by)  # said under its key now: it holds the secret
         if reseal.by == ours:
-            made.add(reseal.secret_id)
+            known.update(reseal.wraps)  # ours: sealed as they should be
+        if any(k in membership.held and k != ours for k in reseal.wraps):
+            exposed.add(reseal.secret_id)
     passed = False
-    for named in sorted(made & mine.keys()):
+    for named in sorted(mine.keys() - exposed):
         generation, secret = mine[named]
         missing = sorted(
-            g for g in current.sealing if g in current.groups and g not in given[named]
+            g
+            for g in current.sealing
+            if g in current.groups and g != ours and g not in holding.get(named, set())
         )
         if not missing:
             continue
@@ -705,6 +721,7 @@ def _hand_on(
                     **kem_field,
                 },
             )
+        ends = {d: _chain_end(node, membership.id, d) for d in gone}
         _append(
             node,
             membership,
@@ -713,7 +730,10 @@ def _hand_on(
                 "successor": new.public,
                 "proof": handover_proof(membership.key.public, new),
                 "stay": list(stay),
-                "gone": [[d, _last_seq(node, membership.id, d)] for d in gone],
+                "gone": [[d, seq] for d, (seq, _) in ends.items()],
+                # The record each ends at, by id: signing another for a place before it
+                # later takes back nothing (hearth.neighbourhood.checked).
+                "ends": [[d, end] for d, (seq, end) in ends.items() if seq],
                 "admins": list(admins),
             },
         )
@@ -808,14 +828,22 @@ def _take_secrets(node: Node, membership: Membership, current: State) -> int:
     return len(fields)
 
 
-def _last_seq(node: Node, nid: str, device: bytes) -> int:
-    """How far this node has a device's checked chain in a neighbourhood (whole, unbroken,
-    not signed twice): where it ends if it is gone. A record far ahead of the rest of its
-    chain is no place to end: what it would let count has not been seen."""
+def _chain_end(node: Node, nid: str, device: bytes) -> tuple[int, bytes]:
+    """Where this node has a device's checked chain in a neighbourhood end (whole,
+    unbroken, not signed twice), and the id of its record there (b"": none): where it ends
+    if it is gone. A record far ahead of the rest of its chain is no place to end: what it
+    would let count has not been seen. One a handover ended already ends there."""
     current = _fold(node, nid)
+    if device in current.ends:
+        return current.ends[device]
     end = current.heads.get(device, 0)
-    twice = current.equivocations.get(device)
-    return end if twice is None else min(end, twice - 1)
+    if not end:
+        return 0, b""
+    rows = node.store.query(
+        "SELECT id FROM neighbourhood_records WHERE neighbourhood = ? AND author = ? AND seq = ?",
+        (nid, device, end),
+    )
+    return end, bytes(rows[0][0])
 
 
 # --- offers and requests -----------------------------------------------------------------
@@ -1008,6 +1036,36 @@ def need_matches(node: Node, group_id: str, needs: Sequence[Need]) -> dict[str, 
 # --- keeping the group's ledger and the neighbourhood in step ---------------------------
 
 
+def _for_ledger(text: str, limit: int) -> str:
+    """A neighbour group's text as the ledger takes it: a record carries up to 200
+    characters of anything, a ledger's names fewer and no control characters."""
+    text = " ".join("".join(" " if unicodedata.category(c) == "Cc" else c for c in text).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _commitment_key(
+    commitments: Mapping[str, object], current: State, item: Request, neighbour: str
+) -> str:
+    """What our ledger keeps an accepted request's commitment under: its id; or, for a
+    request said before requests were known by their record's id, the name its writer gave
+    it, if a commitment with the same neighbour was recorded under that name. A name counts
+    only if no other request carries it and it is no request's id: any group can put any
+    name in a record, and one copied from another group's request must not reach that
+    request's commitment (to have it fulfilled on the copier's word)."""
+    if item.id in commitments or not item.name or item.name not in commitments:
+        return item.id
+    sharing = [r for r in current.requests.values() if r.name == item.name]
+    recorded = commitments[item.name]
+    if (
+        len(sharing) > 1
+        or item.name in current.requests
+        or not isinstance(recorded, Mapping)
+        or recorded.get("neighbour") != neighbour
+    ):
+        return item.id
+    return item.name
+
+
 def reconcile(node: Node, group_id: str) -> int:
     """Keep new secrets of the neighbourhoods sealed to our group, record accepted handoffs
     as commitments in our ledger and pass on fulfilments, both ways; returns how many
@@ -1024,24 +1082,29 @@ def reconcile(node: Node, group_id: str) -> int:
                 continue
             giving = offer.group == ours
             view = node.view(group_id)
+            neighbour = _for_ledger(item.group_name if giving else offer.group_name, MAX_NAME)
+            neighbour = neighbour or "a neighbour group"
             commitments = view.tables["commitments"]
-            # Said before requests were known by their record's id: the name its writer gave.
-            key = item.name if item.id not in commitments and item.name in commitments else item.id
-            neighbour = item.group_name if giving else offer.group_name
+            key = _commitment_key(commitments, current, item, neighbour)
             if key not in commitments:
                 # The member who asked, on the asking side; whoever records it, on the other.
                 member = item.by if not giving and item.by in view.tables["members"] else me
-                with node.change(group_id) as ledger:
-                    ledger.add_handoff(
-                        key,
-                        f"{offer.what} {'to' if giving else 'from'} {neighbour}",
-                        neighbour=neighbour,
-                        member=member,
-                        giving=giving,
-                        resource=offer.resource if giving else "",
-                        quantity=item.quantity,
-                        unit=offer.unit,
-                    )
+                what = f"{offer.what} {'to' if giving else 'from'} {neighbour}"
+                try:
+                    with node.change(group_id) as ledger:
+                        ledger.add_handoff(
+                            key,
+                            _for_ledger(what, MAX_NAME),
+                            neighbour=neighbour,
+                            member=member,
+                            giving=giving,
+                            resource=offer.resource if giving else "",
+                            quantity=item.quantity,
+                            unit=_for_ledger(offer.unit, 30),
+                        )
+                except HearthError as exc:  # say, the resource was removed since
+                    log.warning("a handoff could not be recorded: %s", exc)
+                    continue
                 made += 1
             status = node.view(group_id).commitment(key).status
             said = item.given if giving else item.fulfilled

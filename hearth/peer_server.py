@@ -10,11 +10,11 @@ Bounded as a relay is (SECURITY.md §7), since anyone on the network can reach i
 accepted socket passes a :class:`~hearth.door.Door` before aiohttp reads a byte of it, so
 at most :data:`MAX_PEERS` sockets are open, :data:`MAX_PER_ADDRESS` from one address (the
 oldest still in its handshake makes room for a new one), and a socket that has neither
-proven a device of one of our groups nor joined an invite mailbox within
-``hello_timeout_s`` is closed — politely once it is a WebSocket, dropped a moment later
-whatever it is (one that never finished its HTTP request too); frames are at most
-``MAX_FRAME``. Older epochs' topics go
-only to devices the group lists now (:class:`~hearth.protocol.serving.ServingSession`).
+proven a device one of our groups has now (a removed member's new device key is no such
+thing) nor joined an open invite mailbox within ``hello_timeout_s`` is closed —
+politely once it is a WebSocket, dropped a moment later whatever it is (one that never
+finished its HTTP request too); frames are at most ``MAX_FRAME``. Older epochs' topics
+go only to devices the group lists now (:class:`~hearth.protocol.serving.ServingSession`).
 
 It also holds invite mailboxes, as a relay does, for invites run over the local network
 when the group has no relay: this node's own ``hearth invite`` opens one (only from this
@@ -206,7 +206,7 @@ async def _serve(
 
     async def hello_or_close() -> None:
         await asyncio.sleep(request.app[_HELLO_TIMEOUT_S])
-        if not session.peer_device and client not in invited:
+        if not session.in_a_group and client not in invited:
             log.info("closing a connection that said nothing in time")
             await ws.close(code=CLOSE_POLICY, message=b"too slow to prove a device")
 
@@ -233,11 +233,12 @@ async def _serve(
                 break
             for output in session.receive(message.data):
                 if isinstance(output, ToMailboxes):
-                    invited.add(client)
                     await _mailbox(request, client, output)
+                    if _in_an_invite(request.app, client):
+                        invited.add(client)
                 elif not await _carry_out(node, ws, session, output, known, source):
                     break
-            if session.peer_device or client in invited:
+            if session.in_a_group or client in invited:
                 request.app[_DOOR].through(request.transport)  # no deadline any more
     finally:
         for task in (pusher, watchdog):
@@ -248,6 +249,12 @@ async def _serve(
         sessions.pop(client, None)
         await _pass_on(request.app, request.app[_MAILBOXES].gone(client))
     return ws
+
+
+def _in_an_invite(app: web.Application, client: int) -> bool:
+    """Whether a connection is a side of an open invite mailbox (a number asked for that is
+    not open is no reason to stay past the hello timeout)."""
+    return any(client in box.members for box in app[_MAILBOXES].open.values())
 
 
 async def _mailbox(request: web.Request, client: int, output: ToMailboxes) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from hearth import membership
+from hearth.errors import ProtocolError
 from hearth.feeds import APPLIED, WAITING, StoredBundle
 from hearth.invite import decode_claim
 from hearth.ledger.automerge_doc import EntryRef, change_hash
@@ -106,7 +107,10 @@ def opened(node: Node, stored: StoredBundle) -> Inner | None:
     found = node.feeds.keys_for_topic(envelope.topic)
     if found is None:
         return None
-    inner = open_envelope(envelope, found[1])
+    try:
+        inner = open_envelope(envelope, found[1])
+    except ProtocolError:
+        return None  # a copy sealed otherwise (kept by a Hearth that took those): it never counts
     if len(inner.payload) <= _MAX_KEPT_PAYLOAD:
         if len(_OPENED) >= _MAX_OPENED:
             _OPENED.pop(next(iter(_OPENED)))
@@ -237,7 +241,10 @@ def second_bundles(node: Node, group_id: str) -> list[Inner]:
     found = []
     for _, keys in node.feeds.epochs(group_id):
         for _, data in node.feeds.proofs(keys.topic):
-            found.append(open_envelope(parse_envelope(data), keys))
+            try:
+                found.append(open_envelope(parse_envelope(data), keys))
+            except ProtocolError:
+                continue  # a copy sealed otherwise, kept as a proof before those were refused
     return found
 
 

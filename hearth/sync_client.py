@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from hearth import membership, neighbours, snapshots
-from hearth.connect import open_websocket
+from hearth.connect import answer_within, open_websocket
 from hearth.errors import HearthError, ProtocolError, TransportError
 from hearth.feeds import INVALID
 from hearth.intake import Verdict, take_in, take_snapshot
@@ -550,7 +550,12 @@ async def _run(
         try:
             if not await carry_out(session.start()):
                 return
-            async for message in ws:
+            greeted = False
+            while True:
+                # A relay that upgrades and then never says a word is given up on in
+                # seconds, not after the whole sync's deadline.
+                message = await (ws.receive() if greeted else answer_within(ws.receive()))
+                greeted = True
                 if message.type != aiohttp.WSMsgType.BINARY:
                     break
                 frame = conn.receive(message.data)

@@ -151,6 +151,38 @@ def test_tampered_bundles_are_rejected_and_change_nothing(trio: list[Node]) -> N
     assert take_in(ben, good, source="honest").verdict is Verdict.APPLIED
 
 
+def test_a_member_sealing_anothers_bundle_again_does_not_make_its_author_sign_twice(
+    trio: list[Node],
+) -> None:
+    """Ben, a member, holds the epoch's keys: he seals Ada's bundle again with one byte of
+    padding changed (her signature does not cover it) and passes the copy on. Taken as a
+    second bundle for her seq, it would cut Ada, the admin, off on every node (R4)."""
+    from tests.test_neighbourhood_attacks import repadded
+
+    ada, ben, _ = trio
+    deliver(ada, ben)
+    group = ada.current_group().id
+    with ada.change() as ledger:
+        ledger.add_resource("Wheelbarrow")
+    good = parse_envelope(ada.feeds.all(group)[-1].envelope)
+    deliver(ada, ben)
+    copy = repadded(good, ben.feeds.current_keys(group)).encode()
+    for node in (ada, ben):
+        assert take_in(node, copy, source="Ben").verdict is Verdict.REJECTED
+        assert node.feeds.equivocations(group) == {}
+    with ada.change() as ledger:
+        ledger.add_resource("Rake")
+    deliver(ada, ben)
+    assert {"Wheelbarrow", "Rake"} <= names(ben)
+    # A copy kept as a proof by a Hearth from before they were refused is passed over.
+    from hearth.protocol.bundle import open_envelope
+    from hearth.retraction import second_bundles
+
+    inner = open_envelope(good, ben.feeds.current_keys(group))
+    ben.feeds.keep_equivocation(group, parse_envelope(copy), inner)
+    assert second_bundles(ben, group) == []  # not a failure to open: nothing to count
+
+
 def test_bundle_for_another_group_is_rejected(trio: list[Node]) -> None:
     ada, _, eve = trio
     eve.create_group("Other")

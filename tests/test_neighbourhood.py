@@ -103,10 +103,14 @@ class Log:
         gone: dict[bytes, int],
         admins: list[bytes] | None = None,
         record_id: bytes = b"",
+        ends: dict[bytes, bytes] | None = None,
     ) -> Record:
         """A key handover by ``device``, listing who stays, where each gone device ends and
-        (when given) the admins' devices, most senior first."""
+        (when given) the admins' devices, most senior first, and the id of each gone
+        device's last record that counts (from ``ends``, by device)."""
         fields: dict[str, codec.Value] = {} if admins is None else {"admins": list(admins)}
+        if ends is not None:
+            fields["ends"] = [[d, ends[d]] for d in gone if gone[d] and d in ends]
         return self.say(
             old,
             device=device,

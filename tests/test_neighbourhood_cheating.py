@@ -3,7 +3,8 @@ the fold (hearth/neighbourhood.py) in which two honest groups offer, ask, answer
 over, while, at random moments,
 
 - Xan, a member of Elm Street, writes a record far ahead in his feed, signs two records
-  for one place in it, plants a handover of the group's key to one only he holds —
+  for one place in it (also, once out, for a place within his cutoff: a back-dated
+  leave, admission or offer on a fork), plants a handover of the group's key to one only he holds —
   keeping everyone, or listing Ada (the admin) as gone, or leaving her out, or cutting
   Ben out — under a ground-down record id, and — once Ada's node removes him (cutting him
   off where his checked chain ends) — goes on offering, answering and leaving in Elm
@@ -40,6 +41,7 @@ from tests.test_neighbourhood import (
     NID,
     NONCE,
     RIVER,
+    STRANGER,
     XAN,
     Log,
 )
@@ -75,6 +77,7 @@ class Run:
         self.honest = Honest()
         self.removed = False  # Xan
         self.cutoff = 0
+        self.path: list[Record] = []  # Xan's records up to his cutoff, once removed
         self.after_removal: list[Record] = []  # what Xan wrote once out
         self.planted = False
         self.say(ELM, ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
@@ -161,6 +164,8 @@ class Run:
         moves = ["offer", "ahead", "twice", "answer"]
         if not self.removed:
             moves += ["plant", "remove"]
+        elif self.cutoff:
+            moves += ["back-date"]
         move = self.rng.choice(moves)
         if move == "remove":
             self.remove_xan()
@@ -199,6 +204,20 @@ class Run:
         elif move == "twice" and XAN in self.log.heads:
             seq = self.log.seqs[XAN]
             record = self.say(ELM_1, XAN, op="leave", at=seq)  # a second record at his last seq
+        elif move == "back-date":
+            # Out, he signs another record for a place within his cutoff, on a fork from
+            # the record before it: it must take back nothing, nor add anything.
+            seq = self.rng.randrange(1, self.cutoff + 1)
+            before = [r for r in self.path if r.seq == seq - 1]
+            seqs, heads = dict(self.log.seqs), dict(self.log.heads)
+            self.log.seqs[XAN], self.log.heads[XAN] = seq - 1, before[0].id if before else b""
+            op = self.rng.choice(["leave", "admit", "offer"])
+            fields = {"newcomer": STRANGER.public, "group_name": "Xan's"} if op == "admit" else {}
+            if op == "offer":
+                fields = {"what": "Back-dated", "qty": "1"}
+            record = self.say(ELM_1, XAN, op=op, low=True, **fields)  # type: ignore[arg-type]
+            self.log.seqs.update(seqs)
+            self.log.heads.update(heads)
         if record is not None and self.removed:
             self.after_removal.append(record)
 
@@ -206,8 +225,20 @@ class Run:
         """Ada's node removes Xan: its handover cuts him off where his checked chain ends
         on her node (here: everything said so far)."""
         self.cutoff = fold(NID, self.log.records).heads.get(XAN, 0)
+        at = [r for r in self.log.records if r.author == XAN and r.seq == self.cutoff]
+        self.path = []  # his records that count: the chain to where his cutoff names
+        while at:
+            self.path.insert(0, at[0])
+            at = [r for r in self.log.records if r.id == at[0].prev and r.author == XAN]
+        ends = {XAN: self.path[-1].id} if self.path else {}
         self.log.hand_on(
-            ELM_1, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: self.cutoff}, admins=[ADA]
+            ELM_1,
+            ELM_2,
+            device=ADA,
+            stay=[ADA, BEN],
+            gone={XAN: self.cutoff},
+            admins=[ADA],
+            ends=ends,
         )
         self.removed = True
         # Xan goes on as if still in, from where his feed ends on his own node.
@@ -271,6 +302,10 @@ def run(seed: int) -> None:
     for record in world.after_removal:
         assert record.ref not in state.offers, where
         assert record.ref not in state.requests, where
+    assert STRANGER.public not in state.groups, where
+    for record in world.path:  # what he said while in counts, whatever he signs since
+        if record.op == "offer":
+            assert record.ref in state.offers, f"{where}: Xan took back what he said while in"
     counted = {r.id for r in records if r.author == XAN and r.seq > world.cutoff}
     assert not counted & {
         r.id for r in records if r.ref in state.offers or r.ref in state.requests

@@ -588,6 +588,75 @@ async def test_a_connection_that_proves_nothing_in_time_is_closed(tmp_path: Path
             await runner.cleanup()
 
 
+async def test_a_removed_device_or_an_invite_number_not_open_holds_no_place_at_a_listener(
+    tmp_path: Path,
+) -> None:
+    """Two ways past the hello timeout, each holding a place for good (32 of them lock every
+    member out, from eight addresses): Ben, removed, proves a device key made since and
+    registers an epoch he still holds the secret of; a stranger says hello and asks for an
+    invite number that is not open. Each is closed once the hello timeout has passed, as
+    one who says nothing is: only a device of the group now, or a joiner of an open invite,
+    stays."""
+    from hearth import members
+    from hearth.identity import create_identity
+    from hearth.intake import take_in
+    from hearth.node import open_node
+    from hearth.peer_server import start_listener
+    from hearth.protocol.connection import Connection, Role
+    from hearth.protocol.frames import DEVICE_PROOFS, Hello, Mailbox, decode_frame, encode_frame
+    from hearth.rotation import keep_keys
+    from hearth.sync_client import plan_for
+
+    for name in ("ada", "ben"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "ben") as ben:
+        group = ada.create_group("Allotment").id
+        ben.join_with_token(ada.create_invite())
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+        members.remove_member(ada, group, "Ben")
+        keep_keys(ada, group)  # a new epoch, which Ben's node never hears of
+        runner, url = await start_listener(ada, "127.0.0.1", 0, hello_timeout_s=0.3)
+        try:
+            async with aiohttp.ClientSession() as http:
+                removed = await http.ws_connect(url)
+                session = RelaySession(
+                    plans=plan_for(ben, url, [group], peer=True),
+                    device_key=SigningKey.generate(os.urandom),  # one made since
+                    nonce=os.urandom(32),
+                )
+                conn = Connection(Role.CONNECTING)
+                outputs = session.start()
+                refused = False
+                while not refused:
+                    for output in outputs:
+                        if isinstance(output, Send):
+                            await removed.send_bytes(conn.send(output.frame))
+                    message = await removed.receive(timeout=5)
+                    assert message.type is aiohttp.WSMsgType.BINARY
+                    outputs = session.handle(conn.receive(message.data))
+                    refused = any(isinstance(o, Refused) for o in outputs)
+                assert session.peer_device  # proven, and refused every topic
+
+                stranger = await http.ws_connect(url)
+                hello = Hello(versions=[DEVICE_PROOFS], role="node", agent="x", nonce=b"n" * 32)
+                await stranger.send_bytes(encode_frame(hello))
+                await stranger.receive(timeout=5)  # welcome
+                await stranger.send_bytes(encode_frame(Mailbox(nameplate=4242)))
+                answer = decode_frame((await stranger.receive(timeout=5)).data)
+                assert getattr(answer, "code", "") == "no-such-mailbox"
+
+                started = time.monotonic()
+                for ws in (removed, stranger):
+                    message = await ws.receive(timeout=5)
+                    while message.type is aiohttp.WSMsgType.BINARY:  # pushes, if any
+                        message = await ws.receive(timeout=5)
+                    assert message.type is aiohttp.WSMsgType.CLOSE, message
+                assert time.monotonic() - started < 3
+        finally:
+            await runner.cleanup()
+
+
 # --- finding each other on the LAN ----------------------------------------------------
 
 

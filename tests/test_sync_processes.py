@@ -151,6 +151,61 @@ def test_sync_with_no_reachable_relay_fails_and_keeps_changes(tmp_path: Path) ->
     assert "bundles waiting to go out" in cli("status").out
 
 
+@contextlib.contextmanager
+def mute_websocket_server() -> Iterator[str]:
+    """A server on 127.0.0.1 that takes the WebSocket upgrade and then never says a word
+    (a wrong service on the port, or a hung relay): its ``ws://`` address, while open."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    closing = asyncio.Event()
+
+    async def upgrade(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(closing.wait(), 120)
+        return ws
+
+    async def start() -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_get("/", upgrade)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    import threading
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(closing.set)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_a_relay_that_upgrades_but_never_greets_is_given_up_on_in_seconds(
+    tmp_path: Path,
+) -> None:
+    cli = Cli(tmp_path / "solo")
+    cli("init", "--name", "Solo")
+    with mute_websocket_server() as url:
+        cli("group", "create", "Alone", "--relay", url)
+        started = time.monotonic()
+        result = cli("sync", "--timeout", "60", "--json", check=False)
+        took = time.monotonic() - started
+    assert result.code == 1
+    [failed] = json.loads(result.out)["relays_failed"]
+    assert "did not greet us within 5 s" in failed["error"]
+    assert took < 30, took  # the greeting's deadline, not the sync's 60 s
+
+
 def test_relay_killed_and_restarted_loses_nothing_acknowledged(
     tmp_path: Path, relay_store: list[str]
 ) -> None:

@@ -328,6 +328,32 @@ async def test_first_run_creates_the_identity_and_a_group(tmp_path: Path) -> Non
         assert [g.name for g in node.groups()] == ["Allotment"]
 
 
+async def test_first_run_by_typing_and_enter_alone_starts_the_group(tmp_path: Path) -> None:
+    home = tmp_path / "new"
+    app = WelcomeApp(home)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Dora", "enter")  # on to the group's name
+        assert app.focused is app.query_one("#group", Input)
+        await pilot.press(*"Maple Row", "enter")
+        await pilot.pause()
+    assert app.return_value is True
+    with open_node(home) as node:
+        assert [g.name for g in node.groups()] == ["Maple Row"]
+
+
+async def test_first_run_enter_after_a_code_asks_for_its_relay(tmp_path: Path) -> None:
+    app = WelcomeApp(tmp_path / "new")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Dora", "enter", "enter")  # no group name: on to the code
+        assert app.focused is app.query_one("#token", Input)
+        await pilot.press(*"7-acorn-almond-amber", "enter")
+        assert app.focused is app.query_one("#relay", Input)
+        await pilot.press(*"relay.example.org", "enter")  # joining: the scheme is missing
+        await pilot.pause()
+        assert "ws://" in str(app.query_one("#problem", Static).content)
+        assert app.return_value is None
+
+
 async def test_first_run_with_a_damaged_token_says_so(tmp_path: Path) -> None:
     app = WelcomeApp(tmp_path / "new")
     async with app.run_test(size=SIZE) as pilot:
@@ -599,6 +625,26 @@ def _pass_records(source: Node, target: Node) -> None:
     """Neighbourhood records from one node to another, as relays would carry them."""
     for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
         take_in(target, bytes(envelope), source="test")
+
+
+async def test_a_neighbour_groups_name_is_shown_as_written_never_read_as_markup(
+    ada: Node,
+) -> None:
+    """Another group names the groups it lets in, and a record carries any text: one named
+    with square brackets (markup to the app's widgets) is shown as written, and one with an
+    unclosed tag does not stop the neighbours tab."""
+    from hearth import neighbours
+    from hearth.crypto import SigningKey
+
+    hood = neighbours.create(ada, ada.current_group().id, "Eastside")
+    for name in ("Oaks [/]", "Kids [after school]", "[bold red]Police[/]"):
+        neighbours.admit(ada, hood, SigningKey.generate().public, name)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("8")
+        await pilot.pause()
+        summary = app.query_one("#neighbour-summary", Static).render()
+        assert "Kids [after school], Oaks [/], [bold red]Police[/]" in str(summary)
 
 
 async def test_the_neighbours_tab_asks_for_offers_and_answers_requests(

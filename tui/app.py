@@ -406,9 +406,9 @@ class HearthApp(App[None]):
         except HearthError as exc:
             if self._in_form:
                 raise  # the form shows it and stays open
-            self.notify(str(exc), title="Not done", severity="error", timeout=8)
+            self.notify(str(exc), title="Not done", severity="error", timeout=8, markup=False)
             return False
-        self.notify(done)
+        self.notify(done, markup=False)  # names in it are as written (another group's too)
         self.redraw()
         return True
 

@@ -464,7 +464,8 @@ class NeighboursPane(Vertical):
             else "Your group shares with no other group yet. An admin can start a "
             "neighbourhood (`hearth neighbourhood create NAME`) or join one with a code."
         )
-        self.query_one("#neighbour-summary", Static).update(summary)
+        # Text, not markup: other groups name groups, and a record carries any text.
+        self.query_one("#neighbour-summary", Static).update(Text(summary))
         fill(
             self.query_one("#offer-table", DataTable),
             [

@@ -71,6 +71,21 @@ class WelcomeApp(App[bool]):
         else:
             self.query_one("#name", Input).focus()
 
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter moves on as a person typing expects: from the name to the group, from a
+        group's name to starting it, from a code to its relay, from the relay to joining."""
+        field = event.input.id
+        if field == "name":
+            self.query_one("#group", Input).focus()
+        elif field == "group" and event.value.strip():
+            self.query_one("#create", Button).press()
+        elif field == "group":
+            self.query_one("#token", Input).focus()
+        elif field == "token" and not self.query_one("#relay", Input).value.strip():
+            self.query_one("#relay", Input).focus()
+        else:
+            self.query_one("#join", Button).press()
+
     async def on_button_pressed(self, event: Button.Pressed) -> None:
         problem = self.query_one("#problem", Static)
         try:

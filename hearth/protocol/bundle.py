@@ -274,7 +274,8 @@ def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:
     length = int.from_bytes(plaintext[:4], "big")
     if length > len(plaintext) - 4:
         raise ProtocolError("A bundle's inner length is wrong.")
-    outer = codec.decode(plaintext[4 : 4 + length])
+    body = plaintext[4 : 4 + length]
+    outer = codec.decode(body)
     if not (
         isinstance(outer, list)
         and len(outer) == 2
@@ -282,6 +283,12 @@ def open_envelope(envelope: Envelope, keys: EpochKeys) -> Inner:
         and isinstance(outer[1], bytes)
     ):
         raise ProtocolError("A bundle's inner part is malformed.")
+    # One signed bundle, one envelope: the author's signature does not cover the padding
+    # or the outer encoding, so any holder of the keys could seal the same bundle again
+    # otherwise — a copy with another id, which would look like its author signing two
+    # bundles for one seq (R4) and cut an honest device off on every node.
+    if codec.encode(outer) != body or _pad(body) != plaintext:
+        raise ProtocolError("A bundle sealed otherwise than its author sealed it (a copy).")
     signed, signature = outer
     fields = codec.decode(signed)
     if not isinstance(fields, list) or len(fields) != 10:

@@ -133,6 +133,18 @@ class ServingSession:
         self.refused: set[bytes] = set()  # registrations refused: their subscriptions too
         self.live: set[bytes] = set()  # caught up: new bundles of these go out as they come
 
+    @property
+    def in_a_group(self) -> bool:
+        """Whether the other node proved a device one of our groups has now: for a topic it
+        registered, one the group did not remove and (an older epoch's) lists now. Only
+        such a connection may stay past the hello timeout: a removed member who proves a
+        device key made since gets nothing, and holds no place either."""
+        return bool(self.peer_device) and any(
+            self.peer_device not in self.departed.get(topic, frozenset())
+            and (topic not in self.listed or self.peer_device in self.listed[topic])
+            for topic in self.registered
+        )
+
     def receive(self, data: bytes) -> list[Output]:
         """What follows from one message from the other node."""
         try:
