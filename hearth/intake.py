@@ -971,9 +971,17 @@ def _check_membership(
         claimed=author.invite_id,
         device=author.device,
     )
+    # Read from ``after`` (just read from the document), and only where the view differs:
+    # an entry stored again unchanged is a write for nothing.
+    held = ledger.view.tables
     ledger.view.refresh_with(
-        ledger.doc.read_entry,
-        [(t, e) for t in ("members", "invites") for e in set(before[t]) | set(after[t])],
+        lambda table, entry: after[table].get(entry),
+        [
+            (t, e)
+            for t in ("members", "invites")
+            for e in set(before[t]) | set(after[t])
+            if held[t].get(e) != after[t].get(e)
+        ],
     )
     old_cutoffs = {c.key: c.cutoff for c in membership.cards(before["members"])}
     for card in membership.cards(after["members"]):

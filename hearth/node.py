@@ -65,6 +65,8 @@ class _Loaded:
     ledger: Ledger | None  # the Automerge document too, once something writes
     seen: int  # the newest stored change the view (and document) reflect
     claim: bytes = b""  # a join claim for the next bundle this device seals
+    # The store's version when it last held nothing newer than ``seen`` (Store.version).
+    checked: tuple[int, int] | None = None
 
 
 class _StoredArchives:
@@ -565,9 +567,13 @@ class Node:
         They stored the view entries their changes touched in the same transaction, so
         the view is refreshed from the store; a document in memory applies the changes.
         """
+        version = self.store.version()
+        if version == loaded.checked:
+            return  # nothing was written anywhere since
         with self.store.read():
             rows = self.store.changes_after(group_id, None, loaded.seen)
             if not rows:
+                loaded.checked = version
                 return
             if any(r.touched is None for r in rows) or len(rows) > _REBUILD_ABOVE:
                 loaded.view = LedgerView.from_entries(self.store.view_entries(group_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from hearth import neighbours
 from hearth.cli.commands import confirm, emit
@@ -14,8 +15,10 @@ from hearth.errors import UsageError
 from hearth.ledger.ledger import check_relay_url
 from hearth.neighbourhood import Offer, Request, State
 from hearth.node import Node
-from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.values import format_date, format_quantity, parse_date, parse_quantity
+
+if TYPE_CHECKING:  # spake2 and the network load only for the commands that use them
+    from hearth.protocol.invite_code import JoinerIntroduced
 
 __all__ = ["HANDLERS"]
 

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hearth import bundle_file, members, membership, neighbours
 from hearth.alerts import admin_alerts
@@ -41,11 +42,13 @@ from hearth.peers import (
     waiting_for,
 )
 from hearth.protocol import codec
-from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.retraction import removal_notices
 from hearth.rotation import keep_keys
-from hearth.sync_client import RelayReport, sync_relays
 from hearth.values import counted, format_time
+
+if TYPE_CHECKING:  # networking loads aiohttp: only the commands that connect import it
+    from hearth.protocol.invite_code import JoinerIntroduced
+    from hearth.sync_client import RelayReport
 
 __all__ = ["HANDLERS", "join"]
 
@@ -135,6 +138,8 @@ def _sync_passes(
     """Sync with every relay, then every peer; again while a pass brings news of more
     relays or of a new group key (whose topic must be synced everywhere too), or made
     this node write something."""
+    from hearth.sync_client import sync_relays
+
     reports: list[RelayReport] = []
     tried: set[tuple[str, bool]] = set()
     topics: set[bytes] = set()
@@ -558,6 +563,8 @@ def _first_sync(
     node: Node, relays: Sequence[str], peer: str | None, group_id: str, timeout: float
 ) -> list[RelayReport]:
     """A joiner's first exchange: with the token's relays, and the inviter met nearby."""
+    from hearth.sync_client import sync_relays
+
     reports = []
     if relays:
         reports += asyncio.run(sync_relays(node, list(relays), [group_id], timeout=timeout))

@@ -395,8 +395,29 @@ def encode_changes(batches: Sequence[tuple[str, bytes, Sequence[tuple[str, str]]
     )
 
 
+_Changes = tuple[tuple[str, bytes, tuple[tuple[str, str], ...]], ...]
+_REMEMBERED_PAYLOAD_BYTES = 16 * 1024
+
+
 def decode_changes(payload: bytes) -> list[tuple[str, bytes, list[tuple[str, str]]]]:
-    """The changes a content payload carries."""
+    """The changes a content payload carries.
+
+    Taking a bundle in, and judging a group's bundles again, reads each payload several
+    times: small ones (most) are remembered once read (~16 MiB at most).
+    """
+    if len(payload) <= _REMEMBERED_PAYLOAD_BYTES:
+        found = _remembered_changes(payload)
+    else:
+        found = _decode_changes(payload)
+    return [(doc, change, list(touched)) for doc, change, touched in found]
+
+
+@lru_cache(maxsize=1024)
+def _remembered_changes(payload: bytes) -> _Changes:
+    return _decode_changes(payload)
+
+
+def _decode_changes(payload: bytes) -> _Changes:
     value = codec.decode(payload)
     if not isinstance(value, list):
         raise ProtocolError("A bundle's payload is not a list of changes.")
@@ -420,8 +441,8 @@ def decode_changes(payload: bytes) -> list[tuple[str, bytes, list[tuple[str, str
             ):
                 raise ProtocolError("A bundle's payload names a malformed entry.")
             touched.append((ref[0], ref[1]))
-        out.append((item[0], item[1], touched))
-    return out
+        out.append((item[0], item[1], tuple(touched)))
+    return tuple(out)
 
 
 def encode_snapshot(

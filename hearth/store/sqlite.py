@@ -92,6 +92,7 @@ class Store:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        self._groups: tuple[tuple[int, int], list[GroupRow]] | None = None
 
     @classmethod
     def open(cls, path: Path, *, durable: bool = True) -> Store:
@@ -271,8 +272,25 @@ class Store:
         """Keep the stored copy of a group's name current (inside a :meth:`write`)."""
         self.run("UPDATE groups SET name = ? WHERE id = ?", (name, group_id))
 
+    def version(self) -> tuple[int, int]:
+        """A mark that differs whenever the database may have changed since it was taken:
+        a row written on this connection, or a commit by another (another process on the
+        same home). Equal marks: whatever was read in between reads the same again."""
+        try:
+            (other,) = self._db.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"Reading the store {self.path} failed ({exc}).") from exc
+        return self._db.total_changes, int(other)
+
     def groups(self) -> list[GroupRow]:
-        """Every group this node belongs to, oldest first."""
+        """Every group this node belongs to, oldest first (asked on every read of a
+        ledger: read again only when the database changed)."""
+        version = self.version()
+        if self._groups is None or self._groups[0] != version:
+            self._groups = version, self._read_groups()
+        return list(self._groups[1])
+
+    def _read_groups(self) -> list[GroupRow]:
         rows = self.query(
             "SELECT id, name, actor, seed, genesis, created_at FROM groups ORDER BY created_at, id"
         )
