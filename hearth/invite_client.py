@@ -11,6 +11,7 @@ receives the token. Either side closing, a wrong code or the time running out en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ class InviteResult:
     refused: bool = False
 
 
+_CLOSE_WAIT_S = 2.0
+"""How long leaving an invite waits for the relay to answer the close."""
+
+
 class _MailboxLink:
     """A WebSocket to a relay, spoken to only about one mailbox."""
 
@@ -81,7 +86,10 @@ class _MailboxLink:
 
     async def _close(self) -> None:
         if self._ws is not None:
-            await self._ws.close()
+            # Leaving (Ctrl-C among other ways) waits a moment for the relay's goodbye,
+            # not aiohttp's 10 s: a busy relay must not keep a member at a dead prompt.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._ws.close(), _CLOSE_WAIT_S)
         if self._http is not None:
             await self._http.close()
 

@@ -188,6 +188,7 @@ def mute_websocket_server() -> Iterator[str]:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()
 
 
 def test_a_relay_that_upgrades_but_never_greets_is_given_up_on_in_seconds(
