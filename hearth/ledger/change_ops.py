@@ -380,24 +380,7 @@ def _key_hits(column: bytes, wanted: dict[bytes, str]) -> tuple[list[tuple[int, 
 
 def _meta_lengths(column: bytes) -> list[int]:
     """The value-metadata column: per operation, its value's length << 4 | type code."""
-    out: list[int] = []
-    pos = 0
-    end = len(column)
-    while pos < end:
-        count, pos = _sleb(column, pos)
-        if count > 0:
-            value, pos = _uleb(column, pos)
-            out.extend([value] * count)
-        elif count < 0:
-            for _ in range(-count):
-                value, pos = _uleb(column, pos)
-                out.append(value)
-        else:
-            nulls, pos = _uleb(column, pos)
-            out.extend([0] * nulls)
-        if len(out) > _MAX_COLUMN:
-            raise ChangeFormatError("a change column is implausibly long")
-    return out
+    return [0 if value is None else value for value in _runs(column, _uleb)]
 
 
 def _value(kind: int, raw: bytes) -> str | int | bool | bytes | None:
