@@ -19,10 +19,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-)
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
@@ -59,9 +55,7 @@ class SigningKey:
     def __post_init__(self) -> None:
         key = Ed25519PrivateKey.from_private_bytes(self.secret)
         object.__setattr__(self, "_key", key)
-        object.__setattr__(
-            self, "public", key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        )
+        object.__setattr__(self, "public", key.public_key().public_bytes_raw())
 
     @classmethod
     def generate(cls, random_bytes: RandomBytes = secrets.token_bytes) -> SigningKey:
@@ -91,7 +85,7 @@ class KemKey:
     def public(self) -> bytes:
         """The 32-byte public key."""
         key = X25519PrivateKey.from_private_bytes(self.secret)
-        return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return key.public_key().public_bytes_raw()
 
     def __repr__(self) -> str:  # never print secrets
         return f"KemKey(public={self.public.hex()[:16]}…)"
@@ -177,7 +171,7 @@ def seal_to(
 ) -> bytes:
     """Encrypt to an X25519 public key, anonymously (age-style): ephemeral key + ciphertext."""
     ephemeral = X25519PrivateKey.from_private_bytes(random_bytes(32))
-    ephemeral_pk = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    ephemeral_pk = ephemeral.public_key().public_bytes_raw()
     shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
     key = hkdf(shared, _SEAL_INFO + ephemeral_pk + recipient)
     return ephemeral_pk + aead_seal(key, plaintext, b"")

@@ -45,3 +45,59 @@ def test_the_protocol_loads_no_io() -> None:
     )
     assert not {"aiohttp", "asyncio", "socket", "sqlite3", "automerge"} & loaded
     assert not {m for m in loaded if m.startswith(("hearth.node", "hearth.store", "hearth.ledger"))}
+
+
+def test_a_ledger_command_loads_neither_networking_nor_the_app(tmp_path: Path) -> None:
+    """What a scripted command costs to start is mostly imports: listing resources loads
+    the node and the ledger, not aiohttp, Textual, zeroconf or the neighbourhood code."""
+    from tests.conftest import Cli
+
+    home = tmp_path / "home"
+    cli = Cli(home)
+    cli("init", "--name", "Ada")
+    cli("group", "create", "Elm Street")
+    loaded = modules_after(
+        "import contextlib, io\nfrom tui.main import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['--home', {str(home)!r}, 'resource', 'list']) == 0"
+    )
+    assert "hearth.node" in loaded  # it did run the command
+    assert not {"aiohttp", "textual", "zeroconf"} & {m.split(".")[0] for m in loaded}
+    assert not {"hearth.neighbours", "hearth.members", "hearth.alerts"} & loaded
+
+
+def test_a_command_is_parsed_alike_by_its_own_grammar_and_the_whole() -> None:
+    """``build_parser(args)`` builds only the grammar of the command in ``args``: for each
+    of these, the same values, exit status, output and errors as the whole grammar."""
+    import contextlib
+    import io
+
+    from hearth.cli.main import build_parser
+
+    def parse(args: list[str], whole: bool) -> tuple[object, ...]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                return (vars(build_parser(None if whole else args).parse_args(args)), "", "")
+            except SystemExit as stop:
+                return (stop.code, out.getvalue(), err.getvalue())
+
+    for args in (
+        ["resource", "list"],
+        ["--home", "h", "-v", "resource", "add", "Drill", "--kind", "tool", "--qty", "2"],
+        ["--home=h", "sync", "--timeout", "3", "--all"],
+        ["resource", "edit", "a", "--shareable", "--not-shareable"],
+        ["commitment", "fulfill", "x"],
+        ["resource", "--help"],
+        ["resource"],
+        ["resource", "add", "x", "--kind", "cat"],
+        ["resource", "list", "--bogus"],
+        ["history", "--limit", "many"],
+        ["neighbourhood", "invite", "--yes", "--timeout", "5"],
+        ["request", "accept", "r1"],
+        ["frobnicate"],
+        ["--hom", "sync", "resource", "list"],
+        ["--help"],
+        [],
+    ):
+        assert parse(args, whole=False) == parse(args, whole=True), args

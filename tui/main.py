@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if args.command is None and interactive:
         return open_app(resolve_home(args.home))

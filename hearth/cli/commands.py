@@ -14,8 +14,7 @@ from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 
-from hearth import members, membership, neighbours, present
-from hearth.alerts import admin_alerts
+from hearth import membership, present
 from hearth.cli import render
 from hearth.cli.files import write_file
 from hearth.errors import UsageError
@@ -156,6 +155,8 @@ def _group_use(args: argparse.Namespace, node: Node) -> int:
 
 
 def _member_list(args: argparse.Namespace, node: Node) -> int:
+    from hearth.alerts import admin_alerts
+
     found = node.view().members(include_gone=args.all)
     alerts = admin_alerts(node, node.current_group().id)
     flagged = {a.member for a in alerts}
@@ -186,6 +187,8 @@ def confirm(args: argparse.Namespace, question: str) -> None:
 
 
 def _member_remove(args: argparse.Namespace, node: Node) -> int:
+    from hearth import members, neighbours
+
     view = node.view()
     name = view.member(view.find("members", args.member)).name
     confirm(
@@ -211,16 +214,22 @@ def _member_remove(args: argparse.Namespace, node: Node) -> int:
 
 
 def _member_promote(args: argparse.Namespace, node: Node) -> int:
+    from hearth import members
+
     member = members.promote(node, node.current_group().id, args.member)
     return emit(args, as_member(member), f"{member.name} is now an admin.")
 
 
 def _member_demote(args: argparse.Namespace, node: Node) -> int:
+    from hearth import members
+
     member = members.demote(node, node.current_group().id, args.member)
     return emit(args, as_member(member), f"{member.name} is now a member (not an admin).")
 
 
 def _leave(args: argparse.Namespace, node: Node) -> int:
+    from hearth import members
+
     group = node.current_group()
     confirm(args, f"Leave '{group.name}'? Nothing you write there will count any more.")
     members.leave(node, group.id)
@@ -262,6 +271,8 @@ def _device_list(args: argparse.Namespace, node: Node) -> int:
 
 
 def _device_remove(args: argparse.Namespace, node: Node) -> int:
+    from hearth import members
+
     confirm(args, "Remove this device? Nothing it writes from now on will count.")
     member, device_id = members.remove_device(node, node.current_group().id, args.device)
     return emit(
@@ -388,6 +399,8 @@ def _need_add(args: argparse.Namespace, node: Node) -> int:
 
 
 def _need_list(args: argparse.Namespace, node: Node) -> int:
+    from hearth import neighbours
+
     view = node.view()
     found = [n for n in view.needs() if args.all or n.status.value == "open"]
     matched = neighbours.need_matches(node, node.current_group().id, found)
@@ -459,6 +472,8 @@ def _commitment_move(target: CommitmentStatus) -> Handler:
         with node.change() as ledger:
             c = ledger.change_commitment(ledger.view.find("commitments", args.commitment), target)
         if c.handoff:  # a neighbour group's handoff: tell the neighbourhood too
+            from hearth import neighbours
+
             neighbours.reconcile(node, node.current_group().id)
         return emit(args, as_commitment(ledger.view, c), f"'{c.what}' is now {c.status.value}.")
 
@@ -491,6 +506,8 @@ def _history(args: argparse.Namespace, node: Node) -> int:
 
 
 def _conflicts(args: argparse.Namespace, node: Node) -> int:
+    from hearth.alerts import admin_alerts
+
     found = find_conflicts(node.view())
     alerts = admin_alerts(node, node.current_group().id)
     lines = [f"for you as an admin: {a.what}\n          {a.advice}" for a in alerts]

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hearth import __version__
 from hearth.errors import HearthError
@@ -48,8 +49,91 @@ def _code_flags(parser: argparse.ArgumentParser, yes: str) -> None:
     _json_flag(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command-line grammar."""
+def build_parser(for_args: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line grammar: all of it, or, given the arguments it is for, the part
+    they use (the same answers, errors and help for them).
+
+    Building all seventy-odd parsers is a sixth of the start-up of a command, which uses
+    one of them: with ``for_args`` naming a command, the others are left out. Arguments
+    whose command is not plain to see without parsing get the whole grammar.
+    """
+    word = _command_word(for_args) if for_args is not None else None
+    if word is not None:
+        parser, sub = _grammar(only=word)
+        if sub.built:
+            return parser
+    return _grammar(only=None)[0]
+
+
+_PLAIN_FLAGS = frozenset({"-v", "--verbose", "-h", "--help", "--version"})
+
+
+def _command_word(args: Sequence[str]) -> str | None:
+    """The command the arguments run, if they spell it plainly (``[--home DIR] [-v]
+    COMMAND ...``); ``None`` for anything else, which the whole grammar then judges."""
+    rest = list(args)
+    while rest:
+        first = rest.pop(0)
+        if first == "--home" and rest:
+            rest.pop(0)
+        elif first.startswith("--home=") or first in _PLAIN_FLAGS:
+            continue
+        elif first.startswith("-"):
+            return None  # an abbreviation, a typo, `--`: argparse's to read
+        else:
+            return first
+    return None
+
+
+if TYPE_CHECKING:
+    _Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time
+    _Subcommands = argparse._SubParsersAction
+
+
+class _OneCommand(_Subcommands):
+    """The top-level subcommands, each listed, but only the grammar of ``only`` built
+    (every one when ``only`` is None); ``built`` says whether ``only`` was one of them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.only: str | None = None
+        self.built = False
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if (
+            self.only is not None
+            and self.only != name
+            and self.only not in kwargs.get("aliases", ())
+        ):
+            return _Skipped()
+        self.built = True
+        return super().add_parser(name, **kwargs)
+
+
+class _Skipped(argparse.ArgumentParser):
+    """Where the grammar of a command not being run goes: it takes what is added to it
+    and keeps nothing (so it costs nothing to build)."""
+
+    def __init__(self) -> None:  # no ArgumentParser.__init__: that cost is what is saved
+        pass
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        return _IGNORED
+
+    def add_subparsers(self, **kwargs: Any) -> _OneCommand:  # type: ignore[override]
+        nothing = _OneCommand(option_strings=[], prog="", parser_class=_Skipped)
+        nothing.only = ""  # no command's name: every parser added to it is skipped
+        return nothing
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> argparse._MutuallyExclusiveGroup:
+        return argparse.ArgumentParser(add_help=False).add_mutually_exclusive_group()
+
+
+_IGNORED = argparse.Action(option_strings=[], dest="ignored")
+
+
+def _grammar(only: str | None) -> tuple[argparse.ArgumentParser, _OneCommand]:
     parser = argparse.ArgumentParser(
         prog="hearth",
         description="Hearth: your group's shared ledger of things, needs and promises. "
@@ -62,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hearth {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_OneCommand)
+    assert isinstance(sub, _OneCommand)
+    sub.only = only
 
     p = sub.add_parser("init", help="create your identity on this device")
     p.add_argument("--name", required=True, help="your name as the group will see it")
@@ -342,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--headless", action="store_true", help="print a summary instead of opening the app"
     )
-    return parser
+    return parser, sub
 
 
 def _neighbourhood_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -410,7 +496,7 @@ def main(argv: Sequence[str] | None = None, *, args: argparse.Namespace | None =
 
 def _main(argv: Sequence[str] | None, args: argparse.Namespace | None) -> int:
     if args is None:
-        args = build_parser().parse_args(argv)
+        args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
