@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import sqlite3
 import stat
 import time
@@ -19,11 +20,29 @@ import pytest
 from tests.conftest import Cli, hearth_command
 
 
+@pytest.fixture(scope="module")
+def group_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ada's home with her group, made once by the real commands: each test gets a copy."""
+    made = Cli(tmp_path_factory.mktemp("group") / "home")
+    made("init", "--name", "Ada")
+    made("group", "create", "Elm Street")
+    return made.home
+
+
 @pytest.fixture
-def group(cli: Cli) -> Cli:
-    cli("init", "--name", "Ada")
-    cli("group", "create", "Elm Street")
+def group(cli: Cli, group_home: Path) -> Cli:
+    shutil.copytree(group_home, cli.home)
     return cli
+
+
+@pytest.fixture(scope="module")
+def tools_home(group_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The group's home with a drill, a saw and a spade in it (made once, copied per test)."""
+    made = Cli(tmp_path_factory.mktemp("tools") / "home")
+    shutil.copytree(group_home, made.home)
+    for name in ("Drill", "Saw", "Spade"):
+        made("resource", "add", name)
+    return made.home
 
 
 def store_bytes(cli: Cli) -> bytes:
@@ -262,12 +281,9 @@ def test_exports(group: Cli) -> None:
     ],
 )
 def test_bad_input_gets_one_line_and_changes_nothing(
-    group: Cli, args: list[str], message: str
+    cli: Cli, tools_home: Path, args: list[str], message: str
 ) -> None:
-    cli = group
-    cli("resource", "add", "Drill")
-    cli("resource", "add", "Saw")
-    cli("resource", "add", "Spade")
+    shutil.copytree(tools_home, cli.home)
     before = ledger_json(cli)
     result = cli(*args, check=False)
     assert result.code == 1
