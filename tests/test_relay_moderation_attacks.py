@@ -1,0 +1,266 @@
+"""Attacks on a public relay's moderation and admission (issue 25), each as a hostile
+client, a hostile member or an unlucky operator would try it: real relay processes on
+127.0.0.1 (a relay's core where only an exact interleaving shows the weakness)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from hearth.protocol.frames import Error, Hello, encode_frame
+from relay.config import RelayConfig, load_config
+from relay.core import RelayCore, ToClient
+from relay.sqlite_store import SqliteStore
+from tests.peering_simulation import make_pool
+from tests.test_relay_backup import relay_command
+from tests.test_relay_limits import Client
+from tests.test_relay_moderation import answer, applied
+from tests.test_relay_peering import metric, relay_id
+from tests.test_sync_processes import start_relay, wait_until
+
+[(KEYS, BUNDLES), (OTHER_KEYS, _)] = make_pool(groups=2, per_group=3, seed=2525)
+
+
+async def handshake_status(url: str, header_lines: list[str]) -> tuple[int, asyncio.StreamWriter]:
+    """Open a WebSocket by hand with these raw header lines (a proxy may send a header
+    twice, which aiohttp's client will not): the HTTP status, and the open socket."""
+    host, port = url.removeprefix("ws://").rstrip("/").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    extra = "".join(f"{line}\r\n" for line in header_lines)
+    writer.write(
+        (
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extra}\r\n"
+        ).encode()
+    )
+    status = await asyncio.wait_for(reader.readline(), 10)
+    return int(status.split()[1]), writer
+
+
+@pytest.mark.xfail(strict=True, reason="only the first X-Forwarded-For line is read")
+@pytest.mark.process
+async def test_a_forwarded_for_header_sent_twice_is_read_from_its_last_line(
+    tmp_path: Path,
+) -> None:
+    """A proxy that adds its own X-Forwarded-For line (HAProxy's ``option forwardfor``)
+    leaves the client's forged line first: HTTP makes two lines one list, in order, so the
+    client is still the last address, and forging the first line buys no fresh address."""
+    config = tmp_path / "relay.toml"
+    config.write_text('[relay]\ntrusted_proxies = ["127.0.0.1"]\nmax_connections_per_ip = 2\n')
+    relay = start_relay(tmp_path / "relay", config=config)
+    sockets = []
+    try:
+        statuses = []
+        for n in range(4):
+            status, writer = await handshake_status(
+                relay.url,
+                [f"X-Forwarded-For: 10.0.{n}.1", "X-Forwarded-For: 198.51.100.4"],
+            )
+            statuses.append(status)
+            sockets.append(writer)
+        assert statuses == [101, 101, 503, 503]
+    finally:
+        for writer in sockets:
+            writer.close()
+        relay.kill()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="uninvite leaves open connections admitted",
+)
+@pytest.mark.process
+async def test_a_revoked_invite_admits_nothing_more_on_connections_already_open(
+    tmp_path: Path,
+) -> None:
+    """``uninvite`` revokes a code for the connections that came with it too: an always-on
+    node (or a removed member) holding one open must not go on registering groups."""
+    config = tmp_path / "relay.toml"
+    config.write_text('[relay]\nadmission = "allow-list"\n')
+    relay = start_relay(tmp_path / "relay", config=config)
+    on_store = ["--data", str(relay.data)]
+    try:
+        made = relay_command("invite", *on_store)
+        assert made.returncode == 0, made.stderr
+        code = made.stdout.split()[0]
+        applied(relay, "invite")
+        async with aiohttp.ClientSession() as http:
+            held = await Client.connect(http, f"{relay.url}?admit={code}", "127.0.0.1")
+            await held.register(KEYS)
+            assert await answer(held, BUNDLES[0]) == "ack"
+            assert relay_command("uninvite", code, *on_store).returncode == 0
+            applied(relay, "uninvite")
+            await held.register(OTHER_KEYS)
+            refused = await held.receive(timeout=5)
+            assert isinstance(refused, Error)
+            assert refused.code == "not-admitted"
+            assert await answer(held, BUNDLES[1]) == "not-admitted"
+            await held.ws.close()
+    finally:
+        relay.kill()
+
+
+@pytest.mark.xfail(strict=True, reason="keys in capitals are compared as written")
+@pytest.mark.process
+async def test_keys_in_the_config_count_whatever_their_case(tmp_path: Path) -> None:
+    """``check-config`` takes a key in capitals (hex is hex); the relay must then match it,
+    not refuse the very group the operator listed."""
+    config = tmp_path / "relay.toml"
+    upper = KEYS.relay_key.public.hex().upper()
+    config.write_text(f'[relay]\nadmission = "allow-list"\nallowed_keys = ["{upper}"]\n')
+    assert relay_command("check-config", str(config)).returncode == 0
+    relay = start_relay(tmp_path / "relay", config=config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            member = await Client.connect(http, relay.url, "127.0.0.1")
+            await member.register(KEYS)
+            assert await answer(member, BUNDLES[0]) == "ack"
+            await member.ws.close()
+    finally:
+        relay.kill()
+    peer = "AB" * 32
+    assert load_config(None, add_accept_peers=[peer]).accept_peers == (peer.lower(),)
+
+
+@pytest.mark.xfail(strict=True, reason="inf and nan crash check-config")
+@pytest.mark.parametrize("setting", ["heartbeat_s = inf", "handshake_timeout_s = nan"])
+def test_check_config_refuses_numbers_that_are_not_finite(tmp_path: Path, setting: str) -> None:
+    """TOML has ``inf`` and ``nan``: neither is a limit. Refused by name, not a traceback."""
+    config = tmp_path / "relay.toml"
+    config.write_text(f"[relay]\n{setting}\n")
+    done = relay_command("check-config", str(config))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert setting.split()[0] in done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="a reload takes heartbeat_s = inf, then every welcome fails")
+@pytest.mark.process
+async def test_a_reload_with_an_infinite_heartbeat_keeps_the_relay_serving(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP with a file whose numbers are not finite keeps the old settings and says so;
+    it must not break every handshake after it."""
+    config = tmp_path / "relay.toml"
+    config.write_text("[relay]\n")
+    relay = start_relay(tmp_path / "relay", config=config)
+    try:
+        config.write_text("[relay]\nheartbeat_s = inf\n")
+        relay.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "not reloaded" in (relay.data / "relay.log").read_text(), 5), (
+            "the relay did not say the settings were refused"
+        )
+        async with aiohttp.ClientSession() as http:
+            member = await Client.connect(http, relay.url, "127.0.0.1")
+            await member.register(KEYS)
+            assert await answer(member, BUNDLES[0]) == "ack"
+            await member.ws.close()
+    finally:
+        relay.kill()
+
+
+@pytest.mark.xfail(strict=True, reason="trusted_proxies = 0.0.0.0/0 is accepted")
+def test_trusting_every_address_as_a_proxy_is_refused(tmp_path: Path) -> None:
+    """``trusted_proxies = ["0.0.0.0/0"]`` lets every client name its own address: no
+    per-address limit or ban would hold. check-config refuses it."""
+    for wide in ("0.0.0.0/0", "::/0", "0.0.0.0/4"):
+        config = tmp_path / "relay.toml"
+        config.write_text(f'[relay]\ntrusted_proxies = ["{wide}"]\n')
+        done = relay_command("check-config", str(config))
+        assert done.returncode == 1, wide
+        assert "trusted_proxies" in done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="a ban on ::ffff:a.b.c.d never matches the IPv4 client")
+@pytest.mark.process
+async def test_a_ban_written_as_an_ipv4_mapped_address_bans_that_address(
+    tmp_path: Path,
+) -> None:
+    """``ss`` and a dual-stack listener show IPv4 clients as ``::ffff:198.51.100.7``: a ban
+    written so must ban 198.51.100.7, not an address no client ever has."""
+    config = tmp_path / "relay.toml"
+    config.write_text('[relay]\ntrusted_proxies = ["127.0.0.1"]\n')
+    relay = start_relay(tmp_path / "relay", config=config)
+    try:
+        banned = relay_command("ban", "::ffff:198.51.100.0/120", "--data", str(relay.data))
+        assert banned.returncode == 0, banned.stderr
+        assert "198.51.100.0/24" in banned.stdout
+        applied(relay, "ban")
+        async with aiohttp.ClientSession() as http:
+            for address in ("198.51.100.7", "::ffff:198.51.100.8"):
+                with pytest.raises(aiohttp.WSServerHandshakeError):
+                    await Client.connect(http, relay.url, address)
+    finally:
+        relay.kill()
+
+
+@pytest.mark.xfail(strict=True, reason="moderation --log N: a traceback")
+def test_a_huge_log_length_is_refused_plainly(tmp_path: Path) -> None:
+    SqliteStore(tmp_path / "relay.db").close()
+    for lines in ("100000000000000000000", "-1"):
+        done = relay_command("moderation", "--log", lines, "--data", str(tmp_path))
+        assert done.returncode != 0
+        assert "Traceback" not in done.stderr
+        assert "--log" in done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="a ban on a peer relay's id leaves its open link mirroring")
+@pytest.mark.process
+def test_banning_a_linked_peer_relay_cuts_its_link(tmp_path: Path) -> None:
+    """``ban ID`` of a peer relay means no link: one open already is closed, and the peer
+    dialing again is refused, so nothing more is mirrored either way."""
+    dialer_id = relay_id(tmp_path / "a")
+    b = start_relay(tmp_path / "b", extra=["--accept-peer", dialer_id])
+    a = start_relay(tmp_path / "a", extra=["--peer", f"{b.url}#{relay_id(b.data)}"])
+    try:
+        assert wait_until(lambda: metric(b, "hearth_relay_peer_links") == 1, 10)
+        banned = relay_command("ban", dialer_id, "--data", str(b.data))
+        assert banned.returncode == 0, banned.stderr
+        applied(b, "ban")
+        assert wait_until(lambda: metric(b, "hearth_relay_peer_links") == 0, 5), (
+            "the banned peer relay is still linked"
+        )
+        time.sleep(1.5)  # it dials again within a second or two: and is refused
+        assert metric(b, "hearth_relay_peer_links") == 0
+    finally:
+        a.kill()
+        b.kill()
+
+
+def _hello(core: RelayCore, client: int) -> None:
+    assert core.admit(client, f"10.0.0.{client}")
+    for out in core.receive(client, encode_frame(Hello(versions=[1], role="node", agent="t"))):
+        assert isinstance(out, ToClient)
+        core.encode(client, out.frame)
+
+
+@pytest.mark.xfail(strict=True, reason="dropped topics register until reread")
+def test_a_dropped_topic_cannot_be_registered_again_before_the_relay_looks(
+    tmp_path: Path,
+) -> None:
+    """``drop`` commits, and the relay reads the moderation lists again a second later (or
+    on SIGHUP). A client registering the topic again in that second (a node does at once
+    when told its topic is unknown) must not bring it back."""
+    from hearth.protocol.bundle import registration_proof
+    from hearth.protocol.frames import Register
+
+    core = RelayCore(RelayConfig(), SqliteStore(tmp_path / "relay.db"), clock=time.monotonic)
+    _hello(core, 1)
+    register = encode_frame(
+        Register(topic=KEYS.topic, relay_key=KEYS.relay_key.public, proof=registration_proof(KEYS))
+    )
+    assert core.receive(1, register) == []
+    operator = SqliteStore(tmp_path / "relay.db")  # `hearth-relay drop`, another process
+    assert operator.moderate("drop", KEYS.topic.hex(), "spam", time.time())
+    answers = core.receive(1, register)
+    assert [getattr(o.frame, "code", None) for o in answers if isinstance(o, ToClient)] == [
+        "topic-refused"
+    ]
+    assert core.store.topic(KEYS.topic) is None
+    operator.close()
