@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -176,7 +177,9 @@ def _check(config: RelayConfig) -> list[str]:
         value = getattr(config, field.name)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
-        if value < 0:
+        if not math.isfinite(value):
+            problems.append(f"{field.name} is {value}, which is not a number a limit can be")
+        elif value < 0:
             problems.append(f"{field.name} is negative")
         elif value == 0 and field.name not in _ZERO_ALLOWED:
             problems.append(
@@ -210,7 +213,14 @@ def _check(config: RelayConfig) -> list[str]:
                 "operator gets from `hearth-relay id` (the link is refused unless that relay "
                 "proves it)"
             )
-    _, not_addresses = parse_networks(config.trusted_proxies)
+    proxies, not_addresses = parse_networks(config.trusted_proxies)
+    for network in proxies:
+        if network.prefixlen < _WIDEST_PROXY_RANGE:
+            problems.append(
+                f"trusted_proxies entry {str(network)!r} is far wider than any proxy's "
+                "addresses: every client from it could write its own address into "
+                "X-Forwarded-For, past every per-address limit and ban; list only your proxies"
+            )
     for bad in not_addresses:
         problems.append(
             f"trusted_proxies entry {bad!r} is not an address or range (such as 127.0.0.1 "
@@ -223,6 +233,9 @@ def _check(config: RelayConfig) -> list[str]:
                 "(64 hex digits, as `hearth-relay id` prints)"
             )
     return problems
+
+
+_WIDEST_PROXY_RANGE = 8  # bits: a /8 of IPv4 (10.0.0.0/8) or IPv6 (fd00::/8, local ones)
 
 
 def _is_relay_id(text: str) -> bool:
@@ -343,4 +356,10 @@ def load_config(
     problems = _check(config)
     if problems:
         raise ConfigError("The relay settings are not usable: " + "; ".join(problems) + ".")
-    return config
+    # Keys are compared as the relay writes them (lower case, no spaces): hex is hex
+    # however the operator pasted it.
+    return replace(
+        config,
+        allowed_keys=tuple(bytes.fromhex(k).hex() for k in config.allowed_keys),
+        accept_peers=tuple(bytes.fromhex(k).hex() for k in config.accept_peers),
+    )

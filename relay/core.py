@@ -57,7 +57,7 @@ from relay.config import RelayConfig
 from relay.identity import acceptor_proof, acceptor_proof_valid, peer_proof, peer_proof_valid
 from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
-from relay.moderation import ACTIONS, Decisions
+from relay.moderation import ACTIONS, Decisions, invite_digest
 from relay.storage import Registered, Store
 
 __all__ = [
@@ -169,7 +169,9 @@ class _Client:
     nonce: bytes = b""
     announced: set[bytes] = field(default_factory=set)
     registered: int = 0  # new topics this connection registered
-    invited: bool = False  # came with an operator's admission invite (allow-list mode)
+    # The digest of the admission invite its address carried (allow-list mode), judged
+    # at each decision: an invite revoked while the connection lives admits no more.
+    invite: str = ""
 
 
 class RelayCore:
@@ -230,7 +232,8 @@ class RelayCore:
     def reload_moderation(self, *, if_changed: bool = False) -> list[Output]:
         """Read the moderation lists from the store again (``if_changed``: only if an
         action was taken since they were last read); close the connections of clients
-        whose address is now banned."""
+        whose address is now banned, and links with peer relays now banned (or, after a
+        reload, no longer accepted)."""
         counts = self.store.moderation_counts()
         seen = sum(counts.values())
         if if_changed and seen == self._moderation_seen:
@@ -247,8 +250,19 @@ class RelayCore:
         return [
             CloseClient(client, CLOSE_POLICY, "banned by this relay's operator")
             for client, state in self.clients.items()
-            if state.counted and self.decisions.address_banned(state.ip, self.tag)
+            if (state.counted and self.decisions.address_banned(state.ip, self.tag))
+            or not self._still_peered(state)
         ]
+
+    def _still_peered(self, state: _Client) -> bool:
+        """Whether a link with a peer relay may go on (any other client: yes): its id is
+        not banned, and one that dialed in is still among ``accept_peers`` (a reload)."""
+        if not state.peer:
+            return True
+        if state.peer in self.decisions.banned_keys:
+            return False
+        dialed_in = state.conn.role is Role.ACCEPTING
+        return not dialed_in or state.peer.hex() in self.config.accept_peers
 
     def _admitted(self, relay_key: bytes, topic: bytes, invited: bool = False) -> str | None:
         """Why the operator's lists refuse a topic with this key (a code of
@@ -265,6 +279,10 @@ class RelayCore:
         ):
             return "not-admitted"
         return None
+
+    def _invited(self, state: _Client) -> bool:
+        """Whether the client came with an admission invite that is still live."""
+        return bool(state.invite) and state.invite in self.decisions.invites
 
     # --- connections ----------------------------------------------------------------
 
@@ -284,7 +302,7 @@ class RelayCore:
             ip=ip,
             tokens=float(self.config.publish_burst),
             refilled=self.clock(),
-            invited=self.decisions.invited(invite),
+            invite=invite_digest(invite) if invite else "",
         )
         self.per_ip[ip] += 1
         self.metrics.count("hearth_relay_connections_admitted_total")
@@ -474,21 +492,28 @@ class RelayCore:
                 client, "bad-registration", "The registration proof does not verify."
             )
         state = self.clients[client]
-        admission = self._admitted(frame.relay_key, frame.topic, state.invited)
+        new = self.store.topic(frame.topic) is None
+        # A topic new here is judged on the operator's newest lists, not those of up to a
+        # second ago: a topic just dropped must not come straight back (and registering
+        # new topics is rare and limited, so the look costs little).
+        out = self.reload_moderation(if_changed=True) if new else []
+        admission = self._admitted(frame.relay_key, frame.topic, self._invited(state))
         if admission is not None:
-            return self._error(client, admission, _REFUSALS[admission])
-        if self.store.topic(frame.topic) is None:
+            return out + self._error(client, admission, _REFUSALS[admission])
+        if new:
             refusal = self._full() or self._registration_limited(state)
             if refusal is not None:
-                return self._error(client, *refusal)
+                return out + self._error(client, *refusal)
         registered = self.store.register(
             frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
         )
         if registered is Registered.TAKEN:
-            return self._error(client, "topic-taken", "That topic is registered to another key.")
+            return out + self._error(
+                client, "topic-taken", "That topic is registered to another key."
+            )
         if registered is Registered.NEW:
             state.registered += 1
-        return []
+        return out
 
     def _full(self) -> tuple[str, str] | None:
         """Why the relay takes no new topic now (it has all it may hold), or ``None``."""
@@ -578,7 +603,7 @@ class RelayCore:
             return self._error(
                 client, "blocked", "Too many bad signatures from this address; wait.", bundle_id
             )
-        refusal = self._refusal(envelope, len(frame.envelope), state.invited)
+        refusal = self._refusal(envelope, len(frame.envelope), self._invited(state))
         if refusal is not None:
             if refusal == "bad-signature":
                 self._note_bad_signature(state.ip)

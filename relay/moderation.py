@@ -90,10 +90,6 @@ class Decisions:
     dropped: frozenset[bytes] = frozenset()
     invites: frozenset[str] = frozenset()  # SHA-256 (hex) of admission codes
 
-    def invited(self, code: str) -> bool:
-        """Whether ``code`` (from a connection's address, ``?admit=``) is a live invite."""
-        return bool(code) and invite_digest(code) in self.invites
-
     @classmethod
     def of(cls, rows: Iterable[tuple[str, str]]) -> Decisions:
         """From the ``moderation`` table's (kind, value) rows."""

@@ -43,7 +43,6 @@ async def handshake_status(url: str, header_lines: list[str]) -> tuple[int, asyn
     return int(status.split()[1]), writer
 
 
-@pytest.mark.xfail(strict=True, reason="only the first X-Forwarded-For line is read")
 @pytest.mark.process
 async def test_a_forwarded_for_header_sent_twice_is_read_from_its_last_line(
     tmp_path: Path,
@@ -71,10 +70,6 @@ async def test_a_forwarded_for_header_sent_twice_is_read_from_its_last_line(
         relay.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uninvite leaves open connections admitted",
-)
 @pytest.mark.process
 async def test_a_revoked_invite_admits_nothing_more_on_connections_already_open(
     tmp_path: Path,
@@ -106,7 +101,6 @@ async def test_a_revoked_invite_admits_nothing_more_on_connections_already_open(
         relay.kill()
 
 
-@pytest.mark.xfail(strict=True, reason="keys in capitals are compared as written")
 @pytest.mark.process
 async def test_keys_in_the_config_count_whatever_their_case(tmp_path: Path) -> None:
     """``check-config`` takes a key in capitals (hex is hex); the relay must then match it,
@@ -128,7 +122,6 @@ async def test_keys_in_the_config_count_whatever_their_case(tmp_path: Path) -> N
     assert load_config(None, add_accept_peers=[peer]).accept_peers == (peer.lower(),)
 
 
-@pytest.mark.xfail(strict=True, reason="inf and nan crash check-config")
 @pytest.mark.parametrize("setting", ["heartbeat_s = inf", "handshake_timeout_s = nan"])
 def test_check_config_refuses_numbers_that_are_not_finite(tmp_path: Path, setting: str) -> None:
     """TOML has ``inf`` and ``nan``: neither is a limit. Refused by name, not a traceback."""
@@ -140,7 +133,6 @@ def test_check_config_refuses_numbers_that_are_not_finite(tmp_path: Path, settin
     assert setting.split()[0] in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a reload takes heartbeat_s = inf, then every welcome fails")
 @pytest.mark.process
 async def test_a_reload_with_an_infinite_heartbeat_keeps_the_relay_serving(
     tmp_path: Path,
@@ -153,7 +145,7 @@ async def test_a_reload_with_an_infinite_heartbeat_keeps_the_relay_serving(
     try:
         config.write_text("[relay]\nheartbeat_s = inf\n")
         relay.proc.send_signal(signal.SIGHUP)
-        assert wait_until(lambda: "not reloaded" in (relay.data / "relay.log").read_text(), 5), (
+        assert wait_until(lambda: "not reloaded" in (relay.data / "relay.log").read_text(), 15), (
             "the relay did not say the settings were refused"
         )
         async with aiohttp.ClientSession() as http:
@@ -165,7 +157,6 @@ async def test_a_reload_with_an_infinite_heartbeat_keeps_the_relay_serving(
         relay.kill()
 
 
-@pytest.mark.xfail(strict=True, reason="trusted_proxies = 0.0.0.0/0 is accepted")
 def test_trusting_every_address_as_a_proxy_is_refused(tmp_path: Path) -> None:
     """``trusted_proxies = ["0.0.0.0/0"]`` lets every client name its own address: no
     per-address limit or ban would hold. check-config refuses it."""
@@ -177,7 +168,6 @@ def test_trusting_every_address_as_a_proxy_is_refused(tmp_path: Path) -> None:
         assert "trusted_proxies" in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a ban on ::ffff:a.b.c.d never matches the IPv4 client")
 @pytest.mark.process
 async def test_a_ban_written_as_an_ipv4_mapped_address_bans_that_address(
     tmp_path: Path,
@@ -200,7 +190,6 @@ async def test_a_ban_written_as_an_ipv4_mapped_address_bans_that_address(
         relay.kill()
 
 
-@pytest.mark.xfail(strict=True, reason="moderation --log N: a traceback")
 def test_a_huge_log_length_is_refused_plainly(tmp_path: Path) -> None:
     SqliteStore(tmp_path / "relay.db").close()
     for lines in ("100000000000000000000", "-1"):
@@ -210,7 +199,6 @@ def test_a_huge_log_length_is_refused_plainly(tmp_path: Path) -> None:
         assert "--log" in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a ban on a peer relay's id leaves its open link mirroring")
 @pytest.mark.process
 def test_banning_a_linked_peer_relay_cuts_its_link(tmp_path: Path) -> None:
     """``ban ID`` of a peer relay means no link: one open already is closed, and the peer
@@ -240,7 +228,6 @@ def _hello(core: RelayCore, client: int) -> None:
         core.encode(client, out.frame)
 
 
-@pytest.mark.xfail(strict=True, reason="dropped topics register until reread")
 def test_a_dropped_topic_cannot_be_registered_again_before_the_relay_looks(
     tmp_path: Path,
 ) -> None:
@@ -264,3 +251,20 @@ def test_a_dropped_topic_cannot_be_registered_again_before_the_relay_looks(
     ]
     assert core.store.topic(KEYS.topic) is None
     operator.close()
+
+
+@pytest.mark.process
+def test_a_reload_sent_as_soon_as_the_relay_listens_does_not_stop_it(tmp_path: Path) -> None:
+    """``systemctl reload`` (or a script) right after the relay says it listens: the
+    SIGHUP handler must already be there, not SIGHUP's default, which ends the process
+    (before it was, this ended the relay in most runs on a busy machine)."""
+    relay = start_relay(tmp_path / "relay")
+    try:
+        for _ in range(3):
+            relay.proc.send_signal(signal.SIGHUP)
+        assert wait_until(
+            lambda: "moderation lists reloaded" in (relay.data / "relay.log").read_text(), 10
+        ), relay.proc.poll()
+        assert relay.proc.poll() is None
+    finally:
+        relay.kill()
