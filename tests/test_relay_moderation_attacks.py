@@ -268,3 +268,58 @@ def test_a_reload_sent_as_soon_as_the_relay_listens_does_not_stop_it(tmp_path: P
         assert relay.proc.poll() is None
     finally:
         relay.kill()
+
+
+@pytest.mark.xfail(strict=True, reason="a config file that is not UTF-8 gives a traceback")
+def test_a_config_file_that_is_not_text_is_refused_plainly(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_bytes(b"[relay]\nmax_connections = 5  # caf\xe9 (Latin-1)\n")
+    for command in (["check-config", str(config)], ["--config", str(config), "id"]):
+        done = relay_command(*command)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        assert "UTF-8" in done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="a host with a NUL passes check-config, then a traceback")
+def test_a_host_that_is_no_address_is_refused_by_check_config(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text('[relay]\nhost = "0.0.0.0\\u0000"\n')
+    done = relay_command("check-config", str(config))
+    assert done.returncode == 1
+    assert "host" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="IPv6 clients are counted and banned per address, not /64")
+@pytest.mark.process
+async def test_an_ipv6_client_gains_nothing_by_moving_within_its_own_network(
+    tmp_path: Path,
+) -> None:
+    """An IPv6 client has a whole /64 to itself (its provider routes it all to it) and can
+    take a fresh address in it for each connection: per-address limits count its /64,
+    and a ban of one of its addresses bans the /64."""
+    config = tmp_path / "relay.toml"
+    config.write_text('[relay]\ntrusted_proxies = ["127.0.0.1"]\nmax_connections_per_ip = 2\n')
+    relay = start_relay(tmp_path / "relay", config=config)
+    sockets = []
+    try:
+        statuses = []
+        for n in range(1, 5):
+            status, writer = await handshake_status(
+                relay.url, [f"X-Forwarded-For: 2001:db8:1:1::{n}"]
+            )
+            statuses.append(status)
+            sockets.append(writer)
+        assert statuses == [101, 101, 503, 503]
+        banned = relay_command("ban", "2001:db8:2:2::7", "--data", str(relay.data))
+        assert banned.returncode == 0, banned.stderr
+        assert "2001:db8:2:2::/64" in banned.stdout
+        applied(relay, "ban")
+        status, writer = await handshake_status(relay.url, ["X-Forwarded-For: 2001:db8:2:2::8"])
+        sockets.append(writer)
+        assert status == 503
+    finally:
+        for writer in sockets:
+            writer.close()
+        relay.kill()
