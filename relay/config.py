@@ -171,6 +171,8 @@ def _password_in(url: str) -> bool:
 
 def _check(config: RelayConfig) -> list[str]:
     problems = []
+    if any(c.isspace() or not c.isprintable() for c in config.host):
+        problems.append(f"host {config.host!r} is not an address or a name to listen on")
     if not 0 <= config.port <= 65535:
         problems.append(f"port {config.port} is not between 0 and 65535")
     for field in fields(config):
@@ -318,6 +320,11 @@ def load_config(
             raw = tomllib.loads(path.read_text())
         except OSError as exc:
             raise ConfigError(f"The config file {path} cannot be read ({exc}).") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"The config file {path} is not UTF-8 text (byte {exc.start}); save it as "
+                "UTF-8, as TOML requires."
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"The config file {path} is not valid TOML ({exc}).") from exc
         table = _relay_table(raw, path)

@@ -54,6 +54,7 @@ from hearth.protocol.frames import (
 )
 from hearth.protocol.mailbox import Mailboxes
 from relay.config import RelayConfig
+from relay.forwarded import counted_as
 from relay.identity import acceptor_proof, acceptor_proof_valid, peer_proof, peer_proof_valid
 from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
@@ -155,6 +156,9 @@ Output = Union[ToClient, CatchUp, MirrorCatchUp, Pause, CloseClient]  # noqa: UP
 @dataclass
 class _Client:
     ip: str
+    # Who the client is for per-address limits: its address, or an IPv6 address's /64
+    # (relay/forwarded.py: a client may take a fresh address in it for every connection).
+    block: str = ""
     conn: Connection = field(default_factory=lambda: Connection(Role.ACCEPTING))
     topics: set[bytes] = field(default_factory=set)
     tokens: float = 0.0
@@ -292,19 +296,21 @@ class RelayCore:
         if self.decisions.address_banned(ip, self.tag):
             self.reject("banned", ip)
             return False
+        block = counted_as(ip)
         if (
             len(self.clients) >= self.config.max_connections
-            or self.per_ip[ip] >= self.config.max_connections_per_ip
+            or self.per_ip[block] >= self.config.max_connections_per_ip
         ):
             self.reject("connection_limit", ip)
             return False
         self.clients[client] = _Client(
             ip=ip,
+            block=block,
             tokens=float(self.config.publish_burst),
             refilled=self.clock(),
             invite=invite_digest(invite) if invite else "",
         )
-        self.per_ip[ip] += 1
+        self.per_ip[block] += 1
         self.metrics.count("hearth_relay_connections_admitted_total")
         return True
 
@@ -314,9 +320,9 @@ class RelayCore:
         if state is None:
             return []
         if state.counted:
-            self.per_ip[state.ip] -= 1
-            if self.per_ip[state.ip] <= 0:
-                del self.per_ip[state.ip]
+            self.per_ip[state.block] -= 1
+            if self.per_ip[state.block] <= 0:
+                del self.per_ip[state.block]
         for topic in state.topics:
             self.subscribers[topic].discard(client)
         self._mirrors.discard(client)
@@ -343,6 +349,7 @@ class RelayCore:
         nonce = self.random_bytes(32)
         self.clients[client] = _Client(
             ip=label,
+            block=label,
             conn=Connection(Role.CONNECTING),
             refilled=self.clock(),
             counted=False,
@@ -528,14 +535,14 @@ class RelayCore:
         """Why this client may register no new topic now, or ``None`` (and one is spent)."""
         config, now = self.config, self.clock()
         size = float(config.registrations_per_ip)
-        tokens, counted = self._registrations.get(state.ip, (size, now))
+        tokens, counted = self._registrations.get(state.block, (size, now))
         tokens = min(size, tokens + (now - counted) / max(config.registration_back_per_ip_s, 1e-9))
         if state.registered >= config.registrations_per_connection or tokens < 1:
             return (
                 "too-many-registrations",
                 "Too many new topics from this connection or address; try again later.",
             )
-        self._registrations[state.ip] = (tokens - 1, now)
+        self._registrations[state.block] = (tokens - 1, now)
         if len(self._registrations) > 10_000:  # forget addresses whose bucket is full again
             back = config.registration_back_per_ip_s
             for ip, (left, at) in list(self._registrations.items()):
@@ -598,7 +605,7 @@ class RelayCore:
             return self._error(
                 client, "rate-limited", "Publishing too fast; slow down and retry.", bundle_id
             )
-        blocked = self._blocked.get(state.ip)
+        blocked = self._blocked.get(state.block)
         if blocked and blocked[0] > self.clock():
             return self._error(
                 client, "blocked", "Too many bad signatures from this address; wait.", bundle_id
@@ -606,7 +613,7 @@ class RelayCore:
         refusal = self._refusal(envelope, len(frame.envelope), self._invited(state))
         if refusal is not None:
             if refusal == "bad-signature":
-                self._note_bad_signature(state.ip)
+                self._note_bad_signature(state.block)
             return self._error(client, refusal, _REFUSALS[refusal], bundle_id)
         if self.disk_fraction() > config.disk_high_water:
             return self._error(
@@ -878,7 +885,7 @@ class RelayCore:
 
     def _mailbox(self, client: int, state: _Client, frame: Mailbox | MailboxClose) -> list[Output]:
         out: list[Output] = []
-        for to, answer in self.mailboxes.handle(client, state.ip, frame):
+        for to, answer in self.mailboxes.handle(client, state.block, frame):
             if isinstance(answer, Error):
                 self.reject(answer.code, state.ip)
             elif isinstance(answer, Mailbox) and answer.create:

@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Proxies", "parse_networks"]
+__all__ = ["IPV6_CLIENT_PREFIX", "Proxies", "counted_as", "parse_networks"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,6 +57,20 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+IPV6_CLIENT_PREFIX = 64
+"""An IPv6 client's own network: providers route a whole /64 (or more) to one customer,
+who may take a fresh address in it for every connection."""
+
+
+def counted_as(address: str) -> str:
+    """Who a client address is for per-address limits: an IPv4 address itself, an IPv6
+    address its /64 (anything else as it is)."""
+    ip = _ip(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network(f"{ip}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(ip) if ip is not None else address
 
 
 @dataclass(frozen=True)

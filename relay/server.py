@@ -34,7 +34,7 @@ from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, RelayCore
 from relay.door import Door
-from relay.forwarded import Proxies
+from relay.forwarded import Proxies, counted_as
 from relay.links import (
     CLOSE_GRACE_S,
     CONFIG,
@@ -104,6 +104,7 @@ def make_app(
         per_address=config.max_connections_per_ip,
         from_proxy=proxies.__contains__,
         banned=lambda address: app[CORE].decisions.address_banned(address),
+        counted_as=counted_as,
         timeout_s=config.handshake_timeout_s + CLOSE_GRACE_S,
         clock=time.monotonic,
     )
