@@ -337,7 +337,6 @@ def test_the_door_counts_an_ipv6_client_by_its_network_before_its_request_is_rea
     assert door.enter(10, "2001:db8:5:5::99")[0] is None
 
 
-@pytest.mark.xfail(strict=True, reason="restore never says where it put relay.key")
 def test_a_restore_says_where_it_put_the_relay_key(tmp_path: Path) -> None:
     """With PostgreSQL the store goes into the database, but the key into the data
     directory: ``data`` defaults to ``relay-data`` under wherever the command ran. A
