@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import sys
 from collections.abc import Iterable, Sequence
@@ -302,7 +301,22 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a TOML basic string is a JSON string
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: the quote, the backslash and control characters (DEL too)
+    escaped, everything else as it is (JSON's escapes of characters beyond U+FFFF are
+    surrogate pairs, which TOML refuses)."""
+    out = []
+    for c in text:
+        if c in ('"', "\\"):
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
 
 
 def load_config(

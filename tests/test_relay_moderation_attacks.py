@@ -363,7 +363,6 @@ def test_a_restore_says_where_it_put_the_relay_key(tmp_path: Path) -> None:
     assert str(tmp_path / "relay-data" / "relay.key") in done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="--print writes characters beyond U+FFFF as surrogates")
 def test_what_check_config_prints_is_a_config_it_takes(tmp_path: Path) -> None:
     """``check-config --print`` is the settings in effect; saved as a file (to edit), it
     must be taken back as the same settings, whatever characters a path holds."""
