@@ -373,3 +373,19 @@ def test_what_check_config_prints_is_a_config_it_takes(tmp_path: Path) -> None:
     again = tmp_path / "printed.toml"
     again.write_text(printed.stdout)
     assert load_config(again) == load_config(config)
+
+
+@pytest.mark.xfail(strict=True, reason="sub-second heartbeat/handshake/stall limits pass")
+@pytest.mark.parametrize("setting", ["heartbeat_s", "handshake_timeout_s", "send_stall_s"])
+def test_check_config_refuses_timeouts_no_client_on_the_internet_can_meet(
+    tmp_path: Path, setting: str
+) -> None:
+    """``heartbeat_s = 0.01`` is not 0, but it cannot work either: a pong must come back
+    within half of it (5 ms), and clients are told a heartbeat of 0 s (``/info``'s whole
+    seconds); a handshake or a stalled send given less than a second cuts off any client
+    further away than the next room."""
+    config = tmp_path / "relay.toml"
+    config.write_text(f"[relay]\n{setting} = 0.01\n")
+    done = relay_command("check-config", str(config))
+    assert done.returncode == 1
+    assert setting in done.stderr
