@@ -162,6 +162,10 @@ _ZERO_ALLOWED = {"port", "bad_signatures_per_minute", "freeze_grace_s", "snapsho
 
 _DEFAULTS = {f.name: f.default for f in fields(RelayConfig)}
 
+# Times a client must answer within, over the Internet: a heartbeat's pong (within half
+# of heartbeat_s, which clients are told in whole seconds), a handshake, a send moving.
+_AT_LEAST_A_SECOND = ("heartbeat_s", "handshake_timeout_s", "send_stall_s")
+
 
 def _password_in(url: str) -> bool:
     parts = urlsplit(url)
@@ -185,6 +189,13 @@ def _check(config: RelayConfig) -> list[str]:
         elif value == 0 and field.name not in _ZERO_ALLOWED:
             problems.append(
                 f"{field.name} is 0, which cannot work (the default is {_DEFAULTS[field.name]})"
+            )
+    for name in _AT_LEAST_A_SECOND:
+        value = getattr(config, name)
+        if 0 < value < 1:
+            problems.append(
+                f"{name} is {value}: under a second no client beyond this machine can meet "
+                f"it (the default is {_DEFAULTS[name]})"
             )
     if _password_in(config.database_url):
         problems.append(
