@@ -227,7 +227,7 @@ def _check(config: RelayConfig) -> list[str]:
             )
     proxies, not_addresses = parse_networks(config.trusted_proxies)
     for network in proxies:
-        if network.prefixlen < _WIDEST_PROXY_RANGE:
+        if network.prefixlen < _WIDEST_PROXY_RANGE[network.version]:
             problems.append(
                 f"trusted_proxies entry {str(network)!r} is far wider than any proxy's "
                 "addresses: every client from it could write its own address into "
@@ -247,7 +247,9 @@ def _check(config: RelayConfig) -> list[str]:
     return problems
 
 
-_WIDEST_PROXY_RANGE = 8  # bits: a /8 of IPv4 (10.0.0.0/8) or IPv6 (fd00::/8, local ones)
+# The widest range a proxy's addresses may be given as, in prefix bits: private IPv4
+# (10.0.0.0/8), and IPv6's unique local addresses (fc00::/7).
+_WIDEST_PROXY_RANGE = {4: 8, 6: 7}
 
 
 def _is_relay_id(text: str) -> bool:
