@@ -388,3 +388,24 @@ def test_check_config_refuses_timeouts_no_client_on_the_internet_can_meet(
     done = relay_command("check-config", str(config))
     assert done.returncode == 1
     assert setting in done.stderr
+
+
+@pytest.mark.process
+def test_a_peer_taken_out_of_accept_peers_is_unlinked_at_the_reload(tmp_path: Path) -> None:
+    """The docs say a reload applies the peers a relay accepts: a peer relay no longer
+    listed must not keep the link it made before (nor make a new one)."""
+    dialer_id = relay_id(tmp_path / "a")
+    config = tmp_path / "b.toml"
+    config.write_text(f'[relay]\naccept_peers = ["{dialer_id}"]\n')
+    b = start_relay(tmp_path / "b", config=config)
+    a = start_relay(tmp_path / "a", extra=["--peer", f"{b.url}#{relay_id(b.data)}"])
+    try:
+        assert wait_until(lambda: metric(b, "hearth_relay_peer_links") == 1, 10)
+        config.write_text("[relay]\naccept_peers = []\n")
+        b.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: metric(b, "hearth_relay_peer_links") == 0, 5)
+        time.sleep(1.5)  # it dials again within a second or two: and is refused
+        assert metric(b, "hearth_relay_peer_links") == 0
+    finally:
+        a.kill()
+        b.kill()
