@@ -213,6 +213,12 @@ def _check(config: RelayConfig) -> list[str]:
         problems.append("disk_high_water must be a fraction between 0 and 1")
     if config.max_frame_bytes < 64 * 1024:
         problems.append("max_frame_bytes below 64 KiB would refuse ordinary bundles")
+    if 0 < config.outbound_buffer_bytes < config.max_frame_bytes:
+        problems.append(
+            f"outbound_buffer_bytes ({config.outbound_buffer_bytes}) is less than one bundle "
+            f"may be (max_frame_bytes, {config.max_frame_bytes}): a member reading promptly "
+            "would be cut off as a slow reader by any big bundle"
+        )
     if config.database_url and not config.database_url.startswith(("postgresql://", "postgres://")):
         problems.append("database_url is not a postgresql:// address")
     for entry in config.peers:

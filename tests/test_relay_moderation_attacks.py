@@ -411,7 +411,6 @@ def test_a_peer_taken_out_of_accept_peers_is_unlinked_at_the_reload(tmp_path: Pa
         b.kill()
 
 
-@pytest.mark.xfail(strict=True, reason="an outbound buffer smaller than one frame passes")
 def test_check_config_refuses_an_outbound_buffer_smaller_than_one_bundle(tmp_path: Path) -> None:
     """A live delivery that does not fit in a client's outbound buffer cuts the client off
     as a slow reader: with ``outbound_buffer_bytes`` under ``max_frame_bytes``, a member
