@@ -166,15 +166,15 @@ def _restored(restored: backups.Restored) -> str:
         )
     elif restored.relay_id:
         lines.append(f"The relay's id is {restored.relay_id}.")
-    if restored.key_file:
-        lines.append(
-            f"Its key is {restored.key_file}: start the relay with that data directory "
-            "(--data or data =), or it makes itself a new id."
-        )
     else:
         lines.append(
             "The backup holds no identity key: the relay makes a new id when it starts, "
             "which peer relays must then accept (accept_peers)."
+        )
+    if restored.key_file:
+        lines.append(
+            f"Its key is {restored.key_file}: start the relay with that data directory "
+            "(--data or data =), or it makes itself a new id."
         )
     return "\n".join(lines)
 
