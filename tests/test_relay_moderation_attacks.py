@@ -421,3 +421,38 @@ def test_check_config_refuses_an_outbound_buffer_smaller_than_one_bundle(tmp_pat
     config.write_text("[relay]\noutbound_buffer_bytes = 65536\n")
     with pytest.raises(ConfigError, match="outbound_buffer_bytes"):
         load_config(config)
+
+
+@pytest.mark.xfail(strict=True, reason="an allowed key registers any number of topics")
+@pytest.mark.process
+async def test_an_allowed_key_admits_its_own_group_not_a_members_side_store(
+    tmp_path: Path,
+) -> None:
+    """Every member holds the group's relay key, so a hostile member can sign a
+    registration for any topic under it. A key admits one epoch of one group, which has
+    one topic: more topics under an allowed key would be storage without end (each with
+    its own quota) for whoever holds it, until the relay is full for everyone."""
+    from hearth.protocol.bundle import _REGISTER_SIGNED
+    from hearth.protocol.frames import Register
+
+    key = KEYS.relay_key
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        f'[relay]\nadmission = "allow-list"\nallowed_keys = ["{key.public.hex()}"]\n'
+    )
+    relay = start_relay(tmp_path / "relay", config=config)
+    try:
+        async with aiohttp.ClientSession() as http:
+            member = await Client.connect(http, relay.url, "127.0.0.1")
+            await member.register(KEYS)
+            assert await answer(member, BUNDLES[0]) == "ack"
+            for n in range(3):
+                side = bytes([n + 1]) * 32
+                proof = key.sign(_REGISTER_SIGNED + side + key.public)
+                await member.send(Register(topic=side, relay_key=key.public, proof=proof))
+                refused = await member.receive(timeout=5)
+                assert isinstance(refused, Error)
+                assert refused.code == "not-admitted"
+            await member.ws.close()
+    finally:
+        relay.kill()
