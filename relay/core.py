@@ -101,6 +101,10 @@ _REFUSALS = {
         "(`hearth relay key`), or use another relay."
     ),
     "topic-refused": "This relay's operator dropped this topic; use another relay.",
+    "key-has-topic": (
+        "This relay takes one topic for each key its operator lists, and this key has its "
+        "topic here already."
+    ),
 }
 
 
@@ -283,6 +287,20 @@ class RelayCore:
         ):
             return "not-admitted"
         return None
+
+    def _second_topic(self, relay_key: bytes, invited: bool) -> bool:
+        """Whether a new topic would be a second one under a key the allow-list admits.
+
+        A relay key is one epoch of one group, which has one topic; but every member holds
+        the key and can sign a registration for any topic with it. Admitted by the list,
+        a key registers its one topic: more would be storage without end for whoever
+        holds it (each topic with a quota of its own). An invite admits any key.
+        """
+        return (
+            self.config.admission == "allow-list"
+            and not invited
+            and self.store.topics_with_key(relay_key) > 0
+        )
 
     def _invited(self, state: _Client) -> bool:
         """Whether the client came with an admission invite that is still live."""
@@ -507,6 +525,8 @@ class RelayCore:
         admission = self._admitted(frame.relay_key, frame.topic, self._invited(state))
         if admission is not None:
             return out + self._error(client, admission, _REFUSALS[admission])
+        if new and self._second_topic(frame.relay_key, self._invited(state)):
+            return out + self._error(client, "key-has-topic", _REFUSALS["key-has-topic"])
         if new:
             refusal = self._full() or self._registration_limited(state)
             if refusal is not None:
@@ -726,6 +746,10 @@ class RelayCore:
                 self.reject(admission, state.ip)  # its bundles are skipped as unknown
             elif self.store.topic(frame.topic) is None and self._full() is not None:
                 self.reject("relay-full", state.ip)  # its bundles are skipped as unknown
+            elif self.store.topic(frame.topic) is None and self._second_topic(
+                frame.relay_key, invited=False
+            ):
+                self.reject("key-has-topic", state.ip)
             elif self.store.register(
                 frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
             ) is (Registered.TAKEN):

@@ -81,6 +81,7 @@ REJECTION_REASONS = (
     "handshake_evicted",
     "handshake_timeout",
     "key-banned",
+    "key-has-topic",
     "mailbox-full",
     "mailbox-taken",
     "no-such-mailbox",

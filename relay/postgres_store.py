@@ -231,6 +231,10 @@ class PostgresStore(Store):
     def stored_bytes(self) -> int:
         return int(self._rows("SELECT COALESCE(SUM(bytes), 0) FROM topics")[0][0])
 
+    def topics_with_key(self, relay_key: bytes) -> int:
+        rows = self._rows("SELECT COUNT(*) FROM topics WHERE relay_key = %s", (relay_key,))
+        return int(rows[0][0])
+
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         rows = self._rows(
             "SELECT relay_key, proof FROM topics WHERE topic = %s AND proof != ''", (topic,)

@@ -278,6 +278,12 @@ class SqliteStore(Store):
     def stored_bytes(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM topics").fetchone()[0])
 
+    def topics_with_key(self, relay_key: bytes) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM topics WHERE relay_key = ?", (relay_key,)
+        ).fetchone()
+        return int(row[0])
+
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         row = self._db.execute(
             "SELECT relay_key, proof FROM topics WHERE topic = ? AND proof != x''", (topic,)

@@ -132,6 +132,10 @@ class Store(abc.ABC):
         """The bytes of every envelope stored, in all topics."""
 
     @abc.abstractmethod
+    def topics_with_key(self, relay_key: bytes) -> int:
+        """How many topics are registered with this relay key."""
+
+    @abc.abstractmethod
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         """(relay key, proof) of a topic, if it is registered with a proof (which peer
         relays need to register it in turn)."""
