@@ -425,7 +425,7 @@ def test_check_config_refuses_an_outbound_buffer_smaller_than_one_bundle(tmp_pat
 
 @pytest.mark.process
 async def test_an_allowed_key_admits_its_own_group_not_a_members_side_store(
-    tmp_path: Path,
+    tmp_path: Path, relay_store: list[str]
 ) -> None:
     """Every member holds the group's relay key, so a hostile member can sign a
     registration for any topic under it. A key admits one epoch of one group, which has
@@ -437,7 +437,7 @@ async def test_an_allowed_key_admits_its_own_group_not_a_members_side_store(
     key = KEYS.relay_key
     config = tmp_path / "relay.toml"
     config.write_text(f'[relay]\nadmission = "allow-list"\nallowed_keys = ["{key.public.hex()}"]\n')
-    relay = start_relay(tmp_path / "relay", config=config)
+    relay = start_relay(tmp_path / "relay", config=config, extra=relay_store)
     try:
         async with aiohttp.ClientSession() as http:
             member = await Client.connect(http, relay.url, "127.0.0.1")
