@@ -455,3 +455,43 @@ async def test_an_allowed_key_admits_its_own_group_not_a_members_side_store(
             await member.ws.close()
     finally:
         relay.kill()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="not fixed: an invite admits any number of groups (docs/operating.md)"
+)
+@pytest.mark.process
+async def test_one_invite_admits_a_group_not_any_number_of_them(tmp_path: Path) -> None:
+    """An invite is for one group: its topic, and the new topic after each member
+    removal. Whoever holds the code (every member, a removed one too: it is in the
+    relay address the ledger lists) must not be able to register groups without end from
+    as many addresses as they have; an invite should take some tens of topics at most."""
+    import json
+
+    from hearth.crypto import SigningKey
+    from hearth.protocol.bundle import _REGISTER_SIGNED
+    from hearth.protocol.frames import Register
+
+    config = tmp_path / "relay.toml"
+    config.write_text('[relay]\nadmission = "allow-list"\ntrusted_proxies = ["127.0.0.1"]\n')
+    relay = start_relay(tmp_path / "relay", config=config)
+    try:
+        made = relay_command("invite", "--data", str(relay.data))
+        code = made.stdout.split()[0]
+        applied(relay, "invite")
+        async with aiohttp.ClientSession() as http:
+            for address in range(4):  # 16 new topics a connection, 20 an address at once
+                holder = await Client.connect(
+                    http, f"{relay.url}?admit={code}", f"203.0.113.{address}"
+                )
+                for _ in range(16):
+                    key, topic = SigningKey.generate(), SigningKey.generate().public
+                    proof = key.sign(_REGISTER_SIGNED + topic + key.public)
+                    await holder.send(Register(topic=topic, relay_key=key.public, proof=proof))
+                await holder.send(Register(topic=topic, relay_key=b"", proof=b""))
+                await holder.receive(timeout=5)  # bad-registration: all before it were read
+                await holder.ws.close()
+        listed = relay_command("topics", "--json", "--data", str(relay.data)).stdout
+        assert len([json.loads(line) for line in listed.splitlines()]) <= 32
+    finally:
+        relay.kill()
