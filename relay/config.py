@@ -107,6 +107,9 @@ class RelayConfig:
     # keys listed in allowed_keys, or added with `hearth-relay allow KEY`.
     admission: str = "open"
     allowed_keys: tuple[str, ...] = ()
+    # Topics one admission invite may admit: a group's, and its new one after each member
+    # removal (old ones expire); whoever holds the code must not register groups without end.
+    topics_per_invite: int = 16
 
     def mailbox_limits(self) -> MailboxLimits:
         """The invite mailboxes' limits."""

@@ -101,6 +101,10 @@ _REFUSALS = {
         "(`hearth relay key`), or use another relay."
     ),
     "topic-refused": "This relay's operator dropped this topic; use another relay.",
+    "invite-used-up": (
+        "This relay's admission invite has admitted all the topics it may; ask the "
+        "operator for another."
+    ),
     "key-has-topic": (
         "This relay takes one topic for each key its operator lists, and this key has its "
         "topic here already."
@@ -300,6 +304,16 @@ class RelayCore:
             self.config.admission == "allow-list"
             and not invited
             and self.store.topics_with_key(relay_key) > 0
+        )
+
+    def _by_invite(self, relay_key: bytes, state: _Client) -> bool:
+        """Whether the client's invite is what admits this key (allow-list mode, and the
+        key not listed itself): a new topic then counts against the invite."""
+        return (
+            self.config.admission == "allow-list"
+            and self._invited(state)
+            and relay_key not in self.decisions.allowed_keys
+            and relay_key.hex() not in self.config.allowed_keys
         )
 
     def _invited(self, state: _Client) -> bool:
@@ -525,14 +539,25 @@ class RelayCore:
         admission = self._admitted(frame.relay_key, frame.topic, self._invited(state))
         if admission is not None:
             return out + self._error(client, admission, _REFUSALS[admission])
+        by_invite = self._by_invite(frame.relay_key, state)
         if new and self._second_topic(frame.relay_key, self._invited(state)):
             return out + self._error(client, "key-has-topic", _REFUSALS["key-has-topic"])
+        if (
+            new
+            and by_invite
+            and (self.store.topics_with_invite(state.invite) >= self.config.topics_per_invite)
+        ):
+            return out + self._error(client, "invite-used-up", _REFUSALS["invite-used-up"])
         if new:
             refusal = self._full() or self._registration_limited(state)
             if refusal is not None:
                 return out + self._error(client, *refusal)
         registered = self.store.register(
-            frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
+            frame.topic,
+            frame.relay_key,
+            frame.proof,
+            now=self.wall_clock(),
+            invite=state.invite if by_invite else "",
         )
         if registered is Registered.TAKEN:
             return out + self._error(

@@ -80,6 +80,7 @@ REJECTION_REASONS = (
     "gone_early",
     "handshake_evicted",
     "handshake_timeout",
+    "invite-used-up",
     "key-banned",
     "key-has-topic",
     "mailbox-full",

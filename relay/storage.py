@@ -116,10 +116,21 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def register(
-        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+        self,
+        topic: bytes,
+        relay_key: bytes,
+        proof: bytes = b"",
+        now: float = 0.0,
+        invite: str = "",
     ) -> Registered:
         """Register a topic with its relay key and the proof that came with it; ``now``
-        (seconds since the epoch) dates it as in use, to the day (:meth:`expire`)."""
+        (seconds since the epoch) dates it as in use, to the day (:meth:`expire`);
+        ``invite``: the digest of the admission invite that admitted a new topic, if that
+        is what did (:meth:`topics_with_invite`)."""
+
+    @abc.abstractmethod
+    def topics_with_invite(self, invite: str) -> int:
+        """How many topics stored here an admission invite (its digest) admitted."""
 
     @abc.abstractmethod
     def expire(self, unused_since: float) -> int:
