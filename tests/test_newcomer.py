@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hearth import members
-from hearth.errors import HearthError
+from hearth.errors import NotAuthorized
 from hearth.ledger import Kind
 from hearth.node import Node
 from hearth.rotation import keep_keys
@@ -52,26 +52,25 @@ def newcomer_whose_claim_waits(tmp_path: Path) -> tuple[list[Node], Node, str]:
     return nodes, newt, gid
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: a newcomer's edit reuses her change numbers")
-def test_an_edit_made_while_her_claim_waits_counts_after_it_everywhere(tmp_path: Path) -> None:
+def test_an_edit_made_while_her_claim_waits_is_refused_until_it_counts(tmp_path: Path) -> None:
     """Newt adds a rake while her claim waits on her own node. Made as it was, the rake's
     change took the place (actor and seq) of her claim's, which her document no longer
     held: once the claim counted, neither could follow the other — the rake and all
-    after it waited for good, on every node, hers too. Refused or queued, the rake must
-    count everywhere once she is in, and every ledger be the same."""
+    after it waited for good, on every node, hers too. Now the rake is refused, saying
+    why, with nothing kept; once her join counts here she adds it, and it counts
+    everywhere, every ledger the same."""
     nodes, newt, gid = newcomer_whose_claim_waits(tmp_path)
     everyone = [*nodes, newt]
-    try:
-        with newt.change(gid) as ledger:
-            ledger.add_resource("Newt's rake", kind=Kind.TOOL)
-        refused = False
-    except HearthError:
-        refused = True
+    held = len(newt.feeds.all(gid))
+    refused = "Your join to 'Co-op' does not count on this device yet"
+    with pytest.raises(NotAuthorized, match=refused), newt.change(gid) as ledger:
+        ledger.add_resource("Newt's rake", kind=Kind.TOOL)
+    assert len(newt.feeds.all(gid)) == held
+    assert "Newt's rake" not in resource_names(newt)
     meet(everyone, gid)
-    if refused:  # she writes it again once her join counts here
-        with newt.change(gid) as ledger:
-            ledger.add_resource("Newt's rake", kind=Kind.TOOL)
-        meet(everyone, gid)
+    with newt.change(gid) as ledger:
+        ledger.add_resource("Newt's rake", kind=Kind.TOOL)
+    meet(everyone, gid, rounds=1)
     for node in everyone:
         assert node.feeds.waiting(gid) == [], node.identity.name
     for node in (nodes[0], nodes[2], nodes[3], newt):
