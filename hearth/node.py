@@ -314,6 +314,7 @@ class Node:
                 for r in ledger.view.tables["relays"].values()
                 if isinstance(r.get("url"), str) and not r.get("removed")
             )
+            made = ledger.view.tables["invites"][invite_id].get("created_at")
         epochs = tuple((n, k.epoch_id, k.secret) for n, k in self.feeds.epochs(group.id))
         return Token(
             group_id=group.id,
@@ -324,6 +325,7 @@ class Node:
             invite_id=invite_id,
             invite_secret=invite_key.secret,
             expires_at=expires,
+            invited_at=made if isinstance(made, int) else 0,
         )
 
     def join_with_token(self, token: Token, *, as_device: bool = False) -> GroupRow:
@@ -373,6 +375,9 @@ class Node:
                 self._ledgers[group_id].claim = claim
                 ledger.claim_invite(
                     token.invite_id,
+                    # Never before the invite was made, whatever this device's clock says:
+                    # else the claim does not count (R7's fallback ranks by it).
+                    not_before=token.invited_at,
                     name=me.name,
                     key=me.member_key.public.hex(),
                     device_id=me.device_id,

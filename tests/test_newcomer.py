@@ -3,6 +3,7 @@ her own node (R3, R12), and when she counts as having joined (R7's fallback)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ import pytest
 from hearth import members
 from hearth.errors import NotAuthorized
 from hearth.ledger import Kind
+from hearth.ledger.model import Role
 from hearth.node import Node
 from hearth.rotation import keep_keys
+from hearth.testing import FakeClock
 from tests.test_membership import deliver, exchange, make_group, new_node, resource_names
 
 
@@ -76,5 +79,51 @@ def test_an_edit_made_while_her_claim_waits_is_refused_until_it_counts(tmp_path:
     for node in (nodes[0], nodes[2], nodes[3], newt):
         assert {"Newt's trowel", "Newt's rake"} <= resource_names(node), node.identity.name
         assert sorted(node.ledger(gid).doc.heads()) == sorted(newt.ledger(gid).doc.heads())
+    for node in everyone:
+        node.close()
+
+
+def test_a_newcomer_cannot_date_her_joining_before_her_invite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """R7's fallback: when every admin is gone, the earliest-joined member left acts as
+    one, by the ``joined_at`` a joining device writes into its own entry. Mal, invited
+    after Dan joined, dates her joining at the start of time (her client leaves out the
+    time her token carries and her clock is set back): her claim counts on no node. Cat,
+    whose clock is honestly slow, joins too and counts, dated when her invite was made.
+    When both admins leave at once, Dan — who joined first — acts as admin on every node
+    (before, Mal did: her claim counted as she dated it)."""
+    nodes = make_group(tmp_path, ["Ada", "Ben", "Dan"])
+    ada, ben, dan = nodes
+    gid = ada.current_group().id
+    members.promote(ada, gid, "Ben")
+    exchange(nodes)
+    set_back = FakeClock(now=1_000_000, step=1000)
+    mal = new_node(tmp_path, "Mal", set_back)
+    mal.join_with_token(replace(ada.create_invite(), invited_at=0))
+    with mal.change(gid) as ledger:
+        ledger.add_resource("Mal's box", kind=Kind.OTHER)
+    assert mal.view(gid).tables["members"][mal.identity.member_id]["joined_at"] < 2_000_000
+    cat = new_node(tmp_path, "Cat", FakeClock(now=1_000_000, step=1000))
+    token = ada.create_invite()
+    assert token.invited_at == ada.view(gid).tables["invites"][token.invite_id]["created_at"]
+    cat.join_with_token(token)
+    with cat.change(gid) as ledger:
+        ledger.add_resource("Cat's box", kind=Kind.OTHER)
+    everyone = [*nodes, mal, cat]
+    exchange(everyone)
+    for node in (ada, ben, dan, cat):
+        names = [m.name for m in node.view(gid).members()]
+        assert names == ["Ada", "Ben", "Cat", "Dan"], node.identity.name
+        assert "Mal's box" not in resource_names(node)
+        cat_entry = node.view(gid).tables["members"][cat.identity.member_id]
+        assert cat_entry["joined_at"] == token.invited_at, node.identity.name
+    assert "dates their joining before their invite was made" in caplog.text
+    members.leave(ada, gid)  # each admin sees the other stay
+    members.leave(ben, gid)
+    exchange(everyone)
+    for node in (ada, ben, dan, cat):
+        roles = {m.name: m.role for m in node.view(gid).members()}
+        assert roles == {"Cat": Role.MEMBER, "Dan": Role.ADMIN}, node.identity.name
     for node in everyone:
         node.close()

@@ -296,9 +296,18 @@ class Ledger:
             )
 
     def claim_invite(
-        self, invite_id: str, *, name: str, key: str, device_id: str, device: Fields
+        self,
+        invite_id: str,
+        *,
+        name: str,
+        key: str,
+        device_id: str,
+        device: Fields,
+        not_before: int = 0,
     ) -> None:
-        """As a joining member: add yourself and this device, and mark the invite used."""
+        """As a joining member: add yourself and this device, and mark the invite used.
+        ``not_before``: when the invite was made; the joining is dated no earlier, or
+        the claim would not count (docs/security.md, R7)."""
         now = self._clock.now_ms()
         with self._edit() as w:
             w.put(
@@ -308,7 +317,7 @@ class Ledger:
                     "name": check_text(name, "member name"),
                     "key": key,
                     "role": Role.MEMBER.value,
-                    "joined_at": now,
+                    "joined_at": max(now, not_before),
                     "invite": invite_id,
                     "devices": {device_id: device},
                 },
