@@ -55,10 +55,10 @@ class Token:
     invite_id: str
     invite_secret: bytes
     expires_at: int
-    # When the invite was made, as its entry in the ledger says (the inviter's clock): a
-    # joining device dates its joining no earlier, or its claim does not count (R7).
+    # The invite's own ``join_not_before`` (when it was made, by the inviter's clock): a
+    # joining device dates its joining no earlier, or its claim does not count (R7a).
     # 0 in a token made before it was carried.
-    invited_at: int = 0
+    join_not_before: int = 0
 
     def __repr__(self) -> str:  # never print secrets
         return f"Token(group={self.group_name!r}, invite={self.invite_id[:8]})"
@@ -98,7 +98,7 @@ def encode_token(token: Token) -> str:
         token.invite_id,
         token.invite_secret,
         token.expires_at,
-        token.invited_at,
+        token.join_not_before,
     ]
     return _as_text(_PREFIX, codec.encode([*fields, _checksum(fields)]))
 
@@ -153,7 +153,7 @@ def decode_token(text: str) -> Token:
         invite_id=invite_id,
         invite_secret=secret,
         expires_at=expires,
-        invited_at=invited,
+        join_not_before=invited,
     )
 
 

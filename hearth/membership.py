@@ -241,15 +241,17 @@ def check_joined_at(entry: Raw, invite: Raw | None) -> None:
     no earlier than the invite they join by was made (R7).
 
     R7's fallback (:func:`effective_role`) ranks by ``joined_at``, which the joining
-    device writes itself: dated freely, a newcomer would be the most senior member. The
-    invite's ``created_at`` is the inviter's word, and nobody but an admin changes it
-    (:func:`check_invites`), so every node judges a claim against the same time. (A token
-    carries it, so an honest device with a slow clock dates its joining at it.)"""
+    device writes itself: dated freely, a newcomer would be the most senior member. An
+    invite's ``join_not_before`` (when it was made) is the inviter's word, and nobody but
+    an admin changes it (:func:`check_invites`), so every node judges a claim against the
+    same time. (A token carries it, so an honest device with a slow clock dates its
+    joining at it.) An invite made before the rule has none and bounds nothing: claims
+    that counted then count on a node that judges them again (R12)."""
+    made = (invite or {}).get("join_not_before")
+    if not _is_time(made):
+        return
     joined = entry.get("joined_at")
-    if not _is_time(joined):
-        raise ProtocolError("a joining member whose entry says not when they joined")
-    made = (invite or {}).get("created_at")
-    if _is_time(made) and joined < made:
+    if not _is_time(joined) or joined < made:
         raise ProtocolError("a joining member who dates their joining before their invite was made")
 
 

@@ -314,7 +314,7 @@ class Node:
                 for r in ledger.view.tables["relays"].values()
                 if isinstance(r.get("url"), str) and not r.get("removed")
             )
-            made = ledger.view.tables["invites"][invite_id].get("created_at")
+            made = ledger.view.tables["invites"][invite_id].get("join_not_before")
         epochs = tuple((n, k.epoch_id, k.secret) for n, k in self.feeds.epochs(group.id))
         return Token(
             group_id=group.id,
@@ -325,7 +325,7 @@ class Node:
             invite_id=invite_id,
             invite_secret=invite_key.secret,
             expires_at=expires,
-            invited_at=made if isinstance(made, int) else 0,
+            join_not_before=made if isinstance(made, int) else 0,
         )
 
     def join_with_token(self, token: Token, *, as_device: bool = False) -> GroupRow:
@@ -377,7 +377,7 @@ class Node:
                     token.invite_id,
                     # Never before the invite was made, whatever this device's clock says:
                     # else the claim does not count (R7's fallback ranks by it).
-                    not_before=token.invited_at,
+                    not_before=token.join_not_before,
                     name=me.name,
                     key=me.member_key.public.hex(),
                     device_id=me.device_id,
@@ -514,10 +514,10 @@ class Node:
         refused until what waits counts; then the numbers run on after it."""
         if not ledger.outbox:
             return
-        new = {(name, change_hash(c).actor) for name, edit in ledger.outbox for c in edit.changes}
-        if not new:
-            return
         waiting = self.feeds.own_waiting(group_id)
+        if not waiting:
+            return
+        new = {(name, change_hash(c).actor) for name, edit in ledger.outbox for c in edit.changes}
         for inner in waiting:
             if inner.kind != "content":
                 continue

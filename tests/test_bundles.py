@@ -65,7 +65,7 @@ def test_token_round_trip_and_damage() -> None:
         invite_id="i" * 32,
         invite_secret=b"k" * 32,
         expires_at=5,
-        invited_at=3,
+        join_not_before=3,
     )
     text = encode_token(token)
     assert decode_token(text) == token
@@ -90,7 +90,7 @@ def test_token_round_trip_and_damage() -> None:
     summed = hashlib.sha256(b"hearth/v1/token-checksum\x00" + codec.encode(nine)).digest()[:4]
     for old_fields in (nine, [*nine, summed]):
         old = "hearth-token-1." + base64.urlsafe_b64encode(codec.encode(old_fields)).decode()
-        assert decode_token(old.rstrip("=")) == replace(token, invited_at=0)
+        assert decode_token(old.rstrip("=")) == replace(token, join_not_before=0)
 
 
 def test_join_and_converge_through_bundles(trio: list[Node]) -> None:

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from hearth import members
+from hearth import members, membership
 from hearth.errors import NotAuthorized
+from hearth.intake import Verdict, take_in, take_snapshot
+from hearth.joins import claim_standing
 from hearth.ledger import Kind
+from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import Role
 from hearth.node import Node
+from hearth.protocol.bundle import encode_snapshot
 from hearth.rotation import keep_keys
 from hearth.testing import FakeClock
 from tests.test_membership import deliver, exchange, make_group, new_node, resource_names
@@ -100,13 +104,14 @@ def test_a_newcomer_cannot_date_her_joining_before_her_invite(
     exchange(nodes)
     set_back = FakeClock(now=1_000_000, step=1000)
     mal = new_node(tmp_path, "Mal", set_back)
-    mal.join_with_token(replace(ada.create_invite(), invited_at=0))
+    mal.join_with_token(replace(ada.create_invite(), join_not_before=0))
     with mal.change(gid) as ledger:
         ledger.add_resource("Mal's box", kind=Kind.OTHER)
     assert mal.view(gid).tables["members"][mal.identity.member_id]["joined_at"] < 2_000_000
     cat = new_node(tmp_path, "Cat", FakeClock(now=1_000_000, step=1000))
     token = ada.create_invite()
-    assert token.invited_at == ada.view(gid).tables["invites"][token.invite_id]["created_at"]
+    invite = ada.view(gid).tables["invites"][token.invite_id]
+    assert token.join_not_before == invite["join_not_before"] == invite["created_at"]
     cat.join_with_token(token)
     with cat.change(gid) as ledger:
         ledger.add_resource("Cat's box", kind=Kind.OTHER)
@@ -117,8 +122,10 @@ def test_a_newcomer_cannot_date_her_joining_before_her_invite(
         assert names == ["Ada", "Ben", "Cat", "Dan"], node.identity.name
         assert "Mal's box" not in resource_names(node)
         cat_entry = node.view(gid).tables["members"][cat.identity.member_id]
-        assert cat_entry["joined_at"] == token.invited_at, node.identity.name
+        assert cat_entry["joined_at"] == token.join_not_before, node.identity.name
     assert "dates their joining before their invite was made" in caplog.text
+    assert "dated before the invite you used was made" in claim_standing(mal, gid)
+    assert claim_standing(cat, gid) == ""
     members.leave(ada, gid)  # each admin sees the other stay
     members.leave(ben, gid)
     exchange(everyone)
@@ -126,4 +133,38 @@ def test_a_newcomer_cannot_date_her_joining_before_her_invite(
         roles = {m.name: m.role for m in node.view(gid).members()}
         assert roles == {"Cat": Role.MEMBER, "Dan": Role.ADMIN}, node.identity.name
     for node in everyone:
+        node.close()
+
+
+def test_a_back_dated_claim_inside_a_snapshot_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R7a and R13: Ben's node counts Mal's back-dated claim (his Hearth leaves the check
+    out) and publishes a snapshot holding it. Fay, new, refuses the snapshot whole and,
+    taking its bundles one by one, never lists Mal."""
+    ada, ben = make_group(tmp_path, ["Ada", "Ben"])
+    gid = ada.current_group().id
+    mal = new_node(tmp_path, "Mal", FakeClock(now=1_000_000, step=1000))
+    mal.join_with_token(replace(ada.create_invite(), join_not_before=0))
+    deliver(mal, ada, gid)  # Ada's node confirms Mal's claim, then refuses it
+    assert "Mal" not in [m.name for m in ada.view(gid).members()]
+    fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
+    fay.join_with_token(ada.create_invite())
+    with monkeypatch.context() as patched:
+        patched.setattr(membership, "check_joined_at", lambda entry, invite: None)
+        deliver(ada, ben, gid)
+        deliver(mal, ben, gid)
+    assert "Mal" in [m.name for m in ben.view(gid).members()]
+    carried = [b.envelope for b in ben.feeds.all(gid)]
+    forged = ben.feeds.seal_snapshot(
+        gid, encode_snapshot([(LIVE, ben.ledger(gid).doc.save())], ben.feeds.heads(gid))
+    ).encode()
+    outcome, taken = take_snapshot(fay, forged, carried, source="test")
+    assert outcome.verdict is Verdict.REJECTED
+    assert "dates their joining before their invite was made" in outcome.reason
+    assert not taken
+    for envelope in carried:
+        take_in(fay, envelope, source="test")
+    assert [m.name for m in fay.view(gid).members()] == ["Ada", "Ben", "Fay"]
+    for node in (ada, ben, mal, fay):
         node.close()

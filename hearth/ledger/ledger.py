@@ -265,11 +265,14 @@ class Ledger:
         device (``by_device``, hex) that alone confirms which claim counts (R14) — here at
         once when the joining device is known (``confirmed``, hex: an invite code). With
         ``for_member``, an invite for another device of that member only."""
+        stamp = self._stamp()
         fields: dict[str, str | int] = {
             "key": key,
             "expires_at": expires_at,
             "by_device": by_device,
-            **self._stamp(),
+            **stamp,
+            # A claim dates its joining no earlier than the invite was made (R7a).
+            "join_not_before": stamp["created_at"],
         }
         if for_member is not None:
             fields |= {"kind": "device", "member": for_member}
