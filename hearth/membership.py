@@ -238,7 +238,7 @@ def check_change(
 
 def check_joined_at(entry: Raw, invite: Raw | None) -> None:
     """Raise :class:`ProtocolError` unless a joining member's own entry dates their joining
-    no earlier than the invite they join by was made (R7).
+    no earlier than the invite they join by was made (R7a).
 
     R7's fallback (:func:`effective_role`) ranks by ``joined_at``, which the joining
     device writes itself: dated freely, a newcomer would be the most senior member. An

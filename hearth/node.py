@@ -376,7 +376,7 @@ class Node:
                 ledger.claim_invite(
                     token.invite_id,
                     # Never before the invite was made, whatever this device's clock says:
-                    # else the claim does not count (R7's fallback ranks by it).
+                    # else the claim does not count (R7a: R7's fallback ranks by it).
                     not_before=token.join_not_before,
                     name=me.name,
                     key=me.member_key.public.hex(),

@@ -1,5 +1,6 @@
 """A newcomer's join between in-process nodes: what she writes while her claim waits on
-her own node (R3, R12), and when she counts as having joined (R7's fallback)."""
+her own node (R3, R12), and when she counts as having joined — R7's fallback ranks by it
+(R7a, also inside a snapshot, R13)."""
 
 from __future__ import annotations
 

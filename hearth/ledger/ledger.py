@@ -310,7 +310,7 @@ class Ledger:
     ) -> None:
         """As a joining member: add yourself and this device, and mark the invite used.
         ``not_before``: when the invite was made; the joining is dated no earlier, or
-        the claim would not count (docs/security.md, R7)."""
+        the claim would not count (docs/security.md, R7a)."""
         now = self._clock.now_ms()
         with self._edit() as w:
             w.put(
