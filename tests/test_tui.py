@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Select, Static, TabbedContent
 
 import tui.app
@@ -433,8 +434,8 @@ async def test_inviting_from_the_members_tab_with_a_code(ada: Node, tmp_path: Pa
             status = str(app.screen.query_one("#invite-status", Static).content)
             assert "Cleo wants to join" in status
             assert "same words" in status
-            await pilot.pause(0.2)  # the buttons laid out before they are clicked
-            await pilot.click("#let-in")
+            assert "Let them in? (y or n)" in status
+            await pilot.press("y")  # from the keyboard: Tab and Enter could land on No
             joined = await joining
             assert "You joined 'Elm Street'" in joined.out
             for _ in range(600):
@@ -983,3 +984,25 @@ def test_a_relay_that_failed_since_it_last_answered_is_not_up_to_date(ada: Node)
     state = sync_state(ada, ada.current_group().id, now)
     assert state.words.startswith("Offline (last shared")
     assert not state.online
+
+
+async def test_closing_an_invite_leaves_the_app_sharing(ada: Node) -> None:
+    with ada.change() as ledger:
+        ledger.add_relay("ws://127.0.0.1:9")  # nothing there: the invite ends at once
+    app = HearthApp(ada, share=True, poll_s=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+
+        def sharing() -> list[str]:
+            return [w.state.name for w in app.workers if w.group == "sharing"]
+
+        assert sharing() == ["RUNNING"]
+        await pilot.press("5", "i")
+        await pilot.pause()
+        assert "Read this code to the new member, with the relay's address" in str(
+            app.screen.query_one("#invite-how", Static).content
+        )
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ModalScreen)
+        assert sharing() == ["RUNNING"]  # others' changes still come in
+        await app.action_quit()

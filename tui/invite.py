@@ -22,7 +22,11 @@ __all__ = ["InviteScreen"]
 class InviteScreen(ModalScreen[None]):
     """Runs one invite code through the group's relay until the person is in (or not)."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("y", "answer(True)", "Let them in", show=False),
+        Binding("n", "answer(False)", "No", show=False),
+    ]
     DEFAULT_CSS = """
     #invite-code { text-style: bold; color: $accent; border: tall $accent;
                    content-align: center middle; height: 5; margin: 1 0; }
@@ -40,9 +44,12 @@ class InviteScreen(ModalScreen[None]):
             yield Label("Invite someone", classes="dialog-title")
             yield Static("Opening an invite…", id="invite-code")
             yield Static(
-                "Read this code to the new member. On their computer they run:\n"
-                f"  hearth join CODE --relay {self.relay_url} --name THEIR-NAME",
+                "Read this code to the new member, with the relay's address: "
+                f"{self.relay_url}\nThey open Hearth and type both on its first screen "
+                "(or run: hearth join CODE --relay "
+                f"{self.relay_url} --name THEIR-NAME).",
                 id="invite-how",
+                markup=False,
             )
             yield Static("", id="invite-status")
             with Horizontal(id="invite-question", classes="dialog-buttons"):
@@ -88,7 +95,9 @@ class InviteScreen(ModalScreen[None]):
 
     async def _approve(self, name: str) -> bool:
         status = self.query_one("#invite-status", Static)
-        status.update(f"{status.content}\n\n{name} wants to join the group. Let them in?")
+        status.update(
+            f"{status.content}\n\n{name} wants to join the group. Let them in? (y or n)"
+        )
         self.query_one("#invite-question").display = True
         self._answer = asyncio.get_running_loop().create_future()
         answer = await self._answer
@@ -96,13 +105,20 @@ class InviteScreen(ModalScreen[None]):
         return answer
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id in ("let-in", "refuse") and self._answer and not self._answer.done():
-            self._answer.set_result(event.button.id == "let-in")
+        if event.button.id in ("let-in", "refuse"):
+            self.action_answer(event.button.id == "let-in")
         elif event.button.id == "close":
             self.action_close()
+
+    def action_answer(self, let_in: bool) -> None:
+        """The inviter's answer, from a button or from y / n once the question is asked."""
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(let_in)
 
     def action_close(self) -> None:
         if self._answer is not None and not self._answer.done():
             self._answer.set_result(False)
-        self.workers.cancel_all()
+        # This screen's invite only: the app's own sharing runs on (cancel_all stopped it,
+        # and the app no longer received others' changes until restarted).
+        self.workers.cancel_node(self)
         self.dismiss(None)
