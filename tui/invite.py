@@ -95,9 +95,7 @@ class InviteScreen(ModalScreen[None]):
 
     async def _approve(self, name: str) -> bool:
         status = self.query_one("#invite-status", Static)
-        status.update(
-            f"{status.content}\n\n{name} wants to join the group. Let them in? (y or n)"
-        )
+        status.update(f"{status.content}\n\n{name} wants to join the group. Let them in? (y or n)")
         self.query_one("#invite-question").display = True
         self._answer = asyncio.get_running_loop().create_future()
         answer = await self._answer
