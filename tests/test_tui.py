@@ -304,15 +304,29 @@ async def test_a_change_from_elsewhere_appears_without_moving_the_cursor(
         assert search.value == ""
 
 
-async def test_an_invite_shows_a_join_token(ada: Node) -> None:
+async def test_an_invite_with_no_relay_asks_for_one_else_shows_a_join_token(ada: Node) -> None:
     app = app_for(ada)
     before = len(ada.view().tables["invites"])
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("5", "i")
         await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)  # a relay first, so that the invite can be a code
+        await fill_form(pilot, url="")  # none: a token instead
         shown = str(app.screen.query_one("#detail", Static).content)
         assert "hearth-token-1." in shown
+        assert "paste it where Hearth's first screen asks" in shown
         assert len(ada.view().tables["invites"]) == before + 1
+        await pilot.press("escape", "i")
+        await pilot.pause()
+        form = app.screen
+        await fill_form(pilot, url="relay.example.org")
+        assert app.screen is form
+        assert "not a relay address" in str(form.query_one("#form-error", Static).content)
+        await fill_form(pilot, url="ws://127.0.0.1:9")
+        assert app.screen.query_one("#invite-code", Static)  # the invite by code, at once
+        await pilot.press("escape")
+    assert ada.view().relays() == ["ws://127.0.0.1:9"]
 
 
 async def test_first_run_creates_the_identity_and_a_group(tmp_path: Path) -> None:
@@ -321,12 +335,20 @@ async def test_first_run_creates_the_identity_and_a_group(tmp_path: Path) -> Non
     async with app.run_test(size=SIZE) as pilot:
         app.query_one("#name", Input).value = "Cleo"
         app.query_one("#group", Input).value = "Allotment"
+        app.query_one("#relay", Input).value = "relay.example.org:8765"
+        await pilot.click("#create")
+        await pilot.pause()
+        assert "not a relay address" in str(app.query_one("#problem", Static).content)
+        with open_node(home) as node:
+            assert node.groups() == []  # nothing started with an address it cannot use
+        app.query_one("#relay", Input).value = "ws://relay.example.org:8765"
         await pilot.click("#create")
         await pilot.pause()
     assert app.return_value is True
     with open_node(home) as node:
         assert node.identity.name == "Cleo"
         assert [g.name for g in node.groups()] == ["Allotment"]
+        assert node.view().relays() == ["ws://relay.example.org:8765"]  # invites are codes
 
 
 async def test_first_run_by_typing_and_enter_alone_starts_the_group(tmp_path: Path) -> None:

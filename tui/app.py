@@ -418,8 +418,10 @@ class HearthApp(App[None]):
         fields: list[Field | Choice],
         then: Callable[[dict[str, str]], object],
         ok: str = "Save",
+        after: Callable[[dict[str, str] | None], None] | None = None,
     ) -> None:
-        """Show a form; on Save, hand its values on (errors are shown, not raised)."""
+        """Show a form; on Save, hand its values on (errors are shown, not raised);
+        ``after`` is told how it closed (its values, or ``None`` if cancelled)."""
 
         def submit(values: dict[str, str]) -> None:
             # A refusal stays in the form, with what was typed (see ``attempt``).
@@ -429,7 +431,7 @@ class HearthApp(App[None]):
             finally:
                 self._in_form = False
 
-        self.push_screen(FormScreen(title, fields, ok, submit=submit))
+        self.push_screen(FormScreen(title, fields, ok, submit=submit), callback=after)
 
     def _members(self, *, others: bool = False) -> list[tuple[str, str]]:
         me = self.node.identity.member_id
@@ -924,6 +926,41 @@ class HearthApp(App[None]):
         if relays:
             self.push_screen(InviteScreen(self.node, relays[0]))
             return
+
+        # No relay to meet through yet: ask for one first, so the invite can be a code.
+        def save(v: dict[str, str]) -> None:
+            if v["url"]:
+                url = check_relay_url(v["url"])
+                self.change(
+                    lambda ledger: ledger.add_relay(url), f"The group now syncs through {url}."
+                )
+
+        def then(v: dict[str, str] | None) -> None:
+            if v is None:
+                return
+            relays = self.node.view(self.group_id).relays()
+            if relays:
+                self.push_screen(InviteScreen(self.node, relays[0]))
+            else:
+                self._invite_by_token()
+
+        self.ask(
+            "Invite someone",
+            [
+                Field(
+                    "url",
+                    "To invite with a short code read out, the group needs a relay to meet "
+                    "through: its address (whoever runs it can tell you). Leave it empty for "
+                    "a one-use token to pass on instead.",
+                    placeholder="ws://relay.example.org:8765",
+                )
+            ],
+            save,
+            ok="Invite",
+            after=then,
+        )
+
+    def _invite_by_token(self) -> None:
         from hearth.invite import encode_token  # no relay to meet through: a token
 
         try:
@@ -937,7 +974,8 @@ class HearthApp(App[None]):
                 "(with a relay, an invite is a short code to read out: ctrl+p, Add a relay).\n"
                 "Give it to the new member privately (it lets them in once, for a day):\n\n"
                 f"{token}\n\nThey run: hearth join '<the text above>' --name THEIR-NAME\n"
-                "(copied with the frame and line breaks is fine, inside the quotes)"
+                "(copied with the frame and line breaks is fine, inside the quotes), or paste "
+                "it where Hearth's first screen asks for the invite code"
             )
         )
         self.redraw()
