@@ -1028,3 +1028,19 @@ async def test_closing_an_invite_leaves_the_app_sharing(ada: Node) -> None:
         assert not isinstance(app.screen, ModalScreen)
         assert sharing() == ["RUNNING"]  # others' changes still come in
         await app.action_quit()
+
+
+async def test_a_promise_to_me_of_a_resource_is_recorded_from_the_app(ada: Node) -> None:
+    app = app_for(ada)
+    compost = ada.view().find("resources", "Compost")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4", "a")
+        await pilot.pause()
+        me = ada.identity.member_id
+        await fill_form(pilot, what="Compost", giver=me, receiver=me, quantity="4")
+        assert "two different members" in str(app.screen.query_one("#form-error", Static).content)
+        await fill_form(pilot, giver=ben_id(ada), resource=compost)
+    (promise,) = ada.view().commitments()
+    assert (promise.giver, promise.receiver) == (ben_id(ada), ada.identity.member_id)
+    assert promise.resource == compost
+    assert promise.quantity == Decimal(4)

@@ -551,14 +551,20 @@ class HearthApp(App[None]):
         )
 
     def action_add_promise(self) -> None:
-        members = self._members()
+        members = self._members()  # either side may be me, or neither
+        resources = [(r.name, r.id) for r in self.node.view(self.group_id).resources()]
 
         def save(v: dict[str, str]) -> None:
             quantity = parse_quantity(v["quantity"]) if v["quantity"] else None
             due = parse_date(v["due"], now_ms=self.node.clock.now_ms()) if v["due"] else None
             self.change(
                 lambda ledger: ledger.add_commitment(
-                    v["what"], giver=v["giver"], receiver=v["receiver"], quantity=quantity, due=due
+                    v["what"],
+                    giver=v["giver"],
+                    receiver=v["receiver"],
+                    resource=v["resource"],
+                    quantity=quantity,
+                    due=due,
                 ),
                 f"Recorded the promise: {v['what']}.",
             )
@@ -568,7 +574,11 @@ class HearthApp(App[None]):
             [
                 Field("what", "What is promised", placeholder="e.g. lend the ladder"),
                 Choice("giver", "Who gives", members),
-                self._member_choice("receiver", "To whom"),
+                Choice("receiver", "To whom", members),
+                # As `commitment add --resource`: once done, the gift is recorded too.
+                Choice(
+                    "resource", "Of the group's resources (optional)", resources, required=False
+                ),
                 Field("quantity", "How many (optional)"),
                 Field("due", "By when (optional)", placeholder="2026-12-24, tomorrow or +3d"),
             ],
