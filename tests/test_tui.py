@@ -834,6 +834,15 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
         await fill_form(pilot, name="Garden compost", location="By the gate")
         compost = ada.view().resource(ada.view().find("resources", "Garden compost"))
         assert compost.location == "By the gate"
+        assert not compost.shareable  # what the form showed and nobody changed, unchanged
+        await pilot.press("e")  # as `resource edit --shareable --kind food --keeper Ben`
+        await pilot.pause()
+        await fill_form(pilot, shareable="yes", kind="food", keeper=ben_id(ada))
+        compost = ada.view().resource(compost.id)
+        assert (compost.shareable, compost.kind, compost.keeper) == (True, Kind.FOOD, ben_id(ada))
+        await pilot.press("e")
+        await pilot.pause()
+        await fill_form(pilot, keeper=ada.identity.member_id)
         for key, quantity in (("p", "5"), ("c", "3")):  # "More", then "Use up"
             await pilot.press(key)
             await pilot.pause()
@@ -845,13 +854,16 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
         await pilot.press("7")
         await pilot.pause()
         history = app.query_one("#history-table", DataTable)
-        newest = [" ".join(str(c) for c in history.get_row_at(i)[1:]) for i in range(4)]
-    assert newest == [
+        newest = [" ".join(str(c) for c in history.get_row_at(i)[1:]) for i in range(6)]
+    assert newest[:4] == [
         "Ada gave 2 bags of Garden compost to Ben",
         "Ada used 3 bags of Garden compost",
         "Ada added 5 bags of Garden compost",
-        "Ada edited Garden compost (location → 'By the gate', name → 'Garden compost')",
+        "Ada edited Garden compost (keeper → 'Ada')",  # only what changed
     ]
+    assert newest[5] == (
+        "Ada edited Garden compost (location → 'By the gate', name → 'Garden compost')"
+    )
 
 
 async def test_promises_declined_cancelled_after_asking_and_shown_by_filter(

@@ -613,16 +613,33 @@ class HearthApp(App[None]):
     def action_edit(self) -> None:
         def edit(resource_id: str) -> None:
             r = self.node.view(self.group_id).resource(resource_id)
+            sharing = [("no: only this group sees it", "no"), ("yes: it can be offered", "yes")]
             self.ask(
                 f"Edit {r.name}",
                 [
                     Field("name", "Name", value=r.name),
+                    Choice("kind", "Kind", [(k.value, k.value) for k in Kind], r.kind.value),
+                    Field("unit", "Unit", value=r.unit),
                     Field("location", "Where it is kept", value=r.location),
+                    Choice("keeper", "Who looks after it", self._members(), r.keeper),
+                    Choice(
+                        "shareable",
+                        "Shareable with neighbour groups",
+                        sharing,
+                        "yes" if r.shareable else "no",
+                    ),
                     Field("note", "Note", value=r.note),
                 ],
                 lambda v: self.change(
                     lambda ledger: ledger.edit_resource(
-                        resource_id, name=v["name"], location=v["location"], note=v["note"]
+                        resource_id,
+                        name=v["name"],
+                        kind=Kind(v["kind"]),
+                        unit=v["unit"],
+                        location=v["location"],
+                        keeper=v["keeper"],
+                        shareable=v["shareable"] == "yes",
+                        note=v["note"],
                     ),
                     f"Saved {v['name']}.",
                 ),
