@@ -543,6 +543,41 @@ async def test_a_problem_is_sorted_out_from_the_problems_tab(
         assert cells(app, "problem-table", column=0) == []
 
 
+async def test_a_field_set_twice_while_apart_is_settled_by_picking_a_value(
+    ada: Node, homes: tuple[Path, Path]
+) -> None:
+    from hearth.ledger.conflicts import find_conflicts
+
+    ladder = ada.view().find("resources", "Ladder")
+    with open_node(homes[1], clock=FakeClock(now=NOW + 5000, step=1000)) as ben:
+        for bundle in ada.feeds.all():
+            take_in(ben, bundle.envelope, source="test")
+        with ben.change() as ledger:
+            ledger.edit_resource(ladder, location="Church hall")
+        with ada.change() as ledger:
+            ledger.edit_resource(ladder, location="Ada's garden")
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+    assert [c.kind for c in find_conflicts(ada.view())] == ["field-clash"]
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        app.query_one("#problem-table", DataTable).focus()
+        await pilot.press("o")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)  # not sent to the Promises tab with a command
+        picks = form.query_one("#field-value", Select)
+        assert {str(label) for label, _ in picks._options[1:]} == {
+            "Church hall (set by Ben)",
+            "Ada's garden (set by Ada)",
+        }
+        await fill_form(pilot, value="Church hall")
+    assert ada.view().resource(ladder).location == "Church hall"
+    assert find_conflicts(ada.view()) == []
+
+
 async def test_members_tab_promotes_shows_devices_and_removes_after_asking(ada: Node) -> None:
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:

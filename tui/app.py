@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedCont
 
 from hearth import members, neighbours
 from hearth.errors import HearthError
+from hearth.ledger.clashes import field_clashes
 from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
 from hearth.ledger.ledger import Ledger, check_relay_url
@@ -862,6 +863,8 @@ class HearthApp(App[None]):
                 ),
                 ok="Record the return",
             )
+        elif conflict.kind == "field-clash":
+            self._settle_field_clash(resource_id, conflict.entries[1:])
         elif conflict.kind == "overdrawn":
             r = view.resource(resource_id)
             self.ask(
@@ -888,6 +891,46 @@ class HearthApp(App[None]):
                 table.move_cursor(row=table.get_row_index(wanted[0]))
                 table.focus()
             self.notify(conflict.advice)
+
+    def _settle_field_clash(self, resource_id: str, edits: tuple[str, ...]) -> None:
+        """Pick which of the values set at the same time is right; setting it settles the
+        clash (what `hearth resource edit ID --FIELD VALUE` does)."""
+        view = self.node.view(self.group_id)
+        r = view.resource(resource_id)
+        clash = next(
+            c
+            for c in field_clashes(view.tables["resources"][resource_id])
+            if tuple(rival.edit for rival in c.rivals) == edits
+        )
+
+        def shown(value: str) -> str:
+            return view.member_name(value) if clash.field == "keeper" else value or "(nothing)"
+
+        options: dict[str, str] = {}
+        for rival in clash.rivals:
+            options.setdefault(
+                rival.value, f"{shown(rival.value)} (set by {view.member_name(rival.by)})"
+            )
+
+        def typed(value: str) -> object:
+            if clash.field == "kind":
+                return Kind(value)
+            if clash.field == "shareable":
+                return value == "yes"
+            return value
+
+        self.ask(
+            f"Which {clash.field} of {r.name} is right?",
+            [Choice("value", clash.field.capitalize(), [(t, v) for v, t in options.items()])],
+            lambda v: self.change(
+                lambda ledger: ledger.edit_resource(
+                    resource_id,
+                    **{clash.field: typed(v["value"])},  # type: ignore[arg-type]
+                ),
+                f"{r.name}: {clash.field} set to {shown(v['value'])}.",
+            ),
+            ok="Set it",
+        )
 
     # --- members --------------------------------------------------------------------------
 
