@@ -314,6 +314,15 @@ def test_join_without_a_relay_says_it_is_searching_the_network(tmp_path: Path) -
     bad = Cli(tmp_path / "ben")("join", code, "--relay", "127.0.0.1:40547", check=False)
     assert bad.code == 1
     assert "'127.0.0.1:40547' is not a relay address" in bad.err
+    from tests.test_readme_tour import InProcess  # nothing here waits: no start-up needed
+
+    closed = InProcess(tmp_path / "ben")("join", code, "--relay", "ws://127.0.0.1:9", check=False)
+    assert closed.code == 1
+    assert (
+        "Cannot reach the relay ws://127.0.0.1:9: nothing answers at that address: it is not "
+        "running, or the port is wrong." in closed.err
+    )
+    assert "Connect call failed" not in closed.err  # aiohttp's words, not a member's
 
 
 @pytest.mark.process

@@ -338,7 +338,7 @@ TOUR: list[Step] = [
     Step(
         "cleo",
         "hearth commitment list",
-        ("Compost from Elm Street Tools", "2 bags"),
+        ("QUANTITY", "Compost from Elm Street Tools", "2 bags"),  # not 'QTY 2'
         before=_sync("ada", "cleo"),
     ),
     Step("ada", "hearth offer list", ("3 bags",)),
