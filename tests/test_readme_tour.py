@@ -360,6 +360,16 @@ def test_the_tour_steps_are_the_readme_commands() -> None:
     assert readme_commands() == [step.line for step in TOUR]
 
 
+def test_the_members_page_shows_pictures_of_the_app_that_exist() -> None:
+    from urllib.parse import unquote
+
+    page = README.parent / "docs" / "members.md"
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text())
+    assert len(pictures) >= 3
+    for picture in pictures:
+        assert (page.parent / unquote(picture)).is_file(), picture  # a snapshot renamed?
+
+
 @pytest.fixture
 def tour(tmp_path: Path) -> Iterator[Tour]:
     relay = start_relay(tmp_path / "relay")
