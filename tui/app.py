@@ -99,7 +99,7 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static(HELP, classes="dialog")
+        yield Static(HELP, classes="dialog", id="help")
 
 
 class DetailScreen(ModalScreen[None]):
@@ -122,6 +122,7 @@ class HearthApp(App[None]):
     CSS = """
     .dialog { width: 72; height: auto; max-height: 90%; padding: 1 2;
               border: thick $accent; background: $surface; }
+    #help { width: 96; max-width: 100%; }  /* its lines unbroken in a wide enough terminal */
     ModalScreen { align: center middle; }
     .dialog-title { text-style: bold; margin-bottom: 1; }
     .dialog-text { width: 100%; height: auto; }
