@@ -1097,3 +1097,30 @@ async def test_a_promise_to_me_of_a_resource_is_recorded_from_the_app(ada: Node)
     assert (promise.giver, promise.receiver) == (ben_id(ada), ada.identity.member_id)
     assert promise.resource == compost
     assert promise.quantity == Decimal(4)
+
+
+async def test_relays_removed_and_a_neighbourhood_started_from_the_app(ada: Node) -> None:
+    with ada.change() as ledger:
+        ledger.add_relay("ws://127.0.0.1:9")
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_remove_relay()
+        await pilot.pause()
+        await fill_form(pilot, url="ws://127.0.0.1:9")
+        assert isinstance(app.screen, ConfirmScreen)  # the only one: asked first
+        await pilot.press("escape")
+        await pilot.pause()
+        assert ada.view().relays() == ["ws://127.0.0.1:9"]
+        app.action_remove_relay()
+        await pilot.pause()
+        await fill_form(pilot, url="ws://127.0.0.1:9")
+        await pilot.press("y")
+        await pilot.pause()
+        assert ada.view().relays() == []
+        app.action_start_neighbourhood()
+        await pilot.pause()
+        await fill_form(pilot, name="Eastside")
+        await pilot.press("8")
+        await pilot.pause()
+        assert "Eastside" in str(app.query_one("#neighbour-summary", Static).content)

@@ -466,6 +466,12 @@ class HearthApp(App[None]):
             ("New promise", "Record who will give what to whom", self.action_add_promise),
             ("Invite someone", "A code to read out to a new member", self.action_invite),
             ("Add a relay", "A relay the group syncs and meets through", self.action_add_relay),
+            ("Remove a relay", "One the group no longer syncs through", self.action_remove_relay),
+            (
+                "Start a neighbourhood",
+                "A group of groups that share surplus (admins)",
+                self.action_start_neighbourhood,
+            ),
             (
                 "Offer to neighbours",
                 "Share some of a resource with neighbour groups",
@@ -1063,6 +1069,65 @@ class HearthApp(App[None]):
             [Field("url", "Its address", placeholder="ws://relay.example.org:8765")],
             save,
             ok="Add",
+        )
+
+    def action_remove_relay(self) -> None:
+        """Stop syncing through one of the group's relays (what `hearth relay remove` does);
+        removing the only one asks first, as the command does."""
+        relays = self.node.view(self.group_id).relays()
+        if not relays:
+            self.notify("The group lists no relay.", severity="warning")
+            return
+
+        def remove(url: str) -> None:
+            self.change(
+                lambda ledger: ledger.remove_relay(url),
+                f"The group no longer syncs through {url}.",
+            )
+
+        def chosen(v: dict[str, str] | None) -> None:
+            if v is None:
+                return
+            url = v["url"]
+            if len(relays) > 1:
+                remove(url)
+                return
+            self.push_screen(
+                ConfirmScreen(
+                    f"{url} is the group's only relay. Remove it?",
+                    "Without one, members sync only on the same network or by file, and "
+                    "invites are long tokens instead of codes. Add another relay first if "
+                    "you can.",
+                    yes="Remove it",
+                ),
+                lambda yes: remove(url) if yes else None,
+            )
+
+        self.push_screen(
+            FormScreen(
+                "Remove a relay",
+                [Choice("url", "Which relay", [(u, u) for u in relays])],
+                ok="Remove",
+            ),
+            callback=chosen,
+        )
+
+    def action_start_neighbourhood(self) -> None:
+        """Start a neighbourhood with this group in it (what `hearth neighbourhood create`
+        does); other groups join with a code from `hearth neighbourhood invite`."""
+
+        def save(v: dict[str, str]) -> None:
+            self.attempt(
+                lambda: neighbours.create(self.node, self.group_id, v["name"]),
+                f"Started the neighbourhood '{v['name']}'. Invite other groups with "
+                "`hearth neighbourhood invite`.",
+            )
+
+        self.ask(
+            "Start a neighbourhood",
+            [Field("name", "Its name", placeholder="e.g. Eastside")],
+            save,
+            ok="Start",
         )
 
     # --- neighbours ---------------------------------------------------------------------
