@@ -1124,3 +1124,85 @@ async def test_relays_removed_and_a_neighbourhood_started_from_the_app(ada: Node
         await pilot.press("8")
         await pilot.pause()
         assert "Eastside" in str(app.query_one("#neighbour-summary", Static).content)
+
+
+def a_neighbourhood_inviting(tmp_path: Path, relay_url: str) -> tuple[subprocess.Popen[str], str]:
+    """Cleo's group Riverside starts Eastside and runs `neighbourhood invite --yes` for it;
+    the code it shows."""
+    from tests.test_readme_tour import InProcess
+
+    cleo = InProcess(tmp_path / "cleo")
+    cleo("init", "--name", "Cleo")
+    cleo("group", "create", "Riverside", "--relay", relay_url)
+    cleo("neighbourhood", "create", "Eastside")
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+    inviting = subprocess.Popen(
+        [*hearth_command(), "--home", str(cleo.home), "neighbourhood", "invite", "--yes", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert inviting.stdout is not None
+    return inviting, json.loads(inviting.stdout.readline())["code"]
+
+
+@pytest.mark.process
+async def test_a_neighbourhood_joined_and_another_group_invited_from_the_app(
+    ada: Node, tmp_path: Path
+) -> None:
+    from tests.test_readme_tour import InProcess
+    from tui.invite import InviteScreen, NeighbourhoodJoinScreen
+
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        inviting, code = a_neighbourhood_inviting(tmp_path, relay.url)
+        dora = InProcess(tmp_path / "dora")
+        dora("init", "--name", "Dora")
+        dora("group", "create", "Maple Row", "--relay", relay.url)
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            app.action_join_neighbourhood()
+            await pilot.pause()
+            form = app.screen
+            await fill_form(pilot, code="7-not-a-code")
+            assert app.screen is form  # a misheard code is said in the form
+            await fill_form(pilot, code=code)  # the relay: the group's own
+            assert isinstance(app.screen, NeighbourhoodJoinScreen)
+            status = app.screen.query_one("#join-status", Static)
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "joined" in str(status.content) or "Not" in str(status.content):
+                    break
+            assert "'Elm Street' joined the neighbourhood 'Eastside'" in str(status.content)
+            inviting.communicate(timeout=60)
+            await pilot.press("escape")
+            await pilot.pause()
+
+            app.action_invite_group()
+            await pilot.pause()
+            assert isinstance(app.screen, InviteScreen)
+            code_shown = app.screen.query_one("#invite-code", Static)
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "Opening" not in str(code_shown.content):
+                    break
+            code = "-".join(str(code_shown.content).lower().split())
+            dora = Cli(tmp_path / "dora")
+            joining = asyncio.create_task(
+                asyncio.to_thread(dora, "neighbourhood", "join", code, "--relay", relay.url)
+            )
+            invite_status = app.screen.query_one("#invite-status", Static)
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "Let it in?" in str(invite_status.content):
+                    break
+            assert "The group 'Maple Row' wants to join Eastside" in str(invite_status.content)
+            await pilot.press("y")
+            joined = await joining
+            assert "'Maple Row' joined the neighbourhood 'Eastside'" in joined.out
+    finally:
+        relay.kill()

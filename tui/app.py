@@ -34,9 +34,10 @@ from hearth.ledger.ledger import Ledger, check_relay_url
 from hearth.ledger.model import CommitmentStatus, Kind
 from hearth.node import Node
 from hearth.present import describe_resource, device_name
+from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.values import format_date, format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
-from tui.invite import InviteScreen
+from tui.invite import InviteScreen, InviteWords, NeighbourhoodJoinScreen
 from tui.panes import (
     CommitmentsPane,
     ConflictsPane,
@@ -471,6 +472,16 @@ class HearthApp(App[None]):
                 "Start a neighbourhood",
                 "A group of groups that share surplus (admins)",
                 self.action_start_neighbourhood,
+            ),
+            (
+                "Invite a group into the neighbourhood",
+                "A code to read to another group's admin (admins)",
+                self.action_invite_group,
+            ),
+            (
+                "Join a neighbourhood",
+                "With the code another group's admin reads out (admins)",
+                self.action_join_neighbourhood,
             ),
             (
                 "Offer to neighbours",
@@ -1128,6 +1139,71 @@ class HearthApp(App[None]):
             [Field("name", "Its name", placeholder="e.g. Eastside")],
             save,
             ok="Start",
+        )
+
+    def action_invite_group(self) -> None:
+        """A code for another group's admin (what `hearth neighbourhood invite` does)."""
+        relays = self.node.view(self.group_id).relays()
+        try:
+            neighbours.require_admin(self.node, self.group_id, "invite groups in")
+            hood = neighbours.find(self.node, self.group_id)
+            if not relays:
+                raise HearthError("The group has no relay to meet through: ctrl+p, Add a relay.")
+        except HearthError as exc:
+            self.notify(str(exc), title="Not done", severity="error", markup=False)
+            return
+
+        def admit(event: JoinerIntroduced) -> str:
+            neighbours.admit(self.node, hood, event.device_key, event.name)
+            return neighbours.encode_token(hood)
+
+        words = InviteWords(
+            f"Invite a group into {hood.name}",
+            f"Read this code to the other group's admin, with the relay's address: "
+            f"{relays[0]}\nThey choose Join a neighbourhood (ctrl+p) and type both (or run: "
+            f"hearth neighbourhood join CODE --relay {relays[0]}).",
+            lambda name: f"The group '{name}' wants to join {hood.name}. Let it in? (y or n)",
+            lambda name: f"'{name}' is in '{hood.name}' now.",
+        )
+        self.push_screen(InviteScreen(self.node, relays[0], words=words, make_token=admit))
+
+    def action_join_neighbourhood(self) -> None:
+        """Take the group into a neighbourhood with a code (`hearth neighbourhood join`)."""
+        relays = self.node.view(self.group_id).relays()
+        chosen: dict[str, str] = {}
+
+        def save(v: dict[str, str]) -> None:
+            from hearth.protocol.invite_code import parse_code
+
+            neighbours.require_admin(self.node, self.group_id, "join a neighbourhood")
+            parse_code(v["code"])  # a misheard code is said here, in the form
+            if not (v["relay"] or relays):
+                raise HearthError("Give the relay's address the other admin gave you (ws://…).")
+            chosen["relay"] = check_relay_url(v["relay"]) if v["relay"] else relays[0]
+
+        def then(v: dict[str, str] | None) -> None:
+            if v is not None:
+                self.push_screen(
+                    NeighbourhoodJoinScreen(self.node, self.group_id, chosen["relay"], v["code"])
+                )
+
+        self.ask(
+            "Join a neighbourhood",
+            [
+                Field(
+                    "code",
+                    "The code the other group's admin read out",
+                    placeholder="4-amber-kettle-sloe",
+                ),
+                Field(
+                    "relay",
+                    "Their relay's address" + (" (empty: your group's)" if relays else ""),
+                    placeholder=relays[0] if relays else "ws://relay.example.org:8765",
+                ),
+            ],
+            save,
+            ok="Join",
+            after=then,
         )
 
     # --- neighbours ---------------------------------------------------------------------
