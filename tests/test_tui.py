@@ -1206,3 +1206,24 @@ async def test_a_neighbourhood_joined_and_another_group_invited_from_the_app(
             assert "'Maple Row' joined the neighbourhood 'Eastside'" in joined.out
     finally:
         relay.kill()
+
+
+async def test_a_device_removed_and_leaving_asked_about_from_the_app(ada: Node) -> None:
+    ben = ada.view().member(ben_id(ada))
+    (phone,) = ben.devices
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_remove_device()
+        await pilot.pause()
+        await fill_form(pilot, device=phone)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        assert ada.view().member(ben.id).devices == ()
+        app.action_leave()
+        await pilot.pause()
+        await pilot.press("y")  # the only admin: refused, with what to do
+        await pilot.pause()
+        assert any("promote someone" in n.message for n in app._notifications)
+    assert ada.view().member(ada.identity.member_id).status == "active"

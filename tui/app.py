@@ -469,6 +469,12 @@ class HearthApp(App[None]):
             ("Add a relay", "A relay the group syncs and meets through", self.action_add_relay),
             ("Remove a relay", "One the group no longer syncs through", self.action_remove_relay),
             (
+                "Remove a device",
+                "A lost phone: it writes nothing that counts",
+                self.action_remove_device,
+            ),
+            ("Leave the group", "Stop being a member of this group", self.action_leave),
+            (
                 "Start a neighbourhood",
                 "A group of groups that share surplus (admins)",
                 self.action_start_neighbourhood,
@@ -1121,6 +1127,63 @@ class HearthApp(App[None]):
                 ok="Remove",
             ),
             callback=chosen,
+        )
+
+    def action_remove_device(self) -> None:
+        """Stop a device writing for its member (what `hearth device remove` does)."""
+        view = self.node.view(self.group_id)
+        devices = [
+            (f"{m.name}: {device_name(view, m.id, d)}", d)
+            for m in view.members()
+            for d in m.devices
+        ]
+
+        def chosen(v: dict[str, str] | None) -> None:
+            if v is None:
+                return
+            label = next(text for text, d in devices if d == v["device"])
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self.attempt(
+                        lambda: members.remove_device(self.node, self.group_id, v["device"]),
+                        f"Removed {label}; the group has a new key without it.",
+                    )
+
+            self.push_screen(
+                ConfirmScreen(
+                    f"Remove {label}?",
+                    "Nothing it writes from now on counts, and it gets nothing new. A device "
+                    "found again joins like a new one.",
+                    yes="Remove it",
+                ),
+                confirmed,
+            )
+
+        self.push_screen(
+            FormScreen("Remove a device", [Choice("device", "Which device", devices)], ok="Remove"),
+            callback=chosen,
+        )
+
+    def action_leave(self) -> None:
+        """Leave the group (what `hearth leave` does), after asking."""
+        name = self.node.view(self.group_id).group_name
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.attempt(
+                    lambda: members.leave(self.node, self.group_id),
+                    f"You have left '{name}'; its history stays readable here.",
+                )
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Leave '{name}'?",
+                "Nothing you write there will count any more; to come back, an admin must "
+                "invite you again.",
+                yes="Leave",
+            ),
+            confirmed,
         )
 
     def action_start_neighbourhood(self) -> None:
