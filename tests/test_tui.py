@@ -1227,3 +1227,23 @@ async def test_a_device_removed_and_leaving_asked_about_from_the_app(ada: Node) 
         await pilot.pause()
         assert any("promote someone" in n.message for n in app._notifications)
     assert ada.view().member(ada.identity.member_id).status == "active"
+
+
+async def test_another_group_started_and_switched_to_from_the_app(ada: Node) -> None:
+    elm = ada.current_group().id
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_new_group()
+        await pilot.pause()
+        await fill_form(pilot, name="Allotment")
+        assert app.sub_title.startswith("Allotment · ")
+        await pilot.press("2")
+        await pilot.pause()
+        assert cells(app, "resource-table") == []
+        app.action_switch_group()
+        await pilot.pause()
+        await fill_form(pilot, group=elm)
+        assert app.sub_title.startswith("Elm Street · ")
+        assert "Ladder" in cells(app, "resource-table")
+    assert ada.current_group().id == elm

@@ -474,6 +474,12 @@ class HearthApp(App[None]):
                 self.action_remove_device,
             ),
             ("Leave the group", "Stop being a member of this group", self.action_leave),
+            ("Switch group", "Show another of your groups", self.action_switch_group),
+            (
+                "Start another group",
+                "A new group, with you as its first admin",
+                self.action_new_group,
+            ),
             (
                 "Start a neighbourhood",
                 "A group of groups that share surplus (admins)",
@@ -1128,6 +1134,37 @@ class HearthApp(App[None]):
             ),
             callback=chosen,
         )
+
+    def _show_group(self, group_id: str) -> None:
+        """Make ``group_id`` the group the app shows (and the commands' current one)."""
+        self.node.use_group(group_id)
+        self.group_id = group_id
+        self.redraw()
+
+    def action_switch_group(self) -> None:
+        """Show another of this node's groups (what `hearth group use` does)."""
+        groups = [(g.name, g.id) for g in self.node.groups() if g.id != self.group_id]
+        if not groups:
+            self.notify(
+                "You are in no other group: ctrl+p, Start another group.", severity="warning"
+            )
+            return
+        self.push_screen(
+            FormScreen("Switch group", [Choice("group", "Which group", groups)], ok="Show it"),
+            callback=lambda v: self._show_group(v["group"]) if v else None,
+        )
+
+    def action_new_group(self) -> None:
+        """Start a second group on this device (what `hearth group create --another`
+        does) and show it."""
+
+        def save(v: dict[str, str]) -> None:
+            self.attempt(
+                lambda: self._show_group(self.node.create_group(v["name"]).id),
+                f"Started '{v['name']}'; you are its first admin.",
+            )
+
+        self.ask("Start another group", [Field("name", "Its name")], save, ok="Start")
 
     def action_remove_device(self) -> None:
         """Stop a device writing for its member (what `hearth device remove` does)."""
