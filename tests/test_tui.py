@@ -1247,3 +1247,21 @@ async def test_another_group_started_and_switched_to_from_the_app(ada: Node) -> 
         assert app.sub_title.startswith("Elm Street · ")
         assert "Ladder" in cells(app, "resource-table")
     assert ada.current_group().id == elm
+
+
+async def test_the_ledger_exported_from_the_app_and_a_missing_folder_said_in_the_form(
+    ada: Node, tmp_path: Path
+) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_export()
+        await pilot.pause()
+        form = app.screen
+        gone = tmp_path / "usb-stick" / "ledger.csv"
+        await fill_form(pilot, format="csv", file=str(gone))
+        assert app.screen is form
+        assert "There is no folder" in str(form.query_one("#form-error", Static).content)
+        await fill_form(pilot, file=str(tmp_path / "ledger.csv"))
+        assert app.screen is not form
+    assert "Ladder" in (tmp_path / "ledger.csv").read_text()

@@ -481,6 +481,11 @@ class HearthApp(App[None]):
                 self.action_new_group,
             ),
             (
+                "Export the ledger",
+                "To a file: a spreadsheet (CSV), JSON or ValueFlows",
+                self.action_export,
+            ),
+            (
                 "Start a neighbourhood",
                 "A group of groups that share surplus (admins)",
                 self.action_start_neighbourhood,
@@ -1165,6 +1170,42 @@ class HearthApp(App[None]):
             )
 
         self.ask("Start another group", [Field("name", "Its name")], save, ok="Start")
+
+    def action_export(self) -> None:
+        """Write the group's ledger to a file (what `hearth export -o FILE` does)."""
+        from hearth.cli.files import write_file
+        from hearth.ledger.export import export_csv, export_json, export_valueflows
+
+        formats = [
+            ("CSV, for a spreadsheet", "csv"),
+            ("JSON", "json"),
+            ("ValueFlows JSON-LD, for other economic tools", "valueflows"),
+        ]
+
+        def save(v: dict[str, str]) -> None:
+            if not v["file"]:
+                raise HearthError("Give the file to write, e.g. ~/ledger.csv.")
+            view = self.node.view(self.group_id)
+            if v["format"] == "csv":
+                text = export_csv(view)
+            elif v["format"] == "valueflows":
+                text = export_valueflows(view, self.group_id, view.group_name)
+            else:
+                text = export_json(view, view.group_name)
+            self.attempt(
+                lambda: write_file(v["file"], text if text.endswith("\n") else text + "\n"),
+                f"Wrote {v['file']}.",
+            )
+
+        self.ask(
+            "Export the ledger",
+            [
+                Choice("format", "As", formats),
+                Field("file", "To the file", placeholder="~/ledger.csv"),
+            ],
+            save,
+            ok="Export",
+        )
 
     def action_remove_device(self) -> None:
         """Stop a device writing for its member (what `hearth device remove` does)."""
