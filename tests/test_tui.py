@@ -17,7 +17,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Input, Select, Static, TabbedContent
+from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent
 
 import tui.app
 from hearth.identity import create_identity
@@ -312,6 +312,9 @@ async def test_an_invite_with_no_relay_asks_for_one_else_shows_a_join_token(ada:
         await pilot.pause()
         form = app.screen
         assert isinstance(form, FormScreen)  # a relay first, so that the invite can be a code
+        said = form.query(Label)[1]  # the field's label says why, wrapped, not cut off
+        assert "Leave it empty for a one-use token" in str(said.content)
+        assert said.size.height >= 2
         await fill_form(pilot, url="")  # none: a token instead
         shown = str(app.screen.query_one("#detail", Static).content)
         assert "hearth-token-1." in shown
