@@ -1273,3 +1273,51 @@ async def test_the_ledger_exported_from_the_app_and_a_missing_folder_said_in_the
         await fill_form(pilot, file=str(tmp_path / "ledger.csv"))
         assert app.screen is not form
     assert "Ladder" in (tmp_path / "ledger.csv").read_text()
+
+
+async def wait_for_screen(pilot: Pilot[None], kind: type[ModalScreen[Any]]) -> ModalScreen[Any]:
+    """The screen of ``kind`` once the app has put it up (a network flow takes a moment)."""
+    for _ in range(400):
+        await pilot.pause(0.05)
+        if isinstance(pilot.app.screen, kind):
+            return pilot.app.screen
+    raise AssertionError(f"no {kind.__name__} came up")
+
+
+@pytest.mark.process
+async def test_sync_now_and_the_check_of_this_device_from_the_app(
+    ada: Node, tmp_path: Path
+) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("u")  # nothing to sync with: said, not a silent nothing
+        await pilot.pause()
+        assert any("no relay" in n.message for n in app._notifications)
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("u")
+            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            text = str(shown.query_one("#detail", Static).content)
+            assert f"{relay.url}: sent " in text
+            assert "not reached" not in text
+            assert " changes and received 0." in text
+            await pilot.press("escape")
+            app.action_check()
+            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            text = str(shown.query_one("#detail", Static).content)
+            # (the app's clock is a fixed one in 2027: the relay's differs, and that is said)
+            assert f"ok   Elm Street: {relay.url}: reachable" in text
+            await pilot.press("escape")
+            with ada.change() as ledger:
+                ledger.add_relay("ws://127.0.0.1:9")  # nothing listens there
+            app.action_check()
+            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            text = str(shown.query_one("#detail", Static).content)
+            assert "Something needs looking at" in text
+            assert "BAD  Elm Street: ws://127.0.0.1:9: not reachable" in text
+    finally:
+        relay.kill()

@@ -57,6 +57,8 @@ __all__ = ["HearthApp"]
 
 REDRAW_GAP_S = 0.25  # while changes pour in from sharing, redraw at most this often
 IDLE_BEFORE_WARM_UP_S = 1.0  # no key or click for this long after opening: load the ledger
+SYNC_TIMEOUT_S = 30.0  # "Sync now" gives up on a relay or peer after this long (as `hearth sync`)
+CHECK_TIMEOUT_S = 10.0  # "Check this device" waits this long for each (as `hearth doctor`)
 
 _TABS = (
     "overview",
@@ -77,6 +79,7 @@ Anywhere
   1-8        switch tab (Overview, Resources, Needs, Promises, Members, Problems, History,
              Neighbours)
   ctrl+p     find any action by name
+  u          sync now: send and fetch changes, and see what went and came
   ?          this help           q  quit
 
 Resources
@@ -108,12 +111,14 @@ class DetailScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "app.pop_screen", "Close")]
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, markup: bool = True) -> None:
+        """``markup=False`` for text from elsewhere (a relay's error), shown as written."""
         super().__init__()
         self.text = text
+        self.markup = markup
 
     def compose(self) -> ComposeResult:
-        yield Static(self.text, classes="dialog", id="detail")
+        yield Static(self.text, classes="dialog", id="detail", markup=self.markup)
 
 
 class HearthApp(App[None]):
@@ -137,6 +142,7 @@ class HearthApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("u", "sync_now", "Sync now"),
         *(
             Binding(str(n), f"show_tab('{tab}')", tab.title(), show=False)
             for n, tab in enumerate(_TABS, start=1)
@@ -472,6 +478,16 @@ class HearthApp(App[None]):
                 "Remove a device",
                 "A lost phone: it writes nothing that counts",
                 self.action_remove_device,
+            ),
+            (
+                "Sync now",
+                "Send and fetch changes now, and see what went and came",
+                self.action_sync_now,
+            ),
+            (
+                "Check this device",
+                "Its store, keys and relays, end to end, and what to do about a problem",
+                self.action_check,
             ),
             ("Leave the group", "Stop being a member of this group", self.action_leave),
             ("Switch group", "Show another of your groups", self.action_switch_group),
@@ -1263,6 +1279,61 @@ class HearthApp(App[None]):
             ),
             confirmed,
         )
+
+    def action_sync_now(self) -> None:
+        """Send and fetch changes now, and say what went and came (what `hearth sync` does;
+        the app shares all the time, but someone just back online wants to see it)."""
+        from hearth.peers import list_peers
+
+        if not self.node.view(self.group_id).relays() and not list_peers(self.node.store):
+            self.notify(
+                "The group lists no relay and this device has no peer to sync with: "
+                "ctrl+p, Add a relay.",
+                title="Nothing to sync with",
+                severity="warning",
+                timeout=8,
+            )
+            return
+        self.notify("Syncing now…", timeout=3)
+        self._sync_now()
+
+    @work(exclusive=True, group="sync-now")
+    async def _sync_now(self) -> None:
+        from hearth.syncing import sync_everywhere, sync_report
+
+        groups = [self.group_id]
+        started = self.node.clock.now_ms()
+        try:
+            reports = await sync_everywhere(self.node, groups, timeout=SYNC_TIMEOUT_S)
+        except HearthError as exc:
+            self.notify(str(exc), title="Not synced", severity="error", timeout=8, markup=False)
+            return
+        lines, told = sync_report(self.node, groups, reports, started, unit="change")
+        if not any(r.ok for r in reports):
+            lines.append(
+                "No relay or peer could be reached; your changes are kept and go out next time."
+            )
+        self.push_screen(DetailScreen("\n".join(["Synced now", "", *lines, *told]), markup=False))
+        self.redraw()
+
+    def action_check(self) -> None:
+        """Check this device end to end and show what is wrong, if anything (what
+        `hearth doctor` does)."""
+        self.notify("Checking this device and its relays…", timeout=3)
+        self._check()
+
+    @work(exclusive=True, group="check")
+    async def _check(self) -> None:
+        from hearth.doctor import check_node, finding_lines
+
+        findings = await check_node(self.node, timeout=CHECK_TIMEOUT_S)
+        verdict = (
+            "All is well."
+            if all(f.ok for f in findings)
+            else "Something needs looking at: see BAD below."
+        )
+        text = "\n".join(["Check this device", "", verdict, "", *finding_lines(findings)])
+        self.push_screen(DetailScreen(text, markup=False))
 
     def action_start_neighbourhood(self) -> None:
         """Start a neighbourhood with this group in it (what `hearth neighbourhood create`

@@ -20,7 +20,7 @@ from hearth.cli.prompt import ask, yes
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError, TransportError, UsageError
 from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, confirm_joins, damage, take_in, tallied
+from hearth.intake import Verdict, damage, take_in, tallied
 from hearth.invite import (
     DEVICE_PREFIX,
     DeviceToken,
@@ -43,7 +43,7 @@ from hearth.peers import (
 )
 from hearth.protocol import codec
 from hearth.retraction import removal_notices
-from hearth.rotation import keep_keys
+from hearth.syncing import merged, sync_now, sync_report
 from hearth.values import counted, format_time
 
 if TYPE_CHECKING:  # networking loads aiohttp: only the commands that connect import it
@@ -125,70 +125,6 @@ def _report_json(reports: list[RelayReport]) -> dict[str, object]:
     }
 
 
-_MAX_PASSES = 4
-
-
-def _sync_passes(
-    node: Node,
-    groups: list[str],
-    *,
-    timeout: float,
-    on_progress: Callable[[Sequence[RelayReport]], None] | None = None,
-) -> list[RelayReport]:
-    """Sync with every relay, then every peer; again while a pass brings news of more
-    relays or of a new group key (whose topic must be synced everywhere too), or made
-    this node write something."""
-    from hearth.sync_client import sync_relays
-
-    reports: list[RelayReport] = []
-    tried: set[tuple[str, bool]] = set()
-    topics: set[bytes] = set()
-    me = node.identity.device_key.public
-    written = {g: node.feeds.head(g, me) for g in groups}
-    for _ in range(_MAX_PASSES):
-        # What this node wrote while taking bundles in (a join it confirmed, R14) goes
-        # out in this sync too, not the next one.
-        news = any(node.feeds.head(g, me) != head for g, head in written.items())
-        written = {g: node.feeds.head(g, me) for g in groups}
-        for group_id in groups:
-            node.claim_device(group_id)  # a new device, once its member's entry is here
-            confirm_joins(node, group_id)  # joins to invites made here (R14)
-            keep_keys(node, group_id)
-            # Handoffs agreed or fulfilled in a neighbourhood, into the ledger and back.
-            news = neighbours.reconcile(node, group_id) > 0 or news
-        now = {keys.topic for g in groups for _, keys in node.feeds.epochs(g)}
-        now |= {t for g in groups for t in neighbours.topics(node, g)}
-        if now != topics or news:
-            tried.clear()
-            topics = now
-        relays = {(url, False) for g in groups for url in node.view(g).relays()}
-        peers = {(url, True) for url in list_peers(node.store)}
-        todo = sorted((relays | peers) - tried, key=lambda p: (p[1], p[0]))
-        if not todo:
-            break
-        tried.update(todo)
-        for peer in (False, True):
-            urls = [url for url, is_peer in todo if is_peer is peer]
-            if urls:
-                reports += asyncio.run(
-                    sync_relays(
-                        node, urls, groups, timeout=timeout, peers=peer, on_progress=on_progress
-                    )
-                )
-    return reports
-
-
-def sync_now(
-    node: Node,
-    groups: list[str],
-    *,
-    timeout: float,
-    on_progress: Callable[[Sequence[RelayReport]], None] | None = None,
-) -> list[RelayReport]:
-    """Sync the groups everywhere they sync, as `hearth sync` does; one report per place."""
-    return _merged(_sync_passes(node, groups, timeout=timeout, on_progress=on_progress))
-
-
 def say_progress(going: Sequence[RelayReport]) -> None:
     """What a sync still going has come to, on stderr (stdout keeps the result alone)."""
     parts = [
@@ -198,18 +134,6 @@ def say_progress(going: Sequence[RelayReport]) -> None:
         for r in going
     ]
     print(f"Still syncing — {'; '.join(parts)}", file=sys.stderr, flush=True)
-
-
-def _merged(reports: list[RelayReport]) -> list[RelayReport]:
-    """One report per relay or peer: counts added up, the outcome of the last exchange."""
-    by_url: dict[tuple[str, bool], RelayReport] = {}
-    for report in reports:
-        first = by_url.setdefault((report.url, report.peer), report)
-        if first is not report:
-            for count in ("sent", "received", "applied", "rejected", "damaged"):
-                setattr(first, count, getattr(first, count) + getattr(report, count))
-            first.ok, first.error = report.ok, report.error
-    return list(by_url.values())
 
 
 def _sync(args: argparse.Namespace, node: Node) -> int:
@@ -226,22 +150,7 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
             "`hearth relay add URL` or `hearth peer add URL`."
         )
     data = _report_json(reports)
-    lines = []
-    for r in reports:
-        if r.ok:
-            damaged = (
-                f" ({counted(r.damaged, 'bundle')} arrived damaged: read again next time)"
-                if r.damaged
-                else ""
-            )
-            lines.append(f"{r.url}: sent {r.sent}, received {r.received}{damaged}")
-        else:
-            lines.append(f"{r.url}: not reached — {r.error}")
-    sent = sum(r.sent for r in reports)
-    lines.append(f"Sent {counted(sent, 'bundle')} and received {data['received']}.")
-    out = [note for g in groups if (note := members.standing_note(node, g))]
-    for at, what in removal_notices(node, since_ms=started):
-        out.append(f"{what} ({format_time(at)}).")
+    lines, out = sync_report(node, groups, reports, started)
     lines += out
     data["told"] = out
     emit(args, data, "\n".join(lines))
@@ -291,7 +200,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _doctor(args: argparse.Namespace, node: Node) -> int:
-    from hearth.doctor import examine
+    from hearth.doctor import examine, finding_lines
 
     def checking(url: str) -> None:
         if not args.json:
@@ -301,12 +210,7 @@ def _doctor(args: argparse.Namespace, node: Node) -> int:
     data = [
         {"check": f.check, "ok": f.ok, "detail": f.detail, "advice": f.advice} for f in findings
     ]
-    lines = []
-    for f in findings:
-        lines.append(f"{'ok ' if f.ok else 'BAD'}  {f.check}: {f.detail}")
-        if f.advice:
-            lines.append(f"     → {f.advice}")
-    emit(args, data, "\n".join(lines))
+    emit(args, data, "\n".join(finding_lines(findings)))
     return 0 if all(f.ok for f in findings) else 1
 
 
@@ -550,7 +454,7 @@ def join(args: argparse.Namespace, home: Path) -> int:
             add_peer(node.store, lan_peer, node.clock.now_ms())
         reports = _first_sync(node, token.relays, lan_peer, group.id, args.timeout)
         if as_device and node.claim_device(group.id):
-            reports = _merged(
+            reports = merged(
                 reports + _first_sync(node, token.relays, lan_peer, group.id, args.timeout)
             )
         data = {"group": group.name, "group_id": group.id, **_report_json(reports)}
