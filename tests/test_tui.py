@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent
 
 import tui.app
+import tui.invite
 from hearth.identity import create_identity
 from hearth.intake import take_in
 from hearth.ledger.model import CommitmentStatus, Kind, NeedStatus
@@ -1319,5 +1320,51 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
             text = str(shown.query_one("#detail", Static).content)
             assert "Something needs looking at" in text
             assert "BAD  Elm Street: ws://127.0.0.1:9: not reachable" in text
+    finally:
+        relay.kill()
+
+
+@pytest.mark.process
+async def test_a_second_device_added_by_a_code_from_the_app(ada: Node, tmp_path: Path) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_add_device()  # no relay to meet through: said, not a silent nothing
+        await pilot.pause()
+        assert any("lists none" in n.message for n in app._notifications)
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            app.action_add_device()
+            await wait_for_screen(pilot, tui.invite.InviteScreen)
+            assert "Add a device" in app.export_screenshot().replace("&#160;", " ")
+            code_shown = app.screen.query_one("#invite-code", Static)
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "Opening" not in str(code_shown.content):
+                    break
+            code = "-".join(str(code_shown.content).lower().split())
+            phone = Cli(tmp_path / "phone")
+            joining = asyncio.create_task(
+                asyncio.to_thread(phone, "join", code, "--relay", relay.url, "--name", "phone")
+            )
+            status = app.screen.query_one("#invite-status", Static)
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "wants to write as you" in str(status.content):
+                    break
+            assert "The device 'phone' wants to write as you" in str(status.content)
+            await pilot.press("y")
+            joined = await joining
+            assert "You joined 'Elm Street'" in joined.out
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "one of your devices" in str(status.content):
+                    break
+            assert "'phone' is now one of your devices" in str(status.content)
+        # The new device writes as Ada, not as a new member.
+        assert "Ada" in phone("whoami").out
     finally:
         relay.kill()

@@ -37,7 +37,7 @@ from hearth.present import describe_resource, device_name
 from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.values import format_date, format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
-from tui.invite import InviteScreen, InviteWords, NeighbourhoodJoinScreen
+from tui.invite import InviteScreen, InviteWords, NeighbourhoodJoinScreen, device_words
 from tui.panes import (
     CommitmentsPane,
     ConflictsPane,
@@ -474,6 +474,11 @@ class HearthApp(App[None]):
             ("Invite someone", "A code to read out to a new member", self.action_invite),
             ("Add a relay", "A relay the group syncs and meets through", self.action_add_relay),
             ("Remove a relay", "One the group no longer syncs through", self.action_remove_relay),
+            (
+                "Add a device",
+                "Your phone or another computer, writing as you (a code to type there)",
+                self.action_add_device,
+            ),
             (
                 "Remove a device",
                 "A lost phone: it writes nothing that counts",
@@ -1221,6 +1226,29 @@ class HearthApp(App[None]):
             ],
             save,
             ok="Export",
+        )
+
+    def action_add_device(self) -> None:
+        """Let another device of this member's write as them, by a code typed there (what
+        `hearth device add` does)."""
+        relays = self.node.view(self.group_id).relays()
+        if not relays:
+            self.notify(
+                "A new device meets this one through the group's relay, and the group lists "
+                "none: ctrl+p, Add a relay.",
+                title="No relay",
+                severity="warning",
+                timeout=8,
+            )
+            return
+
+        def device_token(event: JoinerIntroduced) -> str:
+            return members.new_device_token(self.node, event.device_key)
+
+        self.push_screen(
+            InviteScreen(
+                self.node, relays[0], words=device_words(relays[0]), make_token=device_token
+            )
         )
 
     def action_remove_device(self) -> None:

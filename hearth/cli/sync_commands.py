@@ -23,10 +23,8 @@ from hearth.identity import create_identity, has_identity
 from hearth.intake import Verdict, damage, take_in, tallied
 from hearth.invite import (
     DEVICE_PREFIX,
-    DeviceToken,
     decode_device_token,
     decode_token,
-    encode_device_token,
     encode_token,
     is_token,
 )
@@ -326,16 +324,9 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
 
 def _device_add(args: argparse.Namespace, node: Node) -> int:
     """``hearth device add``: like an invite, for another device of this member."""
-    me = node.identity
 
     def device_token(event: JoinerIntroduced) -> str:
-        return encode_device_token(
-            DeviceToken(
-                token=node.create_invite(device=True, for_device=event.device_key),
-                member_secret=me.member_key.secret,
-                member_name=me.name,
-            )
-        )
+        return members.new_device_token(node, event.device_key)
 
     return invite_by_code(
         args,
