@@ -1368,3 +1368,46 @@ async def test_a_second_device_added_by_a_code_from_the_app(ada: Node, tmp_path:
         assert "Ada" in phone("whoami").out
     finally:
         relay.kill()
+
+
+async def test_peers_added_listed_and_removed_and_the_relay_allow_list_key_from_the_app(
+    ada: Node,
+) -> None:
+    from hearth.peers import list_peers
+    from hearth.rotation import admission_key
+
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_remove_peer()  # none yet: said
+        await pilot.pause()
+        assert any("no peers" in n.message for n in app._notifications)
+        app.action_add_peer()
+        await pilot.pause()
+        form = app.screen
+        await fill_form(pilot, url="")
+        assert app.screen is form  # nothing guessed: the address is asked for
+        assert "Give the peer's address" in str(form.query_one("#form-error", Static).content)
+        await fill_form(pilot, url="192.168.1.20:8766")
+        assert app.screen is form
+        error = str(form.query_one("#form-error", Static).content)
+        assert "192.168.1.20:8766" in error
+        assert form.query_one("#field-url", Input).value == "192.168.1.20:8766"  # kept
+        await fill_form(pilot, url="ws://127.0.0.1:8766")
+        assert app.screen is not form
+        assert list_peers(ada.store) == ["ws://127.0.0.1:8766"]
+        app.action_list_peers()
+        await pilot.pause()
+        assert "ws://127.0.0.1:8766" in str(app.screen.query_one("#detail", Static).content)
+        await pilot.press("escape")
+        app.action_remove_peer()
+        await pilot.pause()
+        app.screen.query_one("#field-url", Select).value = "ws://127.0.0.1:8766"
+        await pilot.click("#ok")
+        await pilot.pause()
+        assert list_peers(ada.store) == []
+        app.action_admission_key()
+        await pilot.pause()
+        shown = str(app.screen.query_one("#detail", Static).content)
+        assert admission_key(ada, ada.current_group().id) in shown
+        assert "hearth-relay allow KEY" in shown

@@ -494,6 +494,14 @@ class HearthApp(App[None]):
                 "Its store, keys and relays, end to end, and what to do about a problem",
                 self.action_check,
             ),
+            ("Add a peer", "Another device to sync with directly", self.action_add_peer),
+            ("Peers", "The devices this one syncs with directly", self.action_list_peers),
+            ("Remove a peer", "Stop syncing with a device directly", self.action_remove_peer),
+            (
+                "Key for a relay's allow-list",
+                "What the operator of a relay that takes only the groups it lists asks for",
+                self.action_admission_key,
+            ),
             ("Leave the group", "Stop being a member of this group", self.action_leave),
             ("Switch group", "Show another of your groups", self.action_switch_group),
             (
@@ -1362,6 +1370,72 @@ class HearthApp(App[None]):
         )
         text = "\n".join(["Check this device", "", verdict, "", *finding_lines(findings)])
         self.push_screen(DetailScreen(text, markup=False))
+
+    def action_add_peer(self) -> None:
+        """Sync with another device directly, as well as through relays (what `hearth peer
+        add` does)."""
+        from hearth.peers import add_peer
+
+        def save(v: dict[str, str]) -> None:
+            if not v["url"]:
+                raise HearthError(
+                    "Give the peer's address: what its `hearth serve --listen` says it listens "
+                    "on, e.g. ws://192.168.1.20:8766."
+                )
+            url = add_peer(self.node.store, v["url"], self.node.clock.now_ms())
+            self.notify(f"This device now syncs with {url} directly.", markup=False)
+
+        self.ask(
+            "Add a peer",
+            [Field("url", "Its address", placeholder="ws://192.168.1.20:8766")],
+            save,
+            ok="Add",
+        )
+
+    def action_list_peers(self) -> None:
+        """The devices this one syncs with directly (what `hearth peer list` does)."""
+        from hearth.peers import list_peers
+
+        peers = list_peers(self.node.store)
+        text = "\n".join(peers) if peers else "No peers yet: ctrl+p, Add a peer."
+        self.push_screen(DetailScreen(f"Peers of this device\n\n{text}", markup=False))
+
+    def action_remove_peer(self) -> None:
+        """Stop syncing with a device directly (what `hearth peer remove` does)."""
+        from hearth.peers import list_peers, remove_peer
+
+        peers = list_peers(self.node.store)
+        if not peers:
+            self.notify("This device has no peers.", severity="warning")
+            return
+
+        def chosen(v: dict[str, str] | None) -> None:
+            if v is not None:
+                self.attempt(
+                    lambda: remove_peer(self.node.store, v["url"]),
+                    f"This device no longer syncs with {v['url']} directly.",
+                )
+
+        self.push_screen(
+            FormScreen("Remove a peer", [Choice("url", "Which peer", [(p, p) for p in peers])]),
+            callback=chosen,
+        )
+
+    def action_admission_key(self) -> None:
+        """The key to give the operator of a relay that takes only the groups it lists
+        (what `hearth relay key` does)."""
+        from hearth.rotation import admission_key
+
+        self.push_screen(
+            DetailScreen(
+                "Key for a relay's allow-list\n\n"
+                f"{admission_key(self.node, self.group_id)}\n\n"
+                "Give this to the operator of a relay that takes only the groups it lists "
+                "(they run: hearth-relay allow KEY). It says nothing about members, and it "
+                "changes when someone is removed.",
+                markup=False,
+            )
+        )
 
     def action_start_neighbourhood(self) -> None:
         """Start a neighbourhood with this group in it (what `hearth neighbourhood create`

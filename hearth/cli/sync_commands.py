@@ -41,6 +41,7 @@ from hearth.peers import (
 )
 from hearth.protocol import codec
 from hearth.retraction import removal_notices
+from hearth.rotation import admission_key
 from hearth.syncing import merged, sync_now, sync_report
 from hearth.values import counted, format_time
 
@@ -82,7 +83,7 @@ def _relay_remove(args: argparse.Namespace, node: Node) -> int:
 def _relay_key(args: argparse.Namespace, node: Node) -> int:
     """The key relays admit the group's bundles by (public; it says nothing about members):
     what an operator running ``admission = "allow-list"`` asks for."""
-    key = node.feeds.current_keys(node.group().id).relay_key.public.hex()
+    key = admission_key(node, node.group().id)
     text = (
         f"{key}\nGive this to the operator of a relay that takes only the groups it lists "
         "(`hearth-relay allow KEY`). It changes when a member is removed."
