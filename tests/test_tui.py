@@ -1411,3 +1411,60 @@ async def test_peers_added_listed_and_removed_and_the_relay_allow_list_key_from_
         shown = str(app.screen.query_one("#detail", Static).content)
         assert admission_key(ada, ada.current_group().id) in shown
         assert "hearth-relay allow KEY" in shown
+
+
+async def test_changes_carried_on_a_file_both_ways_from_the_app(
+    homes: tuple[Path, Path], ada: Node, tmp_path: Path
+) -> None:
+    from hearth.carrying import read_changes, write_changes
+
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    with open_node(homes[1], clock=FakeClock(now=NOW + 120_000, step=1000)) as ben:
+        with ben.change() as ledger:
+            ledger.add_resource("Wheelbarrow")
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            app.action_write_have()
+            await pilot.pause()
+            await fill_form(pilot, file=str(stick / "ada-has"))
+            assert not isinstance(app.screen, FormScreen)
+            # Ben writes what Ada lacks; the app reads it in.
+            assert (
+                write_changes(
+                    ben,
+                    ben.current_group().id,
+                    str(stick / "for-ada"),
+                    since=str(stick / "ada-has"),
+                )
+                == 1
+            )
+            app.action_read_changes()
+            await pilot.pause()
+            form = app.screen
+            await fill_form(pilot, file=str(stick / "nothing-here"))
+            assert app.screen is form  # the reason in the form, what was typed kept
+            assert "Cannot read" in str(form.query_one("#form-error", Static).content)
+            await fill_form(pilot, file=str(stick / "for-ada"))
+            assert app.screen is not form
+            assert "Wheelbarrow" in names(ada)
+            assert any("Took in 1 change" in n.message for n in app._notifications)
+            # And back: every change, to a stick that is not plugged in, then to one that is.
+            with ada.change() as ledger:
+                ledger.add_resource("Trestle table")
+            app.action_write_changes()
+            await pilot.pause()
+            form = app.screen
+            await fill_form(pilot, which="missing", file=str(stick / "for-ben"))
+            assert app.screen is form  # nothing guessed: which changes, and from what
+            assert "the file the other device wrote" in str(
+                form.query_one("#form-error", Static).content
+            )
+            await fill_form(pilot, which="all", file=str(tmp_path / "unplugged" / "for-ben"))
+            assert app.screen is form
+            assert "no folder" in str(form.query_one("#form-error", Static).content)
+            await fill_form(pilot, which="all", file=str(stick / "for-ben"))
+            assert app.screen is not form
+        assert read_changes(ben, str(stick / "for-ben"))
+        assert "Trestle table" in names(ben)

@@ -35,7 +35,7 @@ from hearth.ledger.model import CommitmentStatus, Kind
 from hearth.node import Node
 from hearth.present import describe_resource, device_name
 from hearth.protocol.invite_code import JoinerIntroduced
-from hearth.values import format_date, format_time, parse_date, parse_quantity
+from hearth.values import counted, format_date, format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
 from tui.invite import InviteScreen, InviteWords, NeighbourhoodJoinScreen, device_words
 from tui.panes import (
@@ -501,6 +501,21 @@ class HearthApp(App[None]):
                 "Key for a relay's allow-list",
                 "What the operator of a relay that takes only the groups it lists asks for",
                 self.action_admission_key,
+            ),
+            (
+                "Carry changes: write to a file",
+                "For a device that cannot sync: on a USB stick",
+                self.action_write_changes,
+            ),
+            (
+                "Carry changes: read from a file",
+                "Changes another device wrote to a USB stick",
+                self.action_read_changes,
+            ),
+            (
+                "Carry changes: say what this device has",
+                "A file for the other device, so it writes only what is missing here",
+                self.action_write_have,
             ),
             ("Leave the group", "Stop being a member of this group", self.action_leave),
             ("Switch group", "Show another of your groups", self.action_switch_group),
@@ -1202,7 +1217,7 @@ class HearthApp(App[None]):
 
     def action_export(self) -> None:
         """Write the group's ledger to a file (what `hearth export -o FILE` does)."""
-        from hearth.cli.files import write_file
+        from hearth.files import write_file
         from hearth.ledger.export import export_csv, export_json, export_valueflows
 
         formats = [
@@ -1435,6 +1450,96 @@ class HearthApp(App[None]):
                 "changes when someone is removed.",
                 markup=False,
             )
+        )
+
+    def action_write_changes(self) -> None:
+        """Write the group's changes to a file, to carry to a device that cannot sync
+        (what `hearth bundle export` does)."""
+        from hearth.carrying import write_changes
+
+        def save(v: dict[str, str]) -> None:
+            if not v["file"]:
+                raise HearthError("Give the file to write, e.g. /media/usb/hearth-changes.")
+            if v["which"] == "missing" and not v["since"]:
+                raise HearthError(
+                    "Give the file the other device wrote (ctrl+p there, Carry changes: say "
+                    "what this device has), or choose every change."
+                )
+            since = v["since"] if v["which"] == "missing" else None
+            written = write_changes(self.node, self.group_id, v["file"], since=since)
+            self.notify(
+                f"Wrote {counted(written, 'change')} to {v['file']}: on the other device, "
+                "ctrl+p, Carry changes: read from a file.",
+                markup=False,
+            )
+
+        self.ask(
+            "Carry changes: write to a file",
+            [
+                Choice(
+                    "which",
+                    "Which changes",
+                    [
+                        ("Every change of the group", "all"),
+                        ("Only those the other device lacks (from the file it wrote)", "missing"),
+                    ],
+                ),
+                Field("file", "To the file", placeholder="/media/usb/hearth-changes"),
+                Field(
+                    "since",
+                    "The file the other device wrote of what it has (only for those it lacks)",
+                    placeholder="/media/usb/hearth-have",
+                ),
+            ],
+            save,
+            ok="Write",
+        )
+
+    def action_read_changes(self) -> None:
+        """Take in the changes another device wrote to a file (what `hearth bundle import`
+        does)."""
+        from hearth.carrying import read_changes
+        from hearth.intake import Verdict
+
+        def save(v: dict[str, str]) -> None:
+            if not v["file"]:
+                raise HearthError("Give the file to read, e.g. /media/usb/hearth-changes.")
+            counts = read_changes(self.node, v["file"])
+            self.notify(
+                f"Took in {counted(counts[Verdict.APPLIED], 'change')} from {v['file']} "
+                f"(already had {counts[Verdict.DUPLICATE]}, waiting for earlier ones "
+                f"{counts[Verdict.WAITING]}, refused {counts[Verdict.REJECTED]}).",
+                markup=False,
+            )
+            self.redraw()
+
+        self.ask(
+            "Carry changes: read from a file",
+            [Field("file", "From the file", placeholder="/media/usb/hearth-changes")],
+            save,
+            ok="Read",
+        )
+
+    def action_write_have(self) -> None:
+        """Write what this device has to a file, so that the other device writes only what
+        is missing here (what `hearth bundle have` does)."""
+        from hearth.carrying import write_have
+
+        def save(v: dict[str, str]) -> None:
+            if not v["file"]:
+                raise HearthError("Give the file to write, e.g. /media/usb/hearth-have.")
+            write_have(self.node, self.group_id, v["file"])
+            self.notify(
+                f"Wrote what this device has to {v['file']}: on the other device, ctrl+p, "
+                "Carry changes: write to a file, only those this one lacks.",
+                markup=False,
+            )
+
+        self.ask(
+            "Carry changes: say what this device has",
+            [Field("file", "To the file", placeholder="/media/usb/hearth-have")],
+            save,
+            ok="Write",
         )
 
     def action_start_neighbourhood(self) -> None:

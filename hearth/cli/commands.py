@@ -17,8 +17,8 @@ from pathlib import Path
 from hearth import members, membership, neighbours, present
 from hearth.alerts import admin_alerts
 from hearth.cli import render
-from hearth.cli.files import write_file
 from hearth.errors import UsageError
+from hearth.files import write_file
 from hearth.identity import create_identity
 from hearth.ledger import CommitmentStatus, Kind, Resource, find_conflicts, history
 from hearth.ledger.export import (

@@ -12,15 +12,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hearth import bundle_file, members, membership, neighbours
+from hearth import members, membership, neighbours
 from hearth.alerts import admin_alerts
+from hearth.carrying import read_changes, write_changes, write_have
 from hearth.cli.commands import emit
-from hearth.cli.files import write_file
 from hearth.cli.prompt import ask, yes
 from hearth.crypto import SigningKey
-from hearth.errors import ProtocolError, TransportError, UsageError
+from hearth.errors import TransportError, UsageError
 from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, damage, take_in, tallied
+from hearth.intake import Verdict, damage
 from hearth.invite import (
     DEVICE_PREFIX,
     decode_device_token,
@@ -39,7 +39,6 @@ from hearth.peers import (
     remove_peer,
     waiting_for,
 )
-from hearth.protocol import codec
 from hearth.retraction import removal_notices
 from hearth.rotation import admission_key
 from hearth.syncing import merged, sync_now, sync_report
@@ -50,8 +49,6 @@ if TYPE_CHECKING:  # networking loads aiohttp: only the commands that connect im
     from hearth.sync_client import RelayReport
 
 __all__ = ["HANDLERS", "join"]
-
-_HAVE_FILE = "hearth-have"
 
 
 def _relay_add(args: argparse.Namespace, node: Node) -> int:
@@ -538,43 +535,13 @@ def token_for_code(args: argparse.Namespace, relay: str, *, name: str, device: S
 
 
 def _bundle_export(args: argparse.Namespace, node: Node) -> int:
-    group = node.current_group()
-    since: dict[str, int] = {}
-    if args.since:
-        since = _read_have(Path(args.since), group.id)
-    chosen = [
-        b.envelope
-        for b in node.feeds.all(group.id)
-        if b.state == "applied" and b.seq > since.get(b.author.hex(), 0)
-    ]
-    write_file(args.file, codec.encode([bundle_file.MAGIC, 1, chosen]))
-    print(f"Wrote {counted(len(chosen), 'bundle')} to {args.file}.")
+    written = write_changes(node, node.current_group().id, args.file, since=args.since)
+    print(f"Wrote {counted(written, 'bundle')} to {args.file}.")
     return 0
 
 
 def _bundle_import(args: argparse.Namespace, node: Node) -> int:
-    """Take in the bundles of a file, read a bundle at a time (any size of file takes no
-    more memory than its largest bundle); what is damaged or fails a rule is counted, and
-    written once at the end."""
-    counts = dict.fromkeys(Verdict, 0)
-    source = f"file {args.file}"
-    try:
-        with Path(args.file).open("rb") as stream, tallied(node):
-            for envelope in bundle_file.entries(stream):
-                if envelope is None:  # larger than any bundle: not read
-                    counts[Verdict.REJECTED] += 1
-                    continue
-                counts[take_in(node, envelope, source=source).verdict] += 1
-    except OSError as exc:
-        raise UsageError(f"Cannot read {args.file} ({exc.strerror}).") from exc
-    except ProtocolError as exc:
-        taken = sum(counts.values())
-        if not taken:
-            raise UsageError(f"{args.file} is not a Hearth bundle file.") from None
-        raise UsageError(
-            f"{args.file} is damaged after its first {counted(taken, 'bundle')} ({exc}); "
-            f"those were taken in (applied {counts[Verdict.APPLIED]}). Export it again."
-        ) from None
+    counts = read_changes(node, args.file)
     data = {v.value: n for v, n in counts.items()}
     return emit(
         args,
@@ -586,31 +553,12 @@ def _bundle_import(args: argparse.Namespace, node: Node) -> int:
 
 
 def _bundle_have(args: argparse.Namespace, node: Node) -> int:
-    group = node.current_group()
-    vector = node.feeds.version_vector(group.id)
-    write_file(args.file, codec.encode([_HAVE_FILE, 1, group.id, vector]))
+    write_have(node, node.current_group().id, args.file)
     print(
         f"Wrote what this node has to {args.file}; take it to the other node and run "
         f"`hearth bundle export FILE --since {args.file}` there."
     )
     return 0
-
-
-def _read_have(path: Path, group_id: str) -> dict[str, int]:
-    try:
-        value = codec.decode(path.read_bytes())
-    except (OSError, ProtocolError):
-        raise UsageError(f"{path} is not a file written by `hearth bundle have`.") from None
-    if not (
-        isinstance(value, list)
-        and len(value) == 4
-        and value[0] == _HAVE_FILE
-        and isinstance(value[3], dict)
-    ):
-        raise UsageError(f"{path} is not a file written by `hearth bundle have`.")
-    if value[2] != group_id:
-        raise UsageError(f"{path} is about another group.")
-    return {str(k): int(v) for k, v in value[3].items() if isinstance(v, int)}
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
