@@ -92,6 +92,10 @@ Members        i invite someone
 Problems       o (or enter) sort out the one under the cursor
 Neighbours     t ask for the offer under the cursor   a offer something of ours
                x take back our offer   y accept / n decline a request to us
+
+With ctrl+p: Check this device · Add or remove a device, a relay or a peer · Peers
+  Carry changes on a file (USB stick) · Key for a relay's allow-list · Export the ledger
+  Switch or start a group · Leave · Start, join or invite into a neighbourhood
 """
 
 
