@@ -150,7 +150,6 @@ TAMPERING = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="R2a judges only the name fields of a change")
 @pytest.mark.parametrize("tamper", TAMPERING)
 def test_a_record_in_another_members_name_is_theirs(scene: Scene, tamper: Tamper) -> None:
     s = scene
@@ -165,7 +164,6 @@ def test_a_record_in_another_members_name_is_theirs(scene: Scene, tamper: Tamper
     assert s.ada.view(s.gid).commitment(s.declined).status is CommitmentStatus.DECLINED
 
 
-@pytest.mark.xfail(strict=True, reason="R2a judges only the name fields of a change")
 def test_a_snapshot_covering_a_rewritten_record_is_refused(tmp_path: Path, scene: Scene) -> None:
     """The same forgery signed in Ben's feed, inside a snapshot a new device takes."""
     s = scene
@@ -184,7 +182,6 @@ def test_a_snapshot_covering_a_rewritten_record_is_refused(tmp_path: Path, scene
     fay.close()
 
 
-@pytest.mark.xfail(strict=True, reason="an archive copy is checked for names only")
 def test_an_archived_record_is_the_live_one_moved(scene: Scene) -> None:
     """Ben's client "archives" Ada's lend: it deletes it from the live document and
     writes into an archive an event with her name — lent to Ben, not to Cat."""
@@ -201,5 +198,5 @@ def test_an_archived_record_is_the_live_one_moved(scene: Scene) -> None:
             w.delete("events", s.lend)
     outcomes = [take_in(s.ada, e, source="test") for e in new_bundles(s.ben, s.ada, s.gid)]
     assert [o.verdict for o in outcomes] == [Verdict.REJECTED]
-    assert "another member" in outcomes[0].reason
+    assert "archive" in outcomes[0].reason
     assert s.ada.view(s.gid).resource(s.ladder).custodian == s.cat.identity.member_id

@@ -499,6 +499,57 @@ class LedgerDoc:
             obj = child
         return None
 
+    def map_at(self, path: Sequence[str], heads: Sequence[bytes]) -> dict[str, object] | None:
+        """The map at a path of map keys as the document was at ``heads`` (known ones),
+        as a plain dict, or ``None`` if no map was there; :class:`LedgerError` if it
+        cannot be read."""
+        if not heads:
+            return None
+        at = list(heads)
+        obj: bytes = ROOT
+        try:
+            for key in path:
+                found = self._doc.get(obj, key, at)
+                if found is None or found[0] != ObjType.Map:
+                    return None
+                obj = found[1]
+            return self._read_map(obj, at)
+        except Exception as exc:
+            raise LedgerError(f"A ledger could not be read at a past state ({exc}).") from exc
+
+    def maps_at(
+        self, entries: Iterable[EntryRef], heads: Sequence[bytes]
+    ) -> dict[ObjectRef, tuple[str, ...]]:
+        """Every table's map and every map inside the given entries, as change columns
+        name them, with its path of keys, as the document was at ``heads`` (known ones)."""
+        found: dict[ObjectRef, tuple[str, ...]] = {}
+        if not heads:
+            return found
+        at, doc = list(heads), self._doc
+
+        def walk(obj: bytes, path: tuple[str, ...]) -> None:
+            found[_object_ref(obj)] = path
+            if len(path) <= MAX_DEPTH:
+                for key, (value, child) in zip(doc.keys(obj, at), doc.values(obj, at), strict=True):
+                    if value == ObjType.Map:
+                        walk(child, (*path, key))
+
+        try:
+            tables: dict[str, bytes] = {}
+            for name in doc.keys(ROOT, at):
+                got = doc.get(ROOT, name, at)
+                if got is not None and got[0] == ObjType.Map:
+                    tables[name] = got[1]
+                    found[_object_ref(got[1])] = (name,)
+            for table, entry_id in set(entries):
+                table_obj = tables.get(table)
+                got = None if table_obj is None else doc.get(table_obj, entry_id, at)
+                if got is not None and got[0] == ObjType.Map:
+                    walk(got[1], (table, entry_id))
+        except Exception as exc:
+            raise LedgerError(f"A ledger could not be read at a past state ({exc}).") from exc
+        return found
+
     def _walk(self, table: str) -> set[ObjectRef]:
         found: set[ObjectRef] = set()
         doc = self._doc

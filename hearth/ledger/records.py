@@ -1,0 +1,236 @@
+"""What a record says is its writer's (docs/security.md §5, R2a).
+
+:mod:`hearth.ledger.attribution` stops a change naming anyone but its signer. But a
+line of history is a name *and* what is said beside it: "Ada lent the ladder to Cat" is
+an event whose ``by`` is Ada's and whose ``to`` is Cat's. A change that leaves the name
+alone and rewrites the rest — the borrower, a "declined" made "accepted", what an edit
+changed, what a proposal promises — or deletes or replaces the record, makes history say
+Ada did what someone else did. So, judged from a change's operations and the document as
+its bundle builds on it, the same on every node (at intake, and in a snapshot's checks):
+
+- a **record** — a map holding a member's id at ``by``: an event, an edit of a
+  resource, a commitment's status change — is written by that member alone;
+- an **entry** holding another member's id at ``created_by`` (a resource, a need, a
+  commitment, a relay) takes from others only what the ledger's own operations add to
+  it: a resource's details with its ``updated_by`` and a new edit record, a need's
+  closing, a commitment's new status change, a relay's removal;
+- nothing naming another member is deleted or replaced — except an entry that the same
+  bundle moves, whole and unchanged, into an archive (:func:`check_archive_copy`);
+- an archive copies: every value a bundle puts into an archive is the one the live
+  document held at that place where the bundle's own changes to it build on.
+
+The members and invites tables are judged by :mod:`hearth.membership` instead; the
+``meta`` table holds settings, not history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from hearth.errors import LedgerError, ProtocolError
+from hearth.ledger.attribution import ATTRIBUTION_KEYS
+from hearth.ledger.automerge_doc import EntryRef, LedgerDoc, change_body, change_hash
+from hearth.ledger.change_ops import (
+    DELETE_ACTION,
+    MAKE_ACTIONS,
+    SET_ACTION,
+    ObjectRef,
+    Operation,
+    operations,
+    values,
+)
+
+__all__ = ["EXTENDABLE", "Moved", "builds_on", "check_archive_copy", "check_records"]
+
+EXTENDABLE: dict[str, frozenset[str]] = {
+    "resources": frozenset(
+        {
+            "name",
+            "kind",
+            "unit",
+            "location",
+            "note",
+            "keeper",
+            "shareable",
+            "removed",
+            "updated_by",
+            "updated_at",
+            "edits",
+        }
+    ),
+    "needs": frozenset({"closed", "closed_by", "closed_at"}),
+    "commitments": frozenset({"changes"}),
+    "events": frozenset(),
+    "relays": frozenset({"url", "removed", "removed_by", "created_by", "created_at"}),
+}
+"""The tables whose entries say who did what, and the keys of an entry that a member
+other than its creator may write (the ledger's own operations: edit, close, answer,
+remove)."""
+
+_RECORDS_IN = {"resources": "edits", "commitments": "changes"}
+"""The sub-map of an entry where others add records of their own."""
+
+Moved = dict[EntryRef, set[tuple[str, ...]]]
+"""For each entry a bundle writes into an archive, the paths of the values it puts there."""
+
+
+def builds_on(changes: Sequence[bytes]) -> list[bytes]:
+    """The changes a batch of one document's changes builds on (not among them)."""
+    infos = [change_hash(c) for c in changes]
+    own = {i.hash for i in infos}
+    return sorted({d for i in infos for d in i.deps} - own)
+
+
+def _refuse(why: str) -> ProtocolError:
+    return ProtocolError(f"a change that {why} (only its writer may)")
+
+
+def names_other(value: object, author: str) -> bool:
+    """Whether a map, or any map inside it, names a member other than ``author`` at an
+    attribution key."""
+    if not isinstance(value, Mapping):
+        return False
+    return any(
+        (key in ATTRIBUTION_KEYS and isinstance(v, str) and v != author) or names_other(v, author)
+        for key, v in value.items()
+    )
+
+
+def check_records(
+    doc: LedgerDoc,
+    changes: Sequence[bytes],
+    author: str,
+    named: Iterable[EntryRef],
+    moved: Moved,
+    spared: set[ObjectRef],
+) -> None:
+    """:class:`ProtocolError` unless one bundle's ``changes`` to the live document
+    ``doc`` leave what others wrote as they wrote it (the module's rules), judged at
+    what the changes build on. ``named``: the entries the bundle says it touched (only
+    used to find the maps it writes into: a write into a map found in none is refused);
+    ``moved``: what it writes into archives (:func:`check_archive_copy`); ``spared``:
+    the maps of the members and invites tables, judged elsewhere."""
+    if not changes:
+        return
+    heads = builds_on(changes)
+    try:
+        ops = [op for change in changes for op in operations(change_body(change))]
+    except LedgerError as exc:
+        raise ProtocolError(f"a change whose operations cannot be read ({exc})") from exc
+    made = {op.id for op in ops if op.action in MAKE_ACTIONS}
+    paths: dict[ObjectRef, tuple[str, ...]] | None = None
+    for op in ops:
+        if op.obj is None:
+            raise _refuse("writes to the ledger's root")
+        if op.obj in made:
+            continue  # inside a map this bundle makes: R2a judges its names
+        if paths is None:
+            paths = doc.maps_at(named, heads)
+        path = paths.get(op.obj)
+        if path is None:
+            if op.obj in spared:
+                continue
+            raise ProtocolError(
+                "a change that writes into an entry its bundle does not name, or one "
+                "that was not there"
+            )
+        if path[0] in EXTENDABLE:
+            _check_op(doc, heads, path, op, author, moved)
+
+
+def _check_op(
+    doc: LedgerDoc,
+    heads: Sequence[bytes],
+    path: tuple[str, ...],
+    op: Operation,
+    author: str,
+    moved: Moved,
+) -> None:
+    table = path[0]
+    if op.key is None:
+        raise _refuse("writes into a ledger table by position")
+    if len(path) == 1:  # an entry of the table itself: made new, deleted or replaced
+        if op.preds:
+            entry = doc.map_at((table, op.key), heads)
+            if names_other(entry, author) and not (
+                op.action == DELETE_ACTION and _moved_whole(entry, moved.get((table, op.key)))
+            ):
+                raise _refuse("deletes or replaces an entry in another member's name")
+        return
+    entry = doc.map_at(path[:2], heads) or {}
+    chain: list[Mapping[str, object]] = [entry]
+    for key in path[2:]:
+        inner = chain[-1].get(key)
+        chain.append(inner if isinstance(inner, Mapping) else {})
+    for held in chain:
+        by = held.get("by")
+        if isinstance(by, str) and by != author:
+            raise _refuse("changes a record in another member's name")
+    creator = entry.get("created_by")
+    if isinstance(creator, str) and creator != author:
+        if len(path) == 2:
+            if (
+                op.key not in EXTENDABLE[table]
+                or op.action == DELETE_ACTION
+                or (op.action in MAKE_ACTIONS and op.preds)
+            ):
+                raise _refuse("changes what another member's entry says")
+        elif path[2] != _RECORDS_IN.get(table) or (len(path) == 3 and op.preds):
+            raise _refuse("changes what another member's entry says")
+    if op.preds and names_other(chain[-1].get(op.key), author):
+        raise _refuse("deletes or replaces a record in another member's name")
+
+
+def _moved_whole(entry: object, copied: set[tuple[str, ...]] | None) -> bool:
+    """Whether every value of a live entry is among those put into an archive."""
+    return copied is not None and _scalar_paths(entry, ()) <= copied
+
+
+def _scalar_paths(value: object, path: tuple[str, ...]) -> set[tuple[str, ...]]:
+    if not isinstance(value, Mapping):
+        return {path}
+    found: set[tuple[str, ...]] = set()
+    for key, inner in value.items():
+        found |= _scalar_paths(inner, (*path, key))
+    return found
+
+
+def check_archive_copy(
+    archive: LedgerDoc, live: LedgerDoc, changes: Sequence[bytes], live_heads: Sequence[bytes]
+) -> Moved:
+    """:class:`ProtocolError` unless every value one bundle's ``changes`` put into an
+    archive is the one ``live`` held at that place at ``live_heads`` (what the bundle's
+    changes to the live document build on), and they delete or replace nothing there.
+    Returns what they put, by entry, for :func:`check_records`."""
+    moved: Moved = {}
+    for change in changes:
+        try:
+            ops = operations(change_body(change))
+            put = values(change_body(change))
+        except LedgerError as exc:
+            raise ProtocolError(f"a change whose operations cannot be read ({exc})") from exc
+        wanted = [i for i, op in enumerate(ops) if op.action in (SET_ACTION, DELETE_ACTION)]
+        paths = archive.paths_of(change, wanted)
+        for index, op in enumerate(ops):
+            if op.action in MAKE_ACTIONS and not op.preds:
+                continue
+            if op.action != SET_ACTION or not live_heads:
+                raise ProtocolError("a change that deletes or replaces what an archive holds")
+            path = paths.get(index)
+            if path is None or len(path) < 3:
+                raise ProtocolError("a change that writes into an archive outside an entry")
+            try:
+                held = live.value_at(path, live_heads)
+            except LedgerError:
+                held = _Missing
+            value = put[index] if index < len(put) else None
+            if type(held) is not type(value) or held != value:
+                raise ProtocolError(
+                    "a change that puts into an archive what the live document did not hold"
+                )
+            moved.setdefault((path[0], path[1]), set()).add(path[2:])
+    return moved
+
+
+class _Missing:
+    """Nothing that any value equals."""
