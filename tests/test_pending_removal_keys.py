@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hearth import members
 from hearth.identity import create_identity
 from hearth.ledger import Kind
@@ -86,4 +88,43 @@ def test_a_device_added_while_the_removal_waits_gets_no_key(tmp_path: Path) -> N
     for node in everyone:
         assert "Dan" not in [m.name for m in node.view(gid).members()], node.identity.name
     for node in (*nodes, dan2):
+        node.close()
+
+
+@pytest.mark.xfail(strict=True, reason="a waiting removal is found by the entry's map")
+def test_a_member_who_writes_his_entry_anew_while_the_removal_waits_gets_no_key(
+    tmp_path: Path,
+) -> None:
+    """Dan writes his own entry in the members table again as a new map, the same
+    values in it: the waiting removal wrote into the old one."""
+    nodes, gid, without_dan = _waiting_removal_of_dan(tmp_path)
+    ada, ben, cat, dan, eve = nodes
+    me = dan.identity.member_id
+    with dan.change(gid) as ledger:
+        raw = ledger.doc.read_entry("members", me)
+        assert raw is not None
+        with ledger._edit() as w:
+            w.delete("members", me)
+            w.put("members", me, raw)  # type: ignore[arg-type]
+    verdicts = {}
+    for witness in (eve, ada):
+        verdicts[witness.identity.name] = deliver(dan, witness, gid)
+    for _ in range(2):
+        for honest in (eve, ada, cat):
+            keep_keys(honest, gid)
+            deliver(honest, dan, gid)
+    held = {k.epoch_id for _, k in dan.feeds.epochs(gid)}
+    assert without_dan not in held, verdicts
+    deliver(cat, ben, gid)  # Ben's node comes back: it writes the removal again
+    everyone = [ada, ben, cat, eve]
+    for _ in range(3):
+        for node in everyone:
+            keep_keys(node, gid)
+        for source in everyone:
+            for target in everyone:
+                if source is not target:
+                    deliver(source, target, gid)
+    for node in everyone:
+        assert "Dan" not in [m.name for m in node.view(gid).members()], node.identity.name
+    for node in nodes:
         node.close()
