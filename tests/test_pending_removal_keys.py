@@ -16,7 +16,9 @@ from hearth.rotation import keep_keys
 from tests.test_membership import deliver, make_group, resource_names
 
 
-def _waiting_removal_of_dan(tmp_path: Path) -> tuple[list[Node], str, bytes]:
+def _waiting_removal_of_dan(
+    tmp_path: Path, *, dan_admin: bool = False
+) -> tuple[list[Node], str, bytes]:
     """Ada, Ben (admins), Cat, Dan, Eve: Ben removes Dan on top of a bundle of Cat's that
     Cat's device signed a second one for. Ada and Eve hold both versions, so Ben's
     removal waits to be written again there (Ben's node, which made the key without
@@ -25,6 +27,8 @@ def _waiting_removal_of_dan(tmp_path: Path) -> tuple[list[Node], str, bytes]:
     ada, ben, cat, _, eve = nodes
     gid = ada.current_group().id
     members.promote(ada, gid, "Ben")
+    if dan_admin:
+        members.promote(ada, gid, "Dan")
     for node in nodes[1:]:
         deliver(ada, node, gid)
     with cat.change() as ledger:
@@ -91,7 +95,6 @@ def test_a_device_added_while_the_removal_waits_gets_no_key(tmp_path: Path) -> N
         node.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a waiting removal is found by the entry's map")
 def test_a_member_who_writes_his_entry_anew_while_the_removal_waits_gets_no_key(
     tmp_path: Path,
 ) -> None:
@@ -126,5 +129,38 @@ def test_a_member_who_writes_his_entry_anew_while_the_removal_waits_gets_no_key(
                     deliver(source, target, gid)
     for node in everyone:
         assert "Dan" not in [m.name for m in node.view(gid).members()], node.identity.name
+    for node in nodes:
+        node.close()
+
+
+def test_an_admin_whose_removal_waits_makes_no_key_that_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dan is an admin too. While Ben's removal of him waits, his modified client makes
+    a new group key sealed to everyone, himself included, and publishes it: honest nodes
+    must not seal what they write under it."""
+    from hearth import rotation
+
+    nodes, gid, without_dan = _waiting_removal_of_dan(tmp_path, dan_admin=True)
+    ada, _, cat, dan, eve = nodes
+    monkeypatch.setattr(rotation, "_out", lambda node, group_id, view: frozenset())
+    rotation.rotate(dan, gid)
+    monkeypatch.undo()
+    danger = dan.feeds.current_keys(gid).epoch_id
+    for witness in (eve, ada):
+        deliver(dan, witness, gid)
+    for _ in range(2):
+        for honest in (eve, ada, cat):
+            keep_keys(honest, gid)
+            for other in (eve, ada, cat):
+                if other is not honest:
+                    deliver(honest, other, gid)
+    with eve.change() as ledger:
+        ledger.add_resource("Eve's secret stash", kind=Kind.FOOD)
+    assert eve.feeds.current_keys(gid).epoch_id != danger
+    for source in (eve, ada, cat):
+        deliver(source, dan, gid)
+    assert without_dan not in {k.epoch_id for _, k in dan.feeds.epochs(gid)}
+    assert "Eve's secret stash" not in resource_names(dan)
     for node in nodes:
         node.close()

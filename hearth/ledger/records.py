@@ -19,8 +19,12 @@ its bundle builds on it, the same on every node (at intake, and in a snapshot's 
 - an archive copies: every value a bundle puts into an archive is the one the live
   document held at that place where the bundle's own changes to it build on.
 
-The members and invites tables are judged by :mod:`hearth.membership` instead; the
-``meta`` table holds settings, not history.
+The members and invites tables are judged by :mod:`hearth.membership` instead, with one
+rule from here: nothing in them that is a map is deleted or written anew as a new map.
+Honest writers never do, and a removal is known by the map it wrote into (the removal
+that waits to be written again, R8, is found in the member's entry: written anew, the
+member's entry would no longer show it, and they would be handed the keys made without
+them). The ``meta`` table holds settings, not history.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ EXTENDABLE: dict[str, frozenset[str]] = {
 """The tables whose entries say who did what, and the keys of an entry that a member
 other than its creator may write (the ledger's own operations: edit, close, answer,
 remove)."""
+
+_MEMBERSHIP = frozenset({"members", "invites"})
+
+_DETAILS = EXTENDABLE["resources"] - {"updated_by", "updated_at", "edits"}
+"""What a resource's edit changes, and records in an edit record."""
 
 _RECORDS_IN = {"resources": "edits", "commitments": "changes"}
 """The sub-map of an entry where others add records of their own."""
@@ -119,6 +128,7 @@ def check_records(
         raise ProtocolError(f"a change whose operations cannot be read ({exc})") from exc
     made = {op.id for op in ops if op.action in MAKE_ACTIONS}
     paths: dict[ObjectRef, tuple[str, ...]] | None = None
+    entries: dict[tuple[str, ...], dict[str, object]] = {}
     for op in ops:
         if op.obj is None:
             raise _refuse("writes to the ledger's root")
@@ -128,14 +138,26 @@ def check_records(
             paths = doc.maps_at(named, heads)
         path = paths.get(op.obj)
         if path is None:
-            if op.obj in spared:
+            if op.obj in spared and not op.preds:
                 continue
             raise ProtocolError(
                 "a change that writes into an entry its bundle does not name, or one "
                 "that was not there"
             )
         if path[0] in EXTENDABLE:
-            _check_op(doc, heads, path, op, author, moved)
+            if path[:2] not in entries:
+                entries[path[:2]] = (doc.map_at(path[:2], heads) or {}) if len(path) > 1 else {}
+            _check_op(doc, heads, path, op, author, moved, entries[path[:2]])
+        elif (
+            path[0] in _MEMBERSHIP
+            and op.preds
+            and op.key is not None
+            and doc.map_at((*path, op.key), heads) is not None
+        ):
+            raise ProtocolError(
+                "a change that deletes or writes anew a member's or an invite's entry, "
+                "or a part of one (never done: a removal is known by where it is written)"
+            )
 
 
 def _check_op(
@@ -145,19 +167,21 @@ def _check_op(
     op: Operation,
     author: str,
     moved: Moved,
+    entry: Mapping[str, object],
 ) -> None:
+    """One operation into a map of a table in :data:`EXTENDABLE` at ``path``; ``entry``:
+    the entry it is in as the changes build on it (empty for the table's own map)."""
     table = path[0]
     if op.key is None:
         raise _refuse("writes into a ledger table by position")
     if len(path) == 1:  # an entry of the table itself: made new, deleted or replaced
         if op.preds:
-            entry = doc.map_at((table, op.key), heads)
-            if names_other(entry, author) and not (
-                op.action == DELETE_ACTION and _moved_whole(entry, moved.get((table, op.key)))
+            replaced = doc.map_at((table, op.key), heads)
+            if names_other(replaced, author) and not (
+                op.action == DELETE_ACTION and _moved_whole(replaced, moved.get((table, op.key)))
             ):
                 raise _refuse("deletes or replaces an entry in another member's name")
         return
-    entry = doc.map_at(path[:2], heads) or {}
     chain: list[Mapping[str, object]] = [entry]
     for key in path[2:]:
         inner = chain[-1].get(key)
