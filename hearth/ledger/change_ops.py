@@ -39,6 +39,7 @@ __all__ = [
     "operations",
     "read_varint",
     "values",
+    "writes_only_new",
 ]
 
 ObjectRef = tuple[bytes, int] | None
@@ -181,6 +182,27 @@ def objects_written(body: bytes) -> set[ObjectRef]:
     if ops > objects:
         found.add(None)  # short object columns: the root map
     return found
+
+
+def writes_only_new(body: bytes, known: frozenset[ObjectRef]) -> bool:
+    """Whether every operation of one change writes a new key (it replaces and deletes
+    nothing) into one of the ``known`` objects or into an object the change makes itself
+    (``body`` as for :func:`objects_written`): what most changes do, told from the run
+    lengths of three columns without listing the operations."""
+    actors, _, start_op, data = _columns(body)
+    if any(count and value for count, value in _run_lengths(data.get(_PRED_COUNT, b""))):
+        return False
+    obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
+    counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
+    ops = _total(_run_lengths(data.get(_ACTION, b"")))
+    if ops > max(_total(obj_actors), _total(counters)):
+        return False  # short object columns: the root map
+    for obj_actor, counter in _paired(obj_actors, counters):
+        if obj_actor is None or counter is None or obj_actor >= len(actors):
+            return False
+        if not ((obj_actor == 0 and counter >= start_op) or (actors[obj_actor], counter) in known):
+            return False
+    return True
 
 
 _Runs = list[tuple[int, int | None]]

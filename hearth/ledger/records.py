@@ -42,6 +42,7 @@ from hearth.ledger.change_ops import (
     Operation,
     operations,
     values,
+    writes_only_new,
 )
 
 __all__ = ["EXTENDABLE", "Moved", "builds_on", "check_archive_copy", "check_records"]
@@ -121,21 +122,28 @@ def check_records(
     the maps of the members and invites tables, judged elsewhere."""
     if not changes:
         return
-    heads = builds_on(changes)
+    tables = frozenset(doc.table_refs())
     try:
+        if all(writes_only_new(change_body(c), tables) for c in changes):
+            return  # new entries and what is in them only: R2a judges their names
         ops = [op for change in changes for op in operations(change_body(change))]
     except LedgerError as exc:
         raise ProtocolError(f"a change whose operations cannot be read ({exc})") from exc
+    heads = builds_on(changes)
     made = {op.id for op in ops if op.action in MAKE_ACTIONS}
-    paths: dict[ObjectRef, tuple[str, ...]] | None = None
-    entries: dict[tuple[str, ...], dict[str, object]] = {}
+    wanted: set[ObjectRef] = {op.obj for op in ops if op.obj is not None and op.obj not in made}
+    paths = doc.maps_at(named, heads, wanted)
+    changed: set[str] = set()  # others' resources whose details these changes write
+    recorded: set[str] = set()  # resources these changes add an edit record to
+    containers: dict[ObjectRef, str] = {}  # edits maps these changes make, by resource
+    along: dict[tuple[str, ...], tuple[list[dict[str, object]], frozenset[str]]] = {}
     for op in ops:
         if op.obj is None:
             raise _refuse("writes to the ledger's root")
         if op.obj in made:
+            if op.obj in containers and op.action in MAKE_ACTIONS:
+                recorded.add(containers[op.obj])
             continue  # inside a map this bundle makes: R2a judges its names
-        if paths is None:
-            paths = doc.maps_at(named, heads)
         path = paths.get(op.obj)
         if path is None:
             if op.obj in spared and not op.preds:
@@ -145,9 +153,16 @@ def check_records(
                 "that was not there"
             )
         if path[0] in EXTENDABLE:
-            if path[:2] not in entries:
-                entries[path[:2]] = (doc.map_at(path[:2], heads) or {}) if len(path) > 1 else {}
-            _check_op(doc, heads, path, op, author, moved, entries[path[:2]])
+            if len(path) > 1 and path not in along:
+                along[path] = doc.along(path, ("by", "created_by"), heads)
+            creator = _check_op(doc, heads, path, op, author, moved, along.get(path))
+            if path[0] == "resources" and len(path) > 1:
+                if len(path) == 2 and op.key == "edits" and op.action in MAKE_ACTIONS:
+                    containers[op.id] = path[1]
+                elif len(path) == 3 and path[2] == "edits" and op.action in MAKE_ACTIONS:
+                    recorded.add(path[1])
+                elif len(path) == 2 and op.key in _DETAILS and creator not in (None, author):
+                    changed.add(path[1])
         elif (
             path[0] in _MEMBERSHIP
             and op.preds
@@ -158,6 +173,10 @@ def check_records(
                 "a change that deletes or writes anew a member's or an invite's entry, "
                 "or a part of one (never done: a removal is known by where it is written)"
             )
+    if changed - recorded:
+        raise _refuse(
+            "changes another member's resource without an edit record in its writer's name"
+        )
 
 
 def _check_op(
@@ -167,10 +186,11 @@ def _check_op(
     op: Operation,
     author: str,
     moved: Moved,
-    entry: Mapping[str, object],
-) -> None:
-    """One operation into a map of a table in :data:`EXTENDABLE` at ``path``; ``entry``:
-    the entry it is in as the changes build on it (empty for the table's own map)."""
+    along: tuple[list[dict[str, object]], frozenset[str]] | None,
+) -> str | None:
+    """One operation into a map of a table in :data:`EXTENDABLE` at ``path``; ``along``:
+    :meth:`LedgerDoc.along` of ``path`` (``None`` for a table's own map). Returns the
+    ``created_by`` of the entry it writes into (``None``: none, or the table)."""
     table = path[0]
     if op.key is None:
         raise _refuse("writes into a ledger table by position")
@@ -181,16 +201,14 @@ def _check_op(
                 op.action == DELETE_ACTION and _moved_whole(replaced, moved.get((table, op.key)))
             ):
                 raise _refuse("deletes or replaces an entry in another member's name")
-        return
-    chain: list[Mapping[str, object]] = [entry]
-    for key in path[2:]:
-        inner = chain[-1].get(key)
-        chain.append(inner if isinstance(inner, Mapping) else {})
+        return None
+    assert along is not None
+    chain, maps = along
     for held in chain:
         by = held.get("by")
         if isinstance(by, str) and by != author:
             raise _refuse("changes a record in another member's name")
-    creator = entry.get("created_by")
+    creator = chain[0].get("created_by")
     if isinstance(creator, str) and creator != author:
         if len(path) == 2:
             if (
@@ -201,8 +219,9 @@ def _check_op(
                 raise _refuse("changes what another member's entry says")
         elif path[2] != _RECORDS_IN.get(table) or (len(path) == 3 and op.preds):
             raise _refuse("changes what another member's entry says")
-    if op.preds and names_other(chain[-1].get(op.key), author):
+    if op.preds and op.key in maps and names_other(doc.map_at((*path, op.key), heads), author):
         raise _refuse("deletes or replaces a record in another member's name")
+    return creator if isinstance(creator, str) else None
 
 
 def _moved_whole(entry: object, copied: set[tuple[str, ...]] | None) -> bool:
