@@ -168,11 +168,7 @@ TAMPERING = [
     pytest.param(_event_replaced, id="an event replaced"),
     pytest.param(_edit_record_replaced, id="an edit record replaced"),
     pytest.param(_silently_renamed, id="a resource changed with no edit record"),
-    pytest.param(
-        _closing_rewritten,
-        id="another member's closing of a need",
-        marks=pytest.mark.xfail(strict=True, reason="a need's closing is not a record"),
-    ),
+    pytest.param(_closing_rewritten, id="another member's closing of a need"),
 ]
 
 

@@ -135,6 +135,8 @@ def check_records(
     paths = doc.maps_at(named, heads, wanted)
     changed: set[str] = set()  # others' resources whose details these changes write
     recorded: set[str] = set()  # resources these changes add an edit record to
+    closing: set[str] = set()  # needs these changes close, or say when they were closed
+    closer: set[str] = set()  # needs these changes say who closed
     containers: dict[ObjectRef, str] = {}  # edits maps these changes make, by resource
     along: dict[tuple[str, ...], tuple[list[dict[str, object]], frozenset[str]]] = {}
     for op in ops:
@@ -154,15 +156,26 @@ def check_records(
             )
         if path[0] in EXTENDABLE:
             if len(path) > 1 and path not in along:
-                along[path] = doc.along(path, ("by", "created_by"), heads)
-            creator = _check_op(doc, heads, path, op, author, moved, along.get(path))
+                along[path] = doc.along(path, ("by", "created_by", "closed_by"), heads)
+            held = _check_op(doc, heads, path, op, author, moved, along.get(path))
+            creator = held.get("created_by")
             if path[0] == "resources" and len(path) > 1:
                 if len(path) == 2 and op.key == "edits" and op.action in MAKE_ACTIONS:
                     containers[op.id] = path[1]
                 elif len(path) == 3 and path[2] == "edits" and op.action in MAKE_ACTIONS:
                     recorded.add(path[1])
-                elif len(path) == 2 and op.key in _DETAILS and creator not in (None, author):
+                elif (
+                    len(path) == 2
+                    and op.key in _DETAILS
+                    and isinstance(creator, str)
+                    and creator != author
+                ):
                     changed.add(path[1])
+            elif path[0] == "needs" and len(path) == 2 and held.get("closed_by") != author:
+                if op.key in ("closed", "closed_at"):
+                    closing.add(path[1])
+                elif op.key == "closed_by":
+                    closer.add(path[1])
         elif (
             path[0] in _MEMBERSHIP
             and op.preds
@@ -173,6 +186,8 @@ def check_records(
                 "a change that deletes or writes anew a member's or an invite's entry, "
                 "or a part of one (never done: a removal is known by where it is written)"
             )
+    if closing - closer:
+        raise _refuse("closes a need, or says when it was closed, in nobody's name")
     if changed - recorded:
         raise _refuse(
             "changes another member's resource without an edit record in its writer's name"
@@ -187,10 +202,10 @@ def _check_op(
     author: str,
     moved: Moved,
     along: tuple[list[dict[str, object]], frozenset[str]] | None,
-) -> str | None:
+) -> dict[str, object]:
     """One operation into a map of a table in :data:`EXTENDABLE` at ``path``; ``along``:
     :meth:`LedgerDoc.along` of ``path`` (``None`` for a table's own map). Returns the
-    ``created_by`` of the entry it writes into (``None``: none, or the table)."""
+    names the entry it writes into held (empty for the table's own map)."""
     table = path[0]
     if op.key is None:
         raise _refuse("writes into a ledger table by position")
@@ -201,13 +216,21 @@ def _check_op(
                 op.action == DELETE_ACTION and _moved_whole(replaced, moved.get((table, op.key)))
             ):
                 raise _refuse("deletes or replaces an entry in another member's name")
-        return None
+        return {}
     assert along is not None
     chain, maps = along
     for held in chain:
         by = held.get("by")
         if isinstance(by, str) and by != author:
             raise _refuse("changes a record in another member's name")
+    closed_by = chain[0].get("closed_by")
+    if (
+        table == "needs"
+        and op.key in ("closed", "closed_at", "closed_by")
+        and isinstance(closed_by, str)
+        and closed_by != author
+    ):
+        raise _refuse("changes another member's closing of a need")
     creator = chain[0].get("created_by")
     if isinstance(creator, str) and creator != author:
         if len(path) == 2:
@@ -221,7 +244,7 @@ def _check_op(
             raise _refuse("changes what another member's entry says")
     if op.preds and op.key in maps and names_other(doc.map_at((*path, op.key), heads), author):
         raise _refuse("deletes or replaces a record in another member's name")
-    return creator if isinstance(creator, str) else None
+    return chain[0]
 
 
 def _moved_whole(entry: object, copied: set[tuple[str, ...]] | None) -> bool:
