@@ -42,9 +42,9 @@ RELAY_CONFIG = (
 
 def _start_relay(tree: Path, data: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
     """A ``hearth-relay`` of the version in ``tree`` on a free loopback port."""
+    command = [sys.executable, "-m", "relay.cli", "--port", "0", "--data", str(data)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "--port", "0", "--data", str(data)]
-        + ["--config", str(config)],
+        [*command, "--config", str(config)],
         cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree)},
         stdout=subprocess.PIPE,
@@ -118,12 +118,11 @@ def _build(root: Path, url: str, entries: int) -> dict[str, object]:
 
 
 def _catch_up(root: Path, url: str, group: str, token: str, entries: int) -> dict[str, object]:
+    import hearth
     from hearth.identity import create_identity
     from hearth.invite import decode_token
     from hearth.node import open_node
     from hearth.sync_client import sync_relay
-
-    import hearth
 
     create_identity(root / "fresh", name="Fresh")
     with open_node(root / "fresh") as fresh:
@@ -233,13 +232,16 @@ def main() -> int:
                 runs.append(answer)
         medians = {
             name: {
-                key: round(statistics.median(float(str(r[key])) for r in runs if r["version"] == name), 3)
+                key: round(
+                    statistics.median(float(str(r[key])) for r in runs if r["version"] == name), 3
+                )
                 for key in ("catch_up_s", "process_cpu_s", "wire_bytes")
             }
             for name in names
         }
         result = {
-            "benchmark": "catch-up of a fresh device, versions interleaved (bench/catchup_compare.py)",
+            "benchmark": "catch-up of a fresh device, versions interleaved",
+            "how": "bench/catchup_compare.py",
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count()},
             "entries": args.entries,
