@@ -40,6 +40,7 @@ from hearth.ledger.change_ops import (
     keyed_values,
     objects_written,
     operations,
+    read_columns,
     read_varint,
 )
 from hearth.protocol.codec import uvarint
@@ -144,11 +145,15 @@ def read_change_names(
     data = _change_body(change)
     info = _header_of(change, data)
     try:
-        writes: set[ObjectRef] | None = objects_written(data)
+        columns = read_columns(data)
+    except LedgerError as exc:  # neither can be read
+        return info, None, str(exc)
+    try:
+        writes: set[ObjectRef] | None = objects_written(data, columns)
     except LedgerError:
         writes = None
     try:
-        names: list[KeyedValue] | str = keyed_values(data, wanted)
+        names: list[KeyedValue] | str = keyed_values(data, wanted, columns)
     except LedgerError as exc:
         names = str(exc)
     return info, writes, names
