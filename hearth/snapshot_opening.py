@@ -14,6 +14,7 @@ second process cannot be had, is opened here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -223,7 +224,8 @@ class _Worker:
         self._todo.put(None)
         self._thread.join()
         if self._process.stdin is not None:
-            self._process.stdin.close()
+            with contextlib.suppress(OSError):  # a process that died: its pipe is broken
+                self._process.stdin.close()
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:

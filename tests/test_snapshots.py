@@ -391,3 +391,20 @@ def test_a_bundle_whose_signature_fails_in_the_second_process_refuses_the_snapsh
     assert "signature does not verify" in outcome.reason
     assert not taken
     assert state(fay, gid) == before
+
+
+def test_bundles_given_to_a_second_process_that_dies_are_opened_here(
+    group: tuple[Node, Node, Node, str],
+) -> None:
+    _, ben, fay, gid = group
+    carried = bundles(ben, gid)
+    opener = Opener(fay, process_from=1, chunk=1)
+    opener.add(carried[0])
+    worker = opener._worker
+    assert worker is not None
+    worker._process.kill()
+    for envelope in carried[1:]:
+        opener.add(envelope)
+    outcome, taken = take_snapshot(fay, snapshot(ben, gid), opener, source="test")
+    assert outcome.verdict is Verdict.APPLIED, outcome.reason
+    assert len(taken) == len(carried)
