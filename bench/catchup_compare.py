@@ -12,7 +12,8 @@ makes a version use the store another version built instead (versions whose rela
 the same store). Then, round after round, in an order turned by one each round, every
 version's own ``hearth-relay`` is started on a fresh copy of its store and a fresh device
 of that version joins and catches up through it: the wall time of the sync, the device's
-CPU time (its process and any it started), and the bytes the relay sent (all it wrote, from /proc).
+CPU time (its process and any it started), the relay's CPU time, and the bytes the relay
+sent (its metrics; relays from before they counted them give none).
 Medians per version at the end, with the machine's load average before each run: on a
 shared machine only figures from one run compare.
 """
@@ -65,14 +66,26 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     proc.wait()
 
 
-def _written(pid: int) -> int:
-    """Bytes a process has written so far (its sockets, and a little to its store and
-    log): the same measure for every version, also those whose relay counts no bytes out
-    in its metrics."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no wchar in /proc/{pid}/io")
+def _bytes_out(url: str) -> int | None:
+    """What a relay has sent so far, from its /metrics (``None``: a relay from before it
+    counted that)."""
+    import aiohttp
+
+    async def read() -> str:
+        metrics = url.replace("ws://", "http://") + "/metrics"
+        async with aiohttp.ClientSession() as http, http.get(metrics) as response:
+            return await response.text()
+
+    for line in asyncio.run(read()).splitlines():
+        if line.startswith("hearth_relay_bytes_out_total"):
+            return int(float(line.split()[-1]))
+    return None
+
+
+def _cpu_s(pid: int) -> float:
+    """The CPU seconds a process has used so far (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _child(tree: Path, *args: str) -> dict[str, object]:
@@ -157,6 +170,11 @@ def _child_main(argv: list[str]) -> int:
 # --- the parent -----------------------------------------------------------------------------
 
 
+def _median(runs: list[dict[str, object]], name: str, key: str) -> float | None:
+    values = [float(str(r[key])) for r in runs if r["version"] == name and r[key] is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
 def _load() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
@@ -210,7 +228,7 @@ def main() -> int:
                 load = _load()
                 relay, url = _start_relay(tree, run_dir / "relay", config)
                 try:
-                    before = _written(relay.pid)
+                    before, relay_cpu = _bytes_out(url), _cpu_s(relay.pid)
                     b = built[of]
                     answer = _child(
                         tree,
@@ -221,22 +239,19 @@ def main() -> int:
                         str(b["token"]),
                         str(args.entries),
                     )
-                    answer["wire_bytes"] = _written(relay.pid) - before
+                    after = _bytes_out(url)
+                    answer["wire_bytes"] = (
+                        None if before is None or after is None else after - before
+                    )
+                    answer["relay_cpu_s"] = round(_cpu_s(relay.pid) - relay_cpu, 3)
                 finally:
                     _stop(relay)
                     shutil.rmtree(run_dir)
                 answer = {"version": name, "round": round_no, "load_before": load, **answer}
                 print(json.dumps(answer), flush=True)
                 runs.append(answer)
-        medians = {
-            name: {
-                key: round(
-                    statistics.median(float(str(r[key])) for r in runs if r["version"] == name), 3
-                )
-                for key in ("catch_up_s", "process_cpu_s", "wire_bytes")
-            }
-            for name in names
-        }
+        keys = ("catch_up_s", "process_cpu_s", "relay_cpu_s", "wire_bytes")
+        medians = {name: {key: _median(runs, name, key) for key in keys} for name in names}
         result = {
             "benchmark": "catch-up of a fresh device, versions interleaved",
             "how": "bench/catchup_compare.py",
