@@ -9,7 +9,7 @@ enough, the bundles go, in chunks as they arrive, to a second Python process
 (:class:`Opener`), which runs that same function on the other core while this one
 receives the rest; what comes back is checked here exactly as if opened here (a bundle
 that fails refuses the snapshot, with the same reason). A small catch-up, or one whose
-second process cannot be had, or on a machine with no core to spare, is opened here.
+second process cannot be had, is opened here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,18 +167,6 @@ def _from_wire(envelope: Envelope, opened: _Opened) -> Carried:
     )
 
 
-def _spare_core() -> bool:
-    """Whether a core is free for a second process: the machine's load over the last
-    minute is below its cores but one. A second process takes nothing from a machine
-    that has no core to spare but what it costs to start it and to pass bundles to it
-    and back."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return False
-    return load < (os.cpu_count() or 1) - 0.5
-
-
 class _Worker:
     """The second process (this module run as a script), fed chunks over a pipe by a
     thread of this one, one chunk at a time, in order. Started as a fresh interpreter,
@@ -273,10 +261,8 @@ class Opener:
         *,
         process_from: int = PROCESS_FROM,
         chunk: int = CHUNK,
-        spare_core: Callable[[], bool] | None = None,
     ) -> None:
         self._feeds = node.feeds
-        self._spare_core = spare_core or _spare_core
         self._process_from = process_from
         self._chunk = chunk
         self._held: list[tuple[Envelope, EpochKeys]] = []
@@ -314,9 +300,6 @@ class Opener:
             return
         try:
             if self._worker is None:
-                if not self._spare_core():
-                    self._broken = True  # all opened here, at the end
-                    return
                 self._worker = _Worker()
             while len(self._held) >= self._chunk:
                 chunk, self._held = self._held[: self._chunk], self._held[self._chunk :]

@@ -346,7 +346,7 @@ class _SignsAsAnother:
 
 def opened_elsewhere(fay: Node, carried: list[bytes]) -> Opener:
     """An opener that hands every bundle to its second process, one at a time."""
-    opener = Opener(fay, process_from=1, chunk=1, spare_core=lambda: True)
+    opener = Opener(fay, process_from=1, chunk=1)
     for envelope in carried:
         opener.add(envelope)
     assert opener.sent_away == len(carried)
@@ -398,27 +398,13 @@ def test_bundles_given_to_a_second_process_that_dies_are_opened_here(
 ) -> None:
     _, ben, fay, gid = group
     carried = bundles(ben, gid)
-    opener = Opener(fay, process_from=1, chunk=1, spare_core=lambda: True)
+    opener = Opener(fay, process_from=1, chunk=1)
     opener.add(carried[0])
     worker = opener._worker
     assert worker is not None
     worker._process.kill()
     for envelope in carried[1:]:
         opener.add(envelope)
-    outcome, taken = take_snapshot(fay, snapshot(ben, gid), opener, source="test")
-    assert outcome.verdict is Verdict.APPLIED, outcome.reason
-    assert len(taken) == len(carried)
-
-
-def test_with_no_core_to_spare_the_bundles_are_opened_here(
-    group: tuple[Node, Node, Node, str],
-) -> None:
-    _, ben, fay, gid = group
-    carried = bundles(ben, gid)
-    opener = Opener(fay, process_from=1, chunk=1, spare_core=lambda: False)
-    for envelope in carried:
-        opener.add(envelope)
-    assert opener.sent_away == 0
     outcome, taken = take_snapshot(fay, snapshot(ben, gid), opener, source="test")
     assert outcome.verdict is Verdict.APPLIED, outcome.reason
     assert len(taken) == len(carried)
