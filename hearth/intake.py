@@ -558,10 +558,14 @@ def _take_snapshot_with(
             node.store.run("INSERT OR IGNORE INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
         return Outcome(verdict=Verdict.DUPLICATE, group_id=group_id), none
     try:
+        # Loaded while the covered bundles' last chunks are still being opened elsewhere.
+        incoming = _load_snapshot(node, group_id, docs)
         gid = bytes.fromhex(group_id)
         carried = [c for c in opener.carried() if c.inner.group_id == gid]
         with node.store.write():  # refused: nothing of it stays
-            taken = _take_snapshot(node, group_id, envelope, inner, docs, heads, carried)
+            taken = _take_snapshot(
+                node, group_id, envelope, inner, (docs, incoming), heads, carried
+            )
     except HearthError as exc:
         outcome = _reject(
             node, source, f"a snapshot refused (its bundles are taken instead): {exc}"
@@ -593,17 +597,14 @@ def _take_snapshot(
     group_id: str,
     envelope: Envelope,
     inner: Inner,
-    docs: Sequence[tuple[str, bytes]],
+    documents: tuple[Sequence[tuple[str, bytes]], dict[str, LedgerDoc]],
     heads: Sequence[tuple[bytes, int, bytes]],
     carried: Sequence[snapshots.Carried],
 ) -> list[bytes]:
-    """Check a snapshot against the bundles it came with, merge its documents, keep the
-    bundles it covers as applied (inside a write); return their ids."""
-    group = node.group(group_id)
-    try:
-        incoming = {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
-    except LedgerError as exc:
-        raise ProtocolError(f"a snapshot holding a document that does not load ({exc})") from exc
+    """Check a snapshot against the bundles it came with, merge its documents (as saved,
+    and loaded), keep the bundles it covers as applied (inside a write); return their
+    ids."""
+    docs, incoming = documents
     covered = snapshots.check_snapshot(node, group_id, incoming, heads, carried)
     listed = incoming[LIVE].read_table("members") if LIVE in incoming else {}
     card = _card(listed, inner.author) or _card(node.view(group_id).tables["members"], inner.author)
@@ -641,6 +642,17 @@ def _take_snapshot(
     # Checked like any bundle: held now as applied ones are (those that waited here too).
     node.feeds.keep_applied(group_id, [(item.envelope, item.inner) for item in covered])
     return [item.envelope.id for item in covered]
+
+
+def _load_snapshot(
+    node: Node, group_id: str, docs: Sequence[tuple[str, bytes]]
+) -> dict[str, LedgerDoc]:
+    """A snapshot's documents, loaded; :class:`ProtocolError` if one does not load."""
+    group = node.group(group_id)
+    try:
+        return {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
+    except LedgerError as exc:
+        raise ProtocolError(f"a snapshot holding a document that does not load ({exc})") from exc
 
 
 def _to_store(

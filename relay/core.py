@@ -32,11 +32,13 @@ from hearth.protocol.connection import (
     State,
 )
 from hearth.protocol.frames import (
+    DELIVERIES,
     PROTOCOL_VERSION,
     VERSIONS,
     Ack,
     CaughtUp,
     Deliver,
+    Deliveries,
     DeviceProof,
     Error,
     Frame,
@@ -159,6 +161,12 @@ class CloseClient:
 
 
 Output = Union[ToClient, CatchUp, MirrorCatchUp, Pause, CloseClient]  # noqa: UP007
+
+DELIVERIES_BYTES = 128 * 1024
+"""Bundle bytes a catch-up puts in one ``deliveries`` frame: about a hundred of the usual
+size — a few hundred frames for a ledger of ten thousand entries instead of ten thousand,
+each well inside the frame limit, and few enough that a node taking them in one by one
+gives its event loop back often."""
 
 
 @dataclass
@@ -1066,6 +1074,41 @@ class RelayCore:
                 if snapshot is None or cursor != snapshot[0]
             ]
             after = rows[-1][0]
+
+    def catch_up_frames(self, client: int, page: list[Deliver]) -> list[Deliver | Deliveries]:
+        """A catch-up page as the frames to send it in: to a node that speaks version 3,
+        the bundles of a topic many to a frame, at most :data:`DELIVERIES_BYTES` of them
+        each (a bundle that big goes alone); to anyone else, one frame each."""
+        state = self.clients.get(client)
+        if state is None or state.conn.between_relays or (state.conn.version or 0) < DELIVERIES:
+            return list(page)
+        frames: list[Deliver | Deliveries] = []
+        run: list[Deliver] = []
+        size = 0
+
+        def close_run() -> None:
+            if len(run) == 1:
+                frames.append(run[0])
+            elif run:
+                frames.append(
+                    Deliveries(
+                        topic=run[0].topic,
+                        cursors=[d.cursor for d in run],
+                        envelopes=[d.envelope for d in run],
+                    )
+                )
+            run.clear()
+
+        for delivery in page:
+            if run and (
+                run[0].topic != delivery.topic or size + len(delivery.envelope) > DELIVERIES_BYTES
+            ):
+                close_run()
+                size = 0
+            run.append(delivery)
+            size += len(delivery.envelope)
+        close_run()
+        return frames
 
     @staticmethod
     def caught_up(topic: bytes, cursor: int) -> CaughtUp:

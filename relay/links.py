@@ -397,13 +397,19 @@ async def _send_pages(
         held = sum(len(frame.envelope) for frame in page)
         link.queued_bytes += held
         try:
-            for frame in page:
+            for frame in core.catch_up_frames(client, page):
                 if link.closing is not None:
                     return cursor
-                await _deliver(core, client, link, frame, fan_out=False)
-                link.queued_bytes -= len(frame.envelope)
-                held -= len(frame.envelope)
-                cursor = max(cursor, frame.cursor)
+                if isinstance(frame, Deliver):
+                    await _deliver(core, client, link, frame, fan_out=False)
+                    sent, newest = len(frame.envelope), frame.cursor
+                else:  # many to a frame: only ever to a node (never a peer relay)
+                    await _send(link, core.encode(client, frame))
+                    core.metrics.count("hearth_relay_bundles_out_total", len(frame.envelopes))
+                    sent, newest = sum(map(len, frame.envelopes)), max(frame.cursors)
+                link.queued_bytes -= sent
+                held -= sent
+                cursor = max(cursor, newest)
         finally:
             link.queued_bytes -= held
     return cursor

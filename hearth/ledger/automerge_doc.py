@@ -34,10 +34,13 @@ from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncSta
 from hearth.errors import LedgerError
 from hearth.ledger.change_ops import (
     MAKE_ACTIONS,
+    KeyedValue,
     ObjectRef,
     Operation,
+    keyed_values,
     objects_written,
     operations,
+    read_columns,
     read_varint,
 )
 from hearth.protocol.codec import uvarint
@@ -55,6 +58,7 @@ __all__ = [
     "change_hash",
     "objects_written_by",
     "read_change",
+    "read_change_names",
 ]
 
 Scalar = str | int | bool
@@ -130,6 +134,29 @@ def read_change(change: bytes) -> tuple[ChangeInfo, set[ObjectRef] | None]:
         return info, objects_written(data)
     except LedgerError:
         return info, None
+
+
+def read_change_names(
+    change: bytes, wanted: frozenset[str]
+) -> tuple[ChangeInfo, set[ObjectRef] | None, list[KeyedValue] | str]:
+    """:func:`read_change`, and the change's operations at the map keys in ``wanted``
+    (:func:`~hearth.ledger.change_ops.keyed_values`) or why they cannot be read — its
+    body inflated once; :class:`LedgerError` as :func:`change_hash` raises it."""
+    data = _change_body(change)
+    info = _header_of(change, data)
+    try:
+        columns = read_columns(data)
+    except LedgerError as exc:  # neither can be read
+        return info, None, str(exc)
+    try:
+        writes: set[ObjectRef] | None = objects_written(data, columns)
+    except LedgerError:
+        writes = None
+    try:
+        names: list[KeyedValue] | str = keyed_values(data, wanted, columns)
+    except LedgerError as exc:
+        names = str(exc)
+    return info, writes, names
 
 
 def _header_of(change: bytes, data: bytes) -> ChangeInfo:

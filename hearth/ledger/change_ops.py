@@ -31,12 +31,14 @@ __all__ = [
     "MAKE_ACTIONS",
     "SET_ACTION",
     "ChangeFormatError",
+    "Columns",
     "KeyedValue",
     "ObjectRef",
     "Operation",
     "keyed_values",
     "objects_written",
     "operations",
+    "read_columns",
     "read_varint",
     "values",
     "writes_only_new",
@@ -156,15 +158,26 @@ class Operation:
     preds: int = 0
 
 
-def objects_written(body: bytes) -> set[ObjectRef]:
+Columns = tuple[list[bytes], bytes, int, dict[int, bytes]]
+"""A change's actors (its own first), its actor, start op and column data."""
+
+
+def read_columns(body: bytes) -> Columns:
+    """A change's columns (``body`` as for :func:`objects_written`), to read more than
+    one thing from them without reading them again."""
+    return _columns(body)
+
+
+def objects_written(body: bytes, columns: Columns | None = None) -> set[ObjectRef]:
     """The objects the operations of one change write to.
 
     ``body`` is the change chunk's contents after its header bytes (magic, checksum,
     type, length), inflated if the chunk was compressed. Reads only the object and action
     columns (a snapshot's check asks this of every change it covers), run by run rather
     than operation by operation: what :func:`operations` would name, without listing them.
+    ``columns``: the body's :func:`read_columns`, when read already.
     """
-    actors, _, _, data = _columns(body)
+    actors, _, _, data = columns if columns is not None else _columns(body)
     actions = _run_lengths(data.get(_ACTION, b""))
     obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
     counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
@@ -267,7 +280,7 @@ def _paired(first: _Runs, second: _Runs) -> set[tuple[int | None, int | None]]:
     return pairs
 
 
-def _columns(body: bytes) -> tuple[list[bytes], bytes, int, dict[int, bytes]]:
+def _columns(body: bytes) -> Columns:
     """A change's actors (its own first), its actor, start op and column data."""
     count, pos = _uleb(body, 0)
     pos += 32 * count  # dependencies
@@ -339,12 +352,15 @@ class KeyedValue:
     value: str | int | bool | bytes | None
 
 
-def keyed_values(body: bytes, wanted: frozenset[str]) -> list[KeyedValue]:
+def keyed_values(
+    body: bytes, wanted: frozenset[str], columns: Columns | None = None
+) -> list[KeyedValue]:
     """The operations of one change at a map key in ``wanted``, with their values
     (``body`` as for :func:`objects_written`). Reads the key, action and value columns;
     only the keys and values of the operations asked about are decoded (a snapshot's
-    check asks this of every change it covers: the loops are written for speed)."""
-    _, _, _, data = _columns(body)
+    check asks this of every change it covers: the loops are written for speed).
+    ``columns``: the body's :func:`read_columns`, when read already."""
+    _, _, _, data = columns if columns is not None else _columns(body)
     hits, keys = _key_hits(data.get(_KEY_STRING, b""), _encoded(wanted))
     if not hits:
         return []

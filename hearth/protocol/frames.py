@@ -16,6 +16,7 @@ from hearth.errors import FrameTooBig, ProtocolError
 from hearth.protocol import codec
 
 __all__ = [
+    "DELIVERIES",
     "DEVICE_PROOFS",
     "MAX_FRAME",
     "PROTOCOL_VERSION",
@@ -23,6 +24,7 @@ __all__ = [
     "Ack",
     "CaughtUp",
     "Deliver",
+    "Deliveries",
     "DeviceProof",
     "Error",
     "Frame",
@@ -42,13 +44,16 @@ __all__ = [
     "vector_to_wire",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """The newest version of the exchange this Hearth speaks. Version 2 added the device proofs
-between nodes (``hello.nonce``, the ``device`` frame); a relay serves 1 and 2 alike."""
-VERSIONS = (1, 2)
+between nodes (``hello.nonce``, the ``device`` frame); version 3 the ``deliveries`` frame,
+many stored bundles of a catch-up in one. A relay serves 1, 2 and 3 alike."""
+VERSIONS = (1, 2, 3)
 """Every version this Hearth speaks, offered in its ``hello``."""
 DEVICE_PROOFS = 2
 """The first version in which two nodes prove their devices: the least they sync directly at."""
+DELIVERIES = 3
+"""The first version in which a relay may send a catch-up's bundles many to a frame."""
 MAX_FRAME = 1024 * 1024 + 4096  # one full bundle plus framing
 
 
@@ -107,6 +112,25 @@ class Deliver:
     topic: bytes
     cursor: int
     envelope: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deliveries:
+    """Stored bundles of a topic, oldest first, each with its arrival cursor: what a
+    catch-up sends as many :class:`Deliver` frames, in one (version 3 on; a relay sends
+    them only to a node that speaks it)."""
+
+    TYPE: ClassVar[str] = "deliveries"
+    topic: bytes
+    cursors: list[int]
+    envelopes: list[bytes]
+
+    def each(self) -> list[Deliver]:
+        """The same bundles, one :class:`Deliver` each."""
+        return [
+            Deliver(topic=self.topic, cursor=cursor, envelope=envelope)
+            for cursor, envelope in zip(self.cursors, self.envelopes, strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,6 +242,7 @@ Frame = Union[  # noqa: UP007
     Register,
     Subscribe,
     Deliver,
+    Deliveries,
     CaughtUp,
     Publish,
     Ack,
@@ -283,6 +308,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "relay_id": bytes,
     "nonce": bytes,
     "device": bytes,
+    "cursors": list,
+    "envelopes": list,
 }
 _TOPIC_LENGTH = 32
 # Every number on the wire is below 2**63: what a store's signed 64-bit integer holds (a
@@ -386,7 +413,18 @@ def _decode_any(data: bytes) -> Frame:
         raise ProtocolError("A welcome frame's limits are malformed.")
     if "have" in body:
         _check_vector(kind, body["have"])
+    if kind == "deliveries":
+        _check_deliveries(body["cursors"], body["envelopes"])
     return cls(**body)
+
+
+def _check_deliveries(cursors: list[codec.Value], envelopes: list[codec.Value]) -> None:
+    if not cursors or len(cursors) != len(envelopes):
+        raise ProtocolError("A deliveries frame's cursors and envelopes do not pair up.")
+    if not all(type(c) is int and 0 <= c < _INT_LIMIT for c in cursors) or not all(
+        type(e) is bytes for e in envelopes
+    ):
+        raise ProtocolError("A deliveries frame's cursors or envelopes have the wrong type.")
 
 
 def vector_to_wire(have: Iterable[tuple[bytes, int]]) -> list[list[bytes | int]]:
