@@ -34,7 +34,7 @@ from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
 from hearth.node import Node, verify_genesis
-from hearth.protocol.bundle import Inner
+from hearth.protocol.bundle import Inner, decode_changes
 from hearth.snapshot_opening import Carried, Opener
 
 __all__ = ["Carried", "Opener", "check_snapshot"]
