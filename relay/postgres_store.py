@@ -42,6 +42,7 @@ from relay.storage import (
     Registered,
     Store,
     Stored,
+    TopicChecks,
     TopicState,
     expire_unused,
     fitting,
@@ -263,6 +264,45 @@ class PostgresStore(Store):
         cursor, new = rows[0]
         self._stored_any |= bool(new)
         return Stored(int(cursor), bool(new))
+
+    def add_checked(
+        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+    ) -> Stored | None:
+        began = not self._batch
+        self._begin()
+        # One round trip as in add(), the topic's row checked by the same statement: as of
+        # its start, under the batch's write lock, so a freeze committed by another process
+        # before it counts.
+        rows = self._write(
+            "WITH fits AS (SELECT 1 FROM topics WHERE topic = %s AND relay_key = %s "
+            "AND held = 0 AND (frozen_at = 0 OR frozen_at > %s) "
+            "AND bytes + %s <= %s AND bundles + 1 <= %s), "
+            "new AS (INSERT INTO envelopes(topic, id, data, origin) "
+            "SELECT %s, %s, %s, NULL FROM fits ON CONFLICT (id) DO NOTHING RETURNING cursor), "
+            "counted AS (UPDATE topics SET bytes = bytes + %s, bundles = bundles + 1, "
+            "last_write = EXTRACT(EPOCH FROM now())::float8 "
+            "WHERE topic = %s AND EXISTS (SELECT 1 FROM new)) "
+            "SELECT cursor FROM new",
+            (
+                topic,
+                checks.relay_key,
+                checks.now,
+                len(data),
+                checks.max_bytes,
+                checks.max_bundles,
+                topic,
+                bundle_id,
+                data,
+                len(data),
+                topic,
+            ),
+        )
+        if not rows:  # refused, or stored already: the caller decides the full way
+            if began:  # nothing else is staged in it: the write lock is let go
+                self._abandon_batch()
+            return None
+        self._stored_any = True
+        return Stored(int(rows[0][0]), True)
 
     def peer_cursor(self, peer: bytes) -> int:
         rows = self._rows("SELECT cursor FROM peer_cursors WHERE peer = %s", (peer,))
