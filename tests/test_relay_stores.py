@@ -8,6 +8,7 @@ on two connections to one database are two relay processes, minus the sockets.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from relay.config import RelayConfig
 from relay.core import Output, RelayCore, ToClient
 from relay.postgres_store import PostgresStore, backup_to_file, restore_from_file
 from relay.sqlite_store import SqliteStore, backup_store, restore_store
-from relay.storage import Registered, Store, Stored, TopicState
+from relay.storage import Registered, Store, Stored, TopicChecks, TopicState
 from tests.peering_simulation import make_pool
 
 TOPIC = bytes(range(32))
@@ -166,6 +167,40 @@ def test_a_freeze_only_moves_earlier(open_store: Callable[[], Store]) -> None:
     assert _frozen_at(store) == 100.0
     store.freeze(TOPIC, 50.0)
     assert _frozen_at(store) == 50.0
+
+
+def test_a_bundle_is_stored_the_short_way_only_if_its_topics_row_lets_it_in(
+    open_store: Callable[[], Store],
+) -> None:
+    """add_checked: the row's key, hold, freeze and quota checked by the statement that
+    stores; a refusal (or a bundle stored already) stores nothing and leaves no batch open."""
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    ok = TopicChecks(relay_key=b"k" * 32, now=100.0, max_bytes=100, max_bundles=3)
+    first = store.add_checked(TOPIC, b"id1", b"a" * 10, ok)
+    assert first is not None
+    assert first.new
+    store.commit()
+    refused = [
+        store.add_checked(TOPIC, b"id1", b"a" * 10, ok),  # stored already
+        store.add_checked(TOPIC, b"id2", b"b" * 10, replace(ok, relay_key=b"x" * 32)),
+        store.add_checked(TOPIC, b"id2", b"b" * 91, ok),  # over the bytes quota
+        store.add_checked(TOPIC, b"id2", b"b" * 10, replace(ok, max_bundles=1)),
+        store.add_checked(OTHER, b"id2", b"b" * 10, ok),  # not registered
+    ]
+    store.freeze(TOPIC, 150.0)
+    refused.append(store.add_checked(TOPIC, b"id2", b"b" * 10, replace(ok, now=150.0)))
+    assert refused == [None] * len(refused)
+    assert not store.busy()
+    assert store.moderate("freeze", TOPIC.hex(), "", 0.0)  # held by the operator
+    assert store.add_checked(TOPIC, b"id2", b"b" * 10, ok) is None
+    store.moderate("unfreeze", TOPIC.hex(), "", 0.0)
+    second = store.add_checked(TOPIC, b"id2", b"b" * 10, ok)  # before the group's freeze
+    assert second is not None
+    assert second.cursor > first.cursor
+    store.commit()
+    assert _usage(store) == (20, 2)
+    assert store.counts() == (1, 2)
 
 
 def test_pruning_deletes_superseded_snapshots_and_keeps_every_bundle(
