@@ -166,12 +166,20 @@ class PostgresStore(Store):
             self._abandon_batch()
             raise StorageError(f"The relay could not store a bundle ({_first_line(exc)}).") from exc
 
+    def _script(self, statements: str) -> None:
+        """Run statements without parameters in one round trip (a batch begun and locked,
+        or notified and committed: once for every publish in a quiet spell)."""
+        try:
+            self._db.execute(statements.encode())
+        except psycopg.Error as exc:
+            self._abandon_batch()
+            raise StorageError(f"The relay could not store a bundle ({_first_line(exc)}).") from exc
+
     def _begin(self) -> None:
         if self._batch:
             return
-        self._write("BEGIN", ())
-        self._batch, self._stored_any = True, False
-        self._write("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+        self._batch, self._stored_any = True, False  # rolled back if the lock fails
+        self._script(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
 
     def _abandon_batch(self) -> None:
         if self._batch:
@@ -319,9 +327,8 @@ class PostgresStore(Store):
     def commit(self) -> None:
         if not self._batch:
             return
-        if self._stored_any:  # delivered to the listeners when (and only if) it commits
-            self._write("SELECT pg_notify(%s, '')", (CHANNEL,))
-        self._write("COMMIT", ())
+        # The listeners are told when (and only if) a batch that stored anything commits.
+        self._script(f"NOTIFY {CHANNEL}; COMMIT" if self._stored_any else "COMMIT")
         self._batch = False
 
     def busy(self) -> bool:

@@ -7,6 +7,8 @@ on two connections to one database are two relay processes, minus the sockets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -343,3 +345,28 @@ def test_a_bundle_stored_again_in_sqlite_uses_up_no_cursor(tmp_path: Path) -> No
     assert second == Stored(first.cursor + 1, True)
     assert store.after(TOPIC, 0) == [(first.cursor, b"one"), (second.cursor, b"two")]
     assert _usage(store) == (6, 2)
+
+
+async def test_a_batch_that_stored_a_bundle_wakes_the_other_processes(postgres_url: str) -> None:
+    """Notified with its commit, in the same round trip (and a batch that stored nothing
+    wakes nobody)."""
+    writer, watcher = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    woken = asyncio.Event()
+    watching = asyncio.create_task(watcher.watch_commits(woken.set))
+    try:
+        await asyncio.wait_for(woken.wait(), 10)  # the first wake: listening now
+        woken.clear()
+        writer.register(TOPIC, b"k" * 32)
+        writer.set_peer_cursor(b"p" * 32, 1)  # a batch storing no bundle
+        writer.commit()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(woken.wait(), 0.5)
+        writer.add(TOPIC, b"id", b"x")
+        writer.commit()
+        await asyncio.wait_for(woken.wait(), 10)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        writer.close()
+        watcher.close()
