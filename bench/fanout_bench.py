@@ -346,6 +346,15 @@ def main() -> int:
     result["also"] = {
         label: _relay_figures(result, f"relay@{label}", floor, bare_intake) for label in also
     }
+    # The intake ratio of each round on its own (its servers ran within a minute of one
+    # another, so a busy spell of the machine weighs on all of them alike), and its median:
+    # steadier on a loaded machine than the ratio of medians above.
+    for name in ("relay", *(f"relay@{label}" for label in also)):
+        by_round = [_round_ratio(runs, name, index, args) for index in range(args.rounds)]
+        result[f"{name}_ratio_us_per_bundle_taken_in_by_round"] = by_round
+        result[f"{name}_ratio_us_per_bundle_taken_in_median_of_rounds"] = round(
+            statistics.median(by_round), 2
+        )
     RESULTS.mkdir(exist_ok=True)
     label = f"-{args.label}" if args.label else ""
     (RESULTS / f"fanout{label}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
@@ -353,6 +362,21 @@ def main() -> int:
     )
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _round_ratio(
+    runs: dict[tuple[str, int], list[float]], name: str, index: int, args: argparse.Namespace
+) -> float:
+    """One round's intake ratio for the relay ``name``: what it spends taking a bundle in
+    beyond bare aiohttp, against the floor's signature check and durable commit."""
+
+    def intake(server: str) -> float:
+        few, many = runs[(server, args.few)][index], runs[(server, args.subscribers)][index]
+        marginal = (many - few) / (args.subscribers - args.few)
+        return few - marginal * args.few
+
+    bare = intake("bare")
+    return round((intake(name) - bare) / (intake("floor") - bare), 2)
 
 
 def _relay_figures(
