@@ -41,6 +41,8 @@ class Door:
     from_proxy: Callable[[str], bool] = lambda address: False
     # Whether the operator banned an address (refused before a byte of it is read).
     banned: Callable[[str], bool] = lambda address: False
+    # Who an address is for the per-address limit (the relay: an IPv6 address's /64).
+    counted_as: Callable[[str], str] = lambda address: address
     _open: dict[object, tuple[str, float]] = field(default_factory=dict)
     _from: Counter[str] = field(default_factory=Counter)
     _pending: dict[object, None] = field(default_factory=dict)  # not through yet, oldest first
@@ -58,8 +60,10 @@ class Door:
             pass  # the clients behind it are told apart once their request is read
         elif self.banned(address):
             return "banned", None
-        elif self._from[address] >= self.per_address:
-            return "connection_limit", None
+        else:
+            address = self.counted_as(address)
+            if self._from[address] >= self.per_address:
+                return "connection_limit", None
         evicted: object | None = None
         if len(self._open) >= self.max_sockets:
             if not self._pending:

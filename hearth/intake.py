@@ -961,7 +961,11 @@ def _check_membership(
     after = {t: ledger.doc.read_table(t) for t in ("members", "invites")}
     then, made = seen_by_author if seen_by_author is not None else (before, after)
     membership.check_change(
-        then["members"], made["members"], author=author.member_id, joining=author.joining
+        then["members"],
+        made["members"],
+        author=author.member_id,
+        joining=author.joining,
+        invite=then["invites"].get(author.invite_id) if author.invite_id else None,
     )
     membership.check_invites(
         then["invites"],

@@ -55,6 +55,10 @@ class Token:
     invite_id: str
     invite_secret: bytes
     expires_at: int
+    # The invite's own ``join_not_before`` (when it was made, by the inviter's clock): a
+    # joining device dates its joining no earlier, or its claim does not count (R7a).
+    # 0 in a token made before it was carried.
+    join_not_before: int = 0
 
     def __repr__(self) -> str:  # never print secrets
         return f"Token(group={self.group_name!r}, invite={self.invite_id[:8]})"
@@ -94,6 +98,7 @@ def encode_token(token: Token) -> str:
         token.invite_id,
         token.invite_secret,
         token.expires_at,
+        token.join_not_before,
     ]
     return _as_text(_PREFIX, codec.encode([*fields, _checksum(fields)]))
 
@@ -110,11 +115,13 @@ def decode_token(text: str) -> Token:
         raise UsageError("That is not a Hearth join token (it should start 'hearth-token-1.').")
     damaged = "The join token is damaged; copy it again in full."
     value = _from_text(text, _PREFIX, damaged)
-    if not (isinstance(value, list) and len(value) in (9, 10) and value[0] == 1):
+    if not (isinstance(value, list) and len(value) in (9, 10, 11) and value[0] == 1):
         raise UsageError("The join token is damaged or from another version of Hearth.")
-    if len(value) == 10 and value[9] != _checksum(value[:9]):  # nine: made before checksums
+    # Nine fields: made before checksums; ten: before the invite's time was carried.
+    if len(value) > 9 and value[-1] != _checksum(value[:-1]):
         raise UsageError(damaged)
     _, group_id, name, genesis, epochs, relays, invite_id, secret, expires = value[:9]
+    invited = value[9] if len(value) == 11 else 0
     epochs_ok = isinstance(epochs, list) and all(
         isinstance(e, list)
         and len(e) == 3
@@ -134,6 +141,7 @@ def decode_token(text: str) -> Token:
         and isinstance(secret, bytes)
         and len(secret) == 32
         and isinstance(expires, int)
+        and isinstance(invited, int)
     ):
         raise UsageError(damaged)
     return Token(
@@ -145,6 +153,7 @@ def decode_token(text: str) -> Token:
         invite_id=invite_id,
         invite_secret=secret,
         expires_at=expires,
+        join_not_before=invited,
     )
 
 

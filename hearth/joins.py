@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 from hearth import membership
 from hearth.crypto import key_id
-from hearth.errors import HearthError
+from hearth.errors import HearthError, ProtocolError
 from hearth.feeds import WAITING
 from hearth.invite import decode_claim
 from hearth.node import Node
@@ -122,6 +122,14 @@ def claim_standing(node: Node, group_id: str) -> str:
     if not isinstance(invite_id, str):
         return ""
     invite = view.tables["invites"].get(invite_id, {})
+    try:
+        membership.check_joined_at(me, invite)
+    except ProtocolError:
+        return (
+            "Your join is dated before the invite you used was made (is this device's clock "
+            "set back?), so it does not count on the other members' devices. Set the clock "
+            "right and ask a member for a new invite."
+        )
     if not needs_confirming(invite):
         return ""
     confirmed = confirmed_device(invite)

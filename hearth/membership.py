@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from hearth.errors import ProtocolError
 
@@ -26,6 +27,7 @@ __all__ = [
     "cards",
     "check_change",
     "check_invites",
+    "check_joined_at",
     "cutoff_of",
     "departed",
     "effective_role",
@@ -180,16 +182,18 @@ def check_change(
     *,
     author: str | None,
     joining: str | None = None,
+    invite: Raw | None = None,
 ) -> None:
     """Raise :class:`ProtocolError` unless a bundle's change to ``members`` was allowed.
 
     ``author`` is the writing device's member (``None``: the group's founding device before
     its card is known, which may do anything); ``joining`` is the member id a valid invite
-    claim lets the bundle create. Admins change anything; a member may change their own
-    name and devices and may leave — not when or how they joined; nobody else changes
-    anyone, and no device belongs to two members. (A group whose admins have all gone is
-    not refused: :func:`effective_role` gives it one; the commands refuse to demote or
-    let leave the last admin.)
+    claim lets the bundle create, by ``invite`` (its entry as the node judging holds it),
+    dated no earlier than that invite was made (:func:`check_joined_at`). Admins change
+    anything; a member may change their own name and devices and may leave — not when or
+    how they joined; nobody else changes anyone, and no device belongs to two members. (A
+    group whose admins have all gone is not refused: :func:`effective_role` gives it one;
+    the commands refuse to demote or let leave the last admin.)
     """
     if author is None:
         return
@@ -204,6 +208,7 @@ def check_change(
         if old is None and member_id == joining and new is not None and not is_gone(new):
             if new.get("role") not in (None, "member"):
                 raise ProtocolError("a joining member who gave themselves a role")
+            check_joined_at(new, invite)
             continue
         if member_id != author or old is None or new is None:
             raise ProtocolError(
@@ -229,6 +234,30 @@ def check_change(
         for actor in card.actors:
             if bound.setdefault(actor, card.key) != card.key:
                 raise ProtocolError("an actor id listed for two devices")
+
+
+def check_joined_at(entry: Raw, invite: Raw | None) -> None:
+    """Raise :class:`ProtocolError` unless a joining member's own entry dates their joining
+    no earlier than the invite they join by was made (R7a).
+
+    R7's fallback (:func:`effective_role`) ranks by ``joined_at``, which the joining
+    device writes itself: dated freely, a newcomer would be the most senior member. An
+    invite's ``join_not_before`` (when it was made) is the inviter's word, and nobody but
+    an admin changes it (:func:`check_invites`), so every node judges a claim against the
+    same time. (A token carries it, so an honest device with a slow clock dates its
+    joining at it.) An invite made before the rule has none and bounds nothing: claims
+    that counted then count on a node that judges them again (R12)."""
+    made = (invite or {}).get("join_not_before")
+    if not _is_time(made):
+        return
+    joined = entry.get("joined_at")
+    if not _is_time(joined) or joined < made:
+        raise ProtocolError("a joining member who dates their joining before their invite was made")
+
+
+def _is_time(value: object) -> TypeGuard[int]:
+    """Whether a field holds a time (ms): a whole number, not a boolean."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_rank(before: Table, member_id: str, old: Raw | None, new: Raw | None) -> None:

@@ -38,7 +38,7 @@ from hearth.ledger.automerge_doc import Fields, change_hash
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES, Role
 from hearth.ledger.view import LedgerView
-from hearth.protocol.bundle import EpochKeys
+from hearth.protocol.bundle import EpochKeys, Inner, decode_changes
 from hearth.store import GroupRow, Store
 from hearth.values import check_text
 
@@ -314,6 +314,7 @@ class Node:
                 for r in ledger.view.tables["relays"].values()
                 if isinstance(r.get("url"), str) and not r.get("removed")
             )
+            made = ledger.view.tables["invites"][invite_id].get("join_not_before")
         epochs = tuple((n, k.epoch_id, k.secret) for n, k in self.feeds.epochs(group.id))
         return Token(
             group_id=group.id,
@@ -324,6 +325,7 @@ class Node:
             invite_id=invite_id,
             invite_secret=invite_key.secret,
             expires_at=expires,
+            join_not_before=made if isinstance(made, int) else 0,
         )
 
     def join_with_token(self, token: Token, *, as_device: bool = False) -> GroupRow:
@@ -373,6 +375,9 @@ class Node:
                 self._ledgers[group_id].claim = claim
                 ledger.claim_invite(
                     token.invite_id,
+                    # Never before the invite was made, whatever this device's clock says:
+                    # else the claim does not count (R7a: R7's fallback ranks by it).
+                    not_before=token.join_not_before,
                     name=me.name,
                     key=me.member_key.public.hex(),
                     device_id=me.device_id,
@@ -487,6 +492,7 @@ class Node:
         ledger = self.ledger(group_id)
         try:
             yield ledger
+            self._refuse_taken_places(group_id, ledger)
         except BaseException:
             # The store rolls back; what is in memory may be ahead of it, so forget it.
             self.unload(group_id)
@@ -496,12 +502,38 @@ class Node:
         self._maybe_archive(group_id, ledger)
         self._maybe_snapshot(group_id, loaded)
 
+    def _refuse_taken_places(self, group_id: str, ledger: Ledger) -> None:
+        """Refuse new local changes under an actor id whose next places belong to changes
+        of this device's own that wait to be judged here (:class:`NotAuthorized`).
+
+        Automerge gives each change the next number (seq) of its actor in its document.
+        A bundle of this device's own that waits (a newcomer's claim judged again before
+        the invite it claims is here, R12) has its changes out of the document, so a new
+        change would take the number of the first of them: once the waiting one counts,
+        neither could follow the other, on any node (R3). What the member writes is
+        refused until what waits counts; then the numbers run on after it."""
+        if not ledger.outbox:
+            return
+        waiting = self.feeds.own_waiting(group_id)
+        if not waiting:
+            return
+        new = {(name, change_hash(c).actor) for name, edit in ledger.outbox for c in edit.changes}
+        for inner in waiting:
+            if inner.kind != "content":
+                continue
+            for name, change, _ in decode_changes(inner.payload):
+                info = change_hash(change)
+                if (name, info.actor) in new and not ledger.document(name).knows(info.hash):
+                    raise NotAuthorized(_waiting_message(self.group(group_id).name, waiting))
+
     def _maybe_archive(self, group_id: str, ledger: Ledger) -> None:
         """Now and then, move old finished entries out of the live document."""
         key = f"archive_checked:{group_id}"
         checked = int(self.store.get_meta(key) or 0)
         if self.store.last_seq() - checked < _ARCHIVE_CHECK_EVERY:
             return
+        if self.feeds.own_waiting(group_id):
+            return  # what it would write could take the places of what waits (above)
         if ledger.archive_old(self.group(group_id).seed):
             self._save(group_id, self._ledgers[group_id])
         self.store.set_meta(key, str(self.store.last_seq()))
@@ -716,6 +748,23 @@ class Node:
         known = doc.change_ids()
         waiting = [r.hash for r in rows if r.hash not in known]
         self.store.put_snapshot(group_id, LIVE, doc.save(), rows[-1].seq, keep=waiting)
+
+
+def _waiting_message(group_name: str, waiting: Sequence[Inner]) -> str:
+    """What a member is told when what they write is refused because bundles of their
+    own wait here (:meth:`Node._refuse_taken_places`)."""
+    if any(inner.claim for inner in waiting):
+        return (
+            f"Your join to '{group_name}' does not count on this device yet: it waits for "
+            "the invite you used, or its confirmation, to arrive here. Anything you write "
+            "now would clash with your join and never count. Run `hearth sync`, then try "
+            "again."
+        )
+    return (
+        f"Changes this device made to '{group_name}' wait here for others they build on; "
+        "anything you write now would clash with them and never count. Run `hearth sync`, "
+        "then try again."
+    )
 
 
 def _without(changes: Sequence[bytes], dropped: set[bytes]) -> list[bytes]:

@@ -425,7 +425,13 @@ def _check_membership_change(
         member_id = None
     else:
         raise ProtocolError("a change to membership by a device that was not a member's")
-    membership.check_change(then["members"], made["members"], author=member_id, joining=joining)
+    membership.check_change(
+        then["members"],
+        made["members"],
+        author=member_id,
+        joining=joining,
+        invite=then["invites"].get(invite_id) if invite_id else None,
+    )
     membership.check_invites(
         then["invites"],
         made["invites"],

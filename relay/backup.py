@@ -41,6 +41,7 @@ class Restored:
     where: str
     relay_id: str
     replaced_id: str  # the id the relay had before, if the restore changed it
+    key_file: str = ""  # where the relay's key is (absolute), if it has one
 
 
 def backup(config: RelayConfig, dest: Path) -> BackedUp:
@@ -94,4 +95,7 @@ def restore(
         install(data, secret)
     elif current is not None:
         restored_id = current.public.hex()
-    return Restored(where, restored_id, replaced)
+    # Named in full: with PostgreSQL the store is in the database but the key here, and a
+    # relay started on another data directory would make itself a new id.
+    key_file = str((data / KEY_FILE).resolve()) if restored_id else ""
+    return Restored(where, restored_id, replaced, key_file)

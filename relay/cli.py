@@ -44,6 +44,9 @@ async def serve(config: RelayConfig, reread: Callable[[], RelayConfig] | None = 
     from relay.links import CONFIG, CORE, DOOR
     from relay.server import apply_settings, make_app
 
+    # Until the handler below is in place, a SIGHUP (a log rotation's, a reload sent too
+    # early) is ignored rather than ending a relay that is starting.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = fit_descriptors(config)
     store = open_store(config)
     app = make_app(config, store, load_or_create(Path(config.data)))
@@ -65,8 +68,6 @@ async def serve(config: RelayConfig, reread: Callable[[], RelayConfig] | None = 
         config.port,
         backlog=_BACKLOG,
     )
-    host, port = server.sockets[0].getsockname()[:2]
-    print(f"listening on ws://{host}:{port}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -74,16 +75,21 @@ async def serve(config: RelayConfig, reread: Callable[[], RelayConfig] | None = 
     reloading: set[asyncio.Future[None]] = set()
 
     def reload() -> None:
+        kept = ""
         try:
             fresh = fit_descriptors(reread()) if reread is not None else app[CONFIG]
         except HearthError as exc:
-            log.warning("SIGHUP: the settings were not reloaded: %s", exc)
+            kept = str(exc)
             fresh = app[CONFIG]
-        task = asyncio.ensure_future(apply_settings(app, fresh))
+        task = asyncio.ensure_future(apply_settings(app, fresh, refused=kept))
         reloading.add(task)
         task.add_done_callback(reloading.discard)
 
+    # Before the relay says it listens: a reload sent as soon as it does (a service
+    # manager, a script) must find the handler, not SIGHUP's default, which ends it.
     loop.add_signal_handler(signal.SIGHUP, reload)
+    host, port = server.sockets[0].getsockname()[:2]
+    print(f"listening on ws://{host}:{port}", flush=True)
     await stop.wait()
     log.info("shutting down")
     started = time.monotonic()
@@ -164,6 +170,11 @@ def _restored(restored: backups.Restored) -> str:
         lines.append(
             "The backup holds no identity key: the relay makes a new id when it starts, "
             "which peer relays must then accept (accept_peers)."
+        )
+    if restored.key_file:
+        lines.append(
+            f"Its key is {restored.key_file}: start the relay with that data directory "
+            "(--data or data =), or it makes itself a new id."
         )
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -107,6 +107,9 @@ class RelayConfig:
     # keys listed in allowed_keys, or added with `hearth-relay allow KEY`.
     admission: str = "open"
     allowed_keys: tuple[str, ...] = ()
+    # Topics one admission invite may admit: a group's, and its new one after each member
+    # removal (old ones expire); whoever holds the code must not register groups without end.
+    topics_per_invite: int = 16
 
     def mailbox_limits(self) -> MailboxLimits:
         """The invite mailboxes' limits."""
@@ -162,6 +165,10 @@ _ZERO_ALLOWED = {"port", "bad_signatures_per_minute", "freeze_grace_s", "snapsho
 
 _DEFAULTS = {f.name: f.default for f in fields(RelayConfig)}
 
+# Times a client must answer within, over the Internet: a heartbeat's pong (within half
+# of heartbeat_s, which clients are told in whole seconds), a handshake, a send moving.
+_AT_LEAST_A_SECOND = ("heartbeat_s", "handshake_timeout_s", "send_stall_s")
+
 
 def _password_in(url: str) -> bool:
     parts = urlsplit(url)
@@ -170,17 +177,28 @@ def _password_in(url: str) -> bool:
 
 def _check(config: RelayConfig) -> list[str]:
     problems = []
+    if any(c.isspace() or not c.isprintable() for c in config.host):
+        problems.append(f"host {config.host!r} is not an address or a name to listen on")
     if not 0 <= config.port <= 65535:
         problems.append(f"port {config.port} is not between 0 and 65535")
     for field in fields(config):
         value = getattr(config, field.name)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
-        if value < 0:
+        if not math.isfinite(value):
+            problems.append(f"{field.name} is {value}, which is not a number a limit can be")
+        elif value < 0:
             problems.append(f"{field.name} is negative")
         elif value == 0 and field.name not in _ZERO_ALLOWED:
             problems.append(
                 f"{field.name} is 0, which cannot work (the default is {_DEFAULTS[field.name]})"
+            )
+    for name in _AT_LEAST_A_SECOND:
+        value = getattr(config, name)
+        if 0 < value < 1:
+            problems.append(
+                f"{name} is {value}: under a second no client beyond this machine can meet "
+                f"it (the default is {_DEFAULTS[name]})"
             )
     if _password_in(config.database_url):
         problems.append(
@@ -198,6 +216,12 @@ def _check(config: RelayConfig) -> list[str]:
         problems.append("disk_high_water must be a fraction between 0 and 1")
     if config.max_frame_bytes < 64 * 1024:
         problems.append("max_frame_bytes below 64 KiB would refuse ordinary bundles")
+    if 0 < config.outbound_buffer_bytes < config.max_frame_bytes:
+        problems.append(
+            f"outbound_buffer_bytes ({config.outbound_buffer_bytes}) is less than one bundle "
+            f"may be (max_frame_bytes, {config.max_frame_bytes}): a member reading promptly "
+            "would be cut off as a slow reader by any big bundle"
+        )
     if config.database_url and not config.database_url.startswith(("postgresql://", "postgres://")):
         problems.append("database_url is not a postgresql:// address")
     for entry in config.peers:
@@ -210,7 +234,14 @@ def _check(config: RelayConfig) -> list[str]:
                 "operator gets from `hearth-relay id` (the link is refused unless that relay "
                 "proves it)"
             )
-    _, not_addresses = parse_networks(config.trusted_proxies)
+    proxies, not_addresses = parse_networks(config.trusted_proxies)
+    for network in proxies:
+        if network.prefixlen < _WIDEST_PROXY_RANGE[network.version]:
+            problems.append(
+                f"trusted_proxies entry {str(network)!r} is far wider than any proxy's "
+                "addresses: every client from it could write its own address into "
+                "X-Forwarded-For, past every per-address limit and ban; list only your proxies"
+            )
     for bad in not_addresses:
         problems.append(
             f"trusted_proxies entry {bad!r} is not an address or range (such as 127.0.0.1 "
@@ -223,6 +254,11 @@ def _check(config: RelayConfig) -> list[str]:
                 "(64 hex digits, as `hearth-relay id` prints)"
             )
     return problems
+
+
+# The widest range a proxy's addresses may be given as, in prefix bits: private IPv4
+# (10.0.0.0/8), and IPv6's unique local addresses (fc00::/7).
+_WIDEST_PROXY_RANGE = {4: 8, 6: 7}
 
 
 def _is_relay_id(text: str) -> bool:
@@ -287,7 +323,22 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a TOML basic string is a JSON string
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: the quote, the backslash and control characters (DEL too)
+    escaped, everything else as it is (JSON's escapes of characters beyond U+FFFF are
+    surrogate pairs, which TOML refuses)."""
+    out = []
+    for c in text:
+        if c in ('"', "\\"):
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
 
 
 def load_config(
@@ -305,6 +356,11 @@ def load_config(
             raw = tomllib.loads(path.read_text())
         except OSError as exc:
             raise ConfigError(f"The config file {path} cannot be read ({exc}).") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"The config file {path} is not UTF-8 text (byte {exc.start}); save it as "
+                "UTF-8, as TOML requires."
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"The config file {path} is not valid TOML ({exc}).") from exc
         table = _relay_table(raw, path)
@@ -343,4 +399,10 @@ def load_config(
     problems = _check(config)
     if problems:
         raise ConfigError("The relay settings are not usable: " + "; ".join(problems) + ".")
-    return config
+    # Keys are compared as the relay writes them (lower case, no spaces): hex is hex
+    # however the operator pasted it.
+    return replace(
+        config,
+        allowed_keys=tuple(bytes.fromhex(k).hex() for k in config.allowed_keys),
+        accept_peers=tuple(bytes.fromhex(k).hex() for k in config.accept_peers),
+    )

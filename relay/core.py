@@ -54,10 +54,11 @@ from hearth.protocol.frames import (
 )
 from hearth.protocol.mailbox import Mailboxes
 from relay.config import RelayConfig
+from relay.forwarded import counted_as
 from relay.identity import acceptor_proof, acceptor_proof_valid, peer_proof, peer_proof_valid
 from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
-from relay.moderation import ACTIONS, Decisions
+from relay.moderation import ACTIONS, Decisions, invite_digest
 from relay.storage import Registered, Store, Stored, TopicChecks
 
 __all__ = [
@@ -101,6 +102,14 @@ _REFUSALS = {
         "(`hearth relay key`), or use another relay."
     ),
     "topic-refused": "This relay's operator dropped this topic; use another relay.",
+    "invite-used-up": (
+        "This relay's admission invite has admitted all the topics it may; ask the "
+        "operator for another."
+    ),
+    "key-has-topic": (
+        "This relay takes one topic for each key its operator lists, and this key has its "
+        "topic here already."
+    ),
 }
 
 
@@ -156,6 +165,9 @@ Output = Union[ToClient, CatchUp, MirrorCatchUp, Pause, CloseClient]  # noqa: UP
 @dataclass
 class _Client:
     ip: str
+    # Who the client is for per-address limits: its address, or an IPv6 address's /64
+    # (relay/forwarded.py: a client may take a fresh address in it for every connection).
+    block: str = ""
     conn: Connection = field(default_factory=lambda: Connection(Role.ACCEPTING))
     topics: set[bytes] = field(default_factory=set)
     tokens: float = 0.0
@@ -170,7 +182,9 @@ class _Client:
     nonce: bytes = b""
     announced: set[bytes] = field(default_factory=set)
     registered: int = 0  # new topics this connection registered
-    invited: bool = False  # came with an operator's admission invite (allow-list mode)
+    # The digest of the admission invite its address carried (allow-list mode), judged
+    # at each decision: an invite revoked while the connection lives admits no more.
+    invite: str = ""
 
 
 class RelayCore:
@@ -233,7 +247,8 @@ class RelayCore:
     def reload_moderation(self, *, if_changed: bool = False) -> list[Output]:
         """Read the moderation lists from the store again (``if_changed``: only if an
         action was taken since they were last read); close the connections of clients
-        whose address is now banned."""
+        whose address is now banned, and links with peer relays now banned (or, after a
+        reload, no longer accepted)."""
         counts = self.store.moderation_counts()
         seen = sum(counts.values())
         if if_changed and seen == self._moderation_seen:
@@ -250,8 +265,19 @@ class RelayCore:
         return [
             CloseClient(client, CLOSE_POLICY, "banned by this relay's operator")
             for client, state in self.clients.items()
-            if state.counted and self.decisions.address_banned(state.ip, self.tag)
+            if (state.counted and self.decisions.address_banned(state.ip, self.tag))
+            or not self._still_peered(state)
         ]
+
+    def _still_peered(self, state: _Client) -> bool:
+        """Whether a link with a peer relay may go on (any other client: yes): its id is
+        not banned, and one that dialed in is still among ``accept_peers`` (a reload)."""
+        if not state.peer:
+            return True
+        if state.peer in self.decisions.banned_keys:
+            return False
+        dialed_in = state.conn.role is Role.ACCEPTING
+        return not dialed_in or state.peer.hex() in self.config.accept_peers
 
     def _admitted(self, relay_key: bytes, topic: bytes, invited: bool = False) -> str | None:
         """Why the operator's lists refuse a topic with this key (a code of
@@ -269,6 +295,34 @@ class RelayCore:
             return "not-admitted"
         return None
 
+    def _second_topic(self, relay_key: bytes, invited: bool) -> bool:
+        """Whether a new topic would be a second one under a key the allow-list admits.
+
+        A relay key is one epoch of one group, which has one topic; but every member holds
+        the key and can sign a registration for any topic with it. Admitted by the list,
+        a key registers its one topic: more would be storage without end for whoever
+        holds it (each topic with a quota of its own). An invite admits any key.
+        """
+        return (
+            self.config.admission == "allow-list"
+            and not invited
+            and self.store.topics_with_key(relay_key) > 0
+        )
+
+    def _by_invite(self, relay_key: bytes, state: _Client) -> bool:
+        """Whether the client's invite is what admits this key (allow-list mode, and the
+        key not listed itself): a new topic then counts against the invite."""
+        return (
+            self.config.admission == "allow-list"
+            and self._invited(state)
+            and relay_key not in self.decisions.allowed_keys
+            and relay_key.hex() not in self.config.allowed_keys
+        )
+
+    def _invited(self, state: _Client) -> bool:
+        """Whether the client came with an admission invite that is still live."""
+        return bool(state.invite) and state.invite in self.decisions.invites
+
     # --- connections ----------------------------------------------------------------
 
     def admit(self, client: int, ip: str, invite: str = "") -> bool:
@@ -277,19 +331,21 @@ class RelayCore:
         if self.decisions.address_banned(ip, self.tag):
             self.reject("banned", ip)
             return False
+        block = counted_as(ip)
         if (
             len(self.clients) >= self.config.max_connections
-            or self.per_ip[ip] >= self.config.max_connections_per_ip
+            or self.per_ip[block] >= self.config.max_connections_per_ip
         ):
             self.reject("connection_limit", ip)
             return False
         self.clients[client] = _Client(
             ip=ip,
+            block=block,
             tokens=float(self.config.publish_burst),
             refilled=self.clock(),
-            invited=self.decisions.invited(invite),
+            invite=invite_digest(invite) if invite else "",
         )
-        self.per_ip[ip] += 1
+        self.per_ip[block] += 1
         self.metrics.count("hearth_relay_connections_admitted_total")
         return True
 
@@ -299,9 +355,9 @@ class RelayCore:
         if state is None:
             return []
         if state.counted:
-            self.per_ip[state.ip] -= 1
-            if self.per_ip[state.ip] <= 0:
-                del self.per_ip[state.ip]
+            self.per_ip[state.block] -= 1
+            if self.per_ip[state.block] <= 0:
+                del self.per_ip[state.block]
         for topic in state.topics:
             self.subscribers[topic].discard(client)
         self._mirrors.discard(client)
@@ -328,6 +384,7 @@ class RelayCore:
         nonce = self.random_bytes(32)
         self.clients[client] = _Client(
             ip=label,
+            block=label,
             conn=Connection(Role.CONNECTING),
             refilled=self.clock(),
             counted=False,
@@ -477,21 +534,41 @@ class RelayCore:
                 client, "bad-registration", "The registration proof does not verify."
             )
         state = self.clients[client]
-        admission = self._admitted(frame.relay_key, frame.topic, state.invited)
+        new = self.store.topic(frame.topic) is None
+        # A topic new here is judged on the operator's newest lists, not those of up to a
+        # second ago: a topic just dropped must not come straight back (and registering
+        # new topics is rare and limited, so the look costs little).
+        out = self.reload_moderation(if_changed=True) if new else []
+        admission = self._admitted(frame.relay_key, frame.topic, self._invited(state))
         if admission is not None:
-            return self._error(client, admission, _REFUSALS[admission])
-        if self.store.topic(frame.topic) is None:
+            return out + self._error(client, admission, _REFUSALS[admission])
+        by_invite = self._by_invite(frame.relay_key, state)
+        if new and self._second_topic(frame.relay_key, self._invited(state)):
+            return out + self._error(client, "key-has-topic", _REFUSALS["key-has-topic"])
+        if (
+            new
+            and by_invite
+            and (self.store.topics_with_invite(state.invite) >= self.config.topics_per_invite)
+        ):
+            return out + self._error(client, "invite-used-up", _REFUSALS["invite-used-up"])
+        if new:
             refusal = self._full() or self._registration_limited(state)
             if refusal is not None:
-                return self._error(client, *refusal)
+                return out + self._error(client, *refusal)
         registered = self.store.register(
-            frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
+            frame.topic,
+            frame.relay_key,
+            frame.proof,
+            now=self.wall_clock(),
+            invite=state.invite if by_invite else "",
         )
         if registered is Registered.TAKEN:
-            return self._error(client, "topic-taken", "That topic is registered to another key.")
+            return out + self._error(
+                client, "topic-taken", "That topic is registered to another key."
+            )
         if registered is Registered.NEW:
             state.registered += 1
-        return []
+        return out
 
     def _full(self) -> tuple[str, str] | None:
         """Why the relay takes no new topic now (it has all it may hold), or ``None``."""
@@ -506,14 +583,14 @@ class RelayCore:
         """Why this client may register no new topic now, or ``None`` (and one is spent)."""
         config, now = self.config, self.clock()
         size = float(config.registrations_per_ip)
-        tokens, counted = self._registrations.get(state.ip, (size, now))
+        tokens, counted = self._registrations.get(state.block, (size, now))
         tokens = min(size, tokens + (now - counted) / max(config.registration_back_per_ip_s, 1e-9))
         if state.registered >= config.registrations_per_connection or tokens < 1:
             return (
                 "too-many-registrations",
                 "Too many new topics from this connection or address; try again later.",
             )
-        self._registrations[state.ip] = (tokens - 1, now)
+        self._registrations[state.block] = (tokens - 1, now)
         if len(self._registrations) > 10_000:  # forget addresses whose bucket is full again
             back = config.registration_back_per_ip_s
             for ip, (left, at) in list(self._registrations.items()):
@@ -576,20 +653,21 @@ class RelayCore:
             return self._error(
                 client, "rate-limited", "Publishing too fast; slow down and retry.", bundle_id
             )
-        blocked = self._blocked.get(state.ip)
+        blocked = self._blocked.get(state.block)
         if blocked and blocked[0] > self.clock():
             return self._error(
                 client, "blocked", "Too many bad signatures from this address; wait.", bundle_id
             )
+        invited = self._invited(state)
         try:
-            stored = self._store_checked(envelope, frame.envelope, state.invited)
+            stored = self._store_checked(envelope, frame.envelope, invited)
         except StorageError as exc:
             return self._store_failed(exc, client, bundle_id)
         if stored is None:  # the full way: each check on its own, each refusal named
-            refusal = self._refusal(envelope, len(frame.envelope), state.invited)
+            refusal = self._refusal(envelope, len(frame.envelope), invited)
             if refusal is not None:
                 if refusal == "bad-signature":
-                    self._note_bad_signature(state.ip)
+                    self._note_bad_signature(state.block)
                 return self._error(client, refusal, _REFUSALS[refusal], bundle_id)
             if self.disk_fraction() > config.disk_high_water:
                 return self._error(
@@ -734,6 +812,10 @@ class RelayCore:
                 self.reject(admission, state.ip)  # its bundles are skipped as unknown
             elif self.store.topic(frame.topic) is None and self._full() is not None:
                 self.reject("relay-full", state.ip)  # its bundles are skipped as unknown
+            elif self.store.topic(frame.topic) is None and self._second_topic(
+                frame.relay_key, invited=False
+            ):
+                self.reject("key-has-topic", state.ip)
             elif self.store.register(
                 frame.topic, frame.relay_key, frame.proof, now=self.wall_clock()
             ) is (Registered.TAKEN):
@@ -911,7 +993,7 @@ class RelayCore:
 
     def _mailbox(self, client: int, state: _Client, frame: Mailbox | MailboxClose) -> list[Output]:
         out: list[Output] = []
-        for to, answer in self.mailboxes.handle(client, state.ip, frame):
+        for to, answer in self.mailboxes.handle(client, state.block, frame):
             if isinstance(answer, Error):
                 self.reject(answer.code, state.ip)
             elif isinstance(answer, Mailbox) and answer.create:

@@ -15,22 +15,35 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Proxies", "parse_networks"]
+__all__ = ["IPV6_CLIENT_PREFIX", "Proxies", "counted_as", "parse_networks"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_networks(entries: Iterable[str]) -> tuple[list[_Network], list[str]]:
     """Addresses or ranges (``10.0.0.0/8``, ``::1``) as networks, and the entries that
-    are neither."""
+    are neither. An IPv4 range written as IPv6 (``::ffff:198.51.100.0/120``, as ``ss`` and
+    a dual-stack socket show IPv4 clients) is the IPv4 range: clients are compared as
+    IPv4 (:func:`_ip`), so the IPv6 form would match nobody."""
     networks: list[_Network] = []
     bad: list[str] = []
     for entry in entries:
         try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            networks.append(_unmapped(ipaddress.ip_network(entry.strip(), strict=False)))
         except ValueError:
             bad.append(entry)
     return networks, bad
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: _Network) -> _Network:
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        first = network.network_address.ipv4_mapped
+        assert first is not None
+        return ipaddress.IPv4Network(f"{first}/{network.prefixlen - 96}")
+    return network
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -44,6 +57,20 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+IPV6_CLIENT_PREFIX = 64
+"""An IPv6 client's own network: providers route a whole /64 (or more) to one customer,
+who may take a fresh address in it for every connection."""
+
+
+def counted_as(address: str) -> str:
+    """Who a client address is for per-address limits: an IPv4 address itself, an IPv6
+    address its /64 (anything else as it is)."""
+    ip = _ip(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network(f"{ip}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(ip) if ip is not None else address
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.forwarded import Proxies, parse_networks
+from relay.forwarded import IPV6_CLIENT_PREFIX, Proxies, parse_networks
 
 __all__ = [
     "ACTIONS",
@@ -89,10 +89,6 @@ class Decisions:
     allowed_keys: frozenset[bytes] = frozenset()
     dropped: frozenset[bytes] = frozenset()
     invites: frozenset[str] = frozenset()  # SHA-256 (hex) of admission codes
-
-    def invited(self, code: str) -> bool:
-        """Whether ``code`` (from a connection's address, ``?admit=``) is a live invite."""
-        return bool(code) and invite_digest(code) in self.invites
 
     @classmethod
     def of(cls, rows: Iterable[tuple[str, str]]) -> Decisions:
@@ -167,6 +163,9 @@ def parse_target(action: str, target: str) -> str:
             "(12 hex digits) nor an address or range (such as 198.51.100.7 or 198.51.100.0/24)."
         )
     network = networks[0]
+    if isinstance(network, ipaddress.IPv6Network) and "/" not in target:
+        # One IPv6 address is one of a whole /64 its client may move within.
+        network = network.supernet(new_prefix=IPV6_CLIENT_PREFIX)
     if network.prefixlen < (8 if isinstance(network, ipaddress.IPv4Network) else 16):
         raise ModerationError(f"{target!r} is too wide a range to ban.")
     return str(network)

@@ -81,7 +81,9 @@ def add_parsers(
                 help="biggest, most bundles, newest first seen, or most recently written first",
             )
         elif name == "moderation":
-            command.add_argument("--log", type=int, default=20, metavar="N", help="log lines")
+            command.add_argument(
+                "--log", type=_log_lines, default=20, metavar="N", help="log lines (0 to 100000)"
+            )
         elif name == "invite":
             command.add_argument("--reason", default="", help="whom it is for, for the log")
         else:
@@ -94,6 +96,21 @@ def add_parsers(
                 )
         made.append(command)
     return made
+
+
+_MOST_LOG_LINES = 100_000
+
+
+def _log_lines(text: str) -> int:
+    """``--log N``: a count of lines a store can be asked for (argparse names the option
+    in its refusal)."""
+    try:
+        lines = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= lines <= _MOST_LOG_LINES:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and {_MOST_LOG_LINES}")
+    return lines
 
 
 def run(args: argparse.Namespace, config: RelayConfig) -> int:

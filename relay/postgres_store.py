@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS peer_cursors (
 ALTER TABLE topics ADD COLUMN IF NOT EXISTS first_seen DOUBLE PRECISION NOT NULL DEFAULT 0;
 ALTER TABLE topics ADD COLUMN IF NOT EXISTS last_write DOUBLE PRECISION NOT NULL DEFAULT 0;
 ALTER TABLE topics ADD COLUMN IF NOT EXISTS held INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE topics ADD COLUMN IF NOT EXISTS invite TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS moderation (
     kind    TEXT NOT NULL,
     value   TEXT NOT NULL,
@@ -205,13 +206,18 @@ class PostgresStore(Store):
         return TopicState(bytes(relay_key), float(frozen_at), int(size), int(bundles), bool(held))
 
     def register(
-        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+        self,
+        topic: bytes,
+        relay_key: bytes,
+        proof: bytes = b"",
+        now: float = 0.0,
+        invite: str = "",
     ) -> Registered:
         inserted = self._rows(
-            "INSERT INTO topics(topic, relay_key, proof, used_at, first_seen) "
-            "VALUES (%s, %s, %s, %s, EXTRACT(EPOCH FROM now())::float8) "
+            "INSERT INTO topics(topic, relay_key, proof, used_at, first_seen, invite) "
+            "VALUES (%s, %s, %s, %s, EXTRACT(EPOCH FROM now())::float8, %s) "
             "ON CONFLICT (topic) DO NOTHING RETURNING 1",
-            (topic, relay_key, proof, now),
+            (topic, relay_key, proof, now, invite),
         )
         if inserted:
             return Registered.NEW
@@ -239,6 +245,14 @@ class PostgresStore(Store):
 
     def stored_bytes(self) -> int:
         return int(self._rows("SELECT COALESCE(SUM(bytes), 0) FROM topics")[0][0])
+
+    def topics_with_invite(self, invite: str) -> int:
+        rows = self._rows("SELECT COUNT(*) FROM topics WHERE invite = %s", (invite,))
+        return int(rows[0][0])
+
+    def topics_with_key(self, relay_key: bytes) -> int:
+        rows = self._rows("SELECT COUNT(*) FROM topics WHERE relay_key = %s", (relay_key,))
+        return int(rows[0][0])
 
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         rows = self._rows(

@@ -34,7 +34,7 @@ from hearth.protocol.frames import PROTOCOL_VERSION, VERSIONS
 from relay.config import RelayConfig
 from relay.core import ALL_TOPICS, RelayCore
 from relay.door import Door
-from relay.forwarded import Proxies
+from relay.forwarded import Proxies, counted_as
 from relay.links import (
     CLOSE_GRACE_S,
     CONFIG,
@@ -63,8 +63,11 @@ _LOOK_EVERY_S = 1.0  # a shared store: how often to look for others' commits unp
 
 def client_address(request: web.Request, proxies: Proxies) -> str:
     """The address limits count by: from a proxy of ours, the address it appended to
-    ``X-Forwarded-For`` (relay/forwarded.py); otherwise the socket's own."""
-    return proxies.client(request.remote or "?", request.headers.get("X-Forwarded-For", ""))
+    ``X-Forwarded-For`` (relay/forwarded.py); otherwise the socket's own. A header sent
+    on several lines is one list in their order (RFC 9110 §5.3): a proxy that adds a line
+    of its own (HAProxy's ``option forwardfor``) leaves the line a client wrote first."""
+    forwarded_for = ", ".join(request.headers.getall("X-Forwarded-For", ()))
+    return proxies.client(request.remote or "?", forwarded_for)
 
 
 def make_app(
@@ -101,6 +104,7 @@ def make_app(
         per_address=config.max_connections_per_ip,
         from_proxy=proxies.__contains__,
         banned=lambda address: app[CORE].decisions.address_banned(address),
+        counted_as=counted_as,
         timeout_s=config.handshake_timeout_s + CLOSE_GRACE_S,
         clock=time.monotonic,
     )
@@ -125,10 +129,11 @@ _RESTART_ONLY = ("host", "port", "data", "database_url", "peers")
 """Settings a running relay cannot change: a reload keeps the old values and says so."""
 
 
-async def apply_settings(app: web.Application, new: RelayConfig) -> None:
+async def apply_settings(app: web.Application, new: RelayConfig, refused: str = "") -> None:
     """Apply reloaded settings (SIGHUP) to a running relay: every limit, the trusted
     proxies, peers it accepts and the admission rules, from the next decision on; and read
-    the moderation lists from the store again."""
+    the moderation lists from the store again. ``refused``: why the file was not usable
+    (``new`` is then the settings in effect, kept)."""
     old, core, door = app[CONFIG], app[CORE], app[DOOR]
     stuck = [name for name in _RESTART_ONLY if getattr(old, name) != getattr(new, name)]
     new = replace(new, **{name: getattr(old, name) for name in stuck})
@@ -145,6 +150,13 @@ async def apply_settings(app: web.Application, new: RelayConfig) -> None:
         app[CONFIG], app[PROXIES] = new, proxies
     await carry_out(app, core.reload_moderation())
     core.metrics.count("hearth_relay_reloads_total")
+    if refused:
+        log.warning(
+            "SIGHUP: the settings were not reloaded, the old ones stay in effect: %s; "
+            "the moderation lists were reloaded",
+            refused,
+        )
+        return
     log.info("settings and moderation lists reloaded")
     if stuck:
         log.warning("%s changed: that takes a restart; kept as it was", ", ".join(stuck))

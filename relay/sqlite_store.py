@@ -98,6 +98,8 @@ _ADDED_COLUMNS = (
     ("topics", "first_seen", "REAL NOT NULL DEFAULT 0"),
     ("topics", "last_write", "REAL NOT NULL DEFAULT 0"),
     ("topics", "held", "INTEGER NOT NULL DEFAULT 0"),
+    # The digest of the admission invite that admitted the topic ('' if none did).
+    ("topics", "invite", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -239,7 +241,12 @@ class SqliteStore(Store):
         return TopicState(bytes(row[0]), float(row[1]), int(row[2]), int(row[3]), bool(row[4]))
 
     def register(
-        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+        self,
+        topic: bytes,
+        relay_key: bytes,
+        proof: bytes = b"",
+        now: float = 0.0,
+        invite: str = "",
     ) -> Registered:
         existing = self.topic(topic)
         if existing is not None and existing.relay_key != relay_key:
@@ -255,9 +262,9 @@ class SqliteStore(Store):
             )
             return Registered.KNOWN
         self._db.execute(
-            "INSERT INTO topics(topic, relay_key, proof, used_at, first_seen) "
-            "VALUES (?, ?, ?, ?, (julianday('now') - 2440587.5) * 86400.0)",
-            (topic, relay_key, proof, now),
+            "INSERT INTO topics(topic, relay_key, proof, used_at, first_seen, invite) "
+            "VALUES (?, ?, ?, ?, (julianday('now') - 2440587.5) * 86400.0, ?)",
+            (topic, relay_key, proof, now, invite),
         )
         return Registered.NEW
 
@@ -278,6 +285,16 @@ class SqliteStore(Store):
 
     def stored_bytes(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM topics").fetchone()[0])
+
+    def topics_with_invite(self, invite: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM topics WHERE invite = ?", (invite,))
+        return int(row.fetchone()[0])
+
+    def topics_with_key(self, relay_key: bytes) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM topics WHERE relay_key = ?", (relay_key,)
+        ).fetchone()
+        return int(row[0])
 
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
         row = self._db.execute(

@@ -130,10 +130,21 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def register(
-        self, topic: bytes, relay_key: bytes, proof: bytes = b"", now: float = 0.0
+        self,
+        topic: bytes,
+        relay_key: bytes,
+        proof: bytes = b"",
+        now: float = 0.0,
+        invite: str = "",
     ) -> Registered:
         """Register a topic with its relay key and the proof that came with it; ``now``
-        (seconds since the epoch) dates it as in use, to the day (:meth:`expire`)."""
+        (seconds since the epoch) dates it as in use, to the day (:meth:`expire`);
+        ``invite``: the digest of the admission invite that admitted a new topic, if that
+        is what did (:meth:`topics_with_invite`)."""
+
+    @abc.abstractmethod
+    def topics_with_invite(self, invite: str) -> int:
+        """How many topics stored here an admission invite (its digest) admitted."""
 
     @abc.abstractmethod
     def expire(self, unused_since: float) -> int:
@@ -144,6 +155,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def stored_bytes(self) -> int:
         """The bytes of every envelope stored, in all topics."""
+
+    @abc.abstractmethod
+    def topics_with_key(self, relay_key: bytes) -> int:
+        """How many topics are registered with this relay key."""
 
     @abc.abstractmethod
     def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:

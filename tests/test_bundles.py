@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -63,6 +65,7 @@ def test_token_round_trip_and_damage() -> None:
         invite_id="i" * 32,
         invite_secret=b"k" * 32,
         expires_at=5,
+        join_not_before=3,
     )
     text = encode_token(token)
     assert decode_token(text) == token
@@ -78,14 +81,16 @@ def test_token_round_trip_and_damage() -> None:
         changed = text[:at] + ("B" if text[at] == "A" else "A") + text[at + 1 :]
         with pytest.raises(UsageError, match="damaged"):
             decode_token(changed)
-    # A token made before checksums (nine fields) still works.
+    # A token made before checksums (nine fields), or before it carried when its invite
+    # was made (ten), still works: its joiner dates its joining by its own clock.
     encoded = text[start:]
     fields = codec.decode(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     assert isinstance(fields, list)
-    old = "hearth-token-1." + base64.urlsafe_b64encode(codec.encode(fields[:9])).decode().rstrip(
-        "="
-    )
-    assert decode_token(old) == token
+    nine = fields[:9]
+    summed = hashlib.sha256(b"hearth/v1/token-checksum\x00" + codec.encode(nine)).digest()[:4]
+    for old_fields in (nine, [*nine, summed]):
+        old = "hearth-token-1." + base64.urlsafe_b64encode(codec.encode(old_fields)).decode()
+        assert decode_token(old.rstrip("=")) == replace(token, join_not_before=0)
 
 
 def test_join_and_converge_through_bundles(trio: list[Node]) -> None:

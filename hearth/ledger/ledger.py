@@ -265,11 +265,14 @@ class Ledger:
         device (``by_device``, hex) that alone confirms which claim counts (R14) — here at
         once when the joining device is known (``confirmed``, hex: an invite code). With
         ``for_member``, an invite for another device of that member only."""
+        stamp = self._stamp()
         fields: dict[str, str | int] = {
             "key": key,
             "expires_at": expires_at,
             "by_device": by_device,
-            **self._stamp(),
+            **stamp,
+            # A claim dates its joining no earlier than the invite was made (R7a).
+            "join_not_before": stamp["created_at"],
         }
         if for_member is not None:
             fields |= {"kind": "device", "member": for_member}
@@ -296,9 +299,18 @@ class Ledger:
             )
 
     def claim_invite(
-        self, invite_id: str, *, name: str, key: str, device_id: str, device: Fields
+        self,
+        invite_id: str,
+        *,
+        name: str,
+        key: str,
+        device_id: str,
+        device: Fields,
+        not_before: int = 0,
     ) -> None:
-        """As a joining member: add yourself and this device, and mark the invite used."""
+        """As a joining member: add yourself and this device, and mark the invite used.
+        ``not_before``: when the invite was made; the joining is dated no earlier, or
+        the claim would not count (docs/security.md, R7a)."""
         now = self._clock.now_ms()
         with self._edit() as w:
             w.put(
@@ -308,7 +320,7 @@ class Ledger:
                     "name": check_text(name, "member name"),
                     "key": key,
                     "role": Role.MEMBER.value,
-                    "joined_at": now,
+                    "joined_at": max(now, not_before),
                     "invite": invite_id,
                     "devices": {device_id: device},
                 },
