@@ -7,6 +7,7 @@ if not. Nothing here changes anything.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit, urlunsplit
@@ -92,8 +93,11 @@ def _damage(node: Node) -> list[Finding]:
     ]
 
 
-def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
-    """Every check, in order: store, keys, groups, relays, gaps, clock."""
+def examine(
+    node: Node, *, timeout: float = 10.0, checking: Callable[[str], None] = lambda _: None
+) -> list[Finding]:
+    """Every check, in order: store, keys, groups, relays, gaps, clock. ``checking`` is told
+    of each relay or peer before it is tried (the checks that can take seconds)."""
     findings = []
     problems = node.store.integrity_problems()
     findings.append(
@@ -130,6 +134,7 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
                 )
             )
         for url in relays:
+            checking(url)
             report = asyncio.run(sync_relay(node, url, [group.id], timeout=timeout))
             if report.ok and not report.refused:
                 findings.append(
@@ -154,6 +159,8 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
                         "wait safely until a relay is reached.",
                     )
                 )
+            if not report.ok:  # its clock cannot be read either: no second wait for it
+                continue
             relay_now = asyncio.run(_relay_clock(url, min(timeout, CONNECT_TIMEOUT_S)))
             if relay_now is not None and abs(relay_now - node.clock.now_ms()) > _CLOCK_SKEW_MS:
                 minutes = abs(relay_now - node.clock.now_ms()) // 60_000
@@ -188,6 +195,7 @@ def examine(node: Node, *, timeout: float = 10.0) -> list[Finding]:
     findings += _damage(node)
     groups = [g.id for g in node.groups()]
     for url in peers:
+        checking(url)
         report = asyncio.run(sync_relay(node, url, groups, timeout=timeout, peer=True))
         findings.append(
             Finding(f"peer {url}", True, "reachable, and it shares our group")

@@ -20,7 +20,7 @@ import enum
 import logging
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,8 +30,8 @@ from hearth.cutoffs import counted_through, past_cutoff, removal_voided, within_
 from hearth.errors import Damaged, HearthError, LedgerError, ProtocolError
 from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
 from hearth.invite import decode_claim
-from hearth.ledger import Ledger, LedgerDoc, attribution
-from hearth.ledger.automerge_doc import change_hash
+from hearth.ledger import Ledger, LedgerDoc, attribution, records
+from hearth.ledger.automerge_doc import EntryRef, change_hash
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node, verify_genesis
@@ -769,7 +769,7 @@ def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
     ledger = node.ledger(group_id)
     author = author_of(node, group_id, ledger, inner, bundle_id)
     ready = {doc: _ready(node, group_id, ledger.document(doc), s) for doc, s in by_doc.items()}
-    _check_names(node, group_id, ledger, author, ready)
+    _check_names(node, group_id, ledger, author, ready, touched)
     with node.writing(group_id) as ledger:
         # An actor id the author's card does not list yet: allowed only if this bundle
         # adds it to the author's own card (R8's writing again, under a fresh actor id).
@@ -826,29 +826,36 @@ def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
 
 
 def _check_names(
-    node: Node, group_id: str, ledger: Ledger, author: Author, ready: dict[str, list[bytes]]
+    node: Node,
+    group_id: str,
+    ledger: Ledger,
+    author: Author,
+    ready: dict[str, list[bytes]],
+    touched: Mapping[str, Sequence[EntryRef]],
 ) -> None:
     """R2a: every change writes in the name of the member whose device signed the bundle
-    (:mod:`hearth.ledger.attribution`); an archive copies names the live document held."""
+    (:mod:`hearth.ledger.attribution`) and leaves what others wrote as they wrote it
+    (:mod:`hearth.ledger.records`); an archive copies what the live document held.
+    ``touched``: the entries the bundle says it touched, by document."""
     member_id = author.member_id
     if member_id is None:  # the founding device, before its card is known
         member_key = verify_genesis(node.group(group_id).genesis).get("member_key")
         member_id = key_id(bytes.fromhex(str(member_key)))
     live = ready.get(LIVE, [])
+    live_heads = records.builds_on(live)
+    moved: records.Moved = {}
     for doc, changes in ready.items():
         if doc == LIVE:
             attribution.check_own_names(changes, member_id)
         else:
-            attribution.check_archive_names(
-                ledger.document(doc), ledger.doc, changes, member_id, _builds_on(live)
-            )
-
-
-def _builds_on(changes: Sequence[bytes]) -> list[bytes]:
-    """The changes a batch of one document's changes builds on (not among them)."""
-    infos = [change_hash(c) for c in changes]
-    own = {i.hash for i in infos}
-    return sorted({d for i in infos for d in i.deps} - own)
+            archive = ledger.document(doc)
+            attribution.check_archive_names(archive, ledger.doc, changes, member_id, live_heads)
+            for entry, paths in records.check_archive_copy(
+                archive, ledger.doc, changes, live_heads
+            ).items():
+                moved.setdefault(entry, set()).update(paths)
+    spared = ledger.doc.objects_under("members") | ledger.doc.objects_under("invites")
+    records.check_records(ledger.doc, live, member_id, touched.get(LIVE, []), moved, spared)
 
 
 def _members_seen(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> membership.Table:

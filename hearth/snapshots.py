@@ -29,7 +29,7 @@ from hearth import joins, membership
 from hearth.crypto import key_id
 from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.invite import decode_claim
-from hearth.ledger import LedgerDoc, attribution
+from hearth.ledger import LedgerDoc, attribution, records
 from hearth.ledger.archive import archive_seed
 from hearth.ledger.automerge_doc import ChangeInfo, read_change
 from hearth.ledger.change_ops import ObjectRef
@@ -343,11 +343,26 @@ def _check_names(docs: Mapping[str, LedgerDoc], item: Carried, member_id: str) -
     live = [info for name, _, info in item.changes if name == LIVE]
     own = {info.hash for info in live}
     builds_on = sorted({d for info in live for d in info.deps} - own)
+    moved: records.Moved = {}
     for name, changes in by_doc.items():
         if name == LIVE or LIVE not in docs:
             attribution.check_own_names(changes, member_id)
         else:
             attribution.check_archive_names(docs[name], docs[LIVE], changes, member_id, builds_on)
+            for entry, paths in records.check_archive_copy(
+                docs[name], docs[LIVE], changes, builds_on
+            ).items():
+                moved.setdefault(entry, set()).update(paths)
+    if LIVE in docs and by_doc.get(LIVE):
+        doc = docs[LIVE]
+        named = [
+            ref
+            for name, _, refs in decode_changes(item.inner.payload)
+            if name == LIVE
+            for ref in refs
+        ]
+        spared = doc.objects_under("members") | doc.objects_under("invites")
+        records.check_records(doc, by_doc[LIVE], member_id, named, moved, spared)
 
 
 def _guarded(

@@ -409,3 +409,35 @@ def test_footguns_ask_first_and_spellings_are_understood(group: Cli) -> None:
     past = cli("need", "add", "Old", "--by", "1999-01-01", check=False)
     assert past.code == 1
     assert "more than a year ago" in past.err
+
+
+# As the console script starts `hearth`, with Ctrl-C arriving while Hearth is imported.
+_INTERRUPTED_WHILE_IMPORTING = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hearth.cli.main":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from tui.main import main
+sys.exit(main(["status"]))
+"""
+
+
+def test_ctrl_c_in_the_first_moments_ends_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ended = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_WHILE_IMPORTING],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert "Traceback" not in ended.stderr
+    assert ended.stderr.strip() == "hearth: interrupted."
+    assert ended.returncode == 130

@@ -93,6 +93,7 @@ def run(*command: object, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
+UPGRADE = {"pipx": ["pipx", "upgrade", "hearth"], "uv": ["uv", "tool", "upgrade", "hearth"]}
 UNINSTALL = {"pipx": ["pipx", "uninstall", "hearth"], "uv": ["uv", "tool", "uninstall", "hearth"]}
 
 
@@ -116,6 +117,9 @@ def test_installed_from_the_wheel_hearth_runs_and_uninstalls(
     # Uninstalling removes the program, not the member's data (the README says so).
     home = tmp_path / "ada"
     assert run(hearth, "--home", home, "init", "--name", "Ada", env=env).returncode == 0
+    upgraded = run(*UPGRADE[tool], env=env)  # the README's upgrade: from the same wheel
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert run(hearth, "--version", env=env).stdout.strip() == f"hearth {__version__}"
     assert run(*UNINSTALL[tool], env=env).returncode == 0
     assert not hearth.exists()
     assert (home / "hearth.db").exists()

@@ -338,7 +338,7 @@ TOUR: list[Step] = [
     Step(
         "cleo",
         "hearth commitment list",
-        ("Compost from Elm Street Tools", "2 bags"),
+        ("QUANTITY", "Compost from Elm Street Tools", "2 bags"),  # not 'QTY 2'
         before=_sync("ada", "cleo"),
     ),
     Step("ada", "hearth offer list", ("3 bags",)),
@@ -358,6 +358,16 @@ def fill_in(tour: Tour, line: str) -> list[str]:
 
 def test_the_tour_steps_are_the_readme_commands() -> None:
     assert readme_commands() == [step.line for step in TOUR]
+
+
+def test_the_members_page_shows_pictures_of_the_app_that_exist() -> None:
+    from urllib.parse import unquote
+
+    page = README.parent / "docs" / "members.md"
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text())
+    assert len(pictures) >= 3
+    for picture in pictures:
+        assert (page.parent / unquote(picture)).is_file(), picture  # a snapshot renamed?
 
 
 @pytest.fixture

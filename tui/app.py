@@ -27,15 +27,17 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedCont
 
 from hearth import members, neighbours
 from hearth.errors import HearthError
+from hearth.ledger.clashes import field_clashes
 from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
 from hearth.ledger.ledger import Ledger, check_relay_url
 from hearth.ledger.model import CommitmentStatus, Kind
 from hearth.node import Node
 from hearth.present import describe_resource, device_name
+from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.values import format_date, format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
-from tui.invite import InviteScreen
+from tui.invite import InviteScreen, InviteWords, NeighbourhoodJoinScreen
 from tui.panes import (
     CommitmentsPane,
     ConflictsPane,
@@ -98,7 +100,7 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static(HELP, classes="dialog")
+        yield Static(HELP, classes="dialog", id="help")
 
 
 class DetailScreen(ModalScreen[None]):
@@ -121,6 +123,7 @@ class HearthApp(App[None]):
     CSS = """
     .dialog { width: 72; height: auto; max-height: 90%; padding: 1 2;
               border: thick $accent; background: $surface; }
+    #help { width: 96; max-width: 100%; }  /* its lines unbroken in a wide enough terminal */
     ModalScreen { align: center middle; }
     .dialog-title { text-style: bold; margin-bottom: 1; }
     .dialog-text { width: 100%; height: auto; }
@@ -418,8 +421,10 @@ class HearthApp(App[None]):
         fields: list[Field | Choice],
         then: Callable[[dict[str, str]], object],
         ok: str = "Save",
+        after: Callable[[dict[str, str] | None], None] | None = None,
     ) -> None:
-        """Show a form; on Save, hand its values on (errors are shown, not raised)."""
+        """Show a form; on Save, hand its values on (errors are shown, not raised);
+        ``after`` is told how it closed (its values, or ``None`` if cancelled)."""
 
         def submit(values: dict[str, str]) -> None:
             # A refusal stays in the form, with what was typed (see ``attempt``).
@@ -429,7 +434,7 @@ class HearthApp(App[None]):
             finally:
                 self._in_form = False
 
-        self.push_screen(FormScreen(title, fields, ok, submit=submit))
+        self.push_screen(FormScreen(title, fields, ok, submit=submit), callback=after)
 
     def _members(self, *, others: bool = False) -> list[tuple[str, str]]:
         me = self.node.identity.member_id
@@ -462,6 +467,39 @@ class HearthApp(App[None]):
             ("New promise", "Record who will give what to whom", self.action_add_promise),
             ("Invite someone", "A code to read out to a new member", self.action_invite),
             ("Add a relay", "A relay the group syncs and meets through", self.action_add_relay),
+            ("Remove a relay", "One the group no longer syncs through", self.action_remove_relay),
+            (
+                "Remove a device",
+                "A lost phone: it writes nothing that counts",
+                self.action_remove_device,
+            ),
+            ("Leave the group", "Stop being a member of this group", self.action_leave),
+            ("Switch group", "Show another of your groups", self.action_switch_group),
+            (
+                "Start another group",
+                "A new group, with you as its first admin",
+                self.action_new_group,
+            ),
+            (
+                "Export the ledger",
+                "To a file: a spreadsheet (CSV), JSON or ValueFlows",
+                self.action_export,
+            ),
+            (
+                "Start a neighbourhood",
+                "A group of groups that share surplus (admins)",
+                self.action_start_neighbourhood,
+            ),
+            (
+                "Invite a group into the neighbourhood",
+                "A code to read to another group's admin (admins)",
+                self.action_invite_group,
+            ),
+            (
+                "Join a neighbourhood",
+                "With the code another group's admin reads out (admins)",
+                self.action_join_neighbourhood,
+            ),
             (
                 "Offer to neighbours",
                 "Share some of a resource with neighbour groups",
@@ -549,14 +587,20 @@ class HearthApp(App[None]):
         )
 
     def action_add_promise(self) -> None:
-        members = self._members()
+        members = self._members()  # either side may be me, or neither
+        resources = [(r.name, r.id) for r in self.node.view(self.group_id).resources()]
 
         def save(v: dict[str, str]) -> None:
             quantity = parse_quantity(v["quantity"]) if v["quantity"] else None
             due = parse_date(v["due"], now_ms=self.node.clock.now_ms()) if v["due"] else None
             self.change(
                 lambda ledger: ledger.add_commitment(
-                    v["what"], giver=v["giver"], receiver=v["receiver"], quantity=quantity, due=due
+                    v["what"],
+                    giver=v["giver"],
+                    receiver=v["receiver"],
+                    resource=v["resource"],
+                    quantity=quantity,
+                    due=due,
                 ),
                 f"Recorded the promise: {v['what']}.",
             )
@@ -566,7 +610,11 @@ class HearthApp(App[None]):
             [
                 Field("what", "What is promised", placeholder="e.g. lend the ladder"),
                 Choice("giver", "Who gives", members),
-                self._member_choice("receiver", "To whom"),
+                Choice("receiver", "To whom", members),
+                # As `commitment add --resource`: once done, the gift is recorded too.
+                Choice(
+                    "resource", "Of the group's resources (optional)", resources, required=False
+                ),
                 Field("quantity", "How many (optional)"),
                 Field("due", "By when (optional)", placeholder="2026-12-24, tomorrow or +3d"),
             ],
@@ -601,16 +649,33 @@ class HearthApp(App[None]):
     def action_edit(self) -> None:
         def edit(resource_id: str) -> None:
             r = self.node.view(self.group_id).resource(resource_id)
+            sharing = [("no: only this group sees it", "no"), ("yes: it can be offered", "yes")]
             self.ask(
                 f"Edit {r.name}",
                 [
                     Field("name", "Name", value=r.name),
+                    Choice("kind", "Kind", [(k.value, k.value) for k in Kind], r.kind.value),
+                    Field("unit", "Unit", value=r.unit),
                     Field("location", "Where it is kept", value=r.location),
+                    Choice("keeper", "Who looks after it", self._members(), r.keeper),
+                    Choice(
+                        "shareable",
+                        "Shareable with neighbour groups",
+                        sharing,
+                        "yes" if r.shareable else "no",
+                    ),
                     Field("note", "Note", value=r.note),
                 ],
                 lambda v: self.change(
                     lambda ledger: ledger.edit_resource(
-                        resource_id, name=v["name"], location=v["location"], note=v["note"]
+                        resource_id,
+                        name=v["name"],
+                        kind=Kind(v["kind"]),
+                        unit=v["unit"],
+                        location=v["location"],
+                        keeper=v["keeper"],
+                        shareable=v["shareable"] == "yes",
+                        note=v["note"],
                     ),
                     f"Saved {v['name']}.",
                 ),
@@ -833,6 +898,8 @@ class HearthApp(App[None]):
                 ),
                 ok="Record the return",
             )
+        elif conflict.kind == "field-clash":
+            self._settle_field_clash(resource_id, conflict.entries[1:])
         elif conflict.kind == "overdrawn":
             r = view.resource(resource_id)
             self.ask(
@@ -859,6 +926,46 @@ class HearthApp(App[None]):
                 table.move_cursor(row=table.get_row_index(wanted[0]))
                 table.focus()
             self.notify(conflict.advice)
+
+    def _settle_field_clash(self, resource_id: str, edits: tuple[str, ...]) -> None:
+        """Pick which of the values set at the same time is right; setting it settles the
+        clash (what `hearth resource edit ID --FIELD VALUE` does)."""
+        view = self.node.view(self.group_id)
+        r = view.resource(resource_id)
+        clash = next(
+            c
+            for c in field_clashes(view.tables["resources"][resource_id])
+            if tuple(rival.edit for rival in c.rivals) == edits
+        )
+
+        def shown(value: str) -> str:
+            return view.member_name(value) if clash.field == "keeper" else value or "(nothing)"
+
+        options: dict[str, str] = {}
+        for rival in clash.rivals:
+            options.setdefault(
+                rival.value, f"{shown(rival.value)} (set by {view.member_name(rival.by)})"
+            )
+
+        def typed(value: str) -> object:
+            if clash.field == "kind":
+                return Kind(value)
+            if clash.field == "shareable":
+                return value == "yes"
+            return value
+
+        self.ask(
+            f"Which {clash.field} of {r.name} is right?",
+            [Choice("value", clash.field.capitalize(), [(t, v) for v, t in options.items()])],
+            lambda v: self.change(
+                lambda ledger: ledger.edit_resource(
+                    resource_id,
+                    **{clash.field: typed(v["value"])},  # type: ignore[arg-type]
+                ),
+                f"{r.name}: {clash.field} set to {shown(v['value'])}.",
+            ),
+            ok="Set it",
+        )
 
     # --- members --------------------------------------------------------------------------
 
@@ -924,6 +1031,41 @@ class HearthApp(App[None]):
         if relays:
             self.push_screen(InviteScreen(self.node, relays[0]))
             return
+
+        # No relay to meet through yet: ask for one first, so the invite can be a code.
+        def save(v: dict[str, str]) -> None:
+            if v["url"]:
+                url = check_relay_url(v["url"])
+                self.change(
+                    lambda ledger: ledger.add_relay(url), f"The group now syncs through {url}."
+                )
+
+        def then(v: dict[str, str] | None) -> None:
+            if v is None:
+                return
+            relays = self.node.view(self.group_id).relays()
+            if relays:
+                self.push_screen(InviteScreen(self.node, relays[0]))
+            else:
+                self._invite_by_token()
+
+        self.ask(
+            "Invite someone",
+            [
+                Field(
+                    "url",
+                    "To invite with a short code read out, the group needs a relay to meet "
+                    "through: its address (whoever runs it can tell you). Leave it empty for "
+                    "a one-use token to pass on instead.",
+                    placeholder="ws://relay.example.org:8765",
+                )
+            ],
+            save,
+            ok="Invite",
+            after=then,
+        )
+
+    def _invite_by_token(self) -> None:
         from hearth.invite import encode_token  # no relay to meet through: a token
 
         try:
@@ -937,7 +1079,8 @@ class HearthApp(App[None]):
                 "(with a relay, an invite is a short code to read out: ctrl+p, Add a relay).\n"
                 "Give it to the new member privately (it lets them in once, for a day):\n\n"
                 f"{token}\n\nThey run: hearth join '<the text above>' --name THEIR-NAME\n"
-                "(copied with the frame and line breaks is fine, inside the quotes)"
+                "(copied with the frame and line breaks is fine, inside the quotes), or paste "
+                "it where Hearth's first screen asks for the invite code"
             )
         )
         self.redraw()
@@ -954,6 +1097,254 @@ class HearthApp(App[None]):
             [Field("url", "Its address", placeholder="ws://relay.example.org:8765")],
             save,
             ok="Add",
+        )
+
+    def action_remove_relay(self) -> None:
+        """Stop syncing through one of the group's relays (what `hearth relay remove` does);
+        removing the only one asks first, as the command does."""
+        relays = self.node.view(self.group_id).relays()
+        if not relays:
+            self.notify("The group lists no relay.", severity="warning")
+            return
+
+        def remove(url: str) -> None:
+            self.change(
+                lambda ledger: ledger.remove_relay(url),
+                f"The group no longer syncs through {url}.",
+            )
+
+        def chosen(v: dict[str, str] | None) -> None:
+            if v is None:
+                return
+            url = v["url"]
+            if len(relays) > 1:
+                remove(url)
+                return
+            self.push_screen(
+                ConfirmScreen(
+                    f"{url} is the group's only relay. Remove it?",
+                    "Without one, members sync only on the same network or by file, and "
+                    "invites are long tokens instead of codes. Add another relay first if "
+                    "you can.",
+                    yes="Remove it",
+                ),
+                lambda yes: remove(url) if yes else None,
+            )
+
+        self.push_screen(
+            FormScreen(
+                "Remove a relay",
+                [Choice("url", "Which relay", [(u, u) for u in relays])],
+                ok="Remove",
+            ),
+            callback=chosen,
+        )
+
+    def _show_group(self, group_id: str) -> None:
+        """Make ``group_id`` the group the app shows (and the commands' current one)."""
+        self.node.use_group(group_id)
+        self.group_id = group_id
+        self.redraw()
+
+    def action_switch_group(self) -> None:
+        """Show another of this node's groups (what `hearth group use` does)."""
+        groups = [(g.name, g.id) for g in self.node.groups() if g.id != self.group_id]
+        if not groups:
+            self.notify(
+                "You are in no other group: ctrl+p, Start another group.", severity="warning"
+            )
+            return
+        self.push_screen(
+            FormScreen("Switch group", [Choice("group", "Which group", groups)], ok="Show it"),
+            callback=lambda v: self._show_group(v["group"]) if v else None,
+        )
+
+    def action_new_group(self) -> None:
+        """Start a second group on this device (what `hearth group create --another`
+        does) and show it."""
+
+        def save(v: dict[str, str]) -> None:
+            self.attempt(
+                lambda: self._show_group(self.node.create_group(v["name"]).id),
+                f"Started '{v['name']}'; you are its first admin.",
+            )
+
+        self.ask("Start another group", [Field("name", "Its name")], save, ok="Start")
+
+    def action_export(self) -> None:
+        """Write the group's ledger to a file (what `hearth export -o FILE` does)."""
+        from hearth.cli.files import write_file
+        from hearth.ledger.export import export_csv, export_json, export_valueflows
+
+        formats = [
+            ("CSV, for a spreadsheet", "csv"),
+            ("JSON", "json"),
+            ("ValueFlows JSON-LD, for other economic tools", "valueflows"),
+        ]
+
+        def save(v: dict[str, str]) -> None:
+            if not v["file"]:
+                raise HearthError("Give the file to write, e.g. ~/ledger.csv.")
+            view = self.node.view(self.group_id)
+            if v["format"] == "csv":
+                text = export_csv(view)
+            elif v["format"] == "valueflows":
+                text = export_valueflows(view, self.group_id, view.group_name)
+            else:
+                text = export_json(view, view.group_name)
+            self.attempt(
+                lambda: write_file(v["file"], text if text.endswith("\n") else text + "\n"),
+                f"Wrote {v['file']}.",
+            )
+
+        self.ask(
+            "Export the ledger",
+            [
+                Choice("format", "As", formats),
+                Field("file", "To the file", placeholder="~/ledger.csv"),
+            ],
+            save,
+            ok="Export",
+        )
+
+    def action_remove_device(self) -> None:
+        """Stop a device writing for its member (what `hearth device remove` does)."""
+        view = self.node.view(self.group_id)
+        devices = [
+            (f"{m.name}: {device_name(view, m.id, d)}", d)
+            for m in view.members()
+            for d in m.devices
+        ]
+
+        def chosen(v: dict[str, str] | None) -> None:
+            if v is None:
+                return
+            label = next(text for text, d in devices if d == v["device"])
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self.attempt(
+                        lambda: members.remove_device(self.node, self.group_id, v["device"]),
+                        f"Removed {label}; the group has a new key without it.",
+                    )
+
+            self.push_screen(
+                ConfirmScreen(
+                    f"Remove {label}?",
+                    "Nothing it writes from now on counts, and it gets nothing new. A device "
+                    "found again joins like a new one.",
+                    yes="Remove it",
+                ),
+                confirmed,
+            )
+
+        self.push_screen(
+            FormScreen("Remove a device", [Choice("device", "Which device", devices)], ok="Remove"),
+            callback=chosen,
+        )
+
+    def action_leave(self) -> None:
+        """Leave the group (what `hearth leave` does), after asking."""
+        name = self.node.view(self.group_id).group_name
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.attempt(
+                    lambda: members.leave(self.node, self.group_id),
+                    f"You have left '{name}'; its history stays readable here.",
+                )
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Leave '{name}'?",
+                "Nothing you write there will count any more; to come back, an admin must "
+                "invite you again.",
+                yes="Leave",
+            ),
+            confirmed,
+        )
+
+    def action_start_neighbourhood(self) -> None:
+        """Start a neighbourhood with this group in it (what `hearth neighbourhood create`
+        does); other groups join with a code from `hearth neighbourhood invite`."""
+
+        def save(v: dict[str, str]) -> None:
+            self.attempt(
+                lambda: neighbours.create(self.node, self.group_id, v["name"]),
+                f"Started the neighbourhood '{v['name']}'. Invite other groups with "
+                "`hearth neighbourhood invite`.",
+            )
+
+        self.ask(
+            "Start a neighbourhood",
+            [Field("name", "Its name", placeholder="e.g. Eastside")],
+            save,
+            ok="Start",
+        )
+
+    def action_invite_group(self) -> None:
+        """A code for another group's admin (what `hearth neighbourhood invite` does)."""
+        relays = self.node.view(self.group_id).relays()
+        try:
+            neighbours.require_admin(self.node, self.group_id, "invite groups in")
+            hood = neighbours.find(self.node, self.group_id)
+            if not relays:
+                raise HearthError("The group has no relay to meet through: ctrl+p, Add a relay.")
+        except HearthError as exc:
+            self.notify(str(exc), title="Not done", severity="error", markup=False)
+            return
+
+        def admit(event: JoinerIntroduced) -> str:
+            neighbours.admit(self.node, hood, event.device_key, event.name)
+            return neighbours.encode_token(hood)
+
+        words = InviteWords(
+            f"Invite a group into {hood.name}",
+            f"Read this code to the other group's admin, with the relay's address: "
+            f"{relays[0]}\nThey choose Join a neighbourhood (ctrl+p) and type both (or run: "
+            f"hearth neighbourhood join CODE --relay {relays[0]}).",
+            lambda name: f"The group '{name}' wants to join {hood.name}. Let it in? (y or n)",
+            lambda name: f"'{name}' is in '{hood.name}' now.",
+        )
+        self.push_screen(InviteScreen(self.node, relays[0], words=words, make_token=admit))
+
+    def action_join_neighbourhood(self) -> None:
+        """Take the group into a neighbourhood with a code (`hearth neighbourhood join`)."""
+        relays = self.node.view(self.group_id).relays()
+        chosen: dict[str, str] = {}
+
+        def save(v: dict[str, str]) -> None:
+            from hearth.protocol.invite_code import parse_code
+
+            neighbours.require_admin(self.node, self.group_id, "join a neighbourhood")
+            parse_code(v["code"])  # a misheard code is said here, in the form
+            if not (v["relay"] or relays):
+                raise HearthError("Give the relay's address the other admin gave you (ws://…).")
+            chosen["relay"] = check_relay_url(v["relay"]) if v["relay"] else relays[0]
+
+        def then(v: dict[str, str] | None) -> None:
+            if v is not None:
+                self.push_screen(
+                    NeighbourhoodJoinScreen(self.node, self.group_id, chosen["relay"], v["code"])
+                )
+
+        self.ask(
+            "Join a neighbourhood",
+            [
+                Field(
+                    "code",
+                    "The code the other group's admin read out",
+                    placeholder="4-amber-kettle-sloe",
+                ),
+                Field(
+                    "relay",
+                    "Their relay's address" + (" (empty: your group's)" if relays else ""),
+                    placeholder=relays[0] if relays else "ws://relay.example.org:8765",
+                ),
+            ],
+            save,
+            ok="Join",
+            after=then,
         )
 
     # --- neighbours ---------------------------------------------------------------------

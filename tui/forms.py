@@ -50,6 +50,7 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
 
     DEFAULT_CSS = """
     FormScreen .form-error { display: none; height: auto; margin-top: 1; color: $error; }
+    FormScreen Label { width: 1fr; }  /* a long label wraps instead of being cut off */
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 

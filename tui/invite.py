@@ -4,6 +4,8 @@ to compare, and a clear yes or no."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from textual import work
@@ -15,35 +17,69 @@ from textual.widgets import Button, Label, Static
 
 from hearth.errors import HearthError
 from hearth.node import Node
+from hearth.protocol.invite_code import JoinerIntroduced
 
-__all__ = ["InviteScreen"]
+__all__ = ["InviteScreen", "InviteWords", "NeighbourhoodJoinScreen"]
+
+
+@dataclass(frozen=True)
+class InviteWords:
+    """What an invite screen says: its title, how the other side uses the code, the
+    question once they are known, and what it says when they are in."""
+
+    title: str
+    how: str
+    question: Callable[[str], str]
+    done: Callable[[str], str]
+
+
+def _member_words(relay_url: str) -> InviteWords:
+    return InviteWords(
+        "Invite someone",
+        f"Read this code to the new member, with the relay's address: {relay_url}\n"
+        "They open Hearth and type both on its first screen (or run: hearth join CODE "
+        f"--relay {relay_url} --name THEIR-NAME).",
+        lambda name: f"{name} wants to join the group. Let them in? (y or n)",
+        lambda name: f"{name} is in. Their device fetches the group now.",
+    )
 
 
 class InviteScreen(ModalScreen[None]):
     """Runs one invite code through the group's relay until the person is in (or not)."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("y", "answer(True)", "Let them in", show=False),
+        Binding("n", "answer(False)", "No", show=False),
+    ]
     DEFAULT_CSS = """
     #invite-code { text-style: bold; color: $accent; border: tall $accent;
                    content-align: center middle; height: 5; margin: 1 0; }
     #invite-question { display: none; height: auto; }
     """
 
-    def __init__(self, node: Node, relay_url: str) -> None:
+    def __init__(
+        self,
+        node: Node,
+        relay_url: str,
+        *,
+        words: InviteWords | None = None,
+        make_token: Callable[[JoinerIntroduced], str] | None = None,
+    ) -> None:
+        """``make_token`` records the invite and gives what is sealed to the joiner (a
+        new member's join token unless given: a neighbourhood's for another group)."""
         super().__init__()
         self.node = node
         self.relay_url = relay_url
+        self.words = words or _member_words(relay_url)
+        self.make_token = make_token
         self._answer: asyncio.Future[bool] | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Invite someone", classes="dialog-title")
+            yield Label(self.words.title, classes="dialog-title", markup=False)
             yield Static("Opening an invite…", id="invite-code")
-            yield Static(
-                "Read this code to the new member. On their computer they run:\n"
-                f"  hearth join CODE --relay {self.relay_url} --name THEIR-NAME",
-                id="invite-how",
-            )
+            yield Static(self.words.how, id="invite-how", markup=False)
             yield Static("", id="invite-status")
             with Horizontal(id="invite-question", classes="dialog-buttons"):
                 yield Button("Let them in", variant="primary", id="let-in")
@@ -68,6 +104,7 @@ class InviteScreen(ModalScreen[None]):
                 show_code=self._show_code,
                 show_phrase=self._show_phrase,
                 approve=self._approve,
+                make_token=self.make_token,
             )
         except HearthError as exc:
             status.update(f"The invite ended: {exc}")
@@ -75,7 +112,7 @@ class InviteScreen(ModalScreen[None]):
         if result.refused:
             status.update("Not let in. The code is used up.")
         else:
-            status.update(f"{result.joined} is in. Their device fetches the group now.")
+            status.update(self.words.done(result.joined))
         self.app.refresh_bindings()
 
     def _show_code(self, code: str) -> None:
@@ -88,7 +125,7 @@ class InviteScreen(ModalScreen[None]):
 
     async def _approve(self, name: str) -> bool:
         status = self.query_one("#invite-status", Static)
-        status.update(f"{status.content}\n\n{name} wants to join the group. Let them in?")
+        status.update(f"{status.content}\n\n{self.words.question(name)}")
         self.query_one("#invite-question").display = True
         self._answer = asyncio.get_running_loop().create_future()
         answer = await self._answer
@@ -96,13 +133,86 @@ class InviteScreen(ModalScreen[None]):
         return answer
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id in ("let-in", "refuse") and self._answer and not self._answer.done():
-            self._answer.set_result(event.button.id == "let-in")
+        if event.button.id in ("let-in", "refuse"):
+            self.action_answer(event.button.id == "let-in")
         elif event.button.id == "close":
             self.action_close()
+
+    def action_answer(self, let_in: bool) -> None:
+        """The inviter's answer, from a button or from y / n once the question is asked."""
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(let_in)
 
     def action_close(self) -> None:
         if self._answer is not None and not self._answer.done():
             self._answer.set_result(False)
-        self.workers.cancel_all()
+        # This screen's invite only: the app's own sharing runs on (cancel_all stopped it,
+        # and the app no longer received others' changes until restarted).
+        self.workers.cancel_node(self)
+        self.dismiss(None)
+
+
+class NeighbourhoodJoinScreen(ModalScreen[None]):
+    """Takes the group into a neighbourhood with the code its admin read out (what
+    `hearth neighbourhood join CODE` does): the phrase to compare, then the outcome."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+
+    def __init__(self, node: Node, group_id: str, relay_url: str, code: str) -> None:
+        super().__init__()
+        self.node = node
+        self.group_id = group_id
+        self.relay_url = relay_url
+        self.code = code
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Join a neighbourhood", classes="dialog-title")
+            yield Static(
+                f"Meeting the other group's admin through {self.relay_url}…",
+                id="join-status",
+                markup=False,
+            )
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", id="close")
+
+    def on_mount(self) -> None:
+        self.run_join()
+
+    @work(exclusive=True)
+    async def run_join(self) -> None:
+        """The exchange, then the neighbourhood kept in the group's ledger."""
+        from hearth import neighbours
+        from hearth.crypto import SigningKey
+        from hearth.invite_client import accept_invite  # networking loads only now
+        from hearth.protocol.invite_code import parse_code
+
+        status = self.query_one("#join-status", Static)
+        name = self.node.view(self.group_id).group_name
+
+        def show_phrase(phrase: str) -> None:
+            status.update(
+                f"Check the other admin's screen shows:  {phrase}\n"
+                f"Waiting for them to let '{name}' in…"
+            )
+
+        try:
+            neighbours.require_admin(self.node, self.group_id, "join a neighbourhood")
+            code = parse_code(self.code)
+            key = SigningKey.generate(self.node.random_bytes)
+            token = await accept_invite(
+                self.relay_url, code, name=name, device=key, timeout=600, show_phrase=show_phrase
+            )
+            membership = neighbours.join(self.node, self.group_id, token, key)
+        except HearthError as exc:
+            status.update(f"Not joined: {exc}")
+            return
+        status.update(f"'{name}' joined the neighbourhood '{membership.name}'.")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "close":
+            self.action_close()
+
+    def action_close(self) -> None:
+        self.workers.cancel_node(self)
         self.dismiss(None)

@@ -2,7 +2,8 @@
 
 The command-line parser and every subcommand live in ``hearth.cli``; this launcher sits
 in ``tui`` so the core never imports the app. Textual is imported only when the app
-opens, so scripted subcommands start as fast as before.
+opens, so scripted subcommands start as fast as before. Nothing of Hearth is imported
+before :func:`main` is running, so Ctrl-C in the first moments ends as quietly as later.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from hearth.cli.main import build_parser, resolve_home
-from hearth.cli.main import main as run_command
 
 __all__ = ["main", "open_app"]
 
@@ -27,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from hearth.cli.main import build_parser, resolve_home
+    from hearth.cli.main import main as run_command
+
     args = build_parser().parse_args(argv)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if args.command is None and interactive:

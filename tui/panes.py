@@ -462,7 +462,8 @@ class NeighboursPane(Vertical):
             "\n".join(f"Neighbours in {line}" for line in hood.summary)
             if hood.summary
             else "Your group shares with no other group yet. An admin can start a "
-            "neighbourhood (`hearth neighbourhood create NAME`) or join one with a code."
+            "neighbourhood, or join one with the code another group's admin reads out: "
+            "ctrl+p, Start a neighbourhood or Join a neighbourhood."
         )
         # Text, not markup: other groups name groups, and a record carries any text.
         self.query_one("#neighbour-summary", Static).update(Text(summary))

@@ -15,7 +15,7 @@ from hearth.neighbourhood import Offer, Request
 from hearth.node import Node
 from hearth.peers import list_peers, waiting_for
 from hearth.retraction import removal_notices
-from hearth.values import format_time
+from hearth.values import format_date, format_time
 
 __all__ = ["Neighbourhoods", "SyncState", "neighbourhoods_of", "sync_state"]
 
@@ -69,16 +69,22 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
         if ok is not None and not error and now_ms - int(ok) < RECENT_MS
     ]
     if reached:
-        words = f"Up to date as of {format_time(max(reached))}"
+        words = f"Up to date as of {_when(max(reached), now_ms)}"
         online = True
     elif not any(attempt is not None for _, attempt, _ in rows):
         words = "Connecting…"
         online = False
     else:
-        since = f" (last shared {format_time(last_ok)})" if last_ok else ""
+        since = f" (last shared {_when(last_ok, now_ms)})" if last_ok else ""
         words = f"Offline{since}"
         online = False
     return SyncState(words, waiting, gaps, online, taken_back, broken, joining)
+
+
+def _when(ms: int, now_ms: int) -> str:
+    """``14:02`` today, ``2026-11-28 14:02`` on another day."""
+    shown = format_time(ms)
+    return shown[11:] if format_date(ms) == format_date(now_ms) else shown
 
 
 @dataclass(frozen=True, slots=True)

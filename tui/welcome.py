@@ -57,7 +57,11 @@ class WelcomeApp(App[bool]):
                 placeholder="…or the invite code a member read out (7-orchard-lantern-cobalt)",
                 id="token",
             )
-            yield Input(placeholder="the relay they gave you with the code (ws://…)", id="relay")
+            yield Input(
+                placeholder="the relay's address (ws://…): given with the code, or your new "
+                "group's",
+                id="relay",
+            )
             with Horizontal():
                 yield Button("Start the group", variant="primary", id="create")
                 yield Button("Join", id="join")
@@ -91,8 +95,13 @@ class WelcomeApp(App[bool]):
         try:
             self._ensure_identity()
             if event.button.id == "create":
+                relay = self.query_one("#relay", Input).value.strip()
+                url = check_relay_url(relay) if relay else None  # checked before anything
                 with open_node(self.home) as node:
                     node.create_group(self.query_one("#group", Input).value)
+                    if url is not None:  # so that invites can be codes from the start
+                        with node.change() as ledger:
+                            ledger.add_relay(url)
             else:
                 text = self.query_one("#token", Input).value.strip()
                 if not text.startswith("hearth-token-"):

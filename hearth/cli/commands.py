@@ -447,7 +447,7 @@ def _commitment_list(args: argparse.Namespace, node: Node) -> int:
         return 0
     print(
         render.table(
-            ["id", "what", "qty", "from", "to", "due", "status"],
+            ["id", "what", "quantity", "from", "to", "due", "status"],
             present.commitment_rows(view, found, now),
         )
     )

@@ -293,7 +293,11 @@ def _host_port(text: str) -> tuple[str, int]:
 def _doctor(args: argparse.Namespace, node: Node) -> int:
     from hearth.doctor import examine
 
-    findings = examine(node, timeout=args.timeout)
+    def checking(url: str) -> None:
+        if not args.json:
+            print(f"Checking {url} (up to {args.timeout:g} s)…", file=sys.stderr, flush=True)
+
+    findings = examine(node, timeout=args.timeout, checking=checking)
     data = [
         {"check": f.check, "ok": f.ok, "detail": f.detail, "advice": f.advice} for f in findings
     ]
