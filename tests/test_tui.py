@@ -346,8 +346,14 @@ async def test_first_run_creates_the_identity_and_a_group(tmp_path: Path) -> Non
         with open_node(home) as node:
             assert node.groups() == []  # nothing started with an address it cannot use
         app.query_one("#relay", Input).value = "ws://relay.example.org:8765"
+        # A second click within the button's 0.2 s press effect is ignored, as a double
+        # click is: wait it out, then for the group to be started (slow under load).
+        await pilot.pause(0.3)
         await pilot.click("#create")
-        await pilot.pause()
+        for _ in range(100):
+            if app.return_value is not None:
+                break
+            await pilot.pause(0.05)
     assert app.return_value is True
     with open_node(home) as node:
         assert node.identity.name == "Cleo"
