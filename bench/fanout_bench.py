@@ -2,6 +2,7 @@
 against a bare aiohttp fan-out server and against the floor of what the relay must do.
 
     python bench/fanout_bench.py [--subscribers 50] [--few 10] [--bundles 400] [--rounds 3]
+                                 [--also LABEL=SOURCE_TREE ...]
 
 Three servers run as their own processes on 127.0.0.1, each on asyncio's default event
 loop, and are given the same work: one publisher sends ``--bundles`` bundles (after
@@ -21,6 +22,9 @@ Each answers the publisher after each bundle, and the publisher waits for that a
 before the next, like a node editing live. Runs at ``--few`` subscribers too give what one
 more subscriber costs, apart from the cost of taking each bundle in. Rounds alternate
 between the servers, so that a busy spell of a shared machine falls on all; medians.
+``--also`` adds the relay of another source tree (``git archive main | tar -x -C DIR``)
+to the same rounds, its figures written beside this tree's under ``also``: two versions
+of the relay compared in one run, not against a figure from another time.
 
 The issue's two targets: what one more subscriber costs the relay, at most 1.5x what it
 costs bare aiohttp (``ratio_us_per_extra_delivery``); and what taking a bundle in costs the
@@ -198,20 +202,52 @@ def required_us_per_bundle(bundles: list[bytes], keys: EpochKeys) -> dict[str, f
 SERVERS = ("relay", "floor", "bare")
 
 
+def start_relay_from(source: Path, data: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
+    """A ``hearth-relay`` run from the source tree ``source`` (another version of it)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            *("--port", "0", "--data", str(data)),
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=source,
+        env={**os.environ, "PYTHONPATH": str(source)},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on "), line
+    return proc, line.removeprefix("listening on ")
+
+
 def server_cpu(
-    server: str, root: Path, bundles: list[bytes], subscribers: int, keys: EpochKeys, warm_up: int
+    server: str,
+    root: Path,
+    bundles: list[bytes],
+    subscribers: int,
+    keys: EpochKeys,
+    warm_up: int,
+    source: Path | None = None,
 ) -> float:
     """CPU seconds a fresh server of the kind ``server`` spends fanning the measured
-    ``bundles`` out to ``subscribers``."""
+    ``bundles`` out to ``subscribers`` (a relay from the tree ``source``, if given)."""
     data = Path(tempfile.mkdtemp(dir=root))
-    if server == "relay":
+    if source is not None:
+        proc, url = start_relay_from(source, data / "relay", root / "relay.toml")
+    elif server == "relay":
         proc, url = start_relay(data / "relay", root / "relay.toml")
     elif server == "floor":
         proc, url = start_floor(keys, data / "floor.db")
     else:
         proc, url = start_bare()
     try:
-        load = run_load(url, bundles, subscribers, server == "relay", keys, proc.pid, warm_up)
+        relay = server == "relay" or source is not None
+        load = run_load(url, bundles, subscribers, relay, keys, proc.pid, warm_up)
         return asyncio.run(load)
     finally:
         proc.terminate()
@@ -228,7 +264,15 @@ def main() -> int:
     parser.add_argument(
         "--label", default="", help="what code this measures, in the result and its file name"
     )
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=SOURCE_TREE",
+        help="the relay of another source tree, measured in the same rounds",
+    )
     args = parser.parse_args()
+    also = dict(item.split("=", 1) for item in args.also)
     root = Path(tempfile.mkdtemp(prefix="hearth-fanout-"))
     (root / "relay.toml").write_text(
         "[relay]\nmax_connections_per_ip = 5000\npublish_burst = 100000\npublish_per_s = 100000.0\n"
@@ -236,11 +280,21 @@ def main() -> int:
     keys = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))
     bundles = make_bundles(keys, SigningKey.generate(), args.warm_up + args.bundles)
     runs: dict[tuple[str, int], list[float]] = {}
+    servers = [*SERVERS, *(f"relay@{label}" for label in also)]
     for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits all
         for subscribers in (args.few, args.subscribers):
-            for server in SERVERS:
+            for server in servers:
+                source = also.get(server.removeprefix("relay@")) if "@" in server else None
                 runs.setdefault((server, subscribers), []).append(
-                    server_cpu(server, root, bundles, subscribers, keys, args.warm_up)
+                    server_cpu(
+                        server,
+                        root,
+                        bundles,
+                        subscribers,
+                        keys,
+                        args.warm_up,
+                        Path(source) if source else None,
+                    )
                 )
     result: dict[str, object] = {
         "benchmark": "fanout",
@@ -253,7 +307,7 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpu_seconds": {f"{s}_{n}": [round(c, 4) for c in runs[(s, n)]] for s, n in runs},
     }
-    for server in SERVERS:
+    for server in servers:
         many = statistics.median(runs[(server, args.subscribers)])
         few = statistics.median(runs[(server, args.few)])
         name = "bare_aiohttp" if server == "bare" else server
@@ -289,6 +343,18 @@ def main() -> int:
     result["ratio_intake_to_floor_server"] = round(intake["relay"] / intake["floor"], 2)
     result["ratio_whole_intake_to_floor"] = round(intake["relay"] / floor, 2)
     result["ratio_whole_intake_to_tight_loop"] = round(intake["relay"] / sum(required.values()), 2)
+    result["also"] = {
+        label: _relay_figures(result, f"relay@{label}", floor, bare_intake) for label in also
+    }
+    # The intake ratio of each round on its own (its servers ran within a minute of one
+    # another, so a busy spell of the machine weighs on all of them alike), and its median:
+    # steadier on a loaded machine than the ratio of medians above.
+    for name in ("relay", *(f"relay@{label}" for label in also)):
+        by_round = [_round_ratio(runs, name, index, args) for index in range(args.rounds)]
+        result[f"{name}_ratio_us_per_bundle_taken_in_by_round"] = by_round
+        result[f"{name}_ratio_us_per_bundle_taken_in_median_of_rounds"] = round(
+            statistics.median(by_round), 2
+        )
     RESULTS.mkdir(exist_ok=True)
     label = f"-{args.label}" if args.label else ""
     (RESULTS / f"fanout{label}-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
@@ -296,6 +362,39 @@ def main() -> int:
     )
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _round_ratio(
+    runs: dict[tuple[str, int], list[float]], name: str, index: int, args: argparse.Namespace
+) -> float:
+    """One round's intake ratio for the relay ``name``: what it spends taking a bundle in
+    beyond bare aiohttp, against the floor's signature check and durable commit."""
+
+    def intake(server: str) -> float:
+        few, many = runs[(server, args.few)][index], runs[(server, args.subscribers)][index]
+        marginal = (many - few) / (args.subscribers - args.few)
+        return few - marginal * args.few
+
+    bare = intake("bare")
+    return round((intake(name) - bare) / (intake("floor") - bare), 2)
+
+
+def _relay_figures(
+    result: dict[str, object], name: str, floor: float, bare_intake: float
+) -> dict[str, float]:
+    """The issue's two figures for another relay measured in the same rounds."""
+    figures = {
+        figure: float(result[f"{name}_{figure}"])  # type: ignore[arg-type]
+        for figure in ("us_per_delivery", "us_per_extra_delivery", "us_per_bundle_taken_in")
+    }
+    bare = float(result["bare_aiohttp_us_per_extra_delivery"])  # type: ignore[arg-type]
+    figures["ratio_us_per_extra_delivery"] = round(
+        figures["us_per_extra_delivery"] / max(bare, 1e-9), 2
+    )
+    beyond = figures["us_per_bundle_taken_in"] - bare_intake
+    figures["us_per_bundle_beyond_bare"] = round(beyond, 1)
+    figures["ratio_us_per_bundle_taken_in"] = round(beyond / floor, 2)
+    return figures
 
 
 if __name__ == "__main__":

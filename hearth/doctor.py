@@ -26,7 +26,7 @@ from hearth.peers import list_peers
 from hearth.sync_client import sync_relay
 from hearth.values import counted, format_time
 
-__all__ = ["Finding", "examine"]
+__all__ = ["Finding", "check_node", "examine", "finding_lines"]
 
 _CLOCK_SKEW_MS = 5 * 60_000
 _DAMAGE_RECENT_MS = 7 * 86_400_000
@@ -98,6 +98,13 @@ def examine(
 ) -> list[Finding]:
     """Every check, in order: store, keys, groups, relays, gaps, clock. ``checking`` is told
     of each relay or peer before it is tried (the checks that can take seconds)."""
+    return asyncio.run(check_node(node, timeout=timeout, checking=checking))
+
+
+async def check_node(
+    node: Node, *, timeout: float = 10.0, checking: Callable[[str], None] = lambda _: None
+) -> list[Finding]:
+    """:func:`examine` in a running event loop (the app's)."""
     findings = []
     problems = node.store.integrity_problems()
     findings.append(
@@ -135,7 +142,7 @@ def examine(
             )
         for url in relays:
             checking(url)
-            report = asyncio.run(sync_relay(node, url, [group.id], timeout=timeout))
+            report = await sync_relay(node, url, [group.id], timeout=timeout)
             if report.ok and not report.refused:
                 findings.append(
                     Finding(f"{group.name}: {url}", True, "reachable, and it accepts our bundles")
@@ -161,7 +168,7 @@ def examine(
                 )
             if not report.ok:  # its clock cannot be read either: no second wait for it
                 continue
-            relay_now = asyncio.run(_relay_clock(url, min(timeout, CONNECT_TIMEOUT_S)))
+            relay_now = await _relay_clock(url, min(timeout, CONNECT_TIMEOUT_S))
             if relay_now is not None and abs(relay_now - node.clock.now_ms()) > _CLOCK_SKEW_MS:
                 minutes = abs(relay_now - node.clock.now_ms()) // 60_000
                 findings.append(
@@ -196,7 +203,7 @@ def examine(
     groups = [g.id for g in node.groups()]
     for url in peers:
         checking(url)
-        report = asyncio.run(sync_relay(node, url, groups, timeout=timeout, peer=True))
+        report = await sync_relay(node, url, groups, timeout=timeout, peer=True)
         findings.append(
             Finding(f"peer {url}", True, "reachable, and it shares our group")
             if report.ok
@@ -208,3 +215,14 @@ def examine(
             )
         )
     return findings
+
+
+def finding_lines(findings: list[Finding]) -> list[str]:
+    """The findings as ``hearth doctor`` and the app show them: one line each, its advice
+    on the next."""
+    lines = []
+    for f in findings:
+        lines.append(f"{'ok ' if f.ok else 'BAD'}  {f.check}: {f.detail}")
+        if f.advice:
+            lines.append(f"     → {f.advice}")
+    return lines

@@ -20,7 +20,7 @@ import enum
 import logging
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,8 +30,8 @@ from hearth.cutoffs import counted_through, past_cutoff, removal_voided, within_
 from hearth.errors import Damaged, HearthError, LedgerError, ProtocolError
 from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
 from hearth.invite import decode_claim
-from hearth.ledger import Ledger, LedgerDoc, attribution
-from hearth.ledger.automerge_doc import change_hash
+from hearth.ledger import Ledger, LedgerDoc, attribution, records
+from hearth.ledger.automerge_doc import EntryRef, change_hash
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node, verify_genesis
@@ -558,10 +558,14 @@ def _take_snapshot_with(
             node.store.run("INSERT OR IGNORE INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
         return Outcome(verdict=Verdict.DUPLICATE, group_id=group_id), none
     try:
+        # Loaded while the covered bundles' last chunks are still being opened elsewhere.
+        incoming = _load_snapshot(node, group_id, docs)
         gid = bytes.fromhex(group_id)
         carried = [c for c in opener.carried() if c.inner.group_id == gid]
         with node.store.write():  # refused: nothing of it stays
-            taken = _take_snapshot(node, group_id, envelope, inner, docs, heads, carried)
+            taken = _take_snapshot(
+                node, group_id, envelope, inner, (docs, incoming), heads, carried
+            )
     except HearthError as exc:
         outcome = _reject(
             node, source, f"a snapshot refused (its bundles are taken instead): {exc}"
@@ -593,17 +597,14 @@ def _take_snapshot(
     group_id: str,
     envelope: Envelope,
     inner: Inner,
-    docs: Sequence[tuple[str, bytes]],
+    documents: tuple[Sequence[tuple[str, bytes]], dict[str, LedgerDoc]],
     heads: Sequence[tuple[bytes, int, bytes]],
     carried: Sequence[snapshots.Carried],
 ) -> list[bytes]:
-    """Check a snapshot against the bundles it came with, merge its documents, keep the
-    bundles it covers as applied (inside a write); return their ids."""
-    group = node.group(group_id)
-    try:
-        incoming = {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
-    except LedgerError as exc:
-        raise ProtocolError(f"a snapshot holding a document that does not load ({exc})") from exc
+    """Check a snapshot against the bundles it came with, merge its documents (as saved,
+    and loaded), keep the bundles it covers as applied (inside a write); return their
+    ids."""
+    docs, incoming = documents
     covered = snapshots.check_snapshot(node, group_id, incoming, heads, carried)
     listed = incoming[LIVE].read_table("members") if LIVE in incoming else {}
     card = _card(listed, inner.author) or _card(node.view(group_id).tables["members"], inner.author)
@@ -641,6 +642,17 @@ def _take_snapshot(
     # Checked like any bundle: held now as applied ones are (those that waited here too).
     node.feeds.keep_applied(group_id, [(item.envelope, item.inner) for item in covered])
     return [item.envelope.id for item in covered]
+
+
+def _load_snapshot(
+    node: Node, group_id: str, docs: Sequence[tuple[str, bytes]]
+) -> dict[str, LedgerDoc]:
+    """A snapshot's documents, loaded; :class:`ProtocolError` if one does not load."""
+    group = node.group(group_id)
+    try:
+        return {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
+    except LedgerError as exc:
+        raise ProtocolError(f"a snapshot holding a document that does not load ({exc})") from exc
 
 
 def _to_store(
@@ -769,7 +781,7 @@ def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
     ledger = node.ledger(group_id)
     author = author_of(node, group_id, ledger, inner, bundle_id)
     ready = {doc: _ready(node, group_id, ledger.document(doc), s) for doc, s in by_doc.items()}
-    _check_names(node, group_id, ledger, author, ready)
+    _check_names(node, group_id, ledger, author, ready, touched)
     with node.writing(group_id) as ledger:
         # An actor id the author's card does not list yet: allowed only if this bundle
         # adds it to the author's own card (R8's writing again, under a fresh actor id).
@@ -826,29 +838,36 @@ def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
 
 
 def _check_names(
-    node: Node, group_id: str, ledger: Ledger, author: Author, ready: dict[str, list[bytes]]
+    node: Node,
+    group_id: str,
+    ledger: Ledger,
+    author: Author,
+    ready: dict[str, list[bytes]],
+    touched: Mapping[str, Sequence[EntryRef]],
 ) -> None:
     """R2a: every change writes in the name of the member whose device signed the bundle
-    (:mod:`hearth.ledger.attribution`); an archive copies names the live document held."""
+    (:mod:`hearth.ledger.attribution`) and leaves what others wrote as they wrote it
+    (:mod:`hearth.ledger.records`); an archive copies what the live document held.
+    ``touched``: the entries the bundle says it touched, by document."""
     member_id = author.member_id
     if member_id is None:  # the founding device, before its card is known
         member_key = verify_genesis(node.group(group_id).genesis).get("member_key")
         member_id = key_id(bytes.fromhex(str(member_key)))
     live = ready.get(LIVE, [])
+    live_heads = records.builds_on(live)
+    moved: records.Moved = {}
     for doc, changes in ready.items():
         if doc == LIVE:
             attribution.check_own_names(changes, member_id)
         else:
-            attribution.check_archive_names(
-                ledger.document(doc), ledger.doc, changes, member_id, _builds_on(live)
-            )
-
-
-def _builds_on(changes: Sequence[bytes]) -> list[bytes]:
-    """The changes a batch of one document's changes builds on (not among them)."""
-    infos = [change_hash(c) for c in changes]
-    own = {i.hash for i in infos}
-    return sorted({d for i in infos for d in i.deps} - own)
+            archive = ledger.document(doc)
+            attribution.check_archive_names(archive, ledger.doc, changes, member_id, live_heads)
+            for entry, paths in records.check_archive_copy(
+                archive, ledger.doc, changes, live_heads
+            ).items():
+                moved.setdefault(entry, set()).update(paths)
+    spared = ledger.doc.objects_under("members") | ledger.doc.objects_under("invites")
+    records.check_records(ledger.doc, live, member_id, touched.get(LIVE, []), moved, spared)
 
 
 def _members_seen(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> membership.Table:

@@ -17,7 +17,15 @@ from hearth.node import Node
 from hearth.rotation import rotate, rotation_due
 from hearth.values import format_date
 
-__all__ = ["demote", "leave", "promote", "remove_device", "remove_member", "standing_note"]
+__all__ = [
+    "demote",
+    "leave",
+    "new_device_token",
+    "promote",
+    "remove_device",
+    "remove_member",
+    "standing_note",
+]
 
 
 def _admin(node: Node, group_id: str, doing: str) -> None:
@@ -161,4 +169,20 @@ def standing_note(node: Node, group_id: str) -> str:
         "do not have, so you see nothing new, and what you write there no longer counts. "
         "Ask one of its admins if this is a mistake; `hearth export` keeps a copy of what "
         "you can still read."
+    )
+
+
+def new_device_token(node: Node, device_key: bytes) -> str:
+    """What ``hearth device add`` seals to this member's new device once it has introduced
+    itself with ``device_key``: an invite for that device, with the member's key and name
+    (so that it writes as them)."""
+    from hearth.invite import DeviceToken, encode_device_token
+
+    me = node.identity
+    return encode_device_token(
+        DeviceToken(
+            token=node.create_invite(device=True, for_device=device_key),
+            member_secret=me.member_key.secret,
+            member_name=me.name,
+        )
     )

@@ -38,9 +38,19 @@ def removals_to_write_again(
     node: Node, group_id: str, devices: frozenset[bytes]
 ) -> frozenset[bytes]:
     """Of ``devices`` (listed in the group, left out of some key), those whose removal
-    waits to be written again by its author (see the module's docstring). Reads the held
-    bundles only when ``devices`` is not empty (rare: a removal that did not count)."""
-    return frozenset(_waiting(node, group_id, devices))
+    waits to be written again by its author (see the module's docstring) — and, where
+    that removal is of the whole member, every device of that member still listed: one
+    they added while it waits (a device invite of their own) was left out of no key, yet
+    is theirs as much. Reads the held bundles only when ``devices`` is not empty (rare:
+    a removal that did not count)."""
+    found = _waiting(node, group_id, devices)
+    if not found:
+        return frozenset()
+    cards = membership.cards(node.view(group_id).tables["members"])
+    member_of = {c.key: c.member_id for c in cards}
+    whole = {member_of[d] for d, (_, all_of_them) in found.items() if all_of_them}
+    also = {c.key for c in cards if c.member_id in whole and c.cutoff is None}
+    return frozenset(found) | frozenset(also)
 
 
 def write_own_again(node: Node, group_id: str) -> bool:

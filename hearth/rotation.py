@@ -36,6 +36,7 @@ from hearth.protocol.epoch_op import (
 )
 
 __all__ = [
+    "admission_key",
     "departed_devices",
     "epoch_of",
     "hand_on",
@@ -266,3 +267,10 @@ def _keep_carried(node: Node, group_id: str, carried: Iterable[Carried]) -> None
 def epoch_of(group_id: str, inner: Inner) -> bytes:
     """The id of the epoch an epoch-op bundle creates."""
     return decode_epoch_op(inner.payload).epoch_id(bytes.fromhex(group_id), inner.author)
+
+
+def admission_key(node: Node, group_id: str) -> str:
+    """The key relays admit the group's bundles by, in hex (public; it says nothing about
+    members): what the operator of a relay with ``admission = "allow-list"`` asks for
+    (``hearth relay key``). It changes with the group's key, when someone is out."""
+    return node.feeds.current_keys(group_id).relay_key.public.hex()

@@ -22,118 +22,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 from hearth import joins, membership
 from hearth.crypto import key_id
-from hearth.errors import Damaged, LedgerError, ProtocolError
+from hearth.errors import ProtocolError
 from hearth.invite import decode_claim
-from hearth.ledger import LedgerDoc, attribution
+from hearth.ledger import LedgerDoc, attribution, records
 from hearth.ledger.archive import archive_seed
-from hearth.ledger.automerge_doc import ChangeInfo, read_change
-from hearth.ledger.change_ops import ObjectRef
+from hearth.ledger.automerge_doc import ChangeInfo
+from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
 from hearth.node import Node, verify_genesis
-from hearth.protocol.bundle import (
-    Envelope,
-    EpochKeys,
-    Inner,
-    decode_changes,
-    open_envelope,
-    parse_envelope,
-)
+from hearth.protocol.bundle import Inner, decode_changes
+from hearth.snapshot_opening import Carried, Opener
 
 __all__ = ["Carried", "Opener", "check_snapshot"]
-
-_THREADS = 2  # signature checks release the GIL: both cores of a small machine
-_BATCH = 128  # bundles a thread opens at a time
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Carried:
-    """A bundle that came with a snapshot, opened and its author's signature checked."""
-
-    envelope: Envelope
-    inner: Inner
-    changes: tuple[tuple[str, bytes, ChangeInfo], ...]  # (document, change, its header)
-    # What each change writes to (read_change), read while the rest still arrives:
-    writes: tuple[set[ObjectRef] | None, ...]
-
-
-def _open_all(sealed: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
-    """Open bundles and check their authors' signatures; a bundle that fails refuses the
-    snapshot it came with (:class:`ProtocolError`)."""
-    found = []
-    for envelope, keys in sealed:
-        try:
-            inner = open_envelope(envelope, keys)
-            batches = decode_changes(inner.payload) if inner.kind == "content" else []
-            read = [(doc, change, *read_change(change)) for doc, change, _ in batches]
-        except (Damaged, ProtocolError, LedgerError) as exc:
-            raise ProtocolError(
-                f"a bundle that came with the snapshot does not open or verify ({exc})"
-            ) from exc
-        changes = tuple((doc, change, info) for doc, change, info, _ in read)
-        writes = tuple(written for *_, written in read)
-        found.append(Carried(envelope=envelope, inner=inner, changes=changes, writes=writes))
-    return found
-
-
-class Opener:
-    """The bundles that come with a snapshot, opened and their authors' signatures checked
-    on two threads as they arrive, while the relay still sends the rest (the checks
-    release the GIL); :meth:`carried` waits for the last."""
-
-    def __init__(self, node: Node) -> None:
-        self._feeds = node.feeds
-        self._pool: ThreadPoolExecutor | None = None
-        self._batch: list[tuple[Envelope, EpochKeys]] = []
-        self._opened: list[Future[list[Carried]]] = []
-
-    @classmethod
-    def of(cls, node: Node, bundles: Sequence[bytes]) -> Opener:
-        """An opener given every bundle at once."""
-        opener = cls(node)
-        for bundle in bundles:
-            opener.add(bundle)
-        return opener
-
-    def add(self, data: bytes) -> bytes | None:
-        """One more bundle; return its id. One that is damaged or not of our groups is
-        left to :func:`hearth.intake.take_in`."""
-        try:
-            envelope = parse_envelope(data)
-        except Damaged:
-            return None
-        found = self._feeds.keys_for_topic(envelope.topic)
-        if found is not None:
-            self._batch.append((envelope, found[1]))
-            if len(self._batch) >= _BATCH:
-                self._submit()
-        return envelope.id
-
-    def _submit(self) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=_THREADS)
-        batch, self._batch = self._batch, []
-        self._opened.append(self._pool.submit(_open_all, batch))
-
-    def carried(self) -> list[Carried]:
-        """Every bundle added, opened; :class:`ProtocolError` if one fails."""
-        try:
-            found = [c for future in self._opened for c in future.result()]
-            return found + _open_all(self._batch)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop the threads (what they were given is dropped)."""
-        self._batch = []
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
 
 def check_snapshot(
@@ -338,16 +242,33 @@ def _check_authors(
 def _check_names(docs: Mapping[str, LedgerDoc], item: Carried, member_id: str) -> None:
     """R2a over a covered bundle, as taking it in checks it (``intake._check_names``)."""
     by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
-    for name, change, _ in item.changes:
+    read: defaultdict[str, list[tuple[KeyedValue, ...] | str]] = defaultdict(list)
+    for (name, change, _), names in zip(item.changes, item.names, strict=True):
         by_doc[name].append(change)
+        read[name].append(names)
     live = [info for name, _, info in item.changes if name == LIVE]
     own = {info.hash for info in live}
     builds_on = sorted({d for info in live for d in info.deps} - own)
+    moved: records.Moved = {}
     for name, changes in by_doc.items():
-        if name == LIVE or LIVE not in docs:
-            attribution.check_own_names(changes, member_id)
+        if name == LIVE or LIVE not in docs:  # its names as read when it was opened
+            attribution.check_read_names(read[name], member_id)
         else:
             attribution.check_archive_names(docs[name], docs[LIVE], changes, member_id, builds_on)
+            for entry, paths in records.check_archive_copy(
+                docs[name], docs[LIVE], changes, builds_on
+            ).items():
+                moved.setdefault(entry, set()).update(paths)
+    if LIVE in docs and by_doc.get(LIVE):
+        doc = docs[LIVE]
+        named = [
+            ref
+            for name, _, refs in decode_changes(item.inner.payload)
+            if name == LIVE
+            for ref in refs
+        ]
+        spared = doc.objects_under("members") | doc.objects_under("invites")
+        records.check_records(doc, by_doc[LIVE], member_id, named, moved, spared)
 
 
 def _guarded(

@@ -411,7 +411,21 @@ def _take_pending(node: Node, url: str, report: RelayReport) -> None:
             cursors = [pending.cursor] + [a.cursor for a, i in pending.bundles if i in taken]
             own = _id(pending.snapshot)
             _remember_many(node, url, topic, max(cursors), [*taken, *([own] if own else [])])
+            if outcome.verdict is Verdict.APPLIED and outcome.group_id:
+                _relay_holds_snapshot(node, url, topic, outcome.group_id, max(cursors))
     report.pending.clear()
+
+
+def _relay_holds_snapshot(node: Node, url: str, topic: bytes, group_id: str, cursor: int) -> None:
+    """Note that this relay holds a snapshot of what this node now holds from it (the one
+    it just took), as if this node had given it: the next one is due only after as much
+    again has happened (:func:`snapshot_due`), not at once, the same again."""
+    with node.store.write():
+        node.store.run(
+            "INSERT OR REPLACE INTO published_snapshots(url, topic, covers, applied) "
+            "VALUES (?, ?, ?, ?)",
+            (url, topic, cursor, node.feeds.applied_count(group_id)),
+        )
 
 
 def _remember_many(node: Node, url: str, topic: bytes, cursor: int, has: Sequence[bytes]) -> None:

@@ -32,11 +32,13 @@ from hearth.protocol.connection import (
     State,
 )
 from hearth.protocol.frames import (
+    DELIVERIES,
     PROTOCOL_VERSION,
     VERSIONS,
     Ack,
     CaughtUp,
     Deliver,
+    Deliveries,
     DeviceProof,
     Error,
     Frame,
@@ -59,7 +61,7 @@ from relay.identity import acceptor_proof, acceptor_proof_valid, peer_proof, pee
 from relay.logs import ClientTags, LogLimit, shown
 from relay.metrics import Metrics
 from relay.moderation import ACTIONS, Decisions, invite_digest
-from relay.storage import Registered, Store
+from relay.storage import Registered, Store, Stored, TopicChecks
 
 __all__ = [
     "ALL_TOPICS",
@@ -78,6 +80,7 @@ ALL_TOPICS = bytes(32)
 log = logging.getLogger(__name__)
 
 _ENCODED_BYTES = 4 * 1024 * 1024  # live deliveries' bytes kept for their other subscribers
+_KEYS_KEPT = 100_000  # topics' relay keys kept for storing their bundles the short way
 # Links a peer relay may make with this one in a row, then one more every so often: each
 # link begins a catch-up of the whole store and costs two signatures. A dialing relay
 # waits a second, then twice as long each time, and never comes near this.
@@ -160,6 +163,12 @@ class CloseClient:
 
 Output = Union[ToClient, CatchUp, MirrorCatchUp, Pause, CloseClient]  # noqa: UP007
 
+DELIVERIES_BYTES = 128 * 1024
+"""Bundle bytes a catch-up puts in one ``deliveries`` frame: about a hundred of the usual
+size — a few hundred frames for a ledger of ten thousand entries instead of ten thousand,
+each well inside the frame limit, and few enough that a node taking them in one by one
+gives its event loop back often."""
+
 
 @dataclass
 class _Client:
@@ -234,6 +243,8 @@ class RelayCore:
         self._peer_buckets: dict[bytes, tuple[float, float]] = {}
         self._relinks: dict[bytes, tuple[float, float]] = {}  # links left, when counted
         self._stored_bytes = store.stored_bytes()  # kept up to date as bundles are stored
+        self._relay_keys: dict[bytes, bytes] = {}  # topic -> relay key, as last read
+        self._last_verdict: tuple[Envelope, bytes, bool] | None = None  # _signature_valid
         self.log_limit = LogLimit(clock)
         self.decisions = Decisions()  # the operator's moderation lists (relay/moderation.py)
         self._moderation_seen = -1  # how many moderation actions the lists reflect
@@ -655,28 +666,33 @@ class RelayCore:
             return self._error(
                 client, "blocked", "Too many bad signatures from this address; wait.", bundle_id
             )
-        refusal = self._refusal(envelope, len(frame.envelope), self._invited(state))
-        if refusal is not None:
-            if refusal == "bad-signature":
-                self._note_bad_signature(state.block)
-            return self._error(client, refusal, _REFUSALS[refusal], bundle_id)
-        if self.disk_fraction() > config.disk_high_water:
-            return self._error(
-                client,
-                "disk-full",
-                "The relay's disk is nearly full; try another relay.",
-                bundle_id,
-            )
+        invited = self._invited(state)
         try:
-            stored = self.store.add(envelope.topic, bundle_id, frame.envelope)
+            stored = self._store_checked(envelope, frame.envelope, invited)
+        except StorageError as exc:
+            return self._store_failed(exc, client, bundle_id)
+        if stored is None:  # the full way: each check on its own, each refusal named
+            refusal = self._refusal(envelope, len(frame.envelope), invited)
+            if refusal is not None:
+                if refusal == "bad-signature":
+                    self._note_bad_signature(state.block)
+                return self._error(client, refusal, _REFUSALS[refusal], bundle_id)
+            if self.disk_fraction() > config.disk_high_water:
+                return self._error(
+                    client,
+                    "disk-full",
+                    "The relay's disk is nearly full; try another relay.",
+                    bundle_id,
+                )
+        try:
+            if stored is None:
+                stored = self.store.add(envelope.topic, bundle_id, frame.envelope)
             if frame.covers and stored.new and frame.covers < stored.cursor:
                 self.store.add_snapshot(
                     envelope.topic, stored.cursor, frame.covers, self.wall_clock()
                 )
         except StorageError as exc:
-            log.warning("store failed: %s", exc)
-            self._staged.append((client, bundle_id))
-            return self._fail_batch()
+            return self._store_failed(exc, client, bundle_id)
         self.metrics.count("hearth_relay_bundles_in_total")
         if stored.new:
             self._stored_bytes += len(frame.envelope)
@@ -686,6 +702,39 @@ class RelayCore:
         if stored.new:
             self._pass_on(envelope.topic, stored.cursor, frame.envelope, came_from=client)
         return []
+
+    def _store_failed(self, exc: StorageError, client: int, bundle_id: bytes) -> list[Output]:
+        """The store rolled its batch back while taking a client's bundle: it and every
+        bundle staged with it are refused."""
+        log.warning("store failed: %s", exc)
+        self._staged.append((client, bundle_id))
+        return self._fail_batch()
+
+    def _store_checked(self, envelope: Envelope, data: bytes, invited: bool) -> Stored | None:
+        """A client's bundle stored the short way, if everything lets it in: the checks
+        this process decides (the operator's lists, the signature, the relay's total, the
+        disk) made here against the topic's relay key as last read, and those the topic's
+        row decides (the key still that one, not held, not frozen, under its quota) made by
+        the statement that stores it — no read of the row before each bundle. ``None``,
+        with nothing stored, if any check fails or the bundle is stored already: the
+        caller then goes the full way, which names the refusal as it always has."""
+        relay_key = self._relay_keys.get(envelope.topic)
+        config = self.config
+        if (
+            relay_key is None
+            or self._admitted(relay_key, envelope.topic, invited) is not None
+            or self._stored_bytes + len(data) > config.max_stored_bytes
+            or self.disk_fraction() > config.disk_high_water
+            or not self._signature_valid(envelope, relay_key)
+        ):
+            return None
+        checks = TopicChecks(
+            relay_key=relay_key,
+            now=self.wall_clock(),
+            max_bytes=config.topic_quota_bytes,
+            max_bundles=config.topic_quota_bundles,
+        )
+        return self.store.add_checked(envelope.topic, envelope.id, data, checks)
 
     def _pass_on(self, topic: bytes, cursor: int, envelope: bytes, came_from: int) -> None:
         """Hold a newly stored bundle for its receivers (released by :meth:`flush`)."""
@@ -895,6 +944,7 @@ class RelayCore:
         topic = self.store.topic(envelope.topic)
         if topic is None:
             return "unknown-topic"
+        self._remember_key(envelope.topic, topic.relay_key)
         if topic.frozen_at and self.wall_clock() >= topic.frozen_at:
             return "topic-frozen"
         if topic.held:
@@ -902,7 +952,7 @@ class RelayCore:
         admission = self._admitted(topic.relay_key, envelope.topic, invited)
         if admission is not None:
             return admission
-        if not envelope.relay_signature_valid(topic.relay_key):
+        if not self._signature_valid(envelope, topic.relay_key):
             return "bad-signature"
         over = (
             topic.bytes + size > self.config.topic_quota_bytes
@@ -912,6 +962,23 @@ class RelayCore:
         if (over or full) and self.store.cursor_of(envelope.id) is None:
             return "quota-exceeded" if over else "relay-full"
         return None
+
+    def _signature_valid(self, envelope: Envelope, relay_key: bytes) -> bool:
+        """Whether a bundle's admission signature is by ``relay_key``: checked once, though
+        a bundle the short way refused is asked about again the full way."""
+        last = self._last_verdict
+        if last is not None and last[0] is envelope and last[1] == relay_key:
+            return last[2]
+        valid = envelope.relay_signature_valid(relay_key)
+        self._last_verdict = (envelope, relay_key, valid)
+        return valid
+
+    def _remember_key(self, topic: bytes, relay_key: bytes) -> None:
+        """Keep a topic's relay key as read from its row, for :meth:`_store_checked`. Kept
+        stale it only costs the full way: the statement that stores a bundle checks it."""
+        if len(self._relay_keys) >= _KEYS_KEPT and topic not in self._relay_keys:
+            self._relay_keys.clear()  # rarely: the busy topics are read again at once
+        self._relay_keys[topic] = relay_key
 
     def mirror_catch_up(self, item: MirrorCatchUp) -> Iterator[Deliver]:
         """Every stored bundle a peer relay may lack, oldest first, read page by page."""
@@ -1066,6 +1133,41 @@ class RelayCore:
                 if snapshot is None or cursor != snapshot[0]
             ]
             after = rows[-1][0]
+
+    def catch_up_frames(self, client: int, page: list[Deliver]) -> list[Deliver | Deliveries]:
+        """A catch-up page as the frames to send it in: to a node that speaks version 3,
+        the bundles of a topic many to a frame, at most :data:`DELIVERIES_BYTES` of them
+        each (a bundle that big goes alone); to anyone else, one frame each."""
+        state = self.clients.get(client)
+        if state is None or state.conn.between_relays or (state.conn.version or 0) < DELIVERIES:
+            return list(page)
+        frames: list[Deliver | Deliveries] = []
+        run: list[Deliver] = []
+        size = 0
+
+        def close_run() -> None:
+            if len(run) == 1:
+                frames.append(run[0])
+            elif run:
+                frames.append(
+                    Deliveries(
+                        topic=run[0].topic,
+                        cursors=[d.cursor for d in run],
+                        envelopes=[d.envelope for d in run],
+                    )
+                )
+            run.clear()
+
+        for delivery in page:
+            if run and (
+                run[0].topic != delivery.topic or size + len(delivery.envelope) > DELIVERIES_BYTES
+            ):
+                close_run()
+                size = 0
+            run.append(delivery)
+            size += len(delivery.envelope)
+        close_run()
+        return frames
 
     @staticmethod
     def caught_up(topic: bytes, cursor: int) -> CaughtUp:

@@ -41,9 +41,11 @@ __all__ = [
     "DOOR",
     "FLUSH",
     "LINKS",
+    "Flusher",
     "Link",
     "carry_out",
     "cut",
+    "put_out",
     "run_link",
     "stalled",
 ]
@@ -134,10 +136,63 @@ _ACK_SIZE = 128  # an ack frame's bytes, at most (and framing)
 CATCH_UP_COST = 4096
 """What a catch-up waiting in a link's queue counts against its outbound buffer."""
 
+_BATCH_WINDOW_S = 0.002  # how long a busy batch of publishes gathers before one commit
+
+
+class Flusher:
+    """Commits what the readers staged in batches, one fsync for all that arrived
+    together, and carries out the batch's acknowledgements and deliveries.
+
+    A callback on the event loop, not a task waiting on an event: in a quiet spell it runs
+    once for every bundle taken in, and waking a task cost a good part of what taking a
+    bundle in does.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.busy = False  # the last batch had company: more are likely on their way
+        self.stopped = False
+        self._handle: asyncio.Handle | None = None
+
+    def wanted(self) -> None:
+        """Something is staged: commit after every reader the same network events woke,
+        so that what they read joins this batch."""
+        if self._handle is None and not self.stopped:
+            self._handle = asyncio.get_running_loop().call_soon(self._soon)
+
+    def _soon(self) -> None:
+        if self.busy or self.app[CORE].staged() > 1:
+            # Let what arrives in a moment join too, for one fsync. A lone bundle in a
+            # quiet spell (a member editing live) is committed at once: waiting would only
+            # add latency, and the timer costs more CPU than the bundle itself.
+            self._handle = asyncio.get_running_loop().call_later(_BATCH_WINDOW_S, self.now)
+        else:
+            self.now()
+
+    def now(self) -> None:
+        """Commit what is staged; send its acknowledgements and deliveries."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        core = self.app[CORE]
+        self.busy = core.staged() > 1
+        try:
+            put_out(self.app, core.flush())  # a batch's outputs hold no pause
+        except Exception:  # a bug here must not stop every later acknowledgement
+            log.exception("flushing a batch failed")
+
+    def stop(self) -> None:
+        """Flush nothing more by itself (the relay is stopping)."""
+        self.stopped = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 CONFIG = web.AppKey("config", RelayConfig)
 CORE = web.AppKey("core", RelayCore)
 LINKS = web.AppKey("links", dict[int, Link])
-FLUSH = web.AppKey("flush", asyncio.Event)
+FLUSH = web.AppKey("flush", Flusher)
 DOOR = web.AppKey("door", Door)
 
 
@@ -239,9 +294,11 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
                 core.reject("bad_frame", link.ip)
                 cut(link, CLOSE_PROTOCOL, "text frames are not the protocol")
             return
-        await carry_out(app, core.receive(client, message.data))
+        outputs = core.receive(client, message.data)
+        if outputs:
+            await carry_out(app, outputs)
         if core.pending():
-            app[FLUSH].set()
+            app[FLUSH].wanted()
         if link.closing is not None:
             return
         if core.peer_of(client) and time.monotonic() - turn > _PEER_TURN_S:
@@ -250,8 +307,18 @@ async def _read_loop(app: web.Application, client: int, link: Link) -> None:
 
 
 async def carry_out(app: web.Application, outputs: list[Output]) -> None:
-    """Do what the core decided: queue frames and catch-ups, close links, pause readers."""
+    """Do what the core decided: queue frames and catch-ups, close links, pause readers
+    (a pause only ever comes from the reader's own link, and is taken after the rest)."""
+    pause = put_out(app, outputs)
+    if pause:
+        await asyncio.sleep(pause)
+
+
+def put_out(app: web.Application, outputs: list[Output]) -> float:
+    """Queue frames and catch-ups and close links as the core decided, at once; the
+    seconds of the pauses among ``outputs``, for the reader to take (:func:`carry_out`)."""
     config, core, links = app[CONFIG], app[CORE], app[LINKS]
+    pause = 0.0
     framed_for: Deliver | None = None  # the bundle last framed for the socket, and its frame
     framed = b""
     framed_size = delivered = delivered_bytes = 0
@@ -265,7 +332,7 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
             core.say("closing a connection", link.ip, shown(output.reason))
             cut(link, output.code, output.reason)
         elif isinstance(output, Pause):
-            await asyncio.sleep(output.seconds)  # only ever from this link's own reader
+            pause += output.seconds
         elif isinstance(output, (CatchUp, MirrorCatchUp)):
             # Each waiting catch-up counts against the outbound buffer too (and its pages
             # as they are read): a client that asks for catch-ups faster than it reads
@@ -314,6 +381,7 @@ async def carry_out(app: web.Application, outputs: list[Output]) -> None:
             link.put(output.frame)
     if delivered:
         core.delivered(delivered, delivered_bytes)
+    return pause
 
 
 def websocket_frame(payload: bytes) -> bytes:
@@ -397,13 +465,19 @@ async def _send_pages(
         held = sum(len(frame.envelope) for frame in page)
         link.queued_bytes += held
         try:
-            for frame in page:
+            for frame in core.catch_up_frames(client, page):
                 if link.closing is not None:
                     return cursor
-                await _deliver(core, client, link, frame, fan_out=False)
-                link.queued_bytes -= len(frame.envelope)
-                held -= len(frame.envelope)
-                cursor = max(cursor, frame.cursor)
+                if isinstance(frame, Deliver):
+                    await _deliver(core, client, link, frame, fan_out=False)
+                    sent, newest = len(frame.envelope), frame.cursor
+                else:  # many to a frame: only ever to a node (never a peer relay)
+                    await _send(link, core.encode(client, frame))
+                    core.metrics.count("hearth_relay_bundles_out_total", len(frame.envelopes))
+                    sent, newest = sum(map(len, frame.envelopes)), max(frame.cursors)
+                link.queued_bytes -= sent
+                held -= sent
+                cursor = max(cursor, newest)
         finally:
             link.queued_bytes -= held
     return cursor

@@ -42,6 +42,7 @@ from relay.storage import (
     Registered,
     Store,
     Stored,
+    TopicChecks,
     TopicState,
     expire_unused,
     fitting,
@@ -166,12 +167,20 @@ class PostgresStore(Store):
             self._abandon_batch()
             raise StorageError(f"The relay could not store a bundle ({_first_line(exc)}).") from exc
 
+    def _script(self, statements: str) -> None:
+        """Run statements without parameters in one round trip (a batch begun and locked,
+        or notified and committed: once for every publish in a quiet spell)."""
+        try:
+            self._db.execute(statements.encode())
+        except psycopg.Error as exc:
+            self._abandon_batch()
+            raise StorageError(f"The relay could not store a bundle ({_first_line(exc)}).") from exc
+
     def _begin(self) -> None:
         if self._batch:
             return
-        self._write("BEGIN", ())
-        self._batch, self._stored_any = True, False
-        self._write("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+        self._batch, self._stored_any = True, False  # rolled back if the lock fails
+        self._script(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
 
     def _abandon_batch(self) -> None:
         if self._batch:
@@ -278,6 +287,45 @@ class PostgresStore(Store):
         self._stored_any |= bool(new)
         return Stored(int(cursor), bool(new))
 
+    def add_checked(
+        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+    ) -> Stored | None:
+        began = not self._batch
+        self._begin()
+        # One round trip as in add(), the topic's row checked by the same statement: as of
+        # its start, under the batch's write lock, so a freeze committed by another process
+        # before it counts.
+        rows = self._write(
+            "WITH fits AS (SELECT 1 FROM topics WHERE topic = %s AND relay_key = %s "
+            "AND held = 0 AND (frozen_at = 0 OR frozen_at > %s) "
+            "AND bytes + %s <= %s AND bundles + 1 <= %s), "
+            "new AS (INSERT INTO envelopes(topic, id, data, origin) "
+            "SELECT %s, %s, %s, NULL FROM fits ON CONFLICT (id) DO NOTHING RETURNING cursor), "
+            "counted AS (UPDATE topics SET bytes = bytes + %s, bundles = bundles + 1, "
+            "last_write = EXTRACT(EPOCH FROM now())::float8 "
+            "WHERE topic = %s AND EXISTS (SELECT 1 FROM new)) "
+            "SELECT cursor FROM new",
+            (
+                topic,
+                checks.relay_key,
+                checks.now,
+                len(data),
+                checks.max_bytes,
+                checks.max_bundles,
+                topic,
+                bundle_id,
+                data,
+                len(data),
+                topic,
+            ),
+        )
+        if not rows:  # refused, or stored already: the caller decides the full way
+            if began:  # nothing else is staged in it: the write lock is let go
+                self._abandon_batch()
+            return None
+        self._stored_any = True
+        return Stored(int(rows[0][0]), True)
+
     def peer_cursor(self, peer: bytes) -> int:
         rows = self._rows("SELECT cursor FROM peer_cursors WHERE peer = %s", (peer,))
         return int(rows[0][0]) if rows else 0
@@ -293,9 +341,8 @@ class PostgresStore(Store):
     def commit(self) -> None:
         if not self._batch:
             return
-        if self._stored_any:  # delivered to the listeners when (and only if) it commits
-            self._write("SELECT pg_notify(%s, '')", (CHANNEL,))
-        self._write("COMMIT", ())
+        # The listeners are told when (and only if) a batch that stored anything commits.
+        self._script(f"NOTIFY {CHANNEL}; COMMIT" if self._stored_any else "COMMIT")
         self._batch = False
 
     def busy(self) -> bool:

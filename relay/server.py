@@ -42,6 +42,7 @@ from relay.links import (
     DOOR,
     FLUSH,
     LINKS,
+    Flusher,
     Link,
     carry_out,
     run_link,
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 PROXIES = web.AppKey("proxies", Proxies)
 
-_BATCH_WINDOW_S = 0.002  # how long a busy batch of publishes gathers before one commit
 _LOOK_EVERY_S = 1.0  # a shared store: how often to look for others' commits unprompted
 
 
@@ -108,7 +108,7 @@ def make_app(
         timeout_s=config.handshake_timeout_s + CLOSE_GRACE_S,
         clock=time.monotonic,
     )
-    app[FLUSH] = asyncio.Event()
+    app[FLUSH] = Flusher(app)
     app.cleanup_ctx.append(_flusher)
     app.cleanup_ctx.append(_pruner)
     app.cleanup_ctx.append(_watchdog)
@@ -163,33 +163,11 @@ async def apply_settings(app: web.Application, new: RelayConfig, refused: str = 
 
 
 async def _flusher(app: web.Application) -> AsyncIterator[None]:
-    """Commits published bundles in batches: one fsync for all that arrived together."""
-    core, wanted = app[CORE], app[FLUSH]
-
-    async def run() -> None:
-        busy = False  # the last batch had company: more are likely on their way
-        while True:
-            # Woken after every reader the same network events woke: what they read is
-            # staged already, and joins this batch.
-            await wanted.wait()
-            wanted.clear()
-            if busy or core.staged() > 1:
-                # Let what arrives in a moment join too, for one fsync. A lone bundle in a
-                # quiet spell (a member editing live) is committed at once: waiting would
-                # only add latency, and the timer costs more CPU than the bundle itself.
-                await asyncio.sleep(_BATCH_WINDOW_S)
-            busy = core.staged() > 1
-            try:
-                await carry_out(app, core.flush())
-            except Exception:  # a bug here must not stop every later acknowledgement
-                log.exception("flushing a batch failed")
-
-    task = asyncio.create_task(run())
+    """Commits published bundles in batches (relay/links.py, :class:`Flusher`) while the
+    relay runs, and what is left at its end."""
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await carry_out(app, core.flush())
+    app[FLUSH].stop()
+    await carry_out(app, app[CORE].flush())
 
 
 async def _pruner(app: web.Application) -> AsyncIterator[None]:

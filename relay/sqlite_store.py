@@ -23,6 +23,7 @@ from relay.storage import (
     Registered,
     Store,
     Stored,
+    TopicChecks,
     TopicState,
     expire_unused,
     fitting,
@@ -327,6 +328,52 @@ class SqliteStore(Store):
                 if row is None:
                     raise  # not a bundle stored already
                 return Stored(int(row[0]), False)
+            self._db.execute(
+                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1, "
+                "last_write = (julianday('now') - 2440587.5) * 86400.0 WHERE topic = ?",
+                (len(data), topic),
+            )
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"The relay could not store a bundle ({exc}).") from exc
+        assert cursor is not None
+        return Stored(cursor, True)
+
+    def add_checked(
+        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+    ) -> Stored | None:
+        began = not self._db.in_transaction
+        try:
+            self._begin()
+            try:
+                # The topic's row is read by the insert itself, inside the write transaction:
+                # whatever another process committed before it (`hearth-relay freeze`)
+                # counts. Refused, it inserts nothing and uses up no cursor.
+                inserted = self._db.execute(
+                    "INSERT INTO envelopes(topic, id, data, origin) "
+                    "SELECT ?, ?, ?, NULL FROM topics WHERE topic = ? AND relay_key = ? "
+                    "AND held = 0 AND (frozen_at = 0 OR frozen_at > ?) "
+                    "AND bytes + ? <= ? AND bundles + 1 <= ?",
+                    (
+                        topic,
+                        bundle_id,
+                        data,
+                        topic,
+                        checks.relay_key,
+                        checks.now,
+                        len(data),
+                        checks.max_bytes,
+                        checks.max_bundles,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                inserted = None  # stored already: found by add(), after the full checks
+            if inserted is None or inserted.rowcount != 1:
+                if began:  # nothing else is staged in it: the write lock is let go
+                    self._db.execute("ROLLBACK")
+                return None
+            cursor = inserted.lastrowid
             self._db.execute(
                 "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1, "
                 "last_write = (julianday('now') - 2440587.5) * 86400.0 WHERE topic = ?",

@@ -36,6 +36,7 @@ __all__ = [
     "Registered",
     "Store",
     "Stored",
+    "TopicChecks",
     "TopicInfo",
     "TopicState",
     "expire_unused",
@@ -76,6 +77,19 @@ class TopicState:
     bytes: int
     bundles: int
     held: bool = False  # frozen by the operator (`hearth-relay freeze`)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChecks:
+    """What a topic's row must say for a client's bundle to be stored
+    (:meth:`Store.add_checked`): registered to the key its signature was checked with,
+    not held by the operator, not frozen at ``now`` (seconds since the epoch), and with
+    room for the bundle under the topic's quota."""
+
+    relay_key: bytes
+    now: float
+    max_bytes: int
+    max_bundles: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +175,19 @@ class Store(abc.ABC):
         self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None
     ) -> Stored:
         """Stage an envelope in the open batch (or find it stored); durable at :meth:`commit`."""
+
+    @abc.abstractmethod
+    def add_checked(
+        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+    ) -> Stored | None:
+        """Stage a new envelope from a client, as :meth:`add` does, if its topic's row
+        passes ``checks`` in the same statement that stores it; otherwise stage nothing
+        and return ``None`` (also for a bundle stored already): the caller then reads the
+        row and decides as it would without this (:meth:`topic`, :meth:`add`).
+
+        What the row says is read with the write: an operator's ``hearth-relay freeze``
+        from another process, or a group's freeze, acts on the next bundle without the
+        relay reading the row before each one."""
 
     @abc.abstractmethod
     def peer_cursor(self, peer: bytes) -> int:

@@ -20,7 +20,8 @@ group's epoch secrets it was given, and the invite secrets of tokens it saw.
   another group it is in (the envelope as it was, and signed again as its next bundle);
 - **another's name**: while in, its next bundle says another member added, edited or
   lent a resource, or takes the name off one (R2a) — or, in its own name, it accepts or
-  declines a promise it proposed itself, which no node may count.
+  declines a promise it proposed itself, which no node may count, or it rewrites or
+  deletes another member's event, naming nobody (R2a's records).
 
 What each move leaves must never count on an honest node: :meth:`Cheater.check` says so
 at the end of a seed. Every file it writes (old copies, new identities) is under the
@@ -433,7 +434,7 @@ class Cheater:
             return "(out, or nobody else)"
         victim = self.rng.choice(others)
         targets = self.rng.sample(honest, min(2, len(honest)))
-        kind = self.rng.choice(["added", "edited", "lent", "name off", "own answer"])
+        kind = self.rng.choice(["added", "edited", "lent", "name off", "own answer", "rewrote"])
         if kind == "own answer":
             with node.change(gid) as ledger:
                 promise = ledger.add_commitment(
@@ -463,6 +464,21 @@ class Cheater:
         elif kind == "name off" and resources:
             forger.author = me
             forger.write_again("resources", self.rng.choice(resources).id, {"created_by": None})
+        elif kind == "rewrote" and (
+            theirs := [
+                e.id
+                for e in forger.view.events()
+                if e.by == victim.id and forger.doc.read_entry("events", e.id) is not None
+            ]
+        ):
+            # In its own name (none at all): what the victim's event says, or the event.
+            forger.author = me
+            event = self.rng.choice(theirs)
+            with forger._edit() as w:
+                if self.rng.random() < 0.5:
+                    w.put("events", event, {"qty": "999", "to": me})
+                else:
+                    w.delete("events", event)
         else:
             kind = "added"
             forger.add_resource(name, kind=Kind.OTHER)

@@ -30,6 +30,7 @@ from hearth.protocol.frames import (
     Ack,
     CaughtUp,
     Deliver,
+    Deliveries,
     Error,
     Frame,
     Hello,
@@ -250,6 +251,9 @@ async def stored(url: str, topic: bytes) -> list[bytes]:
             frame = decode_frame(message.data)
             if isinstance(frame, CaughtUp):
                 break
+            if isinstance(frame, Deliveries):  # a catch-up to a node of version 3 on
+                envelopes += frame.envelopes
+                continue
             assert isinstance(frame, Deliver), frame
             envelopes.append(frame.envelope)
         await ws.close()

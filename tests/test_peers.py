@@ -321,7 +321,7 @@ def test_two_nodes_sync_directly_only_at_a_version_with_device_proofs() -> None:
     client = _client(_peer_plan(keys))
     (hello,) = client.start()
     assert isinstance(hello, Send)
-    assert hello.frame.versions == [1, 2]  # type: ignore[union-attr]
+    assert hello.frame.versions == [1, 2, 3]  # type: ignore[union-attr]
     with pytest.raises(ProtocolError, match="older Hearth"):
         client.handle(Welcome(version=1, limits={}, challenge=CHALLENGE))
     # A relay at version 1 is fine: relays take no device proofs.

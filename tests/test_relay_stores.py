@@ -7,7 +7,10 @@ on two connections to one database are two relay processes, minus the sockets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from relay.config import RelayConfig
 from relay.core import Output, RelayCore, ToClient
 from relay.postgres_store import PostgresStore, backup_to_file, restore_from_file
 from relay.sqlite_store import SqliteStore, backup_store, restore_store
-from relay.storage import Registered, Store, Stored, TopicState
+from relay.storage import Registered, Store, Stored, TopicChecks, TopicState
 from tests.peering_simulation import make_pool
 
 TOPIC = bytes(range(32))
@@ -168,6 +171,40 @@ def test_a_freeze_only_moves_earlier(open_store: Callable[[], Store]) -> None:
     assert _frozen_at(store) == 50.0
 
 
+def test_a_bundle_is_stored_the_short_way_only_if_its_topics_row_lets_it_in(
+    open_store: Callable[[], Store],
+) -> None:
+    """add_checked: the row's key, hold, freeze and quota checked by the statement that
+    stores; a refusal (or a bundle stored already) stores nothing and leaves no batch open."""
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    ok = TopicChecks(relay_key=b"k" * 32, now=100.0, max_bytes=100, max_bundles=3)
+    first = store.add_checked(TOPIC, b"id1", b"a" * 10, ok)
+    assert first is not None
+    assert first.new
+    store.commit()
+    refused = [
+        store.add_checked(TOPIC, b"id1", b"a" * 10, ok),  # stored already
+        store.add_checked(TOPIC, b"id2", b"b" * 10, replace(ok, relay_key=b"x" * 32)),
+        store.add_checked(TOPIC, b"id2", b"b" * 91, ok),  # over the bytes quota
+        store.add_checked(TOPIC, b"id2", b"b" * 10, replace(ok, max_bundles=1)),
+        store.add_checked(OTHER, b"id2", b"b" * 10, ok),  # not registered
+    ]
+    store.freeze(TOPIC, 150.0)
+    refused.append(store.add_checked(TOPIC, b"id2", b"b" * 10, replace(ok, now=150.0)))
+    assert refused == [None] * len(refused)
+    assert not store.busy()
+    assert store.moderate("freeze", TOPIC.hex(), "", 0.0)  # held by the operator
+    assert store.add_checked(TOPIC, b"id2", b"b" * 10, ok) is None
+    store.moderate("unfreeze", TOPIC.hex(), "", 0.0)
+    second = store.add_checked(TOPIC, b"id2", b"b" * 10, ok)  # before the group's freeze
+    assert second is not None
+    assert second.cursor > first.cursor
+    store.commit()
+    assert _usage(store) == (20, 2)
+    assert store.counts() == (1, 2)
+
+
 def test_pruning_deletes_superseded_snapshots_and_keeps_every_bundle(
     open_store: Callable[[], Store],
 ) -> None:
@@ -308,3 +345,28 @@ def test_a_bundle_stored_again_in_sqlite_uses_up_no_cursor(tmp_path: Path) -> No
     assert second == Stored(first.cursor + 1, True)
     assert store.after(TOPIC, 0) == [(first.cursor, b"one"), (second.cursor, b"two")]
     assert _usage(store) == (6, 2)
+
+
+async def test_a_batch_that_stored_a_bundle_wakes_the_other_processes(postgres_url: str) -> None:
+    """Notified with its commit, in the same round trip (and a batch that stored nothing
+    wakes nobody)."""
+    writer, watcher = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    woken = asyncio.Event()
+    watching = asyncio.create_task(watcher.watch_commits(woken.set))
+    try:
+        await asyncio.wait_for(woken.wait(), 10)  # the first wake: listening now
+        woken.clear()
+        writer.register(TOPIC, b"k" * 32)
+        writer.set_peer_cursor(b"p" * 32, 1)  # a batch storing no bundle
+        writer.commit()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(woken.wait(), 0.5)
+        writer.add(TOPIC, b"id", b"x")
+        writer.commit()
+        await asyncio.wait_for(woken.wait(), 10)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        writer.close()
+        watcher.close()

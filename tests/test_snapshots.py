@@ -16,7 +16,14 @@ from hearth.intake import Verdict, take_in, take_snapshot
 from hearth.ledger import Kind, LedgerDoc
 from hearth.ledger.ledger import LIVE
 from hearth.node import Node
-from hearth.protocol.bundle import Inner, encode_snapshot, seal_bundle
+from hearth.protocol.bundle import (
+    Inner,
+    encode_snapshot,
+    open_envelope,
+    parse_envelope,
+    seal_bundle,
+)
+from hearth.snapshot_opening import Opener
 from hearth.testing import FakeClock
 from tests.test_membership import make_group, new_node
 
@@ -324,3 +331,80 @@ def test_a_change_under_an_actor_id_listed_only_later_is_refused(
     )
     caught_up_from_bundles(fay, ada, gid)
     assert "Ben's hidden box" not in {r.name for r in fay.view(gid).resources()}
+
+
+class _SignsAsAnother:
+    """A device key that names one device and signs with another's key."""
+
+    def __init__(self, public: bytes) -> None:
+        self.public = public
+        self._key = SigningKey.generate()
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+
+def opened_elsewhere(fay: Node, carried: list[bytes]) -> Opener:
+    """An opener that hands every bundle to its second process, one at a time."""
+    opener = Opener(fay, process_from=1, chunk=1)
+    for envelope in carried:
+        opener.add(envelope)
+    assert opener.sent_away == len(carried)
+    return opener
+
+
+def test_bundles_opened_in_a_second_process_give_the_same_snapshot(
+    group: tuple[Node, Node, Node, str],
+) -> None:
+    _, ben, fay, gid = group
+    carried = bundles(ben, gid)
+    outcome, taken = take_snapshot(
+        fay, snapshot(ben, gid), opened_elsewhere(fay, carried), source="test"
+    )
+    assert outcome.verdict is Verdict.APPLIED, outcome.reason
+    assert len(taken) == len(carried)
+    assert {f"Ladder {i}" for i in range(3)} <= {r.name for r in fay.view(gid).resources()}
+
+
+def test_a_bundle_whose_signature_fails_in_the_second_process_refuses_the_snapshot(
+    group: tuple[Node, Node, Node, str],
+) -> None:
+    """Every check still runs where the bundles are opened: one covered bundle sealed
+    again under a signature its author did not make is refused there."""
+    _, ben, fay, gid = group
+    carried = bundles(ben, gid)
+    keys = ben.feeds.current_keys(gid)
+    inner = open_envelope(parse_envelope(carried[-1]), keys)
+    forged = seal_bundle(
+        inner,
+        keys=keys,
+        device=_SignsAsAnother(inner.author),  # type: ignore[arg-type]
+        salt=os.urandom(32),
+    )
+    carried[-1] = forged.encode()
+    before = state(fay, gid)
+    outcome, taken = take_snapshot(
+        fay, snapshot(ben, gid), opened_elsewhere(fay, carried), source="test"
+    )
+    assert outcome.verdict is Verdict.REJECTED
+    assert "does not open or verify" in outcome.reason
+    assert "signature does not verify" in outcome.reason
+    assert not taken
+    assert state(fay, gid) == before
+
+
+def test_bundles_given_to_a_second_process_that_dies_are_opened_here(
+    group: tuple[Node, Node, Node, str],
+) -> None:
+    _, ben, fay, gid = group
+    carried = bundles(ben, gid)
+    opener = Opener(fay, process_from=1, chunk=1)
+    opener.add(carried[0])
+    worker = opener._worker
+    assert worker is not None
+    worker._process.kill()
+    for envelope in carried[1:]:
+        opener.add(envelope)
+    outcome, taken = take_snapshot(fay, snapshot(ben, gid), opener, source="test")
+    assert outcome.verdict is Verdict.APPLIED, outcome.reason
+    assert len(taken) == len(carried)

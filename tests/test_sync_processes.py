@@ -496,6 +496,8 @@ def test_a_new_device_catches_up_from_a_snapshot(
         # The snapshot, taken with the 33 bundles it covers (R13), not those one by one.
         assert report.snapshots == 1
         assert report.rejected == 0
+        with sqlite3.connect(relay.data / "relay.db") as db:  # nothing given back at once
+            assert db.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0] == 1
         assert {f"Thing {i}" for i in range(30)} <= {r.name for r in fresh.view().resources()}
 
         with writer.change() as ledger:

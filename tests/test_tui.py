@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent
 
 import tui.app
+import tui.invite
 from hearth.identity import create_identity
 from hearth.intake import take_in
 from hearth.ledger.model import CommitmentStatus, Kind, NeedStatus
@@ -345,8 +346,14 @@ async def test_first_run_creates_the_identity_and_a_group(tmp_path: Path) -> Non
         with open_node(home) as node:
             assert node.groups() == []  # nothing started with an address it cannot use
         app.query_one("#relay", Input).value = "ws://relay.example.org:8765"
+        # A second click within the button's 0.2 s press effect is ignored, as a double
+        # click is: wait it out, then for the group to be started (slow under load).
+        await pilot.pause(0.3)
         await pilot.click("#create")
-        await pilot.pause()
+        for _ in range(100):
+            if app.return_value is not None:
+                break
+            await pilot.pause(0.05)
     assert app.return_value is True
     with open_node(home) as node:
         assert node.identity.name == "Cleo"
@@ -1273,3 +1280,197 @@ async def test_the_ledger_exported_from_the_app_and_a_missing_folder_said_in_the
         await fill_form(pilot, file=str(tmp_path / "ledger.csv"))
         assert app.screen is not form
     assert "Ladder" in (tmp_path / "ledger.csv").read_text()
+
+
+async def wait_for_screen(pilot: Pilot[None], kind: type[ModalScreen[Any]]) -> ModalScreen[Any]:
+    """The screen of ``kind`` once the app has put it up (a network flow takes a moment)."""
+    for _ in range(400):
+        await pilot.pause(0.05)
+        if isinstance(pilot.app.screen, kind):
+            return pilot.app.screen
+    raise AssertionError(f"no {kind.__name__} came up")
+
+
+@pytest.mark.process
+async def test_sync_now_and_the_check_of_this_device_from_the_app(
+    ada: Node, tmp_path: Path
+) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("u")  # nothing to sync with: said, not a silent nothing
+        await pilot.pause()
+        assert any("no relay" in n.message for n in app._notifications)
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("u")
+            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            text = str(shown.query_one("#detail", Static).content)
+            assert f"{relay.url}: sent " in text
+            assert "not reached" not in text
+            assert " changes and received 0." in text
+            await pilot.press("escape")
+            app.action_check()
+            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            text = str(shown.query_one("#detail", Static).content)
+            # (the app's clock is a fixed one in 2027: the relay's differs, and that is said)
+            assert f"ok   Elm Street: {relay.url}: reachable" in text
+            await pilot.press("escape")
+            with ada.change() as ledger:
+                ledger.add_relay("ws://127.0.0.1:9")  # nothing listens there
+            app.action_check()
+            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            text = str(shown.query_one("#detail", Static).content)
+            assert "Something needs looking at" in text
+            assert "BAD  Elm Street: ws://127.0.0.1:9: not reachable" in text
+    finally:
+        relay.kill()
+
+
+@pytest.mark.process
+async def test_a_second_device_added_by_a_code_from_the_app(ada: Node, tmp_path: Path) -> None:
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_add_device()  # no relay to meet through: said, not a silent nothing
+        await pilot.pause()
+        assert any("lists none" in n.message for n in app._notifications)
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            app.action_add_device()
+            await wait_for_screen(pilot, tui.invite.InviteScreen)
+            assert "Add a device" in app.export_screenshot().replace("&#160;", " ")
+            code_shown = app.screen.query_one("#invite-code", Static)
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "Opening" not in str(code_shown.content):
+                    break
+            code = "-".join(str(code_shown.content).lower().split())
+            phone = Cli(tmp_path / "phone")
+            joining = asyncio.create_task(
+                asyncio.to_thread(phone, "join", code, "--relay", relay.url, "--name", "phone")
+            )
+            status = app.screen.query_one("#invite-status", Static)
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "wants to write as you" in str(status.content):
+                    break
+            assert "The device 'phone' wants to write as you" in str(status.content)
+            await pilot.press("y")
+            joined = await joining
+            assert "You joined 'Elm Street'" in joined.out
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if "one of your devices" in str(status.content):
+                    break
+            assert "'phone' is now one of your devices" in str(status.content)
+        # The new device writes as Ada, not as a new member.
+        assert "Ada" in phone("whoami").out
+    finally:
+        relay.kill()
+
+
+async def test_peers_added_listed_and_removed_and_the_relay_allow_list_key_from_the_app(
+    ada: Node,
+) -> None:
+    from hearth.peers import list_peers
+    from hearth.rotation import admission_key
+
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_remove_peer()  # none yet: said
+        await pilot.pause()
+        assert any("no peers" in n.message for n in app._notifications)
+        app.action_add_peer()
+        await pilot.pause()
+        form = app.screen
+        await fill_form(pilot, url="")
+        assert app.screen is form  # nothing guessed: the address is asked for
+        assert "Give the peer's address" in str(form.query_one("#form-error", Static).content)
+        await fill_form(pilot, url="192.168.1.20:8766")
+        assert app.screen is form
+        error = str(form.query_one("#form-error", Static).content)
+        assert "192.168.1.20:8766" in error
+        assert form.query_one("#field-url", Input).value == "192.168.1.20:8766"  # kept
+        await fill_form(pilot, url="ws://127.0.0.1:8766")
+        assert app.screen is not form
+        assert list_peers(ada.store) == ["ws://127.0.0.1:8766"]
+        app.action_list_peers()
+        await pilot.pause()
+        assert "ws://127.0.0.1:8766" in str(app.screen.query_one("#detail", Static).content)
+        await pilot.press("escape")
+        app.action_remove_peer()
+        await pilot.pause()
+        app.screen.query_one("#field-url", Select).value = "ws://127.0.0.1:8766"
+        await pilot.click("#ok")
+        await pilot.pause()
+        assert list_peers(ada.store) == []
+        app.action_admission_key()
+        await pilot.pause()
+        shown = str(app.screen.query_one("#detail", Static).content)
+        assert admission_key(ada, ada.current_group().id) in shown
+        assert "hearth-relay allow KEY" in shown
+
+
+async def test_changes_carried_on_a_file_both_ways_from_the_app(
+    homes: tuple[Path, Path], ada: Node, tmp_path: Path
+) -> None:
+    from hearth.carrying import read_changes, write_changes
+
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    with open_node(homes[1], clock=FakeClock(now=NOW + 120_000, step=1000)) as ben:
+        with ben.change() as ledger:
+            ledger.add_resource("Wheelbarrow")
+        app = app_for(ada)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            app.action_write_have()
+            await pilot.pause()
+            await fill_form(pilot, file=str(stick / "ada-has"))
+            assert not isinstance(app.screen, FormScreen)
+            # Ben writes what Ada lacks; the app reads it in.
+            assert (
+                write_changes(
+                    ben,
+                    ben.current_group().id,
+                    str(stick / "for-ada"),
+                    since=str(stick / "ada-has"),
+                )
+                == 1
+            )
+            app.action_read_changes()
+            await pilot.pause()
+            form = app.screen
+            await fill_form(pilot, file=str(stick / "nothing-here"))
+            assert app.screen is form  # the reason in the form, what was typed kept
+            assert "Cannot read" in str(form.query_one("#form-error", Static).content)
+            await fill_form(pilot, file=str(stick / "for-ada"))
+            assert app.screen is not form
+            assert "Wheelbarrow" in names(ada)
+            assert any("Took in 1 change" in n.message for n in app._notifications)
+            # And back: every change, to a stick that is not plugged in, then to one that is.
+            with ada.change() as ledger:
+                ledger.add_resource("Trestle table")
+            app.action_write_changes()
+            await pilot.pause()
+            form = app.screen
+            await fill_form(pilot, which="missing", file=str(stick / "for-ben"))
+            assert app.screen is form  # nothing guessed: which changes, and from what
+            assert "the file the other device wrote" in str(
+                form.query_one("#form-error", Static).content
+            )
+            await fill_form(pilot, which="all", file=str(tmp_path / "unplugged" / "for-ben"))
+            assert app.screen is form
+            assert "no folder" in str(form.query_one("#form-error", Static).content)
+            await fill_form(pilot, which="all", file=str(stick / "for-ben"))
+            assert app.screen is not form
+        assert read_changes(ben, str(stick / "for-ben"))
+        assert "Trestle table" in names(ben)

@@ -35,9 +35,9 @@ from hearth.ledger.model import CommitmentStatus, Kind
 from hearth.node import Node
 from hearth.present import describe_resource, device_name
 from hearth.protocol.invite_code import JoinerIntroduced
-from hearth.values import format_date, format_time, parse_date, parse_quantity
+from hearth.values import counted, format_date, format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
-from tui.invite import InviteScreen, InviteWords, NeighbourhoodJoinScreen
+from tui.invite import InviteScreen, InviteWords, NeighbourhoodJoinScreen, device_words
 from tui.panes import (
     CommitmentsPane,
     ConflictsPane,
@@ -57,6 +57,8 @@ __all__ = ["HearthApp"]
 
 REDRAW_GAP_S = 0.25  # while changes pour in from sharing, redraw at most this often
 IDLE_BEFORE_WARM_UP_S = 1.0  # no key or click for this long after opening: load the ledger
+SYNC_TIMEOUT_S = 30.0  # "Sync now" gives up on a relay or peer after this long (as `hearth sync`)
+CHECK_TIMEOUT_S = 10.0  # "Check this device" waits this long for each (as `hearth doctor`)
 
 _TABS = (
     "overview",
@@ -77,6 +79,7 @@ Anywhere
   1-8        switch tab (Overview, Resources, Needs, Promises, Members, Problems, History,
              Neighbours)
   ctrl+p     find any action by name
+  u          sync now: send and fetch changes, and see what went and came
   ?          this help           q  quit
 
 Resources
@@ -89,6 +92,10 @@ Members        i invite someone
 Problems       o (or enter) sort out the one under the cursor
 Neighbours     t ask for the offer under the cursor   a offer something of ours
                x take back our offer   y accept / n decline a request to us
+
+With ctrl+p: Check this device · Add or remove a device, a relay or a peer · Peers
+  Carry changes on a file (USB stick) · Key for a relay's allow-list · Export the ledger
+  Switch or start a group · Leave · Start, join or invite into a neighbourhood
 """
 
 
@@ -108,12 +115,14 @@ class DetailScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "app.pop_screen", "Close")]
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, markup: bool = True) -> None:
+        """``markup=False`` for text from elsewhere (a relay's error), shown as written."""
         super().__init__()
         self.text = text
+        self.markup = markup
 
     def compose(self) -> ComposeResult:
-        yield Static(self.text, classes="dialog", id="detail")
+        yield Static(self.text, classes="dialog", id="detail", markup=self.markup)
 
 
 class HearthApp(App[None]):
@@ -137,6 +146,7 @@ class HearthApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("u", "sync_now", "Sync now"),
         *(
             Binding(str(n), f"show_tab('{tab}')", tab.title(), show=False)
             for n, tab in enumerate(_TABS, start=1)
@@ -469,9 +479,47 @@ class HearthApp(App[None]):
             ("Add a relay", "A relay the group syncs and meets through", self.action_add_relay),
             ("Remove a relay", "One the group no longer syncs through", self.action_remove_relay),
             (
+                "Add a device",
+                "Your phone or another computer, writing as you (a code to type there)",
+                self.action_add_device,
+            ),
+            (
                 "Remove a device",
                 "A lost phone: it writes nothing that counts",
                 self.action_remove_device,
+            ),
+            (
+                "Sync now",
+                "Send and fetch changes now, and see what went and came",
+                self.action_sync_now,
+            ),
+            (
+                "Check this device",
+                "Its store, keys and relays, end to end, and what to do about a problem",
+                self.action_check,
+            ),
+            ("Add a peer", "Another device to sync with directly", self.action_add_peer),
+            ("Peers", "The devices this one syncs with directly", self.action_list_peers),
+            ("Remove a peer", "Stop syncing with a device directly", self.action_remove_peer),
+            (
+                "Key for a relay's allow-list",
+                "What the operator of a relay that takes only the groups it lists asks for",
+                self.action_admission_key,
+            ),
+            (
+                "Carry changes: write to a file",
+                "For a device that cannot sync: on a USB stick",
+                self.action_write_changes,
+            ),
+            (
+                "Carry changes: read from a file",
+                "Changes another device wrote to a USB stick",
+                self.action_read_changes,
+            ),
+            (
+                "Carry changes: say what this device has",
+                "A file for the other device, so it writes only what is missing here",
+                self.action_write_have,
             ),
             ("Leave the group", "Stop being a member of this group", self.action_leave),
             ("Switch group", "Show another of your groups", self.action_switch_group),
@@ -1173,7 +1221,7 @@ class HearthApp(App[None]):
 
     def action_export(self) -> None:
         """Write the group's ledger to a file (what `hearth export -o FILE` does)."""
-        from hearth.cli.files import write_file
+        from hearth.files import write_file
         from hearth.ledger.export import export_csv, export_json, export_valueflows
 
         formats = [
@@ -1205,6 +1253,29 @@ class HearthApp(App[None]):
             ],
             save,
             ok="Export",
+        )
+
+    def action_add_device(self) -> None:
+        """Let another device of this member's write as them, by a code typed there (what
+        `hearth device add` does)."""
+        relays = self.node.view(self.group_id).relays()
+        if not relays:
+            self.notify(
+                "A new device meets this one through the group's relay, and the group lists "
+                "none: ctrl+p, Add a relay.",
+                title="No relay",
+                severity="warning",
+                timeout=8,
+            )
+            return
+
+        def device_token(event: JoinerIntroduced) -> str:
+            return members.new_device_token(self.node, event.device_key)
+
+        self.push_screen(
+            InviteScreen(
+                self.node, relays[0], words=device_words(relays[0]), make_token=device_token
+            )
         )
 
     def action_remove_device(self) -> None:
@@ -1262,6 +1333,217 @@ class HearthApp(App[None]):
                 yes="Leave",
             ),
             confirmed,
+        )
+
+    def action_sync_now(self) -> None:
+        """Send and fetch changes now, and say what went and came (what `hearth sync` does;
+        the app shares all the time, but someone just back online wants to see it)."""
+        from hearth.peers import list_peers
+
+        if not self.node.view(self.group_id).relays() and not list_peers(self.node.store):
+            self.notify(
+                "The group lists no relay and this device has no peer to sync with: "
+                "ctrl+p, Add a relay.",
+                title="Nothing to sync with",
+                severity="warning",
+                timeout=8,
+            )
+            return
+        self.notify("Syncing now…", timeout=3)
+        self._sync_now()
+
+    @work(exclusive=True, group="sync-now")
+    async def _sync_now(self) -> None:
+        from hearth.syncing import sync_everywhere, sync_report
+
+        groups = [self.group_id]
+        started = self.node.clock.now_ms()
+        try:
+            reports = await sync_everywhere(self.node, groups, timeout=SYNC_TIMEOUT_S)
+        except HearthError as exc:
+            self.notify(str(exc), title="Not synced", severity="error", timeout=8, markup=False)
+            return
+        lines, told = sync_report(self.node, groups, reports, started, unit="change")
+        if not any(r.ok for r in reports):
+            lines.append(
+                "No relay or peer could be reached; your changes are kept and go out next time."
+            )
+        self.push_screen(DetailScreen("\n".join(["Synced now", "", *lines, *told]), markup=False))
+        self.redraw()
+
+    def action_check(self) -> None:
+        """Check this device end to end and show what is wrong, if anything (what
+        `hearth doctor` does)."""
+        self.notify("Checking this device and its relays…", timeout=3)
+        self._check()
+
+    @work(exclusive=True, group="check")
+    async def _check(self) -> None:
+        from hearth.doctor import check_node, finding_lines
+
+        findings = await check_node(self.node, timeout=CHECK_TIMEOUT_S)
+        verdict = (
+            "All is well."
+            if all(f.ok for f in findings)
+            else "Something needs looking at: see BAD below."
+        )
+        text = "\n".join(["Check this device", "", verdict, "", *finding_lines(findings)])
+        self.push_screen(DetailScreen(text, markup=False))
+
+    def action_add_peer(self) -> None:
+        """Sync with another device directly, as well as through relays (what `hearth peer
+        add` does)."""
+        from hearth.peers import add_peer
+
+        def save(v: dict[str, str]) -> None:
+            if not v["url"]:
+                raise HearthError(
+                    "Give the peer's address: what its `hearth serve --listen` says it listens "
+                    "on, e.g. ws://192.168.1.20:8766."
+                )
+            url = add_peer(self.node.store, v["url"], self.node.clock.now_ms())
+            self.notify(f"This device now syncs with {url} directly.", markup=False)
+
+        self.ask(
+            "Add a peer",
+            [Field("url", "Its address", placeholder="ws://192.168.1.20:8766")],
+            save,
+            ok="Add",
+        )
+
+    def action_list_peers(self) -> None:
+        """The devices this one syncs with directly (what `hearth peer list` does)."""
+        from hearth.peers import list_peers
+
+        peers = list_peers(self.node.store)
+        text = "\n".join(peers) if peers else "No peers yet: ctrl+p, Add a peer."
+        self.push_screen(DetailScreen(f"Peers of this device\n\n{text}", markup=False))
+
+    def action_remove_peer(self) -> None:
+        """Stop syncing with a device directly (what `hearth peer remove` does)."""
+        from hearth.peers import list_peers, remove_peer
+
+        peers = list_peers(self.node.store)
+        if not peers:
+            self.notify("This device has no peers.", severity="warning")
+            return
+
+        def chosen(v: dict[str, str] | None) -> None:
+            if v is not None:
+                self.attempt(
+                    lambda: remove_peer(self.node.store, v["url"]),
+                    f"This device no longer syncs with {v['url']} directly.",
+                )
+
+        self.push_screen(
+            FormScreen("Remove a peer", [Choice("url", "Which peer", [(p, p) for p in peers])]),
+            callback=chosen,
+        )
+
+    def action_admission_key(self) -> None:
+        """The key to give the operator of a relay that takes only the groups it lists
+        (what `hearth relay key` does)."""
+        from hearth.rotation import admission_key
+
+        self.push_screen(
+            DetailScreen(
+                "Key for a relay's allow-list\n\n"
+                f"{admission_key(self.node, self.group_id)}\n\n"
+                "Give this to the operator of a relay that takes only the groups it lists "
+                "(they run: hearth-relay allow KEY). It says nothing about members, and it "
+                "changes when someone is removed.",
+                markup=False,
+            )
+        )
+
+    def action_write_changes(self) -> None:
+        """Write the group's changes to a file, to carry to a device that cannot sync
+        (what `hearth bundle export` does)."""
+        from hearth.carrying import write_changes
+
+        def save(v: dict[str, str]) -> None:
+            if not v["file"]:
+                raise HearthError("Give the file to write, e.g. /media/usb/hearth-changes.")
+            if v["which"] == "missing" and not v["since"]:
+                raise HearthError(
+                    "Give the file the other device wrote (ctrl+p there, Carry changes: say "
+                    "what this device has), or choose every change."
+                )
+            since = v["since"] if v["which"] == "missing" else None
+            written = write_changes(self.node, self.group_id, v["file"], since=since)
+            self.notify(
+                f"Wrote {counted(written, 'change')} to {v['file']}: on the other device, "
+                "ctrl+p, Carry changes: read from a file.",
+                markup=False,
+            )
+
+        self.ask(
+            "Carry changes: write to a file",
+            [
+                Choice(
+                    "which",
+                    "Which changes",
+                    [
+                        ("Every change of the group", "all"),
+                        ("Only those the other device lacks (from the file it wrote)", "missing"),
+                    ],
+                ),
+                Field("file", "To the file", placeholder="/media/usb/hearth-changes"),
+                Field(
+                    "since",
+                    "The file the other device wrote of what it has (only for those it lacks)",
+                    placeholder="/media/usb/hearth-have",
+                ),
+            ],
+            save,
+            ok="Write",
+        )
+
+    def action_read_changes(self) -> None:
+        """Take in the changes another device wrote to a file (what `hearth bundle import`
+        does)."""
+        from hearth.carrying import read_changes
+        from hearth.intake import Verdict
+
+        def save(v: dict[str, str]) -> None:
+            if not v["file"]:
+                raise HearthError("Give the file to read, e.g. /media/usb/hearth-changes.")
+            counts = read_changes(self.node, v["file"])
+            self.notify(
+                f"Took in {counted(counts[Verdict.APPLIED], 'change')} from {v['file']} "
+                f"(already had {counts[Verdict.DUPLICATE]}, waiting for earlier ones "
+                f"{counts[Verdict.WAITING]}, refused {counts[Verdict.REJECTED]}).",
+                markup=False,
+            )
+            self.redraw()
+
+        self.ask(
+            "Carry changes: read from a file",
+            [Field("file", "From the file", placeholder="/media/usb/hearth-changes")],
+            save,
+            ok="Read",
+        )
+
+    def action_write_have(self) -> None:
+        """Write what this device has to a file, so that the other device writes only what
+        is missing here (what `hearth bundle have` does)."""
+        from hearth.carrying import write_have
+
+        def save(v: dict[str, str]) -> None:
+            if not v["file"]:
+                raise HearthError("Give the file to write, e.g. /media/usb/hearth-have.")
+            write_have(self.node, self.group_id, v["file"])
+            self.notify(
+                f"Wrote what this device has to {v['file']}: on the other device, ctrl+p, "
+                "Carry changes: write to a file, only those this one lacks.",
+                markup=False,
+            )
+
+        self.ask(
+            "Carry changes: say what this device has",
+            [Field("file", "To the file", placeholder="/media/usb/hearth-have")],
+            save,
+            ok="Write",
         )
 
     def action_start_neighbourhood(self) -> None:

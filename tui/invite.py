@@ -19,7 +19,7 @@ from hearth.errors import HearthError
 from hearth.node import Node
 from hearth.protocol.invite_code import JoinerIntroduced
 
-__all__ = ["InviteScreen", "InviteWords", "NeighbourhoodJoinScreen"]
+__all__ = ["InviteScreen", "InviteWords", "NeighbourhoodJoinScreen", "device_words"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,17 @@ def _member_words(relay_url: str) -> InviteWords:
         f"--relay {relay_url} --name THEIR-NAME).",
         lambda name: f"{name} wants to join the group. Let them in? (y or n)",
         lambda name: f"{name} is in. Their device fetches the group now.",
+    )
+
+
+def device_words(relay_url: str) -> InviteWords:
+    """What the invite screen says when it adds another device of this member."""
+    return InviteWords(
+        "Add a device",
+        f"On your new device, open Hearth and type this code and the relay's address: "
+        f"{relay_url} (or run: hearth join CODE --relay {relay_url}).",
+        lambda name: f"The device '{name}' wants to write as you. Let it? (y or n)",
+        lambda name: f"'{name}' is now one of your devices. It fetches the group now.",
     )
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from hearth import membership, present
 from hearth.cli import render
-from hearth.cli.files import write_file
 from hearth.errors import UsageError
+from hearth.files import write_file
 from hearth.identity import create_identity
 from hearth.ledger import CommitmentStatus, Kind, Resource, find_conflicts, history
 from hearth.ledger.export import (

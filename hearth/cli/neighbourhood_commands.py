@@ -143,7 +143,8 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
 
 
 def _join(args: argparse.Namespace, node: Node) -> int:
-    from hearth.cli.sync_commands import find_inviter_nearby, sync_now, token_for_code
+    from hearth.cli.sync_commands import find_inviter_nearby, token_for_code
+    from hearth.syncing import sync_now
 
     group = node.current_group()
     neighbours.require_admin(node, group.id, "join a neighbourhood")

@@ -12,21 +12,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hearth import bundle_file, members, membership, neighbours
+from hearth import members, membership, neighbours
 from hearth.alerts import admin_alerts
+from hearth.carrying import read_changes, write_changes, write_have
 from hearth.cli.commands import emit
-from hearth.cli.files import write_file
 from hearth.cli.prompt import ask, yes
 from hearth.crypto import SigningKey
-from hearth.errors import ProtocolError, TransportError, UsageError
+from hearth.errors import TransportError, UsageError
 from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, confirm_joins, damage, take_in, tallied
+from hearth.intake import Verdict, damage
 from hearth.invite import (
     DEVICE_PREFIX,
-    DeviceToken,
     decode_device_token,
     decode_token,
-    encode_device_token,
     encode_token,
     is_token,
 )
@@ -41,9 +39,9 @@ from hearth.peers import (
     remove_peer,
     waiting_for,
 )
-from hearth.protocol import codec
 from hearth.retraction import removal_notices
-from hearth.rotation import keep_keys
+from hearth.rotation import admission_key
+from hearth.syncing import merged, sync_now, sync_report
 from hearth.values import counted, format_time
 
 if TYPE_CHECKING:  # networking loads aiohttp: only the commands that connect import it
@@ -51,8 +49,6 @@ if TYPE_CHECKING:  # networking loads aiohttp: only the commands that connect im
     from hearth.sync_client import RelayReport
 
 __all__ = ["HANDLERS", "join"]
-
-_HAVE_FILE = "hearth-have"
 
 
 def _relay_add(args: argparse.Namespace, node: Node) -> int:
@@ -84,7 +80,7 @@ def _relay_remove(args: argparse.Namespace, node: Node) -> int:
 def _relay_key(args: argparse.Namespace, node: Node) -> int:
     """The key relays admit the group's bundles by (public; it says nothing about members):
     what an operator running ``admission = "allow-list"`` asks for."""
-    key = node.feeds.current_keys(node.group().id).relay_key.public.hex()
+    key = admission_key(node, node.group().id)
     text = (
         f"{key}\nGive this to the operator of a relay that takes only the groups it lists "
         "(`hearth-relay allow KEY`). It changes when a member is removed."
@@ -125,70 +121,6 @@ def _report_json(reports: list[RelayReport]) -> dict[str, object]:
     }
 
 
-_MAX_PASSES = 4
-
-
-def _sync_passes(
-    node: Node,
-    groups: list[str],
-    *,
-    timeout: float,
-    on_progress: Callable[[Sequence[RelayReport]], None] | None = None,
-) -> list[RelayReport]:
-    """Sync with every relay, then every peer; again while a pass brings news of more
-    relays or of a new group key (whose topic must be synced everywhere too), or made
-    this node write something."""
-    from hearth.sync_client import sync_relays
-
-    reports: list[RelayReport] = []
-    tried: set[tuple[str, bool]] = set()
-    topics: set[bytes] = set()
-    me = node.identity.device_key.public
-    written = {g: node.feeds.head(g, me) for g in groups}
-    for _ in range(_MAX_PASSES):
-        # What this node wrote while taking bundles in (a join it confirmed, R14) goes
-        # out in this sync too, not the next one.
-        news = any(node.feeds.head(g, me) != head for g, head in written.items())
-        written = {g: node.feeds.head(g, me) for g in groups}
-        for group_id in groups:
-            node.claim_device(group_id)  # a new device, once its member's entry is here
-            confirm_joins(node, group_id)  # joins to invites made here (R14)
-            keep_keys(node, group_id)
-            # Handoffs agreed or fulfilled in a neighbourhood, into the ledger and back.
-            news = neighbours.reconcile(node, group_id) > 0 or news
-        now = {keys.topic for g in groups for _, keys in node.feeds.epochs(g)}
-        now |= {t for g in groups for t in neighbours.topics(node, g)}
-        if now != topics or news:
-            tried.clear()
-            topics = now
-        relays = {(url, False) for g in groups for url in node.view(g).relays()}
-        peers = {(url, True) for url in list_peers(node.store)}
-        todo = sorted((relays | peers) - tried, key=lambda p: (p[1], p[0]))
-        if not todo:
-            break
-        tried.update(todo)
-        for peer in (False, True):
-            urls = [url for url, is_peer in todo if is_peer is peer]
-            if urls:
-                reports += asyncio.run(
-                    sync_relays(
-                        node, urls, groups, timeout=timeout, peers=peer, on_progress=on_progress
-                    )
-                )
-    return reports
-
-
-def sync_now(
-    node: Node,
-    groups: list[str],
-    *,
-    timeout: float,
-    on_progress: Callable[[Sequence[RelayReport]], None] | None = None,
-) -> list[RelayReport]:
-    """Sync the groups everywhere they sync, as `hearth sync` does; one report per place."""
-    return _merged(_sync_passes(node, groups, timeout=timeout, on_progress=on_progress))
-
-
 def say_progress(going: Sequence[RelayReport]) -> None:
     """What a sync still going has come to, on stderr (stdout keeps the result alone)."""
     parts = [
@@ -198,18 +130,6 @@ def say_progress(going: Sequence[RelayReport]) -> None:
         for r in going
     ]
     print(f"Still syncing — {'; '.join(parts)}", file=sys.stderr, flush=True)
-
-
-def _merged(reports: list[RelayReport]) -> list[RelayReport]:
-    """One report per relay or peer: counts added up, the outcome of the last exchange."""
-    by_url: dict[tuple[str, bool], RelayReport] = {}
-    for report in reports:
-        first = by_url.setdefault((report.url, report.peer), report)
-        if first is not report:
-            for count in ("sent", "received", "applied", "rejected", "damaged"):
-                setattr(first, count, getattr(first, count) + getattr(report, count))
-            first.ok, first.error = report.ok, report.error
-    return list(by_url.values())
 
 
 def _sync(args: argparse.Namespace, node: Node) -> int:
@@ -226,22 +146,7 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
             "`hearth relay add URL` or `hearth peer add URL`."
         )
     data = _report_json(reports)
-    lines = []
-    for r in reports:
-        if r.ok:
-            damaged = (
-                f" ({counted(r.damaged, 'bundle')} arrived damaged: read again next time)"
-                if r.damaged
-                else ""
-            )
-            lines.append(f"{r.url}: sent {r.sent}, received {r.received}{damaged}")
-        else:
-            lines.append(f"{r.url}: not reached — {r.error}")
-    sent = sum(r.sent for r in reports)
-    lines.append(f"Sent {counted(sent, 'bundle')} and received {data['received']}.")
-    out = [note for g in groups if (note := members.standing_note(node, g))]
-    for at, what in removal_notices(node, since_ms=started):
-        out.append(f"{what} ({format_time(at)}).")
+    lines, out = sync_report(node, groups, reports, started)
     lines += out
     data["told"] = out
     emit(args, data, "\n".join(lines))
@@ -291,7 +196,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _doctor(args: argparse.Namespace, node: Node) -> int:
-    from hearth.doctor import examine
+    from hearth.doctor import examine, finding_lines
 
     def checking(url: str) -> None:
         if not args.json:
@@ -301,12 +206,7 @@ def _doctor(args: argparse.Namespace, node: Node) -> int:
     data = [
         {"check": f.check, "ok": f.ok, "detail": f.detail, "advice": f.advice} for f in findings
     ]
-    lines = []
-    for f in findings:
-        lines.append(f"{'ok ' if f.ok else 'BAD'}  {f.check}: {f.detail}")
-        if f.advice:
-            lines.append(f"     → {f.advice}")
-    emit(args, data, "\n".join(lines))
+    emit(args, data, "\n".join(finding_lines(findings)))
     return 0 if all(f.ok for f in findings) else 1
 
 
@@ -422,16 +322,9 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
 
 def _device_add(args: argparse.Namespace, node: Node) -> int:
     """``hearth device add``: like an invite, for another device of this member."""
-    me = node.identity
 
     def device_token(event: JoinerIntroduced) -> str:
-        return encode_device_token(
-            DeviceToken(
-                token=node.create_invite(device=True, for_device=event.device_key),
-                member_secret=me.member_key.secret,
-                member_name=me.name,
-            )
-        )
+        return members.new_device_token(node, event.device_key)
 
     return invite_by_code(
         args,
@@ -550,7 +443,7 @@ def join(args: argparse.Namespace, home: Path) -> int:
             add_peer(node.store, lan_peer, node.clock.now_ms())
         reports = _first_sync(node, token.relays, lan_peer, group.id, args.timeout)
         if as_device and node.claim_device(group.id):
-            reports = _merged(
+            reports = merged(
                 reports + _first_sync(node, token.relays, lan_peer, group.id, args.timeout)
             )
         data = {"group": group.name, "group_id": group.id, **_report_json(reports)}
@@ -642,43 +535,13 @@ def token_for_code(args: argparse.Namespace, relay: str, *, name: str, device: S
 
 
 def _bundle_export(args: argparse.Namespace, node: Node) -> int:
-    group = node.current_group()
-    since: dict[str, int] = {}
-    if args.since:
-        since = _read_have(Path(args.since), group.id)
-    chosen = [
-        b.envelope
-        for b in node.feeds.all(group.id)
-        if b.state == "applied" and b.seq > since.get(b.author.hex(), 0)
-    ]
-    write_file(args.file, codec.encode([bundle_file.MAGIC, 1, chosen]))
-    print(f"Wrote {counted(len(chosen), 'bundle')} to {args.file}.")
+    written = write_changes(node, node.current_group().id, args.file, since=args.since)
+    print(f"Wrote {counted(written, 'bundle')} to {args.file}.")
     return 0
 
 
 def _bundle_import(args: argparse.Namespace, node: Node) -> int:
-    """Take in the bundles of a file, read a bundle at a time (any size of file takes no
-    more memory than its largest bundle); what is damaged or fails a rule is counted, and
-    written once at the end."""
-    counts = dict.fromkeys(Verdict, 0)
-    source = f"file {args.file}"
-    try:
-        with Path(args.file).open("rb") as stream, tallied(node):
-            for envelope in bundle_file.entries(stream):
-                if envelope is None:  # larger than any bundle: not read
-                    counts[Verdict.REJECTED] += 1
-                    continue
-                counts[take_in(node, envelope, source=source).verdict] += 1
-    except OSError as exc:
-        raise UsageError(f"Cannot read {args.file} ({exc.strerror}).") from exc
-    except ProtocolError as exc:
-        taken = sum(counts.values())
-        if not taken:
-            raise UsageError(f"{args.file} is not a Hearth bundle file.") from None
-        raise UsageError(
-            f"{args.file} is damaged after its first {counted(taken, 'bundle')} ({exc}); "
-            f"those were taken in (applied {counts[Verdict.APPLIED]}). Export it again."
-        ) from None
+    counts = read_changes(node, args.file)
     data = {v.value: n for v, n in counts.items()}
     return emit(
         args,
@@ -690,31 +553,12 @@ def _bundle_import(args: argparse.Namespace, node: Node) -> int:
 
 
 def _bundle_have(args: argparse.Namespace, node: Node) -> int:
-    group = node.current_group()
-    vector = node.feeds.version_vector(group.id)
-    write_file(args.file, codec.encode([_HAVE_FILE, 1, group.id, vector]))
+    write_have(node, node.current_group().id, args.file)
     print(
         f"Wrote what this node has to {args.file}; take it to the other node and run "
         f"`hearth bundle export FILE --since {args.file}` there."
     )
     return 0
-
-
-def _read_have(path: Path, group_id: str) -> dict[str, int]:
-    try:
-        value = codec.decode(path.read_bytes())
-    except (OSError, ProtocolError):
-        raise UsageError(f"{path} is not a file written by `hearth bundle have`.") from None
-    if not (
-        isinstance(value, list)
-        and len(value) == 4
-        and value[0] == _HAVE_FILE
-        and isinstance(value[3], dict)
-    ):
-        raise UsageError(f"{path} is not a file written by `hearth bundle have`.")
-    if value[2] != group_id:
-        raise UsageError(f"{path} is about another group.")
-    return {str(k): int(v) for k, v in value[3].items() if isinstance(v, int)}
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {

@@ -33,6 +33,7 @@ __all__ = [
     "Foreign",
     "check_archive_names",
     "check_own_names",
+    "check_read_names",
     "foreign_names",
     "names_other",
     "own_part",
@@ -78,6 +79,19 @@ def check_own_names(changes: Sequence[bytes], author: str) -> None:
     """:class:`ProtocolError` unless every change (to the live document) writes in
     ``author``'s name only."""
     found = _foreign(changes, author)
+    if found:
+        raise ProtocolError(written_as_another(found[0]))
+
+
+def check_read_names(read: Sequence[Sequence[KeyedValue] | str], author: str) -> None:
+    """:func:`check_own_names` over what was read of each change already: its operations
+    at :data:`ATTRIBUTION_KEYS` (:func:`~hearth.ledger.automerge_doc.read_change_names`),
+    or why they could not be read. The same verdict, the same words."""
+    found: list[Foreign] = []
+    for index, names in enumerate(read):
+        if isinstance(names, str):
+            raise ProtocolError(f"a change whose names cannot be read ({names})")
+        found += (Foreign(index, op) for op in names if not _own(op, author))
     if found:
         raise ProtocolError(written_as_another(found[0]))
 

@@ -34,10 +34,13 @@ from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncSta
 from hearth.errors import LedgerError
 from hearth.ledger.change_ops import (
     MAKE_ACTIONS,
+    KeyedValue,
     ObjectRef,
     Operation,
+    keyed_values,
     objects_written,
     operations,
+    read_columns,
     read_varint,
 )
 from hearth.protocol.codec import uvarint
@@ -55,6 +58,7 @@ __all__ = [
     "change_hash",
     "objects_written_by",
     "read_change",
+    "read_change_names",
 ]
 
 Scalar = str | int | bool
@@ -130,6 +134,29 @@ def read_change(change: bytes) -> tuple[ChangeInfo, set[ObjectRef] | None]:
         return info, objects_written(data)
     except LedgerError:
         return info, None
+
+
+def read_change_names(
+    change: bytes, wanted: frozenset[str]
+) -> tuple[ChangeInfo, set[ObjectRef] | None, list[KeyedValue] | str]:
+    """:func:`read_change`, and the change's operations at the map keys in ``wanted``
+    (:func:`~hearth.ledger.change_ops.keyed_values`) or why they cannot be read — its
+    body inflated once; :class:`LedgerError` as :func:`change_hash` raises it."""
+    data = _change_body(change)
+    info = _header_of(change, data)
+    try:
+        columns = read_columns(data)
+    except LedgerError as exc:  # neither can be read
+        return info, None, str(exc)
+    try:
+        writes: set[ObjectRef] | None = objects_written(data, columns)
+    except LedgerError:
+        writes = None
+    try:
+        names: list[KeyedValue] | str = keyed_values(data, wanted, columns)
+    except LedgerError as exc:
+        names = str(exc)
+    return info, writes, names
 
 
 def _header_of(change: bytes, data: bytes) -> ChangeInfo:
@@ -499,6 +526,96 @@ class LedgerDoc:
             obj = child
         return None
 
+    def map_at(self, path: Sequence[str], heads: Sequence[bytes]) -> dict[str, object] | None:
+        """The map at a path of map keys as the document was at ``heads`` (known ones),
+        as a plain dict, or ``None`` if no map was there; :class:`LedgerError` if it
+        cannot be read."""
+        if not heads:
+            return None
+        at = list(heads)
+        obj: bytes = ROOT
+        try:
+            for key in path:
+                found = self._doc.get(obj, key, at)
+                if found is None or found[0] != ObjType.Map:
+                    return None
+                obj = found[1]
+            return self._read_map(obj, at)
+        except Exception as exc:
+            raise LedgerError(f"A ledger could not be read at a past state ({exc}).") from exc
+
+    def maps_at(
+        self, entries: Iterable[EntryRef], heads: Sequence[bytes], wanted: set[ObjectRef]
+    ) -> dict[ObjectRef, tuple[str, ...]]:
+        """The paths of keys of the ``wanted`` maps (as change columns name them) found
+        among the tables' maps and the maps inside the given entries, as the document
+        was at ``heads`` (known ones); read level by level, stopping once all are found."""
+        found: dict[ObjectRef, tuple[str, ...]] = {}
+        tables = self.table_refs()
+        for ref, name in tables.items():
+            if ref in wanted:
+                found[ref] = (name,)
+        if not heads or wanted <= found.keys():
+            return found
+        at, doc = list(heads), self._doc
+        try:
+            level: list[tuple[bytes, tuple[str, ...]]] = []
+            for table, entry_id in sorted(set(entries)):
+                table_obj = self._table(table)
+                got = None if table_obj is None else doc.get(table_obj, entry_id, at)
+                if got is not None and got[0] == ObjType.Map:
+                    level.append((got[1], (table, entry_id)))
+            while level and not wanted <= found.keys():
+                deeper: list[tuple[bytes, tuple[str, ...]]] = []
+                for obj, path in level:
+                    ref = _object_ref(obj)
+                    if ref in wanted:
+                        found[ref] = path
+                    if len(path) <= MAX_DEPTH:
+                        for key, (value, child) in zip(
+                            doc.keys(obj, at), doc.values(obj, at), strict=True
+                        ):
+                            if value == ObjType.Map:
+                                deeper.append((child, (*path, key)))
+                level = deeper
+        except Exception as exc:
+            raise LedgerError(f"A ledger could not be read at a past state ({exc}).") from exc
+        return found
+
+    def along(
+        self, path: Sequence[str], keys: Sequence[str], heads: Sequence[bytes]
+    ) -> tuple[list[dict[str, object]], frozenset[str]]:
+        """For each map from the entry at ``path[:2]`` down to the one at ``path``, as the
+        document was at ``heads`` (known ones): the scalars it held at ``keys`` (a map
+        that was not there: empty); and the keys at which that last map held maps.
+        :class:`LedgerError` if it cannot be read."""
+        at, doc = list(heads), self._doc
+        found: list[dict[str, object]] = []
+        obj: bytes | None = ROOT if heads else None
+        try:
+            for depth, key in enumerate(path):
+                got = None if obj is None else doc.get(obj, key, at)
+                obj = got[1] if got is not None and got[0] == ObjType.Map else None
+                if depth == 0:
+                    continue
+                held: dict[str, object] = {}
+                if obj is not None:
+                    for name in keys:
+                        value = doc.get(obj, name, at)
+                        if value is not None and isinstance(value[0], tuple):
+                            held[name] = value[0][1]
+                found.append(held)
+            if obj is None:
+                return found, frozenset()
+            maps = frozenset(
+                key
+                for key, (value, _) in zip(doc.keys(obj, at), doc.values(obj, at), strict=True)
+                if value == ObjType.Map
+            )
+        except Exception as exc:
+            raise LedgerError(f"A ledger could not be read at a past state ({exc}).") from exc
+        return found, maps
+
     def _walk(self, table: str) -> set[ObjectRef]:
         found: set[ObjectRef] = set()
         doc = self._doc
@@ -581,12 +698,7 @@ class LedgerDoc:
         views out of line with their documents. ``None`` (an object in no named entry, a
         write to the root, a change that cannot be read) means: read everything again.
         """
-        if not self._table_refs:  # the tables are made once, by the genesis change
-            for name in self.tables():
-                table_obj = self._table(name)
-                if table_obj is not None:
-                    self._table_refs[_object_ref(table_obj)] = name
-        tables = self._table_refs
+        tables = self.table_refs()
         try:
             ops = [op for change in changes for op in operations(_change_body(change))]
         except LedgerError:
@@ -611,6 +723,16 @@ class LedgerDoc:
                 return None
             written.add(inside[obj])
         return written
+
+    def table_refs(self) -> dict[ObjectRef, str]:
+        """Each table's map, as change columns name it, with the table's name (the
+        tables are made once, by the genesis change: remembered once read)."""
+        if not self._table_refs:
+            for name in self.tables():
+                table_obj = self._table(name)
+                if table_obj is not None:
+                    self._table_refs[_object_ref(table_obj)] = name
+        return self._table_refs
 
     def _objects_of(self, entries: Iterable[EntryRef]) -> dict[ObjectRef, EntryRef]:
         """Every map object inside the given entries, as change columns name them."""

@@ -27,16 +27,21 @@ from typing import TypeVar
 from hearth.errors import LedgerError
 
 __all__ = [
+    "DELETE_ACTION",
     "MAKE_ACTIONS",
     "SET_ACTION",
     "ChangeFormatError",
+    "Columns",
     "KeyedValue",
     "ObjectRef",
     "Operation",
     "keyed_values",
     "objects_written",
     "operations",
+    "read_columns",
     "read_varint",
+    "values",
+    "writes_only_new",
 ]
 
 ObjectRef = tuple[bytes, int] | None
@@ -48,10 +53,13 @@ _KEY_STRING = 1 << 4 | 5  # column id 1 (key), type "string"
 _ACTION = 4 << 4 | 2  # column id 4 (action), type "unsigned LEB128"
 _VALUE_META = 5 << 4 | 6  # column id 5 (value), type "value metadata"
 _VALUE_RAW = 5 << 4 | 7  # column id 5 (value), type "value"
+_PRED_COUNT = 7 << 4 | 0  # column id 7 (pred), type "group": how many values an op replaces
 MAKE_ACTIONS = frozenset({0, 2, 4, 6})
 """Actions that make an object (map, list, text, table)."""
 SET_ACTION = 1
 """The action that puts a scalar value at a key."""
+DELETE_ACTION = 3
+"""The action that deletes what is at a key."""
 _DEFLATE = 0x08
 _T = TypeVar("_T")
 _MAX_COLUMN = 16 * 1024 * 1024
@@ -140,23 +148,36 @@ def _runs(data: bytes, read: Callable[[bytes, int], tuple[_T, int]]) -> list[_T 
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One operation of a change: the object it writes to, the map key (``None`` for a
-    list position), its action, and its own id (the object it makes, if it makes one)."""
+    list position), its action, its own id (the object it makes, if it makes one), and
+    how many values already there it replaces or deletes (0: it writes a new key)."""
 
     obj: ObjectRef
     key: str | None
     action: int
     id: tuple[bytes, int]
+    preds: int = 0
 
 
-def objects_written(body: bytes) -> set[ObjectRef]:
+Columns = tuple[list[bytes], bytes, int, dict[int, bytes]]
+"""A change's actors (its own first), its actor, start op and column data."""
+
+
+def read_columns(body: bytes) -> Columns:
+    """A change's columns (``body`` as for :func:`objects_written`), to read more than
+    one thing from them without reading them again."""
+    return _columns(body)
+
+
+def objects_written(body: bytes, columns: Columns | None = None) -> set[ObjectRef]:
     """The objects the operations of one change write to.
 
     ``body`` is the change chunk's contents after its header bytes (magic, checksum,
     type, length), inflated if the chunk was compressed. Reads only the object and action
     columns (a snapshot's check asks this of every change it covers), run by run rather
     than operation by operation: what :func:`operations` would name, without listing them.
+    ``columns``: the body's :func:`read_columns`, when read already.
     """
-    actors, _, _, data = _columns(body)
+    actors, _, _, data = columns if columns is not None else _columns(body)
     actions = _run_lengths(data.get(_ACTION, b""))
     obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
     counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
@@ -174,6 +195,27 @@ def objects_written(body: bytes) -> set[ObjectRef]:
     if ops > objects:
         found.add(None)  # short object columns: the root map
     return found
+
+
+def writes_only_new(body: bytes, known: frozenset[ObjectRef]) -> bool:
+    """Whether every operation of one change writes a new key (it replaces and deletes
+    nothing) into one of the ``known`` objects or into an object the change makes itself
+    (``body`` as for :func:`objects_written`): what most changes do, told from the run
+    lengths of three columns without listing the operations."""
+    actors, _, start_op, data = _columns(body)
+    if any(count and value for count, value in _run_lengths(data.get(_PRED_COUNT, b""))):
+        return False
+    obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
+    counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
+    ops = _total(_run_lengths(data.get(_ACTION, b"")))
+    if ops > max(_total(obj_actors), _total(counters)):
+        return False  # short object columns: the root map
+    for obj_actor, counter in _paired(obj_actors, counters):
+        if obj_actor is None or counter is None or obj_actor >= len(actors):
+            return False
+        if not ((obj_actor == 0 and counter >= start_op) or (actors[obj_actor], counter) in known):
+            return False
+    return True
 
 
 _Runs = list[tuple[int, int | None]]
@@ -238,7 +280,7 @@ def _paired(first: _Runs, second: _Runs) -> set[tuple[int | None, int | None]]:
     return pairs
 
 
-def _columns(body: bytes) -> tuple[list[bytes], bytes, int, dict[int, bytes]]:
+def _columns(body: bytes) -> Columns:
     """A change's actors (its own first), its actor, start op and column data."""
     count, pos = _uleb(body, 0)
     pos += 32 * count  # dependencies
@@ -279,6 +321,7 @@ def operations(body: bytes) -> list[Operation]:
     actions = _rle(data.get(_ACTION, b""))
     objects = zip_longest(_rle(data.get(_OBJ_ACTOR, b"")), _rle(data.get(_OBJ_COUNTER, b"")))
     keys = _rle_strings(data.get(_KEY_STRING, b""))
+    preds = _rle(data.get(_PRED_COUNT, b""))
     found = []
     for index, ((obj_actor, counter), action) in enumerate(
         zip_longest(objects, actions, fillvalue=(None, None))
@@ -292,7 +335,8 @@ def operations(body: bytes) -> list[Operation]:
         else:
             obj = (actors[obj_actor], counter)
         key = keys[index] if index < len(keys) else None
-        found.append(Operation(obj, key, action, (actor, start_op + index)))
+        replaced = (preds[index] if index < len(preds) else None) or 0
+        found.append(Operation(obj, key, action, (actor, start_op + index), replaced))
     return found
 
 
@@ -308,12 +352,15 @@ class KeyedValue:
     value: str | int | bool | bytes | None
 
 
-def keyed_values(body: bytes, wanted: frozenset[str]) -> list[KeyedValue]:
+def keyed_values(
+    body: bytes, wanted: frozenset[str], columns: Columns | None = None
+) -> list[KeyedValue]:
     """The operations of one change at a map key in ``wanted``, with their values
     (``body`` as for :func:`objects_written`). Reads the key, action and value columns;
     only the keys and values of the operations asked about are decoded (a snapshot's
-    check asks this of every change it covers: the loops are written for speed)."""
-    _, _, _, data = _columns(body)
+    check asks this of every change it covers: the loops are written for speed).
+    ``columns``: the body's :func:`read_columns`, when read already."""
+    _, _, _, data = columns if columns is not None else _columns(body)
     hits, keys = _key_hits(data.get(_KEY_STRING, b""), _encoded(wanted))
     if not hits:
         return []
@@ -339,6 +386,24 @@ def keyed_values(body: bytes, wanted: frozenset[str]) -> list[KeyedValue]:
             start = starts[index]
             value = _value(lengths[index] & 0x0F, raw[start : start + (lengths[index] >> 4)])
         found.append(KeyedValue(index, key, action, value))
+    return found
+
+
+def values(body: bytes) -> list[str | int | bool | bytes | None]:
+    """The scalar value of every operation of one change, in order (``None`` for an
+    operation that puts none: a deletion, a map made; ``body`` as for
+    :func:`objects_written`)."""
+    _, _, _, data = _columns(body)
+    lengths = _meta_lengths(data.get(_VALUE_META, b""))
+    raw = data.get(_VALUE_RAW, b"")
+    found: list[str | int | bool | bytes | None] = []
+    start = 0
+    for meta in lengths:
+        end = start + (meta >> 4)
+        if end > len(raw):
+            raise ChangeFormatError("a change's values are truncated")
+        found.append(_value(meta & 0x0F, raw[start:end]))
+        start = end
     return found
 
 

@@ -15,10 +15,12 @@ import enum
 
 from hearth.errors import ProtocolError
 from hearth.protocol.frames import (
+    DELIVERIES,
     VERSIONS,
     Ack,
     CaughtUp,
     Deliver,
+    Deliveries,
     DeviceProof,
     Error,
     Frame,
@@ -78,7 +80,7 @@ _FROM_CONNECTING = (
     Mailbox,
     MailboxClose,
 )
-_FROM_ACCEPTING = (DeviceProof, Deliver, CaughtUp, Ack, Error, Mailbox, MailboxClose)
+_FROM_ACCEPTING = (DeviceProof, Deliver, Deliveries, CaughtUp, Ack, Error, Mailbox, MailboxClose)
 _BETWEEN_RELAYS = (Peer, Mirror, Register, Deliver, CaughtUp, Error)
 """Once open, a link between peer relays (``hello`` with role ``relay``) carries these
 either way: each side mirrors the other."""
@@ -121,6 +123,8 @@ class Connection:
         fanned out to many connections is encoded once).
         """
         self._check(frame, "send")
+        if isinstance(frame, Deliveries) and (self.version or 0) < DELIVERIES:
+            raise ProtocolError(f"A deliveries frame to a side that speaks version {self.version}.")
         if isinstance(frame, Hello):
             self.between_relays = frame.role == "relay"
         if isinstance(frame, Welcome):

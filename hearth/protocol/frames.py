@@ -16,6 +16,7 @@ from hearth.errors import FrameTooBig, ProtocolError
 from hearth.protocol import codec
 
 __all__ = [
+    "DELIVERIES",
     "DEVICE_PROOFS",
     "MAX_FRAME",
     "PROTOCOL_VERSION",
@@ -23,6 +24,7 @@ __all__ = [
     "Ack",
     "CaughtUp",
     "Deliver",
+    "Deliveries",
     "DeviceProof",
     "Error",
     "Frame",
@@ -42,13 +44,16 @@ __all__ = [
     "vector_to_wire",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """The newest version of the exchange this Hearth speaks. Version 2 added the device proofs
-between nodes (``hello.nonce``, the ``device`` frame); a relay serves 1 and 2 alike."""
-VERSIONS = (1, 2)
+between nodes (``hello.nonce``, the ``device`` frame); version 3 the ``deliveries`` frame,
+many stored bundles of a catch-up in one. A relay serves 1, 2 and 3 alike."""
+VERSIONS = (1, 2, 3)
 """Every version this Hearth speaks, offered in its ``hello``."""
 DEVICE_PROOFS = 2
 """The first version in which two nodes prove their devices: the least they sync directly at."""
+DELIVERIES = 3
+"""The first version in which a relay may send a catch-up's bundles many to a frame."""
 MAX_FRAME = 1024 * 1024 + 4096  # one full bundle plus framing
 
 
@@ -107,6 +112,25 @@ class Deliver:
     topic: bytes
     cursor: int
     envelope: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deliveries:
+    """Stored bundles of a topic, oldest first, each with its arrival cursor: what a
+    catch-up sends as many :class:`Deliver` frames, in one (version 3 on; a relay sends
+    them only to a node that speaks it)."""
+
+    TYPE: ClassVar[str] = "deliveries"
+    topic: bytes
+    cursors: list[int]
+    envelopes: list[bytes]
+
+    def each(self) -> list[Deliver]:
+        """The same bundles, one :class:`Deliver` each."""
+        return [
+            Deliver(topic=self.topic, cursor=cursor, envelope=envelope)
+            for cursor, envelope in zip(self.cursors, self.envelopes, strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,6 +242,7 @@ Frame = Union[  # noqa: UP007
     Register,
     Subscribe,
     Deliver,
+    Deliveries,
     CaughtUp,
     Publish,
     Ack,
@@ -283,6 +308,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "relay_id": bytes,
     "nonce": bytes,
     "device": bytes,
+    "cursors": list,
+    "envelopes": list,
 }
 _TOPIC_LENGTH = 32
 # Every number on the wire is below 2**63: what a store's signed 64-bit integer holds (a
@@ -292,6 +319,11 @@ _INT_LIMIT = 2**63
 
 def encode_frame(frame: Frame) -> bytes:
     """The wire bytes of a frame."""
+    kind = type(frame)
+    if kind is Deliver or kind is Ack:  # a relay writes these for every bundle it takes in
+        fixed = _fixed_shape(frame)  # type: ignore[arg-type]
+        if fixed is not None:
+            return fixed
     body: dict[str, codec.Value] = {"t": frame.TYPE}
     defaults = _DEFAULTS[frame.TYPE]
     for name in _FIELDS[frame.TYPE]:
@@ -314,6 +346,57 @@ _DELIVER_ENVELOPE = codec.encode("envelope") + codec.bytes_head(0)[:1]
 _DELIVER_TAIL = b"".join(codec.encode(v) for v in ("t", "deliver", "topic")) + codec.bytes_head(
     _TOPIC_LENGTH
 )
+
+
+_ACK_CURSOR = codec.encode({"cursor": None, "id": None, "t": None})[:2] + codec.encode("cursor")
+_ACK_ID = codec.encode("id")
+_ACK_TAIL = codec.encode("t") + codec.encode("ack")
+
+
+def _fixed_shape(frame: Deliver | Ack) -> bytes | None:
+    """A delivery's or an acknowledgement's bytes written by hand, exactly as the general
+    way writes them (tests/test_fuzz.py holds them to it); ``None`` where that way would
+    have something else to say (a number out of range, a topic of the wrong size)."""
+    cursor = frame.cursor
+    if cursor < 0 or cursor.bit_length() > 64:
+        return None
+    number = _INT_TAG + codec.uvarint(cursor << 1)
+    if isinstance(frame, Ack):
+        head = codec.bytes_head(len(frame.id))
+        return b"".join((_ACK_CURSOR, number, _ACK_ID, head, frame.id, _ACK_TAIL))
+    envelope = frame.envelope
+    if len(frame.topic) != _TOPIC_LENGTH or len(envelope) > MAX_FRAME:
+        return None
+    head = codec.uvarint(len(envelope))
+    data = b"".join(
+        (_DELIVER_CURSOR, number, _DELIVER_ENVELOPE, head, envelope, _DELIVER_TAIL, frame.topic)
+    )
+    return data if len(data) <= MAX_FRAME else None
+
+
+# A publish as encode_frame writes one without a snapshot's fields: {"envelope": …, "t":
+# "publish"}. The relay reads one for every bundle it takes in.
+_PUBLISH_HEAD = (
+    codec.encode({"envelope": None, "t": None})[:2]
+    + codec.encode("envelope")
+    + codec.bytes_head(0)[:1]
+)
+_PUBLISH_TAIL = codec.encode("t") + codec.encode("publish")
+
+
+def _publish(data: bytes) -> Publish | None:
+    """A publish frame written exactly as :func:`encode_frame` writes one without a
+    snapshot's fields; ``None`` for anything else."""
+    at = len(_PUBLISH_HEAD)
+    if data[:at] != _PUBLISH_HEAD:
+        return None
+    found = codec.read_uvarint(data, at)
+    if found is None:
+        return None
+    length, at = found
+    if at + length + len(_PUBLISH_TAIL) != len(data) or data[at + length :] != _PUBLISH_TAIL:
+        return None
+    return Publish(envelope=data[at : at + length])
 
 
 def _delivery(data: bytes) -> Deliver | None:
@@ -345,8 +428,8 @@ def decode_frame(data: bytes) -> Frame:
     if len(data) > MAX_FRAME:
         raise FrameTooBig(f"A frame of {len(data)} bytes is over the {MAX_FRAME}-byte limit.")
     data = bytes(data)
-    delivery = _delivery(data)
-    return delivery if delivery is not None else _decode_any(data)
+    sliced = _delivery(data) or _publish(data)
+    return sliced if sliced is not None else _decode_any(data)
 
 
 def _decode_any(data: bytes) -> Frame:
@@ -386,7 +469,18 @@ def _decode_any(data: bytes) -> Frame:
         raise ProtocolError("A welcome frame's limits are malformed.")
     if "have" in body:
         _check_vector(kind, body["have"])
+    if kind == "deliveries":
+        _check_deliveries(body["cursors"], body["envelopes"])
     return cls(**body)
+
+
+def _check_deliveries(cursors: list[codec.Value], envelopes: list[codec.Value]) -> None:
+    if not cursors or len(cursors) != len(envelopes):
+        raise ProtocolError("A deliveries frame's cursors and envelopes do not pair up.")
+    if not all(type(c) is int and 0 <= c < _INT_LIMIT for c in cursors) or not all(
+        type(e) is bytes for e in envelopes
+    ):
+        raise ProtocolError("A deliveries frame's cursors or envelopes have the wrong type.")
 
 
 def vector_to_wire(have: Iterable[tuple[bytes, int]]) -> list[list[bytes | int]]:

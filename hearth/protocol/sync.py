@@ -35,6 +35,7 @@ from hearth.protocol.frames import (
     Ack,
     CaughtUp,
     Deliver,
+    Deliveries,
     DeviceProof,
     Error,
     Frame,
@@ -187,17 +188,27 @@ class RelaySession:
     def handle(self, frame: Frame) -> list[Output]:
         """What follows from one frame from the relay."""
         out: list[Output] = []
-        if self.to_peer and not self.peer_device and isinstance(frame, (Deliver, CaughtUp)):
+        if (
+            self.to_peer
+            and not self.peer_device
+            and isinstance(frame, (Deliver, Deliveries, CaughtUp))
+        ):
             raise ProtocolError("The peer sent bundles before proving which device it is.")
         if isinstance(frame, Welcome):
             out += self._welcomed(frame)
         elif isinstance(frame, DeviceProof):
             out += self._peer_proved(frame)
-        elif isinstance(frame, (Deliver, CaughtUp)) and frame.topic in self.refused_topics:
+        elif (
+            isinstance(frame, (Deliver, Deliveries, CaughtUp))
+            and frame.topic in self.refused_topics
+        ):
             pass  # a topic we refused the peer (a device removed from that group)
         elif isinstance(frame, Deliver):
             self.received += 1
             out.append(Arrived(frame.topic, frame.cursor, frame.envelope))
+        elif isinstance(frame, Deliveries):
+            self.received += len(frame.envelopes)
+            out += (Arrived(frame.topic, d.cursor, d.envelope) for d in frame.each())
         elif isinstance(frame, CaughtUp):
             self.catching_up.discard(frame.topic)
             if frame.topic in self.awaiting_offer:

@@ -1,0 +1,90 @@
+"""What checking that a change leaves others' records as they wrote them costs (R2a's
+records, docs/security.md §6).
+
+Catching up from a snapshot checks every covered change. This times
+:func:`hearth.ledger.records.check_records` over the changes of resources added by one
+member (new entries only: judged from run lengths) and of edits another member makes to
+them (read from the document at what each builds on), interleaved with the object-column
+read every covered change already gets, several rounds, the median of each. Run by hand
+(bench/run.py records); arguments: entries, rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from decimal import Decimal
+
+from hearth.ledger import Ledger
+from hearth.ledger.automerge_doc import Edit, change_body
+from hearth.ledger.change_ops import objects_written
+from hearth.ledger.records import check_records
+from hearth.testing import FakeClock, seeded_ids
+
+ADA, BEN = "a" * 32, "b" * 32
+
+
+def ledger_of(entries: int) -> tuple[Ledger, list[Edit], list[Edit]]:
+    """A ledger Ada filled with ``entries`` resources, a quarter of them then edited by
+    Ben; Ada's edits and Ben's, as made."""
+    ledger = Ledger.create(
+        seed=b"bench",
+        name="Bench",
+        actor=b"\x01" * 16,
+        creator=ADA,
+        creator_name="Ada",
+        creator_key="k",
+        devices={},
+        clock=FakeClock(step=1000),
+        new_id=seeded_ids(1),
+    )
+    ids = [ledger.add_resource(f"Resource {i:05d}", quantity=Decimal(1)).id for i in range(entries)]
+    adds = [e for _, e in ledger.take_outbox()][1:]
+    ledger.author = BEN
+    for i in range(entries // 4):
+        ledger.edit_resource(ids[i], location=f"Shed {i}")
+    return ledger, adds, [e for _, e in ledger.take_outbox()]
+
+
+def main() -> int:
+    entries = int(sys.argv[1]) if len(sys.argv) > 1 else 4_000
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    ledger, adds, edits = ledger_of(entries)
+    doc = ledger.doc
+    timings: dict[str, list[float]] = {"objects": [], "adds": [], "edits": []}
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for edit in adds:
+            for change in edit.changes:
+                objects_written(change_body(change))
+        timings["objects"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for edit in adds:
+            check_records(doc, edit.changes, ADA, edit.touched, {}, set())
+        timings["adds"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for edit in edits:
+            check_records(doc, edit.changes, BEN, edit.touched, {}, set())
+        timings["edits"].append(time.perf_counter() - t0)
+    medians = {k: statistics.median(v) for k, v in timings.items()}
+    print(
+        json.dumps(
+            {
+                "entries": entries,
+                "added": len(adds),
+                "edited": len(edits),
+                "rounds": rounds,
+                "objects_written_s": round(medians["objects"], 3),
+                "records_of_adds_s": round(medians["adds"], 3),
+                "records_of_edits_s": round(medians["edits"], 3),
+                "per_edit_ms": round(medians["edits"] / max(len(edits), 1) * 1000, 2),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
