@@ -108,10 +108,10 @@ def _child(tree: Path, *args: str) -> dict[str, object]:
 
 
 def _build(root: Path, url: str, entries: int) -> dict[str, object]:
-    from hearth.identity import create_identity
-    from hearth.invite import encode_token
-    from hearth.node import open_node
-    from hearth.sync_client import sync_relay
+    from hearth.net.sync_client import sync_relay
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.protocol.invite_token import encode_token
 
     create_identity(root / "writer", name="Writer")
     with open_node(root / "writer", durable=False) as writer:
@@ -130,10 +130,10 @@ def _build(root: Path, url: str, entries: int) -> dict[str, object]:
 
 def _catch_up(root: Path, url: str, group: str, token: str, entries: int) -> dict[str, object]:
     import hearth
-    from hearth.identity import create_identity
-    from hearth.invite import decode_token
-    from hearth.node import open_node
-    from hearth.sync_client import sync_relay
+    from hearth.net.sync_client import sync_relay
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.protocol.invite_token import decode_token
 
     create_identity(root / "fresh", name="Fresh")
     with open_node(root / "fresh") as fresh:

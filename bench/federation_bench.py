@@ -36,13 +36,13 @@ import aiohttp
 from sync_bench import make_bundles, percentile, registered_publisher, save_result
 from sync_bench import start_relay as relay
 
-from hearth import neighbours
 from hearth.crypto import SigningKey
-from hearth.identity import create_identity
-from hearth.node import open_node
+from hearth.neighbourhood import participation
+from hearth.net.sync_client import stay_connected, sync_relays
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
 from hearth.protocol.bundle import EpochKeys
 from hearth.protocol.frames import Publish, decode_frame, encode_frame
-from hearth.sync_client import stay_connected, sync_relays
 
 
 def relay_id(data: Path) -> str:
@@ -84,10 +84,10 @@ async def offer_two_hops(root: Path, offers: int) -> dict[str, object]:
             ledger.add_resource("Compost", quantity=Decimal(10_000), shareable=True)
         with cy.change() as ledger:
             ledger.add_relay(c_url)
-        hood = neighbours.create(ada, ada_group, "Eastside")
+        hood = participation.create(ada, ada_group, "Eastside")
         key = SigningKey.generate()
-        neighbours.admit(ada, hood, key.public, "Riverside")
-        neighbours.join(cy, cy_group, neighbours.encode_token(hood), key)
+        participation.admit(ada, hood, key.public, "Riverside")
+        participation.join(cy, cy_group, participation.encode_token(hood), key)
         await sync_relays(ada, [a_url], [ada_group], timeout=20)
         await sync_relays(cy, [c_url], [cy_group], timeout=20)
         listening = asyncio.create_task(stay_connected(cy, c_url, [cy_group]))
@@ -95,11 +95,11 @@ async def offer_two_hops(root: Path, offers: int) -> dict[str, object]:
         samples, ada_syncs = [], []
         for _ in range(offers):
             started = time.perf_counter()
-            offer = neighbours.add_offer(ada, ada_group, "Compost", Decimal(1))
+            offer = participation.add_offer(ada, ada_group, "Compost", Decimal(1))
             await sync_relays(ada, [a_url], [ada_group], timeout=20)
             ada_syncs.append(time.perf_counter() - started)
             deadline = started + 30
-            while offer.id not in neighbours.state(cy, hood).offers:
+            while offer.id not in participation.state(cy, hood).offers:
                 if time.perf_counter() > deadline:
                     raise RuntimeError("an offer did not arrive within 30 s")
                 await asyncio.sleep(0.002)

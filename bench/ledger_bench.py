@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sync_bench import save_result
 
-from hearth.identity import create_identity
 from hearth.ledger import Ledger, LedgerDoc
-from hearth.node import open_node
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
 from hearth.testing import FakeClock, seeded_ids
 
 

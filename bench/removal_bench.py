@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sync_bench import save_result, start_relay
 
-from hearth import members
-from hearth.identity import create_identity
-from hearth.intake import Verdict, take_in
+from hearth.group import member_changes
 from hearth.ledger import Kind
-from hearth.node import open_node
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
+from hearth.validity.intake import Verdict, take_in
 
 HEARTH = str(Path(sys.executable).parent / "hearth")
 
@@ -67,7 +67,7 @@ def rebuild(root: Path, changes: int) -> dict[str, object]:
     for bundle in ada.feeds.all(gid):
         take_in(dan, bundle.envelope, source="bench")
         take_in(obs, bundle.envelope, source="bench")
-    members.remove_member(ada, gid, "Dan")
+    member_changes.remove_member(ada, gid, "Dan")
     with dan.change() as ledger:  # Dan has not heard: past his cutoff
         ledger.add_resource("Late ladder", kind=Kind.TOOL)
     for bundle in dan.feeds.all(gid):

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sync_bench import percentile, save_result, start_relay
 
-from hearth.compaction import compact_in_background
-from hearth.identity import create_identity
-from hearth.node import Node, open_node
-from hearth.sync_client import sync_relay
+from hearth.net.compaction import compact_in_background
+from hearth.net.sync_client import sync_relay
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
 
 TICK_S = 0.005
 

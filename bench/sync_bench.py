@@ -32,12 +32,12 @@ from pathlib import Path
 import aiohttp
 
 from hearth.crypto import SigningKey, aead_open, aead_seal
-from hearth.identity import create_identity
 from hearth.ledger import LedgerDoc
-from hearth.node import open_node
+from hearth.net.sync_client import sync_relay
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
 from hearth.protocol.bundle import EpochKeys, Inner, encode_changes, registration_proof, seal_bundle
 from hearth.protocol.frames import Hello, Publish, Register, Subscribe, decode_frame, encode_frame
-from hearth.sync_client import sync_relay
 
 RESULTS = Path(__file__).parent / "results"
 # A bare aiohttp WebSocket server that checks and stores nothing: every binary message goes

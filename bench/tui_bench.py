@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sync_bench import save_result
 
-from hearth.identity import create_identity
-from hearth.intake import take_in
-from hearth.node import open_node
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
+from hearth.validity.intake import take_in
 from tui.app import HearthApp
 
 

@@ -1,7 +1,7 @@
 """Hearth: a shared ledger of resources and commitments for small groups.
 
 Kept light on purpose: importing ``hearth`` loads nothing heavy. Start reading at
-``hearth.node.open_node`` (how a node is put together) and ``hearth.ledger.automerge_doc``
+``hearth.node.node.open_node`` (how a node is put together) and ``hearth.ledger.automerge_doc``
 (the one module that talks to Automerge).
 """
 

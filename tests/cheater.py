@@ -39,17 +39,15 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hearth import members, membership
 from hearth.crypto import SigningKey
 from hearth.errors import HearthError
-from hearth.feeds import StoredBundle
-from hearth.intake import take_in, take_snapshot
-from hearth.invite import Token
-from hearth.ledger import Kind, Ledger, LedgerDoc
+from hearth.group import member_changes
+from hearth.ledger import Kind, Ledger, LedgerDoc, membership_rules
 from hearth.ledger.automerge_doc import change_hash
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import Role
-from hearth.node import STORE_FILE, Node, open_node
+from hearth.node.feeds import StoredBundle
+from hearth.node.node import STORE_FILE, Node, open_node
 from hearth.protocol.bundle import (
     Envelope,
     EpochKeys,
@@ -60,8 +58,10 @@ from hearth.protocol.bundle import (
     parse_envelope,
     seal_bundle,
 )
-from hearth.retraction import opened
+from hearth.protocol.invite_token import Token
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
+from hearth.validity.intake import take_in, take_snapshot
+from hearth.validity.retraction import opened
 from tests.test_membership import new_node
 
 __all__ = ["EQUIVOCATES", "SNAPSHOT_FORGERIES", "Cheater"]
@@ -113,14 +113,14 @@ class Cheater:
     def _in(self, node: Node | None = None) -> bool:
         """Whether its node (or ``node``) lists it as in the group."""
         view = (node or self.node).view(self.gid)
-        return membership.cutoff_of(view.tables["members"], self.key) is None
+        return membership_rules.cutoff_of(view.tables["members"], self.key) is None
 
     def _admin(self, node: Node) -> bool:
         """Whether ``node`` (its own or an old copy) lists it as an admin still in."""
         table = node.view(self.gid).tables["members"]
-        return self._in(node) and membership.effective_role(table, node.identity.member_id) == (
-            "admin"
-        )
+        return self._in(node) and membership_rules.effective_role(
+            table, node.identity.member_id
+        ) == ("admin")
 
     # --- what it picks up --------------------------------------------------------------
 
@@ -191,9 +191,9 @@ class Cheater:
             other = self.rng.choice(others)
             kind = self.rng.choice(["remove", "promote", "demote"])
             if kind == "remove":
-                members.remove_member(old, self.gid, other.id)
+                member_changes.remove_member(old, self.gid, other.id)
             else:
-                change = members.promote if kind == "promote" else members.demote
+                change = member_changes.promote if kind == "promote" else member_changes.demote
                 change(old, self.gid, other.id)
             self.tried["back-dated"] += 1
             self.backdated.update(old.ledger(self.gid).doc.heads())
@@ -340,7 +340,9 @@ class Cheater:
         doc = LedgerDoc.load(node.ledger(gid).doc.save(), node.group(gid).actor)
         author = node.feeds.device
         cards = [
-            c for c in membership.cards(view.tables["members"]) if c.key != self.key and c.actors
+            c
+            for c in membership_rules.cards(view.tables["members"])
+            if c.key != self.key and c.actors
         ]
         kind = self.rng.choice(["other actor", "made-up device"])
         if kind == "other actor" and cards:
@@ -492,7 +494,7 @@ class Cheater:
         seq = self._last().seq
         for target in targets:
             if (
-                membership.cutoff_of(target.view(gid).tables["members"], self.key) is None
+                membership_rules.cutoff_of(target.view(gid).tables["members"], self.key) is None
                 and target.feeds.head(gid, self.key)[0] == seq - 1
                 and all(target.ledger(gid).doc.knows(d) for d in deps)
             ):
@@ -528,7 +530,7 @@ class Cheater:
         still in the group; their agreement with each other is the simulation's check)."""
         gid = self.gid
         table = honest[0].view(gid).tables["members"]
-        out = membership.cutoff_of(table, self.key) is not None
+        out = membership_rules.cutoff_of(table, self.key) is not None
         unseen = self.forged_names | (self.written_out if out else set())
         for node in honest:
             who = node.identity.name
@@ -536,7 +538,7 @@ class Cheater:
             assert not any(doc.knows(h) for h in self.forged), f"{who} counts a forged change"
             seen = {r.name for r in node.view(gid).resources()} & unseen
             assert not seen, f"{who} counts what the cheater wrote as no one may: {seen}"
-            cards = membership.cards(node.view(gid).tables["members"])
+            cards = membership_rules.cards(node.view(gid).tables["members"])
             assert not {c.key for c in cards} & self.strangers, f"{who} lists a cheater's device"
             for promise in self.self_answered & set(node.view(gid).tables["commitments"]):
                 answered = [

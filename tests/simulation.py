@@ -17,13 +17,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from hearth.errors import HearthError
-from hearth.identity import create_identity
-from hearth.intake import take_in
-from hearth.node import Node, open_node
+from hearth.net.sync_client import RelayReport, plan_for, record, snapshot_due, written_here
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.sync import Output, Paused, RelaySession, Send, Settled
-from hearth.sync_client import RelayReport, plan_for, record, snapshot_due, written_here
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
+from hearth.validity.intake import take_in
 from relay.config import RelayConfig
 from relay.core import CatchUp, CloseClient, RelayCore, ToClient
 from relay.sqlite_store import SqliteStore

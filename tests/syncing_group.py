@@ -1,4 +1,4 @@
-"""A small group of real Hearth nodes (in-process :class:`~hearth.node.Node`\\s with the
+"""A small group of real Hearth nodes (in-process :class:`~hearth.node.node.Node`\\s with the
 real sync client over real WebSockets) for tests that attack a relay: while the attack goes
 on, the members write and sync through that relay, and their ledgers must agree.
 
@@ -13,9 +13,9 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hearth.identity import create_identity
-from hearth.node import Node, open_node
-from hearth.sync_client import RelayReport, sync_relay
+from hearth.net.sync_client import RelayReport, sync_relay
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
 
 __all__ = ["SyncingGroup"]
 

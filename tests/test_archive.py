@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from hearth import node as node_module
-from hearth.identity import create_identity
 from hearth.ledger import CommitmentStatus, Kind, Ledger, LedgerDoc, Role, find_conflicts, history
 from hearth.ledger.archive import ARCHIVE_AFTER_MS, archivable, period_of
 from hearth.ledger.view import LedgerView
-from hearth.node import open_node
+from hearth.node import node as node_module
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
 from hearth.testing import FakeClock, MemoryArchives, seeded_ids
 
 ADA, BEN, CLEO = "a" * 32, "b" * 32, "c" * 32

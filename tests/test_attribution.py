@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from hearth import node as node_module
-from hearth.intake import Verdict, take_in, take_snapshot
 from hearth.ledger import CommitmentStatus, Kind, Ledger, history
 from hearth.ledger.archive import ARCHIVE_AFTER_MS
 from hearth.ledger.attribution import own_part
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node
+from hearth.node import node as node_module
+from hearth.node.node import Node
 from hearth.protocol.bundle import encode_snapshot
 from hearth.testing import FakeClock
+from hearth.validity.intake import Verdict, take_in, take_snapshot
 from tests.test_membership import deliver, exchange, make_group, new_node
 
 DAY = 86_400_000

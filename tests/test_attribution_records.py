@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 from automerge.core import ROOT, ObjType, ScalarType
 
-from hearth.intake import Verdict, take_in, take_snapshot
 from hearth.ledger import CommitmentStatus, Kind, Ledger, history
 from hearth.ledger.archive import period_of
 from hearth.ledger.automerge_doc import change_body, change_hash
 from hearth.ledger.change_ops import operations
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node
+from hearth.node.node import Node
 from hearth.protocol.bundle import encode_snapshot
 from hearth.testing import FakeClock
+from hearth.validity.intake import Verdict, take_in, take_snapshot
 from tests.test_membership import deliver, make_group, new_node
 
 

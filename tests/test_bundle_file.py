@@ -1,4 +1,4 @@
-"""Bundle files read as a stream (hearth/bundle_file.py), and what junk in one costs
+"""Bundle files read as a stream (hearth/protocol/bundle_file.py), and what junk in one costs
 (issue 23, item 7): a count per source, not a row and a durable write per entry."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hearth import bundle_file
 from hearth.errors import ProtocolError
-from hearth.protocol import codec
+from hearth.protocol import bundle_file, codec
 from hearth.protocol.bundle import MAX_BUNDLE
 from tests.conftest import Cli
 

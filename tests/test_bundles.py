@@ -15,16 +15,16 @@ import pytest
 
 from hearth.crypto import SigningKey
 from hearth.errors import NotAuthorized, UsageError
-from hearth.feeds import REFUSED
-from hearth.identity import create_identity
-from hearth.intake import Verdict, take_in
-from hearth.invite import decode_token, encode_token
 from hearth.ledger import Kind
-from hearth.node import Node, open_node
+from hearth.node.feeds import REFUSED
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
 from hearth.protocol import codec
 from hearth.protocol.bundle import PAD_BUCKETS, EpochKeys, Inner, parse_envelope, seal_bundle
-from hearth.retraction import removal_notices
+from hearth.protocol.invite_token import decode_token, encode_token
 from hearth.testing import FakeClock
+from hearth.validity.intake import Verdict, take_in
+from hearth.validity.retraction import removal_notices
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def names(node: Node) -> set[str]:
 
 
 def test_token_round_trip_and_damage() -> None:
-    from hearth.invite import Token
+    from hearth.protocol.invite_token import Token
 
     token = Token(
         group_id="ab" * 32,
@@ -182,7 +182,7 @@ def test_a_member_sealing_anothers_bundle_again_does_not_make_its_author_sign_tw
     assert {"Wheelbarrow", "Rake"} <= names(ben)
     # A copy kept as a proof by a Hearth from before they were refused is passed over.
     from hearth.protocol.bundle import open_envelope
-    from hearth.retraction import second_bundles
+    from hearth.validity.retraction import second_bundles
 
     inner = open_envelope(good, ben.feeds.current_keys(group))
     ben.feeds.keep_equivocation(group, parse_envelope(copy), inner)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hearth.node import open_node
+from hearth.node.node import open_node
 from tests.conftest import Cli
 from tests.test_sync_processes import Relay, start_relay
 from tests.wire_proxy import WireProxy, wire_proxy

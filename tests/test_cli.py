@@ -198,7 +198,7 @@ def test_needs_and_commitments(group: Cli, tmp_path: Path) -> None:
 
 
 def test_commitment_lifecycle_on_the_command_line(tmp_path: Path) -> None:
-    from hearth.demo import build_demo
+    from hearth.cli.demo import build_demo
 
     demo = build_demo(tmp_path)
     demo.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hearth.node import open_node
+from hearth.node.node import open_node
 from tests.conftest import Cli, hearth_command
 
 KILLS = 100

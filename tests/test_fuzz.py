@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from hearth.crypto import SigningKey
 from hearth.errors import FrameTooBig, HearthError, ProtocolError
-from hearth.invite import decode_claim
 from hearth.protocol import bundle, codec, frames
 from hearth.protocol.bundle import (
     EpochKeys,
@@ -25,6 +24,7 @@ from hearth.protocol.bundle import (
 )
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.frames import Ack, Deliver, Publish, decode_frame, encode_frame
+from hearth.protocol.invite_token import decode_claim
 
 EXAMPLES = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = EpochKeys(group_id=os.urandom(32), epoch_id=os.urandom(32), secret=os.urandom(32))

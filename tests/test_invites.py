@@ -232,9 +232,9 @@ def test_a_token_used_before_the_inviter_syncs_still_knows_where_to_sync(
 
 def test_a_token_copied_out_of_a_terminal_still_joins(tmp_path: Path) -> None:
     from hearth.errors import UsageError
-    from hearth.identity import create_identity
-    from hearth.invite import decode_token, encode_token
-    from hearth.node import open_node
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.protocol.invite_token import decode_token, encode_token
 
     for name in ("ada", "ben"):
         create_identity(tmp_path / name, name=name.title())

@@ -18,7 +18,7 @@ from hearth.ledger import (
     history,
 )
 from hearth.ledger.model import COMMITMENT_TRANSITIONS
-from hearth.present import commitment_amount, commitment_rows
+from hearth.ledger.present import commitment_amount, commitment_rows
 from hearth.testing import FakeClock, seeded_ids
 
 ADA, BEN, CLEO = "a" * 32, "b" * 32, "c" * 32
@@ -144,7 +144,7 @@ def test_double_lend_while_apart_is_a_conflict_until_returned() -> None:
     assert [c.kind for c in conflicts] == ["double-lend"]
     assert conflicts == find_conflicts(b.view)
     assert set(a.view.resource(r.id).lent_to) == {BEN, CLEO}
-    from hearth.present import describe_resource, resource_rows
+    from hearth.ledger.present import describe_resource, resource_rows
 
     shown = describe_resource(a.view, a.view.resource(r.id))
     holder = resource_rows(a.view, [a.view.resource(r.id)])[0][4]
@@ -158,7 +158,7 @@ def test_double_lend_while_apart_is_a_conflict_until_returned() -> None:
 
 def test_one_field_edited_while_apart_is_a_clash_until_set_again() -> None:
     from hearth.ledger.history import history
-    from hearth.present import describe_resource
+    from hearth.ledger.present import describe_resource
 
     a = make_ledger()
     r = a.add_resource("Gazebo", kind=Kind.SPACE)

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from hearth import members, membership
-from hearth.alerts import admin_alerts
 from hearth.errors import NotAuthorized, UsageError
-from hearth.identity import create_identity
-from hearth.intake import Verdict, take_in
-from hearth.joins import claim_standing
-from hearth.ledger import Kind, Ledger, LedgerDoc
+from hearth.group import member_changes
+from hearth.group.rotation import departed_devices, keep_keys, rotate, rotation_due
+from hearth.ledger import Kind, Ledger, LedgerDoc, membership_rules
 from hearth.ledger.model import Role
-from hearth.node import Node, open_node
-from hearth.retraction import removal_notices
-from hearth.rotation import departed_devices, keep_keys, rotate, rotation_due
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
+from hearth.validity.alerts import admin_alerts
+from hearth.validity.intake import Verdict, take_in
+from hearth.validity.joins import claim_standing
+from hearth.validity.retraction import removal_notices
 from tests.conftest import Cli
 
 
@@ -104,7 +104,7 @@ def group(tmp_path: Path) -> Iterator[list[Node]]:
 def test_removal_gives_everyone_else_a_key_the_removed_member_lacks(group: list[Node]) -> None:
     ada, ben, cat, dan = group
     gid = ada.current_group().id
-    members.remove_member(ada, gid, "Dan")
+    member_changes.remove_member(ada, gid, "Dan")
     exchange(group)
     assert [m.name for m in ben.view().members()] == ["Ada", "Ben", "Cat"]
     assert can_read_new(ben, ada)
@@ -131,7 +131,7 @@ def test_a_removed_members_later_writes_count_nowhere(group: list[Node]) -> None
     with dan.change() as ledger:  # before the removal: counts
         ledger.add_resource("Early ladder", kind=Kind.TOOL)
     deliver(dan, ada, gid)
-    members.remove_member(ada, gid, "Dan")
+    member_changes.remove_member(ada, gid, "Dan")
     with dan.change() as ledger:  # Dan has not heard yet: past his cutoff
         ledger.add_resource("Late ladder", kind=Kind.TOOL)
     deliver(ada, ben, gid)  # Ben has the removal first ...
@@ -164,9 +164,9 @@ def test_only_admins_change_membership_on_any_node(group: list[Node]) -> None:
     ada, ben, _cat, _ = group
     gid = ada.current_group().id
     with pytest.raises(NotAuthorized, match="admins"):
-        members.remove_member(ben, gid, "Cat")
+        member_changes.remove_member(ben, gid, "Cat")
     with pytest.raises(NotAuthorized):
-        members.promote(ben, gid, "Ben")
+        member_changes.promote(ben, gid, "Ben")
     # Ben edits his own node's ledger directly: every other node refuses the bundle.
     with ben.change() as ledger:
         ledger.set_role(ben.identity.member_id, Role.ADMIN)
@@ -184,14 +184,14 @@ def test_admins_are_ranked_by_when_they_were_made_and_nobody_can_jump_the_queue(
     checked by every node — an admin cannot promote someone ahead of the admins before."""
     ada, ben, cat, dan = group
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(group)
-    members.promote(ben, gid, "Cat")
+    member_changes.promote(ben, gid, "Cat")
     exchange(group)
     table = dan.view().tables["members"]
     order = sorted(
         (n.identity.member_id for n in (ada, ben, cat)),
-        key=lambda m: membership.seniority(table, m),
+        key=lambda m: membership_rules.seniority(table, m),
     )
     assert order == [n.identity.member_id for n in (ada, ben, cat)]
     # Cat, now an admin, writes Dan in as an admin ranked with the founder.
@@ -258,7 +258,7 @@ def test_a_removed_members_token_lets_nobody_in(group: list[Node]) -> None:
     with eve.change(gid) as ledger:
         ledger.add_resource("Eve's box", kind=Kind.OTHER)
     exchange([ada, ben, cat, dan, eve])
-    members.remove_member(ada, gid, "Eve")
+    member_changes.remove_member(ada, gid, "Eve")
     exchange([ada, ben, cat, dan, eve])
     mal = new_node(dan.home.parent, "Mal", ada.clock)
     mal.join_with_token(token)  # the same token, used again after Eve's removal
@@ -335,18 +335,18 @@ def test_roles_and_leaving(group: list[Node]) -> None:
     ada, ben, _cat, dan = group
     gid = ada.current_group().id
     with pytest.raises(UsageError, match="only admin"):
-        members.leave(ada, gid)
+        member_changes.leave(ada, gid)
     with pytest.raises(UsageError, match="only admin"):
-        members.demote(ada, gid, "Ada")
-    members.promote(ada, gid, "Ben")
+        member_changes.demote(ada, gid, "Ada")
+    member_changes.promote(ada, gid, "Ben")
     exchange(group)
     assert ben.view().member(ben.identity.member_id).role is Role.ADMIN
-    members.remove_member(ben, gid, "Cat")  # Ben may now do what admins do
+    member_changes.remove_member(ben, gid, "Cat")  # Ben may now do what admins do
     exchange(group)
     assert "Cat" not in [m.name for m in ada.view().members()]
-    members.demote(ada, gid, "Ben")
+    member_changes.demote(ada, gid, "Ben")
     exchange(group)
-    members.leave(dan, gid)
+    member_changes.leave(dan, gid)
     exchange(group)
     assert [m.status for m in ada.view().members(include_gone=True) if m.name == "Dan"] == ["left"]
     # Ada's node sees the group key is still shared with Dan's device and replaces it.
@@ -367,13 +367,13 @@ def test_a_member_cannot_back_date_their_joining_to_act_as_admin(group: list[Nod
     joined, and Dan came first)."""
     ada, ben, cat, dan = group
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(group)
     with dan.change(gid) as ledger, ledger._edit() as writer:
         writer.put("members", dan.identity.member_id, {"joined_at": 0})
     exchange(group)
-    members.leave(ada, gid)
-    members.leave(ben, gid)
+    member_changes.leave(ada, gid)
+    member_changes.leave(ben, gid)
     exchange(group)
     for node in (ada, ben, cat):
         roles = {m.name: m.role for m in node.view(gid).members()}
@@ -390,27 +390,27 @@ def test_a_lost_device_is_removed_and_the_key_changes(tmp_path: Path, group: lis
     cards = {c.device_id: c for c in _cards(ada)}
     bens = [d for d, c in cards.items() if c.member_id == ben.identity.member_id]
     with pytest.raises(UsageError, match="using"):
-        members.remove_device(ben, gid, bens[0])
-    members.remove_device(ada, gid, bens[0])
+        member_changes.remove_device(ben, gid, bens[0])
+    member_changes.remove_device(ada, gid, bens[0])
     exchange(group)
     assert ben.identity.device_key.public in departed_devices(ada.view())
     assert not can_read_new(ben, ada)
 
 
 def _cards(node: Node) -> list[object]:
-    from hearth import membership
+    from hearth.ledger import membership_rules
 
-    return list(membership.cards(node.view().tables["members"]))
+    return list(membership_rules.cards(node.view().tables["members"]))
 
 
 def test_rival_removals_settle_on_one_key_without_either(tmp_path: Path) -> None:
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Eve"])
     ada, ben, cat, dan, eve = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
-    members.remove_member(ada, gid, "Cat")  # at the same time, neither knowing
-    members.remove_member(ben, gid, "Dan")
+    member_changes.remove_member(ada, gid, "Cat")  # at the same time, neither knowing
+    member_changes.remove_member(ben, gid, "Dan")
     exchange(nodes)
     for admin in (ada, ben):  # what `hearth sync` / `serve` does on an admin's node
         if rotation_due(admin, gid):
@@ -435,13 +435,13 @@ def test_the_outcome_does_not_depend_on_arrival_order(tmp_path: Path) -> None:
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Obs"])
     ada, ben, cat, dan, obs = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
     with dan.change() as ledger:
         ledger.add_resource("Dan's early saw", kind=Kind.TOOL)
     deliver(dan, ada, gid)
-    members.remove_member(ada, gid, "Dan")  # neither admin knows what the other does
-    members.remove_member(ben, gid, "Cat")
+    member_changes.remove_member(ada, gid, "Dan")  # neither admin knows what the other does
+    member_changes.remove_member(ben, gid, "Cat")
     with dan.change() as ledger:
         ledger.add_resource("Dan's late saw", kind=Kind.TOOL)
     with cat.change() as ledger:
@@ -519,10 +519,10 @@ def test_a_promotion_by_an_admin_demoted_meanwhile_counts_everywhere(tmp_path: P
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Obs"])
     ada, ben, cat, obs = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
-    members.demote(ben, gid, "Ada")
-    members.promote(ada, gid, "Cat")
+    member_changes.demote(ben, gid, "Ada")
+    member_changes.promote(ada, gid, "Cat")
     outcomes = observed_in_orders(tmp_path, [ada, ben, cat], obs, gid)
     assert len(outcomes) == 1
     people = outcomes.pop()[0]
@@ -585,7 +585,7 @@ def test_admins_are_alerted_to_a_device_caught_signing_twice(group: list[Node]) 
     assert "1 change by a device of Dan that signed two versions of one change" in log
     assert "removed device" not in log
     with open_node(ada.home, clock=FakeClock()) as again:
-        members.remove_device(again, gid, alert.device)
+        member_changes.remove_device(again, gid, alert.device)
         assert admin_alerts(again, gid) == []
 
 
@@ -632,7 +632,7 @@ def test_a_fresh_actor_listed_on_a_change_that_does_not_count_stops_nothing(
     stopped there for good: membership simulation, seed 7 with a cheating member)."""
     ada, ben, cat, dan = group
     gid = ada.current_group().id
-    members.remove_member(ada, gid, "Dan")
+    member_changes.remove_member(ada, gid, "Dan")
     with dan.change() as ledger:  # Dan has not heard yet: past his cutoff
         ledger.add_resource("Late ladder", kind=Kind.TOOL)
     deliver(dan, cat, gid)  # Cat counts it for now ...
@@ -664,12 +664,12 @@ def test_admins_who_remove_each_other_settle_by_seniority_in_any_order(tmp_path:
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Obs"])
     ada, ben, cat, obs = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
     with ada.change() as ledger:  # Ada goes on, not knowing of Ben's removal of her
         ledger.add_resource("Ada's spade", kind=Kind.TOOL)
-    members.remove_member(ben, gid, "Ada")  # each also starts a new key without the other
-    members.remove_member(ada, gid, "Ben")
+    member_changes.remove_member(ben, gid, "Ada")  # each also starts a new key without the other
+    member_changes.remove_member(ada, gid, "Ben")
     with ada.change() as ledger:
         ledger.add_resource("Ada's rake", kind=Kind.TOOL)
     with ben.change() as ledger:
@@ -701,15 +701,15 @@ def test_a_removed_admin_cannot_remove_a_senior_from_an_old_copy(tmp_path: Path)
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat"])
     ada, _, cat = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
     shutil.copytree(tmp_path / "Ben", tmp_path / "Ben-copy")
-    members.remove_member(ada, gid, "Ben")
+    member_changes.remove_member(ada, gid, "Ben")
     exchange(nodes)
     with ada.change() as ledger:
         ledger.add_resource("Ada's wheelbarrow", kind=Kind.TOOL)
     old_ben = open_node(tmp_path / "Ben-copy", clock=FakeClock())
-    members.remove_member(old_ben, gid, "Ada")
+    member_changes.remove_member(old_ben, gid, "Ada")
     for target in (ada, cat):
         deliver(old_ben, target, gid)
         deliver(ada, target, gid)
@@ -733,10 +733,10 @@ def test_a_removal_by_an_admin_removed_before_it_is_undone_everywhere(tmp_path: 
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Obs"])
     ada, ben, cat, dan, obs = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Cat")
+    member_changes.promote(ada, gid, "Cat")
     exchange(nodes)
-    members.remove_member(ada, gid, "Dan")
-    members.remove_member(cat, gid, "Ada")
+    member_changes.remove_member(ada, gid, "Dan")
+    member_changes.remove_member(cat, gid, "Ada")
     with dan.change() as ledger:
         ledger.add_resource("Dan's wheelbarrow", kind=Kind.TOOL)
     outcomes = observed_in_orders(tmp_path, [ada, ben, cat, dan], obs, gid)
@@ -754,7 +754,7 @@ def test_what_builds_on_a_late_write_does_not_wait_for_it_forever(group: list[No
     complete (so the rest of his bundle counts) rather than wait for it forever."""
     ada, ben, cat, dan = group
     gid = ada.current_group().id
-    members.remove_member(ada, gid, "Dan")
+    member_changes.remove_member(ada, gid, "Dan")
     with dan.change() as ledger:
         ledger.add_resource("Dan's late saw", kind=Kind.TOOL)
     deliver(dan, ben, gid)
@@ -778,7 +778,7 @@ def test_a_member_who_joins_while_the_key_changes_gets_the_new_one(tmp_path: Pat
     gid = ada.current_group().id
     assert not rotation_due(ada, gid)  # members who joined the usual way hold the key
     token = ada.create_invite()  # Eve is invited, then Cat removed before Eve's claim is
-    members.remove_member(ada, gid, "Cat")  # read: the new key is sealed to Ada and Ben
+    member_changes.remove_member(ada, gid, "Cat")  # read: the new key is sealed to Ada and Ben
     create_identity(tmp_path / "Eve", name="Eve")
     eve = open_node(tmp_path / "Eve", clock=ada.clock)
     eve.join_with_token(token)
@@ -815,9 +815,9 @@ def test_a_member_let_in_by_a_removed_admins_late_invite_is_out_everywhere(
         nodes = make_group(tmp_path / str(seed), ["Ada", "Ben", "Cat", "Obs"], seed=seed)
         ada, ben, cat, obs = nodes
         gid = ada.current_group().id
-        members.promote(ada, gid, "Ben")
+        member_changes.promote(ada, gid, "Ben")
         exchange(nodes)
-        members.remove_member(ben, gid, "Ada")
+        member_changes.remove_member(ben, gid, "Ada")
         token = ada.create_invite()
         eve = new_node(tmp_path / str(seed), "Eve", ada.clock, seed=seed)
         eve.join_with_token(token)
@@ -847,12 +847,12 @@ def test_a_member_left_out_by_a_removal_that_did_not_count_is_handed_the_key(
     twice, so the removal does not count — but the key it made left Ben out, and Ben, now
     the only admin, cannot rotate with it. Cat built on Ada's late change sealed under it:
     unless Cat's node hands the key on, Ben waits forever for what only it opens."""
-    from hearth.rotation import keep_keys
+    from hearth.group.rotation import keep_keys
 
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat"], seed=1)
     ada, ben, cat = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
     with ada.change() as ledger:
         ledger.add_resource("One", kind=Kind.TOOL)
@@ -864,7 +864,7 @@ def test_a_member_left_out_by_a_removal_that_did_not_count_is_handed_the_key(
         ada.feeds.seal_local(
             gid, [("live", c, []) for c in ada.ledger(gid).doc.changes_since([])[-1:]]
         )
-    members.remove_member(ada, gid, "Ben")
+    member_changes.remove_member(ada, gid, "Ben")
     with ada.change() as ledger:
         ledger.add_resource("Ada's late ladder", kind=Kind.TOOL)
     deliver(ada, cat, gid)
@@ -899,15 +899,15 @@ def test_a_newcomer_is_handed_a_key_that_did_not_count_but_was_written_under(
     only Ada and writes under that key. Ada's key does not count — Cat's jar does. New,
     who joins later, was never given Ada's key: a member who holds it hands it on, or New
     never reads Cat's jar nor anything Cat writes after it."""
-    from hearth.rotation import keep_keys
+    from hearth.group.rotation import keep_keys
 
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan"], seed=2)
     ada, ben, cat, _dan = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
-    members.remove_member(ben, gid, "Ada")
-    members.remove_member(ada, gid, "Dan")
+    member_changes.remove_member(ben, gid, "Ada")
+    member_changes.remove_member(ada, gid, "Dan")
     deliver(ada, cat, gid)
     with cat.change() as ledger:
         ledger.add_resource("Cat's jar", kind=Kind.FOOD)
@@ -947,12 +947,12 @@ def test_a_removal_waiting_to_be_written_again_hands_its_key_to_nobody(
     removal again Dan is out everywhere — also when Ben's node had folded the removal
     into a snapshot before it was taken out, so that taking it out wrote nothing again:
     its next pass does (before, Dan stayed listed for good, without the keys; seed 123)."""
-    from hearth.rotation import keep_keys
+    from hearth.group.rotation import keep_keys
 
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Eve"], seed=3)
     ada, ben, cat, dan, eve = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
     with cat.change() as ledger:
         ledger.add_resource("Cat's first", kind=Kind.TOOL)
@@ -964,7 +964,7 @@ def test_a_removal_waiting_to_be_written_again_hands_its_key_to_nobody(
         cat.feeds.seal_local(
             gid, [("live", c, []) for c in cat.ledger(gid).doc.changes_since([])[-1:]]
         )
-    members.remove_member(ben, gid, "Dan")  # built on Cat's first: a new key without Dan
+    member_changes.remove_member(ben, gid, "Dan")  # built on Cat's first: a new key without Dan
     without_dan = ben.feeds.current_keys(gid).epoch_id
     for witness in (eve, ada):
         deliver(ben, witness, gid)
@@ -1022,11 +1022,11 @@ def test_a_newcomer_judging_its_own_claim_again_writes_after_it_in_order(
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Obs"], seed=5)
     ada, ben, cat, _ = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
-    members.promote(ada, gid, "Cat")
+    member_changes.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Cat")
     exchange(nodes)
-    members.remove_member(ben, gid, "Ada")  # Ada is senior: her removal of Ben stands
-    members.remove_member(ada, gid, "Ben")
+    member_changes.remove_member(ben, gid, "Ada")  # Ada is senior: her removal of Ben stands
+    member_changes.remove_member(ada, gid, "Ben")
     deliver(ben, cat, gid)  # Cat holds Ben's key without Ada, and passes it on to Newt
     newt = new_node(tmp_path, "Newt", ada.clock, seed=5)
     for_device = newt.identity.device_key.public if code else None

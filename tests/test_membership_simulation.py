@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from hearth import members, membership
-from hearth.alerts import admin_alerts
 from hearth.errors import HearthError
-from hearth.ledger import Kind
-from hearth.node import Node, open_node
+from hearth.group import member_changes
+from hearth.group.rotation import departed_devices, keep_keys
+from hearth.ledger import Kind, membership_rules
+from hearth.node.node import Node, open_node
 from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
-from hearth.retraction import is_orphaned
-from hearth.rotation import departed_devices, keep_keys
 from hearth.testing import FakeClock, seeded_bytes, seeded_ids
+from hearth.validity.alerts import admin_alerts
+from hearth.validity.retraction import is_orphaned
 from tests.cheater import Cheater
 from tests.test_membership import deliver, make_group, new_node
 
@@ -61,7 +61,7 @@ def founded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("founded")
     nodes = make_group(root, FOUNDERS, seed=0)
     gid = nodes[0].current_group().id
-    members.promote(nodes[0], gid, "Ben")
+    member_changes.promote(nodes[0], gid, "Ben")
     other = nodes[0].create_group("Elsewhere").id
     for node in nodes[1:]:
         node.join_with_token(nodes[0].create_invite())
@@ -139,10 +139,10 @@ def step(world: World) -> None:
         elif kind in ("remove", "promote") and others and active_admin(node, gid):
             other = rng.choice(others)
             world.trace[-1] += f" {other.name}"
-            change = members.remove_member if kind == "remove" else members.promote
+            change = member_changes.remove_member if kind == "remove" else member_changes.promote
             change(node, gid, other.id)
         elif kind == "leave" and rng.random() < 0.3:
-            members.leave(node, gid)
+            member_changes.leave(node, gid)
         elif kind == "add" and len(world.nodes) < MAX_NODES and active_admin(node, gid):
             add(world, node)
         elif kind == "mutual":
@@ -168,8 +168,8 @@ def remove_each_other(world: World, node: Node) -> None:
         world.trace[-1] += " (no two admins)"
         return
     world.trace[-1] += f" with {rival.identity.name}"
-    members.remove_member(node, world.gid, rival.identity.member_id)
-    members.remove_member(rival, world.gid, node.identity.member_id)
+    member_changes.remove_member(node, world.gid, rival.identity.member_id)
+    member_changes.remove_member(rival, world.gid, node.identity.member_id)
 
 
 def edit(world: World, node: Node) -> None:
@@ -327,7 +327,9 @@ def members_inside(world: World) -> list[Node]:
 
 def active_devices(node: Node, gid: str) -> set[bytes]:
     """The devices a node's view lists as writing for the group."""
-    return {c.key for c in membership.cards(node.view(gid).tables["members"]) if c.cutoff is None}
+    return {
+        c.key for c in membership_rules.cards(node.view(gid).tables["members"]) if c.cutoff is None
+    }
 
 
 def check(world: World) -> None:
@@ -343,7 +345,7 @@ def check(world: World) -> None:
         assert mine == applied, f"HEARTH_SEED={seed}: {node.identity.name} counts other bundles"
     for node in world.honest():  # nothing past a cutoff anywhere, as far as each node knows
         table = node.view(gid).tables["members"]
-        for card in membership.cards(table):
+        for card in membership_rules.cards(table):
             if card.cutoff is None:
                 continue
             late = [
@@ -379,7 +381,7 @@ def lost_writes(world: World, judge: Node) -> tuple[list[str], list[str]]:
     second flip nor once they are folded into a snapshot: counted, not failed)."""
     gid = world.gid
     last: dict[bytes, float] = {}
-    for card in membership.cards(judge.view(gid).tables["members"]):
+    for card in membership_rules.cards(judge.view(gid).tables["members"]):
         last[card.key] = float("inf") if card.cutoff is None else card.cutoff
     for device, seq in judge.feeds.equivocations(gid).items():
         if device in last:  # a device never let in (its invite did not count) wrote nothing

@@ -1,4 +1,4 @@
-"""The neighbourhood's rules (hearth/neighbourhood.py): what records add up to, whatever
+"""The neighbourhood's rules (hearth/neighbourhood/rules.py): what records add up to, whatever
 their order, and which records count at all."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError
 from hearth.ledger.model import Need, NeedStatus
-from hearth.matching import Matcher
-from hearth.neighbourhood import (
+from hearth.neighbourhood.matching import Matcher
+from hearth.neighbourhood.rules import (
     Record,
     Reseal,
     State,
@@ -665,11 +665,11 @@ def test_a_need_is_matched_by_shared_words_with_resources_and_offers() -> None:
 
 
 def test_only_admins_start_join_or_leave_a_neighbourhood(tmp_path: Path) -> None:
-    from hearth import neighbours
     from hearth.errors import NotAuthorized
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import open_node
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.validity.intake import take_in
 
     for name in ("ada", "ben"):
         create_identity(tmp_path / name, name=name.title())
@@ -681,15 +681,15 @@ def test_only_admins_start_join_or_leave_a_neighbourhood(tmp_path: Path) -> None
         for bundle in ada.feeds.all():  # Ben sees Ada as the group's admin
             take_in(ben, bundle.envelope, source="test")
         with pytest.raises(NotAuthorized, match="admins"):
-            neighbours.create(ben, group, "Eastside")
-        hood = neighbours.create(ada, group, "Eastside")
+            participation.create(ben, group, "Eastside")
+        hood = participation.create(ada, group, "Eastside")
         for bundle in ada.feeds.all():
             take_in(ben, bundle.envelope, source="test")
-        assert [m.name for m in neighbours.memberships(ben, group)] == ["Eastside"]  # seen
+        assert [m.name for m in participation.memberships(ben, group)] == ["Eastside"]  # seen
         with pytest.raises(NotAuthorized, match="admins"):
-            neighbours.leave(ben, group)
-        assert neighbours.leave(ada, group).id == hood.id
-        assert neighbours.memberships(ada, group) == []
+            participation.leave(ben, group)
+        assert participation.leave(ada, group).id == hood.id
+        assert participation.memberships(ada, group) == []
 
 
 def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_none(
@@ -697,12 +697,13 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
 ) -> None:
     """Ada and Ben are Elm Street, Cy is Riverside; both groups are in Eastside. Ben leaves:
     Elm Street gets a new key there, and Eastside a new secret that Cy gets and Ben does not."""
-    from hearth import members, neighbours
-    from hearth.doctor import examine
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import Node, open_node
-    from hearth.rotation import keep_keys
+    from hearth.cli.doctor import examine
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import Node, open_node
+    from hearth.validity.intake import take_in
 
     def standing_in_doctor(node: Node) -> tuple[bool, str]:
         [finding] = [f for f in examine(node) if f.check == "Elm Street: neighbourhood Eastside"]
@@ -726,81 +727,81 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
         group = ada.create_group("Elm Street").id
         ben.join_with_token(ada.create_invite())
         carry(ben, ada)
-        hood = neighbours.create(ada, group, "Eastside")
+        hood = participation.create(ada, group, "Eastside")
         riverside = cy.create_group("Riverside").id
         cy_key = SigningKey.generate(cy.random_bytes)
-        neighbours.admit(ada, hood, cy_key.public, "Riverside")
-        neighbours.join(cy, riverside, neighbours.encode_token(hood), cy_key)
+        participation.admit(ada, hood, cy_key.public, "Riverside")
+        participation.join(cy, riverside, participation.encode_token(hood), cy_key)
         carry(cy, ada, group_bundles=False)
         carry(ada, ben)
         carry(ada, cy, group_bundles=False)
         # Dee's group is let in too, but its sealing key reaches Ada only after the change.
         oaks = dee.create_group("Oaks").id
         dee_key = SigningKey.generate(dee.random_bytes)
-        neighbours.admit(ada, hood, dee_key.public, "Oaks")
-        neighbours.join(dee, oaks, neighbours.encode_token(hood), dee_key)
+        participation.admit(ada, hood, dee_key.public, "Oaks")
+        participation.join(dee, oaks, participation.encode_token(hood), dee_key)
         first_key = hood.key.public
-        assert neighbours.memberships(ben, group)[0].key.public == first_key
-        assert set(neighbours.state(ada, hood).sealing) == {first_key, cy_key.public}
+        assert participation.memberships(ben, group)[0].key.public == first_key
+        assert set(participation.state(ada, hood).sealing) == {first_key, cy_key.public}
 
-        members.leave(ben, group)
+        member_changes.leave(ben, group)
         carry(ben, ada)
         assert keep_keys(ada, group)  # Ada's next sync: a new epoch, then a new key
-        [now] = neighbours.memberships(ada, group)
+        [now] = participation.memberships(ada, group)
         assert now.key.public != first_key
-        assert neighbours.state(ada, now).groups == {
+        assert participation.state(ada, now).groups == {
             now.key.public: "Elm Street",
             cy_key.public: "Riverside",
             dee_key.public: "Oaks",
         }
-        assert neighbours.standing(ada, now) == "in"
+        assert participation.standing(ada, now) == "in"
         assert standing_in_doctor(ada) == (True, "")
         assert ben.identity.device_key.public in now.keyed_without
-        assert not neighbours.hand_on_keys(ada, group)  # once is enough
+        assert not participation.hand_on_keys(ada, group)  # once is enough
 
         # The neighbourhood's new secret: Cy's node opens it, Ben's holds only the old one.
-        assert (now.generation, len(neighbours.topics(ada, group))) == (1, 2)
+        assert (now.generation, len(participation.topics(ada, group))) == (1, 2)
         carry(ada, cy, group_bundles=False)
         carry(ada, ben)
-        assert neighbours.reconcile(cy, riverside) == 1
-        [cys] = neighbours.memberships(cy, riverside)
+        assert participation.reconcile(cy, riverside) == 1
+        [cys] = participation.memberships(cy, riverside)
         assert cys.secrets == now.secrets
-        assert neighbours.reconcile(ben, group) == 0
-        assert neighbours.memberships(ben, group)[0].secrets == now.secrets[:1]
-        assert now.keys.topic not in neighbours.topics(ben, group)
+        assert participation.reconcile(ben, group) == 0
+        assert participation.memberships(ben, group)[0].secrets == now.secrets[:1]
+        assert now.keys.topic not in participation.topics(ben, group)
 
         # Left out for want of a sealing key, Dee's group gets the secret once Ada's node
         # has its key: at her next sync.
         carry(dee, ada, group_bundles=False)
-        assert neighbours.hand_on_keys(ada, group)
-        assert not neighbours.hand_on_keys(ada, group)
+        assert participation.hand_on_keys(ada, group)
+        assert not participation.hand_on_keys(ada, group)
         carry(ada, dee, group_bundles=False)
-        assert neighbours.reconcile(dee, oaks) == 1
-        assert neighbours.memberships(dee, oaks)[0].secrets == now.secrets
+        assert participation.reconcile(dee, oaks) == 1
+        assert participation.memberships(dee, oaks)[0].secrets == now.secrets
 
         # Riverside makes a new secret before hearing of Elm Street's new key, and seals it
         # to the old one — whose sealing key Ben's node still has. Ada's node takes it, sees
         # it exposed, and makes another that only the groups' keys now are given.
         [old_kem] = hood.sealing[first_key]
-        [cys] = neighbours.memberships(cy, riverside)
-        stale = neighbours._reseal_record(cy, 2, b"s" * 32, {first_key: old_kem.public})
-        neighbours._append(cy, cys, stale)
+        [cys] = participation.memberships(cy, riverside)
+        stale = participation._reseal_record(cy, 2, b"s" * 32, {first_key: old_kem.public})
+        participation._append(cy, cys, stale)
         carry(cy, ada, group_bundles=False)
-        assert neighbours.reconcile(ada, group) == 1
-        assert neighbours.memberships(ada, group)[0].secret == b"s" * 32
-        assert neighbours.hand_on_keys(ada, group)
-        assert not neighbours.hand_on_keys(ada, group)
-        [now] = neighbours.memberships(ada, group)
+        assert participation.reconcile(ada, group) == 1
+        assert participation.memberships(ada, group)[0].secret == b"s" * 32
+        assert participation.hand_on_keys(ada, group)
+        assert not participation.hand_on_keys(ada, group)
+        [now] = participation.memberships(ada, group)
         assert now.generation == 3
         assert now.secret != b"s" * 32
         carry(ada, cy, group_bundles=False)
-        assert neighbours.reconcile(cy, riverside) == 1
-        assert neighbours.memberships(cy, riverside)[0].secret == now.secret
+        assert participation.reconcile(cy, riverside) == 1
+        assert participation.memberships(cy, riverside)[0].secret == now.secret
 
         # Ben, who still holds the first key, hands it on for himself, ruling Ada out.
-        [bens] = neighbours.memberships(ben, group)
+        [bens] = participation.memberships(ben, group)
         mine = SigningKey.generate(ben.random_bytes)
-        neighbours._append(
+        participation._append(
             ben,
             bens,
             {
@@ -812,18 +813,18 @@ def test_someone_leaving_hands_the_groups_key_on_and_a_rival_handover_leaves_it_
             },
         )
         carry(ben, ada)
-        [now] = neighbours.memberships(ada, group)
-        assert neighbours.standing(ada, now) == "no-key"
+        [now] = participation.memberships(ada, group)
+        assert participation.standing(ada, now) == "no-key"
         ok, advice = standing_in_doctor(ada)
         assert not ok
         assert "join again" in advice
-        assert neighbours.state(ada, now).groups == {}
+        assert participation.state(ada, now).groups == {}
 
 
 def test_a_group_from_before_sealing_keys_gets_one_at_an_admins_next_sync(tmp_path: Path) -> None:
-    from hearth import neighbours
-    from hearth.identity import create_identity
-    from hearth.node import open_node
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
 
     create_identity(tmp_path / "ada", name="Ada")
     with open_node(tmp_path / "ada") as ada:
@@ -834,25 +835,25 @@ def test_a_group_from_before_sealing_keys_gets_one_at_an_admins_next_sync(tmp_pa
         with ada.change(group) as ledger:
             entry = {"name": "Eastside", "secret": "00" * 32, "key": key.secret.hex()}
             ledger.put_meta(f"neighbourhood:{nid}", {**entry, "left": False})
-        [hood] = neighbours.memberships(ada, group)
+        [hood] = participation.memberships(ada, group)
         fields: dict[str, codec.Value] = {"name": "Eastside", "nonce": NONCE}
-        neighbours._append(ada, hood, {"op": "found", "group_name": "Elm Street", **fields})
-        assert (hood.sealing, neighbours.state(ada, hood).sealing) == ({}, {})
-        assert neighbours.hand_on_keys(ada, group)
-        [hood] = neighbours.memberships(ada, group)
+        participation._append(ada, hood, {"op": "found", "group_name": "Elm Street", **fields})
+        assert (hood.sealing, participation.state(ada, hood).sealing) == ({}, {})
+        assert participation.hand_on_keys(ada, group)
+        [hood] = participation.memberships(ada, group)
         [kem] = hood.sealing[key.public]
-        assert neighbours.state(ada, hood).sealing == {key.public: kem.public}
-        assert not neighbours.hand_on_keys(ada, group)
+        assert participation.state(ada, hood).sealing == {key.public: kem.public}
+        assert not participation.hand_on_keys(ada, group)
 
 
 def test_a_neighbourhood_invite_carries_every_secret_and_old_invites_still_read() -> None:
     import base64
 
-    from hearth import neighbours
     from hearth.errors import UsageError
+    from hearth.neighbourhood import participation
 
     secrets = ((0, b"a" * 32), (1, b"b" * 32))
-    hood = neighbours.Membership(
+    hood = participation.Membership(
         id=NID,
         name="Eastside",
         group_id="g",
@@ -863,14 +864,14 @@ def test_a_neighbourhood_invite_carries_every_secret_and_old_invites_still_read(
         left=False,
         keyed_without=frozenset(),
     )
-    assert neighbours.decode_token(neighbours.encode_token(hood)) == (
+    assert participation.decode_token(participation.encode_token(hood)) == (
         NID,
         "Eastside",
         list(secrets),
     )
     old = codec.encode([1, NID, "Eastside", b"a" * 32])
     text = "hearth-neighbourhood-1." + base64.urlsafe_b64encode(old).decode()
-    assert neighbours.decode_token(text) == (NID, "Eastside", [(0, b"a" * 32)])
+    assert participation.decode_token(text) == (NID, "Eastside", [(0, b"a" * 32)])
     bads: list[codec.Value] = [
         [2, NID, "Eastside", []],
         [2, NID, "Eastside", [[1, b"a" * 32]]],  # no secret to start from
@@ -879,7 +880,7 @@ def test_a_neighbourhood_invite_carries_every_secret_and_old_invites_still_read(
     for bad in bads:
         raw = base64.urlsafe_b64encode(codec.encode(bad)).decode()
         with pytest.raises(UsageError, match="not a neighbourhood invite"):
-            neighbours.decode_token("hearth-neighbourhood-1." + raw)
+            participation.decode_token("hearth-neighbourhood-1." + raw)
 
 
 def test_a_member_planting_a_handover_or_signing_twice_is_shown_to_admins_and_loses(
@@ -889,12 +890,13 @@ def test_a_member_planting_a_handover_or_signing_twice_is_shown_to_admins_and_lo
     on to one only he holds, listing everyone as staying; Ada's node alerts her as soon as
     it arrives; once she removes Ben, her node's handover lists him as gone and his never
     stands. Signing two records for one place in his feed is shown to her as well."""
-    from hearth import members, neighbours
-    from hearth.alerts import admin_alerts
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import Node, open_node
-    from hearth.rotation import keep_keys
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import Node, open_node
+    from hearth.validity.alerts import admin_alerts
+    from hearth.validity.intake import take_in
 
     def carry(source: Node, to: Node) -> None:
         for bundle in source.feeds.all():
@@ -908,12 +910,12 @@ def test_a_member_planting_a_handover_or_signing_twice_is_shown_to_admins_and_lo
         group = ada.create_group("Elm Street").id
         ben.join_with_token(ada.create_invite())
         carry(ben, ada)
-        hood = neighbours.create(ada, group, "Eastside")
+        hood = participation.create(ada, group, "Eastside")
         carry(ada, ben)
-        [bens] = neighbours.memberships(ben, group)
+        [bens] = participation.memberships(ben, group)
         mine = SigningKey.generate(ben.random_bytes)
         devices = [ada.identity.device_key.public, ben.identity.device_key.public]
-        neighbours._append(
+        participation._append(
             ben,
             bens,
             {
@@ -928,15 +930,15 @@ def test_a_member_planting_a_handover_or_signing_twice_is_shown_to_admins_and_lo
         assert [(a.kind, a.member) for a in admin_alerts(ada, group)] == [
             ("neighbourhood-handover", "Ben")
         ]
-        assert neighbours.state(ada, hood).keys.current(hood.key.public) == mine.public
+        assert participation.state(ada, hood).keys.current(hood.key.public) == mine.public
 
-        members.remove_member(ada, group, "Ben")
+        member_changes.remove_member(ada, group, "Ben")
         keep_keys(ada, group)  # as her next sync does
-        [now] = neighbours.memberships(ada, group)
-        current = neighbours.state(ada, now)
+        [now] = participation.memberships(ada, group)
+        current = participation.state(ada, now)
         assert current.keys.current(hood.key.public) == now.key.public != mine.public
         assert list(current.groups) == [now.key.public]
-        assert neighbours.standing(ada, now) == "in"
+        assert participation.standing(ada, now) == "in"
         assert admin_alerts(ada, group) == []  # his handover no longer stands, and he is out
 
 
@@ -946,12 +948,13 @@ def test_an_admins_node_answers_a_members_handover_and_its_own_stands(tmp_path: 
     tell a member from an admin) and Ada is alerted; at her node's next pass it hands the
     key on again, keeping everyone the group's membership says is in, and hers stands —
     without her removing anyone (issue 23: a member's handover does not last)."""
-    from hearth import members, neighbours
-    from hearth.alerts import admin_alerts
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import Node, open_node
-    from hearth.rotation import keep_keys
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import Node, open_node
+    from hearth.validity.alerts import admin_alerts
+    from hearth.validity.intake import take_in
 
     def carry(source: Node, to: Node) -> None:
         for bundle in source.feeds.all():
@@ -970,16 +973,16 @@ def test_an_admins_node_answers_a_members_handover_and_its_own_stands(tmp_path: 
         for node in (ben, cat):
             node.join_with_token(ada.create_invite())
             carry(node, ada)
-        neighbours.create(ada, group, "Eastside")
+        participation.create(ada, group, "Eastside")
         carry(ada, cat)
-        members.leave(cat, group)
+        member_changes.leave(cat, group)
         carry(cat, ada)
         keep_keys(ada, group)  # Cat is gone: the key is handed on, ranking Ada
         carry(ada, ben)
-        [bens] = neighbours.memberships(ben, group)
+        [bens] = participation.memberships(ben, group)
         mine = SigningKey.generate(ben.random_bytes)
         devices = [ada.identity.device_key.public, ben.identity.device_key.public]
-        neighbours._append(
+        participation._append(
             ben,
             bens,
             {
@@ -992,30 +995,30 @@ def test_an_admins_node_answers_a_members_handover_and_its_own_stands(tmp_path: 
             },
         )
         carry(ben, ada)
-        [adas] = neighbours.memberships(ada, group)
-        assert neighbours.state(ada, adas).keys.current(adas.key.public) == mine.public
+        [adas] = participation.memberships(ada, group)
+        assert participation.state(ada, adas).keys.current(adas.key.public) == mine.public
         [alert] = admin_alerts(ada, group)
         assert "for now it stands" in alert.what
         keep_keys(ada, group)  # her node's next pass
-        [now] = neighbours.memberships(ada, group)
-        current = neighbours.state(ada, now)
+        [now] = participation.memberships(ada, group)
+        current = participation.state(ada, now)
         assert current.keys.current(adas.key.public) == now.key.public != mine.public
-        assert neighbours.standing(ada, now) == "in"
+        assert participation.standing(ada, now) == "in"
         # Ben is still in, so Ada is still told what he did; it no longer stands.
         [alert] = admin_alerts(ada, group)
         assert (alert.kind, alert.member) == ("neighbourhood-handover", "Ben")
         assert "for now it stands" not in alert.what
         carry(ada, ben)
-        [bens] = neighbours.memberships(ben, group)
+        [bens] = participation.memberships(ben, group)
         assert bens.key.public == now.key.public  # Ben's node speaks with it too
 
 
 def test_an_equivocating_device_is_shown_to_admins(tmp_path: Path) -> None:
-    from hearth import neighbours
-    from hearth.alerts import admin_alerts
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import open_node
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.validity.alerts import admin_alerts
+    from hearth.validity.intake import take_in
 
     for name in ("ada", "ben"):
         create_identity(tmp_path / name, name=name.title())
@@ -1024,21 +1027,21 @@ def test_an_equivocating_device_is_shown_to_admins(tmp_path: Path) -> None:
         ben.join_with_token(ada.create_invite())
         for bundle in ben.feeds.all():
             take_in(ada, bundle.envelope, source="test")
-        hood = neighbours.create(ada, group, "Eastside")
+        hood = participation.create(ada, group, "Eastside")
         for bundle in ada.feeds.all():
             take_in(ben, bundle.envelope, source="test")
-        [bens] = neighbours.memberships(ben, group)
-        neighbours._append(ben, bens, {"op": "leave"})
+        [bens] = participation.memberships(ben, group)
+        participation._append(ben, bens, {"op": "leave"})
         for (envelope,) in ben.store.query("SELECT envelope FROM neighbourhood_records"):
             take_in(ada, bytes(envelope), source="test")
         # A copy of his node from before says something else at the same place.
         ben.store.run(
             "DELETE FROM neighbourhood_records WHERE author = ?", (ben.identity.device_key.public,)
         )
-        neighbours._append(ben, bens, {"op": "seal_key", "kem": b"k" * 32})
+        participation._append(ben, bens, {"op": "seal_key", "kem": b"k" * 32})
         for (envelope,) in ben.store.query("SELECT envelope FROM neighbourhood_records"):
             take_in(ada, bytes(envelope), source="test")
-        current = neighbours.state(ada, hood)
+        current = participation.state(ada, hood)
         assert current.equivocations == {ben.identity.device_key.public: 1}
         assert hood.key.public in current.groups  # his leave does not count
         assert [(a.kind, a.member) for a in admin_alerts(ada, group)] == [
@@ -1052,11 +1055,12 @@ def test_two_admins_handing_on_at_once_both_speak_with_the_key_that_stands(
     """Ada and Ben, both admins, each hand Elm Street's key on when Cat leaves, before
     hearing of the other's handover: once their nodes meet, both speak with the one key the
     records lead to, whichever of the two it is."""
-    from hearth import members, neighbours
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import Node, open_node
-    from hearth.rotation import keep_keys
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import Node, open_node
+    from hearth.validity.intake import take_in
 
     def carry(source: Node, to: Node) -> None:
         for bundle in source.feeds.all():
@@ -1075,20 +1079,20 @@ def test_two_admins_handing_on_at_once_both_speak_with_the_key_that_stands(
         for node in (ben, cat):
             node.join_with_token(ada.create_invite())
             carry(node, ada)
-        members.promote(ada, group, "Ben")
-        neighbours.create(ada, group, "Eastside")
+        member_changes.promote(ada, group, "Ben")
+        participation.create(ada, group, "Eastside")
         for node in (ben, cat):
             carry(ada, node)
-        members.leave(cat, group)
+        member_changes.leave(cat, group)
         for node in (ada, ben):
             carry(cat, node)
             keep_keys(node, group)  # each hands the key on, unaware of the other
         carry(ada, ben)
         carry(ben, ada)
-        [adas] = neighbours.memberships(ada, group)
-        [bens] = neighbours.memberships(ben, group)
+        [adas] = participation.memberships(ada, group)
+        [bens] = participation.memberships(ben, group)
         assert adas.key.public == bens.key.public
-        assert neighbours.standing(ada, adas) == neighbours.standing(ben, bens) == "in"
+        assert participation.standing(ada, adas) == participation.standing(ben, bens) == "in"
 
 
 def test_a_handover_kept_before_it_would_be_refused_counts_for_nothing() -> None:

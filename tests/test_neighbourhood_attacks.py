@@ -1,6 +1,6 @@
-"""Neighbourhoods under attack, as a reviewer tried them after issue 23 (hearth/neighbourhood.py,
-hearth/neighbours.py): a member the group removed who kept a copy of their node, and a
-hostile neighbour group whose members all cooperate."""
+"""Neighbourhoods under attack, as a reviewer tried them after issue 23
+(hearth/neighbourhood/rules.py, hearth/neighbourhood/participation.py): a member the group removed
+who kept a copy of their node, and a hostile neighbour group whose members all cooperate."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from hearth.crypto import SigningKey
-from hearth.neighbourhood import Offer
-from hearth.node import Node
+from hearth.neighbourhood.rules import Offer
+from hearth.node.node import Node
 from hearth.protocol.bundle import Envelope, EpochKeys
 from tests.test_neighbourhood import (
     ADA,
@@ -85,7 +85,7 @@ def test_a_removed_admin_signing_twice_under_his_old_handover_does_not_get_the_o
 def test_a_hostile_group_signing_twice_does_not_take_back_its_admission_of_another() -> None:
     """Tool Library let Riverside in, and Riverside offers leeks. Tool Library's device then
     signs a second record for the place of that admission: "a group it let in stays in"
-    (hearth/neighbourhood.py), or one group hides another's offers from every node."""
+    (hearth/neighbourhood/rules.py), or one group hides another's offers from every node."""
     log = Log()
     log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
     log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
@@ -145,7 +145,7 @@ class Eastside:
 
     def carry(self) -> None:
         """Every node's records to every node."""
-        from hearth.intake import take_in
+        from hearth.validity.intake import take_in
 
         nodes = (self.ada, self.cy, self.mal)
         for source in nodes:
@@ -156,9 +156,9 @@ class Eastside:
 
 @pytest.fixture
 def eastside(tmp_path: Path) -> Iterator[Eastside]:
-    from hearth import neighbours
-    from hearth.identity import create_identity
-    from hearth.node import open_node
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
 
     for name in ("ada", "cy", "mal"):
         create_identity(tmp_path / name, name=name.title())
@@ -172,12 +172,12 @@ def eastside(tmp_path: Path) -> Iterator[Eastside]:
         mallorys = mal.create_group("Mallory's").id
         with ada.change() as ledger:
             ledger.add_resource("Compost", quantity=Decimal(20), unit="bags", shareable=True)
-        hood = neighbours.create(ada, elm, "Eastside")
+        hood = participation.create(ada, elm, "Eastside")
         for node, group, name in ((cy, riverside, "Riverside"), (mal, mallorys, "Mallory's")):
             key = SigningKey.generate(node.random_bytes)
-            neighbours.admit(ada, hood, key.public, name)
-            neighbours.join(node, group, neighbours.encode_token(hood), key)
-        offer = neighbours.add_offer(ada, elm, "Compost", Decimal(5))
+            participation.admit(ada, hood, key.public, name)
+            participation.join(node, group, participation.encode_token(hood), key)
+        offer = participation.add_offer(ada, elm, "Compost", Decimal(5))
         east = Eastside(ada, cy, mal, elm, riverside, mallorys, offer)
         east.carry()
         yield east
@@ -192,23 +192,23 @@ def test_a_hostile_group_naming_its_request_after_anothers_does_not_fulfil_it(
     arrived. Riverside's handoff must stay accepted, and Mallory's get a commitment of its
     own: otherwise Elm Street's ledger takes Riverside's compost out of stock on Mallory's
     word."""
-    from hearth import neighbours
     from hearth.ledger.model import CommitmentStatus
+    from hearth.neighbourhood import participation
 
     east, ada, elm, offer = eastside, eastside.ada, eastside.elm, eastside.offer
-    asked = neighbours.request(east.cy, east.riverside, offer.id, Decimal(3))
+    asked = participation.request(east.cy, east.riverside, offer.id, Decimal(3))
     east.carry()
-    neighbours.answer(ada, elm, asked.id, accept=True)
+    participation.answer(ada, elm, asked.id, accept=True)
     east.carry()
 
-    [mals] = neighbours.memberships(east.mal, east.mallorys)
+    [mals] = participation.memberships(east.mal, east.mallorys)
     fields = {"op": "request", "id": asked.id, "offer": offer.id, "qty": "1", "by": "m"}
-    copied = neighbours._ref(neighbours._append(east.mal, mals, fields))  # type: ignore[arg-type]
+    copied = participation._ref(participation._append(east.mal, mals, fields))  # type: ignore[arg-type]
     east.carry()
-    neighbours.answer(ada, elm, copied, accept=True)  # a fair request, as far as Ada sees
-    neighbours._append(east.mal, mals, {"op": "fulfilled", "request": copied})
+    participation.answer(ada, elm, copied, accept=True)  # a fair request, as far as Ada sees
+    participation._append(east.mal, mals, {"op": "fulfilled", "request": copied})
     east.carry()
-    neighbours.reconcile(ada, elm)
+    participation.reconcile(ada, elm)
 
     view = ada.view(elm)
     assert view.commitment(asked.id).status is CommitmentStatus.ACCEPTED
@@ -225,24 +225,24 @@ def test_a_group_named_too_long_for_the_ledger_stops_no_nodes_sync(eastside: Eas
     which every sync runs."""
     from dataclasses import replace
 
-    from hearth import neighbours
+    from hearth.neighbourhood import participation
 
     east, ada, elm = eastside, eastside.ada, eastside.elm
-    [mals] = neighbours.memberships(east.mal, east.mallorys)
+    [mals] = participation.memberships(east.mal, east.mallorys)
     puppet = SigningKey.generate(east.mal.random_bytes)
     long_name = "Puppets " + "p" * 142
-    neighbours._append(
+    participation._append(
         east.mal, mals, {"op": "admit", "newcomer": puppet.public, "group_name": long_name}
     )
     puppets = replace(mals, key=puppet)
     fields = {"op": "request", "offer": east.offer.id, "qty": "1", "by": "m", "unit": "u" * 90}
-    asked = neighbours._ref(neighbours._append(east.mal, puppets, fields))  # type: ignore[arg-type]
-    cys = neighbours.request(east.cy, east.riverside, east.offer.id, Decimal(2))
+    asked = participation._ref(participation._append(east.mal, puppets, fields))  # type: ignore[arg-type]
+    cys = participation.request(east.cy, east.riverside, east.offer.id, Decimal(2))
     east.carry()
-    neighbours.answer(ada, elm, asked, accept=True)
-    neighbours.answer(ada, elm, cys.id, accept=True)
+    participation.answer(ada, elm, asked, accept=True)
+    participation.answer(ada, elm, cys.id, accept=True)
     east.carry()
-    assert neighbours.reconcile(ada, elm) == 0  # all recorded already
+    assert participation.reconcile(ada, elm) == 0  # all recorded already
     view = ada.view(elm)
     assert view.commitment(cys.id).neighbour == "Riverside"
     assert view.commitment(asked).neighbour.startswith("Puppets")
@@ -254,12 +254,13 @@ def test_a_removed_member_signing_twice_takes_back_nothing_he_said_while_in(
     """Between nodes: Ben offers Elm Street's ladder while a member; Ada removes him and her
     node hands the key on, naming the record his feed ends at. Ben's node then signs another
     record for that place: his offer, said while he was in, still counts on Ada's node."""
-    from hearth import members, neighbours
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import open_node
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
     from hearth.protocol import codec
-    from hearth.rotation import keep_keys
+    from hearth.validity.intake import take_in
 
     def carry(source: Node, to: Node) -> None:
         for bundle in source.feeds.all():
@@ -275,14 +276,14 @@ def test_a_removed_member_signing_twice_takes_back_nothing_he_said_while_in(
         carry(ben, ada)
         with ada.change(group) as ledger:
             ledger.add_resource("Ladder", quantity=Decimal(1), shareable=True)
-        neighbours.create(ada, group, "Eastside")
+        participation.create(ada, group, "Eastside")
         carry(ada, ben)
-        offer = neighbours.add_offer(ben, group, "Ladder", Decimal(1))
+        offer = participation.add_offer(ben, group, "Ladder", Decimal(1))
         carry(ben, ada)
-        members.remove_member(ada, group, "Ben")
+        member_changes.remove_member(ada, group, "Ben")
         keep_keys(ada, group)  # as her next sync does
-        [now] = neighbours.memberships(ada, group)
-        assert offer.id in neighbours.state(ada, now).offers
+        [now] = participation.memberships(ada, group)
+        assert offer.id in participation.state(ada, now).offers
         [handover] = [
             r
             for (r,) in ada.store.query("SELECT payload FROM neighbourhood_records")
@@ -294,10 +295,10 @@ def test_a_removed_member_signing_twice_takes_back_nothing_he_said_while_in(
         ben.store.run(
             "DELETE FROM neighbourhood_records WHERE author = ?", (ben.identity.device_key.public,)
         )
-        [bens] = neighbours.memberships(ben, group)
-        neighbours._append(ben, bens, {"op": "leave"})
+        [bens] = participation.memberships(ben, group)
+        participation._append(ben, bens, {"op": "leave"})
         carry(ben, ada)
-        current = neighbours.state(ada, now)
+        current = participation.state(ada, now)
         assert current.equivocations == {ben.identity.device_key.public: 1}
         assert offer.id in current.offers
         assert list(current.groups) == [now.key.public]
@@ -312,31 +313,31 @@ def test_a_hostile_group_sealing_a_new_secret_to_some_groups_does_not_split_the_
     Street says from then on. An admin's node of Elm Street seals every secret it holds to
     each group in that it has not sealed it to itself (another group's word that it did is
     no proof)."""
-    from hearth import neighbours
+    from hearth.neighbourhood import participation
 
     east, ada, cy, elm = eastside, eastside.ada, eastside.cy, eastside.elm
-    [mals] = neighbours.memberships(east.mal, east.mallorys)
-    current = neighbours.state(east.mal, mals)
-    [elms] = neighbours.memberships(ada, elm)
-    [rivers] = neighbours.memberships(cy, east.riverside)
+    [mals] = participation.memberships(east.mal, east.mallorys)
+    current = participation.state(east.mal, mals)
+    [elms] = participation.memberships(ada, elm)
+    [rivers] = participation.memberships(cy, east.riverside)
     secret = os.urandom(32)
-    fields = neighbours._reseal_record(
+    fields = participation._reseal_record(
         east.mal, 5, secret, {elms.key.public: current.sealing[elms.key.public]}
     )
     fields["wraps"].append([rivers.key.public, os.urandom(100)])  # type: ignore[union-attr]
-    neighbours._say_reseal(east.mal, mals, fields)
+    participation._say_reseal(east.mal, mals, fields)
     east.carry()
-    neighbours.reconcile(ada, elm)
-    [elms] = neighbours.memberships(ada, elm)
+    participation.reconcile(ada, elm)
+    [elms] = participation.memberships(ada, elm)
     assert elms.secret == secret  # Elm Street writes under it now
-    neighbours.hand_on_keys(ada, elm)  # an admin's next sync
+    participation.hand_on_keys(ada, elm)  # an admin's next sync
     with ada.change(elm) as ledger:
         ledger.add_resource("Ladder", quantity=Decimal(1), shareable=True)
-    ladder = neighbours.add_offer(ada, elm, "Ladder", Decimal(1))
+    ladder = participation.add_offer(ada, elm, "Ladder", Decimal(1))
     east.carry()
-    neighbours.reconcile(cy, east.riverside)  # takes the secret Elm Street passed on
+    participation.reconcile(cy, east.riverside)  # takes the secret Elm Street passed on
     east.carry()  # as a sync reads the new topic
-    assert ladder.id in neighbours.state(cy, rivers).offers
+    assert ladder.id in participation.state(cy, rivers).offers
 
 
 def repadded(envelope: Envelope, keys: EpochKeys) -> Envelope:
@@ -362,12 +363,13 @@ def test_a_removed_member_re_padding_the_admins_handover_does_not_make_her_sign_
     does not cover the padding) and passes the copy on. Were two envelopes of one signed
     record two records, Ada's device would be cut off before her handover, and Elm Street
     would speak with the key Ben holds."""
-    from hearth import members, neighbours
-    from hearth.identity import create_identity
-    from hearth.intake import Verdict, take_in
-    from hearth.node import open_node
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
     from hearth.protocol.bundle import open_envelope, parse_envelope
-    from hearth.rotation import keep_keys
+    from hearth.validity.intake import Verdict, take_in
 
     for name in ("ada", "ben"):
         create_identity(tmp_path / name, name=name.title())
@@ -376,11 +378,11 @@ def test_a_removed_member_re_padding_the_admins_handover_does_not_make_her_sign_
         ben.join_with_token(ada.create_invite())
         for bundle in ben.feeds.all():
             take_in(ada, bundle.envelope, source="test")
-        hood = neighbours.create(ada, group, "Eastside")
-        members.remove_member(ada, group, "Ben")
+        hood = participation.create(ada, group, "Eastside")
+        member_changes.remove_member(ada, group, "Ben")
         keep_keys(ada, group)  # her next sync: a new key, said under the first secret
-        [now] = neighbours.memberships(ada, group)
-        assert neighbours.state(ada, now).keys.current(hood.key.public) == now.key.public
+        [now] = participation.memberships(ada, group)
+        assert participation.state(ada, now).keys.current(hood.key.public) == now.key.public
 
         first = hood.every_keys[0]  # which Ben's node holds
         copies = []
@@ -392,9 +394,9 @@ def test_a_removed_member_re_padding_the_admins_handover_does_not_make_her_sign_
                     copies.append(repadded(envelope, first))
         [copy] = copies
         outcome = take_in(ada, copy.encode(), source="Ben")
-        current = neighbours.state(ada, now)
+        current = participation.state(ada, now)
         assert current.keys.current(hood.key.public) == now.key.public
-        assert neighbours.standing(ada, now) == "in"
+        assert participation.standing(ada, now) == "in"
         assert current.equivocations == {}
         assert outcome.verdict is Verdict.REJECTED
 
@@ -438,7 +440,7 @@ def test_a_record_with_control_characters_is_refused() -> None:
     member's terminal as they list offers (clearing it, retitling it, faking lines): a
     record's texts take what a ledger's names take, no control characters."""
     from hearth.errors import ProtocolError
-    from hearth.neighbourhood import sign_record, verify_record
+    from hearth.neighbourhood.rules import sign_record, verify_record
 
     for text in ("\x1b[2J\x1b[HAll clear", "Compost\rElm Street: withdrawn", "bell\x07"):
         with pytest.raises(ProtocolError, match="control characters"):
@@ -458,13 +460,13 @@ def test_records_from_made_up_devices_under_made_up_keys_are_not_all_kept(
     it: none counts, none ever will unless a group lets that key in, yet every node keeps
     every one (and folds them again on each change), up to what relays take on the topic
     (200,000 bundles by default). A bound is wanted, as R3 bounds a gap."""
-    from hearth import neighbours
-    from hearth.intake import take_in
-    from hearth.neighbourhood import sign_record
+    from hearth.neighbourhood import participation
+    from hearth.neighbourhood.rules import sign_record
     from hearth.protocol.bundle import Inner, seal_bundle
+    from hearth.validity.intake import take_in
 
     ada = eastside.ada
-    [elms] = neighbours.memberships(ada, eastside.elm)
+    [elms] = participation.memberships(ada, eastside.elm)
     keys = elms.every_keys[0]
     before = len(ada.store.query("SELECT id FROM neighbourhood_records"))
     for n in range(300):
@@ -484,7 +486,7 @@ def test_records_from_made_up_devices_under_made_up_keys_are_not_all_kept(
         take_in(ada, envelope.encode(), source="a removed member")
     kept = len(ada.store.query("SELECT id FROM neighbourhood_records")) - before
     assert kept < 100
-    assert neighbours.standing(ada, elms) == "in"
+    assert participation.standing(ada, elms) == "in"
 
 
 @pytest.mark.xfail(
@@ -500,17 +502,17 @@ def test_a_removed_member_racing_two_forks_ahead_of_his_record_splits_no_nodes(
     keeps two records for one place and no third — so it never holds the record the
     handover names, and counts Cy's feed only to the place before, while nodes that had
     his offer first count it: the nodes would differ for good."""
-    from hearth import neighbours
-    from hearth.intake import take_in
+    from hearth.neighbourhood import participation
+    from hearth.validity.intake import take_in
 
     cy = eastside.cy
-    [cys] = neighbours.memberships(cy, eastside.riverside)
+    [cys] = participation.memberships(cy, eastside.riverside)
     with cy.change(eastside.riverside) as ledger:
         ledger.add_resource("Leeks", quantity=Decimal(9), shareable=True)
     device = cy.identity.device_key.public
     rows = "SELECT id, envelope FROM neighbourhood_records WHERE author = ? ORDER BY seq"
     held = [bytes(e) for _, e in cy.store.query(rows, (device,))]
-    neighbours.add_offer(cy, eastside.riverside, "Leeks", Decimal(3))
+    participation.add_offer(cy, eastside.riverside, "Leeks", Decimal(3))
     [(said_id, said)] = [
         (bytes(i), bytes(e)) for i, e in cy.store.query(rows, (device,)) if bytes(e) not in held
     ]
@@ -519,7 +521,7 @@ def test_a_removed_member_racing_two_forks_ahead_of_his_record_splits_no_nodes(
     cy.store.run("DELETE FROM neighbourhood_records WHERE id = ?", (said_id,))
     forks = []
     for what in ("fork one", "fork two"):
-        neighbours._append(cy, cys, {"op": "offer", "what": what, "qty": "1"})
+        participation._append(cy, cys, {"op": "offer", "what": what, "qty": "1"})
         [(fork_id, fork)] = cy.store.query(
             "SELECT id, envelope FROM neighbourhood_records WHERE author = ? AND seq = ?",
             (device, seq),
@@ -541,12 +543,12 @@ def test_a_request_said_before_requests_were_known_by_record_keeps_its_commitmen
     Hearth with a name of its own (``id``), was accepted then and recorded under that name
     in Elm Street's ledger. Reconciling now finds that commitment (same name, same
     neighbour, nobody else's request carries the name) and records no second one."""
-    from hearth import neighbours
+    from hearth.neighbourhood import participation
 
     east, ada, elm = eastside, eastside.ada, eastside.elm
-    [rivers] = neighbours.memberships(east.cy, east.riverside)
+    [rivers] = participation.memberships(east.cy, east.riverside)
     fields = {"op": "request", "id": "q-old", "offer": east.offer.id, "qty": "2", "by": "m"}
-    ref = neighbours._ref(neighbours._append(east.cy, rivers, fields))  # type: ignore[arg-type]
+    ref = participation._ref(participation._append(east.cy, rivers, fields))  # type: ignore[arg-type]
     east.carry()
     with ada.change(elm) as ledger:  # as the older Hearth recorded it on accepting
         ledger.add_handoff(
@@ -559,7 +561,7 @@ def test_a_request_said_before_requests_were_known_by_record_keeps_its_commitmen
             quantity=Decimal(2),
             unit="bags",
         )
-    neighbours.answer(ada, elm, ref, accept=True)
+    participation.answer(ada, elm, ref, accept=True)
     assert [c.id for c in ada.view(elm).commitments()] == ["q-old"]
 
 

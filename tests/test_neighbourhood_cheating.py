@@ -1,5 +1,5 @@
 """Neighbourhoods against a cheating member and a cheating group (issue 23): seeded runs of
-the fold (hearth/neighbourhood.py) in which two honest groups offer, ask, answer and hand
+the fold (hearth/neighbourhood/rules.py) in which two honest groups offer, ask, answer and hand
 over, while, at random moments,
 
 - Xan, a member of Elm Street, writes a record far ahead in his feed, signs two records
@@ -31,7 +31,7 @@ from decimal import Decimal
 import pytest
 
 from hearth.crypto import SigningKey
-from hearth.neighbourhood import Record, fold
+from hearth.neighbourhood.rules import Record, fold
 from tests.test_neighbourhood import (
     ADA,
     BEN,

@@ -255,14 +255,14 @@ def _say_under(home: Path, fields: dict[str, object], *, below: str) -> None:
     """What a cheating group's node can do: say a record in its neighbourhood, its salt
     ground until the record's id sorts below that of the record ``below`` names (an offer
     or request, by the id `hearth` shows), as the node's next sync then sends."""
-    from hearth import neighbours
-    from hearth.node import open_node
+    from hearth.neighbourhood import participation
+    from hearth.node.node import open_node
     from hearth.protocol import codec
     from hearth.protocol.bundle import Inner, seal_bundle
 
     with open_node(home) as node:
         group = node.current_group().id
-        [hood] = neighbours.memberships(node, group)
+        [hood] = participation.memberships(node, group)
         target = b""
         for record_id, payload in node.store.query("SELECT id, payload FROM neighbourhood_records"):
             outer = codec.decode(bytes(payload))
@@ -276,7 +276,7 @@ def _say_under(home: Path, fields: dict[str, object], *, below: str) -> None:
             (device.public,),
         )
         inner = Inner(
-            kind=neighbours.RECORD_KIND,
+            kind=participation.RECORD_KIND,
             group_id=hood.keys.group_id,
             epoch_id=hood.keys.epoch_id,
             author=device.public,
@@ -284,14 +284,14 @@ def _say_under(home: Path, fields: dict[str, object], *, below: str) -> None:
             prev=bytes(prev),
             auth_heads=(),
             created_at=node.clock.now_ms(),
-            payload=neighbours.sign_record(hood.key, fields),  # type: ignore[arg-type]
+            payload=participation.sign_record(hood.key, fields),  # type: ignore[arg-type]
         )
         for _ in range(100_000):
             envelope = seal_bundle(inner, keys=hood.keys, device=device, salt=node.random_bytes(32))
             if envelope.id < target:
                 break
         with node.store.write():
-            neighbours._keep(node, hood.id, envelope, inner)
+            participation._keep(node, hood.id, envelope, inner)
 
 
 def _three_groups_in_a_neighbourhood(root: Path, relay: Relay) -> tuple[Cli, Cli, Cli]:
@@ -299,11 +299,11 @@ def _three_groups_in_a_neighbourhood(root: Path, relay: Relay) -> tuple[Cli, Cli
     Eastside; Elm Street offers 5 of its 20 bags of compost. Set up in this process (it is
     not what is tested, and processes would take most of the test's time); each home holds
     every record said so far."""
-    from hearth import neighbours
     from hearth.crypto import SigningKey
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import open_node
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.validity.intake import take_in
 
     homes = {name: root / name.lower() for name in ("Ada", "Cy", "Mal")}
     groups = {"Ada": "Elm Street", "Cy": "Riverside", "Mal": "Mallory's"}
@@ -321,12 +321,12 @@ def _three_groups_in_a_neighbourhood(root: Path, relay: Relay) -> tuple[Cli, Cli
         elm = ada.current_group().id
         with ada.change() as ledger:
             ledger.add_resource("Compost", quantity=Decimal(20), unit="bags", shareable=True)
-        hood = neighbours.create(ada, elm, "Eastside")
+        hood = participation.create(ada, elm, "Eastside")
         for node in (cy, mal):
             key = SigningKey.generate(node.random_bytes)
-            neighbours.admit(ada, hood, key.public, groups["Cy" if node is cy else "Mal"])
-            neighbours.join(node, node.current_group().id, neighbours.encode_token(hood), key)
-        neighbours.add_offer(ada, elm, "Compost", Decimal(5))
+            participation.admit(ada, hood, key.public, groups["Cy" if node is cy else "Mal"])
+            participation.join(node, node.current_group().id, participation.encode_token(hood), key)
+        participation.add_offer(ada, elm, "Compost", Decimal(5))
         for source in (ada, cy, mal):
             for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
                 for to in (ada, cy, mal):

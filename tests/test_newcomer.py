@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from hearth import members, membership
 from hearth.errors import NotAuthorized
-from hearth.intake import Verdict, take_in, take_snapshot
-from hearth.joins import claim_standing
-from hearth.ledger import Kind
+from hearth.group import member_changes
+from hearth.group.rotation import keep_keys
+from hearth.ledger import Kind, membership_rules
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import Role
-from hearth.node import Node
+from hearth.node.node import Node
 from hearth.protocol.bundle import encode_snapshot
-from hearth.rotation import keep_keys
 from hearth.testing import FakeClock
+from hearth.validity.intake import Verdict, take_in, take_snapshot
+from hearth.validity.joins import claim_standing
 from tests.test_membership import deliver, exchange, make_group, new_node, resource_names
 
 
@@ -43,11 +43,11 @@ def newcomer_whose_claim_waits(tmp_path: Path) -> tuple[list[Node], Node, str]:
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Obs"], seed=5)
     ada, ben, cat, _ = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
-    members.promote(ada, gid, "Cat")
+    member_changes.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Cat")
     exchange(nodes)
-    members.remove_member(ben, gid, "Ada")
-    members.remove_member(ada, gid, "Ben")
+    member_changes.remove_member(ben, gid, "Ada")
+    member_changes.remove_member(ada, gid, "Ben")
     deliver(ben, cat, gid)
     newt = new_node(tmp_path, "Newt", ada.clock, seed=5)
     newt.join_with_token(cat.create_invite(for_device=newt.identity.device_key.public))
@@ -101,7 +101,7 @@ def test_a_newcomer_cannot_date_her_joining_before_her_invite(
     nodes = make_group(tmp_path, ["Ada", "Ben", "Dan"])
     ada, ben, dan = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
     set_back = FakeClock(now=1_000_000, step=1000)
     mal = new_node(tmp_path, "Mal", set_back)
@@ -127,8 +127,8 @@ def test_a_newcomer_cannot_date_her_joining_before_her_invite(
     assert "dates their joining before their invite was made" in caplog.text
     assert "dated before the invite you used was made" in claim_standing(mal, gid)
     assert claim_standing(cat, gid) == ""
-    members.leave(ada, gid)  # each admin sees the other stay
-    members.leave(ben, gid)
+    member_changes.leave(ada, gid)  # each admin sees the other stay
+    member_changes.leave(ben, gid)
     exchange(everyone)
     for node in (ada, ben, dan, cat):
         roles = {m.name: m.role for m in node.view(gid).members()}
@@ -152,7 +152,7 @@ def test_a_back_dated_claim_inside_a_snapshot_refuses_it(
     fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
     fay.join_with_token(ada.create_invite())
     with monkeypatch.context() as patched:
-        patched.setattr(membership, "check_joined_at", lambda entry, invite: None)
+        patched.setattr(membership_rules, "check_joined_at", lambda entry, invite: None)
         deliver(ada, ben, gid)
         deliver(mal, ben, gid)
     assert "Mal" in [m.name for m in ben.view(gid).members()]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hearth import node as node_module
-from hearth.compaction import compact_in_background
 from hearth.errors import LedgerError
-from hearth.identity import create_identity
 from hearth.ledger import Ledger, LedgerDoc
-from hearth.node import LIVE, Node, open_node
+from hearth.net.compaction import compact_in_background
+from hearth.node import node as node_module
+from hearth.node.identity import create_identity
+from hearth.node.node import LIVE, Node, open_node
 from hearth.testing import FakeClock, seeded_ids
 
 
@@ -135,8 +135,8 @@ def test_a_node_keeping_its_loop_responsive_compacts_in_another_process(
 def test_a_fresh_device_keeps_a_snapshots_bytes_and_its_own_join_across_a_reload(
     home: Path, tmp_path: Path
 ) -> None:
-    from hearth.intake import take_snapshot
     from hearth.protocol.bundle import encode_snapshot
+    from hearth.validity.intake import take_snapshot
 
     with open_node(home) as ada:
         for i in range(30):

@@ -20,7 +20,7 @@ import pytest
 
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError
-from hearth.lan import SERVICE_TYPE
+from hearth.net.lan import SERVICE_TYPE
 from hearth.protocol import codec
 from hearth.protocol.beacon import BUCKET_MS, TAG_BYTES, beacon_tag, groups_beaconed
 from hearth.protocol.bundle import EpochKeys, peer_proof, registration_proof
@@ -569,9 +569,9 @@ def test_a_stranger_cannot_lock_members_out_of_a_listening_node(tmp_path: Path) 
 
 
 async def test_a_connection_that_proves_nothing_in_time_is_closed(tmp_path: Path) -> None:
-    from hearth.identity import create_identity
-    from hearth.node import open_node
-    from hearth.peer_server import start_listener
+    from hearth.net.peer_listener import start_listener
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
 
     create_identity(tmp_path / "ada", name="Ada")
     with open_node(tmp_path / "ada") as ada:
@@ -597,15 +597,15 @@ async def test_a_removed_device_or_an_invite_number_not_open_holds_no_place_at_a
     invite number that is not open. Each is closed once the hello timeout has passed, as
     one who says nothing is: only a device of the group now, or a joiner of an open invite,
     stays."""
-    from hearth import members
-    from hearth.identity import create_identity
-    from hearth.intake import take_in
-    from hearth.node import open_node
-    from hearth.peer_server import start_listener
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.net.peer_listener import start_listener
+    from hearth.net.sync_client import plan_for
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
     from hearth.protocol.connection import Connection, Role
     from hearth.protocol.frames import DEVICE_PROOFS, Hello, Mailbox, decode_frame, encode_frame
-    from hearth.rotation import keep_keys
-    from hearth.sync_client import plan_for
+    from hearth.validity.intake import take_in
 
     for name in ("ada", "ben"):
         create_identity(tmp_path / name, name=name.title())
@@ -614,7 +614,7 @@ async def test_a_removed_device_or_an_invite_number_not_open_holds_no_place_at_a
         ben.join_with_token(ada.create_invite())
         for bundle in ben.feeds.all():
             take_in(ada, bundle.envelope, source="test")
-        members.remove_member(ada, group, "Ben")
+        member_changes.remove_member(ada, group, "Ben")
         keep_keys(ada, group)  # a new epoch, which Ben's node never hears of
         runner, url = await start_listener(ada, "127.0.0.1", 0, hello_timeout_s=0.3)
         try:

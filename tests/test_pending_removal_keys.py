@@ -1,5 +1,5 @@
 """R8 with the keys, attacked: a member whose removal waits to be written again is out
-for the keys (docs/security.md R8, hearth/pending_removals.py) — on every device of
+for the keys (docs/security.md R8, hearth/group/pending_removals.py) — on every device of
 theirs, also one they add while they wait."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hearth import members
-from hearth.identity import create_identity
+from hearth.group import member_changes
+from hearth.group.rotation import keep_keys
 from hearth.ledger import Kind
-from hearth.node import Node, open_node
-from hearth.rotation import keep_keys
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
 from tests.test_membership import deliver, make_group, resource_names
 
 
@@ -26,9 +26,9 @@ def _waiting_removal_of_dan(
     nodes = make_group(tmp_path, ["Ada", "Ben", "Cat", "Dan", "Eve"], seed=3)
     ada, ben, cat, _, eve = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     if dan_admin:
-        members.promote(ada, gid, "Dan")
+        member_changes.promote(ada, gid, "Dan")
     for node in nodes[1:]:
         deliver(ada, node, gid)
     with cat.change() as ledger:
@@ -41,7 +41,7 @@ def _waiting_removal_of_dan(
         cat.feeds.seal_local(
             gid, [("live", c, []) for c in cat.ledger(gid).doc.changes_since([])[-1:]]
         )
-    members.remove_member(ben, gid, "Dan")
+    member_changes.remove_member(ben, gid, "Dan")
     without_dan = ben.feeds.current_keys(gid).epoch_id
     for witness in (eve, ada):
         deliver(ben, witness, gid)
@@ -139,7 +139,7 @@ def test_an_admin_whose_removal_waits_makes_no_key_that_counts(
     """Dan is an admin too. While Ben's removal of him waits, his modified client makes
     a new group key sealed to everyone, himself included, and publishes it: honest nodes
     must not seal what they write under it."""
-    from hearth import rotation
+    from hearth.group import rotation
 
     nodes, gid, without_dan = _waiting_removal_of_dan(tmp_path, dan_admin=True)
     ada, _, cat, dan, eve = nodes

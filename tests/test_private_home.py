@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hearth.identity import create_identity
-from hearth.node import open_node
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
 from tests.conftest import Cli
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from hearth import members
-from hearth.identity import create_identity
-from hearth.intake import take_in
-from hearth.node import open_node
+from hearth.group import member_changes
+from hearth.net.sync_client import plan_for
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
 from hearth.protocol.bundle import freeze_proof, registration_proof
 from hearth.protocol.frames import PROTOCOL_VERSION, Error, Freeze, Hello, Publish, Register
 from hearth.protocol.frames import encode_frame as encode
-from hearth.sync_client import plan_for
+from hearth.validity.intake import take_in
 from relay.config import RelayConfig
 from relay.core import Output, RelayCore, ToClient
 from relay.sqlite_store import SqliteStore
@@ -81,7 +81,7 @@ def test_after_a_removal_the_old_topic_is_asked_to_freeze(tmp_path: Path) -> Non
             take_in(ada, bundle.envelope, source="test")
         [plan] = plan_for(ada, "ws://relay.test:1", [group])
         assert plan.freeze == b""  # nothing superseded yet
-        members.remove_member(ada, group, "Ben")
+        member_changes.remove_member(ada, group, "Ben")
         plans = {p.topic: p for p in plan_for(ada, "ws://relay.test:1", [group])}
         (_, old), (_, new) = ada.feeds.epochs(group)
         assert plans[old.topic].freeze == freeze_proof(old)

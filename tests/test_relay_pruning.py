@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hearth import sync_client
 from hearth.errors import StorageError
-from hearth.identity import create_identity
-from hearth.node import open_node
+from hearth.net import sync_client
+from hearth.net.sync_client import sync_relay
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
 from hearth.protocol.bundle import EpochKeys, registration_proof
 from hearth.protocol.frames import PROTOCOL_VERSION, Publish, Register, Welcome
 from hearth.protocol.sync import RelaySession, Send, Settled, TopicPlan
-from hearth.sync_client import sync_relay
 from relay.config import RelayConfig
 from relay.core import CatchUp, RelayCore
 from relay.sqlite_store import SqliteStore
@@ -188,7 +188,7 @@ def test_a_live_node_leaves_relay_snapshots_to_its_compaction_process(tmp_path: 
             assert writer.compactions_due == {group}
             heads_before = writer.feeds.heads(group)
         done = subprocess.run(
-            [sys.executable, "-m", "hearth.compaction", str(tmp_path / "writer"), group],
+            [sys.executable, "-m", "hearth.net.compaction", str(tmp_path / "writer"), group],
             capture_output=True,
             text=True,
             timeout=120,

@@ -16,9 +16,9 @@ import pytest
 from hearth.errors import ProtocolError
 from hearth.ledger import Kind, LedgerDoc
 from hearth.ledger.model import TABLES
-from hearth.node import open_node
+from hearth.net.sync_client import sync_relay
+from hearth.node.node import open_node
 from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
-from hearth.sync_client import sync_relay
 from tests.conftest import Cli, hearth_command
 from tests.test_invites import first_line, group_at, start_invite
 from tests.test_sync_processes import Relay, start_relay

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hearth import sync_client
+from hearth.net import sync_client
 from hearth.protocol.bundle import parse_envelope
 from tests.simulation import DAY_MS, Simulation
 

@@ -13,16 +13,17 @@ from pathlib import Path
 import pytest
 from automerge.core import ObjType
 
-from hearth import members, membership, sync_client
 from hearth.crypto import SigningKey
-from hearth.intake import Verdict, take_in, take_snapshot
-from hearth.ledger import Kind, LedgerDoc
+from hearth.group import member_changes
+from hearth.ledger import Kind, LedgerDoc, membership_rules
 from hearth.ledger.archive import ARCHIVE_AFTER_MS
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node, open_node
+from hearth.net import sync_client
+from hearth.node.node import Node, open_node
 from hearth.protocol.bundle import encode_snapshot, parse_envelope
 from hearth.protocol.sync import Arrived, Output, Settled
 from hearth.testing import FakeClock
+from hearth.validity.intake import Verdict, take_in, take_snapshot
 from tests.test_membership import deliver, exchange, make_group, new_node, resource_names
 from tests.test_snapshots import bundles, signed_by_ben, snapshot
 
@@ -79,7 +80,7 @@ def test_a_covered_write_taken_out_by_a_removal_that_r7_then_voids_counts_again(
     nodes = make_group(tmp_path, ["Ada", "Ben", "Sam"])
     ada, ben, sam = nodes
     gid = ada.current_group().id
-    members.promote(ada, gid, "Ben")
+    member_changes.promote(ada, gid, "Ben")
     exchange(nodes)
     fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
     fay.join_with_token(ada.create_invite())
@@ -87,9 +88,9 @@ def test_a_covered_write_taken_out_by_a_removal_that_r7_then_voids_counts_again(
     with ada.change() as ledger:
         ledger.add_resource("Ada's spade", kind=Kind.TOOL)
     deliver(ada, sam, gid)  # Sam has the spade; Ben has not
-    members.remove_member(ben, gid, "Ada")  # cutoff: before the spade
+    member_changes.remove_member(ben, gid, "Ada")  # cutoff: before the spade
     snap = snapshot(sam, gid)  # honest: no removal in it
-    members.remove_member(ada, gid, "Ben")  # Ada's answer, not knowing of hers
+    member_changes.remove_member(ada, gid, "Ben")  # Ada's answer, not knowing of hers
     with ada.change() as ledger:
         ledger.add_resource("Ada's rake", kind=Kind.TOOL)
     # A relay sends what it holds in the order it got it: Sam's, then Ben's, then Ada's.
@@ -220,7 +221,7 @@ def test_a_member_invite_cannot_add_a_device_to_an_admins_entry(tmp_path: Path) 
     assert verdict is Verdict.REJECTED
     take_all(copy, sent)
     for node in (ada, ben, fay, copy):
-        cards = membership.cards(node.view(gid).tables["members"])
+        cards = membership_rules.cards(node.view(gid).tables["members"])
         assert device not in {c.key for c in cards if c.member_id == ada.identity.member_id}
         assert "Mallory's box" not in resource_names(node)
     for node in (*nodes, fay, mallory, copy):

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hearth import membership, sync_client
 from hearth.crypto import SigningKey
-from hearth.ledger import LedgerDoc
+from hearth.ledger import LedgerDoc, membership_rules
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node, open_node
+from hearth.net import sync_client
+from hearth.node.node import Node, open_node
 from hearth.protocol.bundle import Envelope, Inner, cover_proof, encode_snapshot, seal_bundle
 from tests.conftest import Cli
 from tests.test_cheating_processes import pair, resources
@@ -91,7 +91,7 @@ def test_a_forged_snapshot_makes_no_member_an_admin(tmp_path: Path, relay: Relay
         view = node.view(gid)
         ada_card = next(
             c
-            for c in membership.cards(view.tables["members"])
+            for c in membership_rules.cards(view.tables["members"])
             if c.member_id != node.identity.member_id
         )
         ladder = next(r for r in view.resources() if r.name == "Ladder")

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hearth import members, membership
 from hearth.crypto import SigningKey
-from hearth.intake import Verdict, take_in, take_snapshot
-from hearth.ledger import Kind, LedgerDoc
+from hearth.group import member_changes
+from hearth.ledger import Kind, LedgerDoc, membership_rules
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node
+from hearth.node.node import Node
 from hearth.protocol.bundle import (
     Inner,
     encode_snapshot,
@@ -23,8 +22,9 @@ from hearth.protocol.bundle import (
     parse_envelope,
     seal_bundle,
 )
-from hearth.snapshot_opening import Opener
 from hearth.testing import FakeClock
+from hearth.validity.intake import Verdict, take_in, take_snapshot
+from hearth.validity.snapshot_opening import Opener
 from tests.test_membership import make_group, new_node
 
 
@@ -284,7 +284,7 @@ def test_a_snapshot_from_a_removed_device_is_refused(
     group: tuple[Node, Node, Node, str],
 ) -> None:
     ada, ben, fay, gid = group
-    members.remove_member(ada, gid, "Ben")
+    member_changes.remove_member(ada, gid, "Ben")
     for envelope in bundles(ada, gid):
         take_in(ben, envelope, source="test")
     assert ben.view(gid).member(ben.identity.member_id).status == "removed"
@@ -315,7 +315,7 @@ def test_a_change_under_an_actor_id_listed_only_later_is_refused(
             gid, [(LIVE, c, [("resources", "b" * 32)]) for c in doc.last_edit.changes]
         )
     mine = ben.identity.device_key.public
-    card = next(c for c in membership.cards(ben.view(gid).tables["members"]) if c.key == mine)
+    card = next(c for c in membership_rules.cards(ben.view(gid).tables["members"]) if c.key == mine)
     doc.actor = ben.group(gid).actor
     entry = ben.identity.member_id
     with doc.edit() as w:

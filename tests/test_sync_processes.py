@@ -20,11 +20,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from hearth import sync_client
-from hearth.identity import create_identity
-from hearth.node import open_node
+from hearth.net import sync_client
+from hearth.net.sync_client import sync_relay
+from hearth.node.identity import create_identity
+from hearth.node.node import open_node
 from hearth.protocol.frames import Hello, encode_frame
-from hearth.sync_client import sync_relay
 from tests.conftest import Cli, hearth_command
 
 pytestmark = pytest.mark.process
@@ -513,7 +513,7 @@ def test_a_new_device_catches_up_from_a_snapshot(
 def test_a_catch_up_says_how_far_it_has_come_while_it_goes(
     tmp_path: Path, relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hearth.sync_client import RelayReport, sync_relays
+    from hearth.net.sync_client import RelayReport, sync_relays
 
     create_identity(tmp_path / "writer", name="Writer")
     create_identity(tmp_path / "fresh", name="Fresh")

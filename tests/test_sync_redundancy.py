@@ -1,4 +1,4 @@
-"""Several relays are redundancy (hearth/sync_client.py, ``sync_relays``): ``hearth sync``
+"""Several relays are redundancy (hearth/net/sync_client.py, ``sync_relays``): ``hearth sync``
 talks to all of a group's relays at once, each with its own deadline, so a frozen relay
 (a real relay process stopped with SIGSTOP) holds back none of the others."""
 
@@ -59,7 +59,7 @@ def test_a_frozen_relay_never_holds_back_the_others(tmp_path: Path) -> None:
         assert report["relays_ok"] == [working.url], err
         assert [r["url"] for r in report["relays_failed"]] == [frozen.url]
         # A frozen process's kernel still takes the connection: the opening's own deadline
-        # (hearth.connect, 5 s) ends it, within the sync's.
+        # (hearth.net.connect, 5 s) ends it, within the sync's.
         assert "did not answer within 5 s" in report["relays_failed"][0]["error"]
         assert uploaded_after < 5 <= took < 12  # one deadline, not one after another
     finally:

@@ -21,11 +21,11 @@ from textual.widgets import DataTable, Input, Label, Select, Static, TabbedConte
 
 import tui.app
 import tui.invite
-from hearth.identity import create_identity
-from hearth.intake import take_in
 from hearth.ledger.model import CommitmentStatus, Kind, NeedStatus
-from hearth.node import Node, open_node
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
 from hearth.testing import FakeClock, seeded_ids
+from hearth.validity.intake import take_in
 from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import start_relay
 from tui.app import HearthApp
@@ -631,9 +631,9 @@ async def test_members_tab_promotes_shows_devices_and_removes_after_asking(ada: 
 
 
 async def test_a_removed_member_is_told_so(homes: tuple[Path, Path], ada: Node) -> None:
-    from hearth import members
+    from hearth.group import member_changes
 
-    members.remove_member(ada, ada.current_group().id, "Ben")
+    member_changes.remove_member(ada, ada.current_group().id, "Ben")
     with open_node(homes[1], clock=FakeClock(now=NOW + 120_000)) as ben:
         for bundle in ada.feeds.all():
             take_in(ben, bundle.envelope, source="test")
@@ -707,12 +707,12 @@ async def test_a_neighbour_groups_name_is_shown_as_written_never_read_as_markup(
     """Another group names the groups it lets in, and a record carries any text: one named
     with square brackets (markup to the app's widgets) is shown as written, and one with an
     unclosed tag does not stop the neighbours tab."""
-    from hearth import neighbours
     from hearth.crypto import SigningKey
+    from hearth.neighbourhood import participation
 
-    hood = neighbours.create(ada, ada.current_group().id, "Eastside")
+    hood = participation.create(ada, ada.current_group().id, "Eastside")
     for name in ("Oaks [/]", "Kids [after school]", "[bold red]Police[/]"):
-        neighbours.admit(ada, hood, SigningKey.generate().public, name)
+        participation.admit(ada, hood, SigningKey.generate().public, name)
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("8")
@@ -724,23 +724,23 @@ async def test_a_neighbour_groups_name_is_shown_as_written_never_read_as_markup(
 async def test_the_neighbours_tab_asks_for_offers_and_answers_requests(
     ada: Node, tmp_path: Path
 ) -> None:
-    from hearth import neighbours
     from hearth.crypto import SigningKey
+    from hearth.neighbourhood import participation
 
     gid = ada.current_group().id
     with ada.change() as ledger:
         ledger.edit_resource(ledger.view.find("resources", "Compost"), shareable=True)
-    hood = neighbours.create(ada, gid, "Eastside")
-    neighbours.add_offer(ada, gid, "Compost", Decimal(5))
+    hood = participation.create(ada, gid, "Eastside")
+    participation.add_offer(ada, gid, "Compost", Decimal(5))
     create_identity(tmp_path / "cy", name="Cy", device_name="tablet")
     with open_node(tmp_path / "cy", clock=FakeClock(now=NOW, step=1000)) as cy:
         cy.create_group("Riverside")
         with cy.change() as ledger:
             ledger.add_resource("Leeks", quantity=Decimal(9), shareable=True)
         key = SigningKey.generate()
-        neighbours.admit(ada, hood, key.public, "Riverside")
-        neighbours.join(cy, cy.current_group().id, neighbours.encode_token(hood), key)
-        neighbours.add_offer(cy, cy.current_group().id, "Leeks", Decimal(3), note="muddy")
+        participation.admit(ada, hood, key.public, "Riverside")
+        participation.join(cy, cy.current_group().id, participation.encode_token(hood), key)
+        participation.add_offer(cy, cy.current_group().id, "Leeks", Decimal(3), note="muddy")
         _pass_records(ada, cy)
         _pass_records(cy, ada)
 
@@ -759,11 +759,11 @@ async def test_the_neighbours_tab_asks_for_offers_and_answers_requests(
             await pilot.press("t")
             await pilot.pause()
             await fill_form(pilot, quantity="2")
-            [(_, _, mine, way)] = neighbours.requests(ada, gid)
+            [(_, _, mine, way)] = participation.requests(ada, gid)
             assert (mine.quantity, way, mine.status) == (Decimal(2), "outgoing", "pending")
             # Riverside asks for compost: it shows up while the app is open; Ada agrees.
-            offer = next(iter(neighbours.state(ada, hood).open_offers(NOW)))
-            neighbours.request(cy, cy.current_group().id, offer.id, Decimal(4))
+            offer = next(iter(participation.state(ada, hood).open_offers(NOW)))
+            participation.request(cy, cy.current_group().id, offer.id, Decimal(4))
             _pass_records(cy, ada)
             for _ in range(50):
                 await pilot.pause(0.05)
@@ -1379,8 +1379,8 @@ async def test_a_second_device_added_by_a_code_from_the_app(ada: Node, tmp_path:
 async def test_peers_added_listed_and_removed_and_the_relay_allow_list_key_from_the_app(
     ada: Node,
 ) -> None:
-    from hearth.peers import list_peers
-    from hearth.rotation import admission_key
+    from hearth.group.rotation import admission_key
+    from hearth.net.dialled_peers import list_peers
 
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:
@@ -1422,7 +1422,7 @@ async def test_peers_added_listed_and_removed_and_the_relay_allow_list_key_from_
 async def test_changes_carried_on_a_file_both_ways_from_the_app(
     homes: tuple[Path, Path], ada: Node, tmp_path: Path
 ) -> None:
-    from hearth.carrying import read_changes, write_changes
+    from hearth.net.carrying import read_changes, write_changes
 
     stick = tmp_path / "stick"
     stick.mkdir()

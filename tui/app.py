@@ -25,15 +25,16 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
-from hearth import members, neighbours
 from hearth.errors import HearthError
+from hearth.group import member_changes as members
 from hearth.ledger.clashes import field_clashes
 from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
 from hearth.ledger.ledger import Ledger, check_relay_url
 from hearth.ledger.model import CommitmentStatus, Kind
-from hearth.node import Node
-from hearth.present import describe_resource, device_name
+from hearth.ledger.present import describe_resource, device_name
+from hearth.neighbourhood import participation
+from hearth.node.node import Node
 from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.values import counted, format_date, format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
@@ -290,7 +291,7 @@ class HearthApp(App[None]):
     @work(exclusive=True, group="sharing")
     async def share_changes(self) -> None:
         """Stay in touch with the group's relays and peers while the app is open."""
-        from hearth.serve import serve  # networking loads only when sharing
+        from hearth.net.serve import serve  # networking loads only when sharing
 
         await serve(self.node, self._stop_sharing)
 
@@ -353,7 +354,7 @@ class HearthApp(App[None]):
         return (
             self.node.store.last_seq(),
             int(rows[0][0]),
-            neighbours.newest_arrival(self.node),
+            participation.newest_arrival(self.node),
         )
 
     def _pane(self, tab: str) -> Pane:
@@ -1114,7 +1115,7 @@ class HearthApp(App[None]):
         )
 
     def _invite_by_token(self) -> None:
-        from hearth.invite import encode_token  # no relay to meet through: a token
+        from hearth.protocol.invite_token import encode_token  # no relay to meet through: a token
 
         try:
             token = encode_token(self.node.create_invite())
@@ -1338,7 +1339,7 @@ class HearthApp(App[None]):
     def action_sync_now(self) -> None:
         """Send and fetch changes now, and say what went and came (what `hearth sync` does;
         the app shares all the time, but someone just back online wants to see it)."""
-        from hearth.peers import list_peers
+        from hearth.net.dialled_peers import list_peers
 
         if not self.node.view(self.group_id).relays() and not list_peers(self.node.store):
             self.notify(
@@ -1354,7 +1355,7 @@ class HearthApp(App[None]):
 
     @work(exclusive=True, group="sync-now")
     async def _sync_now(self) -> None:
-        from hearth.syncing import sync_everywhere, sync_report
+        from hearth.net.syncing import sync_everywhere, sync_report
 
         groups = [self.group_id]
         started = self.node.clock.now_ms()
@@ -1379,7 +1380,7 @@ class HearthApp(App[None]):
 
     @work(exclusive=True, group="check")
     async def _check(self) -> None:
-        from hearth.doctor import check_node, finding_lines
+        from hearth.cli.doctor import check_node, finding_lines
 
         findings = await check_node(self.node, timeout=CHECK_TIMEOUT_S)
         verdict = (
@@ -1393,7 +1394,7 @@ class HearthApp(App[None]):
     def action_add_peer(self) -> None:
         """Sync with another device directly, as well as through relays (what `hearth peer
         add` does)."""
-        from hearth.peers import add_peer
+        from hearth.net.dialled_peers import add_peer
 
         def save(v: dict[str, str]) -> None:
             if not v["url"]:
@@ -1413,7 +1414,7 @@ class HearthApp(App[None]):
 
     def action_list_peers(self) -> None:
         """The devices this one syncs with directly (what `hearth peer list` does)."""
-        from hearth.peers import list_peers
+        from hearth.net.dialled_peers import list_peers
 
         peers = list_peers(self.node.store)
         text = "\n".join(peers) if peers else "No peers yet: ctrl+p, Add a peer."
@@ -1421,7 +1422,7 @@ class HearthApp(App[None]):
 
     def action_remove_peer(self) -> None:
         """Stop syncing with a device directly (what `hearth peer remove` does)."""
-        from hearth.peers import list_peers, remove_peer
+        from hearth.net.dialled_peers import list_peers, remove_peer
 
         peers = list_peers(self.node.store)
         if not peers:
@@ -1443,7 +1444,7 @@ class HearthApp(App[None]):
     def action_admission_key(self) -> None:
         """The key to give the operator of a relay that takes only the groups it lists
         (what `hearth relay key` does)."""
-        from hearth.rotation import admission_key
+        from hearth.group.rotation import admission_key
 
         self.push_screen(
             DetailScreen(
@@ -1459,7 +1460,7 @@ class HearthApp(App[None]):
     def action_write_changes(self) -> None:
         """Write the group's changes to a file, to carry to a device that cannot sync
         (what `hearth bundle export` does)."""
-        from hearth.carrying import write_changes
+        from hearth.net.carrying import write_changes
 
         def save(v: dict[str, str]) -> None:
             if not v["file"]:
@@ -1502,8 +1503,8 @@ class HearthApp(App[None]):
     def action_read_changes(self) -> None:
         """Take in the changes another device wrote to a file (what `hearth bundle import`
         does)."""
-        from hearth.carrying import read_changes
-        from hearth.intake import Verdict
+        from hearth.net.carrying import read_changes
+        from hearth.validity.intake import Verdict
 
         def save(v: dict[str, str]) -> None:
             if not v["file"]:
@@ -1527,7 +1528,7 @@ class HearthApp(App[None]):
     def action_write_have(self) -> None:
         """Write what this device has to a file, so that the other device writes only what
         is missing here (what `hearth bundle have` does)."""
-        from hearth.carrying import write_have
+        from hearth.net.carrying import write_have
 
         def save(v: dict[str, str]) -> None:
             if not v["file"]:
@@ -1552,7 +1553,7 @@ class HearthApp(App[None]):
 
         def save(v: dict[str, str]) -> None:
             self.attempt(
-                lambda: neighbours.create(self.node, self.group_id, v["name"]),
+                lambda: participation.create(self.node, self.group_id, v["name"]),
                 f"Started the neighbourhood '{v['name']}'. Invite other groups with "
                 "`hearth neighbourhood invite`.",
             )
@@ -1568,8 +1569,8 @@ class HearthApp(App[None]):
         """A code for another group's admin (what `hearth neighbourhood invite` does)."""
         relays = self.node.view(self.group_id).relays()
         try:
-            neighbours.require_admin(self.node, self.group_id, "invite groups in")
-            hood = neighbours.find(self.node, self.group_id)
+            participation.require_admin(self.node, self.group_id, "invite groups in")
+            hood = participation.find(self.node, self.group_id)
             if not relays:
                 raise HearthError("The group has no relay to meet through: ctrl+p, Add a relay.")
         except HearthError as exc:
@@ -1577,8 +1578,8 @@ class HearthApp(App[None]):
             return
 
         def admit(event: JoinerIntroduced) -> str:
-            neighbours.admit(self.node, hood, event.device_key, event.name)
-            return neighbours.encode_token(hood)
+            participation.admit(self.node, hood, event.device_key, event.name)
+            return participation.encode_token(hood)
 
         words = InviteWords(
             f"Invite a group into {hood.name}",
@@ -1598,7 +1599,7 @@ class HearthApp(App[None]):
         def save(v: dict[str, str]) -> None:
             from hearth.protocol.invite_code import parse_code
 
-            neighbours.require_admin(self.node, self.group_id, "join a neighbourhood")
+            participation.require_admin(self.node, self.group_id, "join a neighbourhood")
             parse_code(v["code"])  # a misheard code is said here, in the form
             if not (v["relay"] or relays):
                 raise HearthError("Give the relay's address the other admin gave you (ws://…).")
@@ -1648,7 +1649,7 @@ class HearthApp(App[None]):
             quantity = parse_quantity(v["quantity"])
             until = parse_date(v["until"], now_ms=self.node.clock.now_ms()) if v["until"] else None
             self.attempt(
-                lambda: neighbours.add_offer(
+                lambda: participation.add_offer(
                     self.node, self.group_id, v["resource"], quantity, until=until, note=v["note"]
                 ),
                 "Offered; neighbour groups see it once it has been shared.",
@@ -1681,7 +1682,7 @@ class HearthApp(App[None]):
         def save(v: dict[str, str]) -> None:
             quantity = parse_quantity(v["quantity"])
             self.attempt(
-                lambda: neighbours.request(
+                lambda: participation.request(
                     self.node, self.group_id, offer.id, quantity, note=v["note"]
                 ),
                 f"Asked {offer.group_name}; their answer comes once it has been shared.",
@@ -1708,7 +1709,7 @@ class HearthApp(App[None]):
             self.notify("Only a request to us that waits for an answer can be answered.")
             return
         self.attempt(
-            lambda: neighbours.answer(self.node, self.group_id, item.id, accept=accept),
+            lambda: participation.answer(self.node, self.group_id, item.id, accept=accept),
             f"Agreed to give {offer.what} to {item.group_name}: it is on Promises now."
             if accept
             else f"Said no to {item.group_name}.",
@@ -1725,7 +1726,7 @@ class HearthApp(App[None]):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.attempt(
-                    lambda: neighbours.withdraw(self.node, self.group_id, offer.id),
+                    lambda: participation.withdraw(self.node, self.group_id, offer.id),
                     f"Took back the offer of {offer.what}.",
                 )
 

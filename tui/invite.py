@@ -16,7 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from hearth.errors import HearthError
-from hearth.node import Node
+from hearth.node.node import Node
 from hearth.protocol.invite_code import JoinerIntroduced
 
 __all__ = ["InviteScreen", "InviteWords", "NeighbourhoodJoinScreen", "device_words"]
@@ -104,7 +104,9 @@ class InviteScreen(ModalScreen[None]):
     @work(exclusive=True)
     async def run_invite(self) -> None:
         """The whole exchange; the screen says how it ended."""
-        from hearth.invite_client import offer_invite  # networking loads only when inviting
+        from hearth.net.invite_code_client import (
+            offer_invite,  # networking loads only when inviting
+        )
 
         status = self.query_one("#invite-status", Static)
         try:
@@ -193,9 +195,9 @@ class NeighbourhoodJoinScreen(ModalScreen[None]):
     @work(exclusive=True)
     async def run_join(self) -> None:
         """The exchange, then the neighbourhood kept in the group's ledger."""
-        from hearth import neighbours
         from hearth.crypto import SigningKey
-        from hearth.invite_client import accept_invite  # networking loads only now
+        from hearth.neighbourhood import participation
+        from hearth.net.invite_code_client import accept_invite  # networking loads only now
         from hearth.protocol.invite_code import parse_code
 
         status = self.query_one("#join-status", Static)
@@ -208,13 +210,13 @@ class NeighbourhoodJoinScreen(ModalScreen[None]):
             )
 
         try:
-            neighbours.require_admin(self.node, self.group_id, "join a neighbourhood")
+            participation.require_admin(self.node, self.group_id, "join a neighbourhood")
             code = parse_code(self.code)
             key = SigningKey.generate(self.node.random_bytes)
             token = await accept_invite(
                 self.relay_url, code, name=name, device=key, timeout=600, show_phrase=show_phrase
             )
-            membership = neighbours.join(self.node, self.group_id, token, key)
+            membership = participation.join(self.node, self.group_id, token, key)
         except HearthError as exc:
             status.update(f"Not joined: {exc}")
             return

@@ -40,8 +40,8 @@ def _main(argv: Sequence[str] | None) -> int:
 def open_app(home: Path, *, share: bool = True) -> int:
     """The app on this home's current group; the welcome first if there is none."""
     from hearth.errors import HearthError
-    from hearth.identity import has_identity
-    from hearth.node import open_node
+    from hearth.node.identity import has_identity
+    from hearth.node.node import open_node
     from tui.app import HearthApp
     from tui.welcome import WelcomeApp
 
@@ -64,7 +64,7 @@ def open_app(home: Path, *, share: bool = True) -> int:
 
 def open_demo() -> int:
     """``hearth demo``: build the demo around a relay on loopback, open the app as Ada."""
-    from hearth.demo import running_demo, summary
+    from hearth.cli.demo import running_demo, summary
 
     with running_demo() as demo:
         text = summary(demo)

@@ -20,9 +20,15 @@ from textual.widgets.data_table import CellDoesNotExist
 from hearth.ledger.conflicts import find_conflicts
 from hearth.ledger.history import history
 from hearth.ledger.model import Commitment, Kind, NeedStatus, Resource
+from hearth.ledger.present import (
+    amount,
+    commitment_amount,
+    commitment_rows,
+    need_rows,
+    resource_rows,
+)
 from hearth.ledger.view import LedgerView
-from hearth.matching import Matcher
-from hearth.present import amount, commitment_amount, commitment_rows, need_rows, resource_rows
+from hearth.neighbourhood.matching import Matcher
 from hearth.values import counted, format_date, format_time
 from tui.state import Neighbourhoods, SyncState
 

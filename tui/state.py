@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hearth import neighbours
-from hearth.alerts import AdminAlert, admin_alerts
-from hearth.joins import claim_standing
-from hearth.neighbourhood import Offer, Request
-from hearth.node import Node
-from hearth.peers import list_peers, waiting_for
-from hearth.retraction import removal_notices
+from hearth.neighbourhood import participation
+from hearth.neighbourhood.rules import Offer, Request
+from hearth.net.dialled_peers import list_peers, waiting_for
+from hearth.node.node import Node
+from hearth.validity.alerts import AdminAlert, admin_alerts
+from hearth.validity.joins import claim_standing
+from hearth.validity.retraction import removal_notices
 from hearth.values import format_date, format_time
 
 __all__ = ["Neighbourhoods", "SyncState", "neighbourhoods_of", "sync_state"]
@@ -103,15 +103,15 @@ class Neighbourhoods:
 def neighbourhoods_of(node: Node, group_id: str, now_ms: int) -> Neighbourhoods:
     """The group's neighbourhoods as they stand right now."""
     summary, offers = [], []
-    for membership in neighbours.memberships(node, group_id):
-        current = neighbours.state(node, membership)
+    for membership in participation.memberships(node, group_id):
+        current = participation.state(node, membership)
         line = f"{membership.name}: {', '.join(sorted(current.groups.values()))}"
-        if neighbours.standing(node, membership) == "no-key":
+        if participation.standing(node, membership) == "no-key":
             line += " (your group's key was handed on twice: ask a group there for a new code)"
         summary.append(line)
         offers += [(o, o.group == membership.key.public) for o in current.open_offers(now_ms)]
     requests = [
         (item, current.offers[item.offer], direction)
-        for _, current, item, direction in neighbours.requests(node, group_id)
+        for _, current, item, direction in participation.requests(node, group_id)
     ]
     return Neighbourhoods(tuple(summary), tuple(offers), tuple(requests))

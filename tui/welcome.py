@@ -11,11 +11,11 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
 from hearth.errors import HearthError, UsageError
-from hearth.identity import create_identity, has_identity
-from hearth.invite import decode_token
 from hearth.ledger.ledger import check_relay_url
-from hearth.node import open_node
+from hearth.node.identity import create_identity, has_identity
+from hearth.node.node import open_node
 from hearth.protocol.invite_code import parse_code
+from hearth.protocol.invite_token import decode_token
 
 __all__ = ["WelcomeApp"]
 
@@ -116,7 +116,7 @@ class WelcomeApp(App[bool]):
 
     async def _token_for_code(self, text: str) -> str:
         """Run the invite code with the inviter; the token they send once they approve."""
-        from hearth.invite_client import accept_invite  # networking loads only for this
+        from hearth.net.invite_code_client import accept_invite  # networking loads only for this
 
         code = parse_code(text)
         relay = self.query_one("#relay", Input).value.strip()

@@ -14,12 +14,18 @@ from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 
-from hearth import membership, present
 from hearth.cli import render
 from hearth.errors import UsageError
 from hearth.files import write_file
-from hearth.identity import create_identity
-from hearth.ledger import CommitmentStatus, Kind, Resource, find_conflicts, history
+from hearth.ledger import (
+    CommitmentStatus,
+    Kind,
+    Resource,
+    find_conflicts,
+    history,
+    membership_rules,
+    present,
+)
 from hearth.ledger.export import (
     as_commitment,
     as_conflict,
@@ -31,7 +37,8 @@ from hearth.ledger.export import (
     export_valueflows,
 )
 from hearth.ledger.ledger import Ledger
-from hearth.node import Node, open_node
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
 from hearth.values import format_time, parse_date, parse_quantity
 
 __all__ = ["confirm", "emit", "open_app", "run"]
@@ -48,7 +55,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
 
         return join(args, home)
     if args.command == "demo":
-        from hearth.demo import run_demo
+        from hearth.cli.demo import run_demo
 
         return run_demo()
     key = f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
@@ -155,7 +162,7 @@ def _group_use(args: argparse.Namespace, node: Node) -> int:
 
 
 def _member_list(args: argparse.Namespace, node: Node) -> int:
-    from hearth.alerts import admin_alerts
+    from hearth.validity.alerts import admin_alerts
 
     found = node.view().members(include_gone=args.all)
     alerts = admin_alerts(node, node.current_group().id)
@@ -187,7 +194,8 @@ def confirm(args: argparse.Namespace, question: str) -> None:
 
 
 def _member_remove(args: argparse.Namespace, node: Node) -> int:
-    from hearth import members, neighbours
+    from hearth.group import member_changes
+    from hearth.neighbourhood import participation
 
     view = node.view()
     name = view.member(view.find("members", args.member)).name
@@ -197,12 +205,12 @@ def _member_remove(args: argparse.Namespace, node: Node) -> int:
         "and nothing they write counts. What they already saw stays with them.",
     )
     group_id = node.current_group().id
-    member = members.remove_member(node, group_id, args.member)
+    member = member_changes.remove_member(node, group_id, args.member)
     text = (
         f"{member.name} is out of the group; the group has a new key they do not have. "
         "Sync (or keep `hearth serve` running) so the others get it."
     )
-    hoods = [m.name for m in neighbours.memberships(node, group_id)]
+    hoods = [m.name for m in participation.memberships(node, group_id)]
     if hoods:
         text += (
             f"\nIn {', '.join(repr(h) for h in hoods)} your group now speaks with a new key, "
@@ -214,25 +222,25 @@ def _member_remove(args: argparse.Namespace, node: Node) -> int:
 
 
 def _member_promote(args: argparse.Namespace, node: Node) -> int:
-    from hearth import members
+    from hearth.group import member_changes
 
-    member = members.promote(node, node.current_group().id, args.member)
+    member = member_changes.promote(node, node.current_group().id, args.member)
     return emit(args, as_member(member), f"{member.name} is now an admin.")
 
 
 def _member_demote(args: argparse.Namespace, node: Node) -> int:
-    from hearth import members
+    from hearth.group import member_changes
 
-    member = members.demote(node, node.current_group().id, args.member)
+    member = member_changes.demote(node, node.current_group().id, args.member)
     return emit(args, as_member(member), f"{member.name} is now a member (not an admin).")
 
 
 def _leave(args: argparse.Namespace, node: Node) -> int:
-    from hearth import members
+    from hearth.group import member_changes
 
     group = node.current_group()
     confirm(args, f"Leave '{group.name}'? Nothing you write there will count any more.")
-    members.leave(node, group.id)
+    member_changes.leave(node, group.id)
     return emit(
         args,
         {"left": group.id},
@@ -255,7 +263,7 @@ def _device_list(args: argparse.Namespace, node: Node) -> int:
             "removed": c.cutoff is not None,
             "signed_twice": c.key in caught,
         }
-        for c in membership.cards(view.tables["members"])
+        for c in membership_rules.cards(view.tables["members"])
         if args.all or c.member_id == node.identity.member_id
     ]
     rows = [
@@ -271,10 +279,10 @@ def _device_list(args: argparse.Namespace, node: Node) -> int:
 
 
 def _device_remove(args: argparse.Namespace, node: Node) -> int:
-    from hearth import members
+    from hearth.group import member_changes
 
     confirm(args, "Remove this device? Nothing it writes from now on will count.")
-    member, device_id = members.remove_device(node, node.current_group().id, args.device)
+    member, device_id = member_changes.remove_device(node, node.current_group().id, args.device)
     return emit(
         args,
         {"removed": device_id, "member": member.id},
@@ -399,11 +407,11 @@ def _need_add(args: argparse.Namespace, node: Node) -> int:
 
 
 def _need_list(args: argparse.Namespace, node: Node) -> int:
-    from hearth import neighbours
+    from hearth.neighbourhood import participation
 
     view = node.view()
     found = [n for n in view.needs() if args.all or n.status.value == "open"]
-    matched = neighbours.need_matches(node, node.current_group().id, found)
+    matched = participation.need_matches(node, node.current_group().id, found)
     if args.json:
         data = [{**as_need(view, n), "matches": [asdict(m) for m in matched[n.id]]} for n in found]
         return emit(args, data, "")
@@ -472,9 +480,9 @@ def _commitment_move(target: CommitmentStatus) -> Handler:
         with node.change() as ledger:
             c = ledger.change_commitment(ledger.view.find("commitments", args.commitment), target)
         if c.handoff:  # a neighbour group's handoff: tell the neighbourhood too
-            from hearth import neighbours
+            from hearth.neighbourhood import participation
 
-            neighbours.reconcile(node, node.current_group().id)
+            participation.reconcile(node, node.current_group().id)
         return emit(args, as_commitment(ledger.view, c), f"'{c.what}' is now {c.status.value}.")
 
     return handler
@@ -506,7 +514,7 @@ def _history(args: argparse.Namespace, node: Node) -> int:
 
 
 def _conflicts(args: argparse.Namespace, node: Node) -> int:
-    from hearth.alerts import admin_alerts
+    from hearth.validity.alerts import admin_alerts
 
     found = find_conflicts(node.view())
     alerts = admin_alerts(node, node.current_group().id)

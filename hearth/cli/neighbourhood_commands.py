@@ -1,5 +1,5 @@
 """``hearth neighbourhood``, ``hearth offer`` and ``hearth request``: sharing surplus with
-neighbouring groups (:mod:`hearth.neighbours`)."""
+neighbouring groups (:mod:`hearth.neighbourhood.participation`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hearth import neighbours
 from hearth.cli.commands import confirm, emit
 from hearth.cli.render import table
 from hearth.crypto import SigningKey
 from hearth.errors import UsageError
 from hearth.ledger.ledger import check_relay_url
-from hearth.neighbourhood import Offer, Request, State
-from hearth.node import Node
+from hearth.neighbourhood import participation
+from hearth.neighbourhood.rules import Offer, Request, State
+from hearth.node.node import Node
 from hearth.values import format_date, format_quantity, parse_date, parse_quantity
 
 if TYPE_CHECKING:  # spake2 and the network load only for the commands that use them
@@ -61,7 +61,7 @@ def _request_json(item: Request, offer: Offer, hood: str, direction: str) -> dic
 
 def _create(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
-    membership = neighbours.create(node, group.id, args.name)
+    membership = participation.create(node, group.id, args.name)
     data = {"id": membership.id, "name": membership.name, "group": group.name}
     return emit(
         args,
@@ -77,11 +77,11 @@ def _list(args: argparse.Namespace, node: Node) -> int:
     data: list[dict[str, object]] = []
     rows: list[list[str]] = []
     keyless = []
-    for membership in neighbours.memberships(node, group.id):
-        current = neighbours.state(node, membership)
+    for membership in participation.memberships(node, group.id):
+        current = participation.state(node, membership)
         groups = sorted(current.groups.values(), key=str.casefold)
         offers = len(current.open_offers(now))
-        standing = neighbours.standing(node, membership)
+        standing = participation.standing(node, membership)
         data.append(
             {
                 "id": membership.id,
@@ -98,7 +98,7 @@ def _list(args: argparse.Namespace, node: Node) -> int:
     if args.json or not data:
         return emit(args, data, f"'{group.name}' is in no neighbourhood yet.")
     print(table(["neighbourhood", "groups", "offers"], rows))
-    said, advice = neighbours.STANDINGS["no-key"]
+    said, advice = participation.STANDINGS["no-key"]
     for name in keyless:
         print(
             f"\nIn '{name}' {said}; someone who left your group may have tried to keep "
@@ -109,13 +109,13 @@ def _list(args: argparse.Namespace, node: Node) -> int:
 
 def _leave(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
-    membership = neighbours.find(node, group.id, args.name or "")
+    membership = participation.find(node, group.id, args.name or "")
     confirm(
         args,
         f"Take '{group.name}' out of '{membership.name}'? Its offers and requests there end; "
         "to come back, another group must invite it again.",
     )
-    neighbours.leave(node, group.id, membership.id)
+    participation.leave(node, group.id, membership.id)
     return emit(args, {"left": membership.name}, f"'{group.name}' left '{membership.name}'.")
 
 
@@ -124,12 +124,12 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
     from hearth.cli.sync_commands import invite_by_code
 
     group = node.current_group()
-    membership = neighbours.find(node, group.id, args.neighbourhood or "")
-    neighbours.require_admin(node, group.id, "invite groups into a neighbourhood")
+    membership = participation.find(node, group.id, args.neighbourhood or "")
+    participation.require_admin(node, group.id, "invite groups into a neighbourhood")
 
     def admit(event: JoinerIntroduced) -> str:
-        neighbours.admit(node, membership, event.device_key, event.name)
-        return neighbours.encode_token(membership)
+        participation.admit(node, membership, event.device_key, event.name)
+        return participation.encode_token(membership)
 
     return invite_by_code(
         args,
@@ -144,17 +144,17 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
 
 def _join(args: argparse.Namespace, node: Node) -> int:
     from hearth.cli.sync_commands import find_inviter_nearby, token_for_code
-    from hearth.syncing import sync_now
+    from hearth.net.syncing import sync_now
 
     group = node.current_group()
-    neighbours.require_admin(node, group.id, "join a neighbourhood")
+    participation.require_admin(node, group.id, "join a neighbourhood")
     relays = [check_relay_url(args.relay)] if args.relay else node.view(group.id).relays()
     meeting = relays[0] if relays else find_inviter_nearby(args.token, args.timeout)
     key = SigningKey.generate(node.random_bytes)
     token = token_for_code(args, meeting, name=group.name, device=key)
-    membership = neighbours.join(node, group.id, token, key)
+    membership = participation.join(node, group.id, token, key)
     reports = sync_now(node, [group.id], timeout=args.timeout)
-    current = neighbours.state(node, membership)
+    current = participation.state(node, membership)
     data = {
         "id": membership.id,
         "name": membership.name,
@@ -170,7 +170,7 @@ def _join(args: argparse.Namespace, node: Node) -> int:
 def _offer_add(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
     until = parse_date(args.until, now_ms=node.clock.now_ms()) if args.until else None
-    offer = neighbours.add_offer(
+    offer = participation.add_offer(
         node,
         group.id,
         args.resource,
@@ -179,8 +179,8 @@ def _offer_add(args: argparse.Namespace, node: Node) -> int:
         until=until,
         note=args.note,
     )
-    membership = neighbours.find(node, group.id, args.neighbourhood or "")
-    current = neighbours.state(node, membership)
+    membership = participation.find(node, group.id, args.neighbourhood or "")
+    current = participation.state(node, membership)
     unit = f" {offer.unit}" if offer.unit else ""
     return emit(
         args,
@@ -194,8 +194,8 @@ def _offer_list(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
     now = node.clock.now_ms()
     data = []
-    for membership in neighbours.memberships(node, group.id):
-        current = neighbours.state(node, membership)
+    for membership in participation.memberships(node, group.id):
+        current = participation.state(node, membership)
         data += [_offer_json(o, current, membership.key.public) for o in current.open_offers(now)]
     if args.json or not data:
         return emit(args, data, "No offers in this group's neighbourhoods right now.")
@@ -215,7 +215,7 @@ def _offer_list(args: argparse.Namespace, node: Node) -> int:
 
 
 def _offer_withdraw(args: argparse.Namespace, node: Node) -> int:
-    offer = neighbours.withdraw(node, node.current_group().id, args.offer)
+    offer = participation.withdraw(node, node.current_group().id, args.offer)
     return emit(args, {"id": offer.id, "withdrawn": True}, f"Withdrew the offer of {offer.what}.")
 
 
@@ -237,8 +237,8 @@ def _request(args: argparse.Namespace, node: Node) -> int:
     if args.qty is None:
         raise UsageError("Say how much you ask for: --qty N.")
     group = node.current_group()
-    membership, offer = neighbours.find_offer(node, group.id, args.target)
-    item = neighbours.request(node, group.id, offer.id, parse_quantity(args.qty), note=args.note)
+    membership, offer = participation.find_offer(node, group.id, args.target)
+    item = participation.request(node, group.id, offer.id, parse_quantity(args.qty), note=args.note)
     return emit(
         args,
         _request_json(item, offer, membership.name, "outgoing"),
@@ -250,7 +250,7 @@ def _request(args: argparse.Namespace, node: Node) -> int:
 
 
 def _request_list(args: argparse.Namespace, node: Node) -> int:
-    found = neighbours.requests(node, node.current_group().id)
+    found = participation.requests(node, node.current_group().id)
     data = [
         _request_json(item, current.offers[item.offer], current.name, direction)
         for _, current, item, direction in found
@@ -286,9 +286,9 @@ def _request_answer(*, accept: bool) -> Callable[[argparse.Namespace, Node], int
         if not args.id:
             raise UsageError(f"Say which request to {'accept' if accept else 'decline'}: its id.")
         group = node.current_group()
-        item = neighbours.answer(node, group.id, args.id, accept=accept)
+        item = participation.answer(node, group.id, args.id, accept=accept)
         [(membership, current, _, direction)] = [
-            f for f in neighbours.requests(node, group.id) if f[2].id == item.id
+            f for f in participation.requests(node, group.id) if f[2].id == item.id
         ]
         text = "Declined."
         if accept:

@@ -12,26 +12,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hearth import members, membership, neighbours
-from hearth.alerts import admin_alerts
-from hearth.carrying import read_changes, write_changes, write_have
 from hearth.cli.commands import emit
 from hearth.cli.prompt import ask, yes
 from hearth.crypto import SigningKey
 from hearth.errors import TransportError, UsageError
-from hearth.identity import create_identity, has_identity
-from hearth.intake import Verdict, damage
-from hearth.invite import (
-    DEVICE_PREFIX,
-    decode_device_token,
-    decode_token,
-    encode_token,
-    is_token,
-)
-from hearth.joins import claim_standing
+from hearth.group import member_changes as members
+from hearth.group.rotation import admission_key
+from hearth.ledger import membership_rules
 from hearth.ledger.ledger import check_relay_url
-from hearth.node import Node, open_node
-from hearth.peers import (
+from hearth.neighbourhood import participation
+from hearth.net.carrying import read_changes, write_changes, write_have
+from hearth.net.dialled_peers import (
     LISTENING_AT,
     add_peer,
     list_peers,
@@ -39,14 +30,25 @@ from hearth.peers import (
     remove_peer,
     waiting_for,
 )
-from hearth.retraction import removal_notices
-from hearth.rotation import admission_key
-from hearth.syncing import merged, sync_now, sync_report
+from hearth.net.syncing import merged, sync_now, sync_report
+from hearth.node.identity import create_identity, has_identity
+from hearth.node.node import Node, open_node
+from hearth.protocol.invite_token import (
+    DEVICE_PREFIX,
+    decode_device_token,
+    decode_token,
+    encode_token,
+    is_token,
+)
+from hearth.validity.alerts import admin_alerts
+from hearth.validity.intake import Verdict, damage
+from hearth.validity.joins import claim_standing
+from hearth.validity.retraction import removal_notices
 from hearth.values import counted, format_time
 
 if TYPE_CHECKING:  # networking loads aiohttp: only the commands that connect import it
+    from hearth.net.sync_client import RelayReport
     from hearth.protocol.invite_code import JoinerIntroduced
-    from hearth.sync_client import RelayReport
 
 __all__ = ["HANDLERS", "join"]
 
@@ -160,7 +162,7 @@ def _sync(args: argparse.Namespace, node: Node) -> int:
 def _serve(args: argparse.Namespace, node: Node) -> int:
     import signal
 
-    from hearth.serve import serve
+    from hearth.net.serve import serve
 
     listen = _host_port(args.listen) if args.listen else None
 
@@ -196,7 +198,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _doctor(args: argparse.Namespace, node: Node) -> int:
-    from hearth.doctor import examine, finding_lines
+    from hearth.cli.doctor import examine, finding_lines
 
     def checking(url: str) -> None:
         if not args.json:
@@ -229,8 +231,8 @@ def _status(args: argparse.Namespace, node: Node) -> int:
             if peer
             else sum(
                 len(records)
-                for hood in neighbours.memberships(node, group.id)
-                for records in neighbours.outgoing(node, hood, url).values()
+                for hood in participation.memberships(node, group.id)
+                for records in participation.outgoing(node, hood, url).values()
             ),
         }
         if peer:
@@ -242,7 +244,7 @@ def _status(args: argparse.Namespace, node: Node) -> int:
         if device is None:
             return None
         view = node.view(group.id)
-        cards = membership.cards(view.tables["members"])
+        cards = membership_rules.cards(view.tables["members"])
         members = {m.id: m.name for m in view.members(include_gone=True)}
         owner = next((members.get(c.member_id) for c in cards if c.key == device), None)
         return f"{owner}'s device" if owner else f"device {device.hex()[:12]}"
@@ -348,7 +350,7 @@ def invite_by_code(
     """A code on the first line, then wait for whoever uses it and let them in if the
     member approves (``hearth invite``, ``device add``, ``neighbourhood invite``);
     ``make_token`` records the invite and gives what is sealed to the joiner."""
-    from hearth.invite_client import offer_invite
+    from hearth.net.invite_code_client import offer_invite
 
     if args.timeout <= 0:
         raise UsageError("--timeout must be more than zero seconds.")
@@ -460,7 +462,7 @@ def _first_sync(
     node: Node, relays: Sequence[str], peer: str | None, group_id: str, timeout: float
 ) -> list[RelayReport]:
     """A joiner's first exchange: with the token's relays, and the inviter met nearby."""
-    from hearth.sync_client import sync_relays
+    from hearth.net.sync_client import sync_relays
 
     reports = []
     if relays:
@@ -484,7 +486,7 @@ def _local_listener(node: Node) -> str | None:
 def find_inviter_nearby(code_text: str, timeout: float) -> str:
     """The address of the node on this network holding the invite of a code (found by
     mDNS), or a :class:`TransportError` that says what to do."""
-    from hearth.lan import find_invite
+    from hearth.net.lan import find_invite
     from hearth.protocol.invite_code import parse_code
 
     code = parse_code(code_text)
@@ -508,7 +510,7 @@ def token_for_code(args: argparse.Namespace, relay: str, *, name: str, device: S
     """Run the code in ``args.token`` with the inviter through the relay's mailbox,
     introducing ourselves as ``name`` with ``device`` (whose key the exchange proves);
     the token it yields once the inviter approves."""
-    from hearth.invite_client import accept_invite
+    from hearth.net.invite_code_client import accept_invite
     from hearth.protocol.invite_code import parse_code
 
     code = parse_code(args.token)

@@ -7,8 +7,8 @@ commitment's status change (a need's ``by`` is its due date, an integer). R2 tie
 change to the device that signed its bundle; this module ties what a change says of its
 author to the member that device writes for, judged from the change's operations alone
 (:func:`hearth.ledger.change_ops.keyed_values`), before it is applied, the same way on
-every node: at intake (:mod:`hearth.intake`) and inside a snapshot's checks
-(:mod:`hearth.snapshots`, R13).
+every node: at intake (:mod:`hearth.validity.intake`) and inside a snapshot's checks
+(:mod:`hearth.validity.snapshots`, R13).
 
 A change may put at one of these keys only the signing member's id, or an integer at
 ``by``; nothing else (another name, a deletion, a map, any other value) — so a member

@@ -22,6 +22,7 @@ from hearth.ledger import clashes
 from hearth.ledger.archive import Archives, archivable
 from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc, change_hash
 from hearth.ledger.derive import open_lends
+from hearth.ledger.membership_rules import next_admin_rank
 from hearth.ledger.model import (
     COMMITMENT_TRANSITIONS,
     STARTING_STOCK,
@@ -36,7 +37,6 @@ from hearth.ledger.model import (
     Role,
 )
 from hearth.ledger.view import LedgerView
-from hearth.membership import next_admin_rank
 from hearth.values import MAX_NOTE, check_text, format_date, format_quantity
 
 __all__ = ["Ledger", "touched_of"]

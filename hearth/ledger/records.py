@@ -19,7 +19,7 @@ its bundle builds on it, the same on every node (at intake, and in a snapshot's 
 - an archive copies: every value a bundle puts into an archive is the one the live
   document held at that place where the bundle's own changes to it build on.
 
-The members and invites tables are judged by :mod:`hearth.membership` instead, with one
+The members and invites tables are judged by :mod:`hearth.ledger.membership_rules` instead, with one
 rule from here: nothing in them that is a map is deleted or written anew as a new map.
 Honest writers never do, and a removal is known by the map it wrote into (the removal
 that waits to be written again, R8, is found in the member's entry: written anew, the

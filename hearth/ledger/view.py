@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 
-from hearth import lookup, membership
+from hearth import lookup
 from hearth.errors import NotFound
-from hearth.ledger import derive
+from hearth.ledger import derive, membership_rules
 from hearth.ledger.automerge_doc import EntryRef, LedgerDoc
 from hearth.ledger.model import (
     TABLES,
@@ -250,7 +250,7 @@ class LedgerView:
         if raw is None:
             raise NotFound(f"There is no member {member_id!r}.")
         found = derive.member(member_id, raw)
-        role = Role(membership.effective_role(members, member_id))
+        role = Role(membership_rules.effective_role(members, member_id))
         return found if role is found.role else dataclasses.replace(found, role=role)
 
     def giver_name(self, commitment: Commitment) -> str:

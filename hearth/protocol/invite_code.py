@@ -9,7 +9,7 @@ burns the mailbox), so a relay that sees every message learns nothing and gets o
 After confirmation both screens show the same four-word verification phrase. The joiner
 introduces itself (its name and device key, signed over this exchange's key, so it proves
 it holds the key); the inviter approves by name and sends the join token — everything a
-new member needs (``hearth.invite``) — encrypted under the exchange's key. From there
+new member needs (``hearth.protocol.invite_token``) — encrypted under the exchange's key. From there
 joining is the same as with a printed token.
 
 Bytes in, events out: :meth:`InviteExchange.receive` takes one mailbox message, and the

@@ -20,7 +20,7 @@ decrypt:
 
 Published bundles go to the node's intake (:class:`TakeIn`), whose verdict comes back
 through :meth:`ServingSession.taken`. No sockets, clocks or randomness here: the adapter
-(``hearth.peer_server``) passes the challenge in.
+(``hearth.net.peer_listener``) passes the challenge in.
 """
 
 from __future__ import annotations

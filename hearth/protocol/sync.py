@@ -2,7 +2,7 @@
 
 ``RelaySession.handle(frame) -> list[Output]``: frames from the relay go in; what to send,
 what arrived, what was acknowledged or refused, and when the exchange has settled come
-out. The async adapter (``hearth.sync_client``) only carries outputs out. It never
+out. The async adapter (``hearth.net.sync_client``) only carries outputs out. It never
 touches a socket or a clock, so it can be driven by tests frame by frame.
 
 The exchange, per topic of the group: register the topic with its relay key, subscribe

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.errors import StorageError
-from hearth.home import create_private_file
+from hearth.store.home import create_private_file
 
 __all__ = ["ChangeRow", "GroupRow", "Store"]
 

@@ -1,6 +1,6 @@
 -- Bundles that failed a rule are counted per relay, peer or file they came from and per
 -- reason, as damaged ones are per source (0010), not kept one row each: a source sending
--- junk no longer grows the store (hearth.intake keeps at most a few dozen reasons a
+-- junk no longer grows the store (hearth.validity.intake keeps at most a few dozen reasons a
 -- source). The rejections table keeps only the notes for members and admins
 -- (retraction.notice).
 CREATE TABLE rejected_arrivals (

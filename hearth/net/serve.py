@@ -15,14 +15,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from hearth.compaction import compact_in_background
-from hearth.intake import confirm_joins
-from hearth.lan import LanPresence
-from hearth.node import Node
-from hearth.peer_server import HELLO_TIMEOUT_S, open_invites, start_listener
-from hearth.peers import LISTENING_AT, list_peers
-from hearth.rotation import keep_keys
-from hearth.sync_client import stay_connected
+from hearth.group.rotation import keep_keys
+from hearth.net.compaction import compact_in_background
+from hearth.net.dialled_peers import LISTENING_AT, list_peers
+from hearth.net.lan import LanPresence
+from hearth.net.peer_listener import HELLO_TIMEOUT_S, open_invites, start_listener
+from hearth.net.sync_client import stay_connected
+from hearth.node.node import Node
+from hearth.validity.intake import confirm_joins
 
 __all__ = ["serve"]
 

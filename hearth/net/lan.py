@@ -21,7 +21,7 @@ import ifaddr
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from hearth.node import Node
+from hearth.node.node import Node
 from hearth.protocol.beacon import beacon_tag, groups_beaconed
 
 __all__ = ["SERVICE_TYPE", "LanPresence", "find_invite"]

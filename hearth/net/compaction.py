@@ -3,7 +3,7 @@
 A node with an event loop to keep responsive (``hearth serve``, the app) must not save a
 large Automerge document itself: the binding holds the GIL for the whole save
 (AUTOMERGE.md). Such a node sets ``Node.compact_elsewhere``; :func:`compact_in_background`
-then runs ``python -m hearth.compaction HOME GROUP`` for each group that is due, which
+then runs ``python -m hearth.net.compaction HOME GROUP`` for each group that is due, which
 loads the group from the store, saves the snapshot, gives the group's relays a snapshot
 of their own when one is due (the same save, paid for here rather than in the loop), and
 exits. It only publishes to the relays, reading nothing from them: taking bundles in
@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hearth.node import Node, open_node
-from hearth.sync_client import give_snapshots
+from hearth.net.sync_client import give_snapshots
+from hearth.node.node import Node, open_node
 
 __all__ = ["compact_in_background", "main"]
 
@@ -38,7 +38,7 @@ async def compact_in_background(node: Node, *, poll_s: float = 1.0) -> None:
             child = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "hearth.compaction",
+                "hearth.net.compaction",
                 str(node.home),
                 group_id,
                 stderr=asyncio.subprocess.PIPE,
@@ -53,7 +53,7 @@ async def compact_in_background(node: Node, *, poll_s: float = 1.0) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hearth.compaction HOME GROUP_ID``: compact, then give each relay a
+    """``python -m hearth.net.compaction HOME GROUP_ID``: compact, then give each relay a
     snapshot if one is due (a new device then catches up from it)."""
     home, group_id = argv if argv is not None else sys.argv[1:]
     with open_node(Path(home)) as node:

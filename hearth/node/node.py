@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hearth import lookup, membership
+from hearth import lookup
 from hearth.clock import Clock, SystemClock
 from hearth.crypto import RandomBytes, SigningKey, verify
 from hearth.errors import (
@@ -27,19 +27,19 @@ from hearth.errors import (
     StorageError,
     UsageError,
 )
-from hearth.feeds import Feeds
-from hearth.home import make_private
-from hearth.identity import Identity, has_identity, load_identity
-from hearth.invite import Token, make_claim
-from hearth.ledger import EntryRef, Ledger, LedgerDoc, touched_of
+from hearth.ledger import EntryRef, Ledger, LedgerDoc, membership_rules, touched_of
 from hearth.ledger.archive import archive_seed
 from hearth.ledger.attribution import own_part
 from hearth.ledger.automerge_doc import Fields, change_hash
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES, Role
 from hearth.ledger.view import LedgerView
+from hearth.node.feeds import Feeds
+from hearth.node.identity import Identity, has_identity, load_identity
 from hearth.protocol.bundle import EpochKeys, Inner, decode_changes
+from hearth.protocol.invite_token import Token, make_claim
 from hearth.store import GroupRow, Store
+from hearth.store.home import make_private
 from hearth.values import check_text
 
 __all__ = ["LIVE", "Node", "open_node"]
@@ -290,7 +290,7 @@ class Node:
         one), rather than for a new member (admins only). ``for_device``: the joining
         device's key when it is known (an invite code's exchange proved it): the invite
         is confirmed for it at once. Otherwise this device confirms the first claim that
-        reaches it (:mod:`hearth.joins`).
+        reaches it (:mod:`hearth.validity.joins`).
         """
         group = self.current_group()
         view = self.view(group.id)
@@ -422,7 +422,7 @@ class Node:
         """Store and apply Automerge changes as they are; return how many were new.
 
         No authorship checks: this is for tools and tests that hold trusted changes. What
-        comes from other devices arrives as bundles through :mod:`hearth.intake`. A
+        comes from other devices arrives as bundles through :mod:`hearth.validity.intake`. A
         damaged change is refused before anything is stored.
         """
         infos = [(change_hash(c).hash, c) for c in changes]
@@ -469,7 +469,7 @@ class Node:
         group = self.group(group_id)
         with self.store.write(), self.writing(group.id) as ledger:
             mine = self.identity.device_key.public
-            if membership.cutoff_of(ledger.view.tables["members"], mine) is not None:
+            if membership_rules.cutoff_of(ledger.view.tables["members"], mine) is not None:
                 raise NotAuthorized(
                     f"You are no longer in '{group.name}' (removed, or you left) on this "
                     "device; what you write there would not count."
@@ -672,11 +672,11 @@ class Node:
         written = 0
         with self.writing(group_id) as rebuilt:
             members_now = rebuilt.view.tables["members"]
-            if membership.cutoff_of(members_now, me.device_key.public) is not None:
+            if membership_rules.cutoff_of(members_now, me.device_key.public) is not None:
                 return 0  # this device is out itself: nothing it writes would count
             if again:
                 self._fresh_actor(group_id, rebuilt)
-            if membership.effective_role(members_now, me.member_id) != "admin":
+            if membership_rules.effective_role(members_now, me.member_id) != "admin":
                 # What made this member an admin did not count either: changes to others'
                 # membership would be refused everywhere (R5), so they are not written.
                 again = {
@@ -700,7 +700,7 @@ class Node:
                 if table == "members" and "admin_rank" in fields:
                     # A promotion written again ranks after the admins known now (R7).
                     members_now = rebuilt.view.tables["members"]
-                    fields["admin_rank"] = membership.next_admin_rank(members_now, entry_id)
+                    fields["admin_rank"] = membership_rules.next_admin_rank(members_now, entry_id)
                 if fields:
                     rebuilt.write_again(table, entry_id, fields)
                     written += 1

@@ -9,7 +9,7 @@ documents hold exactly the changes those bundles carry, no more and no fewer; an
 bundle may write what it carries (R2: a member's device, under its own actor ids; R2a:
 in its member's name only; R5:
 a change to membership or invites as its author saw the group, judged by
-:mod:`hearth.membership`; R14: a joining device only on a confirmed claim). The
+:mod:`hearth.ledger.membership_rules`; R14: a joining device only on a confirmed claim). The
 documents are then merged instead of applying ten thousand changes one by one, which is
 what makes a snapshot fast.
 
@@ -23,19 +23,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from hearth import joins, membership
 from hearth.crypto import key_id
 from hearth.errors import ProtocolError
-from hearth.invite import decode_claim
-from hearth.ledger import LedgerDoc, attribution, records
+from hearth.ledger import LedgerDoc, attribution, membership_rules, records
 from hearth.ledger.archive import archive_seed
 from hearth.ledger.automerge_doc import ChangeInfo
 from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
-from hearth.node import Node, verify_genesis
+from hearth.node.node import Node, verify_genesis
 from hearth.protocol.bundle import Inner, decode_changes
-from hearth.snapshot_opening import Carried, Opener
+from hearth.protocol.invite_token import decode_claim
+from hearth.validity import joins
+from hearth.validity.snapshot_opening import Carried, Opener
 
 __all__ = ["Carried", "Opener", "check_snapshot"]
 
@@ -184,15 +184,18 @@ def _check_authors(
     final = live.read_table("members") if live is not None else {}
     invites = live.read_table("invites") if live is not None else {}
     held = node.view(group_id).tables["members"]
-    if any(card.cutoff is not None for card in membership.cards(final) + membership.cards(held)):
+    if any(
+        card.cutoff is not None
+        for card in membership_rules.cards(final) + membership_rules.cards(held)
+    ):
         raise ProtocolError(
             "a snapshot of a group someone was removed from or left: its bundles are taken "
             "one by one"
         )
     # No device listed for two members, no actor id for two devices: what taking each
     # bundle in checks of the table it leaves (membership.check_change).
-    membership.check_change(final, final, author="")
-    cards = {card.key: card for card in membership.cards(final)}
+    membership_rules.check_change(final, final, author="")
+    cards = {card.key: card for card in membership_rules.cards(final)}
     founder = bytes.fromhex(str(verify_genesis(node.group(group_id).genesis).get("device_key")))
     by_bundle: defaultdict[bytes, list[tuple[str, ChangeInfo]]] = defaultdict(list)
     for name, changes in expected.items():
@@ -220,7 +223,7 @@ def _check_authors(
         if fresh:
             used[inner.author] |= fresh
             tops = [info.hash for name, info in written if name == LIVE]
-            then = membership.cards(live.read_table_at("members", tops)) if live else []
+            then = membership_rules.cards(live.read_table_at("members", tops)) if live else []
             listed = next((c.actors for c in then if c.key == inner.author), frozenset())
             if not fresh <= listed:
                 raise ProtocolError(
@@ -301,7 +304,7 @@ def _check_membership_change(
     live: LedgerDoc,
     inner: Inner,
     infos: Sequence[ChangeInfo],
-    invites_now: membership.Table,
+    invites_now: membership_rules.Table,
     founder: bytes,
     graph: Mapping[bytes, Sequence[bytes]],
 ) -> None:
@@ -315,7 +318,7 @@ def _check_membership_change(
     built_on = {d for i in infos for d in i.deps}
     tops = sorted(own - built_on)
     then_members = live.read_table_at("members", deps)
-    card = next((c for c in membership.cards(then_members) if c.key == inner.author), None)
+    card = next((c for c in membership_rules.cards(then_members) if c.key == inner.author), None)
     if card is None and inner.claim:
         deps = _heads_without(graph, own) or deps
         tops = sorted(set(deps) | set(tops))
@@ -346,14 +349,14 @@ def _check_membership_change(
         member_id = None
     else:
         raise ProtocolError("a change to membership by a device that was not a member's")
-    membership.check_change(
+    membership_rules.check_change(
         then["members"],
         made["members"],
         author=member_id,
         joining=joining,
         invite=then["invites"].get(invite_id) if invite_id else None,
     )
-    membership.check_invites(
+    membership_rules.check_invites(
         then["invites"],
         made["invites"],
         members=then["members"],

@@ -12,7 +12,7 @@ once, after someone leaves on its next sync — and rival rotations settle by
 A device left out of an epoch by a removal that did not count gets it with the next
 rotation; and any member's node that holds such an epoch hands it on once (a hand-on in
 its feed), for when no admin holds it to rotate with it (:func:`keep_keys`). Not while
-that removal only waits to be written again (R8, :mod:`hearth.pending_removals`): for the
+that removal only waits to be written again (R8, :mod:`hearth.group.pending_removals`): for the
 keys, the device is out until then — no key is handed on, carried or made for it.
 """
 
@@ -21,11 +21,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from hearth import membership, neighbours, pending_removals
 from hearth.errors import NotFound
+from hearth.group import pending_removals
+from hearth.ledger import membership_rules
 from hearth.ledger.model import Role
 from hearth.ledger.view import LedgerView
-from hearth.node import Node
+from hearth.neighbourhood import participation
+from hearth.node.node import Node
 from hearth.protocol.bundle import EpochKeys, Inner
 from hearth.protocol.epoch_op import (
     Carried,
@@ -51,7 +53,7 @@ __all__ = [
 def departed_devices(view: LedgerView) -> frozenset[bytes]:
     """Keys of every device whose writes no longer count: removed, or of someone gone."""
     return frozenset(
-        c.key for c in membership.cards(view.tables["members"]) if c.cutoff is not None
+        c.key for c in membership_rules.cards(view.tables["members"]) if c.cutoff is not None
     )
 
 
@@ -59,7 +61,7 @@ def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
     """Devices no key may be sealed to any more: departed, caught equivocating (R4), or
     left out of a key by a removal that waits to be written again (R8)."""
     out = departed_devices(view) | frozenset(node.feeds.equivocations(group_id))
-    listed = {c.key for c in membership.cards(view.tables["members"])} - out
+    listed = {c.key for c in membership_rules.cards(view.tables["members"])} - out
     left_out = set().union(*node.feeds.excluded(group_id, counted_only=False).values())
     return out | pending_removals.removals_to_write_again(
         node, group_id, frozenset(listed & left_out)
@@ -69,16 +71,16 @@ def _out(node: Node, group_id: str, view: LedgerView) -> frozenset[bytes]:
 def keep_keys(node: Node, group_id: str) -> bool:
     """What `hearth sync` and `hearth serve` do for the group's keys before each pass: a
     removal this device made written again if it waits for that (R8,
-    :func:`hearth.pending_removals.write_own_again`), a new epoch if one is due
+    :func:`hearth.group.pending_removals.write_own_again`), a new epoch if one is due
     (:func:`rotation_due`), new keys in its neighbourhoods after one
-    (:func:`hearth.neighbours.hand_on_keys`), and older epochs handed on to the devices
-    left out of them although they are in the group (:func:`hand_on`). Whether there is
+    (:func:`hearth.neighbourhood.participation.hand_on_keys`), and older epochs handed on to the
+    devices left out of them although they are in the group (:func:`hand_on`). Whether there is
     something new to send."""
     written = pending_removals.write_own_again(node, group_id)  # before judging the keys
     rotated = rotation_due(node, group_id)
     if rotated:
         rotate(node, group_id)
-    handed = neighbours.hand_on_keys(node, group_id)  # after the epoch: it keeps the new key
+    handed = participation.hand_on_keys(node, group_id)  # after the epoch: it keeps the new key
     return hand_on(node, group_id) or rotated or handed or written
 
 
@@ -98,7 +100,7 @@ def rotation_due(node: Node, group_id: str) -> bool:
     if node.identity.device_key.public in departed:
         return False  # this device is out itself: its op would count nowhere
     _, keys, excluded = node.feeds.current(group_id)
-    listed = {c.key for c in membership.cards(view.tables["members"]) if c.cutoff is None}
+    listed = {c.key for c in membership_rules.cards(view.tables["members"]) if c.cutoff is None}
     return not departed <= excluded or bool(_lacking(node, group_id, keys, listed - departed))
 
 
@@ -109,7 +111,7 @@ def rotate(node: Node, group_id: str) -> EpochKeys:
         view = node.view(group_id)
         number = max(n for n, _ in node.feeds.epochs(group_id))
         _, old, _ = node.feeds.current(group_id)
-        cards = membership.cards(view.tables["members"])
+        cards = membership_rules.cards(view.tables["members"])
         out = _out(node, group_id, view)
         secret = node.random_bytes(32)
         staying = [c for c in cards if c.key not in out]
@@ -167,13 +169,13 @@ def hand_on(node: Node, group_id: str) -> bool:
     view = node.view(group_id)
     out = _out(node, group_id, view)
     mine = node.identity.device_key.public
-    if mine in out or membership.cutoff_of(view.tables["members"], mine) is not None:
+    if mine in out or membership_rules.cutoff_of(view.tables["members"], mine) is not None:
         return False
     done = _handed(node, group_id)
     counted = node.feeds.excluded(group_id)  # the epochs whose ops count
     handed: dict[bytes, list[Carried]] = {}
     recipients: set[bytes] = set()
-    for card in membership.cards(view.tables["members"]):
+    for card in membership_rules.cards(view.tables["members"]):
         if card.key == mine or card.key in out or card.cutoff is not None:
             continue
         # Also an epoch whose op does not count that the device was not given (it joined

@@ -7,16 +7,17 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from hearth import members, neighbours
-from hearth.intake import confirm_joins
-from hearth.node import Node
-from hearth.peers import list_peers
-from hearth.retraction import removal_notices
-from hearth.rotation import keep_keys
+from hearth.group import member_changes
+from hearth.group.rotation import keep_keys
+from hearth.neighbourhood import participation
+from hearth.net.dialled_peers import list_peers
+from hearth.node.node import Node
+from hearth.validity.intake import confirm_joins
+from hearth.validity.retraction import removal_notices
 from hearth.values import counted, format_time
 
 if TYPE_CHECKING:  # networking loads aiohttp: only syncing itself imports it
-    from hearth.sync_client import RelayReport
+    from hearth.net.sync_client import RelayReport
 
 __all__ = ["merged", "sync_everywhere", "sync_now", "sync_report"]
 
@@ -33,7 +34,7 @@ async def _sync_passes(
     """Sync with every relay, then every peer; again while a pass brings news of more
     relays or of a new group key (whose topic must be synced everywhere too), or made
     this node write something."""
-    from hearth.sync_client import sync_relays
+    from hearth.net.sync_client import sync_relays
 
     reports: list[RelayReport] = []
     tried: set[tuple[str, bool]] = set()
@@ -50,9 +51,9 @@ async def _sync_passes(
             confirm_joins(node, group_id)  # joins to invites made here (R14)
             keep_keys(node, group_id)
             # Handoffs agreed or fulfilled in a neighbourhood, into the ledger and back.
-            news = neighbours.reconcile(node, group_id) > 0 or news
+            news = participation.reconcile(node, group_id) > 0 or news
         now = {keys.topic for g in groups for _, keys in node.feeds.epochs(g)}
-        now |= {t for g in groups for t in neighbours.topics(node, g)}
+        now |= {t for g in groups for t in participation.topics(node, g)}
         if now != topics or news:
             tried.clear()
             topics = now
@@ -131,7 +132,7 @@ def sync_report(
     sent = sum(r.sent for r in reports)
     received = sum(r.received for r in reports)
     lines.append(f"Sent {counted(sent, unit)} and received {received}.")
-    told = [note for g in groups if (note := members.standing_note(node, g))]
+    told = [note for g in groups if (note := member_changes.standing_note(node, g))]
     for at, what in removal_notices(node, since_ms=started_ms):
         told.append(f"{what} ({format_time(at)}).")
     return lines, told

@@ -12,7 +12,7 @@ claims. A token whose maker was removed before confirming it, or that was confir
 someone since removed, lets nobody in again.
 
 What a claim that does not count means is said plainly to the one who made it
-(:func:`claim_standing`) and to the group's admins (:mod:`hearth.alerts`).
+(:func:`claim_standing`) and to the group's admins (:mod:`hearth.validity.alerts`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from hearth import membership
 from hearth.crypto import key_id
 from hearth.errors import HearthError, ProtocolError
-from hearth.feeds import WAITING
-from hearth.invite import decode_claim
-from hearth.node import Node
-from hearth.retraction import opened
+from hearth.ledger import membership_rules
+from hearth.node.feeds import WAITING
+from hearth.node.node import Node
+from hearth.protocol.invite_token import decode_claim
+from hearth.validity.retraction import opened
 
 __all__ = [
     "CLAIM_AS_MEMBER",
@@ -73,7 +73,7 @@ def confirm_claims(node: Node, group_id: str) -> int:
     if not any(i.get("by_device") == mine and "confirmed" not in i for i in invites.values()):
         return 0
     members = view.tables["members"]
-    if membership.cutoff_of(members, node.identity.device_key.public) is not None:
+    if membership_rules.cutoff_of(members, node.identity.device_key.public) is not None:
         return 0  # out of the group: a confirmation would count nowhere
     now = node.clock.now_ms()
     chosen: dict[str, bytes] = {}
@@ -102,7 +102,7 @@ def confirm_claims(node: Node, group_id: str) -> int:
         if invite.get("kind") == "device":
             if invite.get("member") != key_id(claim.member_key):
                 continue
-        elif membership.effective_role(members, node.identity.member_id) != "admin":
+        elif membership_rules.effective_role(members, node.identity.member_id) != "admin":
             continue
         chosen[claim.invite_id] = inner.author
     if chosen:
@@ -123,7 +123,7 @@ def claim_standing(node: Node, group_id: str) -> str:
         return ""
     invite = view.tables["invites"].get(invite_id, {})
     try:
-        membership.check_joined_at(me, invite)
+        membership_rules.check_joined_at(me, invite)
     except ProtocolError:
         return (
             "Your join is dated before the invite you used was made (is this device's clock "

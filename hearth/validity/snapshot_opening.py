@@ -2,7 +2,7 @@
 
 Each covered bundle is decrypted, its author's signature verified, its changes read —
 each one's header, the objects it writes, and what it writes at the keys that name who
-did something (R2a) — before :mod:`hearth.snapshots` judges the snapshot. All of that is
+did something (R2a) — before :mod:`hearth.validity.snapshots` judges the snapshot. All of that is
 a pure function of the bundle's bytes and its group's keys (:func:`open_carried`), and
 for a catch-up of thousands of bundles it is most of the work. So once a catch-up is big
 enough, the bundles go, in chunks as they arrive, to a second Python process
@@ -32,7 +32,7 @@ from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.ledger.attribution import ATTRIBUTION_KEYS
 from hearth.ledger.automerge_doc import ChangeInfo, read_change_names
 from hearth.ledger.change_ops import KeyedValue, ObjectRef
-from hearth.node import Node
+from hearth.node.node import Node
 from hearth.protocol.bundle import (
     Envelope,
     EpochKeys,
@@ -177,7 +177,7 @@ class _Worker:
         package_root = str(Path(__file__).resolve().parent.parent)  # this very hearth
         path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "hearth.snapshot_opening"],
+            [sys.executable, "-m", "hearth.validity.snapshot_opening"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -282,7 +282,7 @@ class Opener:
 
     def add(self, data: bytes) -> bytes | None:
         """One more bundle; return its id. One that is damaged or not of our groups is
-        left to :func:`hearth.intake.take_in`."""
+        left to :func:`hearth.validity.intake.take_in`."""
         try:
             envelope = parse_envelope(data)
         except Damaged:

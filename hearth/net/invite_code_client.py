@@ -19,11 +19,11 @@ from types import TracebackType
 
 import aiohttp
 
-from hearth.connect import answer_within, open_websocket
 from hearth.crypto import RandomBytes, SigningKey
 from hearth.errors import HearthError, ProtocolError, TransportError
-from hearth.invite import encode_token
-from hearth.node import Node
+from hearth.net.connect import answer_within, open_websocket
+from hearth.net.sync_client import sync_relays, why_failed
+from hearth.node.node import Node
 from hearth.protocol.connection import Connection, Role
 from hearth.protocol.frames import (
     VERSIONS,
@@ -43,7 +43,7 @@ from hearth.protocol.invite_code import (
     TokenReceived,
     Verified,
 )
-from hearth.sync_client import sync_relays, why_failed
+from hearth.protocol.invite_token import encode_token
 
 __all__ = ["InviteResult", "accept_invite", "offer_invite"]
 

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from hearth import neighbours
 from hearth.crypto import SigningKey
 from hearth.errors import TransportError
-from hearth.identity import create_identity
-from hearth.intake import Verdict, take_in
 from hearth.ledger import CommitmentStatus, Kind, find_conflicts
 from hearth.ledger.ledger import Ledger
-from hearth.node import Node, open_node
-from hearth.sync_client import sync_relay
+from hearth.neighbourhood import participation
+from hearth.net.sync_client import sync_relay
+from hearth.node.identity import create_identity
+from hearth.node.node import Node, open_node
+from hearth.validity.intake import Verdict, take_in
 from hearth.values import counted, format_time
 
 __all__ = ["DemoClock", "build_demo", "run_demo", "running_demo", "summary"]
@@ -238,19 +238,19 @@ def _neighbours(
             ledger.add_resource(
                 name, kind=Kind.FOOD, quantity=Decimal(qty), unit=unit, shareable=True
             )
-    hood = neighbours.create(ada, group_id, "Eastside")
+    hood = participation.create(ada, group_id, "Eastside")
     key = SigningKey.generate()
-    neighbours.admit(ada, hood, key.public, "Riverside Allotment")
-    neighbours.join(dee, allotment, neighbours.encode_token(hood), key)
-    compost = neighbours.add_offer(ada, group_id, "Compost", Decimal(5), note="well rotted")
+    participation.admit(ada, hood, key.public, "Riverside Allotment")
+    participation.join(dee, allotment, participation.encode_token(hood), key)
+    compost = participation.add_offer(ada, group_id, "Compost", Decimal(5), note="well rotted")
     real_now = time.time_ns() // 1_000_000
-    neighbours.add_offer(
+    participation.add_offer(
         dee, allotment, "Apples (windfalls)", Decimal(10), until=real_now + 14 * _DAY
     )
-    neighbours.add_offer(dee, allotment, "Rhubarb crowns", Decimal(3), note="ready to plant")
+    participation.add_offer(dee, allotment, "Rhubarb crowns", Decimal(3), note="ready to plant")
     said = ((ada, group_id), (dee, allotment))
     _share_records(said, relay_url)
-    neighbours.request(dee, allotment, compost.id, Decimal(2), note="for the new beds")
+    participation.request(dee, allotment, compost.id, Decimal(2), note="for the new beds")
     _share_records(said, relay_url)
     return dee
 
@@ -344,8 +344,8 @@ def summary(demo: Demo) -> str:
     for conflict in find_conflicts(view):
         lines.append(f"Conflict to sort out: {conflict.summary}")
     ada_node = demo.nodes["Ada"]
-    for membership in neighbours.memberships(ada_node, demo.group_id):
-        hood = neighbours.state(ada_node, membership)
+    for membership in participation.memberships(ada_node, demo.group_id):
+        hood = participation.state(ada_node, membership)
         others = [
             o for o in hood.open_offers(ada_node.clock.now_ms()) if o.group != membership.key.public
         ]

@@ -4,14 +4,14 @@ Cheapest check first, failing closed, storing nothing on failure:
 size and format → duplicate id → our topic? → admission signature → AEAD open → author
 signature → chain (seq and prev) → authorization (a device of a member, not past its
 cutoff, or a valid invite claim; every change under one of the device's actor ids; changes
-to membership and invites only as :mod:`hearth.membership` allows) → apply. A bundle that
-comes before an earlier one of its feed, builds on changes not here yet, or is from a
+to membership and invites only as :mod:`hearth.ledger.membership_rules` allows) → apply. A bundle
+that comes before an earlier one of its feed, builds on changes not here yet, or is from a
 device whose invite has not arrived yet, waits and is retried whenever something else is
 applied. Every rejection is logged with its reason and counted in the store, per source
 (:func:`tallied` counts many in memory and writes them once). What a late
-removal or an equivocation takes back is :mod:`hearth.retraction`'s job. A snapshot is
+removal or an equivocation takes back is :mod:`hearth.validity.retraction`'s job. A snapshot is
 taken only together with the bundles it covers, checked against them
-(:func:`take_snapshot`, :mod:`hearth.snapshots`, docs/security.md §6, R13).
+(:func:`take_snapshot`, :mod:`hearth.validity.snapshots`, docs/security.md §6, R13).
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from hearth import joins, membership, neighbours, snapshots
 from hearth.crypto import key_id
-from hearth.cutoffs import counted_through, past_cutoff, removal_voided, within_cutoff
 from hearth.errors import Damaged, HearthError, LedgerError, ProtocolError
-from hearth.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
-from hearth.invite import decode_claim
+from hearth.group.rotation import epoch_of, take_epoch_op, take_hand_on
 from hearth.ledger import Ledger, LedgerDoc, attribution, records
+from hearth.ledger import membership_rules as membership
 from hearth.ledger.automerge_doc import EntryRef, change_hash
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node, verify_genesis
+from hearth.neighbourhood import participation
+from hearth.node.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
+from hearth.node.node import Node, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
     Inner,
@@ -43,7 +43,11 @@ from hearth.protocol.bundle import (
     open_envelope,
     parse_envelope,
 )
-from hearth.retraction import (
+from hearth.protocol.invite_token import decode_claim
+from hearth.store import ChangeRow
+from hearth.validity import joins, snapshots
+from hearth.validity.cutoffs import counted_through, past_cutoff, removal_voided, within_cutoff
+from hearth.validity.retraction import (
     change_ids,
     equivocated,
     is_orphaned,
@@ -55,8 +59,6 @@ from hearth.retraction import (
     take_out,
     unorphan,
 )
-from hearth.rotation import epoch_of, take_epoch_op, take_hand_on
-from hearth.store import ChangeRow
 
 __all__ = [
     "Author",
@@ -284,7 +286,7 @@ def _voids_removal(node: Node, group_id: str, inner: Inner) -> bool:
 
 def confirm_joins(node: Node, group_id: str) -> int:
     """Confirm the claims waiting here to invites this device made (R14,
-    :func:`hearth.joins.confirm_claims`) and let them count; return how many."""
+    :func:`hearth.validity.joins.confirm_claims`) and let them count; return how many."""
     confirmed = joins.confirm_claims(node, group_id)
     if confirmed:
         with node.store.write():
@@ -294,8 +296,9 @@ def confirm_joins(node: Node, group_id: str) -> int:
 
 def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> Outcome:
     """A bundle of one of our groups' neighbourhoods: checked the same way up to the
-    author's signature, then kept if it is a group's signed record (:mod:`hearth.neighbours`)."""
-    found = neighbours.keys_for_topic(node, envelope.topic)
+    author's signature, then kept if it is a group's signed record
+    (:mod:`hearth.neighbourhood.participation`)."""
+    found = participation.keys_for_topic(node, envelope.topic)
     if found is None:
         # Nothing of ours can be on that topic: a relay sent what we did not ask for.
         return _damaged(node, source, "a bundle for a group this node is not in")
@@ -303,7 +306,7 @@ def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> O
     if not envelope.relay_signature_valid(keys.relay_key.public):
         return _damaged(node, source, "a bundle whose admission signature is not the group's")
     try:
-        new = neighbours.take_record(node, membership, envelope, open_envelope(envelope, keys))
+        new = participation.take_record(node, membership, envelope, open_envelope(envelope, keys))
     except Damaged as exc:
         return _damaged(node, source, str(exc))
     except ProtocolError as exc:
@@ -512,7 +515,7 @@ def take_snapshot(
     node: Node, data: bytes, bundles: Sequence[bytes] | snapshots.Opener, *, source: str
 ) -> tuple[Outcome, frozenset[bytes]]:
     """Take in a snapshot together with the bundles that came with it (R13): checked
-    against them as :mod:`hearth.snapshots` says, then its documents merged and the
+    against them as :mod:`hearth.validity.snapshots` says, then its documents merged and the
     bundles it covers kept as applied. Return the verdict and the ids of the bundles it
     took; the others — all of them if it was refused — go through :func:`take_in`."""
     opener = (
@@ -752,7 +755,7 @@ def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner, bundle_id
 
 
 def _apply(node: Node, group_id: str, inner: Inner, bundle_id: bytes) -> None:
-    if inner.kind == "keys":  # any member may hand on keys it holds (hearth.rotation)
+    if inner.kind == "keys":  # any member may hand on keys it holds (hearth.group.rotation)
         author_of(node, group_id, node.ledger(group_id), inner, bundle_id)
         take_hand_on(node, group_id, inner)
         return

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hearth.ledger.model import Need, Resource
-from hearth.neighbourhood import Offer
+from hearth.neighbourhood.rules import Offer
 
 __all__ = ["Match", "Matcher"]
 

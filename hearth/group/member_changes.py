@@ -3,18 +3,20 @@
 Only admins change membership (checked here for a plain message, and by every node that
 receives the change, SECURITY.md §6). Anything that takes someone's devices out of the
 group also starts a new epoch, so they read nothing written afterwards
-(:mod:`hearth.rotation`) and new keys in the group's neighbourhoods
-(:func:`hearth.neighbours.hand_on_keys`); their writes after the cutoff recorded here count
-nowhere.
+(:mod:`hearth.group.rotation`) and new keys in the group's neighbourhoods
+(:func:`hearth.neighbourhood.participation.hand_on_keys`); their writes after the cutoff recorded
+here count nowhere.
 """
 
 from __future__ import annotations
 
-from hearth import lookup, membership, neighbours, present
+from hearth import lookup
 from hearth.errors import NotAuthorized, NotFound, UsageError
+from hearth.group.rotation import rotate, rotation_due
+from hearth.ledger import membership_rules, present
 from hearth.ledger.model import Member, Role
-from hearth.node import Node
-from hearth.rotation import rotate, rotation_due
+from hearth.neighbourhood import participation
+from hearth.node.node import Node
 from hearth.values import format_date
 
 __all__ = [
@@ -39,7 +41,7 @@ def _cutoffs(node: Node, group_id: str, member_id: str) -> dict[str, int]:
     members = node.view(group_id).tables["members"]
     return {
         card.key.hex(): node.feeds.head(group_id, card.key)[0]
-        for card in membership.cards(members)
+        for card in membership_rules.cards(members)
         if card.member_id == member_id and card.cutoff is None
     }
 
@@ -61,7 +63,7 @@ def remove_member(node: Node, group_id: str, text: str) -> Member:
         with node.change(group_id) as ledger:
             ledger.remove_member(member.id, _cutoffs(node, group_id, member.id))
         rotate(node, group_id)
-        neighbours.hand_on_keys(node, group_id)
+        participation.hand_on_keys(node, group_id)
     return member
 
 
@@ -71,7 +73,9 @@ def remove_device(node: Node, group_id: str, text: str) -> tuple[Member, str]:
     A member may remove their own devices (not the one in use); admins any device.
     """
     view = node.view(group_id)
-    current = {c.device_id: c for c in membership.cards(view.tables["members"]) if c.cutoff is None}
+    current = {
+        c.device_id: c for c in membership_rules.cards(view.tables["members"]) if c.cutoff is None
+    }
     chosen = lookup.pick(
         [
             lookup.Candidate(d, present.device_name(view, c.member_id, d))
@@ -94,7 +98,7 @@ def remove_device(node: Node, group_id: str, text: str) -> tuple[Member, str]:
             )
         if rotation_due(node, group_id):
             rotate(node, group_id)
-        neighbours.hand_on_keys(node, group_id)
+        participation.hand_on_keys(node, group_id)
     return view.member(card.member_id), card.device_id
 
 
@@ -176,7 +180,7 @@ def new_device_token(node: Node, device_key: bytes) -> str:
     """What ``hearth device add`` seals to this member's new device once it has introduced
     itself with ``device_key``: an invite for that device, with the member's key and name
     (so that it writes as them)."""
-    from hearth.invite import DeviceToken, encode_device_token
+    from hearth.protocol.invite_token import DeviceToken, encode_device_token
 
     me = node.identity
     return encode_device_token(

@@ -1,5 +1,5 @@
 """A node's neighbourhoods: joining them, saying things in them, and what they mean for the
-group's own ledger (the rules are in :mod:`hearth.neighbourhood`).
+group's own ledger (the rules are in :mod:`hearth.neighbourhood.rules`).
 
 What a group keeps about a neighbourhood — its id, name, secret and the group's keys there —
 is an entry in the group's own ledger (``meta``, under ``neighbourhood:ID``), so every
@@ -31,7 +31,6 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from hearth import lookup
-from hearth import membership as group_membership
 from hearth.crypto import KemKey, SigningKey, open_sealed, seal_to
 from hearth.errors import (
     HearthError,
@@ -41,9 +40,10 @@ from hearth.errors import (
     ProtocolError,
     UsageError,
 )
+from hearth.ledger import membership_rules as group_membership
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
-from hearth.matching import Match, Matcher
-from hearth.neighbourhood import (
+from hearth.neighbourhood.matching import Match, Matcher
+from hearth.neighbourhood.rules import (
     Offer,
     Record,
     Request,
@@ -55,7 +55,7 @@ from hearth.neighbourhood import (
     sign_record,
     verify_record,
 )
-from hearth.node import Node
+from hearth.node.node import Node
 from hearth.protocol import codec
 from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, seal_bundle
 from hearth.values import MAX_NAME, check_text, format_quantity
@@ -369,7 +369,7 @@ def take_record(node: Node, membership: Membership, envelope: Envelope, inner: I
     """Keep a record that arrived; ``False`` if it was here already. Raises
     :class:`ProtocolError` for one that is not a group's signed record.
 
-    Whether it counts is the fold's to say (:func:`hearth.neighbourhood.checked`): only
+    Whether it counts is the fold's to say (:func:`hearth.neighbourhood.rules.checked`): only
     once its device's chain is whole up to it. A second record for one place in a device's
     feed is kept too — it is the evidence that cuts the device off there on every node —
     but no third: two say all there is to say."""
@@ -597,7 +597,7 @@ def hand_on_keys(node: Node, group_id: str) -> bool:
     """What `hearth sync` and `hearth serve` do after a new epoch, on an admin's node: once
     someone who held the group's key in a neighbourhood is gone — or a member handed it on
     to a key of their own — hand it on to a new one and give the neighbourhood a new
-    secret, sealed to every other group's sealing key (see :mod:`hearth.neighbourhood`);
+    secret, sealed to every other group's sealing key (see :mod:`hearth.neighbourhood.rules`);
     a new secret too when the one in use was sealed to an old key of ours; publish a
     sealing key where the group has none yet (it joined before there were any); and seal
     the secrets we made to groups left out of them. Whether it did any of these."""
@@ -651,7 +651,7 @@ def _a_members_handover(
     """Whether the key we hold was handed on by a device of no admin of ours (a member
     keeping or moving the group's key for themselves), and the key's roster ranks this
     device: a handover from here, keeping everyone the group's membership says is in, then
-    stands against it (:mod:`hearth.neighbourhood`), so that no member's handover lasts."""
+    stands against it (:mod:`hearth.neighbourhood.rules`), so that no member's handover lasts."""
     handover = current.keys.handed_on(membership.key.public)
     me = node.identity.device_key.public
     if handover is None or handover.author == me:
@@ -732,7 +732,7 @@ def _hand_on(
                 "stay": list(stay),
                 "gone": [[d, seq] for d, (seq, _) in ends.items()],
                 # The record each ends at, by id: signing another for a place before it
-                # later takes back nothing (hearth.neighbourhood.checked).
+                # later takes back nothing (hearth.neighbourhood.rules.checked).
                 "ends": [[d, end] for d, (seq, end) in ends.items() if seq],
                 "admins": list(admins),
             },

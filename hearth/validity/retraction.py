@@ -3,7 +3,7 @@
 A removal can arrive after bundles it makes invalid were applied, and a device can be
 caught signing two bundles for one place in its feed. Either way the node marks those
 bundles invalid, rebuilds the ledger without their changes and whatever was built on them
-(:meth:`~hearth.node.Node.rebuild_without`), records those changes as *orphaned* so that
+(:meth:`~hearth.node.node.Node.rebuild_without`), records those changes as *orphaned* so that
 nothing waits for them, and tells the member what happened (:func:`removal_notices`).
 """
 
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 
-from hearth import membership
 from hearth.errors import ProtocolError
-from hearth.feeds import APPLIED, WAITING, StoredBundle
-from hearth.invite import decode_claim
+from hearth.group.rotation import epoch_of, take_epoch_op
+from hearth.ledger import membership_rules
 from hearth.ledger.automerge_doc import EntryRef, change_hash
-from hearth.node import Node
+from hearth.node.feeds import APPLIED, WAITING, StoredBundle
+from hearth.node.node import Node
 from hearth.protocol.bundle import Envelope, Inner, decode_changes, open_envelope, parse_envelope
-from hearth.rotation import epoch_of, take_epoch_op
+from hearth.protocol.invite_token import decode_claim
 from hearth.values import counted
 
 __all__ = [
@@ -143,7 +143,7 @@ def _hold_back_claims_to_lost_invites(
     # stays when the admin's goes.
     lost = {i for i, entry in invites.items() if _lost(entry, now.get(i, {}))}
     held: set[bytes] = set()
-    for card in membership.cards(node.view(group_id).tables["members"]):
+    for card in membership_rules.cards(node.view(group_id).tables["members"]):
         first = node.feeds.at(group_id, card.key, 1)
         if card.key == node.identity.device_key.public or first is None or first.state != APPLIED:
             continue

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hearth import bundle_file
 from hearth.errors import ProtocolError, UsageError
 from hearth.files import write_file
-from hearth.intake import Verdict, take_in, tallied
-from hearth.node import Node
-from hearth.protocol import codec
+from hearth.node.node import Node
+from hearth.protocol import bundle_file, codec
+from hearth.validity.intake import Verdict, take_in, tallied
 from hearth.values import counted
 
 __all__ = ["read_changes", "read_have", "write_changes", "write_have"]

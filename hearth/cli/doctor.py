@@ -14,16 +14,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from hearth import neighbours
-from hearth.alerts import admin_alerts
-from hearth.connect import CONNECT_TIMEOUT_S
 from hearth.errors import HearthError
-from hearth.identity import load_identity
-from hearth.intake import damage
-from hearth.joins import claim_standing
-from hearth.node import Node
-from hearth.peers import list_peers
-from hearth.sync_client import sync_relay
+from hearth.neighbourhood import participation
+from hearth.net.connect import CONNECT_TIMEOUT_S
+from hearth.net.dialled_peers import list_peers
+from hearth.net.sync_client import sync_relay
+from hearth.node.identity import load_identity
+from hearth.node.node import Node
+from hearth.validity.alerts import admin_alerts
+from hearth.validity.intake import damage
+from hearth.validity.joins import claim_standing
 from hearth.values import counted, format_time
 
 __all__ = ["Finding", "check_node", "examine", "finding_lines"]
@@ -63,9 +63,9 @@ async def _relay_clock(url: str, timeout: float) -> int | None:
 def _neighbourhoods(node: Node, group_id: str, group_name: str) -> list[Finding]:
     """Where the group stands in each of its neighbourhoods."""
     findings = []
-    for membership in neighbours.memberships(node, group_id):
-        standing = neighbours.standing(node, membership)
-        said, advice = neighbours.STANDINGS[standing]
+    for membership in participation.memberships(node, group_id):
+        standing = participation.standing(node, membership)
+        said, advice = participation.STANDINGS[standing]
         findings.append(
             Finding(
                 f"{group_name}: neighbourhood {membership.name}", standing == "in", said, advice

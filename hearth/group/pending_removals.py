@@ -3,13 +3,13 @@
 An admin's removal that builds on a change which turns out not to count (another device
 signed two bundles for one seq, R4, or wrote past its cutoff, R6) does not count either:
 Automerge cannot take a change without what it builds on. It is not void, though: its
-author's node writes it again (R8: :meth:`~hearth.node.Node.write_again` as it takes the
+author's node writes it again (R8: :meth:`~hearth.node.node.Node.write_again` as it takes the
 change out, and :func:`write_own_again` at its next pass for what that missed — a
 change taken out while judging competing removals anew, or folded into a snapshot), and
 then the member is out as the admin meant. Meanwhile the key the admin made without that
 member is a key that left out a member the ledger still lists — exactly what a removal
 that R7 voids leaves too, where the member is owed the key. Told apart here, so that no
-node hands such a key on (:func:`hearth.rotation.hand_on`, the epochs a new key carries)
+node hands such a key on (:func:`hearth.group.rotation.hand_on`, the epochs a new key carries)
 to a member whose removal is only waiting to be written again: what the group sealed
 under it stays unreadable to them.
 
@@ -24,11 +24,11 @@ new removal be voided, the waiting ends and the key is owed after all.
 
 from __future__ import annotations
 
-from hearth import membership
-from hearth.feeds import APPLIED
+from hearth.ledger import membership_rules
 from hearth.ledger.automerge_doc import change_hash
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node
+from hearth.node.feeds import APPLIED
+from hearth.node.node import Node
 from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
 
 __all__ = ["removals_to_write_again", "write_own_again"]
@@ -46,7 +46,7 @@ def removals_to_write_again(
     found = _waiting(node, group_id, devices)
     if not found:
         return frozenset()
-    cards = membership.cards(node.view(group_id).tables["members"])
+    cards = membership_rules.cards(node.view(group_id).tables["members"])
     member_of = {c.key: c.member_id for c in cards}
     whole = {member_of[d] for d, (_, all_of_them) in found.items() if all_of_them}
     also = {c.key for c in cards if c.member_id in whole and c.cutoff is None}
@@ -57,10 +57,10 @@ def write_own_again(node: Node, group_id: str) -> bool:
     """Write again, under a fresh actor id (as R8 does), the removals this device made
     that wait to be written again, with cutoffs at what this node holds of the removed
     devices now; whether it wrote any. What `hearth sync` and `serve` do before they
-    look at the group's keys (:func:`hearth.rotation.keep_keys`)."""
+    look at the group's keys (:func:`hearth.group.rotation.keep_keys`)."""
     view = node.view(group_id)
     mine = node.identity.device_key.public
-    cards = membership.cards(view.tables["members"])
+    cards = membership_rules.cards(view.tables["members"])
     listed = frozenset(c.key for c in cards if c.cutoff is None)
     left_out = set().union(*node.feeds.excluded(group_id, counted_only=False).values())
     own = {
@@ -98,7 +98,7 @@ def _waiting(
     if not devices:
         return {}
     members = node.view(group_id).tables["members"]
-    cards = membership.cards(members)
+    cards = membership_rules.cards(members)
     member_of = {c.key: c.member_id for c in cards if c.key in devices}
     if not member_of:
         return {}
@@ -107,7 +107,9 @@ def _waiting(
         return {}
     caught = node.feeds.equivocations(group_id)
     writers = {c.key: c.member_id for c in cards if c.cutoff is None and c.key not in caught}
-    admins = {m for m in set(writers.values()) if membership.effective_role(members, m) == "admin"}
+    admins = {
+        m for m in set(writers.values()) if membership_rules.effective_role(members, m) == "admin"
+    }
     document = node.ledger(group_id).doc
     found: dict[bytes, tuple[bytes, bool]] = {}
     # Ids first: the envelopes of bundles already read are not fetched again.
@@ -169,7 +171,7 @@ _CHANGE_IDS: dict[bytes, frozenset[bytes]] = {}
 
 def _orphaned(node: Node, group_id: str) -> set[bytes]:
     """The hashes of the group's changes known never to be part of its ledger (the table
-    :mod:`hearth.retraction` keeps; read here directly, as that module builds on this
+    :mod:`hearth.validity.retraction` keeps; read here directly, as that module builds on this
     one's users)."""
     rows = node.store.query("SELECT hash FROM orphaned_changes WHERE group_id = ?", (group_id,))
     return {bytes(h) for (h,) in rows}

@@ -32,13 +32,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
-from hearth import membership
 from hearth.door import Door, Doorway
-from hearth.intake import Verdict, take_in
-from hearth.node import Node
+from hearth.ledger import membership_rules
+from hearth.node.node import Node
 from hearth.protocol.frames import MAX_FRAME, Deliver, Error, Frame, Mailbox
 from hearth.protocol.mailbox import Mailboxes, MailboxLimits
 from hearth.protocol.serving import CatchUpPeer, Close, Send, ServingSession, TakeIn, ToMailboxes
+from hearth.validity.intake import Verdict, take_in
 
 __all__ = ["HELLO_TIMEOUT_S", "MAX_PEERS", "MAX_PER_ADDRESS", "open_invites", "start_listener"]
 
@@ -153,7 +153,7 @@ def _listed(node: Node) -> dict[bytes, frozenset[bytes]]:
     delivered it (a new device, joining, is given the current epoch)."""
     listed: dict[bytes, frozenset[bytes]] = {}
     for group in node.groups():
-        cards = membership.cards(node.view(group.id).tables["members"])
+        cards = membership_rules.cards(node.view(group.id).tables["members"])
         now = frozenset(c.key for c in cards if c.cutoff is None)
         current = node.feeds.current_keys(group.id).topic
         listed.update(
@@ -166,7 +166,7 @@ def _departed(node: Node) -> dict[bytes, frozenset[bytes]]:
     """Each served topic with the devices its group removed (or that left)."""
     departed: dict[bytes, frozenset[bytes]] = {}
     for group in node.groups():
-        gone = membership.departed(node.view(group.id).tables["members"])
+        gone = membership_rules.departed(node.view(group.id).tables["members"])
         departed.update((keys.topic, gone) for _, keys in node.feeds.epochs(group.id))
     return departed
 

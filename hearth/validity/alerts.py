@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hearth import membership, neighbours
+from hearth.ledger import membership_rules
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node
+from hearth.neighbourhood import participation
+from hearth.node.node import Node
 from hearth.protocol.bundle import decode_changes
-from hearth.retraction import NOTICE_DAYS, opened
+from hearth.validity.retraction import NOTICE_DAYS, opened
 from hearth.values import counted
 
 __all__ = ["AdminAlert", "admin_alerts"]
@@ -58,8 +59,8 @@ def admin_alerts(node: Node, group_id: str) -> list[AdminAlert]:
     """What this node's member must act on as an admin (nothing for anyone else)."""
     members = node.view(group_id).tables["members"]
     me = members.get(node.identity.member_id, {})
-    if membership.is_gone(me) or (
-        membership.effective_role(members, node.identity.member_id) != "admin"
+    if membership_rules.is_gone(me) or (
+        membership_rules.effective_role(members, node.identity.member_id) != "admin"
     ):
         return []
     return (
@@ -74,7 +75,7 @@ def _equivocations(node: Node, group_id: str) -> list[AdminAlert]:
     view = node.view(group_id)
     caught = node.feeds.equivocations(group_id)
     alerts = []
-    for card in membership.cards(view.tables["members"]):
+    for card in membership_rules.cards(view.tables["members"]):
         if card.key not in caught or card.cutoff is not None:
             continue
         name = view.member_name(card.member_id)
@@ -116,7 +117,7 @@ def _counter_removals(node: Node, group_id: str) -> list[AdminAlert]:
     members = view.tables["members"]
     alerts = []
     found: set[tuple[str, str]] = set()
-    for card in membership.cards(members):
+    for card in membership_rules.cards(members):
         removal = members.get(card.member_id, {}).get("removed")
         remover = removal.get("created_by") if isinstance(removal, dict) else None
         if card.cutoff is None or not isinstance(remover, str) or remover == card.member_id:
@@ -181,7 +182,7 @@ def _neighbourhood(node: Node, group_id: str) -> list[AdminAlert]:
     """What devices of the group, or whoever holds its key, did in its neighbourhoods that
     the admins must know of at once."""
     view = node.view(group_id)
-    cards = {c.key: c for c in membership.cards(view.tables["members"])}
+    cards = {c.key: c for c in membership_rules.cards(view.tables["members"])}
 
     def whose(device: bytes) -> tuple[str, str]:
         card = cards.get(device)
@@ -190,8 +191,8 @@ def _neighbourhood(node: Node, group_id: str) -> list[AdminAlert]:
         return view.member_name(card.member_id), card.device_id
 
     alerts = []
-    for hood in neighbours.memberships(node, group_id):
-        current = neighbours.state(node, hood)
+    for hood in participation.memberships(node, group_id):
+        current = participation.state(node, hood)
         for device, seq in sorted(current.equivocations.items()):
             name, device_id = whose(device)
             if not device_id or cards[device].cutoff is not None:

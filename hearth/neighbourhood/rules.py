@@ -56,7 +56,8 @@ asked for and what became of it. The rules:
 - an accepted request is a handoff: the offering group may say it handed over (``given``),
   and it is fulfilled once the receiving group says it arrived.
 
-Nothing here does I/O; ``hearth.neighbours`` keeps the records and talks to the node.
+Nothing here does I/O; ``hearth.neighbourhood.participation`` keeps the records and talks to the
+node.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hearth.crypto import KemKey, RandomBytes, SigningKey, key_id, verify
 from hearth.errors import IdentityError
-from hearth.home import make_private
+from hearth.store.home import make_private
 from hearth.values import check_text
 
 __all__ = ["Identity", "create_identity", "has_identity", "load_identity"]

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from hearth import membership, neighbours, snapshots
-from hearth.connect import answer_within, open_websocket
 from hearth.errors import HearthError, ProtocolError, TransportError
-from hearth.feeds import INVALID
-from hearth.intake import Verdict, take_in, take_snapshot
+from hearth.ledger import membership_rules
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node
-from hearth.peers import note_peer_device, note_peer_has
+from hearth.neighbourhood import participation
+from hearth.net.connect import answer_within, open_websocket
+from hearth.net.dialled_peers import note_peer_device, note_peer_has
+from hearth.node.feeds import INVALID
+from hearth.node.node import Node
 from hearth.protocol.bundle import (
     MAX_BUNDLE,
     cover_proof,
@@ -52,6 +52,8 @@ from hearth.protocol.sync import (
     Settled,
     TopicPlan,
 )
+from hearth.validity import snapshots
+from hearth.validity.intake import Verdict, take_in, take_snapshot
 
 __all__ = [
     "RelayReport",
@@ -123,7 +125,9 @@ def plan_for(
     numbers = {keys.epoch_id: number for g in group_ids for number, keys in node.feeds.epochs(g)}
     # A peer: the devices each group removed (the peer must not be one), once per group.
     departed = (
-        {g: membership.departed(node.view(g).tables["members"]) for g in group_ids} if peer else {}
+        {g: membership_rules.departed(node.view(g).tables["members"]) for g in group_ids}
+        if peer
+        else {}
     )
     for group_id, keys in every:
         topic = keys.topic
@@ -170,9 +174,9 @@ def plan_for(
             )
         )
     if not peer:  # the groups' neighbourhoods go through the groups' relays too
-        joined = {m.id: m for g in group_ids for m in neighbours.memberships(node, g)}
+        joined = {m.id: m for g in group_ids for m in participation.memberships(node, g)}
         for joined_one in joined.values():
-            waiting = neighbours.outgoing(node, joined_one, url)
+            waiting = participation.outgoing(node, joined_one, url)
             for keys in joined_one.every_keys:
                 plans.append(
                     TopicPlan(
@@ -455,7 +459,7 @@ async def _run(
     """One connection to one relay or peer: until settled, or (``live``) until it drops;
     ``snapshots_only``: only give the relay the snapshots due (:func:`give_snapshots`)."""
     mark = start_mark = node.feeds.newest_arrival()
-    said_mark = neighbours.newest_arrival(node)
+    said_mark = participation.newest_arrival(node)
     if snapshots_only:  # the snapshot's ack moves no cursor: it is in no device's feed
         plans = _snapshot_plans(node, group_ids)
     else:
@@ -502,7 +506,7 @@ async def _run(
                                 return False
                             continue
                         # A node keeping a loop responsive leaves saving the document for
-                        # a snapshot to its compaction process (hearth.compaction).
+                        # a snapshot to its compaction process (hearth.net.compaction).
                         snapshot = (
                             None if node.compact_elsewhere else snapshot_due(node, url, group_ids)
                         )
@@ -535,11 +539,11 @@ async def _run(
                     return
                 arrived, mark = node.feeds.arrivals(mark)
                 if not report.peer:
-                    said, said_mark = neighbours.arrivals(node, said_mark)
+                    said, said_mark = participation.arrivals(node, said_mark)
                     arrived += said
                     if said:  # an answer or a fulfilment may be news for the ledger
                         for group_id in group_ids:
-                            neighbours.reconcile(node, group_id)
+                            participation.reconcile(node, group_id)
                 fresh = [
                     (i, e)
                     for i, topic, e in arrived
@@ -600,7 +604,7 @@ def written_here(
     node: Node, mark: int, topics: set[bytes], offered: set[bytes]
 ) -> list[tuple[bytes, bytes]]:
     """(id, envelope) of the bundles this device wrote on ``topics`` since ``mark`` (of
-    :meth:`~hearth.feeds.Feeds.arrivals`) and not yet ``offered``, which they join."""
+    :meth:`~hearth.node.feeds.Feeds.arrivals`) and not yet ``offered``, which they join."""
     mine = node.feeds.written_since(mark, node.identity.device_key.public)
     fresh = [(i, e) for i, topic, e in mine if topic in topics and i not in offered]
     offered.update(i for i, _ in fresh)
@@ -661,7 +665,7 @@ def _synced_topics(node: Node, group_ids: Sequence[str], *, peer: bool) -> set[b
     """The topics :func:`plan_for` covers now (a new group key or neighbourhood adds one)."""
     topics = {keys.topic for g in group_ids for _, keys in node.feeds.epochs(g)}
     if not peer:
-        topics |= {t for g in group_ids for t in neighbours.topics(node, g)}
+        topics |= {t for g in group_ids for t in participation.topics(node, g)}
     return topics
 
 

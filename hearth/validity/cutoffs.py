@@ -5,8 +5,8 @@ do those of a device caught signing two bundles for one seq, past the seq before
 
 One exception, R7 settled by seniority: two admins who remove (or demote) each other at
 the same moment, each not knowing of the other's op. The one who has been an admin longer
-(:func:`hearth.membership.seniority`) stands: the junior's removal of the senior is void,
-so everything the senior wrote after the cutoff the junior gave them counts — the op
+(:func:`hearth.ledger.membership_rules.seniority`) stands: the junior's removal of the senior is
+void, so everything the senior wrote after the cutoff the junior gave them counts — the op
 against the junior among it. The senior's feed past that cutoff is read as a checked chain
 (each bundle following the one before) up to the op that removes or demotes the junior,
 judged by what the senior could see then: if the senior had heard of their own removal,
@@ -19,34 +19,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hearth import membership
-from hearth.feeds import StoredBundle
-from hearth.ledger import Ledger
+from hearth.ledger import Ledger, membership_rules
 from hearth.ledger.automerge_doc import change_hash
 from hearth.ledger.ledger import LIVE
-from hearth.node import Node
+from hearth.node.feeds import StoredBundle
+from hearth.node.node import Node
 from hearth.protocol.bundle import Inner, decode_changes
-from hearth.retraction import is_orphaned, opened
+from hearth.validity.retraction import is_orphaned, opened
 
 __all__ = ["counted_through", "cutoff", "past_cutoff", "removal_voided", "within_cutoff"]
 
 _MAX_ANSWER = 64  # bundles past a cutoff read to find the answer: a node offline for a while
 
 
-def cutoff(node: Node, group_id: str, members: membership.Table, device: bytes) -> int | None:
+def cutoff(node: Node, group_id: str, members: membership_rules.Table, device: bytes) -> int | None:
     """The last seq of a device's feed that counts by its removal or departure, or by the
     seq before the one it signed twice, whichever is earlier (``None``: all of it counts)."""
-    listed = membership.cutoff_of(members, device)
+    listed = membership_rules.cutoff_of(members, device)
     proved = node.feeds.equivocations(group_id).get(device)
     if proved is None:
         return listed
     return proved if listed is None else min(listed, proved)
 
 
-def _remover_if_senior(node: Node, group_id: str, members: membership.Table, device: bytes) -> str:
+def _remover_if_senior(
+    node: Node, group_id: str, members: membership_rules.Table, device: bytes
+) -> str:
     """The member who removed ``device``'s member, if that member is senior to them, so
     that the device may have answered the removal (R7); ``""`` otherwise."""
-    card = next((c for c in membership.cards(members) if c.key == device), None)
+    card = next((c for c in membership_rules.cards(members) if c.key == device), None)
     if card is None or card.cutoff is None:
         return ""
     proved = node.feeds.equivocations(group_id).get(device)
@@ -56,7 +57,9 @@ def _remover_if_senior(node: Node, group_id: str, members: membership.Table, dev
     remover = removal.get("created_by") if isinstance(removal, Mapping) else None
     if not isinstance(remover, str) or remover == card.member_id or remover not in members:
         return ""
-    if membership.seniority(members, card.member_id) > membership.seniority(members, remover):
+    if membership_rules.seniority(members, card.member_id) > membership_rules.seniority(
+        members, remover
+    ):
         return ""
     return remover
 
@@ -79,7 +82,7 @@ def removal_voided(
     remover = _remover_if_senior(node, group_id, members, device)
     if not remover:
         return False
-    last = membership.cutoff_of(members, device)
+    last = membership_rules.cutoff_of(members, device)
     assert last is not None
     # Nothing past a seq the device signed twice counts (R4), an answer neither.
     end = min(last + _MAX_ANSWER, node.feeds.equivocations(group_id).get(device, 2**62))
@@ -143,12 +146,14 @@ def _answers(
     if missing:
         return None
     member_id = next(
-        c.member_id for c in membership.cards(ledger.view.tables["members"]) if c.key == device
+        c.member_id
+        for c in membership_rules.cards(ledger.view.tables["members"])
+        if c.key == device
     )
     then = document.as_of(deps)
     then.apply(before)
     seen = then.read_table("members")
-    if any(membership.is_gone(seen.get(m, {})) for m in (member_id, remover)):
+    if any(membership_rules.is_gone(seen.get(m, {})) for m in (member_id, remover)):
         return False  # it knew it was out, or its target was out already
     if seen.get(remover, {}).get("role") != "admin":
         return False
