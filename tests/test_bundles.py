@@ -282,8 +282,9 @@ def test_what_a_bundle_says_it_touched_does_not_decide_what_others_see(
     trio: list[Node], claimed: list[tuple[str, str]] | None
 ) -> None:
     """Ben's device lists no entries, or the wrong one, for a change that adds a resource
-    and edits another: Ada's app must still show both (what her view reads again comes
-    from the change's own operations), exactly as her document has them."""
+    and edits another: the bundle is refused (R2a judges a change by the entries its
+    bundle names, so a change writing outside them is refused, docs/security.md §6), and
+    Ada's app shows exactly what her document has. The same changes listed rightly count."""
     from hearth.ledger import Ledger, LedgerDoc
     from hearth.ledger.view import LedgerView
     from hearth.testing import seeded_ids
@@ -295,18 +296,28 @@ def test_what_a_bundle_says_it_touched_does_not_decide_what_others_see(
     spade = ben.view().find("resources", "Spade")
     doc = LedgerDoc.load(ben.ledger().doc.save(), group.actor)
     writer = Ledger(doc, author=ben.identity.member_id, clock=FakeClock(), new_id=seeded_ids(2))
-    writer.add_resource("Trowel", kind=Kind.TOOL)
+    trowel = writer.add_resource("Trowel", kind=Kind.TOOL)
     writer.edit_resource(spade, note="handle mended")
     changes = [c for _, e in writer.take_outbox() for c in e.changes]
     touched = [] if claimed is None else claimed
     if claimed is None:  # the right entries, but one of them named wrongly
         touched = [("resources", spade[::-1])]
     with ben.store.write():
-        envelope = ben.feeds.seal_local(group.id, [("live", c, touched) for c in changes])
-    assert take_in(ada, envelope.encode(), source="ben").verdict is Verdict.APPLIED
+        lying = ben.feeds.seal_local(group.id, [("live", c, touched) for c in changes])
+    outcome = take_in(ada, lying.encode(), source="ben")
+    assert outcome.verdict is Verdict.REJECTED
+    assert "does not name" in outcome.reason
+    assert "Trowel" not in names(ada)
+    fresh = LedgerView()
+    fresh.rebuild(ada.ledger().docs())
+    assert fresh.tables == ada.view().tables
+    right = [("resources", trowel.id), ("resources", spade)]
+    with ben.store.write():
+        ben.store.run("DELETE FROM bundles WHERE id = ?", (lying.id,))
+        honest = ben.feeds.seal_local(group.id, [("live", c, right) for c in changes])
+    assert take_in(ada, honest.encode(), source="ben").verdict is Verdict.APPLIED
     assert "Trowel" in names(ada)
     assert ada.view().resource(spade).note == "handle mended"
-    fresh = LedgerView()
     fresh.rebuild(ada.ledger().docs())
     assert fresh.tables == ada.view().tables
 
