@@ -215,6 +215,7 @@ def _snapshot_plans(node: Node, group_ids: Sequence[str]) -> list[TopicPlan]:
     return plans
 
 
+OUTPUTS_AT_ONCE = 16  # bundles taken in between two turns of the event loop
 SNAPSHOT_EVERY = 500  # bundles applied since the last snapshot this node gave a relay
 
 
@@ -478,7 +479,19 @@ async def _run(
     ):
 
         async def carry_out(outputs: list[Output]) -> bool:
-            """Send what there is to send; ``False`` once a one-shot exchange has settled."""
+            """Send what there is to send; ``False`` once a one-shot exchange has settled.
+
+            A catch-up's frame carries many bundles: they are taken a few at a time, the
+            loop let run between, so that heartbeats are answered and progress is told
+            while a long one goes on."""
+            for start in range(0, len(outputs), OUTPUTS_AT_ONCE):
+                if start:
+                    await asyncio.sleep(0)
+                if not await carry_out_some(outputs[start : start + OUTPUTS_AT_ONCE]):
+                    return False
+            return True
+
+        async def carry_out_some(outputs: list[Output]) -> bool:
             for output in record(node, url, outputs, report):
                 match output:
                     case Send(frame):
