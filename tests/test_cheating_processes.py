@@ -61,8 +61,10 @@ def test_bundles_damaged_on_the_way_are_fetched_again(tmp_path: Path, relay: Rel
 
         proxy.damage = 3
         damaged = ben("sync")
-        assert proxy.damaged == 3  # the proxy did damage what the relay sent
-        # The proxy counts the frames it spoiled, the node the bundles it must read again.
+        # The proxy did damage what the relay sent: up to three frames, fewer when a
+        # catch-up's bundles come many to a frame. It counts the frames it spoiled, the
+        # node the bundles it must read again.
+        assert 1 <= proxy.damaged <= 3
         found = re.search(r"(\d) bundles? arrived damaged: read again next time", damaged.out)
         assert found is not None, damaged.out
         count = int(found[1])
