@@ -525,7 +525,7 @@ _TABLES = (
     (
         "topics",
         "topic, relay_key, bytes, bundles, pruned_through, proof, frozen_at, used_at, "
-        "first_seen, last_write, held",
+        "first_seen, last_write, held, invite",
     ),
     ("envelopes", "cursor, topic, id, data, origin"),
     ("snapshots", "topic, cursor, covers, noted_at"),

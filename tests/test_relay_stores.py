@@ -297,7 +297,7 @@ def test_a_backup_carries_a_relay_from_sqlite_to_postgresql_and_back(
     tmp_path: Path, postgres_url: str
 ) -> None:
     sqlite = SqliteStore(tmp_path / "relay.db")
-    sqlite.register(TOPIC, b"k" * 32, b"proof")
+    sqlite.register(TOPIC, b"k" * 32, b"proof", invite="an operator's invite")
     for i in range(300):  # more than one page of the copy
         sqlite.add(TOPIC, i.to_bytes(4, "big"), bytes([i % 256]) * 40)
     sqlite.add(TOPIC, b"from a peer", b"p", b"P" * 32)
@@ -318,6 +318,7 @@ def test_a_backup_carries_a_relay_from_sqlite_to_postgresql_and_back(
         assert moved.topic(TOPIC) == TopicState(b"k" * 32, 99.0, 12_001, 301)
         assert moved.latest_snapshot(TOPIC) == (300, 120)
         assert moved.peer_cursor(b"P" * 32) == 77
+        assert moved.topics_with_invite("an operator's invite") == 1  # topics_per_invite
         assert moved.add(TOPIC, b"next", b"n").cursor == 302  # numbering goes on from there
         moved.commit()
     finally:
@@ -329,6 +330,7 @@ def test_a_backup_carries_a_relay_from_sqlite_to_postgresql_and_back(
     try:
         assert back.committed_after(0, 301, 1000) == expected
         assert back.registration(TOPIC) == (b"k" * 32, b"proof")
+        assert back.topics_with_invite("an operator's invite") == 1
     finally:
         back.close()
 
