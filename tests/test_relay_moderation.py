@@ -5,6 +5,7 @@ on each store; every action is logged and counted, and none shows content or key
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import urllib.request
@@ -15,6 +16,7 @@ import pytest
 
 from hearth.crypto import SigningKey
 from hearth.protocol.frames import Ack, Error, Publish
+from tests.conftest import Cli
 from tests.peering_simulation import make_pool
 from tests.test_relay_backup import relay_command
 from tests.test_relay_limits import Client
@@ -196,5 +198,29 @@ async def test_an_allow_list_relay_takes_only_the_keys_it_lists(tmp_path: Path) 
             late = await Client.connect(http, f"{relay.url}?admit={code}", "127.0.0.1")
             assert await answer(late, OTHER_BUNDLES[1]) == "not-admitted"
             await late.ws.close()
+    finally:
+        relay.kill()
+
+
+def test_a_member_whose_group_an_allow_list_relay_refuses_is_told_why(tmp_path: Path) -> None:
+    """`hearth sync` against a relay that will not keep the group fails there and says
+    why, in the member's words (it said "Sent 0 bundles", exit 0, while the reason went
+    to a log line), and `status` says so too; once the operator allows it, it syncs."""
+    config = tmp_path / "relay.toml"
+    config.write_text('[relay]\nadmission = "allow-list"\n')
+    relay = start_relay(tmp_path / "relay", config=config)
+    try:
+        cat = Cli(tmp_path / "cat")
+        cat("init", "--name", "Cat")
+        cat("group", "create", "Other", "--relay", relay.url)
+        cat("resource", "add", "Saw", "--kind", "tool")
+        refused = cat("sync", check=False)
+        assert refused.code != 0
+        assert "takes only the groups its operator lists" in refused.out + refused.err
+        assert "takes only the groups its operator lists" in cat("status").out
+        [key] = re.findall(r"\b[0-9a-f]{64}\b", cat("relay", "key").out)
+        assert relay_command("allow", key, "--data", str(relay.data)).returncode == 0
+        applied(relay, "allow")
+        assert "Sent 3 bundles" in cat("sync").out
     finally:
         relay.kill()

@@ -528,7 +528,11 @@ async def _run(
                                 return False
                             continue
                         report.ok = True
-                        turned_away = report.peer and session.refused_topics >= topics
+                        turned_away = (
+                            session.refused_topics >= topics
+                            if report.peer
+                            else _relay_refuses_a_group(report.refused)
+                        )
                         if turned_away:
                             report.ok = False
                             report.error = _why_turned_away(report.refused)
@@ -639,11 +643,22 @@ def why_failed(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
+# What a relay answers when it will not keep a group at all (its operator's allow-list,
+# a ban, a dropped topic): the sync has failed there, not gone well with nothing to do.
+NOT_SERVED = frozenset(
+    {"not-admitted", "topic-refused", "key-banned", "invite-used-up", "key-has-topic"}
+)
+
+
+def _relay_refuses_a_group(refusals: Sequence[str]) -> bool:
+    return any(refusal.partition(": ")[0] in NOT_SERVED for refusal in refusals)
+
+
 def _why_turned_away(refusals: Sequence[str]) -> str:
-    """Why a peer and this node had no group to exchange, from what was refused."""
+    """Why a relay or peer and this node had no group to exchange, from what was refused."""
     for refusal in refusals:
         code, _, message = refusal.partition(": ")
-        if code == "removed":
+        if code == "removed" or code in NOT_SERVED:
             return message
     return "this peer is in none of these groups"
 
