@@ -222,5 +222,13 @@ def test_a_member_whose_group_an_allow_list_relay_refuses_is_told_why(tmp_path: 
         assert relay_command("allow", key, "--data", str(relay.data)).returncode == 0
         applied(relay, "allow")
         assert "Sent 3 bundles" in cat("sync").out
+        listed = relay_command("topics", "--data", str(relay.data)).stdout
+        [topic] = re.findall(r"\b[0-9a-f]{64}\b", listed)
+        assert relay_command("freeze", topic, "--data", str(relay.data)).returncode == 0
+        applied(relay, "freeze")
+        cat("resource", "add", "Plane", "--kind", "tool")
+        frozen = cat("sync", check=False)
+        assert frozen.code != 0
+        assert "operator has frozen this group's topic" in frozen.out + frozen.err
     finally:
         relay.kill()

@@ -643,10 +643,21 @@ def why_failed(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
-# What a relay answers when it will not keep a group at all (its operator's allow-list,
-# a ban, a dropped topic): the sync has failed there, not gone well with nothing to do.
+# What a relay answers when it will not keep what a group writes (its operator's
+# allow-list, a ban, a dropped or frozen topic, no room): the sync has failed there, not
+# gone well with nothing to do.
 NOT_SERVED = frozenset(
-    {"not-admitted", "topic-refused", "key-banned", "invite-used-up", "key-has-topic"}
+    {
+        "not-admitted",
+        "topic-refused",
+        "topic-held",
+        "key-banned",
+        "invite-used-up",
+        "key-has-topic",
+        "quota-exceeded",
+        "disk-full",
+        "relay-full",
+    }
 )
 
 
