@@ -328,11 +328,7 @@ class SqliteStore(Store):
                 if row is None:
                     raise  # not a bundle stored already
                 return Stored(int(row[0]), False)
-            self._db.execute(
-                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1, "
-                "last_write = (julianday('now') - 2440587.5) * 86400.0 WHERE topic = ?",
-                (len(data), topic),
-            )
+            self._count_stored(topic, len(data))
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
@@ -374,17 +370,21 @@ class SqliteStore(Store):
                     self._db.execute("ROLLBACK")
                 return None
             cursor = inserted.lastrowid
-            self._db.execute(
-                "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1, "
-                "last_write = (julianday('now') - 2440587.5) * 86400.0 WHERE topic = ?",
-                (len(data), topic),
-            )
+            self._count_stored(topic, len(data))
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise StorageError(f"The relay could not store a bundle ({exc}).") from exc
         assert cursor is not None
         return Stored(cursor, True)
+
+    def _count_stored(self, topic: bytes, size: int) -> None:
+        """One more bundle of ``size`` bytes in the topic's usage, in the same transaction."""
+        self._db.execute(
+            "UPDATE topics SET bytes = bytes + ?, bundles = bundles + 1, "
+            "last_write = (julianday('now') - 2440587.5) * 86400.0 WHERE topic = ?",
+            (size, topic),
+        )
 
     def _begin(self) -> None:
         if not self._db.in_transaction:
