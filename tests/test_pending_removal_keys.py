@@ -81,16 +81,7 @@ def test_a_device_added_while_the_removal_waits_gets_no_key(tmp_path: Path) -> N
     assert "Eve's secret stash" not in resource_names(dan2)
     # Ben's node comes back and writes the removal again: both of Dan's devices are out.
     deliver(cat, ben, gid)
-    everyone = [ada, ben, cat, eve]
-    for _ in range(3):
-        for node in everyone:
-            keep_keys(node, gid)
-        for source in everyone:
-            for target in everyone:
-                if source is not target:
-                    deliver(source, target, gid)
-    for node in everyone:
-        assert "Dan" not in [m.name for m in node.view(gid).members()], node.identity.name
+    _settle_without_dan([ada, ben, cat, eve], gid)
     for node in (*nodes, dan2):
         node.close()
 
@@ -119,16 +110,7 @@ def test_a_member_who_writes_his_entry_anew_while_the_removal_waits_gets_no_key(
     held = {k.epoch_id for _, k in dan.feeds.epochs(gid)}
     assert without_dan not in held, verdicts
     deliver(cat, ben, gid)  # Ben's node comes back: it writes the removal again
-    everyone = [ada, ben, cat, eve]
-    for _ in range(3):
-        for node in everyone:
-            keep_keys(node, gid)
-        for source in everyone:
-            for target in everyone:
-                if source is not target:
-                    deliver(source, target, gid)
-    for node in everyone:
-        assert "Dan" not in [m.name for m in node.view(gid).members()], node.identity.name
+    _settle_without_dan([ada, ben, cat, eve], gid)
     for node in nodes:
         node.close()
 
@@ -164,3 +146,16 @@ def test_an_admin_whose_removal_waits_makes_no_key_that_counts(
     assert "Eve's secret stash" not in resource_names(dan)
     for node in nodes:
         node.close()
+
+
+def _settle_without_dan(everyone: list[Node], gid: str) -> None:
+    """Let the honest nodes meet until they agree, then check Dan is out on each."""
+    for _ in range(3):
+        for node in everyone:
+            keep_keys(node, gid)
+        for source in everyone:
+            for target in everyone:
+                if source is not target:
+                    deliver(source, target, gid)
+    for node in everyone:
+        assert "Dan" not in [m.name for m in node.view(gid).members()], node.identity.name

@@ -29,6 +29,13 @@ from tests.test_sync_processes import start_relay, wait_until
 [(KEYS, BUNDLES), (OTHER_KEYS, _)] = make_pool(groups=2, per_group=3, seed=2525)
 
 
+async def refusal(client: Client) -> str:
+    """The code of the error the relay answers ``client`` with next."""
+    frame = await client.receive(timeout=5)
+    assert isinstance(frame, Error), frame
+    return frame.code
+
+
 async def handshake_status(url: str, header_lines: list[str]) -> tuple[int, asyncio.StreamWriter]:
     """Open a WebSocket by hand with these raw header lines (a proxy may send a header
     twice, which aiohttp's client will not): the HTTP status, and the open socket."""
@@ -95,9 +102,7 @@ async def test_a_revoked_invite_admits_nothing_more_on_connections_already_open(
             assert relay_command("uninvite", code, *on_store).returncode == 0
             applied(relay, "uninvite")
             await held.register(OTHER_KEYS)
-            refused = await held.receive(timeout=5)
-            assert isinstance(refused, Error)
-            assert refused.code == "not-admitted"
+            assert await refusal(held) == "not-admitted"
             assert await answer(held, BUNDLES[1]) == "not-admitted"
             await held.ws.close()
     finally:
@@ -447,9 +452,7 @@ async def test_an_allowed_key_admits_its_own_group_not_a_members_side_store(
                 side = bytes([n + 1]) * 32
                 proof = key.sign(_REGISTER_SIGNED + side + key.public)
                 await member.send(Register(topic=side, relay_key=key.public, proof=proof))
-                refused = await member.receive(timeout=5)
-                assert isinstance(refused, Error)
-                assert refused.code == "key-has-topic"
+                assert await refusal(member) == "key-has-topic"
             await member.register(KEYS)  # its own topic, as each time it connects
             assert await answer(member, BUNDLES[1]) == "ack"
             await member.ws.close()
