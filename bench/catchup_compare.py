@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import resource
@@ -33,6 +34,7 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 RELAY_CONFIG = (
@@ -107,11 +109,21 @@ def _child(tree: Path, *args: str) -> dict[str, object]:
 # --- in the child, with the version under test on the path ------------------------------
 
 
+def _hearth(name: str, old_name: str) -> Any:
+    """A module of the version on the path: by its name since the folders of issue 22, or
+    by the flat name older trees give it."""
+    import hearth
+
+    # Asked by folder, not by trying: an editable install would answer for the new name.
+    foldered = (Path(hearth.__file__).parent / "net").is_dir()
+    return importlib.import_module(name if foldered else old_name)
+
+
 def _build(root: Path, url: str, entries: int) -> dict[str, object]:
-    from hearth.net.sync_client import sync_relay
-    from hearth.node.identity import create_identity
-    from hearth.node.node import open_node
-    from hearth.protocol.invite_token import encode_token
+    sync_relay = _hearth("hearth.net.sync_client", "hearth.sync_client").sync_relay
+    create_identity = _hearth("hearth.node.identity", "hearth.identity").create_identity
+    open_node = _hearth("hearth.node.node", "hearth.node").open_node
+    encode_token = _hearth("hearth.protocol.invite_token", "hearth.invite").encode_token
 
     create_identity(root / "writer", name="Writer")
     with open_node(root / "writer", durable=False) as writer:
@@ -130,10 +142,11 @@ def _build(root: Path, url: str, entries: int) -> dict[str, object]:
 
 def _catch_up(root: Path, url: str, group: str, token: str, entries: int) -> dict[str, object]:
     import hearth
-    from hearth.net.sync_client import sync_relay
-    from hearth.node.identity import create_identity
-    from hearth.node.node import open_node
-    from hearth.protocol.invite_token import decode_token
+
+    sync_relay = _hearth("hearth.net.sync_client", "hearth.sync_client").sync_relay
+    create_identity = _hearth("hearth.node.identity", "hearth.identity").create_identity
+    open_node = _hearth("hearth.node.node", "hearth.node").open_node
+    decode_token = _hearth("hearth.protocol.invite_token", "hearth.invite").decode_token
 
     create_identity(root / "fresh", name="Fresh")
     with open_node(root / "fresh") as fresh:
