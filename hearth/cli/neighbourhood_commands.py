@@ -7,8 +7,9 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hearth.cli.commands import confirm, emit
-from hearth.cli.render import table
+from hearth.cli.grammar import Commands, code_flags, json_flag, on_node, subcommands, yes_flag
+from hearth.cli.prompt import confirm
+from hearth.cli.render import emit, table
 from hearth.crypto import SigningKey
 from hearth.errors import UsageError
 from hearth.ledger.ledger import check_relay_url
@@ -20,7 +21,72 @@ from hearth.values import format_date, format_quantity, parse_date, parse_quanti
 if TYPE_CHECKING:  # spake2 and the network load only for the commands that use them
     from hearth.protocol.invite_code import JoinerIntroduced
 
-__all__ = ["HANDLERS"]
+__all__ = ["register"]
+
+
+def register(commands: Commands) -> None:
+    """Add ``neighbourhood``, ``offer`` and ``request`` to the grammar, each with its
+    handler."""
+    _register_neighbourhood(commands)
+    _register_offer(commands)
+    p = commands.add_parser(
+        "request",
+        help="ask a neighbour group for its offer (`request OFFER --qty N`), or "
+        "`request list`, `request accept ID`, `request decline ID`",
+    )
+    p.add_argument("target", metavar="OFFER|list|accept|decline")
+    p.add_argument("id", nargs="?", metavar="ID", help="the request to accept or decline")
+    p.add_argument("--qty")
+    p.add_argument("--note", default="")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_request))
+
+
+def _register_neighbourhood(commands: Commands) -> None:
+    hood = subcommands(
+        commands, "neighbourhood", "groups of groups that share surplus with each other"
+    )
+    p = hood.add_parser("create", help="start a neighbourhood with your group in it (admins)")
+    p.add_argument("name")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_create))
+    p = hood.add_parser("invite", help="a code for another group's admin to join with (admins)")
+    p.add_argument("--neighbourhood", metavar="NAME", help="which one, if the group is in several")
+    code_flags(p, "let whichever group uses the code in, unasked")
+    p.set_defaults(handler=on_node(_invite))
+    p = hood.add_parser("join", help="take your group into a neighbourhood with a code (admins)")
+    p.add_argument("token", metavar="CODE")
+    p.add_argument("--relay", metavar="URL", help="the relay the inviting group uses")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_join))
+    p = hood.add_parser("list", help="the group's neighbourhoods and who is in them")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_list))
+    p = hood.add_parser("leave", help="take your group out of a neighbourhood (admins)")
+    p.add_argument("name", nargs="?", help="which one, if the group is in several")
+    yes_flag(p)
+    json_flag(p)
+    p.set_defaults(handler=on_node(_leave))
+
+
+def _register_offer(commands: Commands) -> None:
+    offer = subcommands(commands, "offer", "surplus your group shares with its neighbourhoods")
+    p = offer.add_parser("add", help="offer part of a shareable resource to neighbour groups")
+    p.add_argument("resource", metavar="RESOURCE")
+    p.add_argument("--qty", required=True)
+    p.add_argument("--neighbourhood", metavar="NAME", help="which one, if the group is in several")
+    p.add_argument("--until", metavar="DATE", help="when the offer ends (default: never)")
+    p.add_argument("--note", default="")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_offer_add))
+    p = offer.add_parser("list", help="your group's offers and those of neighbour groups")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_offer_list))
+    p = offer.add_parser("withdraw", help="take back one of your group's offers")
+    p.add_argument("offer", metavar="ID")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_offer_withdraw))
 
 
 def _offer_json(offer: Offer, current: State, mine: bytes) -> dict[str, object]:
@@ -121,7 +187,7 @@ def _leave(args: argparse.Namespace, node: Node) -> int:
 
 def _invite(args: argparse.Namespace, node: Node) -> int:
     """A code for another group's admin; approve their group by name; they are in."""
-    from hearth.cli.sync_commands import invite_by_code
+    from hearth.cli.invite_codes import invite_by_code
 
     group = node.current_group()
     membership = participation.find(node, group.id, args.neighbourhood or "")
@@ -143,7 +209,7 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
 
 
 def _join(args: argparse.Namespace, node: Node) -> int:
-    from hearth.cli.sync_commands import find_inviter_nearby, token_for_code
+    from hearth.cli.invite_codes import find_inviter_nearby, token_for_code
     from hearth.net.syncing import sync_now
 
     group = node.current_group()
@@ -306,16 +372,3 @@ def _request_answer(*, accept: bool) -> Callable[[argparse.Namespace, Node], int
         return emit(args, _request_json(item, offer, membership.name, direction), text)
 
     return handler
-
-
-HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
-    "neighbourhood create": _create,
-    "neighbourhood invite": _invite,
-    "neighbourhood join": _join,
-    "neighbourhood list": _list,
-    "neighbourhood leave": _leave,
-    "offer add": _offer_add,
-    "offer list": _offer_list,
-    "offer withdraw": _offer_withdraw,
-    "request": _request,
-}

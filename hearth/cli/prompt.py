@@ -7,10 +7,23 @@ pressed. :func:`ask` waits for the line on the loop itself instead.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 
-__all__ = ["ask", "yes"]
+from hearth.errors import UsageError
+
+__all__ = ["ask", "confirm", "yes"]
+
+
+def confirm(args: argparse.Namespace, question: str) -> None:
+    """Ask before something that cannot be undone; ``--yes`` answers for scripts."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("This cannot be undone; add --yes to do it without being asked.")
+    if not yes(input(f"{question} [y/N] ")):
+        raise UsageError("Nothing was changed.")
 
 
 def yes(answer: str) -> bool:

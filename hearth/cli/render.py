@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
 
-__all__ = ["print_json", "table"]
+__all__ = ["emit", "print_json", "table"]
+
+
+def emit(args: argparse.Namespace, data: object, text: str) -> int:
+    """A command's result: ``data`` as JSON with ``--json``, else ``text``; exit status 0."""
+    if getattr(args, "json", False):
+        print_json(data)
+    else:
+        print(text)
+    return 0
 
 
 def print_json(data: object) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hearth.cli.commands import emit
-from hearth.cli.prompt import ask, yes
+from hearth.cli.grammar import Commands, code_flags, json_flag, on_node, subcommands
+from hearth.cli.invite_codes import find_inviter_nearby, invite_by_code, token_for_code
+from hearth.cli.render import emit
 from hearth.crypto import SigningKey
 from hearth.errors import TransportError, UsageError
 from hearth.group import member_changes as members
@@ -23,7 +23,6 @@ from hearth.ledger.ledger import check_relay_url
 from hearth.neighbourhood import participation
 from hearth.net.carrying import read_changes, write_changes, write_have
 from hearth.net.dialled_peers import (
-    LISTENING_AT,
     add_peer,
     list_peers,
     peer_device,
@@ -48,9 +47,131 @@ from hearth.values import counted, format_time
 
 if TYPE_CHECKING:  # networking loads aiohttp: only the commands that connect import it
     from hearth.net.sync_client import RelayReport
-    from hearth.protocol.invite_code import JoinerIntroduced
 
-__all__ = ["HANDLERS", "join"]
+__all__ = ["register", "say_progress"]
+
+
+def register(commands: Commands) -> None:
+    """Add these commands to the grammar, each with its handler."""
+    _register_relay(commands)
+    _register_peer(commands)
+    _register_sync_and_serve(commands)
+    p = commands.add_parser("doctor", help="check this node end to end and say what is wrong")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_doctor))
+    p = commands.add_parser("status", help="is this node in sync, and with which relays and peers")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_status))
+    _register_invite_and_join(commands)
+    _register_bundle(commands)
+
+
+def _register_relay(commands: Commands) -> None:
+    relay = subcommands(commands, "relay", "the relays your group syncs through")
+    p = relay.add_parser("add", help="list a relay (ws://HOST:PORT)")
+    p.add_argument("url")
+    p.set_defaults(handler=on_node(_relay_add))
+    p = relay.add_parser("list", help="the group's relays")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_relay_list))
+    p = relay.add_parser("remove", help="stop using a relay")
+    p.add_argument("url")
+    p.add_argument("--yes", action="store_true", help="even if it is the group's only relay")
+    p.set_defaults(handler=on_node(_relay_remove))
+    p = relay.add_parser(
+        "key", help="the group's relay key, for a relay that takes only listed groups"
+    )
+    json_flag(p)
+    p.set_defaults(handler=on_node(_relay_key))
+
+
+def _register_peer(commands: Commands) -> None:
+    peer = subcommands(commands, "peer", "other members' nodes this one connects to directly")
+    p = peer.add_parser("add", help="connect to a node's `hearth serve --listen` (ws://HOST:PORT)")
+    p.add_argument("url")
+    p.set_defaults(handler=on_node(_peer_add))
+    p = peer.add_parser("list", help="this node's peers")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_peer_list))
+    p = peer.add_parser("remove", help="stop connecting to a peer")
+    p.add_argument("url")
+    p.set_defaults(handler=on_node(_peer_remove))
+
+
+def _register_sync_and_serve(commands: Commands) -> None:
+    p = commands.add_parser("sync", help="exchange changes with the group's relays and peers now")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="give up on a relay or peer after this many seconds (default 30)",
+    )
+    p.add_argument("--all", action="store_true", help="every group, not just the current one")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_sync))
+    p = commands.add_parser("serve", help="stay connected: send and receive changes as they happen")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="also accept other members' nodes here (port 0 picks a free one), and find "
+        "and be found by them on the local network",
+    )
+    p.add_argument(
+        "--no-lan",
+        action="store_true",
+        help="with --listen: do not announce this node or look for others on the network",
+    )
+    p.add_argument(
+        "--hello-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --listen: close a connection that has not proven a device of one of this "
+        "node's groups (or joined an invite) within this many seconds (default 10)",
+    )
+    p.set_defaults(handler=on_node(_serve))
+
+
+def _register_invite_and_join(commands: Commands) -> None:
+    p = commands.add_parser(
+        "invite", help="invite someone: a code to read out, then approve them by name"
+    )
+    p.add_argument(
+        "--token",
+        action="store_true",
+        help="print a one-shot join token instead, for when you cannot be online together",
+    )
+    p.add_argument("--hours", type=float, default=24.0, help="how long a token stays valid")
+    code_flags(p, "let whoever uses the code in, unasked")
+    p.set_defaults(handler=on_node(_invite))
+    p = commands.add_parser("join", help="join a group with the code (or token) a member gave you")
+    p.add_argument("token", metavar="CODE", help="the invite code, like 7-orchard-lantern-cobalt")
+    p.add_argument("--relay", metavar="URL", help="the relay the inviter uses (for a code)")
+    p.add_argument("--name", help="your name, if this device has no identity yet")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S")
+    json_flag(p)
+    p.set_defaults(handler=_join)
+
+
+def _register_bundle(commands: Commands) -> None:
+    bundle = subcommands(commands, "bundle", "carry changes by hand, on a USB stick")
+    p = bundle.add_parser("export", help="write the group's bundles to a file")
+    p.add_argument("file")
+    p.add_argument(
+        "--since",
+        metavar="HAVE-FILE",
+        help="only what the node that wrote this file (`bundle have`) lacks",
+    )
+    p.set_defaults(handler=on_node(_bundle_export))
+    p = bundle.add_parser("import", help="apply the bundles in a file")
+    p.add_argument("file")
+    json_flag(p)
+    p.set_defaults(handler=on_node(_bundle_import))
+    p = bundle.add_parser("have", help="write what this node has, for `export --since`")
+    p.add_argument("file")
+    p.set_defaults(handler=on_node(_bundle_have))
 
 
 def _relay_add(args: argparse.Namespace, node: Node) -> int:
@@ -214,43 +335,8 @@ def _doctor(args: argparse.Namespace, node: Node) -> int:
 
 def _status(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
-
-    def link(url: str, *, peer: bool) -> dict[str, object]:
-        rows = node.store.query(
-            "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url = ?", (url,)
-        )
-        last_ok, last_attempt, error = rows[0] if rows else (None, None, None)
-        found: dict[str, object] = {
-            "url": url,
-            "reachable": bool(last_attempt and not error),
-            "last_sync": last_ok,
-            "last_error": error,
-            "waiting_to_send": waiting_for(node.store, url, group.id, peer=peer),
-            # Records for the group's neighbourhoods go out through its relays too.
-            "neighbourhood_waiting": 0
-            if peer
-            else sum(
-                len(records)
-                for hood in participation.memberships(node, group.id)
-                for records in participation.outgoing(node, hood, url).values()
-            ),
-        }
-        if peer:
-            found["device"] = whose_device(peer_device(node.store, url))
-        return found
-
-    def whose_device(device: bytes | None) -> str | None:
-        """Whose device a peer proved to be: "NAME's device", or None if not yet known."""
-        if device is None:
-            return None
-        view = node.view(group.id)
-        cards = membership_rules.cards(view.tables["members"])
-        members = {m.id: m.name for m in view.members(include_gone=True)}
-        owner = next((members.get(c.member_id) for c in cards if c.key == device), None)
-        return f"{owner}'s device" if owner else f"device {device.hex()[:12]}"
-
-    relays = [link(url, peer=False) for url in node.view(group.id).relays()]
-    peers = [link(url, peer=True) for url in list_peers(node.store)]
+    relays = [_link(node, group.id, url, peer=False) for url in node.view(group.id).relays()]
+    peers = [_link(node, group.id, url, peer=True) for url in list_peers(node.store)]
     gaps = len(node.feeds.waiting(group.id))
     notices = removal_notices(node)
     broken = admin_alerts(node, group.id)
@@ -272,19 +358,7 @@ def _status(args: argparse.Namespace, node: Node) -> int:
     lines = [f"{group.name}:"] + ([f"  {standing}"] if standing else [])
     if joining:
         lines.append(f"  {joining}")
-    for kind, links in (("relay", relays), ("peer", peers)):
-        for r in links:
-            when = format_time(int(str(r["last_sync"]))) if r["last_sync"] else "never"
-            state = (
-                "reachable" if r["reachable"] else f"not reached ({r['last_error'] or 'not tried'})"
-            )
-            who = f" ({r['device']})" if r.get("device") else ""
-            hood = int(str(r["neighbourhood_waiting"]))
-            lines.append(
-                f"  {kind} {r['url']}{who}: {state}; last synced {when}; "
-                f"{counted(int(str(r['waiting_to_send'])) + hood, 'bundle')} waiting to go out"
-                + (f" ({hood} for the neighbourhood)" if hood else "")
-            )
+    lines += _link_lines("relay", relays) + _link_lines("peer", peers)
     if not relays:
         lines.append("  no relays: `hearth relay add ws://HOST:PORT`")
     if gaps:
@@ -297,11 +371,62 @@ def _status(args: argparse.Namespace, node: Node) -> int:
             f"  {counted(d.count, 'bundle')} arrived damaged from {d.source} (the last on "
             f"{format_time(d.last_at)}); each is read again, from there or elsewhere"
         )
-    for at, what in notices:
-        lines.append(f"  {format_time(at)}: {what}")
-    for alert in broken:
-        lines.append(f"  for you as an admin: {alert.what}; {alert.advice}")
+    lines += [f"  {format_time(at)}: {what}" for at, what in notices]
+    lines += [f"  for you as an admin: {alert.what}; {alert.advice}" for alert in broken]
     return emit(args, data, "\n".join(lines))
+
+
+def _link(node: Node, group_id: str, url: str, *, peer: bool) -> dict[str, object]:
+    """What ``hearth status`` says of one relay or peer of the group."""
+    rows = node.store.query(
+        "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url = ?", (url,)
+    )
+    last_ok, last_attempt, error = rows[0] if rows else (None, None, None)
+    found: dict[str, object] = {
+        "url": url,
+        "reachable": bool(last_attempt and not error),
+        "last_sync": last_ok,
+        "last_error": error,
+        "waiting_to_send": waiting_for(node.store, url, group_id, peer=peer),
+        # Records for the group's neighbourhoods go out through its relays too.
+        "neighbourhood_waiting": 0
+        if peer
+        else sum(
+            len(records)
+            for hood in participation.memberships(node, group_id)
+            for records in participation.outgoing(node, hood, url).values()
+        ),
+    }
+    if peer:
+        found["device"] = _whose_device(node, group_id, peer_device(node.store, url))
+    return found
+
+
+def _whose_device(node: Node, group_id: str, device: bytes | None) -> str | None:
+    """Whose device a peer proved to be: "NAME's device", or None if not yet known."""
+    if device is None:
+        return None
+    view = node.view(group_id)
+    cards = membership_rules.cards(view.tables["members"])
+    names = {m.id: m.name for m in view.members(include_gone=True)}
+    owner = next((names.get(c.member_id) for c in cards if c.key == device), None)
+    return f"{owner}'s device" if owner else f"device {device.hex()[:12]}"
+
+
+def _link_lines(kind: str, links: list[dict[str, object]]) -> list[str]:
+    """A line of ``hearth status`` for each relay (or peer) in ``links``."""
+    lines = []
+    for r in links:
+        when = format_time(int(str(r["last_sync"]))) if r["last_sync"] else "never"
+        state = "reachable" if r["reachable"] else f"not reached ({r['last_error'] or 'not tried'})"
+        who = f" ({r['device']})" if r.get("device") else ""
+        hood = int(str(r["neighbourhood_waiting"]))
+        lines.append(
+            f"  {kind} {r['url']}{who}: {state}; last synced {when}; "
+            f"{counted(int(str(r['waiting_to_send'])) + hood, 'bundle')} waiting to go out"
+            + (f" ({hood} for the neighbourhood)" if hood else "")
+        )
+    return lines
 
 
 def _invite(args: argparse.Namespace, node: Node) -> int:
@@ -322,88 +447,7 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
-def _device_add(args: argparse.Namespace, node: Node) -> int:
-    """``hearth device add``: like an invite, for another device of this member."""
-
-    def device_token(event: JoinerIntroduced) -> str:
-        return members.new_device_token(node, event.device_key)
-
-    return invite_by_code(
-        args,
-        node,
-        make_token=device_token,
-        who="your new device",
-        question=lambda name: f"Let the device '{name}' write as you? [y/N] ",
-    )
-
-
-def invite_by_code(
-    args: argparse.Namespace,
-    node: Node,
-    *,
-    make_token: Callable[[JoinerIntroduced], str] | None = None,
-    who: str = "the new member",
-    question: Callable[[str], str] = lambda name: f"Let {name} join the group? [y/N] ",
-    join_command: str = "hearth join",
-    done: Callable[[str], str] = lambda name: f"{name} can now join; they fetch the group next.",
-) -> int:
-    """A code on the first line, then wait for whoever uses it and let them in if the
-    member approves (``hearth invite``, ``device add``, ``neighbourhood invite``);
-    ``make_token`` records the invite and gives what is sealed to the joiner."""
-    from hearth.net.invite_code_client import offer_invite
-
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be more than zero seconds.")
-    relays = node.view().relays()
-    meeting = relays[0] if relays else _local_listener(node)
-    if meeting is None:
-        raise TransportError(
-            "The group lists no relay to meet through, and no `hearth serve --listen` runs "
-            "on this device: add a relay (`hearth relay add URL`), start `hearth serve "
-            "--listen 0.0.0.0:0` to invite over the local network, or hand over a token "
-            "(`hearth invite --token`)."
-        )
-    where = f" --relay {meeting}" if relays else ""
-    nearby = "" if relays else " (on this network)"
-
-    def say(data: dict[str, str], text: str) -> None:
-        print(json.dumps(data) if args.json else text, flush=True)
-
-    def show_code(code: str) -> None:
-        say({"code": code}, code)
-        if not args.json:
-            print(
-                f"On {who}{nearby}, run `{join_command} {code}{where}`. Waiting…",
-                flush=True,
-            )
-
-    def show_phrase(phrase: str) -> None:
-        say({"phrase": phrase}, f"Verification phrase: {phrase} — they should see the same.")
-
-    async def approve(name: str) -> bool:
-        if args.yes:
-            return True
-        return yes(await ask(question(name)))
-
-    result = asyncio.run(
-        offer_invite(
-            node,
-            meeting,
-            timeout=args.timeout,
-            show_code=show_code,
-            show_phrase=show_phrase,
-            approve=approve,
-            make_token=make_token,
-        )
-    )
-    if result.refused:
-        say({"refused": "true"}, "Not let in. The code is used up.")
-        return 1
-    say({"joined": result.joined}, done(result.joined))
-    return 0
-
-
-def join(args: argparse.Namespace, home: Path) -> int:
+def _join(args: argparse.Namespace, home: Path) -> int:
     """``hearth join CODE`` (or a token): create the identity if needed, join, then try a
     first sync."""
     device = None if has_identity(home) else SigningKey.generate()
@@ -472,70 +516,6 @@ def _first_sync(
     return reports
 
 
-def _local_listener(node: Node) -> str | None:
-    """The address of this home's `hearth serve --listen`, as reached from this machine."""
-    url = node.store.get_meta(LISTENING_AT)
-    if not url:
-        return None
-    host, port = url.removeprefix("ws://").rsplit(":", 1)
-    if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - listening on every interface
-        host = "127.0.0.1"
-    return f"ws://{host}:{port}"
-
-
-def find_inviter_nearby(code_text: str, timeout: float) -> str:
-    """The address of the node on this network holding the invite of a code (found by
-    mDNS), or a :class:`TransportError` that says what to do."""
-    from hearth.net.lan import find_invite
-    from hearth.protocol.invite_code import parse_code
-
-    code = parse_code(code_text)
-    wait = min(timeout, 15.0)
-    print(
-        f"No --relay given: looking for the inviting device on this network (up to {wait:g} s)…",
-        file=sys.stderr,
-        flush=True,
-    )
-    found = asyncio.run(find_invite(code.nameplate, timeout=wait))
-    if found is None:
-        raise TransportError(
-            "No relay was given and no inviting device answered on this network: ask the "
-            "inviter which relay to use (--relay URL), or join the same network as their "
-            "`hearth serve --listen`."
-        )
-    return found
-
-
-def token_for_code(args: argparse.Namespace, relay: str, *, name: str, device: SigningKey) -> str:
-    """Run the code in ``args.token`` with the inviter through the relay's mailbox,
-    introducing ourselves as ``name`` with ``device`` (whose key the exchange proves);
-    the token it yields once the inviter approves."""
-    from hearth.net.invite_code_client import accept_invite
-    from hearth.protocol.invite_code import parse_code
-
-    code = parse_code(args.token)
-    print(
-        f"Meeting the inviter through {relay.strip()}; waiting for them to let you in…",
-        file=sys.stderr,
-        flush=True,
-    )
-
-    def show_phrase(phrase: str) -> None:
-        text = f"Verification phrase: {phrase} — check the inviter sees the same."
-        print(json.dumps({"phrase": phrase}) if args.json else text, flush=True)
-
-    return asyncio.run(
-        accept_invite(
-            relay.strip(),
-            code,
-            name=name,
-            device=device,
-            timeout=args.timeout,
-            show_phrase=show_phrase,
-        )
-    )
-
-
 def _bundle_export(args: argparse.Namespace, node: Node) -> int:
     written = write_changes(node, node.current_group().id, args.file, since=args.since)
     print(f"Wrote {counted(written, 'bundle')} to {args.file}.")
@@ -561,23 +541,3 @@ def _bundle_have(args: argparse.Namespace, node: Node) -> int:
         f"`hearth bundle export FILE --since {args.file}` there."
     )
     return 0
-
-
-HANDLERS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
-    "relay add": _relay_add,
-    "relay list": _relay_list,
-    "relay remove": _relay_remove,
-    "relay key": _relay_key,
-    "peer add": _peer_add,
-    "peer list": _peer_list,
-    "peer remove": _peer_remove,
-    "sync": _sync,
-    "serve": _serve,
-    "doctor": _doctor,
-    "status": _status,
-    "invite": _invite,
-    "device add": _device_add,
-    "bundle export": _bundle_export,
-    "bundle import": _bundle_import,
-    "bundle have": _bundle_have,
-}
