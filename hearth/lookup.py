@@ -1,18 +1,23 @@
 """Finding the one thing a member means from what they typed: an id, part of an id, or a
 name typed in part.
 
-Every command that takes a resource, member, need, commitment, group, device, offer or
-request goes through :func:`pick`, so they all understand the same things:
+Every command that takes a resource, member, need, commitment, group, device,
+neighbourhood, offer or request goes through :func:`pick`, so they all understand the
+same things, tried in this order:
 
 1. the whole id;
-2. the whole name (any case);
-3. the start of an id;
+2. the whole name (any case), or the start of an id: together, so that a name never
+   hides the entry whose id it spells (another group can copy a name, not an id);
+3. the start of a former id (what an offer or request was called by its writer before
+   records were known by their id);
 4. the start of the name, then each typed word starting a word of the name
    (``drill`` finds "Cordless drill", ``seed pot`` finds "Seed potatoes"), then the typed
    text anywhere in the name.
 
-More than one candidate at the first rule that finds any is an error listing them; none is
-an error that says "did you mean" when a name is close to what was typed.
+Names of things no longer current (a removed resource, a closed need, a member who left)
+count in 4 only when no current name does. More than one candidate at the first rule that
+finds any is an error listing them; none is an error that says "did you mean" when a name
+is close to what was typed.
 """
 
 from __future__ import annotations
@@ -30,15 +35,13 @@ _SHOWN = 6  # candidates listed in an "ambiguous" message
 
 @dataclass(frozen=True)
 class Candidate:
-    """Something a member can name: its id, its name, and whether it is current.
-
-    Names of things no longer current (a removed resource, a closed need, a member who
-    left) are matched only when no current thing matches.
-    """
+    """Something a member can name: its id, its name, whether it is current, and the id
+    its writer gave it before records had ids of their own (offers and requests)."""
 
     id: str
     name: str
     current: bool = True
+    former_id: str = ""
 
 
 def pick(
@@ -57,11 +60,7 @@ def pick(
     key = text.strip()
     if not key:
         raise NotFound(f"No {noun} given; `{listing}` shows them.")
-    lowered = key.lower()
-    found = [c for c in candidates if c.id in (key, lowered)]
-    found = found or _by_name([c for c in candidates if c.current], key, _NAME_RULES[:1])
-    found = found or [c for c in candidates if c.id.startswith(lowered)]
-    found = found or _by_name(candidates, key, _NAME_RULES)
+    found = _first_that_finds(candidates, key)
     if len(found) == 1:
         return found[0]
     if not found:
@@ -75,6 +74,18 @@ def pick(
         f"{text!r} matches {len(found)} {plural or noun + 's'}: {names}{more}; "
         "type more of the name or the id."
     )
+
+
+def _first_that_finds(candidates: Sequence[Candidate], key: str) -> list[Candidate]:
+    """The candidates of the first rule (of the module's four) that finds any."""
+    lowered = key.lower()
+    whole_id = [c for c in candidates if c.id in (key, lowered)]
+    if whole_id:
+        return whole_id
+    named = {id(c) for c in _by_name([c for c in candidates if c.current], key, _NAME_RULES[:1])}
+    found = [c for c in candidates if id(c) in named or c.id.startswith(lowered)]
+    found = found or [c for c in candidates if c.former_id and c.former_id.startswith(lowered)]
+    return found or _by_name(candidates, key, _NAME_RULES)
 
 
 def _by_name(

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from hearth.errors import LedgerError, NotAuthorized, NotFound, UsageError
+from hearth.errors import LedgerError, NotAuthorized, UsageError
 from hearth.ledger import (
     Action,
     CommitmentStatus,
@@ -374,57 +374,6 @@ def test_every_entry_records_who_and_when() -> None:
     assert "added Compost (10 bags)" in whats  # the stock it came with, in one line
     assert not any("of Compost" in w for w in whats)
     assert commitment_rows(ledger.view, [c], 0)[0][2] == "4 bags"
-
-
-def test_finding_by_prefix_name_and_ambiguity() -> None:
-    ledger = make_ledger()
-    saw = ledger.add_resource("Saw")
-    ledger.add_resource("Sander")
-    view = ledger.view
-    assert view.find("resources", saw.id[:6]) == saw.id
-    assert view.find("resources", "saw") == saw.id
-    with pytest.raises(NotFound, match="matches 2"):
-        view.find("resources", "sa")
-    with pytest.raises(NotFound, match="No resource matches"):
-        view.find("resources", "hammer")
-    assert view.find("members", "ben") == BEN
-
-
-def test_names_typed_in_part_find_resources_needs_and_commitments() -> None:
-    ledger = make_ledger()
-    drill = ledger.add_resource("Cordless drill")
-    potatoes = ledger.add_resource("Seed potatoes")
-    paint = ledger.add_need("Paint for the fence")
-    compost = ledger.add_commitment("Compost for the beds", giver=ADA, receiver=BEN)
-    view = ledger.view
-    assert view.find("resources", "drill") == drill.id  # a word anywhere in the name
-    assert view.find("resources", "potatoes") == potatoes.id
-    assert view.find("resources", "seed pot") == potatoes.id
-    assert view.find("needs", "paint") == paint.id
-    assert view.find("needs", "fence") == paint.id
-    assert view.find("commitments", "compost") == compost.id
-    assert view.find("commitments", compost.id[:6]) == compost.id
-
-
-def test_ambiguous_names_list_the_candidates_and_misspellings_get_a_suggestion() -> None:
-    ledger = make_ledger()
-    cordless = ledger.add_resource("Cordless drill")
-    hammer = ledger.add_resource("Hammer drill")
-    view = ledger.view
-    with pytest.raises(NotFound) as ambiguous:
-        view.find("resources", "drill")
-    assert "Cordless drill (" + cordless.id[:8] + ")" in str(ambiguous.value)
-    assert "Hammer drill (" + hammer.id[:8] + ")" in str(ambiguous.value)
-    with pytest.raises(NotFound, match="Did you mean 'Cordless drill'"):
-        view.find("resources", "cordelss")
-    with pytest.raises(NotFound, match="Did you mean 'Ben'"):
-        view.find("members", "Benn")
-    # A closed need is still found when nothing open matches, but an open one comes first.
-    old = ledger.add_need("Ladder")
-    ledger.close_need(old.id)
-    assert view.find("needs", "ladder") == old.id
-    new = ledger.add_need("Ladder, taller")
-    assert view.find("needs", "ladder") == new.id
 
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 101, "bad\x07name"])

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -110,18 +110,39 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
     their bundles directly (as `hearth bundle export/import` would).
     """
     clock = clock or DemoClock()
+    nodes, group_id = _library(root, clock, relay_url)
+
+    def exchange() -> None:
+        if relay_url:
+            _through_relay(nodes, group_id, relay_url)
+        else:
+            _exchange(nodes, group_id)
+
+    exchange()
+    real_now = time.time_ns() // 1_000_000
+    promises = _a_busy_week(nodes, real_now)
+    exchange()
+    _promises_answered(nodes, promises, exchange)
+    _apart_for_an_afternoon(nodes, real_now)
+    exchange()
+    dee = _neighbours(root, clock, nodes["Ada"], group_id, relay_url)
+    exchange()
+    return Demo(root=root, nodes=nodes, group_id=group_id, neighbour=dee)
+
+
+def _library(root: Path, clock: DemoClock, relay_url: str | None) -> tuple[dict[str, Node], str]:
+    """Ada, Ben and Cleo, each on a node of their own, in Ada's tool library with its
+    things."""
     nodes: dict[str, Node] = {}
     for name in ("Ada", "Ben", "Cleo"):
         home = root / name.lower()
         create_identity(home, name=name, device_name=f"{name}'s laptop")
         nodes[name] = open_node(home, clock=clock)
-    ada, ben, cleo = nodes["Ada"], nodes["Ben"], nodes["Cleo"]
+    ada = nodes["Ada"]
     group = ada.create_group("Elm Street Tool Library")
     if relay_url:
         with ada.change() as ledger:
             ledger.add_relay(relay_url)
-    real_now = time.time_ns() // 1_000_000
-
     with ada.change() as ledger:
         for name, kind, qty, unit, where in _THINGS:
             ledger.add_resource(
@@ -132,20 +153,17 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
                 location=where,
                 shareable=kind is not Kind.SPACE,
             )
-    for other in (ben, cleo):
+    for other in (nodes["Ben"], nodes["Cleo"]):
         # The demo's clock runs hours ahead with every action: a day's invite would
         # lapse before Ada's node sees the claim and confirms it (R14).
         other.join_with_token(ada.create_invite(valid_for_ms=30 * _DAY))
+    return nodes, group.id
 
-    def exchange(nodes: dict[str, Node], group_id: str) -> None:
-        if relay_url:
-            _through_relay(nodes, group_id, relay_url)
-        else:
-            _exchange(nodes, group_id)
 
-    exchange(nodes, group.id)
-
-    with ada.change() as ledger:
+def _a_busy_week(nodes: dict[str, Node], real_now: int) -> dict[str, str]:
+    """Lends, returns, needs and promises, each member on their own node; the ids of the
+    promises to answer next."""
+    with nodes["Ada"].change() as ledger:
         ledger.lend(_find(ledger, "Cordless drill"), to="Ben")
         ledger.return_(_find(ledger, "Cordless drill"))
         ledger.lend(_find(ledger, "Ladder (3 m)"), to="Cleo", until=real_now + 5 * _DAY)
@@ -162,7 +180,7 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
             quantity=Decimal(4),
             due=real_now - 2 * _DAY,
         ).id
-    with ben.change() as ledger:
+    with nodes["Ben"].change() as ledger:
         ledger.lend(_find(ledger, "Lawn mower"), to="Cleo", until=real_now + 2 * _DAY)
         ledger.produce(_find(ledger, "Seed potatoes"), Decimal(5), note="from the market")
         ledger.add_need("Someone to help move a sofa", by=real_now + 1 * _DAY)
@@ -172,7 +190,7 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
         washer = ledger.add_commitment(
             "Borrow the pressure washer all summer", giver="Cleo", receiver="Ben"
         ).id
-    with cleo.change() as ledger:
+    with nodes["Cleo"].change() as ledger:
         ledger.give(_find(ledger, "Jam jars"), to="Ada", quantity=Decimal(6))
         ledger.add_need(
             "Apples for the jam session", quantity=Decimal(5), unit="kg", by=real_now + 6 * _DAY
@@ -195,32 +213,34 @@ def build_demo(root: Path, clock: DemoClock | None = None, relay_url: str | None
             quantity=Decimal(2),
         )
         ledger.change_commitment(c2.id, CommitmentStatus.CANCELLED)
-    exchange(nodes, group.id)
+    return {"sewing": sewing, "compost": compost, "bike": bike, "washer": washer}
 
-    # Each promise answered by the one it was proposed to.
-    with cleo.change() as ledger:
-        ledger.change_commitment(sewing, CommitmentStatus.ACCEPTED)
-        ledger.change_commitment(bike, CommitmentStatus.ACCEPTED)
-        ledger.change_commitment(washer, CommitmentStatus.DECLINED)
-    with ben.change() as ledger:
-        ledger.change_commitment(compost, CommitmentStatus.ACCEPTED)
-    exchange(nodes, group.id)
-    with ben.change() as ledger:
-        ledger.change_commitment(bike, CommitmentStatus.FULFILLED)
 
-    # Apart for an afternoon: Ada and Ben both lend out the gazebo.
-    with ada.change() as ledger:
+def _promises_answered(
+    nodes: dict[str, Node], promises: dict[str, str], exchange: Callable[[], None]
+) -> None:
+    """Each promise answered by the one it was proposed to; Ben fixes Cleo's bike."""
+    with nodes["Cleo"].change() as ledger:
+        ledger.change_commitment(promises["sewing"], CommitmentStatus.ACCEPTED)
+        ledger.change_commitment(promises["bike"], CommitmentStatus.ACCEPTED)
+        ledger.change_commitment(promises["washer"], CommitmentStatus.DECLINED)
+    with nodes["Ben"].change() as ledger:
+        ledger.change_commitment(promises["compost"], CommitmentStatus.ACCEPTED)
+    exchange()
+    with nodes["Ben"].change() as ledger:
+        ledger.change_commitment(promises["bike"], CommitmentStatus.FULFILLED)
+
+
+def _apart_for_an_afternoon(nodes: dict[str, Node], real_now: int) -> None:
+    """Apart for an afternoon: Ada and Ben both lend out the gazebo."""
+    with nodes["Ada"].change() as ledger:
         ledger.lend(_find(ledger, "Gazebo"), to="Cleo", until=real_now + 2 * _DAY)
         ledger.add_resource("Leaf blower", kind=Kind.TOOL, location="Ada's shed")
-    with ben.change() as ledger:
+    with nodes["Ben"].change() as ledger:
         ledger.lend(_find(ledger, "Gazebo"), to="Ben", until=real_now + 3 * _DAY)
         ledger.add_need("Garden twine", quantity=Decimal(1), unit="roll")
-    with cleo.change() as ledger:
+    with nodes["Cleo"].change() as ledger:
         ledger.return_(_find(ledger, "Lawn mower"))
-    exchange(nodes, group.id)
-    dee = _neighbours(root, clock, ada, group.id, relay_url)
-    exchange(nodes, group.id)
-    return Demo(root=root, nodes=nodes, group_id=group.id, neighbour=dee)
 
 
 def _neighbours(

@@ -105,100 +105,10 @@ async def check_node(
     node: Node, *, timeout: float = 10.0, checking: Callable[[str], None] = lambda _: None
 ) -> list[Finding]:
     """:func:`examine` in a running event loop (the app's)."""
-    findings = []
-    problems = node.store.integrity_problems()
-    findings.append(
-        Finding(
-            "store",
-            not problems,
-            "the local store is sound"
-            if not problems
-            else f"the store reports damage: {problems[0]}",
-            "Copy the home folder somewhere safe, then rebuild by joining the group again."
-            if problems
-            else "",
-        )
-    )
-    try:
-        load_identity(node.home)
-        findings.append(Finding("keys", True, "your keys match your identity"))
-    except HearthError as exc:
-        findings.append(Finding("keys", False, str(exc), "Restore the keys folder from a copy."))
+    findings = _store_and_keys(node)
     peers = list_peers(node.store)
     for group in node.groups():
-        view = node.view(group.id)
-        relays = view.relays()
-        if not relays:
-            findings.append(
-                Finding(
-                    f"{group.name}: relays",
-                    bool(peers),
-                    "the group lists no relays" + ("; it syncs with peers only" if peers else ""),
-                    "Add one: `hearth relay add ws://HOST:PORT`"
-                    + (
-                        " (members away from this network cannot sync otherwise)." if peers else "."
-                    ),
-                )
-            )
-        for url in relays:
-            checking(url)
-            report = await sync_relay(node, url, [group.id], timeout=timeout)
-            if report.ok and not report.refused:
-                findings.append(
-                    Finding(f"{group.name}: {url}", True, "reachable, and it accepts our bundles")
-                )
-            elif report.ok:
-                findings.append(
-                    Finding(
-                        f"{group.name}: {url}",
-                        False,
-                        f"reachable but refusing: {report.refused[0]}",
-                        "Ask the relay's operator, or add another relay.",
-                    )
-                )
-            else:
-                findings.append(
-                    Finding(
-                        f"{group.name}: {url}",
-                        False,
-                        f"not reachable ({report.error})",
-                        "Check the address and your connection; changes "
-                        "wait safely until a relay is reached.",
-                    )
-                )
-            if not report.ok:  # its clock cannot be read either: no second wait for it
-                continue
-            relay_now = await _relay_clock(url, min(timeout, CONNECT_TIMEOUT_S))
-            if relay_now is not None and abs(relay_now - node.clock.now_ms()) > _CLOCK_SKEW_MS:
-                minutes = abs(relay_now - node.clock.now_ms()) // 60_000
-                findings.append(
-                    Finding(
-                        "clock",
-                        False,
-                        f"this device's clock is {minutes} minutes off {url}'s",
-                        "Set the date and time; dates you record depend on it.",
-                    )
-                )
-        joining = claim_standing(node, group.id)
-        if joining:
-            findings.append(Finding(f"{group.name}: joining", False, joining))
-        findings += _neighbourhoods(node, group.id, group.name)
-        for alert in admin_alerts(node, group.id):
-            findings.append(Finding(f"{group.name}: {alert.kind}", False, alert.what, alert.advice))
-        gaps = len(node.feeds.waiting(group.id))
-        findings.append(
-            Finding(
-                f"{group.name}: gaps",
-                gaps == 0,
-                "nothing is missing"
-                if gaps == 0
-                else f"{counted(gaps, 'change')} {'waits' if gaps == 1 else 'wait'} for earlier "
-                "ones not yet received",
-                ""
-                if gaps == 0
-                else "Sync with another relay or member: `hearth relay add`, `hearth sync`.",
-            )
-        )
+        findings += await _group(node, group.id, group.name, peers, timeout, checking)
     findings += _damage(node)
     groups = [g.id for g in node.groups()]
     for url in peers:
@@ -215,6 +125,112 @@ async def check_node(
             )
         )
     return findings
+
+
+def _store_and_keys(node: Node) -> list[Finding]:
+    """Whether the store is sound and the keys match the identity."""
+    problems = node.store.integrity_problems()
+    findings = [
+        Finding(
+            "store",
+            not problems,
+            "the local store is sound"
+            if not problems
+            else f"the store reports damage: {problems[0]}",
+            "Copy the home folder somewhere safe, then rebuild by joining the group again."
+            if problems
+            else "",
+        )
+    ]
+    try:
+        load_identity(node.home)
+        findings.append(Finding("keys", True, "your keys match your identity"))
+    except HearthError as exc:
+        findings.append(Finding("keys", False, str(exc), "Restore the keys folder from a copy."))
+    return findings
+
+
+async def _group(
+    node: Node,
+    group_id: str,
+    name: str,
+    peers: list[str],
+    timeout: float,
+    checking: Callable[[str], None],
+) -> list[Finding]:
+    """One group: its relays (each tried), its joining, neighbourhoods, alerts and gaps."""
+    findings = []
+    relays = node.view(group_id).relays()
+    if not relays:
+        findings.append(
+            Finding(
+                f"{name}: relays",
+                bool(peers),
+                "the group lists no relays" + ("; it syncs with peers only" if peers else ""),
+                "Add one: `hearth relay add ws://HOST:PORT`"
+                + (" (members away from this network cannot sync otherwise)." if peers else "."),
+            )
+        )
+    for url in relays:
+        checking(url)
+        findings += await _relay(node, group_id, name, url, timeout)
+    joining = claim_standing(node, group_id)
+    if joining:
+        findings.append(Finding(f"{name}: joining", False, joining))
+    findings += _neighbourhoods(node, group_id, name)
+    for alert in admin_alerts(node, group_id):
+        findings.append(Finding(f"{name}: {alert.kind}", False, alert.what, alert.advice))
+    gaps = len(node.feeds.waiting(group_id))
+    findings.append(
+        Finding(
+            f"{name}: gaps",
+            gaps == 0,
+            "nothing is missing"
+            if gaps == 0
+            else f"{counted(gaps, 'change')} {'waits' if gaps == 1 else 'wait'} for earlier "
+            "ones not yet received",
+            ""
+            if gaps == 0
+            else "Sync with another relay or member: `hearth relay add`, `hearth sync`.",
+        )
+    )
+    return findings
+
+
+async def _relay(node: Node, group_id: str, name: str, url: str, timeout: float) -> list[Finding]:
+    """One of a group's relays, tried: does it take our bundles, and is its clock near ours."""
+    report = await sync_relay(node, url, [group_id], timeout=timeout)
+    if report.ok and not report.refused:
+        found = Finding(f"{name}: {url}", True, "reachable, and it accepts our bundles")
+    elif report.ok:
+        found = Finding(
+            f"{name}: {url}",
+            False,
+            f"reachable but refusing: {report.refused[0]}",
+            "Ask the relay's operator, or add another relay.",
+        )
+    else:
+        found = Finding(
+            f"{name}: {url}",
+            False,
+            f"not reachable ({report.error})",
+            "Check the address and your connection; changes wait safely until a relay is reached.",
+        )
+    if not report.ok:  # its clock cannot be read either: no second wait for it
+        return [found]
+    relay_now = await _relay_clock(url, min(timeout, CONNECT_TIMEOUT_S))
+    if relay_now is None or abs(relay_now - node.clock.now_ms()) <= _CLOCK_SKEW_MS:
+        return [found]
+    minutes = abs(relay_now - node.clock.now_ms()) // 60_000
+    return [
+        found,
+        Finding(
+            "clock",
+            False,
+            f"this device's clock is {minutes} minutes off {url}'s",
+            "Set the date and time; dates you record depend on it.",
+        ),
+    ]
 
 
 def finding_lines(findings: list[Finding]) -> list[str]:

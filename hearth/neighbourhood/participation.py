@@ -850,21 +850,14 @@ def _chain_end(node: Node, nid: str, device: bytes) -> tuple[int, bytes]:
 
 
 def find_offer(node: Node, group_id: str, text: str) -> tuple[Membership, Offer]:
-    """An offer in one of the group's neighbourhoods, by id or id prefix."""
-    key = text.strip().lower()
+    """An offer in one of the group's neighbourhoods, by id or id prefix, or by what it
+    is of, typed in part ("compost"); see :mod:`hearth.lookup`."""
     every = [(m, o) for m in memberships(node, group_id) for o in state(node, m).offers.values()]
-    # By id; by the name its writer gave it only when no id fits (an offer said before
-    # offers were known by their record's id): another group can copy a name, not an id.
-    found = [(m, o) for m, o in every if key and o.id.startswith(key)] or [
-        (m, o) for m, o in every if key and o.name and o.name.startswith(key)
-    ]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise UsageError(f"{text!r} fits more than one offer; give more of its id.")
-    # No id fits: what the offer is of, typed in part ("compost").
     chosen = lookup.pick(
-        [lookup.Candidate(o.id, o.what, current=not o.withdrawn) for _, o in every],
+        [
+            lookup.Candidate(o.id, o.what, current=not o.withdrawn, former_id=o.name)
+            for _, o in every
+        ],
         text,
         noun="offer in this group's neighbourhoods",
         plural="offers",
@@ -996,14 +989,15 @@ def requests(node: Node, group_id: str) -> list[tuple[Membership, State, Request
 def answer(node: Node, group_id: str, text: str, *, accept: bool) -> Request:
     """Accept or decline a request for one of our group's offers; accepting records the
     handoff as a commitment in our ledger at once."""
-    key = text.strip().lower()
     every = requests(node, group_id)
-    found = [f for f in every if key and f[2].id.startswith(key)] or [
-        f for f in every if key and f[2].name and f[2].name.startswith(key)
-    ]
-    if len(found) != 1:
-        raise NotFound(f"No request {text!r} for this group; see `hearth request list`.")
-    membership, current, item, direction = found[0]
+    chosen = lookup.pick(
+        [lookup.Candidate(f[2].id, "", former_id=f[2].name) for f in every],
+        text,
+        noun="request to or from this group",
+        plural="requests",
+        listing="hearth request list",
+    )
+    membership, current, item, direction = next(f for f in every if f[2].id == chosen.id)
     if direction != "incoming":
         raise NotAuthorized("Only the group that made the offer answers a request.")
     if item.status != "pending":
