@@ -75,6 +75,10 @@ def test_a_ledger_command_loads_neither_networking_nor_the_app(tmp_path: Path) -
         }
         & loaded
     )
+    # Of the command modules, only the one that registers `resource` is imported.
+    from hearth.cli.main import COMMANDS
+
+    assert set(COMMANDS.values()) & loaded == {COMMANDS["resource"]}
 
 
 def test_a_command_is_parsed_alike_by_its_own_grammar_and_the_whole() -> None:
@@ -112,3 +116,29 @@ def test_a_command_is_parsed_alike_by_its_own_grammar_and_the_whole() -> None:
         [],
     ):
         assert parse(args, whole=False) == parse(args, whole=True), args
+
+
+def test_each_command_module_registers_the_commands_the_table_gives_it() -> None:
+    """``COMMANDS`` says which module to import for a command: it must be the module that
+    registers it, and every command the grammar knows must run a handler."""
+    import argparse
+    import importlib
+
+    from hearth.cli.grammar import Commands
+    from hearth.cli.main import COMMANDS, build_parser
+
+    for module in set(COMMANDS.values()):
+        commands = argparse.ArgumentParser().add_subparsers(action=Commands)
+        assert isinstance(commands, Commands)
+        importlib.import_module(module).register(commands)
+        assert set(commands.choices) == {w for w, m in COMMANDS.items() if m == module}
+
+    def leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            return [parser]
+        return [leaf for a in actions for p in a.choices.values() for leaf in leaves(p)]
+
+    whole = leaves(build_parser())
+    assert len(whole) > 60
+    assert all(callable(leaf.get_default("handler")) for leaf in whole)

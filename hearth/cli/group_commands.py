@@ -17,6 +17,7 @@ from hearth.cli.grammar import (
     subcommands,
     yes_flag,
 )
+from hearth.cli.invite_codes import invite_by_code
 from hearth.cli.prompt import confirm
 from hearth.cli.render import emit
 from hearth.errors import UsageError
@@ -308,7 +309,6 @@ def _device_remove(args: argparse.Namespace, node: Node) -> int:
 
 def _device_add(args: argparse.Namespace, node: Node) -> int:
     """``hearth device add``: like an invite, for another device of this member."""
-    from hearth.cli.invite_codes import invite_by_code
     from hearth.group import member_changes
 
     def device_token(event: JoinerIntroduced) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hearth.cli.grammar import Commands, code_flags, json_flag, on_node, subcommands, yes_flag
+from hearth.cli.invite_codes import find_inviter_nearby, invite_by_code, token_for_code
 from hearth.cli.prompt import confirm
 from hearth.cli.render import emit, table
 from hearth.crypto import SigningKey
@@ -187,8 +188,6 @@ def _leave(args: argparse.Namespace, node: Node) -> int:
 
 def _invite(args: argparse.Namespace, node: Node) -> int:
     """A code for another group's admin; approve their group by name; they are in."""
-    from hearth.cli.invite_codes import invite_by_code
-
     group = node.current_group()
     membership = participation.find(node, group.id, args.neighbourhood or "")
     participation.require_admin(node, group.id, "invite groups into a neighbourhood")
@@ -209,7 +208,6 @@ def _invite(args: argparse.Namespace, node: Node) -> int:
 
 
 def _join(args: argparse.Namespace, node: Node) -> int:
-    from hearth.cli.invite_codes import find_inviter_nearby, token_for_code
     from hearth.net.syncing import sync_now
 
     group = node.current_group()
