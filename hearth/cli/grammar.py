@@ -26,12 +26,23 @@ if TYPE_CHECKING:
 else:  # not subscriptable at run time
     _Subcommands = argparse._SubParsersAction
 
-__all__ = ["Commands", "Handler", "code_flags", "json_flag", "on_node"]
+__all__ = [
+    "Commands",
+    "Handler",
+    "NodeHandler",
+    "Skipped",
+    "code_flags",
+    "json_flag",
+    "on_node",
+    "subcommands",
+    "yes_flag",
+]
 
 Handler = Callable[[argparse.Namespace, Path], int]
 """What a command does: given the parsed arguments and the node's home, the exit status."""
 
 NodeHandler = Callable[[argparse.Namespace, "Node"], int]
+"""What most commands do: given the parsed arguments and the opened node, the exit status."""
 
 
 @functools.cache
