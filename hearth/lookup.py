@@ -6,18 +6,20 @@ neighbourhood, offer or request goes through :func:`pick`, so they all understan
 same things, tried in this order:
 
 1. the whole id;
-2. the whole name (any case), or the start of an id: together, so that a name never
-   hides the entry whose id it spells (another group can copy a name, not an id);
-3. the start of a former id (what an offer or request was called by its writer before
-   records were known by their id);
-4. the start of the name, then each typed word starting a word of the name
+2. the start of an id, when what was typed reads as one as the lists show ids (eight or
+   more hex digits): so a name cannot pass for an id (another group can copy a name, not
+   an id);
+3. the whole name (any case);
+4. the start of an id, then the start of a former id (what an offer or request was called
+   by its writer before records were known by their id);
+5. the start of the name, then each typed word starting a word of the name
    (``drill`` finds "Cordless drill", ``seed pot`` finds "Seed potatoes"), then the typed
    text anywhere in the name.
 
 Names of things no longer current (a removed resource, a closed need, a member who left)
-count in 4 only when no current name does. More than one candidate at the first rule that
-finds any is an error listing them; none is an error that says "did you mean" when a name
-is close to what was typed.
+count only when no current name does. More than one candidate at the first rule that finds
+any is an error listing them; none is an error that says "did you mean" when a name is
+close to what was typed.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from string import hexdigits
 
 from hearth.errors import NotFound
 
 __all__ = ["Candidate", "pick"]
 
 _SHOWN = 6  # candidates listed in an "ambiguous" message
+_ID_SHOWN = 8  # hex digits of an id that the lists show
 
 
 @dataclass(frozen=True)
@@ -77,15 +81,23 @@ def pick(
 
 
 def _first_that_finds(candidates: Sequence[Candidate], key: str) -> list[Candidate]:
-    """The candidates of the first rule (of the module's four) that finds any."""
+    """The candidates of the first rule (of the module's five) that finds any."""
     lowered = key.lower()
     whole_id = [c for c in candidates if c.id in (key, lowered)]
     if whole_id:
         return whole_id
-    named = {id(c) for c in _by_name([c for c in candidates if c.current], key, _NAME_RULES[:1])}
-    found = [c for c in candidates if id(c) in named or c.id.startswith(lowered)]
+    by_id = [c for c in candidates if c.id.startswith(lowered)]
+    if by_id and _reads_as_id(lowered):
+        return by_id
+    whole_name = _by_name([c for c in candidates if c.current], key, _NAME_RULES[:1])
+    found = whole_name or by_id
     found = found or [c for c in candidates if c.former_id and c.former_id.startswith(lowered)]
     return found or _by_name(candidates, key, _NAME_RULES)
+
+
+def _reads_as_id(key: str) -> bool:
+    """Whether typed text is an id as the lists show one (its first eight hex digits)."""
+    return len(key) >= _ID_SHOWN and all(c in hexdigits for c in key)
 
 
 def _by_name(

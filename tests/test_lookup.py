@@ -29,14 +29,17 @@ def test_a_whole_id_comes_first_then_a_whole_name_or_the_start_of_an_id() -> Non
     assert find([DRILL, HAMMER, drill], "drill") == drill
 
 
-def test_a_name_never_hides_the_entry_whose_id_it_spells() -> None:
-    """Another group can name its offer after the start of ours' id: typing that start
-    then lists both, where a name matched first would have picked theirs unasked."""
+def test_an_id_as_the_lists_show_it_is_read_as_an_id_before_a_name() -> None:
+    """Another group can name its offer after ours' id as `hearth offer list` shows it;
+    typing that id still finds ours. A short name that happens to start an id (ids are
+    random) is still read as the name."""
     copied = Candidate("e" * 32, DRILL.id[:8])
-    with pytest.raises(NotFound) as both:
-        find([DRILL, copied], DRILL.id[:8])
-    assert "matches 2 things" in str(both.value)
-    assert find([DRILL, copied], DRILL.id) == DRILL  # the whole id is never in doubt
+    assert find([DRILL, copied], DRILL.id[:8]) == DRILL
+    assert find([DRILL, copied], DRILL.id[:8].upper()) == DRILL
+    bed = Candidate("4" * 32, "Bed")
+    assert find([BED, bed], "bed") == bed
+    assert find([BED, bed], "bed0") == BED  # no name: the start of the id
+    assert find([BED, bed], "Bed frame") == BED
 
 
 def test_a_former_id_is_read_after_ids_and_before_names() -> None:
