@@ -4,7 +4,6 @@ neighbouring groups (:mod:`hearth.neighbourhood.participation`)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hearth.cli.grammar import Commands, code_flags, json_flag, on_node, subcommands, yes_flag
@@ -287,13 +286,11 @@ def _offer_withdraw(args: argparse.Namespace, node: Node) -> int:
 
 
 def _request(args: argparse.Namespace, node: Node) -> int:
-    verbs: dict[str, Callable[[argparse.Namespace, Node], int]] = {
-        "list": _request_list,
-        "accept": _request_answer(accept=True),
-        "decline": _request_answer(accept=False),
-    }
-    if args.target in verbs:
-        return verbs[args.target](args, node)
+    # `request list`, `request accept ID`, `request decline ID`; else TARGET is an offer.
+    if args.target == "list":
+        return _request_list(args, node)
+    if args.target in ("accept", "decline"):
+        return _request_answer(args, node, accept=args.target == "accept")
     if args.id:
         raise UsageError(
             f"Unexpected {args.id!r}: to ask for an offer, `hearth request OFFER --qty N`."
@@ -345,28 +342,25 @@ def _request_list(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
-def _request_answer(*, accept: bool) -> Callable[[argparse.Namespace, Node], int]:
-    def handler(args: argparse.Namespace, node: Node) -> int:
-        if not args.id:
-            raise UsageError(f"Say which request to {'accept' if accept else 'decline'}: its id.")
-        group = node.current_group()
-        item = participation.answer(node, group.id, args.id, accept=accept)
-        [(membership, current, _, direction)] = [
-            f for f in participation.requests(node, group.id) if f[2].id == item.id
-        ]
-        text = "Declined."
-        if accept:
-            promised = [c for c in node.view().commitments() if c.handoff == item.id]
-            text = (
-                f"Accepted: it is now a commitment in the ledgers of {group.name} and "
-                f"{item.group_name}"
-                + (
-                    f"; `hearth commitment fulfil {promised[0].id[:8]}` once it is handed over."
-                    if promised
-                    else "."
-                )
+def _request_answer(args: argparse.Namespace, node: Node, *, accept: bool) -> int:
+    if not args.id:
+        raise UsageError(f"Say which request to {'accept' if accept else 'decline'}: its id.")
+    group = node.current_group()
+    item = participation.answer(node, group.id, args.id, accept=accept)
+    [(membership, current, _, direction)] = [
+        f for f in participation.requests(node, group.id) if f[2].id == item.id
+    ]
+    text = "Declined."
+    if accept:
+        promised = [c for c in node.view().commitments() if c.handoff == item.id]
+        text = (
+            f"Accepted: it is now a commitment in the ledgers of {group.name} and "
+            f"{item.group_name}"
+            + (
+                f"; `hearth commitment fulfil {promised[0].id[:8]}` once it is handed over."
+                if promised
+                else "."
             )
-        offer = current.offers[item.offer]
-        return emit(args, _request_json(item, offer, membership.name, direction), text)
-
-    return handler
+        )
+    offer = current.offers[item.offer]
+    return emit(args, _request_json(item, offer, membership.name, direction), text)
