@@ -66,7 +66,6 @@ def _publish_beside(
     return result
 
 
-@pytest.mark.xfail(strict=True, reason="the full way stores without the row's checks")
 def test_a_bundle_racing_a_full_quota_from_another_process_is_refused(
     stores: list[PostgresStore],
 ) -> None:
@@ -93,7 +92,6 @@ def test_a_bundle_racing_a_full_quota_from_another_process_is_refused(
     assert [(type(f), getattr(f, "code", "")) for f in answers] == [(Error, "quota-exceeded")]
 
 
-@pytest.mark.xfail(strict=True, reason="the full way stores without the row's checks")
 def test_a_bundle_racing_a_freeze_from_another_process_is_refused(
     stores: list[PostgresStore],
 ) -> None:
