@@ -19,7 +19,6 @@ raise SystemExit(3)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="python -m puts the working directory first on the path")
 def test_a_module_planted_where_the_member_runs_hearth_is_not_run(
     group: tuple[Node, Node, Node, str],  # noqa: F811 - the fixture imported above
     tmp_path: Path,
