@@ -1,0 +1,53 @@
+"""Attacks on a node's side of the exchange (``hearth/net/sync_client.py``) by a relay that
+lies: a real ``hearth`` process against :mod:`tests.hostile_relay`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from hearth.protocol.frames import CaughtUp, Deliveries, Frame, Subscribe
+from tests.conftest import Cli
+from tests.hostile_relay import hostile_relay
+
+
+def _solo(tmp_path: Path, url: str) -> Cli:
+    cli = Cli(tmp_path / "solo")
+    cli("init", "--name", "Solo")
+    cli("group", "create", "Alone", "--relay", url)
+    return cli
+
+
+@pytest.mark.xfail(strict=True, reason="each damaged bundle is a log line and a store write")
+def test_a_frame_of_twenty_thousand_damaged_bundles_costs_little(tmp_path: Path) -> None:
+    """R16 keeps the cursor where it was for a damaged bundle and counts it. A relay sends
+    one ``deliveries`` frame (version 3) of 20,000 empty "bundles" — 100 KB on the wire;
+    a 1 MiB frame holds some 300,000. Each was a warning line and a write to the store of
+    its own: the sync ran out of time (60 s) after about half of them, with 11,000 lines
+    of log, saying only "no answer". Now what arrives damaged in a frame is counted in
+    memory and written, and logged, once per source; the sync finishes in seconds and
+    says how many arrived damaged, and the cursor has not moved."""
+    count = 20_000
+
+    def answer(frame: Frame) -> list[Frame]:
+        if not isinstance(frame, Subscribe):
+            return []
+        junk = Deliveries(
+            topic=frame.topic, cursors=list(range(1, count + 1)), envelopes=[b""] * count
+        )
+        return [junk, CaughtUp(topic=frame.topic, cursor=count)]
+
+    with hostile_relay(answer) as url:
+        cli = _solo(tmp_path, url)
+        started = time.monotonic()
+        result = cli("sync", "--timeout", "20", "--json", check=False)
+        took = time.monotonic() - started
+    assert took < 15, took
+    assert len(result.err.splitlines()) < 20, result.err[-2000:]
+    data = json.loads(result.out)
+    [report] = data["relays_ok"] + data["relays_failed"]
+    assert "no answer" not in json.dumps(report)
+    assert "20000" in cli("doctor", check=False).out
