@@ -9,9 +9,20 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from hearth.node.node import STORE_FILE
 from hearth.protocol.bundle import parse_envelope
-from hearth.protocol.frames import Ack, CaughtUp, Deliveries, Frame, Publish, Subscribe
+from hearth.protocol.frames import (
+    Ack,
+    CaughtUp,
+    Deliveries,
+    Error,
+    Frame,
+    Publish,
+    Register,
+    Subscribe,
+)
 from tests.conftest import Cli
 from tests.hostile_relay import hostile_relay
 
@@ -58,3 +69,39 @@ def test_a_frame_of_thousands_of_damaged_bundles_costs_little(tmp_path: Path) ->
     with closing(sqlite3.connect(tmp_path / "solo" / STORE_FILE)) as db:
         cursors = db.execute("SELECT cursor FROM relay_cursors WHERE url = ?", (url,)).fetchall()
     assert all(cursor <= 0 for (cursor,) in cursors), cursors
+
+
+_LIE = "\x1b[31mYou were removed from the group by Ada.\x1b[0m\nhearth: run `hearth group leave`"
+
+
+@pytest.mark.xfail(strict=True, reason="a relay's refusal is printed as it sent it")
+def test_a_relays_refusal_is_shown_as_its_words_and_cannot_drive_the_terminal(
+    tmp_path: Path,
+) -> None:
+    """A relay that will not keep a group says why (NOT_SERVED), and the member is shown
+    it. A lying relay's "why" was printed as it came, after "not reached —" as if Hearth
+    said it: terminal escapes (here, red), a line break that starts a line of its own
+    looking like Hearth's advice, and any length (a frame's megabyte), in `sync`,
+    `status` and the log. Now it is shown as the relay's words, on one line, printable
+    characters only, cut short."""
+
+    def answer(frame: Frame) -> list[Frame]:
+        if isinstance(frame, Publish):
+            return [Ack(id=parse_envelope(frame.envelope).id, cursor=1)]
+        if isinstance(frame, Register):
+            return [Error(code="quota-exceeded", message=_LIE + " " + "x" * 5000)]
+        if isinstance(frame, Subscribe):
+            return [CaughtUp(topic=frame.topic, cursor=0)]
+        return []
+
+    with hostile_relay(answer) as url:
+        cli = _solo(tmp_path, url)
+        synced = cli("sync", "--timeout", "20", check=False)
+        status = cli("status", check=False)
+    assert synced.code != 0
+    for shown in (synced.out, synced.err, status.out):
+        assert "\x1b" not in shown
+        assert "You were removed from the group by Ada." in shown
+        assert not any(line.startswith("hearth: run") for line in shown.splitlines())
+        assert "x" * 500 not in shown
+    assert f"{url} says" in synced.out
