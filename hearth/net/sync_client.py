@@ -347,8 +347,9 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
                 topic = None
             _remember(node, url, topic=topic, cursor=output.cursor, has=output.id)
         elif isinstance(output, Refused):
-            report.refused.append(f"{output.code}: {output.message}")
-            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], output.message)
+            said = _relay_words(output.message)
+            report.refused.append(f"{_relay_words(output.code, 40)}: {said}")
+            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], said)
         else:
             remaining.append(output)
     return remaining
@@ -672,9 +673,23 @@ def _why_turned_away(refusals: Sequence[str]) -> str:
     """Why a relay or peer and this node had no group to exchange, from what was refused."""
     for refusal in refusals:
         code, _, message = refusal.partition(": ")
-        if code == "removed" or code in NOT_SERVED:
+        if code == "removed":  # this node's own words (RelaySession)
             return message
+        if code in NOT_SERVED:
+            # The other side's words, and only its word: said as such.
+            return f'it will not keep this group ({code}), saying: "{message}"'
     return "this peer is in none of these groups"
+
+
+_RELAY_WORDS_LIMIT = 300
+"""Characters of a relay's own explanation shown to the member."""
+
+
+def _relay_words(text: str, limit: int = _RELAY_WORDS_LIMIT) -> str:
+    """What a relay or peer said, fit to show: printable characters only (no terminal
+    escapes, no line of its own that would pass for Hearth's), on one line, cut short."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
 async def stay_connected(
