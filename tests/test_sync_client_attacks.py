@@ -9,6 +9,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from hearth.node.node import STORE_FILE
 from hearth.protocol.bundle import parse_envelope
 from hearth.protocol.frames import (
@@ -102,3 +104,32 @@ def test_a_relays_refusal_is_shown_as_its_words_and_cannot_drive_the_terminal(
         assert not any(line.startswith("hearth: run") for line in shown.splitlines())
         assert "x" * 500 not in shown
     assert "will not keep this group (quota-exceeded), saying:" in synced.out
+
+
+@pytest.mark.xfail(strict=True, reason="any number of bundles in a deliveries frame is taken")
+def test_a_deliveries_frame_of_more_bundles_than_fit_a_frame_closes_the_exchange(
+    tmp_path: Path,
+) -> None:
+    """Every bundle is padded to at least 512 bytes, so a frame (at most 1 MiB) holds at
+    most 2,048 of them. A lying relay's frame of 100,000 empty ones was decoded, made
+    into 100,000 deliveries and taken in one by one — seconds of the node's event loop
+    for each such frame, its app and its other relays waiting. Now such a frame is
+    refused as malformed: the exchange with that relay ends, saying why, and nothing of
+    it reaches the node's intake."""
+    count = 100_000
+
+    def answer(frame: Frame) -> list[Frame]:
+        if isinstance(frame, Publish):
+            return [Ack(id=parse_envelope(frame.envelope).id, cursor=count + 1)]
+        if not isinstance(frame, Subscribe):
+            return []
+        junk = Deliveries(topic=frame.topic, cursors=[1] * count, envelopes=[b""] * count)
+        return [junk, CaughtUp(topic=frame.topic, cursor=count)]
+
+    with hostile_relay(answer) as url:
+        cli = _solo(tmp_path, url)
+        result = cli("sync", "--timeout", "20", "--json", check=False)
+    data = json.loads(result.out)
+    [failed] = data["relays_failed"]
+    assert "deliveries frame" in failed["error"]
+    assert "damaged" not in cli("doctor", check=False).out
