@@ -63,6 +63,7 @@ from hearth.values import MAX_NAME, check_text, format_quantity
 __all__ = [
     "STANDINGS",
     "Membership",
+    "Taken",
     "add_offer",
     "admit",
     "answer",
@@ -365,19 +366,39 @@ def _keep(node: Node, nid: str, envelope: Envelope, inner: Inner) -> None:
     )
 
 
-def take_record(node: Node, membership: Membership, envelope: Envelope, inner: Inner) -> bool:
-    """Keep a record that arrived; ``False`` if it was here already. Raises
+_MAX_AT_ONE_PLACE = 3  # records kept for one place in a device's feed (see take_record)
+_MAX_STRANGERS = 64  # records kept under keys no group of the neighbourhood holds
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What became of a record that arrived: whether it was new here, and how many records
+    under strangers' keys were dropped to make room for it (see :func:`take_record`)."""
+
+    new: bool
+    dropped: int = 0
+
+
+def take_record(node: Node, membership: Membership, envelope: Envelope, inner: Inner) -> Taken:
+    """Keep a record that arrived (``new`` False if it was here already). Raises
     :class:`ProtocolError` for one that is not a group's signed record.
 
     Whether it counts is the fold's to say (:func:`hearth.neighbourhood.rules.checked`): only
     once its device's chain is whole up to it. A second record for one place in a device's
     feed is kept too — it is the evidence that cuts the device off there on every node —
-    but no third: two say all there is to say."""
+    and a third: the device may be gone, and a handover name where its feed ends by that
+    record (a node that kept two forks and not it would count the feed to the place
+    before, and differ for good from one that had it first); no fourth.
+
+    A record under a key the records link to no group there (:func:`rules.known_keys`:
+    made up, or a group's whose admission has not arrived yet) is kept among the last
+    :data:`_MAX_STRANGERS` such records only: the oldest makes room (``dropped``), so that
+    records which will never count cost a bounded store, and a flood of them passes."""
     if inner.kind != RECORD_KIND or inner.seq < 1:
         raise ProtocolError(f"a neighbourhood bundle of unknown kind {inner.kind!r}")
     if (inner.seq == 1) != (inner.prev == b"") or len(inner.prev) not in (0, 32):
         raise ProtocolError("a neighbourhood record whose chain is broken")
-    verify_record(inner.payload)
+    body = verify_record(inner.payload)
     held = {
         bytes(row[0])
         for row in node.store.query(
@@ -386,13 +407,38 @@ def take_record(node: Node, membership: Membership, envelope: Envelope, inner: I
             (membership.id, inner.author, inner.seq),
         )
     }
-    if envelope.id in held or len(held) >= 2:
-        return False
+    if envelope.id in held or len(held) >= _MAX_AT_ONE_PLACE:
+        return Taken(new=False)
     if held:
         log.warning("a device signed two neighbourhood records for one place in its feed")
     with node.store.write():
+        dropped = _make_room(node, membership.id, bytes(body["group"]))  # type: ignore[arg-type]
         _keep(node, membership.id, envelope, inner)
-    return True
+    return Taken(new=True, dropped=dropped)
+
+
+def _make_room(node: Node, nid: str, group: bytes) -> int:
+    """Before keeping a record under ``group``: if that key is a stranger's and
+    :data:`_MAX_STRANGERS` records under strangers' keys are kept already, drop the oldest
+    of them; how many were dropped."""
+    cached = _FOLDED.get(node, {}).get(nid)
+    if cached is not None and cached[1].known is not None and group in cached[1].known:
+        return 0  # known before: keys stay known (no fold for each honest record)
+    current = _fold(node, nid)
+    if current.known is None or group in current.known:
+        return 0
+    over = len(current.strangers) - _MAX_STRANGERS + 1
+    if over <= 0:
+        return 0
+    strangers = set(current.strangers)
+    rows = node.store.query(
+        "SELECT rowid, id FROM neighbourhood_records WHERE neighbourhood = ? ORDER BY rowid",
+        (nid,),
+    )
+    oldest = [bytes(i) for _, i in rows if bytes(i) in strangers][:over]
+    node.store.run_many("DELETE FROM neighbourhood_records WHERE id = ?", [(i,) for i in oldest])
+    log.warning("dropped %d neighbourhood records under keys no group there holds", len(oldest))
+    return len(oldest)
 
 
 def outgoing(

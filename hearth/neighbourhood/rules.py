@@ -86,6 +86,7 @@ __all__ = [
     "checked",
     "fold",
     "handover_proof",
+    "known_keys",
     "neighbourhood_id",
     "secret_id",
     "sign_record",
@@ -626,6 +627,12 @@ class State:
     heads: dict[bytes, int] = field(default_factory=dict)  # device -> end of its checked chain
     equivocations: dict[bytes, int] = field(default_factory=dict)  # device -> seq signed twice
     ends: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # see Chains.ends
+    # The group keys the records link to the neighbourhood (see :func:`known_keys`; None:
+    # no founding record here yet, so none can be told from a stranger's), and the ids of
+    # the records said under any other key: made up, or a group's whose admission has not
+    # arrived yet.
+    known: frozenset[bytes] | None = field(default=None, compare=False, repr=False)
+    strangers: list[bytes] = field(default_factory=list, compare=False, repr=False)
 
     def handoffs(self) -> list[Handoff]:
         """Every accepted request with its offer."""
@@ -789,10 +796,45 @@ def _one_name(names: Iterable[str]) -> str:
     return " / ".join(given)[:_MAX_TEXT]
 
 
+def known_keys(nid: str, records: Iterable[Record]) -> frozenset[bytes] | None:
+    """Every group key the records link to neighbourhood ``nid``, whether what is said under
+    it counts or not: a founding key (one that hashes to the id), a key one of those lets in
+    — and so on —, and every key a handover links to one of them. None without a founding
+    record. Whoever holds none of these keys can write records (anyone who ever held the
+    neighbourhood's first secret can), but none of them will ever count unless a known
+    key lets theirs in: what a node keeps of them is bounded
+    (:func:`hearth.neighbourhood.participation.take_record`)."""
+    records = list(records)
+    lineage = _lineages(records)
+
+    def root(key: bytes) -> bytes:
+        return lineage.get(key, key)
+
+    roots = {
+        root(r.group)
+        for r in records
+        if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
+    }
+    if not roots:
+        return None
+    admits = [(root(r.group), r.blob("newcomer")) for r in records if r.op == "admit"]
+    grown = True
+    while grown:
+        grown = False
+        for by, newcomer in admits:
+            if by in roots and root(newcomer) not in roots:
+                roots.add(root(newcomer))
+                grown = True
+    return frozenset(roots | {key for key, at in lineage.items() if at in roots})
+
+
 def fold(nid: str, records: Iterable[Record]) -> State:
     """The state of neighbourhood ``nid`` given every record known (see the module rules)."""
     state = State(id=nid)
     records = list(records)
+    state.known = known = known_keys(nid, records)
+    if known is not None:
+        state.strangers = [r.id for r in records if r.group not in known]
     chains = checked(records)
     removed = Keys(sorted(chains.counted, key=lambda r: r.id)).removed(records)
     if removed:  # those the handovers standing so far have out count as far as they say
