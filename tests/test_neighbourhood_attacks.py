@@ -583,3 +583,75 @@ def test_a_founders_key_handed_on_twice_at_once_silences_that_group_not_the_neig
     assert state.name == "Eastside"
     assert set(state.groups.values()) == {"Tool Library", "Riverside"}
     assert [o.what for o in state.offers.values()] == ["Leeks"]
+
+
+def test_a_removed_member_racing_many_forks_ahead_of_his_record_and_the_handover_splits_no_nodes(
+    tmp_path: Path,
+) -> None:
+    """Ben offers Elm Street's ladder while a member; Ada removes him, and her node's
+    handover names that offer as where his feed ends. Ben then signs three other records for
+    the same place and gets them to Cy's node (Riverside) ahead of his offer and of the
+    handover: Cy's node keeps no fourth record for one place, but the handover carries the
+    one it names, so Cy's node counts Ben's feed as Ada's does."""
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.validity.intake import take_in
+
+    def records(node: Node, author: bytes | None = None) -> list[bytes]:
+        rows = node.store.query("SELECT author, envelope FROM neighbourhood_records ORDER BY rowid")
+        return [bytes(e) for a, e in rows if author is None or bytes(a) == author]
+
+    for name in ("ada", "ben", "cy"):
+        create_identity(tmp_path / name, name=name.title())
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "ben") as ben,
+        open_node(tmp_path / "cy") as cy,
+    ):
+        elm = ada.create_group("Elm Street").id
+        riverside = cy.create_group("Riverside").id
+        ben.join_with_token(ada.create_invite())
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+        with ada.change(elm) as ledger:
+            ledger.add_resource("Ladder", quantity=Decimal(1), shareable=True)
+        hood = participation.create(ada, elm, "Eastside")
+        key = SigningKey.generate(cy.random_bytes)
+        participation.admit(ada, hood, key.public, "Riverside")
+        rivers = participation.join(cy, riverside, participation.encode_token(hood), key)
+        for bundle in ada.feeds.all():
+            take_in(ben, bundle.envelope, source="test")
+        offer = participation.add_offer(ben, elm, "Ladder", Decimal(1))
+        bens = ben.identity.device_key.public
+        [said] = records(ben, bens)
+        take_in(ada, said, source="Ben")
+        member_changes.remove_member(ada, elm, "Ben")
+        keep_keys(ada, elm)  # her next sync: the handover naming Ben's offer
+        [now] = participation.memberships(ada, elm)
+        assert offer.id in participation.state(ada, now).offers
+
+        # Ben, out, signs three other records for that place, and they reach Cy first.
+        [held] = participation.memberships(ben, elm)
+        forks = []
+        for what in ("fork one", "fork two", "fork three"):
+            ben.store.run("DELETE FROM neighbourhood_records WHERE author = ?", (bens,))
+            participation._append(ben, held, {"op": "offer", "what": what, "qty": "1"})
+            forks.extend(records(ben, bens))
+        for envelope in [*forks, said, *records(ada)]:
+            take_in(cy, envelope, source="test")
+        participation.reconcile(cy, riverside)  # the new secret, sealed to Riverside
+        for envelope in records(ada):
+            take_in(cy, envelope, source="test")
+        assert (
+            len(cy.store.query("SELECT id FROM neighbourhood_records WHERE author = ?", (bens,)))
+            == 4
+        )  # three forks, and the offer the handover carried
+        theirs, ours = participation.state(ada, now), participation.state(cy, rivers)
+        assert theirs.equivocations == {}
+        assert ours.equivocations == {bens: 1}
+        assert offer.id in ours.offers
+        assert set(ours.offers) == set(theirs.offers)
+        assert ours.groups == theirs.groups

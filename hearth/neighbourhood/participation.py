@@ -57,7 +57,14 @@ from hearth.neighbourhood.rules import (
 )
 from hearth.node.node import Node
 from hearth.protocol import codec
-from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, seal_bundle
+from hearth.protocol.bundle import (
+    Envelope,
+    EpochKeys,
+    Inner,
+    open_envelope,
+    parse_envelope,
+    seal_bundle,
+)
 from hearth.values import MAX_NAME, check_text, format_quantity
 
 __all__ = [
@@ -379,7 +386,9 @@ class Taken:
     dropped: int = 0
 
 
-def take_record(node: Node, membership: Membership, envelope: Envelope, inner: Inner) -> Taken:
+def take_record(
+    node: Node, membership: Membership, envelope: Envelope, inner: Inner, *, named: bool = False
+) -> Taken:
     """Keep a record that arrived (``new`` False if it was here already). Raises
     :class:`ProtocolError` for one that is not a group's signed record.
 
@@ -388,7 +397,9 @@ def take_record(node: Node, membership: Membership, envelope: Envelope, inner: I
     feed is kept too — it is the evidence that cuts the device off there on every node —
     and a third: the device may be gone, and a handover name where its feed ends by that
     record (a node that kept two forks and not it would count the feed to the place
-    before, and differ for good from one that had it first); no fourth.
+    before, and differ for good from one that had it first); no fourth, unless a
+    handover carries it (``named``: a handover carries each record it names, so that
+    even a device that sends many records for that place ahead of it splits no nodes).
 
     A record under a key the records link to no group there (:func:`rules.known_keys`:
     made up, or a group's whose admission has not arrived yet) is kept among the last
@@ -407,14 +418,48 @@ def take_record(node: Node, membership: Membership, envelope: Envelope, inner: I
             (membership.id, inner.author, inner.seq),
         )
     }
-    if envelope.id in held or len(held) >= _MAX_AT_ONE_PLACE:
+    if envelope.id in held or (len(held) >= _MAX_AT_ONE_PLACE and not named):
         return Taken(new=False)
     if held:
         log.warning("a device signed two neighbourhood records for one place in its feed")
     with node.store.write():
         dropped = _make_room(node, membership.id, bytes(body["group"]))  # type: ignore[arg-type]
         _keep(node, membership.id, envelope, inner)
+        if body["op"] == "rekey":
+            _take_carried(node, membership, body)
     return Taken(new=True, dropped=dropped)
+
+
+def _take_carried(node: Node, membership: Membership, handover: Mapping[str, codec.Value]) -> None:
+    """Keep the records a handover carries: each the one it names as where a gone device's
+    feed ends (:func:`_hand_on`), so that every node holding the handover holds it, however
+    many other records for its place the device signed and sent ahead of it. One that is
+    not what the handover names, or does not open, is passed over (the handover is its
+    writer's word, sound or not)."""
+    ends = {
+        bytes(e[1]): bytes(e[0])
+        for e in handover.get("ends", [])  # type: ignore[union-attr]
+        if isinstance(e, list)
+        and len(e) == 2
+        and isinstance(e[0], bytes)
+        and isinstance(e[1], bytes)
+    }
+    for raw in handover.get("end_records", []):  # type: ignore[union-attr]
+        if not isinstance(raw, bytes):
+            continue
+        try:
+            envelope = parse_envelope(raw)
+            keys = next(k for k in membership.every_keys if k.topic == envelope.topic)
+            if ends.get(envelope.id) is None or not envelope.relay_signature_valid(
+                keys.relay_key.public
+            ):
+                continue
+            inner = open_envelope(envelope, keys)
+            if inner.author != ends[envelope.id]:
+                continue
+            take_record(node, membership, envelope, inner, named=True)
+        except (HearthError, StopIteration) as exc:
+            log.warning("a record a neighbourhood key handover carries does not hold: %s", exc)
 
 
 def _make_room(node: Node, nid: str, group: bytes) -> int:
@@ -780,12 +825,26 @@ def _hand_on(
                 # The record each ends at, by id: signing another for a place before it
                 # later takes back nothing (hearth.neighbourhood.rules.checked).
                 "ends": [[d, end] for d, (seq, end) in ends.items() if seq],
+                # And the records themselves: a node that has other records for their
+                # places might not keep one arriving after them (take_record).
+                "end_records": _envelopes(node, [end for seq, end in ends.values() if seq]),
                 "admins": list(admins),
             },
         )
         handed_on = replace(membership, key=new)
         _append(node, handed_on, _sealing_record(kem))
         _reseal(node, handed_on, _others(membership, current))
+
+
+def _envelopes(node: Node, record_ids: Sequence[bytes]) -> list[codec.Value]:
+    """The envelopes of records this node holds, by id (those it holds)."""
+    found: list[codec.Value] = []
+    for record_id in record_ids:
+        rows = node.store.query(
+            "SELECT envelope FROM neighbourhood_records WHERE id = ?", (record_id,)
+        )
+        found.extend(bytes(row[0]) for row in rows)
+    return found
 
 
 def _admins(members: group_membership.Table, cards: Sequence[group_membership.Card]) -> list[bytes]:
