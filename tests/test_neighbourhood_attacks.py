@@ -655,3 +655,93 @@ def test_a_removed_member_racing_many_forks_ahead_of_his_record_and_the_handover
         assert offer.id in ours.offers
         assert set(ours.offers) == set(theirs.offers)
         assert ours.groups == theirs.groups
+
+
+def test_a_member_cannot_let_a_group_in_nor_take_the_group_out_under_a_ranked_key() -> None:
+    """Elm Street's key was handed on by Ada when Xan left, ranking its admins: Ada. Ben,
+    a member, then lets his own group in and says Elm Street leaves, both under that key:
+    neither counts (letting a group in and leaving are the admins' to say, docs/security.md
+    §6a). The same said by Ada counts."""
+    log = Log()
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA])
+    log.say(ELM_2, device=BEN, op="admit", newcomer=STRANGER.public, group_name="Ben's own")
+    log.say(ELM_2, device=BEN, op="leave")
+    state = log.state()
+    assert set(state.groups) == {ELM_2.public, TOOLS.public}
+    log.say(ELM_2, device=ADA, op="admit", newcomer=RIVER.public, group_name="Riverside")
+    assert set(log.state().groups) == {ELM_2.public, TOOLS.public, RIVER.public}
+    log.say(ELM_2, device=ADA, op="leave")
+    assert set(log.state().groups) == {TOOLS.public, RIVER.public}
+
+
+def test_a_member_leaving_for_the_group_counts_for_nothing_and_a_promoted_admins_leave_counts(
+    tmp_path: Path,
+) -> None:
+    """Between nodes: Ada removes Dee, and her node hands Elm Street's key on, ranking its
+    admins (Ada). Ben, a member, says Elm Street leaves Eastside: Riverside's node (Cy's)
+    still has Elm Street in. Ada promotes Ben; his `leave` now first hands the key on
+    ranking him too (he was not on the key's roster), and then counts on Cy's node."""
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.validity.intake import take_in
+
+    def carry(source: Node, *to: Node) -> None:
+        """The group's bundles (to members) and the neighbourhood's records."""
+        for node in to:
+            if node is not cy:
+                for bundle in source.feeds.all():
+                    take_in(node, bundle.envelope, source="test")
+            for (envelope,) in source.store.query("SELECT envelope FROM neighbourhood_records"):
+                take_in(node, bytes(envelope), source="test")
+
+    for name in ("ada", "ben", "cy", "dee"):
+        create_identity(tmp_path / name, name=name.title())
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "ben") as ben,
+        open_node(tmp_path / "cy") as cy,
+        open_node(tmp_path / "dee") as dee,
+    ):
+        elm = ada.create_group("Elm Street").id
+        riverside = cy.create_group("Riverside").id
+        for joiner in (ben, dee):
+            joiner.join_with_token(ada.create_invite())
+            carry(joiner, ada)
+        hood = participation.create(ada, elm, "Eastside")
+        key = SigningKey.generate(cy.random_bytes)
+        participation.admit(ada, hood, key.public, "Riverside")
+        rivers = participation.join(cy, riverside, participation.encode_token(hood), key)
+        carry(cy, ada)  # Riverside's sealing key
+        member_changes.remove_member(ada, elm, "Dee")
+        keep_keys(ada, elm)  # her next sync: the key handed on, ranking Ada
+        carry(ada, ben, cy)
+        participation.reconcile(cy, riverside)  # the new secret
+        carry(ada, cy)
+        [bens] = participation.memberships(ben, elm)
+        elm_now = bens.key.public
+        assert participation.state(cy, rivers).keys.roster(elm_now) == (
+            ada.identity.device_key.public,
+        )
+
+        participation._append(ben, bens, {"op": "leave"})  # as a member's own Hearth could
+        carry(ben, cy)
+        [(held,)] = cy.store.query(
+            "SELECT COUNT(*) FROM neighbourhood_records WHERE author = ?",
+            (ben.identity.device_key.public,),
+        )
+        assert held == 1  # Cy's node has Ben's record
+        assert elm_now in participation.state(cy, rivers).groups
+
+        member_changes.promote(ada, elm, "Ben")
+        carry(ada, ben)
+        participation.leave(ben, elm)
+        carry(ben, cy)
+        participation.reconcile(cy, riverside)  # the secret Ben's handover made
+        carry(ben, cy)
+        current = participation.state(cy, rivers)
+        assert set(current.groups) == {rivers.key.public}

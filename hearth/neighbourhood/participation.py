@@ -619,9 +619,36 @@ def admit(node: Node, membership: Membership, newcomer: bytes, group_name: str) 
     """Let another group in (its key, proven in the invite exchange)."""
     _append(
         node,
-        membership,
+        _ranked(node, membership),
         {"op": "admit", "newcomer": newcomer, "group_name": check_text(group_name, "group name")},
     )
+
+
+def _ranked(node: Node, membership: Membership) -> Membership:
+    """The group's place in a neighbourhood, with a key whose roster ranks this device, so
+    that what only admins say (letting a group in, leaving) counts when it says it: an
+    admin promoted since the key's handover is not on its roster yet, and their node first
+    hands the key on, keeping everyone in and ranking the admins as the group's membership
+    has them now. A first key (no roster: any device of the group counts) stays."""
+    current = state(node, membership)
+    roster = current.keys.roster(membership.key.public)
+    if roster is None or node.identity.device_key.public in roster:
+        return membership
+    view = node.view(membership.group_id)
+    members = view.tables["members"]
+    if group_membership.effective_role(members, node.identity.member_id) != "admin":
+        return membership  # what it says as a member counts for nothing there
+    cards = group_membership.cards(members)
+    departed = sorted(c.key for c in cards if c.cutoff is not None)
+    stay = sorted(c.key for c in cards if c.cutoff is None)
+    _, _, excluded = node.feeds.current(membership.group_id)
+    if not set(departed) <= excluded:  # the new key goes in the ledger under the new epoch
+        raise UsageError(
+            "Someone left the group and its keys are not renewed yet; sync (`hearth sync`) "
+            "and try again."
+        )
+    _hand_on(node, membership, current, stay=stay, gone=departed, admins=_admins(members, cards))
+    return find(node, membership.group_id, membership.id)
 
 
 def encode_token(membership: Membership) -> str:
@@ -677,7 +704,7 @@ def join(node: Node, group_id: str, token: str, key: SigningKey) -> Membership:
 def leave(node: Node, group_id: str, text: str = "") -> Membership:
     """Take our group out of a neighbourhood: its offers and requests go with it."""
     require_admin(node, group_id, "take the group out of a neighbourhood")
-    membership = find(node, group_id, text)
+    membership = _ranked(node, find(node, group_id, text))
     _append(node, membership, {"op": "leave"})
     with node.change(group_id) as ledger:
         ledger.put_meta(_META + membership.id, {"left": True})

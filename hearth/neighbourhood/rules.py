@@ -44,6 +44,9 @@ asked for and what became of it. The rules:
   admin of the roster: its handover counts for nothing otherwise;
 - a group's sealing key (``seal_key``), and a new secret for the neighbourhood sealed to
   the groups' sealing keys (``reseal``), count only under the group's key now;
+- letting a group in and leaving are the admins' to say: under a key whose roster ranks
+  the group's admins, only a device it ranks says them (under a first key, which nothing
+  ranks, any device of the group does);
 - an offer, request, answer or fulfilment counts only from a group that is in: once a
   group leaves, nothing it offered, asked or answered counts any more (what the groups'
   own ledgers recorded of a handoff stays there). Its admissions still count — a group
@@ -836,6 +839,21 @@ def known_keys(nid: str, records: Iterable[Record]) -> frozenset[bytes] | None:
     return frozenset(roots | {key for key, at in lineage.items() if at in roots})
 
 
+_ADMINS_ONLY = frozenset({"admit", "leave"})  # what only a group's admins say for it
+
+
+def _may_say(keys: Keys, record: Record) -> bool:
+    """Whether the device that wrote a record may say it for its group: letting a group in
+    and leaving are the admins' to say, so under a key whose roster ranks the group's
+    admins (:meth:`Keys.roster`) only a device it ranks says them. Under a group's first
+    key nothing ranks its admins yet, so any device of the group does (docs/security.md,
+    §6a)."""
+    if record.op not in _ADMINS_ONLY:
+        return True
+    roster = keys.roster(record.group)
+    return roster is None or record.author in roster
+
+
 def fold(nid: str, records: Iterable[Record]) -> State:
     """The state of neighbourhood ``nid`` given every record known (see the module rules)."""
     state = State(id=nid)
@@ -850,7 +868,7 @@ def fold(nid: str, records: Iterable[Record]) -> State:
     state.heads, state.equivocations, state.ends = chains.heads, chains.twice, chains.ends
     ordered = sorted(chains.counted, key=lambda r: r.id)
     keys = state.keys = Keys(ordered)
-    counting = [r for r in ordered if keys.counts(r)]
+    counting = [r for r in ordered if keys.counts(r) and _may_say(keys, r)]
     # Only the founding group's key hashes to the id; of its founding records, those that
     # count under it found (not one a removed member writes past their cutoff) — unless its
     # key was handed on twice at once: that silences the group, not the neighbourhood.
