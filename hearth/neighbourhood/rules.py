@@ -492,11 +492,14 @@ class Keys:
             self._next[key] = chosen
             self._previous[chosen.successor] = key
 
-    def removed(self, records: Iterable[Record]) -> dict[bytes, tuple[int, bytes | None]]:
+    def removed(
+        self, records: Iterable[Record], lineage: Mapping[bytes, bytes] | None = None
+    ) -> dict[bytes, tuple[int, bytes | None]]:
         """Each device a handover that stands lists as gone, with the lowest cutoff any of
         them gives it and the id of its record there, as those handovers name it (None:
         not named, or named differently, or by a handover of a group the record is not of)."""
-        lineage = _lineages(records)
+        records = list(records)
+        lineage = _lineages(records) if lineage is None else lineage
         found: dict[bytes, tuple[int, set[bytes | None]]] = {}
         for handover in self._next.values():
             for device, cutoff in handover.gone.items():
@@ -807,7 +810,9 @@ def _one_name(names: Iterable[str]) -> str:
     return " / ".join(given)[:_MAX_TEXT]
 
 
-def known_keys(nid: str, records: Iterable[Record]) -> frozenset[bytes] | None:
+def known_keys(
+    nid: str, records: Iterable[Record], lineage: Mapping[bytes, bytes] | None = None
+) -> frozenset[bytes] | None:
     """Every group key the records link to neighbourhood ``nid``, whether what is said under
     it counts or not: a founding key (one that hashes to the id), a key one of those lets in
     — and so on —, and every key a handover links to one of them. None without a founding
@@ -816,7 +821,7 @@ def known_keys(nid: str, records: Iterable[Record]) -> frozenset[bytes] | None:
     key lets theirs in: what a node keeps of them is bounded
     (:func:`hearth.neighbourhood.participation.take_record`)."""
     records = list(records)
-    lineage = _lineages(records)
+    lineage = _lineages(records) if lineage is None else lineage
 
     def root(key: bytes) -> bytes:
         return lineage.get(key, key)
@@ -858,11 +863,12 @@ def fold(nid: str, records: Iterable[Record]) -> State:
     """The state of neighbourhood ``nid`` given every record known (see the module rules)."""
     state = State(id=nid)
     records = list(records)
-    state.known = known = known_keys(nid, records)
+    lineage = _lineages(records)
+    state.known = known = known_keys(nid, records, lineage)
     if known is not None:
         state.strangers = [r.id for r in records if r.group not in known]
     chains = checked(records)
-    removed = Keys(sorted(chains.counted, key=lambda r: r.id)).removed(records)
+    removed = Keys(sorted(chains.counted, key=lambda r: r.id)).removed(records, lineage)
     if removed:  # those the handovers standing so far have out count as far as they say
         chains = checked(records, removed)
     state.heads, state.equivocations, state.ends = chains.heads, chains.twice, chains.ends
