@@ -745,3 +745,35 @@ def test_a_member_leaving_for_the_group_counts_for_nothing_and_a_promoted_admins
         carry(ben, cy)
         current = participation.state(cy, rivers)
         assert set(current.groups) == {rivers.key.public}
+
+
+def test_a_record_whose_place_and_link_disagree_is_refused_on_arrival(eastside: Eastside) -> None:
+    """A record at seq 2 naming no record before it, or at seq 1 naming one, is no place in
+    a chain: refused as it arrives (counted, not kept), whoever signed it."""
+    from hearth.neighbourhood import participation
+    from hearth.neighbourhood.rules import sign_record
+    from hearth.protocol.bundle import Inner, seal_bundle
+    from hearth.validity.intake import Verdict, take_in
+
+    mal = eastside.mal
+    [mals] = participation.memberships(mal, eastside.mallorys)
+    keys, device = mals.keys, mal.identity.device_key
+    for seq, prev in ((2, b""), (1, b"\x01" * 32)):
+        inner = Inner(
+            kind="neighbourhood",
+            group_id=keys.group_id,
+            epoch_id=keys.epoch_id,
+            author=device.public,
+            seq=seq,
+            prev=prev,
+            auth_heads=(),
+            created_at=0,
+            payload=sign_record(mals.key, {"op": "offer", "what": "Leeks", "qty": "1"}),
+        )
+        envelope = seal_bundle(inner, keys=keys, device=device, salt=os.urandom(32))
+        outcome = take_in(eastside.ada, envelope.encode(), source="Mallory's")
+        assert outcome.verdict is Verdict.REJECTED
+        assert "chain is broken" in outcome.reason
+        assert not eastside.ada.store.query(
+            "SELECT 1 FROM neighbourhood_records WHERE id = ?", (envelope.id,)
+        )
