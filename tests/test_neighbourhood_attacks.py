@@ -560,6 +560,55 @@ def test_a_request_said_before_requests_were_known_by_record_keeps_its_commitmen
     assert [c.id for c in ada.view(elm).commitments()] == ["q-old"]
 
 
+def test_a_flood_of_junk_drops_none_of_a_newcomers_own_records_waiting_for_its_admission(
+    tmp_path: Path,
+) -> None:
+    """Dee's group was let into Eastside; her node holds the founding record but not yet the
+    record letting her group in, so its own records are, to her node, under a key no group
+    there holds — like junk. A flood of 100 junk records drops the oldest junk, never what
+    her device said (it may not have been sent yet)."""
+    from hearth.neighbourhood import participation
+    from hearth.neighbourhood.rules import sign_record
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.protocol.bundle import Inner, seal_bundle
+    from hearth.validity.intake import take_in
+
+    for name in ("ada", "dee"):
+        create_identity(tmp_path / name, name=name.title())
+    with open_node(tmp_path / "ada") as ada, open_node(tmp_path / "dee") as dee:
+        elm = ada.create_group("Elm Street").id
+        allotment = dee.create_group("Allotment").id
+        hood = participation.create(ada, elm, "Eastside")
+        key = SigningKey.generate(dee.random_bytes)
+        participation.admit(ada, hood, key.public, "Allotment")
+        joined = participation.join(dee, allotment, participation.encode_token(hood), key)
+        [(founding,)] = ada.store.query("SELECT envelope FROM neighbourhood_records WHERE seq = 1")
+        take_in(dee, bytes(founding), source="test")  # the founding, not the admission
+        device = dee.identity.device_key.public
+        own = "SELECT COUNT(*) FROM neighbourhood_records WHERE author = ?"
+        [(said,)] = dee.store.query(own, (device,))
+        assert said == 1  # its sealing key
+        keys = joined.keys
+        for n in range(100):
+            junk_device, junk_key = SigningKey.generate(os.urandom), SigningKey.generate(os.urandom)
+            inner = Inner(
+                kind="neighbourhood",
+                group_id=keys.group_id,
+                epoch_id=keys.epoch_id,
+                author=junk_device.public,
+                seq=1,
+                prev=b"",
+                auth_heads=(),
+                created_at=n,
+                payload=sign_record(junk_key, {"op": "offer", "what": "Junk", "qty": "1"}),
+            )
+            envelope = seal_bundle(inner, keys=keys, device=junk_device, salt=os.urandom(32))
+            take_in(dee, envelope.encode(), source="a removed member")
+        assert dee.store.query(own, (device,)) == [(said,)]
+        assert len(dee.store.query("SELECT id FROM neighbourhood_records")) < 70
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a contested founder key takes out every group the founder let in, not itself only",

@@ -464,26 +464,50 @@ def _take_carried(node: Node, membership: Membership, handover: Mapping[str, cod
 
 def _make_room(node: Node, nid: str, group: bytes) -> int:
     """Before keeping a record under ``group``: if that key is a stranger's and
-    :data:`_MAX_STRANGERS` records under strangers' keys are kept already, drop the oldest
-    of them; how many were dropped."""
+    :data:`_MAX_STRANGERS` records of other devices under strangers' keys are kept already,
+    drop the oldest of them; how many were dropped. The neighbourhood is folded again at
+    most once every :data:`_MAX_STRANGERS` records that arrive (a flood of them costs no
+    fold each); those since are read one by one."""
     cached = _FOLDED.get(node, {}).get(nid)
     if cached is not None and cached[1].known is not None and group in cached[1].known:
         return 0  # known before: keys stay known (no fold for each honest record)
-    current = _fold(node, nid)
-    if current.known is None or group in current.known:
-        return 0
-    over = len(current.strangers) - _MAX_STRANGERS + 1
-    if over <= 0:
-        return 0
-    strangers = set(current.strangers)
-    rows = node.store.query(
-        "SELECT rowid, id FROM neighbourhood_records WHERE neighbourhood = ? ORDER BY rowid",
-        (nid,),
+    (_, last), base = cached if cached is not None else ((0, 0), None)
+    since = node.store.query(
+        "SELECT id, payload FROM neighbourhood_records WHERE neighbourhood = ? AND rowid > ?",
+        (nid, last),
     )
-    oldest = [bytes(i) for _, i in rows if bytes(i) in strangers][:over]
+    if base is None or base.known is None or len(since) >= _MAX_STRANGERS:
+        base, since = _fold(node, nid), []
+    known = base.known
+    if known is None or group in known:
+        return 0
+    strangers = set(base.strangers) | {
+        bytes(i) for i, payload in since if _group_of(bytes(payload)) not in known
+    }
+    if len(strangers) < _MAX_STRANGERS:
+        return 0
+    marks = ",".join("?" * len(strangers))
+    rows = node.store.query(
+        f"SELECT id, author FROM neighbourhood_records WHERE id IN ({marks}) ORDER BY rowid",  # noqa: S608 - placeholders only
+        tuple(strangers),
+    )
+    # Never what this device said (our group's records may wait for its admission here).
+    me = node.identity.device_key.public
+    theirs = [bytes(i) for i, author in rows if bytes(author) != me]
+    oldest = theirs[: max(len(theirs) - _MAX_STRANGERS + 1, 0)]
+    if not oldest:
+        return 0
     node.store.run_many("DELETE FROM neighbourhood_records WHERE id = ?", [(i,) for i in oldest])
     log.warning("dropped %d neighbourhood records under keys no group there holds", len(oldest))
     return len(oldest)
+
+
+def _group_of(payload: bytes) -> bytes:
+    """The group key a kept record's payload names (checked when it arrived)."""
+    outer = codec.decode(payload)
+    body = outer.get("body") if isinstance(outer, dict) else None
+    group = body.get("group") if isinstance(body, dict) else None
+    return group if isinstance(group, bytes) else b""
 
 
 def outgoing(
