@@ -44,6 +44,7 @@ from hearth.ledger import membership_rules as group_membership
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
 from hearth.neighbourhood.matching import Match, Matcher
 from hearth.neighbourhood.rules import (
+    MAX_CARRIED,
     Offer,
     Record,
     Request,
@@ -887,14 +888,25 @@ def _hand_on(
         _reseal(node, handed_on, _others(membership, current))
 
 
+_CARRIED_IN_ALL = 256 * 1024  # what one handover carries at most, well inside a bundle
+
+
 def _envelopes(node: Node, record_ids: Sequence[bytes]) -> list[codec.Value]:
-    """The envelopes of records this node holds, by id (those it holds)."""
+    """The envelopes of records this node holds, by id, for a handover to carry: each up to
+    :data:`rules.MAX_CARRIED` (a larger one, such as a new secret sealed to very many
+    groups, is named only, as before handovers carried records), and no more than
+    :data:`_CARRIED_IN_ALL` together."""
     found: list[codec.Value] = []
+    total = 0
     for record_id in record_ids:
         rows = node.store.query(
             "SELECT envelope FROM neighbourhood_records WHERE id = ?", (record_id,)
         )
-        found.extend(bytes(row[0]) for row in rows)
+        for (envelope,) in rows:
+            size = len(envelope)
+            if size <= MAX_CARRIED and total + size <= _CARRIED_IN_ALL:
+                found.append(bytes(envelope))
+                total += size
     return found
 
 

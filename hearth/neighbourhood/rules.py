@@ -78,6 +78,7 @@ from hearth.protocol import codec
 from hearth.values import parse_quantity
 
 __all__ = [
+    "MAX_CARRIED",
     "Chains",
     "Handoff",
     "Keys",
@@ -103,7 +104,7 @@ _MAX_TEXT = 200
 _MAX_DEVICES = 1000
 _LAST_DAY_MS = 221_845_392_000_000  # 9000-01-01: any offer's last day fits a date
 _MAX_WRAP = 256  # a sealed 32-byte secret: ephemeral key, nonce, ciphertext, tag
-_MAX_CARRIED = 16 * 1024  # a record a handover carries (one it names as a feed's end)
+MAX_CARRIED = 16 * 1024  # a record a handover carries (one it names as a feed's end)
 OPS = (
     "found",
     "admit",
@@ -221,7 +222,7 @@ def _check_handover(body: Mapping[str, codec.Value]) -> None:
     if not (
         isinstance(carried, list)
         and len(carried) <= len(ends)
-        and all(isinstance(c, bytes) and len(c) <= _MAX_CARRIED for c in carried)
+        and all(isinstance(c, bytes) and len(c) <= MAX_CARRIED for c in carried)
     ):
         raise ProtocolError("a neighbourhood key handover whose carried records are malformed")
     if gone_devices & set(stay):
