@@ -29,9 +29,10 @@ them). The ``meta`` table holds settings, not history.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from hearth.errors import LedgerError, ProtocolError
+from hearth.ledger import entry_ids
 from hearth.ledger.attribution import ATTRIBUTION_KEYS
 from hearth.ledger.automerge_doc import EntryRef, LedgerDoc, change_body, change_hash
 from hearth.ledger.change_ops import (
@@ -113,22 +114,29 @@ def check_records(
     named: Iterable[EntryRef],
     moved: Moved,
     spared: set[ObjectRef],
+    *,
+    tagged: bool = False,
 ) -> None:
     """:class:`ProtocolError` unless one bundle's ``changes`` to the live document
     ``doc`` leave what others wrote as they wrote it (the module's rules), judged at
     what the changes build on. ``named``: the entries the bundle says it touched (only
     used to find the maps it writes into: a write into a map found in none is refused);
     ``moved``: what it writes into archives (:func:`check_archive_copy`); ``spared``:
-    the maps of the members and invites tables, judged elsewhere."""
+    the maps of the members and invites tables, judged elsewhere; ``tagged``: the group's
+    entry ids carry their writer's tag (:mod:`hearth.ledger.entry_ids`)."""
     if not changes:
         return
     tables = frozenset(doc.table_refs())
     try:
         if all(writes_only_new(change_body(c), tables) for c in changes):
-            return  # new entries and what is in them only: R2a judges their names
+            # New entries and what is in them only: R2a judges their names.
+            if tagged:
+                _check_new_entries(doc, changes, author)
+            return
         ops = [op for change in changes for op in operations(change_body(change))]
     except LedgerError as exc:
         raise ProtocolError(f"a change whose operations cannot be read ({exc})") from exc
+    handoff_in = _handoffs(changes, ops)
     heads = builds_on(changes)
     made = {op.id for op in ops if op.action in MAKE_ACTIONS}
     wanted: set[ObjectRef] = {op.obj for op in ops if op.obj is not None and op.obj not in made}
@@ -154,6 +162,8 @@ def check_records(
                 "a change that writes into an entry its bundle does not name, or one "
                 "that was not there"
             )
+        if tagged:
+            entry_ids.check_new_key(path, op, author, handoff_in)
         if path[0] in EXTENDABLE:
             if len(path) > 1 and path not in along:
                 along[path] = doc.along(path, ("by", "created_by", "closed_by"), heads)
@@ -192,6 +202,34 @@ def check_records(
         raise _refuse(
             "changes another member's resource without an edit record in its writer's name"
         )
+
+
+def _check_new_entries(doc: LedgerDoc, changes: Sequence[bytes], author: str) -> None:
+    """The tags of the entries that changes writing only new keys make in the tables."""
+    tables = doc.table_refs()
+    for change in changes:
+        ops = operations(change_body(change))
+        handoff_in = _handoffs([change], ops)
+        for op in ops:
+            table = tables.get(op.obj)
+            if table is not None:
+                entry_ids.check_new_key((table,), op, author, handoff_in)
+
+
+def _handoffs(
+    changes: Sequence[bytes], ops: Sequence[Operation]
+) -> Callable[[tuple[bytes, int]], object]:
+    """What the changes (whose operations are ``ops``, in order) put at ``handoff`` in a
+    map they make: read only when asked."""
+
+    def handoff_in(made: tuple[bytes, int]) -> object:
+        put = [value for change in changes for value in values(change_body(change))]
+        for index, op in enumerate(ops):
+            if op.obj == made and op.key == "handoff":
+                return put[index] if index < len(put) else None
+        return None
+
+    return handoff_in
 
 
 def _check_op(
