@@ -29,6 +29,7 @@ them). The ``meta`` table holds settings, not history.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from hearth.errors import LedgerError, ProtocolError
@@ -39,9 +40,12 @@ from hearth.ledger.change_ops import (
     DELETE_ACTION,
     MAKE_ACTIONS,
     SET_ACTION,
+    Columns,
     ObjectRef,
     Operation,
+    keys_written_into,
     operations,
+    read_columns,
     values,
     writes_only_new,
 )
@@ -128,15 +132,17 @@ def check_records(
         return
     tables = frozenset(doc.table_refs())
     try:
-        if all(writes_only_new(change_body(c), tables) for c in changes):
+        bodies = [change_body(c) for c in changes]
+        columns = [read_columns(body) for body in bodies]
+        if all(writes_only_new(b, tables, c) for b, c in zip(bodies, columns, strict=True)):
             # New entries and what is in them only: R2a judges their names.
             if tagged:
-                _check_new_entries(doc, changes, author)
+                _check_new_entries(doc, bodies, columns, author)
             return
-        ops = [op for change in changes for op in operations(change_body(change))]
+        ops = [op for body in bodies for op in operations(body)]
     except LedgerError as exc:
         raise ProtocolError(f"a change whose operations cannot be read ({exc})") from exc
-    handoff_in = _handoffs(changes, ops)
+    handoff_in = _handoffs(bodies, lambda: ops)
     heads = builds_on(changes)
     made = {op.id for op in ops if op.action in MAKE_ACTIONS}
     wanted: set[ObjectRef] = {op.obj for op in ops if op.obj is not None and op.obj not in made}
@@ -204,27 +210,29 @@ def check_records(
         )
 
 
-def _check_new_entries(doc: LedgerDoc, changes: Sequence[bytes], author: str) -> None:
+def _check_new_entries(
+    doc: LedgerDoc, bodies: Sequence[bytes], columns: Sequence[Columns], author: str
+) -> None:
     """The tags of the entries that changes writing only new keys make in the tables."""
     tables = doc.table_refs()
-    for change in changes:
-        ops = operations(change_body(change))
-        handoff_in = _handoffs([change], ops)
-        for op in ops:
-            table = tables.get(op.obj)
-            if table is not None:
-                entry_ids.check_new_key((table,), op, author, handoff_in)
+    known = frozenset(tables)
+    for body, read in zip(bodies, columns, strict=True):
+        made = keys_written_into(read, known)
+        if made:
+            handoff_in = _handoffs([body], functools.partial(operations, body))
+            for op in made:
+                entry_ids.check_new_key((tables[op.obj],), op, author, handoff_in)
 
 
 def _handoffs(
-    changes: Sequence[bytes], ops: Sequence[Operation]
+    bodies: Sequence[bytes], ops: Callable[[], Sequence[Operation]]
 ) -> Callable[[tuple[bytes, int]], object]:
-    """What the changes (whose operations are ``ops``, in order) put at ``handoff`` in a
-    map they make: read only when asked."""
+    """What the changes (``bodies``, whose operations ``ops`` lists in order) put at
+    ``handoff`` in a map they make: read only when asked (a handoff's commitment)."""
 
     def handoff_in(made: tuple[bytes, int]) -> object:
-        put = [value for change in changes for value in values(change_body(change))]
-        for index, op in enumerate(ops):
+        put = [value for body in bodies for value in values(body)]
+        for index, op in enumerate(ops()):
             if op.obj == made and op.key == "handoff":
                 return put[index] if index < len(put) else None
         return None
