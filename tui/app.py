@@ -39,6 +39,7 @@ from hearth.protocol.invite_code import JoinerIntroduced
 from hearth.values import counted, format_date, format_time, parse_date, parse_quantity
 from tui.forms import Choice, ConfirmScreen, Field, FormScreen
 from tui.invite import InviteScreen, InviteWords, NeighbourhoodJoinScreen, device_words
+from tui.messages import LedgerChanged, SyncStateChanged
 from tui.panes import (
     CommitmentsPane,
     ConflictsPane,
@@ -53,10 +54,12 @@ from tui.panes import (
     selected_key,
 )
 from tui.state import neighbourhoods_of, sync_state
+from tui.watch import NodeWatcher
 
 __all__ = ["HearthApp"]
 
 REDRAW_GAP_S = 0.25  # while changes pour in from sharing, redraw at most this often
+CLOCK_CHECK_S = 5.0  # how often to see whether the screen is old enough to draw again
 IDLE_BEFORE_WARM_UP_S = 1.0  # no key or click for this long after opening: load the ledger
 SYNC_TIMEOUT_S = 30.0  # "Sync now" gives up on a relay or peer after this long (as `hearth sync`)
 CHECK_TIMEOUT_S = 10.0  # "Check this device" waits this long for each (as `hearth doctor`)
@@ -218,12 +221,15 @@ class HearthApp(App[None]):
     }
 
     def __init__(self, node: Node, *, share: bool = True, poll_s: float = 0.2) -> None:
+        """``poll_s``: how often to look whether another process on this home committed
+        (a counter read, not a query: see :mod:`tui.watch`)."""
         super().__init__()
         self.node = node
         self.group_id = node.current_group().id
         self.share = share
         self.poll_s = poll_s
-        self._seen: tuple[int, int, int] = (-1, -1, -1)
+        self._watcher = NodeWatcher(node, self)
+        self._drawn_mark = -1  # the node's event count when last drawn
         self._stale: set[str] = set()  # tabs to draw afresh when next shown
         self._drawn_at = 0
         self._stop_sharing = asyncio.Event()
@@ -257,11 +263,12 @@ class HearthApp(App[None]):
 
     def on_mount(self) -> None:
         self.redraw()
-        # Other `hearth` commands on this home are noticed by polling; what sharing brings
-        # in here is drawn as soon as it is applied (at most every REDRAW_GAP_S while a
-        # catch-up brings much).
-        self.set_interval(self.poll_s, self.redraw_if_changed)
-        self.node.arrival_listeners.append(self._arrived)
+        # What this process does to the node comes as messages (drawn at most every
+        # REDRAW_GAP_S while a catch-up brings much); other `hearth` commands on this home
+        # are noticed by the store's change counter.
+        self._watcher.start()
+        self.set_interval(self.poll_s, self._watcher.check_other_processes)
+        self.set_interval(CLOCK_CHECK_S, self._redraw_if_old)
         if self.share:
             self.share_changes()
         self.set_timer(IDLE_BEFORE_WARM_UP_S, self._warm_up_when_idle)
@@ -318,15 +325,24 @@ class HearthApp(App[None]):
         tab = self._tab()
         self._pane(tab).show(snap)
         self._stale = set(self._PANES) - {tab}
-        self._seen = self._change_marks()
+        self._drawn_mark = self.node.changes.count
         self._drawn_at = snap.now_ms
         self._redrawn = time.monotonic()
 
     def on_unmount(self) -> None:
-        if self._arrived in self.node.arrival_listeners:
-            self.node.arrival_listeners.remove(self._arrived)
+        self._watcher.stop()
 
-    def _arrived(self) -> None:
+    def on_ledger_changed(self, message: LedgerChanged) -> None:
+        if message.mark is not None and message.mark <= self._drawn_mark:
+            return  # drawn since (the app's own change, drawn as it was made)
+        self._redraw_soon()
+
+    def on_sync_state_changed(self, message: SyncStateChanged) -> None:
+        if message.mark <= self._drawn_mark:
+            return
+        self._redraw_soon()
+
+    def _redraw_soon(self) -> None:
         if self._redraw_due:
             return
         self._redraw_due = True
@@ -338,24 +354,15 @@ class HearthApp(App[None]):
 
     def _redraw_arrivals(self) -> None:
         self._redraw_due = False
-        self.redraw_if_changed()
+        # The panes are only ever taken down as the app closes: a late timer finds none.
+        with contextlib.suppress(NoMatches):
+            self.redraw()
 
-    def redraw_if_changed(self) -> None:
-        """Redraw when something new was stored or shared — and now and then anyway, as
-        "up to date as of …" and "overdue" move on with the clock."""
-        stale = self.node.clock.now_ms() - self._drawn_at > 30_000
-        if stale or self._change_marks() != self._seen:
-            # The panes are only ever taken down as the app closes: a poll then finds none.
-            with contextlib.suppress(NoMatches):
-                self.redraw()
-
-    def _change_marks(self) -> tuple[int, int, int]:
-        rows = self.node.store.query("SELECT COALESCE(MAX(last_attempt), 0) FROM sync_log")
-        return (
-            self.node.store.last_seq(),
-            int(rows[0][0]),
-            participation.newest_arrival(self.node),
-        )
+    def _redraw_if_old(self) -> None:
+        """Redraw now and then anyway, as "up to date as of …" and "overdue" move on with
+        the clock."""
+        if self.node.clock.now_ms() - self._drawn_at > 30_000:
+            self._redraw_arrivals()
 
     def _pane(self, tab: str) -> Pane:
         return cast(Pane, self.query_one(self._PANES[tab]))

@@ -55,6 +55,7 @@ from hearth.neighbourhood.rules import (
     sign_record,
     verify_record,
 )
+from hearth.node.changes import NeighbourhoodRecordKept
 from hearth.node.node import Node
 from hearth.protocol import codec
 from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, seal_bundle
@@ -363,6 +364,7 @@ def _keep(node: Node, nid: str, envelope: Envelope, inner: Inner) -> None:
             node.clock.now_ms(),
         ),
     )
+    node.changes.notify(NeighbourhoodRecordKept(nid))
 
 
 def take_record(node: Node, membership: Membership, envelope: Envelope, inner: Inner) -> bool:
