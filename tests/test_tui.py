@@ -20,7 +20,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent
 
 import tui.app
-import tui.invite
+import tui.screens.detail
+import tui.screens.invite
 from hearth.ledger.model import CommitmentStatus, Kind, NeedStatus
 from hearth.node.identity import create_identity
 from hearth.node.node import Node, open_node
@@ -29,8 +30,9 @@ from hearth.validity.intake import take_in
 from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import start_relay
 from tui.app import HearthApp
-from tui.forms import ConfirmScreen, FormScreen
 from tui.panes import fill, selected_key
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.form import FormScreen
 from tui.welcome import WelcomeApp
 
 NOW = 1_800_000_000_000  # 2027-01-15, fixed so screens are the same every run
@@ -1167,7 +1169,8 @@ async def test_a_neighbourhood_joined_and_another_group_invited_from_the_app(
     ada: Node, tmp_path: Path
 ) -> None:
     from tests.test_readme_tour import InProcess
-    from tui.invite import InviteScreen, NeighbourhoodJoinScreen
+    from tui.screens.invite import InviteScreen
+    from tui.screens.neighbourhood_join import NeighbourhoodJoinScreen
 
     relay = start_relay(tmp_path / "relay")
     try:
@@ -1307,14 +1310,14 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
         app = app_for(ada)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("u")
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             assert f"{relay.url}: sent " in text
             assert "not reached" not in text
             assert " changes and received 0." in text
             await pilot.press("escape")
             app.action_check()
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             # (the app's clock is a fixed one in 2027: the relay's differs, and that is said)
             assert f"ok   Elm Street: {relay.url}: reachable" in text
@@ -1322,7 +1325,7 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
             with ada.change() as ledger:
                 ledger.add_relay("ws://127.0.0.1:9")  # nothing listens there
             app.action_check()
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             assert "Something needs looking at" in text
             assert "BAD  Elm Street: ws://127.0.0.1:9: not reachable" in text
@@ -1344,7 +1347,7 @@ async def test_a_second_device_added_by_a_code_from_the_app(ada: Node, tmp_path:
         app = app_for(ada)
         async with app.run_test(size=SIZE) as pilot:
             app.action_add_device()
-            await wait_for_screen(pilot, tui.invite.InviteScreen)
+            await wait_for_screen(pilot, tui.screens.invite.InviteScreen)
             assert "Add a device" in app.export_screenshot().replace("&#160;", " ")
             code_shown = app.screen.query_one("#invite-code", Static)
             for _ in range(600):
