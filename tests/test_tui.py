@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -1477,3 +1478,31 @@ async def test_changes_carried_on_a_file_both_ways_from_the_app(
             assert app.screen is not form
         assert read_changes(ben, str(stick / "for-ben"))
         assert "Trestle table" in names(ben)
+
+
+async def test_a_sync_tried_by_the_apps_sharing_is_drawn_without_a_poll(
+    ada: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sync worker's attempt comes as a message: no poll and no clock redraw comes
+    # round during the test.
+    monkeypatch.setattr(tui.app, "CLOCK_CHECK_S", 3600.0)
+    with ada.change() as ledger:
+        ledger.add_relay("ws://127.0.0.1:9")  # nothing there: the first try fails at once
+    app = HearthApp(ada, share=True, poll_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if "Offline" in app.sub_title:
+                break
+        assert "Offline" in app.sub_title
+        await app.action_quit()
+
+
+def test_the_app_runs_no_sql_of_its_own() -> None:
+    # What the app shows comes through named functions of hearth/, and changes come as
+    # messages (tui/watch.py), not from queries written here.
+    root = Path(tui.app.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"store\.(query|run|run_many)\(|import sqlite3", text), path
+        assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE) ", text), path
