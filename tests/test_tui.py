@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -112,6 +113,11 @@ async def fill_form(pilot: Pilot[None], **values: str) -> None:
         await pilot.press("enter")
     else:
         await pilot.click("#ok")
+    await pilot.pause()
+    for _ in range(200):  # a Save done in a worker thread (a file read or written)
+        if not screen.saving:
+            break
+        await pilot.pause(0.02)
     await pilot.pause()
 
 
@@ -1506,3 +1512,51 @@ def test_the_app_runs_no_sql_of_its_own() -> None:
         text = path.read_text()
         assert not re.search(r"store\.(query|run|run_many)\(|import sqlite3", text), path
         assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE) ", text), path
+
+
+async def test_a_file_is_read_in_a_worker_thread_while_the_screen_stays_live(
+    homes: tuple[Path, Path], ada: Node, tmp_path: Path
+) -> None:
+    from hearth.net.carrying import write_changes
+
+    with open_node(homes[1], clock=FakeClock(now=NOW + 120_000, step=1000)) as ben:
+        with ben.change() as ledger:
+            ledger.add_resource("Wheelbarrow")
+        write_changes(ben, ben.current_group().id, str(tmp_path / "for-ada"))
+    changes = (tmp_path / "for-ada").read_bytes()
+    # The file is a pipe: reading it waits until the test writes the changes into it.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+
+    def plug_in() -> None:
+        with pipe.open("wb") as stream:
+            stream.write(changes)
+
+    # Should the read hold the app's loop, this frees it, late (and the test fails).
+    late = threading.Timer(10.0, plug_in)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_read_changes()
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        form.query_one("#field-file", Input).value = str(pipe)
+        form.query_one("#field-file", Input).focus()
+        late.start()
+        try:
+            await pilot.press("enter")
+            await pilot.press("escape")  # the screen answers keys meanwhile; the save goes on
+            assert form.saving
+            assert app.screen is form
+        finally:
+            late.cancel()
+        threading.Thread(target=plug_in, daemon=True).start()
+        for _ in range(200):
+            await pilot.pause(0.02)
+            if not form.saving:
+                break
+        await pilot.pause()
+        assert app.screen is not form
+        assert "Wheelbarrow" in names(ada)
+        assert any("Took in 1 change" in n.message for n in app._notifications)

@@ -3,19 +3,23 @@ saying how it went."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from textual.app import App
 from textual.widgets import DataTable, TabbedContent
 
 from hearth.errors import HearthError
 from hearth.ledger.ledger import Ledger
-from hearth.node.node import Node
+from hearth.node.node import Node, open_node
 from tui.panes import Snapshot, selected_key
 from tui.screens.form import Choice, Field, FormScreen, Values
 
 __all__ = ["Done", "FlowBase"]
+
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +81,26 @@ class FlowBase(App[None]):
         self.notify(result.text, markup=False)  # names in it are as written
         self.redraw()
 
+    def in_background(self, act: Callable[[Node], ResultT]) -> Awaitable[ResultT]:
+        """Run ``act`` in a worker thread, on a node of its own over this home (a second
+        connection to the store, as another ``hearth`` process would be), so that the
+        screen stays live while it reads or writes much. What it commits reaches this
+        app's node as any other process's does (:mod:`tui.watch`)."""
+        node = self.node
+
+        def run() -> ResultT:
+            with open_node(
+                node.home, clock=node.clock, new_id=node.new_id, random_bytes=node.random_bytes
+            ) as elsewhere:
+                return act(elsewhere)
+
+        return asyncio.to_thread(run)
+
     def ask(
         self,
         title: str,
         fields: list[Field | Choice],
-        submit: Callable[[Values], Done],
+        submit: Callable[[Values], Done | Awaitable[Done]],
         ok: str = "Save",
     ) -> None:
         """Show a form whose Save does ``submit``; what it did is said when it closes."""

@@ -1,8 +1,15 @@
-"""Changes carried on a file (a USB stick) to and from a device that cannot sync."""
+"""Changes carried on a file (a USB stick) to and from a device that cannot sync.
+
+A file may hold a group's whole history: it is written and read in a worker thread
+(:meth:`tui.flows.base.FlowBase.in_background`), and the form waits with the screen live.
+"""
 
 from __future__ import annotations
 
+from functools import partial
+
 from hearth.errors import HearthError
+from hearth.node.node import Node
 from hearth.values import counted
 from tui.flows.base import Done, FlowBase
 from tui.screens.form import Choice, Field, Values
@@ -38,9 +45,7 @@ class CarryingFlows(FlowBase):
             ok="Write",
         )
 
-    def _write_changes(self, v: Values) -> Done:
-        from hearth.net.carrying import write_changes
-
+    async def _write_changes(self, v: Values) -> Done:
         if not v["file"]:
             raise HearthError("Give the file to write, e.g. /media/usb/hearth-changes.")
         if v["which"] == "missing" and not v["since"]:
@@ -49,7 +54,9 @@ class CarryingFlows(FlowBase):
                 "what this device has), or choose every change."
             )
         since = v["since"] if v["which"] == "missing" else None
-        written = write_changes(self.node, self.group_id, v["file"], since=since)
+        written = await self.in_background(
+            partial(_write_changes_of, self.group_id, v["file"], since)
+        )
         return Done(
             f"Wrote {counted(written, 'change')} to {v['file']}: on the other device, "
             "ctrl+p, Carry changes: read from a file."
@@ -65,13 +72,13 @@ class CarryingFlows(FlowBase):
             ok="Read",
         )
 
-    def _read_changes(self, v: Values) -> Done:
+    async def _read_changes(self, v: Values) -> Done:
         from hearth.net.carrying import read_changes
         from hearth.validity.intake import Verdict
 
         if not v["file"]:
             raise HearthError("Give the file to read, e.g. /media/usb/hearth-changes.")
-        counts = read_changes(self.node, v["file"])
+        counts = await self.in_background(partial(read_changes, file=v["file"]))
         return Done(
             f"Took in {counted(counts[Verdict.APPLIED], 'change')} from {v['file']} "
             f"(already had {counts[Verdict.DUPLICATE]}, waiting for earlier ones "
@@ -93,8 +100,14 @@ class CarryingFlows(FlowBase):
 
         if not v["file"]:
             raise HearthError("Give the file to write, e.g. /media/usb/hearth-have.")
-        write_have(self.node, self.group_id, v["file"])
+        write_have(self.node, self.group_id, v["file"])  # a few lines: no need to wait
         return Done(
             f"Wrote what this device has to {v['file']}: on the other device, ctrl+p, "
             "Carry changes: write to a file, only those this one lacks."
         )
+
+
+def _write_changes_of(group_id: str, file: str, since: str | None, node: Node) -> int:
+    from hearth.net.carrying import write_changes
+
+    return write_changes(node, group_id, file, since=since)

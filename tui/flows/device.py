@@ -9,6 +9,7 @@ from textual import work
 
 from hearth.errors import HearthError
 from hearth.ledger.ledger import check_relay_url
+from hearth.node.node import Node
 from tui.flows.base import Done, FlowBase
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.detail import DetailScreen
@@ -136,20 +137,11 @@ class DeviceFlows(FlowBase):
             ok="Export",
         )
 
-    def _export(self, v: Values) -> Done:
-        from hearth.files import write_file
-        from hearth.ledger.export import export_csv, export_json, export_valueflows
-
+    async def _export(self, v: Values) -> Done:
         if not v["file"]:
             raise HearthError("Give the file to write, e.g. ~/ledger.csv.")
-        view = self.node.view(self.group_id)
-        if v["format"] == "csv":
-            text = export_csv(view)
-        elif v["format"] == "valueflows":
-            text = export_valueflows(view, self.group_id, view.group_name)
-        else:
-            text = export_json(view, view.group_name)
-        write_file(v["file"], text if text.endswith("\n") else text + "\n")
+        # A large ledger takes a while to turn into text: in a worker thread.
+        await self.in_background(partial(_export_to, self.group_id, v["format"], v["file"]))
         return Done(f"Wrote {v['file']}.")
 
     def action_add_peer(self) -> None:
@@ -277,3 +269,18 @@ class DeviceFlows(FlowBase):
         )
         text = "\n".join(["Check this device", "", verdict, "", *finding_lines(findings)])
         self.push_screen(DetailScreen(text, markup=False))
+
+
+def _export_to(group_id: str, form: str, file: str, node: Node) -> None:
+    """Write a group's ledger to ``file`` as CSV, JSON or ValueFlows (``form``)."""
+    from hearth.files import write_file
+    from hearth.ledger.export import export_csv, export_json, export_valueflows
+
+    view = node.view(group_id)
+    if form == "csv":
+        text = export_csv(view)
+    elif form == "valueflows":
+        text = export_valueflows(view, group_id, view.group_name)
+    else:
+        text = export_json(view, view.group_name)
+    write_file(file, text if text.endswith("\n") else text + "\n")

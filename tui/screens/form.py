@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeAlias, TypeVar
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -51,7 +53,9 @@ class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
 
     ``submit`` does what the form is for; when it refuses (a :class:`HearthError`: a bad
     quantity, a date it cannot read) the reason shows in the form, which stays open with
-    everything typed so far.
+    everything typed so far. A ``submit`` that may take long (reading a large file)
+    returns an awaitable instead, for work done in a worker thread: the form waits for it
+    (``saving`` is true meanwhile, and a second Save is ignored), then closes or says why not.
     """
 
     CSS_PATH = "form.tcss"
@@ -61,7 +65,7 @@ class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
         self,
         title: str,
         fields: Sequence[Field | Choice],
-        submit: Callable[[Values], ResultT],
+        submit: Callable[[Values], ResultT | Awaitable[ResultT]],
         ok: str = "Save",
     ) -> None:
         super().__init__()
@@ -69,6 +73,7 @@ class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
         self.fields = fields
         self.ok = ok
         self.submit = submit
+        self.saving = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -98,15 +103,18 @@ class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
         if event.button.id == "ok":
             self._submit()
         else:
-            self.dismiss(None)
+            self.action_cancel()
 
     def on_input_submitted(self) -> None:
         self._submit()
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        if not self.saving:  # what is being saved finishes, and is said
+            self.dismiss(None)
 
     def _submit(self) -> None:
+        if self.saving:
+            return
         values: Values = {}
         for f in self.fields:
             if isinstance(f, Choice):
@@ -124,6 +132,25 @@ class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
         except HearthError as exc:
             self.show_error(str(exc))
             return
+        if inspect.isawaitable(result):
+            self.saving = True
+            self._wait_for(result)
+            return
+        self.dismiss(result)
+
+    @work(exclusive=True, group="form-save")
+    async def _wait_for(self, pending: Awaitable[ResultT]) -> None:
+        """The end of a Save that runs elsewhere: close with its result, or say why not."""
+        ok = self.query_one("#ok", Button)
+        ok.disabled = True
+        try:
+            result = await pending
+        except HearthError as exc:
+            self.show_error(str(exc))
+            return
+        finally:
+            ok.disabled = False
+            self.saving = False
         self.dismiss(result)
 
     def show_error(self, text: str) -> None:
