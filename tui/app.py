@@ -169,6 +169,7 @@ class HearthApp(
         self.poll_s = poll_s
         self._watcher = NodeWatcher(node, self)
         self._drawn_mark = -1  # the node's event count when last drawn
+        self._changed_elsewhere = False  # another process committed since
         self._stale: set[str] = set()  # tabs to draw afresh when next shown
         self._drawn_at = 0
         self._stop_sharing = asyncio.Event()
@@ -264,6 +265,7 @@ class HearthApp(
         self._pane(tab).show(snap)
         self._stale = set(self._PANES) - {tab}
         self._drawn_mark = self.node.changes.count
+        self._changed_elsewhere = False
         self._drawn_at = snap.now_ms
         self._redrawn = time.monotonic()
 
@@ -271,7 +273,9 @@ class HearthApp(
         self._watcher.stop()
 
     def on_ledger_changed(self, message: LedgerChanged) -> None:
-        if message.mark is not None and message.mark <= self._drawn_mark:
+        if message.mark is None:
+            self._changed_elsewhere = True
+        elif message.mark <= self._drawn_mark:
             return  # drawn since (the app's own change, drawn as it was made)
         self._redraw_soon()
 
@@ -292,6 +296,8 @@ class HearthApp(
 
     def _redraw_arrivals(self) -> None:
         self._redraw_due = False
+        if not self._changed_elsewhere and self.node.changes.count == self._drawn_mark:
+            return  # drawn since the message came (a flow's own change, say)
         # The panes are only ever taken down as the app closes: a late timer finds none.
         with contextlib.suppress(NoMatches):
             self.redraw()
@@ -300,7 +306,8 @@ class HearthApp(
         """Redraw now and then anyway, as "up to date as of …" and "overdue" move on with
         the clock."""
         if self.node.clock.now_ms() - self._drawn_at > 30_000:
-            self._redraw_arrivals()
+            with contextlib.suppress(NoMatches):
+                self.redraw()
 
     def _pane(self, tab: str) -> Pane:
         return cast(Pane, self.query_one(self._PANES[tab]))
