@@ -274,10 +274,12 @@ class HearthApp(
 
     def on_ledger_changed(self, message: LedgerChanged) -> None:
         if message.mark is None:
+            # Another process's commit, noticed by the change counter: drawn at once, as
+            # such changes come one at a time (a catch-up pours in through sharing).
             self._changed_elsewhere = True
-        elif message.mark <= self._drawn_mark:
-            return  # drawn since (the app's own change, drawn as it was made)
-        self._redraw_soon()
+            self._redraw_arrivals()
+        elif message.mark > self._drawn_mark:  # else drawn since (a flow's own change)
+            self._redraw_soon()
 
     def on_sync_state_changed(self, message: SyncStateChanged) -> None:
         if message.mark <= self._drawn_mark:
