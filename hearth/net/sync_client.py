@@ -26,6 +26,7 @@ from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
 from hearth.net.connect import answer_within, open_websocket
 from hearth.net.dialled_peers import note_peer_device, note_peer_has
+from hearth.node.changes import SyncAttempted
 from hearth.node.feeds import INVALID
 from hearth.node.node import Node
 from hearth.protocol.bundle import (
@@ -302,13 +303,8 @@ def _remember(
 def _log_attempt(node: Node, report: RelayReport) -> None:
     now = node.clock.now_ms()
     with node.store.write():
-        node.store.run(
-            "INSERT INTO sync_log(url, last_ok, last_attempt, last_error) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(url) DO UPDATE SET last_attempt = excluded.last_attempt, "
-            "last_error = excluded.last_error, "
-            "last_ok = COALESCE(excluded.last_ok, sync_log.last_ok)",
-            (report.url, now if report.ok else None, now, report.error or None),
-        )
+        node.store.log_sync_attempt(report.url, now, ok=report.ok, error=report.error or None)
+    node.changes.notify(SyncAttempted(report.url, report.ok))
 
 
 def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport) -> list[Output]:
