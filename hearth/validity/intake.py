@@ -693,10 +693,7 @@ class Author:
 
 
 def _card(members: membership.Table, device_key: bytes) -> membership.Card | None:
-    for card in membership.cards(members):
-        if card.key == device_key:
-            return card
-    return None
+    return membership.card_of(members, device_key)
 
 
 def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner, bundle_id: bytes) -> Author:
