@@ -446,11 +446,6 @@ def _with_pred(change: bytes, index: int, pred: tuple[int, int]) -> bytes:
     return b"\x85\x6f\x4a\x83" + hashlib.sha256(hashed).digest()[:4] + hashed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an operation that claims to replace something (any pred, even one at another "
-    "key) is not asked for its tag, yet Automerge keeps it beside the entry it conflicts with",
-)
 def test_a_record_is_not_hidden_by_a_write_claiming_to_replace_something_else(
     scene: Scene,
 ) -> None:
@@ -486,3 +481,4 @@ def test_a_record_is_not_hidden_by_a_write_claiming_to_replace_something_else(
     outcome = take_in(s.ada, envelope.encode(), source="test")
     assert ("Ada", "lent Ladder to Cat") in told(s.ada, s.gid)
     assert outcome.verdict is Verdict.REJECTED
+    assert "not its writer's" in outcome.reason

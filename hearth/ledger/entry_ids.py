@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hearth.errors import ProtocolError
-from hearth.ledger.change_ops import Operation
+from hearth.ledger.change_ops import DELETE_ACTION, Operation
 
 __all__ = ["RECORD_MAPS", "TAGGED", "TAGGED_TABLES", "check_new_key", "tagged_id", "writers"]
 
@@ -67,8 +67,11 @@ def check_new_key(
     """:class:`ProtocolError` if ``op``, writing a new key into the map at ``path`` (a
     table's own map, or a map inside an entry), makes an entry or record there under an
     id that is not ``author``'s. ``handoff_in``: what the change puts at ``handoff`` in a
-    map it makes (asked only of a commitment under an untagged id)."""
-    if op.key is None or op.preds:
+    map it makes (asked only of a commitment under an untagged id). A write that says it
+    replaces something is asked too: what it names as replaced is not checked to be at
+    that key, and Automerge keeps a value whose preds are elsewhere beside the one there,
+    a conflict like any other; only a deletion, which adds no value, is not asked."""
+    if op.key is None or (op.preds and op.action == DELETE_ACTION):
         return
     table = path[0]
     if len(path) == 1:
