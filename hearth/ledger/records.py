@@ -288,6 +288,14 @@ def _check_op(
                 raise _refuse("changes what another member's entry says")
         elif path[2] != _RECORDS_IN.get(table) or (len(path) == 3 and op.preds):
             raise _refuse("changes what another member's entry says")
+    if op.key in maps and not op.preds:
+        # Honest writers name what they replace. One that names nothing where what it
+        # builds on holds a map makes a second map beside it, and the view shows one: a
+        # record map made anew hides every record in it (or that is then written there).
+        raise ProtocolError(
+            "a change that makes anew a map inside an entry as if the map were not there "
+            "(it could hide the records in it)"
+        )
     if op.preds and op.key in maps and names_other(doc.map_at((*path, op.key), heads), author):
         raise _refuse("deletes or replaces a record in another member's name")
     return chain[0]
