@@ -191,6 +191,33 @@ async def test_lend_and_return_with_a_bad_date_refused_plainly(ada: Node) -> Non
         assert not ada.view().resource(ladder.id).lent_to
 
 
+async def test_the_lend_form_offers_whom_the_ledger_takes(ada: Node) -> None:
+    """As `hearth lend`: never the keeper (who has it whenever it is not lent); the member
+    herself, taking a thing someone else keeps, told as taking (issue 21)."""
+    ben = ada.view().find("members", "Ben")
+    with ada.change() as ledger:
+        ledger.edit_resource(ledger.view.find("resources", "Compost"), keeper=ben)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        select_row(app, "resource-table", "Ladder")  # Ada keeps it
+        await pilot.press("l")
+        await pilot.pause()
+        offered = app.screen.query_one("#field-to", Select)._options[1:]  # after the blank
+        assert [str(label) for label, _ in offered] == ["Ben"]
+        await pilot.press("escape")
+        await pilot.pause()
+        select_row(app, "resource-table", "Compost")  # Ben keeps it
+        await pilot.press("l")
+        await pilot.pause()
+        offered = app.screen.query_one("#field-to", Select)._options[1:]
+        assert [str(label) for label, _ in offered] == ["Ada (me: I take it)"]
+        await fill_form(pilot, to=ada.identity.member_id)
+        compost = ada.view().resource(ada.view().find("resources", "Compost"))
+        assert compost.lent_to == (ada.identity.member_id,)
+        assert "took Compost" in [h.what for h in tui.app.history(ada.view())]
+
+
 async def test_search_kind_filter_and_details(ada: Node) -> None:
     app = app_for(ada)
     async with app.run_test(size=SIZE) as pilot:

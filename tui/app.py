@@ -735,6 +735,15 @@ class HearthApp(App[None]):
     def action_lend(self) -> None:
         def lend(resource_id: str) -> None:
             name = self._resource_name(resource_id)
+            # As the CLI: anyone but the thing's keeper (who has it whenever it is not lent),
+            # the member too, taking a thing someone else keeps.
+            keeper = self.node.view(self.group_id).resource(resource_id).keeper
+            me = self.node.identity.member_id
+            borrowers = [
+                (f"{label} (me: I take it)" if member == me else label, member)
+                for label, member in self._members()
+                if member != keeper
+            ]
 
             def save(v: dict[str, str]) -> None:
                 until = (
@@ -748,7 +757,7 @@ class HearthApp(App[None]):
             self.ask(
                 f"Lend {name}",
                 [
-                    self._member_choice("to", "To whom"),
+                    Choice("to", "To whom", borrowers),
                     Field("until", "Until (optional)", placeholder="2026-12-24, tomorrow or +3d"),
                 ],
                 save,

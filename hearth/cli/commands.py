@@ -371,8 +371,11 @@ def _resource_event(verb: str) -> Handler:
             rid = ledger.view.find("resources", args.resource)
             r = _apply_event(verb, args, node, ledger, rid)
         view = ledger.view
+        lent = f"{r.name} is now with {view.member_name(r.custodian)}."
+        if r.custodian == node.identity.member_id:  # a member taking a thing someone keeps
+            lent = f"You took {r.name} ({view.member_name(r.keeper)} keeps it)."
         words = {
-            "lend": f"{r.name} is now with {view.member_name(r.custodian)}.",
+            "lend": lent,
             "return": f"{r.name} is back with {view.member_name(r.custodian)}.",
         }.get(verb, f"{r.name}: {present.amount(r.quantity, r.unit) or '0'} now.")
         return emit(args, as_resource(view, r), words)
