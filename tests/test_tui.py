@@ -655,6 +655,13 @@ async def test_members_tab_promotes_shows_devices_and_removes_after_asking(ada: 
         assert ada.view().member(ben).status == "removed"
         assert "Ben" not in cells(app, "member-table", 0)
         assert len(ada.feeds.epochs(ada.current_group().id)) == 2  # a new key without him
+        table.move_cursor(row=table.get_row_index(ada.identity.member_id))
+        await pilot.press("x")  # herself: the refusal names the app's way, not a command
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        said = [n.message for n in app._notifications]
+        assert "To take yourself out of the group, use “Leave the group” (ctrl+p)." in said
 
 
 async def test_a_removed_member_is_told_so(homes: tuple[Path, Path], ada: Node) -> None:
@@ -699,7 +706,7 @@ async def test_an_admin_is_told_to_remove_a_device_caught_signing_twice(
         assert any(
             what.startswith("A device of Ben signed two versions")
             and what.endswith("1 change it wrote from then on was cut")  # what was cut (#24)
-            and "hearth device remove" in do
+            and do == "remove it: “Remove a device” (ctrl+p)"  # the app's way, not the CLI's
             for what, do in rows
         ), rows
 
@@ -1327,6 +1334,11 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
         await pilot.press("u")  # nothing to sync with: said, not a silent nothing
         await pilot.pause()
         assert any("no relay" in n.message for n in app._notifications)
+        app.action_check()  # what to do, as the app does it (`hearth relay add` in the CLI)
+        shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+        text = str(shown.query_one("#detail", Static).content)
+        assert "Add one: “Add a relay” (ctrl+p)." in text
+        assert "`" not in text
     relay = start_relay(tmp_path / "relay")
     try:
         with ada.change() as ledger:
@@ -1344,7 +1356,8 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
             shown = await wait_for_screen(pilot, tui.app.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             # (the app's clock is a fixed one in 2027: the relay's differs, and that is said)
-            assert f"ok   Elm Street: {relay.url}: reachable" in text
+            reachable = f"ok   Elm Street: {relay.url}: reachable, and it takes the group's"
+            assert reachable in text
             await pilot.press("escape")
             with ada.change() as ledger:
                 ledger.add_relay("ws://127.0.0.1:9")  # nothing listens there
@@ -1479,6 +1492,12 @@ async def test_changes_carried_on_a_file_both_ways_from_the_app(
             await fill_form(pilot, file=str(stick / "nothing-here"))
             assert app.screen is form  # the reason in the form, what was typed kept
             assert "Cannot read" in str(form.query_one("#form-error", Static).content)
+            (stick / "junk").write_bytes(b"not changes")
+            await fill_form(pilot, file=str(stick / "junk"))
+            assert str(form.query_one("#form-error", Static).content).endswith(
+                "is not a file of changes written by Hearth (“Carry changes: write to a file” "
+                "(ctrl+p))."
+            )
             await fill_form(pilot, file=str(stick / "for-ada"))
             assert app.screen is not form
             assert "Wheelbarrow" in names(ada)

@@ -21,6 +21,7 @@ from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
@@ -53,6 +54,7 @@ from tui.panes import (
     selected_key,
 )
 from tui.state import neighbourhoods_of, sync_state
+from tui.wording import app_words
 
 __all__ = ["HearthApp"]
 
@@ -119,7 +121,7 @@ class DetailScreen(ModalScreen[None]):
     def __init__(self, text: str, *, markup: bool = True) -> None:
         """``markup=False`` for text from elsewhere (a relay's error), shown as written."""
         super().__init__()
-        self.text = text
+        self.text = app_words(text)
         self.markup = markup
 
     def compose(self) -> ComposeResult:
@@ -231,6 +233,21 @@ class HearthApp(App[None]):
         self._redraw_due = False
         self._redrawn = 0.0
         self._last_input = time.monotonic()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """A notification, in the app's words: a message from hearth/ that names a command
+        names the app's way to it instead (:func:`tui.wording.app_words`)."""
+        super().notify(
+            app_words(message), title=title, severity=severity, timeout=timeout, markup=markup
+        )
 
     # --- layout and refreshing ---------------------------------------------------------
 

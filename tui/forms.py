@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from hearth.errors import HearthError
+from tui.wording import app_words
 
 __all__ = ["Choice", "ConfirmScreen", "Field", "FormScreen"]
 
@@ -127,7 +128,7 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
     def show_error(self, text: str) -> None:
         """Say in the form why it cannot be saved yet."""
         error = self.query_one("#form-error", Static)
-        error.update(text)
+        error.update(app_words(text))
         error.display = True
 
 

@@ -18,6 +18,7 @@ from textual.widgets import Button, Label, Static
 from hearth.errors import HearthError
 from hearth.node.node import Node
 from hearth.protocol.invite_code import JoinerIntroduced
+from tui.wording import app_words
 
 __all__ = ["InviteScreen", "InviteWords", "NeighbourhoodJoinScreen", "device_words"]
 
@@ -120,7 +121,7 @@ class InviteScreen(ModalScreen[None]):
                 make_token=self.make_token,
             )
         except HearthError as exc:
-            status.update(f"The invite ended: {exc}")
+            status.update(f"The invite ended: {app_words(str(exc))}")
             return
         if result.refused:
             status.update("Not let in. The code is used up.")
@@ -218,7 +219,7 @@ class NeighbourhoodJoinScreen(ModalScreen[None]):
             )
             membership = participation.join(self.node, self.group_id, token, key)
         except HearthError as exc:
-            status.update(f"Not joined: {exc}")
+            status.update(f"Not joined: {app_words(str(exc))}")
             return
         status.update(f"'{name}' joined the neighbourhood '{membership.name}'.")
 
