@@ -215,6 +215,7 @@ async def test_the_lend_form_offers_whom_the_ledger_takes(ada: Node) -> None:
         await fill_form(pilot, to=ada.identity.member_id)
         compost = ada.view().resource(ada.view().find("resources", "Compost"))
         assert compost.lent_to == (ada.identity.member_id,)
+        assert "You took Compost (Ben keeps it)." in [n.message for n in app._notifications]
         assert "took Compost" in [h.what for h in tui.app.history(ada.view())]
 
 
@@ -916,6 +917,16 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
         select_row(app, "resource-table", "Compost")
         await pilot.press("e")
         await pilot.pause()
+        # Each pick shows what it holds now, not "Select" as if nothing were chosen.
+        shown = {
+            key: str(app.screen.query_one(f"#field-{key} SelectCurrent Static").render())
+            for key in ("kind", "keeper", "shareable")
+        }
+        assert shown == {
+            "kind": "other",
+            "keeper": "Ada",
+            "shareable": "no: only this group sees it",
+        }
         await fill_form(pilot, name="Garden compost", location="By the gate")
         compost = ada.view().resource(ada.view().find("resources", "Garden compost"))
         assert compost.location == "By the gate"

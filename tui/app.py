@@ -766,9 +766,10 @@ class HearthApp(App[None]):
                 until = (
                     parse_date(v["until"], now_ms=self.node.clock.now_ms()) if v["until"] else None
                 )
+                keeps = self.node.view(self.group_id).member_name(keeper)
                 self.change(
                     lambda ledger: ledger.lend(resource_id, to=v["to"], until=until),
-                    f"Lent {name}.",
+                    f"You took {name} ({keeps} keeps it)." if v["to"] == me else f"Lent {name}.",
                 )
 
             self.ask(

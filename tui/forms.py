@@ -74,15 +74,15 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
             for f in self.fields:
                 yield Label(f.label)
                 if isinstance(f, Choice):
-                    select: Select[str] = Select(
+                    # The value given here, not set after: set before the Select is
+                    # mounted, it was kept but the Select showed "Select", as if blank.
+                    yield Select(
                         list(f.options),
                         id=f"field-{f.key}",
                         allow_blank=f.value is None,
+                        value=Select.NULL if f.value is None else f.value,
                         compact=True,
                     )
-                    if f.value is not None:
-                        select.value = f.value
-                    yield select
                 else:
                     yield Input(
                         value=f.value, placeholder=f.placeholder, id=f"field-{f.key}", compact=True
