@@ -1470,6 +1470,41 @@ async def test_peers_added_listed_and_removed_and_the_relay_allow_list_key_from_
         assert "hearth-relay allow KEY" in shown
 
 
+@pytest.mark.process
+async def test_a_quiet_live_link_is_still_up_to_date_not_offline(
+    ada: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Used in tmux: three minutes after the last change, both apps' titles said "Offline
+    (last shared 00:49)" while their links were up (a change from the other came in live
+    and the title still said Offline). A settled live link now says it is still up."""
+    import hearth.net.sync_client as sync_client
+    from hearth.net.sync_client import RelayReport, _run
+    from tui.state import RECENT_MS, sync_state
+
+    monkeypatch.setattr(sync_client, "STILL_UP_S", 0.2, raising=False)
+    monkeypatch.setattr(sync_client, "_KEEPALIVE_S", 0.1)
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        gid = ada.current_group().id
+        report = RelayReport(url=relay.url)
+        live = asyncio.create_task(_run(ada, relay.url, [gid], report, live=True))
+        deadline = time.monotonic() + 30
+        while not sync_state(ada, gid, ada.clock.now_ms()).online:
+            assert time.monotonic() < deadline
+            assert not live.done()
+            await asyncio.sleep(0.05)
+        assert isinstance(ada.clock, FakeClock)
+        ada.clock.advance(RECENT_MS + 60_000)  # a quiet while: nothing comes or goes
+        await asyncio.sleep(1.0)
+        state = sync_state(ada, gid, ada.clock.now_ms())
+        assert state.words.startswith("Up to date"), state.words
+        live.cancel()
+    finally:
+        relay.kill()
+
+
 async def test_changes_carried_on_a_file_both_ways_from_the_app(
     homes: tuple[Path, Path], ada: Node, tmp_path: Path
 ) -> None:
