@@ -284,7 +284,11 @@ TOUR: list[Step] = [
     ),
     Step("ada", "hearth invite --token", ("hearth-token-",), run=_token),
     Step("ada", "hearth sync"),
-    Step("ada", "hearth lend drill --to Ben --until +7d", ("Cordless drill is now with Ben",)),
+    Step(
+        "ada",
+        "hearth lend drill --to Ben --until +7d",
+        ("Cordless drill is now with Ben until 20",),  # "for a week": the date it is due
+    ),
     Step("ada", "hearth return drill", ("Cordless drill is back with Ada",)),
     Step(
         "ada",
