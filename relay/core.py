@@ -89,6 +89,7 @@ _RELINK_BACK_S = 5.0
 
 _REFUSALS = {
     "unknown-topic": "Register the topic before publishing to it.",
+    "changed-meanwhile": "The group's topic changed here while this was stored; send it again.",
     "topic-frozen": "This group has a newer key; its old one takes no more changes here.",
     "bad-signature": "The bundle's admission signature is not valid.",
     "quota-exceeded": (
@@ -686,7 +687,10 @@ class RelayCore:
                 )
         try:
             if stored is None:
-                stored = self.store.add(envelope.topic, bundle_id, frame.envelope)
+                full_way = self._store_the_full_way(envelope, frame.envelope, invited)
+                if isinstance(full_way, str):
+                    return self._error(client, full_way, _REFUSALS[full_way], bundle_id)
+                stored = full_way
             if frame.covers and stored.new and frame.covers < stored.cursor:
                 self.store.add_snapshot(
                     envelope.topic, stored.cursor, frame.covers, self.wall_clock()
@@ -702,6 +706,25 @@ class RelayCore:
         if stored.new:
             self._pass_on(envelope.topic, stored.cursor, frame.envelope, came_from=client)
         return []
+
+    def _store_the_full_way(self, envelope: Envelope, data: bytes, invited: bool) -> Stored | str:
+        """A bundle the full way found nothing against, stored (or found stored already),
+        or the code of why it cannot be after all.
+
+        The topic's row was read above without the store's write lock: another relay
+        process's batch, or a freeze committed since, would not count if the bundle were
+        stored now without looking again (a bundle past the quota or the freeze). So it is
+        stored by the statement that checks the row (:meth:`_store_checked`; the row's key
+        is known now)."""
+        if self.store.cursor_of(envelope.id) is None:
+            stored = self._store_checked(envelope, data, invited)
+            if stored is not None:
+                return stored
+            if self.store.cursor_of(envelope.id) is None:  # not another process's doing
+                # What changed is named from the row read again (if it changed back
+                # meanwhile, nothing is stored: the node sends it again at its next sync).
+                return self._refusal(envelope, len(data), invited) or "changed-meanwhile"
+        return self.store.add(envelope.topic, envelope.id, data)  # stored already
 
     def _store_failed(self, exc: StorageError, client: int, bundle_id: bytes) -> list[Output]:
         """The store rolled its batch back while taking a client's bundle: it and every

@@ -54,7 +54,7 @@ from hearth.protocol.sync import (
     TopicPlan,
 )
 from hearth.validity import snapshots
-from hearth.validity.intake import Verdict, take_in, take_snapshot
+from hearth.validity.intake import Verdict, take_in, take_snapshot, tallied
 
 __all__ = [
     "RelayReport",
@@ -351,8 +351,9 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
                 topic = None
             _remember(node, url, topic=topic, cursor=output.cursor, has=output.id)
         elif isinstance(output, Refused):
-            report.refused.append(f"{output.code}: {output.message}")
-            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], output.message)
+            said = _relay_words(output.message)
+            report.refused.append(f"{_relay_words(output.code, 40)}: {said}")
+            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], said)
         else:
             remaining.append(output)
     return remaining
@@ -487,13 +488,16 @@ async def _run(
 
             A catch-up's frame carries many bundles: they are taken a few at a time, the
             loop let run between, so that heartbeats are answered and progress is told
-            while a long one goes on."""
-            for start in range(0, len(outputs), OUTPUTS_AT_ONCE):
-                if start:
-                    await asyncio.sleep(0)
-                if not await carry_out_some(outputs[start : start + OUTPUTS_AT_ONCE]):
-                    return False
-            return True
+            while a long one goes on. What arrives damaged or fails a rule is counted in
+            memory meanwhile and written, and logged, once per source at the end: a frame
+            of a hundred thousand bytes of junk from a lying relay costs no write each."""
+            with tallied(node):
+                for start in range(0, len(outputs), OUTPUTS_AT_ONCE):
+                    if start:
+                        await asyncio.sleep(0)
+                    if not await carry_out_some(outputs[start : start + OUTPUTS_AT_ONCE]):
+                        return False
+                return True
 
         async def carry_out_some(outputs: list[Output]) -> bool:
             for output in record(node, url, outputs, report):
@@ -677,9 +681,23 @@ def _why_turned_away(refusals: Sequence[str]) -> str:
     """Why a relay or peer and this node had no group to exchange, from what was refused."""
     for refusal in refusals:
         code, _, message = refusal.partition(": ")
-        if code == "removed" or code in NOT_SERVED:
+        if code == "removed":  # this node's own words (RelaySession)
             return message
+        if code in NOT_SERVED:
+            # The other side's words, and only its word: said as such.
+            return f'it will not keep this group ({code}), saying: "{message}"'
     return "this peer is in none of these groups"
+
+
+_RELAY_WORDS_LIMIT = 300
+"""Characters of a relay's own explanation shown to the member."""
+
+
+def _relay_words(text: str, limit: int = _RELAY_WORDS_LIMIT) -> str:
+    """What a relay or peer said, fit to show: printable characters only (no terminal
+    escapes, no line of its own that would pass for Hearth's), on one line, cut short."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
 async def stay_connected(

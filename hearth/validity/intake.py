@@ -306,13 +306,15 @@ def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> O
     if not envelope.relay_signature_valid(keys.relay_key.public):
         return _damaged(node, source, "a bundle whose admission signature is not the group's")
     try:
-        new = participation.take_record(node, membership, envelope, open_envelope(envelope, keys))
+        taken = participation.take_record(node, membership, envelope, open_envelope(envelope, keys))
     except Damaged as exc:
         return _damaged(node, source, str(exc))
     except ProtocolError as exc:
         return _reject(node, source, str(exc))
-    verdict = Verdict.APPLIED if new else Verdict.DUPLICATE
-    return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(new))
+    for _ in range(taken.dropped):  # counted against whoever brought the newest of them
+        _reject(node, source, "a neighbourhood record under a key no group there holds")
+    verdict = Verdict.APPLIED if taken.new else Verdict.DUPLICATE
+    return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(taken.new))
 
 
 class _Tally:
