@@ -1008,11 +1008,16 @@ class RelayCore:
         for page in self.mirror_catch_up_pages(item):
             yield from page
 
+    def mirror_catch_up_start(self, item: MirrorCatchUp) -> int:
+        """The cursor a peer relay's catch-up starts after: where it asked, or the newest
+        stored if that is beyond (a relay restored from an older backup)."""
+        return min(item.after, self.store.newest_overall())
+
     def mirror_catch_up_pages(self, item: MirrorCatchUp) -> Iterator[list[Deliver]]:
         """:meth:`mirror_catch_up` a page at a time, each at most ``catch_up_page_bytes``
         of bundles (or one bigger bundle)."""
         peer = self.peer_of(item.client)
-        after = min(item.after, self.store.newest_overall())
+        after = self.mirror_catch_up_start(item)
         page_bytes = self.config.catch_up_page_bytes
         while rows := self.store.all_after(after, not_from=peer, max_bytes=page_bytes):
             yield [
@@ -1133,11 +1138,16 @@ class RelayCore:
         for page in self.catch_up_pages(item):
             yield from page
 
+    def catch_up_start(self, item: CatchUp) -> int:
+        """The cursor a subscriber's catch-up starts after: where it asked, or the newest
+        stored in its topic if that is beyond (a relay restored from an older backup)."""
+        return min(item.after, self.store.newest(item.topic))
+
     def catch_up_pages(self, item: CatchUp) -> Iterator[list[Deliver]]:
         """:meth:`catch_up` a page at a time: each page at most ``catch_up_page_bytes`` of
         bundles (or one bigger bundle), so what a catch-up holds in memory is bounded by
         bytes, whatever the bundles' sizes."""
-        after = min(item.after, self.store.newest(item.topic))
+        after = self.catch_up_start(item)
         behind_pruning = after < self.store.pruned_through(item.topic)
         wanted = item.from_snapshot or behind_pruning
         snapshot = self.store.latest_snapshot(item.topic) if wanted else None

@@ -33,21 +33,15 @@ import psycopg
 
 from hearth.errors import StorageError
 from relay.moderation import TopicInfo, moderate
-from relay.sqlite_store import SqliteStore, add_identity, check_backup, private_file
-from relay.storage import (
-    NO_END,
+from relay.sqlite_store import (
     STORE_FILE,
-    USE_DATED_TO_S,
-    Committed,
-    Registered,
-    Store,
-    Stored,
-    TopicChecks,
-    TopicState,
-    expire_unused,
-    fitting,
-    prune_superseded,
+    SqliteStore,
+    add_identity,
+    check_backup,
+    private_file,
 )
+from relay.storage import Committed, Registered, Store, Stored, TopicChecks, TopicState
+from relay.store_sql import NO_END, USE_DATED_TO_S, expire_unused, fitting, prune_superseded
 
 __all__ = ["CHANNEL", "PostgresStore", "backup_to_file", "restore_from_file"]
 

@@ -15,29 +15,21 @@ from typing import Any
 
 from hearth.errors import StorageError
 from relay.moderation import TopicInfo, moderate
-from relay.storage import (
-    NO_END,
-    STORE_FILE,
-    USE_DATED_TO_S,
-    Committed,
-    Registered,
-    Store,
-    Stored,
-    TopicChecks,
-    TopicState,
-    expire_unused,
-    fitting,
-    prune_superseded,
-)
+from relay.storage import Committed, Registered, Store, Stored, TopicChecks, TopicState
+from relay.store_sql import NO_END, USE_DATED_TO_S, expire_unused, fitting, prune_superseded
 
 __all__ = [
     "IDENTITY_TABLE",
+    "STORE_FILE",
     "SqliteStore",
     "backup_identity",
     "backup_store",
     "check_backup",
     "restore_store",
 ]
+
+STORE_FILE = "relay.db"
+"""The store's file in a relay's data directory."""
 
 IDENTITY_TABLE = "relay_identity"
 """The table a backup file keeps the relay's identity key in (never a live store)."""

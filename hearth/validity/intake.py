@@ -34,7 +34,7 @@ from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
 from hearth.node.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
-from hearth.node.node import Node, verify_genesis
+from hearth.node.node import Node, tags_entry_ids, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
     Inner,
@@ -872,7 +872,15 @@ def _check_names(
             ).items():
                 moved.setdefault(entry, set()).update(paths)
     spared = ledger.doc.objects_under("members") | ledger.doc.objects_under("invites")
-    records.check_records(ledger.doc, live, member_id, touched.get(LIVE, []), moved, spared)
+    records.check_records(
+        ledger.doc,
+        live,
+        member_id,
+        touched.get(LIVE, []),
+        moved,
+        spared,
+        tagged=tags_entry_ids(node.group(group_id).genesis),
+    )
 
 
 def _members_seen(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> membership.Table:

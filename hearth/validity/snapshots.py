@@ -31,7 +31,7 @@ from hearth.ledger.automerge_doc import ChangeInfo
 from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
-from hearth.node.node import Node, verify_genesis
+from hearth.node.node import Node, tags_entry_ids, verify_genesis
 from hearth.protocol.bundle import Inner, decode_changes
 from hearth.protocol.invite_token import decode_claim
 from hearth.validity import joins
@@ -196,7 +196,9 @@ def _check_authors(
     # bundle in checks of the table it leaves (membership.check_change).
     membership_rules.check_change(final, final, author="")
     cards = {card.key: card for card in membership_rules.cards(final)}
-    founder = bytes.fromhex(str(verify_genesis(node.group(group_id).genesis).get("device_key")))
+    genesis = node.group(group_id).genesis
+    founder = bytes.fromhex(str(verify_genesis(genesis).get("device_key")))
+    tagged = tags_entry_ids(genesis)
     by_bundle: defaultdict[bytes, list[tuple[str, ChangeInfo]]] = defaultdict(list)
     for name, changes in expected.items():
         for item, info in changes.values():
@@ -230,7 +232,7 @@ def _check_authors(
                     "a snapshot holding a change under an actor id its author's card did "
                     "not list yet"
                 )
-        _check_names(docs, item, card.member_id)
+        _check_names(docs, item, card.member_id, tagged)
         for name in {n for n, _ in written if n != LIVE}:
             if name not in guarded_in:
                 mine = ledger.archive_docs().get(name)
@@ -242,7 +244,9 @@ def _check_authors(
             _check_membership_change(live, inner, infos, invites, founder, graph)
 
 
-def _check_names(docs: Mapping[str, LedgerDoc], item: Carried, member_id: str) -> None:
+def _check_names(
+    docs: Mapping[str, LedgerDoc], item: Carried, member_id: str, tagged: bool
+) -> None:
     """R2a over a covered bundle, as taking it in checks it (``intake._check_names``)."""
     by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
     read: defaultdict[str, list[tuple[KeyedValue, ...] | str]] = defaultdict(list)
@@ -271,7 +275,7 @@ def _check_names(docs: Mapping[str, LedgerDoc], item: Carried, member_id: str) -
             for ref in refs
         ]
         spared = doc.objects_under("members") | doc.objects_under("invites")
-        records.check_records(doc, by_doc[LIVE], member_id, named, moved, spared)
+        records.check_records(doc, by_doc[LIVE], member_id, named, moved, spared, tagged=tagged)
 
 
 def _guarded(
