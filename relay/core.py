@@ -707,9 +707,11 @@ class RelayCore:
             self._pass_on(envelope.topic, stored.cursor, frame.envelope, came_from=client)
         return []
 
-    def _store_the_full_way(self, envelope: Envelope, data: bytes, invited: bool) -> Stored | str:
+    def _store_the_full_way(
+        self, envelope: Envelope, data: bytes, invited: bool, origin: bytes | None = None
+    ) -> Stored | str:
         """A bundle the full way found nothing against, stored (or found stored already),
-        or the code of why it cannot be after all.
+        or the code of why it cannot be after all; ``origin``: the peer relay it came from.
 
         The topic's row was read above without the store's write lock: another relay
         process's batch, or a freeze committed since, would not count if the bundle were
@@ -717,14 +719,14 @@ class RelayCore:
         stored by the statement that checks the row (:meth:`_store_checked`; the row's key
         is known now)."""
         if self.store.cursor_of(envelope.id) is None:
-            stored = self._store_checked(envelope, data, invited)
+            stored = self._store_checked(envelope, data, invited, origin)
             if stored is not None:
                 return stored
             if self.store.cursor_of(envelope.id) is None:  # not another process's doing
                 # What changed is named from the row read again (if it changed back
                 # meanwhile, nothing is stored: the node sends it again at its next sync).
                 return self._refusal(envelope, len(data), invited) or "changed-meanwhile"
-        return self.store.add(envelope.topic, envelope.id, data)  # stored already
+        return self.store.add(envelope.topic, envelope.id, data, origin)  # stored already
 
     def _store_failed(self, exc: StorageError, client: int, bundle_id: bytes) -> list[Output]:
         """The store rolled its batch back while taking a client's bundle: it and every
@@ -733,7 +735,9 @@ class RelayCore:
         self._staged.append((client, bundle_id))
         return self._fail_batch()
 
-    def _store_checked(self, envelope: Envelope, data: bytes, invited: bool) -> Stored | None:
+    def _store_checked(
+        self, envelope: Envelope, data: bytes, invited: bool, origin: bytes | None = None
+    ) -> Stored | None:
         """A client's bundle stored the short way, if everything lets it in: the checks
         this process decides (the operator's lists, the signature, the relay's total, the
         disk) made here against the topic's relay key as last read, and those the topic's
@@ -757,7 +761,7 @@ class RelayCore:
             max_bytes=config.topic_quota_bytes,
             max_bundles=config.topic_quota_bundles,
         )
-        return self.store.add_checked(envelope.topic, envelope.id, data, checks)
+        return self.store.add_checked(envelope.topic, envelope.id, data, checks, origin)
 
     def _pass_on(self, topic: bytes, cursor: int, envelope: bytes, came_from: int) -> None:
         """Hold a newly stored bundle for its receivers (released by :meth:`flush`)."""
@@ -943,8 +947,15 @@ class RelayCore:
             if reason is not None:
                 self.reject(reason, state.ip)
             elif envelope is not None:
-                stored = self.store.add(frame.topic, envelope.id, frame.envelope, state.peer)
-                if stored.new:
+                # Stored by the statement that checks the topic's row, as a client's is:
+                # the row read above may be stale (another relay process on the store).
+                stored = self._store_the_full_way(envelope, frame.envelope, False, state.peer)
+                if stored == "changed-meanwhile":  # sent again later, as a failed write is
+                    self._staged_peers.add(client)
+                    return out + self._fail_batch()
+                if isinstance(stored, str):
+                    self.reject(stored, state.ip)
+                elif stored.new:
                     self._stored_bytes += len(frame.envelope)
                     self.metrics.count("hearth_relay_bundles_in_total")
                     self.metrics.count("hearth_relay_peer_bundles_in_total")

@@ -282,7 +282,12 @@ class PostgresStore(Store):
         return Stored(int(cursor), bool(new))
 
     def add_checked(
-        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+        self,
+        topic: bytes,
+        bundle_id: bytes,
+        data: bytes,
+        checks: TopicChecks,
+        origin: bytes | None = None,
     ) -> Stored | None:
         began = not self._batch
         self._begin()
@@ -294,7 +299,7 @@ class PostgresStore(Store):
             "AND held = 0 AND (frozen_at = 0 OR frozen_at > %s) "
             "AND bytes + %s <= %s AND bundles + 1 <= %s), "
             "new AS (INSERT INTO envelopes(topic, id, data, origin) "
-            "SELECT %s, %s, %s, NULL FROM fits ON CONFLICT (id) DO NOTHING RETURNING cursor), "
+            "SELECT %s, %s, %s, %s FROM fits ON CONFLICT (id) DO NOTHING RETURNING cursor), "
             "counted AS (UPDATE topics SET bytes = bytes + %s, bundles = bundles + 1, "
             "last_write = EXTRACT(EPOCH FROM now())::float8 "
             "WHERE topic = %s AND EXISTS (SELECT 1 FROM new)) "
@@ -309,6 +314,7 @@ class PostgresStore(Store):
                 topic,
                 bundle_id,
                 data,
+                origin,
                 len(data),
                 topic,
             ),

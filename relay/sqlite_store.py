@@ -329,7 +329,12 @@ class SqliteStore(Store):
         return Stored(cursor, True)
 
     def add_checked(
-        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+        self,
+        topic: bytes,
+        bundle_id: bytes,
+        data: bytes,
+        checks: TopicChecks,
+        origin: bytes | None = None,
     ) -> Stored | None:
         began = not self._db.in_transaction
         try:
@@ -340,13 +345,14 @@ class SqliteStore(Store):
                 # counts. Refused, it inserts nothing and uses up no cursor.
                 inserted = self._db.execute(
                     "INSERT INTO envelopes(topic, id, data, origin) "
-                    "SELECT ?, ?, ?, NULL FROM topics WHERE topic = ? AND relay_key = ? "
+                    "SELECT ?, ?, ?, ? FROM topics WHERE topic = ? AND relay_key = ? "
                     "AND held = 0 AND (frozen_at = 0 OR frozen_at > ?) "
                     "AND bytes + ? <= ? AND bundles + 1 <= ?",
                     (
                         topic,
                         bundle_id,
                         data,
+                        origin,
                         topic,
                         checks.relay_key,
                         checks.now,

@@ -170,9 +170,15 @@ class SessionStore(BundleBatch, TopicReads):
 
     @abc.abstractmethod
     def add_checked(
-        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+        self,
+        topic: bytes,
+        bundle_id: bytes,
+        data: bytes,
+        checks: TopicChecks,
+        origin: bytes | None = None,
     ) -> Stored | None:
-        """Stage a new envelope from a client, as :meth:`add` does, if its topic's row
+        """Stage a new envelope from a client (or, with ``origin``, from that peer relay),
+        as :meth:`add` does, if its topic's row
         passes ``checks`` in the same statement that stores it; otherwise stage nothing
         and return ``None`` (also for a bundle stored already): the caller then reads the
         row and decides as it would without this (:meth:`topic`, :meth:`add`).

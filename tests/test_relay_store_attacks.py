@@ -13,16 +13,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from hearth.protocol.bundle import EpochKeys, registration_proof
 from hearth.protocol.connection import Connection
-from hearth.protocol.frames import Ack, Error, Publish, Register
+from hearth.protocol.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    Error,
+    Hello,
+    Publish,
+    Register,
+    encode_frame,
+)
 from relay.config import RelayConfig
 from relay.core import Output, RelayCore
 from relay.postgres_store import PostgresStore
-from tests.peering_simulation import make_pool
+from relay.storage import TopicState
+from tests.peering_simulation import PeeringSimulation, make_pool
 from tests.test_relay_stores import _client, _frames
 
 
@@ -112,3 +122,42 @@ def test_a_bundle_racing_a_freeze_from_another_process_is_refused(
     answers = _frames(two, later(), 2)
     assert stores[2].counts()[1] == 1  # the other group's bundle only
     assert [(type(f), getattr(f, "code", "")) for f in answers] == [(Error, "topic-frozen")]
+
+
+def test_a_bundle_from_a_peer_racing_a_freeze_is_refused(tmp_path: Path) -> None:
+    """Relay one takes a group's bundles from a node and mirrors them to relay two. Relay
+    two read the topic's row (not frozen), then stored the bundle with no conditions: a
+    freeze committed in between — by another relay process on the same store, played here
+    by freezing right after the read — did not count. It is stored by the statement that
+    checks the row, as a client's bundle is, and refused as frozen."""
+    pool = make_pool(groups=1, per_group=2)
+    sim = PeeringSimulation(tmp_path, seed=3, pool=pool)
+    keys, envelopes = pool[0]
+    sim.link_up((0, 1))
+    publisher = 1000
+    core = sim.relays[0]
+    assert core.admit(publisher, "10.0.0.9")
+    hello = Hello(versions=[PROTOCOL_VERSION], role="node", agent="test")
+    register = Register(
+        topic=keys.topic, relay_key=keys.relay_key.public, proof=registration_proof(keys)
+    )
+    for frame in (hello, register, Publish(envelope=envelopes[0])):
+        sim._carry(0, core.receive(publisher, encode_frame(frame)))
+    sim._carry(0, core.flush())
+    sim.settle()
+    assert envelopes[0] in sim.bundles(1)
+    store = sim.stores[1]
+    read_row = store.topic
+
+    def read_then_frozen(topic: bytes) -> TopicState | None:
+        row = read_row(topic)
+        store.freeze(topic, 50.0)  # another process's freeze, committed after the read
+        return row
+
+    store.topic = read_then_frozen  # type: ignore[method-assign]
+    sim.relays[1].wall_clock = lambda: 100.0
+    sim._carry(0, core.receive(publisher, encode_frame(Publish(envelope=envelopes[1]))))
+    sim._carry(0, core.flush())
+    sim.settle()
+    assert envelopes[1] in sim.bundles(0)
+    assert envelopes[1] not in sim.bundles(1)

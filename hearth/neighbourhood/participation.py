@@ -57,6 +57,7 @@ from hearth.neighbourhood.rules import (
     sign_record,
     verify_record,
 )
+from hearth.node.changes import NeighbourhoodRecordKept
 from hearth.node.node import Node, tags_entry_ids
 from hearth.protocol import codec
 from hearth.protocol.bundle import (
@@ -373,6 +374,7 @@ def _keep(node: Node, nid: str, envelope: Envelope, inner: Inner) -> None:
             node.clock.now_ms(),
         ),
     )
+    node.changes.notify(NeighbourhoodRecordKept(nid))
 
 
 _MAX_AT_ONE_PLACE = 3  # records kept for one place in a device's feed (see take_record)

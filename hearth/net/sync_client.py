@@ -15,6 +15,7 @@ import functools
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
 from hearth.net.connect import answer_within, open_websocket
 from hearth.net.dialled_peers import note_peer_device, note_peer_has
+from hearth.node.changes import SyncAttempted
 from hearth.node.feeds import INVALID
 from hearth.node.node import Node
 from hearth.protocol.bundle import (
@@ -70,6 +72,9 @@ log = logging.getLogger(__name__)
 
 MAX_SNAPSHOT = MAX_BUNDLE - 64 * 1024  # room for the bundle's own fields
 _KEEPALIVE_S = 5.0  # well inside any heartbeat timeout (the relay's default: 15 s)
+STILL_UP_S = 60.0
+"""How often a live link that has settled says it is still up (in the sync log), so that
+"Up to date" stays true of a quiet connection: a dead one is closed by the heartbeat."""
 
 
 @dataclass
@@ -302,13 +307,8 @@ def _remember(
 def _log_attempt(node: Node, report: RelayReport) -> None:
     now = node.clock.now_ms()
     with node.store.write():
-        node.store.run(
-            "INSERT INTO sync_log(url, last_ok, last_attempt, last_error) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(url) DO UPDATE SET last_attempt = excluded.last_attempt, "
-            "last_error = excluded.last_error, "
-            "last_ok = COALESCE(excluded.last_ok, sync_log.last_ok)",
-            (report.url, now if report.ok else None, now, report.error or None),
-        )
+        node.store.log_sync_attempt(report.url, now, ok=report.ok, error=report.error or None)
+    node.changes.notify(SyncAttempted(report.url, report.ok))
 
 
 def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport) -> list[Output]:
@@ -580,9 +580,13 @@ async def _run(
             """Ping while we work through a long catch-up: the other side hears nothing
             from us meanwhile, and its answer to its own ping waits behind the bundles
             still queued for us, so it would take us for gone."""
+            said_up = time.monotonic()
             while True:
                 await asyncio.sleep(_KEEPALIVE_S)
                 await ws.ping()
+                if live and report.ok and time.monotonic() - said_up >= STILL_UP_S:
+                    _log_attempt(node, report)  # quiet, not gone: nothing came or went
+                    said_up = time.monotonic()
 
         publisher = asyncio.create_task(publish_new()) if live else None
         pinger = asyncio.create_task(keep_alive())

@@ -35,6 +35,7 @@ from hearth.ledger.automerge_doc import Fields, change_hash
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES, Role
 from hearth.ledger.view import LedgerView
+from hearth.node.changes import ChangeNotifier, LocalChange
 from hearth.node.feeds import Feeds
 from hearth.node.identity import Identity, has_identity, load_identity
 from hearth.protocol.bundle import EpochKeys, Inner, decode_changes
@@ -151,8 +152,8 @@ class Node:
         # holds the GIL for a noticeable time. Groups due for that collect here.
         self.compact_elsewhere = False
         self.compactions_due: set[str] = set()
-        # Called after a bundle from elsewhere was applied (the app redraws at once).
-        self.arrival_listeners: list[Callable[[], None]] = []
+        # Told of every change a watcher would show (the app redraws from these).
+        self.changes = ChangeNotifier()
 
     @property
     def feeds(self) -> Feeds:
@@ -483,6 +484,7 @@ class Node:
                     "Ask an admin to remove this device, then add it again with a fresh home."
                 )
             yield ledger
+        self.changes.notify(LocalChange(group.id))
 
     def unload(self, group_id: str) -> None:
         """Forget what is in memory of a group; it is loaded again from the store."""

@@ -33,6 +33,7 @@ from hearth.ledger.automerge_doc import EntryRef, change_hash
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
+from hearth.node.changes import BundlesApplied
 from hearth.node.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
 from hearth.node.node import Node, tags_entry_ids, verify_genesis
 from hearth.protocol.bundle import (
@@ -155,8 +156,7 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
     node for arrivals (the app) hears of what was applied."""
     outcome = _take_in(node, data, source)
     if outcome.verdict is Verdict.APPLIED:
-        for listener in node.arrival_listeners:
-            listener()
+        node.changes.notify(BundlesApplied(outcome.group_id))
     return outcome
 
 
@@ -577,8 +577,7 @@ def _take_snapshot_with(
         )
         return outcome, none
     retried = _retry_after(node, group_id)  # what waited on the changes it brought
-    for listener in node.arrival_listeners:
-        listener()
+    node.changes.notify(BundlesApplied(group_id))
     applied = Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1 + len(taken) + retried)
     return applied, frozenset(taken)
 
