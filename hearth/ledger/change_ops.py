@@ -36,6 +36,7 @@ __all__ = [
     "ObjectRef",
     "Operation",
     "keyed_values",
+    "new_writes",
     "objects_written",
     "operations",
     "read_columns",
@@ -202,20 +203,32 @@ def writes_only_new(body: bytes, known: frozenset[ObjectRef]) -> bool:
     nothing) into one of the ``known`` objects or into an object the change makes itself
     (``body`` as for :func:`objects_written`): what most changes do, told from the run
     lengths of three columns without listing the operations."""
-    actors, _, start_op, data = _columns(body)
+    outside = new_writes(body)
+    return outside is not None and outside <= known
+
+
+def new_writes(body: bytes, columns: Columns | None = None) -> frozenset[ObjectRef] | None:
+    """The objects, other than those it makes itself, that one change writes only new
+    keys into — ``None`` if it replaces or deletes anything, or writes to the root map
+    (``body`` as for :func:`objects_written`). :func:`writes_only_new` of ``known`` is
+    whether this is a subset of ``known``: read once, when a bundle is opened, it answers
+    that for any ``known`` without reading the change again.
+    ``columns``: the body's :func:`read_columns`, when read already."""
+    actors, _, start_op, data = columns if columns is not None else _columns(body)
     if any(count and value for count, value in _run_lengths(data.get(_PRED_COUNT, b""))):
-        return False
+        return None
     obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
     counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
     ops = _total(_run_lengths(data.get(_ACTION, b"")))
     if ops > max(_total(obj_actors), _total(counters)):
-        return False  # short object columns: the root map
+        return None  # short object columns: the root map
+    outside: set[ObjectRef] = set()
     for obj_actor, counter in _paired(obj_actors, counters):
         if obj_actor is None or counter is None or obj_actor >= len(actors):
-            return False
-        if not ((obj_actor == 0 and counter >= start_op) or (actors[obj_actor], counter) in known):
-            return False
-    return True
+            return None
+        if not (obj_actor == 0 and counter >= start_op):
+            outside.add((actors[obj_actor], counter))
+    return frozenset(outside)
 
 
 _Runs = list[tuple[int, int | None]]

@@ -113,18 +113,25 @@ def check_records(
     named: Iterable[EntryRef],
     moved: Moved,
     spared: set[ObjectRef],
+    new: Sequence[frozenset[ObjectRef] | None] | None = None,
 ) -> None:
     """:class:`ProtocolError` unless one bundle's ``changes`` to the live document
     ``doc`` leave what others wrote as they wrote it (the module's rules), judged at
     what the changes build on. ``named``: the entries the bundle says it touched (only
     used to find the maps it writes into: a write into a map found in none is refused);
     ``moved``: what it writes into archives (:func:`check_archive_copy`); ``spared``:
-    the maps of the members and invites tables, judged elsewhere."""
+    the maps of the members and invites tables, judged elsewhere; ``new``: each
+    change's :func:`~hearth.ledger.change_ops.new_writes`, when read already (a
+    snapshot's bundles are read once, when opened)."""
     if not changes:
         return
     tables = frozenset(doc.table_refs())
     try:
-        if all(writes_only_new(change_body(c), tables) for c in changes):
+        if new is not None:
+            only_new = all(n is not None and n <= tables for n in new)
+        else:
+            only_new = all(writes_only_new(change_body(c), tables) for c in changes)
+        if only_new:
             return  # new entries and what is in them only: R2a judges their names
         ops = [op for change in changes for op in operations(change_body(change))]
     except LedgerError as exc:

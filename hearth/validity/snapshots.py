@@ -32,7 +32,7 @@ from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
 from hearth.node.node import Node, verify_genesis
-from hearth.protocol.bundle import Inner, decode_changes
+from hearth.protocol.bundle import Inner
 from hearth.protocol.invite_token import decode_claim
 from hearth.validity import joins
 from hearth.validity.snapshot_opening import Carried, Opener
@@ -206,6 +206,7 @@ def _check_authors(
     used: dict[bytes, set[bytes]] = {}  # actor ids each device was seen to write under
     ledger = node.ledger(group_id)
     guarded_in: dict[str, set[bytes]] = {}  # an archive's, once one is written
+    spared = live.objects_under("members") | live.objects_under("invites") if live else set()
     for item in covered:
         inner = item.inner
         card = cards.get(inner.author)
@@ -230,7 +231,7 @@ def _check_authors(
                     "a snapshot holding a change under an actor id its author's card did "
                     "not list yet"
                 )
-        _check_names(docs, item, card.member_id)
+        _check_names(docs, item, card.member_id, spared)
         for name in {n for n, _ in written if n != LIVE}:
             if name not in guarded_in:
                 mine = ledger.archive_docs().get(name)
@@ -242,8 +243,12 @@ def _check_authors(
             _check_membership_change(live, inner, infos, invites, founder, graph)
 
 
-def _check_names(docs: Mapping[str, LedgerDoc], item: Carried, member_id: str) -> None:
-    """R2a over a covered bundle, as taking it in checks it (``intake._check_names``)."""
+def _check_names(
+    docs: Mapping[str, LedgerDoc], item: Carried, member_id: str, spared: set[ObjectRef]
+) -> None:
+    """R2a over a covered bundle, as taking it in checks it (``intake._check_names``),
+    from what was read of it when it was opened. ``spared``: the maps of the live
+    document's members and invites tables."""
     by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
     read: defaultdict[str, list[tuple[KeyedValue, ...] | str]] = defaultdict(list)
     for (name, change, _), names in zip(item.changes, item.names, strict=True):
@@ -263,15 +268,14 @@ def _check_names(docs: Mapping[str, LedgerDoc], item: Carried, member_id: str) -
             ).items():
                 moved.setdefault(entry, set()).update(paths)
     if LIVE in docs and by_doc.get(LIVE):
-        doc = docs[LIVE]
-        named = [
-            ref
-            for name, _, refs in decode_changes(item.inner.payload)
+        in_live = [
+            (new, refs)
+            for (name, _, _), new, refs in zip(item.changes, item.new, item.touched, strict=True)
             if name == LIVE
-            for ref in refs
         ]
-        spared = doc.objects_under("members") | doc.objects_under("invites")
-        records.check_records(doc, by_doc[LIVE], member_id, named, moved, spared)
+        named = [ref for _, refs in in_live for ref in refs]
+        new = [n for n, _ in in_live]
+        records.check_records(docs[LIVE], by_doc[LIVE], member_id, named, moved, spared, new)
 
 
 def _guarded(
