@@ -290,6 +290,8 @@ class Opener:
         self._sent: list[tuple[list[tuple[Envelope, EpochKeys]], Future[list[_Opened] | str]]] = []
         self._worker: _Worker | None = None
         self._broken = False
+        self._closed = False
+        self._closing = threading.Lock()
         self.sent_away = 0  # bundles handed to the second process
 
     @classmethod
@@ -334,22 +336,38 @@ class Opener:
             self._broken = True
 
     def carried(self) -> list[Carried]:
-        """Every bundle added, opened; :class:`ProtocolError` if one fails."""
+        """Every bundle added, opened; :class:`ProtocolError` if one fails. Meanwhile the
+        chunks the second process has not begun yet are opened here, the last first, so
+        that both cores open them (this may run on a thread of its own: nothing here
+        touches the node)."""
+        held, sent = self._held, self._sent
         try:
             failed: ProtocolError | None = None
+            here: dict[int, list[Carried] | None] = {}  # chunks taken back from the queue
             tail: list[Carried] = []
-            try:  # while the second process finishes its last chunks
-                tail = [open_carried(envelope, keys) for envelope, keys in self._held]
+            try:  # while the second process works through the first chunks
+                tail = self._open_here(held)
+                for index in reversed(range(len(sent))):
+                    if not sent[index][1].cancel():
+                        break  # begun or done there
+                    here[index] = None
+                    here[index] = self._open_here(sent[index][0])
             except ProtocolError as exc:
                 failed = exc
+                for index, (_, future) in enumerate(sent):  # refused anyway: stop there
+                    if future.cancel():
+                        here.setdefault(index, None)
             found: list[Carried] = []
-            for chunk, future in self._sent:
+            for index, (chunk, future) in enumerate(sent):
+                if index in here:
+                    found += here[index] or []
+                    continue
                 try:
                     result = future.result()
                 except (CancelledError, OSError, EOFError, pickle.UnpicklingError) as exc:
                     # the second process died: its chunk is opened here
                     log.info("opening a snapshot's bundles here (%r)", exc)
-                    found += [open_carried(envelope, keys) for envelope, keys in chunk]
+                    found += self._open_here(chunk)
                     continue
                 if isinstance(result, str):
                     raise ProtocolError(result)
@@ -360,13 +378,21 @@ class Opener:
         finally:
             self.close()
 
+    def _open_here(self, chunk: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
+        if self._closed:  # given up meanwhile (a sync cancelled): no use going on
+            raise ProtocolError("the snapshot was given up before its bundles were opened")
+        return [open_carried(envelope, keys) for envelope, keys in chunk]
+
     def close(self) -> None:
-        """Stop the second process (what it was given is dropped)."""
-        self._held = []
-        self._sent = []
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        """Stop the second process (what it was given is dropped). Safe to call from
+        another thread than the one opening in :meth:`carried`, and more than once."""
+        with self._closing:
+            self._closed = True
+            self._held = []
+            self._sent = []
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
 
 
 if __name__ == "__main__":

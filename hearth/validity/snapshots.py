@@ -34,10 +34,14 @@ from hearth.ledger.model import TABLES
 from hearth.node.node import Node, verify_genesis
 from hearth.protocol.bundle import Inner
 from hearth.protocol.invite_token import decode_claim
-from hearth.validity import joins
+from hearth.validity import joins, steps
 from hearth.validity.snapshot_opening import Carried, Opener
 
-__all__ = ["Carried", "Opener", "check_snapshot"]
+__all__ = ["PAUSE_EVERY", "Carried", "Opener", "check_snapshot", "check_steps"]
+
+
+PAUSE_EVERY = 256
+"""Covered bundles judged between two pauses of :func:`check_steps`."""
 
 
 def check_snapshot(
@@ -50,6 +54,20 @@ def check_snapshot(
     """The bundles a snapshot covers beyond what the node holds, in feed order, once the
     snapshot is shown to hold exactly what they carry and nothing they may not write;
     else :class:`ProtocolError` naming what is wrong (R13)."""
+    return steps.run(check_steps(node, group_id, docs, heads, carried))
+
+
+def check_steps(
+    node: Node,
+    group_id: str,
+    docs: Mapping[str, LedgerDoc],
+    heads: Sequence[tuple[bytes, int, bytes]],
+    carried: Sequence[Carried],
+) -> steps.Steps[list[Carried]]:
+    """:func:`check_snapshot` in steps (:mod:`hearth.validity.steps`), pausing every
+    :data:`PAUSE_EVERY` covered bundles. Between two steps the node must not change:
+    whoever lets an event loop run between them checks that nothing was written
+    meanwhile, or checks again (``intake.take_snapshot``)."""
     covered = _covered(node, group_id, heads, carried)
     expected = _changes_of(covered, docs)
     ledger = node.ledger(group_id)
@@ -72,7 +90,7 @@ def check_snapshot(
             raise ProtocolError(
                 f"a snapshot lacking {len(wanted - extra)} change(s) that its bundles carry"
             )
-    _check_authors(node, group_id, docs, covered, expected)
+    yield from _check_authors(node, group_id, docs, covered, expected)
     return covered
 
 
@@ -177,9 +195,9 @@ def _check_authors(
     docs: Mapping[str, LedgerDoc],
     covered: Sequence[Carried],
     expected: Mapping[str, Mapping[bytes, tuple[Carried, ChangeInfo]]],
-) -> None:
+) -> steps.Steps[None]:
     """R2, R5, R14 over every covered bundle: judged against the snapshot's own members
-    table, which only changes checked here wrote."""
+    table, which only changes checked here wrote; a pause every :data:`PAUSE_EVERY`."""
     live = docs.get(LIVE)
     final = live.read_table("members") if live is not None else {}
     invites = live.read_table("invites") if live is not None else {}
@@ -207,7 +225,9 @@ def _check_authors(
     ledger = node.ledger(group_id)
     guarded_in: dict[str, set[bytes]] = {}  # an archive's, once one is written
     spared = live.objects_under("members") | live.objects_under("invites") if live else set()
-    for item in covered:
+    for count, item in enumerate(covered, 1):
+        if count % PAUSE_EVERY == 0:
+            yield None
         inner = item.inner
         card = cards.get(inner.author)
         if card is None:
