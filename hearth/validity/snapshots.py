@@ -20,6 +20,7 @@ same bundles one by one, with every rule. Refusing is never wrong, only slower.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -37,11 +38,12 @@ from hearth.protocol.invite_token import decode_claim
 from hearth.validity import joins, steps
 from hearth.validity.snapshot_opening import Carried, Opener
 
-__all__ = ["PAUSE_EVERY", "Carried", "Opener", "check_snapshot", "check_steps"]
+__all__ = ["PAUSE_EVERY_S", "Carried", "Opener", "check_snapshot", "check_steps"]
 
 
-PAUSE_EVERY = 256
-"""Covered bundles judged between two pauses of :func:`check_steps`."""
+PAUSE_EVERY_S = 0.05
+"""How long :func:`check_steps` judges covered bundles before it pauses (a slow device
+pauses as often as a fast one)."""
 
 
 def check_snapshot(
@@ -65,9 +67,9 @@ def check_steps(
     carried: Sequence[Carried],
 ) -> steps.Steps[list[Carried]]:
     """:func:`check_snapshot` in steps (:mod:`hearth.validity.steps`), pausing every
-    :data:`PAUSE_EVERY` covered bundles. Between two steps the node must not change:
-    whoever lets an event loop run between them checks that nothing was written
-    meanwhile, or checks again (``intake.take_snapshot``)."""
+    :data:`PAUSE_EVERY_S`. Between two steps the node must not change: whoever lets an
+    event loop run between them checks that nothing was written meanwhile, or checks
+    again (``intake.take_snapshot_steps``)."""
     covered = _covered(node, group_id, heads, carried)
     expected = _changes_of(covered, docs)
     ledger = node.ledger(group_id)
@@ -197,7 +199,7 @@ def _check_authors(
     expected: Mapping[str, Mapping[bytes, tuple[Carried, ChangeInfo]]],
 ) -> steps.Steps[None]:
     """R2, R5, R14 over every covered bundle: judged against the snapshot's own members
-    table, which only changes checked here wrote; a pause every :data:`PAUSE_EVERY`."""
+    table, which only changes checked here wrote; a pause every :data:`PAUSE_EVERY_S`."""
     live = docs.get(LIVE)
     final = live.read_table("members") if live is not None else {}
     invites = live.read_table("invites") if live is not None else {}
@@ -225,9 +227,11 @@ def _check_authors(
     ledger = node.ledger(group_id)
     guarded_in: dict[str, set[bytes]] = {}  # an archive's, once one is written
     spared = live.objects_under("members") | live.objects_under("invites") if live else set()
-    for count, item in enumerate(covered, 1):
-        if count % PAUSE_EVERY == 0:
+    resume = time.monotonic() + PAUSE_EVERY_S
+    for item in covered:
+        if time.monotonic() >= resume:
             yield None
+            resume = time.monotonic() + PAUSE_EVERY_S
         inner = item.inner
         card = cards.get(inner.author)
         if card is None:
