@@ -38,7 +38,7 @@ from hearth.ledger.change_ops import (
     ObjectRef,
     Operation,
     keyed_values,
-    new_writes,
+    objects_and_new_writes,
     objects_written,
     operations,
     read_columns,
@@ -151,18 +151,16 @@ def read_change_names(
         columns = read_columns(data)
     except LedgerError as exc:  # none can be read
         return info, None, str(exc), None
+    writes: set[ObjectRef] | None
+    new: frozenset[ObjectRef] | None
     try:
-        writes: set[ObjectRef] | None = objects_written(data, columns)
+        writes, new = objects_and_new_writes(data, columns)
     except LedgerError:
-        writes = None
+        writes = new = None
     try:
         names: list[KeyedValue] | str = keyed_values(data, wanted, columns)
     except LedgerError as exc:
         names = str(exc)
-    try:
-        new = new_writes(data, columns)
-    except LedgerError:
-        new = None
     return info, writes, names, new
 
 
