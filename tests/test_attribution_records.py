@@ -10,22 +10,25 @@ and inside a snapshot."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from automerge.core import ROOT, ObjType, ScalarType
+from automerge.core import ROOT, Document, ObjType, ScalarType
 
 from hearth.ledger import CommitmentStatus, Kind, Ledger, history
 from hearth.ledger.archive import period_of
-from hearth.ledger.automerge_doc import change_body, change_hash
+from hearth.ledger.automerge_doc import EntryRef, change_body, change_hash
 from hearth.ledger.change_ops import operations
+from hearth.ledger.entry_ids import tagged_id
 from hearth.ledger.ledger import LIVE
-from hearth.node.node import Node
+from hearth.node.node import Node, tags_entry_ids
 from hearth.protocol.bundle import encode_snapshot
 from hearth.testing import FakeClock
-from hearth.validity.intake import Verdict, take_in, take_snapshot
+from hearth.validity.intake import Outcome, Verdict, take_in, take_snapshot
 from tests.test_membership import deliver, make_group, new_node
 
 
@@ -76,6 +79,20 @@ def told(node: Node, gid: str) -> list[tuple[str, str]]:
     """The group's history on a node, as (who, what)."""
     view = node.view(gid)
     return [(view.member_name(h.by), h.what) for h in history(view)]
+
+
+def _document_at(changes: list[bytes], heads: list[bytes]) -> Document:
+    """A document holding exactly what ``heads`` build on: a client's copy from then
+    (loaded from the change chunks; the binding's ``fork_at`` fails on these documents)."""
+    by_hash = {change_hash(c).hash: c for c in changes}
+    wanted: set[bytes] = set()
+    todo = list(heads)
+    while todo:
+        head = todo.pop()
+        if head not in wanted:
+            wanted.add(head)
+            todo += change_hash(by_hash[head]).deps
+    return Document.load(b"".join(c for c in changes if change_hash(c).hash in wanted))
 
 
 def new_bundles(source: Node, target: Node, gid: str) -> list[bytes]:
@@ -224,39 +241,102 @@ def test_an_archived_record_is_the_live_one_moved(scene: Scene) -> None:
     assert s.ada.view(s.gid).resource(s.ladder).custodian == s.cat.identity.member_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a write that claims not to have seen a record (a CRDT conflict) can hide it",
-)
-def test_a_record_is_not_hidden_by_a_write_claiming_not_to_have_seen_it(scene: Scene) -> None:
-    """Ben's client writes at Ada's lend's key from a copy of the document as it was
-    before the lend (its change does not build on it: to Automerge, a write at the same
-    moment), with enough operations before it to win the conflict. It names only Ben,
-    so R2a and the record rules, judged at what it builds on, see nothing wrong; the
-    view shows the winner of the conflict, and Ada's lend is gone from history."""
-    s = scene
-    ledger = s.ben.ledger(s.gid)
-    doc = ledger.doc
-    lend_change = next(  # the change that made Ada's lend
-        c for c in doc.changes_since([]) if any(o.key == s.lend for o in operations(change_body(c)))
-    )
-    before = list(change_hash(lend_change).deps)
-    fork = doc._doc.fork_at(before)
+def _written_from_before(
+    s: Scene,
+    key: str,
+    into: Callable[[Any], bytes],
+    fields: dict[str, str],
+    named: list[EntryRef],
+) -> Outcome:
+    """Ben's client writes a map at ``key`` inside the map ``into`` finds, from a copy
+    of the document as it was before ``key`` was first written (its change does not build
+    on that write: to Automerge, a write at the same moment), with enough operations
+    before it to win the conflict (at a key of his own, put and deleted again). Ada takes
+    the bundle in."""
+    ben = s.ben.identity.member_id
+    doc = s.ben.ledger(s.gid).doc
+    changes = doc.changes_since([])
+    first = next(c for c in changes if any(o.key == key for o in operations(change_body(c))))
+    before = list(change_hash(first).deps)
+    fork = _document_at(changes, before)
     fork.set_actor(doc.actor)
+    junk_key = tagged_id("0" * 16, ben)
     with fork.transaction() as tx:
         events = tx.get(ROOT, "events")[1]
-        junk = tx.put_object(events, "ben-junk", ObjType.Map)
+        junk = tx.put_object(events, junk_key, ObjType.Map)
         for i in range(300):
             tx.put(junk, f"k{i}", ScalarType.Str, "x")
-        tx.delete(events, "ben-junk")
-        mine = tx.put_object(events, s.lend, ObjType.Map)
-        for key, value in (("action", "return"), ("resource", s.ladder), ("closes", "")):
-            tx.put(mine, key, ScalarType.Str, value)
+        tx.delete(events, junk_key)
+        mine = tx.put_object(into(tx), key, ObjType.Map)
+        for name, value in fields.items():
+            tx.put(mine, name, ScalarType.Str, value)
     crafted = [c.bytes for c in fork.get_changes(before)]
     with s.ben.store.write():
         envelope = s.ben.feeds.seal_local(
-            s.gid, [(LIVE, c, [("events", s.lend), ("events", "ben-junk")]) for c in crafted]
+            s.gid, [(LIVE, c, [("events", junk_key), *named]) for c in crafted]
         )
-    outcome = take_in(s.ada, envelope.encode(), source="test")
-    lines = told(s.ada, s.gid)
-    assert outcome.verdict is Verdict.REJECTED or ("Ada", "lent Ladder to Cat") in lines
+    return take_in(s.ada, envelope.encode(), source="test")
+
+
+def test_a_record_is_not_hidden_by_a_write_claiming_not_to_have_seen_it(scene: Scene) -> None:
+    """Ben writes at the key of Ada's lend from before the lend. It names only Ben, so R2a
+    and the record rules, judged at what it builds on, see a free key; had it counted, the
+    view would show the winner of the conflict and Ada's lend would be gone from history.
+    The key carries Ada's tag (docs/security.md, R2a: entry ids only their writer can make)."""
+    s = scene
+    outcome = _written_from_before(
+        s,
+        s.lend,
+        lambda tx: tx.get(ROOT, "events")[1],
+        {"action": "return", "resource": s.ladder, "closes": "", "by": s.ben.identity.member_id},
+        [("events", s.lend)],
+    )
+    assert outcome.verdict is Verdict.REJECTED
+    assert "not its writer's" in outcome.reason
+    assert ("Ada", "lent Ladder to Cat") in told(s.ada, s.gid)
+
+
+def test_a_record_inside_an_entry_is_not_hidden_by_a_write_claiming_not_to_have_seen_it(
+    scene: Scene,
+) -> None:
+    """The same at the key of Ada's edit record inside her ladder (which Ben's copy holds,
+    without the edit): a record others may add to, under a key that is not Ben's."""
+    s = scene
+    edits = s.ada.view(s.gid).tables["resources"][s.ladder]["edits"]
+    assert isinstance(edits, dict)
+    assert len(edits) == 1
+    (edit,) = edits
+    ladder = s.ladder
+
+    def ladders_edits(tx: Any) -> bytes:
+        resources = tx.get(ROOT, "resources")[1]
+        return bytes(tx.get(tx.get(resources, ladder)[1], "edits")[1])
+
+    outcome = _written_from_before(
+        s,
+        edit,
+        ladders_edits,
+        {"by": s.ben.identity.member_id, "fields": "note"},
+        [("resources", s.ladder)],
+    )
+    assert outcome.verdict is Verdict.REJECTED
+    assert "not its writer's" in outcome.reason
+    assert ("Ada", "edited Ladder (location → 'Ada's shed')") in told(s.ada, s.gid)
+
+
+def test_an_entry_under_an_untagged_id_is_refused_in_a_group_founded_with_tags(
+    scene: Scene,
+) -> None:
+    """An older client's way of making ids (all randomness) is not taken in a group whose
+    founding record says its ids are tagged; a group founded before says nothing."""
+    s = scene
+    assert tags_entry_ids(s.ben.group(s.gid).genesis)
+    with s.ben.change(s.gid) as ledger, ledger._edit() as w:
+        w.put("needs", "f" * 32, {"what": "Rope", "created_by": s.ben.identity.member_id})
+    outcomes = [take_in(s.ada, e, source="test") for e in new_bundles(s.ben, s.ada, s.gid)]
+    assert [o.verdict for o in outcomes] == [Verdict.REJECTED]
+    assert "not its writer's" in outcomes[0].reason
+    old = json.loads(s.ben.group(s.gid).genesis)
+    body = json.loads(old["op"])
+    del body["entry_ids"]
+    assert not tags_entry_ids(json.dumps({**old, "op": json.dumps(body)}).encode())

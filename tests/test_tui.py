@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,7 +22,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent
 
 import tui.app
-import tui.invite
+import tui.screens.detail
+import tui.screens.invite
 from hearth.ledger.model import CommitmentStatus, Kind, NeedStatus
 from hearth.node.identity import create_identity
 from hearth.node.node import Node, open_node
@@ -29,8 +32,9 @@ from hearth.validity.intake import take_in
 from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import start_relay
 from tui.app import HearthApp
-from tui.forms import ConfirmScreen, FormScreen
 from tui.panes import fill, selected_key
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.form import FormScreen
 from tui.welcome import WelcomeApp
 
 NOW = 1_800_000_000_000  # 2027-01-15, fixed so screens are the same every run
@@ -109,6 +113,11 @@ async def fill_form(pilot: Pilot[None], **values: str) -> None:
         await pilot.press("enter")
     else:
         await pilot.click("#ok")
+    await pilot.pause()
+    for _ in range(200):  # a Save done in a worker thread (a file read or written)
+        if not screen.saving:
+            break
+        await pilot.pause(0.02)
     await pilot.pause()
 
 
@@ -1167,7 +1176,8 @@ async def test_a_neighbourhood_joined_and_another_group_invited_from_the_app(
     ada: Node, tmp_path: Path
 ) -> None:
     from tests.test_readme_tour import InProcess
-    from tui.invite import InviteScreen, NeighbourhoodJoinScreen
+    from tui.screens.invite import InviteScreen
+    from tui.screens.neighbourhood_join import NeighbourhoodJoinScreen
 
     relay = start_relay(tmp_path / "relay")
     try:
@@ -1307,14 +1317,14 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
         app = app_for(ada)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("u")
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             assert f"{relay.url}: sent " in text
             assert "not reached" not in text
             assert " changes and received 0." in text
             await pilot.press("escape")
             app.action_check()
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             # (the app's clock is a fixed one in 2027: the relay's differs, and that is said)
             assert f"ok   Elm Street: {relay.url}: reachable" in text
@@ -1322,7 +1332,7 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
             with ada.change() as ledger:
                 ledger.add_relay("ws://127.0.0.1:9")  # nothing listens there
             app.action_check()
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             assert "Something needs looking at" in text
             assert "BAD  Elm Street: ws://127.0.0.1:9: not reachable" in text
@@ -1344,7 +1354,7 @@ async def test_a_second_device_added_by_a_code_from_the_app(ada: Node, tmp_path:
         app = app_for(ada)
         async with app.run_test(size=SIZE) as pilot:
             app.action_add_device()
-            await wait_for_screen(pilot, tui.invite.InviteScreen)
+            await wait_for_screen(pilot, tui.screens.invite.InviteScreen)
             assert "Add a device" in app.export_screenshot().replace("&#160;", " ")
             code_shown = app.screen.query_one("#invite-code", Static)
             for _ in range(600):
@@ -1474,3 +1484,79 @@ async def test_changes_carried_on_a_file_both_ways_from_the_app(
             assert app.screen is not form
         assert read_changes(ben, str(stick / "for-ben"))
         assert "Trestle table" in names(ben)
+
+
+async def test_a_sync_tried_by_the_apps_sharing_is_drawn_without_a_poll(
+    ada: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sync worker's attempt comes as a message: no poll and no clock redraw comes
+    # round during the test.
+    monkeypatch.setattr(tui.app, "CLOCK_CHECK_S", 3600.0)
+    with ada.change() as ledger:
+        ledger.add_relay("ws://127.0.0.1:9")  # nothing there: the first try fails at once
+    app = HearthApp(ada, share=True, poll_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if "Offline" in app.sub_title:
+                break
+        assert "Offline" in app.sub_title
+        await app.action_quit()
+
+
+def test_the_app_runs_no_sql_of_its_own() -> None:
+    # What the app shows comes through named functions of hearth/, and changes come as
+    # messages (tui/watch.py), not from queries written here.
+    root = Path(tui.app.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"store\.(query|run|run_many)\(|import sqlite3", text), path
+        assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE) ", text), path
+
+
+async def test_a_file_is_read_in_a_worker_thread_while_the_screen_stays_live(
+    homes: tuple[Path, Path], ada: Node, tmp_path: Path
+) -> None:
+    from hearth.net.carrying import write_changes
+
+    with open_node(homes[1], clock=FakeClock(now=NOW + 120_000, step=1000)) as ben:
+        with ben.change() as ledger:
+            ledger.add_resource("Wheelbarrow")
+        write_changes(ben, ben.current_group().id, str(tmp_path / "for-ada"))
+    changes = (tmp_path / "for-ada").read_bytes()
+    # The file is a pipe: reading it waits until the test writes the changes into it.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+
+    def plug_in() -> None:
+        with pipe.open("wb") as stream:
+            stream.write(changes)
+
+    # Should the read hold the app's loop, this frees it, late (and the test fails).
+    late = threading.Timer(10.0, plug_in)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_read_changes()
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        form.query_one("#field-file", Input).value = str(pipe)
+        form.query_one("#field-file", Input).focus()
+        late.start()
+        try:
+            await pilot.press("enter")
+            await pilot.press("escape")  # the screen answers keys meanwhile; the save goes on
+            assert form.saving
+            assert app.screen is form
+        finally:
+            late.cancel()
+        threading.Thread(target=plug_in, daemon=True).start()
+        for _ in range(200):
+            await pilot.pause(0.02)
+            if not form.saving:
+                break
+        await pilot.pause()
+        assert app.screen is not form
+        assert "Wheelbarrow" in names(ada)
+        assert any("Took in 1 change" in n.message for n in app._notifications)

@@ -33,13 +33,7 @@ class WelcomeApp(App[bool]):
     node is ready to open."""
 
     TITLE = "Hearth"
-    CSS = """
-    Vertical { padding: 1 2; max-width: 90; }
-    Label.step { text-style: bold; margin-top: 1; }
-    Horizontal { height: auto; margin-top: 1; }
-    Button { margin-right: 2; }
-    #problem { color: $error; height: auto; }
-    """
+    CSS_PATH = "welcome.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "quit", "Leave")]
 
     def __init__(self, home: Path) -> None:

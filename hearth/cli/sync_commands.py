@@ -216,10 +216,10 @@ def _status(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
 
     def link(url: str, *, peer: bool) -> dict[str, object]:
-        rows = node.store.query(
-            "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url = ?", (url,)
+        logged = node.store.sync_log([url]).get(url)
+        last_ok, last_attempt, error = (
+            (logged.last_ok, logged.last_attempt, logged.last_error) if logged else (None,) * 3
         )
-        last_ok, last_attempt, error = rows[0] if rows else (None, None, None)
         found: dict[str, object] = {
             "url": url,
             "reachable": bool(last_attempt and not error),

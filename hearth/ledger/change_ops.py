@@ -36,6 +36,7 @@ __all__ = [
     "ObjectRef",
     "Operation",
     "keyed_values",
+    "keys_written_into",
     "new_writes",
     "objects_and_new_writes",
     "objects_written",
@@ -235,12 +236,15 @@ def objects_and_new_writes(
     return found, frozenset(outside) if only_new else None
 
 
-def writes_only_new(body: bytes, known: frozenset[ObjectRef]) -> bool:
+def writes_only_new(
+    body: bytes, known: frozenset[ObjectRef], columns: Columns | None = None
+) -> bool:
     """Whether every operation of one change writes a new key (it replaces and deletes
     nothing) into one of the ``known`` objects or into an object the change makes itself
     (``body`` as for :func:`objects_written`): what most changes do, told from the run
-    lengths of three columns without listing the operations."""
-    outside = new_writes(body)
+    lengths of three columns without listing the operations. ``columns``: the body's
+    :func:`read_columns`, when read already."""
+    outside = new_writes(body, columns)
     return outside is not None and outside <= known
 
 
@@ -266,6 +270,98 @@ def new_writes(body: bytes, columns: Columns | None = None) -> frozenset[ObjectR
         if not (obj_actor == 0 and counter >= start_op):
             outside.add((actors[obj_actor], counter))
     return frozenset(outside)
+
+
+def keys_written_into(columns: Columns, objects: frozenset[ObjectRef]) -> list[Operation]:
+    """The operations of one change that write at a map key of one of ``objects`` (read
+    from its :func:`read_columns`): what :func:`operations` would list of them, read run
+    by run without listing the others (a snapshot's check asks this of every change it
+    covers)."""
+    actors, actor, start_op, data = columns
+    into = _indices_into(
+        _run_lengths(data.get(_OBJ_ACTOR, b"")),
+        _run_lengths(data.get(_OBJ_COUNTER, b"")),
+        actors,
+        objects,
+    )
+    if not into:
+        return []
+    keys = _strings_at(data.get(_KEY_STRING, b""), {index for index, _ in into})
+    actions = _rle(data.get(_ACTION, b""))
+    preds = _rle(data.get(_PRED_COUNT, b""))
+    found = []
+    for index, obj in into:
+        action = actions[index] if index < len(actions) else None
+        if action is None:
+            raise ChangeFormatError("a change has an operation with no action")
+        replaced = (preds[index] if index < len(preds) else None) or 0
+        op_id = (actor, start_op + index)
+        found.append(Operation(obj, keys.get(index), action, op_id, replaced))
+    return found
+
+
+def _indices_into(
+    first: _Runs, second: _Runs, actors: list[bytes], objects: frozenset[ObjectRef]
+) -> list[tuple[int, ObjectRef]]:
+    """The operations (index, object) whose object columns (actor runs ``first``, counter
+    runs ``second``) name one of ``objects``."""
+    first = [run for run in first if run[0] > 0]
+    second = [run for run in second if run[0] > 0]
+    found: list[tuple[int, ObjectRef]] = []
+    i = j = index = 0
+    left = first[0][0] if first else 0
+    right = second[0][0] if second else 0
+    while i < len(first) and j < len(second):
+        step = min(left, right)
+        obj_actor, counter = first[i][1], second[j][1]
+        if obj_actor is not None and counter is not None and obj_actor < len(actors):
+            ref = (actors[obj_actor], counter)
+            if ref in objects:
+                found.extend((k, ref) for k in range(index, index + step))
+        index += step
+        left -= step
+        right -= step
+        if not left:
+            i += 1
+            left = first[i][0] if i < len(first) else 0
+        if not right:
+            j += 1
+            right = second[j][0] if j < len(second) else 0
+    return found
+
+
+def _strings_at(column: bytes, wanted: set[int]) -> dict[int, str]:
+    """The entries of a run-length-encoded string column at the ``wanted`` indices,
+    decoding no others."""
+    found: dict[int, str] = {}
+    last = max(wanted)
+    pos = index = 0
+    while pos < len(column) and index <= last:
+        count, pos = _sleb(column, pos)
+        if count > 0:
+            raw, pos = _bytes(column, pos)
+            hits = [i for i in range(index, index + count) if i in wanted]
+            if hits:
+                key = _utf8(raw)
+                found.update((i, key) for i in hits)
+            index += count
+        elif count < 0:
+            for _ in range(-count):
+                raw, pos = _bytes(column, pos)
+                if index in wanted:
+                    found[index] = _utf8(raw)
+                index += 1
+        else:
+            nulls, pos = _uleb(column, pos)
+            index += nulls
+    return found
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ChangeFormatError("a change's key is not UTF-8") from exc
 
 
 _Runs = list[tuple[int, int | None]]

@@ -26,6 +26,7 @@ from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
 from hearth.net.connect import answer_within, open_websocket
 from hearth.net.dialled_peers import note_peer_device, note_peer_has
+from hearth.node.changes import SyncAttempted
 from hearth.node.feeds import INVALID
 from hearth.node.node import Node
 from hearth.protocol.bundle import (
@@ -53,7 +54,7 @@ from hearth.protocol.sync import (
     TopicPlan,
 )
 from hearth.validity import snapshots, steps
-from hearth.validity.intake import Verdict, take_in, take_snapshot_steps
+from hearth.validity.intake import Verdict, take_in, take_snapshot_steps, tallied
 
 __all__ = [
     "RelayReport",
@@ -302,13 +303,8 @@ def _remember(
 def _log_attempt(node: Node, report: RelayReport) -> None:
     now = node.clock.now_ms()
     with node.store.write():
-        node.store.run(
-            "INSERT INTO sync_log(url, last_ok, last_attempt, last_error) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(url) DO UPDATE SET last_attempt = excluded.last_attempt, "
-            "last_error = excluded.last_error, "
-            "last_ok = COALESCE(excluded.last_ok, sync_log.last_ok)",
-            (report.url, now if report.ok else None, now, report.error or None),
-        )
+        node.store.log_sync_attempt(report.url, now, ok=report.ok, error=report.error or None)
+    node.changes.notify(SyncAttempted(report.url, report.ok))
 
 
 def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport) -> list[Output]:
@@ -347,8 +343,9 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
                 topic = None
             _remember(node, url, topic=topic, cursor=output.cursor, has=output.id)
         elif isinstance(output, Refused):
-            report.refused.append(f"{output.code}: {output.message}")
-            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], output.message)
+            said = _relay_words(output.message)
+            report.refused.append(f"{_relay_words(output.code, 40)}: {said}")
+            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], said)
         else:
             remaining.append(output)
     return remaining
@@ -491,13 +488,16 @@ async def _run(
 
             A catch-up's frame carries many bundles: they are taken a few at a time, the
             loop let run between, so that heartbeats are answered and progress is told
-            while a long one goes on."""
-            for start in range(0, len(outputs), OUTPUTS_AT_ONCE):
-                if start:
-                    await asyncio.sleep(0)
-                if not await carry_out_some(outputs[start : start + OUTPUTS_AT_ONCE]):
-                    return False
-            return True
+            while a long one goes on. What arrives damaged or fails a rule is counted in
+            memory meanwhile and written, and logged, once per source at the end: a frame
+            of a hundred thousand bytes of junk from a lying relay costs no write each."""
+            with tallied(node):
+                for start in range(0, len(outputs), OUTPUTS_AT_ONCE):
+                    if start:
+                        await asyncio.sleep(0)
+                    if not await carry_out_some(outputs[start : start + OUTPUTS_AT_ONCE]):
+                        return False
+                return True
 
         async def carry_out_some(outputs: list[Output]) -> bool:
             settled = next((i for i, o in enumerate(outputs) if isinstance(o, Settled)), None)
@@ -689,9 +689,23 @@ def _why_turned_away(refusals: Sequence[str]) -> str:
     """Why a relay or peer and this node had no group to exchange, from what was refused."""
     for refusal in refusals:
         code, _, message = refusal.partition(": ")
-        if code == "removed" or code in NOT_SERVED:
+        if code == "removed":  # this node's own words (RelaySession)
             return message
+        if code in NOT_SERVED:
+            # The other side's words, and only its word: said as such.
+            return f'it will not keep this group ({code}), saying: "{message}"'
     return "this peer is in none of these groups"
+
+
+_RELAY_WORDS_LIMIT = 300
+"""Characters of a relay's own explanation shown to the member."""
+
+
+def _relay_words(text: str, limit: int = _RELAY_WORDS_LIMIT) -> str:
+    """What a relay or peer said, fit to show: printable characters only (no terminal
+    escapes, no line of its own that would pass for Hearth's), on one line, cut short."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
 async def stay_connected(

@@ -34,8 +34,9 @@ from hearth.ledger.automerge_doc import EntryRef, change_hash
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
+from hearth.node.changes import BundlesApplied
 from hearth.node.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
-from hearth.node.node import Node, verify_genesis
+from hearth.node.node import Node, tags_entry_ids, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
     Inner,
@@ -156,8 +157,7 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
     node for arrivals (the app) hears of what was applied."""
     outcome = _take_in(node, data, source)
     if outcome.verdict is Verdict.APPLIED:
-        for listener in node.arrival_listeners:
-            listener()
+        node.changes.notify(BundlesApplied(outcome.group_id))
     return outcome
 
 
@@ -307,13 +307,15 @@ def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> O
     if not envelope.relay_signature_valid(keys.relay_key.public):
         return _damaged(node, source, "a bundle whose admission signature is not the group's")
     try:
-        new = participation.take_record(node, membership, envelope, open_envelope(envelope, keys))
+        taken = participation.take_record(node, membership, envelope, open_envelope(envelope, keys))
     except Damaged as exc:
         return _damaged(node, source, str(exc))
     except ProtocolError as exc:
         return _reject(node, source, str(exc))
-    verdict = Verdict.APPLIED if new else Verdict.DUPLICATE
-    return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(new))
+    for _ in range(taken.dropped):  # counted against whoever brought the newest of them
+        _reject(node, source, "a neighbourhood record under a key no group there holds")
+    verdict = Verdict.APPLIED if taken.new else Verdict.DUPLICATE
+    return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(taken.new))
 
 
 class _Tally:
@@ -592,8 +594,7 @@ def _take_snapshot_with(
         )
         return outcome, none
     retried = _retry_after(node, group_id)  # what waited on the changes it brought
-    for listener in node.arrival_listeners:
-        listener()
+    node.changes.notify(BundlesApplied(group_id))
     applied = Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1 + len(taken) + retried)
     return applied, frozenset(taken)
 
@@ -884,7 +885,15 @@ def _check_names(
             ).items():
                 moved.setdefault(entry, set()).update(paths)
     spared = ledger.doc.objects_under("members") | ledger.doc.objects_under("invites")
-    records.check_records(ledger.doc, live, member_id, touched.get(LIVE, []), moved, spared)
+    records.check_records(
+        ledger.doc,
+        live,
+        member_id,
+        touched.get(LIVE, []),
+        moved,
+        spared,
+        tagged=tags_entry_ids(node.group(group_id).genesis),
+    )
 
 
 def _members_seen(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> membership.Table:

@@ -202,6 +202,10 @@ class _Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": path},
+            # `-m` puts the working directory first on the import path: started where the
+            # member ran hearth (maybe a folder others write to), it would import what
+            # someone left there. From this hearth's own folder it finds only that.
+            cwd=package_root,
         )
         self._todo: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="snapshot-opening", daemon=True)

@@ -32,7 +32,7 @@ from hearth.ledger.automerge_doc import ChangeInfo
 from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
-from hearth.node.node import Node, verify_genesis
+from hearth.node.node import Node, tags_entry_ids, verify_genesis
 from hearth.protocol.bundle import Inner
 from hearth.protocol.invite_token import decode_claim
 from hearth.validity import joins, steps
@@ -216,7 +216,9 @@ def _check_authors(
     # bundle in checks of the table it leaves (membership.check_change).
     membership_rules.check_change(final, final, author="")
     cards = {card.key: card for card in membership_rules.cards(final)}
-    founder = bytes.fromhex(str(verify_genesis(node.group(group_id).genesis).get("device_key")))
+    genesis = node.group(group_id).genesis
+    founder = bytes.fromhex(str(verify_genesis(genesis).get("device_key")))
+    tagged = tags_entry_ids(genesis)
     by_bundle: defaultdict[bytes, list[tuple[str, ChangeInfo]]] = defaultdict(list)
     for name, changes in expected.items():
         for item, info in changes.values():
@@ -255,7 +257,7 @@ def _check_authors(
                     "a snapshot holding a change under an actor id its author's card did "
                     "not list yet"
                 )
-        _check_names(docs, item, card.member_id, spared)
+        _check_names(docs, item, card.member_id, spared, tagged)
         for name in {n for n, _ in written if n != LIVE}:
             if name not in guarded_in:
                 mine = ledger.archive_docs().get(name)
@@ -268,11 +270,16 @@ def _check_authors(
 
 
 def _check_names(
-    docs: Mapping[str, LedgerDoc], item: Carried, member_id: str, spared: set[ObjectRef]
+    docs: Mapping[str, LedgerDoc],
+    item: Carried,
+    member_id: str,
+    spared: set[ObjectRef],
+    tagged: bool,
 ) -> None:
     """R2a over a covered bundle, as taking it in checks it (``intake._check_names``),
     from what was read of it when it was opened. ``spared``: the maps of the live
-    document's members and invites tables."""
+    document's members and invites tables; ``tagged``: the group's entry ids carry their
+    writer's tag."""
     by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
     read: defaultdict[str, list[tuple[KeyedValue, ...] | str]] = defaultdict(list)
     for (name, change, _), names in zip(item.changes, item.names, strict=True):
@@ -299,7 +306,9 @@ def _check_names(
         ]
         named = [ref for _, refs in in_live for ref in refs]
         new = [n for n, _ in in_live]
-        records.check_records(docs[LIVE], by_doc[LIVE], member_id, named, moved, spared, new)
+        records.check_records(
+            docs[LIVE], by_doc[LIVE], member_id, named, moved, spared, new, tagged=tagged
+        )
 
 
 def _guarded(
