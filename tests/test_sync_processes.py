@@ -367,7 +367,7 @@ def test_bundles_by_hand_between_two_sheds(tmp_path: Path) -> None:
     (usb / "junk.hb").write_bytes(b"not bundles")
     bad = ada("bundle", "import", str(usb / "junk.hb"), check=False)
     assert bad.code == 1
-    assert "not a Hearth bundle file" in bad.err
+    assert "is not a file of changes written by Hearth (`hearth bundle export`)" in bad.err
 
 
 def wait_until(check: Callable[[], bool], seconds: float = 20) -> bool:

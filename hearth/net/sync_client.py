@@ -15,6 +15,7 @@ import functools
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -71,6 +72,9 @@ log = logging.getLogger(__name__)
 
 MAX_SNAPSHOT = MAX_BUNDLE - 64 * 1024  # room for the bundle's own fields
 _KEEPALIVE_S = 5.0  # well inside any heartbeat timeout (the relay's default: 15 s)
+STILL_UP_S = 60.0
+"""How often a live link that has settled says it is still up (in the sync log), so that
+"Up to date" stays true of a quiet connection: a dead one is closed by the heartbeat."""
 
 
 @dataclass
@@ -596,9 +600,13 @@ async def _run(
             """Ping while we work through a long catch-up: the other side hears nothing
             from us meanwhile, and its answer to its own ping waits behind the bundles
             still queued for us, so it would take us for gone."""
+            said_up = time.monotonic()
             while True:
                 await asyncio.sleep(_KEEPALIVE_S)
                 await ws.ping()
+                if live and report.ok and time.monotonic() - said_up >= STILL_UP_S:
+                    _log_attempt(node, report)  # quiet, not gone: nothing came or went
+                    said_up = time.monotonic()
 
         publisher = asyncio.create_task(publish_new()) if live else None
         pinger = asyncio.create_task(keep_alive())
