@@ -118,6 +118,7 @@ def check_records(
     named: Iterable[EntryRef],
     moved: Moved,
     spared: set[ObjectRef],
+    new: Sequence[frozenset[ObjectRef] | None] | None = None,
     *,
     tagged: bool = False,
 ) -> None:
@@ -126,12 +127,16 @@ def check_records(
     what the changes build on. ``named``: the entries the bundle says it touched (only
     used to find the maps it writes into: a write into a map found in none is refused);
     ``moved``: what it writes into archives (:func:`check_archive_copy`); ``spared``:
-    the maps of the members and invites tables, judged elsewhere; ``tagged``: the group's
-    entry ids carry their writer's tag (:mod:`hearth.ledger.entry_ids`)."""
+    the maps of the members and invites tables, judged elsewhere; ``new``: each
+    change's :func:`~hearth.ledger.change_ops.new_writes`, when read already (a
+    snapshot's bundles are read once, when opened); ``tagged``: the group's entry ids
+    carry their writer's tag (:mod:`hearth.ledger.entry_ids`)."""
     if not changes:
         return
     tables = frozenset(doc.table_refs())
     try:
+        if not tagged and new is not None and all(n is not None and n <= tables for n in new):
+            return  # new entries only, as read when opened: R2a judges their names
         bodies = [change_body(c) for c in changes]
         columns = [read_columns(body) for body in bodies]
         if all(writes_only_new(b, tables, c) for b, c in zip(bodies, columns, strict=True)):
