@@ -5,7 +5,9 @@ Catching up from a snapshot checks every covered change. This times
 :func:`hearth.ledger.records.check_records` over the changes of resources added by one
 member (new entries only: judged from run lengths) and of edits another member makes to
 them (read from the document at what each builds on), interleaved with the object-column
-read every covered change already gets, several rounds, the median of each. Run by hand
+read every covered change already gets, several rounds, the median of each; each also
+in a group whose entry ids carry their writer's tag (``tagged``: the ids of new entries
+read too). Run by hand
 (bench/run.py records); arguments: entries, rounds.
 """
 
@@ -53,21 +55,24 @@ def main() -> int:
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     ledger, adds, edits = ledger_of(entries)
     doc = ledger.doc
-    timings: dict[str, list[float]] = {"objects": [], "adds": [], "edits": []}
+    timings: dict[str, list[float]] = {
+        name: [] for name in ("objects", "adds", "edits", "adds_tagged", "edits_tagged")
+    }
     for _ in range(rounds):
         t0 = time.perf_counter()
         for edit in adds:
             for change in edit.changes:
                 objects_written(change_body(change))
         timings["objects"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for edit in adds:
-            check_records(doc, edit.changes, ADA, edit.touched, {}, set())
-        timings["adds"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for edit in edits:
-            check_records(doc, edit.changes, BEN, edit.touched, {}, set())
-        timings["edits"].append(time.perf_counter() - t0)
+        for tagged, suffix in ((False, ""), (True, "_tagged")):
+            t0 = time.perf_counter()
+            for edit in adds:
+                check_records(doc, edit.changes, ADA, edit.touched, {}, set(), tagged=tagged)
+            timings["adds" + suffix].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for edit in edits:
+                check_records(doc, edit.changes, BEN, edit.touched, {}, set(), tagged=tagged)
+            timings["edits" + suffix].append(time.perf_counter() - t0)
     medians = {k: statistics.median(v) for k, v in timings.items()}
     print(
         json.dumps(
@@ -79,6 +84,8 @@ def main() -> int:
                 "objects_written_s": round(medians["objects"], 3),
                 "records_of_adds_s": round(medians["adds"], 3),
                 "records_of_edits_s": round(medians["edits"], 3),
+                "records_of_adds_tagged_s": round(medians["adds_tagged"], 3),
+                "records_of_edits_tagged_s": round(medians["edits_tagged"], 3),
                 "per_edit_ms": round(medians["edits"] / max(len(edits), 1) * 1000, 2),
             }
         )

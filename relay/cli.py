@@ -23,7 +23,7 @@ from relay import moderation_cli
 from relay.config import RelayConfig, as_toml, load_config
 from relay.identity import load_or_create
 from relay.logs import configure
-from relay.storage import open_store
+from relay.stores import open_store
 
 __all__ = ["main"]
 

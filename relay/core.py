@@ -89,6 +89,7 @@ _RELINK_BACK_S = 5.0
 
 _REFUSALS = {
     "unknown-topic": "Register the topic before publishing to it.",
+    "changed-meanwhile": "The group's topic changed here while this was stored; send it again.",
     "topic-frozen": "This group has a newer key; its old one takes no more changes here.",
     "bad-signature": "The bundle's admission signature is not valid.",
     "quota-exceeded": (
@@ -686,7 +687,10 @@ class RelayCore:
                 )
         try:
             if stored is None:
-                stored = self.store.add(envelope.topic, bundle_id, frame.envelope)
+                full_way = self._store_the_full_way(envelope, frame.envelope, invited)
+                if isinstance(full_way, str):
+                    return self._error(client, full_way, _REFUSALS[full_way], bundle_id)
+                stored = full_way
             if frame.covers and stored.new and frame.covers < stored.cursor:
                 self.store.add_snapshot(
                     envelope.topic, stored.cursor, frame.covers, self.wall_clock()
@@ -703,6 +707,27 @@ class RelayCore:
             self._pass_on(envelope.topic, stored.cursor, frame.envelope, came_from=client)
         return []
 
+    def _store_the_full_way(
+        self, envelope: Envelope, data: bytes, invited: bool, origin: bytes | None = None
+    ) -> Stored | str:
+        """A bundle the full way found nothing against, stored (or found stored already),
+        or the code of why it cannot be after all; ``origin``: the peer relay it came from.
+
+        The topic's row was read above without the store's write lock: another relay
+        process's batch, or a freeze committed since, would not count if the bundle were
+        stored now without looking again (a bundle past the quota or the freeze). So it is
+        stored by the statement that checks the row (:meth:`_store_checked`; the row's key
+        is known now)."""
+        if self.store.cursor_of(envelope.id) is None:
+            stored = self._store_checked(envelope, data, invited, origin)
+            if stored is not None:
+                return stored
+            if self.store.cursor_of(envelope.id) is None:  # not another process's doing
+                # What changed is named from the row read again (if it changed back
+                # meanwhile, nothing is stored: the node sends it again at its next sync).
+                return self._refusal(envelope, len(data), invited) or "changed-meanwhile"
+        return self.store.add(envelope.topic, envelope.id, data, origin)  # stored already
+
     def _store_failed(self, exc: StorageError, client: int, bundle_id: bytes) -> list[Output]:
         """The store rolled its batch back while taking a client's bundle: it and every
         bundle staged with it are refused."""
@@ -710,7 +735,9 @@ class RelayCore:
         self._staged.append((client, bundle_id))
         return self._fail_batch()
 
-    def _store_checked(self, envelope: Envelope, data: bytes, invited: bool) -> Stored | None:
+    def _store_checked(
+        self, envelope: Envelope, data: bytes, invited: bool, origin: bytes | None = None
+    ) -> Stored | None:
         """A client's bundle stored the short way, if everything lets it in: the checks
         this process decides (the operator's lists, the signature, the relay's total, the
         disk) made here against the topic's relay key as last read, and those the topic's
@@ -734,7 +761,7 @@ class RelayCore:
             max_bytes=config.topic_quota_bytes,
             max_bundles=config.topic_quota_bundles,
         )
-        return self.store.add_checked(envelope.topic, envelope.id, data, checks)
+        return self.store.add_checked(envelope.topic, envelope.id, data, checks, origin)
 
     def _pass_on(self, topic: bytes, cursor: int, envelope: bytes, came_from: int) -> None:
         """Hold a newly stored bundle for its receivers (released by :meth:`flush`)."""
@@ -920,8 +947,15 @@ class RelayCore:
             if reason is not None:
                 self.reject(reason, state.ip)
             elif envelope is not None:
-                stored = self.store.add(frame.topic, envelope.id, frame.envelope, state.peer)
-                if stored.new:
+                # Stored by the statement that checks the topic's row, as a client's is:
+                # the row read above may be stale (another relay process on the store).
+                stored = self._store_the_full_way(envelope, frame.envelope, False, state.peer)
+                if stored == "changed-meanwhile":  # sent again later, as a failed write is
+                    self._staged_peers.add(client)
+                    return out + self._fail_batch()
+                if isinstance(stored, str):
+                    self.reject(stored, state.ip)
+                elif stored.new:
                     self._stored_bytes += len(frame.envelope)
                     self.metrics.count("hearth_relay_bundles_in_total")
                     self.metrics.count("hearth_relay_peer_bundles_in_total")
@@ -985,11 +1019,16 @@ class RelayCore:
         for page in self.mirror_catch_up_pages(item):
             yield from page
 
+    def mirror_catch_up_start(self, item: MirrorCatchUp) -> int:
+        """The cursor a peer relay's catch-up starts after: where it asked, or the newest
+        stored if that is beyond (a relay restored from an older backup)."""
+        return min(item.after, self.store.newest_overall())
+
     def mirror_catch_up_pages(self, item: MirrorCatchUp) -> Iterator[list[Deliver]]:
         """:meth:`mirror_catch_up` a page at a time, each at most ``catch_up_page_bytes``
         of bundles (or one bigger bundle)."""
         peer = self.peer_of(item.client)
-        after = min(item.after, self.store.newest_overall())
+        after = self.mirror_catch_up_start(item)
         page_bytes = self.config.catch_up_page_bytes
         while rows := self.store.all_after(after, not_from=peer, max_bytes=page_bytes):
             yield [
@@ -1110,11 +1149,16 @@ class RelayCore:
         for page in self.catch_up_pages(item):
             yield from page
 
+    def catch_up_start(self, item: CatchUp) -> int:
+        """The cursor a subscriber's catch-up starts after: where it asked, or the newest
+        stored in its topic if that is beyond (a relay restored from an older backup)."""
+        return min(item.after, self.store.newest(item.topic))
+
     def catch_up_pages(self, item: CatchUp) -> Iterator[list[Deliver]]:
         """:meth:`catch_up` a page at a time: each page at most ``catch_up_page_bytes`` of
         bundles (or one bigger bundle), so what a catch-up holds in memory is bounded by
         bytes, whatever the bundles' sizes."""
-        after = min(item.after, self.store.newest(item.topic))
+        after = self.catch_up_start(item)
         behind_pruning = after < self.store.pruned_through(item.topic)
         wanted = item.from_snapshot or behind_pruning
         snapshot = self.store.latest_snapshot(item.topic) if wanted else None

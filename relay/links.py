@@ -484,7 +484,7 @@ async def _send_pages(
 
 
 async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> None:
-    cursor = min(item.after, core.store.newest(item.topic))
+    cursor = core.catch_up_start(item)
     cursor = await _send_pages(core, client, link, core.catch_up_pages(item), cursor)
     if link.closing is not None:
         return  # the link ended during the catch-up: the core has forgotten it
@@ -493,7 +493,7 @@ async def _catch_up(core: RelayCore, client: int, link: Link, item: CatchUp) -> 
 
 
 async def _mirror_catch_up(core: RelayCore, client: int, link: Link, item: MirrorCatchUp) -> None:
-    cursor = min(item.after, core.store.newest_overall())
+    cursor = core.mirror_catch_up_start(item)
     cursor = await _send_pages(core, client, link, core.mirror_catch_up_pages(item), cursor)
     if link.closing is not None:
         return  # the link ended during the catch-up: the core has forgotten it

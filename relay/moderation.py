@@ -180,7 +180,7 @@ def moderate(
     now: float,
 ) -> bool:
     """Carry out one action inside the write transaction a store holds (``run`` as for
-    :func:`relay.storage.prune_covered`), and log it; whether it changed anything."""
+    :func:`relay.store_sql.prune_superseded`), and log it; whether it changed anything."""
 
     def sql(statement: str) -> str:
         return statement.replace("?", placeholder)

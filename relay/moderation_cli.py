@@ -19,7 +19,9 @@ from pathlib import Path
 from hearth.errors import ConfigError, StorageError
 from relay.config import RelayConfig
 from relay.moderation import TAG_PREFIX, ModerationError, TopicInfo, parse_target
-from relay.storage import STORE_FILE, Store, open_store
+from relay.sqlite_store import STORE_FILE
+from relay.storage import OperatorStore
+from relay.stores import open_store
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace, config: RelayConfig) -> int:
     return 0
 
 
-def _act(store: Store, action: str, target: str, reason: str, sure: bool) -> int:
+def _act(store: OperatorStore, action: str, target: str, reason: str, sure: bool) -> int:
     try:
         value = parse_target(action, target)
     except ModerationError as exc:
@@ -158,7 +160,7 @@ def _act(store: Store, action: str, target: str, reason: str, sure: bool) -> int
     return 0
 
 
-def _invite(store: Store, reason: str) -> int:
+def _invite(store: OperatorStore, reason: str) -> int:
     code = secrets.token_hex(16)  # no leading "-" for a command line to take as an option
     store.moderate("invite", parse_target("invite", code), reason, time.time())
     log.info("moderation: invite", extra={"reason": reason or "-"})
@@ -202,7 +204,7 @@ def _state(topic: TopicInfo, now: float) -> str:
     return "open"
 
 
-def _topics(store: Store, sort: str, as_json: bool) -> None:
+def _topics(store: OperatorStore, sort: str, as_json: bool) -> None:
     topics = sorted(store.topic_list(), key=_ORDER[sort], reverse=True)
     now = time.time()
     if as_json:
@@ -229,7 +231,7 @@ def _topics(store: Store, sort: str, as_json: bool) -> None:
     print(f"{len(topics)} topics, {_size(sum(t.bytes for t in topics))} (times in UTC)")
 
 
-def _show(store: Store, lines: int) -> None:
+def _show(store: OperatorStore, lines: int) -> None:
     entries = sorted(store.moderation_lists())
     titles = {
         "ban": "banned",

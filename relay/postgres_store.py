@@ -33,21 +33,15 @@ import psycopg
 
 from hearth.errors import StorageError
 from relay.moderation import TopicInfo, moderate
-from relay.sqlite_store import SqliteStore, add_identity, check_backup, private_file
-from relay.storage import (
-    NO_END,
+from relay.sqlite_store import (
     STORE_FILE,
-    USE_DATED_TO_S,
-    Committed,
-    Registered,
-    Store,
-    Stored,
-    TopicChecks,
-    TopicState,
-    expire_unused,
-    fitting,
-    prune_superseded,
+    SqliteStore,
+    add_identity,
+    check_backup,
+    private_file,
 )
+from relay.storage import Committed, Registered, Store, Stored, TopicChecks, TopicState
+from relay.store_sql import NO_END, USE_DATED_TO_S, expire_unused, fitting, prune_superseded
 
 __all__ = ["CHANNEL", "PostgresStore", "backup_to_file", "restore_from_file"]
 
@@ -288,7 +282,12 @@ class PostgresStore(Store):
         return Stored(int(cursor), bool(new))
 
     def add_checked(
-        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+        self,
+        topic: bytes,
+        bundle_id: bytes,
+        data: bytes,
+        checks: TopicChecks,
+        origin: bytes | None = None,
     ) -> Stored | None:
         began = not self._batch
         self._begin()
@@ -300,7 +299,7 @@ class PostgresStore(Store):
             "AND held = 0 AND (frozen_at = 0 OR frozen_at > %s) "
             "AND bytes + %s <= %s AND bundles + 1 <= %s), "
             "new AS (INSERT INTO envelopes(topic, id, data, origin) "
-            "SELECT %s, %s, %s, NULL FROM fits ON CONFLICT (id) DO NOTHING RETURNING cursor), "
+            "SELECT %s, %s, %s, %s FROM fits ON CONFLICT (id) DO NOTHING RETURNING cursor), "
             "counted AS (UPDATE topics SET bytes = bytes + %s, bundles = bundles + 1, "
             "last_write = EXTRACT(EPOCH FROM now())::float8 "
             "WHERE topic = %s AND EXISTS (SELECT 1 FROM new)) "
@@ -315,6 +314,7 @@ class PostgresStore(Store):
                 topic,
                 bundle_id,
                 data,
+                origin,
                 len(data),
                 topic,
             ),

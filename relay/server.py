@@ -50,13 +50,16 @@ from relay.links import (
 )
 from relay.metrics import CONTENT_TYPE, Metrics
 from relay.peering import keep_peers_linked
-from relay.storage import Store
+from relay.storage import OperatorStore, PeeringStore, Store
 
 __all__ = ["CONFIG", "CORE", "apply_settings", "make_app"]
 
 log = logging.getLogger(__name__)
 
 PROXIES = web.AppKey("proxies", Proxies)
+STORE = web.AppKey("store", Store)
+"""The store, for the status pages and the watch on other processes' commits (the core
+keeps its own reference; nothing here reaches through the core for it)."""
 
 _LOOK_EVERY_S = 1.0  # a shared store: how often to look for others' commits unprompted
 
@@ -86,6 +89,7 @@ def make_app(
 
     app = web.Application()
     app[CONFIG] = config
+    app[STORE] = store
     proxies = app[PROXIES] = Proxies.of(config.trusted_proxies)
     app[CORE] = RelayCore(
         config,
@@ -277,7 +281,7 @@ async def _other_processes(app: web.Application) -> AsyncIterator[None]:
                 log.warning("%s", exc)
 
     tasks = [
-        asyncio.create_task(core.store.watch_commits(woken.set)),
+        asyncio.create_task(app[STORE].watch_commits(woken.set)),
         asyncio.create_task(pass_on()),
     ]
     yield
@@ -311,7 +315,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready to take writes: the store is writable and the disk is not nearly full."""
     core = request.app[CORE]
     problems = []
-    if not core.store.writable():
+    if not request.app[STORE].writable():
         problems.append("store not writable")
     if core.disk_fraction() > core.config.disk_high_water:
         problems.append("disk above high-water mark")
@@ -323,10 +327,11 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
     core = request.app[CORE]
-    topics, envelopes = core.store.counts()
+    store = request.app[STORE]
+    topics, envelopes = store.counts()
     core.metrics.gauge("hearth_relay_connections", len(core.clients))
-    _storage_gauges(core)
-    _peer_gauges(core, request.app[LINKS])
+    _storage_gauges(core, store)
+    _peer_gauges(core, store, request.app[LINKS])
     core.metrics.gauge("hearth_relay_topics", topics)
     core.metrics.gauge("hearth_relay_bundles_stored", envelopes)
     return web.Response(body=core.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -335,10 +340,10 @@ async def metrics(request: web.Request) -> web.Response:
 _SIZE_BUCKETS = ((1 << 20, "under 1 MiB"), (16 << 20, "1-16 MiB"), (128 << 20, "16-128 MiB"))
 
 
-def _storage_gauges(core: RelayCore) -> None:
+def _storage_gauges(core: RelayCore, store: OperatorStore) -> None:
     """Storage per topic, without naming topics: how many topics hold how much, and how
     full the fullest is against its quota."""
-    sizes = core.store.topic_sizes()
+    sizes = store.topic_sizes()
     counts = dict.fromkeys([label for _, label in _SIZE_BUCKETS] + ["128 MiB or more"], 0)
     for size, _ in sizes:
         label = next((label for limit, label in _SIZE_BUCKETS if size < limit), "128 MiB or more")
@@ -353,7 +358,7 @@ def _storage_gauges(core: RelayCore) -> None:
     core.metrics.gauge("hearth_relay_topic_quota_used_max", fullest)
 
 
-def _peer_gauges(core: RelayCore, links: dict[int, Link]) -> None:
+def _peer_gauges(core: RelayCore, store: PeeringStore, links: dict[int, Link]) -> None:
     """Per linked peer relay (by the start of its id): how many stored bundles it has not
     been sent yet, and the bytes waiting to go to it."""
     core.metrics.clear("hearth_relay_peer_lag_bundles")
@@ -365,7 +370,7 @@ def _peer_gauges(core: RelayCore, links: dict[int, Link]) -> None:
             continue
         linked += 1
         label = peer.hex()[:16]
-        behind = core.store.count_after(link.sent_through.get(ALL_TOPICS, 0), not_from=peer)
+        behind = store.count_after(link.sent_through.get(ALL_TOPICS, 0), not_from=peer)
         core.metrics.gauge("hearth_relay_peer_lag_bundles", behind, peer=label)
         core.metrics.gauge("hearth_relay_peer_outbox_bytes", link.queued_bytes, peer=label)
     core.metrics.gauge("hearth_relay_peer_links", linked)
@@ -379,7 +384,7 @@ async def info(request: web.Request) -> web.Response:
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "protocols": list(VERSIONS),
-            "store": request.app[CORE].store.kind,
+            "store": request.app[STORE].kind,
             "limits": request.app[CONFIG].limits(),
             "relay_id": request.app[CORE].identity.public.hex(),
         }

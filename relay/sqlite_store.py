@@ -15,29 +15,21 @@ from typing import Any
 
 from hearth.errors import StorageError
 from relay.moderation import TopicInfo, moderate
-from relay.storage import (
-    NO_END,
-    STORE_FILE,
-    USE_DATED_TO_S,
-    Committed,
-    Registered,
-    Store,
-    Stored,
-    TopicChecks,
-    TopicState,
-    expire_unused,
-    fitting,
-    prune_superseded,
-)
+from relay.storage import Committed, Registered, Store, Stored, TopicChecks, TopicState
+from relay.store_sql import NO_END, USE_DATED_TO_S, expire_unused, fitting, prune_superseded
 
 __all__ = [
     "IDENTITY_TABLE",
+    "STORE_FILE",
     "SqliteStore",
     "backup_identity",
     "backup_store",
     "check_backup",
     "restore_store",
 ]
+
+STORE_FILE = "relay.db"
+"""The store's file in a relay's data directory."""
 
 IDENTITY_TABLE = "relay_identity"
 """The table a backup file keeps the relay's identity key in (never a live store)."""
@@ -337,7 +329,12 @@ class SqliteStore(Store):
         return Stored(cursor, True)
 
     def add_checked(
-        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+        self,
+        topic: bytes,
+        bundle_id: bytes,
+        data: bytes,
+        checks: TopicChecks,
+        origin: bytes | None = None,
     ) -> Stored | None:
         began = not self._db.in_transaction
         try:
@@ -348,13 +345,14 @@ class SqliteStore(Store):
                 # counts. Refused, it inserts nothing and uses up no cursor.
                 inserted = self._db.execute(
                     "INSERT INTO envelopes(topic, id, data, origin) "
-                    "SELECT ?, ?, ?, NULL FROM topics WHERE topic = ? AND relay_key = ? "
+                    "SELECT ?, ?, ?, ? FROM topics WHERE topic = ? AND relay_key = ? "
                     "AND held = 0 AND (frozen_at = 0 OR frozen_at > ?) "
                     "AND bytes + ? <= ? AND bundles + 1 <= ?",
                     (
                         topic,
                         bundle_id,
                         data,
+                        origin,
                         topic,
                         checks.relay_key,
                         checks.now,

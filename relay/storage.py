@@ -1,9 +1,16 @@
-"""What the relay keeps: topics with their relay keys, and the envelopes of each topic.
+"""The relay's store port: what the relay keeps (topics with their relay keys, and the
+envelopes of each topic), as the parts of the relay that use it see it.
 
-:class:`Store` is what :class:`~relay.core.RelayCore` needs of a store. Two kinds provide
-it: :class:`~relay.sqlite_store.SqliteStore`, one SQLite file owned by one relay process
-(the default), and :class:`~relay.postgres_store.PostgresStore`, one PostgreSQL database
-that several relay processes behind one address share.
+The port is split by who uses it: :class:`SessionStore` (serving a node),
+:class:`PeeringStore` (links with peer relays), :class:`SharedStore` (other relay
+processes writing the same store), :class:`UpkeepStore` (pruning and expiry) and
+:class:`OperatorStore` (the operator's commands and the status pages), with
+:class:`BundleBatch` and :class:`TopicReads` the parts two of them share.
+:class:`Store` is all of them, which :class:`~relay.core.RelayCore` takes. Two kinds
+provide it: :class:`~relay.sqlite_store.SqliteStore`, one SQLite file owned by one relay
+process (the default), and :class:`~relay.postgres_store.PostgresStore`, one PostgreSQL
+database that several relay processes behind one address share. This module imports
+neither: :func:`relay.stores.open_store` picks one.
 
 Every envelope gets an arrival cursor, increasing and never reused, which is what nodes
 catch up by; a store hands cursors out in the order their batches become durable, so a
@@ -17,38 +24,27 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from hearth.errors import ConfigError
 from relay.moderation import TopicInfo
 
-if TYPE_CHECKING:
-    from relay.config import RelayConfig
-
 __all__ = [
-    "NO_END",
-    "STORE_FILE",
-    "USE_DATED_TO_S",
+    "BundleBatch",
     "Committed",
+    "OperatorStore",
+    "PeeringStore",
     "Registered",
+    "SessionStore",
+    "SharedStore",
     "Store",
     "Stored",
     "TopicChecks",
     "TopicInfo",
+    "TopicReads",
     "TopicState",
-    "expire_unused",
-    "fitting",
-    "open_store",
-    "prune_superseded",
+    "UpkeepStore",
 ]
-
-NO_END = (1 << 63) - 1
-"""A cursor past every cursor."""
-
-STORE_FILE = "relay.db"
 
 
 class Registered(enum.Enum):
@@ -82,7 +78,7 @@ class TopicState:
 @dataclass(frozen=True, slots=True)
 class TopicChecks:
     """What a topic's row must say for a client's bundle to be stored
-    (:meth:`Store.add_checked`): registered to the key its signature was checked with,
+    (:meth:`SessionStore.add_checked`): registered to the key its signature was checked with,
     not held by the operator, not frozen at ``now`` (seconds since the epoch), and with
     room for the bundle under the topic's quota."""
 
@@ -103,30 +99,47 @@ class Committed:
     origin: bytes
 
 
-class Store(abc.ABC):
-    """The relay's durable state, as the core uses it.
+class BundleBatch(abc.ABC):
+    """The open batch of bundle writes, which a client's bundles and a peer relay's share.
 
-    Writes of bundles are staged in one open batch (:meth:`add`, :meth:`set_peer_cursor`)
-    and made durable together by :meth:`commit`: many publishes share one flush to disk.
-    If staging or committing fails, the whole batch is rolled back and the caller must
-    refuse every bundle staged in it.
+    Writes of bundles are staged in one open batch (:meth:`add`, and
+    :meth:`PeeringStore.set_peer_cursor`) and made durable together by :meth:`commit`:
+    many publishes share one flush to disk. If staging or committing fails, the whole
+    batch is rolled back and the caller must refuse every bundle staged in it.
     """
 
-    shared: bool = False
-    """Whether other relay processes write to this store too (their bundles then reach
-    this process's subscribers through :meth:`committed_after` and :meth:`watch_commits`)."""
-
-    kind: str = ""
-    """What the store is, for ``/info`` and logs (``sqlite`` or ``postgresql``)."""
+    @abc.abstractmethod
+    def add(
+        self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None
+    ) -> Stored:
+        """Stage an envelope in the open batch (or find it stored); durable at :meth:`commit`."""
 
     @abc.abstractmethod
-    def close(self) -> None:
-        """Close the store."""
+    def commit(self) -> None:
+        """Make everything staged durable (one flush to disk for the batch)."""
+
+    @abc.abstractmethod
+    def busy(self) -> bool:
+        """Whether a batch of bundles is staged and not yet committed."""
+
+
+class TopicReads(abc.ABC):
+    """A topic's row and the totals, which serving a node and an operator's commands both read."""
 
     @abc.abstractmethod
     def topic(self, topic: bytes) -> TopicState | None:
         """A topic's key, freeze and usage (one read: every publish needs all three), if
         the topic is registered."""
+
+    @abc.abstractmethod
+    def counts(self) -> tuple[int, int]:
+        """(topics, envelopes) stored."""
+
+
+class SessionStore(BundleBatch, TopicReads):
+    """What serving a node's session needs: its topics' registration and freeze, its bundles
+    stored, and catch-ups read (:class:`~relay.core.RelayCore`'s client side).
+    """
 
     @abc.abstractmethod
     def register(
@@ -138,7 +151,7 @@ class Store(abc.ABC):
         invite: str = "",
     ) -> Registered:
         """Register a topic with its relay key and the proof that came with it; ``now``
-        (seconds since the epoch) dates it as in use, to the day (:meth:`expire`);
+        (seconds since the epoch) dates it as in use, to the day (:meth:`UpkeepStore.expire`);
         ``invite``: the digest of the admission invite that admitted a new topic, if that
         is what did (:meth:`topics_with_invite`)."""
 
@@ -147,23 +160,8 @@ class Store(abc.ABC):
         """How many topics stored here an admission invite (its digest) admitted."""
 
     @abc.abstractmethod
-    def expire(self, unused_since: float) -> int:
-        """Forget every topic nobody has registered since ``unused_since`` (seconds since
-        the epoch) and all it holds; how many topics. Topics from before registrations
-        were dated are kept until they are registered again."""
-
-    @abc.abstractmethod
-    def stored_bytes(self) -> int:
-        """The bytes of every envelope stored, in all topics."""
-
-    @abc.abstractmethod
     def topics_with_key(self, relay_key: bytes) -> int:
         """How many topics are registered with this relay key."""
-
-    @abc.abstractmethod
-    def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
-        """(relay key, proof) of a topic, if it is registered with a proof (which peer
-        relays need to register it in turn)."""
 
     @abc.abstractmethod
     def freeze(self, topic: bytes, at: float) -> None:
@@ -171,16 +169,16 @@ class Store(abc.ABC):
         ever moves earlier, so whoever holds the old key cannot undo one."""
 
     @abc.abstractmethod
-    def add(
-        self, topic: bytes, bundle_id: bytes, data: bytes, origin: bytes | None = None
-    ) -> Stored:
-        """Stage an envelope in the open batch (or find it stored); durable at :meth:`commit`."""
-
-    @abc.abstractmethod
     def add_checked(
-        self, topic: bytes, bundle_id: bytes, data: bytes, checks: TopicChecks
+        self,
+        topic: bytes,
+        bundle_id: bytes,
+        data: bytes,
+        checks: TopicChecks,
+        origin: bytes | None = None,
     ) -> Stored | None:
-        """Stage a new envelope from a client, as :meth:`add` does, if its topic's row
+        """Stage a new envelope from a client (or, with ``origin``, from that peer relay),
+        as :meth:`add` does, if its topic's row
         passes ``checks`` in the same statement that stores it; otherwise stage nothing
         and return ``None`` (also for a bundle stored already): the caller then reads the
         row and decides as it would without this (:meth:`topic`, :meth:`add`).
@@ -190,20 +188,54 @@ class Store(abc.ABC):
         relay reading the row before each one."""
 
     @abc.abstractmethod
+    def add_snapshot(self, topic: bytes, cursor: int, covers: int, now: float) -> None:
+        """Note that the bundle at ``cursor`` is a snapshot holding everything to ``covers``."""
+
+    @abc.abstractmethod
+    def cursor_of(self, bundle_id: bytes) -> int | None:
+        """Where a bundle is stored, if it is."""
+
+    @abc.abstractmethod
+    def after(
+        self, topic: bytes, cursor: int, limit: int = 200, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` envelopes of a topic that arrived after ``cursor``, in order; no
+        more than ``max_bytes`` of them together, if given (but always the first)."""
+
+    @abc.abstractmethod
+    def newest(self, topic: bytes) -> int:
+        """The newest cursor of a topic (0 if empty)."""
+
+    @abc.abstractmethod
+    def at(self, cursor: int) -> bytes | None:
+        """The envelope stored at a cursor."""
+
+    @abc.abstractmethod
+    def latest_snapshot(self, topic: bytes) -> tuple[int, int] | None:
+        """(cursor, covers) of the snapshot covering the most, if the topic has one."""
+
+    @abc.abstractmethod
+    def pruned_through(self, topic: bytes) -> int:
+        """The cursor up to which a topic's envelopes were pruned (0: none were)."""
+
+
+class PeeringStore(BundleBatch):
+    """What linking with peer relays needs: a topic's proof to pass on, how far each peer's
+    bundles are stored, and every topic's bundles in cursor order to mirror.
+    """
+
+    @abc.abstractmethod
+    def registration(self, topic: bytes) -> tuple[bytes, bytes] | None:
+        """(relay key, proof) of a topic, if it is registered with a proof (which peer
+        relays need to register it in turn)."""
+
+    @abc.abstractmethod
     def peer_cursor(self, peer: bytes) -> int:
         """How far this relay has stored what a peer relay sent (the peer's own cursor)."""
 
     @abc.abstractmethod
     def set_peer_cursor(self, peer: bytes, cursor: int) -> None:
         """Stage, in the open batch, that a peer's bundles up to ``cursor`` are dealt with."""
-
-    @abc.abstractmethod
-    def commit(self) -> None:
-        """Make everything staged durable (one flush to disk for the batch)."""
-
-    @abc.abstractmethod
-    def busy(self) -> bool:
-        """Whether a batch of bundles is staged and not yet committed."""
 
     @abc.abstractmethod
     def all_after(
@@ -219,6 +251,22 @@ class Store(abc.ABC):
         ``max_bytes`` of them together, if given (but always the first)."""
 
     @abc.abstractmethod
+    def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
+        """How many envelopes arrived after ``cursor``, not counting those from a peer."""
+
+    @abc.abstractmethod
+    def newest_overall(self) -> int:
+        """The newest cursor of any topic (0 if nothing is stored)."""
+
+
+class SharedStore(abc.ABC):
+    """What passing on other relay processes' bundles needs, for a store they write too."""
+
+    shared: bool = False
+    """Whether other relay processes write to this store too (their bundles then reach
+    this process's subscribers through :meth:`committed_after` and :meth:`watch_commits`)."""
+
+    @abc.abstractmethod
     def committed_after(
         self, cursor: int, through: int | None, limit: int = 200, max_bytes: int | None = None
     ) -> list[Committed]:
@@ -227,43 +275,15 @@ class Store(abc.ABC):
         together, if given (but always the first)."""
 
     @abc.abstractmethod
-    def count_after(self, cursor: int, *, not_from: bytes = b"") -> int:
-        """How many envelopes arrived after ``cursor``, not counting those from a peer."""
+    async def watch_commits(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another process may have committed bundles, until
+        cancelled (a store no other process writes returns at once)."""
 
-    @abc.abstractmethod
-    def newest_overall(self) -> int:
-        """The newest cursor of any topic (0 if nothing is stored)."""
 
-    @abc.abstractmethod
-    def after(
-        self, topic: bytes, cursor: int, limit: int = 200, max_bytes: int | None = None
-    ) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` envelopes of a topic that arrived after ``cursor``, in order; no
-        more than ``max_bytes`` of them together, if given (but always the first)."""
-
-    @abc.abstractmethod
-    def newest(self, topic: bytes) -> int:
-        """The newest cursor of a topic (0 if empty)."""
-
-    @abc.abstractmethod
-    def cursor_of(self, bundle_id: bytes) -> int | None:
-        """Where a bundle is stored, if it is."""
-
-    @abc.abstractmethod
-    def at(self, cursor: int) -> bytes | None:
-        """The envelope stored at a cursor."""
-
-    @abc.abstractmethod
-    def add_snapshot(self, topic: bytes, cursor: int, covers: int, now: float) -> None:
-        """Note that the bundle at ``cursor`` is a snapshot holding everything to ``covers``."""
-
-    @abc.abstractmethod
-    def latest_snapshot(self, topic: bytes) -> tuple[int, int] | None:
-        """(cursor, covers) of the snapshot covering the most, if the topic has one."""
-
-    @abc.abstractmethod
-    def pruned_through(self, topic: bytes) -> int:
-        """The cursor up to which a topic's envelopes were pruned (0: none were)."""
+class UpkeepStore(abc.ABC):
+    """What the relay's periodic upkeep needs: old snapshots pruned, unused topics expired,
+    the bytes stored counted afresh.
+    """
 
     @abc.abstractmethod
     def prune(self, older_than: float) -> int:
@@ -271,20 +291,23 @@ class Store(abc.ABC):
         how many. The bundles they cover stay (R13: :func:`prune_superseded`)."""
 
     @abc.abstractmethod
-    def writable(self) -> bool:
-        """Whether a write could be made right now (for /readyz)."""
+    def expire(self, unused_since: float) -> int:
+        """Forget every topic nobody has registered since ``unused_since`` (seconds since
+        the epoch) and all it holds; how many topics. Topics from before registrations
+        were dated are kept until they are registered again."""
 
     @abc.abstractmethod
-    def topic_sizes(self) -> list[tuple[int, int]]:
-        """(bytes, bundles) of every topic, for the storage metrics."""
+    def stored_bytes(self) -> int:
+        """The bytes of every envelope stored, in all topics."""
 
-    @abc.abstractmethod
-    def counts(self) -> tuple[int, int]:
-        """(topics, envelopes) stored."""
 
-    @abc.abstractmethod
-    def topic_list(self) -> list[TopicInfo]:
-        """Every topic, with its size and times (``hearth-relay topics``)."""
+class OperatorStore(TopicReads):
+    """What the operator's commands (``hearth-relay topics``, ``freeze``, ``ban``, ...) and
+    the relay's status pages (``/readyz``, ``/metrics``, ``/info``) need.
+    """
+
+    kind: str = ""
+    """What the store is, for ``/info`` and logs (``sqlite`` or ``postgresql``)."""
 
     @abc.abstractmethod
     def moderate(self, action: str, target: str, reason: str, now: float) -> bool:
@@ -305,102 +328,24 @@ class Store(abc.ABC):
         so a relay sees a change by the total)."""
 
     @abc.abstractmethod
-    async def watch_commits(self, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever another process may have committed bundles, until
-        cancelled (a store no other process writes returns at once)."""
+    def topic_list(self) -> list[TopicInfo]:
+        """Every topic, with its size and times (``hearth-relay topics``)."""
+
+    @abc.abstractmethod
+    def topic_sizes(self) -> list[tuple[int, int]]:
+        """(bytes, bundles) of every topic, for the storage metrics."""
+
+    @abc.abstractmethod
+    def writable(self) -> bool:
+        """Whether a write could be made right now (for /readyz)."""
 
 
-Rows = list[tuple[Any, ...]]
+class Store(SessionStore, PeeringStore, SharedStore, UpkeepStore, OperatorStore):
+    """The relay's durable state: every port above, as one store provides them.
 
-
-def prune_superseded(
-    run: Callable[[str, tuple[Any, ...]], Rows],
-    placeholder: str,
-    older_than: float,
-) -> int:
-    """:meth:`Store.prune`'s work, shared by both stores inside the write transaction
-    each holds: ``run`` executes one statement (written with ``?``, which becomes the
-    driver's ``placeholder``) and returns its rows.
-
-    Only snapshots go, never the bundles they cover: a node takes a snapshot only
-    together with the signed bundles it covers, checked against them (R13), so a relay
-    that deleted those would leave every new device with a snapshot it cannot check.
+    :class:`~relay.core.RelayCore` takes the whole; each other user takes the port it needs.
     """
 
-    def sql(statement: str) -> str:
-        return statement.replace("?", placeholder)
-
-    removed = 0
-    chosen = run(
-        sql("SELECT topic, MAX(covers) FROM snapshots WHERE noted_at <= ? GROUP BY topic"),
-        (older_than,),
-    )
-    for topic, covers in chosen:
-        doomed = sql(
-            "FROM envelopes WHERE topic = ? AND cursor IN "
-            "(SELECT cursor FROM snapshots WHERE topic = ? AND covers < ?)"
-        )
-        args = (topic, topic, covers)
-        count, size = run(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) {doomed}", args)[0]
-        if not count:
-            continue
-        run(f"DELETE {doomed}", args)
-        run(sql("DELETE FROM snapshots WHERE topic = ? AND covers < ?"), (topic, covers))
-        run(
-            sql("UPDATE topics SET bytes = bytes - ?, bundles = bundles - ? WHERE topic = ?"),
-            (size, count, topic),
-        )
-        removed += int(count)
-    return removed
-
-
-USE_DATED_TO_S = 86_400.0
-"""A topic's use is written down at most once a day (a write per registration would be
-a write for every topic each time a node connects)."""
-
-
-def expire_unused(
-    run: Callable[[str, tuple[Any, ...]], Rows], placeholder: str, unused_since: float
-) -> int:
-    """:meth:`Store.expire`'s work, shared by both stores inside the write transaction
-    each holds (as :func:`prune_covered`)."""
-
-    def sql(statement: str) -> str:
-        return statement.replace("?", placeholder)
-
-    doomed = run(sql("SELECT topic FROM topics WHERE used_at > 0 AND used_at < ?"), (unused_since,))
-    for (topic,) in doomed:
-        for table in ("snapshots", "envelopes", "topics"):
-            run(sql(f"DELETE FROM {table} WHERE topic = ?"), (topic,))  # noqa: S608 - ours
-    return len(doomed)
-
-
-def fitting(sizes: Sequence[tuple[Any, Any]], max_bytes: int) -> int:
-    """Of envelopes' (cursor, size) in cursor order, the cursor of the last that fits
-    into ``max_bytes`` with those before it: a page read by bytes, not by count (a page
-    of 200 bundles of 1 MiB each would hold 200 MiB per reader). Always the first, so a
-    page is never empty while envelopes remain."""
-    total, through = 0, int(sizes[0][0])
-    for cursor, size in sizes:
-        total += int(size)
-        if total > max_bytes and cursor != sizes[0][0]:
-            break
-        through = int(cursor)
-    return through
-
-
-def open_store(config: RelayConfig) -> Store:
-    """The store a relay's settings name: PostgreSQL at ``database_url`` if set, otherwise
-    SQLite in the data directory."""
-    if not config.database_url:
-        from relay.sqlite_store import SqliteStore
-
-        return SqliteStore(Path(config.data) / STORE_FILE)
-    try:
-        from relay.postgres_store import PostgresStore
-    except ImportError as exc:  # psycopg is an optional extra
-        raise ConfigError(
-            "database_url names PostgreSQL, which needs the relay's PostgreSQL driver: "
-            "pip install 'hearth[postgres]'."
-        ) from exc
-    return PostgresStore(config.database_url)
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the store."""

@@ -15,6 +15,7 @@ import pytest
 from hearth.ledger import CommitmentStatus, Kind, Ledger, history
 from hearth.ledger.archive import ARCHIVE_AFTER_MS
 from hearth.ledger.attribution import own_part
+from hearth.ledger.entry_ids import tagged_id
 from hearth.ledger.ledger import LIVE
 from hearth.node import node as node_module
 from hearth.node.node import Node
@@ -153,7 +154,7 @@ def test_the_proposer_cannot_accept_or_decline_her_own_promise_on_any_node(
         promise = ledger.add_commitment("Lend the drill", giver=me, receiver="Ada")
     with ben.change(gid) as ledger:
         at = ledger.view.commitment(promise.id).created_at + 1
-        for change_id, by in (("self", me), ("nobody", 7)):
+        for change_id, by in ((tagged_id("1" * 16, me), me), (tagged_id("2" * 16, me), 7)):
             ledger.write_again(
                 "commitments",
                 promise.id,

@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     built = out / WHEEL
     assert built.exists(), f"pip wheel made {[p.name for p in out.iterdir()]}, not {WHEEL}"
     return built
+
+
+def test_the_wheel_carries_the_apps_styles(wheel: Path) -> None:
+    # Textual reads each screen's .tcss from beside its module: one left out of the wheel
+    # is an app that stops at its first screen, which the demo run below never opens.
+    styles = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tui").rglob("*.tcss")}
+    assert "tui/app.tcss" in styles
+    with zipfile.ZipFile(wheel) as built:
+        assert styles <= set(built.namelist())
 
 
 def test_the_readme_names_the_wheel_that_is_built() -> None:

@@ -2,7 +2,8 @@
 the fold (hearth/neighbourhood/rules.py) in which two honest groups offer, ask, answer and hand
 over, while, at random moments,
 
-- Xan, a member of Elm Street, writes a record far ahead in his feed, signs two records
+- Xan, a member of Elm Street, says the group leaves or lets his own group in (the
+  admins' to say), writes a record far ahead in his feed, signs two records
   for one place in it (also, once out, for a place within his cutoff: a back-dated
   leave, admission or offer on a fork), plants a handover of the group's key to one only he holds —
   keeping everyone, or listing Ada (the admin) as gone, or leaving her out, or cutting
@@ -163,7 +164,7 @@ class Run:
     def xan(self) -> None:
         moves = ["offer", "ahead", "twice", "answer"]
         if not self.removed:
-            moves += ["plant", "remove"]
+            moves += ["plant", "remove", "as-admin"]
         elif self.cutoff:
             moves += ["back-date"]
         move = self.rng.choice(moves)
@@ -198,6 +199,13 @@ class Run:
         elif move == "answer" and self.honest.requests:
             ref = self.rng.choice(sorted(self.honest.requests))
             record = self.say(ELM_1, XAN, op="answer", request=ref, accept=1, low=True)
+        elif move == "as-admin":
+            # While in, on his chain: what only the admins the key's roster ranks say.
+            if self.rng.random() < 0.5:
+                record = self.say(ELM_1, XAN, op="leave")
+            else:
+                admitted = {"newcomer": STRANGER.public, "group_name": "Xan's"}
+                record = self.say(ELM_1, XAN, op="admit", **admitted)  # type: ignore[arg-type]
         elif move == "ahead":
             at = self.log.seqs.get(XAN, 0) + self.rng.randrange(2, 1_000_000)
             record = self.say(ELM_1, XAN, op="leave", at=at)

@@ -1,4 +1,5 @@
-"""Both relay stores keep the same promises (SQLite and PostgreSQL, each test on each), and
+"""Both relay stores keep the same promises (SQLite and PostgreSQL, each test on each:
+the conformance suite of the store port in relay/storage.py, every method of it), and
 relay processes sharing a PostgreSQL store pass each other's bundles on in cursor order.
 
 The cores here are the production :class:`~relay.core.RelayCore`, driven by hand: two cores
@@ -7,6 +8,7 @@ on two connections to one database are two relay processes, minus the sockets.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
@@ -23,7 +25,20 @@ from relay.config import RelayConfig
 from relay.core import Output, RelayCore, ToClient
 from relay.postgres_store import PostgresStore, backup_to_file, restore_from_file
 from relay.sqlite_store import SqliteStore, backup_store, restore_store
-from relay.storage import Registered, Store, Stored, TopicChecks, TopicState
+from relay.storage import (
+    BundleBatch,
+    OperatorStore,
+    PeeringStore,
+    Registered,
+    SessionStore,
+    SharedStore,
+    Store,
+    Stored,
+    TopicChecks,
+    TopicReads,
+    TopicState,
+    UpkeepStore,
+)
 from tests.peering_simulation import make_pool
 
 TOPIC = bytes(range(32))
@@ -226,6 +241,137 @@ def test_pruning_deletes_superseded_snapshots_and_keeps_every_bundle(
     with pytest.raises(StorageError, match="waits"):
         store.prune(older_than=20.0)
     store.commit()
+
+
+def test_topics_are_counted_by_their_relay_key_and_by_the_invite_that_admitted_them(
+    open_store: Callable[[], Store],
+) -> None:
+    """topics_per_key and topics_per_invite read these counts."""
+    store = open_store()
+    third = bytes(range(2, 34))
+    store.register(TOPIC, b"k" * 32, invite="digest one")
+    store.register(OTHER, b"k" * 32, invite="digest one")
+    store.register(third, b"x" * 32)
+    assert store.register(TOPIC, b"k" * 32, invite="digest two") is Registered.KNOWN
+    assert store.topics_with_key(b"k" * 32) == 2
+    assert store.topics_with_key(b"x" * 32) == 1
+    assert store.topics_with_key(b"n" * 32) == 0
+    assert store.topics_with_invite("digest one") == 2
+    assert store.topics_with_invite("digest two") == 0  # it admitted no new topic
+    assert store.counts() == (3, 0)
+
+
+def test_a_bundle_is_found_by_its_id_and_nothing_at_a_cursor_never_used(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    store.register(TOPIC, b"k" * 32)
+    stored = store.add(TOPIC, b"an id", b"sealed")
+    store.commit()
+    assert store.cursor_of(b"an id") == stored.cursor
+    assert store.cursor_of(b"no such id") is None
+    assert store.at(stored.cursor + 1000) is None
+    assert store.newest(OTHER) == 0
+    assert store.latest_snapshot(TOPIC) is None
+
+
+def test_the_operator_sees_every_topic_and_each_action_in_the_lists_and_the_log(
+    open_store: Callable[[], Store],
+) -> None:
+    """What ``hearth-relay topics``, ``show``, ``freeze``, ``ban`` and ``drop`` read and
+    write; an action that changes nothing is not logged."""
+    store = open_store()
+    key = (b"b" * 32).hex()
+    store.register(TOPIC, b"k" * 32, now=100.0)
+    store.register(OTHER, b"o" * 32, now=100.0)
+    store.add(TOPIC, b"a", b"x" * 10)
+    store.commit()
+    listed = {t.topic: t for t in store.topic_list()}
+    assert set(listed) == {TOPIC, OTHER}
+    assert (listed[TOPIC].bytes, listed[TOPIC].bundles) == (10, 1)
+    assert listed[TOPIC].first_seen > 0  # the store's own clock, as last_write
+    assert listed[TOPIC].last_write >= listed[TOPIC].first_seen
+    assert not listed[TOPIC].held
+    assert store.moderation_counts() == {}
+    assert store.moderate("freeze", TOPIC.hex(), "spam", 5.0)
+    assert not store.moderate("freeze", TOPIC.hex(), "again", 5.5)  # held already
+    assert store.moderate("ban", key, "abuse", 6.0)
+    assert not store.moderate("ban", key, "abuse", 6.5)
+    assert store.moderate("drop", OTHER.hex(), "illegal", 7.0)
+    assert {t.topic: t.held for t in store.topic_list()} == {TOPIC: True}
+    assert sorted(store.moderation_lists()) == [
+        ("ban", key, "abuse", 6.0),
+        ("drop", OTHER.hex(), "illegal", 7.0),
+    ]
+    assert store.moderation_log() == [
+        (7.0, "drop", OTHER.hex(), "illegal"),
+        (6.0, "ban", key, "abuse"),
+        (5.0, "freeze", TOPIC.hex(), "spam"),
+    ]
+    assert store.moderation_log(limit=1) == [(7.0, "drop", OTHER.hex(), "illegal")]
+    assert store.moderate("unban", key, "", 8.0)
+    assert store.moderation_lists() == [("drop", OTHER.hex(), "illegal", 7.0)]
+    assert store.moderation_counts() == {"freeze": 1, "ban": 1, "drop": 1, "unban": 1}
+
+
+def test_a_store_says_what_it_is_and_that_it_can_be_written(
+    open_store: Callable[[], Store], request: pytest.FixtureRequest
+) -> None:
+    """For /info, /readyz, and whether other processes' commits are watched for."""
+    kind = request.node.callspec.params["open_store"]
+    store = open_store()
+    assert store.kind == kind
+    assert store.shared is (kind == "postgresql")
+    assert store.writable()
+    store.register(TOPIC, b"k" * 32)
+    store.add(TOPIC, b"a", b"x")
+    assert store.writable()  # a batch being written holds the store, for this process
+    store.commit()
+
+
+async def test_a_store_nobody_else_writes_has_no_commits_to_watch_for(
+    open_store: Callable[[], Store],
+) -> None:
+    """A store shared with other processes wakes its watcher once listening (and at each
+    of their commits: test_a_batch_that_stored_a_bundle_wakes_the_other_processes); one
+    that is not returns at once without waking anybody."""
+    store = open_store()
+    woken = asyncio.Event()
+    watching = asyncio.create_task(store.watch_commits(woken.set))
+    try:
+        if store.shared:
+            await asyncio.wait_for(woken.wait(), 10)
+        else:
+            await asyncio.wait_for(watching, 1)
+            assert not woken.is_set()
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+
+
+def test_every_method_of_the_store_port_is_tested_on_both_stores() -> None:
+    """Each port's methods (and the attributes the relay reads) appear in the tests above,
+    which run on SQLite and PostgreSQL alike: a method added to a port without a test of
+    it fails here."""
+    named = {
+        node.attr
+        for node in ast.walk(ast.parse(Path(__file__).read_text()))
+        if isinstance(node, ast.Attribute)
+    }
+    ports = (
+        BundleBatch,
+        TopicReads,
+        SessionStore,
+        PeeringStore,
+        SharedStore,
+        UpkeepStore,
+        OperatorStore,
+        Store,
+    )
+    wanted = set().union(*(port.__abstractmethods__ for port in ports)) | {"kind", "shared"}
+    assert wanted == set(Store.__abstractmethods__) | {"kind", "shared"}
+    assert sorted(wanted - named) == []
 
 
 # --- two relay processes on one PostgreSQL store ----------------------------------------

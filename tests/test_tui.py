@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,7 +22,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, Select, Static, TabbedContent
 
 import tui.app
-import tui.invite
+import tui.screens.detail
+import tui.screens.invite
+from hearth.ledger.history import history
 from hearth.ledger.model import CommitmentStatus, Kind, NeedStatus
 from hearth.node.identity import create_identity
 from hearth.node.node import Node, open_node
@@ -29,8 +33,9 @@ from hearth.validity.intake import take_in
 from tests.conftest import Cli, hearth_command
 from tests.test_sync_processes import start_relay
 from tui.app import HearthApp
-from tui.forms import ConfirmScreen, FormScreen
 from tui.panes import fill, selected_key
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.form import FormScreen
 from tui.welcome import WelcomeApp
 
 NOW = 1_800_000_000_000  # 2027-01-15, fixed so screens are the same every run
@@ -109,6 +114,11 @@ async def fill_form(pilot: Pilot[None], **values: str) -> None:
         await pilot.press("enter")
     else:
         await pilot.click("#ok")
+    await pilot.pause()
+    for _ in range(200):  # a Save done in a worker thread (a file read or written)
+        if not screen.saving:
+            break
+        await pilot.pause(0.02)
     await pilot.pause()
 
 
@@ -189,6 +199,34 @@ async def test_lend_and_return_with_a_bad_date_refused_plainly(ada: Node) -> Non
         await pilot.press("r")
         await pilot.pause()
         assert not ada.view().resource(ladder.id).lent_to
+
+
+async def test_the_lend_form_offers_whom_the_ledger_takes(ada: Node) -> None:
+    """As `hearth lend`: never the keeper (who has it whenever it is not lent); the member
+    herself, taking a thing someone else keeps, told as taking (issue 21)."""
+    ben = ada.view().find("members", "Ben")
+    with ada.change() as ledger:
+        ledger.edit_resource(ledger.view.find("resources", "Compost"), keeper=ben)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        select_row(app, "resource-table", "Ladder")  # Ada keeps it
+        await pilot.press("l")
+        await pilot.pause()
+        offered = app.screen.query_one("#field-to", Select)._options[1:]  # after the blank
+        assert [str(label) for label, _ in offered] == ["Ben"]
+        await pilot.press("escape")
+        await pilot.pause()
+        select_row(app, "resource-table", "Compost")  # Ben keeps it
+        await pilot.press("l")
+        await pilot.pause()
+        offered = app.screen.query_one("#field-to", Select)._options[1:]
+        assert [str(label) for label, _ in offered] == ["Ada (me: I take it)"]
+        await fill_form(pilot, to=ada.identity.member_id)
+        compost = ada.view().resource(ada.view().find("resources", "Compost"))
+        assert compost.lent_to == (ada.identity.member_id,)
+        assert "You took Compost (Ben keeps it)." in [n.message for n in app._notifications]
+        assert "took Compost" in [h.what for h in history(ada.view())]
 
 
 async def test_search_kind_filter_and_details(ada: Node) -> None:
@@ -628,6 +666,13 @@ async def test_members_tab_promotes_shows_devices_and_removes_after_asking(ada: 
         assert ada.view().member(ben).status == "removed"
         assert "Ben" not in cells(app, "member-table", 0)
         assert len(ada.feeds.epochs(ada.current_group().id)) == 2  # a new key without him
+        table.move_cursor(row=table.get_row_index(ada.identity.member_id))
+        await pilot.press("x")  # herself: the refusal names the app's way, not a command
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        said = [n.message for n in app._notifications]
+        assert "To take yourself out of the group, use “Leave the group” (ctrl+p)." in said
 
 
 async def test_a_removed_member_is_told_so(homes: tuple[Path, Path], ada: Node) -> None:
@@ -672,7 +717,7 @@ async def test_an_admin_is_told_to_remove_a_device_caught_signing_twice(
         assert any(
             what.startswith("A device of Ben signed two versions")
             and what.endswith("1 change it wrote from then on was cut")  # what was cut (#24)
-            and "hearth device remove" in do
+            and do == "remove it: “Remove a device” (ctrl+p)"  # the app's way, not the CLI's
             for what, do in rows
         ), rows
 
@@ -882,6 +927,16 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
         select_row(app, "resource-table", "Compost")
         await pilot.press("e")
         await pilot.pause()
+        # Each pick shows what it holds now, not "Select" as if nothing were chosen.
+        shown = {
+            key: str(app.screen.query_one(f"#field-{key} SelectCurrent Static").render())
+            for key in ("kind", "keeper", "shareable")
+        }
+        assert shown == {
+            "kind": "other",
+            "keeper": "Ada",
+            "shareable": "no: only this group sees it",
+        }
         await fill_form(pilot, name="Garden compost", location="By the gate")
         compost = ada.view().resource(ada.view().find("resources", "Garden compost"))
         assert compost.location == "By the gate"
@@ -1167,7 +1222,8 @@ async def test_a_neighbourhood_joined_and_another_group_invited_from_the_app(
     ada: Node, tmp_path: Path
 ) -> None:
     from tests.test_readme_tour import InProcess
-    from tui.invite import InviteScreen, NeighbourhoodJoinScreen
+    from tui.screens.invite import InviteScreen
+    from tui.screens.neighbourhood_join import NeighbourhoodJoinScreen
 
     relay = start_relay(tmp_path / "relay")
     try:
@@ -1300,6 +1356,11 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
         await pilot.press("u")  # nothing to sync with: said, not a silent nothing
         await pilot.pause()
         assert any("no relay" in n.message for n in app._notifications)
+        app.action_check()  # what to do, as the app does it (`hearth relay add` in the CLI)
+        shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
+        text = str(shown.query_one("#detail", Static).content)
+        assert "Add one: “Add a relay” (ctrl+p)." in text
+        assert "`" not in text
     relay = start_relay(tmp_path / "relay")
     try:
         with ada.change() as ledger:
@@ -1307,22 +1368,23 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
         app = app_for(ada)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("u")
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             assert f"{relay.url}: sent " in text
             assert "not reached" not in text
             assert " changes and received 0." in text
             await pilot.press("escape")
             app.action_check()
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             # (the app's clock is a fixed one in 2027: the relay's differs, and that is said)
-            assert f"ok   Elm Street: {relay.url}: reachable" in text
+            reachable = f"ok   Elm Street: {relay.url}: reachable, and it takes the group's"
+            assert reachable in text
             await pilot.press("escape")
             with ada.change() as ledger:
                 ledger.add_relay("ws://127.0.0.1:9")  # nothing listens there
             app.action_check()
-            shown = await wait_for_screen(pilot, tui.app.DetailScreen)
+            shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             assert "Something needs looking at" in text
             assert "BAD  Elm Street: ws://127.0.0.1:9: not reachable" in text
@@ -1344,7 +1406,7 @@ async def test_a_second_device_added_by_a_code_from_the_app(ada: Node, tmp_path:
         app = app_for(ada)
         async with app.run_test(size=SIZE) as pilot:
             app.action_add_device()
-            await wait_for_screen(pilot, tui.invite.InviteScreen)
+            await wait_for_screen(pilot, tui.screens.invite.InviteScreen)
             assert "Add a device" in app.export_screenshot().replace("&#160;", " ")
             code_shown = app.screen.query_one("#invite-code", Static)
             for _ in range(600):
@@ -1419,6 +1481,41 @@ async def test_peers_added_listed_and_removed_and_the_relay_allow_list_key_from_
         assert "hearth-relay allow KEY" in shown
 
 
+@pytest.mark.process
+async def test_a_quiet_live_link_is_still_up_to_date_not_offline(
+    ada: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Used in tmux: three minutes after the last change, both apps' titles said "Offline
+    (last shared 00:49)" while their links were up (a change from the other came in live
+    and the title still said Offline). A settled live link now says it is still up."""
+    import hearth.net.sync_client as sync_client
+    from hearth.net.sync_client import RelayReport, _run
+    from tui.state import RECENT_MS, sync_state
+
+    monkeypatch.setattr(sync_client, "STILL_UP_S", 0.2, raising=False)
+    monkeypatch.setattr(sync_client, "_KEEPALIVE_S", 0.1)
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        gid = ada.current_group().id
+        report = RelayReport(url=relay.url)
+        live = asyncio.create_task(_run(ada, relay.url, [gid], report, live=True))
+        deadline = time.monotonic() + 30
+        while not sync_state(ada, gid, ada.clock.now_ms()).online:
+            assert time.monotonic() < deadline
+            assert not live.done()
+            await asyncio.sleep(0.05)
+        assert isinstance(ada.clock, FakeClock)
+        ada.clock.advance(RECENT_MS + 60_000)  # a quiet while: nothing comes or goes
+        await asyncio.sleep(1.0)
+        state = sync_state(ada, gid, ada.clock.now_ms())
+        assert state.words.startswith("Up to date"), state.words
+        live.cancel()
+    finally:
+        relay.kill()
+
+
 async def test_changes_carried_on_a_file_both_ways_from_the_app(
     homes: tuple[Path, Path], ada: Node, tmp_path: Path
 ) -> None:
@@ -1452,6 +1549,12 @@ async def test_changes_carried_on_a_file_both_ways_from_the_app(
             await fill_form(pilot, file=str(stick / "nothing-here"))
             assert app.screen is form  # the reason in the form, what was typed kept
             assert "Cannot read" in str(form.query_one("#form-error", Static).content)
+            (stick / "junk").write_bytes(b"not changes")
+            await fill_form(pilot, file=str(stick / "junk"))
+            assert str(form.query_one("#form-error", Static).content).endswith(
+                "is not a file of changes written by Hearth (“Carry changes: write to a file” "
+                "(ctrl+p))."
+            )
             await fill_form(pilot, file=str(stick / "for-ada"))
             assert app.screen is not form
             assert "Wheelbarrow" in names(ada)
@@ -1474,3 +1577,79 @@ async def test_changes_carried_on_a_file_both_ways_from_the_app(
             assert app.screen is not form
         assert read_changes(ben, str(stick / "for-ben"))
         assert "Trestle table" in names(ben)
+
+
+async def test_a_sync_tried_by_the_apps_sharing_is_drawn_without_a_poll(
+    ada: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sync worker's attempt comes as a message: no poll and no clock redraw comes
+    # round during the test.
+    monkeypatch.setattr(tui.app, "CLOCK_CHECK_S", 3600.0)
+    with ada.change() as ledger:
+        ledger.add_relay("ws://127.0.0.1:9")  # nothing there: the first try fails at once
+    app = HearthApp(ada, share=True, poll_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if "Offline" in app.sub_title:
+                break
+        assert "Offline" in app.sub_title
+        await app.action_quit()
+
+
+def test_the_app_runs_no_sql_of_its_own() -> None:
+    # What the app shows comes through named functions of hearth/, and changes come as
+    # messages (tui/watch.py), not from queries written here.
+    root = Path(tui.app.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"store\.(query|run|run_many)\(|import sqlite3", text), path
+        assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE) ", text), path
+
+
+async def test_a_file_is_read_in_a_worker_thread_while_the_screen_stays_live(
+    homes: tuple[Path, Path], ada: Node, tmp_path: Path
+) -> None:
+    from hearth.net.carrying import write_changes
+
+    with open_node(homes[1], clock=FakeClock(now=NOW + 120_000, step=1000)) as ben:
+        with ben.change() as ledger:
+            ledger.add_resource("Wheelbarrow")
+        write_changes(ben, ben.current_group().id, str(tmp_path / "for-ada"))
+    changes = (tmp_path / "for-ada").read_bytes()
+    # The file is a pipe: reading it waits until the test writes the changes into it.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+
+    def plug_in() -> None:
+        with pipe.open("wb") as stream:
+            stream.write(changes)
+
+    # Should the read hold the app's loop, this frees it, late (and the test fails).
+    late = threading.Timer(10.0, plug_in)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.action_read_changes()
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        form.query_one("#field-file", Input).value = str(pipe)
+        form.query_one("#field-file", Input).focus()
+        late.start()
+        try:
+            await pilot.press("enter")
+            await pilot.press("escape")  # the screen answers keys meanwhile; the save goes on
+            assert form.saving
+            assert app.screen is form
+        finally:
+            late.cancel()
+        threading.Thread(target=plug_in, daemon=True).start()
+        for _ in range(200):
+            await pilot.pause(0.02)
+            if not form.saving:
+                break
+        await pilot.pause()
+        assert app.screen is not form
+        assert "Wheelbarrow" in names(ada)
+        assert any("Took in 1 change" in n.message for n in app._notifications)

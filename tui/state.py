@@ -16,6 +16,7 @@ from hearth.validity.alerts import AdminAlert, admin_alerts
 from hearth.validity.joins import claim_standing
 from hearth.validity.retraction import removal_notices
 from hearth.values import format_date, format_time
+from tui.wording import app_words
 
 __all__ = ["Neighbourhoods", "SyncState", "neighbourhoods_of", "sync_state"]
 
@@ -40,9 +41,9 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
     links = [(url, False) for url in node.view(group_id).relays()]
     links += [(url, True) for url in list_peers(node.store)]
     gaps = len(node.feeds.waiting(group_id))
-    taken_back = tuple(what for _, what in removal_notices(node))
+    taken_back = tuple(app_words(what) for _, what in removal_notices(node))
     broken = tuple(admin_alerts(node, group_id))
-    joining = claim_standing(node, group_id)
+    joining = app_words(claim_standing(node, group_id))
     if not links:
         return SyncState(
             "Only on this device: nothing to share with yet",
@@ -54,24 +55,20 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
             joining,
         )
     waiting = min(waiting_for(node.store, url, group_id, peer=peer) for url, peer in links)
-    rows = node.store.query(
-        "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url IN "  # noqa: S608
-        f"({', '.join('?' for _ in links)})",
-        tuple(url for url, _ in links),
-    )
-    oks = [int(ok) for ok, _, _ in rows if ok is not None]
+    logged = node.store.sync_log([url for url, _ in links]).values()
+    oks = [row.last_ok for row in logged if row.last_ok is not None]
     last_ok = max(oks) if oks else None
     # Up to date only through a link whose latest try worked, and recently: a relay that
     # answered two minutes ago and has failed since is not "up to date".
     reached = [
-        int(ok)
-        for ok, attempt, error in rows
-        if ok is not None and not error and now_ms - int(ok) < RECENT_MS
+        row.last_ok
+        for row in logged
+        if row.last_ok is not None and not row.last_error and now_ms - row.last_ok < RECENT_MS
     ]
     if reached:
         words = f"Up to date as of {_when(max(reached), now_ms)}"
         online = True
-    elif not any(attempt is not None for _, attempt, _ in rows):
+    elif not any(row.last_attempt is not None for row in logged):
         words = "Connecting…"
         online = False
     else:

@@ -16,6 +16,7 @@ from hearth.node.identity import create_identity, has_identity
 from hearth.node.node import open_node
 from hearth.protocol.invite_code import parse_code
 from hearth.protocol.invite_token import decode_token
+from tui.wording import app_words
 
 __all__ = ["WelcomeApp"]
 
@@ -33,13 +34,7 @@ class WelcomeApp(App[bool]):
     node is ready to open."""
 
     TITLE = "Hearth"
-    CSS = """
-    Vertical { padding: 1 2; max-width: 90; }
-    Label.step { text-style: bold; margin-top: 1; }
-    Horizontal { height: auto; margin-top: 1; }
-    Button { margin-right: 2; }
-    #problem { color: $error; height: auto; }
-    """
+    CSS_PATH = "welcome.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "quit", "Leave")]
 
     def __init__(self, home: Path) -> None:
@@ -110,7 +105,7 @@ class WelcomeApp(App[bool]):
                 with open_node(self.home) as node:
                     node.join_with_token(decode_token(text))
         except HearthError as exc:
-            problem.update(str(exc))
+            problem.update(app_words(str(exc)))
             return
         self.exit(True)
 

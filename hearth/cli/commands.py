@@ -39,7 +39,7 @@ from hearth.ledger.export import (
 from hearth.ledger.ledger import Ledger
 from hearth.node.identity import create_identity
 from hearth.node.node import Node, open_node
-from hearth.values import format_time, parse_date, parse_quantity
+from hearth.values import format_date, format_time, parse_date, parse_quantity
 
 __all__ = ["confirm", "emit", "open_app", "run"]
 
@@ -371,8 +371,12 @@ def _resource_event(verb: str) -> Handler:
             rid = ledger.view.find("resources", args.resource)
             r = _apply_event(verb, args, node, ledger, rid)
         view = ledger.view
+        until = f" until {format_date(r.lent_until)}" if r.lent_until else ""
+        lent = f"{r.name} is now with {view.member_name(r.custodian)}{until}."
+        if r.custodian == node.identity.member_id:  # a member taking a thing someone keeps
+            lent = f"You took {r.name}{until} ({view.member_name(r.keeper)} keeps it)."
         words = {
-            "lend": f"{r.name} is now with {view.member_name(r.custodian)}.",
+            "lend": lent,
             "return": f"{r.name} is back with {view.member_name(r.custodian)}.",
         }.get(verb, f"{r.name}: {present.amount(r.quantity, r.unit) or '0'} now.")
         return emit(args, as_resource(view, r), words)

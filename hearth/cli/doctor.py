@@ -145,7 +145,9 @@ async def check_node(
             report = await sync_relay(node, url, [group.id], timeout=timeout)
             if report.ok and not report.refused:
                 findings.append(
-                    Finding(f"{group.name}: {url}", True, "reachable, and it accepts our bundles")
+                    Finding(
+                        f"{group.name}: {url}", True, "reachable, and it takes the group's changes"
+                    )
                 )
             elif report.ok:
                 findings.append(

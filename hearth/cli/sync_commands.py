@@ -216,10 +216,10 @@ def _status(args: argparse.Namespace, node: Node) -> int:
     group = node.current_group()
 
     def link(url: str, *, peer: bool) -> dict[str, object]:
-        rows = node.store.query(
-            "SELECT last_ok, last_attempt, last_error FROM sync_log WHERE url = ?", (url,)
+        logged = node.store.sync_log([url]).get(url)
+        last_ok, last_attempt, error = (
+            (logged.last_ok, logged.last_attempt, logged.last_error) if logged else (None,) * 3
         )
-        last_ok, last_attempt, error = rows[0] if rows else (None, None, None)
         found: dict[str, object] = {
             "url": url,
             "reachable": bool(last_attempt and not error),
@@ -342,7 +342,7 @@ def invite_by_code(
     node: Node,
     *,
     make_token: Callable[[JoinerIntroduced], str] | None = None,
-    who: str = "the new member",
+    who: str = "the new member's device",
     question: Callable[[str], str] = lambda name: f"Let {name} join the group? [y/N] ",
     join_command: str = "hearth join",
     done: Callable[[str], str] = lambda name: f"{name} can now join; they fetch the group next.",
@@ -408,6 +408,8 @@ def join(args: argparse.Namespace, home: Path) -> int:
     first sync."""
     device = None if has_identity(home) else SigningKey.generate()
     lan_peer = None
+    if device is not None and not args.name and not args.token.startswith(DEVICE_PREFIX):
+        args.name = _ask_name()  # before the inviter is asked to let this device in
     if is_token(args.token):
         text = args.token
     else:
@@ -437,7 +439,12 @@ def join(args: argparse.Namespace, home: Path) -> int:
         token = decode_token(text)
         if device is not None:
             if not args.name:
-                raise UsageError("This device has no identity yet: add --name YOUR-NAME.")
+                if is_token(args.token):
+                    raise UsageError("This device has no identity yet: add --name YOUR-NAME.")
+                raise UsageError(
+                    "This device has no identity yet, so the group could not be told your "
+                    "name: ask for a new code, and join with --name YOUR-NAME."
+                )
             create_identity(home, name=args.name, device=device)
     with open_node(home) as node:
         group = node.join_with_token(token, as_device=as_device)
@@ -456,6 +463,17 @@ def join(args: argparse.Namespace, home: Path) -> int:
             else " No relay could be reached yet; `hearth sync` will catch up later."
         )
         return emit(args, data, text)
+
+
+def _ask_name() -> str | None:
+    """A joiner's name asked at the terminal (``hearth join CODE`` on a fresh device, as
+    the README shows it); nothing if nobody can answer or for another device of a member."""
+    if not sys.stdin.isatty():
+        return None
+    said = asyncio.run(
+        ask("Your name, as the group will see it (Enter if this is another device of yours): ")
+    )
+    return said.strip() or None
 
 
 def _first_sync(

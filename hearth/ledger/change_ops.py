@@ -36,6 +36,9 @@ __all__ = [
     "ObjectRef",
     "Operation",
     "keyed_values",
+    "keys_written_into",
+    "new_writes",
+    "objects_and_new_writes",
     "objects_written",
     "operations",
     "read_columns",
@@ -88,9 +91,12 @@ def read_varint(data: bytes, pos: int, *, signed: bool = False) -> tuple[int, in
 
 
 def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    # Most numbers in a change fit one byte: read those without the loop.
+    # Most numbers in a change fit one byte, and nearly all the rest two (a value's
+    # length and type): read those without the loop.
     if pos < len(data) and (byte := data[pos]) < 0x80:
         return byte, pos + 1
+    if pos + 1 < len(data) and (second := data[pos + 1]) < 0x80:
+        return (byte & 0x7F) | second << 7, pos + 2
     return read_varint(data, pos)
 
 
@@ -197,25 +203,165 @@ def objects_written(body: bytes, columns: Columns | None = None) -> set[ObjectRe
     return found
 
 
-def writes_only_new(body: bytes, known: frozenset[ObjectRef]) -> bool:
+def objects_and_new_writes(
+    body: bytes, columns: Columns | None = None
+) -> tuple[set[ObjectRef], frozenset[ObjectRef] | None]:
+    """:func:`objects_written` and :func:`new_writes` of one change at once, its columns'
+    runs read once (what opening a snapshot's bundles asks of every change);
+    :class:`ChangeFormatError` as :func:`objects_written` raises it."""
+    actors, _, start_op, data = columns if columns is not None else _columns(body)
+    actions = _run_lengths(data.get(_ACTION, b""))
+    obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
+    counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
+    ops, objects = _total(actions), max(_total(obj_actors), _total(counters))
+    if objects > ops or any(value is None for _, value in actions):
+        raise ChangeFormatError("a change has more objects than operations")
+    only_new = not any(count and value for count, value in _run_lengths(data.get(_PRED_COUNT, b"")))
+    found: set[ObjectRef] = set()
+    outside: set[ObjectRef] = set()
+    for obj_actor, counter in _paired(obj_actors, counters):
+        if obj_actor is None and counter is None:
+            found.add(None)
+            only_new = False
+        elif obj_actor is None or counter is None or obj_actor >= len(actors):
+            raise ChangeFormatError("a change names an object it cannot")
+        else:
+            ref = (actors[obj_actor], counter)
+            found.add(ref)
+            if not (obj_actor == 0 and counter >= start_op):
+                outside.add(ref)
+    if ops > objects:
+        found.add(None)  # short object columns: the root map
+        only_new = False
+    return found, frozenset(outside) if only_new else None
+
+
+def writes_only_new(
+    body: bytes, known: frozenset[ObjectRef], columns: Columns | None = None
+) -> bool:
     """Whether every operation of one change writes a new key (it replaces and deletes
     nothing) into one of the ``known`` objects or into an object the change makes itself
     (``body`` as for :func:`objects_written`): what most changes do, told from the run
-    lengths of three columns without listing the operations."""
-    actors, _, start_op, data = _columns(body)
+    lengths of three columns without listing the operations. ``columns``: the body's
+    :func:`read_columns`, when read already."""
+    outside = new_writes(body, columns)
+    return outside is not None and outside <= known
+
+
+def new_writes(body: bytes, columns: Columns | None = None) -> frozenset[ObjectRef] | None:
+    """The objects, other than those it makes itself, that one change writes only new
+    keys into — ``None`` if it replaces or deletes anything, or writes to the root map
+    (``body`` as for :func:`objects_written`). :func:`writes_only_new` of ``known`` is
+    whether this is a subset of ``known``: read once, when a bundle is opened, it answers
+    that for any ``known`` without reading the change again.
+    ``columns``: the body's :func:`read_columns`, when read already."""
+    actors, _, start_op, data = columns if columns is not None else _columns(body)
     if any(count and value for count, value in _run_lengths(data.get(_PRED_COUNT, b""))):
-        return False
+        return None
     obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
     counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
     ops = _total(_run_lengths(data.get(_ACTION, b"")))
     if ops > max(_total(obj_actors), _total(counters)):
-        return False  # short object columns: the root map
+        return None  # short object columns: the root map
+    outside: set[ObjectRef] = set()
     for obj_actor, counter in _paired(obj_actors, counters):
         if obj_actor is None or counter is None or obj_actor >= len(actors):
-            return False
-        if not ((obj_actor == 0 and counter >= start_op) or (actors[obj_actor], counter) in known):
-            return False
-    return True
+            return None
+        if not (obj_actor == 0 and counter >= start_op):
+            outside.add((actors[obj_actor], counter))
+    return frozenset(outside)
+
+
+def keys_written_into(columns: Columns, objects: frozenset[ObjectRef]) -> list[Operation]:
+    """The operations of one change that write at a map key of one of ``objects`` (read
+    from its :func:`read_columns`): what :func:`operations` would list of them, read run
+    by run without listing the others (a snapshot's check asks this of every change it
+    covers)."""
+    actors, actor, start_op, data = columns
+    into = _indices_into(
+        _run_lengths(data.get(_OBJ_ACTOR, b"")),
+        _run_lengths(data.get(_OBJ_COUNTER, b"")),
+        actors,
+        objects,
+    )
+    if not into:
+        return []
+    keys = _strings_at(data.get(_KEY_STRING, b""), {index for index, _ in into})
+    actions = _rle(data.get(_ACTION, b""))
+    preds = _rle(data.get(_PRED_COUNT, b""))
+    found = []
+    for index, obj in into:
+        action = actions[index] if index < len(actions) else None
+        if action is None:
+            raise ChangeFormatError("a change has an operation with no action")
+        replaced = (preds[index] if index < len(preds) else None) or 0
+        op_id = (actor, start_op + index)
+        found.append(Operation(obj, keys.get(index), action, op_id, replaced))
+    return found
+
+
+def _indices_into(
+    first: _Runs, second: _Runs, actors: list[bytes], objects: frozenset[ObjectRef]
+) -> list[tuple[int, ObjectRef]]:
+    """The operations (index, object) whose object columns (actor runs ``first``, counter
+    runs ``second``) name one of ``objects``."""
+    first = [run for run in first if run[0] > 0]
+    second = [run for run in second if run[0] > 0]
+    found: list[tuple[int, ObjectRef]] = []
+    i = j = index = 0
+    left = first[0][0] if first else 0
+    right = second[0][0] if second else 0
+    while i < len(first) and j < len(second):
+        step = min(left, right)
+        obj_actor, counter = first[i][1], second[j][1]
+        if obj_actor is not None and counter is not None and obj_actor < len(actors):
+            ref = (actors[obj_actor], counter)
+            if ref in objects:
+                found.extend((k, ref) for k in range(index, index + step))
+        index += step
+        left -= step
+        right -= step
+        if not left:
+            i += 1
+            left = first[i][0] if i < len(first) else 0
+        if not right:
+            j += 1
+            right = second[j][0] if j < len(second) else 0
+    return found
+
+
+def _strings_at(column: bytes, wanted: set[int]) -> dict[int, str]:
+    """The entries of a run-length-encoded string column at the ``wanted`` indices,
+    decoding no others."""
+    found: dict[int, str] = {}
+    last = max(wanted)
+    pos = index = 0
+    while pos < len(column) and index <= last:
+        count, pos = _sleb(column, pos)
+        if count > 0:
+            raw, pos = _bytes(column, pos)
+            hits = [i for i in range(index, index + count) if i in wanted]
+            if hits:
+                key = _utf8(raw)
+                found.update((i, key) for i in hits)
+            index += count
+        elif count < 0:
+            for _ in range(-count):
+                raw, pos = _bytes(column, pos)
+                if index in wanted:
+                    found[index] = _utf8(raw)
+                index += 1
+        else:
+            nulls, pos = _uleb(column, pos)
+            index += nulls
+    return found
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ChangeFormatError("a change's key is not UTF-8") from exc
 
 
 _Runs = list[tuple[int, int | None]]

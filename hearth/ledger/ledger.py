@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from hearth.clock import Clock
 from hearth.errors import LedgerError, NotAuthorized, NotFound, UsageError
-from hearth.ledger import clashes
+from hearth.ledger import clashes, entry_ids
 from hearth.ledger.archive import Archives, archivable
 from hearth.ledger.automerge_doc import DocWriter, Edit, EntryRef, Fields, LedgerDoc, change_hash
 from hearth.ledger.derive import open_lends
@@ -206,6 +206,10 @@ class Ledger:
                 self.view.refresh_with(self._read, touched)
         return applied
 
+    def _entry_id(self) -> str:
+        """A new entry's or record's id, tagged as this member's (:mod:`.entry_ids`)."""
+        return entry_ids.tagged_id(self._new_id(), self.author)
+
     def _stamp(self) -> dict[str, str | int]:
         return {"created_by": self.author, "created_at": self._clock.now_ms()}
 
@@ -219,7 +223,7 @@ class Ledger:
         return self.view.find("members", member_id)
 
     def _event(self, w: DocWriter, action: Action, resource_id: str, **fields: str | int) -> str:
-        event_id = self._new_id()
+        event_id = self._entry_id()
         body: dict[str, str | int] = {
             "action": action.value,
             "resource": resource_id,
@@ -422,7 +426,7 @@ class Ledger:
             "shareable": shareable,
             **self._stamp(),
         }
-        resource_id = self._new_id()
+        resource_id = self._entry_id()
         with self._edit() as w:
             # Sub-maps are made with their entry, never later: two devices creating the
             # same sub-map concurrently would each make one and only one would survive.
@@ -493,7 +497,7 @@ class Ledger:
                         **fields,
                         "updated_by": self.author,
                         "updated_at": now,
-                        "edits": {self._new_id(): record},
+                        "edits": {self._entry_id(): record},
                     },
                 ),
             )
@@ -514,7 +518,9 @@ class Ledger:
                     "removed": True,
                     "updated_by": self.author,
                     "updated_at": now,
-                    "edits": {self._new_id(): {"by": self.author, "at": now, "fields": "removed"}},
+                    "edits": {
+                        self._entry_id(): {"by": self.author, "at": now, "fields": "removed"}
+                    },
                 },
             )
         return self.view.resource(resource_id)
@@ -530,6 +536,16 @@ class Ledger:
             when = f" until {format_date(resource.lent_until)}" if resource.lent_until else ""
             raise LedgerError(
                 f"'{resource.name}' is already lent to {holder}{when}; record its return first."
+            )
+        if borrower == resource.keeper:
+            # The keeper has it whenever it is not lent: "lending" it to them records nothing
+            # a member could read (a member other than the keeper taking it is a lend to
+            # themselves, told as "took" in the history).
+            who = self.view.member_name(borrower)
+            keeps, has = ("You keep", "you") if borrower == self.author else (f"{who} keeps", who)
+            raise LedgerError(
+                f"{keeps} '{resource.name}': it is with {has} whenever it is not lent out, so "
+                "there is nothing to lend. Choose who borrows it, or change who keeps it."
             )
         fields: dict[str, str | int] = {"to": borrower, "qty": "0"}
         if until is not None:
@@ -618,7 +634,7 @@ class Ledger:
             fields["qty"] = str(quantity)
         if by is not None:
             fields["by"] = by
-        need_id = self._new_id()
+        need_id = self._entry_id()
         with self._edit() as w:
             w.put("needs", need_id, fields)
         return self.view.need(need_id)
@@ -663,7 +679,7 @@ class Ledger:
             fields["qty"] = str(quantity)
         if due is not None:
             fields["due"] = due
-        commitment_id = self._new_id()
+        commitment_id = self._entry_id()
         with self._edit() as w:
             w.put("commitments", commitment_id, {**fields, "changes": {}})
         return self.view.commitment(commitment_id)
@@ -709,7 +725,7 @@ class Ledger:
         now = self._clock.now_ms()
         accepted: Fields = {"from": "proposed", "to": "accepted", "by": self.author, "at": now}
         with self._edit() as w:
-            w.put("commitments", handoff, {**fields, "changes": {self._new_id(): accepted}})
+            w.put("commitments", handoff, {**fields, "changes": {self._entry_id(): accepted}})
         return self.view.commitment(handoff)
 
     def change_commitment(self, commitment_id: str, to: CommitmentStatus) -> Commitment:
@@ -742,7 +758,7 @@ class Ledger:
         now = self._clock.now_ms()
         change = {"from": commitment.status.value, "to": to.value, "by": self.author, "at": now}
         with self._edit() as w:
-            w.put("commitments", commitment_id, {"changes": {self._new_id(): change}})
+            w.put("commitments", commitment_id, {"changes": {self._entry_id(): change}})
             if gives:
                 assert commitment.quantity is not None
                 self._give(

@@ -251,8 +251,8 @@ def check_joined_at(entry: Raw, invite: Raw | None) -> None:
 
     R7's fallback (:func:`effective_role`) ranks by ``joined_at``, which the joining
     device writes itself: dated freely, a newcomer would be the most senior member. An
-    invite's ``join_not_before`` (when it was made) is the inviter's word, and nobody but
-    an admin changes it (:func:`check_invites`), so every node judges a claim against the
+    invite's ``join_not_before`` (when it was made) is the inviter's word, and nobody
+    changes it once recorded (:func:`check_invites`), so every node judges a claim against the
     same time. (A token carries it, so an honest device with a slow clock dates its
     joining at it.) An invite made before the rule has none and bounds nothing: claims
     that counted then count on a node that judges them again (R12)."""
@@ -292,11 +292,17 @@ def check_invites(
     """Raise :class:`ProtocolError` unless a bundle's change to ``invites`` was allowed:
     admins record invites; a joining device marks only the invite it claims as used by
     itself; a member may record a device invite for themselves. Whoever writes: an invite
-    names the device that made it, which alone confirms which claim counts, once (R14)."""
+    names the device that made it, which alone confirms which claim counts, once (R14),
+    and its ``join_not_before`` is fixed once recorded (R7a)."""
     for invite_id in set(before) | set(after):
         old, new = before.get(invite_id), after.get(invite_id)
         if old != new and new is not None:
             _check_confirmation(old, new, device.hex())
+        if old is not None and new is not None and old.get(_DATE) != new.get(_DATE):
+            # A claim is judged against the invite as the judging node holds it: a date
+            # moved after a claim counted on some nodes would split the lists of members
+            # (R7a, R12). Fixed once recorded, for admins too.
+            raise ProtocolError("a change to when an invite was made (its join_not_before)")
     if author is None or effective_role(members, author) == "admin":
         return
     for invite_id in set(before) | set(after):
@@ -319,6 +325,10 @@ def check_invites(
         ):
             continue
         raise ProtocolError("an invite recorded or changed by a member who is not an admin")
+
+
+_DATE = "join_not_before"
+"""An invite's date (R7a): what a claim to it is judged against, on every node."""
 
 
 def _check_confirmation(old: Raw | None, new: Raw, device: str) -> None:

@@ -29,18 +29,23 @@ them). The ``meta`` table holds settings, not history.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from hearth.errors import LedgerError, ProtocolError
+from hearth.ledger import entry_ids
 from hearth.ledger.attribution import ATTRIBUTION_KEYS
 from hearth.ledger.automerge_doc import EntryRef, LedgerDoc, change_body, change_hash
 from hearth.ledger.change_ops import (
     DELETE_ACTION,
     MAKE_ACTIONS,
     SET_ACTION,
+    Columns,
     ObjectRef,
     Operation,
+    keys_written_into,
     operations,
+    read_columns,
     values,
     writes_only_new,
 )
@@ -113,22 +118,36 @@ def check_records(
     named: Iterable[EntryRef],
     moved: Moved,
     spared: set[ObjectRef],
+    new: Sequence[frozenset[ObjectRef] | None] | None = None,
+    *,
+    tagged: bool = False,
 ) -> None:
     """:class:`ProtocolError` unless one bundle's ``changes`` to the live document
     ``doc`` leave what others wrote as they wrote it (the module's rules), judged at
     what the changes build on. ``named``: the entries the bundle says it touched (only
     used to find the maps it writes into: a write into a map found in none is refused);
     ``moved``: what it writes into archives (:func:`check_archive_copy`); ``spared``:
-    the maps of the members and invites tables, judged elsewhere."""
+    the maps of the members and invites tables, judged elsewhere; ``new``: each
+    change's :func:`~hearth.ledger.change_ops.new_writes`, when read already (a
+    snapshot's bundles are read once, when opened); ``tagged``: the group's entry ids
+    carry their writer's tag (:mod:`hearth.ledger.entry_ids`)."""
     if not changes:
         return
     tables = frozenset(doc.table_refs())
     try:
-        if all(writes_only_new(change_body(c), tables) for c in changes):
-            return  # new entries and what is in them only: R2a judges their names
-        ops = [op for change in changes for op in operations(change_body(change))]
+        if not tagged and new is not None and all(n is not None and n <= tables for n in new):
+            return  # new entries only, as read when opened: R2a judges their names
+        bodies = [change_body(c) for c in changes]
+        columns = [read_columns(body) for body in bodies]
+        if all(writes_only_new(b, tables, c) for b, c in zip(bodies, columns, strict=True)):
+            # New entries and what is in them only: R2a judges their names.
+            if tagged:
+                _check_new_entries(doc, bodies, columns, author)
+            return
+        ops = [op for body in bodies for op in operations(body)]
     except LedgerError as exc:
         raise ProtocolError(f"a change whose operations cannot be read ({exc})") from exc
+    handoff_in = _handoffs(bodies, lambda: ops)
     heads = builds_on(changes)
     made = {op.id for op in ops if op.action in MAKE_ACTIONS}
     wanted: set[ObjectRef] = {op.obj for op in ops if op.obj is not None and op.obj not in made}
@@ -154,6 +173,8 @@ def check_records(
                 "a change that writes into an entry its bundle does not name, or one "
                 "that was not there"
             )
+        if tagged:
+            entry_ids.check_new_key(path, op, author, handoff_in)
         if path[0] in EXTENDABLE:
             if len(path) > 1 and path not in along:
                 along[path] = doc.along(path, ("by", "created_by", "closed_by"), heads)
@@ -192,6 +213,36 @@ def check_records(
         raise _refuse(
             "changes another member's resource without an edit record in its writer's name"
         )
+
+
+def _check_new_entries(
+    doc: LedgerDoc, bodies: Sequence[bytes], columns: Sequence[Columns], author: str
+) -> None:
+    """The tags of the entries that changes writing only new keys make in the tables."""
+    tables = doc.table_refs()
+    known = frozenset(tables)
+    for body, read in zip(bodies, columns, strict=True):
+        made = keys_written_into(read, known)
+        if made:
+            handoff_in = _handoffs([body], functools.partial(operations, body))
+            for op in made:
+                entry_ids.check_new_key((tables[op.obj],), op, author, handoff_in)
+
+
+def _handoffs(
+    bodies: Sequence[bytes], ops: Callable[[], Sequence[Operation]]
+) -> Callable[[tuple[bytes, int]], object]:
+    """What the changes (``bodies``, whose operations ``ops`` lists in order) put at
+    ``handoff`` in a map they make: read only when asked (a handoff's commitment)."""
+
+    def handoff_in(made: tuple[bytes, int]) -> object:
+        put = [value for body in bodies for value in values(body)]
+        for index, op in enumerate(ops()):
+            if op.obj == made and op.key == "handoff":
+                return put[index] if index < len(put) else None
+        return None
+
+    return handoff_in
 
 
 def _check_op(
@@ -242,6 +293,14 @@ def _check_op(
                 raise _refuse("changes what another member's entry says")
         elif path[2] != _RECORDS_IN.get(table) or (len(path) == 3 and op.preds):
             raise _refuse("changes what another member's entry says")
+    if op.key in maps and not op.preds:
+        # Honest writers name what they replace. One that names nothing where what it
+        # builds on holds a map makes a second map beside it, and the view shows one: a
+        # record map made anew hides every record in it (or that is then written there).
+        raise ProtocolError(
+            "a change that makes anew a map inside an entry as if the map were not there "
+            "(it could hide the records in it)"
+        )
     if op.preds and op.key in maps and names_other(doc.map_at((*path, op.key), heads), author):
         raise _refuse("deletes or replaces a record in another member's name")
     return chain[0]

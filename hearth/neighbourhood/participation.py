@@ -40,10 +40,12 @@ from hearth.errors import (
     ProtocolError,
     UsageError,
 )
+from hearth.ledger import entry_ids
 from hearth.ledger import membership_rules as group_membership
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
 from hearth.neighbourhood.matching import Match, Matcher
 from hearth.neighbourhood.rules import (
+    MAX_CARRIED,
     Offer,
     Record,
     Request,
@@ -55,14 +57,23 @@ from hearth.neighbourhood.rules import (
     sign_record,
     verify_record,
 )
-from hearth.node.node import Node
+from hearth.node.changes import NeighbourhoodRecordKept
+from hearth.node.node import Node, tags_entry_ids
 from hearth.protocol import codec
-from hearth.protocol.bundle import Envelope, EpochKeys, Inner, parse_envelope, seal_bundle
+from hearth.protocol.bundle import (
+    Envelope,
+    EpochKeys,
+    Inner,
+    open_envelope,
+    parse_envelope,
+    seal_bundle,
+)
 from hearth.values import MAX_NAME, check_text, format_quantity
 
 __all__ = [
     "STANDINGS",
     "Membership",
+    "Taken",
     "add_offer",
     "admit",
     "answer",
@@ -363,21 +374,46 @@ def _keep(node: Node, nid: str, envelope: Envelope, inner: Inner) -> None:
             node.clock.now_ms(),
         ),
     )
+    node.changes.notify(NeighbourhoodRecordKept(nid))
 
 
-def take_record(node: Node, membership: Membership, envelope: Envelope, inner: Inner) -> bool:
-    """Keep a record that arrived; ``False`` if it was here already. Raises
+_MAX_AT_ONE_PLACE = 3  # records kept for one place in a device's feed (see take_record)
+_MAX_STRANGERS = 64  # records kept under keys no group of the neighbourhood holds
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What became of a record that arrived: whether it was new here, and how many records
+    under strangers' keys were dropped to make room for it (see :func:`take_record`)."""
+
+    new: bool
+    dropped: int = 0
+
+
+def take_record(
+    node: Node, membership: Membership, envelope: Envelope, inner: Inner, *, named: bool = False
+) -> Taken:
+    """Keep a record that arrived (``new`` False if it was here already). Raises
     :class:`ProtocolError` for one that is not a group's signed record.
 
     Whether it counts is the fold's to say (:func:`hearth.neighbourhood.rules.checked`): only
     once its device's chain is whole up to it. A second record for one place in a device's
     feed is kept too — it is the evidence that cuts the device off there on every node —
-    but no third: two say all there is to say."""
+    and a third: the device may be gone, and a handover name where its feed ends by that
+    record (a node that kept two forks and not it would count the feed to the place
+    before, and differ for good from one that had it first); no fourth, unless a
+    handover carries it (``named``: a handover carries each record it names, so that
+    even a device that sends many records for that place ahead of it splits no nodes).
+
+    A record under a key the records link to no group there (:func:`rules.known_keys`:
+    made up, or a group's whose admission has not arrived yet) is kept among the last
+    :data:`_MAX_STRANGERS` such records only: the oldest makes room (``dropped``), so that
+    records which will never count cost a bounded store, and a flood of them passes."""
     if inner.kind != RECORD_KIND or inner.seq < 1:
         raise ProtocolError(f"a neighbourhood bundle of unknown kind {inner.kind!r}")
     if (inner.seq == 1) != (inner.prev == b"") or len(inner.prev) not in (0, 32):
         raise ProtocolError("a neighbourhood record whose chain is broken")
-    verify_record(inner.payload)
+    body = verify_record(inner.payload)
     held = {
         bytes(row[0])
         for row in node.store.query(
@@ -386,13 +422,96 @@ def take_record(node: Node, membership: Membership, envelope: Envelope, inner: I
             (membership.id, inner.author, inner.seq),
         )
     }
-    if envelope.id in held or len(held) >= 2:
-        return False
+    if envelope.id in held or (len(held) >= _MAX_AT_ONE_PLACE and not named):
+        return Taken(new=False)
     if held:
         log.warning("a device signed two neighbourhood records for one place in its feed")
     with node.store.write():
+        dropped = _make_room(node, membership.id, bytes(body["group"]))  # type: ignore[arg-type]
         _keep(node, membership.id, envelope, inner)
-    return True
+        if body["op"] == "rekey":
+            _take_carried(node, membership, body)
+    return Taken(new=True, dropped=dropped)
+
+
+def _take_carried(node: Node, membership: Membership, handover: Mapping[str, codec.Value]) -> None:
+    """Keep the records a handover carries: each the one it names as where a gone device's
+    feed ends (:func:`_hand_on`), so that every node holding the handover holds it, however
+    many other records for its place the device signed and sent ahead of it. One that is
+    not what the handover names, or does not open, is passed over (the handover is its
+    writer's word, sound or not)."""
+    ends = {
+        bytes(e[1]): bytes(e[0])
+        for e in handover.get("ends", [])  # type: ignore[union-attr]
+        if isinstance(e, list)
+        and len(e) == 2
+        and isinstance(e[0], bytes)
+        and isinstance(e[1], bytes)
+    }
+    for raw in handover.get("end_records", []):  # type: ignore[union-attr]
+        if not isinstance(raw, bytes):
+            continue
+        try:
+            envelope = parse_envelope(raw)
+            keys = next(k for k in membership.every_keys if k.topic == envelope.topic)
+            if ends.get(envelope.id) is None or not envelope.relay_signature_valid(
+                keys.relay_key.public
+            ):
+                continue
+            inner = open_envelope(envelope, keys)
+            if inner.author != ends[envelope.id]:
+                continue
+            take_record(node, membership, envelope, inner, named=True)
+        except (HearthError, StopIteration) as exc:
+            log.warning("a record a neighbourhood key handover carries does not hold: %s", exc)
+
+
+def _make_room(node: Node, nid: str, group: bytes) -> int:
+    """Before keeping a record under ``group``: if that key is a stranger's and
+    :data:`_MAX_STRANGERS` records of other devices under strangers' keys are kept already,
+    drop the oldest of them; how many were dropped. The neighbourhood is folded again at
+    most once every :data:`_MAX_STRANGERS` records that arrive (a flood of them costs no
+    fold each); those since are read one by one."""
+    cached = _FOLDED.get(node, {}).get(nid)
+    if cached is not None and cached[1].known is not None and group in cached[1].known:
+        return 0  # known before: keys stay known (no fold for each honest record)
+    (_, last), base = cached if cached is not None else ((0, 0), None)
+    since = node.store.query(
+        "SELECT id, payload FROM neighbourhood_records WHERE neighbourhood = ? AND rowid > ?",
+        (nid, last),
+    )
+    if base is None or base.known is None or len(since) >= _MAX_STRANGERS:
+        base, since = _fold(node, nid), []
+    known = base.known
+    if known is None or group in known:
+        return 0
+    strangers = set(base.strangers) | {
+        bytes(i) for i, payload in since if _group_of(bytes(payload)) not in known
+    }
+    if len(strangers) < _MAX_STRANGERS:
+        return 0
+    marks = ",".join("?" * len(strangers))
+    rows = node.store.query(
+        f"SELECT id, author FROM neighbourhood_records WHERE id IN ({marks}) ORDER BY rowid",  # noqa: S608 - placeholders only
+        tuple(strangers),
+    )
+    # Never what this device said (our group's records may wait for its admission here).
+    me = node.identity.device_key.public
+    theirs = [bytes(i) for i, author in rows if bytes(author) != me]
+    oldest = theirs[: max(len(theirs) - _MAX_STRANGERS + 1, 0)]
+    if not oldest:
+        return 0
+    node.store.run_many("DELETE FROM neighbourhood_records WHERE id = ?", [(i,) for i in oldest])
+    log.warning("dropped %d neighbourhood records under keys no group there holds", len(oldest))
+    return len(oldest)
+
+
+def _group_of(payload: bytes) -> bytes:
+    """The group key a kept record's payload names (checked when it arrived)."""
+    outer = codec.decode(payload)
+    body = outer.get("body") if isinstance(outer, dict) else None
+    group = body.get("group") if isinstance(body, dict) else None
+    return group if isinstance(group, bytes) else b""
 
 
 def outgoing(
@@ -528,9 +647,36 @@ def admit(node: Node, membership: Membership, newcomer: bytes, group_name: str) 
     """Let another group in (its key, proven in the invite exchange)."""
     _append(
         node,
-        membership,
+        _ranked(node, membership),
         {"op": "admit", "newcomer": newcomer, "group_name": check_text(group_name, "group name")},
     )
+
+
+def _ranked(node: Node, membership: Membership) -> Membership:
+    """The group's place in a neighbourhood, with a key whose roster ranks this device, so
+    that what only admins say (letting a group in, leaving) counts when it says it: an
+    admin promoted since the key's handover is not on its roster yet, and their node first
+    hands the key on, keeping everyone in and ranking the admins as the group's membership
+    has them now. A first key (no roster: any device of the group counts) stays."""
+    current = state(node, membership)
+    roster = current.keys.roster(membership.key.public)
+    if roster is None or node.identity.device_key.public in roster:
+        return membership
+    view = node.view(membership.group_id)
+    members = view.tables["members"]
+    if group_membership.effective_role(members, node.identity.member_id) != "admin":
+        return membership  # what it says as a member counts for nothing there
+    cards = group_membership.cards(members)
+    departed = sorted(c.key for c in cards if c.cutoff is not None)
+    stay = sorted(c.key for c in cards if c.cutoff is None)
+    _, _, excluded = node.feeds.current(membership.group_id)
+    if not set(departed) <= excluded:  # the new key goes in the ledger under the new epoch
+        raise UsageError(
+            "Someone left the group and its keys are not renewed yet; sync (`hearth sync`) "
+            "and try again."
+        )
+    _hand_on(node, membership, current, stay=stay, gone=departed, admins=_admins(members, cards))
+    return find(node, membership.group_id, membership.id)
 
 
 def encode_token(membership: Membership) -> str:
@@ -586,7 +732,7 @@ def join(node: Node, group_id: str, token: str, key: SigningKey) -> Membership:
 def leave(node: Node, group_id: str, text: str = "") -> Membership:
     """Take our group out of a neighbourhood: its offers and requests go with it."""
     require_admin(node, group_id, "take the group out of a neighbourhood")
-    membership = find(node, group_id, text)
+    membership = _ranked(node, find(node, group_id, text))
     _append(node, membership, {"op": "leave"})
     with node.change(group_id) as ledger:
         ledger.put_meta(_META + membership.id, {"left": True})
@@ -734,12 +880,37 @@ def _hand_on(
                 # The record each ends at, by id: signing another for a place before it
                 # later takes back nothing (hearth.neighbourhood.rules.checked).
                 "ends": [[d, end] for d, (seq, end) in ends.items() if seq],
+                # And the records themselves: a node that has other records for their
+                # places might not keep one arriving after them (take_record).
+                "end_records": _envelopes(node, [end for seq, end in ends.values() if seq]),
                 "admins": list(admins),
             },
         )
         handed_on = replace(membership, key=new)
         _append(node, handed_on, _sealing_record(kem))
         _reseal(node, handed_on, _others(membership, current))
+
+
+_CARRIED_IN_ALL = 256 * 1024  # what one handover carries at most, well inside a bundle
+
+
+def _envelopes(node: Node, record_ids: Sequence[bytes]) -> list[codec.Value]:
+    """The envelopes of records this node holds, by id, for a handover to carry: each up to
+    :data:`rules.MAX_CARRIED` (a larger one, such as a new secret sealed to very many
+    groups, is named only, as before handovers carried records), and no more than
+    :data:`_CARRIED_IN_ALL` together."""
+    found: list[codec.Value] = []
+    total = 0
+    for record_id in record_ids:
+        rows = node.store.query(
+            "SELECT envelope FROM neighbourhood_records WHERE id = ?", (record_id,)
+        )
+        for (envelope,) in rows:
+            size = len(envelope)
+            if size <= MAX_CARRIED and total + size <= _CARRIED_IN_ALL:
+                found.append(bytes(envelope))
+                total += size
+    return found
 
 
 def _admins(members: group_membership.Table, cards: Sequence[group_membership.Card]) -> list[bytes]:
@@ -1044,16 +1215,23 @@ def _for_ledger(text: str, limit: int) -> str:
 
 
 def _commitment_key(
-    commitments: Mapping[str, object], current: State, item: Request, neighbour: str
+    commitments: Mapping[str, object],
+    current: State,
+    item: Request,
+    neighbour: str,
+    *,
+    tagged: bool = False,
 ) -> str:
-    """What our ledger keeps an accepted request's commitment under: its id; or, for a
+    """What our ledger keeps an accepted request's commitment under: its id (made
+    :func:`entry_ids.handoff_id` in a group whose entry ids are tagged); or, for a
     request said before requests were known by their record's id, the name its writer gave
     it, if a commitment with the same neighbour was recorded under that name. A name counts
     only if no other request carries it and it is no request's id: any group can put any
     name in a record, and one copied from another group's request must not reach that
     request's commitment (to have it fulfilled on the copier's word)."""
-    if item.id in commitments or not item.name or item.name not in commitments:
-        return item.id
+    own = entry_ids.handoff_id(item.id) if tagged else item.id
+    if own in commitments or not item.name or item.name not in commitments:
+        return own
     sharing = [r for r in current.requests.values() if r.name == item.name]
     recorded = commitments[item.name]
     if (
@@ -1062,7 +1240,7 @@ def _commitment_key(
         or not isinstance(recorded, Mapping)
         or recorded.get("neighbour") != neighbour
     ):
-        return item.id
+        return own
     return item.name
 
 
@@ -1072,6 +1250,7 @@ def reconcile(node: Node, group_id: str) -> int:
     changes it made."""
     made = 0
     me = node.identity.member_id
+    tagged = tags_entry_ids(node.group(group_id).genesis)
     for membership in memberships(node, group_id):
         current = state(node, membership)
         made += _take_secrets(node, membership, current)
@@ -1085,7 +1264,7 @@ def reconcile(node: Node, group_id: str) -> int:
             neighbour = _for_ledger(item.group_name if giving else offer.group_name, MAX_NAME)
             neighbour = neighbour or "a neighbour group"
             commitments = view.tables["commitments"]
-            key = _commitment_key(commitments, current, item, neighbour)
+            key = _commitment_key(commitments, current, item, neighbour, tagged=tagged)
             if key not in commitments:
                 # The member who asked, on the asking side; whoever records it, on the other.
                 member = item.by if not giving and item.by in view.tables["members"] else me

@@ -44,6 +44,9 @@ asked for and what became of it. The rules:
   admin of the roster: its handover counts for nothing otherwise;
 - a group's sealing key (``seal_key``), and a new secret for the neighbourhood sealed to
   the groups' sealing keys (``reseal``), count only under the group's key now;
+- letting a group in and leaving are the admins' to say: under a key whose roster ranks
+  the group's admins, only a device it ranks says them (under a first key, which nothing
+  ranks, any device of the group does);
 - an offer, request, answer or fulfilment counts only from a group that is in: once a
   group leaves, nothing it offered, asked or answered counts any more (what the groups'
   own ledgers recorded of a handoff stays there). Its admissions still count — a group
@@ -75,6 +78,7 @@ from hearth.protocol import codec
 from hearth.values import parse_quantity
 
 __all__ = [
+    "MAX_CARRIED",
     "Chains",
     "Handoff",
     "Keys",
@@ -86,6 +90,7 @@ __all__ = [
     "checked",
     "fold",
     "handover_proof",
+    "known_keys",
     "neighbourhood_id",
     "secret_id",
     "sign_record",
@@ -99,6 +104,7 @@ _MAX_TEXT = 200
 _MAX_DEVICES = 1000
 _LAST_DAY_MS = 221_845_392_000_000  # 9000-01-01: any offer's last day fits a date
 _MAX_WRAP = 256  # a sealed 32-byte secret: ephemeral key, nonce, ciphertext, tag
+MAX_CARRIED = 16 * 1024  # a record a handover carries (one it names as a feed's end)
 OPS = (
     "found",
     "admit",
@@ -212,6 +218,13 @@ def _check_handover(body: Mapping[str, codec.Value]) -> None:
         )
     ):
         raise ProtocolError("a neighbourhood key handover whose ends are not its gone devices'")
+    carried = body.get("end_records", [])
+    if not (
+        isinstance(carried, list)
+        and len(carried) <= len(ends)
+        and all(isinstance(c, bytes) and len(c) <= MAX_CARRIED for c in carried)
+    ):
+        raise ProtocolError("a neighbourhood key handover whose carried records are malformed")
     if gone_devices & set(stay):
         raise ProtocolError("a neighbourhood key handover listing a device both staying and gone")
     admins = body.get("admins", [])
@@ -480,11 +493,14 @@ class Keys:
             self._next[key] = chosen
             self._previous[chosen.successor] = key
 
-    def removed(self, records: Iterable[Record]) -> dict[bytes, tuple[int, bytes | None]]:
+    def removed(
+        self, records: Iterable[Record], lineage: Mapping[bytes, bytes] | None = None
+    ) -> dict[bytes, tuple[int, bytes | None]]:
         """Each device a handover that stands lists as gone, with the lowest cutoff any of
         them gives it and the id of its record there, as those handovers name it (None:
         not named, or named differently, or by a handover of a group the record is not of)."""
-        lineage = _lineages(records)
+        records = list(records)
+        lineage = _lineages(records) if lineage is None else lineage
         found: dict[bytes, tuple[int, set[bytes | None]]] = {}
         for handover in self._next.values():
             for device, cutoff in handover.gone.items():
@@ -626,6 +642,12 @@ class State:
     heads: dict[bytes, int] = field(default_factory=dict)  # device -> end of its checked chain
     equivocations: dict[bytes, int] = field(default_factory=dict)  # device -> seq signed twice
     ends: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # see Chains.ends
+    # The group keys the records link to the neighbourhood (see :func:`known_keys`; None:
+    # no founding record here yet, so none can be told from a stranger's), and the ids of
+    # the records said under any other key: made up, or a group's whose admission has not
+    # arrived yet.
+    known: frozenset[bytes] | None = field(default=None, compare=False, repr=False)
+    strangers: list[bytes] = field(default_factory=list, compare=False, repr=False)
 
     def handoffs(self) -> list[Handoff]:
         """Every accepted request with its offer."""
@@ -789,18 +811,71 @@ def _one_name(names: Iterable[str]) -> str:
     return " / ".join(given)[:_MAX_TEXT]
 
 
+def known_keys(
+    nid: str, records: Iterable[Record], lineage: Mapping[bytes, bytes] | None = None
+) -> frozenset[bytes] | None:
+    """Every group key the records link to neighbourhood ``nid``, whether what is said under
+    it counts or not: a founding key (one that hashes to the id), a key one of those lets in
+    — and so on —, and every key a handover links to one of them. None without a founding
+    record. Whoever holds none of these keys can write records (anyone who ever held the
+    neighbourhood's first secret can), but none of them will ever count unless a known
+    key lets theirs in: what a node keeps of them is bounded
+    (:func:`hearth.neighbourhood.participation.take_record`)."""
+    records = list(records)
+    lineage = _lineages(records) if lineage is None else lineage
+
+    def root(key: bytes) -> bytes:
+        return lineage.get(key, key)
+
+    roots = {
+        root(r.group)
+        for r in records
+        if r.op == "found" and neighbourhood_id(r.group, r.blob("nonce")) == nid
+    }
+    if not roots:
+        return None
+    admits = [(root(r.group), r.blob("newcomer")) for r in records if r.op == "admit"]
+    grown = True
+    while grown:
+        grown = False
+        for by, newcomer in admits:
+            if by in roots and root(newcomer) not in roots:
+                roots.add(root(newcomer))
+                grown = True
+    return frozenset(roots | {key for key, at in lineage.items() if at in roots})
+
+
+_ADMINS_ONLY = frozenset({"admit", "leave"})  # what only a group's admins say for it
+
+
+def _may_say(keys: Keys, record: Record) -> bool:
+    """Whether the device that wrote a record may say it for its group: letting a group in
+    and leaving are the admins' to say, so under a key whose roster ranks the group's
+    admins (:meth:`Keys.roster`) only a device it ranks says them. Under a group's first
+    key nothing ranks its admins yet, so any device of the group does (docs/security.md,
+    §6a)."""
+    if record.op not in _ADMINS_ONLY:
+        return True
+    roster = keys.roster(record.group)
+    return roster is None or record.author in roster
+
+
 def fold(nid: str, records: Iterable[Record]) -> State:
     """The state of neighbourhood ``nid`` given every record known (see the module rules)."""
     state = State(id=nid)
     records = list(records)
+    lineage = _lineages(records)
+    state.known = known = known_keys(nid, records, lineage)
+    if known is not None:
+        state.strangers = [r.id for r in records if r.group not in known]
     chains = checked(records)
-    removed = Keys(sorted(chains.counted, key=lambda r: r.id)).removed(records)
+    removed = Keys(sorted(chains.counted, key=lambda r: r.id)).removed(records, lineage)
     if removed:  # those the handovers standing so far have out count as far as they say
         chains = checked(records, removed)
     state.heads, state.equivocations, state.ends = chains.heads, chains.twice, chains.ends
     ordered = sorted(chains.counted, key=lambda r: r.id)
     keys = state.keys = Keys(ordered)
-    counting = [r for r in ordered if keys.counts(r)]
+    counting = [r for r in ordered if keys.counts(r) and _may_say(keys, r)]
     # Only the founding group's key hashes to the id; of its founding records, those that
     # count under it found (not one a removed member writes past their cutoff) — unless its
     # key was handed on twice at once: that silences the group, not the neighbourhood.

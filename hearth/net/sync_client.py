@@ -15,6 +15,7 @@ import functools
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
 from hearth.net.connect import answer_within, open_websocket
 from hearth.net.dialled_peers import note_peer_device, note_peer_has
+from hearth.node.changes import SyncAttempted
 from hearth.node.feeds import INVALID
 from hearth.node.node import Node
 from hearth.protocol.bundle import (
@@ -52,8 +54,8 @@ from hearth.protocol.sync import (
     Settled,
     TopicPlan,
 )
-from hearth.validity import snapshots
-from hearth.validity.intake import Verdict, take_in, take_snapshot
+from hearth.validity import snapshots, steps
+from hearth.validity.intake import Verdict, take_in, take_snapshot_steps, tallied
 
 __all__ = [
     "RelayReport",
@@ -70,6 +72,9 @@ log = logging.getLogger(__name__)
 
 MAX_SNAPSHOT = MAX_BUNDLE - 64 * 1024  # room for the bundle's own fields
 _KEEPALIVE_S = 5.0  # well inside any heartbeat timeout (the relay's default: 15 s)
+STILL_UP_S = 60.0
+"""How often a live link that has settled says it is still up (in the sync log), so that
+"Up to date" stays true of a quiet connection: a dead one is closed by the heartbeat."""
 
 
 @dataclass
@@ -302,13 +307,8 @@ def _remember(
 def _log_attempt(node: Node, report: RelayReport) -> None:
     now = node.clock.now_ms()
     with node.store.write():
-        node.store.run(
-            "INSERT INTO sync_log(url, last_ok, last_attempt, last_error) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(url) DO UPDATE SET last_attempt = excluded.last_attempt, "
-            "last_error = excluded.last_error, "
-            "last_ok = COALESCE(excluded.last_ok, sync_log.last_ok)",
-            (report.url, now if report.ok else None, now, report.error or None),
-        )
+        node.store.log_sync_attempt(report.url, now, ok=report.ok, error=report.error or None)
+    node.changes.notify(SyncAttempted(report.url, report.ok))
 
 
 def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport) -> list[Output]:
@@ -347,8 +347,9 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
                 topic = None
             _remember(node, url, topic=topic, cursor=output.cursor, has=output.id)
         elif isinstance(output, Refused):
-            report.refused.append(f"{output.code}: {output.message}")
-            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], output.message)
+            said = _relay_words(output.message)
+            report.refused.append(f"{_relay_words(output.code, 40)}: {said}")
+            log.warning("relay %s refused %s: %s", url, output.id.hex()[:12], said)
         else:
             remaining.append(output)
     return remaining
@@ -394,8 +395,16 @@ def _take_pending(node: Node, url: str, report: RelayReport) -> None:
     """The relay has sent everything: take each waiting snapshot with the bundles that
     came after it (R13). Those it covers are taken with it; the rest — all of them if it
     was refused — go in one by one, as they would have without it."""
+    steps.run(_pending_steps(node, url, report))
+
+
+def _pending_steps(node: Node, url: str, report: RelayReport) -> steps.Steps[None]:
+    """:func:`_take_pending` in steps (:mod:`hearth.validity.steps`): a connection's loop
+    keeps answering while a long catch-up's snapshot is checked."""
     for topic, pending in report.pending.items():
-        outcome, taken = take_snapshot(node, pending.snapshot, pending.opener, source=url)
+        outcome, taken = yield from take_snapshot_steps(
+            node, pending.snapshot, pending.opener, source=url
+        )
         if outcome.verdict is not Verdict.DUPLICATE:
             report.received += 1 + len(taken)
         if outcome.damaged:
@@ -483,16 +492,31 @@ async def _run(
 
             A catch-up's frame carries many bundles: they are taken a few at a time, the
             loop let run between, so that heartbeats are answered and progress is told
-            while a long one goes on."""
-            for start in range(0, len(outputs), OUTPUTS_AT_ONCE):
-                if start:
-                    await asyncio.sleep(0)
-                if not await carry_out_some(outputs[start : start + OUTPUTS_AT_ONCE]):
-                    return False
-            return True
+            while a long one goes on. What arrives damaged or fails a rule is counted in
+            memory meanwhile and written, and logged, once per source at the end: a frame
+            of a hundred thousand bytes of junk from a lying relay costs no write each."""
+            with tallied(node):
+                for start in range(0, len(outputs), OUTPUTS_AT_ONCE):
+                    if start:
+                        await asyncio.sleep(0)
+                    if not await carry_out_some(outputs[start : start + OUTPUTS_AT_ONCE]):
+                        return False
+                return True
 
         async def carry_out_some(outputs: list[Output]) -> bool:
-            for output in record(node, url, outputs, report):
+            settled = next((i for i, o in enumerate(outputs) if isinstance(o, Settled)), None)
+            if settled is not None and report.pending:
+                # The relay has sent all: the snapshots waiting are taken in with the
+                # loop let run (heartbeats, progress), before the rest is recorded.
+                if not await carry_out_recorded(record(node, url, outputs[:settled], report)):
+                    return False
+                await steps.run_async(_pending_steps(node, url, report))
+                outputs = outputs[settled:]
+            return await carry_out_recorded(record(node, url, outputs, report))
+
+        async def carry_out_recorded(outputs: list[Output]) -> bool:
+            """Carry out what :func:`record` left for the connection."""
+            for output in outputs:
                 match output:
                     case Send(frame):
                         await ws.send_bytes(conn.send(frame))
@@ -576,9 +600,13 @@ async def _run(
             """Ping while we work through a long catch-up: the other side hears nothing
             from us meanwhile, and its answer to its own ping waits behind the bundles
             still queued for us, so it would take us for gone."""
+            said_up = time.monotonic()
             while True:
                 await asyncio.sleep(_KEEPALIVE_S)
                 await ws.ping()
+                if live and report.ok and time.monotonic() - said_up >= STILL_UP_S:
+                    _log_attempt(node, report)  # quiet, not gone: nothing came or went
+                    said_up = time.monotonic()
 
         publisher = asyncio.create_task(publish_new()) if live else None
         pinger = asyncio.create_task(keep_alive())
@@ -669,9 +697,23 @@ def _why_turned_away(refusals: Sequence[str]) -> str:
     """Why a relay or peer and this node had no group to exchange, from what was refused."""
     for refusal in refusals:
         code, _, message = refusal.partition(": ")
-        if code == "removed" or code in NOT_SERVED:
+        if code == "removed":  # this node's own words (RelaySession)
             return message
+        if code in NOT_SERVED:
+            # The other side's words, and only its word: said as such.
+            return f'it will not keep this group ({code}), saying: "{message}"'
     return "this peer is in none of these groups"
+
+
+_RELAY_WORDS_LIMIT = 300
+"""Characters of a relay's own explanation shown to the member."""
+
+
+def _relay_words(text: str, limit: int = _RELAY_WORDS_LIMIT) -> str:
+    """What a relay or peer said, fit to show: printable characters only (no terminal
+    escapes, no line of its own that would pass for Hearth's), on one line, cut short."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
 async def stay_connected(

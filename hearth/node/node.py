@@ -8,6 +8,7 @@ wrote, then lets the caller edit, then stores the new changes durably before ret
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -27,13 +28,14 @@ from hearth.errors import (
     StorageError,
     UsageError,
 )
-from hearth.ledger import EntryRef, Ledger, LedgerDoc, membership_rules, touched_of
+from hearth.ledger import EntryRef, Ledger, LedgerDoc, entry_ids, membership_rules, touched_of
 from hearth.ledger.archive import archive_seed
 from hearth.ledger.attribution import own_part
 from hearth.ledger.automerge_doc import Fields, change_hash
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES, Role
 from hearth.ledger.view import LedgerView
+from hearth.node.changes import ChangeNotifier, LocalChange
 from hearth.node.feeds import Feeds
 from hearth.node.identity import Identity, has_identity, load_identity
 from hearth.protocol.bundle import EpochKeys, Inner, decode_changes
@@ -150,8 +152,8 @@ class Node:
         # holds the GIL for a noticeable time. Groups due for that collect here.
         self.compact_elsewhere = False
         self.compactions_due: set[str] = set()
-        # Called after a bundle from elsewhere was applied (the app redraws at once).
-        self.arrival_listeners: list[Callable[[], None]] = []
+        # Told of every change a watcher would show (the app redraws from these).
+        self.changes = ChangeNotifier()
 
     @property
     def feeds(self) -> Feeds:
@@ -229,6 +231,7 @@ class Node:
                 "device_key": me.device_key.public.hex(),
                 "created_at": self.clock.now_ms(),
                 "nonce": self.new_id(),
+                "entry_ids": entry_ids.TAGGED,
             },
             sort_keys=True,
         ).encode()
@@ -481,6 +484,7 @@ class Node:
                     "Ask an admin to remove this device, then add it again with a fresh home."
                 )
             yield ledger
+        self.changes.notify(LocalChange(group.id))
 
     def unload(self, group_id: str) -> None:
         """Forget what is in memory of a group; it is loaded again from the store."""
@@ -788,6 +792,18 @@ def _hash(change: bytes) -> bytes:
 
 def _group_id(genesis: bytes) -> str:
     return hashlib.sha256(genesis).hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def tags_entry_ids(genesis: bytes) -> bool:
+    """Whether a group's founding record (checked when the group was joined: its id is
+    the record's hash) says its entry ids carry their writer's tag
+    (:mod:`hearth.ledger.entry_ids`)."""
+    try:
+        body = json.loads(json.loads(genesis)["op"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LedgerError(f"A group's founding record is malformed ({exc}).") from exc
+    return isinstance(body, dict) and body.get("entry_ids") == entry_ids.TAGGED
 
 
 def verify_genesis(genesis: bytes) -> dict[str, object]:

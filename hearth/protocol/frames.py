@@ -474,9 +474,19 @@ def _decode_any(data: bytes) -> Frame:
     return cls(**body)
 
 
+MAX_DELIVERIES = MAX_FRAME // 512
+"""Bundles a ``deliveries`` frame can hold: each is padded to at least 512 bytes
+(:data:`hearth.protocol.bundle.PAD_BUCKETS`), so more in one frame is a lie, whose
+thousands of entries would each be taken in by the node."""
+
+
 def _check_deliveries(cursors: list[codec.Value], envelopes: list[codec.Value]) -> None:
     if not cursors or len(cursors) != len(envelopes):
         raise ProtocolError("A deliveries frame's cursors and envelopes do not pair up.")
+    if len(cursors) > MAX_DELIVERIES:
+        raise ProtocolError(
+            f"A deliveries frame carries {len(cursors)} bundles, more than a frame can hold."
+        )
     if not all(type(c) is int and 0 <= c < _INT_LIMIT for c in cursors) or not all(
         type(e) is bytes for e in envelopes
     ):

@@ -22,10 +22,17 @@ removed gets none of that group's topics, and one whose proof fails ends the exc
 
 from __future__ import annotations
 
+import enum
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import assert_never
 
 from hearth.crypto import SigningKey
 from hearth.errors import ProtocolError
@@ -41,6 +48,10 @@ from hearth.protocol.frames import (
     Frame,
     Freeze,
     Hello,
+    Mailbox,
+    MailboxClose,
+    Mirror,
+    Peer,
     Publish,
     Register,
     Subscribe,
@@ -58,14 +69,17 @@ from hearth.protocol.handshake import (
 from hearth.protocol.handshake import transcript as transcript_of
 
 __all__ = [
+    "TRANSITIONS",
     "Acked",
     "Arrived",
+    "Event",
     "Output",
     "Paused",
     "PeerHas",
     "Refused",
     "RelaySession",
     "Send",
+    "SessionState",
     "Settled",
     "TopicPlan",
 ]
@@ -152,9 +166,100 @@ class Settled:
 Output = Union[Send, Arrived, Acked, Refused, Paused, PeerHas, Settled]  # noqa: UP007
 
 
+class SessionState(enum.Enum):
+    """Where an exchange with a relay (or a peer node) is."""
+
+    NEW = "new"  # nothing sent yet: start() sends the hello
+    GREETING = "greeting"  # the hello sent, waiting for the welcome
+    EXCHANGING = "exchanging"  # registering, catching up, uploading
+    SETTLED = "settled"  # every topic caught up, every bundle sent answered
+
+
+class Event(enum.Enum):
+    """What moves a session: a frame from the other side, by kind, or a call of ours."""
+
+    START = "start"  # start()
+    WELCOME = "welcome"
+    DEVICE_PROOF = "device-proof"  # a peer node proves which device it is
+    BUNDLES = "bundles"  # deliver, deliveries
+    CAUGHT_UP = "caught-up"
+    ACK = "ack"
+    ERROR = "error"
+    OTHER = "other"  # a frame that is not for this session (a mailbox's): ignored
+    PUBLISH = "publish"  # publish(), offer(), publish_snapshot(): more to send
+    RESUME = "resume"  # resume() after a pause
+    SETTLE = "settle"  # nothing left to catch up on, send or wait for
+
+
+_S = SessionState
+_ANSWERS = (Event.DEVICE_PROOF, Event.BUNDLES, Event.CAUGHT_UP, Event.ACK, Event.ERROR)
+
+TRANSITIONS: dict[tuple[SessionState, Event], SessionState] = {
+    (_S.NEW, Event.START): _S.GREETING,
+    (_S.NEW, Event.PUBLISH): _S.NEW,  # queued until the welcome
+    (_S.NEW, Event.RESUME): _S.NEW,
+    (_S.GREETING, Event.WELCOME): _S.EXCHANGING,
+    (_S.GREETING, Event.ERROR): _S.GREETING,  # the relay refused the hello
+    (_S.GREETING, Event.OTHER): _S.GREETING,
+    (_S.GREETING, Event.PUBLISH): _S.GREETING,
+    (_S.GREETING, Event.RESUME): _S.GREETING,
+    **{(_S.EXCHANGING, event): _S.EXCHANGING for event in _ANSWERS},
+    (_S.EXCHANGING, Event.OTHER): _S.EXCHANGING,
+    (_S.EXCHANGING, Event.PUBLISH): _S.EXCHANGING,
+    (_S.EXCHANGING, Event.RESUME): _S.EXCHANGING,
+    (_S.EXCHANGING, Event.SETTLE): _S.SETTLED,
+    # Settled, a live session still takes what others publish (and a stray answer).
+    **{(_S.SETTLED, event): _S.SETTLED for event in _ANSWERS},
+    (_S.SETTLED, Event.OTHER): _S.SETTLED,
+    (_S.SETTLED, Event.PUBLISH): _S.EXCHANGING,
+    (_S.SETTLED, Event.RESUME): _S.SETTLED,
+}
+"""Every move a session may make: (where it is, what happened) -> where it goes. Anything
+else (a second welcome, a bundle before the welcome) ends the exchange with a
+:class:`~hearth.errors.ProtocolError`. :class:`~hearth.protocol.connection.Connection`
+lets none of those frames through, so this table says again, for this session, what the
+connection already holds to."""
+
+
+def _event_of(frame: Frame) -> Event:
+    """The kind of event a frame from the other side is."""
+    match frame:
+        case Welcome():
+            return Event.WELCOME
+        case DeviceProof():
+            return Event.DEVICE_PROOF
+        case Deliver() | Deliveries():
+            return Event.BUNDLES
+        case CaughtUp():
+            return Event.CAUGHT_UP
+        case Ack():
+            return Event.ACK
+        case Error():
+            return Event.ERROR
+        case (
+            Hello()
+            | Register()
+            | Subscribe()
+            | Publish()
+            | Mailbox()
+            | MailboxClose()
+            | Peer()
+            | Mirror()
+            | Freeze()
+        ):
+            return Event.OTHER
+        case _:
+            assert_never(frame)
+
+
 @dataclass
 class RelaySession:
-    """One exchange with one relay over one connection."""
+    """One exchange with one relay over one connection.
+
+    Where it is is :attr:`state`, moved only by :meth:`_move` along :data:`TRANSITIONS`.
+    The sets say what is outstanding per topic and per bundle: what is catching up, what
+    waits for an offer to a peer, what is queued and in flight.
+    """
 
     plans: Sequence[TopicPlan]
     agent: str = "hearth"
@@ -165,8 +270,7 @@ class RelaySession:
     catching_up: set[bytes] = field(default_factory=set)
     awaiting_offer: set[bytes] = field(default_factory=set)  # peers' topics, see PeerHas
     refused_topics: set[bytes] = field(default_factory=set)  # the other side will not serve
-    welcomed: bool = False
-    settled: bool = False
+    state: SessionState = SessionState.NEW
     sent: int = 0
     received: int = 0
     peer_device: bytes = b""  # a peer node's device key, once it proved it
@@ -179,55 +283,83 @@ class RelaySession:
         """Whether the other side is a peer node rather than a relay."""
         return self.device_key is not None
 
+    @property
+    def welcomed(self) -> bool:
+        """Whether the other side has welcomed us (bundles are sent from then on)."""
+        return self.state in (SessionState.EXCHANGING, SessionState.SETTLED)
+
+    @property
+    def settled(self) -> bool:
+        """Whether nothing is left to catch up on, send or wait for (until more is
+        published)."""
+        return self.state is SessionState.SETTLED
+
+    def _move(self, event: Event, what: str = "") -> None:
+        """Take one step along :data:`TRANSITIONS`, or refuse a step it does not hold."""
+        following = TRANSITIONS.get((self.state, event))
+        if following is None:
+            raise ProtocolError(f"Did not expect {what or event.value} while {self.state.value}.")
+        self.state = following
+
     def start(self) -> list[Output]:
         """The first thing to send."""
+        self._move(Event.START)
         nonce = self.nonce if self.to_peer else b""
         self._hello = Hello(versions=list(VERSIONS), role="node", agent=self.agent, nonce=nonce)
         return [Send(self._hello)]
 
     def handle(self, frame: Frame) -> list[Output]:
         """What follows from one frame from the relay."""
-        out: list[Output] = []
-        if (
-            self.to_peer
-            and not self.peer_device
-            and isinstance(frame, (Deliver, Deliveries, CaughtUp))
-        ):
+        event = _event_of(frame)
+        if self.to_peer and not self.peer_device and event in (Event.BUNDLES, Event.CAUGHT_UP):
             raise ProtocolError("The peer sent bundles before proving which device it is.")
-        if isinstance(frame, Welcome):
-            out += self._welcomed(frame)
-        elif isinstance(frame, DeviceProof):
-            out += self._peer_proved(frame)
-        elif (
-            isinstance(frame, (Deliver, Deliveries, CaughtUp))
-            and frame.topic in self.refused_topics
-        ):
-            pass  # a topic we refused the peer (a device removed from that group)
-        elif isinstance(frame, Deliver):
-            self.received += 1
-            out.append(Arrived(frame.topic, frame.cursor, frame.envelope))
-        elif isinstance(frame, Deliveries):
-            self.received += len(frame.envelopes)
-            out += (Arrived(frame.topic, d.cursor, d.envelope) for d in frame.each())
-        elif isinstance(frame, CaughtUp):
-            self.catching_up.discard(frame.topic)
-            if frame.topic in self.awaiting_offer:
-                out.append(PeerHas(frame.topic, vector_from_wire(frame.have)))
-        elif isinstance(frame, Ack):
-            self.in_flight.discard(frame.id)
-            self._in_flight_frames.pop(frame.id, None)
-            self.sent += 1
-            out.append(Acked(frame.id, frame.cursor))
-            out += self._fill()
-        elif isinstance(frame, Error):
-            out += self._refused(frame)
+        self._move(event, f"a {frame.TYPE} frame")
+        out: list[Output] = []
+        match frame:
+            case Welcome():
+                out += self._welcomed(frame)
+            case DeviceProof():
+                out += self._peer_proved(frame)
+            case Deliver() | Deliveries() | CaughtUp() if frame.topic in self.refused_topics:
+                pass  # a topic we refused the peer (a device removed from that group)
+            case Deliver():
+                self.received += 1
+                out.append(Arrived(frame.topic, frame.cursor, frame.envelope))
+            case Deliveries():
+                self.received += len(frame.envelopes)
+                out += (Arrived(frame.topic, d.cursor, d.envelope) for d in frame.each())
+            case CaughtUp():
+                self.catching_up.discard(frame.topic)
+                if frame.topic in self.awaiting_offer:
+                    out.append(PeerHas(frame.topic, vector_from_wire(frame.have)))
+            case Ack():
+                self.in_flight.discard(frame.id)
+                self._in_flight_frames.pop(frame.id, None)
+                self.sent += 1
+                out.append(Acked(frame.id, frame.cursor))
+                out += self._fill()
+            case Error():
+                out += self._refused(frame)
+            case (
+                Hello()
+                | Register()
+                | Subscribe()
+                | Publish()
+                | Mailbox()
+                | MailboxClose()
+                | Peer()
+                | Mirror()
+                | Freeze()
+            ):
+                pass  # not this session's (Event.OTHER)
+            case _:
+                assert_never(frame)
         return out + self._check_settled()
 
     def _welcomed(self, welcome: Welcome) -> list[Output]:
         """Register every topic, prove our device to a peer, subscribe, start uploading."""
         if self.to_peer and welcome.version < DEVICE_PROOFS:
             raise ProtocolError(OLDER_PEER)
-        self.welcomed = True
         registers: list[Output] = []
         subscribes: list[Output] = []
         for plan in self.plans:
@@ -275,7 +407,7 @@ class RelaySession:
     def publish(self, bundles: Iterable[tuple[bytes, bytes]]) -> list[Output]:
         """New local bundles to send (live mode)."""
         self.queue.extend((i, Publish(envelope=e)) for i, e in bundles)
-        self.settled = False
+        self._move(Event.PUBLISH)
         return self._fill() if self.welcomed else []
 
     def offer(self, topic: bytes, bundles: Iterable[tuple[bytes, bytes]]) -> list[Output]:
@@ -289,12 +421,13 @@ class RelaySession:
     ) -> list[Output]:
         """Send a snapshot that holds everything up to ``covers`` at this relay."""
         self.queue.append((bundle_id, Publish(envelope=envelope, covers=covers, cover_proof=proof)))
-        self.settled = False
+        self._move(Event.PUBLISH)
         return self._fill() if self.welcomed else []
 
     def resume(self) -> list[Output]:
-        """Carry on after a pause."""
-        return self._fill()
+        """Carry on after a pause (before the welcome, the queue waits for it)."""
+        self._move(Event.RESUME)
+        return self._fill() if self.welcomed else []
 
     def _refused(self, frame: Error) -> list[Output]:
         out: list[Output] = []
@@ -323,14 +456,13 @@ class RelaySession:
 
     def _check_settled(self) -> list[Output]:
         if (
-            self.welcomed
-            and not self.settled
+            self.state is SessionState.EXCHANGING
             and not self.catching_up
             and not self.awaiting_offer
             and not self.queue
             and not self.in_flight
         ):
-            self.settled = True
+            self._move(Event.SETTLE)
             self._in_flight_frames.clear()
             return [Settled()]
         return []

@@ -25,7 +25,7 @@ from typing import Any
 from hearth.errors import StorageError
 from hearth.store.home import create_private_file
 
-__all__ = ["ChangeRow", "GroupRow", "Store"]
+__all__ = ["ChangeRow", "GroupRow", "Store", "SyncLogRow"]
 
 APPLICATION_ID = 0x48525448  # "HRTH"
 _BUSY_TIMEOUT_MS = 10_000
@@ -53,6 +53,16 @@ class ChangeRow:
     bytes: bytes
     local: bool
     touched: list[tuple[str, str]] | None  # None: unknown, so readers rebuild their view
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncLogRow:
+    """How syncing with one relay or peer last went (times in ms; ``None``: never)."""
+
+    url: str
+    last_ok: int | None
+    last_attempt: int | None
+    last_error: str | None
 
 
 def _touched(value: object) -> list[tuple[str, str]] | None:
@@ -168,6 +178,12 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def mark(self) -> tuple[int, int]:
+        """A mark that moves whenever anything is written to the store, by this
+        connection or any other: equal marks, nothing was written between them."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        return self._db.total_changes, int(version)
+
     @contextmanager
     def write(self) -> Iterator[None]:
         """One durable write transaction holding the store's write lock.
@@ -282,6 +298,12 @@ class Store:
             raise StorageError(f"Reading the store {self.path} failed ({exc}).") from exc
         return self._db.total_changes, int(other)
 
+    def data_version(self) -> int:
+        """A counter that moves when *another* connection (another process on this home)
+        commits, and never for this connection's own writes. Reading it touches no table:
+        cheap enough to read several times a second."""
+        return self.version()[1]
+
     def groups(self) -> list[GroupRow]:
         """Every group this node belongs to, oldest first (asked on every read of a
         ledger: read again only when the database changed)."""
@@ -305,6 +327,38 @@ class Store:
             )
             for r in rows
         ]
+
+    # --- the sync log -------------------------------------------------------------------
+
+    def log_sync_attempt(self, url: str, now_ms: int, *, ok: bool, error: str | None) -> None:
+        """Note a sync with ``url`` just tried: when, whether it worked, what went wrong
+        (inside a :meth:`write`). The time it last worked is kept across failures."""
+        self.run(
+            "INSERT INTO sync_log(url, last_ok, last_attempt, last_error) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(url) DO UPDATE SET last_attempt = excluded.last_attempt, "
+            "last_error = excluded.last_error, "
+            "last_ok = COALESCE(excluded.last_ok, sync_log.last_ok)",
+            (url, now_ms if ok else None, now_ms, error),
+        )
+
+    def sync_log(self, urls: Sequence[str]) -> dict[str, SyncLogRow]:
+        """How syncing last went with each of ``urls`` that was ever tried."""
+        if not urls:
+            return {}
+        rows = self.query(
+            "SELECT url, last_ok, last_attempt, last_error FROM sync_log WHERE url IN "  # noqa: S608
+            f"({', '.join('?' for _ in urls)})",
+            tuple(urls),
+        )
+        return {
+            str(url): SyncLogRow(
+                url=str(url),
+                last_ok=None if ok is None else int(ok),
+                last_attempt=None if attempt is None else int(attempt),
+                last_error=None if error is None else str(error),
+            )
+            for url, ok, attempt, error in rows
+        }
 
     # --- changes and snapshots -----------------------------------------------------
 

@@ -17,6 +17,7 @@ taken only together with the bundles it covers, checked against them
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import weakref
 from collections import defaultdict
@@ -33,8 +34,9 @@ from hearth.ledger.automerge_doc import EntryRef, change_hash
 from hearth.ledger.change_ops import ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
+from hearth.node.changes import BundlesApplied
 from hearth.node.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
-from hearth.node.node import Node, verify_genesis
+from hearth.node.node import Node, tags_entry_ids, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
     Inner,
@@ -45,7 +47,7 @@ from hearth.protocol.bundle import (
 )
 from hearth.protocol.invite_token import decode_claim
 from hearth.store import ChangeRow
-from hearth.validity import joins, snapshots
+from hearth.validity import joins, snapshots, steps
 from hearth.validity.cutoffs import counted_through, past_cutoff, removal_voided, within_cutoff
 from hearth.validity.retraction import (
     change_ids,
@@ -155,8 +157,7 @@ def take_in(node: Node, data: bytes, *, source: str) -> Outcome:
     node for arrivals (the app) hears of what was applied."""
     outcome = _take_in(node, data, source)
     if outcome.verdict is Verdict.APPLIED:
-        for listener in node.arrival_listeners:
-            listener()
+        node.changes.notify(BundlesApplied(outcome.group_id))
     return outcome
 
 
@@ -306,13 +307,15 @@ def _take_neighbourhood_record(node: Node, envelope: Envelope, source: str) -> O
     if not envelope.relay_signature_valid(keys.relay_key.public):
         return _damaged(node, source, "a bundle whose admission signature is not the group's")
     try:
-        new = participation.take_record(node, membership, envelope, open_envelope(envelope, keys))
+        taken = participation.take_record(node, membership, envelope, open_envelope(envelope, keys))
     except Damaged as exc:
         return _damaged(node, source, str(exc))
     except ProtocolError as exc:
         return _reject(node, source, str(exc))
-    verdict = Verdict.APPLIED if new else Verdict.DUPLICATE
-    return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(new))
+    for _ in range(taken.dropped):  # counted against whoever brought the newest of them
+        _reject(node, source, "a neighbourhood record under a key no group there holds")
+    verdict = Verdict.APPLIED if taken.new else Verdict.DUPLICATE
+    return Outcome(verdict=verdict, group_id=membership.group_id, applied=int(taken.new))
 
 
 class _Tally:
@@ -521,15 +524,25 @@ def take_snapshot(
     opener = (
         bundles if isinstance(bundles, snapshots.Opener) else snapshots.Opener.of(node, bundles)
     )
+    return steps.run(take_snapshot_steps(node, data, opener, source=source))
+
+
+def take_snapshot_steps(
+    node: Node, data: bytes, opener: snapshots.Opener, *, source: str
+) -> steps.Steps[tuple[Outcome, frozenset[bytes]]]:
+    """:func:`take_snapshot` in steps (:mod:`hearth.validity.steps`): the covered bundles
+    opened and the documents loaded off the event loop, the check with pauses. What the
+    check read of the node is read again if anything was written to the store meanwhile
+    (another relay's bundles, a member's edit): then it is judged again, at once."""
     try:
-        return _take_snapshot_with(node, data, opener, source)
+        return (yield from _take_snapshot_with(node, data, opener, source))
     finally:
         opener.close()
 
 
 def _take_snapshot_with(
     node: Node, data: bytes, opener: snapshots.Opener, source: str
-) -> tuple[Outcome, frozenset[bytes]]:
+) -> steps.Steps[tuple[Outcome, frozenset[bytes]]]:
     none: frozenset[bytes] = frozenset()
     try:
         envelope = parse_envelope(data)
@@ -560,14 +573,20 @@ def _take_snapshot_with(
         with node.store.write():
             node.store.run("INSERT OR IGNORE INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
         return Outcome(verdict=Verdict.DUPLICATE, group_id=group_id), none
+    actor = node.group(group_id).actor
     try:
-        # Loaded while the covered bundles' last chunks are still being opened elsewhere.
-        incoming = _load_snapshot(node, group_id, docs)
+        # Off the loop: loaded while the covered bundles' last chunks are still being
+        # opened elsewhere, then those awaited.
+        incoming: dict[str, LedgerDoc] = yield functools.partial(_load_snapshot, docs, actor)
         gid = bytes.fromhex(group_id)
-        carried = [c for c in opener.carried() if c.inner.group_id == gid]
+        carried = [c for c in (yield opener.carried) if c.inner.group_id == gid]
+        mark = node.store.mark()
+        covered = yield from snapshots.check_steps(node, group_id, incoming, heads, carried)
         with node.store.write():  # refused: nothing of it stays
+            if node.store.mark() != mark:  # the node changed while the loop ran
+                covered = snapshots.check_snapshot(node, group_id, incoming, heads, carried)
             taken = _take_snapshot(
-                node, group_id, envelope, inner, (docs, incoming), heads, carried
+                node, group_id, envelope, inner, (docs, incoming), heads, covered
             )
     except HearthError as exc:
         outcome = _reject(
@@ -575,8 +594,7 @@ def _take_snapshot_with(
         )
         return outcome, none
     retried = _retry_after(node, group_id)  # what waited on the changes it brought
-    for listener in node.arrival_listeners:
-        listener()
+    node.changes.notify(BundlesApplied(group_id))
     applied = Outcome(verdict=Verdict.APPLIED, group_id=group_id, applied=1 + len(taken) + retried)
     return applied, frozenset(taken)
 
@@ -602,13 +620,12 @@ def _take_snapshot(
     inner: Inner,
     documents: tuple[Sequence[tuple[str, bytes]], dict[str, LedgerDoc]],
     heads: Sequence[tuple[bytes, int, bytes]],
-    carried: Sequence[snapshots.Carried],
+    covered: Sequence[snapshots.Carried],
 ) -> list[bytes]:
-    """Check a snapshot against the bundles it came with, merge its documents (as saved,
-    and loaded), keep the bundles it covers as applied (inside a write); return their
-    ids."""
+    """Take a snapshot shown to hold what the ``covered`` bundles carry
+    (:func:`snapshots.check_snapshot`): merge its documents (as saved, and loaded), keep
+    those bundles as applied (inside a write); return their ids."""
     docs, incoming = documents
-    covered = snapshots.check_snapshot(node, group_id, incoming, heads, carried)
     listed = incoming[LIVE].read_table("members") if LIVE in incoming else {}
     card = _card(listed, inner.author) or _card(node.view(group_id).tables["members"], inner.author)
     if card is None:
@@ -647,13 +664,11 @@ def _take_snapshot(
     return [item.envelope.id for item in covered]
 
 
-def _load_snapshot(
-    node: Node, group_id: str, docs: Sequence[tuple[str, bytes]]
-) -> dict[str, LedgerDoc]:
-    """A snapshot's documents, loaded; :class:`ProtocolError` if one does not load."""
-    group = node.group(group_id)
+def _load_snapshot(docs: Sequence[tuple[str, bytes]], actor: bytes) -> dict[str, LedgerDoc]:
+    """A snapshot's documents, loaded (touching nothing of the node's: done off the
+    event loop); :class:`ProtocolError` if one does not load."""
     try:
-        return {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
+        return {name: LedgerDoc.load(saved, actor) for name, saved in docs}
     except LedgerError as exc:
         raise ProtocolError(f"a snapshot holding a document that does not load ({exc})") from exc
 
@@ -867,7 +882,15 @@ def _check_names(
             ).items():
                 moved.setdefault(entry, set()).update(paths)
     spared = ledger.doc.objects_under("members") | ledger.doc.objects_under("invites")
-    records.check_records(ledger.doc, live, member_id, touched.get(LIVE, []), moved, spared)
+    records.check_records(
+        ledger.doc,
+        live,
+        member_id,
+        touched.get(LIVE, []),
+        moved,
+        spared,
+        tagged=tags_entry_ids(node.group(group_id).genesis),
+    )
 
 
 def _members_seen(node: Node, group_id: str, ledger: Ledger, inner: Inner) -> membership.Table:

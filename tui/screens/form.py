@@ -1,11 +1,13 @@
-"""Small dialogs: a form of a few fields, and a question that needs a yes."""
+"""A form of a few fields that does what it is for on Save and returns what that gave."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeAlias, TypeVar
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -13,8 +15,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from hearth.errors import HearthError
+from tui.wording import app_words
 
-__all__ = ["Choice", "ConfirmScreen", "Field", "FormScreen"]
+__all__ = ["Choice", "Field", "FormScreen", "Values"]
+
+Values: TypeAlias = dict[str, str]
+"""What was typed or picked in a form, by field key (text stripped; a blank pick is "")."""
+
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,32 +48,33 @@ class Choice:
     required: bool = True
 
 
-class FormScreen(ModalScreen[dict[str, str] | None]):
-    """Asks for a few values; dismisses with them, or ``None`` if cancelled.
+class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
+    """Asks for a few values, hands them to ``submit`` on Save, and dismisses with what
+    it returned (``None`` if cancelled).
 
     ``submit`` does what the form is for; when it refuses (a :class:`HearthError`: a bad
     quantity, a date it cannot read) the reason shows in the form, which stays open with
-    everything typed so far.
+    everything typed so far. A ``submit`` that may take long (reading a large file)
+    returns an awaitable instead, for work done in a worker thread: the form waits for it
+    (``saving`` is true meanwhile, and a second Save is ignored), then closes or says why not.
     """
 
-    DEFAULT_CSS = """
-    FormScreen .form-error { display: none; height: auto; margin-top: 1; color: $error; }
-    FormScreen Label { width: 1fr; }  /* a long label wraps instead of being cut off */
-    """
+    CSS_PATH = "form.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(
         self,
         title: str,
         fields: Sequence[Field | Choice],
+        submit: Callable[[Values], ResultT | Awaitable[ResultT]],
         ok: str = "Save",
-        submit: Callable[[dict[str, str]], object] | None = None,
     ) -> None:
         super().__init__()
         self.title_text = title
         self.fields = fields
         self.ok = ok
         self.submit = submit
+        self.saving = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -73,15 +82,15 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
             for f in self.fields:
                 yield Label(f.label)
                 if isinstance(f, Choice):
-                    select: Select[str] = Select(
+                    # The value given here, not set after: set before the Select is
+                    # mounted, it was kept but the Select showed "Select", as if blank.
+                    yield Select(
                         list(f.options),
                         id=f"field-{f.key}",
                         allow_blank=f.value is None,
+                        value=Select.NULL if f.value is None else f.value,
                         compact=True,
                     )
-                    if f.value is not None:
-                        select.value = f.value
-                    yield select
                 else:
                     yield Input(
                         value=f.value, placeholder=f.placeholder, id=f"field-{f.key}", compact=True
@@ -95,16 +104,19 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
         if event.button.id == "ok":
             self._submit()
         else:
-            self.dismiss(None)
+            self.action_cancel()
 
     def on_input_submitted(self) -> None:
         self._submit()
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        if not self.saving:  # what is being saved finishes, and is said
+            self.dismiss(None)
 
     def _submit(self) -> None:
-        values: dict[str, str] = {}
+        if self.saving:
+            return
+        values: Values = {}
         for f in self.fields:
             if isinstance(f, Choice):
                 select = self.query_one(f"#field-{f.key}", Select)
@@ -116,49 +128,34 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
                 self.show_error(f"Choose {f.label[0].lower()}{f.label[1:]}.")
                 self.query_one(f"#field-{f.key}", Select).focus()
                 return
-        if self.submit is not None:
-            try:
-                self.submit(values)
-            except HearthError as exc:
-                self.show_error(str(exc))
-                return
-        self.dismiss(values)
+        try:
+            result = self.submit(values)
+        except HearthError as exc:
+            self.show_error(str(exc))
+            return
+        if inspect.isawaitable(result):
+            self.saving = True
+            self._wait_for(result)
+            return
+        self.dismiss(result)
+
+    @work(exclusive=True, group="form-save")
+    async def _wait_for(self, pending: Awaitable[ResultT]) -> None:
+        """The end of a Save that runs elsewhere: close with its result, or say why not."""
+        ok = self.query_one("#ok", Button)
+        ok.disabled = True
+        try:
+            result = await pending
+        except HearthError as exc:
+            self.show_error(str(exc))
+            return
+        finally:
+            ok.disabled = False
+            self.saving = False
+        self.dismiss(result)
 
     def show_error(self, text: str) -> None:
         """Say in the form why it cannot be saved yet."""
         error = self.query_one("#form-error", Static)
-        error.update(text)
+        error.update(app_words(text))
         error.display = True
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """A question with a plain explanation; dismisses ``True`` only on a clear yes."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "no", "No"),
-        Binding("y", "yes", "Yes"),
-    ]
-
-    def __init__(self, question: str, explanation: str = "", yes: str = "Yes") -> None:
-        super().__init__()
-        self.question = question
-        self.explanation = explanation
-        self.yes = yes
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-title", markup=False)
-            if self.explanation:
-                yield Static(self.explanation, classes="dialog-text", markup=False)
-            with Horizontal(classes="dialog-buttons"):
-                yield Button(self.yes, variant="error", id="yes")
-                yield Button("No", id="no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_yes(self) -> None:
-        self.dismiss(True)
-
-    def action_no(self) -> None:
-        self.dismiss(False)
