@@ -213,6 +213,8 @@ def main() -> int:
     try:
         for name, (tree, of) in versions.items():
             if of != name:
+                if of not in versions:  # a store kept from another run (--keep)
+                    built[of] = json.loads((stores / of / "built.json").read_text())
                 continue
             home = stores / name
             answer_file = home / "built.json"

@@ -461,8 +461,8 @@ class Cheater:
         name = f"in {victim.name}'s name {self.rng.randrange(10**6)}"
         if kind == "edited" and resources:
             forger.edit_resource(self.rng.choice(resources).id, name=name)
-        elif kind == "lent" and resources:
-            forger.lend(self.rng.choice(resources).id, to=victim.id)
+        elif kind == "lent" and (lendable := [r for r in resources if r.keeper != victim.id]):
+            forger.lend(self.rng.choice(lendable).id, to=victim.id)  # not to its keeper
         elif kind == "name off" and resources:
             forger.author = me
             forger.write_again("resources", self.rng.choice(resources).id, {"created_by": None})

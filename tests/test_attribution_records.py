@@ -10,6 +10,7 @@ and inside a snapshot."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from automerge.core import ROOT, Document, ObjType, ScalarType
 from hearth.ledger import CommitmentStatus, Kind, Ledger, history
 from hearth.ledger.archive import period_of
 from hearth.ledger.automerge_doc import EntryRef, change_body, change_hash
-from hearth.ledger.change_ops import operations
-from hearth.ledger.entry_ids import tagged_id
+from hearth.ledger.change_ops import _rle, _runs, operations, read_varint
+from hearth.ledger.change_ops import _sleb as sleb_read
+from hearth.ledger.entry_ids import handoff_id, tagged_id
 from hearth.ledger.ledger import LIVE
 from hearth.node.node import Node, tags_entry_ids
 from hearth.protocol.bundle import encode_snapshot
@@ -340,3 +342,182 @@ def test_an_entry_under_an_untagged_id_is_refused_in_a_group_founded_with_tags(
     body = json.loads(old["op"])
     del body["entry_ids"]
     assert not tags_entry_ids(json.dumps({**old, "op": json.dumps(body)}).encode())
+
+
+def test_a_commitment_is_not_hidden_by_a_write_dressed_as_a_handoff(scene: Scene) -> None:
+    """Ben writes at the key of Ada's proposal from before it, saying in ``handoff`` that
+    the key is a neighbourhood request's ref (the one kind of commitment not tagged)."""
+    s = scene
+    ben = s.ben.identity.member_id
+    outcome = _written_from_before(
+        s,
+        s.proposal,
+        lambda tx: tx.get(ROOT, "commitments")[1],
+        {"what": "Nothing", "giver": ben, "receiver": "", "neighbour": "x", "handoff": s.proposal},
+        [("commitments", s.proposal)],
+    )
+    assert s.ada.view(s.gid).commitment(s.proposal).what == "A drill"
+    assert outcome.verdict is Verdict.REJECTED
+    assert "not its writer's" in outcome.reason
+
+
+def _uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _sleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        done = (n == 0 and not byte & 0x40) or (n == -1 and byte & 0x40)
+        out.append(byte | (0 if done else 0x80))
+        if done:
+            return bytes(out)
+
+
+def _with_pred(change: bytes, index: int, pred: tuple[int, int]) -> bytes:
+    """``change`` (an uncompressed change chunk) with its operation ``index`` made to say
+    it replaces the operation ``pred`` (actor index, counter), wherever that is: what a
+    modified client can write. Rewrites the pred columns and the chunk's checksum."""
+    body = change_body(change)
+    p = 0
+    count, p = read_varint(body, p)
+    p += 32 * count
+    length, p = read_varint(body, p)
+    p += length
+    _, p = read_varint(body, p)
+    _, p = read_varint(body, p)
+    _, p = read_varint(body, p, signed=True)
+    length, p = read_varint(body, p)
+    p += length
+    others, p = read_varint(body, p)
+    for _ in range(others):
+        length, p = read_varint(body, p)
+        p += length
+    header = body[:p]
+    ncols, p = read_varint(body, p)
+    specs = []
+    for _ in range(ncols):
+        spec, p = read_varint(body, p)
+        length, p = read_varint(body, p)
+        specs.append((spec, length))
+    data: dict[int, bytes] = {}
+    for spec, length in specs:
+        assert not spec & 0x08
+        data[spec] = body[p : p + length]
+        p += length
+    rest = body[p:]
+    ops = len(_rle(data[0x42]))
+    groups = [g or 0 for g in _rle(data.get(0x70, b""))] + [0] * ops
+    groups = groups[:ops]
+    actors = [a or 0 for a in _rle(data.get(0x71, b""))]
+    counters: list[int] = []
+    total = 0
+    for delta in _runs(data.get(0x73, b""), sleb_read):
+        total += delta or 0
+        counters.append(total)
+    before = sum(groups[:index])
+    if pred is None:
+        del actors[before : before + groups[index]], counters[before : before + groups[index]]
+        groups[index] = 0
+    else:
+        actors[before:before] = [pred[0]]
+        counters[before:before] = [pred[1]]
+        groups[index] += 1
+    data[0x70] = _sleb(-len(groups)) + b"".join(_uleb(g) for g in groups)
+    data[0x71] = _sleb(-len(actors)) + b"".join(_uleb(a) for a in actors) if actors else b""
+    deltas = [c - (counters[i - 1] if i else 0) for i, c in enumerate(counters)]
+    data[0x73] = _sleb(-len(deltas)) + b"".join(_sleb(d) for d in deltas) if deltas else b""
+    columns = sorted(data.items())
+    new_body = (
+        header
+        + _uleb(len(columns))
+        + b"".join(_uleb(spec) + _uleb(len(col)) for spec, col in columns)
+        + b"".join(col for _, col in columns)
+        + rest
+    )
+    hashed = bytes([1]) + _uleb(len(new_body)) + new_body
+    return b"\x85\x6f\x4a\x83" + hashlib.sha256(hashed).digest()[:4] + hashed
+
+
+def test_a_record_is_not_hidden_by_a_write_claiming_to_replace_something_else(
+    scene: Scene,
+) -> None:
+    """As above, at the key of Ada's lend from before the lend, but the operation says it
+    replaces Ben's own junk map (at another key): to the tag check a replacement, to
+    Automerge a new value beside Ada's."""
+    s = scene
+    ben = s.ben.identity.member_id
+    doc = s.ben.ledger(s.gid).doc
+    changes = doc.changes_since([])
+    first = next(c for c in changes if any(o.key == s.lend for o in operations(change_body(c))))
+    before = list(change_hash(first).deps)
+    fork = _document_at(changes, before)
+    fork.set_actor(doc.actor)
+    junk_key = tagged_id("0" * 16, ben)
+    with fork.transaction() as tx:
+        events = tx.get(ROOT, "events")[1]
+        junk = tx.put_object(events, junk_key, ObjType.Map)
+        for i in range(300):
+            tx.put(junk, f"k{i}", ScalarType.Str, "x")
+        mine = tx.put_object(events, s.lend, ObjType.Map)
+        for name, value in {"action": "return", "resource": s.ladder, "by": ben}.items():
+            tx.put(mine, name, ScalarType.Str, value)
+    (crafted,) = [c.bytes for c in fork.get_changes(before)]
+    at = next(i for i, o in enumerate(operations(change_body(crafted))) if o.key == s.lend)
+    start = operations(change_body(crafted))[0].id[1]
+    forged = _with_pred(crafted, at, (0, start))
+    assert operations(change_body(forged))[at].preds == 1
+    with s.ben.store.write():
+        envelope = s.ben.feeds.seal_local(
+            s.gid, [(LIVE, forged, [("events", junk_key), ("events", s.lend)])]
+        )
+    outcome = take_in(s.ada, envelope.encode(), source="test")
+    assert ("Ada", "lent Ladder to Cat") in told(s.ada, s.gid)
+    assert outcome.verdict is Verdict.REJECTED
+    assert "not its writer's" in outcome.reason
+
+
+def test_a_handoff_is_taken_under_its_own_kind_of_id_only(scene: Scene) -> None:
+    """A handoff's commitment (untagged, so that two devices recording it write one entry)
+    is taken under :func:`handoff_id`, and refused under a bare 32-digit ref: that is a
+    tagged id's shape, where a member's own commitment may be."""
+    s = scene
+    ref = "ab" * 16
+    for key, verdict in ((handoff_id(ref), Verdict.APPLIED), (ref, Verdict.REJECTED)):
+        with s.ben.change(s.gid) as ledger:
+            ledger.add_handoff(key, "Apples", neighbour="Riverside", member="Ben", giving=False)
+        outcomes = [take_in(s.ada, e, source="test") for e in new_bundles(s.ben, s.ada, s.gid)]
+        assert [o.verdict for o in outcomes] == [verdict], outcomes
+    assert s.ada.view(s.gid).commitment(handoff_id(ref)).neighbour == "Riverside"
+
+
+def test_a_status_change_is_not_hidden_by_a_record_map_made_anew(scene: Scene) -> None:
+    """Ben's commitment, which Ada declined: Ben's client makes its ``changes`` map anew
+    saying it replaces nothing, so Automerge keeps it beside the one holding Ada's
+    decline, and the view shows the newer, empty one: the promise proposed again."""
+    s = scene
+    assert s.ada.view(s.gid).commitment(s.declined).status is CommitmentStatus.DECLINED
+    doc = s.ben.ledger(s.gid).doc
+    changes = doc.changes_since([])
+    heads = doc.heads()
+    fork = Document.load(b"".join(changes))
+    fork.set_actor(doc.actor)
+    with fork.transaction() as tx:
+        entry = tx.get(tx.get(ROOT, "commitments")[1], s.declined)[1]
+        tx.put_object(entry, "changes", ObjType.Map)
+    (crafted,) = [c.bytes for c in fork.get_changes(heads)]
+    assert operations(change_body(crafted))[0].preds == 1
+    forged = _with_pred(crafted, 0, None)
+    assert operations(change_body(forged))[0].preds == 0
+    with s.ben.store.write():
+        envelope = s.ben.feeds.seal_local(s.gid, [(LIVE, forged, [("commitments", s.declined)])])
+    outcome = take_in(s.ada, envelope.encode(), source="test")
+    assert s.ada.view(s.gid).commitment(s.declined).status is CommitmentStatus.DECLINED
+    assert outcome.verdict is Verdict.REJECTED
+    assert "as if the map were not there" in outcome.reason

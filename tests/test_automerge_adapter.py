@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 
 from hearth.errors import LedgerError
 from hearth.ledger.automerge_doc import LedgerDoc, _change_body, _sync_message, change_hash
-from hearth.ledger.change_ops import keys_written_into, objects_written, operations, read_columns
+from hearth.ledger.change_ops import (
+    keys_written_into,
+    new_writes,
+    objects_and_new_writes,
+    objects_written,
+    operations,
+    read_columns,
+    writes_only_new,
+)
 
 TABLES = ("items", "meta")
 
@@ -396,6 +404,36 @@ def test_what_a_change_writes_is_read_as_its_operations_name_it(
         return
     with contextlib.suppress(LedgerError):
         assert written == {op.obj for op in operations(bytes(body))}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=3))
+@example([])
+def test_what_a_change_writes_and_writes_only_new_keys_into_are_read_at_once(
+    edits: list[tuple[int, int]],
+) -> None:
+    """Opening a snapshot's bundles reads both from one pass over a change's columns
+    (objects_and_new_writes): the same answers as objects_written and new_writes each
+    give, or the same refusal — also for a damaged change."""
+    doc = LedgerDoc.genesis(b"seed", ("resources", "members"), bytes(16))
+    with doc.edit() as w:
+        w.put("resources", "r" * 32, {"name": "Ladder", "where": {"shelf": "top"}})
+    body = bytearray(_change_body(doc.last_edit.changes[0]))
+    for position, byte in edits:
+        if position < len(body):
+            body[position] = byte
+    try:
+        written = objects_written(bytes(body))
+    except LedgerError:
+        with pytest.raises(LedgerError):
+            objects_and_new_writes(bytes(body))
+        return
+    assert objects_and_new_writes(bytes(body)) == (written, new_writes(bytes(body)))
+    if not edits:  # a new entry in the resources table, and the map inside it
+        new = new_writes(bytes(body))
+        assert new is not None
+        assert len(new) == 1
+        assert writes_only_new(bytes(body), frozenset(doc.table_refs()))
 
 
 @settings(max_examples=150, deadline=None)

@@ -99,11 +99,11 @@ def test_join_and_converge_through_bundles(trio: list[Node]) -> None:
     assert deliver(ben, ada).count(Verdict.APPLIED) == 1  # Ben's claim bundle
     assert [m.name for m in ada.view().members()] == ["Ada", "Ben"]
     with ben.change() as ledger:
-        ledger.lend(ledger.view.find("resources", "spade"), to="Ada")
+        ledger.lend(ledger.view.find("resources", "spade"), to="Ben")  # Ben takes Ada's spade
     deliver(ben, ada)
     assert (
         ada.view().resource(ada.view().find("resources", "spade")).custodian
-        == ada.identity.member_id
+        == ben.identity.member_id
     )
     deliver(ada, ben)  # Ada's device confirmed Ben's join (R14): Ben takes that in
     assert sorted(ada.ledger().doc.heads()) == sorted(ben.ledger().doc.heads())

@@ -45,6 +45,33 @@ def tools_home(group_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return made.home
 
 
+@pytest.fixture(scope="module")
+def pair_home(group_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ada's home with Ben in her group too (he joined by a token; his join and hers passed
+    between the two nodes as a sync would carry them), made once, copied per test."""
+    from hearth.cli.demo import _exchange
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+
+    root = tmp_path_factory.mktemp("pair")
+    shutil.copytree(group_home, root / "ada")
+    create_identity(root / "ben", name="Ben", device_name="Ben's laptop")
+    ada, ben = open_node(root / "ada"), open_node(root / "ben")
+    try:
+        group_id = ben.join_with_token(ada.create_invite()).id
+        _exchange({"Ada": ada, "Ben": ben}, group_id)
+    finally:
+        ada.close()
+        ben.close()
+    return root / "ada"
+
+
+@pytest.fixture
+def pair(cli: Cli, pair_home: Path) -> Cli:
+    shutil.copytree(pair_home, cli.home)
+    return cli
+
+
 def store_bytes(cli: Cli) -> bytes:
     return (cli.home / "hearth.db").read_bytes()
 
@@ -161,12 +188,12 @@ def test_resource_flow(group: Cli) -> None:
     assert len(json.loads(cli("resource", "list", "--removed", "--json").out)) == 1
 
 
-def test_lend_return_and_give_between_members(group: Cli) -> None:
-    cli = group
+def test_lend_return_and_give_between_members(pair: Cli) -> None:
+    cli = pair
     cli("resource", "add", "Ladder", "--kind", "tool")
-    lent = json.loads(cli("lend", "ladder", "--to", "Ada", "--until", "+3d", "--json").out)
+    lent = json.loads(cli("lend", "ladder", "--to", "Ben", "--until", "+3d", "--json").out)
     assert lent["lent_until"] is not None
-    again = cli("lend", "ladder", "--to", "Ada", check=False)
+    again = cli("lend", "ladder", "--to", "Ben", check=False)
     assert again.code == 1
     assert "already lent" in again.err
     back = json.loads(cli("return", "ladder", "--json").out)
@@ -236,10 +263,26 @@ def test_commitment_lifecycle_on_the_command_line(tmp_path: Path) -> None:
     assert [c["what"] for c in overdue] == ["Compost for the raised beds"]
 
 
-def test_exports(group: Cli) -> None:
-    cli = group
+def test_lending_to_the_keeper_is_refused_and_taking_is_told_as_such(pair: Cli) -> None:
+    """The keeper has a thing whenever it is not lent: "lending" it to them is refused and
+    says why; a member taking a thing someone else keeps is told plainly (issue 21)."""
+    cli = pair
+    cli("resource", "add", "Ladder", "--kind", "tool")
+    refused = cli("lend", "ladder", "--to", "Ada", check=False)
+    assert refused.code == 1
+    assert "You keep 'Ladder': it is with you whenever it is not lent out" in refused.err
+    cli("resource", "edit", "ladder", "--keeper", "Ben")
+    refused = cli("lend", "ladder", "--to", "Ben", check=False)
+    assert "Ben keeps 'Ladder': it is with Ben whenever it is not lent out" in refused.err
+    took = cli("lend", "ladder", "--to", "Ada")
+    assert took.out.startswith("You took Ladder (Ben keeps it)")
+    assert any(h["what"] == "took Ladder" for h in json.loads(cli("history", "--json").out))
+
+
+def test_exports(pair: Cli) -> None:
+    cli = pair
     cli("resource", "add", "Drill", "--kind", "tool")
-    cli("lend", "drill", "--to", "Ada")
+    cli("lend", "drill", "--to", "Ben")
     data = ledger_json(cli)
     assert data["group"] == "Elm Street"
     rows = list(csv.reader(io.StringIO(cli("export", "--format", "csv").out)))
@@ -247,7 +290,7 @@ def test_exports(group: Cli) -> None:
     assert {r[0] for r in rows[1:]} == {"resource", "event"}
     lend = next(r for r in rows if r[3] == "lend")
     assert lend[2] == "Drill"  # the resource by name, for a spreadsheet
-    assert lend[8] == "Ada"
+    assert lend[8] == "Ben"
     assert re.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", lend[10])  # not milliseconds
     vf = json.loads(cli("export", "--format", "valueflows").out)
     types = {node["@type"] for node in vf["@graph"]}

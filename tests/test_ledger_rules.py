@@ -363,7 +363,8 @@ def test_every_entry_records_who_and_when() -> None:
     whats = [h.what for h in history(ledger.view)]
     assert "lent Drill to Ben" in whats
     ladder = ledger.add_resource("Ladder")
-    ledger.lend(ladder.id, to=ADA)  # Ada takes it herself
+    ledger.edit_resource(ladder.id, keeper=BEN)
+    ledger.lend(ladder.id, to=ADA)  # Ada takes Ben's ladder herself
     assert "took Ladder" in [h.what for h in history(ledger.view)]
     compost = ledger.add_resource("Compost", quantity=Decimal(10), unit="bags")
     c = ledger.add_commitment(

@@ -1054,3 +1054,25 @@ def test_a_newcomer_judging_its_own_claim_again_writes_after_it_in_order(
     assert "Newt's trowel" in resource_names(newt)
     for node in everyone:
         node.close()
+
+
+def test_one_devices_card_is_the_first_valid_one_listing_it() -> None:
+    """card_of, which the intake asks for every bundle, finds what cards() lists first for
+    that key: a malformed card with the same key grants nothing and is passed over."""
+    key, other = "ab" * 32, "cd" * 32
+    table: membership_rules.Table = {
+        "m1": {"devices": {"d1": {"key": other, "kem": "00", "actors": {}}}},
+        "m2": {"devices": {"bad": {"key": key, "kem": "not hex", "actors": {}}}},
+        "m3": {
+            "removed": {"cutoffs": {key: 7}},
+            "devices": {"d3": {"key": key, "kem": "11", "actors": {"22": True}}},
+        },
+    }
+    for device in (bytes.fromhex(key), bytes.fromhex(other), b"\x01" * 32):
+        first = next((c for c in membership_rules.cards(table) if c.key == device), None)
+        assert membership_rules.card_of(table, device) == first
+    found = membership_rules.card_of(table, bytes.fromhex(key))
+    assert found is not None
+    assert (found.member_id, found.cutoff) == ("m3", 7)
+    assert membership_rules.cutoff_of(table, bytes.fromhex(key)) == 7
+    assert membership_rules.cutoff_of(table, b"\x01" * 32) is None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hearth.crypto import SigningKey
+from hearth.ledger.entry_ids import handoff_id
 from hearth.neighbourhood.rules import Offer
 from hearth.node.node import Node
 from hearth.protocol.bundle import Envelope, EpochKeys
@@ -211,8 +212,8 @@ def test_a_hostile_group_naming_its_request_after_anothers_does_not_fulfil_it(
     participation.reconcile(ada, elm)
 
     view = ada.view(elm)
-    assert view.commitment(asked.id).status is CommitmentStatus.ACCEPTED
-    assert view.commitment(copied).status is CommitmentStatus.FULFILLED
+    assert view.commitment(handoff_id(asked.id)).status is CommitmentStatus.ACCEPTED
+    assert view.commitment(handoff_id(copied)).status is CommitmentStatus.FULFILLED
     [compost] = view.resources()
     assert compost.quantity == Decimal(19)  # Mallory's one bag, not Riverside's three
 
@@ -244,8 +245,8 @@ def test_a_group_named_too_long_for_the_ledger_stops_no_nodes_sync(eastside: Eas
     east.carry()
     assert participation.reconcile(ada, elm) == 0  # all recorded already
     view = ada.view(elm)
-    assert view.commitment(cys.id).neighbour == "Riverside"
-    assert view.commitment(asked).neighbour.startswith("Puppets")
+    assert view.commitment(handoff_id(cys.id)).neighbour == "Riverside"
+    assert view.commitment(handoff_id(asked)).neighbour.startswith("Puppets")
 
 
 def test_a_removed_member_signing_twice_takes_back_nothing_he_said_while_in(

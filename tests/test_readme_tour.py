@@ -19,9 +19,11 @@ import json
 import os
 import pty
 import re
+import select
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,7 +284,11 @@ TOUR: list[Step] = [
     ),
     Step("ada", "hearth invite --token", ("hearth-token-",), run=_token),
     Step("ada", "hearth sync"),
-    Step("ada", "hearth lend drill --to Ben --until +7d", ("Cordless drill is now with Ben",)),
+    Step(
+        "ada",
+        "hearth lend drill --to Ben --until +7d",
+        ("Cordless drill is now with Ben until 20",),  # "for a week": the date it is due
+    ),
     Step("ada", "hearth return drill", ("Cordless drill is back with Ada",)),
     Step(
         "ada",
@@ -420,3 +426,115 @@ def _answered(tour: Tour, who: str, args: list[str], answer: str) -> Result:
     finally:
         os.close(terminal)
     return Result(proc.returncode, out, err)
+
+
+class Terminal:
+    """A ``hearth`` command at a terminal of its own, read and typed into as a member
+    would: what it shows so far, waited for by pattern, and lines typed at its questions."""
+
+    def __init__(self, home: Path, args: list[str], cwd: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "HEARTH_HOME"}
+        self.screen, typed_at = pty.openpty()
+        self.proc = subprocess.Popen(
+            [*hearth_command(), "--home", str(home), *args],
+            stdin=typed_at,
+            stdout=typed_at,
+            stderr=typed_at,
+            text=True,
+            env=env,
+            cwd=cwd,
+        )
+        os.close(typed_at)
+        self.shown = ""
+
+    def wait_for(self, pattern: str, seconds: float = 60) -> re.Match[str]:
+        deadline = time.monotonic() + seconds
+        while not (found := re.search(pattern, self.shown)):
+            left = deadline - time.monotonic()
+            assert left > 0, f"never showed {pattern!r}: {self.shown}"
+            ready, _, _ = select.select([self.screen], [], [], min(left, 1.0))
+            if ready:
+                try:
+                    self.shown += os.read(self.screen, 4096).decode(errors="replace")
+                except OSError:  # the command ended and its terminal closed
+                    assert self.proc.poll() is not None
+                    ended = f"ended without {pattern!r}: {self.shown}"
+                    assert re.search(pattern, self.shown), ended
+        return found
+
+    def type(self, line: str) -> None:
+        os.write(self.screen, f"{line}\n".encode())
+
+    def ended(self, seconds: float = 60) -> int:
+        code = self.proc.wait(timeout=seconds)
+        with contextlib.suppress(OSError):
+            while chunk := os.read(self.screen, 4096):
+                self.shown += chunk.decode(errors="replace")
+        os.close(self.screen)
+        return code
+
+
+def lan_prose_commands() -> list[str]:
+    """The commands of the README's sentence on inviting with no relay at all."""
+    text = " ".join(README.read_text().split())
+    sentence = re.search(r"With no relay at all, .*?\.(?: |$)", text)
+    assert sentence, "the README no longer says how to invite with no relay"
+    return re.findall(r"`(hearth [^`]*)`", sentence.group(0))
+
+
+@pytest.mark.process
+def test_the_readmes_invite_over_the_local_network_runs_as_written(tmp_path: Path) -> None:
+    """The README's prose, word for word: `hearth serve --listen 0.0.0.0:0` on the inviting
+    device, then `hearth invite` there and `hearth join CODE` on a fresh device, each at a
+    terminal with nothing added (the listener on loopback, not every interface; no relay
+    anywhere; the inviter found by mDNS). Ben is asked his name before the inviter is asked
+    to let him in. Before it: with nothing listening the invite says what to do, and a
+    wrong code fails on both sides."""
+    from hearth.protocol.words import WORDS
+    from tests.test_invites import first_line, start_invite
+    from tests.test_sync_processes import wait_until
+
+    serve, invite, join = lan_prose_commands()
+    assert (serve, invite, join) == (
+        "hearth serve --listen 0.0.0.0:0",
+        "hearth invite",
+        "hearth join CODE",
+    )
+    ada = InProcess(tmp_path / "ada")
+    ada("init", "--name", "Ada")
+    ada("group", "create", "Allotment")
+    ada("resource", "add", "Wheelbarrow", "--kind", "tool")
+    refused = ada("invite", "--yes", "--timeout", "5", check=False)
+    assert refused.code == 1
+    assert "serve --listen" in refused.err  # no relay and nothing listening: what to do
+    on_loopback = serve.replace("0.0.0.0", "127.0.0.1")  # noqa: S104 - the README's words
+    serving = Terminal(ada.home, shlex.split(on_loopback)[1:], tmp_path)
+    try:
+        serving.wait_for(r"listening on ws://127\.0\.0\.1:\d+")
+        inviting = start_invite(ada, "--yes")
+        code = first_line(inviting)["code"]
+        last = code.rsplit("-", 1)[1]
+        wrong = code.rsplit("-", 1)[0] + "-" + WORDS[(WORDS.index(last) + 1) % len(WORDS)]
+        eve = Cli(tmp_path / "eve")
+        failed = eve("join", wrong, "--name", "Eve", "--timeout", "30", check=False)
+        assert failed.code == 1
+        out, err = inviting.communicate(timeout=30)
+        assert inviting.returncode == 1, (out, err)
+
+        asking = Terminal(ada.home, shlex.split(invite)[1:], tmp_path)
+        code = asking.wait_for(r"\b\d+(?:-[a-z]+){3}\b").group(0)
+        joining = Terminal(tmp_path / "ben", shlex.split(join.replace("CODE", code))[1:], tmp_path)
+        joining.wait_for(r"Your name, as the group will see it")
+        joining.type("Ben")
+        phrase = joining.wait_for(r"Verification phrase: ([a-z ]+) —").group(1)
+        asking.wait_for(r"Let Ben join the group\? \[y/N\]")
+        assert phrase in asking.shown  # both saw the same four words
+        asking.type("y")
+        assert asking.ended() == 0, asking.shown
+        assert joining.ended() == 0, joining.shown
+        assert "You joined 'Allotment'" in joining.shown
+        assert "Wheelbarrow" in InProcess(tmp_path / "ben")("resource", "list").out
+        assert wait_until(lambda: "Ben" in ada("member", "list").out)
+    finally:
+        serving.proc.send_signal(signal.SIGINT)
+        assert serving.ended(30) in (0, 130), serving.shown

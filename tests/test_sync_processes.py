@@ -367,7 +367,7 @@ def test_bundles_by_hand_between_two_sheds(tmp_path: Path) -> None:
     (usb / "junk.hb").write_bytes(b"not bundles")
     bad = ada("bundle", "import", str(usb / "junk.hb"), check=False)
     assert bad.code == 1
-    assert "not a Hearth bundle file" in bad.err
+    assert "is not a file of changes written by Hearth (`hearth bundle export`)" in bad.err
 
 
 def wait_until(check: Callable[[], bool], seconds: float = 20) -> bool:
@@ -543,3 +543,78 @@ def test_a_catch_up_says_how_far_it_has_come_while_it_goes(
     counts = [n for url, n in seen if url == relay.url]
     assert counts == sorted(counts)  # it only ever grows
     assert any(n > 0 for n in counts), counts  # told while bundles were still arriving
+
+
+def test_a_long_snapshot_check_keeps_the_connection_to_a_relay_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow device checking the bundles a snapshot covers (R13) goes on answering: the
+    sync's event loop runs during the check, so its keep-alive reaches a relay whose
+    heartbeat (1 s, an answer due within half of it) would cut a device that went
+    silent for the seconds the check takes, and the relay keeps the connection."""
+    from hearth.validity import snapshots
+
+    config = tmp_path / "relay.toml"
+    config.write_text("[relay]\nheartbeat_s = 1.0\n")
+    relay = start_relay(tmp_path / "relay", config=config)
+    monkeypatch.setattr(sync_client, "SNAPSHOT_EVERY", 10)
+    monkeypatch.setattr(sync_client, "_KEEPALIVE_S", 0.2)
+    try:
+        create_identity(tmp_path / "writer", name="Writer")
+        create_identity(tmp_path / "fresh", name="Fresh")
+        with open_node(tmp_path / "writer") as writer, open_node(tmp_path / "fresh") as fresh:
+            group = writer.create_group("Slow device").id
+            with writer.change() as ledger:
+                ledger.add_relay(relay.url)
+            for i in range(20):
+                with writer.change() as ledger:
+                    ledger.add_resource(f"Thing {i}")
+            token = writer.create_invite()
+            assert asyncio.run(sync_relay(writer, relay.url, [group], timeout=30)).ok
+            fresh.join_with_token(token)
+
+            checked = snapshots._check_names
+            checking: list[float] = []
+
+            def slowly(*args: object) -> None:  # a device a hundred times slower
+                checking.append(time.monotonic())
+                time.sleep(0.1)
+                checked(*args)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(snapshots, "_check_names", slowly)
+            connections: list[tuple[float, float]] = []  # (when, the relay's connections)
+            metrics = relay.url.replace("ws://", "http://") + "/metrics"
+
+            async def catch_up() -> sync_client.RelayReport:
+                async def watch() -> None:
+                    async with aiohttp.ClientSession() as http:
+                        while True:
+                            async with http.get(metrics) as response:
+                                text = await response.text()
+                            count = next(
+                                float(line.split()[-1])
+                                for line in text.splitlines()
+                                if line.startswith("hearth_relay_connections ")
+                            )
+                            connections.append((time.monotonic(), count))
+                            await asyncio.sleep(0.05)
+
+                watcher = asyncio.create_task(watch())
+                try:
+                    return await sync_relay(fresh, relay.url, [group], timeout=60)
+                finally:
+                    watcher.cancel()
+
+            report = asyncio.run(catch_up())
+        assert report.ok, report.error
+        assert report.snapshots == 1
+        start, end = checking[0], checking[-1]
+        assert end - start > 1.5  # longer than the relay waits for an answer
+        during = [(when - start, count) for when, count in connections if start <= when <= end]
+        # Asked during the check (the loop ran), also after the relay would have cut a
+        # silent device, and connected each time.
+        assert during, end - start
+        assert during[-1][0] > 1.5, (end - start, during)
+        assert min(count for _, count in during) >= 1, during
+    finally:
+        relay.kill(signal.SIGTERM)

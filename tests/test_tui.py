@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static, TabbedConte
 import tui.app
 import tui.screens.detail
 import tui.screens.invite
+from hearth.ledger.history import history
 from hearth.ledger.model import CommitmentStatus, Kind, NeedStatus
 from hearth.node.identity import create_identity
 from hearth.node.node import Node, open_node
@@ -198,6 +199,34 @@ async def test_lend_and_return_with_a_bad_date_refused_plainly(ada: Node) -> Non
         await pilot.press("r")
         await pilot.pause()
         assert not ada.view().resource(ladder.id).lent_to
+
+
+async def test_the_lend_form_offers_whom_the_ledger_takes(ada: Node) -> None:
+    """As `hearth lend`: never the keeper (who has it whenever it is not lent); the member
+    herself, taking a thing someone else keeps, told as taking (issue 21)."""
+    ben = ada.view().find("members", "Ben")
+    with ada.change() as ledger:
+        ledger.edit_resource(ledger.view.find("resources", "Compost"), keeper=ben)
+    app = app_for(ada)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        select_row(app, "resource-table", "Ladder")  # Ada keeps it
+        await pilot.press("l")
+        await pilot.pause()
+        offered = app.screen.query_one("#field-to", Select)._options[1:]  # after the blank
+        assert [str(label) for label, _ in offered] == ["Ben"]
+        await pilot.press("escape")
+        await pilot.pause()
+        select_row(app, "resource-table", "Compost")  # Ben keeps it
+        await pilot.press("l")
+        await pilot.pause()
+        offered = app.screen.query_one("#field-to", Select)._options[1:]
+        assert [str(label) for label, _ in offered] == ["Ada (me: I take it)"]
+        await fill_form(pilot, to=ada.identity.member_id)
+        compost = ada.view().resource(ada.view().find("resources", "Compost"))
+        assert compost.lent_to == (ada.identity.member_id,)
+        assert "You took Compost (Ben keeps it)." in [n.message for n in app._notifications]
+        assert "took Compost" in [h.what for h in history(ada.view())]
 
 
 async def test_search_kind_filter_and_details(ada: Node) -> None:
@@ -637,6 +666,13 @@ async def test_members_tab_promotes_shows_devices_and_removes_after_asking(ada: 
         assert ada.view().member(ben).status == "removed"
         assert "Ben" not in cells(app, "member-table", 0)
         assert len(ada.feeds.epochs(ada.current_group().id)) == 2  # a new key without him
+        table.move_cursor(row=table.get_row_index(ada.identity.member_id))
+        await pilot.press("x")  # herself: the refusal names the app's way, not a command
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        said = [n.message for n in app._notifications]
+        assert "To take yourself out of the group, use “Leave the group” (ctrl+p)." in said
 
 
 async def test_a_removed_member_is_told_so(homes: tuple[Path, Path], ada: Node) -> None:
@@ -681,7 +717,7 @@ async def test_an_admin_is_told_to_remove_a_device_caught_signing_twice(
         assert any(
             what.startswith("A device of Ben signed two versions")
             and what.endswith("1 change it wrote from then on was cut")  # what was cut (#24)
-            and "hearth device remove" in do
+            and do == "remove it: “Remove a device” (ctrl+p)"  # the app's way, not the CLI's
             for what, do in rows
         ), rows
 
@@ -891,6 +927,16 @@ async def test_edit_add_to_use_up_and_give_then_see_it_in_the_history(ada: Node)
         select_row(app, "resource-table", "Compost")
         await pilot.press("e")
         await pilot.pause()
+        # Each pick shows what it holds now, not "Select" as if nothing were chosen.
+        shown = {
+            key: str(app.screen.query_one(f"#field-{key} SelectCurrent Static").render())
+            for key in ("kind", "keeper", "shareable")
+        }
+        assert shown == {
+            "kind": "other",
+            "keeper": "Ada",
+            "shareable": "no: only this group sees it",
+        }
         await fill_form(pilot, name="Garden compost", location="By the gate")
         compost = ada.view().resource(ada.view().find("resources", "Garden compost"))
         assert compost.location == "By the gate"
@@ -1310,6 +1356,11 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
         await pilot.press("u")  # nothing to sync with: said, not a silent nothing
         await pilot.pause()
         assert any("no relay" in n.message for n in app._notifications)
+        app.action_check()  # what to do, as the app does it (`hearth relay add` in the CLI)
+        shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
+        text = str(shown.query_one("#detail", Static).content)
+        assert "Add one: “Add a relay” (ctrl+p)." in text
+        assert "`" not in text
     relay = start_relay(tmp_path / "relay")
     try:
         with ada.change() as ledger:
@@ -1327,7 +1378,8 @@ async def test_sync_now_and_the_check_of_this_device_from_the_app(
             shown = await wait_for_screen(pilot, tui.screens.detail.DetailScreen)
             text = str(shown.query_one("#detail", Static).content)
             # (the app's clock is a fixed one in 2027: the relay's differs, and that is said)
-            assert f"ok   Elm Street: {relay.url}: reachable" in text
+            reachable = f"ok   Elm Street: {relay.url}: reachable, and it takes the group's"
+            assert reachable in text
             await pilot.press("escape")
             with ada.change() as ledger:
                 ledger.add_relay("ws://127.0.0.1:9")  # nothing listens there
@@ -1429,6 +1481,41 @@ async def test_peers_added_listed_and_removed_and_the_relay_allow_list_key_from_
         assert "hearth-relay allow KEY" in shown
 
 
+@pytest.mark.process
+async def test_a_quiet_live_link_is_still_up_to_date_not_offline(
+    ada: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Used in tmux: three minutes after the last change, both apps' titles said "Offline
+    (last shared 00:49)" while their links were up (a change from the other came in live
+    and the title still said Offline). A settled live link now says it is still up."""
+    import hearth.net.sync_client as sync_client
+    from hearth.net.sync_client import RelayReport, _run
+    from tui.state import RECENT_MS, sync_state
+
+    monkeypatch.setattr(sync_client, "STILL_UP_S", 0.2, raising=False)
+    monkeypatch.setattr(sync_client, "_KEEPALIVE_S", 0.1)
+    relay = start_relay(tmp_path / "relay")
+    try:
+        with ada.change() as ledger:
+            ledger.add_relay(relay.url)
+        gid = ada.current_group().id
+        report = RelayReport(url=relay.url)
+        live = asyncio.create_task(_run(ada, relay.url, [gid], report, live=True))
+        deadline = time.monotonic() + 30
+        while not sync_state(ada, gid, ada.clock.now_ms()).online:
+            assert time.monotonic() < deadline
+            assert not live.done()
+            await asyncio.sleep(0.05)
+        assert isinstance(ada.clock, FakeClock)
+        ada.clock.advance(RECENT_MS + 60_000)  # a quiet while: nothing comes or goes
+        await asyncio.sleep(1.0)
+        state = sync_state(ada, gid, ada.clock.now_ms())
+        assert state.words.startswith("Up to date"), state.words
+        live.cancel()
+    finally:
+        relay.kill()
+
+
 async def test_changes_carried_on_a_file_both_ways_from_the_app(
     homes: tuple[Path, Path], ada: Node, tmp_path: Path
 ) -> None:
@@ -1462,6 +1549,12 @@ async def test_changes_carried_on_a_file_both_ways_from_the_app(
             await fill_form(pilot, file=str(stick / "nothing-here"))
             assert app.screen is form  # the reason in the form, what was typed kept
             assert "Cannot read" in str(form.query_one("#form-error", Static).content)
+            (stick / "junk").write_bytes(b"not changes")
+            await fill_form(pilot, file=str(stick / "junk"))
+            assert str(form.query_one("#form-error", Static).content).endswith(
+                "is not a file of changes written by Hearth (“Carry changes: write to a file” "
+                "(ctrl+p))."
+            )
             await fill_form(pilot, file=str(stick / "for-ada"))
             assert app.screen is not form
             assert "Wheelbarrow" in names(ada)

@@ -22,6 +22,7 @@ from textual import events, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, TabbedContent, TabPane
@@ -53,6 +54,7 @@ from tui.panes import (
 from tui.screens.help import HelpScreen
 from tui.state import neighbourhoods_of, sync_state
 from tui.watch import NodeWatcher
+from tui.wording import app_words
 
 __all__ = ["HearthApp"]
 
@@ -176,6 +178,21 @@ class HearthApp(
         self._redraw_due = False
         self._redrawn = 0.0
         self._last_input = time.monotonic()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """A notification, in the app's words: a message from hearth/ that names a command
+        names the app's way to it instead (:func:`tui.wording.app_words`)."""
+        super().notify(
+            app_words(message), title=title, severity=severity, timeout=timeout, markup=markup
+        )
 
     # --- layout and refreshing ---------------------------------------------------------
 

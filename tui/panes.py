@@ -31,6 +31,7 @@ from hearth.ledger.view import LedgerView
 from hearth.neighbourhood.matching import Matcher
 from hearth.values import counted, format_date, format_time
 from tui.state import Neighbourhoods, SyncState
+from tui.wording import app_words
 
 __all__ = [
     "CommitmentsPane",
@@ -416,12 +417,12 @@ class ConflictsPane(Vertical):
 
     def show(self, snap: Snapshot) -> None:
         alerts = [
-            (f"alert-{i}", [alert.what[:1].upper() + alert.what[1:], alert.advice])
+            (f"alert-{i}", [alert.what[:1].upper() + alert.what[1:], app_words(alert.advice)])
             for i, alert in enumerate(snap.sync.admin_alerts)
         ]
         fill(
             self.query_one("#problem-table", DataTable),
-            alerts + [(c.id, [c.summary, c.advice]) for c in find_conflicts(snap.view)],
+            alerts + [(c.id, [c.summary, app_words(c.advice)]) for c in find_conflicts(snap.view)],
         )
 
 

@@ -16,6 +16,7 @@ from hearth.validity.alerts import AdminAlert, admin_alerts
 from hearth.validity.joins import claim_standing
 from hearth.validity.retraction import removal_notices
 from hearth.values import format_date, format_time
+from tui.wording import app_words
 
 __all__ = ["Neighbourhoods", "SyncState", "neighbourhoods_of", "sync_state"]
 
@@ -40,9 +41,9 @@ def sync_state(node: Node, group_id: str, now_ms: int) -> SyncState:
     links = [(url, False) for url in node.view(group_id).relays()]
     links += [(url, True) for url in list_peers(node.store)]
     gaps = len(node.feeds.waiting(group_id))
-    taken_back = tuple(what for _, what in removal_notices(node))
+    taken_back = tuple(app_words(what) for _, what in removal_notices(node))
     broken = tuple(admin_alerts(node, group_id))
-    joining = claim_standing(node, group_id)
+    joining = app_words(claim_standing(node, group_id))
     if not links:
         return SyncState(
             "Only on this device: nothing to share with yet",

@@ -16,6 +16,7 @@ from hearth.node.identity import create_identity, has_identity
 from hearth.node.node import open_node
 from hearth.protocol.invite_code import parse_code
 from hearth.protocol.invite_token import decode_token
+from tui.wording import app_words
 
 __all__ = ["WelcomeApp"]
 
@@ -104,7 +105,7 @@ class WelcomeApp(App[bool]):
                 with open_node(self.home) as node:
                     node.join_with_token(decode_token(text))
         except HearthError as exc:
-            problem.update(str(exc))
+            problem.update(app_words(str(exc)))
             return
         self.exit(True)
 

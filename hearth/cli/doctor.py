@@ -201,7 +201,7 @@ async def _relay(node: Node, group_id: str, name: str, url: str, timeout: float)
     """One of a group's relays, tried: does it take our bundles, and is its clock near ours."""
     report = await sync_relay(node, url, [group_id], timeout=timeout)
     if report.ok and not report.refused:
-        found = Finding(f"{name}: {url}", True, "reachable, and it accepts our bundles")
+        found = Finding(f"{name}: {url}", True, "reachable, and it takes the group's changes")
     elif report.ok:
         found = Finding(
             f"{name}: {url}",

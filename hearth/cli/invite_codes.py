@@ -28,7 +28,7 @@ def invite_by_code(
     node: Node,
     *,
     make_token: Callable[[JoinerIntroduced], str] | None = None,
-    who: str = "the new member",
+    who: str = "the new member's device",
     question: Callable[[str], str] = lambda name: f"Let {name} join the group? [y/N] ",
     join_command: str = "hearth join",
     done: Callable[[str], str] = lambda name: f"{name} can now join; they fetch the group next.",

@@ -38,7 +38,7 @@ from hearth.ledger.export import (
 )
 from hearth.ledger.ledger import Ledger
 from hearth.node.node import Node
-from hearth.values import format_time, parse_date, parse_quantity
+from hearth.values import format_date, format_time, parse_date, parse_quantity
 
 __all__ = ["register"]
 
@@ -278,9 +278,11 @@ def _lend(args: argparse.Namespace, node: Node) -> int:
         rid = ledger.view.find("resources", args.resource)
         r = ledger.lend(rid, to=args.to, until=_date(node, args.until))
     view = ledger.view
-    return emit(
-        args, as_resource(view, r), f"{r.name} is now with {view.member_name(r.custodian)}."
-    )
+    until = f" until {format_date(r.lent_until)}" if r.lent_until else ""
+    lent = f"{r.name} is now with {view.member_name(r.custodian)}{until}."
+    if r.custodian == node.identity.member_id:  # a member taking a thing someone keeps
+        lent = f"You took {r.name}{until} ({view.member_name(r.keeper)} keeps it)."
+    return emit(args, as_resource(view, r), lent)
 
 
 def _return(args: argparse.Namespace, node: Node) -> int:

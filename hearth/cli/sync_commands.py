@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from hearth.cli.grammar import Commands, code_flags, json_flag, on_node, subcommands
 from hearth.cli.invite_codes import find_inviter_nearby, invite_by_code, token_for_code
+from hearth.cli.prompt import ask
 from hearth.cli.render import emit
 from hearth.crypto import SigningKey
 from hearth.errors import TransportError, UsageError
@@ -452,6 +453,8 @@ def _join(args: argparse.Namespace, home: Path) -> int:
     first sync."""
     device = None if has_identity(home) else SigningKey.generate()
     lan_peer = None
+    if device is not None and not args.name and not args.token.startswith(DEVICE_PREFIX):
+        args.name = _ask_name()  # before the inviter is asked to let this device in
     if is_token(args.token):
         text = args.token
     else:
@@ -481,7 +484,12 @@ def _join(args: argparse.Namespace, home: Path) -> int:
         token = decode_token(text)
         if device is not None:
             if not args.name:
-                raise UsageError("This device has no identity yet: add --name YOUR-NAME.")
+                if is_token(args.token):
+                    raise UsageError("This device has no identity yet: add --name YOUR-NAME.")
+                raise UsageError(
+                    "This device has no identity yet, so the group could not be told your "
+                    "name: ask for a new code, and join with --name YOUR-NAME."
+                )
             create_identity(home, name=args.name, device=device)
     with open_node(home) as node:
         group = node.join_with_token(token, as_device=as_device)
@@ -500,6 +508,17 @@ def _join(args: argparse.Namespace, home: Path) -> int:
             else " No relay could be reached yet; `hearth sync` will catch up later."
         )
         return emit(args, data, text)
+
+
+def _ask_name() -> str | None:
+    """A joiner's name asked at the terminal (``hearth join CODE`` on a fresh device, as
+    the README shows it); nothing if nobody can answer or for another device of a member."""
+    if not sys.stdin.isatty():
+        return None
+    said = asyncio.run(
+        ask("Your name, as the group will see it (Enter if this is another device of yours): ")
+    )
+    return said.strip() or None
 
 
 def _first_sync(

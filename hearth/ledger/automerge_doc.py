@@ -38,6 +38,7 @@ from hearth.ledger.change_ops import (
     ObjectRef,
     Operation,
     keyed_values,
+    objects_and_new_writes,
     objects_written,
     operations,
     read_columns,
@@ -138,25 +139,29 @@ def read_change(change: bytes) -> tuple[ChangeInfo, set[ObjectRef] | None]:
 
 def read_change_names(
     change: bytes, wanted: frozenset[str]
-) -> tuple[ChangeInfo, set[ObjectRef] | None, list[KeyedValue] | str]:
-    """:func:`read_change`, and the change's operations at the map keys in ``wanted``
-    (:func:`~hearth.ledger.change_ops.keyed_values`) or why they cannot be read — its
-    body inflated once; :class:`LedgerError` as :func:`change_hash` raises it."""
+) -> tuple[ChangeInfo, set[ObjectRef] | None, list[KeyedValue] | str, frozenset[ObjectRef] | None]:
+    """:func:`read_change`, the change's operations at the map keys in ``wanted``
+    (:func:`~hearth.ledger.change_ops.keyed_values`) or why they cannot be read, and the
+    objects it writes only new keys into (:func:`~hearth.ledger.change_ops.new_writes`)
+    — its body inflated and its columns read once; :class:`LedgerError` as
+    :func:`change_hash` raises it."""
     data = _change_body(change)
     info = _header_of(change, data)
     try:
         columns = read_columns(data)
-    except LedgerError as exc:  # neither can be read
-        return info, None, str(exc)
+    except LedgerError as exc:  # none can be read
+        return info, None, str(exc), None
+    writes: set[ObjectRef] | None
+    new: frozenset[ObjectRef] | None
     try:
-        writes: set[ObjectRef] | None = objects_written(data, columns)
+        writes, new = objects_and_new_writes(data, columns)
     except LedgerError:
-        writes = None
+        writes = new = None
     try:
         names: list[KeyedValue] | str = keyed_values(data, wanted, columns)
     except LedgerError as exc:
         names = str(exc)
-    return info, writes, names
+    return info, writes, names, new
 
 
 def _header_of(change: bytes, data: bytes) -> ChangeInfo:

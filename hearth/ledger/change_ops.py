@@ -37,6 +37,8 @@ __all__ = [
     "Operation",
     "keyed_values",
     "keys_written_into",
+    "new_writes",
+    "objects_and_new_writes",
     "objects_written",
     "operations",
     "read_columns",
@@ -89,9 +91,12 @@ def read_varint(data: bytes, pos: int, *, signed: bool = False) -> tuple[int, in
 
 
 def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    # Most numbers in a change fit one byte: read those without the loop.
+    # Most numbers in a change fit one byte, and nearly all the rest two (a value's
+    # length and type): read those without the loop.
     if pos < len(data) and (byte := data[pos]) < 0x80:
         return byte, pos + 1
+    if pos + 1 < len(data) and (second := data[pos + 1]) < 0x80:
+        return (byte & 0x7F) | second << 7, pos + 2
     return read_varint(data, pos)
 
 
@@ -198,6 +203,39 @@ def objects_written(body: bytes, columns: Columns | None = None) -> set[ObjectRe
     return found
 
 
+def objects_and_new_writes(
+    body: bytes, columns: Columns | None = None
+) -> tuple[set[ObjectRef], frozenset[ObjectRef] | None]:
+    """:func:`objects_written` and :func:`new_writes` of one change at once, its columns'
+    runs read once (what opening a snapshot's bundles asks of every change);
+    :class:`ChangeFormatError` as :func:`objects_written` raises it."""
+    actors, _, start_op, data = columns if columns is not None else _columns(body)
+    actions = _run_lengths(data.get(_ACTION, b""))
+    obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
+    counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
+    ops, objects = _total(actions), max(_total(obj_actors), _total(counters))
+    if objects > ops or any(value is None for _, value in actions):
+        raise ChangeFormatError("a change has more objects than operations")
+    only_new = not any(count and value for count, value in _run_lengths(data.get(_PRED_COUNT, b"")))
+    found: set[ObjectRef] = set()
+    outside: set[ObjectRef] = set()
+    for obj_actor, counter in _paired(obj_actors, counters):
+        if obj_actor is None and counter is None:
+            found.add(None)
+            only_new = False
+        elif obj_actor is None or counter is None or obj_actor >= len(actors):
+            raise ChangeFormatError("a change names an object it cannot")
+        else:
+            ref = (actors[obj_actor], counter)
+            found.add(ref)
+            if not (obj_actor == 0 and counter >= start_op):
+                outside.add(ref)
+    if ops > objects:
+        found.add(None)  # short object columns: the root map
+        only_new = False
+    return found, frozenset(outside) if only_new else None
+
+
 def writes_only_new(
     body: bytes, known: frozenset[ObjectRef], columns: Columns | None = None
 ) -> bool:
@@ -206,20 +244,32 @@ def writes_only_new(
     (``body`` as for :func:`objects_written`): what most changes do, told from the run
     lengths of three columns without listing the operations. ``columns``: the body's
     :func:`read_columns`, when read already."""
+    outside = new_writes(body, columns)
+    return outside is not None and outside <= known
+
+
+def new_writes(body: bytes, columns: Columns | None = None) -> frozenset[ObjectRef] | None:
+    """The objects, other than those it makes itself, that one change writes only new
+    keys into — ``None`` if it replaces or deletes anything, or writes to the root map
+    (``body`` as for :func:`objects_written`). :func:`writes_only_new` of ``known`` is
+    whether this is a subset of ``known``: read once, when a bundle is opened, it answers
+    that for any ``known`` without reading the change again.
+    ``columns``: the body's :func:`read_columns`, when read already."""
     actors, _, start_op, data = columns if columns is not None else _columns(body)
     if any(count and value for count, value in _run_lengths(data.get(_PRED_COUNT, b""))):
-        return False
+        return None
     obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
     counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
     ops = _total(_run_lengths(data.get(_ACTION, b"")))
     if ops > max(_total(obj_actors), _total(counters)):
-        return False  # short object columns: the root map
+        return None  # short object columns: the root map
+    outside: set[ObjectRef] = set()
     for obj_actor, counter in _paired(obj_actors, counters):
         if obj_actor is None or counter is None or obj_actor >= len(actors):
-            return False
-        if not ((obj_actor == 0 and counter >= start_op) or (actors[obj_actor], counter) in known):
-            return False
-    return True
+            return None
+        if not (obj_actor == 0 and counter >= start_op):
+            outside.add((actors[obj_actor], counter))
+    return frozenset(outside)
 
 
 def keys_written_into(columns: Columns, objects: frozenset[ObjectRef]) -> list[Operation]:

@@ -537,6 +537,16 @@ class Ledger:
             raise LedgerError(
                 f"'{resource.name}' is already lent to {holder}{when}; record its return first."
             )
+        if borrower == resource.keeper:
+            # The keeper has it whenever it is not lent: "lending" it to them records nothing
+            # a member could read (a member other than the keeper taking it is a lend to
+            # themselves, told as "took" in the history).
+            who = self.view.member_name(borrower)
+            keeps, has = ("You keep", "you") if borrower == self.author else (f"{who} keeps", who)
+            raise LedgerError(
+                f"{keeps} '{resource.name}': it is with {has} whenever it is not lent out, so "
+                "there is nothing to lend. Choose who borrows it, or change who keeps it."
+            )
         fields: dict[str, str | int] = {"to": borrower, "qty": "0"}
         if until is not None:
             if until <= self._clock.now_ms():

@@ -14,7 +14,7 @@ Everything here is a pure function of table entries, so every node judges alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -24,6 +24,7 @@ __all__ = [
     "Card",
     "Table",
     "active_admins",
+    "card_of",
     "cards",
     "check_change",
     "check_invites",
@@ -72,7 +73,18 @@ def is_gone(raw: Raw) -> bool:
 
 def cards(members: Table) -> list[Card]:
     """Every device card of every member (gone ones too, with their cutoffs)."""
-    found = []
+    return list(_cards(members))
+
+
+def card_of(members: Table, device_key: bytes) -> Card | None:
+    """The card of one device, or ``None`` if no member lists it: the first that
+    :func:`cards` would give for it, found without reading every other card in full."""
+    return next(_cards(members, only=device_key), None)
+
+
+def _cards(members: Table, only: bytes | None = None) -> Iterator[Card]:
+    """The cards :func:`cards` lists, in its order; with ``only``, those of that device
+    key alone (a card whose key differs is not read further)."""
     for member_id, raw in members.items():
         gone = is_gone(raw)
         cutoffs = _cutoffs(raw)
@@ -81,6 +93,8 @@ def cards(members: Table) -> list[Card]:
                 continue
             try:
                 key = bytes.fromhex(str(card.get("key", "")))
+                if only is not None and key != only:
+                    continue
                 kem = bytes.fromhex(str(card.get("kem", "")))
                 actors = frozenset(bytes.fromhex(a) for a in _sub(card, "actors"))
             except ValueError:
@@ -90,25 +104,20 @@ def cards(members: Table) -> list[Card]:
                 cutoff = cutoffs.get(key.hex(), 0)
             elif "removed" in card:
                 cutoff = _sub(card, "removed").get("cutoff", 0)
-            found.append(
-                Card(
-                    member_id=member_id,
-                    device_id=device_id,
-                    key=key,
-                    kem=kem,
-                    actors=actors,
-                    cutoff=cutoff if isinstance(cutoff, int) or cutoff is None else 0,
-                )
+            yield Card(
+                member_id=member_id,
+                device_id=device_id,
+                key=key,
+                kem=kem,
+                actors=actors,
+                cutoff=cutoff if isinstance(cutoff, int) or cutoff is None else 0,
             )
-    return found
 
 
 def cutoff_of(members: Table, device_key: bytes) -> int | None:
     """The last seq of a removed device's feed that counts (``None``: still counts)."""
-    for card in cards(members):
-        if card.key == device_key:
-            return card.cutoff
-    return None
+    card = card_of(members, device_key)
+    return None if card is None else card.cutoff
 
 
 def departed(members: Table) -> frozenset[bytes]:

@@ -118,6 +118,7 @@ def check_records(
     named: Iterable[EntryRef],
     moved: Moved,
     spared: set[ObjectRef],
+    new: Sequence[frozenset[ObjectRef] | None] | None = None,
     *,
     tagged: bool = False,
 ) -> None:
@@ -126,12 +127,16 @@ def check_records(
     what the changes build on. ``named``: the entries the bundle says it touched (only
     used to find the maps it writes into: a write into a map found in none is refused);
     ``moved``: what it writes into archives (:func:`check_archive_copy`); ``spared``:
-    the maps of the members and invites tables, judged elsewhere; ``tagged``: the group's
-    entry ids carry their writer's tag (:mod:`hearth.ledger.entry_ids`)."""
+    the maps of the members and invites tables, judged elsewhere; ``new``: each
+    change's :func:`~hearth.ledger.change_ops.new_writes`, when read already (a
+    snapshot's bundles are read once, when opened); ``tagged``: the group's entry ids
+    carry their writer's tag (:mod:`hearth.ledger.entry_ids`)."""
     if not changes:
         return
     tables = frozenset(doc.table_refs())
     try:
+        if not tagged and new is not None and all(n is not None and n <= tables for n in new):
+            return  # new entries only, as read when opened: R2a judges their names
         bodies = [change_body(c) for c in changes]
         columns = [read_columns(body) for body in bodies]
         if all(writes_only_new(b, tables, c) for b, c in zip(bodies, columns, strict=True)):
@@ -288,6 +293,14 @@ def _check_op(
                 raise _refuse("changes what another member's entry says")
         elif path[2] != _RECORDS_IN.get(table) or (len(path) == 3 and op.preds):
             raise _refuse("changes what another member's entry says")
+    if op.key in maps and not op.preds:
+        # Honest writers name what they replace. One that names nothing where what it
+        # builds on holds a map makes a second map beside it, and the view shows one: a
+        # record map made anew hides every record in it (or that is then written there).
+        raise ProtocolError(
+            "a change that makes anew a map inside an entry as if the map were not there "
+            "(it could hide the records in it)"
+        )
     if op.preds and op.key in maps and names_other(doc.map_at((*path, op.key), heads), author):
         raise _refuse("deletes or replaces a record in another member's name")
     return chain[0]

@@ -40,6 +40,7 @@ from hearth.errors import (
     ProtocolError,
     UsageError,
 )
+from hearth.ledger import entry_ids
 from hearth.ledger import membership_rules as group_membership
 from hearth.ledger.model import CommitmentStatus, Need, Resource, Role
 from hearth.neighbourhood.matching import Match, Matcher
@@ -57,7 +58,7 @@ from hearth.neighbourhood.rules import (
     verify_record,
 )
 from hearth.node.changes import NeighbourhoodRecordKept
-from hearth.node.node import Node
+from hearth.node.node import Node, tags_entry_ids
 from hearth.protocol import codec
 from hearth.protocol.bundle import (
     Envelope,
@@ -1208,16 +1209,23 @@ def _for_ledger(text: str, limit: int) -> str:
 
 
 def _commitment_key(
-    commitments: Mapping[str, object], current: State, item: Request, neighbour: str
+    commitments: Mapping[str, object],
+    current: State,
+    item: Request,
+    neighbour: str,
+    *,
+    tagged: bool = False,
 ) -> str:
-    """What our ledger keeps an accepted request's commitment under: its id; or, for a
+    """What our ledger keeps an accepted request's commitment under: its id (made
+    :func:`entry_ids.handoff_id` in a group whose entry ids are tagged); or, for a
     request said before requests were known by their record's id, the name its writer gave
     it, if a commitment with the same neighbour was recorded under that name. A name counts
     only if no other request carries it and it is no request's id: any group can put any
     name in a record, and one copied from another group's request must not reach that
     request's commitment (to have it fulfilled on the copier's word)."""
-    if item.id in commitments or not item.name or item.name not in commitments:
-        return item.id
+    own = entry_ids.handoff_id(item.id) if tagged else item.id
+    if own in commitments or not item.name or item.name not in commitments:
+        return own
     sharing = [r for r in current.requests.values() if r.name == item.name]
     recorded = commitments[item.name]
     if (
@@ -1226,7 +1234,7 @@ def _commitment_key(
         or not isinstance(recorded, Mapping)
         or recorded.get("neighbour") != neighbour
     ):
-        return item.id
+        return own
     return item.name
 
 
@@ -1236,6 +1244,7 @@ def reconcile(node: Node, group_id: str) -> int:
     changes it made."""
     made = 0
     me = node.identity.member_id
+    tagged = tags_entry_ids(node.group(group_id).genesis)
     for membership in memberships(node, group_id):
         current = state(node, membership)
         made += _take_secrets(node, membership, current)
@@ -1249,7 +1258,7 @@ def reconcile(node: Node, group_id: str) -> int:
             neighbour = _for_ledger(item.group_name if giving else offer.group_name, MAX_NAME)
             neighbour = neighbour or "a neighbour group"
             commitments = view.tables["commitments"]
-            key = _commitment_key(commitments, current, item, neighbour)
+            key = _commitment_key(commitments, current, item, neighbour, tagged=tagged)
             if key not in commitments:
                 # The member who asked, on the asking side; whoever records it, on the other.
                 member = item.by if not giving and item.by in view.tables["members"] else me

@@ -54,10 +54,13 @@ def read_changes(node: Node, file: str) -> dict[Verdict, int]:
     except ProtocolError as exc:
         taken = sum(counts.values())
         if not taken:
-            raise UsageError(f"{file} is not a Hearth bundle file.") from None
+            raise UsageError(
+                f"{file} is not a file of changes written by Hearth (`hearth bundle export`)."
+            ) from None
         raise UsageError(
-            f"{file} is damaged after its first {counted(taken, 'bundle')} ({exc}); "
-            f"those were taken in (applied {counts[Verdict.APPLIED]}). Export it again."
+            f"{file} is damaged after its first {counted(taken, 'entry', 'entries')} ({exc}); "
+            f"those were taken in ({counts[Verdict.APPLIED]} new). Write it again "
+            "(`hearth bundle export`)."
         ) from None
     return counts
 

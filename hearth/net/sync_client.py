@@ -15,6 +15,7 @@ import functools
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,8 +54,8 @@ from hearth.protocol.sync import (
     Settled,
     TopicPlan,
 )
-from hearth.validity import snapshots
-from hearth.validity.intake import Verdict, take_in, take_snapshot, tallied
+from hearth.validity import snapshots, steps
+from hearth.validity.intake import Verdict, take_in, take_snapshot_steps, tallied
 
 __all__ = [
     "RelayReport",
@@ -71,6 +72,9 @@ log = logging.getLogger(__name__)
 
 MAX_SNAPSHOT = MAX_BUNDLE - 64 * 1024  # room for the bundle's own fields
 _KEEPALIVE_S = 5.0  # well inside any heartbeat timeout (the relay's default: 15 s)
+STILL_UP_S = 60.0
+"""How often a live link that has settled says it is still up (in the sync log), so that
+"Up to date" stays true of a quiet connection: a dead one is closed by the heartbeat."""
 
 
 @dataclass
@@ -391,8 +395,16 @@ def _take_pending(node: Node, url: str, report: RelayReport) -> None:
     """The relay has sent everything: take each waiting snapshot with the bundles that
     came after it (R13). Those it covers are taken with it; the rest — all of them if it
     was refused — go in one by one, as they would have without it."""
+    steps.run(_pending_steps(node, url, report))
+
+
+def _pending_steps(node: Node, url: str, report: RelayReport) -> steps.Steps[None]:
+    """:func:`_take_pending` in steps (:mod:`hearth.validity.steps`): a connection's loop
+    keeps answering while a long catch-up's snapshot is checked."""
     for topic, pending in report.pending.items():
-        outcome, taken = take_snapshot(node, pending.snapshot, pending.opener, source=url)
+        outcome, taken = yield from take_snapshot_steps(
+            node, pending.snapshot, pending.opener, source=url
+        )
         if outcome.verdict is not Verdict.DUPLICATE:
             report.received += 1 + len(taken)
         if outcome.damaged:
@@ -492,7 +504,19 @@ async def _run(
                 return True
 
         async def carry_out_some(outputs: list[Output]) -> bool:
-            for output in record(node, url, outputs, report):
+            settled = next((i for i, o in enumerate(outputs) if isinstance(o, Settled)), None)
+            if settled is not None and report.pending:
+                # The relay has sent all: the snapshots waiting are taken in with the
+                # loop let run (heartbeats, progress), before the rest is recorded.
+                if not await carry_out_recorded(record(node, url, outputs[:settled], report)):
+                    return False
+                await steps.run_async(_pending_steps(node, url, report))
+                outputs = outputs[settled:]
+            return await carry_out_recorded(record(node, url, outputs, report))
+
+        async def carry_out_recorded(outputs: list[Output]) -> bool:
+            """Carry out what :func:`record` left for the connection."""
+            for output in outputs:
                 match output:
                     case Send(frame):
                         await ws.send_bytes(conn.send(frame))
@@ -576,9 +600,13 @@ async def _run(
             """Ping while we work through a long catch-up: the other side hears nothing
             from us meanwhile, and its answer to its own ping waits behind the bundles
             still queued for us, so it would take us for gone."""
+            said_up = time.monotonic()
             while True:
                 await asyncio.sleep(_KEEPALIVE_S)
                 await ws.ping()
+                if live and report.ok and time.monotonic() - said_up >= STILL_UP_S:
+                    _log_attempt(node, report)  # quiet, not gone: nothing came or went
+                    said_up = time.monotonic()
 
         publisher = asyncio.create_task(publish_new()) if live else None
         pinger = asyncio.create_task(keep_alive())

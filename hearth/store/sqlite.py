@@ -178,6 +178,12 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def mark(self) -> tuple[int, int]:
+        """A mark that moves whenever anything is written to the store, by this
+        connection or any other: equal marks, nothing was written between them."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        return self._db.total_changes, int(version)
+
     @contextmanager
     def write(self) -> Iterator[None]:
         """One durable write transaction holding the store's write lock.

@@ -47,7 +47,7 @@ def _remover_if_senior(
 ) -> str:
     """The member who removed ``device``'s member, if that member is senior to them, so
     that the device may have answered the removal (R7); ``""`` otherwise."""
-    card = next((c for c in membership_rules.cards(members) if c.key == device), None)
+    card = membership_rules.card_of(members, device)
     if card is None or card.cutoff is None:
         return ""
     proved = node.feeds.equivocations(group_id).get(device)

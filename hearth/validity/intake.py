@@ -17,6 +17,7 @@ taken only together with the bundles it covers, checked against them
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import weakref
 from collections import defaultdict
@@ -46,7 +47,7 @@ from hearth.protocol.bundle import (
 )
 from hearth.protocol.invite_token import decode_claim
 from hearth.store import ChangeRow
-from hearth.validity import joins, snapshots
+from hearth.validity import joins, snapshots, steps
 from hearth.validity.cutoffs import counted_through, past_cutoff, removal_voided, within_cutoff
 from hearth.validity.retraction import (
     change_ids,
@@ -523,15 +524,25 @@ def take_snapshot(
     opener = (
         bundles if isinstance(bundles, snapshots.Opener) else snapshots.Opener.of(node, bundles)
     )
+    return steps.run(take_snapshot_steps(node, data, opener, source=source))
+
+
+def take_snapshot_steps(
+    node: Node, data: bytes, opener: snapshots.Opener, *, source: str
+) -> steps.Steps[tuple[Outcome, frozenset[bytes]]]:
+    """:func:`take_snapshot` in steps (:mod:`hearth.validity.steps`): the covered bundles
+    opened and the documents loaded off the event loop, the check with pauses. What the
+    check read of the node is read again if anything was written to the store meanwhile
+    (another relay's bundles, a member's edit): then it is judged again, at once."""
     try:
-        return _take_snapshot_with(node, data, opener, source)
+        return (yield from _take_snapshot_with(node, data, opener, source))
     finally:
         opener.close()
 
 
 def _take_snapshot_with(
     node: Node, data: bytes, opener: snapshots.Opener, source: str
-) -> tuple[Outcome, frozenset[bytes]]:
+) -> steps.Steps[tuple[Outcome, frozenset[bytes]]]:
     none: frozenset[bytes] = frozenset()
     try:
         envelope = parse_envelope(data)
@@ -562,14 +573,20 @@ def _take_snapshot_with(
         with node.store.write():
             node.store.run("INSERT OR IGNORE INTO seen_snapshots(id) VALUES (?)", (envelope.id,))
         return Outcome(verdict=Verdict.DUPLICATE, group_id=group_id), none
+    actor = node.group(group_id).actor
     try:
-        # Loaded while the covered bundles' last chunks are still being opened elsewhere.
-        incoming = _load_snapshot(node, group_id, docs)
+        # Off the loop: loaded while the covered bundles' last chunks are still being
+        # opened elsewhere, then those awaited.
+        incoming: dict[str, LedgerDoc] = yield functools.partial(_load_snapshot, docs, actor)
         gid = bytes.fromhex(group_id)
-        carried = [c for c in opener.carried() if c.inner.group_id == gid]
+        carried = [c for c in (yield opener.carried) if c.inner.group_id == gid]
+        mark = node.store.mark()
+        covered = yield from snapshots.check_steps(node, group_id, incoming, heads, carried)
         with node.store.write():  # refused: nothing of it stays
+            if node.store.mark() != mark:  # the node changed while the loop ran
+                covered = snapshots.check_snapshot(node, group_id, incoming, heads, carried)
             taken = _take_snapshot(
-                node, group_id, envelope, inner, (docs, incoming), heads, carried
+                node, group_id, envelope, inner, (docs, incoming), heads, covered
             )
     except HearthError as exc:
         outcome = _reject(
@@ -603,13 +620,12 @@ def _take_snapshot(
     inner: Inner,
     documents: tuple[Sequence[tuple[str, bytes]], dict[str, LedgerDoc]],
     heads: Sequence[tuple[bytes, int, bytes]],
-    carried: Sequence[snapshots.Carried],
+    covered: Sequence[snapshots.Carried],
 ) -> list[bytes]:
-    """Check a snapshot against the bundles it came with, merge its documents (as saved,
-    and loaded), keep the bundles it covers as applied (inside a write); return their
-    ids."""
+    """Take a snapshot shown to hold what the ``covered`` bundles carry
+    (:func:`snapshots.check_snapshot`): merge its documents (as saved, and loaded), keep
+    those bundles as applied (inside a write); return their ids."""
     docs, incoming = documents
-    covered = snapshots.check_snapshot(node, group_id, incoming, heads, carried)
     listed = incoming[LIVE].read_table("members") if LIVE in incoming else {}
     card = _card(listed, inner.author) or _card(node.view(group_id).tables["members"], inner.author)
     if card is None:
@@ -648,13 +664,11 @@ def _take_snapshot(
     return [item.envelope.id for item in covered]
 
 
-def _load_snapshot(
-    node: Node, group_id: str, docs: Sequence[tuple[str, bytes]]
-) -> dict[str, LedgerDoc]:
-    """A snapshot's documents, loaded; :class:`ProtocolError` if one does not load."""
-    group = node.group(group_id)
+def _load_snapshot(docs: Sequence[tuple[str, bytes]], actor: bytes) -> dict[str, LedgerDoc]:
+    """A snapshot's documents, loaded (touching nothing of the node's: done off the
+    event loop); :class:`ProtocolError` if one does not load."""
     try:
-        return {name: LedgerDoc.load(saved, group.actor) for name, saved in docs}
+        return {name: LedgerDoc.load(saved, actor) for name, saved in docs}
     except LedgerError as exc:
         raise ProtocolError(f"a snapshot holding a document that does not load ({exc})") from exc
 
@@ -694,10 +708,7 @@ class Author:
 
 
 def _card(members: membership.Table, device_key: bytes) -> membership.Card | None:
-    for card in membership.cards(members):
-        if card.key == device_key:
-            return card
-    return None
+    return membership.card_of(members, device_key)
 
 
 def author_of(node: Node, group_id: str, ledger: Ledger, inner: Inner, bundle_id: bytes) -> Author:

@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.ledger.attribution import ATTRIBUTION_KEYS
-from hearth.ledger.automerge_doc import ChangeInfo, read_change_names
+from hearth.ledger.automerge_doc import ChangeInfo, EntryRef, read_change_names
 from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.node.node import Node
 from hearth.protocol.bundle import (
@@ -64,6 +64,10 @@ class Carried:
     # Each change's operations at the keys that name who did something (R2a), or why
     # they cannot be read.
     names: tuple[tuple[KeyedValue, ...] | str, ...]
+    # What each change writes only new keys into (change_ops.new_writes), and the
+    # entries the bundle says it touched: read here once, not again by the checks.
+    new: tuple[frozenset[ObjectRef] | None, ...]
+    touched: tuple[tuple[EntryRef, ...], ...]
 
 
 def open_carried(envelope: Envelope, keys: EpochKeys) -> Carried:
@@ -77,6 +81,7 @@ def open_carried(envelope: Envelope, keys: EpochKeys) -> Carried:
             (doc, change, *read_change_names(change, ATTRIBUTION_KEYS))
             for doc, change, _ in batches
         ]
+        touched = tuple(tuple(refs) for _, _, refs in batches)
     except (Damaged, ProtocolError, LedgerError) as exc:
         raise ProtocolError(
             f"a bundle that came with the snapshot does not open or verify ({exc})"
@@ -84,15 +89,18 @@ def open_carried(envelope: Envelope, keys: EpochKeys) -> Carried:
     return Carried(
         envelope=envelope,
         inner=inner,
-        changes=tuple((doc, change, info) for doc, change, info, _, _ in read),
-        writes=tuple(writes for _, _, _, writes, _ in read),
-        names=tuple(n if isinstance(n, str) else tuple(n) for *_, n in read),
+        changes=tuple((doc, change, info) for doc, change, info, _, _, _ in read),
+        writes=tuple(writes for _, _, _, writes, _, _ in read),
+        names=tuple(n if isinstance(n, str) else tuple(n) for *_, n, _ in read),
+        new=tuple(new for *_, new in read),
+        touched=touched,
     )
 
 
 # What the second process sends back for one bundle: plain tuples, cheap to pass —
 # the inner bundle's fields, then per change (document, change, hash, deps, actor,
-# what it writes, its names as (index, key, action, value) or why unreadable).
+# what it writes, its names as (index, key, action, value) or why unreadable, what it
+# writes only new keys into, the entries its bundle says it touched).
 _Change = tuple[
     str,
     bytes,
@@ -101,6 +109,8 @@ _Change = tuple[
     bytes,
     set[ObjectRef] | None,
     tuple[tuple[int, str, int, str | int | bool | bytes | None], ...] | str,
+    frozenset[ObjectRef] | None,
+    tuple[EntryRef, ...],
 ]
 _Opened = tuple[tuple[object, ...], list[_Change]]
 _INNER_FIELDS = (
@@ -141,9 +151,16 @@ def _open_chunk(
                 names
                 if isinstance(names, str)
                 else tuple((n.index, n.key, n.action, n.value) for n in names),
+                new,
+                touched,
             )
-            for (doc, change, info), writes, names in zip(
-                carried.changes, carried.writes, carried.names, strict=True
+            for (doc, change, info), writes, names, new, touched in zip(
+                carried.changes,
+                carried.writes,
+                carried.names,
+                carried.new,
+                carried.touched,
+                strict=True,
             )
         ]
         out.append((tuple(getattr(inner, f) for f in _INNER_FIELDS), changes))
@@ -158,12 +175,15 @@ def _from_wire(envelope: Envelope, opened: _Opened) -> Carried:
         inner=inner,
         changes=tuple(
             (doc, change, ChangeInfo(hash=h, deps=deps, actor=actor))
-            for doc, change, h, deps, actor, _, _ in changes
+            for doc, change, h, deps, actor, *_ in changes
         ),
         writes=tuple(c[5] for c in changes),
         names=tuple(
-            n if isinstance(n, str) else tuple(KeyedValue(*op) for op in n) for *_, n in changes
+            n if isinstance(n, str) else tuple(KeyedValue(*op) for op in n)
+            for *_, n, _, _ in changes
         ),
+        new=tuple(c[7] for c in changes),
+        touched=tuple(c[8] for c in changes),
     )
 
 
@@ -274,6 +294,8 @@ class Opener:
         self._sent: list[tuple[list[tuple[Envelope, EpochKeys]], Future[list[_Opened] | str]]] = []
         self._worker: _Worker | None = None
         self._broken = False
+        self._closed = False
+        self._closing = threading.Lock()
         self.sent_away = 0  # bundles handed to the second process
 
     @classmethod
@@ -318,22 +340,38 @@ class Opener:
             self._broken = True
 
     def carried(self) -> list[Carried]:
-        """Every bundle added, opened; :class:`ProtocolError` if one fails."""
+        """Every bundle added, opened; :class:`ProtocolError` if one fails. Meanwhile the
+        chunks the second process has not begun yet are opened here, the last first, so
+        that both cores open them (this may run on a thread of its own: nothing here
+        touches the node)."""
+        held, sent = self._held, self._sent
         try:
             failed: ProtocolError | None = None
+            here: dict[int, list[Carried] | None] = {}  # chunks taken back from the queue
             tail: list[Carried] = []
-            try:  # while the second process finishes its last chunks
-                tail = [open_carried(envelope, keys) for envelope, keys in self._held]
+            try:  # while the second process works through the first chunks
+                tail = self._open_here(held)
+                for index in reversed(range(len(sent))):
+                    if not sent[index][1].cancel():
+                        break  # begun or done there
+                    here[index] = None
+                    here[index] = self._open_here(sent[index][0])
             except ProtocolError as exc:
                 failed = exc
+                for index, (_, future) in enumerate(sent):  # refused anyway: stop there
+                    if future.cancel():
+                        here.setdefault(index, None)
             found: list[Carried] = []
-            for chunk, future in self._sent:
+            for index, (chunk, future) in enumerate(sent):
+                if index in here:
+                    found += here[index] or []
+                    continue
                 try:
                     result = future.result()
                 except (CancelledError, OSError, EOFError, pickle.UnpicklingError) as exc:
                     # the second process died: its chunk is opened here
                     log.info("opening a snapshot's bundles here (%r)", exc)
-                    found += [open_carried(envelope, keys) for envelope, keys in chunk]
+                    found += self._open_here(chunk)
                     continue
                 if isinstance(result, str):
                     raise ProtocolError(result)
@@ -344,13 +382,21 @@ class Opener:
         finally:
             self.close()
 
+    def _open_here(self, chunk: Sequence[tuple[Envelope, EpochKeys]]) -> list[Carried]:
+        if self._closed:  # given up meanwhile (a sync cancelled): no use going on
+            raise ProtocolError("the snapshot was given up before its bundles were opened")
+        return [open_carried(envelope, keys) for envelope, keys in chunk]
+
     def close(self) -> None:
-        """Stop the second process (what it was given is dropped)."""
-        self._held = []
-        self._sent = []
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        """Stop the second process (what it was given is dropped). Safe to call from
+        another thread than the one opening in :meth:`carried`, and more than once."""
+        with self._closing:
+            self._closed = True
+            self._held = []
+            self._sent = []
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ same bundles one by one, with every rule. Refusing is never wrong, only slower.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -32,12 +33,17 @@ from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
 from hearth.node.node import Node, tags_entry_ids, verify_genesis
-from hearth.protocol.bundle import Inner, decode_changes
+from hearth.protocol.bundle import Inner
 from hearth.protocol.invite_token import decode_claim
-from hearth.validity import joins
+from hearth.validity import joins, steps
 from hearth.validity.snapshot_opening import Carried, Opener
 
-__all__ = ["Carried", "Opener", "check_snapshot"]
+__all__ = ["PAUSE_EVERY_S", "Carried", "Opener", "check_snapshot", "check_steps"]
+
+
+PAUSE_EVERY_S = 0.05
+"""How long :func:`check_steps` judges covered bundles before it pauses (a slow device
+pauses as often as a fast one)."""
 
 
 def check_snapshot(
@@ -50,6 +56,20 @@ def check_snapshot(
     """The bundles a snapshot covers beyond what the node holds, in feed order, once the
     snapshot is shown to hold exactly what they carry and nothing they may not write;
     else :class:`ProtocolError` naming what is wrong (R13)."""
+    return steps.run(check_steps(node, group_id, docs, heads, carried))
+
+
+def check_steps(
+    node: Node,
+    group_id: str,
+    docs: Mapping[str, LedgerDoc],
+    heads: Sequence[tuple[bytes, int, bytes]],
+    carried: Sequence[Carried],
+) -> steps.Steps[list[Carried]]:
+    """:func:`check_snapshot` in steps (:mod:`hearth.validity.steps`), pausing every
+    :data:`PAUSE_EVERY_S`. Between two steps the node must not change: whoever lets an
+    event loop run between them checks that nothing was written meanwhile, or checks
+    again (``intake.take_snapshot_steps``)."""
     covered = _covered(node, group_id, heads, carried)
     expected = _changes_of(covered, docs)
     ledger = node.ledger(group_id)
@@ -72,7 +92,7 @@ def check_snapshot(
             raise ProtocolError(
                 f"a snapshot lacking {len(wanted - extra)} change(s) that its bundles carry"
             )
-    _check_authors(node, group_id, docs, covered, expected)
+    yield from _check_authors(node, group_id, docs, covered, expected)
     return covered
 
 
@@ -177,9 +197,9 @@ def _check_authors(
     docs: Mapping[str, LedgerDoc],
     covered: Sequence[Carried],
     expected: Mapping[str, Mapping[bytes, tuple[Carried, ChangeInfo]]],
-) -> None:
+) -> steps.Steps[None]:
     """R2, R5, R14 over every covered bundle: judged against the snapshot's own members
-    table, which only changes checked here wrote."""
+    table, which only changes checked here wrote; a pause every :data:`PAUSE_EVERY_S`."""
     live = docs.get(LIVE)
     final = live.read_table("members") if live is not None else {}
     invites = live.read_table("invites") if live is not None else {}
@@ -208,7 +228,12 @@ def _check_authors(
     used: dict[bytes, set[bytes]] = {}  # actor ids each device was seen to write under
     ledger = node.ledger(group_id)
     guarded_in: dict[str, set[bytes]] = {}  # an archive's, once one is written
+    spared = live.objects_under("members") | live.objects_under("invites") if live else set()
+    resume = time.monotonic() + PAUSE_EVERY_S
     for item in covered:
+        if time.monotonic() >= resume:
+            yield None
+            resume = time.monotonic() + PAUSE_EVERY_S
         inner = item.inner
         card = cards.get(inner.author)
         if card is None:
@@ -232,7 +257,7 @@ def _check_authors(
                     "a snapshot holding a change under an actor id its author's card did "
                     "not list yet"
                 )
-        _check_names(docs, item, card.member_id, tagged)
+        _check_names(docs, item, card.member_id, spared, tagged)
         for name in {n for n, _ in written if n != LIVE}:
             if name not in guarded_in:
                 mine = ledger.archive_docs().get(name)
@@ -245,9 +270,16 @@ def _check_authors(
 
 
 def _check_names(
-    docs: Mapping[str, LedgerDoc], item: Carried, member_id: str, tagged: bool
+    docs: Mapping[str, LedgerDoc],
+    item: Carried,
+    member_id: str,
+    spared: set[ObjectRef],
+    tagged: bool,
 ) -> None:
-    """R2a over a covered bundle, as taking it in checks it (``intake._check_names``)."""
+    """R2a over a covered bundle, as taking it in checks it (``intake._check_names``),
+    from what was read of it when it was opened. ``spared``: the maps of the live
+    document's members and invites tables; ``tagged``: the group's entry ids carry their
+    writer's tag."""
     by_doc: defaultdict[str, list[bytes]] = defaultdict(list)
     read: defaultdict[str, list[tuple[KeyedValue, ...] | str]] = defaultdict(list)
     for (name, change, _), names in zip(item.changes, item.names, strict=True):
@@ -267,15 +299,16 @@ def _check_names(
             ).items():
                 moved.setdefault(entry, set()).update(paths)
     if LIVE in docs and by_doc.get(LIVE):
-        doc = docs[LIVE]
-        named = [
-            ref
-            for name, _, refs in decode_changes(item.inner.payload)
+        in_live = [
+            (new, refs)
+            for (name, _, _), new, refs in zip(item.changes, item.new, item.touched, strict=True)
             if name == LIVE
-            for ref in refs
         ]
-        spared = doc.objects_under("members") | doc.objects_under("invites")
-        records.check_records(doc, by_doc[LIVE], member_id, named, moved, spared, tagged=tagged)
+        named = [ref for _, refs in in_live for ref in refs]
+        new = [n for n, _ in in_live]
+        records.check_records(
+            docs[LIVE], by_doc[LIVE], member_id, named, moved, spared, new, tagged=tagged
+        )
 
 
 def _guarded(

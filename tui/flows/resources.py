@@ -114,21 +114,32 @@ class ResourceFlows(FlowBase):
         resource_id = self.resource_under_cursor()
         if resource_id is None:
             return
-        name = self.node.view(self.group_id).resource(resource_id).name
+        resource = self.node.view(self.group_id).resource(resource_id)
+        # As the CLI: anyone but the thing's keeper (who has it whenever it is not lent),
+        # the member too, taking a thing someone else keeps.
+        me = self.node.identity.member_id
+        borrowers = [
+            (f"{label} (me: I take it)" if member == me else label, member)
+            for label, member in self.members()
+            if member != resource.keeper
+        ]
         self.ask(
-            f"Lend {name}",
+            f"Lend {resource.name}",
             [
-                self.member_choice("to", "To whom"),
+                Choice("to", "To whom", borrowers),
                 Field("until", "Until (optional)", placeholder="2026-12-24, tomorrow or +3d"),
             ],
-            partial(self._lend, resource_id, name),
+            partial(self._lend, resource_id, resource.name, resource.keeper),
             ok="Lend",
         )
 
-    def _lend(self, resource_id: str, name: str, v: Values) -> Done:
+    def _lend(self, resource_id: str, name: str, keeper: str, v: Values) -> Done:
         until = parse_date(v["until"], now_ms=self.node.clock.now_ms()) if v["until"] else None
+        keeps = self.node.view(self.group_id).member_name(keeper)
+        taking = v["to"] == self.node.identity.member_id
         return self.saved(
-            lambda ledger: ledger.lend(resource_id, to=v["to"], until=until), f"Lent {name}."
+            lambda ledger: ledger.lend(resource_id, to=v["to"], until=until),
+            f"You took {name} ({keeps} keeps it)." if taking else f"Lent {name}.",
         )
 
     def action_return(self) -> None:

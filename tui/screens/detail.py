@@ -9,6 +9,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.wording import app_words
+
 __all__ = ["DetailScreen"]
 
 
@@ -20,7 +22,7 @@ class DetailScreen(ModalScreen[None]):
     def __init__(self, text: str, *, markup: bool = True) -> None:
         """``markup=False`` for text from elsewhere (a relay's error), shown as written."""
         super().__init__()
-        self.text = text
+        self.text = app_words(text)
         self.markup = markup
 
     def compose(self) -> ComposeResult:

@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from hearth.errors import HearthError
+from tui.wording import app_words
 
 __all__ = ["Choice", "Field", "FormScreen", "Values"]
 
@@ -81,15 +82,15 @@ class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
             for f in self.fields:
                 yield Label(f.label)
                 if isinstance(f, Choice):
-                    select: Select[str] = Select(
+                    # The value given here, not set after: set before the Select is
+                    # mounted, it was kept but the Select showed "Select", as if blank.
+                    yield Select(
                         list(f.options),
                         id=f"field-{f.key}",
                         allow_blank=f.value is None,
+                        value=Select.NULL if f.value is None else f.value,
                         compact=True,
                     )
-                    if f.value is not None:
-                        select.value = f.value
-                    yield select
                 else:
                     yield Input(
                         value=f.value, placeholder=f.placeholder, id=f"field-{f.key}", compact=True
@@ -156,5 +157,5 @@ class FormScreen(ModalScreen[ResultT | None], Generic[ResultT]):
     def show_error(self, text: str) -> None:
         """Say in the form why it cannot be saved yet."""
         error = self.query_one("#form-error", Static)
-        error.update(text)
+        error.update(app_words(text))
         error.display = True

@@ -18,6 +18,7 @@ from textual.widgets import Button, Label, Static
 from hearth.errors import HearthError
 from hearth.node.node import Node
 from hearth.protocol.invite_code import JoinerIntroduced
+from tui.wording import app_words
 
 __all__ = ["InviteScreen", "InviteWords", "device_words"]
 
@@ -116,7 +117,7 @@ class InviteScreen(ModalScreen[None]):
                 make_token=self.make_token,
             )
         except HearthError as exc:
-            status.update(f"The invite ended: {exc}")
+            status.update(f"The invite ended: {app_words(str(exc))}")
             return
         if result.refused:
             status.update("Not let in. The code is used up.")

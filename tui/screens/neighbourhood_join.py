@@ -13,6 +13,7 @@ from textual.widgets import Button, Label, Static
 
 from hearth.errors import HearthError
 from hearth.node.node import Node
+from tui.wording import app_words
 
 __all__ = ["NeighbourhoodJoinScreen"]
 
@@ -70,7 +71,7 @@ class NeighbourhoodJoinScreen(ModalScreen[None]):
             )
             membership = participation.join(self.node, self.group_id, token, key)
         except HearthError as exc:
-            status.update(f"Not joined: {exc}")
+            status.update(f"Not joined: {app_words(str(exc))}")
             return
         status.update(f"'{name}' joined the neighbourhood '{membership.name}'.")
 
