@@ -12,6 +12,7 @@ from hearth.cli.prompt import confirm
 from hearth.cli.render import emit, table
 from hearth.crypto import SigningKey
 from hearth.errors import UsageError
+from hearth.ledger import entry_ids
 from hearth.ledger.ledger import check_relay_url
 from hearth.neighbourhood import participation
 from hearth.neighbourhood.rules import Offer, Request, State
@@ -352,7 +353,9 @@ def _request_answer(args: argparse.Namespace, node: Node, *, accept: bool) -> in
     ]
     text = "Declined."
     if accept:
-        promised = [c for c in node.view().commitments() if c.handoff == item.id]
+        # Kept under the request's ref, made a handoff id in groups whose ids are tagged.
+        keys = {item.id, entry_ids.handoff_id(item.id)}
+        promised = [c for c in node.view().commitments() if c.handoff in keys]
         text = (
             f"Accepted: it is now a commitment in the ledgers of {group.name} and "
             f"{item.group_name}"
