@@ -827,3 +827,25 @@ def test_a_record_whose_place_and_link_disagree_is_refused_on_arrival(eastside: 
         assert not eastside.ada.store.query(
             "SELECT 1 FROM neighbourhood_records WHERE id = ?", (envelope.id,)
         )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a member still in the group says admit/leave under the group's first key, "
+    "which nothing ranks, after a handover ranked its admins: _may_say asks only the "
+    "roster of the key the record names",
+)
+def test_a_member_cannot_let_a_group_in_nor_take_the_group_out_under_the_old_first_key() -> None:
+    """Elm Street's key was handed on by Ada when Xan left, ranking its admins: Ada. Ben, a
+    member still in, holds the first key too (every device did): under it — which nothing
+    ranks — he lets his own group in and says Elm Street leaves. Neither may count: a
+    handover has ranked the admins, and the handover that retired the first key lists Ben
+    as staying, not as an admin. Ada's admission under the first key, said before the
+    handover, still counts."""
+    log = Log()
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA])
+    log.say(ELM, device=BEN, op="admit", newcomer=STRANGER.public, group_name="Ben's own")
+    log.say(ELM, device=BEN, op="leave")
+    assert set(log.state().groups) == {ELM_2.public, TOOLS.public}
