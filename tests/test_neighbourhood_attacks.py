@@ -829,12 +829,6 @@ def test_a_record_whose_place_and_link_disagree_is_refused_on_arrival(eastside: 
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a member still in the group says admit/leave under the group's first key, "
-    "which nothing ranks, after a handover ranked its admins: _may_say asks only the "
-    "roster of the key the record names",
-)
 def test_a_member_cannot_let_a_group_in_nor_take_the_group_out_under_the_old_first_key() -> None:
     """Elm Street's key was handed on by Ada when Xan left, ranking its admins: Ada. Ben, a
     member still in, holds the first key too (every device did): under it — which nothing
