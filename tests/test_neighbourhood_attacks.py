@@ -834,12 +834,14 @@ def test_a_member_cannot_let_a_group_in_nor_take_the_group_out_under_the_old_fir
     member still in, holds the first key too (every device did): under it — which nothing
     ranks — he lets his own group in and says Elm Street leaves. Neither may count: a
     handover has ranked the admins, and the handover that retired the first key lists Ben
-    as staying, not as an admin. Ada's admission under the first key, said before the
-    handover, still counts."""
+    as staying, not as an admin. What admins said under the first key before the handover
+    still counts: Ada's admission, and Xan's — an admin who has left since, within his
+    cutoff."""
     log = Log()
     log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
     log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
-    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA])
+    log.say(ELM, device=XAN, op="admit", newcomer=RIVER.public, group_name="Riverside")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 1}, admins=[ADA, XAN])
     log.say(ELM, device=BEN, op="admit", newcomer=STRANGER.public, group_name="Ben's own")
     log.say(ELM, device=BEN, op="leave")
-    assert set(log.state().groups) == {ELM_2.public, TOOLS.public}
+    assert set(log.state().groups) == {ELM_2.public, TOOLS.public, RIVER.public}
