@@ -707,19 +707,15 @@ def test_a_removed_member_racing_many_forks_ahead_of_his_record_and_the_handover
         assert ours.groups == theirs.groups
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a record past what a handover carries (16 KiB) is named only: a node holding "
-    "three other records for its place never keeps it",
-)
 def test_a_removed_member_whose_last_record_is_too_big_to_carry_splits_no_nodes(
     tmp_path: Path,
 ) -> None:
     """As above, but Ben's last record while a member is an offer padded past what a
     handover carries (16 KiB: a field no rule reads, which nothing refuses): the handover
     names it without carrying it, Ben's three forks reach Cy's node first, and Cy's node,
-    holding three records for that place, never keeps the fourth when it comes — so it
-    counts Ben's feed only to the place before, where Ada's node counts his offer."""
+    holding three records for that place, kept no fourth when it came — so it counted
+    Ben's feed only to the place before, where Ada's node counts his offer. A record a
+    kept handover names is kept whenever it comes."""
     from hearth.group import member_changes
     from hearth.group.rotation import keep_keys
     from hearth.neighbourhood import participation
@@ -778,7 +774,7 @@ def test_a_removed_member_whose_last_record_is_too_big_to_carry_splits_no_nodes(
         assert (
             len(cy.store.query("SELECT id FROM neighbourhood_records WHERE author = ?", (bens,)))
             == 4
-        )  # three forks, and the offer the handover carried
+        )  # three forks, and the offer the handover named (too big to carry)
         theirs, ours = participation.state(ada, now), participation.state(cy, rivers)
         assert theirs.equivocations == {}
         assert ours.equivocations == {bens: 1}

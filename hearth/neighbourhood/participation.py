@@ -403,7 +403,8 @@ def take_record(
     record (a node that kept two forks and not it would count the feed to the place
     before, and differ for good from one that had it first); no fourth, unless a
     handover carries it (``named``: a handover carries each record it names, so that
-    even a device that sends many records for that place ahead of it splits no nodes).
+    even a device that sends many records for that place ahead of it splits no nodes) or
+    a handover kept here names it (one too big to carry, arriving after).
 
     A record under a key the records link to no group there (:func:`rules.known_keys`:
     made up, or a group's whose admission has not arrived yet) is kept among the last
@@ -422,7 +423,11 @@ def take_record(
             (membership.id, inner.author, inner.seq),
         )
     }
-    if envelope.id in held or (len(held) >= _MAX_AT_ONE_PLACE and not named):
+    if envelope.id in held or (
+        len(held) >= _MAX_AT_ONE_PLACE
+        and not named
+        and not _named_end(node, membership.id, inner.author, envelope.id)
+    ):
         return Taken(new=False)
     if held:
         log.warning("a device signed two neighbourhood records for one place in its feed")
@@ -432,6 +437,25 @@ def take_record(
         if body["op"] == "rekey":
             _take_carried(node, membership, body)
     return Taken(new=True, dropped=dropped)
+
+
+def _named_end(node: Node, nid: str, author: bytes, record_id: bytes) -> bool:
+    """Whether a handover kept here names ``record_id`` as where ``author``'s feed ends: one
+    too big for the handover to carry (past :data:`rules.MAX_CARRIED`) is kept whenever it
+    comes, however many other records for its place are here (see :func:`take_record`).
+    Only records holding those id bytes are read (a record past the cap costs one scan)."""
+    rows = node.store.query(
+        "SELECT payload FROM neighbourhood_records WHERE neighbourhood = ? "
+        "AND instr(payload, ?) > 0",
+        (nid, record_id),
+    )
+    for (payload,) in rows:
+        outer = codec.decode(bytes(payload))
+        body = outer.get("body") if isinstance(outer, dict) else None
+        ends = body.get("ends") if isinstance(body, dict) and body.get("op") == "rekey" else None
+        if isinstance(ends, list) and [author, record_id] in ends:
+            return True
+    return False
 
 
 def _take_carried(node: Node, membership: Membership, handover: Mapping[str, codec.Value]) -> None:
