@@ -921,3 +921,54 @@ def test_a_member_cannot_let_a_group_in_nor_take_the_group_out_under_the_old_fir
     log.say(ELM, device=BEN, op="admit", newcomer=STRANGER.public, group_name="Ben's own")
     log.say(ELM, device=BEN, op="leave")
     assert set(log.state().groups) == {ELM_2.public, TOOLS.public, RIVER.public}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an admission counts on any fork of a device that signed twice, but a node keeps "
+    "three records for one place only: which forks it holds is arrival order, so nodes "
+    "differ for good; bounding forks and counting grants on all of them do not fit together",
+)
+def test_a_hostile_group_signing_an_admission_as_a_fourth_fork_splits_no_nodes(
+    eastside: Eastside,
+) -> None:
+    """Mallory's device signs four records for one place of its feed: three offers and,
+    fourth, an admission of a group of Mallory's own. It sends the three offers to Cy's node
+    first and the admission to Ada's: Cy's node keeps three records for that place and
+    never the fourth, Ada's keeps the admission — which counts there (letting a group in
+    counts on any unbroken fork, so that signing twice takes no admission back). After
+    every node has sent every node all it holds, the nodes still differ."""
+    from hearth.neighbourhood import participation
+    from hearth.validity.intake import take_in
+
+    mal = eastside.mal
+    [mals] = participation.memberships(mal, eastside.mallorys)
+    device = mal.identity.device_key.public
+    at = "SELECT id, envelope FROM neighbourhood_records WHERE author = ? AND seq = ?"
+    [(top,)] = mal.store.query(
+        "SELECT MAX(seq) FROM neighbourhood_records WHERE author = ?", (device,)
+    )
+    seq = int(top) + 1
+    forks = []
+    for fields in (
+        {"op": "offer", "what": "fork one", "qty": "1"},
+        {"op": "offer", "what": "fork two", "qty": "1"},
+        {"op": "offer", "what": "fork three", "qty": "1"},
+        {"op": "admit", "newcomer": MAL.public, "group_name": "Mallory's friends"},
+    ):
+        participation._append(mal, mals, fields)
+        [(fork_id, fork)] = mal.store.query(at, (device, seq))
+        forks.append(bytes(fork))
+        mal.store.run("DELETE FROM neighbourhood_records WHERE id = ?", (bytes(fork_id),))
+    *offers, admission = forks
+    for envelope in [*offers, admission]:
+        take_in(eastside.cy, envelope, source="Mallory")
+    for envelope in [admission, *offers]:
+        take_in(eastside.ada, envelope, source="Mallory")
+    eastside.carry()
+    [elms] = participation.memberships(eastside.ada, eastside.elm)
+    [rivers] = participation.memberships(eastside.cy, eastside.riverside)
+    theirs = participation.state(eastside.ada, elms)
+    ours = participation.state(eastside.cy, rivers)
+    assert theirs.equivocations == ours.equivocations == {device: seq}
+    assert set(ours.groups) == set(theirs.groups)
