@@ -443,19 +443,37 @@ def _named_end(node: Node, nid: str, author: bytes, record_id: bytes) -> bool:
     """Whether a handover kept here names ``record_id`` as where ``author``'s feed ends: one
     too big for the handover to carry (past :data:`rules.MAX_CARRIED`) is kept whenever it
     comes, however many other records for its place are here (see :func:`take_record`).
-    Only records holding those id bytes are read (a record past the cap costs one scan)."""
+    The ends named are remembered per node and read on from the last record looked at, so
+    a flood of records past the cap costs no scan of the store each."""
+    seen = _NAMED_ENDS.setdefault(node, {})
+    last, named = seen.get(nid, (0, frozenset()))
     rows = node.store.query(
-        "SELECT payload FROM neighbourhood_records WHERE neighbourhood = ? "
-        "AND instr(payload, ?) > 0",
-        (nid, record_id),
+        "SELECT rowid, payload FROM neighbourhood_records WHERE neighbourhood = ? AND rowid > ? "
+        "ORDER BY rowid",
+        (nid, last),
     )
-    for (payload,) in rows:
-        outer = codec.decode(bytes(payload))
-        body = outer.get("body") if isinstance(outer, dict) else None
-        ends = body.get("ends") if isinstance(body, dict) and body.get("op") == "rekey" else None
-        if isinstance(ends, list) and [author, record_id] in ends:
-            return True
-    return False
+    if rows:
+        more = set(named)
+        for _, payload in rows:
+            outer = codec.decode(bytes(payload))
+            body = outer.get("body") if isinstance(outer, dict) else None
+            ends = body.get("ends") if isinstance(body, dict) and body.get("op") == "rekey" else []
+            more.update(
+                (e[0], e[1])
+                for e in (ends if isinstance(ends, list) else [])
+                if isinstance(e, list)
+                and len(e) == 2
+                and isinstance(e[0], bytes)
+                and isinstance(e[1], bytes)
+            )
+        last, named = int(rows[-1][0]), frozenset(more)
+        seen[nid] = (last, named)
+    return (author, record_id) in named
+
+
+_NAMED_ENDS: weakref.WeakKeyDictionary[
+    Node, dict[str, tuple[int, frozenset[tuple[bytes, bytes]]]]
+] = weakref.WeakKeyDictionary()
 
 
 def _take_carried(node: Node, membership: Membership, handover: Mapping[str, codec.Value]) -> None:
