@@ -972,3 +972,22 @@ def test_a_hostile_group_signing_an_admission_as_a_fourth_fork_splits_no_nodes(
     ours = participation.state(eastside.cy, rivers)
     assert theirs.equivocations == ours.equivocations == {device: seq}
     assert set(ours.groups) == set(theirs.groups)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="under a retired key with a roster, _may_say asks that key's roster, not the "
+    "handover that retired it: an admin demoted since keeps saying admit/leave there",
+)
+def test_an_admin_demoted_since_cannot_take_the_group_out_under_an_older_ranked_key() -> None:
+    """Elm Street's second key ranked Ada and Ben as admins; Ben was then made a member
+    again, and the next handover (to a third key) ranks Ada alone. Ben still holds the
+    second key: under it he says Elm Street leaves. That may not count — the handover that
+    retired the second key no longer ranks him."""
+    log = Log()
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN])
+    log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA])
+    log.say(ELM_2, device=BEN, op="leave")
+    assert set(log.state().groups) == {ELM_3.public, TOOLS.public}
