@@ -974,11 +974,6 @@ def test_a_hostile_group_signing_an_admission_as_a_fourth_fork_splits_no_nodes(
     assert set(ours.groups) == set(theirs.groups)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="under a retired key with a roster, _may_say asks that key's roster, not the "
-    "handover that retired it: an admin demoted since keeps saying admit/leave there",
-)
 def test_an_admin_demoted_since_cannot_take_the_group_out_under_an_older_ranked_key() -> None:
     """Elm Street's second key ranked Ada and Ben as admins; Ben was then made a member
     again, and the next handover (to a third key) ranks Ada alone. Ben still holds the

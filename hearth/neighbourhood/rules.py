@@ -529,16 +529,15 @@ class Keys:
         return self._rosters.get(key)
 
     def ranked(self, key: bytes) -> tuple[bytes, ...] | None:
-        """The admins' devices that may say what only admins say under ``key``: its roster;
-        for a key with none (a group's first key) that a handover has retired, the admins
-        that handover ranks — gone ones too, whose records count within their cutoff — so
-        that a member cannot go back to the unranked key to say it. None while nothing
-        ranks them."""
-        roster = self._rosters.get(key)
-        if roster is not None:
-            return roster
+        """The admins' devices that may say what only admins say under ``key``: for a key a
+        handover has retired, the admins that handover ranks — gone ones too, whose records
+        count within their cutoff — so that a member, or an admin demoted since, cannot go
+        back to an older key to say it; else the key's roster. None while nothing ranks
+        them (a group's first key, not handed on yet)."""
         handover = self._next.get(key)
-        return handover.admins if handover is not None else None
+        if handover is not None and handover.admins is not None:
+            return handover.admins
+        return self._rosters.get(key)
 
     def handed_on(self, key: bytes) -> Record | None:
         """The handover of ``key`` that stands, if any."""
