@@ -25,6 +25,7 @@ from typing import Any
 from hearth.errors import StorageError
 from hearth.store.feed_rows import FeedRows
 from hearth.store.home import create_private_file
+from hearth.store.peer_rows import PeerRows
 
 __all__ = ["ChangeRow", "GroupRow", "Store", "SyncLogRow"]
 
@@ -97,11 +98,12 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-class Store(FeedRows):
+class Store(FeedRows, PeerRows):
     """The node's store. Open with :meth:`open`; use as a context manager to close.
 
     Its named methods are the only way the node reads and writes it: those here, and
-    those of the parts it is assembled from (``FeedRows``: epochs and bundles)."""
+    those of the parts it is assembled from (``FeedRows``: epochs and bundles;
+    ``PeerRows``: the peers it dials)."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
