@@ -270,11 +270,66 @@ def test_how_far_behind_a_peer_is_counts_beyond_what_it_last_reported(store: Sto
     assert store.count_not_at_relay("ws://p", OTHER) == 1
 
 
+# --- syncing with relays and peers -------------------------------------------------------
+
+
+def test_a_relays_cursor_only_moves_forward_until_restarted(store: Store) -> None:
+    assert store.relay_cursor("ws://r", TOPIC) == 0
+    with store.write():
+        store.advance_relay_cursor("ws://r", TOPIC, 7)
+        store.advance_relay_cursor("ws://r", TOPIC, 3)
+        store.advance_relay_cursor("ws://r", TOPIC2, 2)
+    assert store.relay_cursor("ws://r", TOPIC) == 7
+    assert store.relay_cursor("ws://other", TOPIC) == 0
+    with store.write():
+        store.restart_relay_cursor("ws://r", TOPIC)
+    assert store.relay_cursor("ws://r", TOPIC) == -1
+    assert store.relay_cursor("ws://r", TOPIC2) == 2
+    with store.write():
+        store.advance_relay_cursor("ws://r", TOPIC, 1)
+    assert store.relay_cursor("ws://r", TOPIC) == 1
+
+
+def test_what_a_relay_holds_is_not_sent_to_it_again(store: Store) -> None:
+    keep(store, bundle(BEN, 1), bundle(ADA, 2, INVALID), bundle(ADA, 1), bundle(ADA, 3, WAITING))
+    keep(store, bundle(CAT, 1, topic=TOPIC2))
+    with store.write():
+        store.keep_equivocation(GROUP, ADA, 3, b"twin3", TOPIC, b"env-twin")
+    assert store.unsent_to("ws://r", GROUP, TOPIC) == [
+        (bundle(ADA, 1).id, bundle(ADA, 1).envelope),
+        (bundle(ADA, 3).id, bundle(ADA, 3).envelope),
+        (b"twin3", b"env-twin"),
+        (bundle(BEN, 1).id, bundle(BEN, 1).envelope),
+    ]
+    with store.write():
+        store.note_relay_has("ws://r", [bundle(ADA, 1).id])
+        store.note_relay_has("ws://r", [b"twin3", bundle(BEN, 1).id, bundle(BEN, 1).id])
+    assert store.unsent_to("ws://r", GROUP, TOPIC) == [(bundle(ADA, 3).id, bundle(ADA, 3).envelope)]
+    assert store.relay_has("ws://r", b"twin3")
+    assert not store.relay_has("ws://other", b"twin3")
+    assert store.count_not_at_relay("ws://r", GROUP) == 3  # ADA 2 (invalid), 3; CAT 1
+    assert store.bundle_topic(bundle(CAT, 1).id) == TOPIC2
+    assert store.bundle_topic(b"nope") is None
+
+
+def test_the_last_snapshot_published_at_a_relay_is_remembered(store: Store) -> None:
+    assert store.published_snapshot("ws://r", TOPIC) is None
+    with store.write():
+        store.note_published_snapshot("ws://r", TOPIC, 10, 40)
+        store.note_published_snapshot("ws://r", TOPIC, 12, 45)
+    assert store.published_snapshot("ws://r", TOPIC) == (12, 45)
+    assert store.published_snapshot("ws://r", TOPIC2) is None
+
+
 # --- the port holds ---------------------------------------------------------------------
 
 # Modules whose SQL has moved behind the store's named methods (docs/architecture.md lists
 # those still to move). Add a module here when its SQL moves.
-MOVED_BEHIND_THE_PORT = ["hearth/node/feeds.py", "hearth/net/dialled_peers.py"]
+MOVED_BEHIND_THE_PORT = [
+    "hearth/node/feeds.py",
+    "hearth/net/dialled_peers.py",
+    "hearth/net/sync_client.py",
+]
 _STORE_STATEMENTS = {"query", "run", "run_many"}  # on a store: ``store.run``, ``node.store.query``
 _SQLITE_STATEMENTS = {"execute", "executemany", "executescript"}  # on anything
 

@@ -26,6 +26,7 @@ from hearth.errors import StorageError
 from hearth.store.feed_rows import FeedRows
 from hearth.store.home import create_private_file
 from hearth.store.peer_rows import PeerRows
+from hearth.store.relay_rows import RelayRows
 
 __all__ = ["ChangeRow", "GroupRow", "Store", "SyncLogRow"]
 
@@ -98,12 +99,12 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-class Store(FeedRows, PeerRows):
+class Store(FeedRows, PeerRows, RelayRows):
     """The node's store. Open with :meth:`open`; use as a context manager to close.
 
     Its named methods are the only way the node reads and writes it: those here, and
     those of the parts it is assembled from (``FeedRows``: epochs and bundles;
-    ``PeerRows``: the peers it dials)."""
+    ``PeerRows``: the peers it dials; ``RelayRows``: cursors and what each relay holds)."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
