@@ -321,6 +321,46 @@ def test_the_last_snapshot_published_at_a_relay_is_remembered(store: Store) -> N
     assert store.published_snapshot("ws://r", TOPIC2) is None
 
 
+# --- what did not count ---------------------------------------------------------------
+
+
+def test_orphaned_changes_are_noted_once_and_taken_back(store: Store) -> None:
+    with store.write():
+        store.orphan_changes(GROUP, {b"c1", b"c2"})
+        store.orphan_changes(GROUP, {b"c1"})
+        store.orphan_changes(OTHER, {b"c3"})
+    assert store.orphaned_changes(GROUP) == {b"c1", b"c2"}
+    assert store.is_orphaned(GROUP, b"c1")
+    assert not store.is_orphaned(GROUP, b"c3")
+    with store.write():
+        store.unorphan_changes(GROUP, {b"c1", b"never"})
+    assert store.orphaned_changes(GROUP) == {b"c2"}
+    assert store.orphaned_changes(OTHER) == {b"c3"}
+
+
+def test_notices_are_found_by_kind_and_time(store: Store) -> None:
+    with store.write():
+        store.keep_notice(100, "removal", "old removal")
+        store.keep_notice(200, "removal", "a removal")
+        store.keep_notice(300, "equivocation", "two at one seq")
+        store.keep_notice(250, "second-claim", "a copied token")
+        store.keep_notice(150, "second-claim", "too old")
+        store.keep_notice(400, "damaged", "not a notice for members")
+    assert store.retraction_notices(200) == [(300, "two at one seq"), (200, "a removal")]
+    assert store.second_claim_notices(200) == ["a copied token"]
+
+
+def test_applied_bundles_and_a_feeds_ids_past_a_seq(store: Store) -> None:
+    keep(store, bundle(BEN, 1), bundle(ADA, 2, WAITING), bundle(ADA, 1), bundle(ADA, 3))
+    assert store.applied_authors(GROUP) == [
+        (bundle(ADA, 1).id, ADA),
+        (bundle(ADA, 3).id, ADA),
+        (bundle(BEN, 1).id, BEN),
+    ]
+    assert store.feed_ids_after(GROUP, ADA, 1) == {2: bundle(ADA, 2).id, 3: bundle(ADA, 3).id}
+    assert store.feed_ids_after(GROUP, CAT, 0) == {}
+
+
 # --- the port holds ---------------------------------------------------------------------
 
 # Modules whose SQL has moved behind the store's named methods (docs/architecture.md lists
@@ -329,6 +369,10 @@ MOVED_BEHIND_THE_PORT = [
     "hearth/node/feeds.py",
     "hearth/net/dialled_peers.py",
     "hearth/net/sync_client.py",
+    "hearth/validity/retraction.py",
+    "hearth/validity/alerts.py",
+    "hearth/validity/snapshots.py",
+    "hearth/group/pending_removals.py",
 ]
 _STORE_STATEMENTS = {"query", "run", "run_many"}  # on a store: ``store.run``, ``node.store.query``
 _SQLITE_STATEMENTS = {"execute", "executemany", "executescript"}  # on anything

@@ -336,6 +336,22 @@ class FeedRows(Statements):
         )
         return [bytes(data) for (data,) in rows]
 
+    def applied_authors(self, group_id: str) -> list[tuple[bytes, bytes]]:
+        """(id, author) of each applied bundle of a group, by author, then seq."""
+        rows = self.query(
+            "SELECT id, author FROM bundles WHERE group_id = ? AND state = ? ORDER BY author, seq",
+            (group_id, APPLIED),
+        )
+        return [(bytes(i), bytes(a)) for i, a in rows]
+
+    def feed_ids_after(self, group_id: str, author: bytes, seq: int) -> dict[int, bytes]:
+        """Seq -> id of the bundles of an author's feed held here past ``seq``."""
+        rows = self.query(
+            "SELECT seq, id FROM bundles WHERE group_id = ? AND author = ? AND seq > ?",
+            (group_id, author, seq),
+        )
+        return {int(s): bytes(i) for s, i in rows}
+
     def wrote_under(self, group_id: str, device: bytes, topic: bytes) -> bool:
         """Whether a device sealed any bundle held here under the epoch of ``topic``."""
         return bool(
