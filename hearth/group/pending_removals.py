@@ -27,7 +27,6 @@ from __future__ import annotations
 from hearth.ledger import membership_rules
 from hearth.ledger.automerge_doc import change_hash
 from hearth.ledger.ledger import LIVE
-from hearth.node.feeds import APPLIED
 from hearth.node.node import Node
 from hearth.protocol.bundle import decode_changes, open_envelope, parse_envelope
 
@@ -113,11 +112,7 @@ def _waiting(
     document = node.ledger(group_id).doc
     found: dict[bytes, tuple[bytes, bool]] = {}
     # Ids first: the envelopes of bundles already read are not fetched again.
-    rows = node.store.query(
-        "SELECT id, author FROM bundles WHERE group_id = ? AND state = ? ORDER BY author, seq",
-        (group_id, APPLIED),
-    )
-    for bundle_id, author in ((bytes(i), bytes(a)) for i, a in rows):
+    for bundle_id, author in node.store.applied_authors(group_id):
         if author not in writers or orphans.isdisjoint(_change_ids(node, bundle_id)):
             continue
         lost = [c for c in _live_changes(node, bundle_id) or [] if change_hash(c).hash in orphans]
@@ -173,5 +168,4 @@ def _orphaned(node: Node, group_id: str) -> set[bytes]:
     """The hashes of the group's changes known never to be part of its ledger (the table
     :mod:`hearth.validity.retraction` keeps; read here directly, as that module builds on this
     one's users)."""
-    rows = node.store.query("SELECT hash FROM orphaned_changes WHERE group_id = ?", (group_id,))
-    return {bytes(h) for (h,) in rows}
+    return node.store.orphaned_changes(group_id)

@@ -28,7 +28,6 @@ from hearth.neighbourhood import participation
 from hearth.net.connect import answer_within, open_websocket
 from hearth.net.dialled_peers import note_peer_device, note_peer_has
 from hearth.node.changes import SyncAttempted
-from hearth.node.feeds import INVALID
 from hearth.node.node import Node
 from hearth.protocol.bundle import (
     MAX_BUNDLE,
@@ -153,20 +152,8 @@ def plan_for(
             continue
         stored = _cursor(node, url, topic)
         after = max(stored, 0)  # -1: a snapshot was refused here; read everything, plainly
-        outgoing = [
-            (bytes(bid), bytes(env))
-            for bid, env in node.store.query(
-                "SELECT id, envelope FROM (SELECT id, envelope, author, seq FROM bundles "
-                "WHERE group_id = ? AND topic = ? AND state != ? "
-                "AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?) "
-                # proofs of equivocation go on too, so every node judges alike (R4)
-                "UNION ALL SELECT id, envelope, author, seq FROM equivocations "
-                "WHERE group_id = ? AND topic = ? "
-                "AND id NOT IN (SELECT bundle_id FROM relay_has WHERE url = ?)) "
-                "ORDER BY author, seq",
-                (group_id, topic, INVALID, url, group_id, topic, url),
-            )
-        ]
+        # proofs of equivocation go on too, so every node judges alike (R4)
+        outgoing = node.store.unsent_to(url, group_id, topic)
         plans.append(
             TopicPlan(
                 topic=topic,
@@ -197,10 +184,7 @@ def plan_for(
 
 def _cursor(node: Node, url: str, topic: bytes) -> int:
     """How far this node has read a topic at a relay (0: not yet)."""
-    rows = node.store.query(
-        "SELECT cursor FROM relay_cursors WHERE url = ? AND topic = ?", (url, topic)
-    )
-    return int(rows[0][0]) if rows else 0
+    return node.store.relay_cursor(url, topic)
 
 
 def _snapshot_plans(node: Node, group_ids: Sequence[str]) -> list[TopicPlan]:
@@ -235,14 +219,11 @@ def snapshot_due(
     for group_id in group_ids:
         keys = node.feeds.current_keys(group_id)
         covers = _cursor(node, url, keys.topic)
-        last = node.store.query(
-            "SELECT covers, applied FROM published_snapshots WHERE url = ? AND topic = ?",
-            (url, keys.topic),
-        )
+        last = node.store.published_snapshot(url, keys.topic)
         applied = node.feeds.applied_count(group_id)
         if covers <= 0 or node.feeds.waiting(group_id):
             continue
-        if last and (int(last[0][0]) >= covers or applied - int(last[0][1]) < SNAPSHOT_EVERY):
+        if last and (last[0] >= covers or applied - last[1] < SNAPSHOT_EVERY):
             continue
         if not last and applied < SNAPSHOT_EVERY:
             continue
@@ -261,11 +242,7 @@ def snapshot_due(
             continue
         envelope = node.feeds.seal_snapshot(group_id, payload)
         with node.store.write():
-            node.store.run(
-                "INSERT OR REPLACE INTO published_snapshots(url, topic, covers, applied) "
-                "VALUES (?, ?, ?, ?)",
-                (url, keys.topic, covers, applied),
-            )
+            node.store.note_published_snapshot(url, keys.topic, covers, applied)
         return envelope.id, envelope.encode(), covers, cover_proof(keys, envelope.id, covers)
     return None
 
@@ -282,10 +259,7 @@ def _is_snapshot(node: Node, envelope: bytes) -> bool:
 def _forget_cursor(node: Node, url: str, topic: bytes) -> None:
     """Mark a topic at a relay to be read again from the start, without snapshots."""
     with node.store.write():
-        node.store.run(
-            "INSERT OR REPLACE INTO relay_cursors(url, topic, cursor) VALUES (?, ?, -1)",
-            (url, topic),
-        )
+        node.store.restart_relay_cursor(url, topic)
 
 
 def _remember(
@@ -293,15 +267,9 @@ def _remember(
 ) -> None:
     with node.store.write():
         if topic is not None:
-            node.store.run(
-                "INSERT INTO relay_cursors(url, topic, cursor) VALUES (?, ?, ?) "
-                "ON CONFLICT(url, topic) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
-                (url, topic, cursor),
-            )
+            node.store.advance_relay_cursor(url, topic, cursor)
         if has is not None:
-            node.store.run(
-                "INSERT OR IGNORE INTO relay_has(url, bundle_id) VALUES (?, ?)", (url, has)
-            )
+            node.store.note_relay_has(url, [has])
 
 
 def _log_attempt(node: Node, report: RelayReport) -> None:
@@ -341,8 +309,7 @@ def record(node: Node, url: str, outputs: Sequence[Output], report: RelayReport)
             # The relay answers in the order it stores, so by the time our bundle's ack
             # arrives, every bundle stored before it has been delivered to us: reading
             # may resume after the ack's cursor.
-            rows = node.store.query("SELECT topic FROM bundles WHERE id = ?", (output.id,))
-            topic = bytes(rows[0][0]) if rows else None
+            topic = node.store.bundle_topic(output.id)
             if topic in report.skipping:
                 topic = None
             _remember(node, url, topic=topic, cursor=output.cursor, has=output.id)
@@ -435,25 +402,14 @@ def _relay_holds_snapshot(node: Node, url: str, topic: bytes, group_id: str, cur
     it just took), as if this node had given it: the next one is due only after as much
     again has happened (:func:`snapshot_due`), not at once, the same again."""
     with node.store.write():
-        node.store.run(
-            "INSERT OR REPLACE INTO published_snapshots(url, topic, covers, applied) "
-            "VALUES (?, ?, ?, ?)",
-            (url, topic, cursor, node.feeds.applied_count(group_id)),
-        )
+        node.store.note_published_snapshot(url, topic, cursor, node.feeds.applied_count(group_id))
 
 
 def _remember_many(node: Node, url: str, topic: bytes, cursor: int, has: Sequence[bytes]) -> None:
     """:func:`_remember` for many bundles of one topic, in one write."""
     with node.store.write():
-        node.store.run(
-            "INSERT INTO relay_cursors(url, topic, cursor) VALUES (?, ?, ?) "
-            "ON CONFLICT(url, topic) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
-            (url, topic, cursor),
-        )
-        node.store.run_many(
-            "INSERT OR IGNORE INTO relay_has(url, bundle_id) VALUES (?, ?)",
-            [(url, bundle_id) for bundle_id in has],
-        )
+        node.store.advance_relay_cursor(url, topic, cursor)
+        node.store.note_relay_has(url, has)
 
 
 async def _run(
@@ -751,10 +707,7 @@ def _synced_topics(node: Node, group_ids: Sequence[str], *, peer: bool) -> set[b
 
 
 def _has(node: Node, url: str, bundle_id: bytes) -> bool:
-    rows = node.store.query(
-        "SELECT 1 FROM relay_has WHERE url = ? AND bundle_id = ?", (url, bundle_id)
-    )
-    return bool(rows)
+    return node.store.relay_has(url, bundle_id)
 
 
 def _id(envelope: bytes) -> bytes | None:

@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from hearth.errors import StorageError
+from hearth.store.feed_rows import FeedRows
 from hearth.store.home import create_private_file
+from hearth.store.peer_rows import PeerRows
+from hearth.store.relay_rows import RelayRows
+from hearth.store.retraction_rows import RetractionRows
 
 __all__ = ["ChangeRow", "GroupRow", "Store", "SyncLogRow"]
 
@@ -96,8 +100,13 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-class Store:
-    """The node's store. Open with :meth:`open`; use as a context manager to close."""
+class Store(FeedRows, PeerRows, RelayRows, RetractionRows):
+    """The node's store. Open with :meth:`open`; use as a context manager to close.
+
+    Its named methods are the only way the node reads and writes it: those here, and
+    those of the parts it is assembled from (``FeedRows``: epochs and bundles;
+    ``PeerRows``: the peers it dials; ``RelayRows``: cursors and what each relay holds;
+    ``RetractionRows``: what did not count)."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection

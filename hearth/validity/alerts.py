@@ -160,21 +160,17 @@ def _second_claims(node: Node) -> list[AdminAlert]:
     """Devices that tried to join with an invite another device had used (R14), in the
     last weeks: a token passed on, or copied."""
     since = node.clock.now_ms() - NOTICE_DAYS * 86_400_000
-    rows = node.store.query(
-        "SELECT reason FROM rejections WHERE source = 'second-claim' AND at >= ? ORDER BY at",
-        (since,),
-    )
     return [
         AdminAlert(
             kind="second-claim",
             member="",
-            what=str(reason),
+            what=reason,
             advice=(
                 "if they should be in the group, invite them again (`hearth invite`); a join "
                 "token works once, so keep new ones private"
             ),
         )
-        for (reason,) in rows
+        for reason in node.store.second_claim_notices(since)
     ]
 
 

@@ -211,21 +211,13 @@ def removal_notices(node: Node, *, since_ms: int | None = None) -> list[tuple[in
     equivocation, newest first (of the last month, or since ``since_ms``): what a member
     is told when some of the ledger, maybe their own edits, did not count."""
     since = node.clock.now_ms() - NOTICE_DAYS * 86_400_000 if since_ms is None else since_ms
-    rows = node.store.query(
-        "SELECT at, reason FROM rejections WHERE source IN ('removal', 'equivocation') "
-        "AND at >= ? ORDER BY at DESC",
-        (since,),
-    )
-    return [(int(at), str(reason)) for at, reason in rows]
+    return node.store.retraction_notices(since)
 
 
 def notice(node: Node, kind: str, text: str) -> None:
     """Keep a note for the member (and, by ``kind``, the admins) of something that did
     not count (inside a write)."""
-    node.store.run(
-        "INSERT INTO rejections(at, source, reason) VALUES (?, ?, ?)",
-        (node.clock.now_ms(), kind, text),
-    )
+    node.store.keep_notice(node.clock.now_ms(), kind, text)
 
 
 def not_counted(node: Node, group_id: str, inner: Inner) -> None:
@@ -257,25 +249,14 @@ def change_ids(inner: Inner) -> set[bytes]:
 
 def is_orphaned(node: Node, group_id: str, change: bytes) -> bool:
     """Whether a change is known never to be part of the ledger."""
-    return bool(
-        node.store.query(
-            "SELECT 1 FROM orphaned_changes WHERE group_id = ? AND hash = ?", (group_id, change)
-        )
-    )
+    return node.store.is_orphaned(group_id, change)
 
 
 def unorphan(node: Node, group_id: str, changes: set[bytes]) -> None:
     """Changes that may be part of the ledger after all (inside a write)."""
-    for change in changes:
-        node.store.run(
-            "DELETE FROM orphaned_changes WHERE group_id = ? AND hash = ?", (group_id, change)
-        )
+    node.store.unorphan_changes(group_id, changes)
 
 
 def orphan(node: Node, group_id: str, changes: set[bytes]) -> None:
     """Record changes that will never be part of the ledger (inside a write)."""
-    for change in changes:
-        node.store.run(
-            "INSERT OR IGNORE INTO orphaned_changes(group_id, hash) VALUES (?, ?)",
-            (group_id, change),
-        )
+    node.store.orphan_changes(group_id, changes)

@@ -140,13 +140,7 @@ def _covered(
         held_seq, prev = feeds.head(group_id, author)
         if seq <= held_seq:
             continue
-        held_ids = {
-            int(s): bytes(i)
-            for s, i in node.store.query(
-                "SELECT seq, id FROM bundles WHERE group_id = ? AND author = ? AND seq > ?",
-                (group_id, author, held_seq),
-            )
-        }
+        held_ids = node.store.feed_ids_after(group_id, author, held_seq)
         for place in range(held_seq + 1, seq + 1):
             found = at.get((author, place))
             if found is None:
