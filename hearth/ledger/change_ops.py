@@ -251,20 +251,16 @@ def _objects_and_new(
     return found, frozenset(outside) if only_new else None, (actions, obj_actors, counters)
 
 
-_HANDOFF = "handoff"
-
-
 @dataclass(frozen=True, slots=True)
 class NewKeys:
     """What R2a's entry tags ask of a change that writes only new keys
     (:func:`new_writes` is not ``None``): ``ops``, its operations into the objects it
-    did not make itself (what :func:`keys_written_into` of those objects lists);
-    ``handoffs``, what it puts first at ``handoff`` in each map it writes that key into;
-    and ``made_from``, its actor and start op (the objects it makes are that actor's
-    from that counter on)."""
+    did not make itself (what :func:`keys_written_into` of those objects lists), and
+    ``made_from``, its actor and start op (the objects it makes are that actor's from
+    that counter on). What it puts at ``handoff``, asked only of a commitment under an
+    untagged id (rare: a neighbourhood handoff's), is read from the change when asked."""
 
     ops: tuple[Operation, ...]
-    handoffs: dict[ObjectRef, str | int | bool | bytes | None]
     made_from: tuple[bytes, int]
 
 
@@ -288,20 +284,11 @@ def objects_names_and_new_keys(
         writes, new, runs = _objects_and_new(actors, start_op, data)
     into = _indices_into(runs[1], runs[2], actors, new) if runs is not None and new else []
     try:
-        lenient = "" if _HANDOFF in wanted else _HANDOFF
-        found = _keyed_values(data, _with_handoff(wanted), {i for i, _ in into}, lenient)
+        names, keys, actions = _keyed_values(data, _encoded(wanted), {i for i, _ in into})
     except ChangeFormatError as exc:
         return writes, new, str(exc), None
-    hits, keys, actions, unreadable = found
-    names = [hit for hit in hits if hit.key in wanted]
-    if runs is None or new is None or unreadable:
+    if runs is None or new is None:
         return writes, new, names, None
-    handoffs: dict[ObjectRef, str | int | bool | bytes | None] = {}
-    handed = [hit for hit in hits if hit.key == _HANDOFF]
-    if handed:
-        held = _objects_at(runs[1], runs[2], actors, {hit.index for hit in handed})
-        for hit in handed:
-            handoffs.setdefault(held[hit.index], hit.value)
     if into and actions is None:
         actions = _expanded(runs[0])
     try:
@@ -311,7 +298,7 @@ def objects_names_and_new_keys(
         )
     except ChangeFormatError:  # the checks read it again, and refuse it
         return writes, new, names, None
-    return writes, new, names, NewKeys(ops, handoffs, (actor, start_op))
+    return writes, new, names, NewKeys(ops, (actor, start_op))
 
 
 def _key(keys: dict[int, bytes], index: int) -> str | None:
@@ -331,24 +318,6 @@ def _expanded(runs: _Runs) -> list[int | None]:
     for count, value in runs:
         out.extend([value] * count)
     return out
-
-
-def _objects_at(
-    first: _Runs, second: _Runs, actors: list[bytes], wanted: set[int]
-) -> dict[int, ObjectRef]:
-    """The object (``None``: the root map, or one that cannot be named) of the operations
-    at the ``wanted`` indices, from the runs of the object columns."""
-    left, right = _expanded(first), _expanded(second)
-    found: dict[int, ObjectRef] = {}
-    for index in wanted:
-        obj_actor = left[index] if index < len(left) else None
-        counter = right[index] if index < len(right) else None
-        found[index] = (
-            (actors[obj_actor], counter)
-            if obj_actor is not None and counter is not None and obj_actor < len(actors)
-            else None
-        )
-    return found
 
 
 def writes_only_new(
@@ -626,15 +595,14 @@ def keyed_values(
 
 
 def _keyed_values(
-    data: dict[int, bytes], wanted: dict[bytes, str], at: set[int], lenient: str = ""
-) -> tuple[list[KeyedValue], dict[int, bytes], list[int | None] | None, bool]:
+    data: dict[int, bytes], wanted: dict[bytes, str], at: set[int]
+) -> tuple[list[KeyedValue], dict[int, bytes], list[int | None] | None]:
     """:func:`keyed_values` of the keys ``wanted`` (by their UTF-8) from a change's column
-    data, the keys at the ``at`` indices read in the same pass, the action column when
-    it was read for them, and whether an operation at the key ``lenient`` could not be
-    read (left out, where at any other key that refuses the change)."""
+    data, the keys at the ``at`` indices (as UTF-8) read in the same pass, and the
+    action column when it was read for them."""
     hits, keys, named = _key_hits(data.get(_KEY_STRING, b""), wanted, at)
     if not hits:
-        return [], named, None, False
+        return [], named, None
     actions = _rle(data.get(_ACTION, b""))
     lengths = _meta_lengths(data.get(_VALUE_META, b""))
     raw = data.get(_VALUE_RAW, b"")
@@ -648,23 +616,16 @@ def _keyed_values(
         total += meta >> 4
     if total > len(raw):
         raise ChangeFormatError("a change's values are truncated")
-    unreadable = False
     for index, key in hits:
-        try:
-            action = actions[index]
-            if action is None:
-                raise ChangeFormatError("a change has an operation with no action")
-            value: str | int | bool | bytes | None = None
-            if index < len(lengths):
-                start = starts[index]
-                value = _value(lengths[index] & 0x0F, raw[start : start + (lengths[index] >> 4)])
-        except ChangeFormatError:
-            if key != lenient:
-                raise
-            unreadable = True
-            continue
+        action = actions[index]
+        if action is None:
+            raise ChangeFormatError("a change has an operation with no action")
+        value: str | int | bool | bytes | None = None
+        if index < len(lengths):
+            start = starts[index]
+            value = _value(lengths[index] & 0x0F, raw[start : start + (lengths[index] >> 4)])
         found.append(KeyedValue(index, key, action, value))
-    return found, named, actions, unreadable
+    return found, named, actions
 
 
 def values(body: bytes) -> list[str | int | bool | bytes | None]:
@@ -688,11 +649,6 @@ def values(body: bytes) -> list[str | int | bool | bytes | None]:
 @lru_cache(maxsize=8)
 def _encoded(wanted: frozenset[str]) -> dict[bytes, str]:
     return {key.encode(): key for key in wanted}
-
-
-@lru_cache(maxsize=8)
-def _with_handoff(wanted: frozenset[str]) -> dict[bytes, str]:
-    return _encoded(wanted | {_HANDOFF})
 
 
 def _key_hits(

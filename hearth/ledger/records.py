@@ -224,10 +224,11 @@ def check_records(
 
 def _check_made(doc: LedgerDoc, made: Sequence[NewKeys | None], author: str) -> bool:
     """The tags of the entries that changes writing only new keys into the tables make,
-    from what was read of them when their bundle was opened; ``False`` (nothing judged)
-    if that cannot tell: a change not read so, or one whose own objects' ids would be a
-    table's (what it writes into that table is then not among the ``made`` operations;
-    never so for an honest change)."""
+    from what was read of them when their bundle was opened; ``False`` (nothing judged:
+    the changes are read again) if that cannot tell: a change not read so, one whose own
+    objects' ids would be a table's (what it writes into that table is then not among
+    the ``made`` operations; never so for an honest change), or one making a commitment
+    under an untagged id (a handoff's, if its ``handoff`` says so: read from the change)."""
     tables = doc.table_refs()
     if any(m is None for m in made):
         return False
@@ -236,11 +237,22 @@ def _check_made(doc: LedgerDoc, made: Sequence[NewKeys | None], author: str) -> 
         actor, start = keys.made_from
         if any(ref is not None and ref[0] == actor and ref[1] >= start for ref in tables):
             return False
-    for keys in made:
-        assert keys is not None
-        for op in keys.ops:
-            entry_ids.check_new_key((tables[op.obj],), op, author, keys.handoffs.get)
+    try:
+        for keys in made:
+            assert keys is not None
+            for op in keys.ops:
+                entry_ids.check_new_key((tables[op.obj],), op, author, _not_read)
+    except _HandoffAsked:
+        return False
     return True
+
+
+class _HandoffAsked(Exception):
+    """What a change put at ``handoff`` was asked: not read when its bundle was opened."""
+
+
+def _not_read(_: tuple[bytes, int]) -> object:
+    raise _HandoffAsked
 
 
 def _check_new_entries(

@@ -105,14 +105,9 @@ def open_carried(envelope: Envelope, keys: EpochKeys) -> Carried:
 # the inner bundle's fields, then per change (document, change, hash, deps, actor,
 # what it writes, its names as (index, key, action, value) or why unreadable, what it
 # writes only new keys into, the entries its bundle says it touched, and what R2a's entry
-# tags ask of it as (operations as (object, key, action, id), handoffs as (object, value)
-# pairs, actor and start op) or None).
+# tags ask of it as (operations as (object, key, action, id), actor and start op) or None).
 _MadeWire = (
-    tuple[
-        tuple[tuple[ObjectRef, str | None, int, tuple[bytes, int]], ...],
-        tuple[tuple[ObjectRef, str | int | bool | bytes | None], ...],
-        tuple[bytes, int],
-    ]
+    tuple[tuple[tuple[ObjectRef, str | None, int, tuple[bytes, int]], ...], tuple[bytes, int]]
     | None
 )
 _Change = tuple[
@@ -209,14 +204,14 @@ def _made_to_wire(made: NewKeys | None) -> _MadeWire:
     if made is None:
         return None
     ops = tuple((op.obj, op.key, op.action, op.id) for op in made.ops)
-    return ops, tuple(made.handoffs.items()), made.made_from
+    return ops, made.made_from
 
 
 def _made_from_wire(made: _MadeWire) -> NewKeys | None:
     if made is None:
         return None
-    ops, handoffs, made_from = made
-    return NewKeys(tuple(Operation(*op) for op in ops), dict(handoffs), made_from)
+    ops, made_from = made
+    return NewKeys(tuple(Operation(*op) for op in ops), made_from)
 
 
 class _Worker:
