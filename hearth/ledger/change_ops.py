@@ -661,6 +661,7 @@ def _key_hits(
     named: dict[int, bytes] = {}
     pos = index = 0
     end = len(column)
+    first, last = (min(at), max(at)) if at else (0, -1)
     while pos < end:
         count, pos = _sleb(column, pos)
         if count > 0:
@@ -670,7 +671,8 @@ def _key_hits(
             pos += length
             if key is not None:
                 hits.extend((i, key) for i in range(index, index + count))
-            if at and (inside := [i for i in at if index <= i < index + count]):
+            if index <= last and index + count > first:
+                inside = [i for i in at if index <= i < index + count]
                 named.update((i, raw) for i in inside)
             index += count
         elif count < 0:
@@ -681,7 +683,7 @@ def _key_hits(
                 pos += length
                 if key is not None:
                     hits.append((index, key))
-                if index in at:
+                if index <= last and index in at:
                     named[index] = raw
                 index += 1
         else:
