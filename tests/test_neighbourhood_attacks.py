@@ -707,6 +707,82 @@ def test_a_removed_member_racing_many_forks_ahead_of_his_record_and_the_handover
         assert ours.groups == theirs.groups
 
 
+def test_a_removed_member_whose_last_record_is_too_big_to_carry_splits_no_nodes(
+    tmp_path: Path,
+) -> None:
+    """As above, but Ben's last record while a member is an offer padded past what a
+    handover carries (16 KiB: a field no rule reads, which nothing refuses): the handover
+    names it without carrying it, Ben's three forks reach Cy's node first, and Cy's node,
+    holding three records for that place, kept no fourth when it came — so it counted
+    Ben's feed only to the place before, where Ada's node counts his offer. A record a
+    kept handover names is kept whenever it comes."""
+    from hearth.group import member_changes
+    from hearth.group.rotation import keep_keys
+    from hearth.neighbourhood import participation
+    from hearth.node.identity import create_identity
+    from hearth.node.node import open_node
+    from hearth.validity.intake import take_in
+
+    def records(node: Node, author: bytes | None = None) -> list[bytes]:
+        rows = node.store.query("SELECT author, envelope FROM neighbourhood_records ORDER BY rowid")
+        return [bytes(e) for a, e in rows if author is None or bytes(a) == author]
+
+    for name in ("ada", "ben", "cy"):
+        create_identity(tmp_path / name, name=name.title())
+    with (
+        open_node(tmp_path / "ada") as ada,
+        open_node(tmp_path / "ben") as ben,
+        open_node(tmp_path / "cy") as cy,
+    ):
+        elm = ada.create_group("Elm Street").id
+        riverside = cy.create_group("Riverside").id
+        ben.join_with_token(ada.create_invite())
+        for bundle in ben.feeds.all():
+            take_in(ada, bundle.envelope, source="test")
+        with ada.change(elm) as ledger:
+            ledger.add_resource("Ladder", quantity=Decimal(1), shareable=True)
+        hood = participation.create(ada, elm, "Eastside")
+        key = SigningKey.generate(cy.random_bytes)
+        participation.admit(ada, hood, key.public, "Riverside")
+        rivers = participation.join(cy, riverside, participation.encode_token(hood), key)
+        for bundle in ada.feeds.all():
+            take_in(ben, bundle.envelope, source="test")
+        [bens_hood] = participation.memberships(ben, elm)
+        padded = {"op": "offer", "what": "Ladder", "qty": "1", "pad": b"x" * 20_000}
+        said_id = participation._append(ben, bens_hood, padded)
+        bens = ben.identity.device_key.public
+        [said] = records(ben, bens)
+        take_in(ada, said, source="Ben")
+        member_changes.remove_member(ada, elm, "Ben")
+        keep_keys(ada, elm)  # her next sync: the handover naming Ben's offer
+        [now] = participation.memberships(ada, elm)
+        offer_id = said_id[:16].hex()
+        assert offer_id in participation.state(ada, now).offers
+
+        # Ben, out, signs three other records for that place, and they reach Cy first.
+        [held] = participation.memberships(ben, elm)
+        forks = []
+        for what in ("fork one", "fork two", "fork three"):
+            ben.store.run("DELETE FROM neighbourhood_records WHERE author = ?", (bens,))
+            participation._append(ben, held, {"op": "offer", "what": what, "qty": "1"})
+            forks.extend(records(ben, bens))
+        for envelope in [*forks, said, *records(ada)]:
+            take_in(cy, envelope, source="test")
+        participation.reconcile(cy, riverside)  # the new secret, sealed to Riverside
+        for envelope in records(ada):
+            take_in(cy, envelope, source="test")
+        assert (
+            len(cy.store.query("SELECT id FROM neighbourhood_records WHERE author = ?", (bens,)))
+            == 4
+        )  # three forks, and the offer the handover named (too big to carry)
+        theirs, ours = participation.state(ada, now), participation.state(cy, rivers)
+        assert theirs.equivocations == {}
+        assert ours.equivocations == {bens: 1}
+        assert offer_id in ours.offers
+        assert set(ours.offers) == set(theirs.offers)
+        assert ours.groups == theirs.groups
+
+
 def test_a_member_cannot_let_a_group_in_nor_take_the_group_out_under_a_ranked_key() -> None:
     """Elm Street's key was handed on by Ada when Xan left, ranking its admins: Ada. Ben,
     a member, then lets his own group in and says Elm Street leaves, both under that key:
@@ -827,3 +903,86 @@ def test_a_record_whose_place_and_link_disagree_is_refused_on_arrival(eastside: 
         assert not eastside.ada.store.query(
             "SELECT 1 FROM neighbourhood_records WHERE id = ?", (envelope.id,)
         )
+
+
+def test_a_member_cannot_let_a_group_in_nor_take_the_group_out_under_the_old_first_key() -> None:
+    """Elm Street's key was handed on by Ada when Xan left, ranking its admins: Ada. Ben, a
+    member still in, holds the first key too (every device did): under it — which nothing
+    ranks — he lets his own group in and says Elm Street leaves. Neither may count: a
+    handover has ranked the admins, and the handover that retired the first key lists Ben
+    as staying, not as an admin. What admins said under the first key before the handover
+    still counts: Ada's admission, and Xan's — an admin who has left since, within his
+    cutoff."""
+    log = Log()
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.say(ELM, device=XAN, op="admit", newcomer=RIVER.public, group_name="Riverside")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 1}, admins=[ADA, XAN])
+    log.say(ELM, device=BEN, op="admit", newcomer=STRANGER.public, group_name="Ben's own")
+    log.say(ELM, device=BEN, op="leave")
+    assert set(log.state().groups) == {ELM_2.public, TOOLS.public, RIVER.public}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an admission counts on any fork of a device that signed twice, but a node keeps "
+    "three records for one place only: which forks it holds is arrival order, so nodes "
+    "differ for good; bounding forks and counting grants on all of them do not fit together",
+)
+def test_a_hostile_group_signing_an_admission_as_a_fourth_fork_splits_no_nodes(
+    eastside: Eastside,
+) -> None:
+    """Mallory's device signs four records for one place of its feed: three offers and,
+    fourth, an admission of a group of Mallory's own. It sends the three offers to Cy's node
+    first and the admission to Ada's: Cy's node keeps three records for that place and
+    never the fourth, Ada's keeps the admission — which counts there (letting a group in
+    counts on any unbroken fork, so that signing twice takes no admission back). After
+    every node has sent every node all it holds, the nodes still differ."""
+    from hearth.neighbourhood import participation
+    from hearth.validity.intake import take_in
+
+    mal = eastside.mal
+    [mals] = participation.memberships(mal, eastside.mallorys)
+    device = mal.identity.device_key.public
+    at = "SELECT id, envelope FROM neighbourhood_records WHERE author = ? AND seq = ?"
+    [(top,)] = mal.store.query(
+        "SELECT MAX(seq) FROM neighbourhood_records WHERE author = ?", (device,)
+    )
+    seq = int(top) + 1
+    forks = []
+    for fields in (
+        {"op": "offer", "what": "fork one", "qty": "1"},
+        {"op": "offer", "what": "fork two", "qty": "1"},
+        {"op": "offer", "what": "fork three", "qty": "1"},
+        {"op": "admit", "newcomer": MAL.public, "group_name": "Mallory's friends"},
+    ):
+        participation._append(mal, mals, fields)
+        [(fork_id, fork)] = mal.store.query(at, (device, seq))
+        forks.append(bytes(fork))
+        mal.store.run("DELETE FROM neighbourhood_records WHERE id = ?", (bytes(fork_id),))
+    *offers, admission = forks
+    for envelope in [*offers, admission]:
+        take_in(eastside.cy, envelope, source="Mallory")
+    for envelope in [admission, *offers]:
+        take_in(eastside.ada, envelope, source="Mallory")
+    eastside.carry()
+    [elms] = participation.memberships(eastside.ada, eastside.elm)
+    [rivers] = participation.memberships(eastside.cy, eastside.riverside)
+    theirs = participation.state(eastside.ada, elms)
+    ours = participation.state(eastside.cy, rivers)
+    assert theirs.equivocations == ours.equivocations == {device: seq}
+    assert set(ours.groups) == set(theirs.groups)
+
+
+def test_an_admin_demoted_since_cannot_take_the_group_out_under_an_older_ranked_key() -> None:
+    """Elm Street's second key ranked Ada and Ben as admins; Ben was then made a member
+    again, and the next handover (to a third key) ranks Ada alone. Ben still holds the
+    second key: under it he says Elm Street leaves. That may not count — the handover that
+    retired the second key no longer ranks him."""
+    log = Log()
+    log.say(ELM, device=ADA, op="found", name="Eastside", nonce=NONCE, group_name="Elm Street")
+    log.say(ELM, device=ADA, op="admit", newcomer=TOOLS.public, group_name="Tool Library")
+    log.hand_on(ELM, ELM_2, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA, BEN])
+    log.hand_on(ELM_2, ELM_3, device=ADA, stay=[ADA, BEN], gone={XAN: 0}, admins=[ADA])
+    log.say(ELM_2, device=BEN, op="leave")
+    assert set(log.state().groups) == {ELM_3.public, TOOLS.public}

@@ -403,7 +403,8 @@ def take_record(
     record (a node that kept two forks and not it would count the feed to the place
     before, and differ for good from one that had it first); no fourth, unless a
     handover carries it (``named``: a handover carries each record it names, so that
-    even a device that sends many records for that place ahead of it splits no nodes).
+    even a device that sends many records for that place ahead of it splits no nodes) or
+    a handover kept here names it (one too big to carry, arriving after).
 
     A record under a key the records link to no group there (:func:`rules.known_keys`:
     made up, or a group's whose admission has not arrived yet) is kept among the last
@@ -422,7 +423,11 @@ def take_record(
             (membership.id, inner.author, inner.seq),
         )
     }
-    if envelope.id in held or (len(held) >= _MAX_AT_ONE_PLACE and not named):
+    if envelope.id in held or (
+        len(held) >= _MAX_AT_ONE_PLACE
+        and not named
+        and not _named_end(node, membership.id, inner.author, envelope.id)
+    ):
         return Taken(new=False)
     if held:
         log.warning("a device signed two neighbourhood records for one place in its feed")
@@ -432,6 +437,43 @@ def take_record(
         if body["op"] == "rekey":
             _take_carried(node, membership, body)
     return Taken(new=True, dropped=dropped)
+
+
+def _named_end(node: Node, nid: str, author: bytes, record_id: bytes) -> bool:
+    """Whether a handover kept here names ``record_id`` as where ``author``'s feed ends: one
+    too big for the handover to carry (past :data:`rules.MAX_CARRIED`) is kept whenever it
+    comes, however many other records for its place are here (see :func:`take_record`).
+    The ends named are remembered per node and read on from the last record looked at, so
+    a flood of records past the cap costs no scan of the store each."""
+    seen = _NAMED_ENDS.setdefault(node, {})
+    last, named = seen.get(nid, (0, frozenset()))
+    rows = node.store.query(
+        "SELECT rowid, payload FROM neighbourhood_records WHERE neighbourhood = ? AND rowid > ? "
+        "ORDER BY rowid",
+        (nid, last),
+    )
+    if rows:
+        more = set(named)
+        for _, payload in rows:
+            outer = codec.decode(bytes(payload))
+            body = outer.get("body") if isinstance(outer, dict) else None
+            ends = body.get("ends") if isinstance(body, dict) and body.get("op") == "rekey" else []
+            more.update(
+                (e[0], e[1])
+                for e in (ends if isinstance(ends, list) else [])
+                if isinstance(e, list)
+                and len(e) == 2
+                and isinstance(e[0], bytes)
+                and isinstance(e[1], bytes)
+            )
+        last, named = int(rows[-1][0]), frozenset(more)
+        seen[nid] = (last, named)
+    return (author, record_id) in named
+
+
+_NAMED_ENDS: weakref.WeakKeyDictionary[
+    Node, dict[str, tuple[int, frozenset[tuple[bytes, bytes]]]]
+] = weakref.WeakKeyDictionary()
 
 
 def _take_carried(node: Node, membership: Membership, handover: Mapping[str, codec.Value]) -> None:

@@ -528,6 +528,17 @@ class Keys:
         gave (None: the group's first key, or one from before handovers ranked admins)."""
         return self._rosters.get(key)
 
+    def ranked(self, key: bytes) -> tuple[bytes, ...] | None:
+        """The admins' devices that may say what only admins say under ``key``: for a key a
+        handover has retired, the admins that handover ranks — gone ones too, whose records
+        count within their cutoff — so that a member, or an admin demoted since, cannot go
+        back to an older key to say it; else the key's roster. None while nothing ranks
+        them (a group's first key, not handed on yet)."""
+        handover = self._next.get(key)
+        if handover is not None and handover.admins is not None:
+            return handover.admins
+        return self._rosters.get(key)
+
     def handed_on(self, key: bytes) -> Record | None:
         """The handover of ``key`` that stands, if any."""
         handover = self._next.get(key)
@@ -851,13 +862,14 @@ _ADMINS_ONLY = frozenset({"admit", "leave"})  # what only a group's admins say f
 def _may_say(keys: Keys, record: Record) -> bool:
     """Whether the device that wrote a record may say it for its group: letting a group in
     and leaving are the admins' to say, so under a key whose roster ranks the group's
-    admins (:meth:`Keys.roster`) only a device it ranks says them. Under a group's first
-    key nothing ranks its admins yet, so any device of the group does (docs/security.md,
-    §6a)."""
+    admins (:meth:`Keys.roster`) only a device it ranks says them, and under a key a
+    handover retired, only a device that handover ranks (:meth:`Keys.ranked`: a member
+    still in holds the group's first key too). Under a group's first key while nothing
+    ranks its admins yet, any device of the group does (docs/security.md, §6a)."""
     if record.op not in _ADMINS_ONLY:
         return True
-    roster = keys.roster(record.group)
-    return roster is None or record.author in roster
+    ranked = keys.ranked(record.group)
+    return ranked is None or record.author in ranked
 
 
 def fold(nid: str, records: Iterable[Record]) -> State:
