@@ -7,7 +7,10 @@ member (new entries only: judged from run lengths) and of edits another member m
 them (read from the document at what each builds on), interleaved with the object-column
 read every covered change already gets, several rounds, the median of each; each also
 in a group whose entry ids carry their writer's tag (``tagged``: the ids of new entries
-read too). Run by hand
+read too). ``opened``: what a snapshot's catch-up does with each covered change of the
+added resources — read it once when its bundle is opened
+(:func:`hearth.ledger.automerge_doc.read_change_names`), then check it from what was read
+(older trees, whose opening read less, are timed as they are). Run by hand
 (bench/run.py records); arguments: entries, rounds.
 """
 
@@ -20,7 +23,8 @@ import time
 from decimal import Decimal
 
 from hearth.ledger import Ledger
-from hearth.ledger.automerge_doc import Edit, change_body
+from hearth.ledger.attribution import ATTRIBUTION_KEYS
+from hearth.ledger.automerge_doc import Edit, change_body, read_change_names
 from hearth.ledger.change_ops import objects_written
 from hearth.ledger.records import check_records
 from hearth.testing import FakeClock, seeded_ids
@@ -56,7 +60,16 @@ def main() -> int:
     ledger, adds, edits = ledger_of(entries)
     doc = ledger.doc
     timings: dict[str, list[float]] = {
-        name: [] for name in ("objects", "adds", "edits", "adds_tagged", "edits_tagged")
+        name: []
+        for name in (
+            "objects",
+            "adds",
+            "edits",
+            "adds_tagged",
+            "edits_tagged",
+            "opened",
+            "opened_tagged",
+        )
     }
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -73,6 +86,15 @@ def main() -> int:
             for edit in edits:
                 check_records(doc, edit.changes, BEN, edit.touched, {}, set(), tagged=tagged)
             timings["edits" + suffix].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for edit in adds:
+                read = [read_change_names(change, ATTRIBUTION_KEYS) for change in edit.changes]
+                new = [r[3] for r in read]
+                more = {"new_keys": [r[4] for r in read]} if len(read[0]) > 4 else {}
+                check_records(
+                    doc, edit.changes, ADA, edit.touched, {}, set(), new, tagged=tagged, **more
+                )
+            timings["opened" + suffix].append(time.perf_counter() - t0)
     medians = {k: statistics.median(v) for k, v in timings.items()}
     print(
         json.dumps(
@@ -86,6 +108,8 @@ def main() -> int:
                 "records_of_edits_s": round(medians["edits"], 3),
                 "records_of_adds_tagged_s": round(medians["adds_tagged"], 3),
                 "records_of_edits_tagged_s": round(medians["edits_tagged"], 3),
+                "opened_adds_s": round(medians["opened"], 3),
+                "opened_adds_tagged_s": round(medians["opened_tagged"], 3),
                 "per_edit_ms": round(medians["edits"] / max(len(edits), 1) * 1000, 2),
             }
         )

@@ -344,6 +344,41 @@ def test_an_entry_under_an_untagged_id_is_refused_in_a_group_founded_with_tags(
     assert not tags_entry_ids(json.dumps({**old, "op": json.dumps(body)}).encode())
 
 
+@pytest.mark.parametrize(
+    ("kind", "taken"),
+    [("untagged", False), ("handoff", True), ("handoff naming another", False)],
+)
+def test_a_snapshot_judges_the_tags_of_the_entries_it_covers(
+    tmp_path: Path, scene: Scene, kind: str, taken: bool
+) -> None:
+    """The same new entries, inside a snapshot a new device takes: the entry tags are
+    judged from what was read of each change when its bundle was opened — an untagged
+    id is refused, a handoff's commitment (untagged, its ``handoff`` naming its key)
+    taken, one whose ``handoff`` names another key refused."""
+    s = scene
+    fay = new_node(tmp_path, "Fay", FakeClock(step=1000))
+    fay.join_with_token(s.ada.create_invite())
+    deliver(s.ada, s.ben, s.gid)
+    ben = s.ben.identity.member_id
+    with s.ben.change(s.gid) as ledger, ledger._edit() as w:
+        if kind == "untagged":
+            w.put("needs", "f" * 32, {"what": "Rope", "created_by": ben})
+        else:
+            key = handoff_id("9" * 32)
+            named = key if kind == "handoff" else handoff_id("8" * 32)
+            w.put("commitments", key, {"what": "Rope", "giver": ben, "handoff": named})
+    payload = encode_snapshot([(LIVE, s.ben.ledger(s.gid).doc.save())], s.ben.feeds.heads(s.gid))
+    snapshot = s.ben.feeds.seal_snapshot(s.gid, payload).encode()
+    carried = [b.envelope for b in s.ben.feeds.all(s.gid)]
+    outcome, _ = take_snapshot(fay, snapshot, carried, source="test")
+    if taken:
+        assert outcome.verdict is not Verdict.REJECTED, outcome.reason
+    else:
+        assert outcome.verdict is Verdict.REJECTED
+        assert "not its writer's" in outcome.reason
+    fay.close()
+
+
 def test_a_commitment_is_not_hidden_by_a_write_dressed_as_a_handoff(scene: Scene) -> None:
     """Ben writes at the key of Ada's proposal from before it, saying in ``handoff`` that
     the key is a neighbourhood request's ref (the one kind of commitment not tagged)."""

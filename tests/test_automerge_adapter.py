@@ -19,11 +19,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hearth.errors import LedgerError
+from hearth.ledger.attribution import ATTRIBUTION_KEYS
 from hearth.ledger.automerge_doc import LedgerDoc, _change_body, _sync_message, change_hash
 from hearth.ledger.change_ops import (
+    ObjectRef,
+    keyed_values,
     keys_written_into,
     new_writes,
     objects_and_new_writes,
+    objects_names_and_new_keys,
     objects_written,
     operations,
     read_columns,
@@ -428,7 +432,11 @@ def test_what_a_change_writes_and_writes_only_new_keys_into_are_read_at_once(
         with pytest.raises(LedgerError):
             objects_and_new_writes(bytes(body))
         return
-    assert objects_and_new_writes(bytes(body)) == (written, new_writes(bytes(body)))
+    try:
+        new: frozenset[ObjectRef] | None = new_writes(bytes(body))
+    except LedgerError:  # its pred column is damaged: it is judged operation by operation
+        new = None
+    assert objects_and_new_writes(bytes(body)) == (written, new)
     if not edits:  # a new entry in the resources table, and the map inside it
         new = new_writes(bytes(body))
         assert new is not None
@@ -463,3 +471,55 @@ def test_the_keys_a_change_makes_in_tables_are_read_as_its_operations_name_them(
         assert [op.key for op in made] == ["r" * 32, "e" * 32]
     with contextlib.suppress(LedgerError):
         assert made == [op for op in operations(bytes(body)) if op.obj in tables]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=3))
+@example([])
+def test_the_one_pass_of_opening_reads_what_the_checks_read_one_by_one(
+    edits: list[tuple[int, int]],
+) -> None:
+    """Opening a snapshot's bundles reads, in one pass over a change's columns
+    (objects_names_and_new_keys), what the entry tags ask: the same operations
+    keys_written_into lists of the objects the change writes only new keys into, and
+    the names and objects read as keyed_values and objects_and_new_writes read them — or
+    a refusal, also of a damaged change."""
+    doc = LedgerDoc.genesis(b"seed", ("resources", "commitments"), bytes(16))
+    with doc.edit() as w:
+        w.put("resources", "r" * 32, {"name": "Ladder", "created_by": "a" * 32})
+        w.put("commitments", "c" * 32 + "h", {"handoff": "c" * 32, "by": "a" * 32})
+    body = bytearray(_change_body(doc.last_edit.changes[0]))
+    for position, byte in edits:
+        if position < len(body):
+            body[position] = byte
+    try:
+        columns = read_columns(bytes(body))
+    except LedgerError:
+        assert edits, "an undamaged change was refused"
+        return
+    writes, new, names, made = objects_names_and_new_keys(bytes(body), ATTRIBUTION_KEYS, columns)
+    try:
+        assert (writes, new) == objects_and_new_writes(bytes(body), columns)
+    except LedgerError:
+        assert writes is None
+        assert new is None
+    try:
+        assert names == keyed_values(bytes(body), ATTRIBUTION_KEYS, columns)
+    except LedgerError:
+        assert isinstance(names, str)
+    if new is None or isinstance(names, str) or made is None:
+        assert made is None
+        assert edits, "an undamaged change was not read"
+        with contextlib.suppress(LedgerError):  # unreadable as NewKeys: so for the checks
+            if new is not None and not isinstance(names, str):
+                keys_written_into(columns, new)
+                pytest.fail("operations the checks read were not read when opened")
+        return
+    assert made.made_from == (columns[1], columns[2])
+    with contextlib.suppress(LedgerError):
+        assert list(made.ops) == keys_written_into(columns, new)
+    if not edits:
+        tables = frozenset(doc.table_refs())
+        assert new <= tables
+        assert [op.key for op in made.ops] == ["r" * 32, "c" * 32 + "h"]
+        assert list(made.ops) == keys_written_into(columns, tables)

@@ -35,10 +35,10 @@ from hearth.errors import LedgerError
 from hearth.ledger.change_ops import (
     MAKE_ACTIONS,
     KeyedValue,
+    NewKeys,
     ObjectRef,
     Operation,
-    keyed_values,
-    objects_and_new_writes,
+    objects_names_and_new_keys,
     objects_written,
     operations,
     read_columns,
@@ -139,29 +139,27 @@ def read_change(change: bytes) -> tuple[ChangeInfo, set[ObjectRef] | None]:
 
 def read_change_names(
     change: bytes, wanted: frozenset[str]
-) -> tuple[ChangeInfo, set[ObjectRef] | None, list[KeyedValue] | str, frozenset[ObjectRef] | None]:
+) -> tuple[
+    ChangeInfo,
+    set[ObjectRef] | None,
+    list[KeyedValue] | str,
+    frozenset[ObjectRef] | None,
+    NewKeys | None,
+]:
     """:func:`read_change`, the change's operations at the map keys in ``wanted``
-    (:func:`~hearth.ledger.change_ops.keyed_values`) or why they cannot be read, and the
+    (:func:`~hearth.ledger.change_ops.keyed_values`) or why they cannot be read, the
     objects it writes only new keys into (:func:`~hearth.ledger.change_ops.new_writes`)
-    — its body inflated and its columns read once; :class:`LedgerError` as
-    :func:`change_hash` raises it."""
+    and, if it writes only new keys, what R2a's entry tags ask of it
+    (:class:`~hearth.ledger.change_ops.NewKeys`) — its body inflated and each of its
+    columns read once; :class:`LedgerError` as :func:`change_hash` raises it."""
     data = _change_body(change)
     info = _header_of(change, data)
     try:
         columns = read_columns(data)
     except LedgerError as exc:  # none can be read
-        return info, None, str(exc), None
-    writes: set[ObjectRef] | None
-    new: frozenset[ObjectRef] | None
-    try:
-        writes, new = objects_and_new_writes(data, columns)
-    except LedgerError:
-        writes = new = None
-    try:
-        names: list[KeyedValue] | str = keyed_values(data, wanted, columns)
-    except LedgerError as exc:
-        names = str(exc)
-    return info, writes, names, new
+        return info, None, str(exc), None, None
+    writes, new, names, made = objects_names_and_new_keys(data, wanted, columns)
+    return info, writes, names, new, made
 
 
 def _header_of(change: bytes, data: bytes) -> ChangeInfo:

@@ -17,6 +17,7 @@ Anything unexpected raises :class:`ChangeFormatError`; callers then assume the w
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,12 +34,14 @@ __all__ = [
     "ChangeFormatError",
     "Columns",
     "KeyedValue",
+    "NewKeys",
     "ObjectRef",
     "Operation",
     "keyed_values",
     "keys_written_into",
     "new_writes",
     "objects_and_new_writes",
+    "objects_names_and_new_keys",
     "objects_written",
     "operations",
     "read_columns",
@@ -207,16 +210,28 @@ def objects_and_new_writes(
     body: bytes, columns: Columns | None = None
 ) -> tuple[set[ObjectRef], frozenset[ObjectRef] | None]:
     """:func:`objects_written` and :func:`new_writes` of one change at once, its columns'
-    runs read once (what opening a snapshot's bundles asks of every change);
-    :class:`ChangeFormatError` as :func:`objects_written` raises it."""
+    runs read once; :class:`ChangeFormatError` as :func:`objects_written` raises it."""
     actors, _, start_op, data = columns if columns is not None else _columns(body)
+    found, new, _ = _objects_and_new(actors, start_op, data)
+    return found, new
+
+
+def _objects_and_new(
+    actors: list[bytes], start_op: int, data: dict[int, bytes]
+) -> tuple[set[ObjectRef], frozenset[ObjectRef] | None, tuple[_Runs, _Runs, _Runs]]:
+    """:func:`objects_and_new_writes`, and the runs of the action and object columns it
+    read."""
     actions = _run_lengths(data.get(_ACTION, b""))
     obj_actors = _run_lengths(data.get(_OBJ_ACTOR, b""))
     counters = _run_lengths(data.get(_OBJ_COUNTER, b""))
     ops, objects = _total(actions), max(_total(obj_actors), _total(counters))
     if objects > ops or any(value is None for _, value in actions):
         raise ChangeFormatError("a change has more objects than operations")
-    only_new = not any(count and value for count, value in _run_lengths(data.get(_PRED_COUNT, b"")))
+    try:
+        preds = _run_lengths(data.get(_PRED_COUNT, b""))
+    except ChangeFormatError:  # what it replaces is unread: judged operation by operation
+        preds = [(1, 1)]
+    only_new = not any(count and value for count, value in preds)
     found: set[ObjectRef] = set()
     outside: set[ObjectRef] = set()
     for obj_actor, counter in _paired(obj_actors, counters):
@@ -233,7 +248,76 @@ def objects_and_new_writes(
     if ops > objects:
         found.add(None)  # short object columns: the root map
         only_new = False
-    return found, frozenset(outside) if only_new else None
+    return found, frozenset(outside) if only_new else None, (actions, obj_actors, counters)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKeys:
+    """What R2a's entry tags ask of a change that writes only new keys
+    (:func:`new_writes` is not ``None``): ``ops``, its operations into the objects it
+    did not make itself (what :func:`keys_written_into` of those objects lists), and
+    ``made_from``, its actor and start op (the objects it makes are that actor's from
+    that counter on). What it puts at ``handoff``, asked only of a commitment under an
+    untagged id (rare: a neighbourhood handoff's), is read from the change when asked."""
+
+    ops: tuple[Operation, ...]
+    made_from: tuple[bytes, int]
+
+
+def objects_names_and_new_keys(
+    body: bytes, wanted: frozenset[str], columns: Columns | None = None
+) -> tuple[
+    set[ObjectRef] | None,
+    frozenset[ObjectRef] | None,
+    list[KeyedValue] | str,
+    NewKeys | None,
+]:
+    """What opening a snapshot's bundles reads of every change, each column read once:
+    :func:`objects_and_new_writes` (both ``None`` if the object columns cannot be read),
+    :func:`keyed_values` of ``wanted`` (or why they cannot be read), and, for a change
+    writing only new keys, its :class:`NewKeys` (else ``None``)."""
+    actors, actor, start_op, data = columns if columns is not None else _columns(body)
+    writes: set[ObjectRef] | None = None
+    new: frozenset[ObjectRef] | None = None
+    runs: tuple[_Runs, _Runs, _Runs] | None = None
+    with contextlib.suppress(ChangeFormatError):  # the names are read all the same
+        writes, new, runs = _objects_and_new(actors, start_op, data)
+    into = _indices_into(runs[1], runs[2], actors, new) if runs is not None and new else []
+    try:
+        names, keys, actions = _keyed_values(data, _encoded(wanted), {i for i, _ in into})
+    except ChangeFormatError as exc:
+        return writes, new, str(exc), None
+    if runs is None or new is None:
+        return writes, new, names, None
+    if into and actions is None:
+        actions = _expanded(runs[0])
+    try:
+        ops = tuple(
+            Operation(obj, _key(keys, index), _action(actions, index), (actor, start_op + index))
+            for index, obj in into
+        )
+    except ChangeFormatError:  # the checks read it again, and refuse it
+        return writes, new, names, None
+    return writes, new, names, NewKeys(ops, (actor, start_op))
+
+
+def _key(keys: dict[int, bytes], index: int) -> str | None:
+    raw = keys.get(index)
+    return None if raw is None else _utf8(raw)
+
+
+def _action(actions: list[int | None] | None, index: int) -> int:
+    action = actions[index] if actions is not None and index < len(actions) else None
+    if action is None:
+        raise ChangeFormatError("a change has an operation with no action")
+    return action
+
+
+def _expanded(runs: _Runs) -> list[int | None]:
+    out: list[int | None] = []
+    for count, value in runs:
+        out.extend([value] * count)
+    return out
 
 
 def writes_only_new(
@@ -507,9 +591,18 @@ def keyed_values(
     check asks this of every change it covers: the loops are written for speed).
     ``columns``: the body's :func:`read_columns`, when read already."""
     _, _, _, data = columns if columns is not None else _columns(body)
-    hits, keys = _key_hits(data.get(_KEY_STRING, b""), _encoded(wanted))
+    return _keyed_values(data, _encoded(wanted), set())[0]
+
+
+def _keyed_values(
+    data: dict[int, bytes], wanted: dict[bytes, str], at: set[int]
+) -> tuple[list[KeyedValue], dict[int, bytes], list[int | None] | None]:
+    """:func:`keyed_values` of the keys ``wanted`` (by their UTF-8) from a change's column
+    data, the keys at the ``at`` indices (as UTF-8) read in the same pass, and the
+    action column when it was read for them."""
+    hits, keys, named = _key_hits(data.get(_KEY_STRING, b""), wanted, at)
     if not hits:
-        return []
+        return [], named, None
     actions = _rle(data.get(_ACTION, b""))
     lengths = _meta_lengths(data.get(_VALUE_META, b""))
     raw = data.get(_VALUE_RAW, b"")
@@ -532,7 +625,7 @@ def keyed_values(
             start = starts[index]
             value = _value(lengths[index] & 0x0F, raw[start : start + (lengths[index] >> 4)])
         found.append(KeyedValue(index, key, action, value))
-    return found
+    return found, named, actions
 
 
 def values(body: bytes) -> list[str | int | bool | bytes | None]:
@@ -558,35 +651,47 @@ def _encoded(wanted: frozenset[str]) -> dict[bytes, str]:
     return {key.encode(): key for key in wanted}
 
 
-def _key_hits(column: bytes, wanted: dict[bytes, str]) -> tuple[list[tuple[int, str]], int]:
+def _key_hits(
+    column: bytes, wanted: dict[bytes, str], at: set[int]
+) -> tuple[list[tuple[int, str]], int, dict[int, bytes]]:
     """The operations (index, key) whose key-string column entry is one of ``wanted``
-    (as UTF-8), and how many entries the column holds."""
+    (as UTF-8), how many entries the column holds, and the keys at the ``at`` indices
+    as UTF-8 (``None`` ones left out)."""
     hits: list[tuple[int, str]] = []
+    named: dict[int, bytes] = {}
     pos = index = 0
     end = len(column)
+    first, last = (min(at), max(at)) if at else (0, -1)
     while pos < end:
         count, pos = _sleb(column, pos)
         if count > 0:
             length, pos = _uleb(column, pos)
-            key = wanted.get(column[pos : pos + length])
+            raw = column[pos : pos + length]
+            key = wanted.get(raw)
             pos += length
             if key is not None:
                 hits.extend((i, key) for i in range(index, index + count))
+            if index <= last and index + count > first:
+                inside = [i for i in at if index <= i < index + count]
+                named.update((i, raw) for i in inside)
             index += count
         elif count < 0:
             for _ in range(-count):
                 length, pos = _uleb(column, pos)
-                key = wanted.get(column[pos : pos + length])
+                raw = column[pos : pos + length]
+                key = wanted.get(raw)
                 pos += length
                 if key is not None:
                     hits.append((index, key))
+                if index <= last and index in at:
+                    named[index] = raw
                 index += 1
         else:
             nulls, pos = _uleb(column, pos)
             index += nulls
         if pos > end or index > _MAX_COLUMN:
             raise ChangeFormatError("a change's keys are truncated or implausibly many")
-    return hits, index
+    return hits, index, named
 
 
 def _meta_lengths(column: bytes) -> list[int]:

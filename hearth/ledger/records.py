@@ -41,6 +41,7 @@ from hearth.ledger.change_ops import (
     MAKE_ACTIONS,
     SET_ACTION,
     Columns,
+    NewKeys,
     ObjectRef,
     Operation,
     keys_written_into,
@@ -121,6 +122,7 @@ def check_records(
     new: Sequence[frozenset[ObjectRef] | None] | None = None,
     *,
     tagged: bool = False,
+    new_keys: Sequence[NewKeys | None] | None = None,
 ) -> None:
     """:class:`ProtocolError` unless one bundle's ``changes`` to the live document
     ``doc`` leave what others wrote as they wrote it (the module's rules), judged at
@@ -130,13 +132,18 @@ def check_records(
     the maps of the members and invites tables, judged elsewhere; ``new``: each
     change's :func:`~hearth.ledger.change_ops.new_writes`, when read already (a
     snapshot's bundles are read once, when opened); ``tagged``: the group's entry ids
-    carry their writer's tag (:mod:`hearth.ledger.entry_ids`)."""
+    carry their writer's tag (:mod:`hearth.ledger.entry_ids`); ``new_keys``: each change's
+    :class:`~hearth.ledger.change_ops.NewKeys`, read with ``new``, for the tags."""
     if not changes:
         return
     tables = frozenset(doc.table_refs())
     try:
-        if not tagged and new is not None and all(n is not None and n <= tables for n in new):
-            return  # new entries only, as read when opened: R2a judges their names
+        if new is not None and all(n is not None and n <= tables for n in new):
+            # New entries only, as read when opened: R2a judges their names.
+            if not tagged:
+                return
+            if new_keys is not None and _check_made(doc, new_keys, author):
+                return
         bodies = [change_body(c) for c in changes]
         columns = [read_columns(body) for body in bodies]
         if all(writes_only_new(b, tables, c) for b, c in zip(bodies, columns, strict=True)):
@@ -213,6 +220,39 @@ def check_records(
         raise _refuse(
             "changes another member's resource without an edit record in its writer's name"
         )
+
+
+def _check_made(doc: LedgerDoc, made: Sequence[NewKeys | None], author: str) -> bool:
+    """The tags of the entries that changes writing only new keys into the tables make,
+    from what was read of them when their bundle was opened; ``False`` (nothing judged:
+    the changes are read again) if that cannot tell: a change not read so, one whose own
+    objects' ids would be a table's (what it writes into that table is then not among
+    the ``made`` operations; never so for an honest change), or one making a commitment
+    under an untagged id (a handoff's, if its ``handoff`` says so: read from the change)."""
+    tables = doc.table_refs()
+    if any(m is None for m in made):
+        return False
+    for keys in made:
+        assert keys is not None
+        actor, start = keys.made_from
+        if any(ref is not None and ref[0] == actor and ref[1] >= start for ref in tables):
+            return False
+    try:
+        for keys in made:
+            assert keys is not None
+            for op in keys.ops:
+                entry_ids.check_new_key((tables[op.obj],), op, author, _not_read)
+    except _HandoffAsked:
+        return False
+    return True
+
+
+class _HandoffAsked(Exception):
+    """What a change put at ``handoff`` was asked: not read when its bundle was opened."""
+
+
+def _not_read(_: tuple[bytes, int]) -> object:
+    raise _HandoffAsked
 
 
 def _check_new_entries(

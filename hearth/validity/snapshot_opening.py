@@ -31,7 +31,7 @@ from typing import BinaryIO
 from hearth.errors import Damaged, LedgerError, ProtocolError
 from hearth.ledger.attribution import ATTRIBUTION_KEYS
 from hearth.ledger.automerge_doc import ChangeInfo, EntryRef, read_change_names
-from hearth.ledger.change_ops import KeyedValue, ObjectRef
+from hearth.ledger.change_ops import KeyedValue, NewKeys, ObjectRef, Operation
 from hearth.node.node import Node
 from hearth.protocol.bundle import (
     Envelope,
@@ -68,6 +68,9 @@ class Carried:
     # entries the bundle says it touched: read here once, not again by the checks.
     new: tuple[frozenset[ObjectRef] | None, ...]
     touched: tuple[tuple[EntryRef, ...], ...]
+    # For each change writing only new keys, what R2a's entry tags ask of it
+    # (change_ops.NewKeys), read in the same pass; None for the others.
+    made: tuple[NewKeys | None, ...]
 
 
 def open_carried(envelope: Envelope, keys: EpochKeys) -> Carried:
@@ -89,18 +92,24 @@ def open_carried(envelope: Envelope, keys: EpochKeys) -> Carried:
     return Carried(
         envelope=envelope,
         inner=inner,
-        changes=tuple((doc, change, info) for doc, change, info, _, _, _ in read),
-        writes=tuple(writes for _, _, _, writes, _, _ in read),
-        names=tuple(n if isinstance(n, str) else tuple(n) for *_, n, _ in read),
-        new=tuple(new for *_, new in read),
+        changes=tuple((doc, change, info) for doc, change, info, *_ in read),
+        writes=tuple(writes for _, _, _, writes, *_ in read),
+        names=tuple(n if isinstance(n, str) else tuple(n) for *_, n, _, _ in read),
+        new=tuple(new for *_, new, _ in read),
         touched=touched,
+        made=tuple(made for *_, made in read),
     )
 
 
 # What the second process sends back for one bundle: plain tuples, cheap to pass —
 # the inner bundle's fields, then per change (document, change, hash, deps, actor,
 # what it writes, its names as (index, key, action, value) or why unreadable, what it
-# writes only new keys into, the entries its bundle says it touched).
+# writes only new keys into, the entries its bundle says it touched, and what R2a's entry
+# tags ask of it as (operations as (object, key, action, id), actor and start op) or None).
+_MadeWire = (
+    tuple[tuple[tuple[ObjectRef, str | None, int, tuple[bytes, int]], ...], tuple[bytes, int]]
+    | None
+)
 _Change = tuple[
     str,
     bytes,
@@ -111,6 +120,7 @@ _Change = tuple[
     tuple[tuple[int, str, int, str | int | bool | bytes | None], ...] | str,
     frozenset[ObjectRef] | None,
     tuple[EntryRef, ...],
+    _MadeWire,
 ]
 _Opened = tuple[tuple[object, ...], list[_Change]]
 _INNER_FIELDS = (
@@ -153,13 +163,15 @@ def _open_chunk(
                 else tuple((n.index, n.key, n.action, n.value) for n in names),
                 new,
                 touched,
+                _made_to_wire(made),
             )
-            for (doc, change, info), writes, names, new, touched in zip(
+            for (doc, change, info), writes, names, new, touched, made in zip(
                 carried.changes,
                 carried.writes,
                 carried.names,
                 carried.new,
                 carried.touched,
+                carried.made,
                 strict=True,
             )
         ]
@@ -180,11 +192,26 @@ def _from_wire(envelope: Envelope, opened: _Opened) -> Carried:
         writes=tuple(c[5] for c in changes),
         names=tuple(
             n if isinstance(n, str) else tuple(KeyedValue(*op) for op in n)
-            for *_, n, _, _ in changes
+            for *_, n, _, _, _ in changes
         ),
         new=tuple(c[7] for c in changes),
         touched=tuple(c[8] for c in changes),
+        made=tuple(_made_from_wire(c[9]) for c in changes),
     )
+
+
+def _made_to_wire(made: NewKeys | None) -> _MadeWire:
+    if made is None:
+        return None
+    ops = tuple((op.obj, op.key, op.action, op.id) for op in made.ops)
+    return ops, made.made_from
+
+
+def _made_from_wire(made: _MadeWire) -> NewKeys | None:
+    if made is None:
+        return None
+    ops, made_from = made
+    return NewKeys(tuple(Operation(*op) for op in ops), made_from)
 
 
 class _Worker:

@@ -294,14 +294,25 @@ def _check_names(
                 moved.setdefault(entry, set()).update(paths)
     if LIVE in docs and by_doc.get(LIVE):
         in_live = [
-            (new, refs)
-            for (name, _, _), new, refs in zip(item.changes, item.new, item.touched, strict=True)
+            (new, refs, made)
+            for (name, _, _), new, refs, made in zip(
+                item.changes, item.new, item.touched, item.made, strict=True
+            )
             if name == LIVE
         ]
-        named = [ref for _, refs in in_live for ref in refs]
-        new = [n for n, _ in in_live]
+        named = [ref for _, refs, _ in in_live for ref in refs]
+        new = [n for n, _, _ in in_live]
+        made = [m for _, _, m in in_live]
         records.check_records(
-            docs[LIVE], by_doc[LIVE], member_id, named, moved, spared, new, tagged=tagged
+            docs[LIVE],
+            by_doc[LIVE],
+            member_id,
+            named,
+            moved,
+            spared,
+            new,
+            tagged=tagged,
+            new_keys=made,
         )
 
 
