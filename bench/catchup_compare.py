@@ -165,7 +165,8 @@ def _catch_up(root: Path, url: str, group: str, token: str, entries: int) -> dic
         "process_cpu_s": round(cpu + children.ru_utime + children.ru_stime, 3),
         "bundles": report.received,
         "snapshots": getattr(report, "snapshots", None),
-        "hearth": str(Path(hearth.__file__).parent),
+        # The source tree's folder name only: which code ran, without a path outside the repo.
+        "hearth": Path(hearth.__file__).parent.parent.name,
     }
 
 
