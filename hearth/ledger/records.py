@@ -275,11 +275,14 @@ def _handoffs(
     """What the changes (``bodies``, whose operations ``ops`` lists in order) put at
     ``handoff`` in a map they make: read only when asked (a handoff's commitment)."""
 
+    @functools.cache
+    def put() -> list[str | int | bool | bytes | None]:
+        return [value for body in bodies for value in values(body)]
+
     def handoff_in(made: tuple[bytes, int]) -> object:
-        put = [value for body in bodies for value in values(body)]
         for index, op in enumerate(ops()):
             if op.obj == made and op.key == "handoff":
-                return put[index] if index < len(put) else None
+                return put()[index] if index < len(put()) else None
         return None
 
     return handoff_in

@@ -58,7 +58,7 @@ from hearth.neighbourhood.rules import (
     verify_record,
 )
 from hearth.node.changes import NeighbourhoodRecordKept
-from hearth.node.node import Node, tags_entry_ids
+from hearth.node.node import Node
 from hearth.protocol import codec
 from hearth.protocol.bundle import (
     Envelope,
@@ -1286,7 +1286,7 @@ def reconcile(node: Node, group_id: str) -> int:
     changes it made."""
     made = 0
     me = node.identity.member_id
-    tagged = tags_entry_ids(node.group(group_id).genesis)
+    tagged = node.tags_entry_ids(group_id)
     for membership in memberships(node, group_id):
         current = state(node, membership)
         made += _take_secrets(node, membership, current)

@@ -8,7 +8,6 @@ wrote, then lets the caller edit, then stores the new changes durably before ret
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import secrets
@@ -146,6 +145,7 @@ class Node:
         self.clock = clock
         self.new_id = new_id
         self._ledgers: dict[str, _Loaded] = {}
+        self._tagged: dict[str, bool] = {}  # a group's founding record never changes
         self._feeds = Feeds(store, identity.device_key, clock, random_bytes) if identity else None
         # A long-running node with an event loop to keep responsive (``hearth serve``, the
         # app) folds changes into snapshots in another process: saving a large document
@@ -571,6 +571,14 @@ class Node:
                 return group
         raise NotFound(f"This node is not in the group {group_id[:12]}.")
 
+    def tags_entry_ids(self, group_id: str) -> bool:
+        """Whether the group's entry ids carry their writer's tag (its founding record
+        says so: :func:`tags_entry_ids`); read once per group, not per bundle taken in."""
+        tagged = self._tagged.get(group_id)
+        if tagged is None:
+            tagged = self._tagged[group_id] = tags_entry_ids(self.group(group_id).genesis)
+        return tagged
+
     def _loaded(self, group_id: str) -> _Loaded:
         """The group as held in memory, loaded or caught up with the store."""
         loaded = self._ledgers.get(group_id)
@@ -794,7 +802,6 @@ def _group_id(genesis: bytes) -> str:
     return hashlib.sha256(genesis).hexdigest()
 
 
-@functools.lru_cache(maxsize=64)
 def tags_entry_ids(genesis: bytes) -> bool:
     """Whether a group's founding record (checked when the group was joined: its id is
     the record's hash) says its entry ids carry their writer's tag

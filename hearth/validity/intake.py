@@ -36,7 +36,7 @@ from hearth.ledger.ledger import LIVE
 from hearth.neighbourhood import participation
 from hearth.node.changes import BundlesApplied
 from hearth.node.feeds import APPLIED, INVALID, REFUSED, WAITING, StoredBundle
-from hearth.node.node import Node, tags_entry_ids, verify_genesis
+from hearth.node.node import Node, verify_genesis
 from hearth.protocol.bundle import (
     Envelope,
     Inner,
@@ -889,7 +889,7 @@ def _check_names(
         touched.get(LIVE, []),
         moved,
         spared,
-        tagged=tags_entry_ids(node.group(group_id).genesis),
+        tagged=node.tags_entry_ids(group_id),
     )
 
 

@@ -32,7 +32,7 @@ from hearth.ledger.automerge_doc import ChangeInfo
 from hearth.ledger.change_ops import KeyedValue, ObjectRef
 from hearth.ledger.ledger import LIVE
 from hearth.ledger.model import TABLES
-from hearth.node.node import Node, tags_entry_ids, verify_genesis
+from hearth.node.node import Node, verify_genesis
 from hearth.protocol.bundle import Inner
 from hearth.protocol.invite_token import decode_claim
 from hearth.validity import joins, steps
@@ -210,9 +210,8 @@ def _check_authors(
     # bundle in checks of the table it leaves (membership.check_change).
     membership_rules.check_change(final, final, author="")
     cards = {card.key: card for card in membership_rules.cards(final)}
-    genesis = node.group(group_id).genesis
-    founder = bytes.fromhex(str(verify_genesis(genesis).get("device_key")))
-    tagged = tags_entry_ids(genesis)
+    founder = bytes.fromhex(str(verify_genesis(node.group(group_id).genesis).get("device_key")))
+    tagged = node.tags_entry_ids(group_id)
     by_bundle: defaultdict[bytes, list[tuple[str, ChangeInfo]]] = defaultdict(list)
     for name, changes in expected.items():
         for item, info in changes.values():
