@@ -63,6 +63,12 @@ def test_the_relay_image_holds_the_relay_and_its_locked_dependencies_only(
         "import importlib.metadata as m, sys, json\n"
         "import relay.cli, relay.server, relay.postgres_store, relay.moderation_cli\n"
         "assert relay.cli.__file__.startswith(sys.argv[1]), relay.cli.__file__\n"
+        # Every module of ours from the image's copy: an editable install of this tree
+        # would otherwise answer for one the image lacks.
+        "elsewhere = sorted(n for n, mod in list(sys.modules.items())\n"
+        "    if n.split('.')[0] in ('hearth', 'relay') and getattr(mod, '__file__', None)\n"
+        "    and not mod.__file__.startswith(sys.argv[1]))\n"
+        "assert not elsewhere, ('not in the image', elsewhere)\n"
         "dists = m.packages_distributions()\n"
         "used = {d for name in list(sys.modules) for d in dists.get(name.split('.')[0], [])}\n"
         "print(json.dumps(sorted(used)))\n"
